@@ -1,0 +1,85 @@
+//! The guest SDK for Weir plugins: it owns the wit-bindgen bindings so that a plugin is one
+//! small file, a type implementing [`Plugin`] plus one [`export_plugin!`] line.
+//!
+//! ```ignore
+//! use weir_plugin::{Config, Error, Plugin, Record};
+//!
+//! struct Upper;
+//!
+//! impl Plugin for Upper {
+//!     fn init(_config: &Config) -> Result<Self, Error> {
+//!         Ok(Upper)
+//!     }
+//!     fn transform(&self, record: Record) -> Result<Vec<Record>, Error> {
+//!         let mut json = record.json()?;
+//!         json["name"] = weir_plugin::json::str_at(&json, "/name")?.to_uppercase().into();
+//!         Ok(vec![record.with_json(&json)?])
+//!     }
+//! }
+//!
+//! weir_plugin::export_plugin!(Upper);
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod json;
+pub mod log;
+pub mod record;
+
+#[doc(hidden)]
+pub mod guest;
+
+pub use config::Config;
+pub use error::{Error, ErrorKind};
+pub use record::Record;
+
+/// The generated bindings of the `transformer` world. Plugins never need these directly.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "transformer",
+        path: "../../wit",
+        pub_export_macro: true,
+        default_bindings_module: "weir_plugin::bindings",
+    });
+}
+
+/// A record transformer. One value is built per plugin instance by [`Plugin::init`] and then
+/// asked to transform every record that instance sees.
+pub trait Plugin: Sized + 'static {
+    /// Builds the plugin from the pipeline's config. Return [`Error::config`] naming the key
+    /// when the config is unusable: the host then refuses to run this plugin version.
+    fn init(config: &Config) -> Result<Self, Error>;
+
+    /// Transforms one record into zero, one or many records. An `Err` affects this record only:
+    /// the host sends it to the dead-letter destination with the error's message.
+    fn transform(&self, record: Record) -> Result<Vec<Record>, Error>;
+}
+
+/// Exports a [`Plugin`] implementation as the component's `transformer` world.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        struct __WeirGuest;
+
+        impl $crate::bindings::Guest for __WeirGuest {
+            fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                $crate::guest::init::<$plugin>(&config)
+            }
+
+            fn transform(
+                batch: ::std::vec::Vec<$crate::bindings::weir::plugin::types::Record>,
+            ) -> ::std::vec::Vec<
+                ::std::result::Result<
+                    ::std::vec::Vec<$crate::bindings::weir::plugin::types::Record>,
+                    $crate::bindings::weir::plugin::types::Error,
+                >,
+            > {
+                $crate::guest::transform::<$plugin>(batch)
+            }
+        }
+
+        $crate::bindings::export!(__WeirGuest with_types_in $crate::bindings);
+    };
+}
