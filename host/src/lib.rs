@@ -1,1 +1,12 @@
-//! lib
+//! Weir: a stream processor whose IO is native Rust and whose transforms are WebAssembly
+//! components. This library is the `weir` binary's engine room; `main.rs` is only the CLI.
+
+pub mod bench;
+pub mod config;
+pub mod connectors;
+pub mod generator;
+pub mod pipeline;
+pub mod plugin_build;
+pub mod record;
+pub mod registry;
+pub mod runtime;

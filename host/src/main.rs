@@ -1,1 +1,132 @@
-fn main() {}
+//! The `weir` command line: parses arguments, sets up logging, and hands each subcommand to its
+//! module under `cli/`. All IO and plugin work lives in the library.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Weir runs stream pipelines whose IO is native and whose transforms are WebAssembly plugins.
+///
+/// A pipeline file (TOML) names a source, a chain of plugins, a sink and a dead-letter
+/// destination. Plugins are components in the registry folder (`plugin-registry/` by default),
+/// built from Rust crates with `weir plugin build`.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, propagate_version = true)]
+struct Cli {
+    /// Log format: `text` for people, `json` for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "WEIR_LOG_FORMAT", global = true)]
+    log_format: LogFormat,
+
+    /// Log filter, in `RUST_LOG` syntax (e.g. `info`, `weir=debug`).
+    #[arg(long, default_value = "info", env = "WEIR_LOG", global = true)]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where plugins are found.
+#[derive(Debug, clap::Args)]
+struct PluginsDir {
+    /// The plugin registry folder, holding `NAME.wasm` files.
+    #[arg(long = "plugins", value_name = "DIR", env = "WEIR_PLUGINS", default_value = weir::registry::DEFAULT_DIR)]
+    dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the pipelines of a pipeline file until their sources end or Ctrl-C / SIGTERM.
+    ///
+    /// On shutdown, batches in flight are finished, written and committed before exit; a second
+    /// signal does not abort that. Prints a summary per pipeline: records in, out,
+    /// dead-lettered, and throughput.
+    Run {
+        /// The pipeline file (TOML).
+        file: PathBuf,
+        #[command(flatten)]
+        plugins: PluginsDir,
+    },
+    /// Check a pipeline file without running it: schema, values, plugins present, compiled,
+    /// type-checked, and their `init` accepting the config.
+    Validate {
+        /// The pipeline file (TOML).
+        file: PathBuf,
+        #[command(flatten)]
+        plugins: PluginsDir,
+    },
+    /// Build and list plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Measure a Wasm plugin against the same logic compiled natively, in one process.
+    ///
+    /// Runs the `user-profile` plugin from the registry and its native build on the same
+    /// randomuser.me-shaped records, for batches of 1, 64 and 1024 records, and prints records
+    /// per second and the Wasm/native ratio.
+    Bench {
+        /// Distinct records generated for the run.
+        #[arg(long, default_value_t = 4096)]
+        records: usize,
+        /// Seconds spent measuring each batch size and implementation.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        #[command(flatten)]
+        plugins: PluginsDir,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Build a plugin crate for wasm32-wasip2 and place `NAME.wasm` in the registry folder.
+    ///
+    /// NAME is the crate's package name. The file is written under a temporary name and renamed
+    /// into place, so a running host never loads half a file.
+    Build {
+        /// The plugin crate's folder.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[command(flatten)]
+        plugins: PluginsDir,
+    },
+    /// List the plugins in the registry folder with their versions (sha256 prefix) and sizes.
+    List {
+        #[command(flatten)]
+        plugins: PluginsDir,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::logging::init(cli.log_format, &cli.log);
+    let result = match cli.command {
+        Command::Run { file, plugins } => cli::run::run(&file, &plugins.dir),
+        Command::Validate { file, plugins } => cli::run::validate(&file, &plugins.dir),
+        Command::Plugin(PluginCommand::Build { path, plugins }) => {
+            cli::plugin::build(&path, &plugins.dir)
+        }
+        Command::Plugin(PluginCommand::List { plugins }) => cli::plugin::list(&plugins.dir),
+        Command::Bench {
+            records,
+            seconds,
+            plugins,
+        } => cli::bench::run(records, seconds, &plugins.dir),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! `weir bench`: the cost of running a transform as a Wasm plugin, measured against the same
+//! logic compiled natively into the host, in one process on the same records.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::generator::UserGenerator;
+use crate::record::Record;
+use crate::runtime::{LoadedPlugin, PluginInstance, PluginLimits};
+
+/// The batch sizes measured: one record per call (worst case), a typical batch, a large one.
+pub const BATCH_SIZES: [usize; 3] = [1, 64, 1024];
+
+/// One line of the benchmark's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchLine {
+    /// Records per plugin call.
+    pub batch_size: usize,
+    /// Native records per second (the baseline).
+    pub native_per_second: f64,
+    /// Wasm records per second.
+    pub wasm_per_second: f64,
+}
+
+impl BenchLine {
+    /// Wasm throughput as a share of native throughput.
+    pub fn ratio(&self) -> f64 {
+        self.wasm_per_second / self.native_per_second
+    }
+}
+
+/// The benchmark failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The plugin could not be instantiated.
+    #[error(transparent)]
+    Plugin(#[from] crate::runtime::PluginError),
+    /// The two implementations disagreed: the comparison would be meaningless.
+    #[error("native and Wasm outputs differ on record {index}: {detail}")]
+    Mismatch {
+        /// The record.
+        index: usize,
+        /// How.
+        detail: String,
+    },
+}
+
+/// `records` randomuser.me results, as the pipeline would see them.
+pub fn sample_records(records: usize, seed: u64) -> Vec<Record> {
+    let mut generator = UserGenerator::new(seed);
+    (0..records)
+        .map(|_| Record::from_value(generator.next_user().to_string()))
+        .collect()
+}
+
+/// Measures `user-profile` natively and as the given plugin, for each batch size, each over at
+/// least `min_time` (repeating the record set as needed), after checking both give equal outputs.
+pub fn user_profile(
+    plugin: &Arc<LoadedPlugin>,
+    records: &[Record],
+    min_time: Duration,
+) -> Result<Vec<BenchLine>, BenchError> {
+    let mut instance = plugin.instantiate("{}", PluginLimits::default())?;
+    check_equal(&mut instance, records)?;
+    BATCH_SIZES
+        .iter()
+        .map(|&batch_size| {
+            let native = throughput(min_time, records.len(), || run_native(records, batch_size));
+            let wasm = throughput(min_time, records.len(), || {
+                run_wasm(&mut instance, records, batch_size)
+            });
+            Ok(BenchLine {
+                batch_size,
+                native_per_second: native,
+                wasm_per_second: wasm,
+            })
+        })
+        .collect()
+}
+
+fn throughput(min_time: Duration, records_per_pass: usize, mut pass: impl FnMut() -> usize) -> f64 {
+    // One warm-up pass so that caches and lazy initialisation do not count.
+    std::hint::black_box(pass());
+    let started = Instant::now();
+    let mut records = 0usize;
+    while started.elapsed() < min_time || records == 0 {
+        let outputs = pass();
+        std::hint::black_box(outputs);
+        records += records_per_pass;
+    }
+    records as f64 / started.elapsed().as_secs_f64()
+}
+
+fn run_native(records: &[Record], batch_size: usize) -> usize {
+    let mut outputs = 0;
+    for batch in records.chunks(batch_size) {
+        for record in batch {
+            let input = weir_plugin::Record::new(record.value.clone());
+            if let Ok(rows) = user_profile::profiles(&input) {
+                outputs += rows.len();
+                std::hint::black_box(rows);
+            }
+        }
+    }
+    outputs
+}
+
+fn run_wasm(instance: &mut PluginInstance, records: &[Record], batch_size: usize) -> usize {
+    records
+        .chunks(batch_size)
+        .map(|batch| {
+            instance
+                .transform(batch)
+                .into_iter()
+                .map(|result| result.map_or(0, |rows| rows.len()))
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+fn check_equal(instance: &mut PluginInstance, records: &[Record]) -> Result<(), BenchError> {
+    let wasm = instance.transform(records);
+    for (index, (record, wasm)) in records.iter().zip(wasm).enumerate() {
+        let native = user_profile::profiles(&weir_plugin::Record::new(record.value.clone()));
+        let same = match (&native, &wasm) {
+            (Ok(native), Ok(wasm)) => {
+                native.len() == wasm.len()
+                    && native.iter().zip(wasm).all(|(n, w)| n.value == w.value && n.key == w.key)
+            }
+            (Err(_), Err(_)) => true,
+            _ => false,
+        };
+        if !same {
+            return Err(BenchError::Mismatch {
+                index,
+                detail: format!("native {:?} vs wasm {:?}", native.map(|r| r.len()), wasm.map(|r| r.len())),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! The subcommands, one module each; `anyhow` is used here and nowhere in the library.
+
+pub mod bench;
+pub mod logging;
+pub mod plugin;
+pub mod run;

@@ -1,0 +1,297 @@
+//! Pipeline files: TOML, validated on load, with errors that name the file and the key.
+//! Pipeline structure lives here; each connector's options live beside the connector.
+
+mod env;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::connectors::{SinkConfig, SourceConfig};
+use crate::runtime::PluginLimits;
+
+pub use env::substitute_env;
+
+/// A pipeline file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read the pipeline file: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// The parser's message, with the line and the offending key.
+        message: String,
+    },
+    /// A value is well-formed but unusable.
+    #[error("{file}: `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// The key, as a path such as `pipeline[0].batch.size`.
+        key: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+/// A pipeline file: one or more `[[pipeline]]` tables, run together.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// The pipelines, each with its own source, transforms and sink.
+    #[serde(rename = "pipeline")]
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+/// One pipeline: a source, a chain of plugins, a sink and a dead-letter destination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Unique name, used in logs, metrics and dead-letter headers.
+    pub name: String,
+    /// Where records come from.
+    pub source: SourceConfig,
+    /// Plugins applied in order; each output of one is an input of the next.
+    #[serde(default)]
+    pub transforms: Vec<TransformConfig>,
+    /// Where transformed records go.
+    pub sink: SinkConfig,
+    /// Where records that fail (bad input, plugin error, trap, timeout) go, with the reason in
+    /// headers. Required: Weir never drops a record silently.
+    pub dead_letter: SinkConfig,
+    /// How records are grouped into batches.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Limits every plugin of this pipeline runs under.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// One step of the transform chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformConfig {
+    /// The plugin's name: the registry folder holds `NAME.wasm`.
+    pub plugin: String,
+    /// The plugin's config, handed to its `init` as a JSON object.
+    #[serde(default)]
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl TransformConfig {
+    /// The config as the JSON text `init` receives (`{}` when none).
+    pub fn config_json(&self) -> String {
+        match &self.config {
+            Some(map) => serde_json::Value::Object(map.clone()).to_string(),
+            None => "{}".to_owned(),
+        }
+    }
+}
+
+/// Batching: a batch closes when it is full or when its first record has waited `linger_ms`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most records per batch; larger batches amortise plugin calls and sink round trips.
+    #[serde(default = "default_batch_size")]
+    pub size: usize,
+    /// Longest a partial batch waits for more records, in milliseconds.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+    /// Batches that may be in flight between source and sink; bounds memory and makes a slow
+    /// sink slow the source down.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+impl BatchConfig {
+    /// The linger as a duration.
+    pub fn linger(&self) -> Duration {
+        Duration::from_millis(self.linger_ms)
+    }
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            size: default_batch_size(),
+            linger_ms: default_linger_ms(),
+            max_in_flight: default_max_in_flight(),
+        }
+    }
+}
+
+fn default_batch_size() -> usize {
+    256
+}
+fn default_linger_ms() -> u64 {
+    20
+}
+fn default_max_in_flight() -> usize {
+    8
+}
+
+/// Limits for untrusted plugin code.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Longest one plugin call (a whole batch) may run, in milliseconds; past it the call is
+    /// interrupted and its records dead-lettered.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Most memory one plugin instance may use, in MiB.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            deadline_ms: default_deadline_ms(),
+            memory_mib: default_memory_mib(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// As the runtime's limits.
+    pub fn plugin_limits(&self) -> PluginLimits {
+        PluginLimits {
+            deadline: Duration::from_millis(self.deadline_ms),
+            memory_bytes: self.memory_mib << 20,
+        }
+    }
+}
+
+fn default_deadline_ms() -> u64 {
+    1000
+}
+fn default_memory_mib() -> usize {
+    64
+}
+
+impl PipelineFile {
+    /// Reads, substitutes `${VAR}`, parses and validates a pipeline file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates pipeline text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let text = substitute_env(text, |name| std::env::var(name).ok()).map_err(|message| {
+            ConfigError::Parse {
+                file: path.to_owned(),
+                message,
+            }
+        })?;
+        let file: PipelineFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            file: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        file.validate(path)?;
+        Ok(file)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            file: path.to_owned(),
+            key,
+            message,
+        };
+        if self.pipelines.is_empty() {
+            return Err(invalid(
+                "pipeline".into(),
+                "the file defines no pipeline; add a [[pipeline]] table".into(),
+            ));
+        }
+        let mut names = HashSet::new();
+        for (index, pipeline) in self.pipelines.iter().enumerate() {
+            let at = |key: &str| format!("pipeline[{index}].{key}");
+            if !is_identifier(&pipeline.name) {
+                return Err(invalid(
+                    at("name"),
+                    format!(
+                        "`{}` is not a valid name; use letters, digits, `-` and `_`",
+                        pipeline.name
+                    ),
+                ));
+            }
+            if !names.insert(pipeline.name.as_str()) {
+                return Err(invalid(
+                    at("name"),
+                    format!("the name `{}` is used twice", pipeline.name),
+                ));
+            }
+            for (step, transform) in pipeline.transforms.iter().enumerate() {
+                if !is_identifier(&transform.plugin) {
+                    return Err(invalid(
+                        at(&format!("transforms[{step}].plugin")),
+                        format!(
+                            "`{}` is not a plugin name; it is the file name of NAME.wasm without the extension",
+                            transform.plugin
+                        ),
+                    ));
+                }
+            }
+            if pipeline.batch.size == 0 {
+                return Err(invalid(at("batch.size"), "must be at least 1".into()));
+            }
+            if pipeline.batch.max_in_flight == 0 {
+                return Err(invalid(
+                    at("batch.max_in_flight"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if pipeline.limits.deadline_ms == 0 {
+                return Err(invalid(
+                    at("limits.deadline_ms"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if pipeline.limits.memory_mib == 0 || pipeline.limits.memory_mib > 1024 {
+                return Err(invalid(
+                    at("limits.memory_mib"),
+                    "must be between 1 and 1024".into(),
+                ));
+            }
+            pipeline
+                .source
+                .validate()
+                .map_err(|(key, message)| invalid(at(&format!("source.{key}")), message))?;
+            pipeline
+                .sink
+                .validate()
+                .map_err(|(key, message)| invalid(at(&format!("sink.{key}")), message))?;
+            pipeline
+                .dead_letter
+                .validate()
+                .map_err(|(key, message)| invalid(at(&format!("dead_letter.{key}")), message))?;
+        }
+        Ok(())
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,161 @@
+//! Connectors: sources and sinks that do IO and nothing else. Each lives in its own module with
+//! its config beside it; [`SourceConfig`] and [`SinkConfig`] are the explicit registry of what a
+//! pipeline file may name.
+
+pub mod encoding;
+pub mod file;
+pub mod generate;
+pub mod stdout;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use crate::record::{Record, SourcePosition, SourceRecord};
+
+/// Whether retrying an operation can help: what lets the pipeline choose between waiting and
+/// stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A transient failure (a broker or database down, a timeout): retry with backoff.
+    WithBackoff,
+    /// A permanent failure (bad config, a schema mismatch): stop and tell the user.
+    Never,
+}
+
+/// A failure of a source or a sink.
+#[derive(Debug, thiserror::Error)]
+#[error("{connector}: {message}")]
+pub struct ConnectorError {
+    /// The connector, e.g. `file sink out/users.jsonl`.
+    pub connector: String,
+    /// What went wrong and what to do.
+    pub message: String,
+    /// Whether retrying can help.
+    pub retry: Retry,
+}
+
+impl ConnectorError {
+    /// A failure that retrying may cure.
+    pub fn transient(connector: impl Into<String>, message: impl Into<String>) -> Self {
+        ConnectorError {
+            connector: connector.into(),
+            message: message.into(),
+            retry: Retry::WithBackoff,
+        }
+    }
+
+    /// A failure that retrying cannot cure.
+    pub fn fatal(connector: impl Into<String>, message: impl Into<String>) -> Self {
+        ConnectorError {
+            connector: connector.into(),
+            message: message.into(),
+            retry: Retry::Never,
+        }
+    }
+}
+
+/// Where records come from. A source only does IO; batching policy arrives as arguments.
+#[async_trait]
+pub trait Source: Send {
+    /// The next batch: at most `max` records, returned once full or once `linger` has passed
+    /// since the first record. `Ok(None)` when the source is exhausted and will yield nothing more.
+    async fn poll_batch(
+        &mut self,
+        max: usize,
+        linger: Duration,
+    ) -> Result<Option<Vec<SourceRecord>>, ConnectorError>;
+
+    /// Records that every record at or before each of `positions` (one per stream and partition)
+    /// has been acknowledged downstream, so the source may persist them.
+    async fn commit(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError>;
+}
+
+/// Where records go. `write` returns only once the records are durable as far as the store
+/// allows: that return is the acknowledgement that lets the source commit.
+#[async_trait]
+pub trait Sink: Send {
+    /// Writes records, in order.
+    async fn write(&mut self, records: &[Record]) -> Result<(), ConnectorError>;
+
+    /// Flushes and releases resources at shutdown.
+    async fn close(&mut self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+/// The sources a pipeline file may name, by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// Synthetic randomuser.me-shaped users from a seeded generator.
+    Generate(generate::GenerateConfig),
+    /// JSON lines from a file.
+    File(file::FileSourceConfig),
+}
+
+/// The sinks (and dead-letter destinations) a pipeline file may name, by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    /// JSON lines appended to a file.
+    File(file::FileSinkConfig),
+    /// JSON lines on standard output.
+    Stdout(stdout::StdoutSinkConfig),
+}
+
+/// A config problem: the key (relative to the connector's table) and what to do.
+pub type ConfigProblem = (String, String);
+
+impl SourceConfig {
+    /// Checks values the type system cannot.
+    pub fn validate(&self) -> Result<(), ConfigProblem> {
+        match self {
+            SourceConfig::Generate(config) => config.validate(),
+            SourceConfig::File(config) => config.validate(),
+        }
+    }
+
+    /// Opens the source.
+    pub async fn build(&self) -> Result<Box<dyn Source>, ConnectorError> {
+        Ok(match self {
+            SourceConfig::Generate(config) => Box::new(generate::GenerateSource::new(config)),
+            SourceConfig::File(config) => Box::new(file::FileSource::open(config).await?),
+        })
+    }
+
+    /// A short description for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            SourceConfig::Generate(_) => "generate".into(),
+            SourceConfig::File(config) => format!("file {}", config.path.display()),
+        }
+    }
+}
+
+impl SinkConfig {
+    /// Checks values the type system cannot.
+    pub fn validate(&self) -> Result<(), ConfigProblem> {
+        match self {
+            SinkConfig::File(config) => config.validate(),
+            SinkConfig::Stdout(_) => Ok(()),
+        }
+    }
+
+    /// Opens the sink. `dead_letter` picks the default encoding: dead letters keep their headers.
+    pub async fn build(&self, dead_letter: bool) -> Result<Box<dyn Sink>, ConnectorError> {
+        Ok(match self {
+            SinkConfig::File(config) => Box::new(file::FileSink::open(config, dead_letter).await?),
+            SinkConfig::Stdout(config) => Box::new(stdout::StdoutSink::new(config, dead_letter)),
+        })
+    }
+
+    /// A short description for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            SinkConfig::File(config) => format!("file {}", config.path.display()),
+            SinkConfig::Stdout(_) => "stdout".into(),
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Running a pipeline: source -> plugin chain -> sink, with dead letters beside the sink.
+//!
+//! Three stages joined by bounded channels, so a slow sink slows the source and memory stays
+//! flat. Batches move in order through one chain, which preserves order per partition. A batch's
+//! source positions are committed only after its outputs reached the sink and its failures the
+//! dead-letter destination: at-least-once end to end.
+
+mod chain;
+mod retry;
+mod stats;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::PipelineConfig;
+use crate::connectors::{ConnectorError, Sink, Source};
+use crate::record::{Record, SourcePosition, SourceRecord};
+use crate::runtime::{LoadedPlugin, PluginError};
+
+pub use chain::{ChainOutput, Failure, TransformChain};
+pub use stats::{PipelineReport, PipelineStats};
+
+/// How often a running pipeline logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// A pipeline could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A plugin could not be instantiated with the pipeline's config.
+    #[error("pipeline `{pipeline}`: {source}")]
+    Plugin {
+        /// The pipeline.
+        pipeline: String,
+        /// Why.
+        source: PluginError,
+    },
+    /// A plugin named by the pipeline was not loaded.
+    #[error("pipeline `{pipeline}`: plugin `{plugin}` is not loaded")]
+    MissingPlugin {
+        /// The pipeline.
+        pipeline: String,
+        /// The plugin.
+        plugin: String,
+    },
+    /// A connector failed permanently, or while shutting down.
+    #[error("pipeline `{pipeline}`: {source}")]
+    Connector {
+        /// The pipeline.
+        pipeline: String,
+        /// Why.
+        source: ConnectorError,
+    },
+    /// A stage ended unexpectedly.
+    #[error("pipeline `{pipeline}`: the {stage} stage stopped unexpectedly: {reason}")]
+    Stage {
+        /// The pipeline.
+        pipeline: String,
+        /// Which stage.
+        stage: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A batch on its way from the source to the sink.
+struct Batch {
+    records: Vec<Record>,
+    positions: Vec<SourcePosition>,
+    /// The highest position per stream and partition: what acknowledging this batch commits.
+    commit: Vec<SourcePosition>,
+}
+
+/// A batch after the chain.
+struct Processed {
+    inputs: usize,
+    output: ChainOutput,
+    commit: Vec<SourcePosition>,
+}
+
+/// Builds the plugin chain of `config` from loaded plugins (runs each plugin's `init`).
+/// CPU-bound: call from a blocking thread.
+pub fn build_chain(
+    config: &PipelineConfig,
+    plugins: &BTreeMap<String, Arc<LoadedPlugin>>,
+) -> Result<TransformChain, PipelineError> {
+    let limits = config.limits.plugin_limits();
+    let mut steps = Vec::with_capacity(config.transforms.len());
+    for transform in &config.transforms {
+        let plugin =
+            plugins
+                .get(&transform.plugin)
+                .ok_or_else(|| PipelineError::MissingPlugin {
+                    pipeline: config.name.clone(),
+                    plugin: transform.plugin.clone(),
+                })?;
+        let instance = plugin
+            .instantiate(&transform.config_json(), limits)
+            .map_err(|source| PipelineError::Plugin {
+                pipeline: config.name.clone(),
+                source,
+            })?;
+        steps.push(instance);
+    }
+    Ok(TransformChain::new(steps))
+}
+
+/// Runs one pipeline until its source is exhausted or `shutdown` turns true, then drains what is
+/// in flight, commits it, and reports.
+pub async fn run(
+    config: PipelineConfig,
+    chain: TransformChain,
+    stats: Arc<PipelineStats>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<PipelineReport, PipelineError> {
+    let name = config.name.clone();
+    let connector_error = |source| PipelineError::Connector {
+        pipeline: name.clone(),
+        source,
+    };
+    let source = config.source.build().await.map_err(connector_error)?;
+    let sink = config.sink.build(false).await.map_err(connector_error)?;
+    let dead_letter = config.dead_letter.build(true).await.map_err(connector_error)?;
+    tracing::info!(
+        pipeline = %name,
+        source = %config.source.describe(),
+        sink = %config.sink.describe(),
+        dead_letter = %config.dead_letter.describe(),
+        plugins = ?chain.steps().iter().map(|s| format!("{}@{}", s.plugin().name(), s.plugin().version())).collect::<Vec<_>>(),
+        "Pipeline started."
+    );
+
+    // Half the in-flight budget waits before the chain, half before the sink.
+    let depth = config.batch.max_in_flight.div_ceil(2).max(1);
+    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(depth);
+    let (processed_tx, processed_rx) = mpsc::channel::<Processed>(depth);
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Vec<SourcePosition>>();
+
+    let transform = spawn_transform_stage(name.clone(), chain, batch_rx, processed_tx);
+    let sink_stage = tokio::spawn(sink_stage(
+        name.clone(),
+        sink,
+        dead_letter,
+        processed_rx,
+        ack_tx,
+        Arc::clone(&stats),
+        shutdown.clone(),
+    ));
+    let progress = tokio::spawn(log_progress(name.clone(), Arc::clone(&stats)));
+
+    let source_result = source_stage(
+        &name,
+        source,
+        &config,
+        batch_tx,
+        ack_rx,
+        shutdown,
+    )
+    .await;
+    let sink_result = sink_stage.await;
+    let transform_result = transform.await;
+    progress.abort();
+
+    let stage_error = |stage, reason: String| PipelineError::Stage {
+        pipeline: name.clone(),
+        stage,
+        reason,
+    };
+    sink_result
+        .map_err(|e| stage_error("sink", e.to_string()))?
+        .map_err(connector_error)?;
+    transform_result.map_err(|e| stage_error("transform", e.to_string()))?;
+    source_result.map_err(connector_error)?;
+
+    let report = stats.snapshot(&name);
+    tracing::info!(
+        pipeline = %name,
+        records_in = report.records_in,
+        records_out = report.records_out,
+        dead_lettered = report.dead_lettered,
+        "Pipeline finished."
+    );
+    Ok(report)
+}
+
+/// Polls batches and commits acknowledged positions. After the source ends (or shutdown), it
+/// keeps committing until the sink has acknowledged everything in flight.
+async fn source_stage(
+    pipeline: &str,
+    mut source: Box<dyn Source>,
+    config: &PipelineConfig,
+    batch_tx: mpsc::Sender<Batch>,
+    mut ack_rx: mpsc::UnboundedReceiver<Vec<SourcePosition>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnectorError> {
+    let mut result = Ok(());
+    loop {
+        while let Ok(positions) = ack_rx.try_recv() {
+            source.commit(&positions).await?;
+        }
+        if *shutdown.borrow() {
+            tracing::info!(pipeline, "Shutdown requested; draining in-flight batches.");
+            break;
+        }
+        let polled = tokio::select! {
+            polled = source.poll_batch(config.batch.size, config.batch.linger()) => polled,
+            _ = shutdown.changed() => continue,
+        };
+        let records = match polled {
+            Ok(Some(records)) => records,
+            Ok(None) => break,
+            Err(error) if error.retry == crate::connectors::Retry::WithBackoff => {
+                tracing::warn!(pipeline, %error, "Source failed; retrying.");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            Err(error) => {
+                result = Err(error);
+                break;
+            }
+        };
+        if batch_tx.send(Batch::from(records)).await.is_err() {
+            break;
+        }
+    }
+    drop(batch_tx);
+    // The sink acknowledges every batch it received before it ends, in order.
+    while let Some(positions) = ack_rx.recv().await {
+        source.commit(&positions).await?;
+    }
+    result
+}
+
+impl From<Vec<SourceRecord>> for Batch {
+    fn from(source_records: Vec<SourceRecord>) -> Self {
+        let mut highest: BTreeMap<(Arc<str>, i32), i64> = BTreeMap::new();
+        let mut records = Vec::with_capacity(source_records.len());
+        let mut positions = Vec::with_capacity(source_records.len());
+        for SourceRecord { record, position } in source_records {
+            let offset = highest
+                .entry((Arc::clone(&position.stream), position.partition))
+                .or_insert(position.offset);
+            *offset = (*offset).max(position.offset);
+            records.push(record);
+            positions.push(position);
+        }
+        let commit = highest
+            .into_iter()
+            .map(|((stream, partition), offset)| SourcePosition {
+                stream,
+                partition,
+                offset,
+            })
+            .collect();
+        Batch {
+            records,
+            positions,
+            commit,
+        }
+    }
+}
+
+/// Plugin calls are CPU-bound and synchronous, so the chain runs on its own blocking thread.
+fn spawn_transform_stage(
+    pipeline: String,
+    mut chain: TransformChain,
+    mut batch_rx: mpsc::Receiver<Batch>,
+    processed_tx: mpsc::Sender<Processed>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
+        while let Some(batch) = batch_rx.blocking_recv() {
+            let inputs = batch.records.len();
+            let output = chain.apply(batch.records, &batch.positions);
+            for failure in &output.failures {
+                tracing::debug!(
+                    pipeline,
+                    plugin = failure.plugin,
+                    offset = failure.position.offset,
+                    error = %failure.error,
+                    "Record failed; sending it to the dead-letter destination."
+                );
+            }
+            let processed = Processed {
+                inputs,
+                output,
+                commit: batch.commit,
+            };
+            if processed_tx.blocking_send(processed).is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// Writes outputs, then dead letters, then acknowledges the batch to the source.
+async fn sink_stage(
+    pipeline: String,
+    mut sink: Box<dyn Sink>,
+    mut dead_letter: Box<dyn Sink>,
+    mut processed_rx: mpsc::Receiver<Processed>,
+    ack_tx: mpsc::UnboundedSender<Vec<SourcePosition>>,
+    stats: Arc<PipelineStats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnectorError> {
+    while let Some(processed) = processed_rx.recv().await {
+        let ChainOutput { outputs, failures } = processed.output;
+        if !outputs.is_empty() {
+            retry::write_with_backoff("sink", sink.as_mut(), &outputs, &mut shutdown).await?;
+        }
+        let dead_letters: Vec<Record> = failures
+            .into_iter()
+            .map(|failure| failure.into_dead_letter(&pipeline))
+            .collect();
+        if !dead_letters.is_empty() {
+            retry::write_with_backoff(
+                "dead-letter destination",
+                dead_letter.as_mut(),
+                &dead_letters,
+                &mut shutdown,
+            )
+            .await?;
+        }
+        stats.record_batch(processed.inputs, outputs.len(), dead_letters.len());
+        if ack_tx.send(processed.commit).is_err() {
+            break;
+        }
+    }
+    sink.close().await?;
+    dead_letter.close().await?;
+    Ok(())
+}
+
+async fn log_progress(pipeline: String, stats: Arc<PipelineStats>) {
+    let mut ticker = tokio::time::interval(PROGRESS_EVERY);
+    ticker.tick().await;
+    let mut last_in = 0;
+    loop {
+        ticker.tick().await;
+        let report = stats.snapshot(&pipeline);
+        let rate = (report.records_in - last_in) as f64 / PROGRESS_EVERY.as_secs_f64();
+        last_in = report.records_in;
+        tracing::info!(
+            pipeline,
+            records_in = report.records_in,
+            records_out = report.records_out,
+            dead_lettered = report.dead_lettered,
+            records_per_second = rate.round() as u64,
+            "Progress."
+        );
+    }
+}

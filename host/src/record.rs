@@ -1,0 +1,98 @@
+//! The host's view of records: the WIT record type (so batches cross into plugins without a
+//! copy) plus where each one came from, which is what commits and dead letters need.
+
+use std::sync::Arc;
+
+pub use crate::runtime::{Header, Record};
+
+/// Names of the headers the host sets. Users match on these downstream, so they are stable.
+pub mod headers {
+    /// Why a record was dead-lettered.
+    pub const ERROR: &str = "weir.error";
+    /// The error's kind: bad-record, plugin-failure, trap, timeout.
+    pub const ERROR_KIND: &str = "weir.error.kind";
+    /// The plugin that failed the record.
+    pub const PLUGIN: &str = "weir.plugin";
+    /// The version (sha256 prefix) of that plugin.
+    pub const PLUGIN_VERSION: &str = "weir.plugin.version";
+    /// The pipeline the record was in.
+    pub const PIPELINE: &str = "weir.pipeline";
+    /// The source stream (topic, table, file) the record came from.
+    pub const SOURCE_STREAM: &str = "weir.source.stream";
+    /// The source partition.
+    pub const SOURCE_PARTITION: &str = "weir.source.partition";
+    /// The source offset (Kafka offset, row id, line number).
+    pub const SOURCE_OFFSET: &str = "weir.source.offset";
+}
+
+/// Where a record sits in its source: what a commit names and a dead letter reports.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourcePosition {
+    /// Topic, table or file.
+    pub stream: Arc<str>,
+    /// Partition within the stream; 0 where the source has none.
+    pub partition: i32,
+    /// Offset within the partition; increasing.
+    pub offset: i64,
+}
+
+/// A record as a source produced it.
+#[derive(Debug, Clone)]
+pub struct SourceRecord {
+    /// The record.
+    pub record: Record,
+    /// Where it came from.
+    pub position: SourcePosition,
+}
+
+impl Record {
+    /// A record with this value and nothing else.
+    pub fn from_value(value: impl Into<Vec<u8>>) -> Self {
+        Record {
+            key: None,
+            value: value.into(),
+            headers: Vec::new(),
+            timestamp: None,
+        }
+    }
+
+    /// The first header called `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.key == name)
+            .map(|h| h.value.as_slice())
+    }
+
+    /// The first header called `name` as text.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Sets header `name`, replacing an earlier value.
+    pub fn set_header(&mut self, name: &str, value: impl Into<Vec<u8>>) {
+        let value = value.into();
+        match self.headers.iter_mut().find(|h| h.key == name) {
+            Some(header) => header.value = value,
+            None => self.headers.push(Header {
+                key: name.to_owned(),
+                value,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_header_replaces_instead_of_repeating() {
+        let mut record = Record::from_value("{}");
+        record.set_header("a", "1");
+        record.set_header("a", "2");
+        assert_eq!(record.headers.len(), 1);
+        assert_eq!(record.header_str("a"), Some("2"));
+        assert_eq!(record.header("missing"), None);
+    }
+}

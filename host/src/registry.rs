@@ -1,0 +1,163 @@
+//! The plugin registry folder: where `NAME.wasm` files live, how a pipeline's plugin names map
+//! to files, and what `weir plugin list` shows.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::runtime::{LoadedPlugin, PluginError, PluginRuntime};
+
+/// The default registry folder, relative to the working directory.
+pub const DEFAULT_DIR: &str = "plugin-registry";
+
+/// A registry folder could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// No `NAME.wasm` in the folder.
+    #[error(
+        "plugin `{name}` is not in {dir}: expected {dir}/{name}.wasm. Build it with `weir plugin build PATH/TO/{name}` or copy the component there"
+    )]
+    NotFound {
+        /// The plugin's name.
+        name: String,
+        /// The registry folder.
+        dir: String,
+    },
+    /// The folder could not be listed.
+    #[error("cannot list plugin folder {dir}: {source}")]
+    List {
+        /// The folder.
+        dir: String,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The plugin failed to load.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// One `.wasm` file in the folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryEntry {
+    /// The plugin's name: the file name without `.wasm`.
+    pub name: String,
+    /// The file.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The version: the first 12 hex digits of its sha256.
+    pub version: String,
+}
+
+/// A registry folder.
+#[derive(Debug, Clone)]
+pub struct PluginRegistry {
+    dir: PathBuf,
+}
+
+impl PluginRegistry {
+    /// The registry at `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        PluginRegistry { dir: dir.into() }
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where plugin `name` lives.
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.wasm"))
+    }
+
+    /// Compiles and type-checks plugin `name`. CPU-bound: call from a blocking thread.
+    pub fn load(
+        &self,
+        runtime: &PluginRuntime,
+        name: &str,
+    ) -> Result<Arc<LoadedPlugin>, RegistryError> {
+        let path = self.path_of(name);
+        if !path.is_file() {
+            return Err(RegistryError::NotFound {
+                name: name.to_owned(),
+                dir: self.dir.display().to_string(),
+            });
+        }
+        Ok(LoadedPlugin::from_file(runtime, name, &path)?)
+    }
+
+    /// Loads every plugin in `names` once, in parallel with nothing else: compile errors surface
+    /// before any pipeline starts.
+    pub fn load_all<'a>(
+        &self,
+        runtime: &PluginRuntime,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<BTreeMap<String, Arc<LoadedPlugin>>, RegistryError> {
+        let mut loaded = BTreeMap::new();
+        for name in names {
+            if !loaded.contains_key(name) {
+                loaded.insert(name.to_owned(), self.load(runtime, name)?);
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// The `.wasm` files in the folder, by name.
+    pub fn list(&self) -> Result<Vec<RegistryEntry>, RegistryError> {
+        let list_error = |source| RegistryError::List {
+            dir: self.dir.display().to_string(),
+            source,
+        };
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(list_error)? {
+            let path = entry.map_err(list_error)?.path();
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".wasm"))
+            else {
+                continue;
+            };
+            let bytes = std::fs::read(&path).map_err(list_error)?;
+            entries.push(RegistryEntry {
+                name: name.to_owned(),
+                size: bytes.len() as u64,
+                version: hex::encode(Sha256::digest(&bytes))[..12].to_owned(),
+                path,
+            });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_plugin_error_says_how_to_build_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = PluginRegistry::new(dir.path());
+        let runtime = PluginRuntime::new().unwrap();
+        let error = registry.load(&runtime, "nope").unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("nope.wasm") && message.contains("weir plugin build"), "{message}");
+    }
+
+    #[test]
+    fn list_shows_wasm_files_with_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.wasm"), b"bbb").unwrap();
+        std::fs::write(dir.path().join("a.wasm"), b"aaa").unwrap();
+        std::fs::write(dir.path().join("a.toml"), b"").unwrap();
+        let entries = PluginRegistry::new(dir.path()).list().unwrap();
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(entries[0].size, 3);
+        assert_eq!(entries[0].version.len(), 12);
+    }
+}

@@ -1,0 +1,120 @@
+//! One wasmtime `Engine` per process, configured once, with the epoch ticker that enforces
+//! per-call deadlines.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::Transformer;
+use super::error::PluginError;
+use super::state::InstanceState;
+
+/// How often the ticker advances the engine's epoch. A deadline is rounded up to whole ticks, so
+/// this is the precision of every plugin deadline; 10 ms keeps the ticker's cost negligible.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The shared compilation and linking context for every plugin in the process.
+#[derive(Clone)]
+pub struct PluginRuntime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    engine: Engine,
+    linker: Linker<InstanceState>,
+    pooling: bool,
+}
+
+impl PluginRuntime {
+    /// Builds the engine (pooling allocator where the machine allows it, on-demand otherwise),
+    /// the linker with WASI and the host interface, and starts the epoch ticker.
+    pub fn new() -> Result<Self, PluginError> {
+        let (engine, pooling) = match Engine::new(&engine_config(true)) {
+            Ok(engine) => (engine, true),
+            Err(error) => {
+                // Pooling reserves virtual memory up front; containers with a small address-space
+                // limit refuse it, and on-demand allocation is then the right fallback.
+                tracing::warn!(%error, "Pooling allocator unavailable, using on-demand allocation.");
+                let engine = Engine::new(&engine_config(false))
+                    .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+                (engine, false)
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        // WASI is linked so that components built by rustc for wasm32-wasip2 instantiate; the
+        // context each store gets grants no files, no network and no environment.
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        Transformer::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        start_epoch_ticker(&engine);
+        Ok(PluginRuntime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                pooling,
+            }),
+        })
+    }
+
+    /// The process-wide engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(super) fn linker(&self) -> &Linker<InstanceState> {
+        &self.inner.linker
+    }
+
+    /// Whether instances come from the pooling allocator.
+    pub fn uses_pooling(&self) -> bool {
+        self.inner.pooling
+    }
+}
+
+fn engine_config(pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    // Deadlines: epoch interruption costs a load and compare per loop header, far cheaper than
+    // fuel, and a ticker thread makes it wall-clock based.
+    config.epoch_interruption(true);
+    // Deep recursion in a plugin traps cleanly instead of exhausting the host thread's stack.
+    config.max_wasm_stack(512 * 1024);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        // Sized for a host running a few dozen pipelines, each with a worker per partition and a
+        // handful of plugins; instances beyond this wait for a slot instead of failing.
+        pool.total_component_instances(256);
+        pool.total_core_instances(512);
+        pool.total_memories(512);
+        pool.total_tables(512);
+        pool.max_memories_per_component(4);
+        pool.max_tables_per_component(4);
+        pool.max_core_instances_per_component(8);
+        // The hard ceiling of any plugin memory; the per-pipeline cap (StoreLimits) is lower.
+        pool.max_memory_size(1 << 30);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Advances the epoch every tick for as long as the engine lives. The thread holds only a weak
+/// reference so that dropping the last runtime ends it.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = thread::Builder::new()
+        .name("weir-epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "Cannot start the epoch ticker; plugin deadlines will not fire.");
+    }
+}

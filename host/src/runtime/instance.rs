@@ -1,0 +1,219 @@
+//! A running plugin instance: calls with a deadline and a memory cap, and a fresh instance after
+//! any trap, so one bad record never poisons the next.
+
+use std::sync::Arc;
+
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+
+use super::bindings::Transformer;
+use super::bindings::weir::plugin::types::{ErrorKind as WitErrorKind, Record};
+use super::engine::EPOCH_TICK;
+use super::error::{PluginError, RecordError, RecordErrorKind};
+use super::plugin::{LoadedPlugin, PluginLimits};
+use super::state::InstanceState;
+
+/// One instance of a plugin version, owned by one worker.
+pub struct PluginInstance {
+    plugin: Arc<LoadedPlugin>,
+    config: String,
+    limits: PluginLimits,
+    live: Option<Live>,
+    fresh_instances: u64,
+}
+
+struct Live {
+    store: Store<InstanceState>,
+    bindings: Transformer,
+}
+
+/// What one call returned: per-record results, or the trap that ended the instance.
+type CallResult = Result<Vec<Result<Vec<Record>, RecordError>>, RecordError>;
+
+impl PluginInstance {
+    pub(super) fn new(
+        plugin: Arc<LoadedPlugin>,
+        config: &str,
+        limits: PluginLimits,
+    ) -> Result<Self, PluginError> {
+        let mut instance = PluginInstance {
+            plugin,
+            config: config.to_owned(),
+            limits,
+            live: None,
+            fresh_instances: 0,
+        };
+        instance.ensure_live()?;
+        Ok(instance)
+    }
+
+    /// The plugin version this instance runs.
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+
+    /// How many instances were created, the first included: one more after every trap.
+    pub fn instances_created(&self) -> u64 {
+        self.fresh_instances
+    }
+
+    /// Transforms a batch: exactly one result per input, in order. A trap discards the instance;
+    /// the batch is then replayed record by record on fresh instances so that only the record that
+    /// trapped fails.
+    pub fn transform(&mut self, batch: &[Record]) -> Vec<Result<Vec<Record>, RecordError>> {
+        match self.call(batch) {
+            Ok(results) => results,
+            Err(trap) if batch.len() == 1 => vec![Err(trap)],
+            Err(_) => batch
+                .iter()
+                .map(|record| match self.call(std::slice::from_ref(record)) {
+                    Ok(mut results) => results.pop().unwrap_or_else(|| {
+                        Err(RecordError {
+                            kind: RecordErrorKind::PluginFailure,
+                            message: "plugin returned no result for the record".into(),
+                        })
+                    }),
+                    Err(trap) => Err(trap),
+                })
+                .collect(),
+        }
+    }
+
+    fn call(&mut self, batch: &[Record]) -> CallResult {
+        let deadline_ticks = self.deadline_ticks();
+        let live = match self.ensure_live() {
+            Ok(live) => live,
+            Err(error) => {
+                return Err(RecordError {
+                    kind: RecordErrorKind::PluginFailure,
+                    message: error.to_string(),
+                });
+            }
+        };
+        live.store.set_epoch_deadline(deadline_ticks);
+        match live.bindings.call_transform(&mut live.store, batch) {
+            Ok(results) if results.len() == batch.len() => {
+                Ok(results.into_iter().map(into_record_result).collect())
+            }
+            Ok(results) => {
+                let message = format!(
+                    "plugin broke the contract: {} results for {} records",
+                    results.len(),
+                    batch.len()
+                );
+                Ok(batch
+                    .iter()
+                    .map(|_| {
+                        Err(RecordError {
+                            kind: RecordErrorKind::PluginFailure,
+                            message: message.clone(),
+                        })
+                    })
+                    .collect())
+            }
+            Err(error) => {
+                let failure = self.describe_trap(&error);
+                // A trapped instance may have broken invariants: never call it again.
+                self.live = None;
+                Err(failure)
+            }
+        }
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        let tick = EPOCH_TICK.as_millis().max(1);
+        // One tick more than the deadline covers the partial tick already under way.
+        (self.limits.deadline.as_millis().div_ceil(tick) as u64).saturating_add(1)
+    }
+
+    fn describe_trap(&self, error: &wasmtime::Error) -> RecordError {
+        let stderr = self
+            .live
+            .as_ref()
+            .and_then(|live| live.store.data().last_stderr_line());
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => RecordError {
+                kind: RecordErrorKind::Timeout,
+                message: format!(
+                    "plugin `{}` exceeded its deadline of {} ms",
+                    self.plugin.name(),
+                    self.limits.deadline.as_millis()
+                ),
+            },
+            _ => {
+                let reason = match error.downcast_ref::<Trap>() {
+                    Some(trap) => trap.to_string(),
+                    None => format!("{error:#}"),
+                };
+                let message = match stderr {
+                    Some(line) => format!(
+                        "plugin `{}` trapped: {reason} ({line})",
+                        self.plugin.name()
+                    ),
+                    None => format!("plugin `{}` trapped: {reason}", self.plugin.name()),
+                };
+                RecordError {
+                    kind: RecordErrorKind::Trap,
+                    message,
+                }
+            }
+        }
+    }
+
+    fn ensure_live(&mut self) -> Result<&mut Live, PluginError> {
+        if self.live.is_none() {
+            self.live = Some(self.instantiate()?);
+            self.fresh_instances += 1;
+        }
+        self.live.as_mut().ok_or_else(|| PluginError::Instantiate {
+            name: self.plugin.name().to_owned(),
+            reason: "instance vanished".into(),
+        })
+    }
+
+    fn instantiate(&self) -> Result<Live, PluginError> {
+        let name = self.plugin.name().to_owned();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .instances(16)
+            .tables(16)
+            .memories(4)
+            // A failed grow traps instead of returning -1, so a memory bomb ends in a clear error.
+            .trap_on_grow_failure(true)
+            .build();
+        let (plugin, version) = self.plugin.identity();
+        let state = InstanceState::new(limits, plugin, version, self.plugin.counters().clone());
+        let mut store = Store::new(self.plugin.runtime().engine(), state);
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.deadline_ticks());
+        let bindings =
+            self.plugin
+                .pre()
+                .instantiate(&mut store)
+                .map_err(|e| PluginError::Instantiate {
+                    name: name.clone(),
+                    reason: format!("{e:#}"),
+                })?;
+        store.set_epoch_deadline(self.deadline_ticks());
+        match bindings.call_init(&mut store, &self.config) {
+            Ok(Ok(())) => Ok(Live { store, bindings }),
+            Ok(Err(reason)) => Err(PluginError::Init { name, reason }),
+            Err(e) => Err(PluginError::Init {
+                name,
+                reason: format!("init trapped: {e:#}"),
+            }),
+        }
+    }
+}
+
+fn into_record_result(
+    result: Result<Vec<Record>, super::bindings::weir::plugin::types::Error>,
+) -> Result<Vec<Record>, RecordError> {
+    result.map_err(|error| RecordError {
+        kind: match error.kind {
+            WitErrorKind::BadRecord => RecordErrorKind::BadRecord,
+            WitErrorKind::PluginFailure => RecordErrorKind::PluginFailure,
+        },
+        message: error.message,
+    })
+}

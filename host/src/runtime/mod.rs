@@ -1,0 +1,17 @@
+//! The Wasm runtime: the one module that owns every wasmtime decision (engine settings, limits,
+//! the epoch ticker, linking, instantiation). The rest of the host sees plugins only through
+//! [`LoadedPlugin`] and [`PluginInstance`].
+
+mod bindings;
+mod engine;
+mod error;
+mod instance;
+mod plugin;
+mod state;
+
+pub use bindings::weir::plugin::types::{ErrorKind as WitErrorKind, Header, Record};
+pub use engine::{EPOCH_TICK, PluginRuntime};
+pub use error::{PluginError, RecordError, RecordErrorKind};
+pub use instance::PluginInstance;
+pub use plugin::{LoadedPlugin, PluginLimits};
+pub use state::PluginCounters;

@@ -1,0 +1,141 @@
+//! A loaded plugin version: compiled once, type-checked against the `transformer` world once
+//! (`InstancePre`), then instantiated cheaply for every worker that needs it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+
+use super::bindings::TransformerPre;
+use super::engine::PluginRuntime;
+use super::error::PluginError;
+use super::instance::PluginInstance;
+use super::state::{InstanceState, PluginCounters};
+
+/// The per-call and per-instance limits a pipeline imposes on its plugins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Longest a single `transform` or `init` call may run before it is interrupted.
+    pub deadline: Duration,
+    /// Most linear memory one instance may hold, in bytes.
+    pub memory_bytes: usize,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            deadline: Duration::from_secs(1),
+            memory_bytes: 64 << 20,
+        }
+    }
+}
+
+/// One compiled, type-checked version of a plugin.
+pub struct LoadedPlugin {
+    name: Arc<str>,
+    version: Arc<str>,
+    sha256: String,
+    pre: TransformerPre<InstanceState>,
+    runtime: PluginRuntime,
+    counters: PluginCounters,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedPlugin {
+    /// Reads, hashes, compiles and type-checks the component at `path`. Compilation is CPU-bound:
+    /// call this from a blocking thread, never from an async task.
+    pub fn from_file(
+        runtime: &PluginRuntime,
+        name: &str,
+        path: &Path,
+    ) -> Result<Arc<Self>, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_bytes(runtime, name, &bytes)
+    }
+
+    /// Compiles and type-checks a component from its bytes.
+    pub fn from_bytes(
+        runtime: &PluginRuntime,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<Arc<Self>, PluginError> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let component =
+            Component::from_binary(runtime.engine(), bytes).map_err(|e| PluginError::Compile {
+                name: name.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        let instance_pre = runtime.linker().instantiate_pre(&component).map_err(|e| {
+            PluginError::WrongWorld {
+                name: name.to_owned(),
+                reason: format!("{e:#}"),
+            }
+        })?;
+        let pre = TransformerPre::new(instance_pre).map_err(|e| PluginError::WrongWorld {
+            name: name.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+        Ok(Arc::new(LoadedPlugin {
+            name: name.into(),
+            version: sha256[..12].into(),
+            sha256,
+            pre,
+            runtime: runtime.clone(),
+            counters: PluginCounters::default(),
+        }))
+    }
+
+    /// The plugin's name, from its file name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The version: the first 12 hex digits of the component's sha256.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The component's full sha256, hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Counters the plugin reported through the host interface.
+    pub fn counters(&self) -> &PluginCounters {
+        &self.counters
+    }
+
+    /// A fresh instance, `init`-ed with `config` (a JSON object as text).
+    pub fn instantiate(
+        self: &Arc<Self>,
+        config: &str,
+        limits: PluginLimits,
+    ) -> Result<PluginInstance, PluginError> {
+        PluginInstance::new(Arc::clone(self), config, limits)
+    }
+
+    pub(super) fn pre(&self) -> &TransformerPre<InstanceState> {
+        &self.pre
+    }
+
+    pub(super) fn runtime(&self) -> &PluginRuntime {
+        &self.runtime
+    }
+
+    pub(super) fn identity(&self) -> (Arc<str>, Arc<str>) {
+        (Arc::clone(&self.name), Arc::clone(&self.version))
+    }
+}
