@@ -125,7 +125,10 @@ fn check_equal(instance: &mut PluginInstance, records: &[Record]) -> Result<(), 
         let same = match (&native, &wasm) {
             (Ok(native), Ok(wasm)) => {
                 native.len() == wasm.len()
-                    && native.iter().zip(wasm).all(|(n, w)| n.value == w.value && n.key == w.key)
+                    && native
+                        .iter()
+                        .zip(wasm)
+                        .all(|(n, w)| n.value == w.value && n.key == w.key)
             }
             (Err(_), Err(_)) => true,
             _ => false,
@@ -133,7 +136,11 @@ fn check_equal(instance: &mut PluginInstance, records: &[Record]) -> Result<(), 
         if !same {
             return Err(BenchError::Mismatch {
                 index,
-                detail: format!("native {:?} vs wasm {:?}", native.map(|r| r.len()), wasm.map(|r| r.len())),
+                detail: format!(
+                    "native {:?} vs wasm {:?}",
+                    native.map(|r| r.len()),
+                    wasm.map(|r| r.len())
+                ),
             });
         }
     }

@@ -2,19 +2,50 @@
 //! It reproduces the API's quirks: postcodes as numbers or strings, non-ASCII names.
 
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 
 const FIRST_NAMES: &[&str] = &[
-    "Ada", "Zoë", "José", "Øyvind", "Émilie", "Mustafa", "Наталья", "Léa", "Jürgen", "Siobhán",
-    "Aarav", "Mei", "Noah", "Ayşe", "Lukas", "Camila",
+    "Ada",
+    "Zoë",
+    "José",
+    "Øyvind",
+    "Émilie",
+    "Mustafa",
+    "Наталья",
+    "Léa",
+    "Jürgen",
+    "Siobhán",
+    "Aarav",
+    "Mei",
+    "Noah",
+    "Ayşe",
+    "Lukas",
+    "Camila",
 ];
 const LAST_NAMES: &[&str] = &[
-    "Lovelace", "Müller", "García", "Ødegård", "Dubois", "Yılmaz", "Иванова", "Novak", "O'Brien",
-    "Kowalski", "Sato", "Silva", "Brown", "Nguyễn",
+    "Lovelace",
+    "Müller",
+    "García",
+    "Ødegård",
+    "Dubois",
+    "Yılmaz",
+    "Иванова",
+    "Novak",
+    "O'Brien",
+    "Kowalski",
+    "Sato",
+    "Silva",
+    "Brown",
+    "Nguyễn",
 ];
 const STREETS: &[&str] = &[
-    "Main Street", "Rue de la Paix", "Hauptstraße", "Calle Mayor", "Storgata", "Kirkegata",
+    "Main Street",
+    "Rue de la Paix",
+    "Hauptstraße",
+    "Calle Mayor",
+    "Storgata",
+    "Kirkegata",
 ];
 const PLACES: &[(&str, &str, &str)] = &[
     ("Dublin", "Leinster", "Ireland"),
@@ -46,7 +77,11 @@ impl UserGenerator {
         let first = pick(rng, FIRST_NAMES);
         let last = pick(rng, LAST_NAMES);
         let (city, state, country) = *pick(rng, PLACES);
-        let gender = if rng.random_bool(0.5) { "female" } else { "male" };
+        let gender = if rng.random_bool(0.5) {
+            "female"
+        } else {
+            "male"
+        };
         let username = format!(
             "{}{}{}",
             ascii_lower(first),

@@ -1,6 +1,8 @@
 //! Weir: a stream processor whose IO is native Rust and whose transforms are WebAssembly
 //! components. This library is the `weir` binary's engine room; `main.rs` is only the CLI.
 
+pub mod admin;
+pub mod app;
 pub mod bench;
 pub mod config;
 pub mod connectors;

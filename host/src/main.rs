@@ -57,6 +57,32 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         plugins: PluginsDir,
+        #[command(flatten)]
+        admin: AdminAddr,
+        /// Do not serve the admin API.
+        #[arg(long)]
+        no_admin: bool,
+        /// Do not deploy plugins dropped into the folder while running.
+        #[arg(long)]
+        no_watch: bool,
+        /// Quiet time, in milliseconds, a plugin file needs before it is loaded; lets writers
+        /// finish.
+        #[arg(long, default_value_t = 200, value_name = "MS")]
+        debounce_ms: u64,
+        /// Where compiled plugins are cached across restarts (default: DIR/.cache in the plugin
+        /// folder).
+        #[arg(long, value_name = "DIR", env = "WEIR_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Compile every plugin at start instead of using the compiled cache.
+        #[arg(long)]
+        no_cache: bool,
+        /// Records a newly deployed version is watched for automatic rollback.
+        #[arg(long, default_value_t = 200, value_name = "RECORDS")]
+        rollback_window: u64,
+        /// Share of failed records (0 to 1) within the window above which a new version is
+        /// rolled back automatically.
+        #[arg(long, default_value_t = 0.5, value_name = "SHARE")]
+        rollback_threshold: f64,
     },
     /// Check a pipeline file without running it: schema, values, plugins present, compiled,
     /// type-checked, and their `init` accepting the config.
@@ -99,23 +125,78 @@ enum PluginCommand {
         #[command(flatten)]
         plugins: PluginsDir,
     },
-    /// List the plugins in the registry folder with their versions (sha256 prefix) and sizes.
+    /// List the plugins of a running weir (versions, history, swaps), or of the registry folder
+    /// when none runs.
     List {
         #[command(flatten)]
         plugins: PluginsDir,
+        #[command(flatten)]
+        admin: AdminAddr,
     },
+    /// Return a plugin of a running weir to its previous version.
+    Rollback {
+        /// The plugin's name.
+        name: String,
+        #[command(flatten)]
+        admin: AdminAddr,
+    },
+}
+
+/// Where a running weir serves its admin API.
+#[derive(Debug, clap::Args)]
+struct AdminAddr {
+    /// The admin API address (loopback by default; keep it off public interfaces).
+    #[arg(
+        long = "admin",
+        value_name = "ADDR",
+        env = "WEIR_ADMIN",
+        default_value = "127.0.0.1:9620"
+    )]
+    addr: std::net::SocketAddr,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::logging::init(cli.log_format, &cli.log);
     let result = match cli.command {
-        Command::Run { file, plugins } => cli::run::run(&file, &plugins.dir),
+        Command::Run {
+            file,
+            plugins,
+            admin,
+            no_admin,
+            no_watch,
+            debounce_ms,
+            cache_dir,
+            no_cache,
+            rollback_window,
+            rollback_threshold,
+        } => {
+            let mut options = weir::app::RunOptions::for_registry(&plugins.dir);
+            options.admin = (!no_admin).then_some(admin.addr);
+            options.watch = !no_watch;
+            options.debounce = std::time::Duration::from_millis(debounce_ms);
+            if let Some(dir) = cache_dir {
+                options.cache = Some(dir);
+            }
+            if no_cache {
+                options.cache = None;
+            }
+            options.rollback = weir::registry::RollbackPolicy {
+                window: rollback_window,
+                max_failure_ratio: rollback_threshold,
+            };
+            cli::run::run(&file, options)
+        }
         Command::Validate { file, plugins } => cli::run::validate(&file, &plugins.dir),
         Command::Plugin(PluginCommand::Build { path, plugins }) => {
             cli::plugin::build(&path, &plugins.dir)
         }
-        Command::Plugin(PluginCommand::List { plugins }) => cli::plugin::list(&plugins.dir),
+        Command::Plugin(PluginCommand::List { plugins, admin }) => {
+            cli::plugin::list(&plugins.dir, admin.addr)
+        }
+        Command::Plugin(PluginCommand::Rollback { name, admin }) => {
+            cli::plugin::rollback(&name, admin.addr)
+        }
         Command::Bench {
             records,
             seconds,

@@ -119,15 +119,9 @@ fn wasm_artifact(messages: &[u8]) -> Option<PathBuf> {
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|message| message["reason"] == "compiler-artifact")
-        .flat_map(|message| {
-            message["filenames"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
+        .flat_map(|message| message["filenames"].as_array().cloned().unwrap_or_default())
         .filter_map(|file| file.as_str().map(PathBuf::from))
-        .filter(|file| file.extension().is_some_and(|e| e == "wasm"))
-        .last()
+        .rfind(|file| file.extension().is_some_and(|e| e == "wasm"))
 }
 
 #[cfg(test)]

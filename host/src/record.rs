@@ -15,6 +15,9 @@ pub mod headers {
     pub const PLUGIN: &str = "weir.plugin";
     /// The version (sha256 prefix) of that plugin.
     pub const PLUGIN_VERSION: &str = "weir.plugin.version";
+    /// Prefix of the header naming the version of each plugin an output passed through:
+    /// `weir.version.user-profile = 090ff39429c0`.
+    pub const VERSION_PREFIX: &str = "weir.version.";
     /// The pipeline the record was in.
     pub const PIPELINE: &str = "weir.pipeline";
     /// The source stream (topic, table, file) the record came from.

@@ -1,1 +1,12 @@
+//! Weir's integration tests, in one binary (one module per topic) so plugins are built once.
+//! The example and fault plugins are built for wasm32-wasip2 with `weir plugin build` on first use.
 
+// Test fixtures may unwrap: a panic there is a failed test with a backtrace.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod faults;
+mod pipelines;
+mod quickstart;
+mod runtime;
+mod support;

@@ -15,7 +15,7 @@ pub fn run(records: usize, seconds: f64, registry: &Path) -> anyhow::Result<Exit
         seconds.is_finite() && seconds > 0.0,
         "--seconds must be a positive number"
     );
-    let runtime = PluginRuntime::new()?;
+    let runtime = PluginRuntime::new(None)?;
     let plugin = PluginRegistry::new(registry)
         .load(&runtime, "user-profile")
         .context("the benchmark needs the user-profile plugin: run `weir plugin build plugins/user-profile` first")?;

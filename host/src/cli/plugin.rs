@@ -1,11 +1,13 @@
-//! `weir plugin build` and `weir plugin list`.
+//! `weir plugin build`, `weir plugin list` and `weir plugin rollback`. Listing and rollback talk
+//! to a running host's admin API; listing falls back to the folder when no host runs.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use weir::plugin_build::build_plugin;
-use weir::registry::PluginRegistry;
+use weir::registry::{PluginRegistry, SlotInfo};
 
 /// Builds the plugin crate at `path` into `registry`.
 pub fn build(path: &Path, registry: &Path) -> anyhow::Result<ExitCode> {
@@ -19,13 +21,32 @@ pub fn build(path: &Path, registry: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Lists the plugins in `registry`.
-pub fn list(registry: &Path) -> anyhow::Result<ExitCode> {
-    let entries = PluginRegistry::new(registry)
-        .list()
-        .with_context(|| format!("listing plugins; create {} or pass --plugins DIR", registry.display()))?;
+/// Lists the plugins of the host at `admin`, or of the folder when no host answers.
+pub fn list(registry: &Path, admin: SocketAddr) -> anyhow::Result<ExitCode> {
+    match fetch_plugins(admin) {
+        Ok(slots) => {
+            print_running(&slots, admin);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(error) if error.is_connect() => {
+            eprintln!(
+                "no running weir at {admin} ({error}); listing the folder {}",
+                registry.display()
+            );
+        }
+        Err(error) => return Err(error).context(format!("asking the weir at {admin}")),
+    }
+    let entries = PluginRegistry::new(registry).list().with_context(|| {
+        format!(
+            "listing plugins; create {} or pass --plugins DIR",
+            registry.display()
+        )
+    })?;
     if entries.is_empty() {
-        println!("no plugins in {}; build one with `weir plugin build PATH`", registry.display());
+        println!(
+            "no plugins in {}; build one with `weir plugin build PATH`",
+            registry.display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     println!("{:<24} {:<14} {:>10}  PATH", "NAME", "VERSION", "SIZE");
@@ -39,4 +60,75 @@ pub fn list(registry: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the host at `admin` to return plugin `name` to its previous version.
+pub fn rollback(name: &str, admin: SocketAddr) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let response: serde_json::Value = runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("http://{admin}/api/plugins/{name}/rollback"))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the weir admin API at {admin}; is `weir run` running with --admin {admin}?"))?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.context("unreadable admin response")?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            anyhow::bail!("{}", body["error"].as_str().unwrap_or("rollback refused"))
+        }
+    })?;
+    println!(
+        "plugin {name} rolled back to {}",
+        response["version"].as_str().unwrap_or("?")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fetch_plugins(admin: SocketAddr) -> Result<Vec<SlotInfo>, reqwest::Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds");
+    runtime.block_on(async {
+        reqwest::Client::new()
+            .get(format!("http://{admin}/api/plugins"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await
+    })
+}
+
+fn print_running(slots: &[SlotInfo], admin: SocketAddr) {
+    println!("plugins of the weir at {admin}:");
+    println!(
+        "{:<24} {:<14} {:<10} {:>6}  HISTORY",
+        "NAME", "VERSION", "LABEL", "SWAPS"
+    );
+    for slot in slots {
+        let history: Vec<&str> = slot.history.iter().map(|v| v.version.as_str()).collect();
+        println!(
+            "{:<24} {:<14} {:<10} {:>6}  {}",
+            slot.name,
+            slot.current.version,
+            slot.current.label.as_deref().unwrap_or("-"),
+            slot.swaps,
+            if history.is_empty() {
+                "-".to_owned()
+            } else {
+                history.join(", ")
+            }
+        );
+        if let Some(rollback) = &slot.last_rollback {
+            println!("{:<24} last rollback: {rollback}", "");
+        }
+        if let Some(rejection) = &slot.last_rejection {
+            println!("{:<24} last rejected file: {}", "", rejection.reason);
+        }
+    }
 }

@@ -30,11 +30,7 @@ pub fn substitute_env(
             Some((name, default)) => (name, Some(default)),
             None => (expression, None),
         };
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!(
                 "line {line}: `${{{expression}}}` is not a variable reference; names use letters, digits and `_`"
             ));

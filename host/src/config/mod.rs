@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::connectors::{SinkConfig, SourceConfig};
-use crate::runtime::PluginLimits;
+use crate::registry::Capability;
+use crate::runtime::{Grants, PluginLimits};
 
 pub use env::substitute_env;
 
@@ -84,9 +85,14 @@ pub struct PipelineConfig {
 pub struct TransformConfig {
     /// The plugin's name: the registry folder holds `NAME.wasm`.
     pub plugin: String,
-    /// The plugin's config, handed to its `init` as a JSON object.
+    /// The plugin's config, handed to its `init` as a JSON object (over the defaults of its
+    /// manifest).
     #[serde(default)]
     pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Capabilities this pipeline allows the plugin, if its manifest asks for them: `clock`,
+    /// `random`. None by default.
+    #[serde(default)]
+    pub allow: Vec<Capability>,
 }
 
 impl TransformConfig {
@@ -170,6 +176,7 @@ impl LimitsConfig {
         PluginLimits {
             deadline: Duration::from_millis(self.deadline_ms),
             memory_bytes: self.memory_mib << 20,
+            grants: Grants::default(),
         }
     }
 }

@@ -24,7 +24,10 @@ fn valid_file_parses_with_defaults() {
     assert_eq!(pipeline.name, "p1");
     assert_eq!(pipeline.transforms.len(), 2);
     assert_eq!(pipeline.transforms[0].config_json(), "{}");
-    assert_eq!(pipeline.transforms[1].config_json(), r#"{"fields":["email"]}"#);
+    assert_eq!(
+        pipeline.transforms[1].config_json(),
+        r#"{"fields":["email"]}"#
+    );
     assert_eq!(pipeline.batch.size, 256);
     assert_eq!(pipeline.limits.memory_mib, 64);
 }
@@ -48,7 +51,10 @@ fn unknown_connector_option_is_rejected() {
 fn unknown_connector_type_lists_the_known_ones() {
     let text = VALID.replace("type = \"stdout\"", "type = \"kafak\"");
     let message = parse(&text).unwrap_err().to_string();
-    assert!(message.contains("kafak") && message.contains("stdout"), "{message}");
+    assert!(
+        message.contains("kafak") && message.contains("stdout"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -71,14 +77,20 @@ fn duplicate_pipeline_names_are_rejected() {
 
 #[test]
 fn missing_dead_letter_is_an_error() {
-    let text = VALID.replace("dead_letter = { type = \"file\", path = \"dlq.jsonl\" }\n", "");
+    let text = VALID.replace(
+        "dead_letter = { type = \"file\", path = \"dlq.jsonl\" }\n",
+        "",
+    );
     let message = parse(&text).unwrap_err().to_string();
     assert!(message.contains("dead_letter"), "{message}");
 }
 
 #[test]
 fn bad_plugin_name_is_explained() {
-    let text = VALID.replace("plugin = \"user-profile\"", "plugin = \"user-profile.wasm\"");
+    let text = VALID.replace(
+        "plugin = \"user-profile\"",
+        "plugin = \"user-profile.wasm\"",
+    );
     let message = parse(&text).unwrap_err().to_string();
     assert!(message.contains("transforms[0].plugin"), "{message}");
 }

@@ -97,7 +97,10 @@ impl Source for GenerateSource {
         max: usize,
         linger: Duration,
     ) -> Result<Option<Vec<SourceRecord>>, ConnectorError> {
-        let remaining = self.config.count.map_or(u64::MAX, |c| c - self.produced.min(c));
+        let remaining = self
+            .config
+            .count
+            .map_or(u64::MAX, |c| c - self.produced.min(c));
         if remaining == 0 {
             return Ok(None);
         }
@@ -137,7 +140,11 @@ mod tests {
         };
         let mut source = GenerateSource::new(&config);
         let mut sizes = Vec::new();
-        while let Some(batch) = source.poll_batch(4, Duration::from_millis(5)).await.unwrap() {
+        while let Some(batch) = source
+            .poll_batch(4, Duration::from_millis(5))
+            .await
+            .unwrap()
+        {
             sizes.push(batch.len());
         }
         assert_eq!(sizes, [4, 4, 2]);

@@ -1,9 +1,12 @@
 //! The transform chain: a batch through each plugin in turn, keeping per-record failures apart
 //! so that one bad record becomes one dead letter and the rest flow on.
 
+use std::sync::Arc;
 
+use crate::config::TransformConfig;
 use crate::record::{Record, SourcePosition, headers};
-use crate::runtime::{PluginInstance, RecordError};
+use crate::registry::{Capability, PluginSlot, PluginVersion};
+use crate::runtime::{Grants, PluginError, PluginInstance, PluginLimits, RecordError};
 
 /// A record that failed, with everything a dead-letter entry needs.
 #[derive(Debug, Clone)]
@@ -31,7 +34,10 @@ impl Failure {
         record.set_header(headers::PLUGIN_VERSION, self.version);
         record.set_header(headers::PIPELINE, pipeline);
         record.set_header(headers::SOURCE_STREAM, self.position.stream.as_bytes());
-        record.set_header(headers::SOURCE_PARTITION, self.position.partition.to_string());
+        record.set_header(
+            headers::SOURCE_PARTITION,
+            self.position.partition.to_string(),
+        );
         record.set_header(headers::SOURCE_OFFSET, self.position.offset.to_string());
         record
     }
@@ -46,24 +52,114 @@ pub struct ChainOutput {
     pub failures: Vec<Failure>,
 }
 
-/// The plugin instances of one worker, applied in order.
+/// One plugin of a worker's chain: its live slot, its entry in the pipeline file, and the
+/// instance of the version it last saw.
+pub struct ChainStep {
+    slot: Arc<PluginSlot>,
+    transform: TransformConfig,
+    limits: PluginLimits,
+    generation: u64,
+    instance: PluginInstance,
+    version_header: String,
+}
+
+impl ChainStep {
+    /// Instantiates the slot's active version for `transform`.
+    pub fn new(
+        slot: Arc<PluginSlot>,
+        transform: TransformConfig,
+        limits: PluginLimits,
+    ) -> Result<Self, PluginError> {
+        let (generation, version) = slot.current();
+        let instance = instantiate_step(&version, &transform, limits)?;
+        Ok(ChainStep {
+            version_header: format!("{}{}", headers::VERSION_PREFIX, slot.name()),
+            slot,
+            transform,
+            limits,
+            generation,
+            instance,
+        })
+    }
+
+    /// The instance in use.
+    pub fn instance(&self) -> &PluginInstance {
+        &self.instance
+    }
+
+    /// Switches to the slot's active version if it changed since the last batch. The switch
+    /// happens only here, between batches, so a batch never mixes versions.
+    fn refresh(&mut self) {
+        let generation = self.slot.generation();
+        if generation == self.generation {
+            return;
+        }
+        let (generation, version) = self.slot.current();
+        let plugin = &version.plugin;
+        let from = self.instance.plugin().version().to_owned();
+        match instantiate_step(&version, &self.transform, self.limits) {
+            Ok(instance) => {
+                tracing::info!(plugin = %plugin.name(), from, to = plugin.version(), "Switched plugin version between batches.");
+                self.instance = instance;
+            }
+            Err(error) => {
+                tracing::error!(plugin = %plugin.name(), version = plugin.version(), %error, "Cannot instantiate the new version; keeping the running one.");
+            }
+        }
+        self.generation = generation;
+    }
+}
+
+/// An instance of `version` configured and granted as `transform` says. A capability the
+/// manifest asks for and the pipeline does not allow is refused.
+pub fn instantiate_step(
+    version: &PluginVersion,
+    transform: &TransformConfig,
+    limits: PluginLimits,
+) -> Result<PluginInstance, PluginError> {
+    let name = version.plugin.name();
+    if let Some(missing) = version.manifest.missing_grant(&transform.allow) {
+        return Err(PluginError::Init {
+            name: name.to_owned(),
+            reason: format!(
+                "its manifest asks for the `{missing:?}` capability, which the pipeline does not allow; add it to the transform's `allow` list if you trust the plugin"
+            ),
+        });
+    }
+    let granted = |capability| version.manifest.capabilities.contains(&capability);
+    let limits = PluginLimits {
+        grants: Grants {
+            clock: granted(Capability::Clock),
+            random: granted(Capability::Random),
+        },
+        ..limits
+    };
+    let config = version.manifest.merged_config(transform.config.as_ref());
+    version.plugin.instantiate(&config, limits)
+}
+
+/// The plugin steps of one worker, applied in order.
 pub struct TransformChain {
-    steps: Vec<PluginInstance>,
+    steps: Vec<ChainStep>,
 }
 
 impl TransformChain {
-    /// A chain of instances; empty passes records through.
-    pub fn new(steps: Vec<PluginInstance>) -> Self {
+    /// A chain of steps; empty passes records through.
+    pub fn new(steps: Vec<ChainStep>) -> Self {
         TransformChain { steps }
     }
 
-    /// The instances, in order.
-    pub fn steps(&self) -> &[PluginInstance] {
+    /// The steps, in order.
+    pub fn steps(&self) -> &[ChainStep] {
         &self.steps
     }
 
-    /// Runs a batch through every step.
+    /// Runs a batch through every step. Each output carries a `weir.version.NAME` header per
+    /// plugin it passed through.
     pub fn apply(&mut self, records: Vec<Record>, positions: &[SourcePosition]) -> ChainOutput {
+        for step in &mut self.steps {
+            step.refresh();
+        }
         // `origins[i]` is the input index that `records[i]` descends from.
         let mut origins: Vec<usize> = (0..records.len()).collect();
         let mut records = records;
@@ -72,24 +168,34 @@ impl TransformChain {
             if records.is_empty() {
                 break;
             }
-            let results = step.transform(&records);
+            let results = step.instance.transform(&records);
+            let version = step.instance.plugin().version().to_owned();
+            let mut failed = 0u64;
+            let seen = records.len() as u64;
             let mut next_records = Vec::with_capacity(records.len());
             let mut next_origins = Vec::with_capacity(records.len());
             for ((record, origin), result) in records.into_iter().zip(origins).zip(results) {
                 match result {
                     Ok(outputs) => {
                         next_origins.extend(std::iter::repeat_n(origin, outputs.len()));
-                        next_records.extend(outputs);
+                        next_records.extend(outputs.into_iter().map(|mut output| {
+                            output.set_header(&step.version_header, version.as_bytes());
+                            output
+                        }));
                     }
-                    Err(error) => failures.push(Failure {
-                        record,
-                        position: positions[origin].clone(),
-                        error,
-                        plugin: step.plugin().name().to_owned(),
-                        version: step.plugin().version().to_owned(),
-                    }),
+                    Err(error) => {
+                        failed += 1;
+                        failures.push(Failure {
+                            record,
+                            position: positions[origin].clone(),
+                            error,
+                            plugin: step.slot.name().to_owned(),
+                            version: version.clone(),
+                        });
+                    }
                 }
             }
+            step.slot.report(step.generation, seen, failed);
             records = next_records;
             origins = next_origins;
         }

@@ -18,9 +18,10 @@ use tokio::sync::{mpsc, watch};
 use crate::config::PipelineConfig;
 use crate::connectors::{ConnectorError, Sink, Source};
 use crate::record::{Record, SourcePosition, SourceRecord};
-use crate::runtime::{LoadedPlugin, PluginError};
+use crate::registry::PluginSlots;
+use crate::runtime::PluginError;
 
-pub use chain::{ChainOutput, Failure, TransformChain};
+pub use chain::{ChainOutput, ChainStep, Failure, TransformChain, instantiate_step};
 pub use stats::{PipelineReport, PipelineStats};
 
 /// How often a running pipeline logs its progress.
@@ -80,31 +81,40 @@ struct Processed {
     commit: Vec<SourcePosition>,
 }
 
-/// Builds the plugin chain of `config` from loaded plugins (runs each plugin's `init`).
+/// Builds the plugin chain of `config` from the live plugin slots (runs each plugin's `init`).
 /// CPU-bound: call from a blocking thread.
 pub fn build_chain(
     config: &PipelineConfig,
-    plugins: &BTreeMap<String, Arc<LoadedPlugin>>,
+    plugins: &PluginSlots,
 ) -> Result<TransformChain, PipelineError> {
     let limits = config.limits.plugin_limits();
     let mut steps = Vec::with_capacity(config.transforms.len());
     for transform in &config.transforms {
-        let plugin =
-            plugins
-                .get(&transform.plugin)
-                .ok_or_else(|| PipelineError::MissingPlugin {
-                    pipeline: config.name.clone(),
-                    plugin: transform.plugin.clone(),
-                })?;
-        let instance = plugin
-            .instantiate(&transform.config_json(), limits)
-            .map_err(|source| PipelineError::Plugin {
+        let slot = plugins
+            .get(&transform.plugin)
+            .ok_or_else(|| PipelineError::MissingPlugin {
+                pipeline: config.name.clone(),
+                plugin: transform.plugin.clone(),
+            })?;
+        let step = ChainStep::new(slot, transform.clone(), limits).map_err(|source| {
+            PipelineError::Plugin {
                 pipeline: config.name.clone(),
                 source,
-            })?;
-        steps.push(instance);
+            }
+        })?;
+        steps.push(step);
     }
     Ok(TransformChain::new(steps))
+}
+
+/// The opened connectors of a pipeline.
+pub struct Connectors {
+    /// Where records come from.
+    pub source: Box<dyn Source>,
+    /// Where outputs go.
+    pub sink: Box<dyn Sink>,
+    /// Where failed records go.
+    pub dead_letter: Box<dyn Sink>,
 }
 
 /// Runs one pipeline until its source is exhausted or `shutdown` turns true, then drains what is
@@ -115,20 +125,51 @@ pub async fn run(
     stats: Arc<PipelineStats>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<PipelineReport, PipelineError> {
+    let connector_error = |source| PipelineError::Connector {
+        pipeline: config.name.clone(),
+        source,
+    };
+    let connectors = Connectors {
+        source: config.source.build().await.map_err(connector_error)?,
+        sink: config.sink.build(false).await.map_err(connector_error)?,
+        dead_letter: config
+            .dead_letter
+            .build(true)
+            .await
+            .map_err(connector_error)?,
+    };
+    tracing::info!(
+        pipeline = %config.name,
+        source = %config.source.describe(),
+        sink = %config.sink.describe(),
+        dead_letter = %config.dead_letter.describe(),
+        "Connectors opened."
+    );
+    run_with(config, connectors, chain, stats, shutdown).await
+}
+
+/// Runs one pipeline over connectors opened by the caller; `config` supplies its name and
+/// batching.
+pub async fn run_with(
+    config: PipelineConfig,
+    connectors: Connectors,
+    chain: TransformChain,
+    stats: Arc<PipelineStats>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<PipelineReport, PipelineError> {
     let name = config.name.clone();
     let connector_error = |source| PipelineError::Connector {
         pipeline: name.clone(),
         source,
     };
-    let source = config.source.build().await.map_err(connector_error)?;
-    let sink = config.sink.build(false).await.map_err(connector_error)?;
-    let dead_letter = config.dead_letter.build(true).await.map_err(connector_error)?;
+    let Connectors {
+        source,
+        sink,
+        dead_letter,
+    } = connectors;
     tracing::info!(
         pipeline = %name,
-        source = %config.source.describe(),
-        sink = %config.sink.describe(),
-        dead_letter = %config.dead_letter.describe(),
-        plugins = ?chain.steps().iter().map(|s| format!("{}@{}", s.plugin().name(), s.plugin().version())).collect::<Vec<_>>(),
+        plugins = ?chain.steps().iter().map(|s| format!("{}@{}", s.instance().plugin().name(), s.instance().plugin().version())).collect::<Vec<_>>(),
         "Pipeline started."
     );
 
@@ -150,15 +191,7 @@ pub async fn run(
     ));
     let progress = tokio::spawn(log_progress(name.clone(), Arc::clone(&stats)));
 
-    let source_result = source_stage(
-        &name,
-        source,
-        &config,
-        batch_tx,
-        ack_rx,
-        shutdown,
-    )
-    .await;
+    let source_result = source_stage(&name, source, &config, batch_tx, ack_rx, shutdown).await;
     let sink_result = sink_stage.await;
     let transform_result = transform.await;
     progress.abort();

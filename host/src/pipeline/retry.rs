@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rand::Rng;
+use rand::RngExt;
 use tokio::sync::watch;
 
 use crate::connectors::{ConnectorError, Retry, Sink};
@@ -80,16 +80,32 @@ mod tests {
     #[tokio::test]
     async fn retries_transient_errors_until_success() {
         let (_tx, mut rx) = watch::channel(false);
-        let mut sink = FlakySink { failures: 2, retry: Retry::WithBackoff, calls: 0 };
-        assert!(write_with_backoff("t", &mut sink, &[], &mut rx).await.is_ok());
+        let mut sink = FlakySink {
+            failures: 2,
+            retry: Retry::WithBackoff,
+            calls: 0,
+        };
+        assert!(
+            write_with_backoff("t", &mut sink, &[], &mut rx)
+                .await
+                .is_ok()
+        );
         assert_eq!(sink.calls, 3);
     }
 
     #[tokio::test]
     async fn fatal_errors_are_not_retried() {
         let (_tx, mut rx) = watch::channel(false);
-        let mut sink = FlakySink { failures: 5, retry: Retry::Never, calls: 0 };
-        assert!(write_with_backoff("t", &mut sink, &[], &mut rx).await.is_err());
+        let mut sink = FlakySink {
+            failures: 5,
+            retry: Retry::Never,
+            calls: 0,
+        };
+        assert!(
+            write_with_backoff("t", &mut sink, &[], &mut rx)
+                .await
+                .is_err()
+        );
         assert_eq!(sink.calls, 1);
     }
 
@@ -97,8 +113,16 @@ mod tests {
     async fn shutdown_stops_retrying_and_reports_the_error() {
         let (tx, mut rx) = watch::channel(false);
         tx.send(true).unwrap();
-        let mut sink = FlakySink { failures: u32::MAX, retry: Retry::WithBackoff, calls: 0 };
-        assert!(write_with_backoff("t", &mut sink, &[], &mut rx).await.is_err());
+        let mut sink = FlakySink {
+            failures: u32::MAX,
+            retry: Retry::WithBackoff,
+            calls: 0,
+        };
+        assert!(
+            write_with_backoff("t", &mut sink, &[], &mut rx)
+                .await
+                .is_err()
+        );
         assert_eq!(sink.calls, 1);
     }
 }

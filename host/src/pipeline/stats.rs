@@ -29,8 +29,10 @@ impl Default for PipelineStats {
 impl PipelineStats {
     /// Counts a batch acknowledged by the sink.
     pub fn record_batch(&self, records_in: usize, records_out: usize, dead_lettered: usize) {
-        self.records_in.fetch_add(records_in as u64, Ordering::Relaxed);
-        self.records_out.fetch_add(records_out as u64, Ordering::Relaxed);
+        self.records_in
+            .fetch_add(records_in as u64, Ordering::Relaxed);
+        self.records_out
+            .fetch_add(records_out as u64, Ordering::Relaxed);
         self.dead_lettered
             .fetch_add(dead_lettered as u64, Ordering::Relaxed);
         self.batches.fetch_add(1, Ordering::Relaxed);
@@ -50,7 +52,7 @@ impl PipelineStats {
 }
 
 /// What a pipeline did: acknowledged counts only, so the numbers are what reached a store.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PipelineReport {
     /// The pipeline.
     pub pipeline: String,
@@ -63,6 +65,7 @@ pub struct PipelineReport {
     /// Batches acknowledged.
     pub batches: u64,
     /// Time since the pipeline started.
+    #[serde(with = "seconds")]
     pub elapsed: Duration,
 }
 
@@ -91,5 +94,21 @@ impl fmt::Display for PipelineReport {
             self.elapsed.as_secs_f64(),
             self.records_per_second()
         )
+    }
+}
+
+mod seconds {
+    //! Durations as fractional seconds in the JSON API.
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(duration.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let seconds = f64::deserialize(deserializer)?;
+        Duration::try_from_secs_f64(seconds).map_err(serde::de::Error::custom)
     }
 }

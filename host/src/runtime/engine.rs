@@ -9,6 +9,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::Transformer;
+use super::cache::CompiledCache;
 use super::error::PluginError;
 use super::state::InstanceState;
 
@@ -22,16 +23,27 @@ pub struct PluginRuntime {
     inner: Arc<RuntimeInner>,
 }
 
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime")
+            .field("pooling", &self.inner.pooling)
+            .field("cache", &self.inner.cache)
+            .finish_non_exhaustive()
+    }
+}
+
 struct RuntimeInner {
     engine: Engine,
     linker: Linker<InstanceState>,
     pooling: bool,
+    cache: Option<CompiledCache>,
 }
 
 impl PluginRuntime {
     /// Builds the engine (pooling allocator where the machine allows it, on-demand otherwise),
-    /// the linker with WASI and the host interface, and starts the epoch ticker.
-    pub fn new() -> Result<Self, PluginError> {
+    /// the linker with WASI and the host interface, and starts the epoch ticker. With a cache,
+    /// compiled code is reused across restarts.
+    pub fn new(cache: Option<CompiledCache>) -> Result<Self, PluginError> {
         let (engine, pooling) = match Engine::new(&engine_config(true)) {
             Ok(engine) => (engine, true),
             Err(error) => {
@@ -56,6 +68,7 @@ impl PluginRuntime {
                 engine,
                 linker,
                 pooling,
+                cache,
             }),
         })
     }
@@ -63,6 +76,11 @@ impl PluginRuntime {
     /// The process-wide engine.
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// The compiled-code cache, if any.
+    pub fn cache(&self) -> Option<&CompiledCache> {
+        self.inner.cache.as_ref()
     }
 
     pub(super) fn linker(&self) -> &Linker<InstanceState> {

@@ -129,7 +129,7 @@ impl PluginInstance {
         let stderr = self
             .live
             .as_ref()
-            .and_then(|live| live.store.data().last_stderr_line());
+            .and_then(|live| live.store.data().trap_context());
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => RecordError {
                 kind: RecordErrorKind::Timeout,
@@ -145,10 +145,9 @@ impl PluginInstance {
                     None => format!("{error:#}"),
                 };
                 let message = match stderr {
-                    Some(line) => format!(
-                        "plugin `{}` trapped: {reason} ({line})",
-                        self.plugin.name()
-                    ),
+                    Some(line) => {
+                        format!("plugin `{}` trapped: {reason} ({line})", self.plugin.name())
+                    }
                     None => format!("plugin `{}` trapped: {reason}", self.plugin.name()),
                 };
                 RecordError {
@@ -181,7 +180,13 @@ impl PluginInstance {
             .trap_on_grow_failure(true)
             .build();
         let (plugin, version) = self.plugin.identity();
-        let state = InstanceState::new(limits, plugin, version, self.plugin.counters().clone());
+        let state = InstanceState::new(
+            limits,
+            self.limits.grants,
+            plugin,
+            version,
+            self.plugin.counters().clone(),
+        );
         let mut store = Store::new(self.plugin.runtime().engine(), state);
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();

@@ -3,6 +3,7 @@
 //! [`LoadedPlugin`] and [`PluginInstance`].
 
 mod bindings;
+mod cache;
 mod engine;
 mod error;
 mod instance;
@@ -10,8 +11,9 @@ mod plugin;
 mod state;
 
 pub use bindings::weir::plugin::types::{ErrorKind as WitErrorKind, Header, Record};
+pub use cache::{CacheOutcome, CompiledCache};
 pub use engine::{EPOCH_TICK, PluginRuntime};
 pub use error::{PluginError, RecordError, RecordErrorKind};
 pub use instance::PluginInstance;
-pub use plugin::{LoadedPlugin, PluginLimits};
+pub use plugin::{Grants, LoadedPlugin, PluginLimits};
 pub use state::PluginCounters;

@@ -9,18 +9,31 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use super::bindings::TransformerPre;
+use super::cache::CacheOutcome;
 use super::engine::PluginRuntime;
 use super::error::PluginError;
 use super::instance::PluginInstance;
 use super::state::{InstanceState, PluginCounters};
 
-/// The per-call and per-instance limits a pipeline imposes on its plugins.
+/// The per-call and per-instance limits a pipeline imposes on its plugins, and the capabilities
+/// it grants them beyond logging and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PluginLimits {
     /// Longest a single `transform` or `init` call may run before it is interrupted.
     pub deadline: Duration,
     /// Most linear memory one instance may hold, in bytes.
     pub memory_bytes: usize,
+    /// Capabilities granted to the instance.
+    pub grants: Grants,
+}
+
+/// Capabilities an instance gets. Files, sockets, environment and arguments are never granted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Real clocks; otherwise the clocks are frozen at the Unix epoch.
+    pub clock: bool,
+    /// Real randomness; otherwise a fixed deterministic stream.
+    pub random: bool,
 }
 
 impl Default for PluginLimits {
@@ -28,6 +41,7 @@ impl Default for PluginLimits {
         PluginLimits {
             deadline: Duration::from_secs(1),
             memory_bytes: 64 << 20,
+            grants: Grants::default(),
         }
     }
 }
@@ -40,6 +54,7 @@ pub struct LoadedPlugin {
     pre: TransformerPre<InstanceState>,
     runtime: PluginRuntime,
     counters: PluginCounters,
+    cache_outcome: CacheOutcome,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -73,17 +88,23 @@ impl LoadedPlugin {
         bytes: &[u8],
     ) -> Result<Arc<Self>, PluginError> {
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let component =
-            Component::from_binary(runtime.engine(), bytes).map_err(|e| PluginError::Compile {
-                name: name.to_owned(),
-                reason: format!("{e:#}"),
-            })?;
-        let instance_pre = runtime.linker().instantiate_pre(&component).map_err(|e| {
-            PluginError::WrongWorld {
-                name: name.to_owned(),
-                reason: format!("{e:#}"),
-            }
+        let compiled = match runtime.cache() {
+            Some(cache) => cache.load_or_compile(runtime.engine(), bytes),
+            None => Component::from_binary(runtime.engine(), bytes)
+                .map(|component| (component, CacheOutcome::Disabled)),
+        };
+        let (component, cache_outcome) = compiled.map_err(|e| PluginError::Compile {
+            name: name.to_owned(),
+            reason: format!("{e:#}"),
         })?;
+        let instance_pre =
+            runtime
+                .linker()
+                .instantiate_pre(&component)
+                .map_err(|e| PluginError::WrongWorld {
+                    name: name.to_owned(),
+                    reason: format!("{e:#}"),
+                })?;
         let pre = TransformerPre::new(instance_pre).map_err(|e| PluginError::WrongWorld {
             name: name.to_owned(),
             reason: format!("{e:#}"),
@@ -95,6 +116,7 @@ impl LoadedPlugin {
             pre,
             runtime: runtime.clone(),
             counters: PluginCounters::default(),
+            cache_outcome,
         }))
     }
 
@@ -111,6 +133,11 @@ impl LoadedPlugin {
     /// The component's full sha256, hex.
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// Whether the compiled code came from the cache.
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.cache_outcome
     }
 
     /// Counters the plugin reported through the host interface.

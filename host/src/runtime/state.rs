@@ -3,13 +3,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::weir::plugin::host::{Host, Level};
+use super::plugin::Grants;
 
 /// Bytes of guest stderr kept per instance: enough for a panic message and a few log lines.
 const STDERR_CAPACITY: usize = 64 * 1024;
@@ -50,13 +55,24 @@ pub struct InstanceState {
 impl InstanceState {
     pub(super) fn new(
         limits: StoreLimits,
+        grants: Grants,
         plugin: Arc<str>,
         version: Arc<str>,
         counters: PluginCounters,
     ) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         // No preopens, no network, no env, no args: the plugin gets nothing it was not granted.
-        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+        let mut wasi = WasiCtx::builder();
+        wasi.stderr(stderr.clone());
+        if !grants.clock {
+            wasi.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
+        }
+        if !grants.random {
+            // Deterministic streams keep std's hash maps working without handing out entropy.
+            wasi.secure_random(StdRng::seed_from_u64(0))
+                .insecure_random(StdRng::seed_from_u64(1));
+        }
+        let wasi = wasi.build();
         InstanceState {
             wasi,
             table: ResourceTable::new(),
@@ -68,14 +84,41 @@ impl InstanceState {
         }
     }
 
-    /// The last line the guest wrote to stderr, where Rust guests print their panic message.
-    pub(super) fn last_stderr_line(&self) -> Option<String> {
+    /// What the guest said before trapping: a Rust panic's location and message when it printed
+    /// one, otherwise its last line on stderr.
+    pub(super) fn trap_context(&self) -> Option<String> {
         let contents = self.stderr.contents();
-        String::from_utf8_lossy(&contents)
+        let text = String::from_utf8_lossy(&contents);
+        let lines: Vec<&str> = text
             .lines()
-            .rev()
-            .find(|line| !line.trim().is_empty())
-            .map(|line| line.trim().to_owned())
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with("note: run with"))
+            .collect();
+        match lines.iter().rposition(|line| line.contains("panicked at")) {
+            Some(at) => Some(lines[at..].join(" ")),
+            None => lines.last().map(|line| (*line).to_owned()),
+        }
+    }
+}
+
+/// The clock a plugin without the `clock` capability sees: always the Unix epoch.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
     }
 }
 

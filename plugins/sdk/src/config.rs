@@ -18,7 +18,9 @@ impl Config {
         }
         match serde_json::from_str(text) {
             Ok(Value::Object(entries)) => Ok(Config { entries }),
-            Ok(other) => Err(Error::config(format!("config must be an object, got {other}"))),
+            Ok(other) => Err(Error::config(format!(
+                "config must be an object, got {other}"
+            ))),
             Err(e) => Err(Error::config(format!("config is not valid JSON: {e}"))),
         }
     }
@@ -102,14 +104,23 @@ mod tests {
     fn errors_name_the_key() {
         let config = Config::parse(r#"{"n": 3, "typo": 1}"#).unwrap();
         assert!(config.str("n").unwrap_err().message().contains("`n`"));
-        assert!(config.required_str("x").unwrap_err().message().contains("`x`"));
+        assert!(
+            config
+                .required_str("x")
+                .unwrap_err()
+                .message()
+                .contains("`x`")
+        );
         let err = config.deny_unknown(&["n"]).unwrap_err();
         assert!(err.message().contains("`typo`"), "{err}");
     }
 
     #[test]
     fn non_object_config_is_rejected() {
-        assert_eq!(Config::parse("[1]").unwrap_err().kind(), crate::ErrorKind::Config);
+        assert_eq!(
+            Config::parse("[1]").unwrap_err().kind(),
+            crate::ErrorKind::Config
+        );
         assert_eq!(Config::parse("").unwrap(), Config::default());
     }
 }

@@ -55,7 +55,11 @@ impl From<wit::Record> for Record {
         Record {
             key: record.key,
             value: record.value,
-            headers: record.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+            headers: record
+                .headers
+                .into_iter()
+                .map(|h| (h.key, h.value))
+                .collect(),
             timestamp: record.timestamp,
         }
     }

@@ -84,3 +84,129 @@ pub fn created_user(result: &Value) -> Result<Map<String, Value>, Error> {
         _ => Err(Error::failure("row is not an object")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_plugin::ErrorKind;
+
+    fn result() -> Value {
+        json!({
+            "gender": "female",
+            "name": { "title": "Ms", "first": "Zoë", "last": "Ødegård" },
+            "location": {
+                "street": { "number": 4242, "name": "Kirkegata" },
+                "city": "Bergen", "state": "Vestland", "country": "Norway",
+                "postcode": 5003
+            },
+            "email": "zoe.odegard@example.com",
+            "login": { "uuid": "0f9c6f0e-5d0b-4b8f-9a57-6a1c0a2b9e11", "username": "bluebird123" },
+            "dob": { "date": "1990-05-01T10:00:00.000Z", "age": 36 },
+            "registered": { "date": "2012-03-04T05:06:07.000Z", "age": 14 },
+            "phone": "55 12 34 56",
+            "picture": { "medium": "https://randomuser.me/api/portraits/med/women/1.jpg" }
+        })
+    }
+
+    fn rows(value: &Value) -> Result<Vec<Value>, Error> {
+        let outputs = profiles(&Record::new(value.to_string()))?;
+        Ok(outputs
+            .iter()
+            .map(|r| serde_json::from_slice(&r.value).unwrap())
+            .collect())
+    }
+
+    #[test]
+    fn maps_every_field() {
+        let row = &rows(&result()).unwrap()[0];
+        assert_eq!(
+            row,
+            &json!({
+                "id": "0f9c6f0e-5d0b-4b8f-9a57-6a1c0a2b9e11",
+                "first_name": "Zoë",
+                "last_name": "Ødegård",
+                "gender": "female",
+                "address": "4242 Kirkegata, Bergen, Vestland, Norway",
+                "post_code": "5003",
+                "email": "zoe.odegard@example.com",
+                "username": "bluebird123",
+                "dob": "1990-05-01T10:00:00.000Z",
+                "registered_date": "2012-03-04T05:06:07.000Z",
+                "phone": "55 12 34 56",
+                "picture": "https://randomuser.me/api/portraits/med/women/1.jpg"
+            })
+        );
+    }
+
+    #[test]
+    fn postcode_is_text_whether_number_or_string() {
+        let mut user = result();
+        user["location"]["postcode"] = json!("W1 2AB");
+        assert_eq!(rows(&user).unwrap()[0]["post_code"], "W1 2AB");
+    }
+
+    #[test]
+    fn a_response_gives_one_keyed_output_per_result_in_order() {
+        let mut second = result();
+        second["login"]["uuid"] = json!("second");
+        let outputs = profiles(&Record::new(
+            json!({"results": [result(), second]}).to_string(),
+        ))
+        .unwrap();
+        assert_eq!(outputs.len(), 2);
+        assert_eq!(
+            outputs[0].key.as_deref(),
+            Some(&b"0f9c6f0e-5d0b-4b8f-9a57-6a1c0a2b9e11"[..])
+        );
+        assert_eq!(outputs[1].key.as_deref(), Some(&b"second"[..]));
+    }
+
+    #[test]
+    fn each_missing_or_null_field_is_a_bad_record_naming_it() {
+        for (pointer, name) in [
+            ("/login/uuid", "login.uuid"),
+            ("/name/first", "name.first"),
+            ("/location/postcode", "location.postcode"),
+            ("/picture/medium", "picture.medium"),
+            ("/email", "email"),
+        ] {
+            for replacement in [None, Some(Value::Null)] {
+                let mut user = result();
+                let (parent, leaf) = pointer.rsplit_once('/').unwrap();
+                let parent = if parent.is_empty() {
+                    &mut user
+                } else {
+                    user.pointer_mut(parent).unwrap()
+                };
+                match &replacement {
+                    None => {
+                        parent.as_object_mut().unwrap().remove(leaf);
+                    }
+                    Some(value) => parent[leaf] = value.clone(),
+                }
+                let error = rows(&user).unwrap_err();
+                assert_eq!(error.kind(), ErrorKind::BadRecord);
+                assert_eq!(error.message(), format!("missing required field `{name}`"));
+            }
+        }
+    }
+
+    #[test]
+    fn errors_in_a_response_name_the_result() {
+        let mut broken = result();
+        broken["name"].as_object_mut().unwrap().remove("last");
+        let error = rows(&json!({"results": [result(), broken]})).unwrap_err();
+        assert_eq!(
+            error.message(),
+            "results[1]: missing required field `name.last`"
+        );
+    }
+
+    #[test]
+    fn malformed_input_is_a_bad_record() {
+        for input in ["not json", "[1,2]", r#"{"results": 3}"#] {
+            let error = profiles(&Record::new(input)).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::BadRecord, "{input}");
+        }
+    }
+}

@@ -63,7 +63,10 @@ impl FileSink {
         let name = format!("file sink {}", config.path.display());
         if let Some(parent) = config.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(parent).await.map_err(|e| {
-                ConnectorError::fatal(&name, format!("cannot create folder {}: {e}", parent.display()))
+                ConnectorError::fatal(
+                    &name,
+                    format!("cannot create folder {}: {e}", parent.display()),
+                )
             })?;
         }
         let mut options = tokio::fs::OpenOptions::new();

@@ -97,7 +97,10 @@ async fn read_checkpoint(path: &Path) -> Result<i64, ConnectorError> {
         Ok(text) => text.trim().parse().map_err(|_| {
             ConnectorError::fatal(
                 format!("checkpoint {}", path.display()),
-                format!("holds `{}`, not a line number; delete it to start from the beginning", text.trim()),
+                format!(
+                    "holds `{}`, not a line number; delete it to start from the beginning",
+                    text.trim()
+                ),
             )
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
@@ -144,7 +147,10 @@ impl Source for FileSource {
     }
 
     async fn commit(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError> {
-        let (Some(checkpoint), Some(last)) = (&self.config.checkpoint, positions.iter().map(|p| p.offset).max()) else {
+        let (Some(checkpoint), Some(last)) = (
+            &self.config.checkpoint,
+            positions.iter().map(|p| p.offset).max(),
+        ) else {
             return Ok(());
         };
         // Write-then-rename: a crash mid-write never leaves a torn checkpoint.
@@ -154,7 +160,10 @@ impl Source for FileSource {
             tokio::fs::rename(&temporary, checkpoint).await
         };
         write.await.map_err(|e| {
-            ConnectorError::transient(format!("checkpoint {}", checkpoint.display()), e.to_string())
+            ConnectorError::transient(
+                format!("checkpoint {}", checkpoint.display()),
+                e.to_string(),
+            )
         })
     }
 }
@@ -180,10 +189,20 @@ mod tests {
         source.commit(&[batch[1].position.clone()]).await.unwrap();
 
         let mut restarted = FileSource::open(&config).await.unwrap();
-        let rest = restarted.poll_batch(10, Duration::ZERO).await.unwrap().unwrap();
+        let rest = restarted
+            .poll_batch(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].record.value, br#"{"n":3}"#);
-        assert!(restarted.poll_batch(10, Duration::ZERO).await.unwrap().is_none());
+        assert!(
+            restarted
+                .poll_batch(10, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]

@@ -20,3 +20,14 @@ impl Plugin for Panicker {
 
 #[cfg(target_arch = "wasm32")]
 weir_plugin::export_plugin!(Panicker);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_records_pass_through() {
+        let record = Record::new("calm");
+        assert_eq!(Panicker.transform(record.clone()).unwrap(), vec![record]);
+    }
+}

@@ -1,7 +1,20 @@
 //! The plugin registry folder: where `NAME.wasm` files live, how a pipeline's plugin names map
-//! to files, and what `weir plugin list` shows.
+//! to files, and what `weir plugin list` shows. Submodules keep the live versions (`slots`),
+//! watch the folder for hot swaps (`watch`) and read manifests (`manifest`).
 
-use std::collections::BTreeMap;
+mod deploy;
+mod manifest;
+mod slots;
+mod watch;
+
+pub use deploy::{Deployer, Deployment, PluginUse};
+pub use manifest::{Capability, Manifest, ManifestError};
+pub use slots::{
+    HISTORY_LIMIT, PluginSlot, PluginSlots, PluginVersion, RollbackError, RollbackPolicy, SlotInfo,
+    VersionInfo,
+};
+pub use watch::{WatchHandle, watch};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,9 +46,29 @@ pub enum RegistryError {
         /// The IO error.
         source: std::io::Error,
     },
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The manifest beside the component is invalid.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
     /// The plugin failed to load.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// A pipeline that uses the plugin cannot run this version (its `init` refused the config,
+    /// or it asks for a capability the pipeline does not allow).
+    #[error("rejected for pipeline `{pipeline}`: {source}")]
+    Rejected {
+        /// The pipeline.
+        pipeline: String,
+        /// Why.
+        source: PluginError,
+    },
 }
 
 /// One `.wasm` file in the folder.
@@ -73,6 +106,11 @@ impl PluginRegistry {
         self.dir.join(format!("{name}.wasm"))
     }
 
+    /// Where plugin `name`'s optional manifest lives.
+    pub fn manifest_path_of(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.toml"))
+    }
+
     /// Compiles and type-checks plugin `name`. CPU-bound: call from a blocking thread.
     pub fn load(
         &self,
@@ -87,22 +125,6 @@ impl PluginRegistry {
             });
         }
         Ok(LoadedPlugin::from_file(runtime, name, &path)?)
-    }
-
-    /// Loads every plugin in `names` once, in parallel with nothing else: compile errors surface
-    /// before any pipeline starts.
-    pub fn load_all<'a>(
-        &self,
-        runtime: &PluginRuntime,
-        names: impl IntoIterator<Item = &'a str>,
-    ) -> Result<BTreeMap<String, Arc<LoadedPlugin>>, RegistryError> {
-        let mut loaded = BTreeMap::new();
-        for name in names {
-            if !loaded.contains_key(name) {
-                loaded.insert(name.to_owned(), self.load(runtime, name)?);
-            }
-        }
-        Ok(loaded)
     }
 
     /// The `.wasm` files in the folder, by name.
@@ -142,10 +164,13 @@ mod tests {
     fn missing_plugin_error_says_how_to_build_it() {
         let dir = tempfile::tempdir().unwrap();
         let registry = PluginRegistry::new(dir.path());
-        let runtime = PluginRuntime::new().unwrap();
+        let runtime = PluginRuntime::new(None).unwrap();
         let error = registry.load(&runtime, "nope").unwrap_err();
         let message = error.to_string();
-        assert!(message.contains("nope.wasm") && message.contains("weir plugin build"), "{message}");
+        assert!(
+            message.contains("nope.wasm") && message.contains("weir plugin build"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -1,0 +1,221 @@
+//! A running Weir process: the plugin runtime, the live plugin slots, the folder watcher, the
+//! admin server and the pipelines, started together and stopped together.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::admin::{self, AdminState};
+use crate::config::PipelineFile;
+use crate::pipeline::{self, PipelineError, PipelineReport, PipelineStats};
+use crate::registry::{
+    Deployer, PluginRegistry, PluginSlots, RegistryError, RollbackPolicy, WatchHandle,
+};
+use crate::runtime::{CompiledCache, PluginError, PluginRuntime};
+
+/// Runtime knobs of `weir run`: everything that is not pipeline configuration.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The plugin registry folder.
+    pub registry: PathBuf,
+    /// Deploy plugins dropped into the folder while running.
+    pub watch: bool,
+    /// Quiet time a plugin file needs before it is loaded.
+    pub debounce: Duration,
+    /// Where the admin API listens; `None` disables it.
+    pub admin: Option<SocketAddr>,
+    /// Where compiled plugins are cached; `None` disables the cache.
+    pub cache: Option<PathBuf>,
+    /// When a new plugin version is rolled back automatically.
+    pub rollback: RollbackPolicy,
+}
+
+impl RunOptions {
+    /// Defaults for a registry folder: watching, a cache inside it, no admin server.
+    pub fn for_registry(registry: impl Into<PathBuf>) -> Self {
+        let registry = registry.into();
+        RunOptions {
+            cache: Some(registry.join(".cache")),
+            registry,
+            watch: true,
+            debounce: Duration::from_millis(200),
+            admin: None,
+            rollback: RollbackPolicy::default(),
+        }
+    }
+}
+
+/// The process could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The Wasm engine could not be built.
+    #[error(transparent)]
+    Runtime(#[from] PluginError),
+    /// A plugin could not be deployed at startup.
+    #[error("plugin `{name}`: {source}")]
+    Plugin {
+        /// The plugin.
+        name: String,
+        /// Why.
+        source: RegistryError,
+    },
+    /// The folder watcher could not start.
+    #[error(transparent)]
+    Watch(RegistryError),
+    /// A pipeline could not start.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// The admin server could not listen.
+    #[error(
+        "cannot start the admin server on {addr}: {source}; pass another address with --admin or disable it with --no-admin"
+    )]
+    Admin {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A blocking task panicked.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A started process.
+pub struct RunningApp {
+    slots: PluginSlots,
+    admin_addr: Option<SocketAddr>,
+    shutdown: Arc<watch::Sender<bool>>,
+    pipelines: Vec<(
+        String,
+        tokio::task::JoinHandle<Result<PipelineReport, PipelineError>>,
+    )>,
+    _watch: Option<WatchHandle>,
+    admin_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningApp {
+    /// Deploys the plugins, starts the watcher and the admin server, and starts every pipeline.
+    pub async fn start(config: PipelineFile, options: RunOptions) -> Result<Self, AppError> {
+        let runtime = PluginRuntime::new(options.cache.clone().map(CompiledCache::new))?;
+        let slots = PluginSlots::new(options.rollback);
+        let deployer = Deployer::new(
+            PluginRegistry::new(&options.registry),
+            runtime,
+            slots.clone(),
+            &config,
+        );
+        let startup = deployer.clone();
+        tokio::task::spawn_blocking(move || {
+            for name in startup.used_plugins() {
+                startup.deploy(name).map_err(|source| AppError::Plugin {
+                    name: name.to_owned(),
+                    source,
+                })?;
+            }
+            Ok::<_, AppError>(())
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))??;
+
+        let watch_handle = if options.watch {
+            Some(crate::registry::watch(deployer, options.debounce).map_err(AppError::Watch)?)
+        } else {
+            None
+        };
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shutdown = Arc::new(shutdown_tx);
+        let mut stats = BTreeMap::new();
+        let mut pipelines = Vec::new();
+        for pipeline_config in config.pipelines {
+            let chain = {
+                let (pipeline_config, slots) = (pipeline_config.clone(), slots.clone());
+                tokio::task::spawn_blocking(move || pipeline::build_chain(&pipeline_config, &slots))
+                    .await
+                    .map_err(|e| AppError::Internal(e.to_string()))??
+            };
+            let pipeline_stats = Arc::new(PipelineStats::default());
+            stats.insert(pipeline_config.name.clone(), Arc::clone(&pipeline_stats));
+            let name = pipeline_config.name.clone();
+            let stop_others = Arc::clone(&shutdown);
+            let shutdown_rx = shutdown_rx.clone();
+            pipelines.push((
+                name,
+                tokio::spawn(async move {
+                    let result =
+                        pipeline::run(pipeline_config, chain, pipeline_stats, shutdown_rx).await;
+                    if result.is_err() {
+                        // One pipeline failing stops the process, so a supervisor restarts it whole.
+                        let _ = stop_others.send(true);
+                    }
+                    result
+                }),
+            ));
+        }
+
+        let (admin_addr, admin_task) = match options.admin {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| AppError::Admin { addr, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| AppError::Admin { addr, source })?;
+                let state = AdminState::new(slots.clone(), stats);
+                tracing::info!(addr = %bound, "Admin API listening.");
+                (
+                    Some(bound),
+                    Some(tokio::spawn(admin::serve(listener, state))),
+                )
+            }
+            None => (None, None),
+        };
+
+        Ok(RunningApp {
+            slots,
+            admin_addr,
+            shutdown,
+            pipelines,
+            _watch: watch_handle,
+            admin_task,
+        })
+    }
+
+    /// The live plugin versions.
+    pub fn slots(&self) -> &PluginSlots {
+        &self.slots
+    }
+
+    /// Where the admin API listens, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// A handle that requests a graceful shutdown when sent `true`.
+    pub fn shutdown_handle(&self) -> Arc<watch::Sender<bool>> {
+        Arc::clone(&self.shutdown)
+    }
+
+    /// Waits for every pipeline to end; the results are in pipeline order.
+    pub async fn wait(mut self) -> Vec<(String, Result<PipelineReport, PipelineError>)> {
+        let mut results = Vec::new();
+        for (name, handle) in std::mem::take(&mut self.pipelines) {
+            let result = handle.await.unwrap_or_else(|e| {
+                Err(PipelineError::Stage {
+                    pipeline: name.clone(),
+                    stage: "pipeline",
+                    reason: format!("panicked: {e}"),
+                })
+            });
+            results.push((name, result));
+        }
+        if let Some(task) = self.admin_task.take() {
+            task.abort();
+        }
+        results
+    }
+}

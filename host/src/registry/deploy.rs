@@ -1,0 +1,161 @@
+//! Turning a file in the registry folder into an active plugin version: read, hash, compile (or
+//! load from the compiled cache), type-check, `init` once per pipeline that uses it, and only
+//! then activate. Used at startup and by the watcher alike.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use super::manifest::Manifest;
+use super::slots::{PluginSlots, PluginVersion};
+use super::{PluginRegistry, RegistryError};
+use crate::config::{PipelineFile, TransformConfig};
+use crate::pipeline::instantiate_step;
+use crate::runtime::{LoadedPlugin, PluginLimits, PluginRuntime};
+
+/// One use of a plugin by a pipeline: what its `init` is validated against.
+#[derive(Debug, Clone)]
+pub struct PluginUse {
+    /// The pipeline.
+    pub pipeline: String,
+    /// Its transform entry.
+    pub transform: TransformConfig,
+    /// Its limits.
+    pub limits: PluginLimits,
+}
+
+/// What a deployment did.
+#[derive(Debug, Clone)]
+pub enum Deployment {
+    /// A new version is active.
+    Activated {
+        /// The new version.
+        version: PluginVersion,
+        /// The version it replaced, if any.
+        previous: Option<String>,
+    },
+    /// The file's content and manifest equal the active version's.
+    Unchanged,
+}
+
+/// Deploys plugins from one registry folder into one set of slots.
+#[derive(Debug, Clone)]
+pub struct Deployer {
+    registry: PluginRegistry,
+    runtime: PluginRuntime,
+    slots: PluginSlots,
+    uses: Arc<BTreeMap<String, Vec<PluginUse>>>,
+}
+
+impl Deployer {
+    /// A deployer for the plugins that `config`'s pipelines use.
+    pub fn new(
+        registry: PluginRegistry,
+        runtime: PluginRuntime,
+        slots: PluginSlots,
+        config: &PipelineFile,
+    ) -> Self {
+        let mut uses: BTreeMap<String, Vec<PluginUse>> = BTreeMap::new();
+        for pipeline in &config.pipelines {
+            for transform in &pipeline.transforms {
+                uses.entry(transform.plugin.clone())
+                    .or_default()
+                    .push(PluginUse {
+                        pipeline: pipeline.name.clone(),
+                        transform: transform.clone(),
+                        limits: pipeline.limits.plugin_limits(),
+                    });
+            }
+        }
+        Deployer {
+            registry,
+            runtime,
+            slots,
+            uses: Arc::new(uses),
+        }
+    }
+
+    /// The registry folder.
+    pub fn registry(&self) -> &PluginRegistry {
+        &self.registry
+    }
+
+    /// The live slots.
+    pub fn slots(&self) -> &PluginSlots {
+        &self.slots
+    }
+
+    /// Names of the plugins some pipeline uses.
+    pub fn used_plugins(&self) -> impl Iterator<Item = &str> {
+        self.uses.keys().map(String::as_str)
+    }
+
+    /// Deploys plugin `name` from the folder. CPU-bound: call from a blocking thread. On error
+    /// nothing changes and the running version keeps running.
+    pub fn deploy(&self, name: &str) -> Result<Deployment, RegistryError> {
+        let started = Instant::now();
+        let result = self.prepare(name);
+        let version = match result {
+            Ok(Some(version)) => version,
+            Ok(None) => return Ok(Deployment::Unchanged),
+            Err(error) => {
+                self.slots.note_rejection(name, &error.to_string());
+                return Err(error);
+            }
+        };
+        let previous = self
+            .slots
+            .get(name)
+            .map(|slot| slot.current().1.plugin.version().to_owned());
+        self.slots.activate(version.clone());
+        tracing::info!(
+            plugin = name,
+            version = version.plugin.version(),
+            previous = previous.as_deref().unwrap_or("none"),
+            cache = version.plugin.cache_outcome().as_str(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Plugin activated."
+        );
+        Ok(Deployment::Activated { version, previous })
+    }
+
+    /// Loads and validates `name` without activating it; `None` when nothing changed.
+    fn prepare(&self, name: &str) -> Result<Option<PluginVersion>, RegistryError> {
+        let path = self.registry.path_of(name);
+        let bytes = std::fs::read(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                RegistryError::NotFound {
+                    name: name.to_owned(),
+                    dir: self.registry.dir().display().to_string(),
+                }
+            } else {
+                RegistryError::Read {
+                    path: path.display().to_string(),
+                    source,
+                }
+            }
+        })?;
+        let manifest = Arc::new(Manifest::load(&self.registry.manifest_path_of(name))?);
+        if let Some(slot) = self.slots.get(name) {
+            let (_, active) = slot.current();
+            if active.plugin.sha256() == hex::encode(Sha256::digest(&bytes))
+                && active.manifest == manifest
+            {
+                return Ok(None);
+            }
+        }
+        let plugin = LoadedPlugin::from_bytes(&self.runtime, name, &bytes)?;
+        let version = PluginVersion { plugin, manifest };
+        for plugin_use in self.uses.get(name).into_iter().flatten() {
+            instantiate_step(&version, &plugin_use.transform, plugin_use.limits).map_err(
+                |source| RegistryError::Rejected {
+                    pipeline: plugin_use.pipeline.clone(),
+                    source,
+                },
+            )?;
+        }
+        Ok(Some(version))
+    }
+}

@@ -1,0 +1,380 @@
+//! The live version of every plugin and its recent history. Workers read a slot's generation
+//! between batches and re-instantiate when it moved; the watcher, the admin API and automatic
+//! rollback are the only writers.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::SystemTime;
+
+use super::manifest::Manifest;
+use crate::runtime::LoadedPlugin;
+
+/// One deployable version of a plugin: the compiled component and the manifest beside it.
+#[derive(Debug, Clone)]
+pub struct PluginVersion {
+    /// The compiled, type-checked component.
+    pub plugin: Arc<LoadedPlugin>,
+    /// Its manifest (empty when there is no NAME.toml).
+    pub manifest: Arc<Manifest>,
+}
+
+impl PluginVersion {
+    /// A version without a manifest.
+    pub fn bare(plugin: Arc<LoadedPlugin>) -> Self {
+        PluginVersion {
+            plugin,
+            manifest: Arc::default(),
+        }
+    }
+}
+
+/// Previous versions kept per plugin for rollback.
+pub const HISTORY_LIMIT: usize = 5;
+
+/// When a newly activated version is rolled back automatically.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RollbackPolicy {
+    /// Records a new version is watched for after activation.
+    pub window: u64,
+    /// Share of failed records within the window above which it is rolled back (0.0 to 1.0).
+    pub max_failure_ratio: f64,
+}
+
+impl Default for RollbackPolicy {
+    fn default() -> Self {
+        RollbackPolicy {
+            window: 200,
+            max_failure_ratio: 0.5,
+        }
+    }
+}
+
+/// Why a rollback could not happen.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RollbackError {
+    /// No plugin of that name is loaded.
+    #[error("no plugin `{0}` is loaded")]
+    UnknownPlugin(String),
+    /// There is no earlier version to return to.
+    #[error("plugin `{0}` has no previous version to roll back to")]
+    NoHistory(String),
+}
+
+/// One plugin version as the admin API and `weir plugin list` show it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct VersionInfo {
+    /// sha256 prefix.
+    pub version: String,
+    /// The manifest's version string, if any.
+    pub label: Option<String>,
+    /// The manifest's description, if any.
+    pub description: Option<String>,
+    /// The full sha256.
+    pub sha256: String,
+    /// When it became active, seconds since the Unix epoch.
+    pub activated_at: u64,
+    /// Whether its compiled code came from the cache.
+    pub cache: String,
+}
+
+/// A plugin with its active version and history, for the admin API.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SlotInfo {
+    /// The plugin's name.
+    pub name: String,
+    /// The active version.
+    pub current: VersionInfo,
+    /// Earlier versions, most recent first.
+    pub history: Vec<VersionInfo>,
+    /// How many times the active version changed.
+    pub swaps: u64,
+    /// The last automatic rollback, if any, and why.
+    pub last_rollback: Option<String>,
+    /// The last file rejected for this plugin, if any.
+    pub last_rejection: Option<Rejection>,
+}
+
+/// The live versions of all plugins of a process.
+#[derive(Debug, Clone, Default)]
+pub struct PluginSlots {
+    slots: Arc<RwLock<BTreeMap<String, Arc<PluginSlot>>>>,
+    policy: Arc<Mutex<RollbackPolicy>>,
+    rejections: Arc<Mutex<BTreeMap<String, Rejection>>>,
+}
+
+/// The last file rejected for a plugin, and why.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Rejection {
+    /// Why, in one sentence.
+    pub reason: String,
+    /// When, seconds since the Unix epoch.
+    pub at: u64,
+    /// Rejections of this plugin so far.
+    pub count: u64,
+}
+
+impl PluginSlots {
+    /// Slots rolled back automatically under `policy`.
+    pub fn new(policy: RollbackPolicy) -> Self {
+        PluginSlots {
+            slots: Arc::default(),
+            policy: Arc::new(Mutex::new(policy)),
+            rejections: Arc::default(),
+        }
+    }
+
+    /// Makes `version` the active version of its name, creating the slot on first use.
+    pub fn activate(&self, version: PluginVersion) -> Arc<PluginSlot> {
+        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = slots.get(version.plugin.name()) {
+            slot.activate(version);
+            return Arc::clone(slot);
+        }
+        let policy = *self.policy.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = Arc::new(PluginSlot::new(version, policy));
+        slots.insert(slot.name.clone(), Arc::clone(&slot));
+        slot
+    }
+
+    /// The slot of plugin `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<PluginSlot>> {
+        self.slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Returns plugin `name` to its previous version.
+    pub fn rollback(&self, name: &str) -> Result<PluginVersion, RollbackError> {
+        self.get(name)
+            .ok_or_else(|| RollbackError::UnknownPlugin(name.to_owned()))?
+            .rollback("requested by an operator")
+    }
+
+    /// Remembers that a file for `name` was rejected, for the admin API and metrics.
+    pub fn note_rejection(&self, name: &str, reason: &str) {
+        let mut rejections = self.rejections.lock().unwrap_or_else(|p| p.into_inner());
+        let count = rejections.get(name).map_or(0, |r| r.count) + 1;
+        rejections.insert(
+            name.to_owned(),
+            Rejection {
+                reason: reason.to_owned(),
+                at: unix_seconds(SystemTime::now()),
+                count,
+            },
+        );
+    }
+
+    /// The last rejection of plugin `name`.
+    pub fn last_rejection(&self, name: &str) -> Option<Rejection> {
+        self.rejections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Every plugin with its versions.
+    pub fn describe(&self) -> Vec<SlotInfo> {
+        let slots: Vec<Arc<PluginSlot>> = self
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        slots
+            .iter()
+            .map(|slot| {
+                let mut info = slot.describe();
+                info.last_rejection = self.last_rejection(&info.name);
+                info
+            })
+            .collect()
+    }
+}
+
+/// One plugin name's active version.
+#[derive(Debug)]
+pub struct PluginSlot {
+    name: String,
+    generation: AtomicU64,
+    state: Mutex<SlotState>,
+    policy: RollbackPolicy,
+}
+
+#[derive(Debug)]
+struct SlotState {
+    current: Active,
+    history: VecDeque<Active>,
+    swaps: u64,
+    probation: Option<Probation>,
+    last_rollback: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Active {
+    version: PluginVersion,
+    activated_at: SystemTime,
+}
+
+/// The first records of a new version, counted to decide on automatic rollback.
+#[derive(Debug)]
+struct Probation {
+    generation: u64,
+    seen: u64,
+    failed: u64,
+}
+
+impl PluginSlot {
+    fn new(version: PluginVersion, policy: RollbackPolicy) -> Self {
+        PluginSlot {
+            name: version.plugin.name().to_owned(),
+            generation: AtomicU64::new(0),
+            state: Mutex::new(SlotState {
+                current: Active::now(version),
+                history: VecDeque::new(),
+                swaps: 0,
+                probation: None,
+                last_rollback: None,
+            }),
+            policy,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Bumped on every change of the active version; cheap to poll between batches.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The active version and its generation.
+    pub fn current(&self) -> (u64, PluginVersion) {
+        let state = self.lock();
+        (self.generation(), state.current.version.clone())
+    }
+
+    /// Makes `version` active; the previous version goes to the history. Activating the
+    /// component that is already active only replaces its manifest.
+    pub fn activate(&self, version: PluginVersion) {
+        let mut state = self.lock();
+        let same_component = state.current.version.plugin.sha256() == version.plugin.sha256();
+        if same_component && state.current.version.manifest == version.manifest {
+            return;
+        }
+        let previous = std::mem::replace(&mut state.current, Active::now(version));
+        state.history.push_front(previous);
+        state.history.truncate(HISTORY_LIMIT);
+        state.swaps += 1;
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        state.probation = Some(Probation {
+            generation,
+            seen: 0,
+            failed: 0,
+        });
+    }
+
+    /// Returns to the most recent earlier version; the abandoned one is dropped from history.
+    pub fn rollback(&self, reason: &str) -> Result<PluginVersion, RollbackError> {
+        let mut state = self.lock();
+        let previous = state
+            .history
+            .pop_front()
+            .ok_or_else(|| RollbackError::NoHistory(self.name.clone()))?;
+        let (from, to) = (
+            state.current.version.plugin.version().to_owned(),
+            previous.version.plugin.version().to_owned(),
+        );
+        state.current = Active::now(previous.version.clone());
+        state.swaps += 1;
+        state.probation = None;
+        tracing::warn!(plugin = %self.name, from, to, reason, "Plugin rolled back.");
+        state.last_rollback = Some(format!("rolled back from {from} to {to}: {reason}"));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(previous.version)
+    }
+
+    /// Counts a batch's results for the version of `generation`; rolls back automatically when a
+    /// new version fails too often within its first records.
+    pub fn report(&self, generation: u64, seen: u64, failed: u64) {
+        let verdict = {
+            let mut state = self.lock();
+            let Some(probation) = state
+                .probation
+                .as_mut()
+                .filter(|p| p.generation == generation)
+            else {
+                return;
+            };
+            probation.seen += seen;
+            probation.failed += failed;
+            let ratio = probation.failed as f64 / probation.seen.max(1) as f64;
+            if ratio > self.policy.max_failure_ratio
+                && probation.seen >= self.policy.window.clamp(1, 10)
+            {
+                Some(format!(
+                    "{} of its first {} records failed (more than {:.0}%)",
+                    probation.failed,
+                    probation.seen,
+                    self.policy.max_failure_ratio * 100.0
+                ))
+            } else {
+                if probation.seen >= self.policy.window {
+                    state.probation = None;
+                }
+                None
+            }
+        };
+        if let Some(reason) = verdict {
+            let _ = self.rollback(&reason);
+        }
+    }
+
+    fn describe(&self) -> SlotInfo {
+        let state = self.lock();
+        SlotInfo {
+            name: self.name.clone(),
+            current: state.current.describe(),
+            history: state.history.iter().map(Active::describe).collect(),
+            swaps: state.swaps,
+            last_rollback: state.last_rollback.clone(),
+            last_rejection: None,
+        }
+    }
+}
+
+impl Active {
+    fn now(version: PluginVersion) -> Self {
+        Active {
+            version,
+            activated_at: SystemTime::now(),
+        }
+    }
+
+    fn describe(&self) -> VersionInfo {
+        let plugin = &self.version.plugin;
+        VersionInfo {
+            version: plugin.version().to_owned(),
+            label: self.version.manifest.version.clone(),
+            description: self.version.manifest.description.clone(),
+            sha256: plugin.sha256().to_owned(),
+            activated_at: unix_seconds(self.activated_at),
+            cache: plugin.cache_outcome().as_str().to_owned(),
+        }
+    }
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,126 @@
+//! The command line as users meet it: help text, validation errors, plugin listing.
+
+use crate::support::{plugin_registry, repo_root, run_weir};
+
+#[test]
+fn every_subcommand_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["validate", "--help"],
+        vec!["plugin", "--help"],
+        vec!["plugin", "build", "--help"],
+        vec!["plugin", "list", "--help"],
+        vec!["bench", "--help"],
+    ] {
+        let output = run_weir(dir.path(), &args);
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{args:?}");
+        assert!(help.contains("Usage:"), "{args:?}: {help}");
+    }
+    let run = String::from_utf8_lossy(&run_weir(dir.path(), &["run", "--help"]).stdout).to_string();
+    for documented in [
+        "--plugins <DIR>",
+        "plugin registry folder",
+        "--admin <ADDR>",
+        "--no-watch",
+        "--rollback-threshold",
+    ] {
+        assert!(
+            run.contains(documented),
+            "run --help lacks {documented}: {run}"
+        );
+    }
+    let top = String::from_utf8_lossy(&run_weir(dir.path(), &["--help"]).stdout).to_string();
+    for command in ["run", "validate", "plugin", "bench"] {
+        assert!(top.contains(command), "{top}");
+    }
+}
+
+#[test]
+fn validate_accepts_the_quickstart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = repo_root().join("examples/quickstart.toml");
+    let output = run_weir(
+        dir.path(),
+        &[
+            "validate",
+            config.to_str().unwrap(),
+            "--plugins",
+            plugin_registry().to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("ok") && stdout.contains("pii-mask@"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_names_the_file_and_key_of_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.toml");
+    std::fs::write(
+        &file,
+        "[[pipeline]]\nname = \"x\"\nsource = { type = \"generate\", rate = 0.0 }\nsink = { type = \"stdout\" }\ndead_letter = { type = \"stdout\" }\n",
+    )
+    .unwrap();
+    let output = run_weir(dir.path(), &["validate", "broken.toml"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("broken.toml") && stderr.contains("pipeline[0].source.rate"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validate_reports_a_plugin_rejecting_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "[[pipeline]]\nname = \"x\"\nsource = { type = \"generate\" }\ntransforms = [{ plugin = \"pii-mask\", config = { mode = \"hash\" } }]\nsink = { type = \"stdout\" }\ndead_letter = { type = \"stdout\" }\n",
+    )
+    .unwrap();
+    let output = run_weir(
+        dir.path(),
+        &[
+            "validate",
+            "p.toml",
+            "--plugins",
+            plugin_registry().to_str().unwrap(),
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("pii-mask") && stderr.contains("fields"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn plugin_list_shows_the_built_plugins() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_weir(
+        dir.path(),
+        &[
+            "plugin",
+            "list",
+            "--plugins",
+            plugin_registry().to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    for name in ["user-profile", "pii-mask", "filter", "fault-panic"] {
+        assert!(stdout.contains(name), "{stdout}");
+    }
+}

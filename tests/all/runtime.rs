@@ -1,0 +1,80 @@
+//! The Wasm runtime on its own: type-checking on load, a fresh instance after a trap, config
+//! errors from `init`, and the ABI contract of one result per input.
+
+use std::sync::Arc;
+
+use weir::record::Record;
+use weir::registry::PluginRegistry;
+use weir::runtime::{LoadedPlugin, PluginError, PluginLimits, PluginRuntime, RecordErrorKind};
+
+use crate::support::{plugin_registry, test_runtime};
+
+fn load(name: &str) -> (PluginRuntime, Arc<LoadedPlugin>) {
+    let runtime = test_runtime();
+    let plugin = PluginRegistry::new(plugin_registry())
+        .load(&runtime, name)
+        .unwrap();
+    (runtime, plugin)
+}
+
+#[test]
+fn a_trap_replaces_the_instance_and_later_calls_succeed() {
+    let (_runtime, plugin) = load("fault-panic");
+    let mut instance = plugin.instantiate("{}", PluginLimits::default()).unwrap();
+    assert_eq!(instance.instances_created(), 1);
+    let batch = vec![
+        Record::from_value("a"),
+        Record::from_value("panic"),
+        Record::from_value("b"),
+    ];
+    let results = instance.transform(&batch);
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0].as_ref().unwrap()[0].value, b"a");
+    assert_eq!(results[1].as_ref().unwrap_err().kind, RecordErrorKind::Trap);
+    assert_eq!(results[2].as_ref().unwrap()[0].value, b"b");
+    // One instance for the whole batch's trap, one more for the trap of the replay.
+    assert_eq!(instance.instances_created(), 3);
+    let again = instance.transform(&[Record::from_value("c")]);
+    assert_eq!(again[0].as_ref().unwrap()[0].value, b"c");
+    assert_eq!(instance.instances_created(), 3, "no trap, no new instance");
+}
+
+#[test]
+fn init_errors_name_the_plugin_and_the_key() {
+    let (_runtime, plugin) = load("pii-mask");
+    let error = plugin
+        .instantiate(
+            r#"{"fields": "email", "colour": "red"}"#,
+            PluginLimits::default(),
+        )
+        .err()
+        .expect("unknown key rejected");
+    assert!(matches!(error, PluginError::Init { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("pii-mask") && message.contains("colour"),
+        "{message}"
+    );
+}
+
+#[test]
+fn garbage_and_core_modules_are_rejected_at_load() {
+    let runtime = PluginRuntime::new(None).unwrap();
+    let garbage =
+        LoadedPlugin::from_bytes(&runtime, "garbage", b"definitely not wasm").unwrap_err();
+    assert!(matches!(garbage, PluginError::Compile { .. }), "{garbage}");
+    // The smallest valid core module: a component host must refuse it with a clear reason.
+    let core = LoadedPlugin::from_bytes(&runtime, "core", b"\0asm\x01\0\0\0").unwrap_err();
+    assert!(matches!(core, PluginError::Compile { .. }), "{core}");
+    assert!(core.to_string().contains("core"), "{core}");
+}
+
+#[test]
+fn versions_are_content_hashes() {
+    let (runtime, plugin) = load("user-profile");
+    let bytes = std::fs::read(plugin_registry().join("user-profile.wasm")).unwrap();
+    let again = LoadedPlugin::from_bytes(&runtime, "user-profile", &bytes).unwrap();
+    assert_eq!(plugin.version(), again.version());
+    assert_eq!(plugin.sha256().len(), 64);
+    assert!(plugin.sha256().starts_with(plugin.version()));
+}

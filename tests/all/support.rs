@@ -1,0 +1,81 @@
+//! Shared fixtures: the plugins built once per test run, the `weir` binary, temp folders.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// Every plugin crate the tests use, by folder relative to the repository root.
+const PLUGIN_CRATES: &[&str] = &[
+    "plugins/user-profile",
+    "plugins/pii-mask",
+    "plugins/filter",
+    "tests/plugins/panic",
+    "tests/plugins/spin",
+    "tests/plugins/hog",
+];
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_owned()
+}
+
+/// The `weir` binary under test.
+pub fn weir() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+}
+
+/// Runs `weir` with `args` in `dir`, returning its output.
+pub fn run_weir(dir: &Path, args: &[&str]) -> Output {
+    weir()
+        .current_dir(dir)
+        .args(args)
+        .env("WEIR_LOG", "info")
+        .output()
+        .expect("the weir binary runs")
+}
+
+/// The registry folder holding every test plugin, built on first call. Building goes through
+/// `weir plugin build`, so this also tests that command. A separate target dir keeps the nested
+/// cargo off the lock of the `cargo test` that runs us.
+pub fn plugin_registry() -> &'static Path {
+    static REGISTRY: OnceLock<PathBuf> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let target = repo_root().join("target/test-plugins");
+        let registry = target.join("registry");
+        for krate in PLUGIN_CRATES {
+            let output = weir()
+                .current_dir(repo_root())
+                .args(["plugin", "build", krate, "--plugins"])
+                .arg(&registry)
+                .env("CARGO_TARGET_DIR", &target)
+                .output()
+                .expect("the weir binary runs");
+            assert!(
+                output.status.success(),
+                "weir plugin build {krate} failed:\n{}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        registry
+    })
+}
+
+/// Reads a JSON-lines file into values.
+pub fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+/// A plugin runtime whose compiled cache is shared by the whole test run, so each plugin is
+/// compiled once.
+pub fn test_runtime() -> weir::runtime::PluginRuntime {
+    let cache = weir::runtime::CompiledCache::new(repo_root().join("target/test-plugins/cache"));
+    weir::runtime::PluginRuntime::new(Some(cache)).expect("the Wasm engine starts")
+}
