@@ -6,6 +6,7 @@
 
 mod cli;
 mod faults;
+mod hot_swap;
 mod pipelines;
 mod quickstart;
 mod runtime;

@@ -79,3 +79,15 @@ pub fn test_runtime() -> weir::runtime::PluginRuntime {
     let cache = weir::runtime::CompiledCache::new(repo_root().join("target/test-plugins/cache"));
     weir::runtime::PluginRuntime::new(Some(cache)).expect("the Wasm engine starts")
 }
+
+/// Waits until `condition` holds, polling; fails the test naming `what` after `timeout`.
+pub async fn wait_for(what: &str, timeout: std::time::Duration, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -61,11 +61,13 @@ impl CompiledCache {
         bytes: &[u8],
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
         let entry = self.entry(engine, bytes);
-        if entry.is_file() {
+        // Read into memory rather than mapping the file: a mapped entry truncated by another
+        // process would crash the host with SIGBUS.
+        if let Ok(compiled) = std::fs::read(&entry) {
             // SAFETY: the file is one this host serialised itself into its own cache folder,
             // under a key that covers the engine's configuration; wasmtime additionally checks
             // the header's version and settings and fails on a mismatch, which falls back below.
-            match unsafe { Component::deserialize_file(engine, &entry) } {
+            match unsafe { Component::deserialize(engine, &compiled) } {
                 Ok(component) => return Ok((component, CacheOutcome::Hit)),
                 Err(error) => {
                     tracing::warn!(entry = %entry.display(), %error, "Ignoring an unusable compiled-cache entry.");

@@ -1,0 +1,508 @@
+//! Hot deployment from the watched folder: swaps under load lose and duplicate nothing and
+//! happen only between batches; bad files are rejected while the running version keeps running;
+//! rollback works from the CLI and automatically; restarts reuse compiled code.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use weir::app::{RunOptions, RunningApp};
+use weir::config::PipelineFile;
+use weir::connectors::file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig, WriteMode};
+use weir::connectors::{ConnectorError, Sink};
+use weir::pipeline::{self, Connectors, PipelineStats};
+use weir::record::Record;
+use weir::registry::{Deployer, PluginRegistry, PluginSlots};
+use weir::runtime::{CacheOutcome, CompiledCache, LoadedPlugin, PluginRuntime};
+
+use crate::support::{plugin_registry, run_weir, test_runtime, wait_for};
+
+const VERSION_HEADER: &str = "weir.version.swap";
+
+/// The same component with a custom section appended: a distinct version (hash) of the same code.
+fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"weir-test-variant";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section id
+    assert!(payload.len() < 128, "one-byte LEB128 size");
+    out.push(payload.len() as u8);
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn component(name: &str) -> Vec<u8> {
+    std::fs::read(plugin_registry().join(format!("{name}.wasm"))).unwrap()
+}
+
+/// Drops a file into the registry the way `weir plugin build` does: write aside, rename in.
+fn drop_in(dir: &Path, file: &str, bytes: &[u8]) {
+    let temporary = dir.join(format!(".{file}.partial"));
+    std::fs::write(&temporary, bytes).unwrap();
+    std::fs::rename(&temporary, dir.join(file)).unwrap();
+}
+
+fn append_lines(path: &Path, range: std::ops::Range<u64>) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    let mut text = String::new();
+    for n in range {
+        text.push_str(&format!("{{\"n\":{n}}}\n"));
+    }
+    file.write_all(text.as_bytes()).unwrap();
+}
+
+/// An in-process sink that keeps each acknowledged batch, so tests can see batch boundaries.
+#[derive(Clone, Default)]
+struct CaptureSink {
+    batches: Arc<Mutex<Vec<Vec<Record>>>>,
+}
+
+impl CaptureSink {
+    fn count(&self) -> usize {
+        self.batches.lock().unwrap().iter().map(Vec::len).sum()
+    }
+}
+
+#[async_trait]
+impl Sink for CaptureSink {
+    async fn write(&mut self, records: &[Record]) -> Result<(), ConnectorError> {
+        self.batches.lock().unwrap().push(records.to_vec());
+        Ok(())
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    registry: PathBuf,
+    input: PathBuf,
+    slots: PluginSlots,
+    sink: CaptureSink,
+    shutdown: watch::Sender<bool>,
+    run: tokio::task::JoinHandle<Result<pipeline::PipelineReport, pipeline::PipelineError>>,
+    _watch: weir::registry::WatchHandle,
+}
+
+/// A pipeline tailing an input file through plugin `swap`, captured batch by batch, with the
+/// registry folder watched.
+async fn start(initial: &[u8]) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry");
+    std::fs::create_dir(&registry).unwrap();
+    drop_in(&registry, "swap.wasm", initial);
+    let input = dir.path().join("input.jsonl");
+    std::fs::write(&input, "").unwrap();
+    let file = PipelineFile::parse(
+        Path::new("swap.toml"),
+        &format!(
+            r#"
+            [[pipeline]]
+            name = "swap"
+            source = {{ type = "file", path = "{}", follow = true }}
+            transforms = [{{ plugin = "swap" }}]
+            sink = {{ type = "stdout" }}
+            dead_letter = {{ type = "file", path = "{}/dlq.jsonl" }}
+            batch = {{ size = 64, linger_ms = 5 }}
+            "#,
+            input.display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let slots = PluginSlots::default();
+    let deployer = Deployer::new(
+        PluginRegistry::new(&registry),
+        test_runtime(),
+        slots.clone(),
+        &file,
+    );
+    deployer.deploy("swap").unwrap();
+    let watch_handle = weir::registry::watch(deployer, Duration::from_millis(20)).unwrap();
+    let config = file.pipelines.into_iter().next().unwrap();
+    let chain = pipeline::build_chain(&config, &slots).unwrap();
+    let sink = CaptureSink::default();
+    let connectors = Connectors {
+        source: Box::new(
+            FileSource::open(&FileSourceConfig {
+                path: input.clone(),
+                checkpoint: None,
+                follow: true,
+            })
+            .await
+            .unwrap(),
+        ),
+        sink: Box::new(sink.clone()),
+        dead_letter: Box::new(
+            FileSink::open(
+                &FileSinkConfig {
+                    path: dir.path().join("dlq.jsonl"),
+                    encoding: None,
+                    mode: WriteMode::Append,
+                    fsync: false,
+                },
+                true,
+            )
+            .await
+            .unwrap(),
+        ),
+    };
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let run = tokio::spawn(pipeline::run_with(
+        config,
+        connectors,
+        chain,
+        Arc::new(PipelineStats::default()),
+        shutdown_rx,
+    ));
+    Harness {
+        _dir: dir,
+        registry,
+        input,
+        slots,
+        sink,
+        shutdown,
+        run,
+        _watch: watch_handle,
+    }
+}
+
+impl Harness {
+    fn current_version(&self) -> String {
+        self.slots
+            .get("swap")
+            .unwrap()
+            .current()
+            .1
+            .plugin
+            .version()
+            .to_owned()
+    }
+
+    async fn wait_for_output(&self, count: usize) {
+        let sink = self.sink.clone();
+        wait_for(
+            &format!("{count} records in the sink"),
+            Duration::from_secs(120),
+            move || sink.count() >= count,
+        )
+        .await;
+    }
+
+    async fn stop(self) -> Vec<Vec<Record>> {
+        self.shutdown.send(true).unwrap();
+        self.run.await.unwrap().unwrap();
+        let batches = self.sink.batches.lock().unwrap().clone();
+        batches
+    }
+}
+
+fn version_of(record: &Record) -> String {
+    let versions: Vec<&weir::record::Header> = record
+        .headers
+        .iter()
+        .filter(|h| h.key == VERSION_HEADER)
+        .collect();
+    assert_eq!(versions.len(), 1, "exactly one version header per output");
+    String::from_utf8(versions[0].value.clone()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_swaps_under_load_lose_and_duplicate_nothing() {
+    const CHUNK: u64 = 2_000;
+    const SWAPS: u64 = 50;
+    let base = component("fault-panic");
+    let variants = [variant(&base, "a"), variant(&base, "b")];
+    let versions: Vec<String> = variants
+        .iter()
+        .map(|bytes| {
+            LoadedPlugin::from_bytes(&test_runtime(), "swap", bytes)
+                .unwrap()
+                .version()
+                .to_owned()
+        })
+        .collect();
+    let harness = start(&variants[0]).await;
+    for swap in 0..SWAPS {
+        append_lines(&harness.input, swap * CHUNK..(swap + 1) * CHUNK);
+        // Swap while the chunk flows.
+        let next = &variants[((swap + 1) % 2) as usize];
+        drop_in(&harness.registry, "swap.wasm", next);
+        let slot = harness.slots.get("swap").unwrap();
+        wait_for("the swap to activate", Duration::from_secs(60), move || {
+            slot.generation() == swap + 1
+        })
+        .await;
+    }
+    harness.wait_for_output((SWAPS * CHUNK) as usize).await;
+    let batches = harness.stop().await;
+
+    let mut seen = vec![0u32; (SWAPS * CHUNK) as usize];
+    let mut transitions = 0;
+    let mut previous_version: Option<String> = None;
+    for batch in &batches {
+        let batch_versions: std::collections::BTreeSet<String> =
+            batch.iter().map(version_of).collect();
+        assert_eq!(
+            batch_versions.len(),
+            1,
+            "a batch never mixes versions: {batch_versions:?}"
+        );
+        let version = batch_versions.into_iter().next().unwrap();
+        assert!(
+            versions.contains(&version),
+            "{version} is one of the deployed versions"
+        );
+        if previous_version.as_ref().is_some_and(|v| *v != version) {
+            transitions += 1;
+        }
+        previous_version = Some(version);
+        for record in batch {
+            let value: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
+            seen[value["n"].as_u64().unwrap() as usize] += 1;
+        }
+    }
+    let wrong: Vec<usize> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c != 1)
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "records lost or duplicated: {:?}",
+        &wrong[..wrong.len().min(10)]
+    );
+    assert!(
+        transitions >= 1 && transitions <= SWAPS,
+        "{transitions} version changes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_files_are_rejected_and_the_running_version_keeps_running() {
+    let good = variant(&component("fault-panic"), "good");
+    let harness = start(&good).await;
+    let running = harness.current_version();
+    let mut truncated = component("user-profile");
+    truncated.truncate(truncated.len() / 2);
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        (
+            "garbage bytes",
+            b"this is not wasm at all".to_vec(),
+            "not a valid WebAssembly component",
+        ),
+        (
+            "a core module",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "not a valid WebAssembly component",
+        ),
+        (
+            "an empty component (missing exports)",
+            b"\0asm\x0d\0\x01\0".to_vec(),
+            "does not implement the world",
+        ),
+        (
+            "a truncated component",
+            truncated,
+            "not a valid WebAssembly component",
+        ),
+        // pii-mask's init refuses a config without `fields`.
+        (
+            "a plugin whose init fails",
+            component("pii-mask"),
+            "rejected its config",
+        ),
+    ];
+    let mut flowed = 0u64;
+    for (index, (case, bytes, expected)) in cases.into_iter().enumerate() {
+        drop_in(&harness.registry, "swap.wasm", &bytes);
+        let slots = harness.slots.clone();
+        let count = index as u64 + 1;
+        wait_for(
+            &format!("{case} to be rejected"),
+            Duration::from_secs(60),
+            move || {
+                slots
+                    .last_rejection("swap")
+                    .is_some_and(|r| r.count == count)
+            },
+        )
+        .await;
+        let rejection = harness.slots.last_rejection("swap").unwrap();
+        assert!(
+            rejection.reason.contains(expected),
+            "{case}: {}",
+            rejection.reason
+        );
+        assert_eq!(
+            harness.current_version(),
+            running,
+            "{case} must not replace the running version"
+        );
+        append_lines(&harness.input, flowed..flowed + 10);
+        flowed += 10;
+        harness.wait_for_output(flowed as usize).await;
+    }
+    std::fs::remove_file(harness.registry.join("swap.wasm")).unwrap();
+    append_lines(&harness.input, flowed..flowed + 10);
+    flowed += 10;
+    harness.wait_for_output(flowed as usize).await;
+    assert_eq!(
+        harness.current_version(),
+        running,
+        "deleting the file keeps the last version"
+    );
+    let batches = harness.stop().await;
+    assert!(batches.iter().flatten().all(|r| version_of(r) == running));
+}
+
+#[test]
+fn a_restart_loads_compiled_code_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = variant(&component("user-profile"), &format!("{:?}", dir.path()));
+    let first = PluginRuntime::new(Some(CompiledCache::new(dir.path()))).unwrap();
+    let loaded = LoadedPlugin::from_bytes(&first, "user-profile", &bytes).unwrap();
+    assert_eq!(loaded.cache_outcome(), CacheOutcome::Miss);
+    // A new runtime is what a restarted process has.
+    let second = PluginRuntime::new(Some(CompiledCache::new(dir.path()))).unwrap();
+    let reloaded = LoadedPlugin::from_bytes(&second, "user-profile", &bytes).unwrap();
+    assert_eq!(reloaded.cache_outcome(), CacheOutcome::Hit);
+    let mut instance = reloaded.instantiate("{}", Default::default()).unwrap();
+    let user = weir::generator::UserGenerator::new(1)
+        .next_user()
+        .to_string();
+    assert!(
+        instance.transform(&[Record::from_value(user)])[0].is_ok(),
+        "cached code runs"
+    );
+    // A damaged entry is recompiled, never trusted.
+    let entry = CompiledCache::new(dir.path()).entry(second.engine(), &bytes);
+    std::fs::write(&entry, b"damaged").unwrap();
+    let third = PluginRuntime::new(Some(CompiledCache::new(dir.path()))).unwrap();
+    let recompiled = LoadedPlugin::from_bytes(&third, "user-profile", &bytes).unwrap();
+    assert_eq!(recompiled.cache_outcome(), CacheOutcome::Miss);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_from_the_cli_and_automatically_on_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry");
+    std::fs::create_dir(&registry).unwrap();
+    let first = variant(&component("fault-panic"), "first");
+    let second = variant(&component("fault-panic"), "second");
+    drop_in(&registry, "swap.wasm", &first);
+    drop_in(
+        &registry,
+        "swap.toml",
+        b"version = \"1.0.0\"\ndescription = \"pass-through\"\n",
+    );
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, "").unwrap();
+    let out = dir.path().join("out.jsonl");
+    let file = PipelineFile::parse(
+        Path::new("rollback.toml"),
+        &format!(
+            r#"
+            [[pipeline]]
+            name = "rollback"
+            source = {{ type = "file", path = "{}", follow = true }}
+            transforms = [{{ plugin = "swap", config = {{ fields = "email" }} }}]
+            sink = {{ type = "file", path = "{}" }}
+            dead_letter = {{ type = "file", path = "{}/dlq.jsonl" }}
+            batch = {{ size = 8, linger_ms = 5 }}
+            "#,
+            input.display(),
+            out.display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut options = RunOptions::for_registry(&registry);
+    options.admin = Some("127.0.0.1:0".parse().unwrap());
+    options.debounce = Duration::from_millis(20);
+    options.cache = Some(crate::support::repo_root().join("target/test-plugins/cache"));
+    let app = RunningApp::start(file, options).await.unwrap();
+    let admin = app.admin_addr().unwrap().to_string();
+    let slots = app.slots().clone();
+    let first_version = slots
+        .get("swap")
+        .unwrap()
+        .current()
+        .1
+        .plugin
+        .version()
+        .to_owned();
+
+    drop_in(&registry, "swap.wasm", &second);
+    let slot = slots.get("swap").unwrap();
+    wait_for("the second version", Duration::from_secs(60), move || {
+        slot.generation() == 1
+    })
+    .await;
+
+    let listed = run_weir(dir.path(), &["plugin", "list", "--admin", &admin]);
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{listing}");
+    assert!(
+        listing.contains("swap") && listing.contains(&first_version) && listing.contains("1.0.0"),
+        "{listing}"
+    );
+
+    let rolled = run_weir(
+        dir.path(),
+        &["plugin", "rollback", "swap", "--admin", &admin],
+    );
+    let said = String::from_utf8_lossy(&rolled.stdout);
+    assert!(
+        rolled.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&rolled.stderr)
+    );
+    assert!(said.contains(&first_version), "{said}");
+    assert_eq!(
+        slots.get("swap").unwrap().current().1.plugin.version(),
+        first_version
+    );
+
+    // pii-mask as `swap` fails every line of plain text: it must be rolled back by itself.
+    drop_in(&registry, "swap.wasm", &component("pii-mask"));
+    let slot = slots.get("swap").unwrap();
+    wait_for("pii-mask to activate", Duration::from_secs(60), move || {
+        slot.generation() == 3
+    })
+    .await;
+    {
+        use std::io::Write;
+        let mut lines = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&input)
+            .unwrap();
+        for n in 0..40 {
+            writeln!(lines, "plain text line {n}").unwrap();
+        }
+    }
+    let slot = slots.get("swap").unwrap();
+    wait_for(
+        "the automatic rollback",
+        Duration::from_secs(60),
+        move || slot.generation() == 4,
+    )
+    .await;
+    let info = slots
+        .describe()
+        .into_iter()
+        .find(|s| s.name == "swap")
+        .unwrap();
+    assert_eq!(info.current.version, first_version);
+    let reason = info.last_rollback.unwrap();
+    assert!(reason.contains("failed"), "{reason}");
+
+    app.shutdown_handle().send(true).unwrap();
+    for (_, result) in app.wait().await {
+        result.unwrap();
+    }
+}
