@@ -195,8 +195,7 @@ impl Harness {
     async fn stop(self) -> Vec<Vec<Record>> {
         self.shutdown.send(true).unwrap();
         self.run.await.unwrap().unwrap();
-        let batches = self.sink.batches.lock().unwrap().clone();
-        batches
+        self.sink.batches.lock().unwrap().clone()
     }
 }
 
@@ -277,7 +276,7 @@ async fn fifty_swaps_under_load_lose_and_duplicate_nothing() {
         &wrong[..wrong.len().min(10)]
     );
     assert!(
-        transitions >= 1 && transitions <= SWAPS,
+        (1..=SWAPS).contains(&transitions),
         "{transitions} version changes"
     );
 }
