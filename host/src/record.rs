@@ -18,6 +18,8 @@ pub mod headers {
     /// Prefix of the header naming the version of each plugin an output passed through:
     /// `weir.version.user-profile = 090ff39429c0`.
     pub const VERSION_PREFIX: &str = "weir.version.";
+    /// Where the record failed: `source`, `plugin` or `sink`.
+    pub const STAGE: &str = "weir.stage";
     /// The pipeline the record was in.
     pub const PIPELINE: &str = "weir.pipeline";
     /// The source stream (topic, table, file) the record came from.
@@ -46,6 +48,29 @@ pub struct SourceRecord {
     pub record: Record,
     /// Where it came from.
     pub position: SourcePosition,
+    /// Why the source could not decode it, if it could not: such a record goes straight to the
+    /// dead-letter destination with this reason.
+    pub malformed: Option<String>,
+}
+
+impl SourceRecord {
+    /// A well-formed record.
+    pub fn new(record: Record, position: SourcePosition) -> Self {
+        SourceRecord {
+            record,
+            position,
+            malformed: None,
+        }
+    }
+
+    /// Input the source could not decode, carried to the dead-letter destination with `reason`.
+    pub fn malformed(record: Record, position: SourcePosition, reason: impl Into<String>) -> Self {
+        SourceRecord {
+            record,
+            position,
+            malformed: Some(reason.into()),
+        }
+    }
 }
 
 impl Record {

@@ -76,10 +76,7 @@ impl GenerateSource {
             offset: self.produced as i64,
         };
         self.produced += 1;
-        SourceRecord {
-            record: Record::from_value(value.to_string()),
-            position,
-        }
+        SourceRecord::new(Record::from_value(value.to_string()), position)
     }
 
     /// When record number `index` is due under the configured rate.

@@ -72,12 +72,23 @@ pub trait Source: Send {
     async fn commit(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError>;
 }
 
+/// A record a sink refused for what it contains (not JSON, a type mismatch): it goes to the
+/// dead-letter destination instead of stopping the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Its index in the slice given to `write`.
+    pub index: usize,
+    /// Why, naming the field.
+    pub reason: String,
+}
+
 /// Where records go. `write` returns only once the records are durable as far as the store
 /// allows: that return is the acknowledgement that lets the source commit.
 #[async_trait]
 pub trait Sink: Send {
-    /// Writes records, in order.
-    async fn write(&mut self, records: &[Record]) -> Result<(), ConnectorError>;
+    /// Writes records, in order, and returns the ones refused for their content; every other
+    /// record is durable when this returns `Ok`.
+    async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError>;
 
     /// Flushes and releases resources at shutdown.
     async fn close(&mut self) -> Result<(), ConnectorError> {

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::encoding::{Encoding, encode};
-use super::{ConnectorError, Sink};
+use super::{ConnectorError, Rejected, Sink};
 use crate::record::Record;
 
 /// Options of the `stdout` sink.
@@ -41,7 +41,7 @@ impl StdoutSink {
 
 #[async_trait]
 impl Sink for StdoutSink {
-    async fn write(&mut self, records: &[Record]) -> Result<(), ConnectorError> {
+    async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
         let mut buffer = Vec::new();
         for record in records {
             buffer.extend_from_slice(&encode(record, self.encoding));
@@ -53,6 +53,7 @@ impl Sink for StdoutSink {
         };
         result
             .await
-            .map_err(|e| ConnectorError::transient("stdout sink", e.to_string()))
+            .map_err(|e| ConnectorError::transient("stdout sink", e.to_string()))?;
+        Ok(Vec::new())
     }
 }

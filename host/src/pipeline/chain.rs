@@ -8,30 +8,52 @@ use crate::record::{Record, SourcePosition, headers};
 use crate::registry::{Capability, PluginSlot, PluginVersion};
 use crate::runtime::{Grants, PluginError, PluginInstance, PluginLimits, RecordError};
 
+/// Where a record failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailedAt {
+    /// The source could not decode it.
+    Source,
+    /// A plugin failed it: its name and version.
+    Plugin {
+        /// The plugin's name.
+        name: String,
+        /// The plugin's version.
+        version: String,
+    },
+    /// The sink refused its content.
+    Sink,
+}
+
 /// A record that failed, with everything a dead-letter entry needs.
 #[derive(Debug, Clone)]
 pub struct Failure {
-    /// The record as the failing plugin received it.
+    /// The record as the failing stage received it.
     pub record: Record,
     /// Where its input came from.
     pub position: SourcePosition,
     /// Why it failed.
     pub error: RecordError,
-    /// The failing plugin's name.
-    pub plugin: String,
-    /// The failing plugin's version.
-    pub version: String,
+    /// Which stage failed it.
+    pub at: FailedAt,
 }
 
 impl Failure {
-    /// The dead-letter entry: the record with the reason, plugin, version and source
-    /// coordinates in headers.
+    /// The dead-letter entry: the record with the reason, the failing stage (plugin and version)
+    /// and the source coordinates in headers.
     pub fn into_dead_letter(self, pipeline: &str) -> Record {
         let mut record = self.record;
         record.set_header(headers::ERROR, self.error.message);
         record.set_header(headers::ERROR_KIND, self.error.kind.as_str());
-        record.set_header(headers::PLUGIN, self.plugin);
-        record.set_header(headers::PLUGIN_VERSION, self.version);
+        let stage = match self.at {
+            FailedAt::Source => "source",
+            FailedAt::Sink => "sink",
+            FailedAt::Plugin { name, version } => {
+                record.set_header(headers::PLUGIN, name);
+                record.set_header(headers::PLUGIN_VERSION, version);
+                "plugin"
+            }
+        };
+        record.set_header(headers::STAGE, stage);
         record.set_header(headers::PIPELINE, pipeline);
         record.set_header(headers::SOURCE_STREAM, self.position.stream.as_bytes());
         record.set_header(
@@ -48,6 +70,8 @@ impl Failure {
 pub struct ChainOutput {
     /// Records for the sink, in input order.
     pub outputs: Vec<Record>,
+    /// For each output, the source position of the input it came from.
+    pub positions: Vec<SourcePosition>,
     /// Records for the dead-letter destination.
     pub failures: Vec<Failure>,
 }
@@ -189,8 +213,10 @@ impl TransformChain {
                             record,
                             position: positions[origin].clone(),
                             error,
-                            plugin: step.slot.name().to_owned(),
-                            version: version.clone(),
+                            at: FailedAt::Plugin {
+                                name: step.slot.name().to_owned(),
+                                version: version.clone(),
+                            },
                         });
                     }
                 }
@@ -200,6 +226,7 @@ impl TransformChain {
             origins = next_origins;
         }
         ChainOutput {
+            positions: origins.iter().map(|&origin| positions[origin].clone()).collect(),
             outputs: records,
             failures,
         }

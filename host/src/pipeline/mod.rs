@@ -19,9 +19,9 @@ use crate::config::PipelineConfig;
 use crate::connectors::{ConnectorError, Sink, Source};
 use crate::record::{Record, SourcePosition, SourceRecord};
 use crate::registry::PluginSlots;
-use crate::runtime::PluginError;
+use crate::runtime::{PluginError, RecordError, RecordErrorKind};
 
-pub use chain::{ChainOutput, ChainStep, Failure, TransformChain, instantiate_step};
+pub use chain::{ChainOutput, ChainStep, FailedAt, Failure, TransformChain, instantiate_step};
 pub use stats::{PipelineReport, PipelineStats};
 
 /// How often a running pipeline logs its progress.
@@ -70,6 +70,10 @@ pub enum PipelineError {
 struct Batch {
     records: Vec<Record>,
     positions: Vec<SourcePosition>,
+    /// Inputs the source could not decode, bound for the dead-letter destination.
+    malformed: Vec<Failure>,
+    /// Every input record, decodable or not.
+    inputs: usize,
     /// The highest position per stream and partition: what acknowledging this batch commits.
     commit: Vec<SourcePosition>,
 }
@@ -271,16 +275,36 @@ async fn source_stage(
 
 impl From<Vec<SourceRecord>> for Batch {
     fn from(source_records: Vec<SourceRecord>) -> Self {
+        let inputs = source_records.len();
         let mut highest: BTreeMap<(Arc<str>, i32), i64> = BTreeMap::new();
         let mut records = Vec::with_capacity(source_records.len());
         let mut positions = Vec::with_capacity(source_records.len());
-        for SourceRecord { record, position } in source_records {
+        let mut malformed = Vec::new();
+        for SourceRecord {
+            record,
+            position,
+            malformed: reason,
+        } in source_records
+        {
             let offset = highest
                 .entry((Arc::clone(&position.stream), position.partition))
                 .or_insert(position.offset);
             *offset = (*offset).max(position.offset);
-            records.push(record);
-            positions.push(position);
+            match reason {
+                Some(message) => malformed.push(Failure {
+                    record,
+                    position,
+                    error: RecordError {
+                        kind: RecordErrorKind::Malformed,
+                        message,
+                    },
+                    at: FailedAt::Source,
+                }),
+                None => {
+                    records.push(record);
+                    positions.push(position);
+                }
+            }
         }
         let commit = highest
             .into_iter()
@@ -293,6 +317,8 @@ impl From<Vec<SourceRecord>> for Batch {
         Batch {
             records,
             positions,
+            malformed,
+            inputs,
             commit,
         }
     }
@@ -307,12 +333,13 @@ fn spawn_transform_stage(
 ) -> tokio::task::JoinHandle<()> {
     tokio::task::spawn_blocking(move || {
         while let Some(batch) = batch_rx.blocking_recv() {
-            let inputs = batch.records.len();
-            let output = chain.apply(batch.records, &batch.positions);
+            let inputs = batch.inputs;
+            let mut output = chain.apply(batch.records, &batch.positions);
+            output.failures.extend(batch.malformed);
             for failure in &output.failures {
                 tracing::debug!(
                     pipeline,
-                    plugin = failure.plugin,
+                    at = ?failure.at,
                     offset = failure.position.offset,
                     error = %failure.error,
                     "Record failed; sending it to the dead-letter destination."
@@ -341,24 +368,53 @@ async fn sink_stage(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectorError> {
     while let Some(processed) = processed_rx.recv().await {
-        let ChainOutput { outputs, failures } = processed.output;
+        let ChainOutput {
+            outputs,
+            positions,
+            mut failures,
+        } = processed.output;
+        let mut written = outputs.len();
         if !outputs.is_empty() {
-            retry::write_with_backoff("sink", sink.as_mut(), &outputs, &mut shutdown).await?;
+            let rejected =
+                retry::write_with_backoff("sink", sink.as_mut(), &outputs, &mut shutdown).await?;
+            written -= rejected.len();
+            failures.extend(rejected.into_iter().filter_map(|rejected| {
+                Some(Failure {
+                    record: outputs.get(rejected.index)?.clone(),
+                    position: positions.get(rejected.index)?.clone(),
+                    error: RecordError {
+                        kind: RecordErrorKind::SinkRejected,
+                        message: rejected.reason,
+                    },
+                    at: FailedAt::Sink,
+                })
+            }));
         }
         let dead_letters: Vec<Record> = failures
             .into_iter()
             .map(|failure| failure.into_dead_letter(&pipeline))
             .collect();
         if !dead_letters.is_empty() {
-            retry::write_with_backoff(
+            let refused = retry::write_with_backoff(
                 "dead-letter destination",
                 dead_letter.as_mut(),
                 &dead_letters,
                 &mut shutdown,
             )
             .await?;
+            if let Some(first) = refused.first() {
+                // Nowhere is left to put these records: stop rather than drop them.
+                return Err(ConnectorError::fatal(
+                    "dead-letter destination",
+                    format!(
+                        "refused {} record(s), first: {}; choose a destination that stores any bytes (file or kafka)",
+                        refused.len(),
+                        first.reason
+                    ),
+                ));
+            }
         }
-        stats.record_batch(processed.inputs, outputs.len(), dead_letters.len());
+        stats.record_batch(processed.inputs, written, dead_letters.len());
         if ack_tx.send(processed.commit).is_err() {
             break;
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rand::RngExt;
 use tokio::sync::watch;
 
-use crate::connectors::{ConnectorError, Retry, Sink};
+use crate::connectors::{ConnectorError, Rejected, Retry, Sink};
 use crate::record::Record;
 
 /// The first wait after a failure.
@@ -21,16 +21,16 @@ pub async fn write_with_backoff(
     sink: &mut dyn Sink,
     records: &[Record],
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), ConnectorError> {
+) -> Result<Vec<Rejected>, ConnectorError> {
     let mut backoff = INITIAL_BACKOFF;
     let mut attempt = 1u32;
     loop {
         let error = match sink.write(records).await {
-            Ok(()) => {
+            Ok(rejected) => {
                 if attempt > 1 {
                     tracing::info!(what, attempt, "Recovered after retries.");
                 }
-                return Ok(());
+                return Ok(rejected);
             }
             Err(error) if error.retry == Retry::Never => return Err(error),
             Err(error) => error,
@@ -63,7 +63,7 @@ mod tests {
 
     #[async_trait]
     impl Sink for FlakySink {
-        async fn write(&mut self, _records: &[Record]) -> Result<(), ConnectorError> {
+        async fn write(&mut self, _records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
             self.calls += 1;
             if self.calls <= self.failures {
                 Err(ConnectorError {
@@ -72,7 +72,7 @@ mod tests {
                     retry: self.retry,
                 })
             } else {
-                Ok(())
+                Ok(Vec::new())
             }
         }
     }

@@ -63,6 +63,10 @@ pub enum RecordErrorKind {
     Trap,
     /// The call ran past its deadline.
     Timeout,
+    /// The source could not decode the input (a response that is not JSON, say).
+    Malformed,
+    /// The sink refused the record's content (a type mismatch, say).
+    SinkRejected,
 }
 
 impl RecordErrorKind {
@@ -73,6 +77,8 @@ impl RecordErrorKind {
             RecordErrorKind::PluginFailure => "plugin-failure",
             RecordErrorKind::Trap => "trap",
             RecordErrorKind::Timeout => "timeout",
+            RecordErrorKind::Malformed => "malformed",
+            RecordErrorKind::SinkRejected => "sink-rejected",
         }
     }
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use crate::connectors::encoding::{Encoding, encode};
-use crate::connectors::{ConfigProblem, ConnectorError, Sink};
+use crate::connectors::{ConfigProblem, ConnectorError, Rejected, Sink};
 use crate::record::Record;
 
 /// What happens to an existing file when the pipeline starts.
@@ -95,7 +95,7 @@ impl FileSink {
 
 #[async_trait]
 impl Sink for FileSink {
-    async fn write(&mut self, records: &[Record]) -> Result<(), ConnectorError> {
+    async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
         let result = async {
             for record in records {
                 self.file.write_all(&encode(record, self.encoding)).await?;
@@ -109,7 +109,8 @@ impl Sink for FileSink {
         };
         result
             .await
-            .map_err(|e| ConnectorError::transient(&self.name, format!("write failed: {e}")))
+            .map_err(|e| ConnectorError::transient(&self.name, format!("write failed: {e}")))?;
+        Ok(Vec::new())
     }
 
     async fn close(&mut self) -> Result<(), ConnectorError> {

@@ -125,14 +125,14 @@ impl Source for FileSource {
                 Some(line) if line.trim().is_empty() => continue,
                 Some(line) => {
                     first_at.get_or_insert_with(Instant::now);
-                    batch.push(SourceRecord {
-                        record: Record::from_value(line),
-                        position: SourcePosition {
+                    batch.push(SourceRecord::new(
+                        Record::from_value(line),
+                        SourcePosition {
                             stream: Arc::clone(&self.stream),
                             partition: 0,
                             offset: self.line_number,
                         },
-                    });
+                    ));
                 }
                 None if !self.config.follow => break,
                 None => {
