@@ -127,7 +127,8 @@ impl UserGenerator {
             "registered": { "date": format!("{reg_year}-1{}-2{}T1{}:02:11.210Z", rng.random_range(0..2), rng.random_range(0..8), rng.random_range(0..9)), "age": 2026 - reg_year },
             "phone": format!("0{}-{}-{}", rng.random_range(10..99), rng.random_range(100..999), rng.random_range(1000..9999)),
             "cell": format!("08{}-{}", rng.random_range(1..9), rng.random_range(100000..999999)),
-            "id": { "name": "PPS", "value": format!("{}T", rng.random_range(1000000..9999999)) },
+            // The real API sends null for identifiers some countries lack.
+            "id": if rng.random_bool(0.3) { json!({ "name": "", "value": null }) } else { json!({ "name": "PPS", "value": format!("{}T", rng.random_range(1000000..9999999)) }) },
             "picture": {
                 "large": format!("https://randomuser.me/api/portraits/{}/{}.jpg", if gender == "female" { "women" } else { "men" }, rng.random_range(0..99)),
                 "medium": format!("https://randomuser.me/api/portraits/med/{}/{}.jpg", if gender == "female" { "women" } else { "men" }, rng.random_range(0..99)),

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
 use weir::connectors::file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig, WriteMode};
-use weir::connectors::{ConnectorError, Sink};
+use weir::connectors::{ConnectorError, Rejected, Sink};
 use weir::pipeline::{self, Connectors, PipelineStats};
 use weir::record::Record;
 use weir::registry::{Deployer, PluginRegistry, PluginSlots};
@@ -70,9 +70,9 @@ impl CaptureSink {
 
 #[async_trait]
 impl Sink for CaptureSink {
-    async fn write(&mut self, records: &[Record]) -> Result<(), ConnectorError> {
+    async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
         self.batches.lock().unwrap().push(records.to_vec());
-        Ok(())
+        Ok(Vec::new())
     }
 }
 

@@ -10,4 +10,5 @@ mod hot_swap;
 mod pipelines;
 mod quickstart;
 mod runtime;
+mod services;
 mod support;

@@ -91,3 +91,60 @@ pub async fn wait_for(what: &str, timeout: std::time::Duration, condition: impl 
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// Where the tests find Kafka: `WEIR_KAFKA_BROKERS`, by default the loopback broker that
+/// `scripts/services start` runs. Panics with the command to run when nothing answers there.
+pub fn kafka_brokers() -> String {
+    let brokers = std::env::var("WEIR_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    require_listening("Kafka", "WEIR_KAFKA_BROKERS", &brokers);
+    brokers
+}
+
+/// Where the tests find Cassandra: `WEIR_CASSANDRA_NODES` (default 127.0.0.1:9042).
+pub fn cassandra_nodes() -> String {
+    let nodes = std::env::var("WEIR_CASSANDRA_NODES").unwrap_or_else(|_| "127.0.0.1:9042".into());
+    require_listening("Cassandra", "WEIR_CASSANDRA_NODES", &nodes);
+    nodes
+}
+
+/// Where the tests find PostgreSQL: `WEIR_POSTGRES_URL`
+/// (default postgres://weir:weir@127.0.0.1:5432/weir).
+pub fn postgres_url() -> String {
+    let url = std::env::var("WEIR_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://weir:weir@127.0.0.1:5432/weir".into());
+    let address = url
+        .rsplit_once('@')
+        .map(|(_, rest)| rest.split('/').next().unwrap_or(rest).to_owned())
+        .unwrap_or_else(|| "127.0.0.1:5432".into());
+    require_listening("PostgreSQL", "WEIR_POSTGRES_URL", &address);
+    url
+}
+
+fn require_listening(service: &str, variable: &str, addresses: &str) {
+    let first = addresses.split(',').next().unwrap_or(addresses).trim();
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(first)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_ok()
+        });
+    assert!(
+        reachable,
+        "{service} is not reachable at {first} ({variable}). Start the test services with `scripts/services start`, or point {variable} at a running {service}."
+    );
+}
+
+/// A name unique to this test run, for topics, tables and keyspaces.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}

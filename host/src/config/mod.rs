@@ -284,6 +284,12 @@ impl PipelineFile {
                 .sink
                 .validate()
                 .map_err(|(key, message)| invalid(at(&format!("sink.{key}")), message))?;
+            if !pipeline.dead_letter.can_hold_dead_letters() {
+                return Err(invalid(
+                    at("dead_letter.type"),
+                    "a dead-letter destination must store any bytes with their headers: use file, kafka, postgres or stdout".into(),
+                ));
+            }
             pipeline
                 .dead_letter
                 .validate()

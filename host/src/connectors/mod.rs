@@ -2,9 +2,14 @@
 //! its config beside it; [`SourceConfig`] and [`SinkConfig`] are the explicit registry of what a
 //! pipeline file may name.
 
+pub mod cassandra;
 pub mod encoding;
+pub mod fields;
 pub mod file;
 pub mod generate;
+pub mod http;
+pub mod kafka;
+pub mod postgres;
 pub mod stdout;
 
 use std::time::Duration;
@@ -104,6 +109,12 @@ pub enum SourceConfig {
     Generate(generate::GenerateConfig),
     /// JSON lines from a file.
     File(file::FileSourceConfig),
+    /// A URL polled on an interval, its JSON split into records.
+    Http(http::HttpSourceConfig),
+    /// A table tailed by a monotonic column.
+    Postgres(postgres::PostgresSourceConfig),
+    /// Kafka topics, as a consumer-group member.
+    Kafka(kafka::KafkaSourceConfig),
 }
 
 /// The sinks (and dead-letter destinations) a pipeline file may name, by `type`.
@@ -114,6 +125,12 @@ pub enum SinkConfig {
     File(file::FileSinkConfig),
     /// JSON lines on standard output.
     Stdout(stdout::StdoutSinkConfig),
+    /// A PostgreSQL landing table (or dead-letter table).
+    Postgres(postgres::PostgresSinkConfig),
+    /// A Kafka topic.
+    Kafka(kafka::KafkaSinkConfig),
+    /// A Cassandra table.
+    Cassandra(cassandra::CassandraSinkConfig),
 }
 
 /// A config problem: the key (relative to the connector's table) and what to do.
@@ -125,6 +142,9 @@ impl SourceConfig {
         match self {
             SourceConfig::Generate(config) => config.validate(),
             SourceConfig::File(config) => config.validate(),
+            SourceConfig::Http(config) => config.validate(),
+            SourceConfig::Postgres(config) => config.validate(),
+            SourceConfig::Kafka(config) => config.validate(),
         }
     }
 
@@ -133,6 +153,9 @@ impl SourceConfig {
         Ok(match self {
             SourceConfig::Generate(config) => Box::new(generate::GenerateSource::new(config)),
             SourceConfig::File(config) => Box::new(file::FileSource::open(config).await?),
+            SourceConfig::Http(config) => Box::new(http::HttpSource::new(config)?),
+            SourceConfig::Postgres(config) => Box::new(postgres::PostgresSource::open(config).await?),
+            SourceConfig::Kafka(config) => Box::new(kafka::KafkaSource::open(config)?),
         })
     }
 
@@ -141,6 +164,9 @@ impl SourceConfig {
         match self {
             SourceConfig::Generate(_) => "generate".into(),
             SourceConfig::File(config) => format!("file {}", config.path.display()),
+            SourceConfig::Http(config) => format!("http {}", config.url),
+            SourceConfig::Postgres(config) => format!("postgres table {}", config.table),
+            SourceConfig::Kafka(config) => format!("kafka topics {}", config.topics.join(",")),
         }
     }
 }
@@ -151,7 +177,15 @@ impl SinkConfig {
         match self {
             SinkConfig::File(config) => config.validate(),
             SinkConfig::Stdout(_) => Ok(()),
+            SinkConfig::Postgres(config) => config.validate(),
+            SinkConfig::Kafka(config) => config.validate(),
+            SinkConfig::Cassandra(config) => config.validate(),
         }
+    }
+
+    /// Whether it can store dead letters: any bytes, with their headers.
+    pub fn can_hold_dead_letters(&self) -> bool {
+        !matches!(self, SinkConfig::Cassandra(_))
     }
 
     /// Opens the sink. `dead_letter` picks the default encoding: dead letters keep their headers.
@@ -159,6 +193,9 @@ impl SinkConfig {
         Ok(match self {
             SinkConfig::File(config) => Box::new(file::FileSink::open(config, dead_letter).await?),
             SinkConfig::Stdout(config) => Box::new(stdout::StdoutSink::new(config, dead_letter)),
+            SinkConfig::Postgres(config) => Box::new(postgres::PostgresSink::new(config, dead_letter)?),
+            SinkConfig::Kafka(config) => Box::new(kafka::KafkaSink::new(config)?),
+            SinkConfig::Cassandra(config) => Box::new(cassandra::CassandraSink::new(config)),
         })
     }
 
@@ -167,6 +204,9 @@ impl SinkConfig {
         match self {
             SinkConfig::File(config) => format!("file {}", config.path.display()),
             SinkConfig::Stdout(_) => "stdout".into(),
+            SinkConfig::Postgres(config) => format!("postgres table {}", config.table),
+            SinkConfig::Kafka(config) => format!("kafka topic {}", config.topic),
+            SinkConfig::Cassandra(config) => format!("cassandra table {}.{}", config.keyspace, config.table),
         }
     }
 }

@@ -233,10 +233,12 @@ async fn source_stage(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectorError> {
     let mut result = Ok(());
+    let mut commits = PendingCommits::default();
     loop {
         while let Ok(positions) = ack_rx.try_recv() {
-            source.commit(&positions).await?;
+            commits.add(positions);
         }
+        commits.try_commit(pipeline, source.as_mut()).await?;
         if *shutdown.borrow() {
             tracing::info!(pipeline, "Shutdown requested; draining in-flight batches.");
             break;
@@ -246,6 +248,7 @@ async fn source_stage(
             _ = shutdown.changed() => continue,
         };
         let records = match polled {
+            Ok(Some(records)) if records.is_empty() => continue,
             Ok(Some(records)) => records,
             Ok(None) => break,
             Err(error) if error.retry == crate::connectors::Retry::WithBackoff => {
@@ -268,9 +271,71 @@ async fn source_stage(
     drop(batch_tx);
     // The sink acknowledges every batch it received before it ends, in order.
     while let Some(positions) = ack_rx.recv().await {
-        source.commit(&positions).await?;
+        commits.add(positions);
     }
-    result
+    let mut backoff = Duration::from_millis(100);
+    for _ in 0..8 {
+        if commits.try_commit(pipeline, source.as_mut()).await?.is_none() {
+            return result;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+    Err(ConnectorError::transient(
+        "source",
+        "could not commit the final positions; the records after the last committed position will be processed again on restart",
+    ))
+}
+
+/// Acknowledged positions not yet committed, merged per stream and partition. Commits are
+/// cumulative, so a failed commit is simply retried with the later positions included.
+#[derive(Default)]
+struct PendingCommits {
+    highest: BTreeMap<(Arc<str>, i32), i64>,
+}
+
+impl PendingCommits {
+    fn add(&mut self, positions: Vec<SourcePosition>) {
+        for position in positions {
+            let offset = self
+                .highest
+                .entry((position.stream, position.partition))
+                .or_insert(position.offset);
+            *offset = (*offset).max(position.offset);
+        }
+    }
+
+    /// Commits what is pending. A transient failure keeps it pending and is returned as
+    /// `Some(error)`; a permanent one is an error.
+    async fn try_commit(
+        &mut self,
+        pipeline: &str,
+        source: &mut dyn Source,
+    ) -> Result<Option<ConnectorError>, ConnectorError> {
+        if self.highest.is_empty() {
+            return Ok(None);
+        }
+        let positions: Vec<SourcePosition> = self
+            .highest
+            .iter()
+            .map(|((stream, partition), offset)| SourcePosition {
+                stream: Arc::clone(stream),
+                partition: *partition,
+                offset: *offset,
+            })
+            .collect();
+        match source.commit(&positions).await {
+            Ok(()) => {
+                self.highest.clear();
+                Ok(None)
+            }
+            Err(error) if error.retry == crate::connectors::Retry::WithBackoff => {
+                tracing::warn!(pipeline, %error, "Commit failed; it will be retried with later positions.");
+                Ok(Some(error))
+            }
+            Err(error) => Err(error),
+        }
+    }
 }
 
 impl From<Vec<SourceRecord>> for Batch {

@@ -136,14 +136,18 @@ impl Source for FileSource {
                 }
                 None if !self.config.follow => break,
                 None => {
-                    if first_at.is_some_and(|t| t.elapsed() >= linger) {
+                    if first_at.is_none_or(|t| t.elapsed() >= linger) && !batch.is_empty() {
                         break;
                     }
                     tokio::time::sleep(FOLLOW_POLL.min(linger.max(Duration::from_millis(1)))).await;
+                    if batch.is_empty() {
+                        // Nothing new: return empty-handed so acknowledged lines get committed.
+                        return Ok(Some(batch));
+                    }
                 }
             }
         }
-        Ok((!batch.is_empty()).then_some(batch))
+        Ok((!batch.is_empty() || self.config.follow).then_some(batch))
     }
 
     async fn commit(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError> {

@@ -1,0 +1,44 @@
+//! The `postgres` connector: a sink into an idempotent landing table (the seed's Airflow step),
+//! and a source that tails a table by a monotonic column with its position kept in PostgreSQL.
+
+mod client;
+mod sink;
+mod source;
+
+pub use sink::{PostgresSink, PostgresSinkConfig};
+pub use source::{PostgresSource, PostgresSourceConfig};
+
+/// A table name as the user wrote it (`table` or `schema.table`), checked and quoted.
+fn quoted_table(name: &str) -> Option<String> {
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.is_empty() || parts.len() > 2 || !parts.iter().all(|p| is_identifier(p)) {
+        return None;
+    }
+    Some(parts.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join("."))
+}
+
+/// A plain SQL identifier: letters, digits and `_`, not starting with a digit.
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The NOTIFY channel a landing table announces inserts on.
+pub fn channel_for(table: &str) -> String {
+    format!("weir_{}", table.replace('.', "_")).to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_checked_and_quoted() {
+        assert_eq!(quoted_table("users").as_deref(), Some("\"users\""));
+        assert_eq!(quoted_table("raw.users").as_deref(), Some("\"raw\".\"users\""));
+        assert_eq!(quoted_table("users; drop"), None);
+        assert_eq!(quoted_table("a.b.c"), None);
+        assert_eq!(channel_for("raw.Users"), "weir_raw_users");
+    }
+}

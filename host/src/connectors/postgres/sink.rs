@@ -1,0 +1,213 @@
+//! The `postgres` sink: JSON records into a landing table (key, jsonb value, ingestion time),
+//! batched in one multi-row INSERT, idempotent on the key with `ON CONFLICT DO NOTHING`. As a
+//! dead-letter destination it keeps any bytes and every header instead.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio_postgres::Client;
+
+use super::client::{classify, connect};
+use super::{channel_for, quoted_table};
+use crate::connectors::fields::{pointer, text_at};
+use crate::connectors::{ConfigProblem, ConnectorError, Rejected, Sink};
+use crate::record::{Record, headers};
+
+/// Options of the `postgres` sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSinkConfig {
+    /// Connection URL, e.g. `postgres://weir:${PG_PASSWORD}@127.0.0.1:5432/weir`.
+    pub url: String,
+    /// The landing table (`table` or `schema.table`).
+    pub table: String,
+    /// Dotted path of the JSON field that is the idempotency key (e.g. `login.uuid`); by default
+    /// the record key, else the sha256 of the value.
+    #[serde(default)]
+    pub key_field: Option<String>,
+    /// Create the table (and its NOTIFY trigger) if missing.
+    #[serde(default = "yes")]
+    pub create_table: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl PostgresSinkConfig {
+    /// Checks values the type system cannot.
+    pub fn validate(&self) -> Result<(), ConfigProblem> {
+        if quoted_table(&self.table).is_none() {
+            return Err((
+                "table".into(),
+                format!("`{}` is not a table name; use letters, digits and `_`, optionally `schema.table`", self.table),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Writes records into a landing table.
+pub struct PostgresSink {
+    config: PostgresSinkConfig,
+    name: String,
+    table: String,
+    key_pointer: Option<String>,
+    dead_letter: bool,
+    client: Option<Client>,
+}
+
+impl PostgresSink {
+    /// A sink; the connection is opened (and the table created) on first write, and again
+    /// after a failure, so a database outage only delays the pipeline.
+    pub fn new(config: &PostgresSinkConfig, dead_letter: bool) -> Result<Self, ConnectorError> {
+        let name = format!("postgres sink {}", config.table);
+        let table = quoted_table(&config.table)
+            .ok_or_else(|| ConnectorError::fatal(&name, "invalid table name"))?;
+        Ok(PostgresSink {
+            key_pointer: config.key_field.as_deref().map(pointer),
+            config: config.clone(),
+            name,
+            table,
+            dead_letter,
+            client: None,
+        })
+    }
+
+    async fn client(&mut self) -> Result<&Client, ConnectorError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            let client = connect(&self.name, &self.config.url, None).await?;
+            if self.config.create_table {
+                let ddl = if self.dead_letter {
+                    self.dead_letter_ddl()
+                } else {
+                    self.landing_ddl()
+                };
+                client
+                    .batch_execute(&ddl)
+                    .await
+                    .map_err(|e| classify(&self.name, "cannot create the table", &e))?;
+            }
+            self.client = Some(client);
+        }
+        self.client
+            .as_ref()
+            .ok_or_else(|| ConnectorError::transient(&self.name, "no connection"))
+    }
+
+    fn landing_ddl(&self) -> String {
+        let table = &self.table;
+        let channel = channel_for(&self.config.table);
+        let function = format!("\"{channel}_notify\"");
+        format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+                id BIGSERIAL PRIMARY KEY,
+                key TEXT NOT NULL UNIQUE,
+                value JSONB NOT NULL,
+                ingested_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS
+                $$ BEGIN PERFORM pg_notify('{channel}', ''); RETURN NULL; END $$;
+             CREATE OR REPLACE TRIGGER {function} AFTER INSERT ON {table}
+                FOR EACH STATEMENT EXECUTE FUNCTION {function}();"
+        )
+    }
+
+    fn dead_letter_ddl(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (
+                id BIGSERIAL PRIMARY KEY,
+                key BYTEA,
+                value BYTEA NOT NULL,
+                headers JSONB NOT NULL,
+                error TEXT,
+                created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+            self.table
+        )
+    }
+
+    /// The key and JSON value of a record, or why it cannot go into a landing table.
+    fn landing_row(&self, record: &Record) -> Result<(String, Value), String> {
+        let value: Value = serde_json::from_slice(&record.value)
+            .map_err(|e| format!("value is not JSON, which a jsonb column needs: {e}"))?;
+        let key = match (&self.key_pointer, &record.key) {
+            (Some(pointer), _) => text_at(&value, pointer).ok_or_else(|| {
+                format!(
+                    "key field `{}` is missing or not a scalar",
+                    self.config.key_field.as_deref().unwrap_or_default()
+                )
+            })?,
+            (None, Some(key)) => String::from_utf8_lossy(key).into_owned(),
+            (None, None) => hex::encode(Sha256::digest(&record.value)),
+        };
+        Ok((key, value))
+    }
+
+    async fn write_landing(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
+        let mut keys = Vec::with_capacity(records.len());
+        let mut values = Vec::with_capacity(records.len());
+        let mut rejected = Vec::new();
+        for (index, record) in records.iter().enumerate() {
+            match self.landing_row(record) {
+                Ok((key, value)) => {
+                    keys.push(key);
+                    values.push(value);
+                }
+                Err(reason) => rejected.push(Rejected { index, reason }),
+            }
+        }
+        if keys.is_empty() {
+            return Ok(rejected);
+        }
+        let statement = format!(
+            "INSERT INTO {} (key, value) SELECT * FROM UNNEST($1::text[], $2::jsonb[]) ON CONFLICT (key) DO NOTHING",
+            self.table
+        );
+        let name = self.name.clone();
+        let result = self.client().await?.execute(&statement, &[&keys, &values]).await;
+        if let Err(error) = result {
+            self.client = None;
+            return Err(classify(&name, "insert failed", &error));
+        }
+        Ok(rejected)
+    }
+
+    async fn write_dead_letters(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
+        let keys: Vec<Option<Vec<u8>>> = records.iter().map(|r| r.key.clone()).collect();
+        let values: Vec<Vec<u8>> = records.iter().map(|r| r.value.clone()).collect();
+        let header_maps: Vec<Value> = records
+            .iter()
+            .map(|r| crate::connectors::encoding::envelope(r)["headers"].clone())
+            .collect();
+        let errors: Vec<Option<String>> = records
+            .iter()
+            .map(|r| r.header_str(headers::ERROR).map(String::from))
+            .collect();
+        let statement = format!(
+            "INSERT INTO {} (key, value, headers, error) SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::jsonb[], $4::text[])",
+            self.table
+        );
+        let name = self.name.clone();
+        let result = self
+            .client()
+            .await?
+            .execute(&statement, &[&keys, &values, &header_maps, &errors])
+            .await;
+        if let Err(error) = result {
+            self.client = None;
+            return Err(classify(&name, "insert failed", &error));
+        }
+        Ok(Vec::new())
+    }
+}
+
+#[async_trait]
+impl Sink for PostgresSink {
+    async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
+        if self.dead_letter {
+            self.write_dead_letters(records).await
+        } else {
+            self.write_landing(records).await
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The `postgres` source: tails a table in the order of a monotonic column, in batches. Its
+//! position lives in PostgreSQL (table `weir_offsets`) and advances only when the pipeline
+//! acknowledges; LISTEN/NOTIFY wakes it on inserts instead of tight polling.
+//!
+//! The column must grow in commit order (true for a table written by one `postgres` sink); with
+//! concurrent writers a lower id can commit after a higher one was read, and would be skipped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+
+use super::client::{classify, connect};
+use super::{channel_for, is_identifier, quoted_table};
+use crate::connectors::{ConfigProblem, ConnectorError, Source};
+use crate::record::{Record, SourcePosition, SourceRecord};
+
+/// Options of the `postgres` source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSourceConfig {
+    /// Connection URL.
+    pub url: String,
+    /// The table to tail (`table` or `schema.table`).
+    pub table: String,
+    /// The monotonic bigint column that orders rows.
+    #[serde(default = "default_id_column")]
+    pub id_column: String,
+    /// The column holding the record value (jsonb or text).
+    #[serde(default = "default_value_column")]
+    pub value_column: String,
+    /// The column holding the record key, if any.
+    #[serde(default = "default_key_column")]
+    pub key_column: Option<String>,
+    /// Name under which the position is stored; two pipelines with the same consumer share it.
+    #[serde(default = "default_consumer")]
+    pub consumer: String,
+    /// Longest wait between two queries when no NOTIFY arrives, in milliseconds.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// The NOTIFY channel announcing inserts (the `postgres` sink's: `weir_TABLE`).
+    #[serde(default)]
+    pub channel: Option<String>,
+}
+
+fn default_id_column() -> String {
+    "id".into()
+}
+fn default_value_column() -> String {
+    "value".into()
+}
+fn default_key_column() -> Option<String> {
+    Some("key".into())
+}
+fn default_consumer() -> String {
+    "weir".into()
+}
+fn default_poll_interval_ms() -> u64 {
+    1000
+}
+
+impl PostgresSourceConfig {
+    /// Checks values the type system cannot.
+    pub fn validate(&self) -> Result<(), ConfigProblem> {
+        if quoted_table(&self.table).is_none() {
+            return Err(("table".into(), format!("`{}` is not a table name", self.table)));
+        }
+        for (key, column) in [
+            ("id_column", Some(&self.id_column)),
+            ("value_column", Some(&self.value_column)),
+            ("key_column", self.key_column.as_ref()),
+        ] {
+            if let Some(column) = column.filter(|c| !is_identifier(c)) {
+                return Err((key.into(), format!("`{column}` is not a column name")));
+            }
+        }
+        if self.poll_interval_ms == 0 {
+            return Err(("poll_interval_ms".into(), "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Tails a table.
+pub struct PostgresSource {
+    config: PostgresSourceConfig,
+    name: String,
+    query: String,
+    client: Option<Client>,
+    notifications: mpsc::UnboundedReceiver<String>,
+    notifications_tx: mpsc::UnboundedSender<String>,
+    /// The highest id handed out; the committed position may lag behind it.
+    cursor: i64,
+    stream: Arc<str>,
+}
+
+const OFFSETS_DDL: &str = "CREATE TABLE IF NOT EXISTS weir_offsets (
+    consumer TEXT NOT NULL,
+    source TEXT NOT NULL,
+    position BIGINT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, source))";
+
+impl PostgresSource {
+    /// Connects and reads the committed position.
+    pub async fn open(config: &PostgresSourceConfig) -> Result<Self, ConnectorError> {
+        let name = format!("postgres source {}", config.table);
+        let table = quoted_table(&config.table)
+            .ok_or_else(|| ConnectorError::fatal(&name, "invalid table name"))?;
+        let key = match &config.key_column {
+            Some(column) => format!("\"{column}\"::text"),
+            None => "NULL::text".into(),
+        };
+        let query = format!(
+            "SELECT \"{id}\"::bigint, \"{value}\"::text, {key} FROM {table} WHERE \"{id}\" > $1 ORDER BY \"{id}\" LIMIT $2",
+            id = config.id_column,
+            value = config.value_column,
+        );
+        let (notifications_tx, notifications) = mpsc::unbounded_channel();
+        let mut source = PostgresSource {
+            config: config.clone(),
+            name,
+            query,
+            client: None,
+            notifications,
+            notifications_tx,
+            cursor: 0,
+            stream: Arc::from(config.table.as_str()),
+        };
+        source.cursor = source.committed_position().await?;
+        tracing::info!(table = %config.table, consumer = %config.consumer, position = source.cursor, "Tailing from the committed position.");
+        Ok(source)
+    }
+
+    async fn client(&mut self) -> Result<&Client, ConnectorError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            let client = connect(&self.name, &self.config.url, Some(self.notifications_tx.clone())).await?;
+            let channel = self
+                .config
+                .channel
+                .clone()
+                .unwrap_or_else(|| channel_for(&self.config.table));
+            client
+                .batch_execute(&format!("{OFFSETS_DDL}; LISTEN \"{channel}\""))
+                .await
+                .map_err(|e| classify(&self.name, "cannot prepare the offsets table", &e))?;
+            self.client = Some(client);
+        }
+        self.client
+            .as_ref()
+            .ok_or_else(|| ConnectorError::transient(&self.name, "no connection"))
+    }
+
+    async fn committed_position(&mut self) -> Result<i64, ConnectorError> {
+        let (consumer, table) = (self.config.consumer.clone(), self.config.table.clone());
+        let name = self.name.clone();
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT position FROM weir_offsets WHERE consumer = $1 AND source = $2",
+                &[&consumer, &table],
+            )
+            .await
+            .map_err(|e| classify(&name, "cannot read the committed position", &e))?;
+        Ok(row.map_or(0, |row| row.get(0)))
+    }
+
+    async fn fetch(&mut self, max: usize) -> Result<Vec<SourceRecord>, ConnectorError> {
+        let (query, cursor, name) = (self.query.clone(), self.cursor, self.name.clone());
+        let rows = match self.client().await?.query(&query, &[&cursor, &(max as i64)]).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                self.client = None;
+                return Err(classify(&name, "query failed", &error));
+            }
+        };
+        let mut batch = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: i64 = row.get(0);
+            let value: Option<String> = row.get(1);
+            let key: Option<String> = row.get(2);
+            let position = SourcePosition {
+                stream: Arc::clone(&self.stream),
+                partition: 0,
+                offset: id,
+            };
+            let mut record = Record::from_value(value.clone().unwrap_or_default());
+            record.key = key.map(String::into_bytes);
+            batch.push(match value {
+                Some(_) => SourceRecord::new(record, position),
+                None => SourceRecord::malformed(record, position, format!("column `{}` is NULL", self.config.value_column)),
+            });
+            self.cursor = self.cursor.max(id);
+        }
+        Ok(batch)
+    }
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    async fn poll_batch(
+        &mut self,
+        max: usize,
+        linger: Duration,
+    ) -> Result<Option<Vec<SourceRecord>>, ConnectorError> {
+        let batch = self.fetch(max).await?;
+        if !batch.is_empty() {
+            return Ok(Some(batch));
+        }
+        // Nothing new: sleep until an insert is announced, or the poll interval passes. Return
+        // empty-handed after that so the pipeline can commit acknowledged positions meanwhile.
+        let wait = Duration::from_millis(self.config.poll_interval_ms).max(linger);
+        tokio::select! {
+            _ = self.notifications.recv() => {
+                while self.notifications.try_recv().is_ok() {}
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+        Ok(Some(self.fetch(max).await?))
+    }
+
+    async fn commit(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError> {
+        let Some(position) = positions.iter().map(|p| p.offset).max() else {
+            return Ok(());
+        };
+        let (consumer, table, name) = (
+            self.config.consumer.clone(),
+            self.config.table.clone(),
+            self.name.clone(),
+        );
+        let result = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO weir_offsets (consumer, source, position) VALUES ($1, $2, $3)
+                 ON CONFLICT (consumer, source) DO UPDATE
+                 SET position = GREATEST(weir_offsets.position, EXCLUDED.position), updated_at = now()",
+                &[&consumer, &table, &position],
+            )
+            .await;
+        if let Err(error) = result {
+            self.client = None;
+            return Err(classify(&name, "cannot commit the position", &error));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,132 @@
+//! Smoke tests proving the test services are the real systems: a topic produced to and consumed
+//! from with rdkafka, a Cassandra table written and read with the scylla driver, a PostgreSQL
+//! table written and read with tokio-postgres.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use scylla::client::session_builder::SessionBuilder;
+
+use crate::support::{cassandra_nodes, kafka_brokers, postgres_url, unique};
+
+/// Creates a topic and waits until the broker reports it.
+pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .unwrap();
+    for result in results {
+        result.unwrap();
+    }
+}
+
+/// Reads every message of `topic` from the beginning until `expected` arrived.
+pub async fn consume_all(brokers: &str, topic: &str, expected: usize) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut messages = Vec::new();
+    while messages.len() < expected {
+        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {expected} messages arrived in {topic}", messages.len()))
+            .unwrap();
+        messages.push((message.key().map(<[u8]>::to_vec), message.payload().unwrap_or_default().to_vec()));
+    }
+    messages
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_is_real() {
+    let brokers = kafka_brokers();
+    let topic = unique("smoke");
+    create_topic(&brokers, &topic, 1).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for n in 0..20 {
+        let payload = format!("message {n}");
+        let key = n.to_string();
+        producer
+            .send(FutureRecord::to(&topic).payload(&payload).key(&key), Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    let messages = consume_all(&brokers, &topic, 20).await;
+    let payloads: Vec<String> = messages.iter().map(|(_, v)| String::from_utf8(v.clone()).unwrap()).collect();
+    assert_eq!(payloads, (0..20).map(|n| format!("message {n}")).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_is_real() {
+    let session = SessionBuilder::new()
+        .known_node(cassandra_nodes())
+        .build()
+        .await
+        .unwrap();
+    let table = unique("smoke");
+    session
+        .query_unpaged(
+            "CREATE KEYSPACE IF NOT EXISTS weir_smoke WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}",
+            &[],
+        )
+        .await
+        .unwrap();
+    session
+        .query_unpaged(format!("CREATE TABLE weir_smoke.{table} (id int PRIMARY KEY, name text)"), &[])
+        .await
+        .unwrap();
+    for (id, name) in [(1, "Ada"), (2, "Zoë")] {
+        session
+            .query_unpaged(format!("INSERT INTO weir_smoke.{table} (id, name) VALUES (?, ?)"), (id, name))
+            .await
+            .unwrap();
+    }
+    let rows = session
+        .query_unpaged(format!("SELECT id, name FROM weir_smoke.{table}"), &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    let mut read: Vec<(i32, String)> = rows.rows::<(i32, String)>().unwrap().map(Result::unwrap).collect();
+    read.sort();
+    assert_eq!(read, [(1, "Ada".to_owned()), (2, "Zoë".to_owned())]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_is_real() {
+    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let table = unique("smoke");
+    client
+        .batch_execute(&format!("CREATE TABLE {table} (id INT PRIMARY KEY, doc JSONB NOT NULL)"))
+        .await
+        .unwrap();
+    let doc = serde_json::json!({"name": "Zoë"});
+    client
+        .execute(&format!("INSERT INTO {table} (id, doc) VALUES ($1, $2)"), &[&7, &doc])
+        .await
+        .unwrap();
+    let row = client.query_one(&format!("SELECT id, doc FROM {table}"), &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 7);
+    assert_eq!(row.get::<_, serde_json::Value>(1), doc);
+    client.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
+}
