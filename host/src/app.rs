@@ -148,8 +148,9 @@ impl RunningApp {
                 tokio::spawn(async move {
                     let result =
                         pipeline::run(pipeline_config, chain, pipeline_stats, shutdown_rx).await;
-                    if result.is_err() {
+                    if let Err(error) = &result {
                         // One pipeline failing stops the process, so a supervisor restarts it whole.
+                        tracing::error!(%error, "Pipeline failed; stopping the others.");
                         let _ = stop_others.send(true);
                     }
                     result

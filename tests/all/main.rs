@@ -10,5 +10,6 @@ mod hot_swap;
 mod pipelines;
 mod quickstart;
 mod runtime;
+mod seed;
 mod services;
 mod support;

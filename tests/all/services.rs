@@ -33,7 +33,11 @@ pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
 }
 
 /// Reads every message of `topic` from the beginning until `expected` arrived.
-pub async fn consume_all(brokers: &str, topic: &str, expected: usize) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+pub async fn consume_all(
+    brokers: &str,
+    topic: &str,
+    expected: usize,
+) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("reader"))
@@ -46,9 +50,17 @@ pub async fn consume_all(brokers: &str, topic: &str, expected: usize) -> Vec<(Op
     while messages.len() < expected {
         let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
             .await
-            .unwrap_or_else(|_| panic!("only {} of {expected} messages arrived in {topic}", messages.len()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {} of {expected} messages arrived in {topic}",
+                    messages.len()
+                )
+            })
             .unwrap();
-        messages.push((message.key().map(<[u8]>::to_vec), message.payload().unwrap_or_default().to_vec()));
+        messages.push((
+            message.key().map(<[u8]>::to_vec),
+            message.payload().unwrap_or_default().to_vec(),
+        ));
     }
     messages
 }
@@ -66,13 +78,22 @@ async fn kafka_is_real() {
         let payload = format!("message {n}");
         let key = n.to_string();
         producer
-            .send(FutureRecord::to(&topic).payload(&payload).key(&key), Duration::from_secs(30))
+            .send(
+                FutureRecord::to(&topic).payload(&payload).key(&key),
+                Duration::from_secs(30),
+            )
             .await
             .unwrap();
     }
     let messages = consume_all(&brokers, &topic, 20).await;
-    let payloads: Vec<String> = messages.iter().map(|(_, v)| String::from_utf8(v.clone()).unwrap()).collect();
-    assert_eq!(payloads, (0..20).map(|n| format!("message {n}")).collect::<Vec<_>>());
+    let payloads: Vec<String> = messages
+        .iter()
+        .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        payloads,
+        (0..20).map(|n| format!("message {n}")).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -91,12 +112,18 @@ async fn cassandra_is_real() {
         .await
         .unwrap();
     session
-        .query_unpaged(format!("CREATE TABLE weir_smoke.{table} (id int PRIMARY KEY, name text)"), &[])
+        .query_unpaged(
+            format!("CREATE TABLE weir_smoke.{table} (id int PRIMARY KEY, name text)"),
+            &[],
+        )
         .await
         .unwrap();
     for (id, name) in [(1, "Ada"), (2, "Zoë")] {
         session
-            .query_unpaged(format!("INSERT INTO weir_smoke.{table} (id, name) VALUES (?, ?)"), (id, name))
+            .query_unpaged(
+                format!("INSERT INTO weir_smoke.{table} (id, name) VALUES (?, ?)"),
+                (id, name),
+            )
             .await
             .unwrap();
     }
@@ -106,27 +133,44 @@ async fn cassandra_is_real() {
         .unwrap()
         .into_rows_result()
         .unwrap();
-    let mut read: Vec<(i32, String)> = rows.rows::<(i32, String)>().unwrap().map(Result::unwrap).collect();
+    let mut read: Vec<(i32, String)> = rows
+        .rows::<(i32, String)>()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     read.sort();
     assert_eq!(read, [(1, "Ada".to_owned()), (2, "Zoë".to_owned())]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_is_real() {
-    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(connection);
     let table = unique("smoke");
     client
-        .batch_execute(&format!("CREATE TABLE {table} (id INT PRIMARY KEY, doc JSONB NOT NULL)"))
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id INT PRIMARY KEY, doc JSONB NOT NULL)"
+        ))
         .await
         .unwrap();
     let doc = serde_json::json!({"name": "Zoë"});
     client
-        .execute(&format!("INSERT INTO {table} (id, doc) VALUES ($1, $2)"), &[&7, &doc])
+        .execute(
+            &format!("INSERT INTO {table} (id, doc) VALUES ($1, $2)"),
+            &[&7, &doc],
+        )
         .await
         .unwrap();
-    let row = client.query_one(&format!("SELECT id, doc FROM {table}"), &[]).await.unwrap();
+    let row = client
+        .query_one(&format!("SELECT id, doc FROM {table}"), &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i32>(0), 7);
     assert_eq!(row.get::<_, serde_json::Value>(1), doc);
-    client.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
+    client
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
 }

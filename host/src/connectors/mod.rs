@@ -154,7 +154,9 @@ impl SourceConfig {
             SourceConfig::Generate(config) => Box::new(generate::GenerateSource::new(config)),
             SourceConfig::File(config) => Box::new(file::FileSource::open(config).await?),
             SourceConfig::Http(config) => Box::new(http::HttpSource::new(config)?),
-            SourceConfig::Postgres(config) => Box::new(postgres::PostgresSource::open(config).await?),
+            SourceConfig::Postgres(config) => {
+                Box::new(postgres::PostgresSource::open(config).await?)
+            }
             SourceConfig::Kafka(config) => Box::new(kafka::KafkaSource::open(config)?),
         })
     }
@@ -193,7 +195,9 @@ impl SinkConfig {
         Ok(match self {
             SinkConfig::File(config) => Box::new(file::FileSink::open(config, dead_letter).await?),
             SinkConfig::Stdout(config) => Box::new(stdout::StdoutSink::new(config, dead_letter)),
-            SinkConfig::Postgres(config) => Box::new(postgres::PostgresSink::new(config, dead_letter)?),
+            SinkConfig::Postgres(config) => {
+                Box::new(postgres::PostgresSink::new(config, dead_letter)?)
+            }
             SinkConfig::Kafka(config) => Box::new(kafka::KafkaSink::new(config)?),
             SinkConfig::Cassandra(config) => Box::new(cassandra::CassandraSink::new(config)),
         })
@@ -206,7 +210,9 @@ impl SinkConfig {
             SinkConfig::Stdout(_) => "stdout".into(),
             SinkConfig::Postgres(config) => format!("postgres table {}", config.table),
             SinkConfig::Kafka(config) => format!("kafka topic {}", config.topic),
-            SinkConfig::Cassandra(config) => format!("cassandra table {}.{}", config.keyspace, config.table),
+            SinkConfig::Cassandra(config) => {
+                format!("cassandra table {}.{}", config.keyspace, config.table)
+            }
         }
     }
 }

@@ -226,7 +226,10 @@ impl TransformChain {
             origins = next_origins;
         }
         ChainOutput {
-            positions: origins.iter().map(|&origin| positions[origin].clone()).collect(),
+            positions: origins
+                .iter()
+                .map(|&origin| positions[origin].clone())
+                .collect(),
             outputs: records,
             failures,
         }

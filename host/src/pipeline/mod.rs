@@ -275,7 +275,11 @@ async fn source_stage(
     }
     let mut backoff = Duration::from_millis(100);
     for _ in 0..8 {
-        if commits.try_commit(pipeline, source.as_mut()).await?.is_none() {
+        if commits
+            .try_commit(pipeline, source.as_mut())
+            .await?
+            .is_none()
+        {
             return result;
         }
         tokio::time::sleep(backoff).await;

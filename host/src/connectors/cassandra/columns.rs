@@ -41,7 +41,11 @@ impl ColumnType {
 }
 
 /// Converts one field for `column`; `Ok(None)` for an absent or null field (written as null).
-pub fn to_cql(column: &str, kind: ColumnType, value: Option<&Value>) -> Result<Option<CqlValue>, String> {
+pub fn to_cql(
+    column: &str,
+    kind: ColumnType,
+    value: Option<&Value>,
+) -> Result<Option<CqlValue>, String> {
     let Some(value) = value.filter(|v| !v.is_null()) else {
         return Ok(None);
     };
@@ -88,19 +92,37 @@ mod tests {
     fn converts_each_supported_type() {
         let ok = |kind, v: Value| to_cql("c", kind, Some(&v)).unwrap().unwrap();
         assert_eq!(ok(ColumnType::Text, json!("a")), CqlValue::Text("a".into()));
-        assert_eq!(ok(ColumnType::Text, json!(12345)), CqlValue::Text("12345".into()));
+        assert_eq!(
+            ok(ColumnType::Text, json!(12345)),
+            CqlValue::Text("12345".into())
+        );
         assert_eq!(ok(ColumnType::Int, json!(7)), CqlValue::Int(7));
-        assert_eq!(ok(ColumnType::BigInt, json!(1_i64 << 40)), CqlValue::BigInt(1 << 40));
-        assert_eq!(ok(ColumnType::Boolean, json!(true)), CqlValue::Boolean(true));
+        assert_eq!(
+            ok(ColumnType::BigInt, json!(1_i64 << 40)),
+            CqlValue::BigInt(1 << 40)
+        );
+        assert_eq!(
+            ok(ColumnType::Boolean, json!(true)),
+            CqlValue::Boolean(true)
+        );
         assert_eq!(
             ok(ColumnType::Timestamp, json!("1970-01-01T00:00:01.500Z")),
             CqlValue::Timestamp(CqlTimestamp(1500))
         );
-        assert_eq!(ok(ColumnType::Timestamp, json!(42)), CqlValue::Timestamp(CqlTimestamp(42)));
+        assert_eq!(
+            ok(ColumnType::Timestamp, json!(42)),
+            CqlValue::Timestamp(CqlTimestamp(42))
+        );
         let id = "0f9c6f0e-5d0b-4b8f-9a57-6a1c0a2b9e11";
-        assert_eq!(ok(ColumnType::Uuid, json!(id)), CqlValue::Uuid(uuid::Uuid::parse_str(id).unwrap()));
+        assert_eq!(
+            ok(ColumnType::Uuid, json!(id)),
+            CqlValue::Uuid(uuid::Uuid::parse_str(id).unwrap())
+        );
         assert_eq!(to_cql("c", ColumnType::Int, None).unwrap(), None);
-        assert_eq!(to_cql("c", ColumnType::Int, Some(&Value::Null)).unwrap(), None);
+        assert_eq!(
+            to_cql("c", ColumnType::Int, Some(&Value::Null)).unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -107,16 +107,33 @@ impl CassandraSinkConfig {
         }
         if let Some(create) = &self.create {
             if let Some(column) = create.columns.keys().find(|c| !is_identifier(c)) {
-                return Err(("create.columns".into(), format!("`{column}` is not a CQL name")));
-            }
-            if let Some((column, kind)) = create.columns.iter().find(|(_, t)| ColumnType::parse(t).is_none()) {
                 return Err((
-                    format!("create.columns.{column}"),
-                    format!("type `{kind}` is not supported; use text, int, bigint, boolean, timestamp, uuid or double"),
+                    "create.columns".into(),
+                    format!("`{column}` is not a CQL name"),
                 ));
             }
-            if create.primary_key.is_empty() || create.primary_key.iter().any(|k| !create.columns.contains_key(k)) {
-                return Err(("create.primary_key".into(), "must name one or more of the columns".into()));
+            if let Some((column, kind)) = create
+                .columns
+                .iter()
+                .find(|(_, t)| ColumnType::parse(t).is_none())
+            {
+                return Err((
+                    format!("create.columns.{column}"),
+                    format!(
+                        "type `{kind}` is not supported; use text, int, bigint, boolean, timestamp, uuid or double"
+                    ),
+                ));
+            }
+            if create.primary_key.is_empty()
+                || create
+                    .primary_key
+                    .iter()
+                    .any(|k| !create.columns.contains_key(k))
+            {
+                return Err((
+                    "create.primary_key".into(),
+                    "must name one or more of the columns".into(),
+                ));
             }
         }
         Ok(())
@@ -179,14 +196,23 @@ impl CassandraSink {
             .known_nodes(&self.config.nodes)
             .build()
             .await
-            .map_err(|e| transient(&format!("cannot connect to {}", self.config.nodes.join(",")), &e))?;
+            .map_err(|e| {
+                transient(
+                    &format!("cannot connect to {}", self.config.nodes.join(",")),
+                    &e,
+                )
+            })?;
         let (keyspace, table) = (&self.config.keyspace, &self.config.table);
         if let Some(create) = &self.config.create {
             let keyspace_ddl = format!(
                 "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': {}}}",
                 create.replication_factor
             );
-            let columns: Vec<String> = create.columns.iter().map(|(c, t)| format!("{c} {t}")).collect();
+            let columns: Vec<String> = create
+                .columns
+                .iter()
+                .map(|(c, t)| format!("{c} {t}"))
+                .collect();
             let table_ddl = format!(
                 "CREATE TABLE IF NOT EXISTS {keyspace}.{table} ({}, PRIMARY KEY ({}))",
                 columns.join(", "),
@@ -213,8 +239,14 @@ impl CassandraSink {
             .rows::<(String, String, String)>()
             .map_err(|e| transient("cannot read the table's columns", &e))?
         {
-            let (name, kind, role) = row.map_err(|e| transient("cannot read the table's columns", &e))?;
-            let field = self.config.columns.get(&name).cloned().unwrap_or_else(|| name.clone());
+            let (name, kind, role) =
+                row.map_err(|e| transient("cannot read the table's columns", &e))?;
+            let field = self
+                .config
+                .columns
+                .get(&name)
+                .cloned()
+                .unwrap_or_else(|| name.clone());
             let kind = ColumnType::parse(&kind).ok_or_else(|| {
                 ConnectorError::fatal(
                     &self.name,
@@ -234,7 +266,12 @@ impl CassandraSink {
                 format!("table {keyspace}.{table} does not exist; create it or set `create`"),
             ));
         }
-        if let Some(unknown) = self.config.columns.keys().find(|c| !columns.iter().any(|col| &col.name == *c)) {
+        if let Some(unknown) = self
+            .config
+            .columns
+            .keys()
+            .find(|c| !columns.iter().any(|col| &col.name == *c))
+        {
             return Err(ConnectorError::fatal(
                 &self.name,
                 format!("`columns` maps `{unknown}`, which table {keyspace}.{table} does not have"),
@@ -243,7 +280,10 @@ impl CassandraSink {
         let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
         let marks = vec!["?"; columns.len()].join(", ");
         let mut insert = session
-            .prepare(format!("INSERT INTO {keyspace}.{table} ({}) VALUES ({marks})", names.join(", ")))
+            .prepare(format!(
+                "INSERT INTO {keyspace}.{table} ({}) VALUES ({marks})",
+                names.join(", ")
+            ))
             .await
             .map_err(|e| transient("cannot prepare the insert", &e))?;
         // An upsert by primary key: replaying it is harmless, so the driver may retry it.
@@ -259,13 +299,17 @@ impl CassandraSink {
 
 /// The bound values of one record, or why it cannot be written.
 fn bind(columns: &[Column], record: &Record) -> Result<Vec<Option<CqlValue>>, String> {
-    let document: Value = serde_json::from_slice(&record.value).map_err(|e| format!("value is not JSON: {e}"))?;
+    let document: Value =
+        serde_json::from_slice(&record.value).map_err(|e| format!("value is not JSON: {e}"))?;
     columns
         .iter()
         .map(|column| {
             let value = to_cql(&column.name, column.kind, document.pointer(&column.pointer))?;
             if value.is_none() && column.primary_key {
-                return Err(format!("primary key column `{}` is missing from the record", column.name));
+                return Err(format!(
+                    "primary key column `{}` is missing from the record",
+                    column.name
+                ));
             }
             Ok(value)
         })
@@ -300,7 +344,10 @@ impl Sink for CassandraSink {
         if let Some(error) = failure {
             // Inserts are upserts by primary key: retrying the whole batch is safe.
             self.prepared = None;
-            return Err(ConnectorError::transient(name, format!("insert failed: {error}")));
+            return Err(ConnectorError::transient(
+                name,
+                format!("insert failed: {error}"),
+            ));
         }
         Ok(rejected)
     }

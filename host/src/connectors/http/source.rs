@@ -67,10 +67,21 @@ impl HttpSourceConfig {
     pub fn validate(&self) -> Result<(), ConfigProblem> {
         match reqwest::Url::parse(&self.url) {
             Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-            _ => return Err(("url".into(), format!("`{}` is not an http(s) URL", self.url))),
+            _ => {
+                return Err((
+                    "url".into(),
+                    format!("`{}` is not an http(s) URL", self.url),
+                ));
+            }
         }
         if !self.split_at.is_empty() && !self.split_at.starts_with('/') {
-            return Err(("split_at".into(), format!("`{}` is not a JSON pointer; write it like `/results`", self.split_at)));
+            return Err((
+                "split_at".into(),
+                format!(
+                    "`{}` is not a JSON pointer; write it like `/results`",
+                    self.split_at
+                ),
+            ));
         }
         if self.timeout_ms == 0 {
             return Err(("timeout_ms".into(), "must be at least 1".into()));
@@ -106,7 +117,9 @@ impl HttpSource {
             .timeout(Duration::from_millis(config.timeout_ms))
             .user_agent(concat!("weir/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| ConnectorError::fatal(&name, format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| {
+                ConnectorError::fatal(&name, format!("cannot build the HTTP client: {e}"))
+            })?;
         Ok(HttpSource {
             config: config.clone(),
             name,
@@ -119,7 +132,9 @@ impl HttpSource {
     }
 
     fn exhausted(&self) -> bool {
-        self.config.count.is_some_and(|count| self.produced >= count)
+        self.config
+            .count
+            .is_some_and(|count| self.produced >= count)
     }
 
     async fn request(&self) -> Result<String, Failure> {
@@ -140,7 +155,10 @@ impl HttpSource {
             .await
             .map_err(|e| Failure::Transient(format!("reading the body failed: {e}")))?;
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(Failure::Transient(format!("HTTP {status}: {}", excerpt(&body))));
+            return Err(Failure::Transient(format!(
+                "HTTP {status}: {}",
+                excerpt(&body)
+            )));
         }
         if !status.is_success() {
             return Err(Failure::Permanent(format!(
@@ -158,7 +176,9 @@ impl HttpSource {
         loop {
             match self.request().await {
                 Ok(body) => return Ok(body),
-                Err(Failure::Permanent(message)) => return Err(ConnectorError::fatal(&self.name, message)),
+                Err(Failure::Permanent(message)) => {
+                    return Err(ConnectorError::fatal(&self.name, message));
+                }
                 Err(Failure::Transient(message)) if attempt >= self.config.retries => {
                     return Err(ConnectorError::transient(
                         &self.name,
@@ -189,12 +209,23 @@ impl HttpSource {
     fn split(&mut self, body: String) {
         let malformed = |reason: String| reason;
         let parsed: Result<Vec<Value>, String> = match serde_json::from_str::<Value>(&body) {
-            Err(e) => Err(malformed(format!("response is not JSON ({e}): {}", excerpt(&body)))),
+            Err(e) => Err(malformed(format!(
+                "response is not JSON ({e}): {}",
+                excerpt(&body)
+            ))),
             Ok(document) if self.config.split_at.is_empty() => Ok(vec![document]),
             Ok(document) => match document.pointer(&self.config.split_at) {
                 Some(Value::Array(items)) => Ok(items.clone()),
-                Some(_) => Err(format!("`{}` in the response is not an array: {}", self.config.split_at, excerpt(&body))),
-                None => Err(format!("the response has no `{}`: {}", self.config.split_at, excerpt(&body))),
+                Some(_) => Err(format!(
+                    "`{}` in the response is not an array: {}",
+                    self.config.split_at,
+                    excerpt(&body)
+                )),
+                None => Err(format!(
+                    "the response has no `{}`: {}",
+                    self.config.split_at,
+                    excerpt(&body)
+                )),
             },
         };
         match parsed {
@@ -204,12 +235,19 @@ impl HttpSource {
                         break;
                     }
                     let position = self.position();
-                    self.pending.push_back(SourceRecord::new(Record::from_value(item.to_string()), position));
+                    self.pending.push_back(SourceRecord::new(
+                        Record::from_value(item.to_string()),
+                        position,
+                    ));
                 }
             }
             Err(reason) => {
                 let position = self.position();
-                self.pending.push_back(SourceRecord::malformed(Record::from_value(body), position, reason));
+                self.pending.push_back(SourceRecord::malformed(
+                    Record::from_value(body),
+                    position,
+                    reason,
+                ));
             }
         }
     }
@@ -217,7 +255,11 @@ impl HttpSource {
 
 /// The start of a body, on one line, for messages.
 fn excerpt(body: &str) -> String {
-    let flat: String = body.chars().take(EXCERPT_CHARS).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let flat: String = body
+        .chars()
+        .take(EXCERPT_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if body.chars().count() > EXCERPT_CHARS {
         format!("{flat}…")
     } else {
@@ -278,7 +320,11 @@ mod tests {
         let mut http = source("/results");
         http.split(r#"{"results":[{"a":1},{"a":2}]}"#.into());
         http.split(r#"{"results":[{"a":3},{"a":4}]}"#.into());
-        let values: Vec<String> = http.pending.iter().map(|r| String::from_utf8(r.record.value.clone()).unwrap()).collect();
+        let values: Vec<String> = http
+            .pending
+            .iter()
+            .map(|r| String::from_utf8(r.record.value.clone()).unwrap())
+            .collect();
         assert_eq!(values, [r#"{"a":1}"#, r#"{"a":2}"#, r#"{"a":3}"#]);
         assert!(http.exhausted());
     }
@@ -288,9 +334,21 @@ mod tests {
         let mut http = source("/results");
         http.split("<html>Service Unavailable</html>".into());
         http.split(r#"{"error":"quota"}"#.into());
-        let reasons: Vec<&str> = http.pending.iter().map(|r| r.malformed.as_deref().unwrap()).collect();
-        assert!(reasons[0].contains("not JSON") && reasons[0].contains("<html>"), "{}", reasons[0]);
-        assert!(reasons[1].contains("no `/results`") && reasons[1].contains("quota"), "{}", reasons[1]);
+        let reasons: Vec<&str> = http
+            .pending
+            .iter()
+            .map(|r| r.malformed.as_deref().unwrap())
+            .collect();
+        assert!(
+            reasons[0].contains("not JSON") && reasons[0].contains("<html>"),
+            "{}",
+            reasons[0]
+        );
+        assert!(
+            reasons[1].contains("no `/results`") && reasons[1].contains("quota"),
+            "{}",
+            reasons[1]
+        );
     }
 
     #[test]

@@ -99,10 +99,13 @@ impl KafkaSink {
             .set("acks", "all")
             .set("compression.type", config.compression.as_str())
             .set("linger.ms", "5")
-            .set("delivery.timeout.ms", config.delivery_timeout_ms.to_string());
-        let producer: FutureProducer = client
-            .create()
-            .map_err(|e| ConnectorError::fatal(&name, format!("cannot create the producer: {e}")))?;
+            .set(
+                "delivery.timeout.ms",
+                config.delivery_timeout_ms.to_string(),
+            );
+        let producer: FutureProducer = client.create().map_err(|e| {
+            ConnectorError::fatal(&name, format!("cannot create the producer: {e}"))
+        })?;
         Ok(KafkaSink {
             name,
             topic: config.topic.clone(),
@@ -117,8 +120,9 @@ impl KafkaSink {
             return Ok(record.key.clone());
         };
         let field = self.key_field.as_deref().unwrap_or_default();
-        let value: serde_json::Value = serde_json::from_slice(&record.value)
-            .map_err(|e| format!("value is not JSON, so key field `{field}` cannot be read: {e}"))?;
+        let value: serde_json::Value = serde_json::from_slice(&record.value).map_err(|e| {
+            format!("value is not JSON, so key field `{field}` cannot be read: {e}")
+        })?;
         text_at(&value, pointer)
             .map(|key| Some(key.into_bytes()))
             .ok_or_else(|| format!("key field `{field}` is missing or not a scalar"))
@@ -157,7 +161,12 @@ impl Sink for KafkaSink {
             if let Some(timestamp) = record.timestamp {
                 message = message.timestamp(timestamp);
             }
-            async move { (*index, producer.send(message, Duration::from_secs(30)).await) }
+            async move {
+                (
+                    *index,
+                    producer.send(message, Duration::from_secs(30)).await,
+                )
+            }
         });
         let mut transient = None;
         for (index, delivery) in futures::future::join_all(deliveries).await {
@@ -166,7 +175,9 @@ impl Sink for KafkaSink {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
                     rejected.push(Rejected {
                         index,
-                        reason: "message larger than the topic or broker allows (message.max.bytes)".into(),
+                        reason:
+                            "message larger than the topic or broker allows (message.max.bytes)"
+                                .into(),
                     });
                 }
                 Err((error, _)) => transient = Some(error),

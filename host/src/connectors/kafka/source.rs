@@ -90,9 +90,9 @@ impl KafkaSource {
                     OffsetReset::Latest => "latest",
                 },
             );
-        let consumer: StreamConsumer = client
-            .create()
-            .map_err(|e| ConnectorError::fatal(&name, format!("cannot create the consumer: {e}")))?;
+        let consumer: StreamConsumer = client.create().map_err(|e| {
+            ConnectorError::fatal(&name, format!("cannot create the consumer: {e}"))
+        })?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
@@ -184,8 +184,12 @@ impl Source for KafkaSource {
     async fn commit(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError> {
         let mut list = TopicPartitionList::new();
         for position in positions {
-            list.add_partition_offset(&position.stream, position.partition, Offset::Offset(position.offset + 1))
-                .map_err(|e| ConnectorError::fatal(&self.name, e.to_string()))?;
+            list.add_partition_offset(
+                &position.stream,
+                position.partition,
+                Offset::Offset(position.offset + 1),
+            )
+            .map_err(|e| ConnectorError::fatal(&self.name, e.to_string()))?;
         }
         let consumer = Arc::clone(&self.consumer);
         let name = self.name.clone();
@@ -205,7 +209,10 @@ impl Source for KafkaSource {
                 tracing::warn!(source = %name, "Partitions were reassigned before this commit; their new owner re-delivers.");
                 Ok(())
             }
-            Err(error) => Err(ConnectorError::transient(&name, format!("commit failed: {error}"))),
+            Err(error) => Err(ConnectorError::transient(
+                &name,
+                format!("commit failed: {error}"),
+            )),
         }
     }
 }

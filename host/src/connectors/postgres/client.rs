@@ -56,7 +56,10 @@ pub fn redact(url: &str) -> String {
 /// A database error as a connector error: connection and server-availability problems are
 /// transient; the rest (bad SQL, permissions, constraint types) are not.
 pub fn classify(connector: &str, what: &str, error: &tokio_postgres::Error) -> ConnectorError {
-    let message = format!("{what}: {error}");
+    let message = match error.as_db_error() {
+        Some(db) => format!("{what}: {} (SQLSTATE {})", db.message(), db.code().code()),
+        None => format!("{what}: {error}"),
+    };
     match error.code() {
         Some(code)
             if code.code().starts_with("08")
@@ -67,7 +70,9 @@ pub fn classify(connector: &str, what: &str, error: &tokio_postgres::Error) -> C
                 || code.code() == "XX000"
                 // Races between two writers creating the same table or function.
                 || code.code() == "42P07"
-                || code.code() == "23505" =>
+                || code.code() == "23505"
+                // A table a source tails may be created later by the pipeline that fills it.
+                || code.code() == "42P01" =>
         {
             ConnectorError::transient(connector, message)
         }

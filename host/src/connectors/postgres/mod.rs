@@ -14,7 +14,13 @@ fn quoted_table(name: &str) -> Option<String> {
     if parts.is_empty() || parts.len() > 2 || !parts.iter().all(|p| is_identifier(p)) {
         return None;
     }
-    Some(parts.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join("."))
+    Some(
+        parts
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect::<Vec<_>>()
+            .join("."),
+    )
 }
 
 /// A plain SQL identifier: letters, digits and `_`, not starting with a digit.
@@ -36,7 +42,10 @@ mod tests {
     #[test]
     fn table_names_are_checked_and_quoted() {
         assert_eq!(quoted_table("users").as_deref(), Some("\"users\""));
-        assert_eq!(quoted_table("raw.users").as_deref(), Some("\"raw\".\"users\""));
+        assert_eq!(
+            quoted_table("raw.users").as_deref(),
+            Some("\"raw\".\"users\"")
+        );
         assert_eq!(quoted_table("users; drop"), None);
         assert_eq!(quoted_table("a.b.c"), None);
         assert_eq!(channel_for("raw.Users"), "weir_raw_users");

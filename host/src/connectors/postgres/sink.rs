@@ -41,7 +41,10 @@ impl PostgresSinkConfig {
         if quoted_table(&self.table).is_none() {
             return Err((
                 "table".into(),
-                format!("`{}` is not a table name; use letters, digits and `_`, optionally `schema.table`", self.table),
+                format!(
+                    "`{}` is not a table name; use letters, digits and `_`, optionally `schema.table`",
+                    self.table
+                ),
             ));
         }
         Ok(())
@@ -164,7 +167,11 @@ impl PostgresSink {
             self.table
         );
         let name = self.name.clone();
-        let result = self.client().await?.execute(&statement, &[&keys, &values]).await;
+        let result = self
+            .client()
+            .await?
+            .execute(&statement, &[&keys, &values])
+            .await;
         if let Err(error) = result {
             self.client = None;
             return Err(classify(&name, "insert failed", &error));
@@ -172,7 +179,10 @@ impl PostgresSink {
         Ok(rejected)
     }
 
-    async fn write_dead_letters(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
+    async fn write_dead_letters(
+        &mut self,
+        records: &[Record],
+    ) -> Result<Vec<Rejected>, ConnectorError> {
         let keys: Vec<Option<Vec<u8>>> = records.iter().map(|r| r.key.clone()).collect();
         let values: Vec<Vec<u8>> = records.iter().map(|r| r.value.clone()).collect();
         let header_maps: Vec<Value> = records

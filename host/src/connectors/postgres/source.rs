@@ -66,7 +66,10 @@ impl PostgresSourceConfig {
     /// Checks values the type system cannot.
     pub fn validate(&self) -> Result<(), ConfigProblem> {
         if quoted_table(&self.table).is_none() {
-            return Err(("table".into(), format!("`{}` is not a table name", self.table)));
+            return Err((
+                "table".into(),
+                format!("`{}` is not a table name", self.table),
+            ));
         }
         for (key, column) in [
             ("id_column", Some(&self.id_column)),
@@ -137,7 +140,12 @@ impl PostgresSource {
 
     async fn client(&mut self) -> Result<&Client, ConnectorError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            let client = connect(&self.name, &self.config.url, Some(self.notifications_tx.clone())).await?;
+            let client = connect(
+                &self.name,
+                &self.config.url,
+                Some(self.notifications_tx.clone()),
+            )
+            .await?;
             let channel = self
                 .config
                 .channel
@@ -171,7 +179,12 @@ impl PostgresSource {
 
     async fn fetch(&mut self, max: usize) -> Result<Vec<SourceRecord>, ConnectorError> {
         let (query, cursor, name) = (self.query.clone(), self.cursor, self.name.clone());
-        let rows = match self.client().await?.query(&query, &[&cursor, &(max as i64)]).await {
+        let rows = match self
+            .client()
+            .await?
+            .query(&query, &[&cursor, &(max as i64)])
+            .await
+        {
             Ok(rows) => rows,
             Err(error) => {
                 self.client = None;
@@ -192,7 +205,11 @@ impl PostgresSource {
             record.key = key.map(String::into_bytes);
             batch.push(match value {
                 Some(_) => SourceRecord::new(record, position),
-                None => SourceRecord::malformed(record, position, format!("column `{}` is NULL", self.config.value_column)),
+                None => SourceRecord::malformed(
+                    record,
+                    position,
+                    format!("column `{}` is NULL", self.config.value_column),
+                ),
             });
             self.cursor = self.cursor.max(id);
         }
