@@ -1,0 +1,221 @@
+//! Connector behaviour against the real services: positions committed only after
+//! acknowledgement and resumed after a restart (Kafka consumer group, PostgreSQL offsets table),
+//! idempotent landing writes, and records a sink refuses going to the dead-letter destination.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::watch;
+use weir::config::PipelineFile;
+use weir::pipeline::{self, PipelineReport, PipelineStats};
+use weir::registry::PluginSlots;
+
+use crate::support::{
+    cassandra_nodes, kafka_brokers, postgres_url, read_json_lines, unique, wait_for,
+};
+
+/// Runs the single pipeline of `toml` until `done` holds, then shuts it down gracefully.
+async fn run_until(toml: &str, done: impl Fn() -> bool) -> PipelineReport {
+    let file = PipelineFile::parse(Path::new("test.toml"), toml).unwrap_or_else(|e| panic!("{e}"));
+    let config = file.pipelines.into_iter().next().unwrap();
+    let chain = pipeline::build_chain(&config, &PluginSlots::default()).unwrap();
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let run = tokio::spawn(pipeline::run(
+        config,
+        chain,
+        Arc::new(PipelineStats::default()),
+        shutdown_rx,
+    ));
+    let finished = || run.is_finished();
+    wait_for("the pipeline's output", Duration::from_secs(120), || {
+        done() || finished()
+    })
+    .await;
+    // A file source may have ended the pipeline already; then there is no one to tell.
+    let _ = shutdown.send(true);
+    run.await.unwrap().unwrap()
+}
+
+/// Runs the single pipeline of `toml` until its source ends by itself.
+async fn run_to_end(toml: &str) -> PipelineReport {
+    run_until(toml, || false).await
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
+}
+
+async fn produce(brokers: &str, topic: &str, range: std::ops::Range<u32>) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for n in range {
+        let payload = format!("{{\"n\":{n}}}");
+        producer
+            .send(
+                FutureRecord::<str, str>::to(topic).payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_source_resumes_from_committed_offsets() {
+    let brokers = kafka_brokers();
+    let topic = unique("resume");
+    crate::services::create_topic(&brokers, &topic, 3).await;
+    produce(&brokers, &topic, 0..300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let toml = format!(
+        r#"
+        [[pipeline]]
+        name = "kafka-resume"
+        source = {{ type = "kafka", brokers = "{brokers}", topics = ["{topic}"], group = "{group}" }}
+        sink = {{ type = "file", path = "{out}" }}
+        dead_letter = {{ type = "file", path = "{dir}/dlq.jsonl" }}
+        batch = {{ size = 50, linger_ms = 20 }}
+        "#,
+        group = unique("group"),
+        out = out.display(),
+        dir = dir.path().display()
+    );
+    let first = run_until(&toml, || lines(&out) >= 300).await;
+    assert_eq!(first.records_out, 300);
+    produce(&brokers, &topic, 300..400).await;
+    let second = run_until(&toml, || lines(&out) >= 400).await;
+    assert_eq!(
+        second.records_out, 100,
+        "a restart resumes after the committed offsets"
+    );
+    let mut ns: Vec<u64> = read_json_lines(&out)
+        .iter()
+        .map(|r| r["n"].as_u64().unwrap())
+        .collect();
+    ns.sort();
+    assert_eq!(ns, (0..400).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_sink_is_idempotent_and_the_source_resumes_from_its_offsets() {
+    let url = postgres_url();
+    let table = unique("landing");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    // 40 users, the last 10 repeating the first 10: the landing table keeps 30.
+    let mut generator = weir::generator::UserGenerator::new(4);
+    let users: Vec<String> = (0..30).map(|_| generator.next_user().to_string()).collect();
+    let mut all = users.clone();
+    all.extend(users[..10].iter().cloned());
+    all.push("not json".into());
+    std::fs::write(&input, all.join("\n") + "\n").unwrap();
+    let landing_dlq = dir.path().join("landing-dlq.jsonl");
+    let ingest = format!(
+        r#"
+        [[pipeline]]
+        name = "land"
+        source = {{ type = "file", path = "{input}" }}
+        sink = {{ type = "postgres", url = "{url}", table = "{table}", key_field = "login.uuid" }}
+        dead_letter = {{ type = "file", path = "{dlq}" }}
+        batch = {{ size = 8 }}
+        "#,
+        input = input.display(),
+        dlq = landing_dlq.display()
+    );
+    let landed = run_to_end(&ingest).await;
+    assert_eq!(landed.records_in, 41);
+    let dead = read_json_lines(&landing_dlq);
+    assert_eq!(dead[0]["headers"]["weir.stage"], "sink");
+    assert_eq!(dead[0]["headers"]["weir.error.kind"], "sink-rejected");
+
+    let out = dir.path().join("tail.jsonl");
+    let tail = format!(
+        r#"
+        [[pipeline]]
+        name = "tail"
+        source = {{ type = "postgres", url = "{url}", table = "{table}", consumer = "{consumer}", poll_interval_ms = 100 }}
+        sink = {{ type = "file", path = "{out}" }}
+        dead_letter = {{ type = "file", path = "{dir}/tail-dlq.jsonl" }}
+        batch = {{ size = 7 }}
+        "#,
+        consumer = unique("consumer"),
+        out = out.display(),
+        dir = dir.path().display()
+    );
+    let first = run_until(&tail, || lines(&out) >= 30).await;
+    assert_eq!(first.records_out, 30, "duplicates collapsed on the key");
+    // More rows arrive while nothing tails; a restart reads only those.
+    let more: Vec<String> = (0..5).map(|_| generator.next_user().to_string()).collect();
+    std::fs::write(&input, more.join("\n") + "\n").unwrap();
+    run_to_end(&ingest).await;
+    let second = run_until(&tail, || lines(&out) >= 35).await;
+    assert_eq!(second.records_out, 5);
+    let ids: std::collections::BTreeSet<String> = read_json_lines(&out)
+        .iter()
+        .map(|r| r["login"]["uuid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 35);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_type_mismatches_are_dead_lettered_and_the_rest_written() {
+    let nodes = cassandra_nodes();
+    let keyspace = unique("weir_types");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        [
+            r#"{"id":"0f9c6f0e-5d0b-4b8f-9a57-6a1c0a2b9e11","n":1,"big":5000000000,"ok":true,"at":"2024-05-01T10:00:00Z","name":"Zoë"}"#,
+            r#"{"id":"1f9c6f0e-5d0b-4b8f-9a57-6a1c0a2b9e11","n":"seven","name":"bad int"}"#,
+            r#"{"id":"not-a-uuid","n":2}"#,
+            r#"{"n":3}"#,
+            r#"{"id":"2f9c6f0e-5d0b-4b8f-9a57-6a1c0a2b9e11","n":4,"at":1700000000000}"#,
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    let dlq = dir.path().join("dlq.jsonl");
+    let report = run_until(
+        &format!(
+            r#"
+            [[pipeline]]
+            name = "types"
+            source = {{ type = "file", path = "{input}" }}
+            dead_letter = {{ type = "file", path = "{dlq}" }}
+            [pipeline.sink]
+            type = "cassandra"
+            nodes = ["{nodes}"]
+            keyspace = "{keyspace}"
+            table = "typed"
+            consistency = "one"
+            create = {{ primary_key = ["id"], columns = {{ id = "uuid", n = "int", big = "bigint", ok = "boolean", at = "timestamp", name = "text" }} }}
+            "#,
+            input = input.display(),
+            dlq = dlq.display()
+        ),
+        || false,
+    )
+    .await;
+    assert_eq!(
+        (report.records_in, report.records_out, report.dead_lettered),
+        (5, 2, 3)
+    );
+    let reasons: Vec<String> = read_json_lines(&dlq)
+        .iter()
+        .map(|d| d["headers"]["weir.error"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(reasons[0].contains("`n`"), "{reasons:?}");
+    assert!(reasons[1].contains("`id`"), "{reasons:?}");
+    assert!(
+        reasons[2].contains("primary key column `id`"),
+        "{reasons:?}"
+    );
+}
