@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod compose;
 mod connectors;
 mod faults;
 mod hot_swap;

@@ -1,0 +1,26 @@
+# The weir host and the example plugins, built in one stage and shipped in a slim image.
+FROM rust:1.95-bookworm AS build
+RUN rustup target add wasm32-wasip2 \
+    && apt-get update \
+    && apt-get install -y --no-install-recommends cmake libcurl4-openssl-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p weir \
+    && for plugin in user-profile pii-mask filter; do \
+         ./target/release/weir plugin build "plugins/$plugin" --plugins /out/plugin-registry; \
+       done
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates libcurl4 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --create-home --home-dir /app weir
+WORKDIR /app
+COPY --from=build /src/target/release/weir /usr/local/bin/weir
+COPY --from=build /out/plugin-registry /app/plugin-registry
+COPY examples /app/examples
+RUN chown -R weir /app
+USER weir
+ENTRYPOINT ["weir"]
+CMD ["run", "examples/seed.toml"]
