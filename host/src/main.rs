@@ -95,18 +95,68 @@ enum Command {
     /// Build and list plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
-    /// Measure a Wasm plugin against the same logic compiled natively, in one process.
+    /// Measure Weir against baselines run in the same process.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// A Wasm plugin against the same logic compiled natively.
     ///
     /// Runs the `user-profile` plugin from the registry and its native build on the same
     /// randomuser.me-shaped records, for batches of 1, 64 and 1024 records, and prints records
     /// per second and the Wasm/native ratio.
-    Bench {
+    Plugin {
         /// Distinct records generated for the run.
         #[arg(long, default_value_t = 4096)]
         records: usize,
         /// Seconds spent measuring each batch size and implementation.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
+        #[command(flatten)]
+        plugins: PluginsDir,
+    },
+    /// Hot-swap latency: from a component landing in the watched folder to the first record
+    /// processed by the new version (p50, p99), and the longest pause in output during a swap.
+    ///
+    /// Streams generated users through `user-profile` and deploys a new version of it (same
+    /// code, new content hash, so each swap compiles) SWAPS times.
+    Swap {
+        /// How many swaps to measure.
+        #[arg(long, default_value_t = 20)]
+        swaps: u32,
+        /// The folder watcher's debounce, in milliseconds (as `weir run --debounce-ms`).
+        #[arg(long, default_value_t = 200, value_name = "MS")]
+        debounce_ms: u64,
+        /// Records per second of the stream.
+        #[arg(long, default_value_t = 5000.0)]
+        rate: f64,
+        #[command(flatten)]
+        plugins: PluginsDir,
+    },
+    /// Whole pipelines over real Kafka and Cassandra, as ratios to a consumer that only reads.
+    ///
+    /// Pre-loads RECORDS users into a new topic, then drains it with: a read-only pipeline (the
+    /// ceiling), user-profile into a blackhole, user-profile into another topic, and user-profile
+    /// into Cassandra; then measures end-to-end latency (Kafka create time to Cassandra
+    /// acknowledgement) at a steady produce rate. Start the services with `scripts/services start`.
+    Pipeline {
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "WEIR_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// A Cassandra contact point.
+        #[arg(long, env = "WEIR_CASSANDRA_NODES", default_value = "127.0.0.1:9042")]
+        cassandra: String,
+        /// Records per throughput run.
+        #[arg(long, default_value_t = 50_000)]
+        records: usize,
+        /// Records per second during the latency run.
+        #[arg(long, default_value_t = 2000.0)]
+        latency_rate: f64,
+        /// Seconds of the latency run.
+        #[arg(long, default_value_t = 10.0)]
+        latency_seconds: f64,
         #[command(flatten)]
         plugins: PluginsDir,
     },
@@ -197,11 +247,32 @@ fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Rollback { name, admin }) => {
             cli::plugin::rollback(&name, admin.addr)
         }
-        Command::Bench {
+        Command::Bench(BenchCommand::Plugin {
             records,
             seconds,
             plugins,
-        } => cli::bench::run(records, seconds, &plugins.dir),
+        }) => cli::bench::plugin(records, seconds, &plugins.dir),
+        Command::Bench(BenchCommand::Swap {
+            swaps,
+            debounce_ms,
+            rate,
+            plugins,
+        }) => cli::bench::swap(swaps, debounce_ms, rate, &plugins.dir),
+        Command::Bench(BenchCommand::Pipeline {
+            brokers,
+            cassandra,
+            records,
+            latency_rate,
+            latency_seconds,
+            plugins,
+        }) => cli::bench::pipeline(weir::bench::pipeline::PipelineBench {
+            brokers,
+            cassandra,
+            registry: plugins.dir,
+            records,
+            latency_rate,
+            latency_seconds,
+        }),
     };
     match result {
         Ok(code) => code,

@@ -13,6 +13,9 @@ fn every_subcommand_has_help() {
         vec!["plugin", "build", "--help"],
         vec!["plugin", "list", "--help"],
         vec!["bench", "--help"],
+        vec!["bench", "plugin", "--help"],
+        vec!["bench", "swap", "--help"],
+        vec!["bench", "pipeline", "--help"],
     ] {
         let output = run_weir(dir.path(), &args);
         let help = String::from_utf8_lossy(&output.stdout);

@@ -1,4 +1,4 @@
-//! `weir bench`: prints the Wasm-versus-native throughput of `user-profile`.
+//! `weir bench`: runs a benchmark and prints its numbers and ratios.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,7 +9,7 @@ use weir::registry::PluginRegistry;
 use weir::runtime::PluginRuntime;
 
 /// Runs the benchmark on `records` generated records, `seconds` per measurement.
-pub fn run(records: usize, seconds: f64, registry: &Path) -> anyhow::Result<ExitCode> {
+pub fn plugin(records: usize, seconds: f64, registry: &Path) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(records > 0, "--records must be at least 1");
     anyhow::ensure!(
         seconds.is_finite() && seconds > 0.0,
@@ -38,5 +38,86 @@ pub fn run(records: usize, seconds: f64, registry: &Path) -> anyhow::Result<Exit
             line.ratio()
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Measures hot-swap latency `swaps` times.
+pub fn swap(swaps: u32, debounce_ms: u64, rate: f64, registry: &Path) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(swaps > 0, "--swaps must be at least 1");
+    anyhow::ensure!(
+        rate.is_finite() && rate > 0.0,
+        "--rate must be a positive number"
+    );
+    let path = registry.join("user-profile.wasm");
+    let component = std::fs::read(&path).with_context(|| {
+        format!(
+            "reading {}: run `weir plugin build plugins/user-profile` first",
+            path.display()
+        )
+    })?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    eprintln!("swapping user-profile {swaps} times under {rate} records/s...");
+    let report = tokio.block_on(weir::bench::swap::swap_latency(
+        &component,
+        swaps,
+        Duration::from_millis(debounce_ms),
+        rate,
+    ))?;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("swaps                      {:>8}", report.latencies.len());
+    println!("debounce                   {:>8.1} ms", ms(report.debounce));
+    println!(
+        "landing -> first record p50 {:>7.1} ms",
+        ms(report.latency(0.5))
+    );
+    println!(
+        "landing -> first record p99 {:>7.1} ms",
+        ms(report.latency(0.99))
+    );
+    println!(
+        "longest output gap in swap {:>8.1} ms",
+        ms(report.longest_gap)
+    );
+    println!(
+        "usual gap between batches  {:>8.1} ms",
+        ms(report.usual_gap)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the pipeline benchmark.
+pub fn pipeline(bench: weir::bench::pipeline::PipelineBench) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(bench.records > 0, "--records must be at least 1");
+    anyhow::ensure!(
+        bench.latency_rate > 0.0 && bench.latency_seconds > 0.0,
+        "--latency-rate and --latency-seconds must be positive"
+    );
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = tokio.block_on(weir::bench::pipeline::run(&bench))?;
+    let ceiling = report
+        .throughput
+        .first()
+        .map_or(1.0, |line| line.per_second);
+    println!("{:<42} {:>12}  {:>8}", "pipeline", "records/s", "ceiling");
+    for line in &report.throughput {
+        println!(
+            "{:<42} {:>12.0}  {:>8.2}",
+            line.name,
+            line.per_second,
+            line.per_second / ceiling
+        );
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "kafka -> user-profile -> cassandra latency at {} records/s: p50 {:.1} ms, p99 {:.1} ms ({} samples)",
+        bench.latency_rate,
+        ms(report.latency(0.5)),
+        ms(report.latency(0.99)),
+        report.latencies.len()
+    );
     Ok(ExitCode::SUCCESS)
 }

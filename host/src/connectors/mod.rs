@@ -2,6 +2,7 @@
 //! its config beside it; [`SourceConfig`] and [`SinkConfig`] are the explicit registry of what a
 //! pipeline file may name.
 
+pub mod blackhole;
 pub mod cassandra;
 pub mod encoding;
 pub mod fields;
@@ -131,6 +132,8 @@ pub enum SinkConfig {
     Kafka(kafka::KafkaSinkConfig),
     /// A Cassandra table.
     Cassandra(cassandra::CassandraSinkConfig),
+    /// Nowhere: records are acknowledged and discarded.
+    Blackhole(blackhole::BlackholeSinkConfig),
 }
 
 /// A config problem: the key (relative to the connector's table) and what to do.
@@ -182,12 +185,14 @@ impl SinkConfig {
             SinkConfig::Postgres(config) => config.validate(),
             SinkConfig::Kafka(config) => config.validate(),
             SinkConfig::Cassandra(config) => config.validate(),
+            SinkConfig::Blackhole(_) => Ok(()),
         }
     }
 
     /// Whether it can store dead letters: any bytes, with their headers.
     pub fn can_hold_dead_letters(&self) -> bool {
-        !matches!(self, SinkConfig::Cassandra(_))
+        // A blackhole would drop dead letters silently; Cassandra cannot hold arbitrary bytes.
+        !matches!(self, SinkConfig::Cassandra(_) | SinkConfig::Blackhole(_))
     }
 
     /// Opens the sink. `dead_letter` picks the default encoding: dead letters keep their headers.
@@ -200,6 +205,7 @@ impl SinkConfig {
             }
             SinkConfig::Kafka(config) => Box::new(kafka::KafkaSink::new(config)?),
             SinkConfig::Cassandra(config) => Box::new(cassandra::CassandraSink::new(config)),
+            SinkConfig::Blackhole(_) => Box::new(blackhole::BlackholeSink),
         })
     }
 
@@ -213,6 +219,7 @@ impl SinkConfig {
             SinkConfig::Cassandra(config) => {
                 format!("cassandra table {}.{}", config.keyspace, config.table)
             }
+            SinkConfig::Blackhole(_) => "blackhole".into(),
         }
     }
 }

@@ -1,9 +1,10 @@
-//! `weir bench`: the cost of running a transform as a Wasm plugin, measured against the same
-//! logic compiled natively into the host, in one process on the same records.
+//! `weir bench plugin`: the cost of running a transform as a Wasm plugin, measured against the
+//! same logic compiled natively into the host, in one process on the same records.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::BenchError;
 use crate::generator::UserGenerator;
 use crate::record::Record;
 use crate::runtime::{LoadedPlugin, PluginInstance, PluginLimits};
@@ -27,22 +28,6 @@ impl BenchLine {
     pub fn ratio(&self) -> f64 {
         self.wasm_per_second / self.native_per_second
     }
-}
-
-/// The benchmark failed.
-#[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    /// The plugin could not be instantiated.
-    #[error(transparent)]
-    Plugin(#[from] crate::runtime::PluginError),
-    /// The two implementations disagreed: the comparison would be meaningless.
-    #[error("native and Wasm outputs differ on record {index}: {detail}")]
-    Mismatch {
-        /// The record.
-        index: usize,
-        /// How.
-        detail: String,
-    },
 }
 
 /// `records` randomuser.me results, as the pipeline would see them.

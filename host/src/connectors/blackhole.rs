@@ -1,0 +1,23 @@
+//! The `blackhole` sink: acknowledges and discards, for measuring a source and its plugins
+//! without a store's cost (Vector's sink of the same name).
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::{ConnectorError, Rejected, Sink};
+use crate::record::Record;
+
+/// Options of the `blackhole` sink: none.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlackholeSinkConfig {}
+
+/// Discards records.
+pub struct BlackholeSink;
+
+#[async_trait]
+impl Sink for BlackholeSink {
+    async fn write(&mut self, _records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
+        Ok(Vec::new())
+    }
+}
