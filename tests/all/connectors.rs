@@ -11,17 +11,28 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::watch;
 use weir::config::PipelineFile;
 use weir::pipeline::{self, PipelineReport, PipelineStats};
-use weir::registry::PluginSlots;
+use weir::registry::{Deployer, PluginRegistry, PluginSlots};
 
 use crate::support::{
-    cassandra_nodes, kafka_brokers, postgres_url, read_json_lines, unique, wait_for,
+    cassandra_nodes, kafka_brokers, plugin_registry, postgres_url, read_json_lines, test_runtime,
+    unique, wait_for,
 };
 
 /// Runs the single pipeline of `toml` until `done` holds, then shuts it down gracefully.
 async fn run_until(toml: &str, done: impl Fn() -> bool) -> PipelineReport {
     let file = PipelineFile::parse(Path::new("test.toml"), toml).unwrap_or_else(|e| panic!("{e}"));
+    let slots = PluginSlots::default();
+    let deployer = Deployer::new(
+        PluginRegistry::new(plugin_registry()),
+        test_runtime(),
+        slots.clone(),
+        &file,
+    );
+    for name in deployer.used_plugins() {
+        deployer.deploy(name).unwrap();
+    }
     let config = file.pipelines.into_iter().next().unwrap();
-    let chain = pipeline::build_chain(&config, &PluginSlots::default()).unwrap();
+    let chain = pipeline::build_chain(&config, &slots).unwrap();
     let (shutdown, shutdown_rx) = watch::channel(false);
     let run = tokio::spawn(pipeline::run(
         config,
@@ -77,7 +88,9 @@ async fn kafka_source_resumes_from_committed_offsets() {
         r#"
         [[pipeline]]
         name = "kafka-resume"
+        workers = 3
         source = {{ type = "kafka", brokers = "{brokers}", topics = ["{topic}"], group = "{group}" }}
+        transforms = [{{ plugin = "fault-panic" }}]
         sink = {{ type = "file", path = "{out}" }}
         dead_letter = {{ type = "file", path = "{dir}/dlq.jsonl" }}
         batch = {{ size = 50, linger_ms = 20 }}

@@ -77,6 +77,14 @@ pub struct PipelineConfig {
     /// Limits every plugin of this pipeline runs under.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Parallel transform workers, each with its own plugin instances. Records are routed by
+    /// source partition (Kafka partition), so every partition stays in order.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+}
+
+fn default_workers() -> usize {
+    1
 }
 
 /// One step of the transform chain.
@@ -254,6 +262,9 @@ impl PipelineFile {
                         ),
                     ));
                 }
+            }
+            if pipeline.workers == 0 || pipeline.workers > 64 {
+                return Err(invalid(at("workers"), "must be between 1 and 64".into()));
             }
             if pipeline.batch.size == 0 {
                 return Err(invalid(at("batch.size"), "must be at least 1".into()));

@@ -178,6 +178,16 @@ impl TransformChain {
         &self.steps
     }
 
+    /// Another chain of the same plugins and configs with instances of its own, for a parallel
+    /// worker. CPU-bound: call from a blocking thread.
+    pub fn fork(&self) -> Result<TransformChain, PluginError> {
+        self.steps
+            .iter()
+            .map(|step| ChainStep::new(Arc::clone(&step.slot), step.transform.clone(), step.limits))
+            .collect::<Result<Vec<_>, _>>()
+            .map(TransformChain::new)
+    }
+
     /// Runs a batch through every step. Each output carries a `weir.version.NAME` header per
     /// plugin it passed through.
     pub fn apply(&mut self, records: Vec<Record>, positions: &[SourcePosition]) -> ChainOutput {

@@ -179,11 +179,41 @@ pub async fn run_with(
 
     // Half the in-flight budget waits before the chain, half before the sink.
     let depth = config.batch.max_in_flight.div_ceil(2).max(1);
-    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(depth);
     let (processed_tx, processed_rx) = mpsc::channel::<Processed>(depth);
+    let wanted = config.workers;
+    let chains = tokio::task::spawn_blocking(move || {
+        let mut chains = Vec::with_capacity(wanted);
+        for _ in 1..wanted {
+            chains.push(chain.fork()?);
+        }
+        chains.insert(0, chain);
+        Ok::<_, PluginError>(chains)
+    })
+    .await
+    .map_err(|e| PipelineError::Stage {
+        pipeline: name.clone(),
+        stage: "transform",
+        reason: e.to_string(),
+    })?
+    .map_err(|source| PipelineError::Plugin {
+        pipeline: name.clone(),
+        source,
+    })?;
+    let mut batch_txs = Vec::with_capacity(chains.len());
+    let mut workers = Vec::with_capacity(chains.len());
+    for chain in chains {
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(depth);
+        batch_txs.push(batch_tx);
+        workers.push(spawn_transform_stage(
+            name.clone(),
+            chain,
+            batch_rx,
+            processed_tx.clone(),
+        ));
+    }
+    drop(processed_tx);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Vec<SourcePosition>>();
 
-    let transform = spawn_transform_stage(name.clone(), chain, batch_rx, processed_tx);
     let sink_stage = tokio::spawn(sink_stage(
         name.clone(),
         sink,
@@ -195,9 +225,14 @@ pub async fn run_with(
     ));
     let progress = tokio::spawn(log_progress(name.clone(), Arc::clone(&stats)));
 
-    let source_result = source_stage(&name, source, &config, batch_tx, ack_rx, shutdown).await;
+    let source_result = source_stage(&name, source, &config, batch_txs, ack_rx, shutdown).await;
     let sink_result = sink_stage.await;
-    let transform_result = transform.await;
+    let mut transform_result = Ok(());
+    for worker in workers {
+        if let Err(error) = worker.await {
+            transform_result = Err(error);
+        }
+    }
     progress.abort();
 
     let stage_error = |stage, reason: String| PipelineError::Stage {
@@ -228,7 +263,7 @@ async fn source_stage(
     pipeline: &str,
     mut source: Box<dyn Source>,
     config: &PipelineConfig,
-    batch_tx: mpsc::Sender<Batch>,
+    batch_txs: Vec<mpsc::Sender<Batch>>,
     mut ack_rx: mpsc::UnboundedReceiver<Vec<SourcePosition>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectorError> {
@@ -264,11 +299,11 @@ async fn source_stage(
                 break;
             }
         };
-        if batch_tx.send(Batch::from(records)).await.is_err() {
+        if !route(&batch_txs, records).await {
             break;
         }
     }
-    drop(batch_tx);
+    drop(batch_txs);
     // The sink acknowledges every batch it received before it ends, in order.
     while let Some(positions) = ack_rx.recv().await {
         commits.add(positions);
@@ -289,6 +324,25 @@ async fn source_stage(
         "source",
         "could not commit the final positions; the records after the last committed position will be processed again on restart",
     ))
+}
+
+/// Sends records to the workers, split by partition so that each partition always goes to the
+/// same worker and stays in order. False when the workers are gone.
+async fn route(workers: &[mpsc::Sender<Batch>], records: Vec<SourceRecord>) -> bool {
+    if workers.len() == 1 {
+        return workers[0].send(Batch::from(records)).await.is_ok();
+    }
+    let mut shares: Vec<Vec<SourceRecord>> = vec![Vec::new(); workers.len()];
+    for record in records {
+        let worker = record.position.partition.unsigned_abs() as usize % workers.len();
+        shares[worker].push(record);
+    }
+    for (worker, share) in workers.iter().zip(shares) {
+        if !share.is_empty() && worker.send(Batch::from(share)).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Acknowledged positions not yet committed, merged per stream and partition. Commits are
