@@ -1,5 +1,5 @@
-//! The admin HTTP API (loopback by default): plugin versions and rollback, pipeline counters
-//! and health. `weir plugin list` and `weir plugin rollback` are its clients.
+//! The admin HTTP API (loopback by default): plugin versions and rollback, pipeline counters,
+//! Prometheus metrics and health. `weir plugin list` and `weir plugin rollback` are its clients.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,6 +35,8 @@ impl AdminState {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(|| async { "ready" }))
+        .route("/metrics", get(metrics))
         .route("/api/plugins", get(list_plugins))
         .route("/api/plugins/{name}/rollback", post(rollback))
         .route("/api/pipelines", get(list_pipelines))
@@ -46,6 +48,16 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
     if let Err(error) = axum::serve(listener, router(state)).await {
         tracing::error!(%error, "Admin server stopped.");
     }
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::metrics::render(&state.pipelines, &state.slots),
+    )
 }
 
 async fn list_plugins(State(state): State<AdminState>) -> impl IntoResponse {

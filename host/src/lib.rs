@@ -7,6 +7,7 @@ pub mod bench;
 pub mod config;
 pub mod connectors;
 pub mod generator;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugin_build;
 pub mod record;

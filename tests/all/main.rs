@@ -9,6 +9,7 @@ mod compose;
 mod connectors;
 mod faults;
 mod hot_swap;
+mod metrics;
 mod pipelines;
 mod quickstart;
 mod runtime;
