@@ -8,6 +8,9 @@ use std::sync::Arc;
 use crate::pipeline::PipelineStats;
 use crate::registry::PluginSlots;
 
+/// Reads one counter out of a pipeline's report.
+type ReportField = fn(&crate::pipeline::PipelineReport) -> u64;
+
 /// Renders every metric in the Prometheus text format (version 0.0.4).
 pub fn render(pipelines: &BTreeMap<String, Arc<PipelineStats>>, slots: &PluginSlots) -> String {
     let mut out = String::new();
@@ -15,7 +18,7 @@ pub fn render(pipelines: &BTreeMap<String, Arc<PipelineStats>>, slots: &PluginSl
         .iter()
         .map(|(name, stats)| stats.snapshot(name))
         .collect();
-    let counters: [(&str, &str, fn(&crate::pipeline::PipelineReport) -> u64); 4] = [
+    let counters: [(&str, &str, ReportField); 4] = [
         (
             "weir_records_in_total",
             "Source records whose batch was acknowledged.",
