@@ -12,6 +12,7 @@ mod hot_swap;
 mod metrics;
 mod pipelines;
 mod quickstart;
+mod resilience;
 mod runtime;
 mod seed;
 mod services;

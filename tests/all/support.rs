@@ -12,6 +12,7 @@ const PLUGIN_CRATES: &[&str] = &[
     "tests/plugins/panic",
     "tests/plugins/spin",
     "tests/plugins/hog",
+    "tests/plugins/escape",
 ];
 
 /// The repository root.

@@ -1,0 +1,268 @@
+//! Faults a production stream meets: a plugin trying to leave its sandbox, a graceful shutdown
+//! mid-stream, a dead-letter destination that is down, and secrets that must never reach logs or
+//! metrics. These run the real `weir` binary where the process boundary matters.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::pipelines::{run_pipeline, write_input};
+use crate::support::{read_json_lines, wait_for, weir};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_cannot_escape_its_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = [
+        "calm 0", "recurse", "calm 1", "file", "socket", "env", "calm 2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let input = write_input(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    let dlq = dir.path().join("dlq.jsonl");
+    let report = run_pipeline(&format!(
+        r#"
+        [[pipeline]]
+        name = "escape"
+        source = {{ type = "file", path = "{input}" }}
+        transforms = [{{ plugin = "fault-escape" }}]
+        sink = {{ type = "file", path = "{}" }}
+        dead_letter = {{ type = "file", path = "{}" }}
+        "#,
+        out.display(),
+        dlq.display()
+    ))
+    .await;
+    assert_eq!((report.records_out, report.dead_lettered), (3, 4));
+    let output = std::fs::read_to_string(&out).unwrap();
+    assert!(!output.contains("ESCAPED"), "{output}");
+    let dead = read_json_lines(&dlq);
+    let reason = |i: usize| {
+        dead[i]["headers"]["weir.error"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(dead[0]["headers"]["weir.error.kind"], "trap");
+    // Rust guests keep large frames on a shadow stack in linear memory, which runs out (an
+    // out-of-bounds access) before wasmtime's stack limit (call stack exhausted): either is a trap.
+    assert!(
+        reason(0).contains("call stack exhausted")
+            || reason(0).contains("out of bounds memory access"),
+        "{}",
+        reason(0)
+    );
+    assert!(reason(1).starts_with("file access denied"), "{}", reason(1));
+    assert!(reason(2).starts_with("socket denied"), "{}", reason(2));
+    assert_eq!(reason(3), "environment is empty");
+}
+
+/// A running `weir run` whose stderr is collected as it comes.
+struct Running {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Running {
+    let mut command = weir();
+    command
+        .current_dir(dir)
+        .args(["run", config, "--no-watch"])
+        .env("WEIR_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&stderr);
+    let pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut text = sink.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    Running { child, stderr }
+}
+
+impl Running {
+    async fn wait_for_log(&self, needle: &str) {
+        let stderr = Arc::clone(&self.stderr);
+        let needle_owned = needle.to_owned();
+        wait_for(
+            &format!("`{needle}` in the log"),
+            Duration::from_secs(60),
+            move || stderr.lock().unwrap().contains(&needle_owned),
+        )
+        .await;
+    }
+
+    /// Sends SIGTERM and waits for the exit; true when it exited successfully.
+    fn terminate(mut self) -> (bool, String) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        // The reader thread ends with the pipe; give the log the lines it had.
+        let log = self.stderr.lock().unwrap().clone();
+        (exit.success(), log)
+    }
+}
+
+fn count_lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+fn append(path: &Path, range: std::ops::Range<u32>) {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    for n in range {
+        writeln!(file, "{{\"n\":{n}}}").unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_commits_and_a_restart_neither_loses_nor_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let out = dir.path().join("out.jsonl");
+    append(&input, 0..20_000);
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!(
+            "[[pipeline]]\nname = \"drain\"\nsource = {{ type = \"file\", path = \"{}\", follow = true, checkpoint = \"{}\" }}\nsink = {{ type = \"file\", path = \"{}\" }}\ndead_letter = {{ type = \"file\", path = \"dlq.jsonl\" }}\nbatch = {{ size = 100, linger_ms = 5 }}\n",
+            input.display(),
+            dir.path().join("in.offset").display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let first = start(dir.path(), "p.toml", &[("WEIR_ADMIN", "127.0.0.1:0")]);
+    let out_path = out.clone();
+    wait_for("some output", Duration::from_secs(60), move || {
+        count_lines(&out_path) >= 1_000
+    })
+    .await;
+    let (clean, log) = first.terminate();
+    assert!(clean, "SIGTERM exits 0 after draining:\n{log}");
+    assert!(log.contains("Shutdown signal received"), "{log}");
+
+    append(&input, 20_000..25_000);
+    let second = start(dir.path(), "p.toml", &[("WEIR_ADMIN", "127.0.0.1:0")]);
+    let out_path = out.clone();
+    wait_for("all output", Duration::from_secs(120), move || {
+        count_lines(&out_path) >= 25_000
+    })
+    .await;
+    let (clean, log) = second.terminate();
+    assert!(clean, "{log}");
+    let mut ns: Vec<u64> = read_json_lines(&out)
+        .iter()
+        .map(|r| r["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ns.len(), 25_000, "nothing repeated after the restart");
+    ns.sort();
+    ns.dedup();
+    assert_eq!(ns.len(), 25_000, "nothing lost");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_destination_that_is_down_stops_the_pipeline_from_committing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"n\":1}\nnot json\n{\"n\":3}\n").unwrap();
+    let checkpoint = dir.path().join("in.offset");
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!(
+            "[[pipeline]]\nname = \"stuck\"\nsource = {{ type = \"file\", path = \"{}\", checkpoint = \"{}\" }}\ntransforms = [{{ plugin = \"pii-mask\", config = {{ fields = \"n\" }} }}]\nsink = {{ type = \"file\", path = \"out.jsonl\" }}\ndead_letter = {{ type = \"postgres\", url = \"postgres://weir:weir@127.0.0.1:1/weir\", table = \"dlq\" }}\n",
+            input.display(),
+            checkpoint.display()
+        ),
+    )
+    .unwrap();
+    let running = start(
+        dir.path(),
+        "p.toml",
+        &[
+            (
+                "WEIR_PLUGINS",
+                crate::support::plugin_registry().to_str().unwrap(),
+            ),
+            ("WEIR_ADMIN", "127.0.0.1:0"),
+        ],
+    );
+    running.wait_for_log("dead-letter destination").await;
+    running.wait_for_log("retrying").await;
+    assert!(
+        !checkpoint.exists(),
+        "nothing may be committed while a dead letter cannot be stored"
+    );
+    let (clean, log) = running.terminate();
+    assert!(
+        !clean,
+        "stopping with an unstored dead letter is a failure:\n{log}"
+    );
+    assert!(!checkpoint.exists(), "nothing committed at shutdown either");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_from_the_environment_never_reaches_logs_or_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let canary = "canary-7f3d9e1b";
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "[[pipeline]]\nname = \"secret\"\nsource = { type = \"generate\", count = 10 }\nsink = { type = \"postgres\", url = \"postgres://weir:${CANARY_PASSWORD}@127.0.0.1:1/weir\", table = \"landing\" }\ndead_letter = { type = \"file\", path = \"dlq.jsonl\" }\n",
+    )
+    .unwrap();
+    let running = start(
+        dir.path(),
+        "p.toml",
+        &[("CANARY_PASSWORD", canary), ("WEIR_ADMIN", "127.0.0.1:0")],
+    );
+    running.wait_for_log("retrying").await;
+    running.wait_for_log("Admin API listening").await;
+    let log = running.stderr.lock().unwrap().clone();
+    let addr = log
+        .lines()
+        .find(|l| l.contains("Admin API listening"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .map(|a| a.split_whitespace().next().unwrap().to_owned())
+        .unwrap();
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let plugins = reqwest::get(format!("http://{addr}/api/pipelines"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (_, log) = running.terminate();
+    assert!(
+        log.contains("weir:***@127.0.0.1:1"),
+        "the URL is shown redacted:\n{log}"
+    );
+    for (what, text) in [("log", &log), ("metrics", &metrics), ("api", &plugins)] {
+        assert!(
+            !text.contains(canary),
+            "the secret leaked into the {what}:\n{text}"
+        );
+    }
+    let dlq = std::fs::read_to_string(dir.path().join("dlq.jsonl")).unwrap_or_default();
+    assert!(!dlq.contains(canary));
+}
