@@ -7,6 +7,7 @@
 mod cli;
 mod compose;
 mod connectors;
+mod crash;
 mod faults;
 mod hot_swap;
 mod metrics;
