@@ -18,6 +18,10 @@ pub mod headers {
     /// Prefix of the header naming the version of each plugin an output passed through:
     /// `weir.version.user-profile = 090ff39429c0`.
     pub const VERSION_PREFIX: &str = "weir.version.";
+    /// The full size of a record whose dead letter keeps only part of it.
+    pub const RECORD_BYTES: &str = "weir.record.bytes";
+    /// The sha256 of the full value of such a record.
+    pub const RECORD_SHA256: &str = "weir.record.sha256";
     /// Where the record failed: `source`, `plugin` or `sink`.
     pub const STAGE: &str = "weir.stage";
     /// The pipeline the record was in.

@@ -12,6 +12,7 @@ mod faults;
 mod hot_swap;
 mod metrics;
 mod pipelines;
+mod poison;
 mod quickstart;
 mod resilience;
 mod runtime;

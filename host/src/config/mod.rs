@@ -167,6 +167,14 @@ pub struct LimitsConfig {
     /// Most memory one plugin instance may use, in MiB.
     #[serde(default = "default_memory_mib")]
     pub memory_mib: usize,
+    /// Largest record (key and value) the pipeline accepts, in bytes; larger ones go to the
+    /// dead-letter destination before any plugin sees them.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+}
+
+fn default_max_record_bytes() -> usize {
+    1 << 20
 }
 
 impl Default for LimitsConfig {
@@ -174,6 +182,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             deadline_ms: default_deadline_ms(),
             memory_mib: default_memory_mib(),
+            max_record_bytes: default_max_record_bytes(),
         }
     }
 }

@@ -282,7 +282,7 @@ async fn source_stage(
             polled = source.poll_batch(config.batch.size, config.batch.linger()) => polled,
             _ = shutdown.changed() => continue,
         };
-        let records = match polled {
+        let mut records = match polled {
             Ok(Some(records)) if records.is_empty() => continue,
             Ok(Some(records)) => records,
             Ok(None) => break,
@@ -299,6 +299,7 @@ async fn source_stage(
                 break;
             }
         };
+        reject_oversized(&mut records, config.limits.max_record_bytes);
         if !route(&batch_txs, records).await {
             break;
         }
@@ -324,6 +325,30 @@ async fn source_stage(
         "source",
         "could not commit the final positions; the records after the last committed position will be processed again on restart",
     ))
+}
+
+/// Bytes of an oversized record's value kept in its dead letter.
+const OVERSIZED_EXCERPT: usize = 64 * 1024;
+
+/// Marks records larger than `max_bytes` as malformed. Their dead letter keeps only the start of
+/// the value, with the full size and sha256 in headers: an oversized record would not fit most
+/// dead-letter destinations either, and the whole record stays in the source at the coordinates
+/// the dead letter names.
+fn reject_oversized(records: &mut [SourceRecord], max_bytes: usize) {
+    for source_record in records.iter_mut().filter(|r| r.malformed.is_none()) {
+        let record = &mut source_record.record;
+        let size = record.value.len() + record.key.as_ref().map_or(0, Vec::len);
+        if size <= max_bytes {
+            continue;
+        }
+        source_record.malformed = Some(format!(
+            "record of {size} bytes exceeds limits.max_record_bytes ({max_bytes}); the dead letter keeps its first {OVERSIZED_EXCERPT} bytes"
+        ));
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&record.value));
+        record.set_header(crate::record::headers::RECORD_BYTES, size.to_string());
+        record.set_header(crate::record::headers::RECORD_SHA256, digest);
+        record.value.truncate(OVERSIZED_EXCERPT);
+    }
 }
 
 /// Sends records to the workers, split by partition so that each partition always goes to the

@@ -1,0 +1,117 @@
+//! Poison records in a real stream: 1% malformed JSON, 1% missing required fields and a few
+//! oversized records among valid users, from a file through user-profile into Kafka, with a Kafka
+//! dead-letter topic. The dead-letter count equals the injected count exactly, each entry
+//! carries its source coordinates and reason, and every valid record arrives.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+
+use crate::pipelines::{run_pipeline, write_input};
+use crate::services::{consume_all, create_topic};
+use crate::support::{kafka_brokers, unique};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_poison_record_is_dead_lettered_exactly_once_and_the_rest_arrive() {
+    let brokers = kafka_brokers();
+    let (output, dead_letters) = (unique("poison_out"), unique("poison_dlq"));
+    create_topic(&brokers, &output, 3).await;
+    create_topic(&brokers, &dead_letters, 1).await;
+    let mut generator = weir::generator::UserGenerator::new(77);
+    let mut lines = Vec::new();
+    let mut injected: BTreeMap<usize, &str> = BTreeMap::new();
+    let mut valid_ids = Vec::new();
+    for n in 0..5_000usize {
+        let mut user = generator.next_user();
+        if n % 100 == 17 {
+            lines.push(format!("{{\"broken\": {n}"));
+            injected.insert(n + 1, "not valid JSON");
+        } else if n % 100 == 53 {
+            user["login"].as_object_mut().unwrap().remove("uuid");
+            lines.push(user.to_string());
+            injected.insert(n + 1, "missing required field `login.uuid`");
+        } else if n % 2_000 == 999 {
+            user["padding"] = "x".repeat(2 << 20).into();
+            lines.push(user.to_string());
+            injected.insert(n + 1, "exceeds limits.max_record_bytes");
+        } else {
+            valid_ids.push(user["login"]["uuid"].as_str().unwrap().to_owned());
+            lines.push(user.to_string());
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &lines);
+    let report = run_pipeline(&format!(
+        r#"
+        [[pipeline]]
+        name = "poison"
+        source = {{ type = "file", path = "{input}" }}
+        transforms = [{{ plugin = "user-profile" }}]
+        sink = {{ type = "kafka", brokers = "{brokers}", topic = "{output}" }}
+        dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead_letters}" }}
+        batch = {{ size = 256 }}
+        "#
+    ))
+    .await;
+    assert_eq!(report.dead_lettered as usize, injected.len());
+    assert_eq!(report.records_out as usize, valid_ids.len());
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique("dlq_reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[dead_letters.as_str()]).unwrap();
+    let mut entries = BTreeMap::new();
+    while entries.len() < injected.len() {
+        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let headers: BTreeMap<String, String> = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let line: usize = headers["weir.source.offset"].parse().unwrap();
+        assert_eq!(headers["weir.source.stream"], input);
+        assert_eq!(headers["weir.pipeline"], "poison");
+        assert!(
+            entries.insert(line, headers).is_none(),
+            "line {line} dead-lettered twice"
+        );
+    }
+    assert_eq!(
+        entries.keys().collect::<Vec<_>>(),
+        injected.keys().collect::<Vec<_>>()
+    );
+    for (line, expected) in &injected {
+        let reason = &entries[line]["weir.error"];
+        assert!(reason.contains(expected), "line {line}: {reason}");
+        if expected.contains("max_record_bytes") {
+            let size: usize = entries[line]["weir.record.bytes"].parse().unwrap();
+            assert!(size > 2 << 20, "the full size is kept: {size}");
+            assert_eq!(entries[line]["weir.record.sha256"].len(), 64);
+        }
+    }
+    let mut keys: Vec<String> = consume_all(&brokers, &output, valid_ids.len())
+        .await
+        .into_iter()
+        .map(|(key, _)| String::from_utf8(key.unwrap()).unwrap())
+        .collect();
+    keys.sort();
+    valid_ids.sort();
+    assert_eq!(keys, valid_ids);
+}
