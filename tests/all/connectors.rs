@@ -232,3 +232,41 @@ async fn cassandra_type_mismatches_are_dead_lettered_and_the_rest_written() {
         "{reasons:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_dead_letter_table_keeps_bytes_headers_and_reason() {
+    let url = postgres_url();
+    let table = unique("dead_letters");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"ok\":1}\nnot json\n").unwrap();
+    let report = run_to_end(&format!(
+        r#"
+        [[pipeline]]
+        name = "pg-dlq"
+        source = {{ type = "file", path = "{input}" }}
+        transforms = [{{ plugin = "pii-mask", config = {{ fields = "ok" }} }}]
+        sink = {{ type = "blackhole" }}
+        dead_letter = {{ type = "postgres", url = "{url}", table = "{table}" }}
+        "#,
+        input = input.display()
+    ))
+    .await;
+    assert_eq!(report.dead_lettered, 1);
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            &format!("SELECT value, headers, error FROM \"{table}\""),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Vec<u8>>(0), b"not json");
+    let headers: serde_json::Value = row.get(1);
+    assert_eq!(headers["weir.source.offset"], "2");
+    assert_eq!(headers["weir.plugin"], "pii-mask");
+    assert!(row.get::<_, String>(2).contains("not valid JSON"));
+}

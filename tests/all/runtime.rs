@@ -78,3 +78,49 @@ fn versions_are_content_hashes() {
     assert_eq!(plugin.sha256().len(), 64);
     assert!(plugin.sha256().starts_with(plugin.version()));
 }
+
+#[test]
+fn repeated_memory_bombs_leave_host_memory_bounded() {
+    let (_runtime, plugin) = load("fault-hog");
+    let limits = PluginLimits {
+        memory_bytes: 32 << 20,
+        ..PluginLimits::default()
+    };
+    let mut instance = plugin.instantiate("{}", limits).unwrap();
+    let resident = || {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .unwrap()
+            / 1024
+    };
+    // Warm up once so the first instance's own footprint is not counted as growth.
+    assert_eq!(
+        instance.transform(&[Record::from_value("hog")])[0]
+            .as_ref()
+            .unwrap_err()
+            .kind,
+        RecordErrorKind::Trap
+    );
+    let before = resident();
+    for _ in 0..20 {
+        let result = instance.transform(&[Record::from_value("hog")]);
+        assert_eq!(result[0].as_ref().unwrap_err().kind, RecordErrorKind::Trap);
+    }
+    let growth = resident().saturating_sub(before);
+    // 20 bombs of 32 MiB each: without the cap and instance reuse of memory this would be 640 MiB.
+    assert!(
+        growth < 160,
+        "host memory grew {growth} MiB over 20 memory bombs"
+    );
+    assert_eq!(
+        instance.transform(&[Record::from_value("calm")])[0]
+            .as_ref()
+            .unwrap()[0]
+            .value,
+        b"calm"
+    );
+}
