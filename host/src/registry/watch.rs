@@ -39,6 +39,8 @@ enum Change {
 /// Starts watching the deployer's registry folder. Must be called inside a tokio runtime.
 pub fn watch(deployer: Deployer, debounce: Duration) -> Result<WatchHandle, RegistryError> {
     let dir = deployer.registry().dir().to_owned();
+    // Watching needs the folder; an empty one is a valid registry to drop plugins into later.
+    std::fs::create_dir_all(&dir).map_err(|e| watch_error(&dir, notify::Error::io(e)))?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
