@@ -138,7 +138,7 @@ impl RunningApp {
                     .await
                     .map_err(|e| AppError::Internal(e.to_string()))??
             };
-            let pipeline_stats = Arc::new(PipelineStats::default());
+            let pipeline_stats = Arc::new(PipelineStats::new(&pipeline_config.name));
             stats.insert(pipeline_config.name.clone(), Arc::clone(&pipeline_stats));
             let name = pipeline_config.name.clone();
             let stop_others = Arc::clone(&shutdown);
@@ -166,7 +166,7 @@ impl RunningApp {
                 let bound = listener
                     .local_addr()
                     .map_err(|source| AppError::Admin { addr, source })?;
-                let state = AdminState::new(slots.clone(), stats);
+                let state = AdminState::new(slots.clone(), stats, shutdown_rx.clone());
                 tracing::info!(addr = %bound, "Admin API listening.");
                 (
                     Some(bound),

@@ -8,6 +8,7 @@ pub mod config;
 pub mod connectors;
 pub mod generator;
 pub mod metrics;
+pub mod observe;
 pub mod pipeline;
 pub mod plugin_build;
 pub mod record;

@@ -92,6 +92,28 @@ enum Command {
         #[command(flatten)]
         plugins: PluginsDir,
     },
+    /// Print sample records leaving a stage of a running pipeline, one JSON object per line.
+    ///
+    /// Connects to the admin API of a running `weir run`. Each line carries the pipeline, the
+    /// stage, the key, the value (as JSON where it parses), the headers, the timestamp and the
+    /// source coordinates. At most `--max-per-second` records are printed each second; how many
+    /// were left out is reported on stderr. Stops after `--count` records, or on Ctrl-C.
+    Tap {
+        /// The pipeline to watch.
+        pipeline: String,
+        /// The stage: `source` (before any plugin), a plugin's name (its outputs), `sink` (what
+        /// the sink acknowledged) or `dead_letter`.
+        #[arg(long, default_value = "sink")]
+        stage: String,
+        /// Stop after this many records.
+        #[arg(long, value_name = "COUNT")]
+        count: Option<u64>,
+        /// Records per second printed at most; the rest are sampled away.
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        max_per_second: u32,
+        #[command(flatten)]
+        admin: AdminAddr,
+    },
     /// Build and list plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -195,7 +217,8 @@ enum PluginCommand {
 /// Where a running weir serves its admin API.
 #[derive(Debug, clap::Args)]
 struct AdminAddr {
-    /// The admin API address (loopback by default; keep it off public interfaces).
+    /// The admin server's address: the status page at `/`, `/metrics` and the JSON API
+    /// (loopback by default; keep it off public interfaces).
     #[arg(
         long = "admin",
         value_name = "ADDR",
@@ -238,6 +261,21 @@ fn main() -> ExitCode {
             cli::run::run(&file, options)
         }
         Command::Validate { file, plugins } => cli::run::validate(&file, &plugins.dir),
+        Command::Tap {
+            pipeline,
+            stage,
+            count,
+            max_per_second,
+            admin,
+        } => cli::tap::tap(
+            &cli::tap::TapRequest {
+                pipeline,
+                stage,
+                count,
+                max_per_second,
+            },
+            admin.addr,
+        ),
         Command::Plugin(PluginCommand::Build { path, plugins }) => {
             cli::plugin::build(&path, &plugins.dir)
         }

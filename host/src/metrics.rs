@@ -1,10 +1,12 @@
-//! Prometheus text exposition of the counters Weir keeps: records per pipeline, plugin versions,
-//! swaps, rejected files and the counters plugins report through the host interface.
+//! Prometheus text exposition of what Weir measures: records per pipeline and per plugin,
+//! batch, sink and plugin-call latency histograms, Kafka consumer lag, sink retries, queue
+//! depths, plugin versions, swaps, rejected files and the counters plugins report.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
+use crate::observe::HistogramSnapshot;
 use crate::pipeline::PipelineStats;
 use crate::registry::PluginSlots;
 
@@ -47,6 +49,7 @@ pub fn render(pipelines: &BTreeMap<String, Arc<PipelineStats>>, slots: &PluginSl
             );
         }
     }
+    render_pipeline_details(&mut out, pipelines);
     let plugins = slots.describe();
     header(
         &mut out,
@@ -111,6 +114,179 @@ pub fn render(pipelines: &BTreeMap<String, Arc<PipelineStats>>, slots: &PluginSl
     out
 }
 
+/// Retries, queues, lag, latencies and per-plugin counts of every pipeline.
+fn render_pipeline_details(out: &mut String, pipelines: &BTreeMap<String, Arc<PipelineStats>>) {
+    header(
+        out,
+        "weir_sink_retries_total",
+        "Writes retried after a transient failure, by destination (sink or dead_letter).",
+        "counter",
+    );
+    for (name, stats) in pipelines {
+        let pipeline = escape(name);
+        for (destination, counter) in [
+            ("sink", stats.sink_retries()),
+            ("dead_letter", stats.dead_letter_retries()),
+        ] {
+            let _ = writeln!(
+                out,
+                "weir_sink_retries_total{{pipeline=\"{pipeline}\",destination=\"{destination}\"}} {}",
+                counter.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+    }
+    header(
+        out,
+        "weir_queue_depth_batches",
+        "Batches waiting between stages, by queue (transform or sink).",
+        "gauge",
+    );
+    for (name, stats) in pipelines {
+        let pipeline = escape(name);
+        for (queue, depth) in [
+            ("transform", stats.transform_queue()),
+            ("sink", stats.sink_queue()),
+        ] {
+            let _ = writeln!(
+                out,
+                "weir_queue_depth_batches{{pipeline=\"{pipeline}\",queue=\"{queue}\"}} {}",
+                depth.get()
+            );
+        }
+    }
+    header(
+        out,
+        "weir_queue_capacity_batches",
+        "Batches the queues between stages hold at most.",
+        "gauge",
+    );
+    for (name, stats) in pipelines {
+        let capacity = stats.queue_capacity();
+        let _ = writeln!(
+            out,
+            "weir_queue_capacity_batches{{pipeline=\"{}\"}} {capacity}",
+            escape(name)
+        );
+    }
+    header(
+        out,
+        "weir_kafka_consumer_lag",
+        "Messages after the last committed offset, per assigned partition.",
+        "gauge",
+    );
+    for (name, stats) in pipelines {
+        for lag in stats.lag() {
+            let _ = writeln!(
+                out,
+                "weir_kafka_consumer_lag{{pipeline=\"{}\",topic=\"{}\",partition=\"{}\"}} {}",
+                escape(name),
+                escape(&lag.topic),
+                lag.partition,
+                lag.lag
+            );
+        }
+    }
+    header(
+        out,
+        "weir_batch_duration_seconds",
+        "From a batch leaving the source to its acknowledgement by the sink and dead-letter destination.",
+        "histogram",
+    );
+    for (name, stats) in pipelines {
+        let labels = format!("pipeline=\"{}\"", escape(name));
+        histogram(
+            out,
+            "weir_batch_duration_seconds",
+            &labels,
+            &stats.batch_latency().snapshot(),
+        );
+    }
+    header(
+        out,
+        "weir_sink_write_duration_seconds",
+        "One sink write, retries included.",
+        "histogram",
+    );
+    for (name, stats) in pipelines {
+        let labels = format!("pipeline=\"{}\"", escape(name));
+        histogram(
+            out,
+            "weir_sink_write_duration_seconds",
+            &labels,
+            &stats.sink_write_latency().snapshot(),
+        );
+    }
+    let plugin_counters: [(&str, &str, PluginField); 3] = [
+        (
+            "weir_plugin_records_in_total",
+            "Records given to a plugin.",
+            |p| &p.records_in,
+        ),
+        (
+            "weir_plugin_records_out_total",
+            "Records a plugin returned.",
+            |p| &p.records_out,
+        ),
+        (
+            "weir_plugin_records_dead_lettered_total",
+            "Records a plugin failed, each sent to the dead-letter destination.",
+            |p| &p.records_failed,
+        ),
+    ];
+    for (metric, help, field) in plugin_counters {
+        header(out, metric, help, "counter");
+        for (name, stats) in pipelines {
+            for (plugin, step) in stats.plugin_stats() {
+                let _ = writeln!(
+                    out,
+                    "{metric}{{pipeline=\"{}\",plugin=\"{}\"}} {}",
+                    escape(name),
+                    escape(&plugin),
+                    field(&step).load(std::sync::atomic::Ordering::Relaxed)
+                );
+            }
+        }
+    }
+    header(
+        out,
+        "weir_plugin_call_duration_seconds",
+        "One call of a plugin's transform on a batch.",
+        "histogram",
+    );
+    for (name, stats) in pipelines {
+        for (plugin, step) in stats.plugin_stats() {
+            let labels = format!(
+                "pipeline=\"{}\",plugin=\"{}\"",
+                escape(name),
+                escape(&plugin)
+            );
+            histogram(
+                out,
+                "weir_plugin_call_duration_seconds",
+                &labels,
+                &step.call_latency.snapshot(),
+            );
+        }
+    }
+}
+
+/// Reads one counter of a plugin's step.
+type PluginField = fn(&crate::observe::PluginStepStats) -> &std::sync::atomic::AtomicU64;
+
+/// Writes a histogram's `_bucket`, `_sum` and `_count` series.
+fn histogram(out: &mut String, name: &str, labels: &str, snapshot: &HistogramSnapshot) {
+    for (bound, count) in snapshot.cumulative() {
+        let le = if bound.is_infinite() {
+            "+Inf".to_owned()
+        } else {
+            bound.to_string()
+        };
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", snapshot.sum_seconds);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", snapshot.count);
+}
+
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -140,5 +316,32 @@ mod tests {
         );
         assert!(text.contains("weir_records_dead_lettered_total{pipeline=\"a\\\"b\"} 2"));
         assert!(text.contains("# TYPE weir_batches_total counter"));
+    }
+
+    #[test]
+    fn histograms_have_cumulative_buckets_sum_and_count() {
+        let stats = Arc::new(PipelineStats::new("p"));
+        stats
+            .batch_latency()
+            .observe(std::time::Duration::from_millis(3));
+        stats
+            .plugin("user-profile")
+            .record_call(4, 3, 1, std::time::Duration::from_micros(200));
+        let pipelines = BTreeMap::from([("p".to_owned(), stats)]);
+        let text = render(&pipelines, &PluginSlots::default());
+        for expected in [
+            "weir_batch_duration_seconds_bucket{pipeline=\"p\",le=\"0.0025\"} 0",
+            "weir_batch_duration_seconds_bucket{pipeline=\"p\",le=\"0.005\"} 1",
+            "weir_batch_duration_seconds_bucket{pipeline=\"p\",le=\"+Inf\"} 1",
+            "weir_batch_duration_seconds_count{pipeline=\"p\"} 1",
+            "weir_plugin_call_duration_seconds_count{pipeline=\"p\",plugin=\"user-profile\"} 1",
+            "weir_plugin_records_in_total{pipeline=\"p\",plugin=\"user-profile\"} 4",
+            "weir_plugin_records_out_total{pipeline=\"p\",plugin=\"user-profile\"} 3",
+            "weir_plugin_records_dead_lettered_total{pipeline=\"p\",plugin=\"user-profile\"} 1",
+            "weir_queue_depth_batches{pipeline=\"p\",queue=\"sink\"} 0",
+            "weir_sink_retries_total{pipeline=\"p\",destination=\"dead_letter\"} 0",
+        ] {
+            assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+        }
     }
 }

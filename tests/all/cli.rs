@@ -12,6 +12,8 @@ fn every_subcommand_has_help() {
         vec!["plugin", "--help"],
         vec!["plugin", "build", "--help"],
         vec!["plugin", "list", "--help"],
+        vec!["plugin", "rollback", "--help"],
+        vec!["tap", "--help"],
         vec!["bench", "--help"],
         vec!["bench", "plugin", "--help"],
         vec!["bench", "swap", "--help"],
@@ -36,9 +38,44 @@ fn every_subcommand_has_help() {
         );
     }
     let top = String::from_utf8_lossy(&run_weir(dir.path(), &["--help"]).stdout).to_string();
-    for command in ["run", "validate", "plugin", "bench"] {
+    for command in ["run", "validate", "tap", "plugin", "bench"] {
         assert!(top.contains(command), "{top}");
     }
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_structured_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "[[pipeline]]\nname = \"logged\"\nsource = { type = \"generate\", count = 10, seed = 1 }\nsink = { type = \"blackhole\" }\ndead_letter = { type = \"stdout\" }\n",
+    )
+    .unwrap();
+    let output = run_weir(
+        dir.path(),
+        &[
+            "--log-format",
+            "json",
+            "run",
+            "p.toml",
+            "--no-admin",
+            "--no-watch",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let finished = lines
+        .iter()
+        .find(|line| line["message"] == "Pipeline finished.")
+        .unwrap_or_else(|| panic!("no `Pipeline finished.` line in {stderr}"));
+    assert_eq!(finished["level"], "INFO");
+    assert_eq!(finished["pipeline"], "logged");
+    assert_eq!(finished["records_in"], 10);
+    assert!(finished["timestamp"].is_string());
 }
 
 #[test]

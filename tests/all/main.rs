@@ -11,6 +11,7 @@ mod crash;
 mod faults;
 mod hot_swap;
 mod metrics;
+mod observe;
 mod pipelines;
 mod poison;
 mod quickstart;

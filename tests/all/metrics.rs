@@ -1,5 +1,6 @@
 //! `/metrics` of a running weir, parsed with a Prometheus text-format parser, against the traffic
-//! the test sent: records in, out and dead-lettered, and the active plugin version.
+//! the test sent: records in, out and dead-lettered per pipeline and per plugin, latency
+//! histograms, queue depths, sink retries and the active plugin version.
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,16 +12,53 @@ use crate::pipelines::write_input;
 use crate::support::plugin_registry;
 
 fn sample(scrape: &prometheus_parse::Scrape, metric: &str, label: (&str, &str)) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == metric && s.labels.get(label.0) == Some(label.1))
-        .and_then(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => Some(v),
-            _ => None,
-        })
+    sample_with(scrape, metric, &[label])
+}
+
+/// The value of the series of `metric` whose labels include all of `labels`.
+pub fn sample_with(
+    scrape: &prometheus_parse::Scrape,
+    metric: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    series(scrape, metric, labels).and_then(|s| match s.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => Some(v),
+        _ => None,
+    })
+}
+
+fn series<'a>(
+    scrape: &'a prometheus_parse::Scrape,
+    metric: &str,
+    labels: &[(&str, &str)],
+) -> Option<&'a prometheus_parse::Sample> {
+    scrape.samples.iter().find(|s| {
+        s.metric == metric
+            && labels
+                .iter()
+                .all(|(name, value)| s.labels.get(name) == Some(*value))
+    })
+}
+
+/// The `(upper bound, cumulative count)` buckets of histogram `metric`.
+fn buckets(
+    scrape: &prometheus_parse::Scrape,
+    metric: &str,
+    labels: &[(&str, &str)],
+) -> Vec<(f64, f64)> {
+    match series(scrape, metric, labels).map(|s| &s.value) {
+        Some(prometheus_parse::Value::Histogram(buckets)) => {
+            buckets.iter().map(|b| (b.less_than, b.count)).collect()
+        }
+        other => panic!("{metric} {labels:?} is not a histogram: {other:?}"),
+    }
+}
+
+/// Parses a scrape.
+pub fn parse(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -64,8 +102,7 @@ async fn metrics_count_the_traffic_sent() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let scrape = loop {
         let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-        let scrape =
-            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        let scrape = parse(&text);
         if sample(&scrape, "weir_records_in_total", ("pipeline", "metered")) == Some(50.0) {
             break scrape;
         }
@@ -93,6 +130,77 @@ async fn metrics_count_the_traffic_sent() {
         .find(|s| s.metric == "weir_plugin_info" && s.labels.get("plugin") == Some("user-profile"))
         .unwrap();
     assert_eq!(info.labels.get("version"), Some(version.as_str()));
+
+    // Per plugin: the file source passes every line on, so user-profile saw all 50 and failed
+    // the two that are not users.
+    let step = [("pipeline", "metered"), ("plugin", "user-profile")];
+    assert_eq!(
+        sample_with(&scrape, "weir_plugin_records_in_total", &step),
+        Some(50.0)
+    );
+    assert_eq!(
+        sample_with(&scrape, "weir_plugin_records_out_total", &step),
+        Some(48.0)
+    );
+    assert_eq!(
+        sample_with(&scrape, "weir_plugin_records_dead_lettered_total", &step),
+        Some(2.0)
+    );
+
+    // Latency histograms: one batch latency per acknowledged batch, one call per batch that
+    // reached the plugin, and buckets that only grow.
+    let batches = sample(&scrape, "weir_batches_total", ("pipeline", "metered")).unwrap();
+    assert!(batches >= 1.0);
+    let batch_buckets = buckets(
+        &scrape,
+        "weir_batch_duration_seconds",
+        &[("pipeline", "metered")],
+    );
+    assert_eq!(batch_buckets.last(), Some(&(f64::INFINITY, batches)));
+    let call_buckets = buckets(&scrape, "weir_plugin_call_duration_seconds", &step);
+    let calls = call_buckets.last().unwrap().1;
+    assert!(
+        calls >= 1.0 && calls <= batches,
+        "{calls} calls for {batches} batches"
+    );
+    for histogram in [&batch_buckets, &call_buckets] {
+        assert!(
+            histogram.windows(2).all(|w| w[0].1 <= w[1].1),
+            "{histogram:?}"
+        );
+    }
+
+    // Idle now: nothing queued, nothing retried.
+    for queue in ["transform", "sink"] {
+        assert_eq!(
+            sample_with(
+                &scrape,
+                "weir_queue_depth_batches",
+                &[("pipeline", "metered"), ("queue", queue)]
+            ),
+            Some(0.0),
+            "{queue} queue"
+        );
+    }
+    assert!(
+        sample(
+            &scrape,
+            "weir_queue_capacity_batches",
+            ("pipeline", "metered")
+        )
+        .unwrap()
+            > 0.0
+    );
+    for destination in ["sink", "dead_letter"] {
+        assert_eq!(
+            sample_with(
+                &scrape,
+                "weir_sink_retries_total",
+                &[("pipeline", "metered"), ("destination", destination)]
+            ),
+            Some(0.0)
+        );
+    }
 
     app.shutdown_handle().send(true).unwrap();
     for (_, result) in app.wait().await {

@@ -4,3 +4,4 @@ pub mod bench;
 pub mod logging;
 pub mod plugin;
 pub mod run;
+pub mod tap;

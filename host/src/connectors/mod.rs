@@ -76,6 +76,12 @@ pub trait Source: Send {
     /// Records that every record at or before each of `positions` (one per stream and partition)
     /// has been acknowledged downstream, so the source may persist them.
     async fn commit(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError>;
+
+    /// How far the committed position is behind the end of each partition, for sources that
+    /// know (Kafka); `None` for the rest.
+    fn lag(&self) -> Option<Vec<crate::observe::PartitionLag>> {
+        None
+    }
 }
 
 /// A record a sink refused for what it contains (not JSON, a type mismatch): it goes to the

@@ -2,8 +2,10 @@
 //! so that one bad record becomes one dead letter and the rest flow on.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::config::TransformConfig;
+use crate::observe::{PluginStepStats, TapHub, TapPoint};
 use crate::record::{Record, SourcePosition, headers};
 use crate::registry::{Capability, PluginSlot, PluginVersion};
 use crate::runtime::{Grants, PluginError, PluginInstance, PluginLimits, RecordError};
@@ -85,6 +87,8 @@ pub struct ChainStep {
     generation: u64,
     instance: PluginInstance,
     version_header: String,
+    stats: Arc<PluginStepStats>,
+    tap: Arc<TapPoint>,
 }
 
 impl ChainStep {
@@ -98,6 +102,9 @@ impl ChainStep {
         let instance = instantiate_step(&version, &transform, limits)?;
         Ok(ChainStep {
             version_header: format!("{}{}", headers::VERSION_PREFIX, slot.name()),
+            // Unobserved until the chain joins a pipeline (`TransformChain::observe_into`).
+            stats: Arc::default(),
+            tap: TapHub::default().point(slot.name()),
             slot,
             transform,
             limits,
@@ -183,9 +190,24 @@ impl TransformChain {
     pub fn fork(&self) -> Result<TransformChain, PluginError> {
         self.steps
             .iter()
-            .map(|step| ChainStep::new(Arc::clone(&step.slot), step.transform.clone(), step.limits))
+            .map(|step| {
+                let mut forked =
+                    ChainStep::new(Arc::clone(&step.slot), step.transform.clone(), step.limits)?;
+                forked.stats = Arc::clone(&step.stats);
+                forked.tap = Arc::clone(&step.tap);
+                Ok(forked)
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(TransformChain::new)
+    }
+
+    /// Counts each step's records and call latency into `stats`, and offers its outputs to the
+    /// pipeline's tap of the plugin's stage. Forks made afterwards share them.
+    pub fn observe_into(&mut self, stats: &super::PipelineStats) {
+        for step in &mut self.steps {
+            step.stats = stats.plugin(step.slot.name());
+            step.tap = stats.taps().point(step.slot.name());
+        }
     }
 
     /// Runs a batch through every step. Each output carries a `weir.version.NAME` header per
@@ -202,7 +224,9 @@ impl TransformChain {
             if records.is_empty() {
                 break;
             }
+            let called = Instant::now();
             let results = step.instance.transform(&records);
+            let took = called.elapsed();
             let version = step.instance.plugin().version().to_owned();
             let mut failed = 0u64;
             let seen = records.len() as u64;
@@ -232,6 +256,13 @@ impl TransformChain {
                 }
             }
             step.slot.report(step.generation, seen, failed);
+            step.stats
+                .record_call(seen as usize, next_records.len(), failed as usize, took);
+            step.tap.offer(
+                next_records
+                    .iter()
+                    .zip(next_origins.iter().map(|&origin| positions.get(origin))),
+            );
             records = next_records;
             origins = next_origins;
         }

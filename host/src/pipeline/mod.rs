@@ -11,21 +11,27 @@ mod stats;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
 use crate::config::PipelineConfig;
 use crate::connectors::{ConnectorError, Sink, Source};
+use crate::observe::QueueDepth;
+use crate::observe::tap::{DEAD_LETTER_STAGE, SINK_STAGE, SOURCE_STAGE};
 use crate::record::{Record, SourcePosition, SourceRecord};
 use crate::registry::PluginSlots;
 use crate::runtime::{PluginError, RecordError, RecordErrorKind};
 
 pub use chain::{ChainOutput, ChainStep, FailedAt, Failure, TransformChain, instantiate_step};
-pub use stats::{PipelineReport, PipelineStats};
+pub use stats::{
+    LatencySummary, PipelineReport, PipelineStats, PipelineStatus, PluginStatus, QueueStatus,
+};
 
-/// How often a running pipeline logs its progress.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// How often a running pipeline samples its counters for the rates.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// How often a running pipeline logs its progress, in samples.
+const PROGRESS_EVERY_SAMPLES: u32 = 5;
 
 /// A pipeline could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +82,8 @@ struct Batch {
     inputs: usize,
     /// The highest position per stream and partition: what acknowledging this batch commits.
     commit: Vec<SourcePosition>,
+    /// When the source returned it.
+    polled_at: Instant,
 }
 
 /// A batch after the chain.
@@ -83,6 +91,7 @@ struct Processed {
     inputs: usize,
     output: ChainOutput,
     commit: Vec<SourcePosition>,
+    polled_at: Instant,
 }
 
 /// Builds the plugin chain of `config` from the live plugin slots (runs each plugin's `init`).
@@ -157,7 +166,7 @@ pub async fn run(
 pub async fn run_with(
     config: PipelineConfig,
     connectors: Connectors,
-    chain: TransformChain,
+    mut chain: TransformChain,
     stats: Arc<PipelineStats>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<PipelineReport, PipelineError> {
@@ -177,8 +186,15 @@ pub async fn run_with(
         "Pipeline started."
     );
 
+    // Register the stages in pipeline order for `weir tap`, and count each plugin's work.
+    stats.taps().point(SOURCE_STAGE);
+    chain.observe_into(&stats);
+    stats.taps().point(SINK_STAGE);
+    stats.taps().point(DEAD_LETTER_STAGE);
+
     // Half the in-flight budget waits before the chain, half before the sink.
     let depth = config.batch.max_in_flight.div_ceil(2).max(1);
+    stats.set_queue_capacity(depth * (config.workers.max(1) + 1));
     let (processed_tx, processed_rx) = mpsc::channel::<Processed>(depth);
     let wanted = config.workers;
     let chains = tokio::task::spawn_blocking(move || {
@@ -209,6 +225,7 @@ pub async fn run_with(
             chain,
             batch_rx,
             processed_tx.clone(),
+            Arc::clone(&stats),
         ));
     }
     drop(processed_tx);
@@ -223,9 +240,10 @@ pub async fn run_with(
         Arc::clone(&stats),
         shutdown.clone(),
     ));
-    let progress = tokio::spawn(log_progress(name.clone(), Arc::clone(&stats)));
+    let progress = tokio::spawn(monitor(name.clone(), Arc::clone(&stats)));
 
-    let source_result = source_stage(&name, source, &config, batch_txs, ack_rx, shutdown).await;
+    let source_result =
+        source_stage(&name, source, &config, batch_txs, ack_rx, &stats, shutdown).await;
     let sink_result = sink_stage.await;
     let mut transform_result = Ok(());
     for worker in workers {
@@ -265,11 +283,16 @@ async fn source_stage(
     config: &PipelineConfig,
     batch_txs: Vec<mpsc::Sender<Batch>>,
     mut ack_rx: mpsc::UnboundedReceiver<Vec<SourcePosition>>,
+    stats: &PipelineStats,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectorError> {
     let mut result = Ok(());
     let mut commits = PendingCommits::default();
+    let source_tap = stats.taps().point(SOURCE_STAGE);
     loop {
+        if let Some(lag) = source.lag() {
+            stats.set_lag(lag);
+        }
         while let Ok(positions) = ack_rx.try_recv() {
             commits.add(positions);
         }
@@ -299,8 +322,9 @@ async fn source_stage(
                 break;
             }
         };
+        source_tap.offer(records.iter().map(|r| (&r.record, Some(&r.position))));
         reject_oversized(&mut records, config.limits.max_record_bytes);
-        if !route(&batch_txs, records).await {
+        if !route(&batch_txs, records, stats.transform_queue()).await {
             break;
         }
     }
@@ -353,9 +377,25 @@ fn reject_oversized(records: &mut [SourceRecord], max_bytes: usize) {
 
 /// Sends records to the workers, split by partition so that each partition always goes to the
 /// same worker and stays in order. False when the workers are gone.
-async fn route(workers: &[mpsc::Sender<Batch>], records: Vec<SourceRecord>) -> bool {
+async fn route(
+    workers: &[mpsc::Sender<Batch>],
+    records: Vec<SourceRecord>,
+    queue: &QueueDepth,
+) -> bool {
+    let send = |worker: &mpsc::Sender<Batch>, records: Vec<SourceRecord>| {
+        let batch = Batch::from(records);
+        queue.entering();
+        let worker = worker.clone();
+        async move {
+            let sent = worker.send(batch).await.is_ok();
+            if !sent {
+                queue.left();
+            }
+            sent
+        }
+    };
     if workers.len() == 1 {
-        return workers[0].send(Batch::from(records)).await.is_ok();
+        return send(&workers[0], records).await;
     }
     let mut shares: Vec<Vec<SourceRecord>> = vec![Vec::new(); workers.len()];
     for record in records {
@@ -363,7 +403,7 @@ async fn route(workers: &[mpsc::Sender<Batch>], records: Vec<SourceRecord>) -> b
         shares[worker].push(record);
     }
     for (worker, share) in workers.iter().zip(shares) {
-        if !share.is_empty() && worker.send(Batch::from(share)).await.is_err() {
+        if !share.is_empty() && !send(worker, share).await {
             return false;
         }
     }
@@ -468,6 +508,7 @@ impl From<Vec<SourceRecord>> for Batch {
             malformed,
             inputs,
             commit,
+            polled_at: Instant::now(),
         }
     }
 }
@@ -478,9 +519,11 @@ fn spawn_transform_stage(
     mut chain: TransformChain,
     mut batch_rx: mpsc::Receiver<Batch>,
     processed_tx: mpsc::Sender<Processed>,
+    stats: Arc<PipelineStats>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::task::spawn_blocking(move || {
         while let Some(batch) = batch_rx.blocking_recv() {
+            stats.transform_queue().left();
             let inputs = batch.inputs;
             let mut output = chain.apply(batch.records, &batch.positions);
             output.failures.extend(batch.malformed);
@@ -497,8 +540,11 @@ fn spawn_transform_stage(
                 inputs,
                 output,
                 commit: batch.commit,
+                polled_at: batch.polled_at,
             };
+            stats.sink_queue().entering();
             if processed_tx.blocking_send(processed).is_err() {
+                stats.sink_queue().left();
                 break;
             }
         }
@@ -515,7 +561,10 @@ async fn sink_stage(
     stats: Arc<PipelineStats>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectorError> {
+    let sink_tap = stats.taps().point(SINK_STAGE);
+    let dead_letter_tap = stats.taps().point(DEAD_LETTER_STAGE);
     while let Some(processed) = processed_rx.recv().await {
+        stats.sink_queue().left();
         let ChainOutput {
             outputs,
             positions,
@@ -523,9 +572,29 @@ async fn sink_stage(
         } = processed.output;
         let mut written = outputs.len();
         if !outputs.is_empty() {
-            let rejected =
-                retry::write_with_backoff("sink", sink.as_mut(), &outputs, &mut shutdown).await?;
+            let writing = Instant::now();
+            let rejected = retry::write_with_backoff(
+                "sink",
+                sink.as_mut(),
+                &outputs,
+                &mut shutdown,
+                stats.sink_retries(),
+            )
+            .await?;
+            stats.sink_write_latency().observe(writing.elapsed());
             written -= rejected.len();
+            if sink_tap.is_watched() {
+                let refused: std::collections::HashSet<usize> =
+                    rejected.iter().map(|r| r.index).collect();
+                sink_tap.offer(
+                    outputs
+                        .iter()
+                        .zip(&positions)
+                        .enumerate()
+                        .filter(|(i, _)| !refused.contains(i))
+                        .map(|(_, (record, position))| (record, Some(position))),
+                );
+            }
             failures.extend(rejected.into_iter().filter_map(|rejected| {
                 Some(Failure {
                     record: outputs.get(rejected.index)?.clone(),
@@ -538,6 +607,7 @@ async fn sink_stage(
                 })
             }));
         }
+        stats.dead_letters().push(&failures);
         let dead_letters: Vec<Record> = failures
             .into_iter()
             .map(|failure| failure.into_dead_letter(&pipeline))
@@ -548,6 +618,7 @@ async fn sink_stage(
                 dead_letter.as_mut(),
                 &dead_letters,
                 &mut shutdown,
+                stats.dead_letter_retries(),
             )
             .await?;
             if let Some(first) = refused.first() {
@@ -562,7 +633,9 @@ async fn sink_stage(
                 ));
             }
         }
+        dead_letter_tap.offer(dead_letters.iter().map(|record| (record, None)));
         stats.record_batch(processed.inputs, written, dead_letters.len());
+        stats.batch_latency().observe(processed.polled_at.elapsed());
         if ack_tx.send(processed.commit).is_err() {
             break;
         }
@@ -572,14 +645,21 @@ async fn sink_stage(
     Ok(())
 }
 
-async fn log_progress(pipeline: String, stats: Arc<PipelineStats>) {
-    let mut ticker = tokio::time::interval(PROGRESS_EVERY);
-    ticker.tick().await;
+/// Samples the counters every second for the rates, and logs progress every few seconds.
+async fn monitor(pipeline: String, stats: Arc<PipelineStats>) {
+    let mut ticker = tokio::time::interval(SAMPLE_EVERY);
     let mut last_in = 0;
+    let mut samples = 0u32;
     loop {
         ticker.tick().await;
+        stats.sample_rates();
+        samples += 1;
+        if !samples.is_multiple_of(PROGRESS_EVERY_SAMPLES) {
+            continue;
+        }
         let report = stats.snapshot(&pipeline);
-        let rate = (report.records_in - last_in) as f64 / PROGRESS_EVERY.as_secs_f64();
+        let period = SAMPLE_EVERY * PROGRESS_EVERY_SAMPLES;
+        let rate = (report.records_in - last_in) as f64 / period.as_secs_f64();
         last_in = report.records_in;
         tracing::info!(
             pipeline,

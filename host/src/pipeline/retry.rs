@@ -1,6 +1,7 @@
 //! Retries of sink writes: capped exponential backoff with jitter, for as long as the pipeline
 //! runs, because dropping data is never the answer to an outage.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::RngExt;
@@ -15,12 +16,14 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Writes `records` to `sink` until it succeeds, fails permanently, or shutdown is requested
-/// while it is failing (then the last error is returned and nothing is acknowledged).
+/// while it is failing (then the last error is returned and nothing is acknowledged). Each retry
+/// is counted in `retries`.
 pub async fn write_with_backoff(
     what: &str,
     sink: &mut dyn Sink,
     records: &[Record],
     shutdown: &mut watch::Receiver<bool>,
+    retries: &AtomicU64,
 ) -> Result<Vec<Rejected>, ConnectorError> {
     let mut backoff = INITIAL_BACKOFF;
     let mut attempt = 1u32;
@@ -46,6 +49,7 @@ pub async fn write_with_backoff(
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
         attempt += 1;
+        retries.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -85,12 +89,14 @@ mod tests {
             retry: Retry::WithBackoff,
             calls: 0,
         };
+        let retries = AtomicU64::new(0);
         assert!(
-            write_with_backoff("t", &mut sink, &[], &mut rx)
+            write_with_backoff("t", &mut sink, &[], &mut rx, &retries)
                 .await
                 .is_ok()
         );
         assert_eq!(sink.calls, 3);
+        assert_eq!(retries.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
@@ -102,7 +108,7 @@ mod tests {
             calls: 0,
         };
         assert!(
-            write_with_backoff("t", &mut sink, &[], &mut rx)
+            write_with_backoff("t", &mut sink, &[], &mut rx, &AtomicU64::new(0))
                 .await
                 .is_err()
         );
@@ -119,7 +125,7 @@ mod tests {
             calls: 0,
         };
         assert!(
-            write_with_backoff("t", &mut sink, &[], &mut rx)
+            write_with_backoff("t", &mut sink, &[], &mut rx, &AtomicU64::new(0))
                 .await
                 .is_err()
         );

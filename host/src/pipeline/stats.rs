@@ -1,10 +1,19 @@
-//! Live counters of a pipeline, shared by its stages, and the summary printed when it ends.
+//! Live counters of a pipeline, shared by its stages, the summary printed when it ends, and the
+//! detailed status the admin server serves.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Counters updated by the pipeline's stages.
+use serde::Serialize;
+
+use crate::observe::{
+    DeadLetterSummary, HistogramSnapshot, LatencyHistogram, PartitionLag, PluginStepStats,
+    QueueDepth, RateWindow, Rates, RecentDeadLetters, TapHub,
+};
+
+/// Counters and gauges updated by the pipeline's stages.
 #[derive(Debug)]
 pub struct PipelineStats {
     started: Instant,
@@ -12,21 +21,52 @@ pub struct PipelineStats {
     records_out: AtomicU64,
     dead_lettered: AtomicU64,
     batches: AtomicU64,
+    sink_retries: AtomicU64,
+    dead_letter_retries: AtomicU64,
+    /// From a batch leaving the source to its acknowledgement.
+    batch_latency: LatencyHistogram,
+    /// One sink write, retries included.
+    sink_write_latency: LatencyHistogram,
+    transform_queue: QueueDepth,
+    sink_queue: QueueDepth,
+    queue_capacity: AtomicU64,
+    plugins: Mutex<Vec<(String, Arc<PluginStepStats>)>>,
+    lag: Mutex<Vec<PartitionLag>>,
+    rates: Mutex<RateWindow>,
+    dead_letters: RecentDeadLetters,
+    taps: TapHub,
 }
 
 impl Default for PipelineStats {
     fn default() -> Self {
+        PipelineStats::new("")
+    }
+}
+
+impl PipelineStats {
+    /// Fresh counters for pipeline `name`.
+    pub fn new(name: &str) -> Self {
         PipelineStats {
             started: Instant::now(),
             records_in: AtomicU64::new(0),
             records_out: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            sink_retries: AtomicU64::new(0),
+            dead_letter_retries: AtomicU64::new(0),
+            batch_latency: LatencyHistogram::default(),
+            sink_write_latency: LatencyHistogram::default(),
+            transform_queue: QueueDepth::default(),
+            sink_queue: QueueDepth::default(),
+            queue_capacity: AtomicU64::new(0),
+            plugins: Mutex::new(Vec::new()),
+            lag: Mutex::new(Vec::new()),
+            rates: Mutex::new(RateWindow::default()),
+            dead_letters: RecentDeadLetters::default(),
+            taps: TapHub::new(name),
         }
     }
-}
 
-impl PipelineStats {
     /// Counts a batch acknowledged by the sink.
     pub fn record_batch(&self, records_in: usize, records_out: usize, dead_lettered: usize) {
         self.records_in
@@ -36,6 +76,90 @@ impl PipelineStats {
         self.dead_lettered
             .fetch_add(dead_lettered as u64, Ordering::Relaxed);
         self.batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counter of retried sink writes.
+    pub fn sink_retries(&self) -> &AtomicU64 {
+        &self.sink_retries
+    }
+
+    /// The counter of retried dead-letter writes.
+    pub fn dead_letter_retries(&self) -> &AtomicU64 {
+        &self.dead_letter_retries
+    }
+
+    /// Source-to-acknowledgement time of each batch.
+    pub fn batch_latency(&self) -> &LatencyHistogram {
+        &self.batch_latency
+    }
+
+    /// Time of each sink write, retries included.
+    pub fn sink_write_latency(&self) -> &LatencyHistogram {
+        &self.sink_write_latency
+    }
+
+    /// Batches waiting for a transform worker.
+    pub fn transform_queue(&self) -> &QueueDepth {
+        &self.transform_queue
+    }
+
+    /// Batches waiting for the sink.
+    pub fn sink_queue(&self) -> &QueueDepth {
+        &self.sink_queue
+    }
+
+    /// Sets how many batches the queues hold at most, all workers together.
+    pub fn set_queue_capacity(&self, batches: usize) {
+        self.queue_capacity.store(batches as u64, Ordering::Relaxed);
+    }
+
+    /// How many batches the queues hold at most.
+    pub fn queue_capacity(&self) -> u64 {
+        self.queue_capacity.load(Ordering::Relaxed)
+    }
+
+    /// The counters of plugin `name`, created on first use; every worker shares them.
+    pub fn plugin(&self, name: &str) -> Arc<PluginStepStats> {
+        let mut plugins = self.plugins.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, stats)) = plugins.iter().find(|(n, _)| n == name) {
+            return Arc::clone(stats);
+        }
+        let stats = Arc::new(PluginStepStats::default());
+        plugins.push((name.to_owned(), Arc::clone(&stats)));
+        stats
+    }
+
+    /// Replaces the source's consumer lag.
+    pub fn set_lag(&self, lag: Vec<PartitionLag>) {
+        *self.lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
+    }
+
+    /// The source's consumer lag, per partition.
+    pub fn lag(&self) -> Vec<PartitionLag> {
+        self.lag.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Samples the counters for the rates; called once a second.
+    pub fn sample_rates(&self) {
+        let counters = [
+            self.records_in.load(Ordering::Relaxed),
+            self.records_out.load(Ordering::Relaxed),
+            self.dead_lettered.load(Ordering::Relaxed),
+        ];
+        self.rates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sample(Instant::now(), counters);
+    }
+
+    /// The latest dead letters.
+    pub fn dead_letters(&self) -> &RecentDeadLetters {
+        &self.dead_letters
+    }
+
+    /// The taps of the pipeline's stages.
+    pub fn taps(&self) -> &TapHub {
+        &self.taps
     }
 
     /// The counters now.
@@ -49,10 +173,128 @@ impl PipelineStats {
             elapsed: self.started.elapsed(),
         }
     }
+
+    /// Everything known about the pipeline now, for the JSON API and the status page.
+    pub fn status(&self, pipeline: &str) -> PipelineStatus {
+        let lag = self.lag();
+        let plugins = self.plugins.lock().unwrap_or_else(|e| e.into_inner());
+        PipelineStatus {
+            report: self.snapshot(pipeline),
+            rates: self.rates.lock().unwrap_or_else(|e| e.into_inner()).rates(),
+            sink_retries: self.sink_retries.load(Ordering::Relaxed),
+            dead_letter_retries: self.dead_letter_retries.load(Ordering::Relaxed),
+            queues: QueueStatus {
+                transform: self.transform_queue.get(),
+                sink: self.sink_queue.get(),
+                capacity: self.queue_capacity(),
+            },
+            lag_total: lag.iter().map(|p| p.lag.max(0)).sum(),
+            lag,
+            batch_latency: LatencySummary::of(&self.batch_latency.snapshot()),
+            sink_write_latency: LatencySummary::of(&self.sink_write_latency.snapshot()),
+            plugins: plugins
+                .iter()
+                .map(|(name, stats)| PluginStatus {
+                    name: name.clone(),
+                    records_in: stats.records_in.load(Ordering::Relaxed),
+                    records_out: stats.records_out.load(Ordering::Relaxed),
+                    records_failed: stats.records_failed.load(Ordering::Relaxed),
+                    call_latency: LatencySummary::of(&stats.call_latency.snapshot()),
+                })
+                .collect(),
+            stages: self.taps.stages(),
+            recent_dead_letters: self.dead_letters.list(),
+        }
+    }
+
+    /// Each plugin's counters, in chain order.
+    pub fn plugin_stats(&self) -> Vec<(String, Arc<PluginStepStats>)> {
+        self.plugins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// A pipeline in detail: counters, rates, queues, lag, latencies, plugins and dead letters.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineStatus {
+    /// The counters.
+    #[serde(flatten)]
+    pub report: PipelineReport,
+    /// Records per second over the last ten seconds.
+    pub rates: Rates,
+    /// Sink writes retried after a transient failure.
+    pub sink_retries: u64,
+    /// Dead-letter writes retried after a transient failure.
+    pub dead_letter_retries: u64,
+    /// Batches waiting between stages.
+    pub queues: QueueStatus,
+    /// Consumer lag per partition (Kafka sources).
+    pub lag: Vec<PartitionLag>,
+    /// Consumer lag over every partition.
+    pub lag_total: i64,
+    /// Source-to-acknowledgement time of a batch.
+    pub batch_latency: LatencySummary,
+    /// Time of a sink write, retries included.
+    pub sink_write_latency: LatencySummary,
+    /// The plugins, in chain order.
+    pub plugins: Vec<PluginStatus>,
+    /// The stages `weir tap` can watch.
+    pub stages: Vec<String>,
+    /// The latest dead letters, newest first.
+    pub recent_dead_letters: Vec<DeadLetterSummary>,
+}
+
+/// Batches waiting between stages.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct QueueStatus {
+    /// Waiting for a transform worker.
+    pub transform: u64,
+    /// Waiting for the sink.
+    pub sink: u64,
+    /// The most both queues hold together.
+    pub capacity: u64,
+}
+
+/// One plugin of a pipeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginStatus {
+    /// The plugin.
+    pub name: String,
+    /// Records given to it.
+    pub records_in: u64,
+    /// Records it returned.
+    pub records_out: u64,
+    /// Records it failed.
+    pub records_failed: u64,
+    /// Time of one call (a batch).
+    pub call_latency: LatencySummary,
+}
+
+/// Quantiles of a latency histogram, in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LatencySummary {
+    /// Durations recorded.
+    pub count: u64,
+    /// Median estimate.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile estimate.
+    pub p99_ms: Option<f64>,
+}
+
+impl LatencySummary {
+    fn of(snapshot: &HistogramSnapshot) -> Self {
+        LatencySummary {
+            count: snapshot.count,
+            p50_ms: snapshot.quantile(0.5).map(|s| s * 1000.0),
+            p99_ms: snapshot.quantile(0.99).map(|s| s * 1000.0),
+        }
+    }
 }
 
 /// What a pipeline did: acknowledged counts only, so the numbers are what reached a store.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct PipelineReport {
     /// The pipeline.
     pub pipeline: String,

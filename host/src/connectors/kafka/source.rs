@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::client_config;
+use super::lag::{LagContext, STATISTICS_INTERVAL_MS};
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
 use crate::record::{Header, Record, SourcePosition, SourceRecord};
 
@@ -65,7 +66,8 @@ impl KafkaSourceConfig {
 /// Consumes topics as a group member.
 pub struct KafkaSource {
     name: String,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<LagContext>>,
+    lag: LagContext,
     streams: BTreeMap<String, Arc<str>>,
 }
 
@@ -83,6 +85,7 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
             .set(
                 "auto.offset.reset",
                 match config.offset_reset {
@@ -90,9 +93,11 @@ impl KafkaSource {
                     OffsetReset::Latest => "latest",
                 },
             );
-        let consumer: StreamConsumer = client.create().map_err(|e| {
-            ConnectorError::fatal(&name, format!("cannot create the consumer: {e}"))
-        })?;
+        let lag = LagContext::new(config.offset_reset == OffsetReset::Earliest);
+        let consumer: StreamConsumer<LagContext> =
+            client.create_with_context(lag.clone()).map_err(|e| {
+                ConnectorError::fatal(&name, format!("cannot create the consumer: {e}"))
+            })?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
@@ -100,6 +105,7 @@ impl KafkaSource {
         Ok(KafkaSource {
             name,
             consumer: Arc::new(consumer),
+            lag,
             streams: config
                 .topics
                 .iter()
@@ -179,6 +185,10 @@ impl Source for KafkaSource {
             }
         }
         Ok(Some(batch))
+    }
+
+    fn lag(&self) -> Option<Vec<crate::observe::PartitionLag>> {
+        self.lag.latest()
     }
 
     async fn commit(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError> {

@@ -1,32 +1,49 @@
-//! The admin HTTP API (loopback by default): plugin versions and rollback, pipeline counters,
-//! Prometheus metrics and health. `weir plugin list` and `weir plugin rollback` are its clients.
+//! The admin HTTP server (loopback by default): the status page, the JSON API behind it,
+//! Prometheus metrics, health, plugin rollback and record taps. `weir plugin list`,
+//! `weir plugin rollback` and `weir tap` are its clients.
+
+mod tap;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::json;
 
-use crate::pipeline::PipelineStats;
-use crate::registry::{PluginSlots, RollbackError};
+use crate::pipeline::{PipelineStats, PipelineStatus};
+use crate::registry::{PluginSlots, RollbackError, SlotInfo};
+
+/// The status page: one HTML file with its styles and script inline, so it needs no build step
+/// and no asset route.
+const STATUS_PAGE: &str = include_str!("status.html");
 
 /// What the admin handlers read.
 #[derive(Clone)]
 pub struct AdminState {
     slots: PluginSlots,
     pipelines: Arc<BTreeMap<String, Arc<PipelineStats>>>,
+    started: std::time::Instant,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AdminState {
-    /// State over the live slots and each pipeline's counters.
-    pub fn new(slots: PluginSlots, pipelines: BTreeMap<String, Arc<PipelineStats>>) -> Self {
+    /// State over the live slots and each pipeline's counters; `shutdown` turns true when the
+    /// process starts draining, which makes it no longer ready.
+    pub fn new(
+        slots: PluginSlots,
+        pipelines: BTreeMap<String, Arc<PipelineStats>>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         AdminState {
             slots,
             pipelines: Arc::new(pipelines),
+            started: std::time::Instant::now(),
+            shutdown,
         }
     }
 }
@@ -34,12 +51,15 @@ impl AdminState {
 /// The routes.
 pub fn router(state: AdminState) -> Router {
     Router::new()
+        .route("/", get(|| async { Html(STATUS_PAGE) }))
         .route("/health", get(|| async { "ok" }))
-        .route("/ready", get(|| async { "ready" }))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/plugins", get(list_plugins))
         .route("/api/plugins/{name}/rollback", post(rollback))
         .route("/api/pipelines", get(list_pipelines))
+        .route("/api/status", get(status))
+        .route("/api/pipelines/{name}/tap", get(tap::tap))
         .with_state(state)
 }
 
@@ -58,6 +78,15 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         )],
         crate::metrics::render(&state.pipelines, &state.slots),
     )
+}
+
+/// Ready while the pipelines run; 503 once a shutdown (a signal, or a failed pipeline) began.
+async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
+    if *state.shutdown.borrow() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else {
+        (StatusCode::OK, "ready")
+    }
 }
 
 async fn list_plugins(State(state): State<AdminState>) -> impl IntoResponse {
@@ -95,4 +124,30 @@ async fn list_pipelines(State(state): State<AdminState>) -> impl IntoResponse {
         .map(|(name, stats)| stats.snapshot(name))
         .collect();
     Json(reports)
+}
+
+/// Everything the status page shows, in one response.
+#[derive(Debug, Serialize)]
+pub struct StatusResponse {
+    /// Weir's version.
+    pub version: &'static str,
+    /// Seconds since the admin server started.
+    pub uptime_seconds: f64,
+    /// Each pipeline in detail.
+    pub pipelines: Vec<PipelineStatus>,
+    /// The plugins with their versions and history.
+    pub plugins: Vec<SlotInfo>,
+}
+
+async fn status(State(state): State<AdminState>) -> impl IntoResponse {
+    Json(StatusResponse {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: state.started.elapsed().as_secs_f64(),
+        pipelines: state
+            .pipelines
+            .iter()
+            .map(|(name, stats)| stats.status(name))
+            .collect(),
+        plugins: state.slots.describe(),
+    })
 }
