@@ -15,6 +15,7 @@ mod observe;
 mod pipelines;
 mod poison;
 mod quickstart;
+mod rebalance;
 mod resilience;
 mod runtime;
 mod seed;

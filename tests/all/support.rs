@@ -153,7 +153,9 @@ pub fn unique(prefix: &str) -> String {
 /// Sends the library's logs to the test's captured output, shown when a test fails.
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        ))
         .with_test_writer()
         .try_init();
 }

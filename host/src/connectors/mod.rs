@@ -82,6 +82,21 @@ pub trait Source: Send {
     fn lag(&self) -> Option<Vec<crate::observe::PartitionLag>> {
         None
     }
+
+    /// Where the pipeline reports each acknowledgement the moment it happens, for a source that
+    /// must act on them while it is busy polling (the Kafka source, which drains a partition
+    /// before giving it up in a rebalance). `commit` still follows as usual.
+    fn acknowledgements(&self) -> Option<std::sync::Arc<dyn Acknowledgements>> {
+        None
+    }
+}
+
+/// Receives the positions of each batch as soon as the sink and the dead-letter destination
+/// acknowledged it. Called from the sink stage, so it must be quick.
+pub trait Acknowledgements: Send + Sync {
+    /// Everything up to and including these positions (one per stream and partition) is
+    /// acknowledged.
+    fn acknowledged(&self, positions: &[SourcePosition]);
 }
 
 /// A record a sink refused for what it contains (not JSON, a type mismatch): it goes to the

@@ -230,13 +230,17 @@ pub async fn run_with(
     }
     drop(processed_tx);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Vec<SourcePosition>>();
+    let acknowledgements = Acknowledged {
+        channel: ack_tx,
+        source: source.acknowledgements(),
+    };
 
     let sink_stage = tokio::spawn(sink_stage(
         name.clone(),
         sink,
         dead_letter,
         processed_rx,
-        ack_tx,
+        acknowledgements,
         Arc::clone(&stats),
         shutdown.clone(),
     ));
@@ -551,13 +555,20 @@ fn spawn_transform_stage(
     })
 }
 
+/// Where the sink stage reports acknowledged batches: the source stage, which commits them, and
+/// the source itself where it wants to know at once.
+struct Acknowledged {
+    channel: mpsc::UnboundedSender<Vec<SourcePosition>>,
+    source: Option<Arc<dyn crate::connectors::Acknowledgements>>,
+}
+
 /// Writes outputs, then dead letters, then acknowledges the batch to the source.
 async fn sink_stage(
     pipeline: String,
     mut sink: Box<dyn Sink>,
     mut dead_letter: Box<dyn Sink>,
     mut processed_rx: mpsc::Receiver<Processed>,
-    ack_tx: mpsc::UnboundedSender<Vec<SourcePosition>>,
+    acknowledged: Acknowledged,
     stats: Arc<PipelineStats>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectorError> {
@@ -636,7 +647,10 @@ async fn sink_stage(
         dead_letter_tap.offer(dead_letters.iter().map(|record| (record, None)));
         stats.record_batch(processed.inputs, written, dead_letters.len());
         stats.batch_latency().observe(processed.polled_at.elapsed());
-        if ack_tx.send(processed.commit).is_err() {
+        if let Some(source) = &acknowledged.source {
+            source.acknowledged(&processed.commit);
+        }
+        if acknowledged.channel.send(processed.commit).is_err() {
             break;
         }
     }

@@ -1,11 +1,9 @@
-//! Consumer lag per partition, read from librdkafka's periodic statistics, so that measuring it
-//! costs no request to the broker and never blocks the consumer.
+//! Consumer lag per partition, read from librdkafka's periodic statistics (delivered to the
+//! consumer's context), so that measuring it costs no request to the broker and never blocks.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::ConsumerContext;
 use serde::Deserialize;
 
 use crate::observe::PartitionLag;
@@ -13,19 +11,19 @@ use crate::observe::PartitionLag;
 /// How often librdkafka emits statistics, in milliseconds: how fresh the lag is.
 pub const STATISTICS_INTERVAL_MS: &str = "1000";
 
-/// The consumer's context: keeps the lag from the latest statistics.
+/// The lag from the latest statistics.
 #[derive(Debug, Clone, Default)]
-pub struct LagContext {
+pub struct ConsumerLag {
     latest: Arc<Mutex<Option<Vec<PartitionLag>>>>,
     /// The group starts at the earliest offset where it committed nothing, so everything
     /// retained counts as lag until the first commit.
     from_earliest: bool,
 }
 
-impl LagContext {
-    /// A context for a consumer that starts from the earliest offset (or not) without a commit.
+impl ConsumerLag {
+    /// Lag of a consumer that starts from the earliest offset (or not) without a commit.
     pub fn new(from_earliest: bool) -> Self {
-        LagContext {
+        ConsumerLag {
             latest: Arc::default(),
             from_earliest,
         }
@@ -39,7 +37,8 @@ impl LagContext {
             .clone()
     }
 
-    fn update(&self, statistics: &[u8]) {
+    /// Takes the lag from one statistics report (librdkafka's JSON).
+    pub fn update(&self, statistics: &[u8]) {
         match serde_json::from_slice::<Statistics>(statistics) {
             Ok(statistics) => {
                 let lag = statistics.lag(self.from_earliest);
@@ -51,14 +50,6 @@ impl LagContext {
         }
     }
 }
-
-impl ClientContext for LagContext {
-    fn stats_raw(&self, statistics: &[u8]) {
-        self.update(statistics);
-    }
-}
-
-impl ConsumerContext for LagContext {}
 
 /// The parts of librdkafka's statistics JSON that lag needs.
 #[derive(Debug, Deserialize)]
@@ -141,7 +132,7 @@ mod tests {
 
     #[test]
     fn lag_is_counted_from_the_committed_offset_of_assigned_partitions() {
-        let context = LagContext::new(true);
+        let context = ConsumerLag::new(true);
         assert_eq!(context.latest(), None);
         context.update(
             statistics(r#"{"partition":0,"desired":true,"hi_offset":120,"lo_offset":0,"committed_offset":100,"consumer_lag":20}"#)
@@ -160,17 +151,17 @@ mod tests {
     #[test]
     fn before_the_first_commit_everything_retained_is_lag_when_starting_from_earliest() {
         let uncommitted = r#"{"partition":0,"desired":true,"hi_offset":120,"lo_offset":20,"committed_offset":-1001,"consumer_lag":-1}"#;
-        let earliest = LagContext::new(true);
+        let earliest = ConsumerLag::new(true);
         earliest.update(statistics(uncommitted).as_bytes());
         assert_eq!(earliest.latest().unwrap()[0].lag, 100);
-        let latest = LagContext::new(false);
+        let latest = ConsumerLag::new(false);
         latest.update(statistics(uncommitted).as_bytes());
         assert_eq!(latest.latest(), Some(Vec::new()));
     }
 
     #[test]
     fn unreadable_statistics_keep_the_previous_lag() {
-        let context = LagContext::new(true);
+        let context = ConsumerLag::new(true);
         context.update(b"not json");
         assert_eq!(context.latest(), None);
     }

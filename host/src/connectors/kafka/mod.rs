@@ -2,7 +2,9 @@
 //! and a consumer-group source whose offsets are committed only after downstream
 //! acknowledgement.
 
+mod context;
 mod lag;
+mod progress;
 mod sink;
 mod source;
 

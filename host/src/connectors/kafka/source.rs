@@ -1,5 +1,7 @@
 //! The `kafka` source: a consumer-group member that commits offsets only after the pipeline
-//! acknowledged everything before them, so a crash or a rebalance re-delivers instead of losing.
+//! acknowledged everything before them, so a crash re-delivers instead of losing, and that
+//! drains and commits a partition before giving it up in a rebalance, so its next owner neither
+//! misses nor repeats a record.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +16,9 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::client_config;
-use super::lag::{LagContext, STATISTICS_INTERVAL_MS};
+use super::context::GroupContext;
+use super::lag::{ConsumerLag, STATISTICS_INTERVAL_MS};
+use super::progress::PartitionProgress;
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
 use crate::record::{Header, Record, SourcePosition, SourceRecord};
 
@@ -42,9 +46,18 @@ pub struct KafkaSourceConfig {
     /// Where to start on partitions the group has no committed offset for.
     #[serde(default)]
     pub offset_reset: OffsetReset,
+    /// How long a rebalance waits for the records in flight from a revoked partition to be
+    /// acknowledged before committing and giving it up; what is still unacknowledged then is
+    /// re-delivered to the partition's next owner.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
     /// Extra librdkafka consumer properties.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+fn default_drain_timeout_ms() -> u64 {
+    10_000
 }
 
 impl KafkaSourceConfig {
@@ -66,8 +79,9 @@ impl KafkaSourceConfig {
 /// Consumes topics as a group member.
 pub struct KafkaSource {
     name: String,
-    consumer: Arc<StreamConsumer<LagContext>>,
-    lag: LagContext,
+    consumer: Arc<StreamConsumer<GroupContext>>,
+    lag: ConsumerLag,
+    progress: Arc<PartitionProgress>,
     streams: BTreeMap<String, Arc<str>>,
 }
 
@@ -93,9 +107,16 @@ impl KafkaSource {
                     OffsetReset::Latest => "latest",
                 },
             );
-        let lag = LagContext::new(config.offset_reset == OffsetReset::Earliest);
-        let consumer: StreamConsumer<LagContext> =
-            client.create_with_context(lag.clone()).map_err(|e| {
+        let lag = ConsumerLag::new(config.offset_reset == OffsetReset::Earliest);
+        let progress = Arc::new(PartitionProgress::default());
+        let context = GroupContext::new(
+            &name,
+            lag.clone(),
+            Arc::clone(&progress),
+            Duration::from_millis(config.drain_timeout_ms),
+        );
+        let consumer: StreamConsumer<GroupContext> =
+            client.create_with_context(context).map_err(|e| {
                 ConnectorError::fatal(&name, format!("cannot create the consumer: {e}"))
             })?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
@@ -106,6 +127,7 @@ impl KafkaSource {
             name,
             consumer: Arc::new(consumer),
             lag,
+            progress,
             streams: config
                 .topics
                 .iter()
@@ -151,6 +173,28 @@ impl KafkaSource {
     }
 }
 
+impl KafkaSource {
+    /// Drops the records gathered from partitions revoked by a rebalance that ran inside a poll
+    /// since `revocations` was read. They were never delivered, and the partition's next owner
+    /// (perhaps this consumer again) starts after the offset committed when it was revoked, so
+    /// they are read again there: dropping them here loses nothing and repeats nothing.
+    fn forget_revoked(&self, batch: &mut Vec<SourceRecord>, revocations: &mut u64) {
+        let now = self.progress.revocations();
+        if now == *revocations {
+            return;
+        }
+        let before = batch.len();
+        batch.retain(|r| {
+            !self.progress.revoked_since(
+                *revocations,
+                &(r.position.stream.to_string(), r.position.partition),
+            )
+        });
+        tracing::debug!(source = %self.name, dropped = before - batch.len(), "Dropped undelivered records of revoked partitions.");
+        *revocations = now;
+    }
+}
+
 fn transient(name: &str, error: KafkaError) -> ConnectorError {
     ConnectorError::transient(name, format!("consume failed: {error}"))
 }
@@ -168,6 +212,8 @@ impl Source for KafkaSource {
             Ok(Err(error)) => return Err(transient(&self.name, error)),
             Ok(Ok(message)) => self.convert(&message),
         };
+        // Rebalances that ran inside the first poll concern nothing gathered here.
+        let mut revocations = self.progress.revocations();
         let mut batch = Vec::with_capacity(max);
         batch.push(first);
         let deadline = Instant::now() + linger;
@@ -179,12 +225,31 @@ impl Source for KafkaSource {
                     break;
                 }
                 Ok(Ok(message)) => {
+                    // The message itself comes from the assignment in force after any rebalance
+                    // that ran inside this poll, so it is kept; what came before may not be.
+                    self.forget_revoked(&mut batch, &mut revocations);
                     let record = self.convert(&message);
                     batch.push(record);
                 }
             }
         }
+        self.forget_revoked(&mut batch, &mut revocations);
+        let mut highest: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for record in &batch {
+            let offset = highest
+                .entry((
+                    record.position.stream.to_string(),
+                    record.position.partition,
+                ))
+                .or_insert(record.position.offset);
+            *offset = (*offset).max(record.position.offset);
+        }
+        self.progress.delivered(highest);
         Ok(Some(batch))
+    }
+
+    fn acknowledgements(&self) -> Option<Arc<dyn crate::connectors::Acknowledgements>> {
+        Some(Arc::clone(&self.progress) as Arc<dyn crate::connectors::Acknowledgements>)
     }
 
     fn lag(&self) -> Option<Vec<crate::observe::PartitionLag>> {
@@ -192,8 +257,13 @@ impl Source for KafkaSource {
     }
 
     async fn commit(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError> {
+        // A partition revoked since was drained and committed then; its new owner commits it now.
+        let positions = self.progress.still_assigned(positions);
+        if positions.is_empty() {
+            return Ok(());
+        }
         let mut list = TopicPartitionList::new();
-        for position in positions {
+        for position in &positions {
             list.add_partition_offset(
                 &position.stream,
                 position.partition,

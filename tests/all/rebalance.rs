@@ -1,0 +1,157 @@
+//! Kafka consumer-group rebalances while records flow: a second weir joins the group, then
+//! leaves it. Each member drains and commits a partition before giving it up, so across both
+//! outputs every record arrives exactly once.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use weir::app::{RunOptions, RunningApp};
+use weir::config::PipelineFile;
+
+use crate::support::{kafka_brokers, plugin_registry, unique, wait_for};
+
+/// Records produced in all.
+const RECORDS: u32 = 12_000;
+/// Records per produce step, one step every 50 ms: about 6 s of traffic.
+const STEP: u32 = 100;
+
+/// One weir process: a pipeline of the shared group writing to its own file.
+async fn member(name: &str, brokers: &str, topic: &str, group: &str, dir: &Path) -> RunningApp {
+    let toml = format!(
+        r#"
+        [[pipeline]]
+        name = "{name}"
+        source = {{ type = "kafka", brokers = "{brokers}", topics = ["{topic}"], group = "{group}" }}
+        sink = {{ type = "file", path = "{out}", fsync = true }}
+        dead_letter = {{ type = "file", path = "{dlq}" }}
+        batch = {{ size = 10, linger_ms = 5 }}
+        "#,
+        out = dir.join(format!("{name}.jsonl")).display(),
+        dlq = dir.join(format!("{name}.dlq.jsonl")).display(),
+    );
+    let file = PipelineFile::parse(Path::new("rebalance.toml"), &toml).unwrap();
+    let mut options = RunOptions::for_registry(plugin_registry());
+    options.watch = false;
+    RunningApp::start(file, options).await.unwrap()
+}
+
+/// How many times each `n` was written to the outputs of `names`.
+fn deliveries(dir: &Path, names: &[&str]) -> BTreeMap<u64, u32> {
+    let mut seen = BTreeMap::new();
+    for name in names {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.jsonl"))).unwrap_or_default();
+        // A line being written right now may be partial; only complete lines count.
+        for line in text.lines() {
+            if let Ok(value) = serde_json::from_str::<serde_json::Value>(line)
+                && let Some(n) = value["n"].as_u64()
+            {
+                *seen.entry(n).or_insert(0) += 1;
+            }
+        }
+    }
+    seen
+}
+
+async fn stop(app: RunningApp) {
+    app.shutdown_handle().send(true).unwrap();
+    for (name, result) in app.wait().await {
+        result.unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_joining_and_leaving_mid_stream_loses_and_repeats_nothing() {
+    crate::support::init_logs();
+    let brokers = kafka_brokers();
+    let topic = unique("rebalance");
+    let group = unique("rebalance-group");
+    crate::services::create_topic(&brokers, &topic, 4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+
+    let producer_brokers = brokers.clone();
+    let producer_topic = topic.clone();
+    let producing = tokio::spawn(async move {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &producer_brokers)
+            .create()
+            .unwrap();
+        let mut ticker = tokio::time::interval(Duration::from_millis(50));
+        for start in (0..RECORDS).step_by(STEP as usize) {
+            ticker.tick().await;
+            let sends = (start..start + STEP).map(|n| {
+                let (key, payload) = (n.to_string(), format!("{{\"n\":{n}}}"));
+                let producer = &producer;
+                let topic = &producer_topic;
+                async move {
+                    producer
+                        .send(
+                            // Record n goes to partition n % 4, so a gap names its partition.
+                            FutureRecord::to(topic)
+                                .partition((n % 4) as i32)
+                                .key(&key)
+                                .payload(&payload),
+                            Duration::from_secs(30),
+                        )
+                        .await
+                        .unwrap();
+                }
+            });
+            futures::future::join_all(sends).await;
+        }
+    });
+
+    let first = member("first", &brokers, &topic, &group, dir).await;
+    wait_for(
+        "the first member to write",
+        Duration::from_secs(120),
+        || deliveries(dir, &["first"]).len() >= 1_000,
+    )
+    .await;
+    // A second member joins: the first drains and commits what it gives up.
+    let second = member("second", &brokers, &topic, &group, dir).await;
+    wait_for(
+        "the second member to be given partitions",
+        Duration::from_secs(120),
+        || deliveries(dir, &["second"]).len() >= 500,
+    )
+    .await;
+    // It leaves again: its partitions return to the first member.
+    stop(second).await;
+    let after_leaving = deliveries(dir, &["second"]).len();
+    producing.await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while deliveries(dir, &["first", "second"]).len() < RECORDS as usize {
+        if tokio::time::Instant::now() >= deadline {
+            let seen = deliveries(dir, &["first", "second"]);
+            let missing: Vec<u64> = (0..u64::from(RECORDS))
+                .filter(|n| !seen.contains_key(n))
+                .collect();
+            panic!(
+                "{} record(s) never arrived after 120 s, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(20)]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop(first).await;
+
+    let seen = deliveries(dir, &["first", "second"]);
+    assert_eq!(seen.len(), RECORDS as usize, "nothing lost");
+    assert_eq!(
+        deliveries(dir, &["second"]).len(),
+        after_leaving,
+        "the member that left wrote nothing after"
+    );
+    let repeated: Vec<_> = seen.iter().filter(|&(_, &count)| count > 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "{} record(s) were delivered twice across two rebalances, e.g. {:?}",
+        repeated.len(),
+        &repeated[..repeated.len().min(10)]
+    );
+}
