@@ -156,6 +156,20 @@ fn render_pipeline_details(out: &mut String, pipelines: &BTreeMap<String, Arc<Pi
     }
     header(
         out,
+        "weir_transform_workers",
+        "Transform workers running, each with its own plugin instances.",
+        "gauge",
+    );
+    for (name, stats) in pipelines {
+        let _ = writeln!(
+            out,
+            "weir_transform_workers{{pipeline=\"{}\"}} {}",
+            escape(name),
+            stats.workers()
+        );
+    }
+    header(
+        out,
         "weir_queue_capacity_batches",
         "Batches the queues between stages hold at most.",
         "gauge",

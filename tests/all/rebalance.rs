@@ -1,6 +1,7 @@
-//! Kafka consumer-group rebalances while records flow: a second weir joins the group, then
-//! leaves it. Each member drains and commits a partition before giving it up, so across both
-//! outputs every record arrives exactly once.
+//! The Kafka source as a consumer-group member: rebalances while records flow (a second weir
+//! joins the group, then leaves it; each member drains and commits a partition before giving it
+//! up, so across both outputs every record arrives exactly once), and a transform worker per
+//! assigned partition, each partition in order.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -154,4 +155,86 @@ async fn a_member_joining_and_leaving_mid_stream_loses_and_repeats_nothing() {
         repeated.len(),
         &repeated[..repeated.len().min(10)]
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_starts_for_each_partition_and_each_partition_stays_in_order() {
+    let brokers = kafka_brokers();
+    let topic = unique("per-partition");
+    crate::services::create_topic(&brokers, &topic, 3).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    // Record n goes to partition n % 3, in increasing n within each partition.
+    for n in 0..3_000u32 {
+        let payload = format!("{{\"n\":{n}}}");
+        producer
+            .send(
+                FutureRecord::<str, str>::to(&topic)
+                    .partition((n % 3) as i32)
+                    .payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let toml = format!(
+        r#"
+        [[pipeline]]
+        name = "partitioned"
+        source = {{ type = "kafka", brokers = "{brokers}", topics = ["{topic}"], group = "{group}" }}
+        transforms = [{{ plugin = "pii-mask", config = {{ fields = "secret" }} }}]
+        sink = {{ type = "file", path = "{out}" }}
+        dead_letter = {{ type = "file", path = "{dlq}" }}
+        batch = {{ size = 64, linger_ms = 5 }}
+        "#,
+        group = unique("per-partition-group"),
+        out = out.display(),
+        dlq = dir.path().join("dlq.jsonl").display(),
+    );
+    let file = PipelineFile::parse(Path::new("partitioned.toml"), &toml).unwrap();
+    let mut options = RunOptions::for_registry(plugin_registry());
+    options.watch = false;
+    options.admin = Some("127.0.0.1:0".parse().unwrap());
+    let app = RunningApp::start(file, options).await.unwrap();
+    let status_url = format!("http://{}/api/status", app.admin_addr().unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let status: serde_json::Value = reqwest::get(&status_url)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["pipelines"][0]["records_out"] == 3_000 {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not everything arrived: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        status["pipelines"][0]["workers"], 3,
+        "one worker per partition"
+    );
+    stop(app).await;
+
+    let ns: Vec<u64> = crate::support::read_json_lines(&out)
+        .iter()
+        .map(|record| record["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ns.len(), 3_000);
+    for partition in 0..3 {
+        let order: Vec<u64> = ns.iter().copied().filter(|n| n % 3 == partition).collect();
+        assert!(
+            order.windows(2).all(|pair| pair[0] < pair[1]),
+            "partition {partition} out of order"
+        );
+        assert_eq!(order.len(), 1_000);
+    }
 }

@@ -77,14 +77,54 @@ pub struct PipelineConfig {
     /// Limits every plugin of this pipeline runs under.
     #[serde(default)]
     pub limits: LimitsConfig,
-    /// Parallel transform workers, each with its own plugin instances. Records are routed by
-    /// source partition (Kafka partition), so every partition stays in order.
-    #[serde(default = "default_workers")]
-    pub workers: usize,
+    /// Parallel transform workers, each with its own plugin instances: `"per-partition"` (the
+    /// default) starts one for each source partition as it appears (Kafka: one per assigned
+    /// partition), up to 64; a number fixes how many share the partitions. Either way a
+    /// partition is always handled by the same worker, so it stays in order.
+    #[serde(default)]
+    pub workers: Workers,
 }
 
-fn default_workers() -> usize {
-    1
+/// How many transform workers a pipeline runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Workers {
+    /// One per source partition, started as partitions appear, up to
+    /// [`crate::pipeline::MAX_WORKERS`]; further partitions share them.
+    #[default]
+    PerPartition,
+    /// Exactly this many, sharing the partitions.
+    Fixed(usize),
+}
+
+impl<'de> Deserialize<'de> for Workers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Workers;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of workers or \"per-partition\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, count: i64) -> Result<Workers, E> {
+                usize::try_from(count)
+                    .map(Workers::Fixed)
+                    .map_err(|_| E::custom(format!("{count} workers: must be between 1 and 64")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, count: u64) -> Result<Workers, E> {
+                usize::try_from(count)
+                    .map(Workers::Fixed)
+                    .map_err(|_| E::custom(format!("{count} workers: must be between 1 and 64")))
+            }
+            fn visit_str<E: serde::de::Error>(self, mode: &str) -> Result<Workers, E> {
+                match mode {
+                    "per-partition" => Ok(Workers::PerPartition),
+                    other => Err(E::custom(format!(
+                        "`{other}`: expected a number of workers or \"per-partition\""
+                    ))),
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// One step of the transform chain.
@@ -272,7 +312,9 @@ impl PipelineFile {
                     ));
                 }
             }
-            if pipeline.workers == 0 || pipeline.workers > 64 {
+            if let Workers::Fixed(count) = pipeline.workers
+                && !(1..=crate::pipeline::MAX_WORKERS).contains(&count)
+            {
                 return Err(invalid(at("workers"), "must be between 1 and 64".into()));
             }
             if pipeline.batch.size == 0 {

@@ -108,3 +108,41 @@ fn the_examples_parse() {
     }
     assert!(seen >= 1, "no example pipeline found");
 }
+
+#[test]
+fn workers_are_per_partition_by_default_or_a_fixed_number() {
+    assert_eq!(
+        parse(VALID).unwrap().pipelines[0].workers,
+        Workers::PerPartition
+    );
+    let with = |value: &str| {
+        VALID.replace(
+            "name = \"p1\"",
+            &format!("name = \"p1\"\nworkers = {value}"),
+        )
+    };
+    assert_eq!(
+        parse(&with("\"per-partition\"")).unwrap().pipelines[0].workers,
+        Workers::PerPartition
+    );
+    assert_eq!(
+        parse(&with("4")).unwrap().pipelines[0].workers,
+        Workers::Fixed(4)
+    );
+    for (value, expected) in [
+        ("0", "must be between 1 and 64"),
+        ("65", "must be between 1 and 64"),
+        ("-2", "must be between 1 and 64"),
+        (
+            "\"lots\"",
+            "expected a number of workers or \"per-partition\"",
+        ),
+    ] {
+        let message = parse(&with(value)).unwrap_err().to_string();
+        assert!(
+            message.starts_with("pipelines/test.toml:"),
+            "{value}: {message}"
+        );
+        assert!(message.contains(expected), "{value}: {message}");
+    }
+}

@@ -169,6 +169,40 @@ pub fn instantiate_step(
     version.plugin.instantiate(&config, limits)
 }
 
+/// The plugins, configs, limits and observers of a chain, from which workers' chains are built
+/// (each with instances of the plugins' active versions).
+#[derive(Clone)]
+pub struct ChainBlueprint {
+    steps: Vec<StepBlueprint>,
+}
+
+#[derive(Clone)]
+struct StepBlueprint {
+    slot: Arc<PluginSlot>,
+    transform: TransformConfig,
+    limits: PluginLimits,
+    stats: Arc<PluginStepStats>,
+    tap: Arc<TapPoint>,
+}
+
+impl ChainBlueprint {
+    /// A chain with fresh instances. CPU-bound (each plugin's `init` runs): call from a
+    /// blocking thread.
+    pub fn build(&self) -> Result<TransformChain, PluginError> {
+        self.steps
+            .iter()
+            .map(|step| {
+                let mut built =
+                    ChainStep::new(Arc::clone(&step.slot), step.transform.clone(), step.limits)?;
+                built.stats = Arc::clone(&step.stats);
+                built.tap = Arc::clone(&step.tap);
+                Ok(built)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(TransformChain::new)
+    }
+}
+
 /// The plugin steps of one worker, applied in order.
 pub struct TransformChain {
     steps: Vec<ChainStep>,
@@ -188,17 +222,24 @@ impl TransformChain {
     /// Another chain of the same plugins and configs with instances of its own, for a parallel
     /// worker. CPU-bound: call from a blocking thread.
     pub fn fork(&self) -> Result<TransformChain, PluginError> {
-        self.steps
-            .iter()
-            .map(|step| {
-                let mut forked =
-                    ChainStep::new(Arc::clone(&step.slot), step.transform.clone(), step.limits)?;
-                forked.stats = Arc::clone(&step.stats);
-                forked.tap = Arc::clone(&step.tap);
-                Ok(forked)
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(TransformChain::new)
+        self.blueprint().build()
+    }
+
+    /// What it takes to build more chains like this one, without holding any instance.
+    pub fn blueprint(&self) -> ChainBlueprint {
+        ChainBlueprint {
+            steps: self
+                .steps
+                .iter()
+                .map(|step| StepBlueprint {
+                    slot: Arc::clone(&step.slot),
+                    transform: step.transform.clone(),
+                    limits: step.limits,
+                    stats: Arc::clone(&step.stats),
+                    tap: Arc::clone(&step.tap),
+                })
+                .collect(),
+        }
     }
 
     /// Counts each step's records and call latency into `stats`, and offers its outputs to the

@@ -8,6 +8,7 @@
 mod chain;
 mod retry;
 mod stats;
+mod workers;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,16 +18,19 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::PipelineConfig;
 use crate::connectors::{ConnectorError, Sink, Source};
-use crate::observe::QueueDepth;
 use crate::observe::tap::{DEAD_LETTER_STAGE, SINK_STAGE, SOURCE_STAGE};
 use crate::record::{Record, SourcePosition, SourceRecord};
 use crate::registry::PluginSlots;
 use crate::runtime::{PluginError, RecordError, RecordErrorKind};
 
-pub use chain::{ChainOutput, ChainStep, FailedAt, Failure, TransformChain, instantiate_step};
+pub use chain::{
+    ChainBlueprint, ChainOutput, ChainStep, FailedAt, Failure, TransformChain, instantiate_step,
+};
 pub use stats::{
     LatencySummary, PipelineReport, PipelineStats, PipelineStatus, PluginStatus, QueueStatus,
 };
+pub use workers::MAX_WORKERS;
+use workers::WorkerPool;
 
 /// How often a running pipeline samples its counters for the rates.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -192,43 +196,22 @@ pub async fn run_with(
     stats.taps().point(SINK_STAGE);
     stats.taps().point(DEAD_LETTER_STAGE);
 
-    // Half the in-flight budget waits before the chain, half before the sink.
+    // Half the in-flight budget waits before each worker, half before the sink.
     let depth = config.batch.max_in_flight.div_ceil(2).max(1);
-    stats.set_queue_capacity(depth * (config.workers.max(1) + 1));
     let (processed_tx, processed_rx) = mpsc::channel::<Processed>(depth);
-    let wanted = config.workers;
-    let chains = tokio::task::spawn_blocking(move || {
-        let mut chains = Vec::with_capacity(wanted);
-        for _ in 1..wanted {
-            chains.push(chain.fork()?);
-        }
-        chains.insert(0, chain);
-        Ok::<_, PluginError>(chains)
-    })
+    let mut workers = WorkerPool::start(
+        &name,
+        config.workers,
+        chain,
+        depth,
+        processed_tx,
+        Arc::clone(&stats),
+    )
     .await
-    .map_err(|e| PipelineError::Stage {
-        pipeline: name.clone(),
-        stage: "transform",
-        reason: e.to_string(),
-    })?
     .map_err(|source| PipelineError::Plugin {
         pipeline: name.clone(),
         source,
     })?;
-    let mut batch_txs = Vec::with_capacity(chains.len());
-    let mut workers = Vec::with_capacity(chains.len());
-    for chain in chains {
-        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(depth);
-        batch_txs.push(batch_tx);
-        workers.push(spawn_transform_stage(
-            name.clone(),
-            chain,
-            batch_rx,
-            processed_tx.clone(),
-            Arc::clone(&stats),
-        ));
-    }
-    drop(processed_tx);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Vec<SourcePosition>>();
     let acknowledgements = Acknowledged {
         channel: ack_tx,
@@ -246,11 +229,21 @@ pub async fn run_with(
     ));
     let progress = tokio::spawn(monitor(name.clone(), Arc::clone(&stats)));
 
-    let source_result =
-        source_stage(&name, source, &config, batch_txs, ack_rx, &stats, shutdown).await;
+    let source_result = source_stage(
+        &name,
+        source,
+        &config,
+        &mut workers,
+        ack_rx,
+        &stats,
+        shutdown,
+    )
+    .await;
+    // Normally closed by the source stage already; an early error leaves that to here.
+    workers.close();
     let sink_result = sink_stage.await;
     let mut transform_result = Ok(());
-    for worker in workers {
+    for worker in workers.into_handles() {
         if let Err(error) = worker.await {
             transform_result = Err(error);
         }
@@ -285,7 +278,7 @@ async fn source_stage(
     pipeline: &str,
     mut source: Box<dyn Source>,
     config: &PipelineConfig,
-    batch_txs: Vec<mpsc::Sender<Batch>>,
+    workers: &mut WorkerPool,
     mut ack_rx: mpsc::UnboundedReceiver<Vec<SourcePosition>>,
     stats: &PipelineStats,
     mut shutdown: watch::Receiver<bool>,
@@ -328,11 +321,12 @@ async fn source_stage(
         };
         source_tap.offer(records.iter().map(|r| (&r.record, Some(&r.position))));
         reject_oversized(&mut records, config.limits.max_record_bytes);
-        if !route(&batch_txs, records, stats.transform_queue()).await {
+        if !workers.route(records).await {
             break;
         }
     }
-    drop(batch_txs);
+    // Closing the workers' queues lets them drain and end.
+    workers.close();
     // The sink acknowledges every batch it received before it ends, in order.
     while let Some(positions) = ack_rx.recv().await {
         commits.add(positions);
@@ -377,41 +371,6 @@ fn reject_oversized(records: &mut [SourceRecord], max_bytes: usize) {
         record.set_header(crate::record::headers::RECORD_SHA256, digest);
         record.value.truncate(OVERSIZED_EXCERPT);
     }
-}
-
-/// Sends records to the workers, split by partition so that each partition always goes to the
-/// same worker and stays in order. False when the workers are gone.
-async fn route(
-    workers: &[mpsc::Sender<Batch>],
-    records: Vec<SourceRecord>,
-    queue: &QueueDepth,
-) -> bool {
-    let send = |worker: &mpsc::Sender<Batch>, records: Vec<SourceRecord>| {
-        let batch = Batch::from(records);
-        queue.entering();
-        let worker = worker.clone();
-        async move {
-            let sent = worker.send(batch).await.is_ok();
-            if !sent {
-                queue.left();
-            }
-            sent
-        }
-    };
-    if workers.len() == 1 {
-        return send(&workers[0], records).await;
-    }
-    let mut shares: Vec<Vec<SourceRecord>> = vec![Vec::new(); workers.len()];
-    for record in records {
-        let worker = record.position.partition.unsigned_abs() as usize % workers.len();
-        shares[worker].push(record);
-    }
-    for (worker, share) in workers.iter().zip(shares) {
-        if !share.is_empty() && !send(worker, share).await {
-            return false;
-        }
-    }
-    true
 }
 
 /// Acknowledged positions not yet committed, merged per stream and partition. Commits are

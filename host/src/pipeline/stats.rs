@@ -30,6 +30,7 @@ pub struct PipelineStats {
     transform_queue: QueueDepth,
     sink_queue: QueueDepth,
     queue_capacity: AtomicU64,
+    workers: AtomicU64,
     plugins: Mutex<Vec<(String, Arc<PluginStepStats>)>>,
     lag: Mutex<Vec<PartitionLag>>,
     rates: Mutex<RateWindow>,
@@ -59,6 +60,7 @@ impl PipelineStats {
             transform_queue: QueueDepth::default(),
             sink_queue: QueueDepth::default(),
             queue_capacity: AtomicU64::new(0),
+            workers: AtomicU64::new(0),
             plugins: Mutex::new(Vec::new()),
             lag: Mutex::new(Vec::new()),
             rates: Mutex::new(RateWindow::default()),
@@ -111,6 +113,16 @@ impl PipelineStats {
     /// Sets how many batches the queues hold at most, all workers together.
     pub fn set_queue_capacity(&self, batches: usize) {
         self.queue_capacity.store(batches as u64, Ordering::Relaxed);
+    }
+
+    /// Sets how many transform workers run.
+    pub fn set_workers(&self, workers: usize) {
+        self.workers.store(workers as u64, Ordering::Relaxed);
+    }
+
+    /// How many transform workers run.
+    pub fn workers(&self) -> u64 {
+        self.workers.load(Ordering::Relaxed)
     }
 
     /// How many batches the queues hold at most.
@@ -181,6 +193,7 @@ impl PipelineStats {
         PipelineStatus {
             report: self.snapshot(pipeline),
             rates: self.rates.lock().unwrap_or_else(|e| e.into_inner()).rates(),
+            workers: self.workers(),
             sink_retries: self.sink_retries.load(Ordering::Relaxed),
             dead_letter_retries: self.dead_letter_retries.load(Ordering::Relaxed),
             queues: QueueStatus {
@@ -224,6 +237,8 @@ pub struct PipelineStatus {
     pub report: PipelineReport,
     /// Records per second over the last ten seconds.
     pub rates: Rates,
+    /// Transform workers running.
+    pub workers: u64,
     /// Sink writes retried after a transient failure.
     pub sink_retries: u64,
     /// Dead-letter writes retried after a transient failure.
