@@ -361,6 +361,69 @@ mod tests {
         assert_eq!(config.validate().unwrap_err().0, "split_at");
     }
 
+    /// Serves `responses` in turn on a loopback port (the last one repeats); a status of 0
+    /// means: answer only after far longer than the source's timeout. Returns the URL and the
+    /// request count.
+    async fn serve(
+        responses: Vec<(u16, &'static str)>,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&requests);
+        let handler = move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let (status, body) = responses[n.min(responses.len() - 1)];
+            async move {
+                if status == 0 {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+                let status = axum::http::StatusCode::from_u16(status.max(200)).unwrap();
+                (status, body)
+            }
+        };
+        let router = axum::Router::new().route("/api", axum::routing::get(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        (url, requests)
+    }
+
+    fn source_at(url: String, retries: u32) -> HttpSource {
+        let mut config = source("/results").config;
+        config.url = url;
+        config.retries = retries;
+        HttpSource::new(&config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_client_error_stops_the_source_with_the_status_and_an_excerpt() {
+        let (url, requests) = serve(vec![(404, "no such endpoint: /api")]).await;
+        let mut http = source_at(url, 5);
+        let error = http.poll_batch(10, Duration::ZERO).await.unwrap_err();
+        assert_eq!(error.retry, crate::connectors::Retry::Never);
+        assert!(
+            error.message.contains("404") && error.message.contains("no such endpoint"),
+            "{error}"
+        );
+        // A 4xx is not retried: the request is wrong, not the server.
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn timeouts_and_throttling_are_retried_until_an_answer() {
+        let (url, requests) = serve(vec![
+            (0, ""),
+            (429, "slow down"),
+            (200, r#"{"results":[{"a":1},{"a":2}]}"#),
+        ])
+        .await;
+        let mut http = source_at(url, 3);
+        let records = http.poll_batch(10, Duration::ZERO).await.unwrap().unwrap();
+        assert_eq!(records.len(), 2);
+        assert!(records.iter().all(|r| r.malformed.is_none()));
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
     #[tokio::test]
     async fn a_refused_connection_is_transient_after_retries() {
         let mut http = source("/results");
