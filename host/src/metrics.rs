@@ -20,6 +20,20 @@ pub fn render(pipelines: &BTreeMap<String, Arc<PipelineStats>>, slots: &PluginSl
         .iter()
         .map(|(name, stats)| stats.snapshot(name))
         .collect();
+    header(
+        &mut out,
+        "weir_source_records_polled_total",
+        "Records the source handed to the pipeline, acknowledged or not.",
+        "counter",
+    );
+    for (name, stats) in pipelines {
+        let _ = writeln!(
+            out,
+            "weir_source_records_polled_total{{pipeline=\"{}\"}} {}",
+            escape(name),
+            stats.records_polled()
+        );
+    }
     let counters: [(&str, &str, ReportField); 4] = [
         (
             "weir_records_in_total",

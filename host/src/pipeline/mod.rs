@@ -319,6 +319,7 @@ async fn source_stage(
                 break;
             }
         };
+        stats.record_polled(records.len());
         source_tap.offer(records.iter().map(|r| (&r.record, Some(&r.position))));
         reject_oversized(&mut records, config.limits.max_record_bytes);
         if !workers.route(records).await {

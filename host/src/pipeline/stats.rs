@@ -17,6 +17,7 @@ use crate::observe::{
 #[derive(Debug)]
 pub struct PipelineStats {
     started: Instant,
+    records_polled: AtomicU64,
     records_in: AtomicU64,
     records_out: AtomicU64,
     dead_lettered: AtomicU64,
@@ -49,6 +50,7 @@ impl PipelineStats {
     pub fn new(name: &str) -> Self {
         PipelineStats {
             started: Instant::now(),
+            records_polled: AtomicU64::new(0),
             records_in: AtomicU64::new(0),
             records_out: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
@@ -67,6 +69,17 @@ impl PipelineStats {
             dead_letters: RecentDeadLetters::default(),
             taps: TapHub::new(name),
         }
+    }
+
+    /// Counts records the source handed to the pipeline, acknowledged or not.
+    pub fn record_polled(&self, records: usize) {
+        self.records_polled
+            .fetch_add(records as u64, Ordering::Relaxed);
+    }
+
+    /// Records the source handed to the pipeline so far; minus `records_in`, what is in flight.
+    pub fn records_polled(&self) -> u64 {
+        self.records_polled.load(Ordering::Relaxed)
     }
 
     /// Counts a batch acknowledged by the sink.
@@ -194,6 +207,7 @@ impl PipelineStats {
             report: self.snapshot(pipeline),
             rates: self.rates.lock().unwrap_or_else(|e| e.into_inner()).rates(),
             workers: self.workers(),
+            records_polled: self.records_polled(),
             sink_retries: self.sink_retries.load(Ordering::Relaxed),
             dead_letter_retries: self.dead_letter_retries.load(Ordering::Relaxed),
             queues: QueueStatus {
@@ -239,6 +253,8 @@ pub struct PipelineStatus {
     pub rates: Rates,
     /// Transform workers running.
     pub workers: u64,
+    /// Records the source handed to the pipeline, acknowledged or not.
+    pub records_polled: u64,
     /// Sink writes retried after a transient failure.
     pub sink_retries: u64,
     /// Dead-letter writes retried after a transient failure.
