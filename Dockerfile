@@ -13,14 +13,17 @@ RUN cargo build --release --locked -p weir \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates libcurl4 \
+    && apt-get install -y --no-install-recommends ca-certificates libcurl4 curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --create-home --home-dir /app weir
 WORKDIR /app
 COPY --from=build /src/target/release/weir /usr/local/bin/weir
-COPY --from=build /out/plugin-registry /app/plugin-registry
+# The example plugins live outside the watched folder: a mounted folder would hide them there.
+# The entrypoint copies the missing ones into it.
+COPY --from=build /out/plugin-registry /opt/weir/plugins
+COPY scripts/docker-entrypoint /usr/local/bin/weir-entrypoint
 COPY examples /app/examples
-RUN chown -R weir /app
+RUN mkdir -p /app/plugin-registry && chown -R weir /app
 USER weir
-ENTRYPOINT ["weir"]
+ENTRYPOINT ["weir-entrypoint"]
 CMD ["run", "examples/seed.toml"]
