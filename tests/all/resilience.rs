@@ -218,21 +218,47 @@ async fn a_dead_letter_destination_that_is_down_stops_the_pipeline_from_committi
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_secret_from_the_environment_never_reaches_logs_or_metrics() {
+async fn secrets_from_the_environment_never_reach_logs_metrics_the_api_or_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
+    // Two secrets: a database password in a sink URL (that sink never connects), and the salt
+    // of a hashing pii-mask whose pipeline writes output and a dead letter.
     let canary = "canary-7f3d9e1b";
+    let salt = "salt-canary-41c2a0";
+    let mut generator = weir::generator::UserGenerator::new(9);
+    let users: Vec<serde_json::Value> = (0..3).map(|_| generator.next_user()).collect();
+    let mut input: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+    input.push("{\"name\": \"not a user\"}".into());
+    std::fs::write(dir.path().join("in.jsonl"), input.join("\n") + "\n").unwrap();
     std::fs::write(
         dir.path().join("p.toml"),
-        "[[pipeline]]\nname = \"secret\"\nsource = { type = \"generate\", count = 10 }\nsink = { type = \"postgres\", url = \"postgres://weir:${CANARY_PASSWORD}@127.0.0.1:1/weir\", table = \"landing\" }\ndead_letter = { type = \"file\", path = \"dlq.jsonl\" }\n",
+        "[[pipeline]]\nname = \"secret\"\nsource = { type = \"generate\", count = 10 }\nsink = { type = \"postgres\", url = \"postgres://weir:${CANARY_PASSWORD}@127.0.0.1:1/weir\", table = \"landing\" }\ndead_letter = { type = \"file\", path = \"dlq.jsonl\" }\n\n[[pipeline]]\nname = \"salted\"\nsource = { type = \"file\", path = \"in.jsonl\" }\ntransforms = [{ plugin = \"user-profile\" }, { plugin = \"pii-mask\", config = { fields = \"email\", salt = \"${CANARY_SALT}\" } }]\nsink = { type = \"file\", path = \"salted.jsonl\" }\ndead_letter = { type = \"file\", path = \"salted-dlq.jsonl\" }\n",
     )
     .unwrap();
     let running = start(
         dir.path(),
         "p.toml",
-        &[("CANARY_PASSWORD", canary), ("WEIR_ADMIN", "127.0.0.1:0")],
+        &[
+            ("CANARY_PASSWORD", canary),
+            ("CANARY_SALT", salt),
+            ("WEIR_ADMIN", "127.0.0.1:0"),
+            (
+                "WEIR_PLUGINS",
+                crate::support::plugin_registry().to_str().unwrap(),
+            ),
+        ],
     );
     running.wait_for_log("retrying").await;
     running.wait_for_log("Admin API listening").await;
+    let (salted, salted_dlq) = (
+        dir.path().join("salted.jsonl"),
+        dir.path().join("salted-dlq.jsonl"),
+    );
+    wait_for(
+        "the salted pipeline's output and dead letter",
+        Duration::from_secs(60),
+        || count_lines(&salted) == 3 && count_lines(&salted_dlq) == 1,
+    )
+    .await;
     let log = running.stderr.lock().unwrap().clone();
     let addr = log
         .lines()
@@ -240,29 +266,52 @@ async fn a_secret_from_the_environment_never_reaches_logs_or_metrics() {
         .and_then(|l| l.split("addr=").nth(1))
         .map(|a| a.split_whitespace().next().unwrap().to_owned())
         .unwrap();
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let plugins = reqwest::get(format!("http://{addr}/api/pipelines"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let mut served = Vec::new();
+    for path in [
+        "/metrics",
+        "/api/pipelines",
+        "/api/status",
+        "/api/plugins",
+        "/",
+    ] {
+        let text = reqwest::get(format!("http://{addr}{path}"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        served.push((path, text));
+    }
     let (_, log) = running.terminate();
     assert!(
         log.contains("weir:***@127.0.0.1:1"),
         "the URL is shown redacted:\n{log}"
     );
-    for (what, text) in [("log", &log), ("metrics", &metrics), ("api", &plugins)] {
-        assert!(
-            !text.contains(canary),
-            "the secret leaked into the {what}:\n{text}"
-        );
+    // The salt was substituted: each email is the sha256 of the salt followed by the address.
+    let rows = crate::support::read_json_lines(&salted);
+    for (row, user) in rows.iter().zip(&users) {
+        let email = user["email"].as_str().unwrap();
+        let expected = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!(
+            "{salt}{email}"
+        )));
+        assert_eq!(row["email"], expected.as_str());
     }
-    let dlq = std::fs::read_to_string(dir.path().join("dlq.jsonl")).unwrap_or_default();
-    assert!(!dlq.contains(canary));
+    let dead_letters = std::fs::read_to_string(&salted_dlq).unwrap();
+    assert!(dead_letters.contains("weir.error"), "{dead_letters}");
+    let other_dead_letters =
+        std::fs::read_to_string(dir.path().join("dlq.jsonl")).unwrap_or_default();
+    let mut places: Vec<(&str, &String)> = vec![
+        ("log", &log),
+        ("dead letters", &dead_letters),
+        ("the other dead letters", &other_dead_letters),
+    ];
+    places.extend(served.iter().map(|(path, text)| (*path, text)));
+    for (what, text) in places {
+        for secret in [canary, salt] {
+            assert!(
+                !text.contains(secret),
+                "the secret {secret} leaked into {what}:\n{text}"
+            );
+        }
+    }
 }
