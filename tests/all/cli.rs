@@ -47,10 +47,16 @@ fn every_subcommand_has_help() {
 fn json_logs_are_one_object_per_line_with_structured_fields() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
-        dir.path().join("p.toml"),
-        "[[pipeline]]\nname = \"logged\"\nsource = { type = \"generate\", count = 10, seed = 1 }\nsink = { type = \"blackhole\" }\ndead_letter = { type = \"stdout\" }\n",
+        dir.path().join("in.jsonl"),
+        "{\"n\":1}\n{\"cmd\":\"fail\"}\n",
     )
     .unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "[[pipeline]]\nname = \"logged\"\nsource = { type = \"generate\", count = 10, seed = 1 }\nsink = { type = \"blackhole\" }\ndead_letter = { type = \"stdout\" }\n\n[[pipeline]]\nname = \"plugin-logs\"\nsource = { type = \"file\", path = \"in.jsonl\" }\ntransforms = [{ plugin = \"fault-panic\" }]\nsink = { type = \"blackhole\" }\ndead_letter = { type = \"file\", path = \"dlq.jsonl\" }\n",
+    )
+    .unwrap();
+    let registry = plugin_registry().to_str().unwrap().to_owned();
     let output = run_weir(
         dir.path(),
         &[
@@ -60,6 +66,8 @@ fn json_logs_are_one_object_per_line_with_structured_fields() {
             "p.toml",
             "--no-admin",
             "--no-watch",
+            "--plugins",
+            &registry,
         ],
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -70,12 +78,19 @@ fn json_logs_are_one_object_per_line_with_structured_fields() {
         .collect();
     let finished = lines
         .iter()
-        .find(|line| line["message"] == "Pipeline finished.")
+        .find(|line| line["message"] == "Pipeline finished." && line["pipeline"] == "logged")
         .unwrap_or_else(|| panic!("no `Pipeline finished.` line in {stderr}"));
     assert_eq!(finished["level"], "INFO");
-    assert_eq!(finished["pipeline"], "logged");
     assert_eq!(finished["records_in"], 10);
     assert!(finished["timestamp"].is_string());
+    // A plugin's log line, written through the host interface, names the plugin and version.
+    let from_plugin = lines
+        .iter()
+        .find(|line| line["message"] == "fault-panic fails a record on request")
+        .unwrap_or_else(|| panic!("no log line from the plugin in {stderr}"));
+    assert_eq!(from_plugin["level"], "WARN");
+    assert_eq!(from_plugin["plugin"], "fault-panic");
+    assert!(from_plugin["version"].is_string());
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Hostile plugins: one that panics, one that loops forever, one that allocates without bound.
-//! Each turns only its record into a dead letter, and the records after it still flow.
+//! Hostile plugins: one that panics, one that loops forever, one that allocates without bound,
+//! and one that reports its own failure. Each turns only its record into a dead letter, and the
+//! records after it still flow.
 
 use crate::pipelines::{run_pipeline, write_input};
 use crate::support::read_json_lines;
@@ -60,6 +61,14 @@ async fn a_panicking_plugin_dead_letters_its_record_with_the_panic_message() {
     assert_eq!(headers["weir.error.kind"], "trap");
     let reason = headers["weir.error"].as_str().unwrap();
     assert!(reason.contains("fault-panic was told to panic"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_reporting_its_own_failure_is_dead_lettered_as_a_plugin_failure() {
+    let (_, dead) = run_with_trigger("fault-panic", "fail", "deadline_ms = 2000").await;
+    let headers = &dead[0]["headers"];
+    assert_eq!(headers["weir.error.kind"], "plugin-failure");
+    assert_eq!(headers["weir.error"], "fault-panic was told to fail");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -69,6 +69,15 @@ async fn metrics_count_the_traffic_sent() {
     lines.push("not json".into());
     lines.push("{\"also\": \"not a user\"}".into());
     let input = write_input(dir.path(), &lines);
+    let faulty_dir = dir.path().join("faulty");
+    std::fs::create_dir(&faulty_dir).unwrap();
+    let faulty_lines: Vec<String> = (0..10)
+        .map(|n| match n {
+            3 | 7 => format!("{{\"n\":{n},\"cmd\":\"fail\"}}"),
+            _ => format!("{{\"n\":{n}}}"),
+        })
+        .collect();
+    let faulty_input = write_input(&faulty_dir, &faulty_lines);
     let file = PipelineFile::parse(
         Path::new("metrics.toml"),
         &format!(
@@ -78,9 +87,16 @@ async fn metrics_count_the_traffic_sent() {
             source = {{ type = "file", path = "{input}", follow = true }}
             transforms = [{{ plugin = "user-profile" }}]
             sink = {{ type = "blackhole" }}
-            dead_letter = {{ type = "file", path = "{}/dlq.jsonl" }}
+            dead_letter = {{ type = "file", path = "{dir}/dlq.jsonl" }}
+
+            [[pipeline]]
+            name = "faulty"
+            source = {{ type = "file", path = "{faulty_input}", follow = true }}
+            transforms = [{{ plugin = "fault-panic" }}]
+            sink = {{ type = "blackhole" }}
+            dead_letter = {{ type = "file", path = "{dir}/faulty-dlq.jsonl" }}
             "#,
-            dir.path().display()
+            dir = dir.path().display()
         ),
     )
     .unwrap();
@@ -103,7 +119,9 @@ async fn metrics_count_the_traffic_sent() {
     let scrape = loop {
         let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
         let scrape = parse(&text);
-        if sample(&scrape, "weir_records_in_total", ("pipeline", "metered")) == Some(50.0) {
+        if sample(&scrape, "weir_records_in_total", ("pipeline", "metered")) == Some(50.0)
+            && sample(&scrape, "weir_records_in_total", ("pipeline", "faulty")) == Some(10.0)
+        {
             break scrape;
         }
         assert!(
@@ -169,6 +187,24 @@ async fn metrics_count_the_traffic_sent() {
             "{histogram:?}"
         );
     }
+
+    // A plugin's own counter, added through the host interface on each failure it reports.
+    assert_eq!(
+        sample_with(
+            &scrape,
+            "weir_plugin_counter_total",
+            &[("plugin", "fault-panic"), ("name", "failed_on_request")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample_with(
+            &scrape,
+            "weir_plugin_records_dead_lettered_total",
+            &[("pipeline", "faulty"), ("plugin", "fault-panic")]
+        ),
+        Some(2.0)
+    );
 
     // Idle now: nothing queued, nothing retried.
     for queue in ["transform", "sink"] {

@@ -1,4 +1,6 @@
-//! A hostile test plugin: panics on any record whose value contains `panic`, passes others through.
+//! A misbehaving test plugin: panics on any record whose value contains `panic`; fails any
+//! containing `fail` as a plugin failure, after logging and counting it through the host (so the
+//! tests see the host interface end to end); passes others through.
 
 use weir_plugin::{Config, Error, Plugin, Record};
 
@@ -13,6 +15,14 @@ impl Plugin for Panicker {
     fn transform(&self, record: Record) -> Result<Vec<Record>, Error> {
         if record.value.windows(5).any(|w| w == b"panic") {
             panic!("fault-panic was told to panic");
+        }
+        if record.value.windows(4).any(|w| w == b"fail") {
+            weir_plugin::log::log(
+                weir_plugin::log::Level::Warn,
+                "fault-panic fails a record on request",
+            );
+            weir_plugin::log::counter_add("failed_on_request", 1);
+            return Err(Error::failure("fault-panic was told to fail"));
         }
         Ok(vec![record])
     }
