@@ -179,3 +179,42 @@ fn plugin_list_shows_the_built_plugins() {
         assert!(stdout.contains(name), "{stdout}");
     }
 }
+
+#[test]
+fn bench_plugin_compares_wasm_with_native_for_each_batch_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = plugin_registry().to_str().unwrap().to_owned();
+    let output = run_weir(
+        dir.path(),
+        &[
+            "bench",
+            "plugin",
+            "--records",
+            "64",
+            "--seconds",
+            "0.05",
+            "--plugins",
+            &registry,
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for batch in ["1", "64", "1024"] {
+        let row: Vec<f64> = stdout
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .find(|columns| columns.len() == 4 && columns[0] == batch)
+            .unwrap_or_else(|| panic!("no row for batch {batch} in:\n{stdout}"))
+            .iter()
+            .map(|column| column.parse().unwrap())
+            .collect();
+        let (native, wasm, ratio) = (row[1], row[2], row[3]);
+        assert!(native > 0.0 && wasm > 0.0, "{stdout}");
+        // The ratio is printed with two decimals.
+        assert!((ratio - wasm / native).abs() < 0.01, "{stdout}");
+    }
+}
