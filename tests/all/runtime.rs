@@ -124,3 +124,59 @@ fn repeated_memory_bombs_leave_host_memory_bounded() {
         b"calm"
     );
 }
+
+#[test]
+fn history_keeps_the_last_five_versions_and_rollback_walks_back_through_them() {
+    use weir::registry::{HISTORY_LIMIT, PluginSlots, PluginVersion, RollbackError};
+    let runtime = test_runtime();
+    let slots = PluginSlots::default();
+    // Seven different components deployed in turn under one name: seven versions of `swap`.
+    let components = [
+        "user-profile",
+        "pii-mask",
+        "filter",
+        "fault-panic",
+        "fault-spin",
+        "fault-hog",
+        "fault-escape",
+    ];
+    let versions: Vec<String> = components
+        .iter()
+        .map(|component| {
+            let bytes = std::fs::read(plugin_registry().join(format!("{component}.wasm"))).unwrap();
+            let plugin = LoadedPlugin::from_bytes(&runtime, "swap", &bytes).unwrap();
+            let version = plugin.version().to_owned();
+            slots.activate(PluginVersion::bare(plugin));
+            version
+        })
+        .collect();
+    assert!(
+        versions.len() > HISTORY_LIMIT + 1,
+        "enough versions to overflow the history"
+    );
+    let described = slots.describe();
+    let current = versions.last().unwrap();
+    assert_eq!(&described[0].current.version, current);
+    let kept: Vec<&str> = versions[..versions.len() - 1]
+        .iter()
+        .rev()
+        .take(HISTORY_LIMIT)
+        .map(String::as_str)
+        .collect();
+    let history: Vec<&str> = described[0]
+        .history
+        .iter()
+        .map(|v| v.version.as_str())
+        .collect();
+    assert_eq!(
+        history, kept,
+        "the newest {HISTORY_LIMIT} earlier versions, newest first"
+    );
+    for expected in kept {
+        assert_eq!(slots.rollback("swap").unwrap().plugin.version(), expected);
+    }
+    assert!(matches!(
+        slots.rollback("swap"),
+        Err(RollbackError::NoHistory(_))
+    ));
+}

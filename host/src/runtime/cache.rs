@@ -104,3 +104,36 @@ fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
     key.update(env!("CARGO_PKG_VERSION").as_bytes());
     hex::encode(key.finalize())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(opt_level: wasmtime::OptLevel) -> Engine {
+        let mut config = wasmtime::Config::new();
+        config.cranelift_opt_level(opt_level);
+        Engine::new(&config).expect("the engine builds")
+    }
+
+    #[test]
+    fn entries_change_with_the_component_and_with_the_engine_settings() {
+        let cache = CompiledCache::new("/cache");
+        let speed = engine(wasmtime::OptLevel::Speed);
+        let component = b"component bytes";
+        assert_eq!(
+            cache.entry(&speed, component),
+            cache.entry(&speed, component)
+        );
+        assert_ne!(
+            cache.entry(&speed, component),
+            cache.entry(&speed, b"other component bytes"),
+            "another component"
+        );
+        // Code compiled under other settings (or another wasmtime) is never reused.
+        assert_ne!(
+            cache.entry(&speed, component),
+            cache.entry(&engine(wasmtime::OptLevel::None), component),
+            "other compilation settings"
+        );
+    }
+}
