@@ -288,7 +288,7 @@ async fn bad_files_are_rejected_and_the_running_version_keeps_running() {
     let running = harness.current_version();
     let mut truncated = component("user-profile");
     truncated.truncate(truncated.len() / 2);
-    let cases: [(&str, Vec<u8>, &str); 5] = [
+    let cases: [(&str, Vec<u8>, &str); 7] = [
         (
             "garbage bytes",
             b"this is not wasm at all".to_vec(),
@@ -303,6 +303,16 @@ async fn bad_files_are_rejected_and_the_running_version_keeps_running() {
             "an empty component (missing exports)",
             b"\0asm\x0d\0\x01\0".to_vec(),
             "does not implement the world",
+        ),
+        (
+            "a component that exports init but not transform",
+            component("fault-missing-export"),
+            "no export `transform` found",
+        ),
+        (
+            "a component built for another version of the world",
+            component("fault-wrong-version"),
+            "built for weir:plugin@0.2.0; this host supports weir:plugin@0.1.0",
         ),
         (
             "a truncated component",

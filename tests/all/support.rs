@@ -13,6 +13,8 @@ const PLUGIN_CRATES: &[&str] = &[
     "tests/plugins/spin",
     "tests/plugins/hog",
     "tests/plugins/escape",
+    "tests/plugins/wrong-version",
+    "tests/plugins/missing-export",
 ];
 
 /// The repository root.

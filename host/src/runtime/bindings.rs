@@ -4,3 +4,17 @@ wasmtime::component::bindgen!({
     world: "transformer",
     path: "../wit",
 });
+
+/// The version of the `weir:plugin` package in wit/, the only one this host links. A component
+/// built against another version names it in its imports, which is how its rejection says so.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_contract_version_is_the_one_in_wit() {
+        let wit = include_str!("../../../wit/plugin.wit");
+        let package = format!("package weir:plugin@{};", super::CONTRACT_VERSION);
+        assert!(wit.contains(&package), "wit/plugin.wit lacks `{package}`");
+    }
+}

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::bindings::CONTRACT_VERSION;
+
 /// A plugin version cannot be used: it failed to load, type-check, instantiate or `init`.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -26,13 +28,23 @@ pub enum PluginError {
     },
     /// The component does not implement a world this host supports.
     #[error(
-        "plugin `{name}` does not implement the world weir:plugin/transformer@0.1.0: {reason}. Rebuild it against this host's wit/ with the weir-plugin SDK"
+        "plugin `{name}` does not implement the world weir:plugin/transformer@{CONTRACT_VERSION}: {reason}. Rebuild it against this host's wit/ with the weir-plugin SDK"
     )]
     WrongWorld {
         /// The plugin's name.
         name: String,
         /// What did not match.
         reason: String,
+    },
+    /// The component was built against another version of the `weir:plugin` contract.
+    #[error(
+        "plugin `{name}` was built for weir:plugin@{found}; this host supports weir:plugin@{CONTRACT_VERSION}: rebuild it against this weir's SDK (weir-plugin) or wit/"
+    )]
+    WrongVersion {
+        /// The plugin's name.
+        name: String,
+        /// The contract version the component names.
+        found: String,
     },
     /// Instantiation trapped or failed.
     #[error("plugin `{name}` failed to instantiate: {reason}")]

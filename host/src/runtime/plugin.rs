@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::bindings::TransformerPre;
+use super::bindings::{CONTRACT_VERSION, TransformerPre};
 use super::cache::CacheOutcome;
 use super::engine::PluginRuntime;
 use super::error::PluginError;
@@ -97,6 +98,15 @@ impl LoadedPlugin {
             name: name.to_owned(),
             reason: format!("{e:#}"),
         })?;
+        // Checked first and by name: wasmtime's linker accepts an import of a types-only interface
+        // it does not define, so a plugin built for another contract version loads when its
+        // shapes happen to match.
+        if let Some(found) = foreign_version(&component, runtime.engine()) {
+            return Err(PluginError::WrongVersion {
+                name: name.to_owned(),
+                found,
+            });
+        }
         let instance_pre =
             runtime
                 .linker()
@@ -164,5 +174,43 @@ impl LoadedPlugin {
 
     pub(super) fn identity(&self) -> (Arc<str>, Arc<str>) {
         (Arc::clone(&self.name), Arc::clone(&self.version))
+    }
+}
+
+/// The `weir:plugin` version a component names in its imports or exports
+/// (`weir:plugin/INTERFACE@VERSION`) when it is not semver-compatible with the one this host links.
+fn foreign_version(component: &Component, engine: &Engine) -> Option<String> {
+    let ty = component.component_type();
+    let names = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .chain(ty.exports(engine).map(|(name, _)| name));
+    names
+        .filter_map(|name| name.strip_prefix("weir:plugin/")?.split_once('@'))
+        .map(|(_, version)| version)
+        .find(|version| compatibility(version) != compatibility(CONTRACT_VERSION))
+        .map(str::to_owned)
+}
+
+/// What two semver-compatible versions share, as wasmtime's linker judges it: the major version,
+/// and for 0.x the minor version too.
+fn compatibility(version: &str) -> (&str, Option<&str>) {
+    let mut parts = version.split(['.', '-', '+']);
+    match (parts.next().unwrap_or(""), parts.next()) {
+        ("0", minor) => ("0", minor),
+        (major, _) => (major, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compatibility;
+
+    #[test]
+    fn contract_versions_are_compatible_as_semver_says() {
+        assert_eq!(compatibility("0.1.0"), compatibility("0.1.3"));
+        assert_ne!(compatibility("0.2.0"), compatibility("0.1.0"));
+        assert_eq!(compatibility("1.4.0"), compatibility("1.0.0"));
+        assert_ne!(compatibility("1.0.0"), compatibility("0.1.0"));
     }
 }
