@@ -1,6 +1,8 @@
 //! Outages of the real services while pipelines run: Kafka down for 10 s and for 60 s, Cassandra
-//! down for 60 s, PostgreSQL restarted. Weir waits and resumes by itself, commits nothing while
-//! writes fail, keeps its memory bounded, and loses nothing.
+//! down for 60 s, PostgreSQL restarted. Each outage hits a stream in motion: records keep coming
+//! in the background across it, and each test asserts that work was still ahead of the pipeline
+//! when the service went down. Weir waits and resumes by itself, commits nothing while writes
+//! fail, stops reading when its queues are full (so its memory stays bounded), and loses nothing.
 //!
 //! These tests stop and start the shared services with `scripts/services`, so they live in their
 //! own test binary (cargo runs test binaries one after another) and take turns within it.
@@ -10,19 +12,27 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
 use weir::config::PipelineFile;
+use weir::generator::UserGenerator;
 use weir::pipeline::{self, PipelineReport, PipelineStats};
 use weir::registry::{Deployer, PluginRegistry, PluginSlots};
 
 /// One outage at a time: they stop services every other test needs.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How often the background feeds and writers send their next chunk.
+const TICK: Duration = Duration::from_millis(100);
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -87,45 +97,14 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn wait_for(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = Instant::now() + timeout;
     while !condition() {
         assert!(
-            tokio::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn produce(brokers: &str, topic: &str, count: usize) -> BTreeSet<String> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    let mut generator = weir::generator::UserGenerator::new(rand_seed());
-    let mut ids = BTreeSet::new();
-    for _ in 0..count.div_ceil(500) {
-        let users: Vec<(String, String)> = (0..500.min(count - ids.len()))
-            .map(|_| {
-                let user = generator.next_user();
-                (
-                    user["login"]["uuid"].as_str().unwrap().to_owned(),
-                    user.to_string(),
-                )
-            })
-            .collect();
-        let sends = users.iter().map(|(id, value)| {
-            producer.send(
-                FutureRecord::to(topic).key(id).payload(value),
-                Duration::from_secs(30),
-            )
-        });
-        for sent in futures::future::join_all(sends).await {
-            sent.unwrap();
-        }
-        ids.extend(users.into_iter().map(|(id, _)| id));
-    }
-    ids
 }
 
 fn rand_seed() -> u64 {
@@ -135,14 +114,187 @@ fn rand_seed() -> u64 {
         .as_nanos() as u64
 }
 
+async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .unwrap();
+    for result in admin
+        .create_topics(
+            &[rdkafka::admin::NewTopic::new(
+                topic,
+                partitions,
+                rdkafka::admin::TopicReplication::Fixed(1),
+            )],
+            &rdkafka::admin::AdminOptions::new(),
+        )
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+}
+
+/// Users produced to a topic in the background at a steady pace, each keyed by its unique id, so
+/// that an outage hits a stream in motion rather than an input weir already drained.
+struct Feed {
+    total: usize,
+    sent: Arc<AtomicUsize>,
+    delivered: Arc<AtomicUsize>,
+    task: JoinHandle<BTreeSet<String>>,
+}
+
+impl Feed {
+    /// Starts producing `total` records to `topic`, `per_second` of them a second.
+    fn start(brokers: &str, topic: &str, total: usize, per_second: usize) -> Self {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            // Longer than any outage here: a send made while the broker is down waits in the
+            // producer and is delivered when the broker is back, instead of failing.
+            .set("message.timeout.ms", "300000")
+            // Sends retried across a broker restart must not land twice: the tests count records.
+            .set("enable.idempotence", "true")
+            .create()
+            .unwrap();
+        let (sent, delivered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (topic, sent_so_far, delivered_so_far) =
+            (topic.to_owned(), Arc::clone(&sent), Arc::clone(&delivered));
+        let per_tick = (per_second * TICK.as_millis() as usize / 1000).max(1);
+        let task = tokio::spawn(async move {
+            let mut generator = UserGenerator::new(rand_seed());
+            let mut ids = BTreeSet::new();
+            let mut chunks = Vec::new();
+            let mut ticks = tokio::time::interval(TICK);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            while ids.len() < total {
+                ticks.tick().await;
+                let mut deliveries = Vec::new();
+                for _ in 0..per_tick.min(total - ids.len()) {
+                    let user = generator.next_user();
+                    let id = user["login"]["uuid"].as_str().unwrap().to_owned();
+                    let value = user.to_string();
+                    // Queued without waiting for the broker: sending goes on during an outage.
+                    let delivery = producer
+                        .send_result(FutureRecord::to(&topic).key(&id).payload(&value))
+                        .map_err(|(error, _)| error)
+                        .expect("the producer queues the record");
+                    deliveries.push(delivery);
+                    assert!(ids.insert(id), "every record has its own id");
+                }
+                sent_so_far.store(ids.len(), Ordering::Relaxed);
+                let delivered = Arc::clone(&delivered_so_far);
+                chunks.push(tokio::spawn(async move {
+                    let count = deliveries.len();
+                    for delivery in futures::future::join_all(deliveries).await {
+                        delivery
+                            .expect("the producer reports the delivery")
+                            .map_err(|(error, _)| error)
+                            .expect("the record is delivered, after the outage at the latest");
+                    }
+                    delivered.fetch_add(count, Ordering::Relaxed);
+                }));
+            }
+            for chunk in chunks {
+                chunk.await.unwrap();
+            }
+            ids
+        });
+        Feed {
+            total,
+            sent,
+            delivered,
+            task,
+        }
+    }
+
+    /// Records handed to the producer so far.
+    fn sent(&self) -> usize {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Records the broker has confirmed so far.
+    fn delivered(&self) -> usize {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every record is sent and delivered; returns their ids.
+    async fn finish(self) -> BTreeSet<String> {
+        let ids = tokio::time::timeout(Duration::from_secs(300), self.task)
+            .await
+            .expect("the feed delivers every record within 300 s")
+            .unwrap();
+        assert_eq!(ids.len(), self.total);
+        ids
+    }
+}
+
+/// Lines appended in the background at a steady pace to a file a `follow` source reads.
+struct Writer {
+    written: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Writer {
+    /// Starts appending `lines` to the empty file `path`, `per_second` of them a second.
+    fn start(path: &Path, lines: Vec<String>, per_second: usize) -> Self {
+        /// The kernel makes an append visible to readers a page at a time.
+        const PAGE: usize = 4096;
+        let written = Arc::new(AtomicUsize::new(0));
+        let (path, written_so_far) = (path.to_owned(), Arc::clone(&written));
+        let per_tick = (per_second * TICK.as_millis() as usize / 1000).max(1);
+        let task = tokio::spawn(async move {
+            let mut file = tokio::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .await
+                .unwrap();
+            let mut length = 0;
+            let mut ticks = tokio::time::interval(TICK);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            for chunk in lines.chunks(per_tick) {
+                ticks.tick().await;
+                // A following source takes what it finds at the end of the file as a line, even
+                // half of one. So no line crosses a page boundary: blank lines (which the source
+                // skips) fill the rest of a page, and a reader never stops inside a record.
+                let mut bytes = Vec::new();
+                for line in chunk {
+                    assert!(line.len() < PAGE, "a line fits in a page");
+                    let room = PAGE - length % PAGE;
+                    if line.len() + 1 > room {
+                        bytes.resize(bytes.len() + room, b'\n');
+                        length += room;
+                    }
+                    bytes.extend_from_slice(line.as_bytes());
+                    bytes.push(b'\n');
+                    length += line.len() + 1;
+                }
+                file.write_all(&bytes).await.unwrap();
+                file.flush().await.unwrap();
+                written_so_far.fetch_add(chunk.len(), Ordering::Relaxed);
+            }
+        });
+        Writer { written, task }
+    }
+
+    /// Lines appended so far.
+    fn written(&self) -> usize {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every line is appended.
+    async fn finish(self) {
+        tokio::time::timeout(Duration::from_secs(300), self.task)
+            .await
+            .expect("the writer appends every line within 300 s")
+            .unwrap();
+    }
+}
+
+type Running = JoinHandle<Result<PipelineReport, pipeline::PipelineError>>;
+
 /// Starts the single pipeline of `toml` in this process; returns its stats, shutdown and task.
-async fn start(
-    toml: &str,
-) -> (
-    Arc<PipelineStats>,
-    watch::Sender<bool>,
-    tokio::task::JoinHandle<Result<PipelineReport, pipeline::PipelineError>>,
-) {
+async fn start(toml: &str) -> (Arc<PipelineStats>, watch::Sender<bool>, Running) {
     let file = PipelineFile::parse(Path::new("outage.toml"), toml).unwrap();
     let slots = PluginSlots::default();
     let registry = repo_root().join("target/test-plugins/registry");
@@ -163,6 +315,43 @@ async fn start(
     let (shutdown, rx) = watch::channel(false);
     let task = tokio::spawn(pipeline::run(config, chain, Arc::clone(&stats), rx));
     (stats, shutdown, task)
+}
+
+/// Waits until the pipeline has written a record; a pipeline that ended (a service it needs is
+/// missing, say) fails the test at once rather than at the timeout.
+async fn wait_flowing(stats: &PipelineStats, task: &Running, timeout: Duration) {
+    wait_for("the stream to flow", timeout, || {
+        assert!(
+            !task.is_finished(),
+            "the pipeline ended before writing anything; are the services running?"
+        );
+        stats.snapshot("p").records_out > 0
+    })
+    .await;
+}
+
+/// Waits until the pipeline neither acknowledges nor polls a record for `quiet`; returns the
+/// records acknowledged and polled then.
+async fn standstill(stats: &PipelineStats, quiet: Duration, timeout: Duration) -> (u64, u64) {
+    let read = || (stats.snapshot("p").records_in, stats.records_polled());
+    let deadline = Instant::now() + timeout;
+    let mut last = read();
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = read();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        } else if since.elapsed() >= quiet {
+            return last;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for the pipeline to stand still; it still acknowledges or polls ({} acknowledged, {} polled)",
+            now.0,
+            now.1
+        );
+    }
 }
 
 /// Keys of every message in `topic`, read from the beginning until `expected` distinct ones.
@@ -197,10 +386,14 @@ fn resident_mib() -> u64 {
 }
 
 async fn kafka_outage(seconds: u64) {
+    const TOTAL: usize = 20_000;
     let _turn = TURN.lock().await;
     let brokers = env_or("WEIR_KAFKA_BROKERS", "127.0.0.1:9092");
     let (input, output) = (unique("outage_in"), unique("outage_out"));
-    let ids = produce(&brokers, &input, 20_000).await;
+    create_topic(&brokers, &input, 3).await;
+    // Spread over the outage and 20 s more: the broker stops, and comes back, while the feed is
+    // still sending, so weir's consumer and producer both lose a broker mid-stream.
+    let feed = Feed::start(&brokers, &input, TOTAL, TOTAL / (seconds as usize + 20));
     let (stats, shutdown, task) = start(&format!(
         r#"
         [[pipeline]]
@@ -215,28 +408,37 @@ async fn kafka_outage(seconds: u64) {
         std::env::temp_dir().display()
     ))
     .await;
-    let seen = Arc::clone(&stats);
-    wait_for("the stream to flow", Duration::from_secs(60), move || {
-        seen.snapshot("p").records_out > 0
-    })
-    .await;
+    wait_flowing(&stats, &task, Duration::from_secs(60)).await;
     let outage = Outage::begin("kafka");
+    // The broker is gone: what is acknowledged now is all weir could acknowledge before it.
+    let (acknowledged, sent) = (stats.snapshot("p").records_in, feed.sent());
+    assert!(
+        acknowledged < TOTAL as u64 && sent < TOTAL,
+        "the broker stops mid-stream: {acknowledged} of {TOTAL} records acknowledged, {sent} sent"
+    );
     tokio::time::sleep(Duration::from_secs(seconds)).await; // the outage itself
     assert!(
         !task.is_finished(),
         "the pipeline waits through the outage instead of failing"
     );
     outage.end();
+    // Includes the sends made while the broker was down.
+    let ids = feed.finish().await;
     let seen = Arc::clone(&stats);
     wait_for(
         "every record after the outage",
         Duration::from_secs(300),
-        move || seen.snapshot("p").records_in >= 20_000,
+        move || seen.snapshot("p").records_in >= TOTAL as u64,
     )
     .await;
-    let _ = shutdown.send(true);
-    task.await.unwrap().unwrap();
+    // Read while the same pipeline still runs: nothing is lost, and nothing needed a restart.
     assert_eq!(distinct_keys(&brokers, &output, ids.len()).await, ids);
+    let _ = shutdown.send(true);
+    let report = task.await.unwrap().unwrap();
+    println!(
+        "kafka down {seconds} s: records {TOTAL}, acknowledged when the broker stopped {acknowledged} (sent {sent}), acknowledged after the restart {}, lost 0",
+        report.records_in - acknowledged
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -274,32 +476,17 @@ fn committed(brokers: &str, group: &str, topic: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cassandra_down_for_60_seconds_commits_nothing_and_loses_nothing() {
+    const TOTAL: usize = 40_000;
+    const BATCH: u64 = 100;
+    const OUTAGE: Duration = Duration::from_secs(60);
     let _turn = TURN.lock().await;
     let brokers = env_or("WEIR_KAFKA_BROKERS", "127.0.0.1:9092");
     let nodes = env_or("WEIR_CASSANDRA_NODES", "127.0.0.1:9042");
     let (input, keyspace, group) = (unique("cql_outage"), unique("weir_outage"), unique("group"));
-    {
-        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-            ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .create()
-                .unwrap();
-        for result in admin
-            .create_topics(
-                &[rdkafka::admin::NewTopic::new(
-                    &input,
-                    3,
-                    rdkafka::admin::TopicReplication::Fixed(1),
-                )],
-                &rdkafka::admin::AdminOptions::new(),
-            )
-            .await
-            .unwrap()
-        {
-            result.unwrap();
-        }
-    }
-    let ids = produce(&brokers, &input, 30_000).await;
+    create_topic(&brokers, &input, 3).await;
+    // Sent over 40 s, most of it during the outage: records wait in Kafka the whole time, so
+    // only backpressure can keep the source from reading them.
+    let feed = Feed::start(&brokers, &input, TOTAL, 1_000);
     let (stats, shutdown, task) = start(&format!(
         r#"
         [[pipeline]]
@@ -307,7 +494,7 @@ async fn cassandra_down_for_60_seconds_commits_nothing_and_loses_nothing() {
         source = {{ type = "kafka", brokers = "{brokers}", topics = ["{input}"], group = "{group}" }}
         transforms = [{{ plugin = "user-profile" }}]
         dead_letter = {{ type = "file", path = "{}/outage-dlq.jsonl" }}
-        batch = {{ size = 100, linger_ms = 5, max_in_flight = 4 }}
+        batch = {{ size = {BATCH}, linger_ms = 5, max_in_flight = 4 }}
         [pipeline.sink]
         type = "cassandra"
         nodes = ["{nodes}"]
@@ -319,18 +506,35 @@ async fn cassandra_down_for_60_seconds_commits_nothing_and_loses_nothing() {
         std::env::temp_dir().display()
     ))
     .await;
-    let seen = Arc::clone(&stats);
-    wait_for("the stream to flow", Duration::from_secs(120), move || {
-        seen.snapshot("p").records_out > 0
-    })
-    .await;
+    wait_flowing(&stats, &task, Duration::from_secs(120)).await;
     let rss_before = resident_mib();
     let outage = Outage::begin("cassandra");
-    // Batches acknowledged before the stop may still commit; after that, nothing may.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let began = Instant::now();
+    // Writes in flight when Cassandra went down fail and are retried; batches acknowledged before
+    // may still commit. Once the queues fill, the source stops polling and nothing moves.
+    let (acknowledged, polled) =
+        standstill(&stats, Duration::from_secs(3), Duration::from_secs(50)).await;
     let committed_early = committed(&brokers, &group, &input);
-    let acknowledged_early = stats.snapshot("p").records_in;
-    tokio::time::sleep(Duration::from_secs(55)).await; // the rest of the outage
+    assert!(
+        acknowledged < TOTAL as u64,
+        "Cassandra stops mid-stream: {acknowledged} of {TOTAL} records acknowledged"
+    );
+    // What the source may have handed on and not seen acknowledged: every queue full, plus the
+    // batch each worker transforms, the batch the sink writes and the poll the source routes.
+    let (capacity, workers) = (stats.queue_capacity(), stats.workers());
+    let bound = (capacity + workers + 2) * BATCH;
+    let in_flight = polled - acknowledged;
+    assert!(
+        in_flight <= bound,
+        "full queues pause the source: {in_flight} records in flight, more than the {bound} the queues ({capacity} batches) and {workers} workers hold"
+    );
+    // Otherwise a source that read on would also stay within the bound.
+    let to_come = TOTAL as u64 - acknowledged;
+    assert!(
+        bound * 4 <= to_come,
+        "the bound ({bound}) is well below the {to_come} records still to come"
+    );
+    tokio::time::sleep(OUTAGE.saturating_sub(began.elapsed())).await; // the rest of the outage
     assert_eq!(
         committed(&brokers, &group, &input),
         committed_early,
@@ -338,8 +542,18 @@ async fn cassandra_down_for_60_seconds_commits_nothing_and_loses_nothing() {
     );
     assert_eq!(
         stats.snapshot("p").records_in,
-        acknowledged_early,
+        acknowledged,
         "nothing acknowledged while writes fail"
+    );
+    assert_eq!(
+        stats.records_polled(),
+        polled,
+        "the source read nothing more during the outage"
+    );
+    let waiting = (feed.delivered() as u64).saturating_sub(polled);
+    assert!(
+        waiting > bound,
+        "records were there to read: {waiting} in Kafka that the source had not polled"
     );
     let growth = resident_mib().saturating_sub(rss_before);
     assert!(
@@ -348,11 +562,12 @@ async fn cassandra_down_for_60_seconds_commits_nothing_and_loses_nothing() {
     );
     assert!(!task.is_finished(), "the pipeline waits instead of failing");
     outage.end();
+    let ids = feed.finish().await;
     let seen = Arc::clone(&stats);
     wait_for(
         "every record after the outage",
         Duration::from_secs(300),
-        move || seen.snapshot("p").records_in >= 30_000,
+        move || seen.snapshot("p").records_in >= TOTAL as u64,
     )
     .await;
     let _ = shutdown.send(true);
@@ -374,10 +589,14 @@ async fn cassandra_down_for_60_seconds_commits_nothing_and_loses_nothing() {
         .map(|r| r.unwrap().0.to_string())
         .collect();
     assert_eq!(stored, ids);
+    println!(
+        "cassandra down 60 s: records {TOTAL}, acknowledged when it stopped {acknowledged}, in flight {in_flight} (bound {bound}: {capacity} queued + {workers} workers + 2 batches of {BATCH}), unread in Kafka at the end of the outage {waiting}, memory growth {growth} MiB, lost 0"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_restarted_during_ingest_and_publish() {
+    const TOTAL: usize = 20_000;
     let _turn = TURN.lock().await;
     let brokers = env_or("WEIR_KAFKA_BROKERS", "127.0.0.1:9092");
     let url = env_or(
@@ -388,20 +607,16 @@ async fn postgres_restarted_during_ingest_and_publish() {
     let dir = std::env::temp_dir().join(unique("pg_outage_dir"));
     std::fs::create_dir_all(&dir).unwrap();
     let input = dir.join("in.jsonl");
-    let mut generator = weir::generator::UserGenerator::new(rand_seed());
-    let users: Vec<serde_json::Value> = (0..10_000).map(|_| generator.next_user()).collect();
+    let mut generator = UserGenerator::new(rand_seed());
+    let users: Vec<serde_json::Value> = (0..TOTAL).map(|_| generator.next_user()).collect();
     let ids: BTreeSet<String> = users
         .iter()
         .map(|u| u["login"]["uuid"].as_str().unwrap().to_owned())
         .collect();
-    std::fs::write(
-        &input,
-        users
-            .iter()
-            .map(|u| u.to_string() + "\n")
-            .collect::<String>(),
-    )
-    .unwrap();
+    assert_eq!(ids.len(), TOTAL, "every user has its own id");
+    std::fs::write(&input, "").unwrap();
+    // Over 10 s: ingest still has lines to read, and rows to write, when PostgreSQL restarts.
+    let writer = Writer::start(&input, users.iter().map(|u| u.to_string()).collect(), 2_000);
     let (ingest_stats, ingest_stop, ingest) = start(&format!(
         r#"
         [[pipeline]]
@@ -428,21 +643,24 @@ async fn postgres_restarted_during_ingest_and_publish() {
         dir.display()
     ))
     .await;
-    let seen = Arc::clone(&publish_stats);
-    wait_for("the stream to flow", Duration::from_secs(60), move || {
-        seen.snapshot("p").records_out > 0
-    })
-    .await;
+    wait_flowing(&publish_stats, &publish, Duration::from_secs(60)).await;
     let outage = Outage::begin("postgres");
+    // PostgreSQL is down: the rows ingest wrote so far are all that landed before the restart.
+    let (landed, written) = (ingest_stats.snapshot("p").records_out, writer.written());
+    assert!(
+        landed < TOTAL as u64,
+        "PostgreSQL restarts mid-ingest: {landed} of {TOTAL} rows landed ({written} lines written)"
+    );
     tokio::time::sleep(Duration::from_secs(5)).await; // the restart's downtime
     outage.end();
+    writer.finish().await;
     let (seen_in, seen_out) = (Arc::clone(&ingest_stats), Arc::clone(&publish_stats));
     wait_for(
         "every record after the restart",
         Duration::from_secs(300),
         move || {
-            seen_in.snapshot("p").records_out >= 10_000
-                && seen_out.snapshot("p").records_out >= 10_000
+            seen_in.snapshot("p").records_out >= TOTAL as u64
+                && seen_out.snapshot("p").records_out >= TOTAL as u64
         },
     )
     .await;
@@ -452,4 +670,7 @@ async fn postgres_restarted_during_ingest_and_publish() {
     publish.await.unwrap().unwrap();
     assert_eq!(distinct_keys(&brokers, &topic, ids.len()).await, ids);
     let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "postgres restarted: records {TOTAL}, rows landed when it stopped {landed} (lines written {written}), lost 0"
+    );
 }
