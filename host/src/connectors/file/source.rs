@@ -1,5 +1,7 @@
 //! The `file` source: one record per line of a file; the committed line number is persisted in a
-//! checkpoint file so that a restart resumes after the last acknowledged line.
+//! checkpoint file so that a restart resumes after the last acknowledged line. A line is a record
+//! only once its newline is there (while following, a writer may be half-way through it), and
+//! its bytes go on as they are, valid UTF-8 or not.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,7 +45,9 @@ impl FileSourceConfig {
 /// Reads a file line by line.
 pub struct FileSource {
     config: FileSourceConfig,
-    lines: tokio::io::Lines<BufReader<tokio::fs::File>>,
+    reader: BufReader<tokio::fs::File>,
+    /// The line being read; while following, the start of a line whose writer is not done.
+    pending: Vec<u8>,
     line_number: i64,
     stream: Arc<str>,
 }
@@ -57,7 +61,8 @@ impl FileSource {
         })?;
         let mut source = FileSource {
             config: config.clone(),
-            lines: BufReader::new(file).lines(),
+            reader: BufReader::new(file),
+            pending: Vec::new(),
             line_number: 0,
             stream: Arc::from(config.path.display().to_string()),
         };
@@ -77,14 +82,29 @@ impl FileSource {
         Ok(source)
     }
 
-    async fn next_line(&mut self) -> Result<Option<String>, ConnectorError> {
-        let line = self.lines.next_line().await.map_err(|e| {
-            ConnectorError::transient(describe(&self.config.path), format!("read failed: {e}"))
-        })?;
-        if line.is_some() {
-            self.line_number += 1;
+    /// The next complete line without its line ending; `None` at the end of the file. While
+    /// following, an unterminated last line stays pending until its newline arrives; otherwise it
+    /// is the file's last line.
+    async fn next_line(&mut self) -> Result<Option<Vec<u8>>, ConnectorError> {
+        self.reader
+            .read_until(b'\n', &mut self.pending)
+            .await
+            .map_err(|e| {
+                ConnectorError::transient(describe(&self.config.path), format!("read failed: {e}"))
+            })?;
+        let complete = self.pending.last() == Some(&b'\n');
+        if !complete && (self.config.follow || self.pending.is_empty()) {
+            return Ok(None);
         }
-        Ok(line)
+        let mut line = std::mem::take(&mut self.pending);
+        if complete {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        self.line_number += 1;
+        Ok(Some(line))
     }
 }
 
@@ -122,7 +142,7 @@ impl Source for FileSource {
         let mut first_at: Option<Instant> = None;
         while batch.len() < max {
             match self.next_line().await? {
-                Some(line) if line.trim().is_empty() => continue,
+                Some(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
                 Some(line) => {
                     first_at.get_or_insert_with(Instant::now);
                     batch.push(SourceRecord::new(
@@ -202,6 +222,80 @@ mod tests {
         assert_eq!(rest[0].record.value, br#"{"n":3}"#);
         assert!(
             restarted
+                .poll_batch(10, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_line_still_being_written_waits_for_its_newline() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, "{\"n\":1}\n{\"n\":").unwrap();
+        let config = FileSourceConfig {
+            path: path.clone(),
+            checkpoint: None,
+            follow: true,
+        };
+        let mut source = FileSource::open(&config).await.unwrap();
+        let first = source
+            .poll_batch(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        let values: Vec<&[u8]> = first.iter().map(|r| r.record.value.as_slice()).collect();
+        assert_eq!(
+            values,
+            [br#"{"n":1}"#.as_slice()],
+            "the half-written line is held back"
+        );
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(b"2}\r\n").unwrap();
+        let second = source
+            .poll_batch(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.len(), 1);
+        assert_eq!(
+            second[0].record.value, br#"{"n":2}"#,
+            "one record, line ending removed"
+        );
+        assert_eq!(second[0].position.offset, 2);
+    }
+
+    #[tokio::test]
+    async fn without_follow_an_unterminated_last_line_and_invalid_utf8_are_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, b"\xff\xfe not text\n{\"last\":true}").unwrap();
+        let config = FileSourceConfig {
+            path,
+            checkpoint: None,
+            follow: false,
+        };
+        let mut source = FileSource::open(&config).await.unwrap();
+        let batch = source
+            .poll_batch(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        let values: Vec<&[u8]> = batch.iter().map(|r| r.record.value.as_slice()).collect();
+        assert_eq!(
+            values,
+            [
+                b"\xff\xfe not text".as_slice(),
+                br#"{"last":true}"#.as_slice()
+            ]
+        );
+        assert!(
+            source
                 .poll_batch(10, Duration::ZERO)
                 .await
                 .unwrap()
