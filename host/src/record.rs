@@ -1,6 +1,7 @@
 //! The host's view of records: the WIT record type (so batches cross into plugins without a
 //! copy) plus where each one came from, which is what commits and dead letters need.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use crate::runtime::{Header, Record};
@@ -43,6 +44,28 @@ pub struct SourcePosition {
     pub partition: i32,
     /// Offset within the partition; increasing.
     pub offset: i64,
+}
+
+impl SourcePosition {
+    /// The highest position per stream and partition among `positions`: what acknowledging
+    /// all of them commits.
+    pub fn highest<'a>(positions: impl IntoIterator<Item = &'a SourcePosition>) -> Vec<Self> {
+        let mut highest: BTreeMap<(&Arc<str>, i32), i64> = BTreeMap::new();
+        for position in positions {
+            let offset = highest
+                .entry((&position.stream, position.partition))
+                .or_insert(position.offset);
+            *offset = (*offset).max(position.offset);
+        }
+        highest
+            .into_iter()
+            .map(|((stream, partition), offset)| SourcePosition {
+                stream: Arc::clone(stream),
+                partition,
+                offset,
+            })
+            .collect()
+    }
 }
 
 /// A record as a source produced it.
@@ -117,6 +140,26 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn highest_keeps_the_largest_offset_per_stream_and_partition() {
+        let at = |stream: &str, partition, offset| SourcePosition {
+            stream: Arc::from(stream),
+            partition,
+            offset,
+        };
+        let positions = [
+            at("a", 0, 5),
+            at("a", 1, 2),
+            at("a", 0, 9),
+            at("b", 0, 1),
+            at("a", 0, 7),
+        ];
+        assert_eq!(
+            SourcePosition::highest(&positions),
+            [at("a", 0, 9), at("a", 1, 2), at("b", 0, 1)]
+        );
+    }
 
     #[test]
     fn set_header_replaces_instead_of_repeating() {

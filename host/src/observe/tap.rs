@@ -105,6 +105,13 @@ impl TapPoint {
         &self.stage
     }
 
+    /// A tap that belongs to no pipeline, so nobody can watch it: what a chain step uses until
+    /// it joins a pipeline. One for the whole process, so unobserved steps allocate nothing.
+    pub fn unobserved() -> Arc<TapPoint> {
+        static UNOBSERVED: std::sync::OnceLock<Arc<TapPoint>> = std::sync::OnceLock::new();
+        Arc::clone(UNOBSERVED.get_or_init(|| Arc::new(TapPoint::new("", ""))))
+    }
+
     /// Whether anyone watches: lets a caller skip preparing records for [`TapPoint::offer`].
     pub fn is_watched(&self) -> bool {
         self.watchers.load(Ordering::Relaxed) > 0

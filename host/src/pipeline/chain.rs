@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::TransformConfig;
-use crate::observe::{PluginStepStats, TapHub, TapPoint};
+use crate::observe::{PluginStepStats, TapPoint};
 use crate::record::{Record, SourcePosition, headers};
 use crate::registry::{Capability, PluginSlot, PluginVersion};
 use crate::runtime::{Grants, PluginError, PluginInstance, PluginLimits, RecordError};
@@ -104,7 +104,7 @@ impl ChainStep {
             version_header: format!("{}{}", headers::VERSION_PREFIX, slot.name()),
             // Unobserved until the chain joins a pipeline (`TransformChain::observe_into`).
             stats: Arc::default(),
-            tap: TapHub::default().point(slot.name()),
+            tap: TapPoint::unobserved(),
             slot,
             transform,
             limits,

@@ -428,7 +428,7 @@ impl PendingCommits {
 impl From<Vec<SourceRecord>> for Batch {
     fn from(source_records: Vec<SourceRecord>) -> Self {
         let inputs = source_records.len();
-        let mut highest: BTreeMap<(Arc<str>, i32), i64> = BTreeMap::new();
+        let commit = SourcePosition::highest(source_records.iter().map(|r| &r.position));
         let mut records = Vec::with_capacity(source_records.len());
         let mut positions = Vec::with_capacity(source_records.len());
         let mut malformed = Vec::new();
@@ -438,10 +438,6 @@ impl From<Vec<SourceRecord>> for Batch {
             malformed: reason,
         } in source_records
         {
-            let offset = highest
-                .entry((Arc::clone(&position.stream), position.partition))
-                .or_insert(position.offset);
-            *offset = (*offset).max(position.offset);
             match reason {
                 Some(message) => malformed.push(Failure {
                     record,
@@ -458,14 +454,6 @@ impl From<Vec<SourceRecord>> for Batch {
                 }
             }
         }
-        let commit = highest
-            .into_iter()
-            .map(|((stream, partition), offset)| SourcePosition {
-                stream,
-                partition,
-                offset,
-            })
-            .collect();
         Batch {
             records,
             positions,

@@ -129,18 +129,19 @@ impl WorkerPool {
     /// Sends records to their partitions' workers, in order. False when the workers are gone.
     pub(super) async fn route(&mut self, records: Vec<SourceRecord>) -> bool {
         let mut shares: BTreeMap<usize, Vec<SourceRecord>> = BTreeMap::new();
-        let mut last: Option<((Arc<str>, i32), usize)> = None;
+        let mut last: Option<(Arc<str>, i32, usize)> = None;
         for record in records {
-            let key = (
-                Arc::clone(&record.position.stream),
-                record.position.partition,
-            );
+            let (stream, partition) = (&record.position.stream, record.position.partition);
             // Records of one partition come in runs: look the worker up once per run.
             let worker = match &last {
-                Some((last_key, worker)) if *last_key == key => *worker,
+                Some((last_stream, last_partition, worker))
+                    if *last_partition == partition && last_stream == stream =>
+                {
+                    *worker
+                }
                 _ => {
-                    let worker = self.worker_for(&key.0, key.1).await;
-                    last = Some((key, worker));
+                    let worker = self.worker_for(stream, partition).await;
+                    last = Some((Arc::clone(stream), partition, worker));
                     worker
                 }
             };

@@ -74,13 +74,15 @@ impl PartitionProgress {
             .is_some_and(|&revoked| revoked > epoch)
     }
 
-    /// Records up to these offsets were handed to the pipeline.
-    pub fn delivered(&self, highest: impl IntoIterator<Item = (TopicPartition, i64)>) {
+    /// Records up to these positions (one per stream and partition) were handed to the
+    /// pipeline.
+    pub fn delivered(&self, positions: &[SourcePosition]) {
         let mut state = self.state();
-        for (partition, offset) in highest {
+        for position in positions {
+            let partition = (position.stream.to_string(), position.partition);
             if state.assigned.contains(&partition) {
-                let entry = state.delivered.entry(partition).or_insert(offset);
-                *entry = (*entry).max(offset);
+                let entry = state.delivered.entry(partition).or_insert(position.offset);
+                *entry = (*entry).max(position.offset);
             }
         }
     }
@@ -186,7 +188,7 @@ mod tests {
     fn drain_waits_for_the_acknowledgement_of_every_delivered_record() {
         let progress = Arc::new(PartitionProgress::default());
         progress.assign(&[tp(0), tp(1)]);
-        progress.delivered([(tp(0), 41), (tp(1), 7)]);
+        progress.delivered(&[position(0, 41), position(1, 7)]);
         progress.acknowledged(&[position(0, 20), position(1, 7)]);
         let acker = {
             let progress = Arc::clone(&progress);
@@ -202,7 +204,7 @@ mod tests {
     fn drain_gives_up_at_the_timeout_with_what_was_acknowledged() {
         let progress = PartitionProgress::default();
         progress.assign(&[tp(0)]);
-        progress.delivered([(tp(0), 41)]);
+        progress.delivered(&[position(0, 41)]);
         progress.acknowledged(&[position(0, 20)]);
         let (offsets, drained) = progress.drain(&[tp(0)], Duration::ZERO);
         assert!(!drained);
@@ -218,7 +220,7 @@ mod tests {
         assert!(progress.revoked_since(before, &tp(1)));
         assert!(!progress.revoked_since(before, &tp(0)));
         assert!(!progress.revoked_since(progress.revocations(), &tp(1)));
-        progress.delivered([(tp(1), 5)]);
+        progress.delivered(&[position(1, 5)]);
         progress.acknowledged(&[position(1, 5)]);
         assert_eq!(progress.drain(&[tp(1)], Duration::ZERO), (Vec::new(), true));
         assert_eq!(

@@ -234,17 +234,8 @@ impl Source for KafkaSource {
             }
         }
         self.forget_revoked(&mut batch, &mut revocations);
-        let mut highest: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for record in &batch {
-            let offset = highest
-                .entry((
-                    record.position.stream.to_string(),
-                    record.position.partition,
-                ))
-                .or_insert(record.position.offset);
-            *offset = (*offset).max(record.position.offset);
-        }
-        self.progress.delivered(highest);
+        self.progress
+            .delivered(&SourcePosition::highest(batch.iter().map(|r| &r.position)));
         Ok(Some(batch))
     }
 
