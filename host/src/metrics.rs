@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use crate::observe::HistogramSnapshot;
 use crate::pipeline::PipelineStats;
@@ -13,6 +14,9 @@ use crate::registry::PluginSlots;
 /// Reads one counter out of a pipeline's report.
 type ReportField = fn(&crate::pipeline::PipelineReport) -> u64;
 
+/// Reads one value of a pipeline's live stats.
+type StatsField = fn(&PipelineStats) -> u64;
+
 /// Renders every metric in the Prometheus text format (version 0.0.4).
 pub fn render(pipelines: &BTreeMap<String, Arc<PipelineStats>>, slots: &PluginSlots) -> String {
     let mut out = String::new();
@@ -20,20 +24,14 @@ pub fn render(pipelines: &BTreeMap<String, Arc<PipelineStats>>, slots: &PluginSl
         .iter()
         .map(|(name, stats)| stats.snapshot(name))
         .collect();
-    header(
+    per_pipeline(
         &mut out,
-        "weir_source_records_polled_total",
+        pipelines,
+        ("weir_source_records_polled_total", "counter"),
         "Records the source handed to the pipeline, acknowledged or not.",
-        "counter",
+        None,
+        &[("", |s| s.records_polled())],
     );
-    for (name, stats) in pipelines {
-        let _ = writeln!(
-            out,
-            "weir_source_records_polled_total{{pipeline=\"{}\"}} {}",
-            escape(name),
-            stats.records_polled()
-        );
-    }
     let counters: [(&str, &str, ReportField); 4] = [
         (
             "weir_records_in_total",
@@ -130,72 +128,46 @@ pub fn render(pipelines: &BTreeMap<String, Arc<PipelineStats>>, slots: &PluginSl
 
 /// Retries, queues, lag, latencies and per-plugin counts of every pipeline.
 fn render_pipeline_details(out: &mut String, pipelines: &BTreeMap<String, Arc<PipelineStats>>) {
-    header(
+    per_pipeline(
         out,
-        "weir_sink_retries_total",
+        pipelines,
+        ("weir_sink_retries_total", "counter"),
         "Writes retried after a transient failure, by destination (sink or dead_letter).",
-        "counter",
+        Some("destination"),
+        &[
+            ("sink", |s| s.sink_retries().load(Ordering::Relaxed)),
+            ("dead_letter", |s| {
+                s.dead_letter_retries().load(Ordering::Relaxed)
+            }),
+        ],
     );
-    for (name, stats) in pipelines {
-        let pipeline = escape(name);
-        for (destination, counter) in [
-            ("sink", stats.sink_retries()),
-            ("dead_letter", stats.dead_letter_retries()),
-        ] {
-            let _ = writeln!(
-                out,
-                "weir_sink_retries_total{{pipeline=\"{pipeline}\",destination=\"{destination}\"}} {}",
-                counter.load(std::sync::atomic::Ordering::Relaxed)
-            );
-        }
-    }
-    header(
+    per_pipeline(
         out,
-        "weir_queue_depth_batches",
+        pipelines,
+        ("weir_queue_depth_batches", "gauge"),
         "Batches waiting between stages, by queue (transform or sink).",
-        "gauge",
+        Some("queue"),
+        &[
+            ("transform", |s| s.transform_queue().get()),
+            ("sink", |s| s.sink_queue().get()),
+        ],
     );
-    for (name, stats) in pipelines {
-        let pipeline = escape(name);
-        for (queue, depth) in [
-            ("transform", stats.transform_queue()),
-            ("sink", stats.sink_queue()),
-        ] {
-            let _ = writeln!(
-                out,
-                "weir_queue_depth_batches{{pipeline=\"{pipeline}\",queue=\"{queue}\"}} {}",
-                depth.get()
-            );
-        }
-    }
-    header(
+    per_pipeline(
         out,
-        "weir_transform_workers",
+        pipelines,
+        ("weir_transform_workers", "gauge"),
         "Transform workers running, each with its own plugin instances.",
-        "gauge",
+        None,
+        &[("", |s| s.workers())],
     );
-    for (name, stats) in pipelines {
-        let _ = writeln!(
-            out,
-            "weir_transform_workers{{pipeline=\"{}\"}} {}",
-            escape(name),
-            stats.workers()
-        );
-    }
-    header(
+    per_pipeline(
         out,
-        "weir_queue_capacity_batches",
+        pipelines,
+        ("weir_queue_capacity_batches", "gauge"),
         "Batches the queues between stages hold at most.",
-        "gauge",
+        None,
+        &[("", |s| s.queue_capacity())],
     );
-    for (name, stats) in pipelines {
-        let capacity = stats.queue_capacity();
-        let _ = writeln!(
-            out,
-            "weir_queue_capacity_batches{{pipeline=\"{}\"}} {capacity}",
-            escape(name)
-        );
-    }
     header(
         out,
         "weir_kafka_consumer_lag",
@@ -270,7 +242,7 @@ fn render_pipeline_details(out: &mut String, pipelines: &BTreeMap<String, Arc<Pi
                     "{metric}{{pipeline=\"{}\",plugin=\"{}\"}} {}",
                     escape(name),
                     escape(&plugin),
-                    field(&step).load(std::sync::atomic::Ordering::Relaxed)
+                    field(&step).load(Ordering::Relaxed)
                 );
             }
         }
@@ -313,6 +285,30 @@ fn histogram(out: &mut String, name: &str, labels: &str, snapshot: &HistogramSna
     }
     let _ = writeln!(out, "{name}_sum{{{labels}}} {}", snapshot.sum_seconds);
     let _ = writeln!(out, "{name}_count{{{labels}}} {}", snapshot.count);
+}
+
+/// One metric with a series per pipeline, or with `label` a series per pipeline and
+/// `(label value, field)` of `series`.
+fn per_pipeline(
+    out: &mut String,
+    pipelines: &BTreeMap<String, Arc<PipelineStats>>,
+    (metric, kind): (&str, &str),
+    help: &str,
+    label: Option<&str>,
+    series: &[(&str, StatsField)],
+) {
+    header(out, metric, help, kind);
+    for (name, stats) in pipelines {
+        let pipeline = escape(name);
+        for (value, field) in series {
+            let extra = label.map_or(String::new(), |label| format!(",{label}=\"{value}\""));
+            let _ = writeln!(
+                out,
+                "{metric}{{pipeline=\"{pipeline}\"{extra}}} {}",
+                field(stats)
+            );
+        }
+    }
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
