@@ -19,7 +19,7 @@ use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
 use weir::generator::UserGenerator;
 
-use crate::services::consume_all;
+use crate::services::{consume_all, topic_message_count};
 use crate::support::{
     cassandra_nodes, kafka_brokers, plugin_registry, postgres_url, repo_root, unique,
 };
@@ -32,12 +32,18 @@ struct FakeApi {
     generator: Arc<Mutex<UserGenerator>>,
     served: Arc<Mutex<Vec<Value>>>,
     requests: Arc<AtomicUsize>,
+    /// The `results` parameter of every request, in order.
+    asked: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 async fn api(
     State(fake): State<FakeApi>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> impl IntoResponse {
+    fake.asked
+        .lock()
+        .unwrap()
+        .push(query.get("results").cloned());
     if fake.requests.fetch_add(1, Ordering::SeqCst) == 0 {
         return (StatusCode::SERVICE_UNAVAILABLE, "try again".to_owned());
     }
@@ -58,6 +64,7 @@ async fn start_fake_api() -> (String, FakeApi) {
         generator: Arc::new(Mutex::new(UserGenerator::new(2026))),
         served: Arc::default(),
         requests: Arc::default(),
+        asked: Arc::default(),
     };
     let router = axum::Router::new()
         .route("/api/", axum::routing::get(api))
@@ -141,24 +148,31 @@ async fn the_seed_pipeline_moves_every_user_from_the_api_to_cassandra() {
 
     let served = fake.served.lock().unwrap().clone();
     assert_eq!(served.len(), USERS, "the source stops after `count` users");
-    assert!(
-        fake.requests.load(Ordering::SeqCst) >= 4,
-        "the 503 was retried"
+    // One 503, retried, then three polls of `results=50`: nothing more once `count` is reached.
+    let asked = fake.asked.lock().unwrap().clone();
+    assert_eq!(
+        asked,
+        vec![Some("50".to_owned()); 4],
+        "requests and their `results` parameter"
     );
 
-    // PostgreSQL: exactly N landing rows, one per uuid.
+    // PostgreSQL: exactly N landing rows, one per uuid (the sink is idempotent on the key).
     let (client, connection) = tokio_postgres::connect(&pg_url, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);
-    let landed: i64 = client
-        .query_one(&format!("SELECT COUNT(DISTINCT key) FROM \"{table}\""), &[])
+    let landed = client
+        .query_one(
+            &format!("SELECT COUNT(*), COUNT(DISTINCT key) FROM \"{table}\""),
+            &[],
+        )
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(landed as usize, USERS);
+        .unwrap();
+    let (rows, keys): (i64, i64) = (landed.get(0), landed.get(1));
+    assert_eq!((rows as usize, keys as usize), (USERS, USERS));
 
-    // Kafka: exactly N messages, keyed by uuid.
+    // Kafka: exactly N messages (every partition's end offset added up), keyed by uuid.
+    assert_eq!(topic_message_count(&brokers, &topic), USERS);
     let messages = consume_all(&brokers, &topic, USERS).await;
     let mut keys: Vec<String> = messages
         .iter()

@@ -32,6 +32,29 @@ pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     }
 }
 
+/// How many messages `topic` holds: the high watermarks of its partitions added up (the tests'
+/// topics are never compacted or truncated, and weir's producer writes no transaction markers).
+pub fn topic_message_count(brokers: &str, topic: &str) -> usize {
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .unwrap();
+    let partitions = metadata.topics()[0].partitions();
+    assert!(!partitions.is_empty(), "topic {topic} has no partitions");
+    partitions
+        .iter()
+        .map(|partition| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition.id(), Duration::from_secs(30))
+                .unwrap();
+            usize::try_from(high - low).unwrap()
+        })
+        .sum()
+}
+
 /// Reads every message of `topic` from the beginning until `expected` arrived.
 pub async fn consume_all(
     brokers: &str,
