@@ -226,8 +226,10 @@ async fn fifty_swaps_under_load_lose_and_duplicate_nothing() {
         .collect();
     let harness = start(&variants[0]).await;
     for swap in 0..SWAPS {
-        append_lines(&harness.input, swap * CHUNK..(swap + 1) * CHUNK);
-        // Swap while the chunk flows.
+        let (start, middle, end) = (swap * CHUNK, swap * CHUNK + CHUNK / 2, (swap + 1) * CHUNK);
+        // Swap while the first half of the chunk flows; the second half is written only once
+        // the new version is active, so every swap shows in the output.
+        append_lines(&harness.input, start..middle);
         let next = &variants[((swap + 1) % 2) as usize];
         drop_in(&harness.registry, "swap.wasm", next);
         let slot = harness.slots.get("swap").unwrap();
@@ -235,8 +237,9 @@ async fn fifty_swaps_under_load_lose_and_duplicate_nothing() {
             slot.generation() == swap + 1
         })
         .await;
+        append_lines(&harness.input, middle..end);
+        harness.wait_for_output(end as usize).await;
     }
-    harness.wait_for_output((SWAPS * CHUNK) as usize).await;
     let batches = harness.stop().await;
 
     let mut seen = vec![0u32; (SWAPS * CHUNK) as usize];
@@ -275,9 +278,9 @@ async fn fifty_swaps_under_load_lose_and_duplicate_nothing() {
         "records lost or duplicated: {:?}",
         &wrong[..wrong.len().min(10)]
     );
-    assert!(
-        (1..=SWAPS).contains(&transitions),
-        "{transitions} version changes"
+    assert_eq!(
+        transitions, SWAPS,
+        "each swap changes the version of the output exactly once"
     );
 }
 
@@ -367,6 +370,79 @@ async fn bad_files_are_rejected_and_the_running_version_keeps_running() {
     );
     let batches = harness.stop().await;
     assert!(batches.iter().flatten().all(|r| version_of(r) == running));
+}
+
+/// The cache outcome (`hit` or `miss`) that `weir run`'s `Plugin activated.` log line reports for
+/// each plugin, from its JSON logs.
+fn cache_outcomes_of_a_run(
+    dir: &Path,
+    registry: &Path,
+) -> std::collections::BTreeMap<String, String> {
+    let output = run_weir(
+        dir,
+        &[
+            "--log-format",
+            "json",
+            "run",
+            "p.toml",
+            "--no-admin",
+            "--no-watch",
+            "--plugins",
+            registry.to_str().unwrap(),
+            "--cache-dir",
+            dir.join("cache").to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    stderr
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|line| line["message"] == "Plugin activated.")
+        .map(|line| {
+            (
+                line["plugin"].as_str().unwrap().to_owned(),
+                line["cache"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_second_start_of_weir_run_takes_every_plugin_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry");
+    std::fs::create_dir(&registry).unwrap();
+    // Fresh hashes, so no earlier run's cache entry can answer for them.
+    let tag = format!("{:?}", dir.path());
+    for plugin in ["user-profile", "pii-mask"] {
+        let bytes = variant(&component(plugin), &tag);
+        std::fs::write(registry.join(format!("{plugin}.wasm")), bytes).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("p.toml"),
+        r#"
+        [[pipeline]]
+        name = "cached"
+        source = { type = "generate", count = 10, seed = 3 }
+        transforms = [{ plugin = "user-profile" }, { plugin = "pii-mask", config = { fields = "email" } }]
+        sink = { type = "blackhole" }
+        dead_letter = { type = "file", path = "dlq.jsonl" }
+        "#,
+    )
+    .unwrap();
+    let miss = |plugin: &str| (plugin.to_owned(), "miss".to_owned());
+    let hit = |plugin: &str| (plugin.to_owned(), "hit".to_owned());
+    assert_eq!(
+        cache_outcomes_of_a_run(dir.path(), &registry),
+        [miss("pii-mask"), miss("user-profile")].into(),
+        "the first start compiles"
+    );
+    assert_eq!(
+        cache_outcomes_of_a_run(dir.path(), &registry),
+        [hit("pii-mask"), hit("user-profile")].into(),
+        "the second start loads compiled code from the cache"
+    );
 }
 
 #[test]
