@@ -258,7 +258,8 @@ fn main() -> ExitCode {
                 window: rollback_window,
                 max_failure_ratio: rollback_threshold,
             };
-            cli::run::run(&file, options)
+            // JSON logs carry the summary in their `Pipeline finished.` lines; text gets a table.
+            cli::run::run(&file, options, cli.log_format == LogFormat::Text)
         }
         Command::Validate { file, plugins } => cli::run::validate(&file, &plugins.dir),
         Command::Tap {

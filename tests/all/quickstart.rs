@@ -38,15 +38,12 @@ fn quickstart_maps_every_user_field_by_field() {
             "--no-watch",
         ],
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "weir run failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("records in              10000"), "{stdout}");
-    assert!(stdout.contains("dead-lettered               0"), "{stdout}");
-    assert!(stdout.contains("records/s"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "weir run failed:\n{stderr}");
+    // The summary, on stderr with the logs.
+    assert!(stderr.contains("records in              10000"), "{stderr}");
+    assert!(stderr.contains("dead-lettered               0"), "{stderr}");
+    assert!(stderr.contains("records/s"), "{stderr}");
 
     let rows = read_json_lines(&work.path().join("out/quickstart/created_users.jsonl"));
     assert_eq!(rows.len(), 10_000);
@@ -80,4 +77,45 @@ fn quickstart_maps_every_user_field_by_field() {
     let dead_letters =
         std::fs::read_to_string(work.path().join("out/quickstart/dead_letter.jsonl")).unwrap();
     assert!(dead_letters.is_empty(), "{dead_letters}");
+}
+
+#[test]
+fn a_stdout_sink_writes_only_records_to_stdout() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("p.toml"),
+        r#"
+        [[pipeline]]
+        name = "to-stdout"
+        source = { type = "generate", count = 25, seed = 8 }
+        transforms = [{ plugin = "user-profile" }]
+        sink = { type = "stdout" }
+        dead_letter = { type = "file", path = "dlq.jsonl" }
+        "#,
+    )
+    .unwrap();
+    let output = run_weir(
+        work.path(),
+        &[
+            "run",
+            "p.toml",
+            "--plugins",
+            plugin_registry().to_str().unwrap(),
+            "--no-admin",
+            "--no-watch",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "weir run failed:\n{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut generator = UserGenerator::new(8);
+    let rows: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert_eq!(rows.len(), 25, "{stdout}");
+    for row in rows {
+        assert_eq!(row["id"], generator.next_user()["login"]["uuid"]);
+    }
+    assert!(stderr.contains("records out                25"), "{stderr}");
 }

@@ -46,8 +46,9 @@ pub fn validate(file: &Path, registry: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs every pipeline of `file` until they end or a shutdown signal arrives.
-pub fn run(file: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
+/// Runs every pipeline of `file` until they end or a shutdown signal arrives; prints each
+/// pipeline's summary when `summary` is set.
+pub fn run(file: &Path, options: RunOptions, summary: bool) -> anyhow::Result<ExitCode> {
     let config = PipelineFile::load(file)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -62,7 +63,8 @@ pub fn run(file: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
         let mut failed = false;
         for (_, result) in app.wait().await {
             match result {
-                Ok(report) => print_summary(&report),
+                Ok(report) if summary => print_summary(&report),
+                Ok(_) => {}
                 Err(error) => {
                     failed = true;
                     eprintln!("error: {error}");
@@ -77,12 +79,13 @@ pub fn run(file: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The summary goes to stderr with the (text) logs: stdout belongs to a `stdout` sink's records.
 fn print_summary(report: &PipelineReport) {
-    println!("pipeline {}", report.pipeline);
-    println!("  records in       {:>12}", report.records_in);
-    println!("  records out      {:>12}", report.records_out);
-    println!("  dead-lettered    {:>12}", report.dead_lettered);
-    println!(
+    eprintln!("pipeline {}", report.pipeline);
+    eprintln!("  records in       {:>12}", report.records_in);
+    eprintln!("  records out      {:>12}", report.records_out);
+    eprintln!("  dead-lettered    {:>12}", report.dead_lettered);
+    eprintln!(
         "  throughput       {:>12.0} records/s over {:.2}s",
         report.records_per_second(),
         report.elapsed.as_secs_f64()
