@@ -84,8 +84,23 @@ impl Drop for Outage {
     }
 }
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+/// A service's address from `variable` (or the loopback default that `scripts/services start`
+/// serves); fails the test, naming the command to run, when nothing answers there.
+fn service_setting(variable: &str, default: &str) -> String {
+    let value = std::env::var(variable).unwrap_or_else(|_| default.to_owned());
+    // `postgres://user:password@host:port/db`, or `host:port[,host:port...]`.
+    let after_userinfo = value
+        .rsplit_once('@')
+        .map_or(value.as_str(), |(_, rest)| rest);
+    let address = after_userinfo
+        .split(['/', ','])
+        .next()
+        .unwrap_or(after_userinfo);
+    assert!(
+        std::net::TcpStream::connect(address).is_ok(),
+        "nothing answers at {address} ({variable}). Start the test services with `scripts/services start`; the outage tests stop and start them, so they must be this checkout's."
+    );
+    value
 }
 
 fn unique(prefix: &str) -> String {
@@ -388,7 +403,7 @@ fn resident_mib() -> u64 {
 async fn kafka_outage(seconds: u64) {
     const TOTAL: usize = 20_000;
     let _turn = TURN.lock().await;
-    let brokers = env_or("WEIR_KAFKA_BROKERS", "127.0.0.1:9092");
+    let brokers = service_setting("WEIR_KAFKA_BROKERS", "127.0.0.1:9092");
     let (input, output) = (unique("outage_in"), unique("outage_out"));
     create_topic(&brokers, &input, 3).await;
     // Spread over the outage and 20 s more: the broker stops, and comes back, while the feed is
@@ -480,8 +495,8 @@ async fn cassandra_down_for_60_seconds_commits_nothing_and_loses_nothing() {
     const BATCH: u64 = 100;
     const OUTAGE: Duration = Duration::from_secs(60);
     let _turn = TURN.lock().await;
-    let brokers = env_or("WEIR_KAFKA_BROKERS", "127.0.0.1:9092");
-    let nodes = env_or("WEIR_CASSANDRA_NODES", "127.0.0.1:9042");
+    let brokers = service_setting("WEIR_KAFKA_BROKERS", "127.0.0.1:9092");
+    let nodes = service_setting("WEIR_CASSANDRA_NODES", "127.0.0.1:9042");
     let (input, keyspace, group) = (unique("cql_outage"), unique("weir_outage"), unique("group"));
     create_topic(&brokers, &input, 3).await;
     // Sent over 40 s, most of it during the outage: records wait in Kafka the whole time, so
@@ -598,8 +613,8 @@ async fn cassandra_down_for_60_seconds_commits_nothing_and_loses_nothing() {
 async fn postgres_restarted_during_ingest_and_publish() {
     const TOTAL: usize = 20_000;
     let _turn = TURN.lock().await;
-    let brokers = env_or("WEIR_KAFKA_BROKERS", "127.0.0.1:9092");
-    let url = env_or(
+    let brokers = service_setting("WEIR_KAFKA_BROKERS", "127.0.0.1:9092");
+    let url = service_setting(
         "WEIR_POSTGRES_URL",
         "postgres://weir:weir@127.0.0.1:5432/weir",
     );
