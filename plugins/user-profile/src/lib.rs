@@ -1,5 +1,12 @@
 //! `user-profile`: the seed's Spark `format_data` as a plugin. It turns a randomuser.me result
 //! (or a whole API response) into `created_users` rows, one output per result.
+//!
+//! The mapping: `id` = `login.uuid` (so replays overwrite instead of duplicating; also the
+//! output's key), `first_name` = `name.first`, `last_name` = `name.last`, `gender`, `address` =
+//! "{street.number} {street.name}, {city}, {state}, {country}" from `location`, `post_code` =
+//! `location.postcode` as text (the API sends a number or a string), `email`, `username` =
+//! `login.username`, `dob` = `dob.date`, `registered_date` = `registered.date`, `phone`,
+//! `picture` = `picture.medium`. A missing or null field is a bad record naming it.
 
 use serde_json::{Map, Value, json};
 use weir_plugin::json::{str_at, text_at};
@@ -52,7 +59,7 @@ pub fn profiles(record: &Record) -> Result<Vec<Record>, Error> {
         .collect()
 }
 
-/// One randomuser.me result as a `created_users` row (the mapping in design.md).
+/// One randomuser.me result as a `created_users` row (the mapping in the crate docs).
 pub fn created_user(result: &Value) -> Result<Map<String, Value>, Error> {
     if !result.is_object() {
         return Err(Error::bad_record("a result must be a JSON object"));
