@@ -10,6 +10,7 @@ mod connectors;
 mod crash;
 mod faults;
 mod hot_swap;
+mod manifest;
 mod metrics;
 mod observe;
 mod pipelines;

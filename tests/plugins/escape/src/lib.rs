@@ -1,6 +1,8 @@
 //! A hostile test plugin that tries to leave its sandbox: deep recursion (`recurse`), reading a
 //! host file (`file`), opening a socket (`socket`) and reading the environment (`env`). The host
 //! must contain each: a stack-overflow trap, and errors for every capability it never granted.
+//! `clock` answers with the seconds since the epoch that the plugin's wall clock shows: the real
+//! time only when the manifest asked for the capability and the pipeline allowed it.
 
 use weir_plugin::{Config, Error, Plugin, Record};
 
@@ -38,6 +40,12 @@ impl Plugin for Escape {
                 Ok(_) => Ok(vec![Record::new("ESCAPED socket")]),
                 Err(error) => Err(Error::failure(format!("socket denied: {error}"))),
             };
+        }
+        if command.contains("clock") {
+            let seconds = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs());
+            return Ok(vec![Record::new(format!("{{\"clock\":{seconds}}}"))]);
         }
         if command.contains("env") {
             let variables: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
