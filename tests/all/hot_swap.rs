@@ -17,7 +17,7 @@ use weir::record::Record;
 use weir::registry::{Deployer, PluginRegistry, PluginSlots};
 use weir::runtime::{CacheOutcome, CompiledCache, LoadedPlugin, PluginRuntime};
 
-use crate::support::{plugin_registry, run_weir, test_runtime, wait_for};
+use crate::support::{plugin_registry, read_json_lines, run_weir, test_runtime, wait_for};
 
 const VERSION_HEADER: &str = "weir.version.swap";
 
@@ -590,4 +590,166 @@ async fn rollback_from_the_cli_and_automatically_on_failures() {
     for (_, result) in app.wait().await {
         result.unwrap();
     }
+}
+
+/// The JSON log lines a child process writes to stderr, collected as they come.
+fn collect_json_logs(stderr: std::process::ChildStderr) -> Arc<Mutex<Vec<serde_json::Value>>> {
+    use std::io::BufRead;
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let collected = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) {
+                collected.lock().unwrap().push(value);
+            }
+        }
+    });
+    lines
+}
+
+/// How many of `logs` have `message`, and the first of them.
+fn logged(
+    logs: &Mutex<Vec<serde_json::Value>>,
+    message: &str,
+) -> (usize, Option<serde_json::Value>) {
+    let logs = logs.lock().unwrap();
+    let matching: Vec<&serde_json::Value> =
+        logs.iter().filter(|l| l["message"] == message).collect();
+    (matching.len(), matching.first().map(|l| (*l).clone()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_weir_logs_one_line_per_rejected_or_deleted_file_and_keeps_running() {
+    const REJECTED: &str = "Plugin rejected; the running version keeps running.";
+    const DELETED: &str = "Plugin file deleted; pipelines keep running its last version.";
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry");
+    std::fs::create_dir(&registry).unwrap();
+    std::fs::write(registry.join("swap.wasm"), component("fault-panic")).unwrap();
+    let input = dir.path().join("in.jsonl");
+    append_lines_to_new(&input, 0..10);
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "[[pipeline]]\nname = \"live\"\nsource = { type = \"file\", path = \"in.jsonl\", follow = true }\ntransforms = [{ plugin = \"swap\" }]\nsink = { type = \"file\", path = \"out.jsonl\", encoding = \"envelope\" }\ndead_letter = { type = \"file\", path = \"dlq.jsonl\" }\nbatch = { size = 10, linger_ms = 10 }\n",
+    )
+    .unwrap();
+    let admin = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let mut child = crate::support::weir()
+        .current_dir(dir.path())
+        .args(["--log-format", "json", "run", "p.toml", "--plugins"])
+        .arg(&registry)
+        .args(["--admin", &admin, "--debounce-ms", "50"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let logs = collect_json_logs(child.stderr.take().unwrap());
+    let out = dir.path().join("out.jsonl");
+    let outputs = {
+        let out = out.clone();
+        move || {
+            std::fs::read_to_string(&out)
+                .map(|text| text.lines().count())
+                .unwrap_or(0)
+        }
+    };
+    let watching = Arc::clone(&logs);
+    wait_for("the folder watch", Duration::from_secs(60), move || {
+        logged(&watching, "Watching the plugin folder.").0 == 1
+    })
+    .await;
+    let first = outputs.clone();
+    wait_for("the first records", Duration::from_secs(60), move || {
+        first() == 10
+    })
+    .await;
+
+    drop_in(&registry, "swap.wasm", b"this is not wasm at all");
+    let rejected = Arc::clone(&logs);
+    wait_for("the rejection line", Duration::from_secs(60), move || {
+        logged(&rejected, REJECTED).0 >= 1
+    })
+    .await;
+    std::fs::remove_file(registry.join("swap.wasm")).unwrap();
+    let deleted = Arc::clone(&logs);
+    wait_for("the deletion warning", Duration::from_secs(60), move || {
+        logged(&deleted, DELETED).0 >= 1
+    })
+    .await;
+    // The stream goes on, on the version that was running.
+    append_lines(&input, 10..20);
+    let more = outputs.clone();
+    wait_for(
+        "records after the rejection",
+        Duration::from_secs(60),
+        move || more() == 20,
+    )
+    .await;
+
+    let (count, line) = logged(&logs, REJECTED);
+    let line = line.unwrap();
+    assert_eq!(count, 1, "one line for one rejected file");
+    assert_eq!(line["level"], "ERROR");
+    assert!(
+        line["file"].as_str().unwrap().ends_with("swap.wasm"),
+        "{line}"
+    );
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid WebAssembly component"),
+        "{line}"
+    );
+    let (count, line) = logged(&logs, DELETED);
+    assert_eq!(count, 1, "one warning for one deleted file");
+    assert_eq!(line.unwrap()["level"], "WARN");
+
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("http://{admin}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert!(health.status().is_success());
+    let text = client
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let scrape = crate::metrics::parse(&text);
+    let plugin = [("plugin", "swap")];
+    let value = |metric| crate::metrics::sample_with(&scrape, metric, &plugin);
+    assert_eq!(
+        value("weir_plugin_rejected_files_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(value("weir_plugin_swaps_total"), Some(0.0), "{text}");
+
+    let versions: std::collections::BTreeSet<String> = read_json_lines(&out)
+        .iter()
+        .map(|line| line["headers"][VERSION_HEADER].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(versions.len(), 1, "one version throughout: {versions:?}");
+
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert!(child.wait().unwrap().success(), "weir exits 0 on SIGTERM");
+}
+
+/// Writes lines `{"n":N}` for `range` into a new file.
+fn append_lines_to_new(path: &Path, range: std::ops::Range<u64>) {
+    std::fs::write(path, "").unwrap();
+    append_lines(path, range);
 }
