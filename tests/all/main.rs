@@ -16,6 +16,7 @@ mod metrics;
 mod observe;
 mod pipelines;
 mod poison;
+mod postgres_tail;
 mod quickstart;
 mod rebalance;
 mod resilience;

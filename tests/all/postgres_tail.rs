@@ -1,0 +1,146 @@
+//! The `postgres` source tailing a table that a `postgres` sink fills, as the seed's publish
+//! pipeline does: with a poll interval of ten minutes, rows still arrive at once because the
+//! sink's trigger NOTIFYs and the source LISTENs; the position it keeps in `weir_offsets` ends at
+//! the last row acknowledged.
+
+use std::path::Path;
+use std::time::Duration;
+
+use weir::app::{RunOptions, RunningApp};
+use weir::config::PipelineFile;
+
+use crate::support::{plugin_registry, postgres_url, read_json_lines, unique, wait_for};
+
+fn append(path: &Path, range: std::ops::Range<u64>) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    for n in range {
+        writeln!(file, "{{\"n\":{n}}}").unwrap();
+    }
+}
+
+fn land(name: &str, input: &Path, url: &str, table: &str, follow: bool) -> String {
+    format!(
+        r#"
+        [[pipeline]]
+        name = "{name}"
+        source = {{ type = "file", path = "{}", follow = {follow} }}
+        sink = {{ type = "postgres", url = "{url}", table = "{table}", key_field = "n" }}
+        dead_letter = {{ type = "file", path = "{}.dlq.jsonl" }}
+        batch = {{ size = 100, linger_ms = 10 }}
+        "#,
+        input.display(),
+        input.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notify_wakes_the_tailing_source_and_its_position_follows_the_acknowledgements() {
+    crate::support::init_logs();
+    let url = postgres_url();
+    let table = unique("tailed");
+    let consumer = unique("tail");
+    let dir = tempfile::tempdir().unwrap();
+    // A first run creates the table and its NOTIFY trigger, and lands rows 0..10.
+    let first = dir.path().join("first.jsonl");
+    append(&first, 0..10);
+    let config = PipelineFile::parse(
+        Path::new("land.toml"),
+        &land("land-first", &first, &url, &table, false),
+    )
+    .unwrap();
+    let mut options = RunOptions::for_registry(plugin_registry());
+    options.watch = false;
+    let app = RunningApp::start(config, options.clone()).await.unwrap();
+    for (name, result) in app.wait().await {
+        result.unwrap_or_else(|e| panic!("pipeline {name} failed: {e}"));
+    }
+
+    // Then the tail runs beside a lander that follows its input.
+    let input = dir.path().join("more.jsonl");
+    std::fs::write(&input, "").unwrap();
+    let out = dir.path().join("out.jsonl");
+    let text = format!(
+        r#"
+        {}
+        [[pipeline]]
+        name = "tail"
+        source = {{ type = "postgres", url = "{url}", table = "{table}", consumer = "{consumer}", poll_interval_ms = 600000 }}
+        sink = {{ type = "file", path = "{}" }}
+        dead_letter = {{ type = "file", path = "{}.dlq" }}
+        batch = {{ size = 100, linger_ms = 10 }}
+        "#,
+        land("land", &input, &url, &table, true),
+        out.display(),
+        out.display()
+    );
+    let app = RunningApp::start(
+        PipelineFile::parse(Path::new("tail.toml"), &text).unwrap(),
+        options,
+    )
+    .await
+    .unwrap();
+    let lines = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    };
+    let tailed = out.clone();
+    wait_for(
+        "the rows already there",
+        Duration::from_secs(60),
+        move || lines(&tailed) == 10,
+    )
+    .await;
+    // The source now waits on its ten-minute poll: only a NOTIFY can bring the next rows.
+    for round in 1..3u64 {
+        append(&input, round * 10..(round + 1) * 10);
+        let tailed = out.clone();
+        let expected = ((round + 1) * 10) as usize;
+        wait_for(
+            &format!("{expected} rows, woken by NOTIFY"),
+            Duration::from_secs(60),
+            move || lines(&tailed) == expected,
+        )
+        .await;
+    }
+    app.shutdown_handle().send(true).unwrap();
+    for (name, result) in app.wait().await {
+        result.unwrap_or_else(|e| panic!("pipeline {name} failed: {e}"));
+    }
+
+    let values: Vec<u64> = read_json_lines(&out)
+        .iter()
+        .map(|row| row["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        (0..30).collect::<Vec<_>>(),
+        "every row once, in id order"
+    );
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let last_id: i64 = client
+        .query_one(&format!("SELECT MAX(id) FROM \"{table}\""), &[])
+        .await
+        .unwrap()
+        .get(0);
+    let position: i64 = client
+        .query_one(
+            "SELECT position FROM weir_offsets WHERE consumer = $1 AND source = $2",
+            &[&consumer, &table],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        position, last_id,
+        "the committed position is the last row written out"
+    );
+}
