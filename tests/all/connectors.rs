@@ -385,3 +385,85 @@ async fn a_postgres_dead_letter_table_stores_nul_bytes_without_loss() {
     assert_eq!(headers["weir.stage"], "plugin");
     assert_eq!(row.get::<_, String>(3), "plugin said \\u0000 here");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_dead_letters_values_the_server_refuses_and_writes_the_rest() {
+    let nodes = cassandra_nodes();
+    let keyspace = unique("weir_refused");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    // The sink maps `ascii` like `text`, and an empty string is a valid text value: only the
+    // server knows these two are not acceptable.
+    std::fs::write(
+        &input,
+        [
+            r#"{"id":"a","code":"ok","n":1}"#,
+            r#"{"id":"b","code":"Zoë","n":2}"#,
+            r#"{"id":"","code":"empty key","n":3}"#,
+            r#"{"id":"c","code":"fine","n":4}"#,
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    let dlq = dir.path().join("dlq.jsonl");
+    let report = run_to_end(&format!(
+        r#"
+        [[pipeline]]
+        name = "refused"
+        source = {{ type = "file", path = "{input}" }}
+        dead_letter = {{ type = "file", path = "{dlq}" }}
+        [pipeline.sink]
+        type = "cassandra"
+        nodes = ["{nodes}"]
+        keyspace = "{keyspace}"
+        table = "coded"
+        consistency = "one"
+        create = {{ primary_key = ["id"], columns = {{ id = "text", code = "ascii", n = "int" }} }}
+        "#,
+        input = input.display(),
+        dlq = dlq.display()
+    ))
+    .await;
+    assert_eq!(
+        (report.records_in, report.records_out, report.dead_lettered),
+        (4, 2, 2)
+    );
+    let dead = read_json_lines(&dlq);
+    let reason = |n: usize| {
+        dead[n]["headers"]["weir.error"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(dead[0]["headers"]["weir.source.offset"], "2");
+    assert!(
+        reason(0).contains(&format!("table {keyspace}.coded refused the record"))
+            && reason(0).contains("column `code` (ascii)"),
+        "{}",
+        reason(0)
+    );
+    assert_eq!(dead[1]["headers"]["weir.source.offset"], "3");
+    assert!(
+        reason(1).contains("primary key column `id` is empty"),
+        "{}",
+        reason(1)
+    );
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(&nodes)
+        .build()
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = session
+        .query_unpaged(format!("SELECT id FROM {keyspace}.coded"), &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows::<(String,)>()
+        .unwrap()
+        .map(|row| row.unwrap().0)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "c"]);
+}
