@@ -124,6 +124,19 @@ impl Record {
         self.header(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
+    /// Cuts the value down to its first `keep` bytes for a destination that cannot hold it
+    /// whole, recording the full size (key and value) and the value's sha256 in headers so the
+    /// excerpt still identifies the record. A record cut before keeps its original's figures.
+    pub fn keep_excerpt(&mut self, keep: usize) {
+        if self.header(headers::RECORD_BYTES).is_none() {
+            let size = self.value.len() + self.key.as_ref().map_or(0, Vec::len);
+            let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&self.value));
+            self.set_header(headers::RECORD_BYTES, size.to_string());
+            self.set_header(headers::RECORD_SHA256, digest);
+        }
+        self.value.truncate(keep);
+    }
+
     /// Sets header `name`, replacing an earlier value.
     pub fn set_header(&mut self, name: &str, value: impl Into<Vec<u8>>) {
         let value = value.into();
@@ -158,6 +171,28 @@ mod tests {
         assert_eq!(
             SourcePosition::highest(&positions),
             [at("a", 0, 9), at("a", 1, 2), at("b", 0, 1)]
+        );
+    }
+
+    #[test]
+    fn an_excerpt_keeps_the_full_size_and_digest_of_the_original() {
+        let mut record = Record::from_value("abcdef");
+        record.key = Some(b"k".to_vec());
+        record.keep_excerpt(2);
+        assert_eq!(record.value, b"ab");
+        assert_eq!(record.header_str(headers::RECORD_BYTES), Some("7"));
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"abcdef"));
+        assert_eq!(
+            record.header_str(headers::RECORD_SHA256),
+            Some(digest.as_str())
+        );
+        // Cutting again, shorter, still describes the original.
+        record.keep_excerpt(0);
+        assert!(record.value.is_empty());
+        assert_eq!(record.header_str(headers::RECORD_BYTES), Some("7"));
+        assert_eq!(
+            record.header_str(headers::RECORD_SHA256),
+            Some(digest.as_str())
         );
     }
 

@@ -270,3 +270,200 @@ async fn a_postgres_dead_letter_table_keeps_bytes_headers_and_reason() {
     assert_eq!(headers["weir.plugin"], "pii-mask");
     assert!(row.get::<_, String>(2).contains("not valid JSON"));
 }
+
+async fn postgres_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_dead_letters_records_with_nul_one_by_one_and_lands_the_rest() {
+    let url = postgres_url();
+    let (landing, dead_letters) = (unique("nul_landing"), unique("nul_dead_letters"));
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        [
+            r#"{"id":"a","n":1}"#,
+            r#"{"id":"b","note":{"text":"x\u0000y"}}"#,
+            r#"{"id":"c\u0000d","n":3}"#,
+            r#"{"id":"e","n":4}"#,
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    let report = run_to_end(&format!(
+        r#"
+        [[pipeline]]
+        name = "pg-nul"
+        source = {{ type = "file", path = "{input}" }}
+        sink = {{ type = "postgres", url = "{url}", table = "{landing}", key_field = "id" }}
+        dead_letter = {{ type = "postgres", url = "{url}", table = "{dead_letters}" }}
+        "#,
+        input = input.display()
+    ))
+    .await;
+    assert_eq!(
+        (report.records_in, report.records_out, report.dead_lettered),
+        (4, 2, 2)
+    );
+    let client = postgres_client(&url).await;
+    let keys: Vec<String> = client
+        .query(&format!("SELECT key FROM \"{landing}\" ORDER BY key"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(keys, ["a", "e"]);
+    let dead: Vec<(Vec<u8>, String, serde_json::Value)> = client
+        .query(
+            &format!("SELECT value, error, headers FROM \"{dead_letters}\" ORDER BY id"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0].0, br#"{"id":"b","note":{"text":"x\u0000y"}}"#);
+    assert!(
+        dead[0].1.contains("NUL") && dead[0].1.contains("`/note/text`"),
+        "{}",
+        dead[0].1
+    );
+    assert_eq!(dead[0].2["weir.source.offset"], "2");
+    assert!(
+        dead[1].1.contains(r"key `c\0d` holds a NUL character"),
+        "{}",
+        dead[1].1
+    );
+    assert_eq!(dead[1].2["weir.source.offset"], "3");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_dead_letter_table_stores_nul_bytes_without_loss() {
+    use weir::connectors::Sink;
+    use weir::connectors::postgres::{PostgresSink, PostgresSinkConfig};
+    let url = postgres_url();
+    let table = unique("nul_dead_letters");
+    let mut sink = PostgresSink::new(
+        &PostgresSinkConfig {
+            url: url.clone(),
+            table: table.clone(),
+            key_field: None,
+            create_table: true,
+        },
+        true,
+    )
+    .unwrap();
+    let mut record = weir::record::Record::from_value(b"v\0alue".to_vec());
+    record.key = Some(b"k\0ey".to_vec());
+    record.set_header("weir.error", "plugin said \0 here");
+    record.set_header("weir.stage", "plugin");
+    let refused = sink.write(std::slice::from_ref(&record)).await.unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+    let row = postgres_client(&url)
+        .await
+        .query_one(
+            &format!("SELECT key, value, headers, error FROM \"{table}\""),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Vec<u8>>(0), b"k\0ey");
+    assert_eq!(row.get::<_, Vec<u8>>(1), b"v\0alue");
+    let headers: serde_json::Value = row.get(2);
+    let error = hex::decode(headers["weir.error"]["hex"].as_str().unwrap()).unwrap();
+    assert_eq!(error, b"plugin said \0 here", "the header round-trips");
+    assert_eq!(headers["weir.stage"], "plugin");
+    assert_eq!(row.get::<_, String>(3), "plugin said \\u0000 here");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_dead_letters_values_the_server_refuses_and_writes_the_rest() {
+    let nodes = cassandra_nodes();
+    let keyspace = unique("weir_refused");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    // The sink maps `ascii` like `text`, and an empty string is a valid text value: only the
+    // server knows these two are not acceptable.
+    std::fs::write(
+        &input,
+        [
+            r#"{"id":"a","code":"ok","n":1}"#,
+            r#"{"id":"b","code":"Zoë","n":2}"#,
+            r#"{"id":"","code":"empty key","n":3}"#,
+            r#"{"id":"c","code":"fine","n":4}"#,
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    let dlq = dir.path().join("dlq.jsonl");
+    let report = run_to_end(&format!(
+        r#"
+        [[pipeline]]
+        name = "refused"
+        source = {{ type = "file", path = "{input}" }}
+        dead_letter = {{ type = "file", path = "{dlq}" }}
+        [pipeline.sink]
+        type = "cassandra"
+        nodes = ["{nodes}"]
+        keyspace = "{keyspace}"
+        table = "coded"
+        consistency = "one"
+        create = {{ primary_key = ["id"], columns = {{ id = "text", code = "ascii", n = "int" }} }}
+        "#,
+        input = input.display(),
+        dlq = dlq.display()
+    ))
+    .await;
+    assert_eq!(
+        (report.records_in, report.records_out, report.dead_lettered),
+        (4, 2, 2)
+    );
+    let dead = read_json_lines(&dlq);
+    let reason = |n: usize| {
+        dead[n]["headers"]["weir.error"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(dead[0]["headers"]["weir.source.offset"], "2");
+    assert!(
+        reason(0).contains(&format!("table {keyspace}.coded refused the record"))
+            && reason(0).contains("column `code` (ascii)"),
+        "{}",
+        reason(0)
+    );
+    assert_eq!(dead[1]["headers"]["weir.source.offset"], "3");
+    assert!(
+        reason(1).contains("primary key column `id` is empty"),
+        "{}",
+        reason(1)
+    );
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(&nodes)
+        .build()
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = session
+        .query_unpaged(format!("SELECT id FROM {keyspace}.coded"), &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows::<(String,)>()
+        .unwrap()
+        .map(|row| row.unwrap().0)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "c"]);
+}

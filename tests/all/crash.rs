@@ -107,13 +107,26 @@ async fn run_with_kills(
     last.wait().unwrap();
 }
 
+/// The ids in the file sink's output. Every complete line must parse: a line torn by SIGKILL
+/// is dropped by the sink when it reopens the file, so it never has a record glued onto it.
+/// Only the bytes after the last newline may be partial (a write in progress, or the torn line
+/// of the last kill, which no restart repaired); their record was never acknowledged.
 fn file_ids(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        // A line torn by SIGKILL was never acknowledged; its record is re-delivered.
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter_map(|row| row["id"].as_str().map(String::from))
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let Some(last) = bytes.iter().rposition(|&b| b == b'\n') else {
+        return Vec::new();
+    };
+    let text = std::str::from_utf8(&bytes[..last])
+        .unwrap_or_else(|e| panic!("{} is not UTF-8 before its last line: {e}", path.display()));
+    text.split('\n')
+        .map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("unparsable line in {}: {e}: {line}", path.display()));
+            row["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("line without an id: {line}"))
+                .to_owned()
+        })
         .collect()
 }
 

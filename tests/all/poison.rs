@@ -115,3 +115,78 @@ async fn every_poison_record_is_dead_lettered_exactly_once_and_the_rest_arrive()
     valid_ids.sort();
     assert_eq!(keys, valid_ids);
 }
+
+/// A record under `limits.max_record_bytes` (1 MiB) but over Kafka's default message size
+/// (~1,000,000 bytes) passes the pipeline's own check, is refused by the Kafka sink, and must
+/// still fit the Kafka dead-letter topic: as an excerpt with its full size and sha256.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_too_large_for_kafka_is_dead_lettered_to_kafka_as_an_excerpt() {
+    let brokers = kafka_brokers();
+    let (output, dead_letters) = (unique("big_out"), unique("big_dlq"));
+    create_topic(&brokers, &output, 1).await;
+    create_topic(&brokers, &dead_letters, 1).await;
+    let big = format!("{{\"n\":3,\"padding\":\"{}\"}}", "x".repeat(1_020_000));
+    assert!(big.len() > 1_000_000 && big.len() < 1 << 20);
+    let mut lines: Vec<String> = (0..6).map(|n| format!("{{\"n\":{n}}}")).collect();
+    lines[3] = big.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &lines);
+    let report = run_pipeline(&format!(
+        r#"
+        [[pipeline]]
+        name = "big"
+        source = {{ type = "file", path = "{input}" }}
+        sink = {{ type = "kafka", brokers = "{brokers}", topic = "{output}" }}
+        dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead_letters}" }}
+        "#
+    ))
+    .await;
+    assert_eq!((report.records_out, report.dead_lettered), (5, 1));
+
+    let mut stored: Vec<String> = consume_all(&brokers, &output, 5)
+        .await
+        .into_iter()
+        .map(|(_, value)| String::from_utf8(value).unwrap())
+        .collect();
+    stored.sort();
+    let mut normal: Vec<String> = lines.iter().filter(|l| **l != big).cloned().collect();
+    normal.sort();
+    assert_eq!(stored, normal);
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique("big_dlq_reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[dead_letters.as_str()]).unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let headers: BTreeMap<String, String> = message
+        .headers()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h.key.to_owned(),
+                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(headers["weir.source.offset"], "4");
+    assert_eq!(headers["weir.stage"], "sink");
+    assert!(
+        headers["weir.error"].contains("larger than the producer or topic allows"),
+        "{headers:?}"
+    );
+    assert_eq!(headers["weir.record.bytes"], big.len().to_string());
+    assert_eq!(
+        headers["weir.record.sha256"],
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(big.as_bytes()))
+    );
+    let excerpt = message.payload().unwrap();
+    assert!(!excerpt.is_empty() && excerpt.len() < 1_000_000);
+    assert!(big.as_bytes().starts_with(excerpt));
+}

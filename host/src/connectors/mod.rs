@@ -216,7 +216,8 @@ impl SinkConfig {
         !matches!(self, SinkConfig::Cassandra(_) | SinkConfig::Blackhole(_))
     }
 
-    /// Opens the sink. `dead_letter` picks the default encoding: dead letters keep their headers.
+    /// Opens the sink. `dead_letter` picks the default encoding (dead letters keep their headers)
+    /// and keeps a sink from refusing what it can store in another form: nowhere is left.
     pub async fn build(&self, dead_letter: bool) -> Result<Box<dyn Sink>, ConnectorError> {
         Ok(match self {
             SinkConfig::File(config) => Box::new(file::FileSink::open(config, dead_letter).await?),
@@ -224,7 +225,7 @@ impl SinkConfig {
             SinkConfig::Postgres(config) => {
                 Box::new(postgres::PostgresSink::new(config, dead_letter)?)
             }
-            SinkConfig::Kafka(config) => Box::new(kafka::KafkaSink::new(config)?),
+            SinkConfig::Kafka(config) => Box::new(kafka::KafkaSink::new(config, dead_letter)?),
             SinkConfig::Cassandra(config) => Box::new(cassandra::CassandraSink::new(config)),
             SinkConfig::Blackhole(_) => Box::new(blackhole::BlackholeSink),
         })

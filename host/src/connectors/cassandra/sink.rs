@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::{BadQuery, DbError, ExecutionError, PrepareError, RequestAttemptError};
 use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlValue;
@@ -151,6 +152,8 @@ fn is_identifier(name: &str) -> bool {
 struct Column {
     name: String,
     kind: ColumnType,
+    /// The CQL type as the table declares it (`ascii` and `text` share a [`ColumnType`]).
+    declared: String,
     pointer: String,
     primary_key: bool,
 }
@@ -192,6 +195,14 @@ impl CassandraSink {
         let transient = |what: &str, e: &dyn std::fmt::Display| {
             ConnectorError::transient(&self.name, format!("{what}: {e}"))
         };
+        // A refusal by the server here is about the schema or permissions, not a record: only
+        // outages are worth retrying.
+        let classified = |what: &str, e: &ExecutionError| match classify(e) {
+            Failure::Transient => transient(what, e),
+            Failure::Record | Failure::Config => {
+                ConnectorError::fatal(&self.name, format!("{what}: {e}"))
+            }
+        };
         let session = SessionBuilder::new()
             .known_nodes(&self.config.nodes)
             .build()
@@ -222,7 +233,7 @@ impl CassandraSink {
                 session
                     .query_unpaged(ddl.as_str(), &[])
                     .await
-                    .map_err(|e| transient("cannot create the keyspace or table", &e))?;
+                    .map_err(|e| classified("cannot create the keyspace or table", &e))?;
             }
         }
         let rows = session
@@ -231,7 +242,7 @@ impl CassandraSink {
                 (keyspace.as_str(), table.as_str()),
             )
             .await
-            .map_err(|e| transient("cannot read the table's columns", &e))?
+            .map_err(|e| classified("cannot read the table's columns", &e))?
             .into_rows_result()
             .map_err(|e| transient("cannot read the table's columns", &e))?;
         let mut columns = Vec::new();
@@ -247,16 +258,18 @@ impl CassandraSink {
                 .get(&name)
                 .cloned()
                 .unwrap_or_else(|| name.clone());
-            let kind = ColumnType::parse(&kind).ok_or_else(|| {
+            let declared = kind;
+            let kind = ColumnType::parse(&declared).ok_or_else(|| {
                 ConnectorError::fatal(
                     &self.name,
-                    format!("column `{name}` has type `{kind}`, which the sink cannot write; supported: text, int, bigint, boolean, timestamp, uuid, double"),
+                    format!("column `{name}` has type `{declared}`, which the sink cannot write; supported: text, int, bigint, boolean, timestamp, uuid, double"),
                 )
             })?;
             columns.push(Column {
                 pointer: pointer(&field),
                 name,
                 kind,
+                declared,
                 primary_key: role == "partition_key" || role == "clustering",
             });
         }
@@ -285,7 +298,13 @@ impl CassandraSink {
                 names.join(", ")
             ))
             .await
-            .map_err(|e| transient("cannot prepare the insert", &e))?;
+            .map_err(|e| match e {
+                PrepareError::AllAttemptsFailed { first_attempt } => classified(
+                    "cannot prepare the insert",
+                    &ExecutionError::LastAttemptError(first_attempt),
+                ),
+                other => transient("cannot prepare the insert", &other),
+            })?;
         // An upsert by primary key: replaying it is harmless, so the driver may retry it.
         insert.set_is_idempotent(true);
         insert.set_consistency(self.config.consistency.to_driver());
@@ -316,32 +335,154 @@ fn bind(columns: &[Column], record: &Record) -> Result<Vec<Option<CqlValue>>, St
         .collect()
 }
 
+/// What an insert's failure calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The server (or the driver, serializing) refused this record's values: dead-letter it.
+    Record,
+    /// The table, keyspace or permissions are wrong: no retry can help.
+    Config,
+    /// An outage, a timeout or an overload: retry with backoff.
+    Transient,
+}
+
+/// Sorts a driver error into record, configuration or transient failure.
+fn classify(error: &ExecutionError) -> Failure {
+    match error {
+        ExecutionError::BadQuery(
+            BadQuery::SerializationError(_)
+            | BadQuery::ValuesTooLongForKey(..)
+            | BadQuery::PartitionKeyExtraction,
+        ) => Failure::Record,
+        ExecutionError::BadQuery(_) => Failure::Config,
+        ExecutionError::PrepareError(PrepareError::AllAttemptsFailed { first_attempt })
+        | ExecutionError::LastAttemptError(first_attempt) => classify_attempt(first_attempt),
+        // Connection pools, timeouts, schema agreement, metadata: the cluster, not the data.
+        _ => Failure::Transient,
+    }
+}
+
+fn classify_attempt(error: &RequestAttemptError) -> Failure {
+    match error {
+        RequestAttemptError::SerializationError(_) => Failure::Record,
+        RequestAttemptError::DbError(db, message) => classify_db(db, message),
+        _ => Failure::Transient,
+    }
+}
+
+fn classify_db(error: &DbError, message: &str) -> Failure {
+    match error {
+        // "Invalid" covers both a value the column refuses ("Invalid byte for ascii", "Key may
+        // not be empty") and a statement whose table or column is gone; only the message tells
+        // them apart.
+        DbError::Invalid => {
+            let message = message.to_lowercase();
+            let schema_gone = [
+                "unconfigured table",
+                "does not exist",
+                "undefined column",
+                "unknown identifier",
+            ]
+            .iter()
+            .any(|sign| message.contains(sign));
+            if schema_gone {
+                Failure::Config
+            } else {
+                Failure::Record
+            }
+        }
+        DbError::FunctionFailure { .. } => Failure::Record,
+        DbError::SyntaxError
+        | DbError::Unauthorized
+        | DbError::AuthenticationError
+        | DbError::ConfigError
+        | DbError::AlreadyExists { .. }
+        | DbError::TruncateError
+        | DbError::ProtocolError => Failure::Config,
+        // Unavailable, overloaded, bootstrapping, read/write timeouts and failures, unprepared,
+        // server errors, rate limits, and codes the driver does not know.
+        _ => Failure::Transient,
+    }
+}
+
+/// Columns whose value the server may have refused where the sink's type mapping could not
+/// tell: text in an `ascii` column that is not ASCII, an empty primary key. Named in the dead
+/// letter, since the server's message often names no column.
+fn suspects(columns: &[Column], values: &[Option<CqlValue>]) -> Vec<String> {
+    columns
+        .iter()
+        .zip(values)
+        .filter_map(|(column, value)| match value {
+            Some(CqlValue::Text(text)) if column.declared == "ascii" && !text.is_ascii() => Some(
+                format!("column `{}` (ascii) holds non-ASCII text", column.name),
+            ),
+            Some(CqlValue::Text(text)) if column.primary_key && text.is_empty() => {
+                Some(format!("primary key column `{}` is empty", column.name))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 #[async_trait]
 impl Sink for CassandraSink {
     async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
         let concurrency = self.config.concurrency;
         let name = self.name.clone();
+        let table = format!("{}.{}", self.config.keyspace, self.config.table);
         let prepared = self.prepare().await?;
         let mut rejected = Vec::new();
         let mut rows = Vec::with_capacity(records.len());
         for (index, record) in records.iter().enumerate() {
             match bind(&prepared.columns, record) {
-                Ok(values) => rows.push(values),
+                Ok(values) => rows.push((index, values)),
                 Err(reason) => rejected.push(Rejected { index, reason }),
             }
         }
         let (session, insert) = (&prepared.session, &prepared.insert);
-        let mut results = futures::stream::iter(rows)
-            .map(|values| async move { session.execute_unpaged(insert, values).await })
+        let bound = &rows;
+        // By position, not by reference: an `async` closure over `&(usize, Vec<_>)` trips the
+        // compiler's `Send` check of the sink's future.
+        let mut results = futures::stream::iter(0..rows.len())
+            .map(|row| async move {
+                let (index, values) = &bound[row];
+                (
+                    *index,
+                    values,
+                    session.execute_unpaged(insert, values).await,
+                )
+            })
             .buffer_unordered(concurrency);
-        let mut failure = None;
-        while let Some(result) = results.next().await {
-            if let Err(error) = result {
-                failure = Some(error);
+        let (mut transient, mut config) = (None, None);
+        while let Some((index, values, result)) = results.next().await {
+            let Err(error) = result else { continue };
+            match classify(&error) {
+                Failure::Record => {
+                    let suspects = suspects(&prepared.columns, values);
+                    let hint = if suspects.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", suspects.join("; "))
+                    };
+                    rejected.push(Rejected {
+                        index,
+                        reason: format!("table {table} refused the record: {error}{hint}"),
+                    });
+                }
+                Failure::Config => config = Some(error),
+                Failure::Transient => transient = Some(error),
             }
         }
         drop(results);
-        if let Some(error) = failure {
+        if let Some(error) = config {
+            return Err(ConnectorError::fatal(
+                name,
+                format!(
+                    "insert into {table} failed: {error}; check that the table exists as configured and that the user may write to it"
+                ),
+            ));
+        }
+        if let Some(error) = transient {
             // Inserts are upserts by primary key: retrying the whole batch is safe.
             self.prepared = None;
             return Err(ConnectorError::transient(
@@ -349,6 +490,70 @@ impl Sink for CassandraSink {
                 format!("insert failed: {error}"),
             ));
         }
+        rejected.sort_by_key(|r| r.index);
         Ok(rejected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(error: DbError, message: &str) -> ExecutionError {
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(error, message.into()))
+    }
+
+    #[test]
+    fn a_refused_value_is_the_record_s_fault_and_the_rest_config_or_transient() {
+        assert_eq!(
+            classify(&db(DbError::Invalid, "Invalid byte for ascii: -61")),
+            Failure::Record
+        );
+        assert_eq!(
+            classify(&db(DbError::Invalid, "Key may not be empty")),
+            Failure::Record
+        );
+        for message in [
+            "unconfigured table created_users",
+            "Keyspace spark_streams does not exist",
+            "Undefined column name email in table ks.t",
+        ] {
+            assert_eq!(
+                classify(&db(DbError::Invalid, message)),
+                Failure::Config,
+                "{message}"
+            );
+        }
+        for error in [
+            DbError::Unauthorized,
+            DbError::SyntaxError,
+            DbError::ConfigError,
+        ] {
+            assert_eq!(classify(&db(error, "")), Failure::Config);
+        }
+        for error in [
+            DbError::Overloaded,
+            DbError::IsBootstrapping,
+            DbError::ServerError,
+            DbError::Unavailable {
+                consistency: Consistency::One,
+                required: 1,
+                alive: 0,
+            },
+        ] {
+            assert_eq!(classify(&db(error, "")), Failure::Transient);
+        }
+        assert_eq!(
+            classify(&ExecutionError::RequestTimeout(
+                std::time::Duration::from_secs(1)
+            )),
+            Failure::Transient
+        );
+        assert_eq!(
+            classify(&ExecutionError::BadQuery(BadQuery::ValuesTooLongForKey(
+                70_000, 65_535
+            ))),
+            Failure::Record
+        );
     }
 }

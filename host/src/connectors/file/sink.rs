@@ -1,6 +1,7 @@
 //! The `file` sink: records as lines, flushed before a batch is acknowledged.
 
-use std::path::PathBuf;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -69,6 +70,23 @@ impl FileSink {
                 )
             })?;
         }
+        if config.mode == WriteMode::Append {
+            let path = config.path.clone();
+            let fsync = config.fsync;
+            let dropped = tokio::task::spawn_blocking(move || drop_torn_tail(&path, fsync))
+                .await
+                .map_err(|e| ConnectorError::fatal(&name, format!("cannot check the file: {e}")))?
+                .map_err(|e| {
+                    ConnectorError::fatal(&name, format!("cannot check the file's last line: {e}"))
+                })?;
+            if dropped > 0 {
+                tracing::warn!(
+                    connector = %name,
+                    bytes = dropped,
+                    "The file ended in a half-written line (the process stopped mid-write); dropped it. Its record was never acknowledged, so it is delivered again."
+                );
+            }
+        }
         let mut options = tokio::fs::OpenOptions::new();
         options.create(true);
         match config.mode {
@@ -91,6 +109,46 @@ impl FileSink {
             fsync: config.fsync,
         })
     }
+}
+
+/// Truncates `path` to just after its last newline, returning how many bytes went. A record is
+/// acknowledged only once its whole line and newline are flushed, so bytes after the last
+/// newline are a line torn by a crash: appending to them would glue the next record onto a
+/// fragment. A missing file has nothing to repair.
+fn drop_torn_tail(path: &Path, fsync: bool) -> std::io::Result<u64> {
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    // Scans backwards a block at a time: a torn line is at most one record long.
+    let mut block = vec![0u8; 64 * 1024];
+    let mut end = len;
+    let keep = loop {
+        if end == 0 {
+            break 0;
+        }
+        let start = end.saturating_sub(block.len() as u64);
+        let chunk = &mut block[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(newline) = chunk.iter().rposition(|&b| b == b'\n') {
+            break start + newline as u64 + 1;
+        }
+        end = start;
+    };
+    if keep < len {
+        file.set_len(keep)?;
+        if fsync {
+            file.sync_data()?;
+        }
+    }
+    Ok(len - keep)
 }
 
 #[async_trait]
@@ -140,5 +198,48 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n2\n");
+    }
+
+    #[tokio::test]
+    async fn appending_drops_a_torn_last_line_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        // What a kill -9 in the middle of a flush leaves: whole lines, then part of one.
+        std::fs::write(&path, "{\"n\":1}\n{\"n\":2}\n{\"n\":3,\"na").unwrap();
+        let config = FileSinkConfig {
+            path: path.clone(),
+            encoding: None,
+            mode: WriteMode::Append,
+            fsync: true,
+        };
+        let mut sink = FileSink::open(&config, false).await.unwrap();
+        sink.write(&[Record::from_value(r#"{"n":3}"#)])
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n"
+        );
+    }
+
+    #[test]
+    fn a_torn_tail_is_found_across_blocks_and_whole_files_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        assert_eq!(drop_torn_tail(&path, false).unwrap(), 0, "no file yet");
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(drop_torn_tail(&path, false).unwrap(), 0);
+        std::fs::write(&path, "a\nb\n").unwrap();
+        assert_eq!(drop_torn_tail(&path, false).unwrap(), 0);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nb\n");
+        // A fragment longer than the scan block, after one whole line.
+        let fragment = "x".repeat(200 * 1024);
+        std::fs::write(&path, format!("a\n{fragment}")).unwrap();
+        assert_eq!(drop_torn_tail(&path, false).unwrap(), fragment.len() as u64);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\n");
+        // No newline at all: nothing in the file was ever acknowledged.
+        std::fs::write(&path, "torn").unwrap();
+        assert_eq!(drop_torn_tail(&path, false).unwrap(), 4);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
     }
 }

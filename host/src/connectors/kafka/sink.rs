@@ -80,18 +80,34 @@ impl KafkaSinkConfig {
     }
 }
 
+/// How much of a value a dead letter keeps when the whole record is too large for the topic:
+/// tried in turn, so a topic with a small `max.message.bytes` still gets the record's
+/// coordinates, reason, size and digest.
+const EXCERPT_BYTES: [usize; 3] = [64 * 1024, 4 * 1024, 0];
+
 /// Produces records to a topic.
 pub struct KafkaSink {
     name: String,
     topic: String,
     key_pointer: Option<String>,
     key_field: Option<String>,
+    /// Whether this sink is a dead-letter destination, which must not refuse a record for its
+    /// size: nowhere is left to send it.
+    dead_letter: bool,
     producer: FutureProducer,
 }
 
+/// What a delivery came to.
+enum Delivery {
+    Stored,
+    TooLarge,
+    Failed(KafkaError),
+}
+
 impl KafkaSink {
-    /// Creates the producer (it connects lazily).
-    pub fn new(config: &KafkaSinkConfig) -> Result<Self, ConnectorError> {
+    /// Creates the producer (it connects lazily). `dead_letter` makes it keep an excerpt of a
+    /// record too large for the topic instead of refusing it.
+    pub fn new(config: &KafkaSinkConfig, dead_letter: bool) -> Result<Self, ConnectorError> {
         let name = format!("kafka sink {}", config.topic);
         let mut client = client_config(&config.brokers, &config.properties);
         client
@@ -111,6 +127,7 @@ impl KafkaSink {
             topic: config.topic.clone(),
             key_pointer: config.key_field.as_deref().map(pointer),
             key_field: config.key_field.clone(),
+            dead_letter,
             producer,
         })
     }
@@ -127,6 +144,68 @@ impl KafkaSink {
             .map(|key| Some(key.into_bytes()))
             .ok_or_else(|| format!("key field `{field}` is missing or not a scalar"))
     }
+
+    /// Sends one record and waits for its delivery report.
+    async fn send(&self, record: &Record, key: Option<&[u8]>) -> Delivery {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for header in &record.headers {
+            headers = headers.insert(Header {
+                key: &header.key,
+                value: Some(&header.value),
+            });
+        }
+        let mut message = FutureRecord::<[u8], [u8]>::to(&self.topic)
+            .payload(&record.value)
+            .headers(headers);
+        if let Some(key) = key {
+            message = message.key(key);
+        }
+        if let Some(timestamp) = record.timestamp {
+            message = message.timestamp(timestamp);
+        }
+        match self.producer.send(message, Duration::from_secs(30)).await {
+            Ok(_) => Delivery::Stored,
+            // Raised by librdkafka before sending (message.max.bytes) or by the broker (the
+            // topic's max.message.bytes): either way, sending it again cannot help.
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                Delivery::TooLarge
+            }
+            Err((error, _)) => Delivery::Failed(error),
+        }
+    }
+
+    /// Stores a dead letter too large for the topic as an excerpt of its value, with its full
+    /// size and sha256 in headers; the whole record stays in the source at the coordinates its
+    /// headers name. Refuses it only if even its headers alone are too large.
+    async fn send_excerpt(&self, record: &Record, key: Option<&[u8]>) -> Result<Delivery, String> {
+        let size = record.value.len() + key.map_or(0, <[u8]>::len);
+        for keep in EXCERPT_BYTES {
+            let mut excerpt = record.clone();
+            excerpt.keep_excerpt(keep);
+            match self.send(&excerpt, key).await {
+                Delivery::TooLarge => continue,
+                delivered => {
+                    if matches!(delivered, Delivery::Stored) {
+                        tracing::warn!(
+                            connector = %self.name,
+                            size,
+                            kept = keep.min(record.value.len()),
+                            "Dead letter too large for the topic; stored an excerpt of its value with its size and sha256."
+                        );
+                    }
+                    return Ok(delivered);
+                }
+            }
+        }
+        Err(format!(
+            "dead letter too large for the topic even without its value ({} bytes of headers); raise the topic's max.message.bytes",
+            record
+                .headers
+                .iter()
+                .map(|h| h.key.len() + h.value.len())
+                .sum::<usize>()
+        ))
+    }
 }
 
 #[async_trait]
@@ -136,51 +215,46 @@ impl Sink for KafkaSink {
         let mut prepared = Vec::with_capacity(records.len());
         for (index, record) in records.iter().enumerate() {
             match self.key_of(record) {
-                Ok(key) => {
-                    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-                    for header in &record.headers {
-                        headers = headers.insert(Header {
-                            key: &header.key,
-                            value: Some(&header.value),
-                        });
-                    }
-                    prepared.push((index, key, headers));
-                }
+                Ok(key) => prepared.push((index, key)),
+                // Dead letters are often not JSON (that may be why they are dead): keep their
+                // own key rather than refusing them.
+                Err(_) if self.dead_letter => prepared.push((index, record.key.clone())),
                 Err(reason) => rejected.push(Rejected { index, reason }),
             }
         }
-        let (producer, topic) = (&self.producer, self.topic.as_str());
-        let deliveries = prepared.iter().map(|(index, key, headers)| {
-            let record = &records[*index];
-            let mut message = FutureRecord::<[u8], [u8]>::to(topic)
-                .payload(&record.value)
-                .headers(headers.clone());
-            if let Some(key) = key {
-                message = message.key(key.as_slice());
-            }
-            if let Some(timestamp) = record.timestamp {
-                message = message.timestamp(timestamp);
-            }
-            async move {
-                (
-                    *index,
-                    producer.send(message, Duration::from_secs(30)).await,
-                )
-            }
+        let this = &*self;
+        let deliveries = prepared.iter().map(|(index, key)| async move {
+            (
+                *index,
+                key,
+                this.send(&records[*index], key.as_deref()).await,
+            )
         });
         let mut transient = None;
-        for (index, delivery) in futures::future::join_all(deliveries).await {
+        let mut too_large = Vec::new();
+        for (index, key, delivery) in futures::future::join_all(deliveries).await {
             match delivery {
+                Delivery::Stored => {}
+                Delivery::TooLarge => too_large.push((index, key)),
+                Delivery::Failed(error) => transient = Some(error),
+            }
+        }
+        for (index, key) in too_large {
+            let record = &records[index];
+            if !self.dead_letter {
+                rejected.push(Rejected {
+                    index,
+                    reason: format!(
+                        "message of {} bytes is larger than the producer or topic allows (message.max.bytes, max.message.bytes)",
+                        record.value.len() + key.as_ref().map_or(0, Vec::len)
+                    ),
+                });
+                continue;
+            }
+            match self.send_excerpt(record, key.as_deref()).await {
+                Ok(Delivery::Failed(error)) => transient = Some(error),
                 Ok(_) => {}
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-                    rejected.push(Rejected {
-                        index,
-                        reason:
-                            "message larger than the topic or broker allows (message.max.bytes)"
-                                .into(),
-                    });
-                }
-                Err((error, _)) => transient = Some(error),
+                Err(reason) => rejected.push(Rejected { index, reason }),
             }
         }
         if let Some(error) = transient {

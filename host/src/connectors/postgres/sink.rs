@@ -129,7 +129,8 @@ impl PostgresSink {
         )
     }
 
-    /// The key and JSON value of a record, or why it cannot go into a landing table.
+    /// The key and JSON value of a record, or why it cannot go into a landing table. Checked
+    /// here, per record, because PostgreSQL would fail the whole multi-row INSERT instead.
     fn landing_row(&self, record: &Record) -> Result<(String, Value), String> {
         let value: Value = serde_json::from_slice(&record.value)
             .map_err(|e| format!("value is not JSON, which a jsonb column needs: {e}"))?;
@@ -143,6 +144,18 @@ impl PostgresSink {
             (None, Some(key)) => String::from_utf8_lossy(key).into_owned(),
             (None, None) => hex::encode(Sha256::digest(&record.value)),
         };
+        if key.contains('\0') {
+            return Err(format!(
+                "key `{}` holds a NUL character, which the text key column cannot store",
+                key.escape_debug()
+            ));
+        }
+        if let Some(path) = nul_in(&value, String::new()) {
+            return Err(format!(
+                "value holds a NUL character (\\u0000) at `{}`, which a jsonb column cannot store",
+                if path.is_empty() { "/" } else { &path }
+            ));
+        }
         Ok((key, value))
     }
 
@@ -185,13 +198,15 @@ impl PostgresSink {
     ) -> Result<Vec<Rejected>, ConnectorError> {
         let keys: Vec<Option<Vec<u8>>> = records.iter().map(|r| r.key.clone()).collect();
         let values: Vec<Vec<u8>> = records.iter().map(|r| r.value.clone()).collect();
-        let header_maps: Vec<Value> = records
-            .iter()
-            .map(|r| crate::connectors::encoding::envelope(r)["headers"].clone())
-            .collect();
+        // A dead-letter table refuses nothing, and NUL is the one thing jsonb and text cannot
+        // hold; key and value are bytea, so only the headers and the error need care.
+        let header_maps: Vec<Value> = records.iter().map(dead_letter_headers).collect();
         let errors: Vec<Option<String>> = records
             .iter()
-            .map(|r| r.header_str(headers::ERROR).map(String::from))
+            .map(|r| {
+                r.header_str(headers::ERROR)
+                    .map(|e| e.replace('\0', "\\u0000"))
+            })
             .collect();
         let statement = format!(
             "INSERT INTO {} (key, value, headers, error) SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::jsonb[], $4::text[])",
@@ -211,6 +226,61 @@ impl PostgresSink {
     }
 }
 
+/// The JSON pointer of the first string or object key in `value` holding a NUL character
+/// (jsonb rejects `\u0000`: SQLSTATE 22P05), below `at`.
+fn nul_in(value: &Value, at: String) -> Option<String> {
+    // A pointer segment as RFC 6901 spells it, with a NUL shown rather than carried along.
+    let escape = |segment: &str| {
+        segment
+            .replace('~', "~0")
+            .replace('/', "~1")
+            .replace('\0', "\\0")
+    };
+    match value {
+        Value::String(text) => text.contains('\0').then_some(at),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in(item, format!("{at}/{i}"))),
+        Value::Object(fields) => fields.iter().find_map(|(name, field)| {
+            let path = format!("{at}/{}", escape(name));
+            if name.contains('\0') {
+                Some(path)
+            } else {
+                nul_in(field, path)
+            }
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) => None,
+    }
+}
+
+/// A dead letter's headers as jsonb: the envelope's, with any header holding a NUL stored the
+/// way the envelope stores bytes that are not text, `{"hex": ...}`, and a header whose name
+/// holds one under `hex:` and the name's hex. Nothing is lost either way.
+fn dead_letter_headers(record: &Record) -> Value {
+    let Value::Object(headers) = crate::connectors::encoding::envelope(record)["headers"].take()
+    else {
+        return Value::Object(serde_json::Map::new());
+    };
+    let headers = headers
+        .into_iter()
+        .map(|(name, value)| {
+            let value = match value {
+                Value::String(text) if text.contains('\0') => {
+                    serde_json::json!({ "hex": hex::encode(text) })
+                }
+                other => other,
+            };
+            if name.contains('\0') {
+                (format!("hex:{}", hex::encode(&name)), value)
+            } else {
+                (name, value)
+            }
+        })
+        .collect();
+    Value::Object(headers)
+}
+
 #[async_trait]
 impl Sink for PostgresSink {
     async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
@@ -219,5 +289,38 @@ impl Sink for PostgresSink {
         } else {
             self.write_landing(records).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn finds_the_nul_jsonb_cannot_hold() {
+        let at = |value: Value| nul_in(&value, String::new());
+        assert_eq!(
+            at(json!({"a": [1, "ok", {"b": "x\0y"}]})).as_deref(),
+            Some("/a/2/b")
+        );
+        assert_eq!(at(json!({"a\0": 1})).as_deref(), Some("/a\\0"));
+        assert_eq!(at(json!("\0")).as_deref(), Some(""));
+        assert_eq!(at(json!({"a/b": {"c": "ok"}, "n": null})), None);
+    }
+
+    #[test]
+    fn dead_letter_headers_keep_nul_bytes_as_hex() {
+        let mut record = Record::from_value("v");
+        record.set_header("weir.error", "bad \0 value");
+        record.set_header("plain", "text");
+        record.set_header("odd\0name", "x");
+        let stored = dead_letter_headers(&record);
+        assert_eq!(
+            stored["weir.error"],
+            json!({ "hex": hex::encode("bad \0 value") })
+        );
+        assert_eq!(stored["plain"], "text");
+        assert_eq!(stored[format!("hex:{}", hex::encode("odd\0name"))], "x");
     }
 }
