@@ -467,3 +467,135 @@ async fn cassandra_dead_letters_values_the_server_refuses_and_writes_the_rest() 
     ids.sort();
     assert_eq!(ids, ["a", "c"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_source_with_offset_reset_latest_skips_what_came_before_it() {
+    let brokers = kafka_brokers();
+    let topic = unique("latest");
+    crate::services::create_topic(&brokers, &topic, 3).await;
+    produce(&brokers, &topic, 0..50).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let toml = format!(
+        r#"
+        [[pipeline]]
+        name = "kafka-latest"
+        source = {{ type = "kafka", brokers = "{brokers}", topics = ["{topic}"], group = "{group}", offset_reset = "latest" }}
+        sink = {{ type = "file", path = "{out}" }}
+        dead_letter = {{ type = "file", path = "{dir}/dlq.jsonl" }}
+        batch = {{ size = 50, linger_ms = 20 }}
+        "#,
+        group = unique("group"),
+        out = out.display(),
+        dir = dir.path().display()
+    );
+    // Until the consumer has its partitions and their end offsets, a new message may fall
+    // before its starting point: send probes until one arrives, then the records to check.
+    let feeder = {
+        let (brokers, topic, out) = (brokers.clone(), topic.clone(), out.clone());
+        tokio::spawn(async move {
+            for probe in 1000..1600 {
+                if lines(&out) > 0 {
+                    produce(&brokers, &topic, 2000..2010).await;
+                    return;
+                }
+                produce(&brokers, &topic, probe..probe + 1).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            panic!("no probe reached the sink");
+        })
+    };
+    let seen = |out: &Path| -> Vec<u64> {
+        std::fs::read_to_string(out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|row| row["n"].as_u64())
+            .collect()
+    };
+    run_until(&toml, || {
+        let seen = seen(&out);
+        (2000..2010).all(|n| seen.contains(&n))
+    })
+    .await;
+    feeder.await.unwrap();
+    let seen = seen(&out);
+    assert!(
+        seen.iter().all(|n| *n >= 1000),
+        "records from before the start were read: {seen:?}"
+    );
+    for n in 2000..2010 {
+        assert!(seen.contains(&n), "{n} missing from {seen:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_columns_take_values_from_the_json_fields_they_name() {
+    let nodes = cassandra_nodes();
+    let keyspace = unique("weir_columns");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let mut generator = weir::generator::UserGenerator::new(77);
+    let users: Vec<serde_json::Value> = (0..20).map(|_| generator.next_user()).collect();
+    std::fs::write(
+        &input,
+        users
+            .iter()
+            .map(|user| format!("{user}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let report = run_to_end(&format!(
+        r#"
+        [[pipeline]]
+        name = "columns"
+        source = {{ type = "file", path = "{input}" }}
+        dead_letter = {{ type = "file", path = "{dir}/dlq.jsonl" }}
+        [pipeline.sink]
+        type = "cassandra"
+        nodes = ["{nodes}"]
+        keyspace = "{keyspace}"
+        table = "people"
+        consistency = "one"
+        columns = {{ id = "login.uuid", first = "name.first", city = "location.city" }}
+        create = {{ primary_key = ["id"], columns = {{ id = "uuid", first = "text", city = "text", email = "text" }} }}
+        "#,
+        input = input.display(),
+        dir = dir.path().display()
+    ))
+    .await;
+    assert_eq!((report.records_out, report.dead_lettered), (20, 0));
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(&nodes)
+        .build()
+        .await
+        .unwrap();
+    let rows = session
+        .query_unpaged(
+            format!("SELECT id, first, city, email FROM {keyspace}.people"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    let stored: std::collections::BTreeMap<String, (String, String, String)> = rows
+        .rows::<(uuid::Uuid, String, String, String)>()
+        .unwrap()
+        .map(|row| {
+            let (id, first, city, email) = row.unwrap();
+            (id.to_string(), (first, city, email))
+        })
+        .collect();
+    assert_eq!(stored.len(), 20);
+    for user in &users {
+        let id = user["login"]["uuid"].as_str().unwrap();
+        let expected = (
+            user["name"]["first"].as_str().unwrap().to_owned(),
+            user["location"]["city"].as_str().unwrap().to_owned(),
+            // A column not remapped reads the field of its own name.
+            user["email"].as_str().unwrap().to_owned(),
+        );
+        assert_eq!(stored[id], expected, "user {id}");
+    }
+}
