@@ -136,24 +136,29 @@ pub struct Connectors {
 
 /// Runs one pipeline until its source is exhausted or `shutdown` turns true, then drains what is
 /// in flight, commits it, and reports.
+///
+/// The connectors are opened first, each retried with backoff while its error is transient: a
+/// store that is down when the process starts delays the pipeline instead of failing it (and
+/// with it every other pipeline of the process). A shutdown before they opened ends the
+/// pipeline with nothing read.
 pub async fn run(
     config: PipelineConfig,
     chain: TransformChain,
     stats: Arc<PipelineStats>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<PipelineReport, PipelineError> {
-    let connector_error = |source| PipelineError::Connector {
-        pipeline: config.name.clone(),
-        source,
-    };
-    let connectors = Connectors {
-        source: config.source.build().await.map_err(connector_error)?,
-        sink: config.sink.build(false).await.map_err(connector_error)?,
-        dead_letter: config
-            .dead_letter
-            .build(true)
-            .await
-            .map_err(connector_error)?,
+    let opened = open_connectors(&config, &mut shutdown.clone())
+        .await
+        .map_err(|source| PipelineError::Connector {
+            pipeline: config.name.clone(),
+            source,
+        })?;
+    let Some(connectors) = opened else {
+        tracing::info!(
+            pipeline = %config.name,
+            "Shutdown requested before the connectors opened; nothing was read."
+        );
+        return Ok(stats.snapshot(&config.name));
     };
     tracing::info!(
         pipeline = %config.name,
@@ -163,6 +168,51 @@ pub async fn run(
         "Connectors opened."
     );
     run_with(config, connectors, chain, stats, shutdown).await
+}
+
+/// Opens the connectors of `config`, retrying transient failures until shutdown; `None` when
+/// shutdown came first. The sinks open before the source, so a source that joins a consumer
+/// group does not sit in it unpolled while a sink is still unreachable.
+async fn open_connectors(
+    config: &PipelineConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<Connectors>, ConnectorError> {
+    let pipeline = config.name.as_str();
+    let Some(sink) = retry::open_with_backoff(
+        pipeline,
+        &format!("sink {}", config.sink.describe()),
+        shutdown,
+        || config.sink.build(false),
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let Some(dead_letter) = retry::open_with_backoff(
+        pipeline,
+        &format!("dead-letter destination {}", config.dead_letter.describe()),
+        shutdown,
+        || config.dead_letter.build(true),
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let Some(source) = retry::open_with_backoff(
+        pipeline,
+        &format!("source {}", config.source.describe()),
+        shutdown,
+        || config.source.build(),
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Connectors {
+        source,
+        sink,
+        dead_letter,
+    }))
 }
 
 /// Runs one pipeline over connectors opened by the caller; `config` supplies its name and
