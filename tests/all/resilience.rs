@@ -387,3 +387,76 @@ async fn a_sink_that_fails_while_the_source_is_idle_stops_the_process_with_its_e
         "the error names the sink and the cause: {failure}"
     );
 }
+
+#[test]
+fn config_errors_show_the_file_as_written_not_substituted_secrets() {
+    let canary = "canary-5e0c2d91";
+    let dir = tempfile::tempdir().unwrap();
+    let sink = "sink = { type = \"postgres\", url = \"postgres://weir:${CANARY_PASSWORD}@127.0.0.1:1/weir\", table = \"landing\" }";
+    let head = "[[pipeline]]\nname = \"secret\"\nsource = { type = \"generate\", count = 1 }\n";
+    let tail = "\ndead_letter = { type = \"file\", path = \"dlq.jsonl\" }\n";
+    let cases = [
+        // A syntax error on the line holding the secret: a missing comma.
+        ("syntax", sink.replace(", table", " table")),
+        // A type error in the table holding the secret.
+        (
+            "type",
+            sink.replace("\"landing\"", "\"landing\", create_table = \"yes\""),
+        ),
+        // A type error about the substituted value itself.
+        (
+            "value",
+            sink.replace(
+                "\"landing\"",
+                "\"landing\", create_table = \"${CANARY_PASSWORD}\"",
+            ),
+        ),
+    ];
+    for (case, line) in cases {
+        std::fs::write(dir.path().join("p.toml"), format!("{head}{line}{tail}")).unwrap();
+        for command in ["validate", "run"] {
+            let output = run_weir_with(
+                dir.path(),
+                &[command, "p.toml"],
+                ("CANARY_PASSWORD", canary),
+            );
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(!output.status.success(), "{case}, {command}: {stderr}");
+            assert!(
+                stderr.contains("p.toml") && stderr.contains("line 4"),
+                "{case}, {command}: the error names the file and line:\n{stderr}"
+            );
+            assert!(
+                stderr.contains("${CANARY_PASSWORD}"),
+                "{case}, {command}: the line is shown as written:\n{stderr}"
+            );
+            assert!(
+                !stderr.contains(canary)
+                    && !String::from_utf8_lossy(&output.stdout).contains(canary),
+                "{case}, {command}: the secret leaked:\n{stderr}"
+            );
+        }
+    }
+    // The same file without the mistake is fine: the secret was substituted, not dropped.
+    std::fs::write(dir.path().join("p.toml"), format!("{head}{sink}{tail}")).unwrap();
+    let output = run_weir_with(
+        dir.path(),
+        &["validate", "p.toml"],
+        ("CANARY_PASSWORD", canary),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn run_weir_with(dir: &Path, args: &[&str], env: (&str, &str)) -> std::process::Output {
+    weir()
+        .current_dir(dir)
+        .args(args)
+        .env("WEIR_LOG", "info")
+        .env(env.0, env.1)
+        .output()
+        .unwrap()
+}
