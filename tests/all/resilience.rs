@@ -460,3 +460,63 @@ fn run_weir_with(dir: &Path, args: &[&str], env: (&str, &str)) -> std::process::
         .output()
         .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_source_never_logs_the_credentials_or_query_of_its_url() {
+    // An API that fails every request, counting them.
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&requests);
+    let router = axum::Router::new().route(
+        "/api",
+        axum::routing::get(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {
+                (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error",
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let (password, token, key) = ("canary-pass-31f8", "canary-token-31f8", "canary-key-31f8");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!(
+            "[[pipeline]]\nname = \"api\"\nsource = {{ type = \"http\", url = \"http://user:${{API_PASSWORD}}@{address}/api?token=${{API_TOKEN}}\", query = {{ key = \"${{API_KEY}}\" }}, retries = 1, interval_ms = 10 }}\nsink = {{ type = \"file\", path = \"out.jsonl\" }}\ndead_letter = {{ type = \"file\", path = \"dlq.jsonl\" }}\n"
+        ),
+    )
+    .unwrap();
+    let running = start(
+        dir.path(),
+        "p.toml",
+        &[
+            ("API_PASSWORD", password),
+            ("API_TOKEN", token),
+            ("API_KEY", key),
+            ("WEIR_ADMIN", "127.0.0.1:0"),
+        ],
+    );
+    running.wait_for_log("Source failed; retrying.").await;
+    let seen = Arc::clone(&requests);
+    wait_for("a second failed poll", Duration::from_secs(60), move || {
+        seen.load(std::sync::atomic::Ordering::SeqCst) >= 4
+    })
+    .await;
+    let (_, log) = running.terminate();
+    assert!(log.contains("HTTP 500"), "the failure is logged:\n{log}");
+    assert!(
+        log.contains(&format!("http://user:***@{address}/api?token=***")),
+        "the URL is shown redacted:\n{log}"
+    );
+    for secret in [password, token, key] {
+        assert!(
+            !log.contains(secret),
+            "{secret} leaked into the log:\n{log}"
+        );
+    }
+}
