@@ -1,16 +1,17 @@
 //! Pipelines run through the library on files: bad records become dead letters with their reason
-//! and source coordinates, order is preserved, and a restarted file source resumes where it was
-//! acknowledged.
+//! and source coordinates, order is preserved, a restarted file source resumes where it was
+//! acknowledged, and a connector whose store is down at start is retried instead of failing.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use weir::config::PipelineFile;
 use weir::pipeline::{self, PipelineReport, PipelineStats};
 use weir::registry::{Deployer, PluginRegistry, PluginSlots};
 
-use crate::support::{plugin_registry, read_json_lines, test_runtime};
+use crate::support::{plugin_registry, read_json_lines, test_runtime, wait_for};
 
 /// Parses `toml`, loads its plugins from the test registry, and runs its single pipeline.
 pub async fn run_pipeline(toml: &str) -> PipelineReport {
@@ -199,4 +200,148 @@ async fn a_restarted_file_source_resumes_after_the_acknowledged_line() {
         .map(|r| r["n"].as_i64().unwrap())
         .collect();
     assert_eq!(ns, (0..40).collect::<Vec<_>>());
+}
+
+/// Stands in for a PostgreSQL that is down at first: it accepts each connection and closes it
+/// at once, and from the `down_for`-th on (if any) relays it to the real PostgreSQL. Returns the
+/// URL to reach it and the count of connections.
+async fn database_down_at_first(
+    down_for: Option<usize>,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let real = crate::support::postgres_url();
+    let (credentials, rest) = real.rsplit_once('@').unwrap();
+    let (real_address, database) = rest.split_once('/').unwrap();
+    let real_address = real_address.to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "{credentials}@{}/{database}",
+        listener.local_addr().unwrap()
+    );
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&connections);
+    tokio::spawn(async move {
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let attempt = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            if down_for.is_some_and(|down_for| attempt > down_for) {
+                let address = real_address.clone();
+                tokio::spawn(async move {
+                    let mut server = tokio::net::TcpStream::connect(address).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        }
+    });
+    (url, connections)
+}
+
+/// Starts the single pipeline of `toml` (no plugins) in a task.
+fn spawn_pipeline(
+    toml: &str,
+) -> (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<Result<PipelineReport, weir::pipeline::PipelineError>>,
+) {
+    let file = PipelineFile::parse(Path::new("test.toml"), toml).unwrap_or_else(|e| panic!("{e}"));
+    let config = file.pipelines.into_iter().next().unwrap();
+    let chain = pipeline::build_chain(&config, &PluginSlots::default()).unwrap();
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let run = tokio::spawn(pipeline::run(
+        config,
+        chain,
+        Arc::new(PipelineStats::default()),
+        shutdown_rx,
+    ));
+    (shutdown, run)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_whose_database_is_down_at_start_waits_for_it_and_then_runs() {
+    crate::support::init_logs();
+    let (url, connections) = database_down_at_first(Some(3)).await;
+    let table = crate::support::unique("late_db");
+    let (client, connection) =
+        tokio_postgres::connect(&crate::support::postgres_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE \"{table}\" (id BIGSERIAL PRIMARY KEY, key TEXT, value JSONB NOT NULL);
+             INSERT INTO \"{table}\" (key, value) VALUES ('a', '{{\"n\":1}}'), ('b', '{{\"n\":2}}')"
+        ))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let (shutdown, run) = spawn_pipeline(&format!(
+        r#"
+        [[pipeline]]
+        name = "late-db"
+        source = {{ type = "postgres", url = "{url}", table = "{table}" }}
+        sink = {{ type = "file", path = "{}" }}
+        dead_letter = {{ type = "file", path = "{}" }}
+        "#,
+        out.display(),
+        dir.path().join("dlq.jsonl").display()
+    ));
+    let finished = || run.is_finished();
+    let written = || std::fs::read_to_string(&out).map_or(0, |t| t.lines().count());
+    wait_for(
+        "the rows, once the database answers",
+        Duration::from_secs(60),
+        || written() == 2 || finished(),
+    )
+    .await;
+    // A pipeline that failed is gone and cannot be told.
+    let _ = shutdown.send(true);
+    let report = run.await.unwrap();
+    // Best effort: a failed run may not have created its offsets row.
+    for cleanup in [
+        format!("DROP TABLE \"{table}\""),
+        format!("DELETE FROM weir_offsets WHERE source = '{table}'"),
+    ] {
+        let _ = client.batch_execute(&cleanup).await;
+    }
+    let report = report.unwrap_or_else(|e| panic!("the pipeline failed: {e}"));
+    assert_eq!(report.records_out, 2);
+    assert!(
+        connections.load(std::sync::atomic::Ordering::SeqCst) > 3,
+        "it connected after three refused attempts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shutdown_while_a_connector_cannot_open_is_a_clean_stop() {
+    crate::support::init_logs();
+    let (url, connections) = database_down_at_first(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (shutdown, run) = spawn_pipeline(&format!(
+        r#"
+        [[pipeline]]
+        name = "never-db"
+        source = {{ type = "postgres", url = "{url}", table = "users" }}
+        sink = {{ type = "file", path = "{}" }}
+        dead_letter = {{ type = "file", path = "{}" }}
+        "#,
+        dir.path().join("out.jsonl").display(),
+        dir.path().join("dlq.jsonl").display()
+    ));
+    let finished = || run.is_finished();
+    wait_for("three attempts to connect", Duration::from_secs(60), || {
+        connections.load(std::sync::atomic::Ordering::SeqCst) >= 3 || finished()
+    })
+    .await;
+    assert!(
+        !run.is_finished(),
+        "a database that is down must not fail the pipeline: {:?}",
+        run.await.unwrap().map(|report| report.to_string())
+    );
+    shutdown.send(true).unwrap();
+    let report = run
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("stopping while connecting is clean: {e}"));
+    assert_eq!(report.records_in, 0);
 }

@@ -1,6 +1,7 @@
 //! Faults a production stream meets: a plugin trying to leave its sandbox, a graceful shutdown
-//! mid-stream, a dead-letter destination that is down, and secrets that must never reach logs or
-//! metrics. These run the real `weir` binary where the process boundary matters.
+//! mid-stream, a dead-letter destination that is down, a sink that fails while the source is
+//! idle, and secrets that must never reach logs, metrics or error messages. These run the real
+//! `weir` binary where the process boundary matters.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::pipelines::{run_pipeline, write_input};
-use crate::support::{read_json_lines, wait_for, weir};
+use crate::support::{postgres_url, read_json_lines, unique, wait_for, weir};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_cannot_escape_its_sandbox() {
@@ -64,6 +65,7 @@ async fn a_plugin_cannot_escape_its_sandbox() {
 struct Running {
     child: Child,
     stderr: Arc<Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
 }
 
 fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Running {
@@ -81,14 +83,18 @@ fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Running {
     let stderr = Arc::new(Mutex::new(String::new()));
     let sink = Arc::clone(&stderr);
     let pipe = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
             let mut text = sink.lock().unwrap();
             text.push_str(&line);
             text.push('\n');
         }
     });
-    Running { child, stderr }
+    Running {
+        child,
+        stderr,
+        reader,
+    }
 }
 
 impl Running {
@@ -111,9 +117,31 @@ impl Running {
             .unwrap();
         assert!(status.success());
         let exit = self.child.wait().unwrap();
-        // The reader thread ends with the pipe; give the log the lines it had.
-        let log = self.stderr.lock().unwrap().clone();
-        (exit.success(), log)
+        (exit.success(), self.log_to_the_end())
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself: whether it exited successfully,
+    /// or `None` when it had to be killed.
+    async fn exit(mut self, timeout: Duration) -> (Option<bool>, String) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let exit = loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                break Some(exit.success());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.child.kill().unwrap();
+                self.child.wait().unwrap();
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        (exit, self.log_to_the_end())
+    }
+
+    /// The whole log of an exited process: the reader thread ends with the pipe.
+    fn log_to_the_end(self) -> String {
+        self.reader.join().unwrap();
+        self.stderr.lock().unwrap().clone()
     }
 }
 
@@ -313,5 +341,182 @@ async fn secrets_from_the_environment_never_reach_logs_metrics_the_api_or_dead_l
                 "the secret {secret} leaked into {what}:\n{text}"
             );
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_that_fails_while_the_source_is_idle_stops_the_process_with_its_error() {
+    let url = postgres_url();
+    let table = unique("incompatible");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // A landing table whose `value` cannot take JSON: the first insert fails with a type
+    // mismatch (SQLSTATE 42804), which no retry cures.
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE \"{table}\" (id BIGSERIAL PRIMARY KEY, key TEXT NOT NULL UNIQUE, value INTEGER NOT NULL)"
+        ))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("in.jsonl"), 0..3);
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!(
+            "[[pipeline]]\nname = \"idle\"\nsource = {{ type = \"file\", path = \"in.jsonl\", follow = true }}\nsink = {{ type = \"postgres\", url = \"{url}\", table = \"{table}\", create_table = false }}\ndead_letter = {{ type = \"file\", path = \"dlq.jsonl\" }}\n"
+        ),
+    )
+    .unwrap();
+    // The source follows a file that never grows: only the sink's failure can end the process.
+    let running = start(dir.path(), "p.toml", &[("WEIR_ADMIN", "127.0.0.1:0")]);
+    let (exit, log) = running.exit(Duration::from_secs(60)).await;
+    client
+        .batch_execute(&format!("DROP TABLE \"{table}\""))
+        .await
+        .unwrap();
+    let clean = exit.unwrap_or_else(|| panic!("weir did not exit within 60s:\n{log}"));
+    assert!(!clean, "a failed sink is a failed run:\n{log}");
+    let failure = log
+        .lines()
+        .find(|line| line.contains("Pipeline failed"))
+        .unwrap_or_else(|| panic!("the failure is logged:\n{log}"));
+    assert!(
+        failure.contains(&format!("postgres sink {table}")) && failure.contains("42804"),
+        "the error names the sink and the cause: {failure}"
+    );
+}
+
+#[test]
+fn config_errors_show_the_file_as_written_not_substituted_secrets() {
+    let canary = "canary-5e0c2d91";
+    let dir = tempfile::tempdir().unwrap();
+    let sink = "sink = { type = \"postgres\", url = \"postgres://weir:${CANARY_PASSWORD}@127.0.0.1:1/weir\", table = \"landing\" }";
+    let head = "[[pipeline]]\nname = \"secret\"\nsource = { type = \"generate\", count = 1 }\n";
+    let tail = "\ndead_letter = { type = \"file\", path = \"dlq.jsonl\" }\n";
+    let cases = [
+        // A syntax error on the line holding the secret: a missing comma.
+        ("syntax", sink.replace(", table", " table")),
+        // A type error in the table holding the secret.
+        (
+            "type",
+            sink.replace("\"landing\"", "\"landing\", create_table = \"yes\""),
+        ),
+        // A type error about the substituted value itself.
+        (
+            "value",
+            sink.replace(
+                "\"landing\"",
+                "\"landing\", create_table = \"${CANARY_PASSWORD}\"",
+            ),
+        ),
+    ];
+    for (case, line) in cases {
+        std::fs::write(dir.path().join("p.toml"), format!("{head}{line}{tail}")).unwrap();
+        for command in ["validate", "run"] {
+            let output = run_weir_with(
+                dir.path(),
+                &[command, "p.toml"],
+                ("CANARY_PASSWORD", canary),
+            );
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(!output.status.success(), "{case}, {command}: {stderr}");
+            assert!(
+                stderr.contains("p.toml") && stderr.contains("line 4"),
+                "{case}, {command}: the error names the file and line:\n{stderr}"
+            );
+            assert!(
+                stderr.contains("${CANARY_PASSWORD}"),
+                "{case}, {command}: the line is shown as written:\n{stderr}"
+            );
+            assert!(
+                !stderr.contains(canary)
+                    && !String::from_utf8_lossy(&output.stdout).contains(canary),
+                "{case}, {command}: the secret leaked:\n{stderr}"
+            );
+        }
+    }
+    // The same file without the mistake is fine: the secret was substituted, not dropped.
+    std::fs::write(dir.path().join("p.toml"), format!("{head}{sink}{tail}")).unwrap();
+    let output = run_weir_with(
+        dir.path(),
+        &["validate", "p.toml"],
+        ("CANARY_PASSWORD", canary),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn run_weir_with(dir: &Path, args: &[&str], env: (&str, &str)) -> std::process::Output {
+    weir()
+        .current_dir(dir)
+        .args(args)
+        .env("WEIR_LOG", "info")
+        .env(env.0, env.1)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_source_never_logs_the_credentials_or_query_of_its_url() {
+    // An API that fails every request, counting them.
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&requests);
+    let router = axum::Router::new().route(
+        "/api",
+        axum::routing::get(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {
+                (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error",
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let (password, token, key) = ("canary-pass-31f8", "canary-token-31f8", "canary-key-31f8");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!(
+            "[[pipeline]]\nname = \"api\"\nsource = {{ type = \"http\", url = \"http://user:${{API_PASSWORD}}@{address}/api?token=${{API_TOKEN}}\", query = {{ key = \"${{API_KEY}}\" }}, retries = 1, interval_ms = 10 }}\nsink = {{ type = \"file\", path = \"out.jsonl\" }}\ndead_letter = {{ type = \"file\", path = \"dlq.jsonl\" }}\n"
+        ),
+    )
+    .unwrap();
+    let running = start(
+        dir.path(),
+        "p.toml",
+        &[
+            ("API_PASSWORD", password),
+            ("API_TOKEN", token),
+            ("API_KEY", key),
+            ("WEIR_ADMIN", "127.0.0.1:0"),
+        ],
+    );
+    running.wait_for_log("Source failed; retrying.").await;
+    let seen = Arc::clone(&requests);
+    wait_for("a second failed poll", Duration::from_secs(60), move || {
+        seen.load(std::sync::atomic::Ordering::SeqCst) >= 4
+    })
+    .await;
+    let (_, log) = running.terminate();
+    assert!(log.contains("HTTP 500"), "the failure is logged:\n{log}");
+    assert!(
+        log.contains(&format!("http://user:***@{address}/api?token=***")),
+        "the URL is shown redacted:\n{log}"
+    );
+    for secret in [password, token, key] {
+        assert!(
+            !log.contains(secret),
+            "{secret} leaked into the log:\n{log}"
+        );
     }
 }

@@ -246,7 +246,7 @@ fn default_memory_mib() -> usize {
 }
 
 impl PipelineFile {
-    /// Reads, substitutes `${VAR}`, parses and validates a pipeline file.
+    /// Reads, parses, substitutes `${VAR}` in string values, and validates a pipeline file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: path.to_owned(),
@@ -257,17 +257,35 @@ impl PipelineFile {
 
     /// Parses and validates pipeline text; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let text = substitute_env(text, |name| std::env::var(name).ok()).map_err(|message| {
-            ConfigError::Parse {
-                file: path.to_owned(),
-                message,
-            }
-        })?;
-        let file: PipelineFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        Self::parse_with(path, text, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Self::parse`] with `${VAR}` looked up in `lookup`. The text is parsed as written and
+    /// substituted inside its string values afterwards, so no message, whether about the syntax,
+    /// a type or a value, shows what came from the environment: only the file's own text.
+    fn parse_with(
+        path: &Path,
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let parse_error = |message: String| ConfigError::Parse {
             file: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            message: message.trim_end().to_owned(),
+        };
+        let mut document =
+            toml::de::DeTable::parse(text).map_err(|e| parse_error(e.to_string()))?;
+        let substitutions =
+            env::Substitutions::apply(document.get_mut(), text, lookup).map_err(parse_error)?;
+        let file = PipelineFile::deserialize(toml::de::Deserializer::from(document))
+            .map_err(|e| parse_error(describe_toml_error(&e, text, &substitutions)))?;
+        file.validate(path).map_err(|error| match error {
+            ConfigError::Invalid { file, key, message } => ConfigError::Invalid {
+                message: substitutions.restore_under_key(&message, &key),
+                file,
+                key,
+            },
+            other => other,
         })?;
-        file.validate(path)?;
         Ok(file)
     }
 
@@ -359,6 +377,36 @@ impl PipelineFile {
         }
         Ok(())
     }
+}
+
+/// A deserialization error shown like the parser shows one, on the line as written in `text`,
+/// with any substituted value it quotes put back as written.
+fn describe_toml_error(
+    error: &toml::de::Error,
+    text: &str,
+    substitutions: &env::Substitutions,
+) -> String {
+    let message = substitutions.restore_in_span(error.message(), error.span());
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |at| at + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |at| start + at);
+    let line = text[line_start..line_end].trim_end_matches('\r');
+    let number = env::line_of(text, start);
+    let column = text[line_start..start].chars().count();
+    let width = text[start..span.end.clamp(start, line_end)]
+        .chars()
+        .count()
+        .max(1);
+    let gutter = " ".repeat(number.to_string().len());
+    format!(
+        "TOML parse error at line {number}, column {}\n{gutter} |\n{number} | {line}\n{gutter} | {}{}\n{message}",
+        column + 1,
+        " ".repeat(column),
+        "^".repeat(width)
+    )
 }
 
 fn is_identifier(name: &str) -> bool {

@@ -146,3 +146,92 @@ fn workers_are_per_partition_by_default_or_a_fixed_number() {
         assert!(message.contains(expected), "{value}: {message}");
     }
 }
+
+/// Parses `text` with `CANARY` set to a secret that must never reach a message.
+fn parse_with_canary(text: &str) -> Result<PipelineFile, ConfigError> {
+    PipelineFile::parse_with(Path::new("pipelines/test.toml"), text, &|name| {
+        (name == "CANARY").then(|| "hunter2-canary".to_owned())
+    })
+}
+
+const WITH_SECRET: &str = r#"
+[[pipeline]]
+name = "p1"
+source = { type = "generate", count = 5 }
+sink = { type = "postgres", url = "postgres://weir:${CANARY}@127.0.0.1:5432/weir", table = "landing" }
+dead_letter = { type = "file", path = "dlq.jsonl" }
+"#;
+
+#[test]
+fn substituted_values_reach_the_config() {
+    let file = parse_with_canary(WITH_SECRET).unwrap();
+    let SinkConfig::Postgres(sink) = &file.pipelines[0].sink else {
+        panic!("a postgres sink");
+    };
+    assert_eq!(
+        sink.url,
+        "postgres://weir:hunter2-canary@127.0.0.1:5432/weir"
+    );
+}
+
+#[test]
+fn a_syntax_error_shows_the_line_as_written() {
+    let text = WITH_SECRET.replace(", table = \"landing\"", " table = \"landing\"");
+    let message = parse_with_canary(&text).unwrap_err().to_string();
+    assert!(message.contains("line 5"), "{message}");
+    assert!(
+        message.contains("postgres://weir:${CANARY}@127.0.0.1:5432/weir\" table"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[test]
+fn a_type_error_shows_the_line_as_written() {
+    let text = WITH_SECRET.replace(
+        "table = \"landing\"",
+        "table = \"landing\", create_table = 1",
+    );
+    let message = parse_with_canary(&text).unwrap_err().to_string();
+    assert!(message.starts_with("pipelines/test.toml:"), "{message}");
+    assert!(message.contains("line 5"), "{message}");
+    assert!(message.contains("${CANARY}"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[test]
+fn a_type_error_about_a_substituted_value_quotes_the_reference() {
+    let text = WITH_SECRET.replace("count = 5", "count = \"${CANARY}\"");
+    let message = parse_with_canary(&text).unwrap_err().to_string();
+    assert!(message.contains("\"${CANARY}\""), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    // A message of our own that quotes the value.
+    let text = WITH_SECRET.replace("name = \"p1\"", "name = \"p1\"\nworkers = \"x${CANARY}\"");
+    let message = parse_with_canary(&text).unwrap_err().to_string();
+    assert!(message.contains("`x${CANARY}`"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[test]
+fn an_invalid_substituted_value_is_quoted_as_written() {
+    let text = WITH_SECRET.replace("table = \"landing\"", "table = \"${CANARY}\"");
+    let message = parse_with_canary(&text).unwrap_err().to_string();
+    assert!(message.contains("`pipeline[0].sink.table`"), "{message}");
+    assert!(
+        message.contains("`${CANARY}` is not a table name"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[test]
+fn an_unset_variable_names_it_its_line_and_key() {
+    let message = PipelineFile::parse_with(Path::new("p.toml"), WITH_SECRET, &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message
+            .contains("line 5, `pipeline[0].sink.url`: environment variable `CANARY` is not set"),
+        "{message}"
+    );
+}

@@ -136,24 +136,29 @@ pub struct Connectors {
 
 /// Runs one pipeline until its source is exhausted or `shutdown` turns true, then drains what is
 /// in flight, commits it, and reports.
+///
+/// The connectors are opened first, each retried with backoff while its error is transient: a
+/// store that is down when the process starts delays the pipeline instead of failing it (and
+/// with it every other pipeline of the process). A shutdown before they opened ends the
+/// pipeline with nothing read.
 pub async fn run(
     config: PipelineConfig,
     chain: TransformChain,
     stats: Arc<PipelineStats>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<PipelineReport, PipelineError> {
-    let connector_error = |source| PipelineError::Connector {
-        pipeline: config.name.clone(),
-        source,
-    };
-    let connectors = Connectors {
-        source: config.source.build().await.map_err(connector_error)?,
-        sink: config.sink.build(false).await.map_err(connector_error)?,
-        dead_letter: config
-            .dead_letter
-            .build(true)
-            .await
-            .map_err(connector_error)?,
+    let opened = open_connectors(&config, &mut shutdown.clone())
+        .await
+        .map_err(|source| PipelineError::Connector {
+            pipeline: config.name.clone(),
+            source,
+        })?;
+    let Some(connectors) = opened else {
+        tracing::info!(
+            pipeline = %config.name,
+            "Shutdown requested before the connectors opened; nothing was read."
+        );
+        return Ok(stats.snapshot(&config.name));
     };
     tracing::info!(
         pipeline = %config.name,
@@ -163,6 +168,51 @@ pub async fn run(
         "Connectors opened."
     );
     run_with(config, connectors, chain, stats, shutdown).await
+}
+
+/// Opens the connectors of `config`, retrying transient failures until shutdown; `None` when
+/// shutdown came first. The sinks open before the source, so a source that joins a consumer
+/// group does not sit in it unpolled while a sink is still unreachable.
+async fn open_connectors(
+    config: &PipelineConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<Connectors>, ConnectorError> {
+    let pipeline = config.name.as_str();
+    let Some(sink) = retry::open_with_backoff(
+        pipeline,
+        &format!("sink {}", config.sink.describe()),
+        shutdown,
+        || config.sink.build(false),
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let Some(dead_letter) = retry::open_with_backoff(
+        pipeline,
+        &format!("dead-letter destination {}", config.dead_letter.describe()),
+        shutdown,
+        || config.dead_letter.build(true),
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let Some(source) = retry::open_with_backoff(
+        pipeline,
+        &format!("source {}", config.source.describe()),
+        shutdown,
+        || config.source.build(),
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Connectors {
+        source,
+        sink,
+        dead_letter,
+    }))
 }
 
 /// Runs one pipeline over connectors opened by the caller; `config` supplies its name and
@@ -213,9 +263,11 @@ pub async fn run_with(
         source,
     })?;
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Vec<SourcePosition>>();
+    let (sink_running, sink_watch) = watch::channel(());
     let acknowledgements = Acknowledged {
         channel: ack_tx,
         source: source.acknowledgements(),
+        _running: sink_running,
     };
 
     let sink_stage = tokio::spawn(sink_stage(
@@ -234,7 +286,10 @@ pub async fn run_with(
         source,
         &config,
         &mut workers,
-        ack_rx,
+        FromSink {
+            acknowledged: ack_rx,
+            running: sink_watch,
+        },
         &stats,
         shutdown,
     )
@@ -272,17 +327,22 @@ pub async fn run_with(
     Ok(report)
 }
 
-/// Polls batches and commits acknowledged positions. After the source ends (or shutdown), it
-/// keeps committing until the sink has acknowledged everything in flight.
+/// Polls batches and commits acknowledged positions. After the source ends (or shutdown, or the
+/// sink stage ending early), it keeps committing until the sink has acknowledged everything in
+/// flight.
 async fn source_stage(
     pipeline: &str,
     mut source: Box<dyn Source>,
     config: &PipelineConfig,
     workers: &mut WorkerPool,
-    mut ack_rx: mpsc::UnboundedReceiver<Vec<SourcePosition>>,
+    from_sink: FromSink,
     stats: &PipelineStats,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectorError> {
+    let FromSink {
+        acknowledged: mut ack_rx,
+        running: mut sink_running,
+    } = from_sink;
     let mut result = Ok(());
     let mut commits = PendingCommits::default();
     let source_tap = stats.taps().point(SOURCE_STAGE);
@@ -298,9 +358,18 @@ async fn source_stage(
             tracing::info!(pipeline, "Shutdown requested; draining in-flight batches.");
             break;
         }
+        // The sender is never used: the channel closing is the whole message.
+        if sink_running.has_changed().is_err() {
+            // Its error (or panic) is what the pipeline reports once the stages are joined.
+            tracing::warn!(pipeline, "The sink stage ended; the source stops polling.");
+            break;
+        }
+        // A poll cancelled half-way may drop records it had read; that loses nothing, because
+        // either branch ends the loop and no later position is committed after them.
         let polled = tokio::select! {
             polled = source.poll_batch(config.batch.size, config.batch.linger()) => polled,
             _ = shutdown.changed() => continue,
+            _ = sink_running.changed() => continue,
         };
         let mut records = match polled {
             Ok(Some(records)) if records.is_empty() => continue,
@@ -311,6 +380,7 @@ async fn source_stage(
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     _ = shutdown.changed() => {}
+                    _ = sink_running.changed() => {}
                 }
                 continue;
             }
@@ -503,11 +573,24 @@ fn spawn_transform_stage(
     })
 }
 
+/// What the source stage hears from the sink stage.
+struct FromSink {
+    /// The positions of each acknowledged batch, in order.
+    acknowledged: mpsc::UnboundedReceiver<Vec<SourcePosition>>,
+    /// Closes when the sink stage ends. While the source is idle nothing else would notice a
+    /// sink that failed (only routing the next batch would), so every wait of the source stage
+    /// also watches this.
+    running: watch::Receiver<()>,
+}
+
 /// Where the sink stage reports acknowledged batches: the source stage, which commits them, and
 /// the source itself where it wants to know at once.
 struct Acknowledged {
     channel: mpsc::UnboundedSender<Vec<SourcePosition>>,
     source: Option<Arc<dyn crate::connectors::Acknowledgements>>,
+    /// Dropped with the sink stage, however it ends (an error, a panic, or its input closing),
+    /// which tells the source stage to stop polling.
+    _running: watch::Sender<()>,
 }
 
 /// Writes outputs, then dead letters, then acknowledges the batch to the source.

@@ -1,6 +1,8 @@
-//! Retries of sink writes: capped exponential backoff with jitter, for as long as the pipeline
-//! runs, because dropping data is never the answer to an outage.
+//! Retries with capped exponential backoff and jitter, for as long as the pipeline runs, because
+//! dropping data is never the answer to an outage: sink writes, and opening the connectors at
+//! start, so a store that is down when the process starts only delays the pipeline.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -15,6 +17,35 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
+/// The waits between the attempts of one operation: doubling up to [`MAX_BACKOFF`], each
+/// shortened by a random part of up to half, so pipelines retrying against the same store do
+/// not hit it in step.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff {
+            next: INITIAL_BACKOFF,
+        }
+    }
+
+    fn wait(&mut self) -> Duration {
+        let wait = self.next.mul_f64(rand::rng().random_range(0.5..1.0));
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        wait
+    }
+}
+
+/// Resolves once shutdown is requested. A sender that is gone can never request it, so then
+/// this never resolves (rather than resolving at once, which would turn waits into busy loops).
+async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|requested| *requested).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Writes `records` to `sink` until it succeeds, fails permanently, or shutdown is requested
 /// while it is failing (then the last error is returned and nothing is acknowledged). Each retry
 /// is counted in `retries`.
@@ -25,7 +56,7 @@ pub async fn write_with_backoff(
     shutdown: &mut watch::Receiver<bool>,
     retries: &AtomicU64,
 ) -> Result<Vec<Rejected>, ConnectorError> {
-    let mut backoff = INITIAL_BACKOFF;
+    let mut backoff = Backoff::new();
     let mut attempt = 1u32;
     loop {
         let error = match sink.write(records).await {
@@ -41,15 +72,58 @@ pub async fn write_with_backoff(
         if *shutdown.borrow() {
             return Err(error);
         }
-        let wait = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
+        let wait = backoff.wait();
         tracing::warn!(what, attempt, %error, wait_ms = wait.as_millis() as u64, "Write failed; retrying.");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => {}
+            _ = shutdown_requested(shutdown) => {}
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
         attempt += 1;
         retries.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Opens a connector with `open` until it succeeds or fails permanently; a transient failure is
+/// logged and retried. `Ok(None)` when shutdown is requested first: an attempt under way is
+/// abandoned then, since nothing was read or written through it yet.
+pub async fn open_with_backoff<T, F, Fut>(
+    pipeline: &str,
+    connector: &str,
+    shutdown: &mut watch::Receiver<bool>,
+    mut open: F,
+) -> Result<Option<T>, ConnectorError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ConnectorError>>,
+{
+    let mut backoff = Backoff::new();
+    let mut attempt = 1u32;
+    loop {
+        if *shutdown.borrow() {
+            return Ok(None);
+        }
+        // A connection attempt may hang (a firewall dropping packets), so shutdown ends it too.
+        let result = tokio::select! {
+            result = open() => result,
+            _ = shutdown_requested(shutdown) => return Ok(None),
+        };
+        let error = match result {
+            Ok(opened) => {
+                if attempt > 1 {
+                    tracing::info!(pipeline, connector, attempt, "Opened after retries.");
+                }
+                return Ok(Some(opened));
+            }
+            Err(error) if error.retry == Retry::Never => return Err(error),
+            Err(error) => error,
+        };
+        let wait = backoff.wait();
+        tracing::warn!(pipeline, connector, attempt, %error, wait_ms = wait.as_millis() as u64, "Cannot open the connector; retrying.");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown_requested(shutdown) => return Ok(None),
+        }
+        attempt += 1;
     }
 }
 
@@ -113,6 +187,88 @@ mod tests {
                 .is_err()
         );
         assert_eq!(sink.calls, 1);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_below_each_step() {
+        let mut backoff = Backoff::new();
+        let mut step = INITIAL_BACKOFF;
+        for _ in 0..12 {
+            let wait = backoff.wait();
+            assert!(
+                wait >= step / 2 && wait <= step,
+                "{wait:?} for a step of {step:?}"
+            );
+            step = (step * 2).min(MAX_BACKOFF);
+        }
+        assert_eq!(step, MAX_BACKOFF);
+    }
+
+    /// An `open` that fails `failures` times with `retry`, then opens; counts its calls.
+    fn flaky_open(
+        failures: u32,
+        retry: Retry,
+        calls: &std::cell::Cell<u32>,
+    ) -> impl FnMut() -> std::future::Ready<Result<&'static str, ConnectorError>> + '_ {
+        move || {
+            calls.set(calls.get() + 1);
+            std::future::ready(if calls.get() <= failures {
+                Err(ConnectorError {
+                    connector: "flaky".into(),
+                    message: "down".into(),
+                    retry,
+                })
+            } else {
+                Ok("opened")
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn opening_retries_transient_errors_until_it_opens() {
+        let (_tx, mut rx) = watch::channel(false);
+        let calls = std::cell::Cell::new(0);
+        let opened = open_with_backoff(
+            "p",
+            "flaky",
+            &mut rx,
+            flaky_open(3, Retry::WithBackoff, &calls),
+        )
+        .await;
+        assert_eq!(opened.unwrap(), Some("opened"));
+        assert_eq!(calls.get(), 4);
+    }
+
+    #[tokio::test]
+    async fn opening_fails_at_once_on_a_fatal_error() {
+        let (_tx, mut rx) = watch::channel(false);
+        let calls = std::cell::Cell::new(0);
+        let opened =
+            open_with_backoff("p", "flaky", &mut rx, flaky_open(5, Retry::Never, &calls)).await;
+        assert_eq!(opened.unwrap_err().message, "down");
+        assert_eq!(calls.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_opening_without_an_error() {
+        let (tx, mut rx) = watch::channel(false);
+        let calls = std::cell::Cell::new(0);
+        let opening = open_with_backoff(
+            "p",
+            "flaky",
+            &mut rx,
+            flaky_open(u32::MAX, Retry::WithBackoff, &calls),
+        );
+        // Asked while the attempts keep failing: the wait between two attempts ends at once.
+        let ask = async {
+            while calls.get() < 2 {
+                tokio::task::yield_now().await;
+            }
+            tx.send(true).unwrap();
+        };
+        let (opened, ()) = tokio::join!(opening, ask);
+        assert_eq!(opened.unwrap(), None);
+        assert_eq!(calls.get(), 2);
     }
 
     #[tokio::test]

@@ -70,7 +70,7 @@ impl HttpSourceConfig {
             _ => {
                 return Err((
                     "url".into(),
-                    format!("`{}` is not an http(s) URL", self.url),
+                    format!("`{}` is not an http(s) URL", redact(&self.url)),
                 ));
             }
         }
@@ -112,13 +112,17 @@ enum Failure {
 impl HttpSource {
     /// A source for `config`.
     pub fn new(config: &HttpSourceConfig) -> Result<Self, ConnectorError> {
-        let name = format!("http source {}", config.url);
+        let shown = redact(&config.url);
+        let name = format!("http source {shown}");
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
             .user_agent(concat!("weir/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| {
-                ConnectorError::fatal(&name, format!("cannot build the HTTP client: {e}"))
+                ConnectorError::fatal(
+                    &name,
+                    format!("cannot build the HTTP client: {}", describe(e)),
+                )
             })?;
         Ok(HttpSource {
             config: config.clone(),
@@ -127,7 +131,8 @@ impl HttpSource {
             pending: VecDeque::new(),
             next_poll: Instant::now(),
             produced: 0,
-            stream: Arc::from(config.url.as_str()),
+            // The stream names the records' origin in dead-letter headers and taps.
+            stream: Arc::from(shown),
         })
     }
 
@@ -144,16 +149,16 @@ impl HttpSource {
         }
         let response = request.send().await.map_err(|e| {
             if e.is_builder() {
-                Failure::Permanent(format!("invalid request: {e}"))
+                Failure::Permanent(format!("invalid request: {}", describe(e)))
             } else {
-                Failure::Transient(format!("request failed: {e}"))
+                Failure::Transient(format!("request failed: {}", describe(e)))
             }
         })?;
         let status = response.status();
         let body = response
             .text()
             .await
-            .map_err(|e| Failure::Transient(format!("reading the body failed: {e}")))?;
+            .map_err(|e| Failure::Transient(format!("reading the body failed: {}", describe(e))))?;
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             return Err(Failure::Transient(format!(
                 "HTTP {status}: {}",
@@ -251,6 +256,59 @@ impl HttpSource {
             }
         }
     }
+}
+
+/// A URL as messages and logs show it: the password and every query value replaced by `***`,
+/// since credentials and API keys often ride there. Text that is not a URL keeps only what
+/// comes before any `?`, without userinfo.
+pub fn redact(url: &str) -> String {
+    const HIDDEN: &str = "***";
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        let without_query = url.split(['?', '#']).next().unwrap_or_default();
+        return match (without_query.find("://"), without_query.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!(
+                    "{}{HIDDEN}{}",
+                    &without_query[..scheme + 3],
+                    &without_query[at..]
+                )
+            }
+            _ => without_query.to_owned(),
+        };
+    };
+    if parsed.password().is_some() {
+        // Only fails for URLs that cannot have credentials, which then have no password.
+        let _ = parsed.set_password(Some(HIDDEN));
+    }
+    if parsed.query().is_some() {
+        let names: Vec<String> = parsed
+            .query_pairs()
+            .map(|(name, _)| name.into_owned())
+            .collect();
+        let mut pairs = parsed.query_pairs_mut();
+        pairs.clear();
+        for name in &names {
+            pairs.append_pair(name, HIDDEN);
+        }
+    }
+    if parsed.fragment().is_some() {
+        parsed.set_fragment(Some(HIDDEN));
+    }
+    parsed.to_string()
+}
+
+/// A reqwest error without its URL, which carries the query (`query` from the config included)
+/// and the userinfo, followed by its causes (refused, timed out, reset), which carry neither.
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut message = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(inner) = cause {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    message
 }
 
 /// The start of a body, on one line, for messages.
@@ -422,6 +480,51 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert!(records.iter().all(|r| r.malformed.is_none()));
         assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn urls_in_messages_hide_passwords_and_query_values() {
+        assert_eq!(
+            redact("https://user:hunter2@example.com/api?results=50&token=s3cret#frag"),
+            "https://user:***@example.com/api?results=***&token=***#***"
+        );
+        assert_eq!(redact("http://example.com/api/"), "http://example.com/api/");
+        assert_eq!(
+            redact("not a url://user:hunter2@host/x?token=s3cret"),
+            "not a url://***@host/x"
+        );
+    }
+
+    /// Every message and name a source shows for a failing server, with a canary in the
+    /// password, the URL's query and the configured query.
+    async fn messages_of(url: &str) -> Vec<String> {
+        let mut config = source("/results").config;
+        config.url = url.to_owned();
+        config.query = BTreeMap::from([("key".to_owned(), "canary-query-b7".to_owned())]);
+        config.retries = 1;
+        let mut http = HttpSource::new(&config).unwrap();
+        let error = http.poll_batch(10, Duration::ZERO).await.unwrap_err();
+        vec![
+            error.to_string(),
+            http.name.clone(),
+            http.stream.to_string(),
+            crate::connectors::SourceConfig::Http(config.clone()).describe(),
+        ]
+    }
+
+    #[tokio::test]
+    async fn errors_never_show_credentials_or_query_values() {
+        let (served, _) = serve(vec![(500, "internal error")]).await;
+        let failing =
+            served.replacen("http://", "http://user:canary-pass-b7@", 1) + "?token=canary-token-b7";
+        let refused = "http://user:canary-pass-b7@127.0.0.1:1/api?token=canary-token-b7";
+        for url in [failing.as_str(), refused] {
+            let messages = messages_of(url).await;
+            assert!(messages[0].contains("http source"), "{messages:?}");
+            for message in &messages {
+                assert!(!message.contains("canary"), "{url}: {message}");
+            }
+        }
     }
 
     #[tokio::test]
