@@ -599,3 +599,44 @@ async fn cassandra_columns_take_values_from_the_json_fields_they_name() {
         assert_eq!(stored[id], expected, "user {id}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_that_does_not_exist_fails_the_pipeline_instead_of_being_retried() {
+    let url = postgres_url();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let missing = format!("{base}/{}", unique("no_such_database"));
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"n\":1}\n").unwrap();
+    let file = PipelineFile::parse(
+        Path::new("test.toml"),
+        &format!(
+            r#"
+            [[pipeline]]
+            name = "missing-db"
+            source = {{ type = "file", path = "{input}" }}
+            sink = {{ type = "postgres", url = "{missing}", table = "landing" }}
+            dead_letter = {{ type = "file", path = "{dir}/dlq.jsonl" }}
+            "#,
+            input = input.display(),
+            dir = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let config = file.pipelines.into_iter().next().unwrap();
+    let chain = pipeline::build_chain(&config, &PluginSlots::default()).unwrap();
+    let (_shutdown, shutdown_rx) = watch::channel(false);
+    let run = pipeline::run(
+        config,
+        chain,
+        Arc::new(PipelineStats::default()),
+        shutdown_rx,
+    );
+    let error = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the pipeline gives up instead of retrying a missing database")
+        .expect_err("a missing database is not a passing outage")
+        .to_string();
+    assert!(error.contains("3D000"), "{error}");
+    assert!(!error.contains(":weir@"), "no password in: {error}");
+}

@@ -12,10 +12,13 @@ pub async fn connect(
     url: &str,
     notifications: Option<mpsc::UnboundedSender<String>>,
 ) -> Result<Client, ConnectorError> {
+    // A server that answers with an error (wrong password, missing database) is told apart from
+    // one that cannot be reached: only the latter is worth retrying.
     let (client, mut connection) = tokio_postgres::connect(url, NoTls).await.map_err(|e| {
-        ConnectorError::transient(
+        classify(
             connector,
-            format!("cannot connect to PostgreSQL ({}): {e}", redact(url)),
+            &format!("cannot connect to PostgreSQL ({})", redact(url)),
+            &e,
         )
     })?;
     let name = connector.to_owned();
