@@ -437,10 +437,7 @@ fn reject_oversized(records: &mut [SourceRecord], max_bytes: usize) {
         source_record.malformed = Some(format!(
             "record of {size} bytes exceeds limits.max_record_bytes ({max_bytes}); the dead letter keeps its first {OVERSIZED_EXCERPT} bytes"
         ));
-        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&record.value));
-        record.set_header(crate::record::headers::RECORD_BYTES, size.to_string());
-        record.set_header(crate::record::headers::RECORD_SHA256, digest);
-        record.value.truncate(OVERSIZED_EXCERPT);
+        record.keep_excerpt(OVERSIZED_EXCERPT);
     }
 }
 
