@@ -10,14 +10,15 @@ use rand::rngs::StdRng;
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::weir::plugin::host::{Host, Level};
 use super::plugin::Grants;
+use super::stderr::StderrTail;
 
-/// Bytes of guest stderr kept per instance: enough for a panic message and a few log lines.
-const STDERR_CAPACITY: usize = 64 * 1024;
+/// Bytes of guest stderr kept per instance, the most recent ones: enough for a panic message and
+/// the lines before it.
+const STDERR_TAIL: usize = 8 * 1024;
 
 /// Counters a plugin version reported through `counter-add`, shared by all its instances.
 #[derive(Debug, Clone, Default)]
@@ -46,7 +47,7 @@ pub struct InstanceState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limits: StoreLimits,
-    stderr: MemoryOutputPipe,
+    stderr: StderrTail,
     plugin: Arc<str>,
     version: Arc<str>,
     counters: PluginCounters,
@@ -60,7 +61,7 @@ impl InstanceState {
         version: Arc<str>,
         counters: PluginCounters,
     ) -> Self {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let stderr = StderrTail::new(STDERR_TAIL);
         // No preopens, no network, no env, no args: the plugin gets nothing it was not granted.
         let mut wasi = WasiCtx::builder();
         wasi.stderr(stderr.clone());
