@@ -10,12 +10,13 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
+use weir::config::TransformConfig;
 use weir::connectors::file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig, WriteMode};
 use weir::connectors::{ConnectorError, Rejected, Sink};
-use weir::pipeline::{self, Connectors, PipelineStats};
-use weir::record::Record;
-use weir::registry::{Deployer, PluginRegistry, PluginSlots};
-use weir::runtime::{CacheOutcome, CompiledCache, LoadedPlugin, PluginRuntime};
+use weir::pipeline::{self, ChainStep, Connectors, FailedAt, PipelineStats, TransformChain};
+use weir::record::{Record, SourcePosition};
+use weir::registry::{Deployer, PluginRegistry, PluginSlots, PluginVersion, RollbackPolicy};
+use weir::runtime::{CacheOutcome, CompiledCache, LoadedPlugin, PluginLimits, PluginRuntime};
 
 use crate::support::{plugin_registry, run_weir, test_runtime, wait_for};
 
@@ -514,4 +515,66 @@ async fn rollback_from_the_cli_and_automatically_on_failures() {
     for (_, result) in app.wait().await {
         result.unwrap();
     }
+}
+
+#[test]
+fn a_version_workers_cannot_instantiate_is_not_judged_by_the_running_versions_results() {
+    let runtime = test_runtime();
+    let load = |bytes: &[u8]| {
+        PluginVersion::bare(LoadedPlugin::from_bytes(&runtime, "swap", bytes).unwrap())
+    };
+    let slots = PluginSlots::new(RollbackPolicy {
+        window: 10,
+        max_failure_ratio: 0.5,
+    });
+    let running = load(&variant(&component("fault-panic"), "running"));
+    let running_version = running.plugin.version().to_owned();
+    let slot = slots.activate(running);
+    let transform = TransformConfig {
+        plugin: "swap".into(),
+        config: None,
+        allow: Vec::new(),
+    };
+    let step = ChainStep::new(Arc::clone(&slot), transform, PluginLimits::default()).unwrap();
+    let mut chain = TransformChain::new(vec![step]);
+
+    // pii-mask's init refuses a config without `fields`, so the worker cannot switch to it.
+    let unusable = load(&component("pii-mask"));
+    let unusable_version = unusable.plugin.version().to_owned();
+    slots.activate(unusable);
+    let position = SourcePosition {
+        stream: "input".into(),
+        partition: 0,
+        offset: 0,
+    };
+    let positions = vec![position; 20];
+    let failing: Vec<Record> = (0..20).map(|_| Record::from_value("fail")).collect();
+    let output = chain.apply(failing, &positions);
+    let by_running = FailedAt::Plugin {
+        name: "swap".into(),
+        version: running_version.clone(),
+    };
+    assert_eq!(output.failures.len(), 20);
+    assert!(
+        output
+            .failures
+            .iter()
+            .all(|failure| failure.at == by_running),
+        "the running version handled the batch"
+    );
+    assert_eq!(
+        chain.steps()[0].instance().plugin().version(),
+        running_version
+    );
+    // Those are the running version's failures: pii-mask's probation saw none of them.
+    assert_eq!(slot.generation(), 1, "no automatic rollback");
+    assert_eq!(slot.current().1.plugin.version(), unusable_version);
+
+    // A version that does instantiate is switched to at the next batch.
+    let next = load(&variant(&component("fault-panic"), "next"));
+    let next_version = next.plugin.version().to_owned();
+    slots.activate(next);
+    let output = chain.apply(vec![Record::from_value("calm")], &positions[..1]);
+    assert!(output.failures.is_empty());
+    assert_eq!(version_of(&output.outputs[0]), next_version);
 }
