@@ -478,7 +478,8 @@ async fn rollback_from_the_cli_and_automatically_on_failures() {
         first_version
     );
 
-    // pii-mask as `swap` fails every line of plain text: it must be rolled back by itself.
+    // pii-mask as `swap` fails every line of plain text: it must be rolled back by itself, as
+    // soon as more than half of its 200-record window (the default) has failed.
     drop_in(&registry, "swap.wasm", &component("pii-mask"));
     let slot = slots.get("swap").unwrap();
     wait_for("pii-mask to activate", Duration::from_secs(60), move || {
@@ -491,7 +492,7 @@ async fn rollback_from_the_cli_and_automatically_on_failures() {
             .append(true)
             .open(&input)
             .unwrap();
-        for n in 0..40 {
+        for n in 0..120 {
             writeln!(lines, "plain text line {n}").unwrap();
         }
     }
@@ -510,6 +511,7 @@ async fn rollback_from_the_cli_and_automatically_on_failures() {
     assert_eq!(info.current.version, first_version);
     let reason = info.last_rollback.unwrap();
     assert!(reason.contains("failed"), "{reason}");
+    assert!(reason.contains("200-record window"), "{reason}");
 
     app.shutdown_handle().send(true).unwrap();
     for (_, result) in app.wait().await {
@@ -577,4 +579,46 @@ fn a_version_workers_cannot_instantiate_is_not_judged_by_the_running_versions_re
     let output = chain.apply(vec![Record::from_value("calm")], &positions[..1]);
     assert!(output.failures.is_empty());
     assert_eq!(version_of(&output.outputs[0]), next_version);
+}
+
+#[test]
+fn automatic_rollback_judges_the_first_window_of_records_of_a_new_version() {
+    let runtime = test_runtime();
+    let base = component("fault-panic");
+    let version = |tag: &str| {
+        PluginVersion::bare(
+            LoadedPlugin::from_bytes(&runtime, "swap", &variant(&base, tag)).unwrap(),
+        )
+    };
+    let slots = PluginSlots::new(RollbackPolicy {
+        window: 20,
+        max_failure_ratio: 0.5,
+    });
+    let slot = slots.activate(version("first"));
+    let outcomes = |failed: usize, ok: usize| {
+        std::iter::repeat_n(true, failed).chain(std::iter::repeat_n(false, ok))
+    };
+
+    // Half of the window failing is not more than half: the version is kept, and once its window
+    // is over, failures no longer count against it.
+    slot.activate(version("good"));
+    slot.report(1, outcomes(10, 10));
+    slot.report(1, outcomes(100, 0));
+    assert_eq!(slot.generation(), 1, "kept");
+
+    // Results of another generation (a worker still on the previous version) are not its own.
+    slot.activate(version("bad"));
+    slot.report(1, outcomes(20, 0));
+    assert_eq!(slot.generation(), 2);
+
+    // The 11th failure of 20 settles it, with records of the window still to come.
+    slot.report(2, outcomes(10, 0));
+    assert_eq!(slot.generation(), 2, "10 of 20 is no verdict yet");
+    slot.report(2, outcomes(1, 0));
+    assert_eq!(slot.generation(), 3, "rolled back");
+    let reason = slots.describe()[0].last_rollback.clone().unwrap();
+    assert!(
+        reason.contains("11 of its first 11 records failed"),
+        "{reason}"
+    );
 }

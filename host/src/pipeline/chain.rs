@@ -305,6 +305,8 @@ impl TransformChain {
             let called = Instant::now();
             let results = step.instance.transform(&records);
             let took = called.elapsed();
+            step.slot
+                .report(step.generation, results.iter().map(Result::is_err));
             let version = step.instance.plugin().version().to_owned();
             let mut failed = 0u64;
             let seen = records.len() as u64;
@@ -333,7 +335,6 @@ impl TransformChain {
                     }
                 }
             }
-            step.slot.report(step.generation, seen, failed);
             step.stats
                 .record_call(seen as usize, next_records.len(), failed as usize, took);
             step.tap.offer(
