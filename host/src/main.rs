@@ -81,7 +81,7 @@ enum Command {
         rollback_window: u64,
         /// Share of failed records (0 to 1) within the window above which a new version is
         /// rolled back automatically.
-        #[arg(long, default_value_t = 0.5, value_name = "SHARE")]
+        #[arg(long, default_value_t = 0.5, value_name = "SHARE", value_parser = parse_share)]
         rollback_threshold: f64,
     },
     /// Check a pipeline file without running it: schema, values, plugins present, compiled,
@@ -228,6 +228,22 @@ struct AdminAddr {
     addr: std::net::SocketAddr,
 }
 
+/// A share from 0 to 1, for `--rollback-threshold`: outside that range automatic rollback
+/// would never or always fire, which is a typo rather than a policy.
+fn parse_share(text: &str) -> Result<f64, String> {
+    let share: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number; give a share from 0 to 1, like 0.5"))?;
+    if (0.0..=1.0).contains(&share) {
+        Ok(share)
+    } else {
+        Err(format!(
+            "{share} is not a share from 0 to 1 (0.5 rolls a new version back when more than half of its first records fail)"
+        ))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::logging::init(cli.log_format, &cli.log);
@@ -318,6 +334,37 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn threshold(value: &str) -> Result<f64, String> {
+        let flag = format!("--rollback-threshold={value}");
+        let cli =
+            Cli::try_parse_from(["weir", "run", "p.toml", &flag]).map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Run {
+                rollback_threshold, ..
+            } => Ok(rollback_threshold),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_rollback_threshold_is_a_share_from_0_to_1() {
+        assert_eq!(threshold("0"), Ok(0.0));
+        assert_eq!(threshold("0.25"), Ok(0.25));
+        assert_eq!(threshold("1"), Ok(1.0));
+        for wrong in ["1.5", "-0.1", "NaN", "half"] {
+            let error = threshold(wrong).unwrap_err();
+            assert!(
+                error.contains("--rollback-threshold") && error.contains("from 0 to 1"),
+                "{wrong}: {error}"
+            );
         }
     }
 }

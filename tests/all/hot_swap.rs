@@ -10,12 +10,13 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
+use weir::config::TransformConfig;
 use weir::connectors::file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig, WriteMode};
 use weir::connectors::{ConnectorError, Rejected, Sink};
-use weir::pipeline::{self, Connectors, PipelineStats};
-use weir::record::Record;
-use weir::registry::{Deployer, PluginRegistry, PluginSlots};
-use weir::runtime::{CacheOutcome, CompiledCache, LoadedPlugin, PluginRuntime};
+use weir::pipeline::{self, ChainStep, Connectors, FailedAt, PipelineStats, TransformChain};
+use weir::record::{Record, SourcePosition};
+use weir::registry::{Deployer, PluginRegistry, PluginSlots, PluginVersion, RollbackPolicy};
+use weir::runtime::{CacheOutcome, CompiledCache, LoadedPlugin, PluginLimits, PluginRuntime};
 
 use crate::support::{plugin_registry, read_json_lines, run_weir, test_runtime, wait_for};
 
@@ -553,7 +554,8 @@ async fn rollback_from_the_cli_and_automatically_on_failures() {
         first_version
     );
 
-    // pii-mask as `swap` fails every line of plain text: it must be rolled back by itself.
+    // pii-mask as `swap` fails every line of plain text: it must be rolled back by itself, as
+    // soon as more than half of its 200-record window (the default) has failed.
     drop_in(&registry, "swap.wasm", &component("pii-mask"));
     let slot = slots.get("swap").unwrap();
     wait_for("pii-mask to activate", Duration::from_secs(60), move || {
@@ -566,7 +568,7 @@ async fn rollback_from_the_cli_and_automatically_on_failures() {
             .append(true)
             .open(&input)
             .unwrap();
-        for n in 0..40 {
+        for n in 0..120 {
             writeln!(lines, "plain text line {n}").unwrap();
         }
     }
@@ -585,6 +587,7 @@ async fn rollback_from_the_cli_and_automatically_on_failures() {
     assert_eq!(info.current.version, first_version);
     let reason = info.last_rollback.unwrap();
     assert!(reason.contains("failed"), "{reason}");
+    assert!(reason.contains("200-record window"), "{reason}");
 
     app.shutdown_handle().send(true).unwrap();
     for (_, result) in app.wait().await {
@@ -752,4 +755,108 @@ async fn a_running_weir_logs_one_line_per_rejected_or_deleted_file_and_keeps_run
 fn append_lines_to_new(path: &Path, range: std::ops::Range<u64>) {
     std::fs::write(path, "").unwrap();
     append_lines(path, range);
+}
+
+#[test]
+fn a_version_workers_cannot_instantiate_is_not_judged_by_the_running_versions_results() {
+    let runtime = test_runtime();
+    let load = |bytes: &[u8]| {
+        PluginVersion::bare(LoadedPlugin::from_bytes(&runtime, "swap", bytes).unwrap())
+    };
+    let slots = PluginSlots::new(RollbackPolicy {
+        window: 10,
+        max_failure_ratio: 0.5,
+    });
+    let running = load(&variant(&component("fault-panic"), "running"));
+    let running_version = running.plugin.version().to_owned();
+    let slot = slots.activate(running);
+    let transform = TransformConfig {
+        plugin: "swap".into(),
+        config: None,
+        allow: Vec::new(),
+    };
+    let step = ChainStep::new(Arc::clone(&slot), transform, PluginLimits::default()).unwrap();
+    let mut chain = TransformChain::new(vec![step]);
+
+    // pii-mask's init refuses a config without `fields`, so the worker cannot switch to it.
+    let unusable = load(&component("pii-mask"));
+    let unusable_version = unusable.plugin.version().to_owned();
+    slots.activate(unusable);
+    let position = SourcePosition {
+        stream: "input".into(),
+        partition: 0,
+        offset: 0,
+    };
+    let positions = vec![position; 20];
+    let failing: Vec<Record> = (0..20).map(|_| Record::from_value("fail")).collect();
+    let output = chain.apply(failing, &positions);
+    let by_running = FailedAt::Plugin {
+        name: "swap".into(),
+        version: running_version.clone(),
+    };
+    assert_eq!(output.failures.len(), 20);
+    assert!(
+        output
+            .failures
+            .iter()
+            .all(|failure| failure.at == by_running),
+        "the running version handled the batch"
+    );
+    assert_eq!(
+        chain.steps()[0].instance().plugin().version(),
+        running_version
+    );
+    // Those are the running version's failures: pii-mask's probation saw none of them.
+    assert_eq!(slot.generation(), 1, "no automatic rollback");
+    assert_eq!(slot.current().1.plugin.version(), unusable_version);
+
+    // A version that does instantiate is switched to at the next batch.
+    let next = load(&variant(&component("fault-panic"), "next"));
+    let next_version = next.plugin.version().to_owned();
+    slots.activate(next);
+    let output = chain.apply(vec![Record::from_value("calm")], &positions[..1]);
+    assert!(output.failures.is_empty());
+    assert_eq!(version_of(&output.outputs[0]), next_version);
+}
+
+#[test]
+fn automatic_rollback_judges_the_first_window_of_records_of_a_new_version() {
+    let runtime = test_runtime();
+    let base = component("fault-panic");
+    let version = |tag: &str| {
+        PluginVersion::bare(
+            LoadedPlugin::from_bytes(&runtime, "swap", &variant(&base, tag)).unwrap(),
+        )
+    };
+    let slots = PluginSlots::new(RollbackPolicy {
+        window: 20,
+        max_failure_ratio: 0.5,
+    });
+    let slot = slots.activate(version("first"));
+    let outcomes = |failed: usize, ok: usize| {
+        std::iter::repeat_n(true, failed).chain(std::iter::repeat_n(false, ok))
+    };
+
+    // Half of the window failing is not more than half: the version is kept, and once its window
+    // is over, failures no longer count against it.
+    slot.activate(version("good"));
+    slot.report(1, outcomes(10, 10));
+    slot.report(1, outcomes(100, 0));
+    assert_eq!(slot.generation(), 1, "kept");
+
+    // Results of another generation (a worker still on the previous version) are not its own.
+    slot.activate(version("bad"));
+    slot.report(1, outcomes(20, 0));
+    assert_eq!(slot.generation(), 2);
+
+    // The 11th failure of 20 settles it, with records of the window still to come.
+    slot.report(2, outcomes(10, 0));
+    assert_eq!(slot.generation(), 2, "10 of 20 is no verdict yet");
+    slot.report(2, outcomes(1, 0));
+    assert_eq!(slot.generation(), 3, "rolled back");
+    let reason = slots.describe()[0].last_rollback.clone().unwrap();
+    assert!(
+        reason.contains("11 of its first 11 records failed"),
+        "{reason}"
+    );
 }

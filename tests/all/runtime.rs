@@ -180,3 +180,33 @@ fn history_keeps_the_last_five_versions_and_rollback_walks_back_through_them() {
         Err(RollbackError::NoHistory(_))
     ));
 }
+
+#[test]
+fn a_plugin_writing_to_stderr_on_every_record_never_fills_it_up() {
+    let (_runtime, plugin) = load("fault-panic");
+    let mut instance = plugin.instantiate("{}", PluginLimits::default()).unwrap();
+    // About 1 KiB of stderr per record, over 300 KiB in all on one instance: a bounded pipe that
+    // refused writes once full made the plugin panic ("failed printing to stderr") part-way.
+    for batch in 0..40 {
+        let records: Vec<Record> = (0..8)
+            .map(|i| Record::from_value(format!("chatter {}", batch * 8 + i)))
+            .collect();
+        let results = instance.transform(&records);
+        for (record, result) in records.iter().zip(&results) {
+            let outputs = result
+                .as_ref()
+                .unwrap_or_else(|e| panic!("batch {batch}: {e}"));
+            assert_eq!(outputs[0].value, record.value);
+        }
+    }
+    assert_eq!(instance.instances_created(), 1, "no trap along the way");
+    // The tail kept is still the one that explains a trap.
+    let panicked = instance.transform(&[Record::from_value("panic")]);
+    let error = panicked[0].as_ref().unwrap_err();
+    assert_eq!(error.kind, RecordErrorKind::Trap);
+    assert!(
+        error.message.contains("fault-panic was told to panic"),
+        "{}",
+        error.message
+    );
+}

@@ -2,7 +2,7 @@
 //! so that one bad record becomes one dead letter and the rest flow on.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::TransformConfig;
 use crate::observe::{PluginStepStats, TapPoint};
@@ -84,8 +84,10 @@ pub struct ChainStep {
     slot: Arc<PluginSlot>,
     transform: TransformConfig,
     limits: PluginLimits,
+    /// The generation of the version `instance` runs, which the slot may have moved past.
     generation: u64,
     instance: PluginInstance,
+    failed_swap: FailedSwap,
     version_header: String,
     stats: Arc<PluginStepStats>,
     tap: Arc<TapPoint>,
@@ -110,6 +112,7 @@ impl ChainStep {
             limits,
             generation,
             instance,
+            failed_swap: FailedSwap::default(),
         })
     }
 
@@ -119,10 +122,13 @@ impl ChainStep {
     }
 
     /// Switches to the slot's active version if it changed since the last batch. The switch
-    /// happens only here, between batches, so a batch never mixes versions.
+    /// happens only here, between batches, so a batch never mixes versions. When the new version
+    /// cannot be instantiated (the pooling allocator full, say) the running instance stays, and
+    /// so does its generation: its results must not count towards the new version's probation.
     fn refresh(&mut self) {
         let generation = self.slot.generation();
-        if generation == self.generation {
+        if generation == self.generation || !self.failed_swap.may_retry(generation, Instant::now())
+        {
             return;
         }
         let (generation, version) = self.slot.current();
@@ -132,12 +138,43 @@ impl ChainStep {
             Ok(instance) => {
                 tracing::info!(plugin = %plugin.name(), from, to = plugin.version(), "Switched plugin version between batches.");
                 self.instance = instance;
+                self.generation = generation;
+                self.failed_swap = FailedSwap::default();
             }
             Err(error) => {
-                tracing::error!(plugin = %plugin.name(), version = plugin.version(), %error, "Cannot instantiate the new version; keeping the running one.");
+                if self.failed_swap.failed(generation, Instant::now()) {
+                    tracing::error!(plugin = %plugin.name(), version = plugin.version(), running = from, %error, "Cannot instantiate the new version; keeping the running one and retrying every {:?}.", SWAP_RETRY);
+                }
             }
         }
-        self.generation = generation;
+    }
+}
+
+/// Least time between two attempts to instantiate a version that failed to instantiate: the
+/// usual cause, a full instance pool, clears as other pipelines stop or swap, and retrying on
+/// every batch would spend each batch's time on a doomed instantiation.
+const SWAP_RETRY: Duration = Duration::from_secs(1);
+
+/// The last version a step failed to switch to, and when.
+#[derive(Debug, Default)]
+struct FailedSwap {
+    last: Option<(u64, Instant)>,
+}
+
+impl FailedSwap {
+    /// Whether switching to `generation` may be attempted at `now`.
+    fn may_retry(&self, generation: u64, now: Instant) -> bool {
+        match self.last {
+            Some((failed, at)) if failed == generation => now.duration_since(at) >= SWAP_RETRY,
+            _ => true,
+        }
+    }
+
+    /// Notes a failed switch to `generation` at `now`; true on its first failure, the one to log.
+    fn failed(&mut self, generation: u64, now: Instant) -> bool {
+        let first = self.last.is_none_or(|(failed, _)| failed != generation);
+        self.last = Some((generation, now));
+        first
     }
 }
 
@@ -268,6 +305,8 @@ impl TransformChain {
             let called = Instant::now();
             let results = step.instance.transform(&records);
             let took = called.elapsed();
+            step.slot
+                .report(step.generation, results.iter().map(Result::is_err));
             let version = step.instance.plugin().version().to_owned();
             let mut failed = 0u64;
             let seen = records.len() as u64;
@@ -296,7 +335,6 @@ impl TransformChain {
                     }
                 }
             }
-            step.slot.report(step.generation, seen, failed);
             step.stats
                 .record_call(seen as usize, next_records.len(), failed as usize, took);
             step.tap.offer(
@@ -315,5 +353,28 @@ impl TransformChain {
             outputs: records,
             failures,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_swap_is_retried_at_most_once_per_interval_and_logged_once() {
+        let start = Instant::now();
+        let mut swap = FailedSwap::default();
+        assert!(swap.may_retry(1, start), "nothing failed yet");
+        assert!(swap.failed(1, start), "the first failure is logged");
+        assert!(!swap.may_retry(1, start + SWAP_RETRY / 2), "too soon");
+        assert!(swap.may_retry(1, start + SWAP_RETRY));
+        assert!(
+            !swap.failed(1, start + SWAP_RETRY),
+            "logged once per version"
+        );
+        assert!(!swap.may_retry(1, start + SWAP_RETRY + SWAP_RETRY / 2));
+        // A newer version is tried at once, and its failure logged again.
+        assert!(swap.may_retry(2, start + SWAP_RETRY + SWAP_RETRY / 2));
+        assert!(swap.failed(2, start + SWAP_RETRY + SWAP_RETRY / 2));
     }
 }

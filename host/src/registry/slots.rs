@@ -32,10 +32,13 @@ impl PluginVersion {
 /// Previous versions kept per plugin for rollback.
 pub const HISTORY_LIMIT: usize = 5;
 
-/// When a newly activated version is rolled back automatically.
+/// When a newly activated version is rolled back automatically: when more than
+/// `max_failure_ratio` of its first `window` records fail. It is rolled back as soon as that is
+/// certain, that is once more than `max_failure_ratio * window` of them failed, and kept once the
+/// window is complete without that.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RollbackPolicy {
-    /// Records a new version is watched for after activation.
+    /// Records a new version is watched for after activation; 0 turns automatic rollback off.
     pub window: u64,
     /// Share of failed records within the window above which it is rolled back (0.0 to 1.0).
     pub max_failure_ratio: f64,
@@ -228,6 +231,49 @@ struct Probation {
     failed: u64,
 }
 
+/// What a probation's counts say so far.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// The window is not complete and could still go either way.
+    Pending,
+    /// The window completed with at most the threshold's share failed.
+    Keep,
+    /// More than the threshold's share of the window failed.
+    RollBack,
+}
+
+impl Probation {
+    fn new(generation: u64) -> Self {
+        Probation {
+            generation,
+            seen: 0,
+            failed: 0,
+        }
+    }
+
+    /// Counts records in the order they were processed (`true` for a failure), up to the end of
+    /// the window: later records are no part of the verdict.
+    fn count(&mut self, failures: impl IntoIterator<Item = bool>, window: u64) {
+        let room = usize::try_from(window.saturating_sub(self.seen)).unwrap_or(usize::MAX);
+        for failed in failures.into_iter().take(room) {
+            self.seen += 1;
+            self.failed += u64::from(failed);
+        }
+    }
+
+    fn verdict(&self, policy: &RollbackPolicy) -> Verdict {
+        // The window's ratio can only end above the threshold once this many failed, whatever
+        // the rest of it does; until then, only a complete window decides.
+        if self.failed as f64 > policy.max_failure_ratio * policy.window as f64 {
+            Verdict::RollBack
+        } else if self.seen >= policy.window {
+            Verdict::Keep
+        } else {
+            Verdict::Pending
+        }
+    }
+}
+
 impl PluginSlot {
     fn new(version: PluginVersion, policy: RollbackPolicy) -> Self {
         PluginSlot {
@@ -277,11 +323,7 @@ impl PluginSlot {
         state.history.truncate(HISTORY_LIMIT);
         state.swaps += 1;
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        state.probation = Some(Probation {
-            generation,
-            seen: 0,
-            failed: 0,
-        });
+        state.probation = Some(Probation::new(generation));
     }
 
     /// Returns to the most recent earlier version; the abandoned one is dropped from history.
@@ -304,9 +346,10 @@ impl PluginSlot {
         Ok(previous.version)
     }
 
-    /// Counts a batch's results for the version of `generation`; rolls back automatically when a
-    /// new version fails too often within its first records.
-    pub fn report(&self, generation: u64, seen: u64, failed: u64) {
+    /// Counts a batch's results for the version of `generation`, in the order its records were
+    /// processed (`true` for a failed record); rolls the version back automatically when more
+    /// than the policy's share of its first records fail (see [`RollbackPolicy`]).
+    pub fn report(&self, generation: u64, failures: impl IntoIterator<Item = bool>) {
         let verdict = {
             let mut state = self.lock();
             let Some(probation) = state
@@ -316,23 +359,20 @@ impl PluginSlot {
             else {
                 return;
             };
-            probation.seen += seen;
-            probation.failed += failed;
-            let ratio = probation.failed as f64 / probation.seen.max(1) as f64;
-            if ratio > self.policy.max_failure_ratio
-                && probation.seen >= self.policy.window.clamp(1, 10)
-            {
-                Some(format!(
-                    "{} of its first {} records failed (more than {:.0}%)",
+            probation.count(failures, self.policy.window);
+            match probation.verdict(&self.policy) {
+                Verdict::Pending => None,
+                Verdict::Keep => {
+                    state.probation = None;
+                    None
+                }
+                Verdict::RollBack => Some(format!(
+                    "{} of its first {} records failed, more than {:.0}% of the {}-record window",
                     probation.failed,
                     probation.seen,
-                    self.policy.max_failure_ratio * 100.0
-                ))
-            } else {
-                if probation.seen >= self.policy.window {
-                    state.probation = None;
-                }
-                None
+                    self.policy.max_failure_ratio * 100.0,
+                    self.policy.window
+                )),
             }
         };
         if let Some(reason) = verdict {
@@ -377,4 +417,107 @@ impl Active {
 fn unix_seconds(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: RollbackPolicy = RollbackPolicy {
+        window: 200,
+        max_failure_ratio: 0.5,
+    };
+
+    /// Feeds `batches` (each a list of per-record failures) through a probation until it
+    /// decides; returns the verdict and how many records it had counted by then.
+    fn run(policy: &RollbackPolicy, batches: &[Vec<bool>]) -> (Verdict, u64) {
+        let mut probation = Probation::new(1);
+        for batch in batches {
+            probation.count(batch.iter().copied(), policy.window);
+            let verdict = probation.verdict(policy);
+            if verdict != Verdict::Pending {
+                return (verdict, probation.seen);
+            }
+        }
+        (Verdict::Pending, probation.seen)
+    }
+
+    /// `count` batches of `size` records, every `every`-th record (1-based) failing.
+    fn batches(count: usize, size: usize, every: usize) -> Vec<Vec<bool>> {
+        (0..count)
+            .map(|b| {
+                (0..size)
+                    .map(|i| (b * size + i + 1).is_multiple_of(every))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_good_version_with_a_few_failures_survives_its_window() {
+        // One record in ten fails, early ones included: no early verdict, kept at the window.
+        let (verdict, seen) = run(&POLICY, &batches(40, 8, 10));
+        assert_eq!(verdict, Verdict::Keep);
+        assert_eq!(seen, 200, "decided when the window completed, not before");
+    }
+
+    #[test]
+    fn a_bad_start_alone_is_no_verdict() {
+        // The first 10 records all fail, then none: 10 of 200 is far below the threshold.
+        let mut records = vec![true; 10];
+        records.extend(vec![false; 190]);
+        let (verdict, _) = run(&POLICY, &[records]);
+        assert_eq!(verdict, Verdict::Keep);
+    }
+
+    #[test]
+    fn a_bad_version_is_rolled_back_as_soon_as_the_verdict_is_certain() {
+        let (verdict, seen) = run(&POLICY, &batches(40, 8, 1));
+        assert_eq!(verdict, Verdict::RollBack);
+        // The 101st failure of 200 settles it: the batch of 8 holding it is the 13th.
+        assert_eq!(seen, 104);
+    }
+
+    #[test]
+    fn exactly_the_threshold_survives_and_one_more_failure_does_not() {
+        // 100 of 200 is not more than half.
+        let (verdict, _) = run(&POLICY, &batches(25, 8, 2));
+        assert_eq!(verdict, Verdict::Keep);
+        // 101 of 200 is.
+        let mut records: Vec<bool> = (1..=200).map(|n: u64| n.is_multiple_of(2)).collect();
+        records[0] = true;
+        let (verdict, seen) = run(&POLICY, &[records]);
+        assert_eq!(verdict, Verdict::RollBack);
+        assert_eq!(seen, 200);
+    }
+
+    #[test]
+    fn records_after_the_window_are_not_counted() {
+        // The window completes half-failed in the middle of a batch whose rest all fails.
+        let mut records: Vec<bool> = (1..=200).map(|n: u64| n.is_multiple_of(2)).collect();
+        records.extend(vec![true; 8]);
+        let mut probation = Probation::new(1);
+        probation.count(records, POLICY.window);
+        assert_eq!((probation.seen, probation.failed), (200, 100));
+        assert_eq!(probation.verdict(&POLICY), Verdict::Keep);
+    }
+
+    #[test]
+    fn the_edges_of_the_policy() {
+        let never = RollbackPolicy {
+            window: 200,
+            max_failure_ratio: 1.0,
+        };
+        assert_eq!(run(&never, &batches(25, 8, 1)).0, Verdict::Keep);
+        let strict = RollbackPolicy {
+            window: 200,
+            max_failure_ratio: 0.0,
+        };
+        assert_eq!(run(&strict, &batches(25, 8, 150)), (Verdict::RollBack, 152));
+        let off = RollbackPolicy {
+            window: 0,
+            max_failure_ratio: 0.5,
+        };
+        assert_eq!(run(&off, &batches(1, 8, 1)), (Verdict::Keep, 0));
+    }
 }

@@ -62,7 +62,7 @@ impl PluginRuntime {
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         Transformer::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
-        start_epoch_ticker(&engine);
+        start_epoch_ticker(&engine).map_err(PluginError::EpochTicker)?;
         Ok(PluginRuntime {
             inner: Arc::new(RuntimeInner {
                 engine,
@@ -104,7 +104,10 @@ fn engine_config(pooling: bool) -> Config {
     if pooling {
         let mut pool = PoolingAllocationConfig::default();
         // Sized for a host running a few dozen pipelines, each with a worker per partition and a
-        // handful of plugins; instances beyond this wait for a slot instead of failing.
+        // handful of plugins. Beyond these totals instantiation fails, it does not wait for a
+        // slot: a fresh instance after a trap then fails its record as a plugin-failure dead
+        // letter, a worker switching versions keeps the running one and retries
+        // (`ChainStep::refresh`), and a new partition's worker is not started (it shares one).
         pool.total_component_instances(256);
         pool.total_core_instances(512);
         pool.total_memories(512);
@@ -120,10 +123,11 @@ fn engine_config(pooling: bool) -> Config {
 }
 
 /// Advances the epoch every tick for as long as the engine lives. The thread holds only a weak
-/// reference so that dropping the last runtime ends it.
-fn start_epoch_ticker(engine: &Engine) {
+/// reference so that dropping the last runtime ends it. Without it no deadline ever fires, so a
+/// failure to start it is the runtime's failure.
+fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
     let weak = engine.weak();
-    let spawned = thread::Builder::new()
+    thread::Builder::new()
         .name("weir-epoch-ticker".into())
         .spawn(move || {
             while let Some(engine) = weak.upgrade() {
@@ -131,8 +135,7 @@ fn start_epoch_ticker(engine: &Engine) {
                 drop(engine);
                 thread::sleep(EPOCH_TICK);
             }
-        });
-    if let Err(error) = spawned {
-        tracing::error!(%error, "Cannot start the epoch ticker; plugin deadlines will not fire.");
-    }
+        })
+        // The handle is not needed: the thread runs detached until the engine is gone.
+        .map(drop)
 }

@@ -10,6 +10,9 @@ pub enum PluginError {
     /// The engine itself could not be configured.
     #[error("cannot configure the Wasm engine: {0}")]
     Engine(String),
+    /// The thread that enforces plugin deadlines could not be started.
+    #[error("cannot start the epoch ticker thread that enforces plugin deadlines: {0}")]
+    EpochTicker(#[source] std::io::Error),
     /// The file could not be read.
     #[error("cannot read plugin file {path}: {source}")]
     Read {

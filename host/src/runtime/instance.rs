@@ -175,6 +175,11 @@ impl PluginInstance {
             .memory_size(self.limits.memory_bytes)
             .instances(16)
             .tables(16)
+            // Without the pooling allocator nothing else bounds `table.grow`. A rustc-built
+            // plugin's function table holds its indirect-call targets, a few thousand even in a
+            // large one: this leaves ample room and caps a growing loop at about a MiB of host
+            // memory per table.
+            .table_elements(100_000)
             .memories(4)
             // A failed grow traps instead of returning -1, so a memory bomb ends in a clear error.
             .trap_on_grow_failure(true)

@@ -9,6 +9,7 @@ mod error;
 mod instance;
 mod plugin;
 mod state;
+mod stderr;
 
 pub use bindings::weir::plugin::types::{ErrorKind as WitErrorKind, Header, Record};
 pub use cache::{CacheOutcome, CompiledCache};

@@ -10,26 +10,58 @@ use rand::rngs::StdRng;
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::weir::plugin::host::{Host, Level};
 use super::plugin::Grants;
+use super::stderr::StderrTail;
 
-/// Bytes of guest stderr kept per instance: enough for a panic message and a few log lines.
-const STDERR_CAPACITY: usize = 64 * 1024;
+/// Bytes of guest stderr kept per instance, the most recent ones: enough for a panic message and
+/// the lines before it.
+const STDERR_TAIL: usize = 8 * 1024;
+
+/// Distinct counter names kept per plugin version. Names come from the plugin: one that makes up
+/// a name per record must not grow host memory, or the metrics page, without bound.
+const MAX_COUNTER_NAMES: usize = 64;
 
 /// Counters a plugin version reported through `counter-add`, shared by all its instances.
 #[derive(Debug, Clone, Default)]
 pub struct PluginCounters {
-    counters: Arc<Mutex<BTreeMap<String, u64>>>,
+    counters: Arc<Mutex<CounterState>>,
+}
+
+#[derive(Debug, Default)]
+struct CounterState {
+    values: BTreeMap<String, u64>,
+    /// Whether a name was already refused for being one too many.
+    refused: bool,
+}
+
+/// What became of one `counter-add`.
+#[derive(Debug, PartialEq, Eq)]
+enum Added {
+    Counted,
+    /// A new name beyond [`MAX_COUNTER_NAMES`], ignored; `first` when no name was refused before.
+    Refused {
+        first: bool,
+    },
 }
 
 impl PluginCounters {
-    /// Adds `delta` to `name`.
-    pub fn add(&self, name: &str, delta: u64) {
-        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        *counters.entry(name.to_owned()).or_default() += delta;
+    /// Adds `delta` to `name`, saturating: the plugin picks both, and must not be able to make
+    /// the host panic on overflow.
+    fn add(&self, name: &str, delta: u64) -> Added {
+        let mut state = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(value) = state.values.get_mut(name) {
+            *value = value.saturating_add(delta);
+            return Added::Counted;
+        }
+        if state.values.len() >= MAX_COUNTER_NAMES {
+            let first = !std::mem::replace(&mut state.refused, true);
+            return Added::Refused { first };
+        }
+        state.values.insert(name.to_owned(), delta);
+        Added::Counted
     }
 
     /// A snapshot of every counter.
@@ -37,6 +69,7 @@ impl PluginCounters {
         self.counters
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .values
             .clone()
     }
 }
@@ -46,7 +79,7 @@ pub struct InstanceState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limits: StoreLimits,
-    stderr: MemoryOutputPipe,
+    stderr: StderrTail,
     plugin: Arc<str>,
     version: Arc<str>,
     counters: PluginCounters,
@@ -60,7 +93,7 @@ impl InstanceState {
         version: Arc<str>,
         counters: PluginCounters,
     ) -> Self {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let stderr = StderrTail::new(STDERR_TAIL);
         // No preopens, no network, no env, no args: the plugin gets nothing it was not granted.
         let mut wasi = WasiCtx::builder();
         wasi.stderr(stderr.clone());
@@ -144,8 +177,43 @@ impl Host for InstanceState {
     }
 
     fn counter_add(&mut self, name: String, delta: u64) {
-        self.counters.add(&name, delta);
+        if self.counters.add(&name, delta) == (Added::Refused { first: true }) {
+            let (plugin, version) = (&*self.plugin, &*self.version);
+            tracing::warn!(plugin, version, counter = %name, "Plugin reported more than {MAX_COUNTER_NAMES} counter names; ignoring the new ones.");
+        }
     }
 }
 
 impl super::bindings::weir::plugin::types::Host for InstanceState {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_saturate_instead_of_overflowing() {
+        let counters = PluginCounters::default();
+        assert_eq!(counters.add("big", u64::MAX - 1), Added::Counted);
+        assert_eq!(counters.add("big", 5), Added::Counted);
+        assert_eq!(counters.snapshot()["big"], u64::MAX);
+    }
+
+    #[test]
+    fn names_beyond_the_cap_are_ignored_and_reported_once() {
+        let counters = PluginCounters::default();
+        for n in 0..MAX_COUNTER_NAMES {
+            assert_eq!(counters.add(&format!("name-{n}"), 1), Added::Counted);
+        }
+        assert_eq!(
+            counters.add("one-too-many", 1),
+            Added::Refused { first: true }
+        );
+        assert_eq!(counters.add("another", 1), Added::Refused { first: false });
+        // Names already kept still count.
+        assert_eq!(counters.add("name-0", 1), Added::Counted);
+        let snapshot = counters.snapshot();
+        assert_eq!(snapshot.len(), MAX_COUNTER_NAMES);
+        assert_eq!(snapshot["name-0"], 2);
+        assert!(!snapshot.contains_key("one-too-many"));
+    }
+}

@@ -1,6 +1,8 @@
 //! A misbehaving test plugin: panics on any record whose value contains `panic`; fails any
 //! containing `fail` as a plugin failure, after logging and counting it through the host (so the
-//! tests see the host interface end to end); passes others through.
+//! tests see the host interface end to end); writes about 1 KiB to stderr for any containing
+//! `chatter` and passes it through (so the tests see that stderr never fills up); passes others
+//! through.
 
 use weir_plugin::{Config, Error, Plugin, Record};
 
@@ -23,6 +25,15 @@ impl Plugin for Panicker {
             );
             weir_plugin::log::counter_add("failed_on_request", 1);
             return Err(Error::failure("fault-panic was told to fail"));
+        }
+        if record.value.windows(7).any(|w| w == b"chatter") {
+            // Many lines rather than one: the way a plugin that logs per record writes.
+            for line in 0..16 {
+                eprintln!(
+                    "fault-panic chatters on request, line {line:2}: {:-<30}",
+                    ""
+                );
+            }
         }
         Ok(vec![record])
     }
