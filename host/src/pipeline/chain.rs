@@ -190,7 +190,7 @@ pub fn instantiate_step(
         return Err(PluginError::Init {
             name: name.to_owned(),
             reason: format!(
-                "its manifest asks for the `{missing:?}` capability, which the pipeline does not allow; add it to the transform's `allow` list if you trust the plugin"
+                "its manifest asks for the `{missing}` capability, which the pipeline does not allow; add `allow = [\"{missing}\"]` to its transform entry if you trust the plugin"
             ),
         });
     }

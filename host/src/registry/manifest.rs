@@ -16,6 +16,16 @@ pub enum Capability {
     Random,
 }
 
+impl std::fmt::Display for Capability {
+    /// The name a manifest and a pipeline's `allow` list use.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Capability::Clock => "clock",
+            Capability::Random => "random",
+        })
+    }
+}
+
 /// A plugin manifest.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
