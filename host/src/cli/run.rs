@@ -56,10 +56,11 @@ pub fn run(file: &Path, options: RunOptions, summary: bool) -> anyhow::Result<Ex
         .build()
         .context("cannot start the async runtime")?;
     tokio.block_on(async {
+        let signals = ShutdownSignals::catch();
         let app = RunningApp::start(config, options)
             .await
             .with_context(|| format!("{}: cannot start", file.display()))?;
-        tokio::spawn(forward_signals(app.shutdown_handle()));
+        tokio::spawn(signals.forward_to(app.shutdown_handle()));
         let mut failed = false;
         for (_, result) in app.wait().await {
             match result {
@@ -92,26 +93,60 @@ fn print_summary(report: &PipelineReport) {
     );
 }
 
-/// Turns Ctrl-C or SIGTERM into a graceful shutdown: sources stop, in-flight batches drain.
-async fn forward_signals(shutdown: std::sync::Arc<tokio::sync::watch::Sender<bool>>) {
+/// Ctrl-C and SIGTERM, caught from the moment this is created: a signal that arrives while the
+/// pipelines are still starting is kept for `forward_to` instead of killing the process with
+/// records in flight.
+struct ShutdownSignals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "Cannot listen for SIGTERM.");
-                std::future::pending::<()>().await;
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    /// Registers the handlers; call inside the runtime, before anything starts.
+    fn catch() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let register = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(signal) => Some(signal),
+                Err(error) => {
+                    tracing::warn!(%error, signal = name, "Cannot listen for the signal.");
+                    None
+                }
+            };
+            ShutdownSignals {
+                terminate: register(SignalKind::terminate(), "SIGTERM"),
+                interrupt: register(SignalKind::interrupt(), "SIGINT"),
             }
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
+        #[cfg(not(unix))]
+        ShutdownSignals {}
     }
-    tracing::info!("Shutdown signal received; finishing in-flight batches.");
-    let _ = shutdown.send(true);
+
+    /// Turns the first signal into a graceful shutdown: sources stop, in-flight batches drain.
+    async fn forward_to(self, shutdown: std::sync::Arc<tokio::sync::watch::Sender<bool>>) {
+        #[cfg(unix)]
+        {
+            async fn received(signal: Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                _ = received(self.terminate) => {}
+                _ = received(self.interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("Shutdown signal received; finishing in-flight batches.");
+        let _ = shutdown.send(true);
+    }
 }
