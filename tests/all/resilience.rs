@@ -110,9 +110,15 @@ impl Running {
     }
 
     /// Sends SIGTERM and waits for the exit; true when it exited successfully.
-    fn terminate(mut self) -> (bool, String) {
+    fn terminate(self) -> (bool, String) {
+        self.signal("-TERM")
+    }
+
+    /// Sends `signal` (`-TERM`, or `-INT` as Ctrl-C does) and waits for the exit; true when it
+    /// exited successfully.
+    fn signal(mut self, signal: &str) -> (bool, String) {
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -160,6 +166,8 @@ fn append(path: &Path, range: std::ops::Range<u32>) {
     }
 }
 
+/// The first run ends with SIGTERM (as a service manager stops it), the second with SIGINT (as
+/// Ctrl-C does): both drain and commit.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_commits_and_a_restart_neither_loses_nor_repeats() {
     let dir = tempfile::tempdir().unwrap();
@@ -193,16 +201,36 @@ async fn sigterm_drains_commits_and_a_restart_neither_loses_nor_repeats() {
         count_lines(&out_path) >= 25_000
     })
     .await;
-    let (clean, log) = second.terminate();
+    append(&input, 25_000..30_000);
+    let out_path = out.clone();
+    wait_for(
+        "output after the second append",
+        Duration::from_secs(60),
+        move || count_lines(&out_path) >= 26_000,
+    )
+    .await;
+    let (clean, log) = second.signal("-INT");
+    assert!(clean, "SIGINT exits 0 after draining:\n{log}");
+    assert!(log.contains("Shutdown signal received"), "{log}");
+
+    let third = start(dir.path(), "p.toml", &[("WEIR_ADMIN", "127.0.0.1:0")]);
+    let out_path = out.clone();
+    wait_for(
+        "the rest of the output",
+        Duration::from_secs(120),
+        move || count_lines(&out_path) >= 30_000,
+    )
+    .await;
+    let (clean, log) = third.terminate();
     assert!(clean, "{log}");
     let mut ns: Vec<u64> = read_json_lines(&out)
         .iter()
         .map(|r| r["n"].as_u64().unwrap())
         .collect();
-    assert_eq!(ns.len(), 25_000, "nothing repeated after the restart");
+    assert_eq!(ns.len(), 30_000, "nothing repeated after the restarts");
     ns.sort();
     ns.dedup();
-    assert_eq!(ns.len(), 25_000, "nothing lost");
+    assert_eq!(ns.len(), 30_000, "nothing lost");
 }
 
 #[tokio::test(flavor = "multi_thread")]
