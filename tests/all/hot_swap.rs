@@ -860,3 +860,60 @@ fn automatic_rollback_judges_the_first_window_of_records_of_a_new_version() {
         "{reason}"
     );
 }
+
+/// A writer that does not rename into place: the file is written where it lies, in two halves
+/// with a pause between them. The watcher's debounce (here longer than the pause) waits for the
+/// file to go quiet, so the half-written component is never loaded, and the whole one is
+/// deployed once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_written_in_place_is_loaded_only_once_whole() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry");
+    std::fs::create_dir(&registry).unwrap();
+    let base = component("fault-panic");
+    let (first, second) = (variant(&base, "first"), variant(&base, "second"));
+    drop_in(&registry, "swap.wasm", &first);
+    let file = PipelineFile::parse(
+        Path::new("swap.toml"),
+        "[[pipeline]]\nname = \"swap\"\nsource = { type = \"generate\", count = 1 }\ntransforms = [{ plugin = \"swap\" }]\nsink = { type = \"blackhole\" }\ndead_letter = { type = \"stdout\" }\n",
+    )
+    .unwrap();
+    let slots = PluginSlots::default();
+    let deployer = Deployer::new(
+        PluginRegistry::new(&registry),
+        test_runtime(),
+        slots.clone(),
+        &file,
+    );
+    deployer.deploy("swap").unwrap();
+    let _watch = weir::registry::watch(deployer, Duration::from_millis(1500)).unwrap();
+
+    let mut writer = std::fs::File::create(registry.join("swap.wasm")).unwrap();
+    let half = second.len() / 2;
+    writer.write_all(&second[..half]).unwrap();
+    writer.flush().unwrap();
+    // The writer is slow: the first half sits on disk for a while.
+    std::thread::sleep(Duration::from_millis(300));
+    writer.write_all(&second[half..]).unwrap();
+    drop(writer);
+
+    let slot = slots.get("swap").unwrap();
+    let activated = Arc::clone(&slot);
+    wait_for(
+        "the whole file to deploy",
+        Duration::from_secs(60),
+        move || activated.generation() == 1,
+    )
+    .await;
+    let expected = LoadedPlugin::from_bytes(&test_runtime(), "swap", &second)
+        .unwrap()
+        .version()
+        .to_owned();
+    assert_eq!(slot.current().1.plugin.version(), expected);
+    assert!(
+        slots.last_rejection("swap").is_none(),
+        "the half-written file was loaded: {:?}",
+        slots.last_rejection("swap")
+    );
+}
