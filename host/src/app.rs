@@ -122,9 +122,32 @@ impl RunningApp {
         .map_err(|e| AppError::Internal(e.to_string()))??;
 
         let watch_handle = if options.watch {
-            Some(crate::registry::watch(deployer, options.debounce).map_err(AppError::Watch)?)
+            let handle = crate::registry::watch(deployer.clone(), options.debounce)
+                .map_err(AppError::Watch)?;
+            // A file that landed between the start-up deploy and the watch starting raised no
+            // event the watcher saw: a second pass deploys it (an unchanged file costs a hash).
+            tokio::task::spawn_blocking(move || {
+                for name in deployer.used_plugins() {
+                    if let Err(error) = deployer.deploy(name) {
+                        tracing::error!(plugin = name, %error, "Plugin rejected; the running version keeps running.");
+                    }
+                }
+            })
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+            Some(handle)
         } else {
             None
+        };
+
+        // Bound before any pipeline starts, so a busy port stops the process before it reads.
+        let admin_listener = match options.admin {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| AppError::Admin { addr, source })?,
+            ),
+            None => None,
         };
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -158,11 +181,8 @@ impl RunningApp {
             ));
         }
 
-        let (admin_addr, admin_task) = match options.admin {
-            Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| AppError::Admin { addr, source })?;
+        let (admin_addr, admin_task) = match (admin_listener, options.admin) {
+            (Some(listener), Some(addr)) => {
                 let bound = listener
                     .local_addr()
                     .map_err(|source| AppError::Admin { addr, source })?;
@@ -173,7 +193,7 @@ impl RunningApp {
                     Some(tokio::spawn(admin::serve(listener, state))),
                 )
             }
-            None => (None, None),
+            _ => (None, None),
         };
 
         Ok(RunningApp {

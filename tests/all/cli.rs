@@ -218,3 +218,38 @@ fn bench_plugin_compares_wasm_with_native_for_each_batch_size() {
         assert!((ratio - wasm / native).abs() < 0.01, "{stdout}");
     }
 }
+
+#[test]
+fn a_busy_admin_address_stops_weir_run_before_any_record_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "[[pipeline]]\nname = \"p\"\nsource = { type = \"generate\", count = 100 }\nsink = { type = \"file\", path = \"out.jsonl\" }\ndead_letter = { type = \"file\", path = \"dlq.jsonl\" }\n",
+    )
+    .unwrap();
+    let output = run_weir(
+        dir.path(),
+        &[
+            "run",
+            "p.toml",
+            "--admin",
+            &addr,
+            "--no-watch",
+            "--plugins",
+            plugin_registry().to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&addr),
+        "the error names the address: {stderr}"
+    );
+    let written = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap_or_default();
+    assert!(
+        written.is_empty(),
+        "records flowed before the failure: {written}"
+    );
+}
