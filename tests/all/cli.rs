@@ -164,11 +164,20 @@ fn validate_reports_a_plugin_rejecting_its_config() {
 #[test]
 fn plugin_list_shows_the_built_plugins() {
     let dir = tempfile::tempdir().unwrap();
+    // An admin address where no weir runs, so the list comes from the folder whatever else
+    // runs on this machine.
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
     let output = run_weir(
         dir.path(),
         &[
             "plugin",
             "list",
+            "--admin",
+            &nobody,
             "--plugins",
             plugin_registry().to_str().unwrap(),
         ],
