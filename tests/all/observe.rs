@@ -275,7 +275,10 @@ async fn the_status_page_in_chromium_shows_what_the_json_api_reports() {
         .and_then(|rest| rest.split('"').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no data-updates on the page:\n{dom}"));
-    assert!(updates >= 2, "the page drew {updates} time(s): it does not poll");
+    assert!(
+        updates >= 2,
+        "the page drew {updates} time(s): it does not poll"
+    );
     let paged = pipeline(&status, "paged");
     let row = "data-pipeline=\"paged\"";
     for field in ["records_in", "records_out", "dead_lettered"] {

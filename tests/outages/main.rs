@@ -1,5 +1,6 @@
 //! Outages of the real services while pipelines run: Kafka down for 10 s and for 60 s, Cassandra
-//! down for 60 s, PostgreSQL restarted. Each outage hits a stream in motion: records keep coming
+//! down for 60 s, PostgreSQL restarted under the seed's ingest (HTTP API -> PostgreSQL) and publish
+//! (PostgreSQL -> Kafka). Each outage hits a stream in motion: records keep coming
 //! in the background across it, and each test asserts that work was still ahead of the pipeline
 //! when the service went down. Weir waits and resumes by itself, commits nothing while writes
 //! fail, stops reading when its queues are full (so its memory stays bounded), and loses nothing.
@@ -19,7 +20,6 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -244,65 +244,52 @@ impl Feed {
     }
 }
 
-/// Lines appended in the background at a steady pace to a file a `follow` source reads.
-struct Writer {
-    written: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
+/// A local randomuser.me-shaped API that hands out `users` in order, `results` at a time, as
+/// the seed's ingest pipeline polls it.
+struct UserApi {
+    url: String,
+    handed_out: Arc<AtomicUsize>,
+    total: usize,
 }
 
-impl Writer {
-    /// Starts appending `lines` to the empty file `path`, `per_second` of them a second.
-    fn start(path: &Path, lines: Vec<String>, per_second: usize) -> Self {
-        /// The kernel makes an append visible to readers a page at a time.
-        const PAGE: usize = 4096;
-        let written = Arc::new(AtomicUsize::new(0));
-        let (path, written_so_far) = (path.to_owned(), Arc::clone(&written));
-        let per_tick = (per_second * TICK.as_millis() as usize / 1000).max(1);
-        let task = tokio::spawn(async move {
-            let mut file = tokio::fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .await
-                .unwrap();
-            let mut length = 0;
-            let mut ticks = tokio::time::interval(TICK);
-            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            for chunk in lines.chunks(per_tick) {
-                ticks.tick().await;
-                // A following source takes what it finds at the end of the file as a line, even
-                // half of one. So no line crosses a page boundary: blank lines (which the source
-                // skips) fill the rest of a page, and a reader never stops inside a record.
-                let mut bytes = Vec::new();
-                for line in chunk {
-                    assert!(line.len() < PAGE, "a line fits in a page");
-                    let room = PAGE - length % PAGE;
-                    if line.len() + 1 > room {
-                        bytes.resize(bytes.len() + room, b'\n');
-                        length += room;
-                    }
-                    bytes.extend_from_slice(line.as_bytes());
-                    bytes.push(b'\n');
-                    length += line.len() + 1;
-                }
-                file.write_all(&bytes).await.unwrap();
-                file.flush().await.unwrap();
-                written_so_far.fetch_add(chunk.len(), Ordering::Relaxed);
-            }
-        });
-        Writer { written, task }
+impl UserApi {
+    async fn start(users: Vec<serde_json::Value>) -> Self {
+        type Shared = (Arc<Vec<serde_json::Value>>, Arc<AtomicUsize>);
+        async fn respond(
+            axum::extract::State((users, next)): axum::extract::State<Shared>,
+            axum::extract::Query(query): axum::extract::Query<
+                std::collections::BTreeMap<String, String>,
+            >,
+        ) -> axum::Json<serde_json::Value> {
+            let wanted: usize = query
+                .get("results")
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(1);
+            let start = next.fetch_add(wanted, Ordering::SeqCst).min(users.len());
+            let end = (start + wanted).min(users.len());
+            axum::Json(serde_json::json!({
+                "results": users[start..end],
+                "info": { "seed": "outage", "results": end - start, "page": 1, "version": "1.4" }
+            }))
+        }
+        let total = users.len();
+        let handed_out = Arc::new(AtomicUsize::new(0));
+        let router = axum::Router::new()
+            .route("/api/", axum::routing::get(respond))
+            .with_state((Arc::new(users), Arc::clone(&handed_out)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        UserApi {
+            url,
+            handed_out,
+            total,
+        }
     }
 
-    /// Lines appended so far.
-    fn written(&self) -> usize {
-        self.written.load(Ordering::Relaxed)
-    }
-
-    /// Waits until every line is appended.
-    async fn finish(self) {
-        tokio::time::timeout(Duration::from_secs(300), self.task)
-            .await
-            .expect("the writer appends every line within 300 s")
-            .unwrap();
+    /// Users the API has handed out so far.
+    fn handed_out(&self) -> usize {
+        self.handed_out.load(Ordering::SeqCst).min(self.total)
     }
 }
 
@@ -621,7 +608,6 @@ async fn postgres_restarted_during_ingest_and_publish() {
     let (table, topic) = (unique("pg_outage"), unique("pg_outage_topic"));
     let dir = std::env::temp_dir().join(unique("pg_outage_dir"));
     std::fs::create_dir_all(&dir).unwrap();
-    let input = dir.join("in.jsonl");
     let mut generator = UserGenerator::new(rand_seed());
     let users: Vec<serde_json::Value> = (0..TOTAL).map(|_| generator.next_user()).collect();
     let ids: BTreeSet<String> = users
@@ -629,19 +615,19 @@ async fn postgres_restarted_during_ingest_and_publish() {
         .map(|u| u["login"]["uuid"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(ids.len(), TOTAL, "every user has its own id");
-    std::fs::write(&input, "").unwrap();
-    // Over 10 s: ingest still has lines to read, and rows to write, when PostgreSQL restarts.
-    let writer = Writer::start(&input, users.iter().map(|u| u.to_string()).collect(), 2_000);
+    let api = UserApi::start(users).await;
+    // The seed's ingest: the API polled 50 users at a time every 25 ms (2,000 users/s, so about
+    // 10 s in all): ingest still has users to fetch, and rows to write, when PostgreSQL restarts.
     let (ingest_stats, ingest_stop, ingest) = start(&format!(
         r#"
         [[pipeline]]
         name = "ingest"
-        source = {{ type = "file", path = "{}", follow = true }}
+        source = {{ type = "http", url = "{}", query = {{ results = "50" }}, split_at = "/results", interval_ms = 25, count = {TOTAL} }}
         sink = {{ type = "postgres", url = "{url}", table = "{table}", key_field = "login.uuid" }}
         dead_letter = {{ type = "file", path = "{}/dlq.jsonl" }}
         batch = {{ size = 50, linger_ms = 5, max_in_flight = 2 }}
         "#,
-        input.display(),
+        api.url,
         dir.display()
     ))
     .await;
@@ -661,14 +647,13 @@ async fn postgres_restarted_during_ingest_and_publish() {
     wait_flowing(&publish_stats, &publish, Duration::from_secs(60)).await;
     let outage = Outage::begin("postgres");
     // PostgreSQL is down: the rows ingest wrote so far are all that landed before the restart.
-    let (landed, written) = (ingest_stats.snapshot("p").records_out, writer.written());
+    let (landed, fetched) = (ingest_stats.snapshot("p").records_out, api.handed_out());
     assert!(
         landed < TOTAL as u64,
-        "PostgreSQL restarts mid-ingest: {landed} of {TOTAL} rows landed ({written} lines written)"
+        "PostgreSQL restarts mid-ingest: {landed} of {TOTAL} rows landed ({fetched} users fetched)"
     );
     tokio::time::sleep(Duration::from_secs(5)).await; // the restart's downtime
     outage.end();
-    writer.finish().await;
     let (seen_in, seen_out) = (Arc::clone(&ingest_stats), Arc::clone(&publish_stats));
     wait_for(
         "every record after the restart",
@@ -686,6 +671,6 @@ async fn postgres_restarted_during_ingest_and_publish() {
     assert_eq!(distinct_keys(&brokers, &topic, ids.len()).await, ids);
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "postgres restarted: records {TOTAL}, rows landed when it stopped {landed} (lines written {written}), lost 0"
+        "postgres restarted: records {TOTAL}, rows landed when it stopped {landed} (users fetched {fetched}), lost 0"
     );
 }
