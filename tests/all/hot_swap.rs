@@ -18,7 +18,9 @@ use weir::record::{Record, SourcePosition};
 use weir::registry::{Deployer, PluginRegistry, PluginSlots, PluginVersion, RollbackPolicy};
 use weir::runtime::{CacheOutcome, CompiledCache, LoadedPlugin, PluginLimits, PluginRuntime};
 
-use crate::support::{plugin_registry, read_json_lines, run_weir, test_runtime, wait_for};
+use crate::support::{
+    append_numbered, plugin_registry, read_json_lines, run_weir, test_runtime, wait_for,
+};
 
 const VERSION_HEADER: &str = "weir.version.swap";
 
@@ -45,16 +47,6 @@ fn drop_in(dir: &Path, file: &str, bytes: &[u8]) {
     let temporary = dir.join(format!(".{file}.partial"));
     std::fs::write(&temporary, bytes).unwrap();
     std::fs::rename(&temporary, dir.join(file)).unwrap();
-}
-
-fn append_lines(path: &Path, range: std::ops::Range<u64>) {
-    use std::io::Write;
-    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
-    let mut text = String::new();
-    for n in range {
-        text.push_str(&format!("{{\"n\":{n}}}\n"));
-    }
-    file.write_all(text.as_bytes()).unwrap();
 }
 
 /// An in-process sink that keeps each acknowledged batch, so tests can see batch boundaries.
@@ -230,7 +222,7 @@ async fn fifty_swaps_under_load_lose_and_duplicate_nothing() {
         let (start, middle, end) = (swap * CHUNK, swap * CHUNK + CHUNK / 2, (swap + 1) * CHUNK);
         // Swap while the first half of the chunk flows; the second half is written only once
         // the new version is active, so every swap shows in the output.
-        append_lines(&harness.input, start..middle);
+        append_numbered(&harness.input, start..middle);
         let next = &variants[((swap + 1) % 2) as usize];
         drop_in(&harness.registry, "swap.wasm", next);
         let slot = harness.slots.get("swap").unwrap();
@@ -238,7 +230,7 @@ async fn fifty_swaps_under_load_lose_and_duplicate_nothing() {
             slot.generation() == swap + 1
         })
         .await;
-        append_lines(&harness.input, middle..end);
+        append_numbered(&harness.input, middle..end);
         harness.wait_for_output(end as usize).await;
     }
     let batches = harness.stop().await;
@@ -356,12 +348,12 @@ async fn bad_files_are_rejected_and_the_running_version_keeps_running() {
             running,
             "{case} must not replace the running version"
         );
-        append_lines(&harness.input, flowed..flowed + 10);
+        append_numbered(&harness.input, flowed..flowed + 10);
         flowed += 10;
         harness.wait_for_output(flowed as usize).await;
     }
     std::fs::remove_file(harness.registry.join("swap.wasm")).unwrap();
-    append_lines(&harness.input, flowed..flowed + 10);
+    append_numbered(&harness.input, flowed..flowed + 10);
     flowed += 10;
     harness.wait_for_output(flowed as usize).await;
     assert_eq!(
@@ -631,7 +623,7 @@ async fn a_running_weir_logs_one_line_per_rejected_or_deleted_file_and_keeps_run
     std::fs::create_dir(&registry).unwrap();
     std::fs::write(registry.join("swap.wasm"), component("fault-panic")).unwrap();
     let input = dir.path().join("in.jsonl");
-    append_lines_to_new(&input, 0..10);
+    append_numbered(&input, 0..10);
     std::fs::write(
         dir.path().join("p.toml"),
         "[[pipeline]]\nname = \"live\"\nsource = { type = \"file\", path = \"in.jsonl\", follow = true }\ntransforms = [{ plugin = \"swap\" }]\nsink = { type = \"file\", path = \"out.jsonl\", encoding = \"envelope\" }\ndead_letter = { type = \"file\", path = \"dlq.jsonl\" }\nbatch = { size = 10, linger_ms = 10 }\n",
@@ -684,7 +676,7 @@ async fn a_running_weir_logs_one_line_per_rejected_or_deleted_file_and_keeps_run
     })
     .await;
     // The stream goes on, on the version that was running.
-    append_lines(&input, 10..20);
+    append_numbered(&input, 10..20);
     let more = outputs.clone();
     wait_for(
         "records after the rejection",
@@ -749,12 +741,6 @@ async fn a_running_weir_logs_one_line_per_rejected_or_deleted_file_and_keeps_run
         .unwrap();
     assert!(stopped.success());
     assert!(child.wait().unwrap().success(), "weir exits 0 on SIGTERM");
-}
-
-/// Writes lines `{"n":N}` for `range` into a new file.
-fn append_lines_to_new(path: &Path, range: std::ops::Range<u64>) {
-    std::fs::write(path, "").unwrap();
-    append_lines(path, range);
 }
 
 #[test]

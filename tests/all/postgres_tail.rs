@@ -9,19 +9,9 @@ use std::time::Duration;
 use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
 
-use crate::support::{plugin_registry, postgres_url, read_json_lines, unique, wait_for};
-
-fn append(path: &Path, range: std::ops::Range<u64>) {
-    use std::io::Write;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    for n in range {
-        writeln!(file, "{{\"n\":{n}}}").unwrap();
-    }
-}
+use crate::support::{
+    append_numbered, plugin_registry, postgres_url, read_json_lines, unique, wait_for,
+};
 
 fn land(name: &str, input: &Path, url: &str, table: &str, follow: bool) -> String {
     format!(
@@ -47,7 +37,7 @@ async fn notify_wakes_the_tailing_source_and_its_position_follows_the_acknowledg
     let dir = tempfile::tempdir().unwrap();
     // A first run creates the table and its NOTIFY trigger, and lands rows 0..10.
     let first = dir.path().join("first.jsonl");
-    append(&first, 0..10);
+    append_numbered(&first, 0..10);
     let config = PipelineFile::parse(
         Path::new("land.toml"),
         &land("land-first", &first, &url, &table, false),
@@ -98,7 +88,7 @@ async fn notify_wakes_the_tailing_source_and_its_position_follows_the_acknowledg
     .await;
     // The source now waits on its ten-minute poll: only a NOTIFY can bring the next rows.
     for round in 1..3u64 {
-        append(&input, round * 10..(round + 1) * 10);
+        append_numbered(&input, round * 10..(round + 1) * 10);
         let tailed = out.clone();
         let expected = ((round + 1) * 10) as usize;
         wait_for(

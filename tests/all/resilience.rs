@@ -3,14 +3,14 @@
 //! idle, and secrets that must never reach logs, metrics or error messages. These run the real
 //! `weir` binary where the process boundary matters.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::pipelines::{run_pipeline, write_input};
-use crate::support::{postgres_url, read_json_lines, unique, wait_for, weir};
+use crate::support::{append_numbered, postgres_url, read_json_lines, unique, wait_for, weir};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_cannot_escape_its_sandbox() {
@@ -155,17 +155,6 @@ fn count_lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
 
-fn append(path: &Path, range: std::ops::Range<u32>) {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    for n in range {
-        writeln!(file, "{{\"n\":{n}}}").unwrap();
-    }
-}
-
 /// The first run ends with SIGTERM (as a service manager stops it), the second with SIGINT (as
 /// Ctrl-C does): both drain and commit.
 #[tokio::test(flavor = "multi_thread")]
@@ -173,7 +162,7 @@ async fn sigterm_drains_commits_and_a_restart_neither_loses_nor_repeats() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     let out = dir.path().join("out.jsonl");
-    append(&input, 0..20_000);
+    append_numbered(&input, 0..20_000);
     std::fs::write(
         dir.path().join("p.toml"),
         format!(
@@ -194,14 +183,14 @@ async fn sigterm_drains_commits_and_a_restart_neither_loses_nor_repeats() {
     assert!(clean, "SIGTERM exits 0 after draining:\n{log}");
     assert!(log.contains("Shutdown signal received"), "{log}");
 
-    append(&input, 20_000..25_000);
+    append_numbered(&input, 20_000..25_000);
     let second = start(dir.path(), "p.toml", &[("WEIR_ADMIN", "127.0.0.1:0")]);
     let out_path = out.clone();
     wait_for("all output", Duration::from_secs(120), move || {
         count_lines(&out_path) >= 25_000
     })
     .await;
-    append(&input, 25_000..30_000);
+    append_numbered(&input, 25_000..30_000);
     let out_path = out.clone();
     wait_for(
         "output after the second append",
@@ -389,7 +378,7 @@ async fn a_sink_that_fails_while_the_source_is_idle_stops_the_process_with_its_e
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    append(&dir.path().join("in.jsonl"), 0..3);
+    append_numbered(&dir.path().join("in.jsonl"), 0..3);
     std::fs::write(
         dir.path().join("p.toml"),
         format!(

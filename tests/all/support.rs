@@ -67,6 +67,19 @@ pub fn plugin_registry() -> &'static Path {
     })
 }
 
+/// Appends a line `{"n":N}` for each N of `range` to `path`, creating it if missing: the
+/// numbered input the file-source tests feed and then count.
+pub fn append_numbered(path: &Path, range: std::ops::Range<u64>) {
+    use std::io::Write;
+    let text: String = range.map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .unwrap_or_else(|e| panic!("cannot append to {}: {e}", path.display()));
+}
+
 /// Reads a JSON-lines file into values.
 pub fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
