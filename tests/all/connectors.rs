@@ -355,7 +355,7 @@ async fn a_postgres_dead_letter_table_stores_nul_bytes_without_loss() {
     let table = unique("nul_dead_letters");
     let mut sink = PostgresSink::new(
         &PostgresSinkConfig {
-            url: url.clone(),
+            url: url.clone().into(),
             table: table.clone(),
             key_field: None,
             create_table: true,

@@ -124,6 +124,7 @@ async fn start(initial: &[u8]) -> Harness {
                 path: input.clone(),
                 checkpoint: None,
                 follow: true,
+                max_line_bytes: None,
             })
             .await
             .unwrap(),

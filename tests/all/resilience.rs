@@ -265,10 +265,14 @@ async fn a_dead_letter_destination_that_is_down_stops_the_pipeline_from_committi
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_from_the_environment_never_reach_logs_metrics_the_api_or_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
-    // Two secrets: a database password in a sink URL (that sink never connects), and the salt
-    // of a hashing pii-mask whose pipeline writes output and a dead letter.
+    // Three secrets: a database password in three sinks' connection strings (a URL, a URL's
+    // `?password=`, a key/value string; none of them connects), the salt of a hashing pii-mask
+    // whose pipeline writes output and a dead letter, and an API token sent as a header and a
+    // query value to an API that echoes both back in a body that is not JSON.
     let canary = "canary-7f3d9e1b";
     let salt = "salt-canary-41c2a0";
+    let token = "token-canary-92be11";
+    let api = echoing_api(200).await;
     let mut generator = weir::generator::UserGenerator::new(9);
     let users: Vec<serde_json::Value> = (0..3).map(|_| generator.next_user()).collect();
     let mut input: Vec<String> = users.iter().map(|u| u.to_string()).collect();
@@ -276,7 +280,16 @@ async fn secrets_from_the_environment_never_reach_logs_metrics_the_api_or_dead_l
     std::fs::write(dir.path().join("in.jsonl"), input.join("\n") + "\n").unwrap();
     std::fs::write(
         dir.path().join("p.toml"),
-        "[[pipeline]]\nname = \"secret\"\nsource = { type = \"generate\", count = 10 }\nsink = { type = \"postgres\", url = \"postgres://weir:${CANARY_PASSWORD}@127.0.0.1:1/weir\", table = \"landing\" }\ndead_letter = { type = \"file\", path = \"dlq.jsonl\" }\n\n[[pipeline]]\nname = \"salted\"\nsource = { type = \"file\", path = \"in.jsonl\" }\ntransforms = [{ plugin = \"user-profile\" }, { plugin = \"pii-mask\", config = { fields = \"email\", salt = \"${CANARY_SALT}\" } }]\nsink = { type = \"file\", path = \"salted.jsonl\" }\ndead_letter = { type = \"file\", path = \"salted-dlq.jsonl\" }\n",
+        "[[pipeline]]\nname = \"secret\"\nsource = { type = \"generate\", count = 10 }\nsink = { type = \"postgres\", url = \"postgres://weir:${CANARY_PASSWORD}@127.0.0.1:1/weir\", table = \"landing\" }\ndead_letter = { type = \"file\", path = \"dlq.jsonl\" }\n\n[[pipeline]]\nname = \"salted\"\nsource = { type = \"file\", path = \"in.jsonl\" }\ntransforms = [{ plugin = \"user-profile\" }, { plugin = \"pii-mask\", config = { fields = \"email\", salt = \"${CANARY_SALT}\" } }]\nsink = { type = \"file\", path = \"salted.jsonl\" }\ndead_letter = { type = \"file\", path = \"salted-dlq.jsonl\" }\n\n[[pipeline]]\nname = \"conninfo\"\nsource = { type = \"generate\", count = 10 }\nsink = { type = \"postgres\", url = \"host=127.0.0.1 port=1 user=weir password=${CANARY_PASSWORD} dbname=weir\", table = \"landing\" }\ndead_letter = { type = \"file\", path = \"dlq.jsonl\" }\n\n[[pipeline]]\nname = \"query\"\nsource = { type = \"generate\", count = 10 }\nsink = { type = \"postgres\", url = \"postgres://weir@127.0.0.1:1/weir?password=${CANARY_PASSWORD}\", table = \"landing\" }\ndead_letter = { type = \"file\", path = \"dlq.jsonl\" }\n",
+    )
+    .unwrap();
+    let mut config = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("p.toml"))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut config,
+        format!("\n[[pipeline]]\nname = \"api\"\nsource = {{ type = \"http\", url = \"{api}\", headers = {{ X-Api-Token = \"${{CANARY_TOKEN}}\" }}, query = {{ key = \"${{CANARY_TOKEN}}\" }}, count = 1 }}\nsink = {{ type = \"file\", path = \"api.jsonl\" }}\ndead_letter = {{ type = \"file\", path = \"api-dlq.jsonl\" }}\n").as_bytes(),
     )
     .unwrap();
     let running = start(
@@ -285,6 +298,7 @@ async fn secrets_from_the_environment_never_reach_logs_metrics_the_api_or_dead_l
         &[
             ("CANARY_PASSWORD", canary),
             ("CANARY_SALT", salt),
+            ("CANARY_TOKEN", token),
             ("WEIR_ADMIN", "127.0.0.1:0"),
             (
                 "WEIR_PLUGINS",
@@ -298,12 +312,16 @@ async fn secrets_from_the_environment_never_reach_logs_metrics_the_api_or_dead_l
         dir.path().join("salted.jsonl"),
         dir.path().join("salted-dlq.jsonl"),
     );
+    let api_dlq = dir.path().join("api-dlq.jsonl");
     wait_for(
-        "the salted pipeline's output and dead letter",
+        "the salted pipeline's output and dead letter, and the API's dead letter",
         Duration::from_secs(60),
-        || count_lines(&salted) == 3 && count_lines(&salted_dlq) == 1,
+        || count_lines(&salted) == 3 && count_lines(&salted_dlq) == 1 && count_lines(&api_dlq) == 1,
     )
     .await;
+    for shown in ["password=***", "?password=***"] {
+        running.wait_for_log(shown).await;
+    }
     let log = running.stderr.lock().unwrap().clone();
     let addr = log
         .lines()
@@ -345,20 +363,76 @@ async fn secrets_from_the_environment_never_reach_logs_metrics_the_api_or_dead_l
     assert!(dead_letters.contains("weir.error"), "{dead_letters}");
     let other_dead_letters =
         std::fs::read_to_string(dir.path().join("dlq.jsonl")).unwrap_or_default();
+    // The API's answer is there, with the token hidden where it echoed it.
+    let api_dead_letters = std::fs::read_to_string(&api_dlq).unwrap();
+    assert!(
+        api_dead_letters.contains("x-api-token: ***") && api_dead_letters.contains("key=***"),
+        "{api_dead_letters}"
+    );
     let mut places: Vec<(&str, &String)> = vec![
         ("log", &log),
         ("dead letters", &dead_letters),
         ("the other dead letters", &other_dead_letters),
+        ("the API's dead letters", &api_dead_letters),
     ];
     places.extend(served.iter().map(|(path, text)| (*path, text)));
     for (what, text) in places {
-        for secret in [canary, salt] {
+        for secret in [canary, salt, token] {
             assert!(
                 !text.contains(secret),
                 "the secret {secret} leaked into {what}:\n{text}"
             );
         }
     }
+}
+
+/// A local API that answers every request with `status` and a body echoing the request's query
+/// and headers, as some APIs' error pages do; its URL.
+async fn echoing_api(status: u16) -> String {
+    let handler = move |headers: axum::http::HeaderMap,
+                        axum::extract::RawQuery(query): axum::extract::RawQuery| async move {
+        let mut body = format!(
+            "not what you meant; query {}; headers",
+            query.unwrap_or_default()
+        );
+        for (name, value) in &headers {
+            body.push_str(&format!(" {name}: {}", value.to_str().unwrap_or("?")));
+        }
+        (axum::http::StatusCode::from_u16(status).unwrap(), body)
+    };
+    let router = axum::Router::new().route("/api", axum::routing::get(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_echoing_its_token_in_a_client_error_never_puts_it_in_the_log() {
+    let token = "token-canary-c4e7a0";
+    let api = echoing_api(401).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!("[[pipeline]]\nname = \"api\"\nsource = {{ type = \"http\", url = \"{api}\", headers = {{ Authorization = \"Bearer ${{API_TOKEN}}\" }}, query = {{ key = \"${{API_TOKEN}}\" }} }}\nsink = {{ type = \"file\", path = \"out.jsonl\" }}\ndead_letter = {{ type = \"file\", path = \"dlq.jsonl\" }}\n"),
+    )
+    .unwrap();
+    let running = start(
+        dir.path(),
+        "p.toml",
+        &[("API_TOKEN", token), ("WEIR_ADMIN", "127.0.0.1:0")],
+    );
+    let (exit, log) = running.exit(Duration::from_secs(60)).await;
+    assert_eq!(exit, Some(false), "a 4xx stops the pipeline:\n{log}");
+    // The excerpt is there, with the token hidden where the API echoed it.
+    assert!(
+        log.contains("HTTP 401") && log.contains("authorization: ***") && log.contains("key=***"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(token),
+        "the token leaked into the log:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,6 +2,7 @@
 //! Pipeline structure lives here; each connector's options live beside the connector.
 
 mod env;
+mod secret;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,11 @@ use crate::registry::Capability;
 use crate::runtime::{Grants, PluginLimits};
 
 pub use env::substitute_env;
+pub use secret::{HIDDEN, Scrubber, Secret, is_sensitive_key, redact};
+
+/// The longest duration any `*_ms` option may name: a year. Checked at load, so that adding one
+/// to an `Instant` (next poll, deadline) can never overflow and panic.
+pub const MAX_DURATION_MS: u64 = 365 * 24 * 60 * 60 * 1000;
 
 /// A pipeline file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +134,7 @@ impl<'de> Deserialize<'de> for Workers {
 }
 
 /// One step of the transform chain.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransformConfig {
     /// The plugin's name: the registry folder holds `NAME.wasm`.
@@ -141,6 +147,23 @@ pub struct TransformConfig {
     /// `random`. None by default.
     #[serde(default)]
     pub allow: Vec<Capability>,
+}
+
+/// A plugin's config is an opaque map that may hold a salt, a key or a token under any name, so
+/// `Debug` shows its keys only.
+impl std::fmt::Debug for TransformConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let config = self.config.as_ref().map(|map| {
+            map.keys()
+                .map(|key| (key.as_str(), HIDDEN))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        });
+        f.debug_struct("TransformConfig")
+            .field("plugin", &self.plugin)
+            .field("config", &config)
+            .field("allow", &self.allow)
+            .finish()
+    }
 }
 
 impl TransformConfig {
@@ -276,8 +299,9 @@ impl PipelineFile {
             toml::de::DeTable::parse(text).map_err(|e| parse_error(e.to_string()))?;
         let substitutions =
             env::Substitutions::apply(document.get_mut(), text, lookup).map_err(parse_error)?;
-        let file = PipelineFile::deserialize(toml::de::Deserializer::from(document))
+        let mut file = PipelineFile::deserialize(toml::de::Deserializer::from(document))
             .map_err(|e| parse_error(describe_toml_error(&e, text, &substitutions)))?;
+        file.resolve_defaults();
         file.validate(path).map_err(|error| match error {
             ConfigError::Invalid { file, key, message } => ConfigError::Invalid {
                 message: substitutions.restore_under_key(&message, &key),
@@ -287,6 +311,17 @@ impl PipelineFile {
             other => other,
         })?;
         Ok(file)
+    }
+
+    /// Fills in defaults that depend on other keys: a file source's `max_line_bytes` is its
+    /// pipeline's `limits.max_record_bytes` unless set.
+    fn resolve_defaults(&mut self) {
+        for pipeline in &mut self.pipelines {
+            if let SourceConfig::File(file) = &mut pipeline.source {
+                file.max_line_bytes
+                    .get_or_insert(pipeline.limits.max_record_bytes);
+            }
+        }
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -356,6 +391,14 @@ impl PipelineFile {
                     "must be between 1 and 1024".into(),
                 ));
             }
+            for (key, millis) in durations(pipeline) {
+                if millis > MAX_DURATION_MS {
+                    return Err(invalid(
+                        at(&key),
+                        format!("must be at most {MAX_DURATION_MS} (365 days), not {millis}"),
+                    ));
+                }
+            }
             pipeline
                 .source
                 .validate()
@@ -377,6 +420,39 @@ impl PipelineFile {
         }
         Ok(())
     }
+}
+
+/// Every duration option of a pipeline, with its key relative to the pipeline.
+fn durations(pipeline: &PipelineConfig) -> Vec<(String, u64)> {
+    let mut durations = vec![
+        ("batch.linger_ms".to_owned(), pipeline.batch.linger_ms),
+        ("limits.deadline_ms".to_owned(), pipeline.limits.deadline_ms),
+    ];
+    match &pipeline.source {
+        SourceConfig::Http(http) => {
+            durations.push(("source.interval_ms".into(), http.interval_ms));
+            durations.push(("source.timeout_ms".into(), http.timeout_ms));
+        }
+        SourceConfig::Postgres(postgres) => {
+            durations.push(("source.poll_interval_ms".into(), postgres.poll_interval_ms));
+        }
+        SourceConfig::Kafka(kafka) => {
+            durations.push(("source.drain_timeout_ms".into(), kafka.drain_timeout_ms));
+        }
+        SourceConfig::Generate(_) | SourceConfig::File(_) => {}
+    }
+    for (table, sink) in [
+        ("sink", &pipeline.sink),
+        ("dead_letter", &pipeline.dead_letter),
+    ] {
+        if let SinkConfig::Kafka(kafka) = sink {
+            durations.push((
+                format!("{table}.delivery_timeout_ms"),
+                kafka.delivery_timeout_ms,
+            ));
+        }
+    }
+    durations
 }
 
 /// A deserialization error shown like the parser shows one, on the line as written in `text`,

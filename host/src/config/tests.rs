@@ -169,9 +169,153 @@ fn substituted_values_reach_the_config() {
         panic!("a postgres sink");
     };
     assert_eq!(
-        sink.url,
+        sink.url.expose(),
         "postgres://weir:hunter2-canary@127.0.0.1:5432/weir"
     );
+}
+
+/// Every connector with every option that can hold a credential, each set from `${CANARY}`.
+const EVERY_SECRET: &str = r#"
+[[pipeline]]
+name = "http"
+source = { type = "http", url = "https://u:${CANARY}@api.example/x?key=${CANARY}", query = { token = "${CANARY}" }, headers = { Authorization = "Bearer ${CANARY}" } }
+transforms = [{ plugin = "pii-mask", config = { fields = "email", salt = "${CANARY}", nested = { password = "${CANARY}" } } }]
+sink = { type = "postgres", url = "host=127.0.0.1 user=weir password=${CANARY}", table = "landing" }
+dead_letter = { type = "postgres", url = "postgres://weir@127.0.0.1/weir?password=${CANARY}", table = "dlq" }
+
+[[pipeline]]
+name = "pg"
+source = { type = "postgres", url = "postgres://weir:${CANARY}@127.0.0.1/weir", table = "landing" }
+sink = { type = "kafka", brokers = "127.0.0.1:9092", topic = "t", properties = { "sasl.password" = "${CANARY}", "ssl.key.pem" = "${CANARY}" } }
+dead_letter = { type = "file", path = "dlq.jsonl" }
+
+[[pipeline]]
+name = "kafka"
+source = { type = "kafka", brokers = "127.0.0.1:9092", topics = ["t"], group = "g", properties = { "sasl.jaas.config" = "${CANARY}" } }
+sink = { type = "cassandra", nodes = ["127.0.0.1:9042"], keyspace = "k", table = "t" }
+dead_letter = { type = "stdout" }
+"#;
+
+#[test]
+fn no_config_struct_prints_a_secret() {
+    let file = parse_with_canary(EVERY_SECRET).unwrap();
+    let shown = [
+        format!("{file:?}"),
+        format!("{file:#?}"),
+        format!("{:?}", file.pipelines[0].transforms[0]),
+    ];
+    for text in &shown {
+        assert!(!text.contains("canary"), "{text}");
+        assert!(text.contains("***"), "{text}");
+    }
+    for pipeline in &file.pipelines {
+        for text in [
+            pipeline.source.describe(),
+            pipeline.sink.describe(),
+            pipeline.dead_letter.describe(),
+        ] {
+            assert!(!text.contains("canary"), "{text}");
+        }
+    }
+    // The plugin still gets its salt, and the clients their credentials.
+    assert!(
+        file.pipelines[0].transforms[0]
+            .config_json()
+            .contains("hunter2-canary")
+    );
+    let SourceConfig::Http(http) = &file.pipelines[0].source else {
+        panic!("an http source");
+    };
+    assert_eq!(
+        http.headers["Authorization"].expose(),
+        "Bearer hunter2-canary"
+    );
+}
+
+#[test]
+fn durations_are_range_checked_naming_the_key() {
+    let http = VALID.replace(
+        "{ type = \"generate\", count = 5 }",
+        "{ type = \"http\", url = \"http://x/\", interval_ms = 18446744073709551615 }",
+    );
+    let message = parse(&http).unwrap_err().to_string();
+    assert!(
+        message.contains("`pipeline[0].source.interval_ms`") && message.contains("at most"),
+        "{message}"
+    );
+    // Each duration option, one at a time, just past the limit and at it.
+    let too_long = MAX_DURATION_MS + 1;
+    let cases = [
+        (
+            "pipeline[0].batch.linger_ms",
+            format!("{VALID}batch = {{ linger_ms = {too_long} }}\n"),
+        ),
+        (
+            "pipeline[0].limits.deadline_ms",
+            format!("{VALID}limits = {{ deadline_ms = {too_long} }}\n"),
+        ),
+        (
+            "pipeline[0].source.timeout_ms",
+            http.replace(
+                "interval_ms = 18446744073709551615",
+                &format!("timeout_ms = {too_long}"),
+            ),
+        ),
+        (
+            "pipeline[0].source.poll_interval_ms",
+            VALID.replace(
+                "{ type = \"generate\", count = 5 }",
+                &format!("{{ type = \"postgres\", url = \"\", table = \"t\", poll_interval_ms = {too_long} }}"),
+            ),
+        ),
+        (
+            "pipeline[0].source.drain_timeout_ms",
+            VALID.replace(
+                "{ type = \"generate\", count = 5 }",
+                &format!("{{ type = \"kafka\", brokers = \"b\", topics = [\"t\"], group = \"g\", drain_timeout_ms = {too_long} }}"),
+            ),
+        ),
+        (
+            "pipeline[0].dead_letter.delivery_timeout_ms",
+            VALID.replace(
+                "{ type = \"file\", path = \"dlq.jsonl\" }",
+                &format!("{{ type = \"kafka\", brokers = \"b\", topic = \"t\", delivery_timeout_ms = {too_long} }}"),
+            ),
+        ),
+    ];
+    for (key, text) in cases {
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(
+            message.contains(&format!("`{key}`")) && message.contains("must be at most"),
+            "{key}: {message}"
+        );
+        let at_limit = text.replace(&too_long.to_string(), &MAX_DURATION_MS.to_string());
+        assert!(
+            parse(&at_limit).is_ok(),
+            "{key} at the limit: {:?}",
+            parse(&at_limit).err()
+        );
+    }
+}
+
+#[test]
+fn a_file_source_reads_lines_up_to_the_record_limit_unless_told() {
+    let file_source = VALID.replace(
+        "{ type = \"generate\", count = 5 }",
+        "{ type = \"file\", path = \"in.jsonl\" }",
+    );
+    let line_limit = |text: &str| match &parse(text).unwrap().pipelines[0].source {
+        SourceConfig::File(file) => file.max_line_bytes,
+        _ => panic!("a file source"),
+    };
+    assert_eq!(line_limit(&file_source), Some(1 << 20));
+    let limited = format!("{file_source}limits = {{ max_record_bytes = 4096 }}\n");
+    assert_eq!(line_limit(&limited), Some(4096));
+    let explicit = limited.replace(
+        "path = \"in.jsonl\"",
+        "path = \"in.jsonl\", max_line_bytes = 100",
+    );
+    assert_eq!(line_limit(&explicit), Some(100));
 }
 
 #[test]

@@ -190,7 +190,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Generate(_) => "generate".into(),
             SourceConfig::File(config) => format!("file {}", config.path.display()),
-            SourceConfig::Http(config) => format!("http {}", http::redact(&config.url)),
+            SourceConfig::Http(config) => format!("http {}", config.url.redacted()),
             SourceConfig::Postgres(config) => format!("postgres table {}", config.table),
             SourceConfig::Kafka(config) => format!("kafka topics {}", config.topics.join(",")),
         }

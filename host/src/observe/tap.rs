@@ -1,8 +1,9 @@
 //! Taps for `weir tap`: sample records as they leave a stage of a pipeline, for whoever is
-//! watching. A stage nobody watches pays one atomic load per batch and copies nothing.
+//! watching. A stage nobody watches pays one atomic load per batch and copies nothing. What a
+//! stage buffers for slow watchers is bounded in records and in bytes.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -21,6 +22,12 @@ pub const DEAD_LETTER_STAGE: &str = "dead_letter";
 const SAMPLES_PER_BATCH: usize = 64;
 /// Tapped records buffered per stage; a watcher that falls further behind skips records.
 const BUFFERED: usize = 1024;
+/// Bytes of tapped records buffered per stage: with records of up to `max_record_bytes`,
+/// [`BUFFERED`] of them alone could hold a gigabyte. Past it, samples are left out (and the
+/// watchers told how many) until the watchers catch up.
+const BUFFERED_BYTES: usize = 16 << 20;
+/// What a tapped record costs beyond its bytes: the struct, the strings' and the map's headers.
+const RECORD_OVERHEAD: usize = 256;
 
 /// A record as a watcher sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -81,22 +88,50 @@ impl TappedRecord {
     }
 }
 
+/// A tapped record while a stage buffers it: its bytes count against the stage's budget until
+/// every watcher has taken it or it was overwritten.
+#[derive(Debug)]
+struct Buffered {
+    record: Arc<TappedRecord>,
+    bytes: usize,
+    budget: Arc<AtomicUsize>,
+}
+
+impl Drop for Buffered {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 /// One stage's tap.
 #[derive(Debug)]
 pub struct TapPoint {
     pipeline: String,
     stage: String,
     watchers: AtomicUsize,
-    sender: broadcast::Sender<Arc<TappedRecord>>,
+    sender: broadcast::Sender<Arc<Buffered>>,
+    /// Bytes of the records buffered now.
+    buffered_bytes: Arc<AtomicUsize>,
+    /// Most bytes buffered at once.
+    max_bytes: usize,
+    /// Samples left out because the buffer was full in bytes, since the stage was created.
+    left_out: AtomicU64,
 }
 
 impl TapPoint {
     fn new(pipeline: &str, stage: &str) -> Self {
+        Self::with_budget(pipeline, stage, BUFFERED_BYTES)
+    }
+
+    fn with_budget(pipeline: &str, stage: &str, max_bytes: usize) -> Self {
         TapPoint {
             pipeline: pipeline.to_owned(),
             stage: stage.to_owned(),
             watchers: AtomicUsize::new(0),
             sender: broadcast::channel(BUFFERED).0,
+            buffered_bytes: Arc::new(AtomicUsize::new(0)),
+            max_bytes,
+            left_out: AtomicU64::new(0),
         }
     }
 
@@ -127,9 +162,33 @@ impl TapPoint {
             return;
         }
         for (record, position) in records.into_iter().take(SAMPLES_PER_BATCH) {
-            let tapped = TappedRecord::new(&self.pipeline, &self.stage, record, position);
-            // No receiver left between the check and now: nothing to do.
-            let _ = self.sender.send(Arc::new(tapped));
+            let bytes = RECORD_OVERHEAD
+                + record.key.as_ref().map_or(0, Vec::len)
+                + record.value.len()
+                + record
+                    .headers
+                    .iter()
+                    .map(|h| h.key.len() + h.value.len())
+                    .sum::<usize>();
+            // Charged before the copy is made, so the budget bounds the copies too.
+            let before = self.buffered_bytes.fetch_add(bytes, Ordering::Relaxed);
+            if before + bytes > self.max_bytes {
+                self.buffered_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                self.left_out.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let buffered = Buffered {
+                record: Arc::new(TappedRecord::new(
+                    &self.pipeline,
+                    &self.stage,
+                    record,
+                    position,
+                )),
+                bytes,
+                budget: Arc::clone(&self.buffered_bytes),
+            };
+            // No receiver left between the check and now: the record is dropped, and uncharged.
+            let _ = self.sender.send(Arc::new(buffered));
         }
     }
 
@@ -140,6 +199,7 @@ impl TapPoint {
         TapSubscription {
             point: Arc::clone(self),
             receiver,
+            left_out_seen: self.left_out.load(Ordering::Relaxed),
         }
     }
 }
@@ -148,7 +208,9 @@ impl TapPoint {
 #[derive(Debug)]
 pub struct TapSubscription {
     point: Arc<TapPoint>,
-    receiver: broadcast::Receiver<Arc<TappedRecord>>,
+    receiver: broadcast::Receiver<Arc<Buffered>>,
+    /// The stage's count of samples left out, as this watcher last reported it.
+    left_out_seen: u64,
 }
 
 /// What a watcher receives next.
@@ -165,8 +227,14 @@ pub enum Tapped {
 impl TapSubscription {
     /// Waits for the next record.
     pub async fn next(&mut self) -> Tapped {
+        let left_out = self.point.left_out.load(Ordering::Relaxed);
+        if left_out > self.left_out_seen {
+            let skipped = left_out - self.left_out_seen;
+            self.left_out_seen = left_out;
+            return Tapped::Skipped(skipped);
+        }
         match self.receiver.recv().await {
-            Ok(record) => Tapped::Record(record),
+            Ok(buffered) => Tapped::Record(Arc::clone(&buffered.record)),
             Err(broadcast::error::RecvError::Lagged(skipped)) => Tapped::Skipped(skipped),
             Err(broadcast::error::RecvError::Closed) => Tapped::Closed,
         }
@@ -280,6 +348,34 @@ mod tests {
         assert_eq!(seen, SAMPLES_PER_BATCH);
         drop(watch);
         assert_eq!(point.watchers.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_slow_watcher_never_makes_a_stage_buffer_more_than_its_bytes() {
+        const BUDGET: usize = 4 << 20;
+        let point = Arc::new(TapPoint::with_budget("p", SINK_STAGE, BUDGET));
+        let mut watch = point.watch();
+        // 1 MiB records, far more of them than the budget holds, and nobody reading.
+        let big: Vec<Record> = (0..SAMPLES_PER_BATCH)
+            .map(|i| Record::from_value(format!("\"{i}{}\"", "x".repeat(1 << 20))))
+            .collect();
+        for _ in 0..4 {
+            point.offer(big.iter().map(|r| (r, None)));
+            assert!(point.buffered_bytes.load(Ordering::Relaxed) <= BUDGET);
+        }
+        // The watcher hears how many it missed, then reads what fitted.
+        let Tapped::Skipped(left_out) = watch.next().await else {
+            panic!("expected the count of samples left out");
+        };
+        let fitted = BUDGET / ((1 << 20) + RECORD_OVERHEAD);
+        assert_eq!(left_out as usize, 4 * SAMPLES_PER_BATCH - fitted);
+        for _ in 0..fitted {
+            assert!(matches!(watch.next().await, Tapped::Record(_)));
+        }
+        // Everything read: nothing stays charged, and new samples fit again.
+        assert_eq!(point.buffered_bytes.load(Ordering::Relaxed), 0);
+        point.offer(big.iter().take(1).map(|r| (r, None)));
+        assert!(matches!(watch.next().await, Tapped::Record(_)));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The `file` source: one record per line of a file; the committed line number is persisted in a
 //! checkpoint file so that a restart resumes after the last acknowledged line. A line is a record
 //! only once its newline is there (while following, a writer may be half-way through it), and
-//! its bytes go on as they are, valid UTF-8 or not.
+//! its bytes go on as they are, valid UTF-8 or not. A line longer than `max_line_bytes` is never
+//! held whole: it becomes a dead letter with its first bytes, its size and its sha256.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,14 +10,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
-use crate::record::{Record, SourcePosition, SourceRecord};
+use crate::record::{Record, SourcePosition, SourceRecord, headers};
 
 /// How often a following source looks for new lines at the end of the file.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
+/// Bytes of a line longer than `max_line_bytes` kept in its dead letter (at most the limit).
+const OVERSIZED_EXCERPT: usize = 64 * 1024;
+/// `max_line_bytes` when neither it nor the pipeline's `limits.max_record_bytes` is known.
+const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 
 /// Options of the `file` source.
 #[derive(Debug, Clone, Deserialize)]
@@ -30,6 +36,12 @@ pub struct FileSourceConfig {
     /// Keep waiting for lines appended to the file instead of ending at its end, like `tail -f`.
     #[serde(default)]
     pub follow: bool,
+    /// Longest line read as a record, in bytes (default: the pipeline's
+    /// `limits.max_record_bytes`). A longer line is never held in memory: it becomes a dead
+    /// letter keeping its first 64 KiB, with its full size and sha256 in headers, and reading
+    /// goes on after it.
+    #[serde(default)]
+    pub max_line_bytes: Option<usize>,
 }
 
 impl FileSourceConfig {
@@ -37,6 +49,9 @@ impl FileSourceConfig {
     pub fn validate(&self) -> Result<(), ConfigProblem> {
         if self.path.as_os_str().is_empty() {
             return Err(("path".into(), "must name a file".into()));
+        }
+        if self.max_line_bytes == Some(0) {
+            return Err(("max_line_bytes".into(), "must be at least 1".into()));
         }
         Ok(())
     }
@@ -48,8 +63,81 @@ pub struct FileSource {
     reader: BufReader<tokio::fs::File>,
     /// The line being read; while following, the start of a line whose writer is not done.
     pending: Vec<u8>,
+    /// Set once the line being read passed `max_line_bytes`: `pending` then holds its excerpt
+    /// and the rest is only counted and hashed.
+    oversized: Option<Oversized>,
+    max_line_bytes: usize,
     line_number: i64,
     stream: Arc<str>,
+}
+
+/// A line too long to hold, as far as it was read.
+struct Oversized {
+    /// Its bytes so far, line ending excluded.
+    size: u64,
+    hasher: Sha256,
+    /// A `\r` read last and not yet hashed: it belongs to the line only if no `\n` follows.
+    held_cr: bool,
+}
+
+impl Oversized {
+    fn add(&mut self, bytes: &[u8]) {
+        if std::mem::take(&mut self.held_cr) {
+            self.hasher.update(b"\r");
+            self.size += 1;
+        }
+        let bytes = match bytes.split_last() {
+            Some((b'\r', rest)) => {
+                self.held_cr = true;
+                rest
+            }
+            _ => bytes,
+        };
+        self.hasher.update(bytes);
+        self.size += bytes.len() as u64;
+    }
+}
+
+/// What [`FileSource::next_line`] read.
+enum Line {
+    /// A line, without its line ending.
+    Whole(Vec<u8>),
+    /// A line longer than `max_line_bytes`: its first bytes, its size and its sha256.
+    TooLong {
+        excerpt: Vec<u8>,
+        size: u64,
+        sha256: String,
+    },
+}
+
+/// Adds the bytes of the line being read (no newline among them), keeping at most `limit` bytes:
+/// past that, only an excerpt stays and the rest goes into the hash.
+fn append(pending: &mut Vec<u8>, oversized: &mut Option<Oversized>, bytes: &[u8], limit: usize) {
+    if let Some(oversized) = oversized {
+        oversized.add(bytes);
+        return;
+    }
+    // A `\r` ending a line does not count against the limit, as it is not part of the record.
+    let allowed = limit + usize::from(bytes.last() == Some(&b'\r'));
+    if pending.len() + bytes.len() <= allowed {
+        pending.extend_from_slice(bytes);
+        return;
+    }
+    let mut started = Oversized {
+        size: 0,
+        hasher: Sha256::new(),
+        held_cr: false,
+    };
+    started.add(pending);
+    started.add(bytes);
+    let keep = OVERSIZED_EXCERPT.min(limit);
+    if pending.len() < keep {
+        let more = (keep - pending.len()).min(bytes.len());
+        pending.extend_from_slice(&bytes[..more]);
+    }
+    pending.truncate(keep);
+    pending.shrink_to(keep);
+    *oversized = Some(started);
 }
 
 impl FileSource {
@@ -63,6 +151,8 @@ impl FileSource {
             config: config.clone(),
             reader: BufReader::new(file),
             pending: Vec::new(),
+            oversized: None,
+            max_line_bytes: config.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES),
             line_number: 0,
             stream: Arc::from(config.path.display().to_string()),
         };
@@ -84,27 +174,65 @@ impl FileSource {
 
     /// The next complete line without its line ending; `None` at the end of the file. While
     /// following, an unterminated last line stays pending until its newline arrives; otherwise it
-    /// is the file's last line.
-    async fn next_line(&mut self) -> Result<Option<Vec<u8>>, ConnectorError> {
-        self.reader
-            .read_until(b'\n', &mut self.pending)
-            .await
-            .map_err(|e| {
+    /// is the file's last line. Never holds more than `max_line_bytes` of a line.
+    async fn next_line(&mut self) -> Result<Option<Line>, ConnectorError> {
+        let complete = loop {
+            let buffer = self.reader.fill_buf().await.map_err(|e| {
                 ConnectorError::transient(describe(&self.config.path), format!("read failed: {e}"))
             })?;
-        let complete = self.pending.last() == Some(&b'\n');
-        if !complete && (self.config.follow || self.pending.is_empty()) {
+            if buffer.is_empty() {
+                break false;
+            }
+            let (used, newline) = match buffer.iter().position(|&b| b == b'\n') {
+                Some(at) => (at + 1, true),
+                None => (buffer.len(), false),
+            };
+            let bytes = &buffer[..used - usize::from(newline)];
+            append(
+                &mut self.pending,
+                &mut self.oversized,
+                bytes,
+                self.max_line_bytes,
+            );
+            self.reader.consume(used);
+            if newline {
+                break true;
+            }
+        };
+        if !complete
+            && (self.config.follow || (self.pending.is_empty() && self.oversized.is_none()))
+        {
             return Ok(None);
         }
         let mut line = std::mem::take(&mut self.pending);
-        if complete {
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-        }
         self.line_number += 1;
-        Ok(Some(line))
+        if let Some(oversized) = self.oversized.take() {
+            let mut oversized = oversized;
+            // A `\r` that ended an unterminated last line is part of it.
+            if !complete && oversized.held_cr {
+                oversized.add(b"");
+            }
+            return Ok(Some(Line::TooLong {
+                excerpt: line,
+                size: oversized.size,
+                sha256: hex::encode(oversized.hasher.finalize()),
+            }));
+        }
+        if complete && line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        Ok(Some(Line::Whole(line)))
+    }
+}
+
+impl FileSource {
+    /// The position of the line read last.
+    fn position(&self) -> SourcePosition {
+        SourcePosition {
+            stream: Arc::clone(&self.stream),
+            partition: 0,
+            offset: self.line_number,
+        }
     }
 }
 
@@ -142,17 +270,27 @@ impl Source for FileSource {
         let mut first_at: Option<Instant> = None;
         while batch.len() < max {
             match self.next_line().await? {
-                Some(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
-                Some(line) => {
+                Some(Line::Whole(line)) if line.iter().all(u8::is_ascii_whitespace) => continue,
+                Some(Line::Whole(line)) => {
                     first_at.get_or_insert_with(Instant::now);
-                    batch.push(SourceRecord::new(
-                        Record::from_value(line),
-                        SourcePosition {
-                            stream: Arc::clone(&self.stream),
-                            partition: 0,
-                            offset: self.line_number,
-                        },
-                    ));
+                    batch.push(SourceRecord::new(Record::from_value(line), self.position()));
+                }
+                Some(Line::TooLong {
+                    excerpt,
+                    size,
+                    sha256,
+                }) => {
+                    first_at.get_or_insert_with(Instant::now);
+                    let reason = format!(
+                        "line {} is {size} bytes, more than max_line_bytes ({}); the dead letter keeps its first {} bytes",
+                        self.line_number,
+                        self.max_line_bytes,
+                        excerpt.len()
+                    );
+                    let mut record = Record::from_value(excerpt);
+                    record.set_header(headers::RECORD_BYTES, size.to_string());
+                    record.set_header(headers::RECORD_SHA256, sha256);
+                    batch.push(SourceRecord::malformed(record, self.position(), reason));
                 }
                 None if !self.config.follow => break,
                 None => {
@@ -205,6 +343,7 @@ mod tests {
             path: path.clone(),
             checkpoint: Some(dir.path().join("in.offset")),
             follow: false,
+            max_line_bytes: None,
         };
         let mut source = FileSource::open(&config).await.unwrap();
         let batch = source.poll_batch(2, Duration::ZERO).await.unwrap().unwrap();
@@ -239,6 +378,7 @@ mod tests {
             path: path.clone(),
             checkpoint: None,
             follow: true,
+            max_line_bytes: None,
         };
         let mut source = FileSource::open(&config).await.unwrap();
         let first = source
@@ -279,6 +419,7 @@ mod tests {
             path,
             checkpoint: None,
             follow: false,
+            max_line_bytes: None,
         };
         let mut source = FileSource::open(&config).await.unwrap();
         let batch = source
@@ -303,12 +444,107 @@ mod tests {
         );
     }
 
+    fn sha256(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    #[tokio::test]
+    async fn a_line_over_the_limit_is_dead_lettered_with_its_size_and_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        // Longer than the reader's buffer, so the line arrives in many reads.
+        let long = vec![b'x'; 100_000];
+        let mut text = b"{\"n\":1}\r\n".to_vec();
+        text.extend_from_slice(&long);
+        text.extend_from_slice(b"\r\n{\"n\":3}\n");
+        text.extend_from_slice(&long);
+        std::fs::write(&path, &text).unwrap();
+        let config = FileSourceConfig {
+            path,
+            checkpoint: None,
+            follow: false,
+            max_line_bytes: Some(1000),
+        };
+        let mut source = FileSource::open(&config).await.unwrap();
+        let batch = source
+            .poll_batch(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(batch.len(), 4);
+        assert_eq!(batch[0].record.value, br#"{"n":1}"#);
+        assert_eq!(batch[2].record.value, br#"{"n":3}"#);
+        for (index, line) in [(1, 2), (3, 4)] {
+            let dead = &batch[index];
+            let reason = dead.malformed.as_deref().unwrap();
+            assert!(
+                reason.contains(&format!("line {line} is 100000 bytes"))
+                    && reason.contains("max_line_bytes (1000)"),
+                "{reason}"
+            );
+            assert_eq!(dead.position.offset, line);
+            assert_eq!(dead.record.value, vec![b'x'; 1000]);
+            assert_eq!(
+                dead.record.header_str(headers::RECORD_BYTES),
+                Some("100000")
+            );
+            assert_eq!(
+                dead.record.header_str(headers::RECORD_SHA256),
+                Some(sha256(&long).as_str())
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_followed_line_over_the_limit_counts_once_its_newline_arrives() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, vec![b'y'; 5000]).unwrap();
+        let config = FileSourceConfig {
+            path: path.clone(),
+            checkpoint: None,
+            follow: true,
+            max_line_bytes: Some(100),
+        };
+        let mut source = FileSource::open(&config).await.unwrap();
+        let first = source.poll_batch(10, Duration::ZERO).await.unwrap();
+        assert_eq!(
+            first.map(|b| b.len()),
+            Some(0),
+            "not a line until its newline"
+        );
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(&[b'y'; 5000]).unwrap();
+        file.write_all(b"\n{\"n\":2}\n").unwrap();
+        let second = source
+            .poll_batch(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.len(), 2);
+        assert_eq!(
+            second[0].record.header_str(headers::RECORD_BYTES),
+            Some("10000")
+        );
+        assert_eq!(
+            second[0].record.header_str(headers::RECORD_SHA256),
+            Some(sha256(&[b'y'; 10000]).as_str())
+        );
+        assert_eq!(second[1].record.value, br#"{"n":2}"#);
+        assert_eq!(second[1].position.offset, 2);
+    }
+
     #[tokio::test]
     async fn missing_file_is_a_fatal_error_naming_it() {
         let config = FileSourceConfig {
             path: "/nonexistent/weir.jsonl".into(),
             checkpoint: None,
             follow: false,
+            max_line_bytes: None,
         };
         let error = FileSource::open(&config).await.err().unwrap();
         assert_eq!(error.retry, crate::connectors::Retry::Never);

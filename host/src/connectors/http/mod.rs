@@ -4,4 +4,4 @@
 
 mod source;
 
-pub use source::{HttpSource, HttpSourceConfig, redact};
+pub use source::{HttpSource, HttpSourceConfig};

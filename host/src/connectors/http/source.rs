@@ -10,11 +10,16 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::config::{MAX_DURATION_MS, Scrubber, Secret};
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
 use crate::record::{Record, SourcePosition, SourceRecord};
 
 /// Characters of a bad body kept in its dead-letter reason.
 const EXCERPT_CHARS: usize = 200;
+/// Bytes of an error response read for its excerpt: the rest is never needed.
+const ERROR_BODY_BYTES: usize = 64 * 1024;
+/// Bytes of a response larger than `max_body_bytes` kept in its dead letter.
+const OVERSIZED_EXCERPT: usize = 64 * 1024;
 /// The first wait before retrying a failed request.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// The longest wait between retries.
@@ -26,14 +31,17 @@ const IDLE: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSourceConfig {
-    /// The URL to poll, e.g. `https://randomuser.me/api/`.
-    pub url: String,
-    /// Query parameters added to every request, e.g. `{ results = "50" }`.
+    /// The URL to poll, e.g. `https://randomuser.me/api/`. Shown with its password and query
+    /// values as `***`.
+    pub url: Secret,
+    /// Query parameters added to every request, e.g. `{ results = "50" }`. Values are never
+    /// shown, and are scrubbed from response excerpts that echo them.
     #[serde(default)]
-    pub query: BTreeMap<String, String>,
-    /// Request headers, e.g. an API token from `${TOKEN}`.
+    pub query: BTreeMap<String, Secret>,
+    /// Request headers, e.g. an API token from `${TOKEN}`. Values are never shown, and are
+    /// scrubbed from response excerpts that echo them.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Secret>,
     /// Time between two polls, in milliseconds.
     #[serde(default = "default_interval_ms")]
     pub interval_ms: u64,
@@ -50,6 +58,14 @@ pub struct HttpSourceConfig {
     /// Stop after this many records; poll forever when absent.
     #[serde(default)]
     pub count: Option<u64>,
+    /// Largest response body read, in bytes. Reading stops past it: the response becomes a dead
+    /// letter keeping its first 64 KiB, with the bytes read and their sha256 in headers.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+fn default_max_body_bytes() -> usize {
+    64 << 20
 }
 
 fn default_interval_ms() -> u64 {
@@ -65,12 +81,12 @@ fn default_retries() -> u32 {
 impl HttpSourceConfig {
     /// Checks values the type system cannot.
     pub fn validate(&self) -> Result<(), ConfigProblem> {
-        match reqwest::Url::parse(&self.url) {
+        match reqwest::Url::parse(self.url.expose()) {
             Ok(url) if matches!(url.scheme(), "http" | "https") => {}
             _ => {
                 return Err((
                     "url".into(),
-                    format!("`{}` is not an http(s) URL", redact(&self.url)),
+                    format!("`{}` is not an http(s) URL", self.url.redacted()),
                 ));
             }
         }
@@ -86,6 +102,9 @@ impl HttpSourceConfig {
         if self.timeout_ms == 0 {
             return Err(("timeout_ms".into(), "must be at least 1".into()));
         }
+        if self.max_body_bytes == 0 {
+            return Err(("max_body_bytes".into(), "must be at least 1".into()));
+        }
         Ok(())
     }
 }
@@ -99,6 +118,19 @@ pub struct HttpSource {
     next_poll: Instant,
     produced: u64,
     stream: Arc<str>,
+    /// Hides configured header and query values (and the URL's password) in response text.
+    scrubber: Scrubber,
+}
+
+/// A response body, whole or cut at `max_body_bytes`.
+enum Body {
+    /// All of it.
+    Complete(Vec<u8>),
+    /// More than the limit: what was read before stopping.
+    TooLarge {
+        read: Vec<u8>,
+        announced: Option<u64>,
+    },
 }
 
 /// Why a request failed.
@@ -112,7 +144,7 @@ enum Failure {
 impl HttpSource {
     /// A source for `config`.
     pub fn new(config: &HttpSourceConfig) -> Result<Self, ConnectorError> {
-        let shown = redact(&config.url);
+        let shown = config.url.redacted();
         let name = format!("http source {shown}");
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
@@ -133,6 +165,7 @@ impl HttpSource {
             produced: 0,
             // The stream names the records' origin in dead-letter headers and taps.
             stream: Arc::from(shown),
+            scrubber: scrubber_for(config),
         })
     }
 
@@ -142,12 +175,18 @@ impl HttpSource {
             .is_some_and(|count| self.produced >= count)
     }
 
-    async fn request(&self) -> Result<String, Failure> {
-        let mut request = self.client.get(&self.config.url).query(&self.config.query);
+    async fn request(&self) -> Result<Body, Failure> {
+        let query: Vec<(&str, &str)> = self
+            .config
+            .query
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.expose()))
+            .collect();
+        let mut request = self.client.get(self.config.url.expose()).query(&query);
         for (name, value) in &self.config.headers {
-            request = request.header(name, value);
+            request = request.header(name, value.expose());
         }
-        let response = request.send().await.map_err(|e| {
+        let mut response = request.send().await.map_err(|e| {
             if e.is_builder() {
                 Failure::Permanent(format!("invalid request: {}", describe(e)))
             } else {
@@ -155,27 +194,37 @@ impl HttpSource {
             }
         })?;
         let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| Failure::Transient(format!("reading the body failed: {}", describe(e))))?;
-        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(Failure::Transient(format!(
-                "HTTP {status}: {}",
-                excerpt(&body)
-            )));
-        }
+        let reading_failed =
+            |e| Failure::Transient(format!("reading the body failed: {}", describe(e)));
         if !status.is_success() {
-            return Err(Failure::Permanent(format!(
-                "HTTP {status}: {}; check `url`, `query` and `headers`",
-                excerpt(&body)
-            )));
+            // Only an excerpt of an error body is ever shown: read no more than that.
+            let (body, _) = read_at_most(&mut response, ERROR_BODY_BYTES)
+                .await
+                .map_err(reading_failed)?;
+            let excerpt = self.excerpt(&body);
+            return Err(
+                if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    Failure::Transient(format!("HTTP {status}: {excerpt}"))
+                } else {
+                    Failure::Permanent(format!(
+                        "HTTP {status}: {excerpt}; check `url`, `query` and `headers`"
+                    ))
+                },
+            );
         }
-        Ok(body)
+        let announced = response.content_length();
+        let (read, complete) = read_at_most(&mut response, self.config.max_body_bytes)
+            .await
+            .map_err(reading_failed)?;
+        Ok(if complete {
+            Body::Complete(read)
+        } else {
+            Body::TooLarge { read, announced }
+        })
     }
 
     /// One poll with retries: the body, or the error that ended the attempts.
-    async fn fetch(&self) -> Result<String, ConnectorError> {
+    async fn fetch(&self) -> Result<Body, ConnectorError> {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
         loop {
@@ -210,26 +259,49 @@ impl HttpSource {
         }
     }
 
-    /// Splits a body into records; a body that cannot be split is one malformed record.
-    fn split(&mut self, body: String) {
-        let malformed = |reason: String| reason;
-        let parsed: Result<Vec<Value>, String> = match serde_json::from_str::<Value>(&body) {
-            Err(e) => Err(malformed(format!(
+    /// Splits a body into records; a body that cannot be split, or is too large, is one
+    /// malformed record.
+    fn split(&mut self, body: Body) {
+        let body = match body {
+            Body::Complete(body) => body,
+            Body::TooLarge { read, announced } => {
+                let announced = announced
+                    .map(|n| format!(" (Content-Length: {n})"))
+                    .unwrap_or_default();
+                let reason = format!(
+                    "response body exceeds max_body_bytes ({}){announced}: reading stopped after {} bytes; the dead letter keeps the first {OVERSIZED_EXCERPT} and the size and sha256 of what was read",
+                    self.config.max_body_bytes,
+                    read.len()
+                );
+                let mut record = Record::from_value(read);
+                // Cut with room to spare first, so that no configured value is cut in half by the
+                // excerpt and half of it shown.
+                record.keep_excerpt(OVERSIZED_EXCERPT + self.scrubber.longest());
+                record.value = self.scrubber.scrub_bytes(&record.value);
+                record.value.truncate(OVERSIZED_EXCERPT);
+                let position = self.position();
+                self.pending
+                    .push_back(SourceRecord::malformed(record, position, reason));
+                return;
+            }
+        };
+        let parsed: Result<Vec<Value>, String> = match serde_json::from_slice::<Value>(&body) {
+            Err(e) => Err(format!(
                 "response is not JSON ({e}): {}",
-                excerpt(&body)
-            ))),
+                self.excerpt(&body)
+            )),
             Ok(document) if self.config.split_at.is_empty() => Ok(vec![document]),
-            Ok(document) => match document.pointer(&self.config.split_at) {
-                Some(Value::Array(items)) => Ok(items.clone()),
+            Ok(mut document) => match document.pointer_mut(&self.config.split_at) {
+                Some(Value::Array(items)) => Ok(std::mem::take(items)),
                 Some(_) => Err(format!(
                     "`{}` in the response is not an array: {}",
                     self.config.split_at,
-                    excerpt(&body)
+                    self.excerpt(&body)
                 )),
                 None => Err(format!(
                     "the response has no `{}`: {}",
                     self.config.split_at,
-                    excerpt(&body)
+                    self.excerpt(&body)
                 )),
             },
         };
@@ -247,54 +319,77 @@ impl HttpSource {
                 }
             }
             Err(reason) => {
+                // A body the API did not mean as data (an error page) may echo the request:
+                // its dead letter is scrubbed like its excerpt.
                 let position = self.position();
                 self.pending.push_back(SourceRecord::malformed(
-                    Record::from_value(body),
+                    Record::from_value(self.scrubber.scrub_bytes(&body)),
                     position,
                     reason,
                 ));
             }
         }
     }
-}
 
-/// A URL as messages and logs show it: the password and every query value replaced by `***`,
-/// since credentials and API keys often ride there. Text that is not a URL keeps only what
-/// comes before any `?`, without userinfo.
-pub fn redact(url: &str) -> String {
-    const HIDDEN: &str = "***";
-    let Ok(mut parsed) = reqwest::Url::parse(url) else {
-        let without_query = url.split(['?', '#']).next().unwrap_or_default();
-        return match (without_query.find("://"), without_query.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                format!(
-                    "{}{HIDDEN}{}",
-                    &without_query[..scheme + 3],
-                    &without_query[at..]
-                )
-            }
-            _ => without_query.to_owned(),
-        };
-    };
-    if parsed.password().is_some() {
-        // Only fails for URLs that cannot have credentials, which then have no password.
-        let _ = parsed.set_password(Some(HIDDEN));
-    }
-    if parsed.query().is_some() {
-        let names: Vec<String> = parsed
-            .query_pairs()
-            .map(|(name, _)| name.into_owned())
+    /// The start of a body, on one line, with configured values hidden, for messages.
+    fn excerpt(&self, body: &[u8]) -> String {
+        // Scrubbed with room to spare before cutting, so that no value is cut and half shown.
+        let window = EXCERPT_CHARS * 4 + self.scrubber.longest();
+        let head = String::from_utf8_lossy(&body[..body.len().min(window)]);
+        let scrubbed = self.scrubber.scrub(&head);
+        let flat: String = scrubbed
+            .chars()
+            .take(EXCERPT_CHARS)
+            .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
-        let mut pairs = parsed.query_pairs_mut();
-        pairs.clear();
-        for name in &names {
-            pairs.append_pair(name, HIDDEN);
+        if scrubbed.chars().count() > EXCERPT_CHARS || body.len() > window {
+            format!("{flat}…")
+        } else {
+            flat
         }
     }
-    if parsed.fragment().is_some() {
-        parsed.set_fragment(Some(HIDDEN));
+}
+
+/// The values a server may echo back that must not show: header and query values, and the
+/// URL's password and query values.
+fn scrubber_for(config: &HttpSourceConfig) -> Scrubber {
+    let mut values: Vec<String> = config
+        .headers
+        .values()
+        .chain(config.query.values())
+        .map(|v| v.expose().to_owned())
+        .collect();
+    if let Ok(url) = reqwest::Url::parse(config.url.expose()) {
+        values.extend(url.query_pairs().map(|(_, value)| value.into_owned()));
+        if let Some(password) = url.password() {
+            values.push(password.to_owned());
+            // As written in the URL (percent-encoded) and as sent (decoded).
+            if let Ok(decoded) = reqwest::Url::parse(&format!("http://h/?p={password}")) {
+                values.extend(decoded.query_pairs().map(|(_, value)| value.into_owned()));
+            }
+        }
     }
-    parsed.to_string()
+    Scrubber::new(values.iter().map(String::as_str))
+}
+
+/// Reads at most `limit` bytes of a body, chunk by chunk, so that no more than that is ever held:
+/// the bytes, and whether that was the whole body.
+async fn read_at_most(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let announced = response.content_length().unwrap_or(0);
+    // Reserved up front when the size is announced, so the buffer does not double past the limit.
+    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(limit).min(limit));
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, false));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, true))
 }
 
 /// A reqwest error without its URL, which carries the query (`query` from the config included)
@@ -309,20 +404,6 @@ fn describe(error: reqwest::Error) -> String {
         cause = inner.source();
     }
     message
-}
-
-/// The start of a body, on one line, for messages.
-fn excerpt(body: &str) -> String {
-    let flat: String = body
-        .chars()
-        .take(EXCERPT_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if body.chars().count() > EXCERPT_CHARS {
-        format!("{flat}…")
-    } else {
-        flat
-    }
 }
 
 #[async_trait]
@@ -341,7 +422,9 @@ impl Source for HttpSource {
                 tokio::time::sleep_until(self.next_poll.min(now + IDLE)).await;
                 return Ok(Some(Vec::new()));
             }
-            self.next_poll = now + Duration::from_millis(self.config.interval_ms);
+            // `interval_ms` is range-checked at load; the fallback only keeps this from panicking.
+            let interval = Duration::from_millis(self.config.interval_ms.min(MAX_DURATION_MS));
+            self.next_poll = now.checked_add(interval).unwrap_or(now + IDLE);
             let body = self.fetch().await?;
             self.split(body);
         }
@@ -369,15 +452,20 @@ mod tests {
             retries: 0,
             split_at: split_at.into(),
             count: Some(3),
+            max_body_bytes: 1 << 20,
         })
         .unwrap()
+    }
+
+    fn complete(body: &str) -> Body {
+        Body::Complete(body.as_bytes().to_vec())
     }
 
     #[test]
     fn splits_at_the_pointer_up_to_count() {
         let mut http = source("/results");
-        http.split(r#"{"results":[{"a":1},{"a":2}]}"#.into());
-        http.split(r#"{"results":[{"a":3},{"a":4}]}"#.into());
+        http.split(complete(r#"{"results":[{"a":1},{"a":2}]}"#));
+        http.split(complete(r#"{"results":[{"a":3},{"a":4}]}"#));
         let values: Vec<String> = http
             .pending
             .iter()
@@ -390,8 +478,8 @@ mod tests {
     #[test]
     fn malformed_bodies_become_malformed_records_with_an_excerpt() {
         let mut http = source("/results");
-        http.split("<html>Service Unavailable</html>".into());
-        http.split(r#"{"error":"quota"}"#.into());
+        http.split(complete("<html>Service Unavailable</html>"));
+        http.split(complete(r#"{"error":"quota"}"#));
         let reasons: Vec<&str> = http
             .pending
             .iter()
@@ -415,6 +503,9 @@ mod tests {
         config.url = "ftp://x".into();
         assert_eq!(config.validate().unwrap_err().0, "url");
         config.url = "http://x".into();
+        config.max_body_bytes = 0;
+        assert_eq!(config.validate().unwrap_err().0, "max_body_bytes");
+        config.max_body_bytes = 1;
         config.split_at = "results".into();
         assert_eq!(config.validate().unwrap_err().0, "split_at");
     }
@@ -448,7 +539,7 @@ mod tests {
 
     fn source_at(url: String, retries: u32) -> HttpSource {
         let mut config = source("/results").config;
-        config.url = url;
+        config.url = url.into();
         config.retries = retries;
         HttpSource::new(&config).unwrap()
     }
@@ -482,25 +573,12 @@ mod tests {
         assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
-    #[test]
-    fn urls_in_messages_hide_passwords_and_query_values() {
-        assert_eq!(
-            redact("https://user:hunter2@example.com/api?results=50&token=s3cret#frag"),
-            "https://user:***@example.com/api?results=***&token=***#***"
-        );
-        assert_eq!(redact("http://example.com/api/"), "http://example.com/api/");
-        assert_eq!(
-            redact("not a url://user:hunter2@host/x?token=s3cret"),
-            "not a url://***@host/x"
-        );
-    }
-
     /// Every message and name a source shows for a failing server, with a canary in the
     /// password, the URL's query and the configured query.
     async fn messages_of(url: &str) -> Vec<String> {
         let mut config = source("/results").config;
-        config.url = url.to_owned();
-        config.query = BTreeMap::from([("key".to_owned(), "canary-query-b7".to_owned())]);
+        config.url = url.into();
+        config.query = BTreeMap::from([("key".to_owned(), "canary-query-b7".into())]);
         config.retries = 1;
         let mut http = HttpSource::new(&config).unwrap();
         let error = http.poll_batch(10, Duration::ZERO).await.unwrap_err();
@@ -525,6 +603,94 @@ mod tests {
                 assert!(!message.contains("canary"), "{url}: {message}");
             }
         }
+    }
+
+    /// Answers every request with `status` and a body that echoes the request's headers and
+    /// query, as some APIs' error pages do.
+    async fn serve_echo(status: u16) -> String {
+        let handler =
+            move |headers: axum::http::HeaderMap,
+                  axum::extract::RawQuery(query): axum::extract::RawQuery| async move {
+                let mut body = format!(
+                    "bad request; query was {}; headers:",
+                    query.unwrap_or_default()
+                );
+                for (name, value) in &headers {
+                    body.push_str(&format!(" {name}: {}", value.to_str().unwrap_or("?")));
+                }
+                (axum::http::StatusCode::from_u16(status).unwrap(), body)
+            };
+        let router = axum::Router::new().route("/api", axum::routing::get(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        url
+    }
+
+    fn echoed_source(url: &str) -> HttpSource {
+        let mut config = source("/results").config;
+        config.url = format!("{url}?api_key=canary-url-key-5a").into();
+        config.query = BTreeMap::from([("token".to_owned(), "canary query 5a/+".into())]);
+        config.headers =
+            BTreeMap::from([("Authorization".to_owned(), "Bearer canary-header-5a".into())]);
+        HttpSource::new(&config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_client_error_echoing_the_request_shows_no_configured_value() {
+        let url = serve_echo(401).await;
+        let mut http = echoed_source(&url);
+        let error = http.poll_batch(10, Duration::ZERO).await.unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("HTTP 401") && message.contains("authorization: ***"),
+            "{message}"
+        );
+        assert!(!message.contains("canary"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_body_echoing_the_request_is_scrubbed_in_its_dead_letter() {
+        let url = serve_echo(200).await;
+        let mut http = echoed_source(&url);
+        let records = http.poll_batch(10, Duration::ZERO).await.unwrap().unwrap();
+        let reason = records[0].malformed.as_deref().unwrap();
+        let value = String::from_utf8_lossy(&records[0].record.value);
+        assert!(value.contains("authorization: ***"), "{value}");
+        for text in [reason, &value] {
+            assert!(!text.contains("canary"), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_read_no_further_and_dead_lettered_with_its_digest() {
+        const LIMIT: usize = 256 * 1024;
+        let body: &'static str = Box::leak("x".repeat(LIMIT * 4).into_boxed_str());
+        let (url, _) = serve(vec![(200, body)]).await;
+        let mut config = source("/results").config;
+        config.url = url.into();
+        config.max_body_bytes = LIMIT;
+        let mut http = HttpSource::new(&config).unwrap();
+        let records = http.poll_batch(10, Duration::ZERO).await.unwrap().unwrap();
+        assert_eq!(records.len(), 1);
+        let reason = records[0].malformed.as_deref().unwrap();
+        assert!(
+            reason.contains("exceeds max_body_bytes (262144)"),
+            "{reason}"
+        );
+        let record = &records[0].record;
+        assert_eq!(record.value.len(), OVERSIZED_EXCERPT);
+        assert_eq!(
+            record.header_str(crate::record::headers::RECORD_BYTES),
+            Some(LIMIT.to_string().as_str())
+        );
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            &body.as_bytes()[..LIMIT],
+        ));
+        assert_eq!(
+            record.header_str(crate::record::headers::RECORD_SHA256),
+            Some(digest.as_str())
+        );
     }
 
     #[tokio::test]

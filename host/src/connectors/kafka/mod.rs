@@ -16,11 +16,14 @@ pub use sink::{Compression, KafkaSink, KafkaSinkConfig};
 pub use source::{KafkaSource, KafkaSourceConfig, OffsetReset};
 
 /// A client config with the brokers and the user's extra librdkafka properties.
-fn client_config(brokers: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
+fn client_config(
+    brokers: &str,
+    properties: &BTreeMap<String, crate::config::Secret>,
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     for (key, value) in properties {
-        config.set(key, value);
+        config.set(key, value.expose());
     }
     config
 }

@@ -58,9 +58,10 @@ pub struct KafkaSinkConfig {
     /// Longest a delivery may take before the batch is retried, in milliseconds.
     #[serde(default = "default_delivery_timeout_ms")]
     pub delivery_timeout_ms: u64,
-    /// Extra librdkafka producer properties.
+    /// Extra librdkafka producer properties. Every value is a secret (`sasl.password`,
+    /// `ssl.key.pem` and others carry credentials), so none is ever printed.
     #[serde(default)]
-    pub properties: BTreeMap<String, String>,
+    pub properties: BTreeMap<String, crate::config::Secret>,
 }
 
 fn default_delivery_timeout_ms() -> u64 {

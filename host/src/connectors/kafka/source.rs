@@ -51,9 +51,10 @@ pub struct KafkaSourceConfig {
     /// re-delivered to the partition's next owner.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
-    /// Extra librdkafka consumer properties.
+    /// Extra librdkafka consumer properties. Every value is a secret (`sasl.password`,
+    /// `ssl.key.pem` and others carry credentials), so none is ever printed.
     #[serde(default)]
-    pub properties: BTreeMap<String, String>,
+    pub properties: BTreeMap<String, crate::config::Secret>,
 }
 
 fn default_drain_timeout_ms() -> u64 {

@@ -10,6 +10,7 @@ use tokio_postgres::Client;
 
 use super::client::{classify, connect};
 use super::{channel_for, quoted_table};
+use crate::config::Secret;
 use crate::connectors::fields::{pointer, text_at};
 use crate::connectors::{ConfigProblem, ConnectorError, Rejected, Sink};
 use crate::record::{Record, headers};
@@ -18,8 +19,9 @@ use crate::record::{Record, headers};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSinkConfig {
-    /// Connection URL, e.g. `postgres://weir:${PG_PASSWORD}@127.0.0.1:5432/weir`.
-    pub url: String,
+    /// Connection URL, e.g. `postgres://weir:${PG_PASSWORD}@127.0.0.1:5432/weir`, or
+    /// a key/value string (`host=... password=...`); never shown unredacted.
+    pub url: Secret,
     /// The landing table (`table` or `schema.table`).
     pub table: String,
     /// Dotted path of the JSON field that is the idempotency key (e.g. `login.uuid`); by default

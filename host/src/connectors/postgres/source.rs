@@ -9,12 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_postgres::Client;
 
 use super::client::{classify, connect};
 use super::{channel_for, is_identifier, quoted_table};
+use crate::config::Secret;
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
 use crate::record::{Record, SourcePosition, SourceRecord};
 
@@ -22,8 +24,9 @@ use crate::record::{Record, SourcePosition, SourceRecord};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSourceConfig {
-    /// Connection URL.
-    pub url: String,
+    /// Connection URL (`postgres://user:${PG_PASSWORD}@host/db`) or key/value string
+    /// (`host=... password=...`); never shown unredacted.
+    pub url: Secret,
     /// The table to tail (`table` or `schema.table`).
     pub table: String,
     /// The monotonic bigint column that orders rows.
@@ -93,8 +96,8 @@ pub struct PostgresSource {
     name: String,
     query: String,
     client: Option<Client>,
-    notifications: mpsc::UnboundedReceiver<String>,
-    notifications_tx: mpsc::UnboundedSender<String>,
+    /// Woken by NOTIFY; however many arrive, at most one wake-up is pending.
+    notifications: Arc<Notify>,
     /// The highest id handed out; the committed position may lag behind it.
     cursor: i64,
     stream: Arc<str>,
@@ -122,14 +125,12 @@ impl PostgresSource {
             id = config.id_column,
             value = config.value_column,
         );
-        let (notifications_tx, notifications) = mpsc::unbounded_channel();
         let mut source = PostgresSource {
             config: config.clone(),
             name,
             query,
             client: None,
-            notifications,
-            notifications_tx,
+            notifications: Arc::new(Notify::new()),
             cursor: 0,
             stream: Arc::from(config.table.as_str()),
         };
@@ -143,7 +144,7 @@ impl PostgresSource {
             let client = connect(
                 &self.name,
                 &self.config.url,
-                Some(self.notifications_tx.clone()),
+                Some(Arc::clone(&self.notifications)),
             )
             .await?;
             let channel = self
@@ -224,6 +225,9 @@ impl Source for PostgresSource {
         max: usize,
         linger: Duration,
     ) -> Result<Option<Vec<SourceRecord>>, ConnectorError> {
+        // The fetch below sees every insert announced so far, so the wake-up they left is spent
+        // now, on every poll, not only on an empty one.
+        let _ = self.notifications.notified().now_or_never();
         let batch = self.fetch(max).await?;
         if !batch.is_empty() {
             return Ok(Some(batch));
@@ -232,9 +236,7 @@ impl Source for PostgresSource {
         // empty-handed after that so the pipeline can commit acknowledged positions meanwhile.
         let wait = Duration::from_millis(self.config.poll_interval_ms).max(linger);
         tokio::select! {
-            _ = self.notifications.recv() => {
-                while self.notifications.try_recv().is_ok() {}
-            }
+            _ = self.notifications.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
         Ok(Some(self.fetch(max).await?))
