@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::support::{read_json_lines, wait_for, weir};
+use crate::support::{postgres_url, read_json_lines, unique, wait_for, weir};
 
 /// The hostile inputs: far above every limit, so holding one whole shows in the peak.
 const HOSTILE_BYTES: usize = 200 << 20;
@@ -249,4 +249,171 @@ async fn a_100_mib_line_is_never_held_and_is_dead_lettered_with_its_digest() {
     eprintln!(
         "peak resident set with a 100 MiB line: {peak_before_newline} KiB before its newline, {peak} KiB after"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notify_flood_while_the_pipeline_is_blocked_holds_no_memory() {
+    // The source tails `source` and listens on a channel of the longest name PostgreSQL allows;
+    // its sink writes into `landing`, which the test keeps locked, so the pipeline blocks and the
+    // source stops polling. Then a million notifications arrive on the channel.
+    const NOTIFICATIONS: u64 = 1_000_000;
+    let url = postgres_url();
+    let (source, landing) = (unique("flood_source"), unique("flood_landing"));
+    let channel = format!("{:_<63}", unique("flood"));
+    let client = connect(&url).await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE \"{source}\" (id BIGSERIAL PRIMARY KEY, key TEXT, value JSONB NOT NULL);
+             INSERT INTO \"{source}\" (key, value) SELECT g::text, jsonb_build_object('n', g) FROM generate_series(1, 50) g;
+             CREATE TABLE \"{landing}\" (id BIGSERIAL PRIMARY KEY, key TEXT NOT NULL UNIQUE, value JSONB NOT NULL, ingested_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+        ))
+        .await
+        .unwrap();
+    let mut locker = connect(&url).await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute(&format!(
+        "LOCK TABLE \"{landing}\" IN ACCESS EXCLUSIVE MODE"
+    ))
+    .await
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!(
+            "[[pipeline]]\nname = \"flood\"\nsource = {{ type = \"postgres\", url = \"{url}\", table = \"{source}\", consumer = \"{source}\", channel = \"{channel}\" }}\nsink = {{ type = \"postgres\", url = \"{url}\", table = \"{landing}\", create_table = false }}\ndead_letter = {{ type = \"file\", path = \"dlq.jsonl\" }}\nbatch = {{ size = 1, max_in_flight = 1 }}\n"
+        ),
+    )
+    .unwrap();
+    let weir = WeirChild::start(dir.path());
+    // Blocked: the sink's INSERT waits for the lock.
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO \"{landing}\"%'"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let row = client.query_one(&waiting, &[]).await.unwrap();
+        if row.get::<_, i64>(0) > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sink never blocked:\n{}",
+            weir.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The source's connection, by the port of its end.
+    let port: i32 = client
+        .query_one(
+            &format!(
+                "SELECT client_port FROM pg_stat_activity WHERE query LIKE '%FROM \"{source}\"%' AND query NOT LIKE '%pg_stat_activity%'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let peak_before = weir.peak_kib();
+    // Distinct payloads, so that PostgreSQL folds none of them together.
+    client
+        .execute(
+            "SELECT count(pg_notify($1, g::text)) FROM generate_series(1, $2::bigint) g",
+            &[&channel, &(NOTIFICATIONS as i64)],
+        )
+        .await
+        .unwrap();
+    // Delivered: the queue is empty (every listener, the source's server process included, took
+    // its notifications and wrote them out), and nothing is left on the way to weir or unread.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let usage: f64 = client
+            .query_one("SELECT pg_notification_queue_usage()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if usage == 0.0 && loopback_queues(port as u16) == (0, 0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the notifications were never delivered (queue usage {usage}):\n{}",
+            weir.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grown = weir.peak_kib().saturating_sub(peak_before);
+
+    // Unblocked, the pipeline lands every row: the flood cost it nothing.
+    lock.rollback().await.unwrap();
+    let landed = format!("SELECT count(*) FROM \"{landing}\"");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while client
+        .query_one(&landed, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        < 50
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rows never landed:\n{}",
+            weir.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(weir);
+    client
+        .batch_execute(&format!(
+            "DROP TABLE \"{source}\"; DROP TABLE \"{landing}\"; DELETE FROM weir_offsets WHERE consumer = '{source}'"
+        ))
+        .await
+        .unwrap();
+    eprintln!("peak resident set grew by {grown} KiB over {NOTIFICATIONS} notifications");
+    // Queued one by one, the notifications would take about 100 MiB.
+    assert!(
+        grown < 24 << 10,
+        "weir's peak resident set grew by {grown} KiB over {NOTIFICATIONS} notifications"
+    );
+}
+
+/// For the loopback connection from local port `port` to PostgreSQL (5432): the bytes the server
+/// has yet to send, and the bytes the client has yet to read, from /proc/net/tcp.
+fn loopback_queues(port: u16) -> (u64, u64) {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let (mut unsent, mut unread) = (0, 0);
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port_of = |address: &str| {
+            address
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+        };
+        let (Some(local), Some(remote)) = (port_of(fields[1]), port_of(fields[2])) else {
+            continue;
+        };
+        let Some((tx, rx)) = fields[4].split_once(':') else {
+            continue;
+        };
+        let (tx, rx) = (
+            u64::from_str_radix(tx, 16).unwrap_or(0),
+            u64::from_str_radix(rx, 16).unwrap_or(0),
+        );
+        if local == 5432 && remote == port {
+            unsent += tx;
+        }
+        if local == port && remote == 5432 {
+            unread += rx;
+        }
+    }
+    (unsent, unread)
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
 }
