@@ -36,7 +36,9 @@ async fn every_poison_record_is_dead_lettered_exactly_once_and_the_rest_arrive()
         } else if n % 2_000 == 999 {
             user["padding"] = "x".repeat(2 << 20).into();
             lines.push(user.to_string());
-            injected.insert(n + 1, "exceeds limits.max_record_bytes");
+            // The file source reads lines up to `limits.max_record_bytes` and dead-letters a
+            // longer one without holding it.
+            injected.insert(n + 1, "more than max_line_bytes (1048576)");
         } else {
             valid_ids.push(user["login"]["uuid"].as_str().unwrap().to_owned());
             lines.push(user.to_string());
@@ -100,7 +102,7 @@ async fn every_poison_record_is_dead_lettered_exactly_once_and_the_rest_arrive()
     for (line, expected) in &injected {
         let reason = &entries[line]["weir.error"];
         assert!(reason.contains(expected), "line {line}: {reason}");
-        if expected.contains("max_record_bytes") {
+        if expected.contains("max_line_bytes") {
             let size: usize = entries[line]["weir.record.bytes"].parse().unwrap();
             assert!(size > 2 << 20, "the full size is kept: {size}");
             assert_eq!(entries[line]["weir.record.sha256"].len(), 64);
