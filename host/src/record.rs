@@ -1,9 +1,11 @@
 //! The host's view of records: the WIT record type (so batches cross into plugins without a
-//! copy) plus where each one came from, which is what commits and dead letters need.
+//! copy) plus where each one came from, which is what commits and dead letters need, and what a
+//! failed record carries to its dead letter.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::runtime::RecordError;
 pub use crate::runtime::{Header, Record};
 
 /// Names of the headers the host sets. Users match on these downstream, so they are stable.
@@ -97,6 +99,63 @@ impl SourceRecord {
             position,
             malformed: Some(reason.into()),
         }
+    }
+}
+
+/// Where a record failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailedAt {
+    /// The source could not decode it.
+    Source,
+    /// A plugin failed it: its name and version.
+    Plugin {
+        /// The plugin's name.
+        name: String,
+        /// The plugin's version.
+        version: String,
+    },
+    /// The sink refused its content.
+    Sink,
+}
+
+/// A record that failed, with everything a dead-letter entry needs.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The record as the failing stage received it.
+    pub record: Record,
+    /// Where its input came from.
+    pub position: SourcePosition,
+    /// Why it failed.
+    pub error: RecordError,
+    /// Which stage failed it.
+    pub at: FailedAt,
+}
+
+impl Failure {
+    /// The dead-letter entry: the record with the reason, the failing stage (plugin and version)
+    /// and the source coordinates in headers.
+    pub fn into_dead_letter(self, pipeline: &str) -> Record {
+        let mut record = self.record;
+        record.set_header(headers::ERROR, self.error.message);
+        record.set_header(headers::ERROR_KIND, self.error.kind.as_str());
+        let stage = match self.at {
+            FailedAt::Source => "source",
+            FailedAt::Sink => "sink",
+            FailedAt::Plugin { name, version } => {
+                record.set_header(headers::PLUGIN, name);
+                record.set_header(headers::PLUGIN_VERSION, version);
+                "plugin"
+            }
+        };
+        record.set_header(headers::STAGE, stage);
+        record.set_header(headers::PIPELINE, pipeline);
+        record.set_header(headers::SOURCE_STREAM, self.position.stream.as_bytes());
+        record.set_header(
+            headers::SOURCE_PARTITION,
+            self.position.partition.to_string(),
+        );
+        record.set_header(headers::SOURCE_OFFSET, self.position.offset.to_string());
+        record
     }
 }
 

@@ -11,8 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::connectors::{SinkConfig, SourceConfig};
-use crate::registry::Capability;
-use crate::runtime::{Grants, PluginLimits};
+use crate::runtime::{Capability, Grants, PluginLimits, StepRequest};
 
 pub use env::substitute_env;
 pub use secret::{HIDDEN, Scrubber, Secret, is_sensitive_key, redact};
@@ -91,11 +90,14 @@ pub struct PipelineConfig {
     pub workers: Workers,
 }
 
+/// Workers a pipeline starts at most in `per-partition` mode; further partitions share them.
+pub const MAX_WORKERS: usize = 64;
+
 /// How many transform workers a pipeline runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Workers {
-    /// One per source partition, started as partitions appear, up to
-    /// [`crate::pipeline::MAX_WORKERS`]; further partitions share them.
+    /// One per source partition, started as partitions appear, up to [`MAX_WORKERS`];
+    /// further partitions share them.
     #[default]
     PerPartition,
     /// Exactly this many, sharing the partitions.
@@ -167,6 +169,15 @@ impl std::fmt::Debug for TransformConfig {
 }
 
 impl TransformConfig {
+    /// What this entry asks of a plugin instance, under the pipeline's `limits`.
+    pub fn request(&self, limits: PluginLimits) -> StepRequest<'_> {
+        StepRequest {
+            config: self.config.as_ref(),
+            allow: &self.allow,
+            limits,
+        }
+    }
+
     /// The config as the JSON text `init` receives (`{}` when none).
     pub fn config_json(&self) -> String {
         match &self.config {
@@ -366,7 +377,7 @@ impl PipelineFile {
                 }
             }
             if let Workers::Fixed(count) = pipeline.workers
-                && !(1..=crate::pipeline::MAX_WORKERS).contains(&count)
+                && !(1..=MAX_WORKERS).contains(&count)
             {
                 return Err(invalid(at("workers"), "must be between 1 and 64".into()));
             }

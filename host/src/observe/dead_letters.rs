@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::pipeline::{FailedAt, Failure};
+use crate::record::{FailedAt, Failure};
 
 /// How many dead letters a pipeline remembers.
 pub const RECENT_LIMIT: usize = 20;

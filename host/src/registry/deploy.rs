@@ -12,7 +12,6 @@ use super::manifest::Manifest;
 use super::slots::{PluginSlots, PluginVersion};
 use super::{PluginRegistry, RegistryError};
 use crate::config::{PipelineFile, TransformConfig};
-use crate::pipeline::instantiate_step;
 use crate::runtime::{LoadedPlugin, PluginLimits, PluginRuntime};
 
 /// One use of a plugin by a pipeline: what its `init` is validated against.
@@ -149,12 +148,12 @@ impl Deployer {
         let plugin = LoadedPlugin::from_bytes(&self.runtime, name, &bytes)?;
         let version = PluginVersion { plugin, manifest };
         for plugin_use in self.uses.get(name).into_iter().flatten() {
-            instantiate_step(&version, &plugin_use.transform, plugin_use.limits).map_err(
-                |source| RegistryError::Rejected {
+            version
+                .instantiate(plugin_use.transform.request(plugin_use.limits))
+                .map_err(|source| RegistryError::Rejected {
                     pipeline: plugin_use.pipeline.clone(),
                     source,
-                },
-            )?;
+                })?;
         }
         Ok(Some(version))
     }

@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::SystemTime;
 
-use super::manifest::Manifest;
-use crate::runtime::LoadedPlugin;
+use super::manifest::{Capability, Manifest};
+use crate::runtime::{
+    Grants, Instantiation, LiveSlot, LiveSlots, LoadedPlugin, PluginError, PluginInstance,
+    PluginLimits, StepRequest,
+};
 
 /// One deployable version of a plugin: the compiled component and the manifest beside it.
 #[derive(Debug, Clone)]
@@ -26,6 +29,30 @@ impl PluginVersion {
             plugin,
             manifest: Arc::default(),
         }
+    }
+
+    /// An instance configured and granted as a pipeline's transform entry asks. A capability
+    /// the manifest asks for and the pipeline does not allow is refused.
+    pub fn instantiate(&self, request: StepRequest<'_>) -> Result<PluginInstance, PluginError> {
+        let name = self.plugin.name();
+        if let Some(missing) = self.manifest.missing_grant(request.allow) {
+            return Err(PluginError::Init {
+                name: name.to_owned(),
+                reason: format!(
+                    "its manifest asks for the `{missing}` capability, which the pipeline does not allow; add `allow = [\"{missing}\"]` to its transform entry if you trust the plugin"
+                ),
+            });
+        }
+        let granted = |capability| self.manifest.capabilities.contains(&capability);
+        let limits = PluginLimits {
+            grants: Grants {
+                clock: granted(Capability::Clock),
+                random: granted(Capability::Random),
+            },
+            ..request.limits
+        };
+        let config = self.manifest.merged_config(request.config);
+        self.plugin.instantiate(&config, limits)
     }
 }
 
@@ -390,6 +417,35 @@ impl PluginSlot {
             last_rollback: state.last_rollback.clone(),
             last_rejection: None,
         }
+    }
+}
+
+impl LiveSlot for PluginSlot {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn generation(&self) -> u64 {
+        PluginSlot::generation(self)
+    }
+
+    fn instantiate(&self, request: StepRequest<'_>) -> Instantiation {
+        let (generation, version) = self.current();
+        Instantiation {
+            generation,
+            version: version.plugin.version().to_owned(),
+            instance: version.instantiate(request),
+        }
+    }
+
+    fn report(&self, generation: u64, failures: &mut dyn Iterator<Item = bool>) {
+        PluginSlot::report(self, generation, failures);
+    }
+}
+
+impl LiveSlots for PluginSlots {
+    fn live(&self, name: &str) -> Option<Arc<dyn LiveSlot>> {
+        self.get(name).map(|slot| slot as Arc<dyn LiveSlot>)
     }
 }
 

@@ -7,7 +7,9 @@ mod cache;
 mod engine;
 mod error;
 mod instance;
+mod limits;
 mod plugin;
+mod slot;
 mod state;
 mod stderr;
 
@@ -16,5 +18,7 @@ pub use cache::{CacheOutcome, CompiledCache};
 pub use engine::{EPOCH_TICK, PluginRuntime};
 pub use error::{PluginError, RecordError, RecordErrorKind};
 pub use instance::PluginInstance;
+pub use limits::Capability;
 pub use plugin::{Grants, LoadedPlugin, PluginLimits};
+pub use slot::{Instantiation, LiveSlot, LiveSlots, StepRequest};
 pub use state::PluginCounters;

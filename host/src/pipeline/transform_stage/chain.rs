@@ -6,82 +6,15 @@ use std::time::{Duration, Instant};
 
 use crate::config::TransformConfig;
 use crate::observe::{PluginStepStats, TapPoint};
-use crate::record::{Record, SourcePosition, headers};
-use crate::registry::{Capability, PluginSlot, PluginVersion};
-use crate::runtime::{Grants, PluginError, PluginInstance, PluginLimits, RecordError};
-
-/// Where a record failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FailedAt {
-    /// The source could not decode it.
-    Source,
-    /// A plugin failed it: its name and version.
-    Plugin {
-        /// The plugin's name.
-        name: String,
-        /// The plugin's version.
-        version: String,
-    },
-    /// The sink refused its content.
-    Sink,
-}
-
-/// A record that failed, with everything a dead-letter entry needs.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    /// The record as the failing stage received it.
-    pub record: Record,
-    /// Where its input came from.
-    pub position: SourcePosition,
-    /// Why it failed.
-    pub error: RecordError,
-    /// Which stage failed it.
-    pub at: FailedAt,
-}
-
-impl Failure {
-    /// The dead-letter entry: the record with the reason, the failing stage (plugin and version)
-    /// and the source coordinates in headers.
-    pub fn into_dead_letter(self, pipeline: &str) -> Record {
-        let mut record = self.record;
-        record.set_header(headers::ERROR, self.error.message);
-        record.set_header(headers::ERROR_KIND, self.error.kind.as_str());
-        let stage = match self.at {
-            FailedAt::Source => "source",
-            FailedAt::Sink => "sink",
-            FailedAt::Plugin { name, version } => {
-                record.set_header(headers::PLUGIN, name);
-                record.set_header(headers::PLUGIN_VERSION, version);
-                "plugin"
-            }
-        };
-        record.set_header(headers::STAGE, stage);
-        record.set_header(headers::PIPELINE, pipeline);
-        record.set_header(headers::SOURCE_STREAM, self.position.stream.as_bytes());
-        record.set_header(
-            headers::SOURCE_PARTITION,
-            self.position.partition.to_string(),
-        );
-        record.set_header(headers::SOURCE_OFFSET, self.position.offset.to_string());
-        record
-    }
-}
-
-/// What one batch became.
-#[derive(Debug, Default)]
-pub struct ChainOutput {
-    /// Records for the sink, in input order.
-    pub outputs: Vec<Record>,
-    /// For each output, the source position of the input it came from.
-    pub positions: Vec<SourcePosition>,
-    /// Records for the dead-letter destination.
-    pub failures: Vec<Failure>,
-}
+use crate::pipeline::batch::ChainOutput;
+use crate::pipeline::stats::PipelineStats;
+use crate::record::{FailedAt, Failure, Record, SourcePosition, headers};
+use crate::runtime::{LiveSlot, PluginError, PluginInstance, PluginLimits};
 
 /// One plugin of a worker's chain: its live slot, its entry in the pipeline file, and the
 /// instance of the version it last saw.
 pub struct ChainStep {
-    slot: Arc<PluginSlot>,
+    slot: Arc<dyn LiveSlot>,
     transform: TransformConfig,
     limits: PluginLimits,
     /// The generation of the version `instance` runs, which the slot may have moved past.
@@ -95,13 +28,22 @@ pub struct ChainStep {
 
 impl ChainStep {
     /// Instantiates the slot's active version for `transform`.
-    pub fn new(
-        slot: Arc<PluginSlot>,
+    pub fn new<S: LiveSlot + 'static>(
+        slot: Arc<S>,
         transform: TransformConfig,
         limits: PluginLimits,
     ) -> Result<Self, PluginError> {
-        let (generation, version) = slot.current();
-        let instance = instantiate_step(&version, &transform, limits)?;
+        Self::from_live(slot, transform, limits)
+    }
+
+    /// [`ChainStep::new`] over a slot already behind the trait.
+    pub fn from_live(
+        slot: Arc<dyn LiveSlot>,
+        transform: TransformConfig,
+        limits: PluginLimits,
+    ) -> Result<Self, PluginError> {
+        let attempt = slot.instantiate(transform.request(limits));
+        let (generation, instance) = (attempt.generation, attempt.instance?);
         Ok(ChainStep {
             version_header: format!("{}{}", headers::VERSION_PREFIX, slot.name()),
             // Unobserved until the chain joins a pipeline (`TransformChain::observe_into`).
@@ -131,19 +73,24 @@ impl ChainStep {
         {
             return;
         }
-        let (generation, version) = self.slot.current();
-        let plugin = &version.plugin;
+        let attempt = self.slot.instantiate(self.transform.request(self.limits));
+        let plugin = self.slot.name();
         let from = self.instance.plugin().version().to_owned();
-        match instantiate_step(&version, &self.transform, self.limits) {
+        match attempt.instance {
             Ok(instance) => {
-                tracing::info!(plugin = %plugin.name(), from, to = plugin.version(), "Switched plugin version between batches.");
+                tracing::info!(
+                    plugin,
+                    from,
+                    to = attempt.version,
+                    "Switched plugin version between batches."
+                );
                 self.instance = instance;
-                self.generation = generation;
+                self.generation = attempt.generation;
                 self.failed_swap = FailedSwap::default();
             }
             Err(error) => {
-                if self.failed_swap.failed(generation, Instant::now()) {
-                    tracing::error!(plugin = %plugin.name(), version = plugin.version(), running = from, %error, "Cannot instantiate the new version; keeping the running one and retrying every {:?}.", SWAP_RETRY);
+                if self.failed_swap.failed(attempt.generation, Instant::now()) {
+                    tracing::error!(plugin, version = attempt.version, running = from, %error, "Cannot instantiate the new version; keeping the running one and retrying every {:?}.", SWAP_RETRY);
                 }
             }
         }
@@ -178,34 +125,6 @@ impl FailedSwap {
     }
 }
 
-/// An instance of `version` configured and granted as `transform` says. A capability the
-/// manifest asks for and the pipeline does not allow is refused.
-pub fn instantiate_step(
-    version: &PluginVersion,
-    transform: &TransformConfig,
-    limits: PluginLimits,
-) -> Result<PluginInstance, PluginError> {
-    let name = version.plugin.name();
-    if let Some(missing) = version.manifest.missing_grant(&transform.allow) {
-        return Err(PluginError::Init {
-            name: name.to_owned(),
-            reason: format!(
-                "its manifest asks for the `{missing}` capability, which the pipeline does not allow; add `allow = [\"{missing}\"]` to its transform entry if you trust the plugin"
-            ),
-        });
-    }
-    let granted = |capability| version.manifest.capabilities.contains(&capability);
-    let limits = PluginLimits {
-        grants: Grants {
-            clock: granted(Capability::Clock),
-            random: granted(Capability::Random),
-        },
-        ..limits
-    };
-    let config = version.manifest.merged_config(transform.config.as_ref());
-    version.plugin.instantiate(&config, limits)
-}
-
 /// The plugins, configs, limits and observers of a chain, from which workers' chains are built
 /// (each with instances of the plugins' active versions).
 #[derive(Clone)]
@@ -215,7 +134,7 @@ pub struct ChainBlueprint {
 
 #[derive(Clone)]
 struct StepBlueprint {
-    slot: Arc<PluginSlot>,
+    slot: Arc<dyn LiveSlot>,
     transform: TransformConfig,
     limits: PluginLimits,
     stats: Arc<PluginStepStats>,
@@ -229,8 +148,11 @@ impl ChainBlueprint {
         self.steps
             .iter()
             .map(|step| {
-                let mut built =
-                    ChainStep::new(Arc::clone(&step.slot), step.transform.clone(), step.limits)?;
+                let mut built = ChainStep::from_live(
+                    Arc::clone(&step.slot),
+                    step.transform.clone(),
+                    step.limits,
+                )?;
                 built.stats = Arc::clone(&step.stats);
                 built.tap = Arc::clone(&step.tap);
                 Ok(built)
@@ -281,7 +203,7 @@ impl TransformChain {
 
     /// Counts each step's records and call latency into `stats`, and offers its outputs to the
     /// pipeline's tap of the plugin's stage. Forks made afterwards share them.
-    pub fn observe_into(&mut self, stats: &super::PipelineStats) {
+    pub fn observe_into(&mut self, stats: &PipelineStats) {
         for step in &mut self.steps {
             step.stats = stats.plugin(step.slot.name());
             step.tap = stats.taps().point(step.slot.name());
@@ -306,7 +228,7 @@ impl TransformChain {
             let results = step.instance.transform(&records);
             let took = called.elapsed();
             step.slot
-                .report(step.generation, results.iter().map(Result::is_err));
+                .report(step.generation, &mut results.iter().map(Result::is_err));
             let version = step.instance.plugin().version().to_owned();
             let mut failed = 0u64;
             let seen = records.len() as u64;

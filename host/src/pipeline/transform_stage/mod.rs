@@ -1,7 +1,9 @@
-//! The transform workers of a pipeline. Each source partition is bound to one worker for the
-//! pipeline's life, so its records stay in order. By default a worker starts for each partition
-//! when its first records arrive (for Kafka, one per assigned partition); a pipeline may instead
-//! fix their number, and then partitions share them.
+//! The transform stage: workers that run a batch through the plugin chain. Each source
+//! partition is bound to one worker for the pipeline's life, so its records stay in order. By
+//! default a worker starts for each partition when its first records arrive (for Kafka, one per
+//! assigned partition); a pipeline may instead fix their number, and then partitions share them.
+
+mod chain;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -9,16 +11,15 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::chain::{ChainBlueprint, TransformChain};
-use super::{Batch, PipelineStats, Processed, spawn_transform_stage};
-use crate::config::Workers;
+pub use chain::{ChainBlueprint, ChainStep, TransformChain};
+
+use crate::config::{MAX_WORKERS, Workers};
+use crate::pipeline::batch::{Batch, Processed, ToTransform};
+use crate::pipeline::stats::PipelineStats;
 use crate::record::SourceRecord;
 
-/// Workers a pipeline starts at most in `per-partition` mode; further partitions share them.
-pub const MAX_WORKERS: usize = 64;
-
 /// The running workers and which partition goes to which.
-pub(super) struct WorkerPool {
+pub(in crate::pipeline) struct WorkerPool {
     pipeline: String,
     mode: Workers,
     blueprint: ChainBlueprint,
@@ -34,7 +35,7 @@ pub(super) struct WorkerPool {
 impl WorkerPool {
     /// Starts the first worker on `chain`, and in fixed mode the others, each queueing at most
     /// `depth` batches.
-    pub(super) async fn start(
+    pub(in crate::pipeline) async fn start(
         pipeline: &str,
         mode: Workers,
         chain: TransformChain,
@@ -80,7 +81,7 @@ impl WorkerPool {
             return 0;
         };
         let (batch_tx, batch_rx) = mpsc::channel::<Batch>(self.depth);
-        self.handles.push(spawn_transform_stage(
+        self.handles.push(spawn_worker(
             self.pipeline.clone(),
             chain,
             batch_rx,
@@ -126,8 +127,15 @@ impl WorkerPool {
         worker
     }
 
+    /// The workers, to wait for.
+    pub(in crate::pipeline) fn into_handles(self) -> Vec<JoinHandle<()>> {
+        self.handles
+    }
+}
+
+impl ToTransform for WorkerPool {
     /// Sends records to their partitions' workers, in order. False when the workers are gone.
-    pub(super) async fn route(&mut self, records: Vec<SourceRecord>) -> bool {
+    async fn route(&mut self, records: Vec<SourceRecord>) -> bool {
         let mut shares: BTreeMap<usize, Vec<SourceRecord>> = BTreeMap::new();
         let mut last: Option<(Arc<str>, i32, usize)> = None;
         for record in records {
@@ -163,13 +171,46 @@ impl WorkerPool {
 
     /// Closes the workers' queues; the workers end once they drained them, and then the sink
     /// stage's input ends.
-    pub(super) fn close(&mut self) {
+    fn close(&mut self) {
         self.senders.clear();
         self.processed_tx = None;
     }
+}
 
-    /// The workers, to wait for.
-    pub(super) fn into_handles(self) -> Vec<JoinHandle<()>> {
-        self.handles
-    }
+/// Plugin calls are CPU-bound and synchronous, so each worker runs on its own blocking thread.
+fn spawn_worker(
+    pipeline: String,
+    mut chain: TransformChain,
+    mut batch_rx: mpsc::Receiver<Batch>,
+    processed_tx: mpsc::Sender<Processed>,
+    stats: Arc<PipelineStats>,
+) -> JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
+        while let Some(batch) = batch_rx.blocking_recv() {
+            stats.transform_queue().left();
+            let inputs = batch.inputs;
+            let mut output = chain.apply(batch.records, &batch.positions);
+            output.failures.extend(batch.malformed);
+            for failure in &output.failures {
+                tracing::debug!(
+                    pipeline,
+                    at = ?failure.at,
+                    offset = failure.position.offset,
+                    error = %failure.error,
+                    "Record failed; sending it to the dead-letter destination."
+                );
+            }
+            let processed = Processed {
+                inputs,
+                output,
+                commit: batch.commit,
+                polled_at: batch.polled_at,
+            };
+            stats.sink_queue().entering();
+            if processed_tx.blocking_send(processed).is_err() {
+                stats.sink_queue().left();
+                break;
+            }
+        }
+    })
 }
