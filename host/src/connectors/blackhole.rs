@@ -4,13 +4,29 @@
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{ConnectorError, Rejected, Sink};
+use super::{ConnectorError, Rejected, Sink, SinkSpec};
 use crate::record::Record;
 
 /// Options of the `blackhole` sink: none.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlackholeSinkConfig {}
+
+#[async_trait]
+impl SinkSpec for BlackholeSinkConfig {
+    async fn build(&self, _dead_letter: bool) -> Result<Box<dyn Sink>, ConnectorError> {
+        Ok(Box::new(BlackholeSink))
+    }
+
+    fn describe(&self) -> String {
+        "blackhole".into()
+    }
+
+    /// It would drop dead letters silently.
+    fn can_hold_dead_letters(&self) -> bool {
+        false
+    }
+}
 
 /// Discards records.
 pub struct BlackholeSink;

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::{ConfigProblem, ConnectorError, Source};
+use super::{ConfigProblem, ConnectorError, Source, SourceSpec};
 use crate::generator::UserGenerator;
 use crate::record::{Record, SourcePosition, SourceRecord};
 
@@ -41,6 +41,21 @@ impl GenerateConfig {
             )),
             _ => Ok(()),
         }
+    }
+}
+
+#[async_trait]
+impl SourceSpec for GenerateConfig {
+    fn validate(&self) -> Result<(), ConfigProblem> {
+        GenerateConfig::validate(self)
+    }
+
+    async fn build(&self) -> Result<Box<dyn Source>, ConnectorError> {
+        Ok(Box::new(GenerateSource::new(self)))
+    }
+
+    fn describe(&self) -> String {
+        "generate".into()
     }
 }
 

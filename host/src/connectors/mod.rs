@@ -1,6 +1,7 @@
 //! Connectors: sources and sinks that do IO and nothing else. Each lives in its own module with
-//! its config beside it; [`SourceConfig`] and [`SinkConfig`] are the explicit registry of what a
-//! pipeline file may name.
+//! its config beside it, and the config implements [`SourceSpec`] or [`SinkSpec`] (validate,
+//! build, describe); [`SourceConfig`] and [`SinkConfig`] are the explicit registry of what a
+//! pipeline file may name, one line per connector.
 
 pub mod blackhole;
 pub mod cassandra;
@@ -123,125 +124,144 @@ pub trait Sink: Send {
     }
 }
 
-/// The sources a pipeline file may name, by `type`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SourceConfig {
-    /// Synthetic randomuser.me-shaped users from a seeded generator.
-    Generate(generate::GenerateConfig),
-    /// JSON lines from a file.
-    File(file::FileSourceConfig),
-    /// A URL polled on an interval, its JSON split into records.
-    Http(http::HttpSourceConfig),
-    /// A table tailed by a monotonic column.
-    Postgres(postgres::PostgresSourceConfig),
-    /// Kafka topics, as a consumer-group member.
-    Kafka(kafka::KafkaSourceConfig),
-}
-
-/// The sinks (and dead-letter destinations) a pipeline file may name, by `type`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SinkConfig {
-    /// JSON lines appended to a file.
-    File(file::FileSinkConfig),
-    /// JSON lines on standard output.
-    Stdout(stdout::StdoutSinkConfig),
-    /// A PostgreSQL landing table (or dead-letter table).
-    Postgres(postgres::PostgresSinkConfig),
-    /// A Kafka topic.
-    Kafka(kafka::KafkaSinkConfig),
-    /// A Cassandra table.
-    Cassandra(cassandra::CassandraSinkConfig),
-    /// Nowhere: records are acknowledged and discarded.
-    Blackhole(blackhole::BlackholeSinkConfig),
-}
-
 /// A config problem: the key (relative to the connector's table) and what to do.
 pub type ConfigProblem = (String, String);
+
+/// What a source's config type knows about its source: how to check it, open it and name it.
+/// Each connector implements it beside its config, so adding a source is a new folder plus a
+/// line in [`SourceConfig`] (Vector's `SourceConfig::build`, Arroyo's explicit registry).
+#[async_trait]
+pub trait SourceSpec: Send + Sync {
+    /// Checks values the type system cannot.
+    fn validate(&self) -> Result<(), ConfigProblem> {
+        Ok(())
+    }
+
+    /// Opens the source.
+    async fn build(&self) -> Result<Box<dyn Source>, ConnectorError>;
+
+    /// A short description for logs; never a secret.
+    fn describe(&self) -> String;
+}
+
+/// What a sink's config type knows about its sink (see [`SourceSpec`]).
+#[async_trait]
+pub trait SinkSpec: Send + Sync {
+    /// Checks values the type system cannot.
+    fn validate(&self) -> Result<(), ConfigProblem> {
+        Ok(())
+    }
+
+    /// Opens the sink. `dead_letter` picks the default encoding (dead letters keep their
+    /// headers) and keeps a sink from refusing what it can store in another form: nowhere is
+    /// left.
+    async fn build(&self, dead_letter: bool) -> Result<Box<dyn Sink>, ConnectorError>;
+
+    /// A short description for logs; never a secret.
+    fn describe(&self) -> String;
+
+    /// Whether it can store dead letters: any bytes, with their headers.
+    fn can_hold_dead_letters(&self) -> bool {
+        true
+    }
+}
+
+/// Declares the connectors a pipeline file may name: the enum serde reads by `type`, and the one
+/// place a value of it becomes the connector's spec. One line per connector.
+macro_rules! connector_registry {
+    (
+        $(#[$enum_doc:meta])*
+        $name:ident: $spec:ident {
+            $($(#[$doc:meta])* $variant:ident($config:ty),)*
+        }
+    ) => {
+        $(#[$enum_doc])*
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$doc])* $variant($config),)*
+        }
+
+        impl $name {
+            /// The connector behind this entry.
+            pub fn spec(&self) -> &dyn $spec {
+                match self {
+                    $($name::$variant(config) => config,)*
+                }
+            }
+        }
+    };
+}
+
+connector_registry! {
+    /// The sources a pipeline file may name, by `type`.
+    SourceConfig: SourceSpec {
+        /// Synthetic randomuser.me-shaped users from a seeded generator.
+        Generate(generate::GenerateConfig),
+        /// JSON lines from a file.
+        File(file::FileSourceConfig),
+        /// A URL polled on an interval, its JSON split into records.
+        Http(http::HttpSourceConfig),
+        /// A table tailed by a monotonic column.
+        Postgres(postgres::PostgresSourceConfig),
+        /// Kafka topics, as a consumer-group member.
+        Kafka(kafka::KafkaSourceConfig),
+    }
+}
+
+connector_registry! {
+    /// The sinks (and dead-letter destinations) a pipeline file may name, by `type`.
+    SinkConfig: SinkSpec {
+        /// JSON lines appended to a file.
+        File(file::FileSinkConfig),
+        /// JSON lines on standard output.
+        Stdout(stdout::StdoutSinkConfig),
+        /// A PostgreSQL landing table (or dead-letter table).
+        Postgres(postgres::PostgresSinkConfig),
+        /// A Kafka topic.
+        Kafka(kafka::KafkaSinkConfig),
+        /// A Cassandra table.
+        Cassandra(cassandra::CassandraSinkConfig),
+        /// Nowhere: records are acknowledged and discarded.
+        Blackhole(blackhole::BlackholeSinkConfig),
+    }
+}
 
 impl SourceConfig {
     /// Checks values the type system cannot.
     pub fn validate(&self) -> Result<(), ConfigProblem> {
-        match self {
-            SourceConfig::Generate(config) => config.validate(),
-            SourceConfig::File(config) => config.validate(),
-            SourceConfig::Http(config) => config.validate(),
-            SourceConfig::Postgres(config) => config.validate(),
-            SourceConfig::Kafka(config) => config.validate(),
-        }
+        self.spec().validate()
     }
 
     /// Opens the source.
     pub async fn build(&self) -> Result<Box<dyn Source>, ConnectorError> {
-        Ok(match self {
-            SourceConfig::Generate(config) => Box::new(generate::GenerateSource::new(config)),
-            SourceConfig::File(config) => Box::new(file::FileSource::open(config).await?),
-            SourceConfig::Http(config) => Box::new(http::HttpSource::new(config)?),
-            SourceConfig::Postgres(config) => {
-                Box::new(postgres::PostgresSource::open(config).await?)
-            }
-            SourceConfig::Kafka(config) => Box::new(kafka::KafkaSource::open(config)?),
-        })
+        self.spec().build().await
     }
 
     /// A short description for logs.
     pub fn describe(&self) -> String {
-        match self {
-            SourceConfig::Generate(_) => "generate".into(),
-            SourceConfig::File(config) => format!("file {}", config.path.display()),
-            SourceConfig::Http(config) => format!("http {}", config.url.redacted()),
-            SourceConfig::Postgres(config) => format!("postgres table {}", config.table),
-            SourceConfig::Kafka(config) => format!("kafka topics {}", config.topics.join(",")),
-        }
+        self.spec().describe()
     }
 }
 
 impl SinkConfig {
     /// Checks values the type system cannot.
     pub fn validate(&self) -> Result<(), ConfigProblem> {
-        match self {
-            SinkConfig::File(config) => config.validate(),
-            SinkConfig::Stdout(_) => Ok(()),
-            SinkConfig::Postgres(config) => config.validate(),
-            SinkConfig::Kafka(config) => config.validate(),
-            SinkConfig::Cassandra(config) => config.validate(),
-            SinkConfig::Blackhole(_) => Ok(()),
-        }
+        self.spec().validate()
     }
 
     /// Whether it can store dead letters: any bytes, with their headers.
     pub fn can_hold_dead_letters(&self) -> bool {
-        // A blackhole would drop dead letters silently; Cassandra cannot hold arbitrary bytes.
-        !matches!(self, SinkConfig::Cassandra(_) | SinkConfig::Blackhole(_))
+        self.spec().can_hold_dead_letters()
     }
 
-    /// Opens the sink. `dead_letter` picks the default encoding (dead letters keep their headers)
-    /// and keeps a sink from refusing what it can store in another form: nowhere is left.
+    /// Opens the sink; see [`SinkSpec::build`].
     pub async fn build(&self, dead_letter: bool) -> Result<Box<dyn Sink>, ConnectorError> {
-        Ok(match self {
-            SinkConfig::File(config) => Box::new(file::FileSink::open(config, dead_letter).await?),
-            SinkConfig::Stdout(config) => Box::new(stdout::StdoutSink::new(config, dead_letter)),
-            SinkConfig::Postgres(config) => {
-                Box::new(postgres::PostgresSink::new(config, dead_letter)?)
-            }
-            SinkConfig::Kafka(config) => Box::new(kafka::KafkaSink::new(config, dead_letter)?),
-            SinkConfig::Cassandra(config) => Box::new(cassandra::CassandraSink::new(config)),
-            SinkConfig::Blackhole(_) => Box::new(blackhole::BlackholeSink),
-        })
+        self.spec().build(dead_letter).await
     }
 
     /// A short description for logs.
     pub fn describe(&self) -> String {
-        match self {
-            SinkConfig::File(config) => format!("file {}", config.path.display()),
-            SinkConfig::Stdout(_) => "stdout".into(),
-            SinkConfig::Postgres(config) => format!("postgres table {}", config.table),
-            SinkConfig::Kafka(config) => format!("kafka topic {}", config.topic),
-            SinkConfig::Cassandra(config) => {
-                format!("cassandra table {}.{}", config.keyspace, config.table)
-            }
-            SinkConfig::Blackhole(_) => "blackhole".into(),
-        }
+        self.spec().describe()
     }
 }

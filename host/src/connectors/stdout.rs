@@ -5,7 +5,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::encoding::{Encoding, encode};
-use super::{ConnectorError, Rejected, Sink};
+use super::{ConnectorError, Rejected, Sink, SinkSpec};
 use crate::record::Record;
 
 /// Options of the `stdout` sink.
@@ -16,6 +16,17 @@ pub struct StdoutSinkConfig {
     /// `value` for a sink and `envelope` for a dead-letter destination.
     #[serde(default)]
     pub encoding: Option<Encoding>,
+}
+
+#[async_trait]
+impl SinkSpec for StdoutSinkConfig {
+    async fn build(&self, dead_letter: bool) -> Result<Box<dyn Sink>, ConnectorError> {
+        Ok(Box::new(StdoutSink::new(self, dead_letter)))
+    }
+
+    fn describe(&self) -> String {
+        "stdout".into()
+    }
 }
 
 /// Writes each record as a line on stdout.

@@ -4,4 +4,23 @@
 
 mod source;
 
+use async_trait::async_trait;
+
+use super::{ConfigProblem, ConnectorError, Source, SourceSpec};
+
 pub use source::{HttpSource, HttpSourceConfig};
+
+#[async_trait]
+impl SourceSpec for HttpSourceConfig {
+    fn validate(&self) -> Result<(), ConfigProblem> {
+        HttpSourceConfig::validate(self)
+    }
+
+    async fn build(&self) -> Result<Box<dyn Source>, ConnectorError> {
+        Ok(Box::new(HttpSource::new(self)?))
+    }
+
+    fn describe(&self) -> String {
+        format!("http {}", self.url.redacted())
+    }
+}

@@ -10,10 +10,43 @@ mod source;
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use rdkafka::ClientConfig;
+
+use super::{ConfigProblem, ConnectorError, Sink, SinkSpec, Source, SourceSpec};
 
 pub use sink::{Compression, KafkaSink, KafkaSinkConfig};
 pub use source::{KafkaSource, KafkaSourceConfig, OffsetReset};
+
+#[async_trait]
+impl SourceSpec for KafkaSourceConfig {
+    fn validate(&self) -> Result<(), ConfigProblem> {
+        KafkaSourceConfig::validate(self)
+    }
+
+    async fn build(&self) -> Result<Box<dyn Source>, ConnectorError> {
+        Ok(Box::new(KafkaSource::open(self)?))
+    }
+
+    fn describe(&self) -> String {
+        format!("kafka topics {}", self.topics.join(","))
+    }
+}
+
+#[async_trait]
+impl SinkSpec for KafkaSinkConfig {
+    fn validate(&self) -> Result<(), ConfigProblem> {
+        KafkaSinkConfig::validate(self)
+    }
+
+    async fn build(&self, dead_letter: bool) -> Result<Box<dyn Sink>, ConnectorError> {
+        Ok(Box::new(KafkaSink::new(self, dead_letter)?))
+    }
+
+    fn describe(&self) -> String {
+        format!("kafka topic {}", self.topic)
+    }
+}
 
 /// A client config with the brokers and the user's extra librdkafka properties.
 fn client_config(

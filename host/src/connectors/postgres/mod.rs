@@ -5,8 +5,42 @@ mod client;
 mod sink;
 mod source;
 
+use async_trait::async_trait;
+
+use super::{ConfigProblem, ConnectorError, Sink, SinkSpec, Source, SourceSpec};
+
 pub use sink::{PostgresSink, PostgresSinkConfig};
 pub use source::{PostgresSource, PostgresSourceConfig};
+
+#[async_trait]
+impl SourceSpec for PostgresSourceConfig {
+    fn validate(&self) -> Result<(), ConfigProblem> {
+        PostgresSourceConfig::validate(self)
+    }
+
+    async fn build(&self) -> Result<Box<dyn Source>, ConnectorError> {
+        Ok(Box::new(PostgresSource::open(self).await?))
+    }
+
+    fn describe(&self) -> String {
+        format!("postgres table {}", self.table)
+    }
+}
+
+#[async_trait]
+impl SinkSpec for PostgresSinkConfig {
+    fn validate(&self) -> Result<(), ConfigProblem> {
+        PostgresSinkConfig::validate(self)
+    }
+
+    async fn build(&self, dead_letter: bool) -> Result<Box<dyn Sink>, ConnectorError> {
+        Ok(Box::new(PostgresSink::new(self, dead_letter)?))
+    }
+
+    fn describe(&self) -> String {
+        format!("postgres table {}", self.table)
+    }
+}
 
 /// A table name as the user wrote it (`table` or `schema.table`), checked and quoted.
 fn quoted_table(name: &str) -> Option<String> {
