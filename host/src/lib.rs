@@ -3,14 +3,12 @@
 
 pub mod admin;
 pub mod app;
-pub mod bench;
 pub mod config;
 pub mod connectors;
 pub mod generator;
 pub mod metrics;
 pub mod observe;
 pub mod pipeline;
-pub mod plugin_build;
 pub mod record;
 pub mod registry;
 pub mod runtime;

@@ -320,7 +320,7 @@ fn main() -> ExitCode {
             latency_rate,
             latency_seconds,
             plugins,
-        }) => cli::bench::pipeline(weir::bench::pipeline::PipelineBench {
+        }) => cli::bench::pipeline(cli::measure::pipeline::PipelineBench {
             brokers,
             cassandra,
             registry: plugins.dir,

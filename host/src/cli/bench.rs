@@ -19,12 +19,12 @@ pub fn plugin(records: usize, seconds: f64, registry: &Path) -> anyhow::Result<E
     let plugin = PluginRegistry::new(registry)
         .load(&runtime, "user-profile")
         .context("the benchmark needs the user-profile plugin: run `weir plugin build plugins/user-profile` first")?;
-    let sample = weir::bench::sample_records(records, 42);
+    let sample = super::measure::sample_records(records, 42);
     eprintln!(
         "benchmarking user-profile@{} on {records} records, {seconds}s per measurement...",
         plugin.version()
     );
-    let lines = weir::bench::user_profile(&plugin, &sample, Duration::from_secs_f64(seconds))?;
+    let lines = super::measure::user_profile(&plugin, &sample, Duration::from_secs_f64(seconds))?;
     println!(
         "{:>6}  {:>16}  {:>16}  {:>12}",
         "batch", "native rec/s", "wasm rec/s", "wasm/native"
@@ -59,7 +59,7 @@ pub fn swap(swaps: u32, debounce_ms: u64, rate: f64, registry: &Path) -> anyhow:
         .enable_all()
         .build()?;
     eprintln!("swapping user-profile {swaps} times under {rate} records/s...");
-    let report = tokio.block_on(weir::bench::swap::swap_latency(
+    let report = tokio.block_on(super::measure::swap::swap_latency(
         &component,
         swaps,
         Duration::from_millis(debounce_ms),
@@ -88,7 +88,7 @@ pub fn swap(swaps: u32, debounce_ms: u64, rate: f64, registry: &Path) -> anyhow:
 }
 
 /// Runs the pipeline benchmark.
-pub fn pipeline(bench: weir::bench::pipeline::PipelineBench) -> anyhow::Result<ExitCode> {
+pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(bench.records > 0, "--records must be at least 1");
     anyhow::ensure!(
         bench.latency_rate > 0.0 && bench.latency_seconds > 0.0,
@@ -97,7 +97,7 @@ pub fn pipeline(bench: weir::bench::pipeline::PipelineBench) -> anyhow::Result<E
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = tokio.block_on(weir::bench::pipeline::run(&bench))?;
+    let report = tokio.block_on(super::measure::pipeline::run(&bench))?;
     let ceiling = report
         .throughput
         .first()

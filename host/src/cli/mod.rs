@@ -1,7 +1,12 @@
-//! The subcommands, one module each; `anyhow` is used here and nowhere in the library.
+//! The subcommands, one module each; `anyhow` is used here and nowhere in the library. What
+//! only a subcommand needs lives here too, out of the library that `weir run` uses: the
+//! benchmarks' measurements (`measure`, which alone builds `user-profile` natively as the
+//! baseline) and the plugin builder (`plugin_build`, which drives cargo).
 
 pub mod bench;
 pub mod logging;
+pub mod measure;
 pub mod plugin;
+pub mod plugin_build;
 pub mod run;
 pub mod tap;

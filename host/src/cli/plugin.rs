@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 
+use super::plugin_build::build_plugin;
 use anyhow::Context;
-use weir::plugin_build::build_plugin;
 use weir::registry::{PluginRegistry, SlotInfo};
 
 /// Builds the plugin crate at `path` into `registry`.

@@ -5,14 +5,14 @@ pub mod pipeline;
 pub mod plugin;
 pub mod swap;
 
-pub use plugin::{BATCH_SIZES, BenchLine, sample_records, user_profile};
+pub use plugin::{sample_records, user_profile};
 
 /// A benchmark failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// The plugin could not be instantiated.
     #[error(transparent)]
-    Plugin(#[from] crate::runtime::PluginError),
+    Plugin(#[from] weir::runtime::PluginError),
     /// The two implementations disagreed: the comparison would be meaningless.
     #[error("native and Wasm outputs differ on record {index}: {detail}")]
     Mismatch {

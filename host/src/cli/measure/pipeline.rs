@@ -14,13 +14,13 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::watch;
 
 use super::{BenchError, quantile};
-use crate::config::PipelineFile;
-use crate::connectors::{ConnectorError, Rejected, Sink};
-use crate::generator::UserGenerator;
-use crate::pipeline::{self, Connectors, PipelineStats};
-use crate::record::Record;
-use crate::registry::{Deployer, PluginRegistry, PluginSlots};
-use crate::runtime::PluginRuntime;
+use weir::config::PipelineFile;
+use weir::connectors::{ConnectorError, Rejected, Sink};
+use weir::generator::UserGenerator;
+use weir::pipeline::{self, Connectors, PipelineStats};
+use weir::record::Record;
+use weir::registry::{Deployer, PluginRegistry, PluginSlots};
+use weir::runtime::PluginRuntime;
 
 /// Where the services are and what to run.
 #[derive(Debug, Clone)]

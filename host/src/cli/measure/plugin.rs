@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::BenchError;
-use crate::generator::UserGenerator;
-use crate::record::Record;
-use crate::runtime::{LoadedPlugin, PluginInstance, PluginLimits};
+use weir::generator::UserGenerator;
+use weir::record::Record;
+use weir::runtime::{LoadedPlugin, PluginInstance, PluginLimits};
 
 /// The batch sizes measured: one record per call (worst case), a typical batch, a large one.
 pub const BATCH_SIZES: [usize; 3] = [1, 64, 1024];

@@ -10,12 +10,12 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::{BenchError, quantile};
-use crate::config::PipelineFile;
-use crate::connectors::{ConnectorError, Rejected, Sink};
-use crate::pipeline::{self, Connectors, PipelineStats};
-use crate::record::{Record, headers};
-use crate::registry::{Deployer, PluginRegistry, PluginSlots};
-use crate::runtime::{CompiledCache, PluginRuntime};
+use weir::config::PipelineFile;
+use weir::connectors::{ConnectorError, Rejected, Sink};
+use weir::pipeline::{self, Connectors, PipelineStats};
+use weir::record::{Record, headers};
+use weir::registry::{Deployer, PluginRegistry, PluginSlots};
+use weir::runtime::{CompiledCache, PluginRuntime};
 
 /// What the swap benchmark measured.
 #[derive(Debug, Clone)]
@@ -111,7 +111,7 @@ pub async fn swap_latency(
         &file,
     );
     deployer.deploy("swap").map_err(|e| setup(&e))?;
-    let watching = crate::registry::watch(deployer, debounce).map_err(|e| setup(&e))?;
+    let watching = weir::registry::watch(deployer, debounce).map_err(|e| setup(&e))?;
     let config = file
         .pipelines
         .into_iter()
