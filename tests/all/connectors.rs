@@ -386,6 +386,54 @@ async fn a_postgres_dead_letter_table_stores_nul_bytes_without_loss() {
     assert_eq!(row.get::<_, String>(3), "plugin said \\u0000 here");
 }
 
+/// Cassandra answers both a value its column refuses and an insert into a dropped table with
+/// `Invalid`; the sink tells them apart by the table's schema, not by the message: a dropped
+/// table stops the sink (retrying or dead-lettering every record would not help).
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_insert_into_a_dropped_table_is_fatal_not_a_dead_letter() {
+    use weir::connectors::cassandra::{CassandraSink, CassandraSinkConfig};
+    use weir::connectors::{ErrorKind, Sink};
+
+    let nodes = cassandra_nodes();
+    let keyspace = unique("weir_dropped");
+    let config: CassandraSinkConfig = toml::from_str(&format!(
+        r#"
+        nodes = ["{nodes}"]
+        keyspace = "{keyspace}"
+        table = "gone"
+        consistency = "one"
+        create = {{ primary_key = ["id"], columns = {{ id = "text", n = "int" }} }}
+        "#
+    ))
+    .unwrap();
+    let mut sink = CassandraSink::new(&config);
+    let record = |id: &str| weir::record::Record::from_value(format!(r#"{{"id":"{id}","n":1}}"#));
+    let rejected = sink
+        .write(&[record("a")])
+        .await
+        .expect("the table is created and written");
+    assert!(rejected.is_empty(), "{rejected:?}");
+
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(&nodes)
+        .build()
+        .await
+        .unwrap();
+    session
+        .query_unpaged(format!("DROP TABLE {keyspace}.gone"), &[])
+        .await
+        .unwrap();
+    let error = sink
+        .write(&[record("b"), record("c")])
+        .await
+        .expect_err("an insert into a dropped table cannot succeed");
+    assert_eq!(error.kind, ErrorKind::Fatal, "{error}");
+    assert!(
+        std::error::Error::source(&error).is_some(),
+        "the driver's error is kept: {error}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cassandra_dead_letters_values_the_server_refuses_and_writes_the_rest() {
     let nodes = cassandra_nodes();

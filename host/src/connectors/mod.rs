@@ -21,45 +21,72 @@ use serde::Deserialize;
 
 use crate::record::{Record, SourcePosition, SourceRecord};
 
-/// Whether retrying an operation can help: what lets the pipeline choose between waiting and
-/// stopping.
+/// What a connector failure means for the pipeline: whether retrying can help, or whether the
+/// failure belongs to one record. Decided from the driver's typed error (an rdkafka error code, a
+/// PostgreSQL SQLSTATE, a Cassandra `DbError`), never from its message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    /// A transient failure (a broker or database down, a timeout): retry with backoff.
-    WithBackoff,
-    /// A permanent failure (bad config, a schema mismatch): stop and tell the user.
-    Never,
+pub enum ErrorKind {
+    /// A store or broker down, a timeout, a lost connection: retry with backoff; nothing is
+    /// acknowledged meanwhile.
+    Transient,
+    /// Bad config, or a refusal retrying cannot cure (a missing table, bad credentials, a syntax
+    /// error): stop the pipeline with the reason.
+    Fatal,
+    /// The store refused one record for its content: that record is dead-lettered and the rest
+    /// are written. A sink reports such records as [`Rejected`]; one that reaches the pipeline as
+    /// an error stops it, since retrying the same content cannot help.
+    Record,
 }
+
+/// The driver error behind a connector failure.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A failure of a source or a sink.
 #[derive(Debug, thiserror::Error)]
-#[error("{connector}: {message}")]
+#[error("{connector}: {message}{}", .source.as_ref().map(|cause| format!(": {cause}")).unwrap_or_default())]
 pub struct ConnectorError {
     /// The connector, e.g. `file sink out/users.jsonl`.
     pub connector: String,
-    /// What went wrong and what to do.
+    /// What the connector was doing, and what to do about it.
     pub message: String,
-    /// Whether retrying can help.
-    pub retry: Retry,
+    /// Whether retrying can help, or the failure is one record's.
+    pub kind: ErrorKind,
+    /// The driver's error, kept whole (typed, for callers that inspect it); shown after the
+    /// message.
+    #[source]
+    pub source: Option<Cause>,
 }
 
 impl ConnectorError {
     /// A failure that retrying may cure.
     pub fn transient(connector: impl Into<String>, message: impl Into<String>) -> Self {
-        ConnectorError {
-            connector: connector.into(),
-            message: message.into(),
-            retry: Retry::WithBackoff,
-        }
+        Self::new(ErrorKind::Transient, connector, message)
     }
 
     /// A failure that retrying cannot cure.
     pub fn fatal(connector: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Fatal, connector, message)
+    }
+
+    /// A failure of `kind`.
+    pub fn new(kind: ErrorKind, connector: impl Into<String>, message: impl Into<String>) -> Self {
         ConnectorError {
             connector: connector.into(),
             message: message.into(),
-            retry: Retry::Never,
+            kind,
+            source: None,
         }
+    }
+
+    /// The same failure, caused by the driver's `source`.
+    pub fn caused_by(mut self, source: impl Into<Cause>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Whether retrying with backoff may cure it.
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Transient
     }
 }
 

@@ -64,7 +64,7 @@ impl Sink for StdoutSink {
         };
         result
             .await
-            .map_err(|e| ConnectorError::transient("stdout sink", e.to_string()))?;
+            .map_err(|e| ConnectorError::transient("stdout sink", "write failed").caused_by(e))?;
         Ok(Vec::new())
     }
 }

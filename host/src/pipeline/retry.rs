@@ -9,7 +9,7 @@ use std::time::Duration;
 use rand::RngExt;
 use tokio::sync::watch;
 
-use crate::connectors::{ConnectorError, Rejected, Retry, Sink};
+use crate::connectors::{ConnectorError, Rejected, Sink};
 use crate::record::Record;
 
 /// The first wait after a failure.
@@ -66,7 +66,7 @@ pub async fn write_with_backoff(
                 }
                 return Ok(rejected);
             }
-            Err(error) if error.retry == Retry::Never => return Err(error),
+            Err(error) if !error.is_transient() => return Err(error),
             Err(error) => error,
         };
         if *shutdown.borrow() {
@@ -114,7 +114,7 @@ where
                 }
                 return Ok(Some(opened));
             }
-            Err(error) if error.retry == Retry::Never => return Err(error),
+            Err(error) if !error.is_transient() => return Err(error),
             Err(error) => error,
         };
         let wait = backoff.wait();
@@ -132,10 +132,12 @@ mod tests {
     use super::*;
     use async_trait::async_trait;
 
+    use crate::connectors::ErrorKind;
+
     /// Fails `failures` times with `retry`, then accepts.
     struct FlakySink {
         failures: u32,
-        retry: Retry,
+        retry: ErrorKind,
         calls: u32,
     }
 
@@ -144,11 +146,7 @@ mod tests {
         async fn write(&mut self, _records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
             self.calls += 1;
             if self.calls <= self.failures {
-                Err(ConnectorError {
-                    connector: "flaky".into(),
-                    message: "down".into(),
-                    retry: self.retry,
-                })
+                Err(ConnectorError::new(self.retry, "flaky", "down"))
             } else {
                 Ok(Vec::new())
             }
@@ -160,7 +158,7 @@ mod tests {
         let (_tx, mut rx) = watch::channel(false);
         let mut sink = FlakySink {
             failures: 2,
-            retry: Retry::WithBackoff,
+            retry: ErrorKind::Transient,
             calls: 0,
         };
         let retries = AtomicU64::new(0);
@@ -178,7 +176,7 @@ mod tests {
         let (_tx, mut rx) = watch::channel(false);
         let mut sink = FlakySink {
             failures: 5,
-            retry: Retry::Never,
+            retry: ErrorKind::Fatal,
             calls: 0,
         };
         assert!(
@@ -207,17 +205,13 @@ mod tests {
     /// An `open` that fails `failures` times with `retry`, then opens; counts its calls.
     fn flaky_open(
         failures: u32,
-        retry: Retry,
+        retry: ErrorKind,
         calls: &std::cell::Cell<u32>,
     ) -> impl FnMut() -> std::future::Ready<Result<&'static str, ConnectorError>> + '_ {
         move || {
             calls.set(calls.get() + 1);
             std::future::ready(if calls.get() <= failures {
-                Err(ConnectorError {
-                    connector: "flaky".into(),
-                    message: "down".into(),
-                    retry,
-                })
+                Err(ConnectorError::new(retry, "flaky", "down"))
             } else {
                 Ok("opened")
             })
@@ -232,7 +226,7 @@ mod tests {
             "p",
             "flaky",
             &mut rx,
-            flaky_open(3, Retry::WithBackoff, &calls),
+            flaky_open(3, ErrorKind::Transient, &calls),
         )
         .await;
         assert_eq!(opened.unwrap(), Some("opened"));
@@ -243,8 +237,13 @@ mod tests {
     async fn opening_fails_at_once_on_a_fatal_error() {
         let (_tx, mut rx) = watch::channel(false);
         let calls = std::cell::Cell::new(0);
-        let opened =
-            open_with_backoff("p", "flaky", &mut rx, flaky_open(5, Retry::Never, &calls)).await;
+        let opened = open_with_backoff(
+            "p",
+            "flaky",
+            &mut rx,
+            flaky_open(5, ErrorKind::Fatal, &calls),
+        )
+        .await;
         assert_eq!(opened.unwrap_err().message, "down");
         assert_eq!(calls.get(), 1);
     }
@@ -257,7 +256,7 @@ mod tests {
             "p",
             "flaky",
             &mut rx,
-            flaky_open(u32::MAX, Retry::WithBackoff, &calls),
+            flaky_open(u32::MAX, ErrorKind::Transient, &calls),
         );
         // Asked while the attempts keep failing: the wait between two attempts ends at once.
         let ask = async {
@@ -277,7 +276,7 @@ mod tests {
         tx.send(true).unwrap();
         let mut sink = FlakySink {
             failures: u32::MAX,
-            retry: Retry::WithBackoff,
+            retry: ErrorKind::Transient,
             calls: 0,
         };
         assert!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::PipelineConfig;
-use crate::connectors::{ConnectorError, Retry, Source};
+use crate::connectors::{ConnectorError, Source};
 use crate::observe::tap::SOURCE_STAGE;
 use crate::pipeline::batch::{FromSink, ToTransform};
 use crate::pipeline::stats::PipelineStats;
@@ -63,7 +63,7 @@ pub(super) async fn run(
             Ok(Some(records)) if records.is_empty() => continue,
             Ok(Some(records)) => records,
             Ok(None) => break,
-            Err(error) if error.retry == Retry::WithBackoff => {
+            Err(error) if error.is_transient() => {
                 tracing::warn!(pipeline, %error, "Source failed; retrying.");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -171,7 +171,7 @@ impl PendingCommits {
                 self.highest.clear();
                 Ok(None)
             }
-            Err(error) if error.retry == Retry::WithBackoff => {
+            Err(error) if error.is_transient() => {
                 tracing::warn!(pipeline, %error, "Commit failed; it will be retried with later positions.");
                 Ok(Some(error))
             }

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::columns::{ColumnType, to_cql};
 use crate::connectors::fields::pointer;
-use crate::connectors::{ConfigProblem, ConnectorError, Rejected, Sink};
+use crate::connectors::{Cause, ConfigProblem, ConnectorError, ErrorKind, Rejected, Sink};
 use crate::record::Record;
 
 /// Consistency levels the sink may write at.
@@ -192,16 +192,16 @@ impl CassandraSink {
     }
 
     async fn connect(&self) -> Result<Prepared, ConnectorError> {
-        let transient = |what: &str, e: &dyn std::fmt::Display| {
-            ConnectorError::transient(&self.name, format!("{what}: {e}"))
-        };
+        let transient =
+            |what: &str, e: Cause| ConnectorError::transient(&self.name, what).caused_by(e);
         // A refusal by the server here is about the schema or permissions, not a record: only
         // outages are worth retrying.
-        let classified = |what: &str, e: &ExecutionError| match classify(e) {
-            Failure::Transient => transient(what, e),
-            Failure::Record | Failure::Config => {
-                ConnectorError::fatal(&self.name, format!("{what}: {e}"))
-            }
+        let classified = |what: &str, e: ExecutionError| {
+            let kind = match classify(&e) {
+                Failure::Transient => ErrorKind::Transient,
+                Failure::Record | Failure::Invalid | Failure::Config => ErrorKind::Fatal,
+            };
+            ConnectorError::new(kind, &self.name, what).caused_by(e)
         };
         let session = SessionBuilder::new()
             .known_nodes(&self.config.nodes)
@@ -210,7 +210,7 @@ impl CassandraSink {
             .map_err(|e| {
                 transient(
                     &format!("cannot connect to {}", self.config.nodes.join(",")),
-                    &e,
+                    e.into(),
                 )
             })?;
         let (keyspace, table) = (&self.config.keyspace, &self.config.table);
@@ -233,7 +233,7 @@ impl CassandraSink {
                 session
                     .query_unpaged(ddl.as_str(), &[])
                     .await
-                    .map_err(|e| classified("cannot create the keyspace or table", &e))?;
+                    .map_err(|e| classified("cannot create the keyspace or table", e))?;
             }
         }
         let rows = session
@@ -242,16 +242,16 @@ impl CassandraSink {
                 (keyspace.as_str(), table.as_str()),
             )
             .await
-            .map_err(|e| classified("cannot read the table's columns", &e))?
+            .map_err(|e| classified("cannot read the table's columns", e))?
             .into_rows_result()
-            .map_err(|e| transient("cannot read the table's columns", &e))?;
+            .map_err(|e| transient("cannot read the table's columns", e.into()))?;
         let mut columns = Vec::new();
         for row in rows
             .rows::<(String, String, String)>()
-            .map_err(|e| transient("cannot read the table's columns", &e))?
+            .map_err(|e| transient("cannot read the table's columns", e.into()))?
         {
             let (name, kind, role) =
-                row.map_err(|e| transient("cannot read the table's columns", &e))?;
+                row.map_err(|e| transient("cannot read the table's columns", e.into()))?;
             let field = self
                 .config
                 .columns
@@ -301,9 +301,9 @@ impl CassandraSink {
             .map_err(|e| match e {
                 PrepareError::AllAttemptsFailed { first_attempt } => classified(
                     "cannot prepare the insert",
-                    &ExecutionError::LastAttemptError(first_attempt),
+                    ExecutionError::LastAttemptError(first_attempt),
                 ),
-                other => transient("cannot prepare the insert", &other),
+                other => transient("cannot prepare the insert", other.into()),
             })?;
         // An upsert by primary key: replaying it is harmless, so the driver may retry it.
         insert.set_is_idempotent(true);
@@ -340,6 +340,11 @@ fn bind(columns: &[Column], record: &Record) -> Result<Vec<Option<CqlValue>>, St
 enum Failure {
     /// The server (or the driver, serializing) refused this record's values: dead-letter it.
     Record,
+    /// The server called the request invalid (`DbError::Invalid`): either a value the column
+    /// refuses ("Invalid byte for ascii", an empty key) or a statement whose table or column is
+    /// gone. The error carries no code that tells them apart, so the table's schema decides
+    /// (see [`schema_intact`]).
+    Invalid,
     /// The table, keyspace or permissions are wrong: no retry can help.
     Config,
     /// An outage, a timeout or an overload: retry with backoff.
@@ -365,32 +370,14 @@ fn classify(error: &ExecutionError) -> Failure {
 fn classify_attempt(error: &RequestAttemptError) -> Failure {
     match error {
         RequestAttemptError::SerializationError(_) => Failure::Record,
-        RequestAttemptError::DbError(db, message) => classify_db(db, message),
+        RequestAttemptError::DbError(db, _) => classify_db(db),
         _ => Failure::Transient,
     }
 }
 
-fn classify_db(error: &DbError, message: &str) -> Failure {
+fn classify_db(error: &DbError) -> Failure {
     match error {
-        // "Invalid" covers both a value the column refuses ("Invalid byte for ascii", "Key may
-        // not be empty") and a statement whose table or column is gone; only the message tells
-        // them apart.
-        DbError::Invalid => {
-            let message = message.to_lowercase();
-            let schema_gone = [
-                "unconfigured table",
-                "does not exist",
-                "undefined column",
-                "unknown identifier",
-            ]
-            .iter()
-            .any(|sign| message.contains(sign));
-            if schema_gone {
-                Failure::Config
-            } else {
-                Failure::Record
-            }
-        }
+        DbError::Invalid => Failure::Invalid,
         DbError::FunctionFailure { .. } => Failure::Record,
         DbError::SyntaxError
         | DbError::Unauthorized
@@ -402,6 +389,49 @@ fn classify_db(error: &DbError, message: &str) -> Failure {
         // Unavailable, overloaded, bootstrapping, read/write timeouts and failures, unprepared,
         // server errors, rate limits, and codes the driver does not know.
         _ => Failure::Transient,
+    }
+}
+
+/// Whether the table still has every column the insert binds: what tells a value the server
+/// refused from a statement whose table or column is gone, both `DbError::Invalid`. Asked only
+/// after such a refusal.
+async fn schema_intact(
+    session: &Session,
+    keyspace: &str,
+    table: &str,
+    columns: &[Column],
+) -> Result<bool, Cause> {
+    let rows = session
+        .query_unpaged(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
+            (keyspace, table),
+        )
+        .await?
+        .into_rows_result()?;
+    let mut present = std::collections::HashSet::new();
+    for row in rows.rows::<(String,)>()? {
+        present.insert(row?.0);
+    }
+    Ok(columns.iter().all(|column| present.contains(&column.name)))
+}
+
+/// The dead letter of a record the table refused, naming the columns likely at fault.
+fn refusal(
+    table: &str,
+    columns: &[Column],
+    index: usize,
+    values: &[Option<CqlValue>],
+    error: &ExecutionError,
+) -> Rejected {
+    let suspects = suspects(columns, values);
+    let hint = if suspects.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", suspects.join("; "))
+    };
+    Rejected {
+        index,
+        reason: format!("table {table} refused the record: {error}{hint}"),
     }
 }
 
@@ -429,7 +459,8 @@ impl Sink for CassandraSink {
     async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
         let concurrency = self.config.concurrency;
         let name = self.name.clone();
-        let table = format!("{}.{}", self.config.keyspace, self.config.table);
+        let (keyspace, table_name) = (self.config.keyspace.clone(), self.config.table.clone());
+        let table = format!("{keyspace}.{table_name}");
         let prepared = self.prepare().await?;
         let mut rejected = Vec::new();
         let mut rows = Vec::with_capacity(records.len());
@@ -454,41 +485,48 @@ impl Sink for CassandraSink {
             })
             .buffer_unordered(concurrency);
         let (mut transient, mut config) = (None, None);
+        let mut invalid = Vec::new();
         while let Some((index, values, result)) = results.next().await {
             let Err(error) = result else { continue };
             match classify(&error) {
                 Failure::Record => {
-                    let suspects = suspects(&prepared.columns, values);
-                    let hint = if suspects.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", suspects.join("; "))
-                    };
-                    rejected.push(Rejected {
-                        index,
-                        reason: format!("table {table} refused the record: {error}{hint}"),
-                    });
+                    rejected.push(refusal(&table, &prepared.columns, index, values, &error))
                 }
+                Failure::Invalid => invalid.push((index, values, error)),
                 Failure::Config => config = Some(error),
                 Failure::Transient => transient = Some(error),
             }
         }
         drop(results);
+        if config.is_none() && transient.is_none() && !invalid.is_empty() {
+            let intact =
+                schema_intact(&prepared.session, &keyspace, &table_name, &prepared.columns)
+                    .await
+                    .map_err(|e| {
+                        ConnectorError::transient(&name, "cannot read the table's columns")
+                            .caused_by(e)
+                    })?;
+            if intact {
+                for (index, values, error) in invalid {
+                    rejected.push(refusal(&table, &prepared.columns, index, values, &error));
+                }
+            } else {
+                config = invalid.pop().map(|(_, _, error)| error);
+            }
+        }
         if let Some(error) = config {
             return Err(ConnectorError::fatal(
                 name,
                 format!(
-                    "insert into {table} failed: {error}; check that the table exists as configured and that the user may write to it"
+                    "insert into {table} failed (check that the table exists as configured and that the user may write to it)"
                 ),
-            ));
+            )
+            .caused_by(error));
         }
         if let Some(error) = transient {
             // Inserts are upserts by primary key: retrying the whole batch is safe.
             self.prepared = None;
-            return Err(ConnectorError::transient(
-                name,
-                format!("insert failed: {error}"),
-            ));
+            return Err(ConnectorError::transient(name, "insert failed").caused_by(error));
         }
         rejected.sort_by_key(|r| r.index);
         Ok(rejected)
@@ -505,22 +543,17 @@ mod tests {
 
     #[test]
     fn a_refused_value_is_the_record_s_fault_and_the_rest_config_or_transient() {
-        assert_eq!(
-            classify(&db(DbError::Invalid, "Invalid byte for ascii: -61")),
-            Failure::Record
-        );
-        assert_eq!(
-            classify(&db(DbError::Invalid, "Key may not be empty")),
-            Failure::Record
-        );
+        // The message never decides: an invalid value and a dropped table are both `Invalid`,
+        // which the table's schema tells apart (tests/all/connectors.rs checks both).
         for message in [
+            "Invalid byte for ascii: -61",
+            "Key may not be empty",
             "unconfigured table created_users",
-            "Keyspace spark_streams does not exist",
             "Undefined column name email in table ks.t",
         ] {
             assert_eq!(
                 classify(&db(DbError::Invalid, message)),
-                Failure::Config,
+                Failure::Invalid,
                 "{message}"
             );
         }

@@ -167,7 +167,7 @@ impl Sink for FileSink {
         };
         result
             .await
-            .map_err(|e| ConnectorError::transient(&self.name, format!("write failed: {e}")))?;
+            .map_err(|e| ConnectorError::transient(&self.name, "write failed").caused_by(e))?;
         Ok(Vec::new())
     }
 
@@ -175,7 +175,7 @@ impl Sink for FileSink {
         self.file
             .flush()
             .await
-            .map_err(|e| ConnectorError::transient(&self.name, format!("flush failed: {e}")))
+            .map_err(|e| ConnectorError::transient(&self.name, "flush failed").caused_by(e))
     }
 }
 

@@ -547,7 +547,7 @@ mod tests {
             max_line_bytes: None,
         };
         let error = FileSource::open(&config).await.err().unwrap();
-        assert_eq!(error.retry, crate::connectors::Retry::Never);
+        assert_eq!(error.kind, crate::connectors::ErrorKind::Fatal);
         assert!(error.to_string().contains("/nonexistent/weir.jsonl"));
     }
 }

@@ -549,7 +549,7 @@ mod tests {
         let (url, requests) = serve(vec![(404, "no such endpoint: /api")]).await;
         let mut http = source_at(url, 5);
         let error = http.poll_batch(10, Duration::ZERO).await.unwrap_err();
-        assert_eq!(error.retry, crate::connectors::Retry::Never);
+        assert_eq!(error.kind, crate::connectors::ErrorKind::Fatal);
         assert!(
             error.message.contains("404") && error.message.contains("no such endpoint"),
             "{error}"
@@ -697,6 +697,6 @@ mod tests {
     async fn a_refused_connection_is_transient_after_retries() {
         let mut http = source("/results");
         let error = http.poll_batch(10, Duration::ZERO).await.unwrap_err();
-        assert_eq!(error.retry, crate::connectors::Retry::WithBackoff);
+        assert_eq!(error.kind, crate::connectors::ErrorKind::Transient);
     }
 }

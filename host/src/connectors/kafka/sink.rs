@@ -120,9 +120,9 @@ impl KafkaSink {
                 "delivery.timeout.ms",
                 config.delivery_timeout_ms.to_string(),
             );
-        let producer: FutureProducer = client.create().map_err(|e| {
-            ConnectorError::fatal(&name, format!("cannot create the producer: {e}"))
-        })?;
+        let producer: FutureProducer = client
+            .create()
+            .map_err(|e| ConnectorError::fatal(&name, "cannot create the producer").caused_by(e))?;
         Ok(KafkaSink {
             name,
             topic: config.topic.clone(),
@@ -261,10 +261,9 @@ impl Sink for KafkaSink {
         if let Some(error) = transient {
             // Retrying the whole batch may write some records twice; consumers of an
             // at-least-once stream and idempotent sinks downstream absorb that.
-            return Err(ConnectorError::transient(
-                self.name.clone(),
-                format!("delivery failed: {error}"),
-            ));
+            return Err(
+                ConnectorError::transient(self.name.clone(), "delivery failed").caused_by(error),
+            );
         }
         rejected.sort_by_key(|r| r.index);
         Ok(rejected)

@@ -116,14 +116,13 @@ impl KafkaSource {
             Arc::clone(&progress),
             Duration::from_millis(config.drain_timeout_ms),
         );
-        let consumer: StreamConsumer<GroupContext> =
-            client.create_with_context(context).map_err(|e| {
-                ConnectorError::fatal(&name, format!("cannot create the consumer: {e}"))
-            })?;
+        let consumer: StreamConsumer<GroupContext> = client
+            .create_with_context(context)
+            .map_err(|e| ConnectorError::fatal(&name, "cannot create the consumer").caused_by(e))?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
-            .map_err(|e| ConnectorError::fatal(&name, format!("cannot subscribe: {e}")))?;
+            .map_err(|e| ConnectorError::fatal(&name, "cannot subscribe").caused_by(e))?;
         Ok(KafkaSource {
             name,
             consumer: Arc::new(consumer),
@@ -197,7 +196,7 @@ impl KafkaSource {
 }
 
 fn transient(name: &str, error: KafkaError) -> ConnectorError {
-    ConnectorError::transient(name, format!("consume failed: {error}"))
+    ConnectorError::transient(name, "consume failed").caused_by(error)
 }
 
 #[async_trait]
@@ -281,10 +280,7 @@ impl Source for KafkaSource {
                 tracing::warn!(source = %name, "Partitions were reassigned before this commit; their new owner re-delivers.");
                 Ok(())
             }
-            Err(error) => Err(ConnectorError::transient(
-                &name,
-                format!("commit failed: {error}"),
-            )),
+            Err(error) => Err(ConnectorError::transient(&name, "commit failed").caused_by(error)),
         }
     }
 }

@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use tokio::sync::Notify;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use crate::config::Secret;
-use crate::connectors::ConnectorError;
+use crate::connectors::{ConnectorError, ErrorKind};
 
 /// Connects, spawning the connection's driver; each notification wakes `notifications` if given.
 /// Wake-ups coalesce into one (a [`Notify`] permit), so a flood of NOTIFY messages, however long,
@@ -26,7 +27,7 @@ pub async fn connect(
                 classify(
                     connector,
                     &format!("cannot connect to PostgreSQL ({})", url.redacted()),
-                    &e,
+                    e,
                 )
             })?;
     let name = connector.to_owned();
@@ -50,37 +51,66 @@ pub async fn connect(
     Ok(client)
 }
 
-/// A database error as a connector error: connection and server-availability problems are
-/// transient; the rest (bad SQL, permissions, constraint types) are not.
-pub fn classify(connector: &str, what: &str, error: &tokio_postgres::Error) -> ConnectorError {
-    let message = match error.as_db_error() {
-        Some(db) => format!("{what}: {} (SQLSTATE {})", db.message(), db.code().code()),
-        None => format!("{what}: {error}"),
+/// A database error as a connector error, decided by its SQLSTATE: connection and
+/// server-availability problems are transient; the rest (bad SQL, permissions, constraint types)
+/// are not. An error without a SQLSTATE never reached the server's SQL layer: the connection.
+pub fn classify(connector: &str, what: &str, error: tokio_postgres::Error) -> ConnectorError {
+    let kind = match error.code() {
+        Some(code) if is_transient(code) => ErrorKind::Transient,
+        Some(_) => ErrorKind::Fatal,
+        None => ErrorKind::Transient,
     };
-    match error.code() {
-        Some(code)
-            if code.code().starts_with("08")
-                || code.code().starts_with("57")
-                || code.code().starts_with("53")
-                || code.code() == "40001"
-                || code.code() == "40P01"
-                || code.code() == "XX000"
-                // Races between two writers creating the same table or function.
-                || code.code() == "42P07"
-                || code.code() == "23505"
-                // A table a source tails may be created later by the pipeline that fills it.
-                || code.code() == "42P01" =>
-        {
-            ConnectorError::transient(connector, message)
-        }
-        Some(_) => ConnectorError::fatal(connector, message),
-        None => ConnectorError::transient(connector, message),
-    }
+    let message = match error.as_db_error() {
+        Some(db) => format!("{what} (SQLSTATE {})", db.code().code()),
+        None => what.to_owned(),
+    };
+    ConnectorError::new(kind, connector, message).caused_by(error)
+}
+
+/// SQLSTATEs that retrying can cure.
+fn is_transient(code: &SqlState) -> bool {
+    // Classes: 08 connection exception, 53 insufficient resources, 57 operator intervention
+    // (a shutdown, a restart in progress).
+    matches!(code.code().get(..2), Some("08" | "53" | "57"))
+        || [
+            &SqlState::T_R_SERIALIZATION_FAILURE,
+            &SqlState::T_R_DEADLOCK_DETECTED,
+            &SqlState::INTERNAL_ERROR,
+            // Races between two writers creating the same table or function.
+            &SqlState::DUPLICATE_TABLE,
+            &SqlState::UNIQUE_VIOLATION,
+            // A table a source tails may be created later by the pipeline that fills it.
+            &SqlState::UNDEFINED_TABLE,
+        ]
+        .contains(&code)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlstates_decide_what_is_retried() {
+        for code in [
+            SqlState::CONNECTION_FAILURE,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::UNDEFINED_TABLE,
+        ] {
+            assert!(is_transient(&code), "{}", code.code());
+        }
+        for code in [
+            SqlState::INVALID_PASSWORD,
+            SqlState::UNDEFINED_DATABASE,
+            SqlState::SYNTAX_ERROR,
+            SqlState::DATATYPE_MISMATCH,
+            SqlState::INSUFFICIENT_PRIVILEGE,
+        ] {
+            assert!(!is_transient(&code), "{}", code.code());
+        }
+    }
 
     #[test]
     fn connection_strings_in_messages_hide_passwords_in_every_form() {

@@ -92,7 +92,7 @@ impl PostgresSink {
                 client
                     .batch_execute(&ddl)
                     .await
-                    .map_err(|e| classify(&self.name, "cannot create the table", &e))?;
+                    .map_err(|e| classify(&self.name, "cannot create the table", e))?;
             }
             self.client = Some(client);
         }
@@ -189,7 +189,7 @@ impl PostgresSink {
             .await;
         if let Err(error) = result {
             self.client = None;
-            return Err(classify(&name, "insert failed", &error));
+            return Err(classify(&name, "insert failed", error));
         }
         Ok(rejected)
     }
@@ -222,7 +222,7 @@ impl PostgresSink {
             .await;
         if let Err(error) = result {
             self.client = None;
-            return Err(classify(&name, "insert failed", &error));
+            return Err(classify(&name, "insert failed", error));
         }
         Ok(Vec::new())
     }

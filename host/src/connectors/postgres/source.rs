@@ -155,7 +155,7 @@ impl PostgresSource {
             client
                 .batch_execute(&format!("{OFFSETS_DDL}; LISTEN \"{channel}\""))
                 .await
-                .map_err(|e| classify(&self.name, "cannot prepare the offsets table", &e))?;
+                .map_err(|e| classify(&self.name, "cannot prepare the offsets table", e))?;
             self.client = Some(client);
         }
         self.client
@@ -174,7 +174,7 @@ impl PostgresSource {
                 &[&consumer, &table],
             )
             .await
-            .map_err(|e| classify(&name, "cannot read the committed position", &e))?;
+            .map_err(|e| classify(&name, "cannot read the committed position", e))?;
         Ok(row.map_or(0, |row| row.get(0)))
     }
 
@@ -189,7 +189,7 @@ impl PostgresSource {
             Ok(rows) => rows,
             Err(error) => {
                 self.client = None;
-                return Err(classify(&name, "query failed", &error));
+                return Err(classify(&name, "query failed", error));
             }
         };
         let mut batch = Vec::with_capacity(rows.len());
@@ -263,7 +263,7 @@ impl Source for PostgresSource {
             .await;
         if let Err(error) = result {
             self.client = None;
-            return Err(classify(&name, "cannot commit the position", &error));
+            return Err(classify(&name, "cannot commit the position", error));
         }
         Ok(())
     }
