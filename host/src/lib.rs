@@ -12,3 +12,4 @@ pub mod pipeline;
 pub mod record;
 pub mod registry;
 pub mod runtime;
+pub mod secret;

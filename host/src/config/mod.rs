@@ -2,7 +2,6 @@
 //! Pipeline structure lives here; each connector's options live beside the connector.
 
 mod env;
-mod secret;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -13,12 +12,9 @@ use serde::Deserialize;
 use crate::connectors::{SinkConfig, SourceConfig};
 use crate::runtime::{Capability, Grants, PluginLimits, StepRequest};
 
+pub use crate::connectors::MAX_DURATION_MS;
+pub use crate::secret::{HIDDEN, Scrubber, Secret, is_sensitive_key, redact};
 pub use env::substitute_env;
-pub use secret::{HIDDEN, Scrubber, Secret, is_sensitive_key, redact};
-
-/// The longest duration any `*_ms` option may name: a year. Checked at load, so that adding one
-/// to an `Instant` (next poll, deadline) can never overflow and panic.
-pub const MAX_DURATION_MS: u64 = 365 * 24 * 60 * 60 * 1000;
 
 /// A pipeline file could not be used.
 #[derive(Debug, thiserror::Error)]

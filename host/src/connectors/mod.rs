@@ -151,6 +151,10 @@ pub trait Sink: Send {
     }
 }
 
+/// The longest duration any `*_ms` option may name: a year. Checked at load (by `config`), so
+/// that adding one to an `Instant` (next poll, deadline) can never overflow and panic.
+pub const MAX_DURATION_MS: u64 = 365 * 24 * 60 * 60 * 1000;
+
 /// A config problem: the key (relative to the connector's table) and what to do.
 pub type ConfigProblem = (String, String);
 

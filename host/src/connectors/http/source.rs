@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::config::{MAX_DURATION_MS, Scrubber, Secret};
-use crate::connectors::{ConfigProblem, ConnectorError, Source};
+use crate::connectors::{ConfigProblem, ConnectorError, MAX_DURATION_MS, Source};
 use crate::record::{Record, SourcePosition, SourceRecord};
+use crate::secret::{Scrubber, Secret};
 
 /// Characters of a bad body kept in its dead-letter reason.
 const EXCERPT_CHARS: usize = 200;

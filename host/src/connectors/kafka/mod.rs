@@ -51,7 +51,7 @@ impl SinkSpec for KafkaSinkConfig {
 /// A client config with the brokers and the user's extra librdkafka properties.
 fn client_config(
     brokers: &str,
-    properties: &BTreeMap<String, crate::config::Secret>,
+    properties: &BTreeMap<String, crate::secret::Secret>,
 ) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);

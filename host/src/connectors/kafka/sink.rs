@@ -61,7 +61,7 @@ pub struct KafkaSinkConfig {
     /// Extra librdkafka producer properties. Every value is a secret (`sasl.password`,
     /// `ssl.key.pem` and others carry credentials), so none is ever printed.
     #[serde(default)]
-    pub properties: BTreeMap<String, crate::config::Secret>,
+    pub properties: BTreeMap<String, crate::secret::Secret>,
 }
 
 fn default_delivery_timeout_ms() -> u64 {

@@ -54,7 +54,7 @@ pub struct KafkaSourceConfig {
     /// Extra librdkafka consumer properties. Every value is a secret (`sasl.password`,
     /// `ssl.key.pem` and others carry credentials), so none is ever printed.
     #[serde(default)]
-    pub properties: BTreeMap<String, crate::config::Secret>,
+    pub properties: BTreeMap<String, crate::secret::Secret>,
 }
 
 fn default_drain_timeout_ms() -> u64 {

@@ -7,8 +7,8 @@ use tokio::sync::Notify;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
-use crate::config::Secret;
 use crate::connectors::{ConnectorError, ErrorKind};
+use crate::secret::Secret;
 
 /// Connects, spawning the connection's driver; each notification wakes `notifications` if given.
 /// Wake-ups coalesce into one (a [`Notify`] permit), so a flood of NOTIFY messages, however long,

@@ -10,10 +10,10 @@ use tokio_postgres::Client;
 
 use super::client::{classify, connect};
 use super::{channel_for, quoted_table};
-use crate::config::Secret;
 use crate::connectors::fields::{pointer, text_at};
 use crate::connectors::{ConfigProblem, ConnectorError, Rejected, Sink};
 use crate::record::{Record, headers};
+use crate::secret::Secret;
 
 /// Options of the `postgres` sink.
 #[derive(Debug, Clone, Deserialize)]

@@ -16,9 +16,9 @@ use tokio_postgres::Client;
 
 use super::client::{classify, connect};
 use super::{channel_for, is_identifier, quoted_table};
-use crate::config::Secret;
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
 use crate::record::{Record, SourcePosition, SourceRecord};
+use crate::secret::Secret;
 
 /// Options of the `postgres` source.
 #[derive(Debug, Clone, Deserialize)]
