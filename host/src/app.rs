@@ -28,19 +28,20 @@ pub struct RunOptions {
     pub debounce: Duration,
     /// Where the admin API listens; `None` disables it.
     pub admin: Option<SocketAddr>,
-    /// Where compiled plugins are cached; `None` disables the cache.
+    /// Where compiled plugins are cached; `None` disables the cache. Never inside the plugin
+    /// folder: whoever can write there could plant native code.
     pub cache: Option<PathBuf>,
     /// When a new plugin version is rolled back automatically.
     pub rollback: RollbackPolicy,
 }
 
 impl RunOptions {
-    /// Defaults for a registry folder: watching, a cache inside it, no admin server.
+    /// Defaults for a registry folder: watching, the user's compiled cache
+    /// ([`default_cache_dir`](crate::runtime::default_cache_dir)), no admin server.
     pub fn for_registry(registry: impl Into<PathBuf>) -> Self {
-        let registry = registry.into();
         RunOptions {
-            cache: Some(registry.join(".cache")),
-            registry,
+            cache: crate::runtime::default_cache_dir(),
+            registry: registry.into(),
             watch: true,
             debounce: Duration::from_millis(200),
             admin: None,

@@ -69,8 +69,9 @@ enum Command {
         /// finish.
         #[arg(long, default_value_t = 200, value_name = "MS")]
         debounce_ms: u64,
-        /// Where compiled plugins are cached across restarts (default: DIR/.cache in the plugin
-        /// folder).
+        /// Where compiled plugins are cached across restarts (default: $XDG_CACHE_HOME/weir, else
+        /// ~/.cache/weir). Must be private to this user (weir creates it 0700): its entries are
+        /// native code, each authenticated with a key kept there.
         #[arg(long, value_name = "DIR", env = "WEIR_CACHE_DIR")]
         cache_dir: Option<PathBuf>,
         /// Compile every plugin at start instead of using the compiled cache.

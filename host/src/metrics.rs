@@ -123,6 +123,24 @@ pub fn render(pipelines: &BTreeMap<String, Arc<PipelineStats>>, slots: &PluginSl
             }
         }
     }
+    header(
+        &mut out,
+        "weir_plugin_host_calls_dropped_total",
+        "Plugin log and counter-add calls the host dropped for exceeding their rate or size bound.",
+        "counter",
+    );
+    for plugin in &plugins {
+        if let Some(slot) = slots.get(&plugin.name) {
+            let dropped = slot.current().1.plugin.counters().dropped();
+            for (call, count) in [("log", dropped.log), ("counter-add", dropped.counter_add)] {
+                let _ = writeln!(
+                    out,
+                    "weir_plugin_host_calls_dropped_total{{plugin=\"{}\",call=\"{call}\"}} {count}",
+                    escape(&plugin.name)
+                );
+            }
+        }
+    }
     out
 }
 

@@ -439,6 +439,215 @@ fn a_second_start_of_weir_run_takes_every_plugin_from_the_cache() {
     );
 }
 
+/// `weir run` of the pipeline file `file` (in `dir`) with the compiled cache in `cache`: each
+/// plugin's cache outcome from the `Plugin activated.` lines, and every WARN line about the
+/// compiled cache.
+fn run_with_cache(
+    dir: &Path,
+    file: &str,
+    registry: &Path,
+    cache: &Path,
+) -> (
+    std::collections::BTreeMap<String, String>,
+    Vec<serde_json::Value>,
+) {
+    let output = run_weir(
+        dir,
+        &[
+            "--log-format",
+            "json",
+            "run",
+            file,
+            "--no-admin",
+            "--no-watch",
+            "--plugins",
+            registry.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let outcomes = lines
+        .iter()
+        .filter(|line| line["message"] == "Plugin activated.")
+        .map(|line| {
+            (
+                line["plugin"].as_str().unwrap().to_owned(),
+                line["cache"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let warnings = lines
+        .into_iter()
+        .filter(|line| {
+            line["level"] == "WARN"
+                && line["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("compiled-cache") || m.contains("compiled cache"))
+        })
+        .collect();
+    (outcomes, warnings)
+}
+
+/// The `.cwasm` entries in a cache folder.
+fn cache_entries(cache: &Path) -> std::collections::BTreeSet<PathBuf> {
+    std::fs::read_dir(cache)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "cwasm"))
+        .collect()
+}
+
+#[test]
+fn forged_compiled_cache_entries_are_never_loaded_and_the_plugin_is_compiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry");
+    std::fs::create_dir(&registry).unwrap();
+    let cache = dir.path().join("cache");
+    let tag = format!("{:?}", dir.path());
+    for plugin in ["user-profile", "pii-mask"] {
+        let bytes = variant(&component(plugin), &tag);
+        std::fs::write(registry.join(format!("{plugin}.wasm")), bytes).unwrap();
+    }
+    let pipeline = |name: &str, transform: &str, out: &str| {
+        format!(
+            r#"
+            [[pipeline]]
+            name = "{name}"
+            source = {{ type = "generate", count = 5, seed = 3 }}
+            transforms = [{transform}]
+            sink = {{ type = "file", path = "{out}" }}
+            dead_letter = {{ type = "file", path = "dlq.jsonl" }}
+            "#
+        )
+    };
+    std::fs::write(
+        dir.path().join("profile.toml"),
+        pipeline("profile", r#"{ plugin = "user-profile" }"#, "profile.jsonl"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("mask.toml"),
+        pipeline(
+            "mask",
+            r#"{ plugin = "pii-mask", config = { fields = "email" } }"#,
+            "mask.jsonl",
+        ),
+    )
+    .unwrap();
+
+    // Genuine entries: pii-mask's first, then user-profile's.
+    let (outcomes, _) = run_with_cache(dir.path(), "mask.toml", &registry, &cache);
+    assert_eq!(outcomes["pii-mask"], "miss");
+    let mask_entry = cache_entries(&cache).into_iter().next().unwrap();
+    let (outcomes, _) = run_with_cache(dir.path(), "profile.toml", &registry, &cache);
+    assert_eq!(outcomes["user-profile"], "miss");
+    let profile_entry = cache_entries(&cache)
+        .into_iter()
+        .find(|entry| *entry != mask_entry)
+        .unwrap();
+    let mask_stored = std::fs::read(&mask_entry).unwrap();
+    // wasmtime's own artifact of pii-mask (an ELF file), whatever weir wraps around it.
+    let elf = mask_stored
+        .windows(4)
+        .position(|w| w == b"\x7fELF")
+        .expect("a compiled artifact is an ELF image");
+    let forgeries: [(&str, Vec<u8>); 3] = [
+        (
+            "wrong bytes",
+            b"\x7fELF and then nothing a compiler wrote".to_vec(),
+        ),
+        ("another component's whole entry", mask_stored.clone()),
+        (
+            "another component's bare wasmtime artifact",
+            mask_stored[elf..].to_vec(),
+        ),
+    ];
+    for (forgery, bytes) in forgeries {
+        std::fs::write(&profile_entry, &bytes).unwrap();
+        let _ = std::fs::remove_file(dir.path().join("profile.jsonl"));
+        let (outcomes, warnings) = run_with_cache(dir.path(), "profile.toml", &registry, &cache);
+        assert_eq!(
+            outcomes["user-profile"], "rejected",
+            "{forgery}: compiled afresh, not loaded from the cache"
+        );
+        assert_eq!(warnings.len(), 1, "{forgery}: one WARN line: {warnings:?}");
+        assert_eq!(
+            warnings[0]["entry"].as_str(),
+            profile_entry.to_str(),
+            "{forgery}: {warnings:?}"
+        );
+        // The rows are user-profile's, not what pii-mask's code would have made of the input.
+        let rows = read_json_lines(&dir.path().join("profile.jsonl"));
+        assert_eq!(rows.len(), 5, "{forgery}");
+        assert!(
+            rows.iter()
+                .all(|row| row["first_name"].is_string() && row["name"].is_null()),
+            "{forgery}: {rows:?}"
+        );
+        assert_ne!(
+            std::fs::read(&profile_entry).unwrap(),
+            bytes,
+            "{forgery}: the forged entry was replaced"
+        );
+    }
+    let (outcomes, warnings) = run_with_cache(dir.path(), "profile.toml", &registry, &cache);
+    assert_eq!(
+        outcomes["user-profile"], "hit",
+        "the replaced entry is genuine"
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+#[test]
+fn an_unsafe_cache_folder_is_ignored_with_one_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry");
+    std::fs::create_dir(&registry).unwrap();
+    let tag = format!("{:?}", dir.path());
+    for plugin in ["user-profile", "pii-mask"] {
+        let bytes = variant(&component(plugin), &tag);
+        std::fs::write(registry.join(format!("{plugin}.wasm")), bytes).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("p.toml"),
+        r#"
+        [[pipeline]]
+        name = "shared"
+        source = { type = "generate", count = 5, seed = 3 }
+        transforms = [{ plugin = "user-profile" }, { plugin = "pii-mask", config = { fields = "email" } }]
+        sink = { type = "blackhole" }
+        dead_letter = { type = "file", path = "dlq.jsonl" }
+        "#,
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (outcomes, warnings) = run_with_cache(dir.path(), "p.toml", &registry, &cache);
+    let disabled = |plugin: &str| (plugin.to_owned(), "disabled".to_owned());
+    assert_eq!(
+        outcomes,
+        [disabled("pii-mask"), disabled("user-profile")].into(),
+        "both compiled, neither loaded"
+    );
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one WARN line for the folder: {warnings:?}"
+    );
+    assert!(
+        std::fs::read_dir(&cache).unwrap().next().is_none(),
+        "nothing written into a folder others can write"
+    );
+}
+
 #[test]
 fn a_restart_loads_compiled_code_from_the_cache() {
     let dir = tempfile::tempdir().unwrap();
@@ -463,7 +672,7 @@ fn a_restart_loads_compiled_code_from_the_cache() {
     std::fs::write(&entry, b"damaged").unwrap();
     let third = PluginRuntime::new(Some(CompiledCache::new(dir.path()))).unwrap();
     let recompiled = LoadedPlugin::from_bytes(&third, "user-profile", &bytes).unwrap();
-    assert_eq!(recompiled.cache_outcome(), CacheOutcome::Miss);
+    assert_eq!(recompiled.cache_outcome(), CacheOutcome::Rejected);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -210,3 +210,156 @@ fn a_plugin_writing_to_stderr_on_every_record_never_fills_it_up() {
         error.message
     );
 }
+
+/// VmHWM (peak resident) and VmRSS of process `pid`, in MiB.
+fn memory_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+            / 1024
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+#[test]
+fn a_plugin_logging_a_mebibyte_per_record_leaves_the_host_small_and_records_flowing() {
+    use weir::runtime::MAX_LOG_MESSAGE_BYTES;
+    const RECORDS: u64 = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry");
+    std::fs::create_dir(&registry).unwrap();
+    std::fs::copy(
+        plugin_registry().join("fault-loud.wasm"),
+        registry.join("fault-loud.wasm"),
+    )
+    .unwrap();
+    crate::support::append_numbered(&dir.path().join("input.txt"), 0..RECORDS);
+    std::fs::write(
+        dir.path().join("p.toml"),
+        r#"
+        [[pipeline]]
+        name = "loud"
+        source = { type = "file", path = "input.txt", follow = true }
+        transforms = [{ plugin = "fault-loud" }]
+        sink = { type = "file", path = "out.jsonl" }
+        dead_letter = { type = "file", path = "dlq.jsonl" }
+        "#,
+    )
+    .unwrap();
+    let log_path = dir.path().join("weir.log");
+    let mut child = crate::support::weir()
+        .current_dir(dir.path())
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "p.toml",
+            "--no-admin",
+            "--no-watch",
+        ])
+        .arg("--plugins")
+        .arg(&registry)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .env("WEIR_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = dir.path().join("out.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let mut peak_rss = 0;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "weir exited early ({status}):\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        peak_rss = peak_rss.max(memory_of(pid).1);
+        let written = std::fs::read_to_string(&out)
+            .map(|text| text.lines().count() as u64)
+            .unwrap_or(0);
+        if written >= RECORDS {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {RECORDS} records in out.jsonl; {written} so far"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (high_water, resident) = memory_of(pid);
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert!(child.wait().unwrap().success(), "weir exits 0 on SIGTERM");
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    // Unbounded, the log alone would hold RECORDS MiB.
+    assert!(
+        log.len() < 8 << 20,
+        "the host's log grew to {} bytes for {RECORDS} records",
+        log.len()
+    );
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let plugin_lines: Vec<&str> = lines
+        .iter()
+        .filter(|line| line["plugin"] == "fault-loud")
+        .filter_map(|line| line["message"].as_str())
+        .filter(|message| message.starts_with("xxxx"))
+        .collect();
+    assert!(
+        !plugin_lines.is_empty(),
+        "the plugin's lines still reach the log"
+    );
+    assert!(
+        plugin_lines
+            .iter()
+            .all(|message| message.len() <= MAX_LOG_MESSAGE_BYTES + 64),
+        "every plugin line is cut to {MAX_LOG_MESSAGE_BYTES} bytes"
+    );
+    let reported_drops: u64 = lines
+        .iter()
+        .filter(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Plugin logs more than"))
+        })
+        .filter_map(|line| line["dropped"].as_u64())
+        .sum();
+    assert!(
+        plugin_lines.len() as u64 + reported_drops <= RECORDS,
+        "{} lines written and {reported_drops} reported dropped, for {RECORDS} calls",
+        plugin_lines.len()
+    );
+    // The records flowed, unchanged and not dead-lettered.
+    let rows = crate::support::read_json_lines(&out);
+    assert_eq!(rows.len() as u64, RECORDS);
+    assert!(rows.iter().enumerate().all(|(n, row)| row["n"] == n as u64));
+    assert!(
+        !dir.path().join("dlq.jsonl").exists()
+            || crate::support::read_json_lines(&dir.path().join("dlq.jsonl")).is_empty()
+    );
+    eprintln!(
+        "weir run with a 1 MiB-per-record logger: VmHWM {high_water} MiB, VmRSS {resident} MiB (sampled peak {peak_rss} MiB), {} plugin lines logged, {reported_drops} reported dropped, log {} bytes",
+        plugin_lines.len(),
+        log.len()
+    );
+    assert!(
+        high_water < 384,
+        "weir's peak resident memory was {high_water} MiB"
+    );
+}

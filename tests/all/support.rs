@@ -15,6 +15,7 @@ const PLUGIN_CRATES: &[&str] = &[
     "tests/plugins/escape",
     "tests/plugins/wrong-version",
     "tests/plugins/missing-export",
+    "tests/plugins/loud",
 ];
 
 /// The repository root.

@@ -14,11 +14,14 @@ mod state;
 mod stderr;
 
 pub use bindings::weir::plugin::types::{ErrorKind as WitErrorKind, Header, Record};
-pub use cache::{CacheOutcome, CompiledCache};
+pub use cache::{CacheOutcome, CompiledCache, default_cache_dir};
 pub use engine::{EPOCH_TICK, PluginRuntime};
 pub use error::{PluginError, RecordError, RecordErrorKind};
 pub use instance::PluginInstance;
 pub use limits::Capability;
 pub use plugin::{Grants, LoadedPlugin, PluginLimits};
 pub use slot::{Instantiation, LiveSlot, LiveSlots, StepRequest};
-pub use state::PluginCounters;
+pub use state::{
+    COUNTER_ADDS_PER_SECOND, DroppedCallCounts, LOG_LINES_PER_SECOND, MAX_COUNTER_NAME_BYTES,
+    MAX_LOG_MESSAGE_BYTES, PluginCounters,
+};
