@@ -227,6 +227,29 @@ fn memory_of(pid: u32) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// `/metrics` of the `weir run` whose JSON log is at `log_path`, from the address its
+/// `Admin API listening.` line names.
+fn scrape_metrics(log_path: &std::path::Path) -> String {
+    use std::io::{Read, Write};
+    let log = std::fs::read_to_string(log_path).unwrap();
+    let addr = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["message"] == "Admin API listening.")
+        .and_then(|line| line["addr"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no `Admin API listening.` line in:\n{log}"));
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
 #[test]
 fn a_plugin_logging_a_mebibyte_per_record_leaves_the_host_small_and_records_flowing() {
     use weir::runtime::MAX_LOG_MESSAGE_BYTES;
@@ -260,7 +283,8 @@ fn a_plugin_logging_a_mebibyte_per_record_leaves_the_host_small_and_records_flow
             "json",
             "run",
             "p.toml",
-            "--no-admin",
+            "--admin",
+            "127.0.0.1:0",
             "--no-watch",
         ])
         .arg("--plugins")
@@ -297,6 +321,20 @@ fn a_plugin_logging_a_mebibyte_per_record_leaves_the_host_small_and_records_flow
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let (high_water, resident) = memory_of(pid);
+    let metrics = scrape_metrics(&log_path);
+    // Every call carried a 1 MiB counter name: each one dropped and counted, whatever the speed.
+    assert!(
+        metrics.contains(&format!(
+            "weir_plugin_host_calls_dropped_total{{plugin=\"fault-loud\",call=\"counter-add\"}} {RECORDS}\n"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "weir_plugin_counter_total{{plugin=\"fault-loud\",name=\"records\"}} {RECORDS}\n"
+        )),
+        "counters with proper names still count: {metrics}"
+    );
     let stopped = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
