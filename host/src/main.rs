@@ -158,6 +158,31 @@ enum BenchCommand {
         #[command(flatten)]
         plugins: PluginsDir,
     },
+    /// Consumer-group failover: how long a killed member's partitions wait, and how long the
+    /// rest of the group pauses.
+    ///
+    /// Runs MEMBERS `weir run` processes in one group over a new topic with a steady produce
+    /// rate, kills one with SIGKILL, and reports how long its partitions waited before records
+    /// of each were written again, and the longest gap in the other partitions' output. Once
+    /// with dynamic membership (another member takes over after the session timeout), once with
+    /// static membership (the member restarts at once with the same `instance_id`).
+    Failover {
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "WEIR_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Members of the group.
+        #[arg(long, default_value_t = 3)]
+        members: usize,
+        /// Partitions of the topic.
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        /// Records per second produced.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// The source's session_timeout_ms (default: the source's default).
+        #[arg(long, value_name = "MS")]
+        session_timeout_ms: Option<u64>,
+    },
     /// Whole pipelines over real Kafka and Cassandra, as ratios to a consumer that only reads.
     ///
     /// Pre-loads RECORDS users into a new topic, then drains it with: a read-only pipeline (the
@@ -314,6 +339,13 @@ fn main() -> ExitCode {
             rate,
             plugins,
         }) => cli::bench::swap(swaps, debounce_ms, rate, &plugins.dir),
+        Command::Bench(BenchCommand::Failover {
+            brokers,
+            members,
+            partitions,
+            rate,
+            session_timeout_ms,
+        }) => cli::bench::failover(brokers, members, partitions, rate, session_timeout_ms),
         Command::Bench(BenchCommand::Pipeline {
             brokers,
             cassandra,

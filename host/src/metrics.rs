@@ -204,6 +204,7 @@ fn render_pipeline_details(out: &mut String, pipelines: &BTreeMap<String, Arc<Pi
             );
         }
     }
+    consumer_group(out, pipelines);
     header(
         out,
         "weir_batch_duration_seconds",
@@ -384,6 +385,52 @@ mod tests {
             "weir_sink_retries_total{pipeline=\"p\",destination=\"dead_letter\"} 0",
         ] {
             assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+        }
+    }
+}
+
+/// The consumer-group membership of every pipeline with a Kafka source.
+fn consumer_group(out: &mut String, pipelines: &BTreeMap<String, Arc<PipelineStats>>) {
+    type GroupField = fn(&crate::connectors::kafka::GroupStatus) -> f64;
+    let groups: Vec<_> = pipelines
+        .iter()
+        .filter_map(|(name, stats)| Some((name, stats.consumer_group()?)))
+        .collect();
+    let series: [(&str, &str, &str, GroupField); 4] = [
+        (
+            "weir_kafka_rebalances_total",
+            "Rebalances this process's consumer completed.",
+            "counter",
+            |g| g.rebalances as f64,
+        ),
+        (
+            "weir_kafka_partitions_owned",
+            "Partitions this process's consumer owns.",
+            "gauge",
+            |g| g.partitions_owned as f64,
+        ),
+        (
+            "weir_kafka_partitions_revoked_total",
+            "Partitions taken from this process's consumer in rebalances.",
+            "counter",
+            |g| g.partitions_revoked as f64,
+        ),
+        (
+            "weir_kafka_unowned_seconds_total",
+            "Seconds this process's consumer owned no partition (joining, or everything moved away).",
+            "counter",
+            |g| g.unowned_seconds,
+        ),
+    ];
+    for (name, help, kind, value) in series {
+        header(out, name, help, kind);
+        for (pipeline, group) in &groups {
+            let _ = writeln!(
+                out,
+                "{name}{{pipeline=\"{}\"}} {}",
+                escape(pipeline),
+                value(group)
+            );
         }
     }
 }

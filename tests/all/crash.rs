@@ -143,7 +143,7 @@ async fn kill_9_loses_nothing_and_counts_what_is_processed_again() {
     std::fs::write(
         dir.path().join("p.toml"),
         format!(
-            "[[pipeline]]\nname = \"process\"\nsource = {{ type = \"kafka\", brokers = \"{brokers}\", topics = [\"{topic}\"], group = \"{}\", properties = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"1000\" }} }}\ntransforms = [{{ plugin = \"user-profile\" }}]\nsink = {{ type = \"file\", path = \"{}\" }}\ndead_letter = {{ type = \"file\", path = \"dlq.jsonl\" }}\nbatch = {{ size = 200, linger_ms = 10 }}\n",
+            "[[pipeline]]\nname = \"process\"\nsource = {{ type = \"kafka\", brokers = \"{brokers}\", topics = [\"{topic}\"], group = \"{}\", session_timeout_ms = 6000, heartbeat_interval_ms = 1000 }}\ntransforms = [{{ plugin = \"user-profile\" }}]\nsink = {{ type = \"file\", path = \"{}\" }}\ndead_letter = {{ type = \"file\", path = \"dlq.jsonl\" }}\nbatch = {{ size = 200, linger_ms = 10 }}\n",
             unique("group"),
             out.display()
         ),
@@ -189,7 +189,7 @@ async fn kill_9_into_cassandra_collapses_replays_by_primary_key() {
         .replace(
             "group = \"weir-process\"",
             &format!(
-                "group = \"{}\", properties = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"1000\" }}",
+                "group = \"{}\", session_timeout_ms = 6000, heartbeat_interval_ms = 1000",
                 unique("group")
             ),
         )

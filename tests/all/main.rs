@@ -10,6 +10,7 @@ mod cli;
 mod compose;
 mod connectors;
 mod crash;
+mod failover;
 mod faults;
 mod hot_swap;
 mod manifest;

@@ -121,3 +121,54 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// Runs the failover benchmark.
+pub fn failover(
+    brokers: String,
+    members: usize,
+    partitions: i32,
+    rate: f64,
+    session_timeout_ms: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(members >= 2, "--members must be at least 2");
+    anyhow::ensure!(
+        partitions as usize >= members,
+        "--partitions must be at least --members"
+    );
+    anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate must be positive");
+    let bench = super::measure::failover::FailoverBench {
+        brokers,
+        weir: std::env::current_exe().context("cannot find the weir binary")?,
+        members,
+        partitions,
+        rate,
+        session_timeout_ms,
+    };
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    eprintln!(
+        "{members} members over {partitions} partitions at {rate} records/s; killing one (SIGKILL)..."
+    );
+    let lines = tokio.block_on(super::measure::failover::run(&bench))?;
+    let s = |d: Duration| d.as_secs_f64();
+    println!(
+        "{:<10} {:<18} {:>20} {:>22} {:>10}",
+        "membership",
+        "killed partitions",
+        "their wait (s)",
+        "others' longest gap (s)",
+        "usual gap (s)"
+    );
+    for line in &lines {
+        println!(
+            "{:<10} {:<18} {:>20.2} {:>22.2} {:>10.3}",
+            line.membership,
+            format!("{:?}", line.killed_partitions),
+            s(line.waited),
+            s(line.others_longest_gap),
+            s(line.usual_gap)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

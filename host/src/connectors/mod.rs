@@ -117,6 +117,12 @@ pub trait Source: Send {
     fn acknowledgements(&self) -> Option<std::sync::Arc<dyn Acknowledgements>> {
         None
     }
+
+    /// This process's standing in a consumer group (rebalances, partitions owned), for
+    /// sources that join one (Kafka).
+    fn group_metrics(&self) -> Option<std::sync::Arc<kafka::GroupMetrics>> {
+        None
+    }
 }
 
 /// Receives the positions of each batch as soon as the sink and the dead-letter destination

@@ -124,6 +124,11 @@ pub async fn run(
     stats: Arc<PipelineStats>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<PipelineReport, PipelineError> {
+    let mut config = config;
+    // A Kafka source derives its static member id from the pipeline's name.
+    if let crate::connectors::SourceConfig::Kafka(kafka) = &mut config.source {
+        kafka.pipeline.clone_from(&config.name);
+    }
     let opened = open_connectors(&config, &mut shutdown.clone())
         .await
         .map_err(|source| PipelineError::Connector {
@@ -217,6 +222,9 @@ pub async fn run_with(
         "Pipeline started."
     );
 
+    if let Some(group) = source.group_metrics() {
+        stats.set_consumer_group(group);
+    }
     // Register the stages in pipeline order for `weir tap`, and count each plugin's work.
     stats.taps().point(SOURCE_STAGE);
     chain.observe_into(&stats);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::connectors::kafka::{GroupMetrics, GroupStatus};
 use crate::observe::{
     DeadLetterSummary, HistogramSnapshot, LatencyHistogram, PartitionLag, PluginStepStats,
     QueueDepth, RateWindow, Rates, RecentDeadLetters, TapHub,
@@ -34,6 +35,7 @@ pub struct PipelineStats {
     workers: AtomicU64,
     plugins: Mutex<Vec<(String, Arc<PluginStepStats>)>>,
     lag: Mutex<Vec<PartitionLag>>,
+    consumer_group: Mutex<Option<Arc<GroupMetrics>>>,
     rates: Mutex<RateWindow>,
     dead_letters: RecentDeadLetters,
     taps: TapHub,
@@ -65,6 +67,7 @@ impl PipelineStats {
             workers: AtomicU64::new(0),
             plugins: Mutex::new(Vec::new()),
             lag: Mutex::new(Vec::new()),
+            consumer_group: Mutex::new(None),
             rates: Mutex::new(RateWindow::default()),
             dead_letters: RecentDeadLetters::default(),
             taps: TapHub::new(name),
@@ -159,6 +162,23 @@ impl PipelineStats {
         *self.lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
     }
 
+    /// Follows the source's consumer-group membership (Kafka sources).
+    pub fn set_consumer_group(&self, metrics: Arc<GroupMetrics>) {
+        *self
+            .consumer_group
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(metrics);
+    }
+
+    /// The source's consumer-group membership now, for sources that join a group.
+    pub fn consumer_group(&self) -> Option<GroupStatus> {
+        self.consumer_group
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|metrics| metrics.status())
+    }
+
     /// The source's consumer lag, per partition.
     pub fn lag(&self) -> Vec<PartitionLag> {
         self.lag.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -217,6 +237,7 @@ impl PipelineStats {
             },
             lag_total: lag.iter().map(|p| p.lag.max(0)).sum(),
             lag,
+            kafka: self.consumer_group(),
             batch_latency: LatencySummary::of(&self.batch_latency.snapshot()),
             sink_write_latency: LatencySummary::of(&self.sink_write_latency.snapshot()),
             plugins: plugins
@@ -265,6 +286,10 @@ pub struct PipelineStatus {
     pub lag: Vec<PartitionLag>,
     /// Consumer lag over every partition.
     pub lag_total: i64,
+    /// This process's consumer-group membership (Kafka sources): rebalances, partitions owned,
+    /// seconds without partitions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<GroupStatus>,
     /// Source-to-acknowledgement time of a batch.
     pub batch_latency: LatencySummary,
     /// Time of a sink write, retries included.

@@ -1,23 +1,30 @@
 //! The Kafka consumer's context, which librdkafka calls with statistics (for the lag) and around
 //! rebalances: a partition is given up only after its in-flight records were acknowledged and
-//! their offsets committed, so its next owner starts exactly where this one stopped.
+//! their offsets committed, so its next owner starts exactly where this one stopped. With the
+//! default cooperative-sticky assignor a rebalance names only the partitions that move, so only
+//! those drain; the others keep flowing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::group::GroupMetrics;
 use super::lag::ConsumerLag;
-use super::progress::{PartitionProgress, TopicPartition};
+use super::progress::{Commit, PartitionProgress, TopicPartition};
 
-/// Callbacks of one consumer.
+/// Callbacks of one consumer. They run on the source's polling thread, which may block.
 pub struct GroupContext {
     name: String,
     lag: ConsumerLag,
     progress: Arc<PartitionProgress>,
+    metrics: Arc<GroupMetrics>,
     drain_timeout: Duration,
+    /// Set by every assignment, so the polling thread re-pauses what it had paused.
+    assignment_changed: AtomicBool,
 }
 
 impl GroupContext {
@@ -26,51 +33,76 @@ impl GroupContext {
         name: &str,
         lag: ConsumerLag,
         progress: Arc<PartitionProgress>,
+        metrics: Arc<GroupMetrics>,
         drain_timeout: Duration,
     ) -> Self {
         GroupContext {
             name: name.to_owned(),
             lag,
             progress,
+            metrics,
             drain_timeout,
+            assignment_changed: AtomicBool::new(false),
         }
     }
 
-    /// Waits for the pipeline to acknowledge what it holds of `partitions`, then commits them.
-    fn drain_and_commit(&self, consumer: &BaseConsumer<Self>, partitions: &[TopicPartition]) {
-        let (acknowledged, drained) =
-            outside_the_runtime(|| self.progress.drain(partitions, self.drain_timeout));
+    /// Whether the assignment changed since the last call.
+    pub fn take_assignment_changed(&self) -> bool {
+        self.assignment_changed.swap(false, Ordering::SeqCst)
+    }
+
+    /// Waits for the pipeline to acknowledge what it holds of `partitions`, commits them, and
+    /// lets them go. A lost assignment (the session expired, or the poll interval passed) is
+    /// let go at once without a commit: the partitions already belong to other members, which
+    /// re-deliver everything after the last commit.
+    fn give_up(&self, consumer: &BaseConsumer<Self>, partitions: &[TopicPartition], lost: bool) {
+        let dropped = self.progress.stop_handing_out(partitions);
+        let drained = lost || self.progress.drain(partitions, self.drain_timeout);
         if !drained {
             tracing::warn!(
                 source = %self.name,
+                partitions = %describe(partitions),
                 timeout_ms = self.drain_timeout.as_millis() as u64,
-                "In-flight records of revoked partitions were not acknowledged in time; their new owner re-delivers them."
+                "In-flight records of revoked partitions were not acknowledged in time; their new owner re-delivers them, and their late acknowledgements are not committed."
             );
         }
-        if acknowledged.is_empty() {
-            return;
-        }
-        let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), offset) in &acknowledged {
-            if let Err(error) =
-                offsets.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))
-            {
-                tracing::warn!(source = %self.name, %error, "Cannot name a revoked partition's offset.");
+        let _commits = self.progress.commit_guard();
+        if !lost {
+            let commit = self.progress.to_commit(partitions);
+            if !commit.is_empty() {
+                match consumer.commit(&offsets(&commit), CommitMode::Sync) {
+                    Ok(()) => self.progress.committed(&commit),
+                    Err(error) => tracing::warn!(
+                        source = %self.name,
+                        %error,
+                        "Cannot commit revoked partitions; their new owner re-delivers from the last commit."
+                    ),
+                }
             }
         }
-        match consumer.commit(&offsets, CommitMode::Sync) {
-            Ok(()) => tracing::info!(
-                source = %self.name,
-                partitions = ?acknowledged,
-                "Drained and committed revoked partitions."
-            ),
-            Err(error) => tracing::warn!(
-                source = %self.name,
-                %error,
-                "Cannot commit revoked partitions; their new owner re-delivers from the last commit."
-            ),
+        self.progress.revoke(partitions);
+        self.metrics.revoked(partitions.len(), lost);
+        tracing::info!(
+            source = %self.name,
+            partitions = %describe(partitions),
+            lost,
+            drained,
+            dropped_unread = dropped,
+            "Partitions revoked."
+        );
+    }
+}
+
+/// The offsets to commit for `commit`: one past each acknowledged record.
+pub fn offsets(commit: &Commit) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), offset) in commit {
+        if let Err(error) = list.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))
+        {
+            tracing::warn!(%error, topic, partition, "Cannot name a partition's offset.");
         }
     }
+    list
 }
 
 impl ClientContext for GroupContext {
@@ -84,8 +116,7 @@ impl ConsumerContext for GroupContext {
         if let Rebalance::Revoke(list) = rebalance {
             let partitions = partitions_of(list);
             if !partitions.is_empty() {
-                self.drain_and_commit(consumer, &partitions);
-                self.progress.revoke(&partitions);
+                self.give_up(consumer, &partitions, consumer.assignment_lost());
             }
         }
     }
@@ -94,16 +125,24 @@ impl ConsumerContext for GroupContext {
         match rebalance {
             Rebalance::Assign(list) => {
                 let partitions = partitions_of(list);
-                tracing::info!(source = %self.name, partitions = ?partitions, "Partitions assigned.");
                 self.progress.assign(&partitions);
+                self.metrics.assigned(partitions.len());
+                self.assignment_changed.store(true, Ordering::SeqCst);
+                tracing::info!(
+                    source = %self.name,
+                    partitions = %describe(&partitions),
+                    owned = self.progress.assigned().len(),
+                    "Partitions assigned."
+                );
             }
-            Rebalance::Revoke(list) => {
-                tracing::info!(source = %self.name, partitions = ?partitions_of(list), "Partitions revoked.");
-            }
+            Rebalance::Revoke(_) => {}
             Rebalance::Error(error) => {
                 // librdkafka dropped the whole assignment; whatever comes next is a new one.
                 tracing::warn!(source = %self.name, %error, "Rebalance failed; the assignment was dropped.");
-                self.progress.revoke(&self.progress.assigned());
+                let assigned = self.progress.assigned();
+                let _commits = self.progress.commit_guard();
+                self.progress.revoke(&assigned);
+                self.metrics.revoked(assigned.len(), true);
             }
         }
     }
@@ -116,14 +155,11 @@ fn partitions_of(list: &TopicPartitionList) -> Vec<TopicPartition> {
         .collect()
 }
 
-/// Runs `wait` so that it cannot stall the async runtime: librdkafka calls the rebalance
-/// callbacks from inside a poll, on a runtime worker, and the acknowledgements being waited for
-/// come from tasks that need workers to run.
-fn outside_the_runtime<R>(wait: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(wait)
-        }
-        _ => wait(),
-    }
+/// `topic/0,topic/3`: one field that logs and tests read alike.
+fn describe(partitions: &[TopicPartition]) -> String {
+    partitions
+        .iter()
+        .map(|(topic, partition)| format!("{topic}/{partition}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }

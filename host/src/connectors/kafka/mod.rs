@@ -3,6 +3,7 @@
 //! acknowledgement.
 
 mod context;
+mod group;
 mod lag;
 mod progress;
 mod sink;
@@ -15,6 +16,7 @@ use rdkafka::ClientConfig;
 
 use super::{ConfigProblem, ConnectorError, Sink, SinkSpec, Source, SourceSpec};
 
+pub use group::{GroupMetrics, GroupStatus};
 pub use sink::{Compression, KafkaSink, KafkaSinkConfig};
 pub use source::{KafkaSource, KafkaSourceConfig, OffsetReset};
 

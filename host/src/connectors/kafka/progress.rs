@@ -1,88 +1,168 @@
-//! What the Kafka source handed to the pipeline and what the pipeline acknowledged, per
-//! partition, so that a partition can be given up in a rebalance only after its in-flight
-//! records are acknowledged and committed: the next owner starts exactly where this one stopped.
+//! What the Kafka source fetched, handed to the pipeline, had acknowledged and committed, per
+//! partition of the current assignment, so that a partition is given up in a rebalance only
+//! after its in-flight records are acknowledged and committed (its next owner starts exactly
+//! where this one stopped), and so that no commit ever moves an offset backwards.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::record::SourcePosition;
+use crate::record::{SourcePosition, SourceRecord};
 
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
 
+/// A partition of the current assignment.
+#[derive(Debug, Default, Clone, Copy)]
+struct Owned {
+    /// The highest offset handed to the pipeline.
+    delivered: Option<i64>,
+    /// The highest offset the pipeline acknowledged.
+    acknowledged: Option<i64>,
+    /// The highest offset whose commit succeeded (the committed position is one past it).
+    committed: Option<i64>,
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// Partitions assigned to this consumer now.
-    assigned: BTreeSet<TopicPartition>,
-    /// The highest offset per partition returned to the pipeline.
-    delivered: BTreeMap<TopicPartition, i64>,
-    /// The highest offset per partition the pipeline acknowledged.
-    acknowledged: BTreeMap<TopicPartition, i64>,
-    /// For each partition, the revocation (epoch) that last took it away.
-    revoked_in: BTreeMap<TopicPartition, u64>,
+    assigned: BTreeMap<TopicPartition, Owned>,
+    /// Partitions given up before everything handed to the pipeline from them was
+    /// acknowledged: per assignment given up, in order, the last offset handed out then. Those
+    /// records are still in the pipeline and their acknowledgements arrive late, in order, the
+    /// last one naming exactly that offset; they belong to an old assignment and must neither
+    /// count for a new one (the partition may be ours again meanwhile) nor be committed.
+    stale: BTreeMap<TopicPartition, VecDeque<i64>>,
+    /// Records fetched and not yet handed to the pipeline, oldest first.
+    buffer: VecDeque<SourceRecord>,
 }
 
-/// Delivered and acknowledged offsets per partition, shared by the source, the pipeline's sink
-/// stage (through [`crate::connectors::Acknowledgements`]) and the rebalance callback.
+/// The bookkeeping, shared by the polling thread (which fetches and serves rebalances), the
+/// source (which hands records out and commits) and the pipeline's sink stage (through
+/// [`crate::connectors::Acknowledgements`]).
 #[derive(Debug, Default)]
 pub struct PartitionProgress {
     state: Mutex<State>,
     acknowledged: Condvar,
-    revocations: AtomicU64,
+    /// Held across computing, sending and recording a commit, and across giving a partition up,
+    /// so that a commit computed before a revocation cannot land after the revocation's own.
+    commits: Mutex<()>,
 }
 
+/// A commit to send: the offset of the last acknowledged record per partition.
+pub type Commit = Vec<(TopicPartition, i64)>;
+
 impl PartitionProgress {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Partitions were assigned to this consumer.
+    /// Serialises commits and revocations; hold the guard while committing.
+    pub fn commit_guard(&self) -> MutexGuard<'_, ()> {
+        self.commits.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Partitions were assigned to this consumer: their bookkeeping starts afresh.
     pub fn assign(&self, partitions: &[TopicPartition]) {
         let mut state = self.state();
-        state.assigned.extend(partitions.iter().cloned());
+        for partition in partitions {
+            state.assigned.insert(partition.clone(), Owned::default());
+        }
     }
 
     /// The partitions assigned now.
     pub fn assigned(&self) -> Vec<TopicPartition> {
-        self.state().assigned.iter().cloned().collect()
+        self.state().assigned.keys().cloned().collect()
     }
 
-    /// Partitions were taken away; their bookkeeping starts afresh if they come back.
+    /// Partitions are about to be revoked: what was fetched from them and not handed out is
+    /// dropped (their next owner reads it again from the committed offset), and nothing more of
+    /// them is handed out.
+    pub fn stop_handing_out(&self, partitions: &[TopicPartition]) -> usize {
+        let mut state = self.state();
+        let before = state.buffer.len();
+        state.buffer.retain(|record| {
+            !partitions
+                .iter()
+                .any(|(topic, partition)| is_of(record, topic, *partition))
+        });
+        before - state.buffer.len()
+    }
+
+    /// Partitions were taken away. Records of them still in the pipeline are remembered so
+    /// that their late acknowledgements are ignored.
     pub fn revoke(&self, partitions: &[TopicPartition]) {
-        let epoch = self.revocations.fetch_add(1, Ordering::SeqCst) + 1;
         let mut state = self.state();
         for partition in partitions {
-            state.assigned.remove(partition);
-            state.delivered.remove(partition);
-            state.acknowledged.remove(partition);
-            state.revoked_in.insert(partition.clone(), epoch);
+            state
+                .buffer
+                .retain(|r| !is_of(r, &partition.0, partition.1));
+            let Some(owned) = state.assigned.remove(partition) else {
+                continue;
+            };
+            if let Some(delivered) = owned.delivered
+                && owned.acknowledged.is_none_or(|acked| acked < delivered)
+            {
+                state
+                    .stale
+                    .entry(partition.clone())
+                    .or_default()
+                    .push_back(delivered);
+            }
         }
     }
 
-    /// How many revocations happened so far: lets a poll notice one that happened inside it.
-    pub fn revocations(&self) -> u64 {
-        self.revocations.load(Ordering::SeqCst)
+    /// A record fetched from an assigned partition, waiting to be handed out; false (and
+    /// dropped) when its partition is not assigned.
+    pub fn push(&self, record: SourceRecord) -> bool {
+        let mut state = self.state();
+        let key = (
+            record.position.stream.to_string(),
+            record.position.partition,
+        );
+        if !state.assigned.contains_key(&key) {
+            return false;
+        }
+        state.buffer.push_back(record);
+        true
     }
 
-    /// Whether `partition` was revoked after revocation number `epoch`.
-    pub fn revoked_since(&self, epoch: u64, partition: &TopicPartition) -> bool {
-        self.state()
-            .revoked_in
-            .get(partition)
-            .is_some_and(|&revoked| revoked > epoch)
+    /// Records fetched and not yet handed out.
+    pub fn buffered(&self) -> usize {
+        self.state().buffer.len()
+    }
+
+    /// Hands out at most `max` buffered records, oldest first, and counts them as delivered.
+    pub fn take(&self, max: usize) -> Vec<SourceRecord> {
+        let mut state = self.state();
+        let count = max.min(state.buffer.len());
+        let batch: Vec<SourceRecord> = state.buffer.drain(..count).collect();
+        for position in SourcePosition::highest(batch.iter().map(|r| &r.position)) {
+            let key = (position.stream.to_string(), position.partition);
+            if let Some(owned) = state.assigned.get_mut(&key) {
+                owned.delivered = Some(
+                    owned
+                        .delivered
+                        .map_or(position.offset, |d| d.max(position.offset)),
+                );
+            }
+        }
+        batch
     }
 
     /// Records up to these positions (one per stream and partition) were handed to the
-    /// pipeline.
-    pub fn delivered(&self, positions: &[SourcePosition]) {
+    /// pipeline by another path than [`take`](Self::take).
+    #[cfg(test)]
+    fn delivered(&self, positions: &[SourcePosition]) {
         let mut state = self.state();
         for position in positions {
-            let partition = (position.stream.to_string(), position.partition);
-            if state.assigned.contains(&partition) {
-                let entry = state.delivered.entry(partition).or_insert(position.offset);
-                *entry = (*entry).max(position.offset);
+            let key = (position.stream.to_string(), position.partition);
+            if let Some(owned) = state.assigned.get_mut(&key) {
+                owned.delivered = Some(
+                    owned
+                        .delivered
+                        .map_or(position.offset, |d| d.max(position.offset)),
+                );
             }
         }
     }
@@ -91,45 +171,49 @@ impl PartitionProgress {
     pub fn acknowledged(&self, positions: &[SourcePosition]) {
         let mut state = self.state();
         for position in positions {
-            let partition = (position.stream.to_string(), position.partition);
-            if state.assigned.contains(&partition) {
-                let entry = state
-                    .acknowledged
-                    .entry(partition)
-                    .or_insert(position.offset);
-                *entry = (*entry).max(position.offset);
+            let key = (position.stream.to_string(), position.partition);
+            if let Some(stale) = state.stale.get_mut(&key)
+                && let Some(&last) = stale.front()
+            {
+                // Late: it belongs to an assignment given up earlier.
+                if position.offset == last {
+                    stale.pop_front();
+                    if stale.is_empty() {
+                        state.stale.remove(&key);
+                    }
+                }
+                continue;
+            }
+            if let Some(owned) = state.assigned.get_mut(&key) {
+                owned.acknowledged = Some(
+                    owned
+                        .acknowledged
+                        .map_or(position.offset, |a| a.max(position.offset)),
+                );
             }
         }
         drop(state);
         self.acknowledged.notify_all();
     }
 
-    /// Waits until every record delivered from `partitions` is acknowledged, or `timeout`
-    /// passes. Returns the acknowledged offset of each of them that has one, and whether the
-    /// wait completed (false: some in-flight records were not acknowledged in time).
-    pub fn drain(
-        &self,
-        partitions: &[TopicPartition],
-        timeout: Duration,
-    ) -> (Vec<(TopicPartition, i64)>, bool) {
+    /// Waits until every record handed out from `partitions` is acknowledged, or `timeout`
+    /// passes. Returns whether the wait completed (false: some were not acknowledged in time).
+    pub fn drain(&self, partitions: &[TopicPartition], timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut state = self.state();
         let pending = |state: &State| {
             partitions.iter().any(|partition| {
-                state.delivered.get(partition).is_some_and(|&delivered| {
-                    state
-                        .acknowledged
-                        .get(partition)
-                        .is_none_or(|&acknowledged| acknowledged < delivered)
+                state.assigned.get(partition).is_some_and(|owned| {
+                    owned.delivered.is_some_and(|delivered| {
+                        owned.acknowledged.is_none_or(|acked| acked < delivered)
+                    })
                 })
             })
         };
-        let mut drained = true;
         while pending(&state) {
             let now = Instant::now();
             if now >= deadline {
-                drained = false;
-                break;
+                return false;
             }
             state = self
                 .acknowledged
@@ -137,27 +221,43 @@ impl PartitionProgress {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        let acknowledged = partitions
-            .iter()
-            .filter_map(|p| state.acknowledged.get(p).map(|&offset| (p.clone(), offset)))
-            .collect();
-        (acknowledged, drained)
+        true
     }
 
-    /// The subset of `positions` whose partition is still assigned: committing a partition that
-    /// moved to another member could move its offset backwards under the new owner.
-    pub fn still_assigned(&self, positions: &[SourcePosition]) -> Vec<SourcePosition> {
+    /// What to commit for `partitions` (those still assigned): the last acknowledged offset of
+    /// each, where it is above the last one committed in this assignment. Never lower: a commit
+    /// only moves forward.
+    pub fn to_commit<'a>(
+        &self,
+        partitions: impl IntoIterator<Item = &'a TopicPartition>,
+    ) -> Commit {
         let state = self.state();
-        positions
-            .iter()
-            .filter(|p| {
-                state
-                    .assigned
-                    .contains(&(p.stream.to_string(), p.partition))
+        partitions
+            .into_iter()
+            .filter_map(|partition| {
+                let owned = state.assigned.get(partition)?;
+                let acknowledged = owned.acknowledged?;
+                owned
+                    .committed
+                    .is_none_or(|committed| committed < acknowledged)
+                    .then(|| (partition.clone(), acknowledged))
             })
-            .cloned()
             .collect()
     }
+
+    /// A commit of these offsets succeeded.
+    pub fn committed(&self, commit: &Commit) {
+        let mut state = self.state();
+        for (partition, offset) in commit {
+            if let Some(owned) = state.assigned.get_mut(partition) {
+                owned.committed = Some(owned.committed.map_or(*offset, |c| c.max(*offset)));
+            }
+        }
+    }
+}
+
+fn is_of(record: &SourceRecord, topic: &str, partition: i32) -> bool {
+    record.position.partition == partition && &*record.position.stream == topic
 }
 
 impl crate::connectors::Acknowledgements for PartitionProgress {
@@ -171,6 +271,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::record::Record;
 
     fn tp(partition: i32) -> TopicPartition {
         ("users".to_owned(), partition)
@@ -184,6 +285,13 @@ mod tests {
         }
     }
 
+    fn record(partition: i32, offset: i64) -> SourceRecord {
+        SourceRecord::new(
+            Record::from_value(b"{}".to_vec()),
+            position(partition, offset),
+        )
+    }
+
     #[test]
     fn drain_waits_for_the_acknowledgement_of_every_delivered_record() {
         let progress = Arc::new(PartitionProgress::default());
@@ -194,10 +302,13 @@ mod tests {
             let progress = Arc::clone(&progress);
             std::thread::spawn(move || progress.acknowledged(&[position(0, 41)]))
         };
-        let (offsets, drained) = progress.drain(&[tp(0), tp(1)], Duration::from_secs(600));
+        let drained = progress.drain(&[tp(0), tp(1)], Duration::from_secs(600));
         acker.join().unwrap();
         assert!(drained);
-        assert_eq!(offsets, vec![(tp(0), 41), (tp(1), 7)]);
+        assert_eq!(
+            progress.to_commit(&[tp(0), tp(1)]),
+            vec![(tp(0), 41), (tp(1), 7)]
+        );
     }
 
     #[test]
@@ -206,32 +317,79 @@ mod tests {
         progress.assign(&[tp(0)]);
         progress.delivered(&[position(0, 41)]);
         progress.acknowledged(&[position(0, 20)]);
-        let (offsets, drained) = progress.drain(&[tp(0)], Duration::ZERO);
-        assert!(!drained);
-        assert_eq!(offsets, vec![(tp(0), 20)]);
+        assert!(!progress.drain(&[tp(0)], Duration::ZERO));
+        assert_eq!(progress.to_commit(&[tp(0)]), vec![(tp(0), 20)]);
     }
 
     #[test]
-    fn revoked_partitions_are_neither_tracked_nor_committed() {
+    fn buffered_records_of_a_revoked_partition_are_never_handed_out() {
         let progress = PartitionProgress::default();
         progress.assign(&[tp(0), tp(1)]);
-        let before = progress.revocations();
+        for offset in 0..3 {
+            assert!(progress.push(record(0, offset)));
+            assert!(progress.push(record(1, offset)));
+        }
+        assert_eq!(progress.stop_handing_out(&[tp(1)]), 3);
         progress.revoke(&[tp(1)]);
-        assert!(progress.revoked_since(before, &tp(1)));
-        assert!(!progress.revoked_since(before, &tp(0)));
-        assert!(!progress.revoked_since(progress.revocations(), &tp(1)));
-        progress.delivered(&[position(1, 5)]);
-        progress.acknowledged(&[position(1, 5)]);
-        assert_eq!(progress.drain(&[tp(1)], Duration::ZERO), (Vec::new(), true));
+        assert!(!progress.push(record(1, 3)), "not assigned any more");
+        let batch = progress.take(10);
         assert_eq!(
-            progress.still_assigned(&[position(0, 3), position(1, 5)]),
-            vec![position(0, 3)]
+            batch
+                .iter()
+                .map(|r| r.position.partition)
+                .collect::<Vec<_>>(),
+            vec![0, 0, 0]
         );
-        // Back again: tracked from scratch.
-        progress.assign(&[tp(1)]);
-        assert_eq!(
-            progress.still_assigned(&[position(1, 9)]),
-            vec![position(1, 9)]
-        );
+        assert_eq!(progress.buffered(), 0);
+    }
+
+    /// The rule of issue 12: a late acknowledgement (after a drain timed out and the partition
+    /// moved away, and even after it came back) never moves a committed offset backwards.
+    #[test]
+    fn a_commit_never_moves_backwards_even_with_late_acknowledgements() {
+        let progress = PartitionProgress::default();
+        progress.assign(&[tp(0)]);
+        progress.delivered(&[position(0, 41)]);
+        progress.acknowledged(&[position(0, 20)]);
+        let commit = progress.to_commit(&[tp(0)]);
+        assert_eq!(commit, vec![(tp(0), 20)]);
+        progress.committed(&commit);
+        assert_eq!(progress.to_commit(&[tp(0)]), Vec::new(), "nothing new");
+        // The drain times out with 21..=41 still in the pipeline; the partition moves away,
+        // another member commits up to 99, and it comes back to us at 100.
+        assert!(!progress.drain(&[tp(0)], Duration::ZERO));
+        progress.revoke(&[tp(0)]);
+        progress.acknowledged(&[position(0, 30)]);
+        assert_eq!(progress.to_commit(&[tp(0)]), Vec::new(), "not ours");
+        progress.assign(&[tp(0)]);
+        progress.delivered(&[position(0, 120)]);
+        // The old assignment's last acknowledgements arrive now: ignored, not committed.
+        progress.acknowledged(&[position(0, 35)]);
+        progress.acknowledged(&[position(0, 41)]);
+        assert_eq!(progress.to_commit(&[tp(0)]), Vec::new());
+        // This assignment's own acknowledgements count again.
+        progress.acknowledged(&[position(0, 110)]);
+        let commit = progress.to_commit(&[tp(0)]);
+        assert_eq!(commit, vec![(tp(0), 110)]);
+        progress.committed(&commit);
+        // Out of order (it cannot happen within one assignment, but the rule holds anyway).
+        progress.acknowledged(&[position(0, 105)]);
+        assert_eq!(progress.to_commit(&[tp(0)]), Vec::new(), "never below 110");
+        progress.acknowledged(&[position(0, 120)]);
+        assert_eq!(progress.to_commit(&[tp(0)]), vec![(tp(0), 120)]);
+    }
+
+    #[test]
+    fn a_drained_partition_leaves_nothing_stale() {
+        let progress = PartitionProgress::default();
+        progress.assign(&[tp(0)]);
+        progress.delivered(&[position(0, 9)]);
+        progress.acknowledged(&[position(0, 9)]);
+        assert!(progress.drain(&[tp(0)], Duration::ZERO));
+        progress.revoke(&[tp(0)]);
+        progress.assign(&[tp(0)]);
+        progress.delivered(&[position(0, 3)]);
+        progress.acknowledged(&[position(0, 3)]);
+        assert_eq!(progress.to_commit(&[tp(0)]), vec![(tp(0), 3)]);
     }
 }

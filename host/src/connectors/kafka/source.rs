@@ -3,22 +3,25 @@
 //! drains and commits a partition before giving it up in a rebalance, so its next owner neither
 //! misses nor repeats a record.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::client_config;
-use super::context::GroupContext;
+use super::context::{GroupContext, offsets};
+use super::group::GroupMetrics;
 use super::lag::{ConsumerLag, STATISTICS_INTERVAL_MS};
-use super::progress::PartitionProgress;
+use super::progress::{PartitionProgress, TopicPartition};
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
 use crate::record::{Header, Record, SourcePosition, SourceRecord};
 
@@ -51,15 +54,87 @@ pub struct KafkaSourceConfig {
     /// re-delivered to the partition's next owner.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
-    /// Extra librdkafka consumer properties. Every value is a secret (`sasl.password`,
-    /// `ssl.key.pem` and others carry credentials), so none is ever printed.
+    /// Static membership (librdkafka's `group.instance.id`): a member that restarts within
+    /// `session_timeout_ms` gets its partitions back without a rebalance, and nobody else's
+    /// partitions stop. `"auto"` derives it from the host name and the pipeline name (stable on
+    /// one machine, or for a StatefulSet's pods); any other value is used as it is and must be
+    /// unique in the group. Unset: dynamic membership, every start and stop rebalances.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// How long the group coordinator waits for a heartbeat before it declares this member dead
+    /// and hands its partitions to the others (librdkafka's `session.timeout.ms`): how long a
+    /// killed member's partitions wait. Lower fails over faster; too low and a starved machine
+    /// loses its partitions spuriously. The broker accepts 6,000 to 1,800,000 by default.
+    #[serde(default = "default_session_timeout_ms")]
+    pub session_timeout_ms: u64,
+    /// How often this member tells the coordinator it is alive, and learns that a rebalance
+    /// started (librdkafka's `heartbeat.interval.ms`); below a third of `session_timeout_ms`.
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// The longest the consumer may go without polling before librdkafka leaves the group
+    /// (librdkafka's `max.poll.interval.ms`). At least `session_timeout_ms`, and above
+    /// `drain_timeout_ms`, since a rebalance waits for the drain inside a poll.
+    #[serde(default = "default_max_poll_interval_ms")]
+    pub max_poll_interval_ms: u64,
+    /// Extra librdkafka consumer properties. `partition.assignment.strategy` defaults to
+    /// `cooperative-sticky` and may be overridden here; the properties that have their own key
+    /// above (and those weir relies on: group id, offset handling) are refused here. Every
+    /// value is a secret (`sasl.password`, `ssl.key.pem` and others carry credentials), so none
+    /// is ever printed.
     #[serde(default)]
     pub properties: BTreeMap<String, crate::secret::Secret>,
+    /// The pipeline's name, filled in by the pipeline (not read from the file): part of the
+    /// derived `instance_id`.
+    #[serde(skip)]
+    pub pipeline: String,
 }
 
 fn default_drain_timeout_ms() -> u64 {
     10_000
 }
+
+fn default_session_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_heartbeat_interval_ms() -> u64 {
+    1_000
+}
+
+fn default_max_poll_interval_ms() -> u64 {
+    300_000
+}
+
+/// The assignor unless the user picks another: incremental rebalances, in which members keep
+/// (and keep processing) the partitions they are not asked to give up.
+const DEFAULT_ASSIGNOR: &str = "cooperative-sticky";
+
+/// librdkafka properties that weir sets itself, from a key of the source or because its
+/// delivery guarantees depend on them; `properties` may not set them.
+const RESERVED_PROPERTIES: [(&str, &str); 10] = [
+    ("group.id", "use `group`"),
+    ("group.instance.id", "use `instance_id`"),
+    ("session.timeout.ms", "use `session_timeout_ms`"),
+    ("heartbeat.interval.ms", "use `heartbeat_interval_ms`"),
+    ("max.poll.interval.ms", "use `max_poll_interval_ms`"),
+    ("auto.offset.reset", "use `offset_reset`"),
+    (
+        "enable.auto.commit",
+        "weir commits acknowledged offsets itself",
+    ),
+    (
+        "enable.auto.offset.store",
+        "weir commits acknowledged offsets itself",
+    ),
+    ("bootstrap.servers", "use `brokers`"),
+    (
+        "statistics.interval.ms",
+        "weir reads the lag from statistics every second",
+    ),
+];
+
+/// Kafka's limit on a `group.instance.id`.
+const MAX_INSTANCE_ID: usize = 249;
 
 impl KafkaSourceConfig {
     /// Checks values the type system cannot.
@@ -73,30 +148,191 @@ impl KafkaSourceConfig {
         if self.group.trim().is_empty() {
             return Err(("group".into(), "must name a consumer group".into()));
         }
+        for (key, instead) in RESERVED_PROPERTIES {
+            if self.properties.contains_key(key) {
+                return Err((
+                    format!("properties.\"{key}\""),
+                    format!("is set by weir: {instead}"),
+                ));
+            }
+        }
+        if let Some(id) = &self.instance_id
+            && id != "auto"
+            && let Some(problem) = instance_id_problem(id)
+        {
+            return Err(("instance_id".into(), problem));
+        }
+        if self.session_timeout_ms == 0 {
+            return Err(("session_timeout_ms".into(), "must be at least 1".into()));
+        }
+        if self.heartbeat_interval_ms == 0
+            || self.heartbeat_interval_ms * 3 > self.session_timeout_ms
+        {
+            return Err((
+                "heartbeat_interval_ms".into(),
+                format!(
+                    "must be between 1 and a third of session_timeout_ms ({})",
+                    self.session_timeout_ms / 3
+                ),
+            ));
+        }
+        if self.max_poll_interval_ms < self.session_timeout_ms
+            || self.max_poll_interval_ms <= self.drain_timeout_ms
+        {
+            return Err((
+                "max_poll_interval_ms".into(),
+                format!(
+                    "must be at least session_timeout_ms ({}) and above drain_timeout_ms ({}): a rebalance drains inside a poll",
+                    self.session_timeout_ms, self.drain_timeout_ms
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// The `group.instance.id` to use, if any: `auto` becomes `{host}-{pipeline}`.
+    pub fn resolved_instance_id(&self) -> Result<Option<String>, String> {
+        let Some(id) = &self.instance_id else {
+            return Ok(None);
+        };
+        if id != "auto" {
+            return Ok(Some(id.clone()));
+        }
+        let host = host_name().ok_or(
+            "instance_id = \"auto\" needs the host name, which cannot be read here; set instance_id to a name unique in the group",
+        )?;
+        let pipeline = if self.pipeline.is_empty() {
+            self.group.as_str()
+        } else {
+            self.pipeline.as_str()
+        };
+        let derived: String = format!("{host}-{pipeline}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(MAX_INSTANCE_ID)
+            .collect();
+        Ok(Some(derived))
     }
 }
 
-/// Consumes topics as a group member.
+/// Why `id` cannot be a `group.instance.id`, if it cannot.
+fn instance_id_problem(id: &str) -> Option<String> {
+    if id.is_empty() || id.len() > MAX_INSTANCE_ID {
+        return Some(format!(
+            "must be 1 to {MAX_INSTANCE_ID} characters, or \"auto\""
+        ));
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Some("may hold only letters, digits, `.`, `_` and `-`".into());
+    }
+    None
+}
+
+/// This machine's name: stable across restarts (a StatefulSet pod keeps its name too).
+fn host_name() -> Option<String> {
+    let from_kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    from_kernel
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+}
+
+/// Consumes topics as a group member. A thread of its own polls the consumer without pause, so
+/// the member answers rebalances and stays in the group however long the pipeline is
+/// backpressured (a stalled sink): while the pipeline does not take records, the assigned
+/// partitions are paused instead of left unpolled.
 pub struct KafkaSource {
     name: String,
-    consumer: Arc<StreamConsumer<GroupContext>>,
+    /// Shared with the polling thread; taken in `drop` so that the thread drops the last
+    /// handle and the consumer leaves the group there.
+    consumer: Option<Arc<BaseConsumer<GroupContext>>>,
+    shared: Arc<Shared>,
     lag: ConsumerLag,
+    metrics: Arc<GroupMetrics>,
+    poller: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the polling thread and the source share.
+struct Shared {
     progress: Arc<PartitionProgress>,
-    streams: BTreeMap<String, Arc<str>>,
+    /// Wakes a `poll_batch` waiting for records.
+    fetched: Notify,
+    /// The largest batch the pipeline asks for: the buffer holds a few of them before the
+    /// partitions are paused.
+    wanted: AtomicUsize,
+    /// Set when the source is dropped: the thread leaves the group and ends.
+    stop: AtomicBool,
+    /// A consume error for the next `poll_batch` to report.
+    error: Mutex<Option<ConnectorError>>,
+}
+
+impl Shared {
+    fn fail(&self, error: ConnectorError) {
+        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+        self.fetched.notify_one();
+    }
+
+    fn take_error(&self) -> Option<ConnectorError> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Records buffered before the partitions are paused.
+    fn high_water(&self) -> usize {
+        (BUFFERED_BATCHES * self.wanted.load(Ordering::Relaxed)).max(MIN_BUFFERED)
+    }
 }
 
 /// How long an empty poll waits before returning, so acknowledged offsets get committed while
 /// a topic is quiet.
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How long one poll of the polling thread blocks: how quickly it notices a stop, and how often
+/// it checks whether to pause or resume.
+const THREAD_POLL: Duration = Duration::from_millis(100);
+/// Batches of fetched records held for the pipeline before the partitions are paused.
+const BUFFERED_BATCHES: usize = 4;
+/// Records fetched before pausing, whatever the batch size: pausing and resuming cost a fetch
+/// round trip each, so tiny batches must not make them happen on every batch.
+const MIN_BUFFERED: usize = 1_000;
+/// The batch size assumed until the pipeline asks for one.
+const DEFAULT_WANTED: usize = 500;
 
 impl KafkaSource {
     /// Joins the group and subscribes.
     pub fn open(config: &KafkaSourceConfig) -> Result<Self, ConnectorError> {
         let name = format!("kafka source {}", config.topics.join(","));
         let mut client = client_config(&config.brokers, &config.properties);
+        if !config
+            .properties
+            .contains_key("partition.assignment.strategy")
+        {
+            client.set("partition.assignment.strategy", DEFAULT_ASSIGNOR);
+        }
+        let instance_id = config
+            .resolved_instance_id()
+            .map_err(|problem| ConnectorError::fatal(&name, problem))?;
+        if let Some(id) = &instance_id {
+            client.set("group.instance.id", id);
+        }
         client
             .set("group.id", &config.group)
+            .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                config.heartbeat_interval_ms.to_string(),
+            )
+            .set(
+                "max.poll.interval.ms",
+                config.max_poll_interval_ms.to_string(),
+            )
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
@@ -110,93 +346,247 @@ impl KafkaSource {
             );
         let lag = ConsumerLag::new(config.offset_reset == OffsetReset::Earliest);
         let progress = Arc::new(PartitionProgress::default());
+        let metrics = Arc::new(GroupMetrics::default());
         let context = GroupContext::new(
             &name,
             lag.clone(),
             Arc::clone(&progress),
+            Arc::clone(&metrics),
             Duration::from_millis(config.drain_timeout_ms),
         );
-        let consumer: StreamConsumer<GroupContext> = client
+        let consumer: BaseConsumer<GroupContext> = client
             .create_with_context(context)
             .map_err(|e| ConnectorError::fatal(&name, "cannot create the consumer").caused_by(e))?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
             .map_err(|e| ConnectorError::fatal(&name, "cannot subscribe").caused_by(e))?;
+        tracing::info!(
+            source = %name,
+            group = %config.group,
+            instance_id = instance_id.as_deref().unwrap_or("(dynamic membership)"),
+            session_timeout_ms = config.session_timeout_ms,
+            "Joining the consumer group."
+        );
+        let consumer = Arc::new(consumer);
+        let shared = Arc::new(Shared {
+            progress,
+            fetched: Notify::new(),
+            wanted: AtomicUsize::new(DEFAULT_WANTED),
+            stop: AtomicBool::new(false),
+            error: Mutex::new(None),
+        });
+        let poller = {
+            let (consumer, shared, thread_name) =
+                (Arc::clone(&consumer), Arc::clone(&shared), name.clone());
+            std::thread::Builder::new()
+                .name("weir-kafka-poll".into())
+                .spawn(move || poll_until_stopped(&thread_name, &consumer, &shared))
+                .map_err(|e| {
+                    ConnectorError::fatal(&name, format!("cannot start the polling thread: {e}"))
+                })?
+        };
         Ok(KafkaSource {
             name,
-            consumer: Arc::new(consumer),
+            consumer: Some(consumer),
+            shared,
             lag,
-            progress,
-            streams: config
-                .topics
-                .iter()
-                .map(|t| (t.clone(), Arc::from(t.as_str())))
-                .collect(),
+            metrics,
+            poller: Some(poller),
         })
     }
-
-    fn convert(&mut self, message: &BorrowedMessage<'_>) -> SourceRecord {
-        let stream = self
-            .streams
-            .entry(message.topic().to_owned())
-            .or_insert_with(|| Arc::from(message.topic()))
-            .clone();
-        let headers = message
-            .headers()
-            .map(|headers| {
-                headers
-                    .iter()
-                    .map(|h| Header {
-                        key: h.key.to_owned(),
-                        value: h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let record = Record {
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            headers,
-            timestamp: message.timestamp().to_millis(),
-        };
-        let position = SourcePosition {
-            stream,
-            partition: message.partition(),
-            offset: message.offset(),
-        };
-        if message.payload().is_none() {
-            SourceRecord::malformed(record, position, "message has no payload (a tombstone)")
-        } else {
-            SourceRecord::new(record, position)
-        }
-    }
 }
 
-impl KafkaSource {
-    /// Drops the records gathered from partitions revoked by a rebalance that ran inside a poll
-    /// since `revocations` was read. They were never delivered, and the partition's next owner
-    /// (perhaps this consumer again) starts after the offset committed when it was revoked, so
-    /// they are read again there: dropping them here loses nothing and repeats nothing.
-    fn forget_revoked(&self, batch: &mut Vec<SourceRecord>, revocations: &mut u64) {
-        let now = self.progress.revocations();
-        if now == *revocations {
+/// The polling thread: fetches into the shared buffer, pauses the assignment while the buffer
+/// is full, serves rebalances (inside `poll`), and leaves the group when told to stop.
+fn poll_until_stopped(name: &str, consumer: &BaseConsumer<GroupContext>, shared: &Shared) {
+    let mut streams: BTreeMap<String, Arc<str>> = BTreeMap::new();
+    let mut brake = Brake::default();
+    while !shared.stop.load(Ordering::SeqCst) {
+        if consumer.context().take_assignment_changed() {
+            brake.keep_only(&shared.progress.assigned());
+        }
+        let buffered = shared.progress.buffered();
+        let high_water = shared.high_water();
+        if buffered >= high_water {
+            brake.pause(name, consumer);
+        } else if buffered <= high_water / 4 {
+            brake.resume(name, consumer);
+        }
+        match consumer.poll(THREAD_POLL) {
+            None => {}
+            Some(Ok(message)) => {
+                let record = convert(&mut streams, &message);
+                brake.consumed(&record.position);
+                if shared.progress.push(record) {
+                    shared.fetched.notify_one();
+                }
+            }
+            Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                shared.fail(ConnectorError::fatal(
+                    name,
+                    format!("the consumer failed for good: {code}{}", fatal_hint(code)),
+                ));
+                break;
+            }
+            Some(Err(error)) => {
+                tracing::warn!(source = %name, %error, "Consume error; librdkafka retries.");
+                shared.fail(ConnectorError::transient(name, "consume failed").caused_by(error));
+            }
+        }
+    }
+    // Dropping the last handle on the consumer (here, normally: the source dropped its own
+    // first) leaves the group, giving every partition up through the rebalance callback, which
+    // finds them drained since the pipeline committed before dropping the source. A static
+    // member does not leave: its partitions wait for it until its session times out.
+}
+
+/// Pauses partitions while the pipeline does not take records, so the member keeps polling
+/// (serving rebalances, staying in the group) without fetching more. The buffer holds
+/// `high_water` records before pausing and resumes at a quarter of it, so a pipeline that is
+/// merely slower than Kafka does not pause and resume on every batch.
+#[derive(Default)]
+struct Brake {
+    /// Partitions that returned a record in this assignment. Only those are paused: librdkafka
+    /// resumes a paused partition at the last record it returned, and one paused before it
+    /// returned any may not resume at all.
+    consumed: BTreeSet<(Arc<str>, i32)>,
+    paused: BTreeSet<(Arc<str>, i32)>,
+}
+
+impl Brake {
+    fn consumed(&mut self, position: &SourcePosition) {
+        if !self
+            .consumed
+            .contains(&(Arc::clone(&position.stream), position.partition))
+        {
+            self.consumed
+                .insert((Arc::clone(&position.stream), position.partition));
+        }
+    }
+
+    /// After a rebalance: forgets partitions no longer assigned.
+    fn keep_only(&mut self, assigned: &[TopicPartition]) {
+        let assigned: BTreeSet<(&str, i32)> =
+            assigned.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+        self.consumed
+            .retain(|(topic, partition)| assigned.contains(&(&**topic, *partition)));
+        self.paused
+            .retain(|(topic, partition)| assigned.contains(&(&**topic, *partition)));
+    }
+
+    fn pause(&mut self, name: &str, consumer: &BaseConsumer<GroupContext>) {
+        let more: Vec<(Arc<str>, i32)> = self.consumed.difference(&self.paused).cloned().collect();
+        if more.is_empty() {
             return;
         }
-        let before = batch.len();
-        batch.retain(|r| {
-            !self.progress.revoked_since(
-                *revocations,
-                &(r.position.stream.to_string(), r.position.partition),
-            )
-        });
-        tracing::debug!(source = %self.name, dropped = before - batch.len(), "Dropped undelivered records of revoked partitions.");
-        *revocations = now;
+        match consumer.pause(&list(&more)) {
+            Ok(()) => {
+                tracing::debug!(source = %name, partitions = more.len(), "The pipeline is backpressured; partitions paused, the member keeps polling.");
+                self.paused.extend(more);
+            }
+            Err(error) => tracing::warn!(source = %name, %error, "Cannot pause partitions."),
+        }
+    }
+
+    fn resume(&mut self, name: &str, consumer: &BaseConsumer<GroupContext>) {
+        if self.paused.is_empty() {
+            return;
+        }
+        let paused: Vec<(Arc<str>, i32)> = std::mem::take(&mut self.paused).into_iter().collect();
+        match consumer.resume(&list(&paused)) {
+            Ok(()) => {
+                tracing::debug!(source = %name, partitions = paused.len(), "Partitions resumed.")
+            }
+            Err(error) => {
+                tracing::warn!(source = %name, %error, "Cannot resume partitions.");
+                self.paused.extend(paused);
+            }
+        }
     }
 }
 
-fn transient(name: &str, error: KafkaError) -> ConnectorError {
-    ConnectorError::transient(name, "consume failed").caused_by(error)
+fn list(partitions: &[(Arc<str>, i32)]) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        list.add_partition(topic, *partition);
+    }
+    list
+}
+
+/// What to do about a fatal consume error.
+fn fatal_hint(code: RDKafkaErrorCode) -> &'static str {
+    match code {
+        RDKafkaErrorCode::FencedInstanceId => {
+            "; another member of the group uses the same instance_id: give each member its own"
+        }
+        _ => "",
+    }
+}
+
+fn convert(
+    streams: &mut BTreeMap<String, Arc<str>>,
+    message: &BorrowedMessage<'_>,
+) -> SourceRecord {
+    let stream = streams
+        .entry(message.topic().to_owned())
+        .or_insert_with(|| Arc::from(message.topic()))
+        .clone();
+    let headers = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| Header {
+                    key: h.key.to_owned(),
+                    value: h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let record = Record {
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers,
+        timestamp: message.timestamp().to_millis(),
+    };
+    let position = SourcePosition {
+        stream,
+        partition: message.partition(),
+        offset: message.offset(),
+    };
+    if message.payload().is_none() {
+        SourceRecord::malformed(record, position, "message has no payload (a tombstone)")
+    } else {
+        SourceRecord::new(record, position)
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        drop(self.consumer.take());
+        if let Some(poller) = self.poller.take() {
+            // Leaving the group takes a round trip to the coordinator; wait for it so that a
+            // process that exits right after does not leave its partitions waiting for the
+            // session timeout.
+            outside_the_runtime(|| {
+                if poller.join().is_err() {
+                    tracing::warn!(source = %self.name, "The polling thread panicked.");
+                }
+            });
+        }
+    }
+}
+
+/// Runs `wait` so that it cannot stall the async runtime.
+fn outside_the_runtime<R>(wait: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
 }
 
 #[async_trait]
@@ -206,67 +596,71 @@ impl Source for KafkaSource {
         max: usize,
         linger: Duration,
     ) -> Result<Option<Vec<SourceRecord>>, ConnectorError> {
-        let consumer = Arc::clone(&self.consumer);
-        let first = match tokio::time::timeout(IDLE_POLL.max(linger), consumer.recv()).await {
-            Err(_) => return Ok(Some(Vec::new())),
-            Ok(Err(error)) => return Err(transient(&self.name, error)),
-            Ok(Ok(message)) => self.convert(&message),
-        };
-        // Rebalances that ran inside the first poll concern nothing gathered here.
-        let mut revocations = self.progress.revocations();
-        let mut batch = Vec::with_capacity(max);
-        batch.push(first);
-        let deadline = Instant::now() + linger;
-        while batch.len() < max {
-            match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Err(_) => break,
-                Ok(Err(error)) => {
-                    tracing::warn!(source = %self.name, %error, "Consume error; returning the partial batch.");
-                    break;
-                }
-                Ok(Ok(message)) => {
-                    // The message itself comes from the assignment in force after any rebalance
-                    // that ran inside this poll, so it is kept; what came before may not be.
-                    self.forget_revoked(&mut batch, &mut revocations);
-                    let record = self.convert(&message);
-                    batch.push(record);
-                }
+        let max = max.max(1);
+        self.shared.wanted.store(max, Ordering::Relaxed);
+        let progress = &self.shared.progress;
+        let first = Instant::now() + IDLE_POLL.max(linger);
+        while progress.buffered() == 0 {
+            if let Some(error) = self.shared.take_error() {
+                return Err(error);
+            }
+            if tokio::time::timeout_at(first, self.shared.fetched.notified())
+                .await
+                .is_err()
+            {
+                return Ok(Some(Vec::new()));
             }
         }
-        self.forget_revoked(&mut batch, &mut revocations);
-        self.progress
-            .delivered(&SourcePosition::highest(batch.iter().map(|r| &r.position)));
-        Ok(Some(batch))
+        let deadline = Instant::now() + linger;
+        while progress.buffered() < max {
+            if tokio::time::timeout_at(deadline, self.shared.fetched.notified())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        Ok(Some(progress.take(max)))
     }
 
     fn acknowledgements(&self) -> Option<Arc<dyn crate::connectors::Acknowledgements>> {
-        Some(Arc::clone(&self.progress) as Arc<dyn crate::connectors::Acknowledgements>)
+        Some(Arc::clone(&self.shared.progress) as Arc<dyn crate::connectors::Acknowledgements>)
     }
 
     fn lag(&self) -> Option<Vec<crate::observe::PartitionLag>> {
         self.lag.latest()
     }
 
+    fn group_metrics(&self) -> Option<Arc<GroupMetrics>> {
+        Some(Arc::clone(&self.metrics))
+    }
+
     async fn commit(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError> {
-        // A partition revoked since was drained and committed then; its new owner commits it now.
-        let positions = self.progress.still_assigned(positions);
-        if positions.is_empty() {
+        // What is committed comes from the acknowledgements of the current assignment, not from
+        // `positions`: those may include acknowledgements from before a rebalance, which would
+        // move a partition's offset backwards under its new owner (or under us again).
+        let partitions: BTreeSet<TopicPartition> = positions
+            .iter()
+            .map(|p| (p.stream.to_string(), p.partition))
+            .collect();
+        let Some(consumer) = self.consumer.clone() else {
             return Ok(());
-        }
-        let mut list = TopicPartitionList::new();
-        for position in &positions {
-            list.add_partition_offset(
-                &position.stream,
-                position.partition,
-                Offset::Offset(position.offset + 1),
-            )
-            .map_err(|e| ConnectorError::fatal(&self.name, e.to_string()))?;
-        }
-        let consumer = Arc::clone(&self.consumer);
+        };
+        let shared = Arc::clone(&self.shared);
         let name = self.name.clone();
-        let result = tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
-            .await
-            .map_err(|e| ConnectorError::transient(&name, e.to_string()))?;
+        let result = tokio::task::spawn_blocking(move || {
+            let progress = &shared.progress;
+            let _commits = progress.commit_guard();
+            let commit = progress.to_commit(&partitions);
+            if commit.is_empty() {
+                return Ok(());
+            }
+            consumer.commit(&offsets(&commit), CommitMode::Sync)?;
+            progress.committed(&commit);
+            Ok(())
+        })
+        .await
+        .map_err(|e| ConnectorError::transient(&name, e.to_string()))?;
         match result {
             Ok(()) => Ok(()),
             // The partitions moved to another member in a rebalance: it resumes from the last
