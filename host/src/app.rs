@@ -11,6 +11,8 @@ use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
 use crate::config::PipelineFile;
+use crate::observe::Histories;
+use crate::observe::history::RunState;
 use crate::pipeline::{self, PipelineError, PipelineReport, PipelineStats};
 use crate::registry::{
     Deployer, PluginRegistry, PluginSlots, RegistryError, RollbackPolicy, WatchHandle,
@@ -96,6 +98,8 @@ pub struct RunningApp {
     )>,
     _watch: Option<WatchHandle>,
     admin_task: Option<tokio::task::JoinHandle<()>>,
+    histories: Histories,
+    history_task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningApp {
@@ -155,6 +159,7 @@ impl RunningApp {
         let shutdown = Arc::new(shutdown_tx);
         let mut stats = BTreeMap::new();
         let mut pipelines = Vec::new();
+        let histories = Histories::new(&config.pipelines);
         for pipeline_config in config.pipelines {
             let chain = {
                 let (pipeline_config, slots) = (pipeline_config.clone(), slots.clone());
@@ -167,11 +172,20 @@ impl RunningApp {
             let name = pipeline_config.name.clone();
             let stop_others = Arc::clone(&shutdown);
             let shutdown_rx = shutdown_rx.clone();
+            let history = histories.get(&name).cloned();
             pipelines.push((
                 name,
                 tokio::spawn(async move {
                     let result =
                         pipeline::run(pipeline_config, chain, pipeline_stats, shutdown_rx).await;
+                    if let Some(history) = history {
+                        history.set_state(match &result {
+                            Ok(_) => RunState::Finished,
+                            Err(error) => RunState::Failed {
+                                reason: error.to_string(),
+                            },
+                        });
+                    }
                     if let Err(error) = &result {
                         // One pipeline failing stops the process, so a supervisor restarts it whole.
                         tracing::error!(%error, "Pipeline failed; stopping the others.");
@@ -182,12 +196,14 @@ impl RunningApp {
             ));
         }
 
+        let history_task = tokio::spawn(histories.clone().record(stats.clone(), slots.clone()));
         let (admin_addr, admin_task) = match (admin_listener, options.admin) {
             (Some(listener), Some(addr)) => {
                 let bound = listener
                     .local_addr()
                     .map_err(|source| AppError::Admin { addr, source })?;
-                let state = AdminState::new(slots.clone(), stats, shutdown_rx.clone());
+                let state = AdminState::new(slots.clone(), stats, shutdown_rx.clone())
+                    .with_history(histories.clone());
                 tracing::info!(addr = %bound, "Admin API listening.");
                 (
                     Some(bound),
@@ -204,6 +220,8 @@ impl RunningApp {
             pipelines,
             _watch: watch_handle,
             admin_task,
+            histories,
+            history_task,
         })
     }
 
@@ -215,6 +233,11 @@ impl RunningApp {
     /// Where the admin API listens, if enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// The last minutes of every pipeline, sampled once a second.
+    pub fn histories(&self) -> &Histories {
+        &self.histories
     }
 
     /// A handle that requests a graceful shutdown when sent `true`.
@@ -238,6 +261,7 @@ impl RunningApp {
         if let Some(task) = self.admin_task.take() {
             task.abort();
         }
+        self.history_task.abort();
         results
     }
 }

@@ -9,6 +9,7 @@ pub mod generator;
 pub mod metrics;
 pub mod observe;
 pub mod pipeline;
+pub mod progress;
 pub mod record;
 pub mod registry;
 pub mod runtime;

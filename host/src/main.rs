@@ -84,6 +84,10 @@ enum Command {
         /// rolled back automatically.
         #[arg(long, default_value_t = 0.5, value_name = "SHARE", value_parser = parse_share)]
         rollback_threshold: f64,
+        /// Do not print the one-line live summary per pipeline (records/s, lag, dead letters)
+        /// every few seconds; it is printed only on a terminal with text logs anyway.
+        #[arg(long)]
+        no_summary: bool,
     },
     /// Check a pipeline file without running it: schema, values, plugins present, compiled,
     /// type-checked, and their `init` accepting the config.
@@ -273,6 +277,12 @@ fn parse_share(text: &str) -> Result<f64, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::logging::init(cli.log_format, &cli.log);
+    // `weir run`'s stderr carries its logs, which a collector may parse: progress only when a
+    // person watches it on a terminal.
+    cli::progress::install(matches!(
+        cli.command,
+        Command::Run { .. } | Command::Validate { .. }
+    ));
     let result = match cli.command {
         Command::Run {
             file,
@@ -285,6 +295,7 @@ fn main() -> ExitCode {
             no_cache,
             rollback_window,
             rollback_threshold,
+            no_summary,
         } => {
             let mut options = weir::app::RunOptions::for_registry(&plugins.dir);
             options.admin = (!no_admin).then_some(admin.addr);
@@ -301,7 +312,9 @@ fn main() -> ExitCode {
                 max_failure_ratio: rollback_threshold,
             };
             // JSON logs carry the summary in their `Pipeline finished.` lines; text gets a table.
-            cli::run::run(&file, options, cli.log_format == LogFormat::Text)
+            let text = cli.log_format == LogFormat::Text;
+            let live = text && !no_summary && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            cli::run::run(&file, options, text, live)
         }
         Command::Validate { file, plugins } => cli::run::validate(&file, &plugins.dir),
         Command::Tap {

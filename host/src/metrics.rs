@@ -1,6 +1,7 @@
 //! Prometheus text exposition of what Weir measures: records per pipeline and per plugin,
 //! batch, sink and plugin-call latency histograms, Kafka consumer lag, sink retries, queue
-//! depths, plugin versions, swaps, rejected files and the counters plugins report.
+//! depths, readiness, plugin versions, swaps, rollbacks, rejected files and the counters plugins
+//! report.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -93,6 +94,20 @@ pub fn render(pipelines: &BTreeMap<String, Arc<PipelineStats>>, slots: &PluginSl
     }
     header(
         &mut out,
+        "weir_plugin_rollbacks_total",
+        "Returns of a plugin to an earlier version, automatic or requested.",
+        "counter",
+    );
+    for plugin in &plugins {
+        let _ = writeln!(
+            out,
+            "weir_plugin_rollbacks_total{{plugin=\"{}\"}} {}",
+            escape(&plugin.name),
+            plugin.rollbacks
+        );
+    }
+    header(
+        &mut out,
         "weir_plugin_rejected_files_total",
         "Plugin files rejected by validation.",
         "counter",
@@ -141,6 +156,20 @@ pub fn render(pipelines: &BTreeMap<String, Arc<PipelineStats>>, slots: &PluginSl
             }
         }
     }
+    out
+}
+
+/// `weir_ready`: 1 while the process serves its pipelines, 0 once a shutdown or a failed
+/// pipeline started the drain (what `/ready` answers, for alerting on it).
+pub fn render_ready(ready: bool) -> String {
+    let mut out = String::new();
+    header(
+        &mut out,
+        "weir_ready",
+        "1 while every pipeline runs; 0 once a shutdown or a failed pipeline started the drain.",
+        "gauge",
+    );
+    let _ = writeln!(out, "weir_ready {}", u8::from(ready));
     out
 }
 

@@ -16,6 +16,7 @@ mod hot_swap;
 mod manifest;
 mod metrics;
 mod observe;
+mod operator;
 mod pipelines;
 mod poison;
 mod postgres_tail;

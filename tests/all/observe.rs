@@ -173,7 +173,7 @@ async fn kafka_lag_counts_from_the_committed_offset_per_partition() {
 
 /// Headless Chromium: `WEIR_CHROMIUM`, else `chromium` on the PATH (Debian's package, which
 /// `scripts/test` installs). Panics with the fix when it is missing.
-fn chromium() -> PathBuf {
+pub fn chromium() -> PathBuf {
     let candidate = std::env::var_os("WEIR_CHROMIUM")
         .map(PathBuf::from)
         .or_else(|| {
@@ -191,6 +191,11 @@ fn chromium() -> PathBuf {
 /// Runs headless Chromium on `url` with `args`, letting the page's script run for a few
 /// seconds of virtual time first.
 fn run_chromium(url: &str, profile: &Path, args: &[&str]) -> Output {
+    run_chromium_sized(url, profile, "1400,1100", args)
+}
+
+/// [`run_chromium`] in a window of `size` (`WIDTH,HEIGHT`): a screenshot shows that much.
+pub fn run_chromium_sized(url: &str, profile: &Path, size: &str, args: &[&str]) -> Output {
     let output = std::process::Command::new(chromium())
         .args([
             "--headless",
@@ -199,8 +204,8 @@ fn run_chromium(url: &str, profile: &Path, args: &[&str]) -> Output {
             "--disable-dev-shm-usage",
             "--no-first-run",
             "--virtual-time-budget=5000",
-            "--window-size=1400,1100",
         ])
+        .arg(format!("--window-size={size}"))
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .arg(url)

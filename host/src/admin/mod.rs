@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::observe::Histories;
 use crate::pipeline::{PipelineStats, PipelineStatus};
 use crate::registry::{PluginSlots, RollbackError, SlotInfo};
 
@@ -29,6 +30,7 @@ pub struct AdminState {
     pipelines: Arc<BTreeMap<String, Arc<PipelineStats>>>,
     started: std::time::Instant,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    histories: Histories,
 }
 
 impl AdminState {
@@ -44,7 +46,15 @@ impl AdminState {
             pipelines: Arc::new(pipelines),
             started: std::time::Instant::now(),
             shutdown,
+            histories: Histories::default(),
         }
+    }
+
+    /// Serves the last minutes of each pipeline from `histories` (read-only, so open like
+    /// the status page).
+    pub fn with_history(mut self, histories: Histories) -> Self {
+        self.histories = histories;
+        self
     }
 }
 
@@ -60,6 +70,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/pipelines", get(list_pipelines))
         .route("/api/status", get(status))
         .route("/api/pipelines/{name}/tap", get(tap::tap))
+        .route("/api/pipelines/{name}/history", get(history))
         .with_state(state)
 }
 
@@ -76,8 +87,21 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        crate::metrics::render(&state.pipelines, &state.slots),
+        crate::metrics::render(&state.pipelines, &state.slots)
+            + &crate::metrics::render_ready(!*state.shutdown.borrow()),
     )
+}
+
+/// The last minutes of pipeline `name` at one-second resolution: the status page's charts.
+async fn history(State(state): State<AdminState>, Path(name): Path<String>) -> impl IntoResponse {
+    match state.histories.get(&name) {
+        Some(history) => Json(history.view()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("no pipeline named `{name}`") })),
+        )
+            .into_response(),
+    }
 }
 
 /// Ready while the pipelines run; 503 once a shutdown (a signal, or a failed pipeline) began.

@@ -8,5 +8,6 @@ pub mod logging;
 pub mod measure;
 pub mod plugin;
 pub mod plugin_build;
+pub mod progress;
 pub mod run;
 pub mod tap;

@@ -61,18 +61,17 @@ pub struct BuiltPlugin {
 pub fn build_plugin(crate_dir: &Path, registry: &Path) -> Result<BuiltPlugin, BuildError> {
     let manifest = crate_dir.join("Cargo.toml");
     let name = package_name(&manifest)?;
-    let output = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo
         .args(["build", "--release", "--target", PLUGIN_TARGET])
         .args(["--message-format", "json-render-diagnostics"])
         .arg("--manifest-path")
-        .arg(&manifest)
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(BuildError::Cargo)?;
-    if !output.status.success() {
+        .arg(&manifest);
+    let (success, messages) = run_cargo(cargo, &name).map_err(BuildError::Cargo)?;
+    if !success {
         return Err(BuildError::Failed { manifest });
     }
-    let artifact = wasm_artifact(&output.stdout).ok_or_else(|| BuildError::NoArtifact {
+    let artifact = wasm_artifact(&messages).ok_or_else(|| BuildError::NoArtifact {
         manifest: manifest.clone(),
     })?;
     let place_error = |source| BuildError::Place {
@@ -91,6 +90,42 @@ pub fn build_plugin(crate_dir: &Path, registry: &Path) -> Result<BuiltPlugin, Bu
         path: destination,
         size,
     })
+}
+
+/// Runs cargo, counting the crates it compiles as progress, with its own output (diagnostics,
+/// `Compiling` lines) passed through; returns whether it succeeded and its JSON messages.
+fn run_cargo(mut cargo: Command, name: &str) -> std::io::Result<(bool, Vec<u8>)> {
+    use std::io::{BufRead, BufReader};
+    let progress = weir::progress::start(&format!("building {name}"), None, "crates");
+    let mut child = cargo
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(std::io::Error::other("cargo's output was not captured"));
+    };
+    let (messages, status) = std::thread::scope(|scope| {
+        // Read on their own thread, so that neither pipe fills while the other is read.
+        scope.spawn(|| {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                progress.println(&line);
+            }
+        });
+        let mut messages = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(message) = serde_json::from_str::<serde_json::Value>(&line)
+                && message["reason"] == "compiler-artifact"
+            {
+                progress.advance(1, message["target"]["name"].as_str().unwrap_or(""));
+            }
+            messages.extend_from_slice(line.as_bytes());
+            messages.push(b'\n');
+        }
+        (messages, child.wait())
+    });
+    let success = status?.success();
+    progress.finish(if success { "built" } else { "failed" });
+    Ok((success, messages))
 }
 
 fn package_name(manifest: &Path) -> Result<String, BuildError> {

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
+use weir::observe::history::Group;
+use weir::observe::{Histories, PipelineHistory};
 use weir::pipeline::PipelineReport;
 use weir::registry::{Deployer, PluginRegistry, PluginSlots};
 use weir::runtime::PluginRuntime;
@@ -46,9 +48,18 @@ pub fn validate(file: &Path, registry: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How often the live summary prints a line per pipeline.
+const LIVE_SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs every pipeline of `file` until they end or a shutdown signal arrives; prints each
-/// pipeline's summary when `summary` is set.
-pub fn run(file: &Path, options: RunOptions, summary: bool) -> anyhow::Result<ExitCode> {
+/// pipeline's summary when `summary` is set, and a live line per pipeline every few seconds
+/// while they run when `live` is.
+pub fn run(
+    file: &Path,
+    options: RunOptions,
+    summary: bool,
+    live: bool,
+) -> anyhow::Result<ExitCode> {
     let config = PipelineFile::load(file)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -61,8 +72,13 @@ pub fn run(file: &Path, options: RunOptions, summary: bool) -> anyhow::Result<Ex
             .await
             .with_context(|| format!("{}: cannot start", file.display()))?;
         tokio::spawn(signals.forward_to(app.shutdown_handle()));
+        let live_summary = live.then(|| tokio::spawn(live_summary(app.histories().clone())));
         let mut failed = false;
-        for (_, result) in app.wait().await {
+        let results = app.wait().await;
+        if let Some(task) = live_summary {
+            task.abort();
+        }
+        for (_, result) in results {
             match result {
                 Ok(report) if summary => print_summary(&report),
                 Ok(_) => {}
@@ -78,6 +94,33 @@ pub fn run(file: &Path, options: RunOptions, summary: bool) -> anyhow::Result<Ex
             ExitCode::SUCCESS
         })
     })
+}
+
+/// One line per pipeline every [`LIVE_SUMMARY_EVERY`]: what an operator glances at first.
+async fn live_summary(histories: Histories) {
+    let mut ticker = tokio::time::interval(LIVE_SUMMARY_EVERY);
+    // The first tick is immediate, before anything was measured.
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        for (name, history) in histories.iter() {
+            eprintln!("{}", live_line(name, history));
+        }
+    }
+}
+
+/// `process: 1,204 in/s, 1,198 out/s, 0.4 dead letters/s, lag 1,520`.
+fn live_line(name: &str, history: &PipelineHistory) -> String {
+    let rate = |series| history.recent(Group::Throughput, series).unwrap_or(0.0);
+    let lag = history
+        .latest(Group::Lag, "total")
+        .map_or_else(|| "-".to_owned(), |lag| format!("{lag:.0}"));
+    format!(
+        "{name}: {:.0} in/s, {:.0} out/s, {:.1} dead letters/s, lag {lag}",
+        rate("in"),
+        rate("out"),
+        rate("dead-lettered")
+    )
 }
 
 /// The summary goes to stderr with the (text) logs: stdout belongs to a `stdout` sink's records.

@@ -119,6 +119,9 @@ pub struct SlotInfo {
     pub history: Vec<VersionInfo>,
     /// How many times the active version changed.
     pub swaps: u64,
+    /// How many of those changes were rollbacks (automatic or requested).
+    #[serde(default)]
+    pub rollbacks: u64,
     /// The last automatic rollback, if any, and why.
     pub last_rollback: Option<String>,
     /// The last file rejected for this plugin, if any.
@@ -240,6 +243,7 @@ struct SlotState {
     current: Active,
     history: VecDeque<Active>,
     swaps: u64,
+    rollbacks: u64,
     probation: Option<Probation>,
     last_rollback: Option<String>,
 }
@@ -310,6 +314,7 @@ impl PluginSlot {
                 current: Active::now(version),
                 history: VecDeque::new(),
                 swaps: 0,
+                rollbacks: 0,
                 probation: None,
                 last_rollback: None,
             }),
@@ -366,6 +371,7 @@ impl PluginSlot {
         );
         state.current = Active::now(previous.version.clone());
         state.swaps += 1;
+        state.rollbacks += 1;
         state.probation = None;
         tracing::warn!(plugin = %self.name, from, to, reason, "Plugin rolled back.");
         state.last_rollback = Some(format!("rolled back from {from} to {to}: {reason}"));
@@ -414,6 +420,7 @@ impl PluginSlot {
             current: state.current.describe(),
             history: state.history.iter().map(Active::describe).collect(),
             swaps: state.swaps,
+            rollbacks: state.rollbacks,
             last_rollback: state.last_rollback.clone(),
             last_rejection: None,
         }

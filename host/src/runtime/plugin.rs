@@ -89,11 +89,22 @@ impl LoadedPlugin {
         bytes: &[u8],
     ) -> Result<Arc<Self>, PluginError> {
         let sha256 = hex::encode(Sha256::digest(bytes));
+        // Compiling a large component takes seconds the first time: shown to whoever watches.
+        let progress = crate::progress::start(
+            &format!("loading {name} ({} KiB)", bytes.len().div_ceil(1024)),
+            None,
+            "",
+        );
         let compiled = match runtime.cache() {
             Some(cache) => cache.load_or_compile(runtime.engine(), bytes),
             None => Component::from_binary(runtime.engine(), bytes)
                 .map(|component| (component, CacheOutcome::Disabled)),
         };
+        progress.finish(match &compiled {
+            Ok((_, CacheOutcome::Hit)) => "from the compiled cache",
+            Ok(_) => "compiled",
+            Err(_) => "failed to compile",
+        });
         let (component, cache_outcome) = compiled.map_err(|e| PluginError::Compile {
             name: name.to_owned(),
             reason: format!("{e:#}"),

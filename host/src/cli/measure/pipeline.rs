@@ -317,17 +317,24 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
         ),
     ];
     let mut throughput = Vec::new();
+    // The four throughput runs, then the latency run.
+    let progress = weir::progress::start(
+        &format!("bench pipeline ({} records a run)", bench.records),
+        Some(runs.len() as u64 + 1),
+        "runs",
+    );
     for (name, transforms, sink) in runs {
-        eprintln!("running {name} over {} records...", bench.records);
+        progress.println(&format!("running {name} over {} records...", bench.records));
         let toml = pipeline_toml(&unique("group"), transforms, &sink);
         let (per_second, _) = drain(&toml, &slots, bench.records, None).await?;
+        progress.advance(1, &format!("{name}: {per_second:.0} records/s"));
         throughput.push(ThroughputLine { name, per_second });
     }
 
-    eprintln!(
+    progress.println(&format!(
         "measuring latency at {} records/s for {} s...",
         bench.latency_rate, bench.latency_seconds
-    );
+    ));
     // A group that starts at the end: it sees only the records produced while it runs.
     let latency_records = (bench.latency_rate * bench.latency_seconds) as usize;
     let toml = pipeline_toml(
@@ -343,6 +350,8 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
         produce(&brokers_owned, &input_owned, latency_records, 2, Some(rate)).await
     });
     let (_, latencies) = drain(&toml, &slots, latency_records, Some(producing)).await?;
+    progress.advance(1, &format!("latency: {} samples", latencies.len()));
+    progress.finish("measured");
     let _ = std::fs::remove_file(&dead_letter);
     Ok(PipelineReportBench {
         throughput,

@@ -47,20 +47,32 @@ pub fn user_profile(
 ) -> Result<Vec<BenchLine>, BenchError> {
     let mut instance = plugin.instantiate("{}", PluginLimits::default())?;
     check_equal(&mut instance, records)?;
-    BATCH_SIZES
+    let progress = weir::progress::start(
+        "bench plugin",
+        Some(2 * BATCH_SIZES.len() as u64),
+        "measurements",
+    );
+    let lines = BATCH_SIZES
         .iter()
         .map(|&batch_size| {
             let native = throughput(min_time, records.len(), || run_native(records, batch_size));
+            progress.advance(
+                1,
+                &format!("batch {batch_size}: native {native:.0} records/s"),
+            );
             let wasm = throughput(min_time, records.len(), || {
                 run_wasm(&mut instance, records, batch_size)
             });
+            progress.advance(1, &format!("batch {batch_size}: wasm {wasm:.0} records/s"));
             Ok(BenchLine {
                 batch_size,
                 native_per_second: native,
                 wasm_per_second: wasm,
             })
         })
-        .collect()
+        .collect();
+    progress.finish("measured");
+    lines
 }
 
 fn throughput(min_time: Duration, records_per_pass: usize, mut pass: impl FnMut() -> usize) -> f64 {

@@ -141,6 +141,7 @@ pub async fn swap_latency(
 
     let mut latencies = Vec::new();
     let mut windows = Vec::new();
+    let progress = weir::progress::start("bench swap", Some(u64::from(swaps)), "swaps");
     for swap in 1..=swaps {
         let slot = slots
             .get("swap")
@@ -172,9 +173,17 @@ pub async fn swap_latency(
         };
         latencies.push(first_new - landed);
         windows.push((landed, first_new));
+        progress.advance(
+            1,
+            &format!(
+                "landing -> first record {:.1} ms",
+                (first_new - landed).as_secs_f64() * 1000.0
+            ),
+        );
         // Space swaps apart so each starts from a steady stream.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    progress.finish("swapped");
     let _ = shutdown.send(true);
     let _ = run.await;
     drop(watching);
