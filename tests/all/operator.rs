@@ -288,9 +288,10 @@ async fn the_status_page_charts_the_last_minutes_and_marks_swaps() {
         rollback_marks.contains(&format!("pii-mask@{before}")),
         "no rollback marker: {rollback_marks:?}"
     );
-    // The edges carry rates; the dead-letter branch is drawn.
+    // The edges carry rates (publish: source -> sink and its dead letters; process: three
+    // arrows and its dead letters); the dead-letter branch is drawn.
     assert!(dom.contains("data-stage=\"dead_letter\""));
-    assert!(dom.matches("data-field=\"edge-rate\"").count() >= 8);
+    assert_eq!(dom.matches("data-field=\"edge-rate\"").count(), 6);
 
     let screenshot = dir.path().join("status.png");
     run_chromium_sized(
@@ -444,4 +445,66 @@ fn collect_expressions(value: &Value, out: &mut Vec<String>) {
         Value::Array(items) => items.iter().for_each(|v| collect_expressions(v, out)),
         _ => {}
     }
+}
+
+/// Off a terminal (stderr is a pipe here), long commands print progress as plain lines with
+/// counts and rates: no carriage returns or escape sequences of a redrawn bar.
+#[test]
+fn long_commands_print_plain_progress_lines_off_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = plugin_registry();
+    let bench = crate::support::weir()
+        .args([
+            "bench",
+            "plugin",
+            "--records",
+            "32",
+            "--seconds",
+            "0.05",
+            "--plugins",
+        ])
+        .arg(registry)
+        .output()
+        .expect("the weir binary runs");
+    let stderr = String::from_utf8_lossy(&bench.stderr);
+    assert!(bench.status.success(), "{stderr}");
+    // Six measurements (three batch sizes, native and Wasm); the last line says so.
+    assert!(
+        stderr.contains("bench plugin: 6/6 measurements ("),
+        "no final count line:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("bench plugin: measured (6 measurements in "),
+        "no summary line:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains('\r') && !stderr.contains('\u{1b}'),
+        "terminal control characters off a terminal:\n{stderr:?}"
+    );
+
+    let build = crate::support::weir()
+        .current_dir(repo_root())
+        .args(["plugin", "build", "plugins/filter", "--plugins"])
+        .arg(dir.path())
+        .env("CARGO_TARGET_DIR", repo_root().join("target/test-plugins"))
+        .output()
+        .expect("the weir binary runs");
+    let stderr = String::from_utf8_lossy(&build.stderr);
+    assert!(build.status.success(), "{stderr}");
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("building filter: built ("))
+        .unwrap_or_else(|| panic!("no summary line:\n{stderr}"));
+    // Every crate of the build counts, compiled now or fresh from an earlier build.
+    let crates: u64 = summary["building filter: built (".len()..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no crate count in `{summary}`"));
+    assert!(crates >= 3, "{summary}");
+    assert!(
+        !stderr.contains('\r') && !stderr.contains('\u{1b}'),
+        "{stderr:?}"
+    );
+    assert!(dir.path().join("filter.wasm").is_file());
 }
