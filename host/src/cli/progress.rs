@@ -11,7 +11,8 @@ use weir::progress::{Reporter, Task};
 
 /// Shortest time between two plain progress lines of one task.
 const LINE_EVERY: Duration = Duration::from_secs(2);
-/// A task of unknown size that ends sooner than this gets no plain line (a compiled-cache hit).
+/// A task of unknown size that counted nothing and ended sooner than this (a compiled-cache
+/// hit) leaves no line.
 const QUIET_BELOW: Duration = Duration::from_millis(500);
 
 /// Installs the reporter for this process: bars on a terminal, plain lines otherwise. With
@@ -89,7 +90,7 @@ impl Task for Bar {
         let elapsed = self.bar.elapsed();
         self.bar.finish_and_clear();
         // A quick spinner (a cache hit) leaves nothing behind; a real piece of work a line.
-        if self.bar.length().is_some() || elapsed >= QUIET_BELOW {
+        if self.bar.length().is_some() || self.bar.position() > 0 || elapsed >= QUIET_BELOW {
             eprintln!(
                 "{}: {summary} ({})",
                 self.bar.prefix(),
@@ -141,10 +142,10 @@ impl Task for Lines {
 
     fn finish(&self, summary: &str) {
         let elapsed = self.started.elapsed();
-        if self.total.is_none() && elapsed < QUIET_BELOW {
+        let done = self.state.lock().unwrap_or_else(|p| p.into_inner()).0;
+        if self.total.is_none() && done == 0 && elapsed < QUIET_BELOW {
             return;
         }
-        let done = self.state.lock().unwrap_or_else(|p| p.into_inner()).0;
         eprintln!(
             "{}: {summary} ({})",
             self.label,
