@@ -17,6 +17,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::{BenchError, quantile};
 
+/// How long after the take-over the other partitions' gaps are measured.
+const AFTER: Duration = Duration::from_secs(3);
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct FailoverBench {
@@ -43,7 +46,8 @@ pub struct FailoverLine {
     pub killed_partitions: Vec<i32>,
     /// From the kill to the first record of each of them written again, longest.
     pub waited: Duration,
-    /// The longest gap in the output of any other partition during the failover.
+    /// The longest gap in the output of any other partition from the kill until 3 s after the
+    /// take-over.
     pub others_longest_gap: Duration,
     /// The median gap between records of one partition before the kill: the output's grain.
     pub usual_gap: Duration,
@@ -179,6 +183,27 @@ impl Watcher {
         longest.max(to.saturating_duration_since(previous))
     }
 
+    /// The longest gap of `partition` within `from..to`, and when it started.
+    fn longest_gap_at(&self, partition: i32, from: Instant, to: Instant) -> (Duration, Instant) {
+        let times: Vec<Instant> = self
+            .seen
+            .get(&partition)
+            .map(|seen| seen.iter().map(|(at, _)| *at).collect())
+            .unwrap_or_default();
+        let mut longest = (Duration::ZERO, from);
+        let mut previous = from;
+        for at in times.into_iter().filter(|at| *at > from && *at <= to) {
+            if at - previous > longest.0 {
+                longest = (at - previous, previous);
+            }
+            previous = at;
+        }
+        if to.saturating_duration_since(previous) > longest.0 {
+            longest = (to.saturating_duration_since(previous), previous);
+        }
+        longest
+    }
+
     fn gaps_before(&self, before: Instant) -> Vec<Duration> {
         let mut gaps = Vec::new();
         for seen in self.seen.values() {
@@ -306,8 +331,8 @@ async fn measure(
             ));
         }
     };
-    // A little more flow after, so a pause of the others right at the end shows.
-    let after = Instant::now() + Duration::from_secs(2);
+    // More flow after, so that a pause of the others around the take-over shows whole.
+    let after = Instant::now() + Duration::from_secs(AFTER.as_secs() + 1);
     while Instant::now() < after {
         tokio::time::sleep(Duration::from_millis(5)).await;
         watcher.poll(&files);
@@ -321,9 +346,18 @@ async fn measure(
         .collect();
     let others_longest_gap = others
         .iter()
-        .map(|&p| watcher.longest_gap(p, killed_at, resumed_at + Duration::from_secs(1)))
+        .map(|&p| watcher.longest_gap(p, killed_at, resumed_at + AFTER))
         .max()
         .unwrap_or_default();
+    for &p in &others {
+        let (gap, start) = watcher.longest_gap_at(p, killed_at, resumed_at + AFTER);
+        eprintln!(
+            "{membership}: partition {p}: longest gap {:.2} s, from {:.2} s after the kill (take-over at {:.2} s)",
+            gap.as_secs_f64(),
+            start.saturating_duration_since(killed_at).as_secs_f64(),
+            (resumed_at - killed_at).as_secs_f64()
+        );
+    }
     let usual_gap = quantile(&watcher.gaps_before(killed_at), 0.5).unwrap_or_default();
     Ok(FailoverLine {
         membership,
