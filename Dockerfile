@@ -25,5 +25,9 @@ COPY scripts/docker-entrypoint /usr/local/bin/weir-entrypoint
 COPY examples /app/examples
 RUN mkdir -p /app/plugin-registry && chown -R weir /app
 USER weir
+# The admin token: WEIR_ADMIN_TOKEN when set, else this file, which the entrypoint fills with a
+# random token on first start. `weir plugin rollback` and `weir tap` inside the container read
+# it through the same variable.
+ENV WEIR_ADMIN_TOKEN_FILE=/app/.weir/admin.token
 ENTRYPOINT ["weir-entrypoint"]
 CMD ["run", "examples/seed.toml"]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::admin::auth::{self, AdminToken, AuthError, Guard};
 use crate::admin::{self, AdminState};
 use crate::config::PipelineFile;
 use crate::observe::Histories;
@@ -30,6 +31,11 @@ pub struct RunOptions {
     pub debounce: Duration,
     /// Where the admin API listens; `None` disables it.
     pub admin: Option<SocketAddr>,
+    /// The admin API's bearer token. `None` on a loopback address: one is generated and
+    /// written to [`auth::token_path`] for the CLI; `None` beyond loopback refuses to start.
+    pub admin_token: Option<AdminToken>,
+    /// Extra `Host` names the admin API answers to, besides loopback and its own address.
+    pub admin_hosts: Vec<String>,
     /// Where compiled plugins are cached; `None` disables the cache. Never inside the plugin
     /// folder: whoever can write there could plant native code.
     pub cache: Option<PathBuf>,
@@ -47,6 +53,8 @@ impl RunOptions {
             watch: true,
             debounce: Duration::from_millis(200),
             admin: None,
+            admin_token: None,
+            admin_hosts: Vec::new(),
             rollback: RollbackPolicy::default(),
         }
     }
@@ -82,6 +90,9 @@ pub enum AppError {
         /// Why.
         source: std::io::Error,
     },
+    /// The admin API's token is missing or unusable.
+    #[error(transparent)]
+    AdminAuth(#[from] AuthError),
     /// A blocking task panicked.
     #[error("internal error: {0}")]
     Internal(String),
@@ -91,6 +102,9 @@ pub enum AppError {
 pub struct RunningApp {
     slots: PluginSlots,
     admin_addr: Option<SocketAddr>,
+    admin_token: Option<AdminToken>,
+    /// A token file this process generated, removed at exit.
+    generated_token: Option<std::path::PathBuf>,
     shutdown: Arc<watch::Sender<bool>>,
     pipelines: Vec<(
         String,
@@ -105,6 +119,23 @@ pub struct RunningApp {
 impl RunningApp {
     /// Deploys the plugins, starts the watcher and the admin server, and starts every pipeline.
     pub async fn start(config: PipelineFile, options: RunOptions) -> Result<Self, AppError> {
+        Self::start_until(config, options, Arc::new(watch::channel(false).0)).await
+    }
+
+    /// As [`RunningApp::start`], stopping when `shutdown` turns true. When it already is true
+    /// once the plugins are ready (a signal came during start-up), no pipeline starts.
+    pub async fn start_until(
+        config: PipelineFile,
+        options: RunOptions,
+        shutdown: Arc<watch::Sender<bool>>,
+    ) -> Result<Self, AppError> {
+        // Checked before anything is compiled or bound, so a misconfiguration fails at once.
+        if let Some(addr) = options.admin
+            && options.admin_token.is_none()
+            && !addr.ip().is_loopback()
+        {
+            return Err(AuthError::NoTokenBeyondLoopback { addr }.into());
+        }
         let runtime = PluginRuntime::new(options.cache.clone().map(CompiledCache::new))?;
         let slots = PluginSlots::new(options.rollback);
         let deployer = Deployer::new(
@@ -155,12 +186,17 @@ impl RunningApp {
             None => None,
         };
 
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let shutdown = Arc::new(shutdown_tx);
+        let shutdown_rx = shutdown.subscribe();
         let mut stats = BTreeMap::new();
         let mut pipelines = Vec::new();
         let histories = Histories::new(&config.pipelines);
-        for pipeline_config in config.pipelines {
+        let configs = if *shutdown_rx.borrow() {
+            tracing::info!("Shutdown requested during start-up; no pipeline started.");
+            Vec::new()
+        } else {
+            config.pipelines
+        };
+        for pipeline_config in configs {
             let chain = {
                 let (pipeline_config, slots) = (pipeline_config.clone(), slots.clone());
                 tokio::task::spawn_blocking(move || pipeline::build_chain(&pipeline_config, &slots))
@@ -197,12 +233,31 @@ impl RunningApp {
         }
 
         let history_task = tokio::spawn(histories.clone().record(stats.clone(), slots.clone()));
+        let mut admin_token = None;
+        let mut generated_token = None;
         let (admin_addr, admin_task) = match (admin_listener, options.admin) {
             (Some(listener), Some(addr)) => {
                 let bound = listener
                     .local_addr()
                     .map_err(|source| AppError::Admin { addr, source })?;
-                let state = AdminState::new(slots.clone(), stats, shutdown_rx.clone())
+                let token = match options.admin_token {
+                    Some(token) => token,
+                    None => {
+                        // Loopback without a token: a fresh one per start, in a file only
+                        // this user can read, where the CLI finds it by the port.
+                        let token = AdminToken::generate();
+                        let path = auth::write_generated(&token, bound.port())?;
+                        tracing::info!(
+                            path = %path.display(),
+                            "Admin token generated; `weir plugin rollback`, `weir tap` and `weir plugin list` read it from this file."
+                        );
+                        generated_token = Some(path);
+                        token
+                    }
+                };
+                let guard = Guard::new(token.clone(), bound, &options.admin_hosts);
+                admin_token = Some(token);
+                let state = AdminState::new(slots.clone(), stats, shutdown_rx.clone(), guard)
                     .with_history(histories.clone());
                 tracing::info!(addr = %bound, "Admin API listening.");
                 (
@@ -216,6 +271,8 @@ impl RunningApp {
         Ok(RunningApp {
             slots,
             admin_addr,
+            admin_token,
+            generated_token,
             shutdown,
             pipelines,
             _watch: watch_handle,
@@ -240,6 +297,11 @@ impl RunningApp {
         &self.histories
     }
 
+    /// The admin API's bearer token, if the admin API is enabled.
+    pub fn admin_token(&self) -> Option<&AdminToken> {
+        self.admin_token.as_ref()
+    }
+
     /// A handle that requests a graceful shutdown when sent `true`.
     pub fn shutdown_handle(&self) -> Arc<watch::Sender<bool>> {
         Arc::clone(&self.shutdown)
@@ -262,6 +324,9 @@ impl RunningApp {
             task.abort();
         }
         self.history_task.abort();
+        if let (Some(path), Some(token)) = (&self.generated_token, &self.admin_token) {
+            auth::remove_generated(path, token);
+        }
         results
     }
 }

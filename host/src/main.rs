@@ -59,6 +59,17 @@ enum Command {
         plugins: PluginsDir,
         #[command(flatten)]
         admin: AdminAddr,
+        /// Another `Host` name the admin API answers to (repeatable, or comma-separated in the
+        /// variable), e.g. `weir` or `weir.internal:9620` when it is reached through a proxy or
+        /// a container network. Loopback names and the bound address always work; any other
+        /// Host is refused, which defeats DNS rebinding.
+        #[arg(
+            long = "admin-host",
+            value_name = "HOST",
+            env = "WEIR_ADMIN_HOSTS",
+            value_delimiter = ','
+        )]
+        admin_hosts: Vec<String>,
         /// Do not serve the admin API.
         #[arg(long)]
         no_admin: bool,
@@ -244,11 +255,11 @@ enum PluginCommand {
     },
 }
 
-/// Where a running weir serves its admin API.
+/// Where a running weir serves its admin API, and the token it wants.
 #[derive(Debug, clap::Args)]
 struct AdminAddr {
     /// The admin server's address: the status page at `/`, `/metrics` and the JSON API
-    /// (loopback by default; keep it off public interfaces).
+    /// (loopback by default; beyond loopback a token is required).
     #[arg(
         long = "admin",
         value_name = "ADDR",
@@ -256,6 +267,37 @@ struct AdminAddr {
         default_value = "127.0.0.1:9620"
     )]
     addr: std::net::SocketAddr,
+    #[command(flatten)]
+    token: AdminTokenArgs,
+}
+
+/// The admin API's bearer token, which guards rollback and the tap.
+#[derive(Debug, clap::Args)]
+pub struct AdminTokenArgs {
+    /// The admin API's bearer token (at least 16 characters). Without it (and without
+    /// --admin-token-file), `weir run` on loopback generates one and writes it to
+    /// `$XDG_RUNTIME_DIR/weir/admin-PORT.token` (else `~/.cache/weir/`), where the other
+    /// commands find it.
+    #[arg(
+        long = "admin-token",
+        value_name = "TOKEN",
+        env = "WEIR_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_parser = parse_token
+    )]
+    pub token: Option<weir::admin::auth::AdminToken>,
+    /// A file whose first line is the admin API's bearer token; --admin-token wins over it.
+    #[arg(
+        long = "admin-token-file",
+        value_name = "FILE",
+        env = "WEIR_ADMIN_TOKEN_FILE"
+    )]
+    pub token_file: Option<PathBuf>,
+}
+
+fn parse_token(text: &str) -> Result<weir::admin::auth::AdminToken, String> {
+    weir::admin::auth::AdminToken::new(text, "given with --admin-token or WEIR_ADMIN_TOKEN")
+        .map_err(|e| e.to_string())
 }
 
 /// A share from 0 to 1, for `--rollback-threshold`: outside that range automatic rollback
@@ -276,6 +318,9 @@ fn parse_share(text: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `weir run` catches SIGTERM and Ctrl-C before it reads its configuration or compiles a
+    // plugin, so a stop request at any moment ends in a clean exit.
+    let startup = matches!(cli.command, Command::Run { .. }).then(cli::run::Startup::begin);
     cli::logging::init(cli.log_format, &cli.log);
     // `weir run`'s stderr carries its logs, which a collector may parse: progress only when a
     // person watches it on a terminal.
@@ -288,6 +333,7 @@ fn main() -> ExitCode {
             file,
             plugins,
             admin,
+            admin_hosts,
             no_admin,
             no_watch,
             debounce_ms,
@@ -299,6 +345,7 @@ fn main() -> ExitCode {
         } => {
             let mut options = weir::app::RunOptions::for_registry(&plugins.dir);
             options.admin = (!no_admin).then_some(admin.addr);
+            options.admin_hosts = admin_hosts;
             options.watch = !no_watch;
             options.debounce = std::time::Duration::from_millis(debounce_ms);
             if let Some(dir) = cache_dir {
@@ -311,10 +358,16 @@ fn main() -> ExitCode {
                 window: rollback_window,
                 max_failure_ratio: rollback_threshold,
             };
-            // JSON logs carry the summary in their `Pipeline finished.` lines; text gets a table.
-            let text = cli.log_format == LogFormat::Text;
-            let live = text && !no_summary && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            cli::run::run(&file, options, text, live)
+            let startup = startup.unwrap_or_else(cli::run::Startup::begin);
+            cli::admin::server_token(&admin.token).and_then(|token| {
+                options.admin_token = token;
+                // JSON logs carry the summary in their `Pipeline finished.` lines; text gets a
+                // table.
+                let text = cli.log_format == LogFormat::Text;
+                let live =
+                    text && !no_summary && std::io::IsTerminal::is_terminal(&std::io::stderr());
+                cli::run::run(&file, options, text, live, startup)
+            })
         }
         Command::Validate { file, plugins } => cli::run::validate(&file, &plugins.dir),
         Command::Tap {
@@ -331,15 +384,16 @@ fn main() -> ExitCode {
                 max_per_second,
             },
             admin.addr,
+            &admin.token,
         ),
         Command::Plugin(PluginCommand::Build { path, plugins }) => {
             cli::plugin::build(&path, &plugins.dir)
         }
         Command::Plugin(PluginCommand::List { plugins, admin }) => {
-            cli::plugin::list(&plugins.dir, admin.addr)
+            cli::plugin::list(&plugins.dir, admin.addr, &admin.token)
         }
         Command::Plugin(PluginCommand::Rollback { name, admin }) => {
-            cli::plugin::rollback(&name, admin.addr)
+            cli::plugin::rollback(&name, admin.addr, &admin.token)
         }
         Command::Bench(BenchCommand::Plugin {
             records,

@@ -25,7 +25,7 @@ use crate::support::{
 const VERSION_HEADER: &str = "weir.version.swap";
 
 /// The same component with a custom section appended: a distinct version (hash) of the same code.
-fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
+pub(crate) fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
     let name = b"weir-test-variant";
     let mut payload = vec![name.len() as u8];
     payload.extend_from_slice(name);
@@ -38,12 +38,12 @@ fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
     out
 }
 
-fn component(name: &str) -> Vec<u8> {
+pub(crate) fn component(name: &str) -> Vec<u8> {
     std::fs::read(plugin_registry().join(format!("{name}.wasm"))).unwrap()
 }
 
 /// Drops a file into the registry the way `weir plugin build` does: write aside, rename in.
-fn drop_in(dir: &Path, file: &str, bytes: &[u8]) {
+pub(crate) fn drop_in(dir: &Path, file: &str, bytes: &[u8]) {
     let temporary = dir.join(format!(".{file}.partial"));
     std::fs::write(&temporary, bytes).unwrap();
     std::fs::rename(&temporary, dir.join(file)).unwrap();
@@ -715,6 +715,7 @@ async fn rollback_from_the_cli_and_automatically_on_failures() {
     options.cache = Some(crate::support::repo_root().join("target/test-plugins/cache"));
     let app = RunningApp::start(file, options).await.unwrap();
     let admin = app.admin_addr().unwrap().to_string();
+    let token = app.admin_token().unwrap().expose().to_owned();
     let slots = app.slots().clone();
     let first_version = slots
         .get("swap")
@@ -732,7 +733,10 @@ async fn rollback_from_the_cli_and_automatically_on_failures() {
     })
     .await;
 
-    let listed = run_weir(dir.path(), &["plugin", "list", "--admin", &admin]);
+    let listed = run_weir(
+        dir.path(),
+        &["plugin", "list", "--admin", &admin, "--admin-token", &token],
+    );
     let listing = String::from_utf8_lossy(&listed.stdout);
     assert!(listed.status.success(), "{listing}");
     assert!(
@@ -742,7 +746,15 @@ async fn rollback_from_the_cli_and_automatically_on_failures() {
 
     let rolled = run_weir(
         dir.path(),
-        &["plugin", "rollback", "swap", "--admin", &admin],
+        &[
+            "plugin",
+            "rollback",
+            "swap",
+            "--admin",
+            &admin,
+            "--admin-token",
+            &token,
+        ],
     );
     let said = String::from_utf8_lossy(&rolled.stdout);
     assert!(

@@ -4,6 +4,7 @@
 // Test fixtures may unwrap: a panic there is a failed test with a backtrace.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin_auth;
 mod bench;
 mod bounds;
 mod cli;

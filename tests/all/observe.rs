@@ -367,7 +367,8 @@ async fn tap(app: &RunningApp, args: &[&str]) -> Output {
         .arg("tap")
         .args(args)
         .arg("--admin")
-        .arg(app.admin_addr().unwrap().to_string());
+        .arg(app.admin_addr().unwrap().to_string())
+        .env("WEIR_ADMIN_TOKEN", app.admin_token().unwrap().expose());
     tokio::task::spawn_blocking(move || command.output().expect("weir runs"))
         .await
         .unwrap()

@@ -62,13 +62,13 @@ async fn a_plugin_cannot_escape_its_sandbox() {
 }
 
 /// A running `weir run` whose stderr is collected as it comes.
-struct Running {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
+pub(crate) struct Running {
+    pub(crate) child: Child,
+    pub(crate) stderr: Arc<Mutex<String>>,
     reader: std::thread::JoinHandle<()>,
 }
 
-fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Running {
+pub(crate) fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Running {
     let mut command = weir();
     command
         .current_dir(dir)
@@ -98,7 +98,7 @@ fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Running {
 }
 
 impl Running {
-    async fn wait_for_log(&self, needle: &str) {
+    pub(crate) async fn wait_for_log(&self, needle: &str) {
         let stderr = Arc::clone(&self.stderr);
         let needle_owned = needle.to_owned();
         wait_for(
@@ -110,13 +110,13 @@ impl Running {
     }
 
     /// Sends SIGTERM and waits for the exit; true when it exited successfully.
-    fn terminate(self) -> (bool, String) {
+    pub(crate) fn terminate(self) -> (bool, String) {
         self.signal("-TERM")
     }
 
     /// Sends `signal` (`-TERM`, or `-INT` as Ctrl-C does) and waits for the exit; true when it
     /// exited successfully.
-    fn signal(mut self, signal: &str) -> (bool, String) {
+    pub(crate) fn signal(mut self, signal: &str) -> (bool, String) {
         let status = std::process::Command::new("kill")
             .args([signal, &self.child.id().to_string()])
             .status()
@@ -202,12 +202,15 @@ async fn sigterm_drains_commits_and_a_restart_neither_loses_nor_repeats() {
     assert!(clean, "SIGINT exits 0 after draining:\n{log}");
     assert!(log.contains("Shutdown signal received"), "{log}");
 
+    // The second run may have drained everything before its signal: the third gets lines of
+    // its own, so waiting for them proves it ran, however fast the second one was.
+    append_numbered(&input, 30_000..35_000);
     let third = start(dir.path(), "p.toml", &[("WEIR_ADMIN", "127.0.0.1:0")]);
     let out_path = out.clone();
     wait_for(
         "the rest of the output",
         Duration::from_secs(120),
-        move || count_lines(&out_path) >= 30_000,
+        move || count_lines(&out_path) >= 35_000,
     )
     .await;
     let (clean, log) = third.terminate();
@@ -216,10 +219,154 @@ async fn sigterm_drains_commits_and_a_restart_neither_loses_nor_repeats() {
         .iter()
         .map(|r| r["n"].as_u64().unwrap())
         .collect();
-    assert_eq!(ns.len(), 30_000, "nothing repeated after the restarts");
+    assert_eq!(ns.len(), 35_000, "nothing repeated after the restarts");
     ns.sort();
     ns.dedup();
-    assert_eq!(ns.len(), 30_000, "nothing lost");
+    assert_eq!(ns.len(), 35_000, "nothing lost");
+}
+
+/// What a clean stop leaves in the log: the signal acknowledged, nothing failed.
+fn assert_clean_stop(moment: &str, clean: bool, log: &str) {
+    assert!(clean, "SIGTERM {moment} exits 0:\n{log}");
+    assert!(
+        log.contains("Shutdown signal received"),
+        "SIGTERM {moment} is acknowledged:\n{log}"
+    );
+    assert!(
+        !log.contains("ERROR") && !log.contains("panicked"),
+        "SIGTERM {moment} leaves a clean log:\n{log}"
+    );
+}
+
+/// Whether the process `pid` has a handler for SIGTERM, from the caught-signals mask in
+/// /proc: the first moment a program can honour the signal at all (before it, the kernel's
+/// default action kills any program).
+fn catches_sigterm(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (15 - 1)) != 0)
+}
+
+fn send_sigterm(running: &Running) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &running.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A stop request can come at any moment of start-up (a supervisor restarting a service, a
+/// test that found nothing left to wait for): while the configuration is read, as soon as the
+/// process can catch a signal at all, right after its first log line. Each ends with exit 0
+/// and a clean log; a signal before the pipelines start leaves nothing to drain.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_at_any_moment_of_start_up_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    append_numbered(&input, 0..1_000);
+    let config = format!(
+        "[[pipeline]]\nname = \"early\"\nsource = {{ type = \"file\", path = \"{}\", follow = true, checkpoint = \"in.offset\" }}\ntransforms = [{{ plugin = \"pii-mask\", config = {{ fields = \"n\" }} }}]\nsink = {{ type = \"file\", path = \"out.jsonl\" }}\ndead_letter = {{ type = \"file\", path = \"dlq.jsonl\" }}\n",
+        input.display()
+    );
+    std::fs::write(dir.path().join("p.toml"), &config).unwrap();
+    let registry = crate::support::plugin_registry()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let env = [("WEIR_ADMIN", "127.0.0.1:0"), ("WEIR_PLUGINS", &registry)];
+
+    // While weir reads its configuration: the file is a FIFO, so weir is blocked reading it
+    // exactly when the test's open for writing returns.
+    let fifo = dir.path().join("fifo.toml");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let running = start(dir.path(), "fifo.toml", &env);
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    let writer_path = fifo.clone();
+    std::thread::spawn(move || {
+        let writer = std::fs::OpenOptions::new().write(true).open(writer_path);
+        let _ = opened_tx.send(writer);
+    });
+    let opened = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&opened);
+    wait_for(
+        "weir to open its configuration",
+        Duration::from_secs(60),
+        move || {
+            let mut slot = slot.lock().unwrap();
+            if slot.is_none() {
+                *slot = opened_rx.try_recv().ok();
+            }
+            slot.is_some()
+        },
+    )
+    .await;
+    send_sigterm(&running);
+    {
+        use std::io::Write;
+        let mut writer = opened.lock().unwrap().take().unwrap().unwrap();
+        writer.write_all(config.as_bytes()).unwrap();
+    }
+    let (exit, log) = running.exit(Duration::from_secs(120)).await;
+    let clean = exit.expect("weir exits by itself after SIGTERM");
+    assert_clean_stop("while the configuration is read", clean, &log);
+    assert!(log.contains("nothing to drain"), "{log}");
+    assert!(
+        !dir.path().join("out.jsonl").exists(),
+        "no pipeline started"
+    );
+
+    // As soon as the process can catch it, a few times (each start races differently).
+    for attempt in 0..3 {
+        let running = start(dir.path(), "p.toml", &env);
+        let pid = running.child.id();
+        wait_for(
+            "weir to catch SIGTERM",
+            Duration::from_secs(60),
+            move || catches_sigterm(pid),
+        )
+        .await;
+        send_sigterm(&running);
+        let (exit, log) = running.exit(Duration::from_secs(120)).await;
+        let clean = exit.expect("weir exits by itself after SIGTERM");
+        assert_clean_stop(
+            &format!("at the first instant (attempt {attempt})"),
+            clean,
+            &log,
+        );
+    }
+
+    // Right after the first log line.
+    let running = start(dir.path(), "p.toml", &env);
+    let stderr = Arc::clone(&running.stderr);
+    wait_for("a first log line", Duration::from_secs(60), move || {
+        !stderr.lock().unwrap().is_empty()
+    })
+    .await;
+    let (clean, log) = running.terminate();
+    assert_clean_stop("after the first log line", clean, &log);
+
+    // Whatever was written before a stop is never written twice by the next run.
+    let running = start(dir.path(), "p.toml", &env);
+    let out = dir.path().join("out.jsonl");
+    let out_path = out.clone();
+    wait_for("the whole input", Duration::from_secs(120), move || {
+        count_lines(&out_path) >= 1_000
+    })
+    .await;
+    let (clean, log) = running.terminate();
+    assert_clean_stop("after the input was drained", clean, &log);
+    assert_eq!(count_lines(&out), 1_000, "nothing written twice");
 }
 
 #[tokio::test(flavor = "multi_thread")]

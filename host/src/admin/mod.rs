@@ -1,14 +1,17 @@
 //! The admin HTTP server (loopback by default): the status page, the JSON API behind it,
 //! Prometheus metrics, health, plugin rollback and record taps. `weir plugin list`,
-//! `weir plugin rollback` and `weir tap` are its clients.
+//! `weir plugin rollback` and `weir tap` are its clients. What changes state or shows record
+//! contents needs the bearer token (see `auth`).
 
+pub mod auth;
 mod tap;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -31,15 +34,18 @@ pub struct AdminState {
     started: std::time::Instant,
     shutdown: tokio::sync::watch::Receiver<bool>,
     histories: Histories,
+    guard: auth::Guard,
 }
 
 impl AdminState {
     /// State over the live slots and each pipeline's counters; `shutdown` turns true when the
-    /// process starts draining, which makes it no longer ready.
+    /// process starts draining, which makes it no longer ready; `guard` decides who may use
+    /// the guarded routes.
     pub fn new(
         slots: PluginSlots,
         pipelines: BTreeMap<String, Arc<PipelineStats>>,
         shutdown: tokio::sync::watch::Receiver<bool>,
+        guard: auth::Guard,
     ) -> Self {
         AdminState {
             slots,
@@ -47,6 +53,7 @@ impl AdminState {
             started: std::time::Instant::now(),
             shutdown,
             histories: Histories::default(),
+            guard,
         }
     }
 
@@ -58,19 +65,27 @@ impl AdminState {
     }
 }
 
-/// The routes.
+/// The routes. Read-only routes that show no record contents go in `open`; a route that
+/// changes state (POST only) or shows record contents goes in `guarded`, behind the token.
+/// Every route gets the Host and Origin checks and the body bound.
 pub fn router(state: AdminState) -> Router {
-    Router::new()
+    let guard = state.guard.clone();
+    let open = Router::new()
         .route("/", get(|| async { Html(STATUS_PAGE) }))
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/plugins", get(list_plugins))
-        .route("/api/plugins/{name}/rollback", post(rollback))
         .route("/api/pipelines", get(list_pipelines))
         .route("/api/status", get(status))
+        .route("/api/pipelines/{name}/history", get(history));
+    let guarded = Router::new()
+        .route("/api/plugins/{name}/rollback", post(rollback))
         .route("/api/pipelines/{name}/tap", get(tap::tap))
-        .route("/api/pipelines/{name}/history", get(history))
+        .route_layer(from_fn_with_state(guard.clone(), auth::require_token));
+    open.merge(guarded)
+        .layer(DefaultBodyLimit::max(auth::MAX_BODY_BYTES))
+        .layer(from_fn_with_state(guard, auth::check_origin))
         .with_state(state)
 }
 

@@ -3,6 +3,7 @@
 //! benchmarks' measurements (`measure`, which alone builds `user-profile` natively as the
 //! baseline) and the plugin builder (`plugin_build`, which drives cargo).
 
+pub mod admin;
 pub mod bench;
 pub mod logging;
 pub mod measure;

@@ -7,7 +7,11 @@ use std::process::ExitCode;
 
 use super::plugin_build::build_plugin;
 use anyhow::Context;
+use weir::admin::auth::AdminToken;
 use weir::registry::{PluginRegistry, SlotInfo};
+
+use crate::AdminTokenArgs;
+use crate::cli::admin::{authorize, client_token, refusal};
 
 /// Builds the plugin crate at `path` into `registry`.
 pub fn build(path: &Path, registry: &Path) -> anyhow::Result<ExitCode> {
@@ -22,8 +26,13 @@ pub fn build(path: &Path, registry: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Lists the plugins of the host at `admin`, or of the folder when no host answers.
-pub fn list(registry: &Path, admin: SocketAddr) -> anyhow::Result<ExitCode> {
-    match fetch_plugins(admin) {
+pub fn list(
+    registry: &Path,
+    admin: SocketAddr,
+    token: &AdminTokenArgs,
+) -> anyhow::Result<ExitCode> {
+    let token = client_token(token, admin)?;
+    match fetch_plugins(admin, token.as_ref()) {
         Ok(slots) => {
             print_running(&slots, admin);
             return Ok(ExitCode::SUCCESS);
@@ -63,22 +72,35 @@ pub fn list(registry: &Path, admin: SocketAddr) -> anyhow::Result<ExitCode> {
 }
 
 /// Asks the host at `admin` to return plugin `name` to its previous version.
-pub fn rollback(name: &str, admin: SocketAddr) -> anyhow::Result<ExitCode> {
+pub fn rollback(name: &str, admin: SocketAddr, token: &AdminTokenArgs) -> anyhow::Result<ExitCode> {
+    let token = client_token(token, admin)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let mut url = reqwest::Url::parse(&format!("http://{admin}/api/plugins"))
+        .context("invalid admin address")?;
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("invalid admin address {admin}"))?
+        .push(name)
+        .push("rollback");
     let response: serde_json::Value = runtime.block_on(async {
-        let response = reqwest::Client::new()
-            .post(format!("http://{admin}/api/plugins/{name}/rollback"))
+        let response = authorize(reqwest::Client::new().post(url), token.as_ref())
             .send()
             .await
             .with_context(|| format!("cannot reach the weir admin API at {admin}; is `weir run` running with --admin {admin}?"))?;
         let status = response.status();
-        let body: serde_json::Value = response.json().await.context("unreadable admin response")?;
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
         if status.is_success() {
             Ok(body)
         } else {
-            anyhow::bail!("{}", body["error"].as_str().unwrap_or("rollback refused"))
+            anyhow::bail!(
+                "{}",
+                refusal(
+                    status,
+                    body["error"].as_str().unwrap_or("rollback refused"),
+                    admin
+                )
+            )
         }
     })?;
     println!(
@@ -88,19 +110,24 @@ pub fn rollback(name: &str, admin: SocketAddr) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn fetch_plugins(admin: SocketAddr) -> Result<Vec<SlotInfo>, reqwest::Error> {
+fn fetch_plugins(
+    admin: SocketAddr,
+    token: Option<&AdminToken>,
+) -> Result<Vec<SlotInfo>, reqwest::Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a current-thread runtime builds");
     runtime.block_on(async {
-        reqwest::Client::new()
-            .get(format!("http://{admin}/api/plugins"))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await
+        authorize(
+            reqwest::Client::new().get(format!("http://{admin}/api/plugins")),
+            token,
+        )
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await
     })
 }
 

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use weir::app::{RunOptions, RunningApp};
@@ -51,27 +52,53 @@ pub fn validate(file: &Path, registry: &Path) -> anyhow::Result<ExitCode> {
 /// How often the live summary prints a line per pipeline.
 const LIVE_SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The first thing `weir run` does: the async runtime, with SIGTERM and Ctrl-C caught, so that
+/// a signal arriving while the configuration is read or plugins compile is kept rather than
+/// killing the process.
+pub struct Startup {
+    runtime: tokio::runtime::Runtime,
+    signals: ShutdownSignals,
+}
+
+impl Startup {
+    /// Builds the runtime and registers the signal handlers.
+    pub fn begin() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("weir-io")
+            .build()
+            .context("cannot start the async runtime")?;
+        let signals = {
+            let _inside = runtime.enter();
+            ShutdownSignals::catch()
+        };
+        Ok(Startup { runtime, signals })
+    }
+}
+
 /// Runs every pipeline of `file` until they end or a shutdown signal arrives; prints each
 /// pipeline's summary when `summary` is set, and a live line per pipeline every few seconds
-/// while they run when `live` is.
+/// while they run when `live` is. A signal before the pipelines start ends the process with
+/// success and nothing to drain.
 pub fn run(
     file: &Path,
     options: RunOptions,
     summary: bool,
     live: bool,
+    startup: anyhow::Result<Startup>,
 ) -> anyhow::Result<ExitCode> {
+    let Startup { runtime, signals } = startup?;
+    let shutdown = Arc::new(tokio::sync::watch::channel(false).0);
+    runtime.spawn(signals.forward_to(Arc::clone(&shutdown)));
     let config = PipelineFile::load(file)?;
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("weir-io")
-        .build()
-        .context("cannot start the async runtime")?;
-    tokio.block_on(async {
-        let signals = ShutdownSignals::catch();
-        let app = RunningApp::start(config, options)
+    if *shutdown.borrow() {
+        tracing::info!("Shutdown requested before the pipelines started; nothing to drain.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    runtime.block_on(async {
+        let app = RunningApp::start_until(config, options, shutdown)
             .await
             .with_context(|| format!("{}: cannot start", file.display()))?;
-        tokio::spawn(signals.forward_to(app.shutdown_handle()));
         let live_summary = live.then(|| tokio::spawn(live_summary(app.histories().clone())));
         let mut failed = false;
         let results = app.wait().await;
@@ -136,6 +163,12 @@ fn print_summary(report: &PipelineReport) {
     );
 }
 
+/// Set by this process's own signal action from the instant it is installed. tokio forgets a
+/// signal that lands between installing its action and subscribing its listener (its driver
+/// broadcasts the event to no one), so `forward_to` also looks here.
+#[cfg(unix)]
+static RECEIVED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Ctrl-C and SIGTERM, caught from the moment this is created: a signal that arrives while the
 /// pipelines are still starting is kept for `forward_to` instead of killing the process with
 /// records in flight.
@@ -152,6 +185,18 @@ impl ShutdownSignals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
+            for kind in [SignalKind::terminate(), SignalKind::interrupt()] {
+                let action = || RECEIVED.store(true, std::sync::atomic::Ordering::SeqCst);
+                // SAFETY: the action only stores to an atomic, which is async-signal-safe.
+                if let Err(error) =
+                    unsafe { signal_hook_registry::register(kind.as_raw_value(), action) }
+                {
+                    eprintln!(
+                        "warning: cannot catch signal {}: {error}",
+                        kind.as_raw_value()
+                    );
+                }
+            }
             let register = |kind: SignalKind, name: &str| match signal(kind) {
                 Ok(signal) => Some(signal),
                 Err(error) => {
@@ -169,7 +214,8 @@ impl ShutdownSignals {
     }
 
     /// Turns the first signal into a graceful shutdown: sources stop, in-flight batches drain.
-    async fn forward_to(self, shutdown: std::sync::Arc<tokio::sync::watch::Sender<bool>>) {
+    /// Later signals are caught and ignored, so a second Ctrl-C does not abort the drain.
+    async fn forward_to(self, shutdown: Arc<tokio::sync::watch::Sender<bool>>) {
         #[cfg(unix)]
         {
             async fn received(signal: Option<tokio::signal::unix::Signal>) {
@@ -180,9 +226,13 @@ impl ShutdownSignals {
                     None => std::future::pending::<()>().await,
                 }
             }
-            tokio::select! {
-                _ = received(self.terminate) => {}
-                _ = received(self.interrupt) => {}
+            // The listeners subscribed in `catch`: a signal since then reaches them, one
+            // before then set RECEIVED.
+            if !RECEIVED.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::select! {
+                    _ = received(self.terminate) => {}
+                    _ = received(self.interrupt) => {}
+                }
             }
         }
         #[cfg(not(unix))]
@@ -190,6 +240,7 @@ impl ShutdownSignals {
             let _ = tokio::signal::ctrl_c().await;
         }
         tracing::info!("Shutdown signal received; finishing in-flight batches.");
-        let _ = shutdown.send(true);
+        // `send` would drop the value while nothing subscribes yet (a signal during start-up).
+        shutdown.send_replace(true);
     }
 }

@@ -7,6 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use crate::AdminTokenArgs;
+use crate::cli::admin::{authorize, client_token, refusal};
+
 /// What to watch and how much of it.
 #[derive(Debug)]
 pub struct TapRequest {
@@ -22,15 +25,24 @@ pub struct TapRequest {
 
 /// Streams records from the weir at `admin` to stdout until `count` is reached, the pipeline
 /// ends or the user interrupts.
-pub fn tap(request: &TapRequest, admin: SocketAddr) -> anyhow::Result<ExitCode> {
+pub fn tap(
+    request: &TapRequest,
+    admin: SocketAddr,
+    token: &AdminTokenArgs,
+) -> anyhow::Result<ExitCode> {
+    let token = client_token(token, admin)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(stream(request, admin))
+    runtime.block_on(stream(request, admin, token.as_ref()))
 }
 
-async fn stream(request: &TapRequest, admin: SocketAddr) -> anyhow::Result<ExitCode> {
+async fn stream(
+    request: &TapRequest,
+    admin: SocketAddr,
+    token: Option<&weir::admin::auth::AdminToken>,
+) -> anyhow::Result<ExitCode> {
     let query = [
         ("stage", request.stage.clone()),
         ("max_per_second", request.max_per_second.to_string()),
@@ -41,9 +53,7 @@ async fn stream(request: &TapRequest, admin: SocketAddr) -> anyhow::Result<ExitC
         .map_err(|()| anyhow::anyhow!("invalid admin address {admin}"))?
         .push(&request.pipeline)
         .push("tap");
-    let mut response = reqwest::Client::new()
-        .get(url)
-        .query(&query)
+    let mut response = authorize(reqwest::Client::new().get(url).query(&query), token)
         .send()
         .await
         .with_context(|| {
@@ -53,8 +63,12 @@ async fn stream(request: &TapRequest, admin: SocketAddr) -> anyhow::Result<ExitC
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         anyhow::bail!(
-            "{} ({status})",
-            body["error"].as_str().unwrap_or("the tap was refused")
+            "{}",
+            refusal(
+                status,
+                body["error"].as_str().unwrap_or("the tap was refused"),
+                admin
+            )
         );
     }
     eprintln!(
