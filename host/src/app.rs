@@ -191,7 +191,9 @@ impl RunningApp {
         let mut pipelines = Vec::new();
         let histories = Histories::new(&config.pipelines);
         let configs = if *shutdown_rx.borrow() {
-            tracing::info!("Shutdown requested during start-up; no pipeline started.");
+            tracing::info!(
+                "Shutdown requested during start-up; no pipeline started, nothing to drain."
+            );
             Vec::new()
         } else {
             config.pipelines

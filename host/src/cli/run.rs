@@ -91,7 +91,8 @@ pub fn run(
     let shutdown = Arc::new(tokio::sync::watch::channel(false).0);
     runtime.spawn(signals.forward_to(Arc::clone(&shutdown)));
     let config = PipelineFile::load(file)?;
-    if *shutdown.borrow() {
+    // The signal action has run even if the task forwarding it has not yet.
+    if *shutdown.borrow() || signal_received() {
         tracing::info!("Shutdown requested before the pipelines started; nothing to drain.");
         return Ok(ExitCode::SUCCESS);
     }
@@ -169,6 +170,18 @@ fn print_summary(report: &PipelineReport) {
 #[cfg(unix)]
 static RECEIVED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Whether SIGTERM or SIGINT has arrived since `ShutdownSignals::catch`.
+fn signal_received() -> bool {
+    #[cfg(unix)]
+    {
+        RECEIVED.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
 /// Ctrl-C and SIGTERM, caught from the moment this is created: a signal that arrives while the
 /// pipelines are still starting is kept for `forward_to` instead of killing the process with
 /// records in flight.
@@ -228,7 +241,7 @@ impl ShutdownSignals {
             }
             // The listeners subscribed in `catch`: a signal since then reaches them, one
             // before then set RECEIVED.
-            if !RECEIVED.load(std::sync::atomic::Ordering::SeqCst) {
+            if !signal_received() {
                 tokio::select! {
                     _ = received(self.terminate) => {}
                     _ = received(self.interrupt) => {}
