@@ -204,6 +204,7 @@ async fn the_status_page_charts_the_last_minutes_and_marks_swaps() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let response = reqwest::Client::new()
         .post(format!("http://{admin}/api/plugins/pii-mask/rollback"))
+        .bearer_auth(app.admin_token().unwrap().expose())
         .send()
         .await
         .unwrap();
