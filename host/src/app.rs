@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::admin::Histories;
 use crate::admin::auth::{self, AdminToken, AuthError, Guard};
+use crate::admin::history::RunState;
 use crate::admin::{self, AdminState};
 use crate::config::PipelineFile;
-use crate::observe::Histories;
-use crate::observe::history::RunState;
 use crate::pipeline::{self, PipelineError, PipelineReport, PipelineStats};
 use crate::registry::{
     Deployer, PluginRegistry, PluginSlots, RegistryError, RollbackPolicy, WatchHandle,

@@ -4,6 +4,7 @@
 //! contents needs the bearer token (see `auth`).
 
 pub mod auth;
+pub mod history;
 mod tap;
 
 use std::collections::BTreeMap;
@@ -18,7 +19,8 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::observe::Histories;
+pub use history::{Histories, PipelineHistory};
+
 use crate::pipeline::{PipelineStats, PipelineStatus};
 use crate::registry::{PluginSlots, RollbackError, SlotInfo};
 

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use weir::admin::history::Group;
+use weir::admin::{Histories, PipelineHistory};
 use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
-use weir::observe::history::Group;
-use weir::observe::{Histories, PipelineHistory};
 use weir::pipeline::PipelineReport;
 use weir::registry::{Deployer, PluginRegistry, PluginSlots};
 use weir::runtime::PluginRuntime;

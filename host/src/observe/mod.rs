@@ -4,7 +4,6 @@
 
 pub mod dead_letters;
 pub mod histogram;
-pub mod history;
 pub mod tap;
 
 use std::collections::VecDeque;
@@ -15,7 +14,6 @@ use serde::{Deserialize, Serialize};
 
 pub use dead_letters::{DeadLetterSummary, RecentDeadLetters};
 pub use histogram::{HistogramSnapshot, LatencyHistogram};
-pub use history::{Histories, PipelineHistory};
 pub use tap::{TapHub, TapPoint, TapSubscription, Tapped, TappedRecord};
 
 /// What one plugin of a pipeline did, summed over the pipeline's workers.

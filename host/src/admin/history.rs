@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use super::{HistogramSnapshot, PartitionLag};
 use crate::config::PipelineConfig;
+use crate::observe::{HistogramSnapshot, PartitionLag};
 use crate::pipeline::PipelineStats;
 use crate::registry::{PluginSlots, SlotInfo};
 
@@ -279,7 +279,9 @@ impl Reading {
                 .map(|name| {
                     let slot = slots.iter().find(|s| &s.name == name);
                     let step = steps.iter().find(|(n, _)| n == name).map(|(_, s)| s);
-                    let load = |f: fn(&super::PluginStepStats) -> &std::sync::atomic::AtomicU64| {
+                    let load = |f: fn(
+                        &crate::observe::PluginStepStats,
+                    ) -> &std::sync::atomic::AtomicU64| {
                         step.map_or(0, |s| f(s).load(std::sync::atomic::Ordering::Relaxed))
                     };
                     PluginReading {
@@ -292,7 +294,7 @@ impl Reading {
                         records_out: load(|s| &s.records_out),
                         records_failed: load(|s| &s.records_failed),
                         call_latency: step.map_or_else(
-                            || super::LatencyHistogram::default().snapshot(),
+                            || crate::observe::LatencyHistogram::default().snapshot(),
                             |s| s.call_latency.snapshot(),
                         ),
                     }
