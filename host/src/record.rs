@@ -1,12 +1,33 @@
-//! The host's view of records: the WIT record type (so batches cross into plugins without a
-//! copy) plus where each one came from, which is what commits and dead letters need, and what a
-//! failed record carries to its dead letter.
+//! The host's view of records: the record itself, where each one came from (what commits and
+//! dead letters need), and what a failed record carries to its dead letter. The plugin
+//! contract's generated record type stays inside `runtime/`, which converts at the boundary, so
+//! connectors and stages never depend on generated bindings.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
-use crate::runtime::RecordError;
-pub use crate::runtime::{Header, Record};
+/// One header of a record: a name and opaque bytes, as in Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Header {
+    /// The header's name. Names starting with `weir.` are set by the host.
+    pub key: String,
+    /// The header's value, usually UTF-8 text.
+    pub value: Vec<u8>,
+}
+
+/// One record of a stream; the same fields as the contract's `record` in wit/plugin.wit.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    /// The record's key, used for partitioning and idempotent writes; absent for keyless streams.
+    pub key: Option<Vec<u8>>,
+    /// The record's payload, usually one UTF-8 JSON document.
+    pub value: Vec<u8>,
+    /// Headers in the order they were set; a name may repeat.
+    pub headers: Vec<Header>,
+    /// Event time in milliseconds since the Unix epoch, when the source knows it.
+    pub timestamp: Option<i64>,
+}
 
 /// Names of the headers the host sets. Users match on these downstream, so they are stable.
 pub mod headers {
@@ -99,6 +120,58 @@ impl SourceRecord {
             position,
             malformed: Some(reason.into()),
         }
+    }
+}
+
+/// Why one record failed; the kind decides the dead-letter header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordErrorKind {
+    /// The plugin judged the input malformed.
+    BadRecord,
+    /// The plugin reported its own failure.
+    PluginFailure,
+    /// The plugin trapped (panic, memory cap, stack overflow, ...).
+    Trap,
+    /// The call ran past its deadline.
+    Timeout,
+    /// The source could not decode the input (a response that is not JSON, say).
+    Malformed,
+    /// The sink refused the record's content (a type mismatch, say).
+    SinkRejected,
+}
+
+impl RecordErrorKind {
+    /// The kebab-case name used in headers and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordErrorKind::BadRecord => "bad-record",
+            RecordErrorKind::PluginFailure => "plugin-failure",
+            RecordErrorKind::Trap => "trap",
+            RecordErrorKind::Timeout => "timeout",
+            RecordErrorKind::Malformed => "malformed",
+            RecordErrorKind::SinkRejected => "sink-rejected",
+        }
+    }
+}
+
+impl fmt::Display for RecordErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One record's failure: in a plugin, at the source or at the sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    /// Who is to blame.
+    pub kind: RecordErrorKind,
+    /// For a human.
+    pub message: String,
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
     }
 }
 

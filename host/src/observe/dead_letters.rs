@@ -100,7 +100,7 @@ mod tests {
 
     use super::*;
     use crate::record::{Record, SourcePosition};
-    use crate::runtime::{RecordError, RecordErrorKind};
+    use crate::record::{RecordError, RecordErrorKind};
 
     fn failure(offset: i64, value: &str) -> Failure {
         Failure {

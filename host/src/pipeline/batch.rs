@@ -8,8 +8,9 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
 use crate::connectors::Acknowledgements;
-use crate::record::{FailedAt, Failure, Record, SourcePosition, SourceRecord};
-use crate::runtime::{RecordError, RecordErrorKind};
+use crate::record::{
+    FailedAt, Failure, Record, RecordError, RecordErrorKind, SourcePosition, SourceRecord,
+};
 
 /// A batch on its way from the source to the sink.
 pub(super) struct Batch {

@@ -13,8 +13,7 @@ use crate::observe::tap::{DEAD_LETTER_STAGE, SINK_STAGE};
 use crate::pipeline::batch::{Acknowledged, ChainOutput, Processed};
 use crate::pipeline::retry;
 use crate::pipeline::stats::PipelineStats;
-use crate::record::{FailedAt, Failure, Record};
-use crate::runtime::{RecordError, RecordErrorKind};
+use crate::record::{FailedAt, Failure, Record, RecordError, RecordErrorKind};
 
 /// Writes outputs, then dead letters, then acknowledges the batch to the source.
 pub(super) async fn run(

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -11,11 +10,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::bindings::Transformer;
 use super::cache::CompiledCache;
 use super::error::PluginError;
+use super::limits::EPOCH_TICK;
 use super::state::InstanceState;
-
-/// How often the ticker advances the engine's epoch. A deadline is rounded up to whole ticks, so
-/// this is the precision of every plugin deadline; 10 ms keeps the ticker's cost negligible.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// The shared compilation and linking context for every plugin in the process.
 #[derive(Clone)]

@@ -1,6 +1,5 @@
-//! Errors of the Wasm runtime: those that reject a plugin version, and those of a single record.
-
-use std::fmt;
+//! Errors of the Wasm runtime that reject a plugin version. A single record's failure is a
+//! [`crate::record::RecordError`].
 
 use super::bindings::CONTRACT_VERSION;
 
@@ -65,56 +64,4 @@ pub enum PluginError {
         /// The plugin's message.
         reason: String,
     },
-}
-
-/// Why one record failed in a plugin; the kind decides the dead-letter header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordErrorKind {
-    /// The plugin judged the input malformed.
-    BadRecord,
-    /// The plugin reported its own failure.
-    PluginFailure,
-    /// The plugin trapped (panic, memory cap, stack overflow, ...).
-    Trap,
-    /// The call ran past its deadline.
-    Timeout,
-    /// The source could not decode the input (a response that is not JSON, say).
-    Malformed,
-    /// The sink refused the record's content (a type mismatch, say).
-    SinkRejected,
-}
-
-impl RecordErrorKind {
-    /// The kebab-case name used in headers and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordErrorKind::BadRecord => "bad-record",
-            RecordErrorKind::PluginFailure => "plugin-failure",
-            RecordErrorKind::Trap => "trap",
-            RecordErrorKind::Timeout => "timeout",
-            RecordErrorKind::Malformed => "malformed",
-            RecordErrorKind::SinkRejected => "sink-rejected",
-        }
-    }
-}
-
-impl fmt::Display for RecordErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One record's failure in a plugin.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordError {
-    /// Who is to blame.
-    pub kind: RecordErrorKind,
-    /// For a human.
-    pub message: String,
-}
-
-impl fmt::Display for RecordError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind, self.message)
-    }
 }

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
 use super::bindings::Transformer;
-use super::bindings::weir::plugin::types::{ErrorKind as WitErrorKind, Record};
-use super::engine::EPOCH_TICK;
-use super::error::{PluginError, RecordError, RecordErrorKind};
-use super::plugin::{LoadedPlugin, PluginLimits};
+use super::bindings::weir::plugin::types as wit;
+use super::error::PluginError;
+use super::limits::{EPOCH_TICK, PluginLimits};
+use super::plugin::LoadedPlugin;
 use super::state::InstanceState;
+use crate::record::{Header, Record, RecordError, RecordErrorKind};
 
 /// One instance of a plugin version, owned by one worker.
 pub struct PluginInstance {
@@ -60,7 +61,10 @@ impl PluginInstance {
     /// the batch is then replayed record by record on fresh instances so that only the record that
     /// trapped fails.
     pub fn transform(&mut self, batch: &[Record]) -> Vec<Result<Vec<Record>, RecordError>> {
-        match self.call(batch) {
+        // The contract's record type is converted here and only here. Lowering copies every
+        // byte into the guest's memory anyway; this adds one host-side copy per input.
+        let batch: Vec<wit::Record> = batch.iter().map(to_guest).collect();
+        match self.call(&batch) {
             Ok(results) => results,
             Err(trap) if batch.len() == 1 => vec![Err(trap)],
             Err(_) => batch
@@ -78,7 +82,7 @@ impl PluginInstance {
         }
     }
 
-    fn call(&mut self, batch: &[Record]) -> CallResult {
+    fn call(&mut self, batch: &[wit::Record]) -> CallResult {
         let deadline_ticks = self.deadline_ticks();
         let live = match self.ensure_live() {
             Ok(live) => live,
@@ -217,13 +221,50 @@ impl PluginInstance {
 }
 
 fn into_record_result(
-    result: Result<Vec<Record>, super::bindings::weir::plugin::types::Error>,
+    result: Result<Vec<wit::Record>, wit::Error>,
 ) -> Result<Vec<Record>, RecordError> {
-    result.map_err(|error| RecordError {
-        kind: match error.kind {
-            WitErrorKind::BadRecord => RecordErrorKind::BadRecord,
-            WitErrorKind::PluginFailure => RecordErrorKind::PluginFailure,
-        },
-        message: error.message,
-    })
+    match result {
+        Ok(outputs) => Ok(outputs.into_iter().map(from_guest).collect()),
+        Err(error) => Err(RecordError {
+            kind: match error.kind {
+                wit::ErrorKind::BadRecord => RecordErrorKind::BadRecord,
+                wit::ErrorKind::PluginFailure => RecordErrorKind::PluginFailure,
+            },
+            message: error.message,
+        }),
+    }
+}
+
+/// A host record as the contract's record, for the guest.
+fn to_guest(record: &Record) -> wit::Record {
+    wit::Record {
+        key: record.key.clone(),
+        value: record.value.clone(),
+        headers: record
+            .headers
+            .iter()
+            .map(|header| wit::Header {
+                key: header.key.clone(),
+                value: header.value.clone(),
+            })
+            .collect(),
+        timestamp: record.timestamp,
+    }
+}
+
+/// A guest's output as a host record; moves the buffers, copies nothing.
+fn from_guest(record: wit::Record) -> Record {
+    Record {
+        key: record.key,
+        value: record.value,
+        headers: record
+            .headers
+            .into_iter()
+            .map(|header| Header {
+                key: header.key,
+                value: header.value,
+            })
+            .collect(),
+        timestamp: record.timestamp,
+    }
 }

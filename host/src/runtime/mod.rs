@@ -13,13 +13,13 @@ mod slot;
 mod state;
 mod stderr;
 
-pub use bindings::weir::plugin::types::{ErrorKind as WitErrorKind, Header, Record};
+pub use crate::record::{RecordError, RecordErrorKind};
 pub use cache::{CacheOutcome, CompiledCache, default_cache_dir};
-pub use engine::{EPOCH_TICK, PluginRuntime};
-pub use error::{PluginError, RecordError, RecordErrorKind};
+pub use engine::PluginRuntime;
+pub use error::PluginError;
 pub use instance::PluginInstance;
-pub use limits::Capability;
-pub use plugin::{Grants, LoadedPlugin, PluginLimits};
+pub use limits::{Capability, EPOCH_TICK, Grants, PluginLimits};
+pub use plugin::LoadedPlugin;
 pub use slot::{Instantiation, LiveSlot, LiveSlots, StepRequest};
 pub use state::{
     COUNTER_ADDS_PER_SECOND, DroppedCallCounts, LOG_LINES_PER_SECOND, MAX_COUNTER_NAME_BYTES,

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -14,38 +13,8 @@ use super::cache::CacheOutcome;
 use super::engine::PluginRuntime;
 use super::error::PluginError;
 use super::instance::PluginInstance;
+use super::limits::PluginLimits;
 use super::state::{InstanceState, PluginCounters};
-
-/// The per-call and per-instance limits a pipeline imposes on its plugins, and the capabilities
-/// it grants them beyond logging and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PluginLimits {
-    /// Longest a single `transform` or `init` call may run before it is interrupted.
-    pub deadline: Duration,
-    /// Most linear memory one instance may hold, in bytes.
-    pub memory_bytes: usize,
-    /// Capabilities granted to the instance.
-    pub grants: Grants,
-}
-
-/// Capabilities an instance gets. Files, sockets, environment and arguments are never granted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Grants {
-    /// Real clocks; otherwise the clocks are frozen at the Unix epoch.
-    pub clock: bool,
-    /// Real randomness; otherwise a fixed deterministic stream.
-    pub random: bool,
-}
-
-impl Default for PluginLimits {
-    fn default() -> Self {
-        PluginLimits {
-            deadline: Duration::from_secs(1),
-            memory_bytes: 64 << 20,
-            grants: Grants::default(),
-        }
-    }
-}
 
 /// One compiled, type-checked version of a plugin.
 pub struct LoadedPlugin {

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use super::error::PluginError;
 use super::instance::PluginInstance;
-use super::limits::Capability;
-use super::plugin::PluginLimits;
+use super::limits::{Capability, PluginLimits};
 
 /// How a pipeline's transform entry asks for an instance: its config and what it allows.
 #[derive(Debug, Clone, Copy)]

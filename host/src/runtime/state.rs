@@ -15,7 +15,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::weir::plugin::host::{Host, Level};
-use super::plugin::Grants;
+use super::limits::Grants;
 use super::stderr::StderrTail;
 
 /// Bytes of guest stderr kept per instance, the most recent ones: enough for a panic message and
