@@ -56,10 +56,22 @@ pub struct FailoverLine {
 /// Runs a dynamic-membership failover (the member is killed and not restarted) and a
 /// static-membership one (the member is killed and restarted at once).
 pub async fn run(bench: &FailoverBench) -> Result<Vec<FailoverLine>, BenchError> {
+    let memberships = ["dynamic", "static"];
+    let progress = weir::progress::start("bench failover", Some(memberships.len() as u64), "runs");
     let mut lines = Vec::new();
-    for membership in ["dynamic", "static"] {
-        lines.push(failover(bench, membership).await?);
+    for membership in memberships {
+        progress.println(&format!("failing over a {membership} member..."));
+        let line = failover(bench, membership).await?;
+        progress.advance(
+            1,
+            &format!(
+                "{membership}: partitions waited {:.2} s",
+                line.waited.as_secs_f64()
+            ),
+        );
+        lines.push(line);
     }
+    progress.finish("measured");
     Ok(lines)
 }
 
