@@ -20,6 +20,7 @@ mod observe;
 mod operator;
 mod pipelines;
 mod poison;
+mod polyglot;
 mod postgres_tail;
 mod quickstart;
 mod rebalance;

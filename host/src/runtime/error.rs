@@ -48,6 +48,24 @@ pub enum PluginError {
         /// The contract version the component names.
         found: String,
     },
+    /// The component holds more than the engine's per-component limits allow.
+    #[error(
+        "plugin `{name}` holds {found} {what}, more than the limit of {limit} (`limits.{key}`): raise `{key}` in the pipeline's `[pipeline.limits]` table or pass `--max-{flag}` to weir"
+    )]
+    OverLimit {
+        /// The plugin's name.
+        name: String,
+        /// What was counted, in words.
+        what: &'static str,
+        /// The limit's key in the pipeline file.
+        key: &'static str,
+        /// The limit's command-line flag, without `--max-`.
+        flag: &'static str,
+        /// How many the component holds.
+        found: u32,
+        /// The limit.
+        limit: u32,
+    },
     /// Instantiation trapped or failed.
     #[error("plugin `{name}` failed to instantiate: {reason}")]
     Instantiate {

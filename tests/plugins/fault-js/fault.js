@@ -1,0 +1,20 @@
+// Test plugin: `bomb` allocates memory without bound, `loop` never returns, anything else is
+// echoed; for the tests of the memory cap and deadlines in JavaScript plugins.
+
+import { Plugin, exportPlugin } from "./weir-plugin.js";
+
+class Fault extends Plugin {
+  transform(record) {
+    const text = new TextDecoder().decode(record.value);
+    if (text === "bomb") {
+      const hoard = [];
+      for (;;) hoard.push(new Array(1 << 16).fill(hoard.length));
+    }
+    if (text === "loop") {
+      for (;;) {}
+    }
+    return [record];
+  }
+}
+
+export const { init, transform } = exportPlugin(Fault);
