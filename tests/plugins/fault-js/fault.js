@@ -7,8 +7,10 @@ class Fault extends Plugin {
   transform(record) {
     const text = new TextDecoder().decode(record.value);
     if (text === "bomb") {
+      // 4 MiB typed arrays: each one lands in linear memory at once, so the cap is reached in
+      // milliseconds, long before any deadline.
       const hoard = [];
-      for (;;) hoard.push(new Array(1 << 16).fill(hoard.length));
+      for (;;) hoard.push(new Uint8Array(4 << 20).fill(hoard.length));
     }
     if (text === "loop") {
       for (;;) {}
