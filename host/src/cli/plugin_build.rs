@@ -493,10 +493,7 @@ fn read_toml(manifest: &Path) -> Result<toml::Table, BuildError> {
 
 /// The plugin's name from its manifest: it becomes the file name `NAME.wasm`, so only letters,
 /// digits, `-` and `_` are accepted.
-fn plugin_name<V: std::fmt::Debug>(manifest: &Path, value: Option<&V>) -> Result<String, BuildError>
-where
-    V: NameValue,
-{
+fn plugin_name<V: NameValue>(manifest: &Path, value: Option<&V>) -> Result<String, BuildError> {
     let name = value
         .and_then(NameValue::text)
         .ok_or_else(|| BuildError::Manifest {

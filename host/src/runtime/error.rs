@@ -50,17 +50,15 @@ pub enum PluginError {
     },
     /// The component holds more than the engine's per-component limits allow.
     #[error(
-        "plugin `{name}` holds {found} {what}, more than the limit of {limit} (`limits.{key}`): raise `{key}` in the pipeline's `[pipeline.limits]` table or pass `--max-{flag}` to weir"
+        "plugin `{name}` holds {found} {what}, more than the limit of {limit} (`limits.{key}`): raise `{key}` in the pipeline's `[pipeline.limits]` table or pass `--max-{flag}` to weir",
+        what = .key.replace('_', " "),
+        flag = .key.replace('_', "-")
     )]
     OverLimit {
         /// The plugin's name.
         name: String,
-        /// What was counted, in words.
-        what: &'static str,
-        /// The limit's key in the pipeline file.
+        /// The limit's key in the pipeline file: `core_instances`, `memories` or `tables`.
         key: &'static str,
-        /// The limit's command-line flag, without `--max-`.
-        flag: &'static str,
         /// How many the component holds.
         found: u32,
         /// The limit.

@@ -171,25 +171,15 @@ fn over_limit(
         (
             shape.core_instances,
             limits.core_instances,
-            "core instances",
             "core_instances",
-            "core-instances",
         ),
-        (
-            shape.memories,
-            limits.memories,
-            "memories",
-            "memories",
-            "memories",
-        ),
-        (shape.tables, limits.tables, "tables", "tables", "tables"),
+        (shape.memories, limits.memories, "memories"),
+        (shape.tables, limits.tables, "tables"),
     ];
-    match checks.into_iter().find(|(found, limit, ..)| found > limit) {
-        Some((found, limit, what, key, flag)) => Err(PluginError::OverLimit {
+    match checks.into_iter().find(|(found, limit, _)| found > limit) {
+        Some((found, limit, key)) => Err(PluginError::OverLimit {
             name: name.to_owned(),
-            what,
             key,
-            flag,
             found,
             limit,
         }),
