@@ -20,7 +20,6 @@ mod observe;
 mod operator;
 mod pipelines;
 mod poison;
-mod polyglot;
 mod postgres_tail;
 mod quickstart;
 mod rebalance;

@@ -6,7 +6,6 @@ mod bindings;
 mod cache;
 mod engine;
 mod error;
-mod inspect;
 mod instance;
 mod limits;
 mod plugin;
@@ -16,9 +15,8 @@ mod stderr;
 
 pub use crate::record::{RecordError, RecordErrorKind};
 pub use cache::{CacheOutcome, CompiledCache, default_cache_dir};
-pub use engine::{ComponentLimits, PluginRuntime};
+pub use engine::PluginRuntime;
 pub use error::PluginError;
-pub use inspect::{ComponentShape, inspect};
 pub use instance::PluginInstance;
 pub use limits::{Capability, EPOCH_TICK, Grants, PluginLimits};
 pub use plugin::LoadedPlugin;
