@@ -290,11 +290,20 @@ fn durations_are_range_checked_naming_the_key() {
             "{key}: {message}"
         );
         let at_limit = text.replace(&too_long.to_string(), &MAX_DURATION_MS.to_string());
-        assert!(
-            parse(&at_limit).is_ok(),
-            "{key} at the limit: {:?}",
-            parse(&at_limit).err()
-        );
+        match parse(&at_limit) {
+            Ok(_) => {}
+            // A drain must finish inside a poll, so a drain timeout at the limit leaves no room
+            // for max_poll_interval_ms above it: the range check passes and that rule refuses.
+            Err(error) if key.ends_with("drain_timeout_ms") => {
+                let message = error.to_string();
+                assert!(
+                    message.contains("max_poll_interval_ms")
+                        && !message.contains("must be at most"),
+                    "{key} at the limit: {message}"
+                );
+            }
+            Err(error) => panic!("{key} at the limit: {error}"),
+        }
     }
 }
 
