@@ -1,5 +1,5 @@
 # The weir host and the example plugins, built in one stage and shipped in a slim image.
-FROM rust:1.95-bookworm AS build
+FROM rust:1.99.1-bookworm AS build
 RUN rustup target add wasm32-wasip2 \
     && apt-get update \
     && apt-get install -y --no-install-recommends cmake libcurl4-openssl-dev \
