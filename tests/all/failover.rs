@@ -666,3 +666,136 @@ async fn a_member_stalled_past_max_poll_interval_stays_in_the_group_and_loses_no
         );
     }
 }
+
+/// Static membership (`instance_id`): a member killed with SIGKILL and started again with the
+/// same `instance_id` within the session timeout takes its own partitions back without a
+/// rebalance. The other member never gives up or gains a partition, and every record arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_static_member_restarted_within_the_session_timeout_takes_its_partitions_back_without_a_rebalance()
+ {
+    const PARTITIONS: u64 = 4;
+    let brokers = kafka_brokers();
+    let topic = unique("static");
+    let group = unique("static-group");
+    create_topic(&brokers, &topic, PARTITIONS as i32).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    // A session timeout far longer than a restart takes on a loaded machine: the test never
+    // waits for it to expire, it only needs the restarted member back before it does.
+    let source = |instance: &str| {
+        format!(
+            "type = \"kafka\", brokers = \"{brokers}\", topics = [\"{topic}\"], group = \"{group}\", session_timeout_ms = 60000, heartbeat_interval_ms = 1000, instance_id = \"{instance}\""
+        )
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let produced = Arc::new(AtomicU64::new(0));
+    let producing = produce_until(
+        &brokers,
+        &topic,
+        PARTITIONS,
+        40,
+        Arc::clone(&stop),
+        Arc::clone(&produced),
+    );
+    let all: BTreeSet<i32> = (0..PARTITIONS as i32).collect();
+
+    // The steady member joins first, so it is the group's leader: the restarted member is then
+    // a follower, whose return the coordinator answers from the stored assignment.
+    let steady = Member::start(dir, "steady", &source("steady"), FILE_SINK);
+    wait_for(
+        "the first member to own every partition",
+        Duration::from_secs(120),
+        || steady.owned() == all,
+    )
+    .await;
+    let restarted = Member::start(dir, "restarted", &source("restarted"), FILE_SINK);
+    wait_for(
+        "the two members to share the partitions and write",
+        Duration::from_secs(120),
+        || {
+            let (a, b) = (steady.owned(), restarted.owned());
+            !a.is_empty()
+                && !b.is_empty()
+                && a.len() + b.len() == PARTITIONS as usize
+                && !numbers_in(&restarted.out).is_empty()
+        },
+    )
+    .await;
+    let its_partitions = restarted.owned();
+    let steady_events_before = steady.events();
+
+    let mut restarted = restarted;
+    restarted.child.kill().unwrap();
+    restarted.child.wait().unwrap();
+    let restarting = Instant::now();
+    let again = Member::start(dir, "again", &source("restarted"), FILE_SINK);
+    wait_for(
+        "the restarted member to get partitions and write",
+        Duration::from_secs(120),
+        || !again.owned().is_empty() && !numbers_in(&again.out).is_empty(),
+    )
+    .await;
+    println!(
+        "static member killed and restarted: {:?} back {:?} after the restart began",
+        again.owned(),
+        restarting.elapsed()
+    );
+    let resumed = produced.load(Ordering::SeqCst);
+    wait_for("records after the restart", Duration::from_secs(60), || {
+        produced.load(Ordering::SeqCst) >= resumed + 400
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let total = producing.await.unwrap();
+    let outputs = [steady.out.clone(), restarted.out.clone(), again.out.clone()];
+    let union = || {
+        let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
+        for file in &outputs {
+            for (n, count) in numbers_in(file) {
+                *seen.entry(n).or_insert(0) += count;
+            }
+        }
+        seen
+    };
+    wait_for("every record", Duration::from_secs(120), || {
+        union().len() as u64 >= total
+    })
+    .await;
+    let steady_events_after = steady.events();
+    let again_events = again.events();
+    let again_assigned = again.assigned();
+    steady.terminate();
+    again.terminate();
+
+    assert_eq!(
+        again_assigned, its_partitions,
+        "the restarted member got back exactly the partitions it had: {again_events:?}"
+    );
+    assert_eq!(
+        steady_events_after, steady_events_before,
+        "the steady member saw no rebalance while the other restarted"
+    );
+    let seen = union();
+    let missing: Vec<u64> = (0..total).filter(|n| !seen.contains_key(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    let duplicates: Vec<u64> = seen
+        .iter()
+        .filter(|&(_, &c)| c > 1)
+        .map(|(&n, _)| n)
+        .collect();
+    println!(
+        "records {total}, lost 0, duplicates {} (the killed member's unacknowledged batches)",
+        duplicates.len()
+    );
+    for n in &duplicates {
+        assert!(
+            its_partitions.contains(&((n % PARTITIONS) as i32)),
+            "record {n} was repeated but its partition was not the restarted member's"
+        );
+    }
+}
