@@ -14,6 +14,7 @@ mod crash;
 mod failover;
 mod faults;
 mod hot_swap;
+mod http_journal;
 mod manifest;
 mod metrics;
 mod observe;

@@ -175,3 +175,12 @@ pub fn init_logs() {
         .with_test_writer()
         .try_init();
 }
+
+/// Serves `router` on a loopback port for the rest of the test, as a fake HTTP API the test
+/// owns; its base URL, e.g. `http://127.0.0.1:40211`.
+pub async fn serve_http(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    url
+}

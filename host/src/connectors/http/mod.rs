@@ -1,7 +1,9 @@
 //! The `http` source (the seed's Airflow DAG): polls a URL on an interval, retries 5xx and
 //! timeouts with exponential backoff and jitter, and splits each JSON response at a pointer into
-//! records. A malformed response becomes a dead letter carrying an excerpt of the body.
+//! records. A malformed response becomes a dead letter carrying an excerpt of the body. With a
+//! `journal`, fetched records survive a crash until they are acknowledged.
 
+mod journal;
 mod source;
 
 use async_trait::async_trait;
@@ -17,7 +19,17 @@ impl SourceSpec for HttpSourceConfig {
     }
 
     async fn build(&self) -> Result<Box<dyn Source>, ConnectorError> {
-        Ok(Box::new(HttpSource::new(self)?))
+        // Opening a journal reads and locks a file: off the async threads.
+        let config = self.clone();
+        let source = tokio::task::spawn_blocking(move || HttpSource::new(&config))
+            .await
+            .map_err(|e| {
+                ConnectorError::fatal(
+                    format!("http source {}", self.url.redacted()),
+                    format!("opening the source failed: {e}"),
+                )
+            })??;
+        Ok(Box::new(source))
     }
 
     fn describe(&self) -> String {

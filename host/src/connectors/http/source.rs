@@ -1,7 +1,8 @@
 //! Polling, retrying and splitting; see the module above.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::journal::{Journal, JournalError, Journaled};
 use crate::connectors::{ConfigProblem, ConnectorError, MAX_DURATION_MS, Source};
 use crate::record::{Record, SourcePosition, SourceRecord};
 use crate::secret::{Scrubber, Secret};
@@ -55,14 +57,34 @@ pub struct HttpSourceConfig {
     /// one record.
     #[serde(default)]
     pub split_at: String,
-    /// Stop after this many records; poll forever when absent.
+    /// Stop after this many records fetched by one run (records replayed from the journal do
+    /// not count); poll forever when absent.
     #[serde(default)]
     pub count: Option<u64>,
     /// Largest response body read, in bytes. Reading stops past it: the response becomes a dead
     /// letter keeping its first 64 KiB, with the bytes read and their sha256 in headers.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// A local file keeping the records fetched but not yet acknowledged, since the API cannot
+    /// be asked for them again: each response is appended and fsynced before its records are
+    /// handed on, replayed after a restart before anything new is fetched, and dropped once
+    /// acknowledged. One pipeline per file (`<journal>.lock` is held while it runs). Absent: a
+    /// crash loses the records in flight.
+    #[serde(default)]
+    pub journal: Option<PathBuf>,
+    /// Bytes the journal may hold: past them the source fetches nothing until acknowledgements
+    /// free space (it can exceed this by one response). Default 256 MiB.
+    #[serde(default = "default_journal_max_bytes")]
+    pub journal_max_bytes: u64,
 }
+
+fn default_journal_max_bytes() -> u64 {
+    256 << 20
+}
+
+/// The largest `max_body_bytes` with a journal: a journal entry holds at most 4 GiB, and a
+/// record re-serialised from a split body is never twice its size.
+const JOURNALED_BODY_LIMIT: usize = 1 << 30;
 
 fn default_max_body_bytes() -> usize {
     64 << 20
@@ -105,6 +127,20 @@ impl HttpSourceConfig {
         if self.max_body_bytes == 0 {
             return Err(("max_body_bytes".into(), "must be at least 1".into()));
         }
+        if let Some(journal) = &self.journal {
+            if journal.as_os_str().is_empty() {
+                return Err(("journal".into(), "must name a file".into()));
+            }
+            if self.max_body_bytes > JOURNALED_BODY_LIMIT {
+                return Err((
+                    "max_body_bytes".into(),
+                    format!("must be at most {JOURNALED_BODY_LIMIT} (1 GiB) with a journal"),
+                ));
+            }
+        }
+        if self.journal_max_bytes == 0 {
+            return Err(("journal_max_bytes".into(), "must be at least 1".into()));
+        }
         Ok(())
     }
 }
@@ -114,9 +150,20 @@ pub struct HttpSource {
     config: HttpSourceConfig,
     name: String,
     client: reqwest::Client,
+    /// Records ready to hand on: durable in the journal when there is one.
     pending: VecDeque<SourceRecord>,
+    /// Records of the last response not yet in the journal (its append failed, or has not run).
+    unjournaled: Vec<SourceRecord>,
+    /// Where fetched records wait for their acknowledgement; shared with the blocking threads
+    /// that write it.
+    journal: Option<Arc<Mutex<Journal>>>,
+    /// Whether the last poll found the journal full (logged once per episode).
+    journal_full: bool,
     next_poll: Instant,
-    produced: u64,
+    /// Records fetched by this run, for `count`.
+    fetched: u64,
+    /// The offset of the last record fetched; continues from the journal after a restart.
+    offset: i64,
     stream: Arc<str>,
     /// Hides configured header and query values (and the URL's password) in response text.
     scrubber: Scrubber,
@@ -142,7 +189,8 @@ enum Failure {
 }
 
 impl HttpSource {
-    /// A source for `config`.
+    /// A source for `config`; with a journal, opens and locks it (blocking file IO) and queues
+    /// the records it holds to be handed on first.
     pub fn new(config: &HttpSourceConfig) -> Result<Self, ConnectorError> {
         let shown = config.url.redacted();
         let name = format!("http source {shown}");
@@ -156,23 +204,122 @@ impl HttpSource {
                     format!("cannot build the HTTP client: {}", describe(e)),
                 )
             })?;
-        Ok(HttpSource {
+        // The stream names the records' origin in dead-letter headers and taps.
+        let stream: Arc<str> = Arc::from(shown);
+        let mut source = HttpSource {
             config: config.clone(),
             name,
             client,
             pending: VecDeque::new(),
+            unjournaled: Vec::new(),
+            journal: None,
+            journal_full: false,
             next_poll: Instant::now(),
-            produced: 0,
-            // The stream names the records' origin in dead-letter headers and taps.
-            stream: Arc::from(shown),
+            fetched: 0,
+            offset: 0,
+            stream,
             scrubber: scrubber_for(config),
-        })
+        };
+        if let Some(path) = &config.journal {
+            let opened = Journal::open(path, config.journal_max_bytes)
+                .map_err(|e| journal_error(&source.name, e))?;
+            if opened.cut > 0 {
+                tracing::warn!(
+                    source = %source.name,
+                    journal = %path.display(),
+                    bytes = opened.cut,
+                    "The journal ended in a half-written entry (the process stopped while appending a response); cut it. That response was never handed on."
+                );
+            }
+            if !opened.replay.is_empty() {
+                tracing::info!(
+                    source = %source.name,
+                    journal = %path.display(),
+                    records = opened.replay.len(),
+                    "Replaying records fetched before the last stop and never acknowledged."
+                );
+            }
+            source.offset = opened.journal.next_offset() - 1;
+            for journaled in opened.replay {
+                let position = SourcePosition {
+                    stream: Arc::clone(&source.stream),
+                    partition: 0,
+                    offset: journaled.offset,
+                };
+                source.pending.push_back(SourceRecord {
+                    record: journaled.record,
+                    position,
+                    malformed: journaled.malformed,
+                });
+            }
+            source.journal = Some(Arc::new(Mutex::new(opened.journal)));
+        }
+        Ok(source)
     }
 
     fn exhausted(&self) -> bool {
-        self.config
-            .count
-            .is_some_and(|count| self.produced >= count)
+        self.config.count.is_some_and(|count| self.fetched >= count)
+    }
+
+    /// Moves the fetched records to `pending` once the journal holds them (fsynced); without a
+    /// journal, at once. A failed append keeps them here for the next poll to retry.
+    async fn make_durable(&mut self) -> Result<(), ConnectorError> {
+        if let Some(journal) = &self.journal
+            && let Some(last) = self.unjournaled.last()
+        {
+            let last = last.position.offset;
+            let records: Vec<Journaled> = self
+                .unjournaled
+                .iter()
+                .map(|r| Journaled {
+                    offset: r.position.offset,
+                    record: r.record.clone(),
+                    malformed: r.malformed.clone(),
+                })
+                .collect();
+            let journal = Arc::clone(journal);
+            // On a blocking thread, which finishes the append even if this poll is cancelled;
+            // the journal then holds them and they are replayed after the restart.
+            let appended = tokio::task::spawn_blocking(move || {
+                let mut journal = lock(&journal)?;
+                // An append that finished while its poll was cancelled is not repeated.
+                if journal.next_offset() > last {
+                    return Ok(());
+                }
+                journal.append(&records)
+            })
+            .await
+            .map_err(|e| {
+                ConnectorError::fatal(&self.name, format!("the journal append failed: {e}"))
+            })?;
+            appended.map_err(|e| journal_error(&self.name, e))?;
+        }
+        self.pending.extend(self.unjournaled.drain(..));
+        Ok(())
+    }
+
+    /// Whether the journal is full; logs when that starts and ends.
+    fn journal_is_full(&mut self) -> Result<bool, ConnectorError> {
+        let Some(journal) = &self.journal else {
+            return Ok(false);
+        };
+        let journal = lock(journal).map_err(|e| journal_error(&self.name, e))?;
+        let full = journal.is_full();
+        if full != self.journal_full {
+            if full {
+                tracing::warn!(
+                    source = %self.name,
+                    journal = %journal.path().display(),
+                    unacknowledged_bytes = journal.live_bytes(),
+                    limit = self.config.journal_max_bytes,
+                    "The journal is full: acknowledgements lag behind fetching. Fetching pauses until the sink catches up (raise `journal_max_bytes` to buffer more)."
+                );
+            } else {
+                tracing::info!(source = %self.name, "The journal has room again; fetching resumes.");
+            }
+        }
+        self.journal_full = full;
+        Ok(full)
     }
 
     async fn request(&self) -> Result<Body, Failure> {
@@ -251,11 +398,12 @@ impl HttpSource {
     }
 
     fn position(&mut self) -> SourcePosition {
-        self.produced += 1;
+        self.fetched += 1;
+        self.offset += 1;
         SourcePosition {
             stream: Arc::clone(&self.stream),
             partition: 0,
-            offset: self.produced as i64,
+            offset: self.offset,
         }
     }
 
@@ -280,8 +428,8 @@ impl HttpSource {
                 record.value = self.scrubber.scrub_bytes(&record.value);
                 record.value.truncate(OVERSIZED_EXCERPT);
                 let position = self.position();
-                self.pending
-                    .push_back(SourceRecord::malformed(record, position, reason));
+                self.unjournaled
+                    .push(SourceRecord::malformed(record, position, reason));
                 return;
             }
         };
@@ -312,7 +460,7 @@ impl HttpSource {
                         break;
                     }
                     let position = self.position();
-                    self.pending.push_back(SourceRecord::new(
+                    self.unjournaled.push(SourceRecord::new(
                         Record::from_value(item.to_string()),
                         position,
                     ));
@@ -322,7 +470,7 @@ impl HttpSource {
                 // A body the API did not mean as data (an error page) may echo the request:
                 // its dead letter is scrubbed like its excerpt.
                 let position = self.position();
-                self.pending.push_back(SourceRecord::malformed(
+                self.unjournaled.push(SourceRecord::malformed(
                     Record::from_value(self.scrubber.scrub_bytes(&body)),
                     position,
                     reason,
@@ -347,6 +495,22 @@ impl HttpSource {
         } else {
             flat
         }
+    }
+}
+
+/// The journal, or an error if a thread panicked while holding it (its state is then unknown).
+fn lock(journal: &Mutex<Journal>) -> Result<std::sync::MutexGuard<'_, Journal>, JournalError> {
+    journal.lock().map_err(|_| JournalError::Poisoned)
+}
+
+/// A journal failure as the pipeline sees it: an IO error may pass (a full disk), anything else
+/// needs the user.
+fn journal_error(name: &str, error: JournalError) -> ConnectorError {
+    let message = error.to_string();
+    if error.is_io() {
+        ConnectorError::transient(name, message)
+    } else {
+        ConnectorError::fatal(name, message)
     }
 }
 
@@ -413,7 +577,8 @@ impl Source for HttpSource {
         max: usize,
         _linger: Duration,
     ) -> Result<Option<Vec<SourceRecord>>, ConnectorError> {
-        if self.pending.is_empty() {
+        // Replayed records are in `pending` from the start, so they go before any new fetch.
+        if self.pending.is_empty() && self.unjournaled.is_empty() {
             if self.exhausted() {
                 return Ok(None);
             }
@@ -422,19 +587,43 @@ impl Source for HttpSource {
                 tokio::time::sleep_until(self.next_poll.min(now + IDLE)).await;
                 return Ok(Some(Vec::new()));
             }
+            if self.journal_is_full()? {
+                // Returning lets the pipeline commit what was acknowledged meanwhile.
+                tokio::time::sleep(IDLE).await;
+                return Ok(Some(Vec::new()));
+            }
             // `interval_ms` is range-checked at load; the fallback only keeps this from panicking.
             let interval = Duration::from_millis(self.config.interval_ms.min(MAX_DURATION_MS));
             self.next_poll = now.checked_add(interval).unwrap_or(now + IDLE);
             let body = self.fetch().await?;
             self.split(body);
         }
+        // Nothing is handed on (or counted) before the journal holds it.
+        self.make_durable().await?;
         let take = self.pending.len().min(max);
         Ok(Some(self.pending.drain(..take).collect()))
     }
 
-    async fn commit(&mut self, _positions: &[SourcePosition]) -> Result<(), ConnectorError> {
-        // An HTTP API cannot be replayed; records are handed on once their response arrived.
-        Ok(())
+    async fn commit(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError> {
+        // Without a journal an HTTP API cannot be replayed, and there is nothing to persist.
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let Some(offset) = positions
+            .iter()
+            .filter(|p| p.stream == self.stream)
+            .map(|p| p.offset)
+            .max()
+        else {
+            return Ok(());
+        };
+        let journal = Arc::clone(journal);
+        tokio::task::spawn_blocking(move || lock(&journal)?.acknowledge(offset))
+            .await
+            .map_err(|e| {
+                ConnectorError::fatal(&self.name, format!("the journal update failed: {e}"))
+            })?
+            .map_err(|e| journal_error(&self.name, e))
     }
 }
 
@@ -453,6 +642,8 @@ mod tests {
             split_at: split_at.into(),
             count: Some(3),
             max_body_bytes: 1 << 20,
+            journal: None,
+            journal_max_bytes: 1 << 20,
         })
         .unwrap()
     }
@@ -467,7 +658,7 @@ mod tests {
         http.split(complete(r#"{"results":[{"a":1},{"a":2}]}"#));
         http.split(complete(r#"{"results":[{"a":3},{"a":4}]}"#));
         let values: Vec<String> = http
-            .pending
+            .unjournaled
             .iter()
             .map(|r| String::from_utf8(r.record.value.clone()).unwrap())
             .collect();
@@ -481,7 +672,7 @@ mod tests {
         http.split(complete("<html>Service Unavailable</html>"));
         http.split(complete(r#"{"error":"quota"}"#));
         let reasons: Vec<&str> = http
-            .pending
+            .unjournaled
             .iter()
             .map(|r| r.malformed.as_deref().unwrap())
             .collect();
