@@ -147,7 +147,7 @@ impl Consumer {
         self.reading.store(true, Ordering::SeqCst);
         self.stop.store(true, Ordering::SeqCst);
         self.thread.join().unwrap();
-        Arc::try_unwrap(self.lines).unwrap().into_inner().unwrap()
+        self.lines.lock().unwrap().clone()
     }
 
     fn uuids(&self) -> BTreeSet<String> {
@@ -167,8 +167,9 @@ fn uuids(lines: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// `weir_records_in_total` of pipeline `api`, from the admin API of the running weir.
-async fn records_in(running: &Running) -> u64 {
+/// `weir_source_records_polled_total` of pipeline `api` (records the source handed on, which it
+/// does only once they are in the journal), from the admin API of the running weir.
+async fn records_polled(running: &Running) -> u64 {
     let log = running.stderr.lock().unwrap().clone();
     let addr = log
         .lines()
@@ -184,23 +185,25 @@ async fn records_in(running: &Running) -> u64 {
         .await
         .unwrap();
     text.lines()
-        .find(|l| l.starts_with("weir_records_in_total{pipeline=\"api\"}"))
+        .find(|l| {
+            l.starts_with("weir_source_records_polled_total{") && l.contains("pipeline=\"api\"")
+        })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
 
-/// Waits until the running weir has taken in `count` records.
-async fn wait_for_records_in(running: &Running, count: u64) {
+/// Waits until the source of the running weir has handed on `count` records.
+async fn wait_for_records_polled(running: &Running, count: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let seen = records_in(running).await;
+        let seen = records_polled(running).await;
         if seen >= count {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "weir took in {seen} of {count} records within 60 s:\n{}",
+            "the source handed on {seen} of {count} records within 60 s:\n{}",
             running.stderr.lock().unwrap()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -248,9 +251,9 @@ async fn kill_9_between_fetch_and_acknowledgement_loses_no_user_the_api_handed_o
     )
     .await;
     let served_first = api.hand_out(false);
-    // Every user handed out was taken in (so the journal holds it) before the kill: the API
-    // cannot be asked for them again.
-    wait_for_records_in(&running, served_first.len() as u64).await;
+    // Every user handed out was handed on by the source (so the journal holds it) before the
+    // kill: the API cannot be asked for them again.
+    wait_for_records_polled(&running, served_first.len() as u64).await;
     let mut child = running.child;
     child.kill().unwrap(); // SIGKILL: no drain, no final commit
     child.wait().unwrap();
@@ -279,7 +282,11 @@ async fn kill_9_between_fetch_and_acknowledgement_loses_no_user_the_api_handed_o
     .await;
     let served = api.hand_out(false);
     let served_set: BTreeSet<String> = served.iter().cloned().collect();
-    assert_eq!(served_set.len(), served.len(), "the API never repeats a user");
+    assert_eq!(
+        served_set.len(),
+        served.len(),
+        "the API never repeats a user"
+    );
     let already: BTreeSet<String> = delivered_first.iter().cloned().collect();
     let wanted = served_set.clone();
     let lines = Arc::clone(&consumer.lines);

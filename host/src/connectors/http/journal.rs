@@ -74,7 +74,9 @@ pub enum JournalError {
     )]
     TooLarge { path: PathBuf, bytes: usize },
     /// A thread panicked while writing it, so what it holds is unknown.
-    #[error("the journal's state is unknown after a failure while writing it; restart weir to read it again")]
+    #[error(
+        "the journal's state is unknown after a failure while writing it; restart weir to read it again"
+    )]
     Poisoned,
     /// Reading, writing, syncing or renaming failed.
     #[error("journal {}: cannot {action}: {source}", .path.display())]
@@ -229,9 +231,7 @@ impl Journal {
             }
             // New, or its creation was cut short: start it.
             drop(reader);
-            self.file
-                .set_len(0)
-                .map_err(|e| self.io("truncate", e))?;
+            self.file.set_len(0).map_err(|e| self.io("truncate", e))?;
             self.file
                 .write_all_at(MAGIC, 0)
                 .map_err(|e| self.io("write", e))?;
@@ -801,7 +801,10 @@ mod tests {
             panic!("a damaged journal opened");
         };
         let message = error.to_string();
-        assert!(matches!(error, JournalError::Corrupt { at: 8, .. }), "{message}");
+        assert!(
+            matches!(error, JournalError::Corrupt { at: 8, .. }),
+            "{message}"
+        );
         assert!(
             message.contains(&path.display().to_string())
                 && message.contains("checksum")
@@ -838,10 +841,7 @@ mod tests {
         journal.set_compact_min(1);
         journal.acknowledge(3).unwrap();
         let live = journal.live_bytes();
-        assert_eq!(
-            journal.len(),
-            (MAGIC.len() + FRAME_HEAD + 9) as u64 + live
-        );
+        assert_eq!(journal.len(), (MAGIC.len() + FRAME_HEAD + 9) as u64 + live);
         journal.append(&[user(5)]).unwrap();
         drop(journal);
         let opened = open(&path);
