@@ -356,10 +356,11 @@ impl Journal {
         self.last_offset.max(self.acknowledged) + 1
     }
 
-    /// Whether it holds `max_bytes` or more: the source fetches nothing until acknowledgements
-    /// free space.
+    /// Whether it holds `max_bytes` or more with records still in flight: the source fetches
+    /// nothing until acknowledgements free space. With none in flight it is never full, however
+    /// low the bound, so fetching cannot stop for good.
     pub fn is_full(&self) -> bool {
-        self.len >= self.max_bytes
+        !self.live.is_empty() && self.len >= self.max_bytes
     }
 
     /// Bytes of records not yet acknowledged.

@@ -33,6 +33,13 @@ impl SourceSpec for HttpSourceConfig {
     }
 
     fn describe(&self) -> String {
-        format!("http {}", self.url.redacted())
+        match &self.journal {
+            Some(journal) => format!(
+                "http {} (journal {})",
+                self.url.redacted(),
+                journal.display()
+            ),
+            None => format!("http {}", self.url.redacted()),
+        }
     }
 }

@@ -885,6 +885,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_journal_replays_unacknowledged_records_first_and_pauses_fetching_when_full() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let (url, requests) = serve(vec![(200, r#"{"results":[{"a":1},{"a":2}]}"#)]).await;
+        let mut config = source("/results").config;
+        config.url = url.into();
+        config.count = None;
+        config.journal = Some(dir.path().join("api.journal"));
+        // Full as soon as one response is in flight.
+        config.journal_max_bytes = 1;
+        let seen = |records: Vec<SourceRecord>| -> Vec<(i64, String)> {
+            records
+                .into_iter()
+                .map(|r| {
+                    let value = String::from_utf8(r.record.value).unwrap();
+                    (r.position.offset, value)
+                })
+                .collect()
+        };
+        let up_to = |http: &HttpSource, offset| {
+            vec![SourcePosition {
+                stream: Arc::clone(&http.stream),
+                partition: 0,
+                offset,
+            }]
+        };
+        let mut http = HttpSource::new(&config).unwrap();
+        let first = http.poll_batch(10, Duration::ZERO).await.unwrap().unwrap();
+        assert_eq!(
+            seen(first),
+            [(1, r#"{"a":1}"#.to_owned()), (2, r#"{"a":2}"#.to_owned())]
+        );
+        // Nothing acknowledged yet: the journal is full and the next poll fetches nothing, though
+        // `interval_ms` has passed.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let none = http.poll_batch(10, Duration::ZERO).await.unwrap().unwrap();
+        assert!(none.is_empty());
+        assert_eq!(requests.load(Ordering::SeqCst), 1);
+        http.commit(&up_to(&http, 1)).await.unwrap();
+        // A restart: the record never acknowledged comes first, without a request.
+        drop(http);
+        let mut http = HttpSource::new(&config).unwrap();
+        let replayed = http.poll_batch(10, Duration::ZERO).await.unwrap().unwrap();
+        assert_eq!(seen(replayed), [(2, r#"{"a":2}"#.to_owned())]);
+        assert_eq!(requests.load(Ordering::SeqCst), 1);
+        // Once it is acknowledged the journal has room, and offsets go on from the journal's.
+        http.commit(&up_to(&http, 2)).await.unwrap();
+        let fresh = http.poll_batch(10, Duration::ZERO).await.unwrap().unwrap();
+        assert_eq!(
+            seen(fresh),
+            [(3, r#"{"a":1}"#.to_owned()), (4, r#"{"a":2}"#.to_owned())]
+        );
+        assert_eq!(requests.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
     async fn a_refused_connection_is_transient_after_retries() {
         let mut http = source("/results");
         let error = http.poll_batch(10, Duration::ZERO).await.unwrap_err();
