@@ -768,11 +768,16 @@ async fn rollback_from_the_cli_and_automatically_on_failures() {
         first_version
     );
 
-    // pii-mask as `swap` fails every line of plain text: it must be rolled back by itself, as
-    // soon as more than half of its 200-record window (the default) has failed.
-    drop_in(&registry, "swap.wasm", &component("pii-mask"));
+    // A version that traps on every line must be rolled back by itself, as soon as more than
+    // half of its 200-record window (the default) has failed. (A version that only judges lines
+    // `bad-record` is not: that is the input's fault; see the `judging` tests.)
+    drop_in(
+        &registry,
+        "swap.wasm",
+        &variant(&component("fault-panic"), "third"),
+    );
     let slot = slots.get("swap").unwrap();
-    wait_for("pii-mask to activate", Duration::from_secs(60), move || {
+    wait_for("the third version to activate", Duration::from_secs(60), move || {
         slot.generation() == 3
     })
     .await;
@@ -783,7 +788,7 @@ async fn rollback_from_the_cli_and_automatically_on_failures() {
             .open(&input)
             .unwrap();
         for n in 0..120 {
-            writeln!(lines, "plain text line {n}").unwrap();
+            writeln!(lines, "panic on line {n}").unwrap();
         }
     }
     let slot = slots.get("swap").unwrap();
@@ -1042,7 +1047,8 @@ fn automatic_rollback_judges_the_first_window_of_records_of_a_new_version() {
     });
     let slot = slots.activate(version("first"));
     let outcomes = |failed: usize, ok: usize| {
-        std::iter::repeat_n(true, failed).chain(std::iter::repeat_n(false, ok))
+        std::iter::repeat_n(Some(weir::record::RecordErrorKind::Trap), failed)
+            .chain(std::iter::repeat_n(None, ok))
     };
 
     // Half of the window failing is not more than half: the version is kept, and once its window

@@ -15,6 +15,7 @@ mod failover;
 mod faults;
 mod hot_swap;
 mod http_journal;
+mod judging;
 mod manifest;
 mod metrics;
 mod observe;

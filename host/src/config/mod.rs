@@ -230,10 +230,17 @@ fn default_max_in_flight() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Longest one plugin call (a whole batch) may run, in milliseconds; past it the call is
-    /// interrupted and its records dead-lettered.
+    /// Longest one record may take in a plugin (and its `init`), in milliseconds. A call with a
+    /// batch gets this much per record, pooled, up to `batch_deadline_ms`; a call that runs past
+    /// it is interrupted and its records replayed one by one, each with this deadline, so only a
+    /// record that itself runs past it is dead-lettered (as a `timeout`).
     #[serde(default = "default_deadline_ms")]
     pub deadline_ms: u64,
+    /// Most one plugin call with a whole batch may take, in milliseconds, however many records it
+    /// carries (never less than `deadline_ms`): what a batch holding a record that spins costs
+    /// before its records are replayed one by one.
+    #[serde(default = "default_batch_deadline_ms")]
+    pub batch_deadline_ms: u64,
     /// Most memory one plugin instance may use, in MiB.
     #[serde(default = "default_memory_mib")]
     pub memory_mib: usize,
@@ -251,6 +258,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             deadline_ms: default_deadline_ms(),
+            batch_deadline_ms: default_batch_deadline_ms(),
             memory_mib: default_memory_mib(),
             max_record_bytes: default_max_record_bytes(),
         }
@@ -262,6 +270,7 @@ impl LimitsConfig {
     pub fn plugin_limits(&self) -> PluginLimits {
         PluginLimits {
             deadline: Duration::from_millis(self.deadline_ms),
+            batch_deadline: Duration::from_millis(self.batch_deadline_ms),
             memory_bytes: self.memory_mib << 20,
             grants: Grants::default(),
         }
@@ -270,6 +279,9 @@ impl LimitsConfig {
 
 fn default_deadline_ms() -> u64 {
     1000
+}
+fn default_batch_deadline_ms() -> u64 {
+    10_000
 }
 fn default_memory_mib() -> usize {
     64
@@ -392,6 +404,12 @@ impl PipelineFile {
                     "must be at least 1".into(),
                 ));
             }
+            if pipeline.limits.batch_deadline_ms == 0 {
+                return Err(invalid(
+                    at("limits.batch_deadline_ms"),
+                    "must be at least 1".into(),
+                ));
+            }
             if pipeline.limits.memory_mib == 0 || pipeline.limits.memory_mib > 1024 {
                 return Err(invalid(
                     at("limits.memory_mib"),
@@ -434,6 +452,10 @@ fn durations(pipeline: &PipelineConfig) -> Vec<(String, u64)> {
     let mut durations = vec![
         ("batch.linger_ms".to_owned(), pipeline.batch.linger_ms),
         ("limits.deadline_ms".to_owned(), pipeline.limits.deadline_ms),
+        (
+            "limits.batch_deadline_ms".to_owned(),
+            pipeline.limits.batch_deadline_ms,
+        ),
     ];
     match &pipeline.source {
         SourceConfig::Http(http) => {

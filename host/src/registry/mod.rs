@@ -11,7 +11,7 @@ pub use deploy::{Deployer, Deployment, PluginUse};
 pub use manifest::{Capability, Manifest, ManifestError};
 pub use slots::{
     HISTORY_LIMIT, PluginSlot, PluginSlots, PluginVersion, RollbackError, RollbackPolicy, SlotInfo,
-    VersionInfo,
+    VersionInfo, blames_the_version,
 };
 pub use watch::{WatchHandle, watch};
 

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use super::manifest::{Capability, Manifest};
 use crate::runtime::{
     Grants, Instantiation, LiveSlot, LiveSlots, LoadedPlugin, PluginError, PluginInstance,
-    PluginLimits, StepRequest,
+    PluginLimits, RecordErrorKind, StepRequest,
 };
 
 /// One deployable version of a plugin: the compiled component and the manifest beside it.
@@ -60,14 +60,17 @@ impl PluginVersion {
 pub const HISTORY_LIMIT: usize = 5;
 
 /// When a newly activated version is rolled back automatically: when more than
-/// `max_failure_ratio` of its first `window` records fail. It is rolled back as soon as that is
-/// certain, that is once more than `max_failure_ratio * window` of them failed, and kept once the
-/// window is complete without that.
+/// `max_failure_ratio` of its first `window` records fail by the version's fault (a plugin
+/// failure, a trap or a timeout; see [`blames_the_version`]). It is rolled back as soon as that
+/// is certain, that is once more than `max_failure_ratio * window` of them failed, and kept once
+/// the window is complete without that. Records it judged `bad-record` fill the window without
+/// counting against it: a burst of malformed input right after a deploy is the input's fault.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RollbackPolicy {
     /// Records a new version is watched for after activation; 0 turns automatic rollback off.
     pub window: u64,
-    /// Share of failed records within the window above which it is rolled back (0.0 to 1.0).
+    /// Share of the window failing by the version's fault above which it is rolled back (0.0 to
+    /// 1.0).
     pub max_failure_ratio: f64,
 }
 
@@ -259,7 +262,22 @@ struct Active {
 struct Probation {
     generation: u64,
     seen: u64,
+    /// Failures by the version's fault.
     failed: u64,
+    /// Records the version judged malformed: counted for the log, never against it.
+    bad: u64,
+}
+
+/// Whether a record's failure of `kind` counts against the plugin version that reported it.
+/// A `bad-record` is the plugin judging the input, which a new version must be free to do for a
+/// burst of malformed input; failures at the source or the sink are no plugin's at all.
+pub fn blames_the_version(kind: RecordErrorKind) -> bool {
+    match kind {
+        RecordErrorKind::PluginFailure | RecordErrorKind::Trap | RecordErrorKind::Timeout => true,
+        RecordErrorKind::BadRecord
+        | RecordErrorKind::Malformed
+        | RecordErrorKind::SinkRejected => false,
+    }
 }
 
 /// What a probation's counts say so far.
@@ -279,16 +297,21 @@ impl Probation {
             generation,
             seen: 0,
             failed: 0,
+            bad: 0,
         }
     }
 
-    /// Counts records in the order they were processed (`true` for a failure), up to the end of
-    /// the window: later records are no part of the verdict.
-    fn count(&mut self, failures: impl IntoIterator<Item = bool>, window: u64) {
+    /// Counts records in the order they were processed (`None` for a success, else the kind of
+    /// the failure), up to the end of the window: later records are no part of the verdict.
+    fn count(&mut self, outcomes: impl IntoIterator<Item = Option<RecordErrorKind>>, window: u64) {
         let room = usize::try_from(window.saturating_sub(self.seen)).unwrap_or(usize::MAX);
-        for failed in failures.into_iter().take(room) {
+        for outcome in outcomes.into_iter().take(room) {
             self.seen += 1;
-            self.failed += u64::from(failed);
+            match outcome {
+                Some(kind) if blames_the_version(kind) => self.failed += 1,
+                Some(RecordErrorKind::BadRecord) => self.bad += 1,
+                _ => {}
+            }
         }
     }
 
@@ -380,9 +403,14 @@ impl PluginSlot {
     }
 
     /// Counts a batch's results for the version of `generation`, in the order its records were
-    /// processed (`true` for a failed record); rolls the version back automatically when more
-    /// than the policy's share of its first records fail (see [`RollbackPolicy`]).
-    pub fn report(&self, generation: u64, failures: impl IntoIterator<Item = bool>) {
+    /// processed (`None` for a record that passed, else the kind of its failure); rolls the
+    /// version back automatically when more than the policy's share of its first records fail by
+    /// its fault (see [`RollbackPolicy`]).
+    pub fn report(
+        &self,
+        generation: u64,
+        outcomes: impl IntoIterator<Item = Option<RecordErrorKind>>,
+    ) {
         let verdict = {
             let mut state = self.lock();
             let Some(probation) = state
@@ -392,17 +420,27 @@ impl PluginSlot {
             else {
                 return;
             };
-            probation.count(failures, self.policy.window);
+            probation.count(outcomes, self.policy.window);
             match probation.verdict(&self.policy) {
                 Verdict::Pending => None,
                 Verdict::Keep => {
+                    if probation.bad > 0 {
+                        tracing::info!(
+                            plugin = %self.name,
+                            failed = probation.failed,
+                            bad_records = probation.bad,
+                            window = self.policy.window,
+                            "New plugin version kept after its probation; the records it judged bad-record were not counted against it."
+                        );
+                    }
                     state.probation = None;
                     None
                 }
                 Verdict::RollBack => Some(format!(
-                    "{} of its first {} records failed, more than {:.0}% of the {}-record window",
+                    "{} of its first {} records failed (plugin failures, traps or timeouts; {} bad records, the input's fault, not counted), more than {:.0}% of the {}-record window",
                     probation.failed,
                     probation.seen,
+                    probation.bad,
                     self.policy.max_failure_ratio * 100.0,
                     self.policy.window
                 )),
@@ -445,8 +483,8 @@ impl LiveSlot for PluginSlot {
         }
     }
 
-    fn report(&self, generation: u64, failures: &mut dyn Iterator<Item = bool>) {
-        PluginSlot::report(self, generation, failures);
+    fn report(&self, generation: u64, outcomes: &mut dyn Iterator<Item = Option<RecordErrorKind>>) {
+        PluginSlot::report(self, generation, outcomes);
     }
 }
 
@@ -491,12 +529,19 @@ mod tests {
         max_failure_ratio: 0.5,
     };
 
+    /// A trap for `true`, a success for `false`.
+    fn traps(failures: impl IntoIterator<Item = bool>) -> impl Iterator<Item = Option<RecordErrorKind>> {
+        failures
+            .into_iter()
+            .map(|failed| failed.then_some(RecordErrorKind::Trap))
+    }
+
     /// Feeds `batches` (each a list of per-record failures) through a probation until it
     /// decides; returns the verdict and how many records it had counted by then.
     fn run(policy: &RollbackPolicy, batches: &[Vec<bool>]) -> (Verdict, u64) {
         let mut probation = Probation::new(1);
         for batch in batches {
-            probation.count(batch.iter().copied(), policy.window);
+            probation.count(traps(batch.iter().copied()), policy.window);
             let verdict = probation.verdict(policy);
             if verdict != Verdict::Pending {
                 return (verdict, probation.seen);
@@ -560,7 +605,7 @@ mod tests {
         let mut records: Vec<bool> = (1..=200).map(|n: u64| n.is_multiple_of(2)).collect();
         records.extend(vec![true; 8]);
         let mut probation = Probation::new(1);
-        probation.count(records, POLICY.window);
+        probation.count(traps(records), POLICY.window);
         assert_eq!((probation.seen, probation.failed), (200, 100));
         assert_eq!(probation.verdict(&POLICY), Verdict::Keep);
     }
@@ -582,5 +627,40 @@ mod tests {
             max_failure_ratio: 0.5,
         };
         assert_eq!(run(&off, &batches(1, 8, 1)), (Verdict::Keep, 0));
+    }
+
+    #[test]
+    fn bad_records_fill_the_window_without_counting_against_the_version() {
+        // Every record judged malformed: the input's fault, so the version is kept.
+        let mut probation = Probation::new(1);
+        probation.count(
+            std::iter::repeat_n(Some(RecordErrorKind::BadRecord), 200),
+            POLICY.window,
+        );
+        assert_eq!((probation.seen, probation.failed, probation.bad), (200, 0, 200));
+        assert_eq!(probation.verdict(&POLICY), Verdict::Keep);
+
+        // Plugin failures, traps and timeouts count; bad records among them do not.
+        let mut probation = Probation::new(1);
+        let kinds = [
+            Some(RecordErrorKind::PluginFailure),
+            Some(RecordErrorKind::Trap),
+            Some(RecordErrorKind::Timeout),
+            Some(RecordErrorKind::BadRecord),
+            None,
+        ];
+        probation.count(kinds.iter().copied().cycle().take(200), POLICY.window);
+        assert_eq!((probation.failed, probation.bad), (120, 40));
+        assert_eq!(probation.verdict(&POLICY), Verdict::RollBack);
+    }
+
+    #[test]
+    fn only_the_plugins_own_failures_blame_it() {
+        assert!(blames_the_version(RecordErrorKind::PluginFailure));
+        assert!(blames_the_version(RecordErrorKind::Trap));
+        assert!(blames_the_version(RecordErrorKind::Timeout));
+        assert!(!blames_the_version(RecordErrorKind::BadRecord));
+        assert!(!blames_the_version(RecordErrorKind::Malformed));
+        assert!(!blames_the_version(RecordErrorKind::SinkRejected));
     }
 }

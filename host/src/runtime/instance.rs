@@ -1,7 +1,9 @@
-//! A running plugin instance: calls with a deadline and a memory cap, and a fresh instance after
-//! any trap, so one bad record never poisons the next.
+//! A running plugin instance: calls with a per-record deadline and a memory cap, and a fresh
+//! instance after any trap, so one bad record never poisons the next and never costs the others
+//! their place.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
@@ -20,6 +22,8 @@ pub struct PluginInstance {
     limits: PluginLimits,
     live: Option<Live>,
     fresh_instances: u64,
+    /// Set once the plugin proved slow but fine (see [`PluginInstance::split_calls`]).
+    max_call_records: Option<usize>,
 }
 
 struct Live {
@@ -42,6 +46,7 @@ impl PluginInstance {
             limits,
             live: None,
             fresh_instances: 0,
+            max_call_records: None,
         };
         instance.ensure_live()?;
         Ok(instance)
@@ -57,33 +62,89 @@ impl PluginInstance {
         self.fresh_instances
     }
 
-    /// Transforms a batch: exactly one result per input, in order. A trap discards the instance;
-    /// the batch is then replayed record by record on fresh instances so that only the record that
-    /// trapped fails.
+    /// Transforms a batch: exactly one result per input, in order. A call gets the per-record
+    /// deadline for each record it carries, up to the batch deadline (see
+    /// [`PluginLimits::call_deadline`]). A trap or timeout discards the instance; the batch is
+    /// then replayed record by record, each with one record's deadline, on a fresh instance after
+    /// each trap, so that only the record that trapped or spun fails and a good record costs only
+    /// its own time.
     pub fn transform(&mut self, batch: &[Record]) -> Vec<Result<Vec<Record>, RecordError>> {
         // The contract's record type is converted here and only here. Lowering copies every
         // byte into the guest's memory anyway; this adds one host-side copy per input.
         let batch: Vec<wit::Record> = batch.iter().map(to_guest).collect();
-        match self.call(&batch) {
-            Ok(results) => results,
-            Err(trap) if batch.len() == 1 => vec![Err(trap)],
-            Err(_) => batch
-                .iter()
-                .map(|record| match self.call(std::slice::from_ref(record)) {
-                    Ok(mut results) => results.pop().unwrap_or_else(|| {
-                        Err(RecordError {
-                            kind: RecordErrorKind::PluginFailure,
-                            message: "plugin returned no result for the record".into(),
-                        })
-                    }),
-                    Err(trap) => Err(trap),
-                })
-                .collect(),
+        let per_call = self.max_call_records.unwrap_or(batch.len()).max(1);
+        let mut results = Vec::with_capacity(batch.len());
+        for chunk in batch.chunks(per_call) {
+            results.extend(self.transform_call(chunk));
         }
+        results
+    }
+
+    /// Most records one call carries: unlimited until a batch ran past the batch deadline while
+    /// each of its records alone kept its own deadline.
+    pub fn max_call_records(&self) -> Option<usize> {
+        self.max_call_records
+    }
+
+    /// One call for `records`, replayed record by record if it traps or runs out of time.
+    fn transform_call(
+        &mut self,
+        records: &[wit::Record],
+    ) -> Vec<Result<Vec<Record>, RecordError>> {
+        let trap = match self.call(records) {
+            Ok(results) => return results,
+            Err(trap) if records.len() == 1 => return vec![Err(trap)],
+            Err(trap) => trap,
+        };
+        let replayed = Instant::now();
+        let results: Vec<_> = records.iter().map(|record| self.call_one(record)).collect();
+        let any_timeout = results
+            .iter()
+            .any(|result| matches!(result, Err(error) if error.kind == RecordErrorKind::Timeout));
+        if trap.kind == RecordErrorKind::Timeout && !any_timeout {
+            self.split_calls(records.len(), replayed.elapsed());
+        }
+        results
+    }
+
+    /// A call of `records` records ran past the batch deadline although each record alone kept
+    /// its deadline, taking `took` in all when replayed: the plugin is slow but fine. Later calls
+    /// carry only as many records as fill half the batch deadline at that pace, so its batches
+    /// stop timing out and being replayed.
+    fn split_calls(&mut self, records: usize, took: Duration) {
+        let per_record = (took.as_nanos() / records.max(1) as u128).max(1);
+        let budget = self.limits.batch_deadline.max(self.limits.deadline).as_nanos() / 2;
+        let fit = usize::try_from(budget / per_record).unwrap_or(usize::MAX);
+        let limit = fit.min(records / 2).max(1);
+        if self.max_call_records.is_some_and(|current| current <= limit) {
+            return;
+        }
+        self.max_call_records = Some(limit);
+        tracing::warn!(
+            plugin = self.plugin.name(),
+            version = self.plugin.version(),
+            records,
+            per_record_ms = per_record as f64 / 1e6,
+            batch_deadline_ms = self.limits.batch_deadline.as_millis() as u64,
+            max_call_records = limit,
+            "A batch ran past the batch deadline although every record kept its own; the plugin is slow, so each call now carries at most max_call_records records. Raise limits.batch_deadline_ms or lower batch.size to avoid the replay this cost."
+        );
+    }
+
+    /// One record alone, with one record's deadline.
+    fn call_one(&mut self, record: &wit::Record) -> Result<Vec<Record>, RecordError> {
+        self.call(std::slice::from_ref(record))?
+            .pop()
+            .unwrap_or_else(|| {
+                Err(RecordError {
+                    kind: RecordErrorKind::PluginFailure,
+                    message: "plugin returned no result for the record".into(),
+                })
+            })
     }
 
     fn call(&mut self, batch: &[wit::Record]) -> CallResult {
-        let deadline_ticks = self.deadline_ticks();
+        let deadline = self.limits.call_deadline(batch.len());
         let live = match self.ensure_live() {
             Ok(live) => live,
             Err(error) => {
@@ -93,7 +154,7 @@ impl PluginInstance {
                 });
             }
         };
-        live.store.set_epoch_deadline(deadline_ticks);
+        live.store.set_epoch_deadline(deadline_ticks(deadline));
         match live.bindings.call_transform(&mut live.store, batch) {
             Ok(results) if results.len() == batch.len() => {
                 Ok(results.into_iter().map(into_record_result).collect())
@@ -115,7 +176,7 @@ impl PluginInstance {
                     .collect())
             }
             Err(error) => {
-                let failure = self.describe_trap(&error);
+                let failure = self.describe_trap(&error, batch.len(), deadline);
                 // A trapped instance may have broken invariants: never call it again.
                 self.live = None;
                 Err(failure)
@@ -123,13 +184,12 @@ impl PluginInstance {
         }
     }
 
-    fn deadline_ticks(&self) -> u64 {
-        let tick = EPOCH_TICK.as_millis().max(1);
-        // One tick more than the deadline covers the partial tick already under way.
-        (self.limits.deadline.as_millis().div_ceil(tick) as u64).saturating_add(1)
-    }
-
-    fn describe_trap(&self, error: &wasmtime::Error) -> RecordError {
+    fn describe_trap(
+        &self,
+        error: &wasmtime::Error,
+        records: usize,
+        deadline: Duration,
+    ) -> RecordError {
         let stderr = self
             .live
             .as_ref()
@@ -137,11 +197,19 @@ impl PluginInstance {
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => RecordError {
                 kind: RecordErrorKind::Timeout,
-                message: format!(
-                    "plugin `{}` exceeded its deadline of {} ms",
-                    self.plugin.name(),
-                    self.limits.deadline.as_millis()
-                ),
+                message: if records == 1 {
+                    format!(
+                        "plugin `{}` exceeded its deadline of {} ms on this record (limits.deadline_ms)",
+                        self.plugin.name(),
+                        deadline.as_millis()
+                    )
+                } else {
+                    format!(
+                        "plugin `{}` exceeded its deadline of {} ms for a call of {records} records",
+                        self.plugin.name(),
+                        deadline.as_millis()
+                    )
+                },
             },
             _ => {
                 let reason = match error.downcast_ref::<Trap>() {
@@ -199,7 +267,7 @@ impl PluginInstance {
         let mut store = Store::new(self.plugin.runtime().engine(), state);
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.deadline_ticks());
+        store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
         let bindings =
             self.plugin
                 .pre()
@@ -208,7 +276,7 @@ impl PluginInstance {
                     name: name.clone(),
                     reason: format!("{e:#}"),
                 })?;
-        store.set_epoch_deadline(self.deadline_ticks());
+        store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
         match bindings.call_init(&mut store, &self.config) {
             Ok(Ok(())) => Ok(Live { store, bindings }),
             Ok(Err(reason)) => Err(PluginError::Init { name, reason }),
@@ -218,6 +286,15 @@ impl PluginInstance {
             }),
         }
     }
+}
+
+/// `deadline` in epoch ticks.
+fn deadline_ticks(deadline: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_millis().max(1);
+    // One tick more than the deadline covers the partial tick already under way.
+    u64::try_from(deadline.as_millis().div_ceil(tick))
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
 }
 
 fn into_record_result(

@@ -31,12 +31,17 @@ impl std::fmt::Display for Capability {
     }
 }
 
-/// The per-call and per-instance limits a pipeline imposes on its plugins, and the capabilities
-/// it grants them beyond logging and metrics.
+/// The per-record, per-call and per-instance limits a pipeline imposes on its plugins, and the
+/// capabilities it grants them beyond logging and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PluginLimits {
-    /// Longest a single `transform` or `init` call may run before it is interrupted.
+    /// Longest one record may take, and the longest an `init` call may run. A `transform` call
+    /// gets this much for each record it carries, pooled (see [`PluginLimits::call_deadline`]).
     pub deadline: Duration,
+    /// Most a `transform` call with several records may take however many it carries, so that a
+    /// batch holding a record that spins costs at most this before the records are judged one by
+    /// one. Never less than [`PluginLimits::deadline`].
+    pub batch_deadline: Duration,
     /// Most linear memory one instance may hold, in bytes.
     pub memory_bytes: usize,
     /// Capabilities granted to the instance.
@@ -56,8 +61,47 @@ impl Default for PluginLimits {
     fn default() -> Self {
         PluginLimits {
             deadline: Duration::from_secs(1),
+            batch_deadline: Duration::from_secs(10),
             memory_bytes: 64 << 20,
             grants: Grants::default(),
         }
+    }
+}
+
+impl PluginLimits {
+    /// How long a `transform` call with `records` records may run: [`PluginLimits::deadline`]
+    /// for each record, pooled so that a merely slow plugin passes a large batch, capped at
+    /// [`PluginLimits::batch_deadline`] (but never below one record's deadline).
+    pub fn call_deadline(&self, records: usize) -> Duration {
+        let records = u32::try_from(records.max(1)).unwrap_or(u32::MAX);
+        let pooled = self.deadline.saturating_mul(records);
+        pooled.min(self.batch_deadline.max(self.deadline))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_gets_the_deadline_per_record_up_to_the_batch_deadline() {
+        let limits = PluginLimits {
+            deadline: Duration::from_millis(100),
+            batch_deadline: Duration::from_secs(2),
+            ..PluginLimits::default()
+        };
+        assert_eq!(limits.call_deadline(0), Duration::from_millis(100));
+        assert_eq!(limits.call_deadline(1), Duration::from_millis(100));
+        assert_eq!(limits.call_deadline(7), Duration::from_millis(700));
+        assert_eq!(limits.call_deadline(20), Duration::from_secs(2));
+        assert_eq!(limits.call_deadline(usize::MAX), Duration::from_secs(2));
+        // A batch deadline below one record's never cuts a single record short.
+        let inverted = PluginLimits {
+            deadline: Duration::from_secs(5),
+            batch_deadline: Duration::from_secs(1),
+            ..PluginLimits::default()
+        };
+        assert_eq!(inverted.call_deadline(1), Duration::from_secs(5));
+        assert_eq!(inverted.call_deadline(300), Duration::from_secs(5));
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::error::PluginError;
 use super::instance::PluginInstance;
 use super::limits::{Capability, PluginLimits};
+use crate::record::RecordErrorKind;
 
 /// How a pipeline's transform entry asks for an instance: its config and what it allows.
 #[derive(Debug, Clone, Copy)]
@@ -40,9 +41,10 @@ pub trait LiveSlot: Send + Sync {
     /// runs): call from a blocking thread.
     fn instantiate(&self, request: StepRequest<'_>) -> Instantiation;
 
-    /// Reports the outcome of each record a version of `generation` processed (true: failed),
-    /// in order, for the automatic rollback of a new version.
-    fn report(&self, generation: u64, failures: &mut dyn Iterator<Item = bool>);
+    /// Reports the outcome of each record a version of `generation` processed, in order (`None`:
+    /// it passed; otherwise the kind of its failure), for the automatic rollback of a new
+    /// version, which decides which kinds count against the version.
+    fn report(&self, generation: u64, outcomes: &mut dyn Iterator<Item = Option<RecordErrorKind>>);
 }
 
 /// Where a pipeline finds the slots its transform entries name.

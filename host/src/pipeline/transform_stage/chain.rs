@@ -227,8 +227,12 @@ impl TransformChain {
             let called = Instant::now();
             let results = step.instance.transform(&records);
             let took = called.elapsed();
-            step.slot
-                .report(step.generation, &mut results.iter().map(Result::is_err));
+            step.slot.report(
+                step.generation,
+                &mut results
+                    .iter()
+                    .map(|result| result.as_ref().err().map(|error| error.kind)),
+            );
             let version = step.instance.plugin().version().to_owned();
             let mut failed = 0u64;
             let seen = records.len() as u64;

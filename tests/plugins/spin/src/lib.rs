@@ -1,5 +1,10 @@
 //! A hostile test plugin: loops forever on any record whose value contains `spin`, so tests can
-//! prove that the host's deadline interrupts it. Other records pass through.
+//! prove that the host's deadline interrupts it. A record whose JSON value has `"slow_ms": N`
+//! keeps it busy for N ms of the monotonic clock and then passes, so tests can prove that a slow
+//! but fine plugin is not cut short; that needs the `clock` grant (with the frozen clock it never
+//! ends, like `spin`). Other records pass through.
+
+use std::time::{Duration, Instant};
 
 use weir_plugin::{Config, Error, Plugin, Record};
 
@@ -19,8 +24,25 @@ impl Plugin for Spinner {
                 counter = std::hint::black_box(counter.wrapping_add(1));
             }
         }
+        if let Some(millis) = slow_ms(&record.value) {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_millis(millis) {
+                std::hint::black_box(started);
+            }
+        }
         Ok(vec![record])
     }
+}
+
+/// The `slow_ms` field of a JSON object value, if any.
+fn slow_ms(value: &[u8]) -> Option<u64> {
+    if !value.windows(7).any(|w| w == b"slow_ms") {
+        return None;
+    }
+    serde_json::from_slice::<serde_json::Value>(value)
+        .ok()?
+        .get("slow_ms")?
+        .as_u64()
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -34,5 +56,14 @@ mod tests {
     fn other_records_pass_through() {
         let record = Record::new("calm");
         assert_eq!(Spinner.transform(record.clone()).unwrap(), vec![record]);
+    }
+
+    #[test]
+    fn a_slow_record_passes_after_its_time() {
+        let record = Record::new(r#"{"n":1,"slow_ms":2}"#);
+        assert_eq!(slow_ms(&record.value), Some(2));
+        assert_eq!(Spinner.transform(record.clone()).unwrap(), vec![record]);
+        assert_eq!(slow_ms(br#"{"slow_ms":"x"}"#), None);
+        assert_eq!(slow_ms(br#"{"n":1}"#), None);
     }
 }
