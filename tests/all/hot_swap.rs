@@ -777,9 +777,11 @@ async fn rollback_from_the_cli_and_automatically_on_failures() {
         &variant(&component("fault-panic"), "third"),
     );
     let slot = slots.get("swap").unwrap();
-    wait_for("the third version to activate", Duration::from_secs(60), move || {
-        slot.generation() == 3
-    })
+    wait_for(
+        "the third version to activate",
+        Duration::from_secs(60),
+        move || slot.generation() == 3,
+    )
     .await;
     {
         use std::io::Write;

@@ -274,9 +274,9 @@ struct Probation {
 pub fn blames_the_version(kind: RecordErrorKind) -> bool {
     match kind {
         RecordErrorKind::PluginFailure | RecordErrorKind::Trap | RecordErrorKind::Timeout => true,
-        RecordErrorKind::BadRecord
-        | RecordErrorKind::Malformed
-        | RecordErrorKind::SinkRejected => false,
+        RecordErrorKind::BadRecord | RecordErrorKind::Malformed | RecordErrorKind::SinkRejected => {
+            false
+        }
     }
 }
 
@@ -530,7 +530,9 @@ mod tests {
     };
 
     /// A trap for `true`, a success for `false`.
-    fn traps(failures: impl IntoIterator<Item = bool>) -> impl Iterator<Item = Option<RecordErrorKind>> {
+    fn traps(
+        failures: impl IntoIterator<Item = bool>,
+    ) -> impl Iterator<Item = Option<RecordErrorKind>> {
         failures
             .into_iter()
             .map(|failed| failed.then_some(RecordErrorKind::Trap))
@@ -637,7 +639,10 @@ mod tests {
             std::iter::repeat_n(Some(RecordErrorKind::BadRecord), 200),
             POLICY.window,
         );
-        assert_eq!((probation.seen, probation.failed, probation.bad), (200, 0, 200));
+        assert_eq!(
+            (probation.seen, probation.failed, probation.bad),
+            (200, 0, 200)
+        );
         assert_eq!(probation.verdict(&POLICY), Verdict::Keep);
 
         // Plugin failures, traps and timeouts count; bad records among them do not.

@@ -87,10 +87,7 @@ impl PluginInstance {
     }
 
     /// One call for `records`, replayed record by record if it traps or runs out of time.
-    fn transform_call(
-        &mut self,
-        records: &[wit::Record],
-    ) -> Vec<Result<Vec<Record>, RecordError>> {
+    fn transform_call(&mut self, records: &[wit::Record]) -> Vec<Result<Vec<Record>, RecordError>> {
         let trap = match self.call(records) {
             Ok(results) => return results,
             Err(trap) if records.len() == 1 => return vec![Err(trap)],
@@ -113,10 +110,18 @@ impl PluginInstance {
     /// stop timing out and being replayed.
     fn split_calls(&mut self, records: usize, took: Duration) {
         let per_record = (took.as_nanos() / records.max(1) as u128).max(1);
-        let budget = self.limits.batch_deadline.max(self.limits.deadline).as_nanos() / 2;
+        let budget = self
+            .limits
+            .batch_deadline
+            .max(self.limits.deadline)
+            .as_nanos()
+            / 2;
         let fit = usize::try_from(budget / per_record).unwrap_or(usize::MAX);
         let limit = fit.min(records / 2).max(1);
-        if self.max_call_records.is_some_and(|current| current <= limit) {
+        if self
+            .max_call_records
+            .is_some_and(|current| current <= limit)
+        {
             return;
         }
         self.max_call_records = Some(limit);
