@@ -255,6 +255,10 @@ fn durations_are_range_checked_naming_the_key() {
             format!("{VALID}limits = {{ deadline_ms = {too_long} }}\n"),
         ),
         (
+            "pipeline[0].limits.batch_deadline_ms",
+            format!("{VALID}limits = {{ batch_deadline_ms = {too_long} }}\n"),
+        ),
+        (
             "pipeline[0].source.timeout_ms",
             http.replace(
                 "interval_ms = 18446744073709551615",
@@ -387,4 +391,25 @@ fn an_unset_variable_names_it_its_line_and_key() {
             .contains("line 5, `pipeline[0].sink.url`: environment variable `CANARY` is not set"),
         "{message}"
     );
+}
+
+#[test]
+fn the_batch_deadline_is_positive_and_reaches_the_runtime() {
+    let message = parse(&format!("{VALID}limits = {{ batch_deadline_ms = 0 }}\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("`pipeline[0].limits.batch_deadline_ms`")
+            && message.contains("at least 1"),
+        "{message}"
+    );
+    let file = parse(&format!(
+        "{VALID}limits = {{ deadline_ms = 50, batch_deadline_ms = 3000 }}\n"
+    ))
+    .unwrap();
+    let limits = file.pipelines[0].limits.plugin_limits();
+    assert_eq!(limits.deadline, Duration::from_millis(50));
+    assert_eq!(limits.batch_deadline, Duration::from_millis(3000));
+    let defaults = parse(VALID).unwrap().pipelines[0].limits.plugin_limits();
+    assert_eq!(defaults.batch_deadline, Duration::from_secs(10));
 }
