@@ -63,6 +63,19 @@ pub fn render(pipelines: &BTreeMap<String, Arc<PipelineStats>>, slots: &PluginSl
         }
     }
     render_pipeline_details(&mut out, pipelines);
+    header(
+        &mut out,
+        "weir_postgres_ignored_records_total",
+        "Records a postgres sink left out because the landing table held their key already (on_conflict = \"ignore\").",
+        "counter",
+    );
+    for (table, ignored) in crate::connectors::postgres::ignored_records() {
+        let _ = writeln!(
+            out,
+            "weir_postgres_ignored_records_total{{table=\"{}\"}} {ignored}",
+            escape(&table)
+        );
+    }
     let plugins = slots.describe();
     header(
         &mut out,

@@ -354,12 +354,8 @@ async fn a_postgres_dead_letter_table_stores_nul_bytes_without_loss() {
     let url = postgres_url();
     let table = unique("nul_dead_letters");
     let mut sink = PostgresSink::new(
-        &PostgresSinkConfig {
-            url: url.clone().into(),
-            table: table.clone(),
-            key_field: None,
-            create_table: true,
-        },
+        &toml::from_str::<PostgresSinkConfig>(&format!("url = \"{url}\"\ntable = \"{table}\""))
+            .unwrap(),
         true,
     )
     .unwrap();

@@ -14,12 +14,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 use crate::services::create_topic;
-use crate::support::{kafka_brokers, postgres_url, unique, wait_for, weir};
+use crate::support::{StallingProxy, kafka_brokers, postgres_url, unique, wait_for, weir};
 
 /// One `weir run` process of the group, logging JSON to a file.
 struct Member {
@@ -435,58 +432,6 @@ async fn three_processes_join_leave_and_die_and_only_the_moved_partitions_stop()
     );
 }
 
-/// A TCP forwarder the test owns: it can stop forwarding without closing anything, as a
-/// half-open connection or a hung server would.
-struct StallingProxy {
-    address: std::net::SocketAddr,
-    stalled: watch::Sender<bool>,
-}
-
-impl StallingProxy {
-    async fn start(upstream: std::net::SocketAddr) -> StallingProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stalled, watching) = watch::channel(false);
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(upstream).await else {
-                    continue;
-                };
-                let (client_read, client_write) = client.into_split();
-                let (server_read, server_write) = server.into_split();
-                tokio::spawn(forward(client_read, server_write, watching.clone()));
-                tokio::spawn(forward(server_read, client_write, watching.clone()));
-            }
-        });
-        StallingProxy { address, stalled }
-    }
-
-    fn stall(&self, stalled: bool) {
-        self.stalled.send_replace(stalled);
-    }
-}
-
-async fn forward(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut stalled: watch::Receiver<bool>,
-) {
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        let read = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(read) => read,
-        };
-        // Hold what was read (the connection stays open) until the stall ends.
-        if stalled.wait_for(|stalled| !stalled).await.is_err() {
-            return;
-        }
-        if to.write_all(&buffer[..read]).await.is_err() {
-            return;
-        }
-    }
-}
-
 /// The `n` of every row in the PostgreSQL landing `table`.
 async fn numbers_in_table(url: &str, table: &str) -> BTreeSet<u64> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -533,25 +478,8 @@ async fn a_member_stalled_past_max_poll_interval_stays_in_the_group_and_loses_no
         Arc::clone(&produced),
     );
 
-    let upstream = url
-        .rsplit_once('@')
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|address| {
-            std::net::ToSocketAddrs::to_socket_addrs(address)
-                .ok()?
-                .next()
-        })
-        .expect("WEIR_POSTGRES_URL names host:port");
-    let proxy = StallingProxy::start(upstream).await;
-    let proxied_url = url.replace(&upstream.to_string(), &proxy.address.to_string());
-    let proxied_url = if proxied_url == url {
-        // The URL names the host differently (localhost): rewrite its authority.
-        let (user, rest) = url.rsplit_once('@').unwrap();
-        let database = rest.split_once('/').map_or("", |(_, db)| db);
-        format!("{user}@{}/{database}", proxy.address)
-    } else {
-        proxied_url
-    };
+    let proxy = StallingProxy::to_postgres(&url).await;
+    let proxied_url = proxy.url.clone();
     let extra = format!(
         ", max_poll_interval_ms = {}, drain_timeout_ms = 2000",
         MAX_POLL_INTERVAL.as_millis()

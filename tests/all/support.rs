@@ -184,3 +184,82 @@ pub async fn serve_http(router: axum::Router) -> String {
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     url
 }
+
+/// A TCP forwarder a test owns, in front of a real service: it can stop forwarding without
+/// closing anything, as a half-open connection or a hung server would, and resume.
+pub struct StallingProxy {
+    /// Where clients connect.
+    pub address: std::net::SocketAddr,
+    /// The PostgreSQL URL through the proxy (set by [`StallingProxy::to_postgres`]).
+    pub url: String,
+    stalled: tokio::sync::watch::Sender<bool>,
+}
+
+impl StallingProxy {
+    /// A proxy forwarding to `upstream`.
+    pub async fn start(upstream: std::net::SocketAddr) -> StallingProxy {
+        use tokio::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stalled, watching) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(forward(client_read, server_write, watching.clone()));
+                tokio::spawn(forward(server_read, client_write, watching.clone()));
+            }
+        });
+        StallingProxy {
+            address,
+            url: String::new(),
+            stalled,
+        }
+    }
+
+    /// A proxy in front of the PostgreSQL of `url` (a `postgres://user:pw@host:port/db` URL),
+    /// with [`StallingProxy::url`] pointing through it.
+    pub async fn to_postgres(url: &str) -> StallingProxy {
+        let (user, rest) = url
+            .rsplit_once('@')
+            .expect("WEIR_POSTGRES_URL is postgres://user:password@host:port/db");
+        let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
+        let upstream = std::net::ToSocketAddrs::to_socket_addrs(authority)
+            .ok()
+            .and_then(|mut addresses| addresses.next())
+            .expect("WEIR_POSTGRES_URL names host:port");
+        let mut proxy = StallingProxy::start(upstream).await;
+        proxy.url = format!("{user}@{}/{database}", proxy.address);
+        proxy
+    }
+
+    /// Stops (`true`) or resumes (`false`) forwarding; connections stay open either way.
+    pub fn stall(&self, stalled: bool) {
+        self.stalled.send_replace(stalled);
+    }
+}
+
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        // Hold what was read (the connection stays open) until the stall ends.
+        if stalled.wait_for(|stalled| !stalled).await.is_err() {
+            return;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
+}

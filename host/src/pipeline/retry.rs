@@ -46,41 +46,81 @@ async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Writes `records` to `sink` until it succeeds, fails permanently, or shutdown is requested
-/// while it is failing (then the last error is returned and nothing is acknowledged). Each retry
-/// is counted in `retries`.
+/// How long a write still under way when shutdown is requested may take to finish. A healthy
+/// store answers well within it, so a drain completes; a store that stopped answering (a
+/// half-open connection, a hung server) is given up on, so a shutdown never waits for an outage
+/// to end.
+pub const SHUTDOWN_GRACE: std::time::Duration = Duration::from_secs(5);
+
+/// Writes `records` to `sink` until it succeeds or fails permanently. Shutdown ends it early
+/// with `Ok(None)`, nothing written for sure and so nothing to acknowledge: at once while it
+/// is failing (no retry begins after shutdown), and [`SHUTDOWN_GRACE`] after the request
+/// while an attempt is under way. Each retry is counted in `retries`.
 pub async fn write_with_backoff(
     what: &str,
     sink: &mut dyn Sink,
     records: &[Record],
     shutdown: &mut watch::Receiver<bool>,
     retries: &AtomicU64,
-) -> Result<Vec<Rejected>, ConnectorError> {
+) -> Result<Option<Vec<Rejected>>, ConnectorError> {
+    write_until(what, sink, records, shutdown, retries, SHUTDOWN_GRACE).await
+}
+
+async fn write_until(
+    what: &str,
+    sink: &mut dyn Sink,
+    records: &[Record],
+    shutdown: &mut watch::Receiver<bool>,
+    retries: &AtomicU64,
+    grace: Duration,
+) -> Result<Option<Vec<Rejected>>, ConnectorError> {
     let mut backoff = Backoff::new();
     let mut attempt = 1u32;
+    let abandoned = |attempt: u32, why: &str| -> Result<Option<Vec<Rejected>>, ConnectorError> {
+        tracing::warn!(
+            what,
+            attempt,
+            records = records.len(),
+            "Shutdown requested {why}; the batch is abandoned unacknowledged and will be read again after a restart."
+        );
+        Ok(None)
+    };
     loop {
-        let error = match sink.write(records).await {
+        let written = tokio::select! {
+            written = sink.write(records) => written,
+            () = grace_after_shutdown(shutdown, grace) => {
+                return abandoned(attempt, &format!("and the write did not finish within {} ms", grace.as_millis()));
+            }
+        };
+        let error = match written {
             Ok(rejected) => {
                 if attempt > 1 {
                     tracing::info!(what, attempt, "Recovered after retries.");
                 }
-                return Ok(rejected);
+                return Ok(Some(rejected));
             }
             Err(error) if !error.is_transient() => return Err(error),
             Err(error) => error,
         };
         if *shutdown.borrow() {
-            return Err(error);
+            tracing::warn!(what, attempt, %error, "Write failed.");
+            return abandoned(attempt, "while the write was failing");
         }
         let wait = backoff.wait();
         tracing::warn!(what, attempt, %error, wait_ms = wait.as_millis() as u64, "Write failed; retrying.");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = shutdown_requested(shutdown) => {}
+            _ = shutdown_requested(shutdown) => return abandoned(attempt, "while the write was failing"),
         }
         attempt += 1;
         retries.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Resolves `grace` after shutdown is requested.
+async fn grace_after_shutdown(shutdown: &mut watch::Receiver<bool>, grace: Duration) {
+    shutdown_requested(shutdown).await;
+    tokio::time::sleep(grace).await;
 }
 
 /// Opens a connector with `open` until it succeeds or fails permanently; a transient failure is
@@ -271,7 +311,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn shutdown_stops_retrying_and_reports_the_error() {
+    async fn shutdown_stops_retrying_and_acknowledges_nothing() {
         let (tx, mut rx) = watch::channel(false);
         tx.send(true).unwrap();
         let mut sink = FlakySink {
@@ -279,11 +319,51 @@ mod tests {
             retry: ErrorKind::Transient,
             calls: 0,
         };
-        assert!(
-            write_with_backoff("t", &mut sink, &[], &mut rx, &AtomicU64::new(0))
-                .await
-                .is_err()
-        );
+        let written = write_with_backoff("t", &mut sink, &[], &mut rx, &AtomicU64::new(0)).await;
+        assert!(matches!(written, Ok(None)), "{written:?}");
         assert_eq!(sink.calls, 1);
+    }
+
+    /// Never answers, as a store behind a half-open connection.
+    struct HungSink;
+
+    #[async_trait]
+    impl Sink for HungSink {
+        async fn write(&mut self, _records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn shutdown_abandons_a_hung_write_after_the_grace() {
+        let (tx, mut rx) = watch::channel(false);
+        let (mut sink, retries) = (HungSink, AtomicU64::new(0));
+        let writing = write_until(
+            "t",
+            &mut sink,
+            &[],
+            &mut rx,
+            &retries,
+            Duration::from_millis(20),
+        );
+        let ask = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            tx.send(true).unwrap();
+        };
+        let (written, ()) = tokio::join!(writing, ask);
+        assert!(matches!(written, Ok(None)), "{written:?}");
+    }
+
+    #[tokio::test]
+    async fn a_write_under_way_at_shutdown_may_still_finish() {
+        let (tx, mut rx) = watch::channel(false);
+        tx.send(true).unwrap();
+        let mut sink = FlakySink {
+            failures: 0,
+            retry: ErrorKind::Transient,
+            calls: 0,
+        };
+        let written = write_with_backoff("t", &mut sink, &[], &mut rx, &AtomicU64::new(0)).await;
+        assert!(matches!(written, Ok(Some(_))), "{written:?}");
     }
 }

@@ -37,14 +37,19 @@ pub(super) async fn run(
         let mut written = outputs.len();
         if !outputs.is_empty() {
             let writing = Instant::now();
-            let rejected = retry::write_with_backoff(
+            let Some(rejected) = retry::write_with_backoff(
                 "sink",
                 sink.as_mut(),
                 &outputs,
                 &mut shutdown,
                 stats.sink_retries(),
             )
-            .await?;
+            .await?
+            else {
+                // Shutdown during an outage: nothing more is acknowledged, and closing would
+                // wait on the store that does not answer.
+                return Ok(());
+            };
             stats.sink_write_latency().observe(writing.elapsed());
             written -= rejected.len();
             if sink_tap.is_watched() {
@@ -76,14 +81,25 @@ pub(super) async fn run(
             .map(|failure| failure.into_dead_letter(&pipeline))
             .collect();
         if !dead_letters.is_empty() {
-            let refused = retry::write_with_backoff(
+            let Some(refused) = retry::write_with_backoff(
                 "dead-letter destination",
                 dead_letter.as_mut(),
                 &dead_letters,
                 &mut shutdown,
                 stats.dead_letter_retries(),
             )
-            .await?;
+            .await?
+            else {
+                // Unlike outputs, which wait in the source, failed records that reached no
+                // dead-letter destination are reported: the stop is not clean.
+                return Err(ConnectorError::transient(
+                    "dead-letter destination",
+                    format!(
+                        "shutdown while {} dead letter(s) could not be stored; their batch is not committed and is processed again after a restart",
+                        dead_letters.len()
+                    ),
+                ));
+            };
             if let Some(first) = refused.first() {
                 // Nowhere is left to put these records: stop rather than drop them.
                 return Err(ConnectorError::fatal(

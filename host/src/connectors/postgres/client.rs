@@ -1,14 +1,90 @@
-//! A PostgreSQL connection that reconnects after failures, and forwards NOTIFY messages.
+//! A PostgreSQL connection that reconnects after failures, and forwards NOTIFY messages. Every
+//! connection is opened and used under time limits, so a server or network that stops
+//! answering without closing the socket (a half-open connection) fails the call instead of
+//! hanging the pipeline.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 
 use crate::connectors::{ConnectorError, ErrorKind};
 use crate::secret::Secret;
+
+/// How long the client waits beyond the server's `statement_timeout` before it gives up on an
+/// answer itself: the server's own cancellation (SQLSTATE 57014) normally arrives first, and
+/// only a connection that carries nothing any more runs into this.
+const CLIENT_GRACE: Duration = Duration::from_secs(2);
+
+/// Idle probes: the first after `keepalive_idle`, then every `keepalive_idle / 3` (at most
+/// this), and the connection counts as dead after [`KEEPALIVE_RETRIES`] unanswered ones.
+const KEEPALIVE_MAX_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered keepalive probes before the kernel closes the connection.
+const KEEPALIVE_RETRIES: u32 = 3;
+
+/// The time limits of one connection, from the connector's `*_ms` options.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Opening the connection, TCP and start-up handshake together.
+    pub connect: Duration,
+    /// One statement, enforced by the server (`SET statement_timeout`) and, with a little
+    /// grace, by the client.
+    pub statement: Duration,
+    /// TCP keepalive idle time, so the kernel notices a peer that vanished.
+    pub keepalive_idle: Duration,
+}
+
+impl Limits {
+    /// From milliseconds as configured.
+    pub fn from_millis(connect: u64, statement: u64, keepalive_idle: u64) -> Self {
+        Limits {
+            connect: Duration::from_millis(connect),
+            statement: Duration::from_millis(statement),
+            keepalive_idle: Duration::from_millis(keepalive_idle),
+        }
+    }
+
+    /// Runs one statement (or a short series of them) on the connection: its result, or a
+    /// transient error when no answer came within the statement timeout and its grace. The
+    /// caller drops the connection on an error, so a late answer can never be mistaken for the
+    /// next statement's.
+    pub async fn statement<T>(
+        &self,
+        connector: &str,
+        what: &str,
+        call: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, ConnectorError> {
+        self.bounded(connector, what, call)
+            .await?
+            .map_err(|e| classify(connector, what, e))
+    }
+
+    /// Like [`Limits::statement`], with the driver's error left unclassified for a caller
+    /// that decides some SQLSTATEs itself.
+    pub async fn bounded<T>(
+        &self,
+        connector: &str,
+        what: &str,
+        call: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<Result<T, tokio_postgres::Error>, ConnectorError> {
+        tokio::time::timeout(self.statement + CLIENT_GRACE, call)
+            .await
+            .map_err(|_| {
+                ConnectorError::transient(
+                    connector,
+                    format!(
+                        "{what}: no answer from PostgreSQL within statement_timeout_ms ({} ms) and {} s of grace; the connection is dropped and opened again",
+                        self.statement.as_millis(),
+                        CLIENT_GRACE.as_secs()
+                    ),
+                )
+            })
+    }
+}
 
 /// Connects, spawning the connection's driver; each notification wakes `notifications` if given.
 /// Wake-ups coalesce into one (a [`Notify`] permit), so a flood of NOTIFY messages, however long,
@@ -16,20 +92,42 @@ use crate::secret::Secret;
 pub async fn connect(
     connector: &str,
     url: &Secret,
+    limits: Limits,
     notifications: Option<Arc<Notify>>,
 ) -> Result<Client, ConnectorError> {
+    let mut config: Config = url.expose().parse().map_err(|_| {
+        // The parser's message may quote the string, password included: not shown.
+        ConnectorError::fatal(
+            connector,
+            format!(
+                "url `{}` is not a PostgreSQL connection string (postgres://user:password@host:port/db or host=... key=value pairs)",
+                url.redacted()
+            ),
+        )
+    })?;
+    config
+        .connect_timeout(limits.connect)
+        .keepalives(true)
+        .keepalives_idle(limits.keepalive_idle)
+        .keepalives_interval((limits.keepalive_idle / 3).clamp(Duration::from_secs(1), KEEPALIVE_MAX_INTERVAL))
+        .keepalives_retries(KEEPALIVE_RETRIES);
+    let what = format!("cannot connect to PostgreSQL ({})", url.redacted());
+    // tokio-postgres bounds only the TCP connect; a server that accepts and then says nothing
+    // would hang the start-up handshake, so the whole of it runs under the limit.
     // A server that answers with an error (wrong password, missing database) is told apart from
     // one that cannot be reached: only the latter is worth retrying.
-    let (client, mut connection) =
-        tokio_postgres::connect(url.expose(), NoTls)
-            .await
-            .map_err(|e| {
-                classify(
-                    connector,
-                    &format!("cannot connect to PostgreSQL ({})", url.redacted()),
-                    e,
-                )
-            })?;
+    let (client, mut connection) = match tokio::time::timeout(limits.connect, config.connect(NoTls)).await {
+        Ok(connected) => connected.map_err(|e| classify(connector, &what, e))?,
+        Err(_) => {
+            return Err(ConnectorError::transient(
+                connector,
+                format!(
+                    "{what}: no answer within connect_timeout_ms ({} ms)",
+                    limits.connect.as_millis()
+                ),
+            ));
+        }
+    };
     let name = connector.to_owned();
     tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -48,6 +146,17 @@ pub async fn connect(
             }
         }
     });
+    // The server ends a statement that runs too long itself, and tells why (57014).
+    limits
+        .statement(
+            connector,
+            "cannot set statement_timeout",
+            client.batch_execute(&format!(
+                "SET statement_timeout = {}",
+                limits.statement.as_millis()
+            )),
+        )
+        .await?;
     Ok(client)
 }
 
@@ -142,7 +251,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_connection_names_the_server_without_the_password() {
         let url = Secret::new("host=127.0.0.1 port=1 user=weir password=canary-pg-9d2c");
-        let error = connect("postgres sink t", &url, None).await.unwrap_err();
+        let error = connect("postgres sink t", &url, Limits::from_millis(10_000, 30_000, 30_000), None).await.unwrap_err();
         let message = error.to_string();
         assert!(message.contains("password=***"), "{message}");
         assert!(!message.contains("canary"), "{message}");

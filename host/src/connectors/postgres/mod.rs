@@ -5,11 +5,14 @@ mod client;
 mod sink;
 mod source;
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use async_trait::async_trait;
 
 use super::{ConfigProblem, ConnectorError, Sink, SinkSpec, Source, SourceSpec};
 
-pub use sink::{PostgresSink, PostgresSinkConfig};
+pub use sink::{KeyEncoding, OnConflict, PostgresSink, PostgresSinkConfig};
 pub use source::{PostgresSource, PostgresSourceConfig};
 
 #[async_trait]
@@ -40,6 +43,22 @@ impl SinkSpec for PostgresSinkConfig {
     fn describe(&self) -> String {
         format!("postgres table {}", self.table)
     }
+}
+
+/// Records the `postgres` sinks left out because their key was stored already
+/// (`on_conflict = "ignore"`), per landing table, since the process started.
+static IGNORED: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
+fn count_ignored(table: &str, records: u64) {
+    let mut ignored = IGNORED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    *ignored.entry(table.to_owned()).or_default() += records;
+}
+
+/// Per landing table, the records ignored for a stored key (`on_conflict = "ignore"`), for
+/// the metrics endpoint.
+pub fn ignored_records() -> Vec<(String, u64)> {
+    let ignored = IGNORED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    ignored.iter().map(|(table, n)| (table.clone(), *n)).collect()
 }
 
 /// A table name as the user wrote it (`table` or `schema.table`), checked and quoted.

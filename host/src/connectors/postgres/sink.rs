@@ -1,17 +1,21 @@
 //! The `postgres` sink: JSON records into a landing table (key, jsonb value, ingestion time),
-//! batched in one multi-row INSERT, idempotent on the key with `ON CONFLICT DO NOTHING`. As a
-//! dead-letter destination it keeps any bytes and every header instead.
+//! batched in one multi-row INSERT, idempotent on the key: a key already stored is updated (last
+//! write wins) or left alone, as `on_conflict` says. As a dead-letter destination it keeps any
+//! bytes and every header instead, idempotent on the record's source coordinates.
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
 
-use super::client::{classify, connect};
-use super::{channel_for, quoted_table};
+use super::client::{Limits, classify, connect};
+use super::{channel_for, count_ignored, quoted_table};
 use crate::connectors::fields::{pointer, text_at};
-use crate::connectors::{ConfigProblem, ConnectorError, Rejected, Sink};
+use crate::connectors::{ConfigProblem, ConnectorError, MAX_DURATION_MS, Rejected, Sink};
 use crate::record::{Record, headers};
 use crate::secret::Secret;
 
@@ -31,10 +35,86 @@ pub struct PostgresSinkConfig {
     /// Create the table (and its NOTIFY trigger) if missing.
     #[serde(default = "yes")]
     pub create_table: bool,
+    /// What a record whose key is already stored does: `update` replaces the stored value and
+    /// moves the row to the end of the `id` order, so a `postgres` source tailing the table sees
+    /// it again (last write wins); `ignore` keeps the stored row and counts the record in
+    /// `weir_postgres_ignored_records_total`.
+    #[serde(default)]
+    pub on_conflict: OnConflict,
+    /// How a key becomes the text `key` column: `text` stores it as is, and dead-letters a
+    /// record key that is not UTF-8 (text would have to alter it, and two keys could become
+    /// one); `hex` stores every key as the lowercase hex of its bytes, so any bytes fit.
+    #[serde(default)]
+    pub key_encoding: KeyEncoding,
+    /// Longest wait for a connection (TCP and start-up handshake), in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Longest run of one statement, in milliseconds: the server cancels it, and the client
+    /// gives up 2 s later if even that answer does not arrive (a half-open connection).
+    #[serde(default = "default_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+    /// TCP keepalive idle time, in milliseconds: after it, the kernel probes a silent
+    /// connection and closes it when three probes go unanswered.
+    #[serde(default = "default_keepalive_idle_ms")]
+    pub keepalive_idle_ms: u64,
+}
+
+/// What the sink does with a record whose key the landing table already holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Replace the stored value: last write wins.
+    #[default]
+    Update,
+    /// Keep the stored row; the record is counted as ignored.
+    Ignore,
+}
+
+/// How keys are stored in the text `key` column.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyEncoding {
+    /// As text; a record key that is not UTF-8 is dead-lettered.
+    #[default]
+    Text,
+    /// Lowercase hex of the key's bytes.
+    Hex,
 }
 
 fn yes() -> bool {
     true
+}
+pub(super) fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+pub(super) fn default_statement_timeout_ms() -> u64 {
+    30_000
+}
+pub(super) fn default_keepalive_idle_ms() -> u64 {
+    30_000
+}
+
+/// The longest `statement_timeout` PostgreSQL accepts (an int of milliseconds).
+const MAX_STATEMENT_TIMEOUT_MS: u64 = i32::MAX as u64;
+/// The longest keepalive idle time Linux accepts (`TCP_KEEPIDLE`, 32767 s).
+const MAX_KEEPALIVE_IDLE_MS: u64 = 32_767_000;
+
+/// Checks the three time limits every PostgreSQL connector has: each at least its minimum and
+/// at most what the server, the kernel and `MAX_DURATION_MS` allow.
+pub(super) fn check_limits(connect: u64, statement: u64, keepalive: u64) -> Result<(), ConfigProblem> {
+    for (key, millis, min, max) in [
+        ("connect_timeout_ms", connect, 1, MAX_DURATION_MS),
+        ("statement_timeout_ms", statement, 1, MAX_STATEMENT_TIMEOUT_MS),
+        ("keepalive_idle_ms", keepalive, 1_000, MAX_KEEPALIVE_IDLE_MS),
+    ] {
+        if !(min..=max).contains(&millis) {
+            return Err((
+                key.into(),
+                format!("must be between {min} and {max}, not {millis}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl PostgresSinkConfig {
@@ -49,7 +129,19 @@ impl PostgresSinkConfig {
                 ),
             ));
         }
-        Ok(())
+        check_limits(
+            self.connect_timeout_ms,
+            self.statement_timeout_ms,
+            self.keepalive_idle_ms,
+        )
+    }
+
+    fn limits(&self) -> Limits {
+        Limits::from_millis(
+            self.connect_timeout_ms,
+            self.statement_timeout_ms,
+            self.keepalive_idle_ms,
+        )
     }
 }
 
@@ -60,7 +152,16 @@ pub struct PostgresSink {
     table: String,
     key_pointer: Option<String>,
     dead_letter: bool,
+    limits: Limits,
     client: Option<Client>,
+}
+
+/// Rows of one landing INSERT, with the index of the record each came from.
+#[derive(Default)]
+struct LandingRows {
+    indices: Vec<usize>,
+    keys: Vec<String>,
+    values: Vec<Value>,
 }
 
 impl PostgresSink {
@@ -72,6 +173,7 @@ impl PostgresSink {
             .ok_or_else(|| ConnectorError::fatal(&name, "invalid table name"))?;
         Ok(PostgresSink {
             key_pointer: config.key_field.as_deref().map(pointer),
+            limits: config.limits(),
             config: config.clone(),
             name,
             table,
@@ -82,17 +184,17 @@ impl PostgresSink {
 
     async fn client(&mut self) -> Result<&Client, ConnectorError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            let client = connect(&self.name, &self.config.url, None).await?;
+            self.client = None;
+            let client = connect(&self.name, &self.config.url, self.limits, None).await?;
             if self.config.create_table {
                 let ddl = if self.dead_letter {
                     self.dead_letter_ddl()
                 } else {
                     self.landing_ddl()
                 };
-                client
-                    .batch_execute(&ddl)
-                    .await
-                    .map_err(|e| classify(&self.name, "cannot create the table", e))?;
+                self.limits
+                    .statement(&self.name, "cannot create the table", client.batch_execute(&ddl))
+                    .await?;
             }
             self.client = Some(client);
         }
@@ -118,16 +220,22 @@ impl PostgresSink {
         )
     }
 
+    /// The dead-letter table, and on a table made by an earlier version the `source_id` column
+    /// and its unique index, which make a repeated insert of the same dead letter a no-op.
     fn dead_letter_ddl(&self) -> String {
+        let table = &self.table;
+        let index = source_id_index(&self.config.table);
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (
+            "CREATE TABLE IF NOT EXISTS {table} (
                 id BIGSERIAL PRIMARY KEY,
                 key BYTEA,
                 value BYTEA NOT NULL,
                 headers JSONB NOT NULL,
                 error TEXT,
-                created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-            self.table
+                source_id TEXT,
+                created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             ALTER TABLE {table} ADD COLUMN IF NOT EXISTS source_id TEXT;
+             CREATE UNIQUE INDEX IF NOT EXISTS \"{index}\" ON {table} (source_id);"
         )
     }
 
@@ -136,19 +244,29 @@ impl PostgresSink {
     fn landing_row(&self, record: &Record) -> Result<(String, Value), String> {
         let value: Value = serde_json::from_slice(&record.value)
             .map_err(|e| format!("value is not JSON, which a jsonb column needs: {e}"))?;
+        let hex = self.config.key_encoding == KeyEncoding::Hex;
         let key = match (&self.key_pointer, &record.key) {
-            (Some(pointer), _) => text_at(&value, pointer).ok_or_else(|| {
+            (Some(pointer), _) => {
+                let text = text_at(&value, pointer).ok_or_else(|| {
+                    format!(
+                        "key field `{}` is missing or not a scalar",
+                        self.config.key_field.as_deref().unwrap_or_default()
+                    )
+                })?;
+                if hex { hex::encode(text) } else { text }
+            }
+            (None, Some(key)) if hex => hex::encode(key),
+            (None, Some(key)) => String::from_utf8(key.clone()).map_err(|_| {
                 format!(
-                    "key field `{}` is missing or not a scalar",
-                    self.config.key_field.as_deref().unwrap_or_default()
+                    "record key 0x{} is not UTF-8, and the text key column would alter it; set key_encoding = \"hex\" to store keys as hex",
+                    hex::encode(key)
                 )
             })?,
-            (None, Some(key)) => String::from_utf8_lossy(key).into_owned(),
             (None, None) => hex::encode(Sha256::digest(&record.value)),
         };
         if key.contains('\0') {
             return Err(format!(
-                "key `{}` holds a NUL character, which the text key column cannot store",
+                "key `{}` holds a NUL character, which the text key column cannot store; set key_encoding = \"hex\" to store keys as hex",
                 key.escape_debug()
             ));
         }
@@ -161,37 +279,158 @@ impl PostgresSink {
         Ok((key, value))
     }
 
+    fn landing_statement(&self) -> String {
+        let table = &self.table;
+        let insert = format!(
+            "INSERT INTO {table} AS t (key, value) SELECT * FROM UNNEST($1::text[], $2::jsonb[])"
+        );
+        match self.config.on_conflict {
+            OnConflict::Ignore => format!("{insert} ON CONFLICT (key) DO NOTHING"),
+            // Taking the new row's id moves the row to the end of the tail order; an identical
+            // value (a retried batch) changes nothing, so a retry is not seen twice downstream.
+            OnConflict::Update => format!(
+                "{insert} ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, id = EXCLUDED.id, ingested_at = EXCLUDED.ingested_at WHERE t.value IS DISTINCT FROM EXCLUDED.value"
+            ),
+        }
+    }
+
     async fn write_landing(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
-        let mut keys = Vec::with_capacity(records.len());
-        let mut values = Vec::with_capacity(records.len());
+        let mut rows = LandingRows::default();
         let mut rejected = Vec::new();
+        // One statement cannot update a row twice, so with `update` only the last record per
+        // key is sent: the earlier ones would be overwritten by it anyway.
+        let mut last: HashMap<String, usize> = HashMap::new();
         for (index, record) in records.iter().enumerate() {
             match self.landing_row(record) {
                 Ok((key, value)) => {
-                    keys.push(key);
-                    values.push(value);
+                    if self.config.on_conflict == OnConflict::Update {
+                        if let Some(&earlier) = last.get(&key) {
+                            rows.values[earlier] = value;
+                            rows.indices[earlier] = index;
+                            continue;
+                        }
+                        last.insert(key.clone(), rows.keys.len());
+                    }
+                    rows.indices.push(index);
+                    rows.keys.push(key);
+                    rows.values.push(value);
                 }
                 Err(reason) => rejected.push(Rejected { index, reason }),
             }
         }
-        if keys.is_empty() {
+        if rows.keys.is_empty() {
             return Ok(rejected);
         }
-        let statement = format!(
-            "INSERT INTO {} (key, value) SELECT * FROM UNNEST($1::text[], $2::jsonb[]) ON CONFLICT (key) DO NOTHING",
-            self.table
-        );
-        let name = self.name.clone();
-        let result = self
-            .client()
-            .await?
-            .execute(&statement, &[&keys, &values])
-            .await;
-        if let Err(error) = result {
-            self.client = None;
-            return Err(classify(&name, "insert failed", error));
+        let statement = self.landing_statement();
+        match self.insert_landing(&statement, &rows.keys, &rows.values).await? {
+            Ok(written) => self.count_ignored(rows.keys.len(), written),
+            Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                // Another unique constraint than the key's refused a row; which one, only a
+                // row at a time can tell.
+                rejected.extend(self.write_landing_one_by_one(&statement, rows).await?);
+                rejected.sort_by_key(|r| r.index);
+            }
+            Err(error) => return Err(self.landing_error(error)),
         }
         Ok(rejected)
+    }
+
+    /// Each row in its own INSERT: the ones a unique constraint refuses are dead-lettered.
+    async fn write_landing_one_by_one(
+        &mut self,
+        statement: &str,
+        rows: LandingRows,
+    ) -> Result<Vec<Rejected>, ConnectorError> {
+        let mut rejected = Vec::new();
+        for ((index, key), value) in rows.indices.into_iter().zip(rows.keys).zip(rows.values) {
+            match self.insert_landing(statement, &[key], &[value]).await? {
+                Ok(written) => self.count_ignored(1, written),
+                Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    let db = error.as_db_error();
+                    rejected.push(Rejected {
+                        index,
+                        reason: format!(
+                            "unique constraint `{}` of the landing table refused it (SQLSTATE 23505): {}",
+                            db.and_then(|db| db.constraint()).unwrap_or("?"),
+                            db.and_then(|db| db.detail()).unwrap_or("no detail")
+                        ),
+                    });
+                }
+                Err(error) => return Err(self.landing_error(error)),
+            }
+        }
+        Ok(rejected)
+    }
+
+    /// One landing INSERT under the statement limit. The outer error is a connection that no
+    /// longer answers (already dropped); the inner one is the server's, left to the caller.
+    async fn insert_landing(
+        &mut self,
+        statement: &str,
+        keys: &[String],
+        values: &[Value],
+    ) -> Result<Result<u64, tokio_postgres::Error>, ConnectorError> {
+        let (name, limits) = (self.name.clone(), self.limits);
+        let client = self.client().await?;
+        let result = limits
+            .bounded(&name, "insert failed", client.execute(statement, &[&keys, &values]))
+            .await;
+        if !matches!(result, Ok(Ok(_))) {
+            // A failed statement may leave the connection in any state: start afresh.
+            self.client = None;
+        }
+        result
+    }
+
+    fn count_ignored(&self, sent: usize, written: u64) {
+        let ignored = (sent as u64).saturating_sub(written);
+        if self.config.on_conflict == OnConflict::Ignore && ignored > 0 {
+            count_ignored(&self.config.table, ignored);
+            tracing::debug!(table = %self.config.table, ignored, "Records with a stored key ignored (on_conflict = \"ignore\").");
+        }
+    }
+
+    /// An INSERT's failure that concerns the table itself: a missing table or a table whose
+    /// columns or constraints are not a landing (or dead-letter) table's stops the pipeline with
+    /// the fix; the rest is classified as usual.
+    fn table_error(&self, error: tokio_postgres::Error, needs: &str) -> ConnectorError {
+        let Some(code) = error.code().cloned() else {
+            return classify(&self.name, "insert failed", error);
+        };
+        let fix = if code == SqlState::UNDEFINED_TABLE {
+            if self.config.create_table {
+                // Dropped while the sink ran: reconnecting creates it again.
+                return ConnectorError::transient(
+                    &self.name,
+                    format!(
+                        "table `{}` is gone (SQLSTATE 42P01); it is created again",
+                        self.config.table
+                    ),
+                )
+                .caused_by(error);
+            }
+            format!(
+                "table `{}` does not exist (SQLSTATE 42P01); create it, or set create_table = true so the sink creates it",
+                self.config.table
+            )
+        } else if code == SqlState::UNDEFINED_COLUMN || code == SqlState::INVALID_COLUMN_REFERENCE
+        {
+            format!(
+                "table `{}` is not shaped as the sink needs (SQLSTATE {}): it needs {needs}; alter it, or let the sink create a new table (create_table = true)",
+                self.config.table,
+                code.code()
+            )
+        } else {
+            return classify(&self.name, "insert failed", error);
+        };
+        ConnectorError::fatal(&self.name, fix).caused_by(error)
+    }
+
+    fn landing_error(&self, error: tokio_postgres::Error) -> ConnectorError {
+        self.table_error(
+            error,
+            "columns id (bigserial), key (text, unique) and value (jsonb), and ingested_at (timestamptz) for on_conflict = \"update\"",
+        )
     }
 
     async fn write_dead_letters(
@@ -210,22 +449,67 @@ impl PostgresSink {
                     .map(|e| e.replace('\0', "\\u0000"))
             })
             .collect();
+        let source_ids = source_ids(records);
         let statement = format!(
-            "INSERT INTO {} (key, value, headers, error) SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::jsonb[], $4::text[])",
+            "INSERT INTO {} (key, value, headers, error, source_id) SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::jsonb[], $4::text[], $5::text[]) ON CONFLICT (source_id) DO NOTHING",
             self.table
         );
-        let name = self.name.clone();
-        let result = self
-            .client()
-            .await?
-            .execute(&statement, &[&keys, &values, &header_maps, &errors])
+        let (name, limits) = (self.name.clone(), self.limits);
+        let client = self.client().await?;
+        let result = limits
+            .bounded(
+                &name,
+                "insert failed",
+                client.execute(&statement, &[&keys, &values, &header_maps, &errors, &source_ids]),
+            )
             .await;
-        if let Err(error) = result {
-            self.client = None;
-            return Err(classify(&name, "insert failed", error));
+        match result {
+            Ok(Ok(_)) => Ok(Vec::new()),
+            Ok(Err(error)) => {
+                self.client = None;
+                Err(self.table_error(
+                    error,
+                    "columns key (bytea), value (bytea), headers (jsonb), error (text) and source_id (text) with a unique index on source_id",
+                ))
+            }
+            Err(error) => {
+                self.client = None;
+                Err(error)
+            }
         }
-        Ok(Vec::new())
     }
+}
+
+/// The idempotency key of each dead letter: the pipeline and source coordinates its headers
+/// carry, and its rank among the batch's dead letters from the same source record (one input
+/// can fail as several outputs). A retried batch yields the same keys, so a retry after an
+/// ambiguous failure (the INSERT committed, its answer was lost) writes nothing twice. A record
+/// without coordinates gets none and is always inserted.
+fn source_ids(records: &[Record]) -> Vec<Option<String>> {
+    let mut ranks: HashMap<String, u32> = HashMap::new();
+    records
+        .iter()
+        .map(|record| {
+            let header = |name| record.header_str(name);
+            let coordinates = serde_json::json!([
+                header(headers::PIPELINE)?,
+                header(headers::SOURCE_STREAM)?,
+                header(headers::SOURCE_PARTITION)?.parse::<i64>().ok()?,
+                header(headers::SOURCE_OFFSET)?.parse::<i64>().ok()?,
+            ])
+            .to_string();
+            let rank = ranks.entry(coordinates.clone()).or_default();
+            let id = format!("{}{}]", coordinates.strip_suffix(']')?, format_args!(",{rank}"));
+            *rank += 1;
+            Some(id)
+        })
+        .collect()
+}
+
+/// The name of a dead-letter table's unique index on `source_id`: derived from the table's
+/// name and short enough for any (an identifier holds 63 bytes).
+fn source_id_index(table: &str) -> String {
+    format!("weir_dlq_{}", &hex::encode(Sha256::digest(table))[..16])
 }
 
 /// The JSON pointer of the first string or object key in `value` holding a NUL character

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio_postgres::Client;
 
-use super::client::{classify, connect};
+use super::client::{Limits, connect};
 use super::{channel_for, is_identifier, quoted_table};
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
 use crate::record::{Record, SourcePosition, SourceRecord};
@@ -47,6 +47,17 @@ pub struct PostgresSourceConfig {
     /// The NOTIFY channel announcing inserts (the `postgres` sink's: `weir_TABLE`).
     #[serde(default)]
     pub channel: Option<String>,
+    /// Longest wait for a connection (TCP and start-up handshake), in milliseconds.
+    #[serde(default = "super::sink::default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Longest run of one query, in milliseconds: the server cancels it, and the client gives
+    /// up 2 s later if even that answer does not arrive (a half-open connection).
+    #[serde(default = "super::sink::default_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+    /// TCP keepalive idle time, in milliseconds: after it, the kernel probes a silent
+    /// connection and closes it when three probes go unanswered.
+    #[serde(default = "super::sink::default_keepalive_idle_ms")]
+    pub keepalive_idle_ms: u64,
 }
 
 fn default_id_column() -> String {
@@ -86,7 +97,11 @@ impl PostgresSourceConfig {
         if self.poll_interval_ms == 0 {
             return Err(("poll_interval_ms".into(), "must be at least 1".into()));
         }
-        Ok(())
+        super::sink::check_limits(
+            self.connect_timeout_ms,
+            self.statement_timeout_ms,
+            self.keepalive_idle_ms,
+        )
     }
 }
 
@@ -101,6 +116,7 @@ pub struct PostgresSource {
     /// The highest id handed out; the committed position may lag behind it.
     cursor: i64,
     stream: Arc<str>,
+    limits: Limits,
 }
 
 const OFFSETS_DDL: &str = "CREATE TABLE IF NOT EXISTS weir_offsets (
@@ -133,6 +149,11 @@ impl PostgresSource {
             notifications: Arc::new(Notify::new()),
             cursor: 0,
             stream: Arc::from(config.table.as_str()),
+            limits: Limits::from_millis(
+                config.connect_timeout_ms,
+                config.statement_timeout_ms,
+                config.keepalive_idle_ms,
+            ),
         };
         source.cursor = source.committed_position().await?;
         tracing::info!(table = %config.table, consumer = %config.consumer, position = source.cursor, "Tailing from the committed position.");
@@ -141,9 +162,11 @@ impl PostgresSource {
 
     async fn client(&mut self) -> Result<&Client, ConnectorError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = None;
             let client = connect(
                 &self.name,
                 &self.config.url,
+                self.limits,
                 Some(Arc::clone(&self.notifications)),
             )
             .await?;
@@ -152,10 +175,14 @@ impl PostgresSource {
                 .channel
                 .clone()
                 .unwrap_or_else(|| channel_for(&self.config.table));
-            client
-                .batch_execute(&format!("{OFFSETS_DDL}; LISTEN \"{channel}\""))
-                .await
-                .map_err(|e| classify(&self.name, "cannot prepare the offsets table", e))?;
+            let prepare = format!("{OFFSETS_DDL}; LISTEN \"{channel}\"");
+            self.limits
+                .statement(
+                    &self.name,
+                    "cannot prepare the offsets table",
+                    client.batch_execute(&prepare),
+                )
+                .await?;
             self.client = Some(client);
         }
         self.client
@@ -165,31 +192,40 @@ impl PostgresSource {
 
     async fn committed_position(&mut self) -> Result<i64, ConnectorError> {
         let (consumer, table) = (self.config.consumer.clone(), self.config.table.clone());
-        let name = self.name.clone();
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                "SELECT position FROM weir_offsets WHERE consumer = $1 AND source = $2",
-                &[&consumer, &table],
+        let (name, limits) = (self.name.clone(), self.limits);
+        let client = self.client().await?;
+        let row = limits
+            .statement(
+                &name,
+                "cannot read the committed position",
+                client.query_opt(
+                    "SELECT position FROM weir_offsets WHERE consumer = $1 AND source = $2",
+                    &[&consumer, &table],
+                ),
             )
-            .await
-            .map_err(|e| classify(&name, "cannot read the committed position", e))?;
-        Ok(row.map_or(0, |row| row.get(0)))
+            .await;
+        if row.is_err() {
+            self.client = None;
+        }
+        Ok(row?.map_or(0, |row| row.get(0)))
     }
 
     async fn fetch(&mut self, max: usize) -> Result<Vec<SourceRecord>, ConnectorError> {
         let (query, cursor, name) = (self.query.clone(), self.cursor, self.name.clone());
-        let rows = match self
-            .client()
-            .await?
-            .query(&query, &[&cursor, &(max as i64)])
+        let limits = self.limits;
+        let client = self.client().await?;
+        let rows = match limits
+            .statement(
+                &name,
+                "query failed",
+                client.query(&query, &[&cursor, &(max as i64)]),
+            )
             .await
         {
             Ok(rows) => rows,
             Err(error) => {
                 self.client = None;
-                return Err(classify(&name, "query failed", error));
+                return Err(error);
             }
         };
         let mut batch = Vec::with_capacity(rows.len());
@@ -251,19 +287,23 @@ impl Source for PostgresSource {
             self.config.table.clone(),
             self.name.clone(),
         );
-        let result = self
-            .client()
-            .await?
-            .execute(
-                "INSERT INTO weir_offsets (consumer, source, position) VALUES ($1, $2, $3)
-                 ON CONFLICT (consumer, source) DO UPDATE
-                 SET position = GREATEST(weir_offsets.position, EXCLUDED.position), updated_at = now()",
-                &[&consumer, &table, &position],
+        let limits = self.limits;
+        let client = self.client().await?;
+        let result = limits
+            .statement(
+                &name,
+                "cannot commit the position",
+                client.execute(
+                    "INSERT INTO weir_offsets (consumer, source, position) VALUES ($1, $2, $3)
+                     ON CONFLICT (consumer, source) DO UPDATE
+                     SET position = GREATEST(weir_offsets.position, EXCLUDED.position), updated_at = now()",
+                    &[&consumer, &table, &position],
+                ),
             )
             .await;
         if let Err(error) = result {
             self.client = None;
-            return Err(classify(&name, "cannot commit the position", error));
+            return Err(error);
         }
         Ok(())
     }

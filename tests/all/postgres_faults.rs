@@ -1,0 +1,420 @@
+//! Issue 12, PostgreSQL: faults injected for real against the test PostgreSQL. A proxy the test
+//! owns stops forwarding without closing anything (a half-open connection): the sink notices
+//! within its timeouts, reconnects once the proxy resumes and loses nothing, and SIGTERM during
+//! the stall exits 0 without committing what was not written. And the refusals: a missing
+//! table stops the pipeline with the fix, a unique violation outside the key dead-letters only
+//! that record, binary keys stay distinct, `on_conflict` updates or ignores (counted), and a
+//! dead letter written twice is stored once.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use weir::connectors::Sink;
+use weir::connectors::postgres::{PostgresSink, PostgresSinkConfig};
+use weir::record::Record;
+
+use crate::support::{
+    StallingProxy, append_numbered, postgres_url, read_json_lines, run_weir, unique, wait_for,
+    weir,
+};
+
+/// A `weir run` whose log goes to a file.
+struct Weir {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Weir {
+    fn start(dir: &Path, config: &str) -> Weir {
+        let toml = dir.join("p.toml");
+        std::fs::write(&toml, config).unwrap();
+        let log = dir.join(format!("weir-{}.log", unique("run")));
+        let child = weir()
+            .current_dir(dir)
+            .args(["run", "p.toml", "--no-watch"])
+            .env("WEIR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Weir { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_for_log(&self, needle: &str) {
+        let log = self.log.clone();
+        wait_for(
+            &format!("`{needle}` in the log"),
+            Duration::from_secs(60),
+            || std::fs::read_to_string(&log).is_ok_and(|text| text.contains(needle)),
+        )
+        .await;
+    }
+
+    /// Sends SIGTERM and waits (up to a generous minute) for the exit: whether it exited 0,
+    /// and the log.
+    async fn terminate(mut self) -> (bool, String) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                return (exit.success(), self.log());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.child.kill().unwrap();
+                self.child.wait().unwrap();
+                panic!("weir did not exit within a minute of SIGTERM:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// The `n` of every row of the landing `table` (empty while it does not exist).
+async fn numbers(url: &str, table: &str) -> BTreeSet<u64> {
+    client(url)
+        .await
+        .query(&format!("SELECT (value->>'n')::bigint FROM \"{table}\""), &[])
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|row| row.get::<_, Option<i64>>(0))
+        .map(|n| n as u64)
+        .collect()
+}
+
+async fn wait_for_rows(url: &str, table: &str, count: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let rows = numbers(url, table).await;
+        if rows.len() >= count {
+            assert_eq!(rows, (0..count as u64).collect(), "every row, none other");
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {count} rows after two minutes",
+            rows.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn read_checkpoint(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A pipeline from a followed file (with a checkpoint) into the landing `table` through `url`,
+/// with timeouts short enough for a test.
+fn stalling_pipeline(dir: &Path, url: &str, table: &str) -> String {
+    format!(
+        r#"
+        [[pipeline]]
+        name = "stall"
+        source = {{ type = "file", path = "{dir}/in.jsonl", follow = true, checkpoint = "{dir}/in.offset" }}
+        sink = {{ type = "postgres", url = "{url}", table = "{table}", key_field = "n", connect_timeout_ms = 1000, statement_timeout_ms = 1000 }}
+        dead_letter = {{ type = "file", path = "{dir}/dlq.jsonl" }}
+        batch = {{ size = 50, linger_ms = 5 }}
+        "#,
+        dir = dir.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_connection_is_noticed_reopened_and_loses_nothing() {
+    let url = postgres_url();
+    let table = unique("pg_stall");
+    let proxy = StallingProxy::to_postgres(&url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    append_numbered(&dir.join("in.jsonl"), 0..200);
+    let weir = Weir::start(dir, &stalling_pipeline(dir, &proxy.url, &table));
+    wait_for_rows(&url, &table, 200).await;
+
+    // The connection stays open and nothing comes back.
+    proxy.stall(true);
+    append_numbered(&dir.join("in.jsonl"), 200..400);
+    weir.wait_for_log("no answer").await;
+    proxy.stall(false);
+    wait_for_rows(&url, &table, 400).await;
+    weir.wait_for_log("Recovered after retries.").await;
+
+    let (clean, log) = weir.terminate().await;
+    assert!(clean, "SIGTERM exits 0:\n{log}");
+    assert!(
+        !std::fs::read_to_string(dir.join("dlq.jsonl")).is_ok_and(|t| !t.is_empty()),
+        "nothing was dead-lettered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_stall_exits_0_and_commits_nothing_unwritten() {
+    let url = postgres_url();
+    let table = unique("pg_stall_stop");
+    let proxy = StallingProxy::to_postgres(&url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let checkpoint = dir.join("in.offset");
+    append_numbered(&dir.join("in.jsonl"), 0..100);
+    let weir = Weir::start(dir, &stalling_pipeline(dir, &proxy.url, &table));
+    wait_for_rows(&url, &table, 100).await;
+    wait_for("the first 100 lines committed", Duration::from_secs(60), || {
+        read_checkpoint(&checkpoint) == 100
+    })
+    .await;
+
+    proxy.stall(true);
+    append_numbered(&dir.join("in.jsonl"), 100..200);
+    weir.wait_for_log("no answer").await;
+    let (clean, log) = weir.terminate().await;
+    assert!(clean, "SIGTERM during the stall exits 0:\n{log}");
+    assert!(log.contains("abandoned unacknowledged"), "{log}");
+    let committed = read_checkpoint(&checkpoint);
+    let stored = numbers(&url, &table).await;
+    assert_eq!(
+        committed, 100,
+        "only the lines written before the stall are committed"
+    );
+    assert!((0..committed).all(|n| stored.contains(&n)));
+
+    // A restart (the store reachable again) writes the rest.
+    proxy.stall(false);
+    let weir = Weir::start(dir, &stalling_pipeline(dir, &proxy.url, &table));
+    wait_for_rows(&url, &table, 200).await;
+    let (clean, log) = weir.terminate().await;
+    assert!(clean, "{log}");
+}
+
+/// Writes `records.jsonl` lines into the postgres sink `sink_options` and runs to the end.
+fn run_to_end(dir: &Path, lines: &[&str], sink_options: &str) -> std::process::Output {
+    std::fs::write(dir.join("in.jsonl"), lines.join("\n") + "\n").unwrap();
+    std::fs::write(
+        dir.join("p.toml"),
+        format!(
+            r#"
+            [[pipeline]]
+            name = "refusals"
+            source = {{ type = "file", path = "in.jsonl" }}
+            sink = {{ type = "postgres", {sink_options} }}
+            dead_letter = {{ type = "file", path = "dlq.jsonl" }}
+            "#
+        ),
+    )
+    .unwrap();
+    run_weir(dir, &["run", "p.toml", "--no-watch"])
+}
+
+#[test]
+fn a_missing_table_stops_the_pipeline_with_the_fix() {
+    let url = postgres_url();
+    let table = unique("pg_missing");
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_to_end(
+        dir.path(),
+        &[r#"{"n":1}"#],
+        &format!(r#"url = "{url}", table = "{table}", create_table = false"#),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("table `{table}` does not exist (SQLSTATE 42P01)"))
+            && stderr.contains("set create_table = true"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_unique_violation_outside_the_key_dead_letters_only_that_record() {
+    let url = postgres_url();
+    let table = unique("pg_unique");
+    client(&url)
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE \"{table}\" (id BIGSERIAL PRIMARY KEY, key TEXT NOT NULL UNIQUE,
+                value JSONB NOT NULL, ingested_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                email TEXT GENERATED ALWAYS AS (value->>'email') STORED UNIQUE)"
+        ))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_to_end(
+        dir.path(),
+        &[
+            r#"{"n":0,"email":"a@x"}"#,
+            r#"{"n":1,"email":"b@x"}"#,
+            r#"{"n":2,"email":"a@x"}"#,
+            r#"{"n":3,"email":"c@x"}"#,
+        ],
+        &format!(r#"url = "{url}", table = "{table}", key_field = "n", create_table = false"#),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        numbers(&url, &table).await,
+        BTreeSet::from([0, 1, 3]),
+        "the other records are written"
+    );
+    let dead = read_json_lines(&dir.path().join("dlq.jsonl"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let error = dead[0]["headers"]["weir.error"].as_str().unwrap();
+    assert!(
+        error.contains("SQLSTATE 23505") && error.contains("email"),
+        "{error}"
+    );
+    assert_eq!(dead[0]["headers"]["weir.source.offset"], "3");
+}
+
+fn sink_config(url: &str, table: &str, extra: &str) -> PostgresSinkConfig {
+    toml::from_str(&format!("url = \"{url}\"\ntable = \"{table}\"\n{extra}")).unwrap()
+}
+
+fn keyed(key: &[u8], value: &str) -> Record {
+    let mut record = Record::from_value(value);
+    record.key = Some(key.to_vec());
+    record
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn binary_keys_stay_distinct() {
+    let url = postgres_url();
+    // Lossy UTF-8 would turn both keys into U+FFFD, one row.
+    let records = [keyed(&[0xff], r#"{"n":0}"#), keyed(&[0xfe], r#"{"n":1}"#)];
+
+    let table = unique("pg_text_keys");
+    let mut sink = PostgresSink::new(&sink_config(&url, &table, ""), false).unwrap();
+    let rejected = sink.write(&records).await.unwrap();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert!(
+        rejected[0].reason.contains("not UTF-8")
+            && rejected[0].reason.contains(r#"key_encoding = "hex""#),
+        "{}",
+        rejected[0].reason
+    );
+
+    let table = unique("pg_hex_keys");
+    let mut sink = PostgresSink::new(
+        &sink_config(&url, &table, r#"key_encoding = "hex""#),
+        false,
+    )
+    .unwrap();
+    assert!(sink.write(&records).await.unwrap().is_empty());
+    let keys: BTreeSet<String> = client(&url)
+        .await
+        .query(&format!("SELECT key FROM \"{table}\""), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(keys, BTreeSet::from(["fe".to_owned(), "ff".to_owned()]));
+}
+
+/// The value stored under key `k` in `table`.
+async fn stored(url: &str, table: &str, key: &str) -> serde_json::Value {
+    client(url)
+        .await
+        .query_one(
+            &format!("SELECT value FROM \"{table}\" WHERE key = $1"),
+            &[&key],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_conflict_update_keeps_the_last_write_and_ignore_counts_what_it_left_out() {
+    let url = postgres_url();
+    let first = [keyed(b"k", r#"{"v":"old"}"#)];
+    // Two writes of one key in one batch, then the last of them wins too.
+    let second = [keyed(b"k", r#"{"v":"newer"}"#), keyed(b"k", r#"{"v":"new"}"#)];
+
+    let table = unique("pg_update");
+    let mut sink = PostgresSink::new(&sink_config(&url, &table, ""), false).unwrap();
+    assert!(sink.write(&first).await.unwrap().is_empty());
+    assert!(sink.write(&second).await.unwrap().is_empty());
+    assert_eq!(stored(&url, &table, "k").await["v"], "new");
+
+    let table = unique("pg_ignore");
+    let mut sink = PostgresSink::new(
+        &sink_config(&url, &table, r#"on_conflict = "ignore""#),
+        false,
+    )
+    .unwrap();
+    assert!(sink.write(&first).await.unwrap().is_empty());
+    assert!(sink.write(&second).await.unwrap().is_empty());
+    assert_eq!(stored(&url, &table, "k").await["v"], "old");
+    let ignored = weir::connectors::postgres::ignored_records();
+    assert!(
+        ignored.contains(&(table.clone(), 2)),
+        "both records of the second batch are counted as ignored: {ignored:?}"
+    );
+}
+
+/// A dead letter as the sink stage hands it over: the failure and its source coordinates.
+fn dead_letter(offset: u64, value: &str) -> Record {
+    let mut record = Record::from_value(value);
+    record.set_header("weir.error", "refused");
+    record.set_header("weir.pipeline", "p");
+    record.set_header("weir.source.stream", "in.jsonl");
+    record.set_header("weir.source.partition", "0");
+    record.set_header("weir.source.offset", offset.to_string());
+    record
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_written_again_after_an_ambiguous_failure_is_stored_once() {
+    let url = postgres_url();
+    let table = unique("pg_dlq_once");
+    // A table as an earlier version made it, with a dead letter in it: the sink adds the
+    // idempotency column and index and keeps the row.
+    client(&url)
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE \"{table}\" (id BIGSERIAL PRIMARY KEY, key BYTEA, value BYTEA NOT NULL,
+                headers JSONB NOT NULL, error TEXT, created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             INSERT INTO \"{table}\" (value, headers) VALUES ('old', '{{}}'), ('older', '{{}}')"
+        ))
+        .await
+        .unwrap();
+    let mut sink = PostgresSink::new(&sink_config(&url, &table, ""), true).unwrap();
+    // Two outputs of one source record, and a record of its own.
+    let batch = [
+        dead_letter(7, "a"),
+        dead_letter(7, "b"),
+        dead_letter(8, "c"),
+    ];
+    assert!(sink.write(&batch).await.unwrap().is_empty());
+    // The retry after an INSERT whose answer was lost sends the same batch again.
+    assert!(sink.write(&batch).await.unwrap().is_empty());
+    let values: Vec<Vec<u8>> = client(&url)
+        .await
+        .query(&format!("SELECT value FROM \"{table}\" ORDER BY id"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let expected: Vec<&[u8]> = vec![b"old", b"older", b"a", b"b", b"c"];
+    assert_eq!(values, expected);
+}
