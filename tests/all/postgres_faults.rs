@@ -16,8 +16,7 @@ use weir::connectors::postgres::{PostgresSink, PostgresSinkConfig};
 use weir::record::Record;
 
 use crate::support::{
-    StallingProxy, append_numbered, postgres_url, read_json_lines, run_weir, unique, wait_for,
-    weir,
+    StallingProxy, append_numbered, postgres_url, read_json_lines, run_weir, unique, wait_for, weir,
 };
 
 /// A `weir run` whose log goes to a file.
@@ -33,7 +32,7 @@ impl Weir {
         let log = dir.join(format!("weir-{}.log", unique("run")));
         let child = weir()
             .current_dir(dir)
-            .args(["run", "p.toml", "--no-watch"])
+            .args(["run", "p.toml", "--no-watch", "--no-admin"])
             .env("WEIR_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -72,7 +71,10 @@ impl Weir {
             if tokio::time::Instant::now() >= deadline {
                 self.child.kill().unwrap();
                 self.child.wait().unwrap();
-                panic!("weir did not exit within a minute of SIGTERM:\n{}", self.log());
+                panic!(
+                    "weir did not exit within a minute of SIGTERM:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -91,7 +93,10 @@ async fn client(url: &str) -> tokio_postgres::Client {
 async fn numbers(url: &str, table: &str) -> BTreeSet<u64> {
     client(url)
         .await
-        .query(&format!("SELECT (value->>'n')::bigint FROM \"{table}\""), &[])
+        .query(
+            &format!("SELECT (value->>'n')::bigint FROM \"{table}\""),
+            &[],
+        )
         .await
         .unwrap_or_default()
         .iter()
@@ -178,9 +183,11 @@ async fn sigterm_during_a_stall_exits_0_and_commits_nothing_unwritten() {
     append_numbered(&dir.join("in.jsonl"), 0..100);
     let weir = Weir::start(dir, &stalling_pipeline(dir, &proxy.url, &table));
     wait_for_rows(&url, &table, 100).await;
-    wait_for("the first 100 lines committed", Duration::from_secs(60), || {
-        read_checkpoint(&checkpoint) == 100
-    })
+    wait_for(
+        "the first 100 lines committed",
+        Duration::from_secs(60),
+        || read_checkpoint(&checkpoint) == 100,
+    )
     .await;
 
     proxy.stall(true);
@@ -221,7 +228,7 @@ fn run_to_end(dir: &Path, lines: &[&str], sink_options: &str) -> std::process::O
         ),
     )
     .unwrap();
-    run_weir(dir, &["run", "p.toml", "--no-watch"])
+    run_weir(dir, &["run", "p.toml", "--no-watch", "--no-admin"])
 }
 
 #[test]
@@ -312,11 +319,8 @@ async fn binary_keys_stay_distinct() {
     );
 
     let table = unique("pg_hex_keys");
-    let mut sink = PostgresSink::new(
-        &sink_config(&url, &table, r#"key_encoding = "hex""#),
-        false,
-    )
-    .unwrap();
+    let mut sink =
+        PostgresSink::new(&sink_config(&url, &table, r#"key_encoding = "hex""#), false).unwrap();
     assert!(sink.write(&records).await.unwrap().is_empty());
     let keys: BTreeSet<String> = client(&url)
         .await
@@ -347,7 +351,10 @@ async fn on_conflict_update_keeps_the_last_write_and_ignore_counts_what_it_left_
     let url = postgres_url();
     let first = [keyed(b"k", r#"{"v":"old"}"#)];
     // Two writes of one key in one batch, then the last of them wins too.
-    let second = [keyed(b"k", r#"{"v":"newer"}"#), keyed(b"k", r#"{"v":"new"}"#)];
+    let second = [
+        keyed(b"k", r#"{"v":"newer"}"#),
+        keyed(b"k", r#"{"v":"new"}"#),
+    ];
 
     let table = unique("pg_update");
     let mut sink = PostgresSink::new(&sink_config(&url, &table, ""), false).unwrap();

@@ -109,25 +109,28 @@ pub async fn connect(
         .connect_timeout(limits.connect)
         .keepalives(true)
         .keepalives_idle(limits.keepalive_idle)
-        .keepalives_interval((limits.keepalive_idle / 3).clamp(Duration::from_secs(1), KEEPALIVE_MAX_INTERVAL))
+        .keepalives_interval(
+            (limits.keepalive_idle / 3).clamp(Duration::from_secs(1), KEEPALIVE_MAX_INTERVAL),
+        )
         .keepalives_retries(KEEPALIVE_RETRIES);
     let what = format!("cannot connect to PostgreSQL ({})", url.redacted());
     // tokio-postgres bounds only the TCP connect; a server that accepts and then says nothing
     // would hang the start-up handshake, so the whole of it runs under the limit.
     // A server that answers with an error (wrong password, missing database) is told apart from
     // one that cannot be reached: only the latter is worth retrying.
-    let (client, mut connection) = match tokio::time::timeout(limits.connect, config.connect(NoTls)).await {
-        Ok(connected) => connected.map_err(|e| classify(connector, &what, e))?,
-        Err(_) => {
-            return Err(ConnectorError::transient(
-                connector,
-                format!(
-                    "{what}: no answer within connect_timeout_ms ({} ms)",
-                    limits.connect.as_millis()
-                ),
-            ));
-        }
-    };
+    let (client, mut connection) =
+        match tokio::time::timeout(limits.connect, config.connect(NoTls)).await {
+            Ok(connected) => connected.map_err(|e| classify(connector, &what, e))?,
+            Err(_) => {
+                return Err(ConnectorError::transient(
+                    connector,
+                    format!(
+                        "{what}: no answer within connect_timeout_ms ({} ms)",
+                        limits.connect.as_millis()
+                    ),
+                ));
+            }
+        };
     let name = connector.to_owned();
     tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -251,7 +254,14 @@ mod tests {
     #[tokio::test]
     async fn a_failed_connection_names_the_server_without_the_password() {
         let url = Secret::new("host=127.0.0.1 port=1 user=weir password=canary-pg-9d2c");
-        let error = connect("postgres sink t", &url, Limits::from_millis(10_000, 30_000, 30_000), None).await.unwrap_err();
+        let error = connect(
+            "postgres sink t",
+            &url,
+            Limits::from_millis(10_000, 30_000, 30_000),
+            None,
+        )
+        .await
+        .unwrap_err();
         let message = error.to_string();
         assert!(message.contains("password=***"), "{message}");
         assert!(!message.contains("canary"), "{message}");

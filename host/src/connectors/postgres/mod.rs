@@ -50,15 +50,22 @@ impl SinkSpec for PostgresSinkConfig {
 static IGNORED: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
 
 fn count_ignored(table: &str, records: u64) {
-    let mut ignored = IGNORED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut ignored = IGNORED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     *ignored.entry(table.to_owned()).or_default() += records;
 }
 
 /// Per landing table, the records ignored for a stored key (`on_conflict = "ignore"`), for
 /// the metrics endpoint.
 pub fn ignored_records() -> Vec<(String, u64)> {
-    let ignored = IGNORED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    ignored.iter().map(|(table, n)| (table.clone(), *n)).collect()
+    let ignored = IGNORED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    ignored
+        .iter()
+        .map(|(table, n)| (table.clone(), *n))
+        .collect()
 }
 
 /// A table name as the user wrote it (`table` or `schema.table`), checked and quoted.

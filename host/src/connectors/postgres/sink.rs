@@ -101,10 +101,19 @@ const MAX_KEEPALIVE_IDLE_MS: u64 = 32_767_000;
 
 /// Checks the three time limits every PostgreSQL connector has: each at least its minimum and
 /// at most what the server, the kernel and `MAX_DURATION_MS` allow.
-pub(super) fn check_limits(connect: u64, statement: u64, keepalive: u64) -> Result<(), ConfigProblem> {
+pub(super) fn check_limits(
+    connect: u64,
+    statement: u64,
+    keepalive: u64,
+) -> Result<(), ConfigProblem> {
     for (key, millis, min, max) in [
         ("connect_timeout_ms", connect, 1, MAX_DURATION_MS),
-        ("statement_timeout_ms", statement, 1, MAX_STATEMENT_TIMEOUT_MS),
+        (
+            "statement_timeout_ms",
+            statement,
+            1,
+            MAX_STATEMENT_TIMEOUT_MS,
+        ),
         ("keepalive_idle_ms", keepalive, 1_000, MAX_KEEPALIVE_IDLE_MS),
     ] {
         if !(min..=max).contains(&millis) {
@@ -193,7 +202,11 @@ impl PostgresSink {
                     self.landing_ddl()
                 };
                 self.limits
-                    .statement(&self.name, "cannot create the table", client.batch_execute(&ddl))
+                    .statement(
+                        &self.name,
+                        "cannot create the table",
+                        client.batch_execute(&ddl),
+                    )
                     .await?;
             }
             self.client = Some(client);
@@ -322,7 +335,10 @@ impl PostgresSink {
             return Ok(rejected);
         }
         let statement = self.landing_statement();
-        match self.insert_landing(&statement, &rows.keys, &rows.values).await? {
+        match self
+            .insert_landing(&statement, &rows.keys, &rows.values)
+            .await?
+        {
             Ok(written) => self.count_ignored(rows.keys.len(), written),
             Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 // Another unique constraint than the key's refused a row; which one, only a
@@ -373,7 +389,11 @@ impl PostgresSink {
         let (name, limits) = (self.name.clone(), self.limits);
         let client = self.client().await?;
         let result = limits
-            .bounded(&name, "insert failed", client.execute(statement, &[&keys, &values]))
+            .bounded(
+                &name,
+                "insert failed",
+                client.execute(statement, &[&keys, &values]),
+            )
             .await;
         if !matches!(result, Ok(Ok(_))) {
             // A failed statement may leave the connection in any state: start afresh.
@@ -413,8 +433,7 @@ impl PostgresSink {
                 "table `{}` does not exist (SQLSTATE 42P01); create it, or set create_table = true so the sink creates it",
                 self.config.table
             )
-        } else if code == SqlState::UNDEFINED_COLUMN || code == SqlState::INVALID_COLUMN_REFERENCE
-        {
+        } else if code == SqlState::UNDEFINED_COLUMN || code == SqlState::INVALID_COLUMN_REFERENCE {
             format!(
                 "table `{}` is not shaped as the sink needs (SQLSTATE {}): it needs {needs}; alter it, or let the sink create a new table (create_table = true)",
                 self.config.table,
@@ -460,7 +479,10 @@ impl PostgresSink {
             .bounded(
                 &name,
                 "insert failed",
-                client.execute(&statement, &[&keys, &values, &header_maps, &errors, &source_ids]),
+                client.execute(
+                    &statement,
+                    &[&keys, &values, &header_maps, &errors, &source_ids],
+                ),
             )
             .await;
         match result {
@@ -499,7 +521,11 @@ fn source_ids(records: &[Record]) -> Vec<Option<String>> {
             ])
             .to_string();
             let rank = ranks.entry(coordinates.clone()).or_default();
-            let id = format!("{}{}]", coordinates.strip_suffix(']')?, format_args!(",{rank}"));
+            let id = format!(
+                "{}{}]",
+                coordinates.strip_suffix(']')?,
+                format_args!(",{rank}")
+            );
             *rank += 1;
             Some(id)
         })
