@@ -93,7 +93,7 @@ pub fn run(
     let config = PipelineFile::load(file)?;
     // The signal action has run even if the task forwarding it has not yet.
     if *shutdown.borrow() || signal_received() {
-        tracing::info!("Shutdown requested before the pipelines started; nothing to drain.");
+        tracing::info!("Shutdown signal received before the pipelines started; nothing to drain.");
         return Ok(ExitCode::SUCCESS);
     }
     runtime.block_on(async {
