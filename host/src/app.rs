@@ -18,7 +18,7 @@ use crate::pipeline::{self, PipelineError, PipelineReport, PipelineStats};
 use crate::registry::{
     Deployer, PluginRegistry, PluginSlots, RegistryError, RollbackPolicy, WatchHandle,
 };
-use crate::runtime::{CompiledCache, PluginError, PluginRuntime};
+use crate::runtime::{CompiledCache, ComponentLimits, PluginError, PluginRuntime};
 
 /// Runtime knobs of `weir run`: everything that is not pipeline configuration.
 #[derive(Debug, Clone)]
@@ -41,6 +41,9 @@ pub struct RunOptions {
     pub cache: Option<PathBuf>,
     /// When a new plugin version is rolled back automatically.
     pub rollback: RollbackPolicy,
+    /// Per-component limits from the command line; the engine takes, for each, the largest of
+    /// these and every pipeline's `limits` table.
+    pub component_limits: ComponentLimits,
 }
 
 impl RunOptions {
@@ -56,6 +59,7 @@ impl RunOptions {
             admin_token: None,
             admin_hosts: Vec::new(),
             rollback: RollbackPolicy::default(),
+            component_limits: ComponentLimits::default(),
         }
     }
 }
@@ -136,7 +140,14 @@ impl RunningApp {
         {
             return Err(AuthError::NoTokenBeyondLoopback { addr }.into());
         }
-        let runtime = PluginRuntime::new(options.cache.clone().map(CompiledCache::new))?;
+        let limits = config
+            .pipelines
+            .iter()
+            .fold(options.component_limits, |limits, pipeline| {
+                limits.max(pipeline.limits.component_limits())
+            });
+        let runtime =
+            PluginRuntime::with_limits(options.cache.clone().map(CompiledCache::new), limits)?;
         let slots = PluginSlots::new(options.rollback);
         let deployer = Deployer::new(
             PluginRegistry::new(&options.registry),

@@ -99,6 +99,8 @@ enum Command {
         /// every few seconds; it is printed only on a terminal with text logs anyway.
         #[arg(long)]
         no_summary: bool,
+        #[command(flatten)]
+        component_limits: ComponentLimitArgs,
     },
     /// Check a pipeline file without running it: schema, values, plugins present, compiled,
     /// type-checked, and their `init` accepting the config.
@@ -142,10 +144,15 @@ enum Command {
 enum BenchCommand {
     /// A Wasm plugin against the same logic compiled natively.
     ///
-    /// Runs the `user-profile` plugin from the registry and its native build on the same
+    /// Runs a `user-profile` plugin (by default the Rust one; give the name or path of its
+    /// Python or JavaScript twin to measure those) and the native Rust build on the same
     /// randomuser.me-shaped records, for batches of 1, 64 and 1024 records, and prints records
-    /// per second and the Wasm/native ratio.
+    /// per second, the Wasm/native ratio, and the plugin's first-load (compile) and
+    /// compiled-cache load times.
     Plugin {
+        /// The plugin to measure: a name in the registry folder or a path to a `.wasm` file.
+        #[arg(default_value = "user-profile")]
+        plugin: String,
         /// Distinct records generated for the run.
         #[arg(long, default_value_t = 4096)]
         records: usize,
@@ -255,6 +262,32 @@ enum PluginCommand {
     },
 }
 
+/// Per-component limits of the Wasm engine; each applies when larger than the default and than
+/// every pipeline's `limits` table.
+#[derive(Debug, clap::Args)]
+struct ComponentLimitArgs {
+    /// Most core module instances one plugin component may create (`limits.core_instances`).
+    #[arg(long, value_name = "N", env = "WEIR_MAX_CORE_INSTANCES")]
+    max_core_instances: Option<u32>,
+    /// Most linear memories one plugin component may define (`limits.memories`).
+    #[arg(long, value_name = "N", env = "WEIR_MAX_MEMORIES")]
+    max_memories: Option<u32>,
+    /// Most tables one plugin component may define (`limits.tables`).
+    #[arg(long, value_name = "N", env = "WEIR_MAX_TABLES")]
+    max_tables: Option<u32>,
+}
+
+impl ComponentLimitArgs {
+    fn limits(&self) -> weir::runtime::ComponentLimits {
+        let default = weir::runtime::ComponentLimits::default();
+        default.max(weir::runtime::ComponentLimits {
+            core_instances: self.max_core_instances.unwrap_or(0),
+            memories: self.max_memories.unwrap_or(0),
+            tables: self.max_tables.unwrap_or(0),
+        })
+    }
+}
+
 /// Where a running weir serves its admin API, and the token it wants.
 #[derive(Debug, clap::Args)]
 struct AdminAddr {
@@ -342,6 +375,7 @@ fn main() -> ExitCode {
             rollback_window,
             rollback_threshold,
             no_summary,
+            component_limits,
         } => {
             let mut options = weir::app::RunOptions::for_registry(&plugins.dir);
             options.admin = (!no_admin).then_some(admin.addr);
@@ -354,6 +388,7 @@ fn main() -> ExitCode {
             if no_cache {
                 options.cache = None;
             }
+            options.component_limits = component_limits.limits();
             options.rollback = weir::registry::RollbackPolicy {
                 window: rollback_window,
                 max_failure_ratio: rollback_threshold,
@@ -396,10 +431,11 @@ fn main() -> ExitCode {
             cli::plugin::rollback(&name, admin.addr, &admin.token)
         }
         Command::Bench(BenchCommand::Plugin {
+            plugin,
             records,
             seconds,
             plugins,
-        }) => cli::bench::plugin(records, seconds, &plugins.dir),
+        }) => cli::bench::plugin(&plugin, records, seconds, &plugins.dir),
         Command::Bench(BenchCommand::Swap {
             swaps,
             debounce_ms,
@@ -432,15 +468,47 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", chain_once(&error));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error and its causes joined by ": ", each once: many of Weir's errors already quote their
+/// source in their own message, and anyhow's `{:#}` would print it again.
+fn chain_once(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_chain_prints_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("plugin `x`: {source}")]
+        struct Outer {
+            source: std::io::Error,
+        }
+        let inner = std::io::Error::other("holds 14 core instances");
+        let error = anyhow::Error::new(Outer { source: inner }).context("starting");
+        assert_eq!(
+            chain_once(&error),
+            "starting: plugin `x`: holds 14 core instances"
+        );
+    }
 
     fn threshold(value: &str) -> Result<f64, String> {
         let flag = format!("--rollback-threshold={value}");

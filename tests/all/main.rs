@@ -22,6 +22,7 @@ mod observe;
 mod operator;
 mod pipelines;
 mod poison;
+mod polyglot;
 mod postgres_faults;
 mod postgres_tail;
 mod quickstart;

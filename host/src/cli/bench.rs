@@ -5,23 +5,62 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use weir::registry::PluginRegistry;
 use weir::runtime::PluginRuntime;
 
-/// Runs the benchmark on `records` generated records, `seconds` per measurement.
-pub fn plugin(records: usize, seconds: f64, registry: &Path) -> anyhow::Result<ExitCode> {
+/// Runs the benchmark of `plugin` (a registry name or a `.wasm` path) on `records` generated
+/// records, `seconds` per measurement.
+pub fn plugin(
+    plugin: &str,
+    records: usize,
+    seconds: f64,
+    registry: &Path,
+) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(records > 0, "--records must be at least 1");
     anyhow::ensure!(
         seconds.is_finite() && seconds > 0.0,
         "--seconds must be a positive number"
     );
-    let runtime = PluginRuntime::new(None)?;
-    let plugin = PluginRegistry::new(registry)
-        .load(&runtime, "user-profile")
-        .context("the benchmark needs the user-profile plugin: run `weir plugin build plugins/user-profile` first")?;
+    let path = if plugin.ends_with(".wasm") || plugin.contains('/') {
+        std::path::PathBuf::from(plugin)
+    } else {
+        registry.join(format!("{plugin}.wasm"))
+    };
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(plugin)
+        .to_owned();
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "reading {}: build the plugin first (`weir plugin build plugins/user-profile`, or its -py or -js twin)",
+            path.display()
+        )
+    })?;
+    // First load compiles into an empty cache; a second runtime then loads from that cache, as a
+    // restarted weir does.
+    let cache_dir = std::env::temp_dir().join(format!("weir-bench-cache-{}", std::process::id()));
+    let cache = || Some(weir::runtime::CompiledCache::new(&cache_dir));
+    let started = std::time::Instant::now();
+    weir::runtime::LoadedPlugin::from_bytes(&PluginRuntime::new(cache())?, &name, &bytes)?;
+    let compile = started.elapsed();
+    let runtime = PluginRuntime::new(cache())?;
+    let started = std::time::Instant::now();
+    let plugin = weir::runtime::LoadedPlugin::from_bytes(&runtime, &name, &bytes)?;
+    let cached = started.elapsed();
+    // Best effort: a leftover folder in the temp dir harms nothing.
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    let language = weir::runtime::inspect(&bytes)
+        .language
+        .unwrap_or_else(|| "unknown language".into());
+    println!(
+        "{name} ({language}, {} KiB): first load (compile) {:.2} s, load from the compiled cache {:.0} ms",
+        bytes.len().div_ceil(1024),
+        compile.as_secs_f64(),
+        cached.as_secs_f64() * 1000.0
+    );
     let sample = super::measure::sample_records(records, 42);
     eprintln!(
-        "benchmarking user-profile@{} on {records} records, {seconds}s per measurement...",
+        "benchmarking {name}@{} on {records} records, {seconds}s per measurement...",
         plugin.version()
     );
     let lines = super::measure::user_profile(&plugin, &sample, Duration::from_secs_f64(seconds))?;

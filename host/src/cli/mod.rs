@@ -1,7 +1,7 @@
 //! The subcommands, one module each; `anyhow` is used here and nowhere in the library. What
 //! only a subcommand needs lives here too, out of the library that `weir run` uses: the
 //! benchmarks' measurements (`measure`, which alone builds `user-profile` natively as the
-//! baseline) and the plugin builder (`plugin_build`, which drives cargo).
+//! baseline) and the plugin builder (`plugin_build`, which drives cargo, componentize-py or componentize-js).
 
 pub mod admin;
 pub mod bench;

@@ -13,11 +13,12 @@ use weir::registry::{PluginRegistry, SlotInfo};
 use crate::AdminTokenArgs;
 use crate::cli::admin::{authorize, client_token, refusal};
 
-/// Builds the plugin crate at `path` into `registry`.
+/// Builds the plugin project (Rust, Python or JavaScript) at `path` into `registry`.
 pub fn build(path: &Path, registry: &Path) -> anyhow::Result<ExitCode> {
     let built = build_plugin(path, registry)?;
     println!(
-        "built plugin {} -> {} ({} KiB)",
+        "built {} plugin {} -> {} ({} KiB)",
+        built.language.as_str(),
         built.name,
         built.path.display(),
         built.size.div_ceil(1024)
@@ -34,7 +35,15 @@ pub fn list(
     let token = client_token(token, admin)?;
     match fetch_plugins(admin, token.as_ref()) {
         Ok(slots) => {
-            print_running(&slots, admin);
+            // The admin API names versions; their language is read from the folder's files.
+            let languages: std::collections::HashMap<String, String> =
+                PluginRegistry::new(registry)
+                    .list()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|entry| Some((entry.version, entry.language?)))
+                    .collect();
+            print_running(&slots, admin, &languages);
             return Ok(ExitCode::SUCCESS);
         }
         Err(error) if error.is_connect() => {
@@ -58,12 +67,16 @@ pub fn list(
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<24} {:<14} {:>10}  PATH", "NAME", "VERSION", "SIZE");
+    println!(
+        "{:<24} {:<14} {:<10} {:>10}  PATH",
+        "NAME", "VERSION", "LANGUAGE", "SIZE"
+    );
     for entry in entries {
         println!(
-            "{:<24} {:<14} {:>7} KiB  {}",
+            "{:<24} {:<14} {:<10} {:>7} KiB  {}",
             entry.name,
             entry.version,
+            entry.language.as_deref().unwrap_or("-"),
             entry.size.div_ceil(1024),
             entry.path.display()
         );
@@ -131,18 +144,25 @@ fn fetch_plugins(
     })
 }
 
-fn print_running(slots: &[SlotInfo], admin: SocketAddr) {
+fn print_running(
+    slots: &[SlotInfo],
+    admin: SocketAddr,
+    languages: &std::collections::HashMap<String, String>,
+) {
     println!("plugins of the weir at {admin}:");
     println!(
-        "{:<24} {:<14} {:<10} {:>6}  HISTORY",
-        "NAME", "VERSION", "LABEL", "SWAPS"
+        "{:<24} {:<14} {:<10} {:<10} {:>6}  HISTORY",
+        "NAME", "VERSION", "LANGUAGE", "LABEL", "SWAPS"
     );
     for slot in slots {
         let history: Vec<&str> = slot.history.iter().map(|v| v.version.as_str()).collect();
         println!(
-            "{:<24} {:<14} {:<10} {:>6}  {}",
+            "{:<24} {:<14} {:<10} {:<10} {:>6}  {}",
             slot.name,
             slot.current.version,
+            languages
+                .get(&slot.current.version)
+                .map_or("-", String::as_str),
             slot.current.label.as_deref().unwrap_or("-"),
             slot.swaps,
             if history.is_empty() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::connectors::{SinkConfig, SourceConfig};
-use crate::runtime::{Capability, Grants, PluginLimits, StepRequest};
+use crate::runtime::{Capability, ComponentLimits, Grants, PluginLimits, StepRequest};
 
 pub use crate::connectors::MAX_DURATION_MS;
 pub use crate::secret::{HIDDEN, Scrubber, Secret, is_sensitive_key, redact};
@@ -248,6 +248,27 @@ pub struct LimitsConfig {
     /// dead-letter destination before any plugin sees them.
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
+    /// Most core module instances one plugin component may create (componentize-py's Python
+    /// plugins need 14). Engine-wide: the host takes the largest of every pipeline's value, the
+    /// default and `--max-core-instances`.
+    #[serde(default = "default_core_instances")]
+    pub core_instances: u32,
+    /// Most linear memories one plugin component may define; engine-wide like `core_instances`.
+    #[serde(default = "default_memories")]
+    pub memories: u32,
+    /// Most tables one plugin component may define; engine-wide like `core_instances`.
+    #[serde(default = "default_tables")]
+    pub tables: u32,
+}
+
+fn default_core_instances() -> u32 {
+    ComponentLimits::default().core_instances
+}
+fn default_memories() -> u32 {
+    ComponentLimits::default().memories
+}
+fn default_tables() -> u32 {
+    ComponentLimits::default().tables
 }
 
 fn default_max_record_bytes() -> usize {
@@ -261,6 +282,9 @@ impl Default for LimitsConfig {
             batch_deadline_ms: default_batch_deadline_ms(),
             memory_mib: default_memory_mib(),
             max_record_bytes: default_max_record_bytes(),
+            core_instances: default_core_instances(),
+            memories: default_memories(),
+            tables: default_tables(),
         }
     }
 }
@@ -273,6 +297,15 @@ impl LimitsConfig {
             batch_deadline: Duration::from_millis(self.batch_deadline_ms),
             memory_bytes: self.memory_mib << 20,
             grants: Grants::default(),
+        }
+    }
+
+    /// The per-component limits this pipeline asks the engine for.
+    pub fn component_limits(&self) -> ComponentLimits {
+        ComponentLimits {
+            core_instances: self.core_instances,
+            memories: self.memories,
+            tables: self.tables,
         }
     }
 }

@@ -82,6 +82,8 @@ pub struct RegistryEntry {
     pub size: u64,
     /// The version: the first 12 hex digits of its sha256.
     pub version: String,
+    /// The language it was written in, from the component's producers section, when it says.
+    pub language: Option<String>,
 }
 
 /// A registry folder.
@@ -148,6 +150,7 @@ impl PluginRegistry {
                 name: name.to_owned(),
                 size: bytes.len() as u64,
                 version: hex::encode(Sha256::digest(&bytes))[..12].to_owned(),
+                language: crate::runtime::inspect(&bytes).language,
                 path,
             });
         }

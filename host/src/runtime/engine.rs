@@ -13,6 +13,44 @@ use super::error::PluginError;
 use super::limits::EPOCH_TICK;
 use super::state::InstanceState;
 
+/// How much one plugin component may hold, checked when it loads. The pooling allocator reserves
+/// slots of these sizes, so they are engine-wide: a host takes the largest any of its pipelines
+/// asks for (`limits` table) or the command line gives.
+///
+/// The defaults fit the toolchains Weir builds with: rustc's components hold 1 to 4 core
+/// instances, componentize-js's 4, componentize-py's 14 (CPython and its libraries are linked as
+/// separate modules). Each core instance slot costs a little reserved memory, hence a ceiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComponentLimits {
+    /// Core module instances one component may create.
+    pub core_instances: u32,
+    /// Linear memories one component may define.
+    pub memories: u32,
+    /// Tables one component may define.
+    pub tables: u32,
+}
+
+impl Default for ComponentLimits {
+    fn default() -> Self {
+        ComponentLimits {
+            core_instances: 32,
+            memories: 4,
+            tables: 8,
+        }
+    }
+}
+
+impl ComponentLimits {
+    /// Each field the larger of the two.
+    pub fn max(self, other: ComponentLimits) -> ComponentLimits {
+        ComponentLimits {
+            core_instances: self.core_instances.max(other.core_instances),
+            memories: self.memories.max(other.memories),
+            tables: self.tables.max(other.tables),
+        }
+    }
+}
+
 /// The shared compilation and linking context for every plugin in the process.
 #[derive(Clone)]
 pub struct PluginRuntime {
@@ -33,6 +71,7 @@ struct RuntimeInner {
     linker: Linker<InstanceState>,
     pooling: bool,
     cache: Option<CompiledCache>,
+    limits: ComponentLimits,
 }
 
 impl PluginRuntime {
@@ -40,13 +79,21 @@ impl PluginRuntime {
     /// the linker with WASI and the host interface, and starts the epoch ticker. With a cache,
     /// compiled code is reused across restarts.
     pub fn new(cache: Option<CompiledCache>) -> Result<Self, PluginError> {
-        let (engine, pooling) = match Engine::new(&engine_config(true)) {
+        Self::with_limits(cache, ComponentLimits::default())
+    }
+
+    /// [`PluginRuntime::new`] with per-component limits other than the defaults.
+    pub fn with_limits(
+        cache: Option<CompiledCache>,
+        limits: ComponentLimits,
+    ) -> Result<Self, PluginError> {
+        let (engine, pooling) = match Engine::new(&engine_config(Some(limits))) {
             Ok(engine) => (engine, true),
             Err(error) => {
                 // Pooling reserves virtual memory up front; containers with a small address-space
                 // limit refuse it, and on-demand allocation is then the right fallback.
                 tracing::warn!(%error, "Pooling allocator unavailable, using on-demand allocation.");
-                let engine = Engine::new(&engine_config(false))
+                let engine = Engine::new(&engine_config(None))
                     .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
                 (engine, false)
             }
@@ -65,6 +112,7 @@ impl PluginRuntime {
                 linker,
                 pooling,
                 cache,
+                limits,
             }),
         })
     }
@@ -83,13 +131,18 @@ impl PluginRuntime {
         &self.inner.linker
     }
 
+    /// What one component may hold; a larger one is refused when it loads.
+    pub fn limits(&self) -> ComponentLimits {
+        self.inner.limits
+    }
+
     /// Whether instances come from the pooling allocator.
     pub fn uses_pooling(&self) -> bool {
         self.inner.pooling
     }
 }
 
-fn engine_config(pooling: bool) -> Config {
+fn engine_config(pooling: Option<ComponentLimits>) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     // Deadlines: epoch interruption costs a load and compare per loop header, far cheaper than
@@ -97,7 +150,7 @@ fn engine_config(pooling: bool) -> Config {
     config.epoch_interruption(true);
     // Deep recursion in a plugin traps cleanly instead of exhausting the host thread's stack.
     config.max_wasm_stack(512 * 1024);
-    if pooling {
+    if let Some(limits) = pooling {
         let mut pool = PoolingAllocationConfig::default();
         // Sized for a host running a few dozen pipelines, each with a worker per partition and a
         // handful of plugins. Beyond these totals instantiation fails, it does not wait for a
@@ -105,12 +158,14 @@ fn engine_config(pooling: bool) -> Config {
         // letter, a worker switching versions keeps the running one and retries
         // (`ChainStep::refresh`), and a new partition's worker is not started (it shares one).
         pool.total_component_instances(256);
-        pool.total_core_instances(512);
+        // Python plugins hold 14 core instances each (see `ComponentLimits`), hence more core
+        // instance slots than memories.
+        pool.total_core_instances(2048);
         pool.total_memories(512);
-        pool.total_tables(512);
-        pool.max_memories_per_component(4);
-        pool.max_tables_per_component(4);
-        pool.max_core_instances_per_component(8);
+        pool.total_tables(1024);
+        pool.max_memories_per_component(limits.memories);
+        pool.max_tables_per_component(limits.tables);
+        pool.max_core_instances_per_component(limits.core_instances);
         // The hard ceiling of any plugin memory; the per-pipeline cap (StoreLimits) is lower.
         pool.max_memory_size(1 << 30);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

@@ -48,6 +48,22 @@ pub enum PluginError {
         /// The contract version the component names.
         found: String,
     },
+    /// The component holds more than the engine's per-component limits allow.
+    #[error(
+        "plugin `{name}` holds {found} {what}, more than the limit of {limit} (`limits.{key}`): raise `{key}` in the pipeline's `[pipeline.limits]` table or pass `--max-{flag}` to weir",
+        what = .key.replace('_', " "),
+        flag = .key.replace('_', "-")
+    )]
+    OverLimit {
+        /// The plugin's name.
+        name: String,
+        /// The limit's key in the pipeline file: `core_instances`, `memories` or `tables`.
+        key: &'static str,
+        /// How many the component holds.
+        found: u32,
+        /// The limit.
+        limit: u32,
+    },
     /// Instantiation trapped or failed.
     #[error("plugin `{name}` failed to instantiate: {reason}")]
     Instantiate {

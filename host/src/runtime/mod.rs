@@ -6,6 +6,7 @@ mod bindings;
 mod cache;
 mod engine;
 mod error;
+mod inspect;
 mod instance;
 mod limits;
 mod plugin;
@@ -15,8 +16,9 @@ mod stderr;
 
 pub use crate::record::{RecordError, RecordErrorKind};
 pub use cache::{CacheOutcome, CompiledCache, default_cache_dir};
-pub use engine::PluginRuntime;
+pub use engine::{ComponentLimits, PluginRuntime};
 pub use error::PluginError;
+pub use inspect::{ComponentShape, inspect};
 pub use instance::PluginInstance;
 pub use limits::{Capability, EPOCH_TICK, Grants, PluginLimits};
 pub use plugin::LoadedPlugin;

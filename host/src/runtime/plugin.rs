@@ -58,6 +58,11 @@ impl LoadedPlugin {
         bytes: &[u8],
     ) -> Result<Arc<Self>, PluginError> {
         let sha256 = hex::encode(Sha256::digest(bytes));
+        // Checked before compiling: the pooling allocator would refuse every instantiation, with
+        // a message that names neither the plugin nor the setting to change.
+        if runtime.uses_pooling() {
+            over_limit(name, &super::inspect::inspect(bytes), runtime.limits())?;
+        }
         // Compiling a large component takes seconds the first time: shown to whoever watches.
         let progress = crate::progress::start(
             &format!("loading {name} ({} KiB)", bytes.len().div_ceil(1024)),
@@ -154,6 +159,31 @@ impl LoadedPlugin {
 
     pub(super) fn identity(&self) -> (Arc<str>, Arc<str>) {
         (Arc::clone(&self.name), Arc::clone(&self.version))
+    }
+}
+
+fn over_limit(
+    name: &str,
+    shape: &super::inspect::ComponentShape,
+    limits: super::engine::ComponentLimits,
+) -> Result<(), PluginError> {
+    let checks = [
+        (
+            shape.core_instances,
+            limits.core_instances,
+            "core_instances",
+        ),
+        (shape.memories, limits.memories, "memories"),
+        (shape.tables, limits.tables, "tables"),
+    ];
+    match checks.into_iter().find(|(found, limit, _)| found > limit) {
+        Some((found, limit, key)) => Err(PluginError::OverLimit {
+            name: name.to_owned(),
+            key,
+            found,
+            limit,
+        }),
+        None => Ok(()),
     }
 }
 
