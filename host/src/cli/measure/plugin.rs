@@ -125,7 +125,7 @@ fn check_equal(instance: &mut PluginInstance, records: &[Record]) -> Result<(), 
                     && native
                         .iter()
                         .zip(wasm)
-                        .all(|(n, w)| n.value == w.value && n.key == w.key)
+                        .all(|(n, w)| n.key == w.key && same_json(&n.value, &w.value))
             }
             (Err(_), Err(_)) => true,
             _ => false,
@@ -134,12 +134,45 @@ fn check_equal(instance: &mut PluginInstance, records: &[Record]) -> Result<(), 
             return Err(BenchError::Mismatch {
                 index,
                 detail: format!(
-                    "native {:?} vs wasm {:?}",
-                    native.map(|r| r.len()),
-                    wasm.map(|r| r.len())
+                    "native {} vs wasm {}",
+                    describe(
+                        native
+                            .as_ref()
+                            .map(|rows| rows.iter().map(|r| &r.value[..]).collect())
+                    ),
+                    describe(
+                        wasm.as_ref()
+                            .map(|rows| rows.iter().map(|r| &r.value[..]).collect())
+                    ),
                 ),
             });
         }
     }
     Ok(())
+}
+
+/// Whether two outputs hold the same JSON value: plugins in other languages serialise the same
+/// profile with another key order or spacing. Bytes that are not JSON must be equal.
+fn same_json(native: &[u8], wasm: &[u8]) -> bool {
+    match (
+        serde_json::from_slice::<serde_json::Value>(native),
+        serde_json::from_slice::<serde_json::Value>(wasm),
+    ) {
+        (Ok(native), Ok(wasm)) => native == wasm,
+        _ => native == wasm,
+    }
+}
+
+/// One side of a mismatch for the error: the rows (their start) or the error.
+fn describe<E: std::fmt::Debug>(outcome: Result<Vec<&[u8]>, &E>) -> String {
+    match outcome {
+        Ok(rows) => {
+            let rows: Vec<String> = rows
+                .iter()
+                .map(|row| String::from_utf8_lossy(&row[..row.len().min(300)]).into_owned())
+                .collect();
+            format!("{} row(s) {rows:?}", rows.len())
+        }
+        Err(error) => format!("error {error:?}"),
+    }
 }
