@@ -16,6 +16,7 @@ mod faults;
 mod hot_swap;
 mod http_journal;
 mod judging;
+mod kafka_sink_faults;
 mod manifest;
 mod metrics;
 mod observe;

@@ -3,11 +3,13 @@
 //! acknowledgement.
 
 mod context;
+mod delivery;
 mod group;
 mod lag;
 mod progress;
 mod sink;
 mod source;
+mod unfinished;
 
 use std::collections::BTreeMap;
 

@@ -1,16 +1,21 @@
 //! The `kafka` sink: librdkafka's idempotent producer with `acks=all`; a batch is acknowledged
 //! only once every record's delivery report came back, so a broker outage delays but never drops.
+//! A retried batch re-sends only the records whose delivery failed; a producer in librdkafka's
+//! fatal state is replaced; a refusal retrying cannot cure stops the pipeline.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::Deserialize;
 
 use super::client_config;
+use super::delivery::{Verdict, classify, classify_code};
+use super::unfinished::{Outcome, Unfinished};
 use crate::connectors::fields::{pointer, text_at};
 use crate::connectors::{ConfigProblem, ConnectorError, Rejected, Sink};
 use crate::record::Record;
@@ -55,11 +60,12 @@ pub struct KafkaSinkConfig {
     /// `none`, `gzip`, `snappy` or `lz4`.
     #[serde(default)]
     pub compression: Compression,
-    /// Longest a delivery may take before the batch is retried, in milliseconds.
+    /// Longest a delivery may take before the record is sent again, in milliseconds.
     #[serde(default = "default_delivery_timeout_ms")]
     pub delivery_timeout_ms: u64,
-    /// Extra librdkafka producer properties. Every value is a secret (`sasl.password`,
-    /// `ssl.key.pem` and others carry credentials), so none is ever printed.
+    /// Extra librdkafka producer properties (`allow.auto.create.topics`, `linger.ms`, security
+    /// settings; not those in [`RESERVED_PROPERTIES`]). Every value is a secret
+    /// (`sasl.password`, `ssl.key.pem` and others carry credentials), so none is ever printed.
     #[serde(default)]
     pub properties: BTreeMap<String, crate::secret::Secret>,
 }
@@ -67,6 +73,31 @@ pub struct KafkaSinkConfig {
 fn default_delivery_timeout_ms() -> u64 {
     30_000
 }
+
+/// librdkafka properties that weir sets itself, from a key of the sink or because its delivery
+/// guarantees depend on them; `properties` may not set them.
+pub const RESERVED_PROPERTIES: [(&str, &str); 9] = [
+    ("bootstrap.servers", "use `brokers`"),
+    (
+        "enable.idempotence",
+        "weir relies on the idempotent producer to write nothing twice",
+    ),
+    ("acks", "weir writes with acks=all"),
+    ("request.required.acks", "weir writes with acks=all"),
+    ("delivery.timeout.ms", "use `delivery_timeout_ms`"),
+    ("message.timeout.ms", "use `delivery_timeout_ms`"),
+    ("compression.type", "use `compression`"),
+    ("compression.codec", "use `compression`"),
+    (
+        "transactional.id",
+        "the sink is not transactional; its retries are idempotent instead",
+    ),
+];
+
+/// How long librdkafka waits for a topic it does not find in the metadata to appear before it
+/// fails its records as an unknown topic, unless `properties` says otherwise; kept below the
+/// delivery timeout so a missing topic is reported as such, not as a timeout retried forever.
+const TOPIC_PROPAGATION_MS: u64 = 10_000;
 
 impl KafkaSinkConfig {
     /// Checks values the type system cannot.
@@ -77,6 +108,14 @@ impl KafkaSinkConfig {
         if self.topic.trim().is_empty() {
             return Err(("topic".into(), "must name a topic".into()));
         }
+        for (key, instead) in RESERVED_PROPERTIES {
+            if self.properties.contains_key(key) {
+                return Err((
+                    format!("properties.\"{key}\""),
+                    format!("is set by weir: {instead}"),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -85,6 +124,9 @@ impl KafkaSinkConfig {
 /// tried in turn, so a topic with a small `max.message.bytes` still gets the record's
 /// coordinates, reason, size and digest.
 const EXCERPT_BYTES: [usize; 3] = [64 * 1024, 4 * 1024, 0];
+
+/// How long confirming that a topic is missing may take before the failure counts as transient.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Produces records to a topic.
 pub struct KafkaSink {
@@ -95,14 +137,17 @@ pub struct KafkaSink {
     /// Whether this sink is a dead-letter destination, which must not refuse a record for its
     /// size: nowhere is left to send it.
     dead_letter: bool,
+    /// The producer's settings, kept to build a new producer after a fatal error.
+    client: ClientConfig,
     producer: FutureProducer,
+    /// What became of each record of a batch whose write failed.
+    unfinished: Unfinished,
 }
 
-/// What a delivery came to.
-enum Delivery {
-    Stored,
-    TooLarge,
-    Failed(KafkaError),
+/// How a write of one batch ended, before it is reported.
+struct Failure {
+    verdict: Verdict,
+    error: KafkaError,
 }
 
 impl KafkaSink {
@@ -115,22 +160,59 @@ impl KafkaSink {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", config.compression.as_str())
-            .set("linger.ms", "5")
             .set(
                 "delivery.timeout.ms",
                 config.delivery_timeout_ms.to_string(),
             );
-        let producer: FutureProducer = client
-            .create()
-            .map_err(|e| ConnectorError::fatal(&name, "cannot create the producer").caused_by(e))?;
+        // Defaults the user may override in `properties`.
+        if !config.properties.contains_key("linger.ms") {
+            client.set("linger.ms", "5");
+        }
+        if !config
+            .properties
+            .contains_key("topic.metadata.propagation.max.ms")
+        {
+            let propagation = TOPIC_PROPAGATION_MS.min(config.delivery_timeout_ms / 2);
+            client.set(
+                "topic.metadata.propagation.max.ms",
+                propagation.max(1).to_string(),
+            );
+        }
+        let producer = create_producer(&name, &client)?;
         Ok(KafkaSink {
             name,
             topic: config.topic.clone(),
             key_pointer: config.key_field.as_deref().map(pointer),
             key_field: config.key_field.clone(),
             dead_letter,
+            client,
             producer,
+            unfinished: Unfinished::default(),
         })
+    }
+
+    /// After a `write` that failed, the indices (in that batch) of the records whose delivery
+    /// was reported: the next `write` of the same batch sends only the others. Empty when the
+    /// last write succeeded.
+    pub fn delivered_before_failure(&self) -> Vec<usize> {
+        self.unfinished.delivered()
+    }
+
+    /// Puts the producer into librdkafka's fatal state with `code`, as a broker-side
+    /// idempotence failure (an out-of-order sequence, say) would; for fault-injection tests,
+    /// through librdkafka's own testing hook.
+    #[doc(hidden)]
+    pub fn inject_fatal_error(&self, code: rdkafka::types::RDKafkaRespErr) {
+        let reason = c"weir fault injection";
+        // SAFETY: the client pointer is valid while `self.producer` lives, and `reason` is a
+        // NUL-terminated string librdkafka copies.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                self.producer.client().native_ptr(),
+                code,
+                reason.as_ptr(),
+            );
+        }
     }
 
     fn key_of(&self, record: &Record) -> Result<Option<Vec<u8>>, String> {
@@ -147,7 +229,7 @@ impl KafkaSink {
     }
 
     /// Sends one record and waits for its delivery report.
-    async fn send(&self, record: &Record, key: Option<&[u8]>) -> Delivery {
+    async fn send(&self, record: &Record, key: Option<&[u8]>) -> Result<(), KafkaError> {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for header in &record.headers {
             headers = headers.insert(Header {
@@ -164,39 +246,41 @@ impl KafkaSink {
         if let Some(timestamp) = record.timestamp {
             message = message.timestamp(timestamp);
         }
-        match self.producer.send(message, Duration::from_secs(30)).await {
-            Ok(_) => Delivery::Stored,
-            // Raised by librdkafka before sending (message.max.bytes) or by the broker (the
-            // topic's max.message.bytes): either way, sending it again cannot help.
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-                Delivery::TooLarge
-            }
-            Err((error, _)) => Delivery::Failed(error),
-        }
+        self.producer
+            .send(message, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| error)
     }
 
     /// Stores a dead letter too large for the topic as an excerpt of its value, with its full
     /// size and sha256 in headers; the whole record stays in the source at the coordinates its
-    /// headers name. Refuses it only if even its headers alone are too large.
-    async fn send_excerpt(&self, record: &Record, key: Option<&[u8]>) -> Result<Delivery, String> {
+    /// headers name. `Err` refuses it, only if even its headers alone are too large; `Ok` holds
+    /// the delivery of the excerpt.
+    async fn send_excerpt(
+        &self,
+        record: &Record,
+        key: Option<&[u8]>,
+    ) -> Result<Result<(), KafkaError>, String> {
         let size = record.value.len() + key.map_or(0, <[u8]>::len);
         for keep in EXCERPT_BYTES {
             let mut excerpt = record.clone();
             excerpt.keep_excerpt(keep);
-            match self.send(&excerpt, key).await {
-                Delivery::TooLarge => continue,
-                delivered => {
-                    if matches!(delivered, Delivery::Stored) {
-                        tracing::warn!(
-                            connector = %self.name,
-                            size,
-                            kept = keep.min(record.value.len()),
-                            "Dead letter too large for the topic; stored an excerpt of its value with its size and sha256."
-                        );
-                    }
-                    return Ok(delivered);
-                }
+            let delivered = self.send(&excerpt, key).await;
+            if let Err(error) = &delivered
+                && classify(error, &self.topic) == Verdict::TooLarge
+            {
+                continue;
             }
+            if delivered.is_ok() {
+                tracing::warn!(
+                    connector = %self.name,
+                    size,
+                    kept = keep.min(record.value.len()),
+                    "Dead letter too large for the topic; stored an excerpt of its value with its size and sha256."
+                );
+            }
+            return Ok(delivered);
         }
         Err(format!(
             "dead letter too large for the topic even without its value ({} bytes of headers); raise the topic's max.message.bytes",
@@ -207,65 +291,223 @@ impl KafkaSink {
                 .sum::<usize>()
         ))
     }
+
+    /// Whether the brokers' metadata confirms that the topic does not exist; `None` when they
+    /// cannot be asked. librdkafka may report a topic as unknown while a restarting broker
+    /// loads its logs, and stopping the pipeline then would be wrong.
+    async fn topic_missing(&self) -> Option<bool> {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
+                .ok()?;
+            let found = metadata.topics().iter().find(|t| t.name() == topic);
+            Some(found.is_none_or(|found| {
+                matches!(
+                    found.error().map(RDKafkaErrorCode::from),
+                    Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic)
+                )
+            }))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Replaces a producer in librdkafka's fatal state by a new one (a new producer id, so its
+    /// sequence numbers start afresh); the old one is destroyed off the async threads, since
+    /// that waits for its purged records.
+    fn replace_producer(&mut self) -> Result<(), ConnectorError> {
+        let producer = create_producer(&self.name, &self.client)?;
+        let old = std::mem::replace(&mut self.producer, producer);
+        tokio::task::spawn_blocking(move || drop(old));
+        Ok(())
+    }
+
+    /// The fatal error the producer is in, if any, as a verdict: a new producer, or a stop
+    /// when the cause is one a new producer would meet again (no authorization).
+    fn fatal_state(&self) -> Option<(Verdict, RDKafkaErrorCode, String)> {
+        let (code, reason) = self.producer.client().fatal_error()?;
+        let verdict = match classify_code(code, &self.topic) {
+            stop @ Verdict::Stop(_) => stop,
+            _ => Verdict::NewProducer,
+        };
+        Some((verdict, code, reason))
+    }
+}
+
+/// A producer with `client`'s settings.
+fn create_producer(name: &str, client: &ClientConfig) -> Result<FutureProducer, ConnectorError> {
+    client
+        .create()
+        .map_err(|e| ConnectorError::fatal(name, "cannot create the producer").caused_by(e))
 }
 
 #[async_trait]
 impl Sink for KafkaSink {
     async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
-        let mut rejected = Vec::new();
-        let mut prepared = Vec::with_capacity(records.len());
+        // A fatal error raised since the last write (librdkafka raises it from its own threads).
+        if let Some((verdict, code, reason)) = self.fatal_state() {
+            if let Verdict::Stop(message) = verdict {
+                return Err(ConnectorError::fatal(&self.name, message)
+                    .caused_by(KafkaError::MessageProduction(code)));
+            }
+            tracing::warn!(connector = %self.name, ?code, %reason, "The producer is in librdkafka's fatal state; replacing it.");
+            self.replace_producer()?;
+        }
+        let mut outcomes = self.unfinished.resume(records);
+        let mut to_send = Vec::new();
         for (index, record) in records.iter().enumerate() {
+            if outcomes[index] != Outcome::Unsent {
+                continue;
+            }
             match self.key_of(record) {
-                Ok(key) => prepared.push((index, key)),
+                Ok(key) => to_send.push((index, key)),
                 // Dead letters are often not JSON (that may be why they are dead): keep their
                 // own key rather than refusing them.
-                Err(_) if self.dead_letter => prepared.push((index, record.key.clone())),
-                Err(reason) => rejected.push(Rejected { index, reason }),
+                Err(_) if self.dead_letter => to_send.push((index, record.key.clone())),
+                Err(reason) => outcomes[index] = Outcome::Rejected(reason),
             }
         }
+        let resent = to_send.len() < records.len();
         let this = &*self;
-        let deliveries = prepared.iter().map(|(index, key)| async move {
-            (
-                *index,
-                key,
-                this.send(&records[*index], key.as_deref()).await,
-            )
-        });
-        let mut transient = None;
+        let deliveries = to_send
+            .iter()
+            .map(|(index, key)| this.send(&records[*index], key.as_deref()));
+        let results = futures::future::join_all(deliveries).await;
+        let mut judge = Judge::default();
+        let mut failure: Option<Failure> = None;
         let mut too_large = Vec::new();
-        for (index, key, delivery) in futures::future::join_all(deliveries).await {
-            match delivery {
-                Delivery::Stored => {}
-                Delivery::TooLarge => too_large.push((index, key)),
-                Delivery::Failed(error) => transient = Some(error),
+        for ((index, key), result) in to_send.into_iter().zip(results) {
+            let error = match result {
+                Ok(()) => {
+                    outcomes[index] = Outcome::Delivered;
+                    continue;
+                }
+                Err(error) => error,
+            };
+            match judge.verdict(self, &error).await {
+                Verdict::TooLarge => too_large.push((index, key)),
+                Verdict::Refused(reason) => {
+                    outcomes[index] = Outcome::Rejected(format!("{reason} ({error})"));
+                }
+                verdict => note(&mut failure, verdict, error),
             }
         }
         for (index, key) in too_large {
             let record = &records[index];
             if !self.dead_letter {
-                rejected.push(Rejected {
-                    index,
-                    reason: format!(
-                        "message of {} bytes is larger than the producer or topic allows (message.max.bytes, max.message.bytes)",
-                        record.value.len() + key.as_ref().map_or(0, Vec::len)
-                    ),
-                });
+                outcomes[index] = Outcome::Rejected(format!(
+                    "message of {} bytes is larger than the producer or topic allows (message.max.bytes, max.message.bytes)",
+                    record.value.len() + key.as_ref().map_or(0, Vec::len)
+                ));
                 continue;
             }
             match self.send_excerpt(record, key.as_deref()).await {
-                Ok(Delivery::Failed(error)) => transient = Some(error),
-                Ok(_) => {}
-                Err(reason) => rejected.push(Rejected { index, reason }),
+                Ok(Ok(())) => outcomes[index] = Outcome::Delivered,
+                Ok(Err(error)) => match judge.verdict(self, &error).await {
+                    Verdict::Refused(reason) => {
+                        outcomes[index] = Outcome::Rejected(format!("{reason} ({error})"));
+                    }
+                    verdict => note(&mut failure, verdict, error),
+                },
+                Err(reason) => outcomes[index] = Outcome::Rejected(reason),
             }
         }
-        if let Some(error) = transient {
-            // Retrying the whole batch may write some records twice; consumers of an
-            // at-least-once stream and idempotent sinks downstream absorb that.
-            return Err(
-                ConnectorError::transient(self.name.clone(), "delivery failed").caused_by(error),
-            );
+        let unsent = outcomes.iter().filter(|o| **o == Outcome::Unsent).count();
+        if let Some(Failure { verdict, error }) = failure {
+            let verdict = match (verdict, self.fatal_state()) {
+                // The producer's own fatal error names the cause better than a record's report.
+                (Verdict::NewProducer | Verdict::Retry, Some((fatal, code, reason))) => {
+                    tracing::warn!(connector = %self.name, ?code, %reason, "The producer entered librdkafka's fatal state.");
+                    fatal
+                }
+                (verdict, _) => verdict,
+            };
+            match verdict {
+                Verdict::Stop(message) => {
+                    return Err(ConnectorError::fatal(&self.name, message).caused_by(error));
+                }
+                Verdict::NewProducer => {
+                    self.replace_producer()?;
+                    self.unfinished.keep(records, outcomes);
+                    return Err(ConnectorError::transient(
+                        &self.name,
+                        format!(
+                            "the idempotent producer hit a fatal error; a new producer sends the {unsent} of {} record(s) not delivered",
+                            records.len()
+                        ),
+                    )
+                    .caused_by(error));
+                }
+                _ => {
+                    self.unfinished.keep(records, outcomes);
+                    return Err(ConnectorError::transient(
+                        &self.name,
+                        format!(
+                            "{unsent} of {} record(s) not delivered; only those are sent again",
+                            records.len()
+                        ),
+                    )
+                    .caused_by(error));
+                }
+            }
         }
-        rejected.sort_by_key(|r| r.index);
-        Ok(rejected)
+        if resent {
+            tracing::debug!(connector = %self.name, records = records.len(), "Batch delivered after re-sending only what had failed.");
+        }
+        Ok(outcomes
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, outcome)| match outcome {
+                Outcome::Rejected(reason) => Some(Rejected { index, reason }),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// Classifies the failed deliveries of one write, asking the brokers at most once whether the
+/// topic is missing.
+#[derive(Default)]
+struct Judge {
+    topic_missing: Option<Option<bool>>,
+}
+
+impl Judge {
+    /// The verdict on a failed delivery; an unknown topic stops the pipeline only once the
+    /// metadata confirms it, and is retried otherwise.
+    async fn verdict(&mut self, sink: &KafkaSink, error: &KafkaError) -> Verdict {
+        let verdict = classify(error, &sink.topic);
+        let unknown_topic = matches!(
+            error,
+            KafkaError::MessageProduction(
+                RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition
+            )
+        );
+        if !unknown_topic {
+            return verdict;
+        }
+        let missing = match self.topic_missing {
+            Some(missing) => missing,
+            None => *self.topic_missing.insert(sink.topic_missing().await),
+        };
+        if missing == Some(true) {
+            verdict
+        } else {
+            Verdict::Retry
+        }
+    }
+}
+
+/// Keeps the failure that decides what the batch does: the most severe, the first among equals.
+fn note(failure: &mut Option<Failure>, verdict: Verdict, error: KafkaError) {
+    if failure
+        .as_ref()
+        .is_none_or(|kept| verdict.severity() > kept.verdict.severity())
+    {
+        *failure = Some(Failure { verdict, error });
     }
 }

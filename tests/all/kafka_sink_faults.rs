@@ -1,0 +1,185 @@
+//! The Kafka sink under faults a broker can show without being stopped: a topic that does not
+//! exist while the producer may not create it stops the pipeline with the fix, and an
+//! idempotent producer in librdkafka's fatal state is replaced without losing or repeating a
+//! record. (A broker restarted mid-batch is in tests/outages, since it stops Kafka.)
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaRespErr;
+use tokio::sync::watch;
+use weir::config::PipelineFile;
+use weir::connectors::Sink;
+use weir::connectors::kafka::{KafkaSink, KafkaSinkConfig};
+use weir::pipeline::{self, PipelineStats};
+use weir::record::Record;
+use weir::registry::PluginSlots;
+
+use crate::services::{consume_all, create_topic, topic_message_count};
+use crate::support::{init_logs, kafka_brokers, unique};
+
+/// Whether the brokers know `topic`, asked by a client that never creates topics.
+fn topic_exists(brokers: &str, topic: &str) -> bool {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .unwrap();
+    metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_topic_with_auto_create_off_stops_the_pipeline_with_the_fix() {
+    init_logs();
+    let brokers = kafka_brokers();
+    let topic = unique("sink_missing");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"n\":1}\n{\"n\":2}\n").unwrap();
+    // The shared broker creates topics on demand (auto.create.topics.enable=true); librdkafka's
+    // producer asks it to unless `allow.auto.create.topics` is false, as on a cluster where
+    // creation is off.
+    let file = PipelineFile::parse(
+        Path::new("test.toml"),
+        &format!(
+            r#"
+            [[pipeline]]
+            name = "missing-topic"
+            source = {{ type = "file", path = "{input}" }}
+            sink = {{ type = "kafka", brokers = "{brokers}", topic = "{topic}", properties = {{ "allow.auto.create.topics" = "false" }} }}
+            dead_letter = {{ type = "file", path = "{dir}/dlq.jsonl" }}
+            "#,
+            input = input.display(),
+            dir = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let config = file.pipelines.into_iter().next().unwrap();
+    let chain = pipeline::build_chain(&config, &PluginSlots::default()).unwrap();
+    let (_shutdown, shutdown_rx) = watch::channel(false);
+    let run = pipeline::run(
+        config,
+        chain,
+        Arc::new(PipelineStats::default()),
+        shutdown_rx,
+    );
+    let error = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("the pipeline stops instead of retrying a missing topic forever")
+        .expect_err("a missing topic is not a passing outage")
+        .to_string();
+    assert!(
+        error.contains(&format!("create topic {topic} or set auto-create")),
+        "{error}"
+    );
+    assert!(
+        !topic_exists(&brokers, &topic),
+        "the producer did not create {topic}"
+    );
+    assert!(
+        !dir.path().join("dlq.jsonl").exists()
+            || std::fs::read_to_string(dir.path().join("dlq.jsonl"))
+                .unwrap()
+                .is_empty(),
+        "records of a stopped pipeline are not dead-lettered: they stay in the source"
+    );
+}
+
+#[test]
+fn properties_that_weir_sets_are_refused_with_the_key_to_use() {
+    let toml = |key: &str| {
+        format!(
+            r#"
+            [[pipeline]]
+            name = "p"
+            source = {{ type = "generate", count = 1 }}
+            sink = {{ type = "kafka", brokers = "127.0.0.1:9092", topic = "t", properties = {{ "{key}" = "x" }} }}
+            dead_letter = {{ type = "stdout" }}
+            "#
+        )
+    };
+    for (key, hint) in [
+        ("enable.idempotence", "idempotent producer"),
+        ("acks", "acks=all"),
+        ("message.timeout.ms", "delivery_timeout_ms"),
+        ("compression.type", "compression"),
+    ] {
+        let error = PipelineFile::parse(Path::new("test.toml"), &toml(key))
+            .map(|_| ())
+            .expect_err(key)
+            .to_string();
+        assert!(
+            error.contains(&format!("properties.\"{key}\"")) && error.contains(hint),
+            "{error}"
+        );
+    }
+    PipelineFile::parse(Path::new("test.toml"), &toml("allow.auto.create.topics")).unwrap();
+}
+
+/// `count` records keyed `{prefix}{n}`.
+fn keyed(prefix: &str, count: usize) -> Vec<Record> {
+    (0..count)
+        .map(|n| Record {
+            key: Some(format!("{prefix}{n}").into_bytes()),
+            value: format!("{{\"n\":{n}}}").into_bytes(),
+            ..Record::default()
+        })
+        .collect()
+}
+
+/// How many messages of `topic` carry each key.
+async fn counts_per_key(brokers: &str, topic: &str) -> BTreeMap<String, usize> {
+    let total = topic_message_count(brokers, topic);
+    let mut counts = BTreeMap::new();
+    for (key, _) in consume_all(brokers, topic, total).await {
+        *counts
+            .entry(String::from_utf8(key.unwrap()).unwrap())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fatal_idempotence_error_gets_a_new_producer_that_loses_and_repeats_nothing() {
+    init_logs();
+    let brokers = kafka_brokers();
+    let topic = unique("sink_fatal");
+    create_topic(&brokers, &topic, 3).await;
+    let config: KafkaSinkConfig =
+        toml::from_str(&format!("brokers = \"{brokers}\"\ntopic = \"{topic}\"")).unwrap();
+    let mut sink = KafkaSink::new(&config, false).unwrap();
+    let (first, second) = (keyed("a", 500), keyed("b", 500));
+    assert!(sink.write(&first).await.unwrap().is_empty());
+    // What librdkafka raises when the broker's view of the producer's sequence numbers
+    // diverges from its own: the producer can send nothing more.
+    sink.inject_fatal_error(RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match sink.write(&second).await {
+            Ok(rejected) => {
+                assert!(rejected.is_empty(), "{rejected:?}");
+                break;
+            }
+            Err(error) => {
+                assert!(error.is_transient(), "{error}");
+                assert!(attempts < 10, "still failing after {attempts} writes: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let counts = counts_per_key(&brokers, &topic).await;
+    assert_eq!(counts.len(), 1_000, "every record is stored");
+    let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "written twice: {repeated:?}");
+}
