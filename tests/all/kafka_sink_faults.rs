@@ -173,7 +173,10 @@ async fn a_fatal_idempotence_error_gets_a_new_producer_that_loses_and_repeats_no
             }
             Err(error) => {
                 assert!(error.is_transient(), "{error}");
-                assert!(attempts < 10, "still failing after {attempts} writes: {error}");
+                assert!(
+                    attempts < 10,
+                    "still failing after {attempts} writes: {error}"
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }

@@ -205,7 +205,10 @@ mod tests {
         let Verdict::Stop(message) = of(RDKafkaErrorCode::TopicAuthorizationFailed) else {
             unreachable!()
         };
-        assert!(message.contains("WRITE and DESCRIBE on topic users"), "{message}");
+        assert!(
+            message.contains("WRITE and DESCRIBE on topic users"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -307,7 +307,9 @@ impl KafkaSink {
             Some(found.is_none_or(|found| {
                 matches!(
                     found.error().map(RDKafkaErrorCode::from),
-                    Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic)
+                    Some(
+                        RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic
+                    )
                 )
             }))
         })
