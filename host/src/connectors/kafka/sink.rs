@@ -360,6 +360,7 @@ impl Sink for KafkaSink {
             self.replace_producer()?;
         }
         let mut outcomes = self.unfinished.resume(records);
+        let resumed = outcomes.iter().any(|outcome| *outcome != Outcome::Unsent);
         let mut to_send = Vec::new();
         for (index, record) in records.iter().enumerate() {
             if outcomes[index] != Outcome::Unsent {
@@ -373,7 +374,6 @@ impl Sink for KafkaSink {
                 Err(reason) => outcomes[index] = Outcome::Rejected(reason),
             }
         }
-        let resent = to_send.len() < records.len();
         let this = &*self;
         let deliveries = to_send
             .iter()
@@ -457,7 +457,7 @@ impl Sink for KafkaSink {
                 }
             }
         }
-        if resent {
+        if resumed {
             tracing::debug!(connector = %self.name, records = records.len(), "Batch delivered after re-sending only what had failed.");
         }
         Ok(outcomes
