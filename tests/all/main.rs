@@ -7,6 +7,7 @@
 mod admin_auth;
 mod bench;
 mod bounds;
+mod cassandra_semantics;
 mod cli;
 mod compose;
 mod connectors;

@@ -1,16 +1,22 @@
 //! The `cassandra` sink (the seed's Spark-to-Cassandra step): prepared, idempotent inserts with
-//! columns mapped from JSON fields, bounded concurrency, retries, and a clear error per record on
-//! a type mismatch.
+//! columns mapped from JSON fields, absent fields left unset, each primary key's records written
+//! in order, bounded concurrency, retries on one kept session, and a clear error per record on a
+//! type mismatch or an oversized row.
 
+mod classify;
 mod columns;
+mod config;
+mod order;
+mod session;
 mod sink;
 
 use async_trait::async_trait;
 
 use super::{ConfigProblem, ConnectorError, Sink, SinkSpec};
 
-pub use columns::{ColumnType, to_cql};
-pub use sink::{CassandraSink, CassandraSinkConfig};
+pub use columns::{Bound, ColumnType, Missing, bind_field, to_cql};
+pub use config::{CassandraSinkConfig, CreateTable, DEFAULT_MAX_MUTATION_BYTES, WriteConsistency};
+pub use sink::CassandraSink;
 
 #[async_trait]
 impl SinkSpec for CassandraSinkConfig {

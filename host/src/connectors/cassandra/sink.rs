@@ -1,179 +1,35 @@
-//! Writes records to a Cassandra table with a prepared, idempotent INSERT per record, run with
-//! bounded concurrency; the batch is acknowledged when every insert succeeded.
+//! Writes records to a Cassandra table with a prepared, idempotent INSERT per record: records for
+//! the same primary key one after another in arrival order, different keys concurrently; the
+//! batch is acknowledged when every insert succeeded or its record was dead-lettered.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
-use scylla::errors::{BadQuery, DbError, ExecutionError, PrepareError, RequestAttemptError};
-use scylla::statement::Consistency;
-use scylla::statement::prepared::PreparedStatement;
-use scylla::value::CqlValue;
-use serde::Deserialize;
+use scylla::errors::ExecutionError;
+use scylla::value::{CqlValue, MaybeUnset};
 use serde_json::Value;
 
-use super::columns::{ColumnType, to_cql};
-use crate::connectors::fields::pointer;
-use crate::connectors::{Cause, ConfigProblem, ConnectorError, ErrorKind, Rejected, Sink};
+use super::classify::{Failure, classify};
+use super::columns::{Bound, Missing, bind_field, bound_bytes};
+use super::config::{CassandraSinkConfig, DEFAULT_MAX_MUTATION_BYTES};
+use super::order::chains;
+use super::session::{Column, Prepared, connect, schema_intact};
+use crate::connectors::{ConnectorError, Rejected, Sink};
 use crate::record::Record;
-
-/// Consistency levels the sink may write at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WriteConsistency {
-    /// One replica.
-    One,
-    /// A majority in the local datacenter (the default).
-    #[default]
-    LocalQuorum,
-    /// A majority of all replicas.
-    Quorum,
-    /// Every replica.
-    All,
-}
-
-impl WriteConsistency {
-    fn to_driver(self) -> Consistency {
-        match self {
-            WriteConsistency::One => Consistency::One,
-            WriteConsistency::LocalQuorum => Consistency::LocalQuorum,
-            WriteConsistency::Quorum => Consistency::Quorum,
-            WriteConsistency::All => Consistency::All,
-        }
-    }
-}
-
-/// How to create the table when it is missing.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTable {
-    /// Replication factor of the keyspace (SimpleStrategy).
-    #[serde(default = "one")]
-    pub replication_factor: u32,
-    /// Column names and CQL types, e.g. `{ id = "uuid", first_name = "text" }`.
-    pub columns: BTreeMap<String, String>,
-    /// The primary key column(s).
-    pub primary_key: Vec<String>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-/// Options of the `cassandra` sink.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CassandraSinkConfig {
-    /// Contact points, `host:port`.
-    pub nodes: Vec<String>,
-    /// The keyspace.
-    pub keyspace: String,
-    /// The table.
-    pub table: String,
-    /// Column to JSON field (dotted path); every column of the table maps to the field of the
-    /// same name unless given here.
-    #[serde(default)]
-    pub columns: BTreeMap<String, String>,
-    /// Consistency of the writes.
-    #[serde(default)]
-    pub consistency: WriteConsistency,
-    /// Inserts in flight at once.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
-    /// Create the keyspace and table when missing, with this schema.
-    #[serde(default)]
-    pub create: Option<CreateTable>,
-}
-
-fn default_concurrency() -> usize {
-    64
-}
-
-impl CassandraSinkConfig {
-    /// Checks values the type system cannot.
-    pub fn validate(&self) -> Result<(), ConfigProblem> {
-        if self.nodes.is_empty() {
-            return Err(("nodes".into(), "must list at least one node".into()));
-        }
-        for (key, name) in [("keyspace", &self.keyspace), ("table", &self.table)] {
-            if !is_identifier(name) {
-                return Err((key.into(), format!("`{name}` is not a CQL name")));
-            }
-        }
-        if self.concurrency == 0 {
-            return Err(("concurrency".into(), "must be at least 1".into()));
-        }
-        if let Some(create) = &self.create {
-            if let Some(column) = create.columns.keys().find(|c| !is_identifier(c)) {
-                return Err((
-                    "create.columns".into(),
-                    format!("`{column}` is not a CQL name"),
-                ));
-            }
-            if let Some((column, kind)) = create
-                .columns
-                .iter()
-                .find(|(_, t)| ColumnType::parse(t).is_none())
-            {
-                return Err((
-                    format!("create.columns.{column}"),
-                    format!(
-                        "type `{kind}` is not supported; use text, int, bigint, boolean, timestamp, uuid or double"
-                    ),
-                ));
-            }
-            if create.primary_key.is_empty()
-                || create
-                    .primary_key
-                    .iter()
-                    .any(|k| !create.columns.contains_key(k))
-            {
-                return Err((
-                    "create.primary_key".into(),
-                    "must name one or more of the columns".into(),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn is_identifier(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// One column the INSERT binds.
-#[derive(Debug, Clone)]
-struct Column {
-    name: String,
-    kind: ColumnType,
-    /// The CQL type as the table declares it (`ascii` and `text` share a [`ColumnType`]).
-    declared: String,
-    pointer: String,
-    primary_key: bool,
-}
-
-/// The connected session and the prepared statement.
-struct Prepared {
-    session: Arc<Session>,
-    insert: PreparedStatement,
-    columns: Arc<Vec<Column>>,
-}
 
 /// Writes records to one table.
 pub struct CassandraSink {
     config: CassandraSinkConfig,
     name: String,
+    /// Kept across transient failures: the driver reconnects its pools by itself, and a new
+    /// session per failure would storm a recovering cluster with connections.
     prepared: Option<Prepared>,
 }
 
 impl CassandraSink {
-    /// A sink; it connects, creates and prepares on first write, and again after a failure.
+    /// A sink; it connects, creates and prepares on first write, and again only after a failure
+    /// that leaves the session unable to serve.
     pub fn new(config: &CassandraSinkConfig) -> Self {
         CassandraSink {
             name: format!("cassandra sink {}.{}", config.keyspace, config.table),
@@ -184,147 +40,34 @@ impl CassandraSink {
 
     async fn prepare(&mut self) -> Result<&Prepared, ConnectorError> {
         if self.prepared.is_none() {
-            self.prepared = Some(self.connect().await?);
+            self.prepared = Some(connect(&self.config, &self.name).await?);
+            tracing::info!(sink = %self.name, "Connected and prepared the insert.");
         }
         self.prepared
             .as_ref()
             .ok_or_else(|| ConnectorError::transient(&self.name, "not connected"))
     }
-
-    async fn connect(&self) -> Result<Prepared, ConnectorError> {
-        let transient =
-            |what: &str, e: Cause| ConnectorError::transient(&self.name, what).caused_by(e);
-        // A refusal by the server here is about the schema or permissions, not a record: only
-        // outages are worth retrying.
-        let classified = |what: &str, e: ExecutionError| {
-            let kind = match classify(&e) {
-                Failure::Transient => ErrorKind::Transient,
-                Failure::Record | Failure::Invalid | Failure::Config => ErrorKind::Fatal,
-            };
-            ConnectorError::new(kind, &self.name, what).caused_by(e)
-        };
-        let session = SessionBuilder::new()
-            .known_nodes(&self.config.nodes)
-            .build()
-            .await
-            .map_err(|e| {
-                transient(
-                    &format!("cannot connect to {}", self.config.nodes.join(",")),
-                    e.into(),
-                )
-            })?;
-        let (keyspace, table) = (&self.config.keyspace, &self.config.table);
-        if let Some(create) = &self.config.create {
-            let keyspace_ddl = format!(
-                "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': {}}}",
-                create.replication_factor
-            );
-            let columns: Vec<String> = create
-                .columns
-                .iter()
-                .map(|(c, t)| format!("{c} {t}"))
-                .collect();
-            let table_ddl = format!(
-                "CREATE TABLE IF NOT EXISTS {keyspace}.{table} ({}, PRIMARY KEY ({}))",
-                columns.join(", "),
-                create.primary_key.join(", ")
-            );
-            for ddl in [keyspace_ddl, table_ddl] {
-                session
-                    .query_unpaged(ddl.as_str(), &[])
-                    .await
-                    .map_err(|e| classified("cannot create the keyspace or table", e))?;
-            }
-        }
-        let rows = session
-            .query_unpaged(
-                "SELECT column_name, type, kind FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
-                (keyspace.as_str(), table.as_str()),
-            )
-            .await
-            .map_err(|e| classified("cannot read the table's columns", e))?
-            .into_rows_result()
-            .map_err(|e| transient("cannot read the table's columns", e.into()))?;
-        let mut columns = Vec::new();
-        for row in rows
-            .rows::<(String, String, String)>()
-            .map_err(|e| transient("cannot read the table's columns", e.into()))?
-        {
-            let (name, kind, role) =
-                row.map_err(|e| transient("cannot read the table's columns", e.into()))?;
-            let field = self
-                .config
-                .columns
-                .get(&name)
-                .cloned()
-                .unwrap_or_else(|| name.clone());
-            let declared = kind;
-            let kind = ColumnType::parse(&declared).ok_or_else(|| {
-                ConnectorError::fatal(
-                    &self.name,
-                    format!("column `{name}` has type `{declared}`, which the sink cannot write; supported: text, int, bigint, boolean, timestamp, uuid, double"),
-                )
-            })?;
-            columns.push(Column {
-                pointer: pointer(&field),
-                name,
-                kind,
-                declared,
-                primary_key: role == "partition_key" || role == "clustering",
-            });
-        }
-        if columns.is_empty() {
-            return Err(ConnectorError::fatal(
-                &self.name,
-                format!("table {keyspace}.{table} does not exist; create it or set `create`"),
-            ));
-        }
-        if let Some(unknown) = self
-            .config
-            .columns
-            .keys()
-            .find(|c| !columns.iter().any(|col| &col.name == *c))
-        {
-            return Err(ConnectorError::fatal(
-                &self.name,
-                format!("`columns` maps `{unknown}`, which table {keyspace}.{table} does not have"),
-            ));
-        }
-        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-        let marks = vec!["?"; columns.len()].join(", ");
-        let mut insert = session
-            .prepare(format!(
-                "INSERT INTO {keyspace}.{table} ({}) VALUES ({marks})",
-                names.join(", ")
-            ))
-            .await
-            .map_err(|e| match e {
-                PrepareError::AllAttemptsFailed { first_attempt } => classified(
-                    "cannot prepare the insert",
-                    ExecutionError::LastAttemptError(first_attempt),
-                ),
-                other => transient("cannot prepare the insert", other.into()),
-            })?;
-        // An upsert by primary key: replaying it is harmless, so the driver may retry it.
-        insert.set_is_idempotent(true);
-        insert.set_consistency(self.config.consistency.to_driver());
-        Ok(Prepared {
-            session: Arc::new(session),
-            insert,
-            columns: Arc::new(columns),
-        })
-    }
 }
 
 /// The bound values of one record, or why it cannot be written.
-fn bind(columns: &[Column], record: &Record) -> Result<Vec<Option<CqlValue>>, String> {
+fn bind(columns: &[Column], record: &Record, missing: Missing) -> Result<Vec<Bound>, String> {
     let document: Value =
         serde_json::from_slice(&record.value).map_err(|e| format!("value is not JSON: {e}"))?;
     columns
         .iter()
         .map(|column| {
-            let value = to_cql(&column.name, column.kind, document.pointer(&column.pointer))?;
-            if value.is_none() && column.primary_key {
+            let value = bind_field(
+                &column.name,
+                column.kind,
+                document.pointer(&column.pointer),
+                // A key column can be neither unset nor null: both are refused below.
+                if column.primary_key {
+                    Missing::Null
+                } else {
+                    missing
+                },
+            )?;
+            if column.primary_key && matches!(value, MaybeUnset::Set(None)) {
                 return Err(format!(
                     "primary key column `{}` is missing from the record",
                     column.name
@@ -335,84 +78,21 @@ fn bind(columns: &[Column], record: &Record) -> Result<Vec<Option<CqlValue>>, St
         .collect()
 }
 
-/// What an insert's failure calls for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
-    /// The server (or the driver, serializing) refused this record's values: dead-letter it.
-    Record,
-    /// The server called the request invalid (`DbError::Invalid`): either a value the column
-    /// refuses ("Invalid byte for ascii", an empty key) or a statement whose table or column is
-    /// gone. The error carries no code that tells them apart, so the table's schema decides
-    /// (see [`schema_intact`]).
-    Invalid,
-    /// The table, keyspace or permissions are wrong: no retry can help.
-    Config,
-    /// An outage, a timeout or an overload: retry with backoff.
-    Transient,
-}
-
-/// Sorts a driver error into record, configuration or transient failure.
-fn classify(error: &ExecutionError) -> Failure {
-    match error {
-        ExecutionError::BadQuery(
-            BadQuery::SerializationError(_)
-            | BadQuery::ValuesTooLongForKey(..)
-            | BadQuery::PartitionKeyExtraction,
-        ) => Failure::Record,
-        ExecutionError::BadQuery(_) => Failure::Config,
-        ExecutionError::PrepareError(PrepareError::AllAttemptsFailed { first_attempt })
-        | ExecutionError::LastAttemptError(first_attempt) => classify_attempt(first_attempt),
-        // Connection pools, timeouts, schema agreement, metadata: the cluster, not the data.
-        _ => Failure::Transient,
+/// The row a record writes, as the text of its primary key values: records with equal keys
+/// write the same row and must be written in order. (`CqlValue` has no `Hash`; its debug form
+/// is unambiguous for the types the sink binds, text being quoted and escaped.)
+fn row_key(columns: &[Column], values: &[Bound]) -> String {
+    let mut key = String::new();
+    for (_, value) in columns
+        .iter()
+        .zip(values)
+        .filter(|(column, _)| column.primary_key)
+    {
+        if let MaybeUnset::Set(Some(value)) = value {
+            key.push_str(&format!("{value:?}\u{1f}"));
+        }
     }
-}
-
-fn classify_attempt(error: &RequestAttemptError) -> Failure {
-    match error {
-        RequestAttemptError::SerializationError(_) => Failure::Record,
-        RequestAttemptError::DbError(db, _) => classify_db(db),
-        _ => Failure::Transient,
-    }
-}
-
-fn classify_db(error: &DbError) -> Failure {
-    match error {
-        DbError::Invalid => Failure::Invalid,
-        DbError::FunctionFailure { .. } => Failure::Record,
-        DbError::SyntaxError
-        | DbError::Unauthorized
-        | DbError::AuthenticationError
-        | DbError::ConfigError
-        | DbError::AlreadyExists { .. }
-        | DbError::TruncateError
-        | DbError::ProtocolError => Failure::Config,
-        // Unavailable, overloaded, bootstrapping, read/write timeouts and failures, unprepared,
-        // server errors, rate limits, and codes the driver does not know.
-        _ => Failure::Transient,
-    }
-}
-
-/// Whether the table still has every column the insert binds: what tells a value the server
-/// refused from a statement whose table or column is gone, both `DbError::Invalid`. Asked only
-/// after such a refusal.
-async fn schema_intact(
-    session: &Session,
-    keyspace: &str,
-    table: &str,
-    columns: &[Column],
-) -> Result<bool, Cause> {
-    let rows = session
-        .query_unpaged(
-            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
-            (keyspace, table),
-        )
-        .await?
-        .into_rows_result()?;
-    let mut present = std::collections::HashSet::new();
-    for row in rows.rows::<(String,)>()? {
-        present.insert(row?.0);
-    }
-    Ok(columns.iter().all(|column| present.contains(&column.name)))
+    key
 }
 
 /// The dead letter of a record the table refused, naming the columns likely at fault.
@@ -420,7 +100,7 @@ fn refusal(
     table: &str,
     columns: &[Column],
     index: usize,
-    values: &[Option<CqlValue>],
+    values: &[Bound],
     error: &ExecutionError,
 ) -> Rejected {
     let suspects = suspects(columns, values);
@@ -436,28 +116,68 @@ fn refusal(
 }
 
 /// Columns whose value the server may have refused where the sink's type mapping could not
-/// tell: text in an `ascii` column that is not ASCII, an empty primary key. Named in the dead
-/// letter, since the server's message often names no column.
-fn suspects(columns: &[Column], values: &[Option<CqlValue>]) -> Vec<String> {
+/// tell: text in an `ascii` column that is not ASCII, an empty primary key; and the row's size
+/// when it is large. Named in the dead letter, since the server's message often names no
+/// column.
+fn suspects(columns: &[Column], values: &[Bound]) -> Vec<String> {
+    let bytes = bound_bytes(values);
+    let size = (bytes >= SIZE_SUSPECT_BYTES).then(|| {
+        format!(
+            "the row is {bytes} bytes: Cassandra refuses a request larger than native_transport_max_frame_size or a mutation larger than max_mutation_size ({} MiB each by default)",
+            DEFAULT_MAX_MUTATION_BYTES >> 20
+        )
+    });
     columns
         .iter()
         .zip(values)
         .filter_map(|(column, value)| match value {
-            Some(CqlValue::Text(text)) if column.declared == "ascii" && !text.is_ascii() => Some(
-                format!("column `{}` (ascii) holds non-ASCII text", column.name),
-            ),
-            Some(CqlValue::Text(text)) if column.primary_key && text.is_empty() => {
+            MaybeUnset::Set(Some(CqlValue::Text(text)))
+                if column.declared == "ascii" && !text.is_ascii() =>
+            {
+                Some(format!(
+                    "column `{}` (ascii) holds non-ASCII text",
+                    column.name
+                ))
+            }
+            MaybeUnset::Set(Some(CqlValue::Text(text)))
+                if column.primary_key && text.is_empty() =>
+            {
                 Some(format!("primary key column `{}` is empty", column.name))
             }
             _ => None,
         })
+        .chain(size)
         .collect()
+}
+
+/// A refused row at least this large names its size among the suspects: below it, size is an
+/// unlikely reason (Cassandra's limits are 16 MiB by default, and can be set lower).
+const SIZE_SUSPECT_BYTES: usize = 1 << 20;
+
+/// The dead letter of a row larger than `max_mutation_bytes`, never sent.
+fn oversized(table: &str, index: usize, bytes: usize, limit: usize) -> Rejected {
+    Rejected {
+        index,
+        reason: format!(
+            "the row for table {table} is {bytes} bytes, more than max_mutation_bytes ({limit}): shrink the record, or raise max_mutation_bytes (within the server's native_transport_max_frame_size and max_mutation_size)"
+        ),
+    }
+}
+
+/// A record bound and ready to insert: its index in the batch and its values.
+struct Row {
+    index: usize,
+    values: Vec<Bound>,
 }
 
 #[async_trait]
 impl Sink for CassandraSink {
     async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
-        let concurrency = self.config.concurrency;
+        let (concurrency, missing, limit) = (
+            self.config.concurrency,
+            self.config.missing,
+            self.config.max_mutation_bytes,
+        );
         let name = self.name.clone();
         let (keyspace, table_name) = (self.config.keyspace.clone(), self.config.table.clone());
         let table = format!("{keyspace}.{table_name}");
@@ -465,40 +185,71 @@ impl Sink for CassandraSink {
         let mut rejected = Vec::new();
         let mut rows = Vec::with_capacity(records.len());
         for (index, record) in records.iter().enumerate() {
-            match bind(&prepared.columns, record) {
-                Ok(values) => rows.push((index, values)),
+            match bind(&prepared.columns, record, missing) {
+                Ok(values) => match (bound_bytes(&values), limit) {
+                    (bytes, Some(limit)) if bytes > limit => {
+                        rejected.push(oversized(&table, index, bytes, limit))
+                    }
+                    _ => rows.push(Row { index, values }),
+                },
                 Err(reason) => rejected.push(Rejected { index, reason }),
             }
         }
         let (session, insert) = (&prepared.session, &prepared.insert);
         let bound = &rows;
-        // By position, not by reference: an `async` closure over `&(usize, Vec<_>)` trips the
-        // compiler's `Send` check of the sink's future.
-        let mut results = futures::stream::iter(0..rows.len())
-            .map(|row| async move {
-                let (index, values) = &bound[row];
-                (
-                    *index,
-                    values,
-                    session.execute_unpaged(insert, values).await,
-                )
+        // Set once an insert failed in a way that fails the whole batch: the other chains start
+        // no further insert, so an outage costs one failed request per chain, not one per record.
+        let abandoned = &AtomicBool::new(false);
+        let keys = rows
+            .iter()
+            .map(|row| row_key(&prepared.columns, &row.values));
+        // Each chain is one primary key's rows in arrival order, written one at a time; chains
+        // run concurrently. Rows go by position, not by reference: an `async` block over
+        // `&Row` trips the compiler's `Send` check of the sink's future.
+        let mut chains = futures::stream::iter(chains(keys))
+            .map(|chain| async move {
+                let mut failures = Vec::new();
+                for row in chain {
+                    if abandoned.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let Err(error) = session.execute_unpaged(insert, &bound[row].values).await
+                    else {
+                        continue;
+                    };
+                    let failure = classify(&error);
+                    failures.push((row, failure, error));
+                    match failure {
+                        // This record alone: the key's later records still follow it.
+                        Failure::Record | Failure::Invalid => {}
+                        Failure::Config | Failure::Transient | Failure::Session => {
+                            abandoned.store(true, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                }
+                failures
             })
             .buffer_unordered(concurrency);
-        let (mut transient, mut config) = (None, None);
+        let (mut transient, mut config, mut session_lost) = (None, None, None);
         let mut invalid = Vec::new();
-        while let Some((index, values, result)) = results.next().await {
-            let Err(error) = result else { continue };
-            match classify(&error) {
-                Failure::Record => {
-                    rejected.push(refusal(&table, &prepared.columns, index, values, &error))
+        while let Some(failures) = chains.next().await {
+            for (row, failure, error) in failures {
+                let Row { index, values } = &bound[row];
+                match failure {
+                    Failure::Record => {
+                        rejected.push(refusal(&table, &prepared.columns, *index, values, &error))
+                    }
+                    Failure::Invalid => invalid.push((*index, values, error)),
+                    Failure::Config => config = Some(error),
+                    Failure::Transient => transient = Some(error),
+                    Failure::Session => session_lost = Some(error),
                 }
-                Failure::Invalid => invalid.push((index, values, error)),
-                Failure::Config => config = Some(error),
-                Failure::Transient => transient = Some(error),
             }
         }
-        drop(results);
-        if config.is_none() && transient.is_none() && !invalid.is_empty() {
+        drop(chains);
+        let batch_failed = config.is_some() || transient.is_some() || session_lost.is_some();
+        if !batch_failed && !invalid.is_empty() {
             let intact =
                 schema_intact(&prepared.session, &keyspace, &table_name, &prepared.columns)
                     .await
@@ -523,9 +274,18 @@ impl Sink for CassandraSink {
             )
             .caused_by(error));
         }
-        if let Some(error) = transient {
-            // Inserts are upserts by primary key: retrying the whole batch is safe.
+        // Inserts are upserts by primary key, and each key's rows go again in order: retrying
+        // the whole batch is safe.
+        if let Some(error) = session_lost {
+            tracing::warn!(sink = %name, %error, "The session can no longer serve; a new one is built for the retry.");
             self.prepared = None;
+            return Err(ConnectorError::transient(
+                name,
+                "insert failed; reconnecting with a new session",
+            )
+            .caused_by(error));
+        }
+        if let Some(error) = transient {
             return Err(ConnectorError::transient(name, "insert failed").caused_by(error));
         }
         rejected.sort_by_key(|r| r.index);
@@ -536,57 +296,70 @@ impl Sink for CassandraSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connectors::cassandra::ColumnType;
 
-    fn db(error: DbError, message: &str) -> ExecutionError {
-        ExecutionError::LastAttemptError(RequestAttemptError::DbError(error, message.into()))
+    fn column(name: &str, kind: ColumnType, primary_key: bool) -> Column {
+        Column {
+            name: name.into(),
+            kind,
+            declared: "text".into(),
+            pointer: format!("/{name}"),
+            primary_key,
+        }
     }
 
     #[test]
-    fn a_refused_value_is_the_record_s_fault_and_the_rest_config_or_transient() {
-        // The message never decides: an invalid value and a dropped table are both `Invalid`,
-        // which the table's schema tells apart (tests/all/connectors.rs checks both).
-        for message in [
-            "Invalid byte for ascii: -61",
-            "Key may not be empty",
-            "unconfigured table created_users",
-            "Undefined column name email in table ks.t",
-        ] {
-            assert_eq!(
-                classify(&db(DbError::Invalid, message)),
-                Failure::Invalid,
-                "{message}"
-            );
-        }
-        for error in [
-            DbError::Unauthorized,
-            DbError::SyntaxError,
-            DbError::ConfigError,
-        ] {
-            assert_eq!(classify(&db(error, "")), Failure::Config);
-        }
-        for error in [
-            DbError::Overloaded,
-            DbError::IsBootstrapping,
-            DbError::ServerError,
-            DbError::Unavailable {
-                consistency: Consistency::One,
-                required: 1,
-                alive: 0,
-            },
-        ] {
-            assert_eq!(classify(&db(error, "")), Failure::Transient);
-        }
+    fn a_record_binds_absent_fields_as_the_config_says_and_needs_its_key() {
+        let columns = [
+            column("id", ColumnType::Text, true),
+            column("email", ColumnType::Text, false),
+            column("n", ColumnType::Int, false),
+        ];
+        let record = Record::from_value(r#"{"id":"a","n":null}"#);
+        let shown = |values: Vec<Bound>| -> Vec<Option<Option<CqlValue>>> {
+            values
+                .into_iter()
+                .map(|value| match value {
+                    MaybeUnset::Unset => None,
+                    MaybeUnset::Set(value) => Some(value),
+                })
+                .collect()
+        };
+        let id = Some(Some(CqlValue::Text("a".into())));
         assert_eq!(
-            classify(&ExecutionError::RequestTimeout(
-                std::time::Duration::from_secs(1)
-            )),
-            Failure::Transient
+            shown(bind(&columns, &record, Missing::Unset).unwrap()),
+            vec![id.clone(), None, Some(None)],
+            "absent email unset, explicit null n written as null"
         );
         assert_eq!(
-            classify(&ExecutionError::BadQuery(BadQuery::ValuesTooLongForKey(
-                70_000, 65_535
-            ))),
-            Failure::Record
+            shown(bind(&columns, &record, Missing::Null).unwrap()),
+            vec![id, Some(None), Some(None)]
         );
+        for value in [r#"{"email":"x"}"#, r#"{"id":null}"#] {
+            let error = bind(&columns, &Record::from_value(value), Missing::Unset).unwrap_err();
+            assert!(error.contains("primary key column `id`"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_row_key_is_the_primary_key_values_only() {
+        let columns = [
+            column("id", ColumnType::Text, true),
+            column("at", ColumnType::BigInt, true),
+            column("email", ColumnType::Text, false),
+        ];
+        let key = |value: &str| {
+            row_key(
+                &columns,
+                &bind(&columns, &Record::from_value(value), Missing::Unset).unwrap(),
+            )
+        };
+        assert_eq!(
+            key(r#"{"id":"a","at":1,"email":"x"}"#),
+            key(r#"{"id":"a","at":1}"#)
+        );
+        assert_ne!(key(r#"{"id":"a","at":1}"#), key(r#"{"id":"a","at":2}"#));
+        // Text is quoted: no two distinct keys print alike.
+        assert_ne!(key(r#"{"id":"a\",1","at":1}"#), key(r#"{"id":"a","at":1}"#));
     }
 }

@@ -1,0 +1,161 @@
+//! The `cassandra` sink's options, with the checks the type system cannot make.
+
+use std::collections::BTreeMap;
+
+use scylla::statement::Consistency;
+use serde::Deserialize;
+
+use super::columns::{ColumnType, Missing};
+use crate::connectors::ConfigProblem;
+
+/// Consistency levels the sink may write at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteConsistency {
+    /// One replica.
+    One,
+    /// A majority in the local datacenter (the default).
+    #[default]
+    LocalQuorum,
+    /// A majority of all replicas.
+    Quorum,
+    /// Every replica.
+    All,
+}
+
+impl WriteConsistency {
+    pub(super) fn to_driver(self) -> Consistency {
+        match self {
+            WriteConsistency::One => Consistency::One,
+            WriteConsistency::LocalQuorum => Consistency::LocalQuorum,
+            WriteConsistency::Quorum => Consistency::Quorum,
+            WriteConsistency::All => Consistency::All,
+        }
+    }
+}
+
+/// How to create the table when it is missing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTable {
+    /// Replication factor of the keyspace (SimpleStrategy).
+    #[serde(default = "one")]
+    pub replication_factor: u32,
+    /// Column names and CQL types, e.g. `{ id = "uuid", first_name = "text" }`.
+    pub columns: BTreeMap<String, String>,
+    /// The primary key column(s).
+    pub primary_key: Vec<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Options of the `cassandra` sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CassandraSinkConfig {
+    /// Contact points, `host:port`.
+    pub nodes: Vec<String>,
+    /// The keyspace.
+    pub keyspace: String,
+    /// The table.
+    pub table: String,
+    /// Column to JSON field (dotted path); every column of the table maps to the field of the
+    /// same name unless given here.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    /// Consistency of the writes.
+    #[serde(default)]
+    pub consistency: WriteConsistency,
+    /// Inserts in flight at once. Records for the same primary key are written one after
+    /// another in arrival order; only different keys share this concurrency.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// What a column gets when its field is absent from the record: `unset` (the default)
+    /// leaves the value an earlier record stored; `null` writes null, which erases it (a
+    /// tombstone). A field that holds JSON `null` is written as null either way.
+    #[serde(default)]
+    pub missing: Missing,
+    /// Largest row, in bytes of bound values, the sink sends; a larger record is dead-lettered
+    /// with its size without being sent. Unset by default: Cassandra itself refuses a request
+    /// larger than its `native_transport_max_frame_size` and a mutation larger than its
+    /// `max_mutation_size` (16 MiB each by default, the latter half of `commitlog_segment_size`)
+    /// with an error that dead-letters the record. Set it to keep such rows off the network, or
+    /// for a server that answers them otherwise.
+    #[serde(default)]
+    pub max_mutation_bytes: Option<usize>,
+    /// Create the keyspace and table when missing, with this schema.
+    #[serde(default)]
+    pub create: Option<CreateTable>,
+}
+
+fn default_concurrency() -> usize {
+    64
+}
+
+/// Cassandra's default `native_transport_max_frame_size` and `max_mutation_size` (half the
+/// default 32 MiB commit log segment): a row this large is likely refused for its size.
+pub const DEFAULT_MAX_MUTATION_BYTES: usize = 16 << 20;
+
+impl CassandraSinkConfig {
+    /// Checks values the type system cannot.
+    pub fn validate(&self) -> Result<(), ConfigProblem> {
+        if self.nodes.is_empty() {
+            return Err(("nodes".into(), "must list at least one node".into()));
+        }
+        for (key, name) in [("keyspace", &self.keyspace), ("table", &self.table)] {
+            if !is_identifier(name) {
+                return Err((key.into(), format!("`{name}` is not a CQL name")));
+            }
+        }
+        if self.concurrency == 0 {
+            return Err(("concurrency".into(), "must be at least 1".into()));
+        }
+        // A frame's length is a signed 32-bit integer in the CQL protocol.
+        if let Some(bytes @ (0 | 0x8000_0000..)) = self.max_mutation_bytes {
+            return Err((
+                "max_mutation_bytes".into(),
+                format!("{bytes} is not between 1 and {} bytes", i32::MAX),
+            ));
+        }
+        if let Some(create) = &self.create {
+            if let Some(column) = create.columns.keys().find(|c| !is_identifier(c)) {
+                return Err((
+                    "create.columns".into(),
+                    format!("`{column}` is not a CQL name"),
+                ));
+            }
+            if let Some((column, kind)) = create
+                .columns
+                .iter()
+                .find(|(_, t)| ColumnType::parse(t).is_none())
+            {
+                return Err((
+                    format!("create.columns.{column}"),
+                    format!(
+                        "type `{kind}` is not supported; use text, int, bigint, boolean, timestamp, uuid or double"
+                    ),
+                ));
+            }
+            if create.primary_key.is_empty()
+                || create
+                    .primary_key
+                    .iter()
+                    .any(|k| !create.columns.contains_key(k))
+            {
+                return Err((
+                    "create.primary_key".into(),
+                    "must name one or more of the columns".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}

@@ -1,0 +1,189 @@
+//! Opens the session the sink writes through: connects, creates the keyspace and table when
+//! asked, reads the table's columns and prepares the INSERT. Built once and kept across transient
+//! failures (the driver reconnects by itself); rebuilt only when it can no longer serve.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::{ExecutionError, PrepareError};
+use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
+use scylla::statement::prepared::PreparedStatement;
+
+use super::classify::{Failure, classify};
+use super::columns::ColumnType;
+use super::config::CassandraSinkConfig;
+use crate::connectors::fields::pointer;
+use crate::connectors::{Cause, ConnectorError, ErrorKind};
+
+/// One column the INSERT binds.
+#[derive(Debug, Clone)]
+pub(super) struct Column {
+    pub name: String,
+    pub kind: ColumnType,
+    /// The CQL type as the table declares it (`ascii` and `text` share a [`ColumnType`]).
+    pub declared: String,
+    /// Where its value is in the record (a JSON pointer).
+    pub pointer: String,
+    /// Part of the primary key (partition or clustering).
+    pub primary_key: bool,
+}
+
+/// The connected session and the prepared statement.
+pub(super) struct Prepared {
+    pub session: Arc<Session>,
+    pub insert: PreparedStatement,
+    pub columns: Arc<Vec<Column>>,
+}
+
+pub(super) async fn connect(
+    config: &CassandraSinkConfig,
+    sink: &str,
+) -> Result<Prepared, ConnectorError> {
+    let transient = |what: &str, e: Cause| ConnectorError::transient(sink, what).caused_by(e);
+    // A refusal by the server here is about the schema or permissions, not a record: only
+    // outages are worth retrying.
+    let classified = |what: &str, e: ExecutionError| {
+        let kind = match classify(&e) {
+            Failure::Transient | Failure::Session => ErrorKind::Transient,
+            Failure::Record | Failure::Invalid | Failure::Config => ErrorKind::Fatal,
+        };
+        ConnectorError::new(kind, sink, what).caused_by(e)
+    };
+    // Client-side timestamps, strictly increasing within the process: a write the client gave
+    // up on (a timeout, a lost connection) that reaches the server late carries an older
+    // timestamp than every write sent after it, so it cannot overwrite them.
+    let session = SessionBuilder::new()
+        .known_nodes(&config.nodes)
+        .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()))
+        .build()
+        .await
+        .map_err(|e| {
+            transient(
+                &format!("cannot connect to {}", config.nodes.join(",")),
+                e.into(),
+            )
+        })?;
+    let (keyspace, table) = (&config.keyspace, &config.table);
+    if let Some(create) = &config.create {
+        let keyspace_ddl = format!(
+            "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': {}}}",
+            create.replication_factor
+        );
+        let columns: Vec<String> = create
+            .columns
+            .iter()
+            .map(|(c, t)| format!("{c} {t}"))
+            .collect();
+        let table_ddl = format!(
+            "CREATE TABLE IF NOT EXISTS {keyspace}.{table} ({}, PRIMARY KEY ({}))",
+            columns.join(", "),
+            create.primary_key.join(", ")
+        );
+        for ddl in [keyspace_ddl, table_ddl] {
+            session
+                .query_unpaged(ddl.as_str(), &[])
+                .await
+                .map_err(|e| classified("cannot create the keyspace or table", e))?;
+        }
+    }
+    let rows = session
+        .query_unpaged(
+            "SELECT column_name, type, kind FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
+            (keyspace.as_str(), table.as_str()),
+        )
+        .await
+        .map_err(|e| classified("cannot read the table's columns", e))?
+        .into_rows_result()
+        .map_err(|e| transient("cannot read the table's columns", e.into()))?;
+    let mut columns = Vec::new();
+    for row in rows
+        .rows::<(String, String, String)>()
+        .map_err(|e| transient("cannot read the table's columns", e.into()))?
+    {
+        let (name, kind, role) =
+            row.map_err(|e| transient("cannot read the table's columns", e.into()))?;
+        let field = config
+            .columns
+            .get(&name)
+            .cloned()
+            .unwrap_or_else(|| name.clone());
+        let declared = kind;
+        let kind = ColumnType::parse(&declared).ok_or_else(|| {
+            ConnectorError::fatal(
+                sink,
+                format!("column `{name}` has type `{declared}`, which the sink cannot write; supported: text, int, bigint, boolean, timestamp, uuid, double"),
+            )
+        })?;
+        columns.push(Column {
+            pointer: pointer(&field),
+            name,
+            kind,
+            declared,
+            primary_key: role == "partition_key" || role == "clustering",
+        });
+    }
+    if columns.is_empty() {
+        return Err(ConnectorError::fatal(
+            sink,
+            format!("table {keyspace}.{table} does not exist; create it or set `create`"),
+        ));
+    }
+    if let Some(unknown) = config
+        .columns
+        .keys()
+        .find(|c| !columns.iter().any(|col| &col.name == *c))
+    {
+        return Err(ConnectorError::fatal(
+            sink,
+            format!("`columns` maps `{unknown}`, which table {keyspace}.{table} does not have"),
+        ));
+    }
+    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+    let marks = vec!["?"; columns.len()].join(", ");
+    let mut insert = session
+        .prepare(format!(
+            "INSERT INTO {keyspace}.{table} ({}) VALUES ({marks})",
+            names.join(", ")
+        ))
+        .await
+        .map_err(|e| match e {
+            PrepareError::AllAttemptsFailed { first_attempt } => classified(
+                "cannot prepare the insert",
+                ExecutionError::LastAttemptError(first_attempt),
+            ),
+            other => transient("cannot prepare the insert", other.into()),
+        })?;
+    // An upsert by primary key: replaying it is harmless, so the driver may retry it.
+    insert.set_is_idempotent(true);
+    insert.set_consistency(config.consistency.to_driver());
+    Ok(Prepared {
+        session: Arc::new(session),
+        insert,
+        columns: Arc::new(columns),
+    })
+}
+
+/// Whether the table still has every column the insert binds: what tells a value the server
+/// refused from a statement whose table or column is gone, both `DbError::Invalid`. Asked only
+/// after such a refusal.
+pub(super) async fn schema_intact(
+    session: &Session,
+    keyspace: &str,
+    table: &str,
+    columns: &[Column],
+) -> Result<bool, Cause> {
+    let rows = session
+        .query_unpaged(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
+            (keyspace, table),
+        )
+        .await?
+        .into_rows_result()?;
+    let mut present = HashSet::new();
+    for row in rows.rows::<(String,)>()? {
+        present.insert(row?.0);
+    }
+    Ok(columns.iter().all(|column| present.contains(&column.name)))
+}

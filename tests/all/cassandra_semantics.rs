@@ -1,0 +1,269 @@
+//! What a Cassandra table holds after a stream, against the real Cassandra: a field absent from a
+//! record leaves the stored value (unless `missing = "null"`), each primary key ends with its
+//! last record however many updates a batch holds, and a row larger than Cassandra accepts is
+//! dead-lettered while the records around it arrive.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use tokio::sync::watch;
+use weir::config::PipelineFile;
+use weir::pipeline::{self, PipelineReport, PipelineStats};
+use weir::registry::PluginSlots;
+
+use crate::support::{cassandra_nodes, read_json_lines, unique, wait_for};
+
+/// Runs the single pipeline of `toml` (a file source, no plugins) until its source ends.
+async fn run_to_end(toml: &str) -> PipelineReport {
+    let file = PipelineFile::parse(Path::new("test.toml"), toml).unwrap_or_else(|e| panic!("{e}"));
+    let config = file.pipelines.into_iter().next().unwrap();
+    let chain = pipeline::build_chain(&config, &PluginSlots::default()).unwrap();
+    let (_shutdown, shutdown_rx) = watch::channel(false);
+    let run = tokio::spawn(pipeline::run(
+        config,
+        chain,
+        Arc::new(PipelineStats::default()),
+        shutdown_rx,
+    ));
+    wait_for("the file source to end", Duration::from_secs(300), || {
+        run.is_finished()
+    })
+    .await;
+    run.await.unwrap().unwrap()
+}
+
+/// A pipeline from the JSON lines `input` into `keyspace.table` (created with `columns`, keyed
+/// by `id`), dead letters to `dlq`, with `extra` appended to the sink's table and `pipeline`
+/// keys (batch, limits) before it.
+fn pipeline_toml(
+    input: &Path,
+    dlq: &Path,
+    keyspace: &str,
+    columns: &str,
+    pipeline: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+        [[pipeline]]
+        name = "semantics"
+        source = {{ type = "file", path = "{input}" }}
+        dead_letter = {{ type = "file", path = "{dlq}" }}
+        {pipeline}
+        [pipeline.sink]
+        type = "cassandra"
+        nodes = ["{nodes}"]
+        keyspace = "{keyspace}"
+        table = "t"
+        consistency = "one"
+        create = {{ primary_key = ["id"], columns = {{ {columns} }} }}
+        {extra}
+        "#,
+        input = input.display(),
+        dlq = dlq.display(),
+        nodes = cassandra_nodes(),
+    )
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    std::fs::write(
+        path,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+}
+
+async fn session() -> Session {
+    SessionBuilder::new()
+        .known_node(cassandra_nodes())
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Every row of `keyspace.t` as id to the text columns `columns` (null as `None`).
+async fn rows(keyspace: &str, columns: &[&str]) -> BTreeMap<String, Vec<Option<String>>> {
+    let query = format!("SELECT id, {} FROM {keyspace}.t", columns.join(", "));
+    let result = session()
+        .await
+        .query_unpaged(query, &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    result
+        .rows::<scylla::value::Row>()
+        .unwrap()
+        .map(|row| {
+            let mut values = row.unwrap().columns.into_iter().map(|value| {
+                value.map(|value| match value {
+                    scylla::value::CqlValue::Text(text) => text,
+                    scylla::value::CqlValue::Int(n) => n.to_string(),
+                    other => panic!("unexpected value {other:?}"),
+                })
+            });
+            let id = values.next().flatten().unwrap();
+            (id, values.collect())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_field_leaves_the_stored_value_and_missing_null_erases_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    // Two batches of two: the later records (second batch) update the keys the first wrote.
+    write_lines(
+        &input,
+        &[
+            r#"{"id":"a","email":"a@example.com","name":"Ann"}"#.into(),
+            r#"{"id":"b","email":"b@example.com","name":"Bob"}"#.into(),
+            r#"{"id":"a","name":"Ann Lee"}"#.into(),
+            r#"{"id":"b","name":"Bob Ray","email":null}"#.into(),
+        ],
+    );
+    let some = |s: &str| Some(s.to_owned());
+    for (missing, a_email) in [
+        ("", some("a@example.com")),
+        (r#"missing = "unset""#, some("a@example.com")),
+        (r#"missing = "null""#, None),
+    ] {
+        let keyspace = unique("weir_missing");
+        let dlq = dir.path().join(format!("{keyspace}.jsonl"));
+        let report = run_to_end(&pipeline_toml(
+            &input,
+            &dlq,
+            &keyspace,
+            r#"id = "text", email = "text", name = "text""#,
+            "batch = { size = 2, linger_ms = 1000 }",
+            missing,
+        ))
+        .await;
+        assert_eq!(
+            (report.records_out, report.dead_lettered),
+            (4, 0),
+            "{missing:?}"
+        );
+        let stored = rows(&keyspace, &["email", "name"]).await;
+        assert_eq!(
+            stored["a"],
+            [a_email, some("Ann Lee")],
+            "a record without `email` ({missing:?})"
+        );
+        assert_eq!(
+            stored["b"],
+            [None, some("Bob Ray")],
+            "`email: null` erases the stored email ({missing:?})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_updates_to_ten_keys_end_with_each_key_holding_its_last() {
+    const UPDATES: usize = 1_000;
+    const KEYS: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    // Every record sets `seq`; one in seven also sets `note`, which the others leave alone.
+    let lines: Vec<String> = (0..UPDATES)
+        .map(|i| {
+            let note = if i % 7 == 0 {
+                format!(r#","note":"from {i}""#)
+            } else {
+                String::new()
+            };
+            format!(r#"{{"id":"key-{}","seq":{i}{note}}}"#, i % KEYS)
+        })
+        .collect();
+    write_lines(&input, &lines);
+    let keyspace = unique("weir_order");
+    let dlq = dir.path().join("dlq.jsonl");
+    // 25 updates of each key per batch, and room for all of them in flight at once.
+    let report = run_to_end(&pipeline_toml(
+        &input,
+        &dlq,
+        &keyspace,
+        r#"id = "text", seq = "int", note = "text""#,
+        "batch = { size = 250, linger_ms = 1000 }",
+        "concurrency = 256",
+    ))
+    .await;
+    assert_eq!(
+        (report.records_out, report.dead_lettered),
+        (UPDATES as u64, 0)
+    );
+    let stored = rows(&keyspace, &["seq", "note"]).await;
+    assert_eq!(stored.len(), KEYS);
+    for key in 0..KEYS {
+        let last = (0..UPDATES).filter(|i| i % KEYS == key).max().unwrap();
+        let last_note = (0..UPDATES)
+            .filter(|i| i % KEYS == key && i % 7 == 0)
+            .max()
+            .unwrap();
+        assert_eq!(
+            stored[&format!("key-{key}")],
+            [Some(last.to_string()), Some(format!("from {last_note}"))],
+            "key-{key} holds its last update, and the last note any update set"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_row_is_dead_lettered_and_the_records_around_it_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    // 20 MiB: over Cassandra's 16 MiB request and mutation limits (scripts/services.d keeps
+    // their defaults), within the pipeline's raised record limit.
+    let huge = "x".repeat(20 << 20);
+    write_lines(
+        &input,
+        &[
+            r#"{"id":"before","body":"small"}"#.into(),
+            format!(r#"{{"id":"huge","body":"{huge}"}}"#),
+            r#"{"id":"after","body":"small"}"#.into(),
+        ],
+    );
+    // Unset, the server's own refusal decides; set, the sink does not send the row at all.
+    for (limit, reason) in [
+        ("", "the row is"),
+        (
+            "max_mutation_bytes = 1048576",
+            "more than max_mutation_bytes (1048576)",
+        ),
+    ] {
+        let keyspace = unique("weir_oversized");
+        let dlq = dir.path().join(format!("{keyspace}.jsonl"));
+        let report = run_to_end(&pipeline_toml(
+            &input,
+            &dlq,
+            &keyspace,
+            r#"id = "text", body = "text""#,
+            "limits = { max_record_bytes = 67108864 }",
+            limit,
+        ))
+        .await;
+        assert_eq!(
+            (report.records_in, report.records_out, report.dead_lettered),
+            (3, 2, 1),
+            "{limit:?}"
+        );
+        let dead = read_json_lines(&dlq);
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0]["headers"]["weir.source.offset"], "2");
+        let error = dead[0]["headers"]["weir.error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!("{keyspace}.t")) && error.contains(reason),
+            "{limit:?}: {error}"
+        );
+        let stored = rows(&keyspace, &["body"]).await;
+        assert_eq!(
+            stored.keys().collect::<Vec<_>>(),
+            ["after", "before"],
+            "{limit:?}"
+        );
+    }
+}
