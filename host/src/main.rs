@@ -132,6 +132,13 @@ enum Command {
         #[command(flatten)]
         admin: AdminAddr,
     },
+    /// Send dead letters back through a pipeline's plugins, as they are now, into its sink.
+    ///
+    /// Reads the pipeline's dead-letter destination (a file, a Kafka topic or a PostgreSQL
+    /// table), selects entries by error kind, plugin, plugin version and time, and replays the
+    /// original records; records that fail again go back to the dead-letter destination with
+    /// the new reason. Resumable, and no entry is replayed twice.
+    Replay(cli::replay::ReplayArgs),
     /// Build and list plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -421,6 +428,7 @@ fn main() -> ExitCode {
             admin.addr,
             &admin.token,
         ),
+        Command::Replay(args) => cli::replay::replay(args),
         Command::Plugin(PluginCommand::Build { path, plugins }) => {
             cli::plugin::build(&path, &plugins.dir)
         }

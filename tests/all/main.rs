@@ -29,6 +29,7 @@ mod postgres_faults;
 mod postgres_tail;
 mod quickstart;
 mod rebalance;
+mod replay;
 mod resilience;
 mod runtime;
 mod seed;

@@ -16,6 +16,7 @@ const PLUGIN_CRATES: &[&str] = &[
     "tests/plugins/wrong-version",
     "tests/plugins/missing-export",
     "tests/plugins/loud",
+    "tests/plugins/picky",
 ];
 
 /// The repository root.

@@ -10,5 +10,6 @@ pub mod measure;
 pub mod plugin;
 pub mod plugin_build;
 pub mod progress;
+pub mod replay;
 pub mod run;
 pub mod tap;

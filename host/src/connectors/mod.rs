@@ -12,6 +12,7 @@ pub mod generate;
 pub mod http;
 pub mod kafka;
 pub mod postgres;
+pub mod replay;
 pub mod stdout;
 
 use std::time::Duration;

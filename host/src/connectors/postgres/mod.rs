@@ -1,7 +1,7 @@
 //! The `postgres` connector: a sink into an idempotent landing table (the seed's Airflow step),
 //! and a source that tails a table by a monotonic column with its position kept in PostgreSQL.
 
-mod client;
+pub(super) mod client;
 mod sink;
 mod source;
 

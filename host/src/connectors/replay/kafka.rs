@@ -1,0 +1,242 @@
+//! Dead letters from a `kafka` destination: every partition of the topic, read from the replay's
+//! consumer group's committed offsets up to the high watermarks found at opening. The partitions
+//! are assigned, not subscribed, so no rebalance ever moves them; the offsets are committed to
+//! the group only after the replayed records were acknowledged.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::{DeadLetterReader, Entry};
+use crate::connectors::kafka::KafkaSinkConfig;
+use crate::connectors::{ConnectorError, ErrorKind};
+use crate::record::{Header, Record, SourcePosition};
+
+/// How long a metadata, watermark or commit request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one poll waits for a message.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Reads a dead-letter topic up to its end at opening.
+pub struct KafkaReader {
+    name: String,
+    topic: Arc<str>,
+    consumer: BaseConsumer,
+    /// Per partition still to read: the next offset and the end (high watermark at opening).
+    partitions: BTreeMap<i32, (i64, i64)>,
+    remaining: u64,
+}
+
+/// A driver error as a connector error: an unknown topic or refused authorisation is fatal,
+/// the rest (brokers away, timeouts) transient.
+fn classify(name: &str, what: &str, error: KafkaError) -> ConnectorError {
+    let kind = match error.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownTopic
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::SaslAuthenticationFailed,
+        ) => ErrorKind::Fatal,
+        _ => ErrorKind::Transient,
+    };
+    ConnectorError::new(kind, name, what).caused_by(error)
+}
+
+/// Runs a blocking librdkafka call without stalling the async workers.
+fn blocking<R>(call: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(call)
+        }
+        _ => call(),
+    }
+}
+
+impl KafkaReader {
+    /// Creates the consumer, finds each partition's committed offset and end, and assigns the
+    /// partitions with something left to read.
+    pub async fn open(config: &KafkaSinkConfig, group: &str) -> Result<Self, ConnectorError> {
+        let name = format!("dead-letter topic {}", config.topic);
+        let mut client = ClientConfig::new();
+        client.set("bootstrap.servers", &config.brokers);
+        for (key, value) in &config.properties {
+            client.set(key, value.expose());
+        }
+        client
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest");
+        let consumer: BaseConsumer = client
+            .create()
+            .map_err(|e| ConnectorError::fatal(&name, "cannot create the consumer").caused_by(e))?;
+        let topic = config.topic.clone();
+        let (partitions, remaining) = blocking(|| {
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), REQUEST_TIMEOUT)
+                .map_err(|e| classify(&name, "cannot read the topic's metadata", e))?;
+            let ids: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic)
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if ids.is_empty() {
+                return Err(ConnectorError::fatal(
+                    &name,
+                    "the topic does not exist or has no partitions: nothing was ever dead-lettered there",
+                ));
+            }
+            let mut wanted = TopicPartitionList::new();
+            for id in &ids {
+                wanted.add_partition(&topic, *id);
+            }
+            let committed = consumer
+                .committed_offsets(wanted, REQUEST_TIMEOUT)
+                .map_err(|e| classify(&name, "cannot read the replay's committed offsets", e))?;
+            let mut partitions = BTreeMap::new();
+            let mut remaining = 0u64;
+            let mut assignment = TopicPartitionList::new();
+            for id in ids {
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, id, REQUEST_TIMEOUT)
+                    .map_err(|e| classify(&name, "cannot read the partition's offsets", e))?;
+                let start = match committed.find_partition(&topic, id).map(|p| p.offset()) {
+                    Some(Offset::Offset(offset)) => offset.max(low),
+                    _ => low,
+                };
+                if start < high {
+                    remaining += u64::try_from(high - start).unwrap_or(0);
+                    partitions.insert(id, (start, high));
+                    assignment
+                        .add_partition_offset(&topic, id, Offset::Offset(start))
+                        .map_err(|e| classify(&name, "cannot assign the partition", e))?;
+                }
+            }
+            consumer
+                .assign(&assignment)
+                .map_err(|e| classify(&name, "cannot assign the partitions", e))?;
+            Ok((partitions, remaining))
+        })?;
+        Ok(KafkaReader {
+            name,
+            topic: Arc::from(config.topic.as_str()),
+            consumer,
+            partitions,
+            remaining,
+        })
+    }
+
+    fn poll(&mut self, max: usize) -> Result<Vec<Entry>, ConnectorError> {
+        let mut entries = Vec::new();
+        while entries.len() < max && !self.partitions.is_empty() {
+            let Some(polled) = self.consumer.poll(POLL) else {
+                // Nothing came: a partition whose last offsets hold no message (deleted by
+                // retention or compaction) is done once the consumer's position passed its end.
+                if let Ok(positions) = self.consumer.position() {
+                    for element in positions.elements() {
+                        if let Offset::Offset(at) = element.offset()
+                            && self
+                                .partitions
+                                .get(&element.partition())
+                                .is_some_and(|&(_, end)| at >= end)
+                        {
+                            self.partitions.remove(&element.partition());
+                        }
+                    }
+                }
+                break;
+            };
+            let message = polled.map_err(|e| classify(&self.name, "poll failed", e))?;
+            let partition = message.partition();
+            let Some((next, end)) = self.partitions.get_mut(&partition) else {
+                continue;
+            };
+            if message.offset() >= *end {
+                // Written after opening (a replayed record failing again, say): the next replay's.
+                self.partitions.remove(&partition);
+                continue;
+            }
+            *next = message.offset() + 1;
+            if *next >= *end {
+                self.partitions.remove(&partition);
+            }
+            let headers = message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| Header {
+                            key: h.key.to_owned(),
+                            value: h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let timestamp = message.timestamp().to_millis();
+            entries.push(Entry {
+                record: Record {
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    headers,
+                    timestamp,
+                },
+                position: SourcePosition {
+                    stream: Arc::clone(&self.topic),
+                    partition,
+                    offset: message.offset(),
+                },
+                time: timestamp,
+            });
+        }
+        Ok(entries)
+    }
+}
+
+#[async_trait]
+impl DeadLetterReader for KafkaReader {
+    async fn read(&mut self, max: usize) -> Result<Option<Vec<Entry>>, ConnectorError> {
+        if self.partitions.is_empty() {
+            return Ok(None);
+        }
+        let max = max.max(1);
+        blocking(|| self.poll(max)).map(Some)
+    }
+
+    async fn commit(
+        &mut self,
+        _replayed: &[SourcePosition],
+        highest: &[SourcePosition],
+    ) -> Result<(), ConnectorError> {
+        if highest.is_empty() {
+            return Ok(());
+        }
+        let mut offsets = TopicPartitionList::new();
+        for position in highest {
+            offsets
+                .add_partition_offset(
+                    &position.stream,
+                    position.partition,
+                    Offset::Offset(position.offset + 1),
+                )
+                .map_err(|e| classify(&self.name, "cannot list the offsets to commit", e))?;
+        }
+        blocking(|| self.consumer.commit(&offsets, CommitMode::Sync))
+            .map_err(|e| classify(&self.name, "cannot commit the replay's offsets", e))
+    }
+
+    fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}

@@ -1,0 +1,498 @@
+//! Dead letters as a source, for `weir replay`: a reader per store (`file`, `kafka`,
+//! `postgres`) yields the entries present when it opened, and [`DeadLetterSource`] turns the
+//! ones a [`Filter`] selects back into the records that failed, so a replay is an ordinary
+//! pipeline run (transform stage, sink stage, commits after acknowledgement). A reader's commit
+//! is its store's form of progress (a checkpoint file, a consumer group, a `replayed_at`
+//! column), so a replay resumes and never replays an entry twice.
+
+mod file;
+mod kafka;
+mod postgres;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{ConnectorError, SinkConfig, Source};
+use crate::record::{Record, SourcePosition, SourceRecord, headers};
+
+/// Headers the host sets on a dead letter to say why and where it failed; stripped before the
+/// record is replayed (the replay sets them again if it fails again).
+const FAILURE_HEADERS: [&str; 9] = [
+    headers::ERROR,
+    headers::ERROR_KIND,
+    headers::PLUGIN,
+    headers::PLUGIN_VERSION,
+    headers::STAGE,
+    headers::PIPELINE,
+    headers::SOURCE_STREAM,
+    headers::SOURCE_PARTITION,
+    headers::SOURCE_OFFSET,
+];
+
+/// Where a replayed record first came from (the source coordinates of its dead letter), kept
+/// across replays so a record that fails again still names its original source.
+pub mod origin {
+    /// The original source stream.
+    pub const STREAM: &str = "weir.origin.stream";
+    /// The original source partition.
+    pub const PARTITION: &str = "weir.origin.partition";
+    /// The original source offset.
+    pub const OFFSET: &str = "weir.origin.offset";
+}
+
+/// One dead letter as its store holds it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The dead letter: the failed record with the reason in headers.
+    pub record: Record,
+    /// Where it sits in the dead-letter store; what committing it names.
+    pub position: SourcePosition,
+    /// When it was dead-lettered as far as the store knows (a PostgreSQL row's `created_at`),
+    /// else the record's own timestamp (Kafka message time, the file envelope's `timestamp`), in
+    /// milliseconds since the Unix epoch.
+    pub time: Option<i64>,
+}
+
+impl Entry {
+    /// A header of the dead letter, as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.record.header_str(name)
+    }
+
+    /// Whether the entry keeps only an excerpt of its record (a record too large for the
+    /// source or the destination): it cannot be replayed, the original is in the source.
+    pub fn is_excerpt(&self) -> bool {
+        self.record.header(headers::RECORD_SHA256).is_some()
+    }
+
+    /// The record to replay: the dead letter without the host's failure headers, with its
+    /// original source coordinates under `weir.origin.*` (kept from an earlier replay).
+    pub fn original(&self) -> Record {
+        let mut record = self.record.clone();
+        if record.header(origin::STREAM).is_none()
+            && let Some(stream) = record.header(headers::SOURCE_STREAM).map(<[u8]>::to_vec)
+        {
+            record.set_header(origin::STREAM, stream);
+            for (from, to) in [
+                (headers::SOURCE_PARTITION, origin::PARTITION),
+                (headers::SOURCE_OFFSET, origin::OFFSET),
+            ] {
+                if let Some(value) = record.header(from).map(<[u8]>::to_vec) {
+                    record.set_header(to, value);
+                }
+            }
+        }
+        record
+            .headers
+            .retain(|h| !FAILURE_HEADERS.contains(&h.key.as_str()));
+        record
+    }
+}
+
+/// Reads the dead letters of one store, from its committed progress up to what the store held
+/// when the reader opened (entries that fail again during the replay land after that, and wait
+/// for the next replay).
+#[async_trait]
+pub trait DeadLetterReader: Send {
+    /// Up to `max` further entries; `Ok(None)` once every entry present at opening was read.
+    async fn read(&mut self, max: usize) -> Result<Option<Vec<Entry>>, ConnectorError>;
+
+    /// Records that these entries were replayed (sink and dead-letter destination
+    /// acknowledged them). `replayed` lists each one; `highest` is the highest position per
+    /// stream and partition, covering entries the filter passed over, for stores whose progress
+    /// is a position.
+    async fn commit(
+        &mut self,
+        replayed: &[SourcePosition],
+        highest: &[SourcePosition],
+    ) -> Result<(), ConnectorError>;
+
+    /// Entries between the committed progress and the end, before any filter, when known.
+    fn remaining(&self) -> u64;
+
+    /// The store, for messages.
+    fn describe(&self) -> String;
+}
+
+/// Where a replay keeps its progress, by store: a consumer group for Kafka, a checkpoint file
+/// for a file; a PostgreSQL table marks its rows.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    /// The Kafka consumer group.
+    pub group: String,
+    /// The checkpoint file of a file dead-letter destination.
+    pub checkpoint: std::path::PathBuf,
+}
+
+impl Cursor {
+    /// The default cursor of a pipeline's replays of `dead_letter`, for the chain step
+    /// `pass` (0: the whole chain) so each pass keeps its own progress.
+    pub fn default_for(pipeline: &str, dead_letter: &SinkConfig, pass: &str) -> Self {
+        let checkpoint = match dead_letter {
+            SinkConfig::File(file) => {
+                let mut path = file.path.clone().into_os_string();
+                path.push(format!(".replay-{pipeline}{pass}.checkpoint"));
+                path.into()
+            }
+            _ => std::path::PathBuf::new(),
+        };
+        Cursor {
+            group: format!("weir-replay-{pipeline}{pass}"),
+            checkpoint,
+        }
+    }
+}
+
+/// Opens the reader of a pipeline's dead-letter destination. Only stores a replay can read back
+/// and mark are accepted; `stdout`, `blackhole` and `cassandra` are refused with the reason.
+pub async fn open(
+    dead_letter: &SinkConfig,
+    cursor: &Cursor,
+) -> Result<Box<dyn DeadLetterReader>, ConnectorError> {
+    let name = format!("dead-letter destination {}", dead_letter.describe());
+    match dead_letter {
+        SinkConfig::File(config) => Ok(Box::new(
+            file::FileReader::open(config, &cursor.checkpoint).await?,
+        )),
+        SinkConfig::Kafka(config) => Ok(Box::new(
+            kafka::KafkaReader::open(config, &cursor.group).await?,
+        )),
+        SinkConfig::Postgres(config) => Ok(Box::new(postgres::PostgresReader::open(config).await?)),
+        SinkConfig::Stdout(_) | SinkConfig::Blackhole(_) | SinkConfig::Cassandra(_) => {
+            Err(ConnectorError::fatal(
+                name,
+                "cannot be read back: replay reads dead letters from a file, a Kafka topic or a PostgreSQL table",
+            ))
+        }
+    }
+}
+
+/// Which dead letters a replay takes.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only entries of this pipeline (`weir.pipeline`); entries without the header match.
+    pub pipeline: Option<String>,
+    /// Only these error kinds (`bad-record`, `trap`, ...); empty: any.
+    pub kinds: Vec<String>,
+    /// Only entries failed by these plugins; empty: any.
+    pub plugins: Vec<String>,
+    /// Only entries failed by plugin versions starting with one of these; empty: any.
+    pub versions: Vec<String>,
+    /// Only entries at or after this time (ms since the epoch).
+    pub since: Option<i64>,
+    /// Only entries before this time (ms since the epoch).
+    pub until: Option<i64>,
+    /// Only entries that `step_of` sends to this chain step.
+    pub step: Option<usize>,
+    /// The pipeline's chain, by plugin name, for [`Filter::step_of`].
+    pub chain: Vec<String>,
+}
+
+impl Filter {
+    /// Where in the chain an entry's record re-enters: a record a plugin failed goes back to that
+    /// plugin (the steps before it already ran on it), one the sink refused goes straight to the
+    /// sink (`chain.len()`), and one the source could not decode, or whose plugin is no longer
+    /// in the chain, goes through the whole chain.
+    pub fn step_of(&self, entry: &Entry) -> usize {
+        match entry.header(headers::STAGE) {
+            Some("sink") => self.chain.len(),
+            Some("plugin") => entry
+                .header(headers::PLUGIN)
+                .and_then(|plugin| self.chain.iter().position(|p| p == plugin))
+                .unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// Whether the replay takes `entry`.
+    pub fn matches(&self, entry: &Entry) -> bool {
+        let any_of = |wanted: &[String], header: &str, prefix: bool| {
+            wanted.is_empty()
+                || entry.header(header).is_some_and(|value| {
+                    wanted.iter().any(|w| {
+                        if prefix {
+                            value.starts_with(w.as_str())
+                        } else {
+                            value == w
+                        }
+                    })
+                })
+        };
+        self.pipeline
+            .as_deref()
+            .is_none_or(|name| entry.header(headers::PIPELINE).is_none_or(|p| p == name))
+            && any_of(&self.kinds, headers::ERROR_KIND, false)
+            && any_of(&self.plugins, headers::PLUGIN, false)
+            && any_of(&self.versions, headers::PLUGIN_VERSION, true)
+            && self
+                .since
+                .is_none_or(|since| entry.time.is_some_and(|t| t >= since))
+            && self
+                .until
+                .is_none_or(|until| entry.time.is_some_and(|t| t < until))
+            && self.step.is_none_or(|step| self.step_of(entry) == step)
+    }
+}
+
+/// What a replay has done so far, shared with whoever shows progress.
+#[derive(Debug, Default)]
+pub struct ReplayCounters {
+    /// Entries read from the store.
+    pub scanned: AtomicU64,
+    /// Entries the filter took and that went into the pipeline.
+    pub selected: AtomicU64,
+    /// Entries that keep only an excerpt of their record, which cannot be replayed.
+    pub excerpts: AtomicU64,
+}
+
+/// A [`Source`] over a [`DeadLetterReader`]: yields the selected entries' original records.
+pub struct DeadLetterSource {
+    reader: Box<dyn DeadLetterReader>,
+    filter: Filter,
+    counters: Arc<ReplayCounters>,
+    /// Positions yielded and not yet committed, per stream and partition, in order.
+    yielded: BTreeMap<(Arc<str>, i32), VecDeque<i64>>,
+}
+
+impl DeadLetterSource {
+    /// A source over `reader` taking what `filter` selects.
+    pub fn new(
+        reader: Box<dyn DeadLetterReader>,
+        filter: Filter,
+        counters: Arc<ReplayCounters>,
+    ) -> Self {
+        DeadLetterSource {
+            reader,
+            filter,
+            counters,
+            yielded: BTreeMap::new(),
+        }
+    }
+
+    /// Whether `entry` is replayed, counting excerpts that cannot be.
+    fn select(&self, entry: &Entry) -> bool {
+        if !self.filter.matches(entry) {
+            return false;
+        }
+        if entry.is_excerpt() {
+            self.counters.excerpts.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                store = %self.reader.describe(),
+                stream = %entry.position.stream,
+                partition = entry.position.partition,
+                offset = entry.position.offset,
+                "Dead letter keeps only an excerpt of its record; it cannot be replayed. Find the record in the source at the coordinates in its headers."
+            );
+            return false;
+        }
+        true
+    }
+}
+
+#[async_trait]
+impl Source for DeadLetterSource {
+    async fn poll_batch(
+        &mut self,
+        max: usize,
+        _linger: Duration,
+    ) -> Result<Option<Vec<SourceRecord>>, ConnectorError> {
+        loop {
+            let Some(entries) = self.reader.read(max).await? else {
+                return Ok(None);
+            };
+            if entries.is_empty() {
+                // Nothing arrived in time: hand back, so the pipeline can commit and see a
+                // shutdown.
+                return Ok(Some(Vec::new()));
+            }
+            self.counters
+                .scanned
+                .fetch_add(entries.len() as u64, Ordering::Relaxed);
+            let mut batch = Vec::new();
+            for entry in entries {
+                if !self.select(&entry) {
+                    continue;
+                }
+                self.yielded
+                    .entry((Arc::clone(&entry.position.stream), entry.position.partition))
+                    .or_default()
+                    .push_back(entry.position.offset);
+                batch.push(SourceRecord::new(entry.original(), entry.position));
+            }
+            if !batch.is_empty() {
+                self.counters
+                    .selected
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                return Ok(Some(batch));
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn commit(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError> {
+        let mut replayed = Vec::new();
+        for position in positions {
+            let key = (Arc::clone(&position.stream), position.partition);
+            if let Some(offsets) = self.yielded.get(&key) {
+                replayed.extend(
+                    offsets
+                        .iter()
+                        .take_while(|&&offset| offset <= position.offset)
+                        .map(|&offset| SourcePosition {
+                            stream: Arc::clone(&position.stream),
+                            partition: position.partition,
+                            offset,
+                        }),
+                );
+            }
+        }
+        self.reader.commit(&replayed, positions).await?;
+        // Forgotten only once committed: a failed commit is retried with later positions.
+        for position in positions {
+            let key = (Arc::clone(&position.stream), position.partition);
+            if let Some(offsets) = self.yielded.get_mut(&key) {
+                while offsets.front().is_some_and(|&o| o <= position.offset) {
+                    offsets.pop_front();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a stored header map (the envelope's `headers`: text, or `{"hex": ...}` for bytes
+/// that are not text) back into headers.
+fn headers_from_json(
+    value: Option<&serde_json::Value>,
+) -> Result<Vec<crate::record::Header>, String> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let map = value
+        .as_object()
+        .ok_or_else(|| "`headers` is not an object".to_owned())?;
+    map.iter()
+        .map(|(name, value)| {
+            let key = match name.strip_prefix("hex:") {
+                Some(hexed) => String::from_utf8(
+                    hex::decode(hexed).map_err(|e| format!("header name `{name}`: {e}"))?,
+                )
+                .map_err(|e| format!("header name `{name}`: {e}"))?,
+                None => name.clone(),
+            };
+            let value = match value {
+                serde_json::Value::String(text) => text.clone().into_bytes(),
+                other => match other.get("hex").and_then(serde_json::Value::as_str) {
+                    Some(hexed) => {
+                        hex::decode(hexed).map_err(|e| format!("header `{name}`: {e}"))?
+                    }
+                    None => return Err(format!("header `{name}` is neither text nor hex")),
+                },
+            };
+            Ok(crate::record::Header { key, value })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(headers: &[(&str, &str)]) -> Entry {
+        let mut record = Record::from_value("{}");
+        for (name, value) in headers {
+            record.set_header(name, *value);
+        }
+        Entry {
+            record,
+            position: SourcePosition {
+                stream: Arc::from("dlq"),
+                partition: 0,
+                offset: 1,
+            },
+            time: Some(1_000),
+        }
+    }
+
+    #[test]
+    fn the_original_record_loses_the_failure_and_keeps_its_origin() {
+        let failed = entry(&[
+            ("app", "1"),
+            (headers::ERROR, "boom"),
+            (headers::ERROR_KIND, "bad-record"),
+            (headers::PLUGIN, "p"),
+            (headers::STAGE, "plugin"),
+            (headers::SOURCE_STREAM, "users"),
+            (headers::SOURCE_PARTITION, "3"),
+            (headers::SOURCE_OFFSET, "42"),
+        ]);
+        let original = failed.original();
+        let names: Vec<&str> = original.headers.iter().map(|h| h.key.as_str()).collect();
+        assert_eq!(
+            names,
+            ["app", origin::STREAM, origin::PARTITION, origin::OFFSET]
+        );
+        assert_eq!(original.header_str(origin::OFFSET), Some("42"));
+        // A second failure keeps naming the first source.
+        let again = entry(&[
+            (origin::STREAM, "users"),
+            (headers::SOURCE_STREAM, "dlq-topic"),
+        ]);
+        assert_eq!(again.original().header_str(origin::STREAM), Some("users"));
+    }
+
+    #[test]
+    fn filters_and_chain_steps() {
+        let filter = Filter {
+            pipeline: Some("p1".into()),
+            kinds: vec!["bad-record".into()],
+            versions: vec!["abc".into()],
+            since: Some(500),
+            chain: vec!["first".into(), "second".into()],
+            ..Filter::default()
+        };
+        let base = [
+            (headers::PIPELINE, "p1"),
+            (headers::ERROR_KIND, "bad-record"),
+            (headers::PLUGIN, "second"),
+            (headers::PLUGIN_VERSION, "abcdef"),
+            (headers::STAGE, "plugin"),
+        ];
+        assert!(filter.matches(&entry(&base)));
+        assert_eq!(filter.step_of(&entry(&base)), 1);
+        let mut other = base;
+        other[0] = (headers::PIPELINE, "p2");
+        assert!(!filter.matches(&entry(&other)));
+        let mut other = base;
+        other[3] = (headers::PLUGIN_VERSION, "0123");
+        assert!(!filter.matches(&entry(&other)));
+        let mut late = entry(&base);
+        late.time = Some(100);
+        assert!(!filter.matches(&late));
+        assert_eq!(filter.step_of(&entry(&[(headers::STAGE, "sink")])), 2);
+        assert_eq!(filter.step_of(&entry(&[(headers::STAGE, "source")])), 0);
+        let stepped = Filter {
+            step: Some(0),
+            ..filter.clone()
+        };
+        assert!(!stepped.matches(&entry(&base)));
+    }
+
+    #[test]
+    fn stored_headers_decode_text_and_hex() {
+        let json = serde_json::json!({
+            "a": "text",
+            "b": {"hex": "ff00"},
+            format!("hex:{}", hex::encode("n\0")): "x",
+        });
+        let decoded = headers_from_json(Some(&json)).unwrap();
+        assert_eq!(decoded.len(), 3);
+        assert!(decoded.iter().any(|h| h.key == "b" && h.value == [0xff, 0]));
+        assert!(decoded.iter().any(|h| h.key == "n\0" && h.value == b"x"));
+        assert!(headers_from_json(Some(&serde_json::json!({"c": 1}))).is_err());
+    }
+}

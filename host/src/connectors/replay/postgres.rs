@@ -1,0 +1,172 @@
+//! Dead letters from a `postgres` destination: the rows not yet replayed, by id, up to the
+//! highest id at opening. Progress is per row, a `replayed_at` column (added if missing) set
+//! only once the row's record was acknowledged, so a filter that skips a row never marks it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio_postgres::Client;
+
+use super::{DeadLetterReader, Entry, headers_from_json};
+use crate::connectors::postgres::PostgresSinkConfig;
+use crate::connectors::postgres::client::{classify, connect};
+use crate::connectors::{ConnectorError, ErrorKind};
+use crate::record::{Record, SourcePosition};
+
+/// Reads a dead-letter table up to its highest id at opening.
+pub struct PostgresReader {
+    name: String,
+    table: String,
+    stream: Arc<str>,
+    url: crate::secret::Secret,
+    client: Client,
+    /// The id read last.
+    after: i64,
+    /// The highest id at opening.
+    end: i64,
+    remaining: u64,
+}
+
+impl PostgresReader {
+    /// Connects, adds the `replayed_at` column if missing, and finds the rows to replay.
+    pub async fn open(config: &PostgresSinkConfig) -> Result<Self, ConnectorError> {
+        let name = format!("dead-letter table {}", config.table);
+        // The config was validated: `table` or `schema.table` of plain identifiers.
+        let table = config
+            .table
+            .split('.')
+            .map(|part| format!("\"{part}\""))
+            .collect::<Vec<_>>()
+            .join(".");
+        let client = connect(&name, &config.url, None).await?;
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS replayed_at TIMESTAMPTZ"
+            ))
+            .await
+            .map_err(|e| {
+                classify(
+                    &name,
+                    "cannot add the replayed_at column (does the table exist, and may this user alter it?)",
+                    e,
+                )
+            })?;
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT COALESCE(max(id), 0), count(*) FILTER (WHERE replayed_at IS NULL) FROM {table}"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| classify(&name, "cannot count the rows to replay", e))?;
+        let end: i64 = row.get(0);
+        let remaining: i64 = row.get(1);
+        Ok(PostgresReader {
+            name,
+            stream: Arc::from(config.table.as_str()),
+            table,
+            url: config.url.clone(),
+            client,
+            after: 0,
+            end,
+            remaining: u64::try_from(remaining).unwrap_or(0),
+        })
+    }
+}
+
+impl PostgresReader {
+    /// The connection, opened again if it was lost (a database restart only delays a replay).
+    async fn client(&mut self) -> Result<&Client, ConnectorError> {
+        if self.client.is_closed() {
+            self.client = connect(&self.name, &self.url, None).await?;
+        }
+        Ok(&self.client)
+    }
+}
+
+#[async_trait]
+impl DeadLetterReader for PostgresReader {
+    async fn read(&mut self, max: usize) -> Result<Option<Vec<Entry>>, ConnectorError> {
+        if self.after >= self.end {
+            return Ok(None);
+        }
+        let limit = i64::try_from(max.max(1)).unwrap_or(i64::MAX);
+        let statement = format!(
+            "SELECT id, key, value, headers, (extract(epoch FROM created_at) * 1000)::bigint
+             FROM {} WHERE replayed_at IS NULL AND id > $1 AND id <= $2 ORDER BY id LIMIT $3",
+            self.table
+        );
+        let (after, end, name) = (self.after, self.end, self.name.clone());
+        let rows = self
+            .client()
+            .await?
+            .query(&statement, &[&after, &end, &limit])
+            .await
+            .map_err(|e| classify(&name, "cannot read dead letters", e))?;
+        if rows.is_empty() {
+            self.after = self.end;
+            return Ok(None);
+        }
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: i64 = row.get(0);
+            let headers: Value = row.get(3);
+            let headers = headers_from_json(Some(&headers)).map_err(|problem| {
+                ConnectorError::new(
+                    ErrorKind::Fatal,
+                    &self.name,
+                    format!("row {id}: {problem}; fix the row's headers or set its replayed_at"),
+                )
+            })?;
+            let time: Option<i64> = row.get(4);
+            self.after = id;
+            entries.push(Entry {
+                record: Record {
+                    key: row.get(1),
+                    value: row.get(2),
+                    headers,
+                    timestamp: None,
+                },
+                position: SourcePosition {
+                    stream: Arc::clone(&self.stream),
+                    partition: 0,
+                    offset: id,
+                },
+                time,
+            });
+        }
+        Ok(Some(entries))
+    }
+
+    async fn commit(
+        &mut self,
+        replayed: &[SourcePosition],
+        _highest: &[SourcePosition],
+    ) -> Result<(), ConnectorError> {
+        if replayed.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = replayed.iter().map(|p| p.offset).collect();
+        let statement = format!(
+            "UPDATE {} SET replayed_at = now() WHERE id = ANY($1)",
+            self.table
+        );
+        let name = self.name.clone();
+        self.client()
+            .await?
+            .execute(&statement, &[&ids])
+            .await
+            .map_err(|e| classify(&name, "cannot mark rows replayed", e))?;
+        Ok(())
+    }
+
+    fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}

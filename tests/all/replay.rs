@@ -1,0 +1,345 @@
+//! `weir replay`: a buggy plugin version dead-letters part of a stream, a fixed version is
+//! dropped into the folder, and the replay sends the dead letters through it into the sink,
+//! exactly once, against a dead-letter Kafka topic, file and PostgreSQL table. The buggy version
+//! is `fault-picky` (refuses records containing `legacy` as bad records); the fix is a plugin
+//! that passes them through (`fault-panic`, which only acts on other words), deployed under the
+//! same name.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use weir::app::{RunOptions, RunningApp};
+use weir::config::PipelineFile;
+
+use crate::hot_swap::{component, drop_in};
+use crate::services::{consume_all, create_topic, topic_message_count};
+use crate::support::{kafka_brokers, postgres_url, read_json_lines, repo_root, unique, weir};
+
+/// The plugin's name in the pipelines; its file is swapped from buggy to fixed.
+const PLUGIN: &str = "fixer";
+
+/// A registry folder holding the buggy version as `fixer.wasm`.
+fn buggy_registry(dir: &Path) -> PathBuf {
+    let registry = dir.join("registry");
+    std::fs::create_dir_all(&registry).unwrap();
+    drop_in(&registry, "fixer.wasm", &component("fault-picky"));
+    registry
+}
+
+/// Deploys the fixed version.
+fn fix(registry: &Path) {
+    drop_in(registry, "fixer.wasm", &component("fault-panic"));
+}
+
+/// Runs `weir replay` with `args` on the pipeline file, sharing the tests' compiled cache.
+fn replay(file: &Path, registry: &Path, args: &[&str]) -> Output {
+    let output = weir()
+        .args(["replay", "--config"])
+        .arg(file)
+        .arg("--plugins")
+        .arg(registry)
+        .args(args)
+        .env("WEIR_LOG", "info")
+        .env(
+            "WEIR_CACHE_DIR",
+            repo_root().join("target/test-plugins/cache"),
+        )
+        .output()
+        .expect("the weir binary runs");
+    assert!(
+        output.status.success(),
+        "weir replay {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The number on the `  LABEL  N` line of a replay's summary.
+fn summary(output: &Output, label: &str) -> u64 {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    stderr
+        .lines()
+        .find_map(|line| {
+            line.trim_start()
+                .strip_prefix(label)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no `{label}` in the summary:\n{stderr}"))
+}
+
+/// The `would replay N of M` of a dry run.
+fn would_replay(output: &Output) -> (u64, u64) {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("dry run: would replay"))
+        .unwrap_or_else(|| panic!("no dry-run count:\n{stdout}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    (words[4].parse().unwrap(), words[6].parse().unwrap())
+}
+
+/// Values with `legacy` every `every` records: what the buggy version refuses.
+fn value(n: u64, every: u64) -> String {
+    let format = if n % every == 0 { "legacy" } else { "v2" };
+    format!("{{\"n\":{n},\"format\":\"{format}\"}}")
+}
+
+/// Runs the pipelines of `text` with the registry's current versions until `done` holds.
+async fn run_until(text: &str, registry: &Path, done: impl Fn() -> bool) {
+    let file = PipelineFile::parse(Path::new("replay.toml"), text).unwrap();
+    let mut options = RunOptions::for_registry(registry);
+    options.watch = false;
+    options.cache = Some(repo_root().join("target/test-plugins/cache"));
+    let app = RunningApp::start(file, options).await.unwrap();
+    crate::support::wait_for(
+        "the pipeline to process its input",
+        Duration::from_secs(240),
+        done,
+    )
+    .await;
+    // A file source may have ended the pipeline already.
+    app.shutdown_handle().send_replace(true);
+    for (_, result) in app.wait().await {
+        result.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fixed_version_replays_the_dead_letters_of_a_kafka_topic_exactly_once() {
+    const RECORDS: u64 = 20_000;
+    const EVERY: u64 = 20; // 5%
+    let brokers = kafka_brokers();
+    let input = unique("replay_in");
+    let output = unique("replay_out");
+    let dead = unique("replay_dlq");
+    for topic in [&input, &output, &dead] {
+        create_topic(&brokers, topic, 3).await;
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "20")
+        .create()
+        .unwrap();
+    let sends: Vec<_> = (0..RECORDS)
+        .map(|n| {
+            let (key, payload) = (format!("k{n}"), value(n, EVERY));
+            let producer = producer.clone();
+            let topic = input.clone();
+            async move {
+                producer
+                    .send(
+                        FutureRecord::to(&topic).key(&key).payload(&payload),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e)
+            }
+        })
+        .collect();
+    for result in futures::future::join_all(sends).await {
+        result.unwrap();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let registry = buggy_registry(dir.path());
+    let text = format!(
+        r#"
+        [[pipeline]]
+        name = "orders"
+        source = {{ type = "kafka", brokers = "{brokers}", topics = ["{input}"], group = "{group}" }}
+        transforms = [{{ plugin = "{PLUGIN}" }}]
+        sink = {{ type = "kafka", brokers = "{brokers}", topic = "{output}" }}
+        dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead}" }}
+        "#,
+        group = unique("replay_group"),
+    );
+    let file = dir.path().join("replay.toml");
+    std::fs::write(&file, &text).unwrap();
+    let rejected = (RECORDS / EVERY) as usize;
+    run_until(&text, &registry, || {
+        topic_message_count(&brokers, &output) == RECORDS as usize - rejected
+            && topic_message_count(&brokers, &dead) == rejected
+    })
+    .await;
+
+    // The dry run counts and shows, and changes nothing.
+    let dry = replay(&file, &registry, &["--pipeline", "orders", "--dry-run"]);
+    assert_eq!(would_replay(&dry), (rejected as u64, rejected as u64));
+    let shown = String::from_utf8_lossy(&dry.stdout);
+    assert!(shown.contains("\"kind\":\"bad-record\""), "{shown}");
+
+    fix(&registry);
+    let first = replay(&file, &registry, &["--pipeline", "orders"]);
+    assert_eq!(summary(&first, "replayed"), rejected as u64);
+    assert_eq!(summary(&first, "failed again"), 0);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(stderr.contains("Replay pass finished."), "{stderr}");
+
+    let messages = consume_all(&brokers, &output, RECORDS as usize).await;
+    let keys: BTreeSet<Vec<u8>> = messages.iter().filter_map(|(k, _)| k.clone()).collect();
+    assert_eq!(keys.len(), RECORDS as usize, "every key reached the sink");
+    assert_eq!(
+        topic_message_count(&brokers, &output),
+        RECORDS as usize,
+        "and each exactly once"
+    );
+
+    let second = replay(&file, &registry, &["--pipeline", "orders"]);
+    assert_eq!(summary(&second, "replayed"), 0, "nothing is replayed twice");
+    assert_eq!(topic_message_count(&brokers, &output), RECORDS as usize);
+    assert_eq!(topic_message_count(&brokers, &dead), rejected);
+}
+
+/// A file pipeline over numbered lines, every `every`th one `legacy`, into `out.jsonl`, with
+/// dead letters in `dead_letter`.
+fn file_pipeline(dir: &Path, records: u64, every: u64, dead_letter: &str) -> (PathBuf, String) {
+    let input = dir.join("in.jsonl");
+    let lines: String = (0..records).map(|n| value(n, every) + "\n").collect();
+    std::fs::write(&input, lines).unwrap();
+    let text = format!(
+        r#"
+        [[pipeline]]
+        name = "lines"
+        source = {{ type = "file", path = "{input}" }}
+        transforms = [{{ plugin = "{PLUGIN}" }}]
+        sink = {{ type = "file", path = "{out}" }}
+        dead_letter = {dead_letter}
+        "#,
+        input = input.display(),
+        out = dir.join("out.jsonl").display(),
+    );
+    let file = dir.join("replay.toml");
+    std::fs::write(&file, &text).unwrap();
+    (file, text)
+}
+
+/// The `n` of every line of the sink file.
+fn numbers_out(dir: &Path) -> Vec<u64> {
+    let mut numbers: Vec<u64> = read_json_lines(&dir.join("out.jsonl"))
+        .iter()
+        .map(|v| v["n"].as_u64().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_dead_letter_replay_resends_failures_again_and_resumes_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = buggy_registry(dir.path());
+    let dead = dir.path().join("dlq.jsonl");
+    let (file, text) = file_pipeline(
+        dir.path(),
+        200,
+        10,
+        &format!(r#"{{ type = "file", path = "{}" }}"#, dead.display()),
+    );
+    let out = dir.path().join("out.jsonl");
+    run_until(&text, &registry, || {
+        out.exists()
+            && read_json_lines(&out).len() == 180
+            && dead.exists()
+            && read_json_lines(&dead).len() == 20
+    })
+    .await;
+
+    let dry = replay(&file, &registry, &["--dry-run", "--show", "3"]);
+    assert_eq!(would_replay(&dry), (20, 20));
+    let shown = String::from_utf8_lossy(&dry.stdout);
+    assert_eq!(shown.lines().filter(|l| l.starts_with('{')).count(), 3);
+    let none = replay(&file, &registry, &["--dry-run", "--kind", "trap"]);
+    assert_eq!(would_replay(&none).0, 0, "the kind filter selects nothing");
+
+    // Still the buggy version: every record fails again and goes back with the new reason.
+    let again = replay(&file, &registry, &[]);
+    assert_eq!(summary(&again, "replayed"), 20);
+    assert_eq!(summary(&again, "failed again"), 20);
+    let entries = read_json_lines(&dead);
+    assert_eq!(entries.len(), 40);
+    let refailed = &entries[20];
+    assert_eq!(refailed["headers"]["weir.error.kind"], "bad-record");
+    assert_eq!(
+        refailed["headers"]["weir.origin.stream"],
+        dir.path().join("in.jsonl").display().to_string(),
+        "the original source is still named"
+    );
+    let checkpoint = dir.path().join("dlq.jsonl.replay-lines.checkpoint");
+    assert_eq!(std::fs::read_to_string(&checkpoint).unwrap(), "20");
+
+    // Fixed: only the 20 new entries are replayed, and everything is in the sink once.
+    fix(&registry);
+    let fixed = replay(&file, &registry, &[]);
+    assert_eq!(summary(&fixed, "replayed"), 20);
+    assert_eq!(summary(&fixed, "failed again"), 0);
+    assert_eq!(numbers_out(dir.path()), (0..200).collect::<Vec<_>>());
+    assert_eq!(std::fs::read_to_string(&checkpoint).unwrap(), "40");
+    let last = replay(&file, &registry, &[]);
+    assert_eq!(summary(&last, "replayed"), 0);
+    assert_eq!(read_json_lines(&dead).len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_dead_letter_replay_marks_replayed_rows_and_skips_what_the_filter_left() {
+    let url = postgres_url();
+    let table = unique("replay_dlq");
+    let dir = tempfile::tempdir().unwrap();
+    let registry = buggy_registry(dir.path());
+    let (file, text) = file_pipeline(
+        dir.path(),
+        100,
+        10,
+        &format!(r#"{{ type = "postgres", url = "{url}", table = "{table}" }}"#),
+    );
+    let out = dir.path().join("out.jsonl");
+    run_until(&text, &registry, || {
+        out.exists() && read_json_lines(&out).len() == 90
+    })
+    .await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let count = |sql: String| {
+        let client = &client;
+        async move {
+            let row = client.query_one(&sql, &[]).await.unwrap();
+            row.get::<_, i64>(0)
+        }
+    };
+    assert_eq!(count(format!("SELECT count(*) FROM \"{table}\"")).await, 10);
+
+    fix(&registry);
+    let dry = replay(&file, &registry, &["--dry-run"]);
+    assert_eq!(would_replay(&dry), (10, 10));
+    let other = replay(&file, &registry, &["--plugin-version", "0000000"]);
+    assert_eq!(summary(&other, "replayed"), 0);
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM \"{table}\" WHERE replayed_at IS NULL"
+        ))
+        .await,
+        10,
+        "rows a filter skipped are not marked"
+    );
+
+    let first = replay(&file, &registry, &[]);
+    assert_eq!(summary(&first, "replayed"), 10);
+    assert_eq!(numbers_out(dir.path()), (0..100).collect::<Vec<_>>());
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM \"{table}\" WHERE replayed_at IS NOT NULL"
+        ))
+        .await,
+        10
+    );
+    let second = replay(&file, &registry, &[]);
+    assert_eq!(summary(&second, "replayed"), 0);
+    assert_eq!(numbers_out(dir.path()).len(), 100);
+}
