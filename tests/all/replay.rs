@@ -86,7 +86,11 @@ fn would_replay(output: &Output) -> (u64, u64) {
 
 /// Values with `legacy` every `every` records: what the buggy version refuses.
 fn value(n: u64, every: u64) -> String {
-    let format = if n % every == 0 { "legacy" } else { "v2" };
+    let format = if n.is_multiple_of(every) {
+        "legacy"
+    } else {
+        "v2"
+    };
     format!("{{\"n\":{n},\"format\":\"{format}\"}}")
 }
 
