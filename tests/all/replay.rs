@@ -185,6 +185,10 @@ async fn a_fixed_version_replays_the_dead_letters_of_a_kafka_topic_exactly_once(
     assert_eq!(summary(&first, "failed again"), 0);
     let stderr = String::from_utf8_lossy(&first.stderr);
     assert!(stderr.contains("Replay pass finished."), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{rejected}/{rejected} dead letters")),
+        "progress is shown: {stderr}"
+    );
 
     let messages = consume_all(&brokers, &output, RECORDS as usize).await;
     let keys: BTreeSet<Vec<u8>> = messages.iter().filter_map(|(k, _)| k.clone()).collect();
@@ -322,6 +326,11 @@ async fn a_postgres_dead_letter_replay_marks_replayed_rows_and_skips_what_the_fi
     fix(&registry);
     let dry = replay(&file, &registry, &["--dry-run"]);
     assert_eq!(would_replay(&dry), (10, 10));
+    let columns = count(format!(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = '{table}' AND column_name = 'replayed_at'"
+    ))
+    .await;
+    assert_eq!(columns, 0, "a dry run adds no column");
     let other = replay(&file, &registry, &["--plugin-version", "0000000"]);
     assert_eq!(summary(&other, "replayed"), 0);
     assert_eq!(

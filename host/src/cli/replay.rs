@@ -240,7 +240,7 @@ async fn dry_run(
     let mut excerpts = 0u64;
     let mut by_reason: BTreeMap<(String, String, String), u64> = BTreeMap::new();
     for pass in passes {
-        let mut reader = replay::open(&config.dead_letter, &pass.cursor).await?;
+        let mut reader = replay::open(&config.dead_letter, &pass.cursor, true).await?;
         let pass_filter = Filter {
             step: Some(pass.step),
             ..filter.clone()
@@ -331,7 +331,7 @@ async fn run(
     // what fails again during the replay waits for the next one.
     let mut opened = Vec::with_capacity(passes.len());
     for pass in passes {
-        let reader = replay::open(&config.dead_letter, &pass.cursor)
+        let reader = replay::open(&config.dead_letter, &pass.cursor, false)
             .await
             .with_context(|| format!("pipeline `{}`", config.name))?;
         opened.push((pass, reader));

@@ -148,10 +148,12 @@ impl Cursor {
 }
 
 /// Opens the reader of a pipeline's dead-letter destination. Only stores a replay can read back
-/// and mark are accepted; `stdout`, `blackhole` and `cassandra` are refused with the reason.
+/// and mark are accepted (a `dry_run` changes nothing in the store); `stdout`, `blackhole`
+/// and `cassandra` are refused with the reason.
 pub async fn open(
     dead_letter: &SinkConfig,
     cursor: &Cursor,
+    dry_run: bool,
 ) -> Result<Box<dyn DeadLetterReader>, ConnectorError> {
     let name = format!("dead-letter destination {}", dead_letter.describe());
     match dead_letter {
@@ -161,7 +163,9 @@ pub async fn open(
         SinkConfig::Kafka(config) => Ok(Box::new(
             kafka::KafkaReader::open(config, &cursor.group).await?,
         )),
-        SinkConfig::Postgres(config) => Ok(Box::new(postgres::PostgresReader::open(config).await?)),
+        SinkConfig::Postgres(config) => Ok(Box::new(
+            postgres::PostgresReader::open(config, dry_run).await?,
+        )),
         SinkConfig::Stdout(_) | SinkConfig::Blackhole(_) | SinkConfig::Cassandra(_) => {
             Err(ConnectorError::fatal(
                 name,

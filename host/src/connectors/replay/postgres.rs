@@ -25,12 +25,15 @@ pub struct PostgresReader {
     after: i64,
     /// The highest id at opening.
     end: i64,
+    /// The condition of a row not yet replayed.
+    unreplayed: &'static str,
     remaining: u64,
 }
 
 impl PostgresReader {
     /// Connects, adds the `replayed_at` column if missing, and finds the rows to replay.
-    pub async fn open(config: &PostgresSinkConfig) -> Result<Self, ConnectorError> {
+    /// A `dry_run` adds no column.
+    pub async fn open(config: &PostgresSinkConfig, dry_run: bool) -> Result<Self, ConnectorError> {
         let name = format!("dead-letter table {}", config.table);
         // The config was validated: `table` or `schema.table` of plain identifiers.
         let table = config
@@ -40,22 +43,41 @@ impl PostgresReader {
             .collect::<Vec<_>>()
             .join(".");
         let client = connect(&name, &config.url, None).await?;
-        client
-            .batch_execute(&format!(
-                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS replayed_at TIMESTAMPTZ"
-            ))
-            .await
-            .map_err(|e| {
-                classify(
-                    &name,
-                    "cannot add the replayed_at column (does the table exist, and may this user alter it?)",
-                    e,
+        // A dry run changes nothing, so it adds no column: without one, no row was replayed.
+        let marked = if dry_run {
+            client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1)
+                     AND attname = 'replayed_at' AND NOT attisdropped)",
+                    &[&table],
                 )
-            })?;
+                .await
+                .map_err(|e| classify(&name, "cannot look for the replayed_at column", e))?
+                .get(0)
+        } else {
+            client
+                .batch_execute(&format!(
+                    "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS replayed_at TIMESTAMPTZ"
+                ))
+                .await
+                .map_err(|e| {
+                    classify(
+                        &name,
+                        "cannot add the replayed_at column (does the table exist, and may this user alter it?)",
+                        e,
+                    )
+                })?;
+            true
+        };
+        let unreplayed = if marked {
+            "replayed_at IS NULL"
+        } else {
+            "TRUE"
+        };
         let row = client
             .query_one(
                 &format!(
-                    "SELECT COALESCE(max(id), 0), count(*) FILTER (WHERE replayed_at IS NULL) FROM {table}"
+                    "SELECT COALESCE(max(id), 0), count(*) FILTER (WHERE {unreplayed}) FROM {table}"
                 ),
                 &[],
             )
@@ -71,6 +93,7 @@ impl PostgresReader {
             client,
             after: 0,
             end,
+            unreplayed,
             remaining: u64::try_from(remaining).unwrap_or(0),
         })
     }
@@ -95,8 +118,8 @@ impl DeadLetterReader for PostgresReader {
         let limit = i64::try_from(max.max(1)).unwrap_or(i64::MAX);
         let statement = format!(
             "SELECT id, key, value, headers, (extract(epoch FROM created_at) * 1000)::bigint
-             FROM {} WHERE replayed_at IS NULL AND id > $1 AND id <= $2 ORDER BY id LIMIT $3",
-            self.table
+             FROM {} WHERE {} AND id > $1 AND id <= $2 ORDER BY id LIMIT $3",
+            self.table, self.unreplayed
         );
         let (after, end, name) = (self.after, self.end, self.name.clone());
         let rows = self
