@@ -486,6 +486,107 @@ mod tests {
         assert!(!stepped.matches(&entry(&base)));
     }
 
+    /// A store of entries in memory that records what was committed.
+    struct Memory {
+        entries: Vec<Entry>,
+        committed: Arc<std::sync::Mutex<Vec<(Vec<i64>, Vec<i64>)>>>,
+    }
+
+    #[async_trait]
+    impl DeadLetterReader for Memory {
+        async fn read(&mut self, max: usize) -> Result<Option<Vec<Entry>>, ConnectorError> {
+            if self.entries.is_empty() {
+                return Ok(None);
+            }
+            let take = max.min(self.entries.len());
+            Ok(Some(self.entries.drain(..take).collect()))
+        }
+
+        async fn commit(
+            &mut self,
+            replayed: &[SourcePosition],
+            highest: &[SourcePosition],
+        ) -> Result<(), ConnectorError> {
+            self.committed.lock().unwrap().push((
+                replayed.iter().map(|p| p.offset).collect(),
+                highest.iter().map(|p| p.offset).collect(),
+            ));
+            Ok(())
+        }
+
+        fn remaining(&self) -> u64 {
+            self.entries.len() as u64
+        }
+
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_source_yields_selected_records_and_commits_exactly_those() {
+        let entries: Vec<Entry> = (1..=6)
+            .map(|offset| {
+                let kind = if offset % 2 == 0 {
+                    "trap"
+                } else {
+                    "bad-record"
+                };
+                let mut entry = entry(&[(headers::ERROR_KIND, kind), ("app", "x")]);
+                entry.position.offset = offset;
+                if offset == 5 {
+                    entry.record.set_header(headers::RECORD_SHA256, "00");
+                }
+                entry
+            })
+            .collect();
+        let committed = Arc::default();
+        let counters = Arc::new(ReplayCounters::default());
+        let mut source = DeadLetterSource::new(
+            Box::new(Memory {
+                entries,
+                committed: Arc::clone(&committed),
+            }),
+            Filter {
+                kinds: vec!["bad-record".into()],
+                ..Filter::default()
+            },
+            Arc::clone(&counters),
+        );
+        let batch = source.poll_batch(4, Duration::ZERO).await.unwrap().unwrap();
+        let offsets: Vec<i64> = batch.iter().map(|r| r.position.offset).collect();
+        assert_eq!(offsets, [1, 3]);
+        assert!(
+            batch
+                .iter()
+                .all(|r| r.record.header(headers::ERROR_KIND).is_none())
+        );
+        assert_eq!(batch[0].record.header_str("app"), Some("x"));
+        // 5 keeps only an excerpt: counted, not replayed; 6 is another kind.
+        assert!(
+            source
+                .poll_batch(4, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(counters.scanned.load(Ordering::Relaxed), 6);
+        assert_eq!(counters.selected.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.excerpts.load(Ordering::Relaxed), 1);
+        let at = |offset| SourcePosition {
+            stream: Arc::from("dlq"),
+            partition: 0,
+            offset,
+        };
+        source.commit(&[at(1)]).await.unwrap();
+        source.commit(&[at(3)]).await.unwrap();
+        assert_eq!(
+            *committed.lock().unwrap(),
+            [(vec![1], vec![1]), (vec![3], vec![3])],
+            "each replayed entry is committed once"
+        );
+    }
+
     #[test]
     fn stored_headers_decode_text_and_hex() {
         let json = serde_json::json!({
