@@ -486,10 +486,13 @@ mod tests {
         assert!(!stepped.matches(&entry(&base)));
     }
 
+    /// Each commit's replayed offsets and highest offsets.
+    type Commits = Arc<std::sync::Mutex<Vec<(Vec<i64>, Vec<i64>)>>>;
+
     /// A store of entries in memory that records what was committed.
     struct Memory {
         entries: Vec<Entry>,
-        committed: Arc<std::sync::Mutex<Vec<(Vec<i64>, Vec<i64>)>>>,
+        committed: Commits,
     }
 
     #[async_trait]
