@@ -145,7 +145,8 @@ impl PostgresSinkConfig {
         )
     }
 
-    fn limits(&self) -> Limits {
+    /// The time limits of a connection to this table.
+    pub(crate) fn limits(&self) -> Limits {
         Limits::from_millis(
             self.connect_timeout_ms,
             self.statement_timeout_ms,

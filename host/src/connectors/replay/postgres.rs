@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 
 use super::{DeadLetterReader, Entry, headers_from_json};
 use crate::connectors::postgres::PostgresSinkConfig;
-use crate::connectors::postgres::client::{classify, connect};
+use crate::connectors::postgres::client::{Limits, classify, connect};
 use crate::connectors::{ConnectorError, ErrorKind};
 use crate::record::{Record, SourcePosition};
 
@@ -20,6 +20,8 @@ pub struct PostgresReader {
     table: String,
     stream: Arc<str>,
     url: crate::secret::Secret,
+    /// The connection's time limits, from the dead-letter table's `*_ms` options.
+    limits: Limits,
     client: Client,
     /// The id read last.
     after: i64,
@@ -42,7 +44,8 @@ impl PostgresReader {
             .map(|part| format!("\"{part}\""))
             .collect::<Vec<_>>()
             .join(".");
-        let client = connect(&name, &config.url, None).await?;
+        let limits = config.limits();
+        let client = connect(&name, &config.url, limits, None).await?;
         // A dry run changes nothing, so it adds no column: without one, no row was replayed.
         let marked = if dry_run {
             client
@@ -90,6 +93,7 @@ impl PostgresReader {
             stream: Arc::from(config.table.as_str()),
             table,
             url: config.url.clone(),
+            limits,
             client,
             after: 0,
             end,
@@ -103,7 +107,7 @@ impl PostgresReader {
     /// The connection, opened again if it was lost (a database restart only delays a replay).
     async fn client(&mut self) -> Result<&Client, ConnectorError> {
         if self.client.is_closed() {
-            self.client = connect(&self.name, &self.url, None).await?;
+            self.client = connect(&self.name, &self.url, self.limits, None).await?;
         }
         Ok(&self.client)
     }
