@@ -260,6 +260,64 @@ enum PluginCommand {
         #[command(flatten)]
         admin: AdminAddr,
     },
+    /// Create a plugin project that builds and passes its golden test as it is.
+    ///
+    /// Writes NAME/ (or --dir) with the plugin source (a transform that passes records
+    /// through, with a comment where the logic goes), NAME.toml (the manifest),
+    /// samples/input.jsonl and samples/expected.jsonl, and for Rust a native unit test and a
+    /// copy of the SDK compiled into this weir (weir-plugin/), unless --sdk-path names a
+    /// checkout to depend on.
+    New {
+        /// The plugin's name: lower-case letters, digits, `-` and `_`, starting with a letter.
+        name: String,
+        /// The plugin's language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: cli::plugin_new::NewLanguage,
+        /// The folder to create (default: ./NAME); it must not exist or be empty.
+        #[arg(long, value_name = "PATH")]
+        dir: Option<PathBuf>,
+        /// Rust only: depend on the SDK crate in this folder (plugins/sdk of a Weir checkout)
+        /// instead of a copy in the project.
+        #[arg(long, value_name = "DIR")]
+        sdk_path: Option<PathBuf>,
+    },
+    /// Run a built plugin over sample records and compare with a golden file.
+    ///
+    /// Uses the runtime, deadline, memory cap and manifest handling of `weir run`, one record
+    /// per input line. Each expected line is {"outputs": [JSON values]} or
+    /// {"dead_letter": {"kind": KIND, "message": SUBSTRING}}. Prints each record that differs
+    /// (the field, expected and actual) and exits non-zero on any difference.
+    Test {
+        /// A plugin project folder (tests PLUGINS/NAME.wasm, built by `weir plugin build`) or a
+        /// .wasm file.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[command(flatten)]
+        golden: GoldenArgs,
+        /// Rewrite the expected file with what the plugin did, instead of comparing.
+        #[arg(long)]
+        update: bool,
+        #[command(flatten)]
+        plugins: PluginsDir,
+    },
+    /// Rebuild, test and deploy a plugin on every save.
+    ///
+    /// After each burst of changes to the project's files, builds it into a private folder, runs
+    /// its golden test, and only when that passes places NAME.toml and NAME.wasm in the registry
+    /// folder (write then rename), where a running `weir run` hot-swaps it. A failed build or
+    /// test leaves the registry's version in place. Ctrl-C stops.
+    Dev {
+        /// The plugin project folder.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[command(flatten)]
+        golden: GoldenArgs,
+        /// Quiet time after a change before rebuilding, in milliseconds.
+        #[arg(long, default_value_t = 300, value_name = "MS")]
+        debounce_ms: u64,
+        #[command(flatten)]
+        plugins: PluginsDir,
+    },
     /// Return a plugin of a running weir to its previous version.
     Rollback {
         /// The plugin's name.
@@ -267,6 +325,69 @@ enum PluginCommand {
         #[command(flatten)]
         admin: AdminAddr,
     },
+}
+
+/// The golden test's files, config and sandbox.
+#[derive(Debug, clap::Args)]
+struct GoldenArgs {
+    /// The sample input, one record value per line (default: PATH/samples/input.jsonl).
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// The expected file (default: PATH/samples/expected.jsonl).
+    #[arg(long, value_name = "FILE")]
+    expect: Option<PathBuf>,
+    /// The plugin's config, a JSON object, over its manifest's defaults (default: the contents
+    /// of PATH/samples/config.json when present).
+    #[arg(long, value_name = "JSON")]
+    config: Option<String>,
+    /// Grant a capability the manifest asks for (`clock`, `random`); repeatable.
+    #[arg(long, value_name = "CAPABILITY", value_parser = parse_capability)]
+    allow: Vec<weir::runtime::Capability>,
+    /// Longest one call may run, in milliseconds (a pipeline's `limits.deadline_ms`).
+    #[arg(long, value_name = "MS")]
+    deadline_ms: Option<u64>,
+    /// Most memory the instance may use, in MiB (a pipeline's `limits.memory_mib`).
+    #[arg(long, value_name = "MIB")]
+    memory_mib: Option<usize>,
+    /// Largest input line (one record), in bytes (a pipeline's `limits.max_record_bytes`).
+    #[arg(long, value_name = "BYTES")]
+    max_record_bytes: Option<usize>,
+}
+
+impl GoldenArgs {
+    fn request(
+        self,
+        path: PathBuf,
+        registry: PathBuf,
+        update: bool,
+    ) -> cli::plugin_test::TestRequest {
+        let mut limits = weir::config::LimitsConfig::default();
+        if let Some(deadline_ms) = self.deadline_ms {
+            limits.deadline_ms = deadline_ms;
+        }
+        if let Some(memory_mib) = self.memory_mib {
+            limits.memory_mib = memory_mib;
+        }
+        if let Some(max_record_bytes) = self.max_record_bytes {
+            limits.max_record_bytes = max_record_bytes;
+        }
+        cli::plugin_test::TestRequest {
+            target: path,
+            registry,
+            input: self.input,
+            expect: self.expect,
+            config: self.config,
+            update,
+            allow: self.allow,
+            limits: limits.plugin_limits(),
+            max_record_bytes: limits.max_record_bytes,
+        }
+    }
+}
+
+fn parse_capability(text: &str) -> Result<weir::runtime::Capability, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| format!("unknown capability `{text}`: use `clock` or `random`"))
 }
 
 /// Per-component limits of the Wasm engine; each applies when larger than the default and than
@@ -435,6 +556,32 @@ fn main() -> ExitCode {
         Command::Plugin(PluginCommand::List { plugins, admin }) => {
             cli::plugin::list(&plugins.dir, admin.addr, &admin.token)
         }
+        Command::Plugin(PluginCommand::New {
+            name,
+            lang,
+            dir,
+            sdk_path,
+        }) => cli::plugin_new::new(&cli::plugin_new::NewPlugin {
+            name: &name,
+            language: lang,
+            dir: dir.as_deref(),
+            sdk_path: sdk_path.as_deref(),
+        }),
+        Command::Plugin(PluginCommand::Test {
+            path,
+            golden,
+            update,
+            plugins,
+        }) => cli::plugin_test::test(&golden.request(path, plugins.dir, update)),
+        Command::Plugin(PluginCommand::Dev {
+            path,
+            golden,
+            debounce_ms,
+            plugins,
+        }) => cli::plugin_dev::dev(
+            &golden.request(path, plugins.dir, false),
+            std::time::Duration::from_millis(debounce_ms),
+        ),
         Command::Plugin(PluginCommand::Rollback { name, admin }) => {
             cli::plugin::rollback(&name, admin.addr, &admin.token)
         }

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_auth;
+mod author;
 mod bench;
 mod bounds;
 mod cassandra_semantics;

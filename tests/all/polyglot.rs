@@ -71,7 +71,7 @@ fn up_to_date(component: &Path, project: &str) -> bool {
 /// The registry folder with the Rust test plugins and the Python and JavaScript ones. The
 /// projects build in parallel: componentize-py and componentize-js spend much of their time
 /// waiting on their own subprocesses.
-fn registry() -> &'static Path {
+pub fn registry() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let registry = plugin_registry().to_owned();

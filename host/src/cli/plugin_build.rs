@@ -203,6 +203,32 @@ pub fn build_plugin(dir: &Path, registry: &Path) -> Result<BuiltPlugin, BuildErr
     }
 }
 
+/// The name of the plugin project at `dir` (the `NAME` of the `NAME.wasm` it builds into), read
+/// from its manifest without building it.
+pub fn project_name(dir: &Path) -> Result<String, BuildError> {
+    match Language::detect(dir)? {
+        Language::Rust => package_name(&dir.join("Cargo.toml")),
+        Language::Python => {
+            let manifest = dir.join("pyproject.toml");
+            let table = read_toml(&manifest)?;
+            plugin_name(&manifest, table.get("project").and_then(|p| p.get("name")))
+        }
+        Language::JavaScript => {
+            let manifest = dir.join("package.json");
+            let text = std::fs::read_to_string(&manifest).map_err(|e| BuildError::Manifest {
+                manifest: manifest.clone(),
+                reason: format!("cannot read it: {e}"),
+            })?;
+            let package: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| BuildError::Manifest {
+                    manifest: manifest.clone(),
+                    reason: e.to_string(),
+                })?;
+            plugin_name(&manifest, package.get("name"))
+        }
+    }
+}
+
 /// Builds the crate at `crate_dir` in release mode for wasm32-wasip2 and copies the component
 /// to `registry/NAME.wasm`.
 fn build_rust(crate_dir: &Path, registry: &Path) -> Result<BuiltPlugin, BuildError> {
