@@ -209,6 +209,7 @@ struct ExpectedDeadLetter {
 }
 
 /// One input record: its line number and value.
+#[derive(Debug)]
 struct Sample {
     line: usize,
     value: Vec<u8>,
