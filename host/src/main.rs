@@ -91,8 +91,9 @@ enum Command {
         /// Records a newly deployed version is watched for automatic rollback.
         #[arg(long, default_value_t = 200, value_name = "RECORDS")]
         rollback_window: u64,
-        /// Share of failed records (0 to 1) within the window above which a new version is
-        /// rolled back automatically.
+        /// Share of records (0 to 1) within the window that the new version itself failed
+        /// (plugin failures, traps, timeouts; not `bad-record`, which is the input's fault) above
+        /// which it is rolled back automatically.
         #[arg(long, default_value_t = 0.5, value_name = "SHARE", value_parser = parse_share)]
         rollback_threshold: f64,
         /// Do not print the one-line live summary per pipeline (records/s, lag, dead letters)
