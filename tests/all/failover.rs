@@ -181,6 +181,36 @@ fn numbers_in(file: &Path) -> BTreeMap<u64, u32> {
     seen
 }
 
+/// How many times each `n` is in all of `files` together.
+fn numbers_in_all(files: &[PathBuf]) -> BTreeMap<u64, u32> {
+    let mut seen = BTreeMap::new();
+    for file in files {
+        for (n, count) in numbers_in(file) {
+            *seen.entry(n).or_insert(0) += count;
+        }
+    }
+    seen
+}
+
+/// Fails naming the first few of `0..total` that are not in `seen`.
+fn assert_none_lost(seen: &BTreeMap<u64, u32>, total: u64) {
+    let missing: Vec<u64> = (0..total).filter(|n| !seen.contains_key(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
+
+/// The numbers seen more than once.
+fn repeated(seen: &BTreeMap<u64, u32>) -> Vec<u64> {
+    seen.iter()
+        .filter(|&(_, &count)| count > 1)
+        .map(|(&n, _)| n)
+        .collect()
+}
+
 /// Produces `{"n": N}` to partition N % `partitions`, `step` records every 50 ms, until `stop`;
 /// returns how many.
 fn produce_until(
@@ -352,15 +382,7 @@ async fn three_processes_join_leave_and_die_and_only_the_moved_partitions_stop()
     let total = producing.await.unwrap();
 
     let outputs = [first.out.clone(), second_out.clone(), third.out.clone()];
-    let union = || {
-        let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
-        for file in &outputs {
-            for (n, count) in numbers_in(file) {
-                *seen.entry(n).or_insert(0) += count;
-            }
-        }
-        seen
-    };
+    let union = || numbers_in_all(&outputs);
     wait_for("every record", Duration::from_secs(120), || {
         union().len() as u64 >= total
     })
@@ -371,19 +393,9 @@ async fn three_processes_join_leave_and_die_and_only_the_moved_partitions_stop()
     third.terminate();
 
     let seen = union();
-    let missing: Vec<u64> = (0..total).filter(|n| !seen.contains_key(n)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} lost, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
+    assert_none_lost(&seen, total);
     let first_written = numbers_in(&first.out);
-    let duplicates: Vec<u64> = seen
-        .iter()
-        .filter(|&(_, &c)| c > 1)
-        .map(|(&n, _)| n)
-        .collect();
+    let duplicates = repeated(&seen);
     println!(
         "records {total}, lost 0, duplicates {} (all from the killed member's unacknowledged batches)",
         duplicates.len()
@@ -676,15 +688,7 @@ async fn a_static_member_restarted_within_the_session_timeout_takes_its_partitio
     stop.store(true, Ordering::SeqCst);
     let total = producing.await.unwrap();
     let outputs = [steady.out.clone(), restarted.out.clone(), again.out.clone()];
-    let union = || {
-        let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
-        for file in &outputs {
-            for (n, count) in numbers_in(file) {
-                *seen.entry(n).or_insert(0) += count;
-            }
-        }
-        seen
-    };
+    let union = || numbers_in_all(&outputs);
     wait_for("every record", Duration::from_secs(120), || {
         union().len() as u64 >= total
     })
@@ -704,18 +708,8 @@ async fn a_static_member_restarted_within_the_session_timeout_takes_its_partitio
         "the steady member saw no rebalance while the other restarted"
     );
     let seen = union();
-    let missing: Vec<u64> = (0..total).filter(|n| !seen.contains_key(n)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} lost, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
-    let duplicates: Vec<u64> = seen
-        .iter()
-        .filter(|&(_, &c)| c > 1)
-        .map(|(&n, _)| n)
-        .collect();
+    assert_none_lost(&seen, total);
+    let duplicates = repeated(&seen);
     println!(
         "records {total}, lost 0, duplicates {} (the killed member's unacknowledged batches)",
         duplicates.len()
