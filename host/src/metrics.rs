@@ -392,7 +392,7 @@ fn consumer_group(out: &mut String, pipelines: &BTreeMap<String, Arc<PipelineSta
         .iter()
         .filter_map(|(name, stats)| Some((name, stats.consumer_group()?)))
         .collect();
-    let series: [(&str, &str, &str, GroupField); 4] = [
+    let series: [(&str, &str, &str, GroupField); 5] = [
         (
             "weir_kafka_rebalances_total",
             "Rebalances this process's consumer completed.",
@@ -416,6 +416,12 @@ fn consumer_group(out: &mut String, pipelines: &BTreeMap<String, Arc<PipelineSta
             "Seconds this process's consumer owned no partition (joining, or everything moved away).",
             "counter",
             |g| g.unowned_seconds,
+        ),
+        (
+            "weir_kafka_backpressure_pauses_total",
+            "Times this process's consumer paused its partitions because the pipeline took nothing (a stalled sink).",
+            "counter",
+            |g| g.backpressure_pauses as f64,
         ),
     ];
     for (name, help, kind, value) in series {

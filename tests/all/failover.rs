@@ -588,6 +588,12 @@ async fn a_member_stalled_past_max_poll_interval_stays_in_the_group_and_loses_no
         revoked.iter().all(|&(_, lost)| !lost),
         "the stalled member was evicted (assignment lost) instead of serving the rebalance: {revoked:?}"
     );
+    // The backlog filled the stalled member's buffer: after taking nothing for a while its
+    // pipeline had the partitions paused (how the member kept polling), and resumed them after.
+    assert!(
+        stalled_log.contains("partitions paused") && stalled_log.contains("partitions resumed"),
+        "the stalled member never paused and resumed its partitions: {stalled_log}"
+    );
     assert!(
         !stalled_log.contains("MAX_POLL_EXCEEDED")
             && !stalled_log.contains("maximum poll interval"),

@@ -106,6 +106,17 @@ pub trait Source: Send {
     /// has been acknowledged downstream, so the source may persist them.
     async fn commit(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError>;
 
+    /// The last commit before the source is dropped (the pipeline drained): unlike `commit`,
+    /// which a source may batch or send without waiting, it returns only once the positions are
+    /// durable. It is called even with no positions, for a source that holds acknowledgements
+    /// of its own.
+    async fn commit_final(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        self.commit(positions).await
+    }
+
     /// How far the committed position is behind the end of each partition, for sources that
     /// know (Kafka); `None` for the rest.
     fn lag(&self) -> Option<Vec<crate::observe::PartitionLag>> {

@@ -41,7 +41,7 @@ pub(super) async fn run(
         while let Ok(positions) = ack_rx.try_recv() {
             commits.add(positions);
         }
-        commits.try_commit(pipeline, source.as_mut()).await?;
+        commits.try_commit(pipeline, source.as_mut(), false).await?;
         if *shutdown.borrow() {
             tracing::info!(pipeline, "Shutdown requested; draining in-flight batches.");
             break;
@@ -93,7 +93,7 @@ pub(super) async fn run(
     let mut backoff = Duration::from_millis(100);
     for _ in 0..8 {
         if commits
-            .try_commit(pipeline, source.as_mut())
+            .try_commit(pipeline, source.as_mut(), true)
             .await?
             .is_none()
         {
@@ -147,14 +147,18 @@ impl PendingCommits {
         }
     }
 
-    /// Commits what is pending. A transient failure keeps it pending and is returned as
+    /// Commits what is pending; `last` when the pipeline has drained and this commit must be
+    /// durable before returning. A transient failure keeps it pending and is returned as
     /// `Some(error)`; a permanent one is an error.
     async fn try_commit(
         &mut self,
         pipeline: &str,
         source: &mut dyn Source,
+        last: bool,
     ) -> Result<Option<ConnectorError>, ConnectorError> {
-        if self.highest.is_empty() {
+        // The last commit always goes out: a source that commits on an interval may hold
+        // acknowledgements that no pending position names any more.
+        if self.highest.is_empty() && !last {
             return Ok(None);
         }
         let positions: Vec<SourcePosition> = self
@@ -166,7 +170,12 @@ impl PendingCommits {
                 offset: *offset,
             })
             .collect();
-        match source.commit(&positions).await {
+        let committed = if last {
+            source.commit_final(&positions).await
+        } else {
+            source.commit(&positions).await
+        };
+        match committed {
             Ok(()) => {
                 self.highest.clear();
                 Ok(None)

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::group::GroupMetrics;
@@ -44,6 +45,11 @@ impl GroupContext {
             drain_timeout,
             assignment_changed: AtomicBool::new(false),
         }
+    }
+
+    /// The member's group counters.
+    pub fn metrics(&self) -> Arc<GroupMetrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// Whether the assignment changed since the last call.
@@ -112,6 +118,32 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
+    /// The answer to a commit; an asynchronous one is recorded as done only here.
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                let commit: Commit = offsets
+                    .elements()
+                    .iter()
+                    .filter_map(|element| match element.offset() {
+                        // One past the last acknowledged record.
+                        Offset::Offset(next) => {
+                            Some(((element.topic().to_owned(), element.partition()), next - 1))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                self.progress.committed(&commit);
+            }
+            Err(KafkaError::ConsumerCommit(code)) if super::source::reassigned(code) => {
+                tracing::debug!(source = %self.name, %code, "A commit met a rebalance; the partitions' next owner re-delivers, or the next commit carries the offsets.");
+            }
+            Err(error) => {
+                tracing::warn!(source = %self.name, %error, "Commit failed; the next commit carries the same offsets.");
+            }
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
             let partitions = partitions_of(list);

@@ -14,6 +14,7 @@ pub struct GroupMetrics {
     assigned: AtomicU64,
     revoked: AtomicU64,
     lost: AtomicU64,
+    pauses: AtomicU64,
     owned: Mutex<Ownership>,
 }
 
@@ -33,6 +34,7 @@ impl Default for GroupMetrics {
             assigned: AtomicU64::new(0),
             revoked: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            pauses: AtomicU64::new(0),
             // A member owns nothing until its first assignment: joining counts.
             owned: Mutex::new(Ownership {
                 partitions: 0,
@@ -60,6 +62,9 @@ pub struct GroupStatus {
     /// Seconds this member owned no partition: while joining, and while the group moved
     /// everything away from it.
     pub unowned_seconds: f64,
+    /// Times the pipeline took nothing for long enough that the partitions were paused
+    /// (a stalled sink); a pipeline merely slower than Kafka never pauses them.
+    pub backpressure_pauses: u64,
 }
 
 impl GroupMetrics {
@@ -81,6 +86,11 @@ impl GroupMetrics {
             self.lost.fetch_add(1, Ordering::Relaxed);
         }
         self.change(-(count as i64));
+    }
+
+    /// The partitions were paused because the pipeline stopped taking records.
+    pub fn paused(&self) {
+        self.pauses.fetch_add(1, Ordering::Relaxed);
     }
 
     fn change(&self, delta: i64) {
@@ -110,6 +120,7 @@ impl GroupMetrics {
             partitions_revoked: self.revoked.load(Ordering::Relaxed),
             assignments_lost: self.lost.load(Ordering::Relaxed),
             unowned_seconds: unowned.as_secs_f64(),
+            backpressure_pauses: self.pauses.load(Ordering::Relaxed),
         }
     }
 }

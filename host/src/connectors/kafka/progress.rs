@@ -35,6 +35,31 @@ struct State {
     stale: BTreeMap<TopicPartition, VecDeque<i64>>,
     /// Records fetched and not yet handed to the pipeline, oldest first.
     buffer: VecDeque<SourceRecord>,
+    /// Bytes of key and value held in `buffer`.
+    buffered_bytes: usize,
+}
+
+impl State {
+    /// Drops the buffered records `keep` refuses, keeping `buffered_bytes` right; returns how
+    /// many were dropped.
+    fn retain_buffered(&mut self, mut keep: impl FnMut(&SourceRecord) -> bool) -> usize {
+        let before = self.buffer.len();
+        let mut dropped_bytes = 0;
+        self.buffer.retain(|record| {
+            let kept = keep(record);
+            if !kept {
+                dropped_bytes += size_of(record);
+            }
+            kept
+        });
+        self.buffered_bytes -= dropped_bytes;
+        before - self.buffer.len()
+    }
+}
+
+/// The bytes a buffered record holds (key and value; headers are small).
+fn size_of(record: &SourceRecord) -> usize {
+    record.record.value.len() + record.record.key.as_ref().map_or(0, Vec::len)
 }
 
 /// The bookkeeping, shared by the polling thread (which fetches and serves rebalances), the
@@ -79,14 +104,11 @@ impl PartitionProgress {
     /// dropped (their next owner reads it again from the committed offset), and nothing more of
     /// them is handed out.
     pub fn stop_handing_out(&self, partitions: &[TopicPartition]) -> usize {
-        let mut state = self.state();
-        let before = state.buffer.len();
-        state.buffer.retain(|record| {
+        self.state().retain_buffered(|record| {
             !partitions
                 .iter()
                 .any(|(topic, partition)| is_of(record, topic, *partition))
-        });
-        before - state.buffer.len()
+        })
     }
 
     /// Partitions were taken away. Records of them still in the pipeline are remembered so
@@ -94,9 +116,7 @@ impl PartitionProgress {
     pub fn revoke(&self, partitions: &[TopicPartition]) {
         let mut state = self.state();
         for partition in partitions {
-            state
-                .buffer
-                .retain(|r| !is_of(r, &partition.0, partition.1));
+            state.retain_buffered(|r| !is_of(r, &partition.0, partition.1));
             let Some(owned) = state.assigned.remove(partition) else {
                 continue;
             };
@@ -112,24 +132,48 @@ impl PartitionProgress {
         }
     }
 
-    /// A record fetched from an assigned partition, waiting to be handed out; false (and
-    /// dropped) when its partition is not assigned.
-    pub fn push(&self, record: SourceRecord) -> bool {
+    /// Records fetched, waiting to be handed out, under one lock; those of partitions not
+    /// assigned (any more) are dropped. Returns how many were kept.
+    pub fn push(&self, records: impl IntoIterator<Item = SourceRecord>) -> usize {
         let mut state = self.state();
-        let key = (
-            record.position.stream.to_string(),
-            record.position.partition,
-        );
-        if !state.assigned.contains_key(&key) {
-            return false;
+        let mut kept = 0;
+        // Fetches come in runs of one partition: remember the last answer instead of looking
+        // every record's partition up.
+        let mut last: Option<(std::sync::Arc<str>, i32, bool)> = None;
+        for record in records {
+            let position = &record.position;
+            let assigned = match &last {
+                Some((stream, partition, assigned))
+                    if *partition == position.partition
+                        && std::sync::Arc::ptr_eq(stream, &position.stream) =>
+                {
+                    *assigned
+                }
+                _ => {
+                    let assigned = state
+                        .assigned
+                        .contains_key(&(position.stream.to_string(), position.partition));
+                    last = Some((
+                        std::sync::Arc::clone(&position.stream),
+                        position.partition,
+                        assigned,
+                    ));
+                    assigned
+                }
+            };
+            if assigned {
+                state.buffered_bytes += size_of(&record);
+                state.buffer.push_back(record);
+                kept += 1;
+            }
         }
-        state.buffer.push_back(record);
-        true
+        kept
     }
 
-    /// Records fetched and not yet handed out.
-    pub fn buffered(&self) -> usize {
-        self.state().buffer.len()
+    /// Records fetched and not yet handed out, and the bytes they hold.
+    pub fn buffered(&self) -> (usize, usize) {
+        let state = self.state();
+        (state.buffer.len(), state.buffered_bytes)
     }
 
     /// Hands out at most `max` buffered records, oldest first, and counts them as delivered.
@@ -137,6 +181,7 @@ impl PartitionProgress {
         let mut state = self.state();
         let count = max.min(state.buffer.len());
         let batch: Vec<SourceRecord> = state.buffer.drain(..count).collect();
+        state.buffered_bytes -= batch.iter().map(size_of).sum::<usize>();
         for position in SourcePosition::highest(batch.iter().map(|r| &r.position)) {
             let key = (position.stream.to_string(), position.partition);
             if let Some(owned) = state.assigned.get_mut(&key) {
@@ -326,21 +371,43 @@ mod tests {
         let progress = PartitionProgress::default();
         progress.assign(&[tp(0), tp(1)]);
         for offset in 0..3 {
-            assert!(progress.push(record(0, offset)));
-            assert!(progress.push(record(1, offset)));
+            assert_eq!(progress.push([record(0, offset), record(1, offset)]), 2);
         }
         assert_eq!(progress.stop_handing_out(&[tp(1)]), 3);
         progress.revoke(&[tp(1)]);
-        assert!(!progress.push(record(1, 3)), "not assigned any more");
+        assert_eq!(
+            progress.push([record(1, 3), record(0, 3)]),
+            1,
+            "partition 1 is not assigned any more"
+        );
         let batch = progress.take(10);
         assert_eq!(
             batch
                 .iter()
                 .map(|r| r.position.partition)
                 .collect::<Vec<_>>(),
-            vec![0, 0, 0]
+            vec![0, 0, 0, 0]
         );
-        assert_eq!(progress.buffered(), 0);
+        assert_eq!(progress.buffered(), (0, 0));
+    }
+
+    /// The bytes held bound the buffer, so they must follow every way a record leaves it.
+    #[test]
+    fn buffered_bytes_follow_pushes_takes_and_revocations() {
+        let progress = PartitionProgress::default();
+        progress.assign(&[tp(0), tp(1)]);
+        let size = super::size_of(&record(0, 0));
+        assert!(size > 0);
+        progress.push((0..4).flat_map(|offset| [record(0, offset), record(1, offset)]));
+        assert_eq!(progress.buffered(), (8, 8 * size));
+        progress.take(3);
+        assert_eq!(progress.buffered(), (5, 5 * size));
+        progress.stop_handing_out(&[tp(1)]);
+        progress.revoke(&[tp(1)]);
+        let (records, bytes) = progress.buffered();
+        assert_eq!(bytes, records * size);
+        progress.take(10);
+        assert_eq!(progress.buffered(), (0, 0));
     }
 
     /// The rule of issue 12: a late acknowledgement (after a drain timed out and the partition

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -259,6 +259,8 @@ pub struct KafkaSource {
     lag: ConsumerLag,
     metrics: Arc<GroupMetrics>,
     poller: Option<std::thread::JoinHandle<()>>,
+    /// When the last interval commit went out.
+    last_commit: Option<Instant>,
 }
 
 /// What the polling thread and the source share.
@@ -266,8 +268,12 @@ struct Shared {
     progress: Arc<PartitionProgress>,
     /// Wakes a `poll_batch` waiting for records.
     fetched: Notify,
-    /// The largest batch the pipeline asks for: the buffer holds a few of them before the
-    /// partitions are paused.
+    /// Counts the batches the pipeline took, so the polling thread, waiting for room in a full
+    /// buffer, wakes as soon as there is some (a generation: no wake-up is lost between its
+    /// check and its wait).
+    taken: Mutex<u64>,
+    room: Condvar,
+    /// The largest batch the pipeline asks for: the buffer holds a few of them.
     wanted: AtomicUsize,
     /// Set when the source is dropped: the thread leaves the group and ends.
     stop: AtomicBool,
@@ -285,9 +291,40 @@ impl Shared {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    /// Records buffered before the partitions are paused.
-    fn high_water(&self) -> usize {
-        (BUFFERED_BATCHES * self.wanted.load(Ordering::Relaxed)).max(MIN_BUFFERED)
+    /// How many batches the pipeline has taken so far.
+    fn taken(&self) -> u64 {
+        *self.taken.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The pipeline took a batch.
+    fn took(&self) {
+        *self.taken.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.room.notify_one();
+    }
+
+    /// Waits until the pipeline took a batch after the `seen`-th, or `timeout` passes.
+    fn wait_for_room(&self, seen: u64, timeout: Duration) {
+        let taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        drop(
+            self.room
+                .wait_timeout_while(taken, timeout, |taken| *taken == seen)
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+    }
+
+    /// Whether the buffer holds as much as it may: `BUFFERED_BATCHES` of the pipeline's
+    /// batches (at least `MIN_BUFFERED` records), or `MAX_BUFFERED_BYTES`.
+    fn is_full(&self, (records, bytes): (usize, usize)) -> bool {
+        let records_limit =
+            (BUFFERED_BATCHES * self.wanted.load(Ordering::Relaxed)).max(MIN_BUFFERED);
+        records >= records_limit || bytes >= MAX_BUFFERED_BYTES
+    }
+
+    /// Whether a paused assignment may resume: the buffer is down to half of what it may hold.
+    fn has_room_to_resume(&self, (records, bytes): (usize, usize)) -> bool {
+        let records_limit =
+            (BUFFERED_BATCHES * self.wanted.load(Ordering::Relaxed)).max(MIN_BUFFERED);
+        records <= records_limit / 2 && bytes <= MAX_BUFFERED_BYTES / 2
     }
 }
 
@@ -297,13 +334,30 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 /// How long one poll of the polling thread blocks: how quickly it notices a stop, and how often
 /// it checks whether to pause or resume.
 const THREAD_POLL: Duration = Duration::from_millis(100);
-/// Batches of fetched records held for the pipeline before the partitions are paused.
-const BUFFERED_BATCHES: usize = 4;
-/// Records fetched before pausing, whatever the batch size: pausing and resuming cost a fetch
-/// round trip each, so tiny batches must not make them happen on every batch.
-const MIN_BUFFERED: usize = 1_000;
+/// Batches of fetched records held for the pipeline before the thread stops fetching.
+const BUFFERED_BATCHES: usize = 8;
+/// Records held before the thread stops fetching, whatever the batch size.
+const MIN_BUFFERED: usize = 4_096;
+/// Bytes (keys and values) held before the thread stops fetching, whatever the record count.
+const MAX_BUFFERED_BYTES: usize = 16 << 20;
+/// How long the buffer may stay full, the pipeline taking nothing, before the partitions are
+/// paused. Until then the thread just waits for room, which costs nothing; a pause costs the
+/// records librdkafka had prefetched and a fetch round trip at the resume, so it is kept for a
+/// pipeline that is truly stuck (a stalled sink), where the thread must go on polling to serve
+/// rebalances and stay in the group.
+const STALL_BEFORE_PAUSE: Duration = Duration::from_secs(1);
+/// Messages moved from librdkafka to the buffer under one lock.
+const POLL_RUN: usize = 256;
 /// The batch size assumed until the pipeline asks for one.
 const DEFAULT_WANTED: usize = 500;
+/// librdkafka's prefetch queue, in KiB, unless `properties` sets `queued.max.messages.kbytes`:
+/// with the source's own buffer of `MAX_BUFFERED_BYTES`, what a consumer holds stays within
+/// 32 MiB (librdkafka's default alone is 64 MiB).
+const PREFETCH_KBYTES: &str = "16384";
+/// How often acknowledged offsets are committed while the pipeline runs (asynchronously; the
+/// last commit at shutdown and a rebalance's commit wait for the broker). A crash re-delivers
+/// at most this much more; each commit is a request the group coordinator must serve.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 impl KafkaSource {
     /// Joins the group and subscribes.
@@ -321,6 +375,9 @@ impl KafkaSource {
             .map_err(|problem| ConnectorError::fatal(&name, problem))?;
         if let Some(id) = &instance_id {
             client.set("group.instance.id", id);
+        }
+        if !config.properties.contains_key("queued.max.messages.kbytes") {
+            client.set("queued.max.messages.kbytes", PREFETCH_KBYTES);
         }
         client
             .set("group.id", &config.group)
@@ -372,6 +429,8 @@ impl KafkaSource {
         let shared = Arc::new(Shared {
             progress,
             fetched: Notify::new(),
+            taken: Mutex::new(0),
+            room: Condvar::new(),
             wanted: AtomicUsize::new(DEFAULT_WANTED),
             stop: AtomicBool::new(false),
             error: Mutex::new(None),
@@ -393,46 +452,71 @@ impl KafkaSource {
             lag,
             metrics,
             poller: Some(poller),
+            last_commit: None,
         })
     }
 }
 
-/// The polling thread: fetches into the shared buffer, pauses the assignment while the buffer
-/// is full, serves rebalances (inside `poll`), and leaves the group when told to stop.
+/// The polling thread: fetches into the shared buffer, waits for room while it is full, pauses
+/// the assignment when the pipeline stays stuck, serves rebalances (inside `poll`), and leaves
+/// the group when told to stop.
 fn poll_until_stopped(name: &str, consumer: &BaseConsumer<GroupContext>, shared: &Shared) {
     let mut streams: BTreeMap<String, Arc<str>> = BTreeMap::new();
-    let mut brake = Brake::default();
+    let mut brake = Brake::new(consumer.context().metrics());
+    let mut full_since: Option<std::time::Instant> = None;
+    let mut run: Vec<SourceRecord> = Vec::with_capacity(POLL_RUN);
     while !shared.stop.load(Ordering::SeqCst) {
         if consumer.context().take_assignment_changed() {
             brake.keep_only(&shared.progress.assigned());
         }
+        let taken = shared.taken();
         let buffered = shared.progress.buffered();
-        let high_water = shared.high_water();
-        if buffered >= high_water {
+        if shared.is_full(buffered) {
+            let since = *full_since.get_or_insert_with(std::time::Instant::now);
+            if !brake.is_paused() && since.elapsed() < STALL_BEFORE_PAUSE {
+                shared.wait_for_room(taken, THREAD_POLL);
+                continue;
+            }
             brake.pause(name, consumer);
-        } else if buffered <= high_water / 4 {
-            brake.resume(name, consumer);
+        } else {
+            full_since = None;
+            if brake.is_paused() && shared.has_room_to_resume(buffered) {
+                brake.resume(name, consumer);
+            }
         }
-        match consumer.poll(THREAD_POLL) {
-            None => {}
-            Some(Ok(message)) => {
-                let record = convert(&mut streams, &message);
-                brake.consumed(&record.position);
-                if shared.progress.push(record) {
-                    shared.fetched.notify_one();
+        // One blocking poll, then whatever librdkafka already holds, up to a run.
+        let mut timeout = THREAD_POLL;
+        let fatal = loop {
+            match consumer.poll(timeout) {
+                None => break false,
+                Some(Ok(message)) => {
+                    let record = convert(&mut streams, &message);
+                    brake.consumed(&record.position);
+                    run.push(record);
+                    if run.len() == POLL_RUN {
+                        break false;
+                    }
+                }
+                Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                    shared.fail(ConnectorError::fatal(
+                        name,
+                        format!("the consumer failed for good: {code}{}", fatal_hint(code)),
+                    ));
+                    break true;
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(source = %name, %error, "Consume error; librdkafka retries.");
+                    shared.fail(ConnectorError::transient(name, "consume failed").caused_by(error));
+                    break false;
                 }
             }
-            Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
-                shared.fail(ConnectorError::fatal(
-                    name,
-                    format!("the consumer failed for good: {code}{}", fatal_hint(code)),
-                ));
-                break;
-            }
-            Some(Err(error)) => {
-                tracing::warn!(source = %name, %error, "Consume error; librdkafka retries.");
-                shared.fail(ConnectorError::transient(name, "consume failed").caused_by(error));
-            }
+            timeout = Duration::ZERO;
+        };
+        if !run.is_empty() && shared.progress.push(run.drain(..)) > 0 {
+            shared.fetched.notify_one();
+        }
+        if fatal {
+            break;
         }
     }
     // Dropping the last handle on the consumer (here, normally: the source dropped its own
@@ -441,12 +525,11 @@ fn poll_until_stopped(name: &str, consumer: &BaseConsumer<GroupContext>, shared:
     // member does not leave: its partitions wait for it until its session times out.
 }
 
-/// Pauses partitions while the pipeline does not take records, so the member keeps polling
-/// (serving rebalances, staying in the group) without fetching more. The buffer holds
-/// `high_water` records before pausing and resumes at a quarter of it, so a pipeline that is
-/// merely slower than Kafka does not pause and resume on every batch.
-#[derive(Default)]
+/// Pauses partitions while the pipeline is stuck, so the member keeps polling (serving
+/// rebalances, staying in the group) without fetching more; a pipeline that is merely slower
+/// than Kafka never gets here, the thread waits for room instead.
 struct Brake {
+    metrics: Arc<GroupMetrics>,
     /// Partitions that returned a record in this assignment. Only those are paused: librdkafka
     /// resumes a paused partition at the last record it returned, and one paused before it
     /// returned any may not resume at all.
@@ -455,6 +538,14 @@ struct Brake {
 }
 
 impl Brake {
+    fn new(metrics: Arc<GroupMetrics>) -> Self {
+        Brake {
+            metrics,
+            consumed: BTreeSet::new(),
+            paused: BTreeSet::new(),
+        }
+    }
+
     fn consumed(&mut self, position: &SourcePosition) {
         if !self
             .consumed
@@ -463,6 +554,10 @@ impl Brake {
             self.consumed
                 .insert((Arc::clone(&position.stream), position.partition));
         }
+    }
+
+    fn is_paused(&self) -> bool {
+        !self.paused.is_empty()
     }
 
     /// After a rebalance: forgets partitions no longer assigned.
@@ -482,7 +577,12 @@ impl Brake {
         }
         match consumer.pause(&list(&more)) {
             Ok(()) => {
-                tracing::debug!(source = %name, partitions = more.len(), "The pipeline is backpressured; partitions paused, the member keeps polling.");
+                if self.paused.is_empty() {
+                    self.metrics.paused();
+                    tracing::info!(source = %name, partitions = more.len(), stalled_ms = STALL_BEFORE_PAUSE.as_millis() as u64, "The pipeline took nothing while the buffer was full; partitions paused, the member keeps polling and stays in the group.");
+                } else {
+                    tracing::debug!(source = %name, partitions = more.len(), "More partitions paused.");
+                }
                 self.paused.extend(more);
             }
             Err(error) => tracing::warn!(source = %name, %error, "Cannot pause partitions."),
@@ -496,7 +596,7 @@ impl Brake {
         let paused: Vec<(Arc<str>, i32)> = std::mem::take(&mut self.paused).into_iter().collect();
         match consumer.resume(&list(&paused)) {
             Ok(()) => {
-                tracing::debug!(source = %name, partitions = paused.len(), "Partitions resumed.")
+                tracing::info!(source = %name, partitions = paused.len(), "The pipeline takes records again; partitions resumed.")
             }
             Err(error) => {
                 tracing::warn!(source = %name, %error, "Cannot resume partitions.");
@@ -600,7 +700,7 @@ impl Source for KafkaSource {
         self.shared.wanted.store(max, Ordering::Relaxed);
         let progress = &self.shared.progress;
         let first = Instant::now() + IDLE_POLL.max(linger);
-        while progress.buffered() == 0 {
+        while progress.buffered().0 == 0 {
             if let Some(error) = self.shared.take_error() {
                 return Err(error);
             }
@@ -612,7 +712,7 @@ impl Source for KafkaSource {
             }
         }
         let deadline = Instant::now() + linger;
-        while progress.buffered() < max {
+        while progress.buffered().0 < max {
             if tokio::time::timeout_at(deadline, self.shared.fetched.notified())
                 .await
                 .is_err()
@@ -620,7 +720,9 @@ impl Source for KafkaSource {
                 break;
             }
         }
-        Ok(Some(progress.take(max)))
+        let batch = progress.take(max);
+        self.shared.took();
+        Ok(Some(batch))
     }
 
     fn acknowledgements(&self) -> Option<Arc<dyn crate::connectors::Acknowledgements>> {
@@ -635,14 +737,31 @@ impl Source for KafkaSource {
         Some(Arc::clone(&self.metrics))
     }
 
-    async fn commit(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError> {
-        // What is committed comes from the acknowledgements of the current assignment, not from
-        // `positions`: those may include acknowledgements from before a rebalance, which would
-        // move a partition's offset backwards under its new owner (or under us again).
-        let partitions: BTreeSet<TopicPartition> = positions
-            .iter()
-            .map(|p| (p.stream.to_string(), p.partition))
-            .collect();
+    async fn commit(&mut self, _positions: &[SourcePosition]) -> Result<(), ConnectorError> {
+        if self
+            .last_commit
+            .is_some_and(|sent| sent.elapsed() < COMMIT_INTERVAL)
+        {
+            // Nothing is lost by waiting: what to commit is read from the acknowledgements
+            // when the next commit goes out.
+            return Ok(());
+        }
+        self.last_commit = Some(Instant::now());
+        self.send_commit(CommitMode::Async).await
+    }
+
+    async fn commit_final(&mut self, _positions: &[SourcePosition]) -> Result<(), ConnectorError> {
+        self.send_commit(CommitMode::Sync).await
+    }
+}
+
+impl KafkaSource {
+    /// Commits the acknowledged offsets of the current assignment. What is committed comes from
+    /// the acknowledgements of the current assignment, never from the pipeline's positions:
+    /// those may include acknowledgements from before a rebalance, which would move a
+    /// partition's offset backwards under its new owner (or under us again). An asynchronous
+    /// commit is recorded as done by the consumer's commit callback once the broker accepts it.
+    async fn send_commit(&mut self, mode: CommitMode) -> Result<(), ConnectorError> {
         let Some(consumer) = self.consumer.clone() else {
             return Ok(());
         };
@@ -651,30 +770,38 @@ impl Source for KafkaSource {
         let result = tokio::task::spawn_blocking(move || {
             let progress = &shared.progress;
             let _commits = progress.commit_guard();
-            let commit = progress.to_commit(&partitions);
+            let commit = progress.to_commit(&progress.assigned());
             if commit.is_empty() {
                 return Ok(());
             }
-            consumer.commit(&offsets(&commit), CommitMode::Sync)?;
-            progress.committed(&commit);
+            consumer.commit(&offsets(&commit), mode)?;
+            if matches!(mode, CommitMode::Sync) {
+                progress.committed(&commit);
+            }
             Ok(())
         })
         .await
         .map_err(|e| ConnectorError::transient(&name, e.to_string()))?;
         match result {
             Ok(()) => Ok(()),
-            // The partitions moved to another member in a rebalance: it resumes from the last
-            // committed offset and re-delivers what we could not commit. Nothing is lost.
-            Err(KafkaError::ConsumerCommit(
-                RDKafkaErrorCode::IllegalGeneration
-                | RDKafkaErrorCode::UnknownMemberId
-                | RDKafkaErrorCode::RebalanceInProgress
-                | RDKafkaErrorCode::AssignmentLost,
-            )) => {
+            Err(KafkaError::ConsumerCommit(code)) if reassigned(code) => {
                 tracing::warn!(source = %name, "Partitions were reassigned before this commit; their new owner re-delivers.");
                 Ok(())
             }
             Err(error) => Err(ConnectorError::transient(&name, "commit failed").caused_by(error)),
         }
     }
+}
+
+/// Whether a commit failed because the partitions moved to another member in a rebalance: it
+/// resumes from the last committed offset and re-delivers what could not be committed, so
+/// nothing is lost.
+pub(super) fn reassigned(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::IllegalGeneration
+            | RDKafkaErrorCode::UnknownMemberId
+            | RDKafkaErrorCode::RebalanceInProgress
+            | RDKafkaErrorCode::AssignmentLost
+    )
 }
