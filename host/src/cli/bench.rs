@@ -192,21 +192,21 @@ pub fn failover(
     let lines = tokio.block_on(super::measure::failover::run(&bench))?;
     let s = |d: Duration| d.as_secs_f64();
     println!(
-        "{:<10} {:<18} {:>20} {:>22} {:>10}",
+        "{:<10} {:<18} {:>20} {:>22} {:>26}",
         "membership",
         "killed partitions",
         "their wait (s)",
         "others' longest gap (s)",
-        "usual gap (s)"
+        "longest gap, steady (s)"
     );
     for line in &lines {
         println!(
-            "{:<10} {:<18} {:>20.2} {:>22.2} {:>10.3}",
+            "{:<10} {:<18} {:>20.2} {:>22.2} {:>26.2}",
             line.membership,
             format!("{:?}", line.killed_partitions),
             s(line.waited),
             s(line.others_longest_gap),
-            s(line.usual_gap)
+            s(line.steady_longest_gap)
         );
     }
     Ok(ExitCode::SUCCESS)
