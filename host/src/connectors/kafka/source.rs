@@ -628,10 +628,15 @@ fn convert(
     streams: &mut BTreeMap<String, Arc<str>>,
     message: &BorrowedMessage<'_>,
 ) -> SourceRecord {
-    let stream = streams
-        .entry(message.topic().to_owned())
-        .or_insert_with(|| Arc::from(message.topic()))
-        .clone();
+    // Looked up by `&str` first: no allocation per record for the topic's name.
+    let stream = match streams.get(message.topic()) {
+        Some(stream) => Arc::clone(stream),
+        None => {
+            let stream: Arc<str> = Arc::from(message.topic());
+            streams.insert(message.topic().to_owned(), Arc::clone(&stream));
+            stream
+        }
+    };
     let headers = message
         .headers()
         .map(|headers| {
