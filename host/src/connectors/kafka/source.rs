@@ -259,8 +259,6 @@ pub struct KafkaSource {
     lag: ConsumerLag,
     metrics: Arc<GroupMetrics>,
     poller: Option<std::thread::JoinHandle<()>>,
-    /// When the last interval commit went out.
-    last_commit: Option<Instant>,
 }
 
 /// What the polling thread and the source share.
@@ -452,7 +450,6 @@ impl KafkaSource {
             lag,
             metrics,
             poller: Some(poller),
-            last_commit: None,
         })
     }
 }
@@ -465,9 +462,21 @@ fn poll_until_stopped(name: &str, consumer: &BaseConsumer<GroupContext>, shared:
     let mut brake = Brake::new(consumer.context().metrics());
     let mut full_since: Option<std::time::Instant> = None;
     let mut run: Vec<SourceRecord> = Vec::with_capacity(POLL_RUN);
+    let mut last_commit = std::time::Instant::now();
     while !shared.stop.load(Ordering::SeqCst) {
         if consumer.context().take_assignment_changed() {
             brake.keep_only(&shared.progress.assigned());
+        }
+        // On this thread, the interval commit cannot interleave with a rebalance's own.
+        if last_commit.elapsed() >= COMMIT_INTERVAL {
+            last_commit = std::time::Instant::now();
+            match commit_acknowledged(consumer, &shared.progress, CommitMode::Async) {
+                Ok(()) => {}
+                Err(KafkaError::ConsumerCommit(code)) if reassigned(code) => {}
+                Err(error) => {
+                    tracing::warn!(source = %name, %error, "Cannot send a commit; the next one carries the same offsets.")
+                }
+            }
         }
         let taken = shared.taken();
         let buffered = shared.progress.buffered();
@@ -742,17 +751,10 @@ impl Source for KafkaSource {
         Some(Arc::clone(&self.metrics))
     }
 
+    /// Nothing to do here: the sink stage reports acknowledgements straight to the partition
+    /// bookkeeping, and the polling thread commits them every `COMMIT_INTERVAL`.
     async fn commit(&mut self, _positions: &[SourcePosition]) -> Result<(), ConnectorError> {
-        if self
-            .last_commit
-            .is_some_and(|sent| sent.elapsed() < COMMIT_INTERVAL)
-        {
-            // Nothing is lost by waiting: what to commit is read from the acknowledgements
-            // when the next commit goes out.
-            return Ok(());
-        }
-        self.last_commit = Some(Instant::now());
-        self.send_commit(CommitMode::Async).await
+        Ok(())
     }
 
     async fn commit_final(&mut self, _positions: &[SourcePosition]) -> Result<(), ConnectorError> {
@@ -761,11 +763,8 @@ impl Source for KafkaSource {
 }
 
 impl KafkaSource {
-    /// Commits the acknowledged offsets of the current assignment. What is committed comes from
-    /// the acknowledgements of the current assignment, never from the pipeline's positions:
-    /// those may include acknowledgements from before a rebalance, which would move a
-    /// partition's offset backwards under its new owner (or under us again). An asynchronous
-    /// commit is recorded as done by the consumer's commit callback once the broker accepts it.
+    /// Commits the acknowledged offsets of the current assignment and waits for the answer
+    /// (see [`commit_acknowledged`]).
     async fn send_commit(&mut self, mode: CommitMode) -> Result<(), ConnectorError> {
         let Some(consumer) = self.consumer.clone() else {
             return Ok(());
@@ -773,17 +772,7 @@ impl KafkaSource {
         let shared = Arc::clone(&self.shared);
         let name = self.name.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let progress = &shared.progress;
-            let _commits = progress.commit_guard();
-            let commit = progress.to_commit(&progress.assigned());
-            if commit.is_empty() {
-                return Ok(());
-            }
-            consumer.commit(&offsets(&commit), mode)?;
-            if matches!(mode, CommitMode::Sync) {
-                progress.committed(&commit);
-            }
-            Ok(())
+            commit_acknowledged(&consumer, &shared.progress, mode)
         })
         .await
         .map_err(|e| ConnectorError::transient(&name, e.to_string()))?;
@@ -796,6 +785,28 @@ impl KafkaSource {
             Err(error) => Err(ConnectorError::transient(&name, "commit failed").caused_by(error)),
         }
     }
+}
+
+/// Commits the acknowledged offsets of the current assignment. What is committed comes from the
+/// acknowledgements of the current assignment, never from the pipeline's positions: those may
+/// include acknowledgements from before a rebalance, which would move a partition's offset
+/// backwards under its new owner (or under us again). An asynchronous commit is recorded as done
+/// by the consumer's commit callback once the broker accepts it.
+fn commit_acknowledged(
+    consumer: &BaseConsumer<GroupContext>,
+    progress: &PartitionProgress,
+    mode: CommitMode,
+) -> Result<(), KafkaError> {
+    let _commits = progress.commit_guard();
+    let commit = progress.to_commit(&progress.assigned());
+    if commit.is_empty() {
+        return Ok(());
+    }
+    consumer.commit(&offsets(&commit), mode)?;
+    if matches!(mode, CommitMode::Sync) {
+        progress.committed(&commit);
+    }
+    Ok(())
 }
 
 /// Whether a commit failed because the partitions moved to another member in a rebalance: it
