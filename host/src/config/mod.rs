@@ -89,6 +89,10 @@ pub struct PipelineConfig {
 /// Workers a pipeline starts at most in `per-partition` mode; further partitions share them.
 pub const MAX_WORKERS: usize = 64;
 
+/// The most batches a sink may write at once (`batch.sink_in_flight`): each holds a whole batch
+/// in memory until it is acknowledged.
+pub const MAX_SINK_IN_FLIGHT: usize = 64;
+
 /// How many transform workers a pipeline runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Workers {
@@ -197,6 +201,12 @@ pub struct BatchConfig {
     /// sink slow the source down.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Batches the sink writes at once: a batch starts while earlier ones are still being
+    /// written, and acknowledgements still reach the source in source order, so only contiguous
+    /// written positions are committed. Sinks that must write in order (file, stdout, postgres)
+    /// write one at a time whatever this says.
+    #[serde(default = "default_sink_in_flight")]
+    pub sink_in_flight: usize,
 }
 
 impl BatchConfig {
@@ -212,6 +222,7 @@ impl Default for BatchConfig {
             size: default_batch_size(),
             linger_ms: default_linger_ms(),
             max_in_flight: default_max_in_flight(),
+            sink_in_flight: default_sink_in_flight(),
         }
     }
 }
@@ -224,6 +235,9 @@ fn default_linger_ms() -> u64 {
 }
 fn default_max_in_flight() -> usize {
     8
+}
+fn default_sink_in_flight() -> usize {
+    4
 }
 
 /// Limits for untrusted plugin code.
@@ -429,6 +443,12 @@ impl PipelineFile {
                 return Err(invalid(
                     at("batch.max_in_flight"),
                     "must be at least 1".into(),
+                ));
+            }
+            if !(1..=MAX_SINK_IN_FLIGHT).contains(&pipeline.batch.sink_in_flight) {
+                return Err(invalid(
+                    at("batch.sink_in_flight"),
+                    format!("must be between 1 and {MAX_SINK_IN_FLIGHT}"),
                 ));
             }
             if pipeline.limits.deadline_ms == 0 {

@@ -36,4 +36,8 @@ impl Sink for BlackholeSink {
     async fn write(&mut self, _records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
         Ok(Vec::new())
     }
+
+    fn fork(&self) -> Option<Box<dyn Sink>> {
+        Some(Box::new(BlackholeSink))
+    }
 }

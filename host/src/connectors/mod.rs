@@ -167,6 +167,17 @@ pub trait Sink: Send {
     async fn close(&mut self) -> Result<(), ConnectorError> {
         Ok(())
     }
+
+    /// Another handle on the same store (sharing its connections, producer or session), so the
+    /// sink stage can write a batch while earlier ones are still being written. Each handle
+    /// keeps its own retry state, since a failed batch is retried on the handle that wrote it.
+    /// `None`, the default, for a sink that must write one batch at a time (a file appends in
+    /// order); the stage then keeps one batch in flight. Where the store orders writes by when
+    /// they start (Cassandra's last write wins), the handles must order them by the first
+    /// `write` of each batch: the stage starts batches in source order.
+    fn fork(&self) -> Option<Box<dyn Sink>> {
+        None
+    }
 }
 
 /// The longest duration any `*_ms` option may name: a year. Checked at load (by `config`), so

@@ -255,6 +255,7 @@ pub async fn run_with(
         dead_letter,
         processed_rx,
         acknowledged,
+        config.batch.sink_in_flight,
         Arc::clone(&stats),
         shutdown.clone(),
     ));

@@ -9,6 +9,7 @@ mod config;
 mod order;
 mod session;
 mod sink;
+mod stamps;
 
 use async_trait::async_trait;
 

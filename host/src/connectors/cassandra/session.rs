@@ -51,9 +51,8 @@ pub(super) async fn connect(
         };
         ConnectorError::new(kind, sink, what).caused_by(e)
     };
-    // Client-side timestamps, strictly increasing within the process: a write the client gave
-    // up on (a timeout, a lost connection) that reaches the server late carries an older
-    // timestamp than every write sent after it, so it cannot overwrite them.
+    // Client-side timestamps, strictly increasing within the process, for the statements the
+    // sink does not stamp itself (its inserts carry `USING TIMESTAMP`, fixed per batch).
     let session = SessionBuilder::new()
         .known_nodes(&config.nodes)
         .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()))
@@ -142,9 +141,11 @@ pub(super) async fn connect(
     }
     let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
     let marks = vec!["?"; columns.len()].join(", ");
+    // The last marker is the row's write timestamp, which the sink fixes per batch (see
+    // `stamps`).
     let mut insert = session
         .prepare(format!(
-            "INSERT INTO {keyspace}.{table} ({}) VALUES ({marks})",
+            "INSERT INTO {keyspace}.{table} ({}) VALUES ({marks}) USING TIMESTAMP ?",
             names.join(", ")
         ))
         .await
@@ -155,6 +156,14 @@ pub(super) async fn connect(
             ),
             other => transient("cannot prepare the insert", other.into()),
         })?;
+    // Every partition key column is bound, so the driver knows each row's token and its
+    // default (token-aware) policy sends the row straight to a replica; say so if it cannot.
+    if !insert.is_token_aware() {
+        tracing::warn!(
+            sink,
+            "The prepared insert carries no partition key metadata; rows go to any node, which forwards them (slower)."
+        );
+    }
     // An upsert by primary key: replaying it is harmless, so the driver may retry it.
     insert.set_is_idempotent(true);
     insert.set_consistency(config.consistency.to_driver());

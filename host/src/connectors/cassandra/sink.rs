@@ -1,7 +1,14 @@
 //! Writes records to a Cassandra table with a prepared, idempotent INSERT per record: records for
 //! the same primary key one after another in arrival order, different keys concurrently; the
-//! batch is acknowledged when every insert succeeded or its record was dead-lettered.
+//! batch is acknowledged when every insert succeeded or its record was dead-lettered. Handles
+//! forked for batches in flight together share the session and one pool of `concurrency`
+//! inserts, so the next batch's inserts start as the last ones of a batch finish; each row's
+//! write timestamp is fixed when its batch first starts, so a row of a later batch always wins
+//! over the same key's row of an earlier one, however their inserts interleave or are retried.
 
+use std::fmt::Write as _;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
@@ -15,16 +22,32 @@ use super::columns::{Bound, Missing, bind_field, bound_bytes};
 use super::config::{CassandraSinkConfig, DEFAULT_MAX_MUTATION_BYTES};
 use super::order::chains;
 use super::session::{Column, Prepared, connect, schema_intact};
+use super::stamps::Stamps;
 use crate::connectors::{ConnectorError, Rejected, Sink};
 use crate::record::Record;
 
-/// Writes records to one table.
-pub struct CassandraSink {
-    config: CassandraSinkConfig,
-    name: String,
+/// What the handles of one sink share.
+struct Shared {
     /// Kept across transient failures: the driver reconnects its pools by itself, and a new
     /// session per failure would storm a recovering cluster with connections.
-    prepared: Option<Prepared>,
+    prepared: tokio::sync::Mutex<Option<Arc<Prepared>>>,
+    /// Inserts in flight across all handles, at most `concurrency`; handed out first come,
+    /// first served, so an earlier batch's rows go before a later one's.
+    inserts: tokio::sync::Semaphore,
+    /// The write timestamps of rows.
+    stamps: Stamps,
+}
+
+/// Writes records to one table.
+pub struct CassandraSink {
+    config: Arc<CassandraSinkConfig>,
+    name: Arc<str>,
+    shared: Arc<Shared>,
+    /// The batch whose write failed, recognised by a digest of its values, and the first write
+    /// timestamp its rows were given: its retry writes them with the same timestamps.
+    unfinished: Option<(u64, i64)>,
+    /// Seeded once per handle, so digests compare across writes.
+    hasher: RandomState,
 }
 
 impl CassandraSink {
@@ -32,20 +55,55 @@ impl CassandraSink {
     /// that leaves the session unable to serve.
     pub fn new(config: &CassandraSinkConfig) -> Self {
         CassandraSink {
-            name: format!("cassandra sink {}.{}", config.keyspace, config.table),
-            config: config.clone(),
-            prepared: None,
+            name: format!("cassandra sink {}.{}", config.keyspace, config.table).into(),
+            config: Arc::new(config.clone()),
+            shared: Arc::new(Shared {
+                prepared: tokio::sync::Mutex::new(None),
+                inserts: tokio::sync::Semaphore::new(config.concurrency),
+                stamps: Stamps::default(),
+            }),
+            unfinished: None,
+            hasher: RandomState::new(),
         }
     }
 
-    async fn prepare(&mut self) -> Result<&Prepared, ConnectorError> {
-        if self.prepared.is_none() {
-            self.prepared = Some(connect(&self.config, &self.name).await?);
-            tracing::info!(sink = %self.name, "Connected and prepared the insert.");
+    /// The shared session and insert, connecting and preparing first if there is none. Handles
+    /// wait for one another here, so one session is built, not one per handle.
+    async fn prepare(&self) -> Result<Arc<Prepared>, ConnectorError> {
+        let mut slot = self.shared.prepared.lock().await;
+        if let Some(prepared) = &*slot {
+            return Ok(Arc::clone(prepared));
         }
-        self.prepared
-            .as_ref()
-            .ok_or_else(|| ConnectorError::transient(&self.name, "not connected"))
+        let prepared = Arc::new(connect(&self.config, &self.name).await?);
+        tracing::info!(sink = %self.name, "Connected and prepared the insert.");
+        *slot = Some(Arc::clone(&prepared));
+        Ok(prepared)
+    }
+
+    /// Drops the shared session `lost`, unless another handle already replaced it.
+    async fn forget(&self, lost: &Arc<Prepared>) {
+        let mut slot = self.shared.prepared.lock().await;
+        if slot.as_ref().is_some_and(|current| Arc::ptr_eq(current, lost)) {
+            *slot = None;
+        }
+    }
+
+    /// The first write timestamp of `records`' rows: the one given to them before when this is
+    /// a retry of the batch whose write failed, else fresh ones, later than any given before.
+    fn first_stamp(&mut self, records: &[Record]) -> i64 {
+        match self.unfinished.take() {
+            Some((digest, first)) if digest == self.digest(records) => first,
+            _ => self.shared.stamps.reserve(records.len()),
+        }
+    }
+
+    fn digest(&self, records: &[Record]) -> u64 {
+        let mut hasher = self.hasher.build_hasher();
+        records.len().hash(&mut hasher);
+        for record in records {
+            record.value.hash(&mut hasher);
+        }
+        hasher.finish()
     }
 }
 
@@ -89,7 +147,8 @@ fn row_key(columns: &[Column], values: &[Bound]) -> String {
         .filter(|(column, _)| column.primary_key)
     {
         if let MaybeUnset::Set(Some(value)) = value {
-            key.push_str(&format!("{value:?}\u{1f}"));
+            // Writing to a String cannot fail.
+            let _ = write!(key, "{value:?}\u{1f}");
         }
     }
     key
@@ -164,7 +223,8 @@ fn oversized(table: &str, index: usize, bytes: usize, limit: usize) -> Rejected 
     }
 }
 
-/// A record bound and ready to insert: its index in the batch and its values.
+/// A record bound and ready to insert: its index in the batch and its values, the last being
+/// its write timestamp (`USING TIMESTAMP ?`).
 struct Row {
     index: usize,
     values: Vec<Bound>,
@@ -173,29 +233,64 @@ struct Row {
 #[async_trait]
 impl Sink for CassandraSink {
     async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
+        // Before any wait: the sink stage starts batches in source order, and their timestamps
+        // must follow it.
+        let first_stamp = self.first_stamp(records);
+        let written = self.write_stamped(records, first_stamp).await;
+        if written.is_err() {
+            self.unfinished = Some((self.digest(records), first_stamp));
+        }
+        written
+    }
+
+    /// A handle sharing this one's session, insert pool and timestamps, with its own retry
+    /// state.
+    fn fork(&self) -> Option<Box<dyn Sink>> {
+        Some(Box::new(CassandraSink {
+            config: Arc::clone(&self.config),
+            name: Arc::clone(&self.name),
+            shared: Arc::clone(&self.shared),
+            unfinished: None,
+            hasher: RandomState::new(),
+        }))
+    }
+}
+
+impl CassandraSink {
+    /// Writes `records`, record `i`'s row with the timestamp `first_stamp + i`.
+    async fn write_stamped(
+        &self,
+        records: &[Record],
+        first_stamp: i64,
+    ) -> Result<Vec<Rejected>, ConnectorError> {
         let (concurrency, missing, limit) = (
             self.config.concurrency,
             self.config.missing,
             self.config.max_mutation_bytes,
         );
-        let name = self.name.clone();
-        let (keyspace, table_name) = (self.config.keyspace.clone(), self.config.table.clone());
+        let name = &*self.name;
+        let (keyspace, table_name) = (&self.config.keyspace, &self.config.table);
         let table = format!("{keyspace}.{table_name}");
         let prepared = self.prepare().await?;
         let mut rejected = Vec::new();
         let mut rows = Vec::with_capacity(records.len());
         for (index, record) in records.iter().enumerate() {
             match bind(&prepared.columns, record, missing) {
-                Ok(values) => match (bound_bytes(&values), limit) {
+                Ok(mut values) => match (bound_bytes(&values), limit) {
                     (bytes, Some(limit)) if bytes > limit => {
                         rejected.push(oversized(&table, index, bytes, limit))
                     }
-                    _ => rows.push(Row { index, values }),
+                    _ => {
+                        let stamp = first_stamp.saturating_add(index as i64);
+                        values.push(MaybeUnset::Set(Some(CqlValue::BigInt(stamp))));
+                        rows.push(Row { index, values });
+                    }
                 },
                 Err(reason) => rejected.push(Rejected { index, reason }),
             }
         }
         let (session, insert) = (&prepared.session, &prepared.insert);
+        let inserts = &self.shared.inserts;
         let bound = &rows;
         // Set once an insert failed in a way that fails the whole batch: the other chains start
         // no further insert, so an outage costs one failed request per chain, not one per record.
@@ -213,6 +308,10 @@ impl Sink for CassandraSink {
                     if abandoned.load(Ordering::Relaxed) {
                         break;
                     }
+                    // Never closed, so always granted.
+                    let Ok(_permit) = inserts.acquire().await else {
+                        break;
+                    };
                     let Err(error) = session.execute_unpaged(insert, &bound[row].values).await
                     else {
                         continue;
@@ -250,13 +349,11 @@ impl Sink for CassandraSink {
         drop(chains);
         let batch_failed = config.is_some() || transient.is_some() || session_lost.is_some();
         if !batch_failed && !invalid.is_empty() {
-            let intact =
-                schema_intact(&prepared.session, &keyspace, &table_name, &prepared.columns)
-                    .await
-                    .map_err(|e| {
-                        ConnectorError::transient(&name, "cannot read the table's columns")
-                            .caused_by(e)
-                    })?;
+            let intact = schema_intact(&prepared.session, keyspace, table_name, &prepared.columns)
+                .await
+                .map_err(|e| {
+                    ConnectorError::transient(name, "cannot read the table's columns").caused_by(e)
+                })?;
             if intact {
                 for (index, values, error) in invalid {
                     rejected.push(refusal(&table, &prepared.columns, index, values, &error));
@@ -278,7 +375,7 @@ impl Sink for CassandraSink {
         // the whole batch is safe.
         if let Some(error) = session_lost {
             tracing::warn!(sink = %name, %error, "The session can no longer serve; a new one is built for the retry.");
-            self.prepared = None;
+            self.forget(&prepared).await;
             return Err(ConnectorError::transient(
                 name,
                 "insert failed; reconnecting with a new session",

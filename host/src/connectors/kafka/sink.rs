@@ -1,9 +1,13 @@
 //! The `kafka` sink: librdkafka's idempotent producer with `acks=all`; a batch is acknowledged
 //! only once every record's delivery report came back, so a broker outage delays but never drops.
 //! A retried batch re-sends only the records whose delivery failed; a producer in librdkafka's
-//! fatal state is replaced; a refusal retrying cannot cure stops the pipeline.
+//! fatal state is replaced; a refusal retrying cannot cure stops the pipeline. Handles forked for
+//! batches in flight together share one producer, so a batch is produced while the delivery
+//! reports of earlier ones are outstanding.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -128,6 +132,12 @@ const EXCERPT_BYTES: [usize; 3] = [64 * 1024, 4 * 1024, 0];
 /// How long confirming that a topic is missing may take before the failure counts as transient.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The producer every handle of one sink uses, and how many times it was replaced after a fatal
+/// error: the first handle to find the producer fatal replaces it, the others adopt the new one.
+struct SharedProducer {
+    current: Mutex<(u64, FutureProducer)>,
+}
+
 /// Produces records to a topic.
 pub struct KafkaSink {
     name: String,
@@ -140,7 +150,10 @@ pub struct KafkaSink {
     /// The producer's settings, kept to build a new producer after a fatal error.
     client: ClientConfig,
     producer: FutureProducer,
-    /// What became of each record of a batch whose write failed.
+    /// Which replacement of the shared producer `producer` is.
+    generation: u64,
+    shared: Arc<SharedProducer>,
+    /// What became of each record of this handle's batch whose write failed.
     unfinished: Unfinished,
 }
 
@@ -179,6 +192,9 @@ impl KafkaSink {
             );
         }
         let producer = create_producer(&name, &client)?;
+        let shared = Arc::new(SharedProducer {
+            current: Mutex::new((0, producer.clone())),
+        });
         Ok(KafkaSink {
             name,
             topic: config.topic.clone(),
@@ -187,6 +203,8 @@ impl KafkaSink {
             dead_letter,
             client,
             producer,
+            generation: 0,
+            shared,
             unfinished: Unfinished::default(),
         })
     }
@@ -215,31 +233,34 @@ impl KafkaSink {
         }
     }
 
-    fn key_of(&self, record: &Record) -> Result<Option<Vec<u8>>, String> {
+    /// The message key: the record's own (borrowed), or the key field read from its value.
+    fn key_of<'r>(&self, record: &'r Record) -> Result<Option<Cow<'r, [u8]>>, String> {
         let Some(pointer) = &self.key_pointer else {
-            return Ok(record.key.clone());
+            return Ok(record.key.as_deref().map(Cow::Borrowed));
         };
         let field = self.key_field.as_deref().unwrap_or_default();
         let value: serde_json::Value = serde_json::from_slice(&record.value).map_err(|e| {
             format!("value is not JSON, so key field `{field}` cannot be read: {e}")
         })?;
         text_at(&value, pointer)
-            .map(|key| Some(key.into_bytes()))
+            .map(|key| Some(Cow::Owned(key.into_bytes())))
             .ok_or_else(|| format!("key field `{field}` is missing or not a scalar"))
     }
 
     /// Sends one record and waits for its delivery report.
     async fn send(&self, record: &Record, key: Option<&[u8]>) -> Result<(), KafkaError> {
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for header in &record.headers {
-            headers = headers.insert(Header {
-                key: &header.key,
-                value: Some(&header.value),
-            });
+        let mut message = FutureRecord::<[u8], [u8]>::to(&self.topic).payload(&record.value);
+        // librdkafka's header list is allocated per message; a record without headers needs none.
+        if !record.headers.is_empty() {
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for header in &record.headers {
+                headers = headers.insert(Header {
+                    key: &header.key,
+                    value: Some(&header.value),
+                });
+            }
+            message = message.headers(headers);
         }
-        let mut message = FutureRecord::<[u8], [u8]>::to(&self.topic)
-            .payload(&record.value)
-            .headers(headers);
         if let Some(key) = key {
             message = message.key(key);
         }
@@ -321,8 +342,23 @@ impl KafkaSink {
     /// Replaces a producer in librdkafka's fatal state by a new one (a new producer id, so its
     /// sequence numbers start afresh); the old one is destroyed off the async threads, since
     /// that waits for its purged records.
+    /// Handles share the replacement: the first to get here creates it, the others adopt it.
     fn replace_producer(&mut self) -> Result<(), ConnectorError> {
-        let producer = create_producer(&self.name, &self.client)?;
+        let producer = {
+            let mut current = self
+                .shared
+                .current
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if current.0 == self.generation {
+                let producer = create_producer(&self.name, &self.client)?;
+                let old = std::mem::replace(&mut current.1, producer);
+                current.0 += 1;
+                tokio::task::spawn_blocking(move || drop(old));
+            }
+            self.generation = current.0;
+            current.1.clone()
+        };
         let old = std::mem::replace(&mut self.producer, producer);
         tokio::task::spawn_blocking(move || drop(old));
         Ok(())
@@ -370,7 +406,9 @@ impl Sink for KafkaSink {
                 Ok(key) => to_send.push((index, key)),
                 // Dead letters are often not JSON (that may be why they are dead): keep their
                 // own key rather than refusing them.
-                Err(_) if self.dead_letter => to_send.push((index, record.key.clone())),
+                Err(_) if self.dead_letter => {
+                    to_send.push((index, record.key.as_deref().map(Cow::Borrowed)));
+                }
                 Err(reason) => outcomes[index] = Outcome::Rejected(reason),
             }
         }
@@ -403,7 +441,7 @@ impl Sink for KafkaSink {
             if !self.dead_letter {
                 outcomes[index] = Outcome::Rejected(format!(
                     "message of {} bytes is larger than the producer or topic allows (message.max.bytes, max.message.bytes)",
-                    record.value.len() + key.as_ref().map_or(0, Vec::len)
+                    record.value.len() + key.as_ref().map_or(0, |key| key.len())
                 ));
                 continue;
             }
@@ -468,6 +506,31 @@ impl Sink for KafkaSink {
                 _ => None,
             })
             .collect())
+    }
+
+    /// A handle on the same producer with its own retry state: its batches are produced while
+    /// the delivery reports of other handles' batches are outstanding.
+    fn fork(&self) -> Option<Box<dyn Sink>> {
+        let (generation, producer) = {
+            let current = self
+                .shared
+                .current
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            (current.0, current.1.clone())
+        };
+        Some(Box::new(KafkaSink {
+            name: self.name.clone(),
+            topic: self.topic.clone(),
+            key_pointer: self.key_pointer.clone(),
+            key_field: self.key_field.clone(),
+            dead_letter: self.dead_letter,
+            client: self.client.clone(),
+            producer,
+            generation,
+            shared: Arc::clone(&self.shared),
+            unfinished: Unfinished::default(),
+        }))
     }
 }
 
