@@ -229,7 +229,8 @@ impl Done<'_> {
                 ));
             }
         }
-        self.dead_letter_tap.offer(dead_letters.iter().map(|record| (record, None)));
+        self.dead_letter_tap
+            .offer(dead_letters.iter().map(|record| (record, None)));
         stats.record_batch(processed.inputs, written, dead_letters.len());
         stats.batch_latency().observe(processed.polled_at.elapsed());
         if let Some(source) = &self.acknowledged.source {
@@ -278,8 +279,7 @@ mod tests {
         }
 
         fn fork(&self) -> Option<Box<dyn Sink>> {
-            self.forks
-                .then(|| Box::new(self.clone()) as Box<dyn Sink>)
+            self.forks.then(|| Box::new(self.clone()) as Box<dyn Sink>)
         }
     }
 
@@ -382,7 +382,10 @@ mod tests {
         harness.send("second", 20).await;
         harness.release("second");
         // The second write finishes while the first is still under way: both are in flight.
-        assert_eq!(next(harness.finished.recv()).await, Some(b"second".to_vec()));
+        assert_eq!(
+            next(harness.finished.recv()).await,
+            Some(b"second".to_vec())
+        );
         harness.release("first");
         assert_eq!(next(harness.finished.recv()).await, Some(b"first".to_vec()));
         let (acknowledged, ended) = harness.acknowledged().await;
@@ -397,7 +400,10 @@ mod tests {
         harness.send("first", 10).await;
         harness.send("second", 20).await;
         harness.release("second");
-        assert_eq!(next(harness.finished.recv()).await, Some(b"second".to_vec()));
+        assert_eq!(
+            next(harness.finished.recv()).await,
+            Some(b"second".to_vec())
+        );
         // The first write never finishes; after the shutdown grace it is abandoned.
         assert!(harness.shutdown.send(true).is_ok());
         let (acknowledged, ended) = harness.acknowledged().await;
@@ -415,7 +421,10 @@ mod tests {
         harness.release("second");
         harness.release("first");
         assert_eq!(next(harness.finished.recv()).await, Some(b"first".to_vec()));
-        assert_eq!(next(harness.finished.recv()).await, Some(b"second".to_vec()));
+        assert_eq!(
+            next(harness.finished.recv()).await,
+            Some(b"second".to_vec())
+        );
         let (acknowledged, ended) = harness.acknowledged().await;
         assert!(ended.is_ok(), "{ended:?}");
         assert_eq!(acknowledged, [10, 20]);

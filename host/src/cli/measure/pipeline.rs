@@ -57,17 +57,17 @@ pub struct PipelineReportBench {
     pub latencies: Vec<Duration>,
 }
 
-/// Records per record timestamp how long after its creation it was acknowledged.
-#[derive(Clone)]
+/// Records per record timestamp how long after its creation it was acknowledged. Forks with
+/// the sink it wraps, so the pipeline writes as many batches at once as it would without it.
 struct LatencySink {
-    inner: Arc<tokio::sync::Mutex<Box<dyn Sink>>>,
+    inner: Box<dyn Sink>,
     samples: Arc<Mutex<Vec<Duration>>>,
 }
 
 #[async_trait]
 impl Sink for LatencySink {
     async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
-        let rejected = self.inner.lock().await.write(records).await?;
+        let rejected = self.inner.write(records).await?;
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -79,6 +79,17 @@ impl Sink for LatencySink {
                 .map(|created| Duration::from_millis((now - created).max(0) as u64)),
         );
         Ok(rejected)
+    }
+
+    async fn close(&mut self) -> Result<(), ConnectorError> {
+        self.inner.close().await
+    }
+
+    fn fork(&self) -> Option<Box<dyn Sink>> {
+        Some(Box::new(LatencySink {
+            inner: self.inner.fork()?,
+            samples: Arc::clone(&self.samples),
+        }))
     }
 }
 
@@ -180,9 +191,7 @@ async fn drain(
     let chain = pipeline::build_chain(&config, slots).map_err(setup)?;
     let samples = Arc::new(Mutex::new(Vec::new()));
     let sink = LatencySink {
-        inner: Arc::new(tokio::sync::Mutex::new(
-            config.sink.build(false).await.map_err(setup)?,
-        )),
+        inner: config.sink.build(false).await.map_err(setup)?,
         samples: Arc::clone(&samples),
     };
     let connectors = Connectors {

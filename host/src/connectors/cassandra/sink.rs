@@ -83,7 +83,10 @@ impl CassandraSink {
     /// Drops the shared session `lost`, unless another handle already replaced it.
     async fn forget(&self, lost: &Arc<Prepared>) {
         let mut slot = self.shared.prepared.lock().await;
-        if slot.as_ref().is_some_and(|current| Arc::ptr_eq(current, lost)) {
+        if slot
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, lost))
+        {
             *slot = None;
         }
     }

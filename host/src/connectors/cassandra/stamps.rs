@@ -19,16 +19,20 @@ impl Stamps {
     pub(super) fn reserve(&self, count: usize) -> i64 {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| i64::try_from(since.as_micros()).unwrap_or(i64::MAX));
+            .map_or(0, |since| {
+                i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+            });
         let count = i64::try_from(count.max(1)).unwrap_or(i64::MAX);
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
             let first = now.max(last.saturating_add(1));
             let through = first.saturating_add(count - 1);
-            match self
-                .last
-                .compare_exchange_weak(last, through, Ordering::AcqRel, Ordering::Relaxed)
-            {
+            match self.last.compare_exchange_weak(
+                last,
+                through,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return first,
                 Err(current) => last = current,
             }
