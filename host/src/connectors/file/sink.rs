@@ -156,7 +156,13 @@ impl Sink for FileSink {
     async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
         let result = async {
             for record in records {
-                self.file.write_all(&encode(record, self.encoding)).await?;
+                // A value line is the record's own bytes: written from it, not from a copy.
+                match self.encoding {
+                    Encoding::Value => self.file.write_all(&record.value).await?,
+                    Encoding::Envelope => {
+                        self.file.write_all(&encode(record, self.encoding)).await?;
+                    }
+                }
                 self.file.write_all(b"\n").await?;
             }
             self.file.flush().await?;
