@@ -68,7 +68,8 @@ pub struct CassandraSinkConfig {
     /// Consistency of the writes.
     #[serde(default)]
     pub consistency: WriteConsistency,
-    /// Inserts in flight at once. Records for the same primary key are written one after
+    /// Inserts in flight at once, across all the batches the sink writes at once
+    /// (`batch.sink_in_flight`). Records for the same primary key are written one after
     /// another in arrival order; only different keys share this concurrency.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
