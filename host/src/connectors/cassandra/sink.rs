@@ -80,6 +80,17 @@ impl CassandraSink {
         Ok(prepared)
     }
 
+    /// Another handle: the same session, insert pool and timestamps; its own retry state.
+    fn handle(&self) -> CassandraSink {
+        CassandraSink {
+            config: Arc::clone(&self.config),
+            name: Arc::clone(&self.name),
+            shared: Arc::clone(&self.shared),
+            unfinished: None,
+            hasher: RandomState::new(),
+        }
+    }
+
     /// Drops the shared session `lost`, unless another handle already replaced it.
     async fn forget(&self, lost: &Arc<Prepared>) {
         let mut slot = self.shared.prepared.lock().await;
@@ -249,13 +260,7 @@ impl Sink for CassandraSink {
     /// A handle sharing this one's session, insert pool and timestamps, with its own retry
     /// state.
     fn fork(&self) -> Option<Box<dyn Sink>> {
-        Some(Box::new(CassandraSink {
-            config: Arc::clone(&self.config),
-            name: Arc::clone(&self.name),
-            shared: Arc::clone(&self.shared),
-            unfinished: None,
-            hasher: RandomState::new(),
-        }))
+        Some(Box::new(self.handle()))
     }
 }
 
@@ -439,6 +444,30 @@ mod tests {
             let error = bind(&columns, &Record::from_value(value), Missing::Unset).unwrap_err();
             assert!(error.contains("primary key column `id`"), "{error}");
         }
+    }
+
+    #[test]
+    fn a_retried_batch_keeps_its_timestamps_and_later_batches_get_later_ones() {
+        let config: CassandraSinkConfig =
+            toml::from_str("nodes = [\"127.0.0.1:9042\"]\nkeyspace = \"k\"\ntable = \"t\"")
+                .unwrap();
+        let mut first = CassandraSink::new(&config);
+        let mut second = first.handle();
+        let earlier = vec![Record::from_value(r#"{"id":"a","n":1}"#); 3];
+        let later = vec![Record::from_value(r#"{"id":"a","n":2}"#); 3];
+        // The earlier batch starts first, then the later one on another handle.
+        let earlier_stamp = first.first_stamp(&earlier);
+        let later_stamp = second.first_stamp(&later);
+        assert!(
+            later_stamp >= earlier_stamp + 3,
+            "{earlier_stamp} then {later_stamp}"
+        );
+        // The earlier batch failed and is retried: its rows keep their timestamps, below the
+        // later batch's, so they cannot overwrite its rows.
+        first.unfinished = Some((first.digest(&earlier), earlier_stamp));
+        assert_eq!(first.first_stamp(&earlier), earlier_stamp);
+        // Once written, the same records again are a new batch.
+        assert!(first.first_stamp(&earlier) > later_stamp);
     }
 
     #[test]
