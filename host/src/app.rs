@@ -156,6 +156,7 @@ impl RunningApp {
             &config,
         );
         let startup = deployer.clone();
+        let stager = deployer.clone();
         tokio::task::spawn_blocking(move || {
             for name in startup.used_plugins() {
                 startup.deploy(name).map_err(|source| AppError::Plugin {
@@ -271,7 +272,8 @@ impl RunningApp {
                 let guard = Guard::new(token.clone(), bound, &options.admin_hosts);
                 admin_token = Some(token);
                 let state = AdminState::new(slots.clone(), stats, shutdown_rx.clone(), guard)
-                    .with_history(histories.clone());
+                    .with_history(histories.clone())
+                    .with_deployer(stager);
                 tracing::info!(addr = %bound, "Admin API listening.");
                 (
                     Some(bound),

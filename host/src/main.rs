@@ -326,6 +326,42 @@ enum PluginCommand {
         #[command(flatten)]
         admin: AdminAddr,
     },
+    /// Stage a candidate beside a running plugin's live version: as a shadow (compared, never
+    /// written) or a canary (a share of the source's partitions).
+    ///
+    /// The running weir loads NAME.candidate.wasm (and NAME.candidate.toml, else NAME.toml)
+    /// from its registry folder, with the checks of a deploy; the watcher never deploys those
+    /// files. `promote` makes the candidate live (its files replace NAME.wasm and NAME.toml),
+    /// `abort` drops it; a canary is aborted automatically by the --rollback-* rule.
+    Stage {
+        /// The plugin's name.
+        name: String,
+        #[command(flatten)]
+        how: cli::plugin_rollout::StageArgs,
+        #[command(flatten)]
+        admin: AdminAddr,
+    },
+    /// Make a plugin's staged candidate its live version.
+    Promote {
+        /// The plugin's name.
+        name: String,
+        #[command(flatten)]
+        admin: AdminAddr,
+    },
+    /// Drop a plugin's staged candidate; every record goes to the live version again.
+    Abort {
+        /// The plugin's name.
+        name: String,
+        #[command(flatten)]
+        admin: AdminAddr,
+    },
+    /// Show how a staged shadow's outputs differ from the live version's, or a canary's counts.
+    Diff {
+        /// The plugin's name.
+        name: String,
+        #[command(flatten)]
+        admin: AdminAddr,
+    },
 }
 
 /// The golden test's files, config and sandbox.
@@ -585,6 +621,18 @@ fn main() -> ExitCode {
         ),
         Command::Plugin(PluginCommand::Rollback { name, admin }) => {
             cli::plugin::rollback(&name, admin.addr, &admin.token)
+        }
+        Command::Plugin(PluginCommand::Stage { name, how, admin }) => {
+            cli::plugin_rollout::stage(&name, &how, admin.addr, &admin.token)
+        }
+        Command::Plugin(PluginCommand::Promote { name, admin }) => {
+            cli::plugin_rollout::promote(&name, admin.addr, &admin.token)
+        }
+        Command::Plugin(PluginCommand::Abort { name, admin }) => {
+            cli::plugin_rollout::abort(&name, admin.addr, &admin.token)
+        }
+        Command::Plugin(PluginCommand::Diff { name, admin }) => {
+            cli::plugin_rollout::diff(&name, admin.addr, &admin.token)
         }
         Command::Bench(BenchCommand::Plugin {
             plugin,

@@ -133,6 +133,7 @@ pub fn render(pipelines: &BTreeMap<String, Arc<PipelineStats>>, slots: &PluginSl
             escape(&plugin.name)
         );
     }
+    render_rollouts(&mut out, &plugins);
     header(
         &mut out,
         "weir_plugin_counter_total",
@@ -479,6 +480,77 @@ mod tests {
             "weir_sink_retries_total{pipeline=\"p\",destination=\"dead_letter\"} 0",
         ] {
             assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+        }
+    }
+}
+
+/// Staged candidates: which runs how, and what its shadow or canary counted so far.
+fn render_rollouts(out: &mut String, plugins: &[crate::registry::SlotInfo]) {
+    use crate::registry::rollout::{Rollout, RolloutInfo};
+    type Value = fn(&RolloutInfo) -> Option<String>;
+    let series: [(&str, &str, &str, Value); 7] = [
+        (
+            "weir_plugin_staged_info",
+            "The candidate staged beside a plugin's live version (always 1).",
+            "gauge",
+            |_| Some("1".into()),
+        ),
+        (
+            "weir_plugin_shadow_records_compared_total",
+            "Records a shadow candidate processed and compared with the live version's results.",
+            "counter",
+            |r| r.shadow.as_ref().map(|s| s.compared.to_string()),
+        ),
+        (
+            "weir_plugin_shadow_records_differing_total",
+            "Records whose results differ between a shadow candidate and the live version.",
+            "counter",
+            |r| r.shadow.as_ref().map(|s| s.differing.to_string()),
+        ),
+        (
+            "weir_plugin_shadow_differing_ratio",
+            "Share of compared records whose results differ (0 to 1).",
+            "gauge",
+            |r| r.shadow.as_ref().map(|s| s.differing_share.to_string()),
+        ),
+        (
+            "weir_plugin_shadow_failures_total",
+            "Records a shadow candidate failed (counted, never dead-lettered).",
+            "counter",
+            |r| r.shadow.as_ref().map(|s| s.failed.to_string()),
+        ),
+        (
+            "weir_plugin_canary_records_total",
+            "Records of a canary's partitions its candidate processed, within its abort window.",
+            "counter",
+            |r| r.canary.as_ref().map(|c| c.records.to_string()),
+        ),
+        (
+            "weir_plugin_canary_failures_total",
+            "Of those, failures by the candidate's fault (plugin failures, traps, timeouts).",
+            "counter",
+            |r| r.canary.as_ref().map(|c| c.failed.to_string()),
+        ),
+    ];
+    for (name, help, kind, value) in series {
+        header(out, name, help, kind);
+        for plugin in plugins {
+            let Some(staged) = &plugin.staged else {
+                continue;
+            };
+            let Some(value) = value(staged) else {
+                continue;
+            };
+            let rollout = match staged.rollout {
+                Rollout::Shadow { .. } => "shadow",
+                Rollout::Canary { .. } => "canary",
+            };
+            let _ = writeln!(
+                out,
+                "{name}{{plugin=\"{}\",version=\"{}\",rollout=\"{rollout}\"}} {value}",
+                escape(&plugin.name),
+                staged.version
+            );
         }
     }
 }

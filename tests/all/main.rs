@@ -32,6 +32,7 @@ mod quickstart;
 mod rebalance;
 mod replay;
 mod resilience;
+mod rollout;
 mod runtime;
 mod seed;
 mod services;

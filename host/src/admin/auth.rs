@@ -23,8 +23,8 @@ pub const MIN_TOKEN_CHARS: usize = 16;
 /// The most bytes read from a token file: a token is a line, anything bigger is the wrong file.
 const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
-/// The largest request body the admin API accepts. No route reads a body today; the bound
-/// keeps it that way for routes added later.
+/// The largest request body the admin API accepts. Only `stage` reads one (a rollout: a few
+/// numbers); the bound keeps bodies small for routes added later.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The admin API's bearer token. Its `Debug` prints a mask; the value is reached only through

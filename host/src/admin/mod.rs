@@ -1,10 +1,12 @@
 //! The admin HTTP server (loopback by default): the status page, the JSON API behind it,
-//! Prometheus metrics, health, plugin rollback and record taps. `weir plugin list`,
-//! `weir plugin rollback` and `weir tap` are its clients. What changes state or shows record
+//! Prometheus metrics, health, plugin rollback, staged rollouts and record taps. `weir plugin
+//! list`, `weir plugin rollback`, `stage`, `promote`, `abort`, `diff` and `weir tap` are its
+//! clients. What changes state or shows record
 //! contents needs the bearer token (see `auth`).
 
 pub mod auth;
 pub mod history;
+mod rollout;
 mod tap;
 
 use std::collections::BTreeMap;
@@ -22,7 +24,7 @@ use serde_json::json;
 pub use history::{Histories, PipelineHistory};
 
 use crate::pipeline::{PipelineStats, PipelineStatus};
-use crate::registry::{PluginSlots, RollbackError, SlotInfo};
+use crate::registry::{Deployer, PluginSlots, RollbackError, SlotInfo};
 
 /// The status page: one HTML file with its styles and script inline, so it needs no build step
 /// and no asset route.
@@ -37,6 +39,8 @@ pub struct AdminState {
     shutdown: tokio::sync::watch::Receiver<bool>,
     histories: Histories,
     guard: auth::Guard,
+    /// Where staged candidates are loaded from; without it nothing can be staged.
+    deployer: Option<Deployer>,
 }
 
 impl AdminState {
@@ -56,7 +60,14 @@ impl AdminState {
             shutdown,
             histories: Histories::default(),
             guard,
+            deployer: None,
         }
+    }
+
+    /// Stages candidates from `deployer`'s registry (`weir plugin stage`).
+    pub fn with_deployer(mut self, deployer: Deployer) -> Self {
+        self.deployer = Some(deployer);
+        self
     }
 
     /// Serves the last minutes of each pipeline from `histories` (read-only, so open like
@@ -83,6 +94,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/pipelines/{name}/history", get(history));
     let guarded = Router::new()
         .route("/api/plugins/{name}/rollback", post(rollback))
+        .route("/api/plugins/{name}/stage", post(rollout::stage))
+        .route("/api/plugins/{name}/promote", post(rollout::promote))
+        .route("/api/plugins/{name}/abort", post(rollout::abort))
+        .route("/api/plugins/{name}/diff", get(rollout::diff))
         .route("/api/pipelines/{name}/tap", get(tap::tap))
         .route_layer(from_fn_with_state(guard.clone(), auth::require_token));
     open.merge(guarded)
@@ -131,7 +146,7 @@ async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn list_plugins(State(state): State<AdminState>) -> impl IntoResponse {
-    Json(state.slots.describe())
+    Json(rollout::without_samples(state.slots.describe()))
 }
 
 async fn rollback(State(state): State<AdminState>, Path(name): Path<String>) -> impl IntoResponse {
@@ -189,6 +204,6 @@ async fn status(State(state): State<AdminState>) -> impl IntoResponse {
             .iter()
             .map(|(name, stats)| stats.status(name))
             .collect(),
-        plugins: state.slots.describe(),
+        plugins: rollout::without_samples(state.slots.describe()),
     })
 }

@@ -12,6 +12,7 @@ pub mod plugin;
 pub mod plugin_build;
 pub mod plugin_dev;
 pub mod plugin_new;
+pub mod plugin_rollout;
 pub mod plugin_test;
 pub mod progress;
 pub mod replay;

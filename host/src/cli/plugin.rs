@@ -177,5 +177,19 @@ fn print_running(
         if let Some(rejection) = &slot.last_rejection {
             println!("{:<24} last rejected file: {}", "", rejection.reason);
         }
+        if let Some(staged) = &slot.staged {
+            let how = match &staged.rollout {
+                weir::registry::Rollout::Shadow { every_nth_batch } => {
+                    format!("shadow on every {every_nth_batch} batch(es)")
+                }
+                weir::registry::Rollout::Canary { partitions } => {
+                    format!("canary on partitions {partitions:?}")
+                }
+            };
+            println!("{:<24} staged: {} as {how}", "", staged.version);
+        }
+        if let Some(abort) = &slot.last_abort {
+            println!("{:<24} last rollout: {abort}", "");
+        }
     }
 }

@@ -3,12 +3,14 @@
 //! then activate. Used at startup and by the watcher alike.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
 use super::manifest::Manifest;
+use super::rollout::Rollout;
 use super::slots::{PluginSlots, PluginVersion};
 use super::{PluginRegistry, RegistryError};
 use crate::config::{PipelineFile, TransformConfig};
@@ -37,6 +39,13 @@ pub enum Deployment {
     },
     /// The file's content and manifest equal the active version's.
     Unchanged,
+    /// A candidate is staged beside the active version.
+    Staged {
+        /// The candidate.
+        version: PluginVersion,
+        /// How it shares the records.
+        rollout: Rollout,
+    },
 }
 
 /// Deploys plugins from one registry folder into one set of slots.
@@ -118,6 +127,87 @@ impl Deployer {
             "Plugin activated."
         );
         Ok(Deployment::Activated { version, previous })
+    }
+
+    /// Stages plugin `name`'s candidate from the folder (`NAME.candidate.wasm`, with
+    /// `NAME.candidate.toml` or else `NAME.toml` as its manifest) beside its active version,
+    /// after the checks of [`Deployer::deploy`]. CPU-bound: call from a blocking thread. On error
+    /// nothing changes.
+    pub fn stage(&self, name: &str, rollout: Rollout) -> Result<Deployment, RegistryError> {
+        let (wasm, manifest) = super::rollout::candidate_files(&self.registry, name);
+        let bytes = self.read_component(name, &wasm)?;
+        let manifest = Arc::new(Manifest::load(&manifest)?);
+        self.stage_bytes(name, &bytes, manifest, rollout)
+    }
+
+    /// Stages a candidate given as bytes (from any registry) after the checks of
+    /// [`Deployer::deploy`]: compiled, type-checked, `init` against every pipeline using it.
+    pub fn stage_bytes(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        manifest: Arc<Manifest>,
+        rollout: Rollout,
+    ) -> Result<Deployment, RegistryError> {
+        super::rollout::validate(name, &rollout)?;
+        if self.slots.get(name).is_none() {
+            return Err(super::rollout::RolloutError::UnknownPlugin(name.to_owned()).into());
+        }
+        let version = self.validate(name, bytes, manifest)?;
+        self.slots.stage(version.clone(), rollout.clone())?;
+        Ok(Deployment::Staged { version, rollout })
+    }
+
+    /// Makes plugin `name`'s staged candidate its active version. With the folder registry its
+    /// files then replace `NAME.wasm` and `NAME.toml`, so a restart runs it too.
+    pub fn promote(&self, name: &str) -> Result<PluginVersion, RegistryError> {
+        let version = self.slots.promote(name)?;
+        super::rollout::adopt_candidate_files(&self.registry, name, &version);
+        Ok(version)
+    }
+
+    /// Drops plugin `name`'s staged candidate (its files stay in the folder).
+    pub fn abort(&self, name: &str, reason: &str) -> Result<PluginVersion, RegistryError> {
+        Ok(self.slots.abort(name, reason)?)
+    }
+
+    /// Reads a component file; a missing one names the registry folder.
+    fn read_component(&self, name: &str, path: &Path) -> Result<Vec<u8>, RegistryError> {
+        std::fs::read(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                RegistryError::NotFound {
+                    name: path
+                        .file_stem()
+                        .map_or_else(|| name.to_owned(), |s| s.to_string_lossy().into_owned()),
+                    dir: self.registry.dir().display().to_string(),
+                }
+            } else {
+                RegistryError::Read {
+                    path: path.display().to_string(),
+                    source,
+                }
+            }
+        })
+    }
+
+    /// Compiles and type-checks a component and runs its `init` for every pipeline using it.
+    fn validate(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        manifest: Arc<Manifest>,
+    ) -> Result<PluginVersion, RegistryError> {
+        let plugin = LoadedPlugin::from_bytes(&self.runtime, name, bytes)?;
+        let version = PluginVersion { plugin, manifest };
+        for plugin_use in self.uses.get(name).into_iter().flatten() {
+            version
+                .instantiate(plugin_use.transform.request(plugin_use.limits))
+                .map_err(|source| RegistryError::Rejected {
+                    pipeline: plugin_use.pipeline.clone(),
+                    source,
+                })?;
+        }
+        Ok(version)
     }
 
     /// Loads and validates `name` without activating it; `None` when nothing changed.

@@ -4,11 +4,13 @@
 
 mod deploy;
 mod manifest;
+pub mod rollout;
 mod slots;
 mod watch;
 
 pub use deploy::{Deployer, Deployment, PluginUse};
 pub use manifest::{Capability, Manifest, ManifestError};
+pub use rollout::{Rollout, RolloutError, RolloutInfo};
 pub use slots::{
     HISTORY_LIMIT, PluginSlot, PluginSlots, PluginVersion, RollbackError, RollbackPolicy, SlotInfo,
     VersionInfo, blames_the_version,
@@ -60,6 +62,9 @@ pub enum RegistryError {
     /// The plugin failed to load.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// A staged rollout could not be started, promoted or aborted.
+    #[error(transparent)]
+    Rollout(#[from] RolloutError),
     /// A pipeline that uses the plugin cannot run this version (its `init` refused the config,
     /// or it asks for a capability the pipeline does not allow).
     #[error("rejected for pipeline `{pipeline}`: {source}")]

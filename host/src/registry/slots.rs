@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::SystemTime;
 
 use super::manifest::{Capability, Manifest};
+use super::rollout::{CanaryReport, Rollout, RolloutError, RolloutInfo, ShadowBatch, ShadowTally};
 use crate::runtime::{
     Grants, Instantiation, LiveSlot, LiveSlots, LoadedPlugin, PluginError, PluginInstance,
-    PluginLimits, RecordErrorKind, StepRequest,
+    PluginLimits, RecordErrorKind, StagedInstantiation, StepRequest,
 };
 
 /// One deployable version of a plugin: the compiled component and the manifest beside it.
@@ -129,6 +130,12 @@ pub struct SlotInfo {
     pub last_rollback: Option<String>,
     /// The last file rejected for this plugin, if any.
     pub last_rejection: Option<Rejection>,
+    /// The candidate staged beside the active version, if any.
+    #[serde(default)]
+    pub staged: Option<RolloutInfo>,
+    /// The last aborted rollout, if any, and why.
+    #[serde(default)]
+    pub last_abort: Option<String>,
 }
 
 /// The live versions of all plugins of a process.
@@ -189,6 +196,36 @@ impl PluginSlots {
             .rollback("requested by an operator")
     }
 
+    /// Stages `version` beside the active version of its name, replacing any candidate staged
+    /// before.
+    pub fn stage(
+        &self,
+        version: PluginVersion,
+        rollout: Rollout,
+    ) -> Result<Arc<PluginSlot>, RolloutError> {
+        let name = version.plugin.name().to_owned();
+        super::rollout::validate(&name, &rollout)?;
+        let slot = self
+            .get(&name)
+            .ok_or_else(|| RolloutError::UnknownPlugin(name.clone()))?;
+        slot.stage(version, rollout);
+        Ok(slot)
+    }
+
+    /// Makes plugin `name`'s staged candidate its active version.
+    pub fn promote(&self, name: &str) -> Result<PluginVersion, RolloutError> {
+        self.get(name)
+            .ok_or_else(|| RolloutError::UnknownPlugin(name.to_owned()))?
+            .promote()
+    }
+
+    /// Drops plugin `name`'s staged candidate; every record goes to the active version again.
+    pub fn abort(&self, name: &str, reason: &str) -> Result<PluginVersion, RolloutError> {
+        self.get(name)
+            .ok_or_else(|| RolloutError::UnknownPlugin(name.to_owned()))?
+            .abort(reason)
+    }
+
     /// Remembers that a file for `name` was rejected, for the admin API and metrics.
     pub fn note_rejection(&self, name: &str, reason: &str) {
         let mut rejections = self.rejections.lock().unwrap_or_else(|p| p.into_inner());
@@ -237,6 +274,8 @@ impl PluginSlots {
 pub struct PluginSlot {
     name: String,
     generation: AtomicU64,
+    /// Bumped when a candidate is staged, promoted or aborted.
+    staged_generation: AtomicU64,
     state: Mutex<SlotState>,
     policy: RollbackPolicy,
 }
@@ -249,6 +288,40 @@ struct SlotState {
     rollbacks: u64,
     probation: Option<Probation>,
     last_rollback: Option<String>,
+    candidate: Option<Candidate>,
+    last_abort: Option<String>,
+}
+
+/// A version staged beside the active one, with what it did so far.
+#[derive(Debug)]
+struct Candidate {
+    version: PluginVersion,
+    rollout: Rollout,
+    /// The staged generation it was staged at; reports for another are stale.
+    generation: u64,
+    staged_at: SystemTime,
+    shadow: ShadowTally,
+    /// A canary's first records, judged like a newly activated version's.
+    probation: Probation,
+    /// Whether that window completed without too many failures.
+    passed_window: bool,
+}
+
+impl Candidate {
+    fn describe(&self) -> RolloutInfo {
+        RolloutInfo {
+            version: self.version.plugin.version().to_owned(),
+            label: self.version.manifest.version.clone(),
+            rollout: self.rollout.clone(),
+            staged_at: unix_seconds(self.staged_at),
+            shadow: matches!(self.rollout, Rollout::Shadow { .. }).then(|| self.shadow.report()),
+            canary: matches!(self.rollout, Rollout::Canary { .. }).then(|| CanaryReport {
+                records: self.probation.seen,
+                failed: self.probation.failed,
+                passed_window: self.passed_window,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -333,6 +406,7 @@ impl PluginSlot {
         PluginSlot {
             name: version.plugin.name().to_owned(),
             generation: AtomicU64::new(0),
+            staged_generation: AtomicU64::new(0),
             state: Mutex::new(SlotState {
                 current: Active::now(version),
                 history: VecDeque::new(),
@@ -340,6 +414,8 @@ impl PluginSlot {
                 rollbacks: 0,
                 probation: None,
                 last_rollback: None,
+                candidate: None,
+                last_abort: None,
             }),
             policy,
         }
@@ -369,6 +445,10 @@ impl PluginSlot {
     /// component that is already active only replaces its manifest.
     pub fn activate(&self, version: PluginVersion) {
         let mut state = self.lock();
+        self.activate_locked(&mut state, version);
+    }
+
+    fn activate_locked(&self, state: &mut SlotState, version: PluginVersion) {
         let same_component = state.current.version.plugin.sha256() == version.plugin.sha256();
         if same_component && state.current.version.manifest == version.manifest {
             return;
@@ -461,6 +541,127 @@ impl PluginSlot {
             rollbacks: state.rollbacks,
             last_rollback: state.last_rollback.clone(),
             last_rejection: None,
+            staged: state.candidate.as_ref().map(Candidate::describe),
+            last_abort: state.last_abort.clone(),
+        }
+    }
+
+    /// Bumped when a candidate is staged, promoted or aborted.
+    pub fn staged_generation(&self) -> u64 {
+        self.staged_generation.load(Ordering::Acquire)
+    }
+
+    /// The staged candidate and how it rolls out, if any.
+    pub fn staged(&self) -> Option<(PluginVersion, Rollout)> {
+        let state = self.lock();
+        state
+            .candidate
+            .as_ref()
+            .map(|c| (c.version.clone(), c.rollout.clone()))
+    }
+
+    /// What the staged candidate did so far, if any.
+    pub fn rollout(&self) -> Option<RolloutInfo> {
+        self.lock().candidate.as_ref().map(Candidate::describe)
+    }
+
+    /// Stages `version` beside the active version, replacing any earlier candidate.
+    pub fn stage(&self, version: PluginVersion, rollout: Rollout) {
+        let mut state = self.lock();
+        let generation = self.staged_generation.fetch_add(1, Ordering::AcqRel) + 1;
+        tracing::info!(
+            plugin = %self.name,
+            candidate = version.plugin.version(),
+            live = state.current.version.plugin.version(),
+            ?rollout,
+            "Plugin candidate staged."
+        );
+        state.candidate = Some(Candidate {
+            version,
+            rollout,
+            generation,
+            staged_at: SystemTime::now(),
+            shadow: ShadowTally::default(),
+            probation: Probation::new(generation),
+            passed_window: false,
+        });
+    }
+
+    /// Makes the staged candidate the active version. The active generation moves before the
+    /// staged one, so a chain that sees the candidate gone already sees it active.
+    pub fn promote(&self) -> Result<PluginVersion, RolloutError> {
+        let mut state = self.lock();
+        let candidate = state
+            .candidate
+            .take()
+            .ok_or_else(|| RolloutError::NothingStaged(self.name.clone()))?;
+        let from = state.current.version.plugin.version().to_owned();
+        self.activate_locked(&mut state, candidate.version.clone());
+        self.staged_generation.fetch_add(1, Ordering::AcqRel);
+        tracing::info!(plugin = %self.name, from, to = candidate.version.plugin.version(), "Plugin candidate promoted.");
+        Ok(candidate.version)
+    }
+
+    /// Drops the staged candidate; returns it.
+    pub fn abort(&self, reason: &str) -> Result<PluginVersion, RolloutError> {
+        let mut state = self.lock();
+        let candidate = state
+            .candidate
+            .take()
+            .ok_or_else(|| RolloutError::NothingStaged(self.name.clone()))?;
+        self.staged_generation.fetch_add(1, Ordering::AcqRel);
+        let version = candidate.version.plugin.version().to_owned();
+        tracing::warn!(plugin = %self.name, candidate = version, reason, "Plugin rollout aborted.");
+        state.last_abort = Some(format!("aborted {version}: {reason}"));
+        Ok(candidate.version)
+    }
+
+    /// Counts a shadow batch's comparison for the candidate of `generation`.
+    pub fn report_shadow(&self, generation: u64, batch: ShadowBatch) {
+        let mut state = self.lock();
+        if let Some(candidate) = state
+            .candidate
+            .as_mut()
+            .filter(|c| c.generation == generation)
+        {
+            candidate.shadow.add(batch);
+        }
+    }
+
+    /// Counts canary records of the candidate of `generation`; aborts the rollout under the
+    /// same rule as an automatic rollback (see [`RollbackPolicy`]), on its own records only.
+    pub fn report_canary(
+        &self,
+        generation: u64,
+        outcomes: impl IntoIterator<Item = Option<RecordErrorKind>>,
+    ) {
+        let abort = {
+            let mut state = self.lock();
+            let Some(candidate) = state
+                .candidate
+                .as_mut()
+                .filter(|c| c.generation == generation && !c.passed_window)
+            else {
+                return;
+            };
+            candidate.probation.count(outcomes, self.policy.window);
+            match candidate.probation.verdict(&self.policy) {
+                Verdict::Pending => None,
+                Verdict::Keep => {
+                    candidate.passed_window = true;
+                    None
+                }
+                Verdict::RollBack => Some(format!(
+                    "automatic: {} of its first {} canary records failed (plugin failures, traps or timeouts), more than {:.0}% of the {}-record window",
+                    candidate.probation.failed,
+                    candidate.probation.seen,
+                    self.policy.max_failure_ratio * 100.0,
+                    self.policy.window
+                )),
+            }
+        };
+        if let Some(reason) = abort {
+            let _ = self.abort(&reason);
         }
     }
 }
@@ -485,6 +686,40 @@ impl LiveSlot for PluginSlot {
 
     fn report(&self, generation: u64, outcomes: &mut dyn Iterator<Item = Option<RecordErrorKind>>) {
         PluginSlot::report(self, generation, outcomes);
+    }
+
+    fn staged_generation(&self) -> u64 {
+        PluginSlot::staged_generation(self)
+    }
+
+    fn instantiate_staged(&self, request: StepRequest<'_>) -> Option<StagedInstantiation> {
+        let (generation, version, rollout) = {
+            let state = self.lock();
+            let candidate = state.candidate.as_ref()?;
+            (
+                candidate.generation,
+                candidate.version.clone(),
+                candidate.rollout.clone(),
+            )
+        };
+        Some(StagedInstantiation {
+            generation,
+            version: version.plugin.version().to_owned(),
+            rollout,
+            instance: version.instantiate(request),
+        })
+    }
+
+    fn report_shadow(&self, staged_generation: u64, batch: ShadowBatch) {
+        PluginSlot::report_shadow(self, staged_generation, batch);
+    }
+
+    fn report_canary(
+        &self,
+        staged_generation: u64,
+        outcomes: &mut dyn Iterator<Item = Option<RecordErrorKind>>,
+    ) {
+        PluginSlot::report_canary(self, staged_generation, outcomes);
     }
 }
 

@@ -1,7 +1,8 @@
 //! Hot deployment: watches the registry folder and deploys a plugin when its `NAME.wasm` or
 //! `NAME.toml` is created, modified or renamed into place. Events are debounced per plugin so a
 //! file still being written is not loaded mid-write; a truncated file that slips through fails
-//! validation and is rejected, and the finished write triggers another attempt.
+//! validation and is rejected, and the finished write triggers another attempt. A staged
+//! candidate's files (`NAME.candidate.wasm`, `NAME.candidate.toml`) are never deployed here.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -89,6 +90,10 @@ fn classify(event: &notify::Event) -> Vec<Change> {
                 return None;
             }
             let (name, extension) = file.rsplit_once('.')?;
+            // A staged candidate's files are loaded only by `weir plugin stage`.
+            if super::rollout::is_candidate(name) {
+                return None;
+            }
             match extension {
                 "wasm" if !path.exists() => Some(Change::Removed(name.to_owned())),
                 "wasm" | "toml" => Some(Change::Updated(name.to_owned())),
@@ -145,7 +150,7 @@ async fn deploy_in_background(deployer: &Deployer, name: String) {
     let outcome = tokio::task::spawn_blocking(move || worker.deploy(&name)).await;
     match outcome {
         Ok(Ok(Deployment::Activated { .. })) => {}
-        Ok(Ok(Deployment::Unchanged)) => {
+        Ok(Ok(Deployment::Unchanged | Deployment::Staged { .. })) => {
             tracing::debug!(file = %file.display(), "Plugin file unchanged.");
         }
         Ok(Err(error)) => {
@@ -193,9 +198,15 @@ mod tests {
     }
 
     #[test]
-    fn ignores_hidden_and_foreign_files() {
+    fn ignores_hidden_and_foreign_files_and_staged_candidates() {
         let dir = tempfile::tempdir().unwrap();
-        for name in [".user-profile.wasm.partial", "notes.txt", ".cache"] {
+        for name in [
+            ".user-profile.wasm.partial",
+            "notes.txt",
+            ".cache",
+            "user-profile.candidate.wasm",
+            "user-profile.candidate.toml",
+        ] {
             let path = dir.path().join(name);
             assert!(
                 classify(&event(EventKind::Create(CreateKind::File), &path)).is_empty(),

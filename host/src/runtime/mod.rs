@@ -22,7 +22,10 @@ pub use inspect::{ComponentShape, inspect};
 pub use instance::PluginInstance;
 pub use limits::{Capability, EPOCH_TICK, Grants, PluginLimits};
 pub use plugin::LoadedPlugin;
-pub use slot::{Instantiation, LiveSlot, LiveSlots, StepRequest};
+pub use slot::{
+    Instantiation, LiveSlot, LiveSlots, RecordDiff, Rollout, ShadowBatch, StagedInstantiation,
+    StepRequest,
+};
 pub use state::{
     COUNTER_ADDS_PER_SECOND, DroppedCallCounts, LOG_LINES_PER_SECOND, MAX_COUNTER_NAME_BYTES,
     MAX_LOG_MESSAGE_BYTES, PluginCounters,

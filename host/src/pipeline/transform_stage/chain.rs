@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::staged::{self, StagedStep};
 use crate::config::TransformConfig;
 use crate::observe::{PluginStepStats, TapPoint};
 use crate::pipeline::batch::ChainOutput;
 use crate::pipeline::stats::PipelineStats;
-use crate::record::{FailedAt, Failure, Record, SourcePosition, headers};
-use crate::runtime::{LiveSlot, PluginError, PluginInstance, PluginLimits};
+use crate::record::{FailedAt, Failure, Record, RecordError, SourcePosition, headers};
+use crate::runtime::{LiveSlot, PluginError, PluginInstance, PluginLimits, Rollout};
 
 /// One plugin of a worker's chain: its live slot, its entry in the pipeline file, and the
 /// instance of the version it last saw.
@@ -24,6 +25,10 @@ pub struct ChainStep {
     version_header: String,
     stats: Arc<PluginStepStats>,
     tap: Arc<TapPoint>,
+    /// The staged generation `staged` was taken at.
+    staged_generation: u64,
+    /// The staged candidate's instance, while one is staged.
+    staged: Option<StagedStep>,
 }
 
 impl ChainStep {
@@ -55,7 +60,98 @@ impl ChainStep {
             generation,
             instance,
             failed_swap: FailedSwap::default(),
+            staged_generation: 0,
+            staged: None,
         })
+    }
+
+    /// Takes up, changes or drops the staged candidate when the slot's staged generation moved.
+    /// Read before the active generation: a promotion moves the active one first, so a step
+    /// that sees the candidate gone also sees it active. A candidate that cannot be
+    /// instantiated here is logged and its records stay on the live version.
+    fn refresh_staged(&mut self) {
+        let generation = self.slot.staged_generation();
+        if generation == self.staged_generation {
+            return;
+        }
+        self.staged_generation = generation;
+        let plugin = self.slot.name();
+        self.staged = match self.slot.instantiate_staged(self.transform.request(self.limits)) {
+            None => None,
+            Some(attempt) => match attempt.instance {
+                Ok(instance) => {
+                    tracing::info!(plugin, candidate = attempt.version, rollout = ?attempt.rollout, "Running the staged candidate beside the live version.");
+                    Some(StagedStep {
+                        generation: attempt.generation,
+                        version: attempt.version,
+                        rollout: attempt.rollout,
+                        instance,
+                        batches: 0,
+                    })
+                }
+                Err(error) => {
+                    tracing::error!(plugin, candidate = attempt.version, %error, "Cannot instantiate the staged candidate; its records stay on the live version.");
+                    None
+                }
+            },
+        };
+    }
+
+    /// Runs `records` (descending from inputs `origins` at `positions`) through the live
+    /// version and, while one is staged, the candidate: a canary takes its partitions' records,
+    /// a shadow runs on the same records and only reports how its results differ. Returns one
+    /// result per record and whether the candidate produced it.
+    fn run(
+        &mut self,
+        records: &[Record],
+        origins: &[usize],
+        positions: &[SourcePosition],
+    ) -> (Vec<Result<Vec<Record>, RecordError>>, Vec<bool>) {
+        let kind = |result: &Result<Vec<Record>, RecordError>| result.as_ref().err().map(|e| e.kind);
+        let live = &mut self.instance;
+        let Some(staged) = self.staged.as_mut() else {
+            let results = live.transform(records);
+            self.slot
+                .report(self.generation, &mut results.iter().map(kind));
+            return (results, vec![false; records.len()]);
+        };
+        if let Rollout::Canary { partitions } = &staged.rollout {
+            let taken = staged::canary_takes(
+                partitions,
+                origins.iter().map(|&origin| positions[origin].partition),
+            );
+            let results = staged::route(
+                &taken,
+                records,
+                |share| live.transform(share),
+                |share| staged.instance.transform(share),
+            );
+            let of = |wanted: bool| {
+                results
+                    .iter()
+                    .zip(&taken)
+                    .filter(move |(_, t)| **t == wanted)
+                    .map(|(result, _)| kind(result))
+            };
+            self.slot.report(self.generation, &mut of(false));
+            self.slot.report_canary(staged.generation, &mut of(true));
+            return (results, taken);
+        }
+        let results = live.transform(records);
+        self.slot
+            .report(self.generation, &mut results.iter().map(kind));
+        if staged.shadow_due() {
+            let shadow = staged.instance.transform(records);
+            let batch = staged::compare(&results, &shadow, |index| {
+                let position = &positions[origins[index]];
+                format!(
+                    "{}/{}@{}",
+                    position.stream, position.partition, position.offset
+                )
+            });
+            self.slot.report_shadow(staged.generation, batch);
+        }
+        (results, vec![false; records.len()])
     }
 
     /// The instance in use.
@@ -214,6 +310,7 @@ impl TransformChain {
     /// plugin it passed through.
     pub fn apply(&mut self, records: Vec<Record>, positions: &[SourcePosition]) -> ChainOutput {
         for step in &mut self.steps {
+            step.refresh_staged();
             step.refresh();
         }
         // `origins[i]` is the input index that `records[i]` descends from.
@@ -225,20 +322,21 @@ impl TransformChain {
                 break;
             }
             let called = Instant::now();
-            let results = step.instance.transform(&records);
+            let (results, by_candidate) = step.run(&records, &origins, positions);
             let took = called.elapsed();
-            step.slot.report(
-                step.generation,
-                &mut results
-                    .iter()
-                    .map(|result| result.as_ref().err().map(|error| error.kind)),
-            );
-            let version = step.instance.plugin().version().to_owned();
+            let live_version = step.instance.plugin().version().to_owned();
+            let candidate_version = step.staged.as_ref().map(|s| s.version.clone());
             let mut failed = 0u64;
             let seen = records.len() as u64;
             let mut next_records = Vec::with_capacity(records.len());
             let mut next_origins = Vec::with_capacity(records.len());
-            for ((record, origin), result) in records.into_iter().zip(origins).zip(results) {
+            for (((record, origin), result), by_candidate) in
+                records.into_iter().zip(origins).zip(results).zip(by_candidate)
+            {
+                let version = match &candidate_version {
+                    Some(candidate) if by_candidate => candidate,
+                    _ => &live_version,
+                };
                 match result {
                     Ok(outputs) => {
                         next_origins.extend(std::iter::repeat_n(origin, outputs.len()));
@@ -255,7 +353,7 @@ impl TransformChain {
                             error,
                             at: FailedAt::Plugin {
                                 name: step.slot.name().to_owned(),
-                                version: version.clone(),
+                                version: version.to_owned(),
                             },
                         });
                     }

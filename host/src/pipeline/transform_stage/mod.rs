@@ -4,6 +4,7 @@
 //! assigned partition); a pipeline may instead fix their number, and then partitions share them.
 
 mod chain;
+mod staged;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
