@@ -15,18 +15,19 @@ use crate::cli::admin::{authorize, client_token, refusal};
 
 /// How a candidate is rolled out: exactly one of a shadow or a canary.
 #[derive(Debug, clap::Args)]
-#[group(required = true, multiple = false, id = "rollout")]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("rollout").required(true).multiple(false)))]
 pub struct StageArgs {
     /// Shadow: run the candidate beside the live version on every Nth batch (1: every batch),
     /// compare its outputs and write none of them.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", group = "rollout")]
     shadow: Option<u32>,
     /// Canary: route this share of the source's partitions to the candidate, e.g. `33%`:
     /// partitions p with p * 100 / COUNT < 33, COUNT given by --partitions.
-    #[arg(long, value_name = "PCT%", requires = "partitions")]
+    #[arg(long, value_name = "PCT%", group = "rollout", requires = "partitions")]
     canary: Option<String>,
     /// Canary: route exactly these partitions to the candidate, e.g. `0,1`.
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', group = "rollout")]
     canary_partitions: Option<Vec<i32>>,
     /// The source's partition count, to resolve --canary's percentage.
     #[arg(long, value_name = "COUNT")]
