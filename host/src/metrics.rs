@@ -438,52 +438,6 @@ fn consumer_group(out: &mut String, pipelines: &BTreeMap<String, Arc<PipelineSta
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_pipeline_counters_with_escaped_labels() {
-        let stats = Arc::new(PipelineStats::default());
-        stats.record_batch(10, 8, 2);
-        let pipelines = BTreeMap::from([("a\"b".to_owned(), stats)]);
-        let text = render(&pipelines, &PluginSlots::default());
-        assert!(
-            text.contains("weir_records_in_total{pipeline=\"a\\\"b\"} 10"),
-            "{text}"
-        );
-        assert!(text.contains("weir_records_dead_lettered_total{pipeline=\"a\\\"b\"} 2"));
-        assert!(text.contains("# TYPE weir_batches_total counter"));
-    }
-
-    #[test]
-    fn histograms_have_cumulative_buckets_sum_and_count() {
-        let stats = Arc::new(PipelineStats::new("p"));
-        stats
-            .batch_latency()
-            .observe(std::time::Duration::from_millis(3));
-        stats
-            .plugin("user-profile")
-            .record_call(4, 3, 1, std::time::Duration::from_micros(200));
-        let pipelines = BTreeMap::from([("p".to_owned(), stats)]);
-        let text = render(&pipelines, &PluginSlots::default());
-        for expected in [
-            "weir_batch_duration_seconds_bucket{pipeline=\"p\",le=\"0.0025\"} 0",
-            "weir_batch_duration_seconds_bucket{pipeline=\"p\",le=\"0.005\"} 1",
-            "weir_batch_duration_seconds_bucket{pipeline=\"p\",le=\"+Inf\"} 1",
-            "weir_batch_duration_seconds_count{pipeline=\"p\"} 1",
-            "weir_plugin_call_duration_seconds_count{pipeline=\"p\",plugin=\"user-profile\"} 1",
-            "weir_plugin_records_in_total{pipeline=\"p\",plugin=\"user-profile\"} 4",
-            "weir_plugin_records_out_total{pipeline=\"p\",plugin=\"user-profile\"} 3",
-            "weir_plugin_records_dead_lettered_total{pipeline=\"p\",plugin=\"user-profile\"} 1",
-            "weir_queue_depth_batches{pipeline=\"p\",queue=\"sink\"} 0",
-            "weir_sink_retries_total{pipeline=\"p\",destination=\"dead_letter\"} 0",
-        ] {
-            assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
-        }
-    }
-}
-
 /// Staged candidates: which runs how, and what its shadow or canary counted so far.
 fn render_rollouts(out: &mut String, plugins: &[crate::registry::SlotInfo]) {
     use crate::registry::rollout::{Rollout, RolloutInfo};
@@ -551,6 +505,52 @@ fn render_rollouts(out: &mut String, plugins: &[crate::registry::SlotInfo]) {
                 escape(&plugin.name),
                 staged.version
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_pipeline_counters_with_escaped_labels() {
+        let stats = Arc::new(PipelineStats::default());
+        stats.record_batch(10, 8, 2);
+        let pipelines = BTreeMap::from([("a\"b".to_owned(), stats)]);
+        let text = render(&pipelines, &PluginSlots::default());
+        assert!(
+            text.contains("weir_records_in_total{pipeline=\"a\\\"b\"} 10"),
+            "{text}"
+        );
+        assert!(text.contains("weir_records_dead_lettered_total{pipeline=\"a\\\"b\"} 2"));
+        assert!(text.contains("# TYPE weir_batches_total counter"));
+    }
+
+    #[test]
+    fn histograms_have_cumulative_buckets_sum_and_count() {
+        let stats = Arc::new(PipelineStats::new("p"));
+        stats
+            .batch_latency()
+            .observe(std::time::Duration::from_millis(3));
+        stats
+            .plugin("user-profile")
+            .record_call(4, 3, 1, std::time::Duration::from_micros(200));
+        let pipelines = BTreeMap::from([("p".to_owned(), stats)]);
+        let text = render(&pipelines, &PluginSlots::default());
+        for expected in [
+            "weir_batch_duration_seconds_bucket{pipeline=\"p\",le=\"0.0025\"} 0",
+            "weir_batch_duration_seconds_bucket{pipeline=\"p\",le=\"0.005\"} 1",
+            "weir_batch_duration_seconds_bucket{pipeline=\"p\",le=\"+Inf\"} 1",
+            "weir_batch_duration_seconds_count{pipeline=\"p\"} 1",
+            "weir_plugin_call_duration_seconds_count{pipeline=\"p\",plugin=\"user-profile\"} 1",
+            "weir_plugin_records_in_total{pipeline=\"p\",plugin=\"user-profile\"} 4",
+            "weir_plugin_records_out_total{pipeline=\"p\",plugin=\"user-profile\"} 3",
+            "weir_plugin_records_dead_lettered_total{pipeline=\"p\",plugin=\"user-profile\"} 1",
+            "weir_queue_depth_batches{pipeline=\"p\",queue=\"sink\"} 0",
+            "weir_sink_retries_total{pipeline=\"p\",destination=\"dead_letter\"} 0",
+        ] {
+            assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
         }
     }
 }

@@ -57,10 +57,7 @@ fn lines(path: &Path) -> usize {
 
 fn append(path: &Path, lines: impl IntoIterator<Item = String>) {
     use std::io::Write;
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .unwrap();
+    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
     for line in lines {
         writeln!(file, "{line}").unwrap();
     }
@@ -73,7 +70,11 @@ async fn a_shadow_reports_the_share_of_records_it_changes_and_writes_nothing() {
     std::fs::create_dir(&registry).unwrap();
     // The live version masks `email`; the candidate also masks `secret`, which one record in
     // four has: it changes exactly that share of records.
-    drop_in(&registry, "mask.wasm", &variant(&component("pii-mask"), "live"));
+    drop_in(
+        &registry,
+        "mask.wasm",
+        &variant(&component("pii-mask"), "live"),
+    );
     drop_in(
         &registry,
         "mask.toml",
@@ -227,7 +228,12 @@ async fn a_shadow_reports_the_share_of_records_it_changes_and_writes_nothing() {
     .await;
     let last = read_json_lines(&out).pop().unwrap();
     assert_eq!(last["headers"]["weir.version.mask"], candidate.as_str());
-    assert!(last["value"].as_str().unwrap().contains("\"secret\":\"***\""));
+    assert!(
+        last["value"]
+            .as_str()
+            .unwrap()
+            .contains("\"secret\":\"***\"")
+    );
     // The watcher saw the files move and found the version it already runs.
     assert!(app.slots().get("mask.candidate").is_none());
     assert_eq!(slot.current().1.plugin.version(), candidate);
@@ -324,8 +330,7 @@ impl KafkaHarness {
     async fn produce(&self, phase: &str, partitions: &[i32], count: usize, note: &str) {
         for n in 0..count {
             for &p in partitions {
-                let payload =
-                    format!(r#"{{"phase":"{phase}","p":{p},"n":{n},"note":"{note}"}}"#);
+                let payload = format!(r#"{{"phase":"{phase}","p":{p},"n":{n},"note":"{note}"}}"#);
                 self.producer
                     .send(
                         FutureRecord::<str, str>::to(&self.topic)
@@ -343,9 +348,11 @@ impl KafkaHarness {
     async fn versions_of(&self, phase: &str, count: usize) -> BTreeMap<i64, Vec<String>> {
         let out = self.out.clone();
         let wanted = phase.to_owned();
-        wait_for(&format!("{count} outputs of phase {phase}"), WAIT, move || {
-            phase_outputs(&out, &wanted).len() >= count
-        })
+        wait_for(
+            &format!("{count} outputs of phase {phase}"),
+            WAIT,
+            move || phase_outputs(&out, &wanted).len() >= count,
+        )
         .await;
         let mut versions: BTreeMap<i64, Vec<String>> = BTreeMap::new();
         for (value, version) in phase_outputs(&self.out, phase) {
@@ -366,8 +373,7 @@ fn phase_outputs(out: &Path, phase: &str) -> Vec<(serde_json::Value, String)> {
     read_json_lines(out)
         .into_iter()
         .filter_map(|line| {
-            let value: serde_json::Value =
-                serde_json::from_str(line["value"].as_str()?).ok()?;
+            let value: serde_json::Value = serde_json::from_str(line["value"].as_str()?).ok()?;
             (value["phase"] == phase).then(|| {
                 let version = line["headers"]["weir.version.canary"]
                     .as_str()
@@ -438,7 +444,9 @@ async fn a_failing_canary_is_aborted_automatically() {
     // The candidate fails records whose value says `fail` (a plugin failure, which counts
     // against it). Only the canary's partitions get such records, so the live version sees none.
     let candidate = kafka.stage(&variant(&component("fault-panic"), "failing"));
-    kafka.produce("good", &(0..PARTITIONS).collect::<Vec<_>>(), 10, "").await;
+    kafka
+        .produce("good", &(0..PARTITIONS).collect::<Vec<_>>(), 10, "")
+        .await;
     assert_eq!(
         kafka.versions_of("good", 60).await,
         expect(&candidate, &live)
@@ -446,7 +454,10 @@ async fn a_failing_canary_is_aborted_automatically() {
     kafka.produce("bad", &[0, 1], 70, "fail").await;
     let slot = kafka.app.slots().get("canary").unwrap();
     let watched = std::sync::Arc::clone(&slot);
-    wait_for("the automatic abort", WAIT, move || watched.rollout().is_none()).await;
+    wait_for("the automatic abort", WAIT, move || {
+        watched.rollout().is_none()
+    })
+    .await;
     let info = kafka
         .app
         .slots()
@@ -457,7 +468,11 @@ async fn a_failing_canary_is_aborted_automatically() {
     let reason = info.last_abort.unwrap();
     assert!(reason.contains("automatic"), "{reason}");
     assert!(reason.contains("canary records failed"), "{reason}");
-    assert_eq!(slot.current().1.plugin.version(), live, "the live version stays");
+    assert_eq!(
+        slot.current().1.plugin.version(),
+        live,
+        "the live version stays"
+    );
     assert_eq!(slot.generation(), 0, "no swap and no rollback");
 
     // Every partition is back on the live version.

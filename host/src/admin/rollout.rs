@@ -28,7 +28,10 @@ pub async fn stage(
     let outcome = tokio::task::spawn_blocking(move || deployer.stage(&target, rollout)).await;
     match outcome {
         Ok(Ok(_)) => match state.slots.get(&name).and_then(|slot| slot.rollout()) {
-            Some(info) => (StatusCode::OK, Json(json!({ "plugin": name, "staged": info })))
+            Some(info) => (
+                StatusCode::OK,
+                Json(json!({ "plugin": name, "staged": info })),
+            )
                 .into_response(),
             None => error(
                 StatusCode::CONFLICT,
@@ -49,8 +52,9 @@ pub async fn promote(State(state): State<AdminState>, Path(name): Path<String>) 
     })
     .await;
     match outcome {
-        Ok(Ok(version)) => Json(json!({ "plugin": name, "version": version.plugin.version() }))
-            .into_response(),
+        Ok(Ok(version)) => {
+            Json(json!({ "plugin": name, "version": version.plugin.version() })).into_response()
+        }
         Ok(Err(failure)) => registry_error(failure),
         Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, join.to_string()),
     }

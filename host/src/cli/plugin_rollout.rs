@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::Value;
-use weir::registry::rollout::{RolloutInfo, canary_partitions};
 use weir::registry::Rollout;
+use weir::registry::rollout::{RolloutInfo, canary_partitions};
 
 use crate::AdminTokenArgs;
 use crate::cli::admin::{authorize, client_token, refusal};
@@ -145,7 +145,10 @@ pub fn diff(name: &str, admin: SocketAddr, token: &AdminTokenArgs) -> anyhow::Re
         );
         for sample in &shadow.samples {
             println!("\n@ {}", sample.position);
-            println!("- live:      {}", sample.live.replace('\n', "\n             "));
+            println!(
+                "- live:      {}",
+                sample.live.replace('\n', "\n             ")
+            );
             println!(
                 "+ candidate: {}",
                 sample.candidate.replace('\n', "\n             ")
@@ -213,7 +216,12 @@ fn call(
 mod tests {
     use super::*;
 
-    fn args(shadow: Option<u32>, canary: Option<&str>, list: Option<Vec<i32>>, count: Option<u32>) -> StageArgs {
+    fn args(
+        shadow: Option<u32>,
+        canary: Option<&str>,
+        list: Option<Vec<i32>>,
+        count: Option<u32>,
+    ) -> StageArgs {
         StageArgs {
             shadow,
             canary: canary.map(str::to_owned),
@@ -226,7 +234,9 @@ mod tests {
     fn flags_resolve_to_a_rollout() {
         assert_eq!(
             args(Some(10), None, None, None).rollout().unwrap(),
-            Rollout::Shadow { every_nth_batch: 10 }
+            Rollout::Shadow {
+                every_nth_batch: 10
+            }
         );
         assert_eq!(
             args(None, Some("33%"), None, Some(6)).rollout().unwrap(),

@@ -256,7 +256,12 @@ mod tests {
         }
         let report = tally.report();
         assert_eq!(
-            (report.batches, report.compared, report.differing, report.failed),
+            (
+                report.batches,
+                report.compared,
+                report.differing,
+                report.failed
+            ),
             (10, 80, 20, 10)
         );
         assert_eq!(report.differing_share, 0.25);

@@ -76,7 +76,10 @@ impl ChainStep {
         }
         self.staged_generation = generation;
         let plugin = self.slot.name();
-        self.staged = match self.slot.instantiate_staged(self.transform.request(self.limits)) {
+        self.staged = match self
+            .slot
+            .instantiate_staged(self.transform.request(self.limits))
+        {
             None => None,
             Some(attempt) => match attempt.instance {
                 Ok(instance) => {
@@ -107,7 +110,8 @@ impl ChainStep {
         origins: &[usize],
         positions: &[SourcePosition],
     ) -> (Vec<Result<Vec<Record>, RecordError>>, Vec<bool>) {
-        let kind = |result: &Result<Vec<Record>, RecordError>| result.as_ref().err().map(|e| e.kind);
+        let kind =
+            |result: &Result<Vec<Record>, RecordError>| result.as_ref().err().map(|e| e.kind);
         let live = &mut self.instance;
         let Some(staged) = self.staged.as_mut() else {
             let results = live.transform(records);
@@ -330,8 +334,11 @@ impl TransformChain {
             let seen = records.len() as u64;
             let mut next_records = Vec::with_capacity(records.len());
             let mut next_origins = Vec::with_capacity(records.len());
-            for (((record, origin), result), by_candidate) in
-                records.into_iter().zip(origins).zip(results).zip(by_candidate)
+            for (((record, origin), result), by_candidate) in records
+                .into_iter()
+                .zip(origins)
+                .zip(results)
+                .zip(by_candidate)
             {
                 let version = match &candidate_version {
                     Some(candidate) if by_candidate => candidate,

@@ -238,7 +238,11 @@ mod tests {
         assert_eq!(batch.samples[0].live, "x");
         assert_eq!(batch.samples[0].candidate, "y");
         assert_eq!(batch.samples[1].live, "a\nb");
-        assert!(batch.samples[3].candidate.starts_with("failed (plugin-failure)"));
+        assert!(
+            batch.samples[3]
+                .candidate
+                .starts_with("failed (plugin-failure)")
+        );
     }
 
     #[test]
