@@ -252,6 +252,13 @@ mod tests {
         );
         assert!(args(None, Some("0%"), None, Some(6)).rollout().is_err());
         assert!(args(None, Some("many"), None, Some(6)).rollout().is_err());
-        assert!(args(None, Some("10%"), None, Some(3)).rollout().is_err());
+        // Any share takes partition 0 of a non-empty stream; none of an empty one.
+        assert_eq!(
+            args(None, Some("10%"), None, Some(3)).rollout().unwrap(),
+            Rollout::Canary {
+                partitions: BTreeSet::from([0])
+            }
+        );
+        assert!(args(None, Some("10%"), None, Some(0)).rollout().is_err());
     }
 }
