@@ -63,6 +63,33 @@ fn append(path: &Path, lines: impl IntoIterator<Item = String>) {
     }
 }
 
+/// A pipeline from a followed file through plugin `mask` to a file with headers; the file,
+/// its input and its output.
+fn file_pipeline(dir: &Path) -> (PipelineFile, std::path::PathBuf, std::path::PathBuf) {
+    let input = dir.join("input.jsonl");
+    std::fs::write(&input, "").unwrap();
+    let out = dir.join("out.jsonl");
+    let file = PipelineFile::parse(
+        Path::new("shadow.toml"),
+        &format!(
+            r#"
+            [[pipeline]]
+            name = "shadow"
+            source = {{ type = "file", path = "{}", follow = true }}
+            transforms = [{{ plugin = "mask" }}]
+            sink = {{ type = "file", path = "{}", encoding = "envelope" }}
+            dead_letter = {{ type = "file", path = "{}/dlq.jsonl" }}
+            batch = {{ size = 8, linger_ms = 5 }}
+            "#,
+            input.display(),
+            out.display(),
+            dir.display()
+        ),
+    )
+    .unwrap();
+    (file, input, out)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shadow_reports_the_share_of_records_it_changes_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -80,27 +107,7 @@ async fn a_shadow_reports_the_share_of_records_it_changes_and_writes_nothing() {
         "mask.toml",
         b"version = \"1.0.0\"\n[config]\nfields = \"email\"\nmode = \"redact\"\n",
     );
-    let input = dir.path().join("input.jsonl");
-    std::fs::write(&input, "").unwrap();
-    let out = dir.path().join("out.jsonl");
-    let file = PipelineFile::parse(
-        Path::new("shadow.toml"),
-        &format!(
-            r#"
-            [[pipeline]]
-            name = "shadow"
-            source = {{ type = "file", path = "{}", follow = true }}
-            transforms = [{{ plugin = "mask" }}]
-            sink = {{ type = "file", path = "{}", encoding = "envelope" }}
-            dead_letter = {{ type = "file", path = "{}/dlq.jsonl" }}
-            batch = {{ size = 8, linger_ms = 5 }}
-            "#,
-            input.display(),
-            out.display(),
-            dir.path().display()
-        ),
-    )
-    .unwrap();
+    let (file, input, out) = file_pipeline(dir.path());
     let (app, admin, token) = start(file, &registry).await;
     let slot = app.slots().get("mask").unwrap();
     let live = slot.current().1.plugin.version().to_owned();
@@ -160,7 +167,7 @@ async fn a_shadow_reports_the_share_of_records_it_changes_and_writes_nothing() {
             assert!(secret.as_str().unwrap().starts_with('s'), "{value}");
         }
     }
-    assert!(!dir.path().join("dlq.jsonl").exists() || lines(&dir.path().join("dlq.jsonl")) == 0);
+    assert_eq!(lines(&dir.path().join("dlq.jsonl")), 0);
 
     let shadow = slot.rollout().unwrap().shadow.unwrap();
     assert_eq!((shadow.compared, shadow.differing), (records, records / 4));
@@ -237,6 +244,61 @@ async fn a_shadow_reports_the_share_of_records_it_changes_and_writes_nothing() {
     // The watcher saw the files move and found the version it already runs.
     assert!(app.slots().get("mask.candidate").is_none());
     assert_eq!(slot.current().1.plugin.version(), candidate);
+    stop(app).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shadow_s_failures_are_counted_and_never_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry");
+    std::fs::create_dir(&registry).unwrap();
+    // Live: a pass-through. Candidate: the same, but it fails records that say `fail`.
+    drop_in(&registry, "mask.wasm", &component("pii-mask"));
+    drop_in(&registry, "mask.toml", b"[config]\nfields = \"none\"\n");
+    let (file, input, out) = file_pipeline(dir.path());
+    let (app, admin, token) = start(file, &registry).await;
+    drop_in(
+        &registry,
+        "mask.candidate.wasm",
+        &variant(&component("fault-panic"), "shadow"),
+    );
+    plugin_cli(
+        dir.path(),
+        &["stage", "mask", "--shadow", "1"],
+        &admin,
+        &token,
+    );
+    append(
+        &input,
+        (0..40).map(|n| {
+            let note = if n % 10 == 0 { "fail" } else { "ok" };
+            format!(r#"{{"n":{n},"note":"{note}"}}"#)
+        }),
+    );
+    let slot = app.slots().get("mask").unwrap();
+    let watched = std::sync::Arc::clone(&slot);
+    wait_for("every record compared", WAIT, move || {
+        watched
+            .rollout()
+            .and_then(|r| r.shadow)
+            .is_some_and(|s| s.compared >= 40)
+    })
+    .await;
+    let shadow = slot.rollout().unwrap().shadow.unwrap();
+    assert_eq!((shadow.failed, shadow.differing), (4, 4), "{shadow:?}");
+    assert!(
+        shadow.samples[0]
+            .candidate
+            .starts_with("failed (plugin-failure)")
+    );
+    let written = out.clone();
+    wait_for("every record written", WAIT, move || lines(&written) >= 40).await;
+    assert_eq!(lines(&out), 40, "each record once, from the live version");
+    assert_eq!(
+        lines(&dir.path().join("dlq.jsonl")),
+        0,
+        "the shadow's failures are never dead-lettered"
+    );
     stop(app).await;
 }
 
