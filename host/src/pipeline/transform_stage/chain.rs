@@ -29,6 +29,8 @@ pub struct ChainStep {
     staged_generation: u64,
     /// The staged candidate's instance, while one is staged.
     staged: Option<StagedStep>,
+    /// The last staged generation that failed to instantiate, and when.
+    failed_stage: FailedSwap,
 }
 
 impl ChainStep {
@@ -62,42 +64,52 @@ impl ChainStep {
             failed_swap: FailedSwap::default(),
             staged_generation: 0,
             staged: None,
+            failed_stage: FailedSwap::default(),
         })
     }
 
     /// Takes up, changes or drops the staged candidate when the slot's staged generation moved.
     /// Read before the active generation: a promotion moves the active one first, so a step
     /// that sees the candidate gone also sees it active. A candidate that cannot be
-    /// instantiated here is logged and its records stay on the live version.
+    /// instantiated here (a full instance pool, say) is logged once, its records stay on the
+    /// live version, and it is tried again at most once per [`SWAP_RETRY`].
     fn refresh_staged(&mut self) {
         let generation = self.slot.staged_generation();
-        if generation == self.staged_generation {
+        if generation == self.staged_generation
+            || !self.failed_stage.may_retry(generation, Instant::now())
+        {
             return;
         }
-        self.staged_generation = generation;
         let plugin = self.slot.name();
-        self.staged = match self
+        let Some(attempt) = self
             .slot
             .instantiate_staged(self.transform.request(self.limits))
-        {
-            None => None,
-            Some(attempt) => match attempt.instance {
-                Ok(instance) => {
-                    tracing::info!(plugin, candidate = attempt.version, rollout = ?attempt.rollout, "Running the staged candidate beside the live version.");
-                    Some(StagedStep {
-                        generation: attempt.generation,
-                        version: attempt.version,
-                        rollout: attempt.rollout,
-                        instance,
-                        batches: 0,
-                    })
-                }
-                Err(error) => {
-                    tracing::error!(plugin, candidate = attempt.version, %error, "Cannot instantiate the staged candidate; its records stay on the live version.");
-                    None
-                }
-            },
+        else {
+            self.staged = None;
+            self.staged_generation = generation;
+            return;
         };
+        match attempt.instance {
+            Ok(instance) => {
+                tracing::info!(plugin, candidate = attempt.version, rollout = ?attempt.rollout, "Running the staged candidate beside the live version.");
+                self.staged = Some(StagedStep {
+                    generation: attempt.generation,
+                    version: attempt.version,
+                    rollout: attempt.rollout,
+                    instance,
+                    batches: 0,
+                });
+                self.staged_generation = generation;
+                self.failed_stage = FailedSwap::default();
+            }
+            Err(error) => {
+                // The generation is not taken up, so a later batch tries again.
+                self.staged = None;
+                if self.failed_stage.failed(generation, Instant::now()) {
+                    tracing::error!(plugin, candidate = attempt.version, %error, "Cannot instantiate the staged candidate; its records stay on the live version meanwhile, retrying every {:?}.", SWAP_RETRY);
+                }
+            }
+        }
     }
 
     /// Runs `records` (descending from inputs `origins` at `positions`) through the live
