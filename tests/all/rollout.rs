@@ -128,6 +128,11 @@ async fn a_shadow_reports_the_share_of_records_it_changes_and_writes_nothing() {
     let candidate = slot.rollout().expect("a staged candidate").version;
     assert!(said.contains(&candidate), "{said}");
     assert_ne!(candidate, live);
+    let listing = plugin_cli(dir.path(), &["list"], &admin, &token);
+    assert!(
+        listing.contains(&format!("staged: {candidate} as shadow on every 1 batch")),
+        "{listing}"
+    );
 
     let records = 400u64;
     append(
@@ -536,6 +541,11 @@ async fn a_failing_canary_is_aborted_automatically() {
         "the live version stays"
     );
     assert_eq!(slot.generation(), 0, "no swap and no rollback");
+    let listing = kafka.cli(&["list"]);
+    assert!(
+        listing.contains(&format!("last rollout: aborted {candidate}: automatic")),
+        "{listing}"
+    );
 
     // Every partition is back on the live version.
     kafka
