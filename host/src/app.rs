@@ -15,6 +15,7 @@ use crate::admin::history::RunState;
 use crate::admin::{self, AdminState};
 use crate::config::PipelineFile;
 use crate::pipeline::{self, PipelineError, PipelineReport, PipelineStats};
+use crate::registry::kafka::{FollowHandle, HeartbeatHandle, KafkaRegistryError, RegistryAddress};
 use crate::registry::{
     Deployer, PluginRegistry, PluginSlots, RegistryError, RollbackPolicy, WatchHandle,
 };
@@ -36,6 +37,9 @@ pub struct RunOptions {
     pub admin_token: Option<AdminToken>,
     /// Extra `Host` names the admin API answers to, besides loopback and its own address.
     pub admin_hosts: Vec<String>,
+    /// A Kafka registry (`weir run --registry kafka://...`) that replaces the folder as the
+    /// source of plugins: its heads are deployed at start and followed while running.
+    pub kafka_registry: Option<RegistryAddress>,
     /// Where compiled plugins are cached; `None` disables the cache. Never inside the plugin
     /// folder: whoever can write there could plant native code.
     pub cache: Option<PathBuf>,
@@ -54,6 +58,7 @@ impl RunOptions {
             cache: crate::runtime::default_cache_dir(),
             registry: registry.into(),
             watch: true,
+            kafka_registry: None,
             debounce: Duration::from_millis(200),
             admin: None,
             admin_token: None,
@@ -78,6 +83,9 @@ pub enum AppError {
         /// Why.
         source: RegistryError,
     },
+    /// The Kafka registry could not be read, or its version of a plugin could not be deployed.
+    #[error(transparent)]
+    Registry(#[from] KafkaRegistryError),
     /// The folder watcher could not start.
     #[error(transparent)]
     Watch(RegistryError),
@@ -115,6 +123,8 @@ pub struct RunningApp {
         tokio::task::JoinHandle<Result<PipelineReport, PipelineError>>,
     )>,
     _watch: Option<WatchHandle>,
+    /// Following the Kafka registry and beating in its fleet topic, when it is the source.
+    fleet: Option<(FollowHandle, HeartbeatHandle)>,
     admin_task: Option<tokio::task::JoinHandle<()>>,
     histories: Histories,
     history_task: tokio::task::JoinHandle<()>,
@@ -155,9 +165,17 @@ impl RunningApp {
             slots.clone(),
             &config,
         );
+        let fleet = match options.kafka_registry.clone() {
+            Some(address) => Some(start_fleet(deployer.clone(), address, &config).await?),
+            None => None,
+        };
         let startup = deployer.clone();
         let stager = deployer.clone();
+        let from_folder = fleet.is_none();
         tokio::task::spawn_blocking(move || {
+            if !from_folder {
+                return Ok(());
+            }
             for name in startup.used_plugins() {
                 startup.deploy(name).map_err(|source| AppError::Plugin {
                     name: name.to_owned(),
@@ -169,7 +187,7 @@ impl RunningApp {
         .await
         .map_err(|e| AppError::Internal(e.to_string()))??;
 
-        let watch_handle = if options.watch {
+        let watch_handle = if options.watch && from_folder {
             let handle = crate::registry::watch(deployer.clone(), options.debounce)
                 .map_err(AppError::Watch)?;
             // A file that landed between the start-up deploy and the watch starting raised no
@@ -291,6 +309,7 @@ impl RunningApp {
             shutdown,
             pipelines,
             _watch: watch_handle,
+            fleet,
             admin_task,
             histories,
             history_task,
@@ -335,6 +354,10 @@ impl RunningApp {
             });
             results.push((name, result));
         }
+        if let Some((follow, heartbeat)) = self.fleet.take() {
+            drop(follow);
+            heartbeat.finish().await;
+        }
         if let Some(task) = self.admin_task.take() {
             task.abort();
         }
@@ -344,4 +367,24 @@ impl RunningApp {
         }
         results
     }
+}
+
+/// Deploys the Kafka registry's head of every plugin the pipelines use, then follows the
+/// registry and starts the heartbeat in its fleet topic.
+async fn start_fleet(
+    deployer: Deployer,
+    address: RegistryAddress,
+    config: &PipelineFile,
+) -> Result<(FollowHandle, HeartbeatHandle), AppError> {
+    let (startup, from) = (deployer.clone(), address.clone());
+    let (catalog, follower) = tokio::task::spawn_blocking(move || {
+        crate::registry::kafka::deploy_from_registry(&startup, &from)
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))??;
+    let slots = deployer.slots().clone();
+    let follow = crate::registry::kafka::follow(deployer, catalog, follower, address.clone());
+    let pipelines = config.pipelines.iter().map(|p| p.name.clone()).collect();
+    let heartbeat = crate::registry::kafka::start_heartbeat(&address, pipelines, slots).await?;
+    Ok((follow, heartbeat))
 }

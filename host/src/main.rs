@@ -57,6 +57,12 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         plugins: PluginsDir,
+        /// Take plugins from the fleet's registry in Kafka instead of the folder: the latest
+        /// published version of each at start, then every version published or rolled back while
+        /// running (with the folder watcher's checks). Also writes this process's heartbeat to
+        /// TOPIC.fleet for `weir plugin list --registry`.
+        #[arg(long, value_name = "kafka://BROKERS/TOPIC", env = "WEIR_REGISTRY", value_parser = parse_registry)]
+        registry: Option<weir::registry::kafka::RegistryAddress>,
         #[command(flatten)]
         admin: AdminAddr,
         /// Another `Host` name the admin API answers to (repeatable, or comma-separated in the
@@ -254,12 +260,40 @@ enum PluginCommand {
         plugins: PluginsDir,
     },
     /// List the plugins of a running weir (versions, history, swaps), or of the registry folder
-    /// when none runs.
+    /// when none runs; with --registry, every published version of each plugin in the fleet's
+    /// registry and which processes run which version.
     List {
         #[command(flatten)]
         plugins: PluginsDir,
         #[command(flatten)]
         admin: AdminAddr,
+        /// The fleet's registry in Kafka.
+        #[arg(long, value_name = "kafka://BROKERS/TOPIC", env = "WEIR_REGISTRY", value_parser = parse_registry)]
+        registry: Option<weir::registry::kafka::RegistryAddress>,
+    },
+    /// Validate a component as `weir run` would (contract version, type-check, `init` with its
+    /// manifest's defaults) and publish it to the fleet's registry in Kafka.
+    ///
+    /// The component is split into chunks under the broker's message limit, in a compacted topic
+    /// (created when missing) keyed so that every published version stays readable; every
+    /// `weir run --registry` deploys it. At most 256 MiB.
+    Publish {
+        /// The component, NAME.wasm; NAME is the plugin's name.
+        file: PathBuf,
+        /// Its manifest (default: NAME.toml beside it, when present).
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// The fleet's registry.
+        #[arg(long, value_name = "kafka://BROKERS/TOPIC", env = "WEIR_REGISTRY", value_parser = parse_registry)]
+        registry: weir::registry::kafka::RegistryAddress,
+        /// The version label shown beside the hash (default: the manifest's `version`).
+        #[arg(long, value_name = "LABEL")]
+        label: Option<String>,
+        /// A config (JSON object, over the manifest's defaults) to validate `init` with, for a
+        /// plugin whose `init` needs keys its manifest does not default. Not published: each
+        /// pipeline's own config is checked when a process deploys the version.
+        #[arg(long, value_name = "JSON")]
+        config: Option<String>,
     },
     /// Create a plugin project that builds and passes its golden test as it is.
     ///
@@ -319,12 +353,19 @@ enum PluginCommand {
         #[command(flatten)]
         plugins: PluginsDir,
     },
-    /// Return a plugin of a running weir to its previous version.
+    /// Return a plugin of a running weir to its previous version; with --registry, return the
+    /// whole fleet to the version published before the current one (or to --to).
     Rollback {
         /// The plugin's name.
         name: String,
         #[command(flatten)]
         admin: AdminAddr,
+        /// The fleet's registry in Kafka: the rollback is published there, for every process.
+        #[arg(long, value_name = "kafka://BROKERS/TOPIC", env = "WEIR_REGISTRY", value_parser = parse_registry)]
+        registry: Option<weir::registry::kafka::RegistryAddress>,
+        /// With --registry: the version to return to (a version, sha256 or label).
+        #[arg(long, value_name = "VERSION", requires = "registry")]
+        to: Option<String>,
     },
     /// Stage a candidate beside a running plugin's live version: as a shadow (compared, never
     /// written) or a canary (a share of the source's partitions).
@@ -420,6 +461,11 @@ impl GoldenArgs {
             max_record_bytes: limits.max_record_bytes,
         }
     }
+}
+
+fn parse_registry(text: &str) -> Result<weir::registry::kafka::RegistryAddress, String> {
+    text.parse()
+        .map_err(|e: weir::registry::kafka::KafkaRegistryError| e.to_string())
 }
 
 fn parse_capability(text: &str) -> Result<weir::runtime::Capability, String> {
@@ -530,6 +576,7 @@ fn main() -> ExitCode {
         Command::Run {
             file,
             plugins,
+            registry,
             admin,
             admin_hosts,
             no_admin,
@@ -546,6 +593,7 @@ fn main() -> ExitCode {
             options.admin = (!no_admin).then_some(admin.addr);
             options.admin_hosts = admin_hosts;
             options.watch = !no_watch;
+            options.kafka_registry = registry;
             options.debounce = std::time::Duration::from_millis(debounce_ms);
             if let Some(dir) = cache_dir {
                 options.cache = Some(dir);
@@ -590,9 +638,27 @@ fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Build { path, plugins }) => {
             cli::plugin::build(&path, &plugins.dir)
         }
-        Command::Plugin(PluginCommand::List { plugins, admin }) => {
-            cli::plugin::list(&plugins.dir, admin.addr, &admin.token)
-        }
+        Command::Plugin(PluginCommand::List {
+            plugins,
+            admin,
+            registry,
+        }) => match registry {
+            Some(registry) => cli::plugin_publish::list(&registry),
+            None => cli::plugin::list(&plugins.dir, admin.addr, &admin.token),
+        },
+        Command::Plugin(PluginCommand::Publish {
+            file,
+            manifest,
+            registry,
+            label,
+            config,
+        }) => cli::plugin_publish::publish(&cli::plugin_publish::PublishRequest {
+            file: &file,
+            manifest: manifest.as_deref(),
+            registry: &registry,
+            label: label.as_deref(),
+            config: config.as_deref(),
+        }),
         Command::Plugin(PluginCommand::New {
             name,
             lang,
@@ -619,9 +685,6 @@ fn main() -> ExitCode {
             &golden.request(path, plugins.dir, false),
             std::time::Duration::from_millis(debounce_ms),
         ),
-        Command::Plugin(PluginCommand::Rollback { name, admin }) => {
-            cli::plugin::rollback(&name, admin.addr, &admin.token)
-        }
         Command::Plugin(PluginCommand::Stage { name, how, admin }) => {
             cli::plugin_rollout::stage(&name, &how, admin.addr, &admin.token)
         }
@@ -634,6 +697,15 @@ fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Diff { name, admin }) => {
             cli::plugin_rollout::diff(&name, admin.addr, &admin.token)
         }
+        Command::Plugin(PluginCommand::Rollback {
+            name,
+            admin,
+            registry,
+            to,
+        }) => match registry {
+            Some(registry) => cli::plugin_publish::rollback(&name, to.as_deref(), &registry),
+            None => cli::plugin::rollback(&name, admin.addr, &admin.token),
+        },
         Command::Bench(BenchCommand::Plugin {
             plugin,
             records,

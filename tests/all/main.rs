@@ -15,6 +15,7 @@ mod connectors;
 mod crash;
 mod failover;
 mod faults;
+mod fleet;
 mod hot_swap;
 mod http_journal;
 mod judging;

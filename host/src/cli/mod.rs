@@ -13,6 +13,7 @@ pub mod plugin_build;
 pub mod plugin_dev;
 pub mod plugin_new;
 pub mod plugin_rollout;
+pub mod plugin_publish;
 pub mod plugin_test;
 pub mod progress;
 pub mod replay;

@@ -103,8 +103,30 @@ impl Deployer {
     /// Deploys plugin `name` from the folder. CPU-bound: call from a blocking thread. On error
     /// nothing changes and the running version keeps running.
     pub fn deploy(&self, name: &str) -> Result<Deployment, RegistryError> {
+        self.deploy_with(name, || {
+            let bytes = self.read_component(name, &self.registry.path_of(name))?;
+            Ok((bytes, Manifest::load(&self.registry.manifest_path_of(name))?))
+        })
+    }
+
+    /// Deploys plugin `name` from `bytes` and `manifest` that came from elsewhere than the folder
+    /// (the Kafka registry), with every check a file from the folder goes through. CPU-bound.
+    pub fn deploy_bytes(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        manifest: Manifest,
+    ) -> Result<Deployment, RegistryError> {
+        self.deploy_with(name, || Ok((bytes.to_vec(), manifest)))
+    }
+
+    fn deploy_with(
+        &self,
+        name: &str,
+        read: impl FnOnce() -> Result<(Vec<u8>, Manifest), RegistryError>,
+    ) -> Result<Deployment, RegistryError> {
         let started = Instant::now();
-        let result = self.prepare(name);
+        let result = read().and_then(|(bytes, manifest)| self.prepare(name, &bytes, manifest));
         let version = match result {
             Ok(Some(version)) => version,
             Ok(None) => return Ok(Deployment::Unchanged),
@@ -210,41 +232,22 @@ impl Deployer {
         Ok(version)
     }
 
-    /// Loads and validates `name` without activating it; `None` when nothing changed.
-    fn prepare(&self, name: &str) -> Result<Option<PluginVersion>, RegistryError> {
-        let path = self.registry.path_of(name);
-        let bytes = std::fs::read(&path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                RegistryError::NotFound {
-                    name: name.to_owned(),
-                    dir: self.registry.dir().display().to_string(),
-                }
-            } else {
-                RegistryError::Read {
-                    path: path.display().to_string(),
-                    source,
-                }
-            }
-        })?;
-        let manifest = Arc::new(Manifest::load(&self.registry.manifest_path_of(name))?);
+    /// Validates `bytes` as `name` without activating it; `None` when nothing changed.
+    fn prepare(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        manifest: Manifest,
+    ) -> Result<Option<PluginVersion>, RegistryError> {
+        let manifest = Arc::new(manifest);
         if let Some(slot) = self.slots.get(name) {
             let (_, active) = slot.current();
-            if active.plugin.sha256() == hex::encode(Sha256::digest(&bytes))
+            if active.plugin.sha256() == hex::encode(Sha256::digest(bytes))
                 && active.manifest == manifest
             {
                 return Ok(None);
             }
         }
-        let plugin = LoadedPlugin::from_bytes(&self.runtime, name, &bytes)?;
-        let version = PluginVersion { plugin, manifest };
-        for plugin_use in self.uses.get(name).into_iter().flatten() {
-            version
-                .instantiate(plugin_use.transform.request(plugin_use.limits))
-                .map_err(|source| RegistryError::Rejected {
-                    pipeline: plugin_use.pipeline.clone(),
-                    source,
-                })?;
-        }
-        Ok(Some(version))
+        self.validate(name, bytes, manifest).map(Some)
     }
 }

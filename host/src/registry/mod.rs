@@ -1,8 +1,10 @@
 //! The plugin registry folder: where `NAME.wasm` files live, how a pipeline's plugin names map
 //! to files, and what `weir plugin list` shows. Submodules keep the live versions (`slots`),
-//! watch the folder for hot swaps (`watch`) and read manifests (`manifest`).
+//! watch the folder for hot swaps (`watch`) and read manifests (`manifest`); `kafka` is the
+//! registry of a fleet, in a compacted Kafka topic.
 
 mod deploy;
+pub mod kafka;
 mod manifest;
 pub mod rollout;
 mod slots;

@@ -1,0 +1,258 @@
+//! `weir plugin publish`, and `weir plugin list` and `weir plugin rollback` with `--registry`:
+//! the fleet's side of the Kafka registry. A component is validated here as `weir run` would
+//! (contract version, type-check, `init` with its manifest's defaults) before any process sees
+//! it; rollback writes a head naming an earlier version, which every process deploys.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use weir::registry::kafka::{
+    Catalog, Heartbeat, MAX_COMPONENT_BYTES, Publisher, RegistryAddress, STALE_AFTER, read_catalog,
+    read_heartbeats, valid_plugin_name,
+};
+use weir::registry::{Manifest, PluginVersion};
+use weir::runtime::{LoadedPlugin, PluginLimits, PluginRuntime, StepRequest};
+
+/// What `weir plugin publish` was asked.
+pub struct PublishRequest<'a> {
+    /// The component.
+    pub file: &'a Path,
+    /// Its manifest (default: NAME.toml beside it, when present).
+    pub manifest: Option<&'a Path>,
+    /// The registry.
+    pub registry: &'a RegistryAddress,
+    /// The version label (default: the manifest's `version`).
+    pub label: Option<&'a str>,
+    /// A pipeline's config to validate `init` with, over the manifest's defaults.
+    pub config: Option<&'a str>,
+}
+
+/// Validates the component and publishes it to the registry.
+pub fn publish(request: &PublishRequest<'_>) -> anyhow::Result<ExitCode> {
+    let file = request.file;
+    let name = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|name| valid_plugin_name(name))
+        .with_context(|| {
+            format!(
+                "{}: the file name must be NAME.wasm, NAME lower-case letters, digits, `-` and `_`, starting with a letter",
+                file.display()
+            )
+        })?
+        .to_owned();
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .len();
+    anyhow::ensure!(
+        size <= MAX_COMPONENT_BYTES as u64,
+        "{}: {} MiB is more than the registry takes ({} MiB)",
+        file.display(),
+        size / (1024 * 1024),
+        MAX_COMPONENT_BYTES / (1024 * 1024)
+    );
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let manifest_path = request
+        .manifest
+        .map_or_else(|| file.with_extension("toml"), Path::to_path_buf);
+    let manifest_text = match std::fs::read_to_string(&manifest_path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && request.manifest.is_none() => {
+            String::new()
+        }
+        Err(e) => anyhow::bail!("cannot read the manifest {}: {e}", manifest_path.display()),
+    };
+    let manifest = Manifest::load(&manifest_path)?;
+    let config = request
+        .config
+        .map(|text| match serde_json::from_str(text) {
+            Ok(serde_json::Value::Object(map)) => Ok(map),
+            _ => Err(anyhow::anyhow!(
+                "--config must be a JSON object, like '{{\"field\": \"email\"}}'"
+            )),
+        })
+        .transpose()?;
+    validate(&name, &bytes, &manifest, config.as_ref()).with_context(|| {
+        format!(
+            "{}: not published, the fleet would reject it",
+            file.display()
+        )
+    })?;
+    let label = request
+        .label
+        .map(str::to_owned)
+        .or_else(|| manifest.version.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let published = runtime.block_on(async {
+        let publisher = Publisher::new(request.registry)?;
+        publisher.ensure_topics().await?;
+        publisher
+            .publish(&name, &bytes, &manifest_text, label.as_deref())
+            .await
+    })?;
+    println!(
+        "published {name} {}{} ({} KiB in {} chunk(s)) to {}",
+        published.version,
+        label.map(|l| format!(" ({l})")).unwrap_or_default(),
+        published.size.div_ceil(1024),
+        published.chunks,
+        request.registry
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a running process does with a new version: compile, type-check against the contract,
+/// and `init` with the manifest's defaults (under `config` when given), granting what the manifest asks (each pipeline
+/// decides its own grants when it deploys).
+fn validate(
+    name: &str,
+    bytes: &[u8],
+    manifest: &Manifest,
+    config: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new(None)?;
+    let plugin = LoadedPlugin::from_bytes(&runtime, name, bytes)?;
+    let version = PluginVersion {
+        plugin,
+        manifest: std::sync::Arc::new(manifest.clone()),
+    };
+    version.instantiate(StepRequest {
+        config,
+        allow: &manifest.capabilities,
+        limits: PluginLimits::default(),
+    })?;
+    Ok(())
+}
+
+/// Publishes a head naming an earlier version of `name`: `to` (a version, sha256 or label), or
+/// the version published before the current head's.
+pub fn rollback(
+    name: &str,
+    to: Option<&str>,
+    registry: &RegistryAddress,
+) -> anyhow::Result<ExitCode> {
+    let (catalog, _) = read_catalog(registry, Some(Default::default()))?;
+    let head = catalog
+        .heads()
+        .get(name)
+        .with_context(|| format!("plugin `{name}` was never published to {registry}"))?;
+    let versions = &catalog.versions()[name];
+    let target = match to {
+        Some(wanted) => catalog.find(name, wanted).with_context(|| {
+            format!(
+                "plugin `{name}` has no version `{wanted}` in {registry}; `weir plugin list --registry {registry}` shows them"
+            )
+        })?,
+        None => {
+            let current = versions
+                .iter()
+                .position(|v| v.sha256 == head.sha256)
+                .unwrap_or(versions.len());
+            current
+                .checked_sub(1)
+                .and_then(|i| versions.get(i))
+                .with_context(|| {
+                    format!(
+                        "plugin `{name}` has no version published before {}; name one with --to",
+                        head.version
+                    )
+                })?
+        }
+    };
+    anyhow::ensure!(
+        target.sha256 != head.sha256,
+        "plugin `{name}` already runs {}",
+        target.version
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async { Publisher::new(registry)?.roll_back_to(target).await })?;
+    println!(
+        "plugin {name}: the fleet rolls back from {} to {}{}",
+        head.version,
+        target.version,
+        target
+            .label
+            .as_deref()
+            .map(|l| format!(" ({l})"))
+            .unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Lists, per plugin, the published versions and the processes that run each.
+pub fn list(registry: &RegistryAddress) -> anyhow::Result<ExitCode> {
+    let (catalog, _) = read_catalog(registry, Some(Default::default()))?;
+    let heartbeats = read_heartbeats(registry)?;
+    print!("{}", render(&catalog, &heartbeats, now_millis()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The listing: one block per plugin, its versions newest first, the head marked, and the
+/// processes whose latest heartbeat names each version (stale ones marked).
+fn render(catalog: &Catalog, heartbeats: &[Heartbeat], now: u64) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if catalog.versions().is_empty() {
+        out.push_str("no plugins published yet; publish one with `weir plugin publish NAME.wasm --registry ...`\n");
+    }
+    let mut running: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
+    for heartbeat in heartbeats {
+        let age = Duration::from_millis(now.saturating_sub(heartbeat.at));
+        let who = if age > STALE_AFTER {
+            format!("{} (stale, {}s ago)", heartbeat.process, age.as_secs())
+        } else {
+            heartbeat.process.clone()
+        };
+        for (plugin, version) in &heartbeat.plugins {
+            running
+                .entry((plugin.as_str(), version.as_str()))
+                .or_default()
+                .push(who.clone());
+        }
+    }
+    for (name, versions) in catalog.versions() {
+        let head = catalog.heads().get(name);
+        let _ = writeln!(
+            out,
+            "{name}  (head {})",
+            head.map_or("-", |h| h.version.as_str())
+        );
+        let _ = writeln!(
+            out,
+            "  {:<14} {:<12} {:>9}  {:<20} PROCESSES",
+            "VERSION", "LABEL", "SIZE", "PUBLISHER"
+        );
+        for version in versions.iter().rev() {
+            let marker = if head.is_some_and(|h| h.sha256 == version.sha256) {
+                "*"
+            } else {
+                " "
+            };
+            let processes = running
+                .get(&(name.as_str(), version.version.as_str()))
+                .map_or_else(|| "-".to_owned(), |p| p.join(", "));
+            let _ = writeln!(
+                out,
+                "{marker} {:<14} {:<12} {:>5} KiB  {:<20} {processes}",
+                version.version,
+                version.label.as_deref().unwrap_or("-"),
+                version.size.div_ceil(1024),
+                version.publisher,
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,362 @@
+//! Reading the registry topic: every process reads all of it from the beginning (partitions
+//! assigned, never a consumer group that would share them, nothing committed), deploys the head
+//! of each plugin it runs, then follows the topic on a thread of its own and deploys every new
+//! head with the folder watcher's checks: hash, contract, type-check, `init` per pipeline, swap
+//! between batches, and the same log line when a version is rejected.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::catalog::{Catalog, Head, HeadAction, Incoming};
+use super::{KAFKA_TIMEOUT, KafkaRegistryError, RegistryAddress};
+use crate::registry::{Deployer, Deployment, RegistryError};
+
+/// A reader of one topic of the registry, from its beginning.
+pub(crate) struct TopicReader {
+    address: RegistryAddress,
+    topic: String,
+    consumer: BaseConsumer<Quiet>,
+}
+
+/// The client's callbacks: the end of a partition is how a reader knows it caught up, not an
+/// error worth a log line (librdkafka's default context logs it as one).
+struct Quiet;
+
+impl ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!(%error, reason, "Registry client error.");
+        }
+    }
+}
+
+impl ConsumerContext for Quiet {}
+
+/// What one poll found.
+pub(crate) enum Polled {
+    /// A record: partition, offset, headers, key, value (`None` for a tombstone).
+    Record {
+        partition: i32,
+        offset: i64,
+        headers: BTreeMap<String, Vec<u8>>,
+        key: Option<Vec<u8>>,
+        payload: Option<Vec<u8>>,
+    },
+    /// The end of a partition, for now.
+    End(i32),
+    /// Nothing within the timeout.
+    Nothing,
+}
+
+impl TopicReader {
+    /// Assigns every partition of `topic` from its beginning. The group id only satisfies the
+    /// client: nothing subscribes and nothing is committed, so every reader reads everything.
+    pub(crate) fn open(address: &RegistryAddress, topic: &str) -> Result<Self, KafkaRegistryError> {
+        let consumer: BaseConsumer<Quiet> = address
+            .client_config()
+            .set("group.id", "weir-registry-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .create_with_context(Quiet)
+            .map_err(|e| KafkaRegistryError::kafka(address, "creating a consumer", e))?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), KAFKA_TIMEOUT)
+            .map_err(|e| KafkaRegistryError::kafka(address, format!("reading topic {topic}"), e))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(KafkaRegistryError::Missing {
+                registry: address.to_string(),
+                reason: format!(
+                    "topic {topic} does not exist; publish a plugin with `weir plugin publish NAME.wasm --registry {address}` first"
+                ),
+            });
+        }
+        let mut assignment = TopicPartitionList::new();
+        for partition in partitions {
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .map_err(|e| KafkaRegistryError::kafka(address, "assigning partitions", e))?;
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|e| KafkaRegistryError::kafka(address, "assigning partitions", e))?;
+        Ok(TopicReader {
+            address: address.clone(),
+            topic: topic.to_owned(),
+            consumer,
+        })
+    }
+
+    /// The partitions read.
+    pub(crate) fn partitions(&self) -> BTreeSet<i32> {
+        self.consumer
+            .assignment()
+            .map(|list| list.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for the next record or partition end.
+    pub(crate) fn poll(&self, timeout: Duration) -> Result<Polled, KafkaRegistryError> {
+        match self.consumer.poll(timeout) {
+            None => Ok(Polled::Nothing),
+            Some(Err(KafkaError::PartitionEOF(partition))) => Ok(Polled::End(partition)),
+            Some(Err(error)) => Err(KafkaRegistryError::kafka(
+                &self.address,
+                format!("reading topic {}", self.topic),
+                error,
+            )),
+            Some(Ok(message)) => {
+                let headers = message
+                    .headers()
+                    .map(|headers| {
+                        headers
+                            .iter()
+                            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Ok(Polled::Record {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    headers,
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec),
+                })
+            }
+        }
+    }
+
+    /// Reads every record up to the end of every partition, handing each to `take`. Gives up
+    /// when nothing arrives for [`KAFKA_TIMEOUT`].
+    pub(crate) fn read_to_end(
+        &self,
+        mut take: impl FnMut(Polled),
+    ) -> Result<(), KafkaRegistryError> {
+        let mut open = self.partitions();
+        let mut last_progress = Instant::now();
+        while !open.is_empty() {
+            match self.poll(Duration::from_millis(200)) {
+                Ok(Polled::Nothing) => {
+                    if last_progress.elapsed() > KAFKA_TIMEOUT {
+                        return Err(KafkaRegistryError::kafka(
+                            &self.address,
+                            format!("reading topic {} to its end", self.topic),
+                            KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut),
+                        ));
+                    }
+                }
+                Ok(Polled::End(partition)) => {
+                    open.remove(&partition);
+                    last_progress = Instant::now();
+                }
+                Ok(record) => {
+                    take(record);
+                    last_progress = Instant::now();
+                }
+                Err(error) if is_transient(&error) => {
+                    tracing::debug!(%error, "Registry read error; retrying.");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the client recovers from `error` by itself (a broker went away for a moment).
+fn is_transient(error: &KafkaRegistryError) -> bool {
+    let KafkaRegistryError::Kafka { source, .. } = error else {
+        return false;
+    };
+    matches!(
+        source.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::NetworkException
+        )
+    )
+}
+
+/// Applies a polled record to `catalog`, logging a record it cannot use instead of failing:
+/// a damaged record is skipped, the rest of the registry still works.
+fn apply(catalog: &mut Catalog, polled: Polled) -> Option<Head> {
+    let Polled::Record {
+        partition,
+        offset,
+        headers,
+        payload,
+        ..
+    } = polled
+    else {
+        return None;
+    };
+    let incoming = Incoming {
+        partition,
+        offset,
+        headers: &headers,
+        payload: payload.as_deref(),
+    };
+    match catalog.apply(incoming) {
+        Ok(head) => head,
+        Err(error) => {
+            tracing::warn!(%error, "Registry record skipped.");
+            None
+        }
+    }
+}
+
+/// Reads the whole registry at `address`, keeping the components of the plugins in `keep`
+/// (all when `None`). Returns the catalog and the reader, positioned at the end, to follow with.
+pub fn read_catalog(
+    address: &RegistryAddress,
+    keep: Option<BTreeSet<String>>,
+) -> Result<(Catalog, RegistryFollower), KafkaRegistryError> {
+    let reader = TopicReader::open(address, &address.topic)?;
+    let mut catalog = Catalog::new(&address.to_string(), keep);
+    reader.read_to_end(|polled| {
+        apply(&mut catalog, polled);
+    })?;
+    Ok((catalog, RegistryFollower { reader }))
+}
+
+/// Reads the registry at `address` and deploys the head of every plugin `deployer` runs, as
+/// `weir run --registry` starts: a plugin without a head, or whose head is rejected, stops the
+/// start. Blocking (reads Kafka, compiles): call from a blocking thread.
+pub fn deploy_from_registry(
+    deployer: &Deployer,
+    address: &RegistryAddress,
+) -> Result<(Catalog, RegistryFollower), KafkaRegistryError> {
+    let used: BTreeSet<String> = deployer.used_plugins().map(str::to_owned).collect();
+    let (catalog, follower) = read_catalog(address, Some(used.clone()))?;
+    for name in &used {
+        let Some(head) = catalog.heads().get(name) else {
+            return Err(KafkaRegistryError::Missing {
+                registry: address.to_string(),
+                reason: format!(
+                    "plugin `{name}` was never published; publish it with `weir plugin publish {name}.wasm --registry {address}`"
+                ),
+            });
+        };
+        deploy_head(deployer, &catalog, address, head).map_err(|source| {
+            KafkaRegistryError::Deploy {
+                name: name.clone(),
+                version: head.version.clone(),
+                source,
+            }
+        })?;
+    }
+    Ok((catalog, follower))
+}
+
+/// A reader at the registry's end, ready to follow it.
+pub struct RegistryFollower {
+    reader: TopicReader,
+}
+
+/// Stops the follower's thread when dropped.
+#[derive(Debug)]
+pub struct FollowHandle {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for FollowHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Deploys `head` of the registry at `address` from `catalog` into `deployer`'s slots; logs the
+/// folder watcher's lines (activated, or rejected with the running version kept).
+pub fn deploy_head(
+    deployer: &Deployer,
+    catalog: &Catalog,
+    address: &RegistryAddress,
+    head: &Head,
+) -> Result<Deployment, RegistryError> {
+    let file = format!("{address}#{}@{}", head.name, head.version);
+    let deployed = catalog
+        .component(&head.name, &head.sha256)
+        .map_err(|e| RegistryError::Read {
+            path: file.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })
+        .and_then(|(bytes, manifest)| deployer.deploy_bytes(&head.name, &bytes, manifest));
+    match &deployed {
+        Ok(Deployment::Activated { .. }) => {
+            if head.action == HeadAction::Rollback {
+                tracing::warn!(plugin = %head.name, version = %head.version, publisher = %head.publisher, "Plugin rolled back by the registry.");
+            }
+        }
+        Ok(Deployment::Unchanged) => {
+            tracing::debug!(%file, "Plugin version unchanged.");
+        }
+        Err(error) => {
+            if matches!(error, RegistryError::Read { .. }) {
+                deployer
+                    .slots()
+                    .note_rejection(&head.name, &error.to_string());
+            }
+            tracing::error!(%file, reason = %error, "Plugin rejected; the running version keeps running.");
+        }
+    }
+    deployed
+}
+
+/// Follows the registry on a thread of its own: every head that arrives for a plugin
+/// `deployer` runs is deployed. Stops when the handle is dropped.
+pub fn follow(
+    deployer: Deployer,
+    mut catalog: Catalog,
+    follower: RegistryFollower,
+    address: RegistryAddress,
+) -> FollowHandle {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let used: BTreeSet<String> = deployer.used_plugins().map(str::to_owned).collect();
+    let spawned = std::thread::Builder::new()
+        .name("weir-registry".into())
+        .spawn(move || {
+            tracing::info!(registry = %address, "Following the plugin registry.");
+            while !stopped.load(Ordering::SeqCst) {
+                match follower.reader.poll(Duration::from_millis(200)) {
+                    Ok(polled) => {
+                        if let Some(head) = apply(&mut catalog, polled)
+                            && used.contains(&head.name)
+                        {
+                            let _ = deploy_head(&deployer, &catalog, &address, &head);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "Cannot read the plugin registry; retrying.");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "Cannot start the registry follower; new versions will not deploy.");
+    }
+    FollowHandle { stop }
+}

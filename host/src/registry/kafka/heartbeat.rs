@@ -1,0 +1,173 @@
+//! The fleet topic: every `weir run` following a registry writes, every few seconds, which
+//! pipelines it runs and which version of each plugin, keyed by its identity in a compacted
+//! topic, so `weir plugin list --registry` can say which process runs which version. A process
+//! that stops cleanly writes a tombstone; one that dies leaves a heartbeat that grows stale.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+
+use super::follow::{Polled, TopicReader};
+use super::publish::unix_millis;
+use super::{KafkaRegistryError, RegistryAddress};
+use crate::registry::PluginSlots;
+
+/// How often a process writes its heartbeat.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
+
+/// A heartbeat older than this is shown as stale: the process died or lost the brokers.
+pub const STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// The largest heartbeat read back; anything larger is not one Weir wrote.
+const MAX_HEARTBEAT_BYTES: usize = 1024 * 1024;
+
+/// One process's heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The process's identity: `HOST/PID`.
+    pub process: String,
+    /// Its host.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// The pipelines it runs.
+    pub pipelines: Vec<String>,
+    /// Plugin name to the 12-digit version it runs.
+    pub plugins: BTreeMap<String, String>,
+    /// When it was written, milliseconds since the Unix epoch.
+    pub at: u64,
+}
+
+/// This machine's name (a pod keeps its name across restarts), or `unknown-host`.
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned())
+}
+
+/// This process's identity in the fleet topic.
+pub fn process_identity() -> String {
+    format!("{}/{}", host_name(), std::process::id())
+}
+
+/// Stops the heartbeat; [`HeartbeatHandle::finish`] also removes the process from the topic.
+pub struct HeartbeatHandle {
+    task: tokio::task::JoinHandle<()>,
+    producer: FutureProducer,
+    topic: String,
+    process: String,
+}
+
+impl std::fmt::Debug for HeartbeatHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeartbeatHandle")
+            .field("topic", &self.topic)
+            .field("process", &self.process)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeartbeatHandle {
+    /// Stops beating and writes a tombstone, so `weir plugin list` forgets this process.
+    pub async fn finish(self) {
+        self.task.abort();
+        let sent = self
+            .producer
+            .send(
+                FutureRecord::<str, [u8]>::to(&self.topic).key(&self.process),
+                Duration::from_secs(5),
+            )
+            .await;
+        if let Err((error, _)) = sent {
+            tracing::warn!(%error, "Cannot remove this process from the fleet topic; it shows as stale.");
+        }
+    }
+}
+
+impl Drop for HeartbeatHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts writing this process's heartbeat to `address`'s fleet topic (created compacted when
+/// missing) every [`HEARTBEAT_EVERY`]. Must be called inside a tokio runtime.
+pub async fn start_heartbeat(
+    address: &RegistryAddress,
+    pipelines: Vec<String>,
+    slots: PluginSlots,
+) -> Result<HeartbeatHandle, KafkaRegistryError> {
+    let topic = address.fleet_topic();
+    super::publish::ensure_compacted(address, &[&topic]).await?;
+    let producer: FutureProducer = address
+        .client_config()
+        .set("linger.ms", "0")
+        .create()
+        .map_err(|e| KafkaRegistryError::kafka(address, "creating a producer", e))?;
+    let process = process_identity();
+    let task = {
+        let (producer, topic, process) = (producer.clone(), topic.clone(), process.clone());
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(HEARTBEAT_EVERY);
+            loop {
+                ticker.tick().await;
+                let heartbeat = Heartbeat {
+                    process: process.clone(),
+                    host: host_name(),
+                    pid: std::process::id(),
+                    pipelines: pipelines.clone(),
+                    plugins: slots
+                        .describe()
+                        .into_iter()
+                        .map(|slot| (slot.name, slot.current.version))
+                        .collect(),
+                    at: unix_millis(),
+                };
+                let Ok(payload) = serde_json::to_vec(&heartbeat) else {
+                    continue;
+                };
+                let sent = producer
+                    .send(
+                        FutureRecord::to(&topic).key(&process).payload(&payload),
+                        HEARTBEAT_EVERY,
+                    )
+                    .await;
+                if let Err((error, _)) = sent {
+                    tracing::warn!(%error, topic, "Cannot write this process's heartbeat.");
+                }
+            }
+        })
+    };
+    Ok(HeartbeatHandle {
+        task,
+        producer,
+        topic,
+        process,
+    })
+}
+
+/// The latest heartbeat of every process in `address`'s fleet topic (none when it does not
+/// exist yet). Blocking: call from a thread that may block.
+pub fn read_heartbeats(address: &RegistryAddress) -> Result<Vec<Heartbeat>, KafkaRegistryError> {
+    let reader = match TopicReader::open(address, &address.fleet_topic()) {
+        Ok(reader) => reader,
+        Err(KafkaRegistryError::Missing { .. }) => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    };
+    let mut latest: BTreeMap<Vec<u8>, Option<Heartbeat>> = BTreeMap::new();
+    reader.read_to_end(|polled| {
+        if let Polled::Record { key, payload, .. } = polled {
+            let Some(key) = key else { return };
+            let heartbeat = payload
+                .filter(|p| p.len() <= MAX_HEARTBEAT_BYTES)
+                .and_then(|p| serde_json::from_slice::<Heartbeat>(&p).ok());
+            latest.insert(key, heartbeat);
+        }
+    })?;
+    Ok(latest.into_values().flatten().collect())
+}

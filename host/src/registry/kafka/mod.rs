@@ -1,0 +1,194 @@
+//! The plugin registry of a fleet, kept in a compacted Kafka topic so that every `weir` process
+//! reading it deploys the same versions in the same order. `chunks` is the wire format (a
+//! component split into records that survive compaction), `catalog` rebuilds the plugins and
+//! their history from those records, `publish` writes them, `follow` reads the topic and deploys,
+//! and `heartbeat` tells the fleet topic which process runs which version.
+
+mod catalog;
+mod chunks;
+mod follow;
+mod heartbeat;
+mod publish;
+
+pub use catalog::{Catalog, Head, HeadAction, Incoming, PublishedVersion};
+pub use chunks::{CHUNK_BYTES, MAX_COMPONENT_BYTES, MAX_MANIFEST_BYTES};
+pub use follow::{
+    FollowHandle, RegistryFollower, deploy_from_registry, deploy_head, follow, read_catalog,
+};
+pub use heartbeat::{
+    HEARTBEAT_EVERY, Heartbeat, HeartbeatHandle, STALE_AFTER, process_identity, read_heartbeats,
+    start_heartbeat,
+};
+pub use publish::{Publisher, valid_plugin_name};
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+/// How long a registry read or write waits on the brokers before it gives up.
+pub const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a fleet's registry lives: `kafka://BROKERS/TOPIC`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryAddress {
+    /// Bootstrap servers, comma-separated.
+    pub brokers: String,
+    /// The compacted topic holding the plugins.
+    pub topic: String,
+}
+
+impl RegistryAddress {
+    /// The companion topic where each process publishes its heartbeat.
+    pub fn fleet_topic(&self) -> String {
+        format!("{}.fleet", self.topic)
+    }
+
+    /// A client configuration for the registry's brokers.
+    pub(crate) fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", "weir-registry");
+        config
+    }
+}
+
+impl fmt::Display for RegistryAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "kafka://{}/{}", self.brokers, self.topic)
+    }
+}
+
+impl FromStr for RegistryAddress {
+    type Err = KafkaRegistryError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason: &str| KafkaRegistryError::Address {
+            address: text.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let rest = text
+            .strip_prefix("kafka://")
+            .ok_or_else(|| invalid("it must start with kafka://"))?;
+        let (brokers, topic) = rest
+            .split_once('/')
+            .ok_or_else(|| invalid("it names no topic after the brokers"))?;
+        if brokers.is_empty() || brokers.split(',').any(str::is_empty) {
+            return Err(invalid("it names no broker"));
+        }
+        let topic_ok = !topic.is_empty()
+            && topic.len() <= 200
+            && topic
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !topic_ok {
+            return Err(invalid(
+                "the topic must be 1 to 200 letters, digits, `.`, `_` or `-`",
+            ));
+        }
+        Ok(RegistryAddress {
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+        })
+    }
+}
+
+/// The Kafka registry could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaRegistryError {
+    /// The `--registry` value is not a registry address.
+    #[error(
+        "`{address}` is not a registry address: {reason}; write kafka://HOST:PORT[,HOST:PORT]/TOPIC"
+    )]
+    Address {
+        /// What was given.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The brokers refused or did not answer.
+    #[error("registry {registry}: {action}: {source}")]
+    Kafka {
+        /// The registry.
+        registry: String,
+        /// What was being done.
+        action: String,
+        /// The client's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A component or manifest is too large, or its name cannot be used.
+    #[error("{0}")]
+    Refused(String),
+    /// A record of the topic is not one Weir wrote, or is damaged.
+    #[error("registry {registry}: record at partition {partition} offset {offset}: {reason}")]
+    Malformed {
+        /// The registry.
+        registry: String,
+        /// Where.
+        partition: i32,
+        /// Where.
+        offset: i64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The registry's head of a plugin could not be deployed at start.
+    #[error("plugin `{name}` version {version} from the registry: {source}")]
+    Deploy {
+        /// The plugin.
+        name: String,
+        /// The head's version.
+        version: String,
+        /// Why.
+        #[source]
+        source: crate::registry::RegistryError,
+    },
+    /// A plugin or version asked for is not in the registry.
+    #[error("registry {registry}: {reason}")]
+    Missing {
+        /// The registry.
+        registry: String,
+        /// What is missing and what to do.
+        reason: String,
+    },
+}
+
+impl KafkaRegistryError {
+    pub(crate) fn kafka(
+        registry: &RegistryAddress,
+        action: impl Into<String>,
+        source: rdkafka::error::KafkaError,
+    ) -> Self {
+        KafkaRegistryError::Kafka {
+            registry: registry.to_string(),
+            action: action.into(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_registry_addresses() {
+        let address: RegistryAddress = "kafka://a:9092,b:9092/weir.plugins".parse().unwrap();
+        assert_eq!(address.brokers, "a:9092,b:9092");
+        assert_eq!(address.topic, "weir.plugins");
+        assert_eq!(address.fleet_topic(), "weir.plugins.fleet");
+        assert_eq!(address.to_string(), "kafka://a:9092,b:9092/weir.plugins");
+        for wrong in [
+            "a:9092/t",
+            "kafka://a:9092",
+            "kafka:///t",
+            "kafka://a:9092/",
+            "kafka://a/t/x",
+        ] {
+            let error = wrong.parse::<RegistryAddress>().unwrap_err().to_string();
+            assert!(error.contains("kafka://HOST:PORT"), "{wrong}: {error}");
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Writing to the registry topic: a published version (its chunks, then its description, then
+//! the head naming it) and a rollback (a head naming an earlier version). Everything goes to
+//! partition 0, so a reader sees a version's chunks before the head that names it; the topics
+//! are created compacted when missing.
+
+use std::time::{Duration, SystemTime};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use sha2::{Digest, Sha256};
+
+use super::catalog::{Head, HeadAction, PublishedVersion};
+use super::chunks::{
+    MAX_COMPONENT_BYTES, MAX_MANIFEST_BYTES, WireRecord, chunk_count, chunk_records, head_key,
+    headers, kinds, version_key,
+};
+use super::heartbeat::host_name;
+use super::{KAFKA_TIMEOUT, KafkaRegistryError, RegistryAddress};
+
+/// Whether `name` can name a plugin in the registry: lower-case letters, digits, `-` and `_`,
+/// starting with a letter, at most 64 (the rule of `weir plugin new`); keys are built from it.
+pub fn valid_plugin_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'))
+}
+
+/// Writes to one registry.
+pub struct Publisher {
+    address: RegistryAddress,
+    producer: FutureProducer,
+    host: String,
+}
+
+impl Publisher {
+    /// A publisher to `address`. Idempotent and acknowledged by every in-sync replica, so a
+    /// retried chunk is not written twice and an acknowledged one is not lost.
+    pub fn new(address: &RegistryAddress) -> Result<Self, KafkaRegistryError> {
+        let producer = address
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .create()
+            .map_err(|e| KafkaRegistryError::kafka(address, "creating a producer", e))?;
+        Ok(Publisher {
+            address: address.clone(),
+            producer,
+            host: host_name(),
+        })
+    }
+
+    /// Creates the registry topic and its fleet companion, compacted, when they are missing.
+    pub async fn ensure_topics(&self) -> Result<(), KafkaRegistryError> {
+        ensure_compacted(
+            &self.address,
+            &[&self.address.topic, &self.address.fleet_topic()],
+        )
+        .await
+    }
+
+    /// Publishes a validated component under `name` and makes it the fleet's head.
+    pub async fn publish(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        manifest: &str,
+        label: Option<&str>,
+    ) -> Result<PublishedVersion, KafkaRegistryError> {
+        if !valid_plugin_name(name) {
+            return Err(KafkaRegistryError::Refused(format!(
+                "`{name}` cannot name a plugin in the registry: use lower-case letters, digits, `-` and `_`, starting with a letter (at most 64)"
+            )));
+        }
+        if bytes.len() > MAX_COMPONENT_BYTES {
+            return Err(KafkaRegistryError::Refused(format!(
+                "plugin `{name}` is {} MiB, more than the registry's limit of {} MiB",
+                bytes.len() / (1024 * 1024),
+                MAX_COMPONENT_BYTES / (1024 * 1024)
+            )));
+        }
+        if manifest.len() > MAX_MANIFEST_BYTES {
+            return Err(KafkaRegistryError::Refused(format!(
+                "the manifest of `{name}` is {} bytes, more than the registry's limit of {MAX_MANIFEST_BYTES}",
+                manifest.len()
+            )));
+        }
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let version = PublishedVersion {
+            name: name.to_owned(),
+            sha256: sha256.clone(),
+            version: sha256[..12].to_owned(),
+            label: label.map(str::to_owned),
+            manifest: manifest.to_owned(),
+            publisher: self.host.clone(),
+            size: bytes.len(),
+            chunks: chunk_count(bytes.len()),
+            published_at: unix_millis(),
+        };
+        let mut common = vec![
+            (headers::PLUGIN, name.as_bytes().to_vec()),
+            (headers::SHA256, sha256.as_bytes().to_vec()),
+            (headers::MANIFEST, manifest.as_bytes().to_vec()),
+            (headers::PUBLISHER, self.host.as_bytes().to_vec()),
+        ];
+        if let Some(label) = label {
+            common.push((headers::LABEL, label.as_bytes().to_vec()));
+        }
+        let mut records = chunk_records(name, bytes, &common);
+        let mut described = vec![(headers::KIND, kinds::VERSION.as_bytes().to_vec())];
+        described.extend(common);
+        records.push(WireRecord {
+            key: version_key(name, &sha256),
+            headers: described,
+            payload: serde_json::to_vec(&version).map_err(|e| {
+                KafkaRegistryError::Refused(format!("cannot encode the version record: {e}"))
+            })?,
+        });
+        // Chunks in order: the head goes last, once everything it names is written.
+        for record in &records {
+            self.send(record).await?;
+        }
+        self.write_head(&Head {
+            name: name.to_owned(),
+            sha256,
+            version: version.version.clone(),
+            action: HeadAction::Publish,
+            publisher: self.host.clone(),
+            at: unix_millis(),
+        })
+        .await?;
+        Ok(version)
+    }
+
+    /// Points `version`'s plugin's head back at it: every process following the registry
+    /// deploys it again.
+    pub async fn roll_back_to(&self, version: &PublishedVersion) -> Result<(), KafkaRegistryError> {
+        self.write_head(&Head {
+            name: version.name.clone(),
+            sha256: version.sha256.clone(),
+            version: version.version.clone(),
+            action: HeadAction::Rollback,
+            publisher: self.host.clone(),
+            at: unix_millis(),
+        })
+        .await
+    }
+
+    async fn write_head(&self, head: &Head) -> Result<(), KafkaRegistryError> {
+        let payload = serde_json::to_vec(head)
+            .map_err(|e| KafkaRegistryError::Refused(format!("cannot encode the head: {e}")))?;
+        self.send(&WireRecord {
+            key: head_key(&head.name),
+            headers: vec![
+                (headers::KIND, kinds::HEAD.as_bytes().to_vec()),
+                (headers::PLUGIN, head.name.as_bytes().to_vec()),
+                (headers::SHA256, head.sha256.as_bytes().to_vec()),
+            ],
+            payload,
+        })
+        .await
+    }
+
+    async fn send(&self, record: &WireRecord) -> Result<(), KafkaRegistryError> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (key, value) in &record.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        self.producer
+            .send(
+                FutureRecord::to(&self.address.topic)
+                    .partition(0)
+                    .key(&record.key)
+                    .headers(headers)
+                    .payload(&record.payload),
+                KAFKA_TIMEOUT,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| {
+                KafkaRegistryError::kafka(&self.address, format!("writing {}", record.key), error)
+            })
+    }
+}
+
+/// Creates each of `topics` with `cleanup.policy=compact` (one partition, the brokers' default
+/// replication) unless it exists.
+pub(crate) async fn ensure_compacted(
+    address: &RegistryAddress,
+    topics: &[&str],
+) -> Result<(), KafkaRegistryError> {
+    let admin: AdminClient<DefaultClientContext> = address
+        .client_config()
+        .create()
+        .map_err(|e| KafkaRegistryError::kafka(address, "creating an admin client", e))?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|topic| {
+            NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
+                .set("cleanup.policy", "compact")
+                // Versions are read from the start by every process: compaction may drop
+                // superseded heads, never a chunk (each has its own key).
+                .set("min.compaction.lag.ms", "60000")
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&new, &options)
+        .await
+        .map_err(|e| KafkaRegistryError::kafka(address, "creating the registry topics", e))?;
+    for result in results {
+        match result {
+            Ok(topic) => {
+                tracing::info!(registry = %address, topic, "Created the compacted registry topic.")
+            }
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaRegistryError::kafka(
+                    address,
+                    format!("creating topic {topic}"),
+                    KafkaError::AdminOp(code),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_names_that_can_be_keys() {
+        for good in ["user-profile", "a", "pii_mask2"] {
+            assert!(valid_plugin_name(good), "{good}");
+        }
+        for bad in ["", "User", "1a", "a/b", "a:b", &"a".repeat(65)] {
+            assert!(!valid_plugin_name(bad), "{bad}");
+        }
+    }
+}
