@@ -424,37 +424,52 @@ async fn every_process_rejects_a_bad_version_and_follows_a_rollback_record() {
     two.terminate();
 }
 
-/// Produces `{"n": N}` for N in `range` to partition N % `partitions`, counting into `produced`.
-async fn produce(
-    producer: &FutureProducer,
+/// Records produced per tick of [`produce_steadily`].
+const PER_TICK: u64 = 300;
+
+/// Produces `{"n": N}` for N in `0..total` to partition N % `partitions`, [`PER_TICK`] records
+/// every 100 ms (about 3,000 a second), so the stream is still flowing while versions change and
+/// processes die. Stores in `begun` the first record of each tick before sending it.
+fn produce_steadily(
+    brokers: &str,
     topic: &str,
     partitions: u64,
-    range: std::ops::Range<u64>,
-    produced: &AtomicU64,
-) {
-    const AT_ONCE: u64 = 2_000;
-    let mut next = range.start;
-    while next < range.end {
-        let end = (next + AT_ONCE).min(range.end);
-        let sends = (next..end).map(|n| {
-            let (key, payload) = (n.to_string(), format!("{{\"n\":{n}}}"));
-            async move {
-                producer
-                    .send(
-                        FutureRecord::to(topic)
-                            .partition((n % partitions) as i32)
-                            .key(&key)
-                            .payload(&payload),
-                        Duration::from_secs(60),
-                    )
-                    .await
-                    .unwrap();
-            }
-        });
-        futures::future::join_all(sends).await;
-        next = end;
-        produced.store(next, Ordering::SeqCst);
-    }
+    total: u64,
+    begun: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let topic = topic.to_owned();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_millis(100));
+        let mut next = 0;
+        while next < total {
+            ticker.tick().await;
+            let end = (next + PER_TICK).min(total);
+            begun.store(next, Ordering::SeqCst);
+            let sends = (next..end).map(|n| {
+                let (key, payload) = (n.to_string(), format!("{{\"n\":{n}}}"));
+                let (producer, topic) = (&producer, &topic);
+                async move {
+                    producer
+                        .send(
+                            FutureRecord::to(topic)
+                                .partition((n % partitions) as i32)
+                                .key(&key)
+                                .payload(&payload),
+                            Duration::from_secs(60),
+                        )
+                        .await
+                        .unwrap();
+                }
+            });
+            futures::future::join_all(sends).await;
+            next = end;
+        }
+    })
 }
 
 /// The proof: three processes in one consumer group over six partitions and 300,000
@@ -466,8 +481,8 @@ async fn produce(
 async fn a_fleet_takes_a_new_version_mid_stream_through_a_kill_a_restart_and_a_join() {
     const PARTITIONS: u64 = 6;
     const RECORDS: u64 = 300_000;
-    /// Produced before the new version is published; the rest after every process runs it.
-    const BEFORE_SWAP: u64 = 100_000;
+    /// Written before the new version is published.
+    const MID_STREAM: u64 = 30_000;
     let brokers = kafka_brokers();
     let registry = new_registry(&brokers);
     let topic = unique("fleet-in");
@@ -478,12 +493,7 @@ async fn a_fleet_takes_a_new_version_mid_stream_through_a_kill_a_restart_and_a_j
     let source = format!(
         "type = \"kafka\", brokers = \"{brokers}\", topics = [\"{topic}\"], group = \"{group}\", session_timeout_ms = 6000, heartbeat_interval_ms = 1000"
     );
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "20")
-        .create()
-        .unwrap();
-    let produced = Arc::new(AtomicU64::new(0));
+    let begun = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
 
     let v1 = publish(dir, &registry, &variant(&picky(), "v1", 0), "v1");
@@ -496,17 +506,18 @@ async fn a_fleet_takes_a_new_version_mid_stream_through_a_kill_a_restart_and_a_j
         members.iter().all(|m| m.runs(&v1))
     })
     .await;
-    produce(&producer, &topic, PARTITIONS, 0..BEFORE_SWAP, &produced).await;
+    let producing = produce_steadily(&brokers, &topic, PARTITIONS, RECORDS, Arc::clone(&begun));
     let written =
         |members: &[Member]| -> usize { members.iter().map(|m| outputs(&m.out).len()).sum() };
     wait_for(
-        "the fleet to be mid-stream (a tenth written)",
+        "the fleet to be mid-stream",
         Duration::from_secs(600),
-        || written(&members) as u64 >= BEFORE_SWAP / 10,
+        || written(&members) as u64 >= MID_STREAM,
     )
     .await;
 
-    // Mid-stream: the new version is published, one process dies, comes back, one joins.
+    // Mid-stream: the new version is published, one process dies, comes back, one joins; the
+    // stream goes on throughout.
     let v2 = publish(dir, &registry, &variant(&picky(), "v2", 0), "v2");
     let published_at = started.elapsed();
     members[1].kill();
@@ -517,13 +528,14 @@ async fn a_fleet_takes_a_new_version_mid_stream_through_a_kill_a_restart_and_a_j
         live.iter().all(|&i| members[i].runs(&v2))
     })
     .await;
-    let swapped = produced.load(Ordering::SeqCst);
+    // Every record from the tick after the one under way was sent after all of them ran v2.
+    let swapped = begun.load(Ordering::SeqCst) + PER_TICK;
     println!(
-        "v2 published after {published_at:?}; every live process ran it after {:?}, with {} of {swapped} produced records written",
+        "v2 published after {published_at:?}; every live process ran it after {:?}, records from {swapped} on were produced after that",
         started.elapsed(),
-        written(&members)
     );
-    produce(&producer, &topic, PARTITIONS, swapped..RECORDS, &produced).await;
+    assert!(swapped < RECORDS, "the stream ended before the swap");
+    producing.await.unwrap();
 
     let files: Vec<PathBuf> = members.iter().map(|m| m.out.clone()).collect();
     let all_outputs = || -> Vec<(u64, String)> { files.iter().flat_map(|f| outputs(f)).collect() };
