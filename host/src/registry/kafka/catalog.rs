@@ -271,8 +271,11 @@ mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
 
+    /// A record as the tests write it: headers and value.
+    type Written = (BTreeMap<String, Vec<u8>>, Vec<u8>);
+
     struct Topic {
-        records: Vec<(BTreeMap<String, Vec<u8>>, Vec<u8>)>,
+        records: Vec<Written>,
     }
 
     impl Topic {

@@ -263,7 +263,7 @@ pub fn deploy_from_registry(
             KafkaRegistryError::Deploy {
                 name: name.clone(),
                 version: head.version.clone(),
-                source,
+                source: Box::new(source),
             }
         })?;
     }

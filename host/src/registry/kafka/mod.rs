@@ -117,7 +117,7 @@ pub enum KafkaRegistryError {
         action: String,
         /// The client's error.
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: Box<rdkafka::error::KafkaError>,
     },
     /// A component or manifest is too large, or its name cannot be used.
     #[error("{0}")]
@@ -143,7 +143,7 @@ pub enum KafkaRegistryError {
         version: String,
         /// Why.
         #[source]
-        source: crate::registry::RegistryError,
+        source: Box<crate::registry::RegistryError>,
     },
     /// A plugin or version asked for is not in the registry.
     #[error("registry {registry}: {reason}")]
@@ -164,7 +164,7 @@ impl KafkaRegistryError {
         KafkaRegistryError::Kafka {
             registry: registry.to_string(),
             action: action.into(),
-            source,
+            source: Box::new(source),
         }
     }
 }
