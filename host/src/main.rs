@@ -116,6 +116,9 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         plugins: PluginsDir,
+        /// Check the plugins published in the fleet's registry in Kafka instead of the folder's.
+        #[arg(long, value_name = "kafka://BROKERS/TOPIC", env = "WEIR_REGISTRY", value_parser = parse_registry)]
+        registry: Option<weir::registry::kafka::RegistryAddress>,
     },
     /// Print sample records leaving a stage of a running pipeline, one JSON object per line.
     ///
@@ -617,7 +620,11 @@ fn main() -> ExitCode {
                 cli::run::run(&file, options, text, live, startup)
             })
         }
-        Command::Validate { file, plugins } => cli::run::validate(&file, &plugins.dir),
+        Command::Validate {
+            file,
+            plugins,
+            registry,
+        } => cli::run::validate(&file, &plugins.dir, registry.as_ref()),
         Command::Tap {
             pipeline,
             stage,

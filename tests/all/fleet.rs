@@ -419,6 +419,17 @@ async fn every_process_rejects_a_bad_version_and_follows_a_rollback_record() {
     for version in [&v1, &v2, &bad] {
         assert!(list.contains(version.as_str()), "{list}");
     }
+    // `weir validate --registry` checks the pipeline against the registry's head.
+    let validated = run_weir(
+        dir,
+        &["validate", "one.toml", "--registry", &registry.to_string()],
+    );
+    let said = String::from_utf8_lossy(&validated.stdout);
+    assert!(
+        validated.status.success() && said.contains(&format!("{PLUGIN}@{v1}")),
+        "{said}{}",
+        String::from_utf8_lossy(&validated.stderr)
+    );
     let [one, two] = members;
     one.terminate();
     two.terminate();

@@ -15,8 +15,13 @@ use weir::registry::{Deployer, PluginRegistry, PluginSlots};
 use weir::runtime::PluginRuntime;
 
 /// Validates `file` fully, plugins included (compiled, type-checked, `init` run with each
-/// pipeline's config), without touching any source or sink.
-pub fn validate(file: &Path, registry: &Path) -> anyhow::Result<ExitCode> {
+/// pipeline's config), without touching any source or sink. With `kafka`, the plugins are the
+/// heads of that registry, as `weir run --registry` would deploy them.
+pub fn validate(
+    file: &Path,
+    registry: &Path,
+    kafka: Option<&weir::registry::kafka::RegistryAddress>,
+) -> anyhow::Result<ExitCode> {
     let config = PipelineFile::load(file)?;
     let slots = PluginSlots::default();
     let deployer = Deployer::new(
@@ -25,11 +30,16 @@ pub fn validate(file: &Path, registry: &Path) -> anyhow::Result<ExitCode> {
         slots.clone(),
         &config,
     );
-    let names: Vec<String> = deployer.used_plugins().map(String::from).collect();
-    for name in &names {
-        deployer
-            .deploy(name)
-            .with_context(|| format!("{}: plugin `{name}`", file.display()))?;
+    if let Some(kafka) = kafka {
+        weir::registry::kafka::deploy_from_registry(&deployer, kafka)
+            .with_context(|| format!("{}: plugins from {kafka}", file.display()))?;
+    } else {
+        let names: Vec<String> = deployer.used_plugins().map(String::from).collect();
+        for name in &names {
+            deployer
+                .deploy(name)
+                .with_context(|| format!("{}: plugin `{name}`", file.display()))?;
+        }
     }
     let plugins: Vec<String> = slots
         .describe()
