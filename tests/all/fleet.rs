@@ -435,6 +435,19 @@ async fn every_process_rejects_a_bad_version_and_follows_a_rollback_record() {
     two.terminate();
 }
 
+/// As `wait_for`, polling every half second: the conditions on output files parse every line
+/// written so far, which polling every 10 ms would turn into a busy loop beside the processes.
+async fn wait_patiently(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Records produced per tick of [`produce_steadily`].
 const PER_TICK: u64 = 300;
 
@@ -520,7 +533,7 @@ async fn a_fleet_takes_a_new_version_mid_stream_through_a_kill_a_restart_and_a_j
     let producing = produce_steadily(&brokers, &topic, PARTITIONS, RECORDS, Arc::clone(&begun));
     let written =
         |members: &[Member]| -> usize { members.iter().map(|m| outputs(&m.out).len()).sum() };
-    wait_for(
+    wait_patiently(
         "the fleet to be mid-stream",
         Duration::from_secs(600),
         || written(&members) as u64 >= MID_STREAM,
@@ -550,7 +563,7 @@ async fn a_fleet_takes_a_new_version_mid_stream_through_a_kill_a_restart_and_a_j
 
     let files: Vec<PathBuf> = members.iter().map(|m| m.out.clone()).collect();
     let all_outputs = || -> Vec<(u64, String)> { files.iter().flat_map(|f| outputs(f)).collect() };
-    wait_for("every record", Duration::from_secs(1200), || {
+    wait_patiently("every record", Duration::from_secs(1200), || {
         let seen: BTreeSet<u64> = all_outputs().into_iter().map(|(n, _)| n).collect();
         seen.len() as u64 >= RECORDS
     })
