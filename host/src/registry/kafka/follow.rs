@@ -312,6 +312,8 @@ pub fn deploy_head(
         Ok(Deployment::Unchanged) => {
             tracing::debug!(%file, "Plugin version unchanged.");
         }
+        // A deploy activates; staging is a separate call the registry does not make yet.
+        Ok(Deployment::Staged { .. }) => {}
         Err(error) => {
             if matches!(error, RegistryError::Read { .. }) {
                 deployer
