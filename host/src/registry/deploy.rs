@@ -105,7 +105,10 @@ impl Deployer {
     pub fn deploy(&self, name: &str) -> Result<Deployment, RegistryError> {
         self.deploy_with(name, || {
             let bytes = self.read_component(name, &self.registry.path_of(name))?;
-            Ok((bytes, Manifest::load(&self.registry.manifest_path_of(name))?))
+            Ok((
+                bytes,
+                Manifest::load(&self.registry.manifest_path_of(name))?,
+            ))
         })
     }
 
