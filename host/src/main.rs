@@ -226,8 +226,10 @@ enum BenchCommand {
     ///
     /// Pre-loads RECORDS users into a new topic, then drains it with: a read-only pipeline (the
     /// ceiling), user-profile into a blackhole, user-profile into another topic, and user-profile
-    /// into Cassandra; then measures end-to-end latency (Kafka create time to Cassandra
-    /// acknowledgement) at a steady produce rate. Start the services with `scripts/services start`.
+    /// into Cassandra; the scylla driver alone then writes the same rows (the Cassandra
+    /// pipeline's baseline); then measures end-to-end latency (Kafka create time to Cassandra
+    /// acknowledgement) at a steady produce rate. Each run reports weir's CPU-seconds per million
+    /// records and its peak RSS. Start the services with `scripts/services start`.
     Pipeline {
         /// Kafka bootstrap servers.
         #[arg(long, env = "WEIR_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
@@ -244,8 +246,32 @@ enum BenchCommand {
         /// Seconds of the latency run.
         #[arg(long, default_value_t = 10.0)]
         latency_seconds: f64,
+        /// The Kafka broker's pid file (`scripts/services` keeps it in `.services/kafka/pid`), to
+        /// report the broker's CPU time per run too.
+        #[arg(long, value_name = "PATH")]
+        broker_pid_file: Option<PathBuf>,
         #[command(flatten)]
         plugins: PluginsDir,
+    },
+    /// Produces generated users to a topic at a steady rate: the producer of `weir bench
+    /// pipeline`'s latency run, in its own process so that its CPU is not counted as weir's.
+    #[command(hide = true)]
+    Produce {
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "WEIR_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// The topic (it must exist).
+        #[arg(long)]
+        topic: String,
+        /// Records produced.
+        #[arg(long)]
+        count: usize,
+        /// Records per second.
+        #[arg(long)]
+        rate: f64,
+        /// The generator's seed.
+        #[arg(long, default_value_t = 2)]
+        seed: u64,
     },
 }
 
@@ -738,6 +764,7 @@ fn main() -> ExitCode {
             records,
             latency_rate,
             latency_seconds,
+            broker_pid_file,
             plugins,
         }) => cli::bench::pipeline(cli::measure::pipeline::PipelineBench {
             brokers,
@@ -746,7 +773,15 @@ fn main() -> ExitCode {
             records,
             latency_rate,
             latency_seconds,
+            broker_pid_file,
         }),
+        Command::Bench(BenchCommand::Produce {
+            brokers,
+            topic,
+            count,
+            rate,
+            seed,
+        }) => cli::bench::produce(&brokers, &topic, count, rate, seed),
     };
     match result {
         Ok(code) => code,

@@ -7,6 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use weir::runtime::PluginRuntime;
 
+use super::measure::cost::PeakRss;
+use super::measure::pipeline::ThroughputLine;
+
 /// Runs the benchmark of `plugin` (a registry name or a `.wasm` path) on `records` generated
 /// records, `seconds` per measurement.
 pub fn plugin(
@@ -141,23 +144,88 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         .throughput
         .first()
         .map_or(1.0, |line| line.per_second);
-    println!("{:<42} {:>12}  {:>8}", "pipeline", "records/s", "ceiling");
-    for line in &report.throughput {
+    let growth = report
+        .throughput
+        .iter()
+        .any(|line| line.cost.peak_kind == PeakRss::Growth);
+    println!(
+        "{}",
+        if growth {
+            "peak MiB: how much each run raised the process's peak RSS (VmHWM could not be reset here)"
+        } else {
+            "peak MiB: each run's own peak RSS (VmHWM, reset before the run)"
+        }
+    );
+    println!(
+        "{:<44} {:>10} {:>8} {:>9} {:>8} {:>9} {:>15}",
+        "pipeline", "records/s", "ceiling", "baseline", "CPU-s/M", "peak MiB", "broker CPU-s/M"
+    );
+    let cassandra = report.throughput.last().map(|line| line.name);
+    let row = |line: &ThroughputLine, ceiling: Option<f64>, baseline: Option<f64>| {
         println!(
-            "{:<42} {:>12.0}  {:>8.2}",
+            "{:<44} {:>10.0} {:>8} {:>9} {:>8.1} {:>9.1} {:>15}",
             line.name,
             line.per_second,
-            line.per_second / ceiling
+            ratio(ceiling.map(|c| line.per_second / c)),
+            ratio(baseline.map(|b| line.per_second / b)),
+            line.cost.cpu_per_million(),
+            line.cost.peak_mib(),
+            optional(line.cost.broker_per_million()),
         );
+    };
+    for line in &report.throughput {
+        let baseline = (Some(line.name) == cassandra).then_some(report.driver.per_second);
+        row(line, Some(ceiling), baseline);
     }
+    row(&report.driver, None, Some(report.driver.per_second));
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let cost = &report.latency_cost;
     println!(
-        "kafka -> user-profile -> cassandra latency at {} records/s: p50 {:.1} ms, p99 {:.1} ms ({} samples)",
+        "kafka -> user-profile -> cassandra latency at {} records/s: p50 {:.1} ms, p99 {:.1} ms ({} samples), {:.1} CPU-s/M, peak {:.1} MiB, broker {} CPU-s/M",
         bench.latency_rate,
         ms(report.latency(0.5)),
         ms(report.latency(0.99)),
-        report.latencies.len()
+        report.latencies.len(),
+        cost.cpu_per_million(),
+        cost.peak_mib(),
+        optional(cost.broker_per_million()),
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A ratio column: two decimals, or `-` where the row has no such baseline.
+fn ratio(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.2}"))
+}
+
+/// A measurement that may be absent (`-`), one decimal.
+fn optional(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.1}"))
+}
+
+/// Produces `count` generated users to `topic` at `rate` records/s (the pipeline benchmark's
+/// latency-run producer, run as its own process).
+pub fn produce(
+    brokers: &str,
+    topic: &str,
+    count: usize,
+    rate: f64,
+    seed: u64,
+) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        rate.is_finite() && rate > 0.0,
+        "--rate must be a positive number"
+    );
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    tokio.block_on(super::measure::pipeline::produce(
+        brokers,
+        topic,
+        count,
+        seed,
+        Some(rate),
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,6 +1,8 @@
 //! `weir bench`: measurements that compare against a baseline run in the same process, so the
 //! ratios hold on a noisy shared machine. One module per benchmark.
 
+pub mod cost;
+pub mod driver;
 pub mod failover;
 pub mod pipeline;
 pub mod plugin;

@@ -1,6 +1,7 @@
 //! `weir bench pipeline`: sustained throughput of whole pipelines over real Kafka and Cassandra,
-//! as ratios to a consumer that only reads (the ceiling), plus end-to-end latency of
-//! Kafka -> user-profile -> Cassandra under a steady produce rate.
+//! as ratios to a consumer that only reads (the ceiling) and, for Cassandra, to the driver alone
+//! writing the same rows; plus end-to-end latency of Kafka -> user-profile -> Cassandra under a
+//! steady produce rate. Each run also reports what it cost (CPU per million records, peak RSS).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::watch;
 
-use super::{BenchError, quantile};
+use super::cost::{self, Broker, Cost, Meter};
+use super::{BenchError, driver, quantile};
 use weir::config::PipelineFile;
 use weir::connectors::{ConnectorError, Rejected, Sink};
 use weir::generator::UserGenerator;
@@ -37,6 +39,8 @@ pub struct PipelineBench {
     pub latency_rate: f64,
     /// Seconds the latency run lasts.
     pub latency_seconds: f64,
+    /// The Kafka broker's pid file, to report its CPU time per run too (optional).
+    pub broker_pid_file: Option<PathBuf>,
 }
 
 /// One throughput run.
@@ -46,15 +50,21 @@ pub struct ThroughputLine {
     pub name: &'static str,
     /// Records per second.
     pub per_second: f64,
+    /// What the run cost over its timed window.
+    pub cost: Cost,
 }
 
 /// What the pipeline benchmark measured.
 #[derive(Debug, Clone)]
 pub struct PipelineReportBench {
-    /// Throughput runs; the first is the read-only ceiling.
+    /// Throughput runs; the first is the read-only ceiling, the last the Cassandra pipeline.
     pub throughput: Vec<ThroughputLine>,
+    /// The scylla driver alone writing the Cassandra pipeline's rows: its baseline.
+    pub driver: ThroughputLine,
     /// End-to-end latencies (Kafka create time to Cassandra acknowledgement), sorted.
     pub latencies: Vec<Duration>,
+    /// What the latency run cost (its producer runs in another process).
+    pub latency_cost: Cost,
 }
 
 /// Records per record timestamp how long after its creation it was acknowledged. Forks with
@@ -127,7 +137,7 @@ async fn create_topic(brokers: &str, topic: &str) -> Result<(), BenchError> {
 }
 
 /// Produces `count` users to `topic`, at `rate` records/s when given, else as fast as possible.
-async fn produce(
+pub async fn produce(
     brokers: &str,
     topic: &str,
     count: usize,
@@ -174,14 +184,24 @@ async fn produce(
     Ok(())
 }
 
-/// Runs one pipeline from TOML until `records` inputs were acknowledged; returns records/s and
-/// the sink's latency samples.
+/// What one drained pipeline measured.
+struct Drained {
+    per_second: f64,
+    /// The sink's latency samples, sorted.
+    samples: Vec<Duration>,
+    cost: Cost,
+}
+
+/// Runs one pipeline from TOML until `records` inputs were acknowledged, with `during` running
+/// alongside; the timed window (throughput and the meter's cost) runs from the first
+/// acknowledged batch to the last.
 async fn drain(
     toml: &str,
     slots: &PluginSlots,
     records: usize,
     during: Option<Concurrent>,
-) -> Result<(f64, Vec<Duration>), BenchError> {
+    meter: &mut Meter,
+) -> Result<Drained, BenchError> {
     let file = PipelineFile::parse(Path::new("bench.toml"), toml).map_err(setup)?;
     let config = file
         .pipelines
@@ -209,43 +229,92 @@ async fn drain(
         Arc::clone(&stats),
         shutdown_rx,
     ));
-    if let Some(during) = during {
-        during.await?;
-    }
+    let mut during = during.map(tokio::spawn);
     let deadline = Instant::now() + Duration::from_secs(600);
     // Joining a consumer group takes seconds; time from the first acknowledged batch on.
     let mut first: Option<(Instant, u64)> = None;
     while (stats.snapshot("bench").records_in as usize) < records {
         let done = stats.snapshot("bench").records_in;
         if first.is_none() && done > 0 {
+            meter.window_start();
             first = Some((Instant::now(), done));
         }
-        if Instant::now() > deadline || run.is_finished() {
+        // What runs alongside (the producer) failed: the records will never all come.
+        let failed = match during.take_if(|task| task.is_finished()) {
+            Some(task) => task.await.map_err(setup)?.err(),
+            None => None,
+        };
+        if failed.is_some() || Instant::now() > deadline || run.is_finished() {
             let _ = shutdown.send(true);
             let outcome = run.await.map_err(setup)?;
             return Err(setup(format!(
-                "only {} of {records} records were processed ({:?})",
+                "only {} of {records} records were processed ({})",
                 stats.snapshot("bench").records_in,
-                outcome.err()
+                failed.map_or_else(|| format!("{:?}", outcome.err()), |e| e.to_string())
             )));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let (timed_from, already) = first.unwrap_or((started, 0));
     let elapsed = timed_from.elapsed();
+    let cost = meter.window_end(records as u64 - already);
     let _ = shutdown.send(true);
     run.await.map_err(setup)?.map_err(setup)?;
+    if let Some(task) = during {
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .map_err(|_| setup("the producer did not finish within 60 s of its last record"))?
+            .map_err(setup)??;
+    }
     let mut samples = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
     samples.sort();
-    Ok((
-        (records as u64 - already) as f64 / elapsed.as_secs_f64(),
+    Ok(Drained {
+        per_second: (records as u64 - already) as f64 / elapsed.as_secs_f64(),
         samples,
-    ))
+        cost,
+    })
+}
+
+/// Produces `count` users (seed 2) to `topic` at `rate` records/s from a child process
+/// (`weir bench produce`), so the producer's CPU and memory are not the measured process's.
+/// Fails with the child's stderr when it fails.
+async fn produce_from_child(
+    brokers: String,
+    topic: String,
+    count: usize,
+    rate: f64,
+    dir: PathBuf,
+) -> Result<(), BenchError> {
+    let weir = std::env::current_exe().map_err(|e| setup(format!("cannot find weir: {e}")))?;
+    let log = dir.join("producer.log");
+    let stderr = std::fs::File::create(&log).map_err(setup)?;
+    let status = tokio::process::Command::new(&weir)
+        .args(["bench", "produce", "--brokers", &brokers, "--topic", &topic])
+        .args(["--count", &count.to_string(), "--rate", &rate.to_string()])
+        .args(["--seed", "2"])
+        .env("WEIR_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(|e| setup(format!("cannot start {} bench produce: {e}", weir.display())))?;
+    if status.success() {
+        return Ok(());
+    }
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    let tail: Vec<&str> = output.lines().rev().take(20).collect();
+    Err(setup(format!(
+        "the producer (`weir bench produce`) failed ({status}); its last lines:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )))
 }
 
 /// Runs the benchmark.
 pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchError> {
     let (brokers, nodes) = (&bench.brokers, &bench.cassandra);
+    let broker = cost::broker(bench.broker_pid_file.as_deref())?;
     let input = unique("bench_users");
     let output = unique("bench_profiles");
     let keyspace = unique("weir_bench");
@@ -253,11 +322,10 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
     create_topic(brokers, &output).await?;
     produce(brokers, &input, bench.records, 1, None).await?;
 
-    let dead_letter = format!(
-        "{}/weir-bench-dead-letters-{}.jsonl",
-        std::env::temp_dir().display(),
-        std::process::id()
-    );
+    let scratch = std::env::temp_dir().join(unique("weir-bench-pipeline"));
+    std::fs::create_dir_all(&scratch).map_err(setup)?;
+    let dead_letter = scratch.join("dead-letters.jsonl");
+    let dead_letter = dead_letter.display();
     let pipeline_toml = |group: &str, transforms: &str, sink: &str| {
         format!(
             r#"
@@ -278,8 +346,10 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
             keyspace = "{keyspace}"
             table = "created_users"
             consistency = "one"
-            concurrency = 128
-            create = {{ primary_key = ["id"], columns = {{ id = "uuid", first_name = "text", last_name = "text", gender = "text", address = "text", post_code = "text", email = "text", username = "text", dob = "text", registered_date = "text", phone = "text", picture = "text" }} }}"#
+            concurrency = {}
+            create = {}"#,
+        driver::CONCURRENCY,
+        driver::create_toml()
     );
     let file = PipelineFile::parse(
         Path::new("bench.toml"),
@@ -326,19 +396,39 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
         ),
     ];
     let mut throughput = Vec::new();
-    // The four throughput runs, then the latency run.
+    // The four pipeline runs, the driver alone, then the latency run.
     let progress = weir::progress::start(
         &format!("bench pipeline ({} records a run)", bench.records),
-        Some(runs.len() as u64 + 1),
+        Some(runs.len() as u64 + 2),
         "runs",
     );
+    let done = |name: &str, per_second: f64, cost: &Cost| {
+        format!(
+            "{name}: {per_second:.0} records/s, {:.2} CPU-s for {} records{}",
+            cost.cpu.as_secs_f64(),
+            cost.records,
+            cost.broker_cpu.map_or(String::new(), |b| format!(
+                ", broker {:.2} CPU-s",
+                b.as_secs_f64()
+            ))
+        )
+    };
     for (name, transforms, sink) in runs {
         progress.println(&format!("running {name} over {} records...", bench.records));
         let toml = pipeline_toml(&unique("group"), transforms, &sink);
-        let (per_second, _) = drain(&toml, &slots, bench.records, None).await?;
-        progress.advance(1, &format!("{name}: {per_second:.0} records/s"));
-        throughput.push(ThroughputLine { name, per_second });
+        let mut meter = Meter::start(broker.as_ref());
+        let drained = drain(&toml, &slots, bench.records, None, &mut meter).await?;
+        progress.advance(1, &done(name, drained.per_second, &drained.cost));
+        throughput.push(ThroughputLine {
+            name,
+            per_second: drained.per_second,
+            cost: drained.cost,
+        });
     }
+
+    progress.println("running the scylla driver alone on the same rows...");
+    let driver = driver_alone(nodes, &keyspace, bench.records, broker.as_ref()).await?;
+    progress.advance(1, &done(driver.name, driver.per_second, &driver.cost));
 
     progress.println(&format!(
         "measuring latency at {} records/s for {} s...",
@@ -352,19 +442,49 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
         &cassandra_sink,
     )
     .replace("group = ", "offset_reset = \"latest\", group = ");
-    let (brokers_owned, input_owned, rate) = (brokers.clone(), input.clone(), bench.latency_rate);
-    let producing = Box::pin(async move {
+    let producing = Box::pin(produce_from_child(
+        brokers.clone(),
+        input.clone(),
+        latency_records,
+        bench.latency_rate,
+        scratch.clone(),
+    ));
+    let producing: Concurrent = Box::pin(async move {
         // Give the consumer time to join its group before the timed records start.
         tokio::time::sleep(Duration::from_secs(5)).await;
-        produce(&brokers_owned, &input_owned, latency_records, 2, Some(rate)).await
+        producing.await
     });
-    let (_, latencies) = drain(&toml, &slots, latency_records, Some(producing)).await?;
-    progress.advance(1, &format!("latency: {} samples", latencies.len()));
+    let mut meter = Meter::start(broker.as_ref());
+    let drained = drain(&toml, &slots, latency_records, Some(producing), &mut meter).await?;
+    progress.advance(1, &format!("latency: {} samples", drained.samples.len()));
     progress.finish("measured");
-    let _ = std::fs::remove_file(&dead_letter);
+    // Best effort: a leftover folder in the temp dir harms nothing.
+    let _ = std::fs::remove_dir_all(&scratch);
     Ok(PipelineReportBench {
         throughput,
-        latencies,
+        driver,
+        latencies: drained.samples,
+        latency_cost: drained.cost,
+    })
+}
+
+/// The Cassandra pipeline's baseline: the driver alone writes the rows of the same `records`
+/// users (seed 1, as produced to the topic).
+async fn driver_alone(
+    nodes: &str,
+    keyspace: &str,
+    records: usize,
+    broker: Option<&Broker>,
+) -> Result<ThroughputLine, BenchError> {
+    let mut meter = Meter::start(broker);
+    let rows = driver::premapped_rows(records, 1)?;
+    let (per_second, mut cost) = driver::write(nodes, keyspace, &rows, &mut meter).await?;
+    // The broker serves none of this run.
+    cost.broker_cpu = None;
+    Ok(ThroughputLine {
+        name: "scylla driver alone -> cassandra (baseline)",
+        per_second,
+        cost,
     })
 }
 

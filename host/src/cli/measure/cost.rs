@@ -1,0 +1,253 @@
+//! What a benchmark run costs beside its speed: the weir process's CPU time per million records
+//! over the run's timed window, its peak resident memory, and optionally the Kafka broker's CPU
+//! time over the same window (a shared broker process, read from `/proc/<pid>/stat`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::BenchError;
+
+/// CPU time (user + system) this process has used so far, from `getrusage(RUSAGE_SELF)`.
+pub fn process_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `usage` is a valid, writable `rusage`; RUSAGE_SELF needs no other argument.
+    let status = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if status != 0 {
+        return Duration::ZERO;
+    }
+    // SAFETY: getrusage succeeded, so it filled the struct (zeroed beforehand anyway).
+    let usage = unsafe { usage.assume_init() };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// A `kB` field of `/proc/self/status` (`VmHWM`, `VmRSS`), in bytes.
+fn status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_status_kib(&status, field).map(|kib| kib * 1024)
+}
+
+fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Resets the process's resident-memory high-water mark (`VmHWM`) to its current RSS by writing
+/// `5` to `/proc/self/clear_refs` (Linux 4.0 and later); false when the kernel refuses, in which
+/// case the mark stays process-wide.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+        && matches!(
+            (status_bytes("VmHWM"), status_bytes("VmRSS")),
+            // The mark is back at (about) the current RSS; a page may be touched in between.
+            (Some(peak), Some(now)) if peak <= now + (1 << 20)
+        )
+}
+
+/// The Kafka broker's process, whose CPU time a run may also report.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    pid: u32,
+    /// Clock ticks per second, the unit of `/proc/<pid>/stat`'s times.
+    ticks: u64,
+}
+
+impl Broker {
+    /// The broker whose pid `pid_file` holds (`scripts/services` writes `.services/kafka/pid`).
+    pub fn from_pid_file(pid_file: &Path) -> Result<Self, BenchError> {
+        let text = std::fs::read_to_string(pid_file).map_err(|e| {
+            BenchError::Setup(format!(
+                "cannot read the broker's pid file {}: {e} (scripts/services keeps it in .services/kafka/pid)",
+                pid_file.display()
+            ))
+        })?;
+        let pid: u32 = text.trim().parse().map_err(|_| {
+            BenchError::Setup(format!(
+                "the broker's pid file {} holds `{}`, not a process id",
+                pid_file.display(),
+                text.trim()
+            ))
+        })?;
+        // SAFETY: sysconf only reads a configuration value.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let broker = Broker {
+            pid,
+            ticks: u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100),
+        };
+        broker.cpu().ok_or_else(|| {
+            BenchError::Setup(format!(
+                "process {pid} from {} is not running or its /proc/{pid}/stat is unreadable",
+                pid_file.display()
+            ))
+        })?;
+        Ok(broker)
+    }
+
+    /// CPU time (user + system) the broker has used so far; `None` once it is gone.
+    pub fn cpu(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        let ticks = parse_stat_ticks(&stat)?;
+        Some(Duration::from_secs_f64(ticks as f64 / self.ticks as f64))
+    }
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line, in clock ticks. The command
+/// name (field 2) is in parentheses and may hold spaces, so fields are counted after its `)`.
+fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    let (_, after) = stat.rsplit_once(')')?;
+    let mut fields = after.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Where a run's peak-memory figure comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeakRss {
+    /// `VmHWM`, reset before the run: the run's own peak.
+    Reset,
+    /// The process-wide `VmHWM` could not be reset: the figure is how much the run raised it.
+    Growth,
+}
+
+/// Meters one run: created when the run starts (resetting the peak-memory mark), then
+/// [`Meter::window_start`] and [`Meter::window_end`] bracket its timed window.
+#[derive(Debug)]
+pub struct Meter {
+    broker: Option<Broker>,
+    peak: PeakRss,
+    peak_before: u64,
+    start: Option<(Duration, Option<Duration>)>,
+}
+
+/// What one run cost over its timed window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cost {
+    /// Records completed in the window.
+    pub records: u64,
+    /// The weir process's CPU time in the window.
+    pub cpu: Duration,
+    /// Peak resident memory of the run in bytes (see `peak_kind`).
+    pub peak_rss: u64,
+    /// Whether `peak_rss` is the run's own peak or its growth of the process-wide mark.
+    pub peak_kind: PeakRss,
+    /// The broker's CPU time in the window, when a broker is metered and stayed up.
+    pub broker_cpu: Option<Duration>,
+}
+
+impl Meter {
+    /// Starts metering a run.
+    pub fn start(broker: Option<&Broker>) -> Self {
+        let peak = if reset_peak_rss() {
+            PeakRss::Reset
+        } else {
+            PeakRss::Growth
+        };
+        Meter {
+            broker: broker.cloned(),
+            peak,
+            peak_before: status_bytes("VmHWM").unwrap_or(0),
+            start: None,
+        }
+    }
+
+    /// The timed window starts now.
+    pub fn window_start(&mut self) {
+        self.start = Some((process_cpu(), self.broker.as_ref().and_then(Broker::cpu)));
+    }
+
+    /// The timed window ended now, with `records` completed in it.
+    pub fn window_end(&self, records: u64) -> Cost {
+        let (cpu_start, broker_start) = self.start.unwrap_or_default();
+        let broker_cpu = match (broker_start, self.broker.as_ref().and_then(Broker::cpu)) {
+            (Some(start), Some(end)) => end.checked_sub(start),
+            _ => None,
+        };
+        let peak = status_bytes("VmHWM").unwrap_or(0);
+        Cost {
+            records,
+            cpu: process_cpu().saturating_sub(cpu_start),
+            peak_rss: match self.peak {
+                PeakRss::Reset => peak,
+                PeakRss::Growth => peak.saturating_sub(self.peak_before),
+            },
+            peak_kind: self.peak,
+            broker_cpu,
+        }
+    }
+}
+
+impl Cost {
+    /// The weir process's CPU-seconds per million records.
+    pub fn cpu_per_million(&self) -> f64 {
+        per_million(self.cpu, self.records)
+    }
+
+    /// The broker's CPU-seconds per million records, when metered.
+    pub fn broker_per_million(&self) -> Option<f64> {
+        self.broker_cpu.map(|cpu| per_million(cpu, self.records))
+    }
+
+    /// Peak RSS in MiB.
+    pub fn peak_mib(&self) -> f64 {
+        self.peak_rss as f64 / f64::from(1 << 20)
+    }
+}
+
+fn per_million(cpu: Duration, records: u64) -> f64 {
+    if records == 0 {
+        return 0.0;
+    }
+    cpu.as_secs_f64() * 1e6 / records as f64
+}
+
+/// The `--broker-pid-file` of `weir bench pipeline`, read into a [`Broker`].
+pub fn broker(pid_file: Option<&Path>) -> Result<Option<Broker>, BenchError> {
+    pid_file.map(Broker::from_pid_file).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_times_are_read_after_the_command_name() {
+        let stat = "1644 (java main) S 1 1644 1644 0 -1 4194560 9 0 0 0 1607 382 0 0 20 0 90 0";
+        assert_eq!(parse_stat_ticks(stat), Some(1607 + 382));
+        assert_eq!(parse_stat_ticks("1644 (java"), None);
+    }
+
+    #[test]
+    fn status_fields_are_read_in_kib() {
+        let status = "Name:\tweir\nVmHWM:\t  145208 kB\nVmRSS:\t   13588 kB\n";
+        assert_eq!(parse_status_kib(status, "VmHWM"), Some(145_208));
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(13_588));
+        assert_eq!(parse_status_kib(status, "VmPeak"), None);
+    }
+
+    #[test]
+    fn this_process_is_metered() {
+        let mut meter = Meter::start(None);
+        meter.window_start();
+        // Some CPU work the meter must see: spin until the process has used a millisecond more.
+        let until = process_cpu() + Duration::from_millis(1);
+        let mut x = 0u64;
+        while process_cpu() < until {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let cost = meter.window_end(1000);
+        assert!(cost.cpu > Duration::ZERO, "{cost:?}");
+        assert!(cost.cpu_per_million() > 0.0);
+        assert_eq!(cost.broker_per_million(), None);
+        if cost.peak_kind == PeakRss::Reset {
+            assert!(cost.peak_rss > 0, "{cost:?}");
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The Cassandra pipeline's baseline in `weir bench pipeline`: the scylla driver alone, in this
+//! process, writing the rows `user-profile` makes of the same users, bound the way the cassandra
+//! sink binds them, to a table of the same shape with the same concurrency. What the pipeline
+//! adds on top of this (Kafka, the plugin, batching, acknowledgements) is its ratio to it.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
+use scylla::statement::Consistency;
+use serde_json::Value;
+
+use super::BenchError;
+use super::cost::{Cost, Meter};
+use weir::connectors::cassandra::{Bound, ColumnType, Missing, bind_field};
+
+/// The `created_users` table both the pipeline and the driver write: column and CQL type; `id`
+/// is the primary key.
+pub const COLUMNS: [(&str, &str); 12] = [
+    ("id", "uuid"),
+    ("first_name", "text"),
+    ("last_name", "text"),
+    ("gender", "text"),
+    ("address", "text"),
+    ("post_code", "text"),
+    ("email", "text"),
+    ("username", "text"),
+    ("dob", "text"),
+    ("registered_date", "text"),
+    ("phone", "text"),
+    ("picture", "text"),
+];
+
+/// Inserts in flight: the pipeline's cassandra sink is configured with the same.
+pub const CONCURRENCY: usize = 128;
+
+/// The table the driver writes, beside the pipeline's in the same keyspace.
+const TABLE: &str = "driver_users";
+
+/// The cassandra sink's `create` value for [`COLUMNS`].
+pub fn create_toml() -> String {
+    let columns: Vec<String> = COLUMNS
+        .iter()
+        .map(|(name, kind)| format!("{name} = \"{kind}\""))
+        .collect();
+    format!(
+        "{{ primary_key = [\"id\"], columns = {{ {} }} }}",
+        columns.join(", ")
+    )
+}
+
+fn setup(error: impl std::fmt::Display) -> BenchError {
+    BenchError::Setup(error.to_string())
+}
+
+/// The rows of the pipeline's Cassandra run, mapped ahead of time: the same `records` users
+/// (from `seed`), through `user-profile` compiled natively, each field bound as the sink binds
+/// it (absent fields unset).
+pub fn premapped_rows(records: usize, seed: u64) -> Result<Vec<Vec<Bound>>, BenchError> {
+    let kinds: Vec<(&str, ColumnType)> = COLUMNS
+        .iter()
+        .map(|&(name, kind)| {
+            ColumnType::parse(kind)
+                .map(|kind| (name, kind))
+                .ok_or_else(|| setup(format!("column type {kind} is not one the sink writes")))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut rows = Vec::with_capacity(records);
+    for (index, record) in super::sample_records(records, seed).iter().enumerate() {
+        let outputs =
+            user_profile::profiles(&weir_plugin::Record::new(record.value.clone())).map_err(
+                |e| setup(format!("user-profile refused generated user {index}: {e:?}")),
+            )?;
+        for output in outputs {
+            let document: Value = serde_json::from_slice(&output.value)
+                .map_err(|e| setup(format!("user-profile output {index} is not JSON: {e}")))?;
+            let row = kinds
+                .iter()
+                .map(|&(name, kind)| {
+                    bind_field(
+                        name,
+                        kind,
+                        document.pointer(&format!("/{name}")),
+                        Missing::Unset,
+                    )
+                })
+                .collect::<Result<Vec<Bound>, String>>()
+                .map_err(|e| setup(format!("user {index}: {e}")))?;
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// Writes `rows` to a new table of [`COLUMNS`]'s shape in `keyspace` (created when absent), one
+/// prepared insert per row at consistency ONE, [`CONCURRENCY`] in flight; the meter's window is
+/// the writes alone, after connecting and preparing.
+pub async fn write(
+    nodes: &str,
+    keyspace: &str,
+    rows: &[Vec<Bound>],
+    meter: &mut Meter,
+) -> Result<(f64, Cost), BenchError> {
+    // As the sink's session: client-side, strictly increasing timestamps.
+    let session = SessionBuilder::new()
+        .known_node(nodes)
+        .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()))
+        .build()
+        .await
+        .map_err(|e| setup(format!("cannot connect to Cassandra at {nodes}: {e}")))?;
+    let columns: Vec<String> = COLUMNS
+        .iter()
+        .map(|(name, kind)| format!("{name} {kind}"))
+        .collect();
+    for ddl in [
+        format!(
+            "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {keyspace}.{TABLE} ({}, PRIMARY KEY (id))",
+            columns.join(", ")
+        ),
+    ] {
+        session
+            .query_unpaged(ddl.as_str(), &[])
+            .await
+            .map_err(|e| setup(format!("cannot create {keyspace}.{TABLE}: {e}")))?;
+    }
+    let names: Vec<&str> = COLUMNS.iter().map(|(name, _)| *name).collect();
+    let marks = vec!["?"; COLUMNS.len()].join(", ");
+    let mut insert = session
+        .prepare(format!(
+            "INSERT INTO {keyspace}.{TABLE} ({}) VALUES ({marks})",
+            names.join(", ")
+        ))
+        .await
+        .map_err(|e| setup(format!("cannot prepare the insert into {keyspace}.{TABLE}: {e}")))?;
+    insert.set_is_idempotent(true);
+    insert.set_consistency(Consistency::One);
+    let (session, insert) = (&session, &insert);
+    meter.window_start();
+    let started = std::time::Instant::now();
+    let mut writes = futures::stream::iter(rows)
+        .map(|row| session.execute_unpaged(insert, row))
+        .buffer_unordered(CONCURRENCY);
+    while let Some(written) = writes.next().await {
+        written.map_err(|e| setup(format!("insert into {keyspace}.{TABLE} failed: {e}")))?;
+    }
+    let elapsed = started.elapsed();
+    let cost = meter.window_end(rows.len() as u64);
+    Ok((rows.len() as f64 / elapsed.as_secs_f64(), cost))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scylla::value::{CqlValue, MaybeUnset};
+
+    #[test]
+    fn each_user_becomes_one_row_of_every_column() {
+        let rows = premapped_rows(20, 1).unwrap();
+        assert_eq!(rows.len(), 20);
+        for row in &rows {
+            assert_eq!(row.len(), COLUMNS.len());
+            assert!(matches!(row[0], MaybeUnset::Set(Some(CqlValue::Uuid(_)))));
+            assert!(
+                row.iter().all(|value| matches!(value, MaybeUnset::Set(Some(_)))),
+                "user-profile fills every column"
+            );
+        }
+    }
+
+    #[test]
+    fn the_sink_creates_the_same_table() {
+        let create = create_toml();
+        assert!(create.starts_with("{ primary_key = [\"id\"], columns = { id = \"uuid\", "));
+        assert!(create.ends_with("picture = \"text\" } }"));
+    }
+}
