@@ -1,7 +1,10 @@
 //! The benchmarks users run from README (`weir bench swap`, `weir bench pipeline`), run small:
-//! they finish, measure what they say, and report ratios against their in-process baseline.
+//! they finish, measure what they say, and report every row with its ratios against the
+//! in-process baselines and its cost. Never timed: no assertion on how fast anything ran.
 
-use crate::support::{cassandra_nodes, kafka_brokers, plugin_registry, run_weir};
+use std::path::PathBuf;
+
+use crate::support::{cassandra_nodes, kafka_brokers, plugin_registry, repo_root, run_weir};
 
 /// The number after `label` on the line of `report` that starts with it.
 fn number_after(report: &str, label: &str) -> f64 {
@@ -50,45 +53,86 @@ fn bench_swap_measures_each_swap() {
     assert!(number_after(&report, "usual gap between batches") > 0.0);
 }
 
+/// The Kafka broker's pid file as `scripts/services` keeps it, when the services run from
+/// `WEIR_SERVICES_DIR` or from this checkout.
+fn broker_pid_file() -> Option<PathBuf> {
+    let dir = std::env::var_os("WEIR_SERVICES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".services"));
+    Some(dir.join("kafka/pid")).filter(|path| path.exists())
+}
+
+/// One row of `weir bench pipeline`'s table: its name and its six columns (records/s, ceiling,
+/// baseline, CPU-s/M, peak MiB, broker CPU-s/M), `-` where a column does not apply.
+struct Row {
+    name: String,
+    columns: Vec<String>,
+}
+
+impl Row {
+    fn number(&self, column: usize) -> f64 {
+        self.columns[column]
+            .parse()
+            .unwrap_or_else(|_| panic!("column {column} of `{}` is not a number", self.name))
+    }
+}
+
+fn table(report: &str) -> Vec<Row> {
+    report
+        .lines()
+        .skip_while(|line| !line.starts_with("pipeline "))
+        .skip(1)
+        .take_while(|line| !line.contains("latency at"))
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            assert!(fields.len() > 6, "a short row `{line}` in:\n{report}");
+            let (name, columns) = fields.split_at(fields.len() - 6);
+            Row {
+                name: name.join(" "),
+                columns: columns.iter().map(|c| c.to_string()).collect(),
+            }
+        })
+        .collect()
+}
+
 #[test]
-fn bench_pipeline_reports_ratios_to_the_read_only_ceiling() {
+fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
     let dir = tempfile::tempdir().unwrap();
     let (brokers, nodes) = (kafka_brokers(), cassandra_nodes());
-    let output = run_weir(
-        dir.path(),
-        &[
-            "bench",
-            "pipeline",
-            "--brokers",
-            &brokers,
-            "--cassandra",
-            &nodes,
-            "--records",
-            "3000",
-            "--latency-rate",
-            "500",
-            "--latency-seconds",
-            "2",
-            "--plugins",
-            plugin_registry().to_str().unwrap(),
-        ],
-    );
+    let broker = broker_pid_file();
+    let mut args = vec![
+        "bench".to_owned(),
+        "pipeline".into(),
+        "--brokers".into(),
+        brokers,
+        "--cassandra".into(),
+        nodes,
+        "--records".into(),
+        "3000".into(),
+        "--latency-rate".into(),
+        "500".into(),
+        "--latency-seconds".into(),
+        "2".into(),
+        "--plugins".into(),
+        plugin_registry().to_str().unwrap().into(),
+    ];
+    if let Some(pid_file) = &broker {
+        args.extend(["--broker-pid-file".into(), pid_file.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run_weir(dir.path(), &args);
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
         "{report}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let ratios: Vec<(String, f64)> = report
-        .lines()
-        .filter(|line| line.starts_with("kafka ->") && !line.contains("latency"))
-        .map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let ratio = fields[fields.len() - 1].parse().unwrap();
-            (fields[..fields.len() - 2].join(" "), ratio)
-        })
-        .collect();
-    let names: Vec<&str> = ratios.iter().map(|(name, _)| name.as_str()).collect();
+    assert!(
+        report.lines().any(|line| line.starts_with("peak MiB: ")),
+        "the report says what peak MiB means: {report}"
+    );
+    let rows = table(&report);
+    let names: Vec<&str> = rows.iter().map(|row| row.name.as_str()).collect();
     assert_eq!(
         names,
         [
@@ -96,14 +140,37 @@ fn bench_pipeline_reports_ratios_to_the_read_only_ceiling() {
             "kafka -> user-profile -> blackhole",
             "kafka -> user-profile -> kafka",
             "kafka -> user-profile -> cassandra",
+            "scylla driver alone -> cassandra (baseline)",
         ],
         "{report}"
     );
-    assert_eq!(ratios[0].1, 1.0, "the ceiling is its own baseline");
-    assert!(
-        ratios.iter().all(|(_, ratio)| *ratio > 0.0),
-        "every pipeline moved records: {report}"
-    );
+    let (pipelines, driver) = rows.split_at(4);
+    let driver = &driver[0];
+    assert_eq!(pipelines[0].number(1), 1.0, "the ceiling is its own baseline");
+    for row in pipelines {
+        assert!(row.number(1) > 0.0, "every pipeline moved records: {report}");
+    }
+    // Only the Cassandra pipeline has the driver as its baseline, and the driver is not a
+    // pipeline over Kafka.
+    let baselines: Vec<&str> = rows.iter().map(|row| row.columns[2].as_str()).collect();
+    assert_eq!(&baselines[..3], ["-", "-", "-"], "{report}");
+    assert!(pipelines[3].number(2) > 0.0, "{report}");
+    assert_eq!(driver.columns[1], "-", "{report}");
+    assert_eq!(driver.number(2), 1.0, "{report}");
+    for row in &rows {
+        assert!(row.number(0) > 0.0, "{report}");
+        assert!(row.number(3) > 0.0, "every run costs CPU: {report}");
+        assert!(row.number(4) > 0.0, "every run has a peak RSS: {report}");
+    }
+    // The broker's CPU where it is metered and serves the run.
+    for row in pipelines {
+        match &broker {
+            Some(_) => assert!(row.number(5) >= 0.0, "{report}"),
+            None => assert_eq!(row.columns[5], "-", "{report}"),
+        }
+    }
+    assert_eq!(driver.columns[5], "-", "{report}");
+
     let latency = report
         .lines()
         .find(|line| line.contains("latency at"))
@@ -113,4 +180,11 @@ fn bench_pipeline_reports_ratios_to_the_read_only_ceiling() {
         "{latency}"
     );
     assert!(!latency.contains("(0 samples)"), "{latency}");
+    let cpu: f64 = latency
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" CPU-s/M").filter(|p| !p.starts_with("broker")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no CPU-s/M in `{latency}`"));
+    assert!(cpu > 0.0, "{latency}");
+    assert!(latency.contains("peak "), "{latency}");
 }
