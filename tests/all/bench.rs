@@ -146,9 +146,16 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
     );
     let (pipelines, driver) = rows.split_at(4);
     let driver = &driver[0];
-    assert_eq!(pipelines[0].number(1), 1.0, "the ceiling is its own baseline");
+    assert_eq!(
+        pipelines[0].number(1),
+        1.0,
+        "the ceiling is its own baseline"
+    );
     for row in pipelines {
-        assert!(row.number(1) > 0.0, "every pipeline moved records: {report}");
+        assert!(
+            row.number(1) > 0.0,
+            "every pipeline moved records: {report}"
+        );
     }
     // Only the Cassandra pipeline has the driver as its baseline, and the driver is not a
     // pipeline over Kafka.
@@ -182,7 +189,10 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
     assert!(!latency.contains("(0 samples)"), "{latency}");
     let cpu: f64 = latency
         .split(", ")
-        .find_map(|part| part.strip_suffix(" CPU-s/M").filter(|p| !p.starts_with("broker")))
+        .find_map(|part| {
+            part.strip_suffix(" CPU-s/M")
+                .filter(|p| !p.starts_with("broker"))
+        })
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no CPU-s/M in `{latency}`"));
     assert!(cpu > 0.0, "{latency}");

@@ -68,10 +68,12 @@ pub fn premapped_rows(records: usize, seed: u64) -> Result<Vec<Vec<Bound>>, Benc
         .collect::<Result<_, _>>()?;
     let mut rows = Vec::with_capacity(records);
     for (index, record) in super::sample_records(records, seed).iter().enumerate() {
-        let outputs =
-            user_profile::profiles(&weir_plugin::Record::new(record.value.clone())).map_err(
-                |e| setup(format!("user-profile refused generated user {index}: {e:?}")),
-            )?;
+        let outputs = user_profile::profiles(&weir_plugin::Record::new(record.value.clone()))
+            .map_err(|e| {
+                setup(format!(
+                    "user-profile refused generated user {index}: {e:?}"
+                ))
+            })?;
         for output in outputs {
             let document: Value = serde_json::from_slice(&output.value)
                 .map_err(|e| setup(format!("user-profile output {index} is not JSON: {e}")))?;
@@ -135,7 +137,11 @@ pub async fn write(
             names.join(", ")
         ))
         .await
-        .map_err(|e| setup(format!("cannot prepare the insert into {keyspace}.{TABLE}: {e}")))?;
+        .map_err(|e| {
+            setup(format!(
+                "cannot prepare the insert into {keyspace}.{TABLE}: {e}"
+            ))
+        })?;
     insert.set_is_idempotent(true);
     insert.set_consistency(Consistency::One);
     let (session, insert) = (&session, &insert);
@@ -165,7 +171,8 @@ mod tests {
             assert_eq!(row.len(), COLUMNS.len());
             assert!(matches!(row[0], MaybeUnset::Set(Some(CqlValue::Uuid(_)))));
             assert!(
-                row.iter().all(|value| matches!(value, MaybeUnset::Set(Some(_)))),
+                row.iter()
+                    .all(|value| matches!(value, MaybeUnset::Set(Some(_)))),
                 "user-profile fills every column"
             );
         }

@@ -299,7 +299,12 @@ async fn produce_from_child(
         .kill_on_drop(true)
         .status()
         .await
-        .map_err(|e| setup(format!("cannot start {} bench produce: {e}", weir.display())))?;
+        .map_err(|e| {
+            setup(format!(
+                "cannot start {} bench produce: {e}",
+                weir.display()
+            ))
+        })?;
     if status.success() {
         return Ok(());
     }
