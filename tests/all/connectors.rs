@@ -3,52 +3,16 @@
 //! idempotent landing writes, and records a sink refuses going to the dead-letter destination.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio::sync::watch;
-use weir::config::PipelineFile;
-use weir::pipeline::{self, PipelineReport, PipelineStats};
-use weir::registry::{Deployer, PluginRegistry, PluginSlots};
+use weir::pipeline::PipelineReport;
 
 use crate::support::{
-    cassandra_nodes, kafka_brokers, plugin_registry, postgres_url, read_json_lines, test_runtime,
-    unique, wait_for,
+    cassandra_nodes, kafka_brokers, outcome_within, postgres_url, read_json_lines, run_until,
+    unique,
 };
-
-/// Runs the single pipeline of `toml` until `done` holds, then shuts it down gracefully.
-async fn run_until(toml: &str, done: impl Fn() -> bool) -> PipelineReport {
-    let file = PipelineFile::parse(Path::new("test.toml"), toml).unwrap_or_else(|e| panic!("{e}"));
-    let slots = PluginSlots::default();
-    let deployer = Deployer::new(
-        PluginRegistry::new(plugin_registry()),
-        test_runtime(),
-        slots.clone(),
-        &file,
-    );
-    for name in deployer.used_plugins() {
-        deployer.deploy(name).unwrap();
-    }
-    let config = file.pipelines.into_iter().next().unwrap();
-    let chain = pipeline::build_chain(&config, &slots).unwrap();
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let run = tokio::spawn(pipeline::run(
-        config,
-        chain,
-        Arc::new(PipelineStats::default()),
-        shutdown_rx,
-    ));
-    let finished = || run.is_finished();
-    wait_for("the pipeline's output", Duration::from_secs(120), || {
-        done() || finished()
-    })
-    .await;
-    // A file source may have ended the pipeline already; then there is no one to tell.
-    let _ = shutdown.send(true);
-    run.await.unwrap().unwrap()
-}
 
 /// Runs the single pipeline of `toml` until its source ends by itself.
 async fn run_to_end(toml: &str) -> PipelineReport {
@@ -76,12 +40,19 @@ async fn produce(brokers: &str, topic: &str, range: std::ops::Range<u32>) {
     }
 }
 
+/// A new 3-partition topic named from `prefix`, holding `{"n":N}` for each N of `range`: the
+/// brokers and the topic.
+async fn topic_holding(prefix: &str, range: std::ops::Range<u32>) -> (String, String) {
+    let brokers = kafka_brokers();
+    let topic = unique(prefix);
+    crate::services::create_topic(&brokers, &topic, 3).await;
+    produce(&brokers, &topic, range).await;
+    (brokers, topic)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_source_resumes_from_committed_offsets() {
-    let brokers = kafka_brokers();
-    let topic = unique("resume");
-    crate::services::create_topic(&brokers, &topic, 3).await;
-    produce(&brokers, &topic, 0..300).await;
+    let (brokers, topic) = topic_holding("resume", 0..300).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
     let toml = format!(
@@ -514,10 +485,7 @@ async fn cassandra_dead_letters_values_the_server_refuses_and_writes_the_rest() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_source_with_offset_reset_latest_skips_what_came_before_it() {
-    let brokers = kafka_brokers();
-    let topic = unique("latest");
-    crate::services::create_topic(&brokers, &topic, 3).await;
-    produce(&brokers, &topic, 0..50).await;
+    let (brokers, topic) = topic_holding("latest", 0..50).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
     let toml = format!(
@@ -652,31 +620,18 @@ async fn a_database_that_does_not_exist_fails_the_pipeline_instead_of_being_retr
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, "{\"n\":1}\n").unwrap();
-    let file = PipelineFile::parse(
-        Path::new("test.toml"),
-        &format!(
-            r#"
-            [[pipeline]]
-            name = "missing-db"
-            source = {{ type = "file", path = "{input}" }}
-            sink = {{ type = "postgres", url = "{missing}", table = "landing" }}
-            dead_letter = {{ type = "file", path = "{dir}/dlq.jsonl" }}
-            "#,
-            input = input.display(),
-            dir = dir.path().display()
-        ),
-    )
-    .unwrap();
-    let config = file.pipelines.into_iter().next().unwrap();
-    let chain = pipeline::build_chain(&config, &PluginSlots::default()).unwrap();
-    let (_shutdown, shutdown_rx) = watch::channel(false);
-    let run = pipeline::run(
-        config,
-        chain,
-        Arc::new(PipelineStats::default()),
-        shutdown_rx,
+    let toml = format!(
+        r#"
+        [[pipeline]]
+        name = "missing-db"
+        source = {{ type = "file", path = "{input}" }}
+        sink = {{ type = "postgres", url = "{missing}", table = "landing" }}
+        dead_letter = {{ type = "file", path = "{dir}/dlq.jsonl" }}
+        "#,
+        input = input.display(),
+        dir = dir.path().display()
     );
-    let error = tokio::time::timeout(Duration::from_secs(120), run)
+    let error = outcome_within(&toml, Duration::from_secs(120))
         .await
         .expect("the pipeline gives up instead of retrying a missing database")
         .expect_err("a missing database is not a passing outage")

@@ -2,8 +2,7 @@
 //! and one that reports its own failure. Each turns only its record into a dead letter, and the
 //! records after it still flow.
 
-use crate::pipelines::{run_pipeline, write_input};
-use crate::support::read_json_lines;
+use crate::support::{FileRun, read_json_lines};
 
 /// Runs 40 records through `plugin`, with record 13 (1-based line 14) carrying `trigger`.
 async fn run_with_trigger(
@@ -11,7 +10,6 @@ async fn run_with_trigger(
     trigger: &str,
     limits: &str,
 ) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
-    let dir = tempfile::tempdir().unwrap();
     let lines: Vec<String> = (0..40)
         .map(|i| {
             if i == 13 {
@@ -21,33 +19,26 @@ async fn run_with_trigger(
             }
         })
         .collect();
-    let input = write_input(dir.path(), &lines);
-    let out = dir.path().join("out.jsonl");
-    let dlq = dir.path().join("dlq.jsonl");
-    let report = run_pipeline(&format!(
-        r#"
-        [[pipeline]]
-        name = "hostile"
-        source = {{ type = "file", path = "{input}" }}
-        transforms = [{{ plugin = "{plugin}" }}]
-        sink = {{ type = "file", path = "{}" }}
-        dead_letter = {{ type = "file", path = "{}" }}
-        batch = {{ size = 8 }}
-        limits = {{ {limits} }}
-        "#,
-        out.display(),
-        dlq.display()
-    ))
-    .await;
+    let files = FileRun::new(&lines);
+    let report = files
+        .run(
+            "hostile",
+            &format!(
+                r#"transforms = [{{ plugin = "{plugin}" }}]
+                batch = {{ size = 8 }}
+                limits = {{ {limits} }}"#
+            ),
+        )
+        .await;
     assert_eq!(
         (report.records_in, report.records_out, report.dead_lettered),
         (40, 39, 1)
     );
-    let outputs = read_json_lines(&out);
+    let outputs = read_json_lines(&files.out);
     let ns: Vec<i64> = outputs.iter().map(|r| r["n"].as_i64().unwrap()).collect();
     let expected: Vec<i64> = (0..40).filter(|n| *n != 13).collect();
     assert_eq!(ns, expected, "every other record flows, in order");
-    let dead = read_json_lines(&dlq);
+    let dead = read_json_lines(&files.dlq);
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["headers"]["weir.source.offset"], "14");
     assert_eq!(dead[0]["headers"]["weir.plugin"], plugin);

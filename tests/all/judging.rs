@@ -15,8 +15,7 @@ use weir::registry::{Deployer, PluginRegistry, PluginSlots, RollbackPolicy};
 use weir::runtime::{Grants, LoadedPlugin, PluginLimits, RecordErrorKind};
 
 use crate::hot_swap::{component, drop_in, variant};
-use crate::pipelines::{run_pipeline, write_input};
-use crate::support::{plugin_registry, read_json_lines, test_runtime, wait_for};
+use crate::support::{FileRun, plugin_registry, read_json_lines, test_runtime, wait_for};
 
 fn spin_plugin() -> Arc<LoadedPlugin> {
     PluginRegistry::new(plugin_registry())
@@ -28,7 +27,6 @@ fn spin_plugin() -> Arc<LoadedPlugin> {
 /// and the other 999 arrive in order.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_spinning_record_in_a_batch_of_a_thousand_is_the_only_dead_letter() {
-    let dir = tempfile::tempdir().unwrap();
     let lines: Vec<String> = (0..1_000)
         .map(|n| {
             if n == 500 {
@@ -38,35 +36,26 @@ async fn one_spinning_record_in_a_batch_of_a_thousand_is_the_only_dead_letter() 
             }
         })
         .collect();
-    let input = write_input(dir.path(), &lines);
-    let out = dir.path().join("out.jsonl");
-    let dlq = dir.path().join("dlq.jsonl");
-    let report = run_pipeline(&format!(
-        r#"
-        [[pipeline]]
-        name = "judging-spin"
-        source = {{ type = "file", path = "{input}" }}
-        transforms = [{{ plugin = "fault-spin" }}]
-        sink = {{ type = "file", path = "{}" }}
-        dead_letter = {{ type = "file", path = "{}" }}
-        batch = {{ size = 1000 }}
-        limits = {{ deadline_ms = 200, batch_deadline_ms = 2000 }}
-        "#,
-        out.display(),
-        dlq.display()
-    ))
-    .await;
+    let files = FileRun::new(&lines);
+    let report = files
+        .run(
+            "judging-spin",
+            r#"transforms = [{ plugin = "fault-spin" }]
+            batch = { size = 1000 }
+            limits = { deadline_ms = 200, batch_deadline_ms = 2000 }"#,
+        )
+        .await;
     assert_eq!(
         (report.records_in, report.records_out, report.dead_lettered),
         (1_000, 999, 1)
     );
-    let ns: Vec<i64> = read_json_lines(&out)
+    let ns: Vec<i64> = read_json_lines(&files.out)
         .iter()
         .map(|r| r["n"].as_i64().unwrap())
         .collect();
     let expected: Vec<i64> = (0..1_000).filter(|n| *n != 500).collect();
     assert_eq!(ns, expected, "the other 999 arrive, in order");
-    let dead = read_json_lines(&dlq);
+    let dead = read_json_lines(&files.dlq);
     assert_eq!(dead.len(), 1);
     let headers = &dead[0]["headers"];
     assert_eq!(headers["weir.source.offset"], "501");

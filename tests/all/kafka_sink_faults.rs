@@ -5,22 +5,18 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaRespErr;
-use tokio::sync::watch;
 use weir::config::PipelineFile;
 use weir::connectors::Sink;
 use weir::connectors::kafka::{KafkaSink, KafkaSinkConfig};
-use weir::pipeline::{self, PipelineStats};
 use weir::record::Record;
-use weir::registry::PluginSlots;
 
 use crate::services::{consume_all, create_topic, topic_message_count};
-use crate::support::{init_logs, kafka_brokers, unique};
+use crate::support::{init_logs, kafka_brokers, outcome_within, unique};
 
 /// Whether the brokers know `topic`, asked by a client that never creates topics.
 fn topic_exists(brokers: &str, topic: &str) -> bool {
@@ -49,31 +45,18 @@ async fn an_unknown_topic_with_auto_create_off_stops_the_pipeline_with_the_fix()
     // The shared broker creates topics on demand (auto.create.topics.enable=true); librdkafka's
     // producer asks it to unless `allow.auto.create.topics` is false, as on a cluster where
     // creation is off.
-    let file = PipelineFile::parse(
-        Path::new("test.toml"),
-        &format!(
-            r#"
-            [[pipeline]]
-            name = "missing-topic"
-            source = {{ type = "file", path = "{input}" }}
-            sink = {{ type = "kafka", brokers = "{brokers}", topic = "{topic}", properties = {{ "allow.auto.create.topics" = "false" }} }}
-            dead_letter = {{ type = "file", path = "{dir}/dlq.jsonl" }}
-            "#,
-            input = input.display(),
-            dir = dir.path().display()
-        ),
-    )
-    .unwrap();
-    let config = file.pipelines.into_iter().next().unwrap();
-    let chain = pipeline::build_chain(&config, &PluginSlots::default()).unwrap();
-    let (_shutdown, shutdown_rx) = watch::channel(false);
-    let run = pipeline::run(
-        config,
-        chain,
-        Arc::new(PipelineStats::default()),
-        shutdown_rx,
+    let toml = format!(
+        r#"
+        [[pipeline]]
+        name = "missing-topic"
+        source = {{ type = "file", path = "{input}" }}
+        sink = {{ type = "kafka", brokers = "{brokers}", topic = "{topic}", properties = {{ "allow.auto.create.topics" = "false" }} }}
+        dead_letter = {{ type = "file", path = "{dir}/dlq.jsonl" }}
+        "#,
+        input = input.display(),
+        dir = dir.path().display()
     );
-    let error = tokio::time::timeout(Duration::from_secs(180), run)
+    let error = outcome_within(&toml, Duration::from_secs(180))
         .await
         .expect("the pipeline stops instead of retrying a missing topic forever")
         .expect_err("a missing topic is not a passing outage")

@@ -8,8 +8,7 @@ use std::time::Duration;
 use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
 
-use crate::pipelines::write_input;
-use crate::support::plugin_registry;
+use crate::support::{plugin_registry, write_input};
 
 fn sample(scrape: &prometheus_parse::Scrape, metric: &str, label: (&str, &str)) -> Option<f64> {
     sample_with(scrape, metric, &[label])

@@ -13,8 +13,7 @@ use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
 
 use crate::metrics::{parse, sample_with};
-use crate::pipelines::write_input;
-use crate::support::{kafka_brokers, plugin_registry, unique, weir};
+use crate::support::{kafka_brokers, plugin_registry, unique, weir, write_input};
 
 /// Starts the pipelines of `toml` with the admin server on a free loopback port.
 async fn start(toml: &str) -> RunningApp {

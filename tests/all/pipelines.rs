@@ -2,82 +2,35 @@
 //! and source coordinates, order is preserved, a restarted file source resumes where it was
 //! acknowledged, and a connector whose store is down at start is retried instead of failing.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-use weir::config::PipelineFile;
-use weir::pipeline::{self, PipelineReport, PipelineStats};
-use weir::registry::{Deployer, PluginRegistry, PluginSlots};
-
-use crate::support::{plugin_registry, read_json_lines, test_runtime, wait_for};
-
-/// Parses `toml`, loads its plugins from the test registry, and runs its single pipeline.
-pub async fn run_pipeline(toml: &str) -> PipelineReport {
-    let file = PipelineFile::parse(Path::new("test.toml"), toml).unwrap_or_else(|e| panic!("{e}"));
-    let slots = PluginSlots::default();
-    let deployer = Deployer::new(
-        PluginRegistry::new(plugin_registry()),
-        test_runtime(),
-        slots.clone(),
-        &file,
-    );
-    for name in deployer.used_plugins() {
-        deployer.deploy(name).unwrap_or_else(|e| panic!("{e}"));
-    }
-    let config = file.pipelines.into_iter().next().unwrap();
-    let chain = pipeline::build_chain(&config, &slots).unwrap();
-    let (_shutdown_tx, shutdown_rx) = watch::channel(false);
-    pipeline::run(
-        config,
-        chain,
-        Arc::new(PipelineStats::default()),
-        shutdown_rx,
-    )
-    .await
-    .unwrap()
-}
-
-/// Writes `lines` as a JSON-lines file in `dir`.
-pub fn write_input(dir: &Path, lines: &[String]) -> String {
-    let path = dir.join("input.jsonl");
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    path.display().to_string()
-}
+use crate::support::{
+    FileRun, Spawned, read_json_lines, run_pipeline, spawn_pipeline, wait_for, write_input,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_records_are_dead_lettered_with_reason_and_coordinates() {
-    let dir = tempfile::tempdir().unwrap();
     let mut generator = weir::generator::UserGenerator::new(9);
     let mut lines: Vec<String> = (0..50).map(|_| generator.next_user().to_string()).collect();
     lines[10] = "{not json".into();
     let mut missing = generator.next_user();
     missing["name"].as_object_mut().unwrap().remove("first");
     lines[20] = missing.to_string();
-    let input = write_input(dir.path(), &lines);
-    let out = dir.path().join("out.jsonl");
-    let dlq = dir.path().join("dlq.jsonl");
-    let report = run_pipeline(&format!(
-        r#"
-        [[pipeline]]
-        name = "bad-records"
-        source = {{ type = "file", path = "{input}" }}
-        transforms = [{{ plugin = "user-profile" }}]
-        sink = {{ type = "file", path = "{}" }}
-        dead_letter = {{ type = "file", path = "{}" }}
-        batch = {{ size = 16 }}
-        "#,
-        out.display(),
-        dlq.display()
-    ))
-    .await;
+    let files = FileRun::new(&lines);
+    let report = files
+        .run(
+            "bad-records",
+            r#"transforms = [{ plugin = "user-profile" }]
+            batch = { size = 16 }"#,
+        )
+        .await;
     assert_eq!(
         (report.records_in, report.records_out, report.dead_lettered),
         (50, 48, 2)
     );
 
-    let rows = read_json_lines(&out);
+    let rows = read_json_lines(&files.out);
     let expected_ids: Vec<String> = lines
         .iter()
         .enumerate()
@@ -92,7 +45,7 @@ async fn bad_records_are_dead_lettered_with_reason_and_coordinates() {
     let ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids, expected_ids, "outputs keep input order");
 
-    let dead = read_json_lines(&dlq);
+    let dead = read_json_lines(&files.dlq);
     assert_eq!(dead.len(), 2);
     let headers = &dead[0]["headers"];
     assert_eq!(dead[0]["value"], "{not json");
@@ -106,7 +59,7 @@ async fn bad_records_are_dead_lettered_with_reason_and_coordinates() {
     assert_eq!(headers["weir.plugin"], "user-profile");
     assert_eq!(headers["weir.plugin.version"].as_str().unwrap().len(), 12);
     assert_eq!(headers["weir.pipeline"], "bad-records");
-    assert_eq!(headers["weir.source.stream"], input.as_str());
+    assert_eq!(headers["weir.source.stream"], files.input.as_str());
     assert_eq!(
         headers["weir.source.offset"], "11",
         "line numbers are 1-based"
@@ -120,7 +73,6 @@ async fn bad_records_are_dead_lettered_with_reason_and_coordinates() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_chain_filters_and_fans_out_through_several_plugins() {
-    let dir = tempfile::tempdir().unwrap();
     let mut generator = weir::generator::UserGenerator::new(5);
     // Each record is a whole API response with 3 users: user-profile fans it out.
     let lines: Vec<String> = (0..20)
@@ -136,28 +88,20 @@ async fn a_chain_filters_and_fans_out_through_several_plugins() {
         })
         .filter(|u| u["gender"] == "female")
         .count();
-    let input = write_input(dir.path(), &lines);
-    let out = dir.path().join("out.jsonl");
-    let report = run_pipeline(&format!(
-        r#"
-        [[pipeline]]
-        name = "chain"
-        source = {{ type = "file", path = "{input}" }}
-        transforms = [
-            {{ plugin = "user-profile" }},
-            {{ plugin = "filter", config = {{ field = "gender", equals = "female" }} }},
-            {{ plugin = "pii-mask", config = {{ fields = "email", mode = "redact" }} }},
-        ]
-        sink = {{ type = "file", path = "{}" }}
-        dead_letter = {{ type = "file", path = "{}/dlq.jsonl" }}
-        "#,
-        out.display(),
-        dir.path().display()
-    ))
-    .await;
+    let files = FileRun::new(&lines);
+    let report = files
+        .run(
+            "chain",
+            r#"transforms = [
+                { plugin = "user-profile" },
+                { plugin = "filter", config = { field = "gender", equals = "female" } },
+                { plugin = "pii-mask", config = { fields = "email", mode = "redact" } },
+            ]"#,
+        )
+        .await;
     assert_eq!(report.records_in, 20);
     assert_eq!(report.records_out, females as u64);
-    let rows = read_json_lines(&out);
+    let rows = read_json_lines(&files.out);
     assert_eq!(rows.len(), females);
     assert!(
         rows.iter()
@@ -236,26 +180,6 @@ async fn database_down_at_first(
     (url, connections)
 }
 
-/// Starts the single pipeline of `toml` (no plugins) in a task.
-fn spawn_pipeline(
-    toml: &str,
-) -> (
-    watch::Sender<bool>,
-    tokio::task::JoinHandle<Result<PipelineReport, weir::pipeline::PipelineError>>,
-) {
-    let file = PipelineFile::parse(Path::new("test.toml"), toml).unwrap_or_else(|e| panic!("{e}"));
-    let config = file.pipelines.into_iter().next().unwrap();
-    let chain = pipeline::build_chain(&config, &PluginSlots::default()).unwrap();
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let run = tokio::spawn(pipeline::run(
-        config,
-        chain,
-        Arc::new(PipelineStats::default()),
-        shutdown_rx,
-    ));
-    (shutdown, run)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_source_whose_database_is_down_at_start_waits_for_it_and_then_runs() {
     crate::support::init_logs();
@@ -275,7 +199,7 @@ async fn a_source_whose_database_is_down_at_start_waits_for_it_and_then_runs() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
-    let (shutdown, run) = spawn_pipeline(&format!(
+    let Spawned { shutdown, run } = spawn_pipeline(&format!(
         r#"
         [[pipeline]]
         name = "late-db"
@@ -317,7 +241,7 @@ async fn a_shutdown_while_a_connector_cannot_open_is_a_clean_stop() {
     crate::support::init_logs();
     let (url, connections) = database_down_at_first(None).await;
     let dir = tempfile::tempdir().unwrap();
-    let (shutdown, run) = spawn_pipeline(&format!(
+    let Spawned { shutdown, run } = spawn_pipeline(&format!(
         r#"
         [[pipeline]]
         name = "never-db"

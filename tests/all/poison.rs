@@ -10,9 +10,8 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 
-use crate::pipelines::{run_pipeline, write_input};
 use crate::services::{consume_all, create_topic};
-use crate::support::{kafka_brokers, unique};
+use crate::support::{kafka_brokers, run_pipeline, unique, write_input};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_poison_record_is_dead_lettered_exactly_once_and_the_rest_arrive() {

@@ -9,38 +9,26 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::pipelines::{run_pipeline, write_input};
-use crate::support::{append_numbered, postgres_url, read_json_lines, unique, wait_for, weir};
+use crate::support::{
+    FileRun, append_numbered, postgres_url, read_json_lines, serve_http, unique, wait_for, weir,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_cannot_escape_its_sandbox() {
-    let dir = tempfile::tempdir().unwrap();
     let lines: Vec<String> = [
         "calm 0", "recurse", "calm 1", "file", "socket", "env", "calm 2",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let input = write_input(dir.path(), &lines);
-    let out = dir.path().join("out.jsonl");
-    let dlq = dir.path().join("dlq.jsonl");
-    let report = run_pipeline(&format!(
-        r#"
-        [[pipeline]]
-        name = "escape"
-        source = {{ type = "file", path = "{input}" }}
-        transforms = [{{ plugin = "fault-escape" }}]
-        sink = {{ type = "file", path = "{}" }}
-        dead_letter = {{ type = "file", path = "{}" }}
-        "#,
-        out.display(),
-        dlq.display()
-    ))
-    .await;
+    let files = FileRun::new(&lines);
+    let report = files
+        .run("escape", r#"transforms = [{ plugin = "fault-escape" }]"#)
+        .await;
     assert_eq!((report.records_out, report.dead_lettered), (3, 4));
-    let output = std::fs::read_to_string(&out).unwrap();
+    let output = std::fs::read_to_string(&files.out).unwrap();
     assert!(!output.contains("ESCAPED"), "{output}");
-    let dead = read_json_lines(&dlq);
+    let dead = read_json_lines(&files.dlq);
     let reason = |i: usize| {
         dead[i]["headers"]["weir.error"]
             .as_str()
@@ -555,10 +543,7 @@ async fn echoing_api(status: u16) -> String {
         (axum::http::StatusCode::from_u16(status).unwrap(), body)
     };
     let router = axum::Router::new().route("/api", axum::routing::get(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/api", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    url
+    format!("{}/api", serve_http(router).await)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -723,9 +708,8 @@ async fn an_http_source_never_logs_the_credentials_or_query_of_its_url() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let base = serve_http(router).await;
+    let address = base.strip_prefix("http://").unwrap();
 
     let (password, token, key) = ("canary-pass-31f8", "canary-token-31f8", "canary-key-31f8");
     let dir = tempfile::tempdir().unwrap();

@@ -91,6 +91,143 @@ pub fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Writes `lines` as a JSON-lines file in `dir`.
+pub fn write_input(dir: &Path, lines: &[String]) -> String {
+    let path = dir.join("input.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path.display().to_string()
+}
+
+/// A pipeline from a JSON-lines file to files, in a temp folder: the input written, the output
+/// and dead-letter files beside it.
+pub struct FileRun {
+    /// The folder, removed when the run is dropped.
+    _dir: tempfile::TempDir,
+    /// The input file.
+    pub input: String,
+    /// The sink's file.
+    pub out: PathBuf,
+    /// The dead-letter file.
+    pub dlq: PathBuf,
+}
+
+impl FileRun {
+    /// A folder holding `lines` as the input.
+    pub fn new(lines: &[String]) -> FileRun {
+        let dir = tempfile::tempdir().unwrap();
+        let input = write_input(dir.path(), lines);
+        let (out, dlq) = (dir.path().join("out.jsonl"), dir.path().join("dlq.jsonl"));
+        FileRun {
+            _dir: dir,
+            input,
+            out,
+            dlq,
+        }
+    }
+
+    /// Runs the pipeline `name` from the input to the output, dead letters to `dlq`, with
+    /// `extra` (transforms, batch, limits) added to its table, until the input ends.
+    pub async fn run(&self, name: &str, extra: &str) -> weir::pipeline::PipelineReport {
+        run_pipeline(&format!(
+            r#"
+            [[pipeline]]
+            name = "{name}"
+            source = {{ type = "file", path = "{}" }}
+            sink = {{ type = "file", path = "{}" }}
+            dead_letter = {{ type = "file", path = "{}" }}
+            {extra}
+            "#,
+            self.input,
+            self.out.display(),
+            self.dlq.display()
+        ))
+        .await
+    }
+}
+
+/// The single pipeline of a test's TOML, running in a task.
+pub struct Spawned {
+    /// Tells the pipeline to stop (it may have ended already).
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// The pipeline's task.
+    pub run: tokio::task::JoinHandle<
+        Result<weir::pipeline::PipelineReport, weir::pipeline::PipelineError>,
+    >,
+}
+
+/// Parses `toml`, loads its plugins from the test registry, and starts its single pipeline in a
+/// task.
+pub fn spawn_pipeline(toml: &str) -> Spawned {
+    use weir::registry::{Deployer, PluginRegistry, PluginSlots};
+    let file = weir::config::PipelineFile::parse(Path::new("test.toml"), toml)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let slots = PluginSlots::default();
+    let deployer = Deployer::new(
+        PluginRegistry::new(plugin_registry()),
+        test_runtime(),
+        slots.clone(),
+        &file,
+    );
+    for name in deployer.used_plugins() {
+        deployer.deploy(name).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let config = file.pipelines.into_iter().next().unwrap();
+    let chain = weir::pipeline::build_chain(&config, &slots).unwrap();
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(weir::pipeline::run(
+        config,
+        chain,
+        std::sync::Arc::new(weir::pipeline::PipelineStats::default()),
+        shutdown_rx,
+    ));
+    Spawned { shutdown, run }
+}
+
+/// Runs the single pipeline of `toml` until its source ends; it must succeed.
+pub async fn run_pipeline(toml: &str) -> weir::pipeline::PipelineReport {
+    // Kept until the end: a dropped sender would read as a shutdown.
+    let Spawned {
+        shutdown: _shutdown,
+        run,
+    } = spawn_pipeline(toml);
+    run.await.unwrap().unwrap()
+}
+
+/// Runs the single pipeline of `toml` until `done` holds or it ends by itself, then shuts it
+/// down gracefully; it must succeed.
+pub async fn run_until(toml: &str, done: impl Fn() -> bool) -> weir::pipeline::PipelineReport {
+    let Spawned { shutdown, run } = spawn_pipeline(toml);
+    let finished = || run.is_finished();
+    wait_for(
+        "the pipeline's output",
+        std::time::Duration::from_secs(120),
+        || done() || finished(),
+    )
+    .await;
+    // A file source may have ended the pipeline already; then there is no one to tell.
+    let _ = shutdown.send(true);
+    run.await.unwrap().unwrap()
+}
+
+/// How the single pipeline of `toml` ends by itself, or `None` when it is still running after
+/// `within` (for the pipelines that must stop on an error instead of retrying it).
+pub async fn outcome_within(
+    toml: &str,
+    within: std::time::Duration,
+) -> Option<Result<weir::pipeline::PipelineReport, weir::pipeline::PipelineError>> {
+    let Spawned {
+        shutdown: _shutdown,
+        mut run,
+    } = spawn_pipeline(toml);
+    match tokio::time::timeout(within, &mut run).await {
+        Ok(joined) => Some(joined.unwrap()),
+        Err(_) => {
+            run.abort();
+            None
+        }
+    }
+}
+
 /// A plugin runtime whose compiled cache is shared by the whole test run, so each plugin is
 /// compiled once.
 pub fn test_runtime() -> weir::runtime::PluginRuntime {
