@@ -5,7 +5,7 @@ use std::any::Any;
 use std::cell::RefCell;
 
 use crate::bindings::weir::plugin::types as wit;
-use crate::{Config, Error, ErrorKind, Plugin, Record};
+use crate::{Config, Error, ErrorKind, Plugin, Record, arena};
 
 thread_local! {
     // A component instance is single-threaded, so a thread-local holds the one plugin value.
@@ -14,6 +14,10 @@ thread_local! {
 
 /// Parses the config and builds the plugin, replacing any earlier one.
 pub fn init<P: Plugin>(config: &str) -> Result<(), String> {
+    arena::before_init();
+    // std's stdout buffer is allocated on first use and lives for good: make that use happen
+    // here, outside any per-call arena, in case the plugin prints while transforming.
+    drop(std::io::stdout());
     let config = Config::parse(config).map_err(|e| e.to_string())?;
     let plugin = P::init(&config).map_err(|e| e.to_string())?;
     INSTANCE.with(|slot| *slot.borrow_mut() = Some(Box::new(plugin)));
@@ -22,6 +26,13 @@ pub fn init<P: Plugin>(config: &str) -> Result<(), String> {
 
 /// Transforms a batch, one result per input in order.
 pub fn transform<P: Plugin>(batch: Vec<wit::Record>) -> Vec<Result<Vec<wit::Record>, wit::Error>> {
+    arena::before_transform(P::ARENA);
+    let results = transform_batch::<P>(batch);
+    arena::after_transform(P::ARENA);
+    results
+}
+
+fn transform_batch<P: Plugin>(batch: Vec<wit::Record>) -> Vec<Result<Vec<wit::Record>, wit::Error>> {
     INSTANCE.with(|slot| {
         let slot = slot.borrow();
         let Some(plugin) = slot.as_ref().and_then(|p| p.downcast_ref::<P>()) else {

@@ -1,7 +1,13 @@
 //! JSON helpers for the common plugin shape: read fields by pointer, with a bad-record error
-//! naming the missing field, so a mapping is a few lines of `?`.
+//! naming the missing field, so a mapping is a few lines of `?`; and lenient field types for
+//! [`crate::Record::parse`] that judge a field the way a pointer lookup does, without a tree.
 
-use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Deref;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Number, Value};
 
 use crate::Error;
 
@@ -51,6 +57,235 @@ pub fn pointer(path: &str) -> String {
     }
 }
 
+/// One field of a typed document, read whatever JSON it holds, so that the plugin (not the
+/// parser) decides what is wrong with it and says so naming the field. Strings are borrowed from
+/// the record when they hold no escapes. Use it with `#[serde(default, borrow)]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Field<'a> {
+    /// The key is absent.
+    #[default]
+    Missing,
+    /// `null`.
+    Null,
+    /// A string.
+    Str(Cow<'a, str>),
+    /// A number, as JSON wrote it.
+    Number(Number),
+    /// `true` or `false`.
+    Bool(bool),
+    /// An array or an object (skipped, not kept).
+    Composite,
+}
+
+impl<'a> Field<'a> {
+    /// The string; a bad record naming `name` (`location.city`) when absent or null, or not a
+    /// string: the same errors as [`str_at`].
+    pub fn str(&self, name: &str) -> Result<&str, Error> {
+        match self {
+            Field::Str(s) => Ok(s),
+            Field::Missing | Field::Null => Err(missing(name)),
+            _ => Err(Error::bad_record(format!("field `{name}` must be a string"))),
+        }
+    }
+
+    /// The value as text: strings as they are, numbers and booleans printed; the same errors
+    /// as [`text_at`].
+    pub fn text(&self, name: &str) -> Result<Cow<'_, str>, Error> {
+        match self {
+            Field::Str(s) => Ok(Cow::Borrowed(s)),
+            Field::Number(n) => Ok(Cow::Owned(n.to_string())),
+            Field::Bool(b) => Ok(Cow::Borrowed(if *b { "true" } else { "false" })),
+            Field::Missing | Field::Null => Err(missing(name)),
+            Field::Composite => Err(Error::bad_record(format!(
+                "field `{name}` must be a string or a number"
+            ))),
+        }
+    }
+}
+
+fn missing(name: &str) -> Error {
+    Error::bad_record(format!("missing required field `{name}`"))
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl<'de> Visitor<'de> for FieldVisitor {
+            type Value = Field<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Field::Number(v.into()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Field::Number(v.into()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Number::from_f64(v).map_or(Field::Null, Field::Number))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Field::Bool(v))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Field::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Field::Null)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_any(self)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                IgnoredAny.visit_seq(seq).map(|_| Field::Composite)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                IgnoredAny.visit_map(map).map(|_| Field::Composite)
+            }
+        }
+        deserializer.deserialize_any(FieldVisitor)
+    }
+}
+
+/// A nested object of a typed document read into `T`; any other value (absent, null, a string,
+/// an array) reads as `T::default()`, so that its fields report themselves missing, as a pointer
+/// lookup through a non-object would. Derefs to `T`. Use it with `#[serde(default, borrow)]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Nested<T> {
+    value: T,
+    object: bool,
+}
+
+impl<T> Nested<T> {
+    /// Whether the JSON held an object here.
+    pub fn is_object(&self) -> bool {
+        self.object
+    }
+}
+
+impl<T> Deref for Nested<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for Nested<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NestedVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + Default> Visitor<'de> for NestedVisitor<T> {
+            type Value = Nested<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                Ok(Nested {
+                    value: T::deserialize(de::value::MapAccessDeserializer::new(map))?,
+                    object: true,
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                IgnoredAny.visit_seq(seq).map(|_| Nested::default())
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_any(self)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Nested::default())
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Nested::default())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Nested::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Nested::default())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Nested::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Nested::default())
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Nested::default())
+            }
+        }
+        deserializer.deserialize_any(NestedVisitor(std::marker::PhantomData))
+    }
+}
+
+/// An array field of a typed document: its items read into `T`, or a note that the key was
+/// absent or held something else, so the plugin can tell "no list" from "not a list".
+/// Use it with `#[serde(default, borrow)]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum List<T> {
+    /// The key is absent.
+    #[default]
+    Missing,
+    /// The key holds something other than an array (`null` included).
+    NotArray,
+    /// The array's items.
+    Items(Vec<T>),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ListVisitor<T> {
+            type Value = List<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(List::Items(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                IgnoredAny.visit_map(map).map(|_| List::NotArray)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_any(self)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(List::NotArray)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(List::NotArray)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(List::NotArray)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(List::NotArray)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(List::NotArray)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(List::NotArray)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(List::NotArray)
+            }
+        }
+        deserializer.deserialize_any(ListVisitor(std::marker::PhantomData))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +306,60 @@ mod tests {
         assert_eq!(text_at(&doc, "/a").unwrap(), "1234");
         assert_eq!(text_at(&doc, "/b").unwrap(), "W1 2AB");
         assert!(text_at(&doc, "/c").is_err());
+    }
+
+    #[derive(Debug, Default, serde::Deserialize)]
+    struct Doc<'a> {
+        #[serde(default, borrow)]
+        a: Field<'a>,
+        #[serde(default, borrow)]
+        inner: Nested<Inner<'a>>,
+        #[serde(default, borrow)]
+        list: List<Field<'a>>,
+    }
+
+    #[derive(Debug, Default, serde::Deserialize)]
+    struct Inner<'a> {
+        #[serde(default, borrow)]
+        b: Field<'a>,
+    }
+
+    fn doc(text: &str) -> Doc<'_> {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn typed_fields_fail_like_pointer_lookups() {
+        let all = doc(r#"{"a": 12.5, "inner": {"b": "x"}, "list": [1, "y"]}"#);
+        assert_eq!(all.a.text("a").unwrap(), "12.5");
+        assert_eq!(all.a.str("a").unwrap_err().message(), "field `a` must be a string");
+        assert!(all.inner.is_object());
+        assert_eq!(all.inner.b.str("inner.b").unwrap(), "x");
+        assert_eq!(all.list, List::Items(vec![Field::Number(1.into()), Field::Str("y".into())]));
+        for text in [r#"{}"#, r#"{"a": null, "inner": "s", "list": null}"#, r#"{"inner": [1]}"#] {
+            let d = doc(text);
+            assert_eq!(d.a.str("a").unwrap_err().message(), "missing required field `a`");
+            assert!(!d.inner.is_object());
+            assert_eq!(
+                d.inner.b.text("inner.b").unwrap_err().message(),
+                "missing required field `inner.b`"
+            );
+        }
+        assert_eq!(doc("{}").list, List::Missing);
+        assert_eq!(doc(r#"{"list": {"x": 1}}"#).list, List::NotArray);
+        let composite = doc(r#"{"a": [1]}"#);
+        assert_eq!(
+            composite.a.text("a").unwrap_err().message(),
+            "field `a` must be a string or a number"
+        );
+        // The text of a number is what `text_at` gives for the same document.
+        for number in ["4242", "-7", "1e3", "0.1"] {
+            let json: Value = serde_json::from_str(&format!(r#"{{"a": {number}}}"#)).unwrap();
+            assert_eq!(
+                doc(&format!(r#"{{"a": {number}}}"#)).a.text("a").unwrap(),
+                text_at(&json, "/a").unwrap()
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The record type plugins see: plain owned data, so plugin logic is testable natively.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Error;
@@ -38,11 +38,36 @@ impl Record {
             .map_err(|e| Error::bad_record(format!("value is not valid JSON: {e}")))
     }
 
+    /// Reads the value as JSON into `T`, borrowing its strings from the record: a struct of
+    /// `&str`/`Cow<str>` fields (or the lenient [`crate::json::Field`], [`crate::json::Nested`]
+    /// and [`crate::json::List`]) skips the fields it does not name and builds no tree of the
+    /// whole document, about twice as fast as [`Record::json`]. Use `Cow<'a, str>` with
+    /// `#[serde(borrow)]` for text, since a string with escapes cannot be borrowed.
+    ///
+    /// Malformed JSON (or a value that is not UTF-8) is a bad record, worded as by
+    /// [`Record::json`]; so is a document `T` refuses (a wrong type, a key given twice). Skipped
+    /// fields are checked for JSON syntax, not decoded.
+    pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, Error> {
+        let not_json = |e: serde_json::Error| Error::bad_record(format!("value is not valid JSON: {e}"));
+        // Checked once here, so that the parser need not check each string it reads; on
+        // failure the tree parser words the error exactly as `json()` does.
+        let Ok(text) = std::str::from_utf8(&self.value) else {
+            return Err(match self.json() {
+                Err(error) => error,
+                Ok(_) => Error::bad_record("value is not valid JSON: not UTF-8"),
+            });
+        };
+        serde_json::from_str(text).map_err(not_json)
+    }
+
     /// This record (key, headers, timestamp kept) with its value replaced by `value` as JSON.
+    /// The input's value is not copied.
     pub fn with_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<Self, Error> {
         Ok(Record {
+            key: self.key.clone(),
             value: to_json_bytes(value)?,
-            ..self.clone()
+            headers: self.headers.clone(),
+            timestamp: self.timestamp,
         })
     }
 
@@ -62,6 +87,36 @@ fn to_json_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
+
+    #[derive(Debug, Deserialize)]
+    struct Person<'a> {
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        age: u32,
+    }
+
+    #[test]
+    fn parse_borrows_strings_and_skips_unknown_fields() {
+        let record = Record::new(r#"{"name": "Zoë", "extra": {"deep": [1, "x"]}, "age": 36}"#);
+        let person: Person = record.parse().unwrap();
+        assert!(matches!(person.name, Cow::Borrowed("Zoë")));
+        assert_eq!(person.age, 36);
+        let escaped = Record::new(r#"{"name": "A\"B", "age": 1}"#);
+        assert_eq!(escaped.parse::<Person>().unwrap().name, "A\"B");
+    }
+
+    #[test]
+    fn parse_errors_are_bad_records_worded_like_json() {
+        for value in [&b"{not json"[..], &[0xff, 0xfe], b"{\"name\": \"\xff\", \"age\": 1}"] {
+            let record = Record::new(value);
+            let error = record.parse::<Person>().unwrap_err();
+            assert_eq!(error.kind(), crate::ErrorKind::BadRecord);
+            assert_eq!(error, record.json().unwrap_err());
+        }
+        let error = Record::new(r#"{"name": 1, "age": 1}"#).parse::<Person>().unwrap_err();
+        assert!(error.message().starts_with("value is not valid JSON"), "{error}");
+    }
 
     #[test]
     fn malformed_json_is_a_bad_record() {

@@ -8,8 +8,10 @@
 //! `login.username`, `dob` = `dob.date`, `registered_date` = `registered.date`, `phone`,
 //! `picture` = `picture.medium`. A missing or null field is a bad record naming it.
 
-use serde_json::{Map, Value, json};
-use weir_plugin::json::{str_at, text_at};
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use weir_plugin::json::{Field, List, Nested};
 use weir_plugin::{Config, Error, Plugin, Record};
 
 /// The plugin: stateless, no config.
@@ -21,6 +23,9 @@ impl Plugin for UserProfile {
         Ok(UserProfile)
     }
 
+    // Stateless: nothing a call allocates outlives it.
+    const ARENA: bool = true;
+
     fn transform(&self, record: Record) -> Result<Vec<Record>, Error> {
         profiles(&record)
     }
@@ -29,72 +34,162 @@ impl Plugin for UserProfile {
 #[cfg(target_arch = "wasm32")]
 weir_plugin::export_plugin!(UserProfile);
 
+/// A randomuser.me result, or a response whose `results` holds them: only the fields the mapping
+/// reads, borrowed from the record. Each is judged when the row is built, so a missing field is
+/// named as before; a key given twice is a bad record.
+#[derive(Debug, Default, Deserialize)]
+pub struct User<'a> {
+    #[serde(default, borrow)]
+    results: List<Nested<User<'a>>>,
+    #[serde(default, borrow)]
+    gender: Field<'a>,
+    #[serde(default, borrow)]
+    name: Nested<Name<'a>>,
+    #[serde(default, borrow)]
+    location: Nested<Location<'a>>,
+    #[serde(default, borrow)]
+    email: Field<'a>,
+    #[serde(default, borrow)]
+    login: Nested<Login<'a>>,
+    #[serde(default, borrow)]
+    dob: Nested<Dated<'a>>,
+    #[serde(default, borrow)]
+    registered: Nested<Dated<'a>>,
+    #[serde(default, borrow)]
+    phone: Field<'a>,
+    #[serde(default, borrow)]
+    picture: Nested<Picture<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Name<'a> {
+    #[serde(default, borrow)]
+    first: Field<'a>,
+    #[serde(default, borrow)]
+    last: Field<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Location<'a> {
+    #[serde(default, borrow)]
+    street: Nested<Street<'a>>,
+    #[serde(default, borrow)]
+    city: Field<'a>,
+    #[serde(default, borrow)]
+    state: Field<'a>,
+    #[serde(default, borrow)]
+    country: Field<'a>,
+    #[serde(default, borrow)]
+    postcode: Field<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Street<'a> {
+    #[serde(default, borrow)]
+    number: Field<'a>,
+    #[serde(default, borrow)]
+    name: Field<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Login<'a> {
+    #[serde(default, borrow)]
+    uuid: Field<'a>,
+    #[serde(default, borrow)]
+    username: Field<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Dated<'a> {
+    #[serde(default, borrow)]
+    date: Field<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Picture<'a> {
+    #[serde(default, borrow)]
+    medium: Field<'a>,
+}
+
+/// A `created_users` row. Fields in alphabetical order: the JSON text is what serialising the
+/// same row as a `serde_json` map gives.
+#[derive(Debug, Serialize)]
+pub struct Row<'a> {
+    pub address: String,
+    pub dob: &'a str,
+    pub email: &'a str,
+    pub first_name: &'a str,
+    pub gender: &'a str,
+    pub id: &'a str,
+    pub last_name: &'a str,
+    pub phone: &'a str,
+    pub picture: &'a str,
+    pub post_code: Cow<'a, str>,
+    pub registered_date: &'a str,
+    pub username: &'a str,
+}
+
 /// Maps a record holding one result object or a response `{"results": [...]}` to one output
 /// record per result, keyed by the user's `login.uuid`.
 pub fn profiles(record: &Record) -> Result<Vec<Record>, Error> {
-    let document = record.json()?;
-    let results = match document.get("results") {
-        Some(Value::Array(results)) => results.iter().collect(),
-        Some(_) => return Err(Error::bad_record("field `results` must be an array")),
-        None => vec![&document],
+    let document: Nested<User> = record.parse()?;
+    let keyed = |row: Row| -> Result<Record, Error> {
+        let mut out = record.with_json(&row)?;
+        out.key = Some(row.id.as_bytes().to_vec());
+        Ok(out)
     };
-    results
-        .into_iter()
-        .enumerate()
-        .map(|(index, result)| {
-            let row = created_user(result).map_err(|e| {
-                if document.get("results").is_some() {
+    match &document.results {
+        List::Missing => Ok(vec![keyed(created_user(&document)?)?]),
+        List::NotArray => Err(Error::bad_record("field `results` must be an array")),
+        List::Items(results) => results
+            .iter()
+            .enumerate()
+            .map(|(index, result)| {
+                let row = created_user(result).map_err(|e| {
                     Error::bad_record(format!("results[{index}]: {}", e.message()))
-                } else {
-                    e
-                }
-            })?;
-            let mut out = record.with_json(&row)?;
-            out.key = row
-                .get("id")
-                .and_then(Value::as_str)
-                .map(|id| id.as_bytes().to_vec());
-            Ok(out)
-        })
-        .collect()
+                })?;
+                keyed(row)
+            })
+            .collect(),
+    }
 }
 
 /// One randomuser.me result as a `created_users` row (the mapping in the crate docs).
-pub fn created_user(result: &Value) -> Result<Map<String, Value>, Error> {
+pub fn created_user<'a>(result: &'a Nested<User<'a>>) -> Result<Row<'a>, Error> {
     if !result.is_object() {
         return Err(Error::bad_record("a result must be a JSON object"));
     }
+    let location = &result.location;
+    let street = &location.street;
+    // Checked in the order the fields are named below, so the first missing one is reported.
     let address = format!(
         "{} {}, {}, {}, {}",
-        text_at(result, "/location/street/number")?,
-        str_at(result, "/location/street/name")?,
-        str_at(result, "/location/city")?,
-        str_at(result, "/location/state")?,
-        str_at(result, "/location/country")?,
+        street.number.text("location.street.number")?,
+        street.name.str("location.street.name")?,
+        location.city.str("location.city")?,
+        location.state.str("location.state")?,
+        location.country.str("location.country")?,
     );
-    let row = json!({
-        "id": str_at(result, "/login/uuid")?,
-        "first_name": str_at(result, "/name/first")?,
-        "last_name": str_at(result, "/name/last")?,
-        "gender": str_at(result, "/gender")?,
-        "address": address,
-        "post_code": text_at(result, "/location/postcode")?,
-        "email": str_at(result, "/email")?,
-        "username": str_at(result, "/login/username")?,
-        "dob": str_at(result, "/dob/date")?,
-        "registered_date": str_at(result, "/registered/date")?,
-        "phone": str_at(result, "/phone")?,
-        "picture": str_at(result, "/picture/medium")?,
-    });
-    match row {
-        Value::Object(map) => Ok(map),
-        _ => Err(Error::failure("row is not an object")),
-    }
+    Ok(Row {
+        id: result.login.uuid.str("login.uuid")?,
+        first_name: result.name.first.str("name.first")?,
+        last_name: result.name.last.str("name.last")?,
+        gender: result.gender.str("gender")?,
+        address,
+        post_code: location.postcode.text("location.postcode")?,
+        email: result.email.str("email")?,
+        username: result.login.username.str("login.username")?,
+        dob: result.dob.date.str("dob.date")?,
+        registered_date: result.registered.date.str("registered.date")?,
+        phone: result.phone.str("phone")?,
+        picture: result.picture.medium.str("picture.medium")?,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
     use weir_plugin::ErrorKind;
 
     fn result() -> Value {
