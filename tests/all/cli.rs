@@ -226,6 +226,11 @@ fn bench_plugin_compares_wasm_with_native_for_each_batch_size() {
         // The ratio is printed with two decimals.
         assert!((ratio - wasm / native).abs() < 0.01, "{stdout}");
     }
+    // And what the epoch deadlines cost, measured against the same component without them.
+    assert!(
+        stdout.contains("epoch deadlines at batch 1024: ") && stdout.contains(" without: cost "),
+        "{stdout}"
+    );
 }
 
 #[test]

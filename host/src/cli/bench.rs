@@ -80,6 +80,28 @@ pub fn plugin(
             line.ratio()
         );
     }
+    // The same component without epoch checks, at the largest batch (where the guest's own
+    // work dominates), to state what the deadlines cost.
+    let unbounded = weir::runtime::LoadedPlugin::from_bytes(
+        &PluginRuntime::without_deadlines_for_bench(None)?,
+        &name,
+        &bytes,
+    )?;
+    let batch_size = super::measure::plugin::BATCH_SIZES[2];
+    let epoch = super::measure::epoch_cost(
+        &plugin,
+        &unbounded,
+        &sample,
+        batch_size,
+        Duration::from_secs_f64(seconds),
+    )?;
+    println!(
+        "epoch deadlines at batch {batch_size}: {:.0} and {:.0} wasm rec/s with, {:.0} without: cost {:.1}%",
+        epoch.with_deadlines[0],
+        epoch.with_deadlines[1],
+        epoch.without_deadlines,
+        epoch.cost() * 100.0
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::thread;
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
+};
 
 use super::bindings::Transformer;
 use super::cache::CompiledCache;
@@ -87,13 +89,29 @@ impl PluginRuntime {
         cache: Option<CompiledCache>,
         limits: ComponentLimits,
     ) -> Result<Self, PluginError> {
-        let (engine, pooling) = match Engine::new(&engine_config(Some(limits))) {
+        Self::build(cache, limits, Deadlines::Enforced)
+    }
+
+    /// A runtime whose plugins run with no deadline at all: compiled without epoch checks and
+    /// with no ticker. Only for `weir bench plugin`, to measure what the deadlines cost; a
+    /// pipeline never runs on it, since a plugin that spins would hold its worker for good.
+    #[doc(hidden)]
+    pub fn without_deadlines_for_bench(cache: Option<CompiledCache>) -> Result<Self, PluginError> {
+        Self::build(cache, ComponentLimits::default(), Deadlines::Off)
+    }
+
+    fn build(
+        cache: Option<CompiledCache>,
+        limits: ComponentLimits,
+        deadlines: Deadlines,
+    ) -> Result<Self, PluginError> {
+        let (engine, pooling) = match Engine::new(&engine_config(Some(limits), deadlines)) {
             Ok(engine) => (engine, true),
             Err(error) => {
                 // Pooling reserves virtual memory up front; containers with a small address-space
                 // limit refuse it, and on-demand allocation is then the right fallback.
                 tracing::warn!(%error, "Pooling allocator unavailable, using on-demand allocation.");
-                let engine = Engine::new(&engine_config(None))
+                let engine = Engine::new(&engine_config(None, deadlines))
                     .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
                 (engine, false)
             }
@@ -105,7 +123,9 @@ impl PluginRuntime {
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         Transformer::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
-        start_epoch_ticker(&engine).map_err(PluginError::EpochTicker)?;
+        if deadlines == Deadlines::Enforced {
+            start_epoch_ticker(&engine).map_err(PluginError::EpochTicker)?;
+        }
         Ok(PluginRuntime {
             inner: Arc::new(RuntimeInner {
                 engine,
@@ -142,12 +162,39 @@ impl PluginRuntime {
     }
 }
 
-fn engine_config(pooling: Option<ComponentLimits>) -> Config {
+/// Whether compiled plugins check the epoch deadline (always, but for one benchmark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadlines {
+    Enforced,
+    Off,
+}
+
+fn engine_config(pooling: Option<ComponentLimits>, deadlines: Deadlines) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
-    // Deadlines: epoch interruption costs a load and compare per loop header, far cheaper than
-    // fuel, and a ticker thread makes it wall-clock based.
-    config.epoch_interruption(true);
+    // Weir calls plugins synchronously and never uses component-model async. This wasmtime
+    // build does not compile that support in (its `component-model-async` feature is off), so
+    // this is already the value; it is set so that enabling the feature later cannot silently
+    // add concurrency bookkeeping to every store and call.
+    config.concurrency_support(false);
+    // Deadlines: epoch interruption costs a load and compare per function entry and loop
+    // header, far cheaper than fuel, and a ticker thread makes it wall-clock based. Measured
+    // cost: README, "Wasm against native".
+    config.epoch_interruption(deadlines == Deadlines::Enforced);
+    // A 4 GiB reservation plus a guard region per linear memory (wasmtime's defaults on 64-bit
+    // hosts, stated here because speed depends on them): every 32-bit address a plugin can form
+    // lands inside reserved memory, so Cranelift emits no bounds check on loads and stores and
+    // an out-of-bounds access traps through the guard page. Smaller values bring explicit
+    // checks back (1.2 to 1.8x slower guests). Address space only, not memory: the pooling
+    // allocator's slots below are this size each.
+    config.memory_reservation(4 << 30);
+    config.memory_guard_size(32 << 20);
+    // For profiling with `perf`: wasmtime then writes /tmp/perf-PID.map naming every compiled
+    // plugin function, so a profile shows guest functions instead of bare addresses. Off by
+    // default (the file grows with every plugin load).
+    if std::env::var_os("WEIR_WASM_PERFMAP").is_some() {
+        config.profiler(ProfilingStrategy::PerfMap);
+    }
     // Deep recursion in a plugin traps cleanly instead of exhausting the host thread's stack.
     config.max_wasm_stack(512 * 1024);
     if let Some(limits) = pooling {

@@ -17,7 +17,7 @@ pub fn init<P: Plugin>(config: &str) -> Result<(), String> {
     arena::before_init();
     // std's stdout buffer is allocated on first use and lives for good: make that use happen
     // here, outside any per-call arena, in case the plugin prints while transforming.
-    drop(std::io::stdout());
+    let _ = std::io::stdout();
     let config = Config::parse(config).map_err(|e| e.to_string())?;
     let plugin = P::init(&config).map_err(|e| e.to_string())?;
     INSTANCE.with(|slot| *slot.borrow_mut() = Some(Box::new(plugin)));

@@ -8,7 +8,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod swap;
 
-pub use plugin::{sample_records, user_profile};
+pub use plugin::{epoch_cost, sample_records, user_profile};
 
 /// A benchmark failed.
 #[derive(Debug, thiserror::Error)]

@@ -75,6 +75,53 @@ pub fn user_profile(
     lines
 }
 
+/// What epoch interruption (the deadline check compiled into every plugin) costs: Wasm
+/// records/s at `batch_size` with deadlines, without (`unbounded`, a runtime compiled without
+/// epoch checks), and with again, so that drift on a shared machine shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochCost {
+    /// Records per plugin call.
+    pub batch_size: usize,
+    /// Records/s with deadlines, before and after the measurement without.
+    pub with_deadlines: [f64; 2],
+    /// Records/s compiled without epoch checks.
+    pub without_deadlines: f64,
+}
+
+impl EpochCost {
+    /// The share of throughput the deadlines cost (negative when within noise the other way).
+    pub fn cost(&self) -> f64 {
+        let with = (self.with_deadlines[0] + self.with_deadlines[1]) / 2.0;
+        1.0 - with / self.without_deadlines
+    }
+}
+
+/// Measures [`EpochCost`] at `batch_size`: `plugin` runs with deadlines, `unbounded` is the same
+/// component loaded into a runtime without them.
+pub fn epoch_cost(
+    plugin: &Arc<LoadedPlugin>,
+    unbounded: &Arc<LoadedPlugin>,
+    records: &[Record],
+    batch_size: usize,
+    min_time: Duration,
+) -> Result<EpochCost, BenchError> {
+    let mut with = plugin.instantiate("{}", PluginLimits::default())?;
+    let mut without = unbounded.instantiate("{}", PluginLimits::default())?;
+    let measure = |instance: &mut PluginInstance| {
+        throughput(min_time, records.len(), || {
+            run_wasm(instance, records, batch_size)
+        })
+    };
+    let before = measure(&mut with);
+    let without_deadlines = measure(&mut without);
+    let after = measure(&mut with);
+    Ok(EpochCost {
+        batch_size,
+        with_deadlines: [before, after],
+        without_deadlines,
+    })
+}
+
 fn throughput(min_time: Duration, records_per_pass: usize, mut pass: impl FnMut() -> usize) -> f64 {
     // One warm-up pass so that caches and lazy initialisation do not count.
     std::hint::black_box(pass());
