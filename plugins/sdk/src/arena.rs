@@ -457,7 +457,11 @@ mod tests {
         for _ in 0..199 {
             assert!(!unsafe { arena.alloc(layout(4096, 8)) }.is_null());
         }
-        assert_eq!(arena.capacity(), used.min(MAX_CHUNK), "one chunk holds a whole call");
+        assert_eq!(
+            arena.capacity(),
+            used.min(MAX_CHUNK),
+            "one chunk holds a whole call"
+        );
     }
 
     #[test]

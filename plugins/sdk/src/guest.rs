@@ -32,7 +32,9 @@ pub fn transform<P: Plugin>(batch: Vec<wit::Record>) -> Vec<Result<Vec<wit::Reco
     results
 }
 
-fn transform_batch<P: Plugin>(batch: Vec<wit::Record>) -> Vec<Result<Vec<wit::Record>, wit::Error>> {
+fn transform_batch<P: Plugin>(
+    batch: Vec<wit::Record>,
+) -> Vec<Result<Vec<wit::Record>, wit::Error>> {
     INSTANCE.with(|slot| {
         let slot = slot.borrow();
         let Some(plugin) = slot.as_ref().and_then(|p| p.downcast_ref::<P>()) else {

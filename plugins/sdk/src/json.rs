@@ -84,7 +84,9 @@ impl<'a> Field<'a> {
         match self {
             Field::Str(s) => Ok(s),
             Field::Missing | Field::Null => Err(missing(name)),
-            _ => Err(Error::bad_record(format!("field `{name}` must be a string"))),
+            _ => Err(Error::bad_record(format!(
+                "field `{name}` must be a string"
+            ))),
         }
     }
 
@@ -332,13 +334,26 @@ mod tests {
     fn typed_fields_fail_like_pointer_lookups() {
         let all = doc(r#"{"a": 12.5, "inner": {"b": "x"}, "list": [1, "y"]}"#);
         assert_eq!(all.a.text("a").unwrap(), "12.5");
-        assert_eq!(all.a.str("a").unwrap_err().message(), "field `a` must be a string");
+        assert_eq!(
+            all.a.str("a").unwrap_err().message(),
+            "field `a` must be a string"
+        );
         assert!(all.inner.is_object());
         assert_eq!(all.inner.b.str("inner.b").unwrap(), "x");
-        assert_eq!(all.list, List::Items(vec![Field::Number(1.into()), Field::Str("y".into())]));
-        for text in [r#"{}"#, r#"{"a": null, "inner": "s", "list": null}"#, r#"{"inner": [1]}"#] {
+        assert_eq!(
+            all.list,
+            List::Items(vec![Field::Number(1.into()), Field::Str("y".into())])
+        );
+        for text in [
+            r#"{}"#,
+            r#"{"a": null, "inner": "s", "list": null}"#,
+            r#"{"inner": [1]}"#,
+        ] {
             let d = doc(text);
-            assert_eq!(d.a.str("a").unwrap_err().message(), "missing required field `a`");
+            assert_eq!(
+                d.a.str("a").unwrap_err().message(),
+                "missing required field `a`"
+            );
             assert!(!d.inner.is_object());
             assert_eq!(
                 d.inner.b.text("inner.b").unwrap_err().message(),

@@ -48,7 +48,8 @@ impl Record {
     /// [`Record::json`]; so is a document `T` refuses (a wrong type, a key given twice). Skipped
     /// fields are checked for JSON syntax, not decoded.
     pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, Error> {
-        let not_json = |e: serde_json::Error| Error::bad_record(format!("value is not valid JSON: {e}"));
+        let not_json =
+            |e: serde_json::Error| Error::bad_record(format!("value is not valid JSON: {e}"));
         // Checked once here, so that the parser need not check each string it reads; on
         // failure the tree parser words the error exactly as `json()` does.
         let Ok(text) = std::str::from_utf8(&self.value) else {
@@ -108,14 +109,23 @@ mod tests {
 
     #[test]
     fn parse_errors_are_bad_records_worded_like_json() {
-        for value in [&b"{not json"[..], &[0xff, 0xfe], b"{\"name\": \"\xff\", \"age\": 1}"] {
+        for value in [
+            &b"{not json"[..],
+            &[0xff, 0xfe],
+            b"{\"name\": \"\xff\", \"age\": 1}",
+        ] {
             let record = Record::new(value);
             let error = record.parse::<Person>().unwrap_err();
             assert_eq!(error.kind(), crate::ErrorKind::BadRecord);
             assert_eq!(error, record.json().unwrap_err());
         }
-        let error = Record::new(r#"{"name": 1, "age": 1}"#).parse::<Person>().unwrap_err();
-        assert!(error.message().starts_with("value is not valid JSON"), "{error}");
+        let error = Record::new(r#"{"name": 1, "age": 1}"#)
+            .parse::<Person>()
+            .unwrap_err();
+        assert!(
+            error.message().starts_with("value is not valid JSON"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -145,9 +145,8 @@ pub fn profiles(record: &Record) -> Result<Vec<Record>, Error> {
             .iter()
             .enumerate()
             .map(|(index, result)| {
-                let row = created_user(result).map_err(|e| {
-                    Error::bad_record(format!("results[{index}]: {}", e.message()))
-                })?;
+                let row = created_user(result)
+                    .map_err(|e| Error::bad_record(format!("results[{index}]: {}", e.message())))?;
                 keyed(row)
             })
             .collect(),
