@@ -304,6 +304,26 @@ mod tests {
     }
 
     #[test]
+    fn output_bytes_are_the_samples_bytes() {
+        // The samples' expected lines were written from the `serde_json` map this plugin
+        // serialised before it used typed rows: the bytes must not change.
+        let inputs = include_str!("../samples/input.jsonl").lines();
+        let expected = include_str!("../samples/expected.jsonl").lines();
+        let mut compared = 0;
+        for (input, expected) in inputs.zip(expected) {
+            if let Ok(rows) = profiles(&Record::new(input)) {
+                let rows: Vec<&str> = rows
+                    .iter()
+                    .map(|row| std::str::from_utf8(&row.value).unwrap())
+                    .collect();
+                assert_eq!(format!(r#"{{"outputs":[{}]}}"#, rows.join(",")), expected);
+                compared += 1;
+            }
+        }
+        assert!(compared >= 3, "{compared}");
+    }
+
+    #[test]
     fn malformed_input_is_a_bad_record() {
         for input in ["not json", "[1,2]", r#"{"results": 3}"#] {
             let error = profiles(&Record::new(input)).unwrap_err();
