@@ -53,6 +53,23 @@ impl SinkSpec for KafkaSinkConfig {
 }
 
 /// A client config with the brokers and the user's extra librdkafka properties.
+/// A Kafka message's headers as the host's own; a header without a value becomes empty.
+pub(crate) fn headers_of(message: &impl rdkafka::message::Message) -> Vec<crate::record::Header> {
+    use rdkafka::message::Headers;
+    message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| crate::record::Header {
+                    key: h.key.to_owned(),
+                    value: h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn client_config(
     brokers: &str,
     properties: &BTreeMap<String, crate::secret::Secret>,

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -23,7 +23,7 @@ use super::group::GroupMetrics;
 use super::lag::{ConsumerLag, STATISTICS_INTERVAL_MS};
 use super::progress::{PartitionProgress, TopicPartition};
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
-use crate::record::{Header, Record, SourcePosition, SourceRecord};
+use crate::record::{Record, SourcePosition, SourceRecord};
 
 /// Where a consumer group starts on a partition it has no committed offset for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -646,18 +646,7 @@ fn convert(
             stream
         }
     };
-    let headers = message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .map(|h| Header {
-                    key: h.key.to_owned(),
-                    value: h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let headers = super::headers_of(message);
     let record = Record {
         key: message.key().map(<[u8]>::to_vec),
         value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),

@@ -10,13 +10,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::{DeadLetterReader, Entry};
 use crate::connectors::kafka::KafkaSinkConfig;
 use crate::connectors::{ConnectorError, ErrorKind};
-use crate::record::{Header, Record, SourcePosition};
+use crate::record::{Record, SourcePosition};
 
 /// How long a metadata, watermark or commit request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -168,18 +168,7 @@ impl KafkaReader {
             if *next >= *end {
                 self.partitions.remove(&partition);
             }
-            let headers = message
-                .headers()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|h| Header {
-                            key: h.key.to_owned(),
-                            value: h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let headers = crate::connectors::kafka::headers_of(&message);
             let timestamp = message.timestamp().to_millis();
             entries.push(Entry {
                 record: Record {
