@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 ///
 /// A pipeline file (TOML) names a source, a chain of plugins, a sink and a dead-letter
 /// destination. Plugins are components in the registry folder (`plugin-registry/` by default),
-/// built from Rust crates with `weir plugin build`.
+/// built from Rust, Python or JavaScript projects with `weir plugin build`; a fleet of processes
+/// shares a registry in a Kafka topic instead (`weir plugin publish`, `weir run --registry`).
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, propagate_version = true)]
 struct Cli {
@@ -149,7 +150,7 @@ enum Command {
     /// original records; records that fail again go back to the dead-letter destination with
     /// the new reason. Resumable, and no entry is replayed twice.
     Replay(cli::replay::ReplayArgs),
-    /// Build and list plugins.
+    /// Create, build, test and publish plugins; list, stage, promote, abort and roll back running ones.
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Measure Weir against baselines run in the same process.
@@ -277,10 +278,11 @@ enum BenchCommand {
 
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
-    /// Build a plugin crate for wasm32-wasip2 and place `NAME.wasm` in the registry folder.
+    /// Build a plugin (a Rust crate, a Python or a JavaScript project) into a wasm32-wasip2
+    /// component and place `NAME.wasm` in the registry folder.
     ///
-    /// NAME is the crate's package name. The file is written under a temporary name and renamed
-    /// into place, so a running host never loads half a file.
+    /// NAME is the project's package name. The file is written under a temporary name and
+    /// renamed into place, so a running host never loads half a file.
     Build {
         /// The plugin crate's folder.
         #[arg(default_value = ".")]
