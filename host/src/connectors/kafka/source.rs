@@ -313,16 +313,18 @@ impl Shared {
     /// Whether the buffer holds as much as it may: `BUFFERED_BATCHES` of the pipeline's
     /// batches (at least `MIN_BUFFERED` records), or `MAX_BUFFERED_BYTES`.
     fn is_full(&self, (records, bytes): (usize, usize)) -> bool {
-        let records_limit =
-            (BUFFERED_BATCHES * self.wanted.load(Ordering::Relaxed)).max(MIN_BUFFERED);
-        records >= records_limit || bytes >= MAX_BUFFERED_BYTES
+        records >= self.records_limit() || bytes >= MAX_BUFFERED_BYTES
+    }
+
+    /// The records the buffer may hold: `BUFFERED_BATCHES` of the pipeline's batches, at least
+    /// `MIN_BUFFERED`.
+    fn records_limit(&self) -> usize {
+        (BUFFERED_BATCHES * self.wanted.load(Ordering::Relaxed)).max(MIN_BUFFERED)
     }
 
     /// Whether a paused assignment may resume: the buffer is down to half of what it may hold.
     fn has_room_to_resume(&self, (records, bytes): (usize, usize)) -> bool {
-        let records_limit =
-            (BUFFERED_BATCHES * self.wanted.load(Ordering::Relaxed)).max(MIN_BUFFERED);
-        records <= records_limit / 2 && bytes <= MAX_BUFFERED_BYTES / 2
+        records <= self.records_limit() / 2 && bytes <= MAX_BUFFERED_BYTES / 2
     }
 }
 
