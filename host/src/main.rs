@@ -307,7 +307,9 @@ enum PluginCommand {
     ///
     /// The component is split into chunks under the broker's message limit, in a compacted topic
     /// (created when missing) keyed so that every published version stays readable; every
-    /// `weir run --registry` deploys it. At most 256 MiB.
+    /// `weir run --registry` deploys it. At most 256 MiB. With --shadow or --canary it is staged
+    /// beside the fleet's version instead, on every process, until `weir plugin promote NAME
+    /// --registry ...` or `weir plugin abort NAME --registry ...`.
     Publish {
         /// The component, NAME.wasm; NAME is the plugin's name.
         file: PathBuf,
@@ -325,6 +327,8 @@ enum PluginCommand {
         /// pipeline's own config is checked when a process deploys the version.
         #[arg(long, value_name = "JSON")]
         config: Option<String>,
+        #[command(flatten)]
+        stage: cli::plugin_rollout::StageArgs,
     },
     /// Create a plugin project that builds and passes its golden test as it is.
     ///
@@ -413,19 +417,35 @@ enum PluginCommand {
         #[command(flatten)]
         admin: AdminAddr,
     },
-    /// Make a plugin's staged candidate its live version.
+    /// Make a plugin's staged candidate its live version; with --registry, on every process of
+    /// the fleet.
     Promote {
         /// The plugin's name.
         name: String,
         #[command(flatten)]
         admin: AdminAddr,
+        /// The fleet's registry in Kafka: the promotion is published there, for every process.
+        #[arg(long, value_name = "kafka://BROKERS/TOPIC", env = "WEIR_REGISTRY", value_parser = parse_registry)]
+        registry: Option<weir::registry::kafka::RegistryAddress>,
     },
-    /// Drop a plugin's staged candidate; every record goes to the live version again.
+    /// Drop a plugin's staged candidate; every record goes to the live version again. With
+    /// --registry, on every process of the fleet.
     Abort {
         /// The plugin's name.
         name: String,
         #[command(flatten)]
         admin: AdminAddr,
+        /// The fleet's registry in Kafka: the abort is published there, for every process.
+        #[arg(long, value_name = "kafka://BROKERS/TOPIC", env = "WEIR_REGISTRY", value_parser = parse_registry)]
+        registry: Option<weir::registry::kafka::RegistryAddress>,
+        /// With --registry: why, shown in every process's log and status.
+        #[arg(
+            long,
+            value_name = "TEXT",
+            requires = "registry",
+            default_value = "an operator aborted it"
+        )]
+        reason: String,
     },
     /// Show how a staged shadow's outputs differ from the live version's, or a canary's counts.
     Diff {
@@ -687,12 +707,16 @@ fn main() -> ExitCode {
             registry,
             label,
             config,
-        }) => cli::plugin_publish::publish(&cli::plugin_publish::PublishRequest {
-            file: &file,
-            manifest: manifest.as_deref(),
-            registry: &registry,
-            label: label.as_deref(),
-            config: config.as_deref(),
+            stage,
+        }) => stage.rollout().and_then(|stage| {
+            cli::plugin_publish::publish(&cli::plugin_publish::PublishRequest {
+                file: &file,
+                manifest: manifest.as_deref(),
+                registry: &registry,
+                label: label.as_deref(),
+                config: config.as_deref(),
+                stage,
+            })
         }),
         Command::Plugin(PluginCommand::New {
             name,
@@ -723,12 +747,23 @@ fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Stage { name, how, admin }) => {
             cli::plugin_rollout::stage(&name, &how, admin.addr, &admin.token)
         }
-        Command::Plugin(PluginCommand::Promote { name, admin }) => {
-            cli::plugin_rollout::promote(&name, admin.addr, &admin.token)
-        }
-        Command::Plugin(PluginCommand::Abort { name, admin }) => {
-            cli::plugin_rollout::abort(&name, admin.addr, &admin.token)
-        }
+        Command::Plugin(PluginCommand::Promote {
+            name,
+            admin,
+            registry,
+        }) => match registry {
+            Some(registry) => cli::plugin_publish::promote(&name, &registry),
+            None => cli::plugin_rollout::promote(&name, admin.addr, &admin.token),
+        },
+        Command::Plugin(PluginCommand::Abort {
+            name,
+            admin,
+            registry,
+            reason,
+        }) => match registry {
+            Some(registry) => cli::plugin_publish::abort(&name, &reason, &registry),
+            None => cli::plugin_rollout::abort(&name, admin.addr, &admin.token),
+        },
         Command::Plugin(PluginCommand::Diff { name, admin }) => {
             cli::plugin_rollout::diff(&name, admin.addr, &admin.token)
         }

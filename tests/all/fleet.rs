@@ -58,22 +58,33 @@ fn picky() -> Vec<u8> {
 
 /// Writes `bytes` as `dir/tag/fault-picky.wasm` and publishes it with `weir plugin publish`.
 fn publish(dir: &Path, registry: &RegistryAddress, bytes: &[u8], tag: &str) -> String {
+    publish_with(dir, registry, bytes, tag, &[])
+}
+
+/// [`publish`] with more flags (`--shadow N`, `--canary-partitions LIST`).
+fn publish_with(
+    dir: &Path,
+    registry: &RegistryAddress,
+    bytes: &[u8],
+    tag: &str,
+    flags: &[&str],
+) -> String {
     let folder = dir.join(tag);
     std::fs::create_dir_all(&folder).unwrap();
     let file = folder.join(format!("{PLUGIN}.wasm"));
     std::fs::write(&file, bytes).unwrap();
-    let output = run_weir(
-        dir,
-        &[
-            "plugin",
-            "publish",
-            file.to_str().unwrap(),
-            "--registry",
-            &registry.to_string(),
-            "--label",
-            tag,
-        ],
-    );
+    let registry = registry.to_string();
+    let mut args = vec![
+        "plugin",
+        "publish",
+        file.to_str().unwrap(),
+        "--registry",
+        &registry,
+        "--label",
+        tag,
+    ];
+    args.extend_from_slice(flags);
+    let output = run_weir(dir, &args);
     assert!(
         output.status.success(),
         "publish {tag}: {}",
@@ -163,6 +174,13 @@ impl Member {
 
     fn runs(&self, version: &str) -> bool {
         self.activated().last().is_some_and(|v| v == version)
+    }
+
+    /// Whether its log has a line saying `message` with `field` equal to `version`.
+    fn logged(&self, message: &str, field: &str, version: &str) -> bool {
+        self.logs()
+            .iter()
+            .any(|l| l["message"] == message && l[field] == version)
     }
 
     /// The log lines saying a version was rejected.
@@ -342,7 +360,7 @@ async fn every_process_rejects_a_bad_version_and_follows_a_rollback_record() {
     // every process, each with the folder watcher's line, and v2 keeps running.
     let publisher = Publisher::new(&registry).unwrap();
     publisher
-        .publish(PLUGIN, &wrong, "", Some("bad"))
+        .publish(PLUGIN, &wrong, "", Some("bad"), None)
         .await
         .unwrap();
     wait_for(
@@ -647,5 +665,273 @@ async fn a_fleet_takes_a_new_version_mid_stream_through_a_kill_a_restart_and_a_j
     assert_eq!(partitions_on_v2.len(), PARTITIONS as usize);
     for i in [4, 3, 2, 0] {
         members.remove(i).terminate();
+    }
+}
+
+/// Every output line of `members` whose value is of `phase`: each partition's plugin versions.
+fn phase_versions(members: &[&Member], phase: &str) -> (usize, BTreeMap<i64, BTreeSet<String>>) {
+    let mut count = 0;
+    let mut versions: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
+    for member in members {
+        let text = std::fs::read_to_string(&member.out).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(line) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let Some(value) = line["value"]
+                .as_str()
+                .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
+            else {
+                continue;
+            };
+            if value["phase"] != phase {
+                continue;
+            }
+            count += 1;
+            let version = line["headers"][VERSION_HEADER].as_str().unwrap_or("none");
+            versions
+                .entry(value["p"].as_i64().unwrap())
+                .or_default()
+                .insert(version.to_owned());
+        }
+    }
+    (count, versions)
+}
+
+/// Produces `per_partition` records of `phase` to each of `partitions` partitions and waits
+/// until the members wrote them all; returns each partition's plugin versions.
+async fn produce_phase(
+    brokers: &str,
+    topic: &str,
+    members: &[&Member],
+    phase: &str,
+    partitions: i32,
+    per_partition: usize,
+) -> BTreeMap<i64, BTreeSet<String>> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for n in 0..per_partition {
+        for p in 0..partitions {
+            let payload = format!(r#"{{"phase":"{phase}","p":{p},"n":{n}}}"#);
+            producer
+                .send(
+                    FutureRecord::<str, str>::to(topic)
+                        .partition(p)
+                        .payload(&payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let expected = per_partition * partitions as usize;
+    wait_patiently(
+        &format!("{expected} outputs of phase {phase}"),
+        Duration::from_secs(180),
+        || phase_versions(members, phase).0 >= expected,
+    )
+    .await;
+    phase_versions(members, phase).1
+}
+
+/// Each of `partitions` partitions mapped to the one version its outputs carry: `canary` for
+/// those in `canaried`, `live` for the rest.
+fn expected_versions(
+    partitions: i32,
+    canaried: &[i64],
+    canary: &str,
+    live: &str,
+) -> BTreeMap<i64, BTreeSet<String>> {
+    (0..i64::from(partitions))
+        .map(|p| {
+            let version = if canaried.contains(&p) { canary } else { live };
+            (p, BTreeSet::from([version.to_owned()]))
+        })
+        .collect()
+}
+
+/// Staged rollouts through the registry: a canary published with `--canary-partitions 0,1`
+/// runs on exactly those partitions in every process until `promote --registry` makes it every
+/// process's version; a shadow published with `--shadow 1` is staged on every process (and on
+/// one that joins during the rollout), writes nothing, and `abort --registry` drops it
+/// everywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_published_to_the_registry_stages_promotes_and_aborts_on_every_process() {
+    const PARTITIONS: i32 = 6;
+    let brokers = kafka_brokers();
+    let registry = new_registry(&brokers);
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let topic = unique("fleet-rollout-in");
+    create_topic(&brokers, &topic, PARTITIONS).await;
+    let source = format!(
+        "type = \"kafka\", brokers = \"{brokers}\", topics = [\"{topic}\"], group = \"{}\", session_timeout_ms = 6000, heartbeat_interval_ms = 1000",
+        unique("fleet-rollout")
+    );
+    let v1 = publish(dir, &registry, &variant(&picky(), "v1", 0), "v1");
+    let one = Member::start(dir, "one", &source, &registry);
+    let two = Member::start(dir, "two", &source, &registry);
+    wait_for("both processes on v1", Duration::from_secs(180), || {
+        one.runs(&v1) && two.runs(&v1)
+    })
+    .await;
+    let both = [&one, &two];
+
+    // A canary on partitions 0 and 1, staged on both processes; the head stays v1.
+    let v2 = publish_with(
+        dir,
+        &registry,
+        &variant(&picky(), "v2", 0),
+        "v2",
+        &["--canary-partitions", "0,1"],
+    );
+    wait_for(
+        "both processes to stage v2",
+        Duration::from_secs(120),
+        || {
+            both.iter()
+                .all(|m| m.logged("Plugin candidate staged.", "candidate", &v2))
+        },
+    )
+    .await;
+    assert_eq!(
+        produce_phase(&brokers, &topic, &both, "canary", PARTITIONS, 20).await,
+        expected_versions(PARTITIONS, &[0, 1], &v2, &v1)
+    );
+
+    // Promoted through the registry: every partition of every process runs v2.
+    let promoted = run_weir(
+        dir,
+        &[
+            "plugin",
+            "promote",
+            PLUGIN,
+            "--registry",
+            &registry.to_string(),
+        ],
+    );
+    assert!(
+        promoted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&promoted.stderr)
+    );
+    wait_for(
+        "both processes to promote v2",
+        Duration::from_secs(120),
+        || {
+            both.iter()
+                .all(|m| m.logged("Plugin candidate promoted by the registry.", "version", &v2))
+        },
+    )
+    .await;
+    assert_eq!(
+        produce_phase(&brokers, &topic, &both, "promoted", PARTITIONS, 20).await,
+        expected_versions(PARTITIONS, &[], &v2, &v2)
+    );
+
+    // A shadow: staged on both, and on a process that joins during the rollout; it writes
+    // nothing, so every output still carries v2.
+    let v3 = publish_with(
+        dir,
+        &registry,
+        &variant(&picky(), "v3", 0),
+        "v3",
+        &["--shadow", "1"],
+    );
+    let three = Member::start(dir, "three", &source, &registry);
+    let all = [&one, &two, &three];
+    wait_for(
+        "every process to stage v3",
+        Duration::from_secs(180),
+        || {
+            all.iter()
+                .all(|m| m.logged("Plugin candidate staged.", "candidate", &v3))
+        },
+    )
+    .await;
+    assert!(three.runs(&v2), "{}", three.log_text());
+    assert_eq!(
+        produce_phase(&brokers, &topic, &all, "shadow", PARTITIONS, 20).await,
+        expected_versions(PARTITIONS, &[], &v2, &v2)
+    );
+    // The listing names the candidate and, once every process has sent a heartbeat since, the
+    // processes that run it.
+    let identities: Vec<String> = all.iter().map(|m| m.identity()).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = listing(dir, &registry);
+        let line = list
+            .lines()
+            .find(|l| l.contains(&format!("candidate {v3}")))
+            .unwrap_or_default()
+            .to_owned();
+        if line.contains("a shadow on every 1 batch(es)")
+            && identities.iter().all(|id| line.contains(id.as_str()))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{list}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Aborted through the registry: dropped on every process, with the reason given.
+    let aborted = run_weir(
+        dir,
+        &[
+            "plugin",
+            "abort",
+            PLUGIN,
+            "--registry",
+            &registry.to_string(),
+            "--reason",
+            "diff too large",
+        ],
+    );
+    assert!(
+        aborted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&aborted.stderr)
+    );
+    wait_for(
+        "every process to abort v3",
+        Duration::from_secs(120),
+        || {
+            all.iter()
+                .all(|m| m.logged("Plugin rollout aborted.", "candidate", &v3))
+        },
+    )
+    .await;
+    for member in all {
+        let abort = member
+            .logs()
+            .into_iter()
+            .find(|l| l["message"] == "Plugin rollout aborted.")
+            .unwrap();
+        assert!(
+            abort["reason"].as_str().unwrap().contains("diff too large"),
+            "{abort}"
+        );
+    }
+    let list = listing(dir, &registry);
+    assert!(!list.contains("candidate "), "{list}");
+    assert!(list.contains(&format!("(head {v2})")), "{list}");
+    // Nothing is staged any more: another abort is refused with what to do.
+    let again = run_weir(
+        dir,
+        &[
+            "plugin",
+            "abort",
+            PLUGIN,
+            "--registry",
+            &registry.to_string(),
+        ],
+    );
+    assert!(!again.status.success());
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("has no candidate staged"), "{said}");
+    for member in [one, two, three] {
+        member.terminate();
     }
 }

@@ -1,7 +1,8 @@
-//! `weir plugin publish`, and `weir plugin list` and `weir plugin rollback` with `--registry`:
-//! the fleet's side of the Kafka registry. A component is validated here as `weir run` would
-//! (contract version, type-check, `init` with its manifest's defaults) before any process sees
-//! it; rollback writes a head naming an earlier version, which every process deploys.
+//! `weir plugin publish`, and `weir plugin list`, `rollback`, `promote` and `abort` with
+//! `--registry`: the fleet's side of the Kafka registry. A component is validated here as
+//! `weir run` would (contract version, type-check, `init` with its manifest's defaults) before
+//! any process sees it; rollback writes a head naming an earlier version, which every process
+//! deploys; a staged candidate is promoted or aborted by a record every process follows.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,7 +14,7 @@ use weir::registry::kafka::{
     Catalog, Heartbeat, MAX_COMPONENT_BYTES, Publisher, RegistryAddress, STALE_AFTER, read_catalog,
     read_heartbeats, valid_plugin_name,
 };
-use weir::registry::{Manifest, PluginVersion};
+use weir::registry::{Manifest, PluginVersion, Rollout};
 use weir::runtime::{LoadedPlugin, PluginLimits, PluginRuntime, StepRequest};
 
 /// What `weir plugin publish` was asked.
@@ -28,6 +29,8 @@ pub struct PublishRequest<'a> {
     pub label: Option<&'a str>,
     /// A pipeline's config to validate `init` with, over the manifest's defaults.
     pub config: Option<&'a str>,
+    /// Stage it beside the fleet's version (shadow or canary) instead of making it the head.
+    pub stage: Option<Rollout>,
 }
 
 /// Validates the component and publishes it to the registry.
@@ -92,7 +95,13 @@ pub fn publish(request: &PublishRequest<'_>) -> anyhow::Result<ExitCode> {
         let publisher = Publisher::new(request.registry)?;
         publisher.ensure_topics().await?;
         publisher
-            .publish(&name, &bytes, &manifest_text, label.as_deref())
+            .publish(
+                &name,
+                &bytes,
+                &manifest_text,
+                label.as_deref(),
+                request.stage.as_ref(),
+            )
             .await
     })?;
     println!(
@@ -102,6 +111,87 @@ pub fn publish(request: &PublishRequest<'_>) -> anyhow::Result<ExitCode> {
         published.size.div_ceil(1024),
         published.chunks,
         request.registry
+    );
+    if let Some(rollout) = &request.stage {
+        println!(
+            "staged on every process as {}; `weir plugin promote {name} --registry {}` or `weir plugin abort {name} --registry {}`",
+            describe_rollout(rollout),
+            request.registry,
+            request.registry
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A rollout in words: `a shadow on every 2 batch(es)`, `a canary on partitions 0,1`.
+fn describe_rollout(rollout: &Rollout) -> String {
+    match rollout {
+        Rollout::Shadow { every_nth_batch } => {
+            format!("a shadow on every {every_nth_batch} batch(es)")
+        }
+        Rollout::Canary { partitions } => format!(
+            "a canary on partitions {}",
+            partitions
+                .iter()
+                .map(i32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    }
+}
+
+/// The candidate of `name` staged in `registry`, as published.
+fn staged_candidate(
+    catalog: &Catalog,
+    name: &str,
+    registry: &RegistryAddress,
+) -> anyhow::Result<weir::registry::kafka::PublishedVersion> {
+    let (record, _) = catalog.staged(name).with_context(|| {
+        format!(
+            "plugin `{name}` has no candidate staged in {registry}; stage one with `weir plugin publish {name}.wasm --registry {registry} --shadow N` (or --canary)"
+        )
+    })?;
+    catalog
+        .published(name, &record.sha256)
+        .cloned()
+        .with_context(|| {
+            format!(
+                "plugin `{name}`'s candidate {} has no version record in {registry}",
+                record.version
+            )
+        })
+}
+
+/// Promotes `name`'s staged candidate on every process: a head naming it, then the rollout's end.
+pub fn promote(name: &str, registry: &RegistryAddress) -> anyhow::Result<ExitCode> {
+    let (catalog, _) = read_catalog(registry, Some(Default::default()))?;
+    let candidate = staged_candidate(&catalog, name, registry)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async { Publisher::new(registry)?.promote(&candidate).await })?;
+    println!(
+        "plugin {name} promoted: every process of the fleet runs {}",
+        candidate.version
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Aborts `name`'s staged candidate on every process.
+pub fn abort(name: &str, reason: &str, registry: &RegistryAddress) -> anyhow::Result<ExitCode> {
+    let (catalog, _) = read_catalog(registry, Some(Default::default()))?;
+    let candidate = staged_candidate(&catalog, name, registry)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async { Publisher::new(registry)?.abort(&candidate, reason).await })?;
+    let head = catalog
+        .heads()
+        .get(name)
+        .map_or("the fleet's version", |h| h.version.as_str());
+    println!(
+        "plugin {name}: candidate {} aborted on every process; {head} runs every record",
+        candidate.version
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -223,6 +313,15 @@ fn render(catalog: &Catalog, heartbeats: &[Heartbeat], now: u64) -> String {
                 .push(who.clone());
         }
     }
+    let mut candidates: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
+    for heartbeat in heartbeats {
+        for (plugin, version) in &heartbeat.candidates {
+            candidates
+                .entry((plugin.as_str(), version.as_str()))
+                .or_default()
+                .push(heartbeat.process.clone());
+        }
+    }
     for (name, versions) in catalog.versions() {
         let head = catalog.heads().get(name);
         let _ = writeln!(
@@ -230,6 +329,17 @@ fn render(catalog: &Catalog, heartbeats: &[Heartbeat], now: u64) -> String {
             "{name}  (head {})",
             head.map_or("-", |h| h.version.as_str())
         );
+        if let Some((record, rollout)) = catalog.staged(name) {
+            let staged_on = candidates
+                .get(&(name.as_str(), record.version.as_str()))
+                .map_or_else(|| "no process yet".to_owned(), |p| p.join(", "));
+            let _ = writeln!(
+                out,
+                "  candidate {}: {}, staged on {staged_on}",
+                record.version,
+                describe_rollout(rollout)
+            );
+        }
         let _ = writeln!(
             out,
             "  {:<14} {:<12} {:>9}  {:<20} PROCESSES",

@@ -13,10 +13,11 @@ use weir::registry::rollout::{RolloutInfo, canary_partitions};
 use crate::AdminTokenArgs;
 use crate::cli::admin::{authorize, client_token, refusal};
 
-/// How a candidate is rolled out: exactly one of a shadow or a canary.
+/// How a candidate is rolled out: at most one of a shadow or a canary (`weir plugin stage`
+/// requires one; `weir plugin publish` without one makes the version the head).
 #[derive(Debug, clap::Args)]
 #[group(skip)]
-#[command(group(clap::ArgGroup::new("rollout").required(true).multiple(false)))]
+#[command(group(clap::ArgGroup::new("rollout").multiple(false)))]
 pub struct StageArgs {
     /// Shadow: run the candidate beside the live version on every Nth batch (1: every batch),
     /// compare its outputs and write none of them.
@@ -35,17 +36,19 @@ pub struct StageArgs {
 }
 
 impl StageArgs {
-    /// The rollout the flags ask for.
-    pub fn rollout(&self) -> anyhow::Result<Rollout> {
+    /// The rollout the flags ask for; `None` when they ask for none.
+    pub fn rollout(&self) -> anyhow::Result<Option<Rollout>> {
         if let Some(every_nth_batch) = self.shadow {
-            return Ok(Rollout::Shadow { every_nth_batch });
+            return Ok(Some(Rollout::Shadow { every_nth_batch }));
         }
         if let Some(list) = &self.canary_partitions {
-            return Ok(Rollout::Canary {
+            return Ok(Some(Rollout::Canary {
                 partitions: list.iter().copied().collect(),
-            });
+            }));
         }
-        let share = self.canary.as_deref().unwrap_or_default();
+        let Some(share) = self.canary.as_deref() else {
+            return Ok(None);
+        };
         let percent: u32 = share
             .trim()
             .trim_end_matches('%')
@@ -61,7 +64,14 @@ impl StageArgs {
             !partitions.is_empty(),
             "--canary {share} of {count} partitions takes none; give a larger share or --canary-partitions"
         );
-        Ok(Rollout::Canary { partitions })
+        Ok(Some(Rollout::Canary { partitions }))
+    }
+
+    /// The rollout the flags ask for, which must be one.
+    pub fn required_rollout(&self) -> anyhow::Result<Rollout> {
+        self.rollout()?.context(
+            "say how the candidate rolls out: --shadow N, --canary PCT% --partitions COUNT, or --canary-partitions LIST",
+        )
     }
 }
 
@@ -72,7 +82,7 @@ pub fn stage(
     admin: SocketAddr,
     token: &AdminTokenArgs,
 ) -> anyhow::Result<ExitCode> {
-    let rollout = args.rollout()?;
+    let rollout = args.required_rollout()?;
     let body = serde_json::to_value(&rollout)?;
     let answer = call(admin, token, name, "stage", Some(body))?;
     let info: RolloutInfo = serde_json::from_value(answer["staged"].clone())
@@ -233,28 +243,37 @@ mod tests {
     #[test]
     fn flags_resolve_to_a_rollout() {
         assert_eq!(
-            args(Some(10), None, None, None).rollout().unwrap(),
+            args(Some(10), None, None, None).required_rollout().unwrap(),
             Rollout::Shadow {
                 every_nth_batch: 10
             }
         );
         assert_eq!(
-            args(None, Some("33%"), None, Some(6)).rollout().unwrap(),
+            args(None, Some("33%"), None, Some(6))
+                .required_rollout()
+                .unwrap(),
             Rollout::Canary {
                 partitions: BTreeSet::from([0, 1])
             }
         );
         assert_eq!(
-            args(None, None, Some(vec![4, 1]), None).rollout().unwrap(),
+            args(None, None, Some(vec![4, 1]), None)
+                .required_rollout()
+                .unwrap(),
             Rollout::Canary {
                 partitions: BTreeSet::from([1, 4])
             }
         );
+        // None asked: publish makes a head, stage refuses.
+        assert_eq!(args(None, None, None, None).rollout().unwrap(), None);
+        assert!(args(None, None, None, None).required_rollout().is_err());
         assert!(args(None, Some("0%"), None, Some(6)).rollout().is_err());
         assert!(args(None, Some("many"), None, Some(6)).rollout().is_err());
         // Any share takes partition 0 of a non-empty stream; none of an empty one.
         assert_eq!(
-            args(None, Some("10%"), None, Some(3)).rollout().unwrap(),
+            args(None, Some("10%"), None, Some(3))
+                .required_rollout()
+                .unwrap(),
             Rollout::Canary {
                 partitions: BTreeSet::from([0])
             }

@@ -1,7 +1,8 @@
 //! What the registry topic holds, rebuilt record by record: every published version of every
-//! plugin (in publishing order), the chunks of the components this process may run, and each
-//! plugin's head. A head becomes deployable once its version's description and every chunk
-//! arrived, whatever order the partitions delivered them in.
+//! plugin (in publishing order), the chunks of the components this process may run, each
+//! plugin's head and its latest rollout (a candidate staged beside the head, or the end of one).
+//! A head or a staged candidate becomes deployable once its version's description and every
+//! chunk arrived, whatever order the partitions delivered them in.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::KafkaRegistryError;
 use super::chunks::{Assembly, MAX_COMPONENT_BYTES, MAX_MANIFEST_BYTES, headers, kinds};
 use crate::registry::Manifest;
+use crate::runtime::Rollout;
 
 /// One published version, as its version record describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +44,8 @@ pub enum HeadAction {
     Publish,
     /// An operator returned the fleet to an earlier version.
     Rollback,
+    /// An operator made the staged candidate the fleet's version.
+    Promote,
 }
 
 /// The version a plugin's fleet runs.
@@ -59,6 +63,61 @@ pub struct Head {
     pub publisher: String,
     /// When, milliseconds since the Unix epoch.
     pub at: u64,
+}
+
+/// What a rollout record says about a plugin's candidate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum RolloutAction {
+    /// Stage the candidate beside the head: a shadow or a canary.
+    Stage {
+        /// How it shares the records.
+        rollout: Rollout,
+    },
+    /// The candidate was promoted: the head record written just before names it.
+    Promote,
+    /// The candidate was dropped; every record goes to the head again.
+    Abort {
+        /// Why, as the operator or the automatic rule gave it.
+        reason: String,
+    },
+}
+
+/// The latest rollout of a plugin's fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    /// The plugin's name.
+    pub name: String,
+    /// The candidate's full sha256.
+    pub sha256: String,
+    /// Its 12-digit version.
+    pub version: String,
+    /// Stage, promote or abort.
+    #[serde(flatten)]
+    pub action: RolloutAction,
+    /// The host that wrote it.
+    pub publisher: String,
+    /// When, milliseconds since the Unix epoch.
+    pub at: u64,
+}
+
+impl RolloutRecord {
+    /// The rollout it stages, when it stages one.
+    pub fn staged(&self) -> Option<&Rollout> {
+        match &self.action {
+            RolloutAction::Stage { rollout } => Some(rollout),
+            RolloutAction::Promote | RolloutAction::Abort { .. } => None,
+        }
+    }
+}
+
+/// A change of what the fleet should run, once everything it names has arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A plugin's head moved: deploy it.
+    Head(Head),
+    /// A plugin's rollout changed: stage its candidate, or end the rollout.
+    Rollout(RolloutRecord),
 }
 
 /// One record read from the registry topic.
@@ -85,6 +144,9 @@ pub struct Catalog {
     heads: BTreeMap<String, Head>,
     /// Heads whose version is not complete yet.
     pending: BTreeSet<String>,
+    rollouts: BTreeMap<String, RolloutRecord>,
+    /// Staged candidates whose version is not complete yet.
+    pending_rollouts: BTreeSet<String>,
 }
 
 impl Catalog {
@@ -98,11 +160,13 @@ impl Catalog {
             assemblies: BTreeMap::new(),
             heads: BTreeMap::new(),
             pending: BTreeSet::new(),
+            rollouts: BTreeMap::new(),
+            pending_rollouts: BTreeSet::new(),
         }
     }
 
-    /// Takes one record in; returns the head it made deployable, if any.
-    pub fn apply(&mut self, record: Incoming<'_>) -> Result<Option<Head>, KafkaRegistryError> {
+    /// Takes one record in; returns the change it made ready, if any.
+    pub fn apply(&mut self, record: Incoming<'_>) -> Result<Option<Change>, KafkaRegistryError> {
         let Some(payload) = record.payload else {
             return Ok(None);
         };
@@ -163,6 +227,20 @@ impl Catalog {
                 self.pending.insert(name.clone());
                 Ok(self.ready(&name, &sha256))
             }
+            kinds::ROLLOUT => {
+                let rollout: RolloutRecord = serde_json::from_slice(payload)
+                    .map_err(|e| malformed(format!("rollout record: {e}")))?;
+                let (name, sha256) = (rollout.name.clone(), rollout.sha256.clone());
+                let stages = rollout.staged().is_some();
+                self.rollouts.insert(name.clone(), rollout.clone());
+                if !stages {
+                    // An end needs no component: it applies at once.
+                    self.pending_rollouts.remove(&name);
+                    return Ok(Some(Change::Rollout(rollout)));
+                }
+                self.pending_rollouts.insert(name.clone());
+                Ok(self.ready(&name, &sha256))
+            }
             other => Err(malformed(format!("unknown record kind `{other}`"))),
         }
     }
@@ -171,14 +249,23 @@ impl Catalog {
         self.keep.as_ref().is_none_or(|keep| keep.contains(name))
     }
 
-    /// The head of `name` when it names `sha256`, is waiting, and its version is now complete.
-    fn ready(&mut self, name: &str, sha256: &str) -> Option<Head> {
-        let head = self.heads.get(name).filter(|h| h.sha256 == sha256)?;
-        if !self.pending.contains(name) || !self.is_complete(name, sha256) {
+    /// The head of `name`, or else its staged candidate, when it names `sha256`, is waiting,
+    /// and its version is now complete.
+    fn ready(&mut self, name: &str, sha256: &str) -> Option<Change> {
+        if !self.is_complete(name, sha256) {
             return None;
         }
-        self.pending.remove(name);
-        Some(head.clone())
+        let head = self.heads.get(name).filter(|h| h.sha256 == sha256);
+        if let Some(head) = head
+            && self.pending.remove(name)
+        {
+            return Some(Change::Head(head.clone()));
+        }
+        let rollout = self.rollouts.get(name).filter(|r| r.sha256 == sha256)?;
+        if !self.pending_rollouts.remove(name) {
+            return None;
+        }
+        Some(Change::Rollout(rollout.clone()))
     }
 
     fn is_complete(&self, name: &str, sha256: &str) -> bool {
@@ -199,6 +286,20 @@ impl Catalog {
     /// Heads still waiting for their version's records.
     pub fn pending(&self) -> impl Iterator<Item = &Head> {
         self.pending.iter().filter_map(|name| self.heads.get(name))
+    }
+
+    /// Each plugin's latest rollout record, by name.
+    pub fn rollouts(&self) -> &BTreeMap<String, RolloutRecord> {
+        &self.rollouts
+    }
+
+    /// The candidate of `name` the fleet should run beside its head, with how it rolls out:
+    /// the latest rollout record when it stages a version other than the head's.
+    pub fn staged(&self, name: &str) -> Option<(&RolloutRecord, &Rollout)> {
+        let record = self.rollouts.get(name)?;
+        let rollout = record.staged()?;
+        let head = self.heads.get(name)?;
+        (head.sha256 != record.sha256).then_some((record, rollout))
     }
 
     /// Every plugin's published versions, oldest first.
@@ -326,8 +427,21 @@ mod tests {
             self.records.push((headers, payload));
         }
 
-        fn read(&self, catalog: &mut Catalog) -> Vec<Head> {
-            let mut heads = Vec::new();
+        fn rollout(&mut self, name: &str, sha256: &str, action: RolloutAction) {
+            let record = RolloutRecord {
+                name: name.into(),
+                sha256: sha256.into(),
+                version: sha256[..12].into(),
+                action,
+                publisher: "test".into(),
+                at: 0,
+            };
+            self.push(kinds::ROLLOUT, serde_json::to_vec(&record).unwrap());
+        }
+
+        /// Every change, in order.
+        fn changes(&self, catalog: &mut Catalog) -> Vec<Change> {
+            let mut changes = Vec::new();
             for (offset, (headers, payload)) in self.records.iter().enumerate() {
                 let incoming = Incoming {
                     partition: 0,
@@ -335,9 +449,20 @@ mod tests {
                     headers,
                     payload: Some(payload),
                 };
-                heads.extend(catalog.apply(incoming).unwrap());
+                changes.extend(catalog.apply(incoming).unwrap());
             }
-            heads
+            changes
+        }
+
+        /// The heads among the changes, in order.
+        fn read(&self, catalog: &mut Catalog) -> Vec<Head> {
+            self.changes(catalog)
+                .into_iter()
+                .filter_map(|change| match change {
+                    Change::Head(head) => Some(head),
+                    Change::Rollout(_) => None,
+                })
+                .collect()
         }
     }
 
@@ -368,6 +493,67 @@ mod tests {
         assert_eq!(bytes.len(), CHUNK_BYTES + 5);
         assert_eq!(manifest.version.as_deref(), Some("1.0"));
         assert_eq!(manifest.description.as_deref(), Some("d"));
+    }
+
+    /// `publish` without its head: a candidate's chunks and version record.
+    fn candidate(topic: &mut Topic, name: &str, bytes: &[u8], label: &str) -> String {
+        let sha256 = topic.publish(name, bytes, label);
+        topic.records.pop();
+        sha256
+    }
+
+    #[test]
+    fn a_staged_candidate_is_ready_once_complete_and_ends_with_promote_or_abort() {
+        let mut topic = Topic {
+            records: Vec::new(),
+        };
+        let live = topic.publish("p", b"live", "1");
+        let shadow = Rollout::Shadow { every_nth_batch: 2 };
+        // The stage record before the candidate's chunks, as another partition may deliver it.
+        let next = hex::encode(Sha256::digest(b"next"));
+        topic.rollout(
+            "p",
+            &next,
+            RolloutAction::Stage {
+                rollout: shadow.clone(),
+            },
+        );
+        assert_eq!(candidate(&mut topic, "p", b"next", "2"), next);
+        let mut catalog = Catalog::new("kafka://x/t", None);
+        let changes = topic.changes(&mut catalog);
+        assert!(matches!(&changes[..], [Change::Head(h), Change::Rollout(r)]
+            if h.sha256 == live && r.sha256 == next && r.staged() == Some(&shadow)));
+        let (staged, rollout) = catalog.staged("p").unwrap();
+        assert_eq!((staged.sha256.as_str(), rollout), (next.as_str(), &shadow));
+        assert!(catalog.component("p", &next).is_ok());
+
+        // Promoted: the head names the candidate, then the rollout ends; nothing is staged.
+        topic.records.clear();
+        topic.head("p", &next, HeadAction::Promote);
+        topic.rollout("p", &next, RolloutAction::Promote);
+        let changes = topic.changes(&mut catalog);
+        assert!(matches!(&changes[..], [Change::Head(h), Change::Rollout(r)]
+            if h.action == HeadAction::Promote && r.action == RolloutAction::Promote));
+        assert!(catalog.staged("p").is_none());
+
+        // A new canary, aborted: the abort applies at once and nothing stays staged.
+        topic.records.clear();
+        let third = candidate(&mut topic, "p", b"third", "3");
+        let canary = Rollout::Canary {
+            partitions: BTreeSet::from([0, 1]),
+        };
+        topic.rollout("p", &third, RolloutAction::Stage { rollout: canary });
+        topic.rollout(
+            "p",
+            &third,
+            RolloutAction::Abort {
+                reason: "operator".into(),
+            },
+        );
+        let changes = topic.changes(&mut catalog);
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert!(catalog.staged("p").is_none());
+        assert_eq!(catalog.heads()["p"].sha256, next);
     }
 
     #[test]

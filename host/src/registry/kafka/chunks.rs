@@ -22,7 +22,7 @@ pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
 
 /// Header names of the registry's records.
 pub mod headers {
-    /// `chunk`, `version` or `head`.
+    /// `chunk`, `version`, `head` or `rollout`.
     pub const KIND: &str = "weir.registry.kind";
     /// The plugin's name.
     pub const PLUGIN: &str = "weir.registry.plugin";
@@ -48,6 +48,8 @@ pub mod kinds {
     pub const VERSION: &str = "version";
     /// The version a plugin's fleet runs.
     pub const HEAD: &str = "head";
+    /// A staged rollout of a candidate beside the head (shadow or canary), or its end.
+    pub const ROLLOUT: &str = "rollout";
 }
 
 /// One record to write, before it meets a producer.
@@ -75,6 +77,11 @@ pub fn version_key(name: &str, sha256: &str) -> String {
 /// The key of `name`'s head: only the last one survives compaction.
 pub fn head_key(name: &str) -> String {
     format!("head/{name}")
+}
+
+/// The key of a plugin's rollout record: compaction keeps only the latest.
+pub fn rollout_key(name: &str) -> String {
+    format!("rollout/{name}")
 }
 
 /// How many chunks a component of `size` bytes takes.

@@ -1,8 +1,10 @@
 //! Reading the registry topic: every process reads all of it from the beginning (partitions
 //! assigned, never a consumer group that would share them, nothing committed), deploys the head
-//! of each plugin it runs, then follows the topic on a thread of its own and deploys every new
-//! head with the folder watcher's checks: hash, contract, type-check, `init` per pipeline, swap
-//! between batches, and the same log line when a version is rejected.
+//! of each plugin it runs and stages its candidate when a rollout is under way, then follows the
+//! topic on a thread of its own: every new head is deployed with the folder watcher's checks
+//! (hash, contract, type-check, `init` per pipeline, swap between batches, the same log line
+//! when a version is rejected), every staged candidate is staged with the same checks, and a
+//! promotion or an abort moves this process with the rest of the fleet.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::catalog::{Catalog, Head, HeadAction, Incoming};
+use super::catalog::{Catalog, Change, Head, HeadAction, Incoming, RolloutAction, RolloutRecord};
 use super::{KAFKA_TIMEOUT, KafkaRegistryError, RegistryAddress};
 use crate::registry::{Deployer, Deployment, RegistryError};
 
@@ -201,7 +203,7 @@ fn is_transient(error: &KafkaRegistryError) -> bool {
 
 /// Applies a polled record to `catalog`, logging a record it cannot use instead of failing:
 /// a damaged record is skipped, the rest of the registry still works.
-fn apply(catalog: &mut Catalog, polled: Polled) -> Option<Head> {
+fn apply(catalog: &mut Catalog, polled: Polled) -> Option<Change> {
     let Polled::Record {
         partition,
         offset,
@@ -243,7 +245,8 @@ pub fn read_catalog(
 
 /// Reads the registry at `address` and deploys the head of every plugin `deployer` runs, as
 /// `weir run --registry` starts: a plugin without a head, or whose head is rejected, stops the
-/// start. Blocking (reads Kafka, compiles): call from a blocking thread.
+/// start. A candidate under rollout is staged beside its head; one that is rejected is logged
+/// and the head runs every record. Blocking (reads Kafka, compiles): call from a blocking thread.
 pub fn deploy_from_registry(
     deployer: &Deployer,
     address: &RegistryAddress,
@@ -266,6 +269,9 @@ pub fn deploy_from_registry(
                 source: Box::new(source),
             }
         })?;
+        if let Some((record, _)) = catalog.staged(name) {
+            let _ = apply_rollout(deployer, &catalog, address, record);
+        }
     }
     Ok((catalog, follower))
 }
@@ -296,6 +302,18 @@ pub fn deploy_head(
     head: &Head,
 ) -> Result<Deployment, RegistryError> {
     let file = format!("{address}#{}@{}", head.name, head.version);
+    if head.action == HeadAction::Promote
+        && staged_sha256(deployer, &head.name).as_deref() == Some(head.sha256.as_str())
+    {
+        // The candidate this process staged becomes its live version.
+        let previous = deployer
+            .slots()
+            .get(&head.name)
+            .map(|slot| slot.current().1.plugin.version().to_owned());
+        let version = deployer.promote(&head.name)?;
+        tracing::info!(plugin = %head.name, version = %head.version, publisher = %head.publisher, "Plugin candidate promoted by the registry.");
+        return Ok(Deployment::Activated { version, previous });
+    }
     let deployed = catalog
         .component(&head.name, &head.sha256)
         .map_err(|e| RegistryError::Read {
@@ -312,7 +330,7 @@ pub fn deploy_head(
         Ok(Deployment::Unchanged) => {
             tracing::debug!(%file, "Plugin version unchanged.");
         }
-        // A deploy activates; staging is a separate call the registry does not make yet.
+        // A head activates; candidates are staged by `apply_rollout`.
         Ok(Deployment::Staged { .. }) => {}
         Err(error) => {
             if matches!(error, RegistryError::Read { .. }) {
@@ -326,8 +344,53 @@ pub fn deploy_head(
     deployed
 }
 
+/// The sha256 of the candidate staged for `name` in this process, if any.
+fn staged_sha256(deployer: &Deployer, name: &str) -> Option<String> {
+    let (version, _) = deployer.slots().get(name)?.staged()?;
+    Some(version.plugin.sha256().to_owned())
+}
+
+/// Applies a rollout record of the registry at `address` to `deployer`'s slots: stages the
+/// candidate it names (with the checks of a deploy), or drops the candidate it aborts. A
+/// promotion needs nothing here: the head written before it promoted the candidate.
+pub fn apply_rollout(
+    deployer: &Deployer,
+    catalog: &Catalog,
+    address: &RegistryAddress,
+    record: &RolloutRecord,
+) -> Result<(), RegistryError> {
+    let file = format!("{address}#{}@{}", record.name, record.version);
+    match &record.action {
+        RolloutAction::Stage { rollout } => {
+            let staged = catalog
+                .component(&record.name, &record.sha256)
+                .map_err(|e| RegistryError::Read {
+                    path: file.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+                .and_then(|(bytes, manifest)| {
+                    deployer.stage_bytes(&record.name, &bytes, Arc::new(manifest), rollout.clone())
+                });
+            if let Err(error) = &staged {
+                tracing::error!(%file, reason = %error, "Plugin candidate rejected; the live version keeps every record.");
+            }
+            staged.map(|_| ())
+        }
+        RolloutAction::Abort { reason } => {
+            if staged_sha256(deployer, &record.name).as_deref() == Some(record.sha256.as_str()) {
+                deployer.abort(
+                    &record.name,
+                    &format!("aborted in the registry by {}: {reason}", record.publisher),
+                )?;
+            }
+            Ok(())
+        }
+        RolloutAction::Promote => Ok(()),
+    }
+}
+
 /// Follows the registry on a thread of its own: every head that arrives for a plugin
-/// `deployer` runs is deployed. Stops when the handle is dropped.
+/// `deployer` runs is deployed, every rollout applied. Stops when the handle is dropped.
 pub fn follow(
     deployer: Deployer,
     mut catalog: Catalog,
@@ -343,13 +406,15 @@ pub fn follow(
             tracing::info!(registry = %address, "Following the plugin registry.");
             while !stopped.load(Ordering::SeqCst) {
                 match follower.reader.poll(Duration::from_millis(200)) {
-                    Ok(polled) => {
-                        if let Some(head) = apply(&mut catalog, polled)
-                            && used.contains(&head.name)
-                        {
+                    Ok(polled) => match apply(&mut catalog, polled) {
+                        Some(Change::Head(head)) if used.contains(&head.name) => {
                             let _ = deploy_head(&deployer, &catalog, &address, &head);
                         }
-                    }
+                        Some(Change::Rollout(record)) if used.contains(&record.name) => {
+                            let _ = apply_rollout(&deployer, &catalog, &address, &record);
+                        }
+                        _ => {}
+                    },
                     Err(error) => {
                         tracing::warn!(%error, "Cannot read the plugin registry; retrying.");
                         std::thread::sleep(Duration::from_secs(1));

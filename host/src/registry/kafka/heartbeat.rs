@@ -36,6 +36,10 @@ pub struct Heartbeat {
     pub pipelines: Vec<String>,
     /// Plugin name to the 12-digit version it runs.
     pub plugins: BTreeMap<String, String>,
+    /// Plugin name to the 12-digit version of the candidate it runs beside it (a shadow or a
+    /// canary), for the plugins that have one.
+    #[serde(default)]
+    pub candidates: BTreeMap<String, String>,
     /// When it was written, milliseconds since the Unix epoch.
     pub at: u64,
 }
@@ -116,13 +120,19 @@ pub async fn start_heartbeat(
             let mut ticker = tokio::time::interval(HEARTBEAT_EVERY);
             loop {
                 ticker.tick().await;
+                let described = slots.describe();
                 let heartbeat = Heartbeat {
                     process: process.clone(),
                     host: host_name(),
                     pid: std::process::id(),
                     pipelines: pipelines.clone(),
-                    plugins: slots
-                        .describe()
+                    candidates: described
+                        .iter()
+                        .filter_map(|slot| {
+                            Some((slot.name.clone(), slot.staged.as_ref()?.version.clone()))
+                        })
+                        .collect(),
+                    plugins: described
                         .into_iter()
                         .map(|slot| (slot.name, slot.current.version))
                         .collect(),

@@ -1,8 +1,9 @@
 //! The plugin registry of a fleet, kept in a compacted Kafka topic so that every `weir` process
 //! reading it deploys the same versions in the same order. `chunks` is the wire format (a
 //! component split into records that survive compaction), `catalog` rebuilds the plugins and
-//! their history from those records, `publish` writes them, `follow` reads the topic and deploys,
-//! and `heartbeat` tells the fleet topic which process runs which version.
+//! their history from those records, `publish` writes them (versions, heads, rollouts), `follow`
+//! reads the topic and deploys or stages, and `heartbeat` tells the fleet topic which process
+//! runs which version.
 
 mod catalog;
 mod chunks;
@@ -10,7 +11,9 @@ mod follow;
 mod heartbeat;
 mod publish;
 
-pub use catalog::{Catalog, Head, HeadAction, Incoming, PublishedVersion};
+pub use catalog::{
+    Catalog, Change, Head, HeadAction, Incoming, PublishedVersion, RolloutAction, RolloutRecord,
+};
 pub use chunks::{CHUNK_BYTES, MAX_COMPONENT_BYTES, MAX_MANIFEST_BYTES};
 pub use follow::{
     FollowHandle, RegistryFollower, deploy_from_registry, deploy_head, follow, read_catalog,

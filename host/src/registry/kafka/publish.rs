@@ -1,6 +1,7 @@
 //! Writing to the registry topic: a published version (its chunks, then its description, then
-//! the head naming it) and a rollback (a head naming an earlier version). Everything goes to
-//! partition 0, so a reader sees a version's chunks before the head that names it; the topics
+//! the head naming it, or a rollout record staging it beside the head), a rollback (a head
+//! naming an earlier version), and a rollout's promotion or abort. Everything goes to
+//! partition 0, so a reader sees a version's chunks before the record that names it; the topics
 //! are created compacted when missing.
 
 use std::time::{Duration, SystemTime};
@@ -13,13 +14,14 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use sha2::{Digest, Sha256};
 
-use super::catalog::{Head, HeadAction, PublishedVersion};
+use super::catalog::{Head, HeadAction, PublishedVersion, RolloutAction, RolloutRecord};
 use super::chunks::{
     MAX_COMPONENT_BYTES, MAX_MANIFEST_BYTES, WireRecord, chunk_count, chunk_records, head_key,
-    headers, kinds, version_key,
+    headers, kinds, rollout_key, version_key,
 };
 use super::heartbeat::host_name;
 use super::{KAFKA_TIMEOUT, KafkaRegistryError, RegistryAddress};
+use crate::runtime::Rollout;
 
 /// Whether `name` can name a plugin in the registry: lower-case letters, digits, `-` and `_`,
 /// starting with a letter, at most 64 (the rule of `weir plugin new`); keys are built from it.
@@ -64,13 +66,15 @@ impl Publisher {
         .await
     }
 
-    /// Publishes a validated component under `name` and makes it the fleet's head.
+    /// Publishes a validated component under `name` and makes it the fleet's head, or, with
+    /// `stage`, stages it beside the head as a shadow or a canary.
     pub async fn publish(
         &self,
         name: &str,
         bytes: &[u8],
         manifest: &str,
         label: Option<&str>,
+        stage: Option<&Rollout>,
     ) -> Result<PublishedVersion, KafkaRegistryError> {
         if !valid_plugin_name(name) {
             return Err(KafkaRegistryError::Refused(format!(
@@ -125,16 +129,87 @@ impl Publisher {
         for record in &records {
             self.send(record).await?;
         }
+        match stage {
+            Some(rollout) => {
+                self.write_rollout(
+                    &version,
+                    RolloutAction::Stage {
+                        rollout: rollout.clone(),
+                    },
+                )
+                .await?
+            }
+            None => {
+                self.write_head(&Head {
+                    name: name.to_owned(),
+                    sha256,
+                    version: version.version.clone(),
+                    action: HeadAction::Publish,
+                    publisher: self.host.clone(),
+                    at: unix_millis(),
+                })
+                .await?
+            }
+        }
+        Ok(version)
+    }
+
+    /// Makes the staged candidate `version` the fleet's head, then ends its rollout: every
+    /// process promotes it (or, if it never staged it, deploys it as a new version).
+    pub async fn promote(&self, version: &PublishedVersion) -> Result<(), KafkaRegistryError> {
         self.write_head(&Head {
-            name: name.to_owned(),
-            sha256,
+            name: version.name.clone(),
+            sha256: version.sha256.clone(),
             version: version.version.clone(),
-            action: HeadAction::Publish,
+            action: HeadAction::Promote,
             publisher: self.host.clone(),
             at: unix_millis(),
         })
         .await?;
-        Ok(version)
+        self.write_rollout(version, RolloutAction::Promote).await
+    }
+
+    /// Ends the rollout of the staged candidate `version`: every process drops it.
+    pub async fn abort(
+        &self,
+        version: &PublishedVersion,
+        reason: &str,
+    ) -> Result<(), KafkaRegistryError> {
+        self.write_rollout(
+            version,
+            RolloutAction::Abort {
+                reason: reason.to_owned(),
+            },
+        )
+        .await
+    }
+
+    async fn write_rollout(
+        &self,
+        version: &PublishedVersion,
+        action: RolloutAction,
+    ) -> Result<(), KafkaRegistryError> {
+        let record = RolloutRecord {
+            name: version.name.clone(),
+            sha256: version.sha256.clone(),
+            version: version.version.clone(),
+            action,
+            publisher: self.host.clone(),
+            at: unix_millis(),
+        };
+        let payload = serde_json::to_vec(&record).map_err(|e| {
+            KafkaRegistryError::Refused(format!("cannot encode the rollout record: {e}"))
+        })?;
+        self.send(&WireRecord {
+            key: rollout_key(&record.name),
+            headers: vec![
+                (headers::KIND, kinds::ROLLOUT.as_bytes().to_vec()),
+                (headers::PLUGIN, record.name.as_bytes().to_vec()),
+                (headers::SHA256, record.sha256.as_bytes().to_vec()),
+            ],
+            payload,
+        })
+        .await
     }
 
     /// Points `version`'s plugin's head back at it: every process following the registry
