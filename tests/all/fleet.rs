@@ -712,20 +712,8 @@ async fn produce_phase(
         .set("bootstrap.servers", brokers)
         .create()
         .unwrap();
-    for n in 0..per_partition {
-        for p in 0..partitions {
-            let payload = format!(r#"{{"phase":"{phase}","p":{p},"n":{n}}}"#);
-            producer
-                .send(
-                    FutureRecord::<str, str>::to(topic)
-                        .partition(p)
-                        .payload(&payload),
-                    Duration::from_secs(30),
-                )
-                .await
-                .unwrap();
-        }
-    }
+    let all: Vec<i32> = (0..partitions).collect();
+    crate::support::produce_phase(&producer, topic, phase, &all, per_partition, "").await;
     let expected = per_partition * partitions as usize;
     wait_patiently(
         &format!("{expected} outputs of phase {phase}"),

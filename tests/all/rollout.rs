@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
 
@@ -395,20 +395,8 @@ impl KafkaHarness {
 
     /// Produces `{"phase":PHASE,"p":P,"n":N,"note":NOTE}` to each partition P, `count` each.
     async fn produce(&self, phase: &str, partitions: &[i32], count: usize, note: &str) {
-        for n in 0..count {
-            for &p in partitions {
-                let payload = format!(r#"{{"phase":"{phase}","p":{p},"n":{n},"note":"{note}"}}"#);
-                self.producer
-                    .send(
-                        FutureRecord::<str, str>::to(&self.topic)
-                            .partition(p)
-                            .payload(&payload),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .unwrap();
-            }
-        }
+        crate::support::produce_phase(&self.producer, &self.topic, phase, partitions, count, note)
+            .await;
     }
 
     /// Waits for `count` outputs of `phase`; the version each partition's outputs carry.

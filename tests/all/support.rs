@@ -401,3 +401,29 @@ async fn forward(
         }
     }
 }
+
+/// Produces `{"phase":PHASE,"p":P,"n":N,"note":NOTE}` to each partition P of `partitions` of
+/// `topic`, `count` each, N from 0 in order: records a test can tell apart by phase and partition.
+pub async fn produce_phase(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    phase: &str,
+    partitions: &[i32],
+    count: usize,
+    note: &str,
+) {
+    for n in 0..count {
+        for &p in partitions {
+            let payload = format!(r#"{{"phase":"{phase}","p":{p},"n":{n},"note":"{note}"}}"#);
+            producer
+                .send(
+                    rdkafka::producer::FutureRecord::<str, str>::to(topic)
+                        .partition(p)
+                        .payload(&payload),
+                    std::time::Duration::from_secs(30),
+                )
+                .await
+                .expect("the broker takes the record");
+        }
+    }
+}

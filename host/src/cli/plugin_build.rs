@@ -229,18 +229,22 @@ pub fn project_name(dir: &Path) -> Result<String, BuildError> {
     }
 }
 
-/// Builds the crate at `crate_dir` in release mode for wasm32-wasip2 and copies the component
-/// to `registry/NAME.wasm`.
+/// The release profile a Rust plugin is built with, over its project's own: link-time
+/// optimisation across the SDK, serde and the plugin in one codegen unit. Measured with
+/// `weir bench plugin` on `user-profile`: 10 to 20% more records/s as Wasm (README,
+/// Performance). Given as `--config`, so it applies to a plugin inside a workspace too, where a
+/// package's own `[profile]` is ignored, and leaves the target folder's other builds alone.
+const PLUGIN_PROFILE: [&str; 2] = [
+    "profile.release.lto=true",
+    "profile.release.codegen-units=1",
+];
+
+/// Builds the crate at `crate_dir` in release mode (with [`PLUGIN_PROFILE`]) for wasm32-wasip2
+/// and copies the component to `registry/NAME.wasm`.
 fn build_rust(crate_dir: &Path, registry: &Path) -> Result<BuiltPlugin, BuildError> {
     let manifest = crate_dir.join("Cargo.toml");
     let name = package_name(&manifest)?;
-    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cargo
-        .args(["build", "--release", "--target", PLUGIN_TARGET])
-        .args(["--message-format", "json-render-diagnostics"])
-        .arg("--manifest-path")
-        .arg(&manifest);
-    let (success, messages) = run_cargo(cargo, &name).map_err(BuildError::Cargo)?;
+    let (success, messages) = run_cargo(rust_build(&manifest), &name).map_err(BuildError::Cargo)?;
     if !success {
         return Err(BuildError::Failed { manifest });
     }
@@ -248,6 +252,22 @@ fn build_rust(crate_dir: &Path, registry: &Path) -> Result<BuiltPlugin, BuildErr
         manifest: manifest.clone(),
     })?;
     place(&artifact, registry, name, Language::Rust)
+}
+
+/// The cargo command that builds the crate of `manifest` into a component.
+fn rust_build(manifest: &Path) -> Command {
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo
+        .args(["build", "--release", "--target", PLUGIN_TARGET])
+        .args(
+            PLUGIN_PROFILE
+                .iter()
+                .flat_map(|setting| ["--config", setting]),
+        )
+        .args(["--message-format", "json-render-diagnostics"])
+        .arg("--manifest-path")
+        .arg(manifest);
+    cargo
 }
 
 /// Copies `artifact` to `registry/NAME.wasm` through a hidden temporary name.
@@ -595,6 +615,21 @@ fn wasm_artifact(messages: &[u8]) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rust_plugins_build_in_release_with_lto_in_one_codegen_unit() {
+        let command = rust_build(Path::new("/p/Cargo.toml"));
+        let args: Vec<&str> = command.get_args().map(|a| a.to_str().unwrap()).collect();
+        let has = |pair: [&str; 2]| args.windows(2).any(|w| w == pair);
+        assert!(has(["--target", PLUGIN_TARGET]), "{args:?}");
+        assert!(args.contains(&"--release"), "{args:?}");
+        assert!(has(["--config", "profile.release.lto=true"]), "{args:?}");
+        assert!(
+            has(["--config", "profile.release.codegen-units=1"]),
+            "{args:?}"
+        );
+        assert!(has(["--manifest-path", "/p/Cargo.toml"]), "{args:?}");
+    }
 
     #[test]
     fn finds_the_wasm_artifact_in_cargo_messages() {
