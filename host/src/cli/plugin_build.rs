@@ -231,7 +231,7 @@ pub fn project_name(dir: &Path) -> Result<String, BuildError> {
 
 /// The release profile a Rust plugin is built with, over its project's own: link-time
 /// optimisation across the SDK, serde and the plugin in one codegen unit. Measured with
-/// `weir bench plugin` on `user-profile`: 10 to 20% more records/s as Wasm (README,
+/// `weir bench plugin` on `user-profile`: 5 to 10% more records/s as Wasm (README,
 /// Performance). Given as `--config`, so it applies to a plugin inside a workspace too, where a
 /// package's own `[profile]` is ignored, and leaves the target folder's other builds alone.
 const PLUGIN_PROFILE: [&str; 2] = [
