@@ -740,8 +740,9 @@ fn expected_versions(
         .collect()
 }
 
-/// Staged rollouts through the registry: a canary published with `--canary-partitions 0,1`
-/// runs on exactly those partitions in every process until `promote --registry` makes it every
+/// Staged rollouts through the registry: a canary published with `--canary 33%` (no partition
+/// count: each process resolves it against its source's 6 partitions) runs on exactly
+/// partitions 0 and 1 in every process until `promote --registry` makes it every
 /// process's version; a shadow published with `--shadow 1` is staged on every process (and on
 /// one that joins during the rollout), writes nothing, and `abort --registry` drops it
 /// everywhere.
@@ -767,13 +768,13 @@ async fn a_rollout_published_to_the_registry_stages_promotes_and_aborts_on_every
     .await;
     let both = [&one, &two];
 
-    // A canary on partitions 0 and 1, staged on both processes; the head stays v1.
+    // A canary of 33%: partitions 0 and 1 of 6, staged on both processes; the head stays v1.
     let v2 = publish_with(
         dir,
         &registry,
         &variant(&picky(), "v2", 0),
         "v2",
-        &["--canary-partitions", "0,1"],
+        &["--canary", "33%"],
     );
     wait_for(
         "both processes to stage v2",

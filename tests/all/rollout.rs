@@ -380,10 +380,11 @@ impl KafkaHarness {
         slot.current().1.plugin.version().to_owned()
     }
 
-    /// Places a candidate and stages it as a canary of a third of the partitions.
+    /// Places a candidate and stages it as a canary of a third of the partitions (the share
+    /// resolved by the running weir against its source topic's 6 partitions).
     fn stage(&self, bytes: &[u8]) -> String {
         drop_in(&self.registry, "canary.candidate.wasm", bytes);
-        self.cli(&["stage", "canary", "--canary", "33%", "--partitions", "6"]);
+        self.cli(&["stage", "canary", "--canary", "33%"]);
         self.app
             .slots()
             .get("canary")

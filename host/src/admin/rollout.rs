@@ -10,13 +10,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AdminState;
-use crate::registry::{RegistryError, Rollout, RolloutError, SlotInfo};
+use crate::registry::{RegistryError, RolloutError, RolloutPlan, SlotInfo};
 
 /// Stages plugin `name`'s candidate from the registry beside its live version.
 pub async fn stage(
     State(state): State<AdminState>,
     Path(name): Path<String>,
-    Json(rollout): Json<Rollout>,
+    Json(rollout): Json<RolloutPlan>,
 ) -> Response {
     let Some(deployer) = state.deployer.clone() else {
         return error(

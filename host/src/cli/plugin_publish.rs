@@ -14,7 +14,7 @@ use weir::registry::kafka::{
     Catalog, Heartbeat, MAX_COMPONENT_BYTES, Publisher, RegistryAddress, STALE_AFTER, read_catalog,
     read_heartbeats, valid_plugin_name,
 };
-use weir::registry::{Manifest, PluginVersion, Rollout};
+use weir::registry::{Manifest, PluginVersion, RolloutPlan};
 use weir::runtime::{LoadedPlugin, PluginLimits, PluginRuntime, StepRequest};
 
 /// What `weir plugin publish` was asked.
@@ -30,7 +30,7 @@ pub struct PublishRequest<'a> {
     /// A pipeline's config to validate `init` with, over the manifest's defaults.
     pub config: Option<&'a str>,
     /// Stage it beside the fleet's version (shadow or canary) instead of making it the head.
-    pub stage: Option<Rollout>,
+    pub stage: Option<RolloutPlan>,
 }
 
 /// Validates the component and publishes it to the registry.
@@ -115,29 +115,12 @@ pub fn publish(request: &PublishRequest<'_>) -> anyhow::Result<ExitCode> {
     if let Some(rollout) = &request.stage {
         println!(
             "staged on every process as {}; `weir plugin promote {name} --registry {}` or `weir plugin abort {name} --registry {}`",
-            describe_rollout(rollout),
+            rollout.describe(),
             request.registry,
             request.registry
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A rollout in words: `a shadow on every 2 batch(es)`, `a canary on partitions 0,1`.
-fn describe_rollout(rollout: &Rollout) -> String {
-    match rollout {
-        Rollout::Shadow { every_nth_batch } => {
-            format!("a shadow on every {every_nth_batch} batch(es)")
-        }
-        Rollout::Canary { partitions } => format!(
-            "a canary on partitions {}",
-            partitions
-                .iter()
-                .map(i32::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-    }
 }
 
 /// The candidate of `name` staged in `registry`, as published.
@@ -337,7 +320,7 @@ fn render(catalog: &Catalog, heartbeats: &[Heartbeat], now: u64) -> String {
                 out,
                 "  candidate {}: {}, staged on {staged_on}",
                 record.version,
-                describe_rollout(rollout)
+                rollout.describe()
             );
         }
         let _ = writeln!(

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::Value;
-use weir::registry::Rollout;
 use weir::registry::rollout::{RolloutInfo, canary_partitions};
+use weir::registry::{Rollout, RolloutPlan};
 
 use crate::AdminTokenArgs;
 use crate::cli::admin::{authorize, client_token, refusal};
@@ -24,25 +24,27 @@ pub struct StageArgs {
     #[arg(long, value_name = "N", group = "rollout")]
     shadow: Option<u32>,
     /// Canary: route this share of the source's partitions to the candidate, e.g. `33%`:
-    /// partitions p with p * 100 / COUNT < 33, COUNT given by --partitions.
-    #[arg(long, value_name = "PCT%", group = "rollout", requires = "partitions")]
+    /// partitions p with p * 100 / COUNT < 33, COUNT given by --partitions or else each
+    /// process's sources (the largest partition count of the pipelines using the plugin).
+    #[arg(long, value_name = "PCT%", group = "rollout")]
     canary: Option<String>,
     /// Canary: route exactly these partitions to the candidate, e.g. `0,1`.
     #[arg(long, value_name = "LIST", value_delimiter = ',', group = "rollout")]
     canary_partitions: Option<Vec<i32>>,
-    /// The source's partition count, to resolve --canary's percentage.
-    #[arg(long, value_name = "COUNT")]
+    /// The source's partition count, to resolve --canary's percentage here rather than in
+    /// each process.
+    #[arg(long, value_name = "COUNT", requires = "canary")]
     partitions: Option<u32>,
 }
 
 impl StageArgs {
     /// The rollout the flags ask for; `None` when they ask for none.
-    pub fn rollout(&self) -> anyhow::Result<Option<Rollout>> {
+    pub fn rollout(&self) -> anyhow::Result<Option<RolloutPlan>> {
         if let Some(every_nth_batch) = self.shadow {
-            return Ok(Some(Rollout::Shadow { every_nth_batch }));
+            return Ok(Some(RolloutPlan::Shadow { every_nth_batch }));
         }
         if let Some(list) = &self.canary_partitions {
-            return Ok(Some(Rollout::Canary {
+            return Ok(Some(RolloutPlan::Canary {
                 partitions: list.iter().copied().collect(),
             }));
         }
@@ -58,19 +60,21 @@ impl StageArgs {
             .with_context(|| {
                 format!("--canary {share}: give a share of partitions from 1% to 100%, e.g. 33%")
             })?;
-        let count = self.partitions.unwrap_or_default();
+        let Some(count) = self.partitions else {
+            return Ok(Some(RolloutPlan::CanaryShare { percent }));
+        };
         let partitions: BTreeSet<i32> = canary_partitions(percent, count);
         anyhow::ensure!(
             !partitions.is_empty(),
             "--canary {share} of {count} partitions takes none; give a larger share or --canary-partitions"
         );
-        Ok(Some(Rollout::Canary { partitions }))
+        Ok(Some(RolloutPlan::Canary { partitions }))
     }
 
     /// The rollout the flags ask for, which must be one.
-    pub fn required_rollout(&self) -> anyhow::Result<Rollout> {
+    pub fn required_rollout(&self) -> anyhow::Result<RolloutPlan> {
         self.rollout()?.context(
-            "say how the candidate rolls out: --shadow N, --canary PCT% --partitions COUNT, or --canary-partitions LIST",
+            "say how the candidate rolls out: --shadow N, --canary PCT%, or --canary-partitions LIST",
         )
     }
 }
@@ -244,7 +248,7 @@ mod tests {
     fn flags_resolve_to_a_rollout() {
         assert_eq!(
             args(Some(10), None, None, None).required_rollout().unwrap(),
-            Rollout::Shadow {
+            RolloutPlan::Shadow {
                 every_nth_batch: 10
             }
         );
@@ -252,7 +256,7 @@ mod tests {
             args(None, Some("33%"), None, Some(6))
                 .required_rollout()
                 .unwrap(),
-            Rollout::Canary {
+            RolloutPlan::Canary {
                 partitions: BTreeSet::from([0, 1])
             }
         );
@@ -260,7 +264,7 @@ mod tests {
             args(None, None, Some(vec![4, 1]), None)
                 .required_rollout()
                 .unwrap(),
-            Rollout::Canary {
+            RolloutPlan::Canary {
                 partitions: BTreeSet::from([1, 4])
             }
         );
@@ -274,10 +278,18 @@ mod tests {
             args(None, Some("10%"), None, Some(3))
                 .required_rollout()
                 .unwrap(),
-            Rollout::Canary {
+            RolloutPlan::Canary {
                 partitions: BTreeSet::from([0])
             }
         );
         assert!(args(None, Some("10%"), None, Some(0)).rollout().is_err());
+        // Without a count, each process resolves the share against its own sources.
+        assert_eq!(
+            args(None, Some("33%"), None, None)
+                .required_rollout()
+                .unwrap(),
+            RolloutPlan::CanaryShare { percent: 33 }
+        );
+        assert!(args(None, Some("0%"), None, None).rollout().is_err());
     }
 }

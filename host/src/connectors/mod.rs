@@ -202,6 +202,12 @@ pub trait SourceSpec: Send + Sync {
 
     /// A short description for logs; never a secret.
     fn describe(&self) -> String;
+
+    /// How many partitions the source's records come from (numbered from 0), for a canary's
+    /// share of partitions. One unless the source is partitioned. May block on the network.
+    fn partition_count(&self) -> Result<u32, ConnectorError> {
+        Ok(1)
+    }
 }
 
 /// What a sink's config type knows about its sink (see [`SourceSpec`]).

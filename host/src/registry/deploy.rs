@@ -10,10 +10,11 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use super::manifest::Manifest;
-use super::rollout::Rollout;
+use super::rollout::{Rollout, RolloutPlan};
 use super::slots::{PluginSlots, PluginVersion};
 use super::{PluginRegistry, RegistryError};
 use crate::config::{PipelineFile, TransformConfig};
+use crate::connectors::SourceConfig;
 use crate::runtime::{LoadedPlugin, PluginLimits, PluginRuntime};
 
 /// One use of a plugin by a pipeline: what its `init` is validated against.
@@ -25,6 +26,8 @@ pub struct PluginUse {
     pub transform: TransformConfig,
     /// Its limits.
     pub limits: PluginLimits,
+    /// Its source, whose partition count resolves a canary's share.
+    pub source: SourceConfig,
 }
 
 /// What a deployment did.
@@ -74,6 +77,7 @@ impl Deployer {
                         pipeline: pipeline.name.clone(),
                         transform: transform.clone(),
                         limits: pipeline.limits.plugin_limits(),
+                        source: pipeline.source.clone(),
                     });
             }
         }
@@ -158,7 +162,7 @@ impl Deployer {
     /// `NAME.candidate.toml` or else `NAME.toml` as its manifest) beside its active version,
     /// after the checks of [`Deployer::deploy`]. CPU-bound: call from a blocking thread. On error
     /// nothing changes.
-    pub fn stage(&self, name: &str, rollout: Rollout) -> Result<Deployment, RegistryError> {
+    pub fn stage(&self, name: &str, rollout: RolloutPlan) -> Result<Deployment, RegistryError> {
         let (wasm, manifest) = super::rollout::candidate_files(&self.registry, name);
         let bytes = self.read_component(name, &wasm)?;
         let manifest = Arc::new(Manifest::load(&manifest)?);
@@ -166,14 +170,17 @@ impl Deployer {
     }
 
     /// Stages a candidate given as bytes (from any registry) after the checks of
-    /// [`Deployer::deploy`]: compiled, type-checked, `init` against every pipeline using it.
+    /// [`Deployer::deploy`]: compiled, type-checked, `init` against every pipeline using it. A
+    /// canary's share is resolved against the sources of the pipelines using the plugin (for
+    /// Kafka, a metadata request: this blocks).
     pub fn stage_bytes(
         &self,
         name: &str,
         bytes: &[u8],
         manifest: Arc<Manifest>,
-        rollout: Rollout,
+        plan: RolloutPlan,
     ) -> Result<Deployment, RegistryError> {
+        let rollout = plan.resolve(name, || self.partition_count(name))?;
         super::rollout::validate(name, &rollout)?;
         if self.slots.get(name).is_none() {
             return Err(super::rollout::RolloutError::UnknownPlugin(name.to_owned()).into());
@@ -181,6 +188,21 @@ impl Deployer {
         let version = self.validate(name, bytes, manifest)?;
         self.slots.stage(version.clone(), rollout.clone())?;
         Ok(Deployment::Staged { version, rollout })
+    }
+
+    /// The largest partition count among the sources of the pipelines using `name`.
+    fn partition_count(&self, name: &str) -> Result<u32, String> {
+        let mut largest = 0;
+        for plugin_use in self.uses.get(name).into_iter().flatten() {
+            let count = plugin_use.source.spec().partition_count().map_err(|e| {
+                format!(
+                    "cannot count the partitions of pipeline `{}`'s source ({e}); list them with --canary-partitions",
+                    plugin_use.pipeline
+                )
+            })?;
+            largest = largest.max(count);
+        }
+        Ok(largest)
     }
 
     /// Makes plugin `name`'s staged candidate its active version. With the folder registry its

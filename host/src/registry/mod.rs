@@ -12,7 +12,7 @@ mod watch;
 
 pub use deploy::{Deployer, Deployment, PluginUse};
 pub use manifest::{Capability, Manifest, ManifestError};
-pub use rollout::{Rollout, RolloutError, RolloutInfo};
+pub use rollout::{Rollout, RolloutError, RolloutInfo, RolloutPlan};
 pub use slots::{
     HISTORY_LIMIT, PluginSlot, PluginSlots, PluginVersion, RollbackError, RollbackPolicy, SlotInfo,
     VersionInfo, blames_the_version,

@@ -87,6 +87,99 @@ pub enum RolloutError {
     },
 }
 
+/// A rollout as an operator asks for it. A canary's share of partitions (`--canary 33%` without
+/// a count) is resolved by each process against its own sources' partition counts, so neither
+/// the operator nor the fleet's registry needs to know them. Written as JSON like [`Rollout`]
+/// (`{"shadow":{...}}`, `{"canary":{...}}`), plus `{"canary_share":{"percent":33}}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RolloutPlan {
+    /// A shadow on every Nth batch (see [`Rollout::Shadow`]).
+    Shadow {
+        /// 1 runs it on every batch, 10 on one batch in ten.
+        every_nth_batch: u32,
+    },
+    /// A canary on these partitions (see [`Rollout::Canary`]).
+    Canary {
+        /// The partitions whose records the candidate processes.
+        partitions: BTreeSet<i32>,
+    },
+    /// A canary on the partitions `p` with `p * 100 / COUNT < percent`, COUNT the largest
+    /// partition count among the sources of the pipelines that use the plugin.
+    CanaryShare {
+        /// The share, 1 to 100.
+        percent: u32,
+    },
+}
+
+impl From<Rollout> for RolloutPlan {
+    fn from(rollout: Rollout) -> Self {
+        match rollout {
+            Rollout::Shadow { every_nth_batch } => RolloutPlan::Shadow { every_nth_batch },
+            Rollout::Canary { partitions } => RolloutPlan::Canary { partitions },
+        }
+    }
+}
+
+impl RolloutPlan {
+    /// The rollout this process runs: a share becomes the partitions it names among
+    /// `partition_count()` partitions (asked only for a share).
+    pub fn resolve(
+        &self,
+        name: &str,
+        partition_count: impl FnOnce() -> Result<u32, String>,
+    ) -> Result<Rollout, RolloutError> {
+        let invalid = |reason: String| RolloutError::Invalid {
+            name: name.to_owned(),
+            reason,
+        };
+        match self {
+            RolloutPlan::Shadow { every_nth_batch } => Ok(Rollout::Shadow {
+                every_nth_batch: *every_nth_batch,
+            }),
+            RolloutPlan::Canary { partitions } => Ok(Rollout::Canary {
+                partitions: partitions.clone(),
+            }),
+            RolloutPlan::CanaryShare { percent } => {
+                if !(1..=100).contains(percent) {
+                    return Err(invalid(format!(
+                        "a canary's share is 1% to 100%, not {percent}%"
+                    )));
+                }
+                let count = partition_count().map_err(invalid)?;
+                let partitions = canary_partitions(*percent, count);
+                if partitions.is_empty() {
+                    return Err(invalid(format!(
+                        "{percent}% of {count} partitions takes none; give a larger share or list partitions"
+                    )));
+                }
+                Ok(Rollout::Canary { partitions })
+            }
+        }
+    }
+
+    /// The plan in words: `a shadow on every 2 batch(es)`, `a canary on partitions 0,1`,
+    /// `a canary on 33% of the partitions`.
+    pub fn describe(&self) -> String {
+        match self {
+            RolloutPlan::Shadow { every_nth_batch } => {
+                format!("a shadow on every {every_nth_batch} batch(es)")
+            }
+            RolloutPlan::Canary { partitions } => format!(
+                "a canary on partitions {}",
+                partitions
+                    .iter()
+                    .map(i32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            RolloutPlan::CanaryShare { percent } => {
+                format!("a canary on {percent}% of the partitions")
+            }
+        }
+    }
+}
+
 /// Checks what the type cannot: a shadow runs on some batches, a canary takes some partitions.
 pub fn validate(name: &str, rollout: &Rollout) -> Result<(), RolloutError> {
     let invalid = |reason: &str| RolloutError::Invalid {
@@ -232,6 +325,51 @@ mod tests {
         assert!(validate("p", &canary(&[])).is_err());
         assert!(validate("p", &canary(&[-1])).is_err());
         assert!(validate("p", &canary(&[0, 5])).is_ok());
+    }
+
+    #[test]
+    fn a_share_is_resolved_against_the_partition_count_only_when_asked() {
+        let share = RolloutPlan::CanaryShare { percent: 33 };
+        assert_eq!(
+            share.resolve("p", || Ok(6)).unwrap(),
+            Rollout::Canary {
+                partitions: BTreeSet::from([0, 1])
+            }
+        );
+        // One partition (a file or an HTTP source): any share takes it.
+        assert_eq!(
+            share.resolve("p", || Ok(1)).unwrap(),
+            Rollout::Canary {
+                partitions: BTreeSet::from([0])
+            }
+        );
+        let error = share
+            .resolve("p", || Err("the brokers did not answer".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("brokers did not answer"), "{error}");
+        assert!(share.resolve("p", || Ok(0)).is_err());
+        assert!(
+            RolloutPlan::CanaryShare { percent: 0 }
+                .resolve("p", || Ok(6))
+                .is_err()
+        );
+        let listed = RolloutPlan::Canary {
+            partitions: BTreeSet::from([4]),
+        };
+        let never = || -> Result<u32, String> { panic!("a listed canary needs no count") };
+        assert_eq!(
+            listed.resolve("p", never).unwrap(),
+            Rollout::Canary {
+                partitions: BTreeSet::from([4])
+            }
+        );
+        // The JSON of a plan is the JSON of the rollout it names, plus the share.
+        let json = serde_json::to_string(&share).unwrap();
+        assert_eq!(json, r#"{"canary_share":{"percent":33}}"#);
+        let shadow: RolloutPlan =
+            serde_json::from_str(r#"{"shadow":{"every_nth_batch":3}}"#).unwrap();
+        assert_eq!(shadow, RolloutPlan::Shadow { every_nth_batch: 3 });
     }
 
     fn diff(n: usize) -> RecordDiff {

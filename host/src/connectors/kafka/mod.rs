@@ -35,7 +35,42 @@ impl SourceSpec for KafkaSourceConfig {
     fn describe(&self) -> String {
         format!("kafka topics {}", self.topics.join(","))
     }
+
+    /// The largest partition count among the topics (partition numbers are shared by them).
+    fn partition_count(&self) -> Result<u32, ConnectorError> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = client_config(&self.brokers, &self.properties)
+            .create()
+            .map_err(|e| {
+                ConnectorError::fatal(self.describe(), "cannot create a metadata client")
+                    .caused_by(e)
+            })?;
+        let mut largest = 0;
+        for topic in &self.topics {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+                .map_err(|e| {
+                    ConnectorError::transient(
+                        self.describe(),
+                        format!("cannot read topic {topic}'s metadata"),
+                    )
+                    .caused_by(e)
+                })?;
+            let count = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic && t.error().is_none())
+                .map(|t| t.partitions().len())
+                .max()
+                .unwrap_or(0);
+            largest = largest.max(u32::try_from(count).unwrap_or(u32::MAX));
+        }
+        Ok(largest)
+    }
 }
+
+/// How long a metadata request waits for the brokers.
+const METADATA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[async_trait]
 impl SinkSpec for KafkaSinkConfig {
@@ -52,7 +87,6 @@ impl SinkSpec for KafkaSinkConfig {
     }
 }
 
-/// A client config with the brokers and the user's extra librdkafka properties.
 /// A Kafka message's headers as the host's own; a header without a value becomes empty.
 pub(crate) fn headers_of(message: &impl rdkafka::message::Message) -> Vec<crate::record::Header> {
     use rdkafka::message::Headers;
@@ -70,6 +104,7 @@ pub(crate) fn headers_of(message: &impl rdkafka::message::Message) -> Vec<crate:
         .unwrap_or_default()
 }
 
+/// A client config with the brokers and the user's extra librdkafka properties.
 fn client_config(
     brokers: &str,
     properties: &BTreeMap<String, crate::secret::Secret>,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::KafkaRegistryError;
 use super::chunks::{Assembly, MAX_COMPONENT_BYTES, MAX_MANIFEST_BYTES, headers, kinds};
 use crate::registry::Manifest;
-use crate::runtime::Rollout;
+use crate::registry::rollout::RolloutPlan;
 
 /// One published version, as its version record describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,8 +71,8 @@ pub struct Head {
 pub enum RolloutAction {
     /// Stage the candidate beside the head: a shadow or a canary.
     Stage {
-        /// How it shares the records.
-        rollout: Rollout,
+        /// How it shares the records (a canary's share is resolved by each process).
+        rollout: RolloutPlan,
     },
     /// The candidate was promoted: the head record written just before names it.
     Promote,
@@ -103,7 +103,7 @@ pub struct RolloutRecord {
 
 impl RolloutRecord {
     /// The rollout it stages, when it stages one.
-    pub fn staged(&self) -> Option<&Rollout> {
+    pub fn staged(&self) -> Option<&RolloutPlan> {
         match &self.action {
             RolloutAction::Stage { rollout } => Some(rollout),
             RolloutAction::Promote | RolloutAction::Abort { .. } => None,
@@ -295,7 +295,7 @@ impl Catalog {
 
     /// The candidate of `name` the fleet should run beside its head, with how it rolls out:
     /// the latest rollout record when it stages a version other than the head's.
-    pub fn staged(&self, name: &str) -> Option<(&RolloutRecord, &Rollout)> {
+    pub fn staged(&self, name: &str) -> Option<(&RolloutRecord, &RolloutPlan)> {
         let record = self.rollouts.get(name)?;
         let rollout = record.staged()?;
         let head = self.heads.get(name)?;
@@ -508,7 +508,7 @@ mod tests {
             records: Vec::new(),
         };
         let live = topic.publish("p", b"live", "1");
-        let shadow = Rollout::Shadow { every_nth_batch: 2 };
+        let shadow = RolloutPlan::Shadow { every_nth_batch: 2 };
         // The stage record before the candidate's chunks, as another partition may deliver it.
         let next = hex::encode(Sha256::digest(b"next"));
         topic.rollout(
@@ -539,9 +539,7 @@ mod tests {
         // A new canary, aborted: the abort applies at once and nothing stays staged.
         topic.records.clear();
         let third = candidate(&mut topic, "p", b"third", "3");
-        let canary = Rollout::Canary {
-            partitions: BTreeSet::from([0, 1]),
-        };
+        let canary = RolloutPlan::CanaryShare { percent: 33 };
         topic.rollout("p", &third, RolloutAction::Stage { rollout: canary });
         topic.rollout(
             "p",

@@ -21,7 +21,7 @@ use super::chunks::{
 };
 use super::heartbeat::host_name;
 use super::{KAFKA_TIMEOUT, KafkaRegistryError, RegistryAddress};
-use crate::runtime::Rollout;
+use crate::registry::rollout::RolloutPlan;
 
 /// Whether `name` can name a plugin in the registry: lower-case letters, digits, `-` and `_`,
 /// starting with a letter, at most 64 (the rule of `weir plugin new`); keys are built from it.
@@ -74,7 +74,7 @@ impl Publisher {
         bytes: &[u8],
         manifest: &str,
         label: Option<&str>,
-        stage: Option<&Rollout>,
+        stage: Option<&RolloutPlan>,
     ) -> Result<PublishedVersion, KafkaRegistryError> {
         if !valid_plugin_name(name) {
             return Err(KafkaRegistryError::Refused(format!(
