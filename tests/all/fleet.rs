@@ -745,7 +745,8 @@ fn expected_versions(
 /// partitions 0 and 1 in every process until `promote --registry` makes it every
 /// process's version; a shadow published with `--shadow 1` is staged on every process (and on
 /// one that joins during the rollout), writes nothing, and `abort --registry` drops it
-/// everywhere.
+/// everywhere; a canary aborted by the automatic rule in the one process that saw it fail is
+/// aborted in every process.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollout_published_to_the_registry_stages_promotes_and_aborts_on_every_process() {
     const PARTITIONS: i32 = 6;
@@ -920,6 +921,72 @@ async fn a_rollout_published_to_the_registry_stages_promotes_and_aborts_on_every
     assert!(!again.status.success());
     let said = String::from_utf8_lossy(&again.stderr);
     assert!(said.contains("has no candidate staged"), "{said}");
+
+    // A canary that fails (`fault-panic` fails records containing `fail`, a failure by the
+    // version's fault): the process that owns partition 0 aborts it by the automatic rule (more
+    // than 100 of its first 200 records failing) and publishes the abort, so every process
+    // drops it, though the others never saw a failure.
+    let v4 = publish_with(
+        dir,
+        &registry,
+        &variant(&crate::hot_swap::component("fault-panic"), "v4", 0),
+        "v4",
+        &["--canary", "33%"],
+    );
+    wait_for(
+        "every process to stage v4",
+        Duration::from_secs(120),
+        || {
+            all.iter()
+                .all(|m| m.logged("Plugin candidate staged.", "candidate", &v4))
+        },
+    )
+    .await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    crate::support::produce_phase(&producer, &topic, "failing", &[0], 110, "fail").await;
+    wait_for(
+        "every process to abort v4",
+        Duration::from_secs(120),
+        || {
+            all.iter()
+                .all(|m| m.logged("Plugin rollout aborted.", "candidate", &v4))
+        },
+    )
+    .await;
+    let reasons: Vec<String> = all
+        .iter()
+        .map(|m| {
+            m.logs()
+                .into_iter()
+                .filter(|l| l["message"] == "Plugin rollout aborted." && l["candidate"] == v4)
+                .map(|l| l["reason"].as_str().unwrap_or_default().to_owned())
+                .next()
+                .unwrap()
+        })
+        .collect();
+    let by_rule = reasons
+        .iter()
+        .filter(|r| r.starts_with("automatic:"))
+        .count();
+    let by_registry = reasons
+        .iter()
+        .filter(|r| r.contains("aborted in the registry") && r.contains("automatic:"))
+        .count();
+    assert_eq!((by_rule, by_registry), (1, 2), "{reasons:#?}");
+    let list = listing(dir, &registry);
+    assert!(!list.contains("candidate "), "{list}");
+    for member in all {
+        assert!(
+            !member.logs().iter().any(|l| l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("rolled back"))),
+            "the live version v2 stays: {}",
+            member.log_text()
+        );
+    }
     for member in [one, two, three] {
         member.terminate();
     }

@@ -389,8 +389,104 @@ pub fn apply_rollout(
     }
 }
 
+/// How often the follower looks for candidates this process aborted by the automatic rule.
+const ABORT_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Carries this process's automatic aborts of registry-staged candidates to the registry, so
+/// that the whole fleet drops a canary that failed here (and a process that starts later does
+/// not stage it again).
+struct FleetAborts {
+    address: RegistryAddress,
+    runtime: Option<tokio::runtime::Handle>,
+    publisher: Option<super::Publisher>,
+    /// Candidates (sha256) already reported.
+    reported: BTreeSet<String>,
+    last_check: Instant,
+}
+
+impl FleetAborts {
+    fn new(address: &RegistryAddress) -> Self {
+        FleetAborts {
+            address: address.clone(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            publisher: None,
+            reported: BTreeSet::new(),
+            last_check: Instant::now(),
+        }
+    }
+
+    /// For each plugin whose registry candidate is no longer staged here because the automatic
+    /// rule aborted it, publishes an abort record naming this process and the rule's reason.
+    fn report(&mut self, deployer: &Deployer, catalog: &Catalog, used: &BTreeSet<String>) {
+        if self.last_check.elapsed() < ABORT_CHECK_EVERY {
+            return;
+        }
+        self.last_check = Instant::now();
+        for info in deployer.slots().describe() {
+            if !used.contains(&info.name) {
+                continue;
+            }
+            let Some((record, _)) = catalog.staged(&info.name) else {
+                continue;
+            };
+            let still_staged = info
+                .staged
+                .as_ref()
+                .is_some_and(|staged| staged.version == record.version);
+            let automatic = format!("aborted {}: automatic", record.version);
+            let Some(reason) = info
+                .last_abort
+                .as_deref()
+                .filter(|abort| !still_staged && abort.starts_with(&automatic))
+            else {
+                continue;
+            };
+            if !self.reported.insert(record.sha256.clone()) {
+                continue;
+            }
+            let reason = format!(
+                "{} on {}",
+                reason.trim_start_matches(&format!("aborted {}: ", record.version)),
+                super::process_identity()
+            );
+            if let Err(error) = self.publish(catalog, record, &reason) {
+                tracing::warn!(plugin = %info.name, candidate = %record.version, %error, "Cannot tell the registry that the canary was aborted; the other processes judge it on their own records.");
+            } else {
+                tracing::info!(plugin = %info.name, candidate = %record.version, "Automatic abort published to the registry for the whole fleet.");
+            }
+        }
+    }
+
+    fn publish(
+        &mut self,
+        catalog: &Catalog,
+        record: &RolloutRecord,
+        reason: &str,
+    ) -> Result<(), KafkaRegistryError> {
+        let version = catalog
+            .published(&record.name, &record.sha256)
+            .ok_or_else(|| KafkaRegistryError::Missing {
+                registry: self.address.to_string(),
+                reason: format!(
+                    "plugin `{}` version {} has no version record",
+                    record.name, record.version
+                ),
+            })?;
+        let runtime = self.runtime.clone().ok_or_else(|| {
+            KafkaRegistryError::Refused("the follower was started outside an async runtime".into())
+        })?;
+        if self.publisher.is_none() {
+            self.publisher = Some(super::Publisher::new(&self.address)?);
+        }
+        let publisher = self.publisher.as_ref().expect("created above");
+        runtime.block_on(publisher.abort(version, reason))
+    }
+}
+
 /// Follows the registry on a thread of its own: every head that arrives for a plugin
-/// `deployer` runs is deployed, every rollout applied. Stops when the handle is dropped.
+/// `deployer` runs is deployed, every rollout applied, and a registry candidate this process
+/// aborts by the automatic rule is aborted in the registry too. Stops when the handle is
+/// dropped.
 pub fn follow(
     deployer: Deployer,
     mut catalog: Catalog,
@@ -400,6 +496,7 @@ pub fn follow(
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = Arc::clone(&stop);
     let used: BTreeSet<String> = deployer.used_plugins().map(str::to_owned).collect();
+    let mut fleet_aborts = FleetAborts::new(&address);
     let spawned = std::thread::Builder::new()
         .name("weir-registry".into())
         .spawn(move || {
@@ -413,7 +510,7 @@ pub fn follow(
                         Some(Change::Rollout(record)) if used.contains(&record.name) => {
                             let _ = apply_rollout(&deployer, &catalog, &address, &record);
                         }
-                        _ => {}
+                        _ => fleet_aborts.report(&deployer, &catalog, &used),
                     },
                     Err(error) => {
                         tracing::warn!(%error, "Cannot read the plugin registry; retrying.");
