@@ -3,19 +3,53 @@
 
 use serde_json::Value;
 
-/// The JSON pointer for a dotted path: `login.uuid` is `/login/uuid`; a pointer stays as it is.
-pub fn pointer(path: &str) -> String {
-    if path.starts_with('/') {
-        path.to_owned()
-    } else {
-        format!("/{}", path.replace('.', "/"))
+/// A field's place in a JSON record, from a dotted path (`login.uuid`) or a JSON pointer
+/// (`/login/uuid`), split into its keys once: reading it for each record allocates nothing,
+/// where `Value::pointer` unescapes every key of every lookup into a new `String`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPath {
+    /// The keys (or array indexes) from the top, unescaped.
+    keys: Vec<String>,
+}
+
+impl FieldPath {
+    /// The path a user wrote: a JSON pointer when it starts with `/`, else dot-separated keys.
+    pub fn parse(path: &str) -> Self {
+        let keys = match path.strip_prefix('/') {
+            Some(pointer) => pointer
+                .split('/')
+                .map(|key| key.replace("~1", "/").replace("~0", "~"))
+                .collect(),
+            None => path.split('.').map(str::to_owned).collect(),
+        };
+        FieldPath { keys }
+    }
+
+    /// The value at this path in `document`, as `Value::pointer` finds it: an object's key, or
+    /// an array's index written without sign or leading zeros.
+    pub fn find<'a>(&self, document: &'a Value) -> Option<&'a Value> {
+        self.keys
+            .iter()
+            .try_fold(document, |value, key| match value {
+                Value::Object(map) => map.get(key),
+                Value::Array(items) => index(key).and_then(|i| items.get(i)),
+                _ => None,
+            })
     }
 }
 
-/// The field at `pointer` as text: strings as they are, numbers and booleans printed; `None`
-/// when absent or null, or an object or array.
-pub fn text_at(document: &Value, pointer: &str) -> Option<String> {
-    match document.pointer(pointer)? {
+/// An array index as RFC 6901 writes one.
+fn index(key: &str) -> Option<usize> {
+    if key.starts_with('+') || (key.starts_with('0') && key.len() != 1) {
+        return None;
+    }
+    key.parse().ok()
+}
+
+/// The field at `path` as text: strings as they are, numbers and booleans printed; `None` when
+/// absent or null, or an object or array.
+pub fn text_at(document: &Value, path: &FieldPath) -> Option<String> {
+    match path.find(document)? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
@@ -30,10 +64,46 @@ mod tests {
     #[test]
     fn reads_nested_fields_as_text() {
         let doc = serde_json::json!({"login": {"uuid": "u1"}, "n": 3, "o": {}});
-        assert_eq!(text_at(&doc, &pointer("login.uuid")).as_deref(), Some("u1"));
-        assert_eq!(text_at(&doc, &pointer("n")).as_deref(), Some("3"));
-        assert_eq!(text_at(&doc, &pointer("o")), None);
-        assert_eq!(text_at(&doc, &pointer("missing")), None);
-        assert_eq!(pointer("/a/b"), "/a/b");
+        let at = |path: &str| text_at(&doc, &FieldPath::parse(path));
+        assert_eq!(at("login.uuid").as_deref(), Some("u1"));
+        assert_eq!(at("/login/uuid").as_deref(), Some("u1"));
+        assert_eq!(at("n").as_deref(), Some("3"));
+        assert_eq!(at("o"), None);
+        assert_eq!(at("missing"), None);
+    }
+
+    #[test]
+    fn finds_what_a_json_pointer_finds() {
+        let doc = serde_json::json!({
+            "a": {"b/c": 1, "d~e": 2, "": 3, "list": [10, 20, {"x": "y"}]},
+            "0": "zero",
+        });
+        for pointer in [
+            "/a",
+            "/a/b~1c",
+            "/a/d~0e",
+            "/a/",
+            "/a/list/0",
+            "/a/list/2/x",
+            "/a/list/01",
+            "/a/list/+1",
+            "/a/list/3",
+            "/a/list/-",
+            "/0",
+            "/a/b~1c/z",
+            "/missing/deeper",
+        ] {
+            assert_eq!(
+                FieldPath::parse(pointer).find(&doc),
+                doc.pointer(pointer),
+                "{pointer}"
+            );
+        }
+        // A dotted path is the pointer of its keys (so an empty one is the key "", as before).
+        assert_eq!(FieldPath::parse("").find(&doc), doc.pointer("/"));
+        assert_eq!(
+            FieldPath::parse("a.list.2.x").find(&doc),
+            doc.pointer("/a/list/2/x")
+        );
     }
 }

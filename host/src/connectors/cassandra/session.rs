@@ -14,7 +14,7 @@ use scylla::statement::prepared::PreparedStatement;
 use super::classify::{Failure, classify};
 use super::columns::ColumnType;
 use super::config::CassandraSinkConfig;
-use crate::connectors::fields::pointer;
+use crate::connectors::fields::FieldPath;
 use crate::connectors::{Cause, ConnectorError, ErrorKind};
 
 /// One column the INSERT binds.
@@ -24,8 +24,8 @@ pub(super) struct Column {
     pub kind: ColumnType,
     /// The CQL type as the table declares it (`ascii` and `text` share a [`ColumnType`]).
     pub declared: String,
-    /// Where its value is in the record (a JSON pointer).
-    pub pointer: String,
+    /// Where its value is in the record.
+    pub path: FieldPath,
     /// Part of the primary key (partition or clustering).
     pub primary_key: bool,
 }
@@ -116,7 +116,7 @@ pub(super) async fn connect(
             )
         })?;
         columns.push(Column {
-            pointer: pointer(&field),
+            path: FieldPath::parse(&field),
             name,
             kind,
             declared,

@@ -131,7 +131,7 @@ fn bind(columns: &[Column], record: &Record, missing: Missing) -> Result<Vec<Bou
             let value = bind_field(
                 &column.name,
                 column.kind,
-                document.pointer(&column.pointer),
+                column.path.find(&document),
                 // A key column can be neither unset nor null: both are refused below.
                 if column.primary_key {
                     Missing::Null
@@ -408,7 +408,7 @@ mod tests {
             name: name.into(),
             kind,
             declared: "text".into(),
-            pointer: format!("/{name}"),
+            path: crate::connectors::fields::FieldPath::parse(name),
             primary_key,
         }
     }

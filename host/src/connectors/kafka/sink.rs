@@ -20,7 +20,7 @@ use serde::Deserialize;
 use super::client_config;
 use super::delivery::{Verdict, classify, classify_code};
 use super::unfinished::{Outcome, Unfinished};
-use crate::connectors::fields::{pointer, text_at};
+use crate::connectors::fields::{FieldPath, text_at};
 use crate::connectors::{ConfigProblem, ConnectorError, Rejected, Sink};
 use crate::record::Record;
 
@@ -142,7 +142,7 @@ struct SharedProducer {
 pub struct KafkaSink {
     name: String,
     topic: String,
-    key_pointer: Option<String>,
+    key_pointer: Option<FieldPath>,
     key_field: Option<String>,
     /// Whether this sink is a dead-letter destination, which must not refuse a record for its
     /// size: nowhere is left to send it.
@@ -198,7 +198,7 @@ impl KafkaSink {
         Ok(KafkaSink {
             name,
             topic: config.topic.clone(),
-            key_pointer: config.key_field.as_deref().map(pointer),
+            key_pointer: config.key_field.as_deref().map(FieldPath::parse),
             key_field: config.key_field.clone(),
             dead_letter,
             client,

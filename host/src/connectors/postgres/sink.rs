@@ -14,7 +14,7 @@ use tokio_postgres::error::SqlState;
 
 use super::client::{Limits, classify, connect};
 use super::{channel_for, count_ignored, quoted_table};
-use crate::connectors::fields::{pointer, text_at};
+use crate::connectors::fields::{FieldPath, text_at};
 use crate::connectors::{ConfigProblem, ConnectorError, MAX_DURATION_MS, Rejected, Sink};
 use crate::record::{Record, headers};
 use crate::secret::Secret;
@@ -160,7 +160,7 @@ pub struct PostgresSink {
     config: PostgresSinkConfig,
     name: String,
     table: String,
-    key_pointer: Option<String>,
+    key_pointer: Option<FieldPath>,
     dead_letter: bool,
     limits: Limits,
     client: Option<Client>,
@@ -182,7 +182,7 @@ impl PostgresSink {
         let table = quoted_table(&config.table)
             .ok_or_else(|| ConnectorError::fatal(&name, "invalid table name"))?;
         Ok(PostgresSink {
-            key_pointer: config.key_field.as_deref().map(pointer),
+            key_pointer: config.key_field.as_deref().map(FieldPath::parse),
             limits: config.limits(),
             config: config.clone(),
             name,
