@@ -3,12 +3,6 @@
 
 mod cli;
 
-/// mimalloc instead of glibc's malloc: the pipeline allocates per record on several threads at
-/// once (records, JSON values, driver requests), where glibc's arenas spent a sixth of the CPU
-/// (README, Performance).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
