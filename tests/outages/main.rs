@@ -163,16 +163,16 @@ struct Feed {
 impl Feed {
     /// Starts producing `total` records to `topic`, `per_second` of them a second.
     fn start(brokers: &str, topic: &str, total: usize, per_second: usize) -> Self {
-        let producer: FutureProducer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", brokers)
             // A send waits in the producer for up to 30 s, then is sent again (below), as weir's
             // own sink does: a request in flight when the broker stops can stay unanswered by an
             // idempotent librdkafka producer until it times out, however long the broker is back.
             .set("message.timeout.ms", "30000")
             // Sends retried across a broker restart must not land twice: the tests count records.
-            .set("enable.idempotence", "true")
-            .create()
-            .unwrap();
+            .set("enable.idempotence", "true");
+        let producer: FutureProducer = config.create().unwrap();
         let (sent, delivered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (topic, sent_so_far, delivered_so_far) =
             (topic.to_owned(), Arc::clone(&sent), Arc::clone(&delivered));
@@ -200,7 +200,7 @@ impl Feed {
                 }
                 sent_so_far.store(ids.len(), Ordering::Relaxed);
                 let delivered = Arc::clone(&delivered_so_far);
-                let (producer, topic) = (producer.clone(), topic.clone());
+                let (config, topic) = (config.clone(), topic.clone());
                 chunks.push(tokio::spawn(async move {
                     let count = deliveries.len();
                     let (records, futures): (Vec<_>, Vec<_>) = deliveries
@@ -214,12 +214,20 @@ impl Feed {
                             .map(|_| ())
                             .map_err(|(error, _)| error);
                         // At least once, as an upstream producer would: the checks compare sets
-                        // of ids, so a record that did land the first time changes nothing.
+                        // of ids, so a record that did land the first time changes nothing. The
+                        // retries go through a new producer, as weir's sink replaces a stuck one:
+                        // the first producer's partition queues may still be draining requests
+                        // that the restarted broker will never answer (an idempotent producer
+                        // waits for them before it sends more), so its retries timed out as well.
+                        let mut fresh: Option<FutureProducer> = None;
                         for _ in 0..10 {
                             if outcome.is_ok() {
                                 break;
                             }
-                            outcome = producer
+                            let retry = fresh.get_or_insert_with(|| {
+                                config.create().expect("a new producer is created")
+                            });
+                            outcome = retry
                                 .send(
                                     FutureRecord::to(&topic).key(&id).payload(&value),
                                     Duration::ZERO,
