@@ -229,6 +229,18 @@ impl Drop for Member {
     }
 }
 
+/// `weir ARGS` in `dir`, which must succeed; its output.
+fn run_weir_ok(dir: &Path, args: &[&str]) -> std::process::Output {
+    let output = run_weir(dir, args);
+    assert!(
+        output.status.success(),
+        "weir {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// One output line: the record's number and the plugin version that wrote it.
 fn outputs(file: &Path) -> Vec<(u64, String)> {
     let text = std::fs::read_to_string(file).unwrap_or_default();
@@ -245,14 +257,9 @@ fn outputs(file: &Path) -> Vec<(u64, String)> {
 }
 
 fn listing(dir: &Path, registry: &RegistryAddress) -> String {
-    let output = run_weir(
+    let output = run_weir_ok(
         dir,
         &["plugin", "list", "--registry", &registry.to_string()],
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
 }
@@ -388,7 +395,7 @@ async fn every_process_rejects_a_bad_version_and_follows_a_rollback_record() {
     }
 
     // A rollback record (to v1, by its label) rolls every process back.
-    let output = run_weir(
+    run_weir_ok(
         dir,
         &[
             "plugin",
@@ -399,11 +406,6 @@ async fn every_process_rejects_a_bad_version_and_follows_a_rollback_record() {
             "--to",
             "v1",
         ],
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
     );
     wait_for(
         "both processes back on v1",
@@ -792,7 +794,7 @@ async fn a_rollout_published_to_the_registry_stages_promotes_and_aborts_on_every
     );
 
     // Promoted through the registry: every partition of every process runs v2.
-    let promoted = run_weir(
+    run_weir_ok(
         dir,
         &[
             "plugin",
@@ -801,11 +803,6 @@ async fn a_rollout_published_to_the_registry_stages_promotes_and_aborts_on_every
             "--registry",
             &registry.to_string(),
         ],
-    );
-    assert!(
-        promoted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&promoted.stderr)
     );
     wait_for(
         "both processes to promote v2",
@@ -867,7 +864,7 @@ async fn a_rollout_published_to_the_registry_stages_promotes_and_aborts_on_every
     }
 
     // Aborted through the registry: dropped on every process, with the reason given.
-    let aborted = run_weir(
+    run_weir_ok(
         dir,
         &[
             "plugin",
@@ -878,11 +875,6 @@ async fn a_rollout_published_to_the_registry_stages_promotes_and_aborts_on_every
             "--reason",
             "diff too large",
         ],
-    );
-    assert!(
-        aborted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&aborted.stderr)
     );
     wait_for(
         "every process to abort v3",

@@ -88,10 +88,7 @@ pub fn publish(request: &PublishRequest<'_>) -> anyhow::Result<ExitCode> {
         .label
         .map(str::to_owned)
         .or_else(|| manifest.version.clone());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let published = runtime.block_on(async {
+    let published = block_on(async {
         let publisher = Publisher::new(request.registry)?;
         publisher.ensure_topics().await?;
         publisher
@@ -149,10 +146,7 @@ fn staged_candidate(
 pub fn promote(name: &str, registry: &RegistryAddress) -> anyhow::Result<ExitCode> {
     let (catalog, _) = read_catalog(registry, Some(Default::default()))?;
     let candidate = staged_candidate(&catalog, name, registry)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async { Publisher::new(registry)?.promote(&candidate).await })?;
+    block_on(async { Publisher::new(registry)?.promote(&candidate).await })?;
     println!(
         "plugin {name} promoted: every process of the fleet runs {}",
         candidate.version
@@ -164,10 +158,7 @@ pub fn promote(name: &str, registry: &RegistryAddress) -> anyhow::Result<ExitCod
 pub fn abort(name: &str, reason: &str, registry: &RegistryAddress) -> anyhow::Result<ExitCode> {
     let (catalog, _) = read_catalog(registry, Some(Default::default()))?;
     let candidate = staged_candidate(&catalog, name, registry)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async { Publisher::new(registry)?.abort(&candidate, reason).await })?;
+    block_on(async { Publisher::new(registry)?.abort(&candidate, reason).await })?;
     let head = catalog
         .heads()
         .get(name)
@@ -242,10 +233,7 @@ pub fn rollback(
         "plugin `{name}` already runs {}",
         target.version
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async { Publisher::new(registry)?.roll_back_to(target).await })?;
+    block_on(async { Publisher::new(registry)?.roll_back_to(target).await })?;
     println!(
         "plugin {name}: the fleet rolls back from {} to {}{}",
         head.version,
@@ -265,6 +253,16 @@ pub fn list(registry: &RegistryAddress) -> anyhow::Result<ExitCode> {
     let heartbeats = read_heartbeats(registry)?;
     print!("{}", render(&catalog, &heartbeats, now_millis()));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs one registry request to completion on a runtime of its own (the CLI has none).
+fn block_on<T>(
+    request: impl std::future::Future<Output = Result<T, weir::registry::kafka::KafkaRegistryError>>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(request)?)
 }
 
 fn now_millis() -> u64 {

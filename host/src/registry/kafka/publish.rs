@@ -197,18 +197,13 @@ impl Publisher {
             publisher: self.host.clone(),
             at: unix_millis(),
         };
-        let payload = serde_json::to_vec(&record).map_err(|e| {
-            KafkaRegistryError::Refused(format!("cannot encode the rollout record: {e}"))
-        })?;
-        self.send(&WireRecord {
-            key: rollout_key(&record.name),
-            headers: vec![
-                (headers::KIND, kinds::ROLLOUT.as_bytes().to_vec()),
-                (headers::PLUGIN, record.name.as_bytes().to_vec()),
-                (headers::SHA256, record.sha256.as_bytes().to_vec()),
-            ],
-            payload,
-        })
+        self.write_control(
+            kinds::ROLLOUT,
+            rollout_key(&record.name),
+            &record,
+            &record.name,
+            &record.sha256,
+        )
         .await
     }
 
@@ -227,14 +222,35 @@ impl Publisher {
     }
 
     async fn write_head(&self, head: &Head) -> Result<(), KafkaRegistryError> {
-        let payload = serde_json::to_vec(head)
-            .map_err(|e| KafkaRegistryError::Refused(format!("cannot encode the head: {e}")))?;
+        self.write_control(
+            kinds::HEAD,
+            head_key(&head.name),
+            head,
+            &head.name,
+            &head.sha256,
+        )
+        .await
+    }
+
+    /// Writes a head or rollout record: `value` as JSON under `key`, with its kind, plugin and
+    /// sha256 in headers.
+    async fn write_control(
+        &self,
+        kind: &'static str,
+        key: String,
+        value: &impl serde::Serialize,
+        name: &str,
+        sha256: &str,
+    ) -> Result<(), KafkaRegistryError> {
+        let payload = serde_json::to_vec(value).map_err(|e| {
+            KafkaRegistryError::Refused(format!("cannot encode the {kind} record: {e}"))
+        })?;
         self.send(&WireRecord {
-            key: head_key(&head.name),
+            key,
             headers: vec![
-                (headers::KIND, kinds::HEAD.as_bytes().to_vec()),
-                (headers::PLUGIN, head.name.as_bytes().to_vec()),
-                (headers::SHA256, head.sha256.as_bytes().to_vec()),
+                (headers::KIND, kind.as_bytes().to_vec()),
+                (headers::PLUGIN, name.as_bytes().to_vec()),
+                (headers::SHA256, sha256.as_bytes().to_vec()),
             ],
             payload,
         })
