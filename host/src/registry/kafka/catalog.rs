@@ -288,11 +288,6 @@ impl Catalog {
         self.pending.iter().filter_map(|name| self.heads.get(name))
     }
 
-    /// Each plugin's latest rollout record, by name.
-    pub fn rollouts(&self) -> &BTreeMap<String, RolloutRecord> {
-        &self.rollouts
-    }
-
     /// The candidate of `name` the fleet should run beside its head, with how it rolls out:
     /// the latest rollout record when it stages a version other than the head's.
     pub fn staged(&self, name: &str) -> Option<(&RolloutRecord, &RolloutPlan)> {
