@@ -9,11 +9,11 @@ use futures::StreamExt;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
 use scylla::statement::Consistency;
-use serde_json::Value;
 
 use super::BenchError;
 use super::cost::{Cost, Meter};
-use weir::connectors::cassandra::{Bound, ColumnType, Missing, bind_field};
+use weir::connectors::cassandra::{Cell, ColumnType, Missing, bind_field};
+use weir::connectors::fields::{FieldPath, FieldSet};
 
 /// The `created_users` table both the pipeline and the driver write: column and CQL type; `id`
 /// is the primary key.
@@ -57,7 +57,7 @@ fn setup(error: impl std::fmt::Display) -> BenchError {
 /// The rows of the pipeline's Cassandra run, mapped ahead of time: the same `records` users
 /// (from `seed`), through `user-profile` compiled natively, each field bound as the sink binds
 /// it (absent fields unset).
-pub fn premapped_rows(records: usize, seed: u64) -> Result<Vec<Vec<Bound>>, BenchError> {
+pub fn premapped_rows(records: usize, seed: u64) -> Result<Vec<Vec<Cell<'static>>>, BenchError> {
     let kinds: Vec<(&str, ColumnType)> = COLUMNS
         .iter()
         .map(|&(name, kind)| {
@@ -66,6 +66,11 @@ pub fn premapped_rows(records: usize, seed: u64) -> Result<Vec<Vec<Bound>>, Benc
                 .ok_or_else(|| setup(format!("column type {kind} is not one the sink writes")))
         })
         .collect::<Result<_, _>>()?;
+    let paths: Vec<FieldPath> = kinds
+        .iter()
+        .map(|(name, _)| FieldPath::parse(name))
+        .collect();
+    let fields = FieldSet::new(&paths);
     let mut rows = Vec::with_capacity(records);
     for (index, record) in super::sample_records(records, seed).iter().enumerate() {
         let outputs = user_profile::profiles(&weir_plugin::Record::new(record.value.clone()))
@@ -75,19 +80,16 @@ pub fn premapped_rows(records: usize, seed: u64) -> Result<Vec<Vec<Bound>>, Benc
                 ))
             })?;
         for output in outputs {
-            let document: Value = serde_json::from_slice(&output.value)
+            let found = fields
+                .read(&output.value)
                 .map_err(|e| setup(format!("user-profile output {index} is not JSON: {e}")))?;
             let row = kinds
                 .iter()
-                .map(|&(name, kind)| {
-                    bind_field(
-                        name,
-                        kind,
-                        document.pointer(&format!("/{name}")),
-                        Missing::Unset,
-                    )
+                .zip(found)
+                .map(|(&(name, kind), field)| {
+                    bind_field(name, kind, field, Missing::Unset).map(Cell::into_owned)
                 })
-                .collect::<Result<Vec<Bound>, String>>()
+                .collect::<Result<Vec<Cell>, String>>()
                 .map_err(|e| setup(format!("user {index}: {e}")))?;
             rows.push(row);
         }
@@ -101,7 +103,7 @@ pub fn premapped_rows(records: usize, seed: u64) -> Result<Vec<Vec<Bound>>, Benc
 pub async fn write(
     nodes: &str,
     keyspace: &str,
-    rows: &[Vec<Bound>],
+    rows: &[Vec<Cell<'static>>],
     meter: &mut Meter,
 ) -> Result<(f64, Cost), BenchError> {
     // As the sink's session: client-side, strictly increasing timestamps.
@@ -161,7 +163,6 @@ pub async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scylla::value::{CqlValue, MaybeUnset};
 
     #[test]
     fn each_user_becomes_one_row_of_every_column() {
@@ -169,10 +170,10 @@ mod tests {
         assert_eq!(rows.len(), 20);
         for row in &rows {
             assert_eq!(row.len(), COLUMNS.len());
-            assert!(matches!(row[0], MaybeUnset::Set(Some(CqlValue::Uuid(_)))));
+            assert!(matches!(row[0], Cell::Uuid(_)));
             assert!(
                 row.iter()
-                    .all(|value| matches!(value, MaybeUnset::Set(Some(_)))),
+                    .all(|value| !matches!(value, Cell::Unset | Cell::Null)),
                 "user-profile fills every column"
             );
         }

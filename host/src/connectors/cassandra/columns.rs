@@ -2,10 +2,18 @@
 //! the column, its type and what the record held, and what a field absent from the record binds
 //! to (unset by default, so an earlier write's value stays).
 
+use std::borrow::Cow;
+
 use chrono::DateTime;
-use scylla::value::{CqlTimestamp, CqlValue, MaybeUnset};
+use scylla::frame::response::result::{ColumnType as CqlType, NativeType};
+use scylla::serialize::SerializationError;
+use scylla::serialize::value::SerializeValue;
+use scylla::serialize::writers::{CellWriter, WrittenCellProof};
+use scylla::value::{CqlTimestamp, CqlTimeuuid};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::Number;
+
+use crate::connectors::fields::Leaf;
 
 /// What a column gets when its field is absent from the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -18,9 +26,6 @@ pub enum Missing {
     /// tombstone).
     Null,
 }
-
-/// One bound value of an INSERT: unset (the stored value stays), null, or a value.
-pub type Bound = MaybeUnset<Option<CqlValue>>;
 
 /// The CQL column types the sink writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,182 +62,292 @@ impl ColumnType {
     }
 }
 
-/// Converts one field for `column`; `Ok(None)` for an absent or null field.
-pub fn to_cql(
+/// One bound value of an INSERT: unset (the stored value stays), null, or a value, its text
+/// borrowed from the record it was read from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell<'a> {
+    /// Not written: the value stored before stays.
+    Unset,
+    /// Written as null.
+    Null,
+    /// text, varchar, ascii
+    Text(Cow<'a, str>),
+    /// int
+    Int(i32),
+    /// bigint
+    BigInt(i64),
+    /// boolean
+    Boolean(bool),
+    /// timestamp, in milliseconds since the epoch
+    Timestamp(i64),
+    /// uuid or timeuuid, as the column is declared
+    Uuid(uuid::Uuid),
+    /// double
+    Double(f64),
+}
+
+impl Cell<'_> {
+    /// The same value owning its text, to be kept beyond the record.
+    pub fn into_owned(self) -> Cell<'static> {
+        match self {
+            Cell::Text(text) => Cell::Text(Cow::Owned(text.into_owned())),
+            Cell::Unset => Cell::Unset,
+            Cell::Null => Cell::Null,
+            Cell::Int(n) => Cell::Int(n),
+            Cell::BigInt(n) => Cell::BigInt(n),
+            Cell::Boolean(flag) => Cell::Boolean(flag),
+            Cell::Timestamp(ms) => Cell::Timestamp(ms),
+            Cell::Uuid(id) => Cell::Uuid(id),
+            Cell::Double(x) => Cell::Double(x),
+        }
+    }
+
+    /// Bytes the value takes in the request, beside its 4-byte length.
+    fn bytes(&self) -> usize {
+        match self {
+            Cell::Unset | Cell::Null => 0,
+            Cell::Text(text) => text.len(),
+            Cell::Boolean(_) => 1,
+            Cell::Int(_) => 4,
+            Cell::BigInt(_) | Cell::Double(_) | Cell::Timestamp(_) => 8,
+            Cell::Uuid(_) => 16,
+        }
+    }
+}
+
+/// Each value is checked against the column's declared type by the driver's own serialisers.
+impl SerializeValue for Cell<'_> {
+    fn serialize<'b>(
+        &self,
+        typ: &CqlType,
+        writer: CellWriter<'b>,
+    ) -> Result<WrittenCellProof<'b>, SerializationError> {
+        match self {
+            Cell::Unset => Ok(writer.set_unset()),
+            Cell::Null => Ok(writer.set_null()),
+            Cell::Text(text) => <str as SerializeValue>::serialize(text, typ, writer),
+            Cell::Int(n) => n.serialize(typ, writer),
+            Cell::BigInt(n) => n.serialize(typ, writer),
+            Cell::Boolean(flag) => flag.serialize(typ, writer),
+            Cell::Timestamp(ms) => CqlTimestamp(*ms).serialize(typ, writer),
+            Cell::Uuid(id) if matches!(typ, CqlType::Native(NativeType::Timeuuid)) => {
+                CqlTimeuuid::from(*id).serialize(typ, writer)
+            }
+            Cell::Uuid(id) => id.serialize(typ, writer),
+            Cell::Double(x) => x.serialize(typ, writer),
+        }
+    }
+}
+
+/// Converts one field for `column`: null for an absent or null field.
+pub fn to_cell<'a>(
     column: &str,
     kind: ColumnType,
-    value: Option<&Value>,
-) -> Result<Option<CqlValue>, String> {
-    let Some(value) = value.filter(|v| !v.is_null()) else {
-        return Ok(None);
+    value: Option<Leaf<'a>>,
+) -> Result<Cell<'a>, String> {
+    let value = match value {
+        None | Some(Leaf::Null) => return Ok(Cell::Null),
+        Some(value) => value,
     };
-    let mismatch = || format!("column `{column}` ({kind:?}) cannot hold {value}");
+    let mismatch = |value: &Leaf| format!("column `{column}` ({kind:?}) cannot hold {value}");
+    if kind == ColumnType::Text && matches!(value, Leaf::Text(_) | Leaf::Number(_) | Leaf::Bool(_))
+    {
+        // A scalar always has a text form.
+        return Ok(Cell::Text(value.into_text().unwrap_or_default()));
+    }
+    let number = match &value {
+        Leaf::Number(number) => Some(number),
+        _ => None,
+    };
     let converted = match kind {
-        ColumnType::Text => match value {
-            Value::String(s) => CqlValue::Text(s.clone()),
-            Value::Number(n) => CqlValue::Text(n.to_string()),
-            Value::Bool(b) => CqlValue::Text(b.to_string()),
-            _ => return Err(mismatch()),
+        ColumnType::Text => None,
+        ColumnType::Int => number
+            .and_then(Number::as_i64)
+            .and_then(|n| i32::try_from(n).ok())
+            .map(Cell::Int),
+        ColumnType::BigInt => number.and_then(Number::as_i64).map(Cell::BigInt),
+        ColumnType::Double => number.and_then(Number::as_f64).map(Cell::Double),
+        ColumnType::Boolean => match &value {
+            Leaf::Bool(flag) => Some(Cell::Boolean(*flag)),
+            _ => None,
         },
-        ColumnType::Int => CqlValue::Int(
-            value
-                .as_i64()
-                .and_then(|n| i32::try_from(n).ok())
-                .ok_or_else(mismatch)?,
-        ),
-        ColumnType::BigInt => CqlValue::BigInt(value.as_i64().ok_or_else(mismatch)?),
-        ColumnType::Boolean => CqlValue::Boolean(value.as_bool().ok_or_else(mismatch)?),
-        ColumnType::Double => CqlValue::Double(value.as_f64().ok_or_else(mismatch)?),
-        ColumnType::Timestamp => CqlValue::Timestamp(CqlTimestamp(match value {
-            Value::Number(n) => n.as_i64().ok_or_else(mismatch)?,
-            Value::String(s) => DateTime::parse_from_rfc3339(s)
-                .map_err(|e| format!("{}: {e}", mismatch()))?
-                .timestamp_millis(),
-            _ => return Err(mismatch()),
-        })),
-        ColumnType::Uuid => CqlValue::Uuid(
-            value
-                .as_str()
-                .and_then(|s| uuid::Uuid::parse_str(s).ok())
-                .ok_or_else(mismatch)?,
-        ),
+        ColumnType::Timestamp => match &value {
+            Leaf::Number(number) => number.as_i64().map(Cell::Timestamp),
+            Leaf::Text(text) => {
+                return DateTime::parse_from_rfc3339(text)
+                    .map(|at| Cell::Timestamp(at.timestamp_millis()))
+                    .map_err(|e| format!("{}: {e}", mismatch(&value)));
+            }
+            _ => None,
+        },
+        ColumnType::Uuid => match &value {
+            Leaf::Text(text) => uuid::Uuid::parse_str(text).ok().map(Cell::Uuid),
+            _ => None,
+        },
     };
-    Ok(Some(converted))
+    converted.ok_or_else(|| mismatch(&value))
 }
 
 /// The value `column` binds for a record whose field is `value`: converted when present, null
 /// when the record holds JSON `null`, and as `missing` says when the field is absent.
-pub fn bind_field(
+pub fn bind_field<'a>(
     column: &str,
     kind: ColumnType,
-    value: Option<&Value>,
+    value: Option<Leaf<'a>>,
     missing: Missing,
-) -> Result<Bound, String> {
+) -> Result<Cell<'a>, String> {
     if value.is_none() && missing == Missing::Unset {
-        return Ok(MaybeUnset::Unset);
+        return Ok(Cell::Unset);
     }
-    to_cql(column, kind, value).map(MaybeUnset::Set)
+    to_cell(column, kind, value)
 }
 
 /// Bytes a bound row takes in the request (each value with its 4-byte length), which is about
 /// what the mutation it makes weighs on the server.
-pub fn bound_bytes(values: &[Bound]) -> usize {
-    values
-        .iter()
-        .map(|value| {
-            4 + match value {
-                MaybeUnset::Set(Some(value)) => value_bytes(value),
-                MaybeUnset::Set(None) | MaybeUnset::Unset => 0,
-            }
-        })
-        .sum()
-}
-
-fn value_bytes(value: &CqlValue) -> usize {
-    match value {
-        CqlValue::Text(text) | CqlValue::Ascii(text) => text.len(),
-        CqlValue::Boolean(_) => 1,
-        CqlValue::Int(_) => 4,
-        CqlValue::BigInt(_) | CqlValue::Double(_) | CqlValue::Timestamp(_) => 8,
-        CqlValue::Uuid(_) => 16,
-        // The sink binds only the types above; anything else is sized by its debug form, an
-        // overestimate that errs towards the size check.
-        other => format!("{other:?}").len(),
-    }
+pub fn bound_bytes(values: &[Cell]) -> usize {
+    values.iter().map(|value| 4 + value.bytes()).sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::connectors::fields::{FieldPath, FieldSet};
+
+    /// Field `v` of `{"v": JSON}` (absent when `json` is empty), bound for a column of `kind`.
+    fn bound(kind: ColumnType, json: &str, missing: Missing) -> Result<Cell<'static>, String> {
+        let document = if json.is_empty() {
+            "{}".to_owned()
+        } else {
+            format!(r#"{{"v": {json}}}"#)
+        };
+        let mut found = FieldSet::new(&[FieldPath::parse("v")])
+            .read(document.as_bytes())
+            .unwrap();
+        bind_field("dob", kind, found.remove(0), missing).map(Cell::into_owned)
+    }
+
+    fn ok(kind: ColumnType, json: &str) -> Cell<'static> {
+        bound(kind, json, Missing::Unset).unwrap()
+    }
 
     #[test]
     fn converts_each_supported_type() {
-        let ok = |kind, v: Value| to_cql("c", kind, Some(&v)).unwrap().unwrap();
-        assert_eq!(ok(ColumnType::Text, json!("a")), CqlValue::Text("a".into()));
+        assert_eq!(ok(ColumnType::Text, r#""a""#), Cell::Text("a".into()));
+        assert_eq!(ok(ColumnType::Text, "12345"), Cell::Text("12345".into()));
+        assert_eq!(ok(ColumnType::Text, "true"), Cell::Text("true".into()));
+        assert_eq!(ok(ColumnType::Int, "7"), Cell::Int(7));
         assert_eq!(
-            ok(ColumnType::Text, json!(12345)),
-            CqlValue::Text("12345".into())
+            ok(ColumnType::BigInt, "1099511627776"),
+            Cell::BigInt(1 << 40)
         );
-        assert_eq!(ok(ColumnType::Int, json!(7)), CqlValue::Int(7));
+        assert_eq!(ok(ColumnType::Boolean, "true"), Cell::Boolean(true));
+        assert_eq!(ok(ColumnType::Double, "2.5"), Cell::Double(2.5));
         assert_eq!(
-            ok(ColumnType::BigInt, json!(1_i64 << 40)),
-            CqlValue::BigInt(1 << 40)
+            ok(ColumnType::Timestamp, r#""1970-01-01T00:00:01.500Z""#),
+            Cell::Timestamp(1500)
         );
-        assert_eq!(
-            ok(ColumnType::Boolean, json!(true)),
-            CqlValue::Boolean(true)
-        );
-        assert_eq!(
-            ok(ColumnType::Timestamp, json!("1970-01-01T00:00:01.500Z")),
-            CqlValue::Timestamp(CqlTimestamp(1500))
-        );
-        assert_eq!(
-            ok(ColumnType::Timestamp, json!(42)),
-            CqlValue::Timestamp(CqlTimestamp(42))
-        );
+        assert_eq!(ok(ColumnType::Timestamp, "42"), Cell::Timestamp(42));
         let id = "0f9c6f0e-5d0b-4b8f-9a57-6a1c0a2b9e11";
         assert_eq!(
-            ok(ColumnType::Uuid, json!(id)),
-            CqlValue::Uuid(uuid::Uuid::parse_str(id).unwrap())
+            ok(ColumnType::Uuid, &format!("\"{id}\"")),
+            Cell::Uuid(uuid::Uuid::parse_str(id).unwrap())
         );
-        assert_eq!(to_cql("c", ColumnType::Int, None).unwrap(), None);
-        assert_eq!(
-            to_cql("c", ColumnType::Int, Some(&Value::Null)).unwrap(),
-            None
-        );
+        assert_eq!(to_cell("c", ColumnType::Int, None).unwrap(), Cell::Null);
+        assert_eq!(ok(ColumnType::Int, "null"), Cell::Null);
+    }
+
+    #[test]
+    fn text_borrows_the_record_unless_it_holds_escapes() {
+        let bytes = br#"{"plain": "abc", "escaped": "a\u0062c"}"#;
+        let paths = [FieldPath::parse("plain"), FieldPath::parse("escaped")];
+        let found = FieldSet::new(&paths).read(bytes).unwrap();
+        let cells: Vec<Cell> = found
+            .into_iter()
+            .map(|leaf| to_cell("c", ColumnType::Text, leaf).unwrap())
+            .collect();
+        assert!(matches!(&cells[0], Cell::Text(Cow::Borrowed("abc"))));
+        assert_eq!(cells[1], Cell::Text("abc".into()));
     }
 
     #[test]
     fn mismatches_name_the_column_and_the_value() {
-        for (kind, value) in [
-            (ColumnType::Int, json!("seven")),
-            (ColumnType::Int, json!(1_i64 << 40)),
-            (ColumnType::Uuid, json!("not-a-uuid")),
-            (ColumnType::Timestamp, json!("yesterday")),
-            (ColumnType::Boolean, json!(1)),
-            (ColumnType::Text, json!({"a": 1})),
+        for (kind, json, shown) in [
+            (ColumnType::Int, r#""seven""#, r#""seven""#),
+            (ColumnType::Int, "1099511627776", "1099511627776"),
+            (ColumnType::Int, "1.5", "1.5"),
+            (ColumnType::Uuid, r#""not-a-uuid""#, r#""not-a-uuid""#),
+            (ColumnType::Timestamp, r#""yesterday""#, r#""yesterday""#),
+            (ColumnType::Boolean, "1", "1"),
+            (ColumnType::Text, r#"{"a": 1}"#, "an object"),
+            (ColumnType::Double, "[1]", "an array"),
         ] {
-            let error = to_cql("dob", kind, Some(&value)).unwrap_err();
+            let error = bound(kind, json, Missing::Unset).unwrap_err();
             assert!(error.contains("`dob`"), "{error}");
+            assert!(error.contains(shown), "{error}");
         }
         assert_eq!(ColumnType::parse("map<text, int>"), None);
     }
 
     #[test]
     fn an_absent_field_is_unset_unless_missing_is_null_and_a_json_null_is_null() {
-        let record = json!({"email": null, "name": "Zoë"});
-        // `MaybeUnset` has no `PartialEq`: compare through `Option`, `None` for unset.
-        let bind = |field: &str, missing| match bind_field(
-            field,
-            ColumnType::Text,
-            record.pointer(field),
-            missing,
-        )
-        .unwrap()
-        {
-            MaybeUnset::Unset => None,
-            MaybeUnset::Set(value) => Some(value),
-        };
-        assert_eq!(bind("/absent", Missing::Unset), None);
-        assert_eq!(bind("/absent", Missing::Null), Some(None));
+        assert_eq!(bound(ColumnType::Text, "", Missing::Unset), Ok(Cell::Unset));
+        assert_eq!(bound(ColumnType::Text, "", Missing::Null), Ok(Cell::Null));
         for missing in [Missing::Unset, Missing::Null] {
-            assert_eq!(bind("/email", missing), Some(None));
+            assert_eq!(bound(ColumnType::Text, "null", missing), Ok(Cell::Null));
             assert_eq!(
-                bind("/name", missing),
-                Some(Some(CqlValue::Text("Zoë".into())))
+                bound(ColumnType::Text, r#""Zoë""#, missing),
+                Ok(Cell::Text("Zoë".into()))
             );
         }
-        assert!(bind_field("n", ColumnType::Int, Some(&json!("x")), Missing::Unset).is_err());
+    }
+
+    #[test]
+    fn cells_serialise_as_the_driver_serialises_the_column_type_and_refuse_another() {
+        let native = |kind| CqlType::Native(kind);
+        let serialised = |cell: &Cell, typ: &CqlType| {
+            let mut buffer = Vec::new();
+            let written = cell.serialize(typ, CellWriter::new(&mut buffer)).is_ok();
+            written.then_some(buffer)
+        };
+        let id = uuid::Uuid::parse_str("0f9c6f0e-5d0b-4b8f-9a57-6a1c0a2b9e11").unwrap();
+        let cases = [
+            (Cell::Text("abc".into()), native(NativeType::Text)),
+            (Cell::Text("abc".into()), native(NativeType::Ascii)),
+            (Cell::Int(7), native(NativeType::Int)),
+            (Cell::BigInt(7), native(NativeType::BigInt)),
+            (Cell::Boolean(true), native(NativeType::Boolean)),
+            (Cell::Double(0.5), native(NativeType::Double)),
+            (Cell::Timestamp(1500), native(NativeType::Timestamp)),
+            (Cell::Uuid(id), native(NativeType::Uuid)),
+            (Cell::Uuid(id), native(NativeType::Timeuuid)),
+        ];
+        for (cell, typ) in &cases {
+            let bytes = serialised(cell, typ).unwrap();
+            assert_eq!(bytes.len(), 4 + cell.bytes(), "{cell:?} as {typ:?}");
+        }
+        // Null and unset are the negative lengths -1 and -2, for any type.
+        assert_eq!(
+            serialised(&Cell::Null, &native(NativeType::Int)).unwrap(),
+            (-1_i32).to_be_bytes()
+        );
+        assert_eq!(
+            serialised(&Cell::Unset, &native(NativeType::Int)).unwrap(),
+            (-2_i32).to_be_bytes()
+        );
+        assert_eq!(
+            serialised(&Cell::Text("7".into()), &native(NativeType::Int)),
+            None
+        );
+        assert_eq!(serialised(&Cell::Int(7), &native(NativeType::BigInt)), None);
     }
 
     #[test]
     fn bound_bytes_count_each_value_and_its_length() {
         let row = [
-            MaybeUnset::Set(Some(CqlValue::Text("abc".into()))),
-            MaybeUnset::Set(Some(CqlValue::BigInt(1))),
-            MaybeUnset::Set(None),
-            MaybeUnset::Unset,
+            Cell::Text("abc".into()),
+            Cell::BigInt(1),
+            Cell::Null,
+            Cell::Unset,
         ];
         assert_eq!(bound_bytes(&row), (4 + 3) + (4 + 8) + 4 + 4);
     }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use super::{ConfigProblem, ConnectorError, Sink, SinkSpec};
 
-pub use columns::{Bound, ColumnType, Missing, bind_field, to_cql};
+pub use columns::{Cell, ColumnType, Missing, bind_field, to_cell};
 pub use config::{CassandraSinkConfig, CreateTable, DEFAULT_MAX_MUTATION_BYTES, WriteConsistency};
 pub use sink::CassandraSink;
 

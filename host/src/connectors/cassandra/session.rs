@@ -14,7 +14,7 @@ use scylla::statement::prepared::PreparedStatement;
 use super::classify::{Failure, classify};
 use super::columns::ColumnType;
 use super::config::CassandraSinkConfig;
-use crate::connectors::fields::FieldPath;
+use crate::connectors::fields::{FieldPath, FieldSet};
 use crate::connectors::{Cause, ConnectorError, ErrorKind};
 
 /// One column the INSERT binds.
@@ -35,6 +35,8 @@ pub(super) struct Prepared {
     pub session: Arc<Session>,
     pub insert: PreparedStatement,
     pub columns: Arc<Vec<Column>>,
+    /// The columns' fields, read from each record in one pass, in column order.
+    pub fields: FieldSet,
 }
 
 pub(super) async fn connect(
@@ -170,6 +172,7 @@ pub(super) async fn connect(
     Ok(Prepared {
         session: Arc::new(session),
         insert,
+        fields: FieldSet::new(columns.iter().map(|column| &column.path)),
         columns: Arc::new(columns),
     })
 }

@@ -6,7 +6,6 @@
 //! write timestamp is fixed when its batch first starts, so a row of a later batch always wins
 //! over the same key's row of an earlier one, however their inserts interleave or are retried.
 
-use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,15 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use futures::StreamExt;
 use scylla::errors::ExecutionError;
-use scylla::value::{CqlValue, MaybeUnset};
-use serde_json::Value;
 
 use super::classify::{Failure, classify};
-use super::columns::{Bound, Missing, bind_field, bound_bytes};
+use super::columns::{Cell, Missing, bind_field, bound_bytes};
 use super::config::{CassandraSinkConfig, DEFAULT_MAX_MUTATION_BYTES};
 use super::order::chains;
 use super::session::{Column, Prepared, connect, schema_intact};
 use super::stamps::Stamps;
+use crate::connectors::fields::FieldSet;
 use crate::connectors::{ConnectorError, Rejected, Sink};
 use crate::record::Record;
 
@@ -121,17 +119,25 @@ impl CassandraSink {
     }
 }
 
-/// The bound values of one record, or why it cannot be written.
-fn bind(columns: &[Column], record: &Record, missing: Missing) -> Result<Vec<Bound>, String> {
-    let document: Value =
-        serde_json::from_slice(&record.value).map_err(|e| format!("value is not JSON: {e}"))?;
+/// The bound values of one record, its text borrowed from the record, or why it cannot be
+/// written.
+fn bind<'r>(
+    columns: &[Column],
+    fields: &FieldSet,
+    record: &'r Record,
+    missing: Missing,
+) -> Result<Vec<Cell<'r>>, String> {
+    let found = fields
+        .read(&record.value)
+        .map_err(|e| format!("value is not JSON: {e}"))?;
     columns
         .iter()
-        .map(|column| {
+        .zip(found)
+        .map(|(column, field)| {
             let value = bind_field(
                 &column.name,
                 column.kind,
-                column.path.find(&document),
+                field,
                 // A key column can be neither unset nor null: both are refused below.
                 if column.primary_key {
                     Missing::Null
@@ -139,7 +145,7 @@ fn bind(columns: &[Column], record: &Record, missing: Missing) -> Result<Vec<Bou
                     missing
                 },
             )?;
-            if column.primary_key && matches!(value, MaybeUnset::Set(None)) {
+            if column.primary_key && value == Cell::Null {
                 return Err(format!(
                     "primary key column `{}` is missing from the record",
                     column.name
@@ -150,22 +156,28 @@ fn bind(columns: &[Column], record: &Record, missing: Missing) -> Result<Vec<Bou
         .collect()
 }
 
-/// The row a record writes, as the text of its primary key values: records with equal keys
-/// write the same row and must be written in order. (`CqlValue` has no `Hash`; its debug form
-/// is unambiguous for the types the sink binds, text being quoted and escaped.)
-fn row_key(columns: &[Column], values: &[Bound]) -> String {
-    let mut key = String::new();
+/// The row a record writes, as a digest of its primary key values: records with equal keys
+/// write the same row and must be written in order. Two keys that happen to share a digest are
+/// only written one after the other, never reordered.
+fn row_key(columns: &[Column], values: &[Cell], hasher: &RandomState) -> u64 {
+    let mut key = hasher.build_hasher();
     for (_, value) in columns
         .iter()
         .zip(values)
         .filter(|(column, _)| column.primary_key)
     {
-        if let MaybeUnset::Set(Some(value)) = value {
-            // Writing to a String cannot fail.
-            let _ = write!(key, "{value:?}\u{1f}");
+        std::mem::discriminant(value).hash(&mut key);
+        match value {
+            Cell::Text(text) => text.hash(&mut key),
+            Cell::Int(n) => n.hash(&mut key),
+            Cell::BigInt(n) | Cell::Timestamp(n) => n.hash(&mut key),
+            Cell::Boolean(flag) => flag.hash(&mut key),
+            Cell::Uuid(id) => id.hash(&mut key),
+            Cell::Double(x) => x.to_bits().hash(&mut key),
+            Cell::Unset | Cell::Null => {}
         }
     }
-    key
+    key.finish()
 }
 
 /// The dead letter of a record the table refused, naming the columns likely at fault.
@@ -173,7 +185,7 @@ fn refusal(
     table: &str,
     columns: &[Column],
     index: usize,
-    values: &[Bound],
+    values: &[Cell],
     error: &ExecutionError,
 ) -> Rejected {
     let suspects = suspects(columns, values);
@@ -192,7 +204,7 @@ fn refusal(
 /// tell: text in an `ascii` column that is not ASCII, an empty primary key; and the row's size
 /// when it is large. Named in the dead letter, since the server's message often names no
 /// column.
-fn suspects(columns: &[Column], values: &[Bound]) -> Vec<String> {
+fn suspects(columns: &[Column], values: &[Cell]) -> Vec<String> {
     let bytes = bound_bytes(values);
     let size = (bytes >= SIZE_SUSPECT_BYTES).then(|| {
         format!(
@@ -204,17 +216,11 @@ fn suspects(columns: &[Column], values: &[Bound]) -> Vec<String> {
         .iter()
         .zip(values)
         .filter_map(|(column, value)| match value {
-            MaybeUnset::Set(Some(CqlValue::Text(text)))
-                if column.declared == "ascii" && !text.is_ascii() =>
-            {
-                Some(format!(
-                    "column `{}` (ascii) holds non-ASCII text",
-                    column.name
-                ))
-            }
-            MaybeUnset::Set(Some(CqlValue::Text(text)))
-                if column.primary_key && text.is_empty() =>
-            {
+            Cell::Text(text) if column.declared == "ascii" && !text.is_ascii() => Some(format!(
+                "column `{}` (ascii) holds non-ASCII text",
+                column.name
+            )),
+            Cell::Text(text) if column.primary_key && text.is_empty() => {
                 Some(format!("primary key column `{}` is empty", column.name))
             }
             _ => None,
@@ -239,9 +245,9 @@ fn oversized(table: &str, index: usize, bytes: usize, limit: usize) -> Rejected 
 
 /// A record bound and ready to insert: its index in the batch and its values, the last being
 /// its write timestamp (`USING TIMESTAMP ?`).
-struct Row {
+struct Row<'r> {
     index: usize,
-    values: Vec<Bound>,
+    values: Vec<Cell<'r>>,
 }
 
 #[async_trait]
@@ -283,14 +289,14 @@ impl CassandraSink {
         let mut rejected = Vec::new();
         let mut rows = Vec::with_capacity(records.len());
         for (index, record) in records.iter().enumerate() {
-            match bind(&prepared.columns, record, missing) {
+            match bind(&prepared.columns, &prepared.fields, record, missing) {
                 Ok(mut values) => match (bound_bytes(&values), limit) {
                     (bytes, Some(limit)) if bytes > limit => {
                         rejected.push(oversized(&table, index, bytes, limit))
                     }
                     _ => {
                         let stamp = first_stamp.saturating_add(index as i64);
-                        values.push(MaybeUnset::Set(Some(CqlValue::BigInt(stamp))));
+                        values.push(Cell::BigInt(stamp));
                         rows.push(Row { index, values });
                     }
                 },
@@ -305,7 +311,7 @@ impl CassandraSink {
         let abandoned = &AtomicBool::new(false);
         let keys = rows
             .iter()
-            .map(|row| row_key(&prepared.columns, &row.values));
+            .map(|row| row_key(&prepared.columns, &row.values, &self.hasher));
         // Each chain is one primary key's rows in arrival order, written one at a time; chains
         // run concurrently. Rows go by position, not by reference: an `async` block over
         // `&Row` trips the compiler's `Send` check of the sink's future.
@@ -413,6 +419,10 @@ mod tests {
         }
     }
 
+    fn fields(columns: &[Column]) -> FieldSet {
+        FieldSet::new(columns.iter().map(|column| &column.path))
+    }
+
     #[test]
     fn a_record_binds_absent_fields_as_the_config_says_and_needs_its_key() {
         let columns = [
@@ -420,30 +430,30 @@ mod tests {
             column("email", ColumnType::Text, false),
             column("n", ColumnType::Int, false),
         ];
+        let fields = fields(&columns);
         let record = Record::from_value(r#"{"id":"a","n":null}"#);
-        let shown = |values: Vec<Bound>| -> Vec<Option<Option<CqlValue>>> {
-            values
-                .into_iter()
-                .map(|value| match value {
-                    MaybeUnset::Unset => None,
-                    MaybeUnset::Set(value) => Some(value),
-                })
-                .collect()
-        };
-        let id = Some(Some(CqlValue::Text("a".into())));
+        let id = Cell::Text("a".into());
         assert_eq!(
-            shown(bind(&columns, &record, Missing::Unset).unwrap()),
-            vec![id.clone(), None, Some(None)],
+            bind(&columns, &fields, &record, Missing::Unset).unwrap(),
+            vec![id.clone(), Cell::Unset, Cell::Null],
             "absent email unset, explicit null n written as null"
         );
         assert_eq!(
-            shown(bind(&columns, &record, Missing::Null).unwrap()),
-            vec![id, Some(None), Some(None)]
+            bind(&columns, &fields, &record, Missing::Null).unwrap(),
+            vec![id, Cell::Null, Cell::Null]
         );
         for value in [r#"{"email":"x"}"#, r#"{"id":null}"#] {
-            let error = bind(&columns, &Record::from_value(value), Missing::Unset).unwrap_err();
+            let error = bind(
+                &columns,
+                &fields,
+                &Record::from_value(value),
+                Missing::Unset,
+            )
+            .unwrap_err();
             assert!(error.contains("primary key column `id`"), "{error}");
         }
+        let error = bind(&columns, &fields, &Record::from_value("{"), Missing::Unset).unwrap_err();
+        assert!(error.starts_with("value is not JSON"), "{error}");
     }
 
     #[test]
@@ -477,18 +487,32 @@ mod tests {
             column("at", ColumnType::BigInt, true),
             column("email", ColumnType::Text, false),
         ];
+        let (fields, hasher) = (fields(&columns), RandomState::new());
         let key = |value: &str| {
-            row_key(
-                &columns,
-                &bind(&columns, &Record::from_value(value), Missing::Unset).unwrap(),
-            )
+            let record = Record::from_value(value);
+            let values = bind(&columns, &fields, &record, Missing::Unset).unwrap();
+            row_key(&columns, &values, &hasher)
         };
         assert_eq!(
             key(r#"{"id":"a","at":1,"email":"x"}"#),
             key(r#"{"id":"a","at":1}"#)
         );
         assert_ne!(key(r#"{"id":"a","at":1}"#), key(r#"{"id":"a","at":2}"#));
-        // Text is quoted: no two distinct keys print alike.
-        assert_ne!(key(r#"{"id":"a\",1","at":1}"#), key(r#"{"id":"a","at":1}"#));
+        // Each text key's end is part of the digest: moving a character from one key column
+        // to the next is another row.
+        let text_columns = [
+            column("a", ColumnType::Text, true),
+            column("b", ColumnType::Text, true),
+        ];
+        let text_fields = super::tests::fields(&text_columns);
+        let text_key = |value: &str| {
+            let record = Record::from_value(value);
+            let values = bind(&text_columns, &text_fields, &record, Missing::Unset).unwrap();
+            row_key(&text_columns, &values, &hasher)
+        };
+        assert_ne!(
+            text_key(r#"{"a":"xy","b":"z"}"#),
+            text_key(r#"{"a":"x","b":"yz"}"#)
+        );
     }
 }

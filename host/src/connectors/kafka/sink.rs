@@ -20,7 +20,7 @@ use serde::Deserialize;
 use super::client_config;
 use super::delivery::{Verdict, classify, classify_code};
 use super::unfinished::{Outcome, Unfinished};
-use crate::connectors::fields::{FieldPath, text_at};
+use crate::connectors::fields::{FieldPath, FieldSet, Leaf};
 use crate::connectors::{ConfigProblem, ConnectorError, Rejected, Sink};
 use crate::record::Record;
 
@@ -142,7 +142,7 @@ struct SharedProducer {
 pub struct KafkaSink {
     name: String,
     topic: String,
-    key_pointer: Option<FieldPath>,
+    key_fields: Option<FieldSet>,
     key_field: Option<String>,
     /// Whether this sink is a dead-letter destination, which must not refuse a record for its
     /// size: nowhere is left to send it.
@@ -198,7 +198,10 @@ impl KafkaSink {
         Ok(KafkaSink {
             name,
             topic: config.topic.clone(),
-            key_pointer: config.key_field.as_deref().map(FieldPath::parse),
+            key_fields: config
+                .key_field
+                .as_deref()
+                .map(|field| FieldSet::new(&[FieldPath::parse(field)])),
             key_field: config.key_field.clone(),
             dead_letter,
             client,
@@ -235,16 +238,21 @@ impl KafkaSink {
 
     /// The message key: the record's own (borrowed), or the key field read from its value.
     fn key_of<'r>(&self, record: &'r Record) -> Result<Option<Cow<'r, [u8]>>, String> {
-        let Some(pointer) = &self.key_pointer else {
+        let Some(fields) = &self.key_fields else {
             return Ok(record.key.as_deref().map(Cow::Borrowed));
         };
         let field = self.key_field.as_deref().unwrap_or_default();
-        let value: serde_json::Value = serde_json::from_slice(&record.value).map_err(|e| {
+        let found = fields.read(&record.value).map_err(|e| {
             format!("value is not JSON, so key field `{field}` cannot be read: {e}")
         })?;
-        text_at(&value, pointer)
-            .map(|key| Some(Cow::Owned(key.into_bytes())))
-            .ok_or_else(|| format!("key field `{field}` is missing or not a scalar"))
+        let key = found.into_iter().next().flatten().and_then(Leaf::into_text);
+        key.map(|key| {
+            Some(match key {
+                Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+                Cow::Owned(text) => Cow::Owned(text.into_bytes()),
+            })
+        })
+        .ok_or_else(|| format!("key field `{field}` is missing or not a scalar"))
     }
 
     /// Sends one record and waits for its delivery report.
@@ -522,7 +530,7 @@ impl Sink for KafkaSink {
         Some(Box::new(KafkaSink {
             name: self.name.clone(),
             topic: self.topic.clone(),
-            key_pointer: self.key_pointer.clone(),
+            key_fields: self.key_fields.clone(),
             key_field: self.key_field.clone(),
             dead_letter: self.dead_letter,
             client: self.client.clone(),

@@ -1,6 +1,10 @@
 //! Reading a field of a JSON record by a user's dotted path (`login.uuid`), shared by the sinks
 //! that take keys or columns from record fields.
 
+mod set;
+
+pub use set::{FieldSet, Leaf};
+
 use serde_json::Value;
 
 /// A field's place in a JSON record, from a dotted path (`login.uuid`) or a JSON pointer

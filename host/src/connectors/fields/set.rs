@@ -1,0 +1,400 @@
+//! Reading several fields of a record in one pass over its bytes, without building a document:
+//! a sink that needs a dozen columns gets them borrowed from the record, skipping every other
+//! field, instead of parsing the whole value into a `serde_json::Value` tree per record.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Number;
+
+use super::{FieldPath, index};
+
+/// A field's value as read from a record: text borrows the record's bytes unless it holds
+/// escapes, and an object or an array is only named, since the sinks read scalars.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Leaf<'a> {
+    /// JSON `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A number, as `serde_json` reads it (an integer when it is one, else a float).
+    Number(Number),
+    /// A string.
+    Text(Cow<'a, str>),
+    /// An object.
+    Object,
+    /// An array.
+    Array,
+}
+
+impl<'a> Leaf<'a> {
+    /// The field as text: strings as they are, numbers and booleans printed; `None` for null,
+    /// objects and arrays.
+    pub fn into_text(self) -> Option<Cow<'a, str>> {
+        match self {
+            Leaf::Text(text) => Some(text),
+            Leaf::Number(number) => Some(Cow::Owned(number.to_string())),
+            Leaf::Bool(flag) => Some(Cow::Borrowed(if flag { "true" } else { "false" })),
+            Leaf::Null | Leaf::Object | Leaf::Array => None,
+        }
+    }
+}
+
+/// Scalars as JSON (text quoted and escaped), so an error message shows what the record held;
+/// objects and arrays by kind.
+impl fmt::Display for Leaf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Leaf::Null => f.write_str("null"),
+            Leaf::Bool(flag) => write!(f, "{flag}"),
+            Leaf::Number(number) => write!(f, "{number}"),
+            Leaf::Text(text) => write!(f, "{}", serde_json::Value::from(text.as_ref())),
+            Leaf::Object => f.write_str("an object"),
+            Leaf::Array => f.write_str("an array"),
+        }
+    }
+}
+
+/// The fields a sink reads, as a tree of their keys, read together from a record's bytes.
+/// What it finds is what [`FieldPath::find`] finds in the parsed document: a key given twice
+/// counts the last time, and an array index is written without sign or leading zeros.
+#[derive(Debug, Clone)]
+pub struct FieldSet {
+    root: Node,
+    /// How many paths were given: the length of what [`FieldSet::read`] returns.
+    paths: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Node {
+    /// The key leading here from the parent (empty at the root).
+    key: String,
+    /// The key as an array index, when it is one.
+    index: Option<usize>,
+    /// The positions of the paths that end here.
+    ends: Vec<usize>,
+    /// The positions of the paths that go deeper: cleared when this field is read again.
+    below: Vec<usize>,
+    children: Vec<Node>,
+}
+
+impl FieldSet {
+    /// The set of `paths`; [`FieldSet::read`] returns their values in this order.
+    pub fn new<'p>(paths: impl IntoIterator<Item = &'p FieldPath>) -> Self {
+        let mut root = Node::default();
+        let mut count = 0;
+        for (position, path) in paths.into_iter().enumerate() {
+            count += 1;
+            let mut node = &mut root;
+            for key in &path.keys {
+                node.below.push(position);
+                let child = match node.children.iter().position(|c| c.key == *key) {
+                    Some(child) => child,
+                    None => {
+                        node.children.push(Node {
+                            key: key.clone(),
+                            index: index(key),
+                            ..Node::default()
+                        });
+                        node.children.len() - 1
+                    }
+                };
+                node = &mut node.children[child];
+            }
+            node.ends.push(position);
+        }
+        FieldSet { root, paths: count }
+    }
+
+    /// Each path's value in the JSON `bytes` (`None` where the record has no such field), or
+    /// why the bytes are not one JSON value.
+    pub fn read<'a>(&self, bytes: &'a [u8]) -> Result<Vec<Option<Leaf<'a>>>, serde_json::Error> {
+        let mut found = vec![None; self.paths];
+        let mut document = serde_json::Deserializer::from_slice(bytes);
+        Visit {
+            node: &self.root,
+            found: &mut found,
+        }
+        .deserialize(&mut document)?;
+        document.end()?;
+        Ok(found)
+    }
+}
+
+/// Reads one value at `node`: records it for the paths ending there and descends into the
+/// children's keys, skipping the rest.
+struct Visit<'n, 'f, 'a> {
+    node: &'n Node,
+    found: &'f mut [Option<Leaf<'a>>],
+}
+
+impl<'a> Visit<'_, '_, 'a> {
+    fn found(&mut self, leaf: Leaf<'a>) {
+        for &position in &self.node.below {
+            self.found[position] = None;
+        }
+        for &position in &self.node.ends {
+            self.found[position] = Some(leaf.clone());
+        }
+    }
+
+    fn number<E: de::Error>(&mut self, number: Option<Number>) -> Result<(), E> {
+        let number = number.ok_or_else(|| E::custom("number out of range"))?;
+        self.found(Leaf::Number(number));
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Visit<'_, '_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Visit<'_, '_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(mut self) -> Result<(), E> {
+        self.found(Leaf::Null);
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(mut self, flag: bool) -> Result<(), E> {
+        self.found(Leaf::Bool(flag));
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(mut self, n: i64) -> Result<(), E> {
+        self.number(Some(Number::from(n)))
+    }
+
+    fn visit_u64<E: de::Error>(mut self, n: u64) -> Result<(), E> {
+        self.number(Some(Number::from(n)))
+    }
+
+    fn visit_f64<E: de::Error>(mut self, n: f64) -> Result<(), E> {
+        self.number(Number::from_f64(n))
+    }
+
+    fn visit_borrowed_str<E: de::Error>(mut self, text: &'de str) -> Result<(), E> {
+        self.found(Leaf::Text(Cow::Borrowed(text)));
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(mut self, text: &str) -> Result<(), E> {
+        self.found(Leaf::Text(Cow::Owned(text.to_owned())));
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        self.found(Leaf::Object);
+        while let Some(child) = map.next_key_seed(Child(&self.node.children))? {
+            match child {
+                Some(node) => map.next_value_seed(Visit {
+                    node,
+                    found: &mut *self.found,
+                })?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut items: A) -> Result<(), A::Error> {
+        self.found(Leaf::Array);
+        for position in 0.. {
+            let child = self
+                .node
+                .children
+                .iter()
+                .find(|child| child.index == Some(position));
+            let more = match child {
+                Some(node) => items
+                    .next_element_seed(Visit {
+                        node,
+                        found: &mut *self.found,
+                    })?
+                    .is_some(),
+                None => items.next_element::<IgnoredAny>()?.is_some(),
+            };
+            if !more {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads an object's key as the child it leads to, if any, without keeping the key.
+struct Child<'n>(&'n [Node]);
+
+impl<'de, 'n> DeserializeSeed<'de> for Child<'n> {
+    type Value = Option<&'n Node>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de, 'n> Visitor<'de> for Child<'n> {
+    type Value = Option<&'n Node>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().find(|child| child.key == key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// What the set reads, as JSON values, beside what a pointer finds in the parsed document
+    /// (objects and arrays by kind).
+    fn both(document: &str, paths: &[&str]) -> (Vec<Option<Value>>, Vec<Option<Value>>) {
+        let paths: Vec<FieldPath> = paths.iter().map(|p| FieldPath::parse(p)).collect();
+        let read = FieldSet::new(&paths)
+            .read(document.as_bytes())
+            .unwrap()
+            .into_iter()
+            .map(|leaf| leaf.map(|leaf| as_value(&leaf)))
+            .collect();
+        let parsed: Value = serde_json::from_str(document).unwrap();
+        let found = paths
+            .iter()
+            .map(|path| path.find(&parsed).map(kind_only))
+            .collect();
+        (read, found)
+    }
+
+    fn as_value(leaf: &Leaf) -> Value {
+        match leaf {
+            Leaf::Null => Value::Null,
+            Leaf::Bool(flag) => Value::Bool(*flag),
+            Leaf::Number(number) => Value::Number(number.clone()),
+            Leaf::Text(text) => Value::from(text.as_ref()),
+            Leaf::Object => Value::from("<object>"),
+            Leaf::Array => Value::from("<array>"),
+        }
+    }
+
+    fn kind_only(value: &Value) -> Value {
+        match value {
+            Value::Object(_) => Value::from("<object>"),
+            Value::Array(_) => Value::from("<array>"),
+            scalar => scalar.clone(),
+        }
+    }
+
+    #[test]
+    fn reads_what_a_pointer_finds_in_the_parsed_document() {
+        let document = r#"{
+            "a": {"b/c": 1, "d~e": 2.5, "": "empty", "list": [10, 20, {"x": "y"}], "t": true},
+            "0": "zero", "esc\"aped": "q\"uote\u00e9", "n": null, "big": 18446744073709551615,
+            "neg": -7, "skip": {"deep": [1, [2, {"k": "v"}]]}
+        }"#;
+        let paths = [
+            "/a",
+            "/a/b~1c",
+            "/a/d~0e",
+            "/a/",
+            "/a/list",
+            "/a/list/0",
+            "/a/list/2/x",
+            "/a/list/01",
+            "/a/list/+1",
+            "/a/list/3",
+            "/a/list/-",
+            "/a/t",
+            "/0",
+            "/esc\"aped",
+            "/n",
+            "/big",
+            "/neg",
+            "/a/b~1c/z",
+            "/missing/deeper",
+            "a.list.1",
+            "",
+        ];
+        let (read, found) = both(document, &paths);
+        assert_eq!(read, found);
+        assert!(
+            read.iter().filter(|v| v.is_some()).count() >= 12,
+            "{read:?}"
+        );
+    }
+
+    #[test]
+    fn a_key_given_twice_counts_the_last_time_as_in_a_parsed_document() {
+        let paths = ["/a/b", "/a", "/c"];
+        for document in [
+            r#"{"a": {"b": 1}, "a": "text", "c": 1, "c": 2}"#,
+            r#"{"a": "text", "a": {"b": 1}}"#,
+            r#"{"a": {"b": 1}, "a": {"z": 2}}"#,
+        ] {
+            let (read, found) = both(document, &paths);
+            assert_eq!(read, found, "{document}");
+        }
+    }
+
+    #[test]
+    fn two_paths_to_one_field_both_get_it_and_text_borrows_the_record() {
+        let paths = [FieldPath::parse("id"), FieldPath::parse("/id")];
+        let bytes = br#"{"id": "u1", "other": "\u0041"}"#;
+        let read = FieldSet::new(&paths).read(bytes).unwrap();
+        assert_eq!(read[0], Some(Leaf::Text("u1".into())));
+        assert_eq!(read[0], read[1]);
+        assert!(matches!(read[0], Some(Leaf::Text(Cow::Borrowed(_)))));
+    }
+
+    #[test]
+    fn a_value_that_is_not_json_is_refused_even_where_no_path_goes() {
+        let set = FieldSet::new(&[FieldPath::parse("id")]);
+        for bad in [
+            &br#"{"id": "a", "rest": [1, 2"#[..],
+            br#"{"id": "a"} trailing"#,
+            br#"{"id": "a", "x": tru}"#,
+            b"",
+        ] {
+            assert!(set.read(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(
+            set.read(b"[1]").unwrap(),
+            vec![None],
+            "not an object: no field"
+        );
+        assert_eq!(set.read(b"\"id\"").unwrap(), vec![None]);
+    }
+
+    #[test]
+    fn leaves_print_as_json_and_read_as_text() {
+        let text = Leaf::Text("say \"hi\"".into());
+        assert_eq!(text.to_string(), r#""say \"hi\"""#);
+        assert_eq!(text.into_text().as_deref(), Some("say \"hi\""));
+        assert_eq!(
+            Leaf::Number(Number::from(12)).into_text().as_deref(),
+            Some("12")
+        );
+        assert_eq!(Leaf::Bool(true).into_text().as_deref(), Some("true"));
+        assert_eq!(Leaf::Object.to_string(), "an object");
+        for none in [Leaf::Null, Leaf::Object, Leaf::Array] {
+            assert_eq!(none.into_text(), None);
+        }
+    }
+}
