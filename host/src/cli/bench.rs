@@ -212,6 +212,13 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         cost.peak_mib(),
         optional(cost.broker_per_million()),
     );
+    let stages = &report.latency_stages;
+    println!(
+        "  of which in weir (per batch, bucketed): read to acknowledged p50 {:.1} ms, p99 {:.1} ms; sink write p99 {:.1} ms",
+        stages.batch_p50 * 1000.0,
+        stages.batch_p99 * 1000.0,
+        stages.sink_write_p99 * 1000.0,
+    );
     Ok(ExitCode::SUCCESS)
 }
 

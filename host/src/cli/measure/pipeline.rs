@@ -65,6 +65,21 @@ pub struct PipelineReportBench {
     pub latencies: Vec<Duration>,
     /// What the latency run cost (its producer runs in another process).
     pub latency_cost: Cost,
+    /// Where the latency run's time went inside weir.
+    pub latency_stages: Stages,
+}
+
+/// Weir's own share of a run's latency, from the pipeline's histograms (seconds; bucketed, so
+/// estimates): how long a batch took from the source's read to its acknowledgement, and how
+/// long its sink write took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stages {
+    /// Read to acknowledgement, median batch.
+    pub batch_p50: f64,
+    /// Read to acknowledgement, 99th percentile batch.
+    pub batch_p99: f64,
+    /// The sink write alone, 99th percentile batch.
+    pub sink_write_p99: f64,
 }
 
 /// Records per record timestamp how long after its creation it was acknowledged. Forks with
@@ -102,6 +117,10 @@ impl Sink for LatencySink {
         }))
     }
 }
+
+/// The latency run's `batch.linger_ms`: a pipeline tuned for latency, not throughput, closes a
+/// batch with what one fetch brought instead of waiting to fill it (the throughput runs use 5).
+const LATENCY_LINGER_MS: u64 = 1;
 
 /// Work that runs while a pipeline drains (the latency run's producer).
 type Concurrent =
@@ -144,9 +163,12 @@ pub async fn produce(
     seed: u64,
     rate: Option<f64>,
 ) -> Result<(), BenchError> {
+    // At a steady rate each record goes at once, as an application's event would: the
+    // producer's own batching is not part of the pipeline's latency.
+    let linger_ms = if rate.is_some() { "0" } else { "5" };
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
+        .set("linger.ms", linger_ms)
         .create()
         .map_err(setup)?;
     let mut generator = UserGenerator::new(seed);
@@ -190,6 +212,7 @@ struct Drained {
     /// The sink's latency samples, sorted.
     samples: Vec<Duration>,
     cost: Cost,
+    stages: Stages,
 }
 
 /// Runs one pipeline from TOML until `records` inputs were acknowledged, with `during` running
@@ -268,10 +291,19 @@ async fn drain(
     }
     let mut samples = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
     samples.sort();
+    let (batch, sink_write) = (
+        stats.batch_latency().snapshot(),
+        stats.sink_write_latency().snapshot(),
+    );
     Ok(Drained {
         per_second: (records as u64 - already) as f64 / elapsed.as_secs_f64(),
         samples,
         cost,
+        stages: Stages {
+            batch_p50: batch.quantile(0.5).unwrap_or_default(),
+            batch_p99: batch.quantile(0.99).unwrap_or_default(),
+            sink_write_p99: sink_write.quantile(0.99).unwrap_or_default(),
+        },
     })
 }
 
@@ -446,7 +478,8 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
         r#"{ plugin = "user-profile" }"#,
         &cassandra_sink,
     )
-    .replace("group = ", "offset_reset = \"latest\", group = ");
+    .replace("group = ", "offset_reset = \"latest\", group = ")
+    .replace("linger_ms = 5", &format!("linger_ms = {LATENCY_LINGER_MS}"));
     let producing = Box::pin(produce_from_child(
         brokers.clone(),
         input.clone(),
@@ -470,6 +503,7 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
         driver,
         latencies: drained.samples,
         latency_cost: drained.cost,
+        latency_stages: drained.stages,
     })
 }
 
