@@ -41,8 +41,14 @@ fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
 
 /// Resets the process's resident-memory high-water mark (`VmHWM`) to its current RSS by writing
 /// `5` to `/proc/self/clear_refs` (Linux 4.0 and later); false when the kernel refuses, in which
-/// case the mark stays process-wide.
+/// case the mark stays process-wide. Free heap pages that earlier runs left with the allocator
+/// go back to the kernel first, so the mark starts from what the process still uses.
 pub fn reset_peak_rss() -> bool {
+    // SAFETY: `malloc_trim` only returns free memory of glibc's heaps to the kernel.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
         && matches!(
             (status_bytes("VmHWM"), status_bytes("VmRSS")),
