@@ -3,6 +3,11 @@
 wasmtime::component::bindgen!({
     world: "transformer",
     path: "../wit",
+    // The batch handed to a plugin borrows the host's records (`RecordParam<'_>`): lowering
+    // copies their bytes into the guest's memory straight from the host's buffers.
+    ownership: Borrowing {
+        duplicate_if_necessary: true
+    },
 });
 
 /// The version of the `weir:plugin` package in wit/, the only one this host links. A component

@@ -69,9 +69,15 @@ impl PluginInstance {
     /// each trap, so that only the record that trapped or spun fails and a good record costs only
     /// its own time.
     pub fn transform(&mut self, batch: &[Record]) -> Vec<Result<Vec<Record>, RecordError>> {
-        // The contract's record type is converted here and only here. Lowering copies every
-        // byte into the guest's memory anyway; this adds one host-side copy per input.
-        let batch: Vec<wit::Record> = batch.iter().map(to_guest).collect();
+        // The contract's record type is made here and only here, borrowing the host's records:
+        // lowering copies each byte into the guest's memory straight from them. Only each
+        // record's header list is rebuilt, as borrowed pairs.
+        let headers: Vec<Vec<wit::HeaderParam>> = batch.iter().map(guest_headers).collect();
+        let batch: Vec<wit::RecordParam> = batch
+            .iter()
+            .zip(&headers)
+            .map(|(record, headers)| to_guest(record, headers))
+            .collect();
         let per_call = self.max_call_records.unwrap_or(batch.len()).max(1);
         let mut results = Vec::with_capacity(batch.len());
         for chunk in batch.chunks(per_call) {
@@ -87,7 +93,10 @@ impl PluginInstance {
     }
 
     /// One call for `records`, replayed record by record if it traps or runs out of time.
-    fn transform_call(&mut self, records: &[wit::Record]) -> Vec<Result<Vec<Record>, RecordError>> {
+    fn transform_call(
+        &mut self,
+        records: &[wit::RecordParam],
+    ) -> Vec<Result<Vec<Record>, RecordError>> {
         let trap = match self.call(records) {
             Ok(results) => return results,
             Err(trap) if records.len() == 1 => return vec![Err(trap)],
@@ -137,7 +146,7 @@ impl PluginInstance {
     }
 
     /// One record alone, with one record's deadline.
-    fn call_one(&mut self, record: &wit::Record) -> Result<Vec<Record>, RecordError> {
+    fn call_one(&mut self, record: &wit::RecordParam) -> Result<Vec<Record>, RecordError> {
         self.call(std::slice::from_ref(record))?
             .pop()
             .unwrap_or_else(|| {
@@ -148,7 +157,7 @@ impl PluginInstance {
             })
     }
 
-    fn call(&mut self, batch: &[wit::Record]) -> CallResult {
+    fn call(&mut self, batch: &[wit::RecordParam]) -> CallResult {
         let deadline = self.limits.call_deadline(batch.len());
         let live = match self.ensure_live() {
             Ok(live) => live,
@@ -303,7 +312,7 @@ fn deadline_ticks(deadline: Duration) -> u64 {
 }
 
 fn into_record_result(
-    result: Result<Vec<wit::Record>, wit::Error>,
+    result: Result<Vec<wit::RecordResult>, wit::Error>,
 ) -> Result<Vec<Record>, RecordError> {
     match result {
         Ok(outputs) => Ok(outputs.into_iter().map(from_guest).collect()),
@@ -317,25 +326,30 @@ fn into_record_result(
     }
 }
 
-/// A host record as the contract's record, for the guest.
-fn to_guest(record: &Record) -> wit::Record {
-    wit::Record {
-        key: record.key.clone(),
-        value: record.value.clone(),
-        headers: record
-            .headers
-            .iter()
-            .map(|header| wit::Header {
-                key: header.key.clone(),
-                value: header.value.clone(),
-            })
-            .collect(),
+/// A host record's headers as the contract's, borrowed.
+fn guest_headers(record: &Record) -> Vec<wit::HeaderParam<'_>> {
+    record
+        .headers
+        .iter()
+        .map(|header| wit::HeaderParam {
+            key: &header.key,
+            value: &header.value,
+        })
+        .collect()
+}
+
+/// A host record as the contract's record, for the guest, borrowed.
+fn to_guest<'a>(record: &'a Record, headers: &'a [wit::HeaderParam<'a>]) -> wit::RecordParam<'a> {
+    wit::RecordParam {
+        key: record.key.as_deref(),
+        value: &record.value,
+        headers,
         timestamp: record.timestamp,
     }
 }
 
 /// A guest's output as a host record; moves the buffers, copies nothing.
-fn from_guest(record: wit::Record) -> Record {
+fn from_guest(record: wit::RecordResult) -> Record {
     Record {
         key: record.key,
         value: record.value,
