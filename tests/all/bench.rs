@@ -197,4 +197,17 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
         .unwrap_or_else(|| panic!("no CPU-s/M in `{latency}`"));
     assert!(cpu > 0.0, "{latency}");
     assert!(latency.contains("peak "), "{latency}");
+
+    // Weir's own share, from the pipeline's histograms: every batch was read, acknowledged and
+    // written, so each figure is above zero.
+    let stages = report
+        .lines()
+        .find(|line| line.trim_start().starts_with("of which in weir"))
+        .unwrap_or_else(|| panic!("no line of weir's own latency in {report}"));
+    let figures: Vec<f64> = stages
+        .split(' ')
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    assert_eq!(figures.len(), 3, "{stages}");
+    assert!(figures.iter().all(|ms| *ms > 0.0), "{stages}");
 }
