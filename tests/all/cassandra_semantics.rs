@@ -1,7 +1,8 @@
 //! What a Cassandra table holds after a stream, against the real Cassandra: a field absent from a
 //! record leaves the stored value (unless `missing = "null"`), each primary key ends with its
 //! last record however many updates a batch holds, and a row larger than Cassandra accepts is
-//! dead-lettered while the records around it arrive.
+//! dead-lettered while the records around it arrive; every column type the sink supports is
+//! written as the table declares it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -266,4 +267,56 @@ async fn an_oversized_row_is_dead_lettered_and_the_records_around_it_arrive() {
             "{limit:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_supported_column_type_is_written_as_the_table_declares_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let dlq = dir.path().join("dlq.jsonl");
+    let keyspace = unique("weir_types");
+    let id = "0f9c6f0e-5d0b-4b8f-9a57-6a1c0a2b9e11";
+    // A version-1 (time-based) UUID, which a timeuuid column requires.
+    let time_id = "50554d6e-29bb-11e5-b345-feff819cdc9f";
+    let record = serde_json::json!({
+        "id": "a", "u": id, "tu": time_id, "n": 7, "big": 1_099_511_627_776_i64,
+        "yes": true, "x": 2.5, "at": "1970-01-01T00:00:01.500Z", "code": "ab\"c",
+        "num": 12345, "ms": 42,
+    });
+    write_lines(&input, &[record.to_string()]);
+    let columns = r#"id = "text", u = "uuid", tu = "timeuuid", n = "int", big = "bigint", yes = "boolean", x = "double", at = "timestamp", code = "ascii", num = "text", ms = "timestamp""#;
+    let report = run_to_end(&pipeline_toml(&input, &dlq, &keyspace, columns, "", "")).await;
+    assert_eq!(
+        (report.records_out, report.dead_lettered),
+        (1, 0),
+        "dead letters: {}",
+        std::fs::read_to_string(&dlq).unwrap_or_default()
+    );
+    let query =
+        format!("SELECT u, tu, n, big, yes, x, at, code, num, ms FROM {keyspace}.t WHERE id = 'a'");
+    let result = session()
+        .await
+        .query_unpaged(query, &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    type Stored = (
+        uuid::Uuid,
+        scylla::value::CqlTimeuuid,
+        i32,
+        i64,
+        bool,
+        f64,
+        scylla::value::CqlTimestamp,
+        String,
+        String,
+        scylla::value::CqlTimestamp,
+    );
+    let (u, tu, n, big, yes, x, at, code, num, ms) = result.single_row::<Stored>().unwrap();
+    assert_eq!(u.to_string(), id);
+    assert_eq!(uuid::Uuid::from(tu).to_string(), time_id);
+    assert_eq!((n, big, yes, x), (7, 1 << 40, true, 2.5));
+    assert_eq!((at.0, ms.0), (1500, 42));
+    assert_eq!((code.as_str(), num.as_str()), ("ab\"c", "12345"));
 }
