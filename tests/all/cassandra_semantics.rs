@@ -86,16 +86,24 @@ async fn session() -> Session {
         .unwrap()
 }
 
-/// Every row of `keyspace.t` as id to the text columns `columns` (null as `None`).
-async fn rows(keyspace: &str, columns: &[&str]) -> BTreeMap<String, Vec<Option<String>>> {
-    let query = format!("SELECT id, {} FROM {keyspace}.t", columns.join(", "));
-    let result = session()
+/// The rows `query` selects.
+async fn select(query: String) -> scylla::response::query_result::QueryRowsResult {
+    session()
         .await
         .query_unpaged(query, &[])
         .await
         .unwrap()
         .into_rows_result()
-        .unwrap();
+        .unwrap()
+}
+
+/// Every row of `keyspace.t` as id to the text columns `columns` (null as `None`).
+async fn rows(keyspace: &str, columns: &[&str]) -> BTreeMap<String, Vec<Option<String>>> {
+    let result = select(format!(
+        "SELECT id, {} FROM {keyspace}.t",
+        columns.join(", ")
+    ))
+    .await;
     result
         .rows::<scylla::value::Row>()
         .unwrap()
@@ -292,15 +300,10 @@ async fn every_supported_column_type_is_written_as_the_table_declares_it() {
         "dead letters: {}",
         std::fs::read_to_string(&dlq).unwrap_or_default()
     );
-    let query =
-        format!("SELECT u, tu, n, big, yes, x, at, code, num, ms FROM {keyspace}.t WHERE id = 'a'");
-    let result = session()
-        .await
-        .query_unpaged(query, &[])
-        .await
-        .unwrap()
-        .into_rows_result()
-        .unwrap();
+    let result = select(format!(
+        "SELECT u, tu, n, big, yes, x, at, code, num, ms FROM {keyspace}.t WHERE id = 'a'"
+    ))
+    .await;
     type Stored = (
         uuid::Uuid,
         scylla::value::CqlTimeuuid,

@@ -122,6 +122,20 @@ async fn wait_for(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
     }
 }
 
+/// Waits (up to 300 s) until the pipeline acknowledged `total` records; a timeout names its
+/// counts.
+async fn wait_all_acknowledged(stats: &PipelineStats, total: u64) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while stats.snapshot("p").records_in < total {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after 300 s waiting for every record after the outage: {:?}",
+            stats.snapshot("p")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Sends weir's logs to the test's captured output, shown when a test fails (`WEIR_TEST_LOG`
 /// sets the filter; `info` by default).
 fn init_logs() {
@@ -465,15 +479,7 @@ async fn kafka_outage(seconds: u64) {
     outage.end();
     // Includes the sends made while the broker was down.
     let ids = feed.finish().await;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while stats.snapshot("p").records_in < TOTAL as u64 {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after 300 s waiting for every record after the outage: {:?}",
-            stats.snapshot("p")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_all_acknowledged(&stats, TOTAL as u64).await;
     // Read while the same pipeline still runs: nothing is lost, and nothing needed a restart.
     assert_eq!(distinct_keys(&brokers, &output, ids.len()).await, ids);
     let _ = shutdown.send(true);
@@ -606,15 +612,7 @@ async fn cassandra_down_for_60_seconds_commits_nothing_and_loses_nothing() {
     assert!(!task.is_finished(), "the pipeline waits instead of failing");
     outage.end();
     let ids = feed.finish().await;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while stats.snapshot("p").records_in < TOTAL as u64 {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after 300 s waiting for every record after the outage: {:?}",
-            stats.snapshot("p")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_all_acknowledged(&stats, TOTAL as u64).await;
     let _ = shutdown.send(true);
     task.await.unwrap().unwrap();
     let session = scylla::client::session_builder::SessionBuilder::new()
