@@ -134,8 +134,12 @@ impl<'a> Visit<'_, '_, 'a> {
         for &position in &self.node.below {
             self.found[position] = None;
         }
-        for &position in &self.node.ends {
-            self.found[position] = Some(leaf.clone());
+        // Moved into the last path ending here; copied only for the others (rarely any).
+        if let Some((&last, others)) = self.node.ends.split_last() {
+            for &position in others {
+                self.found[position] = Some(leaf.clone());
+            }
+            self.found[last] = Some(leaf);
         }
     }
 
