@@ -182,7 +182,98 @@ struct Feed {
     total: usize,
     sent: Arc<AtomicUsize>,
     delivered: Arc<AtomicUsize>,
+    failures: Arc<FeedFailures>,
     task: JoinHandle<BTreeSet<String>>,
+}
+
+/// Failed sends of a feed, so that a feed that stalls says why.
+#[derive(Default)]
+struct FeedFailures {
+    /// Sends whose first delivery failed.
+    first: AtomicUsize,
+    /// Sends made again after a failed delivery.
+    again: AtomicUsize,
+    /// Producers replaced after failing the same record twice in a row.
+    replaced: AtomicUsize,
+    /// The latest delivery error.
+    last: std::sync::Mutex<Option<String>>,
+}
+
+impl FeedFailures {
+    fn failed(&self, error: &str) {
+        *self.last.lock().unwrap() = Some(error.to_owned());
+    }
+}
+
+/// How long a send may go without a delivery report: librdkafka reports one within the feed's
+/// `message.timeout.ms` (30 s), so a longer silence means its producer is stuck.
+const REPORT_WAIT: Duration = Duration::from_secs(45);
+
+/// A send's outcome: delivered, or why not (a failed delivery, or no report in time).
+async fn reported<T, U>(
+    delivery: impl std::future::Future<Output = Result<T, (rdkafka::error::KafkaError, U)>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(REPORT_WAIT, delivery).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((error, _))) => Err(error.to_string()),
+        Err(_) => Err(format!("no delivery report within {REPORT_WAIT:?}")),
+    }
+}
+
+/// The feed's producer. One that fails to deliver the same record twice in a row is replaced:
+/// after a broker restart, a librdkafka producer of the feed was seen never to deliver again
+/// (the input topic got no record after the outage, while weir's own clients resumed), and an
+/// upstream that stops for good is not what these tests are about. Producers are created off
+/// the runtime, and a replaced one is kept until the feed ends: creating and destroying a
+/// librdkafka client blocks, and the test's runtime also runs the pipeline under test.
+struct FeedProducer {
+    config: ClientConfig,
+    /// The producer new sends go to, and how many were replaced before it.
+    current: std::sync::Mutex<(u64, FutureProducer)>,
+    /// Replaced producers; their sends still report.
+    retired: std::sync::Mutex<Vec<FutureProducer>>,
+}
+
+impl FeedProducer {
+    fn new(config: ClientConfig) -> Arc<Self> {
+        let producer = config.create().unwrap();
+        Arc::new(FeedProducer {
+            config,
+            current: std::sync::Mutex::new((0, producer)),
+            retired: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn current(&self) -> (u64, FutureProducer) {
+        let current = self.current.lock().unwrap();
+        (current.0, current.1.clone())
+    }
+
+    /// Replaces producer `generation`, unless another send replaced it already; whether this
+    /// call did.
+    async fn replace(self: &Arc<Self>, generation: u64) -> bool {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let mut current = this.current.lock().unwrap();
+            if current.0 != generation {
+                return false;
+            }
+            let fresh = this.config.create().unwrap();
+            let old = std::mem::replace(&mut current.1, fresh);
+            current.0 += 1;
+            this.retired.lock().unwrap().push(old);
+            true
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Drops every producer off the runtime.
+    async fn close(self: Arc<Self>) {
+        tokio::task::spawn_blocking(move || drop(self))
+            .await
+            .unwrap();
+    }
 }
 
 impl Feed {
@@ -201,10 +292,20 @@ impl Feed {
             // `records_in` with at least the total.
             .set("enable.idempotence", "false")
             .set("acks", "all");
-        let producer: FutureProducer = config.create().unwrap();
+        // librdkafka's debug contexts for the feed's producer (`broker,topic,metadata`, say),
+        // shown with `WEIR_TEST_LOG=info,librdkafka=debug`.
+        if let Ok(contexts) = std::env::var("WEIR_TEST_FEED_DEBUG") {
+            config.set("debug", contexts);
+        }
+        let producers = FeedProducer::new(config);
         let (sent, delivered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let (topic, sent_so_far, delivered_so_far) =
-            (topic.to_owned(), Arc::clone(&sent), Arc::clone(&delivered));
+        let failures = Arc::new(FeedFailures::default());
+        let (topic, sent_so_far, delivered_so_far, failed_so_far) = (
+            topic.to_owned(),
+            Arc::clone(&sent),
+            Arc::clone(&delivered),
+            Arc::clone(&failures),
+        );
         let per_tick = (per_second * TICK.as_millis() as usize / 1000).max(1);
         let task = tokio::spawn(async move {
             let mut generator = UserGenerator::new(rand_seed());
@@ -214,6 +315,7 @@ impl Feed {
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
             while ids.len() < total {
                 ticks.tick().await;
+                let (generation, producer) = producers.current();
                 let mut deliveries = Vec::new();
                 for _ in 0..per_tick.min(total - ids.len()) {
                     let user = generator.next_user();
@@ -228,34 +330,46 @@ impl Feed {
                     assert!(ids.insert(id), "every record has its own id");
                 }
                 sent_so_far.store(ids.len(), Ordering::Relaxed);
-                let delivered = Arc::clone(&delivered_so_far);
-                let (producer, topic) = (producer.clone(), topic.clone());
+                let (delivered, failures) =
+                    (Arc::clone(&delivered_so_far), Arc::clone(&failed_so_far));
+                let (producers, topic) = (Arc::clone(&producers), topic.clone());
                 chunks.push(tokio::spawn(async move {
                     let count = deliveries.len();
                     let (records, futures): (Vec<_>, Vec<_>) = deliveries
                         .into_iter()
                         .map(|(id, value, delivery)| ((id, value), delivery))
                         .unzip();
-                    let outcomes = futures::future::join_all(futures).await;
-                    for ((id, value), outcome) in records.into_iter().zip(outcomes) {
-                        let mut outcome = outcome
-                            .expect("the producer reports the delivery")
-                            .map(|_| ())
-                            .map_err(|(error, _)| error);
+                    let outcomes = futures::future::join_all(futures.into_iter().map(|delivery| {
+                        reported(async move {
+                            match delivery.await {
+                                Ok(result) => result.map(|_| ()).map_err(|(error, _)| (error, ())),
+                                Err(_) => Err((rdkafka::error::KafkaError::Canceled, ())),
+                            }
+                        })
+                    }))
+                    .await;
+                    for ((id, value), mut outcome) in records.into_iter().zip(outcomes) {
+                        if let Err(error) = &outcome {
+                            failures.first.fetch_add(1, Ordering::Relaxed);
+                            failures.failed(error);
+                        }
                         // At least once, as an upstream producer would: a record that did land
                         // the first time changes no set of ids.
-                        for _ in 0..10 {
-                            if outcome.is_ok() {
-                                break;
+                        let mut failed_on = generation;
+                        for attempt in 0..10 {
+                            let Err(error) = &outcome else { break };
+                            failures.failed(error);
+                            if attempt > 0 && producers.replace(failed_on).await {
+                                failures.replaced.fetch_add(1, Ordering::Relaxed);
                             }
-                            outcome = producer
-                                .send(
-                                    FutureRecord::to(&topic).key(&id).payload(&value),
-                                    Duration::ZERO,
-                                )
-                                .await
-                                .map(|_| ())
-                                .map_err(|(error, _)| error);
+                            failures.again.fetch_add(1, Ordering::Relaxed);
+                            let (generation, producer) = producers.current();
+                            failed_on = generation;
+                            outcome = reported(producer.send(
+                                FutureRecord::to(&topic).key(&id).payload(&value),
+                                Duration::ZERO,
+                            ))
+                            .await;
                         }
                         outcome.expect("the record is delivered, after the outage at the latest");
                     }
@@ -265,14 +379,30 @@ impl Feed {
             for chunk in chunks {
                 chunk.await.unwrap();
             }
+            producers.close().await;
             ids
         });
         Feed {
             total,
             sent,
             delivered,
+            failures,
             task,
         }
+    }
+
+    /// What the feed has done so far, for a failure message.
+    fn describe(&self) -> String {
+        format!(
+            "{} of {} sent, {} delivered, {} first deliveries failed, {} sent again, {} producers replaced, latest error {:?}",
+            self.sent(),
+            self.total,
+            self.delivered(),
+            self.failures.first.load(Ordering::Relaxed),
+            self.failures.again.load(Ordering::Relaxed),
+            self.failures.replaced.load(Ordering::Relaxed),
+            self.failures.last.lock().unwrap()
+        )
     }
 
     /// Records handed to the producer so far.
@@ -286,11 +416,20 @@ impl Feed {
     }
 
     /// Waits until every record is sent and delivered; returns their ids.
-    async fn finish(self) -> BTreeSet<String> {
-        let ids = tokio::time::timeout(Duration::from_secs(300), self.task)
-            .await
-            .expect("the feed delivers every record within 300 s")
-            .unwrap();
+    async fn finish(mut self) -> BTreeSet<String> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let ids = loop {
+            // Every 5 s, a line in the captured output: a stalled feed shows when it stalled.
+            match tokio::time::timeout(Duration::from_secs(5), &mut self.task).await {
+                Ok(ids) => break ids.unwrap(),
+                Err(_) => println!("feed: {}", self.describe()),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the feed did not deliver every record within 300 s: {}",
+                self.describe()
+            );
+        };
         assert_eq!(ids.len(), self.total);
         ids
     }
