@@ -112,11 +112,22 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn wait_for(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
+    wait_until(timeout, condition, || what.to_owned()).await;
+}
+
+/// Waits until `condition` holds; a timeout fails the test with `describe()`, which may name
+/// the state it was in.
+async fn wait_until(
+    timeout: Duration,
+    condition: impl Fn() -> bool,
+    describe: impl Fn() -> String,
+) {
     let deadline = Instant::now() + timeout;
     while !condition() {
         assert!(
             Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {}",
+            describe()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -125,15 +136,12 @@ async fn wait_for(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
 /// Waits (up to 300 s) until the pipeline acknowledged `total` records; a timeout names its
 /// counts.
 async fn wait_all_acknowledged(stats: &PipelineStats, total: u64) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while stats.snapshot("p").records_in < total {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after 300 s waiting for every record after the outage: {:?}",
-            stats.snapshot("p")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        Duration::from_secs(300),
+        || stats.snapshot("p").records_in >= total,
+        || format!("every record after the outage: {:?}", stats.snapshot("p")),
+    )
+    .await;
 }
 
 /// Sends weir's logs to the test's captured output, shown when a test fails (`WEIR_TEST_LOG`
@@ -218,6 +226,34 @@ async fn reported<T, U>(
         Ok(Err((error, _))) => Err(error.to_string()),
         Err(_) => Err(format!("no delivery report within {REPORT_WAIT:?}")),
     }
+}
+
+/// Sends a record (topic, key, value) whose delivery through producer `generation` failed with `error` again, until
+/// it is delivered (at least once, as an upstream producer would: a record that did land the
+/// first time changes no set of ids); the producer is replaced when it fails the record twice in
+/// a row.
+async fn send_again(
+    (topic, id, value): (&str, &str, &str),
+    mut error: String,
+    mut generation: u64,
+    producers: &Arc<FeedProducer>,
+    failures: &FeedFailures,
+) {
+    for attempt in 0..10 {
+        failures.failed(&error);
+        if attempt > 0 && producers.replace(generation).await {
+            failures.replaced.fetch_add(1, Ordering::Relaxed);
+        }
+        failures.again.fetch_add(1, Ordering::Relaxed);
+        let producer;
+        (generation, producer) = producers.current();
+        let record = FutureRecord::to(topic).key(id).payload(value);
+        match reported(producer.send(record, Duration::ZERO)).await {
+            Ok(()) => return,
+            Err(again) => error = again,
+        }
+    }
+    panic!("the record is not delivered after 10 attempts, the latest failing with {error}");
 }
 
 /// The feed's producer. One that fails to deliver the same record twice in a row is replaced:
@@ -348,30 +384,11 @@ impl Feed {
                         })
                     }))
                     .await;
-                    for ((id, value), mut outcome) in records.into_iter().zip(outcomes) {
-                        if let Err(error) = &outcome {
-                            failures.first.fetch_add(1, Ordering::Relaxed);
-                            failures.failed(error);
-                        }
-                        // At least once, as an upstream producer would: a record that did land
-                        // the first time changes no set of ids.
-                        let mut failed_on = generation;
-                        for attempt in 0..10 {
-                            let Err(error) = &outcome else { break };
-                            failures.failed(error);
-                            if attempt > 0 && producers.replace(failed_on).await {
-                                failures.replaced.fetch_add(1, Ordering::Relaxed);
-                            }
-                            failures.again.fetch_add(1, Ordering::Relaxed);
-                            let (generation, producer) = producers.current();
-                            failed_on = generation;
-                            outcome = reported(producer.send(
-                                FutureRecord::to(&topic).key(&id).payload(&value),
-                                Duration::ZERO,
-                            ))
-                            .await;
-                        }
-                        outcome.expect("the record is delivered, after the outage at the latest");
+                    for ((id, value), outcome) in records.into_iter().zip(outcomes) {
+                        let Err(error) = outcome else { continue };
+                        failures.first.fetch_add(1, Ordering::Relaxed);
+                        let record = (topic.as_str(), id.as_str(), value.as_str());
+                        send_again(record, error, generation, &producers, &failures).await;
                     }
                     delivered.fetch_add(count, Ordering::Relaxed);
                 }));
