@@ -12,7 +12,11 @@ use scylla::statement::Consistency;
 
 use super::BenchError;
 use super::cost::{Cost, Meter};
-use weir::connectors::cassandra::{Cell, ColumnType, Missing, bind_field};
+use scylla::statement::batch::{Batch, BatchType};
+use weir::connectors::cassandra::{
+    Cell, ColumnType, DEFAULT_REQUEST_BYTES, DEFAULT_ROWS_PER_REQUEST, Missing, bind_field,
+    replica_set, requests, row_bytes,
+};
 use weir::connectors::fields::{FieldPath, FieldSet};
 
 /// The `created_users` table both the pipeline and the driver write: column and CQL type; `id`
@@ -32,7 +36,8 @@ pub const COLUMNS: [(&str, &str); 12] = [
     ("picture", "text"),
 ];
 
-/// Inserts in flight: the pipeline's cassandra sink is configured with the same.
+/// Requests in flight: the pipeline's cassandra sink is configured with the same, and both group
+/// rows into requests the same way (the sink's default `rows_per_request` and `request_bytes`).
 pub const CONCURRENCY: usize = 128;
 
 /// The table the driver writes, beside the pipeline's in the same keyspace.
@@ -97,9 +102,10 @@ pub fn premapped_rows(records: usize, seed: u64) -> Result<Vec<Vec<Cell<'static>
     Ok(rows)
 }
 
-/// Writes `rows` to a new table of [`COLUMNS`]'s shape in `keyspace` (created when absent), one
-/// prepared insert per row at consistency ONE, [`CONCURRENCY`] in flight; the meter's window is
-/// the writes alone, after connecting and preparing.
+/// Writes `rows` to a new table of [`COLUMNS`]'s shape in `keyspace` (created when absent) with
+/// a prepared insert at consistency ONE, the rows grouped into unlogged batches by replica set as
+/// the sink groups them, [`CONCURRENCY`] requests in flight; the meter's window is the writes
+/// alone, after connecting and preparing.
 pub async fn write(
     nodes: &str,
     keyspace: &str,
@@ -146,11 +152,39 @@ pub async fn write(
         })?;
     insert.set_is_idempotent(true);
     insert.set_consistency(Consistency::One);
-    let (session, insert) = (&session, &insert);
+    let batches: Vec<Batch> = (1..=DEFAULT_ROWS_PER_REQUEST)
+        .map(|size| {
+            let mut batch = Batch::new(BatchType::Unlogged);
+            for _ in 0..size {
+                batch.append_statement(insert.clone());
+            }
+            batch.set_consistency(Consistency::One);
+            batch.set_is_idempotent(true);
+            batch
+        })
+        .collect();
+    let (session, insert, batches) = (&session, &insert, &batches);
     meter.window_start();
     let started = std::time::Instant::now();
-    let mut writes = futures::stream::iter(rows)
-        .map(|row| session.execute_unpaged(insert, row))
+    // Grouped into requests as the sink groups them, in the timed window as in the sink.
+    let cluster = session.get_cluster_state();
+    let placed = rows.iter().map(|row| {
+        (
+            replica_set(&cluster, insert, keyspace, TABLE, row),
+            row_bytes(row),
+        )
+    });
+    let grouped = requests(placed, DEFAULT_ROWS_PER_REQUEST, DEFAULT_REQUEST_BYTES);
+    let mut writes = futures::stream::iter(grouped)
+        .map(|request| async move {
+            match request.as_slice() {
+                [row] => session.execute_unpaged(insert, &rows[*row]).await,
+                several => {
+                    let values: Vec<_> = several.iter().map(|&row| &rows[row]).collect();
+                    session.batch(&batches[several.len() - 1], values).await
+                }
+            }
+        })
         .buffer_unordered(CONCURRENCY);
     while let Some(written) = writes.next().await {
         written.map_err(|e| setup(format!("insert into {keyspace}.{TABLE} failed: {e}")))?;

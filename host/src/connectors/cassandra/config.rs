@@ -68,11 +68,25 @@ pub struct CassandraSinkConfig {
     /// Consistency of the writes.
     #[serde(default)]
     pub consistency: WriteConsistency,
-    /// Inserts in flight at once, across all the batches the sink writes at once
-    /// (`batch.sink_in_flight`). Records for the same primary key are written one after
-    /// another in arrival order; only different keys share this concurrency.
+    /// Requests in flight at once (each a row's insert or a batch of up to `rows_per_request`
+    /// rows), across all the batches the sink writes at once (`batch.sink_in_flight`). Each row
+    /// carries its record's write timestamp, so a key's later record wins however its
+    /// requests interleave.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Rows sent in one request: rows that the same replicas own go together as one unlogged
+    /// batch of at most this many, routed to one of those replicas, so the driver and the server
+    /// handle one request instead of this many. `1` sends each row as its own insert. At most
+    /// 10 by default, Cassandra's `unlogged_batch_across_partitions_warn_threshold` (beyond it
+    /// the server logs a warning per batch).
+    #[serde(default = "default_rows_per_request")]
+    pub rows_per_request: usize,
+    /// Largest batch, in bytes of its rows' values plus a few bytes per cell, as Cassandra
+    /// measures a batch against its `batch_size_warn_threshold` (5 KiB by default, a warning per
+    /// larger batch) and `batch_size_fail_threshold` (50 KiB, a refusal). A row larger than this
+    /// is sent on its own.
+    #[serde(default = "default_request_bytes")]
+    pub request_bytes: usize,
     /// What a column gets when its field is absent from the record: `unset` (the default)
     /// leaves the value an earlier record stored; `null` writes null, which erases it (a
     /// tombstone). A field that holds JSON `null` is written as null either way.
@@ -95,6 +109,25 @@ fn default_concurrency() -> usize {
     64
 }
 
+fn default_rows_per_request() -> usize {
+    DEFAULT_ROWS_PER_REQUEST
+}
+
+fn default_request_bytes() -> usize {
+    DEFAULT_REQUEST_BYTES
+}
+
+/// `rows_per_request` when unset: Cassandra's default
+/// `unlogged_batch_across_partitions_warn_threshold`.
+pub const DEFAULT_ROWS_PER_REQUEST: usize = 10;
+
+/// `request_bytes` when unset: Cassandra's default `batch_size_warn_threshold` (5 KiB).
+pub const DEFAULT_REQUEST_BYTES: usize = 5 << 10;
+
+/// The most rows a request may batch: far beyond where batching still pays, and well inside
+/// the protocol's 65,535 statements a batch.
+pub const MAX_ROWS_PER_REQUEST: usize = 100;
+
 /// Cassandra's default `native_transport_max_frame_size` and `max_mutation_size` (half the
 /// default 32 MiB commit log segment): a row this large is likely refused for its size.
 pub const DEFAULT_MAX_MUTATION_BYTES: usize = 16 << 20;
@@ -112,6 +145,18 @@ impl CassandraSinkConfig {
         }
         if self.concurrency == 0 {
             return Err(("concurrency".into(), "must be at least 1".into()));
+        }
+        if !(1..=MAX_ROWS_PER_REQUEST).contains(&self.rows_per_request) {
+            return Err((
+                "rows_per_request".into(),
+                format!(
+                    "{} is not between 1 and {MAX_ROWS_PER_REQUEST}",
+                    self.rows_per_request
+                ),
+            ));
+        }
+        if self.request_bytes == 0 {
+            return Err(("request_bytes".into(), "must be at least 1".into()));
         }
         // A frame's length is a signed 32-bit integer in the CQL protocol.
         if let Some(bytes @ (0 | 0x8000_0000..)) = self.max_mutation_bytes {
@@ -159,4 +204,40 @@ fn is_identifier(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with(|c: char| c.is_ascii_digit())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> CassandraSinkConfig {
+        toml::from_str(&format!(
+            "nodes = [\"127.0.0.1:9042\"]\nkeyspace = \"k\"\ntable = \"t\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn rows_go_ten_to_a_request_within_5_kib_unless_configured() {
+        let default = config("");
+        assert_eq!(
+            (default.rows_per_request, default.request_bytes),
+            (10, 5120)
+        );
+        assert!(default.validate().is_ok());
+        let single = config("rows_per_request = 1");
+        assert!(single.validate().is_ok());
+    }
+
+    #[test]
+    fn a_request_holds_at_least_one_row_and_at_most_a_hundred() {
+        for (extra, key) in [
+            ("rows_per_request = 0", "rows_per_request"),
+            ("rows_per_request = 101", "rows_per_request"),
+            ("request_bytes = 0", "request_bytes"),
+        ] {
+            let (at, message) = config(extra).validate().unwrap_err();
+            assert_eq!(at, key, "{extra}: {message}");
+        }
+    }
 }

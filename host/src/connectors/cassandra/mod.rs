@@ -1,12 +1,13 @@
 //! The `cassandra` sink (the seed's Spark-to-Cassandra step): prepared, idempotent inserts with
-//! columns mapped from JSON fields, absent fields left unset, each primary key's records written
-//! in order, bounded concurrency, retries on one kept session, and a clear error per record on a
-//! type mismatch or an oversized row.
+//! columns mapped from JSON fields, absent fields left unset, the rows of one replica set sent
+//! together as unlogged batches, each row's write timestamp fixed so a key's later record wins,
+//! bounded concurrency, retries on one kept session, and a clear error per record on a type
+//! mismatch or an oversized row.
 
 mod classify;
 mod columns;
 mod config;
-mod order;
+mod requests;
 mod session;
 mod sink;
 mod stamps;
@@ -16,7 +17,11 @@ use async_trait::async_trait;
 use super::{ConfigProblem, ConnectorError, Sink, SinkSpec};
 
 pub use columns::{Cell, ColumnType, Missing, bind_field, to_cell};
-pub use config::{CassandraSinkConfig, CreateTable, DEFAULT_MAX_MUTATION_BYTES, WriteConsistency};
+pub use config::{
+    CassandraSinkConfig, CreateTable, DEFAULT_MAX_MUTATION_BYTES, DEFAULT_REQUEST_BYTES,
+    DEFAULT_ROWS_PER_REQUEST, WriteConsistency,
+};
+pub use requests::{replica_set, requests, row_bytes};
 pub use sink::CassandraSink;
 
 #[async_trait]

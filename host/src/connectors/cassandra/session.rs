@@ -9,6 +9,8 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{ExecutionError, PrepareError};
 use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
+use scylla::statement::Consistency;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 
 use super::classify::{Failure, classify};
@@ -37,6 +39,33 @@ pub(super) struct Prepared {
     pub columns: Arc<Vec<Column>>,
     /// The columns' fields, read from each record in one pass, in column order.
     pub fields: FieldSet,
+    /// Unlogged batches of the insert: `batches[n - 1]` holds it `n` times, for every `n` up
+    /// to `rows_per_request`.
+    pub batches: Vec<Batch>,
+}
+
+impl Prepared {
+    /// The unlogged batch of `rows` inserts (`1..=rows_per_request`).
+    pub fn batch(&self, rows: usize) -> &Batch {
+        &self.batches[rows - 1]
+    }
+}
+
+/// Unlogged batches of `insert`, of 1 to `rows` statements, at its consistency. Unlogged: every
+/// row carries its own write timestamp and replaying an upsert is harmless, so the batch log's
+/// all-or-nothing guarantee would cost a round of writes and buy nothing.
+fn batches(insert: &PreparedStatement, rows: usize, consistency: Consistency) -> Vec<Batch> {
+    (1..=rows)
+        .map(|size| {
+            let mut batch = Batch::new(BatchType::Unlogged);
+            for _ in 0..size {
+                batch.append_statement(insert.clone());
+            }
+            batch.set_consistency(consistency);
+            batch.set_is_idempotent(true);
+            batch
+        })
+        .collect()
 }
 
 pub(super) async fn connect(
@@ -171,6 +200,11 @@ pub(super) async fn connect(
     insert.set_consistency(config.consistency.to_driver());
     Ok(Prepared {
         session: Arc::new(session),
+        batches: batches(
+            &insert,
+            config.rows_per_request,
+            config.consistency.to_driver(),
+        ),
         insert,
         fields: FieldSet::new(columns.iter().map(|column| &column.path)),
         columns: Arc::new(columns),

@@ -1,10 +1,11 @@
-//! Writes records to a Cassandra table with a prepared, idempotent INSERT per record: records for
-//! the same primary key one after another in arrival order, different keys concurrently; the
-//! batch is acknowledged when every insert succeeded or its record was dead-lettered. Handles
-//! forked for batches in flight together share the session and one pool of `concurrency`
-//! inserts, so the next batch's inserts start as the last ones of a batch finish; each row's
-//! write timestamp is fixed when its batch first starts, so a row of a later batch always wins
-//! over the same key's row of an earlier one, however their inserts interleave or are retried.
+//! Writes records to a Cassandra table with a prepared, idempotent INSERT per record, the rows
+//! that the same replicas own sent together as unlogged batches of up to `rows_per_request`,
+//! requests concurrently; the batch is acknowledged when every row was written or its record
+//! dead-lettered. Each row's write timestamp is fixed when its batch first starts, so a row of a
+//! later record always wins over the same key's row of an earlier one, however their requests
+//! interleave or are retried. Handles forked for batches in flight together share the session
+//! and one pool of `concurrency` requests, so the next batch's requests start as the last ones
+//! of a batch finish.
 
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use scylla::errors::ExecutionError;
 use super::classify::{Failure, classify};
 use super::columns::{Cell, Missing, bind_field, bound_bytes};
 use super::config::{CassandraSinkConfig, DEFAULT_MAX_MUTATION_BYTES};
-use super::order::chains;
+use super::requests::{replica_set, requests, row_bytes};
 use super::session::{Column, Prepared, connect, schema_intact};
 use super::stamps::Stamps;
 use crate::connectors::fields::FieldSet;
@@ -29,9 +30,9 @@ struct Shared {
     /// Kept across transient failures: the driver reconnects its pools by itself, and a new
     /// session per failure would storm a recovering cluster with connections.
     prepared: tokio::sync::Mutex<Option<Arc<Prepared>>>,
-    /// Inserts in flight across all handles, at most `concurrency`; handed out first come,
+    /// Requests in flight across all handles, at most `concurrency`; handed out first come,
     /// first served, so an earlier batch's rows go before a later one's.
-    inserts: tokio::sync::Semaphore,
+    requests: tokio::sync::Semaphore,
     /// The write timestamps of rows.
     stamps: Stamps,
 }
@@ -57,7 +58,7 @@ impl CassandraSink {
             config: Arc::new(config.clone()),
             shared: Arc::new(Shared {
                 prepared: tokio::sync::Mutex::new(None),
-                inserts: tokio::sync::Semaphore::new(config.concurrency),
+                requests: tokio::sync::Semaphore::new(config.concurrency),
                 stamps: Stamps::default(),
             }),
             unfinished: None,
@@ -156,28 +157,13 @@ fn bind<'r>(
         .collect()
 }
 
-/// The row a record writes, as a digest of its primary key values: records with equal keys
-/// write the same row and must be written in order. Two keys that happen to share a digest are
-/// only written one after the other, never reordered.
-fn row_key(columns: &[Column], values: &[Cell], hasher: &RandomState) -> u64 {
-    let mut key = hasher.build_hasher();
-    for (_, value) in columns
-        .iter()
-        .zip(values)
-        .filter(|(column, _)| column.primary_key)
-    {
-        std::mem::discriminant(value).hash(&mut key);
-        match value {
-            Cell::Text(text) => text.hash(&mut key),
-            Cell::Int(n) => n.hash(&mut key),
-            Cell::BigInt(n) | Cell::Timestamp(n) => n.hash(&mut key),
-            Cell::Boolean(flag) => flag.hash(&mut key),
-            Cell::Uuid(id) => id.hash(&mut key),
-            Cell::Double(x) => x.to_bits().hash(&mut key),
-            Cell::Unset | Cell::Null => {}
-        }
-    }
-    key.finish()
+/// Whether a request's failure fails the whole batch (so no further request starts), rather
+/// than one record.
+fn fails_the_batch(failure: Failure) -> bool {
+    matches!(
+        failure,
+        Failure::Config | Failure::Transient | Failure::Session
+    )
 }
 
 /// The dead letter of a record the table refused, naming the columns likely at fault.
@@ -277,11 +263,7 @@ impl CassandraSink {
         records: &[Record],
         first_stamp: i64,
     ) -> Result<Vec<Rejected>, ConnectorError> {
-        let (concurrency, missing, limit) = (
-            self.config.concurrency,
-            self.config.missing,
-            self.config.max_mutation_bytes,
-        );
+        let (missing, limit) = (self.config.missing, self.config.max_mutation_bytes);
         let name = &*self.name;
         let (keyspace, table_name) = (&self.config.keyspace, &self.config.table);
         let table = format!("{keyspace}.{table_name}");
@@ -303,50 +285,85 @@ impl CassandraSink {
                 Err(reason) => rejected.push(Rejected { index, reason }),
             }
         }
-        let (session, insert) = (&prepared.session, &prepared.insert);
-        let inserts = &self.shared.inserts;
+        let (session, insert, batches) = (&prepared.session, &prepared.insert, &*prepared);
+        let permits = &self.shared.requests;
         let bound = &rows;
-        // Set once an insert failed in a way that fails the whole batch: the other chains start
-        // no further insert, so an outage costs one failed request per chain, not one per record.
+        // Set once a request failed in a way that fails the whole batch: no further request
+        // starts, so an outage costs one failed request per request in flight, not one per row.
         let abandoned = &AtomicBool::new(false);
-        let keys = rows
-            .iter()
-            .map(|row| row_key(&prepared.columns, &row.values, &self.hasher));
-        // Each chain is one primary key's rows in arrival order, written one at a time; chains
-        // run concurrently. Rows go by position, not by reference: an `async` block over
-        // `&Row` trips the compiler's `Send` check of the sink's future.
-        let mut chains = futures::stream::iter(chains(keys))
-            .map(|chain| async move {
+        let requests = if self.config.rows_per_request == 1 {
+            requests(rows.iter().map(|_| (0, 0)), 1, usize::MAX)
+        } else {
+            let cluster = session.get_cluster_state();
+            let placed = rows.iter().map(|row| {
+                (
+                    replica_set(&cluster, insert, keyspace, table_name, &row.values),
+                    row_bytes(&row.values),
+                )
+            });
+            requests(
+                placed,
+                self.config.rows_per_request,
+                self.config.request_bytes,
+            )
+        };
+        // Requests run concurrently, each with rows of one replica set. Rows go by position,
+        // not by reference: an `async` block over `&Row` trips the compiler's `Send` check of
+        // the sink's future.
+        let mut sent = futures::stream::iter(requests)
+            .map(|request| async move {
                 let mut failures = Vec::new();
-                for row in chain {
-                    if abandoned.load(Ordering::Relaxed) {
-                        break;
+                // Never closed, so always granted.
+                let Ok(_permit) = permits.acquire().await else {
+                    return failures;
+                };
+                if abandoned.load(Ordering::Relaxed) {
+                    return failures;
+                }
+                let result = match request.as_slice() {
+                    [row] => session.execute_unpaged(insert, &bound[*row].values).await,
+                    rows => {
+                        let values: Vec<_> = rows.iter().map(|&row| &bound[row].values).collect();
+                        session.batch(batches.batch(rows.len()), values).await
                     }
-                    // Never closed, so always granted.
-                    let Ok(_permit) = inserts.acquire().await else {
-                        break;
-                    };
-                    let Err(error) = session.execute_unpaged(insert, &bound[row].values).await
-                    else {
-                        continue;
-                    };
-                    let failure = classify(&error);
-                    failures.push((row, failure, error));
-                    match failure {
-                        // This record alone: the key's later records still follow it.
-                        Failure::Record | Failure::Invalid => {}
-                        Failure::Config | Failure::Transient | Failure::Session => {
-                            abandoned.store(true, Ordering::Relaxed);
-                            break;
+                };
+                let Err(error) = result else {
+                    return failures;
+                };
+                match classify(&error) {
+                    // The server refused a value, and a batch does not say whose: each row
+                    // again on its own, so only the refused ones are dead-lettered. Rows the
+                    // batch did write are written again with the same timestamps, harmlessly.
+                    Failure::Record | Failure::Invalid if request.len() > 1 => {
+                        for row in request {
+                            if abandoned.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            let Err(error) =
+                                session.execute_unpaged(insert, &bound[row].values).await
+                            else {
+                                continue;
+                            };
+                            let failure = classify(&error);
+                            failures.push((row, failure, error));
+                            if fails_the_batch(failure) {
+                                abandoned.store(true, Ordering::Relaxed);
+                            }
                         }
+                    }
+                    failure => {
+                        if fails_the_batch(failure) {
+                            abandoned.store(true, Ordering::Relaxed);
+                        }
+                        failures.push((request[0], failure, error));
                     }
                 }
                 failures
             })
-            .buffer_unordered(concurrency);
+            .buffer_unordered(self.config.concurrency);
         let (mut transient, mut config, mut session_lost) = (None, None, None);
         let mut invalid = Vec::new();
-        while let Some(failures) = chains.next().await {
+        while let Some(failures) = sent.next().await {
             for (row, failure, error) in failures {
                 let Row { index, values } = &bound[row];
                 match failure {
@@ -360,7 +377,7 @@ impl CassandraSink {
                 }
             }
         }
-        drop(chains);
+        drop(sent);
         let batch_failed = config.is_some() || transient.is_some() || session_lost.is_some();
         if !batch_failed && !invalid.is_empty() {
             let intact = schema_intact(&prepared.session, keyspace, table_name, &prepared.columns)
@@ -478,41 +495,5 @@ mod tests {
         assert_eq!(first.first_stamp(&earlier), earlier_stamp);
         // Once written, the same records again are a new batch.
         assert!(first.first_stamp(&earlier) > later_stamp);
-    }
-
-    #[test]
-    fn the_row_key_is_the_primary_key_values_only() {
-        let columns = [
-            column("id", ColumnType::Text, true),
-            column("at", ColumnType::BigInt, true),
-            column("email", ColumnType::Text, false),
-        ];
-        let (fields, hasher) = (fields(&columns), RandomState::new());
-        let key = |value: &str| {
-            let record = Record::from_value(value);
-            let values = bind(&columns, &fields, &record, Missing::Unset).unwrap();
-            row_key(&columns, &values, &hasher)
-        };
-        assert_eq!(
-            key(r#"{"id":"a","at":1,"email":"x"}"#),
-            key(r#"{"id":"a","at":1}"#)
-        );
-        assert_ne!(key(r#"{"id":"a","at":1}"#), key(r#"{"id":"a","at":2}"#));
-        // Each text key's end is part of the digest: moving a character from one key column
-        // to the next is another row.
-        let text_columns = [
-            column("a", ColumnType::Text, true),
-            column("b", ColumnType::Text, true),
-        ];
-        let text_fields = super::tests::fields(&text_columns);
-        let text_key = |value: &str| {
-            let record = Record::from_value(value);
-            let values = bind(&text_columns, &text_fields, &record, Missing::Unset).unwrap();
-            row_key(&text_columns, &values, &hasher)
-        };
-        assert_ne!(
-            text_key(r#"{"a":"xy","b":"z"}"#),
-            text_key(r#"{"a":"x","b":"yz"}"#)
-        );
     }
 }

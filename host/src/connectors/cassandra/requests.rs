@@ -1,0 +1,106 @@
+//! Groups a batch's rows into the requests the sink sends: rows that the same replicas own go
+//! together, as one unlogged batch of at most `rows_per_request` rows and `request_bytes` bytes,
+//! so a request is one round trip to a node that holds every row in it, and the driver and the
+//! server handle one request where they would handle ten.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use scylla::cluster::ClusterState;
+use scylla::statement::prepared::PreparedStatement;
+
+use super::columns::{Cell, bound_bytes};
+
+/// Bytes a written cell costs a batch beyond its value (its write timestamp, flags and
+/// lengths), so that a request's estimate follows Cassandra's own measure of a batch (the data
+/// size of its mutations, which `batch_size_warn_threshold` is compared with).
+const CELL_OVERHEAD_BYTES: usize = 12;
+
+/// The rows of a batch grouped into requests. `rows[i]` is row `i`'s replica set (any key that
+/// is equal for rows the same replicas own) and its estimated size in bytes. A request holds
+/// rows of one replica set only, at most `max_rows` of them and, unless it is a single row, at
+/// most `max_bytes`; requests come in the order of their first row, and rows in arrival order
+/// within a request.
+pub fn requests<K: Hash + Eq>(
+    rows: impl IntoIterator<Item = (K, usize)>,
+    max_rows: usize,
+    max_bytes: usize,
+) -> Vec<Vec<usize>> {
+    let mut requests: Vec<Vec<usize>> = Vec::new();
+    // Per replica set: its request still open for more rows, and that request's bytes.
+    let mut open: HashMap<K, (usize, usize)> = HashMap::new();
+    for (row, (replicas, bytes)) in rows.into_iter().enumerate() {
+        match open.get_mut(&replicas) {
+            Some((request, used))
+                if requests[*request].len() < max_rows
+                    && used.saturating_add(bytes) <= max_bytes =>
+            {
+                requests[*request].push(row);
+                *used += bytes;
+            }
+            _ => {
+                requests.push(vec![row]);
+                open.insert(replicas, (requests.len() - 1, bytes));
+            }
+        }
+    }
+    requests
+}
+
+/// The replicas that own a row, as a digest of their host ids: rows with equal digests may
+/// share a request. A row whose token cannot be computed (no partition key metadata) gets 0,
+/// so such rows are still grouped, and the driver routes their batch as it can.
+pub fn replica_set(
+    cluster: &ClusterState,
+    insert: &PreparedStatement,
+    keyspace: &str,
+    table: &str,
+    values: &[Cell],
+) -> u64 {
+    let Ok(Some(token)) = insert.calculate_token(&values) else {
+        return 0;
+    };
+    let mut digest = std::hash::DefaultHasher::new();
+    for (node, _) in cluster.get_token_endpoints(keyspace, table, token) {
+        node.host_id.hash(&mut digest);
+    }
+    digest.finish()
+}
+
+/// A row's size in a batch, as Cassandra measures a batch: its values and each cell's own
+/// bytes.
+pub fn row_bytes(values: &[Cell]) -> usize {
+    bound_bytes(values) + values.len() * CELL_OVERHEAD_BYTES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_of_one_replica_set_share_requests_up_to_the_row_limit() {
+        let rows = ["a", "b", "a", "a", "b", "a", "c"].map(|replicas| (replicas, 10));
+        assert_eq!(
+            requests(rows, 3, 1000),
+            vec![vec![0, 2, 3], vec![1, 4], vec![5], vec![6]]
+        );
+    }
+
+    #[test]
+    fn a_request_stays_within_its_bytes_and_a_larger_row_goes_alone() {
+        let rows = [("a", 40), ("a", 40), ("a", 40), ("a", 500), ("a", 10)];
+        assert_eq!(
+            requests(rows, 10, 100),
+            vec![vec![0, 1], vec![2], vec![3], vec![4]]
+        );
+    }
+
+    #[test]
+    fn one_row_per_request_sends_every_row_alone_in_order() {
+        assert_eq!(
+            requests([((), 1); 3], 1, 1000),
+            vec![vec![0], vec![1], vec![2]]
+        );
+        assert!(requests(Vec::<((), usize)>::new(), 10, 1000).is_empty());
+    }
+}
