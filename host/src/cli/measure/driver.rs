@@ -12,10 +12,9 @@ use scylla::statement::Consistency;
 
 use super::BenchError;
 use super::cost::{Cost, Meter};
-use scylla::statement::batch::{Batch, BatchType};
 use weir::connectors::cassandra::{
     Cell, ColumnType, DEFAULT_REQUEST_BYTES, DEFAULT_ROWS_PER_REQUEST, Missing, bind_field,
-    replica_set, requests, row_bytes,
+    replica_set, requests, row_bytes, unlogged_batches,
 };
 use weir::connectors::fields::{FieldPath, FieldSet};
 
@@ -152,17 +151,7 @@ pub async fn write(
         })?;
     insert.set_is_idempotent(true);
     insert.set_consistency(Consistency::One);
-    let batches: Vec<Batch> = (1..=DEFAULT_ROWS_PER_REQUEST)
-        .map(|size| {
-            let mut batch = Batch::new(BatchType::Unlogged);
-            for _ in 0..size {
-                batch.append_statement(insert.clone());
-            }
-            batch.set_consistency(Consistency::One);
-            batch.set_is_idempotent(true);
-            batch
-        })
-        .collect();
+    let batches = unlogged_batches(&insert, DEFAULT_ROWS_PER_REQUEST, Consistency::One);
     let (session, insert, batches) = (&session, &insert, &batches);
     meter.window_start();
     let started = std::time::Instant::now();

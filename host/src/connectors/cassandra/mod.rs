@@ -22,6 +22,7 @@ pub use config::{
     DEFAULT_ROWS_PER_REQUEST, WriteConsistency,
 };
 pub use requests::{replica_set, requests, row_bytes};
+pub use session::unlogged_batches;
 pub use sink::CassandraSink;
 
 #[async_trait]

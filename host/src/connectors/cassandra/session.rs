@@ -51,10 +51,15 @@ impl Prepared {
     }
 }
 
-/// Unlogged batches of `insert`, of 1 to `rows` statements, at its consistency. Unlogged: every
-/// row carries its own write timestamp and replaying an upsert is harmless, so the batch log's
-/// all-or-nothing guarantee would cost a round of writes and buy nothing.
-fn batches(insert: &PreparedStatement, rows: usize, consistency: Consistency) -> Vec<Batch> {
+/// Unlogged batches of `insert`, of 1 to `rows` statements each (`batches[n - 1]` holds `n`),
+/// written at `consistency` and marked idempotent. Unlogged: the sink's rows carry their own
+/// write timestamps and replaying an upsert is harmless, so the batch log's all-or-nothing
+/// guarantee would cost a round of writes and buy nothing.
+pub fn unlogged_batches(
+    insert: &PreparedStatement,
+    rows: usize,
+    consistency: Consistency,
+) -> Vec<Batch> {
     (1..=rows)
         .map(|size| {
             let mut batch = Batch::new(BatchType::Unlogged);
@@ -200,7 +205,7 @@ pub(super) async fn connect(
     insert.set_consistency(config.consistency.to_driver());
     Ok(Prepared {
         session: Arc::new(session),
-        batches: batches(
+        batches: unlogged_batches(
             &insert,
             config.rows_per_request,
             config.consistency.to_driver(),
