@@ -173,6 +173,14 @@ async fn a_missing_field_leaves_the_stored_value_and_missing_null_erases_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_updates_to_ten_keys_end_with_each_key_holding_its_last() {
+    // Rows in batches of up to ten (the default), where one request holds several updates of a
+    // key, and one insert per row, where a key's updates race in separate requests.
+    for requests in ["", "rows_per_request = 1"] {
+        updates_to_ten_keys_end_with_each_key_holding_its_last(requests).await;
+    }
+}
+
+async fn updates_to_ten_keys_end_with_each_key_holding_its_last(requests: &str) {
     const UPDATES: usize = 1_000;
     const KEYS: usize = 10;
     let dir = tempfile::tempdir().unwrap();
@@ -198,7 +206,7 @@ async fn a_thousand_updates_to_ten_keys_end_with_each_key_holding_its_last() {
         &keyspace,
         r#"id = "text", seq = "int", note = "text""#,
         "batch = { size = 250, linger_ms = 1000 }",
-        "concurrency = 256",
+        &format!("concurrency = 256\n{requests}"),
     ))
     .await;
     assert_eq!(
@@ -216,7 +224,7 @@ async fn a_thousand_updates_to_ten_keys_end_with_each_key_holding_its_last() {
         assert_eq!(
             stored[&format!("key-{key}")],
             [Some(last.to_string()), Some(format!("from {last_note}"))],
-            "key-{key} holds its last update, and the last note any update set"
+            "key-{key} holds its last update, and the last note any update set ({requests:?})"
         );
     }
 }
