@@ -14,7 +14,7 @@ use super::BenchError;
 use super::cost::{Cost, Meter};
 use weir::connectors::cassandra::{
     Cell, ColumnType, DEFAULT_REQUEST_BYTES, DEFAULT_ROWS_PER_REQUEST, Missing, bind_field,
-    replica_set, requests, row_bytes, unlogged_batches,
+    group_by_replicas, send, unlogged_batches,
 };
 use weir::connectors::fields::{FieldPath, FieldSet};
 
@@ -156,23 +156,18 @@ pub async fn write(
     meter.window_start();
     let started = std::time::Instant::now();
     // Grouped into requests as the sink groups them, in the timed window as in the sink.
-    let cluster = session.get_cluster_state();
-    let placed = rows.iter().map(|row| {
-        (
-            replica_set(&cluster, insert, keyspace, TABLE, row),
-            row_bytes(row),
-        )
-    });
-    let grouped = requests(placed, DEFAULT_ROWS_PER_REQUEST, DEFAULT_REQUEST_BYTES);
+    let grouped = group_by_replicas(
+        session,
+        insert,
+        (keyspace, TABLE),
+        rows.iter().map(Vec::as_slice),
+        DEFAULT_ROWS_PER_REQUEST,
+        DEFAULT_REQUEST_BYTES,
+    );
     let mut writes = futures::stream::iter(grouped)
-        .map(|request| async move {
-            match request.as_slice() {
-                [row] => session.execute_unpaged(insert, &rows[*row]).await,
-                several => {
-                    let values: Vec<_> = several.iter().map(|&row| &rows[row]).collect();
-                    session.batch(&batches[several.len() - 1], values).await
-                }
-            }
+        .map(|request| {
+            let values = request.iter().map(|&row| rows[row].as_slice()).collect();
+            send(session, insert, batches, values)
         })
         .buffer_unordered(CONCURRENCY);
     while let Some(written) = writes.next().await {

@@ -6,7 +6,10 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
+use scylla::client::session::Session;
 use scylla::cluster::ClusterState;
+use scylla::errors::ExecutionError;
+use scylla::statement::batch::Batch;
 use scylla::statement::prepared::PreparedStatement;
 
 use super::columns::{Cell, bound_bytes};
@@ -16,12 +19,57 @@ use super::columns::{Cell, bound_bytes};
 /// size of its mutations, which `batch_size_warn_threshold` is compared with).
 const CELL_OVERHEAD_BYTES: usize = 12;
 
+/// Groups `rows` (each a row's bound values for `insert` into `keyspace.table`) into the
+/// requests [`send`] sends: each request holds rows that the same replicas own, at most
+/// `max_rows` of them within `max_bytes` (see [`requests`]). With `max_rows` of 1 every row goes
+/// alone, in order, and no token is computed.
+pub fn group_by_replicas<'v, 'c: 'v>(
+    session: &Session,
+    insert: &PreparedStatement,
+    (keyspace, table): (&str, &str),
+    rows: impl IntoIterator<Item = &'v [Cell<'c>]>,
+    max_rows: usize,
+    max_bytes: usize,
+) -> Vec<Vec<usize>> {
+    if max_rows == 1 {
+        return requests(rows.into_iter().map(|_| ((), 0)), 1, usize::MAX);
+    }
+    let cluster = session.get_cluster_state();
+    let placed = rows.into_iter().map(|values| {
+        (
+            replica_set(&cluster, insert, keyspace, table, values),
+            row_bytes(values),
+        )
+    });
+    requests(placed, max_rows, max_bytes)
+}
+
+/// Sends one request of [`group_by_replicas`]: a single row as `insert`, several as the
+/// unlogged batch of their number (`batches[n - 1]` holds `insert` `n` times, see
+/// `unlogged_batches`).
+#[expect(
+    clippy::result_large_err,
+    reason = "the driver's own error, handed on as the driver returns it and classified once"
+)]
+pub async fn send(
+    session: &Session,
+    insert: &PreparedStatement,
+    batches: &[Batch],
+    rows: Vec<&[Cell<'_>]>,
+) -> Result<(), ExecutionError> {
+    if let [row] = rows.as_slice() {
+        return session.execute_unpaged(insert, row).await.map(drop);
+    }
+    let batch = &batches[rows.len() - 1];
+    session.batch(batch, rows).await.map(drop)
+}
+
 /// The rows of a batch grouped into requests. `rows[i]` is row `i`'s replica set (any key that
 /// is equal for rows the same replicas own) and its estimated size in bytes. A request holds
 /// rows of one replica set only, at most `max_rows` of them and, unless it is a single row, at
 /// most `max_bytes`; requests come in the order of their first row, and rows in arrival order
 /// within a request.
-pub fn requests<K: Hash + Eq>(
+fn requests<K: Hash + Eq>(
     rows: impl IntoIterator<Item = (K, usize)>,
     max_rows: usize,
     max_bytes: usize,
@@ -50,7 +98,7 @@ pub fn requests<K: Hash + Eq>(
 /// The replicas that own a row, as a digest of their host ids: rows with equal digests may
 /// share a request. A row whose token cannot be computed (no partition key metadata) gets 0,
 /// so such rows are still grouped, and the driver routes their batch as it can.
-pub fn replica_set(
+fn replica_set(
     cluster: &ClusterState,
     insert: &PreparedStatement,
     keyspace: &str,
@@ -69,7 +117,7 @@ pub fn replica_set(
 
 /// A row's size in a batch, as Cassandra measures a batch: its values and each cell's own
 /// bytes.
-pub fn row_bytes(values: &[Cell]) -> usize {
+fn row_bytes(values: &[Cell]) -> usize {
     bound_bytes(values) + values.len() * CELL_OVERHEAD_BYTES
 }
 

@@ -44,13 +44,6 @@ pub(super) struct Prepared {
     pub batches: Vec<Batch>,
 }
 
-impl Prepared {
-    /// The unlogged batch of `rows` inserts (`1..=rows_per_request`).
-    pub fn batch(&self, rows: usize) -> &Batch {
-        &self.batches[rows - 1]
-    }
-}
-
 /// Unlogged batches of `insert`, of 1 to `rows` statements each (`batches[n - 1]` holds `n`),
 /// written at `consistency` and marked idempotent. Unlogged: the sink's rows carry their own
 /// write timestamps and replaying an upsert is harmless, so the batch log's all-or-nothing

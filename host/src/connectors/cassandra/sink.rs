@@ -18,7 +18,7 @@ use scylla::errors::ExecutionError;
 use super::classify::{Failure, classify};
 use super::columns::{Cell, Missing, bind_field, bound_bytes};
 use super::config::{CassandraSinkConfig, DEFAULT_MAX_MUTATION_BYTES};
-use super::requests::{replica_set, requests, row_bytes};
+use super::requests::{group_by_replicas, send};
 use super::session::{Column, Prepared, connect, schema_intact};
 use super::stamps::Stamps;
 use crate::connectors::fields::FieldSet;
@@ -285,28 +285,20 @@ impl CassandraSink {
                 Err(reason) => rejected.push(Rejected { index, reason }),
             }
         }
-        let (session, insert, batches) = (&prepared.session, &prepared.insert, &*prepared);
+        let (session, insert, batches) = (&prepared.session, &prepared.insert, &prepared.batches);
         let permits = &self.shared.requests;
         let bound = &rows;
         // Set once a request failed in a way that fails the whole batch: no further request
         // starts, so an outage costs one failed request per request in flight, not one per row.
         let abandoned = &AtomicBool::new(false);
-        let requests = if self.config.rows_per_request == 1 {
-            requests(rows.iter().map(|_| (0, 0)), 1, usize::MAX)
-        } else {
-            let cluster = session.get_cluster_state();
-            let placed = rows.iter().map(|row| {
-                (
-                    replica_set(&cluster, insert, keyspace, table_name, &row.values),
-                    row_bytes(&row.values),
-                )
-            });
-            requests(
-                placed,
-                self.config.rows_per_request,
-                self.config.request_bytes,
-            )
-        };
+        let requests = group_by_replicas(
+            session,
+            insert,
+            (keyspace, table_name),
+            rows.iter().map(|row| row.values.as_slice()),
+            self.config.rows_per_request,
+            self.config.request_bytes,
+        );
         // Requests run concurrently, each with rows of one replica set. Rows go by position,
         // not by reference: an `async` block over `&Row` trips the compiler's `Send` check of
         // the sink's future.
@@ -320,14 +312,8 @@ impl CassandraSink {
                 if abandoned.load(Ordering::Relaxed) {
                     return failures;
                 }
-                let result = match request.as_slice() {
-                    [row] => session.execute_unpaged(insert, &bound[*row].values).await,
-                    rows => {
-                        let values: Vec<_> = rows.iter().map(|&row| &bound[row].values).collect();
-                        session.batch(batches.batch(rows.len()), values).await
-                    }
-                };
-                let Err(error) = result else {
+                let values = request.iter().map(|&row| bound[row].values.as_slice());
+                let Err(error) = send(session, insert, batches, values.collect()).await else {
                     return failures;
                 };
                 match classify(&error) {
