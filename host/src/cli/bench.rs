@@ -68,18 +68,25 @@ pub fn plugin(
     );
     let lines = super::measure::user_profile(&plugin, &sample, Duration::from_secs_f64(seconds))?;
     println!(
-        "{:>6}  {:>16}  {:>16}  {:>12}",
-        "batch", "native rec/s", "wasm rec/s", "wasm/native"
+        "{:>6}  {:>16}  {:>16}  {:>12}  {:>14}",
+        "batch", "native rec/s", "wasm rec/s", "wasm/native", "rounds"
     );
     for line in &lines {
+        let (lowest, highest) = line.ratio_range();
         println!(
-            "{:>6}  {:>16.0}  {:>16.0}  {:>12.2}",
+            "{:>6}  {:>16.0}  {:>16.0}  {:>12.2}  {:>14}",
             line.batch_size,
             line.native_per_second,
             line.wasm_per_second,
-            line.ratio()
+            line.ratio(),
+            format!("{lowest:.2}-{highest:.2}"),
         );
     }
+    println!(
+        "(records/s and the ratio are medians over {} rounds, each running native then Wasm; \
+         \"rounds\" is the lowest and highest round's ratio)",
+        super::measure::plugin::ROUNDS
+    );
     // The same component without epoch checks, at the largest batch (where the guest's own
     // work dominates), to state what the deadlines cost.
     let unbounded = weir::runtime::LoadedPlugin::from_bytes(
@@ -96,9 +103,8 @@ pub fn plugin(
         Duration::from_secs_f64(seconds),
     )?;
     println!(
-        "epoch deadlines at batch {batch_size}: {:.0} and {:.0} wasm rec/s with, {:.0} without: cost {:.1}%",
-        epoch.with_deadlines[0],
-        epoch.with_deadlines[1],
+        "epoch deadlines at batch {batch_size}: {:.0} wasm rec/s with, {:.0} without: cost {:.1}%",
+        epoch.with_deadlines,
         epoch.without_deadlines,
         epoch.cost() * 100.0
     );

@@ -12,21 +12,36 @@ use weir::runtime::{LoadedPlugin, PluginInstance, PluginLimits};
 /// The batch sizes measured: one record per call (worst case), a typical batch, a large one.
 pub const BATCH_SIZES: [usize; 3] = [1, 64, 1024];
 
+/// How many rounds each measurement is split into. A round runs one side, then the other, for
+/// an equal share of the time, so that drift on a shared machine (frequency, neighbours) falls on
+/// both sides alike; the ratio reported is the median of the rounds' ratios.
+pub const ROUNDS: usize = 8;
+
 /// One line of the benchmark's result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchLine {
     /// Records per plugin call.
     pub batch_size: usize,
-    /// Native records per second (the baseline).
+    /// Native records per second (the baseline): the median over the rounds.
     pub native_per_second: f64,
-    /// Wasm records per second.
+    /// Wasm records per second: the median over the rounds.
     pub wasm_per_second: f64,
+    /// Wasm/native per round, in ascending order.
+    pub round_ratios: Vec<f64>,
 }
 
 impl BenchLine {
-    /// Wasm throughput as a share of native throughput.
+    /// Wasm throughput as a share of native throughput: the median of the rounds' ratios.
     pub fn ratio(&self) -> f64 {
-        self.wasm_per_second / self.native_per_second
+        median(&self.round_ratios)
+    }
+
+    /// The lowest and highest round's ratio.
+    pub fn ratio_range(&self) -> (f64, f64) {
+        (
+            self.round_ratios.first().copied().unwrap_or(f64::NAN),
+            self.round_ratios.last().copied().unwrap_or(f64::NAN),
+        )
     }
 }
 
@@ -39,7 +54,8 @@ pub fn sample_records(records: usize, seed: u64) -> Vec<Record> {
 }
 
 /// Measures `user-profile` natively and as the given plugin, for each batch size, each over at
-/// least `min_time` (repeating the record set as needed), after checking both give equal outputs.
+/// least `min_time` in [`ROUNDS`] interleaved rounds (repeating the record set as needed), after
+/// checking both give equal outputs.
 pub fn user_profile(
     plugin: &Arc<LoadedPlugin>,
     records: &[Record],
@@ -49,50 +65,58 @@ pub fn user_profile(
     check_equal(&mut instance, records)?;
     let progress = weir::progress::start(
         "bench plugin",
-        Some(2 * BATCH_SIZES.len() as u64),
-        "measurements",
+        Some(BATCH_SIZES.len() as u64),
+        "batch sizes",
     );
     let lines = BATCH_SIZES
         .iter()
         .map(|&batch_size| {
-            let native = throughput(min_time, records.len(), || run_native(records, batch_size));
+            let rounds = interleaved(
+                min_time,
+                records.len(),
+                || run_native(records, batch_size),
+                || run_wasm(&mut instance, records, batch_size),
+            );
+            let line = BenchLine {
+                batch_size,
+                native_per_second: median(&rounds.first),
+                wasm_per_second: median(&rounds.second),
+                round_ratios: rounds.ratios(),
+            };
             progress.advance(
                 1,
-                &format!("batch {batch_size}: native {native:.0} records/s"),
+                &format!(
+                    "batch {batch_size}: native {:.0}, wasm {:.0} records/s",
+                    line.native_per_second, line.wasm_per_second
+                ),
             );
-            let wasm = throughput(min_time, records.len(), || {
-                run_wasm(&mut instance, records, batch_size)
-            });
-            progress.advance(1, &format!("batch {batch_size}: wasm {wasm:.0} records/s"));
-            Ok(BenchLine {
-                batch_size,
-                native_per_second: native,
-                wasm_per_second: wasm,
-            })
+            line
         })
         .collect();
     progress.finish("measured");
-    lines
+    Ok(lines)
 }
 
 /// What epoch interruption (the deadline check compiled into every plugin) costs: Wasm
-/// records/s at `batch_size` with deadlines, without (`unbounded`, a runtime compiled without
-/// epoch checks), and with again, so that drift on a shared machine shows.
+/// records/s at `batch_size` with deadlines and without (`unbounded`, a runtime compiled without
+/// epoch checks), in interleaved rounds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpochCost {
     /// Records per plugin call.
     pub batch_size: usize,
-    /// Records/s with deadlines, before and after the measurement without.
-    pub with_deadlines: [f64; 2],
-    /// Records/s compiled without epoch checks.
+    /// Records/s with deadlines: the median over the rounds.
+    pub with_deadlines: f64,
+    /// Records/s compiled without epoch checks: the median over the rounds.
     pub without_deadlines: f64,
+    /// With/without per round (each round runs without, then with), in ascending order.
+    pub round_ratios: Vec<f64>,
 }
 
 impl EpochCost {
-    /// The share of throughput the deadlines cost (negative when within noise the other way).
+    /// The share of throughput the deadlines cost, from the median round (negative when within
+    /// noise the other way).
     pub fn cost(&self) -> f64 {
-        let with = (self.with_deadlines[0] + self.with_deadlines[1]) / 2.0;
-        1.0 - with / self.without_deadlines
+        1.0 - median(&self.round_ratios)
     }
 }
 
@@ -107,21 +131,75 @@ pub fn epoch_cost(
 ) -> Result<EpochCost, BenchError> {
     let mut with = plugin.instantiate("{}", PluginLimits::default())?;
     let mut without = unbounded.instantiate("{}", PluginLimits::default())?;
-    let measure = |instance: &mut PluginInstance| {
-        throughput(min_time, records.len(), || {
-            run_wasm(instance, records, batch_size)
-        })
-    };
-    let before = measure(&mut with);
-    let without_deadlines = measure(&mut without);
-    let after = measure(&mut with);
+    let rounds = interleaved(
+        min_time,
+        records.len(),
+        || run_wasm(&mut without, records, batch_size),
+        || run_wasm(&mut with, records, batch_size),
+    );
     Ok(EpochCost {
         batch_size,
-        with_deadlines: [before, after],
-        without_deadlines,
+        with_deadlines: median(&rounds.second),
+        without_deadlines: median(&rounds.first),
+        round_ratios: rounds.ratios(),
     })
 }
 
+/// Records/s of two sides measured round by round.
+struct Rounds {
+    first: Vec<f64>,
+    second: Vec<f64>,
+}
+
+impl Rounds {
+    /// `second / first` per round, in ascending order.
+    fn ratios(&self) -> Vec<f64> {
+        let mut ratios: Vec<f64> = self
+            .first
+            .iter()
+            .zip(&self.second)
+            .map(|(first, second)| second / first)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios
+    }
+}
+
+/// Runs `first` then `second`, each for `min_time / ROUNDS`, [`ROUNDS`] times.
+fn interleaved(
+    min_time: Duration,
+    records_per_pass: usize,
+    mut first: impl FnMut() -> usize,
+    mut second: impl FnMut() -> usize,
+) -> Rounds {
+    let slice = min_time / ROUNDS as u32;
+    let mut rounds = Rounds {
+        first: Vec::with_capacity(ROUNDS),
+        second: Vec::with_capacity(ROUNDS),
+    };
+    for _ in 0..ROUNDS {
+        rounds
+            .first
+            .push(throughput(slice, records_per_pass, &mut first));
+        rounds
+            .second
+            .push(throughput(slice, records_per_pass, &mut second));
+    }
+    rounds
+}
+
+/// The median of `values` (the mean of the middle two for an even count); NaN when empty.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// Records/s of `pass` over at least `min_time` (and at least one pass), after one warm-up pass.
 fn throughput(min_time: Duration, records_per_pass: usize, mut pass: impl FnMut() -> usize) -> f64 {
     // One warm-up pass so that caches and lazy initialisation do not count.
     std::hint::black_box(pass());
@@ -221,5 +299,47 @@ fn describe<E: std::fmt::Debug>(outcome: Result<Vec<&[u8]>, &E>) -> String {
             format!("{} row(s) {rows:?}", rows.len())
         }
         Err(error) => format!("error {error:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_of_an_odd_count_is_the_middle_value_and_of_an_even_count_the_mean_of_two() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn round_ratios_pair_each_round_and_come_sorted() {
+        let rounds = Rounds {
+            first: vec![100.0, 200.0, 50.0],
+            second: vec![50.0, 200.0, 40.0],
+        };
+        assert_eq!(rounds.ratios(), vec![0.5, 0.8, 1.0]);
+    }
+
+    #[test]
+    fn interleaving_runs_both_sides_in_every_round() {
+        let (mut firsts, mut seconds) = (0, 0);
+        let rounds = interleaved(
+            Duration::ZERO,
+            10,
+            || {
+                firsts += 1;
+                10
+            },
+            || {
+                seconds += 1;
+                10
+            },
+        );
+        assert_eq!(rounds.first.len(), ROUNDS);
+        assert_eq!(rounds.second.len(), ROUNDS);
+        // A warm-up pass and at least one measured pass per side per round.
+        assert_eq!((firsts, seconds), (2 * ROUNDS, 2 * ROUNDS));
     }
 }
