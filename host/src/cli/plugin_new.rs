@@ -56,12 +56,20 @@ const RUST_SDK: &[(&str, &str)] = &[
         include_str!("../../../plugins/sdk/src/json.rs"),
     ),
     (
+        "src/json_out.rs",
+        include_str!("../../../plugins/sdk/src/json_out.rs"),
+    ),
+    (
         "src/log.rs",
         include_str!("../../../plugins/sdk/src/log.rs"),
     ),
     (
         "src/record.rs",
         include_str!("../../../plugins/sdk/src/record.rs"),
+    ),
+    (
+        "src/utf8.rs",
+        include_str!("../../../plugins/sdk/src/utf8.rs"),
     ),
     ("wit/plugin.wit", include_str!("../../../wit/plugin.wit")),
 ];

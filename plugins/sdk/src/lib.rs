@@ -24,8 +24,10 @@ pub mod arena;
 pub mod config;
 pub mod error;
 pub mod json;
+pub mod json_out;
 pub mod log;
 pub mod record;
+mod utf8;
 
 #[doc(hidden)]
 pub mod guest;

@@ -52,7 +52,7 @@ impl Record {
             |e: serde_json::Error| Error::bad_record(format!("value is not valid JSON: {e}"));
         // Checked once here, so that the parser need not check each string it reads; on
         // failure the tree parser words the error exactly as `json()` does.
-        let Ok(text) = std::str::from_utf8(&self.value) else {
+        let Some(text) = crate::utf8::from_utf8(&self.value) else {
             return Err(match self.json() {
                 Err(error) => error,
                 Ok(_) => Error::bad_record("value is not valid JSON: not UTF-8"),
@@ -82,7 +82,8 @@ impl Record {
 }
 
 fn to_json_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(value).map_err(|e| Error::failure(format!("cannot serialise JSON: {e}")))
+    crate::json_out::to_vec(value)
+        .map_err(|e| Error::failure(format!("cannot serialise JSON: {e}")))
 }
 
 #[cfg(test)]

@@ -1,0 +1,990 @@
+//! JSON output for [`crate::Record::from_json`] and [`crate::Record::with_json`]: the bytes
+//! `serde_json::to_vec` gives, written without its byte-at-a-time string loop. As Wasm every
+//! loop iteration also checks the host's deadline, so scanning strings eight bytes at a time in
+//! a 64-bit word (Wasm has 64-bit integers even on wasm32) is what makes the difference.
+
+use std::fmt::Display;
+
+use std::io;
+
+use serde::ser::{self, Serialize};
+use serde_json::ser::{CompactFormatter, Formatter};
+
+/// The structs `serde_json` serialises as raw JSON text (`RawValue`, and `Number` under its
+/// `arbitrary_precision` feature): their one field holds text written as it is.
+const RAW_TOKENS: [&str; 2] = [
+    "$serde_json::private::RawValue",
+    "$serde_json::private::Number",
+];
+
+/// Why a value could not be written as JSON, worded as `serde_json` words it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteError(String);
+
+impl Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+impl ser::Error for WriteError {
+    fn custom<T: Display>(message: T) -> Self {
+        WriteError(message.to_string())
+    }
+}
+
+fn key_must_be_a_string() -> WriteError {
+    WriteError("key must be a string".into())
+}
+
+/// `value` as compact JSON, byte for byte what `serde_json::to_vec` gives.
+pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, WriteError> {
+    let mut writer = Writer {
+        out: Vec::with_capacity(128),
+    };
+    value.serialize(&mut writer)?;
+    Ok(writer.out)
+}
+
+/// The output being written.
+struct Writer {
+    out: Vec<u8>,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any byte of `word` is zero (the classic bit trick: exact for "any").
+fn has_zero_byte(word: u64) -> bool {
+    word.wrapping_sub(ONES) & !word & HIGH_BITS != 0
+}
+
+/// Whether any of the eight bytes in `word` must be escaped: below 0x20, `"` or `\`.
+fn needs_escape(word: u64) -> bool {
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH_BITS != 0;
+    control
+        || has_zero_byte(word ^ (ONES * u64::from(b'"')))
+        || has_zero_byte(word ^ (ONES * u64::from(b'\\')))
+}
+
+/// The escape of `byte` inside a JSON string, as `serde_json` writes it, or `None`.
+fn escape(byte: u8) -> Option<&'static [u8]> {
+    const CONTROL: [&[u8]; 32] = [
+        b"\\u0000", b"\\u0001", b"\\u0002", b"\\u0003", b"\\u0004", b"\\u0005", b"\\u0006",
+        b"\\u0007", b"\\b", b"\\t", b"\\n", b"\\u000b", b"\\f", b"\\r", b"\\u000e", b"\\u000f",
+        b"\\u0010", b"\\u0011", b"\\u0012", b"\\u0013", b"\\u0014", b"\\u0015", b"\\u0016",
+        b"\\u0017", b"\\u0018", b"\\u0019", b"\\u001a", b"\\u001b", b"\\u001c", b"\\u001d",
+        b"\\u001e", b"\\u001f",
+    ];
+    match byte {
+        0..0x20 => Some(CONTROL[usize::from(byte)]),
+        b'"' => Some(b"\\\""),
+        b'\\' => Some(b"\\\\"),
+        _ => None,
+    }
+}
+
+/// `text` as a quoted, escaped JSON string.
+fn write_str(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    // `run` is where the bytes not yet copied start.
+    let (mut run, mut at) = (0, 0);
+    while at < bytes.len() {
+        if let Some(word) = bytes.get(at..at + 8) {
+            let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+            if !needs_escape(word) {
+                at += 8;
+                continue;
+            }
+        }
+        if let Some(escaped) = escape(bytes[at]) {
+            out.extend_from_slice(&bytes[run..at]);
+            out.extend_from_slice(escaped);
+            run = at + 1;
+        }
+        at += 1;
+    }
+    out.extend_from_slice(&bytes[run..]);
+    out.push(b'"');
+}
+
+/// A number as serde_json's own formatter writes it, so that the digits stay its digits.
+fn number(
+    out: &mut Vec<u8>,
+    write: impl FnOnce(&mut CompactFormatter, &mut Vec<u8>) -> io::Result<()>,
+) {
+    write(&mut CompactFormatter, out).expect("writing to a Vec cannot fail");
+}
+
+impl<'a> ser::Serializer for &'a mut Writer {
+    type Ok = ();
+    type Error = WriteError;
+    type SerializeSeq = Compound<'a>;
+    type SerializeTuple = Compound<'a>;
+    type SerializeTupleStruct = Compound<'a>;
+    type SerializeTupleVariant = Compound<'a>;
+    type SerializeMap = Compound<'a>;
+    type SerializeStruct = Compound<'a>;
+    type SerializeStructVariant = Compound<'a>;
+
+    fn serialize_bool(self, value: bool) -> Result<(), WriteError> {
+        self.out
+            .extend_from_slice(if value { b"true" } else { b"false" });
+        Ok(())
+    }
+    fn serialize_i8(self, value: i8) -> Result<(), WriteError> {
+        number(&mut self.out, |f, w| f.write_i8(w, value));
+        Ok(())
+    }
+    fn serialize_i16(self, value: i16) -> Result<(), WriteError> {
+        number(&mut self.out, |f, w| f.write_i16(w, value));
+        Ok(())
+    }
+    fn serialize_i32(self, value: i32) -> Result<(), WriteError> {
+        number(&mut self.out, |f, w| f.write_i32(w, value));
+        Ok(())
+    }
+    fn serialize_i64(self, value: i64) -> Result<(), WriteError> {
+        number(&mut self.out, |f, w| f.write_i64(w, value));
+        Ok(())
+    }
+    fn serialize_i128(self, value: i128) -> Result<(), WriteError> {
+        number(&mut self.out, |f, w| f.write_i128(w, value));
+        Ok(())
+    }
+    fn serialize_u8(self, value: u8) -> Result<(), WriteError> {
+        number(&mut self.out, |f, w| f.write_u8(w, value));
+        Ok(())
+    }
+    fn serialize_u16(self, value: u16) -> Result<(), WriteError> {
+        number(&mut self.out, |f, w| f.write_u16(w, value));
+        Ok(())
+    }
+    fn serialize_u32(self, value: u32) -> Result<(), WriteError> {
+        number(&mut self.out, |f, w| f.write_u32(w, value));
+        Ok(())
+    }
+    fn serialize_u64(self, value: u64) -> Result<(), WriteError> {
+        number(&mut self.out, |f, w| f.write_u64(w, value));
+        Ok(())
+    }
+    fn serialize_u128(self, value: u128) -> Result<(), WriteError> {
+        number(&mut self.out, |f, w| f.write_u128(w, value));
+        Ok(())
+    }
+    fn serialize_f32(self, value: f32) -> Result<(), WriteError> {
+        // Like serde_json: JSON has no NaN or infinity, so they are written as null.
+        if value.is_finite() {
+            number(&mut self.out, |f, w| f.write_f32(w, value));
+        } else {
+            self.out.extend_from_slice(b"null");
+        }
+        Ok(())
+    }
+    fn serialize_f64(self, value: f64) -> Result<(), WriteError> {
+        if value.is_finite() {
+            number(&mut self.out, |f, w| f.write_f64(w, value));
+        } else {
+            self.out.extend_from_slice(b"null");
+        }
+        Ok(())
+    }
+    fn serialize_char(self, value: char) -> Result<(), WriteError> {
+        write_str(&mut self.out, value.encode_utf8(&mut [0; 4]));
+        Ok(())
+    }
+    fn serialize_str(self, value: &str) -> Result<(), WriteError> {
+        write_str(&mut self.out, value);
+        Ok(())
+    }
+    fn serialize_bytes(self, value: &[u8]) -> Result<(), WriteError> {
+        // An array of numbers, as serde_json writes bytes.
+        self.out.push(b'[');
+        for (index, byte) in value.iter().enumerate() {
+            if index > 0 {
+                self.out.push(b',');
+            }
+            number(&mut self.out, |f, w| f.write_u8(w, *byte));
+        }
+        self.out.push(b']');
+        Ok(())
+    }
+    fn serialize_none(self) -> Result<(), WriteError> {
+        self.serialize_unit()
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), WriteError> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<(), WriteError> {
+        self.out.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<(), WriteError> {
+        self.serialize_unit()
+    }
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<(), WriteError> {
+        self.serialize_str(variant)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<(), WriteError> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<(), WriteError> {
+        self.out.push(b'{');
+        write_str(&mut self.out, variant);
+        self.out.push(b':');
+        value.serialize(&mut *self)?;
+        self.out.push(b'}');
+        Ok(())
+    }
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Compound<'a>, WriteError> {
+        Ok(Compound::open(self, b"[", b"]"))
+    }
+    fn serialize_tuple(self, len: usize) -> Result<Compound<'a>, WriteError> {
+        self.serialize_seq(Some(len))
+    }
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        len: usize,
+    ) -> Result<Compound<'a>, WriteError> {
+        self.serialize_seq(Some(len))
+    }
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<Compound<'a>, WriteError> {
+        self.out.push(b'{');
+        write_str(&mut self.out, variant);
+        self.out.push(b':');
+        Ok(Compound::open(self, b"[", b"]}"))
+    }
+    fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a>, WriteError> {
+        Ok(Compound::open(self, b"{", b"}"))
+    }
+    fn serialize_struct(self, name: &'static str, _len: usize) -> Result<Compound<'a>, WriteError> {
+        if RAW_TOKENS.contains(&name) {
+            return Ok(Compound {
+                writer: self,
+                first: true,
+                close: b"",
+                raw: true,
+            });
+        }
+        self.serialize_map(None)
+    }
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<Compound<'a>, WriteError> {
+        self.out.push(b'{');
+        write_str(&mut self.out, variant);
+        self.out.push(b':');
+        Ok(Compound::open(self, b"{", b"}}"))
+    }
+}
+
+/// An array or object being written.
+pub struct Compound<'a> {
+    writer: &'a mut Writer,
+    /// No element written yet, so no comma before the next.
+    first: bool,
+    /// What ends it: `]`, `}`, or that plus the `}` of an enum variant's wrapper.
+    close: &'static [u8],
+    /// One of [`RAW_TOKENS`]: its field is written as it is.
+    raw: bool,
+}
+
+impl<'a> Compound<'a> {
+    fn open(writer: &'a mut Writer, open: &[u8], close: &'static [u8]) -> Self {
+        writer.out.extend_from_slice(open);
+        Compound {
+            writer,
+            first: true,
+            close,
+            raw: false,
+        }
+    }
+
+    fn comma(&mut self) {
+        if !self.first {
+            self.writer.out.push(b',');
+        }
+        self.first = false;
+    }
+
+    fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
+        self.comma();
+        value.serialize(&mut *self.writer)
+    }
+
+    fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<(), WriteError> {
+        if self.raw {
+            return value.serialize(RawText(&mut self.writer.out));
+        }
+        self.comma();
+        write_str(&mut self.writer.out, key);
+        self.writer.out.push(b':');
+        value.serialize(&mut *self.writer)
+    }
+
+    fn close(self) -> Result<(), WriteError> {
+        self.writer.out.extend_from_slice(self.close);
+        Ok(())
+    }
+}
+
+impl ser::SerializeSeq for Compound<'_> {
+    type Ok = ();
+    type Error = WriteError;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), WriteError> {
+        self.close()
+    }
+}
+
+impl ser::SerializeTuple for Compound<'_> {
+    type Ok = ();
+    type Error = WriteError;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), WriteError> {
+        self.close()
+    }
+}
+
+impl ser::SerializeTupleStruct for Compound<'_> {
+    type Ok = ();
+    type Error = WriteError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), WriteError> {
+        self.close()
+    }
+}
+
+impl ser::SerializeTupleVariant for Compound<'_> {
+    type Ok = ();
+    type Error = WriteError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), WriteError> {
+        self.close()
+    }
+}
+
+impl ser::SerializeMap for Compound<'_> {
+    type Ok = ();
+    type Error = WriteError;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), WriteError> {
+        self.comma();
+        key.serialize(MapKey(&mut self.writer.out))
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
+        self.writer.out.push(b':');
+        value.serialize(&mut *self.writer)
+    }
+    fn end(self) -> Result<(), WriteError> {
+        self.close()
+    }
+}
+
+impl ser::SerializeStruct for Compound<'_> {
+    type Ok = ();
+    type Error = WriteError;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), WriteError> {
+        self.field(key, value)
+    }
+    fn end(self) -> Result<(), WriteError> {
+        self.close()
+    }
+}
+
+impl ser::SerializeStructVariant for Compound<'_> {
+    type Ok = ();
+    type Error = WriteError;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), WriteError> {
+        self.field(key, value)
+    }
+    fn end(self) -> Result<(), WriteError> {
+        self.close()
+    }
+}
+
+/// An object key: JSON keys are strings, so numbers and booleans are written quoted and
+/// anything else is refused, as serde_json does.
+struct MapKey<'a>(&'a mut Vec<u8>);
+
+impl MapKey<'_> {
+    fn quoted(self, write: impl FnOnce(&mut Vec<u8>)) -> Result<(), WriteError> {
+        self.0.push(b'"');
+        write(self.0);
+        self.0.push(b'"');
+        Ok(())
+    }
+}
+
+type Refused = ser::Impossible<(), WriteError>;
+
+impl ser::Serializer for MapKey<'_> {
+    type Ok = ();
+    type Error = WriteError;
+    type SerializeSeq = Refused;
+    type SerializeTuple = Refused;
+    type SerializeTupleStruct = Refused;
+    type SerializeTupleVariant = Refused;
+    type SerializeMap = Refused;
+    type SerializeStruct = Refused;
+    type SerializeStructVariant = Refused;
+
+    fn serialize_str(self, value: &str) -> Result<(), WriteError> {
+        write_str(self.0, value);
+        Ok(())
+    }
+    fn serialize_char(self, value: char) -> Result<(), WriteError> {
+        self.serialize_str(value.encode_utf8(&mut [0; 4]))
+    }
+    fn serialize_bool(self, value: bool) -> Result<(), WriteError> {
+        self.quoted(|out| out.extend_from_slice(if value { b"true" } else { b"false" }))
+    }
+    fn serialize_i8(self, value: i8) -> Result<(), WriteError> {
+        self.quoted(|out| number(out, |f, w| f.write_i8(w, value)))
+    }
+    fn serialize_i16(self, value: i16) -> Result<(), WriteError> {
+        self.quoted(|out| number(out, |f, w| f.write_i16(w, value)))
+    }
+    fn serialize_i32(self, value: i32) -> Result<(), WriteError> {
+        self.quoted(|out| number(out, |f, w| f.write_i32(w, value)))
+    }
+    fn serialize_i64(self, value: i64) -> Result<(), WriteError> {
+        self.quoted(|out| number(out, |f, w| f.write_i64(w, value)))
+    }
+    fn serialize_i128(self, value: i128) -> Result<(), WriteError> {
+        self.quoted(|out| number(out, |f, w| f.write_i128(w, value)))
+    }
+    fn serialize_u8(self, value: u8) -> Result<(), WriteError> {
+        self.quoted(|out| number(out, |f, w| f.write_u8(w, value)))
+    }
+    fn serialize_u16(self, value: u16) -> Result<(), WriteError> {
+        self.quoted(|out| number(out, |f, w| f.write_u16(w, value)))
+    }
+    fn serialize_u32(self, value: u32) -> Result<(), WriteError> {
+        self.quoted(|out| number(out, |f, w| f.write_u32(w, value)))
+    }
+    fn serialize_u64(self, value: u64) -> Result<(), WriteError> {
+        self.quoted(|out| number(out, |f, w| f.write_u64(w, value)))
+    }
+    fn serialize_u128(self, value: u128) -> Result<(), WriteError> {
+        self.quoted(|out| number(out, |f, w| f.write_u128(w, value)))
+    }
+    fn serialize_f32(self, value: f32) -> Result<(), WriteError> {
+        if !value.is_finite() {
+            return Err(WriteError(
+                "float key must be finite (got NaN or +/-inf)".into(),
+            ));
+        }
+        self.quoted(|out| number(out, |f, w| f.write_f32(w, value)))
+    }
+    fn serialize_f64(self, value: f64) -> Result<(), WriteError> {
+        if !value.is_finite() {
+            return Err(WriteError(
+                "float key must be finite (got NaN or +/-inf)".into(),
+            ));
+        }
+        self.quoted(|out| number(out, |f, w| f.write_f64(w, value)))
+    }
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<(), WriteError> {
+        self.serialize_str(variant)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<(), WriteError> {
+        value.serialize(self)
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), WriteError> {
+        value.serialize(self)
+    }
+    fn serialize_bytes(self, _value: &[u8]) -> Result<(), WriteError> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_none(self) -> Result<(), WriteError> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_unit(self) -> Result<(), WriteError> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<(), WriteError> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _value: &T,
+    ) -> Result<(), WriteError> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Refused, WriteError> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_tuple(self, _len: usize) -> Result<Refused, WriteError> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Refused, WriteError> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Refused, WriteError> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_map(self, _len: Option<usize>) -> Result<Refused, WriteError> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Refused, WriteError> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Refused, WriteError> {
+        Err(key_must_be_a_string())
+    }
+}
+
+/// The field of a [`RAW_TOKENS`] struct: text that is already JSON, written as it is.
+struct RawText<'a>(&'a mut Vec<u8>);
+
+fn not_raw_text() -> WriteError {
+    WriteError("raw JSON must be given as a string".into())
+}
+
+impl ser::Serializer for RawText<'_> {
+    type Ok = ();
+    type Error = WriteError;
+    type SerializeSeq = Refused;
+    type SerializeTuple = Refused;
+    type SerializeTupleStruct = Refused;
+    type SerializeTupleVariant = Refused;
+    type SerializeMap = Refused;
+    type SerializeStruct = Refused;
+    type SerializeStructVariant = Refused;
+
+    fn serialize_str(self, value: &str) -> Result<(), WriteError> {
+        self.0.extend_from_slice(value.as_bytes());
+        Ok(())
+    }
+    fn serialize_bool(self, _value: bool) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_i8(self, _value: i8) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_i16(self, _value: i16) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_i32(self, _value: i32) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_i64(self, _value: i64) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_u8(self, _value: u8) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_u16(self, _value: u16) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_u32(self, _value: u32) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_u64(self, _value: u64) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_f32(self, _value: f32) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_f64(self, _value: f64) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_char(self, _value: char) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_bytes(self, _value: &[u8]) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_none(self) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_unit(self) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+    ) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _value: &T,
+    ) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _value: &T,
+    ) -> Result<(), WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Refused, WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_tuple(self, _len: usize) -> Result<Refused, WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Refused, WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Refused, WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_map(self, _len: Option<usize>) -> Result<Refused, WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Refused, WriteError> {
+        Err(not_raw_text())
+    }
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Refused, WriteError> {
+        Err(not_raw_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde::Serialize;
+    use serde_json::{Map, Number, Value, json};
+
+    use super::*;
+
+    /// Both writers give the same bytes, or both refuse with the same words.
+    fn same_as_serde_json<T: Serialize + ?Sized + std::fmt::Debug>(value: &T) {
+        match (to_vec(value), serde_json::to_vec(value)) {
+            (Ok(ours), Ok(theirs)) => assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs),
+                "{value:?}"
+            ),
+            (Err(ours), Err(theirs)) => assert_eq!(ours.to_string(), theirs.to_string()),
+            (ours, theirs) => panic!("{value:?}: ours {ours:?}, serde_json {theirs:?}"),
+        }
+    }
+
+    /// A small deterministic generator (xorshift), so that a failure reproduces.
+    struct Random(u64);
+
+    impl Random {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        /// Text mixing ASCII (control bytes, quotes and backslashes included, often next to
+        /// eight-byte word boundaries) with multi-byte characters.
+        fn text(&mut self) -> String {
+            const PIECES: [&str; 12] = [
+                "\"", "\\", "\n", "\t", "\u{1}", "\u{1f}", "\u{7f}", "/", "é", "東", "🦀", " ",
+            ];
+            let len = self.below(40);
+            (0..len)
+                .map(|_| match self.below(4) {
+                    0 => PIECES[self.below(PIECES.len() as u64) as usize].to_owned(),
+                    1 => char::from(self.below(0x80) as u8).to_string(),
+                    _ => "abcdefgh"[..1 + self.below(8) as usize].to_owned(),
+                })
+                .collect()
+        }
+
+        fn value(&mut self, depth: u32) -> Value {
+            match self.below(if depth == 0 { 5 } else { 7 }) {
+                0 => Value::Null,
+                1 => Value::Bool(self.below(2) == 0),
+                2 => match self.below(3) {
+                    0 => Value::from(self.next()),
+                    1 => Value::from(self.next() as i64),
+                    _ => Number::from_f64(f64::from_bits(self.next()))
+                        .map_or(Value::Null, Value::Number),
+                },
+                3 | 4 => Value::String(self.text()),
+                5 => Value::Array((0..self.below(5)).map(|_| self.value(depth - 1)).collect()),
+                _ => Value::Object(
+                    (0..self.below(5))
+                        .map(|_| (self.text(), self.value(depth - 1)))
+                        .collect::<Map<_, _>>(),
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn random_documents_come_out_byte_for_byte_as_from_serde_json() {
+        let mut random = Random(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..5_000 {
+            same_as_serde_json(&random.value(4));
+        }
+    }
+
+    #[test]
+    fn every_ascii_byte_at_every_offset_of_a_word_is_escaped_as_serde_json_escapes_it() {
+        for byte in 0..0x80u8 {
+            for offset in 0..17 {
+                let mut text = "x".repeat(offset);
+                text.push(char::from(byte));
+                text.push_str("tail after the byte");
+                same_as_serde_json(&text);
+            }
+        }
+    }
+
+    #[derive(Debug, Serialize)]
+    enum Shape {
+        Unit,
+        Newtype(u8),
+        Tuple(i32, String),
+        Struct { x: f32, name: &'static str },
+    }
+
+    #[derive(Debug, Serialize)]
+    struct Everything<'a> {
+        flag: bool,
+        small: i8,
+        big: u128,
+        negative: i128,
+        float: f64,
+        not_a_number: f64,
+        infinite: f32,
+        letter: char,
+        #[serde(with = "serde_bytes_as_slice")]
+        bytes: &'a [u8],
+        missing: Option<u32>,
+        present: Option<&'a str>,
+        unit: (),
+        pair: (u16, &'a str),
+        shapes: Vec<Shape>,
+        empty_list: Vec<u8>,
+        empty_map: BTreeMap<String, u8>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        skipped: Option<u8>,
+        number_keys: BTreeMap<i64, bool>,
+        bool_keys: BTreeMap<bool, u8>,
+        char_keys: BTreeMap<char, u8>,
+        float_keys: Vec<(f64, u8)>,
+    }
+
+    /// `serialize_bytes`, which serde's derive never calls for a slice on its own.
+    mod serde_bytes_as_slice {
+        pub fn serialize<S: serde::Serializer>(bytes: &&[u8], s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(bytes)
+        }
+    }
+
+    #[test]
+    fn every_kind_of_value_comes_out_as_from_serde_json() {
+        let everything = Everything {
+            flag: true,
+            small: -8,
+            big: u128::MAX,
+            negative: i128::MIN,
+            float: 1.0e-7,
+            not_a_number: f64::NAN,
+            infinite: f32::INFINITY,
+            letter: '"',
+            bytes: &[0, 1, 255],
+            missing: None,
+            present: Some("here"),
+            unit: (),
+            pair: (7, "seven"),
+            shapes: vec![
+                Shape::Unit,
+                Shape::Newtype(3),
+                Shape::Tuple(-1, "t".into()),
+                Shape::Struct { x: 0.5, name: "n" },
+            ],
+            empty_list: vec![],
+            empty_map: BTreeMap::new(),
+            skipped: None,
+            number_keys: [(-3, true), (42, false)].into(),
+            bool_keys: [(true, 1), (false, 0)].into(),
+            char_keys: [('\n', 1), ('é', 2)].into(),
+            float_keys: vec![(1.5, 1)],
+        };
+        same_as_serde_json(&everything);
+        let float_keyed: BTreeMap<String, u8> = [("1.5".to_owned(), 1)].into();
+        same_as_serde_json(&float_keyed);
+        for value in [1.0f64, 0.1, 1e16, 1e-300, -0.0, f64::MAX, f64::MIN_POSITIVE] {
+            same_as_serde_json(&value);
+            same_as_serde_json(&(value as f32));
+            same_as_serde_json(&json!({ "v": value }));
+        }
+    }
+
+    #[test]
+    fn keys_that_are_not_strings_are_refused_in_serde_json_words() {
+        same_as_serde_json(&[(vec![1u8], 1u8)].into_iter().collect::<BTreeMap<_, _>>());
+        let float_keys = |key: f64| {
+            let mut map = std::collections::HashMap::new();
+            map.insert(FloatKey(key), 1);
+            map
+        };
+        same_as_serde_json(&float_keys(2.5));
+        same_as_serde_json(&float_keys(f64::NAN));
+        same_as_serde_json(&[((), 1u8)].into_iter().collect::<BTreeMap<_, _>>());
+        same_as_serde_json(&[(Some(3u8), 1u8)].into_iter().collect::<BTreeMap<_, _>>());
+        same_as_serde_json(&[(None::<u8>, 1u8)].into_iter().collect::<BTreeMap<_, _>>());
+    }
+
+    /// A float map key (floats are neither `Eq` nor `Hash`, so maps cannot hold them directly).
+    #[derive(Debug)]
+    struct FloatKey(f64);
+
+    impl PartialEq for FloatKey {
+        fn eq(&self, other: &Self) -> bool {
+            self.0.to_bits() == other.0.to_bits()
+        }
+    }
+    impl Eq for FloatKey {}
+    impl std::hash::Hash for FloatKey {
+        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+            self.0.to_bits().hash(state);
+        }
+    }
+    impl Serialize for FloatKey {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_f64(self.0)
+        }
+    }
+
+    /// What serde_json's `RawValue` does: a struct of one field under a reserved name.
+    #[derive(Debug)]
+    struct Raw(&'static str);
+
+    impl Serialize for Raw {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeStruct;
+            let mut raw = s.serialize_struct(RAW_TOKENS[0], 1)?;
+            raw.serialize_field(RAW_TOKENS[0], self.0)?;
+            raw.end()
+        }
+    }
+
+    #[test]
+    fn raw_json_text_is_written_as_it_is() {
+        let written = to_vec(&json!({ "a": 1 })).unwrap();
+        assert_eq!(written, br#"{"a":1}"#);
+        let raw = to_vec(&vec![Raw(r#"{"kept" : [1, 2]}"#)]).unwrap();
+        assert_eq!(String::from_utf8(raw).unwrap(), r#"[{"kept" : [1, 2]}]"#);
+    }
+
+    #[test]
+    fn a_serialize_impl_that_fails_fails_with_its_own_message() {
+        struct Refuses;
+        impl Serialize for Refuses {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no, thanks"))
+            }
+        }
+        assert_eq!(to_vec(&Refuses).unwrap_err().to_string(), "no, thanks");
+    }
+}
