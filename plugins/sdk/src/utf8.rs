@@ -1,26 +1,42 @@
 //! UTF-8 validation of record values with an ASCII fast path. JSON is nearly all ASCII, and
 //! `core::str::from_utf8` reads it a machine word pair at a time: eight bytes on wasm32, where
 //! every loop iteration also checks the host's deadline. Reading sixteen bytes per iteration
-//! through 64-bit words (which Wasm has even on wasm32) halves those iterations.
+//! through 64-bit words (which Wasm has even on wasm32) halves those iterations, and a name
+//! with an accent early in a record does not send the rest of it down the slow path.
 
 const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 
-/// `bytes` as text if they are valid UTF-8: the ASCII prefix is skipped sixteen bytes at a
-/// time and only the rest goes through `core::str::from_utf8`.
+/// `bytes` as text if they are valid UTF-8. ASCII is skipped sixteen bytes at a time; each
+/// character that is not ASCII goes through `core::str::from_utf8` on its own, so the rules
+/// (overlong forms, surrogates, the U+10FFFF ceiling) stay core's.
 pub fn from_utf8(bytes: &[u8]) -> Option<&str> {
-    let mut ascii = 0;
-    while let Some(chunk) = bytes.get(ascii..ascii + 16) {
-        let (low, high) = chunk.split_at(8);
-        let word = u64::from_le_bytes(low.try_into().expect("eight bytes"))
-            | u64::from_le_bytes(high.try_into().expect("eight bytes"));
-        if word & HIGH_BITS != 0 {
-            break;
+    let mut at = 0;
+    while at < bytes.len() {
+        if let Some(chunk) = bytes.get(at..at + 16) {
+            let (low, high) = chunk.split_at(8);
+            let word = u64::from_le_bytes(low.try_into().expect("eight bytes"))
+                | u64::from_le_bytes(high.try_into().expect("eight bytes"));
+            if word & HIGH_BITS == 0 {
+                at += 16;
+                continue;
+            }
         }
-        ascii += 16;
+        let lead = bytes[at];
+        if lead.is_ascii() {
+            at += 1;
+            continue;
+        }
+        // The sequence length its lead byte announces; core refuses what is not a lead byte.
+        let len = match lead {
+            0xF0.. => 4,
+            0xE0.. => 3,
+            _ => 2,
+        };
+        std::str::from_utf8(bytes.get(at..at + len)?).ok()?;
+        at += len;
     }
-    std::str::from_utf8(&bytes[ascii..]).ok()?;
-    // SAFETY: `bytes[..ascii]` is ASCII and `bytes[ascii..]` was just checked; an ASCII byte is a
-    // whole character, so no character spans the split and the whole is valid UTF-8.
+    // SAFETY: every byte was checked above, as ASCII or within a character core accepted, and
+    // the characters follow one another with nothing between them: the whole is valid UTF-8.
     Some(unsafe { std::str::from_utf8_unchecked(bytes) })
 }
 
@@ -48,6 +64,25 @@ mod tests {
             let mut bytes = vec![b'a'; 48];
             bytes.splice(at..at + 2, "é".bytes());
             cases.push(bytes);
+        }
+        // Characters of every length spread through long ASCII runs, and sequences core
+        // refuses: overlong, surrogate, above U+10FFFF, truncated, a stray continuation byte.
+        let spread = format!("{0}é{0}東{0}🦀{0}", "x".repeat(21));
+        cases.push(spread.as_bytes().to_vec());
+        for bad in [
+            &[0xC0, 0xAF][..],
+            &[0xE0, 0x80, 0xAF],
+            &[0xED, 0xA0, 0x80],
+            &[0xF4, 0x90, 0x80, 0x80],
+            &[0xF8, 0x88, 0x80, 0x80],
+            &[0xE6, 0x9D],
+            &[0x80],
+        ] {
+            for offset in [0, 5, 16, 30] {
+                let mut bytes = spread.as_bytes().to_vec();
+                bytes.splice(offset..offset, bad.iter().copied());
+                cases.push(bytes);
+            }
         }
         for bytes in &cases {
             assert_eq!(
