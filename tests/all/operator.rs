@@ -469,13 +469,14 @@ fn long_commands_print_plain_progress_lines_off_a_terminal() {
         .expect("the weir binary runs");
     let stderr = String::from_utf8_lossy(&bench.stderr);
     assert!(bench.status.success(), "{stderr}");
-    // Six measurements (three batch sizes, native and Wasm); the last line says so.
+    // Three batch sizes, each measured native and Wasm in alternating rounds; the last line
+    // says so.
     assert!(
-        stderr.contains("bench plugin: 6/6 measurements ("),
+        stderr.contains("bench plugin: 3/3 batch sizes ("),
         "no final count line:\n{stderr}"
     );
     assert!(
-        stderr.contains("bench plugin: measured (6 measurements in "),
+        stderr.contains("bench plugin: measured (3 batch sizes in "),
         "no summary line:\n{stderr}"
     );
     assert!(
