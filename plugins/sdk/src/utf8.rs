@@ -6,9 +6,9 @@
 
 const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 
-/// `bytes` as text if they are valid UTF-8. ASCII is skipped sixteen bytes at a time; each
-/// character that is not ASCII goes through `core::str::from_utf8` on its own, so the rules
-/// (overlong forms, surrogates, the U+10FFFF ceiling) stay core's.
+/// `bytes` as text if they are valid UTF-8. ASCII is skipped sixteen bytes at a time; each run
+/// of bytes that are not ASCII goes through `core::str::from_utf8`, so the rules (overlong
+/// forms, surrogates, the U+10FFFF ceiling) stay core's.
 pub fn from_utf8(bytes: &[u8]) -> Option<&str> {
     let mut at = 0;
     while at < bytes.len() {
@@ -21,22 +21,22 @@ pub fn from_utf8(bytes: &[u8]) -> Option<&str> {
                 continue;
             }
         }
-        let lead = bytes[at];
-        if lead.is_ascii() {
+        if bytes[at].is_ascii() {
             at += 1;
             continue;
         }
-        // The sequence length its lead byte announces; core refuses what is not a lead byte.
-        let len = match lead {
-            0xF0.. => 4,
-            0xE0.. => 3,
-            _ => 2,
-        };
-        std::str::from_utf8(bytes.get(at..at + len)?).ok()?;
-        at += len;
+        // A run of non-ASCII bytes goes to core in one call. An ASCII byte is never part of a
+        // multi-byte character, so the run ends at a character boundary if the text is valid,
+        // and a character cut short by the run's end is invalid whatever follows it.
+        let run_end = bytes[at..]
+            .iter()
+            .position(u8::is_ascii)
+            .map_or(bytes.len(), |offset| at + offset);
+        std::str::from_utf8(&bytes[at..run_end]).ok()?;
+        at = run_end;
     }
-    // SAFETY: every byte was checked above, as ASCII or within a character core accepted, and
-    // the characters follow one another with nothing between them: the whole is valid UTF-8.
+    // SAFETY: every byte was checked above, as ASCII or within a run core accepted, and each run
+    // is bounded by ASCII bytes, which no character spans: the whole is valid UTF-8.
     Some(unsafe { std::str::from_utf8_unchecked(bytes) })
 }
 
@@ -84,6 +84,11 @@ mod tests {
                 cases.push(bytes);
             }
         }
+        // Long runs with no ASCII, and characters cut short by an ASCII byte.
+        cases.push("東京都渋谷区神南".repeat(6).into_bytes());
+        cases.push(format!("{}x{}", "Ελληνικά".repeat(4), "🦀".repeat(9)).into_bytes());
+        cases.push(vec![0xE6, b'a', 0x9D, 0xB1]);
+        cases.push(vec![0xF0, 0x9F, b'"', 0xA6, 0x80]);
         for bytes in &cases {
             assert_eq!(
                 from_utf8(bytes),
