@@ -236,8 +236,9 @@ pub fn project_name(dir: &Path) -> Result<String, BuildError> {
 /// about 7% more again, for a component 30% larger, since every call a Wasm function makes
 /// costs a deadline check and a frame that native code does not pay. Given as `--config`, so it
 /// applies to a plugin inside a workspace too, where a package's own `[profile]` is ignored,
-/// and leaves the target folder's other builds alone; `RUSTFLAGS`, if set, replaces the
-/// rustflags entry, as cargo documents.
+/// and leaves the target folder's other builds alone. As cargo documents, `RUSTFLAGS` replaces
+/// the rustflags entry, a project's `build.rustflags` is then not used for this target, and its
+/// `target.wasm32-wasip2.rustflags` are joined with ours (README says so to plugin authors).
 const PLUGIN_PROFILE: [&str; 3] = [
     "profile.release.lto=true",
     "profile.release.codegen-units=1",
