@@ -120,6 +120,107 @@ fn number(
     write(&mut CompactFormatter, out).expect("writing to a Vec cannot fail");
 }
 
+/// Serializer methods for numbers, each writing through serde_json's formatter method of the
+/// same type, wrapped by `$wrap` (as is for values, quoted for object keys).
+macro_rules! numbers {
+    ($wrap:ident; $($method:ident: $ty:ty => $write:ident),* $(,)?) => {
+        $(fn $method(self, value: $ty) -> Result<(), WriteError> {
+            self.$wrap(|out| number(out, |f, w| f.$write(w, value)))
+        })*
+    };
+}
+
+/// The integer methods of [`numbers!`], the same list for values and for keys.
+macro_rules! integers {
+    ($wrap:ident) => {
+        numbers!($wrap;
+            serialize_i8: i8 => write_i8,
+            serialize_i16: i16 => write_i16,
+            serialize_i32: i32 => write_i32,
+            serialize_i64: i64 => write_i64,
+            serialize_i128: i128 => write_i128,
+            serialize_u8: u8 => write_u8,
+            serialize_u16: u16 => write_u16,
+            serialize_u32: u32 => write_u32,
+            serialize_u64: u64 => write_u64,
+            serialize_u128: u128 => write_u128,
+        );
+    };
+}
+
+/// Serializer methods that refuse what they are given with `$error`: the scalar ones named,
+/// then (after `;`) every compound one, which no key or raw text can be.
+macro_rules! refuse {
+    ($error:expr; $($method:ident: $ty:ty),* $(,)?) => {
+        $(fn $method(self, _value: $ty) -> Result<(), WriteError> {
+            Err($error)
+        })*
+        fn serialize_none(self) -> Result<(), WriteError> {
+            Err($error)
+        }
+        fn serialize_unit(self) -> Result<(), WriteError> {
+            Err($error)
+        }
+        fn serialize_unit_struct(self, _name: &'static str) -> Result<(), WriteError> {
+            Err($error)
+        }
+        fn serialize_newtype_variant<T: Serialize + ?Sized>(
+            self,
+            _name: &'static str,
+            _index: u32,
+            _variant: &'static str,
+            _value: &T,
+        ) -> Result<(), WriteError> {
+            Err($error)
+        }
+        fn serialize_seq(self, _len: Option<usize>) -> Result<Refused, WriteError> {
+            Err($error)
+        }
+        fn serialize_tuple(self, _len: usize) -> Result<Refused, WriteError> {
+            Err($error)
+        }
+        fn serialize_tuple_struct(
+            self,
+            _name: &'static str,
+            _len: usize,
+        ) -> Result<Refused, WriteError> {
+            Err($error)
+        }
+        fn serialize_tuple_variant(
+            self,
+            _name: &'static str,
+            _index: u32,
+            _variant: &'static str,
+            _len: usize,
+        ) -> Result<Refused, WriteError> {
+            Err($error)
+        }
+        fn serialize_map(self, _len: Option<usize>) -> Result<Refused, WriteError> {
+            Err($error)
+        }
+        fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Refused, WriteError> {
+            Err($error)
+        }
+        fn serialize_struct_variant(
+            self,
+            _name: &'static str,
+            _index: u32,
+            _variant: &'static str,
+            _len: usize,
+        ) -> Result<Refused, WriteError> {
+            Err($error)
+        }
+    };
+}
+
+impl Writer {
+    /// Writes with `write`, for [`numbers!`].
+    fn plain(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> Result<(), WriteError> {
+        write(&mut self.out);
+        Ok(())
+    }
+}
+
 impl<'a> ser::Serializer for &'a mut Writer {
     type Ok = ();
     type Error = WriteError;
@@ -131,71 +232,28 @@ impl<'a> ser::Serializer for &'a mut Writer {
     type SerializeStruct = Compound<'a>;
     type SerializeStructVariant = Compound<'a>;
 
+    integers!(plain);
+
     fn serialize_bool(self, value: bool) -> Result<(), WriteError> {
         self.out
             .extend_from_slice(if value { b"true" } else { b"false" });
         Ok(())
     }
-    fn serialize_i8(self, value: i8) -> Result<(), WriteError> {
-        number(&mut self.out, |f, w| f.write_i8(w, value));
-        Ok(())
-    }
-    fn serialize_i16(self, value: i16) -> Result<(), WriteError> {
-        number(&mut self.out, |f, w| f.write_i16(w, value));
-        Ok(())
-    }
-    fn serialize_i32(self, value: i32) -> Result<(), WriteError> {
-        number(&mut self.out, |f, w| f.write_i32(w, value));
-        Ok(())
-    }
-    fn serialize_i64(self, value: i64) -> Result<(), WriteError> {
-        number(&mut self.out, |f, w| f.write_i64(w, value));
-        Ok(())
-    }
-    fn serialize_i128(self, value: i128) -> Result<(), WriteError> {
-        number(&mut self.out, |f, w| f.write_i128(w, value));
-        Ok(())
-    }
-    fn serialize_u8(self, value: u8) -> Result<(), WriteError> {
-        number(&mut self.out, |f, w| f.write_u8(w, value));
-        Ok(())
-    }
-    fn serialize_u16(self, value: u16) -> Result<(), WriteError> {
-        number(&mut self.out, |f, w| f.write_u16(w, value));
-        Ok(())
-    }
-    fn serialize_u32(self, value: u32) -> Result<(), WriteError> {
-        number(&mut self.out, |f, w| f.write_u32(w, value));
-        Ok(())
-    }
-    fn serialize_u64(self, value: u64) -> Result<(), WriteError> {
-        number(&mut self.out, |f, w| f.write_u64(w, value));
-        Ok(())
-    }
-    fn serialize_u128(self, value: u128) -> Result<(), WriteError> {
-        number(&mut self.out, |f, w| f.write_u128(w, value));
-        Ok(())
-    }
     fn serialize_f32(self, value: f32) -> Result<(), WriteError> {
         // Like serde_json: JSON has no NaN or infinity, so they are written as null.
-        if value.is_finite() {
-            number(&mut self.out, |f, w| f.write_f32(w, value));
-        } else {
-            self.out.extend_from_slice(b"null");
+        if !value.is_finite() {
+            return self.serialize_unit();
         }
-        Ok(())
+        self.plain(|out| number(out, |f, w| f.write_f32(w, value)))
     }
     fn serialize_f64(self, value: f64) -> Result<(), WriteError> {
-        if value.is_finite() {
-            number(&mut self.out, |f, w| f.write_f64(w, value));
-        } else {
-            self.out.extend_from_slice(b"null");
+        if !value.is_finite() {
+            return self.serialize_unit();
         }
-        Ok(())
+        self.plain(|out| number(out, |f, w| f.write_f64(w, value)))
     }
     fn serialize_char(self, value: char) -> Result<(), WriteError> {
-        write_str(&mut self.out, value.encode_utf8(&mut [0; 4]));
-        Ok(())
+        self.serialize_str(value.encode_utf8(&mut [0; 4]))
     }
     fn serialize_str(self, value: &str) -> Result<(), WriteError> {
         write_str(&mut self.out, value);
@@ -203,15 +261,11 @@ impl<'a> ser::Serializer for &'a mut Writer {
     }
     fn serialize_bytes(self, value: &[u8]) -> Result<(), WriteError> {
         // An array of numbers, as serde_json writes bytes.
-        self.out.push(b'[');
-        for (index, byte) in value.iter().enumerate() {
-            if index > 0 {
-                self.out.push(b',');
-            }
-            number(&mut self.out, |f, w| f.write_u8(w, *byte));
+        let mut array = Compound::open(self, b"[", b"]");
+        for byte in value {
+            array.element(byte)?;
         }
-        self.out.push(b']');
-        Ok(())
+        array.close()
     }
     fn serialize_none(self) -> Result<(), WriteError> {
         self.serialize_unit()
@@ -248,12 +302,9 @@ impl<'a> ser::Serializer for &'a mut Writer {
         variant: &'static str,
         value: &T,
     ) -> Result<(), WriteError> {
-        self.out.push(b'{');
-        write_str(&mut self.out, variant);
-        self.out.push(b':');
-        value.serialize(&mut *self)?;
-        self.out.push(b'}');
-        Ok(())
+        let mut wrapper = Compound::open(self, b"{", b"}");
+        wrapper.field(variant, value)?;
+        wrapper.close()
     }
     fn serialize_seq(self, _len: Option<usize>) -> Result<Compound<'a>, WriteError> {
         Ok(Compound::open(self, b"[", b"]"))
@@ -275,10 +326,7 @@ impl<'a> ser::Serializer for &'a mut Writer {
         variant: &'static str,
         _len: usize,
     ) -> Result<Compound<'a>, WriteError> {
-        self.out.push(b'{');
-        write_str(&mut self.out, variant);
-        self.out.push(b':');
-        Ok(Compound::open(self, b"[", b"]}"))
+        Ok(Compound::in_variant(self, variant, b"[", b"]}"))
     }
     fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a>, WriteError> {
         Ok(Compound::open(self, b"{", b"}"))
@@ -301,10 +349,7 @@ impl<'a> ser::Serializer for &'a mut Writer {
         variant: &'static str,
         _len: usize,
     ) -> Result<Compound<'a>, WriteError> {
-        self.out.push(b'{');
-        write_str(&mut self.out, variant);
-        self.out.push(b':');
-        Ok(Compound::open(self, b"{", b"}}"))
+        Ok(Compound::in_variant(self, variant, b"{", b"}}"))
     }
 }
 
@@ -328,6 +373,20 @@ impl<'a> Compound<'a> {
             close,
             raw: false,
         }
+    }
+
+    /// An array or object inside `{"variant": ...}`, the way serde_json writes enum variants
+    /// with data; `close` ends both.
+    fn in_variant(
+        writer: &'a mut Writer,
+        variant: &str,
+        open: &[u8],
+        close: &'static [u8],
+    ) -> Self {
+        writer.out.push(b'{');
+        write_str(&mut writer.out, variant);
+        writer.out.push(b':');
+        Compound::open(writer, open, close)
     }
 
     fn comma(&mut self) {
@@ -358,49 +417,44 @@ impl<'a> Compound<'a> {
     }
 }
 
-impl ser::SerializeSeq for Compound<'_> {
-    type Ok = ();
-    type Error = WriteError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), WriteError> {
-        self.close()
-    }
+/// The serde traits for arrays (`$method` is what each calls an element) and objects, all
+/// written by [`Compound`].
+macro_rules! compound {
+    (elements: $($trait:ident::$method:ident),*; fields: $($field_trait:ident),*) => {
+        $(impl ser::$trait for Compound<'_> {
+            type Ok = ();
+            type Error = WriteError;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
+                self.element(value)
+            }
+            fn end(self) -> Result<(), WriteError> {
+                self.close()
+            }
+        })*
+        $(impl ser::$field_trait for Compound<'_> {
+            type Ok = ();
+            type Error = WriteError;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), WriteError> {
+                self.field(key, value)
+            }
+            fn end(self) -> Result<(), WriteError> {
+                self.close()
+            }
+        })*
+    };
 }
 
-impl ser::SerializeTuple for Compound<'_> {
-    type Ok = ();
-    type Error = WriteError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), WriteError> {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleStruct for Compound<'_> {
-    type Ok = ();
-    type Error = WriteError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), WriteError> {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleVariant for Compound<'_> {
-    type Ok = ();
-    type Error = WriteError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), WriteError> {
-        self.close()
-    }
-}
+compound!(
+    elements: SerializeSeq::serialize_element,
+        SerializeTuple::serialize_element,
+        SerializeTupleStruct::serialize_field,
+        SerializeTupleVariant::serialize_field;
+    fields: SerializeStruct, SerializeStructVariant
+);
 
 impl ser::SerializeMap for Compound<'_> {
     type Ok = ();
@@ -418,41 +472,12 @@ impl ser::SerializeMap for Compound<'_> {
     }
 }
 
-impl ser::SerializeStruct for Compound<'_> {
-    type Ok = ();
-    type Error = WriteError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), WriteError> {
-        self.field(key, value)
-    }
-    fn end(self) -> Result<(), WriteError> {
-        self.close()
-    }
-}
-
-impl ser::SerializeStructVariant for Compound<'_> {
-    type Ok = ();
-    type Error = WriteError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), WriteError> {
-        self.field(key, value)
-    }
-    fn end(self) -> Result<(), WriteError> {
-        self.close()
-    }
-}
-
 /// An object key: JSON keys are strings, so numbers and booleans are written quoted and
 /// anything else is refused, as serde_json does.
 struct MapKey<'a>(&'a mut Vec<u8>);
 
 impl MapKey<'_> {
+    /// Writes with `write` between quotes, for [`numbers!`].
     fn quoted(self, write: impl FnOnce(&mut Vec<u8>)) -> Result<(), WriteError> {
         self.0.push(b'"');
         write(self.0);
@@ -474,6 +499,9 @@ impl ser::Serializer for MapKey<'_> {
     type SerializeStruct = Refused;
     type SerializeStructVariant = Refused;
 
+    integers!(quoted);
+    refuse!(key_must_be_a_string(); serialize_bytes: &[u8]);
+
     fn serialize_str(self, value: &str) -> Result<(), WriteError> {
         write_str(self.0, value);
         Ok(())
@@ -484,49 +512,15 @@ impl ser::Serializer for MapKey<'_> {
     fn serialize_bool(self, value: bool) -> Result<(), WriteError> {
         self.quoted(|out| out.extend_from_slice(if value { b"true" } else { b"false" }))
     }
-    fn serialize_i8(self, value: i8) -> Result<(), WriteError> {
-        self.quoted(|out| number(out, |f, w| f.write_i8(w, value)))
-    }
-    fn serialize_i16(self, value: i16) -> Result<(), WriteError> {
-        self.quoted(|out| number(out, |f, w| f.write_i16(w, value)))
-    }
-    fn serialize_i32(self, value: i32) -> Result<(), WriteError> {
-        self.quoted(|out| number(out, |f, w| f.write_i32(w, value)))
-    }
-    fn serialize_i64(self, value: i64) -> Result<(), WriteError> {
-        self.quoted(|out| number(out, |f, w| f.write_i64(w, value)))
-    }
-    fn serialize_i128(self, value: i128) -> Result<(), WriteError> {
-        self.quoted(|out| number(out, |f, w| f.write_i128(w, value)))
-    }
-    fn serialize_u8(self, value: u8) -> Result<(), WriteError> {
-        self.quoted(|out| number(out, |f, w| f.write_u8(w, value)))
-    }
-    fn serialize_u16(self, value: u16) -> Result<(), WriteError> {
-        self.quoted(|out| number(out, |f, w| f.write_u16(w, value)))
-    }
-    fn serialize_u32(self, value: u32) -> Result<(), WriteError> {
-        self.quoted(|out| number(out, |f, w| f.write_u32(w, value)))
-    }
-    fn serialize_u64(self, value: u64) -> Result<(), WriteError> {
-        self.quoted(|out| number(out, |f, w| f.write_u64(w, value)))
-    }
-    fn serialize_u128(self, value: u128) -> Result<(), WriteError> {
-        self.quoted(|out| number(out, |f, w| f.write_u128(w, value)))
-    }
     fn serialize_f32(self, value: f32) -> Result<(), WriteError> {
         if !value.is_finite() {
-            return Err(WriteError(
-                "float key must be finite (got NaN or +/-inf)".into(),
-            ));
+            return Err(float_key_must_be_finite());
         }
         self.quoted(|out| number(out, |f, w| f.write_f32(w, value)))
     }
     fn serialize_f64(self, value: f64) -> Result<(), WriteError> {
         if !value.is_finite() {
-            return Err(WriteError(
-                "float key must be finite (got NaN or +/-inf)".into(),
-            ));
+            return Err(float_key_must_be_finite());
         }
         self.quoted(|out| number(out, |f, w| f.write_f64(w, value)))
     }
@@ -548,64 +542,10 @@ impl ser::Serializer for MapKey<'_> {
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), WriteError> {
         value.serialize(self)
     }
-    fn serialize_bytes(self, _value: &[u8]) -> Result<(), WriteError> {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_none(self) -> Result<(), WriteError> {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_unit(self) -> Result<(), WriteError> {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_unit_struct(self, _name: &'static str) -> Result<(), WriteError> {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _value: &T,
-    ) -> Result<(), WriteError> {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_seq(self, _len: Option<usize>) -> Result<Refused, WriteError> {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_tuple(self, _len: usize) -> Result<Refused, WriteError> {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_tuple_struct(
-        self,
-        _name: &'static str,
-        _len: usize,
-    ) -> Result<Refused, WriteError> {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_tuple_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Refused, WriteError> {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_map(self, _len: Option<usize>) -> Result<Refused, WriteError> {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Refused, WriteError> {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_struct_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Refused, WriteError> {
-        Err(key_must_be_a_string())
-    }
+}
+
+fn float_key_must_be_finite() -> WriteError {
+    WriteError("float key must be finite (got NaN or +/-inf)".into())
 }
 
 /// The field of a [`RAW_TOKENS`] struct: text that is already JSON, written as it is.
@@ -626,59 +566,27 @@ impl ser::Serializer for RawText<'_> {
     type SerializeStruct = Refused;
     type SerializeStructVariant = Refused;
 
+    refuse!(not_raw_text();
+        serialize_bool: bool,
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64,
+        serialize_f32: f32,
+        serialize_f64: f64,
+        serialize_char: char,
+        serialize_bytes: &[u8],
+    );
+
     fn serialize_str(self, value: &str) -> Result<(), WriteError> {
         self.0.extend_from_slice(value.as_bytes());
         Ok(())
     }
-    fn serialize_bool(self, _value: bool) -> Result<(), WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_i8(self, _value: i8) -> Result<(), WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_i16(self, _value: i16) -> Result<(), WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_i32(self, _value: i32) -> Result<(), WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_i64(self, _value: i64) -> Result<(), WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_u8(self, _value: u8) -> Result<(), WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_u16(self, _value: u16) -> Result<(), WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_u32(self, _value: u32) -> Result<(), WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_u64(self, _value: u64) -> Result<(), WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_f32(self, _value: f32) -> Result<(), WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_f64(self, _value: f64) -> Result<(), WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_char(self, _value: char) -> Result<(), WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_bytes(self, _value: &[u8]) -> Result<(), WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_none(self) -> Result<(), WriteError> {
-        Err(not_raw_text())
-    }
     fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> Result<(), WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_unit(self) -> Result<(), WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_unit_struct(self, _name: &'static str) -> Result<(), WriteError> {
         Err(not_raw_text())
     }
     fn serialize_unit_variant(
@@ -694,52 +602,6 @@ impl ser::Serializer for RawText<'_> {
         _name: &'static str,
         _value: &T,
     ) -> Result<(), WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _value: &T,
-    ) -> Result<(), WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_seq(self, _len: Option<usize>) -> Result<Refused, WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_tuple(self, _len: usize) -> Result<Refused, WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_tuple_struct(
-        self,
-        _name: &'static str,
-        _len: usize,
-    ) -> Result<Refused, WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_tuple_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Refused, WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_map(self, _len: Option<usize>) -> Result<Refused, WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Refused, WriteError> {
-        Err(not_raw_text())
-    }
-    fn serialize_struct_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Refused, WriteError> {
         Err(not_raw_text())
     }
 }
