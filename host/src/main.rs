@@ -166,7 +166,10 @@ enum BenchCommand {
     /// Python or JavaScript twin to measure those) and the native Rust build on the same
     /// randomuser.me-shaped records, for batches of 1, 64 and 1024 records, and prints records
     /// per second, the Wasm/native ratio, and the plugin's first-load (compile) and
-    /// compiled-cache load times.
+    /// compiled-cache load times. Native and Wasm alternate in 8 rounds per batch size, so a
+    /// busy neighbour slows both alike; the ratio is the median round's, printed with the
+    /// lowest and highest round's. Last, what the epoch deadlines cost at batch 1024, measured
+    /// the same way against the plugin compiled without them.
     Plugin {
         /// The plugin to measure: a name in the registry folder or a path to a `.wasm` file.
         #[arg(default_value = "user-profile")]
@@ -174,7 +177,8 @@ enum BenchCommand {
         /// Distinct records generated for the run.
         #[arg(long, default_value_t = 4096)]
         records: usize,
-        /// Seconds spent measuring each batch size and implementation.
+        /// Seconds spent measuring each batch size on each side (native, Wasm), split over
+        /// the 8 rounds.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
         #[command(flatten)]

@@ -11,7 +11,7 @@ use super::measure::cost::PeakRss;
 use super::measure::pipeline::ThroughputLine;
 
 /// Runs the benchmark of `plugin` (a registry name or a `.wasm` path) on `records` generated
-/// records, `seconds` per measurement.
+/// records, `seconds` per batch size and side, split over the rounds.
 pub fn plugin(
     plugin: &str,
     records: usize,
@@ -63,8 +63,9 @@ pub fn plugin(
     );
     let sample = super::measure::sample_records(records, 42);
     eprintln!(
-        "benchmarking {name}@{} on {records} records, {seconds}s per measurement...",
-        plugin.version()
+        "benchmarking {name}@{} on {records} records, {seconds}s per batch size and side in {} rounds...",
+        plugin.version(),
+        super::measure::plugin::ROUNDS
     );
     let lines = super::measure::user_profile(&plugin, &sample, Duration::from_secs_f64(seconds))?;
     println!(
