@@ -56,6 +56,14 @@ const RUST_SDK: &[(&str, &str)] = &[
         include_str!("../../../plugins/sdk/src/json.rs"),
     ),
     (
+        "src/json_in.rs",
+        include_str!("../../../plugins/sdk/src/json_in.rs"),
+    ),
+    (
+        "src/json_in/tests.rs",
+        include_str!("../../../plugins/sdk/src/json_in/tests.rs"),
+    ),
+    (
         "src/json_out.rs",
         include_str!("../../../plugins/sdk/src/json_out.rs"),
     ),
@@ -66,6 +74,10 @@ const RUST_SDK: &[(&str, &str)] = &[
     (
         "src/record.rs",
         include_str!("../../../plugins/sdk/src/record.rs"),
+    ),
+    (
+        "src/swar.rs",
+        include_str!("../../../plugins/sdk/src/swar.rs"),
     ),
     (
         "src/utf8.rs",
@@ -298,12 +310,22 @@ mod tests {
     /// A new SDK module left out of the vendored copy breaks every `weir plugin new` project.
     #[test]
     fn the_vendored_sdk_holds_every_source_file_of_the_sdk() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk/src");
-        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|entry| format!("src/{}", entry.unwrap().file_name().to_string_lossy()))
-            .filter(|path| path != "src/lib.rs")
-            .collect();
+        let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk");
+        // Every file under src/, submodules' folders included.
+        let mut on_disk = Vec::new();
+        let mut folders = vec![sdk.join("src")];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    folders.push(path);
+                } else {
+                    let relative = path.strip_prefix(&sdk).unwrap().to_string_lossy();
+                    on_disk.push(relative.replace('\\', "/"));
+                }
+            }
+        }
+        on_disk.retain(|path| path != "src/lib.rs");
         on_disk.sort();
         let mut vendored: Vec<String> = RUST_SDK
             .iter()

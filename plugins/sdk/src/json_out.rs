@@ -10,6 +10,8 @@ use std::io;
 use serde::ser::{self, Serialize};
 use serde_json::ser::{CompactFormatter, Formatter};
 
+use crate::swar::string_specials;
+
 /// The structs `serde_json` serialises as raw JSON text (`RawValue`, and `Number` under its
 /// `arbitrary_precision` feature): their one field holds text written as it is.
 const RAW_TOKENS: [&str; 2] = [
@@ -53,22 +55,6 @@ struct Writer {
     out: Vec<u8>,
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-
-/// Whether any byte of `word` is zero (the classic bit trick: exact for "any").
-fn has_zero_byte(word: u64) -> bool {
-    word.wrapping_sub(ONES) & !word & HIGH_BITS != 0
-}
-
-/// Whether any of the eight bytes in `word` must be escaped: below 0x20, `"` or `\`.
-fn needs_escape(word: u64) -> bool {
-    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH_BITS != 0;
-    control
-        || has_zero_byte(word ^ (ONES * u64::from(b'"')))
-        || has_zero_byte(word ^ (ONES * u64::from(b'\\')))
-}
-
 /// The escape of `byte` inside a JSON string, as `serde_json` writes it, or `None`.
 fn escape(byte: u8) -> Option<&'static [u8]> {
     const CONTROL: [&[u8]; 32] = [
@@ -96,7 +82,7 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
     while at < bytes.len() {
         if let Some(word) = bytes.get(at..at + 8) {
             let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-            if !needs_escape(word) {
+            if string_specials(word) == 0 {
                 at += 8;
                 continue;
             }

@@ -24,9 +24,11 @@ pub mod arena;
 pub mod config;
 pub mod error;
 pub mod json;
+mod json_in;
 pub mod json_out;
 pub mod log;
 pub mod record;
+mod swar;
 mod utf8;
 
 #[doc(hidden)]

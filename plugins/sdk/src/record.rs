@@ -48,6 +48,11 @@ impl Record {
     /// [`Record::json`]; so is a document `T` refuses (a wrong type, a key given twice). Skipped
     /// fields are checked for JSON syntax, not decoded.
     pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, Error> {
+        // The fast reader accepts only UTF-8 that serde_json accepts, and reads it the same
+        // way; whatever it refuses is read again below, for the value or the error's wording.
+        if let Some(value) = crate::json_in::from_slice(&self.value) {
+            return Ok(value);
+        }
         let not_json =
             |e: serde_json::Error| Error::bad_record(format!("value is not valid JSON: {e}"));
         // Checked once here, so that the parser need not check each string it reads; on
