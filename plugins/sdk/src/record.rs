@@ -47,6 +47,10 @@ impl Record {
     /// Malformed JSON (or a value that is not UTF-8) is a bad record, worded as by
     /// [`Record::json`]; so is a document `T` refuses (a wrong type, a key given twice). Skipped
     /// fields are checked for JSON syntax, not decoded.
+    ///
+    /// The SDK's own reader reads first; a document it refuses (a bad one, or a shape it leaves
+    /// to serde_json such as bytes or `RawValue`) is read again by serde_json, so `T`'s
+    /// `Deserialize` may run twice on it and should have no side effects.
     pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, Error> {
         // The fast reader accepts only UTF-8 that serde_json accepts, and reads it the same
         // way; whatever it refuses is read again below, for the value or the error's wording.
