@@ -434,7 +434,7 @@ impl<'de> Reader<'de> {
     /// Visits the array whose `[` is the current byte.
     fn array<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
         self.at += 1;
-        let value = self.nested(|reader| visitor.visit_seq(Elements::new(reader)))?;
+        let value = self.nested(|reader| visitor.visit_seq(Items::new(reader)))?;
         self.eat(b']')?;
         Ok(value)
     }
@@ -442,7 +442,7 @@ impl<'de> Reader<'de> {
     /// Visits the object whose `{` is the current byte.
     fn object<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
         self.at += 1;
-        let value = self.nested(|reader| visitor.visit_map(Entries::new(reader)))?;
+        let value = self.nested(|reader| visitor.visit_map(Items::new(reader)))?;
         self.eat(b'}')?;
         Ok(value)
     }
@@ -655,72 +655,62 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
     }
 }
 
-/// The items of an array, for a visitor.
-struct Elements<'r, 'de> {
+/// The items of an array or the entries of an object, for a visitor.
+struct Items<'r, 'de> {
     reader: &'r mut Reader<'de>,
     first: bool,
 }
 
-impl<'r, 'de> Elements<'r, 'de> {
+impl<'r, 'de> Items<'r, 'de> {
     fn new(reader: &'r mut Reader<'de>) -> Self {
-        Elements {
+        Items {
             reader,
             first: true,
         }
     }
+
+    /// Moves to the next item, or finds `close` (not consumed) and says there is none: items
+    /// are separated by commas, and a comma must not come before `close`.
+    fn advance(&mut self, close: u8) -> Result<bool> {
+        let next = self.reader.peek().ok_or(Refused)?;
+        if next == close {
+            return Ok(false);
+        }
+        if !self.first {
+            if next != b',' {
+                return Err(Refused);
+            }
+            self.reader.at += 1;
+            if self.reader.peek() == Some(close) {
+                return Err(Refused);
+            }
+        }
+        self.first = false;
+        Ok(true)
+    }
 }
 
-impl<'de> de::SeqAccess<'de> for Elements<'_, 'de> {
+impl<'de> de::SeqAccess<'de> for Items<'_, 'de> {
     type Error = Refused;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
-        match self.reader.peek() {
-            Some(b']') => return Ok(None),
-            Some(b',') if !self.first => {
-                self.reader.at += 1;
-                if self.reader.peek() == Some(b']') {
-                    return Err(Refused);
-                }
-            }
-            Some(_) if self.first => {}
-            _ => return Err(Refused),
+        if !self.advance(b']')? {
+            return Ok(None);
         }
-        self.first = false;
         seed.deserialize(&mut *self.reader).map(Some)
     }
 }
 
-/// The entries of an object, for a visitor.
-struct Entries<'r, 'de> {
-    reader: &'r mut Reader<'de>,
-    first: bool,
-}
-
-impl<'r, 'de> Entries<'r, 'de> {
-    fn new(reader: &'r mut Reader<'de>) -> Self {
-        Entries {
-            reader,
-            first: true,
-        }
-    }
-}
-
-impl<'de> de::MapAccess<'de> for Entries<'_, 'de> {
+impl<'de> de::MapAccess<'de> for Items<'_, 'de> {
     type Error = Refused;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
-        match self.reader.peek() {
-            Some(b'}') => return Ok(None),
-            Some(b',') if !self.first => {
-                self.reader.at += 1;
-                if self.reader.peek() != Some(b'"') {
-                    return Err(Refused);
-                }
-            }
-            Some(b'"') if self.first => {}
-            _ => return Err(Refused),
+        if !self.advance(b'}')? {
+            return Ok(None);
         }
-        self.first = false;
+        if self.reader.peek() != Some(b'"') {
+            return Err(Refused);
+        }
         seed.deserialize(Key(&mut *self.reader)).map(Some)
     }
 
