@@ -91,6 +91,18 @@ lenient! {
     Picture<'a> { medium: Field<'a>, }
 }
 
+/// A type that reads nothing from the deserializer, so that only the reader's own checks (a
+/// comma between items, none before the closing bracket) stand between a malformed container
+/// and a value.
+#[derive(Debug, PartialEq)]
+struct Nothing;
+
+impl<'de> Deserialize<'de> for Nothing {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Ok(Nothing)
+    }
+}
+
 /// The reader on text (the tests build documents as text; bytes that are not UTF-8 have their
 /// own test).
 fn from_str<'a, T: Deserialize<'a>>(text: &'a str) -> Option<T> {
@@ -147,6 +159,7 @@ fn agrees_for_all(text: &str) -> bool {
         ($($type:ty),*) => { $(agrees::<$type>(text);)* };
     }
     each! { IgnoredAny, Field, Nested<User>, User, Person, Strict, E, Tagged, Untagged }
+    each! { Vec<Nothing>, BTreeMap<String, Nothing>, Option<Nothing> }
     each! { Vec<Value>, u8, u32, u64, i64, i128, u128, bool, String, char, (), Option<u32> }
     each! { Vec<i64>, (u8, String), BTreeMap<String, i32>, HashMap<u32, bool> }
     agrees_by::<f32>(text, |a, b| a.to_bits() == b.to_bits());
