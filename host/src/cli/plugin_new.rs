@@ -80,6 +80,10 @@ const RUST_SDK: &[(&str, &str)] = &[
         include_str!("../../../plugins/sdk/src/swar.rs"),
     ),
     (
+        "src/test_random.rs",
+        include_str!("../../../plugins/sdk/src/test_random.rs"),
+    ),
+    (
         "src/utf8.rs",
         include_str!("../../../plugins/sdk/src/utf8.rs"),
     ),

@@ -600,6 +600,7 @@ mod tests {
     use serde_json::{Map, Number, Value, json};
 
     use super::*;
+    use crate::test_random::Random;
 
     /// Both writers give the same bytes, or both refuse with the same words.
     fn same_as_serde_json<T: Serialize + ?Sized + std::fmt::Debug>(value: &T) {
@@ -614,21 +615,8 @@ mod tests {
         }
     }
 
-    /// A small deterministic generator (xorshift), so that a failure reproduces.
-    struct Random(u64);
-
+    /// What these tests draw from the shared generator.
     impl Random {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-
         /// Text mixing ASCII (control bytes, quotes and backslashes included, often next to
         /// eight-byte word boundaries) with multi-byte characters.
         fn text(&mut self) -> String {
@@ -638,14 +626,14 @@ mod tests {
             let len = self.below(40);
             (0..len)
                 .map(|_| match self.below(4) {
-                    0 => PIECES[self.below(PIECES.len() as u64) as usize].to_owned(),
+                    0 => PIECES[self.below(PIECES.len())].to_owned(),
                     1 => char::from(self.below(0x80) as u8).to_string(),
-                    _ => "abcdefgh"[..1 + self.below(8) as usize].to_owned(),
+                    _ => "abcdefgh"[..1 + self.below(8)].to_owned(),
                 })
                 .collect()
         }
 
-        fn value(&mut self, depth: u32) -> Value {
+        fn tree(&mut self, depth: u32) -> Value {
             match self.below(if depth == 0 { 5 } else { 7 }) {
                 0 => Value::Null,
                 1 => Value::Bool(self.below(2) == 0),
@@ -656,10 +644,10 @@ mod tests {
                         .map_or(Value::Null, Value::Number),
                 },
                 3 | 4 => Value::String(self.text()),
-                5 => Value::Array((0..self.below(5)).map(|_| self.value(depth - 1)).collect()),
+                5 => Value::Array((0..self.below(5)).map(|_| self.tree(depth - 1)).collect()),
                 _ => Value::Object(
                     (0..self.below(5))
-                        .map(|_| (self.text(), self.value(depth - 1)))
+                        .map(|_| (self.text(), self.tree(depth - 1)))
                         .collect::<Map<_, _>>(),
                 ),
             }
@@ -670,7 +658,7 @@ mod tests {
     fn random_documents_come_out_byte_for_byte_as_from_serde_json() {
         let mut random = Random(0x9E37_79B9_7F4A_7C15);
         for _ in 0..5_000 {
-            same_as_serde_json(&random.value(4));
+            same_as_serde_json(&random.tree(4));
         }
     }
 

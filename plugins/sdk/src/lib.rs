@@ -29,6 +29,8 @@ pub mod json_out;
 pub mod log;
 pub mod record;
 mod swar;
+#[cfg(test)]
+mod test_random;
 mod utf8;
 
 #[doc(hidden)]

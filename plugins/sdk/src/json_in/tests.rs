@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::from_slice;
 use crate::json::{Field, List, Nested};
+use crate::test_random::Random;
 
 /// A typed document borrowing its strings.
 #[derive(Debug, PartialEq, Deserialize)]
@@ -204,9 +205,6 @@ fn contexts(fragment: &str) -> [String; 10] {
     ]
 }
 
-/// A small deterministic generator (xorshift), so that a failure reproduces.
-struct Random(u64);
-
 const SPACES: &[&str] = &["", " ", "  ", "\n", "\t", "\r\n", "\n    ", " \t "];
 #[rustfmt::skip]
 const KEYS: &[&str] = &[
@@ -227,17 +225,6 @@ const ESCAPES: &[&str] = &[
 const MUTANTS: &[u8] = b"{}[]\",:\\ 0-1eE.+tfn\x00\x01\x08\x0b\x0c\x1f\t\n\r\x7f";
 
 impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {
         items[self.below(items.len())]
     }
