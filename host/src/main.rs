@@ -235,8 +235,8 @@ enum BenchCommand {
     /// pipeline's baseline); then measures end-to-end latency (Kafka create time to Cassandra
     /// acknowledgement) at a steady produce rate, with a producer that sends each record at once
     /// and `batch.linger_ms = 1`, and weir's own share of it from the pipeline's histograms.
-    /// Each run reports weir's CPU-seconds per million records and its peak RSS. Start the
-    /// services with `scripts/services start`.
+    /// Each run reports weir's CPU-seconds per million records, the part of them spent inside
+    /// plugin calls, and its peak RSS. Start the services with `scripts/services start`.
     Pipeline {
         /// Kafka bootstrap servers.
         #[arg(long, env = "WEIR_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]

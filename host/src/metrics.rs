@@ -311,6 +311,23 @@ fn render_pipeline_details(out: &mut String, pipelines: &BTreeMap<String, Arc<Pi
     }
     header(
         out,
+        "weir_plugin_cpu_seconds_total",
+        "CPU time of the worker threads inside a plugin's calls: the guest's work plus the copying of records into and out of it.",
+        "counter",
+    );
+    for (name, stats) in pipelines {
+        for (plugin, step) in stats.plugin_stats() {
+            let _ = writeln!(
+                out,
+                "weir_plugin_cpu_seconds_total{{pipeline=\"{}\",plugin=\"{}\"}} {}",
+                escape(name),
+                escape(&plugin),
+                step.cpu().as_secs_f64()
+            );
+        }
+    }
+    header(
+        out,
         "weir_plugin_call_duration_seconds",
         "One call of a plugin's transform on a batch.",
         "histogram",
@@ -533,9 +550,13 @@ mod tests {
         stats
             .batch_latency()
             .observe(std::time::Duration::from_millis(3));
-        stats
-            .plugin("user-profile")
-            .record_call(4, 3, 1, std::time::Duration::from_micros(200));
+        stats.plugin("user-profile").record_call(
+            4,
+            3,
+            1,
+            std::time::Duration::from_micros(200),
+            std::time::Duration::from_micros(150),
+        );
         let pipelines = BTreeMap::from([("p".to_owned(), stats)]);
         let text = render(&pipelines, &PluginSlots::default());
         for expected in [
@@ -547,6 +568,7 @@ mod tests {
             "weir_plugin_records_in_total{pipeline=\"p\",plugin=\"user-profile\"} 4",
             "weir_plugin_records_out_total{pipeline=\"p\",plugin=\"user-profile\"} 3",
             "weir_plugin_records_dead_lettered_total{pipeline=\"p\",plugin=\"user-profile\"} 1",
+            "weir_plugin_cpu_seconds_total{pipeline=\"p\",plugin=\"user-profile\"} 0.00015",
             "weir_queue_depth_batches{pipeline=\"p\",queue=\"sink\"} 0",
             "weir_sink_retries_total{pipeline=\"p\",destination=\"dead_letter\"} 0",
         ] {

@@ -62,8 +62,9 @@ fn broker_pid_file() -> Option<PathBuf> {
     Some(dir.join("kafka/pid")).filter(|path| path.exists())
 }
 
-/// One row of `weir bench pipeline`'s table: its name and its six columns (records/s, ceiling,
-/// baseline, CPU-s/M, peak MiB, broker CPU-s/M), `-` where a column does not apply.
+/// One row of `weir bench pipeline`'s table: its name and its seven columns (records/s, ceiling,
+/// baseline, CPU-s/M, plugin CPU-s/M, peak MiB, broker CPU-s/M), `-` where a column does not
+/// apply.
 struct Row {
     name: String,
     columns: Vec<String>,
@@ -85,8 +86,8 @@ fn table(report: &str) -> Vec<Row> {
         .take_while(|line| !line.contains("latency at"))
         .map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            assert!(fields.len() > 6, "a short row `{line}` in:\n{report}");
-            let (name, columns) = fields.split_at(fields.len() - 6);
+            assert!(fields.len() > 7, "a short row `{line}` in:\n{report}");
+            let (name, columns) = fields.split_at(fields.len() - 7);
             Row {
                 name: name.join(" "),
                 columns: columns.iter().map(|c| c.to_string()).collect(),
@@ -167,16 +168,28 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
     for row in &rows {
         assert!(row.number(0) > 0.0, "{report}");
         assert!(row.number(3) > 0.0, "every run costs CPU: {report}");
-        assert!(row.number(4) > 0.0, "every run has a peak RSS: {report}");
+        assert!(row.number(5) > 0.0, "every run has a peak RSS: {report}");
+    }
+    // The plugin's share of the CPU, in the rows that run one.
+    assert_eq!(
+        pipelines[0].columns[4], "-",
+        "the ceiling runs no plugin: {report}"
+    );
+    assert_eq!(driver.columns[4], "-", "{report}");
+    for row in &pipelines[1..] {
+        assert!(
+            row.number(4) > 0.0,
+            "user-profile's calls cost CPU: {report}"
+        );
     }
     // The broker's CPU where it is metered and serves the run.
     for row in pipelines {
         match &broker {
-            Some(_) => assert!(row.number(5) >= 0.0, "{report}"),
-            None => assert_eq!(row.columns[5], "-", "{report}"),
+            Some(_) => assert!(row.number(6) >= 0.0, "{report}"),
+            None => assert_eq!(row.columns[6], "-", "{report}"),
         }
     }
-    assert_eq!(driver.columns[5], "-", "{report}");
+    assert_eq!(driver.columns[6], "-", "{report}");
 
     let latency = report
         .lines()

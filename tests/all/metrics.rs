@@ -180,6 +180,14 @@ async fn metrics_count_the_traffic_sent() {
         calls >= 1.0 && calls <= batches,
         "{calls} calls for {batches} batches"
     );
+    // The plugin's CPU time: some was spent, and no more than the calls' own time, which holds it.
+    let cpu = sample_with(&scrape, "weir_plugin_cpu_seconds_total", &step).unwrap();
+    let call_seconds =
+        sample_with(&scrape, "weir_plugin_call_duration_seconds_sum", &step).unwrap();
+    assert!(
+        cpu > 0.0 && cpu <= call_seconds + 1e-9,
+        "{cpu} CPU-s in calls that took {call_seconds} s"
+    );
     for histogram in [&batch_buckets, &call_buckets] {
         assert!(
             histogram.windows(2).all(|w| w[0].1 <= w[1].1),

@@ -186,18 +186,26 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         }
     );
     println!(
-        "{:<44} {:>10} {:>8} {:>9} {:>8} {:>9} {:>15}",
-        "pipeline", "records/s", "ceiling", "baseline", "CPU-s/M", "peak MiB", "broker CPU-s/M"
+        "{:<44} {:>10} {:>8} {:>9} {:>8} {:>15} {:>9} {:>15}",
+        "pipeline",
+        "records/s",
+        "ceiling",
+        "baseline",
+        "CPU-s/M",
+        "plugin CPU-s/M",
+        "peak MiB",
+        "broker CPU-s/M"
     );
     let cassandra = report.throughput.last().map(|line| line.name);
     let row = |line: &ThroughputLine, ceiling: Option<f64>, baseline: Option<f64>| {
         println!(
-            "{:<44} {:>10.0} {:>8} {:>9} {:>8.1} {:>9.1} {:>15}",
+            "{:<44} {:>10.0} {:>8} {:>9} {:>8.1} {:>15} {:>9.1} {:>15}",
             line.name,
             line.per_second,
             ratio(ceiling.map(|c| line.per_second / c)),
             ratio(baseline.map(|b| line.per_second / b)),
             line.cost.cpu_per_million(),
+            optional(line.cost.plugin_per_million()),
             line.cost.peak_mib(),
             optional(line.cost.broker_per_million()),
         );

@@ -5,6 +5,7 @@
 pub mod dead_letters;
 pub mod histogram;
 pub mod tap;
+pub mod thread_cpu;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -27,6 +28,9 @@ pub struct PluginStepStats {
     pub records_failed: AtomicU64,
     /// Duration of each `transform` call (one batch).
     pub call_latency: LatencyHistogram,
+    /// CPU time of the worker threads inside this plugin's calls, in nanoseconds: the guest's
+    /// work plus the host's copying of records into and out of it.
+    pub cpu_nanos: AtomicU64,
 }
 
 impl PluginStepStats {
@@ -37,6 +41,7 @@ impl PluginStepStats {
         records_out: usize,
         failed: usize,
         took: Duration,
+        cpu: Duration,
     ) {
         self.records_in
             .fetch_add(records_in as u64, Ordering::Relaxed);
@@ -45,6 +50,15 @@ impl PluginStepStats {
         self.records_failed
             .fetch_add(failed as u64, Ordering::Relaxed);
         self.call_latency.observe(took);
+        self.cpu_nanos.fetch_add(
+            u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// CPU time spent in this plugin's calls so far.
+    pub fn cpu(&self) -> Duration {
+        Duration::from_nanos(self.cpu_nanos.load(Ordering::Relaxed))
     }
 }
 

@@ -248,6 +248,7 @@ impl PipelineStats {
                     records_out: stats.records_out.load(Ordering::Relaxed),
                     records_failed: stats.records_failed.load(Ordering::Relaxed),
                     call_latency: LatencySummary::of(&stats.call_latency.snapshot()),
+                    cpu_seconds: stats.cpu().as_secs_f64(),
                 })
                 .collect(),
             stages: self.taps.stages(),
@@ -326,6 +327,8 @@ pub struct PluginStatus {
     pub records_failed: u64,
     /// Time of one call (a batch).
     pub call_latency: LatencySummary,
+    /// CPU time of the worker threads inside its calls, record copies in and out included.
+    pub cpu_seconds: f64,
 }
 
 /// Quantiles of a latency histogram, in milliseconds.

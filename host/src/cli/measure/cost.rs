@@ -146,6 +146,10 @@ pub struct Cost {
     pub peak_kind: PeakRss,
     /// The broker's CPU time in the window, when a broker is metered and stayed up.
     pub broker_cpu: Option<Duration>,
+    /// For a run with plugins: the CPU time spent inside plugin calls over the whole run, and
+    /// the records given to the plugins meanwhile. The whole run, not the window: on a short
+    /// run every call may have finished before the first acknowledgement opens the window.
+    pub plugin_cpu: Option<(Duration, u64)>,
 }
 
 impl Meter {
@@ -186,6 +190,7 @@ impl Meter {
             },
             peak_kind: self.peak,
             broker_cpu,
+            plugin_cpu: None,
         }
     }
 }
@@ -194,6 +199,13 @@ impl Cost {
     /// The weir process's CPU-seconds per million records.
     pub fn cpu_per_million(&self) -> f64 {
         per_million(self.cpu, self.records)
+    }
+
+    /// The CPU-seconds spent inside plugin calls per million records given to them, for a run
+    /// with plugins.
+    pub fn plugin_per_million(&self) -> Option<f64> {
+        self.plugin_cpu
+            .map(|(cpu, records)| per_million(cpu, records))
     }
 
     /// The broker's CPU-seconds per million records, when metered.

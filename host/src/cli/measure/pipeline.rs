@@ -4,6 +4,7 @@
 //! steady produce rate. Each run also reports what it cost (CPU per million records, peak RSS).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -280,7 +281,8 @@ async fn drain(
     }
     let (timed_from, already) = first.unwrap_or((started, 0));
     let elapsed = timed_from.elapsed();
-    let cost = meter.window_end(records as u64 - already);
+    let mut cost = meter.window_end(records as u64 - already);
+    cost.plugin_cpu = plugin_cpu(&stats);
     let _ = shutdown.send(true);
     run.await.map_err(setup)?.map_err(setup)?;
     if let Some(task) = during {
@@ -305,6 +307,15 @@ async fn drain(
             sink_write_p99: sink_write.quantile(0.99).unwrap_or_default(),
         },
     })
+}
+
+/// The CPU time spent so far inside the pipeline's plugin calls, and the records given to its
+/// first plugin (each record's trip through the chain); `None` without plugins.
+fn plugin_cpu(stats: &PipelineStats) -> Option<(Duration, u64)> {
+    let plugins = stats.plugin_stats();
+    let (_, first) = plugins.first()?;
+    let cpu = plugins.iter().map(|(_, step)| step.cpu()).sum();
+    Some((cpu, first.records_in.load(Ordering::Relaxed)))
 }
 
 /// Produces `count` users (seed 2) to `topic` at `rate` records/s from a child process

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::staged::{self, StagedStep};
 use crate::config::TransformConfig;
+use crate::observe::thread_cpu::thread_cpu;
 use crate::observe::{PluginStepStats, TapPoint};
 use crate::pipeline::batch::ChainOutput;
 use crate::pipeline::stats::PipelineStats;
@@ -337,8 +338,11 @@ impl TransformChain {
             if records.is_empty() {
                 break;
             }
+            // The CPU reading sits inside the timed span, so a call's CPU never exceeds its time.
             let called = Instant::now();
+            let cpu_before = thread_cpu();
             let (results, by_candidate) = step.run(&records, &origins, positions);
+            let cpu = thread_cpu().saturating_sub(cpu_before);
             let took = called.elapsed();
             let live_version = step.instance.plugin().version().to_owned();
             let candidate_version = step.staged.as_ref().map(|s| s.version.clone());
@@ -378,8 +382,13 @@ impl TransformChain {
                     }
                 }
             }
-            step.stats
-                .record_call(seen as usize, next_records.len(), failed as usize, took);
+            step.stats.record_call(
+                seen as usize,
+                next_records.len(),
+                failed as usize,
+                took,
+                cpu,
+            );
             step.tap.offer(
                 next_records
                     .iter()
