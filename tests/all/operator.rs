@@ -267,6 +267,7 @@ async fn the_status_page_charts_the_last_minutes_and_marks_swaps() {
         "lag",
         "batch_latency",
         "plugin_latency",
+        "plugin_cpu",
     ] {
         let points: Vec<usize> =
             attributes(&dom, &format!("data-chart=\"{chart}\""), "data-points")

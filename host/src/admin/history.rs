@@ -22,8 +22,8 @@ use crate::registry::{PluginSlots, SlotInfo};
 pub const CAPACITY: usize = 15 * 60;
 /// Time between samples.
 pub const STEP: Duration = Duration::from_secs(1);
-/// Series kept per pipeline. A pipeline has 10 of its own, 5 per plugin and one per Kafka
-/// partition, so this covers four plugins and over thirty partitions; series beyond it are not
+/// Series kept per pipeline. A pipeline has 10 of its own, 6 per plugin and one per Kafka
+/// partition, so this covers four plugins and thirty partitions; series beyond it are not
 /// kept (and counted in `dropped_series`) rather than growing memory with the partition count.
 pub const MAX_SERIES: usize = 64;
 /// Version changes (swaps, rollbacks) kept per pipeline; older ones are forgotten first.
@@ -53,6 +53,9 @@ pub enum Group {
     PluginLatency,
     /// Records per second into, out of and failed by each plugin.
     PluginThroughput,
+    /// CPU time inside each plugin's calls, in percent of one core (two decimals, so a plugin
+    /// using a hundredth of a percent still shows).
+    PluginCpu,
     /// Sink and dead-letter writes retried per second.
     Retries,
     /// Batches waiting between stages.
@@ -222,6 +225,8 @@ pub struct PluginReading {
     pub records_failed: u64,
     /// Its call latency histogram.
     pub call_latency: HistogramSnapshot,
+    /// CPU time spent in its calls so far.
+    pub cpu: Duration,
 }
 
 /// A pipeline's counters at one moment: what a sample is the difference of.
@@ -297,6 +302,7 @@ impl Reading {
                             || crate::observe::LatencyHistogram::default().snapshot(),
                             |s| s.call_latency.snapshot(),
                         ),
+                        cpu: step.map_or(Duration::ZERO, |s| s.cpu()),
                     }
                 })
                 .collect(),
@@ -484,6 +490,12 @@ impl PipelineHistory {
                     per_second(now, then),
                 ));
             }
+            let cpu_before = before.map_or(Duration::ZERO, |b| b.cpu);
+            values.push((
+                Group::PluginCpu,
+                name.clone(),
+                round(plugin.cpu.saturating_sub(cpu_before).as_secs_f64() / seconds * 100.0),
+            ));
             if let (Some(before), Some(to)) = (before, &plugin.version)
                 && let Some(from) = &before.version
                 && from != to
@@ -900,6 +912,7 @@ mod tests {
             records_out: records,
             records_failed: 0,
             call_latency: LatencyHistogram::default().snapshot(),
+            cpu: Duration::ZERO,
         }
     }
 
@@ -939,16 +952,23 @@ mod tests {
         batch.observe(Duration::from_millis(7));
         let mut second = reading(start, 2, 200, vec![plugin("a", "v1", 200)]);
         second.batch_latency = batch.snapshot();
+        second.plugins[0].cpu = Duration::from_millis(500);
         history.record(second);
         // No batch in the third second: a gap, not a zero.
         let mut third = reading(start, 3, 300, vec![plugin("a", "v2", 300)]);
         third.batch_latency = batch.snapshot();
+        third.plugins[0].cpu = Duration::from_millis(1250);
         history.record(third);
         let view = history.view();
         assert_eq!(view.times.len(), 2);
         assert_eq!(
             values(&view, Group::Throughput, "in"),
             [Some(100.0), Some(100.0)]
+        );
+        // Half a CPU-second over the first two seconds, three quarters in the third.
+        assert_eq!(
+            values(&view, Group::PluginCpu, "a"),
+            [Some(25.0), Some(75.0)]
         );
         let p50 = values(&view, Group::BatchLatency, "p50");
         assert!((p50[0].unwrap() - 7.5).abs() < 0.01, "{p50:?}");
