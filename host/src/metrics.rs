@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::observe::HistogramSnapshot;
-use crate::pipeline::PipelineStats;
+use crate::pipeline::{BatchStage, PipelineStats};
 use crate::registry::PluginSlots;
 
 /// Reads one counter out of a pipeline's report.
@@ -277,6 +277,23 @@ fn render_pipeline_details(out: &mut String, pipelines: &BTreeMap<String, Arc<Pi
             &labels,
             &stats.sink_write_latency().snapshot(),
         );
+    }
+    header(
+        out,
+        "weir_batch_stage_seconds",
+        "Where a batch spent its time besides the sink write: waiting for a transform worker (transform_queue), in the chain (transform), waiting for a sink write slot (sink_queue), and after its write waiting for earlier batches and its dead letters (in_order).",
+        "histogram",
+    );
+    for (name, stats) in pipelines {
+        for stage in BatchStage::ALL {
+            let labels = format!("pipeline=\"{}\",stage=\"{}\"", escape(name), stage.as_str());
+            histogram(
+                out,
+                "weir_batch_stage_seconds",
+                &labels,
+                &stats.stage_latency(stage).snapshot(),
+            );
+        }
     }
     let plugin_counters: [(&str, &str, PluginField); 3] = [
         (
@@ -550,6 +567,9 @@ mod tests {
         stats
             .batch_latency()
             .observe(std::time::Duration::from_millis(3));
+        stats
+            .stage_latency(BatchStage::InOrder)
+            .observe(std::time::Duration::from_millis(1));
         stats.plugin("user-profile").record_call(
             4,
             3,
@@ -564,6 +584,8 @@ mod tests {
             "weir_batch_duration_seconds_bucket{pipeline=\"p\",le=\"0.005\"} 1",
             "weir_batch_duration_seconds_bucket{pipeline=\"p\",le=\"+Inf\"} 1",
             "weir_batch_duration_seconds_count{pipeline=\"p\"} 1",
+            "weir_batch_stage_seconds_count{pipeline=\"p\",stage=\"in_order\"} 1",
+            "weir_batch_stage_seconds_count{pipeline=\"p\",stage=\"transform_queue\"} 0",
             "weir_plugin_call_duration_seconds_count{pipeline=\"p\",plugin=\"user-profile\"} 1",
             "weir_plugin_records_in_total{pipeline=\"p\",plugin=\"user-profile\"} 4",
             "weir_plugin_records_out_total{pipeline=\"p\",plugin=\"user-profile\"} 3",

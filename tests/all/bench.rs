@@ -223,4 +223,18 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
         .collect();
     assert_eq!(figures.len(), 3, "{stages}");
     assert!(figures.iter().all(|ms| *ms > 0.0), "{stages}");
+    // And the rest of a batch's way, stage by stage: every batch passed each of them, so each
+    // histogram has entries and its bucketed p99 is above zero.
+    let per_stage = report
+        .lines()
+        .find(|line| line.trim_start().starts_with("p99 per stage"))
+        .unwrap_or_else(|| panic!("no line of per-stage latency in {report}"));
+    for stage in ["transform_queue", "transform", "sink_queue", "in_order"] {
+        let ms: f64 = per_stage
+            .split(", ")
+            .find_map(|part| part.trim_start().split_once(&format!("{stage} ")))
+            .and_then(|(_, figure)| figure.strip_suffix(" ms")?.parse().ok())
+            .unwrap_or_else(|| panic!("no {stage} in `{per_stage}`"));
+        assert!(ms > 0.0, "{per_stage}");
+    }
 }

@@ -174,6 +174,19 @@ async fn metrics_count_the_traffic_sent() {
         &[("pipeline", "metered")],
     );
     assert_eq!(batch_buckets.last(), Some(&(f64::INFINITY, batches)));
+    // Each acknowledged batch also waited, if only an instant, in every other stage of its way.
+    for stage in ["transform_queue", "transform", "sink_queue", "in_order"] {
+        let stage_buckets = buckets(
+            &scrape,
+            "weir_batch_stage_seconds",
+            &[("pipeline", "metered"), ("stage", stage)],
+        );
+        assert_eq!(
+            stage_buckets.last(),
+            Some(&(f64::INFINITY, batches)),
+            "{stage}"
+        );
+    }
     let call_buckets = buckets(&scrape, "weir_plugin_call_duration_seconds", &step);
     let calls = call_buckets.last().unwrap().1;
     assert!(

@@ -234,6 +234,15 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         stages.batch_p99 * 1000.0,
         stages.sink_write_p99 * 1000.0,
     );
+    let waits: Vec<String> = stages
+        .stage_p99
+        .iter()
+        .map(|(stage, p99)| format!("{} {:.1} ms", stage.as_str(), p99 * 1000.0))
+        .collect();
+    println!(
+        "  p99 per stage besides the write (per batch, bucketed): {}",
+        waits.join(", ")
+    );
     Ok(ExitCode::SUCCESS)
 }
 

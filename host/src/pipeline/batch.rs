@@ -43,6 +43,8 @@ pub(super) struct Processed {
     pub(super) output: ChainOutput,
     pub(super) commit: Vec<SourcePosition>,
     pub(super) polled_at: Instant,
+    /// When the transform stage finished it.
+    pub(super) transformed_at: Instant,
 }
 
 impl From<Vec<SourceRecord>> for Batch {

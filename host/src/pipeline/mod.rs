@@ -31,7 +31,8 @@ pub use crate::record::{FailedAt, Failure};
 pub use batch::ChainOutput;
 use batch::Processed;
 pub use stats::{
-    LatencySummary, PipelineReport, PipelineStats, PipelineStatus, PluginStatus, QueueStatus,
+    BatchStage, LatencySummary, PipelineReport, PipelineStats, PipelineStatus, PluginStatus,
+    QueueStatus,
 };
 use transform_stage::WorkerPool;
 pub use transform_stage::{ChainBlueprint, ChainStep, TransformChain};

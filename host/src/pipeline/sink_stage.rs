@@ -17,7 +17,7 @@ use crate::connectors::{ConnectorError, Rejected, Sink};
 use crate::observe::tap::{DEAD_LETTER_STAGE, SINK_STAGE, TapPoint};
 use crate::pipeline::batch::{Acknowledged, ChainOutput, Processed};
 use crate::pipeline::retry;
-use crate::pipeline::stats::PipelineStats;
+use crate::pipeline::stats::{BatchStage, PipelineStats};
 use crate::record::{FailedAt, Failure, Record, RecordError, RecordErrorKind};
 
 /// Writes outputs (several batches at once), then, in arrival order, each batch's dead letters
@@ -58,7 +58,7 @@ pub(super) async fn run(
             // Finishing first frees a handle and releases acknowledgements before more is taken.
             biased;
             Some(written) = writing.next(), if !writing.is_empty() => {
-                let Written { handle, processed, rejected } = written;
+                let Written { handle, processed, rejected, written_at } = written;
                 idle.push(handle);
                 let Some(rejected) = rejected? else {
                     // Shutdown during an outage: nothing more is acknowledged (the batches
@@ -66,13 +66,16 @@ pub(super) async fn run(
                     // store that does not answer.
                     return Ok(());
                 };
-                if !done.finish(processed, rejected).await? {
+                if !done.finish(processed, rejected, written_at).await? {
                     break;
                 }
             }
             received = processed_rx.recv(), if input_open && !idle.is_empty() => match received {
                 Some(processed) => {
                     stats.sink_queue().left();
+                    stats
+                        .stage_latency(BatchStage::SinkQueue)
+                        .observe(processed.transformed_at.elapsed());
                     let handle = idle.pop().expect("guarded: a handle is idle");
                     writing.push_back(write_outputs(handle, processed, Arc::clone(&stats), shutdown.clone()));
                 }
@@ -108,6 +111,8 @@ struct Written {
     processed: Processed,
     /// The outputs the sink refused; `Ok(None)` when shutdown ended the write unfinished.
     rejected: Result<Option<Vec<Rejected>>, ConnectorError>,
+    /// When the write ended.
+    written_at: Instant,
 }
 
 /// Writes a batch's outputs through `handle`, retrying as long as the pipeline runs.
@@ -139,6 +144,7 @@ async fn write_outputs(
         handle,
         processed,
         rejected,
+        written_at: Instant::now(),
     }
 }
 
@@ -161,6 +167,7 @@ impl Done<'_> {
         &mut self,
         processed: Processed,
         rejected: Vec<Rejected>,
+        written_at: Instant,
     ) -> Result<bool, ConnectorError> {
         let stats = self.stats;
         let ChainOutput {
@@ -231,8 +238,12 @@ impl Done<'_> {
         }
         self.dead_letter_tap
             .offer(dead_letters.iter().map(|record| (record, None)));
-        stats.record_batch(processed.inputs, written, dead_letters.len());
+        // The histograms before the counters: whoever reads a batch counted finds its times too.
         stats.batch_latency().observe(processed.polled_at.elapsed());
+        stats
+            .stage_latency(BatchStage::InOrder)
+            .observe(written_at.elapsed());
+        stats.record_batch(processed.inputs, written, dead_letters.len());
         if let Some(source) = &self.acknowledged.source {
             source.acknowledged(&processed.commit);
         }
@@ -344,6 +355,7 @@ mod tests {
                 },
                 commit: vec![position],
                 polled_at: Instant::now(),
+                transformed_at: Instant::now(),
             };
             assert!(self.processed.send(processed).await.is_ok());
         }

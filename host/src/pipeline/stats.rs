@@ -29,6 +29,8 @@ pub struct PipelineStats {
     batch_latency: LatencyHistogram,
     /// One sink write, retries included.
     sink_write_latency: LatencyHistogram,
+    /// Where a batch waited or worked, one histogram per [`BatchStage`].
+    stage_latency: [LatencyHistogram; BatchStage::ALL.len()],
     transform_queue: QueueDepth,
     sink_queue: QueueDepth,
     queue_capacity: AtomicU64,
@@ -61,6 +63,7 @@ impl PipelineStats {
             dead_letter_retries: AtomicU64::new(0),
             batch_latency: LatencyHistogram::default(),
             sink_write_latency: LatencyHistogram::default(),
+            stage_latency: Default::default(),
             transform_queue: QueueDepth::default(),
             sink_queue: QueueDepth::default(),
             queue_capacity: AtomicU64::new(0),
@@ -114,6 +117,11 @@ impl PipelineStats {
     /// Time of each sink write, retries included.
     pub fn sink_write_latency(&self) -> &LatencyHistogram {
         &self.sink_write_latency
+    }
+
+    /// Time batches spent in `stage`.
+    pub fn stage_latency(&self, stage: BatchStage) -> &LatencyHistogram {
+        &self.stage_latency[stage as usize]
     }
 
     /// Batches waiting for a transform worker.
@@ -262,6 +270,41 @@ impl PipelineStats {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+/// The parts of a batch's way from the source to its acknowledgement, besides the sink write
+/// itself (`sink_write_latency`): together they say where a slow batch spent its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchStage {
+    /// From the source returning it to a transform worker taking it.
+    TransformQueue,
+    /// The transform chain over it.
+    Transform,
+    /// From the chain's end to the sink starting its write (every write slot busy).
+    SinkQueue,
+    /// From its write's end to its acknowledgement: earlier batches still writing (batches are
+    /// acknowledged in order) and its own dead letters.
+    InOrder,
+}
+
+impl BatchStage {
+    /// Every stage, in a batch's order.
+    pub const ALL: [BatchStage; 4] = [
+        BatchStage::TransformQueue,
+        BatchStage::Transform,
+        BatchStage::SinkQueue,
+        BatchStage::InOrder,
+    ];
+
+    /// The stage's name in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchStage::TransformQueue => "transform_queue",
+            BatchStage::Transform => "transform",
+            BatchStage::SinkQueue => "sink_queue",
+            BatchStage::InOrder => "in_order",
+        }
     }
 }
 

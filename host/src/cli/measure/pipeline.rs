@@ -20,7 +20,7 @@ use super::{BenchError, driver, quantile};
 use weir::config::PipelineFile;
 use weir::connectors::{ConnectorError, Rejected, Sink};
 use weir::generator::UserGenerator;
-use weir::pipeline::{self, Connectors, PipelineStats};
+use weir::pipeline::{self, BatchStage, Connectors, PipelineStats};
 use weir::record::Record;
 use weir::registry::{Deployer, PluginRegistry, PluginSlots};
 use weir::runtime::PluginRuntime;
@@ -72,8 +72,8 @@ pub struct PipelineReportBench {
 
 /// Weir's own share of a run's latency, from the pipeline's histograms (seconds; bucketed, so
 /// estimates): how long a batch took from the source's read to its acknowledgement, and how
-/// long its sink write took.
-#[derive(Debug, Clone, Copy, Default)]
+/// long its sink write took, and the rest of its way stage by stage.
+#[derive(Debug, Clone, Default)]
 pub struct Stages {
     /// Read to acknowledgement, median batch.
     pub batch_p50: f64,
@@ -81,6 +81,8 @@ pub struct Stages {
     pub batch_p99: f64,
     /// The sink write alone, 99th percentile batch.
     pub sink_write_p99: f64,
+    /// The 99th percentile batch of each other stage (`BatchStage::ALL`'s order).
+    pub stage_p99: Vec<(BatchStage, f64)>,
 }
 
 /// Records per record timestamp how long after its creation it was acknowledged. Forks with
@@ -305,6 +307,13 @@ async fn drain(
             batch_p50: batch.quantile(0.5).unwrap_or_default(),
             batch_p99: batch.quantile(0.99).unwrap_or_default(),
             sink_write_p99: sink_write.quantile(0.99).unwrap_or_default(),
+            stage_p99: BatchStage::ALL
+                .into_iter()
+                .map(|stage| {
+                    let p99 = stats.stage_latency(stage).snapshot().quantile(0.99);
+                    (stage, p99.unwrap_or_default())
+                })
+                .collect(),
         },
     })
 }

@@ -8,6 +8,7 @@ mod staged;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -16,7 +17,7 @@ pub use chain::{ChainBlueprint, ChainStep, TransformChain};
 
 use crate::config::{MAX_WORKERS, Workers};
 use crate::pipeline::batch::{Batch, Processed, ToTransform};
-use crate::pipeline::stats::PipelineStats;
+use crate::pipeline::stats::{BatchStage, PipelineStats};
 use crate::record::SourceRecord;
 
 /// The running workers and which partition goes to which.
@@ -189,6 +190,10 @@ fn spawn_worker(
     tokio::task::spawn_blocking(move || {
         while let Some(batch) = batch_rx.blocking_recv() {
             stats.transform_queue().left();
+            let taken = Instant::now();
+            stats
+                .stage_latency(BatchStage::TransformQueue)
+                .observe(taken.saturating_duration_since(batch.polled_at));
             let inputs = batch.inputs;
             let mut output = chain.apply(batch.records, &batch.positions);
             output.failures.extend(batch.malformed);
@@ -201,11 +206,16 @@ fn spawn_worker(
                     "Record failed; sending it to the dead-letter destination."
                 );
             }
+            let transformed_at = Instant::now();
+            stats
+                .stage_latency(BatchStage::Transform)
+                .observe(transformed_at.saturating_duration_since(taken));
             let processed = Processed {
                 inputs,
                 output,
                 commit: batch.commit,
                 polled_at: batch.polled_at,
+                transformed_at,
             };
             stats.sink_queue().entering();
             if processed_tx.blocking_send(processed).is_err() {
