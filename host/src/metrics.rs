@@ -295,24 +295,29 @@ fn render_pipeline_details(out: &mut String, pipelines: &BTreeMap<String, Arc<Pi
             );
         }
     }
-    let plugin_counters: [(&str, &str, PluginField); 3] = [
+    let plugin_counters: [(&str, &str, PluginValue); 4] = [
         (
             "weir_plugin_records_in_total",
             "Records given to a plugin.",
-            |p| &p.records_in,
+            |p| p.records_in.load(Ordering::Relaxed).to_string(),
         ),
         (
             "weir_plugin_records_out_total",
             "Records a plugin returned.",
-            |p| &p.records_out,
+            |p| p.records_out.load(Ordering::Relaxed).to_string(),
         ),
         (
             "weir_plugin_records_dead_lettered_total",
             "Records a plugin failed, each sent to the dead-letter destination.",
-            |p| &p.records_failed,
+            |p| p.records_failed.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "weir_plugin_cpu_seconds_total",
+            "CPU time of the worker threads inside a plugin's calls: the guest's work plus the copying of records into and out of it.",
+            |p| p.cpu().as_secs_f64().to_string(),
         ),
     ];
-    for (metric, help, field) in plugin_counters {
+    for (metric, help, value) in plugin_counters {
         header(out, metric, help, "counter");
         for (name, stats) in pipelines {
             for (plugin, step) in stats.plugin_stats() {
@@ -321,26 +326,9 @@ fn render_pipeline_details(out: &mut String, pipelines: &BTreeMap<String, Arc<Pi
                     "{metric}{{pipeline=\"{}\",plugin=\"{}\"}} {}",
                     escape(name),
                     escape(&plugin),
-                    field(&step).load(Ordering::Relaxed)
+                    value(&step)
                 );
             }
-        }
-    }
-    header(
-        out,
-        "weir_plugin_cpu_seconds_total",
-        "CPU time of the worker threads inside a plugin's calls: the guest's work plus the copying of records into and out of it.",
-        "counter",
-    );
-    for (name, stats) in pipelines {
-        for (plugin, step) in stats.plugin_stats() {
-            let _ = writeln!(
-                out,
-                "weir_plugin_cpu_seconds_total{{pipeline=\"{}\",plugin=\"{}\"}} {}",
-                escape(name),
-                escape(&plugin),
-                step.cpu().as_secs_f64()
-            );
         }
     }
     header(
@@ -366,8 +354,8 @@ fn render_pipeline_details(out: &mut String, pipelines: &BTreeMap<String, Arc<Pi
     }
 }
 
-/// Reads one counter of a plugin's step.
-type PluginField = fn(&crate::observe::PluginStepStats) -> &std::sync::atomic::AtomicU64;
+/// Reads one counter of a plugin's step, as the sample's text.
+type PluginValue = fn(&crate::observe::PluginStepStats) -> String;
 
 /// Writes a histogram's `_bucket`, `_sum` and `_count` series.
 fn histogram(out: &mut String, name: &str, labels: &str, snapshot: &HistogramSnapshot) {
