@@ -13,6 +13,13 @@
 //! The scanning functions are kept out of line (`#[inline(never)]`): inlined into every derived
 //! visitor they made one 119 KB function per document type, which Cranelift compiles with most
 //! values spilled to the stack; out of line, `user-profile` as Wasm used about 6% less CPU.
+//!
+//! As Wasm, every loop costs a deadline check each time it is entered as well as at each turn,
+//! and every call one more. So the usual case of each step (no whitespace before a token, a
+//! string that is ASCII without escapes, a skipped value that is a string or a number) is
+//! settled before any loop, with the loops in separate functions for the rest; and the small
+//! steps run for every key are inlined. That took the deadline checks' cost in `weir bench
+//! plugin` from about 20% to about 10% (README, Performance).
 
 use std::fmt::{self, Display};
 
@@ -94,11 +101,24 @@ enum NumberHint {
 
 impl<'de> Reader<'de> {
     /// The next byte that is not JSON whitespace, not consumed.
+    ///
+    /// The usual case, no whitespace, is settled before any loop: as Wasm a loop costs a
+    /// deadline check each time it is entered, and a record's every token starts here.
+    #[inline]
     fn peek(&mut self) -> Option<u8> {
+        let byte = *self.bytes.get(self.at)?;
+        if byte > b' ' {
+            return Some(byte);
+        }
+        self.peek_past_whitespace()
+    }
+
+    /// [`Reader::peek`] from a byte that may be whitespace.
+    #[inline(never)]
+    fn peek_past_whitespace(&mut self) -> Option<u8> {
         loop {
             let byte = *self.bytes.get(self.at)?;
-            // Most bytes are not whitespace: one comparison settles them.
-            if byte > b' ' || !matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
+            if !matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
                 return Some(byte);
             }
             self.at += 1;
@@ -106,6 +126,7 @@ impl<'de> Reader<'de> {
     }
 
     /// Consumes `byte` if it is next after whitespace.
+    #[inline]
     fn eat(&mut self, byte: u8) -> Result<()> {
         if self.peek() == Some(byte) {
             self.at += 1;
@@ -119,7 +140,24 @@ impl<'de> Reader<'de> {
     /// byte's index, checking on the way that the text is UTF-8: each run of bytes that are not
     /// ASCII goes to `core::str::from_utf8`, so the rules stay core's. A run ends at an ASCII
     /// byte, which no character spans, so checking runs one by one checks the whole.
+    ///
+    /// Text that is all ASCII, the usual case, is settled before any loop (see
+    /// [`Reader::peek`]).
+    #[inline]
     fn plain_text(&self, from: usize) -> Result<(&'de str, usize)> {
+        let bytes: &'de [u8] = self.bytes;
+        let stop = find_string_stop(bytes, from);
+        if bytes.get(stop).is_none_or(u8::is_ascii) {
+            // SAFETY: `from..stop` holds only ASCII bytes.
+            let text = unsafe { std::str::from_utf8_unchecked(&bytes[from..stop]) };
+            return Ok((text, stop));
+        }
+        self.plain_text_with_others(from)
+    }
+
+    /// [`Reader::plain_text`] for text with bytes that are not ASCII.
+    #[inline(never)]
+    fn plain_text_with_others(&self, from: usize) -> Result<(&'de str, usize)> {
         let bytes: &'de [u8] = self.bytes;
         let mut at = from;
         loop {
@@ -249,18 +287,29 @@ impl<'de> Reader<'de> {
     /// [`Reader::string`] would decode them.
     #[inline(never)]
     fn skip_string(&mut self) -> Result<()> {
-        let mut at = self.at + 1;
+        // Without escapes, the usual case, no loop is entered here (see [`Reader::peek`]).
+        let (_, at) = self.plain_text(self.at + 1)?;
+        if self.bytes.get(at) == Some(&b'"') {
+            self.at = at + 1;
+            return Ok(());
+        }
+        self.at = at;
+        self.skip_escaped_rest()
+    }
+
+    /// Skips the rest of a string from a byte that is not its closing quote: an escape, or
+    /// anything else, which is refused.
+    #[inline(never)]
+    fn skip_escaped_rest(&mut self) -> Result<()> {
         loop {
-            (_, at) = self.plain_text(at)?;
-            match self.bytes.get(at) {
+            match self.bytes.get(self.at) {
                 Some(b'"') => {
-                    self.at = at + 1;
+                    self.at += 1;
                     return Ok(());
                 }
                 Some(b'\\') => {
-                    self.at = at;
                     self.escape()?;
-                    at = self.at;
+                    (_, self.at) = self.plain_text(self.at)?;
                 }
                 _ => return Err(Refused),
             }
@@ -308,10 +357,22 @@ impl<'de> Reader<'de> {
         }
     }
 
-    /// Skips one value of any kind, checking its syntax, in one loop: containers are tracked in
-    /// a bit stack (a set bit is an object), so nothing recurses.
+    /// Skips one value of any kind, checking its syntax. A string or a number, most skipped
+    /// values, is skipped before any loop (see [`Reader::peek`]).
     #[inline(never)]
     fn skip_value(&mut self) -> Result<()> {
+        match self.peek().ok_or(Refused)? {
+            b'"' => self.skip_string(),
+            b'-' | b'0'..=b'9' => self.skip_number(),
+            _ => self.skip_container_or_literal(),
+        }
+    }
+
+    /// [`Reader::skip_value`] for a container or a literal (or anything else, refused), in one
+    /// loop: containers are tracked in a bit stack (a set bit is an object), so nothing
+    /// recurses.
+    #[inline(never)]
+    fn skip_container_or_literal(&mut self) -> Result<()> {
         let mut objects: u128 = 0;
         let mut open: u32 = 0;
         loop {
@@ -385,8 +446,8 @@ impl<'de> Reader<'de> {
         ) {
             self.at += 1;
         }
-        // Only ASCII bytes were taken.
-        std::str::from_utf8(&self.bytes[start..self.at]).unwrap_or_default()
+        // SAFETY: only the ASCII bytes matched above were taken.
+        unsafe { std::str::from_utf8_unchecked(&self.bytes[start..self.at]) }
     }
 
     /// Reads a number starting at the current byte, visiting what serde_json would: plain
@@ -671,6 +732,9 @@ impl<'r, 'de> Items<'r, 'de> {
 
     /// Moves to the next item, or finds `close` (not consumed) and says there is none: items
     /// are separated by commas, and a comma must not come before `close`.
+    ///
+    /// Inlined: it runs for every key and item, and as Wasm a call costs a deadline check.
+    #[inline]
     fn advance(&mut self, close: u8) -> Result<bool> {
         let next = self.reader.peek().ok_or(Refused)?;
         if next == close {
