@@ -2,6 +2,7 @@
 //! and a consumer-group source whose offsets are committed only after downstream
 //! acknowledgement.
 
+mod batch_producer;
 mod context;
 mod delivery;
 mod group;

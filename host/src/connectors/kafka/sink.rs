@@ -3,7 +3,8 @@
 //! A retried batch re-sends only the records whose delivery failed; a producer in librdkafka's
 //! fatal state is replaced; a refusal retrying cannot cure stops the pipeline. Handles forked for
 //! batches in flight together share one producer, so a batch is produced while the delivery
-//! reports of earlier ones are outstanding.
+//! reports of earlier ones are outstanding; each batch's reports are gathered by
+//! [`super::batch_producer`].
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -14,9 +15,10 @@ use async_trait::async_trait;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::Producer;
 use serde::Deserialize;
 
+use super::batch_producer::{self, BatchProducer, Outgoing};
 use super::client_config;
 use super::delivery::{Verdict, classify, classify_code};
 use super::unfinished::{Outcome, Unfinished};
@@ -135,7 +137,7 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// The producer every handle of one sink uses, and how many times it was replaced after a fatal
 /// error: the first handle to find the producer fatal replaces it, the others adopt the new one.
 struct SharedProducer {
-    current: Mutex<(u64, FutureProducer)>,
+    current: Mutex<(u64, BatchProducer)>,
 }
 
 /// Produces records to a topic.
@@ -149,7 +151,7 @@ pub struct KafkaSink {
     dead_letter: bool,
     /// The producer's settings, kept to build a new producer after a fatal error.
     client: ClientConfig,
-    producer: FutureProducer,
+    producer: BatchProducer,
     /// Which replacement of the shared producer `producer` is.
     generation: u64,
     shared: Arc<SharedProducer>,
@@ -255,31 +257,35 @@ impl KafkaSink {
         .ok_or_else(|| format!("key field `{field}` is missing or not a scalar"))
     }
 
+    /// `record` as a message to this sink's topic, with `key`.
+    fn outgoing<'r>(&'r self, record: &'r Record, key: Option<&'r [u8]>) -> Outgoing<'r> {
+        // librdkafka's header list is allocated per message; a record without headers needs none.
+        let headers = (!record.headers.is_empty()).then(|| {
+            record.headers.iter().fold(
+                OwnedHeaders::new_with_capacity(record.headers.len()),
+                |headers, header| {
+                    headers.insert(Header {
+                        key: &header.key,
+                        value: Some(&header.value),
+                    })
+                },
+            )
+        });
+        Outgoing {
+            topic: &self.topic,
+            payload: &record.value,
+            key,
+            headers,
+            timestamp: record.timestamp,
+        }
+    }
+
     /// Sends one record and waits for its delivery report.
     async fn send(&self, record: &Record, key: Option<&[u8]>) -> Result<(), KafkaError> {
-        let mut message = FutureRecord::<[u8], [u8]>::to(&self.topic).payload(&record.value);
-        // librdkafka's header list is allocated per message; a record without headers needs none.
-        if !record.headers.is_empty() {
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-            for header in &record.headers {
-                headers = headers.insert(Header {
-                    key: &header.key,
-                    value: Some(&header.value),
-                });
-            }
-            message = message.headers(headers);
-        }
-        if let Some(key) = key {
-            message = message.key(key);
-        }
-        if let Some(timestamp) = record.timestamp {
-            message = message.timestamp(timestamp);
-        }
-        self.producer
-            .send(message, Duration::from_secs(30))
+        batch_producer::send_all(&self.producer, vec![self.outgoing(record, key)])
             .await
-            .map(|_| ())
-            .map_err(|(error, _)| error)
+            .pop()
+            .unwrap_or(Err(KafkaError::Canceled))
     }
 
     /// Stores a dead letter too large for the topic as an excerpt of its value, with its full
@@ -385,9 +391,8 @@ impl KafkaSink {
 }
 
 /// A producer with `client`'s settings.
-fn create_producer(name: &str, client: &ClientConfig) -> Result<FutureProducer, ConnectorError> {
-    client
-        .create()
+fn create_producer(name: &str, client: &ClientConfig) -> Result<BatchProducer, ConnectorError> {
+    batch_producer::create(client)
         .map_err(|e| ConnectorError::fatal(name, "cannot create the producer").caused_by(e))
 }
 
@@ -420,11 +425,11 @@ impl Sink for KafkaSink {
                 Err(reason) => outcomes[index] = Outcome::Rejected(reason),
             }
         }
-        let this = &*self;
-        let deliveries = to_send
+        let messages = to_send
             .iter()
-            .map(|(index, key)| this.send(&records[*index], key.as_deref()));
-        let results = futures::future::join_all(deliveries).await;
+            .map(|(index, key)| self.outgoing(&records[*index], key.as_deref()))
+            .collect();
+        let results = batch_producer::send_all(&self.producer, messages).await;
         let mut judge = Judge::default();
         let mut failure: Option<Failure> = None;
         let mut too_large = Vec::new();
