@@ -2,7 +2,7 @@
 FROM rust:1.99.1-bookworm AS build
 RUN rustup target add wasm32-wasip2 \
     && apt-get update \
-    && apt-get install -y --no-install-recommends cmake \
+    && apt-get install -y --no-install-recommends cmake libcurl4-openssl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
