@@ -44,6 +44,10 @@ const RUST_SDK: &[(&str, &str)] = &[
         include_str!("../../../plugins/sdk/src/config.rs"),
     ),
     (
+        "src/copy.rs",
+        include_str!("../../../plugins/sdk/src/copy.rs"),
+    ),
+    (
         "src/error.rs",
         include_str!("../../../plugins/sdk/src/error.rs"),
     ),

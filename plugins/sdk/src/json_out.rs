@@ -12,6 +12,7 @@ use std::io;
 use serde::ser::{self, Serialize};
 use serde_json::ser::{CompactFormatter, Formatter};
 
+use crate::copy::append;
 use crate::swar::{has_string_specials, string_specials};
 
 /// The structs `serde_json` serialises as raw JSON text (`RawValue`, and `Number` under its
@@ -81,7 +82,7 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
     // Most strings need no escape: settled without a byte loop, copied whole.
     if !has_string_specials(bytes) {
         out.push(b'"');
-        out.extend_from_slice(bytes);
+        append(out, bytes);
         out.push(b'"');
         return;
     }
@@ -103,13 +104,13 @@ fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
             }
         }
         if let Some(escaped) = escape(bytes[at]) {
-            out.extend_from_slice(&bytes[run..at]);
+            append(out, &bytes[run..at]);
             out.extend_from_slice(escaped);
             run = at + 1;
         }
         at += 1;
     }
-    out.extend_from_slice(&bytes[run..]);
+    append(out, &bytes[run..]);
     out.push(b'"');
 }
 
@@ -584,7 +585,7 @@ impl ser::Serializer for RawText<'_> {
     );
 
     fn serialize_str(self, value: &str) -> Result<(), WriteError> {
-        self.0.extend_from_slice(value.as_bytes());
+        append(self.0, value.as_bytes());
         Ok(())
     }
     fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> Result<(), WriteError> {

@@ -22,6 +22,7 @@
 
 pub mod arena;
 pub mod config;
+pub mod copy;
 pub mod error;
 pub mod json;
 mod json_in;
