@@ -2,7 +2,7 @@
 //! record leaves the stored value (unless `missing = "null"`), each primary key ends with its
 //! last record however many updates a batch holds, and a row larger than Cassandra accepts is
 //! dead-lettered while the records around it arrive; every column type the sink supports is
-//! written as the table declares it.
+//! written as the table declares it; and the token the sink groups rows by is the driver's.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -330,4 +330,135 @@ async fn every_supported_column_type_is_written_as_the_table_declares_it() {
     assert_eq!((n, big, yes, x), (7, 1 << 40, true, 2.5));
     assert_eq!((at.0, ms.0), (1500, 42));
     assert_eq!((code.as_str(), num.as_str()), ("ab\"c", "12345"));
+}
+
+/// The sink groups rows by the replicas of their partition key's token, which it computes from
+/// the key's values alone (`partition_token`). For a key of each supported type, and a
+/// composite key of all of them bound in another order than the key's, it must equal the
+/// driver's own `calculate_token` over the whole row, for which the server's metadata decides.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sinks_partition_token_is_the_drivers_for_every_key_type_and_composite_keys() {
+    use std::borrow::Cow;
+    use weir::connectors::cassandra::{Cell, partition_token};
+
+    let keyspace = unique("weir_tokens");
+    let session = session().await;
+    session
+        .query_unpaged(
+            format!("CREATE KEYSPACE {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let text = |t: &str| Cell::Text(Cow::Owned(t.to_owned()));
+    let time_id = uuid::Uuid::parse_str("50554d6e-29bb-11e5-b345-feff819cdc9f").unwrap();
+    // Column, type, and values to key rows by.
+    let types: Vec<(&str, &str, Vec<Cell<'static>>)> = vec![
+        (
+            "t",
+            "text",
+            vec![text(""), text("a"), text("Zoë, \"quoted\"")],
+        ),
+        ("a", "ascii", vec![text("plain ascii")]),
+        (
+            "i",
+            "int",
+            vec![Cell::Int(0), Cell::Int(-7), Cell::Int(i32::MAX)],
+        ),
+        ("b", "bigint", vec![Cell::BigInt(1 << 40), Cell::BigInt(-1)]),
+        (
+            "f",
+            "boolean",
+            vec![Cell::Boolean(true), Cell::Boolean(false)],
+        ),
+        (
+            "ts",
+            "timestamp",
+            vec![Cell::Timestamp(1_500), Cell::Timestamp(-1)],
+        ),
+        (
+            "u",
+            "uuid",
+            vec![Cell::Uuid(uuid::Uuid::from_u128(0x0123_4567_89ab_cdef))],
+        ),
+        ("tu", "timeuuid", vec![Cell::Uuid(time_id)]),
+        ("d", "double", vec![Cell::Double(2.5), Cell::Double(-0.0)]),
+    ];
+    let mut compared = 0;
+    for (column, kind, values) in &types {
+        let table = format!("{keyspace}.single_{column}");
+        session
+            .query_unpaged(
+                format!("CREATE TABLE {table} ({column} {kind} PRIMARY KEY, v text)"),
+                &[],
+            )
+            .await
+            .unwrap();
+        // The key's marker second, after the value's.
+        let insert = session
+            .prepare(format!("INSERT INTO {table} (v, {column}) VALUES (?, ?)"))
+            .await
+            .unwrap();
+        for value in values {
+            let row = [text("value"), value.clone()];
+            let driver = insert.calculate_token(&row.as_slice()).unwrap();
+            assert!(driver.is_some(), "{table}: the driver computed no token");
+            assert_eq!(
+                partition_token(&insert, &row),
+                driver,
+                "{table}, key {value:?}"
+            );
+            compared += 1;
+        }
+    }
+    // One composite key of every type, declared in one order and bound in the reverse.
+    let declared: Vec<String> = types.iter().map(|(c, k, _)| format!("{c} {k}")).collect();
+    let key: Vec<&str> = types.iter().map(|(c, _, _)| *c).collect();
+    let table = format!("{keyspace}.composite");
+    session
+        .query_unpaged(
+            format!(
+                "CREATE TABLE {table} ({}, v text, PRIMARY KEY (({})))",
+                declared.join(", "),
+                key.join(", ")
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let bound: Vec<&str> = key.iter().rev().copied().collect();
+    let insert = session
+        .prepare(format!(
+            "INSERT INTO {table} ({}, v) VALUES ({}, ?)",
+            bound.join(", "),
+            vec!["?"; bound.len()].join(", ")
+        ))
+        .await
+        .unwrap();
+    for pick in 0..3 {
+        let mut row: Vec<Cell<'static>> = types
+            .iter()
+            .rev()
+            .map(|(_, _, values)| values[pick % values.len()].clone())
+            .collect();
+        row.push(text("value"));
+        let driver = insert.calculate_token(&row.as_slice()).unwrap();
+        assert!(driver.is_some(), "{table}: the driver computed no token");
+        assert_eq!(
+            partition_token(&insert, &row),
+            driver,
+            "{table}, row {pick}"
+        );
+        compared += 1;
+    }
+    // An unset key value has no token: the sink refuses such a row before it is grouped.
+    let row = [text("value"), Cell::Unset];
+    let single = session
+        .prepare(format!(
+            "INSERT INTO {keyspace}.single_t (v, t) VALUES (?, ?)"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(partition_token(&single, &row), None);
+    assert_eq!(compared, 20);
 }

@@ -102,6 +102,21 @@ impl Cell<'_> {
         }
     }
 
+    /// Calls `use_bytes` with the value's bytes as the request carries them (the CQL encoding of
+    /// its type), without copying text or allocating; `None` for unset and null, which have
+    /// none. A partition key's token is computed from these bytes.
+    pub fn with_wire_bytes<R>(&self, use_bytes: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        Some(match self {
+            Cell::Unset | Cell::Null => return None,
+            Cell::Text(text) => use_bytes(text.as_bytes()),
+            Cell::Int(n) => use_bytes(&n.to_be_bytes()),
+            Cell::BigInt(n) | Cell::Timestamp(n) => use_bytes(&n.to_be_bytes()),
+            Cell::Boolean(flag) => use_bytes(&[u8::from(*flag)]),
+            Cell::Uuid(id) => use_bytes(id.as_bytes()),
+            Cell::Double(x) => use_bytes(&x.to_be_bytes()),
+        })
+    }
+
     /// Bytes the value takes in the request, beside its 4-byte length.
     fn bytes(&self) -> usize {
         match self {
@@ -212,6 +227,46 @@ pub fn bound_bytes(values: &[Cell]) -> usize {
 mod tests {
     use super::*;
     use crate::connectors::fields::{FieldPath, FieldSet};
+
+    #[test]
+    fn wire_bytes_are_what_the_driver_serialises() {
+        let text = |t: &str| Cell::Text(Cow::Owned(t.to_owned()));
+        let time_id = uuid::Uuid::parse_str("50554d6e-29bb-11e5-b345-feff819cdc9f").unwrap();
+        let cases = [
+            (text(""), NativeType::Text),
+            (text("Zoë \"quoted\""), NativeType::Text),
+            (text("plain"), NativeType::Ascii),
+            (Cell::Int(-7), NativeType::Int),
+            (Cell::Int(i32::MAX), NativeType::Int),
+            (Cell::BigInt(1 << 40), NativeType::BigInt),
+            (Cell::BigInt(-1), NativeType::BigInt),
+            (Cell::Boolean(true), NativeType::Boolean),
+            (Cell::Boolean(false), NativeType::Boolean),
+            (Cell::Timestamp(1_500), NativeType::Timestamp),
+            (
+                Cell::Uuid(uuid::Uuid::from_u128(0x0123_4567_89ab_cdef)),
+                NativeType::Uuid,
+            ),
+            (Cell::Uuid(time_id), NativeType::Timeuuid),
+            (Cell::Double(2.5), NativeType::Double),
+            (Cell::Double(-0.0), NativeType::Double),
+        ];
+        for (cell, native) in cases {
+            // The driver writes a 4-byte length, then the value.
+            let mut serialised = Vec::new();
+            cell.serialize(
+                &CqlType::Native(native.clone()),
+                CellWriter::new(&mut serialised),
+            )
+            .unwrap();
+            let (length, expected) = serialised.split_at(4);
+            assert_eq!(length, (expected.len() as i32).to_be_bytes(), "{cell:?}");
+            let ours = cell.with_wire_bytes(<[u8]>::to_vec);
+            assert_eq!(ours.as_deref(), Some(expected), "{cell:?} as {native:?}");
+        }
+        assert_eq!(Cell::Unset.with_wire_bytes(<[u8]>::len), None);
+        assert_eq!(Cell::Null.with_wire_bytes(<[u8]>::len), None);
+    }
 
     /// Field `v` of `{"v": JSON}` (absent when `json` is empty), bound for a column of `kind`.
     fn bound(kind: ColumnType, json: &str, missing: Missing) -> Result<Cell<'static>, String> {
