@@ -21,7 +21,7 @@ use super::config::{CassandraSinkConfig, DEFAULT_MAX_MUTATION_BYTES};
 use super::requests::{group_by_replicas, send};
 use super::session::{Column, Prepared, connect, schema_intact};
 use super::stamps::Stamps;
-use crate::connectors::fields::FieldSet;
+use crate::connectors::fields::{FieldSet, Leaf};
 use crate::connectors::{ConnectorError, Rejected, Sink};
 use crate::record::Record;
 
@@ -121,7 +121,7 @@ impl CassandraSink {
 }
 
 /// The bound values of one record, its text borrowed from the record, or why it cannot be
-/// written.
+/// written. The vector has room for one more value, the row's write timestamp.
 fn bind<'r>(
     columns: &[Column],
     fields: &FieldSet,
@@ -131,30 +131,37 @@ fn bind<'r>(
     let found = fields
         .read(&record.value)
         .map_err(|e| format!("value is not JSON: {e}"))?;
-    columns
-        .iter()
-        .zip(found)
-        .map(|(column, field)| {
-            let value = bind_field(
-                &column.name,
-                column.kind,
-                field,
-                // A key column can be neither unset nor null: both are refused below.
-                if column.primary_key {
-                    Missing::Null
-                } else {
-                    missing
-                },
-            )?;
-            if column.primary_key && value == Cell::Null {
-                return Err(format!(
-                    "primary key column `{}` is missing from the record",
-                    column.name
-                ));
-            }
-            Ok(value)
-        })
-        .collect()
+    let mut values = Vec::with_capacity(columns.len() + 1);
+    for (column, field) in columns.iter().zip(found) {
+        values.push(bind_column(column, field, missing)?);
+    }
+    Ok(values)
+}
+
+/// One column's value from its field, or why it cannot be written.
+fn bind_column<'r>(
+    column: &Column,
+    field: Option<Leaf<'r>>,
+    missing: Missing,
+) -> Result<Cell<'r>, String> {
+    let value = bind_field(
+        &column.name,
+        column.kind,
+        field,
+        // A key column can be neither unset nor null: both are refused below.
+        if column.primary_key {
+            Missing::Null
+        } else {
+            missing
+        },
+    )?;
+    if column.primary_key && value == Cell::Null {
+        return Err(format!(
+            "primary key column `{}` is missing from the record",
+            column.name
+        ));
+    }
+    Ok(value)
 }
 
 /// Whether a request's failure fails the whole batch (so no further request starts), rather
