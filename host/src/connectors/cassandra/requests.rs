@@ -118,8 +118,8 @@ fn replica_set(
 }
 
 /// The token of a row's partition key, as the driver's `calculate_token` computes it, but from
-/// the key's values alone: the driver's serialises every value of the row into a new buffer
-/// first, which cost the sink more than the rest of its grouping (a sixth of the process in a
+/// the key's values alone: `calculate_token` first serialises every value of the row into a new
+/// buffer, which cost the sink more than the rest of its grouping (a sixth of the process in a
 /// profile of file -> cassandra). `None` when the statement carries no partition key metadata
 /// or a key value is unset, null or longer than a key component can be.
 pub fn partition_token(insert: &PreparedStatement, values: &[Cell]) -> Option<Token> {
