@@ -12,9 +12,10 @@ use weir::admin::auth::AdminToken;
 use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
 
-use crate::hot_swap::{component, drop_in, variant};
+use crate::hot_swap::{component, variant};
 use crate::resilience::start;
 use crate::support::{run_weir, wait_for, weir};
+use crate::swappable::drop_in;
 
 const TOKEN: &str = "test-token-5a1f0c9e7d2b4386";
 

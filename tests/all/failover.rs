@@ -13,10 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 
 use crate::services::create_topic;
-use crate::support::{StallingProxy, kafka_brokers, postgres_url, unique, wait_for, weir};
+use crate::support::{
+    StallingProxy, kafka_brokers, postgres_url, send_numbered, unique, wait_for, weir,
+};
 
 /// One `weir run` process of the group, logging JSON to a file.
 struct Member {
@@ -232,24 +234,14 @@ fn produce_until(
         let mut next = 0u64;
         while !stop.load(Ordering::SeqCst) {
             ticker.tick().await;
-            let sends = (next..next + step).map(|n| {
-                let (key, payload) = (n.to_string(), format!("{{\"n\":{n}}}"));
-                let producer = &producer;
-                let topic = &topic;
-                async move {
-                    producer
-                        .send(
-                            FutureRecord::to(topic)
-                                .partition((n % partitions) as i32)
-                                .key(&key)
-                                .payload(&payload),
-                            Duration::from_secs(30),
-                        )
-                        .await
-                        .unwrap();
-                }
-            });
-            futures::future::join_all(sends).await;
+            send_numbered(
+                &producer,
+                &topic,
+                partitions,
+                next..next + step,
+                Duration::from_secs(30),
+            )
+            .await;
             next += step;
             produced.store(next, Ordering::SeqCst);
         }

@@ -12,12 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use sha2::{Digest, Sha256};
 use weir::registry::kafka::{Publisher, RegistryAddress, read_catalog};
 
 use crate::services::create_topic;
-use crate::support::{kafka_brokers, plugin_registry, repo_root, run_weir, unique, wait_for, weir};
+use crate::support::{
+    kafka_brokers, plugin_registry, repo_root, run_weir, send_numbered, unique, wait_for, weir,
+};
 
 /// The pass-through test plugin every test here deploys (it refuses only records containing
 /// `legacy`, which none does).
@@ -494,23 +496,14 @@ fn produce_steadily(
             ticker.tick().await;
             let end = (next + PER_TICK).min(total);
             begun.store(next, Ordering::SeqCst);
-            let sends = (next..end).map(|n| {
-                let (key, payload) = (n.to_string(), format!("{{\"n\":{n}}}"));
-                let (producer, topic) = (&producer, &topic);
-                async move {
-                    producer
-                        .send(
-                            FutureRecord::to(topic)
-                                .partition((n % partitions) as i32)
-                                .key(&key)
-                                .payload(&payload),
-                            Duration::from_secs(60),
-                        )
-                        .await
-                        .unwrap();
-                }
-            });
-            futures::future::join_all(sends).await;
+            send_numbered(
+                &producer,
+                &topic,
+                partitions,
+                next..end,
+                Duration::from_secs(60),
+            )
+            .await;
             next = end;
         }
     })

@@ -6,14 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use tokio::sync::watch;
 use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
 use weir::config::TransformConfig;
-use weir::connectors::file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig, WriteMode};
-use weir::connectors::{ConnectorError, Rejected, Sink};
-use weir::pipeline::{self, ChainStep, Connectors, FailedAt, PipelineStats, TransformChain};
+use weir::pipeline::{ChainStep, FailedAt, TransformChain};
 use weir::record::{Record, SourcePosition};
 use weir::registry::{Deployer, PluginRegistry, PluginSlots, PluginVersion, RollbackPolicy};
 use weir::runtime::{CacheOutcome, CompiledCache, LoadedPlugin, PluginLimits, PluginRuntime};
@@ -21,6 +17,7 @@ use weir::runtime::{CacheOutcome, CompiledCache, LoadedPlugin, PluginLimits, Plu
 use crate::support::{
     append_numbered, plugin_registry, read_json_lines, run_weir, test_runtime, wait_for,
 };
+use crate::swappable::{SwappablePipeline, drop_in};
 
 const VERSION_HEADER: &str = "weir.version.swap";
 
@@ -40,157 +37,6 @@ pub(crate) fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
 
 pub(crate) fn component(name: &str) -> Vec<u8> {
     std::fs::read(plugin_registry().join(format!("{name}.wasm"))).unwrap()
-}
-
-/// Drops a file into the registry the way `weir plugin build` does: write aside, rename in.
-pub(crate) fn drop_in(dir: &Path, file: &str, bytes: &[u8]) {
-    let temporary = dir.join(format!(".{file}.partial"));
-    std::fs::write(&temporary, bytes).unwrap();
-    std::fs::rename(&temporary, dir.join(file)).unwrap();
-}
-
-/// An in-process sink that keeps each acknowledged batch, so tests can see batch boundaries.
-#[derive(Clone, Default)]
-struct CaptureSink {
-    batches: Arc<Mutex<Vec<Vec<Record>>>>,
-}
-
-impl CaptureSink {
-    fn count(&self) -> usize {
-        self.batches.lock().unwrap().iter().map(Vec::len).sum()
-    }
-}
-
-#[async_trait]
-impl Sink for CaptureSink {
-    async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
-        self.batches.lock().unwrap().push(records.to_vec());
-        Ok(Vec::new())
-    }
-}
-
-struct Harness {
-    _dir: tempfile::TempDir,
-    registry: PathBuf,
-    input: PathBuf,
-    slots: PluginSlots,
-    sink: CaptureSink,
-    shutdown: watch::Sender<bool>,
-    run: tokio::task::JoinHandle<Result<pipeline::PipelineReport, pipeline::PipelineError>>,
-    _watch: weir::registry::WatchHandle,
-}
-
-/// A pipeline tailing an input file through plugin `swap`, captured batch by batch, with the
-/// registry folder watched.
-async fn start(initial: &[u8]) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = dir.path().join("registry");
-    std::fs::create_dir(&registry).unwrap();
-    drop_in(&registry, "swap.wasm", initial);
-    let input = dir.path().join("input.jsonl");
-    std::fs::write(&input, "").unwrap();
-    let file = PipelineFile::parse(
-        Path::new("swap.toml"),
-        &format!(
-            r#"
-            [[pipeline]]
-            name = "swap"
-            source = {{ type = "file", path = "{}", follow = true }}
-            transforms = [{{ plugin = "swap" }}]
-            sink = {{ type = "stdout" }}
-            dead_letter = {{ type = "file", path = "{}/dlq.jsonl" }}
-            batch = {{ size = 64, linger_ms = 5 }}
-            "#,
-            input.display(),
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let slots = PluginSlots::default();
-    let deployer = Deployer::new(
-        PluginRegistry::new(&registry),
-        test_runtime(),
-        slots.clone(),
-        &file,
-    );
-    deployer.deploy("swap").unwrap();
-    let watch_handle = weir::registry::watch(deployer, Duration::from_millis(20)).unwrap();
-    let config = file.pipelines.into_iter().next().unwrap();
-    let chain = pipeline::build_chain(&config, &slots).unwrap();
-    let sink = CaptureSink::default();
-    let connectors = Connectors {
-        source: Box::new(
-            FileSource::open(&FileSourceConfig {
-                path: input.clone(),
-                checkpoint: None,
-                follow: true,
-                max_line_bytes: None,
-            })
-            .await
-            .unwrap(),
-        ),
-        sink: Box::new(sink.clone()),
-        dead_letter: Box::new(
-            FileSink::open(
-                &FileSinkConfig {
-                    path: dir.path().join("dlq.jsonl"),
-                    encoding: None,
-                    mode: WriteMode::Append,
-                    fsync: false,
-                },
-                true,
-            )
-            .await
-            .unwrap(),
-        ),
-    };
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let run = tokio::spawn(pipeline::run_with(
-        config,
-        connectors,
-        chain,
-        Arc::new(PipelineStats::default()),
-        shutdown_rx,
-    ));
-    Harness {
-        _dir: dir,
-        registry,
-        input,
-        slots,
-        sink,
-        shutdown,
-        run,
-        _watch: watch_handle,
-    }
-}
-
-impl Harness {
-    fn current_version(&self) -> String {
-        self.slots
-            .get("swap")
-            .unwrap()
-            .current()
-            .1
-            .plugin
-            .version()
-            .to_owned()
-    }
-
-    async fn wait_for_output(&self, count: usize) {
-        let sink = self.sink.clone();
-        wait_for(
-            &format!("{count} records in the sink"),
-            Duration::from_secs(120),
-            move || sink.count() >= count,
-        )
-        .await;
-    }
-
-    async fn stop(self) -> Vec<Vec<Record>> {
-        self.shutdown.send(true).unwrap();
-        self.run.await.unwrap().unwrap();
-        self.sink.batches.lock().unwrap().clone()
-    }
 }
 
 fn version_of(record: &Record) -> String {
@@ -218,7 +64,7 @@ async fn fifty_swaps_under_load_lose_and_duplicate_nothing() {
                 .to_owned()
         })
         .collect();
-    let harness = start(&variants[0]).await;
+    let harness = SwappablePipeline::start("swap", &variants[0]).await;
     for swap in 0..SWAPS {
         let (start, middle, end) = (swap * CHUNK, swap * CHUNK + CHUNK / 2, (swap + 1) * CHUNK);
         // Swap while the first half of the chunk flows; the second half is written only once
@@ -281,7 +127,7 @@ async fn fifty_swaps_under_load_lose_and_duplicate_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_files_are_rejected_and_the_running_version_keeps_running() {
     let good = variant(&component("fault-panic"), "good");
-    let harness = start(&good).await;
+    let harness = SwappablePipeline::start("swap", &good).await;
     let running = harness.current_version();
     let mut truncated = component("user-profile");
     truncated.truncate(truncated.len() / 2);

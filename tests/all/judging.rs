@@ -14,8 +14,9 @@ use weir::record::Record;
 use weir::registry::{Deployer, PluginRegistry, PluginSlots, RollbackPolicy};
 use weir::runtime::{Grants, LoadedPlugin, PluginLimits, RecordErrorKind};
 
-use crate::hot_swap::{component, drop_in, variant};
+use crate::hot_swap::{component, variant};
 use crate::support::{FileRun, plugin_registry, read_json_lines, test_runtime, wait_for};
+use crate::swappable::drop_in;
 
 fn spin_plugin() -> Arc<LoadedPlugin> {
     PluginRegistry::new(plugin_registry())

@@ -38,3 +38,4 @@ mod runtime;
 mod seed;
 mod services;
 mod support;
+mod swappable;

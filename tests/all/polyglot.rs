@@ -4,22 +4,17 @@
 //! trap), and a running pipeline swaps between the three languages losing nothing.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde_json::{Value, json};
-use tokio::sync::watch;
-use weir::config::PipelineFile;
-use weir::connectors::file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig, WriteMode};
-use weir::connectors::{ConnectorError, Rejected, Sink};
 use weir::generator::UserGenerator;
-use weir::pipeline::{self, Connectors, PipelineStats};
 use weir::record::Record;
-use weir::registry::{Deployer, PluginRegistry, PluginSlots};
+use weir::registry::PluginRegistry;
 use weir::runtime::{LoadedPlugin, PluginInstance, PluginLimits, RecordError, RecordErrorKind};
 
 use crate::support::{plugin_registry, repo_root, run_weir, test_runtime, wait_for, weir};
+use crate::swappable::{SwappablePipeline, drop_in};
 
 /// The Python and JavaScript projects the tests use, built once per run beside the Rust ones.
 const PROJECTS: &[(&str, &str)] = &[
@@ -403,33 +398,6 @@ fn a_component_over_the_core_instance_limit_is_refused_naming_the_limit() {
     );
 }
 
-/// An in-process sink that keeps each acknowledged batch, so batch boundaries show.
-#[derive(Clone, Default)]
-struct CaptureSink {
-    batches: Arc<Mutex<Vec<Vec<Record>>>>,
-}
-
-#[async_trait]
-impl Sink for CaptureSink {
-    async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
-        self.batches.lock().unwrap().push(records.to_vec());
-        Ok(Vec::new())
-    }
-}
-
-impl CaptureSink {
-    fn count(&self) -> usize {
-        self.batches.lock().unwrap().iter().map(Vec::len).sum()
-    }
-}
-
-/// Writes aside and renames in, as `weir plugin build` does.
-fn drop_in(dir: &Path, file: &str, bytes: &[u8]) {
-    let temporary = dir.join(format!(".{file}.partial"));
-    std::fs::write(&temporary, bytes).unwrap();
-    std::fs::rename(&temporary, dir.join(file)).unwrap();
-}
-
 fn append_users(path: &Path, users: &[Value]) {
     use std::io::Write;
     let text: String = users.iter().map(|u| format!("{u}\n")).collect();
@@ -452,86 +420,18 @@ async fn a_running_pipeline_swaps_rust_to_python_to_javascript_losing_nothing() 
         .iter()
         .map(|name| load(name).version().to_owned())
         .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("registry");
-    std::fs::create_dir(&plugins).unwrap();
-    drop_in(&plugins, "profile.wasm", &components[0]);
-    let input = dir.path().join("input.jsonl");
-    std::fs::write(&input, "").unwrap();
-    let file = PipelineFile::parse(
-        Path::new("polyglot.toml"),
-        &format!(
-            r#"
-            [[pipeline]]
-            name = "polyglot"
-            source = {{ type = "file", path = "{}", follow = true }}
-            transforms = [{{ plugin = "profile" }}]
-            sink = {{ type = "stdout" }}
-            dead_letter = {{ type = "file", path = "{}/dlq.jsonl" }}
-            batch = {{ size = 64, linger_ms = 5 }}
-            "#,
-            input.display(),
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let slots = PluginSlots::default();
-    let deployer = Deployer::new(
-        PluginRegistry::new(&plugins),
-        test_runtime(),
-        slots.clone(),
-        &file,
-    );
-    deployer.deploy("profile").unwrap();
-    let _watch = weir::registry::watch(deployer, Duration::from_millis(20)).unwrap();
-    let config = file.pipelines.into_iter().next().unwrap();
-    let chain = pipeline::build_chain(&config, &slots).unwrap();
-    let sink = CaptureSink::default();
-    let connectors = Connectors {
-        source: Box::new(
-            FileSource::open(&FileSourceConfig {
-                path: input.clone(),
-                checkpoint: None,
-                follow: true,
-                max_line_bytes: None,
-            })
-            .await
-            .unwrap(),
-        ),
-        sink: Box::new(sink.clone()),
-        dead_letter: Box::new(
-            FileSink::open(
-                &FileSinkConfig {
-                    path: dir.path().join("dlq.jsonl"),
-                    encoding: None,
-                    mode: WriteMode::Append,
-                    fsync: false,
-                },
-                true,
-            )
-            .await
-            .unwrap(),
-        ),
-    };
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let run = tokio::spawn(pipeline::run_with(
-        config,
-        connectors,
-        chain,
-        Arc::new(PipelineStats::default()),
-        shutdown_rx,
-    ));
+    let running = SwappablePipeline::start("profile", &components[0]).await;
 
     let mut generator = UserGenerator::new(7);
     let users: Vec<Value> = (0..CHUNK * 3).map(|_| generator.next_user()).collect();
     for (step, chunk) in users.chunks(CHUNK).enumerate() {
         let (first, second) = chunk.split_at(CHUNK / 2);
-        append_users(&input, first);
+        append_users(&running.input, first);
         if step > 0 {
             // Swap while the first half flows; the second half is written once the new
             // language runs, so each swap shows in the output.
-            drop_in(&plugins, "profile.wasm", &components[step]);
-            let slot = slots.get("profile").unwrap();
+            drop_in(&running.registry, "profile.wasm", &components[step]);
+            let slot = running.slots.get("profile").unwrap();
             wait_for(
                 &format!("{} to activate", languages[step]),
                 Duration::from_secs(300),
@@ -539,23 +439,15 @@ async fn a_running_pipeline_swaps_rust_to_python_to_javascript_losing_nothing() 
             )
             .await;
         }
-        append_users(&input, second);
-        let sink = sink.clone();
-        let until = CHUNK * (step + 1);
-        wait_for(
-            &format!("{until} records in the sink"),
-            Duration::from_secs(300),
-            move || sink.count() >= until,
-        )
-        .await;
+        append_users(&running.input, second);
+        running.wait_for_output(CHUNK * (step + 1)).await;
     }
-    shutdown.send(true).unwrap();
-    run.await.unwrap().unwrap();
+    let batches = running.stop().await;
 
     let header = "weir.version.profile";
     let mut seen = std::collections::HashMap::new();
     let mut order = Vec::new();
-    for batch in sink.batches.lock().unwrap().iter() {
+    for batch in &batches {
         let batch_versions: std::collections::BTreeSet<&str> = batch
             .iter()
             .map(|r| r.header_str(header).expect("a version header"))

@@ -12,7 +12,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
 
-use crate::support::{kafka_brokers, plugin_registry, unique, wait_for};
+use crate::support::{kafka_brokers, plugin_registry, send_numbered, unique, wait_for};
 
 /// Records produced in all.
 const RECORDS: u32 = 12_000;
@@ -83,25 +83,15 @@ async fn a_member_joining_and_leaving_mid_stream_loses_and_repeats_nothing() {
         let mut ticker = tokio::time::interval(Duration::from_millis(50));
         for start in (0..RECORDS).step_by(STEP as usize) {
             ticker.tick().await;
-            let sends = (start..start + STEP).map(|n| {
-                let (key, payload) = (n.to_string(), format!("{{\"n\":{n}}}"));
-                let producer = &producer;
-                let topic = &producer_topic;
-                async move {
-                    producer
-                        .send(
-                            // Record n goes to partition n % 4, so a gap names its partition.
-                            FutureRecord::to(topic)
-                                .partition((n % 4) as i32)
-                                .key(&key)
-                                .payload(&payload),
-                            Duration::from_secs(30),
-                        )
-                        .await
-                        .unwrap();
-                }
-            });
-            futures::future::join_all(sends).await;
+            // Record n goes to partition n % 4, so a gap names its partition.
+            send_numbered(
+                &producer,
+                &producer_topic,
+                4,
+                u64::from(start)..u64::from(start + STEP),
+                Duration::from_secs(30),
+            )
+            .await;
         }
     });
 

@@ -15,9 +15,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
 
-use crate::hot_swap::{component, drop_in};
+use crate::hot_swap::component;
 use crate::services::{consume_all, create_topic, topic_message_count};
 use crate::support::{kafka_brokers, postgres_url, read_json_lines, repo_root, unique, weir};
+use crate::swappable::drop_in;
 
 /// The plugin's name in the pipelines; its file is swapped from buggy to fixed.
 const PLUGIN: &str = "fixer";

@@ -11,8 +11,9 @@ use rdkafka::producer::FutureProducer;
 use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
 
-use crate::hot_swap::{component, drop_in, variant};
+use crate::hot_swap::{component, variant};
 use crate::support::{kafka_brokers, read_json_lines, run_weir, unique, wait_for};
+use crate::swappable::drop_in;
 
 const WAIT: Duration = Duration::from_secs(120);
 

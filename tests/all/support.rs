@@ -427,3 +427,31 @@ pub async fn produce_phase(
         }
     }
 }
+
+/// Sends `{"n":N}`, keyed by N, to partition N % `partitions` of `topic` for each N of
+/// `numbers`, all at once, and waits for every delivery (each within `timeout`): a gap in what a
+/// pipeline writes then names its partition.
+pub async fn send_numbered(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    partitions: u64,
+    numbers: std::ops::Range<u64>,
+    timeout: std::time::Duration,
+) {
+    let sends = numbers.map(|n| {
+        let (key, payload) = (n.to_string(), format!("{{\"n\":{n}}}"));
+        async move {
+            producer
+                .send(
+                    rdkafka::producer::FutureRecord::to(topic)
+                        .partition((n % partitions) as i32)
+                        .key(&key)
+                        .payload(&payload),
+                    timeout,
+                )
+                .await
+                .expect("the broker takes the record");
+        }
+    });
+    futures::future::join_all(sends).await;
+}
