@@ -76,6 +76,13 @@ pub struct KafkaSinkConfig {
     pub properties: BTreeMap<String, crate::secret::Secret>,
 }
 
+/// librdkafka's `linger.ms` unless `properties` sets it. The sink hands librdkafka whole
+/// batches and waits for each batch's delivery reports, so a linger only delays the last request
+/// of every batch: at 5 ms, kafka -> user-profile -> kafka ran at 150,000 records/s with a
+/// quarter of two cores idle; at 1 ms, 192,000 to 212,000 at the same CPU per record, weir's
+/// and the broker's (README, Performance). 0 was no faster.
+const DEFAULT_LINGER_MS: &str = "1";
+
 fn default_delivery_timeout_ms() -> u64 {
     30_000
 }
@@ -181,7 +188,7 @@ impl KafkaSink {
             );
         // Defaults the user may override in `properties`.
         if !config.properties.contains_key("linger.ms") {
-            client.set("linger.ms", "5");
+            client.set("linger.ms", DEFAULT_LINGER_MS);
         }
         if !config
             .properties
