@@ -78,9 +78,9 @@ pub struct KafkaSinkConfig {
 
 /// librdkafka's `linger.ms` unless `properties` sets it. The sink hands librdkafka whole
 /// batches and waits for each batch's delivery reports, so a linger only delays the last request
-/// of every batch: at 5 ms, kafka -> user-profile -> kafka ran at 150,000 records/s with a
-/// quarter of two cores idle; at 1 ms, 192,000 to 212,000 at the same CPU per record, weir's
-/// and the broker's (README, Performance). 0 was no faster.
+/// of every batch: at 5 ms, kafka -> user-profile -> kafka ran at 143,000 to 151,000 records/s
+/// with a quarter of two cores idle; at 1 ms, 169,000 to 227,000 at no more CPU per record,
+/// weir's or the broker's (README, Performance). 0 was no faster.
 const DEFAULT_LINGER_MS: &str = "1";
 
 fn default_delivery_timeout_ms() -> u64 {
