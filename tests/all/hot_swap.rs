@@ -46,7 +46,7 @@ fn version_of(record: &Record) -> String {
         .filter(|h| h.key == VERSION_HEADER)
         .collect();
     assert_eq!(versions.len(), 1, "exactly one version header per output");
-    String::from_utf8(versions[0].value.clone()).unwrap()
+    String::from_utf8(versions[0].value.to_vec()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -40,7 +40,7 @@ pub fn envelope(record: &Record) -> Value {
                 Ok(text) => json!(text),
                 Err(_) => json!({ "hex": hex::encode(&h.value) }),
             };
-            (h.key.clone(), value)
+            (h.key.to_string(), value)
         })
         .collect();
     out.insert("headers".into(), Value::Object(headers));

@@ -76,7 +76,7 @@ impl TappedRecord {
             headers: record
                 .headers
                 .iter()
-                .map(|h| (h.key.clone(), text(&h.value)))
+                .map(|h| (h.key.to_string(), text(&h.value)))
                 .collect(),
             timestamp: record.timestamp,
             source: position.map(|p| TappedPosition {

@@ -70,13 +70,17 @@ impl PluginInstance {
     /// its own time.
     pub fn transform(&mut self, batch: &[Record]) -> Vec<Result<Vec<Record>, RecordError>> {
         // The contract's record type is made here and only here, borrowing the host's records:
-        // lowering copies each byte into the guest's memory straight from them. Only each
-        // record's header list is rebuilt, as borrowed pairs.
-        let headers: Vec<Vec<wit::HeaderParam>> = batch.iter().map(guest_headers).collect();
+        // lowering copies each byte into the guest's memory straight from them. Only the header
+        // lists are rebuilt, as borrowed pairs, all the batch's in one vector.
+        let headers: Vec<wit::HeaderParam> = batch.iter().flat_map(guest_headers).collect();
+        let mut unclaimed = headers.as_slice();
         let batch: Vec<wit::RecordParam> = batch
             .iter()
-            .zip(&headers)
-            .map(|(record, headers)| to_guest(record, headers))
+            .map(|record| {
+                let (own, rest) = unclaimed.split_at(record.headers.len());
+                unclaimed = rest;
+                to_guest(record, own)
+            })
             .collect();
         let per_call = self.max_call_records.unwrap_or(batch.len()).max(1);
         let mut results = Vec::with_capacity(batch.len());
@@ -327,15 +331,11 @@ fn into_record_result(
 }
 
 /// A host record's headers as the contract's, borrowed.
-fn guest_headers(record: &Record) -> Vec<wit::HeaderParam<'_>> {
-    record
-        .headers
-        .iter()
-        .map(|header| wit::HeaderParam {
-            key: &header.key,
-            value: &header.value,
-        })
-        .collect()
+fn guest_headers(record: &Record) -> impl Iterator<Item = wit::HeaderParam<'_>> {
+    record.headers.iter().map(|header| wit::HeaderParam {
+        key: &header.key,
+        value: &header.value,
+    })
 }
 
 /// A host record as the contract's record, for the guest, borrowed.
@@ -357,8 +357,8 @@ fn from_guest(record: wit::RecordResult) -> Record {
             .headers
             .into_iter()
             .map(|header| Header {
-                key: header.key,
-                value: header.value,
+                key: header.key.into(),
+                value: header.value.into(),
             })
             .collect(),
         timestamp: record.timestamp,

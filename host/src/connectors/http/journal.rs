@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 
-use crate::record::{Header, Record};
+use crate::record::{Header, Headers, Record};
 
 /// The file's first bytes: what it is, and the format version.
 const MAGIC: &[u8; 8] = b"WEIRJNL1";
@@ -671,11 +671,11 @@ fn decode(payload: &[u8]) -> Option<Entry> {
             };
             let value = cursor.bytes()?;
             let count = cursor.u64()?;
-            let mut headers = Vec::new();
+            let mut headers = Headers::new();
             for _ in 0..count {
                 headers.push(Header {
-                    key: cursor.text()?,
-                    value: cursor.bytes()?,
+                    key: cursor.text()?.into(),
+                    value: cursor.bytes()?.into(),
                 });
             }
             let timestamp = if flags & HAS_TIMESTAMP != 0 {

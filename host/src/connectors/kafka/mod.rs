@@ -15,6 +15,7 @@ mod unfinished;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use rdkafka::ClientConfig;
 
 use super::{ConfigProblem, ConnectorError, Sink, SinkSpec, Source, SourceSpec};
@@ -89,7 +90,7 @@ impl SinkSpec for KafkaSinkConfig {
 }
 
 /// A Kafka message's headers as the host's own; a header without a value becomes empty.
-pub(crate) fn headers_of(message: &impl rdkafka::message::Message) -> Vec<crate::record::Header> {
+pub(crate) fn headers_of(message: &impl rdkafka::message::Message) -> crate::record::Headers {
     use rdkafka::message::Headers;
     message
         .headers()
@@ -97,8 +98,8 @@ pub(crate) fn headers_of(message: &impl rdkafka::message::Message) -> Vec<crate:
             headers
                 .iter()
                 .map(|h| crate::record::Header {
-                    key: h.key.to_owned(),
-                    value: h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    key: h.key.to_owned().into(),
+                    value: h.value.map(Bytes::copy_from_slice).unwrap_or_default(),
                 })
                 .collect()
         })

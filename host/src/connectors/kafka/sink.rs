@@ -273,7 +273,7 @@ impl KafkaSink {
                 |headers, header| {
                     headers.insert(Header {
                         key: &header.key,
-                        value: Some(&header.value),
+                        value: Some(header.value.as_ref()),
                     })
                 },
             )

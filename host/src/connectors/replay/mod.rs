@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{ConnectorError, SinkConfig, Source};
-use crate::record::{Record, SourcePosition, SourceRecord, headers};
+use crate::record::{Headers, Record, SourcePosition, SourceRecord, headers};
 
 /// Headers the host sets on a dead letter to say why and where it failed; stripped before the
 /// record is replayed (the replay sets them again if it fails again).
@@ -370,11 +370,9 @@ impl Source for DeadLetterSource {
 
 /// Decodes a stored header map (the envelope's `headers`: text, or `{"hex": ...}` for bytes
 /// that are not text) back into headers.
-fn headers_from_json(
-    value: Option<&serde_json::Value>,
-) -> Result<Vec<crate::record::Header>, String> {
+fn headers_from_json(value: Option<&serde_json::Value>) -> Result<Headers, String> {
     let Some(value) = value else {
-        return Ok(Vec::new());
+        return Ok(Headers::new());
     };
     let map = value
         .as_object()
@@ -397,7 +395,10 @@ fn headers_from_json(
                     None => return Err(format!("header `{name}` is neither text nor hex")),
                 },
             };
-            Ok(crate::record::Header { key, value })
+            Ok(crate::record::Header {
+                key: key.into(),
+                value: value.into(),
+            })
         })
         .collect()
 }
@@ -406,10 +407,10 @@ fn headers_from_json(
 mod tests {
     use super::*;
 
-    fn entry(headers: &[(&str, &str)]) -> Entry {
+    fn entry(headers: &[(&'static str, &'static str)]) -> Entry {
         let mut record = Record::from_value("{}");
-        for (name, value) in headers {
-            record.set_header(name, *value);
+        for &(name, value) in headers {
+            record.set_header(name, value);
         }
         Entry {
             record,
@@ -599,8 +600,12 @@ mod tests {
         });
         let decoded = headers_from_json(Some(&json)).unwrap();
         assert_eq!(decoded.len(), 3);
-        assert!(decoded.iter().any(|h| h.key == "b" && h.value == [0xff, 0]));
-        assert!(decoded.iter().any(|h| h.key == "n\0" && h.value == b"x"));
+        assert!(
+            decoded
+                .iter()
+                .any(|h| h.key == "b" && *h.value == [0xff, 0])
+        );
+        assert!(decoded.iter().any(|h| h.key == "n\0" && *h.value == *b"x"));
         assert!(headers_from_json(Some(&serde_json::json!({"c": 1}))).is_err());
     }
 }

@@ -4,13 +4,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use super::staged::{self, StagedStep};
 use crate::config::TransformConfig;
 use crate::observe::thread_cpu::thread_cpu;
 use crate::observe::{PluginStepStats, TapPoint};
 use crate::pipeline::batch::ChainOutput;
 use crate::pipeline::stats::PipelineStats;
-use crate::record::{FailedAt, Failure, Record, RecordError, SourcePosition, headers};
+use crate::record::{FailedAt, Failure, HeaderName, Record, RecordError, SourcePosition, headers};
 use crate::runtime::{LiveSlot, PluginError, PluginInstance, PluginLimits, Rollout};
 
 /// One plugin of a worker's chain: its live slot, its entry in the pipeline file, and the
@@ -23,7 +25,8 @@ pub struct ChainStep {
     generation: u64,
     instance: PluginInstance,
     failed_swap: FailedSwap,
-    version_header: String,
+    /// `weir.version.NAME`, shared by every output's header.
+    version_header: HeaderName,
     stats: Arc<PluginStepStats>,
     tap: Arc<TapPoint>,
     /// The staged generation `staged` was taken at.
@@ -53,7 +56,11 @@ impl ChainStep {
         let attempt = slot.instantiate(transform.request(limits));
         let (generation, instance) = (attempt.generation, attempt.instance?);
         Ok(ChainStep {
-            version_header: format!("{}{}", headers::VERSION_PREFIX, slot.name()),
+            version_header: HeaderName::shared(&format!(
+                "{}{}",
+                headers::VERSION_PREFIX,
+                slot.name()
+            )),
             // Unobserved until the chain joins a pipeline (`TransformChain::observe_into`).
             stats: Arc::default(),
             tap: TapPoint::unobserved(),
@@ -344,8 +351,13 @@ impl TransformChain {
             let (results, by_candidate) = step.run(&records, &origins, positions);
             let cpu = thread_cpu().saturating_sub(cpu_before);
             let took = called.elapsed();
+            // Each output's version header shares one copy of the name and of the version.
             let live_version = step.instance.plugin().version().to_owned();
-            let candidate_version = step.staged.as_ref().map(|s| s.version.clone());
+            let live_stamp = Bytes::from(live_version.clone());
+            let candidate_version = step
+                .staged
+                .as_ref()
+                .map(|s| (s.version.clone(), Bytes::from(s.version.clone())));
             let mut failed = 0u64;
             let seen = records.len() as u64;
             let mut next_records = Vec::with_capacity(records.len());
@@ -356,15 +368,15 @@ impl TransformChain {
                 .zip(results)
                 .zip(by_candidate)
             {
-                let version = match &candidate_version {
-                    Some(candidate) if by_candidate => candidate,
-                    _ => &live_version,
+                let (version, stamp) = match &candidate_version {
+                    Some((candidate, stamp)) if by_candidate => (candidate, stamp),
+                    _ => (&live_version, &live_stamp),
                 };
                 match result {
                     Ok(outputs) => {
                         next_origins.extend(std::iter::repeat_n(origin, outputs.len()));
                         next_records.extend(outputs.into_iter().map(|mut output| {
-                            output.set_header(&step.version_header, version.as_bytes());
+                            output.set_header(step.version_header.clone(), stamp.clone());
                             output
                         }));
                     }

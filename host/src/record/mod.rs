@@ -3,18 +3,15 @@
 //! contract's generated record type stays inside `runtime/`, which converts at the boundary, so
 //! connectors and stages never depend on generated bindings.
 
+mod header;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-/// One header of a record: a name and opaque bytes, as in Kafka.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Header {
-    /// The header's name. Names starting with `weir.` are set by the host.
-    pub key: String,
-    /// The header's value, usually UTF-8 text.
-    pub value: Vec<u8>,
-}
+use bytes::Bytes;
+
+pub use header::{Header, HeaderName, Headers};
 
 /// One record of a stream; the same fields as the contract's `record` in wit/plugin.wit.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -24,7 +21,7 @@ pub struct Record {
     /// The record's payload, usually one UTF-8 JSON document.
     pub value: Vec<u8>,
     /// Headers in the order they were set; a name may repeat.
-    pub headers: Vec<Header>,
+    pub headers: Headers,
     /// Event time in milliseconds since the Unix epoch, when the source knows it.
     pub timestamp: Option<i64>,
 }
@@ -221,8 +218,8 @@ impl Failure {
             }
         };
         record.set_header(headers::STAGE, stage);
-        record.set_header(headers::PIPELINE, pipeline);
-        record.set_header(headers::SOURCE_STREAM, self.position.stream.as_bytes());
+        record.set_header(headers::PIPELINE, pipeline.to_owned());
+        record.set_header(headers::SOURCE_STREAM, self.position.stream.to_string());
         record.set_header(
             headers::SOURCE_PARTITION,
             self.position.partition.to_string(),
@@ -238,7 +235,7 @@ impl Record {
         Record {
             key: None,
             value: value.into(),
-            headers: Vec::new(),
+            headers: Headers::new(),
             timestamp: None,
         }
     }
@@ -248,7 +245,7 @@ impl Record {
         self.headers
             .iter()
             .find(|h| h.key == name)
-            .map(|h| h.value.as_slice())
+            .map(|h| h.value.as_ref())
     }
 
     /// The first header called `name` as text.
@@ -269,15 +266,14 @@ impl Record {
         self.value.truncate(keep);
     }
 
-    /// Sets header `name`, replacing an earlier value.
-    pub fn set_header(&mut self, name: &str, value: impl Into<Vec<u8>>) {
+    /// Sets header `name`, replacing an earlier value. A static or shared name and a shared
+    /// value (`Bytes::clone`) are stored without copying their text.
+    pub fn set_header(&mut self, name: impl Into<HeaderName>, value: impl Into<Bytes>) {
+        let name = name.into();
         let value = value.into();
         match self.headers.iter_mut().find(|h| h.key == name) {
             Some(header) => header.value = value,
-            None => self.headers.push(Header {
-                key: name.to_owned(),
-                value,
-            }),
+            None => self.headers.push(Header { key: name, value }),
         }
     }
 }
@@ -336,5 +332,21 @@ mod tests {
         assert_eq!(record.headers.len(), 1);
         assert_eq!(record.header_str("a"), Some("2"));
         assert_eq!(record.header("missing"), None);
+    }
+
+    #[test]
+    fn set_header_stores_a_shared_name_and_value_without_copying_them() {
+        let name = HeaderName::shared("weir.version.a");
+        let version = Bytes::from(b"090ff39429c0".to_vec());
+        let mut records = [Record::from_value("1"), Record::from_value("2")];
+        for record in &mut records {
+            record.set_header(name.clone(), version.clone());
+        }
+        for record in &records {
+            let header = &record.headers[0];
+            assert!(std::ptr::eq(header.key.as_str(), name.as_str()));
+            assert_eq!(header.value.as_ptr(), version.as_ptr());
+            assert_eq!(record.header_str("weir.version.a"), Some("090ff39429c0"));
+        }
     }
 }
