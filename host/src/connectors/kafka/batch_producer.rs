@@ -2,16 +2,20 @@
 //! record carries its batch's tally and its index there, and the task that sent the batch is
 //! woken once, when the last report is in. rdkafka's `FutureProducer` gives every record its
 //! own future, channel and wake instead: about an eighth of a kafka -> kafka pipeline's CPU
-//! (README, Performance).
+//! (README, Performance). The reports are served by a thread of this module's own rather than
+//! rdkafka's `ThreadedProducer`, whose polling spins (see [`REPORT_POLL_WINDOW`]).
 
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
 use tokio::sync::Notify;
 
 /// How long a record may wait for room in librdkafka's queue (`queue.buffering.max.*`) before
@@ -21,20 +25,70 @@ const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait before trying a full queue again.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(10);
 
-/// A producer shared by the handles of one sink; its own thread serves the delivery reports.
-pub type BatchProducer = Arc<ThreadedProducer<BatchContext>>;
+/// How long one poll for delivery reports may block; a report is served as soon as it arrives,
+/// whatever the window. rdkafka's poll rounds the time left down to whole milliseconds, so the
+/// last fraction of a millisecond of every window is spent polling without waiting, over and
+/// over. `ThreadedProducer`'s 100 ms windows make that 9 ms of CPU a second per producer, idle
+/// or busy (README, Performance); one-second windows spin a tenth as much. The window is also
+/// how long the producer outlives its last handle.
+const REPORT_POLL_WINDOW: Duration = Duration::from_secs(1);
 
-/// Creates a producer with `client`'s settings.
+/// A producer shared by the handles of one sink; its own thread serves the delivery reports.
+pub type BatchProducer = Arc<PolledProducer>;
+
+/// Creates a producer with `client`'s settings and starts the thread serving its reports.
 pub fn create(client: &ClientConfig) -> KafkaResult<BatchProducer> {
-    client.create_with_context(BatchContext).map(Arc::new)
+    let producer: Arc<BaseProducer<BatchContext>> =
+        Arc::new(client.create_with_context(BatchContext)?);
+    let stop = Arc::new(AtomicBool::new(false));
+    thread::Builder::new()
+        .name("weir-kafka-reports".into())
+        .spawn({
+            let producer = Arc::clone(&producer);
+            let stop = Arc::clone(&stop);
+            move || {
+                while !stop.load(Ordering::Acquire) {
+                    producer.poll(REPORT_POLL_WINDOW);
+                }
+                // The last handle to the producer, usually: dropping it purges what is still
+                // queued and serves those reports (as failures, so their batches send again).
+            }
+        })
+        .map_err(|e| {
+            KafkaError::ClientCreation(format!("cannot start the delivery-report thread: {e}"))
+        })?;
+    Ok(Arc::new(PolledProducer { producer, stop }))
+}
+
+/// librdkafka's producer and the thread that serves its delivery reports. Dropping it asks the
+/// thread to stop after its current poll window instead of waiting for it.
+pub struct PolledProducer {
+    producer: Arc<BaseProducer<BatchContext>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Deref for PolledProducer {
+    type Target = BaseProducer<BatchContext>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.producer
+    }
+}
+
+impl Drop for PolledProducer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
 }
 
 /// One record to produce, borrowed from the batch.
 pub struct Outgoing<'a> {
     /// The topic.
     pub topic: &'a str,
-    /// The message value.
-    pub payload: &'a [u8],
+    /// The message value; `None` is a tombstone (a null value, which compaction removes).
+    pub payload: Option<&'a [u8]>,
+    /// The partition; `None` lets the partitioner choose.
+    pub partition: Option<i32>,
     /// The message key, if any.
     pub key: Option<&'a [u8]>,
     /// The message headers, if any.
@@ -56,8 +110,13 @@ pub async fn send_all(
             tally: Some(Arc::clone(&tally)),
             index,
         });
-        let mut record =
-            BaseRecord::with_opaque_to(message.topic, pending).payload(message.payload);
+        let mut record = BaseRecord::with_opaque_to(message.topic, pending);
+        if let Some(payload) = message.payload {
+            record = record.payload(payload);
+        }
+        if let Some(partition) = message.partition {
+            record = record.partition(partition);
+        }
         if let Some(key) = message.key {
             record = record.key(key);
         }
@@ -85,6 +144,14 @@ pub async fn send_all(
         }
     }
     tally.wait().await
+}
+
+/// Produces one message and waits for its delivery report.
+pub async fn send(producer: &BatchProducer, message: Outgoing<'_>) -> Result<(), KafkaError> {
+    send_all(producer, vec![message])
+        .await
+        .pop()
+        .unwrap_or(Err(KafkaError::Canceled))
 }
 
 /// Routes each delivery report to its batch's tally.

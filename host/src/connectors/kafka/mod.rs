@@ -2,7 +2,7 @@
 //! and a consumer-group source whose offsets are committed only after downstream
 //! acknowledgement.
 
-mod batch_producer;
+pub(crate) mod batch_producer;
 mod context;
 mod delivery;
 mod group;

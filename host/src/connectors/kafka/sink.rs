@@ -280,7 +280,8 @@ impl KafkaSink {
         });
         Outgoing {
             topic: &self.topic,
-            payload: &record.value,
+            payload: Some(&record.value),
+            partition: None,
             key,
             headers,
             timestamp: record.timestamp,
@@ -289,10 +290,7 @@ impl KafkaSink {
 
     /// Sends one record and waits for its delivery report.
     async fn send(&self, record: &Record, key: Option<&[u8]>) -> Result<(), KafkaError> {
-        batch_producer::send_all(&self.producer, vec![self.outgoing(record, key)])
-            .await
-            .pop()
-            .unwrap_or(Err(KafkaError::Canceled))
+        batch_producer::send(&self.producer, self.outgoing(record, key)).await
     }
 
     /// Stores a dead letter too large for the topic as an excerpt of its value, with its full
@@ -361,8 +359,8 @@ impl KafkaSink {
     }
 
     /// Replaces a producer in librdkafka's fatal state by a new one (a new producer id, so its
-    /// sequence numbers start afresh); the old one is destroyed off the async threads, since
-    /// that waits for its purged records.
+    /// sequence numbers start afresh); the old one is destroyed by its own report thread, which
+    /// purges it and reports its records as failed.
     /// Handles share the replacement: the first to get here creates it, the others adopt it.
     fn replace_producer(&mut self) -> Result<(), ConnectorError> {
         let producer = {
@@ -373,15 +371,13 @@ impl KafkaSink {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             if current.0 == self.generation {
                 let producer = create_producer(&self.name, &self.client)?;
-                let old = std::mem::replace(&mut current.1, producer);
+                drop(std::mem::replace(&mut current.1, producer));
                 current.0 += 1;
-                tokio::task::spawn_blocking(move || drop(old));
             }
             self.generation = current.0;
             current.1.clone()
         };
-        let old = std::mem::replace(&mut self.producer, producer);
-        tokio::task::spawn_blocking(move || drop(old));
+        self.producer = producer;
         Ok(())
     }
 

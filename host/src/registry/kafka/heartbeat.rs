@@ -4,14 +4,15 @@
 //! that stops cleanly writes a tombstone; one that dies leaves a heartbeat that grows stale.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 
 use super::follow::{Polled, TopicReader};
 use super::publish::unix_millis;
 use super::{KafkaRegistryError, RegistryAddress};
+use crate::connectors::kafka::batch_producer::{self, BatchProducer, Outgoing};
 use crate::registry::PluginSlots;
 
 /// How often a process writes its heartbeat.
@@ -62,7 +63,7 @@ pub fn process_identity() -> String {
 /// Stops the heartbeat; [`HeartbeatHandle::finish`] also removes the process from the topic.
 pub struct HeartbeatHandle {
     task: tokio::task::JoinHandle<()>,
-    producer: FutureProducer,
+    producer: BatchProducer,
     topic: String,
     process: String,
 }
@@ -80,14 +81,20 @@ impl HeartbeatHandle {
     /// Stops beating and writes a tombstone, so `weir plugin list` forgets this process.
     pub async fn finish(self) {
         self.task.abort();
-        let sent = self
-            .producer
-            .send(
-                FutureRecord::<str, [u8]>::to(&self.topic).key(&self.process),
-                Duration::from_secs(5),
-            )
-            .await;
-        if let Err((error, _)) = sent {
+        let tombstone = Outgoing {
+            topic: &self.topic,
+            payload: None,
+            partition: None,
+            key: Some(self.process.as_bytes()),
+            headers: None,
+            timestamp: None,
+        };
+        let sent = tokio::time::timeout(
+            Duration::from_secs(5),
+            batch_producer::send(&self.producer, tombstone),
+        )
+        .await;
+        if let Err(error) = sent.unwrap_or(Err(rdkafka::error::KafkaError::Canceled)) {
             tracing::warn!(%error, "Cannot remove this process from the fleet topic; it shows as stale.");
         }
     }
@@ -108,14 +115,13 @@ pub async fn start_heartbeat(
 ) -> Result<HeartbeatHandle, KafkaRegistryError> {
     let topic = address.fleet_topic();
     super::publish::ensure_compacted(address, &[&topic]).await?;
-    let producer: FutureProducer = address
-        .client_config()
-        .set("linger.ms", "0")
-        .create()
+    let mut client = address.client_config();
+    client.set("linger.ms", "0");
+    let producer = batch_producer::create(&client)
         .map_err(|e| KafkaRegistryError::kafka(address, "creating a producer", e))?;
     let process = process_identity();
     let task = {
-        let (producer, topic, process) = (producer.clone(), topic.clone(), process.clone());
+        let (producer, topic, process) = (Arc::clone(&producer), topic.clone(), process.clone());
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(HEARTBEAT_EVERY);
             loop {
@@ -141,13 +147,15 @@ pub async fn start_heartbeat(
                 let Ok(payload) = serde_json::to_vec(&heartbeat) else {
                     continue;
                 };
-                let sent = producer
-                    .send(
-                        FutureRecord::to(&topic).key(&process).payload(&payload),
-                        HEARTBEAT_EVERY,
-                    )
-                    .await;
-                if let Err((error, _)) = sent {
+                let beat = Outgoing {
+                    topic: &topic,
+                    payload: Some(&payload),
+                    partition: None,
+                    key: Some(process.as_bytes()),
+                    headers: None,
+                    timestamp: None,
+                };
+                if let Err(error) = batch_producer::send(&producer, beat).await {
                     tracing::warn!(%error, topic, "Cannot write this process's heartbeat.");
                 }
             }

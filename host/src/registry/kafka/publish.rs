@@ -10,7 +10,6 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use sha2::{Digest, Sha256};
 
@@ -20,7 +19,8 @@ use super::chunks::{
     headers, kinds, rollout_key, version_key,
 };
 use super::heartbeat::host_name;
-use super::{KAFKA_TIMEOUT, KafkaRegistryError, RegistryAddress};
+use super::{KafkaRegistryError, RegistryAddress};
+use crate::connectors::kafka::batch_producer::{self, BatchProducer, Outgoing};
 use crate::registry::rollout::RolloutPlan;
 
 /// Whether `name` can name a plugin in the registry: lower-case letters, digits, `-` and `_`,
@@ -35,7 +35,7 @@ pub fn valid_plugin_name(name: &str) -> bool {
 /// Writes to one registry.
 pub struct Publisher {
     address: RegistryAddress,
-    producer: FutureProducer,
+    producer: BatchProducer,
     host: String,
 }
 
@@ -43,12 +43,12 @@ impl Publisher {
     /// A publisher to `address`. Idempotent and acknowledged by every in-sync replica, so a
     /// retried chunk is not written twice and an acknowledged one is not lost.
     pub fn new(address: &RegistryAddress) -> Result<Self, KafkaRegistryError> {
-        let producer = address
-            .client_config()
+        let mut client = address.client_config();
+        client
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
-            .create()
+            .set("linger.ms", "5");
+        let producer = batch_producer::create(&client)
             .map_err(|e| KafkaRegistryError::kafka(address, "creating a producer", e))?;
         Ok(Publisher {
             address: address.clone(),
@@ -265,18 +265,17 @@ impl Publisher {
                 value: Some(value),
             });
         }
-        self.producer
-            .send(
-                FutureRecord::to(&self.address.topic)
-                    .partition(0)
-                    .key(&record.key)
-                    .headers(headers)
-                    .payload(&record.payload),
-                KAFKA_TIMEOUT,
-            )
+        let message = Outgoing {
+            topic: &self.address.topic,
+            payload: Some(&record.payload),
+            partition: Some(0),
+            key: Some(record.key.as_bytes()),
+            headers: Some(headers),
+            timestamp: None,
+        };
+        batch_producer::send(&self.producer, message)
             .await
-            .map(|_| ())
-            .map_err(|(error, _)| {
+            .map_err(|error| {
                 KafkaRegistryError::kafka(&self.address, format!("writing {}", record.key), error)
             })
     }
