@@ -259,7 +259,25 @@ impl PluginInstance {
         })
     }
 
+    /// A new instance, made again while the kernel only refuses for the moment to seal its
+    /// memory image (see [`image_seal_refused`]).
     fn instantiate(&self) -> Result<Live, PluginError> {
+        let mut attempt = 1;
+        loop {
+            match self.instantiate_once() {
+                Ok(live) => return Ok(live),
+                Err((error, true)) if attempt < IMAGE_SEAL_ATTEMPTS => {
+                    tracing::warn!(plugin = self.plugin.name(), attempt, %error, "The kernel refused for now to seal the plugin's memory image; instantiating again.");
+                    std::thread::sleep(IMAGE_SEAL_PAUSE * attempt);
+                    attempt += 1;
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+
+    /// One attempt at [`PluginInstance::instantiate`]; the flag says whether another may succeed.
+    fn instantiate_once(&self) -> Result<Live, (PluginError, bool)> {
         let name = self.plugin.name().to_owned();
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
@@ -286,24 +304,47 @@ impl PluginInstance {
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
-        let bindings =
-            self.plugin
-                .pre()
-                .instantiate(&mut store)
-                .map_err(|e| PluginError::Instantiate {
-                    name: name.clone(),
-                    reason: format!("{e:#}"),
-                })?;
+        let bindings = self.plugin.pre().instantiate(&mut store).map_err(|e| {
+            let error = PluginError::Instantiate {
+                name: name.clone(),
+                reason: format!("{e:#}"),
+            };
+            (error, image_seal_refused(&e))
+        })?;
         store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
         match bindings.call_init(&mut store, &self.config) {
             Ok(Ok(())) => Ok(Live { store, bindings }),
-            Ok(Err(reason)) => Err(PluginError::Init { name, reason }),
-            Err(e) => Err(PluginError::Init {
-                name,
-                reason: format!("init trapped: {e:#}"),
-            }),
+            Ok(Err(reason)) => Err((PluginError::Init { name, reason }, false)),
+            Err(e) => Err((
+                PluginError::Init {
+                    name,
+                    reason: format!("init trapped: {e:#}"),
+                },
+                false,
+            )),
         }
     }
+}
+
+/// Attempts at an instantiation while the kernel refuses to seal the memory image.
+const IMAGE_SEAL_ATTEMPTS: u32 = 4;
+
+/// The pause before the next attempt, times the attempts made so far.
+const IMAGE_SEAL_PAUSE: Duration = Duration::from_millis(100);
+
+/// Whether instantiating failed only because wasmtime could not seal the memory image it had
+/// just written for a linear memory (`F_ADD_SEALS` on a memfd). Linux refuses the write seal
+/// with EBUSY while anything still holds a reference to one of the image's pages, and waits
+/// only about 150 ms for them, which a loaded machine can outlast (seen once, instantiating the
+/// 18 MiB Python plugin during the test suite). wasmtime keeps no such failure, so the next
+/// attempt builds the image again.
+fn image_seal_refused(error: &wasmtime::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<memfd::Error>(),
+            Some(memfd::Error::AddSeals(_))
+        )
+    })
 }
 
 /// `deadline` in epoch ticks.
@@ -362,5 +403,27 @@ fn from_guest(record: wit::RecordResult) -> Record {
             })
             .collect(),
         timestamp: record.timestamp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refused_image_seal_is_worth_another_instantiation() {
+        let busy = std::io::Error::from_raw_os_error(libc::EBUSY);
+        let refused =
+            wasmtime::Error::from(memfd::Error::AddSeals(busy)).context("instantiating a memory");
+        assert!(image_seal_refused(&refused));
+
+        let no_fds = std::io::Error::from_raw_os_error(libc::EMFILE);
+        assert!(!image_seal_refused(&wasmtime::Error::from(
+            memfd::Error::Create(no_fds)
+        )));
+        // The same words from anywhere else are not the same failure.
+        assert!(!image_seal_refused(&wasmtime::Error::msg(
+            "cannot add seals to the memfd"
+        )));
     }
 }

@@ -298,6 +298,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn dropping_the_producer_ends_its_report_thread_and_frees_the_client() {
+        // No broker needed: librdkafka only tries to connect, to a port nothing listens on.
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("log_level", "0");
+        let producer = create(&client).expect("a producer");
+        let report_thread_holds = Arc::downgrade(&producer.producer);
+        drop(producer);
+        let freed = Instant::now();
+        while report_thread_holds.upgrade().is_some() {
+            assert!(
+                freed.elapsed() < 30 * REPORT_POLL_WINDOW,
+                "the report thread still holds the producer {:?} after its last handle went",
+                freed.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
     async fn an_empty_batch_needs_no_report() {
         assert!(Tally::new(0).wait().await.is_empty());
     }
