@@ -2,7 +2,6 @@
 //! per-call deadlines.
 
 use std::sync::Arc;
-use std::thread;
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{
@@ -12,8 +11,8 @@ use wasmtime::{
 use super::bindings::Transformer;
 use super::cache::CompiledCache;
 use super::error::PluginError;
-use super::limits::EPOCH_TICK;
 use super::state::InstanceState;
+use super::ticker::{EpochTicker, GuestRunning};
 
 /// How much one plugin component may hold, checked when it loads. The pooling allocator reserves
 /// slots of these sizes, so they are engine-wide: a host takes the largest any of its pipelines
@@ -74,6 +73,8 @@ struct RuntimeInner {
     pooling: bool,
     cache: Option<CompiledCache>,
     limits: ComponentLimits,
+    /// Advances the epoch while guest code runs; none when deadlines are off.
+    ticker: Option<Arc<EpochTicker>>,
 }
 
 impl PluginRuntime {
@@ -123,9 +124,12 @@ impl PluginRuntime {
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         Transformer::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
-        if deadlines == Deadlines::Enforced {
-            start_epoch_ticker(&engine).map_err(PluginError::EpochTicker)?;
-        }
+        let ticker = match deadlines {
+            Deadlines::Enforced => {
+                Some(EpochTicker::start(&engine).map_err(PluginError::EpochTicker)?)
+            }
+            Deadlines::Off => None,
+        };
         Ok(PluginRuntime {
             inner: Arc::new(RuntimeInner {
                 engine,
@@ -133,6 +137,7 @@ impl PluginRuntime {
                 pooling,
                 cache,
                 limits,
+                ticker,
             }),
         })
     }
@@ -140,6 +145,12 @@ impl PluginRuntime {
     /// The process-wide engine.
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// Keeps the epoch ticking, so deadlines fire, until the guard drops. Taken around every
+    /// entry into guest code.
+    pub(super) fn guest_running(&self) -> GuestRunning {
+        EpochTicker::guest_running(self.inner.ticker.as_ref())
     }
 
     /// The compiled-code cache, if any.
@@ -218,22 +229,4 @@ fn engine_config(pooling: Option<ComponentLimits>, deadlines: Deadlines) -> Conf
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
-}
-
-/// Advances the epoch every tick for as long as the engine lives. The thread holds only a weak
-/// reference so that dropping the last runtime ends it. Without it no deadline ever fires, so a
-/// failure to start it is the runtime's failure.
-fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
-    let weak = engine.weak();
-    thread::Builder::new()
-        .name("weir-epoch-ticker".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                thread::sleep(EPOCH_TICK);
-            }
-        })
-        // The handle is not needed: the thread runs detached until the engine is gone.
-        .map(drop)
 }

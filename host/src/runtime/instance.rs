@@ -162,6 +162,7 @@ impl PluginInstance {
     }
 
     fn call(&mut self, batch: &[wit::RecordParam]) -> CallResult {
+        let _running = self.plugin.runtime().guest_running();
         let deadline = self.limits.call_deadline(batch.len());
         let live = match self.ensure_live() {
             Ok(live) => live,
@@ -278,6 +279,8 @@ impl PluginInstance {
 
     /// One attempt at [`PluginInstance::instantiate`]; the flag says whether another may succeed.
     fn instantiate_once(&self) -> Result<Live, (PluginError, bool)> {
+        // Instantiating runs the component's start functions, then `init`: guest code too.
+        let _running = self.plugin.runtime().guest_running();
         let name = self.plugin.name().to_owned();
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)

@@ -13,6 +13,7 @@ mod plugin;
 mod slot;
 mod state;
 mod stderr;
+mod ticker;
 
 pub use crate::record::{RecordError, RecordErrorKind};
 pub use cache::{CacheOutcome, CompiledCache, default_cache_dir};
