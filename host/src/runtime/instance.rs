@@ -336,10 +336,10 @@ const IMAGE_SEAL_ATTEMPTS: u32 = 4;
 const IMAGE_SEAL_PAUSE: Duration = Duration::from_millis(100);
 
 /// Whether instantiating failed only because wasmtime could not seal the memory image it had
-/// just written for a linear memory (`F_ADD_SEALS` on a memfd). Linux refuses the write seal
-/// with EBUSY while anything still holds a reference to one of the image's pages, and waits
-/// only about 150 ms for them, which a loaded machine can outlast (seen once, instantiating the
-/// 18 MiB Python plugin during the test suite). wasmtime keeps no such failure, so the next
+/// just written for a linear memory (`F_ADD_SEALS` on a memfd; seen once, instantiating the
+/// 18 MiB Python plugin during the test suite). Linux refuses the write seal with EBUSY while
+/// anything still holds a reference to one of the image's pages, and waits only about 150 ms
+/// for them, which a loaded machine can outlast. wasmtime keeps no such failure, so the next
 /// attempt builds the image again.
 fn image_seal_refused(error: &wasmtime::Error) -> bool {
     error.chain().any(|cause| {
