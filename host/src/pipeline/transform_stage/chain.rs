@@ -352,12 +352,8 @@ impl TransformChain {
             let cpu = thread_cpu().saturating_sub(cpu_before);
             let took = called.elapsed();
             // Each output's version header shares one copy of the name and of the version.
-            let live_version = step.instance.plugin().version().to_owned();
-            let live_stamp = Bytes::from(live_version.clone());
-            let candidate_version = step
-                .staged
-                .as_ref()
-                .map(|s| (s.version.clone(), Bytes::from(s.version.clone())));
+            let live_version = Bytes::from(step.instance.plugin().version().to_owned());
+            let candidate_version = step.staged.as_ref().map(|s| Bytes::from(s.version.clone()));
             let mut failed = 0u64;
             let seen = records.len() as u64;
             let mut next_records = Vec::with_capacity(records.len());
@@ -368,15 +364,15 @@ impl TransformChain {
                 .zip(results)
                 .zip(by_candidate)
             {
-                let (version, stamp) = match &candidate_version {
-                    Some((candidate, stamp)) if by_candidate => (candidate, stamp),
-                    _ => (&live_version, &live_stamp),
+                let version = match &candidate_version {
+                    Some(candidate) if by_candidate => candidate,
+                    _ => &live_version,
                 };
                 match result {
                     Ok(outputs) => {
                         next_origins.extend(std::iter::repeat_n(origin, outputs.len()));
                         next_records.extend(outputs.into_iter().map(|mut output| {
-                            output.set_header(step.version_header.clone(), stamp.clone());
+                            output.set_header(step.version_header.clone(), version.clone());
                             output
                         }));
                     }
@@ -388,7 +384,8 @@ impl TransformChain {
                             error,
                             at: FailedAt::Plugin {
                                 name: step.slot.name().to_owned(),
-                                version: version.to_owned(),
+                                // Versions are hex digests, so always text.
+                                version: String::from_utf8_lossy(version).into_owned(),
                             },
                         });
                     }

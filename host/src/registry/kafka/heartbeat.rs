@@ -89,13 +89,19 @@ impl HeartbeatHandle {
             headers: None,
             timestamp: None,
         };
-        let sent = tokio::time::timeout(
-            Duration::from_secs(5),
-            batch_producer::send(&self.producer, tombstone),
-        )
-        .await;
-        if let Err(error) = sent.unwrap_or(Err(rdkafka::error::KafkaError::Canceled)) {
-            tracing::warn!(%error, "Cannot remove this process from the fleet topic; it shows as stale.");
+        let wait = Duration::from_secs(5);
+        match tokio::time::timeout(wait, batch_producer::send(&self.producer, tombstone)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, topic = self.topic, "Cannot remove this process from the fleet topic; it shows as stale.");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    topic = self.topic,
+                    ?wait,
+                    "The fleet topic did not acknowledge this process's removal in time; it shows as stale."
+                );
+            }
         }
     }
 }
