@@ -35,6 +35,7 @@ mod replay;
 mod resilience;
 mod rollout;
 mod runtime;
+mod sdk_as_wasm;
 mod seed;
 mod services;
 mod support;

@@ -33,6 +33,7 @@ mod swar;
 #[cfg(test)]
 mod test_random;
 mod utf8;
+mod vector;
 
 #[doc(hidden)]
 pub mod guest;

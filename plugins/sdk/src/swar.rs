@@ -1,5 +1,8 @@
-//! Eight bytes at a time in a `u64`: the word tests the JSON reader and writer share, so that a
-//! string is scanned for `"`, `\` and control bytes in one step per word, as Wasm and native alike.
+//! The string scans the JSON reader and writer share: a string is searched for `"`, `\` and
+//! control bytes sixteen bytes a step ([`crate::vector`]'s blocks), and eight at a time in a
+//! `u64` where fewer are left, as Wasm and native alike.
+
+use crate::vector::{block_at, first_stop, has_special};
 
 /// `0x01` in every byte.
 pub(crate) const ONES: u64 = 0x0101_0101_0101_0101;
@@ -22,7 +25,7 @@ pub(crate) fn string_specials(word: u64) -> u64 {
 
 /// The top bit of each byte of `word` that ends a run of plain string text (exact for the
 /// lowest): below 0x20, `"`, `\`, or not ASCII.
-fn string_stops(word: u64) -> u64 {
+pub(crate) fn string_stops(word: u64) -> u64 {
     string_specials(word) | (word & HIGH_BITS)
 }
 
@@ -36,28 +39,35 @@ fn word_at(bytes: &[u8], at: usize) -> Option<u64> {
 /// 0x20, `"`, `\`, or not ASCII (so that the caller can check UTF-8 only where it is needed);
 /// `bytes.len()` when there is none.
 ///
-/// The first word is tested before any loop. As Wasm every loop costs a deadline check each
+/// The first block is tested before any loop. As Wasm every loop costs a deadline check each
 /// time it is entered, not only per turn, and most strings of a record end in their first
-/// eight bytes.
+/// sixteen bytes.
 #[inline]
 pub(crate) fn find_string_stop(bytes: &[u8], from: usize) -> usize {
-    if let Some(word) = word_at(bytes, from) {
-        let stops = string_stops(word);
-        if stops != 0 {
-            return from + (stops.trailing_zeros() / 8) as usize;
+    if let Some(block) = block_at(bytes, from) {
+        let stop = first_stop(block);
+        if stop < 16 {
+            return from + stop;
         }
     }
-    find_string_stop_after_first_word(bytes, from)
+    find_string_stop_after_first_block(bytes, from)
 }
 
-/// [`find_string_stop`] past a first word without a stop, or where fewer than eight bytes are
-/// left.
+/// [`find_string_stop`] past a first block without a stop, or where fewer than sixteen bytes
+/// are left.
 #[inline(never)]
-fn find_string_stop_after_first_word(bytes: &[u8], mut from: usize) -> usize {
-    if bytes.len() >= from + 8 {
-        from += 8;
+fn find_string_stop_after_first_block(bytes: &[u8], mut from: usize) -> usize {
+    if bytes.len() >= from + 16 {
+        from += 16;
     }
-    while let Some(word) = word_at(bytes, from) {
+    while let Some(block) = block_at(bytes, from) {
+        let stop = first_stop(block);
+        if stop < 16 {
+            return from + stop;
+        }
+        from += 16;
+    }
+    if let Some(word) = word_at(bytes, from) {
         let stops = string_stops(word);
         if stops != 0 {
             return from + (stops.trailing_zeros() / 8) as usize;
@@ -75,7 +85,8 @@ fn find_string_stop_after_first_word(bytes: &[u8], mut from: usize) -> usize {
 
 /// Whether `bytes` holds a byte below 0x20, `"` or `\`: a string JSON must escape. Up to 16
 /// bytes are settled without a loop, by words that overlap (a byte tested twice is harmless
-/// in a yes-or-no question), and longer strings by one loop whose last word overlaps.
+/// in a yes-or-no question), and longer strings by one loop of blocks whose last block
+/// overlaps.
 pub(crate) fn has_string_specials(bytes: &[u8]) -> bool {
     let len = bytes.len();
     let word = |at: usize| word_at(bytes, at).expect("eight bytes");
@@ -104,14 +115,15 @@ pub(crate) fn has_string_specials(bytes: &[u8]) -> bool {
         }
         8..=16 => string_specials(word(0)) | string_specials(word(len - 8)) != 0,
         _ => {
+            let block = |at: usize| block_at(bytes, at).expect("sixteen bytes");
             let mut at = 0;
-            while at + 8 < len {
-                if string_specials(word(at)) != 0 {
+            while at + 16 < len {
+                if has_special(block(at)) {
                     return true;
                 }
-                at += 8;
+                at += 16;
             }
-            string_specials(word(len - 8)) != 0
+            has_special(block(len - 16))
         }
     }
 }
@@ -123,7 +135,7 @@ mod tests {
     #[test]
     fn finds_the_first_stop_byte_at_every_offset() {
         for special in [b'"', b'\\', 0, 0x1f, 0x80, 0xc3, 0xff] {
-            for len in 0..20 {
+            for len in 0..40 {
                 for at in 0..=len {
                     let mut bytes = vec![b'a'; len];
                     // Plain ASCII either side of the stop byte, 0x20 and 0x7f included.
