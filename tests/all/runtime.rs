@@ -40,6 +40,30 @@ fn a_trap_replaces_the_instance_and_later_calls_succeed() {
 }
 
 #[test]
+fn an_init_that_never_returns_is_stopped_at_its_deadline() {
+    let (_runtime, plugin) = load("fault-spin");
+    let limits = PluginLimits {
+        deadline: std::time::Duration::from_millis(200),
+        ..PluginLimits::default()
+    };
+    let error = plugin
+        .instantiate(r#"{"spin_in_init": true}"#, limits)
+        .err()
+        .expect("a spinning init is stopped");
+    assert!(matches!(error, PluginError::Init { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("fault-spin")
+            && message.contains("init exceeded its deadline of 200 ms (limits.deadline_ms)"),
+        "{message}"
+    );
+    // The same plugin with a calm config starts and transforms.
+    let mut instance = plugin.instantiate("{}", limits).unwrap();
+    let results = instance.transform(&[Record::from_value("calm")]);
+    assert_eq!(results[0].as_ref().unwrap()[0].value, b"calm");
+}
+
+#[test]
 fn init_errors_name_the_plugin_and_the_key() {
     let (_runtime, plugin) = load("pii-mask");
     let error = plugin

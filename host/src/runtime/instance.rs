@@ -277,6 +277,16 @@ impl PluginInstance {
         }
     }
 
+    /// When `error` is the epoch deadline's interrupt, the deadline as a phrase for a message.
+    fn deadline_passed(&self, error: &wasmtime::Error) -> Option<String> {
+        matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)).then(|| {
+            format!(
+                "its deadline of {} ms (limits.deadline_ms)",
+                self.limits.deadline.as_millis()
+            )
+        })
+    }
+
     /// One attempt at [`PluginInstance::instantiate`]; the flag says whether another may succeed.
     fn instantiate_once(&self) -> Result<Live, (PluginError, bool)> {
         // Instantiating runs the component's start functions, then `init`: guest code too.
@@ -308,9 +318,13 @@ impl PluginInstance {
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
         let bindings = self.plugin.pre().instantiate(&mut store).map_err(|e| {
+            let reason = match self.deadline_passed(&e) {
+                Some(deadline) => format!("its start functions exceeded {deadline}"),
+                None => format!("{e:#}"),
+            };
             let error = PluginError::Instantiate {
                 name: name.clone(),
-                reason: format!("{e:#}"),
+                reason,
             };
             (error, image_seal_refused(&e))
         })?;
@@ -318,13 +332,13 @@ impl PluginInstance {
         match bindings.call_init(&mut store, &self.config) {
             Ok(Ok(())) => Ok(Live { store, bindings }),
             Ok(Err(reason)) => Err((PluginError::Init { name, reason }, false)),
-            Err(e) => Err((
-                PluginError::Init {
-                    name,
-                    reason: format!("init trapped: {e:#}"),
-                },
-                false,
-            )),
+            Err(e) => {
+                let reason = match self.deadline_passed(&e) {
+                    Some(deadline) => format!("init exceeded {deadline}"),
+                    None => format!("init trapped: {e:#}"),
+                };
+                Err((PluginError::Init { name, reason }, false))
+            }
         }
     }
 }

@@ -2,7 +2,8 @@
 //! prove that the host's deadline interrupts it. A record whose JSON value has `"slow_ms": N`
 //! keeps it busy for N ms of the monotonic clock and then passes, so tests can prove that a slow
 //! but fine plugin is not cut short; that needs the `clock` grant (with the frozen clock it never
-//! ends, like `spin`). Other records pass through.
+//! ends, like `spin`). Other records pass through. With `spin_in_init = true` in its config,
+//! `init` itself loops forever, so tests can prove that instantiation has a deadline too.
 
 use std::time::{Duration, Instant};
 
@@ -12,17 +13,16 @@ use weir_plugin::{Config, Error, Plugin, Record};
 pub struct Spinner;
 
 impl Plugin for Spinner {
-    fn init(_config: &Config) -> Result<Self, Error> {
+    fn init(config: &Config) -> Result<Self, Error> {
+        if config.get("spin_in_init") == Some(&serde_json::Value::Bool(true)) {
+            spin_forever();
+        }
         Ok(Spinner)
     }
 
     fn transform(&self, record: Record) -> Result<Vec<Record>, Error> {
         if record.value.windows(4).any(|w| w == b"spin") {
-            let mut counter = 0u64;
-            // black_box keeps the optimiser from proving the loop useless and removing it.
-            loop {
-                counter = std::hint::black_box(counter.wrapping_add(1));
-            }
+            spin_forever();
         }
         if let Some(millis) = slow_ms(&record.value) {
             let started = Instant::now();
@@ -31,6 +31,15 @@ impl Plugin for Spinner {
             }
         }
         Ok(vec![record])
+    }
+}
+
+/// Loops until the host interrupts it.
+fn spin_forever() -> ! {
+    let mut counter = 0u64;
+    // black_box keeps the optimiser from proving the loop useless and removing it.
+    loop {
+        counter = std::hint::black_box(counter.wrapping_add(1));
     }
 }
 
