@@ -91,6 +91,10 @@ const RUST_SDK: &[(&str, &str)] = &[
         "src/utf8.rs",
         include_str!("../../../plugins/sdk/src/utf8.rs"),
     ),
+    (
+        "src/vector.rs",
+        include_str!("../../../plugins/sdk/src/vector.rs"),
+    ),
     ("wit/plugin.wit", include_str!("../../../wit/plugin.wit")),
 ];
 const RUST_SDK_LIB: &str = include_str!("../../../plugins/sdk/src/lib.rs");

@@ -80,4 +80,13 @@ pub enum PluginError {
         /// The plugin's message.
         reason: String,
     },
+    /// The plugin could not be started although nothing was wrong with its config: its `init`
+    /// trapped or ran past its deadline, or building an instance failed in the host.
+    #[error("plugin `{name}` could not start: {reason}")]
+    Start {
+        /// The plugin's name.
+        name: String,
+        /// What happened.
+        reason: String,
+    },
 }

@@ -337,7 +337,7 @@ impl PluginInstance {
                     Some(deadline) => format!("init exceeded {deadline}"),
                     None => format!("init trapped: {e:#}"),
                 };
-                Err((PluginError::Init { name, reason }, false))
+                Err((PluginError::Start { name, reason }, false))
             }
         }
     }

@@ -71,7 +71,7 @@ impl WorkerPool {
         let blueprint = self.blueprint.clone();
         tokio::task::spawn_blocking(move || blueprint.build())
             .await
-            .map_err(|e| crate::runtime::PluginError::Init {
+            .map_err(|e| crate::runtime::PluginError::Start {
                 name: "transform chain".into(),
                 reason: format!("building a worker's plugin instances panicked: {e}"),
             })?
