@@ -30,7 +30,7 @@ pub(crate) fn string_stops(word: u64) -> u64 {
 }
 
 /// The eight bytes at `at` as a little-endian word, if there are eight.
-fn word_at(bytes: &[u8], at: usize) -> Option<u64> {
+pub(crate) fn word_at(bytes: &[u8], at: usize) -> Option<u64> {
     let word = bytes.get(at..at + 8)?;
     Some(u64::from_le_bytes(word.try_into().expect("eight bytes")))
 }

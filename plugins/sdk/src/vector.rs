@@ -126,14 +126,13 @@ use words as imp;
     ))
 ))]
 mod words {
-    use crate::swar::{string_specials, string_stops};
+    use crate::swar::{string_specials, string_stops, word_at};
 
     /// The two little-endian words of `block`.
     #[inline(always)]
     fn words(block: &[u8; 16]) -> (u64, u64) {
-        let (low, high) = block.split_at(8);
-        let word = |half: &[u8]| u64::from_le_bytes(half.try_into().expect("eight bytes"));
-        (word(low), word(high))
+        let word = |at| word_at(block, at).expect("sixteen bytes hold two words");
+        (word(0), word(8))
     }
 
     #[inline(always)]
