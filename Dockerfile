@@ -2,7 +2,7 @@
 FROM rust:1.99.1-bookworm AS build
 RUN rustup target add wasm32-wasip2 \
     && apt-get update \
-    && apt-get install -y --no-install-recommends cmake libcurl4-openssl-dev \
+    && apt-get install -y --no-install-recommends cmake libcurl4-openssl-dev libssl-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -12,8 +12,9 @@ RUN cargo build --release --locked -p weir \
        done
 
 FROM debian:bookworm-slim
+# libssl3: the Kafka clients' TLS and SASL/SCRAM (librdkafka links the system OpenSSL).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --create-home --home-dir /app weir
 WORKDIR /app

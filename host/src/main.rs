@@ -65,6 +65,8 @@ enum Command {
         #[arg(long, value_name = "kafka://BROKERS/TOPIC", env = "WEIR_REGISTRY", value_parser = parse_registry)]
         registry: Option<weir::registry::kafka::RegistryAddress>,
         #[command(flatten)]
+        registry_properties: RegistryProperties,
+        #[command(flatten)]
         admin: AdminAddr,
         /// Another `Host` name the admin API answers to (repeatable, or comma-separated in the
         /// variable), e.g. `weir` or `weir.internal:9620` when it is reached through a proxy or
@@ -120,6 +122,8 @@ enum Command {
         /// Check the plugins published in the fleet's registry in Kafka instead of the folder's.
         #[arg(long, value_name = "kafka://BROKERS/TOPIC", env = "WEIR_REGISTRY", value_parser = parse_registry)]
         registry: Option<weir::registry::kafka::RegistryAddress>,
+        #[command(flatten)]
+        registry_properties: RegistryProperties,
     },
     /// Print sample records leaving a stage of a running pipeline, one JSON object per line.
     ///
@@ -307,6 +311,8 @@ enum PluginCommand {
         /// The fleet's registry in Kafka.
         #[arg(long, value_name = "kafka://BROKERS/TOPIC", env = "WEIR_REGISTRY", value_parser = parse_registry)]
         registry: Option<weir::registry::kafka::RegistryAddress>,
+        #[command(flatten)]
+        registry_properties: RegistryProperties,
     },
     /// Validate a component as `weir run` would (contract version, type-check, `init` with its
     /// manifest's defaults) and publish it to the fleet's registry in Kafka.
@@ -325,6 +331,8 @@ enum PluginCommand {
         /// The fleet's registry.
         #[arg(long, value_name = "kafka://BROKERS/TOPIC", env = "WEIR_REGISTRY", value_parser = parse_registry)]
         registry: weir::registry::kafka::RegistryAddress,
+        #[command(flatten)]
+        registry_properties: RegistryProperties,
         /// The version label shown beside the hash (default: the manifest's `version`).
         #[arg(long, value_name = "LABEL")]
         label: Option<String>,
@@ -404,6 +412,8 @@ enum PluginCommand {
         /// The fleet's registry in Kafka: the rollback is published there, for every process.
         #[arg(long, value_name = "kafka://BROKERS/TOPIC", env = "WEIR_REGISTRY", value_parser = parse_registry)]
         registry: Option<weir::registry::kafka::RegistryAddress>,
+        #[command(flatten)]
+        registry_properties: RegistryProperties,
         /// With --registry: the version to return to (a version, sha256 or label).
         #[arg(long, value_name = "VERSION", requires = "registry")]
         to: Option<String>,
@@ -433,6 +443,8 @@ enum PluginCommand {
         /// The fleet's registry in Kafka: the promotion is published there, for every process.
         #[arg(long, value_name = "kafka://BROKERS/TOPIC", env = "WEIR_REGISTRY", value_parser = parse_registry)]
         registry: Option<weir::registry::kafka::RegistryAddress>,
+        #[command(flatten)]
+        registry_properties: RegistryProperties,
     },
     /// Drop a plugin's staged candidate; every record goes to the live version again. With
     /// --registry, on every process of the fleet.
@@ -444,6 +456,8 @@ enum PluginCommand {
         /// The fleet's registry in Kafka: the abort is published there, for every process.
         #[arg(long, value_name = "kafka://BROKERS/TOPIC", env = "WEIR_REGISTRY", value_parser = parse_registry)]
         registry: Option<weir::registry::kafka::RegistryAddress>,
+        #[command(flatten)]
+        registry_properties: RegistryProperties,
         /// With --registry: why, shown in every process's log and status.
         #[arg(
             long,
@@ -517,6 +531,40 @@ impl GoldenArgs {
             limits: limits.plugin_limits(),
             max_record_bytes: limits.max_record_bytes,
         }
+    }
+}
+
+/// The librdkafka properties of the registry's clients, for brokers that ask for TLS or SASL.
+#[derive(Debug, clap::Args)]
+struct RegistryProperties {
+    /// With --registry: a properties file for the registry's brokers, as Kafka's own tools take
+    /// with --command-config: `key=value` lines of librdkafka settings (`security.protocol`,
+    /// `ssl.ca.location`, `sasl.mechanism`, `sasl.username`, `sasl.password`, ...), `#`
+    /// comments, `${VAR}` from the environment. Values are never printed.
+    #[arg(long, value_name = "FILE", env = "WEIR_REGISTRY_PROPERTIES")]
+    registry_properties: Option<PathBuf>,
+}
+
+impl RegistryProperties {
+    /// The registry address with the file's properties, when a file is given, once its brokers
+    /// accepted them.
+    fn apply(
+        &self,
+        mut address: weir::registry::kafka::RegistryAddress,
+    ) -> anyhow::Result<weir::registry::kafka::RegistryAddress> {
+        if let Some(path) = &self.registry_properties {
+            address.properties = weir::registry::kafka::read_properties(path)?;
+        }
+        address.check_access()?;
+        Ok(address)
+    }
+
+    /// [`RegistryProperties::apply`] to an optional address.
+    fn apply_to(
+        &self,
+        address: Option<weir::registry::kafka::RegistryAddress>,
+    ) -> anyhow::Result<Option<weir::registry::kafka::RegistryAddress>> {
+        address.map(|address| self.apply(address)).transpose()
     }
 }
 
@@ -645,7 +693,8 @@ fn main() -> ExitCode {
             rollback_threshold,
             no_summary,
             component_limits,
-        } => {
+            registry_properties,
+        } => registry_properties.apply_to(registry).and_then(|registry| {
             let mut options = weir::app::RunOptions::for_registry(&plugins.dir);
             options.admin = (!no_admin).then_some(admin.addr);
             options.admin_hosts = admin_hosts;
@@ -673,12 +722,15 @@ fn main() -> ExitCode {
                     text && !no_summary && std::io::IsTerminal::is_terminal(&std::io::stderr());
                 cli::run::run(&file, options, text, live, startup)
             })
-        }
+        }),
         Command::Validate {
             file,
             plugins,
             registry,
-        } => cli::run::validate(&file, &plugins.dir, registry.as_ref()),
+            registry_properties,
+        } => registry_properties
+            .apply_to(registry)
+            .and_then(|registry| cli::run::validate(&file, &plugins.dir, registry.as_ref())),
         Command::Tap {
             pipeline,
             stage,
@@ -703,18 +755,22 @@ fn main() -> ExitCode {
             plugins,
             admin,
             registry,
-        }) => match registry {
-            Some(registry) => cli::plugin_publish::list(&registry),
-            None => cli::plugin::list(&plugins.dir, admin.addr, &admin.token),
+            registry_properties,
+        }) => match registry_properties.apply_to(registry) {
+            Ok(Some(registry)) => cli::plugin_publish::list(&registry),
+            Ok(None) => cli::plugin::list(&plugins.dir, admin.addr, &admin.token),
+            Err(e) => Err(e),
         },
         Command::Plugin(PluginCommand::Publish {
             file,
             manifest,
             registry,
+            registry_properties,
             label,
             config,
             stage,
-        }) => stage.rollout().and_then(|stage| {
+        }) => registry_properties.apply(registry).and_then(|registry| {
+            let stage = stage.rollout()?;
             cli::plugin_publish::publish(&cli::plugin_publish::PublishRequest {
                 file: &file,
                 manifest: manifest.as_deref(),
@@ -757,18 +813,22 @@ fn main() -> ExitCode {
             name,
             admin,
             registry,
-        }) => match registry {
-            Some(registry) => cli::plugin_publish::promote(&name, &registry),
-            None => cli::plugin_rollout::promote(&name, admin.addr, &admin.token),
+            registry_properties,
+        }) => match registry_properties.apply_to(registry) {
+            Ok(Some(registry)) => cli::plugin_publish::promote(&name, &registry),
+            Ok(None) => cli::plugin_rollout::promote(&name, admin.addr, &admin.token),
+            Err(e) => Err(e),
         },
         Command::Plugin(PluginCommand::Abort {
             name,
             admin,
             registry,
+            registry_properties,
             reason,
-        }) => match registry {
-            Some(registry) => cli::plugin_publish::abort(&name, &reason, &registry),
-            None => cli::plugin_rollout::abort(&name, admin.addr, &admin.token),
+        }) => match registry_properties.apply_to(registry) {
+            Ok(Some(registry)) => cli::plugin_publish::abort(&name, &reason, &registry),
+            Ok(None) => cli::plugin_rollout::abort(&name, admin.addr, &admin.token),
+            Err(e) => Err(e),
         },
         Command::Plugin(PluginCommand::Diff { name, admin }) => {
             cli::plugin_rollout::diff(&name, admin.addr, &admin.token)
@@ -777,10 +837,12 @@ fn main() -> ExitCode {
             name,
             admin,
             registry,
+            registry_properties,
             to,
-        }) => match registry {
-            Some(registry) => cli::plugin_publish::rollback(&name, to.as_deref(), &registry),
-            None => cli::plugin::rollback(&name, admin.addr, &admin.token),
+        }) => match registry_properties.apply_to(registry) {
+            Ok(Some(registry)) => cli::plugin_publish::rollback(&name, to.as_deref(), &registry),
+            Ok(None) => cli::plugin::rollback(&name, admin.addr, &admin.token),
+            Err(e) => Err(e),
         },
         Command::Bench(BenchCommand::Plugin {
             plugin,

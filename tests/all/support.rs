@@ -275,7 +275,9 @@ pub fn postgres_url() -> String {
     url
 }
 
-fn require_listening(service: &str, variable: &str, addresses: &str) {
+/// Panics, naming `variable` and how to start the services, when nothing answers at the first of
+/// `addresses`.
+pub fn require_listening(service: &str, variable: &str, addresses: &str) {
     let first = addresses.split(',').next().unwrap_or(addresses).trim();
     let reachable = std::net::ToSocketAddrs::to_socket_addrs(first)
         .ok()

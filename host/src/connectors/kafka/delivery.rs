@@ -95,7 +95,7 @@ pub fn classify_code(code: RDKafkaErrorCode, topic: &str) -> Verdict {
             "`{topic}` is not a valid topic name: use at most 249 characters of a-z, A-Z, 0-9, `.`, `_` and `-`"
         )),
         Code::UnsupportedCompressionType => Verdict::Stop(
-            "the brokers do not support the sink's `compression`: choose another (none, gzip, snappy, lz4)".into(),
+            "the brokers do not support the sink's `compression`: choose another (none, gzip, snappy, lz4, zstd)".into(),
         ),
         Code::UnsupportedVersion | Code::UnsupportedForMessageFormat | Code::InvalidRequiredAcks => {
             Verdict::Stop(

@@ -2,6 +2,7 @@
 //! and a consumer-group source whose offsets are committed only after downstream
 //! acknowledgement.
 
+pub(crate) mod access;
 pub(crate) mod batch_producer;
 mod context;
 mod delivery;
@@ -31,6 +32,11 @@ impl SourceSpec for KafkaSourceConfig {
     }
 
     async fn build(&self) -> Result<Box<dyn Source>, ConnectorError> {
+        probe(
+            self.describe(),
+            client_config(&self.brokers, &self.properties),
+        )
+        .await?;
         Ok(Box::new(KafkaSource::open(self)?))
     }
 
@@ -81,11 +87,37 @@ impl SinkSpec for KafkaSinkConfig {
     }
 
     async fn build(&self, dead_letter: bool) -> Result<Box<dyn Sink>, ConnectorError> {
+        probe(
+            self.describe(),
+            client_config(&self.brokers, &self.properties),
+        )
+        .await?;
         Ok(Box::new(KafkaSink::new(self, dead_letter)?))
     }
 
     fn describe(&self) -> String {
         format!("kafka topic {}", self.topic)
+    }
+}
+
+/// Stops a connector whose brokers refuse its credentials or its TLS settings (see
+/// [`access`]); an outage is left to the connector's retries.
+async fn probe(connector: String, client: ClientConfig) -> Result<(), ConnectorError> {
+    let checked =
+        tokio::task::spawn_blocking(move || access::check_access(&client, access::PROBE_TIMEOUT))
+            .await;
+    match checked {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(access::AccessError::Refused(refusal))) => {
+            Err(ConnectorError::fatal(connector, refusal.to_string()))
+        }
+        Ok(Err(access::AccessError::Client(error))) => {
+            Err(ConnectorError::fatal(connector, "cannot create a client").caused_by(error))
+        }
+        Err(join) => Err(ConnectorError::fatal(
+            connector,
+            format!("the brokers' access check did not finish: {join}"),
+        )),
     }
 }
 

@@ -9,6 +9,7 @@ mod catalog;
 mod chunks;
 mod follow;
 mod heartbeat;
+mod properties;
 mod publish;
 
 pub use catalog::{
@@ -22,8 +23,10 @@ pub use heartbeat::{
     HEARTBEAT_EVERY, Heartbeat, HeartbeatHandle, STALE_AFTER, process_identity, read_heartbeats,
     start_heartbeat,
 };
+pub use properties::{MAX_PROPERTIES_BYTES, PropertiesError, parse_properties, read_properties};
 pub use publish::{Publisher, valid_plugin_name};
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -40,6 +43,9 @@ pub struct RegistryAddress {
     pub brokers: String,
     /// The compacted topic holding the plugins.
     pub topic: String,
+    /// Extra librdkafka properties of every registry client (TLS, SASL), from
+    /// `--registry-properties`; never printed.
+    pub properties: BTreeMap<String, crate::secret::Secret>,
 }
 
 impl RegistryAddress {
@@ -54,7 +60,31 @@ impl RegistryAddress {
         config
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", "weir-registry");
+        for (key, value) in &self.properties {
+            config.set(key, value.expose());
+        }
         config
+    }
+}
+
+impl RegistryAddress {
+    /// Fails when the registry's brokers refuse its clients' credentials or TLS settings, with
+    /// the brokers' reason; an outage is left to the reads and writes, which wait
+    /// [`KAFKA_TIMEOUT`] and name it.
+    pub fn check_access(&self) -> Result<(), KafkaRegistryError> {
+        use crate::connectors::kafka::access::{AccessError, PROBE_TIMEOUT, check_access};
+        match check_access(&self.client_config(), PROBE_TIMEOUT) {
+            Ok(()) => Ok(()),
+            Err(AccessError::Refused(refusal)) => Err(KafkaRegistryError::Refused(format!(
+                "registry {self}: {}",
+                refusal
+                    .to_string()
+                    .replace("`properties`", "--registry-properties")
+            ))),
+            Err(AccessError::Client(source)) => {
+                Err(KafkaRegistryError::kafka(self, "creating a client", source))
+            }
+        }
     }
 }
 
@@ -94,6 +124,7 @@ impl FromStr for RegistryAddress {
         Ok(RegistryAddress {
             brokers: brokers.to_owned(),
             topic: topic.to_owned(),
+            properties: BTreeMap::new(),
         })
     }
 }

@@ -1,0 +1,196 @@
+//! Tells a refusal from an outage before a Kafka client starts. librdkafka retries a broker
+//! that refuses the credentials or fails the TLS handshake exactly as one that is down, and its
+//! requests then only time out; the reason is in an error event nobody waits for. A connector
+//! that opens with a wrong password or an untrusted CA would retry forever. So each connector
+//! first asks the brokers for metadata with a probe client that listens to those events: a
+//! refusal stops it with the brokers' reason, anything else (an outage included) is left to
+//! the connector's own retries.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
+
+/// How long the probe waits for the brokers before it leaves the question to the connector.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one metadata request of the probe waits, between looks at its error events.
+const PROBE_STEP: Duration = Duration::from_millis(250);
+
+/// The brokers refused this client: retrying with the same settings cannot help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// SASL authentication failed.
+    #[error(
+        "the brokers refused the credentials: {reason}; check sasl.mechanism, sasl.username and sasl.password in `properties`"
+    )]
+    Credentials {
+        /// librdkafka's account, naming the broker and the mechanism.
+        reason: String,
+    },
+    /// The TLS handshake failed over a certificate.
+    #[error(
+        "the TLS handshake with the brokers failed: {reason}; check ssl.ca.location (the CA that signed the brokers' certificates; the certificate must name the address in `brokers`) and, for client certificates, ssl.certificate.location and ssl.key.location in `properties`"
+    )]
+    Tls {
+        /// librdkafka's and OpenSSL's account, naming the broker and the check that failed.
+        reason: String,
+    },
+}
+
+/// Whether a client-level error is a refusal (and which), or something retrying may cure. A
+/// TLS failure counts only when it is about a certificate: librdkafka reports a connection
+/// dropped during the handshake (a broker restarting) with the same code.
+pub fn refusal(code: RDKafkaErrorCode, reason: &str) -> Option<Refusal> {
+    let reason = reason.trim().to_owned();
+    match code {
+        RDKafkaErrorCode::Authentication
+        | RDKafkaErrorCode::SaslAuthenticationFailed
+        | RDKafkaErrorCode::UnsupportedSASLMechanism => Some(Refusal::Credentials { reason }),
+        RDKafkaErrorCode::SSL if reason.to_ascii_lowercase().contains("certificate") => {
+            Some(Refusal::Tls { reason })
+        }
+        _ => None,
+    }
+}
+
+/// Asks the brokers of `client` for metadata for up to `timeout`, with the client's security
+/// settings; `Err` only when they refused it. An outage, an unknown host or a slow broker is
+/// `Ok`: the connector meets it again and retries. A setting librdkafka rejects is `Err` too,
+/// as it would be for the connector's own client.
+pub fn check_access(client: &ClientConfig, timeout: Duration) -> Result<(), AccessError> {
+    let probe: BaseProducer<Probe> = client
+        .create_with_context(Probe::default())
+        .map_err(AccessError::Client)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let answered = probe.client().fetch_metadata(None, PROBE_STEP).is_ok();
+        // Serves the error events raised meanwhile to `Probe::error`.
+        probe.poll(Duration::ZERO);
+        let seen = probe.context().take();
+        if let Some(refusal) = seen.refusal {
+            return Err(AccessError::Refused(refusal));
+        }
+        if answered || seen.unreachable || Instant::now() >= deadline {
+            return Ok(());
+        }
+    }
+}
+
+/// Why [`check_access`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// The brokers refused the client.
+    #[error(transparent)]
+    Refused(Refusal),
+    /// librdkafka rejected the settings.
+    #[error("cannot create a Kafka client: {0}")]
+    Client(KafkaError),
+}
+
+/// What the probe's error events said since it was last asked.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The first refusal.
+    refusal: Option<Refusal>,
+    /// Whether any other error came: a broker down, a name that does not resolve, a handshake
+    /// cut short. Its retries are the connector's business; the probe stops waiting.
+    unreachable: bool,
+}
+
+/// The probe's context: keeps what its error events said.
+#[derive(Default)]
+struct Probe {
+    seen: Mutex<Seen>,
+}
+
+impl Probe {
+    fn take(&self) -> Seen {
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl ClientContext for Probe {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let Some(code) = error.rdkafka_error_code() else {
+            return;
+        };
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        match refusal(code, reason) {
+            Some(refused) => {
+                seen.refusal.get_or_insert(refused);
+            }
+            None => seen.unreachable = true,
+        }
+    }
+}
+
+impl ProducerContext for Probe {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authentication_failures_are_refusals_of_the_credentials() {
+        for code in [
+            RDKafkaErrorCode::Authentication,
+            RDKafkaErrorCode::SaslAuthenticationFailed,
+            RDKafkaErrorCode::UnsupportedSASLMechanism,
+        ] {
+            let refused = refusal(code, "SASL authentication error: invalid credentials ").unwrap();
+            assert_eq!(
+                refused,
+                Refusal::Credentials {
+                    reason: "SASL authentication error: invalid credentials".into()
+                }
+            );
+            assert!(refused.to_string().contains("sasl.password"));
+        }
+    }
+
+    #[test]
+    fn only_certificate_failures_of_tls_are_refusals() {
+        let verify = "SSL handshake failed: error:0A000086:SSL routines::certificate verify failed";
+        let refused = refusal(RDKafkaErrorCode::SSL, verify).unwrap();
+        assert!(matches!(refused, Refusal::Tls { .. }));
+        assert!(refused.to_string().contains("ssl.ca.location"));
+        // A broker going away mid-handshake is an outage, retried like any other.
+        assert_eq!(
+            refusal(RDKafkaErrorCode::SSL, "SSL handshake failed: Disconnected"),
+            None
+        );
+        for code in [
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::OperationTimedOut,
+        ] {
+            assert_eq!(refusal(code, "certificate"), None, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn an_unreachable_broker_is_left_to_the_connector() {
+        // Nothing listens on port 1 of loopback: every broker is down at once.
+        let mut client = ClientConfig::new();
+        client.set("bootstrap.servers", "127.0.0.1:1");
+        assert!(check_access(&client, PROBE_TIMEOUT).is_ok());
+    }
+
+    #[test]
+    fn a_setting_librdkafka_rejects_is_an_error() {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("security.protocol", "carrier-pigeon");
+        let error = check_access(&client, PROBE_TIMEOUT).unwrap_err();
+        assert!(matches!(error, AccessError::Client(_)), "{error}");
+    }
+}

@@ -1,0 +1,273 @@
+//! Weir's Kafka clients through the test broker's SASL_SSL listener (TLS with a certificate from
+//! a local CA, SCRAM-SHA-512 users; `scripts/services` runs it): a pipeline writes a
+//! zstd-compressed topic and another reads it back whole, the fleet's registry is published and
+//! listed with `--registry-properties`, and a wrong password or an untrusted CA stops a
+//! pipeline with an error that says which.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::services::{create_topic, topic_message_count};
+use crate::support::{
+    append_numbered, kafka_brokers, outcome_within, plugin_registry, read_json_lines,
+    require_listening, run_pipeline, run_until, unique, weir,
+};
+
+/// The password's variable: configs name it, so it never sits in a file.
+const PASSWORD: &str = "${WEIR_KAFKA_SCRAM_PASSWORD}";
+
+/// The broker's SASL_SSL listener and its SCRAM user, from `scripts/services env`.
+struct Secured {
+    brokers: String,
+    /// The CA that signed the broker's certificate (PEM).
+    ca: String,
+    /// A CA that signed nothing the broker uses (PEM).
+    untrusted_ca: String,
+    user: String,
+}
+
+fn secured() -> Secured {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: start the broker with `scripts/services start kafka` and run `eval \"$(scripts/services env)\"`"
+            )
+        })
+    };
+    let brokers = var("WEIR_KAFKA_TLS_BROKERS");
+    require_listening(
+        "Kafka's SASL_SSL listener",
+        "WEIR_KAFKA_TLS_BROKERS",
+        &brokers,
+    );
+    // Read by the configs through `${WEIR_KAFKA_SCRAM_PASSWORD}`.
+    var("WEIR_KAFKA_SCRAM_PASSWORD");
+    Secured {
+        brokers,
+        ca: var("WEIR_KAFKA_TLS_CA"),
+        untrusted_ca: var("WEIR_KAFKA_UNTRUSTED_CA"),
+        user: var("WEIR_KAFKA_SCRAM_USER"),
+    }
+}
+
+impl Secured {
+    /// A kafka connector's `properties` table: SASL_SSL with SCRAM-SHA-512, trusting `ca`.
+    fn properties(&self, ca: &str, password: &str) -> String {
+        format!(
+            r#"{{ "security.protocol" = "SASL_SSL", "ssl.ca.location" = "{ca}", "sasl.mechanism" = "SCRAM-SHA-512", "sasl.username" = "{}", "sasl.password" = "{password}" }}"#,
+            self.user
+        )
+    }
+
+    /// A pipeline from `input` (a file) to `topic` over the listener.
+    fn writing_topic(&self, input: &Path, topic: &str, properties: &str, dlq: &Path) -> String {
+        format!(
+            r#"
+            [[pipeline]]
+            name = "to-secured-kafka"
+            source = {{ type = "file", path = "{input}" }}
+            sink = {{ type = "kafka", brokers = "{brokers}", topic = "{topic}", compression = "zstd", delivery_timeout_ms = 20000, properties = {properties} }}
+            dead_letter = {{ type = "file", path = "{dlq}" }}
+            "#,
+            input = input.display(),
+            brokers = self.brokers,
+            dlq = dlq.display(),
+        )
+    }
+
+    /// A pipeline from `topic` over the listener to `out` (a file).
+    fn reading_topic(&self, topic: &str, properties: &str, out: &Path, dlq: &Path) -> String {
+        format!(
+            r#"
+            [[pipeline]]
+            name = "from-secured-kafka"
+            source = {{ type = "kafka", brokers = "{brokers}", topics = ["{topic}"], group = "{group}", properties = {properties} }}
+            sink = {{ type = "file", path = "{out}" }}
+            dead_letter = {{ type = "file", path = "{dlq}" }}
+            batch = {{ size = 100, linger_ms = 20 }}
+            "#,
+            brokers = self.brokers,
+            group = unique("secured-group"),
+            out = out.display(),
+            dlq = dlq.display(),
+        )
+    }
+
+    /// A registry properties file in `dir` for the listener, with `password`.
+    fn registry_properties(&self, dir: &Path, password: &str) -> std::path::PathBuf {
+        let path = dir.join(format!("registry-{}.properties", unique("p")));
+        std::fs::write(
+            &path,
+            format!(
+                "# the fleet's brokers ask for TLS and SCRAM\nsecurity.protocol=SASL_SSL\n\
+                 ssl.ca.location={}\nsasl.mechanism=SCRAM-SHA-512\nsasl.username={}\n\
+                 sasl.password={password}\n",
+                self.ca, self.user
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+fn line_count(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipeline_writes_and_reads_a_zstd_topic_over_sasl_ssl() {
+    let kafka = secured();
+    let topic = unique("secured");
+    // The topic is the broker's, whichever listener reaches it: made over plaintext, counted
+    // over plaintext, written and read over SASL_SSL.
+    create_topic(&kafka_brokers(), &topic, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    append_numbered(&input, 0..500);
+    let properties = kafka.properties(&kafka.ca, PASSWORD);
+    let dlq = dir.path().join("dlq.jsonl");
+
+    let written = run_pipeline(&kafka.writing_topic(&input, &topic, &properties, &dlq)).await;
+    assert_eq!(written.records_out, 500);
+    assert_eq!(topic_message_count(&kafka_brokers(), &topic), 500);
+
+    let out = dir.path().join("out.jsonl");
+    let toml = kafka.reading_topic(&topic, &properties, &out, &dlq);
+    let read = run_until(&toml, || line_count(&out) >= 500).await;
+    assert_eq!(read.records_out, 500);
+    let numbers: BTreeSet<u64> = read_json_lines(&out)
+        .iter()
+        .map(|record| record["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, (0..500).collect::<BTreeSet<u64>>());
+    assert_eq!(line_count(&dlq), 0, "nothing was dead-lettered");
+}
+
+/// How a pipeline that cannot reach the listener ends: it must stop by itself with an error.
+async fn refusal(toml: &str) -> String {
+    match outcome_within(toml, Duration::from_secs(180)).await {
+        Some(Err(error)) => format!("{error:#}"),
+        Some(Ok(report)) => panic!("the pipeline succeeded: {report:?}"),
+        None => panic!("the pipeline kept retrying instead of stopping"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_stops_the_sink_and_the_source_naming_the_credentials() {
+    let kafka = secured();
+    let topic = unique("secured-refused");
+    create_topic(&kafka_brokers(), &topic, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    append_numbered(&input, 0..10);
+    let wrong = kafka.properties(&kafka.ca, "not-the-password");
+    let dlq = dir.path().join("dlq.jsonl");
+
+    let error = refusal(&kafka.writing_topic(&input, &topic, &wrong, &dlq)).await;
+    assert!(error.contains("credentials"), "{error}");
+    assert!(!error.contains("not-the-password"), "{error}");
+    assert_eq!(topic_message_count(&kafka_brokers(), &topic), 0);
+
+    let out = dir.path().join("out.jsonl");
+    let error = refusal(&kafka.reading_topic(&topic, &wrong, &out, &dlq)).await;
+    assert!(error.contains("credentials"), "{error}");
+    assert!(!error.contains("not-the-password"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untrusted_broker_certificate_stops_the_sink_and_the_source_naming_tls() {
+    let kafka = secured();
+    let topic = unique("secured-untrusted");
+    create_topic(&kafka_brokers(), &topic, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    append_numbered(&input, 0..10);
+    let untrusting = kafka.properties(&kafka.untrusted_ca, PASSWORD);
+    let dlq = dir.path().join("dlq.jsonl");
+
+    let error = refusal(&kafka.writing_topic(&input, &topic, &untrusting, &dlq)).await;
+    assert!(error.contains("certificate"), "{error}");
+    assert_eq!(topic_message_count(&kafka_brokers(), &topic), 0);
+
+    let out = dir.path().join("out.jsonl");
+    let error = refusal(&kafka.reading_topic(&topic, &untrusting, &out, &dlq)).await;
+    assert!(error.contains("certificate"), "{error}");
+}
+
+#[test]
+fn the_registry_is_published_and_listed_over_sasl_ssl_with_a_properties_file() {
+    let kafka = secured();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = format!("kafka://{}/{}", kafka.brokers, unique("weir-registry"));
+    let component = dir.path().join("fault-picky.wasm");
+    std::fs::copy(plugin_registry().join("fault-picky.wasm"), &component).unwrap();
+    let properties = kafka.registry_properties(dir.path(), PASSWORD);
+
+    let published = weir()
+        .current_dir(dir.path())
+        .args(["plugin", "publish", component.to_str().unwrap()])
+        .args(["--registry", &registry, "--label", "over-tls"])
+        .arg("--registry-properties")
+        .arg(&properties)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&published.stderr);
+    assert!(published.status.success(), "publish: {stderr}");
+
+    // The variable works as the flag does.
+    let listed = weir()
+        .current_dir(dir.path())
+        .args(["plugin", "list", "--registry", &registry])
+        .env("WEIR_REGISTRY_PROPERTIES", &properties)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "list: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(
+        stdout.contains("fault-picky") && stdout.contains("over-tls"),
+        "{stdout}"
+    );
+
+    // A wrong password is refused by the brokers, and said so at once; the password is not shown.
+    let wrong = kafka.registry_properties(dir.path(), "not-the-password");
+    let refused = weir()
+        .current_dir(dir.path())
+        .args(["plugin", "list", "--registry", &registry])
+        .arg("--registry-properties")
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("refused the credentials") && stderr.contains("--registry-properties"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not-the-password"), "{stderr}");
+
+    // A file weir cannot use is refused before any connection, naming the file and the line.
+    let bad = dir.path().join("bad.properties");
+    std::fs::write(
+        &bad,
+        "security.protocol=SASL_SSL\nbootstrap.servers=elsewhere:9092\n",
+    )
+    .unwrap();
+    let refused = weir()
+        .current_dir(dir.path())
+        .args(["plugin", "list", "--registry", &registry])
+        .arg("--registry-properties")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("bad.properties") && stderr.contains("line 2"),
+        "{stderr}"
+    );
+}
