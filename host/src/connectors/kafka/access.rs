@@ -6,6 +6,7 @@
 //! refusal stops it with the brokers' reason, anything else (an outage included) is left to
 //! the connector's own retries.
 
+use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,40 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long one metadata request of the probe waits, between looks at its error events.
 const PROBE_STEP: Duration = Duration::from_millis(250);
+
+/// Prefixes of the librdkafka properties that decide whether a connection is made and accepted;
+/// the probe takes only those from a connector's `properties`, so a consumer's or a producer's
+/// own settings do not make librdkafka warn that the probe ignores them.
+const CONNECTION_PREFIXES: &[&str] = &[
+    "security.",
+    "ssl",
+    "sasl.",
+    "enable.ssl.",
+    "enable.sasl.",
+    "socket.",
+    "broker.",
+    "client.",
+    "api.version.",
+    "resolve_canonical_bootstrap_servers_only",
+];
+
+/// The probe's settings: the brokers and the connection's properties among `properties`.
+pub fn probe_config(
+    brokers: &str,
+    properties: &BTreeMap<String, crate::secret::Secret>,
+) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", brokers);
+    for (key, value) in properties {
+        if CONNECTION_PREFIXES
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
+        {
+            client.set(key, value.expose());
+        }
+    }
+    client
+}
 
 /// The brokers refused this client: retrying with the same settings cannot help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -174,6 +209,31 @@ mod tests {
         ] {
             assert_eq!(refusal(code, "certificate"), None, "{code:?}");
         }
+    }
+
+    #[test]
+    fn the_probe_takes_only_the_connection_settings() {
+        let properties: BTreeMap<String, crate::secret::Secret> = [
+            ("security.protocol", "SASL_SSL"),
+            ("ssl.ca.location", "/ca.pem"),
+            ("sasl.password", "secret"),
+            ("fetch.wait.max.ms", "100"),
+            ("linger.ms", "5"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect();
+        let client = probe_config("a:9092", &properties);
+        for key in [
+            "bootstrap.servers",
+            "security.protocol",
+            "ssl.ca.location",
+            "sasl.password",
+        ] {
+            assert!(client.get(key).is_some(), "{key}");
+        }
+        assert_eq!(client.get("fetch.wait.max.ms"), None);
+        assert_eq!(client.get("linger.ms"), None);
     }
 
     #[test]

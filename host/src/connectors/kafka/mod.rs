@@ -32,11 +32,7 @@ impl SourceSpec for KafkaSourceConfig {
     }
 
     async fn build(&self) -> Result<Box<dyn Source>, ConnectorError> {
-        probe(
-            self.describe(),
-            client_config(&self.brokers, &self.properties),
-        )
-        .await?;
+        probe(self.describe(), &self.brokers, &self.properties).await?;
         Ok(Box::new(KafkaSource::open(self)?))
     }
 
@@ -87,11 +83,7 @@ impl SinkSpec for KafkaSinkConfig {
     }
 
     async fn build(&self, dead_letter: bool) -> Result<Box<dyn Sink>, ConnectorError> {
-        probe(
-            self.describe(),
-            client_config(&self.brokers, &self.properties),
-        )
-        .await?;
+        probe(self.describe(), &self.brokers, &self.properties).await?;
         Ok(Box::new(KafkaSink::new(self, dead_letter)?))
     }
 
@@ -102,7 +94,12 @@ impl SinkSpec for KafkaSinkConfig {
 
 /// Stops a connector whose brokers refuse its credentials or its TLS settings (see
 /// [`access`]); an outage is left to the connector's retries.
-async fn probe(connector: String, client: ClientConfig) -> Result<(), ConnectorError> {
+async fn probe(
+    connector: String,
+    brokers: &str,
+    properties: &BTreeMap<String, crate::secret::Secret>,
+) -> Result<(), ConnectorError> {
+    let client = access::probe_config(brokers, properties);
     let checked =
         tokio::task::spawn_blocking(move || access::check_access(&client, access::PROBE_TIMEOUT))
             .await;

@@ -72,8 +72,11 @@ impl RegistryAddress {
     /// the brokers' reason; an outage is left to the reads and writes, which wait
     /// [`KAFKA_TIMEOUT`] and name it.
     pub fn check_access(&self) -> Result<(), KafkaRegistryError> {
-        use crate::connectors::kafka::access::{AccessError, PROBE_TIMEOUT, check_access};
-        match check_access(&self.client_config(), PROBE_TIMEOUT) {
+        use crate::connectors::kafka::access::{
+            AccessError, PROBE_TIMEOUT, check_access, probe_config,
+        };
+        let client = probe_config(&self.brokers, &self.properties);
+        match check_access(&client, PROBE_TIMEOUT) {
             Ok(()) => Ok(()),
             Err(AccessError::Refused(refusal)) => Err(KafkaRegistryError::Refused(format!(
                 "registry {self}: {}",
