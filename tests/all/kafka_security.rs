@@ -153,46 +153,44 @@ async fn refusal(toml: &str) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_wrong_password_stops_the_sink_and_the_source_naming_the_credentials() {
-    let kafka = secured();
+/// How a sink and then a source with `properties` end: both must stop by themselves, and the
+/// sink must have written nothing. Their errors, in that order.
+async fn sink_and_source_refusals(kafka: &Secured, properties: &str) -> (String, String) {
     let topic = unique("secured-refused");
     create_topic(&kafka_brokers(), &topic, 1).await;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     append_numbered(&input, 0..10);
-    let wrong = kafka.properties(&kafka.ca, "not-the-password");
     let dlq = dir.path().join("dlq.jsonl");
-
-    let error = refusal(&kafka.writing_topic(&input, &topic, &wrong, &dlq)).await;
-    assert!(error.contains("credentials"), "{error}");
-    assert!(!error.contains("not-the-password"), "{error}");
+    let sink = refusal(&kafka.writing_topic(&input, &topic, properties, &dlq)).await;
     assert_eq!(topic_message_count(&kafka_brokers(), &topic), 0);
-
     let out = dir.path().join("out.jsonl");
-    let error = refusal(&kafka.reading_topic(&topic, &wrong, &out, &dlq)).await;
-    assert!(error.contains("credentials"), "{error}");
-    assert!(!error.contains("not-the-password"), "{error}");
+    let source = refusal(&kafka.reading_topic(&topic, properties, &out, &dlq)).await;
+    (sink, source)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_stops_the_sink_and_the_source_naming_the_credentials() {
+    let kafka = secured();
+    let wrong = kafka.properties(&kafka.ca, "not-the-password");
+    let (sink, source) = sink_and_source_refusals(&kafka, &wrong).await;
+    for error in [sink, source] {
+        assert!(error.contains("refused the credentials"), "{error}");
+        assert!(!error.contains("not-the-password"), "{error}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_untrusted_broker_certificate_stops_the_sink_and_the_source_naming_tls() {
     let kafka = secured();
-    let topic = unique("secured-untrusted");
-    create_topic(&kafka_brokers(), &topic, 1).await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    append_numbered(&input, 0..10);
     let untrusting = kafka.properties(&kafka.untrusted_ca, PASSWORD);
-    let dlq = dir.path().join("dlq.jsonl");
-
-    let error = refusal(&kafka.writing_topic(&input, &topic, &untrusting, &dlq)).await;
-    assert!(error.contains("certificate"), "{error}");
-    assert_eq!(topic_message_count(&kafka_brokers(), &topic), 0);
-
-    let out = dir.path().join("out.jsonl");
-    let error = refusal(&kafka.reading_topic(&topic, &untrusting, &out, &dlq)).await;
-    assert!(error.contains("certificate"), "{error}");
+    let (sink, source) = sink_and_source_refusals(&kafka, &untrusting).await;
+    for error in [sink, source] {
+        assert!(
+            error.contains("TLS handshake") && error.contains("certificate"),
+            "{error}"
+        );
+    }
 }
 
 #[test]
