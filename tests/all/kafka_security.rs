@@ -233,15 +233,7 @@ fn the_registry_is_published_and_listed_over_sasl_ssl_with_a_properties_file() {
 
     // A wrong password is refused by the brokers, and said so at once; the password is not shown.
     let wrong = kafka.registry_properties(dir.path(), "not-the-password");
-    let refused = weir()
-        .current_dir(dir.path())
-        .args(["plugin", "list", "--registry", &registry])
-        .arg("--registry-properties")
-        .arg(&wrong)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success());
+    let stderr = failed_listing(dir.path(), &registry, &wrong);
     assert!(
         stderr.contains("refused the credentials") && stderr.contains("--registry-properties"),
         "{stderr}"
@@ -255,17 +247,23 @@ fn the_registry_is_published_and_listed_over_sasl_ssl_with_a_properties_file() {
         "security.protocol=SASL_SSL\nbootstrap.servers=elsewhere:9092\n",
     )
     .unwrap();
-    let refused = weir()
-        .current_dir(dir.path())
-        .args(["plugin", "list", "--registry", &registry])
-        .arg("--registry-properties")
-        .arg(&bad)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success());
+    let stderr = failed_listing(dir.path(), &registry, &bad);
     assert!(
         stderr.contains("bad.properties") && stderr.contains("line 2"),
         "{stderr}"
     );
+}
+
+/// `weir plugin list --registry REGISTRY --registry-properties PROPERTIES`, which must fail: its
+/// stderr.
+fn failed_listing(dir: &Path, registry: &str, properties: &Path) -> String {
+    let listed = weir()
+        .current_dir(dir)
+        .args(["plugin", "list", "--registry", registry])
+        .arg("--registry-properties")
+        .arg(properties)
+        .output()
+        .unwrap();
+    assert!(!listed.status.success(), "the listing succeeded");
+    String::from_utf8_lossy(&listed.stderr).into_owned()
 }
