@@ -13,6 +13,7 @@ mod cli;
 mod compose;
 mod connectors;
 mod crash;
+mod database_tls;
 mod failover;
 mod faults;
 mod fleet;

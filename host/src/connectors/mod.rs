@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod postgres;
 pub mod replay;
 pub mod stdout;
+pub mod tls;
 
 use std::time::Duration;
 

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::columns::{ColumnType, Missing};
 use crate::connectors::ConfigProblem;
+use crate::connectors::tls::TlsConfig;
 
 /// Consistency levels the sink may write at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -103,6 +104,12 @@ pub struct CassandraSinkConfig {
     /// Create the keyspace and table when missing, with this schema.
     #[serde(default)]
     pub create: Option<CreateTable>,
+    /// TLS to every node: with this table the driver encrypts its connections and checks each
+    /// node's certificate against the trusted CAs and the node's IP address (`{ ca_file =
+    /// "ca.pem" }` for a private CA; `crt_file`/`key_file` for a client certificate). Without
+    /// it, plain text.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 fn default_concurrency() -> usize {
@@ -137,6 +144,9 @@ impl CassandraSinkConfig {
     pub fn validate(&self) -> Result<(), ConfigProblem> {
         if self.nodes.is_empty() {
             return Err(("nodes".into(), "must list at least one node".into()));
+        }
+        if let Some(tls) = &self.tls {
+            tls.check("tls")?;
         }
         for (key, name) in [("keyspace", &self.keyspace), ("table", &self.table)] {
             if !is_identifier(name) {

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use scylla::client::session::Session;
+use scylla::client::session::{OpenSsl010Config, Session};
 use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{ExecutionError, PrepareError};
 use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
@@ -17,6 +17,7 @@ use super::classify::{Failure, classify};
 use super::columns::ColumnType;
 use super::config::CassandraSinkConfig;
 use crate::connectors::fields::{FieldPath, FieldSet};
+use crate::connectors::tls::{TlsConfig, probe_nodes};
 use crate::connectors::{Cause, ConnectorError, ErrorKind};
 
 /// One column the INSERT binds.
@@ -80,10 +81,28 @@ pub(super) async fn connect(
         };
         ConnectorError::new(kind, sink, what).caused_by(e)
     };
+    let tls = match &config.tls {
+        Some(tls) => {
+            let settings = |tls: &TlsConfig| {
+                tls.connector()
+                    .map_err(|e| ConnectorError::fatal(sink, format!("tls: {e}")))
+            };
+            // The driver retries a node whose handshake fails as if it were down; a node that
+            // refuses these TLS settings would be retried forever, so one handshake is tried
+            // first, and a refusal stops the sink.
+            let probe = settings(tls)?.build().into_context();
+            if let Err(refused) = probe_nodes(&config.nodes, &probe).await {
+                return Err(ConnectorError::fatal(sink, refused.to_string()));
+            }
+            Some(OpenSsl010Config::new(settings(tls)?))
+        }
+        None => None,
+    };
     // Client-side timestamps, strictly increasing within the process, for the statements the
     // sink does not stamp itself (its inserts carry `USING TIMESTAMP`, fixed per batch).
     let session = SessionBuilder::new()
         .known_nodes(&config.nodes)
+        .tls_context(tls)
         .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()))
         .build()
         .await

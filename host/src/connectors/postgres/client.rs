@@ -1,17 +1,22 @@
 //! A PostgreSQL connection that reconnects after failures, and forwards NOTIFY messages. Every
 //! connection is opened and used under time limits, so a server or network that stops
 //! answering without closing the socket (a half-open connection) fails the call instead of
-//! hanging the pipeline.
+//! hanging the pipeline. With a `tls` table the connection is encrypted (OpenSSL), and a server
+//! that fails the checks stops the pipeline instead of being retried.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use postgres_openssl::MakeTlsConnector;
 use tokio::sync::Notify;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Socket};
 
+use crate::connectors::tls::{TlsConfig, TlsError};
 use crate::connectors::{ConnectorError, ErrorKind};
 use crate::secret::Secret;
 
@@ -86,12 +91,38 @@ impl Limits {
     }
 }
 
+/// How a connector's connections are encrypted, built once from its `tls` table.
+#[derive(Clone)]
+pub enum Encryption {
+    /// No `tls` table: as the URL's `sslmode` says. The default (`prefer`) and `disable`
+    /// connect in plain text; `require` encrypts, trusting the system's CAs.
+    AsUrlSays,
+    /// A `tls` table: always encrypted, checked as the table says, whatever `sslmode` says.
+    Required(MakeTlsConnector),
+}
+
+impl Encryption {
+    /// From a connector's `tls` table, reading its files.
+    pub fn new(tls: Option<&TlsConfig>) -> Result<Self, TlsError> {
+        Ok(match tls {
+            Some(tls) => Encryption::Required(MakeTlsConnector::new(tls.connector()?.build())),
+            None => Encryption::AsUrlSays,
+        })
+    }
+
+    /// From a connector's `tls` table, as a configuration error of the connector.
+    pub fn for_connector(connector: &str, tls: Option<&TlsConfig>) -> Result<Self, ConnectorError> {
+        Encryption::new(tls).map_err(|e| ConnectorError::fatal(connector, format!("tls: {e}")))
+    }
+}
+
 /// Connects, spawning the connection's driver; each notification wakes `notifications` if given.
 /// Wake-ups coalesce into one (a [`Notify`] permit), so a flood of NOTIFY messages, however long,
 /// holds no memory: the source only needs to know that something was announced.
 pub async fn connect(
     connector: &str,
     url: &Secret,
+    encryption: &Encryption,
     limits: Limits,
     notifications: Option<Arc<Notify>>,
 ) -> Result<Client, ConnectorError> {
@@ -114,13 +145,66 @@ pub async fn connect(
         )
         .keepalives_retries(KEEPALIVE_RETRIES);
     let what = format!("cannot connect to PostgreSQL ({})", url.redacted());
+    let client = match encryption {
+        Encryption::Required(tls) => {
+            config.ssl_mode(SslMode::Require);
+            open(
+                connector,
+                &what,
+                &config,
+                tls.clone(),
+                limits,
+                notifications,
+            )
+            .await?
+        }
+        Encryption::AsUrlSays if config.get_ssl_mode() == SslMode::Require => {
+            let system = MakeTlsConnector::new(
+                TlsConfig::system_trust()
+                    .connector()
+                    .map_err(|e| ConnectorError::fatal(connector, format!("tls: {e}")))?
+                    .build(),
+            );
+            open(connector, &what, &config, system, limits, notifications).await?
+        }
+        Encryption::AsUrlSays => {
+            open(connector, &what, &config, NoTls, limits, notifications).await?
+        }
+    };
+    // The server ends a statement that runs too long itself, and tells why (57014).
+    limits
+        .statement(
+            connector,
+            "cannot set statement_timeout",
+            client.batch_execute(&format!(
+                "SET statement_timeout = {}",
+                limits.statement.as_millis()
+            )),
+        )
+        .await?;
+    Ok(client)
+}
+
+/// Opens the connection with `tls` and spawns its driver.
+async fn open<T>(
+    connector: &str,
+    what: &str,
+    config: &Config,
+    tls: T,
+    limits: Limits,
+    notifications: Option<Arc<Notify>>,
+) -> Result<Client, ConnectorError>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
     // tokio-postgres bounds only the TCP connect; a server that accepts and then says nothing
     // would hang the start-up handshake, so the whole of it runs under the limit.
     // A server that answers with an error (wrong password, missing database) is told apart from
     // one that cannot be reached: only the latter is worth retrying.
     let (client, mut connection) =
-        match tokio::time::timeout(limits.connect, config.connect(NoTls)).await {
-            Ok(connected) => connected.map_err(|e| classify(connector, &what, e))?,
+        match tokio::time::timeout(limits.connect, config.connect(tls)).await {
+            Ok(connected) => connected.map_err(|e| classify(connector, what, e))?,
             Err(_) => {
                 return Err(ConnectorError::transient(
                     connector,
@@ -149,24 +233,17 @@ pub async fn connect(
             }
         }
     });
-    // The server ends a statement that runs too long itself, and tells why (57014).
-    limits
-        .statement(
-            connector,
-            "cannot set statement_timeout",
-            client.batch_execute(&format!(
-                "SET statement_timeout = {}",
-                limits.statement.as_millis()
-            )),
-        )
-        .await?;
     Ok(client)
 }
 
 /// A database error as a connector error, decided by its SQLSTATE: connection and
 /// server-availability problems are transient; the rest (bad SQL, permissions, constraint types)
-/// are not. An error without a SQLSTATE never reached the server's SQL layer: the connection.
+/// are not. An error without a SQLSTATE never reached the server's SQL layer: the connection,
+/// retried unless its TLS handshake failed, which a retry cannot cure.
 pub fn classify(connector: &str, what: &str, error: tokio_postgres::Error) -> ConnectorError {
+    if let Some(refusal) = tls_refusal(&error) {
+        return ConnectorError::fatal(connector, format!("{what}: {refusal}")).caused_by(error);
+    }
     let kind = match error.code() {
         Some(code) if is_transient(code) => ErrorKind::Transient,
         Some(_) => ErrorKind::Fatal,
@@ -177,6 +254,35 @@ pub fn classify(connector: &str, what: &str, error: tokio_postgres::Error) -> Co
         None => what.to_owned(),
     };
     ConnectorError::new(kind, connector, message).caused_by(error)
+}
+
+/// What to tell the user when TLS, not the network, ended the connection: the server does
+/// not offer TLS, or the handshake failed at the protocol level (a certificate that the
+/// trusted CAs did not sign or that names another host, a client certificate refused). A
+/// handshake cut short by the network is an I/O error and is retried.
+fn tls_refusal(error: &tokio_postgres::Error) -> Option<String> {
+    // tokio-postgres's own words when the server answers the TLS request with "no".
+    if error.to_string().contains("server does not support TLS") {
+        return Some(
+            "the server does not offer TLS, which the `tls` table (or sslmode=require) demands; turn on `ssl` in its postgresql.conf, or remove the `tls` table".into(),
+        );
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if let Some(ssl) = current.downcast_ref::<openssl::ssl::Error>() {
+            if ssl.code() != openssl::ssl::ErrorCode::SSL {
+                return None;
+            }
+            // The connector's error says OpenSSL's reason and the certificate check's result.
+            let reason = std::error::Error::source(error)
+                .map_or_else(|| ssl.to_string(), ToString::to_string);
+            return Some(format!(
+                "the TLS handshake failed ({reason}); check `tls.ca_file` (the CA that signed the server's certificate), that the certificate names the host in the url (or set `tls.verify_hostname = false`), and the client certificate if the server asks for one"
+            ));
+        }
+        cause = current.source();
+    }
+    None
 }
 
 /// SQLSTATEs that retrying can cure.
@@ -257,6 +363,7 @@ mod tests {
         let error = connect(
             "postgres sink t",
             &url,
+            &Encryption::AsUrlSays,
             Limits::from_millis(10_000, 30_000, 30_000),
             None,
         )

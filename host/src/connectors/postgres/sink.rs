@@ -12,9 +12,10 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use super::client::{Limits, classify, connect};
+use super::client::{Encryption, Limits, classify, connect};
 use super::{channel_for, count_ignored, quoted_table};
 use crate::connectors::fields::{FieldPath, text_at};
+use crate::connectors::tls::TlsConfig;
 use crate::connectors::{ConfigProblem, ConnectorError, MAX_DURATION_MS, Rejected, Sink};
 use crate::record::{Record, headers};
 use crate::secret::Secret;
@@ -57,6 +58,12 @@ pub struct PostgresSinkConfig {
     /// connection and closes it when three probes go unanswered.
     #[serde(default = "default_keepalive_idle_ms")]
     pub keepalive_idle_ms: u64,
+    /// TLS: with this table the connection is always encrypted and the server checked
+    /// (`{ ca_file = "ca.pem" }` for a private CA; `crt_file`/`key_file` for a client
+    /// certificate). Without it, the url's `sslmode` decides: `require` encrypts, trusting the
+    /// system's CAs; otherwise plain text.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// What the sink does with a record whose key the landing table already holds.
@@ -98,6 +105,11 @@ pub(super) fn default_keepalive_idle_ms() -> u64 {
 const MAX_STATEMENT_TIMEOUT_MS: u64 = i32::MAX as u64;
 /// The longest keepalive idle time Linux accepts (`TCP_KEEPIDLE`, 32767 s).
 const MAX_KEEPALIVE_IDLE_MS: u64 = 32_767_000;
+
+/// Checks a PostgreSQL connector's `tls` table: its files exist, parse and fit together.
+pub(super) fn check_tls(tls: Option<&TlsConfig>) -> Result<(), ConfigProblem> {
+    tls.map_or(Ok(()), |tls| tls.check("tls"))
+}
 
 /// Checks the three time limits every PostgreSQL connector has: each at least its minimum and
 /// at most what the server, the kernel and `MAX_DURATION_MS` allow.
@@ -142,7 +154,8 @@ impl PostgresSinkConfig {
             self.connect_timeout_ms,
             self.statement_timeout_ms,
             self.keepalive_idle_ms,
-        )
+        )?;
+        check_tls(self.tls.as_ref())
     }
 
     /// The time limits of a connection to this table.
@@ -163,6 +176,7 @@ pub struct PostgresSink {
     key_pointer: Option<FieldPath>,
     dead_letter: bool,
     limits: Limits,
+    encryption: Encryption,
     client: Option<Client>,
 }
 
@@ -184,6 +198,7 @@ impl PostgresSink {
         Ok(PostgresSink {
             key_pointer: config.key_field.as_deref().map(FieldPath::parse),
             limits: config.limits(),
+            encryption: Encryption::for_connector(&name, config.tls.as_ref())?,
             config: config.clone(),
             name,
             table,
@@ -195,7 +210,14 @@ impl PostgresSink {
     async fn client(&mut self) -> Result<&Client, ConnectorError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
-            let client = connect(&self.name, &self.config.url, self.limits, None).await?;
+            let client = connect(
+                &self.name,
+                &self.config.url,
+                &self.encryption,
+                self.limits,
+                None,
+            )
+            .await?;
             if self.config.create_table {
                 let ddl = if self.dead_letter {
                     self.dead_letter_ddl()

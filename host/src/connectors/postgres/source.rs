@@ -14,8 +14,9 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio_postgres::Client;
 
-use super::client::{Limits, connect};
+use super::client::{Encryption, Limits, connect};
 use super::{channel_for, is_identifier, quoted_table};
+use crate::connectors::tls::TlsConfig;
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
 use crate::record::{Record, SourcePosition, SourceRecord};
 use crate::secret::Secret;
@@ -58,6 +59,10 @@ pub struct PostgresSourceConfig {
     /// connection and closes it when three probes go unanswered.
     #[serde(default = "super::sink::default_keepalive_idle_ms")]
     pub keepalive_idle_ms: u64,
+    /// TLS, as the `postgres` sink's `tls` table: with it the connection is always encrypted
+    /// and the server checked; without it the url's `sslmode` decides.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 fn default_id_column() -> String {
@@ -101,7 +106,8 @@ impl PostgresSourceConfig {
             self.connect_timeout_ms,
             self.statement_timeout_ms,
             self.keepalive_idle_ms,
-        )
+        )?;
+        super::sink::check_tls(self.tls.as_ref())
     }
 }
 
@@ -117,6 +123,7 @@ pub struct PostgresSource {
     cursor: i64,
     stream: Arc<str>,
     limits: Limits,
+    encryption: Encryption,
 }
 
 const OFFSETS_DDL: &str = "CREATE TABLE IF NOT EXISTS weir_offsets (
@@ -141,7 +148,9 @@ impl PostgresSource {
             id = config.id_column,
             value = config.value_column,
         );
+        let encryption = Encryption::for_connector(&name, config.tls.as_ref())?;
         let mut source = PostgresSource {
+            encryption,
             config: config.clone(),
             name,
             query,
@@ -166,6 +175,7 @@ impl PostgresSource {
             let client = connect(
                 &self.name,
                 &self.config.url,
+                &self.encryption,
                 self.limits,
                 Some(Arc::clone(&self.notifications)),
             )

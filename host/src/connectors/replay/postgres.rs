@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 
 use super::{DeadLetterReader, Entry, headers_from_json};
 use crate::connectors::postgres::PostgresSinkConfig;
-use crate::connectors::postgres::client::{Limits, classify, connect};
+use crate::connectors::postgres::client::{Encryption, Limits, classify, connect};
 use crate::connectors::{ConnectorError, ErrorKind};
 use crate::record::{Record, SourcePosition};
 
@@ -20,6 +20,8 @@ pub struct PostgresReader {
     table: String,
     stream: Arc<str>,
     url: crate::secret::Secret,
+    /// How the connection is encrypted, from the dead-letter table's `tls` table.
+    encryption: Encryption,
     /// The connection's time limits, from the dead-letter table's `*_ms` options.
     limits: Limits,
     client: Client,
@@ -45,7 +47,8 @@ impl PostgresReader {
             .collect::<Vec<_>>()
             .join(".");
         let limits = config.limits();
-        let client = connect(&name, &config.url, limits, None).await?;
+        let encryption = Encryption::for_connector(&name, config.tls.as_ref())?;
+        let client = connect(&name, &config.url, &encryption, limits, None).await?;
         // A dry run changes nothing, so it adds no column: without one, no row was replayed.
         let marked = if dry_run {
             client
@@ -93,6 +96,7 @@ impl PostgresReader {
             stream: Arc::from(config.table.as_str()),
             table,
             url: config.url.clone(),
+            encryption,
             limits,
             client,
             after: 0,
@@ -107,7 +111,8 @@ impl PostgresReader {
     /// The connection, opened again if it was lost (a database restart only delays a replay).
     async fn client(&mut self) -> Result<&Client, ConnectorError> {
         if self.client.is_closed() {
-            self.client = connect(&self.name, &self.url, self.limits, None).await?;
+            self.client =
+                connect(&self.name, &self.url, &self.encryption, self.limits, None).await?;
         }
         Ok(&self.client)
     }
