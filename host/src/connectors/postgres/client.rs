@@ -128,11 +128,19 @@ pub async fn connect(
 ) -> Result<Client, ConnectorError> {
     let mut config: Config = url.expose().parse().map_err(|_| {
         // The parser's message may quote the string, password included: not shown.
+        let libpq_files = ["sslrootcert", "sslcert", "sslkey"]
+            .iter()
+            .any(|key| url.expose().contains(key));
         ConnectorError::fatal(
             connector,
             format!(
-                "url `{}` is not a PostgreSQL connection string (postgres://user:password@host:port/db or host=... key=value pairs)",
-                url.redacted()
+                "url `{}` is not a PostgreSQL connection string (postgres://user:password@host:port/db or host=... key=value pairs){}",
+                url.redacted(),
+                if libpq_files {
+                    "; sslrootcert, sslcert and sslkey are the connector's `tls` keys ca_file, crt_file and key_file"
+                } else {
+                    ""
+                }
             ),
         )
     })?;
@@ -355,6 +363,23 @@ mod tests {
         ] {
             assert_eq!(Secret::new(url).redacted(), shown);
         }
+    }
+
+    #[tokio::test]
+    async fn libpq_certificate_files_in_the_url_point_to_the_tls_table() {
+        let url = Secret::new("postgres://weir:secret@127.0.0.1:1/weir?sslrootcert=/ca.pem");
+        let error = connect(
+            "postgres sink t",
+            &url,
+            &Encryption::AsUrlSays,
+            Limits::from_millis(10_000, 30_000, 30_000),
+            None,
+        )
+        .await
+        .unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("`tls` keys ca_file"), "{message}");
+        assert!(!message.contains("secret"), "{message}");
     }
 
     #[tokio::test]
