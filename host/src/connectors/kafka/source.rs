@@ -355,10 +355,12 @@ const POLL_RUN: usize = 256;
 const DEFAULT_WANTED: usize = 500;
 /// librdkafka settings the source uses unless `properties` sets them:
 /// - `partition.assignment.strategy`: [`DEFAULT_ASSIGNOR`].
-/// - `queued.max.messages.kbytes` (the prefetch queue, in KiB): 4 MiB, so with the source's own
-///   buffer of `MAX_BUFFERED_BYTES` what a consumer holds stays within 12 MiB (librdkafka's
-///   default alone is 64 MiB). 16 MiB measured the same records/s (with the backoff below) and
-///   24 MiB more peak RSS into Cassandra (README, Performance).
+/// - `queued.max.messages.kbytes` (the prefetch queue, in KiB): 1 MiB. librdkafka counts the
+///   bytes as fetched, so a compressed topic (weir's Kafka sink writes lz4 by default) holds
+///   several times that once decompressed: at 4 MiB, an lz4 topic of users kept about 30 MiB
+///   in the queue, and `weir run` into Cassandra peaked at 80 MiB instead of 57. Pipelines
+///   with a plugin read as fast at 1 MiB; a consumer that only reads, about a fifth slower
+///   (README, Performance, nineteenth session). 16 MiB measured the same records/s as 4.
 /// - `fetch.queue.backoff.ms`: how long librdkafka waits before fetching again once the
 ///   prefetch queue is full. Its default of 1 s starves a pipeline slower than the brokers: it
 ///   drains the queue in well under a second, then waits for the rest of it with nothing to
@@ -367,7 +369,7 @@ const DEFAULT_WANTED: usize = 500;
 ///   at 10 ms (README, Performance).
 const CONSUMER_DEFAULTS: [(&str, &str); 3] = [
     ("partition.assignment.strategy", DEFAULT_ASSIGNOR),
-    ("queued.max.messages.kbytes", "4096"),
+    ("queued.max.messages.kbytes", "1024"),
     ("fetch.queue.backoff.ms", "10"),
 ];
 /// How often acknowledged offsets are committed while the pipeline runs (asynchronously; the
