@@ -318,3 +318,53 @@ async fn probe(address: SocketAddr, context: &SslContext) -> Probe {
         Ok(Err(_)) | Err(_) => Probe::Unreachable,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(ca: Option<&Path>, crt: Option<&Path>, key: Option<&Path>) -> TlsConfig {
+        TlsConfig {
+            ca_file: ca.map(Path::to_owned),
+            crt_file: crt.map(Path::to_owned),
+            key_file: key.map(Path::to_owned),
+            ..TlsConfig::system_trust()
+        }
+    }
+
+    #[test]
+    fn problems_name_the_key_of_the_file_they_are_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = dir.path().join("bundle.pem");
+        std::fs::write(&huge, vec![b'A'; MAX_PEM_BYTES as usize + 1]).unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        let missing = dir.path().join("missing.pem");
+
+        let (key, message) = table(Some(&huge), None, None).check("tls").unwrap_err();
+        assert_eq!(key, "tls.ca_file");
+        assert!(
+            message.contains("bundle.pem") && message.contains("larger than"),
+            "{message}"
+        );
+
+        let (key, message) = table(None, Some(&empty), Some(&missing))
+            .check("tls")
+            .unwrap_err();
+        assert_eq!(key, "tls.crt_file");
+        assert!(message.contains("no PEM certificate"), "{message}");
+
+        let (key, message) = table(None, Some(&empty), None)
+            .check("sink.tls")
+            .unwrap_err();
+        assert_eq!(key, "sink.tls.key_file");
+        assert!(message.contains("go together"), "{message}");
+
+        let (key, message) = table(Some(&missing), None, None).check("tls").unwrap_err();
+        assert_eq!(key, "tls.ca_file");
+        assert!(message.contains("missing.pem"), "{message}");
+
+        // No files: the system's CAs, which always make a client.
+        assert!(table(None, None, None).check("tls").is_ok());
+    }
+}
