@@ -232,7 +232,7 @@ pub fn project_name(dir: &Path) -> Result<String, BuildError> {
 /// The release profile a Rust plugin is built with, over its project's own: link-time
 /// optimisation across the SDK, serde and the plugin in one codegen unit, and LLVM inlining
 /// more than its default (threshold 1000, not 225). Measured with `weir bench plugin` on
-/// `user-profile` (README, Performance): LTO 5 to 10% more records/s as Wasm; the inlining
+/// `user-profile` (docs/performance.md): LTO 5 to 10% more records/s as Wasm; the inlining
 /// about 7% more again, for a component 30% larger, since every call a Wasm function makes
 /// costs a deadline check and a frame that native code does not pay; and Wasm's 128-bit vectors
 /// (`simd128`), with which the SDK scans strings sixteen bytes a step (8% fewer instructions per

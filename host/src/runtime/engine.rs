@@ -190,7 +190,7 @@ fn engine_config(pooling: Option<ComponentLimits>, deadlines: Deadlines) -> Conf
     config.concurrency_support(false);
     // Deadlines: epoch interruption costs a load and compare per function entry and loop
     // header, far cheaper than fuel, and a ticker thread makes it wall-clock based. Measured
-    // cost: README, "Wasm against native".
+    // cost: docs/performance.md, "Wasm against native".
     config.epoch_interruption(deadlines == Deadlines::Enforced);
     // A 4 GiB reservation plus a guard region per linear memory (wasmtime's defaults on 64-bit
     // hosts, stated here because speed depends on them): every 32-bit address a plugin can form

@@ -19,7 +19,7 @@
 //! string that is ASCII without escapes, a skipped value that is a string or a number) is
 //! settled before any loop, with the loops in separate functions for the rest; and the small
 //! steps run for every key are inlined. That took the deadline checks' cost in `weir bench
-//! plugin` from about 20% to about 10% (README, Performance).
+//! plugin` from about 20% to about 10% (docs/performance.md).
 
 use std::fmt::{self, Display};
 

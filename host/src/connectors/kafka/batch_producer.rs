@@ -2,7 +2,7 @@
 //! record carries its batch's tally and its index there, and the task that sent the batch is
 //! woken once, when the last report is in. rdkafka's `FutureProducer` gives every record its
 //! own future, channel and wake instead: about an eighth of a kafka -> kafka pipeline's CPU
-//! (README, Performance). The reports are served by a thread of this module's own rather than
+//! (docs/performance.md). The reports are served by a thread of this module's own rather than
 //! rdkafka's `ThreadedProducer`, whose polling spins (see [`REPORT_POLL_WINDOW`]).
 
 use std::ops::Deref;
@@ -29,7 +29,7 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(10);
 /// whatever the window. rdkafka's poll rounds the time left down to whole milliseconds, so the
 /// last fraction of a millisecond of every window is spent polling without waiting, over and
 /// over. `ThreadedProducer`'s 100 ms windows make that 9 ms of CPU a second per producer, idle
-/// or busy (README, Performance); one-second windows spin a tenth as much. The window is also
+/// or busy (docs/performance.md); one-second windows spin a tenth as much. The window is also
 /// how long the producer outlives its last handle.
 const REPORT_POLL_WINDOW: Duration = Duration::from_secs(1);
 

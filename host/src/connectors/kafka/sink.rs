@@ -83,7 +83,7 @@ pub struct KafkaSinkConfig {
 /// batches and waits for each batch's delivery reports, so a linger only delays the last request
 /// of every batch: at 5 ms, kafka -> user-profile -> kafka ran at 143,000 to 151,000 records/s
 /// with a quarter of two cores idle; at 1 ms, 169,000 to 227,000 at no more CPU per record,
-/// weir's or the broker's (README, Performance). 0 was no faster.
+/// weir's or the broker's (docs/performance.md). 0 was no faster.
 const DEFAULT_LINGER_MS: &str = "1";
 
 fn default_delivery_timeout_ms() -> u64 {

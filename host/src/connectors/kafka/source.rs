@@ -337,7 +337,7 @@ const THREAD_POLL: Duration = Duration::from_millis(100);
 /// Batches of fetched records held for the pipeline before the thread stops fetching.
 /// librdkafka's prefetch queue holds more behind it, so this only has to cover the moments the
 /// thread is not polling: 4 batches (1,024 records at least) read as fast as 8 (4,096 at least)
-/// into a blackhole and cost 5 to 6 MiB less peak RSS into Cassandra (README, Performance).
+/// into a blackhole and cost 5 to 6 MiB less peak RSS into Cassandra (docs/performance.md).
 const BUFFERED_BATCHES: usize = 4;
 /// Records held before the thread stops fetching, whatever the batch size.
 const MIN_BUFFERED: usize = 1_024;
@@ -360,13 +360,13 @@ const DEFAULT_WANTED: usize = 500;
 ///   several times that once decompressed: at 4 MiB, an lz4 topic of users kept about 30 MiB
 ///   in the queue, and `weir run` into Cassandra peaked at 80 MiB instead of 57. Pipelines
 ///   with a plugin read as fast at 1 MiB; a consumer that only reads, about a fifth slower
-///   (README, Performance, nineteenth session). 16 MiB measured the same records/s as 4.
+///   (docs/performance.md, nineteenth session). 16 MiB measured the same records/s as 4.
 /// - `fetch.queue.backoff.ms`: how long librdkafka waits before fetching again once the
 ///   prefetch queue is full. Its default of 1 s starves a pipeline slower than the brokers: it
 ///   drains the queue in well under a second, then waits for the rest of it with nothing to
 ///   read. Measured with kafka -> user-profile -> blackhole on 600,000 users (release, 2 cores):
 ///   34,000 records/s at 1 s, 74,000 with a 64 MiB queue instead, all 600,000 read within 3 s
-///   at 10 ms (README, Performance).
+///   at 10 ms (docs/performance.md).
 const CONSUMER_DEFAULTS: [(&str, &str); 3] = [
     ("partition.assignment.strategy", DEFAULT_ASSIGNOR),
     ("queued.max.messages.kbytes", "1024"),
