@@ -127,18 +127,42 @@ async fn refusal(toml: &str) -> String {
     }
 }
 
+/// What each test starts from: the fixtures, a folder, an input file of numbered records and a
+/// dead-letter file in it.
+struct Scene {
+    fixtures: Fixtures,
+    dir: tempfile::TempDir,
+    input: std::path::PathBuf,
+    dlq: std::path::PathBuf,
+}
+
+fn scene(records: std::ops::Range<u64>) -> Scene {
+    let fixtures = fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    append_numbered(&input, records);
+    let dlq = dir.path().join("dlq.jsonl");
+    Scene {
+        fixtures,
+        dir,
+        input,
+        dlq,
+    }
+}
+
 fn line_count(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_rows_land_and_are_tailed_over_tls_with_a_password_and_a_client_certificate() {
-    let fixtures = fixtures();
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    append_numbered(&input, 0..300);
+    let Scene {
+        fixtures,
+        dir,
+        input,
+        dlq,
+    } = scene(0..300);
     let table = unique("tls_landing");
-    let dlq = dir.path().join("dlq.jsonl");
 
     // weir_tls may only log in over TLS (pg_hba.conf rejects it otherwise).
     let trusted = format!(r#"{{ ca_file = "{}" }}"#, fixtures.ca);
@@ -191,12 +215,13 @@ fn misnamed_url(url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_without_tls_an_untrusted_server_or_sslmode_require_alone_stop_the_pipeline() {
-    let fixtures = fixtures();
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    append_numbered(&input, 0..10);
+    let Scene {
+        fixtures,
+        dir,
+        input,
+        dlq,
+    } = scene(0..10);
     let table = unique("tls_refused");
-    let dlq = dir.path().join("dlq.jsonl");
 
     // The server refuses the TLS-only role in plain text: its reason, not a retry.
     let plain = refusal(&landing(
@@ -253,11 +278,13 @@ async fn postgres_without_tls_an_untrusted_server_or_sslmode_require_alone_stop_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cassandra_sink_writes_over_tls_and_stops_at_an_untrusted_certificate() {
-    let fixtures = fixtures();
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    append_numbered(&input, 0..200);
-    let dlq = dir.path().join("dlq.jsonl");
+    // The folder is kept (bound) until the end: it holds the input.
+    let Scene {
+        fixtures,
+        dir: _dir,
+        input,
+        dlq,
+    } = scene(0..200);
 
     let keyspace = unique("tls_ks");
     let trusted = format!(r#"{{ ca_file = "{}" }}"#, fixtures.ca);

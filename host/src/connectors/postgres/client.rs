@@ -365,36 +365,33 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn libpq_certificate_files_in_the_url_point_to_the_tls_table() {
-        let url = Secret::new("postgres://weir:secret@127.0.0.1:1/weir?sslrootcert=/ca.pem");
+    /// The message of a connection to `url` that fails (nothing listens on port 1, or the url
+    /// does not parse).
+    async fn failed_connection(url: &str) -> String {
         let error = connect(
             "postgres sink t",
-            &url,
+            &Secret::new(url),
             &Encryption::AsUrlSays,
             Limits::from_millis(10_000, 30_000, 30_000),
             None,
         )
         .await
         .unwrap_err();
-        let message = error.to_string();
+        error.to_string()
+    }
+
+    #[tokio::test]
+    async fn libpq_certificate_files_in_the_url_point_to_the_tls_table() {
+        let message =
+            failed_connection("postgres://weir:secret@127.0.0.1:1/weir?sslrootcert=/ca.pem").await;
         assert!(message.contains("`tls` keys ca_file"), "{message}");
         assert!(!message.contains("secret"), "{message}");
     }
 
     #[tokio::test]
     async fn a_failed_connection_names_the_server_without_the_password() {
-        let url = Secret::new("host=127.0.0.1 port=1 user=weir password=canary-pg-9d2c");
-        let error = connect(
-            "postgres sink t",
-            &url,
-            &Encryption::AsUrlSays,
-            Limits::from_millis(10_000, 30_000, 30_000),
-            None,
-        )
-        .await
-        .unwrap_err();
-        let message = error.to_string();
+        let message =
+            failed_connection("host=127.0.0.1 port=1 user=weir password=canary-pg-9d2c").await;
         assert!(message.contains("password=***"), "{message}");
         assert!(!message.contains("canary"), "{message}");
     }
