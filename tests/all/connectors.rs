@@ -10,17 +10,13 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use weir::pipeline::PipelineReport;
 
 use crate::support::{
-    cassandra_nodes, kafka_brokers, outcome_within, postgres_url, read_json_lines, run_until,
-    unique,
+    cassandra_nodes, kafka_brokers, line_count, outcome_within, postgres_url, read_json_lines,
+    run_until, unique,
 };
 
 /// Runs the single pipeline of `toml` until its source ends by itself.
 async fn run_to_end(toml: &str) -> PipelineReport {
     run_until(toml, || false).await
-}
-
-fn lines(path: &Path) -> usize {
-    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
 }
 
 async fn produce(brokers: &str, topic: &str, range: std::ops::Range<u32>) {
@@ -70,10 +66,10 @@ async fn kafka_source_resumes_from_committed_offsets() {
         out = out.display(),
         dir = dir.path().display()
     );
-    let first = run_until(&toml, || lines(&out) >= 300).await;
+    let first = run_until(&toml, || line_count(&out) >= 300).await;
     assert_eq!(first.records_out, 300);
     produce(&brokers, &topic, 300..400).await;
-    let second = run_until(&toml, || lines(&out) >= 400).await;
+    let second = run_until(&toml, || line_count(&out) >= 400).await;
     assert_eq!(
         second.records_out, 100,
         "a restart resumes after the committed offsets"
@@ -132,13 +128,13 @@ async fn postgres_sink_is_idempotent_and_the_source_resumes_from_its_offsets() {
         out = out.display(),
         dir = dir.path().display()
     );
-    let first = run_until(&tail, || lines(&out) >= 30).await;
+    let first = run_until(&tail, || line_count(&out) >= 30).await;
     assert_eq!(first.records_out, 30, "duplicates collapsed on the key");
     // More rows arrive while nothing tails; a restart reads only those.
     let more: Vec<String> = (0..5).map(|_| generator.next_user().to_string()).collect();
     std::fs::write(&input, more.join("\n") + "\n").unwrap();
     run_to_end(&ingest).await;
-    let second = run_until(&tail, || lines(&out) >= 35).await;
+    let second = run_until(&tail, || line_count(&out) >= 35).await;
     assert_eq!(second.records_out, 5);
     let ids: std::collections::BTreeSet<String> = read_json_lines(&out)
         .iter()
@@ -507,7 +503,7 @@ async fn kafka_source_with_offset_reset_latest_skips_what_came_before_it() {
         let (brokers, topic, out) = (brokers.clone(), topic.clone(), out.clone());
         tokio::spawn(async move {
             for probe in 1000..1600 {
-                if lines(&out) > 0 {
+                if line_count(&out) > 0 {
                     produce(&brokers, &topic, 2000..2010).await;
                     return;
                 }

@@ -6,14 +6,13 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Duration;
 
 use scylla::client::session_builder::SessionBuilder;
 use weir::config::PipelineFile;
 
 use crate::support::{
-    append_numbered, cassandra_nodes, outcome_within, postgres_url, read_json_lines, run_pipeline,
-    run_until, unique,
+    append_numbered, cassandra_nodes, line_count, postgres_url, read_json_lines, refusal,
+    run_pipeline, run_until, unique,
 };
 
 /// The TLS test fixtures, from `scripts/services env`.
@@ -118,15 +117,6 @@ fn tls_key(tls: &str) -> String {
     }
 }
 
-/// How a pipeline that must not connect ends: by itself, with an error.
-async fn refusal(toml: &str) -> String {
-    match outcome_within(toml, Duration::from_secs(180)).await {
-        Some(Err(error)) => format!("{error:#}"),
-        Some(Ok(report)) => panic!("the pipeline succeeded: {report:?}"),
-        None => panic!("the pipeline kept retrying instead of stopping"),
-    }
-}
-
 /// What each test starts from: the fixtures, a folder, an input file of numbered records and a
 /// dead-letter file in it.
 struct Scene {
@@ -148,10 +138,6 @@ fn scene(records: std::ops::Range<u64>) -> Scene {
         input,
         dlq,
     }
-}
-
-fn line_count(path: &Path) -> usize {
-    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,11 +6,10 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Duration;
 
 use crate::services::{create_topic, topic_message_count};
 use crate::support::{
-    append_numbered, kafka_brokers, outcome_within, plugin_registry, read_json_lines,
+    append_numbered, kafka_brokers, line_count, plugin_registry, read_json_lines, refusal,
     require_listening, run_pipeline, run_until, unique, weir,
 };
 
@@ -111,10 +110,6 @@ impl Secured {
     }
 }
 
-fn line_count(path: &Path) -> usize {
-    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pipeline_writes_and_reads_a_zstd_topic_over_sasl_ssl() {
     let kafka = secured();
@@ -142,15 +137,6 @@ async fn a_pipeline_writes_and_reads_a_zstd_topic_over_sasl_ssl() {
         .collect();
     assert_eq!(numbers, (0..500).collect::<BTreeSet<u64>>());
     assert_eq!(line_count(&dlq), 0, "nothing was dead-lettered");
-}
-
-/// How a pipeline that cannot reach the listener ends: it must stop by itself with an error.
-async fn refusal(toml: &str) -> String {
-    match outcome_within(toml, Duration::from_secs(180)).await {
-        Some(Err(error)) => format!("{error:#}"),
-        Some(Ok(report)) => panic!("the pipeline succeeded: {report:?}"),
-        None => panic!("the pipeline kept retrying instead of stopping"),
-    }
 }
 
 /// How a sink and then a source with `properties` end: both must stop by themselves, and the

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::{
-    FileRun, append_numbered, postgres_url, read_json_lines, serve_http, unique, wait_for, weir,
+    FileRun, append_numbered, line_count, postgres_url, read_json_lines, serve_http, unique,
+    wait_for, weir,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -139,10 +140,6 @@ impl Running {
     }
 }
 
-fn count_lines(path: &Path) -> usize {
-    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
-}
-
 /// The first run ends with SIGTERM (as a service manager stops it), the second with SIGINT (as
 /// Ctrl-C does): both drain and commit.
 #[tokio::test(flavor = "multi_thread")]
@@ -164,7 +161,7 @@ async fn sigterm_drains_commits_and_a_restart_neither_loses_nor_repeats() {
     let first = start(dir.path(), "p.toml", &[("WEIR_ADMIN", "127.0.0.1:0")]);
     let out_path = out.clone();
     wait_for("some output", Duration::from_secs(60), move || {
-        count_lines(&out_path) >= 1_000
+        line_count(&out_path) >= 1_000
     })
     .await;
     let (clean, log) = first.terminate();
@@ -175,7 +172,7 @@ async fn sigterm_drains_commits_and_a_restart_neither_loses_nor_repeats() {
     let second = start(dir.path(), "p.toml", &[("WEIR_ADMIN", "127.0.0.1:0")]);
     let out_path = out.clone();
     wait_for("all output", Duration::from_secs(120), move || {
-        count_lines(&out_path) >= 25_000
+        line_count(&out_path) >= 25_000
     })
     .await;
     append_numbered(&input, 25_000..30_000);
@@ -183,7 +180,7 @@ async fn sigterm_drains_commits_and_a_restart_neither_loses_nor_repeats() {
     wait_for(
         "output after the second append",
         Duration::from_secs(60),
-        move || count_lines(&out_path) >= 26_000,
+        move || line_count(&out_path) >= 26_000,
     )
     .await;
     let (clean, log) = second.signal("-INT");
@@ -198,7 +195,7 @@ async fn sigterm_drains_commits_and_a_restart_neither_loses_nor_repeats() {
     wait_for(
         "the rest of the output",
         Duration::from_secs(120),
-        move || count_lines(&out_path) >= 35_000,
+        move || line_count(&out_path) >= 35_000,
     )
     .await;
     let (clean, log) = third.terminate();
@@ -351,7 +348,7 @@ async fn sigterm_at_any_moment_of_start_up_exits_0() {
     let out = dir.path().join("out.jsonl");
     let out_path = out.clone();
     wait_for("the whole input", Duration::from_secs(120), move || {
-        count_lines(&out_path) >= 2_000
+        line_count(&out_path) >= 2_000
     })
     .await;
     let (clean, log) = running.terminate();
@@ -458,7 +455,7 @@ async fn secrets_from_the_environment_never_reach_logs_metrics_the_api_or_dead_l
     wait_for(
         "the salted pipeline's output and dead letter, and the API's dead letter",
         Duration::from_secs(60),
-        || count_lines(&salted) == 3 && count_lines(&salted_dlq) == 1 && count_lines(&api_dlq) == 1,
+        || line_count(&salted) == 3 && line_count(&salted_dlq) == 1 && line_count(&api_dlq) == 1,
     )
     .await;
     for shown in ["password=***", "?password=***"] {

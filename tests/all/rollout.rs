@@ -12,7 +12,7 @@ use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
 
 use crate::hot_swap::{component, variant};
-use crate::support::{kafka_brokers, read_json_lines, run_weir, unique, wait_for};
+use crate::support::{kafka_brokers, line_count, read_json_lines, run_weir, unique, wait_for};
 use crate::swappable::drop_in;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -50,10 +50,6 @@ async fn stop(app: RunningApp) {
     for (_, result) in app.wait().await {
         result.unwrap();
     }
-}
-
-fn lines(path: &Path) -> usize {
-    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
 }
 
 fn append(path: &Path, lines: impl IntoIterator<Item = String>) {
@@ -148,7 +144,7 @@ async fn a_shadow_reports_the_share_of_records_it_changes_and_writes_nothing() {
     );
     let written = out.clone();
     wait_for("every record written", WAIT, move || {
-        lines(&written) >= records as usize
+        line_count(&written) >= records as usize
     })
     .await;
     let watched = std::sync::Arc::clone(&slot);
@@ -173,7 +169,7 @@ async fn a_shadow_reports_the_share_of_records_it_changes_and_writes_nothing() {
             assert!(secret.as_str().unwrap().starts_with('s'), "{value}");
         }
     }
-    assert_eq!(lines(&dir.path().join("dlq.jsonl")), 0);
+    assert_eq!(line_count(&dir.path().join("dlq.jsonl")), 0);
 
     let shadow = slot.rollout().unwrap().shadow.unwrap();
     assert_eq!((shadow.compared, shadow.differing), (records, records / 4));
@@ -236,7 +232,7 @@ async fn a_shadow_reports_the_share_of_records_it_changes_and_writes_nothing() {
     );
     let written = out.clone();
     wait_for("the record after the promotion", WAIT, move || {
-        lines(&written) > records as usize
+        line_count(&written) > records as usize
     })
     .await;
     let last = read_json_lines(&out).pop().unwrap();
@@ -298,10 +294,17 @@ async fn a_shadow_s_failures_are_counted_and_never_dead_lettered() {
             .starts_with("failed (plugin-failure)")
     );
     let written = out.clone();
-    wait_for("every record written", WAIT, move || lines(&written) >= 40).await;
-    assert_eq!(lines(&out), 40, "each record once, from the live version");
+    wait_for("every record written", WAIT, move || {
+        line_count(&written) >= 40
+    })
+    .await;
     assert_eq!(
-        lines(&dir.path().join("dlq.jsonl")),
+        line_count(&out),
+        40,
+        "each record once, from the live version"
+    );
+    assert_eq!(
+        line_count(&dir.path().join("dlq.jsonl")),
         0,
         "the shadow's failures are never dead-lettered"
     );

@@ -457,3 +457,19 @@ pub async fn send_numbered(
     });
     futures::future::join_all(sends).await;
 }
+
+/// The number of lines in a file, 0 while it does not exist.
+pub fn line_count(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
+}
+
+/// How the single pipeline of `toml`, which must not get going (refused credentials or
+/// certificates), ends: by itself, with an error, which is returned with its causes. Fails the
+/// test when it succeeds or is still retrying after three minutes.
+pub async fn refusal(toml: &str) -> String {
+    match outcome_within(toml, std::time::Duration::from_secs(180)).await {
+        Some(Err(error)) => format!("{error:#}"),
+        Some(Ok(report)) => panic!("the pipeline succeeded: {report:?}"),
+        None => panic!("the pipeline kept retrying instead of stopping"),
+    }
+}
