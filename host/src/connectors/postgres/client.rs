@@ -16,7 +16,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Socket};
 
-use crate::connectors::tls::{TlsConfig, TlsError};
+use crate::connectors::tls::TlsConfig;
 use crate::connectors::{ConnectorError, ErrorKind};
 use crate::secret::Secret;
 
@@ -91,28 +91,37 @@ impl Limits {
     }
 }
 
-/// How a connector's connections are encrypted, built once from its `tls` table.
+/// How a connector's connections are encrypted, decided and built once when it starts.
 #[derive(Clone)]
 pub enum Encryption {
-    /// No `tls` table: as the URL's `sslmode` says. The default (`prefer`) and `disable`
-    /// connect in plain text; `require` encrypts, trusting the system's CAs.
-    AsUrlSays,
-    /// A `tls` table: always encrypted, checked as the table says, whatever `sslmode` says.
+    /// No `tls` table, and the url's `sslmode` is `disable` or `prefer` (the default).
+    Plain,
+    /// Always encrypted and checked: as the `tls` table says, or, without one, against the
+    /// system's CAs because the url says `sslmode=require`.
     Required(MakeTlsConnector),
 }
 
 impl Encryption {
-    /// From a connector's `tls` table, reading its files.
-    pub fn new(tls: Option<&TlsConfig>) -> Result<Self, TlsError> {
-        Ok(match tls {
-            Some(tls) => Encryption::Required(MakeTlsConnector::new(tls.connector()?.build())),
-            None => Encryption::AsUrlSays,
-        })
-    }
-
-    /// From a connector's `tls` table, as a configuration error of the connector.
-    pub fn for_connector(connector: &str, tls: Option<&TlsConfig>) -> Result<Self, ConnectorError> {
-        Encryption::new(tls).map_err(|e| ConnectorError::fatal(connector, format!("tls: {e}")))
+    /// From a connector's `tls` table (reading its files) and its url's `sslmode`.
+    pub fn for_connector(
+        connector: &str,
+        url: &Secret,
+        tls: Option<&TlsConfig>,
+    ) -> Result<Self, ConnectorError> {
+        let url_requires_tls = url
+            .expose()
+            .parse::<Config>()
+            .is_ok_and(|config| config.get_ssl_mode() == SslMode::Require);
+        let settings = match tls {
+            Some(tls) => tls,
+            None if url_requires_tls => &TlsConfig::system_trust(),
+            // A url that does not parse is reported by `connect`, with what to do.
+            None => return Ok(Encryption::Plain),
+        };
+        let client = settings
+            .connector()
+            .map_err(|e| ConnectorError::fatal(connector, format!("tls: {e}")))?;
+        Ok(Encryption::Required(MakeTlsConnector::new(client.build())))
     }
 }
 
@@ -156,28 +165,10 @@ pub async fn connect(
     let client = match encryption {
         Encryption::Required(tls) => {
             config.ssl_mode(SslMode::Require);
-            open(
-                connector,
-                &what,
-                &config,
-                tls.clone(),
-                limits,
-                notifications,
-            )
-            .await?
+            let tls = tls.clone();
+            open(connector, &what, &config, tls, limits, notifications).await?
         }
-        Encryption::AsUrlSays if config.get_ssl_mode() == SslMode::Require => {
-            let system = MakeTlsConnector::new(
-                TlsConfig::system_trust()
-                    .connector()
-                    .map_err(|e| ConnectorError::fatal(connector, format!("tls: {e}")))?
-                    .build(),
-            );
-            open(connector, &what, &config, system, limits, notifications).await?
-        }
-        Encryption::AsUrlSays => {
-            open(connector, &what, &config, NoTls, limits, notifications).await?
-        }
+        Encryption::Plain => open(connector, &what, &config, NoTls, limits, notifications).await?,
     };
     // The server ends a statement that runs too long itself, and tells why (57014).
     limits
@@ -371,7 +362,7 @@ mod tests {
         let error = connect(
             "postgres sink t",
             &Secret::new(url),
-            &Encryption::AsUrlSays,
+            &Encryption::Plain,
             Limits::from_millis(10_000, 30_000, 30_000),
             None,
         )

@@ -198,7 +198,7 @@ impl PostgresSink {
         Ok(PostgresSink {
             key_pointer: config.key_field.as_deref().map(FieldPath::parse),
             limits: config.limits(),
-            encryption: Encryption::for_connector(&name, config.tls.as_ref())?,
+            encryption: Encryption::for_connector(&name, &config.url, config.tls.as_ref())?,
             config: config.clone(),
             name,
             table,

@@ -148,7 +148,7 @@ impl PostgresSource {
             id = config.id_column,
             value = config.value_column,
         );
-        let encryption = Encryption::for_connector(&name, config.tls.as_ref())?;
+        let encryption = Encryption::for_connector(&name, &config.url, config.tls.as_ref())?;
         let mut source = PostgresSource {
             encryption,
             config: config.clone(),

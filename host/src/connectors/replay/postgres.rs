@@ -47,7 +47,7 @@ impl PostgresReader {
             .collect::<Vec<_>>()
             .join(".");
         let limits = config.limits();
-        let encryption = Encryption::for_connector(&name, config.tls.as_ref())?;
+        let encryption = Encryption::for_connector(&name, &config.url, config.tls.as_ref())?;
         let client = connect(&name, &config.url, &encryption, limits, None).await?;
         // A dry run changes nothing, so it adds no column: without one, no row was replayed.
         let marked = if dry_run {
