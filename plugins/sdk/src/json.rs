@@ -11,6 +11,15 @@ use serde_json::{Number, Value};
 
 use crate::Error;
 
+/// Reads `bytes` through a serde `seed` with the SDK's fast reader, which [`crate::Record::parse`]
+/// uses: `None` when it refuses the document (malformed JSON, text that is not UTF-8, or a shape
+/// it leaves to serde_json), and the caller then reads the same bytes with serde_json for the
+/// value or the error's wording. It accepts nothing serde_json refuses and hands the seed what
+/// serde_json would. For code that reads records outside a plugin, such as weir's sinks.
+pub fn read_seed<'de, S: de::DeserializeSeed<'de>>(bytes: &'de [u8], seed: S) -> Option<S::Value> {
+    crate::json_in::from_slice_seed(bytes, seed)
+}
+
 /// The value at a JSON pointer (`/name/first`); a bad record naming the field when absent or null.
 pub fn at<'a>(value: &'a Value, pointer: &str) -> Result<&'a Value, Error> {
     match value.pointer(pointer) {

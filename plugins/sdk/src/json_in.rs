@@ -46,6 +46,23 @@ pub(crate) fn from_slice<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Opti
     (reader.peek().is_none()).then_some(value)
 }
 
+/// Reads `bytes` through `seed` (a visitor that keeps state, such as a host's reader of several
+/// fields at once); `None` when this reader refuses the document, as [`from_slice`]. A seed that
+/// records what it sees must start again from nothing when the caller falls back to serde_json.
+pub(crate) fn from_slice_seed<'de, S: DeserializeSeed<'de>>(
+    bytes: &'de [u8],
+    seed: S,
+) -> Option<S::Value> {
+    let mut reader = Reader {
+        bytes,
+        at: 0,
+        depth: 0,
+        scratch: String::new(),
+    };
+    let value = seed.deserialize(&mut reader).ok()?;
+    (reader.peek().is_none()).then_some(value)
+}
+
 /// The reader refused: why is serde_json's to say.
 #[derive(Debug)]
 pub(crate) struct Refused;

@@ -110,6 +110,26 @@ impl FieldSet {
     /// Each path's value in the JSON `bytes` (`None` where the record has no such field), or
     /// why the bytes are not one JSON value.
     pub fn read<'a>(&self, bytes: &'a [u8]) -> Result<Vec<Option<Leaf<'a>>>, serde_json::Error> {
+        // The plugin SDK's reader first: it scans strings a word at a time and skips unwanted
+        // values in one loop, where serde_json visits each (a fifth of a Cassandra sink's CPU;
+        // docs/performance.md). It refuses whatever serde_json would refuse, and more shapes
+        // besides, so a refusal is read again below from nothing, for the value or the error.
+        let mut found = vec![None; self.paths];
+        let visit = Visit {
+            node: &self.root,
+            found: &mut found,
+        };
+        if weir_plugin::json::read_seed(bytes, visit).is_some() {
+            return Ok(found);
+        }
+        self.read_with_serde_json(bytes)
+    }
+
+    /// [`FieldSet::read`] by serde_json alone: for what the SDK's reader refuses.
+    fn read_with_serde_json<'a>(
+        &self,
+        bytes: &'a [u8],
+    ) -> Result<Vec<Option<Leaf<'a>>>, serde_json::Error> {
         // Checked once as a whole, the document is read as text, and serde_json checks none of
         // its strings again (per string, that check was a tenth of a Cassandra sink's CPU).
         // Bytes that are not UTF-8 are read as bytes, so the error is serde_json's own, naming
@@ -355,6 +375,42 @@ mod tests {
             read.iter().filter(|v| v.is_some()).count() >= 12,
             "{read:?}"
         );
+    }
+
+    #[test]
+    fn the_fast_reader_finds_what_serde_json_finds() {
+        let paths: Vec<FieldPath> = ["id", "a.b", "a.list.1", "n", "x", "deep.k", "e"]
+            .iter()
+            .map(|p| FieldPath::parse(p))
+            .collect();
+        let set = FieldSet::new(&paths);
+        let documents = [
+            r#"{"id": "u1", "a": {"b": 2.5e3, "list": [0, -0.0, 3]}, "n": null, "x": true}"#,
+            r#"  {"id":"Zo\u00eb \"q\" \\ \/","a":{"b":-12,"list":[{},[],"s"]},"x":false}  "#,
+            r#"{"id": 18446744073709551615, "a": {"b": -9223372036854775808}, "n": 1e300}"#,
+            r#"{"id": "a", "id": "b", "deep": {"k": [1, {"k": 2}]}, "deep": {"k": "v"}}"#,
+            r#"{"skip": [[[[{"k": "\ud83d\ude00"}]]]], "e": "", "a": [1, 2], "id": 0.1}"#,
+            "{\"id\": \"caf\u{e9} \u{1f600}\", \"x\": \"\\t\\n\"}",
+            r#"[{"id": 1}]"#,
+            r#""text""#,
+            "12",
+        ];
+        for document in documents {
+            assert!(
+                weir_plugin::json::read_seed(
+                    document.as_bytes(),
+                    std::marker::PhantomData::<IgnoredAny>
+                )
+                .is_some(),
+                "the SDK's reader takes {document}"
+            );
+            let fast = set.read(document.as_bytes()).unwrap();
+            let slow = set.read_with_serde_json(document.as_bytes()).unwrap();
+            assert_eq!(fast, slow, "{document}");
+        }
+        // Text without escapes is borrowed on the fast path too.
+        let found = set.read(br#"{"id": "plain"}"#).unwrap();
+        assert!(matches!(found[0], Some(Leaf::Text(Cow::Borrowed("plain")))));
     }
 
     #[test]
