@@ -401,7 +401,13 @@ async fn the_sinks_partition_token_is_the_drivers_for_every_key_type_and_composi
             .unwrap();
         for value in values {
             let row = [text("value"), value.clone()];
-            assert_token_is_the_drivers(&insert, &row, &format!("{table}, key {value:?}"));
+            assert_token_is_the_drivers(
+                &session,
+                &table,
+                &insert,
+                &row,
+                &format!("{table}, key {value:?}"),
+            );
             compared += 1;
         }
     }
@@ -436,7 +442,13 @@ async fn the_sinks_partition_token_is_the_drivers_for_every_key_type_and_composi
             .map(|(_, _, values)| values[pick % values.len()].clone())
             .collect();
         row.push(text("value"));
-        assert_token_is_the_drivers(&insert, &row, &format!("{table}, row {pick}"));
+        assert_token_is_the_drivers(
+            &session,
+            &table,
+            &insert,
+            &row,
+            &format!("{table}, row {pick}"),
+        );
         compared += 1;
     }
     // An unset key value has no token: the sink refuses such a row before it is grouped.
@@ -451,17 +463,33 @@ async fn the_sinks_partition_token_is_the_drivers_for_every_key_type_and_composi
     assert_eq!(compared, 20);
 }
 
-/// `partition_token` of `row` is a token, and the one the driver computes from the whole row.
+/// `partition_token` of `row` is a token, and the one the driver computes from the whole row;
+/// and the replicas the sink groups it by are those the driver lists for that token.
 fn assert_token_is_the_drivers(
+    session: &scylla::client::session::Session,
+    table: &str,
     insert: &scylla::statement::prepared::PreparedStatement,
     row: &[weir::connectors::cassandra::Cell],
     what: &str,
 ) {
     let driver = insert.calculate_token(&row).unwrap();
-    assert!(driver.is_some(), "{what}: the driver computed no token");
+    let Some(token) = driver else {
+        panic!("{what}: the driver computed no token")
+    };
     assert_eq!(
         weir::connectors::cassandra::partition_token(insert, row),
         driver,
         "{what}"
     );
+    let (keyspace, table) = table.split_once('.').unwrap();
+    let cluster = session.get_cluster_state();
+    let listed: Vec<uuid::Uuid> = cluster
+        .get_token_endpoints(keyspace, table, token)
+        .iter()
+        .map(|(node, _)| node.host_id)
+        .collect();
+    let owners = weir::connectors::cassandra::Owners::of(&cluster, keyspace, table);
+    let grouped_by: Vec<uuid::Uuid> = owners.replicas(token).collect();
+    assert!(!listed.is_empty(), "{what}: the driver lists no replica");
+    assert_eq!(grouped_by, listed, "{what}: replicas");
 }

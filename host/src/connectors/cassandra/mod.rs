@@ -21,7 +21,7 @@ pub use config::{
     CassandraSinkConfig, CreateTable, DEFAULT_MAX_MUTATION_BYTES, DEFAULT_REQUEST_BYTES,
     DEFAULT_ROWS_PER_REQUEST, WriteConsistency,
 };
-pub use requests::{group_by_replicas, partition_token, send};
+pub use requests::{Owners, group_by_replicas, partition_token, send};
 pub use session::unlogged_batches;
 pub use sink::CassandraSink;
 

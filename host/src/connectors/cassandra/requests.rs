@@ -8,7 +8,9 @@ use std::hash::{Hash, Hasher};
 
 use scylla::client::session::Session;
 use scylla::cluster::ClusterState;
+use scylla::cluster::metadata::Strategy;
 use scylla::errors::ExecutionError;
+use scylla::frame::response::result::TableSpec;
 use scylla::routing::Token;
 use scylla::routing::partitioner::{Partitioner, PartitionerHasher};
 use scylla::statement::batch::Batch;
@@ -37,12 +39,10 @@ pub fn group_by_replicas<'v, 'c: 'v>(
         return requests(rows.into_iter().map(|_| ((), 0)), 1, usize::MAX);
     }
     let cluster = session.get_cluster_state();
-    let placed = rows.into_iter().map(|values| {
-        (
-            replica_set(&cluster, insert, keyspace, table, values),
-            row_bytes(values),
-        )
-    });
+    let owners = Owners::of(&cluster, keyspace, table);
+    let placed = rows
+        .into_iter()
+        .map(|values| (owners.replica_set(insert, values), row_bytes(values)));
     requests(placed, max_rows, max_bytes)
 }
 
@@ -97,25 +97,55 @@ fn requests<K: Hash + Eq>(
     requests
 }
 
-/// The replicas that own a row, as a digest of their host ids: rows with equal digests may
-/// share a request. A row whose token cannot be computed (no partition key metadata) gets 0,
-/// so such rows are still grouped, and the driver routes their batch as it can.
-fn replica_set(
-    cluster: &ClusterState,
-    insert: &PreparedStatement,
-    keyspace: &str,
-    table: &str,
-    values: &[Cell],
-) -> u64 {
-    let Some(token) = partition_token(insert, values) else {
-        return 0;
-    };
-    let mut digest = std::hash::DefaultHasher::new();
-    for (node, _) in cluster.get_token_endpoints(keyspace, table, token) {
-        node.host_id.hash(&mut digest);
-    }
-    digest.finish()
+/// Who owns a table's rows in one view of the cluster: the table and its keyspace's replication
+/// strategy, looked up once for a whole batch rather than for each row.
+pub struct Owners<'c> {
+    cluster: &'c ClusterState,
+    table: TableSpec<'c>,
+    strategy: &'c Strategy,
 }
+
+impl<'c> Owners<'c> {
+    /// The owners of `keyspace.table` as `cluster` sees them.
+    pub fn of(cluster: &'c ClusterState, keyspace: &'c str, table: &'c str) -> Self {
+        Owners {
+            cluster,
+            table: TableSpec::borrowed(keyspace, table),
+            strategy: cluster
+                .get_keyspace(keyspace)
+                .map_or(&LOCAL_STRATEGY, |keyspace| &keyspace.strategy),
+        }
+    }
+
+    /// The replicas that own a row, as a digest of their host ids: rows with equal digests may
+    /// share a request. A row whose token cannot be computed (no partition key metadata) gets 0,
+    /// so such rows are still grouped, and the driver routes their batch as it can. The driver's
+    /// `get_token_endpoints` gives the same replicas, but collected into a new `Vec` per row
+    /// after two map lookups, which was most of the grouping's cost (docs/performance.md).
+    fn replica_set(&self, insert: &PreparedStatement, values: &[Cell]) -> u64 {
+        let Some(token) = partition_token(insert, values) else {
+            return 0;
+        };
+        let mut digest = std::hash::DefaultHasher::new();
+        for host_id in self.replicas(token) {
+            host_id.hash(&mut digest);
+        }
+        digest.finish()
+    }
+
+    /// The host ids of the replicas that own `token`, in the driver's order, as its
+    /// `get_token_endpoints` lists them.
+    pub fn replicas(&self, token: Token) -> impl Iterator<Item = uuid::Uuid> + '_ {
+        self.cluster
+            .replica_locator()
+            .replicas_for_token(token, self.strategy, None, &self.table)
+            .into_iter()
+            .map(|(node, _)| node.host_id)
+    }
+}
+
+/// The strategy the driver assumes for a keyspace it has no metadata for.
+static LOCAL_STRATEGY: Strategy = Strategy::LocalStrategy;
 
 /// The token of a row's partition key, as the driver's `calculate_token` computes it, but from
 /// the key's values alone: `calculate_token` first serialises every value of the row into a new
