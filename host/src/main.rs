@@ -261,6 +261,11 @@ enum BenchCommand {
         /// report the broker's CPU time per run too.
         #[arg(long, value_name = "PATH")]
         broker_pid_file: Option<PathBuf>,
+        /// The Cassandra node's pid file (`scripts/services` keeps it in
+        /// `.services/cassandra/pid`), to report the node's CPU time in the runs that write to
+        /// it: what each row cost the store in the pipeline's run and in the driver's.
+        #[arg(long, value_name = "PATH")]
+        cassandra_pid_file: Option<PathBuf>,
         #[command(flatten)]
         plugins: PluginsDir,
     },
@@ -870,6 +875,7 @@ fn main() -> ExitCode {
             latency_rate,
             latency_seconds,
             broker_pid_file,
+            cassandra_pid_file,
             plugins,
         }) => cli::bench::pipeline(cli::measure::pipeline::PipelineBench {
             brokers,
@@ -879,6 +885,7 @@ fn main() -> ExitCode {
             latency_rate,
             latency_seconds,
             broker_pid_file,
+            cassandra_pid_file,
         }),
         Command::Bench(BenchCommand::Produce {
             brokers,

@@ -53,18 +53,18 @@ fn bench_swap_measures_each_swap() {
     assert!(number_after(&report, "usual gap between batches") > 0.0);
 }
 
-/// The Kafka broker's pid file as `scripts/services` keeps it, when the services run from
-/// `WEIR_SERVICES_DIR` or from this checkout.
-fn broker_pid_file() -> Option<PathBuf> {
+/// A service's pid file as `scripts/services` keeps it (`kafka/pid`, `cassandra/pid`), when
+/// the services run from `WEIR_SERVICES_DIR` or from this checkout.
+fn pid_file(service: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("WEIR_SERVICES_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".services"));
-    Some(dir.join("kafka/pid")).filter(|path| path.exists())
+    Some(dir.join(service).join("pid")).filter(|path| path.exists())
 }
 
-/// One row of `weir bench pipeline`'s table: its name and its seven columns (records/s, ceiling,
-/// baseline, CPU-s/M, plugin CPU-s/M, peak MiB, broker CPU-s/M), `-` where a column does not
-/// apply.
+/// One row of `weir bench pipeline`'s table: its name and its eight columns (records/s,
+/// ceiling, baseline, CPU-s/M, plugin CPU-s/M, peak MiB, broker CPU-s/M, Cassandra CPU-s/M),
+/// `-` where a column does not apply.
 struct Row {
     name: String,
     columns: Vec<String>,
@@ -86,8 +86,8 @@ fn table(report: &str) -> Vec<Row> {
         .take_while(|line| !line.contains("latency at"))
         .map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            assert!(fields.len() > 7, "a short row `{line}` in:\n{report}");
-            let (name, columns) = fields.split_at(fields.len() - 7);
+            assert!(fields.len() > 8, "a short row `{line}` in:\n{report}");
+            let (name, columns) = fields.split_at(fields.len() - 8);
             Row {
                 name: name.join(" "),
                 columns: columns.iter().map(|c| c.to_string()).collect(),
@@ -100,7 +100,8 @@ fn table(report: &str) -> Vec<Row> {
 fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
     let dir = tempfile::tempdir().unwrap();
     let (brokers, nodes) = (kafka_brokers(), cassandra_nodes());
-    let broker = broker_pid_file();
+    let broker = pid_file("kafka");
+    let cassandra = pid_file("cassandra");
     let mut args = vec![
         "bench".to_owned(),
         "pipeline".into(),
@@ -119,6 +120,12 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
     ];
     if let Some(pid_file) = &broker {
         args.extend(["--broker-pid-file".into(), pid_file.display().to_string()]);
+    }
+    if let Some(pid_file) = &cassandra {
+        args.extend([
+            "--cassandra-pid-file".into(),
+            pid_file.display().to_string(),
+        ]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = run_weir(dir.path(), &args);
@@ -190,6 +197,17 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
         }
     }
     assert_eq!(driver.columns[6], "-", "{report}");
+    // The node's CPU in the two runs that write to it, and only there: it did the writing, so
+    // it used some.
+    for row in [&pipelines[3], driver] {
+        match &cassandra {
+            Some(_) => assert!(row.number(7) > 0.0, "the node wrote the rows: {report}"),
+            None => assert_eq!(row.columns[7], "-", "{report}"),
+        }
+    }
+    for row in &pipelines[..3] {
+        assert_eq!(row.columns[7], "-", "{report}");
+    }
 
     let latency = report
         .lines()
@@ -204,7 +222,7 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
         .split(", ")
         .find_map(|part| {
             part.strip_suffix(" CPU-s/M")
-                .filter(|p| !p.starts_with("broker"))
+                .filter(|p| !p.starts_with("broker") && !p.starts_with("Cassandra"))
         })
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no CPU-s/M in `{latency}`"));

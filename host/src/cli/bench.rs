@@ -186,7 +186,7 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         }
     );
     println!(
-        "{:<44} {:>10} {:>8} {:>9} {:>8} {:>15} {:>9} {:>15}",
+        "{:<44} {:>10} {:>8} {:>9} {:>8} {:>15} {:>9} {:>15} {:>18}",
         "pipeline",
         "records/s",
         "ceiling",
@@ -194,12 +194,13 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         "CPU-s/M",
         "plugin CPU-s/M",
         "peak MiB",
-        "broker CPU-s/M"
+        "broker CPU-s/M",
+        "Cassandra CPU-s/M"
     );
     let cassandra = report.throughput.last().map(|line| line.name);
     let row = |line: &ThroughputLine, ceiling: Option<f64>, baseline: Option<f64>| {
         println!(
-            "{:<44} {:>10.0} {:>8} {:>9} {:>8.1} {:>15} {:>9.1} {:>15}",
+            "{:<44} {:>10.0} {:>8} {:>9} {:>8.1} {:>15} {:>9.1} {:>15} {:>18}",
             line.name,
             line.per_second,
             ratio(ceiling.map(|c| line.per_second / c)),
@@ -208,6 +209,7 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
             optional(line.cost.plugin_per_million()),
             line.cost.peak_mib(),
             optional(line.cost.broker_per_million()),
+            optional(line.cost.cassandra_per_million()),
         );
     };
     for line in &report.throughput {
@@ -218,7 +220,7 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let cost = &report.latency_cost;
     println!(
-        "kafka -> user-profile -> cassandra latency at {} records/s: p50 {:.1} ms, p99 {:.1} ms ({} samples), {:.1} CPU-s/M, peak {:.1} MiB, broker {} CPU-s/M",
+        "kafka -> user-profile -> cassandra latency at {} records/s: p50 {:.1} ms, p99 {:.1} ms ({} samples), {:.1} CPU-s/M, peak {:.1} MiB, broker {} CPU-s/M, Cassandra {} CPU-s/M",
         bench.latency_rate,
         ms(report.latency(0.5)),
         ms(report.latency(0.99)),
@@ -226,6 +228,7 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         cost.cpu_per_million(),
         cost.peak_mib(),
         optional(cost.broker_per_million()),
+        optional(cost.cassandra_per_million()),
     );
     let stages = &report.latency_stages;
     println!(

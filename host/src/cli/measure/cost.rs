@@ -1,6 +1,7 @@
 //! What a benchmark run costs beside its speed: the weir process's CPU time per million records
-//! over the run's timed window, its peak resident memory, and optionally the Kafka broker's CPU
-//! time over the same window (a shared broker process, read from `/proc/<pid>/stat`).
+//! over the run's timed window, its peak resident memory, and optionally the CPU time of the
+//! services it uses over the same window (the Kafka broker's and the Cassandra node's processes,
+//! read from `/proc/<pid>/stat`), so a run shows what each row cost the store as well as weir.
 
 use std::path::Path;
 use std::time::Duration;
@@ -57,50 +58,105 @@ pub fn reset_peak_rss() -> bool {
         )
 }
 
-/// The Kafka broker's process, whose CPU time a run may also report.
+/// A service's process (the Kafka broker, the Cassandra node), whose CPU time a run may also
+/// report.
 #[derive(Debug, Clone)]
-pub struct Broker {
+pub struct Service {
     pid: u32,
     /// Clock ticks per second, the unit of `/proc/<pid>/stat`'s times.
     ticks: u64,
 }
 
-impl Broker {
-    /// The broker whose pid `pid_file` holds (`scripts/services` writes `.services/kafka/pid`).
-    pub fn from_pid_file(pid_file: &Path) -> Result<Self, BenchError> {
+impl Service {
+    /// The process whose pid `pid_file` holds; `what` names the service in errors, and `kept`
+    /// says where `scripts/services` keeps its pid file.
+    pub fn from_pid_file(what: &str, kept: &str, pid_file: &Path) -> Result<Self, BenchError> {
         let text = std::fs::read_to_string(pid_file).map_err(|e| {
             BenchError::Setup(format!(
-                "cannot read the broker's pid file {}: {e} (scripts/services keeps it in .services/kafka/pid)",
+                "cannot read the {what}'s pid file {}: {e} (scripts/services keeps it in {kept})",
                 pid_file.display()
             ))
         })?;
         let pid: u32 = text.trim().parse().map_err(|_| {
             BenchError::Setup(format!(
-                "the broker's pid file {} holds `{}`, not a process id",
+                "the {what}'s pid file {} holds `{}`, not a process id",
                 pid_file.display(),
                 text.trim()
             ))
         })?;
         // SAFETY: sysconf only reads a configuration value.
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        let broker = Broker {
+        let service = Service {
             pid,
             ticks: u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100),
         };
-        broker.cpu().ok_or_else(|| {
+        service.cpu().ok_or_else(|| {
             BenchError::Setup(format!(
-                "process {pid} from {} is not running or its /proc/{pid}/stat is unreadable",
+                "the {what}'s process {pid} from {} is not running or its /proc/{pid}/stat is unreadable",
                 pid_file.display()
             ))
         })?;
-        Ok(broker)
+        Ok(service)
     }
 
-    /// CPU time (user + system) the broker has used so far; `None` once it is gone.
+    /// CPU time (user + system) the process has used so far; `None` once it is gone.
     pub fn cpu(&self) -> Option<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
         let ticks = parse_stat_ticks(&stat)?;
         Some(Duration::from_secs_f64(ticks as f64 / self.ticks as f64))
+    }
+}
+
+/// The services whose CPU time a run reports beside weir's, each when its pid file was given.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    /// The Kafka broker.
+    pub broker: Option<Service>,
+    /// The Cassandra node.
+    pub cassandra: Option<Service>,
+}
+
+impl Services {
+    /// The services of `weir bench pipeline`'s `--broker-pid-file` and `--cassandra-pid-file`.
+    pub fn from_pid_files(
+        broker: Option<&Path>,
+        cassandra: Option<&Path>,
+    ) -> Result<Self, BenchError> {
+        Ok(Services {
+            broker: broker
+                .map(|file| Service::from_pid_file("broker", ".services/kafka/pid", file))
+                .transpose()?,
+            cassandra: cassandra
+                .map(|file| {
+                    Service::from_pid_file("Cassandra node", ".services/cassandra/pid", file)
+                })
+                .transpose()?,
+        })
+    }
+
+    fn cpu(&self) -> ServicesCpu {
+        ServicesCpu {
+            broker: self.broker.as_ref().and_then(Service::cpu),
+            cassandra: self.cassandra.as_ref().and_then(Service::cpu),
+        }
+    }
+}
+
+/// The services' CPU time so far, each when metered and still running.
+#[derive(Debug, Clone, Copy, Default)]
+struct ServicesCpu {
+    broker: Option<Duration>,
+    cassandra: Option<Duration>,
+}
+
+impl ServicesCpu {
+    /// What each service used since `start`.
+    fn since(self, start: ServicesCpu) -> ServicesCpu {
+        let used = |start: Option<Duration>, end: Option<Duration>| end?.checked_sub(start?);
+        ServicesCpu {
+            broker: used(start.broker, self.broker),
+            cassandra: used(start.cassandra, self.cassandra),
+        }
     }
 }
 
@@ -127,10 +183,10 @@ pub enum PeakRss {
 /// [`Meter::window_start`] and [`Meter::window_end`] bracket its timed window.
 #[derive(Debug)]
 pub struct Meter {
-    broker: Option<Broker>,
+    services: Services,
     peak: PeakRss,
     peak_before: u64,
-    start: Option<(Duration, Option<Duration>)>,
+    start: Option<(Duration, ServicesCpu)>,
 }
 
 /// What one run cost over its timed window.
@@ -146,6 +202,8 @@ pub struct Cost {
     pub peak_kind: PeakRss,
     /// The broker's CPU time in the window, when a broker is metered and stayed up.
     pub broker_cpu: Option<Duration>,
+    /// The Cassandra node's CPU time in the window, when it is metered and stayed up.
+    pub cassandra_cpu: Option<Duration>,
     /// For a run with plugins: the CPU time spent inside plugin calls over the whole run, and
     /// the records given to the plugins meanwhile. The whole run, not the window: on a short
     /// run every call may have finished before the first acknowledgement opens the window.
@@ -153,15 +211,15 @@ pub struct Cost {
 }
 
 impl Meter {
-    /// Starts metering a run.
-    pub fn start(broker: Option<&Broker>) -> Self {
+    /// Starts metering a run, with the `services` it uses.
+    pub fn start(services: &Services) -> Self {
         let peak = if reset_peak_rss() {
             PeakRss::Reset
         } else {
             PeakRss::Growth
         };
         Meter {
-            broker: broker.cloned(),
+            services: services.clone(),
             peak,
             peak_before: status_bytes("VmHWM").unwrap_or(0),
             start: None,
@@ -170,16 +228,13 @@ impl Meter {
 
     /// The timed window starts now.
     pub fn window_start(&mut self) {
-        self.start = Some((process_cpu(), self.broker.as_ref().and_then(Broker::cpu)));
+        self.start = Some((process_cpu(), self.services.cpu()));
     }
 
     /// The timed window ended now, with `records` completed in it.
     pub fn window_end(&self, records: u64) -> Cost {
-        let (cpu_start, broker_start) = self.start.unwrap_or_default();
-        let broker_cpu = match (broker_start, self.broker.as_ref().and_then(Broker::cpu)) {
-            (Some(start), Some(end)) => end.checked_sub(start),
-            _ => None,
-        };
+        let (cpu_start, services_start) = self.start.unwrap_or_default();
+        let services = self.services.cpu().since(services_start);
         let peak = status_bytes("VmHWM").unwrap_or(0);
         Cost {
             records,
@@ -189,7 +244,8 @@ impl Meter {
                 PeakRss::Growth => peak.saturating_sub(self.peak_before),
             },
             peak_kind: self.peak,
-            broker_cpu,
+            broker_cpu: services.broker,
+            cassandra_cpu: services.cassandra,
             plugin_cpu: None,
         }
     }
@@ -213,6 +269,11 @@ impl Cost {
         self.broker_cpu.map(|cpu| per_million(cpu, self.records))
     }
 
+    /// The Cassandra node's CPU-seconds per million records, when metered.
+    pub fn cassandra_per_million(&self) -> Option<f64> {
+        self.cassandra_cpu.map(|cpu| per_million(cpu, self.records))
+    }
+
     /// Peak RSS in MiB.
     pub fn peak_mib(&self) -> f64 {
         self.peak_rss as f64 / f64::from(1 << 20)
@@ -224,11 +285,6 @@ fn per_million(cpu: Duration, records: u64) -> f64 {
         return 0.0;
     }
     cpu.as_secs_f64() * 1e6 / records as f64
-}
-
-/// The `--broker-pid-file` of `weir bench pipeline`, read into a [`Broker`].
-pub fn broker(pid_file: Option<&Path>) -> Result<Option<Broker>, BenchError> {
-    pid_file.map(Broker::from_pid_file).transpose()
 }
 
 #[cfg(test)]
@@ -252,7 +308,7 @@ mod tests {
 
     #[test]
     fn this_process_is_metered() {
-        let mut meter = Meter::start(None);
+        let mut meter = Meter::start(&Services::default());
         meter.window_start();
         // Some CPU work the meter must see: spin until the process has used a millisecond more.
         let until = process_cpu() + Duration::from_millis(1);
@@ -264,6 +320,7 @@ mod tests {
         assert!(cost.cpu > Duration::ZERO, "{cost:?}");
         assert!(cost.cpu_per_million() > 0.0);
         assert_eq!(cost.broker_per_million(), None);
+        assert_eq!(cost.cassandra_per_million(), None);
         if cost.peak_kind == PeakRss::Reset {
             assert!(cost.peak_rss > 0, "{cost:?}");
         }

@@ -15,7 +15,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::watch;
 
-use super::cost::{self, Broker, Cost, Meter};
+use super::cost::{Cost, Meter, Services};
 use super::{BenchError, driver, quantile};
 use weir::config::PipelineFile;
 use weir::connectors::{ConnectorError, Rejected, Sink};
@@ -42,6 +42,9 @@ pub struct PipelineBench {
     pub latency_seconds: f64,
     /// The Kafka broker's pid file, to report its CPU time per run too (optional).
     pub broker_pid_file: Option<PathBuf>,
+    /// The Cassandra node's pid file, to report its CPU time in the runs that write to it
+    /// (optional).
+    pub cassandra_pid_file: Option<PathBuf>,
 }
 
 /// One throughput run.
@@ -371,7 +374,10 @@ async fn produce_from_child(
 /// Runs the benchmark.
 pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchError> {
     let (brokers, nodes) = (&bench.brokers, &bench.cassandra);
-    let broker = cost::broker(bench.broker_pid_file.as_deref())?;
+    let services = Services::from_pid_files(
+        bench.broker_pid_file.as_deref(),
+        bench.cassandra_pid_file.as_deref(),
+    )?;
     let input = unique("bench_users");
     let output = unique("bench_profiles");
     let keyspace = unique("weir_bench");
@@ -461,19 +467,31 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
     );
     let done = |name: &str, per_second: f64, cost: &Cost| {
         format!(
-            "{name}: {per_second:.0} records/s, {:.2} CPU-s for {} records{}",
+            "{name}: {per_second:.0} records/s, {:.2} CPU-s for {} records{}{}",
             cost.cpu.as_secs_f64(),
             cost.records,
             cost.broker_cpu.map_or(String::new(), |b| format!(
                 ", broker {:.2} CPU-s",
                 b.as_secs_f64()
+            )),
+            cost.cassandra_cpu.map_or(String::new(), |c| format!(
+                ", Cassandra {:.2} CPU-s",
+                c.as_secs_f64()
             ))
         )
     };
     for (name, transforms, sink) in runs {
         progress.println(&format!("running {name} over {} records...", bench.records));
         let toml = pipeline_toml(&unique("group"), transforms, &sink);
-        let mut meter = Meter::start(broker.as_ref());
+        // The node is metered only in the run that writes to it.
+        let metered = Services {
+            cassandra: services
+                .cassandra
+                .clone()
+                .filter(|_| sink == cassandra_sink),
+            ..services.clone()
+        };
+        let mut meter = Meter::start(&metered);
         let drained = drain(&toml, &slots, bench.records, None, &mut meter).await?;
         progress.advance(1, &done(name, drained.per_second, &drained.cost));
         throughput.push(ThroughputLine {
@@ -484,7 +502,7 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
     }
 
     progress.println("running the scylla driver alone on the same rows...");
-    let driver = driver_alone(nodes, &keyspace, bench.records, broker.as_ref()).await?;
+    let driver = driver_alone(nodes, &keyspace, bench.records, &services).await?;
     progress.advance(1, &done(driver.name, driver.per_second, &driver.cost));
 
     progress.println(&format!(
@@ -512,7 +530,7 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
         tokio::time::sleep(Duration::from_secs(5)).await;
         producing.await
     });
-    let mut meter = Meter::start(broker.as_ref());
+    let mut meter = Meter::start(&services);
     let drained = drain(&toml, &slots, latency_records, Some(producing), &mut meter).await?;
     progress.advance(1, &format!("latency: {} samples", drained.samples.len()));
     progress.finish("measured");
@@ -533,13 +551,15 @@ async fn driver_alone(
     nodes: &str,
     keyspace: &str,
     records: usize,
-    broker: Option<&Broker>,
+    services: &Services,
 ) -> Result<ThroughputLine, BenchError> {
-    let mut meter = Meter::start(broker);
-    let rows = driver::premapped_rows(records, 1)?;
-    let (per_second, mut cost) = driver::write(nodes, keyspace, &rows, &mut meter).await?;
     // The broker serves none of this run.
-    cost.broker_cpu = None;
+    let mut meter = Meter::start(&Services {
+        broker: None,
+        ..services.clone()
+    });
+    let rows = driver::premapped_rows(records, 1)?;
+    let (per_second, cost) = driver::write(nodes, keyspace, &rows, &mut meter).await?;
     Ok(ThroughputLine {
         name: "scylla driver alone -> cassandra (baseline)",
         per_second,
