@@ -149,11 +149,20 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
             "kafka -> user-profile -> kafka",
             "kafka -> user-profile -> cassandra",
             "scylla driver alone -> cassandra (baseline)",
+            "scylla driver alone at the pipeline's rate",
         ],
         "{report}"
     );
-    let (pipelines, driver) = rows.split_at(4);
-    let driver = &driver[0];
+    let (pipelines, drivers) = rows.split_at(4);
+    let (driver, paced) = (&drivers[0], &drivers[1]);
+    // The paced driver starts each request when its rows are due at the Cassandra pipeline's
+    // rate, so it cannot write faster than that (beyond the last request's rows and rounding).
+    assert!(
+        paced.number(0) <= pipelines[3].number(0) * 1.01 + 1.0,
+        "paced at the pipeline's rate: {report}"
+    );
+    assert_eq!(paced.columns[1], "-", "{report}");
+    assert!(paced.number(2) > 0.0, "its ratio to the driver: {report}");
     assert_eq!(
         pipelines[0].number(1),
         1.0,
@@ -183,6 +192,7 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
         "the ceiling runs no plugin: {report}"
     );
     assert_eq!(driver.columns[4], "-", "{report}");
+    assert_eq!(paced.columns[4], "-", "{report}");
     for row in &pipelines[1..] {
         assert!(
             row.number(4) > 0.0,
@@ -197,9 +207,10 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
         }
     }
     assert_eq!(driver.columns[6], "-", "{report}");
+    assert_eq!(paced.columns[6], "-", "{report}");
     // The node's CPU in the two runs that write to it, and only there: it did the writing, so
     // it used some.
-    for row in [&pipelines[3], driver] {
+    for row in [&pipelines[3], driver, paced] {
         match &cassandra {
             Some(_) => assert!(row.number(7) > 0.0, "the node wrote the rows: {report}"),
             None => assert_eq!(row.columns[7], "-", "{report}"),

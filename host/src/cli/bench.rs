@@ -217,6 +217,7 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         row(line, Some(ceiling), baseline);
     }
     row(&report.driver, None, Some(report.driver.per_second));
+    row(&report.paced_driver, None, Some(report.driver.per_second));
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let cost = &report.latency_cost;
     println!(

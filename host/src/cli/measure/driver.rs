@@ -4,6 +4,7 @@
 //! adds on top of this (Kafka, the plugin, batching, acknowledgements) is its ratio to it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use scylla::client::session_builder::SessionBuilder;
@@ -39,8 +40,12 @@ pub const COLUMNS: [(&str, &str); 12] = [
 /// rows into requests the same way (the sink's default `rows_per_request` and `request_bytes`).
 pub const CONCURRENCY: usize = 128;
 
-/// The table the driver writes, beside the pipeline's in the same keyspace.
-const TABLE: &str = "driver_users";
+/// The table the driver writes at full speed, beside the pipeline's in the same keyspace.
+pub const TABLE: &str = "driver_users";
+
+/// The table the driver writes at the pipeline's pace: new keys, as in the other two runs, so
+/// the node does not merely overwrite the rows it holds.
+pub const PACED_TABLE: &str = "driver_users_paced";
 
 /// The cassandra sink's `create` value for [`COLUMNS`].
 pub fn create_toml() -> String {
@@ -101,14 +106,17 @@ pub fn premapped_rows(records: usize, seed: u64) -> Result<Vec<Vec<Cell<'static>
     Ok(rows)
 }
 
-/// Writes `rows` to a new table of [`COLUMNS`]'s shape in `keyspace` (created when absent) with
-/// a prepared insert at consistency ONE, the rows grouped into unlogged batches by replica set as
-/// the sink groups them, [`CONCURRENCY`] requests in flight; the meter's window is the writes
-/// alone, after connecting and preparing.
+/// Writes `rows` to `keyspace.table`, a new table of [`COLUMNS`]'s shape (created when absent),
+/// with a prepared insert at consistency ONE, the rows grouped into unlogged batches by replica
+/// set as the sink groups them, at most [`CONCURRENCY`] requests in flight: as fast as the node
+/// takes them, or with `pace` no faster than that many rows a second (each request starts when
+/// the rows before it are due). The meter's window is the writes alone, after connecting and
+/// preparing.
 pub async fn write(
     nodes: &str,
-    keyspace: &str,
+    (keyspace, table): (&str, &str),
     rows: &[Vec<Cell<'static>>],
+    pace: Option<f64>,
     meter: &mut Meter,
 ) -> Result<(f64, Cost), BenchError> {
     // As the sink's session: client-side, strictly increasing timestamps.
@@ -127,26 +135,26 @@ pub async fn write(
             "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {keyspace}.{TABLE} ({}, PRIMARY KEY (id))",
+            "CREATE TABLE IF NOT EXISTS {keyspace}.{table} ({}, PRIMARY KEY (id))",
             columns.join(", ")
         ),
     ] {
         session
             .query_unpaged(ddl.as_str(), &[])
             .await
-            .map_err(|e| setup(format!("cannot create {keyspace}.{TABLE}: {e}")))?;
+            .map_err(|e| setup(format!("cannot create {keyspace}.{table}: {e}")))?;
     }
     let names: Vec<&str> = COLUMNS.iter().map(|(name, _)| *name).collect();
     let marks = vec!["?"; COLUMNS.len()].join(", ");
     let mut insert = session
         .prepare(format!(
-            "INSERT INTO {keyspace}.{TABLE} ({}) VALUES ({marks})",
+            "INSERT INTO {keyspace}.{table} ({}) VALUES ({marks})",
             names.join(", ")
         ))
         .await
         .map_err(|e| {
             setup(format!(
-                "cannot prepare the insert into {keyspace}.{TABLE}: {e}"
+                "cannot prepare the insert into {keyspace}.{table}: {e}"
             ))
         })?;
     insert.set_is_idempotent(true);
@@ -159,19 +167,31 @@ pub async fn write(
     let grouped = group_by_replicas(
         session,
         insert,
-        (keyspace, TABLE),
+        (keyspace, table),
         rows.iter().map(Vec::as_slice),
         DEFAULT_ROWS_PER_REQUEST,
         DEFAULT_REQUEST_BYTES,
     );
-    let mut writes = futures::stream::iter(grouped)
+    let mut due = 0usize;
+    let writes = futures::stream::iter(grouped)
+        .then(|request| {
+            let start_at = pace.map(|rate| started + Duration::from_secs_f64(due as f64 / rate));
+            due += request.len();
+            async move {
+                if let Some(at) = start_at {
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                request
+            }
+        })
         .map(|request| {
             let values = request.iter().map(|&row| rows[row].as_slice()).collect();
             send(session, insert, batches, values)
         })
         .buffer_unordered(CONCURRENCY);
+    let mut writes = std::pin::pin!(writes);
     while let Some(written) = writes.next().await {
-        written.map_err(|e| setup(format!("insert into {keyspace}.{TABLE} failed: {e}")))?;
+        written.map_err(|e| setup(format!("insert into {keyspace}.{table} failed: {e}")))?;
     }
     let elapsed = started.elapsed();
     let cost = meter.window_end(rows.len() as u64);

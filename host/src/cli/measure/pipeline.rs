@@ -65,6 +65,10 @@ pub struct PipelineReportBench {
     pub throughput: Vec<ThroughputLine>,
     /// The scylla driver alone writing the Cassandra pipeline's rows: its baseline.
     pub driver: ThroughputLine,
+    /// The driver alone again, on new keys, no faster than the Cassandra pipeline wrote: what
+    /// the node costs per row when it is fed at the pipeline's rate, by a client that costs
+    /// little, to set beside what it cost in the pipeline's run.
+    pub paced_driver: ThroughputLine,
     /// End-to-end latencies (Kafka create time to Cassandra acknowledgement), sorted.
     pub latencies: Vec<Duration>,
     /// What the latency run cost (its producer runs in another process).
@@ -459,10 +463,11 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
         ),
     ];
     let mut throughput = Vec::new();
-    // The four pipeline runs, the driver alone, then the latency run.
+    // The four pipeline runs, the driver alone at full speed and at the pipeline's pace, then
+    // the latency run.
     let progress = weir::progress::start(
         &format!("bench pipeline ({} records a run)", bench.records),
-        Some(runs.len() as u64 + 2),
+        Some(runs.len() as u64 + 3),
         "runs",
     );
     let done = |name: &str, per_second: f64, cost: &Cost| {
@@ -502,8 +507,32 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
     }
 
     progress.println("running the scylla driver alone on the same rows...");
-    let driver = driver_alone(nodes, &keyspace, bench.records, &services).await?;
+    let rows = driver::premapped_rows(bench.records, 1)?;
+    let driver = driver_alone(nodes, (&keyspace, driver::TABLE), &rows, None, &services).await?;
     progress.advance(1, &done(driver.name, driver.per_second, &driver.cost));
+    let pipeline_rate = throughput
+        .last()
+        .map_or(driver.per_second, |line| line.per_second);
+    progress.println(&format!(
+        "running the scylla driver alone at the Cassandra pipeline's {pipeline_rate:.0} rows/s..."
+    ));
+    let paced_driver = driver_alone(
+        nodes,
+        (&keyspace, driver::PACED_TABLE),
+        &rows,
+        Some(pipeline_rate),
+        &services,
+    )
+    .await?;
+    drop(rows);
+    progress.advance(
+        1,
+        &done(
+            paced_driver.name,
+            paced_driver.per_second,
+            &paced_driver.cost,
+        ),
+    );
 
     progress.println(&format!(
         "measuring latency at {} records/s for {} s...",
@@ -539,18 +568,21 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
     Ok(PipelineReportBench {
         throughput,
         driver,
+        paced_driver,
         latencies: drained.samples,
         latency_cost: drained.cost,
         latency_stages: drained.stages,
     })
 }
 
-/// The Cassandra pipeline's baseline: the driver alone writes the rows of the same `records`
-/// users (seed 1, as produced to the topic).
+/// The Cassandra pipeline's baseline: the driver alone writes `rows`, those of the same users
+/// (seed 1, as produced to the topic), into `keyspace.table`, as fast as it can or at `pace`
+/// rows a second.
 async fn driver_alone(
     nodes: &str,
-    keyspace: &str,
-    records: usize,
+    (keyspace, table): (&str, &str),
+    rows: &[Vec<weir::connectors::cassandra::Cell<'static>>],
+    pace: Option<f64>,
     services: &Services,
 ) -> Result<ThroughputLine, BenchError> {
     // The broker serves none of this run.
@@ -558,10 +590,14 @@ async fn driver_alone(
         broker: None,
         ..services.clone()
     });
-    let rows = driver::premapped_rows(records, 1)?;
-    let (per_second, cost) = driver::write(nodes, keyspace, &rows, &mut meter).await?;
+    let (per_second, cost) =
+        driver::write(nodes, (keyspace, table), rows, pace, &mut meter).await?;
     Ok(ThroughputLine {
-        name: "scylla driver alone -> cassandra (baseline)",
+        name: if pace.is_some() {
+            "scylla driver alone at the pipeline's rate"
+        } else {
+            "scylla driver alone -> cassandra (baseline)"
+        },
         per_second,
         cost,
     })
