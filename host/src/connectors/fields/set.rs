@@ -408,6 +408,19 @@ mod tests {
             let slow = set.read_with_serde_json(document.as_bytes()).unwrap();
             assert_eq!(fast, slow, "{document}");
         }
+        // Deep nesting: serde_json refuses a value deeper than its limit where a path leads
+        // into it and skips one anywhere else, and so does the set.
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let led = format!(r#"{{"id": {}}}"#, deep(200));
+        assert!(set.read_with_serde_json(led.as_bytes()).is_err());
+        assert!(set.read(led.as_bytes()).is_err(), "{led}");
+        for depth in [100, 200] {
+            let skipped = format!(r#"{{"id": 1, "x": {}}}"#, deep(depth));
+            assert_eq!(
+                set.read(skipped.as_bytes()).unwrap(),
+                set.read_with_serde_json(skipped.as_bytes()).unwrap()
+            );
+        }
         // Text without escapes is borrowed on the fast path too.
         let found = set.read(br#"{"id": "plain"}"#).unwrap();
         assert!(matches!(found[0], Some(Leaf::Text(Cow::Borrowed("plain")))));
