@@ -436,16 +436,19 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
     );
     deployer.deploy("user-profile").map_err(setup)?;
 
-    let runs: [(&'static str, &str, String); 4] = [
+    // Each run: its name, transforms and sink, and whether it writes to the Cassandra node.
+    let runs: [(&'static str, &str, String, bool); 4] = [
         (
             "kafka -> blackhole (read-only ceiling)",
             "",
             r#"type = "blackhole""#.to_owned(),
+            false,
         ),
         (
             "kafka -> user-profile -> blackhole",
             r#"{ plugin = "user-profile" }"#,
             r#"type = "blackhole""#.to_owned(),
+            false,
         ),
         (
             "kafka -> user-profile -> kafka",
@@ -455,11 +458,13 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
             brokers = "{brokers}"
             topic = "{output}""#
             ),
+            false,
         ),
         (
             "kafka -> user-profile -> cassandra",
             r#"{ plugin = "user-profile" }"#,
             cassandra_sink.clone(),
+            true,
         ),
     ];
     let mut throughput = Vec::new();
@@ -485,15 +490,12 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
             ))
         )
     };
-    for (name, transforms, sink) in runs {
+    for (name, transforms, sink, writes_to_node) in runs {
         progress.println(&format!("running {name} over {} records...", bench.records));
         let toml = pipeline_toml(&unique("group"), transforms, &sink);
         // The node is metered only in the run that writes to it.
         let metered = Services {
-            cassandra: services
-                .cassandra
-                .clone()
-                .filter(|_| sink == cassandra_sink),
+            cassandra: services.cassandra.clone().filter(|_| writes_to_node),
             ..services.clone()
         };
         let mut meter = Meter::start(&metered);
