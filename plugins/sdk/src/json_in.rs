@@ -49,6 +49,9 @@ pub(crate) fn from_slice<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Opti
 /// Reads `bytes` through `seed` (a visitor that keeps state, such as a host's reader of several
 /// fields at once); `None` when this reader refuses the document, as [`from_slice`]. A seed that
 /// records what it sees must start again from nothing when the caller falls back to serde_json.
+/// It builds its own reader rather than share a helper with [`from_slice`]: routing that
+/// through one (a closure, or `PhantomData` as the seed) changed every plugin's compiled code,
+/// whose speed is measured, for eight lines saved.
 pub(crate) fn from_slice_seed<'de, S: DeserializeSeed<'de>>(
     bytes: &'de [u8],
     seed: S,
