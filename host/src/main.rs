@@ -236,11 +236,13 @@ enum BenchCommand {
     /// Pre-loads RECORDS users into a new topic, then drains it with: a read-only pipeline (the
     /// ceiling), user-profile into a blackhole, user-profile into another topic, and user-profile
     /// into Cassandra; the scylla driver alone then writes the same rows (the Cassandra
-    /// pipeline's baseline); then measures end-to-end latency (Kafka create time to Cassandra
-    /// acknowledgement) at a steady produce rate, with a producer that sends each record at once
-    /// and `batch.linger_ms = 1`, and weir's own share of it from the pipeline's histograms.
-    /// Each run reports weir's CPU-seconds per million records, the part of them spent inside
-    /// plugin calls, and its peak RSS. Start the services with `scripts/services start`.
+    /// pipeline's baseline), and again to new keys no faster than the Cassandra pipeline did
+    /// (what the node costs at that rate without weir); then measures end-to-end latency (Kafka
+    /// create time to Cassandra acknowledgement) at a steady produce rate, with a producer that
+    /// sends each record at once and `batch.linger_ms = 1`, and weir's own share of it from the
+    /// pipeline's histograms. Each run reports weir's CPU-seconds per million records, the part
+    /// of them spent inside plugin calls, and its peak RSS; with the pid files, the broker's and
+    /// the Cassandra node's CPU-seconds too. Start the services with `scripts/services start`.
     Pipeline {
         /// Kafka bootstrap servers.
         #[arg(long, env = "WEIR_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
