@@ -111,6 +111,8 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
         nodes,
         "--records".into(),
         "3000".into(),
+        "--rounds".into(),
+        "2".into(),
         "--latency-rate".into(),
         "500".into(),
         "--latency-seconds".into(),
@@ -265,5 +267,39 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
             .and_then(|(_, figure)| figure.strip_suffix(" ms")?.parse().ok())
             .unwrap_or_else(|| panic!("no {stage} in `{per_stage}`"));
         assert!(ms > 0.0, "{per_stage}");
+    }
+
+    // Two rounds: each pipeline with a ratio lists both rounds' ratios, and the table shows
+    // their median, which for two is their mean (both rounded to two decimals).
+    let by_round: Vec<(&str, Vec<f64>)> = report
+        .lines()
+        .skip_while(|line| !line.starts_with("ratios by round"))
+        .skip(1)
+        .map(|line| {
+            let (name, ratios) = line
+                .trim_start()
+                .rsplit_once(": ")
+                .unwrap_or_else(|| panic!("`{line}` in {report}"));
+            let ratios = ratios.split(", ").map(|r| r.parse().unwrap()).collect();
+            (name, ratios)
+        })
+        .collect();
+    let listed: Vec<&str> = by_round.iter().map(|(name, _)| *name).collect();
+    assert_eq!(listed, names[1..4], "{report}");
+    for ((_, ratios), row) in by_round.iter().zip(&pipelines[1..]) {
+        assert_eq!(ratios.len(), 2, "{report}");
+        // The Cassandra pipeline's ratio is to the driver, the others' to the ceiling.
+        let column = if row.name.ends_with("cassandra") {
+            2
+        } else {
+            1
+        };
+        let mean = (ratios[0] + ratios[1]) / 2.0;
+        assert!(
+            (row.number(column) - mean).abs() <= 0.011,
+            "{}: {} against the rounds' {ratios:?}: {report}",
+            row.name,
+            row.number(column)
+        );
     }
 }

@@ -8,7 +8,8 @@ use anyhow::Context;
 use weir::runtime::PluginRuntime;
 
 use super::measure::cost::PeakRss;
-use super::measure::pipeline::ThroughputLine;
+use super::measure::pipeline::{PipelineReportBench, Round, ThroughputLine};
+use super::measure::rounds::{Summary, median};
 
 /// Runs the benchmark of `plugin` (a registry name or a `.wasm` path) on `records` generated
 /// records, `seconds` per batch size and side, split over the rounds.
@@ -161,6 +162,7 @@ pub fn swap(swaps: u32, debounce_ms: u64, rate: f64, registry: &Path) -> anyhow:
 /// Runs the pipeline benchmark.
 pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(bench.records > 0, "--records must be at least 1");
+    anyhow::ensure!(bench.rounds > 0, "--rounds must be at least 1");
     anyhow::ensure!(
         bench.latency_rate > 0.0 && bench.latency_seconds > 0.0,
         "--latency-rate and --latency-seconds must be positive"
@@ -169,13 +171,10 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         .enable_all()
         .build()?;
     let report = tokio.block_on(super::measure::pipeline::run(&bench))?;
-    let ceiling = report
-        .throughput
-        .first()
-        .map_or(1.0, |line| line.per_second);
     let growth = report
-        .throughput
+        .rounds
         .iter()
+        .flat_map(|round| &round.pipelines)
         .any(|line| line.cost.peak_kind == PeakRss::Growth);
     println!(
         "{}",
@@ -197,27 +196,21 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         "broker CPU-s/M",
         "Cassandra CPU-s/M"
     );
-    let cassandra = report.throughput.last().map(|line| line.name);
-    let row = |line: &ThroughputLine, ceiling: Option<f64>, baseline: Option<f64>| {
+    let summaries = summarize(&report);
+    for row in &summaries {
         println!(
             "{:<44} {:>10.0} {:>8} {:>9} {:>8.1} {:>15} {:>9.1} {:>15} {:>18}",
-            line.name,
-            line.per_second,
-            ratio(ceiling.map(|c| line.per_second / c)),
-            ratio(baseline.map(|b| line.per_second / b)),
-            line.cost.cpu_per_million(),
-            optional(line.cost.plugin_per_million()),
-            line.cost.peak_mib(),
-            optional(line.cost.broker_per_million()),
-            optional(line.cost.cassandra_per_million()),
+            row.name,
+            row.per_second,
+            ratio(row.of_ceiling),
+            ratio(row.of_baseline),
+            row.cpu_per_million,
+            optional(row.plugin_per_million),
+            row.peak_mib,
+            optional(row.broker_per_million),
+            optional(row.cassandra_per_million),
         );
-    };
-    for line in &report.throughput {
-        let baseline = (Some(line.name) == cassandra).then_some(report.driver.per_second);
-        row(line, Some(ceiling), baseline);
     }
-    row(&report.driver, None, Some(report.driver.per_second));
-    row(&report.paced_driver, None, Some(report.driver.per_second));
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let cost = &report.latency_cost;
     println!(
@@ -247,7 +240,48 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         "  p99 per stage besides the write (per batch, bucketed): {}",
         waits.join(", ")
     );
+    if report.rounds.len() > 1 {
+        println!(
+            "ratios by round (the table shows their median; to the driver where a row has it, else to the ceiling):"
+        );
+        // Rows that ran every round, less the ceiling and the driver: they are their own
+        // baselines, so every round's ratio is 1.
+        let measured = |row: &&Summary| {
+            row.ratios.len() > 1 && row.ratios.iter().any(|r| (r - 1.0).abs() > f64::EPSILON)
+        };
+        for row in summaries.iter().filter(measured) {
+            let ratios: Vec<String> = row.ratios.iter().map(|r| format!("{r:.2}")).collect();
+            println!("  {}: {}", row.name, ratios.join(", "));
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The table's rows: each pipeline and the driver over every round, then the paced driver's
+/// single run against the driver's median.
+fn summarize(report: &PipelineReportBench) -> Vec<Summary> {
+    let rounds = &report.rounds;
+    let ceilings: Vec<f64> = rounds.iter().map(Round::ceiling).collect();
+    let drivers: Vec<f64> = rounds.iter().map(|round| round.driver.per_second).collect();
+    let pipelines = rounds.first().map_or(0, |round| round.pipelines.len());
+    let mut rows: Vec<Summary> = (0..pipelines)
+        .map(|index| {
+            let runs: Vec<&ThroughputLine> =
+                rounds.iter().map(|round| &round.pipelines[index]).collect();
+            // Only the Cassandra pipeline, the last, has the driver as its baseline.
+            let baseline = (index + 1 == pipelines).then_some(drivers.as_slice());
+            Summary::of(&runs, Some(&ceilings), baseline)
+        })
+        .collect();
+    let driver_runs: Vec<&ThroughputLine> = rounds.iter().map(|round| &round.driver).collect();
+    rows.push(Summary::of(&driver_runs, None, Some(&drivers)));
+    let median_driver = median(drivers.iter().copied());
+    rows.push(Summary::of(
+        &[&report.paced_driver],
+        None,
+        Some(&[median_driver]),
+    ));
+    rows
 }
 
 /// A ratio column: two decimals, or `-` where the row has no such baseline.

@@ -6,6 +6,7 @@ pub mod driver;
 pub mod failover;
 pub mod pipeline;
 pub mod plugin;
+pub mod rounds;
 pub mod swap;
 
 pub use plugin::{epoch_cost, sample_records, user_profile};

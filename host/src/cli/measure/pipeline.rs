@@ -2,6 +2,7 @@
 //! as ratios to a consumer that only reads (the ceiling) and, for Cassandra, to the driver alone
 //! writing the same rows; plus end-to-end latency of Kafka -> user-profile -> Cassandra under a
 //! steady produce rate. Each run also reports what it cost (CPU per million records, peak RSS).
+//! The throughput runs can repeat in rounds, each ratio taken within its round.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -36,6 +37,9 @@ pub struct PipelineBench {
     pub registry: PathBuf,
     /// Records pre-loaded and drained per throughput run.
     pub records: usize,
+    /// Rounds of the throughput runs: each round runs every pipeline and the driver alone
+    /// again, and each ratio is taken within a round.
+    pub rounds: usize,
     /// Records per second produced during the latency run.
     pub latency_rate: f64,
     /// Seconds the latency run lasts.
@@ -58,14 +62,34 @@ pub struct ThroughputLine {
     pub cost: Cost,
 }
 
+/// One round of the throughput runs, back to back.
+#[derive(Debug, Clone)]
+pub struct Round {
+    /// The pipelines; the first is the read-only ceiling, the last the Cassandra pipeline.
+    pub pipelines: Vec<ThroughputLine>,
+    /// The scylla driver alone writing the Cassandra pipeline's rows: its baseline.
+    pub driver: ThroughputLine,
+}
+
+impl Round {
+    /// The read-only ceiling's records/s in this round.
+    pub fn ceiling(&self) -> f64 {
+        self.pipelines.first().map_or(1.0, |line| line.per_second)
+    }
+
+    /// The Cassandra pipeline's run in this round.
+    pub fn cassandra(&self) -> Option<&ThroughputLine> {
+        self.pipelines.last()
+    }
+}
+
 /// What the pipeline benchmark measured.
 #[derive(Debug, Clone)]
 pub struct PipelineReportBench {
-    /// Throughput runs; the first is the read-only ceiling, the last the Cassandra pipeline.
-    pub throughput: Vec<ThroughputLine>,
-    /// The scylla driver alone writing the Cassandra pipeline's rows: its baseline.
-    pub driver: ThroughputLine,
-    /// The driver alone again, on new keys, no faster than the Cassandra pipeline wrote: what
+    /// The rounds of throughput runs, in the order they ran.
+    pub rounds: Vec<Round>,
+    /// The driver alone again, on new keys, no faster than the Cassandra pipeline wrote in its
+    /// median round: what
     /// the node costs per row when it is fed at the pipeline's rate, by a client that costs
     /// little, to set beside what it cost in the pipeline's run.
     pub paced_driver: ThroughputLine,
@@ -467,12 +491,16 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
             true,
         ),
     ];
-    let mut throughput = Vec::new();
-    // The four pipeline runs, the driver alone at full speed and at the pipeline's pace, then
-    // the latency run.
+    // Each round: the four pipeline runs and the driver alone at full speed; then the driver
+    // at the pipeline's pace and the latency run.
     let progress = weir::progress::start(
-        &format!("bench pipeline ({} records a run)", bench.records),
-        Some(runs.len() as u64 + 3),
+        &format!(
+            "bench pipeline ({} records a run, {} round{})",
+            bench.records,
+            bench.rounds,
+            if bench.rounds == 1 { "" } else { "s" }
+        ),
+        Some((runs.len() as u64 + 1) * bench.rounds as u64 + 2),
         "runs",
     );
     let done = |name: &str, per_second: f64, cost: &Cost| {
@@ -490,31 +518,44 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
             ))
         )
     };
-    for (name, transforms, sink, writes_to_node) in runs {
-        progress.println(&format!("running {name} over {} records...", bench.records));
-        let toml = pipeline_toml(&unique("group"), transforms, &sink);
-        // The node is metered only in the run that writes to it.
-        let metered = Services {
-            cassandra: services.cassandra.clone().filter(|_| writes_to_node),
-            ..services.clone()
-        };
-        let mut meter = Meter::start(&metered);
-        let drained = drain(&toml, &slots, bench.records, None, &mut meter).await?;
-        progress.advance(1, &done(name, drained.per_second, &drained.cost));
-        throughput.push(ThroughputLine {
-            name,
-            per_second: drained.per_second,
-            cost: drained.cost,
-        });
-    }
-
-    progress.println("running the scylla driver alone on the same rows...");
     let rows = driver::premapped_rows(bench.records, 1)?;
-    let driver = driver_alone(nodes, (&keyspace, driver::TABLE), &rows, None, &services).await?;
-    progress.advance(1, &done(driver.name, driver.per_second, &driver.cost));
-    let pipeline_rate = throughput
-        .last()
-        .map_or(driver.per_second, |line| line.per_second);
+    let mut rounds = Vec::with_capacity(bench.rounds);
+    for round in 1..=bench.rounds {
+        let mut pipelines = Vec::with_capacity(runs.len());
+        for (name, transforms, sink, writes_to_node) in &runs {
+            progress.println(&format!(
+                "round {round}: running {name} over {} records...",
+                bench.records
+            ));
+            let toml = pipeline_toml(&unique("group"), transforms, sink);
+            // The node is metered only in the run that writes to it.
+            let metered = Services {
+                cassandra: services.cassandra.clone().filter(|_| *writes_to_node),
+                ..services.clone()
+            };
+            let mut meter = Meter::start(&metered);
+            let drained = drain(&toml, &slots, bench.records, None, &mut meter).await?;
+            progress.advance(1, &done(name, drained.per_second, &drained.cost));
+            pipelines.push(ThroughputLine {
+                name,
+                per_second: drained.per_second,
+                cost: drained.cost,
+            });
+        }
+        // Right after the Cassandra pipeline, so the two see the node in the same state.
+        progress.println(&format!(
+            "round {round}: running the scylla driver alone on the same rows..."
+        ));
+        let driver =
+            driver_alone(nodes, (&keyspace, driver::TABLE), &rows, None, &services).await?;
+        progress.advance(1, &done(driver.name, driver.per_second, &driver.cost));
+        rounds.push(Round { pipelines, driver });
+    }
+    let pipeline_rate = super::rounds::median(
+        rounds
+            .iter()
+            .filter_map(|round| round.cassandra().map(|line| line.per_second)),
+    );
     progress.println(&format!(
         "running the scylla driver alone at the Cassandra pipeline's {pipeline_rate:.0} rows/s..."
     ));
@@ -568,8 +609,7 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
     // Best effort: a leftover folder in the temp dir harms nothing.
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(PipelineReportBench {
-        throughput,
-        driver,
+        rounds,
         paced_driver,
         latencies: drained.samples,
         latency_cost: drained.cost,
