@@ -177,11 +177,16 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         .flat_map(|round| &round.pipelines)
         .any(|line| line.cost.peak_kind == PeakRss::Growth);
     println!(
-        "{}",
+        "{}{}",
         if growth {
             "peak MiB: how much each run raised the process's peak RSS (VmHWM could not be reset here)"
         } else {
             "peak MiB: each run's own peak RSS (VmHWM, reset before the run)"
+        },
+        if report.rounds.len() > 1 {
+            "; the least of the rounds, as heap left by earlier runs raises later ones"
+        } else {
+            ""
         }
     );
     println!(
