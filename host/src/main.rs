@@ -236,9 +236,9 @@ enum BenchCommand {
     /// Pre-loads RECORDS users into a new topic, then drains it with: a read-only pipeline (the
     /// ceiling), user-profile into a blackhole, user-profile into another topic, and user-profile
     /// into Cassandra; the scylla driver alone then writes the same rows (the Cassandra
-    /// pipeline's baseline). With `--rounds N` these five runs repeat N times, each ratio is
-    /// taken between runs of the same round, and the table shows the medians, with each
-    /// round's ratios listed below it. The driver then writes again, to new keys, no faster
+    /// pipeline's baseline). These five runs repeat `--rounds` times (3 by default), each
+    /// ratio is taken between runs of the same round, and the table shows the medians, with
+    /// each round's ratios listed below it. The driver then writes again, to new keys, no faster
     /// than the Cassandra pipeline did in its median round (what the node costs at that rate
     /// without weir); then the bench measures end-to-end latency (Kafka
     /// create time to Cassandra acknowledgement) at a steady produce rate, with a producer that
@@ -256,9 +256,10 @@ enum BenchCommand {
         /// Records per throughput run.
         #[arg(long, default_value_t = 50_000)]
         records: usize,
-        /// Rounds of the throughput runs. On a machine whose speed drifts, three or more give
-        /// ratios that hold: each is taken within a round, and the table shows their median.
-        #[arg(long, default_value_t = 1)]
+        /// Rounds of the throughput runs: each ratio is taken within a round, and the table
+        /// shows their median, so a machine whose speed drifts between rounds moves both sides
+        /// of a ratio together. 1 runs each pipeline once.
+        #[arg(long, default_value_t = 3)]
         rounds: usize,
         /// Records per second during the latency run.
         #[arg(long, default_value_t = 2000.0)]
