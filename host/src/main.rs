@@ -240,9 +240,9 @@ enum BenchCommand {
     /// ratio is taken between runs of the same round, and the table shows the medians, with
     /// each round's ratios listed below it. The driver then writes again, to new keys, no faster
     /// than the Cassandra pipeline did in its median round (what the node costs at that rate
-    /// without weir); then the bench measures end-to-end latency (Kafka
-    /// create time to Cassandra acknowledgement) at a steady produce rate, with a producer that
-    /// sends each record at once and `batch.linger_ms = 1`, and weir's own share of it from the
+    /// without weir); then the bench measures end-to-end latency (Kafka create time to
+    /// Cassandra acknowledgement) at a steady produce rate, with a producer that sends each
+    /// record at once and `batch.linger_ms = 1`, and weir's own share of it from the
     /// pipeline's histograms. Each run reports weir's CPU-seconds per million records, the part
     /// of them spent inside plugin calls, and its peak RSS; with the pid files, the broker's and
     /// the Cassandra node's CPU-seconds too. Start the services with `scripts/services start`.

@@ -249,12 +249,12 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         println!(
             "ratios by round (the table shows their median; to the driver where a row has it, else to the ceiling):"
         );
-        // Rows that ran every round, less the ceiling and the driver: they are their own
-        // baselines, so every round's ratio is 1.
-        let measured = |row: &&Summary| {
-            row.ratios.len() > 1 && row.ratios.iter().any(|r| (r - 1.0).abs() > f64::EPSILON)
-        };
-        for row in summaries.iter().filter(measured) {
+        // The pipelines measured against a baseline: those after the ceiling, which is its own.
+        let pipelines = report
+            .rounds
+            .first()
+            .map_or(0, |round| round.pipelines.len());
+        for row in summaries.iter().take(pipelines).skip(1) {
             let ratios: Vec<String> = row.ratios.iter().map(|r| format!("{r:.2}")).collect();
             println!("  {}: {}", row.name, ratios.join(", "));
         }
@@ -262,8 +262,8 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-/// The table's rows: each pipeline and the driver over every round, then the paced driver's
-/// single run against the driver's median.
+/// The table's rows: each pipeline (the ceiling first) and the driver over every round, then
+/// the paced driver's single run against the driver's median.
 fn summarize(report: &PipelineReportBench) -> Vec<Summary> {
     let rounds = &report.rounds;
     let ceilings: Vec<f64> = rounds.iter().map(Round::ceiling).collect();

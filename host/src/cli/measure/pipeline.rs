@@ -89,9 +89,8 @@ pub struct PipelineReportBench {
     /// The rounds of throughput runs, in the order they ran.
     pub rounds: Vec<Round>,
     /// The driver alone again, on new keys, no faster than the Cassandra pipeline wrote in its
-    /// median round: what
-    /// the node costs per row when it is fed at the pipeline's rate, by a client that costs
-    /// little, to set beside what it cost in the pipeline's run.
+    /// median round: what the node costs per row when it is fed at the pipeline's rate, by a
+    /// client that costs little, to set beside what it cost in the pipeline's run.
     pub paced_driver: ThroughputLine,
     /// End-to-end latencies (Kafka create time to Cassandra acknowledgement), sorted.
     pub latencies: Vec<Duration>,
