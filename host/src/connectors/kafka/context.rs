@@ -15,6 +15,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::group::GroupMetrics;
 use super::lag::ConsumerLag;
+use super::partition_queues::Splitter;
 use super::progress::{Commit, PartitionProgress, TopicPartition};
 
 /// Callbacks of one consumer. They run on the source's polling thread, which may block.
@@ -24,8 +25,11 @@ pub struct GroupContext {
     progress: Arc<PartitionProgress>,
     metrics: Arc<GroupMetrics>,
     drain_timeout: Duration,
-    /// Set by every assignment, so the polling thread re-pauses what it had paused.
+    /// Set by every assignment and revocation, so the polling thread re-pauses what it had
+    /// paused and reads the partitions it owns.
     assignment_changed: AtomicBool,
+    /// Splits each partition's queue off before it is assigned, so it is read in turn.
+    splitter: Splitter<GroupContext>,
 }
 
 impl GroupContext {
@@ -36,6 +40,7 @@ impl GroupContext {
         progress: Arc<PartitionProgress>,
         metrics: Arc<GroupMetrics>,
         drain_timeout: Duration,
+        splitter: Splitter<GroupContext>,
     ) -> Self {
         GroupContext {
             name: name.to_owned(),
@@ -44,12 +49,18 @@ impl GroupContext {
             metrics,
             drain_timeout,
             assignment_changed: AtomicBool::new(false),
+            splitter,
         }
     }
 
     /// The member's group counters.
     pub fn metrics(&self) -> Arc<GroupMetrics> {
         Arc::clone(&self.metrics)
+    }
+
+    /// Where the partitions' split queues wait for the polling thread.
+    pub fn splitter(&self) -> &Splitter<GroupContext> {
+        &self.splitter
     }
 
     /// Whether the assignment changed since the last call.
@@ -87,6 +98,7 @@ impl GroupContext {
             }
         }
         self.progress.revoke(partitions);
+        self.assignment_changed.store(true, Ordering::SeqCst);
         self.metrics.revoked(partitions.len(), lost);
         tracing::info!(
             source = %self.name,
@@ -145,11 +157,17 @@ impl ConsumerContext for GroupContext {
     }
 
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            let partitions = partitions_of(list);
-            if !partitions.is_empty() {
-                self.give_up(consumer, &partitions, consumer.assignment_lost());
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                let partitions = partitions_of(list);
+                if !partitions.is_empty() {
+                    self.give_up(consumer, &partitions, consumer.assignment_lost());
+                }
             }
+            // Before librdkafka starts fetching them, so no record of theirs reaches the
+            // consumer queue first.
+            Rebalance::Assign(list) => self.splitter.split(&partitions_of(list)),
+            Rebalance::Error(_) => {}
         }
     }
 
@@ -174,6 +192,7 @@ impl ConsumerContext for GroupContext {
                 let assigned = self.progress.assigned();
                 let _commits = self.progress.commit_guard();
                 self.progress.revoke(&assigned);
+                self.assignment_changed.store(true, Ordering::SeqCst);
                 self.metrics.revoked(assigned.len(), true);
             }
         }

@@ -8,6 +8,7 @@ mod context;
 mod delivery;
 mod group;
 mod lag;
+mod partition_queues;
 mod progress;
 mod sink;
 mod source;

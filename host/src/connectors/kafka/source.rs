@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use serde::Deserialize;
 use tokio::sync::Notify;
@@ -21,6 +21,7 @@ use super::client_config;
 use super::context::{GroupContext, offsets};
 use super::group::GroupMetrics;
 use super::lag::{ConsumerLag, STATISTICS_INTERVAL_MS};
+use super::partition_queues::{PartitionQueues, Splitter, Wakeup};
 use super::progress::{PartitionProgress, TopicPartition};
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
 use crate::record::{Record, SourcePosition, SourceRecord};
@@ -277,6 +278,9 @@ struct Shared {
     stop: AtomicBool,
     /// A consume error for the next `poll_batch` to report.
     error: Mutex<Option<ConnectorError>>,
+    /// Wakes the polling thread when the consumer queue or a partition's queue turns
+    /// non-empty, or the source is dropped.
+    wakeup: Arc<Wakeup>,
 }
 
 impl Shared {
@@ -418,14 +422,16 @@ impl KafkaSource {
         let lag = ConsumerLag::new(config.offset_reset == OffsetReset::Earliest);
         let progress = Arc::new(PartitionProgress::default());
         let metrics = Arc::new(GroupMetrics::default());
+        let wakeup = Arc::new(Wakeup::default());
         let context = GroupContext::new(
             &name,
             lag.clone(),
             Arc::clone(&progress),
             Arc::clone(&metrics),
             Duration::from_millis(config.drain_timeout_ms),
+            Splitter::new(Arc::clone(&wakeup)),
         );
-        let consumer: BaseConsumer<GroupContext> = client
+        let mut consumer: BaseConsumer<GroupContext> = client
             .create_with_context(context)
             .map_err(|e| ConnectorError::fatal(&name, "cannot create the consumer").caused_by(e))?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
@@ -439,7 +445,12 @@ impl KafkaSource {
             session_timeout_ms = config.session_timeout_ms,
             "Joining the consumer group."
         );
+        consumer.set_nonempty_callback({
+            let wakeup = Arc::clone(&wakeup);
+            move || wakeup.notify()
+        });
         let consumer = Arc::new(consumer);
+        consumer.context().splitter().attach(&consumer);
         let shared = Arc::new(Shared {
             progress,
             fetched: Notify::new(),
@@ -448,6 +459,7 @@ impl KafkaSource {
             wanted: AtomicUsize::new(DEFAULT_WANTED),
             stop: AtomicBool::new(false),
             error: Mutex::new(None),
+            wakeup,
         });
         let poller = {
             let (consumer, shared, thread_name) =
@@ -471,17 +483,22 @@ impl KafkaSource {
 }
 
 /// The polling thread: fetches into the shared buffer, waits for room while it is full, pauses
-/// the assignment when the pipeline stays stuck, serves rebalances (inside `poll`), and leaves
-/// the group when told to stop.
-fn poll_until_stopped(name: &str, consumer: &BaseConsumer<GroupContext>, shared: &Shared) {
-    let mut streams: BTreeMap<String, Arc<str>> = BTreeMap::new();
+/// the assignment when the pipeline stays stuck, serves rebalances (inside the consumer queue's
+/// poll), and leaves the group when told to stop. Records come from each partition's own queue,
+/// a batch's worth at a time in turn (see `partition_queues`), and from the consumer queue for
+/// any partition that could not be split off it.
+fn poll_until_stopped(name: &str, consumer: &Arc<BaseConsumer<GroupContext>>, shared: &Shared) {
+    let mut intake = Intake::new(name, shared);
+    let mut queues: PartitionQueues<GroupContext> = PartitionQueues::default();
     let mut brake = Brake::new(consumer.context().metrics());
     let mut full_since: Option<std::time::Instant> = None;
-    let mut run: Vec<SourceRecord> = Vec::with_capacity(POLL_RUN);
     let mut last_commit = std::time::Instant::now();
     while !shared.stop.load(Ordering::SeqCst) {
+        queues.adopt(consumer.context().splitter());
         if consumer.context().take_assignment_changed() {
-            brake.keep_only(&shared.progress.assigned());
+            let assigned = shared.progress.assigned();
+            brake.keep_only(&assigned);
+            queues.keep_only(&assigned);
         }
         // On this thread, the interval commit cannot interleave with a rebalance's own.
         if last_commit.elapsed() >= COMMIT_INTERVAL {
@@ -509,45 +526,92 @@ fn poll_until_stopped(name: &str, consumer: &BaseConsumer<GroupContext>, shared:
                 brake.resume(name, consumer);
             }
         }
-        // One blocking poll, then whatever librdkafka already holds, up to a run.
-        let mut timeout = THREAD_POLL;
-        let fatal = loop {
-            match consumer.poll(timeout) {
-                None => break false,
-                Some(Ok(message)) => {
-                    let record = convert(&mut streams, &message);
-                    brake.consumed(&record.position);
-                    run.push(record);
-                    if run.len() == POLL_RUN {
-                        break false;
-                    }
-                }
-                Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
-                    shared.fail(ConnectorError::fatal(
-                        name,
-                        format!("the consumer failed for good: {code}{}", fatal_hint(code)),
-                    ));
-                    break true;
-                }
-                Some(Err(error)) => {
-                    tracing::warn!(source = %name, %error, "Consume error; librdkafka retries.");
-                    shared.fail(ConnectorError::transient(name, "consume failed").caused_by(error));
-                    break false;
-                }
+        // Read before polling: a queue that turns non-empty after its poll moves it on.
+        let seen = shared.wakeup.generation();
+        // The consumer queue, without waiting: it serves rebalances (which split the queues of
+        // new partitions), commits and statistics.
+        let mut polled = 0;
+        while polled < POLL_RUN {
+            let Some(result) = consumer.poll(Duration::ZERO) else {
+                break;
+            };
+            polled += 1;
+            if !intake.take(&mut brake, result) {
+                break;
             }
-            timeout = Duration::ZERO;
-        };
-        if !run.is_empty() && shared.progress.push(run.drain(..)) > 0 {
+        }
+        if !intake.fatal {
+            queues.adopt(consumer.context().splitter());
+            let turn = shared.wanted.load(Ordering::Relaxed);
+            polled += queues.poll_run(POLL_RUN, turn, |result| intake.take(&mut brake, result));
+        }
+        if !intake.run.is_empty() && shared.progress.push(intake.run.drain(..)) > 0 {
             shared.fetched.notify_one();
         }
-        if fatal {
+        if intake.fatal {
             break;
         }
+        if polled == 0 {
+            shared.wakeup.wait(seen, THREAD_POLL);
+        }
     }
-    // Dropping the last handle on the consumer (here, normally: the source dropped its own
-    // first) leaves the group, giving every partition up through the rebalance callback, which
-    // finds them drained since the pipeline committed before dropping the source. A static
-    // member does not leave: its partitions wait for it until its session times out.
+    // The split queues hold the consumer: let them go first, so that the last handle on it is
+    // dropped (by this thread, normally: the source dropped its own first). That leaves the
+    // group, giving every partition up through the rebalance callback, which finds them drained
+    // since the pipeline committed before dropping the source. A static member does not leave:
+    // its partitions wait for it until its session times out.
+    drop(queues);
+    consumer.context().splitter().clear();
+}
+
+/// Turns what the consumer's queues return into records for the buffer, a run at a time.
+struct Intake<'a> {
+    name: &'a str,
+    shared: &'a Shared,
+    /// Each topic's name, shared by its records.
+    streams: BTreeMap<String, Arc<str>>,
+    /// Records taken since the last push to the buffer.
+    run: Vec<SourceRecord>,
+    /// The consumer failed for good; the thread stops.
+    fatal: bool,
+}
+
+impl<'a> Intake<'a> {
+    fn new(name: &'a str, shared: &'a Shared) -> Self {
+        Intake {
+            name,
+            shared,
+            streams: BTreeMap::new(),
+            run: Vec::with_capacity(POLL_RUN),
+            fatal: false,
+        }
+    }
+
+    /// Takes one poll's result; false when the run should end there (an error).
+    fn take(&mut self, brake: &mut Brake, result: KafkaResult<BorrowedMessage<'_>>) -> bool {
+        match result {
+            Ok(message) => {
+                let record = convert(&mut self.streams, &message);
+                brake.consumed(&record.position);
+                self.run.push(record);
+                true
+            }
+            Err(KafkaError::MessageConsumptionFatal(code)) => {
+                self.shared.fail(ConnectorError::fatal(
+                    self.name,
+                    format!("the consumer failed for good: {code}{}", fatal_hint(code)),
+                ));
+                self.fatal = true;
+                false
+            }
+            Err(error) => {
+                tracing::warn!(source = %self.name, %error, "Consume error; librdkafka retries.");
+                self.shared
+                    .fail(ConnectorError::transient(self.name, "consume failed").caused_by(error));
+                false
+            }
+        }
+    }
 }
 
 /// Pauses partitions while the pipeline is stuck, so the member keeps polling (serving
@@ -684,6 +748,7 @@ fn convert(
 impl Drop for KafkaSource {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wakeup.notify();
         drop(self.consumer.take());
         if let Some(poller) = self.poller.take() {
             // Leaving the group takes a round trip to the coordinator; wait for it so that a
