@@ -1,7 +1,9 @@
 //! Each assigned partition's own librdkafka queue, read in turn. librdkafka's one consumer queue
 //! hands the partitions out in runs of a whole fetch (thousands of records of one partition), so
 //! a pipeline with a transform worker per partition kept one worker busy while the others
-//! waited. Taking a batch from each partition's queue in turn keeps every worker fed.
+//! waited. Taking a batch from each partition's queue in turn keeps every worker fed. It is the
+//! source's `read_partitions_in_turn` option, off by default: librdkafka's prefetch limit then
+//! holds for each partition instead of for the whole consumer, which costs memory.
 //!
 //! A partition's queue must be split off before librdkafka starts fetching it: records already
 //! forwarded to the consumer queue would otherwise be read after later ones from the split
@@ -74,7 +76,8 @@ impl<C: ConsumerContext + 'static> Splitter<C> {
         }
     }
 
-    /// Names the consumer whose partitions to split; before it polls for the first time.
+    /// Names the consumer whose partitions to split, before it polls for the first time. A
+    /// splitter never attached splits nothing: every partition is read from the consumer queue.
     pub fn attach(&self, consumer: &Arc<BaseConsumer<C>>) {
         // A second attach would be a programming error; the first consumer stays.
         let _ = self.consumer.set(Arc::downgrade(consumer));
@@ -138,6 +141,12 @@ impl<C: ConsumerContext + 'static> PartitionQueues<C> {
                 None => self.queues.push((partition, queue)),
             }
         }
+    }
+
+    /// Whether no partition is read from its own queue (the option is off, or nothing split
+    /// is assigned).
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
     }
 
     /// Drops the queues of partitions no longer assigned.

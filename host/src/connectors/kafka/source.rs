@@ -77,6 +77,15 @@ pub struct KafkaSourceConfig {
     /// `drain_timeout_ms`, since a rebalance waits for the drain inside a poll.
     #[serde(default = "default_max_poll_interval_ms")]
     pub max_poll_interval_ms: u64,
+    /// Read each assigned partition from its own librdkafka queue, a batch at a time in turn,
+    /// instead of from the one consumer queue, which hands the partitions out in runs of a whole
+    /// fetch (thousands of records of one partition). With a transform worker per partition this
+    /// keeps every worker fed when a topic is read faster than it is written (a backlog, a
+    /// replay). The cost is memory: librdkafka's prefetch limit (`queued.max.messages.kbytes`)
+    /// then holds for each partition, not for the whole consumer, so three partitions of an lz4
+    /// topic peaked 15 to 20 MiB higher (docs/performance.md, twenty-second session).
+    #[serde(default)]
+    pub read_partitions_in_turn: bool,
     /// Extra librdkafka consumer properties. `partition.assignment.strategy` defaults to
     /// `cooperative-sticky` and may be overridden here; the properties that have their own key
     /// above (and those weir relies on: group id, offset handling) are refused here. Every
@@ -445,12 +454,17 @@ impl KafkaSource {
             session_timeout_ms = config.session_timeout_ms,
             "Joining the consumer group."
         );
-        consumer.set_nonempty_callback({
-            let wakeup = Arc::clone(&wakeup);
-            move || wakeup.notify()
-        });
+        if config.read_partitions_in_turn {
+            // Records arrive on several queues, so the polling thread waits on none of them.
+            consumer.set_nonempty_callback({
+                let wakeup = Arc::clone(&wakeup);
+                move || wakeup.notify()
+            });
+        }
         let consumer = Arc::new(consumer);
-        consumer.context().splitter().attach(&consumer);
+        if config.read_partitions_in_turn {
+            consumer.context().splitter().attach(&consumer);
+        }
         let shared = Arc::new(Shared {
             progress,
             fetched: Notify::new(),
@@ -484,9 +498,9 @@ impl KafkaSource {
 
 /// The polling thread: fetches into the shared buffer, waits for room while it is full, pauses
 /// the assignment when the pipeline stays stuck, serves rebalances (inside the consumer queue's
-/// poll), and leaves the group when told to stop. Records come from each partition's own queue,
-/// a batch's worth at a time in turn (see `partition_queues`), and from the consumer queue for
-/// any partition that could not be split off it.
+/// poll), and leaves the group when told to stop. Records come from the consumer queue, or with
+/// `read_partitions_in_turn` from each partition's own queue, a batch's worth at a time in turn
+/// (see `partition_queues`), and from the consumer queue for any that could not be split off.
 fn poll_until_stopped(name: &str, consumer: &Arc<BaseConsumer<GroupContext>>, shared: &Shared) {
     let mut intake = Intake::new(name, shared);
     let mut queues: PartitionQueues<GroupContext> = PartitionQueues::default();
@@ -528,14 +542,21 @@ fn poll_until_stopped(name: &str, consumer: &Arc<BaseConsumer<GroupContext>>, sh
         }
         // Read before polling: a queue that turns non-empty after its poll moves it on.
         let seen = shared.wakeup.generation();
-        // The consumer queue, without waiting: it serves rebalances (which split the queues of
-        // new partitions), commits and statistics.
+        // The consumer queue serves rebalances (which split the queues of new partitions),
+        // commits and statistics. Alone, it is waited on, then drained of what librdkafka
+        // already holds, up to a run; beside split queues, it is only drained.
+        let mut timeout = if queues.is_empty() {
+            THREAD_POLL
+        } else {
+            Duration::ZERO
+        };
         let mut polled = 0;
         while polled < POLL_RUN {
-            let Some(result) = consumer.poll(Duration::ZERO) else {
+            let Some(result) = consumer.poll(timeout) else {
                 break;
             };
             polled += 1;
+            timeout = Duration::ZERO;
             if !intake.take(&mut brake, result) {
                 break;
             }
@@ -551,7 +572,7 @@ fn poll_until_stopped(name: &str, consumer: &Arc<BaseConsumer<GroupContext>>, sh
         if intake.fatal {
             break;
         }
-        if polled == 0 {
+        if polled == 0 && !queues.is_empty() {
             shared.wakeup.wait(seen, THREAD_POLL);
         }
     }
