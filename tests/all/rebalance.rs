@@ -64,6 +64,23 @@ fn deliveries(dir: &Path, names: &[&str]) -> BTreeMap<u64, u32> {
     seen
 }
 
+/// Record `n` was sent to partition `n % partitions` in increasing `n`: each partition's
+/// records in `ns` must keep that order, and the partitions share them evenly.
+fn assert_each_partition_in_order(ns: &[u64], partitions: u64) {
+    for partition in 0..partitions {
+        let order: Vec<u64> = ns
+            .iter()
+            .copied()
+            .filter(|n| n % partitions == partition)
+            .collect();
+        assert!(
+            order.windows(2).all(|pair| pair[0] < pair[1]),
+            "partition {partition} out of order"
+        );
+        assert_eq!(order.len() as u64, ns.len() as u64 / partitions);
+    }
+}
+
 async fn stop(app: RunningApp) {
     app.shutdown_handle().send(true).unwrap();
     for (name, result) in app.wait().await {
@@ -240,14 +257,7 @@ async fn a_worker_starts_for_each_partition_and_each_partition_stays_in_order() 
         .map(|record| record["n"].as_u64().unwrap())
         .collect();
     assert_eq!(ns.len(), 3_000);
-    for partition in 0..3 {
-        let order: Vec<u64> = ns.iter().copied().filter(|n| n % 3 == partition).collect();
-        assert!(
-            order.windows(2).all(|pair| pair[0] < pair[1]),
-            "partition {partition} out of order"
-        );
-        assert_eq!(order.len(), 1_000);
-    }
+    assert_each_partition_in_order(&ns, 3);
 }
 
 /// A topic whose partitions each hold thousands of records before the pipeline starts: one fetch
@@ -305,13 +315,7 @@ async fn partitions_fetched_together_are_read_in_turn_not_one_whole_partition_af
         .map(|record| record["n"].as_u64().unwrap())
         .collect();
     assert_eq!(ns.len(), all, "each record once");
-    for partition in 0..3 {
-        let order: Vec<u64> = ns.iter().copied().filter(|n| n % 3 == partition).collect();
-        assert!(
-            order.windows(2).all(|pair| pair[0] < pair[1]),
-            "partition {partition} out of order"
-        );
-    }
+    assert_each_partition_in_order(&ns, 3);
     let partitions: Vec<u64> = ns.iter().map(|n| n % 3).collect();
     // Runs of one partition in the order read.
     let mut runs: Vec<usize> = vec![1];
