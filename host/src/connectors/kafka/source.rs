@@ -287,8 +287,8 @@ struct Shared {
     stop: AtomicBool,
     /// A consume error for the next `poll_batch` to report.
     error: Mutex<Option<ConnectorError>>,
-    /// Wakes the polling thread when the consumer queue or a partition's queue turns
-    /// non-empty, or the source is dropped.
+    /// Wakes the polling thread, while it reads split queues (`read_partitions_in_turn`), when
+    /// one of them or the consumer queue turns non-empty, or the source is dropped.
     wakeup: Arc<Wakeup>,
 }
 
@@ -508,7 +508,6 @@ fn poll_until_stopped(name: &str, consumer: &Arc<BaseConsumer<GroupContext>>, sh
     let mut full_since: Option<std::time::Instant> = None;
     let mut last_commit = std::time::Instant::now();
     while !shared.stop.load(Ordering::SeqCst) {
-        queues.adopt(consumer.context().splitter());
         if consumer.context().take_assignment_changed() {
             let assigned = shared.progress.assigned();
             brake.keep_only(&assigned);
@@ -562,6 +561,7 @@ fn poll_until_stopped(name: &str, consumer: &Arc<BaseConsumer<GroupContext>>, sh
             }
         }
         if !intake.fatal {
+            // The queues that poll split off, read at once.
             queues.adopt(consumer.context().splitter());
             let turn = shared.wanted.load(Ordering::Relaxed);
             polled += queues.poll_run(POLL_RUN, turn, |result| intake.take(&mut brake, result));
