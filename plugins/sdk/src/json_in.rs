@@ -10,9 +10,13 @@
 //! what serde_json would hand it. Numbers other than plain integers are read by serde_json
 //! itself, from the number's own text.
 //!
-//! The scanning functions are kept out of line (`#[inline(never)]`): inlined into every derived
+//! The scanning loops are kept out of line (`#[inline(never)]`): inlined into every derived
 //! visitor they made one 119 KB function per document type, which Cranelift compiles with most
-//! values spilled to the stack; out of line, `user-profile` as Wasm used about 6% less CPU.
+//! values spilled to the stack; out of line, `user-profile` as Wasm used about 6% less CPU. The
+//! steps around them ([`Reader::string`], [`Reader::skip_string`], the next key) are inlined:
+//! their usual case is settled before any loop, and as calls they were most of a record's
+//! calls into guest functions, each with its prologue, stack check and deadline check
+//! (docs/performance.md, "Twenty-third session").
 //!
 //! As Wasm, every loop costs a deadline check each time it is entered as well as at each turn,
 //! and every call one more. So the usual case of each step (no whitespace before a token, a
@@ -211,8 +215,10 @@ impl<'de> Reader<'de> {
         }
     }
 
-    /// Reads a string whose opening quote is the current byte.
-    #[inline(never)]
+    /// Reads a string whose opening quote is the current byte. Inlined: it is the step run most
+    /// often (about fifty times a `user-profile` record), and its usual case is a few
+    /// instructions once the scan's first block settles it.
+    #[inline]
     fn string(&mut self) -> Result<Text<'de, '_>> {
         let (text, end) = self.plain_text(self.at + 1)?;
         match self.bytes.get(end) {
@@ -304,8 +310,8 @@ impl<'de> Reader<'de> {
     }
 
     /// Skips a string whose opening quote is the current byte, checking its escapes as
-    /// [`Reader::string`] would decode them.
-    #[inline(never)]
+    /// [`Reader::string`] would decode them. Inlined, as [`Reader::string`] is.
+    #[inline]
     fn skip_string(&mut self) -> Result<()> {
         // Without escapes, the usual case, no loop is entered here (see [`Reader::peek`]).
         let (_, at) = self.plain_text(self.at + 1)?;
@@ -788,6 +794,8 @@ impl<'de> de::SeqAccess<'de> for Items<'_, 'de> {
 impl<'de> de::MapAccess<'de> for Items<'_, 'de> {
     type Error = Refused;
 
+    /// Inlined into each derived visitor: it runs for every key and only chooses.
+    #[inline(always)]
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
         if !self.advance(b'}')? {
             return Ok(None);

@@ -257,6 +257,8 @@ impl<'a> ser::Serializer for &'a mut Writer {
     fn serialize_char(self, value: char) -> Result<(), WriteError> {
         self.serialize_str(value.encode_utf8(&mut [0; 4]))
     }
+    // Inlined, as `comma` is: both run for every field written.
+    #[inline(always)]
     fn serialize_str(self, value: &str) -> Result<(), WriteError> {
         write_str(&mut self.out, value);
         Ok(())
@@ -391,6 +393,9 @@ impl<'a> Compound<'a> {
         Compound::open(writer, open, close)
     }
 
+    /// Inlined: it runs for every field and element written, and as a call it cost more than
+    /// its work.
+    #[inline(always)]
     fn comma(&mut self) {
         if !self.first {
             self.writer.out.push(b',');
