@@ -35,6 +35,37 @@ pub fn append(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// Appends `open`, `bytes` and `close` (a JSON string between its quotes, or a key between its
+/// opening quote and `":`) with one reservation, where `push`, [`append`] and `push` would
+/// check the capacity three times.
+#[inline]
+pub(crate) fn append_enclosed<const CLOSE: usize>(
+    out: &mut Vec<u8>,
+    open: u8,
+    bytes: &[u8],
+    close: [u8; CLOSE],
+) {
+    let len = bytes.len();
+    let total = 1 + len + CLOSE;
+    out.reserve(total);
+    let start = out.len();
+    // SAFETY: `reserve` left room for `total` more bytes after `start`; exactly the bytes
+    // `start..start + total` are written, all of them, before the length covers them. `bytes`
+    // and `close` cannot overlap `out`'s spare capacity (`bytes` is borrowed while `out` is
+    // borrowed mutably, `close` is a local).
+    unsafe {
+        let at = out.as_mut_ptr().add(start);
+        at.write(open);
+        if len <= WORD_COPY_LIMIT {
+            copy_short(bytes, at.add(1));
+        } else {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), at.add(1), len);
+        }
+        std::ptr::copy_nonoverlapping(close.as_ptr(), at.add(1 + len), CLOSE);
+        out.set_len(start + total);
+    }
+}
+
 /// Copies `source` (at most [`WORD_COPY_LIMIT`] bytes) to `target`: two words that overlap
 /// cover 8 to 16 bytes, four 17 to 32, two half-words 4 to 7, and three single bytes 1 to 3.
 ///
@@ -113,6 +144,33 @@ mod tests {
                     let mut expected = out.clone();
                     append(&mut out, &bytes);
                     expected.extend_from_slice(&bytes);
+                    assert_eq!(
+                        out, expected,
+                        "length {len} after {held} bytes, room {room}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn enclosed_bytes_are_appended_whole_between_their_delimiters_at_every_length() {
+        for len in 0..=WORD_COPY_LIMIT + 9 {
+            let bytes: Vec<u8> = (0..len).map(|index| (index * 7 + 1) as u8).collect();
+            for held in [0, 1, 5, 8] {
+                // A vector exactly full, so that the append must grow it, and one with room.
+                for room in [0, 64] {
+                    let mut out = Vec::with_capacity(held + room);
+                    out.extend((0..held).map(|index| 200 + index as u8));
+                    let mut expected = out.clone();
+                    append_enclosed(&mut out, b'<', &bytes, *b">");
+                    append_enclosed(&mut out, b'(', &bytes, *b"):");
+                    expected.push(b'<');
+                    expected.extend_from_slice(&bytes);
+                    expected.push(b'>');
+                    expected.push(b'(');
+                    expected.extend_from_slice(&bytes);
+                    expected.extend_from_slice(b"):");
                     assert_eq!(
                         out, expected,
                         "length {len} after {held} bytes, room {room}"
