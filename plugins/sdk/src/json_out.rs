@@ -46,8 +46,17 @@ fn key_must_be_a_string() -> WriteError {
 
 /// `value` as compact JSON, byte for byte what `serde_json::to_vec` gives.
 pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, WriteError> {
+    to_vec_with_capacity(value, 128)
+}
+
+/// [`to_vec`] into a buffer that starts with room for `capacity` bytes: when the output's size
+/// is about known, it then grows (and copies itself) fewer times, or never.
+pub fn to_vec_with_capacity<T: Serialize + ?Sized>(
+    value: &T,
+    capacity: usize,
+) -> Result<Vec<u8>, WriteError> {
     let mut writer = Writer {
-        out: Vec::with_capacity(128),
+        out: Vec::with_capacity(capacity),
     };
     value.serialize(&mut writer)?;
     Ok(writer.out)

@@ -5,6 +5,10 @@ use serde_json::Value;
 
 use crate::Error;
 
+/// The most [`Record::with_json`] reserves for its output before writing: an input of many
+/// results split into one output each must not reserve the whole input for every output.
+const WITH_JSON_START: usize = 1024;
+
 /// One record of the stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record {
@@ -71,11 +75,15 @@ impl Record {
     }
 
     /// This record (key, headers, timestamp kept) with its value replaced by `value` as JSON.
-    /// The input's value is not copied.
+    /// The input's value is not copied. The output is written into a buffer the size of the
+    /// input's value, up to [`WITH_JSON_START`], which a transform's output seldom outgrows,
+    /// so it is not grown and copied on the way (a larger output still grows it).
     pub fn with_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<Self, Error> {
+        let capacity = self.value.len().min(WITH_JSON_START);
         Ok(Record {
             key: self.key.clone(),
-            value: to_json_bytes(value)?,
+            value: crate::json_out::to_vec_with_capacity(value, capacity)
+                .map_err(serialise_error)?,
             headers: self.headers.clone(),
             timestamp: self.timestamp,
         })
@@ -91,8 +99,11 @@ impl Record {
 }
 
 fn to_json_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
-    crate::json_out::to_vec(value)
-        .map_err(|e| Error::failure(format!("cannot serialise JSON: {e}")))
+    crate::json_out::to_vec(value).map_err(serialise_error)
+}
+
+fn serialise_error(error: crate::json_out::WriteError) -> Error {
+    Error::failure(format!("cannot serialise JSON: {error}"))
 }
 
 #[cfg(test)]
@@ -143,6 +154,25 @@ mod tests {
         let error = Record::new("{not json").json().unwrap_err();
         assert_eq!(error.kind(), crate::ErrorKind::BadRecord);
         assert!(error.message().contains("not valid JSON"), "{error}");
+    }
+
+    #[test]
+    fn with_json_reserves_at_most_its_start_for_a_small_output_of_a_large_input() {
+        // A response of many results, each split into its own small output.
+        let large = Record::new(format!("[{}]", "1,".repeat(50_000) + "1"));
+        let out = large.with_json(&serde_json::json!({"id": 7})).unwrap();
+        assert_eq!(out.value, br#"{"id":7}"#);
+        assert!(
+            out.value.capacity() <= WITH_JSON_START,
+            "{}",
+            out.value.capacity()
+        );
+        // An output larger than the start still comes out whole.
+        let text = "x".repeat(3 * WITH_JSON_START);
+        let out = large
+            .with_json(&serde_json::json!({ "text": text }))
+            .unwrap();
+        assert_eq!(out.value.len(), text.len() + 11);
     }
 
     #[test]
