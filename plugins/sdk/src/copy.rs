@@ -132,21 +132,20 @@ unsafe fn read_u32(bytes: &[u8], at: usize) -> u32 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_length_is_appended_whole_after_what_the_vector_held() {
+    /// Runs `check(out, bytes, what)` for every length up to past the word copies, after 0 to
+    /// 8 bytes the vector held, with the vector exactly full (so the append must grow it) and
+    /// with room.
+    fn for_every_length_and_start(mut check: impl FnMut(Vec<u8>, &[u8], String)) {
         for len in 0..=WORD_COPY_LIMIT + 9 {
             let bytes: Vec<u8> = (0..len).map(|index| (index * 7 + 1) as u8).collect();
             for held in [0, 1, 5, 8] {
-                // A vector exactly full, so that `append` must grow it, and one with room.
                 for room in [0, 64] {
                     let mut out = Vec::with_capacity(held + room);
                     out.extend((0..held).map(|index| 200 + index as u8));
-                    let mut expected = out.clone();
-                    append(&mut out, &bytes);
-                    expected.extend_from_slice(&bytes);
-                    assert_eq!(
-                        out, expected,
-                        "length {len} after {held} bytes, room {room}"
+                    check(
+                        out,
+                        &bytes,
+                        format!("length {len} after {held} bytes, room {room}"),
                     );
                 }
             }
@@ -154,30 +153,28 @@ mod tests {
     }
 
     #[test]
+    fn every_length_is_appended_whole_after_what_the_vector_held() {
+        for_every_length_and_start(|mut out, bytes, what| {
+            let mut expected = out.clone();
+            append(&mut out, bytes);
+            expected.extend_from_slice(bytes);
+            assert_eq!(out, expected, "{what}");
+        });
+    }
+
+    #[test]
     fn enclosed_bytes_are_appended_whole_between_their_delimiters_at_every_length() {
-        for len in 0..=WORD_COPY_LIMIT + 9 {
-            let bytes: Vec<u8> = (0..len).map(|index| (index * 7 + 1) as u8).collect();
-            for held in [0, 1, 5, 8] {
-                // A vector exactly full, so that the append must grow it, and one with room.
-                for room in [0, 64] {
-                    let mut out = Vec::with_capacity(held + room);
-                    out.extend((0..held).map(|index| 200 + index as u8));
-                    let mut expected = out.clone();
-                    append_enclosed(&mut out, b'<', &bytes, *b">");
-                    append_enclosed(&mut out, b'(', &bytes, *b"):");
-                    expected.push(b'<');
-                    expected.extend_from_slice(&bytes);
-                    expected.push(b'>');
-                    expected.push(b'(');
-                    expected.extend_from_slice(&bytes);
-                    expected.extend_from_slice(b"):");
-                    assert_eq!(
-                        out, expected,
-                        "length {len} after {held} bytes, room {room}"
-                    );
-                }
+        for_every_length_and_start(|mut out, bytes, what| {
+            let mut expected = out.clone();
+            append_enclosed(&mut out, b'<', bytes, *b">");
+            append_enclosed(&mut out, b'(', bytes, *b"):");
+            for (open, close) in [(&b"<"[..], &b">"[..]), (b"(", b"):")] {
+                expected.extend_from_slice(open);
+                expected.extend_from_slice(bytes);
+                expected.extend_from_slice(close);
             }
-        }
+            assert_eq!(out, expected, "{what}");
+        });
     }
 
     #[test]
