@@ -51,7 +51,7 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, WriteError> {
 
 /// [`to_vec`] into a buffer that starts with room for `capacity` bytes: when the output's size
 /// is about known, it then grows (and copies itself) fewer times, or never.
-pub fn to_vec_with_capacity<T: Serialize + ?Sized>(
+pub(crate) fn to_vec_with_capacity<T: Serialize + ?Sized>(
     value: &T,
     capacity: usize,
 ) -> Result<Vec<u8>, WriteError> {
@@ -748,6 +748,12 @@ mod tests {
         bool_keys: BTreeMap<bool, u8>,
         char_keys: BTreeMap<char, u8>,
         float_keys: Vec<(f64, u8)>,
+        // Field names are written by `write_key`: one that must be escaped, and one past the
+        // short copies.
+        #[serde(rename = "quote\"back\\slash\nline\u{1}")]
+        escaped_name: u8,
+        #[serde(rename = "a_field_name_well_past_thirty_two_bytes")]
+        long_name: u8,
     }
 
     /// `serialize_bytes`, which serde's derive never calls for a slice on its own.
@@ -786,6 +792,8 @@ mod tests {
             bool_keys: [(true, 1), (false, 0)].into(),
             char_keys: [('\n', 1), ('é', 2)].into(),
             float_keys: vec![(1.5, 1)],
+            escaped_name: 3,
+            long_name: 4,
         };
         same_as_serde_json(&everything);
         let float_keyed: BTreeMap<String, u8> = [("1.5".to_owned(), 1)].into();
