@@ -5,7 +5,7 @@
 // subclass of `Plugin` and one `export const { init, transform } = exportPlugin(MyPlugin);` line.
 // `weir plugin build` places this file beside the plugin as `./weir-plugin.js`.
 
-import { log as hostLog, counterAdd } from "weir:plugin/host@0.1.0";
+import { log as hostLog, counterAdd } from "weir:plugin/host@0.1.1";
 
 /** The input record is malformed: say which field and why. Maps to WIT `bad-record`. */
 export class BadRecord extends Error {

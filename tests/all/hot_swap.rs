@@ -155,7 +155,7 @@ async fn bad_files_are_rejected_and_the_running_version_keeps_running() {
         (
             "a component built for another version of the world",
             component("fault-wrong-version"),
-            "built for weir:plugin@0.2.0; this host supports weir:plugin@0.1.0",
+            "built for weir:plugin@0.2.0; this host supports weir:plugin@0.1.1",
         ),
         (
             "a truncated component",

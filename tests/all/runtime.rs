@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use weir::record::Record;
+use bytes::Bytes;
+use weir::record::{Header, Record};
 use weir::registry::PluginRegistry;
 use weir::runtime::{LoadedPlugin, PluginError, PluginLimits, PluginRuntime, RecordErrorKind};
 
@@ -37,6 +38,69 @@ fn a_trap_replaces_the_instance_and_later_calls_succeed() {
     let again = instance.transform(&[Record::from_value("c")]);
     assert_eq!(again[0].as_ref().unwrap()[0].value, b"c");
     assert_eq!(instance.instances_created(), 3, "no trap, no new instance");
+}
+
+/// A record with every field set, its headers repeating a name and one empty.
+fn full_record(value: &str) -> Record {
+    Record {
+        key: Some(b"key".to_vec()),
+        value: value.as_bytes().to_vec(),
+        headers: vec![
+            Header {
+                key: "h".into(),
+                value: Bytes::from_static(b"1"),
+            },
+            Header {
+                key: "h".into(),
+                value: Bytes::new(),
+            },
+        ],
+        timestamp: Some(-7),
+    }
+}
+
+#[test]
+fn a_batch_world_plugin_keeps_every_field_of_a_record() {
+    // fault-panic is built with the SDK, so it implements `batch-transformer`.
+    let (_runtime, plugin) = load("fault-panic");
+    let mut instance = plugin.instantiate("{}", PluginLimits::default()).unwrap();
+    let batch = vec![
+        full_record("a"),
+        Record::from_value(""),
+        full_record("fail"),
+        full_record("b"),
+    ];
+    let results = instance.transform(&batch);
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0].as_ref().unwrap(), &vec![batch[0].clone()]);
+    assert_eq!(results[1].as_ref().unwrap(), &vec![batch[1].clone()]);
+    let failed = results[2].as_ref().unwrap_err();
+    assert_eq!(failed.kind, RecordErrorKind::PluginFailure);
+    assert_eq!(failed.message, "fault-panic was told to fail");
+    assert_eq!(results[3].as_ref().unwrap(), &vec![batch[3].clone()]);
+    assert_eq!(instance.instances_created(), 1, "no trap, no new instance");
+}
+
+#[test]
+fn a_plugin_built_against_contract_0_1_0_still_runs() {
+    let (_runtime, plugin) = load("contract-0-1-0");
+    let mut instance = plugin.instantiate("{}", PluginLimits::default()).unwrap();
+    let batch = vec![full_record("a"), full_record("bad"), Record::from_value("")];
+    let results = instance.transform(&batch);
+    assert_eq!(results.len(), 3);
+    let marked = |record: &Record| {
+        let mut record = record.clone();
+        record.headers.push(Header {
+            key: "contract".into(),
+            value: Bytes::from_static(b"0.1.0"),
+        });
+        vec![record]
+    };
+    assert_eq!(results[0].as_ref().unwrap(), &marked(&batch[0]));
+    let bad = results[1].as_ref().unwrap_err();
+    assert_eq!(bad.kind, RecordErrorKind::BadRecord);
+    assert_eq!(bad.message, "the value is `bad`");
+    assert_eq!(results[2].as_ref().unwrap(), &marked(&batch[2]));
 }
 
 #[test]

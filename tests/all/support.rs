@@ -17,6 +17,7 @@ const PLUGIN_CRATES: &[&str] = &[
     "tests/plugins/missing-export",
     "tests/plugins/loud",
     "tests/plugins/picky",
+    "tests/plugins/contract-0-1-0",
 ];
 
 /// The repository root.

@@ -40,6 +40,10 @@ const RUST_SDK: &[(&str, &str)] = &[
         include_str!("../../../plugins/sdk/src/arena.rs"),
     ),
     (
+        "src/batch.rs",
+        include_str!("../../../plugins/sdk/src/batch.rs"),
+    ),
+    (
         "src/config.rs",
         include_str!("../../../plugins/sdk/src/config.rs"),
     ),

@@ -1,4 +1,5 @@
-//! The only place `bindgen!` runs: host-side types and glue for the `transformer` world.
+//! The only place `bindgen!` runs: host-side types and glue for the `transformer` world, and
+//! for the `batch-transformer` world (module [`batch`]), which shares its `host` interface.
 
 wasmtime::component::bindgen!({
     world: "transformer",
@@ -10,9 +11,21 @@ wasmtime::component::bindgen!({
     },
 });
 
+/// The `batch-transformer` world: one buffer each way (see `weir_plugin::batch`).
+pub mod batch {
+    wasmtime::component::bindgen!({
+        world: "batch-transformer",
+        path: "../wit",
+        // The same `host` interface as `transformer`'s: one implementation, linked once.
+        with: {
+            "weir:plugin/host": super::weir::plugin::host,
+        },
+    });
+}
+
 /// The version of the `weir:plugin` package in wit/, the only one this host links. A component
 /// built against another version names it in its imports, which is how its rejection says so.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.1.1";
 
 #[cfg(test)]
 mod tests {

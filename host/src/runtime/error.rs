@@ -30,11 +30,14 @@ pub enum PluginError {
     },
     /// The component does not implement a world this host supports.
     #[error(
-        "plugin `{name}` does not implement the world weir:plugin/transformer@{CONTRACT_VERSION}: {reason}. Rebuild it against this host's wit/ with the weir-plugin SDK"
+        "plugin `{name}` does not implement the world weir:plugin/{world}@{CONTRACT_VERSION}: {reason}. Rebuild it against this host's wit/ with the weir-plugin SDK"
     )]
     WrongWorld {
         /// The plugin's name.
         name: String,
+        /// The world its exports come closest to: `batch-transformer` when it exports
+        /// `transform-batch`, else `transformer`.
+        world: &'static str,
         /// What did not match.
         reason: String,
     },

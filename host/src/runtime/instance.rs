@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
-use super::bindings::Transformer;
-use super::bindings::weir::plugin::types as wit;
+use super::boundary::{RecordResults, WorldBindings};
 use super::error::PluginError;
 use super::limits::{EPOCH_TICK, PluginLimits};
-use super::plugin::LoadedPlugin;
+use super::plugin::{LoadedPlugin, WorldPre};
 use super::state::InstanceState;
-use crate::record::{Header, Record, RecordError, RecordErrorKind};
+use crate::record::{Record, RecordError, RecordErrorKind};
 
 /// One instance of a plugin version, owned by one worker.
 pub struct PluginInstance {
@@ -28,11 +27,11 @@ pub struct PluginInstance {
 
 struct Live {
     store: Store<InstanceState>,
-    bindings: Transformer,
+    bindings: WorldBindings,
 }
 
 /// What one call returned: per-record results, or the trap that ended the instance.
-type CallResult = Result<Vec<Result<Vec<Record>, RecordError>>, RecordError>;
+type CallResult = Result<RecordResults, RecordError>;
 
 impl PluginInstance {
     pub(super) fn new(
@@ -68,20 +67,7 @@ impl PluginInstance {
     /// then replayed record by record, each with one record's deadline, on a fresh instance after
     /// each trap, so that only the record that trapped or spun fails and a good record costs only
     /// its own time.
-    pub fn transform(&mut self, batch: &[Record]) -> Vec<Result<Vec<Record>, RecordError>> {
-        // The contract's record type is made here and only here, borrowing the host's records:
-        // lowering copies each byte into the guest's memory straight from them. Only the header
-        // lists are rebuilt, as borrowed pairs, all the batch's in one vector.
-        let headers: Vec<wit::HeaderParam> = batch.iter().flat_map(guest_headers).collect();
-        let mut unclaimed = headers.as_slice();
-        let batch: Vec<wit::RecordParam> = batch
-            .iter()
-            .map(|record| {
-                let (own, rest) = unclaimed.split_at(record.headers.len());
-                unclaimed = rest;
-                to_guest(record, own)
-            })
-            .collect();
+    pub fn transform(&mut self, batch: &[Record]) -> RecordResults {
         let per_call = self.max_call_records.unwrap_or(batch.len()).max(1);
         let mut results = Vec::with_capacity(batch.len());
         for chunk in batch.chunks(per_call) {
@@ -97,10 +83,7 @@ impl PluginInstance {
     }
 
     /// One call for `records`, replayed record by record if it traps or runs out of time.
-    fn transform_call(
-        &mut self,
-        records: &[wit::RecordParam],
-    ) -> Vec<Result<Vec<Record>, RecordError>> {
+    fn transform_call(&mut self, records: &[Record]) -> RecordResults {
         let trap = match self.call(records) {
             Ok(results) => return results,
             Err(trap) if records.len() == 1 => return vec![Err(trap)],
@@ -150,7 +133,7 @@ impl PluginInstance {
     }
 
     /// One record alone, with one record's deadline.
-    fn call_one(&mut self, record: &wit::RecordParam) -> Result<Vec<Record>, RecordError> {
+    fn call_one(&mut self, record: &Record) -> Result<Vec<Record>, RecordError> {
         self.call(std::slice::from_ref(record))?
             .pop()
             .unwrap_or_else(|| {
@@ -161,7 +144,7 @@ impl PluginInstance {
             })
     }
 
-    fn call(&mut self, batch: &[wit::RecordParam]) -> CallResult {
+    fn call(&mut self, batch: &[Record]) -> CallResult {
         let _running = self.plugin.runtime().guest_running();
         let deadline = self.limits.call_deadline(batch.len());
         let live = match self.ensure_live() {
@@ -174,16 +157,10 @@ impl PluginInstance {
             }
         };
         live.store.set_epoch_deadline(deadline_ticks(deadline));
-        match live.bindings.call_transform(&mut live.store, batch) {
-            Ok(results) if results.len() == batch.len() => {
-                Ok(results.into_iter().map(into_record_result).collect())
-            }
-            Ok(results) => {
-                let message = format!(
-                    "plugin broke the contract: {} results for {} records",
-                    results.len(),
-                    batch.len()
-                );
+        match live.bindings.call(&mut live.store, batch) {
+            Ok(Ok(results)) => Ok(results),
+            Ok(Err(broken)) => {
+                let message = format!("plugin broke the contract: {broken}");
                 Ok(batch
                     .iter()
                     .map(|_| {
@@ -317,7 +294,13 @@ impl PluginInstance {
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
-        let bindings = self.plugin.pre().instantiate(&mut store).map_err(|e| {
+        let instantiated = match self.plugin.pre() {
+            WorldPre::Records(pre) => pre.instantiate(&mut store).map(WorldBindings::Records),
+            WorldPre::Batch(pre) => pre
+                .instantiate(&mut store)
+                .map(|bindings| WorldBindings::Batch(bindings, Vec::new())),
+        };
+        let bindings = instantiated.map_err(|e| {
             let reason = match self.deadline_passed(&e) {
                 Some(deadline) => format!("its start functions exceeded {deadline}"),
                 None => format!("{e:#}"),
@@ -329,7 +312,11 @@ impl PluginInstance {
             (error, image_seal_refused(&e))
         })?;
         store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
-        match bindings.call_init(&mut store, &self.config) {
+        let init = match &bindings {
+            WorldBindings::Records(bindings) => bindings.call_init(&mut store, &self.config),
+            WorldBindings::Batch(bindings, _) => bindings.call_init(&mut store, &self.config),
+        };
+        match init {
             Ok(Ok(())) => Ok(Live { store, bindings }),
             Ok(Err(reason)) => Err((PluginError::Init { name, reason }, false)),
             Err(e) => {
@@ -371,56 +358,6 @@ fn deadline_ticks(deadline: Duration) -> u64 {
     u64::try_from(deadline.as_millis().div_ceil(tick))
         .unwrap_or(u64::MAX)
         .saturating_add(1)
-}
-
-fn into_record_result(
-    result: Result<Vec<wit::RecordResult>, wit::Error>,
-) -> Result<Vec<Record>, RecordError> {
-    match result {
-        Ok(outputs) => Ok(outputs.into_iter().map(from_guest).collect()),
-        Err(error) => Err(RecordError {
-            kind: match error.kind {
-                wit::ErrorKind::BadRecord => RecordErrorKind::BadRecord,
-                wit::ErrorKind::PluginFailure => RecordErrorKind::PluginFailure,
-            },
-            message: error.message,
-        }),
-    }
-}
-
-/// A host record's headers as the contract's, borrowed.
-fn guest_headers(record: &Record) -> impl Iterator<Item = wit::HeaderParam<'_>> {
-    record.headers.iter().map(|header| wit::HeaderParam {
-        key: &header.key,
-        value: &header.value,
-    })
-}
-
-/// A host record as the contract's record, for the guest, borrowed.
-fn to_guest<'a>(record: &'a Record, headers: &'a [wit::HeaderParam<'a>]) -> wit::RecordParam<'a> {
-    wit::RecordParam {
-        key: record.key.as_deref(),
-        value: &record.value,
-        headers,
-        timestamp: record.timestamp,
-    }
-}
-
-/// A guest's output as a host record; moves the buffers, copies nothing.
-fn from_guest(record: wit::RecordResult) -> Record {
-    Record {
-        key: record.key,
-        value: record.value,
-        headers: record
-            .headers
-            .into_iter()
-            .map(|header| Header {
-                key: header.key.into(),
-                value: header.value.into(),
-            })
-            .collect(),
-        timestamp: record.timestamp,
-    }
 }
 
 #[cfg(test)]

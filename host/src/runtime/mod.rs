@@ -3,6 +3,7 @@
 //! [`LoadedPlugin`] and [`PluginInstance`].
 
 mod bindings;
+mod boundary;
 mod cache;
 mod engine;
 mod error;

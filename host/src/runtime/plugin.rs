@@ -1,5 +1,6 @@
-//! A loaded plugin version: compiled once, type-checked against the `transformer` world once
-//! (`InstancePre`), then instantiated cheaply for every worker that needs it.
+//! A loaded plugin version: compiled once, type-checked once against the world it implements
+//! (`transformer` or `batch-transformer`, as an `InstancePre`), then instantiated cheaply for
+//! every worker that needs it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use super::bindings::batch::BatchTransformerPre;
 use super::bindings::{CONTRACT_VERSION, TransformerPre};
 use super::cache::CacheOutcome;
 use super::engine::PluginRuntime;
@@ -16,12 +18,23 @@ use super::instance::PluginInstance;
 use super::limits::PluginLimits;
 use super::state::{InstanceState, PluginCounters};
 
+/// A component type-checked against the world it implements.
+pub(super) enum WorldPre {
+    /// `transformer`: each record crosses the boundary as the contract's record type.
+    Records(TransformerPre<InstanceState>),
+    /// `batch-transformer`: a batch crosses as one buffer each way.
+    Batch(BatchTransformerPre<InstanceState>),
+}
+
+/// The export that marks a `batch-transformer` component.
+const BATCH_EXPORT: &str = "transform-batch";
+
 /// One compiled, type-checked version of a plugin.
 pub struct LoadedPlugin {
     name: Arc<str>,
     version: Arc<str>,
     sha256: String,
-    pre: TransformerPre<InstanceState>,
+    pre: WorldPre,
     runtime: PluginRuntime,
     counters: PluginCounters,
     cache_outcome: CacheOutcome,
@@ -92,18 +105,28 @@ impl LoadedPlugin {
                 found,
             });
         }
-        let instance_pre =
-            runtime
-                .linker()
-                .instantiate_pre(&component)
-                .map_err(|e| PluginError::WrongWorld {
-                    name: name.to_owned(),
-                    reason: format!("{e:#}"),
-                })?;
-        let pre = TransformerPre::new(instance_pre).map_err(|e| PluginError::WrongWorld {
+        let batch = component
+            .component_type()
+            .exports(runtime.engine())
+            .any(|(export, _)| export == BATCH_EXPORT);
+        let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld {
             name: name.to_owned(),
+            world: if batch {
+                "batch-transformer"
+            } else {
+                "transformer"
+            },
             reason: format!("{e:#}"),
-        })?;
+        };
+        let instance_pre = runtime
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
+        let pre = if batch {
+            WorldPre::Batch(BatchTransformerPre::new(instance_pre).map_err(wrong_world)?)
+        } else {
+            WorldPre::Records(TransformerPre::new(instance_pre).map_err(wrong_world)?)
+        };
         Ok(Arc::new(LoadedPlugin {
             name: name.into(),
             version: sha256[..12].into(),
@@ -149,7 +172,7 @@ impl LoadedPlugin {
         PluginInstance::new(Arc::clone(self), config, limits)
     }
 
-    pub(super) fn pre(&self) -> &TransformerPre<InstanceState> {
+    pub(super) fn pre(&self) -> &WorldPre {
         &self.pre
     }
 

@@ -1,10 +1,11 @@
 //! The glue between the generated `Guest` trait and a [`Plugin`]: it keeps the instance's plugin
-//! value between calls and converts records and errors across the boundary.
+//! value between calls, reads each encoded batch into records and writes their results back
+//! ([`crate::batch`]).
 
 use std::any::Any;
 use std::cell::RefCell;
 
-use crate::bindings::weir::plugin::types as wit;
+use crate::batch::{self, FailureKind, RecordRef};
 use crate::{Config, Error, ErrorKind, Plugin, Record, arena};
 
 thread_local! {
@@ -24,71 +25,87 @@ pub fn init<P: Plugin>(config: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Transforms a batch, one result per input in order.
-pub fn transform<P: Plugin>(batch: Vec<wit::Record>) -> Vec<Result<Vec<wit::Record>, wit::Error>> {
+/// Transforms an encoded batch into encoded results, one outcome per input in order.
+pub fn transform<P: Plugin>(batch: &[u8]) -> Vec<u8> {
     arena::before_transform(P::ARENA);
     let results = transform_batch::<P>(batch);
     arena::after_transform(P::ARENA);
     results
 }
 
-fn transform_batch<P: Plugin>(
-    batch: Vec<wit::Record>,
-) -> Vec<Result<Vec<wit::Record>, wit::Error>> {
+fn transform_batch<P: Plugin>(batch: &[u8]) -> Vec<u8> {
+    let mut reader = batch::Reader::new(batch);
+    // Results are seldom larger than their inputs: one reservation usually holds them all.
+    let mut out = Vec::with_capacity(batch.len());
+    let Ok(count) = reader.count() else {
+        // No count to answer with: the host reports the empty results as a broken contract.
+        return out;
+    };
+    written(batch::put_count(&mut out, count as usize));
     INSTANCE.with(|slot| {
         let slot = slot.borrow();
-        let Some(plugin) = slot.as_ref().and_then(|p| p.downcast_ref::<P>()) else {
-            let error = Error::failure("transform called before init");
-            return batch.iter().map(|_| Err(to_wit_error(&error))).collect();
-        };
-        batch
-            .into_iter()
-            .map(|record| {
-                plugin
-                    .transform(Record::from(record))
-                    .map(|outputs| outputs.into_iter().map(wit::Record::from).collect())
-                    .map_err(|error| to_wit_error(&error))
+        let plugin = slot.as_ref().and_then(|p| p.downcast_ref::<P>());
+        for _ in 0..count {
+            let outcome = match (plugin, reader.record()) {
+                (Some(plugin), Ok(record)) => plugin.transform(owned(record)),
+                (None, _) => Err(Error::failure("transform called before init")),
+                (_, Err(error)) => Err(Error::failure(format!(
+                    "the host sent a batch the SDK cannot read: {error}"
+                ))),
+            };
+            put_outcome(&mut out, outcome);
+        }
+    });
+    out
+}
+
+/// Appends one input's outcome to the results.
+fn put_outcome(out: &mut Vec<u8>, outcome: Result<Vec<Record>, Error>) {
+    let written = match outcome {
+        Ok(outputs) => batch::put_outputs(out, outputs.len()).and_then(|()| {
+            outputs.iter().try_for_each(|record| {
+                let headers = record
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_slice()));
+                batch::put_record(
+                    out,
+                    record.key.as_deref(),
+                    &record.value,
+                    headers,
+                    record.timestamp,
+                )
             })
-            .collect()
-    })
+        }),
+        Err(error) => {
+            let kind = match error.kind() {
+                ErrorKind::BadRecord => FailureKind::BadRecord,
+                ErrorKind::Config | ErrorKind::Failure => FailureKind::PluginFailure,
+            };
+            batch::put_failure(out, kind, error.message())
+        }
+    };
+    self::written(written);
 }
 
-fn to_wit_error(error: &Error) -> wit::Error {
-    wit::Error {
-        kind: match error.kind() {
-            ErrorKind::BadRecord => wit::ErrorKind::BadRecord,
-            ErrorKind::Config | ErrorKind::Failure => wit::ErrorKind::PluginFailure,
-        },
-        message: error.message().to_owned(),
+/// A write that cannot fail in a plugin: on wasm32 no length exceeds the format's `u32`. Were a
+/// native build to write a field over 4 GiB, the panic would fail the call, as a trap does.
+fn written(result: Result<(), batch::TooLong>) {
+    if let Err(error) = result {
+        panic!("{error}");
     }
 }
 
-impl From<wit::Record> for Record {
-    fn from(record: wit::Record) -> Self {
-        Record {
-            key: record.key,
-            value: record.value,
-            headers: record
-                .headers
-                .into_iter()
-                .map(|h| (h.key, h.value))
-                .collect(),
-            timestamp: record.timestamp,
-        }
-    }
-}
-
-impl From<Record> for wit::Record {
-    fn from(record: Record) -> Self {
-        wit::Record {
-            key: record.key,
-            value: record.value,
-            headers: record
-                .headers
-                .into_iter()
-                .map(|(key, value)| wit::Header { key, value })
-                .collect(),
-            timestamp: record.timestamp,
-        }
+/// A record read from the batch, copied into the plugin's own record type.
+fn owned(record: RecordRef<'_>) -> Record {
+    Record {
+        key: record.key.map(<[u8]>::to_vec),
+        value: record.value.to_vec(),
+        headers: record
+            .headers
+            .iter()
+            .map(|(name, value)| (name.to_owned(), value.to_vec()))
+            .collect(),
+        timestamp: record.timestamp,
     }
 }

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod arena;
+pub mod batch;
 pub mod config;
 pub mod copy;
 pub mod error;
@@ -42,11 +43,12 @@ pub use config::Config;
 pub use error::{Error, ErrorKind};
 pub use record::Record;
 
-/// The generated bindings of the `transformer` world. Plugins never need these directly.
+/// The generated bindings of the `batch-transformer` world: each batch crosses the boundary as
+/// one buffer each way, in the encoding of [`batch`]. Plugins never need these directly.
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "transformer",
+        world: "batch-transformer",
         path: "../../wit",
         pub_export_macro: true,
         default_bindings_module: "weir_plugin::bindings",
@@ -73,7 +75,7 @@ pub trait Plugin: Sized + 'static {
     fn transform(&self, record: Record) -> Result<Vec<Record>, Error>;
 }
 
-/// Exports a [`Plugin`] implementation as the component's `transformer` world.
+/// Exports a [`Plugin`] implementation as the component's `batch-transformer` world.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
@@ -85,15 +87,8 @@ macro_rules! export_plugin {
                 $crate::guest::init::<$plugin>(&config)
             }
 
-            fn transform(
-                batch: ::std::vec::Vec<$crate::bindings::weir::plugin::types::Record>,
-            ) -> ::std::vec::Vec<
-                ::std::result::Result<
-                    ::std::vec::Vec<$crate::bindings::weir::plugin::types::Record>,
-                    $crate::bindings::weir::plugin::types::Error,
-                >,
-            > {
-                $crate::guest::transform::<$plugin>(batch)
+            fn transform_batch(batch: ::std::vec::Vec<u8>) -> ::std::vec::Vec<u8> {
+                $crate::guest::transform::<$plugin>(&batch)
             }
         }
 

@@ -1,0 +1,44 @@
+//! A test plugin built against `weir:plugin@0.1.0`'s `transformer` world with wit-bindgen alone,
+//! as plugins were before the batch world: the host must still run it. It passes each record
+//! through with a `contract` header added, and fails a record whose value is `bad` as a bad
+//! record.
+
+mod bindings {
+    wit_bindgen::generate!({
+        world: "transformer",
+        path: "wit",
+    });
+}
+
+use bindings::weir::plugin::types::{Error, ErrorKind, Header, Record};
+
+/// Passes records through, marked.
+pub struct Contract010;
+
+impl bindings::Guest for Contract010 {
+    fn init(_config: String) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn transform(batch: Vec<Record>) -> Vec<Result<Vec<Record>, Error>> {
+        batch
+            .into_iter()
+            .map(|mut record| {
+                if record.value == b"bad" {
+                    return Err(Error {
+                        kind: ErrorKind::BadRecord,
+                        message: "the value is `bad`".into(),
+                    });
+                }
+                record.headers.push(Header {
+                    key: "contract".into(),
+                    value: b"0.1.0".to_vec(),
+                });
+                Ok(vec![record])
+            })
+            .collect()
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+bindings::export!(Contract010 with_types_in bindings);
