@@ -33,6 +33,18 @@ pub(super) enum WorldBindings {
 }
 
 impl WorldBindings {
+    /// Calls `init` with the plugin's config.
+    pub(super) fn init(
+        &self,
+        store: &mut Store<InstanceState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
+        match self {
+            WorldBindings::Records(bindings) => bindings.call_init(store, config),
+            WorldBindings::Batch(bindings, _) => bindings.call_init(store, config),
+        }
+    }
+
     /// Calls `transform` (or `transform-batch`) with `batch`.
     pub(super) fn call(&mut self, store: &mut Store<InstanceState>, batch: &[Record]) -> Called {
         match self {

@@ -312,11 +312,7 @@ impl PluginInstance {
             (error, image_seal_refused(&e))
         })?;
         store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
-        let init = match &bindings {
-            WorldBindings::Records(bindings) => bindings.call_init(&mut store, &self.config),
-            WorldBindings::Batch(bindings, _) => bindings.call_init(&mut store, &self.config),
-        };
-        match init {
+        match bindings.init(&mut store, &self.config) {
             Ok(Ok(())) => Ok(Live { store, bindings }),
             Ok(Err(reason)) => Err((PluginError::Init { name, reason }, false)),
             Err(e) => {
