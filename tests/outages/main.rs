@@ -4,6 +4,7 @@
 //! in the background across it, and each test asserts that work was still ahead of the pipeline
 //! when the service went down. Weir waits and resumes by itself, commits nothing while writes
 //! fail, stops reading when its queues are full (so its memory stays bounded), and loses nothing.
+//! Kafka clients stranded without any broker by a restart (librdkafka 2.12) reconnect.
 //!
 //! These tests stop and start the shared services with `scripts/services`, so they live in their
 //! own test binary (cargo runs test binaries one after another) and take turns within it.
@@ -909,6 +910,7 @@ async fn kafka_restarted_mid_batch_writes_no_reported_delivery_twice() {
     use weir::record::Record;
 
     const RECORDS: usize = 6_000;
+    init_logs();
     let _turn = TURN.lock().await;
     let brokers = service_setting("WEIR_KAFKA_BROKERS", "127.0.0.1:9092");
     let topic = unique("restart_mid_batch");
@@ -1023,5 +1025,111 @@ async fn kafka_restarted_mid_batch_writes_no_reported_delivery_twice() {
     println!(
         "kafka restarted mid-batch: records {RECORDS}, delivered before the stop {}, writes {attempts}, written twice among those reported 0, written twice among those in flight {duplicates}, lost 0",
         reported.len()
+    );
+}
+
+/// A KRaft broker answers metadata with an empty broker list for a moment while it shuts down,
+/// and librdkafka 2.12 then drops every broker it knew and never reconnects (librdkafka issue
+/// 5301). Clients that ask for metadata all through a broker restart, until one of them got that
+/// answer, all reach the broker again once it is back: weir's broker watch gave the stranded ones
+/// their bootstrap servers back.
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_stranded_without_brokers_by_a_shutting_down_broker_reconnect() {
+    use rdkafka::client::ClientContext;
+    use rdkafka::producer::{Producer, ThreadedProducer};
+    use std::sync::atomic::AtomicBool;
+    use weir::connectors::kafka::rebootstrap::{BrokerWatch, STATISTICS_INTERVAL_MS};
+
+    /// A client context holding the watch, as weir's sink and source contexts do.
+    struct Watched(BrokerWatch);
+    impl ClientContext for Watched {
+        fn stats_raw(&self, statistics: &[u8]) {
+            self.0.observe(statistics);
+        }
+    }
+    impl rdkafka::producer::ProducerContext for Watched {
+        type DeliveryOpaque = ();
+        fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+    }
+
+    const CLIENTS: usize = 6;
+    const RESTARTS: usize = 6;
+    init_logs();
+    let _turn = TURN.lock().await;
+    let brokers = service_setting("WEIR_KAFKA_BROKERS", "127.0.0.1:9092");
+    let clients: Vec<Arc<ThreadedProducer<Watched>>> = (0..CLIENTS)
+        .map(|_| {
+            let client: ThreadedProducer<Watched> = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
+                .create_with_context(Watched(BrokerWatch::new(&brokers)))
+                .unwrap();
+            client.context().0.attach(client.client());
+            Arc::new(client)
+        })
+        .collect();
+    let stranded = || -> Vec<usize> {
+        (0..CLIENTS)
+            .filter(|&n| clients[n].context().0.restored() > 0)
+            .collect()
+    };
+    let mut restarts = 0;
+    while stranded().is_empty() {
+        assert!(
+            restarts < RESTARTS,
+            "no client got a metadata answer without brokers in {RESTARTS} broker restarts; the test could not provoke what it checks"
+        );
+        restarts += 1;
+        // Every client asks for metadata without pause while the broker stops.
+        let asking = Arc::new(AtomicBool::new(true));
+        let askers: Vec<_> = clients
+            .iter()
+            .map(|client| {
+                let (client, asking) = (Arc::clone(client), Arc::clone(&asking));
+                std::thread::spawn(move || {
+                    while asking.load(Ordering::Relaxed) {
+                        let _ = client
+                            .client()
+                            .fetch_metadata(None, Duration::from_millis(500));
+                    }
+                })
+            })
+            .collect();
+        let outage = Outage::begin("kafka");
+        asking.store(false, Ordering::Relaxed);
+        for asker in askers {
+            asker.join().unwrap();
+        }
+        outage.end();
+        // A stranded client is noticed at its next statistics report; give each a few.
+        let interval = Duration::from_millis(STATISTICS_INTERVAL_MS.parse().unwrap());
+        let reports_due = Instant::now() + 3 * interval;
+        while stranded().is_empty() && Instant::now() < reports_due {
+            tokio::time::sleep(interval / 4).await;
+        }
+    }
+    let stranded = stranded();
+    for (n, client) in clients.iter().enumerate() {
+        let client = Arc::clone(client);
+        wait_until(
+            Duration::from_secs(120),
+            move || {
+                client
+                    .client()
+                    .fetch_metadata(None, Duration::from_secs(2))
+                    .is_ok_and(|metadata| !metadata.brokers().is_empty())
+            },
+            || {
+                format!(
+                    "client {n} to reach the restarted broker (stranded without brokers: {})",
+                    stranded.contains(&n)
+                )
+            },
+        )
+        .await;
+    }
+    println!(
+        "broker restarts {restarts}; clients stranded without brokers {} of {CLIENTS}; all reconnected",
+        stranded.len()
     );
 }

@@ -15,8 +15,10 @@ use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use tokio::sync::Notify;
+
+use super::rebootstrap::{BrokerWatch, STATISTICS_INTERVAL_MS};
 
 /// How long a record may wait for room in librdkafka's queue (`queue.buffering.max.*`) before
 /// its send fails (and the batch is retried): as long as `FutureProducer::send` was given.
@@ -36,10 +38,18 @@ const REPORT_POLL_WINDOW: Duration = Duration::from_secs(1);
 /// A producer shared by the handles of one sink; its own thread serves the delivery reports.
 pub type BatchProducer = Arc<PolledProducer>;
 
-/// Creates a producer with `client`'s settings and starts the thread serving its reports.
+/// Creates a producer with `client`'s settings and starts the thread serving its reports (and
+/// its statistics, which [`BrokerWatch`] reads, every [`STATISTICS_INTERVAL_MS`] unless the
+/// settings say otherwise).
 pub fn create(client: &ClientConfig) -> KafkaResult<BatchProducer> {
+    let mut client = client.clone();
+    if client.get("statistics.interval.ms").is_none() {
+        client.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+    }
+    let brokers = BrokerWatch::new(client.get("bootstrap.servers").unwrap_or_default());
     let producer: Arc<BaseProducer<BatchContext>> =
-        Arc::new(client.create_with_context(BatchContext)?);
+        Arc::new(client.create_with_context(BatchContext { brokers })?);
+    producer.context().brokers.attach(producer.client());
     let stop = Arc::new(AtomicBool::new(false));
     thread::Builder::new()
         .name("weir-kafka-reports".into())
@@ -155,9 +165,16 @@ pub async fn send(producer: &BatchProducer, message: Outgoing<'_>) -> Result<(),
 }
 
 /// Routes each delivery report to its batch's tally.
-pub struct BatchContext;
+pub struct BatchContext {
+    /// Gives the producer its bootstrap servers back if it drops every broker.
+    brokers: BrokerWatch,
+}
 
-impl ClientContext for BatchContext {}
+impl ClientContext for BatchContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.brokers.observe(statistics);
+    }
+}
 
 impl ProducerContext for BatchContext {
     type DeliveryOpaque = Box<Pending>;

@@ -17,6 +17,7 @@ use super::group::GroupMetrics;
 use super::lag::ConsumerLag;
 use super::partition_queues::Splitter;
 use super::progress::{Commit, PartitionProgress, TopicPartition};
+use super::rebootstrap::BrokerWatch;
 
 /// Callbacks of one consumer. They run on the source's polling thread, which may block.
 pub struct GroupContext {
@@ -30,6 +31,8 @@ pub struct GroupContext {
     assignment_changed: AtomicBool,
     /// Splits each partition's queue off before it is assigned, so it is read in turn.
     splitter: Splitter<GroupContext>,
+    /// Gives the consumer its bootstrap servers back if it drops every broker.
+    brokers: BrokerWatch,
 }
 
 impl GroupContext {
@@ -41,6 +44,7 @@ impl GroupContext {
         metrics: Arc<GroupMetrics>,
         drain_timeout: Duration,
         splitter: Splitter<GroupContext>,
+        brokers: BrokerWatch,
     ) -> Self {
         GroupContext {
             name: name.to_owned(),
@@ -50,7 +54,13 @@ impl GroupContext {
             drain_timeout,
             assignment_changed: AtomicBool::new(false),
             splitter,
+            brokers,
         }
+    }
+
+    /// The watch over the consumer's broker list.
+    pub fn brokers(&self) -> &BrokerWatch {
+        &self.brokers
     }
 
     /// The member's group counters.
@@ -126,6 +136,7 @@ pub fn offsets(commit: &Commit) -> TopicPartitionList {
 impl ClientContext for GroupContext {
     fn stats_raw(&self, statistics: &[u8]) {
         self.lag.update(statistics);
+        self.brokers.observe(statistics);
     }
 }
 

@@ -10,6 +10,7 @@ mod group;
 mod lag;
 mod partition_queues;
 mod progress;
+pub mod rebootstrap;
 mod sink;
 mod source;
 mod unfinished;

@@ -23,6 +23,7 @@ use super::group::GroupMetrics;
 use super::lag::{ConsumerLag, STATISTICS_INTERVAL_MS};
 use super::partition_queues::{PartitionQueues, Splitter, Wakeup};
 use super::progress::{PartitionProgress, TopicPartition};
+use super::rebootstrap::BrokerWatch;
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
 use crate::record::{Record, SourcePosition, SourceRecord};
 
@@ -439,10 +440,12 @@ impl KafkaSource {
             Arc::clone(&metrics),
             Duration::from_millis(config.drain_timeout_ms),
             Splitter::new(Arc::clone(&wakeup)),
+            BrokerWatch::new(&config.brokers),
         );
         let mut consumer: BaseConsumer<GroupContext> = client
             .create_with_context(context)
             .map_err(|e| ConnectorError::fatal(&name, "cannot create the consumer").caused_by(e))?;
+        consumer.context().brokers().attach(consumer.client());
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)

@@ -21,6 +21,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::catalog::{Catalog, Change, Head, HeadAction, Incoming, RolloutAction, RolloutRecord};
 use super::{KAFKA_TIMEOUT, KafkaRegistryError, RegistryAddress};
+use crate::connectors::kafka::rebootstrap::{BrokerWatch, STATISTICS_INTERVAL_MS};
 use crate::registry::{Deployer, Deployment, RegistryError};
 
 /// A reader of one topic of the registry, from its beginning.
@@ -31,14 +32,22 @@ pub(crate) struct TopicReader {
 }
 
 /// The client's callbacks: the end of a partition is how a reader knows it caught up, not an
-/// error worth a log line (librdkafka's default context logs it as one).
-struct Quiet;
+/// error worth a log line (librdkafka's default context logs it as one). A reader follows the
+/// registry for the life of the process, so it too gets its bootstrap servers back if it drops
+/// every broker.
+struct Quiet {
+    brokers: BrokerWatch,
+}
 
 impl ClientContext for Quiet {
     fn error(&self, error: KafkaError, reason: &str) {
         if !matches!(error, KafkaError::PartitionEOF(_)) {
             tracing::warn!(%error, reason, "Registry client error.");
         }
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.brokers.observe(statistics);
     }
 }
 
@@ -71,8 +80,12 @@ impl TopicReader {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest")
-            .create_with_context(Quiet)
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
+            .create_with_context(Quiet {
+                brokers: BrokerWatch::new(&address.brokers),
+            })
             .map_err(|e| KafkaRegistryError::kafka(address, "creating a consumer", e))?;
+        consumer.context().brokers.attach(consumer.client());
         let metadata = consumer
             .fetch_metadata(Some(topic), KAFKA_TIMEOUT)
             .map_err(|e| KafkaRegistryError::kafka(address, format!("reading topic {topic}"), e))?;
