@@ -1062,7 +1062,7 @@ async fn clients_stranded_without_brokers_by_a_shutting_down_broker_reconnect() 
             let client: ThreadedProducer<Watched> = ClientConfig::new()
                 .set("bootstrap.servers", &brokers)
                 .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
-                .create_with_context(Watched(BrokerWatch::new(&brokers)))
+                .create_with_context(Watched(BrokerWatch::new("stranded-test", &brokers)))
                 .unwrap();
             client.context().0.attach(client.client());
             Arc::new(client)

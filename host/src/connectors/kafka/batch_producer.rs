@@ -41,12 +41,13 @@ pub type BatchProducer = Arc<PolledProducer>;
 /// Creates a producer with `client`'s settings and starts the thread serving its reports (and
 /// its statistics, which [`BrokerWatch`] reads, every [`STATISTICS_INTERVAL_MS`] unless the
 /// settings say otherwise).
-pub fn create(client: &ClientConfig) -> KafkaResult<BatchProducer> {
+/// `name` says what the producer serves, in its log lines.
+pub fn create(name: &str, client: &ClientConfig) -> KafkaResult<BatchProducer> {
     let mut client = client.clone();
     if client.get("statistics.interval.ms").is_none() {
         client.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
     }
-    let brokers = BrokerWatch::new(client.get("bootstrap.servers").unwrap_or_default());
+    let brokers = BrokerWatch::new(name, client.get("bootstrap.servers").unwrap_or_default());
     let producer: Arc<BaseProducer<BatchContext>> =
         Arc::new(client.create_with_context(BatchContext { brokers })?);
     producer.context().brokers.attach(producer.client());
@@ -321,7 +322,7 @@ mod tests {
         client
             .set("bootstrap.servers", "127.0.0.1:1")
             .set("log_level", "0");
-        let producer = create(&client).expect("a producer");
+        let producer = create("test", &client).expect("a producer");
         let report_thread_holds = Arc::downgrade(&producer.producer);
         drop(producer);
         let freed = Instant::now();

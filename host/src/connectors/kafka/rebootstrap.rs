@@ -25,6 +25,8 @@ pub const STATISTICS_INTERVAL_MS: &str = "2000";
 
 /// Watches one client's broker list and restores its bootstrap servers when the list is empty.
 pub struct BrokerWatch {
+    /// What the client serves (a connector's name, the registry), for the log.
+    client_name: String,
     /// The `bootstrap.servers` the client was created with.
     bootstrap: CString,
     /// The client, set once it exists.
@@ -43,9 +45,10 @@ unsafe impl Send for ClientHandle {}
 unsafe impl Sync for ClientHandle {}
 
 impl BrokerWatch {
-    /// A watch for a client created with `bootstrap_servers`.
-    pub fn new(bootstrap_servers: &str) -> Self {
+    /// A watch for the client of `client_name`, created with `bootstrap_servers`.
+    pub fn new(client_name: &str, bootstrap_servers: &str) -> Self {
         BrokerWatch {
+            client_name: client_name.to_owned(),
             // A server list with a NUL byte would not have made a client in the first place.
             bootstrap: CString::new(bootstrap_servers.replace('\0', "")).unwrap_or_default(),
             client: OnceLock::new(),
@@ -78,6 +81,8 @@ impl BrokerWatch {
             unsafe { rdkafka::bindings::rd_kafka_brokers_add(client.0, self.bootstrap.as_ptr()) };
         self.restored.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
+            client = %self.client_name,
+            bootstrap = ?self.bootstrap,
             added,
             "The Kafka client had dropped every broker (a broker answered metadata with none while it shut down); added its bootstrap servers back so that it reconnects."
         );
@@ -166,13 +171,13 @@ mod tests {
 
     #[test]
     fn a_watch_without_its_client_does_nothing_when_every_broker_is_gone() {
-        let watch = BrokerWatch::new("127.0.0.1:9092");
+        let watch = BrokerWatch::new("test", "127.0.0.1:9092");
         watch.observe(&report(&[]));
         assert_eq!(watch.restored(), 0);
     }
 
     #[test]
-    fn a_client_without_brokers_gets_its_bootstrap_servers_back_once() {
+    fn a_report_without_brokers_gives_the_attached_client_its_bootstrap_servers_back() {
         use rdkafka::ClientConfig;
         use rdkafka::producer::{BaseProducer, Producer};
 
@@ -188,7 +193,7 @@ mod tests {
         let producer: BaseProducer<Watched> = ClientConfig::new()
             .set("bootstrap.servers", "127.0.0.1:1")
             .set("log_level", "0")
-            .create_with_context(Watched(BrokerWatch::new("127.0.0.1:1")))
+            .create_with_context(Watched(BrokerWatch::new("test", "127.0.0.1:1")))
             .expect("a producer");
         let watch = &producer.context().0;
         watch.attach(producer.client());

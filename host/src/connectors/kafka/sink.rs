@@ -398,7 +398,7 @@ impl KafkaSink {
 
 /// A producer with `client`'s settings.
 fn create_producer(name: &str, client: &ClientConfig) -> Result<BatchProducer, ConnectorError> {
-    batch_producer::create(client)
+    batch_producer::create(name, client)
         .map_err(|e| ConnectorError::fatal(name, "cannot create the producer").caused_by(e))
 }
 

@@ -440,7 +440,7 @@ impl KafkaSource {
             Arc::clone(&metrics),
             Duration::from_millis(config.drain_timeout_ms),
             Splitter::new(Arc::clone(&wakeup)),
-            BrokerWatch::new(&config.brokers),
+            BrokerWatch::new(&name, &config.brokers),
         );
         let mut consumer: BaseConsumer<GroupContext> = client
             .create_with_context(context)

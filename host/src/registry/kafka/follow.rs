@@ -82,7 +82,7 @@ impl TopicReader {
             .set("auto.offset.reset", "earliest")
             .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
             .create_with_context(Quiet {
-                brokers: BrokerWatch::new(&address.brokers),
+                brokers: BrokerWatch::new(&format!("registry {address} reader"), &address.brokers),
             })
             .map_err(|e| KafkaRegistryError::kafka(address, "creating a consumer", e))?;
         consumer.context().brokers.attach(consumer.client());

@@ -123,7 +123,7 @@ pub async fn start_heartbeat(
     super::publish::ensure_compacted(address, &[&topic]).await?;
     let mut client = address.client_config();
     client.set("linger.ms", "0");
-    let producer = batch_producer::create(&client)
+    let producer = batch_producer::create(&format!("registry {address} heartbeat"), &client)
         .map_err(|e| KafkaRegistryError::kafka(address, "creating a producer", e))?;
     let process = process_identity();
     let task = {

@@ -48,7 +48,7 @@ impl Publisher {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5");
-        let producer = batch_producer::create(&client)
+        let producer = batch_producer::create(&format!("registry {address} publisher"), &client)
             .map_err(|e| KafkaRegistryError::kafka(address, "creating a producer", e))?;
         Ok(Publisher {
             address: address.clone(),
