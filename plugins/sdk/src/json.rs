@@ -78,13 +78,20 @@ pub enum Field<'a> {
     Null,
     /// A string.
     Str(Cow<'a, str>),
-    /// A number, as JSON wrote it.
-    Number(Number),
+    /// A number, as JSON wrote it. Boxed, so that a field is no larger than a string (three
+    /// words): numbers are the rarer case, and a plugin's arena makes the box a pointer bump.
+    Number(Box<Number>),
     /// `true` or `false`.
     Bool(bool),
     /// An array or an object (skipped, not kept).
     Composite,
 }
+
+// A field is no larger than the string it borrows, checked wherever the SDK compiles (a plugin's
+// wasm32 build too). The derived visitor of a typed document holds all its fields at once, and
+// `Record::parse` moves the document whole: kept inline, a number (16 bytes, aligned to 8) made
+// every field 24 bytes in Wasm instead of 12 (docs/performance.md, "Twenty-sixth session").
+const _: () = assert!(size_of::<Field<'static>>() == size_of::<Cow<'static, str>>());
 
 impl<'a> Field<'a> {
     /// The string; a bad record naming `name` (`location.city`) when absent or null, or not a
@@ -172,13 +179,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
                 Ok(Field::Str(Cow::Owned(v)))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(Field::Number(v.into()))
+                Ok(Field::Number(Box::new(v.into())))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Field::Number(v.into()))
+                Ok(Field::Number(Box::new(v.into())))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(Number::from_f64(v).map_or(Field::Null, Field::Number))
+                Ok(Number::from_f64(v).map_or(Field::Null, |n| Field::Number(Box::new(n))))
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
                 Ok(Field::Bool(v))
@@ -424,7 +431,10 @@ mod tests {
         assert_eq!(all.inner.b.str("inner.b").unwrap(), "x");
         assert_eq!(
             all.list,
-            List::Items(vec![Field::Number(1.into()), Field::Str("y".into())])
+            List::Items(vec![
+                Field::Number(Box::new(1.into())),
+                Field::Str("y".into())
+            ])
         );
         for text in [
             r#"{}"#,
