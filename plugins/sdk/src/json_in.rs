@@ -46,8 +46,10 @@ pub(crate) fn from_slice<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Opti
         depth: 0,
         scratch: String::new(),
     };
-    let value = T::deserialize(&mut reader).ok()?;
-    (reader.peek().is_none()).then_some(value)
+    match T::deserialize(&mut reader) {
+        Ok(value) if reader.peek().is_none() => Some(value),
+        _ => None,
+    }
 }
 
 /// Reads `bytes` through `seed` (a visitor that keeps state, such as a host's reader of several
