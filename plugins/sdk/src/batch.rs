@@ -344,7 +344,8 @@ pub fn put_failure(out: &mut Vec<u8>, kind: FailureKind, message: &str) -> Resul
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8], what: &'static str) -> Result<(), TooLong> {
     out.extend_from_slice(&len_u32(bytes.len(), what)?.to_le_bytes());
-    out.extend_from_slice(bytes);
+    // Keys and short values are copied inside the guest, not by `memory.copy` (`copy` says why).
+    crate::copy::append(out, bytes);
     Ok(())
 }
 

@@ -146,7 +146,9 @@ fn number_text(number: &Number) -> String {
         text.push('-');
     }
     // SAFETY: `write_digits` wrote ASCII digits from `start` on.
-    text.push_str(unsafe { std::str::from_utf8_unchecked(&digits[start..]) });
+    crate::copy::push_str(&mut text, unsafe {
+        std::str::from_utf8_unchecked(&digits[start..])
+    });
     text
 }
 

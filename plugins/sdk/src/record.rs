@@ -57,10 +57,17 @@ impl Record {
     /// `Deserialize` may run twice on it and should have no side effects.
     pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, Error> {
         // The fast reader accepts only UTF-8 that serde_json accepts, and reads it the same
-        // way; whatever it refuses is read again below, for the value or the error's wording.
-        if let Some(value) = crate::json_in::from_slice(&self.value) {
-            return Ok(value);
+        // way; whatever it refuses is read again, for the value or the error's wording.
+        match crate::json_in::from_slice(&self.value) {
+            Some(value) => Ok(value),
+            None => self.parse_refused(),
         }
+    }
+
+    /// [`Record::parse`] of a document the SDK's reader refused: serde_json's turn.
+    #[cold]
+    #[inline(never)]
+    fn parse_refused<'a, T: Deserialize<'a>>(&'a self) -> Result<T, Error> {
         let not_json =
             |e: serde_json::Error| Error::bad_record(format!("value is not valid JSON: {e}"));
         // Checked once here, so that the parser need not check each string it reads; on
