@@ -68,8 +68,10 @@ pub(crate) fn from_slice_seed<'de, S: DeserializeSeed<'de>>(
         depth: 0,
         scratch: String::new(),
     };
-    let value = seed.deserialize(&mut reader).ok()?;
-    (reader.peek().is_none()).then_some(value)
+    match seed.deserialize(&mut reader) {
+        Ok(value) if reader.peek().is_none() => Some(value),
+        _ => None,
+    }
 }
 
 /// The reader refused: why is serde_json's to say.
