@@ -6,7 +6,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use weir::record::{Header, Record};
 use weir::registry::PluginRegistry;
-use weir::runtime::{LoadedPlugin, PluginError, PluginLimits, PluginRuntime, RecordErrorKind};
+use weir::runtime::{
+    CALL_BYTES, LoadedPlugin, PluginError, PluginLimits, PluginRuntime, RecordErrorKind,
+};
 
 use crate::support::{plugin_registry, test_runtime};
 
@@ -79,6 +81,47 @@ fn a_batch_world_plugin_keeps_every_field_of_a_record() {
     assert_eq!(failed.message, "fault-panic was told to fail");
     assert_eq!(results[3].as_ref().unwrap(), &vec![batch[3].clone()]);
     assert_eq!(instance.instances_created(), 1, "no trap, no new instance");
+}
+
+/// A batch several times larger than one call carries goes to the plugin in several calls
+/// (`call_length`'s unit tests show where it is cut): still one result per record, in order,
+/// with a failure and a trap in later calls answered for their own records.
+#[test]
+fn a_batch_larger_than_one_call_is_split_and_answered_in_order() {
+    let (_runtime, plugin) = load("fault-panic");
+    let mut instance = plugin.instantiate("{}", PluginLimits::default()).unwrap();
+    let filler = "x".repeat(CALL_BYTES / 8);
+    let values: Vec<String> = (0..40)
+        .map(|n| match n {
+            21 => "fail".to_owned(),
+            30 => "panic".to_owned(),
+            _ => format!("{n:02}{filler}"),
+        })
+        .collect();
+    assert!(values.iter().map(String::len).sum::<usize>() > 4 * CALL_BYTES);
+    let batch: Vec<Record> = values
+        .iter()
+        .map(|v| Record::from_value(v.as_str()))
+        .collect();
+    let results = instance.transform(&batch);
+    assert_eq!(results.len(), batch.len());
+    for (n, result) in results.iter().enumerate() {
+        match n {
+            21 => assert_eq!(
+                result.as_ref().unwrap_err().kind,
+                RecordErrorKind::PluginFailure
+            ),
+            30 => assert_eq!(result.as_ref().unwrap_err().kind, RecordErrorKind::Trap),
+            _ => assert_eq!(
+                result.as_ref().unwrap()[0].value,
+                values[n].as_bytes(),
+                "{n}"
+            ),
+        }
+    }
+    // The call holding record 30 trapped and its replay trapped on it again: two new
+    // instances, as for a batch that is one call.
+    assert_eq!(instance.instances_created(), 3);
 }
 
 #[test]

@@ -14,6 +14,14 @@ use super::plugin::{LoadedPlugin, WorldPre};
 use super::state::InstanceState;
 use crate::record::{Record, RecordError, RecordErrorKind};
 
+/// Most record data (values, keys and headers) one `transform` call carries. A call's memory
+/// is several times its input (the encoded batch, its copy in the guest, the plugin's copy of
+/// each record, the outputs, the results on their way back), and at this size it stays in a
+/// core's cache: a batch of 1,024 users (about 1 MiB) in one call ran at 0.67 of native in
+/// `weir bench plugin`, in calls of up to 128 KiB at 0.70 to 0.72, as a batch of 64 does
+/// (docs/performance.md, "Twenty-seventh session").
+pub const CALL_BYTES: usize = 128 << 10;
+
 /// One instance of a plugin version, owned by one worker.
 pub struct PluginInstance {
     plugin: Arc<LoadedPlugin>,
@@ -67,11 +75,17 @@ impl PluginInstance {
     /// then replayed record by record, each with one record's deadline, on a fresh instance after
     /// each trap, so that only the record that trapped or spun fails and a good record costs only
     /// its own time.
+    ///
+    /// A call carries at most [`CALL_BYTES`] of record data (and at most
+    /// [`PluginInstance::max_call_records`] records), so a large batch is several calls.
     pub fn transform(&mut self, batch: &[Record]) -> RecordResults {
-        let per_call = self.max_call_records.unwrap_or(batch.len()).max(1);
+        let most_records = self.max_call_records.unwrap_or(batch.len()).max(1);
         let mut results = Vec::with_capacity(batch.len());
-        for chunk in batch.chunks(per_call) {
-            results.extend(self.transform_call(chunk));
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let (call, after) = rest.split_at(call_length(rest, most_records, CALL_BYTES));
+            results.extend(self.transform_call(call));
+            rest = after;
         }
         results
     }
@@ -356,9 +370,78 @@ fn deadline_ticks(deadline: Duration) -> u64 {
         .saturating_add(1)
 }
 
+/// How many of `records` the next call carries: as many as fit in `most_bytes` of record data,
+/// at most `most_records`, and at least one however large it is.
+fn call_length(records: &[Record], most_records: usize, most_bytes: usize) -> usize {
+    let mut bytes = 0usize;
+    let mut length = 0;
+    for record in records.iter().take(most_records) {
+        bytes = bytes.saturating_add(record_bytes(record));
+        if length > 0 && bytes > most_bytes {
+            break;
+        }
+        length += 1;
+    }
+    length
+}
+
+/// A record's data as a call carries it: value, key, and each header's name and value.
+fn record_bytes(record: &Record) -> usize {
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|header| header.key.len() + header.value.len())
+        .sum();
+    record.value.len() + record.key.as_ref().map_or(0, Vec::len) + headers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::{Header, HeaderName};
+
+    fn records(sizes: &[usize]) -> Vec<Record> {
+        sizes
+            .iter()
+            .map(|&size| Record::from_value(vec![b'x'; size]))
+            .collect()
+    }
+
+    #[test]
+    fn a_call_carries_what_fits_its_bytes_and_at_least_one_record() {
+        let batch = records(&[40, 40, 40, 40]);
+        assert_eq!(call_length(&batch, 10, 100), 2);
+        assert_eq!(
+            call_length(&batch, 10, 80),
+            2,
+            "a record that ends at the bound fits"
+        );
+        assert_eq!(call_length(&batch, 10, 79), 1);
+        assert_eq!(call_length(&batch, 10, 1000), 4);
+        assert_eq!(
+            call_length(&batch, 3, 1000),
+            3,
+            "the record limit holds too"
+        );
+        let huge = records(&[5000, 10]);
+        assert_eq!(
+            call_length(&huge, 10, 100),
+            1,
+            "a record past the bound goes alone"
+        );
+        assert_eq!(call_length(&[], 10, 100), 0);
+    }
+
+    #[test]
+    fn a_record_counts_its_key_and_headers() {
+        let mut record = Record::from_value(vec![b'x'; 10]);
+        record.key = Some(vec![b'k'; 5]);
+        record.headers.push(Header {
+            key: HeaderName::from("name".to_owned()),
+            value: bytes::Bytes::from_static(b"value"),
+        });
+        assert_eq!(record_bytes(&record), 10 + 5 + 4 + 5);
+    }
 
     #[test]
     fn only_a_refused_image_seal_is_worth_another_instantiation() {

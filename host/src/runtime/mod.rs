@@ -21,7 +21,7 @@ pub use cache::{CacheOutcome, CompiledCache, default_cache_dir};
 pub use engine::{ComponentLimits, PluginRuntime};
 pub use error::PluginError;
 pub use inspect::{ComponentShape, inspect};
-pub use instance::PluginInstance;
+pub use instance::{CALL_BYTES, PluginInstance};
 pub use limits::{Capability, EPOCH_TICK, Grants, PluginLimits};
 pub use plugin::LoadedPlugin;
 pub use slot::{
