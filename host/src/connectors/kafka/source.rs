@@ -381,10 +381,18 @@ const DEFAULT_WANTED: usize = 500;
 ///   read. Measured with kafka -> user-profile -> blackhole on 600,000 users (release, 2 cores):
 ///   34,000 records/s at 1 s, 74,000 with a 64 MiB queue instead, all 600,000 read within 3 s
 ///   at 10 ms (docs/performance.md).
-const CONSUMER_DEFAULTS: [(&str, &str); 3] = [
+/// - `max.partition.fetch.bytes`: at most 512 KiB of a partition in one fetch response, against
+///   librdkafka's 1 MiB. At 1 MiB, `weir run` into Cassandra from an lz4 topic of three
+///   partitions held 9.4 MiB of decompressed batches at its peak (heaptrack), allocated on
+///   librdkafka's broker thread and freed on the polling one; at 512 KiB it peaked about 2.5 MiB
+///   lower at the same CPU and broker CPU. 256 KiB saved 7 MiB but fetched twice as often: the
+///   broker's CPU per record read rose by half (docs/performance.md, twenty-eighth session). A
+///   larger batch still arrives whole (librdkafka raises the limit for it), so nothing stalls.
+const CONSUMER_DEFAULTS: [(&str, &str); 4] = [
     ("partition.assignment.strategy", DEFAULT_ASSIGNOR),
     ("queued.max.messages.kbytes", "1024"),
     ("fetch.queue.backoff.ms", "10"),
+    ("max.partition.fetch.bytes", "524288"),
 ];
 /// How often acknowledged offsets are committed while the pipeline runs (asynchronously; the
 /// last commit at shutdown and a rebalance's commit wait for the broker). A crash re-delivers
