@@ -394,6 +394,15 @@ const CONSUMER_DEFAULTS: [(&str, &str); 4] = [
     ("fetch.queue.backoff.ms", "10"),
     ("max.partition.fetch.bytes", "524288"),
 ];
+/// The [`CONSUMER_DEFAULTS`] that the user's `properties` leave unset.
+fn defaults_not_set_in(
+    properties: &BTreeMap<String, crate::secret::Secret>,
+) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+    CONSUMER_DEFAULTS
+        .into_iter()
+        .filter(|(key, _)| !properties.contains_key(*key))
+}
+
 /// How often acknowledged offsets are committed while the pipeline runs (asynchronously; the
 /// last commit at shutdown and a rebalance's commit wait for the broker). A crash re-delivers
 /// at most this much more; each commit is a request the group coordinator must serve.
@@ -404,10 +413,8 @@ impl KafkaSource {
     pub fn open(config: &KafkaSourceConfig) -> Result<Self, ConnectorError> {
         let name = format!("kafka source {}", config.topics.join(","));
         let mut client = client_config(&config.brokers, &config.properties);
-        for (key, value) in CONSUMER_DEFAULTS {
-            if !config.properties.contains_key(key) {
-                client.set(key, value);
-            }
+        for (key, value) in defaults_not_set_in(&config.properties) {
+            client.set(key, value);
         }
         let instance_id = config
             .resolved_instance_id()
@@ -922,4 +929,25 @@ pub(super) fn reassigned(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::RebalanceInProgress
             | RDKafkaErrorCode::AssignmentLost
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fetch_is_bounded_unless_the_user_sets_the_bound() {
+        let unset = BTreeMap::new();
+        let defaults: BTreeMap<_, _> = defaults_not_set_in(&unset).collect();
+        assert_eq!(defaults.get("max.partition.fetch.bytes"), Some(&"524288"));
+        assert_eq!(defaults.get("queued.max.messages.kbytes"), Some(&"1024"));
+
+        let set = BTreeMap::from([(
+            "max.partition.fetch.bytes".to_owned(),
+            crate::secret::Secret::from("1048576"),
+        )]);
+        let defaults: BTreeMap<_, _> = defaults_not_set_in(&set).collect();
+        assert_eq!(defaults.get("max.partition.fetch.bytes"), None);
+        assert_eq!(defaults.len(), CONSUMER_DEFAULTS.len() - 1);
+    }
 }
