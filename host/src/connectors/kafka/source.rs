@@ -394,6 +394,7 @@ const CONSUMER_DEFAULTS: [(&str, &str); 4] = [
     ("fetch.queue.backoff.ms", "10"),
     ("max.partition.fetch.bytes", "524288"),
 ];
+
 /// The [`CONSUMER_DEFAULTS`] that the user's `properties` leave unset.
 fn defaults_not_set_in(
     properties: &BTreeMap<String, crate::secret::Secret>,
