@@ -376,11 +376,15 @@ const DEFAULT_WANTED: usize = 500;
 ///   with a plugin read as fast at 1 MiB; a consumer that only reads, about a fifth slower
 ///   (docs/performance.md, nineteenth session). 16 MiB measured the same records/s as 4.
 /// - `fetch.queue.backoff.ms`: how long librdkafka waits before fetching again once the
-///   prefetch queue is full. Its default of 1 s starves a pipeline slower than the brokers: it
-///   drains the queue in well under a second, then waits for the rest of it with nothing to
-///   read. Measured with kafka -> user-profile -> blackhole on 600,000 users (release, 2 cores):
-///   34,000 records/s at 1 s, 74,000 with a 64 MiB queue instead, all 600,000 read within 3 s
-///   at 10 ms (docs/performance.md).
+///   prefetch queue is full: 2 ms. Its default of 1 s starves a pipeline slower than the
+///   brokers: it drains the queue in well under a second, then waits for the rest of it with
+///   nothing to read (34,000 records/s of kafka -> user-profile -> blackhole at 1 s). A 1 MiB
+///   queue holds about 4 ms of input at a plugin pipeline's rate, so 10 ms still left it
+///   waiting: 234,000 to 238,000 records/s at 10 ms, 351,000 to 365,000 at 2 ms, and a
+///   read-only consumer 405,000 to 413,000 against 565,000 to 612,000, at the same CPU and
+///   broker CPU per record. 1 ms read as fast but cost a slow pipeline (into Cassandra, its
+///   queue full most of the time) about 4% more CPU in wake-ups; 0 spins (docs/performance.md,
+///   twenty-ninth session).
 /// - `max.partition.fetch.bytes`: at most 512 KiB of a partition in one fetch response, against
 ///   librdkafka's 1 MiB. At 1 MiB, `weir run` into Cassandra from an lz4 topic of three
 ///   partitions held 9.4 MiB of decompressed batches at its peak (heaptrack), allocated on
@@ -391,7 +395,7 @@ const DEFAULT_WANTED: usize = 500;
 const CONSUMER_DEFAULTS: [(&str, &str); 4] = [
     ("partition.assignment.strategy", DEFAULT_ASSIGNOR),
     ("queued.max.messages.kbytes", "1024"),
-    ("fetch.queue.backoff.ms", "10"),
+    ("fetch.queue.backoff.ms", "2"),
     ("max.partition.fetch.bytes", "524288"),
 ];
 
@@ -942,6 +946,7 @@ mod tests {
         let defaults: BTreeMap<_, _> = defaults_not_set_in(&unset).collect();
         assert_eq!(defaults.get("max.partition.fetch.bytes"), Some(&"524288"));
         assert_eq!(defaults.get("queued.max.messages.kbytes"), Some(&"1024"));
+        assert_eq!(defaults.get("fetch.queue.backoff.ms"), Some(&"2"));
 
         let set = BTreeMap::from([(
             "max.partition.fetch.bytes".to_owned(),
