@@ -8,6 +8,7 @@ mod admin_auth;
 mod author;
 mod bench;
 mod bounds;
+mod cassandra_auth;
 mod cassandra_semantics;
 mod cli;
 mod compose;

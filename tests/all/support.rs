@@ -256,6 +256,19 @@ pub fn kafka_brokers() -> String {
     brokers
 }
 
+/// Where the tests find the Cassandra node that takes only a login (`cassandra-auth` in
+/// `scripts/services`): `WEIR_CASSANDRA_AUTH_NODES` (default 127.0.0.1:9043).
+pub fn cassandra_auth_nodes() -> String {
+    let nodes =
+        std::env::var("WEIR_CASSANDRA_AUTH_NODES").unwrap_or_else(|_| "127.0.0.1:9043".into());
+    require_listening(
+        "Cassandra (with logins)",
+        "WEIR_CASSANDRA_AUTH_NODES",
+        &nodes,
+    );
+    nodes
+}
+
 /// Where the tests find Cassandra: `WEIR_CASSANDRA_NODES` (default 127.0.0.1:9042).
 pub fn cassandra_nodes() -> String {
     let nodes = std::env::var("WEIR_CASSANDRA_NODES").unwrap_or_else(|_| "127.0.0.1:9042".into());

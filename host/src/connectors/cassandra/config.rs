@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::columns::{ColumnType, Missing};
 use crate::connectors::ConfigProblem;
 use crate::connectors::tls::TlsConfig;
+use crate::secret::Secret;
 
 /// Consistency levels the sink may write at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -110,6 +111,13 @@ pub struct CassandraSinkConfig {
     /// it, plain text.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// The role to log in as, for a cluster with `PasswordAuthenticator` (with `password`).
+    /// Without it the sink connects anonymously, which such a cluster refuses.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The role's password, best given as `"${VAR}"`; never shown in logs or messages.
+    #[serde(default)]
+    pub password: Option<Secret>,
 }
 
 fn default_concurrency() -> usize {
@@ -147,6 +155,24 @@ impl CassandraSinkConfig {
         }
         if let Some(tls) = &self.tls {
             tls.check("tls")?;
+        }
+        match (&self.username, &self.password) {
+            (Some(_), None) => {
+                return Err((
+                    "password".into(),
+                    "must be set with `username` (`password = \"${VAR}\"`)".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "username".into(),
+                    "must be set with `password`: the role to log in as".into(),
+                ));
+            }
+            (Some(username), Some(_)) if username.is_empty() => {
+                return Err(("username".into(), "must not be empty".into()));
+            }
+            _ => {}
         }
         for (key, name) in [("keyspace", &self.keyspace), ("table", &self.table)] {
             if !is_identifier(name) {
@@ -248,6 +274,22 @@ mod tests {
         ] {
             let (at, message) = config(extra).validate().unwrap_err();
             assert_eq!(at, key, "{extra}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_username_and_a_password_come_together_and_the_password_never_prints() {
+        let both = config("username = \"weir\"\npassword = \"s3cret-pw\"");
+        assert!(both.validate().is_ok());
+        assert!(!format!("{both:?}").contains("s3cret-pw"));
+        for (extra, key) in [
+            ("username = \"weir\"", "password"),
+            ("password = \"s3cret-pw\"", "username"),
+            ("username = \"\"\npassword = \"s3cret-pw\"", "username"),
+        ] {
+            let (at, message) = config(extra).validate().unwrap_err();
+            assert_eq!(at, key, "{extra}: {message}");
+            assert!(!message.contains("s3cret-pw"), "{message}");
         }
     }
 }

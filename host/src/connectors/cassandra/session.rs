@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use scylla::client::session::{OpenSsl010Config, Session};
 use scylla::client::session_builder::SessionBuilder;
-use scylla::errors::{ExecutionError, PrepareError};
+use scylla::errors::{
+    ConnectionError, ConnectionPoolError, ConnectionSetupRequestErrorKind as SetupError, DbError,
+    ExecutionError, MetadataError, NewSessionError, PrepareError,
+};
 use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
 use scylla::statement::Consistency;
 use scylla::statement::batch::{Batch, BatchType};
@@ -100,18 +103,21 @@ pub(super) async fn connect(
     };
     // Client-side timestamps, strictly increasing within the process, for the statements the
     // sink does not stamp itself (its inserts carry `USING TIMESTAMP`, fixed per batch).
-    let session = SessionBuilder::new()
+    let mut builder = SessionBuilder::new()
         .known_nodes(&config.nodes)
         .tls_context(tls)
-        .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()))
-        .build()
-        .await
-        .map_err(|e| {
-            transient(
-                &format!("cannot connect to {}", config.nodes.join(",")),
-                e.into(),
-            )
-        })?;
+        .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()));
+    if let (Some(username), Some(password)) = (&config.username, &config.password) {
+        builder = builder.user(username, password.expose());
+    }
+    let session = builder.build().await.map_err(|e| {
+        let nodes = config.nodes.join(",");
+        // The driver retries a refused login like an outage; no retry can change the answer.
+        match login_refusal(&e, config.username.as_deref()) {
+            Some(refusal) => ConnectorError::fatal(sink, format!("{nodes}: {refusal}")),
+            None => transient(&format!("cannot connect to {nodes}"), e.into()),
+        }
+    })?;
     let (keyspace, table) = (&config.keyspace, &config.table);
     if let Some(create) = &config.create {
         let keyspace_ddl = format!(
@@ -226,6 +232,32 @@ pub(super) async fn connect(
         fields: FieldSet::new(columns.iter().map(|column| &column.path)),
         columns: Arc::new(columns),
     })
+}
+
+/// What to tell the user when the cluster refused to log the sink in, or `None` for any other
+/// failure to connect. Decided on the driver's typed errors: a login the server refused
+/// (`AuthenticationError`) or a cluster that requires one when none was configured.
+fn login_refusal(error: &NewSessionError, username: Option<&str>) -> Option<String> {
+    let NewSessionError::MetadataError(MetadataError::ConnectionPoolError(
+        ConnectionPoolError::Broken {
+            last_connection_error: ConnectionError::ConnectionSetupRequestError(setup),
+        },
+    )) = error
+    else {
+        return None;
+    };
+    match (setup.get_error(), username) {
+        (SetupError::MissingAuthentication, _) => Some(
+            "the cluster requires a login; set the sink's `username` and `password` \
+             (`password = \"${VAR}\"`)"
+                .to_owned(),
+        ),
+        (SetupError::DbError(DbError::AuthenticationError, reason), Some(user)) => Some(format!(
+            "the cluster refused to log in role `{user}` ({reason}); check the sink's \
+             `username` and `password`, and that the role has LOGIN"
+        )),
+        _ => None,
+    }
 }
 
 /// Whether the table still has every column the insert binds: what tells a value the server
