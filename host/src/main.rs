@@ -482,6 +482,29 @@ enum PluginCommand {
         )]
         reason: String,
     },
+    /// Delete a plugin's old versions from the fleet's registry in Kafka, so that the topic
+    /// and every process following it stop holding them.
+    ///
+    /// Kept: the KEEP most recently published versions, the head (the version the fleet runs),
+    /// a staged candidate, and every version a live process runs or stages (by its heartbeat
+    /// in TOPIC.fleet; a process silent for 30 s does not count). The others get tombstones:
+    /// each process forgets them at once, compaction removes their records, and `rollback
+    /// --to` can no longer name them.
+    Prune {
+        /// The plugin's name.
+        name: String,
+        /// The fleet's registry in Kafka.
+        #[arg(long, value_name = "kafka://BROKERS/TOPIC", env = "WEIR_REGISTRY", value_parser = parse_registry)]
+        registry: weir::registry::kafka::RegistryAddress,
+        #[command(flatten)]
+        registry_properties: RegistryProperties,
+        /// How many of the most recently published versions to keep besides those in use.
+        #[arg(long, value_name = "N", default_value_t = 5)]
+        keep: usize,
+        /// Print what would be deleted and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Show how a staged shadow's outputs differ from the live version's, or a canary's counts.
     Diff {
         /// The plugin's name.
@@ -859,6 +882,15 @@ fn main() -> ExitCode {
             Ok(None) => cli::plugin::rollback(&name, admin.addr, &admin.token),
             Err(e) => Err(e),
         },
+        Command::Plugin(PluginCommand::Prune {
+            name,
+            registry,
+            registry_properties,
+            keep,
+            dry_run,
+        }) => registry_properties
+            .apply(registry)
+            .and_then(|registry| cli::plugin_publish::prune(&name, keep, dry_run, &registry)),
         Command::Bench(BenchCommand::Plugin {
             plugin,
             records,

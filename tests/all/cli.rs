@@ -13,6 +13,7 @@ fn every_subcommand_has_help() {
         vec!["plugin", "build", "--help"],
         vec!["plugin", "list", "--help"],
         vec!["plugin", "rollback", "--help"],
+        vec!["plugin", "prune", "--help"],
         vec!["tap", "--help"],
         vec!["bench", "--help"],
         vec!["bench", "plugin", "--help"],

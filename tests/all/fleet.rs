@@ -457,6 +457,128 @@ async fn every_process_rejects_a_bad_version_and_follows_a_rollback_record() {
     two.terminate();
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn pruning_deletes_old_versions_but_never_one_in_use_and_the_fleet_carries_on() {
+    let brokers = kafka_brokers();
+    let registry = new_registry(&brokers);
+    let address = registry.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let topic = unique("fleet-prune-in");
+    create_topic(&brokers, &topic, 1).await;
+    let source = format!(
+        "type = \"kafka\", brokers = \"{brokers}\", topics = [\"{topic}\"], group = \"{}\"",
+        unique("fleet-prune")
+    );
+    let v: Vec<String> = (1..=4)
+        .map(|i| {
+            let tag = format!("v{i}");
+            publish(dir, &registry, &variant(&picky(), &tag, 0), &tag)
+        })
+        .collect();
+    let one = Member::start(dir, "one", &source, &registry);
+    wait_for("the process on v4", Duration::from_secs(180), || {
+        one.runs(&v[3])
+    })
+    .await;
+    // A head the process rejects: it keeps running v4, which only its heartbeat now names.
+    let wrong = std::fs::read(plugin_registry().join("fault-wrong-version.wasm")).unwrap();
+    let bad = version_of(&wrong);
+    Publisher::new(&registry)
+        .unwrap()
+        .publish(PLUGIN, &wrong, "", Some("bad"), None)
+        .await
+        .unwrap();
+    wait_for(
+        "the process to reject the bad version",
+        Duration::from_secs(120),
+        || !one.rejections().is_empty(),
+    )
+    .await;
+    let identity = one.identity();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !listed_on(&listing(dir, &registry), &v[3]).contains(&identity) {
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat on v4: {}",
+            listing(dir, &registry)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Keep one: the newest (the bad head) stays, and v4 because a process runs it.
+    let prune = |dry_run: bool| {
+        let mut args = vec![
+            "plugin",
+            "prune",
+            PLUGIN,
+            "--registry",
+            &address,
+            "--keep",
+            "1",
+        ];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        String::from_utf8(run_weir_ok(dir, &args).stdout).unwrap()
+    };
+    let said = prune(true);
+    assert!(said.contains("would prune 3 versions"), "{said}");
+    for old in &v[..3] {
+        assert!(said.contains(old.as_str()), "{said}");
+    }
+    assert!(listing(dir, &registry).contains(&v[0]), "a dry run deleted");
+    let said = prune(false);
+    assert!(
+        said.contains("pruned 3 versions") && said.contains("kept 2"),
+        "{said}"
+    );
+    let list = listing(dir, &registry);
+    for old in &v[..3] {
+        assert!(
+            !list.contains(old.as_str()),
+            "{old} is still listed: {list}"
+        );
+    }
+    assert!(
+        list.contains(&v[3]) && list.contains(&format!("(head {bad})")),
+        "{list}"
+    );
+    let said = prune(false);
+    assert!(said.contains("nothing to prune"), "{said}");
+
+    // A pruned version cannot be rolled back to.
+    let refused = run_weir(
+        dir,
+        &[
+            "plugin",
+            "rollback",
+            PLUGIN,
+            "--registry",
+            &address,
+            "--to",
+            "v1",
+        ],
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("has no version `v1`"),
+        "{said}"
+    );
+
+    // The running process read the tombstones and still follows the topic; a process that
+    // starts now reads the pruned topic and deploys the head.
+    let v5 = publish(dir, &registry, &variant(&picky(), "v5", 0), "v5");
+    let two = Member::start(dir, "two", &source, &registry);
+    wait_for("both processes on v5", Duration::from_secs(180), || {
+        one.runs(&v5) && two.runs(&v5)
+    })
+    .await;
+    assert_eq!(one.rejections().len(), 1, "{}", one.log_text());
+    one.terminate();
+    two.terminate();
+}
+
 /// As `wait_for`, polling every half second: the conditions on output files parse every line
 /// written so far, which polling every 10 ms would turn into a busy loop beside the processes.
 async fn wait_patiently(what: &str, timeout: Duration, condition: impl Fn() -> bool) {

@@ -1,10 +1,11 @@
-//! `weir plugin publish`, and `weir plugin list`, `rollback`, `promote` and `abort` with
-//! `--registry`: the fleet's side of the Kafka registry. A component is validated here as
-//! `weir run` would (contract version, type-check, `init` with its manifest's defaults) before
-//! any process sees it; rollback writes a head naming an earlier version, which every process
-//! deploys; a staged candidate is promoted or aborted by a record every process follows.
+//! `weir plugin publish`, `weir plugin prune`, and `weir plugin list`, `rollback`, `promote` and
+//! `abort` with `--registry`: the fleet's side of the Kafka registry. A component is validated
+//! here as `weir run` would (contract version, type-check, `init` with its manifest's defaults)
+//! before any process sees it; rollback writes a head naming an earlier version, which every
+//! process deploys; a staged candidate is promoted or aborted by a record every process follows;
+//! prune deletes old versions no process uses.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -245,6 +246,58 @@ pub fn rollback(
             .unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Deletes `name`'s versions beyond the `keep` newest, except the head, a staged candidate and
+/// what live processes run or stage; with `dry_run`, only says which.
+pub fn prune(
+    name: &str,
+    keep: usize,
+    dry_run: bool,
+    registry: &RegistryAddress,
+) -> anyhow::Result<ExitCode> {
+    let (catalog, _) = read_catalog(registry, Some(Default::default()))?;
+    anyhow::ensure!(
+        catalog.versions().contains_key(name),
+        "plugin `{name}` has no versions in {registry}; `weir plugin list --registry {registry}` shows what it holds"
+    );
+    let heartbeats = read_heartbeats(registry)?;
+    let in_use = versions_in_use(name, &heartbeats, now_millis());
+    let doomed = catalog.prunable(name, keep, &in_use);
+    let kept = catalog.versions()[name].len() - doomed.len();
+    if doomed.is_empty() {
+        println!("plugin {name}: nothing to prune; {kept} versions kept");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !dry_run {
+        block_on(async { Publisher::new(registry)?.prune(&doomed).await })?;
+    }
+    let bytes: usize = doomed.iter().map(|v| v.size).sum();
+    println!(
+        "plugin {name}: {} {} versions ({} KiB), kept {kept}",
+        if dry_run { "would prune" } else { "pruned" },
+        doomed.len(),
+        bytes.div_ceil(1024)
+    );
+    for version in doomed {
+        println!(
+            "  {:<14} {}",
+            version.version,
+            version.label.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The 12-digit versions of `name` that processes whose heartbeat is fresh run or stage.
+fn versions_in_use(name: &str, heartbeats: &[Heartbeat], now: u64) -> BTreeSet<String> {
+    heartbeats
+        .iter()
+        .filter(|h| Duration::from_millis(now.saturating_sub(h.at)) <= STALE_AFTER)
+        .flat_map(|h| [h.plugins.get(name), h.candidates.get(name)])
+        .flatten()
+        .cloned()
+        .collect()
 }
 
 /// Lists, per plugin, the published versions and the processes that run each.

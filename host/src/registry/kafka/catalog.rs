@@ -168,6 +168,7 @@ impl Catalog {
     /// Takes one record in; returns the change it made ready, if any.
     pub fn apply(&mut self, record: Incoming<'_>) -> Result<Option<Change>, KafkaRegistryError> {
         let Some(payload) = record.payload else {
+            self.forget_pruned(record.headers);
             return Ok(None);
         };
         let malformed = |reason: String| KafkaRegistryError::Malformed {
@@ -243,6 +244,57 @@ impl Catalog {
             }
             other => Err(malformed(format!("unknown record kind `{other}`"))),
         }
+    }
+
+    /// A tombstone of a version's description or of one of its chunks (`weir plugin prune`
+    /// writes them with the kind, plugin and sha256 in headers): the version is gone, with its
+    /// chunks held in memory. Tombstones without those headers change nothing.
+    fn forget_pruned(&mut self, tombstone: &BTreeMap<String, Vec<u8>>) {
+        let header = |name: &str| {
+            tombstone
+                .get(name)
+                .and_then(|v| std::str::from_utf8(v).ok())
+        };
+        let (Some(kinds::CHUNK | kinds::VERSION), Some(name), Some(sha256)) = (
+            header(headers::KIND),
+            header(headers::PLUGIN),
+            header(headers::SHA256),
+        ) else {
+            return;
+        };
+        if let Some(list) = self.versions.get_mut(name) {
+            list.retain(|v| v.sha256 != sha256);
+            if list.is_empty() {
+                self.versions.remove(name);
+            }
+        }
+        self.assemblies
+            .remove(&(name.to_owned(), sha256.to_owned()));
+    }
+
+    /// The versions of `name` that `weir plugin prune` removes: every one but the `keep` most
+    /// recently published, the head's, the staged candidate's, and those in `in_use` (12-digit
+    /// versions that processes run or stage). Oldest first.
+    pub fn prunable(
+        &self,
+        name: &str,
+        keep: usize,
+        in_use: &BTreeSet<String>,
+    ) -> Vec<&PublishedVersion> {
+        let Some(list) = self.versions.get(name) else {
+            return Vec::new();
+        };
+        let head = self.heads.get(name).map(|h| h.sha256.as_str());
+        let candidate = self.staged(name).map(|(record, _)| record.sha256.as_str());
+        let newest = list.len().saturating_sub(keep);
+        list[..newest]
+            .iter()
+            .filter(|v| {
+                Some(v.sha256.as_str()) != head
+                    && Some(v.sha256.as_str()) != candidate
+                    && !in_use.contains(&v.version)
+            })
+            .collect()
     }
 
     fn keeps(&self, name: &str) -> bool {
@@ -547,6 +599,72 @@ mod tests {
         assert_eq!(changes.len(), 2, "{changes:?}");
         assert!(catalog.staged("p").is_none());
         assert_eq!(catalog.heads()["p"].sha256, next);
+    }
+
+    #[test]
+    fn pruning_keeps_the_head_the_candidate_the_newest_and_versions_in_use() {
+        let mut topic = Topic {
+            records: Vec::new(),
+        };
+        let v: Vec<String> = (1..=5)
+            .map(|i| topic.publish("p", format!("v{i}").as_bytes(), &i.to_string()))
+            .collect();
+        topic.head("p", &v[1], HeadAction::Rollback);
+        let v6 = candidate(&mut topic, "p", b"v6", "6");
+        let shadow = RolloutPlan::Shadow { every_nth_batch: 2 };
+        topic.rollout("p", &v6, RolloutAction::Stage { rollout: shadow });
+        let mut catalog = Catalog::new("kafka://x/t", None);
+        topic.changes(&mut catalog);
+
+        // The newest (v6, also the candidate), the head (v2), and v3, which a process runs.
+        let in_use = BTreeSet::from([v[2][..12].to_owned()]);
+        let prunable: Vec<&str> = catalog
+            .prunable("p", 1, &in_use)
+            .iter()
+            .map(|version| version.sha256.as_str())
+            .collect();
+        assert_eq!(prunable, [&v[0], &v[3], &v[4]]);
+        assert_eq!(catalog.prunable("p", 6, &in_use).len(), 0);
+        assert_eq!(catalog.prunable("q", 0, &in_use).len(), 0);
+
+        // The tombstones `weir plugin prune` writes for v1: its description and its chunk.
+        let tombstone = |kind: &str| {
+            BTreeMap::from([
+                (headers::KIND.to_owned(), kind.as_bytes().to_vec()),
+                (headers::PLUGIN.to_owned(), b"p".to_vec()),
+                (headers::SHA256.to_owned(), v[0].as_bytes().to_vec()),
+            ])
+        };
+        for (offset, kind) in [kinds::VERSION, kinds::CHUNK].into_iter().enumerate() {
+            let headers = tombstone(kind);
+            let incoming = Incoming {
+                partition: 0,
+                offset: offset as i64,
+                headers: &headers,
+                payload: None,
+            };
+            assert!(catalog.apply(incoming).unwrap().is_none());
+        }
+        assert!(catalog.published("p", &v[0]).is_none());
+        assert!(catalog.component("p", &v[0]).is_err());
+        assert!(
+            !catalog
+                .assemblies
+                .contains_key(&("p".to_owned(), v[0].clone()))
+        );
+        assert_eq!(catalog.versions()["p"].len(), 5);
+
+        // A tombstone without those headers (a head's, say) changes nothing.
+        let bare = BTreeMap::new();
+        let incoming = Incoming {
+            partition: 0,
+            offset: 2,
+            headers: &bare,
+            payload: None,
+        };
+        assert!(catalog.apply(incoming).unwrap().is_none());
+        assert_eq!(catalog.versions()["p"].len(), 5);
+        assert!(catalog.component("p", &v[1]).is_ok());
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Writing to the registry topic: a published version (its chunks, then its description, then
 //! the head naming it, or a rollout record staging it beside the head), a rollback (a head
-//! naming an earlier version), and a rollout's promotion or abort. Everything goes to
-//! partition 0, so a reader sees a version's chunks before the record that names it; the topics
-//! are created compacted when missing.
+//! naming an earlier version), a rollout's promotion or abort, and the tombstones of pruned
+//! versions. Everything goes to partition 0, so a reader sees a version's chunks before the
+//! record that names it; the topics are created compacted when missing.
 
 use std::time::{Duration, SystemTime};
 
@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 
 use super::catalog::{Head, HeadAction, PublishedVersion, RolloutAction, RolloutRecord};
 use super::chunks::{
-    MAX_COMPONENT_BYTES, MAX_MANIFEST_BYTES, WireRecord, chunk_count, chunk_records, head_key,
-    headers, kinds, rollout_key, version_key,
+    MAX_COMPONENT_BYTES, MAX_MANIFEST_BYTES, WireRecord, chunk_count, chunk_key, chunk_records,
+    head_key, headers, kinds, rollout_key, version_key,
 };
 use super::heartbeat::host_name;
 use super::{KafkaRegistryError, RegistryAddress};
@@ -221,6 +221,44 @@ impl Publisher {
         .await
     }
 
+    /// Deletes `versions` from the registry: a tombstone for each one's description and each
+    /// of its chunks, with the kind, plugin and sha256 in headers so that every process
+    /// following the topic forgets them (and the chunks it held) at once; compaction then
+    /// removes the records. The description goes first, so no reader is left with a version
+    /// it can describe but not assemble.
+    pub async fn prune(&self, versions: &[&PublishedVersion]) -> Result<(), KafkaRegistryError> {
+        for version in versions {
+            let common = |kind: &str| {
+                vec![
+                    (headers::KIND, kind.as_bytes().to_vec()),
+                    (headers::PLUGIN, version.name.as_bytes().to_vec()),
+                    (headers::SHA256, version.sha256.as_bytes().to_vec()),
+                ]
+            };
+            self.send_tombstone(
+                &version_key(&version.name, &version.sha256),
+                common(kinds::VERSION),
+            )
+            .await?;
+            // The chunk count comes from the topic: bounded by the largest component it takes.
+            for index in 0..version.chunks.clamp(1, chunk_count(MAX_COMPONENT_BYTES)) {
+                let mut headers = common(kinds::CHUNK);
+                headers.push((headers::CHUNK_INDEX, index.to_string().into_bytes()));
+                self.send_tombstone(&chunk_key(&version.name, &version.sha256, index), headers)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_tombstone(
+        &self,
+        key: &str,
+        headers: Vec<(&'static str, Vec<u8>)>,
+    ) -> Result<(), KafkaRegistryError> {
+        self.send_message(key, &headers, None).await
+    }
+
     async fn write_head(&self, head: &Head) -> Result<(), KafkaRegistryError> {
         self.write_control(
             kinds::HEAD,
@@ -258,25 +296,36 @@ impl Publisher {
     }
 
     async fn send(&self, record: &WireRecord) -> Result<(), KafkaRegistryError> {
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for (key, value) in &record.headers {
-            headers = headers.insert(Header {
-                key,
+        self.send_message(&record.key, &record.headers, Some(&record.payload))
+            .await
+    }
+
+    /// Writes one record to partition 0; `payload` `None` is a tombstone.
+    async fn send_message(
+        &self,
+        key: &str,
+        headers: &[(&'static str, Vec<u8>)],
+        payload: Option<&[u8]>,
+    ) -> Result<(), KafkaRegistryError> {
+        let mut owned = OwnedHeaders::new_with_capacity(headers.len());
+        for (name, value) in headers {
+            owned = owned.insert(Header {
+                key: name,
                 value: Some(value),
             });
         }
         let message = Outgoing {
             topic: &self.address.topic,
-            payload: Some(&record.payload),
+            payload,
             partition: Some(0),
-            key: Some(record.key.as_bytes()),
-            headers: Some(headers),
+            key: Some(key.as_bytes()),
+            headers: Some(owned),
             timestamp: None,
         };
         batch_producer::send(&self.producer, message)
             .await
             .map_err(|error| {
-                KafkaRegistryError::kafka(&self.address, format!("writing {}", record.key), error)
+                KafkaRegistryError::kafka(&self.address, format!("writing {key}"), error)
             })
     }
 }
