@@ -5,7 +5,7 @@
 //! retrying forever; the password never shows, in the error or in what `weir run` prints.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use scylla::client::session::Session;
@@ -85,6 +85,16 @@ fn landing(input: &Path, keyspace: &str, login: &str, dlq: &Path) -> String {
     )
 }
 
+/// A folder (kept while it is bound) with `records` numbered records in `in.jsonl`, and the
+/// path of its dead-letter file.
+fn scene(records: u64) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    append_numbered(&input, 0..records);
+    let dlq = dir.path().join("dlq.jsonl");
+    (dir, input, dlq)
+}
+
 fn login(role: &str, password: &str) -> String {
     format!("username = \"{role}\"\npassword = \"{password}\"")
 }
@@ -107,10 +117,7 @@ async fn rows_land_as_a_role_that_may_only_modify_its_keyspace() {
     let admin = superuser().await;
     let password = unique("pw-lands");
     let (keyspace, role) = keyspace_and_role(&admin, "MODIFY", &password).await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    append_numbered(&input, 0..300);
-    let dlq = dir.path().join("dlq.jsonl");
+    let (_dir, input, dlq) = scene(300);
 
     let report = run_pipeline(&landing(&input, &keyspace, &login(&role, &password), &dlq)).await;
 
@@ -129,10 +136,7 @@ async fn a_login_goes_over_tls_too() {
     let admin = superuser().await;
     let password = unique("pw-tls");
     let (keyspace, role) = keyspace_and_role(&admin, "MODIFY", &password).await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    append_numbered(&input, 0..50);
-    let dlq = dir.path().join("dlq.jsonl");
+    let (_dir, input, dlq) = scene(50);
     let login_over_tls = format!(
         "{}\ntls = {{ ca_file = \"{ca}\" }}",
         login(&role, &password)
@@ -149,10 +153,7 @@ async fn a_wrong_password_or_no_login_stops_the_sink_and_says_which() {
     let admin = superuser().await;
     let password = unique("pw-right");
     let (keyspace, role) = keyspace_and_role(&admin, "MODIFY", &password).await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    append_numbered(&input, 0..10);
-    let dlq = dir.path().join("dlq.jsonl");
+    let (_dir, input, dlq) = scene(10);
 
     let wrong = unique("pw-wrong");
     let error = refusal(&landing(&input, &keyspace, &login(&role, &wrong), &dlq)).await;
@@ -178,10 +179,7 @@ async fn a_role_that_may_not_modify_the_table_stops_the_sink() {
     let admin = superuser().await;
     let password = unique("pw-reader");
     let (keyspace, role) = keyspace_and_role(&admin, "SELECT", &password).await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    append_numbered(&input, 0..10);
-    let dlq = dir.path().join("dlq.jsonl");
+    let (_dir, input, dlq) = scene(10);
 
     let error = refusal(&landing(&input, &keyspace, &login(&role, &password), &dlq)).await;
 
@@ -192,10 +190,7 @@ async fn a_role_that_may_not_modify_the_table_stops_the_sink() {
 
 #[test]
 fn weir_run_never_prints_the_password_it_was_refused_with() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    append_numbered(&input, 0..10);
-    let dlq = dir.path().join("dlq.jsonl");
+    let (dir, input, dlq) = scene(10);
     let wrong = unique("pw-never-shown");
     // The password comes from the environment, as README advises.
     let pipeline = landing(
