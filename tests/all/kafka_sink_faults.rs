@@ -114,7 +114,7 @@ fn keyed(prefix: &str, count: usize) -> Vec<Record> {
     (0..count)
         .map(|n| Record {
             key: Some(format!("{prefix}{n}").into_bytes()),
-            value: format!("{{\"n\":{n}}}").into_bytes(),
+            value: format!("{{\"n\":{n}}}").into_bytes().into(),
             ..Record::default()
         })
         .collect()

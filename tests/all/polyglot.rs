@@ -297,14 +297,14 @@ fn a_python_exception_fails_its_record_alone_as_a_plugin_failure_with_its_messag
         Record::from_value("raise"),
         Record::from_value("b"),
     ]);
-    assert_eq!(results[0].as_ref().unwrap()[0].value, b"a");
+    assert_eq!(results[0].as_ref().unwrap()[0].value, &b"a"[..]);
     let error = results[1].as_ref().unwrap_err();
     assert_eq!(error.kind, RecordErrorKind::PluginFailure, "{error:?}");
     assert_eq!(
         error.message,
         "ValueError: boom: the plugin did not expect this"
     );
-    assert_eq!(results[2].as_ref().unwrap()[0].value, b"b");
+    assert_eq!(results[2].as_ref().unwrap()[0].value, &b"b"[..]);
     assert_eq!(fault.instances_created(), 1, "an exception is not a trap");
 }
 
@@ -334,11 +334,11 @@ fn an_endless_python_loop_and_a_javascript_memory_bomb_are_contained() {
         assert!(kinds.contains(&error.kind), "{name} {hostile}: {error:?}");
         assert_eq!(
             results[1].as_ref().unwrap()[0].value,
-            b"next",
+            &b"next"[..],
             "{name}: the record after {hostile} is processed"
         );
         let again = plugin.transform(&[Record::from_value("later")]);
-        assert_eq!(again[0].as_ref().unwrap()[0].value, b"later", "{name}");
+        assert_eq!(again[0].as_ref().unwrap()[0].value, &b"later"[..], "{name}");
     }
 }
 

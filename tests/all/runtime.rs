@@ -32,13 +32,13 @@ fn a_trap_replaces_the_instance_and_later_calls_succeed() {
     ];
     let results = instance.transform(&batch);
     assert_eq!(results.len(), 3);
-    assert_eq!(results[0].as_ref().unwrap()[0].value, b"a");
+    assert_eq!(results[0].as_ref().unwrap()[0].value, &b"a"[..]);
     assert_eq!(results[1].as_ref().unwrap_err().kind, RecordErrorKind::Trap);
-    assert_eq!(results[2].as_ref().unwrap()[0].value, b"b");
+    assert_eq!(results[2].as_ref().unwrap()[0].value, &b"b"[..]);
     // One instance for the whole batch's trap, one more for the trap of the replay.
     assert_eq!(instance.instances_created(), 3);
     let again = instance.transform(&[Record::from_value("c")]);
-    assert_eq!(again[0].as_ref().unwrap()[0].value, b"c");
+    assert_eq!(again[0].as_ref().unwrap()[0].value, &b"c"[..]);
     assert_eq!(instance.instances_created(), 3, "no trap, no new instance");
 }
 
@@ -46,7 +46,7 @@ fn a_trap_replaces_the_instance_and_later_calls_succeed() {
 fn full_record(value: &str) -> Record {
     Record {
         key: Some(b"key".to_vec()),
-        value: value.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec().into(),
         headers: vec![
             Header {
                 key: "h".into(),
@@ -165,7 +165,7 @@ fn an_init_that_never_returns_is_stopped_at_its_deadline() {
     // The same plugin with a calm config starts and transforms.
     let mut instance = plugin.instantiate("{}", limits).unwrap();
     let results = instance.transform(&[Record::from_value("calm")]);
-    assert_eq!(results[0].as_ref().unwrap()[0].value, b"calm");
+    assert_eq!(results[0].as_ref().unwrap()[0].value, &b"calm"[..]);
 }
 
 #[test]
@@ -250,7 +250,7 @@ fn repeated_memory_bombs_leave_host_memory_bounded() {
             .as_ref()
             .unwrap()[0]
             .value,
-        b"calm"
+        &b"calm"[..]
     );
 }
 

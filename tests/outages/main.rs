@@ -933,7 +933,7 @@ async fn kafka_restarted_mid_batch_writes_no_reported_delivery_twice() {
         (0..RECORDS)
             .map(|n| Record {
                 key: Some(format!("k{n}").into_bytes()),
-                value: format!("{{\"n\":{n}}}").into_bytes(),
+                value: format!("{{\"n\":{n}}}").into_bytes().into(),
                 ..Record::default()
             })
             .collect(),

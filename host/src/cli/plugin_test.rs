@@ -371,10 +371,7 @@ fn run(
         })?;
     let mut outcomes = Vec::with_capacity(samples.len());
     for sample in samples {
-        let record = Record {
-            value: sample.value.clone(),
-            ..Record::default()
-        };
+        let record = Record::from_value(sample.value.clone());
         let result = instance
             .transform(std::slice::from_ref(&record))
             .pop()

@@ -19,7 +19,7 @@ pub enum Encoding {
 /// Encodes one record as a line, without the newline.
 pub fn encode(record: &Record, encoding: Encoding) -> Vec<u8> {
     match encoding {
-        Encoding::Value => record.value.clone(),
+        Encoding::Value => record.value.to_vec(),
         Encoding::Envelope => envelope(record).to_string().into_bytes(),
     }
 }

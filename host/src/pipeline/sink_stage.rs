@@ -279,7 +279,10 @@ mod tests {
     #[async_trait]
     impl Sink for GatedSink {
         async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
-            let name = records.first().map(|r| r.value.clone()).unwrap_or_default();
+            let name = records
+                .first()
+                .map(|r| r.value.to_vec())
+                .unwrap_or_default();
             let _ = self.started.send(name.clone());
             self.released
                 .wait_for(|released| released.contains(&name))

@@ -19,7 +19,7 @@ pub struct Record {
     /// The record's key, used for partitioning and idempotent writes; absent for keyless streams.
     pub key: Option<Vec<u8>>,
     /// The record's payload, usually one UTF-8 JSON document.
-    pub value: Vec<u8>,
+    pub value: Bytes,
     /// Headers in the order they were set; a name may repeat.
     pub headers: Headers,
     /// Event time in milliseconds since the Unix epoch, when the source knows it.
@@ -234,7 +234,7 @@ impl Record {
     pub fn from_value(value: impl Into<Vec<u8>>) -> Self {
         Record {
             key: None,
-            value: value.into(),
+            value: Bytes::from(value.into()),
             headers: Headers::new(),
             timestamp: None,
         }
@@ -307,7 +307,7 @@ mod tests {
         let mut record = Record::from_value("abcdef");
         record.key = Some(b"k".to_vec());
         record.keep_excerpt(2);
-        assert_eq!(record.value, b"ab");
+        assert_eq!(record.value, &b"ab"[..]);
         assert_eq!(record.header_str(headers::RECORD_BYTES), Some("7"));
         let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"abcdef"));
         assert_eq!(

@@ -101,7 +101,7 @@ fn call_batch(
     // Over 4 GiB in one field: no plugin could hold it. Failing the call like a trap replays
     // the batch record by record, so only that record fails.
     encode_batch(encoded, batch).map_err(wasmtime::Error::new)?;
-    let results = bindings.call_transform_batch(store, encoded)?;
+    let results = Bytes::from(bindings.call_transform_batch(store, encoded)?);
     Ok(decode_results(&results, batch.len()))
 }
 
@@ -125,10 +125,12 @@ fn encode_batch(out: &mut Vec<u8>, batch: &[Record]) -> Result<(), batch::TooLon
 }
 
 /// The plugin's encoded results as host records: one result per input, or how they break the
-/// contract. The buffer is the guest's, so every length in it is checked before it is used.
-fn decode_results(bytes: &[u8], inputs: usize) -> Result<RecordResults, String> {
+/// contract. The bytes are the guest's, so every length in them is checked before it is used.
+/// Each output's value and header values are slices of `lifted` (shared, not copied): the
+/// buffer is freed when the last of them is.
+fn decode_results(lifted: &Bytes, inputs: usize) -> Result<RecordResults, String> {
     let unreadable = |error: batch::DecodeError| format!("unreadable results: {error}");
-    let mut reader = batch::Reader::new(bytes);
+    let mut reader = batch::Reader::new(lifted);
     let count = reader.count().map_err(unreadable)?;
     if count as usize != inputs {
         return Err(format!("{count} results for {inputs} records"));
@@ -139,7 +141,7 @@ fn decode_results(bytes: &[u8], inputs: usize) -> Result<RecordResults, String> 
             Outcome::Outputs(outputs) => {
                 let mut records = Vec::with_capacity(reader.records_capacity(outputs));
                 for _ in 0..outputs {
-                    records.push(from_encoded(reader.record().map_err(unreadable)?));
+                    records.push(from_encoded(reader.record().map_err(unreadable)?, lifted));
                 }
                 Ok(records)
             }
@@ -156,17 +158,18 @@ fn decode_results(bytes: &[u8], inputs: usize) -> Result<RecordResults, String> 
     Ok(results)
 }
 
-/// An encoded output as a host record.
-fn from_encoded(record: RecordRef<'_>) -> Record {
+/// An encoded output as a host record, its value and header values sliced from `lifted`, the
+/// buffer `record` was read from.
+fn from_encoded(record: RecordRef<'_>, lifted: &Bytes) -> Record {
     Record {
         key: record.key.map(<[u8]>::to_vec),
-        value: record.value.to_vec(),
+        value: lifted.slice_ref(record.value),
         headers: record
             .headers
             .iter()
             .map(|(name, value)| Header {
                 key: HeaderName::from(name.to_owned()),
-                value: Bytes::copy_from_slice(value),
+                value: lifted.slice_ref(value),
             })
             .collect(),
         timestamp: record.timestamp,
@@ -210,7 +213,7 @@ fn to_guest<'a>(record: &'a Record, headers: &'a [wit::HeaderParam<'a>]) -> wit:
 fn from_guest(record: wit::RecordResult) -> Record {
     Record {
         key: record.key,
-        value: record.value,
+        value: Bytes::from(record.value),
         headers: record
             .headers
             .into_iter()
@@ -230,7 +233,7 @@ mod tests {
     fn record(value: &str, headers: &[(&'static str, &'static str)]) -> Record {
         Record {
             key: Some(b"k".to_vec()),
-            value: value.as_bytes().to_vec(),
+            value: Bytes::copy_from_slice(value.as_bytes()),
             headers: headers
                 .iter()
                 .map(|(name, value)| Header {
@@ -243,7 +246,7 @@ mod tests {
     }
 
     /// What a plugin that passes each record through writes back for `batch`.
-    fn echoed(batch: &[Record]) -> Vec<u8> {
+    fn echoed(batch: &[Record]) -> Bytes {
         let mut encoded = Vec::new();
         encode_batch(&mut encoded, batch).unwrap();
         let mut reader = batch::Reader::new(&encoded);
@@ -262,7 +265,7 @@ mod tests {
             )
             .unwrap();
         }
-        out
+        Bytes::from(out)
     }
 
     #[test]
@@ -277,6 +280,20 @@ mod tests {
     }
 
     #[test]
+    fn outputs_share_the_lifted_buffer_instead_of_copying_it() {
+        let batch = vec![record("{\"a\":1}", &[("h", "v")]), record("{\"b\":2}", &[])];
+        let lifted = echoed(&batch);
+        let within = |bytes: &[u8]| lifted.as_ptr_range().contains(&bytes.as_ptr());
+        let results = decode_results(&lifted, batch.len()).unwrap();
+        for output in results.into_iter().flat_map(Result::unwrap) {
+            assert!(within(&output.value), "value copied: {output:?}");
+            for header in &output.headers {
+                assert!(within(&header.value), "header copied: {header:?}");
+            }
+        }
+    }
+
+    #[test]
     fn results_that_break_the_contract_say_how() {
         let batch = vec![record("{}", &[])];
         let results = echoed(&batch);
@@ -284,7 +301,7 @@ mod tests {
             decode_results(&results, 2).unwrap_err(),
             "1 results for 2 records"
         );
-        let error = decode_results(&results[..results.len() - 1], 1).unwrap_err();
+        let error = decode_results(&results.slice(..results.len() - 1), 1).unwrap_err();
         assert!(
             error.starts_with("unreadable results: the buffer ends"),
             "{error}"
@@ -297,7 +314,7 @@ mod tests {
         batch::put_count(&mut out, 2).unwrap();
         batch::put_failure(&mut out, FailureKind::BadRecord, "no `name`").unwrap();
         batch::put_failure(&mut out, FailureKind::PluginFailure, "bug").unwrap();
-        let results = decode_results(&out, 2).unwrap();
+        let results = decode_results(&Bytes::from(out), 2).unwrap();
         let errors: Vec<_> = results.into_iter().map(Result::unwrap_err).collect();
         assert_eq!(
             errors,

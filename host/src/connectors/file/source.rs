@@ -363,7 +363,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(rest.len(), 1);
-        assert_eq!(rest[0].record.value, br#"{"n":3}"#);
+        assert_eq!(rest[0].record.value, &br#"{"n":3}"#[..]);
         assert!(
             restarted
                 .poll_batch(10, Duration::ZERO)
@@ -391,7 +391,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let values: Vec<&[u8]> = first.iter().map(|r| r.record.value.as_slice()).collect();
+        let values: Vec<&[u8]> = first.iter().map(|r| &r.record.value[..]).collect();
         assert_eq!(
             values,
             [br#"{"n":1}"#.as_slice()],
@@ -409,7 +409,8 @@ mod tests {
             .unwrap();
         assert_eq!(second.len(), 1);
         assert_eq!(
-            second[0].record.value, br#"{"n":2}"#,
+            second[0].record.value,
+            &br#"{"n":2}"#[..],
             "one record, line ending removed"
         );
         assert_eq!(second[0].position.offset, 2);
@@ -432,7 +433,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let values: Vec<&[u8]> = batch.iter().map(|r| r.record.value.as_slice()).collect();
+        let values: Vec<&[u8]> = batch.iter().map(|r| &r.record.value[..]).collect();
         assert_eq!(
             values,
             [
@@ -477,8 +478,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(batch.len(), 4);
-        assert_eq!(batch[0].record.value, br#"{"n":1}"#);
-        assert_eq!(batch[2].record.value, br#"{"n":3}"#);
+        assert_eq!(batch[0].record.value, &br#"{"n":1}"#[..]);
+        assert_eq!(batch[2].record.value, &br#"{"n":3}"#[..]);
         for (index, line) in [(1, 2), (3, 4)] {
             let dead = &batch[index];
             let reason = dead.malformed.as_deref().unwrap();
@@ -539,7 +540,7 @@ mod tests {
             second[0].record.header_str(headers::RECORD_SHA256),
             Some(sha256(&[b'y'; 10000]).as_str())
         );
-        assert_eq!(second[1].record.value, br#"{"n":2}"#);
+        assert_eq!(second[1].record.value, &br#"{"n":2}"#[..]);
         assert_eq!(second[1].position.offset, 2);
     }
 

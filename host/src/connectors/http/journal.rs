@@ -16,6 +16,7 @@ use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use sha2::Digest;
 
 use crate::record::{Header, Headers, Record};
@@ -692,7 +693,7 @@ fn decode(payload: &[u8]) -> Option<Entry> {
                 offset,
                 record: Record {
                     key,
-                    value,
+                    value: Bytes::from(value),
                     headers,
                     timestamp,
                 },

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use rand::RngExt;
 use serde::Deserialize;
 use serde_json::Value;
@@ -425,8 +426,9 @@ impl HttpSource {
                 // Cut with room to spare first, so that no configured value is cut in half by the
                 // excerpt and half of it shown.
                 record.keep_excerpt(OVERSIZED_EXCERPT + self.scrubber.longest());
-                record.value = self.scrubber.scrub_bytes(&record.value);
-                record.value.truncate(OVERSIZED_EXCERPT);
+                let mut scrubbed = self.scrubber.scrub_bytes(&record.value);
+                scrubbed.truncate(OVERSIZED_EXCERPT);
+                record.value = Bytes::from(scrubbed);
                 let position = self.position();
                 self.unjournaled
                     .push(SourceRecord::malformed(record, position, reason));
@@ -660,7 +662,7 @@ mod tests {
         let values: Vec<String> = http
             .unjournaled
             .iter()
-            .map(|r| String::from_utf8(r.record.value.clone()).unwrap())
+            .map(|r| String::from_utf8(r.record.value.to_vec()).unwrap())
             .collect();
         assert_eq!(values, [r#"{"a":1}"#, r#"{"a":2}"#, r#"{"a":3}"#]);
         assert!(http.exhausted());
@@ -899,7 +901,7 @@ mod tests {
             records
                 .into_iter()
                 .map(|r| {
-                    let value = String::from_utf8(r.record.value).unwrap();
+                    let value = String::from_utf8(r.record.value.to_vec()).unwrap();
                     (r.position.offset, value)
                 })
                 .collect()

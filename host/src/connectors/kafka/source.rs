@@ -9,6 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -773,7 +774,10 @@ fn convert(
     let headers = super::headers_of(message);
     let record = Record {
         key: message.key().map(<[u8]>::to_vec),
-        value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        value: message
+            .payload()
+            .map(Bytes::copy_from_slice)
+            .unwrap_or_default(),
         headers,
         timestamp: message.timestamp().to_millis(),
     };

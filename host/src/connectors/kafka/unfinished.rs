@@ -82,10 +82,7 @@ mod tests {
     fn batch(values: &[&str]) -> Vec<Record> {
         values
             .iter()
-            .map(|value| Record {
-                value: value.as_bytes().to_vec(),
-                ..Record::default()
-            })
+            .map(|value| Record::from_value(*value))
             .collect()
     }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
@@ -153,7 +154,7 @@ impl FileReader {
         let timestamp = json.get("timestamp").and_then(Value::as_i64);
         let record = Record {
             key: bytes("key")?,
-            value,
+            value: Bytes::from(value),
             headers: headers_from_json(json.get("headers")).map_err(problem)?,
             timestamp,
         };
@@ -270,7 +271,7 @@ mod tests {
         assert_eq!(resumed.remaining(), 1);
         let rest = resumed.read(10).await.unwrap().unwrap();
         assert_eq!(rest.len(), 1);
-        assert_eq!(rest[0].record.value, br#"{"n":3}"#);
+        assert_eq!(rest[0].record.value, &br#"{"n":3}"#[..]);
         assert!(resumed.read(10).await.unwrap().is_none());
     }
 }

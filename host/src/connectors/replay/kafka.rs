@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -173,7 +174,10 @@ impl KafkaReader {
             entries.push(Entry {
                 record: Record {
                     key: message.key().map(<[u8]>::to_vec),
-                    value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    value: message
+                        .payload()
+                        .map(Bytes::copy_from_slice)
+                        .unwrap_or_default(),
                     headers,
                     timestamp,
                 },

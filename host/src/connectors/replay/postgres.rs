@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use serde_json::Value;
 use tokio_postgres::Client;
 
@@ -157,7 +158,7 @@ impl DeadLetterReader for PostgresReader {
             entries.push(Entry {
                 record: Record {
                     key: row.get(1),
-                    value: row.get(2),
+                    value: Bytes::from(row.get::<_, Vec<u8>>(2)),
                     headers,
                     timestamp: None,
                 },

@@ -151,10 +151,7 @@ mod tests {
     use crate::record::RecordErrorKind;
 
     fn record(value: &str) -> Record {
-        Record {
-            value: value.as_bytes().to_vec(),
-            ..Record::default()
-        }
+        Record::from_value(value)
     }
 
     #[test]
