@@ -327,7 +327,7 @@ async fn a_postgres_dead_letter_table_stores_nul_bytes_without_loss() {
     )
     .unwrap();
     let mut record = weir::record::Record::from_value(b"v\0alue".to_vec());
-    record.key = Some(b"k\0ey".to_vec());
+    record.key = Some(b"k\0ey".to_vec().into());
     record.set_header("weir.error", "plugin said \0 here");
     record.set_header("weir.stage", "plugin");
     let refused = sink.write(std::slice::from_ref(&record)).await.unwrap();

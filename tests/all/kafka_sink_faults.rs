@@ -113,7 +113,7 @@ fn properties_that_weir_sets_are_refused_with_the_key_to_use() {
 fn keyed(prefix: &str, count: usize) -> Vec<Record> {
     (0..count)
         .map(|n| Record {
-            key: Some(format!("{prefix}{n}").into_bytes()),
+            key: Some(format!("{prefix}{n}").into()),
             value: format!("{{\"n\":{n}}}").into_bytes().into(),
             ..Record::default()
         })

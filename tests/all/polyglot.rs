@@ -124,7 +124,12 @@ fn outcomes(instance: &mut PluginInstance, inputs: &[Record]) -> Vec<Outcome> {
             all.push(match result {
                 Ok(outputs) => Ok(outputs
                     .iter()
-                    .map(|r| (r.key.clone(), serde_json::from_slice(&r.value).unwrap()))
+                    .map(|r| {
+                        (
+                            r.key.as_deref().map(<[u8]>::to_vec),
+                            serde_json::from_slice(&r.value).unwrap(),
+                        )
+                    })
                     .collect()),
                 Err(RecordError { kind, message, .. }) => Err((kind, message)),
             });
@@ -466,7 +471,7 @@ async fn a_running_pipeline_swaps_rust_to_python_to_javascript_losing_nothing() 
             order.push(language);
         }
         for record in batch {
-            let id = String::from_utf8(record.key.clone().unwrap()).unwrap();
+            let id = String::from_utf8(record.key.as_deref().unwrap().to_vec()).unwrap();
             *seen.entry(id).or_insert(0) += 1;
         }
     }

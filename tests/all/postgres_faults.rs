@@ -297,7 +297,7 @@ fn sink_config(url: &str, table: &str, extra: &str) -> PostgresSinkConfig {
 
 fn keyed(key: &[u8], value: &str) -> Record {
     let mut record = Record::from_value(value);
-    record.key = Some(key.to_vec());
+    record.key = Some(key.to_vec().into());
     record
 }
 

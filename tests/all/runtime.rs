@@ -45,7 +45,7 @@ fn a_trap_replaces_the_instance_and_later_calls_succeed() {
 /// A record with every field set, its headers repeating a name and one empty.
 fn full_record(value: &str) -> Record {
     Record {
-        key: Some(b"key".to_vec()),
+        key: Some(b"key".to_vec().into()),
         value: value.as_bytes().to_vec().into(),
         headers: vec![
             Header {

@@ -932,7 +932,7 @@ async fn kafka_restarted_mid_batch_writes_no_reported_delivery_twice() {
     let records: Arc<Vec<Record>> = Arc::new(
         (0..RECORDS)
             .map(|n| Record {
-                key: Some(format!("k{n}").into_bytes()),
+                key: Some(format!("k{n}").into()),
                 value: format!("{{\"n\":{n}}}").into_bytes().into(),
                 ..Record::default()
             })

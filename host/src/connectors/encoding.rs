@@ -64,7 +64,7 @@ mod tests {
     #[test]
     fn envelope_keeps_headers_and_non_utf8_bytes() {
         let mut record = Record::from_value(vec![0xff, 0x00]);
-        record.key = Some(b"k1".to_vec());
+        record.key = Some(b"k1".to_vec().into());
         record.set_header("weir.error", "missing field");
         record.timestamp = Some(42);
         let line = envelope(&record);

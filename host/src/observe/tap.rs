@@ -163,7 +163,7 @@ impl TapPoint {
         }
         for (record, position) in records.into_iter().take(SAMPLES_PER_BATCH) {
             let bytes = RECORD_OVERHEAD
-                + record.key.as_ref().map_or(0, Vec::len)
+                + record.key.as_ref().map_or(0, |key| key.len())
                 + record.value.len()
                 + record
                     .headers

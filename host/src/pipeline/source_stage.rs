@@ -118,7 +118,7 @@ const OVERSIZED_EXCERPT: usize = 64 * 1024;
 fn reject_oversized(records: &mut [SourceRecord], max_bytes: usize) {
     for source_record in records.iter_mut().filter(|r| r.malformed.is_none()) {
         let record = &mut source_record.record;
-        let size = record.value.len() + record.key.as_ref().map_or(0, Vec::len);
+        let size = record.value.len() + record.key.as_ref().map_or(0, |key| key.len());
         if size <= max_bytes {
             continue;
         }

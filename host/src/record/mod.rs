@@ -17,7 +17,7 @@ pub use header::{Header, HeaderName, Headers};
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {
     /// The record's key, used for partitioning and idempotent writes; absent for keyless streams.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
     /// The record's payload, usually one UTF-8 JSON document.
     pub value: Bytes,
     /// Headers in the order they were set; a name may repeat.
@@ -258,7 +258,7 @@ impl Record {
     /// excerpt still identifies the record. A record cut before keeps its original's figures.
     pub fn keep_excerpt(&mut self, keep: usize) {
         if self.header(headers::RECORD_BYTES).is_none() {
-            let size = self.value.len() + self.key.as_ref().map_or(0, Vec::len);
+            let size = self.value.len() + self.key.as_ref().map_or(0, Bytes::len);
             let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&self.value));
             self.set_header(headers::RECORD_BYTES, size.to_string());
             self.set_header(headers::RECORD_SHA256, digest);
@@ -305,7 +305,7 @@ mod tests {
     #[test]
     fn an_excerpt_keeps_the_full_size_and_digest_of_the_original() {
         let mut record = Record::from_value("abcdef");
-        record.key = Some(b"k".to_vec());
+        record.key = Some(Bytes::from_static(b"k"));
         record.keep_excerpt(2);
         assert_eq!(record.value, &b"ab"[..]);
         assert_eq!(record.header_str(headers::RECORD_BYTES), Some("7"));

@@ -162,7 +162,7 @@ fn decode_results(lifted: &Bytes, inputs: usize) -> Result<RecordResults, String
 /// buffer `record` was read from.
 fn from_encoded(record: RecordRef<'_>, lifted: &Bytes) -> Record {
     Record {
-        key: record.key.map(<[u8]>::to_vec),
+        key: record.key.map(|key| lifted.slice_ref(key)),
         value: lifted.slice_ref(record.value),
         headers: record
             .headers
@@ -212,7 +212,7 @@ fn to_guest<'a>(record: &'a Record, headers: &'a [wit::HeaderParam<'a>]) -> wit:
 /// A guest's output as a host record; moves the buffers, copies nothing.
 fn from_guest(record: wit::RecordResult) -> Record {
     Record {
-        key: record.key,
+        key: record.key.map(Bytes::from),
         value: Bytes::from(record.value),
         headers: record
             .headers
@@ -232,7 +232,7 @@ mod tests {
 
     fn record(value: &str, headers: &[(&'static str, &'static str)]) -> Record {
         Record {
-            key: Some(b"k".to_vec()),
+            key: Some(Bytes::from_static(b"k")),
             value: Bytes::copy_from_slice(value.as_bytes()),
             headers: headers
                 .iter()

@@ -392,7 +392,7 @@ fn record_bytes(record: &Record) -> usize {
         .iter()
         .map(|header| header.key.len() + header.value.len())
         .sum();
-    record.value.len() + record.key.as_ref().map_or(0, Vec::len) + headers
+    record.value.len() + record.key.as_ref().map_or(0, |key| key.len()) + headers
 }
 
 #[cfg(test)]
@@ -435,7 +435,7 @@ mod tests {
     #[test]
     fn a_record_counts_its_key_and_headers() {
         let mut record = Record::from_value(vec![b'x'; 10]);
-        record.key = Some(vec![b'k'; 5]);
+        record.key = Some(vec![b'k'; 5].into());
         record.headers.push(Header {
             key: HeaderName::from("name".to_owned()),
             value: bytes::Bytes::from_static(b"value"),

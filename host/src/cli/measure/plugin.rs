@@ -247,10 +247,9 @@ fn check_equal(instance: &mut PluginInstance, records: &[Record]) -> Result<(), 
         let same = match (&native, &wasm) {
             (Ok(native), Ok(wasm)) => {
                 native.len() == wasm.len()
-                    && native
-                        .iter()
-                        .zip(wasm)
-                        .all(|(n, w)| n.key == w.key && same_json(&n.value, &w.value))
+                    && native.iter().zip(wasm).all(|(n, w)| {
+                        n.key.as_deref() == w.key.as_deref() && same_json(&n.value, &w.value)
+                    })
             }
             (Err(_), Err(_)) => true,
             _ => false,

@@ -692,7 +692,7 @@ fn decode(payload: &[u8]) -> Option<Entry> {
             Entry::Record(Journaled {
                 offset,
                 record: Record {
-                    key,
+                    key: key.map(Bytes::from),
                     value: Bytes::from(value),
                     headers,
                     timestamp,
@@ -731,7 +731,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/api.journal");
         let mut full = user(7);
-        full.record.key = Some(vec![0, 1, 255]);
+        full.record.key = Some(Bytes::from_static(&[0, 1, 255]));
         full.record.timestamp = Some(-5);
         full.record.set_header("weir.record.bytes", "123");
         full.malformed = Some("response is not JSON".into());

@@ -59,7 +59,7 @@ impl State {
 
 /// The bytes a buffered record holds (key and value; headers are small).
 fn size_of(record: &SourceRecord) -> usize {
-    record.record.value.len() + record.record.key.as_ref().map_or(0, Vec::len)
+    record.record.value.len() + record.record.key.as_ref().map_or(0, |key| key.len())
 }
 
 /// The bookkeeping, shared by the polling thread (which fetches and serves rebalances), the

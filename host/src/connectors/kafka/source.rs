@@ -773,7 +773,7 @@ fn convert(
     };
     let headers = super::headers_of(message);
     let record = Record {
-        key: message.key().map(<[u8]>::to_vec),
+        key: message.key().map(Bytes::copy_from_slice),
         value: message
             .payload()
             .map(Bytes::copy_from_slice)

@@ -292,7 +292,7 @@ impl PostgresSink {
                 if hex { hex::encode(text) } else { text }
             }
             (None, Some(key)) if hex => hex::encode(key),
-            (None, Some(key)) => String::from_utf8(key.clone()).map_err(|_| {
+            (None, Some(key)) => String::from_utf8(key.to_vec()).map_err(|_| {
                 format!(
                     "record key 0x{} is not UTF-8, and the text key column would alter it; set key_encoding = \"hex\" to store keys as hex",
                     hex::encode(key)
@@ -479,7 +479,7 @@ impl PostgresSink {
         &mut self,
         records: &[Record],
     ) -> Result<Vec<Rejected>, ConnectorError> {
-        let keys: Vec<Option<Vec<u8>>> = records.iter().map(|r| r.key.clone()).collect();
+        let keys: Vec<Option<&[u8]>> = records.iter().map(|r| r.key.as_deref()).collect();
         let values: Vec<Vec<u8>> = records.iter().map(|r| r.value.to_vec()).collect();
         // A dead-letter table refuses nothing, and NUL is the one thing jsonb and text cannot
         // hold; key and value are bytea, so only the headers and the error need care.

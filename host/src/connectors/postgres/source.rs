@@ -249,7 +249,7 @@ impl PostgresSource {
                 offset: id,
             };
             let mut record = Record::from_value(value.clone().unwrap_or_default());
-            record.key = key.map(String::into_bytes);
+            record.key = key.map(Into::into);
             batch.push(match value {
                 Some(_) => SourceRecord::new(record, position),
                 None => SourceRecord::malformed(

@@ -153,7 +153,7 @@ impl FileReader {
         let value = bytes("value")?.ok_or_else(|| problem("no `value`".into()))?;
         let timestamp = json.get("timestamp").and_then(Value::as_i64);
         let record = Record {
-            key: bytes("key")?,
+            key: bytes("key")?.map(Bytes::from),
             value: Bytes::from(value),
             headers: headers_from_json(json.get("headers")).map_err(problem)?,
             timestamp,
@@ -243,7 +243,7 @@ mod tests {
         let mut text = String::new();
         for n in 1..=3 {
             let mut record = Record::from_value(format!("{{\"n\":{n}}}"));
-            record.key = Some(format!("k{n}").into_bytes());
+            record.key = Some(format!("k{n}").into());
             record.set_header("weir.error.kind", "bad-record");
             text.push_str(&crate::connectors::encoding::envelope(&record).to_string());
             text.push('\n');

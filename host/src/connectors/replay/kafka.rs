@@ -173,7 +173,7 @@ impl KafkaReader {
             let timestamp = message.timestamp().to_millis();
             entries.push(Entry {
                 record: Record {
-                    key: message.key().map(<[u8]>::to_vec),
+                    key: message.key().map(Bytes::copy_from_slice),
                     value: message
                         .payload()
                         .map(Bytes::copy_from_slice)

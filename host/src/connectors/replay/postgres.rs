@@ -157,7 +157,7 @@ impl DeadLetterReader for PostgresReader {
             self.after = id;
             entries.push(Entry {
                 record: Record {
-                    key: row.get(1),
+                    key: row.get::<_, Option<Vec<u8>>>(1).map(Bytes::from),
                     value: Bytes::from(row.get::<_, Vec<u8>>(2)),
                     headers,
                     timestamp: None,
