@@ -82,7 +82,7 @@ pub fn premapped_rows(records: usize, seed: u64) -> Result<Vec<Vec<Cell<'static>
     let fields = FieldSet::new(&paths);
     let mut rows = Vec::with_capacity(records);
     for (index, record) in super::sample_records(records, seed).iter().enumerate() {
-        let outputs = user_profile::profiles(&weir_plugin::Record::new(record.value.clone()))
+        let outputs = user_profile::profiles(&weir_plugin::Record::new(record.value.to_vec()))
             .map_err(|e| {
                 setup(format!(
                     "user-profile refused generated user {index}: {e:?}"

@@ -217,7 +217,8 @@ fn run_native(records: &[Record], batch_size: usize) -> usize {
     let mut outputs = 0;
     for batch in records.chunks(batch_size) {
         for record in batch {
-            let input = weir_plugin::Record::new(record.value.clone());
+            // One allocation and copy of the value, as the Wasm side's encoding makes.
+            let input = weir_plugin::Record::new(record.value.to_vec());
             if let Ok(rows) = user_profile::profiles(&input) {
                 outputs += rows.len();
                 std::hint::black_box(rows);
@@ -243,7 +244,7 @@ fn run_wasm(instance: &mut PluginInstance, records: &[Record], batch_size: usize
 fn check_equal(instance: &mut PluginInstance, records: &[Record]) -> Result<(), BenchError> {
     let wasm = instance.transform(records);
     for (index, (record, wasm)) in records.iter().zip(wasm).enumerate() {
-        let native = user_profile::profiles(&weir_plugin::Record::new(record.value.clone()));
+        let native = user_profile::profiles(&weir_plugin::Record::new(record.value.to_vec()));
         let same = match (&native, &wasm) {
             (Ok(native), Ok(wasm)) => {
                 native.len() == wasm.len()
