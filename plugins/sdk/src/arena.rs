@@ -75,10 +75,24 @@ impl Arena {
     ///
     /// # Safety
     /// As [`GlobalAlloc::alloc`].
+    #[inline]
     pub unsafe fn alloc(&mut self, layout: Layout) -> *mut u8 {
-        if let Some(found) = self.bump(layout) {
-            return found;
+        match self.bump(layout) {
+            Some(found) => found,
+            // SAFETY: as this function's.
+            None => unsafe { self.alloc_in_new_chunk(layout) },
         }
+    }
+
+    /// [`Arena::alloc`] when the current chunk is full: out of line, so that the bump above
+    /// compiles to a few instructions with no stack frame (as Wasm, a call that needs none of
+    /// the registers and linear-memory stack this path does).
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::alloc`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn alloc_in_new_chunk(&mut self, layout: Layout) -> *mut u8 {
         let wanted = (layout.size() + layout.align() + HEADER).next_multiple_of(CHUNK_ALIGN);
         let size = self.next_size.max(wanted);
         // SAFETY: `size` is non-zero and a multiple of the alignment.
@@ -101,6 +115,7 @@ impl Arena {
         self.bump(layout).unwrap_or(ptr::null_mut())
     }
 
+    #[inline]
     fn bump(&mut self, layout: Layout) -> Option<*mut u8> {
         if self.current.is_null() {
             return None;
@@ -136,9 +151,20 @@ impl Arena {
     /// Frees an arena allocation: only the newest one gives its bytes back (a vector that grew
     /// and was dropped), the rest waits for [`Arena::reset`].
     pub fn dealloc(&mut self, ptr: *mut u8, layout: Layout) {
-        if ptr as usize + layout.size() == self.cursor && self.in_current(ptr) {
+        self.release_from_current(ptr, layout);
+    }
+
+    /// [`Arena::dealloc`] for an allocation of the current chunk, answering whether `ptr` is
+    /// one: the common case, told apart without walking the chunk list.
+    #[inline]
+    pub fn release_from_current(&mut self, ptr: *mut u8, layout: Layout) -> bool {
+        if !self.in_current(ptr) {
+            return false;
+        }
+        if ptr as usize + layout.size() == self.cursor {
             self.cursor = ptr as usize;
         }
+        true
     }
 
     /// Resizes an arena allocation: in place when it is the newest and the chunk has room,
@@ -172,6 +198,7 @@ impl Arena {
         moved
     }
 
+    #[inline]
     fn in_current(&self, ptr: *mut u8) -> bool {
         !self.current.is_null()
             && ptr as usize >= self.current as usize + HEADER
@@ -328,13 +355,14 @@ mod global {
     }
 
     unsafe impl GlobalAlloc for Scratch {
+        #[inline]
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             // SAFETY: single-threaded; the allocator is not re-entered while this borrow lives.
             let state = unsafe { &mut *self.0.get() };
             if state.scratch && layout.size() <= LARGE {
                 unsafe { state.arena.alloc(layout) }
             } else {
-                unsafe { System.alloc(layout) }
+                unsafe { system_alloc(layout) }
             }
         }
 
@@ -352,12 +380,11 @@ mod global {
             }
         }
 
+        #[inline]
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
             let state = unsafe { &mut *self.0.get() };
-            if state.arena.contains(ptr) {
-                state.arena.dealloc(ptr, layout);
-            } else {
-                unsafe { System.dealloc(ptr, layout) }
+            if !state.arena.release_from_current(ptr, layout) {
+                unsafe { dealloc_elsewhere(&state.arena, ptr, layout) }
             }
         }
 
@@ -378,6 +405,23 @@ mod global {
                         }
                     })
             }
+        }
+    }
+
+    /// `System`'s allocation, out of line for the reason [`Arena::alloc`]'s new chunk is.
+    #[cold]
+    #[inline(never)]
+    unsafe fn system_alloc(layout: Layout) -> *mut u8 {
+        unsafe { System.alloc(layout) }
+    }
+
+    /// A free of memory outside the arena's current chunk: an older chunk's (nothing to do
+    /// until the reset) or `System`'s. Out of line for the reason [`Arena::alloc`]'s new chunk is.
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_elsewhere(arena: &Arena, ptr: *mut u8, layout: Layout) {
+        if !arena.contains(ptr) {
+            unsafe { System.dealloc(ptr, layout) }
         }
     }
 
