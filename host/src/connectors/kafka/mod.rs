@@ -12,6 +12,7 @@ mod partition_queues;
 mod progress;
 pub mod rebootstrap;
 mod sink;
+mod slab;
 mod source;
 mod unfinished;
 

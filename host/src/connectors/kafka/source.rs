@@ -9,7 +9,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -25,6 +24,7 @@ use super::lag::{ConsumerLag, STATISTICS_INTERVAL_MS};
 use super::partition_queues::{PartitionQueues, Splitter, Wakeup};
 use super::progress::{PartitionProgress, TopicPartition};
 use super::rebootstrap::BrokerWatch;
+use super::slab::Slab;
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
 use crate::record::{Record, SourcePosition, SourceRecord};
 
@@ -615,6 +615,8 @@ struct Intake<'a> {
     shared: &'a Shared,
     /// Each topic's name, shared by its records.
     streams: BTreeMap<String, Arc<str>>,
+    /// Where the records' keys and payloads are copied to.
+    copies: Slab,
     /// Records taken since the last push to the buffer.
     run: Vec<SourceRecord>,
     /// The consumer failed for good; the thread stops.
@@ -627,6 +629,7 @@ impl<'a> Intake<'a> {
             name,
             shared,
             streams: BTreeMap::new(),
+            copies: Slab::default(),
             run: Vec::with_capacity(POLL_RUN),
             fatal: false,
         }
@@ -636,7 +639,7 @@ impl<'a> Intake<'a> {
     fn take(&mut self, brake: &mut Brake, result: KafkaResult<BorrowedMessage<'_>>) -> bool {
         match result {
             Ok(message) => {
-                let record = convert(&mut self.streams, &message);
+                let record = convert(&mut self.streams, &mut self.copies, &message);
                 brake.consumed(&record.position);
                 self.run.push(record);
                 true
@@ -760,6 +763,7 @@ fn fatal_hint(code: RDKafkaErrorCode) -> &'static str {
 
 fn convert(
     streams: &mut BTreeMap<String, Arc<str>>,
+    copies: &mut Slab,
     message: &BorrowedMessage<'_>,
 ) -> SourceRecord {
     // Looked up by `&str` first: no allocation per record for the topic's name.
@@ -773,10 +777,10 @@ fn convert(
     };
     let headers = super::headers_of(message);
     let record = Record {
-        key: message.key().map(Bytes::copy_from_slice),
+        key: message.key().map(|key| copies.copy(key)),
         value: message
             .payload()
-            .map(Bytes::copy_from_slice)
+            .map(|payload| copies.copy(payload))
             .unwrap_or_default(),
         headers,
         timestamp: message.timestamp().to_millis(),
