@@ -13,6 +13,7 @@ pub mod http;
 pub mod kafka;
 pub mod postgres;
 pub mod replay;
+mod slab;
 pub mod stdout;
 pub mod tls;
 

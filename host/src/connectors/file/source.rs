@@ -9,11 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 
+use crate::connectors::slab::Slab;
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
 use crate::record::{Record, SourcePosition, SourceRecord, headers};
 
@@ -28,6 +30,9 @@ const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 /// back, so an 8 KiB buffer (the default) made that round trip every few lines; at 256 KiB it is
 /// a few per thousand lines of randomuser.me JSON.
 const READ_BUFFER_BYTES: usize = 256 * 1024;
+/// The line buffer keeps its capacity between lines up to this size; a longer line's buffer is
+/// let go once the line is copied out.
+const KEEP_PENDING_BYTES: usize = 64 * 1024;
 
 /// Options of the `file` source.
 #[derive(Debug, Clone, Deserialize)]
@@ -67,7 +72,10 @@ pub struct FileSource {
     config: FileSourceConfig,
     reader: BufReader<tokio::fs::File>,
     /// The line being read; while following, the start of a line whose writer is not done.
+    /// Reused from line to line: a whole line is copied out of it into `copies`.
     pending: Vec<u8>,
+    /// Where whole lines are copied to, a run of them sharing one allocation.
+    copies: Slab,
     /// Set once the line being read passed `max_line_bytes`: `pending` then holds its excerpt
     /// and the rest is only counted and hashed.
     oversized: Option<Oversized>,
@@ -106,7 +114,7 @@ impl Oversized {
 /// What [`FileSource::next_line`] read.
 enum Line {
     /// A line, without its line ending.
-    Whole(Vec<u8>),
+    Whole(Bytes),
     /// A line longer than `max_line_bytes`: its first bytes, its size and its sha256.
     TooLong {
         excerpt: Vec<u8>,
@@ -156,6 +164,7 @@ impl FileSource {
             config: config.clone(),
             reader: BufReader::with_capacity(READ_BUFFER_BYTES, file),
             pending: Vec::new(),
+            copies: Slab::default(),
             oversized: None,
             max_line_bytes: config.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES),
             line_number: 0,
@@ -209,9 +218,9 @@ impl FileSource {
         {
             return Ok(None);
         }
-        let mut line = std::mem::take(&mut self.pending);
         self.line_number += 1;
         if let Some(oversized) = self.oversized.take() {
+            let line = std::mem::take(&mut self.pending);
             let mut oversized = oversized;
             // A `\r` that ended an unterminated last line is part of it.
             if !complete && oversized.held_cr {
@@ -223,8 +232,14 @@ impl FileSource {
                 sha256: hex::encode(oversized.hasher.finalize()),
             }));
         }
-        if complete && line.last() == Some(&b'\r') {
-            line.pop();
+        if complete && self.pending.last() == Some(&b'\r') {
+            self.pending.pop();
+        }
+        let line = self.copies.copy(&self.pending);
+        self.pending.clear();
+        if self.pending.capacity() > KEEP_PENDING_BYTES {
+            // One long line does not keep its buffer for the rest of the file.
+            self.pending = Vec::new();
         }
         Ok(Some(Line::Whole(line)))
     }
@@ -278,7 +293,11 @@ impl Source for FileSource {
                 Some(Line::Whole(line)) if line.iter().all(u8::is_ascii_whitespace) => continue,
                 Some(Line::Whole(line)) => {
                     first_at.get_or_insert_with(Instant::now);
-                    batch.push(SourceRecord::new(Record::from_value(line), self.position()));
+                    let record = Record {
+                        value: line,
+                        ..Record::default()
+                    };
+                    batch.push(SourceRecord::new(record, self.position()));
                 }
                 Some(Line::TooLong {
                     excerpt,
@@ -371,6 +390,37 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn lines_are_copied_into_one_shared_chunk_and_keep_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, "{\"n\":1}\r\n{\"n\":22}\n{\"n\":333}\n").unwrap();
+        let config = FileSourceConfig {
+            path,
+            checkpoint: None,
+            follow: false,
+            max_line_bytes: None,
+        };
+        let mut source = FileSource::open(&config).await.unwrap();
+        let batch = source
+            .poll_batch(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        let values: Vec<&[u8]> = batch.iter().map(|r| &r.record.value[..]).collect();
+        assert_eq!(
+            values,
+            [&br#"{"n":1}"#[..], br#"{"n":22}"#, br#"{"n":333}"#]
+        );
+        for pair in values.windows(2) {
+            assert_eq!(
+                pair[1].as_ptr(),
+                pair[0].as_ptr().wrapping_add(pair[0].len()),
+                "consecutive lines share a chunk"
+            );
+        }
     }
 
     #[tokio::test]

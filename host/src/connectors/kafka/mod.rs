@@ -12,7 +12,6 @@ mod partition_queues;
 mod progress;
 pub mod rebootstrap;
 mod sink;
-mod slab;
 mod source;
 mod unfinished;
 

@@ -24,7 +24,7 @@ use super::lag::{ConsumerLag, STATISTICS_INTERVAL_MS};
 use super::partition_queues::{PartitionQueues, Splitter, Wakeup};
 use super::progress::{PartitionProgress, TopicPartition};
 use super::rebootstrap::BrokerWatch;
-use super::slab::Slab;
+use crate::connectors::slab::Slab;
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
 use crate::record::{Record, SourcePosition, SourceRecord};
 

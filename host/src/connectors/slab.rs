@@ -1,27 +1,28 @@
-//! Copies of consumed messages' keys and payloads, packed into shared chunks. librdkafka owns a
-//! message's bytes only until the next poll, so the source copies them; copying each into its
-//! own allocation cost a `malloc` on the polling thread and a `free` on whichever worker dropped
-//! the record, and a payload over glibc's 1,032-byte thread cache takes the allocator's slow
-//! bins both times. Here a run of records shares one allocation, freed when its last record is.
+//! Copies of the records a source reads, packed into shared chunks. A source copies each record
+//! out of a buffer it does not keep (librdkafka owns a message's bytes only until the next poll;
+//! the file source reuses its line buffer). Copying each into its own allocation cost a `malloc`
+//! on the reading thread and a `free` on whichever worker dropped the record, and a value over
+//! glibc's 1,032-byte thread cache takes the allocator's slow bins both times. Here a run of
+//! records shares one allocation, freed when its last record is.
 
 use bytes::{Bytes, BytesMut};
 
 /// The size of each shared chunk.
-pub(super) const SLAB_BYTES: usize = 16 << 10;
+pub(crate) const SLAB_BYTES: usize = 16 << 10;
 /// Bytes larger than this get an allocation of their own: a large payload would leave most of
 /// a chunk unused, and would keep its neighbours' memory alive as long as itself.
-pub(super) const OWN_ALLOCATION_ABOVE: usize = SLAB_BYTES / 8;
+pub(crate) const OWN_ALLOCATION_ABOVE: usize = SLAB_BYTES / 8;
 
 /// The chunk being filled.
 #[derive(Debug, Default)]
-pub(super) struct Slab {
+pub(crate) struct Slab {
     /// The unused rest of the current chunk (empty, with the free capacity).
     free: BytesMut,
 }
 
 impl Slab {
     /// A copy of `bytes`, sharing a chunk with the copies made before it where it fits.
-    pub(super) fn copy(&mut self, bytes: &[u8]) -> Bytes {
+    pub(crate) fn copy(&mut self, bytes: &[u8]) -> Bytes {
         if bytes.is_empty() {
             return Bytes::new();
         }
