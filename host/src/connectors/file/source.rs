@@ -358,16 +358,37 @@ impl Source for FileSource {
 mod tests {
     use super::*;
 
+    /// A source over `path` from its first line, neither following nor checkpointing.
+    fn reading(path: impl Into<PathBuf>) -> FileSourceConfig {
+        FileSourceConfig {
+            path: path.into(),
+            checkpoint: None,
+            follow: false,
+            max_line_bytes: None,
+        }
+    }
+
+    /// What one poll of up to 10 records reads from a file holding `contents`.
+    async fn poll_file(contents: &[u8]) -> Vec<SourceRecord> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, contents).unwrap();
+        let mut source = FileSource::open(&reading(path)).await.unwrap();
+        source
+            .poll_batch(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn resumes_after_the_committed_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.jsonl");
         std::fs::write(&path, "{\"n\":1}\n\n{\"n\":2}\n{\"n\":3}\n").unwrap();
         let config = FileSourceConfig {
-            path: path.clone(),
             checkpoint: Some(dir.path().join("in.offset")),
-            follow: false,
-            max_line_bytes: None,
+            ..reading(&path)
         };
         let mut source = FileSource::open(&config).await.unwrap();
         let batch = source.poll_batch(2, Duration::ZERO).await.unwrap().unwrap();
@@ -394,21 +415,7 @@ mod tests {
 
     #[tokio::test]
     async fn lines_are_copied_into_one_shared_chunk_and_keep_their_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("in.jsonl");
-        std::fs::write(&path, "{\"n\":1}\r\n{\"n\":22}\n{\"n\":333}\n").unwrap();
-        let config = FileSourceConfig {
-            path,
-            checkpoint: None,
-            follow: false,
-            max_line_bytes: None,
-        };
-        let mut source = FileSource::open(&config).await.unwrap();
-        let batch = source
-            .poll_batch(10, Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let batch = poll_file(b"{\"n\":1}\r\n{\"n\":22}\n{\"n\":333}\n").await;
         let values: Vec<&[u8]> = batch.iter().map(|r| &r.record.value[..]).collect();
         assert_eq!(
             values,
@@ -430,10 +437,8 @@ mod tests {
         let path = dir.path().join("in.jsonl");
         std::fs::write(&path, "{\"n\":1}\n{\"n\":").unwrap();
         let config = FileSourceConfig {
-            path: path.clone(),
-            checkpoint: None,
             follow: true,
-            max_line_bytes: None,
+            ..reading(&path)
         };
         let mut source = FileSource::open(&config).await.unwrap();
         let first = source
@@ -471,13 +476,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.jsonl");
         std::fs::write(&path, b"\xff\xfe not text\n{\"last\":true}").unwrap();
-        let config = FileSourceConfig {
-            path,
-            checkpoint: None,
-            follow: false,
-            max_line_bytes: None,
-        };
-        let mut source = FileSource::open(&config).await.unwrap();
+        let mut source = FileSource::open(&reading(path)).await.unwrap();
         let batch = source
             .poll_batch(10, Duration::ZERO)
             .await
@@ -516,10 +515,8 @@ mod tests {
         text.extend_from_slice(&long);
         std::fs::write(&path, &text).unwrap();
         let config = FileSourceConfig {
-            path,
-            checkpoint: None,
-            follow: false,
             max_line_bytes: Some(1000),
+            ..reading(path)
         };
         let mut source = FileSource::open(&config).await.unwrap();
         let batch = source
@@ -558,10 +555,9 @@ mod tests {
         let path = dir.path().join("in.jsonl");
         std::fs::write(&path, vec![b'y'; 5000]).unwrap();
         let config = FileSourceConfig {
-            path: path.clone(),
-            checkpoint: None,
             follow: true,
             max_line_bytes: Some(100),
+            ..reading(&path)
         };
         let mut source = FileSource::open(&config).await.unwrap();
         let first = source.poll_batch(10, Duration::ZERO).await.unwrap();
@@ -596,12 +592,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_file_is_a_fatal_error_naming_it() {
-        let config = FileSourceConfig {
-            path: "/nonexistent/weir.jsonl".into(),
-            checkpoint: None,
-            follow: false,
-            max_line_bytes: None,
-        };
+        let config = reading("/nonexistent/weir.jsonl");
         let error = FileSource::open(&config).await.err().unwrap();
         assert_eq!(error.kind, crate::connectors::ErrorKind::Fatal);
         assert!(error.to_string().contains("/nonexistent/weir.jsonl"));
