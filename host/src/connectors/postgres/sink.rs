@@ -480,7 +480,7 @@ impl PostgresSink {
         records: &[Record],
     ) -> Result<Vec<Rejected>, ConnectorError> {
         let keys: Vec<Option<&[u8]>> = records.iter().map(|r| r.key.as_deref()).collect();
-        let values: Vec<Vec<u8>> = records.iter().map(|r| r.value.to_vec()).collect();
+        let values: Vec<&[u8]> = records.iter().map(|r| &r.value[..]).collect();
         // A dead-letter table refuses nothing, and NUL is the one thing jsonb and text cannot
         // hold; key and value are bytea, so only the headers and the error need care.
         let header_maps: Vec<Value> = records.iter().map(dead_letter_headers).collect();
