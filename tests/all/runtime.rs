@@ -74,12 +74,12 @@ fn a_batch_world_plugin_keeps_every_field_of_a_record() {
     ];
     let results = instance.transform(&batch);
     assert_eq!(results.len(), 4);
-    assert_eq!(results[0].as_ref().unwrap(), &vec![batch[0].clone()]);
-    assert_eq!(results[1].as_ref().unwrap(), &vec![batch[1].clone()]);
+    assert_eq!(results[0].as_ref().unwrap().as_slice(), &[batch[0].clone()]);
+    assert_eq!(results[1].as_ref().unwrap().as_slice(), &[batch[1].clone()]);
     let failed = results[2].as_ref().unwrap_err();
     assert_eq!(failed.kind, RecordErrorKind::PluginFailure);
     assert_eq!(failed.message, "fault-panic was told to fail");
-    assert_eq!(results[3].as_ref().unwrap(), &vec![batch[3].clone()]);
+    assert_eq!(results[3].as_ref().unwrap().as_slice(), &[batch[3].clone()]);
     assert_eq!(instance.instances_created(), 1, "no trap, no new instance");
 }
 
@@ -139,11 +139,11 @@ fn a_plugin_built_against_contract_0_1_0_still_runs() {
         });
         vec![record]
     };
-    assert_eq!(results[0].as_ref().unwrap(), &marked(&batch[0]));
+    assert_eq!(results[0].as_ref().unwrap().as_slice(), &marked(&batch[0]));
     let bad = results[1].as_ref().unwrap_err();
     assert_eq!(bad.kind, RecordErrorKind::BadRecord);
     assert_eq!(bad.message, "the value is `bad`");
-    assert_eq!(results[2].as_ref().unwrap(), &marked(&batch[2]));
+    assert_eq!(results[2].as_ref().unwrap().as_slice(), &marked(&batch[2]));
 }
 
 #[test]

@@ -156,7 +156,7 @@ enum Outcome {
 }
 
 impl Outcome {
-    fn from_result(result: Result<Vec<Record>, RecordError>) -> Outcome {
+    fn from_result(result: Result<weir::record::Outputs, RecordError>) -> Outcome {
         match result {
             Ok(outputs) => Outcome::Outputs(
                 outputs

@@ -13,6 +13,10 @@ use bytes::Bytes;
 
 pub use header::{Header, HeaderName, Headers};
 
+/// A plugin's outputs for one input record: most plugins give one, which is held inline, so a
+/// batch's results need no allocation per record to hold them.
+pub type Outputs = smallvec::SmallVec<[Record; 1]>;
+
 /// One record of a stream; the same fields as the contract's `record` in wit/plugin.wit.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {

@@ -11,10 +11,10 @@ use super::bindings::Transformer;
 use super::bindings::batch::BatchTransformer;
 use super::bindings::weir::plugin::types as wit;
 use super::state::InstanceState;
-use crate::record::{Header, HeaderName, Record, RecordError, RecordErrorKind};
+use crate::record::{Header, HeaderName, Outputs, Record, RecordError, RecordErrorKind};
 
 /// One result per input record, in order.
-pub(super) type RecordResults = Vec<Result<Vec<Record>, RecordError>>;
+pub(super) type RecordResults = Vec<Result<Outputs, RecordError>>;
 
 /// What a call returned: the results, or how the plugin broke the contract (results the host
 /// cannot read, or not one per input); `Err` is wasmtime's, a trap or a timeout.
@@ -139,7 +139,7 @@ fn decode_results(lifted: &Bytes, inputs: usize) -> Result<RecordResults, String
     for _ in 0..count {
         results.push(match reader.outcome().map_err(unreadable)? {
             Outcome::Outputs(outputs) => {
-                let mut records = Vec::with_capacity(reader.records_capacity(outputs));
+                let mut records = Outputs::with_capacity(reader.records_capacity(outputs));
                 for _ in 0..outputs {
                     records.push(from_encoded(reader.record().map_err(unreadable)?, lifted));
                 }
@@ -178,7 +178,7 @@ fn from_encoded(record: RecordRef<'_>, lifted: &Bytes) -> Record {
 
 fn into_record_result(
     result: Result<Vec<wit::RecordResult>, wit::Error>,
-) -> Result<Vec<Record>, RecordError> {
+) -> Result<Outputs, RecordError> {
     match result {
         Ok(outputs) => Ok(outputs.into_iter().map(from_guest).collect()),
         Err(error) => Err(RecordError {

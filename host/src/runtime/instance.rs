@@ -12,7 +12,7 @@ use super::error::PluginError;
 use super::limits::{EPOCH_TICK, PluginLimits};
 use super::plugin::{LoadedPlugin, WorldPre};
 use super::state::InstanceState;
-use crate::record::{Record, RecordError, RecordErrorKind};
+use crate::record::{Outputs, Record, RecordError, RecordErrorKind};
 
 /// Most record data (values, keys and headers) one `transform` call carries. A call's memory
 /// is several times its input (the encoded batch, its copy in the guest, the plugin's copy of
@@ -147,7 +147,7 @@ impl PluginInstance {
     }
 
     /// One record alone, with one record's deadline.
-    fn call_one(&mut self, record: &Record) -> Result<Vec<Record>, RecordError> {
+    fn call_one(&mut self, record: &Record) -> Result<Outputs, RecordError> {
         self.call(std::slice::from_ref(record))?
             .pop()
             .unwrap_or_else(|| {

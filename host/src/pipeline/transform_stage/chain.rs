@@ -12,7 +12,9 @@ use crate::observe::thread_cpu::thread_cpu;
 use crate::observe::{PluginStepStats, TapPoint};
 use crate::pipeline::batch::ChainOutput;
 use crate::pipeline::stats::PipelineStats;
-use crate::record::{FailedAt, Failure, HeaderName, Record, RecordError, SourcePosition, headers};
+use crate::record::{
+    FailedAt, Failure, HeaderName, Outputs, Record, RecordError, SourcePosition, headers,
+};
 use crate::runtime::{LiveSlot, PluginError, PluginInstance, PluginLimits, Rollout};
 
 /// One plugin of a worker's chain: its live slot, its entry in the pipeline file, and the
@@ -129,9 +131,8 @@ impl ChainStep {
         records: &[Record],
         origins: &[usize],
         positions: &[SourcePosition],
-    ) -> (Vec<Result<Vec<Record>, RecordError>>, Vec<bool>) {
-        let kind =
-            |result: &Result<Vec<Record>, RecordError>| result.as_ref().err().map(|e| e.kind);
+    ) -> (Vec<Result<Outputs, RecordError>>, Vec<bool>) {
+        let kind = |result: &Result<Outputs, RecordError>| result.as_ref().err().map(|e| e.kind);
         let live = &mut self.instance;
         let Some(staged) = self.staged.as_mut() else {
             let results = live.transform(records);

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::record::{Record, RecordError};
+use crate::record::{Outputs, RecordError};
 use crate::runtime::{PluginInstance, RecordDiff, Rollout, ShadowBatch};
 
 /// Differing records a shadow batch reports as samples; the slot keeps the latest ones.
@@ -86,7 +86,7 @@ pub(super) fn route<T: Clone, R>(
         .collect()
 }
 
-type Results = [Result<Vec<Record>, RecordError>];
+type Results = [Result<Outputs, RecordError>];
 
 /// Compares the live and the candidate's results for the same inputs, record by record: a
 /// record differs when its outputs differ (number, keys, values, headers, timestamps) or when
@@ -124,7 +124,7 @@ pub(super) fn compare(
 }
 
 /// A result as a sample shows it: the outputs' values one per line, or the failure; truncated.
-fn render(result: &Result<Vec<Record>, RecordError>) -> String {
+fn render(result: &Result<Outputs, RecordError>) -> String {
     let text = match result {
         Ok(outputs) if outputs.is_empty() => "(no output)".to_owned(),
         Ok(outputs) => outputs
@@ -148,7 +148,7 @@ fn truncate(mut text: String, limit: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::RecordErrorKind;
+    use crate::record::{Record, RecordErrorKind};
 
     fn record(value: &str) -> Record {
         Record::from_value(value)
@@ -203,7 +203,7 @@ mod tests {
         assert_eq!(all_candidate, [10, 20]);
     }
 
-    fn failure(kind: RecordErrorKind) -> Result<Vec<Record>, RecordError> {
+    fn failure(kind: RecordErrorKind) -> Result<Outputs, RecordError> {
         Err(RecordError {
             kind,
             message: "no".into(),
@@ -213,17 +213,17 @@ mod tests {
     #[test]
     fn the_diff_counts_records_whose_results_differ() {
         let live = vec![
-            Ok(vec![record("same")]),
-            Ok(vec![record("x")]),
-            Ok(vec![record("a"), record("b")]),
+            Ok(smallvec::smallvec![record("same")]),
+            Ok(smallvec::smallvec![record("x")]),
+            Ok(smallvec::smallvec![record("a"), record("b")]),
             failure(RecordErrorKind::BadRecord),
             failure(RecordErrorKind::BadRecord),
-            Ok(vec![record("fine")]),
+            Ok(smallvec::smallvec![record("fine")]),
         ];
         let candidate = vec![
-            Ok(vec![record("same")]),
-            Ok(vec![record("y")]),
-            Ok(vec![record("a")]),
+            Ok(smallvec::smallvec![record("same")]),
+            Ok(smallvec::smallvec![record("y")]),
+            Ok(smallvec::smallvec![record("a")]),
             failure(RecordErrorKind::BadRecord),
             failure(RecordErrorKind::Trap),
             failure(RecordErrorKind::PluginFailure),
@@ -245,8 +245,10 @@ mod tests {
     #[test]
     fn samples_are_bounded_in_number_and_length() {
         let long = "é".repeat(1000);
-        let live: Vec<_> = (0..100).map(|_| Ok(vec![record(&long)])).collect();
-        let candidate: Vec<_> = (0..100).map(|_| Ok(vec![])).collect();
+        let live: Vec<_> = (0..100)
+            .map(|_| Ok(smallvec::smallvec![record(&long)]))
+            .collect();
+        let candidate: Vec<_> = (0..100).map(|_| Ok(smallvec::smallvec![])).collect();
         let batch = compare(&live, &candidate, |i| i.to_string());
         assert_eq!(batch.differing, 100);
         assert_eq!(batch.samples.len(), SAMPLES_PER_BATCH);
