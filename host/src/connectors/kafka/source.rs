@@ -672,6 +672,9 @@ struct Brake {
     /// returned any may not resume at all.
     consumed: BTreeSet<(Arc<str>, i32)>,
     paused: BTreeSet<(Arc<str>, i32)>,
+    /// The partition of the last record taken, already in `consumed`: librdkafka hands records
+    /// out a fetch's run of one partition at a time, and a run skips the set.
+    last: Option<(Arc<str>, i32)>,
 }
 
 impl Brake {
@@ -680,17 +683,22 @@ impl Brake {
             metrics,
             consumed: BTreeSet::new(),
             paused: BTreeSet::new(),
+            last: None,
         }
     }
 
     fn consumed(&mut self, position: &SourcePosition) {
-        if !self
-            .consumed
-            .contains(&(Arc::clone(&position.stream), position.partition))
-        {
-            self.consumed
-                .insert((Arc::clone(&position.stream), position.partition));
+        let same_as_last = self.last.as_ref().is_some_and(|(stream, partition)| {
+            *partition == position.partition && Arc::ptr_eq(stream, &position.stream)
+        });
+        if same_as_last {
+            return;
         }
+        let key = (Arc::clone(&position.stream), position.partition);
+        if !self.consumed.contains(&key) {
+            self.consumed.insert(key.clone());
+        }
+        self.last = Some(key);
     }
 
     fn is_paused(&self) -> bool {
@@ -705,6 +713,8 @@ impl Brake {
             .retain(|(topic, partition)| assigned.contains(&(&**topic, *partition)));
         self.paused
             .retain(|(topic, partition)| assigned.contains(&(&**topic, *partition)));
+        // It may have been dropped above: its next record must add it back.
+        self.last = None;
     }
 
     fn pause(&mut self, name: &str, consumer: &BaseConsumer<GroupContext>) {
@@ -963,5 +973,30 @@ mod tests {
         let defaults: BTreeMap<_, _> = defaults_not_set_in(&set).collect();
         assert_eq!(defaults.get("max.partition.fetch.bytes"), None);
         assert_eq!(defaults.len(), CONSUMER_DEFAULTS.len() - 1);
+    }
+
+    #[test]
+    fn the_brake_knows_every_partition_a_record_came_from_across_runs_and_rebalances() {
+        let topic: Arc<str> = Arc::from("users");
+        let at = |partition| SourcePosition {
+            stream: Arc::clone(&topic),
+            partition,
+            offset: 0,
+        };
+        let mut brake = Brake::new(Arc::new(GroupMetrics::default()));
+        for partition in [0, 0, 1, 1, 0, 2] {
+            brake.consumed(&at(partition));
+        }
+        let consumed = |brake: &Brake| {
+            let partitions: Vec<i32> = brake.consumed.iter().map(|(_, p)| *p).collect();
+            partitions
+        };
+        assert_eq!(consumed(&brake), [0, 1, 2]);
+        // Partition 2, the last one read, is revoked and then assigned again: its next record
+        // must count although it repeats the last partition seen before the rebalance.
+        brake.keep_only(&[("users".to_owned(), 0), ("users".to_owned(), 1)]);
+        assert_eq!(consumed(&brake), [0, 1]);
+        brake.consumed(&at(2));
+        assert_eq!(consumed(&brake), [0, 1, 2]);
     }
 }
