@@ -47,7 +47,7 @@ fn full_record(value: &str) -> Record {
     Record {
         key: Some(b"key".to_vec().into()),
         value: value.as_bytes().to_vec().into(),
-        headers: vec![
+        headers: [
             Header {
                 key: "h".into(),
                 value: Bytes::from_static(b"1"),
@@ -56,7 +56,9 @@ fn full_record(value: &str) -> Record {
                 key: "h".into(),
                 value: Bytes::new(),
             },
-        ],
+        ]
+        .into_iter()
+        .collect(),
         timestamp: Some(-7),
     }
 }

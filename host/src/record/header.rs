@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-/// A record's headers, in the order they were set; a name may repeat.
-pub type Headers = Vec<Header>;
+/// A record's headers, in the order they were set; a name may repeat. One is held inline: a
+/// plugin's output carries its version header and usually nothing else, and a vector of its own
+/// for it was an allocation per record, freed on another thread by the sink stage.
+pub type Headers = smallvec::SmallVec<[Header; 1]>;
 
 /// One header of a record: a name and opaque bytes, as in Kafka.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
