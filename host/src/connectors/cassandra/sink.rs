@@ -120,22 +120,32 @@ impl CassandraSink {
     }
 }
 
-/// The bound values of one record, its text borrowed from the record, or why it cannot be
-/// written. The vector has room for one more value, the row's write timestamp.
+/// Appends the bound values of one record to `cells`, their text borrowed from the record, or
+/// says why it cannot be written (and leaves `cells` as it was). `found` is scratch space for the
+/// record's fields, reused from record to record like `cells`, so a batch allocates neither per
+/// record.
 fn bind<'r>(
     columns: &[Column],
     fields: &FieldSet,
     record: &'r Record,
     missing: Missing,
-) -> Result<Vec<Cell<'r>>, String> {
-    let found = fields
-        .read(&record.value)
+    found: &mut Vec<Option<Leaf<'r>>>,
+    cells: &mut Vec<Cell<'r>>,
+) -> Result<(), String> {
+    fields
+        .read_into(&record.value, found)
         .map_err(|e| format!("value is not JSON: {e}"))?;
-    let mut values = Vec::with_capacity(columns.len() + 1);
-    for (column, field) in columns.iter().zip(found) {
-        values.push(bind_column(column, field, missing)?);
+    let start = cells.len();
+    for (column, field) in columns.iter().zip(found.drain(..)) {
+        match bind_column(column, field, missing) {
+            Ok(cell) => cells.push(cell),
+            Err(reason) => {
+                cells.truncate(start);
+                return Err(reason);
+            }
+        }
     }
-    Ok(values)
+    Ok(())
 }
 
 /// One column's value from its field, or why it cannot be written.
@@ -238,9 +248,9 @@ fn oversized(table: &str, index: usize, bytes: usize, limit: usize) -> Rejected 
 
 /// A record bound and ready to insert: its index in the batch and its values, the last being
 /// its write timestamp (`USING TIMESTAMP ?`).
-struct Row<'r> {
+struct Row<'b, 'r> {
     index: usize,
-    values: Vec<Cell<'r>>,
+    values: &'b [Cell<'r>],
 }
 
 #[async_trait]
@@ -276,22 +286,42 @@ impl CassandraSink {
         let table = format!("{keyspace}.{table_name}");
         let prepared = self.prepare().await?;
         let mut rejected = Vec::new();
-        let mut rows = Vec::with_capacity(records.len());
+        // Every row's values, the write timestamp last, in one vector for the batch.
+        let mut cells = Vec::with_capacity(records.len() * (prepared.columns.len() + 1));
+        let mut found = Vec::with_capacity(prepared.columns.len());
+        let mut spans = Vec::with_capacity(records.len());
         for (index, record) in records.iter().enumerate() {
-            match bind(&prepared.columns, &prepared.fields, record, missing) {
-                Ok(mut values) => match (bound_bytes(&values), limit) {
+            let start = cells.len();
+            let bound = bind(
+                &prepared.columns,
+                &prepared.fields,
+                record,
+                missing,
+                &mut found,
+                &mut cells,
+            );
+            match bound {
+                Ok(()) => match (bound_bytes(&cells[start..]), limit) {
                     (bytes, Some(limit)) if bytes > limit => {
+                        cells.truncate(start);
                         rejected.push(oversized(&table, index, bytes, limit))
                     }
                     _ => {
                         let stamp = first_stamp.saturating_add(index as i64);
-                        values.push(Cell::BigInt(stamp));
-                        rows.push(Row { index, values });
+                        cells.push(Cell::BigInt(stamp));
+                        spans.push((index, start..cells.len()));
                     }
                 },
                 Err(reason) => rejected.push(Rejected { index, reason }),
             }
         }
+        let rows: Vec<Row> = spans
+            .into_iter()
+            .map(|(index, span)| Row {
+                index,
+                values: &cells[span],
+            })
+            .collect();
         let (session, insert, batches) = (&prepared.session, &prepared.insert, &prepared.batches);
         let permits = &self.shared.requests;
         let bound = &rows;
@@ -302,7 +332,7 @@ impl CassandraSink {
             session,
             insert,
             (keyspace, table_name),
-            rows.iter().map(|row| row.values.as_slice()),
+            rows.iter().map(|row| row.values),
             self.config.rows_per_request,
             self.config.request_bytes,
         );
@@ -319,7 +349,7 @@ impl CassandraSink {
                 if abandoned.load(Ordering::Relaxed) {
                     return failures;
                 }
-                let values = request.iter().map(|&row| bound[row].values.as_slice());
+                let values = request.iter().map(|&row| bound[row].values);
                 let Err(error) = send(session, insert, batches, values.collect()).await else {
                     return failures;
                 };
@@ -442,28 +472,57 @@ mod tests {
         ];
         let fields = fields(&columns);
         let record = Record::from_value(r#"{"id":"a","n":null}"#);
+        let refused = [
+            (r#"{"email":"x"}"#, "primary key column `id`"),
+            (r#"{"id":null}"#, "primary key column `id`"),
+            ("{", "value is not JSON"),
+            // Refused at its last column, after the others were bound.
+            (r#"{"id":"b","n":"x"}"#, "column `n`"),
+        ]
+        .map(|(value, reason)| (Record::from_value(value), reason));
         let id = Cell::Text("a".into());
+        let (mut found, mut cells) = (Vec::new(), Vec::new());
+        bind(
+            &columns,
+            &fields,
+            &record,
+            Missing::Unset,
+            &mut found,
+            &mut cells,
+        )
+        .unwrap();
         assert_eq!(
-            bind(&columns, &fields, &record, Missing::Unset).unwrap(),
-            vec![id.clone(), Cell::Unset, Cell::Null],
+            cells,
+            [id.clone(), Cell::Unset, Cell::Null],
             "absent email unset, explicit null n written as null"
         );
+        bind(
+            &columns,
+            &fields,
+            &record,
+            Missing::Null,
+            &mut found,
+            &mut cells,
+        )
+        .unwrap();
         assert_eq!(
-            bind(&columns, &fields, &record, Missing::Null).unwrap(),
-            vec![id, Cell::Null, Cell::Null]
+            cells[3..],
+            [id, Cell::Null, Cell::Null],
+            "each record's values follow the last's in the one vector"
         );
-        for value in [r#"{"email":"x"}"#, r#"{"id":null}"#] {
+        for (record, reason) in &refused {
             let error = bind(
                 &columns,
                 &fields,
-                &Record::from_value(value),
+                record,
                 Missing::Unset,
+                &mut found,
+                &mut cells,
             )
             .unwrap_err();
-            assert!(error.contains("primary key column `id`"), "{error}");
+            assert!(error.contains(reason), "{error}");
         }
-        let error = bind(&columns, &fields, &Record::from_value("{"), Missing::Unset).unwrap_err();
-        assert!(error.starts_with("value is not JSON"), "{error}");
+        assert_eq!(cells.len(), 6, "a refused record leaves no values behind");
     }
 
     #[test]

@@ -110,48 +110,74 @@ impl FieldSet {
     /// Each path's value in the JSON `bytes` (`None` where the record has no such field), or
     /// why the bytes are not one JSON value.
     pub fn read<'a>(&self, bytes: &'a [u8]) -> Result<Vec<Option<Leaf<'a>>>, serde_json::Error> {
+        let mut found = Vec::new();
+        self.read_into(bytes, &mut found)?;
+        Ok(found)
+    }
+
+    /// [`FieldSet::read`] into `found`, which is cleared first, so that a sink reading a batch
+    /// reuses one vector instead of allocating one per record.
+    pub fn read_into<'a>(
+        &self,
+        bytes: &'a [u8],
+        found: &mut Vec<Option<Leaf<'a>>>,
+    ) -> Result<(), serde_json::Error> {
         // The plugin SDK's reader first: it scans strings a word at a time and skips unwanted
         // values in one loop, where serde_json visits each (a fifth of a Cassandra sink's CPU;
         // docs/performance.md). It refuses whatever serde_json would refuse, and more shapes
         // besides, so a refusal is read again below from nothing, for the value or the error.
-        let mut found = vec![None; self.paths];
+        found.clear();
+        found.resize(self.paths, None);
         let visit = Visit {
             node: &self.root,
-            found: &mut found,
+            found,
         };
         if weir_plugin::json::read_seed(bytes, visit).is_some() {
-            return Ok(found);
+            return Ok(());
         }
-        self.read_with_serde_json(bytes)
+        found.clear();
+        found.resize(self.paths, None);
+        self.fill_with_serde_json(bytes, found)
     }
 
-    /// [`FieldSet::read`] by serde_json alone: for what the SDK's reader refuses.
+    /// [`FieldSet::read`] by serde_json alone, to compare the two readers.
+    #[cfg(test)]
     fn read_with_serde_json<'a>(
         &self,
         bytes: &'a [u8],
     ) -> Result<Vec<Option<Leaf<'a>>>, serde_json::Error> {
+        let mut found = vec![None; self.paths];
+        self.fill_with_serde_json(bytes, &mut found)?;
+        Ok(found)
+    }
+
+    /// [`FieldSet::read_into`] by serde_json alone: for what the SDK's reader refuses.
+    fn fill_with_serde_json<'a>(
+        &self,
+        bytes: &'a [u8],
+        found: &mut [Option<Leaf<'a>>],
+    ) -> Result<(), serde_json::Error> {
         // Checked once as a whole, the document is read as text, and serde_json checks none of
         // its strings again (per string, that check was a tenth of a Cassandra sink's CPU).
         // Bytes that are not UTF-8 are read as bytes, so the error is serde_json's own, naming
         // where.
         match std::str::from_utf8(bytes) {
-            Ok(text) => self.read_document(serde_json::Deserializer::from_str(text)),
-            Err(_) => self.read_document(serde_json::Deserializer::from_slice(bytes)),
+            Ok(text) => self.read_document(serde_json::Deserializer::from_str(text), found),
+            Err(_) => self.read_document(serde_json::Deserializer::from_slice(bytes), found),
         }
     }
 
     fn read_document<'a, R: serde_json::de::Read<'a>>(
         &self,
         mut document: serde_json::Deserializer<R>,
-    ) -> Result<Vec<Option<Leaf<'a>>>, serde_json::Error> {
-        let mut found = vec![None; self.paths];
+        found: &mut [Option<Leaf<'a>>],
+    ) -> Result<(), serde_json::Error> {
         Visit {
             node: &self.root,
-            found: &mut found,
+            found,
         }
         .deserialize(&mut document)?;
-        document.end()?;
-        Ok(found)
+        document.end()
     }
 }
 
