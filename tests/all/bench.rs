@@ -268,6 +268,30 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
             .unwrap_or_else(|| panic!("no {stage} in `{per_stage}`"));
         assert!(ms > 0.0, "{per_stage}");
     }
+    // Where a tail sits: the share of batches over 10 ms in each part of the way, each a
+    // percentage. (Not compared with each other: the write's histogram leaves out batches with
+    // no outputs, so the shares have different denominators.)
+    let slow = report
+        .lines()
+        .find(|line| line.trim_start().starts_with("batches over 10 ms"))
+        .unwrap_or_else(|| panic!("no line of slow batches in {report}"));
+    let share_of = |part: &str| -> f64 {
+        slow.split(", ")
+            .find_map(|piece| piece.trim_start().rsplit_once(&format!("{part} ")))
+            .and_then(|(_, figure)| figure.strip_suffix('%')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {part} in `{slow}`"))
+    };
+    for part in [
+        "read to acknowledged",
+        "sink write",
+        "transform_queue",
+        "transform",
+        "sink_queue",
+        "in_order",
+    ] {
+        let share = share_of(part);
+        assert!((0.0..=100.0).contains(&share), "{part} in `{slow}`");
+    }
 
     // Two rounds: each pipeline with a ratio lists both rounds' ratios, and the table shows
     // their median, which for two is their mean (both rounded to two decimals).

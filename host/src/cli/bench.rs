@@ -245,6 +245,25 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         "  p99 per stage besides the write (per batch, bucketed): {}",
         waits.join(", ")
     );
+    let percent = |share: f64| format!("{:.2}%", share * 100.0);
+    let slow: Vec<String> = [
+        ("read to acknowledged".to_owned(), stages.batch_slow),
+        ("sink write".to_owned(), stages.sink_write_slow),
+    ]
+    .into_iter()
+    .chain(
+        stages
+            .stage_slow
+            .iter()
+            .map(|(stage, share)| (stage.as_str().to_owned(), *share)),
+    )
+    .map(|(part, share)| format!("{part} {}", percent(share)))
+    .collect();
+    println!(
+        "  batches over {} ms (exact at a bucket bound): {}",
+        super::measure::pipeline::SLOW_BATCH_SECONDS * 1000.0,
+        slow.join(", ")
+    );
     if report.rounds.len() > 1 {
         println!(
             "ratios by round (the table shows their median; to the driver where a row has it, else to the ceiling):"

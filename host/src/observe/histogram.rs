@@ -97,6 +97,25 @@ impl HistogramSnapshot {
         }
         BUCKET_BOUNDS.last().copied()
     }
+
+    /// The share (0 to 1) of the durations above `bound` seconds, counted by whole buckets: exact
+    /// when `bound` is one of [`BUCKET_BOUNDS`], an undercount between two; `None` before
+    /// anything was recorded. Unlike a quantile, shares of the same batches in different stages
+    /// can be compared: a tail spread thinly over several stages shows in none of their p99s.
+    pub fn share_above(&self, bound: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let above: u64 = self
+            .buckets
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(i, _)| BUCKET_BOUNDS[i - 1] >= bound)
+            .map(|(_, count)| count)
+            .sum();
+        Some(above as f64 / self.count as f64)
+    }
 }
 
 #[cfg(test)]
@@ -134,5 +153,22 @@ mod tests {
         let snapshot = histogram.snapshot();
         assert!(snapshot.quantile(0.99).unwrap() <= 0.01);
         assert_eq!(snapshot.quantile(1.0), Some(10.0));
+    }
+
+    #[test]
+    fn the_share_above_a_bound_counts_whole_buckets() {
+        let histogram = LatencyHistogram::default();
+        assert_eq!(histogram.snapshot().share_above(0.01), None);
+        for millis in [1, 3, 9, 10, 12, 30, 30, 20_000] {
+            histogram.observe(Duration::from_millis(millis));
+        }
+        let snapshot = histogram.snapshot();
+        // 10 ms itself falls in the bucket that ends at 10 ms, so it is not above it.
+        assert_eq!(snapshot.share_above(0.01), Some(4.0 / 8.0));
+        assert_eq!(snapshot.share_above(0.025), Some(3.0 / 8.0));
+        assert_eq!(snapshot.share_above(10.0), Some(1.0 / 8.0));
+        assert_eq!(snapshot.share_above(0.0), Some(1.0));
+        // Between two bounds, only the buckets wholly above it count: 12 ms is in (10, 25].
+        assert_eq!(snapshot.share_above(0.011), Some(3.0 / 8.0));
     }
 }

@@ -113,7 +113,18 @@ pub struct Stages {
     pub sink_write_p99: f64,
     /// The 99th percentile batch of each other stage (`BatchStage::ALL`'s order).
     pub stage_p99: Vec<(BatchStage, f64)>,
+    /// The share of batches over [`SLOW_BATCH_SECONDS`] from read to acknowledgement.
+    pub batch_slow: f64,
+    /// The share of sink writes over [`SLOW_BATCH_SECONDS`].
+    pub sink_write_slow: f64,
+    /// The share of batches over [`SLOW_BATCH_SECONDS`] in each other stage
+    /// (`BatchStage::ALL`'s order): where a tail spread over several stages sits.
+    pub stage_slow: Vec<(BatchStage, f64)>,
 }
+
+/// What the latency run counts as a slow batch, in seconds: a bucket bound of the pipeline's
+/// histograms (so the shares are exact), and two thirds of the 15 ms end-to-end p99 goal.
+pub const SLOW_BATCH_SECONDS: f64 = 0.01;
 
 /// Records per record timestamp how long after its creation it was acknowledged. Forks with
 /// the sink it wraps, so the pipeline writes as many batches at once as it would without it.
@@ -342,6 +353,20 @@ async fn drain(
                 .map(|stage| {
                     let p99 = stats.stage_latency(stage).snapshot().quantile(0.99);
                     (stage, p99.unwrap_or_default())
+                })
+                .collect(),
+            batch_slow: batch.share_above(SLOW_BATCH_SECONDS).unwrap_or_default(),
+            sink_write_slow: sink_write
+                .share_above(SLOW_BATCH_SECONDS)
+                .unwrap_or_default(),
+            stage_slow: BatchStage::ALL
+                .into_iter()
+                .map(|stage| {
+                    let slow = stats
+                        .stage_latency(stage)
+                        .snapshot()
+                        .share_above(SLOW_BATCH_SECONDS);
+                    (stage, slow.unwrap_or_default())
                 })
                 .collect(),
         },
