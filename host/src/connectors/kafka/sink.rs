@@ -249,15 +249,23 @@ impl KafkaSink {
     }
 
     /// The message key: the record's own (borrowed), or the key field read from its value.
-    fn key_of<'r>(&self, record: &'r Record) -> Result<Option<Cow<'r, [u8]>>, String> {
+    /// `found` is scratch space for the field, reused across a batch's records.
+    fn key_of<'r>(
+        &self,
+        record: &'r Record,
+        found: &mut Vec<Option<Leaf<'r>>>,
+    ) -> Result<Option<Cow<'r, [u8]>>, String> {
         let Some(fields) = &self.key_fields else {
             return Ok(record.key.as_deref().map(Cow::Borrowed));
         };
         let field = self.key_field.as_deref().unwrap_or_default();
-        let found = fields.read(&record.value).map_err(|e| {
+        fields.read_into(&record.value, found).map_err(|e| {
             format!("value is not JSON, so key field `{field}` cannot be read: {e}")
         })?;
-        let key = found.into_iter().next().flatten().and_then(Leaf::into_text);
+        let key = found
+            .first_mut()
+            .and_then(Option::take)
+            .and_then(Leaf::into_text);
         key.map(|key| {
             Some(match key {
                 Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
@@ -417,11 +425,12 @@ impl Sink for KafkaSink {
         let mut outcomes = self.unfinished.resume(records);
         let resumed = outcomes.iter().any(|outcome| *outcome != Outcome::Unsent);
         let mut to_send = Vec::new();
+        let mut found = Vec::new();
         for (index, record) in records.iter().enumerate() {
             if outcomes[index] != Outcome::Unsent {
                 continue;
             }
-            match self.key_of(record) {
+            match self.key_of(record, &mut found) {
                 Ok(key) => to_send.push((index, key)),
                 // Dead letters are often not JSON (that may be why they are dead): keep their
                 // own key rather than refusing them.
@@ -593,5 +602,69 @@ fn note(failure: &mut Option<Failure>, verdict: Verdict, error: KafkaError) {
         .is_none_or(|kept| verdict.severity() > kept.verdict.severity())
     {
         *failure = Some(Failure { verdict, error });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink on an unused loopback port: the producer connects lazily, and these tests only
+    /// read keys.
+    fn sink_with_key_field(field: Option<&str>) -> KafkaSink {
+        let config = KafkaSinkConfig {
+            brokers: "127.0.0.1:1".into(),
+            topic: "keys".into(),
+            key_field: field.map(str::to_owned),
+            compression: Compression::default(),
+            delivery_timeout_ms: default_delivery_timeout_ms(),
+            properties: BTreeMap::new(),
+        };
+        KafkaSink::new(&config, false).expect("a producer with a valid configuration")
+    }
+
+    #[test]
+    fn the_key_field_is_read_for_each_record_without_one_record_leaking_into_the_next() {
+        let sink = sink_with_key_field(Some("login.uuid"));
+        let records = [
+            Record::from_value(r#"{"login":{"uuid":"a-1"},"n":1}"#),
+            Record::from_value(r#"{"login":{"username":"no uuid"}}"#),
+            Record::from_value("not json"),
+            Record::from_value(r#"{"login":{"uuid":7}}"#),
+            Record::from_value(r#"{"login":{"uuid":{"nested":"object"}}}"#),
+            Record::from_value(r#"{"login":{"uuid":"b-\u0032"}}"#),
+        ];
+        // One scratch vector for the whole batch, as `write` uses it.
+        let mut found = Vec::new();
+        let keys: Vec<Result<Option<Vec<u8>>, String>> = records
+            .iter()
+            .map(|record| {
+                sink.key_of(record, &mut found)
+                    .map(|key| key.map(|key| key.into_owned()))
+            })
+            .collect();
+        assert_eq!(keys[0], Ok(Some(b"a-1".to_vec())));
+        let missing = keys[1].as_ref().expect_err("no uuid");
+        assert!(missing.contains("`login.uuid` is missing"), "{missing}");
+        let not_json = keys[2].as_ref().expect_err("not JSON");
+        assert!(not_json.contains("value is not JSON"), "{not_json}");
+        assert_eq!(keys[3], Ok(Some(b"7".to_vec())));
+        let object = keys[4].as_ref().expect_err("an object is no key");
+        assert!(object.contains("not a scalar"), "{object}");
+        // An escaped key is decoded into a string of its own.
+        assert_eq!(keys[5], Ok(Some(b"b-2".to_vec())));
+    }
+
+    #[test]
+    fn without_a_key_field_the_record_s_own_key_is_borrowed() {
+        let sink = sink_with_key_field(None);
+        let keyless = Record::from_value("not json either");
+        assert_eq!(sink.key_of(&keyless, &mut Vec::new()), Ok(None));
+        let mut record = Record::from_value("not json either");
+        record.key = Some(bytes::Bytes::from_static(b"own"));
+        let key = sink
+            .key_of(&record, &mut Vec::new())
+            .expect("the record's key");
+        assert!(matches!(key, Some(Cow::Borrowed(b"own"))), "{key:?}");
     }
 }
