@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::watch;
 
 use super::cost::{Cost, Meter, Services};
@@ -215,6 +215,19 @@ pub async fn produce(
         .set("linger.ms", linger_ms)
         .create()
         .map_err(setup)?;
+    if rate.is_some() {
+        // Connect and learn the topic's leaders before the first timed record: each record's
+        // latency starts at its send, and the producer's own start-up (its first metadata
+        // request) is not the pipeline's.
+        let (warm, name) = (producer.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || {
+            warm.client()
+                .fetch_metadata(Some(&name), Duration::from_secs(30))
+        })
+        .await
+        .map_err(setup)?
+        .map_err(|e| setup(format!("cannot read the metadata of {topic}: {e}")))?;
+    }
     let mut generator = UserGenerator::new(seed);
     let started = Instant::now();
     let mut sent = 0;
