@@ -2,7 +2,8 @@
 //! record leaves the stored value (unless `missing = "null"`), each primary key ends with its
 //! last record however many updates a batch holds, and a row larger than Cassandra accepts is
 //! dead-lettered while the records around it arrive; every column type the sink supports is
-//! written as the table declares it; and the token the sink groups rows by is the driver's.
+//! written as the table declares it; the token the sink groups rows by is the driver's; and the
+//! sink connects and creates its table when the pipeline starts, leaving a failure to the first write.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -492,4 +493,76 @@ fn assert_token_is_the_drivers(
     let grouped_by: Vec<uuid::Uuid> = owners.replicas(token).collect();
     assert!(!listed.is_empty(), "{what}: the driver lists no replica");
     assert_eq!(grouped_by, listed, "{what}: replicas");
+}
+
+/// Whether `keyspace.t` exists, from the node's schema tables.
+async fn table_exists(session: &Session, keyspace: &str) -> bool {
+    session
+        .query_unpaged(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 't'",
+            (keyspace,),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows_num()
+        > 0
+}
+
+/// The sink of the single pipeline in `toml`, built as the pipeline builds it.
+async fn build_sink(toml: &str) -> Box<dyn weir::connectors::Sink> {
+    let file = PipelineFile::parse(Path::new("test.toml"), toml).unwrap_or_else(|e| panic!("{e}"));
+    let config = file.pipelines.into_iter().next().unwrap();
+    config.sink.build(false).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sink_connects_and_creates_its_table_at_start_before_any_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyspace = unique("weir_warm");
+    let toml = pipeline_toml(
+        &dir.path().join("in.jsonl"),
+        &dir.path().join("dlq.jsonl"),
+        &keyspace,
+        r#"id = "text", name = "text""#,
+        "",
+        "",
+    );
+    let sink = build_sink(&toml).await;
+    let observer = session().await;
+    // Building the sink opens nothing: the pipeline must start while the node is down.
+    assert!(!table_exists(&observer, &keyspace).await);
+    sink.warm_up();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !table_exists(&observer, &keyspace).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the warm-up did not create {keyspace}.t within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_up_that_cannot_connect_leaves_the_first_write_to_report_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = pipeline_toml(
+        &dir.path().join("in.jsonl"),
+        &dir.path().join("dlq.jsonl"),
+        &unique("weir_warm_down"),
+        r#"id = "text""#,
+        "",
+        "",
+    )
+    // A loopback port nothing listens on: the node is down.
+    .replace(&cassandra_nodes(), "127.0.0.1:1");
+    let mut sink = build_sink(&toml).await;
+    sink.warm_up();
+    let record = weir::record::Record::from_value(r#"{"id":"a"}"#);
+    let error = sink
+        .write(std::slice::from_ref(&record))
+        .await
+        .expect_err("no node to write to");
+    assert!(error.is_transient(), "a node down is retried: {error}");
 }

@@ -180,6 +180,12 @@ pub trait Sink: Send {
     fn fork(&self) -> Option<Box<dyn Sink>> {
         None
     }
+
+    /// Starts connecting in the background when the pipeline starts, so that its first batch
+    /// does not wait for the connection. Nothing is reported here: a failure leaves the sink
+    /// as it was, and the first write connects and reports as it would have. The default does
+    /// nothing, for sinks that are ready once built.
+    fn warm_up(&self) {}
 }
 
 /// The longest duration any `*_ms` option may name: a year. Checked at load (by `config`), so

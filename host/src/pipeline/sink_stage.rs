@@ -36,6 +36,8 @@ pub(super) async fn run(
     stats: Arc<PipelineStats>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectorError> {
+    sink.warm_up();
+    dead_letter.warm_up();
     let mut idle = handles(sink, in_flight);
     tracing::debug!(
         pipeline,

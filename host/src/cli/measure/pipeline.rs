@@ -154,6 +154,10 @@ impl Sink for LatencySink {
         self.inner.close().await
     }
 
+    fn warm_up(&self) {
+        self.inner.warm_up();
+    }
+
     fn fork(&self) -> Option<Box<dyn Sink>> {
         Some(Box::new(LatencySink {
             inner: self.inner.fork()?,

@@ -266,6 +266,18 @@ impl Sink for CassandraSink {
         written
     }
 
+    /// Connects and prepares the insert (creating the table where `create` says so) in a task
+    /// of its own. The first write waits for that attempt rather than starting another, and
+    /// connects again itself if it failed: a node down at start is still reported by the write.
+    fn warm_up(&self) {
+        let sink = self.handle();
+        tokio::spawn(async move {
+            if let Err(error) = sink.prepare().await {
+                tracing::info!(sink = %sink.name, %error, "Could not connect at start; the first write will try again.");
+            }
+        });
+    }
+
     /// A handle sharing this one's session, insert pool and timestamps, with its own retry
     /// state.
     fn fork(&self) -> Option<Box<dyn Sink>> {
