@@ -4,7 +4,8 @@
 //! the stall exits 0 without committing what was not written. And the refusals: a missing
 //! table stops the pipeline with the fix, a unique violation outside the key dead-letters only
 //! that record, binary keys stay distinct, `on_conflict` updates or ignores (counted), and a
-//! dead letter written twice is stored once.
+//! dead letter written twice is stored once. And the warm-up: the sink connects and creates its
+//! table when the pipeline starts, and a warm-up that cannot connect leaves that to the write.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -424,4 +425,52 @@ async fn a_dead_letter_written_again_after_an_ambiguous_failure_is_stored_once()
         .collect();
     let expected: Vec<&[u8]> = vec![b"old", b"older", b"a", b"b", b"c"];
     assert_eq!(values, expected);
+}
+
+/// Whether `table` exists in the public schema.
+async fn table_exists(url: &str, table: &str) -> bool {
+    client(url)
+        .await
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("public.\"{table}\"")],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sink_connects_and_creates_its_table_at_start_before_any_write() {
+    let url = postgres_url();
+    let table = unique("warm");
+    let mut sink = PostgresSink::new(&sink_config(&url, &table, ""), false).unwrap();
+    // Building the sink opens nothing: the pipeline must start while the database is down.
+    assert!(!table_exists(&url, &table).await);
+    sink.warm_up();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !table_exists(&url, &table).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the warm-up did not create {table} within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The first write takes the warm-up's connection and lands its row.
+    sink.write(&[keyed(b"k", r#"{"n":1}"#)]).await.unwrap();
+    assert_eq!(numbers(&url, &table).await, BTreeSet::from([1]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_up_that_cannot_connect_leaves_the_first_write_to_report_it() {
+    // A loopback port nothing listens on: the database is down.
+    let url = "postgres://weir@127.0.0.1:1/weir";
+    let config = sink_config(url, &unique("warm_down"), "connect_timeout_ms = 2000");
+    let mut sink = PostgresSink::new(&config, false).unwrap();
+    sink.warm_up();
+    let error = sink
+        .write(&[keyed(b"k", r#"{"n":1}"#)])
+        .await
+        .expect_err("no database to write to");
+    assert!(error.is_transient(), "a database down is retried: {error}");
 }

@@ -4,6 +4,7 @@
 //! bytes and every header instead, idempotent on the record's source coordinates.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -178,6 +179,8 @@ pub struct PostgresSink {
     limits: Limits,
     encryption: Encryption,
     client: Option<Client>,
+    /// The connection [`Sink::warm_up`] is opening, taken by the first write that needs one.
+    warming: Mutex<Option<tokio::task::JoinHandle<Result<Client, ConnectorError>>>>,
 }
 
 /// Rows of one landing INSERT, with the index of the record each came from.
@@ -204,34 +207,49 @@ impl PostgresSink {
             table,
             dead_letter,
             client: None,
+            warming: Mutex::new(None),
+        })
+    }
+
+    /// The table's DDL when the sink creates its table, else `None`.
+    fn ddl(&self) -> Option<String> {
+        self.config.create_table.then(|| {
+            if self.dead_letter {
+                self.dead_letter_ddl()
+            } else {
+                self.landing_ddl()
+            }
         })
     }
 
     async fn client(&mut self) -> Result<&Client, ConnectorError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
-            let client = connect(
-                &self.name,
-                &self.config.url,
-                &self.encryption,
-                self.limits,
-                None,
-            )
-            .await?;
-            if self.config.create_table {
-                let ddl = if self.dead_letter {
-                    self.dead_letter_ddl()
-                } else {
-                    self.landing_ddl()
-                };
-                self.limits
-                    .statement(
+            // The warm-up's connection if it opened one; a failed warm-up reported nothing, so
+            // the attempt below reports it.
+            let warming = self
+                .warming
+                .get_mut()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+            let warmed = match warming {
+                Some(task) => task.await.ok().and_then(Result::ok),
+                None => None,
+            };
+            let client = match warmed.filter(|client| !client.is_closed()) {
+                Some(client) => client,
+                None => {
+                    let ddl = self.ddl();
+                    open(
                         &self.name,
-                        "cannot create the table",
-                        client.batch_execute(&ddl),
+                        &self.config.url,
+                        &self.encryption,
+                        self.limits,
+                        ddl.as_deref(),
                     )
-                    .await?;
-            }
+                    .await?
+                }
+            };
             self.client = Some(client);
         }
         self.client
@@ -525,6 +543,23 @@ impl PostgresSink {
     }
 }
 
+/// Connects, and creates the table with `ddl` where the sink creates it.
+async fn open(
+    name: &str,
+    url: &Secret,
+    encryption: &Encryption,
+    limits: Limits,
+    ddl: Option<&str>,
+) -> Result<Client, ConnectorError> {
+    let client = connect(name, url, encryption, limits, None).await?;
+    if let Some(ddl) = ddl {
+        limits
+            .statement(name, "cannot create the table", client.batch_execute(ddl))
+            .await?;
+    }
+    Ok(client)
+}
+
 /// The idempotency key of each dead letter: the pipeline and source coordinates its headers
 /// carry, and its rank among the batch's dead letters from the same source record (one input
 /// can fail as several outputs). A retried batch yields the same keys, so a retry after an
@@ -624,6 +659,28 @@ impl Sink for PostgresSink {
         } else {
             self.write_landing(records).await
         }
+    }
+
+    /// Connects (and creates the table where `create_table` says so) in a task of its own; the
+    /// first write takes that connection, or connects itself and reports why it cannot.
+    fn warm_up(&self) {
+        let (name, url, encryption) = (
+            self.name.clone(),
+            self.config.url.clone(),
+            self.encryption.clone(),
+        );
+        let (limits, ddl) = (self.limits, self.ddl());
+        let task = tokio::spawn(async move {
+            let opened = open(&name, &url, &encryption, limits, ddl.as_deref()).await;
+            if let Err(error) = &opened {
+                tracing::info!(sink = %name, %error, "Could not connect at start; the first write will try again.");
+            }
+            opened
+        });
+        *self
+            .warming
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(task);
     }
 }
 
