@@ -17,7 +17,7 @@ use weir::config::PipelineFile;
 use weir::pipeline::{self, PipelineReport, PipelineStats};
 use weir::registry::PluginSlots;
 
-use crate::support::{cassandra_nodes, read_json_lines, unique, wait_for};
+use crate::support::{cassandra_nodes, read_json_lines, unique, wait_for, wait_for_async};
 
 /// Runs the single pipeline of `toml` (a file source, no plugins) until its source ends.
 async fn run_to_end(toml: &str) -> PipelineReport {
@@ -534,14 +534,12 @@ async fn the_sink_connects_and_creates_its_table_at_start_before_any_write() {
     // Building the sink opens nothing: the pipeline must start while the node is down.
     assert!(!table_exists(&observer, &keyspace).await);
     sink.warm_up();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while !table_exists(&observer, &keyspace).await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the warm-up did not create {keyspace}.t within 120 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_async(
+        "the warm-up to create the table",
+        Duration::from_secs(120),
+        || table_exists(&observer, &keyspace),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

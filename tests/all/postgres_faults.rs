@@ -17,7 +17,8 @@ use weir::connectors::postgres::{PostgresSink, PostgresSinkConfig};
 use weir::record::Record;
 
 use crate::support::{
-    StallingProxy, append_numbered, postgres_url, read_json_lines, run_weir, unique, wait_for, weir,
+    StallingProxy, append_numbered, postgres_url, read_json_lines, run_weir, unique, wait_for,
+    wait_for_async, weir,
 };
 
 /// A `weir run` whose log goes to a file.
@@ -448,14 +449,12 @@ async fn the_sink_connects_and_creates_its_table_at_start_before_any_write() {
     // Building the sink opens nothing: the pipeline must start while the database is down.
     assert!(!table_exists(&url, &table).await);
     sink.warm_up();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !table_exists(&url, &table).await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the warm-up did not create {table} within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_async(
+        "the warm-up to create the table",
+        Duration::from_secs(60),
+        || table_exists(&url, &table),
+    )
+    .await;
     // The first write takes the warm-up's connection and lands its row.
     sink.write(&[keyed(b"k", r#"{"n":1}"#)]).await.unwrap();
     assert_eq!(numbers(&url, &table).await, BTreeSet::from([1]));

@@ -248,6 +248,22 @@ pub async fn wait_for(what: &str, timeout: std::time::Duration, condition: impl 
     }
 }
 
+/// [`wait_for`] with a condition that must itself wait (a query to a store).
+pub async fn wait_for_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut condition: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Where the tests find Kafka: `WEIR_KAFKA_BROKERS`, by default the loopback broker that
 /// `scripts/services start` runs. Panics with the command to run when nothing answers there.
 pub fn kafka_brokers() -> String {
