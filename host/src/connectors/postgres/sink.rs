@@ -192,8 +192,9 @@ struct LandingRows {
 }
 
 impl PostgresSink {
-    /// A sink; the connection is opened (and the table created) on first write, and again
-    /// after a failure, so a database outage only delays the pipeline.
+    /// A sink; the connection is opened (and the table created) when the pipeline starts
+    /// ([`Sink::warm_up`]) or else on the first write, and again after a failure, so a database
+    /// outage only delays the pipeline.
     pub fn new(config: &PostgresSinkConfig, dead_letter: bool) -> Result<Self, ConnectorError> {
         let name = format!("postgres sink {}", config.table);
         let table = quoted_table(&config.table)
