@@ -230,6 +230,11 @@ enum BenchCommand {
         /// The source's session_timeout_ms (default: the source's default).
         #[arg(long, value_name = "MS")]
         session_timeout_ms: Option<u64>,
+        /// Keep each run's topic and scratch folder for inspection. By default they are removed
+        /// when the run ends (its consumer group Kafka drops by itself once the killed members'
+        /// sessions expire).
+        #[arg(long)]
+        keep: bool,
     },
     /// Whole pipelines over real Kafka and Cassandra, as ratios to a consumer that only reads.
     ///
@@ -246,6 +251,7 @@ enum BenchCommand {
     /// pipeline's histograms. Each run reports weir's CPU-seconds per million records, the part
     /// of them spent inside plugin calls, and its peak RSS; with the pid files, the broker's and
     /// the Cassandra node's CPU-seconds too. Start the services with `scripts/services start`.
+    /// Everything the run creates on the services is removed when it ends, unless `--keep`.
     Pipeline {
         /// Kafka bootstrap servers.
         #[arg(long, env = "WEIR_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
@@ -276,6 +282,11 @@ enum BenchCommand {
         /// it: what each row cost the store in the pipeline's run and in the driver's.
         #[arg(long, value_name = "PATH")]
         cassandra_pid_file: Option<PathBuf>,
+        /// Keep what the run created (its two topics, its consumer groups, its keyspace and its
+        /// scratch folder with the dead letters) for inspection. By default they are removed
+        /// when the run ends, measured or failed, and the last line of the report names them.
+        #[arg(long)]
+        keep: bool,
         #[command(flatten)]
         plugins: PluginsDir,
     },
@@ -909,7 +920,8 @@ fn main() -> ExitCode {
             partitions,
             rate,
             session_timeout_ms,
-        }) => cli::bench::failover(brokers, members, partitions, rate, session_timeout_ms),
+            keep,
+        }) => cli::bench::failover(brokers, members, partitions, rate, session_timeout_ms, keep),
         Command::Bench(BenchCommand::Pipeline {
             brokers,
             cassandra,
@@ -919,6 +931,7 @@ fn main() -> ExitCode {
             latency_seconds,
             broker_pid_file,
             cassandra_pid_file,
+            keep,
             plugins,
         }) => cli::bench::pipeline(cli::measure::pipeline::PipelineBench {
             brokers,
@@ -930,6 +943,7 @@ fn main() -> ExitCode {
             latency_seconds,
             broker_pid_file,
             cassandra_pid_file,
+            keep,
         }),
         Command::Bench(BenchCommand::Produce {
             brokers,

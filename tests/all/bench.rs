@@ -3,8 +3,18 @@
 //! in-process baselines and its cost. Never timed: no assertion on how fast anything ran.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::support::{cassandra_nodes, kafka_brokers, plugin_registry, repo_root, run_weir};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+
+use crate::support::{
+    cassandra_nodes, kafka_brokers, plugin_registry, repo_root, run_weir, wait_for,
+};
 
 /// The number after `label` on the line of `report` that starts with it.
 fn number_after(report: &str, label: &str) -> f64 {
@@ -299,6 +309,7 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
         .lines()
         .skip_while(|line| !line.starts_with("ratios by round"))
         .skip(1)
+        .take_while(|line| line.starts_with("  "))
         .map(|line| {
             let (name, ratios) = line
                 .trim_start()
@@ -326,4 +337,185 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
             row.number(column)
         );
     }
+
+    // Nothing the run created is left on the services or the disk.
+    let created = Created::listed_in(&report, "removed what the bench created: ");
+    assert_eq!(created.topics.len(), 2, "{report}");
+    // Two rounds of four pipelines, and the latency run.
+    assert_eq!(created.groups.len(), 9, "{report}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let brokers = kafka_brokers();
+        for topic in &created.topics {
+            wait_for(
+                &format!("topic {topic} deleted"),
+                Duration::from_secs(60),
+                || !topic_exists(&brokers, topic),
+            )
+            .await;
+        }
+        for group in &created.groups {
+            assert!(!group_exists(&brokers, group), "group {group} is left");
+        }
+        assert!(
+            !keyspace_exists(&created.keyspace).await,
+            "keyspace {} is left",
+            created.keyspace
+        );
+    });
+    assert!(!created.folder.exists(), "{}", created.folder.display());
+}
+
+#[test]
+fn bench_pipeline_with_keep_leaves_what_it_created_for_inspection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (brokers, nodes) = (kafka_brokers(), cassandra_nodes());
+    let output = run_weir(
+        dir.path(),
+        &[
+            "bench",
+            "pipeline",
+            "--keep",
+            "--brokers",
+            &brokers,
+            "--cassandra",
+            &nodes,
+            "--records",
+            "300",
+            "--rounds",
+            "1",
+            "--latency-rate",
+            "200",
+            "--latency-seconds",
+            "1",
+            "--plugins",
+            plugin_registry().to_str().unwrap(),
+        ],
+    );
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let kept = Created::listed_in(&report, "kept for inspection (--keep): ");
+    assert_eq!(kept.topics.len(), 2, "{report}");
+    // One round of four pipelines, and the latency run.
+    assert_eq!(kept.groups.len(), 5, "{report}");
+    for topic in &kept.topics {
+        assert!(topic_exists(&brokers, topic), "topic {topic} was kept");
+    }
+    for group in &kept.groups {
+        assert!(group_exists(&brokers, group), "group {group} was kept");
+    }
+    assert!(kept.folder.join("dead-letters.jsonl").exists());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        assert!(keyspace_exists(&kept.keyspace).await, "{}", kept.keyspace);
+        // Then this test removes them itself.
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        let groups: Vec<&str> = kept.groups.iter().map(String::as_str).collect();
+        admin
+            .delete_groups(&groups, &AdminOptions::new())
+            .await
+            .unwrap();
+        let topics: Vec<&str> = kept.topics.iter().map(String::as_str).collect();
+        admin
+            .delete_topics(&topics, &AdminOptions::new())
+            .await
+            .unwrap();
+        cassandra_session()
+            .await
+            .query_unpaged(format!("DROP KEYSPACE {}", kept.keyspace), &[])
+            .await
+            .unwrap();
+    });
+    std::fs::remove_dir_all(&kept.folder).unwrap();
+}
+
+/// What `weir bench pipeline` says it created, from its last line: `PREFIX topics a, b;
+/// consumer groups c, d; keyspace e; folder f`.
+struct Created {
+    topics: Vec<String>,
+    groups: Vec<String>,
+    keyspace: String,
+    folder: PathBuf,
+}
+
+impl Created {
+    fn listed_in(report: &str, prefix: &str) -> Created {
+        let line = report
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no line starting `{prefix}` in {report}"));
+        let part = |label: &str| {
+            line.split("; ")
+                .find_map(|part| part.strip_prefix(label))
+                .unwrap_or_else(|| panic!("no `{label}` in `{line}`"))
+        };
+        let names = |label: &str| part(label).split(", ").map(str::to_owned).collect();
+        Created {
+            topics: names("topics "),
+            groups: names("consumer groups "),
+            keyspace: part("keyspace ").to_owned(),
+            folder: PathBuf::from(part("folder ")),
+        }
+    }
+}
+
+/// Whether the brokers know `topic`, asked by a client that never creates topics.
+fn topic_exists(brokers: &str, topic: &str) -> bool {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .unwrap();
+    metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none())
+}
+
+/// Whether the group coordinator still knows `group` (a deleted group is unknown, or `Dead`).
+fn group_exists(brokers: &str, group: &str) -> bool {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let groups = consumer
+        .fetch_group_list(Some(group), Duration::from_secs(30))
+        .unwrap();
+    groups
+        .groups()
+        .iter()
+        .any(|g| g.name() == group && g.state() != "Dead")
+}
+
+async fn cassandra_session() -> Session {
+    SessionBuilder::new()
+        .known_node(cassandra_nodes())
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn keyspace_exists(keyspace: &str) -> bool {
+    cassandra_session()
+        .await
+        .query_unpaged(
+            "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
+            (keyspace,),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows_num()
+        > 0
 }

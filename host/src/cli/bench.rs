@@ -170,7 +170,7 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = tokio.block_on(super::measure::pipeline::run(&bench))?;
+    let (report, cleanup) = tokio.block_on(super::measure::pipeline::run(&bench))?;
     let growth = report
         .rounds
         .iter()
@@ -278,6 +278,7 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
             println!("  {}: {}", row.name, ratios.join(", "));
         }
     }
+    println!("{cleanup}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -351,6 +352,7 @@ pub fn failover(
     partitions: i32,
     rate: f64,
     session_timeout_ms: Option<u64>,
+    keep: bool,
 ) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(members >= 2, "--members must be at least 2");
     anyhow::ensure!(
@@ -365,6 +367,7 @@ pub fn failover(
         partitions,
         rate,
         session_timeout_ms,
+        keep,
     };
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -16,6 +16,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::BenchError;
+use super::leftovers::{Cleanup, Leftovers};
 
 /// How long after the take-over the other partitions' gaps are measured.
 const AFTER: Duration = Duration::from_secs(3);
@@ -35,6 +36,8 @@ pub struct FailoverBench {
     pub rate: f64,
     /// The source's `session_timeout_ms`; `None` keeps weir's default.
     pub session_timeout_ms: Option<u64>,
+    /// Keep each run's topic and scratch folder instead of removing them when it ends.
+    pub keep: bool,
 }
 
 /// One failover.
@@ -63,7 +66,9 @@ pub async fn run(bench: &FailoverBench) -> Result<Vec<FailoverLine>, BenchError>
     let mut lines = Vec::new();
     for membership in memberships {
         progress.println(&format!("failing over a {membership} member..."));
-        let line = failover(bench, membership).await?;
+        let (line, cleanup) = failover(bench, membership).await;
+        progress.println(&cleanup.to_string());
+        let line = line?;
         progress.advance(
             1,
             &format!(
@@ -233,19 +238,25 @@ impl Watcher {
     }
 }
 
+/// One failover, then the removal of its topic and folder (unless `bench.keep`), measured or
+/// failed. The group is not deleted: its killed members hold it until their sessions expire,
+/// and Kafka drops it by itself once it is empty and its topic's offsets went with the topic.
 async fn failover(
     bench: &FailoverBench,
     membership: &'static str,
-) -> Result<FailoverLine, BenchError> {
+) -> (Result<FailoverLine, BenchError>, Cleanup) {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let topic = format!("weir-bench-failover-{membership}-{stamp}");
+    let mut leftovers = Leftovers::new(&bench.brokers);
+    let topic = leftovers.topic(format!("weir-bench-failover-{membership}-{stamp}"));
     let dir = std::env::temp_dir().join(&topic);
-    std::fs::create_dir_all(&dir).map_err(setup)?;
-    let result = measure(bench, membership, &topic, &dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    leftovers.folder(&dir);
+    let result = match std::fs::create_dir_all(&dir) {
+        Ok(()) => measure(bench, membership, &topic, &dir).await,
+        Err(error) => Err(setup(error)),
+    };
+    (result, leftovers.finish(bench.keep).await)
 }
 
 async fn measure(

@@ -4,6 +4,7 @@
 pub mod cost;
 pub mod driver;
 pub mod failover;
+pub mod leftovers;
 pub mod pipeline;
 pub mod plugin;
 pub mod rounds;

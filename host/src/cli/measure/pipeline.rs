@@ -17,6 +17,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::watch;
 
 use super::cost::{Cost, Meter, Services};
+use super::leftovers::{Cleanup, Leftovers};
 use super::{BenchError, driver, quantile};
 use weir::config::PipelineFile;
 use weir::connectors::{ConnectorError, Rejected, Sink};
@@ -49,6 +50,9 @@ pub struct PipelineBench {
     /// The Cassandra node's pid file, to report its CPU time in the runs that write to it
     /// (optional).
     pub cassandra_pid_file: Option<PathBuf>,
+    /// Keep the topics, consumer groups, keyspace and scratch folder the run created, instead
+    /// of removing them when it ends.
+    pub keep: bool,
 }
 
 /// One throughput run.
@@ -440,21 +444,40 @@ async fn produce_from_child(
     )))
 }
 
-/// Runs the benchmark.
-pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchError> {
+/// Runs the benchmark, then removes what it created (unless `bench.keep`), whether it measured
+/// or failed: the report comes with what became of them; on failure that is printed on stderr,
+/// beside the error.
+pub async fn run(bench: &PipelineBench) -> Result<(PipelineReportBench, Cleanup), BenchError> {
+    let mut leftovers = Leftovers::new(&bench.brokers);
+    let measured = measure(bench, &mut leftovers).await;
+    let cleanup = leftovers.finish(bench.keep).await;
+    match measured {
+        Ok(report) => Ok((report, cleanup)),
+        Err(error) => {
+            eprintln!("{cleanup}");
+            Err(error)
+        }
+    }
+}
+
+async fn measure(
+    bench: &PipelineBench,
+    leftovers: &mut Leftovers,
+) -> Result<PipelineReportBench, BenchError> {
     let (brokers, nodes) = (&bench.brokers, &bench.cassandra);
     let services = Services::from_pid_files(
         bench.broker_pid_file.as_deref(),
         bench.cassandra_pid_file.as_deref(),
     )?;
-    let input = unique("bench_users");
-    let output = unique("bench_profiles");
-    let keyspace = unique("weir_bench");
+    let input = leftovers.topic(unique("bench_users"));
+    let output = leftovers.topic(unique("bench_profiles"));
+    let keyspace = leftovers.keyspace(nodes, unique("weir_bench"));
     create_topic(brokers, &input).await?;
     create_topic(brokers, &output).await?;
     produce(brokers, &input, bench.records, 1, None).await?;
 
     let scratch = std::env::temp_dir().join(unique("weir-bench-pipeline"));
+    leftovers.folder(&scratch);
     std::fs::create_dir_all(&scratch).map_err(setup)?;
     let dead_letter = scratch.join("dead-letters.jsonl");
     let dead_letter = dead_letter.display();
@@ -567,7 +590,7 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
                 "round {round}: running {name} over {} records...",
                 bench.records
             ));
-            let toml = pipeline_toml(&unique("group"), transforms, sink);
+            let toml = pipeline_toml(&leftovers.group(unique("group")), transforms, sink);
             // The node is metered only in the run that writes to it.
             let metered = Services {
                 cassandra: services.cassandra.clone().filter(|_| *writes_to_node),
@@ -629,7 +652,7 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
     // A group that starts at the end: it sees only the records produced while it runs.
     let latency_records = (bench.latency_rate * bench.latency_seconds) as usize;
     let toml = pipeline_toml(
-        &unique("latency"),
+        &leftovers.group(unique("latency")),
         r#"{ plugin = "user-profile" }"#,
         &cassandra_sink,
     )
@@ -651,8 +674,6 @@ pub async fn run(bench: &PipelineBench) -> Result<PipelineReportBench, BenchErro
     let drained = drain(&toml, &slots, latency_records, Some(producing), &mut meter).await?;
     progress.advance(1, &format!("latency: {} samples", drained.samples.len()));
     progress.finish("measured");
-    // Best effort: a leftover folder in the temp dir harms nothing.
-    let _ = std::fs::remove_dir_all(&scratch);
     Ok(PipelineReportBench {
         rounds,
         paced_driver,
