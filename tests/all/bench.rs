@@ -12,6 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 
+use crate::services::topic_exists;
 use crate::support::{
     cassandra_nodes, kafka_brokers, plugin_registry, repo_root, run_weir, wait_for,
 };
@@ -464,22 +465,6 @@ impl Created {
             folder: PathBuf::from(part("folder ")),
         }
     }
-}
-
-/// Whether the brokers know `topic`, asked by a client that never creates topics.
-fn topic_exists(brokers: &str, topic: &str) -> bool {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .unwrap();
-    metadata
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.error().is_none())
 }
 
 /// Whether the group coordinator still knows `group` (a deleted group is unknown, or `Dead`).

@@ -7,32 +7,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaRespErr;
 use weir::config::PipelineFile;
 use weir::connectors::Sink;
 use weir::connectors::kafka::{KafkaSink, KafkaSinkConfig};
 use weir::record::Record;
 
-use crate::services::{consume_all, create_topic, topic_message_count};
+use crate::services::{consume_all, create_topic, topic_exists, topic_message_count};
 use crate::support::{init_logs, kafka_brokers, outcome_within, unique};
-
-/// Whether the brokers know `topic`, asked by a client that never creates topics.
-fn topic_exists(brokers: &str, topic: &str) -> bool {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .unwrap();
-    metadata
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.error().is_none())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_topic_with_auto_create_off_stops_the_pipeline_with_the_fix() {

@@ -32,6 +32,22 @@ pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     }
 }
 
+/// Whether the brokers know `topic`, asked by a client that never creates topics.
+pub fn topic_exists(brokers: &str, topic: &str) -> bool {
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .unwrap();
+    metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none())
+}
+
 /// How many messages `topic` holds: the high watermarks of its partitions added up (the tests'
 /// topics are never compacted or truncated, and weir's producer writes no transaction markers).
 pub fn topic_message_count(brokers: &str, topic: &str) -> usize {
