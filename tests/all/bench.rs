@@ -2,7 +2,7 @@
 //! they finish, measure what they say, and report every row with its ratios against the
 //! in-process baselines and its cost. Never timed: no assertion on how fast anything ran.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -435,6 +435,66 @@ fn bench_pipeline_with_keep_leaves_what_it_created_for_inspection() {
             .unwrap();
     });
     std::fs::remove_dir_all(&kept.folder).unwrap();
+}
+
+#[test]
+fn bench_failover_measures_both_memberships_and_removes_its_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let brokers = kafka_brokers();
+    let output = run_weir(
+        dir.path(),
+        &[
+            "bench",
+            "failover",
+            "--brokers",
+            &brokers,
+            "--members",
+            "2",
+            "--partitions",
+            "2",
+            "--rate",
+            "200",
+            "--session-timeout-ms",
+            "6000",
+        ],
+    );
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows: Vec<Vec<&str>> = report
+        .lines()
+        .skip_while(|line| !line.starts_with("membership"))
+        .skip(1)
+        .take(2)
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    let memberships: Vec<&str> = rows.iter().map(|row| row[0]).collect();
+    assert_eq!(memberships, ["dynamic", "static"], "{report}");
+    for row in &rows {
+        // The killed member's partitions were written again after it died.
+        let waited: f64 = row[row.len() - 3].parse().unwrap();
+        assert!(waited > 0.0, "{report}");
+    }
+    let removed: Vec<&str> = report
+        .lines()
+        .filter_map(|line| line.strip_prefix("removed what the bench created: topics "))
+        .collect();
+    assert_eq!(removed.len(), 2, "one topic for each run: {report}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for line in removed {
+        let (topic, folder) = line
+            .split_once("; folder ")
+            .unwrap_or_else(|| panic!("`{line}`"));
+        runtime.block_on(wait_for(
+            &format!("topic {topic} deleted"),
+            Duration::from_secs(60),
+            || !topic_exists(&brokers, topic),
+        ));
+        assert!(!Path::new(folder).exists(), "{folder} is left");
+    }
 }
 
 /// What `weir bench pipeline` says it created, from its last line: `PREFIX topics a, b;

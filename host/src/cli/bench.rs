@@ -375,7 +375,7 @@ pub fn failover(
     eprintln!(
         "{members} members over {partitions} partitions at {rate} records/s; killing one (SIGKILL)..."
     );
-    let lines = tokio.block_on(super::measure::failover::run(&bench))?;
+    let (lines, cleanups) = tokio.block_on(super::measure::failover::run(&bench))?;
     let s = |d: Duration| d.as_secs_f64();
     println!(
         "{:<10} {:<18} {:>20} {:>22} {:>26}",
@@ -394,6 +394,9 @@ pub fn failover(
             s(line.others_longest_gap),
             s(line.steady_longest_gap)
         );
+    }
+    for cleanup in &cleanups {
+        println!("{cleanup}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -59,16 +59,26 @@ pub struct FailoverLine {
 }
 
 /// Runs a dynamic-membership failover (the member is killed and not restarted) and a
-/// static-membership one (the member is killed and restarted at once).
-pub async fn run(bench: &FailoverBench) -> Result<Vec<FailoverLine>, BenchError> {
+/// static-membership one (the member is killed and restarted at once), each followed by the
+/// removal of what it created; on failure the removals so far are printed beside the error.
+pub async fn run(bench: &FailoverBench) -> Result<(Vec<FailoverLine>, Vec<Cleanup>), BenchError> {
     let memberships = ["dynamic", "static"];
     let progress = weir::progress::start("bench failover", Some(memberships.len() as u64), "runs");
     let mut lines = Vec::new();
+    let mut cleanups = Vec::new();
     for membership in memberships {
         progress.println(&format!("failing over a {membership} member..."));
         let (line, cleanup) = failover(bench, membership).await;
-        progress.println(&cleanup.to_string());
-        let line = line?;
+        cleanups.push(cleanup);
+        let line = match line {
+            Ok(line) => line,
+            Err(error) => {
+                for cleanup in &cleanups {
+                    progress.println(&cleanup.to_string());
+                }
+                return Err(error);
+            }
+        };
         progress.advance(
             1,
             &format!(
@@ -79,7 +89,7 @@ pub async fn run(bench: &FailoverBench) -> Result<Vec<FailoverLine>, BenchError>
         lines.push(line);
     }
     progress.finish("measured");
-    Ok(lines)
+    Ok((lines, cleanups))
 }
 
 /// A `weir run` process writing to its own file.

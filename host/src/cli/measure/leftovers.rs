@@ -36,11 +36,11 @@ pub enum Cleanup {
     Removed(String),
     /// `--keep` was given; the text lists what stays.
     Kept(String),
-    /// Some could not be removed: each entry says what, why and how to remove it by hand.
+    /// Some could not be removed: each failure says what, why and how to remove it by hand.
     Incomplete {
-        /// What was removed.
-        removed: String,
-        /// What was not.
+        /// Everything the bench created.
+        created: String,
+        /// What could not be removed.
         failures: Vec<String>,
     },
 }
@@ -50,10 +50,10 @@ impl fmt::Display for Cleanup {
         match self {
             Cleanup::Removed(what) => write!(f, "removed what the bench created: {what}"),
             Cleanup::Kept(what) => write!(f, "kept for inspection (--keep): {what}"),
-            Cleanup::Incomplete { removed, failures } => {
-                write!(f, "removed what the bench created: {removed}")?;
+            Cleanup::Incomplete { created, failures } => {
+                write!(f, "could not remove all the bench created ({created}):")?;
                 for failure in failures {
-                    write!(f, "\nwarning: {failure}")?;
+                    write!(f, "\n  {failure}")?;
                 }
                 Ok(())
             }
@@ -106,7 +106,7 @@ impl Leftovers {
             Cleanup::Removed(self.to_string())
         } else {
             Cleanup::Incomplete {
-                removed: self.to_string(),
+                created: self.to_string(),
                 failures,
             }
         }
@@ -272,6 +272,31 @@ mod tests {
                 "kept for inspection (--keep): folder {}",
                 dir.path().display()
             )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_keyspace_on_a_node_that_is_down_is_reported_with_how_to_drop_it_by_hand() {
+        let mut leftovers = Leftovers::new("127.0.0.1:1");
+        // Nothing listens on port 1: the connection is refused at once.
+        leftovers.keyspace("127.0.0.1:1", "weir_bench_left".into());
+        let cleanup = leftovers.finish(false).await;
+        let Cleanup::Incomplete { created, failures } = &cleanup else {
+            panic!("{cleanup}");
+        };
+        assert_eq!(created, "keyspace weir_bench_left");
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            failures[0].starts_with("cannot drop keyspace weir_bench_left at 127.0.0.1:1: ")
+                && failures[0].ends_with("`DROP KEYSPACE weir_bench_left;` in cqlsh"),
+            "{}",
+            failures[0]
+        );
+        assert!(
+            cleanup.to_string().starts_with(
+                "could not remove all the bench created (keyspace weir_bench_left):\n  cannot drop"
+            ),
+            "{cleanup}"
         );
     }
 
