@@ -339,6 +339,22 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
         );
     }
 
+    // Every run started on a node done flushing and compacting: 12 waits, for two rounds of
+    // four pipelines and the driver, then the paced driver and the latency run; each reads the
+    // node's pools idle several times in a row, so none is instant.
+    let waits = report
+        .lines()
+        .find_map(|line| line.strip_prefix("before each of its "))
+        .unwrap_or_else(|| panic!("no line of the waits for the node in {report}"));
+    assert!(waits.starts_with("12 runs "), "{waits}");
+    let total: f64 = waits
+        .split(": ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no total in `{waits}`"));
+    assert!(total > 0.0, "{waits}");
+
     // Nothing the run created is left on the services or the disk.
     let created = Created::listed_in(&report, "removed what the bench created: ");
     assert_eq!(created.topics.len(), 2, "{report}");

@@ -7,6 +7,7 @@ pub mod failover;
 pub mod leftovers;
 pub mod pipeline;
 pub mod plugin;
+pub mod quiet;
 pub mod rounds;
 pub mod swap;
 

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use super::cost::{Cost, Meter, Services};
 use super::leftovers::{Cleanup, Leftovers};
+use super::quiet::{NodeWatch, Waits};
 use super::{BenchError, driver, quantile};
 use weir::config::PipelineFile;
 use weir::connectors::{ConnectorError, Rejected, Sink};
@@ -102,6 +103,8 @@ pub struct PipelineReportBench {
     pub latency_cost: Cost,
     /// Where the latency run's time went inside weir.
     pub latency_stages: Stages,
+    /// The waits, before each run, for the Cassandra node to finish flushing and compacting.
+    pub node_waits: Waits,
 }
 
 /// Weir's own share of a run's latency, from the pipeline's histograms (seconds; bucketed, so
@@ -581,10 +584,14 @@ async fn measure(
             ))
         )
     };
+    // Every run starts on a node done flushing and compacting what the runs before it wrote.
+    let node = NodeWatch::connect(nodes).await?;
+    let mut node_waits = Waits::default();
     let mut rounds = Vec::with_capacity(bench.rounds);
     for round in 1..=bench.rounds {
         let mut pipelines = Vec::with_capacity(runs.len());
         for (name, transforms, sink, writes_to_node) in &runs {
+            node.until_quiet(&mut node_waits).await?;
             progress.println(&format!(
                 "round {round}: running {name} over {} records...",
                 bench.records
@@ -604,7 +611,8 @@ async fn measure(
                 cost: drained.cost,
             });
         }
-        // Right after the Cassandra pipeline, so the two see the node in the same state.
+        // Right after the Cassandra pipeline, on a node as quiet as the pipeline found it.
+        node.until_quiet(&mut node_waits).await?;
         progress.println(&format!(
             "round {round}: running the scylla driver alone on the same rows..."
         ));
@@ -622,6 +630,7 @@ async fn measure(
             .iter()
             .filter_map(|round| round.cassandra().map(|line| line.per_second)),
     );
+    node.until_quiet(&mut node_waits).await?;
     progress.println(&format!(
         "running the scylla driver alone at the Cassandra pipeline's {pipeline_rate:.0} rows/s..."
     ));
@@ -644,6 +653,7 @@ async fn measure(
         ),
     );
 
+    node.until_quiet(&mut node_waits).await?;
     progress.println(&format!(
         "measuring latency at {} records/s for {} s...",
         bench.latency_rate, bench.latency_seconds
@@ -679,6 +689,7 @@ async fn measure(
         latencies: drained.samples,
         latency_cost: drained.cost,
         latency_stages: drained.stages,
+        node_waits,
     })
 }
 

@@ -1,0 +1,148 @@
+//! Waits, before each timed run of `weir bench pipeline`, until the Cassandra node has no flush
+//! or compaction running or queued. The rows a run writes are flushed and compacted in the
+//! background for seconds after it ends, on the cores the next run needs: a read-only run that
+//! started then measured the node's housekeeping of the run before it, and its ratio moved from
+//! round to round with it.
+
+use std::time::{Duration, Instant};
+
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+
+use super::BenchError;
+
+/// The node's thread pools that work through written data in the background.
+const BACKGROUND_POOLS: [&str; 3] = [
+    "CompactionExecutor",
+    "MemtableFlushWriter",
+    "MemtablePostFlush",
+];
+
+/// How often the node's pools are read while waiting.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Reads in a row that must find the pools idle: a compaction often starts just after the flush
+/// that feeds it ends.
+const IDLE_READS: u32 = 4;
+
+/// The longest wait; a run then starts anyway, and the report says so.
+pub const LONGEST_WAIT: Duration = Duration::from_secs(60);
+
+/// The node's background pools, read through the `system_views.thread_pools` virtual table
+/// (Cassandra 4.0 and later) of the node the session reaches.
+pub struct NodeWatch {
+    session: Session,
+}
+
+/// The waits before the runs of one benchmark.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Waits {
+    /// Waits made.
+    pub count: usize,
+    /// All of them together.
+    pub total: Duration,
+    /// The longest.
+    pub longest: Duration,
+    /// Runs that started after [`LONGEST_WAIT`] with the node still busy.
+    pub still_busy: usize,
+}
+
+impl Waits {
+    fn add(&mut self, waited: Duration, quiet: bool) {
+        self.count += 1;
+        self.total += waited;
+        self.longest = self.longest.max(waited);
+        if !quiet {
+            self.still_busy += 1;
+        }
+    }
+}
+
+impl NodeWatch {
+    /// Connects to the node at `nodes`.
+    pub async fn connect(nodes: &str) -> Result<NodeWatch, BenchError> {
+        let session = SessionBuilder::new()
+            .known_node(nodes)
+            .build()
+            .await
+            .map_err(|e| {
+                BenchError::Setup(format!("cannot connect to Cassandra at {nodes}: {e}"))
+            })?;
+        Ok(NodeWatch { session })
+    }
+
+    /// Tasks running or queued in the node's background pools.
+    async fn background_tasks(&self) -> Result<i64, BenchError> {
+        let unreadable = |e: &dyn std::fmt::Display| {
+            BenchError::Setup(format!(
+                "cannot read system_views.thread_pools (Cassandra 4.0 or later) to wait for the node's compactions: {e}"
+            ))
+        };
+        let rows = self
+            .session
+            .query_unpaged(
+                "SELECT name, active_tasks, pending_tasks FROM system_views.thread_pools",
+                &[],
+            )
+            .await
+            .map_err(|e| unreadable(&e))?
+            .into_rows_result()
+            .map_err(|e| unreadable(&e))?;
+        let mut tasks = 0;
+        for row in rows
+            .rows::<(String, i32, i32)>()
+            .map_err(|e| unreadable(&e))?
+        {
+            let (name, active, pending) = row.map_err(|e| unreadable(&e))?;
+            if BACKGROUND_POOLS.contains(&name.as_str()) {
+                tasks += i64::from(active) + i64::from(pending);
+            }
+        }
+        Ok(tasks)
+    }
+
+    /// Waits until the background pools are idle on [`IDLE_READS`] reads in a row, or
+    /// [`LONGEST_WAIT`] passed, and adds the wait to `waits`.
+    pub async fn until_quiet(&self, waits: &mut Waits) -> Result<(), BenchError> {
+        let started = Instant::now();
+        let mut idle_reads = 0;
+        let quiet = loop {
+            if self.background_tasks().await? == 0 {
+                idle_reads += 1;
+                if idle_reads == IDLE_READS {
+                    break true;
+                }
+            } else {
+                idle_reads = 0;
+            }
+            if started.elapsed() >= LONGEST_WAIT {
+                break false;
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        waits.add(started.elapsed(), quiet);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_add_up_and_count_the_runs_that_started_busy() {
+        let mut waits = Waits::default();
+        waits.add(Duration::from_secs(2), true);
+        waits.add(Duration::from_secs(60), false);
+        waits.add(Duration::from_secs(1), true);
+        assert_eq!(
+            waits,
+            Waits {
+                count: 3,
+                total: Duration::from_secs(63),
+                longest: Duration::from_secs(60),
+                still_busy: 1,
+            }
+        );
+    }
+}
