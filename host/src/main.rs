@@ -251,6 +251,9 @@ enum BenchCommand {
     /// pipeline's histograms. Each run reports weir's CPU-seconds per million records, the part
     /// of them spent inside plugin calls, and its peak RSS; with the pid files, the broker's and
     /// the Cassandra node's CPU-seconds too. Start the services with `scripts/services start`.
+    /// Each run starts once the Cassandra node has no flush or compaction running or queued (read
+    /// from `system_views.thread_pools`, at most 60 s), so that no run shares the cores with the
+    /// node's housekeeping of the runs before it; the report says how long that took.
     /// Everything the run creates on the services is removed when it ends, unless `--keep`.
     Pipeline {
         /// Kafka bootstrap servers.
