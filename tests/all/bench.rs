@@ -17,6 +17,18 @@ use crate::support::{
     cassandra_nodes, kafka_brokers, plugin_registry, repo_root, run_weir, wait_for,
 };
 
+/// Runs `weir ARGS` in `dir`, asserts it succeeded, and returns what it printed on stdout.
+fn bench_report(dir: &Path, args: &[&str]) -> String {
+    let output = run_weir(dir, args);
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    report
+}
+
 /// The number after `label` on the line of `report` that starts with it.
 fn number_after(report: &str, label: &str) -> f64 {
     let line = report
@@ -33,7 +45,7 @@ fn number_after(report: &str, label: &str) -> f64 {
 #[test]
 fn bench_swap_measures_each_swap() {
     let dir = tempfile::tempdir().unwrap();
-    let output = run_weir(
+    let report = bench_report(
         dir.path(),
         &[
             "bench",
@@ -45,12 +57,6 @@ fn bench_swap_measures_each_swap() {
             "--plugins",
             plugin_registry().to_str().unwrap(),
         ],
-    );
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{report}\n{}",
-        String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(number_after(&report, "swaps"), 3.0);
     let debounce = number_after(&report, "debounce");
@@ -141,13 +147,7 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
         ]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = run_weir(dir.path(), &args);
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{report}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let report = bench_report(dir.path(), &args);
     assert!(
         report.lines().any(|line| line.starts_with("peak MiB: ")),
         "the report says what peak MiB means: {report}"
@@ -387,7 +387,7 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
 fn bench_pipeline_with_keep_leaves_what_it_created_for_inspection() {
     let dir = tempfile::tempdir().unwrap();
     let (brokers, nodes) = (kafka_brokers(), cassandra_nodes());
-    let output = run_weir(
+    let report = bench_report(
         dir.path(),
         &[
             "bench",
@@ -408,12 +408,6 @@ fn bench_pipeline_with_keep_leaves_what_it_created_for_inspection() {
             "--plugins",
             plugin_registry().to_str().unwrap(),
         ],
-    );
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{report}\n{}",
-        String::from_utf8_lossy(&output.stderr)
     );
     let kept = Created::listed_in(&report, "kept for inspection (--keep): ");
     assert_eq!(kept.topics.len(), 2, "{report}");
@@ -457,7 +451,7 @@ fn bench_pipeline_with_keep_leaves_what_it_created_for_inspection() {
 fn bench_failover_measures_both_memberships_and_removes_its_topics() {
     let dir = tempfile::tempdir().unwrap();
     let brokers = kafka_brokers();
-    let output = run_weir(
+    let report = bench_report(
         dir.path(),
         &[
             "bench",
@@ -473,12 +467,6 @@ fn bench_failover_measures_both_memberships_and_removes_its_topics() {
             "--session-timeout-ms",
             "6000",
         ],
-    );
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{report}\n{}",
-        String::from_utf8_lossy(&output.stderr)
     );
     let rows: Vec<Vec<&str>> = report
         .lines()
