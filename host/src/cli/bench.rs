@@ -9,7 +9,6 @@ use weir::runtime::PluginRuntime;
 
 use super::measure::cost::PeakRss;
 use super::measure::pipeline::{PipelineReportBench, Round, ThroughputLine};
-use super::measure::quiet::LONGEST_WAIT;
 use super::measure::rounds::{Summary, median};
 
 /// Runs the benchmark of `plugin` (a registry name or a `.wasm` path) on `records` generated
@@ -279,22 +278,7 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
             println!("  {}: {}", row.name, ratios.join(", "));
         }
     }
-    let waits = &report.node_waits;
-    println!(
-        "before each of its {} runs the bench waited for the Cassandra node to finish flushing and compacting: {:.1} s in all, {:.1} s at most{}",
-        waits.count,
-        waits.total.as_secs_f64(),
-        waits.longest.as_secs_f64(),
-        if waits.still_busy == 0 {
-            String::new()
-        } else {
-            format!(
-                "; {} started with the node still busy after {} s",
-                waits.still_busy,
-                LONGEST_WAIT.as_secs()
-            )
-        }
-    );
+    println!("{}", report.node_waits);
     println!("{cleanup}");
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaResult;
 use rdkafka::types::RDKafkaErrorCode;
 use scylla::client::session_builder::SessionBuilder;
 
@@ -158,33 +159,25 @@ impl Leftovers {
         let mut failures = Vec::new();
         let groups: Vec<&str> = self.groups.iter().map(String::as_str).collect();
         if !groups.is_empty() {
-            let results = admin
-                .delete_groups(&groups, &options)
-                .await
-                .map_err(|e| e.to_string())?;
-            for result in results {
-                match result {
-                    Ok(_) | Err((_, RDKafkaErrorCode::GroupIdNotFound)) => {}
-                    Err((group, code)) => failures.push(format!(
-                        "cannot delete consumer group {group}: {code}; delete it by hand once its members have left, with `kafka-consumer-groups.sh --bootstrap-server {brokers} --delete --group {group}`"
-                    )),
-                }
-            }
+            let results = admin.delete_groups(&groups, &options).await;
+            failures.extend(refusals(results, RDKafkaErrorCode::GroupIdNotFound, |group, code| {
+                format!(
+                    "cannot delete consumer group {group}: {code}; delete it by hand once its members have left, with `kafka-consumer-groups.sh --bootstrap-server {brokers} --delete --group {group}`"
+                )
+            })?);
         }
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         if !topics.is_empty() {
-            let results = admin
-                .delete_topics(&topics, &options)
-                .await
-                .map_err(|e| e.to_string())?;
-            for result in results {
-                match result {
-                    Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
-                    Err((topic, code)) => failures.push(format!(
+            let results = admin.delete_topics(&topics, &options).await;
+            failures.extend(refusals(
+                results,
+                RDKafkaErrorCode::UnknownTopicOrPartition,
+                |topic, code| {
+                    format!(
                         "cannot delete topic {topic}: {code}; delete it by hand with `kafka-topics.sh --bootstrap-server {brokers} --delete --topic {topic}`"
-                    )),
-                }
-            }
+                    )
+                },
+            )?);
         }
         Ok(failures)
     }
@@ -200,6 +193,23 @@ impl Leftovers {
         }
         parts.join("; ")
     }
+}
+
+/// What an admin request's per-name results refused, one line each by `describe`; a name
+/// already gone (`gone`) counts as removed. The request failing as a whole is the error.
+fn refusals(
+    results: KafkaResult<Vec<Result<String, (String, RDKafkaErrorCode)>>>,
+    gone: RDKafkaErrorCode,
+    describe: impl Fn(&str, RDKafkaErrorCode) -> String,
+) -> Result<Vec<String>, String> {
+    Ok(results
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter_map(|result| match result {
+            Err((name, code)) if code != gone => Some(describe(&name, code)),
+            _ => None,
+        })
+        .collect())
 }
 
 /// Lists everything: `topics a, b; consumer groups c; keyspace d; folder e`.

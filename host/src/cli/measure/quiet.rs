@@ -26,7 +26,7 @@ const POLL: Duration = Duration::from_millis(250);
 const IDLE_READS: u32 = 4;
 
 /// The longest wait; a run then starts anyway, and the report says so.
-pub const LONGEST_WAIT: Duration = Duration::from_secs(60);
+const LONGEST_WAIT: Duration = Duration::from_secs(60);
 
 /// The node's background pools, read through the `system_views.thread_pools` virtual table
 /// (Cassandra 4.0 and later) of the node the session reaches.
@@ -45,6 +45,28 @@ pub struct Waits {
     pub longest: Duration,
     /// Runs that started after [`LONGEST_WAIT`] with the node still busy.
     pub still_busy: usize,
+}
+
+/// `17 runs ...: 19.6 s in all, 2.5 s at most`, and how many started busy, if any.
+impl std::fmt::Display for Waits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "before each of its {} runs the bench waited for the Cassandra node to finish flushing and compacting: {:.1} s in all, {:.1} s at most",
+            self.count,
+            self.total.as_secs_f64(),
+            self.longest.as_secs_f64()
+        )?;
+        if self.still_busy > 0 {
+            write!(
+                f,
+                "; {} started with the node still busy after {} s",
+                self.still_busy,
+                LONGEST_WAIT.as_secs()
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl Waits {
@@ -143,6 +165,10 @@ mod tests {
                 longest: Duration::from_secs(60),
                 still_busy: 1,
             }
+        );
+        assert_eq!(
+            waits.to_string(),
+            "before each of its 3 runs the bench waited for the Cassandra node to finish flushing and compacting: 63.0 s in all, 60.0 s at most; 1 started with the node still busy after 60 s"
         );
     }
 }
