@@ -279,6 +279,22 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
             .unwrap_or_else(|| panic!("no {stage} in `{per_stage}`"));
         assert!(ms > 0.0, "{per_stage}");
     }
+    // The node's flushes during the latency run are counted: a whole number, none negative.
+    let flushes = report
+        .lines()
+        .find_map(|line| {
+            line.trim_start()
+                .strip_prefix("the Cassandra node completed ")
+        })
+        .unwrap_or_else(|| panic!("no line of the node's flushes in {report}"));
+    assert!(
+        flushes
+            .split(' ')
+            .next()
+            .is_some_and(|n| n.parse::<u64>().is_ok()),
+        "no count of flushes in `{flushes}`"
+    );
+
     // Where a tail sits: the share of batches over 10 ms in each part of the way, each a
     // percentage. (Not compared with each other: the write's histogram leaves out batches with
     // no outputs, so the shares have different denominators.)
@@ -423,6 +439,13 @@ fn bench_pipeline_with_keep_leaves_what_it_created_for_inspection() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         assert!(keyspace_exists(&kept.keyspace).await, "{}", kept.keyspace);
+        // The tables the throughput runs wrote were emptied before the latency run: the
+        // driver's hold nothing, the pipeline's only the latency run's 200 rows (its 300 users
+        // from the runs before are gone).
+        let rows_in = |table: &'static str| row_count(&kept.keyspace, table);
+        assert_eq!(rows_in("driver_users").await, 0);
+        assert_eq!(rows_in("driver_users_paced").await, 0);
+        assert_eq!(rows_in("created_users").await, 200);
         // Then this test removes them itself.
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
@@ -552,6 +575,19 @@ async fn cassandra_session() -> Session {
         .build()
         .await
         .unwrap()
+}
+
+async fn row_count(keyspace: &str, table: &str) -> i64 {
+    cassandra_session()
+        .await
+        .query_unpaged(format!("SELECT COUNT(*) FROM {keyspace}.{table}"), &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .single_row::<(i64,)>()
+        .unwrap()
+        .0
 }
 
 async fn keyspace_exists(keyspace: &str) -> bool {

@@ -245,6 +245,15 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         "  p99 per stage besides the write (per batch, bucketed): {}",
         waits.join(", ")
     );
+    println!(
+        "  the Cassandra node completed {} memtable flush{} during the run (of any table, after the tables the runs above wrote were emptied)",
+        report.latency_flushes,
+        if report.latency_flushes == 1 {
+            ""
+        } else {
+            "es"
+        }
+    );
     let percent = |share: f64| format!("{:.2}%", share * 100.0);
     let slow: Vec<String> = [
         ("read to acknowledged".to_owned(), stages.batch_slow),

@@ -40,6 +40,9 @@ pub const COLUMNS: [(&str, &str); 12] = [
 /// rows into requests the same way (the sink's default `rows_per_request` and `request_bytes`).
 pub const CONCURRENCY: usize = 128;
 
+/// The table the pipeline's cassandra sink writes, in the throughput runs and the latency run.
+pub const PIPELINE_TABLE: &str = "created_users";
+
 /// The table the driver writes at full speed, beside the pipeline's in the same keyspace.
 pub const TABLE: &str = "driver_users";
 

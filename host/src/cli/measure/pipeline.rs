@@ -103,6 +103,9 @@ pub struct PipelineReportBench {
     pub latency_cost: Cost,
     /// Where the latency run's time went inside weir.
     pub latency_stages: Stages,
+    /// Memtable flushes the Cassandra node completed during the latency run, of any table: each
+    /// competes with the run for the same cores.
+    pub latency_flushes: i64,
     /// The waits, before each run, for the Cassandra node to finish flushing and compacting.
     pub node_waits: Waits,
 }
@@ -501,10 +504,11 @@ async fn measure(
         r#"type = "cassandra"
             nodes = ["{nodes}"]
             keyspace = "{keyspace}"
-            table = "created_users"
+            table = "{}"
             consistency = "one"
             concurrency = {}
             create = {}"#,
+        driver::PIPELINE_TABLE,
         driver::CONCURRENCY,
         driver::create_toml()
     );
@@ -653,6 +657,14 @@ async fn measure(
         ),
     );
 
+    // The rows the runs above wrote have served; emptied now, the node flushes them before the
+    // latency run rather than during it, where the flush would be measured as the pipeline's tail.
+    progress.println("emptying the tables the runs above wrote...");
+    node.empty_tables(
+        &keyspace,
+        &[driver::PIPELINE_TABLE, driver::TABLE, driver::PACED_TABLE],
+    )
+    .await?;
     node.until_quiet(&mut node_waits).await?;
     progress.println(&format!(
         "measuring latency at {} records/s for {} s...",
@@ -680,7 +692,9 @@ async fn measure(
         producing.await
     });
     let mut meter = Meter::start(&services);
+    let flushes_before = node.flushes_completed().await?;
     let drained = drain(&toml, &slots, latency_records, Some(producing), &mut meter).await?;
+    let latency_flushes = node.flushes_completed().await? - flushes_before;
     progress.advance(1, &format!("latency: {} samples", drained.samples.len()));
     progress.finish("measured");
     Ok(PipelineReportBench {
@@ -689,6 +703,7 @@ async fn measure(
         latencies: drained.samples,
         latency_cost: drained.cost,
         latency_stages: drained.stages,
+        latency_flushes,
         node_waits,
     })
 }

@@ -2,7 +2,9 @@
 //! or compaction running or queued. The rows a run writes are flushed and compacted in the
 //! background for seconds after it ends, on the cores the next run needs: a read-only run that
 //! started then measured the node's housekeeping of the run before it, and its ratio moved from
-//! round to round with it.
+//! round to round with it. Before the latency run it also empties the tables the throughput
+//! runs wrote: the node kept the last of their rows in its memtables and flushed them during the
+//! latency run, where that flush was measured as the pipeline's tail.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,10 @@ const BACKGROUND_POOLS: [&str; 3] = [
     "MemtableFlushWriter",
     "MemtablePostFlush",
 ];
+
+/// How long the node may take to empty a table: Cassandra's own `truncate_request_timeout`
+/// (60 s by default) plus slack, so the node's answer arrives rather than the driver's timeout.
+const TRUNCATE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How often the node's pools are read while waiting.
 const POLL: Duration = Duration::from_millis(250);
@@ -93,8 +99,30 @@ impl NodeWatch {
         Ok(NodeWatch { session })
     }
 
-    /// Tasks running or queued in the node's background pools.
-    async fn background_tasks(&self) -> Result<i64, BenchError> {
+    /// Empties `keyspace.table` for each of `tables`, so none of their rows stay in the node's
+    /// memtables to be flushed during a later run once they fill. The node discards them, or
+    /// flushes them first where its settings ask for that (durable writes, `auto_snapshot`);
+    /// [`NodeWatch::until_quiet`] then waits for the compaction such a flush starts.
+    pub async fn empty_tables(&self, keyspace: &str, tables: &[&str]) -> Result<(), BenchError> {
+        for table in tables {
+            let mut truncate =
+                scylla::statement::Statement::new(format!("TRUNCATE TABLE {keyspace}.{table}"));
+            truncate.set_request_timeout(Some(TRUNCATE_TIMEOUT));
+            self.session
+                .query_unpaged(truncate, &[])
+                .await
+                .map_err(|e| {
+                    BenchError::Setup(format!(
+                        "cannot empty {keyspace}.{table} before the latency run (TRUNCATE needs every replica up): {e}"
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The background pools: name, tasks running, tasks queued, tasks completed since the node
+    /// started.
+    async fn background_pools(&self) -> Result<Vec<(String, i32, i32, i64)>, BenchError> {
         let unreadable = |e: &dyn std::fmt::Display| {
             BenchError::Setup(format!(
                 "cannot read system_views.thread_pools (Cassandra 4.0 or later) to wait for the node's compactions: {e}"
@@ -103,24 +131,44 @@ impl NodeWatch {
         let rows = self
             .session
             .query_unpaged(
-                "SELECT name, active_tasks, pending_tasks FROM system_views.thread_pools",
+                "SELECT name, active_tasks, pending_tasks, completed_tasks FROM system_views.thread_pools",
                 &[],
             )
             .await
             .map_err(|e| unreadable(&e))?
             .into_rows_result()
             .map_err(|e| unreadable(&e))?;
-        let mut tasks = 0;
+        let mut pools = Vec::with_capacity(BACKGROUND_POOLS.len());
         for row in rows
-            .rows::<(String, i32, i32)>()
+            .rows::<(String, i32, i32, i64)>()
             .map_err(|e| unreadable(&e))?
         {
-            let (name, active, pending) = row.map_err(|e| unreadable(&e))?;
-            if BACKGROUND_POOLS.contains(&name.as_str()) {
-                tasks += i64::from(active) + i64::from(pending);
+            let pool = row.map_err(|e| unreadable(&e))?;
+            if BACKGROUND_POOLS.contains(&pool.0.as_str()) {
+                pools.push(pool);
             }
         }
-        Ok(tasks)
+        Ok(pools)
+    }
+
+    /// Tasks running or queued in the node's background pools.
+    async fn background_tasks(&self) -> Result<i64, BenchError> {
+        let pools = self.background_pools().await?;
+        Ok(pools
+            .iter()
+            .map(|(_, active, pending, _)| i64::from(*active) + i64::from(*pending))
+            .sum())
+    }
+
+    /// Memtable flushes the node has completed since it started, of any table: read before and
+    /// after a run, the flushes that ran during it.
+    pub async fn flushes_completed(&self) -> Result<i64, BenchError> {
+        let pools = self.background_pools().await?;
+        Ok(pools
+            .iter()
+            .filter(|(name, ..)| name == "MemtableFlushWriter")
+            .map(|(.., completed)| completed)
+            .sum())
     }
 
     /// Waits until the background pools are idle on [`IDLE_READS`] reads in a row, or
