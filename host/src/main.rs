@@ -253,8 +253,10 @@ enum BenchCommand {
     /// the Cassandra node's CPU-seconds too. Start the services with `scripts/services start`.
     /// Each run starts once the Cassandra node has no flush or compaction running or queued (read
     /// from `system_views.thread_pools`, at most 60 s), so that no run shares the cores with the
-    /// node's housekeeping of the runs before it; the report says how long that took.
-    /// Everything the run creates on the services is removed when it ends, unless `--keep`.
+    /// node's housekeeping of the runs before it; the report says how long that took. Before
+    /// the latency run the bench empties (TRUNCATE) the tables the runs before it wrote, so
+    /// the node does not flush their rows during it; the report counts the flushes that still
+    /// ran. Everything the run creates on the services is removed when it ends, unless `--keep`.
     Pipeline {
         /// Kafka bootstrap servers.
         #[arg(long, env = "WEIR_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]

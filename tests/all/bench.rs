@@ -43,6 +43,26 @@ fn number_after(report: &str, label: &str) -> f64 {
 }
 
 #[test]
+fn bench_pipeline_refuses_a_latency_run_that_is_not_a_positive_number() {
+    let dir = tempfile::tempdir().unwrap();
+    for flag in [
+        "--latency-rate=0",
+        "--latency-rate=-5",
+        "--latency-rate=inf",
+        "--latency-seconds=NaN",
+    ] {
+        // Refused before anything connects to a service.
+        let output = run_weir(dir.path(), &["bench", "pipeline", flag]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flag} was accepted");
+        assert!(
+            stderr.contains("--latency-rate and --latency-seconds must be positive numbers"),
+            "{flag}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn bench_swap_measures_each_swap() {
     let dir = tempfile::tempdir().unwrap();
     let report = bench_report(

@@ -164,8 +164,10 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
     anyhow::ensure!(bench.records > 0, "--records must be at least 1");
     anyhow::ensure!(bench.rounds > 0, "--rounds must be at least 1");
     anyhow::ensure!(
-        bench.latency_rate > 0.0 && bench.latency_seconds > 0.0,
-        "--latency-rate and --latency-seconds must be positive"
+        [bench.latency_rate, bench.latency_seconds]
+            .iter()
+            .all(|value| value.is_finite() && *value > 0.0),
+        "--latency-rate and --latency-seconds must be positive numbers"
     );
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
