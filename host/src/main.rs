@@ -247,10 +247,11 @@ enum BenchCommand {
     /// than the Cassandra pipeline did in its median round (what the node costs at that rate
     /// without weir); then the bench measures end-to-end latency (Kafka create time to
     /// Cassandra acknowledgement) at a steady produce rate, with a producer that sends each
-    /// record at once and `batch.linger_ms = 1`, and weir's own share of it from the
-    /// pipeline's histograms. Each run reports weir's CPU-seconds per million records, the part
-    /// of them spent inside plugin calls, and its peak RSS; with the pid files, the broker's and
-    /// the Cassandra node's CPU-seconds too. Start the services with `scripts/services start`.
+    /// record at its own time, unbatched, and `batch.linger_ms = 1`, and weir's own share of it
+    /// from the pipeline's histograms. Each run reports weir's CPU-seconds per million
+    /// records, the part of them spent inside plugin calls, and its peak RSS; with the pid
+    /// files, the broker's and the Cassandra node's CPU-seconds too. Start the services with
+    /// `scripts/services start`.
     /// Each run starts once the Cassandra node has no flush or compaction running or queued (read
     /// from `system_views.thread_pools`, at most 60 s), so that no run shares the cores with the
     /// node's housekeeping of the runs before it; the report says how long that took. Before

@@ -10,9 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use futures::{FutureExt, StreamExt};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::watch;
 
@@ -243,36 +245,59 @@ pub async fn produce(
         .map_err(|e| setup(format!("cannot read the metadata of {topic}: {e}")))?;
     }
     let mut generator = UserGenerator::new(seed);
-    let started = Instant::now();
-    let mut sent = 0;
-    while sent < count {
-        let chunk = if rate.is_some() { 20 } else { 1000 }.min(count - sent);
-        let users: Vec<(String, String)> = (0..chunk)
-            .map(|_| {
-                let user = generator.next_user();
-                (
-                    user["login"]["uuid"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                    user.to_string(),
+    let mut next_user = || {
+        let user = generator.next_user();
+        let key = user["login"]["uuid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        (key, user.to_string())
+    };
+    let Some(rate) = rate else {
+        // As fast as possible: chunks of 1000, each delivered before the next.
+        let mut sent = 0;
+        while sent < count {
+            let users: Vec<(String, String)> =
+                (0..1000.min(count - sent)).map(|_| next_user()).collect();
+            let deliveries = users.iter().map(|(key, value)| {
+                producer.send(
+                    FutureRecord::to(topic).key(key).payload(value),
+                    Duration::from_secs(30),
                 )
-            })
-            .collect();
-        let deliveries = users.iter().map(|(key, value)| {
-            producer.send(
-                FutureRecord::to(topic).key(key).payload(value),
-                Duration::from_secs(30),
-            )
-        });
-        for delivery in futures::future::join_all(deliveries).await {
-            delivery.map_err(|(e, _)| setup(format!("produce failed: {e}")))?;
+            });
+            for delivery in futures::future::join_all(deliveries).await {
+                delivery.map_err(|(e, _)| setup(format!("produce failed: {e}")))?;
+            }
+            sent += users.len();
         }
-        sent += chunk;
-        if let Some(rate) = rate {
-            let due = started + Duration::from_secs_f64(sent as f64 / rate);
-            tokio::time::sleep_until(due.into()).await;
+        return Ok(());
+    };
+    // At a steady rate each record is sent at its own time, record `i` at `i / rate` s, without
+    // waiting for the deliveries of those before it: a stream, not bursts (a chunk of 20 records
+    // every 10 ms arrived as one batch whatever the pipeline's linger).
+    let delivered =
+        |result: Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>| match result {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(setup(format!("produce failed: {e}"))),
+            Err(_) => Err(setup("produce failed: the producer went away")),
+        };
+    let started = Instant::now();
+    let mut pending = futures::stream::FuturesUnordered::new();
+    for index in 0..count {
+        let due = started + Duration::from_secs_f64(index as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let (key, value) = next_user();
+        let delivery = producer
+            .send_result(FutureRecord::to(topic).key(&key).payload(&value))
+            .map_err(|(e, _)| setup(format!("produce failed: {e}")))?;
+        pending.push(delivery);
+        // Settle the deliveries already reported, so that a failure stops the run early.
+        while let Some(Some(result)) = pending.next().now_or_never() {
+            delivered(result)?;
         }
+    }
+    while let Some(result) = pending.next().await {
+        delivered(result)?;
     }
     Ok(())
 }
