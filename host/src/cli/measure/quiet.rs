@@ -40,6 +40,17 @@ pub struct NodeWatch {
     session: Session,
 }
 
+/// One of the node's thread pools, as `system_views.thread_pools` reports it.
+struct Pool {
+    name: String,
+    /// Tasks running.
+    active: i32,
+    /// Tasks queued.
+    pending: i32,
+    /// Tasks completed since the node started.
+    completed: i64,
+}
+
 /// The waits before the runs of one benchmark.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Waits {
@@ -120,12 +131,11 @@ impl NodeWatch {
         Ok(())
     }
 
-    /// The background pools: name, tasks running, tasks queued, tasks completed since the node
-    /// started.
-    async fn background_pools(&self) -> Result<Vec<(String, i32, i32, i64)>, BenchError> {
+    /// The background pools, as the node reports them now.
+    async fn background_pools(&self) -> Result<Vec<Pool>, BenchError> {
         let unreadable = |e: &dyn std::fmt::Display| {
             BenchError::Setup(format!(
-                "cannot read system_views.thread_pools (Cassandra 4.0 or later) to wait for the node's compactions: {e}"
+                "cannot read system_views.thread_pools (Cassandra 4.0 or later) to watch the node's flushes and compactions: {e}"
             ))
         };
         let rows = self
@@ -143,9 +153,14 @@ impl NodeWatch {
             .rows::<(String, i32, i32, i64)>()
             .map_err(|e| unreadable(&e))?
         {
-            let pool = row.map_err(|e| unreadable(&e))?;
-            if BACKGROUND_POOLS.contains(&pool.0.as_str()) {
-                pools.push(pool);
+            let (name, active, pending, completed) = row.map_err(|e| unreadable(&e))?;
+            if BACKGROUND_POOLS.contains(&name.as_str()) {
+                pools.push(Pool {
+                    name,
+                    active,
+                    pending,
+                    completed,
+                });
             }
         }
         Ok(pools)
@@ -156,7 +171,7 @@ impl NodeWatch {
         let pools = self.background_pools().await?;
         Ok(pools
             .iter()
-            .map(|(_, active, pending, _)| i64::from(*active) + i64::from(*pending))
+            .map(|pool| i64::from(pool.active) + i64::from(pool.pending))
             .sum())
     }
 
@@ -166,8 +181,8 @@ impl NodeWatch {
         let pools = self.background_pools().await?;
         Ok(pools
             .iter()
-            .filter(|(name, ..)| name == "MemtableFlushWriter")
-            .map(|(.., completed)| completed)
+            .filter(|pool| pool.name == "MemtableFlushWriter")
+            .map(|pool| pool.completed)
             .sum())
     }
 
