@@ -257,7 +257,10 @@ enum BenchCommand {
     /// node's housekeeping of the runs before it; the report says how long that took. Before
     /// the latency run the bench empties (TRUNCATE) the tables the runs before it wrote, so
     /// the node does not flush their rows during it; the report counts the flushes that still
-    /// ran. Everything the run creates on the services is removed when it ends, unless `--keep`.
+    /// ran. The latency run's records over 15 ms end to end are grouped into stalls (slow
+    /// records created within 200 ms of each other), each listed with its wall-clock time, to
+    /// find it in the stores' logs. Everything the run creates on the services is removed when
+    /// it ends, unless `--keep`.
     Pipeline {
         /// Kafka bootstrap servers.
         #[arg(long, env = "WEIR_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]

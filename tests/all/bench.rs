@@ -340,6 +340,62 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
         assert!((0.0..=100.0).contains(&share), "{part} in `{slow}`");
     }
 
+    // The tail's shape: the records over 15 ms end to end, counted out of all the run's
+    // samples, and the stalls they came in, whose records add up to that count.
+    let samples: usize = latency
+        .split_once(" samples)")
+        .and_then(|(head, _)| head.rsplit_once('(')?.1.parse().ok())
+        .unwrap_or_else(|| panic!("no sample count in `{latency}`"));
+    let p99: f64 = latency
+        .split_once("p99 ")
+        .and_then(|(_, rest)| rest.split_once(" ms")?.0.parse().ok())
+        .unwrap_or_else(|| panic!("no p99 in `{latency}`"));
+    let tail = report
+        .lines()
+        .find_map(|line| {
+            line.trim_start()
+                .strip_prefix("records over 15 ms end to end: ")
+        })
+        .unwrap_or_else(|| panic!("no line of the latency tail in {report}"));
+    let words: Vec<&str> = tail.split(' ').collect();
+    let (slow, of, stalls): (usize, usize, usize) = match words[..] {
+        [slow, "of", of, _, "in", stalls, ..] => (
+            slow.parse().unwrap(),
+            of.parse().unwrap(),
+            stalls.parse().unwrap(),
+        ),
+        _ => panic!("`{tail}`"),
+    };
+    assert_eq!(of, samples, "`{tail}` against `{latency}`");
+    assert!(slow <= of, "{tail}");
+    // The p99 is the sample at rank round((n - 1) * 0.99): over 15 ms exactly when at least the
+    // samples from that rank up are.
+    let from_p99 = of - ((of - 1) as f64 * 0.99).round() as usize;
+    assert_eq!(p99 > 15.0, slow >= from_p99, "`{tail}` against `{latency}`");
+    assert_eq!(slow == 0, stalls == 0, "{tail}");
+    let listed = report.lines().find_map(|line| {
+        line.trim_start()
+            .strip_prefix("stalls by the time their first slow record was created: ")
+    });
+    match listed {
+        None => assert_eq!(stalls, 0, "stalls counted but not listed in {report}"),
+        Some(listed) => {
+            let records: Vec<usize> = listed
+                .split(", ")
+                .filter_map(|stall| {
+                    // `at 0.1 s (07:40:12.345 UTC) 158 records up to 34 ms`
+                    let words: Vec<&str> = stall.split(' ').collect();
+                    let count = words.iter().position(|w| w.starts_with("record"))?;
+                    words.get(count.checked_sub(1)?)?.parse().ok()
+                })
+                .collect();
+            assert_eq!(records.len(), stalls.min(8), "`{listed}`");
+            if stalls <= 8 {
+                assert_eq!(records.iter().sum::<usize>(), slow, "`{listed}`");
+            }
+        }
+    }
+
     // Two rounds: each pipeline with a ratio lists both rounds' ratios, and the table shows
     // their median, which for two is their mean (both rounded to two decimals).
     let by_round: Vec<(&str, Vec<f64>)> = report

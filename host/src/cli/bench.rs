@@ -10,6 +10,7 @@ use weir::runtime::PluginRuntime;
 use super::measure::cost::PeakRss;
 use super::measure::pipeline::{PipelineReportBench, Round, ThroughputLine};
 use super::measure::rounds::{Summary, median};
+use super::measure::stalls::{STALL_GAP, Tail};
 
 /// Runs the benchmark of `plugin` (a registry name or a `.wasm` path) on `records` generated
 /// records, `seconds` per batch size and side, split over the rounds.
@@ -275,6 +276,7 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         super::measure::pipeline::SLOW_BATCH_SECONDS * 1000.0,
         slow.join(", ")
     );
+    print_tail(&report.latency_tail);
     if report.rounds.len() > 1 {
         println!(
             "ratios by round (the table shows their median; to the driver where a row has it, else to the ceiling):"
@@ -411,4 +413,53 @@ pub fn failover(
         println!("{cleanup}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How many stalls of a latency run's tail are listed one by one.
+const STALLS_LISTED: usize = 8;
+
+/// The latency run's records over the goal, and the stalls they came in: one long stop of a
+/// store, many short ones, or the run's first records.
+fn print_tail(tail: &Tail) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let slow = tail.slow_records();
+    println!(
+        "  records over {:.0} ms end to end: {slow} of {} ({:.2}%), in {} stall{} (slow records created within {:.0} ms of each other), {} of them created in the run's first second",
+        ms(tail.threshold),
+        tail.records,
+        slow as f64 * 100.0 / tail.records.max(1) as f64,
+        tail.stalls.len(),
+        if tail.stalls.len() == 1 { "" } else { "s" },
+        ms(STALL_GAP),
+        tail.slow_within(Duration::from_secs(1)),
+    );
+    if tail.stalls.is_empty() {
+        return;
+    }
+    let listed: Vec<String> = tail
+        .stalls
+        .iter()
+        .take(STALLS_LISTED)
+        .map(|stall| {
+            let wall = chrono::DateTime::from_timestamp_millis(stall.created_ms)
+                .map_or_else(String::new, |t| t.format(" (%H:%M:%S%.3f UTC)").to_string());
+            format!(
+                "at {:.1} s{wall} {} record{} up to {:.0} ms",
+                stall.starts_after.as_secs_f64(),
+                stall.records,
+                if stall.records == 1 { "" } else { "s" },
+                ms(stall.worst)
+            )
+        })
+        .collect();
+    let more = tail.stalls.len().saturating_sub(STALLS_LISTED);
+    println!(
+        "  stalls by the time their first slow record was created: {}{}",
+        listed.join(", "),
+        if more > 0 {
+            format!(", and {more} more")
+        } else {
+            String::new()
+        }
+    );
 }

@@ -9,6 +9,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod quiet;
 pub mod rounds;
+pub mod stalls;
 pub mod swap;
 
 pub use plugin::{epoch_cost, sample_records, user_profile};
