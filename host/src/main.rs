@@ -246,8 +246,9 @@ enum BenchCommand {
     /// each round's ratios listed below it. The driver then writes again, to new keys, no faster
     /// than the Cassandra pipeline did in its median round (what the node costs at that rate
     /// without weir); then the bench measures end-to-end latency (Kafka create time to
-    /// Cassandra acknowledgement) at a steady produce rate, with a producer that sends each
-    /// record at its own time, unbatched, and `batch.linger_ms = 1`, and weir's own share of it
+    /// Cassandra acknowledgement) at a steady produce rate, with a producer that hands over each
+    /// record at its own time and lingers `--latency-producer-linger-ms` (5, its client's
+    /// default) before sending, and `batch.linger_ms = 1`, and weir's own share of it
     /// from the pipeline's histograms. Each run reports weir's CPU-seconds per million
     /// records, the part of them spent inside plugin calls, and its peak RSS; with the pid
     /// files, the broker's and the Cassandra node's CPU-seconds too. Start the services with
@@ -282,6 +283,12 @@ enum BenchCommand {
         /// Seconds of the latency run.
         #[arg(long, default_value_t = 10.0)]
         latency_seconds: f64,
+        /// The latency run's producer's `linger.ms`: how long it holds a record to send it with
+        /// the next ones. 5 is librdkafka's default and the Java client's since Kafka 4.0; 0 sends
+        /// each record in a request of its own, which costs the broker more CPU on the cores the
+        /// pipeline shares. A record's latency counts from its send, so the linger is part of it.
+        #[arg(long, value_name = "MS", default_value_t = 5)]
+        latency_producer_linger_ms: u64,
         /// The Kafka broker's pid file (`scripts/services` keeps it in `.services/kafka/pid`), to
         /// report the broker's CPU time per run too.
         #[arg(long, value_name = "PATH")]
@@ -318,6 +325,9 @@ enum BenchCommand {
         /// The generator's seed.
         #[arg(long, default_value_t = 2)]
         seed: u64,
+        /// The producer's `linger.ms` (librdkafka's default is 5; 0 sends each record alone).
+        #[arg(long, value_name = "MS", default_value_t = 5)]
+        linger_ms: u64,
     },
 }
 
@@ -938,6 +948,7 @@ fn main() -> ExitCode {
             rounds,
             latency_rate,
             latency_seconds,
+            latency_producer_linger_ms,
             broker_pid_file,
             cassandra_pid_file,
             keep,
@@ -950,6 +961,7 @@ fn main() -> ExitCode {
             rounds,
             latency_rate,
             latency_seconds,
+            latency_producer_linger_ms,
             broker_pid_file,
             cassandra_pid_file,
             keep,
@@ -960,7 +972,8 @@ fn main() -> ExitCode {
             count,
             rate,
             seed,
-        }) => cli::bench::produce(&brokers, &topic, count, rate, seed),
+            linger_ms,
+        }) => cli::bench::produce(&brokers, &topic, count, rate, seed, linger_ms),
     };
     match result {
         Ok(code) => code,

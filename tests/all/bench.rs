@@ -63,6 +63,34 @@ fn bench_pipeline_refuses_a_latency_run_that_is_not_a_positive_number() {
 }
 
 #[test]
+fn bench_refuses_a_producer_linger_over_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, message) in [
+        (
+            &["bench", "pipeline", "--latency-producer-linger-ms=1001"][..],
+            "--latency-producer-linger-ms must be at most 1000",
+        ),
+        (
+            &[
+                "bench",
+                "produce",
+                "--topic=t",
+                "--count=1",
+                "--rate=1",
+                "--linger-ms=5000",
+            ][..],
+            "--linger-ms must be at most 1000",
+        ),
+    ] {
+        // Refused before anything connects to a service.
+        let output = run_weir(dir.path(), args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn bench_swap_measures_each_swap() {
     let dir = tempfile::tempdir().unwrap();
     let report = bench_report(

@@ -49,6 +49,8 @@ pub struct PipelineBench {
     pub latency_rate: f64,
     /// Seconds the latency run lasts.
     pub latency_seconds: f64,
+    /// The latency run's producer's `linger.ms`.
+    pub latency_producer_linger_ms: u64,
     /// The Kafka broker's pid file, to report its CPU time per run too (optional).
     pub broker_pid_file: Option<PathBuf>,
     /// The Cassandra node's pid file, to report its CPU time in the runs that write to it
@@ -225,23 +227,24 @@ async fn create_topic(brokers: &str, topic: &str) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// Produces `count` users to `topic`, at `rate` records/s when given, else as fast as possible.
+/// Produces `count` users to `topic`: with `paced` = (rate, linger), at `rate` records/s with
+/// the producer's `linger.ms` at `linger`, else as fast as possible.
 pub async fn produce(
     brokers: &str,
     topic: &str,
     count: usize,
     seed: u64,
-    rate: Option<f64>,
+    paced: Option<(f64, u64)>,
 ) -> Result<(), BenchError> {
-    // At a steady rate each record goes at once, as an application's event would: the
-    // producer's own batching is not part of the pipeline's latency.
-    let linger_ms = if rate.is_some() { "0" } else { "5" };
+    // Pre-loading lingers 5 ms to fill batches; a paced run lingers as it is told, and since
+    // a record's latency counts from its send, whatever it lingers is part of it.
+    let linger_ms = paced.map_or(5, |(_, linger)| linger);
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("linger.ms", linger_ms)
+        .set("linger.ms", linger_ms.to_string())
         .create()
         .map_err(setup)?;
-    if rate.is_some() {
+    if paced.is_some() {
         // Connect and learn the topic's leaders before the first timed record: each record's
         // latency starts at its send, and the producer's own start-up (its first metadata
         // request) is not the pipeline's.
@@ -263,7 +266,7 @@ pub async fn produce(
             .to_owned();
         (key, user.to_string())
     };
-    let Some(rate) = rate else {
+    let Some((rate, _)) = paced else {
         // As fast as possible: chunks of 1000, each delivered before the next.
         let mut sent = 0;
         while sent < count {
@@ -448,14 +451,14 @@ fn plugin_cpu(stats: &PipelineStats) -> Option<(Duration, u64)> {
     Some((cpu, first.records_in.load(Ordering::Relaxed)))
 }
 
-/// Produces `count` users (seed 2) to `topic` at `rate` records/s from a child process
-/// (`weir bench produce`), so the producer's CPU and memory are not the measured process's.
-/// Fails with the child's stderr when it fails.
+/// Produces `count` users (seed 2) to `topic` at `rate` records/s, lingering `linger_ms`, from a
+/// child process (`weir bench produce`), so the producer's CPU and memory are not the measured
+/// process's. Fails with the child's stderr when it fails.
 async fn produce_from_child(
     brokers: String,
     topic: String,
     count: usize,
-    rate: f64,
+    (rate, linger_ms): (f64, u64),
     dir: PathBuf,
 ) -> Result<(), BenchError> {
     let weir = std::env::current_exe().map_err(|e| setup(format!("cannot find weir: {e}")))?;
@@ -464,7 +467,7 @@ async fn produce_from_child(
     let status = tokio::process::Command::new(&weir)
         .args(["bench", "produce", "--brokers", &brokers, "--topic", &topic])
         .args(["--count", &count.to_string(), "--rate", &rate.to_string()])
-        .args(["--seed", "2"])
+        .args(["--seed", "2", "--linger-ms", &linger_ms.to_string()])
         .env("WEIR_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -723,7 +726,7 @@ async fn measure(
         brokers.clone(),
         input.clone(),
         latency_records,
-        bench.latency_rate,
+        (bench.latency_rate, bench.latency_producer_linger_ms),
         scratch.clone(),
     ));
     let producing: Concurrent = Box::pin(async move {
