@@ -29,6 +29,13 @@ fn bench_report(dir: &Path, args: &[&str]) -> String {
     report
 }
 
+/// The rest of the (indented) line of `report` that starts with `prefix`, if there is one.
+fn line_after<'a>(report: &'a str, prefix: &str) -> Option<&'a str> {
+    report
+        .lines()
+        .find_map(|line| line.trim_start().strip_prefix(prefix))
+}
+
 /// The number after `label` on the line of `report` that starts with it.
 fn number_after(report: &str, label: &str) -> f64 {
     let line = report
@@ -328,12 +335,7 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
         assert!(ms > 0.0, "{per_stage}");
     }
     // The node's flushes during the latency run are counted: a whole number, none negative.
-    let flushes = report
-        .lines()
-        .find_map(|line| {
-            line.trim_start()
-                .strip_prefix("the Cassandra node completed ")
-        })
+    let flushes = line_after(&report, "the Cassandra node completed ")
         .unwrap_or_else(|| panic!("no line of the node's flushes in {report}"));
     assert!(
         flushes
@@ -378,12 +380,7 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
         .split_once("p99 ")
         .and_then(|(_, rest)| rest.split_once(" ms")?.0.parse().ok())
         .unwrap_or_else(|| panic!("no p99 in `{latency}`"));
-    let tail = report
-        .lines()
-        .find_map(|line| {
-            line.trim_start()
-                .strip_prefix("records over 15 ms end to end: ")
-        })
+    let tail = line_after(&report, "records over 15 ms end to end: ")
         .unwrap_or_else(|| panic!("no line of the latency tail in {report}"));
     let words: Vec<&str> = tail.split(' ').collect();
     let (slow, of, stalls): (usize, usize, usize) = match words[..] {
@@ -401,10 +398,10 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
     let from_p99 = of - ((of - 1) as f64 * 0.99).round() as usize;
     assert_eq!(p99 > 15.0, slow >= from_p99, "`{tail}` against `{latency}`");
     assert_eq!(slow == 0, stalls == 0, "{tail}");
-    let listed = report.lines().find_map(|line| {
-        line.trim_start()
-            .strip_prefix("stalls by the time their first slow record was created: ")
-    });
+    let listed = line_after(
+        &report,
+        "stalls by the time their first slow record was created: ",
+    );
     match listed {
         None => assert_eq!(stalls, 0, "stalls counted but not listed in {report}"),
         Some(listed) => {

@@ -367,7 +367,10 @@ pub fn produce(
         topic,
         count,
         seed,
-        Some((rate, linger_ms)),
+        Some(super::measure::pipeline::Pace {
+            per_second: rate,
+            linger_ms,
+        }),
     ))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -458,7 +461,7 @@ fn print_tail(tail: &Tail) {
                 .map_or_else(String::new, |t| t.format(" (%H:%M:%S%.3f UTC)").to_string());
             format!(
                 "at {:.1} s{wall} {} record{} up to {:.0} ms",
-                stall.starts_after.as_secs_f64(),
+                tail.starts_after(stall).as_secs_f64(),
                 stall.records,
                 if stall.records == 1 { "" } else { "s" },
                 ms(stall.worst)

@@ -227,24 +227,32 @@ async fn create_topic(brokers: &str, topic: &str) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// Produces `count` users to `topic`: with `paced` = (rate, linger), at `rate` records/s with
-/// the producer's `linger.ms` at `linger`, else as fast as possible.
+/// A steady stream for the latency run.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Records a second, each handed to the producer at its own time.
+    pub per_second: f64,
+    /// The producer's `linger.ms`.
+    pub linger_ms: u64,
+}
+
+/// Produces `count` users to `topic`: at `pace` when given, else as fast as possible.
 pub async fn produce(
     brokers: &str,
     topic: &str,
     count: usize,
     seed: u64,
-    paced: Option<(f64, u64)>,
+    pace: Option<Pace>,
 ) -> Result<(), BenchError> {
     // Pre-loading lingers 5 ms to fill batches; a paced run lingers as it is told, and since
     // a record's latency counts from its send, whatever it lingers is part of it.
-    let linger_ms = paced.map_or(5, |(_, linger)| linger);
+    let linger_ms = pace.map_or(5, |pace| pace.linger_ms);
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", linger_ms.to_string())
         .create()
         .map_err(setup)?;
-    if paced.is_some() {
+    if pace.is_some() {
         // Connect and learn the topic's leaders before the first timed record: each record's
         // latency starts at its send, and the producer's own start-up (its first metadata
         // request) is not the pipeline's.
@@ -266,7 +274,10 @@ pub async fn produce(
             .to_owned();
         (key, user.to_string())
     };
-    let Some((rate, _)) = paced else {
+    let Some(Pace {
+        per_second: rate, ..
+    }) = pace
+    else {
         // As fast as possible: chunks of 1000, each delivered before the next.
         let mut sent = 0;
         while sent < count {
@@ -451,14 +462,14 @@ fn plugin_cpu(stats: &PipelineStats) -> Option<(Duration, u64)> {
     Some((cpu, first.records_in.load(Ordering::Relaxed)))
 }
 
-/// Produces `count` users (seed 2) to `topic` at `rate` records/s, lingering `linger_ms`, from a
-/// child process (`weir bench produce`), so the producer's CPU and memory are not the measured
-/// process's. Fails with the child's stderr when it fails.
+/// Produces `count` users (seed 2) to `topic` at `pace` from a child process (`weir bench
+/// produce`), so the producer's CPU and memory are not the measured process's. Fails with the
+/// child's stderr when it fails.
 async fn produce_from_child(
     brokers: String,
     topic: String,
     count: usize,
-    (rate, linger_ms): (f64, u64),
+    pace: Pace,
     dir: PathBuf,
 ) -> Result<(), BenchError> {
     let weir = std::env::current_exe().map_err(|e| setup(format!("cannot find weir: {e}")))?;
@@ -466,8 +477,9 @@ async fn produce_from_child(
     let stderr = std::fs::File::create(&log).map_err(setup)?;
     let status = tokio::process::Command::new(&weir)
         .args(["bench", "produce", "--brokers", &brokers, "--topic", &topic])
-        .args(["--count", &count.to_string(), "--rate", &rate.to_string()])
-        .args(["--seed", "2", "--linger-ms", &linger_ms.to_string()])
+        .args(["--count", &count.to_string()])
+        .args(["--rate", &pace.per_second.to_string()])
+        .args(["--linger-ms", &pace.linger_ms.to_string(), "--seed", "2"])
         .env("WEIR_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -726,7 +738,10 @@ async fn measure(
         brokers.clone(),
         input.clone(),
         latency_records,
-        (bench.latency_rate, bench.latency_producer_linger_ms),
+        Pace {
+            per_second: bench.latency_rate,
+            linger_ms: bench.latency_producer_linger_ms,
+        },
         scratch.clone(),
     ));
     let producing: Concurrent = Box::pin(async move {

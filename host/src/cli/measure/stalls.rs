@@ -21,8 +21,6 @@ pub struct Trip {
 /// A run of slow records created close together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stall {
-    /// When its first slow record was created, after the run's first record.
-    pub starts_after: Duration,
     /// When its first slow record was created, milliseconds since the Unix epoch: to find the
     /// stall in the stores' logs.
     pub created_ms: i64,
@@ -39,6 +37,8 @@ pub struct Tail {
     pub threshold: Duration,
     /// All records of the run.
     pub records: usize,
+    /// When the run's first record was created, milliseconds since the Unix epoch.
+    pub first_created_ms: i64,
     /// The stalls, in the order they began.
     pub stalls: Vec<Stall>,
 }
@@ -60,9 +60,6 @@ impl Tail {
                     stall.worst = stall.worst.max(trip.latency);
                 }
                 _ => stalls.push(Stall {
-                    starts_after: Duration::from_millis(
-                        (trip.created_ms - first_created).max(0) as u64
-                    ),
                     created_ms: trip.created_ms,
                     records: 1,
                     worst: trip.latency,
@@ -73,8 +70,14 @@ impl Tail {
         Tail {
             threshold,
             records: trips.len(),
+            first_created_ms: first_created,
             stalls,
         }
+    }
+
+    /// How long after the run's first record `stall` began.
+    pub fn starts_after(&self, stall: &Stall) -> Duration {
+        Duration::from_millis((stall.created_ms - self.first_created_ms).max(0) as u64)
     }
 
     /// How many records were slow.
@@ -86,7 +89,7 @@ impl Tail {
     pub fn slow_within(&self, window: Duration) -> usize {
         self.stalls
             .iter()
-            .filter(|s| s.starts_after <= window)
+            .filter(|s| self.starts_after(s) <= window)
             .map(|s| s.records)
             .sum()
     }
@@ -121,18 +124,21 @@ mod tests {
             tail.stalls,
             vec![
                 Stall {
-                    starts_after: Duration::ZERO,
                     created_ms: 1_000,
                     records: 3,
                     worst: Duration::from_millis(40),
                 },
                 Stall {
-                    starts_after: Duration::from_millis(4_000),
                     created_ms: 5_000,
                     records: 2,
                     worst: Duration::from_millis(90),
                 },
             ]
+        );
+        assert_eq!(tail.starts_after(&tail.stalls[0]), Duration::ZERO);
+        assert_eq!(
+            tail.starts_after(&tail.stalls[1]),
+            Duration::from_millis(4_000)
         );
         assert_eq!(tail.slow_records(), 5);
         assert_eq!(tail.slow_within(Duration::from_secs(1)), 3);
@@ -150,7 +156,10 @@ mod tests {
         let tail = Tail::of(&trips, Duration::from_millis(15));
         assert_eq!(tail.stalls.len(), 1);
         assert_eq!(tail.stalls[0].records, 3);
-        assert_eq!(tail.stalls[0].starts_after, Duration::from_millis(100));
+        assert_eq!(
+            tail.starts_after(&tail.stalls[0]),
+            Duration::from_millis(100)
+        );
         assert_eq!(tail.stalls[0].created_ms, 3_100);
         assert_eq!(tail.stalls[0].worst, Duration::from_millis(50));
     }
