@@ -12,6 +12,27 @@ use crate::record::{SourcePosition, SourceRecord};
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
 
+/// What one [`PartitionProgress::push`] did to the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    /// Records kept (those of partitions still assigned).
+    pub kept: usize,
+    /// Records the buffer held before the push.
+    pub held_before: usize,
+    /// Records the buffer holds after it.
+    pub held_after: usize,
+}
+
+impl Pushed {
+    /// Whether a pipeline waiting for a batch of `batch` records has reason to look now: the
+    /// buffer was empty (its first record starts the batch's linger) or it now holds a full
+    /// batch. Every other push only adds to a batch that is waiting out its linger anyway, so
+    /// waking the pipeline for it (a thread hand-over per fetch at a trickle) buys nothing.
+    pub fn wakes_a_waiting_batch(&self, batch: usize) -> bool {
+        self.kept > 0 && (self.held_before == 0 || self.held_after >= batch)
+    }
+}
+
 /// A partition of the current assignment.
 #[derive(Debug, Default, Clone, Copy)]
 struct Owned {
@@ -133,9 +154,11 @@ impl PartitionProgress {
     }
 
     /// Records fetched, waiting to be handed out, under one lock; those of partitions not
-    /// assigned (any more) are dropped. Returns how many were kept.
-    pub fn push(&self, records: impl IntoIterator<Item = SourceRecord>) -> usize {
+    /// assigned (any more) are dropped. Says how many were kept and how many the buffer held
+    /// before and after.
+    pub fn push(&self, records: impl IntoIterator<Item = SourceRecord>) -> Pushed {
         let mut state = self.state();
+        let held_before = state.buffer.len();
         let mut kept = 0;
         // Fetches come in runs of one partition: remember the last answer instead of looking
         // every record's partition up.
@@ -167,7 +190,11 @@ impl PartitionProgress {
                 kept += 1;
             }
         }
-        kept
+        Pushed {
+            kept,
+            held_before,
+            held_after: state.buffer.len(),
+        }
     }
 
     /// Records fetched and not yet handed out, and the bytes they hold.
@@ -371,12 +398,15 @@ mod tests {
         let progress = PartitionProgress::default();
         progress.assign(&[tp(0), tp(1)]);
         for offset in 0..3 {
-            assert_eq!(progress.push([record(0, offset), record(1, offset)]), 2);
+            assert_eq!(
+                progress.push([record(0, offset), record(1, offset)]).kept,
+                2
+            );
         }
         assert_eq!(progress.stop_handing_out(&[tp(1)]), 3);
         progress.revoke(&[tp(1)]);
         assert_eq!(
-            progress.push([record(1, 3), record(0, 3)]),
+            progress.push([record(1, 3), record(0, 3)]).kept,
             1,
             "partition 1 is not assigned any more"
         );
@@ -389,6 +419,26 @@ mod tests {
             vec![0, 0, 0, 0]
         );
         assert_eq!(progress.buffered(), (0, 0));
+    }
+
+    /// The polling thread wakes a pipeline waiting for a batch only when there is something
+    /// new to see: a first record in an empty buffer, or a full batch.
+    #[test]
+    fn a_push_wakes_the_pipeline_only_for_a_first_record_or_a_full_batch() {
+        let progress = PartitionProgress::default();
+        progress.assign(&[tp(0), tp(1)]);
+        let first = progress.push([record(0, 0)]);
+        assert!(first.wakes_a_waiting_batch(3), "{first:?}");
+        let more = progress.push([record(1, 0)]);
+        assert!(!more.wakes_a_waiting_batch(3), "{more:?}");
+        let full = progress.push([record(0, 1)]);
+        assert!(full.wakes_a_waiting_batch(3), "{full:?}");
+        let not_assigned = progress.push([record(2, 0)]);
+        assert_eq!(not_assigned.kept, 0);
+        assert!(!not_assigned.wakes_a_waiting_batch(3), "{not_assigned:?}");
+        assert_eq!(progress.take(3).len(), 3);
+        let after_a_take = progress.push([record(1, 1)]);
+        assert!(after_a_take.wakes_a_waiting_batch(3), "{after_a_take:?}");
     }
 
     /// The bytes held bound the buffer, so they must follow every way a record leaves it.

@@ -276,7 +276,8 @@ pub struct KafkaSource {
 /// What the polling thread and the source share.
 struct Shared {
     progress: Arc<PartitionProgress>,
-    /// Wakes a `poll_batch` waiting for records.
+    /// Wakes a `poll_batch` waiting for records: when the first arrives in an empty buffer, or
+    /// a full batch is buffered (`Pushed::wakes_a_waiting_batch`), and on a consume error.
     fetched: Notify,
     /// Counts the batches the pipeline took, so the polling thread, waiting for room in a full
     /// buffer, wakes as soon as there is some (a generation: no wake-up is lost between its
@@ -590,7 +591,12 @@ fn poll_until_stopped(name: &str, consumer: &Arc<BaseConsumer<GroupContext>>, sh
             let turn = shared.wanted.load(Ordering::Relaxed);
             polled += queues.poll_run(POLL_RUN, turn, |result| intake.take(&mut brake, result));
         }
-        if !intake.run.is_empty() && shared.progress.push(intake.run.drain(..)) > 0 {
+        if !intake.run.is_empty()
+            && shared
+                .progress
+                .push(intake.run.drain(..))
+                .wakes_a_waiting_batch(shared.wanted.load(Ordering::Relaxed))
+        {
             shared.fetched.notify_one();
         }
         if intake.fatal {
