@@ -635,3 +635,76 @@ async fn a_database_that_does_not_exist_fails_the_pipeline_instead_of_being_retr
     assert!(error.contains("3D000"), "{error}");
     assert!(!error.contains(":weir@"), "no password in: {error}");
 }
+
+/// A lingering Kafka batch closes as soon as it is full, however long its linger, and a batch
+/// that never fills closes at its linger with what came: the polling thread wakes a waiting
+/// source for the first record in an empty buffer and for a full batch (not for every fetch in
+/// between, which at a trickle cost a thread hand-over each). Without the full-batch wake the
+/// second batch would wait out its hour-long linger and fail at the two-minute guard; without
+/// the first-record wake the third would give up at its linger with nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lingering_kafka_batch_closes_once_full() {
+    use weir::connectors::Source;
+    use weir::connectors::kafka::{KafkaSource, KafkaSourceConfig};
+
+    const LINGER: Duration = Duration::from_secs(3600);
+    const GUARD: Duration = Duration::from_secs(120);
+    // Long enough for two records sent right away to arrive on a loaded machine.
+    const SHORT_LINGER: Duration = Duration::from_secs(30);
+    let (brokers, topic) = topic_holding("lingering", 0..1).await;
+    let config: KafkaSourceConfig = toml::from_str(&format!(
+        "brokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup = \"{}\"\n",
+        unique("group")
+    ))
+    .unwrap();
+    let mut source = KafkaSource::open(&config).unwrap();
+
+    // The record already in the topic is a full batch of one, found once the group assigned it.
+    let first = tokio::time::timeout(GUARD, source.poll_batch(1, LINGER))
+        .await
+        .expect("a full batch of one waited out its linger")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.len(), 1);
+
+    // Now four records sent one at a time, each waiting for its acknowledgement, so that they
+    // reach the source in several fetches while it waits for a batch of four.
+    let poll = tokio::spawn(async move {
+        let batch = source.poll_batch(4, LINGER).await;
+        (source, batch)
+    });
+    produce(&brokers, &topic, 1..5).await;
+    let (mut source, batch) = tokio::time::timeout(GUARD, poll)
+        .await
+        .expect("a full batch of four waited out its linger")
+        .unwrap();
+    assert_eq!(values(&batch.unwrap().unwrap()), vec![1, 2, 3, 4]);
+
+    // A batch that never fills closes when its linger, counted from its first record, is up:
+    // the first record must wake the source, or it would give up at the linger with nothing.
+    let poll = tokio::spawn(async move {
+        let batch = source.poll_batch(100, SHORT_LINGER).await;
+        (source, batch)
+    });
+    produce(&brokers, &topic, 5..7).await;
+    let (source, batch) = tokio::time::timeout(GUARD, poll)
+        .await
+        .expect("a linger of 30 s took over two minutes")
+        .unwrap();
+    drop(source);
+    assert_eq!(values(&batch.unwrap().unwrap()), vec![5, 6]);
+}
+
+/// The `n` of each `{"n":N}` record, in order.
+fn values(batch: &[weir::record::SourceRecord]) -> Vec<u64> {
+    let mut values: Vec<u64> = batch
+        .iter()
+        .map(|source_record| {
+            let json: serde_json::Value = serde_json::from_slice(&source_record.record.value)
+                .expect("the test's records are JSON");
+            json["n"].as_u64().expect("each record has a number `n`")
+        })
+        .collect();
+    values.sort_unstable();
+    values
+}
