@@ -695,7 +695,7 @@ async fn a_lingering_kafka_batch_closes_once_full() {
     assert_eq!(values(&batch.unwrap().unwrap()), vec![5, 6]);
 }
 
-/// The `n` of each `{"n":N}` record, in order.
+/// The `n` of each `{"n":N}` record, sorted (records of different partitions come in any order).
 fn values(batch: &[weir::record::SourceRecord]) -> Vec<u64> {
     let mut values: Vec<u64> = batch
         .iter()

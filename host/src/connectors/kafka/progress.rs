@@ -15,8 +15,6 @@ pub type TopicPartition = (String, i32);
 /// What one [`PartitionProgress::push`] did to the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pushed {
-    /// Records kept (those of partitions still assigned).
-    pub kept: usize,
     /// Records the buffer held before the push.
     pub held_before: usize,
     /// Records the buffer holds after it.
@@ -24,12 +22,18 @@ pub struct Pushed {
 }
 
 impl Pushed {
+    /// Records kept (those of partitions still assigned): the push holds the buffer's lock, so
+    /// nothing else changed it in between.
+    pub fn kept(&self) -> usize {
+        self.held_after - self.held_before
+    }
+
     /// Whether a pipeline waiting for a batch of `batch` records has reason to look now: the
     /// buffer was empty (its first record starts the batch's linger) or it now holds a full
     /// batch. Every other push only adds to a batch that is waiting out its linger anyway, so
     /// waking the pipeline for it (a thread hand-over per fetch at a trickle) buys nothing.
     pub fn wakes_a_waiting_batch(&self, batch: usize) -> bool {
-        self.kept > 0 && (self.held_before == 0 || self.held_after >= batch)
+        self.kept() > 0 && (self.held_before == 0 || self.held_after >= batch)
     }
 }
 
@@ -154,12 +158,10 @@ impl PartitionProgress {
     }
 
     /// Records fetched, waiting to be handed out, under one lock; those of partitions not
-    /// assigned (any more) are dropped. Says how many were kept and how many the buffer held
-    /// before and after.
+    /// assigned (any more) are dropped. Says how many records the buffer held before and after.
     pub fn push(&self, records: impl IntoIterator<Item = SourceRecord>) -> Pushed {
         let mut state = self.state();
         let held_before = state.buffer.len();
-        let mut kept = 0;
         // Fetches come in runs of one partition: remember the last answer instead of looking
         // every record's partition up.
         let mut last: Option<(std::sync::Arc<str>, i32, bool)> = None;
@@ -187,11 +189,9 @@ impl PartitionProgress {
             if assigned {
                 state.buffered_bytes += size_of(&record);
                 state.buffer.push_back(record);
-                kept += 1;
             }
         }
         Pushed {
-            kept,
             held_before,
             held_after: state.buffer.len(),
         }
@@ -399,14 +399,14 @@ mod tests {
         progress.assign(&[tp(0), tp(1)]);
         for offset in 0..3 {
             assert_eq!(
-                progress.push([record(0, offset), record(1, offset)]).kept,
+                progress.push([record(0, offset), record(1, offset)]).kept(),
                 2
             );
         }
         assert_eq!(progress.stop_handing_out(&[tp(1)]), 3);
         progress.revoke(&[tp(1)]);
         assert_eq!(
-            progress.push([record(1, 3), record(0, 3)]).kept,
+            progress.push([record(1, 3), record(0, 3)]).kept(),
             1,
             "partition 1 is not assigned any more"
         );
@@ -434,7 +434,7 @@ mod tests {
         let full = progress.push([record(0, 1)]);
         assert!(full.wakes_a_waiting_batch(3), "{full:?}");
         let not_assigned = progress.push([record(2, 0)]);
-        assert_eq!(not_assigned.kept, 0);
+        assert_eq!(not_assigned.kept(), 0);
         assert!(!not_assigned.wakes_a_waiting_batch(3), "{not_assigned:?}");
         assert_eq!(progress.take(3).len(), 3);
         let after_a_take = progress.push([record(1, 1)]);
