@@ -9,12 +9,11 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
 
 use crate::services::topic_exists;
 use crate::support::{
-    cassandra_nodes, kafka_brokers, plugin_registry, repo_root, run_weir, wait_for,
+    cassandra_nodes, cassandra_session, kafka_brokers, plugin_registry, repo_root, run_weir,
+    wait_for,
 };
 
 /// Runs `weir ARGS` in `dir`, asserts it succeeded, and returns what it printed on stdout.
@@ -668,14 +667,6 @@ fn group_exists(brokers: &str, group: &str) -> bool {
         .groups()
         .iter()
         .any(|g| g.name() == group && g.state() != "Dead")
-}
-
-async fn cassandra_session() -> Session {
-    SessionBuilder::new()
-        .known_node(cassandra_nodes())
-        .build()
-        .await
-        .unwrap()
 }
 
 async fn row_count(keyspace: &str, table: &str) -> i64 {

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
 use tokio::sync::watch;
 use weir::config::PipelineFile;
 use weir::pipeline::{self, PipelineReport, PipelineStats};
 use weir::registry::PluginSlots;
 
-use crate::support::{cassandra_nodes, read_json_lines, unique, wait_for, wait_for_async};
+use crate::support::{
+    cassandra_nodes, cassandra_session, read_json_lines, unique, wait_for, wait_for_async,
+};
 
 /// Runs the single pipeline of `toml` (a file source, no plugins) until its source ends.
 async fn run_to_end(toml: &str) -> PipelineReport {
@@ -79,17 +80,9 @@ fn write_lines(path: &Path, lines: &[String]) {
     .unwrap();
 }
 
-async fn session() -> Session {
-    SessionBuilder::new()
-        .known_node(cassandra_nodes())
-        .build()
-        .await
-        .unwrap()
-}
-
 /// The rows `query` selects.
 async fn select(query: String) -> scylla::response::query_result::QueryRowsResult {
-    session()
+    cassandra_session()
         .await
         .query_unpaged(query, &[])
         .await
@@ -343,7 +336,7 @@ async fn the_sinks_partition_token_is_the_drivers_for_every_key_type_and_composi
     use weir::connectors::cassandra::{Cell, partition_token};
 
     let keyspace = unique("weir_tokens");
-    let session = session().await;
+    let session = cassandra_session().await;
     session
         .query_unpaged(
             format!("CREATE KEYSPACE {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"),
@@ -530,7 +523,7 @@ async fn the_sink_connects_and_creates_its_table_at_start_before_any_write() {
         "",
     );
     let sink = build_sink(&toml).await;
-    let observer = session().await;
+    let observer = cassandra_session().await;
     // Building the sink opens nothing: the pipeline must start while the node is down.
     assert!(!table_exists(&observer, &keyspace).await);
     sink.warm_up();

@@ -10,8 +10,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use weir::pipeline::PipelineReport;
 
 use crate::support::{
-    cassandra_nodes, kafka_brokers, line_count, outcome_within, postgres_url, read_json_lines,
-    run_until, unique,
+    cassandra_nodes, cassandra_session, kafka_brokers, line_count, outcome_within, postgres_url,
+    read_json_lines, run_until, unique,
 };
 
 /// Runs the single pipeline of `toml` until its source ends by itself.
@@ -377,11 +377,7 @@ async fn cassandra_insert_into_a_dropped_table_is_fatal_not_a_dead_letter() {
         .expect("the table is created and written");
     assert!(rejected.is_empty(), "{rejected:?}");
 
-    let session = scylla::client::session_builder::SessionBuilder::new()
-        .known_node(&nodes)
-        .build()
-        .await
-        .unwrap();
+    let session = cassandra_session().await;
     session
         .query_unpaged(format!("DROP TABLE {keyspace}.gone"), &[])
         .await
@@ -460,11 +456,7 @@ async fn cassandra_dead_letters_values_the_server_refuses_and_writes_the_rest() 
         "{}",
         reason(1)
     );
-    let session = scylla::client::session_builder::SessionBuilder::new()
-        .known_node(&nodes)
-        .build()
-        .await
-        .unwrap();
+    let session = cassandra_session().await;
     let mut ids: Vec<String> = session
         .query_unpaged(format!("SELECT id FROM {keyspace}.coded"), &[])
         .await
@@ -573,11 +565,7 @@ async fn cassandra_columns_take_values_from_the_json_fields_they_name() {
     ))
     .await;
     assert_eq!((report.records_out, report.dead_lettered), (20, 0));
-    let session = scylla::client::session_builder::SessionBuilder::new()
-        .known_node(&nodes)
-        .build()
-        .await
-        .unwrap();
+    let session = cassandra_session().await;
     let rows = session
         .query_unpaged(
             format!("SELECT id, first, city, email FROM {keyspace}.people"),

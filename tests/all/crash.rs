@@ -13,10 +13,11 @@ use std::time::Duration;
 use rand::RngExt;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use scylla::client::session_builder::SessionBuilder;
 
 use crate::services::create_topic;
-use crate::support::{cassandra_nodes, kafka_brokers, plugin_registry, unique, wait_for, weir};
+use crate::support::{
+    cassandra_nodes, cassandra_session, kafka_brokers, plugin_registry, unique, wait_for, weir,
+};
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -195,13 +196,7 @@ async fn kill_9_into_cassandra_collapses_replays_by_primary_key() {
         )
         .replace("\"spark_streams\"", &format!("\"{keyspace}\""));
     std::fs::write(dir.path().join("p.toml"), config).unwrap();
-    let session = std::sync::Arc::new(
-        SessionBuilder::new()
-            .known_node(&nodes)
-            .build()
-            .await
-            .unwrap(),
-    );
+    let session = std::sync::Arc::new(cassandra_session().await);
     let count_query = format!("SELECT COUNT(*) FROM {keyspace}.created_users");
     let counter = {
         let session = std::sync::Arc::clone(&session);

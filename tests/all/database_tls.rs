@@ -7,12 +7,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use scylla::client::session_builder::SessionBuilder;
 use weir::config::PipelineFile;
 
 use crate::support::{
-    append_numbered, cassandra_nodes, line_count, postgres_url, read_json_lines, refusal,
-    run_pipeline, run_until, unique,
+    append_numbered, cassandra_nodes, cassandra_session, line_count, postgres_url, read_json_lines,
+    refusal, run_pipeline, run_until, unique,
 };
 
 /// The TLS test fixtures, from `scripts/services env`.
@@ -276,11 +275,7 @@ async fn a_cassandra_sink_writes_over_tls_and_stops_at_an_untrusted_certificate(
     let trusted = format!(r#"{{ ca_file = "{}" }}"#, fixtures.ca);
     let report = run_pipeline(&cassandra_landing(&input, &keyspace, &trusted, &dlq)).await;
     assert_eq!(report.records_out, 200);
-    let session = SessionBuilder::new()
-        .known_node(cassandra_nodes())
-        .build()
-        .await
-        .unwrap();
+    let session = cassandra_session().await;
     let ids: BTreeSet<i64> = session
         .query_unpaged(format!("SELECT id FROM {keyspace}.t"), &[])
         .await

@@ -13,7 +13,6 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use scylla::client::session_builder::SessionBuilder;
 use serde_json::Value;
 use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
@@ -21,7 +20,8 @@ use weir::generator::UserGenerator;
 
 use crate::services::{consume_all, topic_message_count};
 use crate::support::{
-    cassandra_nodes, kafka_brokers, plugin_registry, postgres_url, repo_root, unique,
+    cassandra_nodes, cassandra_session, kafka_brokers, plugin_registry, postgres_url, repo_root,
+    unique,
 };
 
 /// Users requested in total: 3 polls of 50.
@@ -116,13 +116,7 @@ async fn the_seed_pipeline_moves_every_user_from_the_api_to_cassandra() {
     options.watch = false;
     let app = RunningApp::start(config, options).await.unwrap();
 
-    let session = Arc::new(
-        SessionBuilder::new()
-            .known_node(&nodes)
-            .build()
-            .await
-            .unwrap(),
-    );
+    let session = Arc::new(cassandra_session().await);
     let count_query = format!("SELECT COUNT(*) FROM {keyspace}.created_users");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {

@@ -10,9 +10,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use scylla::client::session_builder::SessionBuilder;
 
-use crate::support::{cassandra_nodes, kafka_brokers, postgres_url, unique};
+use crate::support::{cassandra_session, kafka_brokers, postgres_url, unique};
 
 /// Creates a topic and waits until the broker reports it.
 pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
@@ -137,11 +136,7 @@ async fn kafka_is_real() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cassandra_is_real() {
-    let session = SessionBuilder::new()
-        .known_node(cassandra_nodes())
-        .build()
-        .await
-        .unwrap();
+    let session = cassandra_session().await;
     let table = unique("smoke");
     session
         .query_unpaged(

@@ -292,6 +292,16 @@ pub fn cassandra_nodes() -> String {
     nodes
 }
 
+/// A driver session on the test Cassandra node ([`cassandra_nodes`]), to look at what a
+/// pipeline wrote or to set a table up.
+pub async fn cassandra_session() -> scylla::client::session::Session {
+    scylla::client::session_builder::SessionBuilder::new()
+        .known_node(cassandra_nodes())
+        .build()
+        .await
+        .expect("a driver session on the test Cassandra node")
+}
+
 /// Where the tests find PostgreSQL: `WEIR_POSTGRES_URL`
 /// (default postgres://weir:weir@127.0.0.1:5432/weir).
 pub fn postgres_url() -> String {
