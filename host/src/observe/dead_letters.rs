@@ -54,7 +54,7 @@ impl DeadLetterSummary {
         DeadLetterSummary {
             at_unix_ms,
             kind: failure.error.kind.as_str().to_owned(),
-            error: failure.error.message.clone(),
+            error: failure.error.bounded_message().into_owned(),
             stage: stage.to_owned(),
             plugin,
             stream: failure.position.stream.to_string(),
@@ -137,6 +137,21 @@ mod tests {
         assert_eq!(list[0].stage, "plugin");
         assert_eq!(list[0].partition, 2);
         assert_eq!(list[0].error, "missing field at 1000");
+    }
+
+    #[test]
+    fn a_reason_quoting_a_large_field_is_kept_to_its_bound() {
+        let mut large = failure(7, "{}");
+        large.error.message = format!("column `dob` cannot hold {}", "9".repeat(1 << 20));
+        let recent = RecentDeadLetters::default();
+        recent.push(&[large]);
+        let error = &recent.list()[0].error;
+        assert!(error.starts_with("column `dob` cannot hold 999"), "{error}");
+        assert!(
+            error.len() < crate::record::MAX_REASON_BYTES + 100,
+            "{} bytes",
+            error.len()
+        );
     }
 
     #[test]

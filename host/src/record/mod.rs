@@ -176,6 +176,41 @@ impl fmt::Display for RecordError {
     }
 }
 
+/// The longest reason a dead letter carries, in bytes. A reason can quote the record (the value
+/// a column refused, a plugin's own message); unbounded, one large field could make the dead
+/// letter larger than its destination takes (a Kafka topic's 1 MB), and that would stop the
+/// pipeline at the same record after every restart.
+pub const MAX_REASON_BYTES: usize = 4096;
+
+impl RecordError {
+    /// The message as a dead letter carries it: whole up to [`MAX_REASON_BYTES`], else its
+    /// start (cut at a character boundary) and the full length.
+    pub fn bounded_message(&self) -> std::borrow::Cow<'_, str> {
+        let message = self.message.as_str();
+        if message.len() <= MAX_REASON_BYTES {
+            return message.into();
+        }
+        let mut end = MAX_REASON_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!(
+            "{}… (the reason is {} bytes; the first {end} are kept)",
+            &message[..end],
+            message.len()
+        )
+        .into()
+    }
+
+    /// [`RecordError::bounded_message`], keeping the message itself when it is within bounds.
+    pub fn into_bounded_message(self) -> String {
+        match self.bounded_message() {
+            std::borrow::Cow::Owned(cut) => cut,
+            std::borrow::Cow::Borrowed(_) => self.message,
+        }
+    }
+}
+
 /// Where a record failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailedAt {
@@ -210,8 +245,9 @@ impl Failure {
     /// and the source coordinates in headers.
     pub fn into_dead_letter(self, pipeline: &str) -> Record {
         let mut record = self.record;
-        record.set_header(headers::ERROR, self.error.message);
-        record.set_header(headers::ERROR_KIND, self.error.kind.as_str());
+        let kind = self.error.kind;
+        record.set_header(headers::ERROR, self.error.into_bounded_message());
+        record.set_header(headers::ERROR_KIND, kind.as_str());
         let stage = match self.at {
             FailedAt::Source => "source",
             FailedAt::Sink => "sink",
@@ -285,6 +321,54 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn failed(message: String) -> Failure {
+        Failure {
+            record: Record::from_value("{}"),
+            position: SourcePosition {
+                stream: Arc::from("users"),
+                partition: 0,
+                offset: 3,
+            },
+            error: RecordError {
+                kind: RecordErrorKind::SinkRejected,
+                message,
+            },
+            at: FailedAt::Sink,
+        }
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_a_short_reason_whole() {
+        let letter = failed("column `n` (int) cannot hold \"x\"".into()).into_dead_letter("p");
+        assert_eq!(
+            letter.header_str(headers::ERROR),
+            Some("column `n` (int) cannot hold \"x\"")
+        );
+        assert_eq!(
+            letter.header_str(headers::ERROR_KIND),
+            Some("sink-rejected")
+        );
+    }
+
+    #[test]
+    fn a_dead_letters_reason_is_cut_to_its_bound_at_a_character_boundary() {
+        // Two-byte characters from an odd offset: the bound falls inside one of them.
+        let message = format!("x{}", "é".repeat(MAX_REASON_BYTES));
+        let letter = failed(message.clone()).into_dead_letter("p");
+        let reason = letter.header_str(headers::ERROR).expect("a UTF-8 reason");
+        let (kept, note) = reason.split_once('…').expect("the cut is marked");
+        assert!(message.starts_with(kept));
+        assert!(kept.len() <= MAX_REASON_BYTES && kept.len() >= MAX_REASON_BYTES - 1);
+        assert_eq!(
+            note,
+            format!(
+                " (the reason is {} bytes; the first {} are kept)",
+                message.len(),
+                kept.len()
+            )
+        );
+    }
 
     #[test]
     fn highest_keeps_the_largest_offset_per_stream_and_partition() {
