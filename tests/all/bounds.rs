@@ -252,6 +252,81 @@ async fn a_100_mib_line_is_never_held_and_is_dead_lettered_with_its_digest() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_100_mib_row_is_never_fetched_whole_and_is_dead_lettered_with_its_digest() {
+    let url = postgres_url();
+    let table = unique("huge_rows");
+    let client = connect(&url).await;
+    // The large value is made by the server, so neither the test nor weir sends or holds it.
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE \"{table}\" (id BIGSERIAL PRIMARY KEY, key TEXT, value TEXT);
+             INSERT INTO \"{table}\" (key, value) VALUES ('a', '{{\"n\":1}}');
+             INSERT INTO \"{table}\" (key, value) VALUES ('b', repeat('z', {HOSTILE_LINE_BYTES}));
+             INSERT INTO \"{table}\" (key, value) VALUES ('c', '{{\"n\":3}}');"
+        ))
+        .await
+        .unwrap();
+    let mut digest = Sha256::new();
+    let chunk = vec![b'z'; 1 << 20];
+    for _ in 0..HOSTILE_LINE_BYTES / chunk.len() {
+        digest.update(&chunk);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!(
+            "[[pipeline]]\nname = \"rows\"\nsource = {{ type = \"postgres\", url = \"{url}\", table = \"{table}\", consumer = \"{table}\" }}\nsink = {{ type = \"file\", path = \"out.jsonl\" }}\ndead_letter = {{ type = \"file\", path = \"dlq.jsonl\" }}\n"
+        ),
+    )
+    .unwrap();
+    let weir = WeirChild::start(dir.path());
+    let out = dir.path().join("out.jsonl");
+    wait_for(
+        "the dead letter and the rows around it",
+        Duration::from_secs(120),
+        || !dead_letters(dir.path()).is_empty() && out.exists() && read_json_lines(&out).len() == 2,
+    )
+    .await;
+    let peak = weir.peak_kib();
+    let log = weir.log();
+    drop(weir);
+    // Memory first: a source fetching the row whole holds 100 MiB of text, twice over.
+    assert!(
+        peak < LINE_PEAK_LIMIT_KIB,
+        "weir's peak resident set was {peak} KiB for a {HOSTILE_LINE_BYTES}-byte row:\n{log}"
+    );
+
+    let letters = dead_letters(dir.path());
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let headers = &letters[0]["headers"];
+    // The row's size counts its key as well as its value, as `limits.max_record_bytes` does.
+    assert_eq!(
+        headers["weir.record.bytes"],
+        (HOSTILE_LINE_BYTES + 1).to_string(),
+        "{headers}"
+    );
+    assert_eq!(
+        headers["weir.record.sha256"],
+        hex::encode(digest.finalize()),
+        "{headers}"
+    );
+    assert_eq!(headers["weir.source.offset"], "2", "{headers}");
+    assert!(
+        headers["weir.error"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds max_row_bytes (1048576)"),
+        "{headers}"
+    );
+    let rows = read_json_lines(&out);
+    assert_eq!(
+        (rows[0]["n"].as_i64(), rows[1]["n"].as_i64()),
+        (Some(1), Some(3))
+    );
+    eprintln!("peak resident set with a 100 MiB row: {peak} KiB");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_notify_flood_while_the_pipeline_is_blocked_holds_no_memory() {
     // The source tails `source` and listens on a channel of the longest name PostgreSQL allows;
     // its sink writes into `landing`, which the test keeps locked, so the pipeline blocks and the

@@ -379,13 +379,20 @@ impl PipelineFile {
         Ok(file)
     }
 
-    /// Fills in defaults that depend on other keys: a file source's `max_line_bytes` is its
-    /// pipeline's `limits.max_record_bytes` unless set.
+    /// Fills in defaults that depend on other keys: a file source's `max_line_bytes` and a
+    /// postgres source's `max_row_bytes` are their pipeline's `limits.max_record_bytes` unless
+    /// set.
     fn resolve_defaults(&mut self) {
         for pipeline in &mut self.pipelines {
-            if let SourceConfig::File(file) = &mut pipeline.source {
-                file.max_line_bytes
-                    .get_or_insert(pipeline.limits.max_record_bytes);
+            let max_record_bytes = pipeline.limits.max_record_bytes;
+            match &mut pipeline.source {
+                SourceConfig::File(file) => {
+                    file.max_line_bytes.get_or_insert(max_record_bytes);
+                }
+                SourceConfig::Postgres(postgres) => {
+                    postgres.max_row_bytes.get_or_insert(max_record_bytes);
+                }
+                _ => {}
             }
         }
     }

@@ -332,6 +332,29 @@ fn a_file_source_reads_lines_up_to_the_record_limit_unless_told() {
 }
 
 #[test]
+fn a_postgres_source_reads_rows_up_to_the_record_limit_unless_told() {
+    let tail = VALID.replace(
+        "{ type = \"generate\", count = 5 }",
+        "{ type = \"postgres\", url = \"postgres://weir@127.0.0.1/weir\", table = \"t\" }",
+    );
+    let row_limit = |text: &str| match &parse(text).unwrap().pipelines[0].source {
+        SourceConfig::Postgres(postgres) => postgres.max_row_bytes,
+        _ => panic!("a postgres source"),
+    };
+    assert_eq!(row_limit(&tail), Some(1 << 20));
+    let limited = format!("{tail}limits = {{ max_record_bytes = 4096 }}\n");
+    assert_eq!(row_limit(&limited), Some(4096));
+    let explicit = limited.replace("table = \"t\"", "table = \"t\", max_row_bytes = 100");
+    assert_eq!(row_limit(&explicit), Some(100));
+    let zero = tail.replace("table = \"t\"", "table = \"t\", max_row_bytes = 0");
+    let error = parse(&zero).unwrap_err().to_string();
+    assert!(
+        error.contains("max_row_bytes") && error.contains("at least 1"),
+        "{error}"
+    );
+}
+
+#[test]
 fn a_syntax_error_shows_the_line_as_written() {
     let text = WITH_SECRET.replace(", table = \"landing\"", " table = \"landing\"");
     let message = parse_with_canary(&text).unwrap_err().to_string();

@@ -18,7 +18,7 @@ use super::client::{Encryption, Limits, connect};
 use super::{channel_for, is_identifier, quoted_table};
 use crate::connectors::tls::TlsConfig;
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
-use crate::record::{Record, SourcePosition, SourceRecord};
+use crate::record::{Record, SourcePosition, SourceRecord, headers};
 use crate::secret::Secret;
 
 /// Options of the `postgres` source.
@@ -63,7 +63,18 @@ pub struct PostgresSourceConfig {
     /// and the server checked; without it the url's `sslmode` decides.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Longest row read as a record, in bytes of its value and key as text (default: the
+    /// pipeline's `limits.max_record_bytes`). A longer row is never fetched whole: it becomes a
+    /// dead letter keeping the first 64 KiB of its value, with its full size and the value's
+    /// sha256 in headers, and tailing goes on after it.
+    #[serde(default)]
+    pub max_row_bytes: Option<usize>,
 }
+
+/// Bytes of an oversized row's value kept in its dead letter.
+const OVERSIZED_EXCERPT: usize = 64 * 1024;
+/// `max_row_bytes` when neither it nor the pipeline's `limits.max_record_bytes` is known.
+const DEFAULT_MAX_ROW_BYTES: usize = 1 << 20;
 
 fn default_id_column() -> String {
     "id".into()
@@ -101,6 +112,9 @@ impl PostgresSourceConfig {
         }
         if self.poll_interval_ms == 0 {
             return Err(("poll_interval_ms".into(), "must be at least 1".into()));
+        }
+        if self.max_row_bytes == Some(0) {
+            return Err(("max_row_bytes".into(), "must be at least 1".into()));
         }
         super::sink::check_limits(
             self.connect_timeout_ms,
@@ -143,8 +157,17 @@ impl PostgresSource {
             Some(column) => format!("\"{column}\"::text"),
             None => "NULL::text".into(),
         };
+        // A row's size is measured on the server, and only a row within `$3` bytes comes
+        // whole; a larger one comes as its size, the start of its value and the value's
+        // sha256. The inner query's LIMIT keeps it from being merged into the outer one, so
+        // each row's value is made text once.
         let query = format!(
-            "SELECT \"{id}\"::bigint, \"{value}\"::text, {key} FROM {table} WHERE \"{id}\" > $1 ORDER BY \"{id}\" LIMIT $2",
+            "SELECT id, CASE WHEN bytes <= $3 THEN value END, CASE WHEN bytes <= $3 THEN key END, bytes, \
+             CASE WHEN bytes > $3 THEN substring(convert_to(value, 'UTF8') FROM 1 FOR {OVERSIZED_EXCERPT}) END, \
+             CASE WHEN bytes > $3 THEN encode(sha256(convert_to(value, 'UTF8')), 'hex') END \
+             FROM (SELECT id, value, key, (octet_length(value) + coalesce(octet_length(key), 0))::bigint AS bytes \
+             FROM (SELECT \"{id}\"::bigint AS id, \"{value}\"::text AS value, {key} AS key FROM {table} \
+             WHERE \"{id}\" > $1 ORDER BY \"{id}\" LIMIT $2) AS fetched) AS sized ORDER BY id",
             id = config.id_column,
             value = config.value_column,
         );
@@ -223,12 +246,14 @@ impl PostgresSource {
     async fn fetch(&mut self, max: usize) -> Result<Vec<SourceRecord>, ConnectorError> {
         let (query, cursor, name) = (self.query.clone(), self.cursor, self.name.clone());
         let limits = self.limits;
+        let max_row_bytes = self.config.max_row_bytes.unwrap_or(DEFAULT_MAX_ROW_BYTES);
+        let row_limit = i64::try_from(max_row_bytes).unwrap_or(i64::MAX);
         let client = self.client().await?;
         let rows = match limits
             .statement(
                 &name,
                 "query failed",
-                client.query(&query, &[&cursor, &(max as i64)]),
+                client.query(&query, &[&cursor, &(max as i64), &row_limit]),
             )
             .await
         {
@@ -243,20 +268,41 @@ impl PostgresSource {
             let id: i64 = row.get(0);
             let value: Option<String> = row.get(1);
             let key: Option<String> = row.get(2);
+            let bytes: Option<i64> = row.get(3);
+            let excerpt: Option<Vec<u8>> = row.get(4);
+            let digest: Option<String> = row.get(5);
             let position = SourcePosition {
                 stream: Arc::clone(&self.stream),
                 partition: 0,
                 offset: id,
             };
-            let mut record = Record::from_value(value.clone().unwrap_or_default());
-            record.key = key.map(Into::into);
-            batch.push(match value {
-                Some(_) => SourceRecord::new(record, position),
-                None => SourceRecord::malformed(
-                    record,
-                    position,
-                    format!("column `{}` is NULL", self.config.value_column),
-                ),
+            batch.push(match (value, excerpt, bytes, digest) {
+                (Some(value), _, _, _) => {
+                    let mut record = Record::from_value(value);
+                    record.key = key.map(Into::into);
+                    SourceRecord::new(record, position)
+                }
+                (None, Some(excerpt), Some(bytes), Some(digest)) => {
+                    let mut record = Record::from_value(excerpt);
+                    record.set_header(headers::RECORD_BYTES, bytes.to_string());
+                    record.set_header(headers::RECORD_SHA256, digest);
+                    SourceRecord::malformed(
+                        record,
+                        position,
+                        format!(
+                            "row of {bytes} bytes exceeds max_row_bytes ({max_row_bytes}); the dead letter keeps the first {OVERSIZED_EXCERPT} bytes of its value"
+                        ),
+                    )
+                }
+                _ => {
+                    let mut record = Record::from_value(Vec::new());
+                    record.key = key.map(Into::into);
+                    SourceRecord::malformed(
+                        record,
+                        position,
+                        format!("column `{}` is NULL", self.config.value_column),
+                    )
+                }
             });
             self.cursor = self.cursor.max(id);
         }
