@@ -21,7 +21,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use serde_json::Value;
 use weir::record::Record;
-use weir::registry::{Capability, Manifest, PluginVersion};
+use weir::registry::{Capability, Manifest, PluginFile, PluginVersion, read_plugin_file};
 use weir::runtime::{LoadedPlugin, PluginLimits, PluginRuntime, RecordError, StepRequest};
 
 use super::plugin_build::project_name;
@@ -350,8 +350,9 @@ fn run(
     let samples = read_samples(&golden.input, request.max_record_bytes)?;
     let manifest = Manifest::load(&golden.manifest)?;
     let config = config(golden, request)?;
-    let plugin: Arc<LoadedPlugin> =
-        LoadedPlugin::from_file(runtime, &golden.name, &golden.component)?;
+    let component = read_plugin_file(&golden.component, PluginFile::Component)
+        .with_context(|| format!("cannot read plugin file {}", golden.component.display()))?;
+    let plugin: Arc<LoadedPlugin> = LoadedPlugin::from_bytes(runtime, &golden.name, &component)?;
     let version = PluginVersion {
         plugin,
         manifest: Arc::new(manifest),

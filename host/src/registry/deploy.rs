@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::manifest::Manifest;
 use super::rollout::{Rollout, RolloutPlan};
 use super::slots::{PluginSlots, PluginVersion};
-use super::{PluginRegistry, RegistryError};
+use super::{PluginFile, PluginRegistry, RegistryError, read_plugin_file};
 use crate::config::{PipelineFile, TransformConfig};
 use crate::connectors::SourceConfig;
 use crate::runtime::{LoadedPlugin, PluginLimits, PluginRuntime};
@@ -220,7 +220,7 @@ impl Deployer {
 
     /// Reads a component file; a missing one names the registry folder.
     fn read_component(&self, name: &str, path: &Path) -> Result<Vec<u8>, RegistryError> {
-        std::fs::read(path).map_err(|source| {
+        read_plugin_file(path, PluginFile::Component).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 RegistryError::NotFound {
                     name: path

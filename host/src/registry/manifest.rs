@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::{PluginFile, read_plugin_file};
+
 pub use crate::runtime::Capability;
 
 /// A plugin manifest.
@@ -38,8 +40,8 @@ pub struct ManifestError {
 impl Manifest {
     /// Reads `path`; a missing file is an empty manifest.
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
+        let bytes = match read_plugin_file(path, PluginFile::Manifest) {
+            Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
             Err(e) => {
                 return Err(ManifestError {
@@ -48,6 +50,10 @@ impl Manifest {
                 });
             }
         };
+        let text = String::from_utf8(bytes).map_err(|e| ManifestError {
+            path: path.to_owned(),
+            reason: format!("it is not UTF-8 text ({e}): save it as UTF-8"),
+        })?;
         toml::from_str(&text).map_err(|e| ManifestError {
             path: path.to_owned(),
             reason: e.to_string().trim_end().to_owned(),

@@ -6,12 +6,14 @@
 mod deploy;
 pub mod kafka;
 mod manifest;
+mod plugin_file;
 pub mod rollout;
 mod slots;
 mod watch;
 
 pub use deploy::{Deployer, Deployment, PluginUse};
 pub use manifest::{Capability, Manifest, ManifestError};
+pub use plugin_file::{PluginFile, read_plugin_file};
 pub use rollout::{Rollout, RolloutError, RolloutInfo, RolloutPlan};
 pub use slots::{
     HISTORY_LIMIT, PluginSlot, PluginSlots, PluginVersion, RollbackError, RollbackPolicy, SlotInfo,
@@ -133,7 +135,13 @@ impl PluginRegistry {
                 dir: self.dir.display().to_string(),
             });
         }
-        Ok(LoadedPlugin::from_file(runtime, name, &path)?)
+        let bytes = read_plugin_file(&path, PluginFile::Component).map_err(|source| {
+            RegistryError::Read {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
+        Ok(LoadedPlugin::from_bytes(runtime, name, &bytes)?)
     }
 
     /// The `.wasm` files in the folder, by name.
@@ -152,7 +160,12 @@ impl PluginRegistry {
             else {
                 continue;
             };
-            let bytes = std::fs::read(&path).map_err(list_error)?;
+            let bytes = read_plugin_file(&path, PluginFile::Component).map_err(|source| {
+                RegistryError::Read {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?;
             entries.push(RegistryEntry {
                 name: name.to_owned(),
                 size: bytes.len() as u64,

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use super::PluginRegistry;
 use super::slots::PluginVersion;
+use super::{PluginFile, PluginRegistry, read_plugin_file};
 pub use crate::runtime::{RecordDiff, Rollout, ShadowBatch};
 
 /// What marks a candidate's files in the registry folder: `NAME.candidate.wasm` and
@@ -40,7 +40,7 @@ pub fn candidate_files(registry: &PluginRegistry, name: &str) -> (PathBuf, PathB
 pub fn adopt_candidate_files(registry: &PluginRegistry, name: &str, promoted: &PluginVersion) {
     let stem = format!("{name}{CANDIDATE_MARK}");
     let wasm = registry.path_of(&stem);
-    let Ok(bytes) = std::fs::read(&wasm) else {
+    let Ok(bytes) = read_plugin_file(&wasm, PluginFile::Component) else {
         return;
     };
     if hex::encode(Sha256::digest(&bytes)) != promoted.plugin.sha256() {

@@ -12,14 +12,6 @@ pub enum PluginError {
     /// The thread that enforces plugin deadlines could not be started.
     #[error("cannot start the epoch ticker thread that enforces plugin deadlines: {0}")]
     EpochTicker(#[source] std::io::Error),
-    /// The file could not be read.
-    #[error("cannot read plugin file {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The IO error.
-        source: std::io::Error,
-    },
     /// The bytes are not a valid component for this engine.
     #[error("plugin `{name}` is not a valid WebAssembly component: {reason}")]
     Compile {

@@ -2,7 +2,6 @@
 //! (`transformer` or `batch-transformer`, as an `InstancePre`), then instantiated cheaply for
 //! every worker that needs it.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -50,21 +49,9 @@ impl std::fmt::Debug for LoadedPlugin {
 }
 
 impl LoadedPlugin {
-    /// Reads, hashes, compiles and type-checks the component at `path`. Compilation is CPU-bound:
-    /// call this from a blocking thread, never from an async task.
-    pub fn from_file(
-        runtime: &PluginRuntime,
-        name: &str,
-        path: &Path,
-    ) -> Result<Arc<Self>, PluginError> {
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_bytes(runtime, name, &bytes)
-    }
-
-    /// Compiles and type-checks a component from its bytes.
+    /// Hashes, compiles and type-checks a component from its bytes (read from a plugin folder
+    /// with `registry::read_plugin_file`, which bounds them). Compilation is CPU-bound: call this
+    /// from a blocking thread, never from an async task.
     pub fn from_bytes(
         runtime: &PluginRuntime,
         name: &str,
