@@ -1,16 +1,27 @@
 //! The admin HTTP server (loopback by default): the status page, the JSON API behind it,
 //! Prometheus metrics, health, plugin rollback, staged rollouts and record taps. `weir plugin
 //! list`, `weir plugin rollback`, `stage`, `promote`, `abort`, `diff` and `weir tap` are its
-//! clients. What changes state or shows record
-//! contents needs the bearer token (see `auth`).
+//! clients. What changes state (POST only), streams records (the tap) or shows a candidate's
+//! sampled records (the rollout diff) needs the bearer token (see `auth`). The open routes are
+//! read-only but not free of record content: `/api/status`, and so the status page, shows each
+//! pipeline's latest dead letters with their reasons and an excerpt of each value, which can
+//! quote record content (README, Security).
+//!
+//! Each connection gets a bounded time to send its request headers and a place among a bounded
+//! number served at once (`serve`), so slow or idle clients cannot hold the process's file
+//! descriptors.
 
 pub mod auth;
 pub mod history;
 mod rollout;
 mod tap;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
+use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
@@ -18,8 +29,13 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 pub use history::{Histories, PipelineHistory};
 
@@ -29,6 +45,41 @@ use crate::registry::{Deployer, PluginSlots, RollbackError, SlotInfo};
 /// The status page: one HTML file with its styles and script inline, so it needs no build step
 /// and no asset route.
 const STATUS_PAGE: &str = include_str!("status.html");
+
+/// How long a client has to send a request line and its headers, counted from when the server
+/// starts waiting for them: on a new connection, and again on a kept-alive one after each
+/// response. A client that is slower (a slowloris trickling bytes) or sends nothing (an idle
+/// kept-alive connection) is disconnected, so this is also the keep-alive idle bound: hyper's
+/// HTTP/1 server has no separate idle timeout. hyper applies it only with a timer, which
+/// `axum::serve` does not set, hence `serve`.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once. When all are taken the server accepts no more until one ends:
+/// further clients wait in the kernel's listen backlog, which holds none of this process's file
+/// descriptors, and are served in turn, rather than being accepted only to be closed.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// The pause after an accept fails for a reason other than that one connection (such as running
+/// out of file descriptors, EMFILE), so that the loop does not spin on it.
+const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How the admin server bounds its clients.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// See `HEADER_READ_TIMEOUT`.
+    header_read_timeout: Duration,
+    /// See `MAX_CONNECTIONS`.
+    max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
 
 /// What the admin handlers read.
 #[derive(Clone)]
@@ -78,9 +129,11 @@ impl AdminState {
     }
 }
 
-/// The routes. Read-only routes that show no record contents go in `open`; a route that
-/// changes state (POST only) or shows record contents goes in `guarded`, behind the token.
-/// Every route gets the Host and Origin checks and the body bound.
+/// The routes. Read-only routes go in `open`: they show counts, plugin versions and, in
+/// `/api/status`, the latest dead letters with their reasons and value excerpts, which can quote
+/// record content. A route that changes state (POST only), streams records (the tap) or shows
+/// sampled records (the diff) goes in `guarded`, behind the token. Every route gets the Host and
+/// Origin checks and the body bound.
 pub fn router(state: AdminState) -> Router {
     let guard = state.guard.clone();
     let open = Router::new()
@@ -106,11 +159,61 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves until the task is aborted.
-pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
-    if let Err(error) = axum::serve(listener, router(state)).await {
-        tracing::error!(%error, "Admin server stopped.");
+/// Serves until the task is aborted, over HTTP/1 only, each connection in a task of its own,
+/// bounded by `HEADER_READ_TIMEOUT` and `MAX_CONNECTIONS`. A connection's failure is logged at
+/// debug level and ends that connection only.
+pub async fn serve(listener: TcpListener, state: AdminState) {
+    serve_with(listener, state, Limits::default()).await
+}
+
+/// `serve` with the bounds given.
+async fn serve_with(listener: TcpListener, state: AdminState, limits: Limits) {
+    let service = TowerToHyperService::new(router(state));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let places = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        // Waits for a free place before accepting, so a full server holds no more sockets.
+        let Ok(place) = places.clone().acquire_owned().await else {
+            // The semaphore is never closed.
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) if is_connection_error(&error) => {
+                tracing::debug!(%error, "Admin connection failed before it was accepted.");
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    retry_in_ms = ACCEPT_BACKOFF.as_millis() as u64,
+                    "Admin server could not accept a connection."
+                );
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let connection = http.serve_connection(TokioIo::new(stream), service.clone());
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %peer, "Admin connection ended with an error.");
+            }
+            drop(place);
+        });
     }
+}
+
+/// An accept error that concerns only the connection being accepted.
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
