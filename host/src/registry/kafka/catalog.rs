@@ -1,17 +1,43 @@
 //! What the registry topic holds, rebuilt record by record: every published version of every
-//! plugin (in publishing order), the chunks of the components this process may run, each
-//! plugin's head and its latest rollout (a candidate staged beside the head, or the end of one).
-//! A head or a staged candidate becomes deployable once its version's description and every
-//! chunk arrived, whatever order the partitions delivered them in.
+//! plugin (in publishing order), the components this process may run, each plugin's head and
+//! its latest rollout (a candidate staged beside the head, or the end of one). A head or a
+//! staged candidate becomes deployable once its version's description and every chunk arrived,
+//! whatever order the partitions delivered them in. A component is held as one buffer once its
+//! chunks hash to its sha256; versions still assembling are bounded in number and bytes, the
+//! first seen dropped first, so chunks under made-up versions cannot pile up in every process.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use super::KafkaRegistryError;
-use super::chunks::{Assembly, MAX_COMPONENT_BYTES, MAX_MANIFEST_BYTES, headers, kinds};
+use super::chunks::{
+    Assembly, CHUNK_BYTES, ChunkError, MAX_COMPONENT_BYTES, MAX_MANIFEST_BYTES, headers, kinds,
+};
 use crate::registry::Manifest;
 use crate::registry::rollout::RolloutPlan;
+
+/// Versions of one plugin assembled at once. A publisher writes a version's chunks in a row
+/// and then its description, so one is in flight per publisher; four leaves room for two
+/// publishers racing and for the leftovers of publishes that stopped halfway, and no more for
+/// chunks under made-up versions of a real plugin.
+const MAX_ASSEMBLING_PER_PLUGIN: usize = 4;
+
+/// Versions assembled at once across every plugin: far more than are ever published at the
+/// same moment, and it bounds what empty chunks under ever new plugin names and hashes (which
+/// cost next to no bytes) can make a process keep.
+const MAX_ASSEMBLING: usize = 64;
+
+/// Bytes held by versions being assembled, across every plugin (their chunks, plugin names and
+/// hashes): twice the largest component the registry takes, so that the largest always fits
+/// (the others first seen are dropped to make room: a real version published after a flood of
+/// made-up chunks still completes) and two large publishes at the same moment both do, while
+/// a flood cannot make every process hold more than this.
+const MAX_ASSEMBLING_BYTES: usize = 2 * MAX_COMPONENT_BYTES;
+
+// One version never fills the budget alone, so the version a chunk went into never has to go.
+const _: () = assert!(MAX_ASSEMBLING_BYTES > MAX_COMPONENT_BYTES + 4 * CHUNK_BYTES);
 
 /// One published version, as its version record describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +159,19 @@ pub struct Incoming<'a> {
     pub payload: Option<&'a [u8]>,
 }
 
+/// A version being assembled, with when it was first seen.
+#[derive(Debug, Clone)]
+struct Assembling {
+    assembly: Assembly,
+    /// Order number: the lowest is dropped first.
+    seen: u64,
+}
+
+/// What an assembling version costs: its chunks and its key.
+fn cost((name, sha256): &(String, String), assembling: &Assembling) -> usize {
+    assembling.assembly.held_bytes() + name.len() + sha256.len()
+}
+
 /// The registry topic's content.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -140,7 +179,15 @@ pub struct Catalog {
     /// Plugins whose chunks are kept in memory; `None` keeps all.
     keep: Option<BTreeSet<String>>,
     versions: BTreeMap<String, Vec<PublishedVersion>>,
-    assemblies: BTreeMap<(String, String), Assembly>,
+    /// Components whose chunks all arrived and hash to their sha256, by plugin and sha256.
+    components: BTreeMap<(String, String), Vec<u8>>,
+    /// Versions whose chunks are still arriving (or do not hash to their sha256), bounded by
+    /// `MAX_ASSEMBLING_PER_PLUGIN`, `MAX_ASSEMBLING` and `budget`.
+    assembling: BTreeMap<(String, String), Assembling>,
+    /// The bytes `assembling` may hold: `MAX_ASSEMBLING_BYTES` (tests make it smaller).
+    budget: usize,
+    /// The order number of the next version to start assembling.
+    next_seen: u64,
     heads: BTreeMap<String, Head>,
     /// Heads whose version is not complete yet.
     pending: BTreeSet<String>,
@@ -157,7 +204,10 @@ impl Catalog {
             registry: registry.to_owned(),
             keep,
             versions: BTreeMap::new(),
-            assemblies: BTreeMap::new(),
+            components: BTreeMap::new(),
+            assembling: BTreeMap::new(),
+            budget: MAX_ASSEMBLING_BYTES,
+            next_seen: 0,
             heads: BTreeMap::new(),
             pending: BTreeSet::new(),
             rollouts: BTreeMap::new(),
@@ -197,12 +247,20 @@ impl Catalog {
                 if !self.keeps(&name) {
                     return Ok(None);
                 }
-                self.assemblies
-                    .entry((name.clone(), sha256.clone()))
-                    .or_insert_with(|| Assembly::new(&sha256))
-                    .insert(index, count, payload.to_vec())
-                    .map_err(|e| malformed(format!("plugin `{name}` version {sha256}: {e}")))?;
-                Ok(self.ready(&name, &sha256))
+                let key = (name, sha256);
+                // A chunk of a component already held adds nothing: those bytes hash to it.
+                if !self.components.contains_key(&key)
+                    && let Err(e) = self.assemble(&key, index, count, payload.to_vec())
+                {
+                    // Not `malformed`: it borrows `self`, which `assemble` took mutably.
+                    return Err(KafkaRegistryError::Malformed {
+                        registry: self.registry.clone(),
+                        partition: record.partition,
+                        offset: record.offset,
+                        reason: format!("plugin `{}` version {}: {e}", key.0, key.1),
+                    });
+                }
+                Ok(self.ready(&key.0, &key.1))
             }
             kinds::VERSION => {
                 let version: PublishedVersion = serde_json::from_slice(payload)
@@ -268,8 +326,83 @@ impl Catalog {
                 self.versions.remove(name);
             }
         }
-        self.assemblies
-            .remove(&(name.to_owned(), sha256.to_owned()));
+        let key = (name.to_owned(), sha256.to_owned());
+        self.components.remove(&key);
+        self.assembling.remove(&key);
+    }
+
+    /// Adds a chunk to version `key` (plugin and sha256); once every chunk arrived and they hash
+    /// to the sha256, the component is kept as one buffer and the chunks are let go. Then drops
+    /// versions still assembling, first seen first, while they exceed a bound.
+    fn assemble(
+        &mut self,
+        key: &(String, String),
+        index: usize,
+        count: usize,
+        bytes: Vec<u8>,
+    ) -> Result<(), ChunkError> {
+        let assembling = match self.assembling.entry(key.clone()) {
+            Entry::Occupied(entry) => {
+                let assembling = entry.into_mut();
+                assembling.assembly.insert(index, count, bytes)?;
+                assembling
+            }
+            Entry::Vacant(entry) => {
+                // Only a chunk that fits starts a version.
+                let mut assembly = Assembly::new(&key.1);
+                assembly.insert(index, count, bytes)?;
+                let seen = self.next_seen;
+                self.next_seen += 1;
+                entry.insert(Assembling { assembly, seen })
+            }
+        };
+        if let Some(Ok(component)) = assembling.assembly.bytes() {
+            self.assembling.remove(key);
+            self.components.insert(key.clone(), component);
+            return Ok(());
+        }
+        self.bound(key);
+        Ok(())
+    }
+
+    /// Drops versions still assembling, first seen first, until those of `fed`'s plugin are
+    /// at most `MAX_ASSEMBLING_PER_PLUGIN` and all of them at most `MAX_ASSEMBLING` holding at
+    /// most `budget` bytes. `fed`, the version a chunk just went into, stays: it alone fits.
+    fn bound(&mut self, fed: &(String, String)) {
+        loop {
+            let plugin = &fed.0;
+            let of_plugin = self.assembling.keys().filter(|(n, _)| n == plugin).count();
+            let over_plugin = of_plugin > MAX_ASSEMBLING_PER_PLUGIN;
+            let held: usize = self.assembling.iter().map(|(k, a)| cost(k, a)).sum();
+            let over = self.assembling.len() > MAX_ASSEMBLING || held > self.budget;
+            if !over_plugin && !over {
+                return;
+            }
+            let oldest = self
+                .assembling
+                .iter()
+                .filter(|(key, _)| *key != fed && (!over_plugin || key.0 == *plugin))
+                .min_by_key(|(_, assembling)| assembling.seen)
+                .map(|(key, _)| key.clone());
+            let Some(key) = oldest else {
+                return;
+            };
+            if let Some(dropped) = self.assembling.remove(&key) {
+                let (name, sha256) = &key;
+                tracing::warn!(
+                    registry = %self.registry,
+                    plugin = %name,
+                    version = %sha256.get(..12).unwrap_or(sha256),
+                    bytes = dropped.assembly.held_bytes(),
+                    reason = if over_plugin {
+                        "too many versions of the plugin assembling at once"
+                    } else {
+                        "too many versions or bytes assembling at once"
+                    },
+                    "Chunks of an incomplete registry version dropped; it stays incomplete until they are read again."
+                );
+            }
+        }
     }
 
     /// The versions of `name` that `weir plugin prune` removes: every one but the `keep` most
@@ -322,11 +455,14 @@ impl Catalog {
 
     fn is_complete(&self, name: &str, sha256: &str) -> bool {
         let described = self.published(name, sha256).is_some();
+        let key = (name.to_owned(), sha256.to_owned());
         let assembled = !self.keeps(name)
+            || self.components.contains_key(&key)
+            // Complete but not hashing to the sha256: `component` says so.
             || self
-                .assemblies
-                .get(&(name.to_owned(), sha256.to_owned()))
-                .is_some_and(Assembly::is_complete);
+                .assembling
+                .get(&key)
+                .is_some_and(|a| a.assembly.is_complete());
         described && assembled
     }
 
@@ -388,17 +524,23 @@ impl Catalog {
                 "plugin `{name}` version {sha256} has no version record"
             ))
         })?;
-        let bytes = self
-            .assemblies
-            .get(&(name.to_owned(), sha256.to_owned()))
-            .and_then(Assembly::bytes)
-            .ok_or_else(|| {
-                missing(format!(
-                    "plugin `{name}` version {} is missing chunks",
-                    version.version
-                ))
-            })?
-            .map_err(|e| missing(format!("plugin `{name}` version {}: {e}", version.version)))?;
+        let key = (name.to_owned(), sha256.to_owned());
+        let bytes = match self.components.get(&key) {
+            Some(bytes) => bytes.clone(),
+            None => self
+                .assembling
+                .get(&key)
+                .and_then(|a| a.assembly.bytes())
+                .ok_or_else(|| {
+                    missing(format!(
+                        "plugin `{name}` version {} is missing chunks",
+                        version.version
+                    ))
+                })?
+                .map_err(|e| {
+                    missing(format!("plugin `{name}` version {}: {e}", version.version))
+                })?,
+        };
         let mut manifest: Manifest = toml::from_str(&version.manifest).map_err(|e| {
             missing(format!(
                 "plugin `{name}` version {}: its manifest does not parse: {}",
@@ -472,6 +614,22 @@ mod tests {
         fn push(&mut self, kind: &str, payload: Vec<u8>) {
             let headers = BTreeMap::from([(headers::KIND.to_owned(), kind.as_bytes().to_vec())]);
             self.records.push((headers, payload));
+        }
+
+        /// A chunk record as anyone who can write to the topic may write it.
+        fn chunk(&mut self, name: &str, sha256: &str, index: usize, count: usize, bytes: Vec<u8>) {
+            let headers = [
+                (headers::KIND, kinds::CHUNK.to_owned()),
+                (headers::PLUGIN, name.to_owned()),
+                (headers::SHA256, sha256.to_owned()),
+                (headers::CHUNK_INDEX, index.to_string()),
+                (headers::CHUNK_COUNT, count.to_string()),
+            ];
+            let headers = headers
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+                .collect();
+            self.records.push((headers, bytes));
         }
 
         fn rollout(&mut self, name: &str, sha256: &str, action: RolloutAction) {
@@ -647,11 +805,8 @@ mod tests {
         }
         assert!(catalog.published("p", &v[0]).is_none());
         assert!(catalog.component("p", &v[0]).is_err());
-        assert!(
-            !catalog
-                .assemblies
-                .contains_key(&("p".to_owned(), v[0].clone()))
-        );
+        let key = ("p".to_owned(), v[0].clone());
+        assert!(!catalog.components.contains_key(&key) && !catalog.assembling.contains_key(&key));
         assert_eq!(catalog.versions()["p"].len(), 5);
 
         // A tombstone without those headers (a head's, say) changes nothing.
@@ -690,8 +845,148 @@ mod tests {
         let sha256 = topic.publish("other", b"component", "1");
         let mut catalog = Catalog::new("kafka://x/t", Some(BTreeSet::from(["mine".to_owned()])));
         assert_eq!(topic.read(&mut catalog).len(), 1, "listed all the same");
-        assert!(catalog.assemblies.is_empty());
+        assert!(catalog.components.is_empty() && catalog.assembling.is_empty());
         assert!(catalog.component("other", &sha256).is_err());
+    }
+
+    impl Catalog {
+        /// How many versions are assembling, and what they cost.
+        fn held(&self) -> (usize, usize) {
+            let bytes = self.assembling.iter().map(|(k, a)| cost(k, a)).sum();
+            (self.assembling.len(), bytes)
+        }
+
+        /// The sha256s of `name`'s versions assembling, first seen first.
+        fn assembling_of(&self, name: &str) -> Vec<&str> {
+            let mut of: Vec<(&str, u64)> = self
+                .assembling
+                .iter()
+                .filter(|((n, _), _)| n == name)
+                .map(|((_, sha256), a)| (sha256.as_str(), a.seen))
+                .collect();
+            of.sort_by_key(|(_, seen)| *seen);
+            of.into_iter().map(|(sha256, _)| sha256).collect()
+        }
+    }
+
+    /// A made-up sha256.
+    fn made_up(i: usize) -> String {
+        format!("{i:064x}")
+    }
+
+    #[test]
+    fn made_up_versions_of_a_plugin_are_bounded_and_a_real_one_still_completes() {
+        let mut topic = Topic {
+            records: Vec::new(),
+        };
+        let first = topic.publish("p", b"first", "1");
+        // A hundred made-up versions of `p`, each the first of two chunks, and one whole that
+        // does not hash to its version.
+        for i in 0..100 {
+            topic.chunk("p", &made_up(i), 0, 2, vec![7; 1000]);
+        }
+        topic.chunk("p", &made_up(100), 0, 1, vec![7; 1000]);
+        let mut catalog = Catalog::new("kafka://x/t", None);
+        for (offset, (headers, payload)) in topic.records.iter().enumerate() {
+            let incoming = Incoming {
+                partition: 0,
+                offset: offset as i64,
+                headers,
+                payload: Some(payload),
+            };
+            catalog.apply(incoming).unwrap();
+            assert!(catalog.held().0 <= MAX_ASSEMBLING_PER_PLUGIN);
+        }
+        let newest: Vec<String> = (97..=100).map(made_up).collect();
+        assert_eq!(
+            catalog.assembling_of("p"),
+            newest,
+            "the first seen went first"
+        );
+        assert_eq!(catalog.held().1, 4 * (1000 + 1 + 64));
+
+        // Published after the flood: complete, served, and no longer assembling.
+        topic.records.clear();
+        let bytes = vec![2u8; CHUNK_BYTES + 9];
+        let second = topic.publish("p", &bytes, "2");
+        let heads = topic.read(&mut catalog);
+        assert_eq!(heads.len(), 1);
+        assert_eq!(heads[0].sha256, second);
+        assert_eq!(catalog.component("p", &second).unwrap().0, bytes);
+        assert_eq!(catalog.assembling_of("p"), &newest[1..]);
+        // The first version, held whole, was never at risk; a chunk written under it again,
+        // damaged or not, changes nothing.
+        topic.records.clear();
+        topic.chunk("p", &first, 0, 1, b"tampered".to_vec());
+        assert!(topic.read(&mut catalog).is_empty());
+        assert_eq!(catalog.component("p", &first).unwrap().0, b"first");
+        assert!(!catalog.assembling.contains_key(&("p".to_owned(), first)));
+    }
+
+    #[test]
+    fn a_version_whose_chunks_were_dropped_is_missing_chunks() {
+        let mut topic = Topic {
+            records: Vec::new(),
+        };
+        topic.publish("p", &vec![3u8; CHUNK_BYTES + 1], "1");
+        // Made-up versions between its two chunks push its first one out.
+        let rest = topic.records.split_off(1);
+        for i in 0..MAX_ASSEMBLING_PER_PLUGIN {
+            topic.chunk("p", &made_up(i), 0, 2, Vec::new());
+        }
+        topic.records.extend(rest);
+        let mut catalog = Catalog::new("kafka://x/t", None);
+        assert!(topic.read(&mut catalog).is_empty());
+        let head = catalog.pending().next().unwrap().clone();
+        let error = catalog
+            .component("p", &head.sha256)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("missing chunks"), "{error}");
+    }
+
+    #[test]
+    fn versions_assembling_are_bounded_in_bytes_and_number_the_first_seen_dropped_first() {
+        let mut topic = Topic {
+            records: Vec::new(),
+        };
+        // Each of another plugin, so that the bound per plugin is not what drops them.
+        for i in 0..6 {
+            topic.chunk(&format!("p{i}"), &made_up(i), 0, 2, vec![1; CHUNK_BYTES]);
+        }
+        let mut catalog = Catalog::new("kafka://x/t", None);
+        // The budget's mechanism at a test's scale: three such versions fit, not four.
+        catalog.budget = 4 * CHUNK_BYTES;
+        topic.changes(&mut catalog);
+        let held: Vec<&str> = catalog.assembling.keys().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(held, ["p3", "p4", "p5"]);
+        assert!(catalog.held().1 <= catalog.budget);
+
+        // A real version nearly as large as the budget pushes them all out and completes.
+        topic.records.clear();
+        let bytes = vec![4u8; 3 * CHUNK_BYTES + 1];
+        let sha256 = topic.publish("q", &bytes, "1");
+        assert_eq!(topic.read(&mut catalog).len(), 1);
+        assert_eq!(catalog.component("q", &sha256).unwrap().0, bytes);
+        assert_eq!(catalog.held(), (0, 0));
+
+        // Empty chunks under ever new plugins: bounded in number.
+        topic.records.clear();
+        for i in 0..3 * MAX_ASSEMBLING {
+            topic.chunk(&format!("e{i}"), &made_up(i), 0, 2, Vec::new());
+        }
+        topic.changes(&mut catalog);
+        assert_eq!(catalog.held().0, MAX_ASSEMBLING);
+        assert!(catalog.assembling.contains_key(&(
+            format!("e{}", 3 * MAX_ASSEMBLING - 1),
+            made_up(3 * MAX_ASSEMBLING - 1)
+        )));
+        assert!(
+            !catalog
+                .assembling
+                .contains_key(&("e0".to_owned(), made_up(0)))
+        );
+        assert!(catalog.component("q", &sha256).is_ok());
     }
 
     #[test]

@@ -13,8 +13,10 @@ use sha2::{Digest, Sha256};
 /// room for headers (the manifest travels in them) and batch overhead.
 pub const CHUNK_BYTES: usize = 512 * 1024;
 
-/// The largest component the registry takes; a reader refuses to assemble anything larger, so
-/// a damaged or hostile record cannot make every process allocate without bound.
+/// The largest component the registry takes; a reader refuses to assemble anything larger, and
+/// the catalog bounds how many versions it assembles at once (`catalog::MAX_ASSEMBLING_BYTES`
+/// and its siblings), so a damaged or hostile record cannot make every process allocate
+/// without bound.
 pub const MAX_COMPONENT_BYTES: usize = 256 * 1024 * 1024;
 
 /// The largest manifest the registry takes.
@@ -125,6 +127,8 @@ pub struct Assembly {
     sha256: String,
     pieces: BTreeMap<usize, Vec<u8>>,
     count: usize,
+    /// The bytes of `pieces`, together.
+    held: usize,
 }
 
 /// A chunk that cannot belong to its version.
@@ -159,6 +163,7 @@ impl Assembly {
             sha256: sha256.to_owned(),
             pieces: BTreeMap::new(),
             count: 0,
+            held: 0,
         }
     }
 
@@ -181,9 +186,22 @@ impl Assembly {
         if bytes.len() > 2 * CHUNK_BYTES {
             return Err(shape("the chunk is larger than any publisher writes"));
         }
+        let replaced = self.pieces.get(&index).map_or(0, Vec::len);
+        let held = self.held - replaced + bytes.len();
+        if held > MAX_COMPONENT_BYTES {
+            return Err(shape(
+                "the version's chunks add up to more than the registry takes",
+            ));
+        }
         self.count = count;
+        self.held = held;
         self.pieces.insert(index, bytes);
         Ok(())
+    }
+
+    /// The bytes of the chunks that arrived.
+    pub fn held_bytes(&self) -> usize {
+        self.held
     }
 
     /// Whether every chunk arrived.
@@ -196,7 +214,10 @@ impl Assembly {
         if !self.is_complete() {
             return None;
         }
-        let bytes: Vec<u8> = self.pieces.values().flatten().copied().collect();
+        let mut bytes = Vec::with_capacity(self.held);
+        for piece in self.pieces.values() {
+            bytes.extend_from_slice(piece);
+        }
         let actual = hex::encode(Sha256::digest(&bytes));
         Some(if actual == self.sha256 {
             Ok(bytes)
@@ -266,6 +287,27 @@ mod tests {
             assembly.bytes(),
             Some(Err(ChunkError::Hash { .. }))
         ));
+    }
+
+    #[test]
+    fn a_version_cannot_hold_more_than_the_registry_takes() {
+        // Chunks of twice the size a publisher writes, as many as the count allows: the
+        // assembly stops at the largest component, not at twice that. (Zeroed buffers are
+        // mapped lazily, so the test does not touch 256 MiB.)
+        let count = chunk_count(MAX_COMPONENT_BYTES);
+        let mut assembly = Assembly::new("made-up");
+        let fit = MAX_COMPONENT_BYTES / (2 * CHUNK_BYTES);
+        for index in 0..fit {
+            assembly
+                .insert(index, count, vec![0; 2 * CHUNK_BYTES])
+                .unwrap();
+        }
+        assert_eq!(assembly.held_bytes(), MAX_COMPONENT_BYTES);
+        assert!(assembly.insert(fit, count, vec![0; 1]).is_err());
+        // A repeated chunk replaces the first, so a smaller one fits again.
+        assembly.insert(0, count, vec![0; CHUNK_BYTES]).unwrap();
+        assembly.insert(fit, count, vec![0; 1]).unwrap();
+        assert_eq!(assembly.held_bytes(), MAX_COMPONENT_BYTES - CHUNK_BYTES + 1);
     }
 
     #[test]
