@@ -1,5 +1,6 @@
 //! The `file` connector: JSON lines in (with a checkpoint file for resuming) and JSON lines out.
 
+mod checkpoint;
 mod sink;
 mod source;
 
@@ -7,6 +8,7 @@ use async_trait::async_trait;
 
 use super::{ConfigProblem, ConnectorError, Sink, SinkSpec, Source, SourceSpec};
 
+pub(crate) use checkpoint::read_line_checkpoint;
 pub use sink::{FileSink, FileSinkConfig, WriteMode};
 pub use source::{FileSource, FileSourceConfig};
 

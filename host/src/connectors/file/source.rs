@@ -261,22 +261,12 @@ fn describe(path: &Path) -> String {
 }
 
 async fn read_checkpoint(path: &Path) -> Result<i64, ConnectorError> {
-    match tokio::fs::read_to_string(path).await {
-        Ok(text) => text.trim().parse().map_err(|_| {
-            ConnectorError::fatal(
-                format!("checkpoint {}", path.display()),
-                format!(
-                    "holds `{}`, not a line number; delete it to start from the beginning",
-                    text.trim()
-                ),
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(ConnectorError::transient(
-            format!("checkpoint {}", path.display()),
-            e.to_string(),
-        )),
-    }
+    super::read_line_checkpoint(
+        path,
+        &format!("checkpoint {}", path.display()),
+        "delete it to start from the beginning",
+    )
+    .await
 }
 
 #[async_trait]

@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use super::{DeadLetterReader, Entry, headers_from_json};
 use crate::connectors::encoding::Encoding;
-use crate::connectors::file::FileSinkConfig;
+use crate::connectors::file::{FileSinkConfig, read_line_checkpoint};
 use crate::connectors::{ConnectorError, ErrorKind};
 use crate::record::{Record, SourcePosition};
 
@@ -171,20 +171,12 @@ impl FileReader {
 }
 
 async fn read_checkpoint(path: &Path) -> Result<i64, ConnectorError> {
-    let name = format!("replay checkpoint {}", path.display());
-    match tokio::fs::read_to_string(path).await {
-        Ok(text) => text.trim().parse().map_err(|_| {
-            ConnectorError::fatal(
-                name,
-                format!(
-                    "holds `{}`, not a line number; delete it to replay from the first line",
-                    text.trim()
-                ),
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(ConnectorError::transient(name, e.to_string())),
-    }
+    read_line_checkpoint(
+        path,
+        &format!("replay checkpoint {}", path.display()),
+        "delete it to replay from the first line",
+    )
+    .await
 }
 
 #[async_trait]
