@@ -5,6 +5,7 @@
 
 mod journal;
 mod source;
+mod split;
 
 use async_trait::async_trait;
 

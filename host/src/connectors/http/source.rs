@@ -9,10 +9,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rand::RngExt;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::journal::{Journal, JournalError, Journaled};
+use super::split::{canonical, check_json, first_items, locate};
 use crate::connectors::{ConfigProblem, ConnectorError, MAX_DURATION_MS, Source};
 use crate::record::{Record, SourcePosition, SourceRecord};
 use crate::secret::{Scrubber, Secret};
@@ -66,6 +67,11 @@ pub struct HttpSourceConfig {
     /// letter keeping its first 64 KiB, with the bytes read and their sha256 in headers.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Most items one response may split into (default 100000): a response holding more becomes
+    /// a dead letter with an excerpt, before any of its records is built, so that a body of tiny
+    /// items cannot take memory far beyond its size.
+    #[serde(default = "default_max_items")]
+    pub max_items: usize,
     /// A local file keeping the records fetched but not yet acknowledged, since the API cannot
     /// be asked for them again: each response is appended and fsynced before its records are
     /// handed on, replayed after a restart before anything new is fetched, and dropped once
@@ -89,6 +95,10 @@ const JOURNALED_BODY_LIMIT: usize = 1 << 30;
 
 fn default_max_body_bytes() -> usize {
     64 << 20
+}
+
+fn default_max_items() -> usize {
+    100_000
 }
 
 fn default_interval_ms() -> u64 {
@@ -127,6 +137,9 @@ impl HttpSourceConfig {
         }
         if self.max_body_bytes == 0 {
             return Err(("max_body_bytes".into(), "must be at least 1".into()));
+        }
+        if self.max_items == 0 {
+            return Err(("max_items".into(), "must be at least 1".into()));
         }
         if let Some(journal) = &self.journal {
             if journal.as_os_str().is_empty() {
@@ -435,37 +448,12 @@ impl HttpSource {
                 return;
             }
         };
-        let parsed: Result<Vec<Value>, String> = match serde_json::from_slice::<Value>(&body) {
-            Err(e) => Err(format!(
-                "response is not JSON ({e}): {}",
-                self.excerpt(&body)
-            )),
-            Ok(document) if self.config.split_at.is_empty() => Ok(vec![document]),
-            Ok(mut document) => match document.pointer_mut(&self.config.split_at) {
-                Some(Value::Array(items)) => Ok(std::mem::take(items)),
-                Some(_) => Err(format!(
-                    "`{}` in the response is not an array: {}",
-                    self.config.split_at,
-                    self.excerpt(&body)
-                )),
-                None => Err(format!(
-                    "the response has no `{}`: {}",
-                    self.config.split_at,
-                    self.excerpt(&body)
-                )),
-            },
-        };
-        match parsed {
-            Ok(items) => {
-                for item in items {
-                    if self.exhausted() {
-                        break;
-                    }
+        match self.items(&body) {
+            Ok(values) => {
+                for value in values {
                     let position = self.position();
-                    self.unjournaled.push(SourceRecord::new(
-                        Record::from_value(item.to_string()),
-                        position,
-                    ));
+                    self.unjournaled
+                        .push(SourceRecord::new(Record::from_value(value), position));
                 }
             }
             Err(reason) => {
@@ -479,6 +467,51 @@ impl HttpSource {
                 ));
             }
         }
+    }
+
+    /// The records a complete body splits into, each item written as `serde_json::Value`'s
+    /// `to_string` writes it, or why it cannot be split. No tree of the body is built: the body
+    /// is checked as a whole, the array at `split_at` is found as borrowed slices of the body
+    /// (16 bytes an item, at most `max_items` of them), and only the items still wanted under
+    /// `count` are written out.
+    fn items(&self, body: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        let not_json =
+            |e: serde_json::Error| format!("response is not JSON ({e}): {}", self.excerpt(body));
+        let text = check_json(body).map_err(not_json)?;
+        let split_at = &self.config.split_at;
+        let items = if split_at.is_empty() {
+            vec![serde_json::from_str::<&RawValue>(text).map_err(not_json)?]
+        } else {
+            let Some(target) = locate(text, split_at).map_err(not_json)? else {
+                return Err(format!(
+                    "the response has no `{split_at}`: {}",
+                    self.excerpt(body)
+                ));
+            };
+            if !target.get().starts_with('[') {
+                return Err(format!(
+                    "`{split_at}` in the response is not an array: {}",
+                    self.excerpt(body)
+                ));
+            }
+            let max = self.config.max_items;
+            let (items, total) = first_items(target, max).map_err(not_json)?;
+            if total > max {
+                return Err(format!(
+                    "`{split_at}` in the response holds {total} items, more than the item count limit max_items ({max}); raise `max_items` to split it: {}",
+                    self.excerpt(body)
+                ));
+            }
+            items
+        };
+        let wanted = self.config.count.map_or(usize::MAX, |count| {
+            usize::try_from(count.saturating_sub(self.fetched)).unwrap_or(usize::MAX)
+        });
+        items
+            .into_iter()
+            .take(wanted)
+            .map(|item| canonical(item.get()).map_err(not_json))
+            .collect()
     }
 
     /// The start of a body, on one line, with configured values hidden, for messages.
@@ -644,6 +677,7 @@ mod tests {
             split_at: split_at.into(),
             count: Some(3),
             max_body_bytes: 1 << 20,
+            max_items: 100,
             journal: None,
             journal_max_bytes: 1 << 20,
         })
@@ -701,6 +735,150 @@ mod tests {
         config.max_body_bytes = 1;
         config.split_at = "results".into();
         assert_eq!(config.validate().unwrap_err().0, "split_at");
+    }
+
+    #[test]
+    fn refuses_max_items_of_zero() {
+        let mut config = source("/results").config;
+        assert!(config.validate().is_ok());
+        config.max_items = 0;
+        assert_eq!(config.validate().unwrap_err().0, "max_items");
+        let parsed: HttpSourceConfig =
+            toml::from_str("url = \"http://x\"\nmax_items = 5000\n").unwrap();
+        assert_eq!(parsed.max_items, 5000);
+        let parsed: HttpSourceConfig = toml::from_str("url = \"http://x\"\n").unwrap();
+        assert_eq!(parsed.max_items, 100_000);
+    }
+
+    #[test]
+    fn a_response_of_more_items_than_max_items_is_one_dead_letter() {
+        let mut config = source("/results").config;
+        config.count = None;
+        config.max_items = 3;
+        let mut http = HttpSource::new(&config).unwrap();
+        // At the limit: split as usual.
+        http.split(complete(r#"{"results":[0,1,2]}"#));
+        // Past it, however many there are: nothing of it is split.
+        let zeros = format!("{{\"results\":[0{}]}}", ",0".repeat(999_999));
+        http.split(complete(&zeros));
+        http.split(complete(r#"{"results":[0,1,2,3]}"#));
+        let values: Vec<&[u8]> = http
+            .unjournaled
+            .iter()
+            .map(|r| &r.record.value[..])
+            .collect();
+        assert_eq!(values[..3], [b"0", b"1", b"2"]);
+        assert_eq!(
+            values[3],
+            zeros.as_bytes(),
+            "the dead letter keeps the body"
+        );
+        assert_eq!(values[4], br#"{"results":[0,1,2,3]}"#);
+        assert_eq!(http.unjournaled.len(), 5);
+        assert!(http.unjournaled[..3].iter().all(|r| r.malformed.is_none()));
+        for (record, total) in http.unjournaled[3..].iter().zip([1_000_000, 4]) {
+            let reason = record.malformed.as_deref().unwrap();
+            assert!(
+                reason.contains(&format!("holds {total} items"))
+                    && reason.contains("item count limit max_items (3)")
+                    && reason.contains("raise `max_items`")
+                    && reason.contains("{\"results\":[0,"),
+                "{reason}"
+            );
+        }
+        assert_eq!(http.offset, 5);
+    }
+
+    /// What the source made of a body before it split without a `Value` of the whole body:
+    /// each item's `to_string`, or the kind of dead letter.
+    fn split_by_value(body: &str, split_at: &str) -> Result<Vec<String>, &'static str> {
+        let Ok(mut document) = serde_json::from_str::<serde_json::Value>(body) else {
+            return Err("not JSON");
+        };
+        if split_at.is_empty() {
+            return Ok(vec![document.to_string()]);
+        }
+        match document.pointer_mut(split_at) {
+            Some(serde_json::Value::Array(items)) => {
+                Ok(items.iter().map(serde_json::Value::to_string).collect())
+            }
+            Some(_) => Err("is not an array"),
+            None => Err("has no"),
+        }
+    }
+
+    fn split_now(body: &str, split_at: &str) -> Result<Vec<String>, &'static str> {
+        let mut config = source(split_at).config;
+        config.count = None;
+        let http = HttpSource::new(&config).unwrap();
+        match http.items(body.as_bytes()) {
+            Ok(values) => Ok(values
+                .into_iter()
+                .map(|v| String::from_utf8(v).unwrap())
+                .collect()),
+            Err(reason) => Err(["not JSON", "is not an array", "has no"]
+                .into_iter()
+                .find(|kind| reason.contains(kind))
+                .unwrap_or(Box::leak(reason.into_boxed_str()))),
+        }
+    }
+
+    #[test]
+    fn records_are_what_a_value_of_the_body_made_them() {
+        let user = r#"{ "gender": "female",
+            "name": {"title": "Ms", "first": "Zo\u00e9", "last": "O\"Brien \/ \n"},
+            "location": {"street": {"number": 1E2, "name": "Rue"}, "postcode": 01234.50e-1},
+            "login": {"uuid": "a", "uuid": "b"}, "dob": {"age": -0, "ratio": 1.50, "big": 9e15,
+            "small": 1e-7, "huge": 18446744073709551616, "low": -9223372036854775809,
+            "max": 18446744073709551615, "min": -9223372036854775808},
+            "tags": [ ], "extra": { }, "": null, "b": true, "a": false,
+            "\u0001\ud83d\ude00": "\u001f\t" }"#
+            .replace("01234.50e-1", "1234.50e-1");
+        let bodies = [
+            format!(r#"{{"results":[{user},{user}],"info":{{"seed":"x","results":2}}}}"#),
+            format!(" \n{{ \"a\" : {{ \"b\" : [ {user} , 1 , [2, {{\"z\":1,\"y\":2}}] ] }} }}\n"),
+            format!(r#"{{"a/b":{{"c~d":[{user}]}},"a":{{"b":[]}}}}"#),
+            format!(r#"{{"data":[{{"items":[3,4]}},{{"items":[{user}]}}]}}"#),
+            format!(r#"[{user},{user}]"#),
+            r#"{"results":[],"results":[1,2]}"#.to_owned(),
+            r#"{"results":{"0":[1]}}"#.to_owned(),
+            r#"{"results":"no"}"#.to_owned(),
+            r#"{"error":"quota"}"#.to_owned(),
+            "<html>".to_owned(),
+            r#"{"results":[1]} x"#.to_owned(),
+            r#"{"results":[1],"x":1e400}"#.to_owned(),
+            r#"{"results":[1],"x":"\ud800"}"#.to_owned(),
+            r#"{"results":[1e400]}"#.to_owned(),
+            format!(
+                r#"{{"results":[1],"x":{}1{}}}"#,
+                "[".repeat(200),
+                "]".repeat(200)
+            ),
+            format!(r#"{{"results":[{}1{}]}}"#, "[".repeat(100), "]".repeat(100)),
+        ];
+        let pointers = [
+            "",
+            "/results",
+            "/a/b",
+            "/a~1b/c~0d",
+            "/data/1/items",
+            "/data/01/items",
+            "/data/+1/items",
+            "/data/2/items",
+            "/results/0",
+            "/info/seed",
+            "/a/b/2",
+            "/",
+        ];
+        let mut split = 0;
+        for body in &bodies {
+            for pointer in pointers {
+                let before = split_by_value(body, pointer);
+                assert_eq!(split_now(body, pointer), before, "{pointer} of {body}");
+                split += before.is_ok_and(|items| !items.is_empty()) as usize;
+            }
+        }
+        assert!(split > 12, "{split}");
     }
 
     /// Serves `responses` in turn on a loopback port (the last one repeats); a status of 0
