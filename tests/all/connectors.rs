@@ -247,6 +247,49 @@ async fn postgres_client(url: &str) -> tokio_postgres::Client {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_landing_table_keeps_numbers_as_written() {
+    // The record's own text goes to the server, which parses it into jsonb's numeric: digits
+    // beyond a 64-bit float's survive, as they would with psql.
+    let url = postgres_url();
+    let table = unique("exact_numbers");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\":\"a\",\"big\":12345678901234567890123,\"fine\":0.1000000000000000055511151231257827}\n",
+    )
+    .unwrap();
+    let report = run_to_end(&format!(
+        r#"
+        [[pipeline]]
+        name = "exact"
+        source = {{ type = "file", path = "{input}" }}
+        sink = {{ type = "postgres", url = "{url}", table = "{table}", key_field = "id" }}
+        dead_letter = {{ type = "file", path = "{dir}/dlq.jsonl" }}
+        "#,
+        input = input.display(),
+        dir = dir.path().display()
+    ))
+    .await;
+    assert_eq!((report.records_out, report.dead_lettered), (1, 0));
+    let row = postgres_client(&url)
+        .await
+        .query_one(
+            &format!("SELECT value->>'big', value->>'fine' FROM \"{table}\" WHERE key = 'a'"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        (
+            "12345678901234567890123".to_owned(),
+            "0.1000000000000000055511151231257827".to_owned()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn postgres_dead_letters_records_with_nul_one_by_one_and_lands_the_rest() {
     let url = postgres_url();
     let (landing, dead_letters) = (unique("nul_landing"), unique("nul_dead_letters"));

@@ -185,10 +185,12 @@ pub struct PostgresSink {
 
 /// Rows of one landing INSERT, with the index of the record each came from.
 #[derive(Default)]
-struct LandingRows {
+struct LandingRows<'r> {
     indices: Vec<usize>,
     keys: Vec<String>,
-    values: Vec<Value>,
+    /// The records' own JSON text, which the server parses into jsonb: a batch holds no parsed
+    /// copy of its values (a `Value` of small items takes many times its text).
+    values: Vec<&'r str>,
 }
 
 impl PostgresSink {
@@ -294,11 +296,14 @@ impl PostgresSink {
         )
     }
 
-    /// The key and JSON value of a record, or why it cannot go into a landing table. Checked
-    /// here, per record, because PostgreSQL would fail the whole multi-row INSERT instead.
-    fn landing_row(&self, record: &Record) -> Result<(String, Value), String> {
+    /// The key and JSON text of a record, or why it cannot go into a landing table. Checked
+    /// here, per record, because PostgreSQL would fail the whole multi-row INSERT instead. The
+    /// parsed value serves the checks and the key only, and is dropped before the next record.
+    fn landing_row<'r>(&self, record: &'r Record) -> Result<(String, &'r str), String> {
         let value: Value = serde_json::from_slice(&record.value)
             .map_err(|e| format!("value is not JSON, which a jsonb column needs: {e}"))?;
+        let text = std::str::from_utf8(&record.value)
+            .map_err(|e| format!("value is not UTF-8, which a jsonb column needs: {e}"))?;
         let hex = self.config.key_encoding == KeyEncoding::Hex;
         let key = match (&self.key_pointer, &record.key) {
             (Some(pointer), _) => {
@@ -331,13 +336,13 @@ impl PostgresSink {
                 if path.is_empty() { "/" } else { &path }
             ));
         }
-        Ok((key, value))
+        Ok((key, text))
     }
 
     fn landing_statement(&self) -> String {
         let table = &self.table;
         let insert = format!(
-            "INSERT INTO {table} AS t (key, value) SELECT * FROM UNNEST($1::text[], $2::jsonb[])"
+            "INSERT INTO {table} AS t (key, value) SELECT k, v::jsonb FROM UNNEST($1::text[], $2::text[]) AS u(k, v)"
         );
         match self.config.on_conflict {
             OnConflict::Ignore => format!("{insert} ON CONFLICT (key) DO NOTHING"),
@@ -397,7 +402,7 @@ impl PostgresSink {
     async fn write_landing_one_by_one(
         &mut self,
         statement: &str,
-        rows: LandingRows,
+        rows: LandingRows<'_>,
     ) -> Result<Vec<Rejected>, ConnectorError> {
         let mut rejected = Vec::new();
         for ((index, key), value) in rows.indices.into_iter().zip(rows.keys).zip(rows.values) {
@@ -426,7 +431,7 @@ impl PostgresSink {
         &mut self,
         statement: &str,
         keys: &[String],
-        values: &[Value],
+        values: &[&str],
     ) -> Result<Result<u64, tokio_postgres::Error>, ConnectorError> {
         let (name, limits) = (self.name.clone(), self.limits);
         let client = self.client().await?;
