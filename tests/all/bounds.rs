@@ -85,6 +85,25 @@ fn dead_letters(dir: &Path) -> Vec<serde_json::Value> {
     }
 }
 
+/// Checks that `dir`'s dead letters are one, for the second record of the source, of `bytes` in
+/// all, the value's sha256 `digest`, and a reason saying `limit`.
+fn assert_one_oversized_dead_letter(dir: &Path, bytes: usize, digest: Sha256, limit: &str) {
+    let letters = dead_letters(dir);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let headers = &letters[0]["headers"];
+    assert_eq!(headers["weir.record.bytes"], bytes.to_string(), "{headers}");
+    assert_eq!(
+        headers["weir.record.sha256"],
+        hex::encode(digest.finalize()),
+        "{headers}"
+    );
+    assert_eq!(headers["weir.source.offset"], "2", "{headers}");
+    assert!(
+        headers["weir.error"].as_str().unwrap().contains(limit),
+        "{headers}"
+    );
+}
+
 /// The bytes the test server streams: `{"results":[` and then `x` forever, in shared chunks.
 fn hostile_chunk(index: usize) -> bytes::Bytes {
     static CHUNK: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
@@ -224,26 +243,11 @@ async fn a_100_mib_line_is_never_held_and_is_dead_lettered_with_its_digest() {
         "weir's peak resident set was {peak} KiB for a {HOSTILE_LINE_BYTES}-byte line:\n{log}"
     );
 
-    let letters = dead_letters(dir.path());
-    assert_eq!(letters.len(), 1, "{letters:?}");
-    let headers = &letters[0]["headers"];
-    assert_eq!(
-        headers["weir.record.bytes"],
-        HOSTILE_LINE_BYTES.to_string(),
-        "{headers}"
-    );
-    assert_eq!(
-        headers["weir.record.sha256"],
-        hex::encode(digest.finalize()),
-        "{headers}"
-    );
-    assert_eq!(headers["weir.source.offset"], "2", "{headers}");
-    assert!(
-        headers["weir.error"]
-            .as_str()
-            .unwrap()
-            .contains("more than max_line_bytes (1048576)"),
-        "{headers}"
+    assert_one_oversized_dead_letter(
+        dir.path(),
+        HOSTILE_LINE_BYTES,
+        digest,
+        "more than max_line_bytes (1048576)",
     );
     assert_eq!(read_json_lines(&out)[1]["n"], 3);
     eprintln!(
@@ -296,27 +300,12 @@ async fn a_100_mib_row_is_never_fetched_whole_and_is_dead_lettered_with_its_dige
         "weir's peak resident set was {peak} KiB for a {HOSTILE_LINE_BYTES}-byte row:\n{log}"
     );
 
-    let letters = dead_letters(dir.path());
-    assert_eq!(letters.len(), 1, "{letters:?}");
-    let headers = &letters[0]["headers"];
     // The row's size counts its key as well as its value, as `limits.max_record_bytes` does.
-    assert_eq!(
-        headers["weir.record.bytes"],
-        (HOSTILE_LINE_BYTES + 1).to_string(),
-        "{headers}"
-    );
-    assert_eq!(
-        headers["weir.record.sha256"],
-        hex::encode(digest.finalize()),
-        "{headers}"
-    );
-    assert_eq!(headers["weir.source.offset"], "2", "{headers}");
-    assert!(
-        headers["weir.error"]
-            .as_str()
-            .unwrap()
-            .contains("exceeds max_row_bytes (1048576)"),
-        "{headers}"
+    assert_one_oversized_dead_letter(
+        dir.path(),
+        HOSTILE_LINE_BYTES + 1,
+        digest,
+        "exceeds max_row_bytes (1048576)",
     );
     let rows = read_json_lines(&out);
     assert_eq!(
