@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use weir::registry::{PluginFile, read_plugin_file};
 use weir::runtime::PluginRuntime;
 
 use super::measure::cost::PeakRss;
@@ -35,7 +36,7 @@ pub fn plugin(
         .and_then(|s| s.to_str())
         .unwrap_or(plugin)
         .to_owned();
-    let bytes = std::fs::read(&path).with_context(|| {
+    let bytes = read_plugin_file(&path, PluginFile::Component).with_context(|| {
         format!(
             "reading {}: build the plugin first (`weir plugin build plugins/user-profile`, or its -py or -js twin)",
             path.display()
@@ -122,7 +123,7 @@ pub fn swap(swaps: u32, debounce_ms: u64, rate: f64, registry: &Path) -> anyhow:
         "--rate must be a positive number"
     );
     let path = registry.join("user-profile.wasm");
-    let component = std::fs::read(&path).with_context(|| {
+    let component = read_plugin_file(&path, PluginFile::Component).with_context(|| {
         format!(
             "reading {}: run `weir plugin build plugins/user-profile` first",
             path.display()
