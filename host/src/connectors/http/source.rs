@@ -89,8 +89,9 @@ fn default_journal_max_bytes() -> u64 {
     256 << 20
 }
 
-/// The largest `max_body_bytes` with a journal: a journal entry holds at most 4 GiB, and a
-/// record re-serialised from a split body is never twice its size.
+/// The largest `max_body_bytes` with a journal: a journal entry holds at most 4 GiB, and an item
+/// of a split body written again is under four times its text (`1e15,` becomes
+/// `1000000000000000.0,`; `split`'s tests try numbers across `f64`'s range).
 const JOURNALED_BODY_LIMIT: usize = 1 << 30;
 
 fn default_max_body_bytes() -> usize {

@@ -355,6 +355,72 @@ impl<'de> Visitor<'de> for KeyInto<'_> {
 mod tests {
     use super::*;
 
+    /// A number is written back as the same `f64` as its text (serde_json's `float_roundtrip`);
+    /// without it `-122.41941550000001` became `-122.4194155` and `9e24` `8.999999999999999e+24`.
+    #[test]
+    fn an_items_numbers_are_written_as_the_same_numbers() {
+        let texts = [
+            "-122.41941550000001",
+            "9e24",
+            "0.30000000000000004",
+            "1e23",
+            "5e-324",
+        ];
+        let item = format!("[{}]", texts.join(","));
+        let written = String::from_utf8(canonical(&item).unwrap()).unwrap();
+        let numbers: Vec<&str> = written.trim_matches(['[', ']']).split(',').collect();
+        assert_eq!(numbers.len(), texts.len(), "{written}");
+        for (text, number) in texts.iter().zip(numbers) {
+            let read: f64 = number.parse().unwrap();
+            assert_eq!(
+                read.to_bits(),
+                text.parse::<f64>().unwrap().to_bits(),
+                "{text} as {number}"
+            );
+        }
+    }
+
+    /// `JOURNALED_BODY_LIMIT` (1 GiB) keeps a journal entry under 4 GiB because an item written
+    /// again is under four times its text: strings never grow (an escape is never written longer
+    /// than it was read), and the most a number grows is `1e15,` to `1000000000000000.0,`, 5 bytes
+    /// to 19. Tried here for mantissas and exponents across `f64`'s range, in arrays of each.
+    #[test]
+    fn an_item_written_again_is_under_four_times_its_text() {
+        let mut forms: Vec<String> = Vec::new();
+        for mantissa in ["1", "9", "1.5", "-7", "0.1", "12345678901234567", "0"] {
+            for exponent in -330..=310 {
+                forms.push(format!("{mantissa}e{exponent}"));
+                forms.push(format!("{mantissa}E+{exponent}"));
+            }
+        }
+        forms.extend(
+            [
+                "-0",
+                "0.0",
+                "\"\\u00e9\\/\\n\\u0001\"",
+                "\"\\ud83d\\ude00\"",
+            ]
+            .map(String::from),
+        );
+        let mut largest = (0.0, String::new());
+        for form in forms {
+            let item = format!("[{}]", vec![form.as_str(); 64].join(","));
+            let Ok(written) = canonical(&item) else {
+                continue; // Out of `f64`'s range: refused by `check_json` before any split.
+            };
+            let growth = written.len() as f64 / item.len() as f64;
+            if growth > largest.0 {
+                largest = (growth, form);
+            }
+        }
+        assert!(
+            largest.0 < 4.0,
+            "{} grows {:.2} times",
+            largest.1,
+            largest.0
+        );
+    }
+
     #[test]
     fn canonical_text_is_a_values_text() {
         // A small generator of JSON texts with duplicate keys, escapes, odd numbers and
