@@ -7,9 +7,9 @@
 //! pipeline's latest dead letters with their reasons and an excerpt of each value, which can
 //! quote record content (README, Security).
 //!
-//! Each connection gets a bounded time to send its request headers and a place among a bounded
-//! number served at once (`serve`), so slow or idle clients cannot hold the process's file
-//! descriptors.
+//! Each connection gets a bounded time to send its request headers, a bounded time to take each
+//! part of a response, and a place among a bounded number served at once (`serve`), so slow,
+//! idle or stalled clients cannot hold the process's file descriptors.
 
 pub mod auth;
 pub mod history;
@@ -17,6 +17,7 @@ mod rollout;
 mod tap;
 #[cfg(test)]
 mod tests;
+mod write_deadline;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -41,6 +42,7 @@ pub use history::{Histories, PipelineHistory};
 
 use crate::pipeline::{PipelineStats, PipelineStatus};
 use crate::registry::{Deployer, PluginSlots, RollbackError, SlotInfo};
+use write_deadline::WriteDeadline;
 
 /// The status page: one HTML file with its styles and script inline, so it needs no build step
 /// and no asset route.
@@ -53,6 +55,11 @@ const STATUS_PAGE: &str = include_str!("status.html");
 /// HTTP/1 server has no separate idle timeout. hyper applies it only with a timer, which
 /// `axum::serve` does not set, hence `serve`.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a response may wait for the client to take any of it (and a tap's stream, its next
+/// bytes): a client that stops reading is disconnected, freeing its place. Counted afresh each
+/// time bytes go through, so a slow reader is served as long as it keeps reading.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connections served at once. When all are taken the server accepts no more until one ends:
 /// further clients wait in the kernel's listen backlog, which holds none of this process's file
@@ -68,6 +75,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 struct Limits {
     /// See `HEADER_READ_TIMEOUT`.
     header_read_timeout: Duration,
+    /// See `WRITE_TIMEOUT`.
+    write_timeout: Duration,
     /// See `MAX_CONNECTIONS`.
     max_connections: usize,
 }
@@ -76,6 +85,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             header_read_timeout: HEADER_READ_TIMEOUT,
+            write_timeout: WRITE_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
         }
     }
@@ -160,7 +170,7 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// Serves until the task is aborted, over HTTP/1 only, each connection in a task of its own,
-/// bounded by `HEADER_READ_TIMEOUT` and `MAX_CONNECTIONS`. A connection's failure is logged at
+/// bounded by `HEADER_READ_TIMEOUT`, `WRITE_TIMEOUT` and `MAX_CONNECTIONS`. A connection's failure is logged at
 /// debug level and ends that connection only.
 pub async fn serve(listener: TcpListener, state: AdminState) {
     serve_with(listener, state, Limits::default()).await
@@ -196,6 +206,7 @@ async fn serve_with(listener: TcpListener, state: AdminState, limits: Limits) {
                 continue;
             }
         };
+        let stream = WriteDeadline::new(stream, limits.write_timeout);
         let connection = http.serve_connection(TokioIo::new(stream), service.clone());
         tokio::spawn(async move {
             if let Err(error) = connection.await {

@@ -147,6 +147,7 @@ async fn an_idle_kept_alive_connection_is_closed() {
 async fn a_full_server_serves_the_next_client_when_a_place_frees() {
     let server = Server::start(Limits {
         header_read_timeout: Duration::from_secs(3600),
+        write_timeout: Duration::from_secs(3600),
         max_connections: 1,
     })
     .await;
@@ -176,4 +177,44 @@ async fn a_full_server_serves_the_next_client_when_a_place_frees() {
     // The first goes away, which frees its place for the second.
     drop(first);
     assert_ok(&read_until_closed(&mut second).await);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected() {
+    let server = Server::start(Limits {
+        header_read_timeout: Duration::from_secs(3600),
+        write_timeout: SHORT,
+        max_connections: 1,
+    })
+    .await;
+
+    // The client asks for the status page (21 KiB) over and over on one connection and reads
+    // none of it, with a small receive buffer: the server's writes soon wait on it.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stalled = tokio::time::timeout(GUARD, socket.connect(server.addr))
+        .await
+        .expect("connecting took over a minute")
+        .unwrap();
+    let (unread, mut requests) = stalled.into_split();
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+        server.addr.port()
+    );
+    // 1,000 pages are far more than the kernel buffers between the two hold (a few MiB).
+    let asking = tokio::spawn(async move {
+        let all = request.repeat(1000);
+        let _ = requests.write_all(all.as_bytes()).await;
+        requests
+    });
+
+    // It holds the only place until the write bound ends its connection; then the next client
+    // is served. Without the bound it would hold it as long as it stays connected.
+    let mut next = server.connect().await;
+    next.write_all(server.health(false).as_bytes())
+        .await
+        .unwrap();
+    assert_ok(&read_until_closed(&mut next).await);
+    drop(unread);
+    asking.abort();
 }
