@@ -256,6 +256,56 @@ fn repeated_memory_bombs_leave_host_memory_bounded() {
     );
 }
 
+/// Many tiny outputs cost the host many times what they cost the plugin (a record's bookkeeping
+/// against a few bytes), so a call's outputs may take no more host memory than the plugin's memory
+/// limit: the record asking for more fails alone, without a trap, and a record fanning out within
+/// the bound in the same batch passes.
+#[test]
+fn a_record_with_more_outputs_than_the_host_keeps_fails_alone() {
+    // Both worlds: the batch encoding (`fault-hog`) and the contract's record list (0.1.0).
+    for name in ["fault-hog", "contract-0-1-0"] {
+        more_outputs_than_the_host_keeps(name);
+    }
+}
+
+fn more_outputs_than_the_host_keeps(name: &str) {
+    let (_runtime, plugin) = load(name);
+    let limits = PluginLimits {
+        memory_bytes: 32 << 20,
+        ..PluginLimits::default()
+    };
+    let mut instance = plugin.instantiate("{}", limits).unwrap();
+    let too_many = (32 << 20) / std::mem::size_of::<Record>() + 1;
+    let batch = vec![
+        Record::from_value("a"),
+        Record::from_value(format!("flood {too_many}")),
+        Record::from_value("flood 1000"),
+    ];
+    let results = instance.transform(&batch);
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0].as_ref().unwrap()[0].value, &b"a"[..], "{name}");
+    let refused = match &results[1] {
+        Err(error) => error,
+        Ok(outputs) => panic!("{name}: {} outputs kept, beyond the budget", outputs.len()),
+    };
+    assert_eq!(
+        refused.kind,
+        RecordErrorKind::PluginFailure,
+        "{name}: {refused:?}"
+    );
+    assert!(
+        refused.message.contains("limits.memory_mib"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(results[2].as_ref().unwrap().len(), 1000, "{name}");
+    assert_eq!(
+        instance.instances_created(),
+        1,
+        "{name}: no trap, no new instance"
+    );
+}
+
 #[test]
 fn history_keeps_the_last_five_versions_and_rollback_walks_back_through_them() {
     use weir::registry::{HISTORY_LIMIT, PluginSlots, PluginVersion, RollbackError};

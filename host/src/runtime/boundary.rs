@@ -1,7 +1,8 @@
 //! One call across the plugin boundary, in the shape of the world the plugin implements: host
 //! records lowered as the contract's record type (`transformer`), or written into one buffer
 //! in the batch encoding (`batch-transformer`), and the outputs read back as host records.
-//! Deadlines, traps and replays are the caller's ([`super::instance`]).
+//! The host memory the outputs take beyond their bytes is bounded here ([`Refused::OverBudget`]);
+//! deadlines, traps and replays are the caller's ([`super::instance`]).
 
 use bytes::Bytes;
 use wasmtime::Store;
@@ -16,9 +17,28 @@ use crate::record::{Header, HeaderName, Outputs, Record, RecordError, RecordErro
 /// One result per input record, in order.
 pub(super) type RecordResults = Vec<Result<Outputs, RecordError>>;
 
-/// What a call returned: the results, or how the plugin broke the contract (results the host
-/// cannot read, or not one per input); `Err` is wasmtime's, a trap or a timeout.
-pub(super) type Called = wasmtime::Result<Result<RecordResults, String>>;
+/// What a call returned: the results, or why the host refused them; `Err` is wasmtime's, a trap
+/// or a timeout.
+pub(super) type Called = wasmtime::Result<Result<RecordResults, Refused>>;
+
+/// Why the host refused a call's results.
+#[derive(Debug, PartialEq)]
+pub(super) enum Refused {
+    /// The plugin broke the contract: results the host cannot read, or not one per input.
+    Contract(String),
+    /// The outputs would take more host memory than `budget` bytes beyond their own bytes (their
+    /// bookkeeping: a [`Record`] each, a [`Header`] and its name per header). Many tiny outputs
+    /// cost the host many times what they cost the plugin; this keeps a call's to the budget.
+    OverBudget { budget: usize },
+}
+
+/// Host memory one output takes beyond its bytes, which are the lifted buffer's (shared) or
+/// already counted in the plugin's memory.
+fn output_overhead<'n>(header_names: impl Iterator<Item = &'n str>) -> usize {
+    header_names.fold(std::mem::size_of::<Record>(), |held, name| {
+        held + std::mem::size_of::<Header>() + name.len()
+    })
+}
 
 /// The batch encoding's buffer is kept between calls up to this capacity, so that a call does not
 /// grow it again from nothing; a larger one (a batch of huge records) is released after its call.
@@ -45,12 +65,18 @@ impl WorldBindings {
         }
     }
 
-    /// Calls `transform` (or `transform-batch`) with `batch`.
-    pub(super) fn call(&mut self, store: &mut Store<InstanceState>, batch: &[Record]) -> Called {
+    /// Calls `transform` (or `transform-batch`) with `batch`; the outputs may take `budget`
+    /// bytes of host memory beyond their own bytes.
+    pub(super) fn call(
+        &mut self,
+        store: &mut Store<InstanceState>,
+        batch: &[Record],
+        budget: usize,
+    ) -> Called {
         match self {
-            WorldBindings::Records(bindings) => call_records(bindings, store, batch),
+            WorldBindings::Records(bindings) => call_records(bindings, store, batch, budget),
             WorldBindings::Batch(bindings, encoded) => {
-                let called = call_batch(bindings, store, encoded, batch);
+                let called = call_batch(bindings, store, encoded, batch, budget);
                 if encoded.capacity() > KEEP_ENCODED {
                     *encoded = Vec::new();
                 }
@@ -67,6 +93,7 @@ fn call_records(
     bindings: &Transformer,
     store: &mut Store<InstanceState>,
     batch: &[Record],
+    budget: usize,
 ) -> Called {
     let headers: Vec<wit::HeaderParam> = batch.iter().flat_map(guest_headers).collect();
     let mut unclaimed = headers.as_slice();
@@ -80,11 +107,22 @@ fn call_records(
         .collect();
     let results = bindings.call_transform(store, &params)?;
     if results.len() != batch.len() {
-        return Ok(Err(format!(
+        return Ok(Err(Refused::Contract(format!(
             "{} results for {} records",
             results.len(),
             batch.len()
-        )));
+        ))));
+    }
+    // wasmtime has lifted the outputs (no more than the guest's memory could hold); they are
+    // measured before the host's records are made of them.
+    let held: usize = results
+        .iter()
+        .filter_map(|result| result.as_ref().ok())
+        .flatten()
+        .map(|output| output_overhead(output.headers.iter().map(|header| header.key.as_str())))
+        .sum();
+    if held > budget {
+        return Ok(Err(Refused::OverBudget { budget }));
     }
     Ok(Ok(results.into_iter().map(into_record_result).collect()))
 }
@@ -96,13 +134,14 @@ fn call_batch(
     store: &mut Store<InstanceState>,
     encoded: &mut Vec<u8>,
     batch: &[Record],
+    budget: usize,
 ) -> Called {
     encoded.clear();
     // Over 4 GiB in one field: no plugin could hold it. Failing the call like a trap replays
     // the batch record by record, so only that record fails.
     encode_batch(encoded, batch).map_err(wasmtime::Error::new)?;
     let results = Bytes::from(bindings.call_transform_batch(store, encoded)?);
-    Ok(decode_results(&results, batch.len()))
+    Ok(decode_results(&results, batch.len(), budget))
 }
 
 /// `batch` in the batch encoding.
@@ -124,24 +163,35 @@ fn encode_batch(out: &mut Vec<u8>, batch: &[Record]) -> Result<(), batch::TooLon
     Ok(())
 }
 
-/// The plugin's encoded results as host records: one result per input, or how they break the
-/// contract. The bytes are the guest's, so every length in them is checked before it is used.
-/// Each output's value and header values are slices of `lifted` (shared, not copied): the
-/// buffer is freed when the last of them is.
-fn decode_results(lifted: &Bytes, inputs: usize) -> Result<RecordResults, String> {
-    let unreadable = |error: batch::DecodeError| format!("unreadable results: {error}");
+/// The plugin's encoded results as host records: one result per input, or why they are refused.
+/// The bytes are the guest's, so every length in them is checked before it is used, and each
+/// output is counted against `budget` before it is made. Each output's value and header values
+/// are slices of `lifted` (shared, not copied): the buffer is freed when the last of them is.
+fn decode_results(lifted: &Bytes, inputs: usize, budget: usize) -> Result<RecordResults, Refused> {
+    let unreadable =
+        |error: batch::DecodeError| Refused::Contract(format!("unreadable results: {error}"));
     let mut reader = batch::Reader::new(lifted);
     let count = reader.count().map_err(unreadable)?;
     if count as usize != inputs {
-        return Err(format!("{count} results for {inputs} records"));
+        return Err(Refused::Contract(format!(
+            "{count} results for {inputs} records"
+        )));
     }
     let mut results = Vec::with_capacity(inputs);
+    let mut held = 0usize;
     for _ in 0..count {
         results.push(match reader.outcome().map_err(unreadable)? {
             Outcome::Outputs(outputs) => {
-                let mut records = Outputs::with_capacity(reader.records_capacity(outputs));
+                let affordable = budget.saturating_sub(held) / std::mem::size_of::<Record>() + 1;
+                let mut records =
+                    Outputs::with_capacity(reader.records_capacity(outputs).min(affordable));
                 for _ in 0..outputs {
-                    records.push(from_encoded(reader.record().map_err(unreadable)?, lifted));
+                    let record = reader.record().map_err(unreadable)?;
+                    held += output_overhead(record.headers.iter().map(|(name, _)| name));
+                    if held > budget {
+                        return Err(Refused::OverBudget { budget });
+                    }
+                    records.push(from_encoded(record, lifted));
                 }
                 Ok(records)
             }
@@ -230,6 +280,9 @@ fn from_guest(record: wit::RecordResult) -> Record {
 mod tests {
     use super::*;
 
+    /// A budget no test's outputs come near.
+    const AMPLE: usize = 64 << 20;
+
     fn record(value: &str, headers: &[(&'static str, &'static str)]) -> Record {
         Record {
             key: Some(Bytes::from_static(b"k")),
@@ -274,7 +327,7 @@ mod tests {
             record("{}", &[]),
             record("{\"a\":1}", &[("weir.version.x", "1"), ("h", "")]),
         ];
-        let results = decode_results(&echoed(&batch), batch.len()).unwrap();
+        let results = decode_results(&echoed(&batch), batch.len(), AMPLE).unwrap();
         let outputs: Vec<Record> = results.into_iter().flat_map(Result::unwrap).collect();
         assert_eq!(outputs, batch);
     }
@@ -284,7 +337,7 @@ mod tests {
         let batch = vec![record("{\"a\":1}", &[("h", "v")]), record("{\"b\":2}", &[])];
         let lifted = echoed(&batch);
         let within = |bytes: &[u8]| lifted.as_ptr_range().contains(&bytes.as_ptr());
-        let results = decode_results(&lifted, batch.len()).unwrap();
+        let results = decode_results(&lifted, batch.len(), AMPLE).unwrap();
         for output in results.into_iter().flat_map(Result::unwrap) {
             assert!(within(&output.value), "value copied: {output:?}");
             for header in &output.headers {
@@ -298,13 +351,14 @@ mod tests {
         let batch = vec![record("{}", &[])];
         let results = echoed(&batch);
         assert_eq!(
-            decode_results(&results, 2).unwrap_err(),
-            "1 results for 2 records"
+            decode_results(&results, 2, AMPLE).unwrap_err(),
+            Refused::Contract("1 results for 2 records".into())
         );
-        let error = decode_results(&results.slice(..results.len() - 1), 1).unwrap_err();
+        let error = decode_results(&results.slice(..results.len() - 1), 1, AMPLE).unwrap_err();
         assert!(
-            error.starts_with("unreadable results: the buffer ends"),
-            "{error}"
+            matches!(&error, Refused::Contract(message)
+                if message.starts_with("unreadable results: the buffer ends")),
+            "{error:?}"
         );
     }
 
@@ -314,7 +368,7 @@ mod tests {
         batch::put_count(&mut out, 2).unwrap();
         batch::put_failure(&mut out, FailureKind::BadRecord, "no `name`").unwrap();
         batch::put_failure(&mut out, FailureKind::PluginFailure, "bug").unwrap();
-        let results = decode_results(&Bytes::from(out), 2).unwrap();
+        let results = decode_results(&Bytes::from(out), 2, AMPLE).unwrap();
         let errors: Vec<_> = results.into_iter().map(Result::unwrap_err).collect();
         assert_eq!(
             errors,
@@ -329,5 +383,43 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// Results for one input: `outputs` empty records, each with `headers` headers named `h`.
+    fn fanned_out(outputs: usize, headers: usize) -> Bytes {
+        let mut out = Vec::new();
+        batch::put_count(&mut out, 1).unwrap();
+        batch::put_outputs(&mut out, outputs).unwrap();
+        for _ in 0..outputs {
+            let named = std::iter::repeat_n(("h", &b""[..]), headers);
+            batch::put_record(&mut out, None, b"", named, None).unwrap();
+        }
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn outputs_are_refused_once_their_bookkeeping_passes_the_budget() {
+        let per_record = std::mem::size_of::<Record>();
+        let per_header = std::mem::size_of::<Header>() + 1;
+        // Exactly at the budget: kept.
+        let results = decode_results(&fanned_out(1000, 0), 1, 1000 * per_record).unwrap();
+        assert_eq!(results[0].as_ref().unwrap().len(), 1000);
+        // One record more, or one header: refused.
+        let over = |results: Result<RecordResults, Refused>, budget: usize| matches!(results, Err(Refused::OverBudget { budget: b }) if b == budget);
+        assert!(over(
+            decode_results(&fanned_out(1001, 0), 1, 1000 * per_record),
+            1000 * per_record
+        ));
+        let budget = 10 * (per_record + 3 * per_header);
+        assert!(decode_results(&fanned_out(10, 3), 1, budget).is_ok());
+        assert!(over(
+            decode_results(&fanned_out(10, 3), 1, budget - 1),
+            budget - 1
+        ));
+        // A million empty outputs (9 MB lifted) are refused before the host makes them: they
+        // would take over a hundred MiB.
+        let lifted = fanned_out(1_000_000, 0);
+        assert!(lifted.len() < 10 << 20);
+        assert!(over(decode_results(&lifted, 1, 16 << 20), 16 << 20));
     }
 }

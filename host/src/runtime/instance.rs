@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
-use super::boundary::{RecordResults, WorldBindings};
+use super::boundary::{RecordResults, Refused, WorldBindings};
 use super::error::PluginError;
 use super::limits::{EPOCH_TICK, PluginLimits};
 use super::plugin::{LoadedPlugin, WorldPre};
@@ -161,6 +161,7 @@ impl PluginInstance {
     fn call(&mut self, batch: &[Record]) -> CallResult {
         let _running = self.plugin.runtime().guest_running();
         let deadline = self.limits.call_deadline(batch.len());
+        let budget = self.limits.memory_bytes;
         let live = match self.ensure_live() {
             Ok(live) => live,
             Err(error) => {
@@ -171,9 +172,18 @@ impl PluginInstance {
             }
         };
         live.store.set_epoch_deadline(deadline_ticks(deadline));
-        match live.bindings.call(&mut live.store, batch) {
+        match live.bindings.call(&mut live.store, batch, budget) {
             Ok(Ok(results)) => Ok(results),
-            Ok(Err(broken)) => {
+            // Not a trap: the instance is sound. A call of several records is replayed record by
+            // record, so only a record whose own outputs pass the budget fails.
+            Ok(Err(Refused::OverBudget { budget })) => Err(RecordError {
+                kind: RecordErrorKind::PluginFailure,
+                message: format!(
+                    "plugin returned more outputs (or headers) than the host keeps for one call: their bookkeeping would pass {} MiB, the plugin's memory limit (limits.memory_mib). Return fewer records for this input",
+                    budget >> 20
+                ),
+            }),
+            Ok(Err(Refused::Contract(broken))) => {
                 let message = format!("plugin broke the contract: {broken}");
                 Ok(batch
                     .iter()

@@ -1,7 +1,8 @@
 //! A test plugin built against `weir:plugin@0.1.0`'s `transformer` world with wit-bindgen alone,
 //! as plugins were before the batch world: the host must still run it. It passes each record
-//! through with a `contract` header added, and fails a record whose value is `bad` as a bad
-//! record.
+//! through with a `contract` header added, fails a record whose value is `bad` as a bad record,
+//! and returns N empty records for a record whose value is `flood N` (so tests can prove the host
+//! bounds what many outputs cost it in this world too).
 
 mod bindings {
     wit_bindgen::generate!({
@@ -24,6 +25,19 @@ impl bindings::Guest for Contract010 {
         batch
             .into_iter()
             .map(|mut record| {
+                if let Some(count) = std::str::from_utf8(&record.value)
+                    .ok()
+                    .and_then(|value| value.strip_prefix("flood "))
+                    .and_then(|count| count.parse::<usize>().ok())
+                {
+                    let empty = || Record {
+                        key: None,
+                        value: Vec::new(),
+                        headers: Vec::new(),
+                        timestamp: None,
+                    };
+                    return Ok(std::iter::repeat_with(empty).take(count).collect());
+                }
                 if record.value == b"bad" {
                     return Err(Error {
                         kind: ErrorKind::BadRecord,

@@ -1,5 +1,7 @@
 //! A hostile test plugin: allocates without bound on any record whose value contains `hog`, so
-//! tests can prove that the host's memory cap stops it. Other records pass through.
+//! tests can prove that the host's memory cap stops it, and returns N empty records for a record
+//! whose value is `flood N`, so tests can prove the host bounds what many outputs cost it. Other
+//! records pass through.
 
 use weir_plugin::{Config, Error, Plugin, Record};
 
@@ -19,6 +21,16 @@ impl Plugin for Hog {
                 std::hint::black_box(&hoard);
             }
         }
+        if let Some(count) = std::str::from_utf8(&record.value)
+            .ok()
+            .and_then(|value| value.strip_prefix("flood "))
+            .and_then(|count| count.parse::<usize>().ok())
+        {
+            // Reserved at once, so the plugin's own memory holds exactly the outputs.
+            let mut outputs = Vec::with_capacity(count);
+            outputs.resize_with(count, || Record::new(""));
+            return Ok(outputs);
+        }
         Ok(vec![record])
     }
 }
@@ -34,5 +46,11 @@ mod tests {
     fn other_records_pass_through() {
         let record = Record::new("modest");
         assert_eq!(Hog.transform(record.clone()).unwrap(), vec![record]);
+    }
+
+    #[test]
+    fn a_flood_returns_as_many_empty_records_as_asked() {
+        let outputs = Hog.transform(Record::new("flood 3")).unwrap();
+        assert_eq!(outputs, vec![Record::new(""); 3]);
     }
 }
