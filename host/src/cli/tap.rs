@@ -78,7 +78,12 @@ async fn stream(
     let mut stdout = std::io::stdout().lock();
     let mut pending = Vec::new();
     let mut printed = 0u64;
-    while let Some(chunk) = response.chunk().await.context("the tap stream broke off")? {
+    while let Some(chunk) = response.chunk().await.with_context(|| {
+        format!(
+            "the tap stream broke off: the pipeline's process stopped, or this reader stopped reading (the admin server ends a tap whose stream waits {} s for its reader)",
+            weir::admin::WRITE_TIMEOUT.as_secs()
+        )
+    })? {
         pending.extend_from_slice(&chunk);
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
