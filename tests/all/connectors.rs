@@ -82,6 +82,85 @@ async fn kafka_source_resumes_from_committed_offsets() {
     assert_eq!(ns, (0..400).collect::<Vec<_>>());
 }
 
+/// A message carrying more headers than the kafka source takes is dead-lettered without them,
+/// naming their number (each header costs the host tens of bytes, two on the wire); the
+/// messages around it, one of them at the limit, arrive with every header.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kafka_message_with_too_many_headers_is_dead_lettered_without_them() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use weir::connectors::kafka::MAX_HEADERS;
+
+    let brokers = kafka_brokers();
+    let topic = unique("headers");
+    crate::services::create_topic(&brokers, &topic, 1).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let counts = [1, MAX_HEADERS + 1, MAX_HEADERS];
+    for (n, count) in counts.into_iter().enumerate() {
+        let names: Vec<String> = (0..count).map(|i| format!("h{i}")).collect();
+        let headers = names.iter().fold(OwnedHeaders::new(), |headers, name| {
+            headers.insert(Header {
+                key: name,
+                value: Some(""),
+            })
+        });
+        let payload = format!("{{\"n\":{n}}}");
+        producer
+            .send(
+                FutureRecord::<str, str>::to(&topic)
+                    .payload(&payload)
+                    .headers(headers),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (out, dlq) = (dir.path().join("out.jsonl"), dir.path().join("dlq.jsonl"));
+    let toml = format!(
+        r#"
+        [[pipeline]]
+        name = "kafka-headers"
+        source = {{ type = "kafka", brokers = "{brokers}", topics = ["{topic}"], group = "{group}" }}
+        sink = {{ type = "file", path = "{out}", encoding = "envelope" }}
+        dead_letter = {{ type = "file", path = "{dlq}" }}
+        "#,
+        group = unique("group"),
+        out = out.display(),
+        dlq = dlq.display()
+    );
+    let report = run_until(&toml, || line_count(&out) >= 2 && line_count(&dlq) >= 1).await;
+    assert_eq!((report.records_out, report.dead_lettered), (2, 1));
+    let delivered = read_json_lines(&out);
+    let header_counts: Vec<(&str, usize)> = delivered
+        .iter()
+        .map(|line| {
+            let headers = line["headers"].as_object().unwrap();
+            let own = headers.keys().filter(|name| name.starts_with('h')).count();
+            (line["value"].as_str().unwrap(), own)
+        })
+        .collect();
+    assert_eq!(
+        header_counts,
+        [(r#"{"n":0}"#, 1), (r#"{"n":2}"#, MAX_HEADERS)]
+    );
+    let dead = read_json_lines(&dlq);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["value"], r#"{"n":1}"#);
+    let headers = dead[0]["headers"].as_object().unwrap();
+    let reason = headers["weir.error"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("message has {} headers", MAX_HEADERS + 1)),
+        "{reason}"
+    );
+    assert!(
+        headers.keys().all(|name| name.starts_with("weir.")),
+        "the dead letter keeps none of the message's headers: {headers:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_sink_is_idempotent_and_the_source_resumes_from_its_offsets() {
     let url = postgres_url();

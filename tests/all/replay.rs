@@ -206,6 +206,84 @@ async fn a_fixed_version_replays_the_dead_letters_of_a_kafka_topic_exactly_once(
     assert_eq!(topic_message_count(&brokers, &dead), rejected);
 }
 
+/// A message in a Kafka dead-letter topic with more headers than any dead letter weir writes
+/// carries (a foreign producer's) stops the replay there, naming where it is and the way past it,
+/// instead of being read whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_message_with_too_many_headers_stops_a_kafka_replay_naming_it() {
+    use rdkafka::message::{Header, OwnedHeaders};
+
+    let brokers = kafka_brokers();
+    let (input, output, dead) = (
+        unique("foreign_in"),
+        unique("foreign_out"),
+        unique("foreign_dlq"),
+    );
+    for topic in [&input, &output, &dead] {
+        create_topic(&brokers, topic, 1).await;
+    }
+    let count = weir::connectors::kafka::MAX_DEAD_LETTER_HEADERS + 1;
+    let names: Vec<String> = (0..count).map(|i| format!("h{i}")).collect();
+    let headers = names.iter().fold(OwnedHeaders::new(), |headers, name| {
+        headers.insert(Header {
+            key: name,
+            value: Some(""),
+        })
+    });
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::<str, str>::to(&dead)
+                .payload("{}")
+                .headers(headers),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let registry = buggy_registry(dir.path());
+    let file = dir.path().join("replay.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+            [[pipeline]]
+            name = "orders"
+            source = {{ type = "kafka", brokers = "{brokers}", topics = ["{input}"], group = "{group}" }}
+            transforms = [{{ plugin = "{PLUGIN}" }}]
+            sink = {{ type = "kafka", brokers = "{brokers}", topic = "{output}" }}
+            dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead}" }}
+            "#,
+            group = unique("replay_group"),
+        ),
+    )
+    .unwrap();
+    let refused = weir()
+        .args(["replay", "--config"])
+        .arg(&file)
+        .arg("--plugins")
+        .arg(&registry)
+        .args(["--pipeline", "orders", "--dry-run"])
+        .env(
+            "WEIR_CACHE_DIR",
+            repo_root().join("target/test-plugins/cache"),
+        )
+        .output()
+        .expect("the weir binary runs");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    for expected in [
+        format!("partition 0 offset 0 of `{dead}` has {count} headers"),
+        "--reset-offsets --to-offset 1".to_owned(),
+    ] {
+        assert!(stderr.contains(&expected), "{expected:?} not in:\n{stderr}");
+    }
+}
+
 /// A file pipeline over numbered lines, every `every`th one `legacy`, into `out.jsonl`, with
 /// dead letters in `dead_letter`.
 fn file_pipeline(dir: &Path, records: u64, every: u64, dead_letter: &str) -> (PathBuf, String) {

@@ -120,21 +120,36 @@ async fn probe(
     }
 }
 
-/// A Kafka message's headers as the host's own; a header without a value becomes empty.
-pub(crate) fn headers_of(message: &impl rdkafka::message::Message) -> crate::record::Headers {
+/// Most headers the Kafka source takes from one message. A header is two bytes on the wire at
+/// the least and tens of bytes on the host (its name's and value's handles, and the name copied),
+/// so a 1 MB message of empty headers would take the host tens of MB; a message with more is
+/// dead-lettered without its headers. Dead letters may carry weir's own headers beside the
+/// record's, so a replay of them takes [`MAX_DEAD_LETTER_HEADERS`].
+pub const MAX_HEADERS: usize = 1024;
+
+/// Most headers a replay takes from one dead letter: a record's [`MAX_HEADERS`] and weir's own.
+pub const MAX_DEAD_LETTER_HEADERS: usize = MAX_HEADERS + 64;
+
+/// A Kafka message's headers as the host's own (a header without a value becomes empty), or
+/// their number when there are more than `most`; none is copied then.
+pub(crate) fn headers_of(
+    message: &impl rdkafka::message::Message,
+    most: usize,
+) -> Result<crate::record::Headers, usize> {
     use rdkafka::message::Headers;
-    message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .map(|h| crate::record::Header {
-                    key: h.key.to_owned().into(),
-                    value: h.value.map(Bytes::copy_from_slice).unwrap_or_default(),
-                })
-                .collect()
+    let Some(headers) = message.headers() else {
+        return Ok(crate::record::Headers::default());
+    };
+    if headers.count() > most {
+        return Err(headers.count());
+    }
+    Ok(headers
+        .iter()
+        .map(|h| crate::record::Header {
+            key: h.key.to_owned().into(),
+            value: h.value.map(Bytes::copy_from_slice).unwrap_or_default(),
         })
-        .unwrap_or_default()
+        .collect())
 }
 
 /// A client config with the brokers and the user's extra librdkafka properties.
@@ -148,4 +163,45 @@ fn client_config(
         config.set(key, value.expose());
     }
     config
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Timestamp;
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+
+    use super::*;
+
+    /// A message carrying `count` headers, `h0` (valued `0`) and on, the last without a value.
+    fn message_with_headers(count: usize) -> OwnedMessage {
+        let values: Vec<String> = (0..count).map(|i| i.to_string()).collect();
+        let headers = (0..count).fold(OwnedHeaders::new(), |headers, i| {
+            headers.insert(Header {
+                key: &format!("h{i}"),
+                value: (i + 1 < count).then_some(values[i].as_str()),
+            })
+        });
+        OwnedMessage::new(
+            None,
+            None,
+            "t".into(),
+            Timestamp::NotAvailable,
+            0,
+            0,
+            Some(headers),
+        )
+    }
+
+    #[test]
+    fn headers_are_taken_up_to_the_bound_and_counted_past_it() {
+        let taken = headers_of(&message_with_headers(3), 3).unwrap();
+        let pairs: Vec<(&str, &[u8])> = taken
+            .iter()
+            .map(|header| (header.key.as_str(), &header.value[..]))
+            .collect();
+        assert_eq!(pairs, [("h0", &b"0"[..]), ("h1", b"1"), ("h2", b"")]);
+        assert_eq!(headers_of(&message_with_headers(4), 3).unwrap_err(), 4);
+        let none = OwnedMessage::new(None, None, "t".into(), Timestamp::NotAvailable, 0, 0, None);
+        assert!(headers_of(&none, 0).unwrap().is_empty());
+    }
 }

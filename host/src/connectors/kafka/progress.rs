@@ -82,9 +82,16 @@ impl State {
     }
 }
 
-/// The bytes a buffered record holds (key and value; headers are small).
+/// The bytes a buffered record holds: its key, value and headers' names and values (a message
+/// may carry up to `MAX_HEADERS` of them, so they are not always small).
 fn size_of(record: &SourceRecord) -> usize {
-    record.record.value.len() + record.record.key.as_ref().map_or(0, |key| key.len())
+    let record = &record.record;
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|header| header.key.as_str().len() + header.value.len())
+        .sum();
+    record.value.len() + record.key.as_ref().map_or(0, |key| key.len()) + headers
 }
 
 /// The bookkeeping, shared by the polling thread (which fetches and serves rebalances), the

@@ -26,7 +26,7 @@ use super::progress::{PartitionProgress, TopicPartition};
 use super::rebootstrap::BrokerWatch;
 use crate::connectors::slab::Slab;
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
-use crate::record::{Record, SourcePosition, SourceRecord};
+use crate::record::{Headers, Record, SourcePosition, SourceRecord};
 
 /// Where a consumer group starts on a partition it has no committed offset for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -791,7 +791,10 @@ fn convert(
             stream
         }
     };
-    let headers = super::headers_of(message);
+    let (headers, too_many) = match super::headers_of(message, super::MAX_HEADERS) {
+        Ok(headers) => (headers, None),
+        Err(count) => (Headers::default(), Some(count)),
+    };
     let record = Record {
         key: message.key().map(|key| copies.copy(key)),
         value: message
@@ -806,7 +809,16 @@ fn convert(
         partition: message.partition(),
         offset: message.offset(),
     };
-    if message.payload().is_none() {
+    if let Some(count) = too_many {
+        SourceRecord::malformed(
+            record,
+            position,
+            format!(
+                "message has {count} headers, more than the {} the kafka source takes from one; the dead letter keeps none of them",
+                super::MAX_HEADERS
+            ),
+        )
+    } else if message.payload().is_none() {
         SourceRecord::malformed(record, position, "message has no payload (a tombstone)")
     } else {
         SourceRecord::new(record, position)

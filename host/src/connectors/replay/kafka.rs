@@ -169,7 +169,18 @@ impl KafkaReader {
             if *next >= *end {
                 self.partitions.remove(&partition);
             }
-            let headers = crate::connectors::kafka::headers_of(&message);
+            let most = crate::connectors::kafka::MAX_DEAD_LETTER_HEADERS;
+            let headers = crate::connectors::kafka::headers_of(&message, most).map_err(|count| {
+                ConnectorError::fatal(
+                    &self.name,
+                    format!(
+                        "the message at partition {partition} offset {} of `{}` has {count} headers, more than the {most} a dead letter weir writes can carry, so another producer wrote it; the replay stops there. To go on without it, move the replay's group past it (`kafka-consumer-groups.sh --reset-offsets --to-offset {}` for that partition)",
+                        message.offset(),
+                        self.topic,
+                        message.offset() + 1
+                    ),
+                )
+            })?;
             let timestamp = message.timestamp().to_millis();
             entries.push(Entry {
                 record: Record {
