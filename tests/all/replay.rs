@@ -36,9 +36,10 @@ fn fix(registry: &Path) {
     drop_in(registry, "fixer.wasm", &component("fault-panic"));
 }
 
-/// Runs `weir replay` with `args` on the pipeline file, sharing the tests' compiled cache.
-fn replay(file: &Path, registry: &Path, args: &[&str]) -> Output {
-    let output = weir()
+/// Runs `weir replay` with `args` on the pipeline file, sharing the tests' compiled cache,
+/// however it ends.
+fn replay_ending(file: &Path, registry: &Path, args: &[&str]) -> Output {
+    weir()
         .args(["replay", "--config"])
         .arg(file)
         .arg("--plugins")
@@ -50,7 +51,12 @@ fn replay(file: &Path, registry: &Path, args: &[&str]) -> Output {
             repo_root().join("target/test-plugins/cache"),
         )
         .output()
-        .expect("the weir binary runs");
+        .expect("the weir binary runs")
+}
+
+/// [`replay_ending`], which must succeed.
+fn replay(file: &Path, registry: &Path, args: &[&str]) -> Output {
+    let output = replay_ending(file, registry, args);
     assert!(
         output.status.success(),
         "weir replay {args:?} failed:\n{}\n{}",
@@ -115,6 +121,22 @@ async fn run_until(text: &str, registry: &Path, done: impl Fn() -> bool) {
     }
 }
 
+/// Pipeline `orders`: topic `input` through the plugin into topic `output`, dead letters to
+/// topic `dead`.
+fn kafka_pipeline(brokers: &str, input: &str, output: &str, dead: &str) -> String {
+    format!(
+        r#"
+        [[pipeline]]
+        name = "orders"
+        source = {{ type = "kafka", brokers = "{brokers}", topics = ["{input}"], group = "{group}" }}
+        transforms = [{{ plugin = "{PLUGIN}" }}]
+        sink = {{ type = "kafka", brokers = "{brokers}", topic = "{output}" }}
+        dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead}" }}
+        "#,
+        group = unique("replay_group"),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fixed_version_replays_the_dead_letters_of_a_kafka_topic_exactly_once() {
     const RECORDS: u64 = 20_000;
@@ -154,17 +176,7 @@ async fn a_fixed_version_replays_the_dead_letters_of_a_kafka_topic_exactly_once(
 
     let dir = tempfile::tempdir().unwrap();
     let registry = buggy_registry(dir.path());
-    let text = format!(
-        r#"
-        [[pipeline]]
-        name = "orders"
-        source = {{ type = "kafka", brokers = "{brokers}", topics = ["{input}"], group = "{group}" }}
-        transforms = [{{ plugin = "{PLUGIN}" }}]
-        sink = {{ type = "kafka", brokers = "{brokers}", topic = "{output}" }}
-        dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead}" }}
-        "#,
-        group = unique("replay_group"),
-    );
+    let text = kafka_pipeline(&brokers, &input, &output, &dead);
     let file = dir.path().join("replay.toml");
     std::fs::write(&file, &text).unwrap();
     let rejected = (RECORDS / EVERY) as usize;
@@ -247,33 +259,8 @@ async fn a_foreign_message_with_too_many_headers_stops_a_kafka_replay_naming_it(
     let dir = tempfile::tempdir().unwrap();
     let registry = buggy_registry(dir.path());
     let file = dir.path().join("replay.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-            [[pipeline]]
-            name = "orders"
-            source = {{ type = "kafka", brokers = "{brokers}", topics = ["{input}"], group = "{group}" }}
-            transforms = [{{ plugin = "{PLUGIN}" }}]
-            sink = {{ type = "kafka", brokers = "{brokers}", topic = "{output}" }}
-            dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead}" }}
-            "#,
-            group = unique("replay_group"),
-        ),
-    )
-    .unwrap();
-    let refused = weir()
-        .args(["replay", "--config"])
-        .arg(&file)
-        .arg("--plugins")
-        .arg(&registry)
-        .args(["--pipeline", "orders", "--dry-run"])
-        .env(
-            "WEIR_CACHE_DIR",
-            repo_root().join("target/test-plugins/cache"),
-        )
-        .output()
-        .expect("the weir binary runs");
+    std::fs::write(&file, kafka_pipeline(&brokers, &input, &output, &dead)).unwrap();
+    let refused = replay_ending(&file, &registry, &["--pipeline", "orders", "--dry-run"]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
     for expected in [
