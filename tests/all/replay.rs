@@ -271,6 +271,55 @@ async fn a_foreign_message_with_too_many_headers_stops_a_kafka_replay_naming_it(
     }
 }
 
+/// A read of a PostgreSQL dead-letter table holds at most 64 MiB of records beyond its first row,
+/// however many rows it may take: twelve 8 MiB dead letters come back eight, then four.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_dead_letter_read_is_bounded_in_bytes() {
+    let url = postgres_url();
+    let table = unique("replay_big");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // The layout the postgres dead-letter destination creates, filled by the server.
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE \"{table}\" (id BIGSERIAL PRIMARY KEY, key BYTEA, value BYTEA NOT NULL,
+                 headers JSONB NOT NULL, error TEXT, source_id TEXT,
+                 created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             INSERT INTO \"{table}\" (value, headers)
+                 SELECT convert_to(repeat('x', 8 << 20), 'UTF8'), '{{}}'::jsonb
+                 FROM generate_series(1, 12);"
+        ))
+        .await
+        .unwrap();
+    let text = format!(
+        r#"
+        [[pipeline]]
+        name = "big"
+        source = {{ type = "file", path = "unused.jsonl" }}
+        sink = {{ type = "blackhole" }}
+        dead_letter = {{ type = "postgres", url = "{url}", table = "{table}" }}
+        "#
+    );
+    let file = PipelineFile::parse(Path::new("big.toml"), &text).unwrap();
+    let dead_letter = &file.pipelines[0].dead_letter;
+    let cursor = weir::connectors::replay::Cursor::default_for("big", dead_letter, "");
+    let mut reader = weir::connectors::replay::open(dead_letter, &cursor, true)
+        .await
+        .unwrap();
+    let mut reads = Vec::new();
+    while let Some(entries) = reader.read(100).await.unwrap() {
+        assert!(
+            entries
+                .iter()
+                .all(|entry| entry.record.value.len() == 8 << 20)
+        );
+        reads.push(entries.len());
+    }
+    assert_eq!(reads, [8, 4]);
+}
+
 /// A file pipeline over numbered lines, every `every`th one `legacy`, into `out.jsonl`, with
 /// dead letters in `dead_letter`.
 fn file_pipeline(dir: &Path, records: u64, every: u64, dead_letter: &str) -> (PathBuf, String) {

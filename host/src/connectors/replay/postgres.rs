@@ -15,6 +15,12 @@ use crate::connectors::postgres::client::{Encryption, Limits, classify, connect}
 use crate::connectors::{ConnectorError, ErrorKind};
 use crate::record::{Record, SourcePosition};
 
+/// Bytes of keys and values one read fetches beyond its first row: a dead-letter table may hold
+/// large records whole (a sink's refusal of a plugin's output, or a source's record under a raised
+/// `max_record_bytes`), and a read of a batch of them must not hold them all at once. The server
+/// leaves out the rows past it, which the next read fetches.
+const READ_BYTES: i64 = 64 << 20;
+
 /// Reads a dead-letter table up to its highest id at opening.
 pub struct PostgresReader {
     name: String,
@@ -126,16 +132,24 @@ impl DeadLetterReader for PostgresReader {
             return Ok(None);
         }
         let limit = i64::try_from(max.max(1)).unwrap_or(i64::MAX);
+        // The next `limit` rows, then of those only the ones that start within `READ_BYTES` of
+        // the first (the first always does), measured and left out by the server.
         let statement = format!(
-            "SELECT id, key, value, headers, (extract(epoch FROM created_at) * 1000)::bigint
-             FROM {} WHERE {} AND id > $1 AND id <= $2 ORDER BY id LIMIT $3",
+            "SELECT id, key, value, headers, ms FROM (
+                SELECT *, (sum(size) OVER (ORDER BY id))::bigint - size AS before FROM (
+                    SELECT id, key, value, headers,
+                           (extract(epoch FROM created_at) * 1000)::bigint AS ms,
+                           octet_length(value)::bigint + coalesce(octet_length(key), 0) AS size
+                    FROM {} WHERE {} AND id > $1 AND id <= $2 ORDER BY id LIMIT $3
+                ) AS batch
+             ) AS sized WHERE before < $4 ORDER BY id",
             self.table, self.unreplayed
         );
         let (after, end, name) = (self.after, self.end, self.name.clone());
         let rows = self
             .client()
             .await?
-            .query(&statement, &[&after, &end, &limit])
+            .query(&statement, &[&after, &end, &limit, &READ_BYTES])
             .await
             .map_err(|e| classify(&name, "cannot read dead letters", e))?;
         if rows.is_empty() {
