@@ -297,6 +297,13 @@ mod tests {
         );
         assert_eq!(ok(ColumnType::Boolean, "true"), Cell::Boolean(true));
         assert_eq!(ok(ColumnType::Double, "2.5"), Cell::Double(2.5));
+        // The nearest double to the text (serde_json's `float_roundtrip`): without it these were
+        // a unit in the last place off.
+        assert_eq!(
+            ok(ColumnType::Double, "-122.41941550000001"),
+            Cell::Double(-122.419_415_500_000_01)
+        );
+        assert_eq!(ok(ColumnType::Double, "9e24"), Cell::Double(9e24));
         assert_eq!(
             ok(ColumnType::Timestamp, r#""1970-01-01T00:00:01.500Z""#),
             Cell::Timestamp(1500)
