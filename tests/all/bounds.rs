@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::support::{postgres_url, read_json_lines, unique, wait_for, weir};
+use crate::support::{postgres_client, postgres_url, read_json_lines, unique, wait_for, weir};
 
 /// The hostile inputs: far above every limit, so holding one whole shows in the peak.
 const HOSTILE_BYTES: usize = 200 << 20;
@@ -259,7 +259,7 @@ async fn a_100_mib_line_is_never_held_and_is_dead_lettered_with_its_digest() {
 async fn a_100_mib_row_is_never_fetched_whole_and_is_dead_lettered_with_its_digest() {
     let url = postgres_url();
     let table = unique("huge_rows");
-    let client = connect(&url).await;
+    let client = postgres_client(&url).await;
     // The large value is made by the server, so neither the test nor weir sends or holds it.
     client
         .batch_execute(&format!(
@@ -324,7 +324,7 @@ async fn a_notify_flood_while_the_pipeline_is_blocked_holds_no_memory() {
     let url = postgres_url();
     let (source, landing) = (unique("flood_source"), unique("flood_landing"));
     let channel = format!("{:_<63}", unique("flood"));
-    let client = connect(&url).await;
+    let client = postgres_client(&url).await;
     client
         .batch_execute(&format!(
             "CREATE TABLE \"{source}\" (id BIGSERIAL PRIMARY KEY, key TEXT, value JSONB NOT NULL);
@@ -333,7 +333,7 @@ async fn a_notify_flood_while_the_pipeline_is_blocked_holds_no_memory() {
         ))
         .await
         .unwrap();
-    let mut locker = connect(&url).await;
+    let mut locker = postgres_client(&url).await;
     let lock = locker.transaction().await.unwrap();
     lock.batch_execute(&format!(
         "LOCK TABLE \"{landing}\" IN ACCESS EXCLUSIVE MODE"
@@ -472,12 +472,4 @@ fn loopback_queues(port: u16) -> (u64, u64) {
         }
     }
     (unsent, unread)
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
 }

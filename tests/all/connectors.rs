@@ -10,8 +10,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use weir::pipeline::PipelineReport;
 
 use crate::support::{
-    cassandra_nodes, cassandra_session, kafka_brokers, line_count, outcome_within, postgres_url,
-    read_json_lines, run_until, unique,
+    cassandra_nodes, cassandra_session, kafka_brokers, line_count, outcome_within, postgres_client,
+    postgres_url, read_json_lines, run_until, unique,
 };
 
 /// Runs the single pipeline of `toml` until its source ends by itself.
@@ -299,10 +299,7 @@ async fn a_postgres_dead_letter_table_keeps_bytes_headers_and_reason() {
     ))
     .await;
     assert_eq!(report.dead_lettered, 1);
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = postgres_client(&url).await;
     let row = client
         .query_one(
             &format!("SELECT value, headers, error FROM \"{table}\""),
@@ -315,14 +312,6 @@ async fn a_postgres_dead_letter_table_keeps_bytes_headers_and_reason() {
     assert_eq!(headers["weir.source.offset"], "2");
     assert_eq!(headers["weir.plugin"], "pii-mask");
     assert!(row.get::<_, String>(2).contains("not valid JSON"));
-}
-
-async fn postgres_client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
 }
 
 #[tokio::test(flavor = "multi_thread")]

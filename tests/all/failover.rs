@@ -17,7 +17,8 @@ use rdkafka::producer::FutureProducer;
 
 use crate::services::create_topic;
 use crate::support::{
-    StallingProxy, kafka_brokers, postgres_url, send_numbered, unique, wait_for, weir,
+    StallingProxy, kafka_brokers, postgres_client, postgres_url, send_numbered, unique, wait_for,
+    weir,
 };
 
 /// One `weir run` process of the group, logging JSON to a file.
@@ -438,10 +439,7 @@ async fn three_processes_join_leave_and_die_and_only_the_moved_partitions_stop()
 
 /// The `n` of every row in the PostgreSQL landing `table`.
 async fn numbers_in_table(url: &str, table: &str) -> BTreeSet<u64> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = postgres_client(url).await;
     let rows = client
         .query(&format!("SELECT (value->>'n')::bigint FROM {table}"), &[])
         .await

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::{
-    FileRun, Spawned, read_json_lines, run_pipeline, spawn_pipeline, wait_for, write_input,
+    FileRun, Spawned, postgres_client, read_json_lines, run_pipeline, spawn_pipeline, wait_for,
+    write_input,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -185,11 +186,7 @@ async fn a_source_whose_database_is_down_at_start_waits_for_it_and_then_runs() {
     crate::support::init_logs();
     let (url, connections) = database_down_at_first(Some(3)).await;
     let table = crate::support::unique("late_db");
-    let (client, connection) =
-        tokio_postgres::connect(&crate::support::postgres_url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let client = postgres_client(&crate::support::postgres_url()).await;
     client
         .batch_execute(&format!(
             "CREATE TABLE \"{table}\" (id BIGSERIAL PRIMARY KEY, key TEXT, value JSONB NOT NULL);

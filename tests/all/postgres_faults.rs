@@ -17,8 +17,8 @@ use weir::connectors::postgres::{PostgresSink, PostgresSinkConfig};
 use weir::record::Record;
 
 use crate::support::{
-    StallingProxy, append_numbered, postgres_url, read_json_lines, run_weir, unique, wait_for,
-    wait_for_async, weir,
+    StallingProxy, append_numbered, postgres_client, postgres_url, read_json_lines, run_weir,
+    unique, wait_for, wait_for_async, weir,
 };
 
 /// A `weir run` whose log goes to a file.
@@ -83,17 +83,9 @@ impl Weir {
     }
 }
 
-async fn client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-}
-
 /// The `n` of every row of the landing `table` (empty while it does not exist).
 async fn numbers(url: &str, table: &str) -> BTreeSet<u64> {
-    client(url)
+    postgres_client(url)
         .await
         .query(
             &format!("SELECT (value->>'n')::bigint FROM \"{table}\""),
@@ -256,7 +248,7 @@ fn a_missing_table_stops_the_pipeline_with_the_fix() {
 async fn a_unique_violation_outside_the_key_dead_letters_only_that_record() {
     let url = postgres_url();
     let table = unique("pg_unique");
-    client(&url)
+    postgres_client(&url)
         .await
         .batch_execute(&format!(
             "CREATE TABLE \"{table}\" (id BIGSERIAL PRIMARY KEY, key TEXT NOT NULL UNIQUE,
@@ -324,7 +316,7 @@ async fn binary_keys_stay_distinct() {
     let mut sink =
         PostgresSink::new(&sink_config(&url, &table, r#"key_encoding = "hex""#), false).unwrap();
     assert!(sink.write(&records).await.unwrap().is_empty());
-    let keys: BTreeSet<String> = client(&url)
+    let keys: BTreeSet<String> = postgres_client(&url)
         .await
         .query(&format!("SELECT key FROM \"{table}\""), &[])
         .await
@@ -337,7 +329,7 @@ async fn binary_keys_stay_distinct() {
 
 /// The value stored under key `k` in `table`.
 async fn stored(url: &str, table: &str, key: &str) -> serde_json::Value {
-    client(url)
+    postgres_client(url)
         .await
         .query_one(
             &format!("SELECT value FROM \"{table}\" WHERE key = $1"),
@@ -397,7 +389,7 @@ async fn a_dead_letter_written_again_after_an_ambiguous_failure_is_stored_once()
     let table = unique("pg_dlq_once");
     // A table as an earlier version made it, with a dead letter in it: the sink adds the
     // idempotency column and index and keeps the row.
-    client(&url)
+    postgres_client(&url)
         .await
         .batch_execute(&format!(
             "CREATE TABLE \"{table}\" (id BIGSERIAL PRIMARY KEY, key BYTEA, value BYTEA NOT NULL,
@@ -416,7 +408,7 @@ async fn a_dead_letter_written_again_after_an_ambiguous_failure_is_stored_once()
     assert!(sink.write(&batch).await.unwrap().is_empty());
     // The retry after an INSERT whose answer was lost sends the same batch again.
     assert!(sink.write(&batch).await.unwrap().is_empty());
-    let values: Vec<Vec<u8>> = client(&url)
+    let values: Vec<Vec<u8>> = postgres_client(&url)
         .await
         .query(&format!("SELECT value FROM \"{table}\" ORDER BY id"), &[])
         .await
@@ -430,7 +422,7 @@ async fn a_dead_letter_written_again_after_an_ambiguous_failure_is_stored_once()
 
 /// Whether `table` exists in the public schema.
 async fn table_exists(url: &str, table: &str) -> bool {
-    client(url)
+    postgres_client(url)
         .await
         .query_one(
             "SELECT to_regclass($1) IS NOT NULL",

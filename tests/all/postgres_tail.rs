@@ -10,7 +10,8 @@ use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
 
 use crate::support::{
-    append_numbered, plugin_registry, postgres_url, read_json_lines, unique, wait_for,
+    append_numbered, plugin_registry, postgres_client, postgres_url, read_json_lines, unique,
+    wait_for,
 };
 
 fn land(name: &str, input: &Path, url: &str, table: &str, follow: bool) -> String {
@@ -112,10 +113,7 @@ async fn notify_wakes_the_tailing_source_and_its_position_follows_the_acknowledg
         (0..30).collect::<Vec<_>>(),
         "every row once, in id order"
     );
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = postgres_client(&url).await;
     let last_id: i64 = client
         .query_one(&format!("SELECT MAX(id) FROM \"{table}\""), &[])
         .await

@@ -17,7 +17,9 @@ use weir::config::PipelineFile;
 
 use crate::hot_swap::component;
 use crate::services::{consume_all, create_topic, topic_message_count};
-use crate::support::{kafka_brokers, postgres_url, read_json_lines, repo_root, unique, weir};
+use crate::support::{
+    kafka_brokers, postgres_client, postgres_url, read_json_lines, repo_root, unique, weir,
+};
 use crate::swappable::drop_in;
 
 /// The plugin's name in the pipelines; its file is swapped from buggy to fixed.
@@ -277,10 +279,7 @@ async fn a_foreign_message_with_too_many_headers_stops_a_kafka_replay_naming_it(
 async fn a_postgres_dead_letter_read_is_bounded_in_bytes() {
     let url = postgres_url();
     let table = unique("replay_big");
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = postgres_client(&url).await;
     // The layout the postgres dead-letter destination creates, filled by the server.
     client
         .batch_execute(&format!(
@@ -425,10 +424,7 @@ async fn a_postgres_dead_letter_replay_marks_replayed_rows_and_skips_what_the_fi
         out.exists() && read_json_lines(&out).len() == 90
     })
     .await;
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = postgres_client(&url).await;
     let count = |sql: String| {
         let client = &client;
         async move {

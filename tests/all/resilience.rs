@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::{
-    FileRun, append_numbered, line_count, postgres_url, read_json_lines, serve_http, unique,
-    wait_for, weir,
+    FileRun, append_numbered, line_count, postgres_client, postgres_url, read_json_lines,
+    serve_http, unique, wait_for, weir,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -575,10 +575,7 @@ async fn an_api_echoing_its_token_in_a_client_error_never_puts_it_in_the_log() {
 async fn a_sink_that_fails_while_the_source_is_idle_stops_the_process_with_its_error() {
     let url = postgres_url();
     let table = unique("incompatible");
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = postgres_client(&url).await;
     // A landing table whose `value` cannot take JSON: the first insert fails with a type
     // mismatch (SQLSTATE 42804), which no retry cures.
     client

@@ -20,8 +20,8 @@ use weir::generator::UserGenerator;
 
 use crate::services::{consume_all, topic_message_count};
 use crate::support::{
-    cassandra_nodes, cassandra_session, kafka_brokers, plugin_registry, postgres_url, repo_root,
-    unique,
+    cassandra_nodes, cassandra_session, kafka_brokers, plugin_registry, postgres_client,
+    postgres_url, repo_root, unique,
 };
 
 /// Users requested in total: 3 polls of 50.
@@ -151,10 +151,7 @@ async fn the_seed_pipeline_moves_every_user_from_the_api_to_cassandra() {
     );
 
     // PostgreSQL: exactly N landing rows, one per uuid (the sink is idempotent on the key).
-    let (client, connection) = tokio_postgres::connect(&pg_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = postgres_client(&pg_url).await;
     let landed = client
         .query_one(
             &format!("SELECT COUNT(*), COUNT(DISTINCT key) FROM \"{table}\""),

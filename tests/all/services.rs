@@ -11,7 +11,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::support::{cassandra_session, kafka_brokers, postgres_url, unique};
+use crate::support::{cassandra_session, kafka_brokers, postgres_client, postgres_url, unique};
 
 /// Creates a topic and waits until the broker reports it.
 pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
@@ -178,10 +178,7 @@ async fn cassandra_is_real() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_is_real() {
-    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = postgres_client(&postgres_url()).await;
     let table = unique("smoke");
     client
         .batch_execute(&format!(

@@ -292,6 +292,16 @@ pub fn cassandra_nodes() -> String {
     nodes
 }
 
+/// A client of the PostgreSQL server at `url`, its connection driven on a task of its own, to
+/// look at what a pipeline wrote or to set a table up.
+pub async fn postgres_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
 /// A driver session on the test Cassandra node ([`cassandra_nodes`]), to look at what a
 /// pipeline wrote or to set a table up.
 pub async fn cassandra_session() -> scylla::client::session::Session {
