@@ -300,10 +300,11 @@ impl PostgresSink {
     /// here, per record, because PostgreSQL would fail the whole multi-row INSERT instead. The
     /// parsed value serves the checks and the key only, and is dropped before the next record.
     fn landing_row<'r>(&self, record: &'r Record) -> Result<(String, &'r str), String> {
-        let value: Value = serde_json::from_slice(&record.value)
-            .map_err(|e| format!("value is not JSON, which a jsonb column needs: {e}"))?;
+        // Checked as UTF-8 once, here; parsing text does not check it again.
         let text = std::str::from_utf8(&record.value)
-            .map_err(|e| format!("value is not UTF-8, which a jsonb column needs: {e}"))?;
+            .map_err(|e| format!("value is not UTF-8 JSON, which a jsonb column needs: {e}"))?;
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| format!("value is not JSON, which a jsonb column needs: {e}"))?;
         let hex = self.config.key_encoding == KeyEncoding::Hex;
         let key = match (&self.key_pointer, &record.key) {
             (Some(pointer), _) => {
@@ -705,6 +706,36 @@ mod tests {
         assert_eq!(at(json!({"a\0": 1})).as_deref(), Some("/a\\0"));
         assert_eq!(at(json!("\0")).as_deref(), Some(""));
         assert_eq!(at(json!({"a/b": {"c": "ok"}, "n": null})), None);
+    }
+
+    #[test]
+    fn a_landing_row_is_the_records_own_text_or_says_why_it_cannot_be() {
+        let config: PostgresSinkConfig =
+            toml::from_str("url = \"postgres://weir@127.0.0.1/weir\"\ntable = \"t\"").unwrap();
+        let sink = PostgresSink::new(&config, false).unwrap();
+        let record = Record::from_value(r#"{"n": 12345678901234567890123}"#);
+        let (_, text) = sink.landing_row(&record).unwrap();
+        assert_eq!(text, r#"{"n": 12345678901234567890123}"#);
+        let invalid = Record::from_value(vec![b'"', 0xff, b'"']);
+        let not_utf8 = sink.landing_row(&invalid).map(|(_, text)| text.to_owned());
+        assert!(
+            not_utf8
+                .as_ref()
+                .unwrap_err()
+                .starts_with("value is not UTF-8 JSON"),
+            "{not_utf8:?}"
+        );
+        let unfinished = Record::from_value("{");
+        let not_json = sink
+            .landing_row(&unfinished)
+            .map(|(_, text)| text.to_owned());
+        assert!(
+            not_json
+                .as_ref()
+                .unwrap_err()
+                .starts_with("value is not JSON"),
+            "{not_json:?}"
+        );
     }
 
     #[test]
