@@ -480,8 +480,9 @@ impl HttpSource {
             |e: serde_json::Error| format!("response is not JSON ({e}): {}", self.excerpt(body));
         let text = check_json(body).map_err(not_json)?;
         let split_at = &self.config.split_at;
-        let items = if split_at.is_empty() {
-            vec![serde_json::from_str::<&RawValue>(text).map_err(not_json)?]
+        // The whole body is one item, already checked: no further pass finds it.
+        let items: Vec<&str> = if split_at.is_empty() {
+            vec![text]
         } else {
             let Some(target) = locate(text, split_at).map_err(not_json)? else {
                 return Err(format!(
@@ -503,7 +504,7 @@ impl HttpSource {
                     self.excerpt(body)
                 ));
             }
-            items
+            items.into_iter().map(RawValue::get).collect()
         };
         let wanted = self.config.count.map_or(usize::MAX, |count| {
             usize::try_from(count.saturating_sub(self.fetched)).unwrap_or(usize::MAX)
@@ -511,7 +512,7 @@ impl HttpSource {
         items
             .into_iter()
             .take(wanted)
-            .map(|item| canonical(item.get()).map_err(not_json))
+            .map(|item| canonical(item).map_err(not_json))
             .collect()
     }
 

@@ -140,8 +140,9 @@ pub(crate) fn headers_of(
     let Some(headers) = message.headers() else {
         return Ok(crate::record::Headers::default());
     };
-    if headers.count() > most {
-        return Err(headers.count());
+    let count = headers.count();
+    if count > most {
+        return Err(count);
     }
     Ok(headers
         .iter()
