@@ -170,6 +170,70 @@ fn an_init_that_never_returns_is_stopped_at_its_deadline() {
     assert_eq!(results[0].as_ref().unwrap()[0].value, &b"calm"[..]);
 }
 
+/// Runs `work` on its own thread and waits for it, failing the test if it has not returned
+/// after `guard`: the code under test blocks forever when its deadline is not enforced, and a
+/// test that hangs reports nothing.
+fn returns_within<T: Send + 'static>(
+    guard: std::time::Duration,
+    what: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(work()));
+    result
+        .recv_timeout(guard)
+        .unwrap_or_else(|_| panic!("{what} still blocked after {guard:?}"))
+}
+
+#[test]
+fn a_plugin_blocked_in_a_sleep_is_stopped_at_its_deadline() {
+    let (_runtime, plugin) = load("fault-spin");
+    let limits = PluginLimits {
+        deadline: std::time::Duration::from_millis(200),
+        ..PluginLimits::default()
+    };
+    let guard = std::time::Duration::from_secs(60);
+    let sleeper = Arc::clone(&plugin);
+    let error = returns_within(guard, "an init sleeping for a century", move || {
+        sleeper
+            .instantiate(r#"{"sleep_in_init": true}"#, limits)
+            .err()
+    })
+    .expect("a sleeping init is stopped");
+    assert_eq!(
+        error.to_string(),
+        "plugin `fault-spin` could not start: init exceeded its deadline of 200 ms (limits.deadline_ms)"
+    );
+
+    let mut instance = plugin.instantiate("{}", limits).unwrap();
+    let (instance, results) = returns_within(guard, "a record sleeping for a century", move || {
+        let batch = [
+            Record::from_value("a"),
+            Record::from_value("sleep"),
+            Record::from_value("b"),
+        ];
+        let results = instance.transform(&batch);
+        (instance, results)
+    });
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0].as_ref().unwrap()[0].value, &b"a"[..]);
+    let timed_out = results[1].as_ref().unwrap_err();
+    assert_eq!(
+        timed_out.kind,
+        RecordErrorKind::Timeout,
+        "{}",
+        timed_out.message
+    );
+    assert!(
+        timed_out.message.contains("200 ms"),
+        "{}",
+        timed_out.message
+    );
+    assert_eq!(results[2].as_ref().unwrap()[0].value, &b"b"[..]);
+    // The batch's call and the replay of the sleeping record each cost the instance.
+    assert_eq!(instance.instances_created(), 3);
+}
+
 #[test]
 fn init_errors_name_the_plugin_and_the_key() {
     let (_runtime, plugin) = load("pii-mask");

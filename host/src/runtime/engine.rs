@@ -122,6 +122,9 @@ impl PluginRuntime {
         // context each store gets grants no files, no network and no environment.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        // Deadlines interrupt guest code only: a wait the guest asks of WASI ends by its call's.
+        super::waits::bound_waits(&mut linker)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         Transformer::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let ticker = match deadlines {

@@ -172,7 +172,9 @@ impl PluginInstance {
             }
         };
         live.store.set_epoch_deadline(deadline_ticks(deadline));
-        match live.bindings.call(&mut live.store, batch, budget) {
+        live.store.data_mut().start_call(deadline);
+        let called = live.bindings.call(&mut live.store, batch, budget);
+        match out_of_time(&live.store, called) {
             Ok(Ok(results)) => Ok(results),
             // Not a trap: the instance is sound. A call of several records is replayed record by
             // record, so only a record whose own outputs pass the budget fails.
@@ -318,6 +320,7 @@ impl PluginInstance {
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
+        store.data_mut().start_call(self.limits.deadline);
         let instantiated = match self.plugin.pre() {
             WorldPre::Records(pre) => pre.instantiate(&mut store).map(WorldBindings::Records),
             WorldPre::Batch(pre) => pre
@@ -336,7 +339,9 @@ impl PluginInstance {
             (error, image_seal_refused(&e))
         })?;
         store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
-        match bindings.init(&mut store, &self.config) {
+        store.data_mut().start_call(self.limits.deadline);
+        let initialised = bindings.init(&mut store, &self.config);
+        match out_of_time(&store, initialised) {
             Ok(Ok(())) => Ok(Live { store, bindings }),
             Ok(Err(reason)) => Err((PluginError::Init { name, reason }, false)),
             Err(e) => {
@@ -348,6 +353,19 @@ impl PluginInstance {
             }
         }
     }
+}
+
+/// What a call returned, or the deadline's interrupt when the plugin waited in the host until its
+/// deadline for longer (see `waits`): it ran out of time even if it returned before an epoch
+/// check could trap it.
+fn out_of_time<T>(
+    store: &Store<InstanceState>,
+    returned: wasmtime::Result<T>,
+) -> wasmtime::Result<T> {
+    if store.data().ran_out() {
+        return Err(wasmtime::Error::new(Trap::Interrupt));
+    }
+    returned
 }
 
 /// Attempts at an instantiation while the kernel refuses to seal the memory image.

@@ -15,6 +15,7 @@ mod slot;
 mod state;
 mod stderr;
 mod ticker;
+mod waits;
 
 pub use crate::record::{RecordError, RecordErrorKind};
 pub use cache::{CacheOutcome, CompiledCache, default_cache_dir};

@@ -11,12 +11,14 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use wasmtime::StoreLimits;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::weir::plugin::host::{Host, Level};
 use super::limits::Grants;
 use super::stderr::StderrTail;
+use super::waits::{self, CallClock};
 
 /// Bytes of guest stderr kept per instance, the most recent ones: enough for a panic message and
 /// the lines before it.
@@ -207,6 +209,8 @@ pub struct InstanceState {
     counters: PluginCounters,
     log_budget: Budget,
     counter_budget: Budget,
+    /// The call under way: the plugin's waits end by its deadline (see `waits`).
+    call: CallClock,
 }
 
 impl InstanceState {
@@ -240,7 +244,26 @@ impl InstanceState {
             counters,
             log_budget: Budget::new(LOG_LINES_PER_SECOND),
             counter_budget: Budget::new(COUNTER_ADDS_PER_SECOND),
+            call: CallClock::after(Duration::ZERO),
         }
+    }
+
+    /// A call into the guest starts, which may take `deadline`.
+    pub(super) fn start_call(&mut self, deadline: Duration) {
+        self.call = CallClock::after(deadline);
+    }
+
+    /// Whether the call under way waited until its deadline for a wait that asked for longer.
+    pub(super) fn ran_out(&self) -> bool {
+        self.call.ran_out()
+    }
+
+    /// A wait of `wanted` the plugin asked for, cut to the call's deadline.
+    pub(super) fn subscribe_wait(
+        &mut self,
+        wanted: Duration,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        waits::subscribe_wait(&mut self.table, &self.call, wanted)
     }
 
     fn report_dropped_logs(&self, dropped: u64) {

@@ -2,8 +2,11 @@
 //! prove that the host's deadline interrupts it. A record whose JSON value has `"slow_ms": N`
 //! keeps it busy for N ms of the monotonic clock and then passes, so tests can prove that a slow
 //! but fine plugin is not cut short; that needs the `clock` grant (with the frozen clock it never
-//! ends, like `spin`). Other records pass through. With `spin_in_init = true` in its config,
-//! `init` itself loops forever, so tests can prove that instantiation has a deadline too.
+//! ends, like `spin`). A record whose value contains `sleep` sleeps for a century in the host
+//! (WASI's monotonic clock), so tests can prove a deadline also ends a plugin blocked outside
+//! its own code. Other records pass through. With `spin_in_init = true` in its config, `init`
+//! itself loops forever, and with `sleep_in_init = true` it sleeps, so tests can prove that
+//! instantiation has a deadline too.
 
 use std::time::{Duration, Instant};
 
@@ -17,12 +20,18 @@ impl Plugin for Spinner {
         if config.get("spin_in_init") == Some(&serde_json::Value::Bool(true)) {
             spin_forever();
         }
+        if config.get("sleep_in_init") == Some(&serde_json::Value::Bool(true)) {
+            sleep_a_century();
+        }
         Ok(Spinner)
     }
 
     fn transform(&self, record: Record) -> Result<Vec<Record>, Error> {
         if record.value.windows(4).any(|w| w == b"spin") {
             spin_forever();
+        }
+        if record.value.windows(5).any(|w| w == b"sleep") {
+            sleep_a_century();
         }
         if let Some(millis) = slow_ms(&record.value) {
             let started = Instant::now();
@@ -41,6 +50,11 @@ fn spin_forever() -> ! {
     loop {
         counter = std::hint::black_box(counter.wrapping_add(1));
     }
+}
+
+/// Blocks in the host, not in guest code, for a hundred years.
+fn sleep_a_century() {
+    std::thread::sleep(Duration::from_secs(100 * 365 * 24 * 3600));
 }
 
 /// The `slow_ms` field of a JSON object value, if any.
