@@ -370,6 +370,26 @@ fn more_outputs_than_the_host_keeps(name: &str) {
     );
 }
 
+/// What a call's results may bring into the host follows `limits.memory_mib` (twice it, for the
+/// bytes and their bookkeeping), not wasmtime's fixed 128 MiB: a plugin given 512 MiB returns a
+/// 160 MiB record.
+#[test]
+fn a_plugin_given_the_memory_returns_a_record_larger_than_wasmtimes_default_bound() {
+    let (_runtime, plugin) = load("contract-0-1-0");
+    let limits = PluginLimits {
+        memory_bytes: 512 << 20,
+        // Time is not what this test is about: filling 160 MiB on a busy machine may take a while.
+        deadline: std::time::Duration::from_secs(120),
+        ..PluginLimits::default()
+    };
+    let mut instance = plugin.instantiate("{}", limits).unwrap();
+    let results = instance.transform(&[Record::from_value("bulk 160")]);
+    match &results[0] {
+        Ok(outputs) => assert_eq!(outputs[0].value.len(), 160 << 20),
+        Err(error) => panic!("the record failed: {}", error.message),
+    }
+}
+
 #[test]
 fn history_keeps_the_last_five_versions_and_rollback_walks_back_through_them() {
     use weir::registry::{HISTORY_LIMIT, PluginSlots, PluginVersion, RollbackError};

@@ -255,9 +255,10 @@ pub struct LimitsConfig {
     /// before its records are replayed one by one.
     #[serde(default = "default_batch_deadline_ms")]
     pub batch_deadline_ms: u64,
-    /// Most memory one plugin instance may use, in MiB; also the most host memory one call's
-    /// outputs may take beyond their bytes (144 bytes a record, plus each header's), past which
-    /// the call is replayed record by record and a record whose own outputs pass it fails.
+    /// Most memory one plugin instance may use, in MiB (all its linear memories together); also
+    /// the most host memory one call's outputs may take beyond their bytes (144 bytes a record,
+    /// plus each header's), past which the call is replayed record by record and a record whose
+    /// own outputs pass it fails.
     #[serde(default = "default_memory_mib")]
     pub memory_mib: usize,
     /// Largest record (key and value) the pipeline accepts, in bytes; larger ones go to the

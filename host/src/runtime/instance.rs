@@ -10,6 +10,7 @@ use wasmtime::{Store, StoreLimitsBuilder, Trap};
 use super::boundary::{RecordResults, Refused, WorldBindings};
 use super::error::PluginError;
 use super::limits::{EPOCH_TICK, PluginLimits};
+use super::memory_cap::MemoryCap;
 use super::plugin::{LoadedPlugin, WorldPre};
 use super::state::InstanceState;
 use crate::record::{Outputs, Record, RecordError, RecordErrorKind};
@@ -310,7 +311,7 @@ impl PluginInstance {
             .build();
         let (plugin, version) = self.plugin.identity();
         let state = InstanceState::new(
-            limits,
+            MemoryCap::new(limits, self.limits.memory_bytes),
             self.limits.grants,
             plugin,
             version,
@@ -318,6 +319,10 @@ impl PluginInstance {
         );
         let mut store = Store::new(self.plugin.runtime().engine(), state);
         store.limiter(|state| &mut state.limits);
+        // What one call's results may bring into the host when lifted (strings and lists, which
+        // can all point at the same guest bytes): the plugin's memory once for their bytes and
+        // once for their bookkeeping, beside which `boundary` bounds the records made of them.
+        store.set_hostcall_fuel(self.limits.memory_bytes.saturating_mul(2));
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
         store.data_mut().start_call(self.limits.deadline);

@@ -42,8 +42,9 @@ pub struct PluginLimits {
     /// batch holding a record that spins costs at most this before the records are judged one by
     /// one. Never less than [`PluginLimits::deadline`].
     pub batch_deadline: Duration,
-    /// Most linear memory one instance may hold, in bytes; also the most host memory one call's
-    /// outputs may take beyond their own bytes (see `boundary::Refused::OverBudget`).
+    /// Most linear memory one instance may hold, in bytes, all its memories together; also the
+    /// most host memory one call's outputs may take beyond their own bytes (see
+    /// `boundary::Refused::OverBudget`), and half of what lifting one call's results may copy.
     pub memory_bytes: usize,
     /// Capabilities granted to the instance.
     pub grants: Grants,

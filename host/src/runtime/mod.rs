@@ -10,6 +10,7 @@ mod error;
 mod inspect;
 mod instance;
 mod limits;
+mod memory_cap;
 mod plugin;
 mod slot;
 mod state;

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use wasmtime::StoreLimits;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::weir::plugin::host::{Host, Level};
 use super::limits::Grants;
+use super::memory_cap::MemoryCap;
 use super::stderr::StderrTail;
 use super::waits::{self, CallClock};
 
@@ -202,7 +202,7 @@ fn bounded_message(message: &str) -> std::borrow::Cow<'_, str> {
 pub struct InstanceState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(super) limits: StoreLimits,
+    pub(super) limits: MemoryCap,
     stderr: StderrTail,
     plugin: Arc<str>,
     version: Arc<str>,
@@ -215,7 +215,7 @@ pub struct InstanceState {
 
 impl InstanceState {
     pub(super) fn new(
-        limits: StoreLimits,
+        limits: MemoryCap,
         grants: Grants,
         plugin: Arc<str>,
         version: Arc<str>,
@@ -446,7 +446,7 @@ mod tests {
 
     fn instance(counters: &PluginCounters) -> InstanceState {
         InstanceState::new(
-            wasmtime::StoreLimitsBuilder::new().build(),
+            MemoryCap::new(wasmtime::StoreLimitsBuilder::new().build(), usize::MAX),
             Grants::default(),
             "loud".into(),
             "v1".into(),
