@@ -390,6 +390,47 @@ fn a_plugin_given_the_memory_returns_a_record_larger_than_wasmtimes_default_boun
     }
 }
 
+/// A plugin that traps on every call of several records makes the host call it once per
+/// record, and each call may return as much as the plugin's memory holds: the batch's outputs
+/// together are bounded (twice its bytes plus twice `limits.memory_mib`), and the records past
+/// the bound fail instead of the host holding records times the plugin's memory.
+#[test]
+fn a_batchs_outputs_are_bounded_however_many_calls_it_takes() {
+    let (_runtime, plugin) = load("contract-0-1-0");
+    let limits = PluginLimits {
+        memory_bytes: 16 << 20,
+        deadline: std::time::Duration::from_secs(120),
+        batch_deadline: std::time::Duration::from_secs(600),
+        ..PluginLimits::default()
+    };
+    let mut instance = plugin.instantiate("{}", limits).unwrap();
+    // Together the five outputs need 50 MiB: the plugin runs out of memory on the batch's call,
+    // then returns 10 MiB from each record's own call.
+    let batch: Vec<Record> = (0..5).map(|_| Record::from_value("bulk 10")).collect();
+    let results = instance.transform(&batch);
+    assert_eq!(results.len(), 5);
+    for (n, result) in results.iter().enumerate() {
+        match (n, result) {
+            (0..=2, Ok(outputs)) => assert_eq!(outputs[0].value.len(), 10 << 20),
+            (0..=2, Err(error)) => panic!("record {n} failed: {}", error.message),
+            (_, Ok(_)) => panic!("record {n}'s 10 MiB kept past the batch's 32 MiB bound"),
+            (_, Err(error)) => {
+                assert_eq!(
+                    error.kind,
+                    RecordErrorKind::PluginFailure,
+                    "{}",
+                    error.message
+                );
+                assert!(
+                    error.message.contains("limits.memory_mib"),
+                    "{}",
+                    error.message
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn history_keeps_the_last_five_versions_and_rollback_walks_back_through_them() {
     use weir::registry::{HISTORY_LIMIT, PluginSlots, PluginVersion, RollbackError};

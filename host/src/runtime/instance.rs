@@ -32,6 +32,8 @@ pub struct PluginInstance {
     fresh_instances: u64,
     /// Set once the plugin proved slow but fine (see [`PluginInstance::split_calls`]).
     max_call_records: Option<usize>,
+    /// What the outputs of the batch under way may still take.
+    allowance: OutputAllowance,
 }
 
 struct Live {
@@ -55,6 +57,7 @@ impl PluginInstance {
             live: None,
             fresh_instances: 0,
             max_call_records: None,
+            allowance: OutputAllowance::default(),
         };
         instance.ensure_live()?;
         Ok(instance)
@@ -80,6 +83,7 @@ impl PluginInstance {
     /// A call carries at most [`CALL_BYTES`] of record data (and at most
     /// [`PluginInstance::max_call_records`] records), so a large batch is several calls.
     pub fn transform(&mut self, batch: &[Record]) -> RecordResults {
+        self.allowance = OutputAllowance::for_batch(batch, self.limits.memory_bytes);
         let most_records = self.max_call_records.unwrap_or(batch.len()).max(1);
         let mut results = Vec::with_capacity(batch.len());
         let mut rest = batch;
@@ -176,7 +180,7 @@ impl PluginInstance {
         live.store.data_mut().start_call(deadline);
         let called = live.bindings.call(&mut live.store, batch, budget);
         match out_of_time(&live.store, called) {
-            Ok(Ok(results)) => Ok(results),
+            Ok(Ok(results)) => Ok(self.allowance.take(results)),
             // Not a trap: the instance is sound. A call of several records is replayed record by
             // record, so only a record whose own outputs pass the budget fails.
             Ok(Err(Refused::OverBudget { budget })) => Err(RecordError {
@@ -357,6 +361,59 @@ impl PluginInstance {
                 Err((PluginError::Start { name, reason }, false))
             }
         }
+    }
+}
+
+/// What the outputs of one batch may take of the host's memory, all its calls together: twice
+/// the batch's own bytes and twice the plugin's memory limit. One call's outputs are bounded by
+/// the plugin's memory, but a plugin that traps on any call of several records makes the host
+/// call it once per record, and each of those calls could return that much again.
+#[derive(Debug, Default)]
+struct OutputAllowance {
+    /// Bytes the outputs may take, all the batch's calls together.
+    bound: usize,
+    /// Bytes the outputs of the batch's calls took so far.
+    taken: usize,
+}
+
+impl OutputAllowance {
+    fn for_batch(batch: &[Record], memory_bytes: usize) -> Self {
+        let input: usize = batch.iter().map(record_bytes).sum();
+        OutputAllowance {
+            bound: input
+                .saturating_mul(2)
+                .saturating_add(memory_bytes.saturating_mul(2)),
+            taken: 0,
+        }
+    }
+
+    /// A call's results, or, when their outputs would pass the bound, a failure for each of its
+    /// records in their place (the outputs are let go).
+    fn take(&mut self, results: RecordResults) -> RecordResults {
+        let size: usize = results
+            .iter()
+            .filter_map(|result| result.as_ref().ok())
+            .flatten()
+            .map(|output| record_bytes(output) + std::mem::size_of::<Record>())
+            .sum();
+        let taken = self.taken.saturating_add(size);
+        if taken <= self.bound {
+            self.taken = taken;
+            return results;
+        }
+        let message = format!(
+            "plugin's outputs for this batch would take more than {} MiB of host memory (twice the batch's bytes plus twice limits.memory_mib); lower batch.size or raise limits.memory_mib",
+            self.bound >> 20
+        );
+        results
+            .iter()
+            .map(|_| {
+                Err(RecordError {
+                    kind: RecordErrorKind::PluginFailure,
+                    message: message.clone(),
+                })
+            })
+            .collect()
     }
 }
 
