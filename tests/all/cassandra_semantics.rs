@@ -326,6 +326,34 @@ async fn every_supported_column_type_is_written_as_the_table_declares_it() {
     assert_eq!((code.as_str(), num.as_str()), ("ab\"c", "12345"));
 }
 
+/// Names mean exactly what they say: a mixed-case column (which CQL folds to lower case unless
+/// quoted) is created, found and written as written, from a record field of the same name.
+#[tokio::test(flavor = "multi_thread")]
+async fn mixed_case_column_names_are_created_and_written_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let dlq = dir.path().join("dlq.jsonl");
+    let keyspace = unique("weir_case");
+    write_lines(
+        &input,
+        &[serde_json::json!({"id": "a", "firstName": "Ada", "lastname": "Lovelace"}).to_string()],
+    );
+    let columns = r#"id = "text", firstName = "text", lastname = "text""#;
+    let report = run_to_end(&pipeline_toml(&input, &dlq, &keyspace, columns, "", "")).await;
+    assert_eq!(
+        (report.records_out, report.dead_lettered),
+        (1, 0),
+        "dead letters: {}",
+        std::fs::read_to_string(&dlq).unwrap_or_default()
+    );
+    let result = select(format!(
+        "SELECT \"firstName\", lastname FROM {keyspace}.t WHERE id = 'a'"
+    ))
+    .await;
+    let (first, last) = result.single_row::<(String, String)>().unwrap();
+    assert_eq!((first.as_str(), last.as_str()), ("Ada", "Lovelace"));
+}
+
 /// The sink groups rows by the replicas of their partition key's token, which it computes from
 /// the key's values alone (`partition_token`). For a key of each supported type, and a
 /// composite key of all of them bound in another order than the key's, it must equal the

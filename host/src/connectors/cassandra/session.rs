@@ -119,20 +119,25 @@ pub(super) async fn connect(
         }
     })?;
     let (keyspace, table) = (&config.keyspace, &config.table);
+    // Names are quoted in every statement, so they mean exactly what the schema lookup below
+    // reads: unquoted, CQL folds them to lower case and a mixed-case name never matches.
+    let qualified = format!("{}.{}", quoted(keyspace), quoted(table));
     if let Some(create) = &config.create {
         let keyspace_ddl = format!(
-            "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': {}}}",
+            "CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': {}}}",
+            quoted(keyspace),
             create.replication_factor
         );
         let columns: Vec<String> = create
             .columns
             .iter()
-            .map(|(c, t)| format!("{c} {t}"))
+            .map(|(c, t)| format!("{} {t}", quoted(c)))
             .collect();
+        let primary_key: Vec<String> = create.primary_key.iter().map(|k| quoted(k)).collect();
         let table_ddl = format!(
-            "CREATE TABLE IF NOT EXISTS {keyspace}.{table} ({}, PRIMARY KEY ({}))",
+            "CREATE TABLE IF NOT EXISTS {qualified} ({}, PRIMARY KEY ({}))",
             columns.join(", "),
-            create.primary_key.join(", ")
+            primary_key.join(", ")
         );
         for ddl in [keyspace_ddl, table_ddl] {
             session
@@ -180,7 +185,9 @@ pub(super) async fn connect(
     if columns.is_empty() {
         return Err(ConnectorError::fatal(
             sink,
-            format!("table {keyspace}.{table} does not exist; create it or set `create`"),
+            format!(
+                "table {keyspace}.{table} does not exist (names are case-sensitive); create it or set `create`"
+            ),
         ));
     }
     if let Some(unknown) = config
@@ -193,13 +200,13 @@ pub(super) async fn connect(
             format!("`columns` maps `{unknown}`, which table {keyspace}.{table} does not have"),
         ));
     }
-    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+    let names: Vec<String> = columns.iter().map(|c| quoted(&c.name)).collect();
     let marks = vec!["?"; columns.len()].join(", ");
     // The last marker is the row's write timestamp, which the sink fixes per batch (see
     // `stamps`).
     let mut insert = session
         .prepare(format!(
-            "INSERT INTO {keyspace}.{table} ({}) VALUES ({marks}) USING TIMESTAMP ?",
+            "INSERT INTO {qualified} ({}) VALUES ({marks}) USING TIMESTAMP ?",
             names.join(", ")
         ))
         .await
@@ -281,4 +288,9 @@ pub(super) async fn schema_intact(
         present.insert(row?.0);
     }
     Ok(columns.iter().all(|column| present.contains(&column.name)))
+}
+
+/// `name` as a quoted CQL identifier: exactly that name, whatever its case or characters.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
