@@ -505,9 +505,36 @@ impl PipelineFile {
                 .dead_letter
                 .validate()
                 .map_err(|(key, message)| invalid(at(&format!("dead_letter.{key}")), message))?;
+            if let Some(table) = truncated_behind_a_resuming_source(pipeline) {
+                return Err(invalid(
+                    at(&format!("{table}.mode")),
+                    "`truncate` empties the file at every start, while the source resumes after what it delivered: what was written before a restart would be lost. Use `append` (the default), or a source that starts over".into(),
+                ));
+            }
         }
         Ok(())
     }
+}
+
+/// The table (`sink` or `dead_letter`) of a file destination that truncates its file at start in
+/// a pipeline whose source resumes after its committed position (a Kafka group, a PostgreSQL
+/// table, a checkpointed file, a journalled HTTP source).
+fn truncated_behind_a_resuming_source(pipeline: &PipelineConfig) -> Option<&'static str> {
+    let resumes = match &pipeline.source {
+        SourceConfig::Kafka(_) | SourceConfig::Postgres(_) => true,
+        SourceConfig::File(file) => file.checkpoint.is_some(),
+        SourceConfig::Http(http) => http.journal.is_some(),
+        SourceConfig::Generate(_) => false,
+    };
+    if !resumes {
+        return None;
+    }
+    [("sink", &pipeline.sink), ("dead_letter", &pipeline.dead_letter)]
+        .into_iter()
+        .find(|(_, destination)| {
+            matches!(destination, SinkConfig::File(file) if file.mode == crate::connectors::file::WriteMode::Truncate)
+        })
+        .map(|(table, _)| table)
 }
 
 /// Every duration option of a pipeline, with its key relative to the pipeline.

@@ -436,3 +436,53 @@ fn the_batch_deadline_is_positive_and_reaches_the_runtime() {
     let defaults = parse(VALID).unwrap().pipelines[0].limits.plugin_limits();
     assert_eq!(defaults.batch_deadline, Duration::from_secs(10));
 }
+
+#[test]
+fn a_truncated_file_behind_a_resuming_source_is_refused() {
+    let truncating = |source: &str, sink: &str| {
+        VALID
+            .replace("{ type = \"generate\", count = 5 }", source)
+            .replace("{ type = \"stdout\" }", sink)
+    };
+    let truncate = "{ type = \"file\", path = \"out.jsonl\", mode = \"truncate\" }";
+    // A source that starts over regenerates everything: truncating is what the quickstart does.
+    assert!(parse(&truncating("{ type = \"generate\", count = 5 }", truncate)).is_ok());
+    assert!(
+        parse(&truncating(
+            "{ type = \"file\", path = \"in.jsonl\" }",
+            truncate
+        ))
+        .is_ok()
+    );
+    for resuming in [
+        "{ type = \"file\", path = \"in.jsonl\", checkpoint = \"in.offset\" }",
+        "{ type = \"kafka\", brokers = \"127.0.0.1:9092\", topic = \"t\", group_id = \"g\" }",
+        "{ type = \"postgres\", url = \"postgres://weir@127.0.0.1/weir\", table = \"t\" }",
+        "{ type = \"http\", url = \"http://127.0.0.1:1/\", journal = \"http.journal\" }",
+    ] {
+        let error = parse(&truncating(resuming, truncate))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("pipeline[0].sink.mode") && error.contains("`append`"),
+            "{resuming}: {error}"
+        );
+        assert!(
+            parse(&truncating(
+                resuming,
+                "{ type = \"file\", path = \"out.jsonl\" }"
+            ))
+            .is_ok()
+        );
+    }
+    let dead_letters = truncating(
+        "{ type = \"file\", path = \"in.jsonl\", checkpoint = \"in.offset\" }",
+        "{ type = \"stdout\" }",
+    )
+    .replace(
+        "path = \"dlq.jsonl\"",
+        "path = \"dlq.jsonl\", mode = \"truncate\"",
+    );
+    let error = parse(&dead_letters).unwrap_err().to_string();
+    assert!(error.contains("pipeline[0].dead_letter.mode"), "{error}");
+}
