@@ -3,7 +3,7 @@
 //! within its timeouts, reconnects once the proxy resumes and loses nothing, and SIGTERM during
 //! the stall exits 0 without committing what was not written. And the refusals: a missing
 //! table stops the pipeline with the fix, a unique violation outside the key dead-letters only
-//! that record, binary keys stay distinct, `on_conflict` updates or ignores (counted), and a
+//! that record, and so do a number jsonb cannot hold and a key too long for the index, binary keys stay distinct, `on_conflict` updates or ignores (counted), and a
 //! dead letter written twice is stored once. And the warm-up: the sink connects and creates its
 //! table when the pipeline starts, and a warm-up that cannot connect leaves that to the write.
 
@@ -11,6 +11,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
+
+use sha2::Digest;
 
 use weir::connectors::Sink;
 use weir::connectors::postgres::{PostgresSink, PostgresSinkConfig};
@@ -283,6 +285,58 @@ async fn a_unique_violation_outside_the_key_dead_letters_only_that_record() {
         "{error}"
     );
     assert_eq!(dead[0]["headers"]["weir.source.offset"], "3");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn values_and_keys_postgres_refuses_dead_letter_only_their_records() {
+    let url = postgres_url();
+    let table = unique("pg_refused");
+    // A key that does not compress (hex of a hash chain) and outgrows a btree entry (2704 bytes).
+    let mut long_key = String::new();
+    let mut block = [0u8; 32];
+    while long_key.len() < 8_000 {
+        block = sha2::Sha256::digest(block).into();
+        long_key.push_str(&hex::encode(block));
+    }
+    let long_fraction = format!("0.{}1", "0".repeat(16_400));
+    let batch = [
+        keyed(b"a", r#"{"n":0}"#),
+        // serde_json reads 0.0; jsonb's numeric cannot hold it.
+        keyed(b"b", r#"{"n":1,"x":1e-20000}"#),
+        keyed(long_key.as_bytes(), r#"{"n":2}"#),
+        keyed(b"c", &format!(r#"{{"n":3,"x":{long_fraction}}}"#)),
+        keyed(b"d", r#"{"n":4}"#),
+    ];
+    let mut sink = PostgresSink::new(&sink_config(&url, &table, ""), false).unwrap();
+    // Refused records, not a failed write: the pipeline dead-letters them and goes on.
+    let rejected = sink.write(&batch).await.unwrap();
+    assert_eq!(
+        rejected.iter().map(|r| r.index).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    for refused in &rejected {
+        let (sqlstate, says) = if refused.index == 2 {
+            ("SQLSTATE 54000", "index row size")
+        } else {
+            ("SQLSTATE 22003", "value overflows numeric format")
+        };
+        let reason = &refused.reason;
+        assert!(
+            reason.contains(sqlstate) && reason.contains(says) && reason.len() <= 4096,
+            "record {}: {}",
+            refused.index,
+            reason.chars().take(500).collect::<String>()
+        );
+    }
+    assert_eq!(numbers(&url, &table).await, BTreeSet::from([0, 4]));
+    // The next batch is written as usual.
+    assert!(
+        sink.write(&[keyed(b"e", r#"{"n":5}"#)])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(numbers(&url, &table).await, BTreeSet::from([0, 4, 5]));
 }
 
 fn sink_config(url: &str, table: &str, extra: &str) -> PostgresSinkConfig {

@@ -11,14 +11,14 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
-use tokio_postgres::error::SqlState;
+use tokio_postgres::error::{DbError, SqlState};
 
 use super::client::{Encryption, Limits, classify, connect};
 use super::{channel_for, count_ignored, quoted_table};
 use crate::connectors::fields::{FieldPath, text_at};
 use crate::connectors::tls::TlsConfig;
 use crate::connectors::{ConfigProblem, ConnectorError, MAX_DURATION_MS, Rejected, Sink};
-use crate::record::{Record, headers};
+use crate::record::{MAX_REASON_BYTES, Record, headers};
 use crate::secret::Secret;
 
 /// Options of the `postgres` sink.
@@ -388,9 +388,10 @@ impl PostgresSink {
             .await?
         {
             Ok(written) => self.count_ignored(rows.keys.len(), written),
-            Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                // Another unique constraint than the key's refused a row; which one, only a
-                // row at a time can tell.
+            Err(error) if refused_row(&error).is_some() => {
+                // A row's data was refused (another unique constraint than the key's, a number
+                // jsonb cannot hold, a key too long for the index): which row, only a row at a
+                // time can tell.
                 rejected.extend(self.write_landing_one_by_one(&statement, rows).await?);
                 rejected.sort_by_key(|r| r.index);
             }
@@ -399,7 +400,8 @@ impl PostgresSink {
         Ok(rejected)
     }
 
-    /// Each row in its own INSERT: the ones a unique constraint refuses are dead-lettered.
+    /// Each row in its own INSERT: the ones PostgreSQL refuses for their data are dead-lettered
+    /// with its reason; any other failure fails the write.
     async fn write_landing_one_by_one(
         &mut self,
         statement: &str,
@@ -409,18 +411,13 @@ impl PostgresSink {
         for ((index, key), value) in rows.indices.into_iter().zip(rows.keys).zip(rows.values) {
             match self.insert_landing(statement, &[key], &[value]).await? {
                 Ok(written) => self.count_ignored(1, written),
-                Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                    let db = error.as_db_error();
-                    rejected.push(Rejected {
+                Err(error) => match refused_row(&error) {
+                    Some(db) => rejected.push(Rejected {
                         index,
-                        reason: format!(
-                            "unique constraint `{}` of the landing table refused it (SQLSTATE 23505): {}",
-                            db.and_then(|db| db.constraint()).unwrap_or("?"),
-                            db.and_then(|db| db.detail()).unwrap_or("no detail")
-                        ),
-                    });
-                }
-                Err(error) => return Err(self.landing_error(error)),
+                        reason: refusal_reason(db),
+                    }),
+                    None => return Err(self.landing_error(error)),
+                },
             }
         }
         Ok(rejected)
@@ -595,6 +592,57 @@ fn source_ids(records: &[Record]) -> Vec<Option<String>> {
             Some(id)
         })
         .collect()
+}
+
+/// Whether a failed landing INSERT was refused for the data of a row, which the same row would
+/// meet again after any number of retries: a data exception (class 22: a number jsonb cannot
+/// hold, a string too long for its column), a value too large for an index or nested too deep
+/// (54000, 54001), or a constraint that judges the row (unique, exclusion, check). Connection,
+/// server and table-shape failures (a missing column, a NOT NULL column the sink does not fill,
+/// a foreign key that another row may satisfy later) are not. The server's answer when it is
+/// such a refusal; an error without one (the connection's) never is.
+fn refused_row(error: &tokio_postgres::Error) -> Option<&DbError> {
+    let db = error.as_db_error()?;
+    let code = db.code();
+    let refused = code.code().starts_with("22")
+        || [
+            SqlState::PROGRAM_LIMIT_EXCEEDED,
+            SqlState::STATEMENT_TOO_COMPLEX,
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::EXCLUSION_VIOLATION,
+            SqlState::CHECK_VIOLATION,
+        ]
+        .contains(code);
+    refused.then_some(db)
+}
+
+/// Why PostgreSQL refused a row, in its own words (message, detail, hint), with the SQLSTATE,
+/// at most [`MAX_REASON_BYTES`] long: the detail can quote the row.
+fn refusal_reason(db: &DbError) -> String {
+    let code = db.code().code();
+    let mut reason = if db.code() == &SqlState::UNIQUE_VIOLATION {
+        format!(
+            "unique constraint `{}` of the landing table refused it (SQLSTATE {code}): {}",
+            db.constraint().unwrap_or("?"),
+            db.detail().unwrap_or("no detail")
+        )
+    } else {
+        let mut reason = format!("PostgreSQL refused it (SQLSTATE {code}): {}", db.message());
+        for part in [db.detail(), db.hint()].into_iter().flatten() {
+            reason.push_str("; ");
+            reason.push_str(part);
+        }
+        reason
+    };
+    if reason.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES - '…'.len_utf8();
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push('…');
+    }
+    reason
 }
 
 /// The name of a dead-letter table's unique index on `source_id`: derived from the table's
