@@ -3,9 +3,11 @@
 //! within its timeouts, reconnects once the proxy resumes and loses nothing, and SIGTERM during
 //! the stall exits 0 without committing what was not written. And the refusals: a missing
 //! table stops the pipeline with the fix, a unique violation outside the key dead-letters only
-//! that record, and so do a number jsonb cannot hold and a key too long for the index, binary keys stay distinct, `on_conflict` updates or ignores (counted), and a
-//! dead letter written twice is stored once. And the warm-up: the sink connects and creates its
-//! table when the pipeline starts, and a warm-up that cannot connect leaves that to the write.
+//! that record, and so do a number jsonb cannot hold and a key too long for the index; binary
+//! keys stay distinct, `on_conflict` updates or ignores (counted), and a dead letter written
+//! twice is stored once, while another record at the same position is stored too. And the
+//! warm-up: the sink connects and creates its table when the pipeline starts, and a warm-up
+//! that cannot connect leaves that to the write.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -287,17 +289,23 @@ async fn a_unique_violation_outside_the_key_dead_letters_only_that_record() {
     assert_eq!(dead[0]["headers"]["weir.source.offset"], "3");
 }
 
+/// At least `len` bytes of text that do not compress: the hex of a hash chain.
+fn incompressible(len: usize) -> String {
+    let mut text = String::new();
+    let mut block = [0u8; 32];
+    while text.len() < len {
+        block = sha2::Sha256::digest(block).into();
+        text.push_str(&hex::encode(block));
+    }
+    text
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn values_and_keys_postgres_refuses_dead_letter_only_their_records() {
     let url = postgres_url();
     let table = unique("pg_refused");
-    // A key that does not compress (hex of a hash chain) and outgrows a btree entry (2704 bytes).
-    let mut long_key = String::new();
-    let mut block = [0u8; 32];
-    while long_key.len() < 8_000 {
-        block = sha2::Sha256::digest(block).into();
-        long_key.push_str(&hex::encode(block));
-    }
+    // A key that outgrows a btree entry (2704 bytes).
+    let long_key = incompressible(8_000);
     let long_fraction = format!("0.{}1", "0".repeat(16_400));
     let batch = [
         keyed(b"a", r#"{"n":0}"#),
@@ -462,16 +470,38 @@ async fn a_dead_letter_written_again_after_an_ambiguous_failure_is_stored_once()
     assert!(sink.write(&batch).await.unwrap().is_empty());
     // The retry after an INSERT whose answer was lost sends the same batch again.
     assert!(sink.write(&batch).await.unwrap().is_empty());
-    let values: Vec<Vec<u8>> = postgres_client(&url)
+    let expected: Vec<&[u8]> = vec![b"old", b"older", b"a", b"b", b"c"];
+    assert_eq!(dead_values(&url, &table).await, expected);
+}
+
+/// The values of a dead-letter `table`, in insertion order.
+async fn dead_values(url: &str, table: &str) -> Vec<Vec<u8>> {
+    postgres_client(url)
         .await
         .query(&format!("SELECT value FROM \"{table}\" ORDER BY id"), &[])
         .await
         .unwrap()
         .iter()
         .map(|row| row.get(0))
-        .collect();
-    let expected: Vec<&[u8]> = vec![b"old", b"older", b"a", b"b", b"c"];
-    assert_eq!(values, expected);
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_dead_letter_at_a_position_seen_before_is_stored_too() {
+    let url = postgres_url();
+    let table = unique("pg_dlq_position");
+    let mut sink = PostgresSink::new(&sink_config(&url, &table, ""), true).unwrap();
+    // A stream name too long for the unique index as it is.
+    let mut long_stream = dead_letter(9, "long");
+    long_stream.set_header("weir.source.stream", incompressible(3_000));
+    let first = [dead_letter(7, "a"), long_stream];
+    assert!(sink.write(&first).await.unwrap().is_empty());
+    // A source that starts again at offset 0 (an HTTP source without a journal, a topic made
+    // anew) brings another record to the same position; then the first batch is retried.
+    assert!(sink.write(&[dead_letter(7, "b")]).await.unwrap().is_empty());
+    assert!(sink.write(&first).await.unwrap().is_empty());
+    let expected: Vec<&[u8]> = vec![b"a", b"long", b"b"];
+    assert_eq!(dead_values(&url, &table).await, expected);
 }
 
 /// Whether `table` exists in the public schema.

@@ -564,11 +564,19 @@ async fn open(
     Ok(client)
 }
 
+/// The longest `source_id`: longer ids (a long stream name) are replaced by their digest, so
+/// every id fits the unique index (a btree entry holds 2704 bytes).
+const MAX_SOURCE_ID_BYTES: usize = 512;
+
 /// The idempotency key of each dead letter: the pipeline and source coordinates its headers
-/// carry, and its rank among the batch's dead letters from the same source record (one input
-/// can fail as several outputs). A retried batch yields the same keys, so a retry after an
-/// ambiguous failure (the INSERT committed, its answer was lost) writes nothing twice. A record
-/// without coordinates gets none and is always inserted.
+/// carry, its rank among the batch's dead letters from the same source record (one input can
+/// fail as several outputs), and a digest of its content (key, value and error), as the JSON
+/// array `[pipeline, stream, partition, offset, rank, "content digest"]`, or `sha256:` and the
+/// hex digest of that array when it is longer than [`MAX_SOURCE_ID_BYTES`]. A retried batch
+/// yields the same ids, so a retry after an ambiguous failure (the INSERT committed, its answer
+/// was lost) writes nothing twice; a different record at the same position (a source that
+/// starts again at offset 0, a topic created anew) has another digest and is stored too. A
+/// record without coordinates gets none and is always inserted.
 fn source_ids(records: &[Record]) -> Vec<Option<String>> {
     let mut ranks: HashMap<String, u32> = HashMap::new();
     records
@@ -584,14 +592,36 @@ fn source_ids(records: &[Record]) -> Vec<Option<String>> {
             .to_string();
             let rank = ranks.entry(coordinates.clone()).or_default();
             let id = format!(
-                "{}{}]",
+                "{},{rank},\"{}\"]",
                 coordinates.strip_suffix(']')?,
-                format_args!(",{rank}")
+                content_digest(record)
             );
             *rank += 1;
-            Some(id)
+            Some(if id.len() > MAX_SOURCE_ID_BYTES {
+                format!("sha256:{}", hex::encode(Sha256::digest(&id)))
+            } else {
+                id
+            })
         })
         .collect()
+}
+
+/// The first 16 bytes, in hex, of the sha256 of a dead letter's key (or its absence), value and
+/// error, each prefixed with its length so no two contents read alike.
+fn content_digest(record: &Record) -> String {
+    let mut digest = Sha256::new();
+    let mut field = |bytes: Option<&[u8]>| match bytes {
+        Some(bytes) => {
+            digest.update([1]);
+            digest.update((bytes.len() as u64).to_be_bytes());
+            digest.update(bytes);
+        }
+        None => digest.update([0]),
+    };
+    field(record.key.as_deref());
+    field(Some(&record.value));
+    field(record.header(headers::ERROR));
+    hex::encode(&digest.finalize()[..16])
 }
 
 /// Whether a failed landing INSERT was refused for the data of a row, which the same row would
