@@ -4,10 +4,11 @@
 //! the stall exits 0 without committing what was not written. And the refusals: a missing
 //! table stops the pipeline with the fix, a unique violation outside the key dead-letters only
 //! that record, and so do a number jsonb cannot hold and a key too long for the index; binary
-//! keys stay distinct, `on_conflict` updates or ignores (counted), and a dead letter written
-//! twice is stored once, while another record at the same position is stored too. And the
-//! warm-up: the sink connects and creates its table when the pipeline starts, and a warm-up
-//! that cannot connect leaves that to the write.
+//! keys stay distinct, `on_conflict` updates or ignores (counted), a key whose last write in a
+//! batch is refused keeps the write before it, and a dead letter written twice is stored once,
+//! while another record at the same position is stored too. And the warm-up: the sink connects
+//! and creates its table when the pipeline starts, and a warm-up that cannot connect leaves
+//! that to the write.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -432,6 +433,38 @@ async fn on_conflict_update_keeps_the_last_write_and_ignore_counts_what_it_left_
         ignored.contains(&(table.clone(), 2)),
         "both records of the second batch are counted as ignored: {ignored:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_last_write_of_a_key_leaves_the_key_its_earlier_record() {
+    let url = postgres_url();
+    let table = unique("pg_update_refused");
+    postgres_client(&url)
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE \"{table}\" (id BIGSERIAL PRIMARY KEY, key TEXT NOT NULL UNIQUE,
+                value JSONB NOT NULL, ingested_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                email TEXT GENERATED ALWAYS AS (value->>'email') STORED UNIQUE);
+             INSERT INTO \"{table}\" (key, value) VALUES ('x', '{{\"n\":0,\"email\":\"a@x\"}}')"
+        ))
+        .await
+        .unwrap();
+    let mut sink =
+        PostgresSink::new(&sink_config(&url, &table, "create_table = false"), false).unwrap();
+    // The last write of `k` takes an email another row holds; the one before it is fine.
+    let batch = [
+        keyed(b"k", r#"{"n":1,"email":"b@x"}"#),
+        keyed(b"k", r#"{"n":2,"email":"a@x"}"#),
+    ];
+    let rejected = sink.write(&batch).await.unwrap();
+    assert_eq!(rejected.iter().map(|r| r.index).collect::<Vec<_>>(), [1]);
+    assert!(
+        rejected[0].reason.contains("SQLSTATE 23505"),
+        "{}",
+        rejected[0].reason
+    );
+    assert_eq!(numbers(&url, &table).await, BTreeSet::from([0, 1]));
+    assert_eq!(stored(&url, &table, "k").await["n"], 1);
 }
 
 /// A dead letter as the sink stage hands it over: the failure and its source coordinates.

@@ -191,6 +191,9 @@ struct LandingRows<'r> {
     /// The records' own JSON text, which the server parses into jsonb: a batch holds no parsed
     /// copy of its values (a `Value` of small items takes many times its text).
     values: Vec<&'r str>,
+    /// Per row, with `update`, the earlier records of its key in the batch (index and text,
+    /// oldest first), which the row overwrites: sent only when PostgreSQL refuses the row.
+    superseded: Vec<Vec<(usize, &'r str)>>,
 }
 
 impl PostgresSink {
@@ -359,13 +362,16 @@ impl PostgresSink {
         let mut rows = LandingRows::default();
         let mut rejected = Vec::new();
         // One statement cannot update a row twice, so with `update` only the last record per
-        // key is sent: the earlier ones would be overwritten by it anyway.
+        // key is sent: the earlier ones would be overwritten by it anyway. They are kept aside
+        // in case PostgreSQL refuses the last one.
         let mut last: HashMap<String, usize> = HashMap::new();
         for (index, record) in records.iter().enumerate() {
             match self.landing_row(record) {
                 Ok((key, value)) => {
                     if self.config.on_conflict == OnConflict::Update {
                         if let Some(&earlier) = last.get(&key) {
+                            let replaced = (rows.indices[earlier], rows.values[earlier]);
+                            rows.superseded[earlier].push(replaced);
                             rows.values[earlier] = value;
                             rows.indices[earlier] = index;
                             continue;
@@ -375,6 +381,7 @@ impl PostgresSink {
                     rows.indices.push(index);
                     rows.keys.push(key);
                     rows.values.push(value);
+                    rows.superseded.push(Vec::new());
                 }
                 Err(reason) => rejected.push(Rejected { index, reason }),
             }
@@ -401,23 +408,42 @@ impl PostgresSink {
     }
 
     /// Each row in its own INSERT: the ones PostgreSQL refuses for their data are dead-lettered
-    /// with its reason; any other failure fails the write.
+    /// with its reason; any other failure fails the write. A refused row's key then takes the
+    /// latest of the batch's earlier records of that key that PostgreSQL accepts, as if the
+    /// batch had been written a record at a time (each one refused is dead-lettered too).
     async fn write_landing_one_by_one(
         &mut self,
         statement: &str,
         rows: LandingRows<'_>,
     ) -> Result<Vec<Rejected>, ConnectorError> {
         let mut rejected = Vec::new();
-        for ((index, key), value) in rows.indices.into_iter().zip(rows.keys).zip(rows.values) {
-            match self.insert_landing(statement, &[key], &[value]).await? {
-                Ok(written) => self.count_ignored(1, written),
-                Err(error) => match refused_row(&error) {
-                    Some(db) => rejected.push(Rejected {
-                        index,
-                        reason: refusal_reason(db),
-                    }),
-                    None => return Err(self.landing_error(error)),
-                },
+        let LandingRows {
+            indices,
+            keys,
+            values,
+            superseded,
+        } = rows;
+        for (((index, key), value), earlier) in
+            indices.into_iter().zip(keys).zip(values).zip(superseded)
+        {
+            let candidates = std::iter::once((index, value)).chain(earlier.into_iter().rev());
+            for (index, value) in candidates {
+                match self
+                    .insert_landing(statement, std::slice::from_ref(&key), &[value])
+                    .await?
+                {
+                    Ok(written) => {
+                        self.count_ignored(1, written);
+                        break;
+                    }
+                    Err(error) => match refused_row(&error) {
+                        Some(db) => rejected.push(Rejected {
+                            index,
+                            reason: refusal_reason(db),
+                        }),
+                        None => return Err(self.landing_error(error)),
+                    },
+                }
             }
         }
         Ok(rejected)
