@@ -3,14 +3,19 @@
 //! within its timeouts, reconnects once the proxy resumes and loses nothing, and SIGTERM during
 //! the stall exits 0 without committing what was not written. And the refusals: a missing
 //! table stops the pipeline with the fix, a unique violation outside the key dead-letters only
-//! that record, binary keys stay distinct, `on_conflict` updates or ignores (counted), and a
-//! dead letter written twice is stored once. And the warm-up: the sink connects and creates its
-//! table when the pipeline starts, and a warm-up that cannot connect leaves that to the write.
+//! that record, and so do a number jsonb cannot hold and a key too long for the index; binary
+//! keys stay distinct, `on_conflict` updates or ignores (counted), a key whose last write in a
+//! batch is refused keeps the write before it, and a dead letter written twice is stored once,
+//! while another record at the same position is stored too. And the warm-up: the sink connects
+//! and creates its table when the pipeline starts, and a warm-up that cannot connect leaves
+//! that to the write.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
+
+use sha2::Digest;
 
 use weir::connectors::Sink;
 use weir::connectors::postgres::{PostgresSink, PostgresSinkConfig};
@@ -285,6 +290,64 @@ async fn a_unique_violation_outside_the_key_dead_letters_only_that_record() {
     assert_eq!(dead[0]["headers"]["weir.source.offset"], "3");
 }
 
+/// At least `len` bytes of text that do not compress: the hex of a hash chain.
+fn incompressible(len: usize) -> String {
+    let mut text = String::new();
+    let mut block = [0u8; 32];
+    while text.len() < len {
+        block = sha2::Sha256::digest(block).into();
+        text.push_str(&hex::encode(block));
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn values_and_keys_postgres_refuses_dead_letter_only_their_records() {
+    let url = postgres_url();
+    let table = unique("pg_refused");
+    // A key that outgrows a btree entry (2704 bytes).
+    let long_key = incompressible(8_000);
+    let long_fraction = format!("0.{}1", "0".repeat(16_400));
+    let batch = [
+        keyed(b"a", r#"{"n":0}"#),
+        // serde_json reads 0.0; jsonb's numeric cannot hold it.
+        keyed(b"b", r#"{"n":1,"x":1e-20000}"#),
+        keyed(long_key.as_bytes(), r#"{"n":2}"#),
+        keyed(b"c", &format!(r#"{{"n":3,"x":{long_fraction}}}"#)),
+        keyed(b"d", r#"{"n":4}"#),
+    ];
+    let mut sink = PostgresSink::new(&sink_config(&url, &table, ""), false).unwrap();
+    // Refused records, not a failed write: the pipeline dead-letters them and goes on.
+    let rejected = sink.write(&batch).await.unwrap();
+    assert_eq!(
+        rejected.iter().map(|r| r.index).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    for refused in &rejected {
+        let (sqlstate, says) = if refused.index == 2 {
+            ("SQLSTATE 54000", "index row size")
+        } else {
+            ("SQLSTATE 22003", "value overflows numeric format")
+        };
+        let reason = &refused.reason;
+        assert!(
+            reason.contains(sqlstate) && reason.contains(says) && reason.len() <= 4096,
+            "record {}: {}",
+            refused.index,
+            reason.chars().take(500).collect::<String>()
+        );
+    }
+    assert_eq!(numbers(&url, &table).await, BTreeSet::from([0, 4]));
+    // The next batch is written as usual.
+    assert!(
+        sink.write(&[keyed(b"e", r#"{"n":5}"#)])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(numbers(&url, &table).await, BTreeSet::from([0, 4, 5]));
+}
+
 fn sink_config(url: &str, table: &str, extra: &str) -> PostgresSinkConfig {
     toml::from_str(&format!("url = \"{url}\"\ntable = \"{table}\"\n{extra}")).unwrap()
 }
@@ -372,6 +435,38 @@ async fn on_conflict_update_keeps_the_last_write_and_ignore_counts_what_it_left_
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_last_write_of_a_key_leaves_the_key_its_earlier_record() {
+    let url = postgres_url();
+    let table = unique("pg_update_refused");
+    postgres_client(&url)
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE \"{table}\" (id BIGSERIAL PRIMARY KEY, key TEXT NOT NULL UNIQUE,
+                value JSONB NOT NULL, ingested_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                email TEXT GENERATED ALWAYS AS (value->>'email') STORED UNIQUE);
+             INSERT INTO \"{table}\" (key, value) VALUES ('x', '{{\"n\":0,\"email\":\"a@x\"}}')"
+        ))
+        .await
+        .unwrap();
+    let mut sink =
+        PostgresSink::new(&sink_config(&url, &table, "create_table = false"), false).unwrap();
+    // The last write of `k` takes an email another row holds; the one before it is fine.
+    let batch = [
+        keyed(b"k", r#"{"n":1,"email":"b@x"}"#),
+        keyed(b"k", r#"{"n":2,"email":"a@x"}"#),
+    ];
+    let rejected = sink.write(&batch).await.unwrap();
+    assert_eq!(rejected.iter().map(|r| r.index).collect::<Vec<_>>(), [1]);
+    assert!(
+        rejected[0].reason.contains("SQLSTATE 23505"),
+        "{}",
+        rejected[0].reason
+    );
+    assert_eq!(numbers(&url, &table).await, BTreeSet::from([0, 1]));
+    assert_eq!(stored(&url, &table, "k").await["n"], 1);
+}
+
 /// A dead letter as the sink stage hands it over: the failure and its source coordinates.
 fn dead_letter(offset: u64, value: &str) -> Record {
     let mut record = Record::from_value(value);
@@ -408,16 +503,38 @@ async fn a_dead_letter_written_again_after_an_ambiguous_failure_is_stored_once()
     assert!(sink.write(&batch).await.unwrap().is_empty());
     // The retry after an INSERT whose answer was lost sends the same batch again.
     assert!(sink.write(&batch).await.unwrap().is_empty());
-    let values: Vec<Vec<u8>> = postgres_client(&url)
+    let expected: Vec<&[u8]> = vec![b"old", b"older", b"a", b"b", b"c"];
+    assert_eq!(dead_values(&url, &table).await, expected);
+}
+
+/// The values of a dead-letter `table`, in insertion order.
+async fn dead_values(url: &str, table: &str) -> Vec<Vec<u8>> {
+    postgres_client(url)
         .await
         .query(&format!("SELECT value FROM \"{table}\" ORDER BY id"), &[])
         .await
         .unwrap()
         .iter()
         .map(|row| row.get(0))
-        .collect();
-    let expected: Vec<&[u8]> = vec![b"old", b"older", b"a", b"b", b"c"];
-    assert_eq!(values, expected);
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_dead_letter_at_a_position_seen_before_is_stored_too() {
+    let url = postgres_url();
+    let table = unique("pg_dlq_position");
+    let mut sink = PostgresSink::new(&sink_config(&url, &table, ""), true).unwrap();
+    // A stream name too long for the unique index as it is.
+    let mut long_stream = dead_letter(9, "long");
+    long_stream.set_header("weir.source.stream", incompressible(3_000));
+    let first = [dead_letter(7, "a"), long_stream];
+    assert!(sink.write(&first).await.unwrap().is_empty());
+    // A source that starts again at offset 0 (an HTTP source without a journal, a topic made
+    // anew) brings another record to the same position; then the first batch is retried.
+    assert!(sink.write(&[dead_letter(7, "b")]).await.unwrap().is_empty());
+    assert!(sink.write(&first).await.unwrap().is_empty());
+    let expected: Vec<&[u8]> = vec![b"a", b"long", b"b"];
+    assert_eq!(dead_values(&url, &table).await, expected);
 }
 
 /// Whether `table` exists in the public schema.

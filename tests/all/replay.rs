@@ -319,6 +319,54 @@ async fn a_postgres_dead_letter_read_is_bounded_in_bytes() {
     assert_eq!(reads, [8, 4]);
 }
 
+/// A PostgreSQL dead-letter table made by hand (`create_table = false`) may hold a NULL where
+/// the destination's own table has none: the read stops with an error naming the row and the
+/// column, where it used to panic (or, for a NULL value, leave the row out of every read).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_null_in_a_hand_made_postgres_dead_letter_table_names_the_row_and_column() {
+    let url = postgres_url();
+    for (column, row) in [
+        ("value", "NULL, '{}'::jsonb"),
+        ("headers", "'\\x76'::bytea, NULL"),
+    ] {
+        let table = unique("replay_null");
+        postgres_client(&url)
+            .await
+            .batch_execute(&format!(
+                "CREATE TABLE \"{table}\" (id BIGSERIAL PRIMARY KEY, key BYTEA, value BYTEA,
+                     headers JSONB, error TEXT, created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+                 INSERT INTO \"{table}\" (value, headers) VALUES ('\\x76'::bytea, '{{}}'::jsonb);
+                 INSERT INTO \"{table}\" (value, headers) VALUES ({row});"
+            ))
+            .await
+            .unwrap();
+        let text = format!(
+            r#"
+            [[pipeline]]
+            name = "nulls"
+            source = {{ type = "file", path = "unused.jsonl" }}
+            sink = {{ type = "blackhole" }}
+            dead_letter = {{ type = "postgres", url = "{url}", table = "{table}", create_table = false }}
+            "#
+        );
+        let file = PipelineFile::parse(Path::new("nulls.toml"), &text).unwrap();
+        let dead_letter = &file.pipelines[0].dead_letter;
+        let cursor = weir::connectors::replay::Cursor::default_for("nulls", dead_letter, "");
+        let mut reader = weir::connectors::replay::open(dead_letter, &cursor, true)
+            .await
+            .unwrap();
+        let Err(error) = reader.read(100).await else {
+            panic!("a row with a NULL {column} was read");
+        };
+        let message = error.to_string();
+        assert!(
+            message.contains("row 2") && message.contains(&format!("column `{column}`")),
+            "{message}"
+        );
+        assert!(!error.is_transient(), "{message}");
+    }
+}
+
 /// A file pipeline over numbered lines, every `every`th one `legacy`, into `out.jsonl`, with
 /// dead letters in `dead_letter`.
 fn file_pipeline(dir: &Path, records: u64, every: u64, dead_letter: &str) -> (PathBuf, String) {

@@ -11,6 +11,7 @@ mod lag;
 mod partition_queues;
 mod progress;
 pub mod rebootstrap;
+pub(crate) mod refused_property;
 mod sink;
 mod source;
 mod unfinished;
@@ -48,8 +49,11 @@ impl SourceSpec for KafkaSourceConfig {
         let consumer: BaseConsumer = client_config(&self.brokers, &self.properties)
             .create()
             .map_err(|e| {
-                ConnectorError::fatal(self.describe(), "cannot create a metadata client")
-                    .caused_by(e)
+                refused_property::creation_failed(
+                    &self.describe(),
+                    "cannot create a metadata client",
+                    e,
+                )
             })?;
         let mut largest = 0;
         for topic in &self.topics {
@@ -110,9 +114,11 @@ async fn probe(
         Ok(Err(access::AccessError::Refused(refusal))) => {
             Err(ConnectorError::fatal(connector, refusal.to_string()))
         }
-        Ok(Err(access::AccessError::Client(error))) => {
-            Err(ConnectorError::fatal(connector, "cannot create a client").caused_by(error))
-        }
+        Ok(Err(access::AccessError::Client(error))) => Err(refused_property::creation_failed(
+            &connector,
+            "cannot create a client",
+            error,
+        )),
         Err(join) => Err(ConnectorError::fatal(
             connector,
             format!("the brokers' access check did not finish: {join}"),

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use super::batch_producer::{self, BatchProducer, Outgoing};
 use super::client_config;
 use super::delivery::{Verdict, classify, classify_code};
+use super::refused_property::creation_failed;
 use super::unfinished::{Outcome, Unfinished};
 use crate::connectors::fields::{FieldPath, FieldSet, Leaf};
 use crate::connectors::{ConfigProblem, ConnectorError, Rejected, Sink};
@@ -407,7 +408,7 @@ impl KafkaSink {
 /// A producer with `client`'s settings.
 fn create_producer(name: &str, client: &ClientConfig) -> Result<BatchProducer, ConnectorError> {
     batch_producer::create(name, client)
-        .map_err(|e| ConnectorError::fatal(name, "cannot create the producer").caused_by(e))
+        .map_err(|e| creation_failed(name, "cannot create the producer", e))
 }
 
 #[async_trait]

@@ -24,6 +24,7 @@ use super::lag::{ConsumerLag, STATISTICS_INTERVAL_MS};
 use super::partition_queues::{PartitionQueues, Splitter, Wakeup};
 use super::progress::{PartitionProgress, TopicPartition};
 use super::rebootstrap::BrokerWatch;
+use super::refused_property::creation_failed;
 use crate::connectors::slab::Slab;
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
 use crate::record::{Headers, Record, SourcePosition, SourceRecord};
@@ -466,7 +467,7 @@ impl KafkaSource {
         );
         let mut consumer: BaseConsumer<GroupContext> = client
             .create_with_context(context)
-            .map_err(|e| ConnectorError::fatal(&name, "cannot create the consumer").caused_by(e))?;
+            .map_err(|e| creation_failed(&name, "cannot create the consumer", e))?;
         consumer.context().brokers().attach(consumer.client());
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer

@@ -11,14 +11,14 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
-use tokio_postgres::error::SqlState;
+use tokio_postgres::error::{DbError, SqlState};
 
 use super::client::{Encryption, Limits, classify, connect};
 use super::{channel_for, count_ignored, quoted_table};
 use crate::connectors::fields::{FieldPath, text_at};
 use crate::connectors::tls::TlsConfig;
 use crate::connectors::{ConfigProblem, ConnectorError, MAX_DURATION_MS, Rejected, Sink};
-use crate::record::{Record, headers};
+use crate::record::{MAX_REASON_BYTES, Record, headers};
 use crate::secret::Secret;
 
 /// Options of the `postgres` sink.
@@ -191,6 +191,9 @@ struct LandingRows<'r> {
     /// The records' own JSON text, which the server parses into jsonb: a batch holds no parsed
     /// copy of its values (a `Value` of small items takes many times its text).
     values: Vec<&'r str>,
+    /// Per row, with `update`, the earlier records of its key in the batch (index and text,
+    /// oldest first), which the row overwrites: sent only when PostgreSQL refuses the row.
+    superseded: Vec<Vec<(usize, &'r str)>>,
 }
 
 impl PostgresSink {
@@ -359,13 +362,16 @@ impl PostgresSink {
         let mut rows = LandingRows::default();
         let mut rejected = Vec::new();
         // One statement cannot update a row twice, so with `update` only the last record per
-        // key is sent: the earlier ones would be overwritten by it anyway.
+        // key is sent: the earlier ones would be overwritten by it anyway. They are kept aside
+        // in case PostgreSQL refuses the last one.
         let mut last: HashMap<String, usize> = HashMap::new();
         for (index, record) in records.iter().enumerate() {
             match self.landing_row(record) {
                 Ok((key, value)) => {
                     if self.config.on_conflict == OnConflict::Update {
                         if let Some(&earlier) = last.get(&key) {
+                            let replaced = (rows.indices[earlier], rows.values[earlier]);
+                            rows.superseded[earlier].push(replaced);
                             rows.values[earlier] = value;
                             rows.indices[earlier] = index;
                             continue;
@@ -375,6 +381,7 @@ impl PostgresSink {
                     rows.indices.push(index);
                     rows.keys.push(key);
                     rows.values.push(value);
+                    rows.superseded.push(Vec::new());
                 }
                 Err(reason) => rejected.push(Rejected { index, reason }),
             }
@@ -388,9 +395,10 @@ impl PostgresSink {
             .await?
         {
             Ok(written) => self.count_ignored(rows.keys.len(), written),
-            Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                // Another unique constraint than the key's refused a row; which one, only a
-                // row at a time can tell.
+            Err(error) if refused_row(&error).is_some() => {
+                // A row's data was refused (another unique constraint than the key's, a number
+                // jsonb cannot hold, a key too long for the index): which row, only a row at a
+                // time can tell.
                 rejected.extend(self.write_landing_one_by_one(&statement, rows).await?);
                 rejected.sort_by_key(|r| r.index);
             }
@@ -399,28 +407,43 @@ impl PostgresSink {
         Ok(rejected)
     }
 
-    /// Each row in its own INSERT: the ones a unique constraint refuses are dead-lettered.
+    /// Each row in its own INSERT: the ones PostgreSQL refuses for their data are dead-lettered
+    /// with its reason; any other failure fails the write. A refused row's key then takes the
+    /// latest of the batch's earlier records of that key that PostgreSQL accepts, as if the
+    /// batch had been written a record at a time (each one refused is dead-lettered too).
     async fn write_landing_one_by_one(
         &mut self,
         statement: &str,
         rows: LandingRows<'_>,
     ) -> Result<Vec<Rejected>, ConnectorError> {
         let mut rejected = Vec::new();
-        for ((index, key), value) in rows.indices.into_iter().zip(rows.keys).zip(rows.values) {
-            match self.insert_landing(statement, &[key], &[value]).await? {
-                Ok(written) => self.count_ignored(1, written),
-                Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                    let db = error.as_db_error();
-                    rejected.push(Rejected {
-                        index,
-                        reason: format!(
-                            "unique constraint `{}` of the landing table refused it (SQLSTATE 23505): {}",
-                            db.and_then(|db| db.constraint()).unwrap_or("?"),
-                            db.and_then(|db| db.detail()).unwrap_or("no detail")
-                        ),
-                    });
+        let LandingRows {
+            indices,
+            keys,
+            values,
+            superseded,
+        } = rows;
+        for (((index, key), value), earlier) in
+            indices.into_iter().zip(keys).zip(values).zip(superseded)
+        {
+            let candidates = std::iter::once((index, value)).chain(earlier.into_iter().rev());
+            for (index, value) in candidates {
+                match self
+                    .insert_landing(statement, std::slice::from_ref(&key), &[value])
+                    .await?
+                {
+                    Ok(written) => {
+                        self.count_ignored(1, written);
+                        break;
+                    }
+                    Err(error) => match refused_row(&error) {
+                        Some(db) => rejected.push(Rejected {
+                            index,
+                            reason: refusal_reason(db),
+                        }),
+                        None => return Err(self.landing_error(error)),
+                    },
                 }
-                Err(error) => return Err(self.landing_error(error)),
             }
         }
         Ok(rejected)
@@ -567,11 +590,19 @@ async fn open(
     Ok(client)
 }
 
+/// The longest `source_id`: longer ids (a long stream name) are replaced by their digest, so
+/// every id fits the unique index (a btree entry holds 2704 bytes).
+const MAX_SOURCE_ID_BYTES: usize = 512;
+
 /// The idempotency key of each dead letter: the pipeline and source coordinates its headers
-/// carry, and its rank among the batch's dead letters from the same source record (one input
-/// can fail as several outputs). A retried batch yields the same keys, so a retry after an
-/// ambiguous failure (the INSERT committed, its answer was lost) writes nothing twice. A record
-/// without coordinates gets none and is always inserted.
+/// carry, its rank among the batch's dead letters from the same source record (one input can
+/// fail as several outputs), and a digest of its content (key, value and error), as the JSON
+/// array `[pipeline, stream, partition, offset, rank, "content digest"]`, or `sha256:` and the
+/// hex digest of that array when it is longer than [`MAX_SOURCE_ID_BYTES`]. A retried batch
+/// yields the same ids, so a retry after an ambiguous failure (the INSERT committed, its answer
+/// was lost) writes nothing twice; a different record at the same position (a source that
+/// starts again at offset 0, a topic created anew) has another digest and is stored too. A
+/// record without coordinates gets none and is always inserted.
 fn source_ids(records: &[Record]) -> Vec<Option<String>> {
     let mut ranks: HashMap<String, u32> = HashMap::new();
     records
@@ -587,14 +618,87 @@ fn source_ids(records: &[Record]) -> Vec<Option<String>> {
             .to_string();
             let rank = ranks.entry(coordinates.clone()).or_default();
             let id = format!(
-                "{}{}]",
+                "{},{rank},\"{}\"]",
                 coordinates.strip_suffix(']')?,
-                format_args!(",{rank}")
+                content_digest(record)
             );
             *rank += 1;
-            Some(id)
+            Some(if id.len() > MAX_SOURCE_ID_BYTES {
+                format!("sha256:{}", hex::encode(Sha256::digest(&id)))
+            } else {
+                id
+            })
         })
         .collect()
+}
+
+/// The first 16 bytes, in hex, of the sha256 of a dead letter's key (or its absence), value and
+/// error, each prefixed with its length so no two contents read alike.
+fn content_digest(record: &Record) -> String {
+    let mut digest = Sha256::new();
+    let mut field = |bytes: Option<&[u8]>| match bytes {
+        Some(bytes) => {
+            digest.update([1]);
+            digest.update((bytes.len() as u64).to_be_bytes());
+            digest.update(bytes);
+        }
+        None => digest.update([0]),
+    };
+    field(record.key.as_deref());
+    field(Some(&record.value));
+    field(record.header(headers::ERROR));
+    hex::encode(&digest.finalize()[..16])
+}
+
+/// Whether a failed landing INSERT was refused for the data of a row, which the same row would
+/// meet again after any number of retries: a data exception (class 22: a number jsonb cannot
+/// hold, a string too long for its column), a value too large for an index or nested too deep
+/// (54000, 54001), or a constraint that judges the row (unique, exclusion, check). Connection,
+/// server and table-shape failures (a missing column, a NOT NULL column the sink does not fill,
+/// a foreign key that another row may satisfy later) are not. The server's answer when it is
+/// such a refusal; an error without one (the connection's) never is.
+fn refused_row(error: &tokio_postgres::Error) -> Option<&DbError> {
+    let db = error.as_db_error()?;
+    let code = db.code();
+    let refused = code.code().starts_with("22")
+        || [
+            SqlState::PROGRAM_LIMIT_EXCEEDED,
+            SqlState::STATEMENT_TOO_COMPLEX,
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::EXCLUSION_VIOLATION,
+            SqlState::CHECK_VIOLATION,
+        ]
+        .contains(code);
+    refused.then_some(db)
+}
+
+/// Why PostgreSQL refused a row, in its own words (message, detail, hint), with the SQLSTATE,
+/// at most [`MAX_REASON_BYTES`] long: the detail can quote the row.
+fn refusal_reason(db: &DbError) -> String {
+    let code = db.code().code();
+    let mut reason = if db.code() == &SqlState::UNIQUE_VIOLATION {
+        format!(
+            "unique constraint `{}` of the landing table refused it (SQLSTATE {code}): {}",
+            db.constraint().unwrap_or("?"),
+            db.detail().unwrap_or("no detail")
+        )
+    } else {
+        let mut reason = format!("PostgreSQL refused it (SQLSTATE {code}): {}", db.message());
+        for part in [db.detail(), db.hint()].into_iter().flatten() {
+            reason.push_str("; ");
+            reason.push_str(part);
+        }
+        reason
+    };
+    if reason.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES - '…'.len_utf8();
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push('…');
+    }
+    reason
 }
 
 /// The name of a dead-letter table's unique index on `source_id`: derived from the table's

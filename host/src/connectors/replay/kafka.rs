@@ -16,6 +16,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::{DeadLetterReader, Entry};
 use crate::connectors::kafka::KafkaSinkConfig;
+use crate::connectors::kafka::refused_property::creation_failed;
 use crate::connectors::{ConnectorError, ErrorKind};
 use crate::record::{Record, SourcePosition};
 
@@ -77,7 +78,7 @@ impl KafkaReader {
             .set("auto.offset.reset", "earliest");
         let consumer: BaseConsumer = client
             .create()
-            .map_err(|e| ConnectorError::fatal(&name, "cannot create the consumer").caused_by(e))?;
+            .map_err(|e| creation_failed(&name, "cannot create the consumer", e))?;
         let topic = config.topic.clone();
         let (partitions, remaining) = blocking(|| {
             let metadata = consumer

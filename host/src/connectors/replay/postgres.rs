@@ -7,7 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;
-use tokio_postgres::Client;
+use tokio_postgres::types::FromSql;
+use tokio_postgres::{Client, Row};
 
 use super::{DeadLetterReader, Entry, headers_from_json};
 use crate::connectors::postgres::PostgresSinkConfig;
@@ -96,8 +97,16 @@ impl PostgresReader {
             )
             .await
             .map_err(|e| classify(&name, "cannot count the rows to replay", e))?;
-        let end: i64 = row.get(0);
-        let remaining: i64 = row.get(1);
+        let taken = |index| {
+            row.try_get::<_, i64>(index).map_err(|e| {
+                ConnectorError::fatal(
+                    &name,
+                    format!("cannot count the rows to replay: {e}; the table's id must be a bigint (bigserial) as the dead-letter destination creates it"),
+                )
+            })
+        };
+        let end = taken(0)?;
+        let remaining = taken(1)?;
         Ok(PostgresReader {
             name,
             stream: Arc::from(config.table.as_str()),
@@ -125,6 +134,26 @@ impl PostgresReader {
     }
 }
 
+/// Column `index` (`column`) of the row with `id`, or why it cannot be read: a NULL where the
+/// dead-letter destination's table has none (`value`, `headers`), or another type than its
+/// (a table made by hand, `create_table = false`). Fatal: the row stays as it is until fixed.
+fn column<'a, T: FromSql<'a>>(
+    name: &str,
+    row: &'a Row,
+    id: i64,
+    index: usize,
+    column: &str,
+) -> Result<T, ConnectorError> {
+    row.try_get(index).map_err(|e| {
+        ConnectorError::fatal(
+            name,
+            format!(
+                "row {id}: column `{column}` cannot be read ({e}); a dead letter needs key bytea, value bytea NOT NULL, headers jsonb NOT NULL and created_at timestamptz: fix the row or set its replayed_at"
+            ),
+        )
+    })
+}
+
 #[async_trait]
 impl DeadLetterReader for PostgresReader {
     async fn read(&mut self, max: usize) -> Result<Option<Vec<Entry>>, ConnectorError> {
@@ -133,13 +162,14 @@ impl DeadLetterReader for PostgresReader {
         }
         let limit = i64::try_from(max.max(1)).unwrap_or(i64::MAX);
         // The next `limit` rows, then of those only the ones that start within `READ_BYTES` of
-        // the first (the first always does), measured and left out by the server.
+        // the first (the first always does), measured and left out by the server. A NULL counts
+        // as no bytes, so a row holding one is read (and refused, naming it), not left out.
         let statement = format!(
             "SELECT id, key, value, headers, ms FROM (
                 SELECT *, (sum(size) OVER (ORDER BY id))::bigint - size AS before FROM (
                     SELECT id, key, value, headers,
                            (extract(epoch FROM created_at) * 1000)::bigint AS ms,
-                           octet_length(value)::bigint + coalesce(octet_length(key), 0) AS size
+                           coalesce(octet_length(value), 0)::bigint + coalesce(octet_length(key), 0) AS size
                     FROM {} WHERE {} AND id > $1 AND id <= $2 ORDER BY id LIMIT $3
                 ) AS batch
              ) AS sized WHERE before < $4 ORDER BY id",
@@ -158,8 +188,10 @@ impl DeadLetterReader for PostgresReader {
         }
         let mut entries = Vec::with_capacity(rows.len());
         for row in rows {
-            let id: i64 = row.get(0);
-            let headers: Value = row.get(3);
+            let id: i64 = row
+                .try_get(0)
+                .map_err(|e| ConnectorError::fatal(&self.name, format!("a row's id: {e}")))?;
+            let headers: Value = column(&self.name, &row, id, 3, "headers")?;
             let headers = headers_from_json(Some(&headers)).map_err(|problem| {
                 ConnectorError::new(
                     ErrorKind::Fatal,
@@ -167,12 +199,14 @@ impl DeadLetterReader for PostgresReader {
                     format!("row {id}: {problem}; fix the row's headers or set its replayed_at"),
                 )
             })?;
-            let time: Option<i64> = row.get(4);
+            let time: Option<i64> = column(&self.name, &row, id, 4, "created_at")?;
+            let key: Option<Vec<u8>> = column(&self.name, &row, id, 1, "key")?;
+            let value: Vec<u8> = column(&self.name, &row, id, 2, "value")?;
             self.after = id;
             entries.push(Entry {
                 record: Record {
-                    key: row.get::<_, Option<Vec<u8>>>(1).map(Bytes::from),
-                    value: Bytes::from(row.get::<_, Vec<u8>>(2)),
+                    key: key.map(Bytes::from),
+                    value: Bytes::from(value),
                     headers,
                     timestamp: None,
                 },

@@ -193,11 +193,20 @@ pub enum KafkaRegistryError {
 }
 
 impl KafkaRegistryError {
+    /// The client's error while doing `action`; a property the client refused is named
+    /// without its value (rdkafka's error would print it, and it may be a secret).
     pub(crate) fn kafka(
         registry: &RegistryAddress,
         action: impl Into<String>,
         source: rdkafka::error::KafkaError,
     ) -> Self {
+        use crate::connectors::kafka::refused_property::refused_property;
+        if let Some(refusal) = refused_property(&source) {
+            return KafkaRegistryError::Refused(format!(
+                "registry {registry}: {}: {refusal}; correct it in --registry-properties",
+                action.into()
+            ));
+        }
         KafkaRegistryError::Kafka {
             registry: registry.to_string(),
             action: action.into(),
@@ -227,5 +236,22 @@ mod tests {
             let error = wrong.parse::<RegistryAddress>().unwrap_err().to_string();
             assert!(error.contains("kafka://HOST:PORT"), "{wrong}: {error}");
         }
+    }
+
+    #[test]
+    fn a_misspelt_secret_registry_property_is_named_without_its_value() {
+        use rdkafka::consumer::BaseConsumer;
+        let mut address: RegistryAddress = "kafka://127.0.0.1:1/t".parse().unwrap();
+        address.properties.insert(
+            "sasl.pasword".into(),
+            crate::secret::Secret::new("canary-registry-3c9d"),
+        );
+        let Err(error) = address.client_config().create::<BaseConsumer>() else {
+            panic!("the consumer was created");
+        };
+        let error = KafkaRegistryError::kafka(&address, "creating a consumer", error);
+        let message = format!("{error} {error:?}");
+        assert!(message.contains("`sasl.pasword`"), "{message}");
+        assert!(!message.contains("canary"), "{message}");
     }
 }
