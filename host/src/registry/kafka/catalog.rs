@@ -541,11 +541,10 @@ impl Catalog {
                     missing(format!("plugin `{name}` version {}: {e}", version.version))
                 })?,
         };
-        let mut manifest: Manifest = toml::from_str(&version.manifest).map_err(|e| {
+        let mut manifest = Manifest::parse(&version.manifest).map_err(|reason| {
             missing(format!(
-                "plugin `{name}` version {}: its manifest does not parse: {}",
-                version.version,
-                e.to_string().trim_end()
+                "plugin `{name}` version {}: its manifest does not parse: {reason}",
+                version.version
             ))
         })?;
         if version.label.is_some() {
