@@ -36,6 +36,9 @@ const MAX_ASSEMBLING: usize = 64;
 /// a flood cannot make every process hold more than this.
 const MAX_ASSEMBLING_BYTES: usize = 2 * MAX_COMPONENT_BYTES;
 
+/// Earlier heads remembered per plugin, for `weir plugin rollback` without `--to`.
+const MAX_HEAD_HISTORY: usize = 64;
+
 // One version never fills the budget alone, so the version a chunk went into never has to go.
 const _: () = assert!(MAX_ASSEMBLING_BYTES > MAX_COMPONENT_BYTES + 4 * CHUNK_BYTES);
 
@@ -189,6 +192,10 @@ pub struct Catalog {
     /// The order number of the next version to start assembling.
     next_seen: u64,
     heads: BTreeMap<String, Head>,
+    /// The sha256 of each plugin's heads as the topic wrote them, oldest first, the current
+    /// head last; a rollback undoes the heads after the one it returns to. Compaction keeps only
+    /// a plugin's last head record, so this holds what the records still in the topic say.
+    head_history: BTreeMap<String, Vec<String>>,
     /// Heads whose version is not complete yet.
     pending: BTreeSet<String>,
     rollouts: BTreeMap<String, RolloutRecord>,
@@ -209,6 +216,7 @@ impl Catalog {
             budget: MAX_ASSEMBLING_BYTES,
             next_seen: 0,
             heads: BTreeMap::new(),
+            head_history: BTreeMap::new(),
             pending: BTreeSet::new(),
             rollouts: BTreeMap::new(),
             pending_rollouts: BTreeSet::new(),
@@ -282,6 +290,7 @@ impl Catalog {
                 let head: Head = serde_json::from_slice(payload)
                     .map_err(|e| malformed(format!("head record: {e}")))?;
                 let (name, sha256) = (head.name.clone(), head.sha256.clone());
+                self.remember_head(&head);
                 self.heads.insert(name.clone(), head);
                 self.pending.insert(name.clone());
                 Ok(self.ready(&name, &sha256))
@@ -302,6 +311,42 @@ impl Catalog {
             }
             other => Err(malformed(format!("unknown record kind `{other}`"))),
         }
+    }
+
+    /// Adds `head` to its plugin's head history. A publish or a promotion goes on top; a
+    /// rollback to an earlier head drops the heads after it (they were rolled back from), and
+    /// one to a version not among them replaces the head it rolls back from.
+    fn remember_head(&mut self, head: &Head) {
+        let history = self.head_history.entry(head.name.clone()).or_default();
+        match head.action {
+            HeadAction::Rollback => match history.iter().rposition(|s| *s == head.sha256) {
+                Some(at) => history.truncate(at + 1),
+                None => {
+                    history.pop();
+                    history.push(head.sha256.clone());
+                }
+            },
+            HeadAction::Publish | HeadAction::Promote => {
+                if history.last() != Some(&head.sha256) {
+                    history.push(head.sha256.clone());
+                }
+            }
+        }
+        let excess = history.len().saturating_sub(MAX_HEAD_HISTORY);
+        history.drain(..excess);
+    }
+
+    /// The version `weir plugin rollback NAME` returns `name` to: the latest earlier head that
+    /// was not rolled back from and is still published. A candidate that was staged and never
+    /// became the head is none. `None` when the topic holds no such head (anymore).
+    pub fn previous_head(&self, name: &str) -> Option<&PublishedVersion> {
+        let head = self.heads.get(name)?;
+        self.head_history
+            .get(name)?
+            .iter()
+            .rev()
+            .filter(|sha256| **sha256 != head.sha256)
+            .find_map(|sha256| self.published(name, sha256))
     }
 
     /// A tombstone of a version's description or of one of its chunks (`weir plugin prune`
@@ -1013,5 +1058,33 @@ mod tests {
                 })
                 .is_err()
         );
+    }
+
+    #[test]
+    fn the_previous_head_is_never_a_mere_candidate_nor_a_version_rolled_back_from() {
+        let mut topic = Topic {
+            records: Vec::new(),
+        };
+        let v1 = topic.publish("p", b"v1", "1");
+        topic.publish("p", b"v2", "2");
+        topic.head("p", &v1, HeadAction::Rollback);
+        // v3 is staged and aborted: published, never the head.
+        let v3 = topic.publish("p", b"v3", "3");
+        topic.records.pop();
+        let shadow = RolloutPlan::Shadow { every_nth_batch: 1 };
+        topic.rollout("p", &v3, RolloutAction::Stage { rollout: shadow });
+        topic.rollout("p", &v3, RolloutAction::Abort { reason: "r".into() });
+        let v4 = topic.publish("p", b"v4", "4");
+        let mut catalog = Catalog::new("kafka://x/t", None);
+        topic.changes(&mut catalog);
+        assert_eq!(catalog.heads()["p"].sha256, v4);
+        let previous = catalog.previous_head("p").map(|v| v.label.clone());
+        assert_eq!(previous, Some(Some("1".to_owned())), "v1, not v3 nor v2");
+
+        // Back on v1, nothing earlier was ever the head.
+        topic.head("p", &v1, HeadAction::Rollback);
+        let mut catalog = Catalog::new("kafka://x/t", None);
+        topic.changes(&mut catalog);
+        assert!(catalog.previous_head("p").is_none());
     }
 }
