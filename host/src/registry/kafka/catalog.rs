@@ -257,16 +257,20 @@ impl Catalog {
                 }
                 let key = (name, sha256);
                 // A chunk of a component already held adds nothing: those bytes hash to it.
-                if !self.components.contains_key(&key)
-                    && let Err(e) = self.assemble(&key, index, count, payload.to_vec())
-                {
-                    // Not `malformed`: it borrows `self`, which `assemble` took mutably.
-                    return Err(KafkaRegistryError::Malformed {
-                        registry: self.registry.clone(),
-                        partition: record.partition,
-                        offset: record.offset,
-                        reason: format!("plugin `{}` version {}: {e}", key.0, key.1),
-                    });
+                if !self.components.contains_key(&key) {
+                    match self.assemble(&key, index, count, payload.to_vec()) {
+                        Ok(true) => self.await_whole(&key.0, &key.1),
+                        Ok(false) => {}
+                        Err(e) => {
+                            // Not `malformed`: it borrows `self`, which `assemble` took mutably.
+                            return Err(KafkaRegistryError::Malformed {
+                                registry: self.registry.clone(),
+                                partition: record.partition,
+                                offset: record.offset,
+                                reason: format!("plugin `{}` version {}: {e}", key.0, key.1),
+                            });
+                        }
+                    }
                 }
                 Ok(self.ready(&key.0, &key.1))
             }
@@ -376,16 +380,34 @@ impl Catalog {
         self.assembling.remove(&key);
     }
 
+    /// Version `sha256` of `name` just became whole (its chunks hash to it). A head or a staged
+    /// candidate naming it waits for it again: it may have been handed out already when the
+    /// chunks were complete but one was wrong (its deployment then failed on the hash), and the
+    /// chunk that replaced the wrong one must deploy it.
+    fn await_whole(&mut self, name: &str, sha256: &str) {
+        if self.heads.get(name).is_some_and(|h| h.sha256 == sha256) {
+            self.pending.insert(name.to_owned());
+        }
+        if self
+            .rollouts
+            .get(name)
+            .is_some_and(|r| r.sha256 == sha256 && r.staged().is_some())
+        {
+            self.pending_rollouts.insert(name.to_owned());
+        }
+    }
+
     /// Adds a chunk to version `key` (plugin and sha256); once every chunk arrived and they hash
-    /// to the sha256, the component is kept as one buffer and the chunks are let go. Then drops
-    /// versions still assembling, first seen first, while they exceed a bound.
+    /// to the sha256, the component is kept as one buffer and the chunks are let go, and this
+    /// returns true. Then drops versions still assembling, first seen first, while they exceed a
+    /// bound.
     fn assemble(
         &mut self,
         key: &(String, String),
         index: usize,
         count: usize,
         bytes: Vec<u8>,
-    ) -> Result<(), ChunkError> {
+    ) -> Result<bool, ChunkError> {
         let assembling = match self.assembling.entry(key.clone()) {
             Entry::Occupied(entry) => {
                 let assembling = entry.into_mut();
@@ -404,10 +426,10 @@ impl Catalog {
         if let Some(Ok(component)) = assembling.assembly.bytes() {
             self.assembling.remove(key);
             self.components.insert(key.clone(), component);
-            return Ok(());
+            return Ok(true);
         }
         self.bound(key);
-        Ok(())
+        Ok(false)
     }
 
     /// Drops versions still assembling, first seen first, until those of `fed`'s plugin are
@@ -1086,5 +1108,38 @@ mod tests {
         let mut catalog = Catalog::new("kafka://x/t", None);
         topic.changes(&mut catalog);
         assert!(catalog.previous_head("p").is_none());
+    }
+
+    #[test]
+    fn a_wrong_chunk_replaced_by_the_right_one_makes_the_head_deployable_again() {
+        let mut published = Topic {
+            records: Vec::new(),
+        };
+        let sha256 = published.publish("p", b"the component", "1");
+        let right_chunk = published.records.remove(0);
+        // A wrong chunk 0 first, then the version and the head: complete, but not its hash.
+        let mut topic = Topic {
+            records: Vec::new(),
+        };
+        topic.chunk("p", &sha256, 0, 1, b"forged".to_vec());
+        topic.records.extend(published.records);
+        let mut catalog = Catalog::new("kafka://x/t", None);
+        let heads = topic.read(&mut catalog);
+        assert_eq!(heads.len(), 1, "handed out once complete");
+        assert!(
+            catalog.component("p", &sha256).is_err(),
+            "the hash is wrong"
+        );
+
+        // The right chunk arrives (a publisher's retry): the head is handed out again.
+        let retry = Topic {
+            records: vec![right_chunk],
+        };
+        let heads = retry.read(&mut catalog);
+        assert_eq!(heads.len(), 1, "the head deploys again");
+        assert_eq!(heads[0].sha256, sha256);
+        let (bytes, _) = catalog.component("p", &sha256).unwrap();
+        assert_eq!(bytes, b"the component");
+        assert_eq!(catalog.pending().count(), 0);
     }
 }
