@@ -65,34 +65,31 @@ impl From<String> for Secret {
 
 /// A URL or a connection string as messages show it.
 ///
-/// - A URL (`scheme://...`): its password, every query value (API keys and `?password=` ride
-///   there) and its fragment become `***`; user, host, port and path stay, so the message still
-///   says where. A `scheme://` text that does not parse keeps only what precedes `?` or `#`,
-///   without its userinfo.
+/// - A URL (`scheme://...` without whitespace): its password, every query value (API keys and
+///   `?password=` ride there) and its fragment become `***`; user, host, port and path stay, so
+///   the message still says where.
+/// - Other text with a `://` in it (a URL that does not parse, say with a `#` or `/` in its
+///   password, or a conninfo string with a `://` in a value) is shown conservatively:
+///   everything from the first `://` to the last `@` becomes `***`, whatever follows the first
+///   `?` or `#` after that is dropped, and what is left is redacted as `key=value` pairs.
 /// - Anything else is read as `key=value` pairs (a PostgreSQL conninfo string such as
 ///   `host=db user=weir password='s e c'`): the value of every key naming a password
 ///   (`password`, `sslpassword`, ...) or another secret becomes `***`, quoted or not.
 pub fn redact(text: &str) -> String {
-    if text.contains("://") {
-        redact_url(text)
-    } else {
-        redact_key_values(text)
+    match text.find("://") {
+        Some(scheme_end) => redact_url(text, scheme_end),
+        None => redact_key_values(text),
     }
 }
 
-fn redact_url(url: &str) -> String {
-    let Ok(mut parsed) = reqwest::Url::parse(url) else {
-        let without_query = url.split(['?', '#']).next().unwrap_or_default();
-        return match (without_query.find("://"), without_query.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                format!(
-                    "{}{HIDDEN}{}",
-                    &without_query[..scheme + 3],
-                    &without_query[at..]
-                )
-            }
-            _ => without_query.to_owned(),
-        };
+/// `url` redacted; `scheme_end` is where its first `://` starts.
+fn redact_url(url: &str, scheme_end: usize) -> String {
+    let parsed = reqwest::Url::parse(url)
+        .ok()
+        // Whitespace does not belong in a URL; a URL without an authority is no `scheme://`.
+        .filter(|parsed| !url.contains(char::is_whitespace) && !parsed.cannot_be_a_base());
+    let Some(mut parsed) = parsed else {
+        return redact_unparsed_url(url, scheme_end);
     };
     if parsed.password().is_some() {
         // Only fails for URLs that cannot have credentials, which then have no password.
@@ -113,6 +110,26 @@ fn redact_url(url: &str) -> String {
         parsed.set_fragment(Some(HIDDEN));
     }
     parsed.to_string()
+}
+
+/// Text with a `://` that is no URL: hides from the `://` to the last `@` (a password may hold
+/// `/`, `?`, `#` or `@`), drops what follows the next `?` or `#`, then hides sensitive
+/// `key=value` pairs in what is left.
+fn redact_unparsed_url(text: &str, scheme_end: usize) -> String {
+    let authority = scheme_end + "://".len();
+    let (head, rest) = match text[authority..].rfind('@') {
+        Some(at) => (
+            format!("{}{HIDDEN}", &text[..authority]),
+            &text[authority + at..],
+        ),
+        None => (String::new(), text),
+    };
+    // The `://` itself may be inside a query or a fragment: search after it only.
+    let searched = if head.is_empty() { authority } else { 0 };
+    let cut = rest[searched..]
+        .find(['?', '#'])
+        .map_or(rest.len(), |at| searched + at);
+    redact_key_values(&format!("{head}{}", &rest[..cut]))
 }
 
 /// Whether a key (of a conninfo string, a property map, a plugin config) names a credential.
@@ -321,6 +338,43 @@ mod tests {
             redact("postgresql://weir@127.0.0.1/weir?password=secret&sslmode=disable"),
             "postgresql://weir@127.0.0.1/weir?password=***&sslmode=***"
         );
+    }
+
+    #[test]
+    fn text_that_does_not_parse_as_a_url_hides_everything_up_to_the_last_at() {
+        // A `#` in the password: no URL parser reads this as the user meant.
+        assert_eq!(
+            redact("postgres://weir:pa#ss@db:5432/weir"),
+            "postgres://***@db:5432/weir"
+        );
+        assert_eq!(
+            redact("postgres://weir:p/a?s@s@db:5432/weir?sslmode=x"),
+            "postgres://***@db:5432/weir"
+        );
+        // A conninfo string with a `://` in a value is still a conninfo string.
+        assert_eq!(
+            redact("host=db password=ab://cd user=weir"),
+            "host=db password=*** user=weir"
+        );
+        assert_eq!(
+            redact("host=db password='a b://c@d' user=weir"),
+            "host=db password=*** user=weir"
+        );
+        assert_eq!(
+            redact("postgres://weir@db/weir password=hunter2"),
+            "postgres://***@db/weir password=***"
+        );
+        for text in [
+            "postgres://weir:pa#ss@db:5432/weir",
+            "host=db password=ab://cd",
+            "x:password=ab://cd",
+        ] {
+            let shown = redact(text);
+            assert!(
+                !shown.contains("pa#ss") && !shown.contains("ab://cd"),
+                "{shown}"
+            );
+        }
     }
 
     #[test]

@@ -327,6 +327,44 @@ async fn rollback_and_tap_answer_only_the_token_from_this_server_s_own_origin() 
     }
 }
 
+/// `POST /api/plugins/{name}/stage` reads `NAME.candidate.wasm` from the registry folder: a name
+/// that is no plugin's (a path, once percent-decoded) or a plugin not loaded is refused before
+/// any file is opened. Each would-be candidate here is a folder, which a read reports.
+#[tokio::test(flavor = "multi_thread")]
+async fn staging_refuses_a_name_that_is_no_loaded_plugin_before_reading_any_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry");
+    std::fs::create_dir(&registry).unwrap();
+    std::fs::create_dir(dir.path().join("outside.candidate.wasm")).unwrap();
+    std::fs::create_dir(registry.join("ghost.candidate.wasm")).unwrap();
+    let app = start_guarded(&registry).await;
+    let addr = app.admin_addr().unwrap();
+    let client = reqwest::Client::new();
+    for (name, shown) in [("..%2Foutside", "../outside"), ("ghost", "ghost")] {
+        let answer = client
+            .post(format!("http://{addr}/api/plugins/{name}/stage"))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({ "shadow": { "every_nth_batch": 1 } }))
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        let body = answer.text().await.unwrap();
+        assert_eq!(status, 404, "{name}: {body}");
+        assert!(
+            body.contains(&format!("no plugin `{shown}` is loaded")),
+            "{name}: {body}"
+        );
+        assert!(!body.contains("candidate.wasm"), "{name}: {body}");
+    }
+    assert!(app.slots().get("swap").unwrap().staged().is_none());
+
+    app.shutdown_handle().send(true).unwrap();
+    for (_, result) in app.wait().await {
+        result.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bind_beyond_loopback_without_a_token_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();

@@ -457,6 +457,74 @@ async fn every_process_rejects_a_bad_version_and_follows_a_rollback_record() {
     two.terminate();
 }
 
+/// `weir plugin rollback NAME --registry` without `--to` returns to the previous head: not a
+/// candidate that was staged and aborted, nor a version the fleet was rolled back from.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_without_to_returns_to_the_previous_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let registry = new_registry(&kafka_brokers());
+    let address = registry.to_string();
+    let base = picky();
+    let rollback = |expect_success: bool| {
+        let output = run_weir(dir, &["plugin", "rollback", PLUGIN, "--registry", &address]);
+        assert_eq!(
+            output.status.success(),
+            expect_success,
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    };
+    let head = || {
+        read_catalog(&registry, Some(BTreeSet::new()))
+            .unwrap()
+            .0
+            .heads()[PLUGIN]
+            .version
+            .clone()
+    };
+
+    let v1 = publish(dir, &registry, &variant(&base, "v1", 0), "v1");
+    let v2 = publish(dir, &registry, &variant(&base, "v2", 0), "v2");
+    rollback(true);
+    assert_eq!(head(), v1);
+    // v3 is staged as a shadow and aborted: it never becomes the head.
+    let v3 = publish_with(
+        dir,
+        &registry,
+        &variant(&base, "v3", 0),
+        "v3",
+        &["--shadow", "1"],
+    );
+    run_weir_ok(
+        dir,
+        &[
+            "plugin",
+            "abort",
+            PLUGIN,
+            "--registry",
+            &address,
+            "--reason",
+            "no",
+        ],
+    );
+    let v4 = publish(dir, &registry, &variant(&base, "v4", 0), "v4");
+    assert_eq!(head(), v4);
+
+    let said = String::from_utf8(rollback(true).stdout).unwrap();
+    assert!(said.contains(&format!("from {v4} to {v1}")), "{said}");
+    assert_eq!(
+        head(),
+        v1,
+        "neither the aborted candidate {v3} nor {v2}, rolled back from"
+    );
+    // v1 was the first head: nothing earlier to return to.
+    let refused = String::from_utf8(rollback(false).stderr).unwrap();
+    assert!(refused.contains("--to"), "{refused}");
+    assert_eq!(head(), v1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn pruning_deletes_old_versions_but_never_one_in_use_and_the_fleet_carries_on() {
     let brokers = kafka_brokers();

@@ -923,6 +923,74 @@ fn automatic_rollback_judges_the_first_window_of_records_of_a_new_version() {
     );
 }
 
+/// Workers report on their own threads: each may condemn a version before any acts on it. The
+/// verdict names the generation it judged, so it rolls back (or aborts) only that one.
+#[test]
+fn a_verdict_acted_on_late_undoes_only_the_version_it_judged() {
+    let runtime = test_runtime();
+    let base = component("fault-panic");
+    let version = |tag: &str| {
+        PluginVersion::bare(
+            LoadedPlugin::from_bytes(&runtime, "swap", &variant(&base, tag)).unwrap(),
+        )
+    };
+    let live = |slot: &weir::registry::PluginSlot| slot.current().1.plugin.version().to_owned();
+    let slots = PluginSlots::new(RollbackPolicy {
+        window: 4,
+        max_failure_ratio: 0.5,
+    });
+    let failing = || std::iter::repeat_n(Some(weir::record::RecordErrorKind::Trap), 4);
+    let slot = slots.activate(version("v0"));
+    let v1 = version("v1");
+    let v1_version = v1.plugin.version().to_owned();
+    slot.activate(v1);
+    slot.activate(version("v2"));
+    let v2_generation = slot.generation();
+
+    // Two workers both condemn v2 before either acts: one rollback, to v1, not on to v0.
+    let first = slot.judge(v2_generation, failing()).expect("v2 fails");
+    let second = slot.judge(v2_generation, failing()).expect("still failed");
+    assert!(slot.roll_back_failed(&first));
+    assert!(!slot.roll_back_failed(&second), "v2 is gone already");
+    assert_eq!(live(&slot), v1_version, "one version back");
+    assert_eq!(
+        slots.describe()[0].history.len(),
+        1,
+        "v0 is still in the history"
+    );
+
+    // v3 is condemned, then v4 is activated before the verdict is acted on: v4 stays.
+    slot.activate(version("v3"));
+    let failed = slot.judge(slot.generation(), failing()).expect("v3 fails");
+    let v4 = version("v4");
+    let v4_version = v4.plugin.version().to_owned();
+    slot.activate(v4);
+    let generation = slot.generation();
+    assert!(!slot.roll_back_failed(&failed));
+    assert_eq!((slot.generation(), live(&slot)), (generation, v4_version));
+
+    // A canary condemned, then replaced by another candidate before the abort: the new one
+    // stays staged; a verdict on it does abort it.
+    let canary = || weir::registry::Rollout::Canary {
+        partitions: [0].into(),
+    };
+    slots.stage(version("c1"), canary()).unwrap();
+    let failed = slot
+        .judge_canary(slot.staged_generation(), failing())
+        .expect("c1 fails");
+    let c2 = version("c2");
+    let c2_version = c2.plugin.version().to_owned();
+    slots.stage(c2, canary()).unwrap();
+    assert!(!slot.abort_failed(&failed));
+    let staged = slot.staged().map(|(v, _)| v.plugin.version().to_owned());
+    assert_eq!(staged.as_deref(), Some(c2_version.as_str()));
+    let failed = slot
+        .judge_canary(slot.staged_generation(), failing())
+        .expect("c2 fails");
+    assert!(slot.abort_failed(&failed));
+    assert!(slot.staged().is_none());
+}
+
 /// A writer that does not rename into place: the file is written where it lies, in two halves
 /// with a pause between them. The watcher's debounce (here longer than the pause) waits for the
 /// file to go quiet, so the half-written component is never loaded, and the whole one is

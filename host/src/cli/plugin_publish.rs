@@ -195,7 +195,8 @@ fn validate(
 }
 
 /// Publishes a head naming an earlier version of `name`: `to` (a version, sha256 or label), or
-/// the version published before the current head's.
+/// the previous head (see [`Catalog::previous_head`]): never a candidate that was only staged,
+/// nor a version the fleet was rolled back from.
 pub fn rollback(
     name: &str,
     to: Option<&str>,
@@ -206,28 +207,18 @@ pub fn rollback(
         .heads()
         .get(name)
         .with_context(|| format!("plugin `{name}` was never published to {registry}"))?;
-    let versions = &catalog.versions()[name];
     let target = match to {
         Some(wanted) => catalog.find(name, wanted).with_context(|| {
             format!(
                 "plugin `{name}` has no version `{wanted}` in {registry}; `weir plugin list --registry {registry}` shows them"
             )
         })?,
-        None => {
-            let current = versions
-                .iter()
-                .position(|v| v.sha256 == head.sha256)
-                .unwrap_or(versions.len());
-            current
-                .checked_sub(1)
-                .and_then(|i| versions.get(i))
-                .with_context(|| {
-                    format!(
-                        "plugin `{name}` has no version published before {}; name one with --to",
-                        head.version
-                    )
-                })?
-        }
+        None => catalog.previous_head(name).with_context(|| {
+            format!(
+                "plugin `{name}` has no earlier head to return to from {} in {registry} (compaction keeps only the last head record); name a version with --to",
+                head.version
+            )
+        })?,
     };
     anyhow::ensure!(
         target.sha256 != head.sha256,

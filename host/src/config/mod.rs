@@ -431,7 +431,7 @@ impl PipelineFile {
                 ));
             }
             for (step, transform) in pipeline.transforms.iter().enumerate() {
-                if !is_identifier(&transform.plugin) {
+                if !is_plugin_name(&transform.plugin) {
                     return Err(invalid(
                         at(&format!("transforms[{step}].plugin")),
                         format!(
@@ -602,6 +602,12 @@ fn describe_toml_error(
         " ".repeat(column),
         "^".repeat(width)
     )
+}
+
+/// Whether `name` can name a plugin of a pipeline: letters, digits, `-` and `_`, so that
+/// `NAME.wasm` is a file in the registry folder and never a path out of it.
+pub fn is_plugin_name(name: &str) -> bool {
+    is_identifier(name)
 }
 
 fn is_identifier(name: &str) -> bool {

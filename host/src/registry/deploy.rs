@@ -161,8 +161,12 @@ impl Deployer {
     /// Stages plugin `name`'s candidate from the folder (`NAME.candidate.wasm`, with
     /// `NAME.candidate.toml` or else `NAME.toml` as its manifest) beside its active version,
     /// after the checks of [`Deployer::deploy`]. CPU-bound: call from a blocking thread. On error
-    /// nothing changes.
+    /// nothing changes. `name` comes from a request: a name that is no plugin's, or one of a
+    /// plugin not loaded, is refused before any file is touched.
     pub fn stage(&self, name: &str, rollout: RolloutPlan) -> Result<Deployment, RegistryError> {
+        if !crate::config::is_plugin_name(name) || self.slots.get(name).is_none() {
+            return Err(super::rollout::RolloutError::UnknownPlugin(name.to_owned()).into());
+        }
         let (wasm, manifest) = super::rollout::candidate_files(&self.registry, name);
         let bytes = self.read_component(name, &wasm)?;
         let manifest = Arc::new(Manifest::load(&manifest)?);

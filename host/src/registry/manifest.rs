@@ -54,10 +54,17 @@ impl Manifest {
             path: path.to_owned(),
             reason: format!("it is not UTF-8 text ({e}): save it as UTF-8"),
         })?;
-        toml::from_str(&text).map_err(|e| ManifestError {
+        Manifest::parse(&text).map_err(|reason| ManifestError {
             path: path.to_owned(),
-            reason: e.to_string().trim_end().to_owned(),
+            reason,
         })
+    }
+
+    /// Parses a manifest's TOML text. The error names the line and column and says what is
+    /// wrong, without quoting the text: a misplaced config value (a salt, a key) must not reach
+    /// the log, the admin API or the status page through it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| describe_parse_error(&e, text))
     }
 
     /// The config `init` receives: the manifest's defaults overridden by the pipeline's entries.
@@ -81,6 +88,40 @@ impl Manifest {
             .copied()
             .find(|capability| !allowed.contains(capability))
     }
+}
+
+/// `line L, column C: message` for a TOML error in `text`. toml's `Display` quotes the
+/// offending line, which may hold a secret; its message may quote a string value (`invalid
+/// type: string "..."`), which is hidden too.
+fn describe_parse_error(error: &toml::de::Error, text: &str) -> String {
+    let message = hide_quoted(error.message().trim_end());
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let before = text.get(..span.start.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+    let column = before[line_start..].chars().count() + 1;
+    format!("line {line}, column {column}: {message}")
+}
+
+/// `text` with the content of every double-quoted string replaced by `***`.
+fn hide_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut parts = text.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for (index, part) in parts.enumerate() {
+        out.push('"');
+        // Parts at even indices after the first quote are inside quotes.
+        if index % 2 == 0 {
+            out.push_str(crate::secret::HIDDEN);
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -120,5 +161,31 @@ mod tests {
             error.contains("bad.toml") && error.contains("network"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_parse_error_names_the_line_but_never_quotes_a_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        // A config value written at the top level instead of under [config].
+        std::fs::write(
+            &path,
+            "version = \"1.0.0\"\n\nsalt = \"hunter2-salt\"\n[config]\nmode = \"hash\"\n",
+        )
+        .unwrap();
+        let error = Manifest::load(&path).unwrap_err().to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+        assert!(error.contains("line 3, column 1"), "{error}");
+        assert!(error.contains("unknown field `salt`"), "{error}");
+
+        // A syntax error on a line holding a secret, and a value of the wrong type.
+        for (text, line) in [
+            ("version = \"1\"\ntoken = \"hunter2-token\" x\n", "line 2"),
+            ("config = \"hunter2-config\"\n", "line 1"),
+        ] {
+            let error = Manifest::parse(text).unwrap_err();
+            assert!(!error.contains("hunter2"), "{error}");
+            assert!(error.contains(line), "{error}");
+        }
     }
 }

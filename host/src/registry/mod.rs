@@ -16,8 +16,8 @@ pub use manifest::{Capability, Manifest, ManifestError};
 pub use plugin_file::{PluginFile, read_plugin_file};
 pub use rollout::{Rollout, RolloutError, RolloutInfo, RolloutPlan};
 pub use slots::{
-    HISTORY_LIMIT, PluginSlot, PluginSlots, PluginVersion, RollbackError, RollbackPolicy, SlotInfo,
-    VersionInfo, blames_the_version,
+    FailedProbation, HISTORY_LIMIT, PluginSlot, PluginSlots, PluginVersion, RollbackError,
+    RollbackPolicy, SlotInfo, VersionInfo, blames_the_version,
 };
 pub use watch::{WatchHandle, watch};
 

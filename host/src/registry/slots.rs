@@ -57,6 +57,17 @@ impl PluginVersion {
     }
 }
 
+/// A version (or a canary candidate) that failed its probation, as judged under the slot's
+/// lock: acting on it (rolling back, aborting) changes nothing once the generation it names is
+/// no longer the active one (the staged one, for a canary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedProbation {
+    /// The active generation judged, or the staged generation of a canary.
+    pub generation: u64,
+    /// Why, for the log and the admin API.
+    pub reason: String,
+}
+
 /// Previous versions kept per plugin for rollback.
 pub const HISTORY_LIMIT: usize = 5;
 
@@ -464,6 +475,14 @@ impl PluginSlot {
     /// Returns to the most recent earlier version; the abandoned one is dropped from history.
     pub fn rollback(&self, reason: &str) -> Result<PluginVersion, RollbackError> {
         let mut state = self.lock();
+        self.rollback_locked(&mut state, reason)
+    }
+
+    fn rollback_locked(
+        &self,
+        state: &mut SlotState,
+        reason: &str,
+    ) -> Result<PluginVersion, RollbackError> {
         let previous = state
             .history
             .pop_front()
@@ -485,50 +504,69 @@ impl PluginSlot {
     /// Counts a batch's results for the version of `generation`, in the order its records were
     /// processed (`None` for a record that passed, else the kind of its failure); rolls the
     /// version back automatically when more than the policy's share of its first records fail by
-    /// its fault (see [`RollbackPolicy`]).
+    /// its fault (see [`RollbackPolicy`]). Workers report concurrently: the rollback happens only
+    /// while `generation` is still the active one, so two reports that both condemn it roll back
+    /// once, and a version activated since is never the one undone.
     pub fn report(
         &self,
         generation: u64,
         outcomes: impl IntoIterator<Item = Option<RecordErrorKind>>,
     ) {
-        let verdict = {
-            let mut state = self.lock();
-            let Some(probation) = state
-                .probation
-                .as_mut()
-                .filter(|p| p.generation == generation)
-            else {
-                return;
-            };
-            probation.count(outcomes, self.policy.window);
-            match probation.verdict(&self.policy) {
-                Verdict::Pending => None,
-                Verdict::Keep => {
-                    if probation.bad > 0 {
-                        tracing::info!(
-                            plugin = %self.name,
-                            failed = probation.failed,
-                            bad_records = probation.bad,
-                            window = self.policy.window,
-                            "New plugin version kept after its probation; the records it judged bad-record were not counted against it."
-                        );
-                    }
-                    state.probation = None;
-                    None
-                }
-                Verdict::RollBack => Some(format!(
-                    "{} of its first {} records failed (plugin failures, traps or timeouts; {} bad records, the input's fault, not counted), more than {:.0}% of the {}-record window",
-                    probation.failed,
-                    probation.seen,
-                    probation.bad,
-                    self.policy.max_failure_ratio * 100.0,
-                    self.policy.window
-                )),
-            }
-        };
-        if let Some(reason) = verdict {
-            let _ = self.rollback(&reason);
+        if let Some(failed) = self.judge(generation, outcomes) {
+            self.roll_back_failed(&failed);
         }
+    }
+
+    /// The first half of [`PluginSlot::report`]: counts the results and says whether the
+    /// version of `generation` failed its probation, changing no version.
+    pub fn judge(
+        &self,
+        generation: u64,
+        outcomes: impl IntoIterator<Item = Option<RecordErrorKind>>,
+    ) -> Option<FailedProbation> {
+        let mut state = self.lock();
+        let probation = state
+            .probation
+            .as_mut()
+            .filter(|p| p.generation == generation)?;
+        probation.count(outcomes, self.policy.window);
+        let reason = match probation.verdict(&self.policy) {
+            Verdict::Pending => None,
+            Verdict::Keep => {
+                if probation.bad > 0 {
+                    tracing::info!(
+                        plugin = %self.name,
+                        failed = probation.failed,
+                        bad_records = probation.bad,
+                        window = self.policy.window,
+                        "New plugin version kept after its probation; the records it judged bad-record were not counted against it."
+                    );
+                }
+                state.probation = None;
+                None
+            }
+            Verdict::RollBack => Some(format!(
+                "{} of its first {} records failed (plugin failures, traps or timeouts; {} bad records, the input's fault, not counted), more than {:.0}% of the {}-record window",
+                probation.failed,
+                probation.seen,
+                probation.bad,
+                self.policy.max_failure_ratio * 100.0,
+                self.policy.window
+            )),
+        }?;
+        Some(FailedProbation { generation, reason })
+    }
+
+    /// The second half of [`PluginSlot::report`]: rolls back the version `failed` judged, if
+    /// it is still the active one; returns whether it did. Anything that changed the active
+    /// version since the verdict (another worker's rollback, an activation) makes it moot.
+    pub fn roll_back_failed(&self, failed: &FailedProbation) -> bool {
+        let mut state = self.lock();
+        // The generation only moves under this lock, so it cannot change before the rollback.
+        if self.generation() != failed.generation {
+            return false;
+        }
+        self.rollback_locked(&mut state, &failed.reason).is_ok()
     }
 
     fn describe(&self) -> SlotInfo {
@@ -605,6 +643,14 @@ impl PluginSlot {
     /// Drops the staged candidate; returns it.
     pub fn abort(&self, reason: &str) -> Result<PluginVersion, RolloutError> {
         let mut state = self.lock();
+        self.abort_locked(&mut state, reason)
+    }
+
+    fn abort_locked(
+        &self,
+        state: &mut SlotState,
+        reason: &str,
+    ) -> Result<PluginVersion, RolloutError> {
         let candidate = state
             .candidate
             .take()
@@ -630,39 +676,60 @@ impl PluginSlot {
 
     /// Counts canary records of the candidate of `generation`; aborts the rollout under the
     /// same rule as an automatic rollback (see [`RollbackPolicy`]), on its own records only.
+    /// The abort happens only while that candidate is still the staged one, so a candidate
+    /// staged since is never the one dropped.
     pub fn report_canary(
         &self,
         generation: u64,
         outcomes: impl IntoIterator<Item = Option<RecordErrorKind>>,
     ) {
-        let abort = {
-            let mut state = self.lock();
-            let Some(candidate) = state
-                .candidate
-                .as_mut()
-                .filter(|c| c.generation == generation && !c.passed_window)
-            else {
-                return;
-            };
-            candidate.probation.count(outcomes, self.policy.window);
-            match candidate.probation.verdict(&self.policy) {
-                Verdict::Pending => None,
-                Verdict::Keep => {
-                    candidate.passed_window = true;
-                    None
-                }
-                Verdict::RollBack => Some(format!(
-                    "automatic: {} of its first {} canary records failed (plugin failures, traps or timeouts), more than {:.0}% of the {}-record window",
-                    candidate.probation.failed,
-                    candidate.probation.seen,
-                    self.policy.max_failure_ratio * 100.0,
-                    self.policy.window
-                )),
-            }
-        };
-        if let Some(reason) = abort {
-            let _ = self.abort(&reason);
+        if let Some(failed) = self.judge_canary(generation, outcomes) {
+            self.abort_failed(&failed);
         }
+    }
+
+    /// The first half of [`PluginSlot::report_canary`]: counts the canary's records and says
+    /// whether the candidate of staged generation `generation` failed, changing nothing staged.
+    pub fn judge_canary(
+        &self,
+        generation: u64,
+        outcomes: impl IntoIterator<Item = Option<RecordErrorKind>>,
+    ) -> Option<FailedProbation> {
+        let mut state = self.lock();
+        let candidate = state
+            .candidate
+            .as_mut()
+            .filter(|c| c.generation == generation && !c.passed_window)?;
+        candidate.probation.count(outcomes, self.policy.window);
+        let reason = match candidate.probation.verdict(&self.policy) {
+            Verdict::Pending => None,
+            Verdict::Keep => {
+                candidate.passed_window = true;
+                None
+            }
+            Verdict::RollBack => Some(format!(
+                "automatic: {} of its first {} canary records failed (plugin failures, traps or timeouts), more than {:.0}% of the {}-record window",
+                candidate.probation.failed,
+                candidate.probation.seen,
+                self.policy.max_failure_ratio * 100.0,
+                self.policy.window
+            )),
+        }?;
+        Some(FailedProbation { generation, reason })
+    }
+
+    /// The second half of [`PluginSlot::report_canary`]: aborts the candidate `failed` judged,
+    /// if it is still the staged one; returns whether it did.
+    pub fn abort_failed(&self, failed: &FailedProbation) -> bool {
+        let mut state = self.lock();
+        if state
+            .candidate
+            .as_ref()
+            .is_none_or(|c| c.generation != failed.generation)
+        {
+            return false;
+        }
+        self.abort_locked(&mut state, &failed.reason).is_ok()
     }
 }
 

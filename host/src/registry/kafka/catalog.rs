@@ -36,6 +36,9 @@ const MAX_ASSEMBLING: usize = 64;
 /// a flood cannot make every process hold more than this.
 const MAX_ASSEMBLING_BYTES: usize = 2 * MAX_COMPONENT_BYTES;
 
+/// Earlier heads remembered per plugin, for `weir plugin rollback` without `--to`.
+const MAX_HEAD_HISTORY: usize = 64;
+
 // One version never fills the budget alone, so the version a chunk went into never has to go.
 const _: () = assert!(MAX_ASSEMBLING_BYTES > MAX_COMPONENT_BYTES + 4 * CHUNK_BYTES);
 
@@ -189,6 +192,10 @@ pub struct Catalog {
     /// The order number of the next version to start assembling.
     next_seen: u64,
     heads: BTreeMap<String, Head>,
+    /// The sha256 of each plugin's heads as the topic wrote them, oldest first, the current
+    /// head last; a rollback undoes the heads after the one it returns to. Compaction keeps only
+    /// a plugin's last head record, so this holds what the records still in the topic say.
+    head_history: BTreeMap<String, Vec<String>>,
     /// Heads whose version is not complete yet.
     pending: BTreeSet<String>,
     rollouts: BTreeMap<String, RolloutRecord>,
@@ -209,6 +216,7 @@ impl Catalog {
             budget: MAX_ASSEMBLING_BYTES,
             next_seen: 0,
             heads: BTreeMap::new(),
+            head_history: BTreeMap::new(),
             pending: BTreeSet::new(),
             rollouts: BTreeMap::new(),
             pending_rollouts: BTreeSet::new(),
@@ -249,16 +257,20 @@ impl Catalog {
                 }
                 let key = (name, sha256);
                 // A chunk of a component already held adds nothing: those bytes hash to it.
-                if !self.components.contains_key(&key)
-                    && let Err(e) = self.assemble(&key, index, count, payload.to_vec())
-                {
-                    // Not `malformed`: it borrows `self`, which `assemble` took mutably.
-                    return Err(KafkaRegistryError::Malformed {
-                        registry: self.registry.clone(),
-                        partition: record.partition,
-                        offset: record.offset,
-                        reason: format!("plugin `{}` version {}: {e}", key.0, key.1),
-                    });
+                if !self.components.contains_key(&key) {
+                    match self.assemble(&key, index, count, payload.to_vec()) {
+                        Ok(true) => self.await_whole(&key.0, &key.1),
+                        Ok(false) => {}
+                        Err(e) => {
+                            // Not `malformed`: it borrows `self`, which `assemble` took mutably.
+                            return Err(KafkaRegistryError::Malformed {
+                                registry: self.registry.clone(),
+                                partition: record.partition,
+                                offset: record.offset,
+                                reason: format!("plugin `{}` version {}: {e}", key.0, key.1),
+                            });
+                        }
+                    }
                 }
                 Ok(self.ready(&key.0, &key.1))
             }
@@ -282,6 +294,7 @@ impl Catalog {
                 let head: Head = serde_json::from_slice(payload)
                     .map_err(|e| malformed(format!("head record: {e}")))?;
                 let (name, sha256) = (head.name.clone(), head.sha256.clone());
+                self.remember_head(&head);
                 self.heads.insert(name.clone(), head);
                 self.pending.insert(name.clone());
                 Ok(self.ready(&name, &sha256))
@@ -302,6 +315,42 @@ impl Catalog {
             }
             other => Err(malformed(format!("unknown record kind `{other}`"))),
         }
+    }
+
+    /// Adds `head` to its plugin's head history. A publish or a promotion goes on top; a
+    /// rollback to an earlier head drops the heads after it (they were rolled back from), and
+    /// one to a version not among them replaces the head it rolls back from.
+    fn remember_head(&mut self, head: &Head) {
+        let history = self.head_history.entry(head.name.clone()).or_default();
+        match head.action {
+            HeadAction::Rollback => match history.iter().rposition(|s| *s == head.sha256) {
+                Some(at) => history.truncate(at + 1),
+                None => {
+                    history.pop();
+                    history.push(head.sha256.clone());
+                }
+            },
+            HeadAction::Publish | HeadAction::Promote => {
+                if history.last() != Some(&head.sha256) {
+                    history.push(head.sha256.clone());
+                }
+            }
+        }
+        let excess = history.len().saturating_sub(MAX_HEAD_HISTORY);
+        history.drain(..excess);
+    }
+
+    /// The version `weir plugin rollback NAME` returns `name` to: the latest earlier head that
+    /// was not rolled back from and is still published. A candidate that was staged and never
+    /// became the head is none. `None` when the topic holds no such head (anymore).
+    pub fn previous_head(&self, name: &str) -> Option<&PublishedVersion> {
+        let head = self.heads.get(name)?;
+        self.head_history
+            .get(name)?
+            .iter()
+            .rev()
+            .filter(|sha256| **sha256 != head.sha256)
+            .find_map(|sha256| self.published(name, sha256))
     }
 
     /// A tombstone of a version's description or of one of its chunks (`weir plugin prune`
@@ -331,16 +380,34 @@ impl Catalog {
         self.assembling.remove(&key);
     }
 
+    /// Version `sha256` of `name` just became whole (its chunks hash to it). A head or a staged
+    /// candidate naming it waits for it again: it may have been handed out already when the
+    /// chunks were complete but one was wrong (its deployment then failed on the hash), and the
+    /// chunk that replaced the wrong one must deploy it.
+    fn await_whole(&mut self, name: &str, sha256: &str) {
+        if self.heads.get(name).is_some_and(|h| h.sha256 == sha256) {
+            self.pending.insert(name.to_owned());
+        }
+        if self
+            .rollouts
+            .get(name)
+            .is_some_and(|r| r.sha256 == sha256 && r.staged().is_some())
+        {
+            self.pending_rollouts.insert(name.to_owned());
+        }
+    }
+
     /// Adds a chunk to version `key` (plugin and sha256); once every chunk arrived and they hash
-    /// to the sha256, the component is kept as one buffer and the chunks are let go. Then drops
-    /// versions still assembling, first seen first, while they exceed a bound.
+    /// to the sha256, the component is kept as one buffer and the chunks are let go, and this
+    /// returns true. Then drops versions still assembling, first seen first, while they exceed a
+    /// bound.
     fn assemble(
         &mut self,
         key: &(String, String),
         index: usize,
         count: usize,
         bytes: Vec<u8>,
-    ) -> Result<(), ChunkError> {
+    ) -> Result<bool, ChunkError> {
         let assembling = match self.assembling.entry(key.clone()) {
             Entry::Occupied(entry) => {
                 let assembling = entry.into_mut();
@@ -359,10 +426,10 @@ impl Catalog {
         if let Some(Ok(component)) = assembling.assembly.bytes() {
             self.assembling.remove(key);
             self.components.insert(key.clone(), component);
-            return Ok(());
+            return Ok(true);
         }
         self.bound(key);
-        Ok(())
+        Ok(false)
     }
 
     /// Drops versions still assembling, first seen first, until those of `fed`'s plugin are
@@ -541,11 +608,10 @@ impl Catalog {
                     missing(format!("plugin `{name}` version {}: {e}", version.version))
                 })?,
         };
-        let mut manifest: Manifest = toml::from_str(&version.manifest).map_err(|e| {
+        let mut manifest = Manifest::parse(&version.manifest).map_err(|reason| {
             missing(format!(
-                "plugin `{name}` version {}: its manifest does not parse: {}",
-                version.version,
-                e.to_string().trim_end()
+                "plugin `{name}` version {}: its manifest does not parse: {reason}",
+                version.version
             ))
         })?;
         if version.label.is_some() {
@@ -1014,5 +1080,66 @@ mod tests {
                 })
                 .is_err()
         );
+    }
+
+    #[test]
+    fn the_previous_head_is_never_a_mere_candidate_nor_a_version_rolled_back_from() {
+        let mut topic = Topic {
+            records: Vec::new(),
+        };
+        let v1 = topic.publish("p", b"v1", "1");
+        topic.publish("p", b"v2", "2");
+        topic.head("p", &v1, HeadAction::Rollback);
+        // v3 is staged and aborted: published, never the head.
+        let v3 = topic.publish("p", b"v3", "3");
+        topic.records.pop();
+        let shadow = RolloutPlan::Shadow { every_nth_batch: 1 };
+        topic.rollout("p", &v3, RolloutAction::Stage { rollout: shadow });
+        topic.rollout("p", &v3, RolloutAction::Abort { reason: "r".into() });
+        let v4 = topic.publish("p", b"v4", "4");
+        let mut catalog = Catalog::new("kafka://x/t", None);
+        topic.changes(&mut catalog);
+        assert_eq!(catalog.heads()["p"].sha256, v4);
+        let previous = catalog.previous_head("p").map(|v| v.label.clone());
+        assert_eq!(previous, Some(Some("1".to_owned())), "v1, not v3 nor v2");
+
+        // Back on v1, nothing earlier was ever the head.
+        topic.head("p", &v1, HeadAction::Rollback);
+        let mut catalog = Catalog::new("kafka://x/t", None);
+        topic.changes(&mut catalog);
+        assert!(catalog.previous_head("p").is_none());
+    }
+
+    #[test]
+    fn a_wrong_chunk_replaced_by_the_right_one_makes_the_head_deployable_again() {
+        let mut published = Topic {
+            records: Vec::new(),
+        };
+        let sha256 = published.publish("p", b"the component", "1");
+        let right_chunk = published.records.remove(0);
+        // A wrong chunk 0 first, then the version and the head: complete, but not its hash.
+        let mut topic = Topic {
+            records: Vec::new(),
+        };
+        topic.chunk("p", &sha256, 0, 1, b"forged".to_vec());
+        topic.records.extend(published.records);
+        let mut catalog = Catalog::new("kafka://x/t", None);
+        let heads = topic.read(&mut catalog);
+        assert_eq!(heads.len(), 1, "handed out once complete");
+        assert!(
+            catalog.component("p", &sha256).is_err(),
+            "the hash is wrong"
+        );
+
+        // The right chunk arrives (a publisher's retry): the head is handed out again.
+        let retry = Topic {
+            records: vec![right_chunk],
+        };
+        let heads = retry.read(&mut catalog);
+        assert_eq!(heads.len(), 1, "the head deploys again");
+        assert_eq!(heads[0].sha256, sha256);
+        let (bytes, _) = catalog.component("p", &sha256).unwrap();
+        assert_eq!(bytes, b"the component");
+        assert_eq!(catalog.pending().count(), 0);
     }
 }
