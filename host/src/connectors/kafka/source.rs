@@ -536,7 +536,7 @@ fn poll_until_stopped(name: &str, consumer: &Arc<BaseConsumer<GroupContext>>, sh
     while !shared.stop.load(Ordering::SeqCst) {
         if consumer.context().take_assignment_changed() {
             let assigned = shared.progress.assigned();
-            brake.keep_only(&assigned);
+            brake.after_rebalance(name, consumer, &assigned);
             queues.keep_only(&assigned);
         }
         // On this thread, the interval commit cannot interleave with a rebalance's own.
@@ -712,13 +712,31 @@ impl Brake {
         !self.paused.is_empty()
     }
 
-    /// After a rebalance: forgets partitions no longer assigned.
+    /// After a rebalance: resumes every partition it paused and forgets those no longer
+    /// assigned. librdkafka keeps a partition paused across rebalances until it is resumed, so
+    /// one paused, given up and later assigned back would otherwise never be fetched again; if
+    /// the pipeline is still stuck, the partitions are paused again.
+    fn after_rebalance(
+        &mut self,
+        name: &str,
+        consumer: &BaseConsumer<GroupContext>,
+        assigned: &[TopicPartition],
+    ) {
+        if !self.paused.is_empty() {
+            let paused: Vec<(Arc<str>, i32)> =
+                std::mem::take(&mut self.paused).into_iter().collect();
+            if let Err(error) = consumer.resume(&list(&paused)) {
+                tracing::warn!(source = %name, %error, "Cannot resume the partitions paused before the rebalance.");
+            }
+        }
+        self.keep_only(assigned);
+    }
+
+    /// Forgets the partitions no longer assigned.
     fn keep_only(&mut self, assigned: &[TopicPartition]) {
         let assigned: BTreeSet<(&str, i32)> =
             assigned.iter().map(|(t, p)| (t.as_str(), *p)).collect();
         self.consumed
-            .retain(|(topic, partition)| assigned.contains(&(&**topic, *partition)));
-        self.paused
             .retain(|(topic, partition)| assigned.contains(&(&**topic, *partition)));
         // It may have been dropped above: its next record must add it back.
         self.last = None;
