@@ -94,11 +94,14 @@ struct Oversized {
 }
 
 impl Oversized {
+    /// Counts and hashes `bytes`, the next ones of the line. A `\r` ending them is held back
+    /// until more bytes show it was not the line ending; no bytes (a read that stopped just
+    /// before the `\n`) leave a held `\r` held.
     fn add(&mut self, bytes: &[u8]) {
-        if std::mem::take(&mut self.held_cr) {
-            self.hasher.update(b"\r");
-            self.size += 1;
+        if bytes.is_empty() {
+            return;
         }
+        self.release_cr();
         let bytes = match bytes.split_last() {
             Some((b'\r', rest)) => {
                 self.held_cr = true;
@@ -108,6 +111,14 @@ impl Oversized {
         };
         self.hasher.update(bytes);
         self.size += bytes.len() as u64;
+    }
+
+    /// Counts a held `\r` as part of the line: no `\n` followed it.
+    fn release_cr(&mut self) {
+        if std::mem::take(&mut self.held_cr) {
+            self.hasher.update(b"\r");
+            self.size += 1;
+        }
     }
 }
 
@@ -131,7 +142,10 @@ fn append(pending: &mut Vec<u8>, oversized: &mut Option<Oversized>, bytes: &[u8]
         return;
     }
     // A `\r` ending a line does not count against the limit, as it is not part of the record.
-    let allowed = limit + usize::from(bytes.last() == Some(&b'\r'));
+    // With no new bytes (the read stopped between a `\r` and its `\n`), the last byte held is
+    // the one that may be that `\r`.
+    let last = bytes.last().or(pending.last());
+    let allowed = limit + usize::from(last == Some(&b'\r'));
     if pending.len() + bytes.len() <= allowed {
         pending.extend_from_slice(bytes);
         return;
@@ -223,8 +237,8 @@ impl FileSource {
             let line = std::mem::take(&mut self.pending);
             let mut oversized = oversized;
             // A `\r` that ended an unterminated last line is part of it.
-            if !complete && oversized.held_cr {
-                oversized.add(b"");
+            if !complete {
+                oversized.release_cr();
             }
             return Ok(Some(Line::TooLong {
                 excerpt: line,
@@ -578,6 +592,39 @@ mod tests {
         );
         assert_eq!(second[1].record.value, &br#"{"n":2}"#[..]);
         assert_eq!(second[1].position.offset, 2);
+    }
+
+    #[test]
+    fn a_read_ending_between_the_cr_and_the_lf_changes_neither_limit_nor_digest() {
+        // A line of exactly the limit, its `\r\n` split across two reads: not oversized.
+        let (mut pending, mut oversized) = (Vec::new(), None);
+        append(&mut pending, &mut oversized, b"abcd\r", 4);
+        append(&mut pending, &mut oversized, b"", 4);
+        assert!(oversized.is_none(), "a line of exactly the limit fits");
+        assert_eq!(
+            pending, b"abcd\r",
+            "the `\r` is removed once the line is whole"
+        );
+
+        // An oversized line split the same way: the `\r` is the line ending, not its content.
+        let (mut pending, mut oversized) = (Vec::new(), None);
+        append(&mut pending, &mut oversized, b"abcdef\r", 4);
+        append(&mut pending, &mut oversized, b"", 4);
+        let oversized = oversized.expect("longer than the limit");
+        assert_eq!(oversized.size, 6);
+        assert_eq!(hex::encode(oversized.hasher.finalize()), sha256(b"abcdef"));
+
+        // A `\r` that more bytes follow is part of the line.
+        let (mut pending, mut oversized) = (Vec::new(), None);
+        append(&mut pending, &mut oversized, b"abcdef\r", 4);
+        append(&mut pending, &mut oversized, b"", 4);
+        append(&mut pending, &mut oversized, b"gh", 4);
+        let oversized = oversized.expect("longer than the limit");
+        assert_eq!(oversized.size, 9);
+        assert_eq!(
+            hex::encode(oversized.hasher.finalize()),
+            sha256(b"abcdef\rgh")
+        );
     }
 
     #[tokio::test]
