@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::{ConfigProblem, ConnectorError, Sink, SinkSpec, Source, SourceSpec};
 
-pub(crate) use checkpoint::read_line_checkpoint;
+pub(crate) use checkpoint::{read_line_checkpoint, write_checkpoint};
 pub use sink::{FileSink, FileSinkConfig, WriteMode};
 pub use source::{FileSource, FileSourceConfig};
 

@@ -343,18 +343,12 @@ impl Source for FileSource {
         ) else {
             return Ok(());
         };
-        // Write-then-rename: a crash mid-write never leaves a torn checkpoint.
-        let temporary = checkpoint.with_extension("tmp");
-        let write = async {
-            tokio::fs::write(&temporary, last.to_string()).await?;
-            tokio::fs::rename(&temporary, checkpoint).await
-        };
-        write.await.map_err(|e| {
-            ConnectorError::transient(
-                format!("checkpoint {}", checkpoint.display()),
-                e.to_string(),
-            )
-        })
+        super::write_checkpoint(
+            checkpoint,
+            last.to_string(),
+            &format!("checkpoint {}", checkpoint.display()),
+        )
+        .await
     }
 }
 
@@ -415,6 +409,36 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn a_commit_replaces_the_checkpoint_and_leaves_the_files_beside_it_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, "{\"n\":1}\n{\"n\":2}\n").unwrap();
+        // Files a temporary name made with `with_extension("tmp")` would clobber or share.
+        let theirs = dir.path().join("in.tmp");
+        std::fs::write(&theirs, "keep me").unwrap();
+        let config = FileSourceConfig {
+            checkpoint: Some(dir.path().join("in.offset")),
+            ..reading(&path)
+        };
+        let mut source = FileSource::open(&config).await.unwrap();
+        let batch = source.poll_batch(2, Duration::ZERO).await.unwrap().unwrap();
+        source.commit(&[batch[1].position.clone()]).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "keep me");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["in.jsonl", "in.offset", "in.tmp"],
+            "no temporary left"
+        );
+        let restarted = FileSource::open(&config).await.unwrap();
+        assert_eq!(restarted.line_number, 2);
     }
 
     #[tokio::test]
