@@ -1,6 +1,7 @@
 //! The `file` connector: JSON lines in (with a checkpoint file for resuming) and JSON lines out.
 
 mod checkpoint;
+mod position;
 mod sink;
 mod source;
 
