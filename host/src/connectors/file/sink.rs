@@ -1,4 +1,6 @@
-//! The `file` sink: records as lines, flushed before a batch is acknowledged.
+//! The `file` sink: records as lines, flushed before a batch is acknowledged. A batch whose write
+//! fails is cut off the file again (back to its length after the last acknowledged batch), so
+//! the retry appends whole lines, never after a fragment.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -50,12 +52,25 @@ impl FileSinkConfig {
     }
 }
 
+/// Bytes a batch is gathered into before they go to the file.
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+
+type Writer = tokio::io::BufWriter<tokio::fs::File>;
+
 /// Appends records to a file.
 pub struct FileSink {
     name: String,
-    file: tokio::io::BufWriter<tokio::fs::File>,
+    path: PathBuf,
+    /// `None` after a failed write whose bytes could not be cut off: the next write reopens the
+    /// file and cuts them first.
+    file: Option<Writer>,
+    /// The file's length after the last acknowledged batch: where a failed batch is cut back to.
+    acknowledged: u64,
     encoding: Encoding,
     fsync: bool,
+    /// Makes a write fail once this many more bytes went to the file, to stand for a full disk.
+    #[cfg(test)]
+    fail_after: Option<usize>,
 }
 
 impl FileSink {
@@ -97,6 +112,11 @@ impl FileSink {
             .open(&config.path)
             .await
             .map_err(|e| ConnectorError::fatal(&name, format!("cannot open for writing: {e}")))?;
+        let acknowledged = file
+            .metadata()
+            .await
+            .map_err(|e| ConnectorError::fatal(&name, format!("cannot read its length: {e}")))?
+            .len();
         let default = if dead_letter {
             Encoding::Envelope
         } else {
@@ -104,11 +124,95 @@ impl FileSink {
         };
         Ok(FileSink {
             name,
-            file: tokio::io::BufWriter::with_capacity(256 * 1024, file),
+            path: config.path.clone(),
+            file: Some(tokio::io::BufWriter::with_capacity(
+                WRITE_BUFFER_BYTES,
+                file,
+            )),
+            acknowledged,
             encoding: config.encoding.unwrap_or(default),
             fsync: config.fsync,
+            #[cfg(test)]
+            fail_after: None,
         })
     }
+
+    /// Writes `records` as lines, flushes (and fsyncs when asked); the bytes written.
+    async fn write_lines(&mut self, file: &mut Writer, records: &[Record]) -> std::io::Result<u64> {
+        let mut written = 0;
+        for record in records {
+            // A value line is the record's own bytes: written from it, not from a copy.
+            let encoded;
+            let line: &[u8] = match self.encoding {
+                Encoding::Value => &record.value,
+                Encoding::Envelope => {
+                    encoded = encode(record, self.encoding);
+                    &encoded
+                }
+            };
+            self.put(file, line).await?;
+            self.put(file, b"\n").await?;
+            written += line.len() as u64 + 1;
+        }
+        file.flush().await?;
+        if self.fsync {
+            file.get_ref().sync_data().await?;
+        }
+        Ok(written)
+    }
+
+    async fn put(&mut self, file: &mut Writer, bytes: &[u8]) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(left) = self.fail_after {
+            if bytes.len() > left {
+                // What a full disk leaves: part of the bytes in the file, then an error.
+                file.write_all(&bytes[..left]).await?;
+                file.flush().await?;
+                self.fail_after = Some(0);
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "no space left on device (test)",
+                ));
+            }
+            self.fail_after = Some(left - bytes.len());
+        }
+        file.write_all(bytes).await
+    }
+
+    /// After a failed write: drops what the writer still buffered and cuts the file back to
+    /// its length after the last acknowledged batch, so the batch's retry is not appended to a
+    /// fragment of it. The writer returned writes from there.
+    async fn cut_back(&self, file: Writer) -> std::io::Result<Writer> {
+        // Waits for the writer's last operation (tokio runs it on a blocking thread).
+        let file = file.into_inner().into_std().await;
+        let length = self.acknowledged;
+        let fsync = self.fsync;
+        let file = tokio::task::spawn_blocking(move || cut(file, length, fsync))
+            .await
+            .map_err(std::io::Error::other)??;
+        Ok(tokio::io::BufWriter::with_capacity(
+            WRITE_BUFFER_BYTES,
+            tokio::fs::File::from_std(file),
+        ))
+    }
+
+    /// Opens the file again after a failed write whose bytes could not be cut off then.
+    async fn reopen(&self) -> std::io::Result<Writer> {
+        let file = std::fs::OpenOptions::new().write(true).open(&self.path)?;
+        self.cut_back(tokio::io::BufWriter::new(tokio::fs::File::from_std(file)))
+            .await
+    }
+}
+
+/// Truncates `file` to `length` and puts its position there (an append-mode file writes at the
+/// end anyway).
+fn cut(mut file: std::fs::File, length: u64, fsync: bool) -> std::io::Result<std::fs::File> {
+    file.set_len(length)?;
+    file.seek(SeekFrom::Start(length))?;
+    if fsync {
+        file.sync_data()?;
+    }
+    Ok(file)
 }
 
 /// Truncates `path` to just after its last newline, returning how many bytes went. A record is
@@ -154,32 +258,38 @@ fn drop_torn_tail(path: &Path, fsync: bool) -> std::io::Result<u64> {
 #[async_trait]
 impl Sink for FileSink {
     async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
-        let result = async {
-            for record in records {
-                // A value line is the record's own bytes: written from it, not from a copy.
-                match self.encoding {
-                    Encoding::Value => self.file.write_all(&record.value).await?,
-                    Encoding::Envelope => {
-                        self.file.write_all(&encode(record, self.encoding)).await?;
-                    }
-                }
-                self.file.write_all(b"\n").await?;
-            }
-            self.file.flush().await?;
-            if self.fsync {
-                self.file.get_ref().sync_data().await?;
-            }
-            Ok::<_, std::io::Error>(())
+        let name = self.name.clone();
+        let failed =
+            |e: std::io::Error| ConnectorError::transient(&name, "write failed").caused_by(e);
+        let mut file = match self.file.take() {
+            Some(file) => file,
+            None => self.reopen().await.map_err(failed)?,
         };
-        result
-            .await
-            .map_err(|e| ConnectorError::transient(&self.name, "write failed").caused_by(e))?;
-        Ok(Vec::new())
+        match self.write_lines(&mut file, records).await {
+            Ok(written) => {
+                self.acknowledged += written;
+                self.file = Some(file);
+                Ok(Vec::new())
+            }
+            Err(error) => {
+                match self.cut_back(file).await {
+                    Ok(file) => self.file = Some(file),
+                    Err(cut) => tracing::warn!(
+                        connector = %self.name,
+                        error = %cut,
+                        "Cannot cut the failed batch off the file yet; the next write tries again first."
+                    ),
+                }
+                Err(failed(error))
+            }
+        }
     }
 
     async fn close(&mut self) -> Result<(), ConnectorError> {
-        self.file
-            .flush()
+        let Some(file) = &mut self.file else {
+            return Ok(());
+        };
+        file.flush()
             .await
             .map_err(|e| ConnectorError::transient(&self.name, "flush failed").caused_by(e))
     }
@@ -226,6 +336,61 @@ mod tests {
             std::fs::read_to_string(&path).unwrap(),
             "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n"
         );
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_cut_off_so_its_retry_appends_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "0\n").unwrap();
+        let config = FileSinkConfig {
+            path: path.clone(),
+            encoding: None,
+            mode: WriteMode::Append,
+            fsync: true,
+        };
+        let mut sink = FileSink::open(&config, false).await.unwrap();
+        sink.write(&[Record::from_value("1")]).await.unwrap();
+        let batch = [Record::from_value("22"), Record::from_value("33333")];
+        // The disk fills in the middle of the second record.
+        sink.fail_after = Some(5);
+        let error = sink.write(&batch).await.unwrap_err();
+        assert!(error.is_transient(), "{error}");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "0\n1\n",
+            "the failed batch is cut off"
+        );
+        // Space again: the pipeline's retry writes the same batch.
+        sink.fail_after = None;
+        sink.write(&batch).await.unwrap();
+        sink.write(&[Record::from_value("4")]).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "0\n1\n22\n33333\n4\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_truncating_sink_cuts_a_failed_write_off_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "old\n").unwrap();
+        let config = FileSinkConfig {
+            path: path.clone(),
+            encoding: None,
+            mode: WriteMode::Truncate,
+            fsync: false,
+        };
+        let mut sink = FileSink::open(&config, false).await.unwrap();
+        sink.write(&[Record::from_value("1")]).await.unwrap();
+        sink.fail_after = Some(1);
+        let batch = [Record::from_value("22")];
+        sink.write(&batch).await.unwrap_err();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
+        sink.fail_after = None;
+        sink.write(&batch).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n22\n");
     }
 
     #[test]
