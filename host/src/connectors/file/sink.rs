@@ -1,6 +1,9 @@
 //! The `file` sink: records as lines, flushed before a batch is acknowledged. A batch whose write
 //! fails is cut off the file again (back to its length after the last acknowledged batch), so
-//! the retry appends whole lines, never after a fragment.
+//! the retry appends whole lines, never after a fragment. With `encoding = "value"`, a value that
+//! is not one line (a line break in it, a `\r` ending it, nothing but whitespace) is refused,
+//! so it becomes a dead letter instead of several lines or one a reader skips; a dead-letter
+//! destination, which has nowhere to refuse to, writes such a record as an envelope.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -31,7 +34,9 @@ pub struct FileSinkConfig {
     /// The file to write; parent folders are created.
     pub path: PathBuf,
     /// `value` (the record's value per line) or `envelope` (key, value, headers, timestamp);
-    /// defaults to `value` for a sink and `envelope` for a dead-letter destination.
+    /// defaults to `value` for a sink and `envelope` for a dead-letter destination. With
+    /// `value`, a value holding a line break, ending in `\r`, or blank is refused (a dead
+    /// letter); a dead-letter destination writes it as an envelope instead.
     #[serde(default)]
     pub encoding: Option<Encoding>,
     /// `append` (default) or `truncate` the file at start.
@@ -68,6 +73,9 @@ pub struct FileSink {
     acknowledged: u64,
     encoding: Encoding,
     fsync: bool,
+    /// Whether this is a dead-letter destination, which must not refuse a record: nowhere is
+    /// left to send it.
+    dead_letter: bool,
     /// Makes a write fail once this many more bytes went to the file, to stand for a full disk.
     #[cfg(test)]
     fail_after: Option<usize>,
@@ -132,23 +140,47 @@ impl FileSink {
             acknowledged,
             encoding: config.encoding.unwrap_or(default),
             fsync: config.fsync,
+            dead_letter,
             #[cfg(test)]
             fail_after: None,
         })
     }
 
-    /// Writes `records` as lines, flushes (and fsyncs when asked); the bytes written.
-    async fn write_lines(&mut self, file: &mut Writer, records: &[Record]) -> std::io::Result<u64> {
+    /// Writes `records` as lines, flushes (and fsyncs when asked); the bytes written. The
+    /// records that cannot be a line are left out and added to `refused`.
+    async fn write_lines(
+        &mut self,
+        file: &mut Writer,
+        records: &[Record],
+        refused: &mut Vec<Rejected>,
+    ) -> std::io::Result<u64> {
         let mut written = 0;
-        for record in records {
+        let mut enveloped = 0;
+        for (index, record) in records.iter().enumerate() {
             // A value line is the record's own bytes: written from it, not from a copy.
             let encoded;
             let line: &[u8] = match self.encoding {
-                Encoding::Value => &record.value,
                 Encoding::Envelope => {
                     encoded = encode(record, self.encoding);
                     &encoded
                 }
+                Encoding::Value => match not_a_line(&record.value) {
+                    None => &record.value,
+                    Some(why) if !self.dead_letter => {
+                        refused.push(Rejected {
+                            index,
+                            reason: format!(
+                                "value {why}, and encoding = \"value\" writes each record as one line; set encoding = \"envelope\" on this file sink to keep such values"
+                            ),
+                        });
+                        continue;
+                    }
+                    Some(_) => {
+                        enveloped += 1;
+                        encoded = encode(record, Encoding::Envelope);
+                        &encoded
+                    }
+                },
             };
             self.put(file, line).await?;
             self.put(file, b"\n").await?;
@@ -157,6 +189,13 @@ impl FileSink {
         file.flush().await?;
         if self.fsync {
             file.get_ref().sync_data().await?;
+        }
+        if enveloped > 0 {
+            tracing::warn!(
+                connector = %self.name,
+                records = enveloped,
+                "Dead letters whose value is not one line were written as envelopes (encoding = \"value\" cannot hold them)."
+            );
         }
         Ok(written)
     }
@@ -201,6 +240,20 @@ impl FileSink {
         let file = std::fs::OpenOptions::new().write(true).open(&self.path)?;
         self.cut_back(tokio::io::BufWriter::new(tokio::fs::File::from_std(file)))
             .await
+    }
+}
+
+/// Why `value` cannot be written as a line of its own, if it cannot: the file source (or any
+/// line reader) would read it back as something else.
+fn not_a_line(value: &[u8]) -> Option<&'static str> {
+    if memchr::memchr(b'\n', value).is_some() {
+        Some("holds a line break, so it would be read back as several lines")
+    } else if value.iter().all(u8::is_ascii_whitespace) {
+        Some("is empty or only whitespace: its line would be blank, and readers skip blank lines")
+    } else if value.last() == Some(&b'\r') {
+        Some("ends in \\r, which readers take for part of the line ending")
+    } else {
+        None
     }
 }
 
@@ -265,11 +318,12 @@ impl Sink for FileSink {
             Some(file) => file,
             None => self.reopen().await.map_err(failed)?,
         };
-        match self.write_lines(&mut file, records).await {
+        let mut refused = Vec::new();
+        match self.write_lines(&mut file, records, &mut refused).await {
             Ok(written) => {
                 self.acknowledged += written;
                 self.file = Some(file);
-                Ok(Vec::new())
+                Ok(refused)
             }
             Err(error) => {
                 match self.cut_back(file).await {
@@ -391,6 +445,80 @@ mod tests {
         sink.fail_after = None;
         sink.write(&batch).await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n22\n");
+    }
+
+    #[tokio::test]
+    async fn a_value_that_is_not_one_line_is_refused_naming_the_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let config = FileSinkConfig {
+            path: path.clone(),
+            encoding: Some(Encoding::Value),
+            mode: WriteMode::Truncate,
+            fsync: false,
+        };
+        let mut sink = FileSink::open(&config, false).await.unwrap();
+        let records = [
+            Record::from_value("{\"a\":\n1}"),
+            Record::from_value("1"),
+            Record::from_value(""),
+            Record::from_value("2\r"),
+            Record::from_value(" \t"),
+            Record::from_value("3\r4"),
+        ];
+        let refused = sink.write(&records).await.unwrap();
+        let indices: Vec<usize> = refused.iter().map(|r| r.index).collect();
+        assert_eq!(indices, [0, 2, 3, 4]);
+        assert!(
+            refused[0].reason.contains("line break"),
+            "{}",
+            refused[0].reason
+        );
+        assert!(refused[1].reason.contains("blank"), "{}", refused[1].reason);
+        assert!(
+            refused[2].reason.contains("ends in \\r"),
+            "{}",
+            refused[2].reason
+        );
+        assert!(
+            refused
+                .iter()
+                .all(|r| r.reason.contains("encoding = \"value\"")
+                    && r.reason.contains("encoding = \"envelope\"")),
+            "{}",
+            refused[0].reason
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n3\r4\n");
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_destination_writes_such_a_value_as_an_envelope() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dlq.jsonl");
+        let config = FileSinkConfig {
+            path: path.clone(),
+            encoding: Some(Encoding::Value),
+            mode: WriteMode::Truncate,
+            fsync: false,
+        };
+        let mut sink = FileSink::open(&config, true).await.unwrap();
+        let mut dead = Record::from_value("two\nlines");
+        dead.set_header("weir.error", "not json");
+        let refused = sink
+            .write(&[Record::from_value("1"), dead.clone()])
+            .await
+            .unwrap();
+        assert!(
+            refused.is_empty(),
+            "a dead-letter destination refuses nothing"
+        );
+        let written = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = written.lines().collect();
+        assert_eq!(lines.len(), 2, "{written}");
+        assert_eq!(lines[0], "1");
+        let envelope: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(envelope["value"], "two\nlines");
+        assert_eq!(envelope["headers"]["weir.error"], "not json");
     }
 
     #[test]
