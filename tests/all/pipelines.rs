@@ -131,8 +131,12 @@ async fn a_restarted_file_source_resumes_after_the_acknowledged_line() {
     let first = run_pipeline(&toml).await;
     assert_eq!(first.records_out, 30);
     assert_eq!(
-        std::fs::read_to_string(dir.path().join("input.offset")).unwrap(),
-        "30"
+        std::fs::read_to_string(dir.path().join("input.offset"))
+            .unwrap()
+            .split_whitespace()
+            .next(),
+        Some("30"),
+        "the checkpoint starts with the line number"
     );
     let more: Vec<String> = (30..40).map(|i| format!("{{\"n\":{i}}}")).collect();
     let mut all = lines.clone();

@@ -124,7 +124,7 @@ async fn wait_for_rows(url: &str, table: &str, count: usize) {
 fn read_checkpoint(path: &Path) -> u64 {
     std::fs::read_to_string(path)
         .ok()
-        .and_then(|text| text.trim().parse().ok())
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
 

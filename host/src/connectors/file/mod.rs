@@ -1,6 +1,7 @@
 //! The `file` connector: JSON lines in (with a checkpoint file for resuming) and JSON lines out.
 
 mod checkpoint;
+mod position;
 mod sink;
 mod source;
 
@@ -8,7 +9,7 @@ use async_trait::async_trait;
 
 use super::{ConfigProblem, ConnectorError, Sink, SinkSpec, Source, SourceSpec};
 
-pub(crate) use checkpoint::read_line_checkpoint;
+pub(crate) use checkpoint::{read_line_checkpoint, write_checkpoint};
 pub use sink::{FileSink, FileSinkConfig, WriteMode};
 pub use source::{FileSource, FileSourceConfig};
 

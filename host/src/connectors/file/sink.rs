@@ -1,4 +1,9 @@
-//! The `file` sink: records as lines, flushed before a batch is acknowledged.
+//! The `file` sink: records as lines, flushed before a batch is acknowledged. A batch whose write
+//! fails is cut off the file again (back to its length after the last acknowledged batch), so
+//! the retry appends whole lines, never after a fragment. With `encoding = "value"`, a value that
+//! is not one line (a line break in it, a `\r` ending it, nothing but whitespace) is refused,
+//! so it becomes a dead letter instead of several lines or one a reader skips; a dead-letter
+//! destination, which has nowhere to refuse to, writes such a record as an envelope.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -29,7 +34,9 @@ pub struct FileSinkConfig {
     /// The file to write; parent folders are created.
     pub path: PathBuf,
     /// `value` (the record's value per line) or `envelope` (key, value, headers, timestamp);
-    /// defaults to `value` for a sink and `envelope` for a dead-letter destination.
+    /// defaults to `value` for a sink and `envelope` for a dead-letter destination. With
+    /// `value`, a value holding a line break, ending in `\r`, or blank is refused (a dead
+    /// letter); a dead-letter destination writes it as an envelope instead.
     #[serde(default)]
     pub encoding: Option<Encoding>,
     /// `append` (default) or `truncate` the file at start.
@@ -50,12 +57,28 @@ impl FileSinkConfig {
     }
 }
 
+/// Bytes a batch is gathered into before they go to the file.
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+
+type Writer = tokio::io::BufWriter<tokio::fs::File>;
+
 /// Appends records to a file.
 pub struct FileSink {
     name: String,
-    file: tokio::io::BufWriter<tokio::fs::File>,
+    path: PathBuf,
+    /// `None` after a failed write whose bytes could not be cut off: the next write reopens the
+    /// file and cuts them first.
+    file: Option<Writer>,
+    /// The file's length after the last acknowledged batch: where a failed batch is cut back to.
+    acknowledged: u64,
     encoding: Encoding,
     fsync: bool,
+    /// Whether this is a dead-letter destination, which must not refuse a record: nowhere is
+    /// left to send it.
+    dead_letter: bool,
+    /// Makes a write fail once this many more bytes went to the file, to stand for a full disk.
+    #[cfg(test)]
+    fail_after: Option<usize>,
 }
 
 impl FileSink {
@@ -97,6 +120,11 @@ impl FileSink {
             .open(&config.path)
             .await
             .map_err(|e| ConnectorError::fatal(&name, format!("cannot open for writing: {e}")))?;
+        let acknowledged = file
+            .metadata()
+            .await
+            .map_err(|e| ConnectorError::fatal(&name, format!("cannot read its length: {e}")))?
+            .len();
         let default = if dead_letter {
             Encoding::Envelope
         } else {
@@ -104,11 +132,140 @@ impl FileSink {
         };
         Ok(FileSink {
             name,
-            file: tokio::io::BufWriter::with_capacity(256 * 1024, file),
+            path: config.path.clone(),
+            file: Some(tokio::io::BufWriter::with_capacity(
+                WRITE_BUFFER_BYTES,
+                file,
+            )),
+            acknowledged,
             encoding: config.encoding.unwrap_or(default),
             fsync: config.fsync,
+            dead_letter,
+            #[cfg(test)]
+            fail_after: None,
         })
     }
+
+    /// Writes `records` as lines, flushes (and fsyncs when asked); the bytes written. The
+    /// records that cannot be a line are left out and added to `refused`.
+    async fn write_lines(
+        &mut self,
+        file: &mut Writer,
+        records: &[Record],
+        refused: &mut Vec<Rejected>,
+    ) -> std::io::Result<u64> {
+        let mut written = 0;
+        let mut enveloped = 0;
+        for (index, record) in records.iter().enumerate() {
+            // A value line is the record's own bytes: written from it, not from a copy.
+            let encoded;
+            let line: &[u8] = match self.encoding {
+                Encoding::Envelope => {
+                    encoded = encode(record, self.encoding);
+                    &encoded
+                }
+                Encoding::Value => match not_a_line(&record.value) {
+                    None => &record.value,
+                    Some(why) if !self.dead_letter => {
+                        refused.push(Rejected {
+                            index,
+                            reason: format!(
+                                "value {why}, and encoding = \"value\" writes each record as one line; set encoding = \"envelope\" on this file sink to keep such values"
+                            ),
+                        });
+                        continue;
+                    }
+                    Some(_) => {
+                        enveloped += 1;
+                        encoded = encode(record, Encoding::Envelope);
+                        &encoded
+                    }
+                },
+            };
+            self.put(file, line).await?;
+            self.put(file, b"\n").await?;
+            written += line.len() as u64 + 1;
+        }
+        file.flush().await?;
+        if self.fsync {
+            file.get_ref().sync_data().await?;
+        }
+        if enveloped > 0 {
+            tracing::warn!(
+                connector = %self.name,
+                records = enveloped,
+                "Dead letters whose value is not one line were written as envelopes (encoding = \"value\" cannot hold them)."
+            );
+        }
+        Ok(written)
+    }
+
+    async fn put(&mut self, file: &mut Writer, bytes: &[u8]) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(left) = self.fail_after {
+            if bytes.len() > left {
+                // What a full disk leaves: part of the bytes in the file, then an error.
+                file.write_all(&bytes[..left]).await?;
+                file.flush().await?;
+                self.fail_after = Some(0);
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "no space left on device (test)",
+                ));
+            }
+            self.fail_after = Some(left - bytes.len());
+        }
+        file.write_all(bytes).await
+    }
+
+    /// After a failed write: drops what the writer still buffered and cuts the file back to
+    /// its length after the last acknowledged batch, so the batch's retry is not appended to a
+    /// fragment of it. The writer returned writes from there.
+    async fn cut_back(&self, file: Writer) -> std::io::Result<Writer> {
+        // Waits for the writer's last operation (tokio runs it on a blocking thread).
+        let file = file.into_inner().into_std().await;
+        let length = self.acknowledged;
+        let fsync = self.fsync;
+        let file = tokio::task::spawn_blocking(move || cut(file, length, fsync))
+            .await
+            .map_err(std::io::Error::other)??;
+        Ok(tokio::io::BufWriter::with_capacity(
+            WRITE_BUFFER_BYTES,
+            tokio::fs::File::from_std(file),
+        ))
+    }
+
+    /// Opens the file again after a failed write whose bytes could not be cut off then.
+    async fn reopen(&self) -> std::io::Result<Writer> {
+        let file = std::fs::OpenOptions::new().write(true).open(&self.path)?;
+        self.cut_back(tokio::io::BufWriter::new(tokio::fs::File::from_std(file)))
+            .await
+    }
+}
+
+/// Why `value` cannot be written as a line of its own, if it cannot: the file source (or any
+/// line reader) would read it back as something else.
+fn not_a_line(value: &[u8]) -> Option<&'static str> {
+    if memchr::memchr(b'\n', value).is_some() {
+        Some("holds a line break, so it would be read back as several lines")
+    } else if value.iter().all(u8::is_ascii_whitespace) {
+        Some("is empty or only whitespace: its line would be blank, and readers skip blank lines")
+    } else if value.last() == Some(&b'\r') {
+        Some("ends in \\r, which readers take for part of the line ending")
+    } else {
+        None
+    }
+}
+
+/// Truncates `file` to `length` and puts its position there (an append-mode file writes at the
+/// end anyway).
+fn cut(mut file: std::fs::File, length: u64, fsync: bool) -> std::io::Result<std::fs::File> {
+    file.set_len(length)?;
+    file.seek(SeekFrom::Start(length))?;
+    if fsync {
+        file.sync_data()?;
+    }
+    Ok(file)
 }
 
 /// Truncates `path` to just after its last newline, returning how many bytes went. A record is
@@ -154,32 +311,39 @@ fn drop_torn_tail(path: &Path, fsync: bool) -> std::io::Result<u64> {
 #[async_trait]
 impl Sink for FileSink {
     async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
-        let result = async {
-            for record in records {
-                // A value line is the record's own bytes: written from it, not from a copy.
-                match self.encoding {
-                    Encoding::Value => self.file.write_all(&record.value).await?,
-                    Encoding::Envelope => {
-                        self.file.write_all(&encode(record, self.encoding)).await?;
-                    }
-                }
-                self.file.write_all(b"\n").await?;
-            }
-            self.file.flush().await?;
-            if self.fsync {
-                self.file.get_ref().sync_data().await?;
-            }
-            Ok::<_, std::io::Error>(())
+        let name = self.name.clone();
+        let failed =
+            |e: std::io::Error| ConnectorError::transient(&name, "write failed").caused_by(e);
+        let mut file = match self.file.take() {
+            Some(file) => file,
+            None => self.reopen().await.map_err(failed)?,
         };
-        result
-            .await
-            .map_err(|e| ConnectorError::transient(&self.name, "write failed").caused_by(e))?;
-        Ok(Vec::new())
+        let mut refused = Vec::new();
+        match self.write_lines(&mut file, records, &mut refused).await {
+            Ok(written) => {
+                self.acknowledged += written;
+                self.file = Some(file);
+                Ok(refused)
+            }
+            Err(error) => {
+                match self.cut_back(file).await {
+                    Ok(file) => self.file = Some(file),
+                    Err(cut) => tracing::warn!(
+                        connector = %self.name,
+                        error = %cut,
+                        "Cannot cut the failed batch off the file yet; the next write tries again first."
+                    ),
+                }
+                Err(failed(error))
+            }
+        }
     }
 
     async fn close(&mut self) -> Result<(), ConnectorError> {
-        self.file
-            .flush()
+        let Some(file) = &mut self.file else {
+            return Ok(());
+        };
+        file.flush()
             .await
             .map_err(|e| ConnectorError::transient(&self.name, "flush failed").caused_by(e))
     }
@@ -226,6 +390,135 @@ mod tests {
             std::fs::read_to_string(&path).unwrap(),
             "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n"
         );
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_cut_off_so_its_retry_appends_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "0\n").unwrap();
+        let config = FileSinkConfig {
+            path: path.clone(),
+            encoding: None,
+            mode: WriteMode::Append,
+            fsync: true,
+        };
+        let mut sink = FileSink::open(&config, false).await.unwrap();
+        sink.write(&[Record::from_value("1")]).await.unwrap();
+        let batch = [Record::from_value("22"), Record::from_value("33333")];
+        // The disk fills in the middle of the second record.
+        sink.fail_after = Some(5);
+        let error = sink.write(&batch).await.unwrap_err();
+        assert!(error.is_transient(), "{error}");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "0\n1\n",
+            "the failed batch is cut off"
+        );
+        // Space again: the pipeline's retry writes the same batch.
+        sink.fail_after = None;
+        sink.write(&batch).await.unwrap();
+        sink.write(&[Record::from_value("4")]).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "0\n1\n22\n33333\n4\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_truncating_sink_cuts_a_failed_write_off_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "old\n").unwrap();
+        let config = FileSinkConfig {
+            path: path.clone(),
+            encoding: None,
+            mode: WriteMode::Truncate,
+            fsync: false,
+        };
+        let mut sink = FileSink::open(&config, false).await.unwrap();
+        sink.write(&[Record::from_value("1")]).await.unwrap();
+        sink.fail_after = Some(1);
+        let batch = [Record::from_value("22")];
+        sink.write(&batch).await.unwrap_err();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
+        sink.fail_after = None;
+        sink.write(&batch).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n22\n");
+    }
+
+    #[tokio::test]
+    async fn a_value_that_is_not_one_line_is_refused_naming_the_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let config = FileSinkConfig {
+            path: path.clone(),
+            encoding: Some(Encoding::Value),
+            mode: WriteMode::Truncate,
+            fsync: false,
+        };
+        let mut sink = FileSink::open(&config, false).await.unwrap();
+        let records = [
+            Record::from_value("{\"a\":\n1}"),
+            Record::from_value("1"),
+            Record::from_value(""),
+            Record::from_value("2\r"),
+            Record::from_value(" \t"),
+            Record::from_value("3\r4"),
+        ];
+        let refused = sink.write(&records).await.unwrap();
+        let indices: Vec<usize> = refused.iter().map(|r| r.index).collect();
+        assert_eq!(indices, [0, 2, 3, 4]);
+        assert!(
+            refused[0].reason.contains("line break"),
+            "{}",
+            refused[0].reason
+        );
+        assert!(refused[1].reason.contains("blank"), "{}", refused[1].reason);
+        assert!(
+            refused[2].reason.contains("ends in \\r"),
+            "{}",
+            refused[2].reason
+        );
+        assert!(
+            refused
+                .iter()
+                .all(|r| r.reason.contains("encoding = \"value\"")
+                    && r.reason.contains("encoding = \"envelope\"")),
+            "{}",
+            refused[0].reason
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n3\r4\n");
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_destination_writes_such_a_value_as_an_envelope() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dlq.jsonl");
+        let config = FileSinkConfig {
+            path: path.clone(),
+            encoding: Some(Encoding::Value),
+            mode: WriteMode::Truncate,
+            fsync: false,
+        };
+        let mut sink = FileSink::open(&config, true).await.unwrap();
+        let mut dead = Record::from_value("two\nlines");
+        dead.set_header("weir.error", "not json");
+        let refused = sink
+            .write(&[Record::from_value("1"), dead.clone()])
+            .await
+            .unwrap();
+        assert!(
+            refused.is_empty(),
+            "a dead-letter destination refuses nothing"
+        );
+        let written = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = written.lines().collect();
+        assert_eq!(lines.len(), 2, "{written}");
+        assert_eq!(lines[0], "1");
+        let envelope: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(envelope["value"], "two\nlines");
+        assert_eq!(envelope["headers"]["weir.error"], "not json");
     }
 
     #[test]

@@ -141,6 +141,17 @@ pub struct Journal {
     max_bytes: u64,
     /// Dead bytes below this are left until a cheaper moment (tests lower it).
     compact_min: u64,
+    /// Faults a test makes the next fsyncs report.
+    #[cfg(test)]
+    faults: Faults,
+}
+
+/// Fsyncs a test makes fail (each once), to see what a failing disk leaves.
+#[cfg(test)]
+#[derive(Debug, Default)]
+struct Faults {
+    sync_data: bool,
+    sync_folder: bool,
 }
 
 /// A journal just opened: the journal, the records to replay, and how many bytes of a torn last
@@ -205,6 +216,8 @@ impl Journal {
             last_offset: 0,
             max_bytes,
             compact_min: COMPACT_MIN_BYTES,
+            #[cfg(test)]
+            faults: Faults::default(),
         };
         let (replay, cut) = journal.read()?;
         Ok(Opened {
@@ -428,22 +441,29 @@ impl Journal {
     /// file over it: a crash at any point leaves either the old journal or the new one.
     fn compact(&mut self) -> Result<(), JournalError> {
         let temporary = compact_path(&self.path);
-        let result = self.write_compacted(&temporary);
-        match result {
-            Ok((file, live, len)) => {
-                self.file = file;
-                self.live = live;
-                self.len = len;
-                self.dirty = false;
-                Ok(())
-            }
+        let renamed = self.write_compacted(&temporary).and_then(|written| {
+            std::fs::rename(&temporary, &self.path)
+                .map_err(|e| self.io("rename its compacted copy over it", e))?;
+            Ok(written)
+        });
+        let (file, live, len) = match renamed {
+            Ok(written) => written,
             Err(error) => {
                 let _ = std::fs::remove_file(&temporary);
-                Err(error)
+                return Err(error);
             }
-        }
+        };
+        // The path names the new file now, whatever the folder's fsync says: the old one is
+        // unlinked, and an append to it would be lost.
+        self.file = file;
+        self.live = live;
+        self.len = len;
+        self.dirty = false;
+        self.sync_folder()
+            .map_err(|e| self.io("fsync its folder", e))
     }
 
+    /// Writes the acknowledged offset and the live frames to `temporary`, fsynced.
     fn write_compacted(
         &self,
         temporary: &Path,
@@ -474,9 +494,6 @@ impl Journal {
         }
         file.sync_all()
             .map_err(|e| self.io("fsync its compacted copy", e))?;
-        std::fs::rename(temporary, &self.path)
-            .map_err(|e| self.io("rename its compacted copy over it", e))?;
-        sync_folder(&self.path).map_err(|e| self.io("fsync its folder", e))?;
         Ok((file, live, len))
     }
 
@@ -493,12 +510,31 @@ impl Journal {
                 .set_len(end)
                 .map_err(|e| self.io("cut a failed write", e))?;
         }
-        if fsync {
-            self.file.sync_data().map_err(|e| self.io("fsync", e))?;
+        if fsync && let Err(e) = self.sync_data() {
+            // The bytes are in the file past `len`: a shorter frame written there next must
+            // not leave the rest of them after it.
+            self.dirty = true;
+            return Err(self.io("fsync", e));
         }
         self.dirty = false;
         self.len = end;
         Ok(())
+    }
+
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.faults.sync_data) {
+            return Err(std::io::Error::other("fsync failed (test)"));
+        }
+        self.file.sync_data()
+    }
+
+    fn sync_folder(&mut self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.faults.sync_folder) {
+            return Err(std::io::Error::other("fsync failed (test)"));
+        }
+        sync_folder(&self.path)
     }
 
     /// Appends `payload` as a frame to `out`.
@@ -877,6 +913,46 @@ mod tests {
         assert!(!journal.is_full(), "{} bytes", journal.len());
         journal.acknowledge(5).unwrap();
         assert!(!journal.is_full());
+    }
+
+    #[test]
+    fn after_a_compaction_whose_folder_fsync_failed_appends_go_to_the_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.journal");
+        let mut journal = open(&path).journal;
+        journal.append(&[user(1), user(2)]).unwrap();
+        journal.faults.sync_folder = true;
+        let error = journal.acknowledge(2).unwrap_err();
+        assert!(error.to_string().contains("fsync its folder"), "{error}");
+        journal.append(&[user(3)]).unwrap();
+        drop(journal);
+        let opened = open(&path);
+        assert_eq!(
+            offsets(&opened.replay),
+            [3],
+            "the append after it is in the journal"
+        );
+    }
+
+    #[test]
+    fn an_append_whose_fsync_failed_leaves_nothing_a_later_entry_could_expose() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.journal");
+        let mut journal = open(&path).journal;
+        journal.append(&[user(1), user(2)]).unwrap();
+        // Written, but not known to be durable: not appended as far as anyone knows.
+        journal.faults.sync_data = true;
+        let big = |offset| Journaled {
+            record: Record::from_value(vec![b'x'; 1000]),
+            ..user(offset)
+        };
+        journal.append(&[big(3), big(4)]).unwrap_err();
+        // A short acknowledgement entry, written where those frames start.
+        journal.acknowledge(1).unwrap();
+        drop(journal);
+        let opened = Journal::open(&path, 1 << 30).unwrap();
+        assert_eq!(offsets(&opened.replay), [2]);
+        assert_eq!(opened.cut, 0, "no damaged entry after the acknowledgement");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Dead letters from a `file` destination: one envelope per line (key, value, headers,
-//! timestamp). Progress is the last replayed line number in a checkpoint file, written aside and
-//! renamed in, so a crash never leaves a torn one.
+//! timestamp). Progress is the last replayed line number in a checkpoint file, written aside,
+//! fsynced and renamed in, so neither a crash nor a power cut leaves a torn one.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use super::{DeadLetterReader, Entry, headers_from_json};
 use crate::connectors::encoding::Encoding;
-use crate::connectors::file::{FileSinkConfig, read_line_checkpoint};
+use crate::connectors::file::{FileSinkConfig, read_line_checkpoint, write_checkpoint};
 use crate::connectors::{ConnectorError, ErrorKind};
 use crate::record::{Record, SourcePosition};
 
@@ -201,17 +201,12 @@ impl DeadLetterReader for FileReader {
         let Some(last) = highest.iter().map(|p| p.offset).max() else {
             return Ok(());
         };
-        let temporary = self.checkpoint.with_extension("tmp");
-        let write = async {
-            tokio::fs::write(&temporary, last.to_string()).await?;
-            tokio::fs::rename(&temporary, &self.checkpoint).await
-        };
-        write.await.map_err(|e| {
-            ConnectorError::transient(
-                format!("replay checkpoint {}", self.checkpoint.display()),
-                e.to_string(),
-            )
-        })
+        write_checkpoint(
+            &self.checkpoint,
+            last.to_string(),
+            &format!("replay checkpoint {}", self.checkpoint.display()),
+        )
+        .await
     }
 
     fn remaining(&self) -> u64 {
@@ -242,13 +237,16 @@ mod tests {
         }
         text.push_str("{\"torn");
         std::fs::write(&path, &text).unwrap();
+        // A file of the user's that a temporary name made with `with_extension("tmp")` would
+        // clobber.
+        std::fs::write(dir.path().join("dlq.tmp"), "keep me").unwrap();
         let config = FileSinkConfig {
             path: path.clone(),
             encoding: None,
             mode: WriteMode::Append,
             fsync: false,
         };
-        let checkpoint = dir.path().join("cp");
+        let checkpoint = dir.path().join("dlq.offset");
         let mut reader = FileReader::open(&config, &checkpoint).await.unwrap();
         assert_eq!(reader.remaining(), 3);
         let first = reader.read(2).await.unwrap().unwrap();
@@ -265,5 +263,10 @@ mod tests {
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].record.value, &br#"{"n":3}"#[..]);
         assert!(resumed.read(10).await.unwrap().is_none());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("dlq.tmp")).unwrap(),
+            "keep me"
+        );
+        assert_eq!(std::fs::read_to_string(&checkpoint).unwrap(), "2");
     }
 }
