@@ -294,6 +294,15 @@ struct Shared {
     /// Wakes the polling thread, while it reads split queues (`read_partitions_in_turn`), when
     /// one of them or the consumer queue turns non-empty, or the source is dropped.
     wakeup: Arc<Wakeup>,
+    /// The topics and group, named in consume errors.
+    subscription: Subscription,
+}
+
+/// What the source reads, as its errors name it.
+struct Subscription {
+    /// The subscribed topics, comma-separated.
+    topics: String,
+    group: String,
 }
 
 impl Shared {
@@ -500,6 +509,10 @@ impl KafkaSource {
             stop: AtomicBool::new(false),
             error: Mutex::new(None),
             wakeup,
+            subscription: Subscription {
+                topics: config.topics.join(","),
+                group: config.group.clone(),
+            },
         });
         let poller = {
             let (consumer, shared, thread_name) =
@@ -660,9 +673,13 @@ impl<'a> Intake<'a> {
                 false
             }
             Err(error) => {
-                tracing::warn!(source = %self.name, %error, "Consume error; librdkafka retries.");
-                self.shared
-                    .fail(ConnectorError::transient(self.name, "consume failed").caused_by(error));
+                let failure = consume_failure(self.name, &self.shared.subscription, error);
+                if failure.is_transient() {
+                    tracing::warn!(source = %self.name, error = %failure, "Consume error; librdkafka retries.");
+                } else {
+                    self.fatal = true;
+                }
+                self.shared.fail(failure);
                 false
             }
         }
@@ -784,6 +801,39 @@ fn list(partitions: &[(Arc<str>, i32)]) -> TopicPartitionList {
         list.add_partition(topic, *partition);
     }
     list
+}
+
+/// A consume error (other than librdkafka's fatal one) as the pipeline reports it. A refusal of
+/// this member's rights stops the source with the grant it needs, as the sink does for its own;
+/// a topic that does not exist (yet) is waited for, saying so; anything else librdkafka retries.
+fn consume_failure(name: &str, subscription: &Subscription, error: KafkaError) -> ConnectorError {
+    use RDKafkaErrorCode as Code;
+    let Subscription { topics, group } = subscription;
+    let code = match &error {
+        KafkaError::MessageConsumption(code) => Some(*code),
+        _ => None,
+    };
+    match code {
+        Some(Code::TopicAuthorizationFailed) => ConnectorError::fatal(
+            name,
+            format!(
+                "not authorized to read topics {topics}: grant this principal READ and DESCRIBE on them, or fix the credentials in the source's `properties`"
+            ),
+        ),
+        Some(Code::GroupAuthorizationFailed) => ConnectorError::fatal(
+            name,
+            format!(
+                "not authorized to use consumer group `{group}`: grant this principal READ on group {group}, or fix the credentials in the source's `properties`"
+            ),
+        ),
+        Some(Code::UnknownTopicOrPartition | Code::UnknownTopic) => ConnectorError::transient(
+            name,
+            format!(
+                "a subscribed topic ({topics}) does not exist yet: create it, or fix `topics`; the source reads it once it exists"
+            ),
+        ),
+        _ => ConnectorError::transient(name, "consume failed").caused_by(error),
+    }
 }
 
 /// What to do about a fatal consume error.
@@ -1010,6 +1060,41 @@ mod tests {
         let defaults: BTreeMap<_, _> = defaults_not_set_in(&set).collect();
         assert_eq!(defaults.get("max.partition.fetch.bytes"), None);
         assert_eq!(defaults.len(), CONSUMER_DEFAULTS.len() - 1);
+    }
+
+    #[test]
+    fn a_refused_right_stops_the_source_naming_the_grant_and_a_missing_topic_is_waited_for() {
+        use RDKafkaErrorCode as Code;
+        let subscription = Subscription {
+            topics: "users,orders".into(),
+            group: "weir".into(),
+        };
+        let failure = |code| {
+            consume_failure(
+                "kafka source",
+                &subscription,
+                KafkaError::MessageConsumption(code),
+            )
+        };
+        let topic = failure(Code::TopicAuthorizationFailed);
+        assert!(!topic.is_transient());
+        assert!(
+            topic.to_string().contains("READ and DESCRIBE on them"),
+            "{topic}"
+        );
+        assert!(topic.to_string().contains("users,orders"), "{topic}");
+        let group = failure(Code::GroupAuthorizationFailed);
+        assert!(!group.is_transient());
+        assert!(group.to_string().contains("READ on group weir"), "{group}");
+        let missing = failure(Code::UnknownTopicOrPartition);
+        assert!(missing.is_transient());
+        assert!(
+            missing.to_string().contains("does not exist yet"),
+            "{missing}"
+        );
+        let other = failure(Code::BrokerTransportFailure);
+        assert!(other.is_transient());
+        assert!(other.to_string().contains("consume failed"), "{other}");
     }
 
     #[test]
