@@ -61,7 +61,7 @@ async fn stream(
         })?;
     if !response.status().is_success() {
         let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let body = error_body(&mut response).await;
         anyhow::bail!(
             "{}",
             refusal(
@@ -76,7 +76,7 @@ async fn stream(
         request.pipeline, request.stage
     );
     let mut stdout = std::io::stdout().lock();
-    let mut pending = Vec::new();
+    let mut lines = Lines::default();
     let mut printed = 0u64;
     while let Some(chunk) = response.chunk().await.with_context(|| {
         format!(
@@ -84,9 +84,8 @@ async fn stream(
             weir::admin::WRITE_TIMEOUT.as_secs()
         )
     })? {
-        pending.extend_from_slice(&chunk);
-        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
+        lines.push(&chunk)?;
+        while let Some(line) = lines.next_line() {
             if is_skip_notice(&line) {
                 // Sampling notices go to stderr, so stdout stays pure JSON lines.
                 eprint!("{}", String::from_utf8_lossy(&line));
@@ -104,6 +103,66 @@ async fn stream(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The longest line taken from the tap stream. A tapped record is at most its pipeline's
+/// `limits.max_record_bytes` (1 MiB by default) written as JSON; a longer line is not weir's.
+const MAX_LINE_BYTES: usize = 256 << 20;
+
+/// The most of an error answer read: the admin API's errors are a sentence of JSON.
+const MAX_ERROR_BYTES: usize = 64 << 10;
+
+/// The JSON of a refusal, read up to [`MAX_ERROR_BYTES`]; `null` past that or when unreadable.
+async fn error_body(response: &mut reqwest::Response) -> serde_json::Value {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_ERROR_BYTES {
+            return serde_json::Value::Null;
+        }
+    }
+    serde_json::from_slice(&body).unwrap_or_default()
+}
+
+/// The tap stream cut into lines as its chunks arrive, each byte searched for a line end once.
+#[derive(Default)]
+struct Lines {
+    pending: Vec<u8>,
+    /// Bytes at the start of `pending` known to hold no line end.
+    searched: usize,
+}
+
+impl Lines {
+    /// Adds a chunk; an unfinished line longer than [`MAX_LINE_BYTES`] is an error.
+    fn push(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
+        self.pending.extend_from_slice(chunk);
+        let unfinished = match memchr::memrchr(b'\n', &self.pending[self.searched..]) {
+            Some(last) => self.pending.len() - (self.searched + last + 1),
+            None => self.pending.len(),
+        };
+        if unfinished > MAX_LINE_BYTES {
+            anyhow::bail!(
+                "the tap stream sent a line of more than {} MiB: is --admin the address of a weir?",
+                MAX_LINE_BYTES >> 20
+            );
+        }
+        Ok(())
+    }
+
+    /// The next whole line, with its line end.
+    fn next_line(&mut self) -> Option<Vec<u8>> {
+        match memchr::memchr(b'\n', &self.pending[self.searched..]) {
+            Some(offset) => {
+                let line = self.pending.drain(..=self.searched + offset).collect();
+                self.searched = 0;
+                Some(line)
+            }
+            None => {
+                self.searched = self.pending.len();
+                None
+            }
+        }
+    }
+}
+
 /// `{"skipped": N}`: records the server sampled away.
 fn is_skip_notice(line: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(line)
@@ -119,6 +178,36 @@ fn is_skip_notice(line: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_cut_where_they_end_whatever_the_chunks() {
+        let mut lines = Lines::default();
+        lines.push(b"{\"a\":1}\n{\"b\"").unwrap();
+        assert_eq!(lines.next_line().as_deref(), Some(&b"{\"a\":1}\n"[..]));
+        assert_eq!(lines.next_line(), None);
+        lines.push(b":2}").unwrap();
+        assert_eq!(lines.next_line(), None);
+        lines.push(b"\n\n").unwrap();
+        assert_eq!(lines.next_line().as_deref(), Some(&b"{\"b\":2}\n"[..]));
+        assert_eq!(lines.next_line().as_deref(), Some(&b"\n"[..]));
+        assert_eq!(lines.next_line(), None);
+    }
+
+    #[test]
+    fn a_line_longer_than_the_bound_is_refused() {
+        let mut lines = Lines::default();
+        let mib = vec![b'x'; 1 << 20];
+        for _ in 0..(MAX_LINE_BYTES >> 20) {
+            lines.push(&mib).unwrap();
+            assert_eq!(lines.next_line(), None);
+        }
+        let error = lines.push(b"x").unwrap_err().to_string();
+        assert!(error.contains("more than 256 MiB"), "{error}");
+        // Whole lines before an unfinished one do not count against it.
+        let mut lines = Lines::default();
+        lines.push(&[&mib[..], b"\n"].concat()).unwrap();
+        lines.push(b"short").unwrap();
+    }
 
     #[test]
     fn only_sampling_notices_count_as_skip_notices() {
