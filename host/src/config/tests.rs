@@ -456,7 +456,7 @@ fn a_truncated_file_behind_a_resuming_source_is_refused() {
     );
     for resuming in [
         "{ type = \"file\", path = \"in.jsonl\", checkpoint = \"in.offset\" }",
-        "{ type = \"kafka\", brokers = \"127.0.0.1:9092\", topic = \"t\", group_id = \"g\" }",
+        "{ type = \"kafka\", brokers = \"127.0.0.1:9092\", topics = [\"t\"], group = \"g\" }",
         "{ type = \"postgres\", url = \"postgres://weir@127.0.0.1/weir\", table = \"t\" }",
         "{ type = \"http\", url = \"http://127.0.0.1:1/\", journal = \"http.journal\" }",
     ] {
