@@ -18,7 +18,7 @@ use super::{channel_for, count_ignored, quoted_table};
 use crate::connectors::fields::{FieldPath, text_at};
 use crate::connectors::tls::TlsConfig;
 use crate::connectors::{ConfigProblem, ConnectorError, MAX_DURATION_MS, Rejected, Sink};
-use crate::record::{MAX_REASON_BYTES, Record, headers};
+use crate::record::{Record, headers};
 use crate::secret::Secret;
 
 /// Options of the `postgres` sink.
@@ -672,11 +672,12 @@ fn refused_row(error: &tokio_postgres::Error) -> Option<&DbError> {
     refused.then_some(db)
 }
 
-/// Why PostgreSQL refused a row, in its own words (message, detail, hint), with the SQLSTATE,
-/// at most [`MAX_REASON_BYTES`] long: the detail can quote the row.
+/// Why PostgreSQL refused a row, in its own words (message, detail, hint), with the SQLSTATE.
+/// The detail can quote the row: the dead letter bounds it, as every reason
+/// (`RecordError::bounded_message`).
 fn refusal_reason(db: &DbError) -> String {
     let code = db.code().code();
-    let mut reason = if db.code() == &SqlState::UNIQUE_VIOLATION {
+    if db.code() == &SqlState::UNIQUE_VIOLATION {
         format!(
             "unique constraint `{}` of the landing table refused it (SQLSTATE {code}): {}",
             db.constraint().unwrap_or("?"),
@@ -689,16 +690,7 @@ fn refusal_reason(db: &DbError) -> String {
             reason.push_str(part);
         }
         reason
-    };
-    if reason.len() > MAX_REASON_BYTES {
-        let mut end = MAX_REASON_BYTES - '…'.len_utf8();
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        reason.truncate(end);
-        reason.push('…');
     }
-    reason
 }
 
 /// The name of a dead-letter table's unique index on `source_id`: derived from the table's
