@@ -570,17 +570,22 @@ mod tests {
         }
     }
 
+    /// One poll of up to 10 records, without waiting.
+    async fn poll(source: &mut FileSource) -> Vec<SourceRecord> {
+        source
+            .poll_batch(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     /// What one poll of up to 10 records reads from a file holding `contents`.
     async fn poll_file(contents: &[u8]) -> Vec<SourceRecord> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.jsonl");
         std::fs::write(&path, contents).unwrap();
         let mut source = FileSource::open(&reading(path)).await.unwrap();
-        source
-            .poll_batch(10, Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap()
+        poll(&mut source).await
     }
 
     #[tokio::test]
@@ -599,11 +604,7 @@ mod tests {
         source.commit(&[batch[1].position.clone()]).await.unwrap();
 
         let mut restarted = FileSource::open(&config).await.unwrap();
-        let rest = restarted
-            .poll_batch(10, Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let rest = poll(&mut restarted).await;
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].record.value, &br#"{"n":3}"#[..]);
         assert!(
@@ -689,11 +690,7 @@ mod tests {
         // A new export under the same name, longer than what was read.
         std::fs::write(&path, "b1\nb2\nb3\nb4\n").unwrap();
         let mut restarted = FileSource::open(&config).await.unwrap();
-        let batch = restarted
-            .poll_batch(10, Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let batch = poll(&mut restarted).await;
         assert_eq!(texts(&batch), ["b1", "b2", "b3", "b4"]);
         let lines: Vec<i64> = batch.iter().map(|r| r.position.offset).collect();
         assert_eq!(
@@ -709,7 +706,7 @@ mod tests {
 
         // The same file again: resumed at the byte after the committed line.
         let mut again = FileSource::open(&config).await.unwrap();
-        let batch = again.poll_batch(10, Duration::ZERO).await.unwrap().unwrap();
+        let batch = poll(&mut again).await;
         assert_eq!(texts(&batch), ["b3", "b4"]);
         assert_eq!(batch[0].position.offset, 5);
     }
@@ -724,22 +721,14 @@ mod tests {
             ..reading(&path)
         };
         let mut source = FileSource::open(&config).await.unwrap();
-        let batch = source
-            .poll_batch(10, Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let batch = poll(&mut source).await;
         source.commit(&[batch[2].position.clone()]).await.unwrap();
         drop(source);
 
         // Same first line, fewer bytes: truncated and written again.
         std::fs::write(&path, "a1\nc2\n").unwrap();
         let mut restarted = FileSource::open(&config).await.unwrap();
-        let batch = restarted
-            .poll_batch(10, Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let batch = poll(&mut restarted).await;
         assert_eq!(texts(&batch), ["a1", "c2"]);
     }
 
@@ -755,11 +744,7 @@ mod tests {
             ..reading(&path)
         };
         let mut source = FileSource::open(&config).await.unwrap();
-        let batch = source
-            .poll_batch(10, Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let batch = poll(&mut source).await;
         assert_eq!(texts(&batch), ["a3"]);
         assert_eq!(batch[0].position.offset, 3);
         source.commit(&[batch[0].position.clone()]).await.unwrap();
@@ -869,11 +854,7 @@ mod tests {
             ..reading(&path)
         };
         let mut source = FileSource::open(&config).await.unwrap();
-        let first = source
-            .poll_batch(10, Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let first = poll(&mut source).await;
         let values: Vec<&[u8]> = first.iter().map(|r| &r.record.value[..]).collect();
         assert_eq!(
             values,
@@ -885,11 +866,7 @@ mod tests {
             .open(&path)
             .unwrap();
         file.write_all(b"2}\r\n").unwrap();
-        let second = source
-            .poll_batch(10, Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let second = poll(&mut source).await;
         assert_eq!(second.len(), 1);
         assert_eq!(
             second[0].record.value,
@@ -905,11 +882,7 @@ mod tests {
         let path = dir.path().join("in.jsonl");
         std::fs::write(&path, b"\xff\xfe not text\n{\"last\":true}").unwrap();
         let mut source = FileSource::open(&reading(path)).await.unwrap();
-        let batch = source
-            .poll_batch(10, Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let batch = poll(&mut source).await;
         let values: Vec<&[u8]> = batch.iter().map(|r| &r.record.value[..]).collect();
         assert_eq!(
             values,
@@ -947,11 +920,7 @@ mod tests {
             ..reading(path)
         };
         let mut source = FileSource::open(&config).await.unwrap();
-        let batch = source
-            .poll_batch(10, Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let batch = poll(&mut source).await;
         assert_eq!(batch.len(), 4);
         assert_eq!(batch[0].record.value, &br#"{"n":1}"#[..]);
         assert_eq!(batch[2].record.value, &br#"{"n":3}"#[..]);
@@ -1000,11 +969,7 @@ mod tests {
             .unwrap();
         file.write_all(&[b'y'; 5000]).unwrap();
         file.write_all(b"\n{\"n\":2}\n").unwrap();
-        let second = source
-            .poll_batch(10, Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let second = poll(&mut source).await;
         assert_eq!(second.len(), 2);
         assert_eq!(
             second[0].record.header_str(headers::RECORD_BYTES),
