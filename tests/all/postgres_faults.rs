@@ -8,7 +8,8 @@
 //! batch is refused keeps the write before it, and a dead letter written twice is stored once,
 //! while another record at the same position is stored too. And the warm-up: the sink connects
 //! and creates its table when the pipeline starts, and a warm-up that cannot connect leaves
-//! that to the write.
+//! that to the write. A replay of a dead-letter table whose connection stalls gives up within
+//! its statement limit and reads on a new connection.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,8 +18,9 @@ use std::time::Duration;
 
 use sha2::Digest;
 
-use weir::connectors::Sink;
 use weir::connectors::postgres::{PostgresSink, PostgresSinkConfig};
+use weir::connectors::replay::Cursor;
+use weir::connectors::{Sink, SinkConfig};
 use weir::record::Record;
 
 use crate::support::{
@@ -581,4 +583,47 @@ async fn a_warm_up_that_cannot_connect_leaves_the_first_write_to_report_it() {
         .await
         .expect_err("no database to write to");
     assert!(error.is_transient(), "a database down is retried: {error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_whose_connection_stalls_gives_up_within_its_statement_limit_and_reconnects() {
+    let url = postgres_url();
+    let table = unique("pg_replay_stall");
+    postgres_client(&url)
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE \"{table}\" (id BIGSERIAL PRIMARY KEY, key BYTEA, value BYTEA NOT NULL,
+                headers JSONB NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             INSERT INTO \"{table}\" (value, headers) VALUES ('a', '{{}}'), ('b', '{{}}')"
+        ))
+        .await
+        .unwrap();
+    let proxy = StallingProxy::to_postgres(&url).await;
+    let dead_letter = SinkConfig::Postgres(sink_config(
+        &proxy.url,
+        &table,
+        "statement_timeout_ms = 300\nconnect_timeout_ms = 300",
+    ));
+    let cursor = Cursor::default_for("p", &dead_letter, "0");
+    let mut reader = weir::connectors::replay::open(&dead_letter, &cursor, false)
+        .await
+        .unwrap();
+
+    // The connection stays open and nothing comes back: the read fails as transient instead
+    // of waiting for ever (the guard below is only there to report a hang).
+    proxy.stall(true);
+    let stalled = tokio::time::timeout(Duration::from_secs(120), reader.read(10))
+        .await
+        .expect("a read on a stalled connection returns");
+    let Err(error) = stalled else {
+        panic!("a read on a stalled connection fails");
+    };
+    assert!(error.is_transient(), "{error}");
+    assert!(error.to_string().contains("no answer"), "{error}");
+
+    // Once the proxy forwards again, the next read opens a new connection and reads both rows.
+    proxy.stall(false);
+    let entries = reader.read(10).await.unwrap().expect("two rows to replay");
+    let values: Vec<&[u8]> = entries.iter().map(|e| e.record.value.as_ref()).collect();
+    assert_eq!(values, vec![b"a".as_slice(), b"b".as_slice()]);
 }

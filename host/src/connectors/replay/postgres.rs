@@ -12,7 +12,7 @@ use tokio_postgres::{Client, Row};
 
 use super::{DeadLetterReader, Entry, headers_from_json};
 use crate::connectors::postgres::PostgresSinkConfig;
-use crate::connectors::postgres::client::{Encryption, Limits, classify, connect};
+use crate::connectors::postgres::client::{Encryption, Limits, connect};
 use crate::connectors::{ConnectorError, ErrorKind};
 use crate::record::{Record, SourcePosition};
 
@@ -32,7 +32,9 @@ pub struct PostgresReader {
     encryption: Encryption,
     /// The connection's time limits, from the dead-letter table's `*_ms` options.
     limits: Limits,
-    client: Client,
+    /// The connection; `None` after a statement failed or ran past its limit, so the next
+    /// statement opens a new one and a late answer is never read as another's.
+    client: Option<Client>,
     /// The id read last.
     after: i64,
     /// The highest id at opening.
@@ -59,28 +61,28 @@ impl PostgresReader {
         let client = connect(&name, &config.url, &encryption, limits, None).await?;
         // A dry run changes nothing, so it adds no column: without one, no row was replayed.
         let marked = if dry_run {
-            client
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1)
-                     AND attname = 'replayed_at' AND NOT attisdropped)",
-                    &[&table],
+            limits
+                .statement(
+                    &name,
+                    "cannot look for the replayed_at column",
+                    client.query_one(
+                        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1)
+                         AND attname = 'replayed_at' AND NOT attisdropped)",
+                        &[&table],
+                    ),
                 )
-                .await
-                .map_err(|e| classify(&name, "cannot look for the replayed_at column", e))?
+                .await?
                 .get(0)
         } else {
-            client
-                .batch_execute(&format!(
-                    "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS replayed_at TIMESTAMPTZ"
-                ))
-                .await
-                .map_err(|e| {
-                    classify(
-                        &name,
-                        "cannot add the replayed_at column (does the table exist, and may this user alter it?)",
-                        e,
-                    )
-                })?;
+            let add_column =
+                format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS replayed_at TIMESTAMPTZ");
+            limits
+                .statement(
+                    &name,
+                    "cannot add the replayed_at column (does the table exist, and may this user alter it?)",
+                    client.batch_execute(&add_column),
+                )
+                .await?;
             true
         };
         let unreplayed = if marked {
@@ -88,15 +90,16 @@ impl PostgresReader {
         } else {
             "TRUE"
         };
-        let row = client
-            .query_one(
-                &format!(
-                    "SELECT COALESCE(max(id), 0), count(*) FILTER (WHERE {unreplayed}) FROM {table}"
-                ),
-                &[],
+        let count = format!(
+            "SELECT COALESCE(max(id), 0), count(*) FILTER (WHERE {unreplayed}) FROM {table}"
+        );
+        let row = limits
+            .statement(
+                &name,
+                "cannot count the rows to replay",
+                client.query_one(&count, &[]),
             )
-            .await
-            .map_err(|e| classify(&name, "cannot count the rows to replay", e))?;
+            .await?;
         let taken = |index| {
             row.try_get::<_, i64>(index).map_err(|e| {
                 ConnectorError::fatal(
@@ -114,7 +117,7 @@ impl PostgresReader {
             url: config.url.clone(),
             encryption,
             limits,
-            client,
+            client: Some(client),
             after: 0,
             end,
             unreplayed,
@@ -124,13 +127,26 @@ impl PostgresReader {
 }
 
 impl PostgresReader {
-    /// The connection, opened again if it was lost (a database restart only delays a replay).
-    async fn client(&mut self) -> Result<&Client, ConnectorError> {
-        if self.client.is_closed() {
-            self.client =
-                connect(&self.name, &self.url, &self.encryption, self.limits, None).await?;
+    /// Runs one statement on the connection, opened again if it was lost or dropped (a
+    /// database restart only delays a replay), under the dead-letter table's statement limit.
+    /// The connection is dropped when the statement fails or gets no answer in time.
+    async fn run<T>(
+        &mut self,
+        what: &str,
+        statement: impl AsyncFnOnce(&Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, ConnectorError> {
+        let client = match self.client.take() {
+            Some(client) if !client.is_closed() => client,
+            _ => connect(&self.name, &self.url, &self.encryption, self.limits, None).await?,
+        };
+        let result = self
+            .limits
+            .statement(&self.name, what, statement(&client))
+            .await;
+        if result.is_ok() {
+            self.client = Some(client);
         }
-        Ok(&self.client)
+        result
     }
 }
 
@@ -175,13 +191,14 @@ impl DeadLetterReader for PostgresReader {
              ) AS sized WHERE before < $4 ORDER BY id",
             self.table, self.unreplayed
         );
-        let (after, end, name) = (self.after, self.end, self.name.clone());
+        let (after, end) = (self.after, self.end);
         let rows = self
-            .client()
-            .await?
-            .query(&statement, &[&after, &end, &limit, &READ_BYTES])
-            .await
-            .map_err(|e| classify(&name, "cannot read dead letters", e))?;
+            .run("cannot read dead letters", async |client| {
+                client
+                    .query(&statement, &[&after, &end, &limit, &READ_BYTES])
+                    .await
+            })
+            .await?;
         if rows.is_empty() {
             self.after = self.end;
             return Ok(None);
@@ -234,12 +251,10 @@ impl DeadLetterReader for PostgresReader {
             "UPDATE {} SET replayed_at = now() WHERE id = ANY($1)",
             self.table
         );
-        let name = self.name.clone();
-        self.client()
-            .await?
-            .execute(&statement, &[&ids])
-            .await
-            .map_err(|e| classify(&name, "cannot mark rows replayed", e))?;
+        self.run("cannot mark rows replayed", async |client| {
+            client.execute(&statement, &[&ids]).await
+        })
+        .await?;
         Ok(())
     }
 
