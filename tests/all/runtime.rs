@@ -262,6 +262,14 @@ fn garbage_and_core_modules_are_rejected_at_load() {
     let core = LoadedPlugin::from_bytes(&runtime, "core", b"\0asm\x01\0\0\0").unwrap_err();
     assert!(matches!(core, PluginError::Compile { .. }), "{core}");
     assert!(core.to_string().contains("core"), "{core}");
+    // A file the folder's writer could not read, under a plugin's name through a symlink: the
+    // refusal, shown on the status page, never quotes its bytes.
+    let secret = LoadedPlugin::from_bytes(&runtime, "planted", b"SECRET=hunter2\n").unwrap_err();
+    let message = secret.to_string();
+    assert!(matches!(secret, PluginError::Compile { .. }), "{message}");
+    for quoted in ["SECR", "0x53", "53, 45"] {
+        assert!(!message.contains(quoted), "quotes the file: {message}");
+    }
 }
 
 #[test]

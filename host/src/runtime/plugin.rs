@@ -48,6 +48,31 @@ impl std::fmt::Debug for LoadedPlugin {
     }
 }
 
+/// The first eight bytes of every component: the magic `\0asm`, version 0x0d, layer 1.
+const COMPONENT_HEADER: &[u8; 8] = b"\0asm\x0d\0\x01\0";
+/// The first eight bytes of a core module (version 1, layer 0).
+const CORE_MODULE_HEADER: &[u8; 8] = b"\0asm\x01\0\0\0";
+
+/// Refuses bytes that do not begin as a component does, before any parser sees them: the
+/// parser's message would quote the first bytes, and a plugin folder's file may be a symlink
+/// to a file its writer cannot read (a key, `/proc/self/environ`) while its rejection reason is
+/// shown on the status page.
+fn check_header(name: &str, bytes: &[u8]) -> Result<(), PluginError> {
+    let reason = if bytes.starts_with(COMPONENT_HEADER) {
+        return Ok(());
+    } else if bytes.starts_with(CORE_MODULE_HEADER) {
+        "it is a core WebAssembly module, not a component: build it for wasm32-wasip2 (`weir plugin build`), or wrap it with `wasm-tools component new`"
+    } else if bytes.starts_with(b"\0asm") {
+        "it is WebAssembly of another version or layer than a component (version 0x0d, layer 1): build it with a current toolchain for wasm32-wasip2"
+    } else {
+        "it does not begin with a component's header (`\\0asm`, version 0x0d, layer 1): check that it is the .wasm you meant to deploy"
+    };
+    Err(PluginError::Compile {
+        name: name.to_owned(),
+        reason: reason.to_owned(),
+    })
+}
+
 impl LoadedPlugin {
     /// Hashes, compiles and type-checks a component from its bytes (read from a plugin folder
     /// with `registry::read_plugin_file`, which bounds them). Compilation is CPU-bound: call this
@@ -57,6 +82,7 @@ impl LoadedPlugin {
         name: &str,
         bytes: &[u8],
     ) -> Result<Arc<Self>, PluginError> {
+        check_header(name, bytes)?;
         let sha256 = hex::encode(Sha256::digest(bytes));
         // Checked before compiling: the pooling allocator would refuse every instantiation, with
         // a message that names neither the plugin nor the setting to change.
