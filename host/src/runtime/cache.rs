@@ -132,6 +132,12 @@ enum Untrusted {
 enum Refused {
     #[error("it is {0} bytes, more than any compiled plugin")]
     TooLarge(u64),
+    #[error(
+        "it is not a regular file of this user (a symlink, FIFO, device or another user's file)"
+    )]
+    NotOwnFile,
+    #[error("it cannot be read: {0}")]
+    Unreadable(std::io::Error),
     #[error("it does not start with weir's entry header")]
     Header,
     #[error("its HMAC does not match this component under this host's key")]
@@ -177,6 +183,15 @@ impl CompiledCache {
                 CacheOutcome::Disabled,
             ));
         };
+        // The key was read once, but the folder is checked at every load: one renamed away and
+        // replaced by another user's (its parent writable by others) must not be used.
+        if let Err(reason) = check_folder(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), %reason, "Not using the compiled cache for this plugin: its folder cannot be trusted any more; compiling afresh. Fix the folder or pass another with --cache-dir.");
+            return Ok((
+                Component::from_binary(engine, bytes)?,
+                CacheOutcome::Disabled,
+            ));
+        }
         let name = cache_key(engine, bytes);
         let entry = self.dir.join(format!("{name}.cwasm"));
         let mut outcome = CacheOutcome::Miss;
@@ -271,11 +286,12 @@ impl CompiledCache {
         let tag = tag(key, name, &artifact);
         // A name of its own per process: two hosts storing the same entry at once must not
         // interleave their writes in one temporary file.
+        // Created new, so a symlink planted under the name is not followed into another file.
         let temporary = entry.with_extension(format!("{}.partial", std::process::id()));
+        let _ = std::fs::remove_file(&temporary);
         let mut file = std::fs::File::options()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&temporary)?;
         file.write_all(ENTRY_MAGIC)?;
@@ -287,18 +303,38 @@ impl CompiledCache {
     }
 }
 
-/// Reads an entry; `None` when there is none.
+/// Reads an entry; `None` when there is none. Only a regular file of this user is read, and at
+/// most [`MAX_ENTRY_BYTES`] of it: not through a symlink (to `/dev/zero`, read for ever), nor a
+/// FIFO (whose `open` would wait for a writer).
 fn read_entry(entry: &Path) -> Result<Option<Vec<u8>>, Refused> {
-    let len = match std::fs::metadata(entry) {
-        Ok(metadata) => metadata.len(),
-        Err(_) => return Ok(None),
+    use std::io::Read;
+    let opened = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(entry);
+    let file = match opened {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => return Err(Refused::NotOwnFile),
+        Err(error) => return Err(Refused::Unreadable(error)),
     };
-    if len > MAX_ENTRY_BYTES {
-        return Err(Refused::TooLarge(len));
+    let metadata = file.metadata().map_err(Refused::Unreadable)?;
+    if !metadata.is_file() || metadata.uid() != effective_uid() {
+        return Err(Refused::NotOwnFile);
+    }
+    if metadata.len() > MAX_ENTRY_BYTES {
+        return Err(Refused::TooLarge(metadata.len()));
     }
     // Read into memory rather than mapping the file: a mapped entry truncated by another
     // process would crash the host with SIGBUS.
-    Ok(std::fs::read(entry).ok())
+    let mut stored = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    file.take(MAX_ENTRY_BYTES + 1)
+        .read_to_end(&mut stored)
+        .map_err(Refused::Unreadable)?;
+    if stored.len() as u64 > MAX_ENTRY_BYTES {
+        return Err(Refused::TooLarge(stored.len() as u64));
+    }
+    Ok(Some(stored))
 }
 
 /// The artifact inside `stored` when its tag is this key's for the entry `name`.
@@ -340,6 +376,12 @@ fn open_folder(dir: &Path) -> Result<CacheKey, Untrusted> {
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(error) => return Err(error.into()),
     }
+    let me = check_folder(dir)?;
+    read_or_create_key(dir, me)
+}
+
+/// Checks that `dir` is a folder of this user that nobody else can write to; this user's id.
+fn check_folder(dir: &Path) -> Result<u32, Untrusted> {
     let metadata = std::fs::metadata(dir)?;
     if !metadata.is_dir() {
         return Err(Untrusted::NotAFolder);
@@ -355,7 +397,7 @@ fn open_folder(dir: &Path) -> Result<CacheKey, Untrusted> {
     if mode & 0o022 != 0 {
         return Err(Untrusted::Writable { mode });
     }
-    read_or_create_key(dir, me)
+    Ok(me)
 }
 
 fn read_or_create_key(dir: &Path, me: u32) -> Result<CacheKey, Untrusted> {
@@ -422,6 +464,7 @@ fn effective_uid() -> u32 {
 fn mark_used(entry: &Path) {
     let touched = std::fs::File::options()
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(entry)
         .and_then(|file| file.set_modified(SystemTime::now()));
     if let Err(error) = touched {
@@ -609,6 +652,60 @@ mod tests {
         assert_eq!(outcome, CacheOutcome::Disabled);
         assert!(!cache.entry(&engine, &a).exists(), "nothing stored there");
         assert!(!dir.path().join(KEY_FILE).exists(), "no key left there");
+    }
+
+    #[test]
+    fn a_folder_opened_to_others_after_first_use_is_not_used_any_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompiledCache::new(dir.path());
+        let engine = Engine::default();
+        let a = empty_component("a");
+        cache.load_or_compile(&engine, &a).unwrap();
+        // The folder is another's now (here: opened to everyone) while the key stays in memory.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let (_, outcome) = cache.load_or_compile(&engine, &a).unwrap();
+        assert_eq!(outcome, CacheOutcome::Disabled);
+    }
+
+    #[test]
+    fn an_entry_that_is_a_symlink_or_a_fifo_is_refused_without_following_or_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompiledCache::new(dir.path());
+        let engine = Engine::default();
+        let (a, b) = (empty_component("a"), empty_component("b"));
+        cache.load_or_compile(&engine, &a).unwrap();
+        // A genuine entry of this very component, reached through a symlink: not followed.
+        let elsewhere = dir.path().join("genuine.bin");
+        std::fs::rename(cache.entry(&engine, &a), &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, cache.entry(&engine, &a)).unwrap();
+        let (_, outcome) = cache.load_or_compile(&engine, &a).unwrap();
+        assert_eq!(outcome, CacheOutcome::Rejected);
+        assert!(
+            std::fs::symlink_metadata(cache.entry(&engine, &a))
+                .unwrap()
+                .is_file(),
+            "the symlink was replaced by an entry of its own"
+        );
+        // A FIFO under an entry's name: opening it for reading would wait for a writer.
+        cache.load_or_compile(&engine, &b).unwrap();
+        let fifo = cache.entry(&engine, &b);
+        std::fs::remove_file(&fifo).unwrap();
+        let path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path and a mode.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let (done, finished) = std::sync::mpsc::channel();
+        let loading = cache.clone();
+        std::thread::spawn(move || {
+            let outcome = loading
+                .load_or_compile(&Engine::default(), &b)
+                .map(|(_, o)| o);
+            let _ = done.send(outcome.map_err(|e| e.to_string()));
+        });
+        // Only a guard against a hang, so the test reports it instead of never ending.
+        let outcome = finished
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("a FIFO entry does not block the load");
+        assert_eq!(outcome.unwrap(), CacheOutcome::Rejected);
     }
 
     #[test]
