@@ -289,9 +289,12 @@ impl RunningApp {
                 };
                 let guard = Guard::new(token.clone(), bound, &options.admin_hosts);
                 admin_token = Some(token);
-                let state = AdminState::new(slots.clone(), stats, shutdown_rx.clone(), guard)
+                let mut state = AdminState::new(slots.clone(), stats, shutdown_rx.clone(), guard)
                     .with_history(histories.clone())
                     .with_deployer(stager);
+                if let Some(address) = &options.kafka_registry {
+                    state = state.with_fleet_registry(address.to_string());
+                }
                 tracing::info!(addr = %bound, "Admin API listening.");
                 (
                     Some(bound),

@@ -102,6 +102,10 @@ pub struct AdminState {
     guard: auth::Guard,
     /// Where staged candidates are loaded from; without it nothing can be staged.
     deployer: Option<Deployer>,
+    /// The Kafka registry this process follows (`weir run --registry`), shown as its address:
+    /// then a rollout is staged and promoted through the topic, for the whole fleet, and the
+    /// admin API refuses to do either for this process alone.
+    fleet_registry: Option<String>,
 }
 
 impl AdminState {
@@ -122,12 +126,20 @@ impl AdminState {
             histories: Histories::default(),
             guard,
             deployer: None,
+            fleet_registry: None,
         }
     }
 
     /// Stages candidates from `deployer`'s registry (`weir plugin stage`).
     pub fn with_deployer(mut self, deployer: Deployer) -> Self {
         self.deployer = Some(deployer);
+        self
+    }
+
+    /// Marks this process as following the Kafka registry at `address`: staging and promoting
+    /// go through the topic (`weir plugin publish --registry`, `weir plugin promote --registry`).
+    pub fn with_fleet_registry(mut self, address: String) -> Self {
+        self.fleet_registry = Some(address);
         self
     }
 

@@ -18,6 +18,9 @@ pub async fn stage(
     Path(name): Path<String>,
     Json(rollout): Json<RolloutPlan>,
 ) -> Response {
+    if let Some(refusal) = fleet_only(&state, &name, "stage") {
+        return refusal;
+    }
     let Some(deployer) = state.deployer.clone() else {
         return error(
             StatusCode::CONFLICT,
@@ -45,6 +48,9 @@ pub async fn stage(
 
 /// Makes plugin `name`'s candidate its live version.
 pub async fn promote(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    if let Some(refusal) = fleet_only(&state, &name, "promote") {
+        return refusal;
+    }
     let target = name.clone();
     let outcome = tokio::task::spawn_blocking(move || match &state.deployer {
         Some(deployer) => deployer.promote(&target),
@@ -127,6 +133,25 @@ fn rollout_error(failure: RolloutError) -> Response {
         RolloutError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
     };
     error(status, failure.to_string())
+}
+
+/// The refusal of a change a process following the Kafka registry must make through the topic:
+/// made here alone it would not reach the other processes, and the next head or restart would
+/// undo it. Aborting stays allowed, as a way to stop a bad candidate on this process at once.
+fn fleet_only(state: &AdminState, name: &str, action: &str) -> Option<Response> {
+    let address = state.fleet_registry.as_ref()?;
+    let how = match action {
+        "stage" => format!(
+            "publish the candidate with `weir plugin publish FILE --registry {address} --shadow N` (or `--canary`)"
+        ),
+        _ => format!("run `weir plugin {action} {name} --registry {address}`"),
+    };
+    Some(error(
+        StatusCode::CONFLICT,
+        format!(
+            "this weir follows the plugin registry {address}, so plugin `{name}`'s rollouts go through it for every process: {how}"
+        ),
+    ))
 }
 
 fn error(status: StatusCode, message: String) -> Response {

@@ -218,3 +218,35 @@ async fn a_client_that_stops_reading_is_disconnected() {
     drop(unread);
     asking.abort();
 }
+
+#[tokio::test]
+async fn a_process_following_the_kafka_registry_refuses_to_stage_or_promote_alone() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let token = auth::AdminToken::new("0123456789abcdef0123", "test").unwrap();
+    let guard = auth::Guard::new(token, addr, &[]);
+    let (_draining, shutdown) = tokio::sync::watch::channel(false);
+    let state = AdminState::new(PluginSlots::default(), BTreeMap::new(), shutdown, guard)
+        .with_fleet_registry("kafka://127.0.0.1:9092/weir.plugins".into());
+    let server = Server {
+        addr,
+        task: tokio::spawn(serve_with(listener, state, Limits::default())),
+    };
+    for (path, body) in [
+        ("stage", r#"{"shadow":{"every_nth_batch":1}}"#),
+        ("promote", ""),
+    ] {
+        let mut client = server.connect().await;
+        let request = format!(
+            "POST /api/plugins/user-profile/{path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer 0123456789abcdef0123\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        client.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_until_closed(&mut client).await;
+        assert!(answer.starts_with("HTTP/1.1 409"), "{path}: {answer}");
+        assert!(
+            answer.contains("--registry kafka://127.0.0.1:9092/weir.plugins"),
+            "{path}: {answer}"
+        );
+    }
+}
