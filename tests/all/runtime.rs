@@ -170,6 +170,38 @@ fn an_init_that_never_returns_is_stopped_at_its_deadline() {
     assert_eq!(results[0].as_ref().unwrap()[0].value, &b"calm"[..]);
 }
 
+#[test]
+fn an_arena_plugin_calling_c_code_that_frees_an_imports_result_keeps_working() {
+    let (_runtime, plugin) = load("fault-spin");
+    let mut instance = plugin.instantiate("{}", PluginLimits::default()).unwrap();
+    // Batches of records that read entropy through wasi-libc, with ordinary records between
+    // them, over many calls: a result placed in the arena and released with C's `free` corrupts
+    // dlmalloc, which traps or hands out memory still in use.
+    for round in 0..32 {
+        let batch: Vec<Record> = (0..64)
+            .map(|n| {
+                Record::from_value(if n % 2 == 0 {
+                    format!("entropy {round} {n}")
+                } else {
+                    format!("calm {round} {n}")
+                })
+            })
+            .collect();
+        let results = instance.transform(&batch);
+        for (record, result) in batch.iter().zip(&results) {
+            let outputs = result
+                .as_ref()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            if record.value.starts_with(b"calm") {
+                assert_eq!(outputs[0].value, record.value, "round {round}");
+            } else {
+                assert!(outputs[0].value.starts_with(b"["), "round {round}");
+            }
+        }
+    }
+    assert_eq!(instance.instances_created(), 1, "no call trapped");
+}
+
 /// Runs `work` on its own thread and waits for it, failing the test if it has not returned
 /// after `guard`: the code under test blocks forever when its deadline is not enforced, and a
 /// test that hangs reports nothing.

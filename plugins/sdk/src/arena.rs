@@ -300,6 +300,10 @@ mod global {
         /// An opted-in `transform` has returned: once the host calls in again, nothing in the
         /// arena is live.
         call_over: bool,
+        /// A `transform` runs: a `cabi_realloc` now places an import's results, which C code in
+        /// wasi-libc releases with `free` (its `getentropy`, its environment), so they must come
+        /// from `System`, never from the arena.
+        in_call: bool,
     }
 
     struct Scratch(UnsafeCell<State>);
@@ -313,6 +317,7 @@ mod global {
         arena: Arena::new(),
         scratch: false,
         call_over: false,
+        in_call: false,
     }));
 
     fn state() -> *mut State {
@@ -342,7 +347,9 @@ mod global {
     pub(crate) fn before_transform(scratch: bool) {
         new_call();
         // SAFETY: as in `new_call`.
-        unsafe { (*state()).scratch = scratch };
+        let state = unsafe { &mut *state() };
+        state.scratch = scratch;
+        state.in_call = true;
     }
 
     /// After an opted-in call the arena stays on, so that the lowering of the results and the
@@ -352,6 +359,7 @@ mod global {
         let state = unsafe { &mut *state() };
         state.call_over = scratch;
         state.scratch = scratch;
+        state.in_call = false;
     }
 
     unsafe impl GlobalAlloc for Scratch {
@@ -425,9 +433,10 @@ mod global {
         }
     }
 
-    /// The canonical ABI's allocation export, called by the host to place a call's arguments.
-    /// It replaces std's weak definition so that the first placement of a new call releases
-    /// the previous call's arena before the arguments land in it.
+    /// The canonical ABI's allocation export, called by the host to place a call's arguments,
+    /// and during a call an import's results. It replaces std's weak definition so that the
+    /// first placement of a new call releases the previous call's arena before the arguments
+    /// land in it; an import's results go to `System` (see `State::in_call`).
     ///
     /// # Safety
     /// Called by the host following the canonical ABI's rules for `cabi_realloc`.
@@ -439,6 +448,10 @@ mod global {
         new_len: usize,
     ) -> *mut u8 {
         new_call();
+        // SAFETY: as in `new_call`; the borrow ends before any allocation.
+        if unsafe { (*state()).in_call } {
+            return unsafe { place_import_result(old_ptr, old_len, align, new_len) };
+        }
         let found = unsafe {
             if old_len == 0 {
                 if new_len == 0 {
@@ -455,6 +468,35 @@ mod global {
         };
         if found.is_null() {
             // Out of memory (the host's limit): trap, as std's definition does.
+            core::arch::wasm32::unreachable();
+        }
+        found
+    }
+
+    /// `cabi_realloc` during a call: an import's results, from `System` so that whoever
+    /// releases them (Rust's `dealloc`, which routes by address, or C's `free`) can.
+    #[cold]
+    unsafe fn place_import_result(
+        old_ptr: *mut u8,
+        old_len: usize,
+        align: usize,
+        new_len: usize,
+    ) -> *mut u8 {
+        let found = unsafe {
+            if old_len == 0 {
+                if new_len == 0 {
+                    return align as *mut u8;
+                }
+                System.alloc(Layout::from_size_align_unchecked(new_len, align))
+            } else {
+                System.realloc(
+                    old_ptr,
+                    Layout::from_size_align_unchecked(old_len, align),
+                    new_len,
+                )
+            }
+        };
+        if found.is_null() {
             core::arch::wasm32::unreachable();
         }
         found

@@ -6,7 +6,10 @@
 //! (WASI's monotonic clock), so tests can prove a deadline also ends a plugin blocked outside
 //! its own code. Other records pass through. With `spin_in_init = true` in its config, `init`
 //! itself loops forever, and with `sleep_in_init = true` it sleeps, so tests can prove that
-//! instantiation has a deadline too.
+//! instantiation has a deadline too. A record whose value contains `entropy` reads random bytes
+//! through wasi-libc's `getentropy`, whose import result the host places with `cabi_realloc` and
+//! C's `free` releases; the plugin opts into the SDK's arena, so tests can prove such results do
+//! not land in it.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +19,8 @@ use weir_plugin::{Config, Error, Plugin, Record};
 pub struct Spinner;
 
 impl Plugin for Spinner {
+    const ARENA: bool = true;
+
     fn init(config: &Config) -> Result<Self, Error> {
         if config.get("spin_in_init") == Some(&serde_json::Value::Bool(true)) {
             spin_forever();
@@ -33,6 +38,9 @@ impl Plugin for Spinner {
         if record.value.windows(5).any(|w| w == b"sleep") {
             sleep_a_century();
         }
+        if record.value.windows(7).any(|w| w == b"entropy") {
+            return Ok(vec![Record::new(format!("{:?}", random_bytes()))]);
+        }
         if let Some(millis) = slow_ms(&record.value) {
             let started = Instant::now();
             while started.elapsed() < Duration::from_millis(millis) {
@@ -41,6 +49,30 @@ impl Plugin for Spinner {
         }
         Ok(vec![record])
     }
+}
+
+/// 16 bytes from wasi-libc's `getentropy`, asked for in many small reads while Rust
+/// allocations go to the arena.
+#[cfg(target_arch = "wasm32")]
+fn random_bytes() -> Vec<u8> {
+    unsafe extern "C" {
+        fn getentropy(buffer: *mut u8, length: usize) -> i32;
+    }
+    let mut bytes = vec![0u8; 16];
+    for _ in 0..64 {
+        let kept: Vec<u8> = bytes.clone();
+        // SAFETY: the buffer holds `length` bytes.
+        let status = unsafe { getentropy(bytes.as_mut_ptr(), bytes.len()) };
+        assert_eq!(status, 0, "getentropy failed");
+        std::hint::black_box(kept);
+    }
+    bytes
+}
+
+/// Natively there is no arena to test.
+#[cfg(not(target_arch = "wasm32"))]
+fn random_bytes() -> Vec<u8> {
+    vec![0; 16]
 }
 
 /// Loops until the host interrupts it.
