@@ -180,8 +180,9 @@ impl Arena {
         allocate: impl FnOnce(&mut Self, Layout) -> *mut u8,
     ) -> *mut u8 {
         let newest = ptr as usize + layout.size() == self.cursor && self.in_current(ptr);
-        if newest && ptr as usize + new_size <= self.end {
-            self.cursor = ptr as usize + new_size;
+        let new_end = (ptr as usize).checked_add(new_size);
+        if let Some(new_end) = new_end.filter(|&end| newest && end <= self.end) {
+            self.cursor = new_end;
             return ptr;
         }
         if new_size <= layout.size() {

@@ -37,21 +37,32 @@ fn transform_batch<P: Plugin>(batch: &[u8]) -> Vec<u8> {
     let mut reader = batch::Reader::new(batch);
     // Results are seldom larger than their inputs: one reservation usually holds them all.
     let mut out = Vec::with_capacity(batch.len());
-    let Ok(count) = reader.count() else {
-        // No count to answer with: the host reports the empty results as a broken contract.
-        return out;
+    let count = match reader.count() {
+        // More records than the bytes could hold: no count worth answering, and the host
+        // reports the empty results as a broken contract.
+        Ok(count) if reader.records_capacity(count) == count as usize => count,
+        _ => return out,
     };
     written(batch::put_count(&mut out, count as usize));
     INSTANCE.with(|slot| {
         let slot = slot.borrow();
         let plugin = slot.as_ref().and_then(|p| p.downcast_ref::<P>());
+        // Once a record cannot be read, where the next one starts is unknown: every later
+        // record fails with the same reason rather than being read from the wrong place.
+        let mut unreadable: Option<String> = None;
         for _ in 0..count {
-            let outcome = match (plugin, reader.record()) {
+            let record = match &unreadable {
+                Some(reason) => Err(reason.clone()),
+                None => reader.record().map_err(|error| {
+                    let reason = format!("the host sent a batch the SDK cannot read: {error}");
+                    unreadable = Some(reason.clone());
+                    reason
+                }),
+            };
+            let outcome = match (plugin, record) {
                 (Some(plugin), Ok(record)) => plugin.transform(owned(record)),
                 (None, _) => Err(Error::failure("transform called before init")),
-                (_, Err(error)) => Err(Error::failure(format!(
-                    "the host sent a batch the SDK cannot read: {error}"
-                ))),
+                (_, Err(reason)) => Err(Error::failure(reason)),
             };
             put_outcome(&mut out, outcome);
         }
@@ -107,5 +118,67 @@ fn owned(record: RecordRef<'_>) -> Record {
             .map(|(name, value)| (name.to_owned(), value.to_vec()))
             .collect(),
         timestamp: record.timestamp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+
+    /// Returns each record as it came.
+    struct Echo;
+
+    impl Plugin for Echo {
+        fn init(_: &Config) -> Result<Self, Error> {
+            Ok(Echo)
+        }
+
+        fn transform(&self, record: Record) -> Result<Vec<Record>, Error> {
+            Ok(vec![record])
+        }
+    }
+
+    /// A record's bytes: `flags`, then the value, and no headers.
+    fn record(flags: u8, value: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![flags];
+        bytes.extend((value.len() as u32).to_le_bytes());
+        bytes.extend(value);
+        bytes.extend(0u32.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn nothing_after_an_unreadable_record_is_read_from_the_wrong_place() {
+        init::<Echo>("").unwrap();
+        // Two records, the first with a flag this SDK does not know: where the second starts
+        // cannot be told, though bytes after the flag would read as a record.
+        let mut batch = 2u32.to_le_bytes().to_vec();
+        batch.push(0x80);
+        batch.extend(record(0, b"{}"));
+        batch.extend(record(0, b"x"));
+        let results = transform::<Echo>(&batch);
+        let mut reader = batch::Reader::new(&results);
+        assert_eq!(reader.count().unwrap(), 2);
+        for _ in 0..2 {
+            assert!(
+                matches!(reader.outcome().unwrap(), batch::Outcome::Failed(..)),
+                "every record fails"
+            );
+        }
+    }
+
+    #[test]
+    fn a_count_the_bytes_cannot_hold_is_not_answered() {
+        init::<Echo>("").unwrap();
+        let mut batch = 1_000_000u32.to_le_bytes().to_vec();
+        batch.extend(record(0, b"{}"));
+        assert!(transform::<Echo>(&batch).is_empty());
+        // A count the bytes hold is answered.
+        let mut batch = 1u32.to_le_bytes().to_vec();
+        batch.extend(record(0, b"{}"));
+        let results = transform::<Echo>(&batch);
+        let mut reader = batch::Reader::new(&results);
+        assert_eq!(reader.count().unwrap(), 1);
     }
 }
