@@ -40,9 +40,11 @@ impl Predicate {
     pub fn test(&self, value: Option<&Value>) -> bool {
         let value = value.filter(|v| !v.is_null());
         match self {
-            Predicate::Equals(expected) => value == Some(expected),
-            Predicate::NotEquals(expected) => value != Some(expected),
-            Predicate::OneOf(options) => value.is_some_and(|v| options.contains(v)),
+            Predicate::Equals(expected) => value.is_some_and(|v| same(v, expected)),
+            Predicate::NotEquals(expected) => !value.is_some_and(|v| same(v, expected)),
+            Predicate::OneOf(options) => {
+                value.is_some_and(|v| options.iter().any(|option| same(v, option)))
+            }
             Predicate::Matches(pattern) => value
                 .and_then(Value::as_str)
                 .is_some_and(|s| glob(pattern, s)),
@@ -52,6 +54,25 @@ impl Predicate {
             }
             Predicate::LessThan(bound) => value.and_then(Value::as_f64).is_some_and(|n| n < *bound),
         }
+    }
+}
+
+/// Whether two values are equal, numbers by their value whatever their spelling: `1`, `1.0` and
+/// `1e0` are one number, and integers compare exactly however large.
+fn same(value: &Value, expected: &Value) -> bool {
+    match (value, expected) {
+        (Value::Number(a), Value::Number(b)) => {
+            let exact = |n: &serde_json::Number| {
+                n.as_i64()
+                    .map(i128::from)
+                    .or_else(|| n.as_u64().map(i128::from))
+            };
+            match (exact(a), exact(b)) {
+                (Some(a), Some(b)) => a == b,
+                _ => a.as_f64() == b.as_f64(),
+            }
+        }
+        _ => value == expected,
     }
 }
 
@@ -185,6 +206,22 @@ mod tests {
         let f = filter(json!({"field": "email", "exists": true})).unwrap();
         assert!(keeps(&f, json!({"email": "x"})));
         assert!(!keeps(&f, json!({"email": null})));
+    }
+
+    #[test]
+    fn numbers_are_equal_by_value_whatever_their_spelling() {
+        let f = filter(json!({"field": "n", "equals": 1})).unwrap();
+        assert!(keeps(&f, json!({"n": 1.0})));
+        assert!(!keeps(&f, json!({"n": 1.5})));
+        let f = filter(json!({"field": "n", "one_of": [100, 200]})).unwrap();
+        let hundred: Value = serde_json::from_str(r#"{"n":1e2}"#).unwrap();
+        assert!(keeps(&f, hundred));
+        let f = filter(json!({"field": "n", "not_equals": 2})).unwrap();
+        assert!(!keeps(&f, json!({"n": 2.0})));
+        // Integers past f64's precision stay distinct.
+        let f = filter(json!({"field": "n", "equals": 9007199254740993u64})).unwrap();
+        assert!(!keeps(&f, json!({"n": 9007199254740992u64})));
+        assert!(keeps(&f, json!({"n": 9007199254740993u64})));
     }
 
     #[test]
