@@ -747,3 +747,20 @@ fn a_plugin_logging_a_mebibyte_per_record_leaves_the_host_small_and_records_flow
         "weir's peak resident memory was {high_water} MiB"
     );
 }
+
+#[test]
+fn user_profile_refuses_deeply_nested_results_as_a_bad_record_without_trapping() {
+    let (_runtime, plugin) = load("user-profile");
+    let mut instance = plugin.instantiate("{}", PluginLimits::default()).unwrap();
+    for depth in [10, 63, 64, 200, 5_000] {
+        let value = format!("{}{}", r#"{"results":["#.repeat(depth), "]}".repeat(depth));
+        let results = instance.transform(&[Record::from_value(value)]);
+        let error = results[0].as_ref().expect_err("nested results are refused");
+        assert_eq!(
+            error.kind,
+            RecordErrorKind::BadRecord,
+            "depth {depth}: {error}"
+        );
+    }
+    assert_eq!(instance.instances_created(), 1, "no call trapped");
+}
