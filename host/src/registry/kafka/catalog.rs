@@ -285,6 +285,9 @@ impl Catalog {
                     )));
                 }
                 let (name, sha256) = (version.name.clone(), version.sha256.clone());
+                if !self.keeps(&name) {
+                    return Ok(None);
+                }
                 let list = self.versions.entry(name.clone()).or_default();
                 list.retain(|v| v.sha256 != sha256);
                 list.push(version);
@@ -294,6 +297,9 @@ impl Catalog {
                 let head: Head = serde_json::from_slice(payload)
                     .map_err(|e| malformed(format!("head record: {e}")))?;
                 let (name, sha256) = (head.name.clone(), head.sha256.clone());
+                if !self.keeps(&name) {
+                    return Ok(None);
+                }
                 self.remember_head(&head);
                 self.heads.insert(name.clone(), head);
                 self.pending.insert(name.clone());
@@ -303,6 +309,9 @@ impl Catalog {
                 let rollout: RolloutRecord = serde_json::from_slice(payload)
                     .map_err(|e| malformed(format!("rollout record: {e}")))?;
                 let (name, sha256) = (rollout.name.clone(), rollout.sha256.clone());
+                if !self.keeps(&name) {
+                    return Ok(None);
+                }
                 let stages = rollout.staged().is_some();
                 self.rollouts.insert(name.clone(), rollout.clone());
                 if !stages {
@@ -904,15 +913,27 @@ mod tests {
     }
 
     #[test]
-    fn chunks_of_plugins_this_process_does_not_run_are_not_kept() {
+    fn records_of_plugins_this_process_does_not_run_are_not_kept() {
         let mut topic = Topic {
             records: Vec::new(),
         };
         let sha256 = topic.publish("other", b"component", "1");
+        let mine = topic.publish("mine", b"mine", "1");
         let mut catalog = Catalog::new("kafka://x/t", Some(BTreeSet::from(["mine".to_owned()])));
-        assert_eq!(topic.read(&mut catalog).len(), 1, "listed all the same");
-        assert!(catalog.components.is_empty() && catalog.assembling.is_empty());
+        assert_eq!(
+            topic.read(&mut catalog).len(),
+            1,
+            "only its own plugin's head"
+        );
+        assert!(catalog.component("mine", &mine).is_ok());
+        // Neither the chunks nor the version, head or history of another plugin: a flood of
+        // records under made-up names costs a process that runs none of them nothing.
+        assert!(catalog.components.keys().all(|(name, _)| name == "mine"));
+        assert!(catalog.assembling.is_empty());
         assert!(catalog.component("other", &sha256).is_err());
+        assert!(!catalog.versions.contains_key("other"));
+        assert!(!catalog.heads.contains_key("other"));
+        assert!(!catalog.head_history.contains_key("other"));
     }
 
     impl Catalog {
