@@ -171,6 +171,12 @@ pub fn token_path(port: u16) -> Option<PathBuf> {
 /// the file's path.
 pub fn write_generated(token: &AdminToken, port: u16) -> Result<PathBuf, AuthError> {
     let path = token_path(port).ok_or(AuthError::NoTokenDir)?;
+    write_generated_at(token, port, &path)
+}
+
+/// [`write_generated`] to `path`, whose folder tests choose.
+fn write_generated_at(token: &AdminToken, port: u16, path: &Path) -> Result<PathBuf, AuthError> {
+    let path = path.to_owned();
     let dir = path.parent().unwrap_or(Path::new("."));
     let dir_error = |reason: String| AuthError::TokenDir {
         path: dir.to_owned(),
@@ -179,11 +185,17 @@ pub fn write_generated(token: &AdminToken, port: u16) -> Result<PathBuf, AuthErr
     create_private_dir(dir).map_err(|e| dir_error(e.to_string()))?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir)
-            .map_err(|e| dir_error(e.to_string()))?
-            .permissions()
-            .mode();
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let metadata = std::fs::metadata(dir).map_err(|e| dir_error(e.to_string()))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if metadata.uid() != me {
+            return Err(dir_error(format!(
+                "it belongs to user {}, not to this process's user {me}; remove it or set WEIR_ADMIN_TOKEN",
+                metadata.uid()
+            )));
+        }
+        let mode = metadata.permissions().mode();
         if mode & 0o022 != 0 {
             return Err(dir_error(format!(
                 "it is writable by other users (mode {:o}); run `chmod 700 {}`",
@@ -200,8 +212,10 @@ pub fn write_generated(token: &AdminToken, port: u16) -> Result<PathBuf, AuthErr
     };
     {
         use std::io::Write;
+        // Created new, so nothing planted under the name (a symlink) is followed.
+        let _ = std::fs::remove_file(&partial);
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
@@ -391,6 +405,24 @@ pub async fn require_token(State(guard): State<Guard>, request: Request, next: N
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generated_token_is_never_written_through_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("weir");
+        create_private_dir(&folder).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        let partial = folder.join(format!(".admin-9620.token.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &partial).unwrap();
+        let token = AdminToken::new("0123456789abcdef0123", "test").unwrap();
+        let path = write_generated_at(&token, 9620, &folder.join("admin-9620.token")).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        assert_eq!(
+            AdminToken::from_file(&path).unwrap().expose(),
+            token.expose()
+        );
+    }
 
     fn guard() -> Guard {
         let token = AdminToken::new("0123456789abcdef0123", "test").unwrap();
