@@ -181,6 +181,9 @@ pub struct Catalog {
     registry: String,
     /// Plugins whose chunks are kept in memory; `None` keeps all.
     keep: Option<BTreeSet<String>>,
+    /// Whether the records of plugins outside `keep` (versions, heads, rollouts) are ignored
+    /// too, as a running process does; a command that lists the registry keeps them.
+    only_kept: bool,
     versions: BTreeMap<String, Vec<PublishedVersion>>,
     /// Components whose chunks all arrived and hash to their sha256, by plugin and sha256.
     components: BTreeMap<(String, String), Vec<u8>>,
@@ -210,6 +213,7 @@ impl Catalog {
         Catalog {
             registry: registry.to_owned(),
             keep,
+            only_kept: false,
             versions: BTreeMap::new(),
             components: BTreeMap::new(),
             assembling: BTreeMap::new(),
@@ -285,7 +289,7 @@ impl Catalog {
                     )));
                 }
                 let (name, sha256) = (version.name.clone(), version.sha256.clone());
-                if !self.keeps(&name) {
+                if !self.describes(&name) {
                     return Ok(None);
                 }
                 let list = self.versions.entry(name.clone()).or_default();
@@ -297,7 +301,7 @@ impl Catalog {
                 let head: Head = serde_json::from_slice(payload)
                     .map_err(|e| malformed(format!("head record: {e}")))?;
                 let (name, sha256) = (head.name.clone(), head.sha256.clone());
-                if !self.keeps(&name) {
+                if !self.describes(&name) {
                     return Ok(None);
                 }
                 self.remember_head(&head);
@@ -309,7 +313,7 @@ impl Catalog {
                 let rollout: RolloutRecord = serde_json::from_slice(payload)
                     .map_err(|e| malformed(format!("rollout record: {e}")))?;
                 let (name, sha256) = (rollout.name.clone(), rollout.sha256.clone());
-                if !self.keeps(&name) {
+                if !self.describes(&name) {
                     return Ok(None);
                 }
                 let stages = rollout.staged().is_some();
@@ -504,6 +508,18 @@ impl Catalog {
                     && !in_use.contains(&v.version)
             })
             .collect()
+    }
+
+    /// Ignores every record of the plugins outside `keep`, not only their chunks: a process
+    /// that runs none of them then holds nothing of a flood of records under made-up names.
+    pub fn only_kept(mut self) -> Self {
+        self.only_kept = true;
+        self
+    }
+
+    /// Whether the versions, heads and rollouts of `name` are held.
+    fn describes(&self, name: &str) -> bool {
+        !self.only_kept || self.keeps(name)
     }
 
     fn keeps(&self, name: &str) -> bool {
@@ -919,7 +935,12 @@ mod tests {
         };
         let sha256 = topic.publish("other", b"component", "1");
         let mine = topic.publish("mine", b"mine", "1");
-        let mut catalog = Catalog::new("kafka://x/t", Some(BTreeSet::from(["mine".to_owned()])));
+        // A command listing the registry holds no chunks but every description.
+        let mut listing = Catalog::new("kafka://x/t", Some(BTreeSet::new()));
+        assert_eq!(topic.read(&mut listing).len(), 2, "both heads listed");
+        assert!(listing.components.is_empty() && listing.versions.contains_key("other"));
+        let mut catalog =
+            Catalog::new("kafka://x/t", Some(BTreeSet::from(["mine".to_owned()]))).only_kept();
         assert_eq!(
             topic.read(&mut catalog).len(),
             1,

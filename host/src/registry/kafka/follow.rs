@@ -265,7 +265,13 @@ pub fn deploy_from_registry(
     address: &RegistryAddress,
 ) -> Result<(Catalog, RegistryFollower), KafkaRegistryError> {
     let used: BTreeSet<String> = deployer.used_plugins().map(str::to_owned).collect();
-    let (catalog, follower) = read_catalog(address, Some(used.clone()))?;
+    // Only what this process runs: records of other plugins are not even described.
+    let reader = TopicReader::open(address, &address.topic)?;
+    let mut catalog = Catalog::new(&address.to_string(), Some(used.clone())).only_kept();
+    reader.read_to_end(|polled| {
+        apply(&mut catalog, polled);
+    })?;
+    let follower = RegistryFollower { reader };
     for name in &used {
         let Some(head) = catalog.heads().get(name) else {
             return Err(KafkaRegistryError::Missing {
