@@ -5,17 +5,9 @@ Config: `fields` (dotted paths, a list or comma-separated text), `mode` ("hash" 
 `salt` (hash mode), `replacement` (redact mode, default "***")."""
 
 import hashlib
-import json
 
-from weir_plugin import BadRecord, ConfigError, Plugin, export, pointer
-
-
-def _parent_and_leaf(document, pointer_text):
-    tokens = [t.replace("~1", "/").replace("~0", "~") for t in pointer_text[1:].split("/")]
-    node = document
-    for token in tokens[:-1]:
-        node = node.get(token) if isinstance(node, dict) else None
-    return (node, tokens[-1]) if isinstance(node, dict) else (None, None)
+from weir_plugin import BadRecord, ConfigError, Plugin, export, pointer, slot
+from weir_plugin.record import dumps
 
 
 class PiiMask(Plugin):
@@ -35,18 +27,21 @@ class PiiMask(Plugin):
     def mask(self, value):
         if self.mode == "redact":
             return self.replacement
-        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-        return hashlib.sha256((self.salt + text).encode()).hexdigest()
+        # A string's text, else its JSON as the Rust plugin writes it: keys sorted, UTF-8.
+        text = value.encode() if isinstance(value, str) else dumps(value, sort_keys=True)
+        return hashlib.sha256(self.salt.encode() + text).hexdigest()
 
     def transform(self, record):
         document = record.json()
         if not isinstance(document, dict):
             raise BadRecord("value must be a JSON object")
         for field in self.fields:
-            parent, leaf = _parent_and_leaf(document, field)
-            if parent is not None and parent.get(leaf) is not None:
-                parent[leaf] = self.mask(parent[leaf])
-        return [record.with_json(document)]
+            found = slot(document, field)
+            if found is not None and found[0][found[1]] is not None:
+                parent, member = found
+                parent[member] = self.mask(parent[member])
+        # Keys sorted, as the Rust plugin writes the document it parsed.
+        return [record.with_json(document, sort_keys=True)]
 
 
 WitWorld = export(PiiMask)

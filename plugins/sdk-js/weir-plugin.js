@@ -33,24 +33,114 @@ export class ConfigError extends Error {
 }
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
+// Fatal: text that is not UTF-8 is a bad record. ignoreBOM keeps a leading byte-order mark in the
+// text, where JSON.parse refuses it, as the Rust SDK does.
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/** Whether `text` is Unicode text: no lone surrogate, which UTF-8 cannot hold (it would be
+ * written as U+FFFD, so distinct strings could become equal). */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+const wellFormed = typeof String.prototype.isWellFormed === "function"
+  ? (text) => text.isWellFormed()
+  : (text) => text.search(LONE_SURROGATE) === -1;
+
+/** `text` as UTF-8 bytes; a TypeError naming `what` when it holds a lone surrogate, which
+ * TextEncoder would write as U+FFFD (so that two distinct keys could become one). */
+function utf8(text, what) {
+  if (!wellFormed(text)) {
+    throw new TypeError(`${what} ${JSON.stringify(text).slice(0, 80)} holds a lone surrogate`);
+  }
+  return encoder.encode(text);
+}
+
+/** JSON.stringify's replacer for `Record.withJson`: a lone surrogate would be written as an
+ * escape that JSON readers (the Rust SDK's among them) refuse. */
+function wellFormedValue(key, value) {
+  for (const text of [key, value]) {
+    if (typeof text === "string" && !wellFormed(text)) {
+      throw new TypeError(`lone surrogate in the string ${JSON.stringify(text).slice(0, 80)}`);
+    }
+  }
+  return value;
+}
+
+/** `text` as text the host can take: a lone surrogate is written as its escape, `\ud800`. */
+function hostText(text) {
+  text = String(text);
+  if (wellFormed(text)) return text;
+  return text.replace(LONE_SURROGATE, (c) => `\\u${c.charCodeAt(0).toString(16)}`);
+}
+
+// serde_json's nesting limit: a document with 128 arrays or objects one inside the next is refused.
+const MAX_DEPTH = 127;
+const JSON_STRING = /"[^"\\]*(?:\\.[^"\\]*)*"/g;
+const NOT_BRACKET = /[^[\]{}]+/g;
+
+/** Refuses arrays or objects nested deeper than serde_json reads them, on the text before
+ * parsing: a document nested thousands deep could otherwise exhaust the plugin's memory (a trap)
+ * on the way. Strings and all but brackets are dropped by native regular expressions; the loop
+ * stops at the first bracket too deep. */
+function checkDepth(text) {
+  if (text.length <= 2 * MAX_DEPTH) return;
+  const brackets = text.replace(JSON_STRING, "").replace(NOT_BRACKET, "");
+  let depth = 0;
+  for (let i = 0; i < brackets.length; i++) {
+    const c = brackets.charCodeAt(i);
+    depth += c === 0x5b || c === 0x7b ? 1 : -1;
+    if (depth > MAX_DEPTH) {
+      throw new RangeError(`recursion limit exceeded: nested deeper than ${MAX_DEPTH}`);
+    }
+  }
+}
+
+/** JSON.parse's reviver for `Record.json`: refuses what the Rust SDK refuses, and what a
+ * JavaScript number would read wrongly. A number beyond a double's range (`1e400`) would be
+ * Infinity (written as null), an integer beyond 2^53 would be silently rounded (the Rust SDK
+ * reads it exactly: a bad record here, with its own message), and a lone surrogate is not
+ * Unicode text. */
+function strictValue(key, value, context) {
+  if (typeof value === "number") {
+    const text = context && typeof context.source === "string" ? context.source : String(value);
+    if (!Number.isFinite(value)) {
+      throw new RangeError(`number out of range: ${text.slice(0, 40)}`);
+    }
+    if (Number.isInteger(value) && !Number.isSafeInteger(value)) {
+      throw new BadRecord(
+        `value holds the integer ${text.slice(0, 40)}, beyond 2^53: a JavaScript number cannot hold it exactly`,
+      );
+    }
+  } else if (typeof value === "string" && !wellFormed(value)) {
+    throw new RangeError(`lone surrogate in the string ${JSON.stringify(value).slice(0, 80)}`);
+  }
+  if (!wellFormed(key)) {
+    throw new RangeError(`lone surrogate in the key ${JSON.stringify(key).slice(0, 80)}`);
+  }
+  return value;
+}
 
 /** One record of the stream: `key` (Uint8Array or undefined), `value` (Uint8Array, usually
  * UTF-8 JSON), `headers` ([name, Uint8Array] pairs in order) and `timestamp` (milliseconds since
  * the Unix epoch as a BigInt, or undefined). */
 export class Record {
   constructor(value, { key, headers = [], timestamp } = {}) {
-    this.key = typeof key === "string" ? encoder.encode(key) : key;
-    this.value = typeof value === "string" ? encoder.encode(value) : value;
-    this.headers = headers;
+    this.key = typeof key === "string" ? utf8(key, "Record.key") : key;
+    this.value = typeof value === "string" ? utf8(value, "Record.value") : value;
+    // A copy: outputs made from one input never share (and so never change) its headers.
+    this.headers = [...headers];
     this.timestamp = timestamp;
   }
 
-  /** Parses the value as JSON; malformed JSON (or UTF-8) is a bad record. */
+  /** Parses the value as JSON; a bad record when it is malformed, not UTF-8 (or begins with a
+   * byte-order mark), nested deeper than 127, or holds a lone surrogate, a number beyond a
+   * double's range or an integer beyond 2^53 that a JavaScript number would round (a limit of
+   * this SDK: the Rust SDK reads integers up to 64 bits exactly). */
   json() {
     try {
-      return JSON.parse(decoder.decode(this.value));
+      const text = decoder.decode(this.value);
+      checkDepth(text);
+      return JSON.parse(text, strictValue);
     } catch (error) {
+      if (error instanceof BadRecord) throw error;
       throw new BadRecord(`value is not valid JSON: ${error.message}`);
     }
   }
@@ -59,13 +149,13 @@ export class Record {
   withJson(obj) {
     let text;
     try {
-      text = JSON.stringify(obj);
+      text = JSON.stringify(obj, wellFormedValue);
     } catch (error) {
       throw new PluginFailure(`cannot serialise JSON: ${error.message}`);
     }
     return new Record(encoder.encode(text), {
       key: this.key,
-      headers: this.headers,
+      headers: [...this.headers],
       timestamp: this.timestamp,
     });
   }
@@ -205,12 +295,20 @@ export function log(level, message) {
   if (!LEVELS.includes(level)) {
     throw new TypeError(`log level must be one of ${LEVELS.join(", ")}, got ${level}`);
   }
-  hostLog(level, String(message));
+  hostLog(level, hostText(message));
 }
 
-/** Adds `delta` (a non-negative integer) to this plugin's counter `name`. */
+const U64_END = 1n << 64n;
+const S64_MIN = -(1n << 63n);
+const S64_END = 1n << 63n;
+
+/** Adds `delta` (a non-negative integer below 2^64) to this plugin's counter `name`. */
 export function counter(name, delta = 1) {
-  counterAdd(String(name), BigInt(delta));
+  const amount = BigInt(delta);
+  if (amount < 0n || amount >= U64_END) {
+    throw new RangeError(`counter \`${name}\`: delta must be from 0 to 2^64-1, got ${delta}`);
+  }
+  counterAdd(hostText(name), amount);
 }
 
 /** A record transformer. One object is built per plugin instance; `init` receives the
@@ -235,24 +333,76 @@ function failureMessage(error) {
   return String(error);
 }
 
+/** `value` as the bytes the WIT `list<u8>` takes: a Uint8Array (another typed array's bytes are
+ * viewed as one), or a string as UTF-8. */
+function witBytes(value, what) {
+  // By tag, not `instanceof`: the bindings' arrays (an input's key, value and headers) come
+  // from another realm's Uint8Array.
+  if (Object.prototype.toString.call(value) === "[object Uint8Array]") return value;
+  if (ArrayBuffer.isView(value)) {
+    return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  }
+  if (typeof value === "string") return utf8(value, what);
+  throw new TypeError(`${what} must be a Uint8Array or a string, got ${describe(value)}`);
+}
+
+function describe(value) {
+  if (value === null) return "null";
+  if (typeof value === "object") return value.constructor ? value.constructor.name : "object";
+  return typeof value;
+}
+
+/** An output as the WIT `record`, checked here, inside the per-record isolation, so that a wrong
+ * type fails its record alone instead of trapping the instance when the bindings lower it: `key`
+ * and `value` a Uint8Array or a string, `headers` [string, Uint8Array or string] pairs,
+ * `timestamp` a BigInt (or a safe integer Number) in the signed 64-bit range, or undefined. */
+function witRecord(out) {
+  if (!(out instanceof Record)) {
+    throw new TypeError(`transform must return Records, got ${describe(out)}`);
+  }
+  if (!Array.isArray(out.headers)) {
+    throw new TypeError(`Record.headers must be an array, got ${describe(out.headers)}`);
+  }
+  const headers = out.headers.map((header) => {
+    if (!Array.isArray(header) || header.length !== 2) {
+      throw new TypeError("a header must be a [name, value] pair");
+    }
+    const [key, value] = header;
+    if (typeof key !== "string") {
+      throw new TypeError(`a header name must be a string, got ${describe(key)}`);
+    }
+    if (!wellFormed(key)) {
+      throw new TypeError(`the header name ${JSON.stringify(key)} holds a lone surrogate`);
+    }
+    return { key, value: witBytes(value, `header \`${key}\`'s value`) };
+  });
+  let timestamp = out.timestamp ?? undefined;
+  if (typeof timestamp === "number" && Number.isSafeInteger(timestamp)) {
+    timestamp = BigInt(timestamp);
+  }
+  if (timestamp !== undefined) {
+    if (typeof timestamp !== "bigint") {
+      throw new TypeError(
+        `Record.timestamp must be a BigInt (milliseconds) or undefined, got ${describe(timestamp)} ${String(timestamp)}`,
+      );
+    }
+    if (timestamp < S64_MIN || timestamp >= S64_END) {
+      throw new RangeError(`Record.timestamp ${timestamp} is beyond the signed 64-bit range`);
+    }
+  }
+  return {
+    key: out.key === undefined || out.key === null ? undefined : witBytes(out.key, "Record.key"),
+    value: witBytes(out.value, "Record.value"),
+    headers,
+    timestamp,
+  };
+}
+
 function toWit(produced) {
   if (!Array.isArray(produced)) {
-    throw new TypeError(`transform must return an array of Records, got ${typeof produced}`);
+    throw new TypeError(`transform must return an array of Records, got ${describe(produced)}`);
   }
-  return produced.map((out) => {
-    if (!(out instanceof Record)) {
-      throw new TypeError(`transform must return Records, got ${typeof out}`);
-    }
-    return {
-      key: out.key,
-      value: out.value,
-      headers: out.headers.map(([key, value]) => ({
-        key,
-        value: typeof value === "string" ? encoder.encode(value) : value,
-      })),
-      timestamp: out.timestamp,
-    };
-  });
+  return produced.map(witRecord);
 }
 
 /** The component's exports (`init` and `transform` of the `transformer` world) for
@@ -267,7 +417,7 @@ export function exportPlugin(PluginClass) {
         plugin.init(Config.parse(configText));
       } catch (error) {
         // componentize-js maps a thrown value to the `err` case of init's result.
-        throw error instanceof Error ? error.message || error.name : String(error);
+        throw hostText(error instanceof Error ? error.message || error.name : String(error));
       }
       instance = plugin;
     },
@@ -287,10 +437,10 @@ export function exportPlugin(PluginClass) {
           return { tag: "ok", val: toWit(instance.transform(record)) };
         } catch (error) {
           if (error instanceof BadRecord) {
-            return { tag: "err", val: { kind: "bad-record", message: error.message } };
+            return { tag: "err", val: { kind: "bad-record", message: hostText(error.message) } };
           }
           const message = error instanceof PluginFailure ? error.message : failureMessage(error);
-          return { tag: "err", val: { kind: "plugin-failure", message } };
+          return { tag: "err", val: { kind: "plugin-failure", message: hostText(message) } };
         }
       });
     },

@@ -176,6 +176,19 @@ fn with(pointer: &str, replacement: Value) -> Value {
     value
 }
 
+/// A user's JSON with the value at `pointer` written as `raw`: what `json!` cannot hold (NaN, a
+/// lone surrogate's escape, bytes that are not UTF-8).
+fn with_raw(pointer: &str, raw: &[u8]) -> Vec<u8> {
+    let text = with(pointer, json!("\u{1}marker")).to_string();
+    let (before, after) = text.split_once(r#""\u0001marker""#).unwrap();
+    [before.as_bytes(), raw, after.as_bytes()].concat()
+}
+
+/// Objects holding arrays nested `depth` deep.
+fn nested(depth: usize) -> String {
+    format!(r#"{{"a": {}{}}}"#, "[".repeat(depth), "]".repeat(depth))
+}
+
 /// Malformed and incomplete records, each with the error the Rust plugin gives.
 fn broken_records() -> Vec<Record> {
     let mut broken = vec![
@@ -198,6 +211,28 @@ fn broken_records() -> Vec<Record> {
     .collect::<Vec<_>>();
     broken.push(Record::from_value("not json"));
     broken.push(Record::from_value(vec![0xff, 0xfe]));
+    // What serde_json refuses, so the Rust SDK does: numbers JSON has not, a number beyond a
+    // double's range, lone surrogates (escaped, or as CESU-8 bytes), a byte-order mark, UTF-16.
+    for raw in ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"] {
+        broken.push(Record::from_value(with_raw(
+            "/location/postcode",
+            raw.as_bytes(),
+        )));
+    }
+    for raw in [&br#""\ud800""#[..], br#""a\udc00b""#, b"\"\xed\xa0\x80\""] {
+        broken.push(Record::from_value(with_raw("/phone", raw)));
+    }
+    broken.push(Record::from_value(with_raw("/name", br#"{"\udbff": 1}"#)));
+    let text = user().to_string();
+    broken.push(Record::from_value(
+        [&b"\xef\xbb\xbf"[..], text.as_bytes()].concat(),
+    ));
+    let utf16: Vec<u8> = [0xfeff_u16]
+        .into_iter()
+        .chain(text.encode_utf16())
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    broken.push(Record::from_value(utf16));
     broken
 }
 
@@ -273,17 +308,89 @@ fn malformed_and_incomplete_records_fail_naming_the_field_in_every_language() {
     );
 }
 
+/// The outputs of each record as text, or its error's kind: what a byte-for-byte comparison
+/// of two plugins compares (their error messages word a parser's complaint each their own way).
+fn texts(
+    instance: &mut PluginInstance,
+    inputs: &[Record],
+) -> Vec<Result<Vec<String>, RecordErrorKind>> {
+    instance
+        .transform(inputs)
+        .into_iter()
+        .map(|result| match result {
+            Ok(outputs) => Ok(outputs
+                .iter()
+                .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+                .collect()),
+            Err(error) => Err(error.kind),
+        })
+        .collect()
+}
+
+/// Documents for masking: fields in arrays, keys out of order, numbers each language prints its
+/// own way, text to escape, nesting at serde_json's limit and beyond, and what it refuses.
+fn masking_documents() -> Vec<Vec<u8>> {
+    let mut documents: Vec<Vec<u8>> = [
+        r#"{"contacts":[{"email":"a@b.c"},{"email":"d@e.f"}],"phones":["020 7946 0001","x"],"tags":{"01":"k","0":"z"},"zeta":1,"alpha":2}"#,
+        r#"{"contacts":[null],"phones":{"0":"a","1":"b","01":"c"}}"#,
+        r#"{"name":{"last":"Ødegård","first":"Zoë","title":"a\u0001\t\"\\/\u007f\u2028"},"n":1e20,"m":2.5e-8,"k":1.234e-5,"big":100000000000000000000,"neg":-0,"f":90210.0,"u":18446744073709551615,"i":-9223372036854775809,"deep":{"b":[1.5,{"y":null,"x":true}],"a":"😀"}}"#,
+        r#"{"n":[1e-7,123456789012345678,0.1,1e16,1e15,-2.5E+300]}"#,
+        r#"{"n":NaN}"#,
+        r#"{"n":1e400}"#,
+        r#"{"e":"\ud800"}"#,
+        r#"{"\udc00":1}"#,
+    ]
+    .iter()
+    .map(|d| d.as_bytes().to_vec())
+    .collect();
+    documents.push(b"{\"e\":\"\xed\xa0\x80\"}".to_vec());
+    documents.push(b"\xef\xbb\xbf{}".to_vec());
+    for depth in [126, 127, 100_000] {
+        documents.push(nested(depth).into_bytes());
+    }
+    documents
+}
+
 #[test]
 fn python_pii_mask_equals_the_rust_one() {
-    let users = generated_users(500);
+    let mut inputs = generated_users(500);
+    inputs.extend(masking_documents().into_iter().map(Record::from_value));
+    let arrays = r#"{"fields": "contacts.0.email, contacts.1, phones.1, phones.01, phones.+0, phones.9, tags.01, tags.0, name, n, m, k, big, neg, f, u, i, deep, email", "salt": "s"}"#;
     for config in [
         r#"{"fields": "email, phone, location.street.number", "salt": "s"}"#,
         r#"{"fields": ["login.username", "absent.field"], "mode": "redact", "replacement": "X"}"#,
+        arrays,
+        r#"{"fields": ["contacts.0.email", "phones.0", "a.0"], "mode": "redact"}"#,
     ] {
-        let expected = outcomes(&mut instance("pii-mask", config), &users);
-        let got = outcomes(&mut instance("pii-mask-py", config), &users);
-        assert_eq!(got, expected, "{config}");
+        let expected = texts(&mut instance("pii-mask", config), &inputs);
+        let got = texts(&mut instance("pii-mask-py", config), &inputs);
+        for (index, (got, expected)) in got.iter().zip(&expected).enumerate() {
+            assert_eq!(
+                got,
+                expected,
+                "{config}: record {index}: {}",
+                String::from_utf8_lossy(&inputs[index].value[..inputs[index].value.len().min(300)])
+            );
+        }
     }
+    // The Rust plugin masks inside arrays and refuses what serde_json refuses, so the equality
+    // above means something.
+    let masked = texts(&mut instance("pii-mask", arrays), &inputs[500..]);
+    let first = masked[0].as_ref().unwrap()[0].clone();
+    assert!(
+        !first.contains("a@b.c") && !first.contains("d@e.f"),
+        "{first}"
+    );
+    assert!(
+        first.starts_with(r#"{"alpha":2,"contacts":[{"email":""#),
+        "{first}"
+    );
+    for refused in &masked[4..masked.len() - 3] {
+        assert_eq!(refused, &Err(RecordErrorKind::BadRecord));
+    }
+    assert!(masked[masked.len() - 3].is_ok(), "127 deep is read");
+    assert_eq!(masked[masked.len() - 2], Err(RecordErrorKind::BadRecord));
+    assert_eq!(masked[masked.len() - 1], Err(RecordErrorKind::BadRecord));
     let error = load("pii-mask-py")
         .instantiate(
             r#"{"fields": "email", "colour": 1}"#,
@@ -311,6 +418,136 @@ fn a_python_exception_fails_its_record_alone_as_a_plugin_failure_with_its_messag
     );
     assert_eq!(results[2].as_ref().unwrap()[0].value, &b"b"[..]);
     assert_eq!(fault.instances_created(), 1, "an exception is not a trap");
+}
+
+#[test]
+fn documents_nested_too_deeply_are_bad_records_in_every_language_without_a_trap() {
+    let deep = [
+        nested(127),
+        nested(100_000),
+        format!("[{}", nested(100_000)),
+    ];
+    let inputs: Vec<Record> = deep.iter().map(|d| Record::from_value(d.clone())).collect();
+    for name in [
+        "user-profile",
+        "user-profile-py",
+        "user-profile-js",
+        "pii-mask",
+        "pii-mask-py",
+    ] {
+        let config = if name.starts_with("pii-mask") {
+            r#"{"fields": "a"}"#
+        } else {
+            "{}"
+        };
+        let mut plugin = instance(name, config);
+        for (result, input) in plugin.transform(&inputs).iter().zip(&deep) {
+            let error = result.as_ref().expect_err(name);
+            assert_eq!(
+                error.kind,
+                RecordErrorKind::BadRecord,
+                "{name}: {error:?} for {}",
+                &input[..20]
+            );
+        }
+        assert_eq!(plugin.instances_created(), 1, "{name}: no trap");
+    }
+}
+
+#[test]
+fn outputs_of_a_type_the_contract_cannot_hold_fail_their_record_alone_without_a_trap() {
+    let mut fault = instance("fault-py", "{}");
+    let inputs = [
+        "a",
+        "str-key",
+        "float-timestamp",
+        "text-header",
+        "negative-counter",
+        "b",
+    ];
+    let records: Vec<Record> = inputs.iter().map(|v| Record::from_value(*v)).collect();
+    let results = fault.transform(&records);
+    assert_eq!(results[0].as_ref().unwrap()[0].value, &b"a"[..]);
+    for (result, (input, wanted)) in results[1..5].iter().zip([
+        ("str-key", "Record.key must be bytes"),
+        ("float-timestamp", "Record.timestamp must be an int"),
+        ("text-header", "header `h`'s value must be bytes"),
+        ("negative-counter", "counter `fault`: delta must be"),
+    ]) {
+        let error = result.as_ref().expect_err(input);
+        assert_eq!(
+            error.kind,
+            RecordErrorKind::PluginFailure,
+            "{input}: {error:?}"
+        );
+        assert!(error.message.contains(wanted), "{input}: {}", error.message);
+    }
+    assert_eq!(results[5].as_ref().unwrap()[0].value, &b"b"[..]);
+    assert_eq!(
+        fault.instances_created(),
+        1,
+        "a wrong output type is not a trap"
+    );
+
+    let mut fault = instance("fault-js", "{}");
+    let mut split = Record::from_value("split");
+    split.set_header("trace", "t");
+    let results = fault.transform(&[
+        Record::from_value("float-timestamp"),
+        Record::from_value("number-header"),
+        split,
+        Record::from_value("b"),
+    ]);
+    for (result, wanted) in results[..2].iter().zip([
+        "Record.timestamp must be a BigInt",
+        "header `h`'s value must be a Uint8Array",
+    ]) {
+        let error = result.as_ref().unwrap_err();
+        assert_eq!(error.kind, RecordErrorKind::PluginFailure, "{error:?}");
+        assert!(error.message.contains(wanted), "{}", error.message);
+    }
+    // Outputs made by `withJson` from one input share no headers: the one added to the first
+    // output is on it alone.
+    let headers = |record: &Record| -> Vec<(String, String)> {
+        record
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.key.as_str().to_owned(),
+                    String::from_utf8_lossy(&h.value).into_owned(),
+                )
+            })
+            .collect()
+    };
+    let outputs = results[2].as_ref().unwrap();
+    let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    assert_eq!(
+        headers(&outputs[0]),
+        [pair("trace", "t"), pair("part", "first")]
+    );
+    assert_eq!(headers(&outputs[1]), [pair("trace", "t")]);
+    assert_eq!(results[3].as_ref().unwrap()[0].value, &b"b"[..]);
+    assert_eq!(
+        fault.instances_created(),
+        1,
+        "a wrong output type is not a trap"
+    );
+}
+
+#[test]
+fn javascript_refuses_integers_it_would_round_where_rust_and_python_read_them_exactly() {
+    let exact = Record::from_value(with_raw("/location/postcode", b"9007199254740993"));
+    let inputs = [exact];
+    for name in ["user-profile", "user-profile-py"] {
+        let got = outcomes(&mut instance(name, "{}"), &inputs);
+        let (_, row) = &got[0].as_ref().unwrap()[0];
+        assert_eq!(row["post_code"], "9007199254740993", "{name}");
+    }
+    let got = outcomes(&mut instance("user-profile-js", "{}"), &inputs);
+    let (kind, message) = got[0].as_ref().unwrap_err();
+    assert_eq!(*kind, RecordErrorKind::BadRecord);
+    assert!(message.contains("beyond 2^53"), "{message}");
 }
 
 #[test]

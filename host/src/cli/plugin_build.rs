@@ -6,6 +6,7 @@
 //! project needs nothing but its own file; the pinned toolchains live in a cache folder that
 //! `scripts/ensure-toolchain --plugin-languages` fills.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -93,15 +94,28 @@ impl Language {
 
 /// Where the pinned Python and JavaScript toolchains live: `WEIR_TOOLCHAIN`, else
 /// `$XDG_CACHE_HOME/weir/toolchain`, else `~/.cache/weir/toolchain`.
-pub fn toolchain_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("WEIR_TOOLCHAIN") {
-        return PathBuf::from(dir);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    cache.join("weir").join("toolchain")
+pub fn toolchain_dir() -> Result<PathBuf, BuildError> {
+    toolchain_dir_from(
+        std::env::var_os("WEIR_TOOLCHAIN"),
+        std::env::var_os("XDG_CACHE_HOME"),
+        std::env::var_os("HOME"),
+    )
+}
+
+/// [`toolchain_dir`] from those variables' values, made absolute: the tools run in other working
+/// folders. With none of them set it is an error, not a shared folder such as /tmp, from which
+/// another user could have us run their componentize-py.
+fn toolchain_dir_from(
+    weir_toolchain: Option<OsString>,
+    xdg_cache_home: Option<OsString>,
+    home: Option<OsString>,
+) -> Result<PathBuf, BuildError> {
+    let nonempty = |value: Option<OsString>| value.filter(|v| !v.is_empty()).map(PathBuf::from);
+    let dir = nonempty(weir_toolchain)
+        .or_else(|| nonempty(xdg_cache_home).map(|cache| cache.join("weir/toolchain")))
+        .or_else(|| nonempty(home).map(|home| home.join(".cache/weir/toolchain")))
+        .ok_or(BuildError::NoToolchainDir)?;
+    std::path::absolute(&dir).map_err(|source| BuildError::ToolchainPath { dir, source })
 }
 
 /// A plugin could not be built or placed.
@@ -139,6 +153,45 @@ pub enum BuildError {
         path: PathBuf,
         /// The toolchain folder.
         dir: PathBuf,
+    },
+    /// No folder for the toolchains: none of WEIR_TOOLCHAIN, XDG_CACHE_HOME, HOME is set.
+    #[error(
+        "no folder for the Python and JavaScript toolchains: WEIR_TOOLCHAIN, XDG_CACHE_HOME and HOME are all unset. Set WEIR_TOOLCHAIN to a folder only you can write, and run `scripts/ensure-toolchain --plugin-languages`"
+    )]
+    NoToolchainDir,
+    /// The toolchain folder could not be made absolute (the current folder is unreadable).
+    #[error(
+        "cannot make the toolchain folder {dir} absolute: {source}; set WEIR_TOOLCHAIN to an absolute path"
+    )]
+    ToolchainPath {
+        /// The folder as given.
+        dir: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The installed toolchain is not the pinned release.
+    #[error(
+        "{tool} {found} is installed at {path}, but weir builds with {tool} {pinned}: run `scripts/ensure-toolchain --plugin-languages` to install the pinned release (into {dir})"
+    )]
+    ToolchainVersion {
+        /// The tool.
+        tool: &'static str,
+        /// The version installed (or what its version query gave).
+        found: String,
+        /// The pinned version.
+        pinned: &'static str,
+        /// Where it was found.
+        path: PathBuf,
+        /// The toolchain folder.
+        dir: PathBuf,
+    },
+    /// A plugin's source file could not be read.
+    #[error("cannot read {file}: {source}; a plugin's source must be UTF-8 text")]
+    Source {
+        /// The file.
+        file: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
     },
     /// A tool could not be started.
     #[error("cannot run {tool}: {source}")]
@@ -389,15 +442,7 @@ fn build_python(dir: &Path, registry: &Path) -> Result<BuiltPlugin, BuildError> 
         .and_then(|w| w.get("module"))
         .and_then(|m| m.as_str())
         .map_or_else(|| name.replace('-', "_"), str::to_owned);
-    let tool = toolchain_dir().join("python/bin/componentize-py");
-    if !tool.is_file() {
-        return Err(BuildError::Toolchain {
-            tool: "componentize-py",
-            version: COMPONENTIZE_PY,
-            path: tool,
-            dir: toolchain_dir(),
-        });
-    }
+    let tool = componentize_py(&toolchain_dir()?)?;
     let stage = Stage::new(&name)?;
     for (file, text) in PYTHON_SDK {
         stage.write(&format!("sdk/weir_plugin/{file}"), text)?;
@@ -435,6 +480,134 @@ fn build_python(dir: &Path, registry: &Path) -> Result<BuiltPlugin, BuildError> 
     place(&output, registry, name, Language::Python)
 }
 
+/// The pinned componentize-py in the toolchain folder `toolchain`: an error when it is missing,
+/// or when `--version` (a few milliseconds) names another release.
+fn componentize_py(toolchain: &Path) -> Result<PathBuf, BuildError> {
+    let tool = toolchain.join("python/bin/componentize-py");
+    if !tool.is_file() {
+        return Err(BuildError::Toolchain {
+            tool: "componentize-py",
+            version: COMPONENTIZE_PY,
+            path: tool,
+            dir: toolchain.to_owned(),
+        });
+    }
+    let output = Command::new(&tool)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| BuildError::Run {
+            tool: tool.display().to_string(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let found = text.trim().trim_start_matches("componentize-py").trim();
+    if !output.status.success() || found != COMPONENTIZE_PY {
+        return Err(BuildError::ToolchainVersion {
+            tool: "componentize-py",
+            found: if found.is_empty() {
+                "(no version given)".into()
+            } else {
+                found.to_owned()
+            },
+            pinned: COMPONENTIZE_PY,
+            path: tool,
+            dir: toolchain.to_owned(),
+        });
+    }
+    Ok(tool)
+}
+
+/// The pinned componentize-js library in the toolchain folder `toolchain`: an error when it is
+/// missing, or when its package.json names another release.
+fn componentize_js(toolchain: &Path) -> Result<PathBuf, BuildError> {
+    let package = toolchain.join("js/node_modules/@bytecodealliance/componentize-js");
+    let library = package.join("src/componentize.js");
+    if !library.is_file() {
+        return Err(BuildError::Toolchain {
+            tool: "componentize-js",
+            version: COMPONENTIZE_JS,
+            path: library,
+            dir: toolchain.to_owned(),
+        });
+    }
+    let found = std::fs::read_to_string(package.join("package.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|manifest| manifest["version"].as_str().map(str::to_owned));
+    if found.as_deref() != Some(COMPONENTIZE_JS) {
+        return Err(BuildError::ToolchainVersion {
+            tool: "componentize-js",
+            found: found.unwrap_or_else(|| "(no readable package.json version)".into()),
+            pinned: COMPONENTIZE_JS,
+            path: package,
+            dir: toolchain.to_owned(),
+        });
+    }
+    Ok(library)
+}
+
+/// The file `main` names in the JavaScript project at `dir` (`index.js` when absent): a `.js` or
+/// `.mjs` file in the project's own folder, other than weir-plugin.js, that exists.
+fn javascript_main(
+    dir: &Path,
+    manifest: &Path,
+    package: &serde_json::Value,
+) -> Result<String, BuildError> {
+    let main = package
+        .get("main")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("index.js")
+        .trim_start_matches("./")
+        .to_owned();
+    let refuse = |reason: String| BuildError::Manifest {
+        manifest: manifest.to_owned(),
+        reason,
+    };
+    if main.contains('/') || main == "weir-plugin.js" {
+        return Err(refuse(format!(
+            "`main` is `{main}`: it must name a file in the plugin's folder, other than weir-plugin.js"
+        )));
+    }
+    if !(main.ends_with(".js") || main.ends_with(".mjs")) {
+        return Err(refuse(format!(
+            "`main` is `{main}`: it must name a JavaScript module, a `.js` or `.mjs` file"
+        )));
+    }
+    if !dir.join(&main).is_file() {
+        return Err(refuse(format!(
+            "`main` is `{main}`, but {} is not a file",
+            dir.join(&main).display()
+        )));
+    }
+    Ok(main)
+}
+
+/// The top-level `.js`/`.mjs` files of the JavaScript project at `dir` (weir-plugin.js aside),
+/// as (file name, text) pairs; an error naming the file that is not UTF-8.
+fn javascript_sources(dir: &Path) -> Result<Vec<(String, String)>, BuildError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| BuildError::Stage {
+        dir: dir.to_owned(),
+        source,
+    })?;
+    let mut sources = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_source = path.extension().is_some_and(|e| e == "js" || e == "mjs");
+        let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
+            continue;
+        };
+        if is_source && path.is_file() && file != "weir-plugin.js" {
+            let text = std::fs::read_to_string(&path).map_err(|source| BuildError::Source {
+                file: path.clone(),
+                source,
+            })?;
+            sources.push((file.to_owned(), text));
+        }
+    }
+    Ok(sources)
+}
+
 /// Builds the JavaScript project at `dir` (`package.json` with `name` and `main`) with
 /// componentize-js. The project's top-level `.js`/`.mjs` files are staged beside the SDK, so a
 /// plugin imports it as `./weir-plugin.js`.
@@ -450,48 +623,12 @@ fn build_javascript(dir: &Path, registry: &Path) -> Result<BuiltPlugin, BuildErr
             reason: e.to_string(),
         })?;
     let name = plugin_name(&manifest, package.get("name"))?;
-    let main = package
-        .get("main")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or("index.js")
-        .trim_start_matches("./")
-        .to_owned();
-    if main.contains('/') || main == "weir-plugin.js" {
-        return Err(BuildError::Manifest {
-            manifest,
-            reason: format!(
-                "`main` is `{main}`: it must name a file in the plugin's folder, other than weir-plugin.js"
-            ),
-        });
-    }
-    let library = toolchain_dir()
-        .join("js/node_modules/@bytecodealliance/componentize-js/src/componentize.js");
-    if !library.is_file() {
-        return Err(BuildError::Toolchain {
-            tool: "componentize-js",
-            version: COMPONENTIZE_JS,
-            path: library,
-            dir: toolchain_dir(),
-        });
-    }
+    let main = javascript_main(dir, &manifest, &package)?;
+    let sources = javascript_sources(dir)?;
+    let library = componentize_js(&toolchain_dir()?)?;
     let stage = Stage::new(&name)?;
-    let sources = std::fs::read_dir(dir).map_err(|source| BuildError::Stage {
-        dir: dir.to_owned(),
-        source,
-    })?;
-    for entry in sources.flatten() {
-        let path = entry.path();
-        let is_source = path.extension().is_some_and(|e| e == "js" || e == "mjs");
-        let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
-            continue;
-        };
-        if is_source && path.is_file() && file != "weir-plugin.js" {
-            let text = std::fs::read_to_string(&path).map_err(|source| BuildError::Stage {
-                dir: dir.to_owned(),
-                source,
-            })?;
-            stage.write(&format!("src/{file}"), &text)?;
-        }
+    for (file, text) in &sources {
+        stage.write(&format!("src/{file}"), text)?;
     }
     stage.write("src/weir-plugin.js", JS_SDK)?;
     let output = stage.0.join(format!("{name}.wasm"));
@@ -654,6 +791,116 @@ mod tests {
         assert_eq!(
             wasm_artifact(messages),
             Some(PathBuf::from("/t/wasm32-wasip2/release/my_plugin.wasm"))
+        );
+    }
+
+    #[test]
+    fn the_toolchain_folder_is_absolute_and_never_a_shared_fallback() {
+        let dir = |weir: Option<&str>, xdg: Option<&str>, home: Option<&str>| {
+            toolchain_dir_from(
+                weir.map(Into::into),
+                xdg.map(Into::into),
+                home.map(Into::into),
+            )
+        };
+        let cwd = std::env::current_dir().unwrap();
+        // Relative: node runs componentize-js in the build folder, where it would not resolve.
+        assert_eq!(
+            dir(Some("tc"), Some("/x"), Some("/h")).unwrap(),
+            cwd.join("tc")
+        );
+        assert_eq!(
+            dir(None, Some("/x"), Some("/h")).unwrap(),
+            Path::new("/x/weir/toolchain")
+        );
+        assert_eq!(
+            dir(None, None, Some("/h")).unwrap(),
+            Path::new("/h/.cache/weir/toolchain")
+        );
+        assert_eq!(
+            dir(Some(""), Some(""), Some("/h")).unwrap(),
+            Path::new("/h/.cache/weir/toolchain")
+        );
+        let error = dir(None, None, None).unwrap_err();
+        assert!(matches!(error, BuildError::NoToolchainDir), "{error}");
+        assert!(error.to_string().contains("WEIR_TOOLCHAIN"), "{error}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_toolchain_other_than_the_pinned_release_is_refused_naming_both_versions() {
+        use std::os::unix::fs::PermissionsExt;
+        let toolchain = tempfile::tempdir().unwrap();
+        let tool = toolchain.path().join("python/bin/componentize-py");
+        std::fs::create_dir_all(tool.parent().unwrap()).unwrap();
+        let fake = |version: &str| {
+            std::fs::write(
+                &tool,
+                format!("#!/bin/sh\necho componentize-py {version}\n"),
+            )
+            .unwrap();
+            std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        // A script just written may be busy ("text file busy") while another test's thread forks
+        // holding it open: such a run is repeated.
+        let check = || loop {
+            match componentize_py(toolchain.path()) {
+                Err(BuildError::Run { source, .. })
+                    if source.kind() == std::io::ErrorKind::ExecutableFileBusy => {}
+                result => break result,
+            }
+        };
+        fake("0.1.0");
+        let error = check().unwrap_err().to_string();
+        for part in ["0.1.0", COMPONENTIZE_PY, "scripts/ensure-toolchain"] {
+            assert!(error.contains(part), "{error}");
+        }
+        fake(COMPONENTIZE_PY);
+        assert_eq!(check().unwrap(), tool);
+
+        let package = toolchain
+            .path()
+            .join("js/node_modules/@bytecodealliance/componentize-js");
+        std::fs::create_dir_all(package.join("src")).unwrap();
+        std::fs::write(package.join("src/componentize.js"), "").unwrap();
+        std::fs::write(package.join("package.json"), r#"{"version": "0.1.0"}"#).unwrap();
+        let error = componentize_js(toolchain.path()).unwrap_err().to_string();
+        for part in ["0.1.0", COMPONENTIZE_JS, "scripts/ensure-toolchain"] {
+            assert!(error.contains(part), "{error}");
+        }
+        let manifest = format!(r#"{{"version": "{COMPONENTIZE_JS}"}}"#);
+        std::fs::write(package.join("package.json"), manifest).unwrap();
+        assert!(componentize_js(toolchain.path()).is_ok());
+    }
+
+    #[test]
+    fn a_javascript_main_that_is_missing_or_no_module_is_refused_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("package.json");
+        std::fs::write(dir.path().join("plugin.js"), "").unwrap();
+        std::fs::write(dir.path().join("plugin.ts"), "").unwrap();
+        let main = |main: &str| {
+            javascript_main(dir.path(), &manifest, &serde_json::json!({ "main": main }))
+        };
+        assert_eq!(main("./plugin.js").unwrap(), "plugin.js");
+        let error = main("plugin.ts").unwrap_err().to_string();
+        assert!(error.contains("`.js` or `.mjs`"), "{error}");
+        let error = main("absent.js").unwrap_err().to_string();
+        assert!(
+            error.contains("absent.js") && error.contains("not a file"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_javascript_source_that_is_not_utf8_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("good.js"), "export {};").unwrap();
+        std::fs::write(dir.path().join("bad.mjs"), b"\xff\xfe").unwrap();
+        let error = javascript_sources(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains("bad.mjs") && error.contains("UTF-8"),
+            "{error}"
         );
     }
 

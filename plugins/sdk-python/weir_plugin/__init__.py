@@ -17,7 +17,7 @@ batch loop and the per-record error isolation, so that a plugin is one small fil
 
 from .config import Config, ConfigError
 from .errors import BadRecord, PluginFailure
-from .jsonpath import at, field_name, pointer, str_at, text_at
+from .jsonpath import at, field_name, pointer, slot, str_at, text_at
 from .plugin import Plugin, export
 from .record import Record
 from .host import counter, log
@@ -35,6 +35,7 @@ __all__ = [
     "field_name",
     "log",
     "pointer",
+    "slot",
     "str_at",
     "text_at",
 ]

@@ -3,6 +3,7 @@ key (the same helpers as the Rust SDK's `Config`)."""
 
 import json
 
+from .record import loads
 
 class ConfigError(Exception):
     """The config is unusable: name the key and what is expected. The host then refuses to run
@@ -19,8 +20,8 @@ class Config(dict):
         if not text.strip():
             return cls()
         try:
-            value = json.loads(text)
-        except ValueError as error:
+            value = loads(text)
+        except (ValueError, RecursionError) as error:
             raise ConfigError(f"config is not valid JSON: {error}") from None
         if not isinstance(value, dict):
             raise ConfigError(f"config must be an object, got {json.dumps(value)}")

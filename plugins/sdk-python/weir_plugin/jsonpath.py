@@ -1,9 +1,8 @@
 """JSON helpers for the common plugin shape: read fields by pointer, with a bad-record error
 naming the missing field, so a mapping is a few lines (the same as the Rust SDK's `json`)."""
 
-import json
-
 from .errors import BadRecord
+from .record import number_text
 
 _MISSING = object()
 
@@ -18,18 +17,54 @@ def pointer(path):
     return path if path.startswith("/") else "/" + path.replace(".", "/")
 
 
-def _lookup(value, pointer_text):
+def _tokens(pointer_text):
+    # The unescaped tokens of a JSON pointer; None when the text is not one (it must be empty or
+    # begin with `/`).
     if pointer_text == "":
-        return value
-    for token in pointer_text[1:].split("/"):
-        token = token.replace("~1", "/").replace("~0", "~")
-        if isinstance(value, dict):
-            value = value.get(token, _MISSING)
-        elif isinstance(value, list) and token.isdigit():
-            index = int(token)
-            value = value[index] if index < len(value) else _MISSING
-        else:
+        return []
+    if not pointer_text.startswith("/"):
+        return None
+    return [t.replace("~1", "/").replace("~0", "~") for t in pointer_text[1:].split("/")]
+
+
+def _step(value, token):
+    # The member `token` names: a key of an object, or an index of an array as serde_json reads
+    # one (ASCII digits without a leading zero: `0`, `12`, not `01`, `+1` or `١`).
+    if isinstance(value, dict):
+        return token
+    if isinstance(value, list) and token.isascii() and token.isdigit():
+        if (token == "0" or token[0] != "0") and int(token) < len(value):
+            return int(token)
+    return _MISSING
+
+
+def slot(value, pointer_text):
+    """Where the value at a JSON pointer lives, for replacing it: `(container, key)` with the
+    object or array holding it and its key or index, or None when there is no such value (the
+    same lookup as `at` and the Rust SDK's `pointer_mut`)."""
+    path = _tokens(pointer_text)
+    if not path:
+        return None
+    for token in path[:-1]:
+        member = _step(value, token)
+        if member is _MISSING:
+            return None
+        value = value.get(member, _MISSING) if isinstance(value, dict) else value[member]
+    member = _step(value, path[-1])
+    if member is _MISSING or (isinstance(value, dict) and member not in value):
+        return None
+    return value, member
+
+
+def _lookup(value, pointer_text):
+    path = _tokens(pointer_text)
+    if path is None:
+        return _MISSING
+    for token in path:
+        member = _step(value, token)
+        if member is _MISSING:
             return _MISSING
+        value = value.get(member, _MISSING) if isinstance(value, dict) else value[member]
         if value is _MISSING:
             return _MISSING
     return value
@@ -57,6 +92,8 @@ def text_at(value, pointer_text):
     found = at(value, pointer_text)
     if isinstance(found, str):
         return found
-    if isinstance(found, (bool, int, float)):
-        return json.dumps(found)
+    if isinstance(found, bool):
+        return "true" if found else "false"
+    if isinstance(found, (int, float)):
+        return number_text(found)
     raise BadRecord(f"field `{field_name(pointer_text)}` must be a string or a number")

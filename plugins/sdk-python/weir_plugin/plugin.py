@@ -4,6 +4,7 @@ exception caught per record so one bad record never fails its batch."""
 
 from .config import Config
 from .errors import BadRecord, PluginFailure
+from .host import host_text as text
 from .record import Record
 
 
@@ -24,10 +25,60 @@ class Plugin:
 
 _instance = None
 
+_S64_MIN = -(1 << 63)
+_S64_END = 1 << 63
+
 
 def _failure_message(error):
     message = str(error)
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def _bytes(value, what):
+    # The bytes the WIT `list<u8>` takes: bytes, or a bytearray or memoryview copied to bytes.
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{what} must be bytes, got {type(value).__name__}")
+
+
+def _name(value, what):
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__}")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} `{text(value)}` holds a lone surrogate") from None
+    return value
+
+
+def _checked(out):
+    """The parts of an output `Record` as the WIT `record` holds them: checked here, inside the
+    per-record isolation, so that a wrong type fails its record alone instead of trapping the
+    instance when the bindings lower it. The same types as the Rust SDK's `Record`: `key` bytes
+    or None (encode a str), `value` bytes (a str is encoded as UTF-8, as the constructor does),
+    headers (str, bytes) pairs, `timestamp` an int in the signed 64-bit range, or None."""
+    if isinstance(out.key, str):
+        raise TypeError("Record.key must be bytes or None, got str: encode it (key.encode())")
+    key = None if out.key is None else _bytes(out.key, "Record.key")
+    value = out.value.encode() if isinstance(out.value, str) else _bytes(out.value, "Record.value")
+    headers = []
+    for header in out.headers:
+        if not isinstance(header, (tuple, list)) or len(header) != 2:
+            raise TypeError(f"a header must be a (name, bytes) pair, got {header!r:.80}")
+        name = _name(header[0], "a header name")
+        headers.append((name, _bytes(header[1], f"header `{name}`'s value")))
+    timestamp = out.timestamp
+    if timestamp is not None:
+        if isinstance(timestamp, bool) or not isinstance(timestamp, int):
+            raise TypeError(
+                "Record.timestamp must be an int (milliseconds) or None, "
+                f"got {type(timestamp).__name__}"
+            )
+        if not _S64_MIN <= timestamp < _S64_END:
+            raise ValueError(f"Record.timestamp {timestamp} is beyond the signed 64-bit range")
+    return key, value, headers, timestamp
 
 
 def export(plugin_class):
@@ -51,12 +102,13 @@ def export(plugin_class):
         for out in produced:
             if not isinstance(out, Record):
                 raise TypeError(f"transform must return Records, got {type(out).__name__}")
+            key, value, headers, timestamp = _checked(out)
             converted.append(
                 wit_record(
-                    out.key,
-                    out.value,
-                    [wit_header(name, value) for name, value in out.headers],
-                    out.timestamp,
+                    key,
+                    value,
+                    [wit_header(name, header_value) for name, header_value in headers],
+                    timestamp,
                 )
             )
         return converted
@@ -68,7 +120,7 @@ def export(plugin_class):
                 plugin = plugin_class()
                 plugin.init(Config.parse(config))
             except Exception as error:  # noqa: BLE001 - every failure rejects the config
-                raise Err(str(error) or type(error).__name__) from None
+                raise Err(text(str(error) or type(error).__name__)) from None
             _instance = plugin
 
         def transform(self, batch):
@@ -89,11 +141,11 @@ def export(plugin_class):
                     )
                     results.append(Ok(outputs(produced)))
                 except BadRecord as error:
-                    results.append(Err(wit_error(bad_record, str(error))))
+                    results.append(Err(wit_error(bad_record, text(error))))
                 except PluginFailure as error:
-                    results.append(Err(wit_error(plugin_failure, str(error))))
+                    results.append(Err(wit_error(plugin_failure, text(error))))
                 except Exception as error:  # noqa: BLE001 - isolation is the point
-                    results.append(Err(wit_error(plugin_failure, _failure_message(error))))
+                    results.append(Err(wit_error(plugin_failure, text(_failure_message(error)))))
             return results
 
     return WitWorld

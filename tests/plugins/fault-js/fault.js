@@ -1,7 +1,9 @@
-// Test plugin: `bomb` allocates memory without bound, `loop` never returns, anything else is
-// echoed; for the tests of the memory cap and deadlines in JavaScript plugins.
+// Test plugin: `bomb` allocates memory without bound, `loop` never returns, `float-timestamp`
+// and `number-header` give outputs of a type the contract cannot hold, `split` gives two outputs
+// of one input and adds a header to the first, anything else is echoed; for the tests of the
+// memory cap, deadlines and error isolation in JavaScript plugins.
 
-import { Plugin, exportPlugin } from "./weir-plugin.js";
+import { Plugin, Record, exportPlugin } from "./weir-plugin.js";
 
 class Fault extends Plugin {
   transform(record) {
@@ -14,6 +16,17 @@ class Fault extends Plugin {
     }
     if (text === "loop") {
       for (;;) {}
+    }
+    if (text === "float-timestamp") {
+      return [new Record("x", { timestamp: 1.5 })];
+    }
+    if (text === "number-header") {
+      return [new Record("x", { headers: [["h", 42]] })];
+    }
+    if (text === "split") {
+      const outputs = [record.withJson({ part: 0 }), record.withJson({ part: 1 })];
+      outputs[0].headers.push(["part", "first"]);
+      return outputs;
     }
     return [record];
   }
