@@ -1,5 +1,7 @@
 """`pii-mask` in Python: masks personal fields before records leave the pipeline, by hashing
-(equal inputs stay joinable) or redacting them; the same config and output as plugins/pii-mask.
+(equal inputs stay joinable) or redacting them; the same config as plugins/pii-mask and, read as
+JSON, the same output (the Rust plugin copies what it does not mask byte for byte; this one writes
+the document again, keys in their order, numbers as serde_json prints them).
 
 Config: `fields` (dotted paths, a list or comma-separated text), `mode` ("hash" or "redact"),
 `salt` (hash mode), `replacement` (redact mode, default "***")."""
@@ -40,8 +42,8 @@ class PiiMask(Plugin):
             if found is not None and found[0][found[1]] is not None:
                 parent, member = found
                 parent[member] = self.mask(parent[member])
-        # Keys sorted, as the Rust plugin writes the document it parsed.
-        return [record.with_json(document, sort_keys=True)]
+        # Keys in the record's order, as the Rust plugin keeps them.
+        return [record.with_json(document)]
 
 
 WitWorld = export(PiiMask)

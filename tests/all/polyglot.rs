@@ -327,6 +327,24 @@ fn texts(
         .collect()
 }
 
+/// Each output of [`texts`] read as a JSON document, so outputs written differently but meaning
+/// the same compare equal.
+fn documents(
+    texts: Vec<Result<Vec<String>, RecordErrorKind>>,
+) -> Vec<Result<Vec<serde_json::Value>, RecordErrorKind>> {
+    texts
+        .into_iter()
+        .map(|result| {
+            result.map(|outputs| {
+                outputs
+                    .iter()
+                    .map(|text| serde_json::from_str(text).expect("outputs are JSON"))
+                    .collect()
+            })
+        })
+        .collect()
+}
+
 /// Documents for masking: fields in arrays, keys out of order, numbers each language prints its
 /// own way, text to escape, nesting at serde_json's limit and beyond, and what it refuses.
 fn masking_documents() -> Vec<Vec<u8>> {
@@ -362,8 +380,11 @@ fn python_pii_mask_equals_the_rust_one() {
         arrays,
         r#"{"fields": ["contacts.0.email", "phones.0", "a.0"], "mode": "redact"}"#,
     ] {
-        let expected = texts(&mut instance("pii-mask", config), &inputs);
-        let got = texts(&mut instance("pii-mask-py", config), &inputs);
+        // Compared as documents: the Rust plugin copies what it does not mask byte for byte,
+        // the Python one writes the document again (keys sorted, numbers as serde_json prints
+        // them); the hashes, computed alike from the masked values, must be equal.
+        let expected = documents(texts(&mut instance("pii-mask", config), &inputs));
+        let got = documents(texts(&mut instance("pii-mask-py", config), &inputs));
         for (index, (got, expected)) in got.iter().zip(&expected).enumerate() {
             assert_eq!(
                 got,
@@ -382,8 +403,9 @@ fn python_pii_mask_equals_the_rust_one() {
         "{first}"
     );
     assert!(
-        first.starts_with(r#"{"alpha":2,"contacts":[{"email":""#),
-        "{first}"
+        first.starts_with(r#"{"contacts":[{"email":""#)
+            && first.ends_with(r#""zeta":1,"alpha":2}"#),
+        "keys stay in their order: {first}"
     );
     for refused in &masked[4..masked.len() - 3] {
         assert_eq!(refused, &Err(RecordErrorKind::BadRecord));

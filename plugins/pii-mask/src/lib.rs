@@ -70,6 +70,9 @@ impl Plugin for PiiMask {
                 .err()
                 .unwrap_or_else(|| Error::bad_record("value is not valid JSON: not UTF-8")));
         };
+        // Read whole once, so a record fails exactly where every plugin's `json()` fails it (a
+        // number out of range, a lone surrogate), though most of it is then copied as it was.
+        serde_json::from_str::<Value>(text).map_err(not_json)?;
         let document: &RawValue = serde_json::from_str(text).map_err(not_json)?;
         if !document.get().starts_with('{') {
             return Err(Error::bad_record("value must be a JSON object"));
@@ -262,6 +265,15 @@ mod tests {
         let expected = hex::encode(Sha256::digest(r#"{"b":"x","c":1}"#));
         assert_eq!(run(&inner_first, input.clone())["a"], expected);
         assert_eq!(run(&outer_first, input)["a"], expected);
+    }
+
+    #[test]
+    fn a_record_every_plugin_refuses_is_refused_though_the_field_is_not_masked() {
+        let mask = plugin(json!({"fields": "email"})).unwrap();
+        for input in [r#"{"n":1e400}"#, r#"{"e":"\ud800"}"#, r#"{"n":NaN}"#] {
+            let error = mask.transform(Record::new(input)).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::BadRecord, "{input}");
+        }
     }
 
     #[test]
