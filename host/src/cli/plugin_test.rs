@@ -468,6 +468,14 @@ fn read_samples(path: &Path, max_record_bytes: usize) -> anyhow::Result<Vec<Samp
             value: line.as_bytes().to_vec(),
         });
     }
+    // A test of no records passes whatever the plugin does, and `--update` would write a golden
+    // file that always passes.
+    if samples.is_empty() {
+        bail!(
+            "{} holds no records (every line is blank): write at least one record value per line, then run the test (or `--update`) again",
+            path.display()
+        );
+    }
     Ok(samples)
 }
 
@@ -746,5 +754,19 @@ mod tests {
         let error = read_samples(&path, 50).unwrap_err().to_string();
         assert!(error.contains("line 3"), "{error}");
         assert_eq!(read_samples(&path, 1000).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_input_of_no_records_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        for empty in ["", "\n", "  \n\n"] {
+            std::fs::write(&path, empty).unwrap();
+            let error = read_samples(&path, 1000).unwrap_err().to_string();
+            assert!(
+                error.contains("in.jsonl") && error.contains("no records"),
+                "{empty:?}: {error}"
+            );
+        }
     }
 }
