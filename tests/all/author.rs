@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -195,12 +195,19 @@ struct Dev {
 
 impl Dev {
     fn start(project: &Path, registry: &Path) -> Dev {
-        let mut child = weir()
+        let mut command = weir();
+        command
             .args(["plugin", "dev"])
             .arg(project)
             .arg("--plugins")
             .arg(registry)
-            .args(["--debounce-ms", "200"])
+            .args(["--debounce-ms", "200"]);
+        Dev::spawn(command)
+    }
+
+    /// Runs `command` (a `weir plugin dev` with its arguments) with the shared Rust target.
+    fn spawn(mut command: Command) -> Dev {
+        let mut child = command
             .env("CARGO_TARGET_DIR", rust_target())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -223,12 +230,33 @@ impl Dev {
 
     /// How many printed lines contain `text`.
     fn count(&self, text: &str) -> usize {
+        self.count_all(&[text])
+    }
+
+    /// How many printed lines contain each of `texts`.
+    fn count_all(&self, texts: &[&str]) -> usize {
         self.lines
             .lock()
             .unwrap()
             .iter()
-            .filter(|line| line.contains(text))
+            .filter(|line| texts.iter().all(|text| line.contains(text)))
             .count()
+    }
+
+    /// Waits for the process to end, within a generous deadline.
+    fn wait_for_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weir plugin dev did not stop; it printed:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn wait_until(&self, what: &str, condition: impl Fn(&Dev) -> bool) {
@@ -340,4 +368,110 @@ fn dev_deploys_an_edit_only_when_it_builds_and_passes_its_golden_test() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "weir plugin dev exited with {status}");
+}
+
+/// `weir plugin new NAME` in `dir`: the project's folder and its `src/lib.rs`. Each test names
+/// its own plugin: the tests build at once in one target folder, where a plugin's component
+/// lands under its name.
+fn new_plugin(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    assert_ok(
+        &run(dir, &["plugin", "new", name, "--dir", name]),
+        "weir plugin new",
+    );
+    let project = dir.join(name);
+    let source = project.join("src/lib.rs");
+    (project, source)
+}
+
+#[test]
+fn dev_in_its_project_with_the_default_registry_does_not_rebuild_its_own_deploys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (project, source) = new_plugin(dir.path(), "looper");
+    // `weir plugin dev` in the project's folder: PATH `.`, the registry `plugin-registry`
+    // inside it. The debug log names every change that starts a round.
+    let mut command = weir();
+    command
+        .current_dir(&project)
+        .args(["plugin", "dev", "--debounce-ms", "200"])
+        .env("WEIR_LOG", "info,weir::cli::plugin_dev=debug");
+    let dev = Dev::spawn(command);
+    dev.wait_until("the first round to deploy", |dev| {
+        dev.count("round 1: deployed") == 1
+    });
+    let wasm = project.join("plugin-registry/looper.wasm");
+    assert!(wasm.is_file());
+
+    // One edit: one more round. Had the deploy above woken the watcher, its change would be
+    // logged before this round starts, and the round counter would be past 2.
+    let mut text = std::fs::read_to_string(&source).unwrap();
+    text.push_str("// an edit\n");
+    std::fs::write(&source, text).unwrap();
+    dev.wait_until("the edit to be deployed", |dev| {
+        dev.count(": deployed") == 2
+    });
+    // The log line of the edit, after any of the registry's in the same stream.
+    dev.wait_until("the edit to be logged", |dev| {
+        dev.count_all(&["Changed.", "src/lib.rs"]) > 0
+    });
+    let lines = dev.lines.lock().unwrap().join("\n");
+    assert_eq!(dev.count("round 2: deployed"), 1, "{lines}");
+    assert_eq!(
+        dev.count_all(&["Changed.", "plugin-registry"]),
+        0,
+        "a change in the registry woke the watcher:\n{lines}"
+    );
+}
+
+#[test]
+fn dev_stopped_during_a_build_deploys_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (project, _) = new_plugin(dir.path(), "stopper");
+    let registry = dir.path().join("registry");
+    // A cargo that says it started, then waits for the gate (a FIFO) before building.
+    let started = dir.path().join("started");
+    let gate = dir.path().join("gate");
+    let path = std::ffi::CString::new(gate.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a NUL-terminated path has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let cargo = dir.path().join("cargo-gated");
+    std::fs::write(
+        &cargo,
+        "#!/bin/sh\necho started >> \"$GATED_STARTED\"\nread line < \"$GATED_GATE\"\nexec \"$GATED_CARGO\" \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cargo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut command = weir();
+    command
+        .args(["plugin", "dev"])
+        .arg(&project)
+        .arg("--plugins")
+        .arg(&registry)
+        .env("CARGO", &cargo)
+        .env("GATED_STARTED", &started)
+        .env("GATED_GATE", &gate)
+        .env(
+            "GATED_CARGO",
+            std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+        );
+    let mut dev = Dev::spawn(command);
+    dev.wait_until("the first build to start", |_| started.exists());
+    // SAFETY: kill(2) with a child's pid and SIGTERM has no memory-safety preconditions.
+    let signalled = unsafe { libc::kill(dev.child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(signalled, 0);
+    // The build goes on and passes its golden test, but is not deployed.
+    std::fs::write(&gate, "go\n").unwrap();
+    dev.wait_until("the first round to end", |dev| {
+        dev.count("stopped before deploying") + dev.count("round 1:") > 0
+    });
+    let status = dev.wait_for_exit();
+    let lines = dev.lines.lock().unwrap().join("\n");
+    assert!(
+        status.success(),
+        "weir plugin dev exited with {status}:\n{lines}"
+    );
+    assert_eq!(dev.count("stopped before deploying"), 1, "{lines}");
+    assert!(
+        !registry.join("stopper.wasm").exists(),
+        "deployed after SIGTERM:\n{lines}"
+    );
 }

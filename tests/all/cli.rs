@@ -272,3 +272,47 @@ fn a_busy_admin_address_stops_weir_run_before_any_record_is_read() {
         "records flowed before the failure: {written}"
     );
 }
+
+#[test]
+fn publish_refuses_a_manifest_that_is_not_a_regular_file_without_waiting_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("filter.wasm");
+    std::fs::copy(plugin_registry().join("filter.wasm"), &component).unwrap();
+    // A FIFO no one writes to: reading it would wait forever.
+    let fifo = dir.path().join("manifest.toml");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a NUL-terminated path has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let mut child = crate::support::weir()
+        .current_dir(dir.path())
+        .args(["plugin", "publish"])
+        .arg(&component)
+        .arg("--manifest")
+        .arg(&fifo)
+        // Refused before any broker is asked: none needs to listen there.
+        .args(["--registry", "kafka://127.0.0.1:9/weir-registry"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the weir binary runs");
+    // A generous guard against a hang; the refusal comes at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("weir plugin publish blocked reading the FIFO given as --manifest");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("manifest.toml") && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
+}

@@ -515,3 +515,49 @@ async fn a_postgres_dead_letter_replay_marks_replayed_rows_and_skips_what_the_fi
     assert_eq!(summary(&second, "replayed"), 0);
     assert_eq!(numbers_out(dir.path()).len(), 100);
 }
+
+#[test]
+fn a_misspelt_kind_or_an_empty_time_window_is_refused_naming_what_to_give() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = buggy_registry(dir.path());
+    let dead = dir.path().join("dlq.jsonl");
+    std::fs::write(&dead, "").unwrap();
+    let (file, _) = file_pipeline(
+        dir.path(),
+        1,
+        10,
+        &format!(r#"{{ type = "file", path = "{}" }}"#, dead.display()),
+    );
+    let refused = |args: &[&str], wanted: &[&str]| {
+        let output = replay_ending(&file, &registry, args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} was accepted:\n{stderr}");
+        for text in wanted {
+            assert!(stderr.contains(text), "{args:?}: no {text:?} in:\n{stderr}");
+        }
+    };
+    refused(
+        &["--dry-run", "--kind", "trap,bad_record"],
+        &[
+            "`bad_record` is not an error kind",
+            "bad-record, plugin-failure, trap, timeout, malformed, sink-rejected",
+        ],
+    );
+    refused(
+        &[
+            "--dry-run",
+            "--since",
+            "2026-12-01T10:00:00Z",
+            "--until",
+            "2026-12-01T10:00:00Z",
+        ],
+        &["--since", "is not before --until"],
+    );
+    // The kinds as they are spelt pass.
+    let none = replay(
+        &file,
+        &registry,
+        &["--dry-run", "--kind", "bad-record,sink-rejected"],
+    );
+    assert_eq!(would_replay(&none), (0, 0));
+}

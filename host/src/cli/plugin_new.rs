@@ -122,7 +122,7 @@ pub struct NewPlugin<'a> {
 
 /// Creates the project and returns its folder.
 pub fn create(request: &NewPlugin<'_>) -> anyhow::Result<PathBuf> {
-    validate_name(request.name)?;
+    validate_name(request.name, request.language)?;
     let dir = request
         .dir
         .map_or_else(|| PathBuf::from(request.name), Path::to_owned);
@@ -173,10 +173,19 @@ pub fn new(request: &NewPlugin<'_>) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// Type names a Rust plugin's type must not take: the SDK's items the template imports, the
+/// prelude's names its code uses as they are (`Result<..>`, `Vec<..>`, `Ok(..)`), and `Self`.
+/// (Other prelude names, `Option` or `String`, the template's code does not use: they build.)
+const RUST_TAKEN_TYPES: &[&str] = &[
+    "Record", "Config", "Error", "Plugin", "Result", "Vec", "Ok", "Self",
+];
+
 /// A plugin name becomes a file name (`NAME.wasm`), a crate or package name and, for Python, a
 /// module name: lower-case letters, digits, `-` and `_`, starting with a letter, at most 64.
-/// Anything else (a path, `..`, spaces) is refused.
-pub fn validate_name(name: &str) -> anyhow::Result<()> {
+/// Anything else (a path, `..`, spaces) is refused, and so is a name whose project would not
+/// build in `language`: its type (`record` -> `Record`) or module (`weir_plugin`) would clash
+/// with a name the template's code uses.
+pub fn validate_name(name: &str, language: NewLanguage) -> anyhow::Result<()> {
     let valid = name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -188,8 +197,20 @@ pub fn validate_name(name: &str) -> anyhow::Result<()> {
             name.escape_debug()
         );
     }
-    if name == "weir-plugin" {
-        bail!("`weir-plugin` is the SDK's name: choose another name for the plugin");
+    if name == "weir-plugin" || name == "weir_plugin" {
+        bail!("`{name}` is the SDK's name: choose another name for the plugin, e.g. `my-plugin`");
+    }
+    let type_name = type_name(name);
+    let taken = match language {
+        NewLanguage::Rust => RUST_TAKEN_TYPES.contains(&type_name.as_str()),
+        // `class Plugin extends Plugin` would redeclare the SDK's class it imports.
+        NewLanguage::Js => type_name == "Plugin",
+        NewLanguage::Python => false,
+    };
+    if taken {
+        bail!(
+            "`{name}` cannot name a {language:?} plugin: its type would be `{type_name}`, a name the generated code already uses, so the project would not build; choose another name, e.g. `my-{name}`"
+        );
     }
     Ok(())
 }
@@ -298,10 +319,47 @@ mod tests {
         for name in [
             "", "../x", "a/b", "..", "a\\b", "A", "1a", "a b", "a.b", "-a", "a\0",
         ] {
-            assert!(validate_name(name).is_err(), "{name:?} was accepted");
+            assert!(
+                validate_name(name, NewLanguage::Rust).is_err(),
+                "{name:?} was accepted"
+            );
         }
-        validate_name("mask-emails_2").unwrap();
-        assert!(validate_name(&"a".repeat(65)).is_err());
+        validate_name("mask-emails_2", NewLanguage::Rust).unwrap();
+        assert!(validate_name(&"a".repeat(65), NewLanguage::Rust).is_err());
+    }
+
+    /// A name whose generated project would not build: its type or module clashes with one the
+    /// template uses.
+    #[test]
+    fn names_whose_project_would_not_build_are_refused() {
+        let refused = |name: &str, language: NewLanguage| {
+            let error = validate_name(name, language)
+                .err()
+                .unwrap_or_else(|| panic!("{name:?} was accepted for {language:?}"))
+                .to_string();
+            assert!(error.contains(&format!("`{name}`")), "{error}");
+            assert!(error.contains("another name"), "{error}");
+        };
+        for name in [
+            "record", "config", "error", "plugin", "result", "vec", "ok", "self", "record_", "ok-",
+        ] {
+            refused(name, NewLanguage::Rust);
+        }
+        refused("plugin", NewLanguage::Js);
+        for language in [NewLanguage::Rust, NewLanguage::Python, NewLanguage::Js] {
+            refused("weir_plugin", language);
+            refused("weir-plugin", language);
+        }
+        // Fine where nothing clashes: another language, or a longer name.
+        validate_name("record", NewLanguage::Js).unwrap();
+        validate_name("plugin", NewLanguage::Python).unwrap();
+        validate_name("record-filter", NewLanguage::Rust).unwrap();
+        // Prelude names the template does not use build as types (checked with `weir plugin
+        // build`).
+        for name in ["option", "some", "none", "box", "string", "err"] {
+            validate_name(name, NewLanguage::Rust).unwrap();
+        }
+        validate_name("my-plugin", NewLanguage::Js).unwrap();
     }
 
     #[test]

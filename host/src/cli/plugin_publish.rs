@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use weir::registry::kafka::{
-    Catalog, Heartbeat, MAX_COMPONENT_BYTES, Publisher, RegistryAddress, STALE_AFTER, read_catalog,
-    read_heartbeats, valid_plugin_name,
+    Catalog, Heartbeat, Publisher, RegistryAddress, STALE_AFTER, read_catalog, read_heartbeats,
+    valid_plugin_name,
 };
-use weir::registry::{Manifest, PluginVersion, RolloutPlan};
+use weir::registry::{
+    Manifest, ManifestError, PluginFile, PluginVersion, RolloutPlan, read_plugin_file,
+};
 use weir::runtime::{LoadedPlugin, PluginLimits, PluginRuntime, StepRequest};
 
 /// What `weir plugin publish` was asked.
@@ -48,28 +50,28 @@ pub fn publish(request: &PublishRequest<'_>) -> anyhow::Result<ExitCode> {
             )
         })?
         .to_owned();
-    let size = std::fs::metadata(file)
-        .with_context(|| format!("cannot read {}", file.display()))?
-        .len();
-    anyhow::ensure!(
-        size <= MAX_COMPONENT_BYTES as u64,
-        "{}: {} MiB is more than the registry takes ({} MiB)",
-        file.display(),
-        size / (1024 * 1024),
-        MAX_COMPONENT_BYTES / (1024 * 1024)
-    );
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    // Each file is read once, within the registry's caps and only if it is a regular file (not
+    // a FIFO or a device, which could block or never end), and what is validated is what is
+    // published.
+    let bytes = read_plugin_file(file, PluginFile::Component)
+        .with_context(|| format!("cannot read {}", file.display()))?;
     let manifest_path = request
         .manifest
         .map_or_else(|| file.with_extension("toml"), Path::to_path_buf);
-    let manifest_text = match std::fs::read_to_string(&manifest_path) {
-        Ok(text) => text,
+    let manifest_text = match read_plugin_file(&manifest_path, PluginFile::Manifest) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|e| ManifestError {
+            path: manifest_path.clone(),
+            reason: format!("it is not UTF-8 text ({e}): save it as UTF-8"),
+        })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && request.manifest.is_none() => {
             String::new()
         }
         Err(e) => anyhow::bail!("cannot read the manifest {}: {e}", manifest_path.display()),
     };
-    let manifest = Manifest::load(&manifest_path)?;
+    let manifest = Manifest::parse(&manifest_text).map_err(|reason| ManifestError {
+        path: manifest_path.clone(),
+        reason,
+    })?;
     let config = request
         .config
         .map(|text| match serde_json::from_str(text) {

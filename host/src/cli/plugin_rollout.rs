@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::Value;
-use weir::registry::rollout::{RolloutInfo, canary_partitions};
-use weir::registry::{Rollout, RolloutPlan};
+use weir::registry::rollout::{RolloutInfo, canary_partitions, validate};
+use weir::registry::{Rollout, RolloutError, RolloutPlan};
 
 use crate::AdminTokenArgs;
 use crate::cli::admin::{authorize, client_token, refusal};
@@ -38,15 +38,24 @@ pub struct StageArgs {
 }
 
 impl StageArgs {
-    /// The rollout the flags ask for; `None` when they ask for none.
+    /// The rollout the flags ask for; `None` when they ask for none. Refuses one that every
+    /// process would refuse (`weir::registry::rollout::validate`), so that none is published
+    /// or staged.
     pub fn rollout(&self) -> anyhow::Result<Option<RolloutPlan>> {
         if let Some(every_nth_batch) = self.shadow {
-            return Ok(Some(RolloutPlan::Shadow { every_nth_batch }));
+            let rollout = Rollout::Shadow { every_nth_batch };
+            check(&rollout, &format!("--shadow {every_nth_batch}"))?;
+            return Ok(Some(rollout.into()));
         }
         if let Some(list) = &self.canary_partitions {
-            return Ok(Some(RolloutPlan::Canary {
+            let rollout = Rollout::Canary {
                 partitions: list.iter().copied().collect(),
-            }));
+            };
+            check(
+                &rollout,
+                &format!("--canary-partitions {}", join_list(list)),
+            )?;
+            return Ok(Some(rollout.into()));
         }
         let Some(share) = self.canary.as_deref() else {
             return Ok(None);
@@ -77,6 +86,25 @@ impl StageArgs {
             "say how the candidate rolls out: --shadow N, --canary PCT%, or --canary-partitions LIST",
         )
     }
+}
+
+/// Refuses a rollout every process would refuse, naming the flag (`flag`) that asked for it.
+fn check(rollout: &Rollout, flag: &str) -> anyhow::Result<()> {
+    match validate("", rollout) {
+        Ok(()) => Ok(()),
+        Err(RolloutError::Invalid { reason, .. }) => anyhow::bail!("{flag}: {reason}"),
+        Err(other) => Err(other.into()),
+    }
+}
+
+fn join_list(list: &[i32]) -> String {
+    if list.is_empty() {
+        return "(none)".to_owned();
+    }
+    list.iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Stages plugin `name`'s candidate (NAME.candidate.wasm in the running weir's registry folder).
@@ -291,5 +319,42 @@ mod tests {
             RolloutPlan::CanaryShare { percent: 33 }
         );
         assert!(args(None, Some("0%"), None, None).rollout().is_err());
+    }
+
+    /// What every process refuses is refused here, before anything is published or staged.
+    #[test]
+    fn rollouts_every_process_refuses_are_refused() {
+        let refused = |args: StageArgs, flag: &str| {
+            let error = args.rollout().unwrap_err().to_string();
+            assert!(error.starts_with(flag), "{error}");
+            error
+        };
+        let error = refused(args(Some(0), None, None, None), "--shadow 0:");
+        assert!(error.contains("at least 1"), "{error}");
+        let error = refused(
+            args(None, None, Some(vec![-1]), None),
+            "--canary-partitions -1:",
+        );
+        assert!(error.contains("start at 0"), "{error}");
+        refused(
+            args(None, None, Some(vec![]), None),
+            "--canary-partitions (none):",
+        );
+        assert!(args(Some(0), None, None, None).required_rollout().is_err());
+        // A bad share, with and without a partition count.
+        for share in ["0%", "101%", "-5%", "x%", ""] {
+            assert!(
+                args(None, Some(share), None, None).rollout().is_err(),
+                "{share}"
+            );
+            assert!(
+                args(None, Some(share), None, Some(4)).rollout().is_err(),
+                "{share}"
+            );
+        }
+        assert_eq!(
+            args(Some(1), None, None, None).rollout().unwrap(),
+            Some(RolloutPlan::Shadow { every_nth_batch: 1 })
+        );
     }
 }

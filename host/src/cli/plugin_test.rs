@@ -238,7 +238,7 @@ pub fn test(request: &TestRequest) -> anyhow::Result<ExitCode> {
     let golden = Golden::resolve(request)?;
     let runtime = runtime()?;
     if request.update {
-        let outcomes = run(&runtime, &golden, request)?;
+        let outcomes = run(&runtime, &golden, request, &read_component(&golden)?)?;
         let mut text = String::new();
         for (_, outcome) in &outcomes {
             text.push_str(&outcome.to_line().to_string());
@@ -303,8 +303,20 @@ pub fn check(
     golden: &Golden,
     request: &TestRequest,
 ) -> anyhow::Result<Report> {
+    let component = read_component(golden)?;
+    check_component(runtime, golden, request, &component)
+}
+
+/// [`check`] on the component's bytes, read by the caller (`weir plugin dev` deploys the very
+/// bytes it tested).
+pub fn check_component(
+    runtime: &PluginRuntime,
+    golden: &Golden,
+    request: &TestRequest,
+    component: &[u8],
+) -> anyhow::Result<Report> {
     let expected = read_expected(&golden.expect)?;
-    let outcomes = run(runtime, golden, request)?;
+    let outcomes = run(runtime, golden, request, component)?;
     let mut report = Report {
         records: outcomes.len(),
         ..Report::default()
@@ -346,13 +358,12 @@ fn run(
     runtime: &PluginRuntime,
     golden: &Golden,
     request: &TestRequest,
+    component: &[u8],
 ) -> anyhow::Result<Vec<(Sample, Outcome)>> {
     let samples = read_samples(&golden.input, request.max_record_bytes)?;
     let manifest = Manifest::load(&golden.manifest)?;
     let config = config(golden, request)?;
-    let component = read_plugin_file(&golden.component, PluginFile::Component)
-        .with_context(|| format!("cannot read plugin file {}", golden.component.display()))?;
-    let plugin: Arc<LoadedPlugin> = LoadedPlugin::from_bytes(runtime, &golden.name, &component)?;
+    let plugin: Arc<LoadedPlugin> = LoadedPlugin::from_bytes(runtime, &golden.name, component)?;
     let version = PluginVersion {
         plugin,
         manifest: Arc::new(manifest),
@@ -385,6 +396,12 @@ fn run(
         outcomes.push((sample, Outcome::from_result(result)));
     }
     Ok(outcomes)
+}
+
+/// The golden test's component, read once within the registry's cap.
+fn read_component(golden: &Golden) -> anyhow::Result<Vec<u8>> {
+    read_plugin_file(&golden.component, PluginFile::Component)
+        .with_context(|| format!("cannot read plugin file {}", golden.component.display()))
 }
 
 fn config_source(golden: &Golden, request: &TestRequest) -> String {
@@ -450,6 +467,14 @@ fn read_samples(path: &Path, max_record_bytes: usize) -> anyhow::Result<Vec<Samp
             line: index + 1,
             value: line.as_bytes().to_vec(),
         });
+    }
+    // A test of no records passes whatever the plugin does, and `--update` would write a golden
+    // file that always passes.
+    if samples.is_empty() {
+        bail!(
+            "{} holds no records (every line is blank): write at least one record value per line, then run the test (or `--update`) again",
+            path.display()
+        );
     }
     Ok(samples)
 }
@@ -729,5 +754,19 @@ mod tests {
         let error = read_samples(&path, 50).unwrap_err().to_string();
         assert!(error.contains("line 3"), "{error}");
         assert_eq!(read_samples(&path, 1000).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_input_of_no_records_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        for empty in ["", "\n", "  \n\n"] {
+            std::fs::write(&path, empty).unwrap();
+            let error = read_samples(&path, 1000).unwrap_err().to_string();
+            assert!(
+                error.contains("in.jsonl") && error.contains("no records"),
+                "{empty:?}: {error}"
+            );
+        }
     }
 }

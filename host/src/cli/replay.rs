@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use weir::config::{PipelineConfig, PipelineFile};
 use weir::connectors::replay::{self, Cursor, DeadLetterSource, Entry, Filter, ReplayCounters};
 use weir::pipeline::{self, Connectors, PipelineStats};
-use weir::record::headers;
+use weir::record::{RecordErrorKind, headers};
 use weir::registry::{Deployer, PluginRegistry, PluginSlots};
 use weir::runtime::{CompiledCache, PluginRuntime};
 
@@ -31,7 +31,7 @@ pub struct ReplayArgs {
     pub pipeline: Option<String>,
     /// Only dead letters of these error kinds (repeatable or comma-separated): bad-record,
     /// plugin-failure, trap, timeout, malformed, sink-rejected.
-    #[arg(long = "kind", value_name = "KIND", value_delimiter = ',')]
+    #[arg(long = "kind", value_name = "KIND", value_delimiter = ',', value_parser = parse_kind)]
     pub kinds: Vec<String>,
     /// Only dead letters failed by these plugins (repeatable or comma-separated).
     #[arg(long = "plugin", value_name = "NAME", value_delimiter = ',')]
@@ -91,6 +91,42 @@ Examples:
   weir replay --config pipelines.toml --pipeline users --dry-run
   weir replay --config pipelines.toml --pipeline users --kind bad-record --plugin user-profile
 ";
+
+/// The error kinds a dead letter can carry (`weir.error.kind`), in the order `--help` lists them.
+const KINDS: [RecordErrorKind; 6] = [
+    RecordErrorKind::BadRecord,
+    RecordErrorKind::PluginFailure,
+    RecordErrorKind::Trap,
+    RecordErrorKind::Timeout,
+    RecordErrorKind::Malformed,
+    RecordErrorKind::SinkRejected,
+];
+
+/// A kind for --kind: one of [`KINDS`], so a misspelt one is refused rather than matching
+/// nothing.
+fn parse_kind(text: &str) -> Result<String, String> {
+    // A new kind must be added to KINDS: this match stops compiling until it is.
+    let _ = |kind: RecordErrorKind| match kind {
+        RecordErrorKind::BadRecord
+        | RecordErrorKind::PluginFailure
+        | RecordErrorKind::Trap
+        | RecordErrorKind::Timeout
+        | RecordErrorKind::Malformed
+        | RecordErrorKind::SinkRejected => (),
+    };
+    let text = text.trim();
+    if KINDS.iter().any(|kind| kind.as_str() == text) {
+        return Ok(text.to_owned());
+    }
+    let names: Vec<&str> = KINDS.iter().map(|kind| kind.as_str()).collect();
+    Err(format!(
+        "`{text}` is not an error kind; the kinds are {}",
+        names.join(", ")
+    ))
+}
+
+/// The exit code of a replay stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
+const INTERRUPTED: u8 = 130;
 
 /// A time for --since and --until.
 fn parse_time(text: &str) -> Result<i64, String> {
@@ -173,6 +209,7 @@ fn passes(config: &PipelineConfig, args: &ReplayArgs) -> Vec<Pass> {
 
 /// Runs `weir replay`.
 pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    check_times(args.since, args.until)?;
     let file = PipelineFile::load(&args.config)?;
     let config = pick(&args.config, file, args.pipeline.as_deref())?;
     let filter = Filter {
@@ -196,6 +233,26 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     let slots = deploy(&args, &config)?;
     runtime.block_on(run(&config, passes, filter, slots))
+}
+
+/// Refuses a --since at or after --until: the window `since <= time < until` would be empty.
+fn check_times(since: Option<i64>, until: Option<i64>) -> anyhow::Result<()> {
+    if let (Some(since), Some(until)) = (since, until)
+        && since >= until
+    {
+        bail!(
+            "--since ({}) is not before --until ({}): no dead letter is both; give a --since earlier than --until",
+            show_time(since),
+            show_time(until)
+        );
+    }
+    Ok(())
+}
+
+/// A time as RFC 3339 (milliseconds since the epoch when out of range).
+fn show_time(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map_or_else(|| millis.to_string(), |time| time.to_rfc3339())
 }
 
 /// Deploys the plugins the pipeline uses from the registry folder, as `weir run` would.
@@ -316,8 +373,12 @@ async fn run(
     let shutdown = Arc::new(tokio::sync::watch::channel(false).0);
     {
         let shutdown = Arc::clone(&shutdown);
+        // Caught from here on (not from the task's first poll).
+        let mut interrupt =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .context("catching Ctrl-C")?;
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if interrupt.recv().await.is_some() {
                 tracing::info!(
                     "Interrupted; finishing the batches in flight, then stopping. Run the replay again to resume."
                 );
@@ -440,7 +501,19 @@ async fn run(
         "  took             {:>12.2}s",
         started.elapsed().as_secs_f64()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(finish(*shutdown.borrow()))
+}
+
+/// How a replay ends: success, or when Ctrl-C stopped it, a non-zero code and what to do.
+fn finish(interrupted: bool) -> ExitCode {
+    if interrupted {
+        eprintln!(
+            "interrupted: the replay stopped before its end; run the same command again to resume where it stopped (what was replayed is not replayed again)"
+        );
+        ExitCode::from(INTERRUPTED)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// Advances a progress bar (plain lines off a terminal) with the entries read, and says how
@@ -484,5 +557,49 @@ mod tests {
         assert_eq!(parse_time("1000"), Ok(1000));
         assert_eq!(parse_time("1970-01-01T00:00:01Z"), Ok(1000));
         assert!(parse_time("yesterday").unwrap_err().contains("RFC 3339"));
+    }
+
+    #[test]
+    fn a_kind_is_one_of_the_record_error_kinds() {
+        for kind in [
+            "bad-record",
+            "plugin-failure",
+            "trap",
+            "timeout",
+            "malformed",
+            "sink-rejected",
+        ] {
+            assert_eq!(parse_kind(kind).as_deref(), Ok(kind));
+        }
+        let error = parse_kind("bad_record").unwrap_err();
+        assert!(
+            error.contains("`bad_record`")
+                && error.contains(
+                    "bad-record, plugin-failure, trap, timeout, malformed, sink-rejected"
+                ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn since_must_come_before_until() {
+        check_times(Some(1000), Some(2000)).unwrap();
+        check_times(Some(1000), None).unwrap();
+        check_times(None, Some(1000)).unwrap();
+        for (since, until) in [(1000, 1000), (2000, 1000)] {
+            let error = check_times(Some(since), Some(until))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("--since") && error.contains("1970-01-01T00:00:01"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_interrupted_replay_exits_with_130() {
+        assert_eq!(finish(true), ExitCode::from(130));
+        assert_eq!(finish(false), ExitCode::SUCCESS);
     }
 }
