@@ -434,7 +434,9 @@ enum PluginCommand {
     /// After each burst of changes to the project's files, builds it into a private folder, runs
     /// its golden test, and only when that passes places NAME.toml and NAME.wasm in the registry
     /// folder (write then rename), where a running `weir run` hot-swaps it. A failed build or
-    /// test leaves the registry's version in place. Ctrl-C stops.
+    /// test leaves the registry's version in place. Changes inside the registry folder (which may
+    /// sit in the project) never start a round. Ctrl-C or SIGTERM stops; a round it interrupts
+    /// deploys nothing.
     Dev {
         /// The plugin project folder.
         #[arg(default_value = ".")]
