@@ -179,7 +179,7 @@ impl KafkaSourceConfig {
             return Err(("session_timeout_ms".into(), "must be at least 1".into()));
         }
         if self.heartbeat_interval_ms == 0
-            || self.heartbeat_interval_ms * 3 > self.session_timeout_ms
+            || self.heartbeat_interval_ms.saturating_mul(3) > self.session_timeout_ms
         {
             return Err((
                 "heartbeat_interval_ms".into(),
