@@ -3,11 +3,11 @@
 //! stage buffers for slow watchers is bounded in records and in bytes.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::record::{Record, SourcePosition};
 
@@ -116,6 +116,9 @@ pub struct TapPoint {
     max_bytes: usize,
     /// Samples left out because the buffer was full in bytes, since the stage was created.
     left_out: AtomicU64,
+    /// True once the pipeline ended: its watchers take what is buffered, then hear `Closed`.
+    /// The point itself lives on in the pipeline's stats, so its sender never closes.
+    closed: watch::Sender<bool>,
 }
 
 impl TapPoint {
@@ -132,7 +135,13 @@ impl TapPoint {
             buffered_bytes: Arc::new(AtomicUsize::new(0)),
             max_bytes,
             left_out: AtomicU64::new(0),
+            closed: watch::channel(false).0,
         }
+    }
+
+    /// Ends every watch of this stage, now and to come, once what is buffered is read.
+    fn close(&self) {
+        self.closed.send_replace(true);
     }
 
     /// The stage's name.
@@ -199,6 +208,7 @@ impl TapPoint {
         TapSubscription {
             point: Arc::clone(self),
             receiver,
+            closed: self.closed.subscribe(),
             left_out_seen: self.left_out.load(Ordering::Relaxed),
         }
     }
@@ -209,6 +219,8 @@ impl TapPoint {
 pub struct TapSubscription {
     point: Arc<TapPoint>,
     receiver: broadcast::Receiver<Arc<Buffered>>,
+    /// Whether the pipeline ended.
+    closed: watch::Receiver<bool>,
     /// The stage's count of samples left out, as this watcher last reported it.
     left_out_seen: u64,
 }
@@ -233,7 +245,23 @@ impl TapSubscription {
             self.left_out_seen = left_out;
             return Tapped::Skipped(skipped);
         }
-        match self.receiver.recv().await {
+        let received = tokio::select! {
+            // Records offered before the pipeline ended still come first.
+            biased;
+            received = self.receiver.recv() => Some(received),
+            _ = self.closed.wait_for(|closed| *closed) => None,
+        };
+        let received = match received {
+            Some(received) => received,
+            None => match self.receiver.try_recv() {
+                Ok(buffered) => Ok(buffered),
+                Err(broadcast::error::TryRecvError::Lagged(skipped)) => {
+                    Err(broadcast::error::RecvError::Lagged(skipped))
+                }
+                Err(_) => Err(broadcast::error::RecvError::Closed),
+            },
+        };
+        match received {
             Ok(buffered) => Tapped::Record(Arc::clone(&buffered.record)),
             Err(broadcast::error::RecvError::Lagged(skipped)) => Tapped::Skipped(skipped),
             Err(broadcast::error::RecvError::Closed) => Tapped::Closed,
@@ -252,6 +280,8 @@ impl Drop for TapSubscription {
 pub struct TapHub {
     pipeline: String,
     points: Mutex<Vec<Arc<TapPoint>>>,
+    /// Set (under `points`' lock) once the pipeline ended.
+    closed: AtomicBool,
 }
 
 impl TapHub {
@@ -260,6 +290,17 @@ impl TapHub {
         TapHub {
             pipeline: pipeline.to_owned(),
             points: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The pipeline ended: every watch of its stages ends once it has read what is buffered,
+    /// and a later watch ends at once.
+    pub fn close(&self) {
+        let points = self.points.lock().unwrap_or_else(|e| e.into_inner());
+        self.closed.store(true, Ordering::Relaxed);
+        for point in points.iter() {
+            point.close();
         }
     }
 
@@ -270,6 +311,9 @@ impl TapHub {
             return Arc::clone(point);
         }
         let point = Arc::new(TapPoint::new(&self.pipeline, stage));
+        if self.closed.load(Ordering::Relaxed) {
+            point.close();
+        }
         points.push(Arc::clone(&point));
         point
     }
@@ -376,6 +420,31 @@ mod tests {
         assert_eq!(point.buffered_bytes.load(Ordering::Relaxed), 0);
         point.offer(big.iter().take(1).map(|r| (r, None)));
         assert!(matches!(watch.next().await, Tapped::Record(_)));
+    }
+
+    #[tokio::test]
+    async fn a_watch_ends_when_the_pipeline_ends_after_what_is_buffered() {
+        let hub = TapHub::new("p");
+        let point = hub.point(SINK_STAGE);
+        let mut watch = point.watch();
+        point.offer(records(2).iter().map(|r| (r, None)));
+        hub.close();
+        for _ in 0..2 {
+            assert!(matches!(watch.next().await, Tapped::Record(_)));
+        }
+        // Bounded, so that a watch that never ends fails the test instead of hanging it.
+        let next = |mut watch: TapSubscription| async move {
+            tokio::time::timeout(std::time::Duration::from_secs(30), watch.next())
+                .await
+                .expect("the watch should end with the pipeline")
+        };
+        assert!(matches!(next(watch).await, Tapped::Closed));
+        // The point outlives the pipeline in its stats; a later watch ends at once too.
+        assert!(matches!(next(point.watch()).await, Tapped::Closed));
+        assert!(matches!(
+            next(hub.point("late").watch()).await,
+            Tapped::Closed
+        ));
     }
 
     #[test]

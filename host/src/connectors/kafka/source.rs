@@ -962,8 +962,9 @@ impl Source for KafkaSource {
         Some(Arc::clone(&self.shared.progress) as Arc<dyn crate::connectors::Acknowledgements>)
     }
 
-    fn lag(&self) -> Option<Vec<crate::observe::PartitionLag>> {
-        self.lag.latest()
+    fn lag_handle(&self) -> Option<crate::connectors::LagHandle> {
+        let lag = self.lag.clone();
+        Some(crate::connectors::LagHandle::new(move || lag.latest()))
     }
 
     fn group_metrics(&self) -> Option<Arc<GroupMetrics>> {
