@@ -26,7 +26,8 @@ const BUFFERED: usize = 1024;
 /// [`BUFFERED`] of them alone could hold a gigabyte. Past it, samples are left out (and the
 /// watchers told how many) until the watchers catch up.
 const BUFFERED_BYTES: usize = 16 << 20;
-/// What a tapped record costs beyond its bytes: the struct, the strings' and the map's headers.
+/// What a tapped record costs beyond the text it stores: the struct, the strings' and the map's
+/// headers.
 const RECORD_OVERHEAD: usize = 256;
 
 /// A record as a watcher sees it.
@@ -38,8 +39,9 @@ pub struct TappedRecord {
     pub stage: String,
     /// The key, as text.
     pub key: Option<String>,
-    /// The value: JSON where it parses, text otherwise.
-    pub value: serde_json::Value,
+    /// The value: JSON where it parses (as written, on one line), a JSON string of its text
+    /// otherwise. Kept as text, so what it costs is its length.
+    pub value: Box<serde_json::value::RawValue>,
     /// The headers, as text.
     pub headers: BTreeMap<String, String>,
     /// The timestamp (Unix milliseconds).
@@ -71,8 +73,7 @@ impl TappedRecord {
             pipeline: pipeline.to_owned(),
             stage: stage.to_owned(),
             key: record.key.as_deref().map(text),
-            value: serde_json::from_slice(&record.value)
-                .unwrap_or_else(|_| serde_json::Value::String(text(&record.value))),
+            value: json_text(&record.value),
             headers: record
                 .headers
                 .iter()
@@ -85,6 +86,42 @@ impl TappedRecord {
                 offset: p.offset,
             }),
         }
+    }
+}
+
+impl TappedRecord {
+    /// Bytes it holds: its text, plus [`RECORD_OVERHEAD`].
+    fn stored_bytes(&self) -> usize {
+        RECORD_OVERHEAD
+            + self.pipeline.len()
+            + self.stage.len()
+            + self.key.as_ref().map_or(0, String::len)
+            + self.value.get().len()
+            + self
+                .headers
+                .iter()
+                .map(|(key, value)| key.len() + value.len())
+                .sum::<usize>()
+            + self.source.as_ref().map_or(0, |s| s.stream.len())
+    }
+}
+
+/// `value` as one line of JSON text: itself where it is JSON on one line, compacted where it
+/// spans lines (a watcher reads JSON lines), a JSON string of its text otherwise.
+fn json_text(value: &[u8]) -> Box<serde_json::value::RawValue> {
+    use serde_json::value::RawValue;
+    let as_string = || {
+        let quoted = serde_json::to_string(&String::from_utf8_lossy(value))
+            .unwrap_or_else(|_| "null".to_owned());
+        RawValue::from_string(quoted).unwrap_or_else(|_| RawValue::NULL.to_owned())
+    };
+    match serde_json::from_slice::<Box<RawValue>>(value) {
+        Ok(raw) if !raw.get().contains(['\n', '\r']) => raw,
+        Ok(_) => serde_json::from_slice::<serde_json::Value>(value)
+            .ok()
+            .and_then(|tree| serde_json::value::to_raw_value(&tree).ok())
+            .unwrap_or_else(as_string),
+        Err(_) => as_string(),
     }
 }
 
@@ -171,7 +208,9 @@ impl TapPoint {
             return;
         }
         for (record, position) in records.into_iter().take(SAMPLES_PER_BATCH) {
-            let bytes = RECORD_OVERHEAD
+            // The stored text is at least the record's bytes: a record that cannot fit is left
+            // out before any copy is made.
+            let at_least = RECORD_OVERHEAD
                 + record.key.as_ref().map_or(0, |key| key.len())
                 + record.value.len()
                 + record
@@ -179,7 +218,13 @@ impl TapPoint {
                     .iter()
                     .map(|h| h.key.len() + h.value.len())
                     .sum::<usize>();
-            // Charged before the copy is made, so the budget bounds the copies too.
+            if self.buffered_bytes.load(Ordering::Relaxed) + at_least > self.max_bytes {
+                self.left_out.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            // Then what is stored is charged: escaping can make it several times longer.
+            let tapped = TappedRecord::new(&self.pipeline, &self.stage, record, position);
+            let bytes = tapped.stored_bytes();
             let before = self.buffered_bytes.fetch_add(bytes, Ordering::Relaxed);
             if before + bytes > self.max_bytes {
                 self.buffered_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -187,12 +232,7 @@ impl TapPoint {
                 continue;
             }
             let buffered = Buffered {
-                record: Arc::new(TappedRecord::new(
-                    &self.pipeline,
-                    &self.stage,
-                    record,
-                    position,
-                )),
+                record: Arc::new(tapped),
                 bytes,
                 budget: Arc::clone(&self.buffered_bytes),
             };
@@ -368,7 +408,8 @@ mod tests {
             let Tapped::Record(record) = watch.next().await else {
                 panic!("expected a record");
             };
-            assert_eq!(record.value["n"], expected);
+            let value: serde_json::Value = serde_json::from_str(record.value.get()).unwrap();
+            assert_eq!(value["n"], expected);
             assert_eq!(record.stage, "user-profile");
             assert_eq!(record.pipeline, "p");
             assert_eq!(record.source.as_ref().map(|s| s.offset), Some(expected));
@@ -411,7 +452,8 @@ mod tests {
         let Tapped::Skipped(left_out) = watch.next().await else {
             panic!("expected the count of samples left out");
         };
-        let fitted = BUDGET / ((1 << 20) + RECORD_OVERHEAD);
+        // Each stores its value as written, plus the pipeline's and the stage's names.
+        let fitted = BUDGET / ((1 << 20) + 2 + RECORD_OVERHEAD + "p".len() + SINK_STAGE.len());
         assert_eq!(left_out as usize, 4 * SAMPLES_PER_BATCH - fitted);
         for _ in 0..fitted {
             assert!(matches!(watch.next().await, Tapped::Record(_)));
@@ -445,6 +487,41 @@ mod tests {
             next(hub.point("late").watch()).await,
             Tapped::Closed
         ));
+    }
+
+    #[tokio::test]
+    async fn a_stage_charges_what_it_stores_not_the_records_bytes() {
+        // Control bytes take six times their size as a JSON string: 6,000 bytes stored from a
+        // 1,000-byte value.
+        let escaped = Record::from_value(vec![1u8; 1000]);
+        let budget = RECORD_OVERHEAD + 2_000;
+        let point = Arc::new(TapPoint::with_budget("p", SINK_STAGE, budget));
+        let mut watch = point.watch();
+        point.offer([(&escaped, None)]);
+        assert_eq!(point.buffered_bytes.load(Ordering::Relaxed), 0);
+        assert!(matches!(watch.next().await, Tapped::Skipped(1)));
+
+        // JSON is stored as written, on one line; what is charged is what is held.
+        let point = Arc::new(TapPoint::new("p", SINK_STAGE));
+        let mut watch = point.watch();
+        let pretty = Record::from_value("{\n  \"n\": 1\n}");
+        let text = Record::from_value(vec![1u8; 10]);
+        point.offer([(&pretty, None), (&text, None)]);
+        let stored = [
+            "{\"n\":1}".to_owned(),
+            format!("\"{}\"", "\\u0001".repeat(10)),
+        ];
+        let held = |value: &str| RECORD_OVERHEAD + "p".len() + SINK_STAGE.len() + value.len();
+        assert_eq!(
+            point.buffered_bytes.load(Ordering::Relaxed),
+            stored.iter().map(|value| held(value)).sum::<usize>()
+        );
+        for expected in &stored {
+            let Tapped::Record(record) = watch.next().await else {
+                panic!("expected a record");
+            };
+            assert_eq!(record.value.get(), expected);
+        }
     }
 
     #[test]
