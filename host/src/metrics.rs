@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use crate::observe::HistogramSnapshot;
 use crate::pipeline::{BatchStage, PipelineStats};
-use crate::registry::PluginSlots;
+use crate::registry::{PluginSlots, PluginVersion};
 
 /// Reads one counter out of a pipeline's report.
 type ReportField = fn(&crate::pipeline::PipelineReport) -> u64;
@@ -134,19 +134,37 @@ pub fn render(pipelines: &BTreeMap<String, Arc<PipelineStats>>, slots: &PluginSl
         );
     }
     render_rollouts(&mut out, &plugins);
+    // Per version: a version's counters live in its loaded component, so a swap would reset a
+    // series without the version and a rollback would jump it back. The versions that run are
+    // the active one and a staged candidate; a version swapped out keeps its counts, and its
+    // series resumes where it stopped if a rollback brings it back.
+    let running: Vec<(String, Vec<PluginVersion>)> = plugins
+        .iter()
+        .filter_map(|plugin| {
+            let slot = slots.get(&plugin.name)?;
+            let mut versions = vec![slot.current().1];
+            if let Some((staged, _)) = slot.staged()
+                && staged.plugin.version() != versions[0].plugin.version()
+            {
+                versions.push(staged);
+            }
+            Some((plugin.name.clone(), versions))
+        })
+        .collect();
     header(
         &mut out,
         "weir_plugin_counter_total",
-        "Counters plugins report through the host interface.",
+        "Counters plugins report through the host interface, per plugin version.",
         "counter",
     );
-    for plugin in &plugins {
-        if let Some(slot) = slots.get(&plugin.name) {
-            for (counter, value) in slot.current().1.plugin.counters().snapshot() {
+    for (name, versions) in &running {
+        for version in versions {
+            for (counter, value) in version.plugin.counters().snapshot() {
                 let _ = writeln!(
                     out,
-                    "weir_plugin_counter_total{{plugin=\"{}\",name=\"{}\"}} {value}",
-                    escape(&plugin.name),
+                    "weir_plugin_counter_total{{plugin=\"{}\",version=\"{}\",name=\"{}\"}} {value}",
+                    escape(name),
+                    escape(version.plugin.version()),
                     escape(&counter)
                 );
             }
@@ -155,17 +173,18 @@ pub fn render(pipelines: &BTreeMap<String, Arc<PipelineStats>>, slots: &PluginSl
     header(
         &mut out,
         "weir_plugin_host_calls_dropped_total",
-        "Plugin log and counter-add calls the host dropped for exceeding their rate or size bound.",
+        "Plugin log and counter-add calls the host dropped for exceeding their rate or size bound, per plugin version.",
         "counter",
     );
-    for plugin in &plugins {
-        if let Some(slot) = slots.get(&plugin.name) {
-            let dropped = slot.current().1.plugin.counters().dropped();
+    for (name, versions) in &running {
+        for version in versions {
+            let dropped = version.plugin.counters().dropped();
             for (call, count) in [("log", dropped.log), ("counter-add", dropped.counter_add)] {
                 let _ = writeln!(
                     out,
-                    "weir_plugin_host_calls_dropped_total{{plugin=\"{}\",call=\"{call}\"}} {count}",
-                    escape(&plugin.name)
+                    "weir_plugin_host_calls_dropped_total{{plugin=\"{}\",version=\"{}\",call=\"{call}\"}} {count}",
+                    escape(name),
+                    escape(version.plugin.version())
                 );
             }
         }

@@ -263,3 +263,116 @@ async fn metrics_count_the_traffic_sent() {
         result.unwrap();
     }
 }
+
+/// Every series of `metric` in `text`, by its labels.
+fn counters_of(text: &str, metric: &str) -> std::collections::BTreeMap<String, f64> {
+    parse(text)
+        .samples
+        .into_iter()
+        .filter(|s| s.metric == metric)
+        .filter_map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => {
+                let mut labels: Vec<String> =
+                    s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                labels.sort();
+                Some((labels.join(","), v))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugin_counters_never_go_back_across_a_swap_and_a_rollback() {
+    use std::io::Write;
+
+    use crate::hot_swap::{component, variant};
+    use crate::support::wait_for;
+    use crate::swappable::{SwappablePipeline, drop_in};
+
+    const PLUGIN: &str = "fault-panic";
+    let bytes = component(PLUGIN);
+    let harness = SwappablePipeline::start(PLUGIN, &variant(&bytes, "1")).await;
+    let scrape = || weir::metrics::render(&Default::default(), &harness.slots);
+    let dead_letters = harness.input.with_file_name("dlq.jsonl");
+    // Each `fail` record adds one to the plugin's counter, then goes to the dead letters.
+    let fail = |records: usize, total: usize| {
+        let mut input = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&harness.input)
+            .unwrap();
+        for _ in 0..records {
+            writeln!(input, "{{\"x\":\"fail\"}}").unwrap();
+        }
+        let dead_letters = dead_letters.clone();
+        async move {
+            wait_for(
+                &format!("{total} dead letters"),
+                Duration::from_secs(120),
+                move || {
+                    std::fs::read_to_string(&dead_letters)
+                        .is_ok_and(|text| text.lines().count() >= total)
+                },
+            )
+            .await
+        }
+    };
+    let counted = |text: &str, version: &str| {
+        sample_with(
+            &parse(text),
+            "weir_plugin_counter_total",
+            &[
+                ("plugin", PLUGIN),
+                ("version", version),
+                ("name", "failed_on_request"),
+            ],
+        )
+    };
+    let mut scrapes = Vec::new();
+
+    let v1 = harness.current_version();
+    fail(3, 3).await;
+    scrapes.push(scrape());
+
+    drop_in(
+        &harness.registry,
+        &format!("{PLUGIN}.wasm"),
+        &variant(&bytes, "2"),
+    );
+    wait_for("the swap to v2", Duration::from_secs(120), || {
+        harness.current_version() != v1
+    })
+    .await;
+    let v2 = harness.current_version();
+    fail(1, 4).await;
+    scrapes.push(scrape());
+
+    harness.slots.rollback(PLUGIN).unwrap();
+    assert_eq!(harness.current_version(), v1);
+    scrapes.push(scrape());
+    fail(1, 5).await;
+    scrapes.push(scrape());
+
+    // No series of the plugin's own counters or of its dropped calls ever went back.
+    for metric in [
+        "weir_plugin_counter_total",
+        "weir_plugin_host_calls_dropped_total",
+    ] {
+        let mut highest = std::collections::BTreeMap::new();
+        for text in &scrapes {
+            for (labels, value) in counters_of(text, metric) {
+                let before = highest.insert(labels.clone(), value).unwrap_or(0.0);
+                assert!(
+                    value >= before,
+                    "{metric}{{{labels}}} went back from {before} to {value}:\n{scrapes:#?}"
+                );
+            }
+        }
+    }
+    // Each version counts what it did, and v1 counts on after the rollback.
+    assert_eq!(counted(&scrapes[0], &v1), Some(3.0));
+    assert_eq!(counted(&scrapes[1], &v2), Some(1.0));
+    assert_eq!(counted(&scrapes[2], &v1), Some(3.0));
+    assert_eq!(counted(&scrapes[3], &v1), Some(4.0));
+    harness.stop().await;
+}

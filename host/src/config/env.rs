@@ -10,8 +10,8 @@ use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-/// Replaces `${NAME}` and `${NAME:-default}` with values from `lookup`; `$${` stays a literal
-/// `${`. An unset variable without a default is an error naming it; the caller says where.
+/// Replaces `${NAME}` and `${NAME:-default}` with values from `lookup` (the default also when
+/// the value is empty, as in the shell); `$${` stays a literal `${`. An unset variable without a default is an error naming it; the caller says where.
 pub fn substitute_env(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
@@ -44,7 +44,9 @@ pub fn substitute_env(
                 "`${{{expression}}}` is not a variable reference; names use letters, digits and `_`"
             ));
         }
+        // Like the shell's `:-`, a default stands in for an empty value as well as a missing one.
         match (lookup(name), default) {
+            (Some(value), Some(default)) if value.is_empty() => out.push_str(default),
             (Some(value), _) => out.push_str(&value),
             (None, Some(default)) => out.push_str(default),
             (None, None) => {
@@ -182,7 +184,17 @@ mod tests {
     use super::*;
 
     fn lookup(name: &str) -> Option<String> {
-        (name == "PG_PASSWORD").then(|| "s3cret".to_owned())
+        match name {
+            "PG_PASSWORD" => Some("s3cret".to_owned()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_default_replaces_an_empty_value_like_the_shell() {
+        let out = substitute_env("a=${EMPTY:-x} b=[${EMPTY}]", lookup);
+        assert_eq!(out.unwrap(), "a=x b=[]");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::connectors::{SinkConfig, SourceConfig};
+use crate::observe::tap::{DEAD_LETTER_STAGE, SINK_STAGE, SOURCE_STAGE};
 use crate::runtime::{Capability, ComponentLimits, Grants, PluginLimits, StepRequest};
 
 pub use crate::connectors::MAX_DURATION_MS;
@@ -92,6 +93,13 @@ pub const MAX_WORKERS: usize = 64;
 /// The most batches a sink may write at once (`batch.sink_in_flight`): each holds a whole batch
 /// in memory until it is acknowledged.
 pub const MAX_SINK_IN_FLIGHT: usize = 64;
+
+/// The most records a batch may hold (`batch.size`): a source reserves room for a whole batch.
+pub const MAX_BATCH_SIZE: usize = 1_000_000;
+
+/// The most batches in flight between source and sink (`batch.max_in_flight`): each is a queue
+/// slot holding a whole batch.
+pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// How many transform workers a pipeline runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -430,12 +438,36 @@ impl PipelineFile {
                     format!("the name `{}` is used twice", pipeline.name),
                 ));
             }
+            let mut plugins = HashSet::new();
             for (step, transform) in pipeline.transforms.iter().enumerate() {
+                let key = at(&format!("transforms[{step}].plugin"));
                 if !is_plugin_name(&transform.plugin) {
                     return Err(invalid(
-                        at(&format!("transforms[{step}].plugin")),
+                        key,
                         format!(
                             "`{}` is not a plugin name; it is the file name of NAME.wasm without the extension",
+                            transform.plugin
+                        ),
+                    ));
+                }
+                // Metrics, the status page and `weir tap` know a step by its plugin's name,
+                // beside the stages at the chain's ends.
+                if [SOURCE_STAGE, SINK_STAGE, DEAD_LETTER_STAGE]
+                    .contains(&transform.plugin.as_str())
+                {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "a plugin may not be named `{}`, like a stage of the pipeline; rename NAME.wasm",
+                            transform.plugin
+                        ),
+                    ));
+                }
+                if !plugins.insert(transform.plugin.as_str()) {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "plugin `{}` is used twice in the chain; its metrics and taps would merge. Do both steps' work in one plugin, or copy NAME.wasm under another name",
                             transform.plugin
                         ),
                     ));
@@ -446,13 +478,16 @@ impl PipelineFile {
             {
                 return Err(invalid(at("workers"), "must be between 1 and 64".into()));
             }
-            if pipeline.batch.size == 0 {
-                return Err(invalid(at("batch.size"), "must be at least 1".into()));
+            if !(1..=MAX_BATCH_SIZE).contains(&pipeline.batch.size) {
+                return Err(invalid(
+                    at("batch.size"),
+                    format!("must be between 1 and {MAX_BATCH_SIZE}"),
+                ));
             }
-            if pipeline.batch.max_in_flight == 0 {
+            if !(1..=MAX_IN_FLIGHT).contains(&pipeline.batch.max_in_flight) {
                 return Err(invalid(
                     at("batch.max_in_flight"),
-                    "must be at least 1".into(),
+                    format!("must be between 1 and {MAX_IN_FLIGHT}"),
                 ));
             }
             if !(1..=MAX_SINK_IN_FLIGHT).contains(&pipeline.batch.sink_in_flight) {
@@ -557,6 +592,15 @@ fn durations(pipeline: &PipelineConfig) -> Vec<(String, u64)> {
         }
         SourceConfig::Kafka(kafka) => {
             durations.push(("source.drain_timeout_ms".into(), kafka.drain_timeout_ms));
+            durations.push(("source.session_timeout_ms".into(), kafka.session_timeout_ms));
+            durations.push((
+                "source.heartbeat_interval_ms".into(),
+                kafka.heartbeat_interval_ms,
+            ));
+            durations.push((
+                "source.max_poll_interval_ms".into(),
+                kafka.max_poll_interval_ms,
+            ));
         }
         SourceConfig::Generate(_) | SourceConfig::File(_) => {}
     }

@@ -280,6 +280,27 @@ fn durations_are_range_checked_naming_the_key() {
             ),
         ),
         (
+            "pipeline[0].source.session_timeout_ms",
+            VALID.replace(
+                "{ type = \"generate\", count = 5 }",
+                &format!("{{ type = \"kafka\", brokers = \"b\", topics = [\"t\"], group = \"g\", session_timeout_ms = {too_long} }}"),
+            ),
+        ),
+        (
+            "pipeline[0].source.heartbeat_interval_ms",
+            VALID.replace(
+                "{ type = \"generate\", count = 5 }",
+                &format!("{{ type = \"kafka\", brokers = \"b\", topics = [\"t\"], group = \"g\", heartbeat_interval_ms = {too_long} }}"),
+            ),
+        ),
+        (
+            "pipeline[0].source.max_poll_interval_ms",
+            VALID.replace(
+                "{ type = \"generate\", count = 5 }",
+                &format!("{{ type = \"kafka\", brokers = \"b\", topics = [\"t\"], group = \"g\", max_poll_interval_ms = {too_long} }}"),
+            ),
+        ),
+        (
             "pipeline[0].dead_letter.delivery_timeout_ms",
             VALID.replace(
                 "{ type = \"file\", path = \"dlq.jsonl\" }",
@@ -298,6 +319,19 @@ fn durations_are_range_checked_naming_the_key() {
             Ok(_) => {}
             // A drain must finish inside a poll, so a drain timeout at the limit leaves no room
             // for max_poll_interval_ms above it: the range check passes and that rule refuses.
+            // Kafka's group timeouts at the limit break the rules between them (a heartbeat
+            // within a third of the session, a poll interval at least the session): those rules
+            // refuse them, not the range check.
+            Err(error)
+                if key.ends_with("session_timeout_ms")
+                    || key.ends_with("heartbeat_interval_ms") =>
+            {
+                let message = error.to_string();
+                assert!(
+                    !message.contains("must be at most"),
+                    "{key} at the limit: {message}"
+                );
+            }
             Err(error) if key.ends_with("drain_timeout_ms") => {
                 let message = error.to_string();
                 assert!(
@@ -308,6 +342,55 @@ fn durations_are_range_checked_naming_the_key() {
             }
             Err(error) => panic!("{key} at the limit: {error}"),
         }
+    }
+}
+
+#[test]
+fn a_heartbeat_interval_too_large_to_triple_is_refused_not_a_panic() {
+    let text = VALID.replace(
+        "{ type = \"generate\", count = 5 }",
+        "{ type = \"kafka\", brokers = \"b\", topics = [\"t\"], group = \"g\", heartbeat_interval_ms = 18446744073709551615 }",
+    );
+    let message = parse(&text).unwrap_err().to_string();
+    assert!(
+        message.contains("`pipeline[0].source.heartbeat_interval_ms`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn batch_size_and_max_in_flight_are_bounded_naming_the_key() {
+    for (key, limit) in [("size", MAX_BATCH_SIZE), ("max_in_flight", MAX_IN_FLIGHT)] {
+        let at_limit = format!("{VALID}batch = {{ {key} = {limit} }}\n");
+        assert!(parse(&at_limit).is_ok(), "{key} = {limit}");
+        let past = format!("{VALID}batch = {{ {key} = {} }}\n", limit + 1);
+        let message = parse(&past).unwrap_err().to_string();
+        assert!(
+            message.contains(&format!("`pipeline[0].batch.{key}`"))
+                && message.contains(&format!("between 1 and {limit}")),
+            "{key}: {message}"
+        );
+    }
+}
+
+#[test]
+fn a_plugin_twice_in_a_chain_or_named_like_a_stage_is_refused() {
+    let twice = VALID.replace(
+        "{ plugin = \"pii-mask\", config = { fields = [\"email\"] } }",
+        "{ plugin = \"user-profile\" }",
+    );
+    let message = parse(&twice).unwrap_err().to_string();
+    assert!(
+        message.contains("`pipeline[0].transforms[1].plugin`") && message.contains("twice"),
+        "{message}"
+    );
+    for stage in ["source", "sink", "dead_letter"] {
+        let text = VALID.replace("plugin = \"pii-mask\"", &format!("plugin = \"{stage}\""));
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(
+            message.contains("`pipeline[0].transforms[1].plugin`") && message.contains(stage),
+            "{stage}: {message}"
+        );
     }
 }
 

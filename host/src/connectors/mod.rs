@@ -120,8 +120,9 @@ pub trait Source: Send {
     }
 
     /// How far the committed position is behind the end of each partition, for sources that
-    /// know (Kafka); `None` for the rest.
-    fn lag(&self) -> Option<Vec<crate::observe::PartitionLag>> {
+    /// know (Kafka); `None` for the rest. The handle reads the lag whenever asked (a metrics
+    /// scrape, the status page), even while the pipeline waits on a stalled sink.
+    fn lag_handle(&self) -> Option<LagHandle> {
         None
     }
 
@@ -136,6 +137,32 @@ pub trait Source: Send {
     /// sources that join one (Kafka).
     fn group_metrics(&self) -> Option<std::sync::Arc<kafka::GroupMetrics>> {
         None
+    }
+}
+
+/// Reads a source's live consumer lag per partition: `None` until the source knows any.
+#[derive(Clone)]
+pub struct LagHandle(
+    std::sync::Arc<dyn Fn() -> Option<Vec<crate::observe::PartitionLag>> + Send + Sync>,
+);
+
+impl LagHandle {
+    /// A handle that calls `read` at each look.
+    pub fn new(
+        read: impl Fn() -> Option<Vec<crate::observe::PartitionLag>> + Send + Sync + 'static,
+    ) -> Self {
+        LagHandle(std::sync::Arc::new(read))
+    }
+
+    /// The lag now.
+    pub fn read(&self) -> Option<Vec<crate::observe::PartitionLag>> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for LagHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LagHandle")
     }
 }
 

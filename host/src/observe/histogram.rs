@@ -10,12 +10,11 @@ pub const BUCKET_BOUNDS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Counts of durations per bucket, plus their count and sum.
+/// Counts of durations per bucket, plus their sum; the count is the buckets' total.
 #[derive(Debug, Default)]
 pub struct LatencyHistogram {
     /// Per bucket (not cumulative); the last slot counts durations above every bound.
     buckets: [AtomicU64; BUCKET_BOUNDS.len() + 1],
-    count: AtomicU64,
     sum_nanos: AtomicU64,
 }
 
@@ -28,20 +27,22 @@ impl LatencyHistogram {
             .position(|&bound| seconds <= bound)
             .unwrap_or(BUCKET_BOUNDS.len());
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
-    /// The counts now.
+    /// The counts now. The count is the sum of the buckets as read, never a separate counter
+    /// read a moment later: a duration recorded in between would put the count above the
+    /// buckets, and quantiles near 1 into the overflow bucket.
     pub fn snapshot(&self) -> HistogramSnapshot {
+        let buckets: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
         HistogramSnapshot {
-            buckets: self
-                .buckets
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .collect(),
-            count: self.count.load(Ordering::Relaxed),
+            count: buckets.iter().sum(),
+            buckets,
             sum_seconds: self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
         }
     }
@@ -153,6 +154,39 @@ mod tests {
         let snapshot = histogram.snapshot();
         assert!(snapshot.quantile(0.99).unwrap() <= 0.01);
         assert_eq!(snapshot.quantile(1.0), Some(10.0));
+    }
+
+    #[test]
+    fn a_snapshot_taken_while_threads_record_counts_what_its_buckets_hold() {
+        let histogram = LatencyHistogram::default();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        histogram.observe(Duration::from_millis(7));
+                    }
+                });
+            }
+            let mut checked = 0;
+            while checked < 20_000 {
+                let snapshot = histogram.snapshot();
+                if snapshot.count == 0 {
+                    continue;
+                }
+                checked += 1;
+                let in_buckets: u64 = snapshot.buckets.iter().sum();
+                let slowest = snapshot.quantile(1.0);
+                if snapshot.count != in_buckets || slowest > Some(0.01) {
+                    stop.store(true, Ordering::Relaxed);
+                    panic!(
+                        "count {} with {in_buckets} in the buckets; every duration was 7 ms, yet the slowest is {slowest:?}",
+                        snapshot.count
+                    );
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
     }
 
     #[test]

@@ -3,11 +3,11 @@
 //! stage buffers for slow watchers is bounded in records and in bytes.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::record::{Record, SourcePosition};
 
@@ -26,7 +26,8 @@ const BUFFERED: usize = 1024;
 /// [`BUFFERED`] of them alone could hold a gigabyte. Past it, samples are left out (and the
 /// watchers told how many) until the watchers catch up.
 const BUFFERED_BYTES: usize = 16 << 20;
-/// What a tapped record costs beyond its bytes: the struct, the strings' and the map's headers.
+/// What a tapped record costs beyond the text it stores: the struct, the strings' and the map's
+/// headers.
 const RECORD_OVERHEAD: usize = 256;
 
 /// A record as a watcher sees it.
@@ -38,8 +39,9 @@ pub struct TappedRecord {
     pub stage: String,
     /// The key, as text.
     pub key: Option<String>,
-    /// The value: JSON where it parses, text otherwise.
-    pub value: serde_json::Value,
+    /// The value: JSON where it parses (as written, on one line), a JSON string of its text
+    /// otherwise. Kept as text, so what it costs is its length.
+    pub value: Box<serde_json::value::RawValue>,
     /// The headers, as text.
     pub headers: BTreeMap<String, String>,
     /// The timestamp (Unix milliseconds).
@@ -71,8 +73,7 @@ impl TappedRecord {
             pipeline: pipeline.to_owned(),
             stage: stage.to_owned(),
             key: record.key.as_deref().map(text),
-            value: serde_json::from_slice(&record.value)
-                .unwrap_or_else(|_| serde_json::Value::String(text(&record.value))),
+            value: json_text(&record.value),
             headers: record
                 .headers
                 .iter()
@@ -85,6 +86,42 @@ impl TappedRecord {
                 offset: p.offset,
             }),
         }
+    }
+}
+
+impl TappedRecord {
+    /// Bytes it holds: its text, plus [`RECORD_OVERHEAD`].
+    fn stored_bytes(&self) -> usize {
+        RECORD_OVERHEAD
+            + self.pipeline.len()
+            + self.stage.len()
+            + self.key.as_ref().map_or(0, String::len)
+            + self.value.get().len()
+            + self
+                .headers
+                .iter()
+                .map(|(key, value)| key.len() + value.len())
+                .sum::<usize>()
+            + self.source.as_ref().map_or(0, |s| s.stream.len())
+    }
+}
+
+/// `value` as one line of JSON text: itself where it is JSON on one line, compacted where it
+/// spans lines (a watcher reads JSON lines), a JSON string of its text otherwise.
+fn json_text(value: &[u8]) -> Box<serde_json::value::RawValue> {
+    use serde_json::value::RawValue;
+    let as_string = || {
+        let quoted = serde_json::to_string(&String::from_utf8_lossy(value))
+            .unwrap_or_else(|_| "null".to_owned());
+        RawValue::from_string(quoted).unwrap_or_else(|_| RawValue::NULL.to_owned())
+    };
+    match serde_json::from_slice::<Box<RawValue>>(value) {
+        Ok(raw) if !raw.get().contains(['\n', '\r']) => raw,
+        Ok(_) => serde_json::from_slice::<serde_json::Value>(value)
+            .ok()
+            .and_then(|tree| serde_json::value::to_raw_value(&tree).ok())
+            .unwrap_or_else(as_string),
+        Err(_) => as_string(),
     }
 }
 
@@ -116,6 +153,9 @@ pub struct TapPoint {
     max_bytes: usize,
     /// Samples left out because the buffer was full in bytes, since the stage was created.
     left_out: AtomicU64,
+    /// True once the pipeline ended: its watchers take what is buffered, then hear `Closed`.
+    /// The point itself lives on in the pipeline's stats, so its sender never closes.
+    closed: watch::Sender<bool>,
 }
 
 impl TapPoint {
@@ -132,7 +172,13 @@ impl TapPoint {
             buffered_bytes: Arc::new(AtomicUsize::new(0)),
             max_bytes,
             left_out: AtomicU64::new(0),
+            closed: watch::channel(false).0,
         }
+    }
+
+    /// Ends every watch of this stage, now and to come, once what is buffered is read.
+    fn close(&self) {
+        self.closed.send_replace(true);
     }
 
     /// The stage's name.
@@ -162,7 +208,9 @@ impl TapPoint {
             return;
         }
         for (record, position) in records.into_iter().take(SAMPLES_PER_BATCH) {
-            let bytes = RECORD_OVERHEAD
+            // The stored text is at least the record's bytes: a record that cannot fit is left
+            // out before any copy is made.
+            let at_least = RECORD_OVERHEAD
                 + record.key.as_ref().map_or(0, |key| key.len())
                 + record.value.len()
                 + record
@@ -170,7 +218,13 @@ impl TapPoint {
                     .iter()
                     .map(|h| h.key.len() + h.value.len())
                     .sum::<usize>();
-            // Charged before the copy is made, so the budget bounds the copies too.
+            if self.buffered_bytes.load(Ordering::Relaxed) + at_least > self.max_bytes {
+                self.left_out.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            // Then what is stored is charged: escaping can make it several times longer.
+            let tapped = TappedRecord::new(&self.pipeline, &self.stage, record, position);
+            let bytes = tapped.stored_bytes();
             let before = self.buffered_bytes.fetch_add(bytes, Ordering::Relaxed);
             if before + bytes > self.max_bytes {
                 self.buffered_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -178,12 +232,7 @@ impl TapPoint {
                 continue;
             }
             let buffered = Buffered {
-                record: Arc::new(TappedRecord::new(
-                    &self.pipeline,
-                    &self.stage,
-                    record,
-                    position,
-                )),
+                record: Arc::new(tapped),
                 bytes,
                 budget: Arc::clone(&self.buffered_bytes),
             };
@@ -199,6 +248,7 @@ impl TapPoint {
         TapSubscription {
             point: Arc::clone(self),
             receiver,
+            closed: self.closed.subscribe(),
             left_out_seen: self.left_out.load(Ordering::Relaxed),
         }
     }
@@ -209,6 +259,8 @@ impl TapPoint {
 pub struct TapSubscription {
     point: Arc<TapPoint>,
     receiver: broadcast::Receiver<Arc<Buffered>>,
+    /// Whether the pipeline ended.
+    closed: watch::Receiver<bool>,
     /// The stage's count of samples left out, as this watcher last reported it.
     left_out_seen: u64,
 }
@@ -233,7 +285,23 @@ impl TapSubscription {
             self.left_out_seen = left_out;
             return Tapped::Skipped(skipped);
         }
-        match self.receiver.recv().await {
+        let received = tokio::select! {
+            // Records offered before the pipeline ended still come first.
+            biased;
+            received = self.receiver.recv() => Some(received),
+            _ = self.closed.wait_for(|closed| *closed) => None,
+        };
+        let received = match received {
+            Some(received) => received,
+            None => match self.receiver.try_recv() {
+                Ok(buffered) => Ok(buffered),
+                Err(broadcast::error::TryRecvError::Lagged(skipped)) => {
+                    Err(broadcast::error::RecvError::Lagged(skipped))
+                }
+                Err(_) => Err(broadcast::error::RecvError::Closed),
+            },
+        };
+        match received {
             Ok(buffered) => Tapped::Record(Arc::clone(&buffered.record)),
             Err(broadcast::error::RecvError::Lagged(skipped)) => Tapped::Skipped(skipped),
             Err(broadcast::error::RecvError::Closed) => Tapped::Closed,
@@ -252,6 +320,8 @@ impl Drop for TapSubscription {
 pub struct TapHub {
     pipeline: String,
     points: Mutex<Vec<Arc<TapPoint>>>,
+    /// Set (under `points`' lock) once the pipeline ended.
+    closed: AtomicBool,
 }
 
 impl TapHub {
@@ -260,6 +330,17 @@ impl TapHub {
         TapHub {
             pipeline: pipeline.to_owned(),
             points: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The pipeline ended: every watch of its stages ends once it has read what is buffered,
+    /// and a later watch ends at once.
+    pub fn close(&self) {
+        let points = self.points.lock().unwrap_or_else(|e| e.into_inner());
+        self.closed.store(true, Ordering::Relaxed);
+        for point in points.iter() {
+            point.close();
         }
     }
 
@@ -270,6 +351,9 @@ impl TapHub {
             return Arc::clone(point);
         }
         let point = Arc::new(TapPoint::new(&self.pipeline, stage));
+        if self.closed.load(Ordering::Relaxed) {
+            point.close();
+        }
         points.push(Arc::clone(&point));
         point
     }
@@ -324,7 +408,8 @@ mod tests {
             let Tapped::Record(record) = watch.next().await else {
                 panic!("expected a record");
             };
-            assert_eq!(record.value["n"], expected);
+            let value: serde_json::Value = serde_json::from_str(record.value.get()).unwrap();
+            assert_eq!(value["n"], expected);
             assert_eq!(record.stage, "user-profile");
             assert_eq!(record.pipeline, "p");
             assert_eq!(record.source.as_ref().map(|s| s.offset), Some(expected));
@@ -367,7 +452,8 @@ mod tests {
         let Tapped::Skipped(left_out) = watch.next().await else {
             panic!("expected the count of samples left out");
         };
-        let fitted = BUDGET / ((1 << 20) + RECORD_OVERHEAD);
+        // Each stores its value as written, plus the pipeline's and the stage's names.
+        let fitted = BUDGET / ((1 << 20) + 2 + RECORD_OVERHEAD + "p".len() + SINK_STAGE.len());
         assert_eq!(left_out as usize, 4 * SAMPLES_PER_BATCH - fitted);
         for _ in 0..fitted {
             assert!(matches!(watch.next().await, Tapped::Record(_)));
@@ -376,6 +462,66 @@ mod tests {
         assert_eq!(point.buffered_bytes.load(Ordering::Relaxed), 0);
         point.offer(big.iter().take(1).map(|r| (r, None)));
         assert!(matches!(watch.next().await, Tapped::Record(_)));
+    }
+
+    #[tokio::test]
+    async fn a_watch_ends_when_the_pipeline_ends_after_what_is_buffered() {
+        let hub = TapHub::new("p");
+        let point = hub.point(SINK_STAGE);
+        let mut watch = point.watch();
+        point.offer(records(2).iter().map(|r| (r, None)));
+        hub.close();
+        for _ in 0..2 {
+            assert!(matches!(watch.next().await, Tapped::Record(_)));
+        }
+        // Bounded, so that a watch that never ends fails the test instead of hanging it.
+        let next = |mut watch: TapSubscription| async move {
+            tokio::time::timeout(std::time::Duration::from_secs(30), watch.next())
+                .await
+                .expect("the watch should end with the pipeline")
+        };
+        assert!(matches!(next(watch).await, Tapped::Closed));
+        // The point outlives the pipeline in its stats; a later watch ends at once too.
+        assert!(matches!(next(point.watch()).await, Tapped::Closed));
+        assert!(matches!(
+            next(hub.point("late").watch()).await,
+            Tapped::Closed
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_stage_charges_what_it_stores_not_the_records_bytes() {
+        // Control bytes take six times their size as a JSON string: 6,000 bytes stored from a
+        // 1,000-byte value.
+        let escaped = Record::from_value(vec![1u8; 1000]);
+        let budget = RECORD_OVERHEAD + 2_000;
+        let point = Arc::new(TapPoint::with_budget("p", SINK_STAGE, budget));
+        let mut watch = point.watch();
+        point.offer([(&escaped, None)]);
+        assert_eq!(point.buffered_bytes.load(Ordering::Relaxed), 0);
+        assert!(matches!(watch.next().await, Tapped::Skipped(1)));
+
+        // JSON is stored as written, on one line; what is charged is what is held.
+        let point = Arc::new(TapPoint::new("p", SINK_STAGE));
+        let mut watch = point.watch();
+        let pretty = Record::from_value("{\n  \"n\": 1\n}");
+        let text = Record::from_value(vec![1u8; 10]);
+        point.offer([(&pretty, None), (&text, None)]);
+        let stored = [
+            "{\"n\":1}".to_owned(),
+            format!("\"{}\"", "\\u0001".repeat(10)),
+        ];
+        let held = |value: &str| RECORD_OVERHEAD + "p".len() + SINK_STAGE.len() + value.len();
+        assert_eq!(
+            point.buffered_bytes.load(Ordering::Relaxed),
+            stored.iter().map(|value| held(value)).sum::<usize>()
+        );
+        for expected in &stored {
+            let Tapped::Record(record) = watch.next().await else {
+                panic!("expected a record");
+            };
+            assert_eq!(record.value.get(), expected);
+        }
     }
 
     #[test]

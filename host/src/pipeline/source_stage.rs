@@ -34,10 +34,13 @@ pub(super) async fn run(
     let mut result = Ok(());
     let mut commits = PendingCommits::default();
     let source_tap = stats.taps().point(SOURCE_STAGE);
+    // However the stage ends, the pipeline is over (normally the sink stage has acknowledged
+    // everything by then): the watchers of its stages hear so.
+    let _close_taps = CloseTaps(stats);
+    if let Some(lag) = source.lag_handle() {
+        stats.set_lag_handle(lag);
+    }
     loop {
-        if let Some(lag) = source.lag() {
-            stats.set_lag(lag);
-        }
         while let Ok(positions) = ack_rx.try_recv() {
             commits.add(positions);
         }
@@ -106,6 +109,15 @@ pub(super) async fn run(
         "source",
         "could not commit the final positions; the records after the last committed position will be processed again on restart",
     ))
+}
+
+/// Closes the pipeline's taps when dropped.
+struct CloseTaps<'a>(&'a PipelineStats);
+
+impl Drop for CloseTaps<'_> {
+    fn drop(&mut self) {
+        self.0.taps().close();
+    }
 }
 
 /// Bytes of an oversized record's value kept in its dead letter.
@@ -186,5 +198,128 @@ impl PendingCommits {
             }
             Err(error) => Err(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use tokio::sync::{Notify, mpsc};
+
+    use super::*;
+    use crate::connectors::LagHandle;
+    use crate::observe::PartitionLag;
+    use crate::record::Record;
+
+    /// A source with a record in every poll and a lag the test moves.
+    struct Lagging {
+        lag: Arc<Mutex<i64>>,
+    }
+
+    #[async_trait]
+    impl Source for Lagging {
+        async fn poll_batch(
+            &mut self,
+            _max: usize,
+            _linger: Duration,
+        ) -> Result<Option<Vec<SourceRecord>>, ConnectorError> {
+            Ok(Some(vec![SourceRecord {
+                record: Record::from_value("{}"),
+                position: SourcePosition {
+                    stream: Arc::from("t"),
+                    partition: 0,
+                    offset: 0,
+                },
+                malformed: None,
+            }]))
+        }
+
+        async fn commit(&mut self, _positions: &[SourcePosition]) -> Result<(), ConnectorError> {
+            Ok(())
+        }
+
+        fn lag_handle(&self) -> Option<LagHandle> {
+            let lag = Arc::clone(&self.lag);
+            Some(LagHandle::new(move || {
+                Some(vec![PartitionLag {
+                    topic: "t".into(),
+                    partition: 0,
+                    lag: *lag.lock().unwrap(),
+                }])
+            }))
+        }
+    }
+
+    /// A transform stage whose queues are full for good: `route` never returns.
+    struct Stalled {
+        routed: Arc<Notify>,
+    }
+
+    impl ToTransform for Stalled {
+        async fn route(&mut self, _records: Vec<SourceRecord>) -> bool {
+            self.routed.notify_one();
+            std::future::pending().await
+        }
+
+        fn close(&mut self) {}
+    }
+
+    #[tokio::test]
+    async fn the_lag_keeps_moving_while_the_source_waits_on_a_stalled_sink() {
+        let config = crate::config::PipelineFile::parse(
+            Path::new("t.toml"),
+            r#"
+            [[pipeline]]
+            name = "p"
+            source = { type = "generate" }
+            sink = { type = "blackhole" }
+            dead_letter = { type = "stdout" }
+            "#,
+        )
+        .unwrap()
+        .pipelines
+        .remove(0);
+        let lag = Arc::new(Mutex::new(1));
+        let stats = Arc::new(PipelineStats::new("p"));
+        let routed = Arc::new(Notify::new());
+        let (_ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let (_running_tx, running_rx) = watch::channel(());
+        let (_shutdown_tx, shutdown_rx) = watch::channel(false);
+        let stage = tokio::spawn({
+            let source = Box::new(Lagging {
+                lag: Arc::clone(&lag),
+            });
+            let stats = Arc::clone(&stats);
+            let mut transform = Stalled {
+                routed: Arc::clone(&routed),
+            };
+            async move {
+                let from_sink = FromSink {
+                    acknowledged: ack_rx,
+                    running: running_rx,
+                };
+                run(
+                    "p",
+                    source,
+                    &config,
+                    &mut transform,
+                    from_sink,
+                    &stats,
+                    shutdown_rx,
+                )
+                .await
+            }
+        });
+        // The source stage is stuck handing its first batch on, and stays so.
+        routed.notified().await;
+        for produced in [20, 300] {
+            *lag.lock().unwrap() = produced;
+            let reported: Vec<i64> = stats.lag().iter().map(|p| p.lag).collect();
+            assert_eq!(reported, [produced]);
+        }
+        stage.abort();
     }
 }

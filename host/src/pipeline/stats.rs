@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::connectors::LagHandle;
 use crate::connectors::kafka::{GroupMetrics, GroupStatus};
 use crate::observe::{
     DeadLetterSummary, HistogramSnapshot, LatencyHistogram, PartitionLag, PluginStepStats,
@@ -36,7 +37,8 @@ pub struct PipelineStats {
     queue_capacity: AtomicU64,
     workers: AtomicU64,
     plugins: Mutex<Vec<(String, Arc<PluginStepStats>)>>,
-    lag: Mutex<Vec<PartitionLag>>,
+    /// The source's live lag (Kafka sources), read at each look.
+    lag: Mutex<Option<LagHandle>>,
     consumer_group: Mutex<Option<Arc<GroupMetrics>>>,
     rates: Mutex<RateWindow>,
     dead_letters: RecentDeadLetters,
@@ -69,7 +71,7 @@ impl PipelineStats {
             queue_capacity: AtomicU64::new(0),
             workers: AtomicU64::new(0),
             plugins: Mutex::new(Vec::new()),
-            lag: Mutex::new(Vec::new()),
+            lag: Mutex::new(None),
             consumer_group: Mutex::new(None),
             rates: Mutex::new(RateWindow::default()),
             dead_letters: RecentDeadLetters::default(),
@@ -165,9 +167,10 @@ impl PipelineStats {
         stats
     }
 
-    /// Replaces the source's consumer lag.
-    pub fn set_lag(&self, lag: Vec<PartitionLag>) {
-        *self.lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
+    /// Follows the source's consumer lag (Kafka sources): read at every scrape and status
+    /// request, so it keeps moving while the source stage waits on a stalled sink.
+    pub fn set_lag_handle(&self, lag: LagHandle) {
+        *self.lag.lock().unwrap_or_else(|e| e.into_inner()) = Some(lag);
     }
 
     /// Follows the source's consumer-group membership (Kafka sources).
@@ -189,7 +192,8 @@ impl PipelineStats {
 
     /// The source's consumer lag, per partition.
     pub fn lag(&self) -> Vec<PartitionLag> {
-        self.lag.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let handle = self.lag.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        handle.and_then(|lag| lag.read()).unwrap_or_default()
     }
 
     /// Samples the counters for the rates; called once a second.

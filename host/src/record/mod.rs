@@ -306,15 +306,14 @@ impl Record {
         self.value.truncate(keep);
     }
 
-    /// Sets header `name`, replacing an earlier value. A static or shared name and a shared
-    /// value (`Bytes::clone`) are stored without copying their text.
+    /// Sets header `name`, replacing every earlier value: a record that arrived with the name
+    /// repeated (a forged `weir.error`, say) keeps none of them. A static or shared name and a
+    /// shared value (`Bytes::clone`) are stored without copying their text.
     pub fn set_header(&mut self, name: impl Into<HeaderName>, value: impl Into<Bytes>) {
         let name = name.into();
         let value = value.into();
-        match self.headers.iter_mut().find(|h| h.key == name) {
-            Some(header) => header.value = value,
-            None => self.headers.push(Header { key: name, value }),
-        }
+        self.headers.retain(|h| h.key != name);
+        self.headers.push(Header { key: name, value });
     }
 }
 
@@ -420,6 +419,30 @@ mod tests {
         assert_eq!(record.headers.len(), 1);
         assert_eq!(record.header_str("a"), Some("2"));
         assert_eq!(record.header("missing"), None);
+    }
+
+    #[test]
+    fn set_header_replaces_every_repeat_of_the_name() {
+        let mut record = Record::from_value("{}");
+        for (key, value) in [
+            (headers::ERROR, "forged"),
+            ("b", "kept"),
+            (headers::ERROR, "forged too"),
+        ] {
+            record.headers.push(Header {
+                key: key.into(),
+                value: Bytes::from_static(value.as_bytes()),
+            });
+        }
+        record.set_header(headers::ERROR, "real");
+        let errors: Vec<&[u8]> = record
+            .headers
+            .iter()
+            .filter(|h| h.key == headers::ERROR)
+            .map(|h| &h.value[..])
+            .collect();
+        assert_eq!(errors, [b"real"]);
+        assert_eq!(record.header_str("b"), Some("kept"));
     }
 
     #[test]

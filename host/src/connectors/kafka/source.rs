@@ -179,7 +179,7 @@ impl KafkaSourceConfig {
             return Err(("session_timeout_ms".into(), "must be at least 1".into()));
         }
         if self.heartbeat_interval_ms == 0
-            || self.heartbeat_interval_ms * 3 > self.session_timeout_ms
+            || self.heartbeat_interval_ms.saturating_mul(3) > self.session_timeout_ms
         {
             return Err((
                 "heartbeat_interval_ms".into(),
@@ -962,8 +962,9 @@ impl Source for KafkaSource {
         Some(Arc::clone(&self.shared.progress) as Arc<dyn crate::connectors::Acknowledgements>)
     }
 
-    fn lag(&self) -> Option<Vec<crate::observe::PartitionLag>> {
-        self.lag.latest()
+    fn lag_handle(&self) -> Option<crate::connectors::LagHandle> {
+        let lag = self.lag.clone();
+        Some(crate::connectors::LagHandle::new(move || lag.latest()))
     }
 
     fn group_metrics(&self) -> Option<Arc<GroupMetrics>> {
