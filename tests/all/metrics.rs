@@ -376,3 +376,77 @@ async fn plugin_counters_never_go_back_across_a_swap_and_a_rollback() {
     assert_eq!(counted(&scrapes[3], &v1), Some(4.0));
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_used_twice_in_a_chain_is_counted_once_per_step() {
+    let dir = tempfile::tempdir().unwrap();
+    // Six records with an email, three of them with a phone: the first filter keeps six, the
+    // second three.
+    let lines: Vec<String> = (0..9)
+        .map(|n| match n % 3 {
+            0 => format!("{{\"n\":{n},\"email\":\"e\",\"phone\":\"p\"}}"),
+            1 => format!("{{\"n\":{n},\"email\":\"e\"}}"),
+            _ => format!("{{\"n\":{n}}}"),
+        })
+        .collect();
+    let input = write_input(dir.path(), &lines);
+    let file = PipelineFile::parse(
+        Path::new("twice.toml"),
+        &format!(
+            r#"
+            [[pipeline]]
+            name = "twice"
+            source = {{ type = "file", path = "{input}", follow = true }}
+            transforms = [
+                {{ plugin = "filter", config = {{ field = "email", exists = true }} }},
+                {{ plugin = "filter", config = {{ field = "phone", exists = true }} }},
+            ]
+            sink = {{ type = "blackhole" }}
+            dead_letter = {{ type = "file", path = "{dir}/dlq.jsonl" }}
+            "#,
+            dir = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut options = RunOptions::for_registry(plugin_registry());
+    options.watch = false;
+    options.admin = Some("127.0.0.1:0".parse().unwrap());
+    let app = RunningApp::start(file, options).await.unwrap();
+    let url = format!("http://{}/metrics", app.admin_addr().unwrap());
+    let step = |scrape: &prometheus_parse::Scrape, metric: &str, plugin: &str| {
+        sample_with(scrape, metric, &[("pipeline", "twice"), ("plugin", plugin)])
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let scrape = loop {
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        let scrape = parse(&text);
+        if sample(&scrape, "weir_records_out_total", ("pipeline", "twice")) == Some(3.0) {
+            break scrape;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "records_out never reached 3:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        step(&scrape, "weir_plugin_records_in_total", "filter"),
+        Some(9.0)
+    );
+    assert_eq!(
+        step(&scrape, "weir_plugin_records_out_total", "filter"),
+        Some(6.0)
+    );
+    assert_eq!(
+        step(&scrape, "weir_plugin_records_in_total", "filter#2"),
+        Some(6.0)
+    );
+    assert_eq!(
+        step(&scrape, "weir_plugin_records_out_total", "filter#2"),
+        Some(3.0)
+    );
+    app.shutdown_handle().send_replace(true);
+    for (_, result) in app.wait().await {
+        result.unwrap();
+    }
+}

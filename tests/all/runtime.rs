@@ -668,16 +668,24 @@ fn a_plugin_logging_a_mebibyte_per_record_leaves_the_host_small_and_records_flow
     }
     let (high_water, resident) = memory_of(pid);
     let metrics = scrape_metrics(&log_path);
+    let version = weir::runtime::LoadedPlugin::from_bytes(
+        &test_runtime(),
+        "fault-loud",
+        &std::fs::read(registry.join("fault-loud.wasm")).unwrap(),
+    )
+    .unwrap()
+    .version()
+    .to_owned();
     // Every call carried a 1 MiB counter name: each one dropped and counted, whatever the speed.
     assert!(
         metrics.contains(&format!(
-            "weir_plugin_host_calls_dropped_total{{plugin=\"fault-loud\",call=\"counter-add\"}} {RECORDS}\n"
+            "weir_plugin_host_calls_dropped_total{{plugin=\"fault-loud\",version=\"{version}\",call=\"counter-add\"}} {RECORDS}\n"
         )),
         "{metrics}"
     );
     assert!(
         metrics.contains(&format!(
-            "weir_plugin_counter_total{{plugin=\"fault-loud\",name=\"records\"}} {RECORDS}\n"
+            "weir_plugin_counter_total{{plugin=\"fault-loud\",version=\"{version}\",name=\"records\"}} {RECORDS}\n"
         )),
         "counters with proper names still count: {metrics}"
     );

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::config::PipelineConfig;
 use crate::observe::{HistogramSnapshot, PartitionLag};
-use crate::pipeline::PipelineStats;
+use crate::pipeline::{PipelineStats, step_labels};
 use crate::registry::{PluginSlots, SlotInfo};
 
 /// Samples kept per series: fifteen minutes at one a second.
@@ -281,16 +281,17 @@ impl Reading {
             workers: stats.workers(),
             plugins: plugins
                 .iter()
-                .map(|name| {
+                .zip(step_labels(plugins.iter().map(String::as_str)))
+                .map(|(name, label)| {
                     let slot = slots.iter().find(|s| &s.name == name);
-                    let step = steps.iter().find(|(n, _)| n == name).map(|(_, s)| s);
+                    let step = steps.iter().find(|(n, _)| *n == label).map(|(_, s)| s);
                     let load = |f: fn(
                         &crate::observe::PluginStepStats,
                     ) -> &std::sync::atomic::AtomicU64| {
                         step.map_or(0, |s| f(s).load(std::sync::atomic::Ordering::Relaxed))
                     };
                     PluginReading {
-                        name: name.clone(),
+                        name: label,
                         version: slot.map(|s| s.current.version.clone()),
                         label: slot.and_then(|s| s.current.label.clone()),
                         rollbacks: slot.map_or(0, |s| s.rollbacks),

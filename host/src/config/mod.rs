@@ -438,7 +438,6 @@ impl PipelineFile {
                     format!("the name `{}` is used twice", pipeline.name),
                 ));
             }
-            let mut plugins = HashSet::new();
             for (step, transform) in pipeline.transforms.iter().enumerate() {
                 let key = at(&format!("transforms[{step}].plugin"));
                 if !is_plugin_name(&transform.plugin) {
@@ -459,15 +458,6 @@ impl PipelineFile {
                         key,
                         format!(
                             "a plugin may not be named `{}`, like a stage of the pipeline; rename NAME.wasm",
-                            transform.plugin
-                        ),
-                    ));
-                }
-                if !plugins.insert(transform.plugin.as_str()) {
-                    return Err(invalid(
-                        key,
-                        format!(
-                            "plugin `{}` is used twice in the chain; its metrics and taps would merge. Do both steps' work in one plugin, or copy NAME.wasm under another name",
                             transform.plugin
                         ),
                     ));

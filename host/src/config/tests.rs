@@ -374,16 +374,13 @@ fn batch_size_and_max_in_flight_are_bounded_naming_the_key() {
 }
 
 #[test]
-fn a_plugin_twice_in_a_chain_or_named_like_a_stage_is_refused() {
+fn a_plugin_named_like_a_stage_is_refused_and_one_used_twice_is_not() {
     let twice = VALID.replace(
         "{ plugin = \"pii-mask\", config = { fields = [\"email\"] } }",
         "{ plugin = \"user-profile\" }",
     );
-    let message = parse(&twice).unwrap_err().to_string();
-    assert!(
-        message.contains("`pipeline[0].transforms[1].plugin`") && message.contains("twice"),
-        "{message}"
-    );
+    let file = parse(&twice).unwrap();
+    assert_eq!(file.pipelines[0].transforms.len(), 2);
     for stage in ["source", "sink", "dead_letter"] {
         let text = VALID.replace("plugin = \"pii-mask\"", &format!("plugin = \"{stage}\""));
         let message = parse(&text).unwrap_err().to_string();

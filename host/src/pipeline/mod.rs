@@ -32,7 +32,7 @@ pub use batch::ChainOutput;
 use batch::Processed;
 pub use stats::{
     BatchStage, LatencySummary, PipelineReport, PipelineStats, PipelineStatus, PluginStatus,
-    QueueStatus,
+    QueueStatus, step_labels,
 };
 use transform_stage::WorkerPool;
 pub use transform_stage::{ChainBlueprint, ChainStep, TransformChain};

@@ -1,6 +1,7 @@
 //! Live counters of a pipeline, shared by its stages, the summary printed when it ends, and the
 //! detailed status the admin server serves.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -277,6 +278,25 @@ impl PipelineStats {
     }
 }
 
+/// Each step's name in metrics, the status page and `weir tap`, for a chain of `plugins` in
+/// order: the plugin's name, and `NAME#2`, `NAME#3`, ... for a plugin used again (two `filter`
+/// steps, each with its own predicate), so that no two steps share their counters or tap.
+pub fn step_labels<'a>(plugins: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    plugins
+        .into_iter()
+        .map(|name| {
+            let count = seen.entry(name).or_default();
+            *count += 1;
+            if *count == 1 {
+                name.to_owned()
+            } else {
+                format!("{name}#{count}")
+            }
+        })
+        .collect()
+}
+
 /// The parts of a batch's way from the source to its acknowledgement, besides the sink write
 /// itself (`sink_write_latency`): together they say where a slow batch spent its time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -458,5 +478,16 @@ mod seconds {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let seconds = f64::deserialize(deserializer)?;
         Duration::try_from_secs_f64(seconds).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod step_label_tests {
+    #[test]
+    fn a_plugin_used_again_in_a_chain_gets_a_numbered_name() {
+        assert_eq!(
+            super::step_labels(["filter", "user-profile", "filter", "filter"]),
+            ["filter", "user-profile", "filter#2", "filter#3"]
+        );
     }
 }

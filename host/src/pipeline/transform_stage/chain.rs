@@ -11,7 +11,7 @@ use crate::config::TransformConfig;
 use crate::observe::thread_cpu::thread_cpu;
 use crate::observe::{PluginStepStats, TapPoint};
 use crate::pipeline::batch::ChainOutput;
-use crate::pipeline::stats::PipelineStats;
+use crate::pipeline::stats::{PipelineStats, step_labels};
 use crate::record::{
     FailedAt, Failure, HeaderName, Outputs, Record, RecordError, SourcePosition, headers,
 };
@@ -325,9 +325,10 @@ impl TransformChain {
     /// Counts each step's records and call latency into `stats`, and offers its outputs to the
     /// pipeline's tap of the plugin's stage. Forks made afterwards share them.
     pub fn observe_into(&mut self, stats: &PipelineStats) {
-        for step in &mut self.steps {
-            step.stats = stats.plugin(step.slot.name());
-            step.tap = stats.taps().point(step.slot.name());
+        let labels = step_labels(self.steps.iter().map(|step| step.slot.name()));
+        for (step, label) in self.steps.iter_mut().zip(labels) {
+            step.stats = stats.plugin(&label);
+            step.tap = stats.taps().point(&label);
         }
     }
 
