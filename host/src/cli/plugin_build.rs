@@ -268,18 +268,22 @@ pub fn project_name(dir: &Path) -> Result<String, BuildError> {
         }
         Language::JavaScript => {
             let manifest = dir.join("package.json");
-            let text = std::fs::read_to_string(&manifest).map_err(|e| BuildError::Manifest {
-                manifest: manifest.clone(),
-                reason: format!("cannot read it: {e}"),
-            })?;
-            let package: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| BuildError::Manifest {
-                    manifest: manifest.clone(),
-                    reason: e.to_string(),
-                })?;
+            let package = read_package(&manifest)?;
             plugin_name(&manifest, package.get("name"))
         }
     }
+}
+
+/// A JavaScript project's `package.json`, parsed.
+fn read_package(manifest: &Path) -> Result<serde_json::Value, BuildError> {
+    let text = std::fs::read_to_string(manifest).map_err(|e| BuildError::Manifest {
+        manifest: manifest.to_owned(),
+        reason: format!("cannot read it: {e}"),
+    })?;
+    serde_json::from_str(&text).map_err(|e| BuildError::Manifest {
+        manifest: manifest.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// The release profile a Rust plugin is built with, over its project's own: link-time
@@ -613,15 +617,7 @@ fn javascript_sources(dir: &Path) -> Result<Vec<(String, String)>, BuildError> {
 /// plugin imports it as `./weir-plugin.js`.
 fn build_javascript(dir: &Path, registry: &Path) -> Result<BuiltPlugin, BuildError> {
     let manifest = dir.join("package.json");
-    let text = std::fs::read_to_string(&manifest).map_err(|e| BuildError::Manifest {
-        manifest: manifest.clone(),
-        reason: format!("cannot read it: {e}"),
-    })?;
-    let package: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| BuildError::Manifest {
-            manifest: manifest.clone(),
-            reason: e.to_string(),
-        })?;
+    let package = read_package(&manifest)?;
     let name = plugin_name(&manifest, package.get("name"))?;
     let main = javascript_main(dir, &manifest, &package)?;
     let sources = javascript_sources(dir)?;

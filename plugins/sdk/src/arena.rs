@@ -450,34 +450,26 @@ mod global {
     ) -> *mut u8 {
         new_call();
         // SAFETY: as in `new_call`; the borrow ends before any allocation.
-        if unsafe { (*state()).in_call } {
-            return unsafe { place_import_result(old_ptr, old_len, align, new_len) };
-        }
-        let found = unsafe {
-            if old_len == 0 {
-                if new_len == 0 {
-                    return align as *mut u8;
-                }
-                std::alloc::alloc(Layout::from_size_align_unchecked(new_len, align))
+        let in_call = unsafe { (*state()).in_call };
+        // SAFETY: the host follows the canonical ABI's rules, which are `place`'s.
+        unsafe {
+            if in_call {
+                place(&System, old_ptr, old_len, align, new_len)
             } else {
-                std::alloc::realloc(
-                    old_ptr,
-                    Layout::from_size_align_unchecked(old_len, align),
-                    new_len,
-                )
+                place(&ALLOCATOR, old_ptr, old_len, align, new_len)
             }
-        };
-        if found.is_null() {
-            // Out of memory (the host's limit): trap, as std's definition does.
-            core::arch::wasm32::unreachable();
         }
-        found
     }
 
-    /// `cabi_realloc` during a call: an import's results, from `System` so that whoever
-    /// releases them (Rust's `dealloc`, which routes by address, or C's `free`) can.
-    #[cold]
-    unsafe fn place_import_result(
+    /// `cabi_realloc`'s work with `allocator`: the global one (the arena in an opted-in call's
+    /// arguments), or `System` for an import's results, so that whoever releases them (Rust's
+    /// `dealloc`, which routes by address, or C's `free`) can.
+    ///
+    /// # Safety
+    /// `old_ptr` and `old_len` describe an earlier placement by the same allocator with
+    /// `align`, or `old_len` is 0; `align` is a power of two.
+    unsafe fn place(
+        allocator: &impl GlobalAlloc,
         old_ptr: *mut u8,
         old_len: usize,
         align: usize,
@@ -488,9 +480,9 @@ mod global {
                 if new_len == 0 {
                     return align as *mut u8;
                 }
-                System.alloc(Layout::from_size_align_unchecked(new_len, align))
+                allocator.alloc(Layout::from_size_align_unchecked(new_len, align))
             } else {
-                System.realloc(
+                allocator.realloc(
                     old_ptr,
                     Layout::from_size_align_unchecked(old_len, align),
                     new_len,
@@ -498,6 +490,7 @@ mod global {
             }
         };
         if found.is_null() {
+            // Out of memory (the host's limit): trap, as std's definition does.
             core::arch::wasm32::unreachable();
         }
         found
