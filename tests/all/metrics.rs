@@ -55,6 +55,38 @@ fn buckets(
     }
 }
 
+/// Runs `file`'s pipelines from the test registry, unwatched, with the admin API on a free
+/// loopback port; the app and its `/metrics` URL.
+async fn start_with_admin(file: PipelineFile) -> (RunningApp, String) {
+    let mut options = RunOptions::for_registry(plugin_registry());
+    options.watch = false;
+    options.admin = Some("127.0.0.1:0".parse().unwrap());
+    let app = RunningApp::start(file, options).await.unwrap();
+    let url = format!("http://{}/metrics", app.admin_addr().unwrap());
+    (app, url)
+}
+
+/// Scrapes `url` until `done` holds of a scrape, for at most a minute; that scrape.
+async fn scrape_until(
+    url: &str,
+    what: &str,
+    done: impl Fn(&prometheus_parse::Scrape) -> bool,
+) -> prometheus_parse::Scrape {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+        let scrape = parse(&text);
+        if done(&scrape) {
+            return scrape;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited a minute for {what}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Parses a scrape.
 pub fn parse(text: &str) -> prometheus_parse::Scrape {
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
@@ -99,11 +131,7 @@ async fn metrics_count_the_traffic_sent() {
         ),
     )
     .unwrap();
-    let mut options = RunOptions::for_registry(plugin_registry());
-    options.watch = false;
-    options.admin = Some("127.0.0.1:0".parse().unwrap());
-    let app = RunningApp::start(file, options).await.unwrap();
-    let url = format!("http://{}/metrics", app.admin_addr().unwrap());
+    let (app, url) = start_with_admin(file).await;
     let version = app
         .slots()
         .get("user-profile")
@@ -114,21 +142,11 @@ async fn metrics_count_the_traffic_sent() {
         .version()
         .to_owned();
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let scrape = loop {
-        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-        let scrape = parse(&text);
-        if sample(&scrape, "weir_records_in_total", ("pipeline", "metered")) == Some(50.0)
-            && sample(&scrape, "weir_records_in_total", ("pipeline", "faulty")) == Some(10.0)
-        {
-            break scrape;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "records_in never reached 50:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let scrape = scrape_until(&url, "records_in to reach 50 and 10", |scrape| {
+        sample(scrape, "weir_records_in_total", ("pipeline", "metered")) == Some(50.0)
+            && sample(scrape, "weir_records_in_total", ("pipeline", "faulty")) == Some(10.0)
+    })
+    .await;
     assert_eq!(
         sample(&scrape, "weir_records_out_total", ("pipeline", "metered")),
         Some(48.0)
@@ -408,27 +426,14 @@ async fn a_plugin_used_twice_in_a_chain_is_counted_once_per_step() {
         ),
     )
     .unwrap();
-    let mut options = RunOptions::for_registry(plugin_registry());
-    options.watch = false;
-    options.admin = Some("127.0.0.1:0".parse().unwrap());
-    let app = RunningApp::start(file, options).await.unwrap();
-    let url = format!("http://{}/metrics", app.admin_addr().unwrap());
+    let (app, url) = start_with_admin(file).await;
     let step = |scrape: &prometheus_parse::Scrape, metric: &str, plugin: &str| {
         sample_with(scrape, metric, &[("pipeline", "twice"), ("plugin", plugin)])
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let scrape = loop {
-        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-        let scrape = parse(&text);
-        if sample(&scrape, "weir_records_out_total", ("pipeline", "twice")) == Some(3.0) {
-            break scrape;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "records_out never reached 3:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let scrape = scrape_until(&url, "records_out to reach 3", |scrape| {
+        sample(scrape, "weir_records_out_total", ("pipeline", "twice")) == Some(3.0)
+    })
+    .await;
     assert_eq!(
         step(&scrape, "weir_plugin_records_in_total", "filter"),
         Some(9.0)
