@@ -468,3 +468,39 @@ async fn weir_tap_streams_the_records_leaving_each_stage() {
     );
     stop(app).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn weir_tap_ends_when_its_pipeline_ends_while_others_run_on() {
+    let app = start(
+        r#"
+        [[pipeline]]
+        name = "finite"
+        source = { type = "generate", count = 2000, rate = 500, seed = 4 }
+        transforms = [{ plugin = "user-profile" }]
+        sink = { type = "blackhole" }
+        dead_letter = { type = "stdout" }
+
+        [[pipeline]]
+        name = "endless"
+        source = { type = "generate", rate = 50, seed = 5 }
+        transforms = [{ plugin = "user-profile" }]
+        sink = { type = "blackhole" }
+        dead_letter = { type = "stdout" }
+        "#,
+    )
+    .await;
+    // No --count: only the end of `finite` ends the watch (the guard only reports a hang).
+    let watched = tokio::time::timeout(
+        Duration::from_secs(300),
+        tap(&app, &["finite", "--stage", "sink"]),
+    )
+    .await
+    .expect("weir tap ends once its pipeline has ended");
+    let stderr = String::from_utf8_lossy(&watched.stderr);
+    assert!(watched.status.success(), "{stderr}");
+    assert!(stderr.contains("the pipeline ended"), "{stderr}");
+    app.shutdown_handle().send_replace(true);
+    for (_, result) in app.wait().await {
+        result.unwrap();
+    }
+}

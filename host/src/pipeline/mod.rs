@@ -37,6 +37,15 @@ pub use stats::{
 use transform_stage::WorkerPool;
 pub use transform_stage::{ChainBlueprint, ChainStep, TransformChain};
 
+/// Closes a pipeline's taps when dropped.
+struct CloseTaps<'a>(&'a PipelineStats);
+
+impl Drop for CloseTaps<'_> {
+    fn drop(&mut self) {
+        self.0.taps().close();
+    }
+}
+
 /// A pipeline could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -208,6 +217,9 @@ pub async fn run_with(
     shutdown: watch::Receiver<bool>,
 ) -> Result<PipelineReport, PipelineError> {
     let name = config.name.clone();
+    // However the pipeline ends, once every stage has (the guard drops last), the watchers of
+    // its stages hear that it ended.
+    let _close_taps = CloseTaps(&stats);
     let connector_error = |source| PipelineError::Connector {
         pipeline: name.clone(),
         source,

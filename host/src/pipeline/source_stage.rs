@@ -34,9 +34,6 @@ pub(super) async fn run(
     let mut result = Ok(());
     let mut commits = PendingCommits::default();
     let source_tap = stats.taps().point(SOURCE_STAGE);
-    // However the stage ends, the pipeline is over (normally the sink stage has acknowledged
-    // everything by then): the watchers of its stages hear so.
-    let _close_taps = CloseTaps(stats);
     if let Some(lag) = source.lag_handle() {
         stats.set_lag_handle(lag);
     }
@@ -109,15 +106,6 @@ pub(super) async fn run(
         "source",
         "could not commit the final positions; the records after the last committed position will be processed again on restart",
     ))
-}
-
-/// Closes the pipeline's taps when dropped.
-struct CloseTaps<'a>(&'a PipelineStats);
-
-impl Drop for CloseTaps<'_> {
-    fn drop(&mut self) {
-        self.0.taps().close();
-    }
 }
 
 /// Bytes of an oversized record's value kept in its dead letter.
