@@ -547,3 +547,64 @@ async fn a_failing_canary_is_aborted_automatically() {
     assert_eq!(kafka.versions_of("after", 60).await, expect(&live, &live));
     stop(kafka.app).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_candidate_whose_manifest_changed_after_staging_is_promoted_but_its_files_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry");
+    std::fs::create_dir(&registry).unwrap();
+    let live_bytes = variant(&component("pii-mask"), "live");
+    let live_manifest = b"version = \"1.0.0\"\n[config]\nfields = \"email\"\n";
+    drop_in(&registry, "mask.wasm", &live_bytes);
+    drop_in(&registry, "mask.toml", live_manifest);
+    let (file, _input, _out) = file_pipeline(dir.path());
+    let (app, admin, token) = start(file, &registry).await;
+    let slot = app.slots().get("mask").unwrap();
+
+    let candidate_bytes = variant(&component("pii-mask"), "candidate");
+    drop_in(&registry, "mask.candidate.wasm", &candidate_bytes);
+    drop_in(
+        &registry,
+        "mask.candidate.toml",
+        b"version = \"1.1.0\"\n[config]\nfields = \"email\"\n",
+    );
+    plugin_cli(
+        dir.path(),
+        &["stage", "mask", "--shadow", "1"],
+        &admin,
+        &token,
+    );
+    let candidate = slot.rollout().expect("a staged candidate").version;
+    // After the review, the candidate's manifest is widened in the folder.
+    let widened =
+        b"version = \"1.1.0\"\ncapabilities = [\"clock\"]\n[config]\nfields = \"email\"\n";
+    std::fs::write(registry.join("mask.candidate.toml"), widened).unwrap();
+
+    // The version reviewed is promoted; the files that are not what was staged are not adopted,
+    // so a restart runs the live files, not a manifest nobody staged.
+    plugin_cli(dir.path(), &["promote", "mask"], &admin, &token);
+    assert_eq!(slot.current().1.plugin.version(), candidate);
+    assert_eq!(
+        std::fs::read(registry.join("mask.wasm")).unwrap(),
+        live_bytes
+    );
+    assert_eq!(
+        std::fs::read(registry.join("mask.toml")).unwrap(),
+        live_manifest
+    );
+    assert_eq!(
+        std::fs::read(registry.join("mask.candidate.wasm")).unwrap(),
+        candidate_bytes
+    );
+    assert_eq!(
+        std::fs::read(registry.join("mask.candidate.toml")).unwrap(),
+        widened
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(&registry)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".promoting."))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    stop(app).await;
+}

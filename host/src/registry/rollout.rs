@@ -3,12 +3,12 @@
 //! slots hold the staged candidate; this module holds what is pure about it.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use super::slots::PluginVersion;
-use super::{PluginFile, PluginRegistry, read_plugin_file};
+use super::{Manifest, PluginFile, PluginRegistry, read_plugin_file};
 pub use crate::runtime::{RecordDiff, Rollout, ShadowBatch};
 
 /// What marks a candidate's files in the registry folder: `NAME.candidate.wasm` and
@@ -34,28 +34,49 @@ pub fn candidate_files(registry: &PluginRegistry, name: &str) -> (PathBuf, PathB
 }
 
 /// After a promotion, moves the candidate's files over `NAME.wasm` (and `NAME.toml` when it
-/// has its own), so that a restart runs the promoted version. Only when the candidate file
-/// still holds the promoted component; the manifest moves first, so the watcher sees both
-/// changes within one debounce and finds the version it already runs.
+/// has its own), so that a restart runs the promoted version. Only when they still hold what was
+/// promoted: each file is first taken aside under a private name, so the bytes checked (the
+/// component's hash, the manifest's settings) are the bytes moved into place, and a file changed
+/// since staging is put back and left where it is. The manifest moves first, so the watcher sees
+/// both changes within one debounce and finds the version it already runs.
 pub fn adopt_candidate_files(registry: &PluginRegistry, name: &str, promoted: &PluginVersion) {
     let stem = format!("{name}{CANDIDATE_MARK}");
     let wasm = registry.path_of(&stem);
-    let Ok(bytes) = read_plugin_file(&wasm, PluginFile::Component) else {
-        return;
+    let manifest = registry.manifest_path_of(&stem);
+    // Hidden names without the `.wasm` or `.toml` extension: the watcher ignores them.
+    let aside = |path: &Path| {
+        let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
+        path.with_file_name(format!(
+            ".{}.promoting.{}",
+            file.unwrap_or_default(),
+            std::process::id()
+        ))
     };
-    if hex::encode(Sha256::digest(&bytes)) != promoted.plugin.sha256() {
-        tracing::warn!(plugin = name, file = %wasm.display(), "The candidate file changed since it was staged; it stays where it is and the promoted version runs until a restart.");
+    let (wasm_aside, manifest_aside) = (aside(&wasm), aside(&manifest));
+    if std::fs::rename(&wasm, &wasm_aside).is_err() {
         return;
     }
-    let manifest = registry.manifest_path_of(&stem);
-    let moves = [
-        (manifest, registry.manifest_path_of(name)),
-        (wasm, registry.path_of(name)),
-    ];
-    for (from, to) in moves {
-        if !from.exists() {
-            continue;
+    let has_manifest = std::fs::rename(&manifest, &manifest_aside).is_ok();
+    let put_back = |why: &str| {
+        tracing::warn!(plugin = name, file = %wasm.display(), "{why}; the candidate's files stay where they are and the promoted version runs until a restart.");
+        let _ = std::fs::rename(&wasm_aside, &wasm);
+        if has_manifest {
+            let _ = std::fs::rename(&manifest_aside, &manifest);
         }
+    };
+    let same_component = read_plugin_file(&wasm_aside, PluginFile::Component)
+        .is_ok_and(|bytes| hex::encode(Sha256::digest(&bytes)) == promoted.plugin.sha256());
+    if !same_component {
+        return put_back("The candidate file changed since it was staged");
+    }
+    if has_manifest && Manifest::load(&manifest_aside).ok().as_ref() != Some(&*promoted.manifest) {
+        return put_back("The candidate's manifest changed since it was staged");
+    }
+    let mut moves = vec![(wasm_aside, registry.path_of(name))];
+    if has_manifest {
+        moves.insert(0, (manifest_aside, registry.manifest_path_of(name)));
+    }
+    for (from, to) in moves {
         if let Err(error) = std::fs::rename(&from, &to) {
             tracing::warn!(plugin = name, from = %from.display(), to = %to.display(), %error, "Cannot move the promoted candidate's file into place; the promoted version runs until a restart.");
             return;
