@@ -28,17 +28,21 @@ pub enum Mode {
     },
 }
 
-/// The plugin: the fields to mask (as JSON pointers) and how.
+/// The plugin: the fields to mask (each a JSON pointer's reference tokens) and how.
 #[derive(Debug)]
 pub struct PiiMask {
-    fields: Vec<String>,
+    fields: Vec<Vec<String>>,
     mode: Mode,
 }
 
 impl Plugin for PiiMask {
     fn init(config: &Config) -> Result<Self, Error> {
         config.deny_unknown(&["fields", "mode", "salt", "replacement"])?;
-        let fields: Vec<String> = config.list("fields")?.iter().map(|f| pointer(f)).collect();
+        let fields: Vec<Vec<String>> = config
+            .list("fields")?
+            .iter()
+            .map(|f| tokens(&pointer(f)))
+            .collect();
         if fields.is_empty() {
             return Err(Error::config(
                 "config key `fields` is required: the fields to mask, e.g. \"email,phone\"",
@@ -80,7 +84,7 @@ impl Plugin for PiiMask {
         let mut masked: Vec<(Range<usize>, String)> = Vec::new();
         for field in &self.fields {
             let mut found = Vec::new();
-            find(document, &tokens(field), &mut found).map_err(not_json)?;
+            find(document, field, &mut found).map_err(not_json)?;
             for value in found.into_iter().filter(|v| v.get() != "null") {
                 let parsed: Value = serde_json::from_str(value.get()).map_err(not_json)?;
                 let start = value.get().as_ptr() as usize - text.as_ptr() as usize;
