@@ -191,3 +191,100 @@ async fn a_record_too_large_for_kafka_is_dead_lettered_to_kafka_as_an_excerpt() 
     assert!(!excerpt.is_empty() && excerpt.len() < 1_000_000);
     assert!(big.as_bytes().starts_with(excerpt));
 }
+
+/// A topic that refuses old timestamps (`message.timestamp.before.max.ms`) refuses an old
+/// record's dead letter exactly as it refused the record: the dead-letter topic stores it with
+/// the time it is written instead, the original in `weir.record.timestamp`, and the pipeline
+/// goes on instead of stopping for want of a place to put it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_whose_old_timestamp_its_topic_refuses_is_stored_with_the_original_in_a_header()
+ {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let brokers = kafka_brokers();
+    let (input, output, dead_letters) = (unique("old_in"), unique("old_out"), unique("old_dlq"));
+    create_topic(&brokers, &input, 1).await;
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let day = (24 * 3_600_000).to_string();
+    let refusing = [&output, &dead_letters].map(|topic| {
+        NewTopic::new(topic, 1, TopicReplication::Fixed(1))
+            .set("message.timestamp.before.max.ms", &day)
+    });
+    for created in admin
+        .create_topics(&refusing, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        created.unwrap();
+    }
+    // Records written in 2001, as a topic replayed from an archive holds them.
+    const OLD: i64 = 1_000_000_000_000;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for n in 0..5 {
+        let value = format!("{{\"n\":{n}}}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&input)
+                    .payload(&value)
+                    .timestamp(OLD),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    let group = unique("old_group");
+    let report = crate::support::run_until(
+        &format!(
+            r#"
+            [[pipeline]]
+            name = "old"
+            source = {{ type = "kafka", brokers = "{brokers}", topics = ["{input}"], group = "{group}" }}
+            sink = {{ type = "kafka", brokers = "{brokers}", topic = "{output}" }}
+            dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead_letters}" }}
+            "#
+        ),
+        || crate::services::topic_message_count(&brokers, &dead_letters) >= 5,
+    )
+    .await;
+    assert_eq!((report.records_out, report.dead_lettered), (0, 5));
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique("old_dlq_reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[dead_letters.as_str()]).unwrap();
+    for _ in 0..5 {
+        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let header = |name: &str| {
+            message
+                .headers()
+                .unwrap()
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(
+            header("weir.record.timestamp").as_deref(),
+            Some("1000000000000")
+        );
+        let error = header("weir.error").unwrap();
+        assert!(error.contains("timestamp"), "{error}");
+        assert!(
+            message.timestamp().to_millis().unwrap() > OLD,
+            "stored with the time it was written"
+        );
+    }
+}

@@ -231,7 +231,7 @@ impl Done<'_> {
                 return Err(ConnectorError::fatal(
                     "dead-letter destination",
                     format!(
-                        "refused {} record(s), first: {}; choose a destination that stores any bytes (file or kafka)",
+                        "refused {} record(s), first: {}; change the destination so that it takes what the reason names, or choose one that stores any record (file, or a kafka topic that is not compacted)",
                         refused.len(),
                         first.reason
                     ),

@@ -47,6 +47,9 @@ pub mod headers {
     pub const RECORD_BYTES: &str = "weir.record.bytes";
     /// The sha256 of the full value of such a record.
     pub const RECORD_SHA256: &str = "weir.record.sha256";
+    /// The timestamp (ms since the Unix epoch) of a record whose dead letter had to be stored
+    /// with the time it was written instead, because its destination refused the original.
+    pub const RECORD_TIMESTAMP: &str = "weir.record.timestamp";
     /// Where the record failed: `source`, `plugin` or `sink`.
     pub const STAGE: &str = "weir.stage";
     /// The pipeline the record was in.

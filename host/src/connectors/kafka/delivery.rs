@@ -55,7 +55,7 @@ pub fn classify_code(code: RDKafkaErrorCode, topic: &str) -> Verdict {
             Verdict::TooLarge
         }
         Code::InvalidRecord => Verdict::Refused(
-            "the broker refused the record as invalid (a compacted topic needs a key; otherwise a broker-side record check failed)",
+            "the broker refused the record as invalid (a compacted topic needs a key; a timestamp further in the past or future than the topic's message.timestamp.before.max.ms or after.max.ms allows is refused this way too; otherwise a broker-side record check failed)",
         ),
         Code::InvalidTimestamp => Verdict::Refused(
             "the broker refused the record's timestamp: it is further from the broker's clock than the topic's message.timestamp.difference.max.ms allows",

@@ -344,6 +344,29 @@ impl KafkaSink {
         ))
     }
 
+    /// Stores a dead letter whose timestamp the topic refused (a topic with
+    /// `message.timestamp.before.max.ms` refuses an old record's dead letter exactly as it
+    /// refused the record) with the time it is written instead, the original kept in a header:
+    /// a dead-letter destination must not refuse a record for what it holds.
+    async fn send_restamped(&self, record: &Record, key: Option<&[u8]>) -> Result<(), KafkaError> {
+        let mut restamped = record.clone();
+        if let Some(original) = restamped.timestamp.take() {
+            restamped.set_header(
+                crate::record::headers::RECORD_TIMESTAMP,
+                original.to_string(),
+            );
+        }
+        let delivered = self.send(&restamped, key).await;
+        if delivered.is_ok() {
+            tracing::warn!(
+                connector = %self.name,
+                timestamp = record.timestamp,
+                "The dead-letter topic refused a record's timestamp; stored it with the time it was written, the original in weir.record.timestamp."
+            );
+        }
+        delivered
+    }
+
     /// Whether the brokers' metadata confirms that the topic does not exist; `None` when they
     /// cannot be asked. librdkafka may report a topic as unknown while a restarting broker
     /// loads its logs, and stopping the pipeline then would be wrong.
@@ -449,6 +472,7 @@ impl Sink for KafkaSink {
         let mut judge = Judge::default();
         let mut failure: Option<Failure> = None;
         let mut too_large = Vec::new();
+        let mut restamp = Vec::new();
         for ((index, key), result) in to_send.into_iter().zip(results) {
             let error = match result {
                 Ok(()) => {
@@ -457,6 +481,10 @@ impl Sink for KafkaSink {
                 }
                 Err(error) => error,
             };
+            if self.dead_letter && refused_timestamp(&error) && records[index].timestamp.is_some() {
+                restamp.push((index, key));
+                continue;
+            }
             match judge.verdict(self, &error).await {
                 Verdict::TooLarge => too_large.push((index, key)),
                 Verdict::Refused(reason) => {
@@ -483,6 +511,17 @@ impl Sink for KafkaSink {
                     verdict => note(&mut failure, verdict, error),
                 },
                 Err(reason) => outcomes[index] = Outcome::Rejected(reason),
+            }
+        }
+        for (index, key) in restamp {
+            match self.send_restamped(&records[index], key.as_deref()).await {
+                Ok(()) => outcomes[index] = Outcome::Delivered,
+                Err(error) => match judge.verdict(self, &error).await {
+                    Verdict::Refused(reason) => {
+                        outcomes[index] = Outcome::Rejected(format!("{reason} ({error})"));
+                    }
+                    verdict => note(&mut failure, verdict, error),
+                },
             }
         }
         let unsent = outcomes.iter().filter(|o| **o == Outcome::Unsent).count();
@@ -594,6 +633,19 @@ impl Judge {
             Verdict::Retry
         }
     }
+}
+
+/// Whether a delivery may have failed because the broker refused the record's timestamp: Kafka
+/// 4 reports a timestamp outside `message.timestamp.before.max.ms` as an invalid record, the
+/// code a compacted topic gives a keyless record too, so a dead letter with a timestamp that
+/// gets either is sent once more without it.
+fn refused_timestamp(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::InvalidTimestamp | RDKafkaErrorCode::InvalidRecord
+        )
+    )
 }
 
 /// Keeps the failure that decides what the batch does: the most severe, the first among equals.
