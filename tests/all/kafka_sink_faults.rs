@@ -14,7 +14,7 @@ use weir::connectors::kafka::{KafkaSink, KafkaSinkConfig};
 use weir::record::Record;
 
 use crate::services::{consume_all, create_topic, topic_exists, topic_message_count};
-use crate::support::{init_logs, kafka_brokers, outcome_within, unique};
+use crate::support::{init_logs, kafka_brokers, outcome_within, unique, wait_for};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_topic_with_auto_create_off_stops_the_pipeline_with_the_fix() {
@@ -149,5 +149,70 @@ async fn a_fatal_idempotence_error_gets_a_new_producer_that_loses_and_repeats_no
     let counts = counts_per_key(&brokers, &topic).await;
     assert_eq!(counts.len(), 1_000, "every record is stored");
     let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "written twice: {repeated:?}");
+}
+
+/// The fatal error strikes while a batch is being delivered: the records reported delivered
+/// before it are not sent again, the others are sent by the new producer, and none is lost or
+/// written twice. A round whose batch was all delivered before the error landed proves nothing
+/// about that path, so rounds go on until one is cut.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fatal_error_in_the_middle_of_a_batch_resends_only_what_was_not_delivered() {
+    init_logs();
+    let brokers = kafka_brokers();
+    let topic = unique("sink_fatal_mid");
+    create_topic(&brokers, &topic, 3).await;
+    let config: KafkaSinkConfig =
+        toml::from_str(&format!("brokers = \"{brokers}\"\ntopic = \"{topic}\"")).unwrap();
+    let sink = KafkaSink::new(&config, false).unwrap();
+    const BATCH: usize = 100_000;
+    let mut stored = 0;
+    let mut cut = None;
+    for round in 0..5 {
+        let records = keyed(&format!("r{round}-"), BATCH);
+        // A handle on the same producer writes while this one injects the error.
+        let mut writer = sink.fork().expect("the Kafka sink forks");
+        let write = tokio::spawn(async move {
+            let mut first = None;
+            loop {
+                match writer.write(&records).await {
+                    Ok(rejected) => {
+                        assert!(rejected.is_empty(), "{rejected:?}");
+                        return first;
+                    }
+                    Err(error) => {
+                        assert!(error.is_transient(), "{error}");
+                        first.get_or_insert_with(|| error.to_string());
+                    }
+                }
+            }
+        });
+        wait_for(
+            "the batch's first deliveries",
+            Duration::from_secs(120),
+            || topic_message_count(&brokers, &topic) > stored || write.is_finished(),
+        )
+        .await;
+        sink.inject_fatal_error(RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
+        let first_error = write.await.unwrap();
+        stored += BATCH;
+        if let Some(error) = first_error
+            && let Some(resent) = error
+                .split("a new producer sends the ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse::<usize>().ok())
+            && resent > 0
+            && resent < BATCH
+        {
+            cut = Some(resent);
+            break;
+        }
+    }
+    let resent = cut.expect("in five rounds the error never cut a batch mid-delivery");
+    assert!(resent < BATCH);
+    let counts = counts_per_key(&brokers, &topic).await;
+    assert_eq!(counts.len(), stored, "every record is stored");
+    let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(10).collect();
     assert!(repeated.is_empty(), "written twice: {repeated:?}");
 }
