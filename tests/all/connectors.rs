@@ -971,3 +971,70 @@ async fn a_postgres_source_with_no_key_column_reads_a_table_without_one() {
             .all(|r| r.record.key.is_none() && r.malformed.is_none())
     );
 }
+
+/// Configured headers are for the url's own origin: a redirect to another port is refused, the
+/// other server never sees the secret header, and the error names both origins and the fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_source_never_follows_a_redirect_to_another_origin() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use weir::connectors::Source;
+    let other_hits = Arc::new(AtomicUsize::new(0));
+    let hits = Arc::clone(&other_hits);
+    let other = crate::support::serve_http(axum::Router::new().fallback(move || {
+        hits.fetch_add(1, Ordering::SeqCst);
+        async { axum::Json(serde_json::json!({"results": [{"n": 1}]})) }
+    }))
+    .await;
+    let target = format!("{other}/api");
+    let redirecting = crate::support::serve_http(
+        axum::Router::new()
+            .route(
+                "/same",
+                axum::routing::get(|| async { axum::response::Redirect::temporary("/data") }),
+            )
+            .route(
+                "/data",
+                axum::routing::get(|| async {
+                    axum::Json(serde_json::json!({"results": [{"n": 7}]}))
+                }),
+            )
+            .route(
+                "/away",
+                axum::routing::get(move || {
+                    let target = target.clone();
+                    async move { axum::response::Redirect::temporary(&target) }
+                }),
+            ),
+    )
+    .await;
+    let source = |path: &str| {
+        let config: weir::connectors::http::HttpSourceConfig = toml::from_str(&format!(
+            "url = \"{redirecting}{path}\"\nsplit_at = \"/results\"\nretries = 0\nheaders = {{ X-Api-Key = \"canary-key-77a1\" }}"
+        ))
+        .unwrap();
+        weir::connectors::http::HttpSource::new(&config).unwrap()
+    };
+    // Within the origin a redirect is followed.
+    let batch = source("/same")
+        .poll_batch(10, Duration::from_millis(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(values(&batch), vec![7]);
+
+    let error = source("/away")
+        .poll_batch(10, Duration::from_millis(10))
+        .await
+        .expect_err("a redirect to another origin fails the poll");
+    assert!(!error.is_transient(), "{error}");
+    let message = error.to_string();
+    assert_eq!(other_hits.load(Ordering::SeqCst), 0, "{message}");
+    assert!(
+        message.contains(&format!("{redirecting}/away"))
+            && message.contains(&other)
+            && message.contains("set `url` to the final address"),
+        "{message}"
+    );
+    assert!(!message.contains("canary-key"), "{message}");
+}
