@@ -568,6 +568,29 @@ fn a_truncated_file_behind_a_resuming_source_is_refused() {
 }
 
 #[test]
+fn a_record_limit_of_zero_is_refused_naming_the_key() {
+    let file_source = VALID.replace(
+        "{ type = \"generate\", count = 5 }",
+        "{ type = \"file\", path = \"in.jsonl\" }",
+    );
+    let message = parse(&format!(
+        "{file_source}limits = {{ max_record_bytes = 0 }}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("`pipeline[0].limits.max_record_bytes`") && message.contains("at least 1"),
+        "{message}"
+    );
+    assert!(
+        parse(&format!(
+            "{file_source}limits = {{ max_record_bytes = 1 }}\n"
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
 fn a_postgres_channel_that_could_inject_sql_is_refused_at_validate() {
     let tail = |channel: &str| {
         VALID.replace(
@@ -602,4 +625,33 @@ fn a_postgres_url_with_a_libpq_sslmode_is_refused_at_validate() {
         "{message}"
     );
     assert!(!message.contains("hunter2-canary"), "{message}");
+}
+
+#[test]
+fn the_engine_limits_are_the_largest_any_pipeline_asks() {
+    let raised = format!(
+        "{VALID}limits = {{ core_instances = 40, tables = 9 }}\n{}limits = {{ memories = 6 }}\n",
+        VALID.replace("name = \"p1\"", "name = \"p2\"")
+    );
+    let file = parse(&raised).unwrap();
+    assert_eq!(
+        file.component_limits(ComponentLimits::default()),
+        ComponentLimits {
+            core_instances: 40,
+            memories: 6,
+            tables: 9
+        }
+    );
+    let floor = ComponentLimits {
+        core_instances: 64,
+        memories: 1,
+        tables: 1,
+    };
+    assert_eq!(
+        parse(VALID).unwrap().component_limits(floor),
+        ComponentLimits {
+            core_instances: 64,
+            ..ComponentLimits::default()
+        }
+    );
 }
