@@ -150,12 +150,7 @@ impl RunningApp {
         {
             return Err(AuthError::NoTokenBeyondLoopback { addr }.into());
         }
-        let limits = config
-            .pipelines
-            .iter()
-            .fold(options.component_limits, |limits, pipeline| {
-                limits.max(pipeline.limits.component_limits())
-            });
+        let limits = config.component_limits(options.component_limits);
         let runtime =
             PluginRuntime::with_limits(options.cache.clone().map(CompiledCache::new), limits)?;
         let slots = PluginSlots::new(options.rollback);

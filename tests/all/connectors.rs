@@ -11,7 +11,7 @@ use weir::pipeline::PipelineReport;
 
 use crate::support::{
     cassandra_nodes, cassandra_session, kafka_brokers, line_count, outcome_within, postgres_client,
-    postgres_url, read_json_lines, run_until, unique,
+    postgres_url, read_json_lines, run_until, unique, wait_for,
 };
 
 /// Runs the single pipeline of `toml` until its source ends by itself.
@@ -806,4 +806,235 @@ fn values(batch: &[weir::record::SourceRecord]) -> Vec<u64> {
         .collect();
     values.sort_unstable();
     values
+}
+
+/// A landing table's name of 59 characters or more makes `weir_` and the name too long for a
+/// NOTIFY channel (63 bytes): the channel then ends in a digest, so every INSERT still succeeds
+/// (PostgreSQL refused each one with 22023 before, and every record was dead-lettered), and a
+/// tailing source listens on the same channel by default, woken by NOTIFY alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_table_named_too_long_for_a_channel_lands_and_is_tailed_by_notify() {
+    let url = postgres_url();
+    let mut table = unique("long_name");
+    table.push('_');
+    while table.len() < 62 {
+        table.push('x');
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        (0..10)
+            .map(|n| format!("{{\"n\":{n}}}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let landed = run_to_end(&format!(
+        r#"
+        [[pipeline]]
+        name = "land-long"
+        source = {{ type = "file", path = "{input}" }}
+        sink = {{ type = "postgres", url = "{url}", table = "{table}", key_field = "n" }}
+        dead_letter = {{ type = "file", path = "{dir}/dlq.jsonl" }}
+        "#,
+        input = input.display(),
+        dir = dir.path().display()
+    ))
+    .await;
+    assert_eq!(
+        (landed.records_out, landed.dead_lettered),
+        (10, 0),
+        "every record lands in `{table}`"
+    );
+
+    // The tail polls once an hour: the rows inserted while it waits reach it by NOTIFY only.
+    let out = dir.path().join("out.jsonl");
+    let watched = out.clone();
+    let inserter = tokio::spawn({
+        let (url, table) = (url.clone(), table.clone());
+        async move {
+            wait_for("the rows already there", Duration::from_secs(60), || {
+                line_count(&watched) >= 10
+            })
+            .await;
+            let client = postgres_client(&url).await;
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO \"{table}\" (key, value) SELECT n::text, jsonb_build_object('n', n) FROM generate_series(10, 14) AS n"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let tailed = run_until(
+        &format!(
+            r#"
+            [[pipeline]]
+            name = "tail-long"
+            source = {{ type = "postgres", url = "{url}", table = "{table}", consumer = "{consumer}", poll_interval_ms = 3600000 }}
+            sink = {{ type = "file", path = "{out}" }}
+            dead_letter = {{ type = "file", path = "{dir}/tail-dlq.jsonl" }}
+            batch = {{ size = 100, linger_ms = 10 }}
+            "#,
+            consumer = unique("long_tail"),
+            out = out.display(),
+            dir = dir.path().display()
+        ),
+        || line_count(&out) >= 15,
+    )
+    .await;
+    inserter.await.unwrap();
+    assert_eq!(
+        tailed.records_out, 15,
+        "the inserted rows arrived by NOTIFY"
+    );
+}
+
+/// An error that every row would meet alike, here a trigger handing `pg_notify` a channel name
+/// too long (SQLSTATE 22023, a data exception by its class), stops the pipeline with the
+/// reason instead of dead-lettering record after record.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_invalid_parameter_error_stops_the_pipeline_instead_of_dead_lettering() {
+    let url = postgres_url();
+    let table = unique("bad_trigger");
+    let client = postgres_client(&url).await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE \"{table}\" (id BIGSERIAL PRIMARY KEY, key TEXT NOT NULL UNIQUE, value JSONB NOT NULL, ingested_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             CREATE FUNCTION \"{table}_f\"() RETURNS trigger LANGUAGE plpgsql AS
+                $$ BEGIN PERFORM pg_notify(repeat('c', 70), ''); RETURN NULL; END $$;
+             CREATE TRIGGER \"{table}_t\" AFTER INSERT ON \"{table}\"
+                FOR EACH STATEMENT EXECUTE FUNCTION \"{table}_f\"();"
+        ))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"n\":1}\n{\"n\":2}\n").unwrap();
+    let dlq = dir.path().join("dlq.jsonl");
+    let outcome = outcome_within(
+        &format!(
+            r#"
+            [[pipeline]]
+            name = "bad-trigger"
+            source = {{ type = "file", path = "{input}" }}
+            sink = {{ type = "postgres", url = "{url}", table = "{table}", key_field = "n", create_table = false }}
+            dead_letter = {{ type = "file", path = "{dlq}" }}
+            "#,
+            input = input.display(),
+            dlq = dlq.display()
+        ),
+        Duration::from_secs(120),
+    )
+    .await
+    .expect("the pipeline stops on its own");
+    let error = outcome.expect_err("no record is at fault").to_string();
+    assert!(error.contains("22023"), "{error}");
+    assert_eq!(line_count(&dlq), 0, "nothing is dead-lettered");
+}
+
+/// `key_column = ""` tails a table that has no key column: its records have no key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_source_with_no_key_column_reads_a_table_without_one() {
+    let url = postgres_url();
+    let table = unique("keyless");
+    let client = postgres_client(&url).await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE \"{table}\" (id BIGSERIAL PRIMARY KEY, value JSONB NOT NULL);
+             INSERT INTO \"{table}\" (value) VALUES ('{{\"n\":1}}'), ('{{\"n\":2}}'), ('{{\"n\":3}}');"
+        ))
+        .await
+        .unwrap();
+    let config: weir::connectors::postgres::PostgresSourceConfig = toml::from_str(&format!(
+        "url = \"{url}\"\ntable = \"{table}\"\nconsumer = \"{}\"\nkey_column = \"\"",
+        unique("keyless")
+    ))
+    .unwrap();
+    config.validate().expect("an empty key_column is valid");
+    let mut source = weir::connectors::postgres::PostgresSource::open(&config)
+        .await
+        .unwrap();
+    use weir::connectors::Source;
+    let batch = source
+        .poll_batch(10, Duration::from_millis(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(values(&batch), vec![1, 2, 3]);
+    assert!(
+        batch
+            .iter()
+            .all(|r| r.record.key.is_none() && r.malformed.is_none())
+    );
+}
+
+/// Configured headers are for the url's own origin: a redirect to another port is refused, the
+/// other server never sees the secret header, and the error names both origins and the fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_source_never_follows_a_redirect_to_another_origin() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use weir::connectors::Source;
+    let other_hits = Arc::new(AtomicUsize::new(0));
+    let hits = Arc::clone(&other_hits);
+    let other = crate::support::serve_http(axum::Router::new().fallback(move || {
+        hits.fetch_add(1, Ordering::SeqCst);
+        async { axum::Json(serde_json::json!({"results": [{"n": 1}]})) }
+    }))
+    .await;
+    let target = format!("{other}/api");
+    let redirecting = crate::support::serve_http(
+        axum::Router::new()
+            .route(
+                "/same",
+                axum::routing::get(|| async { axum::response::Redirect::temporary("/data") }),
+            )
+            .route(
+                "/data",
+                axum::routing::get(|| async {
+                    axum::Json(serde_json::json!({"results": [{"n": 7}]}))
+                }),
+            )
+            .route(
+                "/away",
+                axum::routing::get(move || {
+                    let target = target.clone();
+                    async move { axum::response::Redirect::temporary(&target) }
+                }),
+            ),
+    )
+    .await;
+    let source = |path: &str| {
+        let config: weir::connectors::http::HttpSourceConfig = toml::from_str(&format!(
+            "url = \"{redirecting}{path}\"\nsplit_at = \"/results\"\nretries = 0\nheaders = {{ X-Api-Key = \"canary-key-77a1\" }}"
+        ))
+        .unwrap();
+        weir::connectors::http::HttpSource::new(&config).unwrap()
+    };
+    // Within the origin a redirect is followed.
+    let batch = source("/same")
+        .poll_batch(10, Duration::from_millis(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(values(&batch), vec![7]);
+
+    let error = source("/away")
+        .poll_batch(10, Duration::from_millis(10))
+        .await
+        .expect_err("a redirect to another origin fails the poll");
+    assert!(!error.is_transient(), "{error}");
+    let message = error.to_string();
+    assert_eq!(other_hits.load(Ordering::SeqCst), 0, "{message}");
+    assert!(
+        message.contains(&format!("{redirecting}/away"))
+            && message.contains(&other)
+            && message.contains("set `url` to the final address"),
+        "{message}"
+    );
+    assert!(!message.contains("canary-key"), "{message}");
 }

@@ -12,7 +12,7 @@ use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
 use weir::pipeline::PipelineReport;
 use weir::registry::{Deployer, PluginRegistry, PluginSlots};
-use weir::runtime::PluginRuntime;
+use weir::runtime::{ComponentLimits, PluginRuntime};
 
 /// Validates `file` fully, plugins included (compiled, type-checked, `init` run with each
 /// pipeline's config), without touching any source or sink. With `kafka`, the plugins are the
@@ -26,7 +26,8 @@ pub fn validate(
     let slots = PluginSlots::default();
     let deployer = Deployer::new(
         PluginRegistry::new(registry),
-        PluginRuntime::new(None)?,
+        // The engine `weir run` would build for this file (without command-line limits).
+        PluginRuntime::with_limits(None, config.component_limits(ComponentLimits::default()))?,
         slots.clone(),
         &config,
     );

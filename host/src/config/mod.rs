@@ -390,6 +390,16 @@ impl PipelineFile {
         Ok(file)
     }
 
+    /// The per-component limits the engine needs for every pipeline of this file: each the
+    /// largest of `floor` (the defaults, or what the command line asks) and every pipeline's
+    /// `limits.core_instances`, `limits.memories` and `limits.tables`. `weir run` and
+    /// `weir validate` both build their engine with it, so a file that runs also validates.
+    pub fn component_limits(&self, floor: ComponentLimits) -> ComponentLimits {
+        self.pipelines.iter().fold(floor, |limits, pipeline| {
+            limits.max(pipeline.limits.component_limits())
+        })
+    }
+
     /// Fills in defaults that depend on other keys: a file source's `max_line_bytes` and a
     /// postgres source's `max_row_bytes` are their pipeline's `limits.max_record_bytes` unless
     /// set.
@@ -502,6 +512,13 @@ impl PipelineFile {
                 return Err(invalid(
                     at("limits.memory_mib"),
                     "must be between 1 and 1024".into(),
+                ));
+            }
+            // Checked before the source, whose own size limit defaults to it.
+            if pipeline.limits.max_record_bytes == 0 {
+                return Err(invalid(
+                    at("limits.max_record_bytes"),
+                    "must be at least 1: with 0 every record would go to the dead-letter destination".into(),
                 ));
             }
             for (key, millis) in durations(pipeline) {

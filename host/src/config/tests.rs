@@ -566,3 +566,92 @@ fn a_truncated_file_behind_a_resuming_source_is_refused() {
     let error = parse(&dead_letters).unwrap_err().to_string();
     assert!(error.contains("pipeline[0].dead_letter.mode"), "{error}");
 }
+
+#[test]
+fn a_record_limit_of_zero_is_refused_naming_the_key() {
+    let file_source = VALID.replace(
+        "{ type = \"generate\", count = 5 }",
+        "{ type = \"file\", path = \"in.jsonl\" }",
+    );
+    let message = parse(&format!(
+        "{file_source}limits = {{ max_record_bytes = 0 }}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("`pipeline[0].limits.max_record_bytes`") && message.contains("at least 1"),
+        "{message}"
+    );
+    assert!(
+        parse(&format!(
+            "{file_source}limits = {{ max_record_bytes = 1 }}\n"
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
+fn a_postgres_channel_that_could_inject_sql_is_refused_at_validate() {
+    let tail = |channel: &str| {
+        VALID.replace(
+            "{ type = \"generate\", count = 5 }",
+            &format!(
+                "{{ type = \"postgres\", url = \"postgres://weir@127.0.0.1/weir\", table = \"t\", channel = {} }}",
+                toml::Value::from(channel)
+            ),
+        )
+    };
+    assert!(parse(&tail("weir_t")).is_ok());
+    for channel in [r#"x"; DROP TABLE t; --"#, "Weir_T"] {
+        let message = parse(&tail(channel)).unwrap_err().to_string();
+        assert!(
+            message.contains("`pipeline[0].source.channel`"),
+            "{channel}: {message}"
+        );
+    }
+}
+
+#[test]
+fn a_postgres_url_with_a_libpq_sslmode_is_refused_at_validate() {
+    let sink = VALID.replace(
+        "sink = { type = \"stdout\" }",
+        "sink = { type = \"postgres\", url = \"postgres://weir:${CANARY}@127.0.0.1/weir?sslmode=verify-full\", table = \"t\" }",
+    );
+    let message = parse_with_canary(&sink).unwrap_err().to_string();
+    assert!(
+        message.contains("`pipeline[0].sink.url`")
+            && message.contains("sslmode `verify-full`")
+            && message.contains("`tls` table"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2-canary"), "{message}");
+}
+
+#[test]
+fn the_engine_limits_are_the_largest_any_pipeline_asks() {
+    let raised = format!(
+        "{VALID}limits = {{ core_instances = 40, tables = 9 }}\n{}limits = {{ memories = 6 }}\n",
+        VALID.replace("name = \"p1\"", "name = \"p2\"")
+    );
+    let file = parse(&raised).unwrap();
+    assert_eq!(
+        file.component_limits(ComponentLimits::default()),
+        ComponentLimits {
+            core_instances: 40,
+            memories: 6,
+            tables: 9
+        }
+    );
+    let floor = ComponentLimits {
+        core_instances: 64,
+        memories: 1,
+        tables: 1,
+    };
+    assert_eq!(
+        parse(VALID).unwrap().component_limits(floor),
+        ComponentLimits {
+            core_instances: 64,
+            ..ComponentLimits::default()
+        }
+    );
+}

@@ -19,28 +19,48 @@ pub struct GenerateConfig {
     /// How many records to produce before the source ends; unbounded when absent.
     #[serde(default)]
     pub count: Option<u64>,
-    /// Records per second; as fast as downstream takes them when absent.
+    /// Records per second, at least 0.001 (one record every 1000 s); as fast as downstream
+    /// takes them when absent.
     #[serde(default)]
     pub rate: Option<f64>,
     /// The generator's seed: the same seed yields the same records.
     #[serde(default)]
     pub seed: u64,
     /// Users per record: 0 emits one result object per record; N emits a whole API response
-    /// (`{"results": [...]}`) holding N users.
+    /// (`{"results": [...]}`) holding N users, at most 5000 (randomuser.me's own cap).
     #[serde(default)]
     pub results_per_record: usize,
 }
 
+/// The slowest `rate`: one record every 1000 s.
+pub const MIN_RATE: f64 = 0.001;
+/// The most users one record may hold (`results_per_record`), as randomuser.me caps `results`:
+/// a record is built whole in memory.
+pub const MAX_RESULTS_PER_RECORD: usize = 5000;
+
 impl GenerateConfig {
     /// Checks values the type system cannot.
     pub fn validate(&self) -> Result<(), ConfigProblem> {
-        match self.rate {
-            Some(rate) if !(rate > 0.0 && rate.is_finite()) => Err((
+        if let Some(rate) = self.rate
+            && !(rate.is_finite() && rate >= MIN_RATE)
+        {
+            return Err((
                 "rate".into(),
-                format!("must be a positive number of records per second, got {rate}"),
-            )),
-            _ => Ok(()),
+                format!(
+                    "must be a finite number of records per second, at least {MIN_RATE}, not {rate}"
+                ),
+            ));
         }
+        if self.results_per_record > MAX_RESULTS_PER_RECORD {
+            return Err((
+                "results_per_record".into(),
+                format!(
+                    "must be at most {MAX_RESULTS_PER_RECORD} users per record, not {}",
+                    self.results_per_record
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -94,11 +114,17 @@ impl GenerateSource {
         SourceRecord::new(Record::from_value(value.to_string()), position)
     }
 
-    /// When record number `index` is due under the configured rate.
+    /// When record number `index` is due under the configured rate; a time too far off to
+    /// represent (a rate below what validation allows) is a year from now, never a panic.
     fn due(&self, index: u64) -> Option<Instant> {
-        self.config
-            .rate
-            .map(|rate| self.started + Duration::from_secs_f64(index as f64 / rate))
+        let far = Duration::from_secs(365 * 24 * 3600);
+        self.config.rate.map(|rate| {
+            let after = Duration::try_from_secs_f64(index as f64 / rate)
+                .map_or(far, |after| after.min(far));
+            self.started
+                .checked_add(after)
+                .unwrap_or(self.started + far)
+        })
     }
 }
 
@@ -160,6 +186,39 @@ mod tests {
             sizes.push(batch.len());
         }
         assert_eq!(sizes, [4, 4, 2]);
+    }
+
+    #[test]
+    fn rate_and_users_per_record_are_bounded_naming_the_key() {
+        let config = |rate: Option<f64>, results_per_record| GenerateConfig {
+            count: None,
+            rate,
+            seed: 0,
+            results_per_record,
+        };
+        for rate in [1e-20, f64::INFINITY, f64::NAN, -1.0] {
+            assert_eq!(config(Some(rate), 0).validate().unwrap_err().0, "rate");
+        }
+        assert!(
+            config(Some(MIN_RATE), MAX_RESULTS_PER_RECORD)
+                .validate()
+                .is_ok()
+        );
+        let (key, message) = config(None, 100_000_000).validate().unwrap_err();
+        assert_eq!(key, "results_per_record", "{message}");
+    }
+
+    #[test]
+    fn a_rate_too_slow_to_represent_never_panics() {
+        let source = GenerateSource::new(&GenerateConfig {
+            count: None,
+            rate: Some(1e-300),
+            seed: 0,
+            results_per_record: 0,
+        });
+        assert_eq!(source.due(0), Some(source.started));
+        assert!(source.due(1).unwrap() > source.started);
+        assert!(source.due(u64::MAX).unwrap() > source.started);
     }
 
     #[test]

@@ -19,19 +19,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// The waits between the attempts of one operation: doubling up to [`MAX_BACKOFF`], each
 /// shortened by a random part of up to half, so pipelines retrying against the same store do
-/// not hit it in step.
-struct Backoff {
+/// not hit it in step. Also the source stage's, between failed polls and final commits.
+pub(super) struct Backoff {
     next: Duration,
 }
 
 impl Backoff {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Backoff {
             next: INITIAL_BACKOFF,
         }
     }
 
-    fn wait(&mut self) -> Duration {
+    pub(super) fn wait(&mut self) -> Duration {
         let wait = self.next.mul_f64(rand::rng().random_range(0.5..1.0));
         self.next = (self.next * 2).min(MAX_BACKOFF);
         wait

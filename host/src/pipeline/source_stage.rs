@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -12,6 +11,7 @@ use crate::config::PipelineConfig;
 use crate::connectors::{ConnectorError, Source};
 use crate::observe::tap::SOURCE_STAGE;
 use crate::pipeline::batch::{FromSink, ToTransform};
+use crate::pipeline::retry::{Backoff, SHUTDOWN_GRACE};
 use crate::pipeline::stats::PipelineStats;
 use crate::record::{SourcePosition, SourceRecord};
 
@@ -34,6 +34,8 @@ pub(super) async fn run(
     let mut result = Ok(());
     let mut commits = PendingCommits::default();
     let source_tap = stats.taps().point(SOURCE_STAGE);
+    // Between failed polls; a poll that succeeds starts it over.
+    let mut backoff = Backoff::new();
     if let Some(lag) = source.lag_handle() {
         stats.set_lag_handle(lag);
     }
@@ -60,13 +62,20 @@ pub(super) async fn run(
             _ = sink_running.changed() => continue,
         };
         let mut records = match polled {
-            Ok(Some(records)) if records.is_empty() => continue,
-            Ok(Some(records)) => records,
+            Ok(Some(records)) if records.is_empty() => {
+                backoff = Backoff::new();
+                continue;
+            }
+            Ok(Some(records)) => {
+                backoff = Backoff::new();
+                records
+            }
             Ok(None) => break,
             Err(error) if error.is_transient() => {
-                tracing::warn!(pipeline, %error, "Source failed; retrying.");
+                let wait = backoff.wait();
+                tracing::warn!(pipeline, %error, wait_ms = wait.as_millis() as u64, "Source failed; retrying.");
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => {}
                     _ = sink_running.changed() => {}
                 }
@@ -90,22 +99,39 @@ pub(super) async fn run(
     while let Some(positions) = ack_rx.recv().await {
         commits.add(positions);
     }
-    let mut backoff = Duration::from_millis(100);
-    for _ in 0..8 {
-        if commits
-            .try_commit(pipeline, source.as_mut(), true)
-            .await?
-            .is_none()
-        {
-            return result;
+    // The final commit, retried with backoff, is bounded as a whole by the shutdown grace: a
+    // store that stopped answering must not hold up the shutdown. What it could not commit is
+    // read again after a restart (duplicates, never a loss), so that is a warning, not a failure.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    let mut backoff = Backoff::new();
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let committed = tokio::time::timeout_at(
+            deadline,
+            commits.try_commit(pipeline, source.as_mut(), true),
+        )
+        .await;
+        match committed {
+            Ok(Ok(None)) => return result,
+            Ok(Ok(Some(_))) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(_) => break,
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        let wait = backoff.wait();
+        if tokio::time::Instant::now() + wait >= deadline {
+            break;
+        }
+        tokio::time::sleep(wait).await;
     }
-    Err(ConnectorError::transient(
-        "source",
-        "could not commit the final positions; the records after the last committed position will be processed again on restart",
-    ))
+    tracing::warn!(
+        pipeline,
+        attempts,
+        grace_ms = SHUTDOWN_GRACE.as_millis() as u64,
+        positions = %commits.describe(),
+        "Could not commit the final positions within the shutdown grace; the records after the last committed position will be read again after a restart (duplicates, not a loss)."
+    );
+    result
 }
 
 /// Bytes of an oversized record's value kept in its dead letter.
@@ -137,6 +163,18 @@ struct PendingCommits {
 }
 
 impl PendingCommits {
+    /// The positions not committed, as `stream[partition]@offset`, for a message.
+    fn describe(&self) -> String {
+        if self.highest.is_empty() {
+            return "those acknowledged since the last commit".to_owned();
+        }
+        self.highest
+            .iter()
+            .map(|((stream, partition), offset)| format!("{stream}[{partition}]@{offset}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     fn add(&mut self, positions: Vec<SourcePosition>) {
         for position in positions {
             let offset = self
@@ -193,6 +231,7 @@ impl PendingCommits {
 mod tests {
     use std::path::Path;
     use std::sync::Mutex;
+    use std::time::Duration;
 
     use async_trait::async_trait;
     use tokio::sync::{Notify, mpsc};
@@ -253,6 +292,225 @@ mod tests {
         }
 
         fn close(&mut self) {}
+    }
+
+    fn generate_pipeline() -> PipelineConfig {
+        crate::config::PipelineFile::parse(
+            Path::new("t.toml"),
+            r#"
+            [[pipeline]]
+            name = "p"
+            source = { type = "generate" }
+            sink = { type = "blackhole" }
+            dead_letter = { type = "stdout" }
+            "#,
+        )
+        .unwrap()
+        .pipelines
+        .remove(0)
+    }
+
+    /// A transform stage that takes every batch.
+    struct Taking;
+
+    impl ToTransform for Taking {
+        async fn route(&mut self, _records: Vec<SourceRecord>) -> bool {
+            true
+        }
+
+        fn close(&mut self) {}
+    }
+
+    /// What a scripted source's poll answers.
+    enum Poll {
+        Fails,
+        Empty,
+    }
+
+    /// A source that answers its polls as `script` says, then ends. Its commits succeed, or fail for good (`Fails`), or the final one never answers
+    /// (`Hangs`).
+    struct Scripted {
+        script: std::collections::VecDeque<Poll>,
+        final_commit: FinalCommit,
+    }
+
+    #[derive(Clone, Copy)]
+    enum FinalCommit {
+        Succeeds,
+        Fails,
+        Hangs,
+    }
+
+    #[async_trait]
+    impl Source for Scripted {
+        async fn poll_batch(
+            &mut self,
+            _max: usize,
+            _linger: Duration,
+        ) -> Result<Option<Vec<SourceRecord>>, ConnectorError> {
+            match self.script.pop_front() {
+                Some(Poll::Fails) => Err(ConnectorError::transient("s", "down")),
+                Some(Poll::Empty) => Ok(Some(Vec::new())),
+                None => Ok(None),
+            }
+        }
+
+        /// Fails unless the final commit is to succeed, so the positions stay pending.
+        async fn commit(&mut self, _positions: &[SourcePosition]) -> Result<(), ConnectorError> {
+            match self.final_commit {
+                FinalCommit::Succeeds => Ok(()),
+                FinalCommit::Fails | FinalCommit::Hangs => {
+                    Err(ConnectorError::transient("s", "commit refused"))
+                }
+            }
+        }
+
+        async fn commit_final(
+            &mut self,
+            positions: &[SourcePosition],
+        ) -> Result<(), ConnectorError> {
+            match self.final_commit {
+                FinalCommit::Hangs => std::future::pending().await,
+                FinalCommit::Succeeds | FinalCommit::Fails => self.commit(positions).await,
+            }
+        }
+    }
+
+    /// Runs the source stage over `source` with one acknowledged position, until it ends.
+    async fn run_scripted(source: Scripted) -> Result<(), ConnectorError> {
+        let config = generate_pipeline();
+        let stats = PipelineStats::new("p");
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        ack_tx
+            .send(vec![SourcePosition {
+                stream: Arc::from("t"),
+                partition: 0,
+                offset: 7,
+            }])
+            .unwrap();
+        drop(ack_tx);
+        let (_running_tx, running_rx) = watch::channel(());
+        let (_shutdown_tx, shutdown_rx) = watch::channel(false);
+        let from_sink = FromSink {
+            acknowledged: ack_rx,
+            running: running_rx,
+        };
+        run(
+            "p",
+            Box::new(source),
+            &config,
+            &mut Taking,
+            from_sink,
+            &stats,
+            shutdown_rx,
+        )
+        .await
+    }
+
+    /// Everything logged on this thread while the guard lives, as text.
+    fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+        struct Writer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Writer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let into = Arc::clone(&logs);
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || Writer(Arc::clone(&into)))
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(logs: &Mutex<Vec<u8>>) -> String {
+        String::from_utf8_lossy(&logs.lock().unwrap()).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_failing_source_is_retried_with_backoff_that_a_success_starts_over() {
+        use Poll::{Empty, Fails};
+        let (logs, _guard) = capture_logs();
+        let source = Scripted {
+            script: [Fails, Fails, Fails, Empty, Fails].into(),
+            final_commit: FinalCommit::Succeeds,
+        };
+        run_scripted(source).await.unwrap();
+        let logged = text(&logs);
+        let waits: Vec<u64> = logged
+            .lines()
+            .filter(|line| line.contains("Source failed; retrying."))
+            .map(|line| {
+                let at = line.find("wait_ms=").expect("each retry logs its wait") + 8;
+                let digits: String = line[at..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                digits.parse().unwrap()
+            })
+            .collect();
+        // Each wait is a random part, half to all, of 100 ms doubling; the poll that succeeded
+        // started it over.
+        let expected = [(50, 100), (100, 200), (200, 400), (50, 100)];
+        assert_eq!(waits.len(), expected.len(), "{logged}");
+        for (wait, (low, high)) in waits.iter().zip(expected) {
+            assert!((low..high).contains(wait), "{waits:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_final_commit_that_cannot_succeed_ends_within_the_grace_without_failing() {
+        let (logs, _guard) = capture_logs();
+        let ending = |final_commit| {
+            let source = Scripted {
+                script: Default::default(),
+                final_commit,
+            };
+            // Only a guard against a hang: the grace is 5 s.
+            tokio::time::timeout(Duration::from_secs(120), run_scripted(source))
+        };
+        let (failing, hanging) =
+            tokio::join!(ending(FinalCommit::Fails), ending(FinalCommit::Hangs));
+        for ended in [failing, hanging] {
+            ended
+                .expect("the source stage ends despite a final commit that cannot succeed")
+                .expect("a final commit that cannot succeed does not fail the pipeline");
+        }
+        let logged = text(&logs);
+        let warned = logged
+            .lines()
+            .filter(|line| {
+                line.contains("WARN")
+                    && line.contains("Could not commit the final positions")
+                    && line.contains("t[0]@7")
+                    && line.contains("read again")
+            })
+            .count();
+        assert_eq!(warned, 2, "{logged}");
+    }
+
+    #[test]
+    fn positions_not_committed_are_named() {
+        let mut commits = PendingCommits::default();
+        assert!(commits.describe().contains("acknowledged"));
+        commits.add(vec![
+            SourcePosition {
+                stream: Arc::from("orders"),
+                partition: 2,
+                offset: 41,
+            },
+            SourcePosition {
+                stream: Arc::from("orders"),
+                partition: 2,
+                offset: 40,
+            },
+        ]);
+        assert_eq!(commits.describe(), "orders[2]@41");
     }
 
     #[tokio::test]

@@ -30,6 +30,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Longest an idle poll waits before returning, so the pipeline can commit meanwhile.
 const IDLE: Duration = Duration::from_millis(500);
+/// The most redirects one request follows (each within the url's own origin).
+const MAX_REDIRECTS: usize = 5;
 
 /// Options of the `http` source.
 #[derive(Debug, Clone, Deserialize)]
@@ -212,6 +214,7 @@ impl HttpSource {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
             .user_agent(concat!("weir/", env!("CARGO_PKG_VERSION")))
+            .redirect(same_origin_redirects())
             .build()
             .map_err(|e| {
                 ConnectorError::fatal(
@@ -351,6 +354,9 @@ impl HttpSource {
         let mut response = request.send().await.map_err(|e| {
             if e.is_builder() {
                 Failure::Permanent(format!("invalid request: {}", describe(e)))
+            } else if e.is_redirect() {
+                // Refused by `same_origin_redirects`, which says why and what to do.
+                Failure::Permanent(describe(e))
             } else {
                 Failure::Transient(format!("request failed: {}", describe(e)))
             }
@@ -535,6 +541,43 @@ impl HttpSource {
     }
 }
 
+/// The redirects the source follows: within the url's own origin (scheme, host and port), at
+/// most [`MAX_REDIRECTS`] of them. Configured headers and query values are secrets meant for
+/// that origin alone: a redirect elsewhere, or from `https` to `http`, would hand them to another
+/// server or send them in clear text, so it fails the request instead.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let refused = attempt
+            .previous()
+            .first()
+            .and_then(|first| refused_redirect(first, attempt.url(), attempt.previous().len()));
+        match refused {
+            Some(reason) => attempt.error(reason),
+            None => attempt.follow(),
+        }
+    })
+}
+
+/// Why a redirect to `next`, after `requested` requests that began at `first`, is not
+/// followed, or `None` to follow it. Only origins are named: a path or query may hold secrets.
+fn refused_redirect(first: &reqwest::Url, next: &reqwest::Url, requested: usize) -> Option<String> {
+    let origin = |url: &reqwest::Url| url.origin().ascii_serialization();
+    if next.origin() != first.origin() {
+        return Some(format!(
+            "the server redirected to another origin, {}, which is not followed: configured headers and query values go to the url's own origin ({}) only, never to another host or port nor from https to http; set `url` to the final address",
+            origin(next),
+            origin(first)
+        ));
+    }
+    if requested > MAX_REDIRECTS {
+        return Some(format!(
+            "more than {MAX_REDIRECTS} redirects within {}; set `url` to the final address",
+            origin(first)
+        ));
+    }
+    None
+}
+
 /// The journal, or an error if a thread panicked while holding it (its state is then unknown).
 fn lock(journal: &Mutex<Journal>) -> Result<std::sync::MutexGuard<'_, Journal>, JournalError> {
     journal.lock().map_err(|_| JournalError::Poisoned)
@@ -684,6 +727,38 @@ mod tests {
             journal_max_bytes: 1 << 20,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn redirects_are_followed_within_the_origin_only() {
+        let url = |text: &str| reqwest::Url::parse(text).unwrap();
+        let first = url("https://api.example.com/v1/users?key=s3cret");
+        assert_eq!(
+            refused_redirect(&first, &url("https://api.example.com:443/v2/users"), 1),
+            None
+        );
+        for elsewhere in [
+            "http://api.example.com/v1/users",
+            "https://cdn.example.com/v1/users",
+            "https://api.example.com:8443/v1/users",
+        ] {
+            let reason = refused_redirect(&first, &url(elsewhere), 1).unwrap();
+            assert!(
+                reason.contains("set `url` to the final address"),
+                "{reason}"
+            );
+            assert!(
+                reason.contains(&url(elsewhere).origin().ascii_serialization()),
+                "{reason}"
+            );
+            assert!(
+                !reason.contains("s3cret") && !reason.contains("/v1"),
+                "{reason}"
+            );
+        }
+        let same = url("https://api.example.com/again");
+        assert!(refused_redirect(&first, &same, MAX_REDIRECTS).is_none());
+        assert!(refused_redirect(&first, &same, MAX_REDIRECTS + 1).is_some());
     }
 
     fn complete(body: &str) -> Body {

@@ -125,6 +125,49 @@ impl Encryption {
     }
 }
 
+/// The `sslmode` values tokio-postgres takes; libpq's `verify-ca` and `verify-full` are the
+/// connector's `tls` table here.
+const SSL_MODES: [&str; 3] = ["disable", "prefer", "require"];
+
+/// Parses a connector's `url`, or says why it cannot be used and what to write instead: the
+/// parser's own message may quote the string, password included, so it is never shown.
+pub fn parse_url(url: &Secret) -> Result<Config, String> {
+    let text = url.expose();
+    text.parse::<Config>().map_err(|_| {
+        let mut message = format!(
+            "url `{}` is not a PostgreSQL connection string (postgres://user:password@host:port/db or host=... key=value pairs)",
+            url.redacted()
+        );
+        if let Some(mode) = ssl_mode_in(text).filter(|mode| !SSL_MODES.contains(&mode.as_str())) {
+            message.push_str(&format!(
+                "; sslmode `{mode}` is not supported (only disable, prefer and require are): to verify the server's certificate, drop sslmode and add the connector's `tls` table (e.g. tls = {{ ca_file = \"ca.pem\" }}), which always encrypts and checks the certificate and the host name"
+            ));
+        }
+        if ["sslrootcert", "sslcert", "sslkey"]
+            .iter()
+            .any(|key| text.contains(key))
+        {
+            message.push_str(
+                "; sslrootcert, sslcert and sslkey are the connector's `tls` keys ca_file, crt_file and key_file",
+            );
+        }
+        message
+    })
+}
+
+/// The value of `sslmode` in a URL's query or a key/value string, when it looks like one (a
+/// word of letters and `-`, never anything else of the string).
+fn ssl_mode_in(url: &str) -> Option<String> {
+    let at = url.find("sslmode=")? + "sslmode=".len();
+    let value = url[at..].trim_start_matches('\'');
+    let mode: String = value
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(32)
+        .collect();
+    (!mode.is_empty()).then_some(mode)
+}
+
 /// Connects, spawning the connection's driver; each notification wakes `notifications` if given.
 /// Wake-ups coalesce into one (a [`Notify`] permit), so a flood of NOTIFY messages, however long,
 /// holds no memory: the source only needs to know that something was announced.
@@ -135,24 +178,7 @@ pub async fn connect(
     limits: Limits,
     notifications: Option<Arc<Notify>>,
 ) -> Result<Client, ConnectorError> {
-    let mut config: Config = url.expose().parse().map_err(|_| {
-        // The parser's message may quote the string, password included: not shown.
-        let libpq_files = ["sslrootcert", "sslcert", "sslkey"]
-            .iter()
-            .any(|key| url.expose().contains(key));
-        ConnectorError::fatal(
-            connector,
-            format!(
-                "url `{}` is not a PostgreSQL connection string (postgres://user:password@host:port/db or host=... key=value pairs){}",
-                url.redacted(),
-                if libpq_files {
-                    "; sslrootcert, sslcert and sslkey are the connector's `tls` keys ca_file, crt_file and key_file"
-                } else {
-                    ""
-                }
-            ),
-        )
-    })?;
+    let mut config = parse_url(url).map_err(|message| ConnectorError::fatal(connector, message))?;
     config
         .connect_timeout(limits.connect)
         .keepalives(true)
@@ -377,6 +403,37 @@ mod tests {
             failed_connection("postgres://weir:secret@127.0.0.1:1/weir?sslrootcert=/ca.pem").await;
         assert!(message.contains("`tls` keys ca_file"), "{message}");
         assert!(!message.contains("secret"), "{message}");
+    }
+
+    #[test]
+    fn a_libpq_sslmode_names_sslmode_and_points_to_the_tls_table() {
+        for (url, mode) in [
+            (
+                "postgres://weir:secret@127.0.0.1/weir?sslmode=verify-full",
+                "verify-full",
+            ),
+            (
+                "host=127.0.0.1 password=secret sslmode='verify-ca'",
+                "verify-ca",
+            ),
+        ] {
+            let message = parse_url(&Secret::new(url)).unwrap_err();
+            assert!(
+                message.contains(&format!("sslmode `{mode}` is not supported")),
+                "{message}"
+            );
+            assert!(message.contains("`tls` table"), "{message}");
+            assert!(!message.contains("secret"), "{message}");
+        }
+        assert!(
+            parse_url(&Secret::new(
+                "postgres://weir@127.0.0.1/weir?sslmode=require"
+            ))
+            .is_ok()
+        );
+        let other =
+            parse_url(&Secret::new("postgres://weir@127.0.0.1/weir?nonsense=1")).unwrap_err();
+        assert!(!other.contains("sslmode"), "{other}");
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use sha2::Digest;
 
 use super::{ConfigProblem, ConnectorError, Sink, SinkSpec, Source, SourceSpec};
 
@@ -90,9 +91,29 @@ fn is_identifier(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// The NOTIFY channel a landing table announces inserts on.
+/// The longest channel name PostgreSQL accepts (an identifier: `NAMEDATALEN - 1` bytes);
+/// `pg_notify` refuses a longer one (SQLSTATE 22023) and `LISTEN` cuts it short.
+pub(super) const MAX_CHANNEL_BYTES: usize = 63;
+
+/// Hex digits of the digest that ends a channel name too long to use whole.
+const CHANNEL_DIGEST_CHARS: usize = 16;
+
+/// The NOTIFY channel a landing table announces inserts on, and a `postgres` source tailing
+/// it listens on by default: `weir_` and the table's name (`.` as `_`), lowercase. A name
+/// longer than PostgreSQL takes ([`MAX_CHANNEL_BYTES`]) keeps its start and ends with `_` and
+/// the first 16 hex digits of the sha256 of the whole name, so it fits and stays distinct.
 pub fn channel_for(table: &str) -> String {
-    format!("weir_{}", table.replace('.', "_")).to_lowercase()
+    let channel = format!("weir_{}", table.replace('.', "_")).to_lowercase();
+    if channel.len() <= MAX_CHANNEL_BYTES {
+        return channel;
+    }
+    let digest = hex::encode(sha2::Sha256::digest(channel.as_bytes()));
+    let mut keep = MAX_CHANNEL_BYTES - 1 - CHANNEL_DIGEST_CHARS;
+    // Table names are ASCII once validated; a cut never splits a character anyway.
+    while !channel.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}_{}", &channel[..keep], &digest[..CHANNEL_DIGEST_CHARS])
 }
 
 #[cfg(test)]
@@ -109,5 +130,26 @@ mod tests {
         assert_eq!(quoted_table("users; drop"), None);
         assert_eq!(quoted_table("a.b.c"), None);
         assert_eq!(channel_for("raw.Users"), "weir_raw_users");
+    }
+
+    #[test]
+    fn a_channel_always_fits_and_names_that_fit_keep_theirs() {
+        // 58 characters: `weir_` and the name make 63 bytes, which PostgreSQL takes whole.
+        let fits = "t".repeat(58);
+        assert_eq!(channel_for(&fits), format!("weir_{fits}"));
+        for table in [
+            "t".repeat(59),
+            "a".repeat(200),
+            format!("{}.{}", "s".repeat(40), "t".repeat(40)),
+        ] {
+            let channel = channel_for(&table);
+            assert_eq!(channel.len(), MAX_CHANNEL_BYTES, "{channel}");
+            assert!(is_identifier(&channel), "{channel}");
+            assert!(channel.starts_with("weir_"), "{channel}");
+        }
+        // Two long names with the same start get two channels.
+        let (a, b) = ("x".repeat(70) + "a", "x".repeat(70) + "b");
+        assert_ne!(channel_for(&a), channel_for(&b));
+        assert_eq!(channel_for(&a.to_uppercase()), channel_for(&a));
     }
 }

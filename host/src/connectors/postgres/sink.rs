@@ -107,6 +107,14 @@ const MAX_STATEMENT_TIMEOUT_MS: u64 = i32::MAX as u64;
 /// The longest keepalive idle time Linux accepts (`TCP_KEEPIDLE`, 32767 s).
 const MAX_KEEPALIVE_IDLE_MS: u64 = 32_767_000;
 
+/// Checks that a PostgreSQL connector's `url` parses, so `weir validate` catches what
+/// connecting would refuse (an `sslmode` tokio-postgres does not take, a misspelled key).
+pub(super) fn check_url(url: &Secret) -> Result<(), ConfigProblem> {
+    super::client::parse_url(url)
+        .map(drop)
+        .map_err(|message| ("url".into(), message))
+}
+
 /// Checks a PostgreSQL connector's `tls` table: its files exist, parse and fit together.
 pub(super) fn check_tls(tls: Option<&TlsConfig>) -> Result<(), ConfigProblem> {
     tls.map_or(Ok(()), |tls| tls.check("tls"))
@@ -151,6 +159,7 @@ impl PostgresSinkConfig {
                 ),
             ));
         }
+        check_url(&self.url)?;
         check_limits(
             self.connect_timeout_ms,
             self.statement_timeout_ms,
@@ -655,12 +664,16 @@ fn content_digest(record: &Record) -> String {
 /// hold, a string too long for its column), a value too large for an index or nested too deep
 /// (54000, 54001), or a constraint that judges the row (unique, exclusion, check). Connection,
 /// server and table-shape failures (a missing column, a NOT NULL column the sink does not fill,
-/// a foreign key that another row may satisfy later) are not. The server's answer when it is
-/// such a refusal; an error without one (the connection's) never is.
+/// a foreign key that another row may satisfy later) are not, and neither is an invalid
+/// parameter value (22023): a function the statement or a trigger calls was given a bad
+/// argument (`pg_notify` a channel name too long), which every row would meet alike, so
+/// dead-lettering row after row would only empty the pipeline into the dead-letter destination.
+/// The server's answer when it is such a refusal; an error without one (the connection's) never
+/// is.
 fn refused_row(error: &tokio_postgres::Error) -> Option<&DbError> {
     let db = error.as_db_error()?;
     let code = db.code();
-    let refused = code.code().starts_with("22")
+    let refused = (code.code().starts_with("22") && code != &SqlState::INVALID_PARAMETER_VALUE)
         || [
             SqlState::PROGRAM_LIMIT_EXCEEDED,
             SqlState::STATEMENT_TOO_COMPLEX,

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tokio_postgres::Client;
 
 use super::client::{Encryption, Limits, connect};
-use super::{channel_for, is_identifier, quoted_table};
+use super::{MAX_CHANNEL_BYTES, channel_for, is_identifier, quoted_table};
 use crate::connectors::tls::TlsConfig;
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
 use crate::record::{Record, SourcePosition, SourceRecord, headers};
@@ -36,16 +36,20 @@ pub struct PostgresSourceConfig {
     /// The column holding the record value (jsonb or text).
     #[serde(default = "default_value_column")]
     pub value_column: String,
-    /// The column holding the record key, if any.
+    /// The column holding the record key (default `key`); `""` for none: the records then
+    /// have no key.
     #[serde(default = "default_key_column")]
-    pub key_column: Option<String>,
+    pub key_column: String,
     /// Name under which the position is stored; two pipelines with the same consumer share it.
     #[serde(default = "default_consumer")]
     pub consumer: String,
     /// Longest wait between two queries when no NOTIFY arrives, in milliseconds.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
-    /// The NOTIFY channel announcing inserts (the `postgres` sink's: `weir_TABLE`).
+    /// The NOTIFY channel announcing inserts; by default the `postgres` sink's for `table`
+    /// (`weir_TABLE`, lowercase, `.` as `_`; a name past 63 bytes ends in a digest instead).
+    /// Letters, digits and `_`, lowercase, at most 63 bytes: matched exactly, as `pg_notify`
+    /// sends it.
     #[serde(default)]
     pub channel: Option<String>,
     /// Longest wait for a connection (TCP and start-up handshake), in milliseconds.
@@ -82,8 +86,8 @@ fn default_id_column() -> String {
 fn default_value_column() -> String {
     "value".into()
 }
-fn default_key_column() -> Option<String> {
-    Some("key".into())
+fn default_key_column() -> String {
+    "key".into()
 }
 fn default_consumer() -> String {
     "weir".into()
@@ -92,7 +96,36 @@ fn default_poll_interval_ms() -> u64 {
     1000
 }
 
+/// Checks a `channel` the user named: it goes into `LISTEN "..."`, and PostgreSQL matches it
+/// exactly against what `pg_notify` sends.
+fn check_channel(channel: &str) -> Result<(), String> {
+    if !is_identifier(channel) {
+        return Err(format!(
+            "`{}` is not a channel name; use letters, digits and `_`, not starting with a digit",
+            channel.escape_debug()
+        ));
+    }
+    if channel.len() > MAX_CHANNEL_BYTES {
+        return Err(format!(
+            "`{channel}` is {} bytes long; PostgreSQL takes channel names of at most {MAX_CHANNEL_BYTES}",
+            channel.len()
+        ));
+    }
+    if channel.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(format!(
+            "`{channel}` has capital letters, which never match: the `postgres` sink's channels and an unquoted NOTIFY are lowercase; write `{}`",
+            channel.to_lowercase()
+        ));
+    }
+    Ok(())
+}
+
 impl PostgresSourceConfig {
+    /// The key column, or `None` when `key_column = ""` says the records have no key.
+    pub fn key_column(&self) -> Option<&str> {
+        Some(self.key_column.as_str()).filter(|column| !column.is_empty())
+    }
+
     /// Checks values the type system cannot.
     pub fn validate(&self) -> Result<(), ConfigProblem> {
         if quoted_table(&self.table).is_none() {
@@ -102,13 +135,21 @@ impl PostgresSourceConfig {
             ));
         }
         for (key, column) in [
-            ("id_column", Some(&self.id_column)),
-            ("value_column", Some(&self.value_column)),
-            ("key_column", self.key_column.as_ref()),
+            ("id_column", Some(self.id_column.as_str())),
+            ("value_column", Some(self.value_column.as_str())),
+            ("key_column", self.key_column()),
         ] {
             if let Some(column) = column.filter(|c| !is_identifier(c)) {
-                return Err((key.into(), format!("`{column}` is not a column name")));
+                let none = if key == "key_column" {
+                    "; use letters, digits and `_`, or \"\" for records without a key"
+                } else {
+                    "; use letters, digits and `_`"
+                };
+                return Err((key.into(), format!("`{column}` is not a column name{none}")));
             }
+        }
+        if let Some(channel) = &self.channel {
+            check_channel(channel).map_err(|message| ("channel".to_owned(), message))?;
         }
         if self.poll_interval_ms == 0 {
             return Err(("poll_interval_ms".into(), "must be at least 1".into()));
@@ -116,6 +157,7 @@ impl PostgresSourceConfig {
         if self.max_row_bytes == Some(0) {
             return Err(("max_row_bytes".into(), "must be at least 1".into()));
         }
+        super::sink::check_url(&self.url)?;
         super::sink::check_limits(
             self.connect_timeout_ms,
             self.statement_timeout_ms,
@@ -153,7 +195,7 @@ impl PostgresSource {
         let name = format!("postgres source {}", config.table);
         let table = quoted_table(&config.table)
             .ok_or_else(|| ConnectorError::fatal(&name, "invalid table name"))?;
-        let key = match &config.key_column {
+        let key = match config.key_column() {
             Some(column) => format!("\"{column}\"::text"),
             None => "NULL::text".into(),
         };
@@ -362,5 +404,43 @@ impl Source for PostgresSource {
             return Err(error);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(options: &str) -> PostgresSourceConfig {
+        toml::from_str(&format!(
+            "url = \"postgres://weir@127.0.0.1/weir\"\ntable = \"t\"\n{options}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_channel_is_a_lowercase_identifier_that_fits() {
+        assert!(config("channel = \"weir_t\"").validate().is_ok());
+        for channel in [
+            r#"x\"; DROP TABLE t; --"#,
+            "weir_Users",
+            "1st",
+            "",
+            &"c".repeat(64),
+        ] {
+            let text = format!("channel = {}", toml::Value::from(channel));
+            let (key, message) = config(&text).validate().unwrap_err();
+            assert_eq!(key, "channel", "{channel}: {message}");
+        }
+    }
+
+    #[test]
+    fn an_empty_key_column_means_records_without_a_key() {
+        assert_eq!(config("").key_column(), Some("key"));
+        let keyless = config("key_column = \"\"");
+        assert!(keyless.validate().is_ok());
+        assert_eq!(keyless.key_column(), None);
+        let (key, _) = config("key_column = \"k k\"").validate().unwrap_err();
+        assert_eq!(key, "key_column");
     }
 }
