@@ -48,8 +48,8 @@ pub struct PostgresSourceConfig {
     pub poll_interval_ms: u64,
     /// The NOTIFY channel announcing inserts; by default the `postgres` sink's for `table`
     /// (`weir_TABLE`, lowercase, `.` as `_`; a name past 63 bytes ends in a digest instead).
-    /// Letters, digits and `_`, lowercase, at most 63 bytes: matched exactly, as `pg_notify`
-    /// sends it.
+    /// Letters, digits and `_`, at most 63 bytes: matched exactly (capitals too), as
+    /// `pg_notify` sends it.
     #[serde(default)]
     pub channel: Option<String>,
     /// Longest wait for a connection (TCP and start-up handshake), in milliseconds.
@@ -111,12 +111,8 @@ fn check_channel(channel: &str) -> Result<(), String> {
             channel.len()
         ));
     }
-    if channel.chars().any(|c| c.is_ascii_uppercase()) {
-        return Err(format!(
-            "`{channel}` has capital letters, which never match: the `postgres` sink's channels and an unquoted NOTIFY are lowercase; write `{}`",
-            channel.to_lowercase()
-        ));
-    }
+    // Capitals are kept: `LISTEN "..."` quotes the name, so it matches `pg_notify('Name', ..)`
+    // or `NOTIFY "Name"` from a trigger of the user's own (the sink's channels are lowercase).
     Ok(())
 }
 
@@ -419,15 +415,12 @@ mod tests {
     }
 
     #[test]
-    fn a_channel_is_a_lowercase_identifier_that_fits() {
-        assert!(config("channel = \"weir_t\"").validate().is_ok());
-        for channel in [
-            r#"x\"; DROP TABLE t; --"#,
-            "weir_Users",
-            "1st",
-            "",
-            &"c".repeat(64),
-        ] {
+    fn a_channel_is_an_identifier_that_fits() {
+        for channel in ["weir_t", "Users_Changed"] {
+            let text = format!("channel = {}", toml::Value::from(channel));
+            assert!(config(&text).validate().is_ok(), "{channel}");
+        }
+        for channel in [r#"x\"; DROP TABLE t; --"#, "1st", "", &"c".repeat(64)] {
             let text = format!("channel = {}", toml::Value::from(channel));
             let (key, message) = config(&text).validate().unwrap_err();
             assert_eq!(key, "channel", "{channel}: {message}");
