@@ -577,13 +577,24 @@ fn memory_of(pid: u32) -> (u64, u64) {
 /// `Admin API listening.` line names.
 fn scrape_metrics(log_path: &std::path::Path) -> String {
     use std::io::{Read, Write};
-    let log = std::fs::read_to_string(log_path).unwrap();
-    let addr = log
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|line| line["message"] == "Admin API listening.")
-        .and_then(|line| line["addr"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| panic!("no `Admin API listening.` line in:\n{log}"));
+    // The admin server starts after the pipelines, so a short run may have written every record
+    // before the line is logged: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let addr = loop {
+        let log = std::fs::read_to_string(log_path).unwrap();
+        let addr = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| line["message"] == "Admin API listening.")
+            .and_then(|line| line["addr"].as_str().map(str::to_owned));
+        match addr {
+            Some(addr) => break addr,
+            None if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            None => panic!("no `Admin API listening.` line in:\n{log}"),
+        }
+    };
     let mut stream = std::net::TcpStream::connect(&addr).unwrap();
     write!(
         stream,
