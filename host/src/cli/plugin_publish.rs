@@ -217,7 +217,7 @@ pub fn rollback(
         })?,
         None => catalog.previous_head(name).with_context(|| {
             format!(
-                "plugin `{name}` has no earlier head to return to from {} in {registry} (compaction keeps only the last head record); name a version with --to",
+                "plugin `{name}` has no earlier version to return to from {} in {registry}: none was published before it (or each was only a staged candidate, or rolled back from); name a version with --to (`weir plugin list --registry {registry}` shows them)",
                 head.version
             )
         })?,
