@@ -1166,3 +1166,62 @@ async fn a_rollout_published_to_the_registry_stages_promotes_and_aborts_on_every
         member.terminate();
     }
 }
+
+/// `weir plugin publish` validates `init` under the limits it is given, as the fleet's
+/// pipelines would run it: a memory cap below what the component needs refuses it, and the
+/// engine's per-component limits are taken as `weir run` takes them.
+#[test]
+fn publish_validates_under_the_limits_its_flags_give() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let registry = new_registry(&kafka_brokers()).to_string();
+    let file = dir.join(format!("{PLUGIN}.wasm"));
+    std::fs::write(&file, picky()).unwrap();
+    let file = file.to_str().unwrap();
+
+    // Rust components start with more than one MiB of linear memory.
+    let refused = run_weir(
+        dir,
+        &[
+            "plugin",
+            "publish",
+            file,
+            "--registry",
+            &registry,
+            "--memory-mib",
+            "1",
+        ],
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("not published") && said.contains("memory"),
+        "{said}"
+    );
+
+    let accepted = run_weir(
+        dir,
+        &[
+            "plugin",
+            "publish",
+            file,
+            "--registry",
+            &registry,
+            "--memory-mib",
+            "128",
+            "--deadline-ms",
+            "5000",
+            "--max-core-instances",
+            "64",
+            "--max-memories",
+            "8",
+            "--max-tables",
+            "16",
+        ],
+    );
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+}
