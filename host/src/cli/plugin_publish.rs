@@ -50,7 +50,7 @@ pub fn publish(request: &PublishRequest<'_>) -> anyhow::Result<ExitCode> {
         .filter(|name| valid_plugin_name(name))
         .with_context(|| {
             format!(
-                "{}: the file name must be NAME.wasm, NAME lower-case letters, digits, `-` and `_`, starting with a letter",
+                "{}: the file name must be NAME.wasm, NAME letters, digits, `-` and `_` (at most 64), the name pipelines give the plugin",
                 file.display()
             )
         })?

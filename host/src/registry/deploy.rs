@@ -108,7 +108,7 @@ impl Deployer {
     /// nothing changes and the running version keeps running.
     pub fn deploy(&self, name: &str) -> Result<Deployment, RegistryError> {
         self.deploy_with(name, || {
-            let bytes = self.read_component(name, &self.registry.path_of(name))?;
+            let bytes = self.read_component(name, &self.registry.path_of(name), false)?;
             Ok((
                 bytes,
                 Manifest::load(&self.registry.manifest_path_of(name))?,
@@ -168,7 +168,7 @@ impl Deployer {
             return Err(super::rollout::RolloutError::UnknownPlugin(name.to_owned()).into());
         }
         let (wasm, manifest) = super::rollout::candidate_files(&self.registry, name);
-        let bytes = self.read_component(name, &wasm)?;
+        let bytes = self.read_component(name, &wasm, true)?;
         let manifest = Arc::new(Manifest::load(&manifest)?);
         self.stage_bytes(name, &bytes, manifest, rollout)
     }
@@ -222,15 +222,20 @@ impl Deployer {
         Ok(self.slots.abort(name, reason)?)
     }
 
-    /// Reads a component file; a missing one names the registry folder.
-    fn read_component(&self, name: &str, path: &Path) -> Result<Vec<u8>, RegistryError> {
+    /// Reads plugin `name`'s component file (its candidate's with `candidate`); a missing one
+    /// names the registry folder and how to put the file there.
+    fn read_component(
+        &self,
+        name: &str,
+        path: &Path,
+        candidate: bool,
+    ) -> Result<Vec<u8>, RegistryError> {
         read_plugin_file(path, PluginFile::Component).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 RegistryError::NotFound {
-                    name: path
-                        .file_stem()
-                        .map_or_else(|| name.to_owned(), |s| s.to_string_lossy().into_owned()),
+                    name: name.to_owned(),
                     dir: self.registry.dir().display().to_string(),
+                    candidate,
                 }
             } else {
                 RegistryError::Read {

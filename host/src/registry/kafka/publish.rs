@@ -25,13 +25,12 @@ use super::{KAFKA_TIMEOUT, KafkaRegistryError, RegistryAddress};
 use crate::connectors::kafka::batch_producer::{self, BatchProducer, Outgoing};
 use crate::registry::rollout::RolloutPlan;
 
-/// Whether `name` can name a plugin in the registry: lower-case letters, digits, `-` and `_`,
-/// starting with a letter, at most 64 (the rule of `weir plugin new`); keys are built from it.
+/// Whether `name` can name a plugin in the registry: the names a pipeline's `plugin` takes
+/// (ASCII letters, digits, `-` and `_`; [`crate::config::is_plugin_name`]) and `weir plugin
+/// build` writes (at most 64 of them), so every plugin of a folder can move to a fleet. Keys
+/// are built from it: it holds no `/`.
 pub fn valid_plugin_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    name.len() <= 64
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'))
+    name.len() <= 64 && crate::config::is_plugin_name(name)
 }
 
 /// Writes to one registry.
@@ -80,7 +79,7 @@ impl Publisher {
     ) -> Result<PublishedVersion, KafkaRegistryError> {
         if !valid_plugin_name(name) {
             return Err(KafkaRegistryError::Refused(format!(
-                "`{name}` cannot name a plugin in the registry: use lower-case letters, digits, `-` and `_`, starting with a letter (at most 64)"
+                "`{name}` cannot name a plugin in the registry: use letters, digits, `-` and `_` (at most 64)"
             )));
         }
         if bytes.len() > MAX_COMPONENT_BYTES {
@@ -577,10 +576,18 @@ mod tests {
 
     #[test]
     fn plugin_names_that_can_be_keys() {
-        for good in ["user-profile", "a", "pii_mask2"] {
+        // What `weir plugin build` writes and a pipeline's `plugin` takes.
+        for good in [
+            "user-profile",
+            "a",
+            "pii_mask2",
+            "UserProfile",
+            "1a",
+            &"a".repeat(64),
+        ] {
             assert!(valid_plugin_name(good), "{good}");
         }
-        for bad in ["", "User", "1a", "a/b", "a:b", &"a".repeat(65)] {
+        for bad in ["", "a/b", "a:b", "a.candidate", "é", &"a".repeat(65)] {
             assert!(!valid_plugin_name(bad), "{bad}");
         }
     }
