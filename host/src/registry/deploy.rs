@@ -107,7 +107,7 @@ impl Deployer {
     /// Deploys plugin `name` from the folder. CPU-bound: call from a blocking thread. On error
     /// nothing changes and the running version keeps running.
     pub fn deploy(&self, name: &str) -> Result<Deployment, RegistryError> {
-        self.deploy_with(name, || {
+        self.deploy_with(name, None, || {
             let bytes = self.read_component(name, &self.registry.path_of(name), false)?;
             Ok((
                 bytes,
@@ -124,12 +124,28 @@ impl Deployer {
         bytes: &[u8],
         manifest: Manifest,
     ) -> Result<Deployment, RegistryError> {
-        self.deploy_with(name, || Ok((bytes.to_vec(), manifest)))
+        self.deploy_with(name, None, || Ok((bytes.to_vec(), manifest)))
     }
 
+    /// [`Deployer::deploy_bytes`] of a version the fleet's registry rolled `name` back to: when
+    /// it replaces the active version, the change counts as a rollback for `reason` (the
+    /// rollbacks metric, the admin API's `last_rollback`, the status page's history), as a
+    /// rollback made in this process does.
+    pub fn roll_back_bytes(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        manifest: Manifest,
+        reason: &str,
+    ) -> Result<Deployment, RegistryError> {
+        self.deploy_with(name, Some(reason), || Ok((bytes.to_vec(), manifest)))
+    }
+
+    /// Reads, validates and activates `name`; a rollback for `rollback` (its reason) when given.
     fn deploy_with(
         &self,
         name: &str,
+        rollback: Option<&str>,
         read: impl FnOnce() -> Result<(Vec<u8>, Manifest), RegistryError>,
     ) -> Result<Deployment, RegistryError> {
         let started = Instant::now();
@@ -146,7 +162,10 @@ impl Deployer {
             .slots
             .get(name)
             .map(|slot| slot.current().1.plugin.version().to_owned());
-        self.slots.activate(version.clone());
+        match rollback {
+            Some(reason) => self.slots.activate_rollback(version.clone(), reason),
+            None => self.slots.activate(version.clone()),
+        };
         tracing::info!(
             plugin = name,
             version = version.plugin.version(),
