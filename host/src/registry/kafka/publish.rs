@@ -59,10 +59,14 @@ impl Publisher {
     }
 
     /// Creates the registry topic and its fleet companion, compacted, when they are missing.
+    /// The fleet topic only when this client may: a publisher's principal needs no ACL on it
+    /// (the first `weir run --registry` creates it, and listing works without it).
     pub async fn ensure_topics(&self) -> Result<(), KafkaRegistryError> {
-        ensure_compacted(
+        ensure_registry_topics(
+            &BrokerAdmin {
+                address: &self.address,
+            },
             &self.address,
-            &[&self.address.topic, &self.address.fleet_topic()],
         )
         .await
     }
@@ -342,6 +346,21 @@ pub(crate) async fn ensure_compacted(
     ensure_compacted_with(&BrokerAdmin { address }, address, topics).await
 }
 
+/// [`Publisher::ensure_topics`] through `admin`.
+async fn ensure_registry_topics(
+    admin: &impl TopicAdmin,
+    address: &RegistryAddress,
+) -> Result<(), KafkaRegistryError> {
+    ensure_compacted_with(admin, address, &[&address.topic]).await?;
+    match ensure_compacted_with(admin, address, &[&address.fleet_topic()]).await {
+        Err(KafkaRegistryError::TopicNotCreated { topic, .. }) => {
+            tracing::debug!(registry = %address, topic, "The fleet topic is missing or not described to this client, which may not create it; the first `weir run --registry` does.");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// What [`ensure_compacted`] asks of the brokers, so that its decisions can be tested without
 /// a broker that enforces ACLs.
 trait TopicAdmin {
@@ -572,6 +591,30 @@ mod tests {
         ] {
             assert!(error.contains(needed), "{needed}: {error}");
         }
+    }
+
+    #[test]
+    fn a_publisher_needs_no_acl_on_the_fleet_topic() {
+        // The least-privilege ACLs: the publisher describes and writes the registry topic only.
+        let admin = NoCreateAcl::with(&["weir.plugins"]);
+        let address: RegistryAddress = "kafka://b:9092/weir.plugins".parse().unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(ensure_registry_topics(&admin, &address))
+            .unwrap();
+        assert_eq!(
+            *admin.create_requests.lock().unwrap(),
+            [vec!["weir.plugins.fleet".to_owned()]]
+        );
+        // Without the registry topic, it still says what is missing.
+        let admin = NoCreateAcl::with(&[]);
+        let error = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(ensure_registry_topics(&admin, &address))
+            .unwrap_err();
+        assert!(error.to_string().contains("topic weir.plugins "), "{error}");
     }
 
     #[test]
