@@ -386,6 +386,18 @@ enum PluginCommand {
         /// pipeline's own config is checked when a process deploys the version.
         #[arg(long, value_name = "JSON")]
         config: Option<String>,
+        /// Longest `init` may run in the validation, in milliseconds: the `limits.deadline_ms`
+        /// of the pipelines that will run it (default 1000).
+        #[arg(long, value_name = "MS")]
+        deadline_ms: Option<u64>,
+        /// Most memory the instance may use in the validation, in MiB: the `limits.memory_mib`
+        /// of the pipelines that will run it (default 64).
+        #[arg(long, value_name = "MIB")]
+        memory_mib: Option<usize>,
+        /// The fleet's per-component limits, as `weir run` takes them: a component needing
+        /// more than the defaults is refused without them.
+        #[command(flatten)]
+        component_limits: ComponentLimitArgs,
         #[command(flatten)]
         stage: cli::plugin_rollout::StageArgs,
     },
@@ -838,15 +850,27 @@ fn main() -> ExitCode {
             registry_properties,
             label,
             config,
+            deadline_ms,
+            memory_mib,
+            component_limits,
             stage,
         }) => registry_properties.apply(registry).and_then(|registry| {
             let stage = stage.rollout()?;
+            let mut limits = weir::config::LimitsConfig::default();
+            if let Some(deadline_ms) = deadline_ms {
+                limits.deadline_ms = deadline_ms;
+            }
+            if let Some(memory_mib) = memory_mib {
+                limits.memory_mib = memory_mib;
+            }
             cli::plugin_publish::publish(&cli::plugin_publish::PublishRequest {
                 file: &file,
                 manifest: manifest.as_deref(),
                 registry: &registry,
                 label: label.as_deref(),
                 config: config.as_deref(),
+                limits: limits.plugin_limits(),
+                component_limits: component_limits.limits(),
                 stage,
             })
         }),

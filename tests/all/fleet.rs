@@ -1166,3 +1166,213 @@ async fn a_rollout_published_to_the_registry_stages_promotes_and_aborts_on_every
         member.terminate();
     }
 }
+
+/// `/metrics` of `member`, from the address its `Admin API listening.` line names.
+fn scrape_metrics(member: &Member) -> String {
+    use std::io::{Read, Write};
+    let addr = member
+        .logs()
+        .iter()
+        .find(|line| line["message"] == "Admin API listening.")
+        .and_then(|line| line["addr"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no `Admin API listening.` line in:\n{}", member.log_text()));
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+/// The value of the `fault-picky` series of counter `name` in `metrics`.
+fn plugin_counter(metrics: &str, name: &str) -> u64 {
+    let series = format!("{name}{{plugin=\"{PLUGIN}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+}
+
+/// A rollback written to the registry counts, on every process that follows it, as the
+/// rollback it is (the rollbacks counter the `WeirPluginRolledBack` alert watches, and the
+/// status page's history), not as one more swap.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_rollback_counts_as_a_rollback_on_each_process() {
+    let brokers = kafka_brokers();
+    let registry = new_registry(&brokers);
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let topic = unique("fleet-counted-in");
+    create_topic(&brokers, &topic, 1).await;
+    let source = format!(
+        "type = \"kafka\", brokers = \"{brokers}\", topics = [\"{topic}\"], group = \"{}\"",
+        unique("fleet-counted")
+    );
+    let v1 = publish(dir, &registry, &variant(&picky(), "v1", 0), "v1");
+    let member = Member::start(dir, "one", &source, &registry);
+    wait_for("the process on v1", Duration::from_secs(180), || {
+        member.runs(&v1)
+    })
+    .await;
+    let v2 = publish(dir, &registry, &variant(&picky(), "v2", 0), "v2");
+    wait_for("the process on v2", Duration::from_secs(120), || {
+        member.runs(&v2)
+    })
+    .await;
+    let metrics = scrape_metrics(&member);
+    assert_eq!(plugin_counter(&metrics, "weir_plugin_rollbacks_total"), 0);
+    let swaps = plugin_counter(&metrics, "weir_plugin_swaps_total");
+
+    run_weir_ok(
+        dir,
+        &[
+            "plugin",
+            "rollback",
+            PLUGIN,
+            "--registry",
+            &registry.to_string(),
+        ],
+    );
+    wait_for("the process back on v1", Duration::from_secs(120), || {
+        member.runs(&v1)
+    })
+    .await;
+    let metrics = scrape_metrics(&member);
+    assert_eq!(
+        plugin_counter(&metrics, "weir_plugin_rollbacks_total"),
+        1,
+        "{metrics}"
+    );
+    // A rollback is a change of the active version too, as a local one is.
+    assert_eq!(
+        plugin_counter(&metrics, "weir_plugin_swaps_total"),
+        swaps + 1
+    );
+    member.terminate();
+}
+
+/// A process following the registry never touches the plugin folder: promoting the candidate
+/// it staged from the registry leaves a `NAME.candidate.wasm` holding the same component where
+/// it is (a folder promotion would move it over `NAME.wasm`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_promotion_leaves_the_plugin_folder_alone() {
+    let brokers = kafka_brokers();
+    let registry = new_registry(&brokers);
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let topic = unique("fleet-folder-in");
+    create_topic(&brokers, &topic, 1).await;
+    let source = format!(
+        "type = \"kafka\", brokers = \"{brokers}\", topics = [\"{topic}\"], group = \"{}\"",
+        unique("fleet-folder")
+    );
+    let v2_bytes = variant(&picky(), "v2", 0);
+    // The folder `Member` names as WEIR_PLUGINS, holding the very candidate the registry stages.
+    let folder = dir.join("no-plugins");
+    std::fs::create_dir_all(&folder).unwrap();
+    let candidate = folder.join(format!("{PLUGIN}.candidate.wasm"));
+    std::fs::write(&candidate, &v2_bytes).unwrap();
+
+    let v1 = publish(dir, &registry, &variant(&picky(), "v1", 0), "v1");
+    let member = Member::start(dir, "one", &source, &registry);
+    wait_for("the process on v1", Duration::from_secs(180), || {
+        member.runs(&v1)
+    })
+    .await;
+    let v2 = publish_with(dir, &registry, &v2_bytes, "v2", &["--shadow", "1"]);
+    wait_for("the process to stage v2", Duration::from_secs(120), || {
+        member.logged("Plugin candidate staged.", "candidate", &v2)
+    })
+    .await;
+    run_weir_ok(
+        dir,
+        &[
+            "plugin",
+            "promote",
+            PLUGIN,
+            "--registry",
+            &registry.to_string(),
+        ],
+    );
+    wait_for(
+        "the process to promote v2",
+        Duration::from_secs(120),
+        || member.logged("Plugin candidate promoted by the registry.", "version", &v2),
+    )
+    .await;
+    member.terminate();
+    assert!(
+        std::fs::read(&candidate).is_ok_and(|bytes| bytes == v2_bytes),
+        "the candidate file stays where it was, unchanged"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, [format!("{PLUGIN}.candidate.wasm")]);
+}
+
+/// `weir plugin publish` validates `init` under the limits it is given, as the fleet's
+/// pipelines would run it: a memory cap below what the component needs refuses it, and the
+/// engine's per-component limits are taken as `weir run` takes them.
+#[test]
+fn publish_validates_under_the_limits_its_flags_give() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let registry = new_registry(&kafka_brokers()).to_string();
+    let file = dir.join(format!("{PLUGIN}.wasm"));
+    std::fs::write(&file, picky()).unwrap();
+    let file = file.to_str().unwrap();
+
+    // Rust components start with more than one MiB of linear memory.
+    let refused = run_weir(
+        dir,
+        &[
+            "plugin",
+            "publish",
+            file,
+            "--registry",
+            &registry,
+            "--memory-mib",
+            "1",
+        ],
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("not published") && said.contains("memory"),
+        "{said}"
+    );
+
+    let accepted = run_weir(
+        dir,
+        &[
+            "plugin",
+            "publish",
+            file,
+            "--registry",
+            &registry,
+            "--memory-mib",
+            "128",
+            "--deadline-ms",
+            "5000",
+            "--max-core-instances",
+            "64",
+            "--max-memories",
+            "8",
+            "--max-tables",
+            "16",
+        ],
+    );
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+}

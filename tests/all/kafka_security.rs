@@ -253,3 +253,30 @@ fn failed_listing(dir: &Path, registry: &str, properties: &Path) -> String {
     assert!(!listed.status.success(), "the listing succeeded");
     String::from_utf8_lossy(&listed.stderr).into_owned()
 }
+
+/// A bootstrap list whose first broker is down and whose second refuses the password is
+/// refused at once: the down broker's error does not end the probe before the other answers.
+/// librdkafka picks the broker it tries first at random, so the listing runs several times.
+#[test]
+fn a_broker_down_before_one_that_refuses_the_password_is_still_a_refusal() {
+    let kafka = secured();
+    let dir = tempfile::tempdir().unwrap();
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let registry = format!(
+        "kafka://{closed},{}/{}",
+        kafka.brokers,
+        unique("weir-registry")
+    );
+    let wrong = kafka.registry_properties(dir.path(), "not-the-password");
+    for attempt in 0..5 {
+        let stderr = failed_listing(dir.path(), &registry, &wrong);
+        assert!(
+            stderr.contains("refused the credentials") && stderr.contains("--registry-properties"),
+            "attempt {attempt}: {stderr}"
+        );
+        assert!(!stderr.contains("not-the-password"), "{stderr}");
+    }
+}

@@ -607,3 +607,39 @@ async fn a_candidate_whose_manifest_changed_after_staging_is_promoted_but_its_fi
     assert!(leftovers.is_empty(), "{leftovers:?}");
     stop(app).await;
 }
+
+/// Staging from the folder without a `NAME.candidate.wasm` says how to make one: copy the
+/// built component to that name (`weir plugin build` only writes `NAME.wasm`), or stage it on
+/// a fleet through the registry; never to build a plugin named `NAME.candidate`.
+#[test]
+fn staging_without_a_candidate_file_says_how_to_make_one() {
+    use weir::registry::{Deployer, PluginRegistry, PluginSlots, RolloutPlan};
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("plugins");
+    std::fs::create_dir(&registry).unwrap();
+    drop_in(&registry, "mask.wasm", &component("fault-picky"));
+    let (file, _, _) = file_pipeline(dir.path());
+    let deployer = Deployer::new(
+        PluginRegistry::new(&registry),
+        crate::support::test_runtime(),
+        PluginSlots::default(),
+        &file,
+    );
+    deployer.deploy("mask").unwrap();
+    let error = deployer
+        .stage("mask", RolloutPlan::Shadow { every_nth_batch: 1 })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!("{}/mask.candidate.wasm", registry.display())),
+        "{error}"
+    );
+    assert!(
+        !error.contains("weir plugin build PATH/TO/mask.candidate"),
+        "{error}"
+    );
+    assert!(
+        error.contains("--shadow") && error.contains("copy"),
+        "{error}"
+    );
+}

@@ -18,7 +18,7 @@ use weir::registry::kafka::{
 use weir::registry::{
     Manifest, ManifestError, PluginFile, PluginVersion, RolloutPlan, read_plugin_file,
 };
-use weir::runtime::{LoadedPlugin, PluginLimits, PluginRuntime, StepRequest};
+use weir::runtime::{ComponentLimits, LoadedPlugin, PluginLimits, PluginRuntime, StepRequest};
 
 /// What `weir plugin publish` was asked.
 pub struct PublishRequest<'a> {
@@ -32,6 +32,11 @@ pub struct PublishRequest<'a> {
     pub label: Option<&'a str>,
     /// A pipeline's config to validate `init` with, over the manifest's defaults.
     pub config: Option<&'a str>,
+    /// The limits `init` runs under in the validation (`--deadline-ms`, `--memory-mib`).
+    pub limits: PluginLimits,
+    /// The engine's per-component limits (`--max-core-instances`, `--max-memories`,
+    /// `--max-tables`).
+    pub component_limits: ComponentLimits,
     /// Stage it beside the fleet's version (shadow or canary) instead of making it the head.
     pub stage: Option<RolloutPlan>,
 }
@@ -45,7 +50,7 @@ pub fn publish(request: &PublishRequest<'_>) -> anyhow::Result<ExitCode> {
         .filter(|name| valid_plugin_name(name))
         .with_context(|| {
             format!(
-                "{}: the file name must be NAME.wasm, NAME lower-case letters, digits, `-` and `_`, starting with a letter",
+                "{}: the file name must be NAME.wasm, NAME letters, digits, `-` and `_` (at most 64), the name pipelines give the plugin",
                 file.display()
             )
         })?
@@ -81,7 +86,12 @@ pub fn publish(request: &PublishRequest<'_>) -> anyhow::Result<ExitCode> {
             )),
         })
         .transpose()?;
-    validate(&name, &bytes, &manifest, config.as_ref()).with_context(|| {
+    let validation = Validation {
+        config: config.as_ref(),
+        limits: request.limits,
+        component_limits: request.component_limits,
+    };
+    validate(&name, &bytes, &manifest, &validation).with_context(|| {
         format!(
             "{}: not published, the fleet would reject it",
             file.display()
@@ -173,25 +183,36 @@ pub fn abort(name: &str, reason: &str, registry: &RegistryAddress) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-/// What a running process does with a new version: compile, type-check against the contract,
-/// and `init` with the manifest's defaults (under `config` when given), granting what the manifest asks (each pipeline
-/// decides its own grants when it deploys).
+/// What [`validate`] runs `init` with.
+struct Validation<'a> {
+    /// The config over the manifest's defaults (`--config`).
+    config: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    /// The deadline and memory of `init`.
+    limits: PluginLimits,
+    /// The engine's per-component limits.
+    component_limits: ComponentLimits,
+}
+
+/// What a running process does with a new version: compile under the engine's per-component
+/// limits, type-check against the contract, and `init` with the manifest's defaults (under
+/// the config when given) within the deadline and memory given, granting what the manifest
+/// asks (each pipeline decides its own grants when it deploys).
 fn validate(
     name: &str,
     bytes: &[u8],
     manifest: &Manifest,
-    config: Option<&serde_json::Map<String, serde_json::Value>>,
+    validation: &Validation<'_>,
 ) -> anyhow::Result<()> {
-    let runtime = PluginRuntime::new(None)?;
+    let runtime = PluginRuntime::with_limits(None, validation.component_limits)?;
     let plugin = LoadedPlugin::from_bytes(&runtime, name, bytes)?;
     let version = PluginVersion {
         plugin,
         manifest: std::sync::Arc::new(manifest.clone()),
     };
     version.instantiate(StepRequest {
-        config,
+        config: validation.config,
         allow: &manifest.capabilities,
-        limits: PluginLimits::default(),
+        limits: validation.limits,
     })?;
     Ok(())
 }
@@ -217,7 +238,7 @@ pub fn rollback(
         })?,
         None => catalog.previous_head(name).with_context(|| {
             format!(
-                "plugin `{name}` has no earlier head to return to from {} in {registry} (compaction keeps only the last head record); name a version with --to",
+                "plugin `{name}` has no earlier version to return to from {} in {registry}: none was published before it (or each was only a staged candidate, or rolled back from); name a version with --to (`weir plugin list --registry {registry}` shows them)",
                 head.version
             )
         })?,

@@ -107,8 +107,8 @@ impl Deployer {
     /// Deploys plugin `name` from the folder. CPU-bound: call from a blocking thread. On error
     /// nothing changes and the running version keeps running.
     pub fn deploy(&self, name: &str) -> Result<Deployment, RegistryError> {
-        self.deploy_with(name, || {
-            let bytes = self.read_component(name, &self.registry.path_of(name))?;
+        self.deploy_with(name, None, || {
+            let bytes = self.read_component(name, &self.registry.path_of(name), false)?;
             Ok((
                 bytes,
                 Manifest::load(&self.registry.manifest_path_of(name))?,
@@ -124,12 +124,28 @@ impl Deployer {
         bytes: &[u8],
         manifest: Manifest,
     ) -> Result<Deployment, RegistryError> {
-        self.deploy_with(name, || Ok((bytes.to_vec(), manifest)))
+        self.deploy_with(name, None, || Ok((bytes.to_vec(), manifest)))
     }
 
+    /// [`Deployer::deploy_bytes`] of a version the fleet's registry rolled `name` back to: when
+    /// it replaces the active version, the change counts as a rollback for `reason` (the
+    /// rollbacks metric, the admin API's `last_rollback`, the status page's history), as a
+    /// rollback made in this process does.
+    pub fn roll_back_bytes(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        manifest: Manifest,
+        reason: &str,
+    ) -> Result<Deployment, RegistryError> {
+        self.deploy_with(name, Some(reason), || Ok((bytes.to_vec(), manifest)))
+    }
+
+    /// Reads, validates and activates `name`; a rollback for `rollback` (its reason) when given.
     fn deploy_with(
         &self,
         name: &str,
+        rollback: Option<&str>,
         read: impl FnOnce() -> Result<(Vec<u8>, Manifest), RegistryError>,
     ) -> Result<Deployment, RegistryError> {
         let started = Instant::now();
@@ -146,7 +162,10 @@ impl Deployer {
             .slots
             .get(name)
             .map(|slot| slot.current().1.plugin.version().to_owned());
-        self.slots.activate(version.clone());
+        match rollback {
+            Some(reason) => self.slots.activate_rollback(version.clone(), reason),
+            None => self.slots.activate(version.clone()),
+        };
         tracing::info!(
             plugin = name,
             version = version.plugin.version(),
@@ -168,7 +187,7 @@ impl Deployer {
             return Err(super::rollout::RolloutError::UnknownPlugin(name.to_owned()).into());
         }
         let (wasm, manifest) = super::rollout::candidate_files(&self.registry, name);
-        let bytes = self.read_component(name, &wasm)?;
+        let bytes = self.read_component(name, &wasm, true)?;
         let manifest = Arc::new(Manifest::load(&manifest)?);
         self.stage_bytes(name, &bytes, manifest, rollout)
     }
@@ -222,15 +241,20 @@ impl Deployer {
         Ok(self.slots.abort(name, reason)?)
     }
 
-    /// Reads a component file; a missing one names the registry folder.
-    fn read_component(&self, name: &str, path: &Path) -> Result<Vec<u8>, RegistryError> {
+    /// Reads plugin `name`'s component file (its candidate's with `candidate`); a missing one
+    /// names the registry folder and how to put the file there.
+    fn read_component(
+        &self,
+        name: &str,
+        path: &Path,
+        candidate: bool,
+    ) -> Result<Vec<u8>, RegistryError> {
         read_plugin_file(path, PluginFile::Component).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 RegistryError::NotFound {
-                    name: path
-                        .file_stem()
-                        .map_or_else(|| name.to_owned(), |s| s.to_string_lossy().into_owned()),
+                    name: name.to_owned(),
                     dir: self.registry.dir().display().to_string(),
+                    candidate,
                 }
             } else {
                 RegistryError::Read {

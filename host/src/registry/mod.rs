@@ -34,15 +34,15 @@ pub const DEFAULT_DIR: &str = "plugin-registry";
 /// A registry folder could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// No `NAME.wasm` in the folder.
-    #[error(
-        "plugin `{name}` is not in {dir}: expected {dir}/{name}.wasm. Build it with `weir plugin build PATH/TO/{name}` or copy the component there"
-    )]
+    /// No `NAME.wasm` in the folder (or, for a candidate, no `NAME.candidate.wasm`).
+    #[error("{}", not_found(name, dir, *candidate))]
     NotFound {
         /// The plugin's name.
         name: String,
         /// The registry folder.
         dir: String,
+        /// Whether the file missing is the plugin's candidate, `NAME.candidate.wasm`.
+        candidate: bool,
     },
     /// The folder could not be listed.
     #[error("cannot list plugin folder {dir}: {source}")]
@@ -78,6 +78,20 @@ pub enum RegistryError {
         /// Why.
         source: PluginError,
     },
+}
+
+/// What [`RegistryError::NotFound`] says: where the file was expected and how to put it there.
+fn not_found(name: &str, dir: &str, candidate: bool) -> String {
+    if candidate {
+        format!(
+            "plugin `{name}` has no candidate in {dir}: expected {dir}/{name}{mark}.wasm. `weir plugin build` writes {name}.wasm: build the new version into another folder (--plugins DIR) and copy it to {dir}/{name}{mark}.wasm; in a fleet, stage it with `weir plugin publish {name}.wasm --registry ... --shadow N` (or --canary)",
+            mark = rollout::CANDIDATE_MARK
+        )
+    } else {
+        format!(
+            "plugin `{name}` is not in {dir}: expected {dir}/{name}.wasm. Build it with `weir plugin build PATH/TO/{name}` or copy the component there"
+        )
+    }
 }
 
 /// One `.wasm` file in the folder.
@@ -133,6 +147,7 @@ impl PluginRegistry {
             return Err(RegistryError::NotFound {
                 name: name.to_owned(),
                 dir: self.dir.display().to_string(),
+                candidate: false,
             });
         }
         let bytes = read_plugin_file(&path, PluginFile::Component).map_err(|source| {

@@ -191,6 +191,18 @@ impl PluginSlots {
         slot
     }
 
+    /// Makes `version` the active version of its name as a rollback requested elsewhere (the
+    /// fleet's registry returned the plugin to an earlier version): counted and described as a
+    /// rollback, like [`PluginSlots::rollback`], not as a swap. A plugin with no slot yet gets
+    /// one, with nothing rolled back.
+    pub fn activate_rollback(&self, version: PluginVersion, reason: &str) -> Arc<PluginSlot> {
+        let Some(slot) = self.get(version.plugin.name()) else {
+            return self.activate(version);
+        };
+        slot.activate_rollback(version, reason);
+        slot
+    }
+
     /// The slot of plugin `name`.
     pub fn get(&self, name: &str) -> Option<Arc<PluginSlot>> {
         self.slots
@@ -459,10 +471,11 @@ impl PluginSlot {
         self.activate_locked(&mut state, version);
     }
 
-    fn activate_locked(&self, state: &mut SlotState, version: PluginVersion) {
+    /// Whether the active version changed.
+    fn activate_locked(&self, state: &mut SlotState, version: PluginVersion) -> bool {
         let same_component = state.current.version.plugin.sha256() == version.plugin.sha256();
         if same_component && state.current.version.manifest == version.manifest {
-            return;
+            return false;
         }
         let previous = std::mem::replace(&mut state.current, Active::now(version));
         state.history.push_front(previous);
@@ -470,6 +483,23 @@ impl PluginSlot {
         state.swaps += 1;
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         state.probation = Some(Probation::new(generation));
+        true
+    }
+
+    /// Makes `version` active as a rollback decided elsewhere (the fleet's registry): the
+    /// previous version goes to the history as with [`PluginSlot::activate`], and the change
+    /// counts as a rollback, with `reason`, as [`PluginSlot::rollback`] does. Like that one it
+    /// is not put on probation: the version returned to is not judged again.
+    pub fn activate_rollback(&self, version: PluginVersion, reason: &str) {
+        let mut state = self.lock();
+        let from = state.current.version.plugin.version().to_owned();
+        let to = version.plugin.version().to_owned();
+        if !self.activate_locked(&mut state, version) {
+            return;
+        }
+        state.rollbacks += 1;
+        state.probation = None;
+        state.last_rollback = Some(format!("rolled back from {from} to {to}: {reason}"));
     }
 
     /// Returns to the most recent earlier version; the abandoned one is dropped from history.

@@ -6,7 +6,7 @@
 //! refusal stops it with the brokers' reason, anything else (an outage included) is left to
 //! the connector's own retries.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -101,15 +101,50 @@ pub fn check_access(client: &ClientConfig, timeout: Duration) -> Result<(), Acce
         .create_with_context(Probe::default())
         .map_err(AccessError::Client)?;
     let deadline = Instant::now() + timeout;
-    loop {
+    let bootstrap = client
+        .get("bootstrap.servers")
+        .unwrap_or_default()
+        .split(',')
+        .map(broker_address)
+        .filter(|broker| !broker.is_empty())
+        .collect();
+    wait_for_verdict(deadline, &bootstrap, || {
         let answered = probe.client().fetch_metadata(None, PROBE_STEP).is_ok();
         // Serves the error events raised meanwhile to `Probe::error`.
         probe.poll(Duration::ZERO);
-        let seen = probe.context().take();
+        (answered, probe.context().take())
+    })
+    .map_err(AccessError::Refused)
+}
+
+/// `host:port` of a broker as `bootstrap.servers` or librdkafka's broker names spell it
+/// (`sasl_ssl://host:port/bootstrap`), lower-case.
+fn broker_address(name: &str) -> String {
+    let name = name.trim();
+    let name = name.split_once("://").map_or(name, |(_, rest)| rest);
+    let name = name.split_once('/').map_or(name, |(address, _)| address);
+    name.to_ascii_lowercase()
+}
+
+/// Takes `step`s (a metadata request of [`PROBE_STEP`], then what the error events said) until
+/// one is conclusive: a refusal is `Err`; an answer, every broker of `bootstrap` unreachable
+/// at least once (or librdkafka saying all are down), or `deadline` is `Ok`. A broker that
+/// cannot be reached is not conclusive while another may still be tried: that one may refuse
+/// the client.
+fn wait_for_verdict(
+    deadline: Instant,
+    bootstrap: &BTreeSet<String>,
+    mut step: impl FnMut() -> (bool, Seen),
+) -> Result<(), Refusal> {
+    let mut unreachable = BTreeSet::new();
+    loop {
+        let (answered, seen) = step();
         if let Some(refusal) = seen.refusal {
-            return Err(AccessError::Refused(refusal));
+            return Err(refusal);
         }
-        if answered || seen.unreachable || Instant::now() >= deadline {
+        unreachable.extend(seen.unreachable);
+        let all_tried = !bootstrap.is_empty() && bootstrap.is_subset(&unreachable);
+        if answered || seen.all_down || all_tried || Instant::now() >= deadline {
             return Ok(());
         }
     }
@@ -131,9 +166,13 @@ pub enum AccessError {
 struct Seen {
     /// The first refusal.
     refusal: Option<Refusal>,
-    /// Whether any other error came: a broker down, a name that does not resolve, a handshake
-    /// cut short. Its retries are the connector's business; the probe stops waiting.
-    unreachable: bool,
+    /// The brokers (`host:port`) that could not be reached: down, a name that does not
+    /// resolve, a handshake cut short. Once every bootstrap broker is among them, retrying is
+    /// the connector's business and the probe stops waiting; one broker down among several is
+    /// not enough, another may refuse the client.
+    unreachable: BTreeSet<String>,
+    /// Whether librdkafka said every broker is down.
+    all_down: bool,
 }
 
 /// The probe's context: keeps what its error events said.
@@ -158,7 +197,13 @@ impl ClientContext for Probe {
             Some(refused) => {
                 seen.refusal.get_or_insert(refused);
             }
-            None => seen.unreachable = true,
+            None if code == RDKafkaErrorCode::AllBrokersDown => seen.all_down = true,
+            // librdkafka's account starts with the broker's name.
+            None => {
+                if let Some((broker, _)) = reason.split_once(": ") {
+                    seen.unreachable.insert(broker_address(broker));
+                }
+            }
         }
     }
 }
@@ -242,6 +287,57 @@ mod tests {
         let mut client = ClientConfig::new();
         client.set("bootstrap.servers", "127.0.0.1:1");
         assert!(check_access(&client, PROBE_TIMEOUT).is_ok());
+    }
+
+    #[test]
+    fn one_broker_down_does_not_end_the_probe_before_another_refuses() {
+        // Bootstrap "a,b": a is down and its error comes in one step, then b refuses the
+        // password in the next.
+        let probe = Probe::default();
+        probe.error(
+            KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure),
+            "a:9094/bootstrap: Connect to ipv4#127.0.0.1:9094 failed: Connection refused",
+        );
+        let a_down = probe.take();
+        probe.error(
+            KafkaError::Global(RDKafkaErrorCode::Authentication),
+            "b:9094/bootstrap: SASL authentication error: Authentication failed",
+        );
+        let b_refuses = probe.take();
+        let mut steps = vec![(false, a_down), (false, b_refuses)].into_iter();
+        let far = Instant::now() + Duration::from_secs(3600);
+        let bootstrap = ["a:9094", "b:9094"].map(str::to_owned).into();
+        let verdict = wait_for_verdict(far, &bootstrap, || steps.next().unwrap());
+        assert!(
+            matches!(verdict, Err(Refusal::Credentials { .. })),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn every_broker_unreachable_or_an_answer_ends_the_probe() {
+        let bootstrap = ["a:9094", "b:9094"].map(str::to_owned).into();
+        let far = Instant::now() + Duration::from_secs(3600);
+        let probe = Probe::default();
+        let down = |broker: &str| {
+            probe.error(
+                KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure),
+                &format!("sasl_ssl://{broker}/bootstrap: Connect failed: Connection refused"),
+            );
+            probe.take()
+        };
+        let mut steps = vec![(false, down("a:9094")), (false, down("B:9094"))].into_iter();
+        assert!(wait_for_verdict(far, &bootstrap, || steps.next().unwrap()).is_ok());
+        assert!(steps.next().is_none(), "both steps taken");
+        let probe = Probe::default();
+        probe.error(
+            KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "2/2 brokers are down",
+        );
+        let mut steps = vec![(false, probe.take())].into_iter();
+        assert!(wait_for_verdict(far, &bootstrap, || steps.next().unwrap()).is_ok());
+        let mut steps = vec![(true, Seen::default())].into_iter();
+        assert!(wait_for_verdict(far, &bootstrap, || steps.next().unwrap()).is_ok());
     }
 
     #[test]

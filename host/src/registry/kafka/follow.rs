@@ -329,7 +329,9 @@ pub fn deploy_head(
             .slots()
             .get(&head.name)
             .map(|slot| slot.current().1.plugin.version().to_owned());
-        let version = deployer.promote(&head.name)?;
+        // In the slots only: with --registry the plugin folder is neither read nor written, so
+        // a `NAME.candidate.wasm` there is not moved over `NAME.wasm` as a folder promotion does.
+        let version = deployer.slots().promote(&head.name)?;
         tracing::info!(plugin = %head.name, version = %head.version, publisher = %head.publisher, "Plugin candidate promoted by the registry.");
         return Ok(Deployment::Activated { version, previous });
     }
@@ -339,7 +341,17 @@ pub fn deploy_head(
             path: file.clone(),
             source: std::io::Error::other(e.to_string()),
         })
-        .and_then(|(bytes, manifest)| deployer.deploy_bytes(&head.name, &bytes, manifest));
+        .and_then(|(bytes, manifest)| match head.action {
+            HeadAction::Rollback => deployer.roll_back_bytes(
+                &head.name,
+                &bytes,
+                manifest,
+                &format!("requested in the fleet's registry by {}", head.publisher),
+            ),
+            HeadAction::Publish | HeadAction::Promote => {
+                deployer.deploy_bytes(&head.name, &bytes, manifest)
+            }
+        });
     match &deployed {
         Ok(Deployment::Activated { .. }) => {
             if head.action == HeadAction::Rollback {

@@ -182,6 +182,19 @@ pub enum KafkaRegistryError {
         #[source]
         source: Box<crate::registry::RegistryError>,
     },
+    /// A registry topic is missing, or this client may not describe it, and the brokers
+    /// refused to create it: the principal lacks the ACLs.
+    #[error(
+        "registry {registry}: topic {topic} does not exist or this client may not describe it, and the brokers refused to create it ({code}). If it exists, grant this client's principal Describe on topic {topic}; if not, create it beforehand (cleanup.policy=compact, 1 partition) or grant the principal Create on it"
+    )]
+    TopicNotCreated {
+        /// The registry.
+        registry: String,
+        /// The topic.
+        topic: String,
+        /// The brokers' answer to the creation.
+        code: rdkafka::types::RDKafkaErrorCode,
+    },
     /// A plugin or version asked for is not in the registry.
     #[error("registry {registry}: {reason}")]
     Missing {

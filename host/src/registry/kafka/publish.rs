@@ -4,10 +4,12 @@
 //! versions. Everything goes to partition 0, so a reader sees a version's chunks before the
 //! record that names it; the topics are created compacted when missing.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::types::RDKafkaErrorCode;
@@ -19,17 +21,16 @@ use super::chunks::{
     head_key, headers, kinds, rollout_key, version_key,
 };
 use super::heartbeat::host_name;
-use super::{KafkaRegistryError, RegistryAddress};
+use super::{KAFKA_TIMEOUT, KafkaRegistryError, RegistryAddress};
 use crate::connectors::kafka::batch_producer::{self, BatchProducer, Outgoing};
 use crate::registry::rollout::RolloutPlan;
 
-/// Whether `name` can name a plugin in the registry: lower-case letters, digits, `-` and `_`,
-/// starting with a letter, at most 64 (the rule of `weir plugin new`); keys are built from it.
+/// Whether `name` can name a plugin in the registry: the names a pipeline's `plugin` takes
+/// (ASCII letters, digits, `-` and `_`; [`crate::config::is_plugin_name`]) and `weir plugin
+/// build` writes (at most 64 of them), so every plugin of a folder can move to a fleet. Keys
+/// are built from it: it holds no `/`.
 pub fn valid_plugin_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    name.len() <= 64
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'))
+    name.len() <= 64 && crate::config::is_plugin_name(name)
 }
 
 /// Writes to one registry.
@@ -58,10 +59,14 @@ impl Publisher {
     }
 
     /// Creates the registry topic and its fleet companion, compacted, when they are missing.
+    /// The fleet topic only when this client may: a publisher's principal needs no ACL on it
+    /// (the first `weir run --registry` creates it, and listing works without it).
     pub async fn ensure_topics(&self) -> Result<(), KafkaRegistryError> {
-        ensure_compacted(
+        ensure_registry_topics(
+            &BrokerAdmin {
+                address: &self.address,
+            },
             &self.address,
-            &[&self.address.topic, &self.address.fleet_topic()],
         )
         .await
     }
@@ -78,7 +83,7 @@ impl Publisher {
     ) -> Result<PublishedVersion, KafkaRegistryError> {
         if !valid_plugin_name(name) {
             return Err(KafkaRegistryError::Refused(format!(
-                "`{name}` cannot name a plugin in the registry: use lower-case letters, digits, `-` and `_`, starting with a letter (at most 64)"
+                "`{name}` cannot name a plugin in the registry: use letters, digits, `-` and `_` (at most 64)"
             )));
         }
         if bytes.len() > MAX_COMPONENT_BYTES {
@@ -331,37 +336,77 @@ impl Publisher {
 }
 
 /// Creates each of `topics` with `cleanup.policy=compact` (one partition, the brokers' default
-/// replication) unless it exists.
+/// replication) unless it exists. The brokers are asked which exist first and only the missing
+/// ones are created: a principal without the Create permission (the least-privilege ACLs of a
+/// fleet) is refused a CreateTopics request even for a topic that exists.
 pub(crate) async fn ensure_compacted(
     address: &RegistryAddress,
     topics: &[&str],
 ) -> Result<(), KafkaRegistryError> {
-    let admin: AdminClient<DefaultClientContext> = address
-        .client_config()
-        .create()
-        .map_err(|e| KafkaRegistryError::kafka(address, "creating an admin client", e))?;
-    let new: Vec<NewTopic<'_>> = topics
+    ensure_compacted_with(&BrokerAdmin { address }, address, topics).await
+}
+
+/// [`Publisher::ensure_topics`] through `admin`.
+async fn ensure_registry_topics(
+    admin: &impl TopicAdmin,
+    address: &RegistryAddress,
+) -> Result<(), KafkaRegistryError> {
+    ensure_compacted_with(admin, address, &[&address.topic]).await?;
+    match ensure_compacted_with(admin, address, &[&address.fleet_topic()]).await {
+        Err(KafkaRegistryError::TopicNotCreated { topic, .. }) => {
+            tracing::debug!(registry = %address, topic, "The fleet topic is missing or not described to this client, which may not create it; the first `weir run --registry` does.");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// What [`ensure_compacted`] asks of the brokers, so that its decisions can be tested without
+/// a broker that enforces ACLs.
+trait TopicAdmin {
+    /// Which of `topics` the brokers describe to this client: those that exist (a topic this
+    /// client may not describe looks missing).
+    async fn described(&self, topics: &[&str]) -> Result<BTreeSet<String>, KafkaRegistryError>;
+
+    /// Creates `topics` compacted; what the brokers answered for each.
+    async fn create(
+        &self,
+        topics: &[&str],
+    ) -> Result<Vec<(String, Result<(), RDKafkaErrorCode>)>, KafkaRegistryError>;
+}
+
+async fn ensure_compacted_with(
+    admin: &impl TopicAdmin,
+    address: &RegistryAddress,
+    topics: &[&str],
+) -> Result<(), KafkaRegistryError> {
+    let described = admin.described(topics).await?;
+    let missing: Vec<&str> = topics
         .iter()
-        .map(|topic| {
-            NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
-                .set("cleanup.policy", "compact")
-                // Versions are read from the start by every process: compaction may drop
-                // superseded heads, never a chunk (each has its own key).
-                .set("min.compaction.lag.ms", "60000")
-        })
+        .copied()
+        .filter(|topic| !described.contains(*topic))
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin
-        .create_topics(&new, &options)
-        .await
-        .map_err(|e| KafkaRegistryError::kafka(address, "creating the registry topics", e))?;
-    for result in results {
-        match result {
-            Ok(topic) => {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    for (topic, answer) in admin.create(&missing).await? {
+        match answer {
+            Ok(()) => {
                 tracing::info!(registry = %address, topic, "Created the compacted registry topic.")
             }
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
+            // Created meanwhile by another process.
+            Err(RDKafkaErrorCode::TopicAlreadyExists) => {}
+            Err(
+                code @ (RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed),
+            ) => {
+                return Err(KafkaRegistryError::TopicNotCreated {
+                    registry: address.to_string(),
+                    topic,
+                    code,
+                });
+            }
+            Err(code) => {
                 return Err(KafkaRegistryError::kafka(
                     address,
                     format!("creating topic {topic}"),
@@ -371,6 +416,90 @@ pub(crate) async fn ensure_compacted(
         }
     }
     Ok(())
+}
+
+/// [`TopicAdmin`] of the registry's brokers.
+struct BrokerAdmin<'a> {
+    address: &'a RegistryAddress,
+}
+
+impl TopicAdmin for BrokerAdmin<'_> {
+    async fn described(&self, topics: &[&str]) -> Result<BTreeSet<String>, KafkaRegistryError> {
+        let address = self.address.clone();
+        let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+        // A metadata request blocks: off the async runtime.
+        tokio::task::spawn_blocking(move || {
+            // A consumer's metadata request never creates the topic it names (a producer's
+            // would, on brokers with `auto.create.topics.enable`, and not compacted).
+            let consumer: BaseConsumer = address
+                .client_config()
+                .set("allow.auto.create.topics", "false")
+                .create()
+                .map_err(|e| KafkaRegistryError::kafka(&address, "creating a consumer", e))?;
+            let mut described = BTreeSet::new();
+            for topic in topics {
+                let metadata = consumer
+                    .fetch_metadata(Some(&topic), KAFKA_TIMEOUT)
+                    .map_err(|e| {
+                        KafkaRegistryError::kafka(&address, format!("describing topic {topic}"), e)
+                    })?;
+                let exists = metadata.topics().iter().any(|t| {
+                    t.name() == topic
+                        && !matches!(
+                            t.error().map(RDKafkaErrorCode::from),
+                            Some(
+                                RDKafkaErrorCode::UnknownTopicOrPartition
+                                    | RDKafkaErrorCode::TopicAuthorizationFailed
+                            )
+                        )
+                });
+                if exists {
+                    described.insert(topic);
+                }
+            }
+            Ok(described)
+        })
+        .await
+        .map_err(|e| {
+            KafkaRegistryError::Refused(format!(
+                "registry {}: describing its topics stopped: {e}",
+                self.address
+            ))
+        })?
+    }
+
+    async fn create(
+        &self,
+        topics: &[&str],
+    ) -> Result<Vec<(String, Result<(), RDKafkaErrorCode>)>, KafkaRegistryError> {
+        let address = self.address;
+        let admin: AdminClient<DefaultClientContext> = address
+            .client_config()
+            .create()
+            .map_err(|e| KafkaRegistryError::kafka(address, "creating an admin client", e))?;
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|topic| {
+                NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
+                    .set("cleanup.policy", "compact")
+                    // Versions are read from the start by every process: compaction may drop
+                    // superseded heads, never a chunk (each has its own key).
+                    .set("min.compaction.lag.ms", "60000")
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics(&new, &options)
+            .await
+            .map_err(|e| KafkaRegistryError::kafka(address, "creating the registry topics", e))?;
+        Ok(results
+            .into_iter()
+            .map(|result| match result {
+                Ok(topic) => (topic, Ok(())),
+                Err((topic, code)) => (topic, Err(code)),
+            })
+            .collect())
+    }
 }
 
 pub(crate) fn unix_millis() -> u64 {
@@ -383,12 +512,125 @@ pub(crate) fn unix_millis() -> u64 {
 mod tests {
     use super::*;
 
+    /// Brokers that enforce ACLs as Kafka does for a principal without Create: every
+    /// CreateTopics request is refused with TOPIC_AUTHORIZATION_FAILED, even for a topic that
+    /// exists.
+    struct NoCreateAcl {
+        existing: BTreeSet<String>,
+        create_requests: std::sync::Mutex<Vec<Vec<String>>>,
+    }
+
+    impl NoCreateAcl {
+        fn with(existing: &[&str]) -> Self {
+            NoCreateAcl {
+                existing: existing.iter().map(|t| (*t).to_owned()).collect(),
+                create_requests: std::sync::Mutex::default(),
+            }
+        }
+    }
+
+    impl TopicAdmin for NoCreateAcl {
+        async fn described(&self, topics: &[&str]) -> Result<BTreeSet<String>, KafkaRegistryError> {
+            Ok(topics
+                .iter()
+                .filter(|t| self.existing.contains(**t))
+                .map(|t| (*t).to_owned())
+                .collect())
+        }
+
+        async fn create(
+            &self,
+            topics: &[&str],
+        ) -> Result<Vec<(String, Result<(), RDKafkaErrorCode>)>, KafkaRegistryError> {
+            self.create_requests
+                .lock()
+                .unwrap()
+                .push(topics.iter().map(|t| (*t).to_owned()).collect());
+            Ok(topics
+                .iter()
+                .map(|t| {
+                    (
+                        (*t).to_owned(),
+                        Err(RDKafkaErrorCode::TopicAuthorizationFailed),
+                    )
+                })
+                .collect())
+        }
+    }
+
+    fn ensure(admin: &NoCreateAcl, topics: &[&str]) -> Result<(), KafkaRegistryError> {
+        let address: RegistryAddress = "kafka://b:9092/weir.plugins".parse().unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(ensure_compacted_with(admin, &address, topics))
+    }
+
+    #[test]
+    fn existing_topics_are_not_created_again_so_no_create_acl_is_needed() {
+        let admin = NoCreateAcl::with(&["weir.plugins", "weir.plugins.fleet"]);
+        ensure(&admin, &["weir.plugins", "weir.plugins.fleet"]).unwrap();
+        assert!(admin.create_requests.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_missing_topics_are_created_and_a_refusal_names_the_acl() {
+        let admin = NoCreateAcl::with(&["weir.plugins"]);
+        let error = ensure(&admin, &["weir.plugins", "weir.plugins.fleet"])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            *admin.create_requests.lock().unwrap(),
+            [vec!["weir.plugins.fleet".to_owned()]]
+        );
+        for needed in [
+            "topic weir.plugins.fleet",
+            "Describe on topic weir.plugins.fleet",
+            "Create",
+            "cleanup.policy=compact",
+        ] {
+            assert!(error.contains(needed), "{needed}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_publisher_needs_no_acl_on_the_fleet_topic() {
+        // The least-privilege ACLs: the publisher describes and writes the registry topic only.
+        let admin = NoCreateAcl::with(&["weir.plugins"]);
+        let address: RegistryAddress = "kafka://b:9092/weir.plugins".parse().unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(ensure_registry_topics(&admin, &address))
+            .unwrap();
+        assert_eq!(
+            *admin.create_requests.lock().unwrap(),
+            [vec!["weir.plugins.fleet".to_owned()]]
+        );
+        // Without the registry topic, it still says what is missing.
+        let admin = NoCreateAcl::with(&[]);
+        let error = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(ensure_registry_topics(&admin, &address))
+            .unwrap_err();
+        assert!(error.to_string().contains("topic weir.plugins "), "{error}");
+    }
+
     #[test]
     fn plugin_names_that_can_be_keys() {
-        for good in ["user-profile", "a", "pii_mask2"] {
+        // What `weir plugin build` writes and a pipeline's `plugin` takes.
+        for good in [
+            "user-profile",
+            "a",
+            "pii_mask2",
+            "UserProfile",
+            "1a",
+            &"a".repeat(64),
+        ] {
             assert!(valid_plugin_name(good), "{good}");
         }
-        for bad in ["", "User", "1a", "a/b", "a:b", &"a".repeat(65)] {
+        for bad in ["", "a/b", "a:b", "a.candidate", "é", &"a".repeat(65)] {
             assert!(!valid_plugin_name(bad), "{bad}");
         }
     }
