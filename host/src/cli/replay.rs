@@ -78,9 +78,11 @@ How it works:
   PostgreSQL table) that the filters select are turned back into the records that failed (key,
   value, headers, timestamp; the original source coordinates go in weir.origin.* headers) and
   sent through the pipeline's plugins, as they are live in the registry folder now, into the
-  pipeline's sink. A record a plugin failed re-enters the chain at that plugin; one the sink
-  refused goes straight to the sink. Records that fail again go to the dead-letter destination
-  with the new reason, and wait for the next replay.
+  pipeline's sink. A record a plugin failed re-enters the chain at the step that failed it
+  (weir.step: NAME, or NAME#2 for a plugin's second use); one the sink refused goes straight to
+  the sink. An older entry without weir.step, failed by a plugin the chain uses more than once,
+  is not replayed (which use failed it is unknown) and is counted apart. Records that fail
+  again go to the dead-letter destination with the new reason, and wait for the next replay.
 
   Only the entries present when the replay starts are read. Progress is committed only after
   the sink and the dead-letter destination acknowledged, so an interrupted replay resumes and
