@@ -93,21 +93,14 @@ function checkDepth(text) {
   }
 }
 
-/** JSON.parse's reviver for `Record.json`: refuses what the Rust SDK refuses, and what a
- * JavaScript number would read wrongly. A number beyond a double's range (`1e400`) would be
- * Infinity (written as null), an integer beyond 2^53 would be silently rounded (the Rust SDK
- * reads it exactly: a bad record here, with its own message), and a lone surrogate is not
- * Unicode text. */
+/** JSON.parse's reviver for `Record.json`: refuses what the Rust SDK refuses. A number beyond a
+ * double's range (`1e400`) would be Infinity (written as null), and a lone surrogate is not
+ * Unicode text. (Integers beyond 2^53 are found in the text: `checkIntegers`.) */
 function strictValue(key, value, context) {
   if (typeof value === "number") {
-    const text = context && typeof context.source === "string" ? context.source : String(value);
     if (!Number.isFinite(value)) {
+      const text = context && typeof context.source === "string" ? context.source : String(value);
       throw new RangeError(`number out of range: ${text.slice(0, 40)}`);
-    }
-    if (Number.isInteger(value) && !Number.isSafeInteger(value)) {
-      throw new BadRecord(
-        `value holds the integer ${text.slice(0, 40)}, beyond 2^53: a JavaScript number cannot hold it exactly`,
-      );
     }
   } else if (typeof value === "string" && !wellFormed(value)) {
     throw new RangeError(`lone surrogate in the string ${JSON.stringify(value).slice(0, 80)}`);
@@ -116,6 +109,30 @@ function strictValue(key, value, context) {
     throw new RangeError(`lone surrogate in the key ${JSON.stringify(key).slice(0, 80)}`);
   }
   return value;
+}
+
+// An integer beyond 2^53 has at least 16 digits (2^53 - 1 = 9007199254740991): text without 16
+// digits in a row holds none, and is not scanned.
+const SIXTEEN_DIGITS = /\d{16}/;
+const JSON_NUMBER = /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
+
+/** Refuses, in `text` (valid JSON), a number written as an integer (no `.`, `e` or `E`) that a
+ * JavaScript number cannot hold exactly: beyond 2^53 it would be silently rounded, where the
+ * Rust SDK reads it exactly. A number written as a float (`1e20`, `-2.5E+300`) is a double in
+ * every SDK and is read as one. The number's text is what decides; the reviver's
+ * `context.source` holds it in componentize-js's engine but not in every engine (Node 20 has
+ * none), so the text itself is scanned: strings dropped, then every number token. */
+function checkIntegers(text) {
+  if (!SIXTEEN_DIGITS.test(text)) return;
+  const tokens = text.replace(JSON_STRING, " ").match(JSON_NUMBER) || [];
+  for (const token of tokens) {
+    if (token.length < 16 || /[.eE]/.test(token)) continue;
+    if (!Number.isSafeInteger(Number(token))) {
+      throw new BadRecord(
+        `value holds the integer ${token.slice(0, 40)}, beyond 2^53: a JavaScript number cannot hold it exactly`,
+      );
+    }
+  }
 }
 
 /** One record of the stream: `key` (Uint8Array or undefined), `value` (Uint8Array, usually
@@ -132,13 +149,15 @@ export class Record {
 
   /** Parses the value as JSON; a bad record when it is malformed, not UTF-8 (or begins with a
    * byte-order mark), nested deeper than 127, or holds a lone surrogate, a number beyond a
-   * double's range or an integer beyond 2^53 that a JavaScript number would round (a limit of
-   * this SDK: the Rust SDK reads integers up to 64 bits exactly). */
+   * double's range or a number written as an integer beyond 2^53, which a JavaScript number
+   * would round (a limit of this SDK: the Rust SDK reads integers up to 64 bits exactly). */
   json() {
     try {
       const text = decoder.decode(this.value);
       checkDepth(text);
-      return JSON.parse(text, strictValue);
+      const value = JSON.parse(text, strictValue);
+      checkIntegers(text);
+      return value;
     } catch (error) {
       if (error instanceof BadRecord) throw error;
       throw new BadRecord(`value is not valid JSON: ${error.message}`);

@@ -853,6 +853,7 @@ fn a_version_workers_cannot_instantiate_is_not_judged_by_the_running_versions_re
     let output = chain.apply(failing, &positions);
     let by_running = FailedAt::Plugin {
         name: "swap".into(),
+        step: "swap".into(),
         version: running_version.clone(),
     };
     assert_eq!(output.failures.len(), 20);

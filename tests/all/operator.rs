@@ -310,12 +310,41 @@ async fn the_status_page_charts_the_last_minutes_and_marks_swaps() {
         png.len()
     );
     if let Some(keep) = std::env::var_os("WEIR_STATUS_SCREENSHOT") {
-        std::fs::copy(&screenshot, keep).unwrap();
+        let keep = screenshot_destination(Path::new(&keep));
+        std::fs::copy(&screenshot, &keep).unwrap_or_else(|e| {
+            panic!(
+                "cannot copy the screenshot to {} (WEIR_STATUS_SCREENSHOT; a relative path is from the repository root, and its folder must exist): {e}",
+                keep.display()
+            )
+        });
     }
     app.shutdown_handle().send(true).unwrap();
     for (name, result) in app.wait().await {
         result.unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+}
+
+/// Where `WEIR_STATUS_SCREENSHOT` asks for the screenshot: a relative path is from the
+/// repository root (cargo runs the tests in host/, where `docs/status-page.png` has no folder).
+fn screenshot_destination(keep: &Path) -> PathBuf {
+    if keep.is_absolute() {
+        keep.to_owned()
+    } else {
+        repo_root().join(keep)
+    }
+}
+
+#[test]
+fn a_relative_screenshot_path_is_from_the_repository_root() {
+    assert_eq!(
+        screenshot_destination(Path::new("docs/status-page.png")),
+        repo_root().join("docs/status-page.png")
+    );
+    assert!(repo_root().join("docs").is_dir(), "the README's folder");
+    assert_eq!(
+        screenshot_destination(Path::new("/tmp/status.png")),
+        Path::new("/tmp/status.png")
+    );
 }
 
 /// `promtool`: `WEIR_PROMTOOL`, else on the PATH (Debian's `prometheus` package, which

@@ -573,6 +573,45 @@ fn javascript_refuses_integers_it_would_round_where_rust_and_python_read_them_ex
 }
 
 #[test]
+fn javascript_reads_numbers_written_as_floats_as_floats_however_large() {
+    // `json TEXT`: fault-js parses TEXT with the SDK's `json()` and writes it back.
+    let inputs: Vec<Record> = [
+        r#"{"n":1e20}"#,
+        r#"{"n":-2.5E+300}"#,
+        r#"{"n":12345678901234567890.5}"#,
+        r#"{"n":9007199254740991,"s":"9007199254740993"}"#,
+        r#"{"n":9007199254740993}"#,
+        r#"{"a":[1,-12345678901234567890]}"#,
+    ]
+    .iter()
+    .map(|text| Record::from_value(format!("json {text}")))
+    .collect();
+    let got = outcomes(&mut instance("fault-js", "{}"), &inputs);
+    let read = |index: usize| -> Value {
+        let outputs = got[index]
+            .as_ref()
+            .unwrap_or_else(|e| panic!("input {index} failed: {e:?}"));
+        outputs[0].1.clone()
+    };
+    // As serde_json (the Rust SDK) and Python read them: doubles.
+    assert_eq!(read(0)["n"].as_f64(), Some(1e20));
+    assert_eq!(read(1)["n"].as_f64(), Some(-2.5e300));
+    assert_eq!(read(2)["n"].as_f64(), Some(12_345_678_901_234_567_890.5));
+    // A safe integer, and an unsafe one inside a string, pass.
+    assert_eq!(read(3)["n"], 9_007_199_254_740_991_u64);
+    assert_eq!(read(3)["s"], "9007199254740993");
+    // Written as integers beyond 2^53, they are still refused: a double would round them.
+    for (index, integer) in [(4, "9007199254740993"), (5, "-12345678901234567890")] {
+        let (kind, message) = got[index].as_ref().unwrap_err();
+        assert_eq!(*kind, RecordErrorKind::BadRecord);
+        assert!(
+            message.contains(&format!("the integer {integer}, beyond 2^53")),
+            "{message}"
+        );
+    }
+}
+
+#[test]
 fn an_endless_python_loop_and_a_javascript_memory_bomb_are_contained() {
     let limits = |deadline_ms| PluginLimits {
         deadline: Duration::from_millis(deadline_ms),

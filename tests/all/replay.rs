@@ -561,3 +561,130 @@ fn a_misspelt_kind_or_an_empty_time_window_is_refused_naming_what_to_give() {
     );
     assert_eq!(would_replay(&none), (0, 0));
 }
+
+/// The value of a dead-letter file's envelope, as JSON.
+fn envelope_value(entry: &serde_json::Value) -> serde_json::Value {
+    match &entry["value"] {
+        serde_json::Value::String(text) => serde_json::from_str(text).unwrap(),
+        other => other.clone(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_failed_at_a_plugins_second_use_is_replayed_from_that_use() {
+    // The chain uses the buggy fixer twice and pii-mask twice: the first pii-mask hashes `id`
+    // (so hashing it again shows), the second redacts `format` to `legacy`, which the second use
+    // of the fixer refuses. Records whose `format` is `legacy` from the start fail at the first
+    // use; those with `v2` fail at the second, already hashed; those without pass.
+    let dir = tempfile::tempdir().unwrap();
+    let registry = buggy_registry(dir.path());
+    drop_in(&registry, "pii-mask.wasm", &component("pii-mask"));
+    let input = dir.path().join("in.jsonl");
+    let lines: String = (0..30)
+        .map(|n| match n % 3 {
+            0 => format!("{{\"n\":{n},\"id\":\"secret\",\"format\":\"legacy\"}}\n"),
+            1 => format!("{{\"n\":{n},\"id\":\"secret\",\"format\":\"v2\"}}\n"),
+            _ => format!("{{\"n\":{n},\"id\":\"secret\"}}\n"),
+        })
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let dead = dir.path().join("dlq.jsonl");
+    let out = dir.path().join("out.jsonl");
+    let text = format!(
+        r#"
+        [[pipeline]]
+        name = "lines"
+        source = {{ type = "file", path = "{input}" }}
+        transforms = [
+            {{ plugin = "{PLUGIN}" }},
+            {{ plugin = "pii-mask", config = {{ fields = "id" }} }},
+            {{ plugin = "pii-mask", config = {{ fields = "format", mode = "redact", replacement = "legacy" }} }},
+            {{ plugin = "{PLUGIN}" }},
+        ]
+        sink = {{ type = "file", path = "{out}" }}
+        dead_letter = {{ type = "file", path = "{dead}" }}
+        "#,
+        input = input.display(),
+        out = out.display(),
+        dead = dead.display(),
+    );
+    let file = dir.path().join("replay.toml");
+    std::fs::write(&file, &text).unwrap();
+    run_until(&text, &registry, || {
+        out.exists()
+            && read_json_lines(&out).len() == 10
+            && dead.exists()
+            && read_json_lines(&dead).len() == 20
+    })
+    .await;
+    // `id` hashed once, as every record that passed has it.
+    let hashed = read_json_lines(&out)[0]["id"].clone();
+    assert_ne!(hashed, "secret");
+    let steps = |entries: &[serde_json::Value]| {
+        let mut steps: Vec<(u64, String)> = entries
+            .iter()
+            .map(|entry| {
+                (
+                    envelope_value(entry)["n"].as_u64().unwrap(),
+                    entry["headers"]["weir.step"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        steps.sort();
+        steps
+    };
+    let expected: Vec<(u64, String)> = (0..30)
+        .filter(|n| n % 3 != 2)
+        .map(|n| {
+            let step = if n % 3 == 0 {
+                PLUGIN.to_owned()
+            } else {
+                format!("{PLUGIN}#2")
+            };
+            (n, step)
+        })
+        .collect();
+    let entries = read_json_lines(&dead);
+    assert_eq!(steps(&entries), expected, "each dead letter names its step");
+
+    let dry = replay(&file, &registry, &["--dry-run", "--show", "20"]);
+    assert_eq!(would_replay(&dry), (20, 20));
+    let shown: Vec<serde_json::Value> = String::from_utf8_lossy(&dry.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for entry in &shown {
+        let through = if entry["step"] == PLUGIN {
+            serde_json::json!([PLUGIN, "pii-mask", "pii-mask", PLUGIN])
+        } else {
+            serde_json::json!([PLUGIN])
+        };
+        assert_eq!(entry["through"], through, "{entry}");
+    }
+
+    // Still buggy: every record fails again, at the same step as before.
+    let again = replay(&file, &registry, &[]);
+    assert_eq!(summary(&again, "replayed"), 20);
+    assert_eq!(summary(&again, "failed again"), 20);
+    let entries = read_json_lines(&dead);
+    assert_eq!(entries.len(), 40);
+    assert_eq!(steps(&entries[20..]), expected, "the steps are kept");
+    assert!(
+        dir.path()
+            .join(format!("dlq.jsonl.replay-lines-from-{PLUGIN}#2.checkpoint"))
+            .exists(),
+        "the pass from the second use keeps its own progress"
+    );
+
+    // Fixed: each record is written once, `id` hashed once whichever use failed it.
+    fix(&registry);
+    let fixed = replay(&file, &registry, &[]);
+    assert_eq!(summary(&fixed, "replayed"), 20);
+    assert_eq!(summary(&fixed, "failed again"), 0);
+    let written = read_json_lines(&out);
+    assert_eq!(numbers_out(dir.path()), (0..30).collect::<Vec<_>>());
+    for record in &written {
+        assert_eq!(record["id"], hashed, "hashed once: {record}");
+    }
+}

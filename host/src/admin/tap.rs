@@ -97,16 +97,23 @@ impl Sampler {
         }
     }
 
+    /// The count of records skipped since the last such line, as a line.
+    fn skipped_line(&mut self) -> Bytes {
+        let line = json!({ "skipped": self.skipped });
+        self.skipped = 0;
+        to_line(&line)
+    }
+
     /// The next line to send: a record, or the count of records skipped before it. `None`
-    /// once the pipeline is gone.
+    /// once the pipeline is gone, after the count of any records skipped since the last one.
     async fn next_line(&mut self) -> Option<Bytes> {
         loop {
             if self.skipped > 0 && self.window_start.elapsed() >= Duration::from_secs(1) {
-                let line = json!({ "skipped": self.skipped });
-                self.skipped = 0;
-                return Some(to_line(&line));
+                return Some(self.skipped_line());
             }
             match self.subscription.next().await {
+                // The subscription stays closed, so the next call ends the stream.
+                Tapped::Closed if self.skipped > 0 => return Some(self.skipped_line()),
                 Tapped::Closed => return None,
                 Tapped::Skipped(count) => self.skipped += count,
                 Tapped::Record(record) => {
@@ -132,4 +139,33 @@ fn to_line(value: &impl serde::Serialize) -> Bytes {
     });
     line.push(b'\n');
     Bytes::from(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::TapHub;
+    use crate::record::Record;
+
+    #[tokio::test]
+    async fn the_records_skipped_last_are_counted_before_the_stream_ends() {
+        let hub = TapHub::new("p");
+        let point = hub.point(SINK_STAGE);
+        let mut sampler = Sampler::new(point.watch(), 1);
+        // A window that never ends: one record is sent, the rest are skipped however slowly
+        // the test runs.
+        sampler.window_start = Instant::now() + Duration::from_secs(3600);
+        let records: Vec<Record> = (0..3)
+            .map(|n| Record::from_value(format!("{{\"n\":{n}}}")))
+            .collect();
+        point.offer(records.iter().map(|r| (r, None)));
+        hub.close();
+        let mut lines = Vec::new();
+        while let Some(line) = sampler.next_line().await {
+            lines.push(serde_json::from_slice::<serde_json::Value>(&line).unwrap());
+        }
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0]["value"]["n"], 0);
+        assert_eq!(lines[1], json!({ "skipped": 2 }));
+    }
 }

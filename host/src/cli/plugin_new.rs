@@ -6,6 +6,8 @@
 //! builds from any folder), or the checkout named by `--sdk-path`. Python and JavaScript
 //! projects need no SDK in their folder: `weir plugin build` supplies it.
 
+mod python_names;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -184,7 +186,8 @@ const RUST_TAKEN_TYPES: &[&str] = &[
 /// module name: lower-case letters, digits, `-` and `_`, starting with a letter, at most 64.
 /// Anything else (a path, `..`, spaces) is refused, and so is a name whose project would not
 /// build in `language`: its type (`record` -> `Record`) or module (`weir_plugin`) would clash
-/// with a name the template's code uses.
+/// with a name the template's code uses, or its Python module (`json`, `wit_world`) with one
+/// the interpreter finds first.
 pub fn validate_name(name: &str, language: NewLanguage) -> anyhow::Result<()> {
     let valid = name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -200,6 +203,9 @@ pub fn validate_name(name: &str, language: NewLanguage) -> anyhow::Result<()> {
     if name == "weir-plugin" || name == "weir_plugin" {
         bail!("`{name}` is the SDK's name: choose another name for the plugin, e.g. `my-plugin`");
     }
+    if language == NewLanguage::Python {
+        validate_python_module(name)?;
+    }
     let type_name = type_name(name);
     let taken = match language {
         NewLanguage::Rust => RUST_TAKEN_TYPES.contains(&type_name.as_str()),
@@ -213,6 +219,29 @@ pub fn validate_name(name: &str, language: NewLanguage) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Refuses a Python plugin whose module (the name with `-` as `_`) the interpreter would find
+/// elsewhere first: a standard-library module (`json`), or one of componentize-py's bindings
+/// (`wit_world`). The build would import that module instead of the plugin's and fail, e.g.
+/// with `module 'json' has no attribute 'WitWorld'`.
+fn validate_python_module(name: &str) -> anyhow::Result<()> {
+    let module = name.replace('-', "_");
+    let reason = if python_names::STDLIB.contains(&module.as_str()) {
+        "a module of Python's standard library"
+    } else if python_names::BINDINGS.contains(&module.as_str()) {
+        "a module of the bindings componentize-py generates"
+    } else {
+        return Ok(());
+    };
+    let shown = if module == name {
+        format!("`{name}`")
+    } else {
+        format!("`{name}` (module `{module}`)")
+    };
+    bail!(
+        "{shown} cannot name a Python plugin: `{module}` is {reason}, which Python would import instead of the plugin's module, so the project would not build; choose another name, e.g. `{name}-plugin`"
+    );
 }
 
 /// `mask-emails` -> `MaskEmails`, the plugin's type or class name.
@@ -360,6 +389,61 @@ mod tests {
             validate_name(name, NewLanguage::Rust).unwrap();
         }
         validate_name("my-plugin", NewLanguage::Js).unwrap();
+    }
+
+    /// componentize-py imports the plugin's module by name, and finds a standard-library module
+    /// or one of its own bindings first.
+    #[test]
+    fn python_names_of_standard_or_binding_modules_are_refused() {
+        for (name, module, reason) in [
+            ("json", "json", "standard library"),
+            ("re", "re", "standard library"),
+            ("math", "math", "standard library"),
+            ("typing", "typing", "standard library"),
+            ("email", "email", "standard library"),
+            ("annotationlib", "annotationlib", "standard library"),
+            ("py-compile", "py_compile", "standard library"),
+            (
+                "wit-world",
+                "wit_world",
+                "bindings componentize-py generates",
+            ),
+            ("componentize_py_types", "componentize_py_types", "bindings"),
+            (
+                "componentize-py-runtime",
+                "componentize_py_runtime",
+                "bindings",
+            ),
+        ] {
+            let error = validate_name(name, NewLanguage::Python)
+                .err()
+                .unwrap_or_else(|| panic!("{name:?} was accepted"))
+                .to_string();
+            assert!(
+                error.contains(&format!("`{module}` is")) && error.contains(reason),
+                "{error}"
+            );
+            assert!(error.contains(&format!("e.g. `{name}-plugin`")), "{error}");
+            // The name suggested is accepted.
+            validate_name(&format!("{name}-plugin"), NewLanguage::Python).unwrap();
+            // Other languages import no module of that name.
+            validate_name(name, NewLanguage::Js).unwrap();
+        }
+        // The list is CPython's, whole: a few it must hold.
+        for module in [
+            "__future__",
+            "asyncio",
+            "os",
+            "sys",
+            "tomllib",
+            "zoneinfo",
+            "cgi",
+        ] {
+            assert!(python_names::STDLIB.contains(&module), "{module}");
+        }
+        for name in ["json-tools", "my-plugin", "mask-emails", "reformat"] {
+            validate_name(name, NewLanguage::Python).unwrap();
+        }
     }
 
     #[test]

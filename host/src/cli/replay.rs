@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use weir::config::{PipelineConfig, PipelineFile};
-use weir::connectors::replay::{self, Cursor, DeadLetterSource, Entry, Filter, ReplayCounters};
+use weir::connectors::replay::{
+    self, Cursor, DeadLetterSource, Entry, Filter, ReplayCounters, Step,
+};
 use weir::pipeline::{self, Connectors, PipelineStats};
 use weir::record::{RecordErrorKind, headers};
 use weir::registry::{Deployer, PluginRegistry, PluginSlots};
@@ -76,9 +78,11 @@ How it works:
   PostgreSQL table) that the filters select are turned back into the records that failed (key,
   value, headers, timestamp; the original source coordinates go in weir.origin.* headers) and
   sent through the pipeline's plugins, as they are live in the registry folder now, into the
-  pipeline's sink. A record a plugin failed re-enters the chain at that plugin; one the sink
-  refused goes straight to the sink. Records that fail again go to the dead-letter destination
-  with the new reason, and wait for the next replay.
+  pipeline's sink. A record a plugin failed re-enters the chain at the step that failed it
+  (weir.step: NAME, or NAME#2 for a plugin's second use); one the sink refused goes straight to
+  the sink. An older entry without weir.step, failed by a plugin the chain uses more than once,
+  is not replayed (which use failed it is unknown) and is counted apart. Records that fail
+  again go to the dead-letter destination with the new reason, and wait for the next replay.
 
   Only the entries present when the replay starts are read. Progress is committed only after
   the sink and the dead-letter destination acknowledged, so an interrupted replay resumes and
@@ -124,6 +128,9 @@ fn parse_kind(text: &str) -> Result<String, String> {
         names.join(", ")
     ))
 }
+
+/// What the summary says of dead letters whose step in the chain is unknown.
+const UNKNOWN_STEP: &str = "failed by a plugin the chain uses more than once, without the weir.step header that says which use: not replayed (the warnings name each one); the records are in the source at the coordinates in their headers";
 
 /// The exit code of a replay stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
 const INTERRUPTED: u8 = 130;
@@ -176,16 +183,17 @@ fn pick(file: &Path, config: PipelineFile, wanted: Option<&str>) -> anyhow::Resu
 }
 
 /// The passes of a replay of `config`: one per chain step a dead letter can re-enter at (the
-/// last one, past every plugin, is the sink). Each keeps its own progress; the first keeps the
-/// default name.
+/// last one, past every plugin, is the sink). Each keeps its own progress, named by the step's
+/// label (`-from-filter#2` for a plugin's second use); the first keeps the default name.
 fn passes(config: &PipelineConfig, args: &ReplayArgs) -> Vec<Pass> {
     let steps = config.transforms.len();
+    let labels = pipeline::step_labels(config.transforms.iter().map(|t| t.plugin.as_str()));
     (0..=steps)
         .map(|step| {
             let suffix = match step {
                 0 => String::new(),
                 s if s == steps => "-sink".to_owned(),
-                s => format!("-from-{}", config.transforms[s].plugin),
+                s => format!("-from-{}", labels[s]),
             };
             let mut cursor = Cursor::default_for(&config.name, &config.dead_letter, &suffix);
             if let Some(group) = &args.group {
@@ -220,7 +228,17 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         since: args.since,
         until: args.until,
         step: None,
-        chain: config.transforms.iter().map(|t| t.plugin.clone()).collect(),
+        chain: config
+            .transforms
+            .iter()
+            .zip(pipeline::step_labels(
+                config.transforms.iter().map(|t| t.plugin.as_str()),
+            ))
+            .map(|(transform, label)| Step {
+                plugin: transform.plugin.clone(),
+                label,
+            })
+            .collect(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -295,6 +313,7 @@ async fn dry_run(
     let mut selected = 0u64;
     let mut scanned = 0u64;
     let mut excerpts = 0u64;
+    let mut unknown_step = 0u64;
     let mut by_reason: BTreeMap<(String, String, String), u64> = BTreeMap::new();
     for pass in passes {
         let mut reader = replay::open(&config.dead_letter, &pass.cursor, true).await?;
@@ -312,6 +331,16 @@ async fn dry_run(
                     excerpts += 1;
                     continue;
                 }
+                if let Err(reason) = pass_filter.step_of(entry) {
+                    unknown_step += 1;
+                    if unknown_step <= show as u64 {
+                        eprintln!(
+                            "dead letter at {}/{}@{} cannot be replayed: {reason}",
+                            entry.position.stream, entry.position.partition, entry.position.offset
+                        );
+                    }
+                    continue;
+                }
                 if selected < show as u64 {
                     println!("{}", describe(entry, &pass.config));
                 }
@@ -320,7 +349,12 @@ async fn dry_run(
                 *by_reason
                     .entry((
                         text(headers::ERROR_KIND),
-                        text(headers::PLUGIN),
+                        // The step tells apart the uses of a plugin the chain repeats.
+                        entry
+                            .header(headers::STEP)
+                            .or(entry.header(headers::PLUGIN))
+                            .unwrap_or("-")
+                            .to_owned(),
                         text(headers::PLUGIN_VERSION),
                     ))
                     .or_default() += 1;
@@ -340,6 +374,9 @@ async fn dry_run(
             "  {excerpts:>8}  keep only an excerpt of their record and cannot be replayed; the records are in the source at the coordinates in their headers"
         );
     }
+    if unknown_step > 0 {
+        println!("  {unknown_step:>8}  {UNKNOWN_STEP}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -356,6 +393,7 @@ fn describe(entry: &Entry, pass: &PipelineConfig) -> serde_json::Value {
         "kind": entry.header(headers::ERROR_KIND),
         "error": entry.header(headers::ERROR),
         "plugin": entry.header(headers::PLUGIN),
+        "step": entry.header(headers::STEP),
         "version": entry.header(headers::PLUGIN_VERSION),
         "key": entry.record.key.as_deref().map(text),
         "value": text(&entry.record.value),
@@ -387,7 +425,7 @@ async fn run(
         });
     }
     let started = Instant::now();
-    let mut totals = (0u64, 0u64, 0u64, 0u64);
+    let mut totals = (0u64, 0u64, 0u64, 0u64, 0u64);
     // Every pass's reader opens before any runs, so each sees the store as it was at the start:
     // what fails again during the replay waits for the next one.
     let mut opened = Vec::with_capacity(passes.len());
@@ -407,9 +445,18 @@ async fn run(
         }
         let chain = {
             let (pass_config, slots) = (pass.config.clone(), slots.clone());
-            tokio::task::spawn_blocking(move || pipeline::build_chain(&pass_config, &slots))
-                .await
-                .context("building the plugin chain")??
+            // Labelled as the steps of the whole chain, so a record that fails again at
+            // `filter#2` is dead-lettered as failed there.
+            let before: Vec<String> = config.transforms[..pass.step]
+                .iter()
+                .map(|t| t.plugin.clone())
+                .collect();
+            tokio::task::spawn_blocking(move || {
+                let before: Vec<&str> = before.iter().map(String::as_str).collect();
+                pipeline::build_chain(&pass_config, &slots).map(|chain| chain.after(&before))
+            })
+            .await
+            .context("building the plugin chain")??
         };
         let counters = Arc::new(ReplayCounters::default());
         let source = DeadLetterSource::new(
@@ -475,6 +522,7 @@ async fn run(
         let _ = progress.await;
         let report = result?;
         let excerpts = counters.excerpts.load(Ordering::Relaxed);
+        let unknown_step = counters.unknown_step.load(Ordering::Relaxed);
         tracing::info!(
             pipeline = %config.name,
             scanned = counters.scanned.load(Ordering::Relaxed),
@@ -482,20 +530,25 @@ async fn run(
             written = report.records_out,
             failed_again = report.dead_lettered,
             excerpts,
+            unknown_step,
             "Replay pass finished."
         );
         totals.0 += report.records_in;
         totals.1 += report.records_out;
         totals.2 += report.dead_lettered;
         totals.3 += excerpts;
+        totals.4 += unknown_step;
     }
-    let (replayed, written, failed, excerpts) = totals;
+    let (replayed, written, failed, excerpts, unknown_step) = totals;
     eprintln!("replay of pipeline {}", config.name);
     eprintln!("  replayed         {replayed:>12}");
     eprintln!("  written to sink  {written:>12}");
     eprintln!("  failed again     {failed:>12}  (back in the dead-letter destination)");
     if excerpts > 0 {
         eprintln!("  excerpts skipped {excerpts:>12}  (the records are in the source)");
+    }
+    if unknown_step > 0 {
+        eprintln!("  step unknown     {unknown_step:>12}  ({UNKNOWN_STEP})");
     }
     eprintln!(
         "  took             {:>12.2}s",

@@ -43,7 +43,7 @@ impl DeadLetterSummary {
         let (stage, plugin) = match &failure.at {
             FailedAt::Source => ("source", None),
             FailedAt::Sink => ("sink", None),
-            FailedAt::Plugin { name, version } => ("plugin", Some(format!("{name}@{version}"))),
+            FailedAt::Plugin { name, version, .. } => ("plugin", Some(format!("{name}@{version}"))),
         };
         let value = &failure.record.value;
         let mut excerpt =
@@ -116,6 +116,7 @@ mod tests {
             },
             at: FailedAt::Plugin {
                 name: "user-profile".into(),
+                step: "user-profile".into(),
                 version: "abc".into(),
             },
         }

@@ -19,6 +19,7 @@ pub const SINK_STAGE: &str = "sink";
 pub const DEAD_LETTER_STAGE: &str = "dead_letter";
 
 /// Records a stage offers watchers per batch; a watcher wants samples, not the whole stream.
+/// The rest of a larger batch is left out, and the watchers told how many.
 const SAMPLES_PER_BATCH: usize = 64;
 /// Tapped records buffered per stage; a watcher that falls further behind skips records.
 const BUFFERED: usize = 1024;
@@ -151,7 +152,8 @@ pub struct TapPoint {
     buffered_bytes: Arc<AtomicUsize>,
     /// Most bytes buffered at once.
     max_bytes: usize,
-    /// Samples left out because the buffer was full in bytes, since the stage was created.
+    /// Records left out while watched, since the stage was created: those past
+    /// [`SAMPLES_PER_BATCH`] in a batch, and samples that did not fit the buffer's bytes.
     left_out: AtomicU64,
     /// True once the pipeline ended: its watchers take what is buffered, then hear `Closed`.
     /// The point itself lives on in the pipeline's stats, so its sender never closes.
@@ -199,7 +201,7 @@ impl TapPoint {
     }
 
     /// Offers a batch's records, each with its source position where known, to the watchers, if
-    /// any: at most [`SAMPLES_PER_BATCH`] of them.
+    /// any: at most [`SAMPLES_PER_BATCH`] of them; the rest are counted as left out.
     pub fn offer<'a>(
         &self,
         records: impl IntoIterator<Item = (&'a Record, Option<&'a SourcePosition>)>,
@@ -207,7 +209,8 @@ impl TapPoint {
         if !self.is_watched() {
             return;
         }
-        for (record, position) in records.into_iter().take(SAMPLES_PER_BATCH) {
+        let mut records = records.into_iter();
+        for (record, position) in records.by_ref().take(SAMPLES_PER_BATCH) {
             // The stored text is at least the record's bytes: a record that cannot fit is left
             // out before any copy is made.
             let at_least = RECORD_OVERHEAD
@@ -238,6 +241,10 @@ impl TapPoint {
             };
             // No receiver left between the check and now: the record is dropped, and uncharged.
             let _ = self.sender.send(Arc::new(buffered));
+        }
+        let beyond = records.count() as u64;
+        if beyond > 0 {
+            self.left_out.fetch_add(beyond, Ordering::Relaxed);
         }
     }
 
@@ -277,13 +284,21 @@ pub enum Tapped {
 }
 
 impl TapSubscription {
-    /// Waits for the next record.
-    pub async fn next(&mut self) -> Tapped {
+    /// The records the stage left out since this watcher last heard, if any.
+    fn newly_left_out(&mut self) -> Option<Tapped> {
         let left_out = self.point.left_out.load(Ordering::Relaxed);
         if left_out > self.left_out_seen {
             let skipped = left_out - self.left_out_seen;
             self.left_out_seen = left_out;
-            return Tapped::Skipped(skipped);
+            return Some(Tapped::Skipped(skipped));
+        }
+        None
+    }
+
+    /// Waits for the next record.
+    pub async fn next(&mut self) -> Tapped {
+        if let Some(skipped) = self.newly_left_out() {
+            return skipped;
         }
         let received = tokio::select! {
             // Records offered before the pipeline ended still come first.
@@ -304,7 +319,10 @@ impl TapSubscription {
         match received {
             Ok(buffered) => Tapped::Record(Arc::clone(&buffered.record)),
             Err(broadcast::error::RecvError::Lagged(skipped)) => Tapped::Skipped(skipped),
-            Err(broadcast::error::RecvError::Closed) => Tapped::Closed,
+            // What the last batches left out is told before the end.
+            Err(broadcast::error::RecvError::Closed) => {
+                self.newly_left_out().unwrap_or(Tapped::Closed)
+            }
         }
     }
 }
@@ -433,6 +451,55 @@ mod tests {
         assert_eq!(seen, SAMPLES_PER_BATCH);
         drop(watch);
         assert_eq!(point.watchers.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn records_past_a_batchs_samples_are_counted_as_left_out() {
+        let hub = TapHub::new("p");
+        let point = hub.point(SINK_STAGE);
+        let mut watch = point.watch();
+        // A batch of the default batch.size.
+        let batch = records(256);
+        point.offer(batch.iter().map(|r| (r, None)));
+        assert_eq!(point.left_out.load(Ordering::Relaxed), 256 - 64);
+        let Tapped::Skipped(left_out) = watch.next().await else {
+            panic!("expected the count of records left out");
+        };
+        assert_eq!(left_out, 192);
+        for expected in 0..SAMPLES_PER_BATCH {
+            let Tapped::Record(record) = watch.next().await else {
+                panic!("expected a record");
+            };
+            let value: serde_json::Value = serde_json::from_str(record.value.get()).unwrap();
+            assert_eq!(value["n"], expected);
+        }
+        // A batch within the samples leaves nothing out.
+        point.offer(batch[..SAMPLES_PER_BATCH].iter().map(|r| (r, None)));
+        assert_eq!(point.left_out.load(Ordering::Relaxed), 192);
+        // Nobody watching: nothing is counted.
+        drop(watch);
+        point.offer(batch.iter().map(|r| (r, None)));
+        assert_eq!(point.left_out.load(Ordering::Relaxed), 192);
+    }
+
+    #[tokio::test]
+    async fn what_the_last_batch_left_out_is_told_before_the_watch_ends() {
+        let hub = TapHub::new("p");
+        let point = hub.point(SINK_STAGE);
+        let mut watch = point.watch();
+        let batch = records(SAMPLES_PER_BATCH + 10);
+        point.offer(batch.iter().map(|r| (r, None)));
+        hub.close();
+        let mut seen = 0;
+        let mut skipped = 0;
+        loop {
+            match watch.next().await {
+                Tapped::Record(_) => seen += 1,
+                Tapped::Skipped(count) => skipped += count,
+                Tapped::Closed => break,
+            }
+        }
+        assert_eq!((seen, skipped), (SAMPLES_PER_BATCH, 10));
     }
 
     #[tokio::test]

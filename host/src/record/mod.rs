@@ -38,6 +38,10 @@ pub mod headers {
     pub const ERROR_KIND: &str = "weir.error.kind";
     /// The plugin that failed the record.
     pub const PLUGIN: &str = "weir.plugin";
+    /// The chain step that failed the record, as metrics and `weir tap` label it: the plugin's
+    /// name, `NAME#2` for its second use in the chain, and so on. Tells apart the uses of a
+    /// plugin the chain repeats, so a replay puts the record back in where it failed.
+    pub const STEP: &str = "weir.step";
     /// The version (sha256 prefix) of that plugin.
     pub const PLUGIN_VERSION: &str = "weir.plugin.version";
     /// Prefix of the header naming the version of each plugin an output passed through:
@@ -219,10 +223,12 @@ impl RecordError {
 pub enum FailedAt {
     /// The source could not decode it.
     Source,
-    /// A plugin failed it: its name and version.
+    /// A plugin failed it: its name, its step in the chain and its version.
     Plugin {
         /// The plugin's name.
         name: String,
+        /// The step's label in the chain (`NAME`, `NAME#2` for the plugin's second use).
+        step: String,
         /// The plugin's version.
         version: String,
     },
@@ -254,8 +260,13 @@ impl Failure {
         let stage = match self.at {
             FailedAt::Source => "source",
             FailedAt::Sink => "sink",
-            FailedAt::Plugin { name, version } => {
+            FailedAt::Plugin {
+                name,
+                step,
+                version,
+            } => {
                 record.set_header(headers::PLUGIN, name);
+                record.set_header(headers::STEP, step);
                 record.set_header(headers::PLUGIN_VERSION, version);
                 "plugin"
             }
@@ -338,6 +349,24 @@ mod tests {
             },
             at: FailedAt::Sink,
         }
+    }
+
+    #[test]
+    fn a_plugins_dead_letter_names_the_plugin_and_its_step_in_the_chain() {
+        let mut failure = failed("refused".into());
+        failure.at = FailedAt::Plugin {
+            name: "filter".into(),
+            step: "filter#2".into(),
+            version: "090ff39429c0".into(),
+        };
+        let letter = failure.into_dead_letter("p");
+        assert_eq!(letter.header_str(headers::STAGE), Some("plugin"));
+        assert_eq!(letter.header_str(headers::PLUGIN), Some("filter"));
+        assert_eq!(letter.header_str(headers::STEP), Some("filter#2"));
+        assert_eq!(
+            letter.header_str(headers::PLUGIN_VERSION),
+            Some("090ff39429c0")
+        );
     }
 
     #[test]

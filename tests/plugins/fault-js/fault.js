@@ -1,7 +1,8 @@
 // Test plugin: `bomb` allocates memory without bound, `loop` never returns, `float-timestamp`
 // and `number-header` give outputs of a type the contract cannot hold, `split` gives two outputs
-// of one input and adds a header to the first, anything else is echoed; for the tests of the
-// memory cap, deadlines and error isolation in JavaScript plugins.
+// of one input and adds a header to the first, `json TEXT` gives TEXT as the SDK's `json()` reads
+// it (written back with `withJson`), anything else is echoed; for the tests of the memory cap,
+// deadlines, error isolation and the SDK's JSON in JavaScript plugins.
 
 import { Plugin, Record, exportPlugin } from "./weir-plugin.js";
 
@@ -22,6 +23,9 @@ class Fault extends Plugin {
     }
     if (text === "number-header") {
       return [new Record("x", { headers: [["h", 42]] })];
+    }
+    if (text.startsWith("json ")) {
+      return [record.withJson(new Record(text.slice("json ".length)).json())];
     }
     if (text === "split") {
       const outputs = [record.withJson({ part: 0 }), record.withJson({ part: 1 })];

@@ -21,10 +21,11 @@ use crate::record::{Headers, Record, SourcePosition, SourceRecord, headers};
 
 /// Headers the host sets on a dead letter to say why and where it failed; stripped before the
 /// record is replayed (the replay sets them again if it fails again).
-const FAILURE_HEADERS: [&str; 9] = [
+const FAILURE_HEADERS: [&str; 10] = [
     headers::ERROR,
     headers::ERROR_KIND,
     headers::PLUGIN,
+    headers::STEP,
     headers::PLUGIN_VERSION,
     headers::STAGE,
     headers::PIPELINE,
@@ -192,23 +193,75 @@ pub struct Filter {
     pub until: Option<i64>,
     /// Only entries that `step_of` sends to this chain step.
     pub step: Option<usize>,
-    /// The pipeline's chain, by plugin name, for [`Filter::step_of`].
-    pub chain: Vec<String>,
+    /// The pipeline's chain, for [`Filter::step_of`].
+    pub chain: Vec<Step>,
+}
+
+/// One step of the pipeline's chain, as dead letters name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The plugin (`weir.plugin`).
+    pub plugin: String,
+    /// The step's label (`weir.step`): the plugin's name, `NAME#2` for its second use
+    /// (`pipeline::step_labels`).
+    pub label: String,
 }
 
 impl Filter {
-    /// Where in the chain an entry's record re-enters: a record a plugin failed goes back to that
-    /// plugin (the steps before it already ran on it), one the sink refused goes straight to the
-    /// sink (`chain.len()`), and one the source could not decode, or whose plugin is no longer
-    /// in the chain, goes through the whole chain.
-    pub fn step_of(&self, entry: &Entry) -> usize {
+    /// Where in the chain an entry's record re-enters: a record a plugin failed goes back to the
+    /// step that failed it (the steps before it already ran on it), one the sink refused goes
+    /// straight to the sink (`chain.len()`), and one the source could not decode, or whose plugin
+    /// is no longer in the chain, goes through the whole chain.
+    ///
+    /// The step is the entry's `weir.step` (`filter#2`: the second use of `filter`). An entry
+    /// without it (written before Weir recorded the step), or whose step the chain no longer
+    /// has, goes back to the use of its `weir.plugin`; when the chain uses that plugin more than
+    /// once, which use failed it is unknown and the error says why it cannot be replayed:
+    /// putting it back in at the wrong use would run plugins on it twice, or skip them, and
+    /// write the result to the sink as if it were right.
+    pub fn step_of(&self, entry: &Entry) -> Result<usize, String> {
         match entry.header(headers::STAGE) {
-            Some("sink") => self.chain.len(),
-            Some("plugin") => entry
-                .header(headers::PLUGIN)
-                .and_then(|plugin| self.chain.iter().position(|p| p == plugin))
-                .unwrap_or(0),
-            _ => 0,
+            Some("sink") => Ok(self.chain.len()),
+            Some("plugin") => {
+                if let Some(at) = entry
+                    .header(headers::STEP)
+                    .and_then(|step| self.chain.iter().position(|s| s.label == step))
+                {
+                    return Ok(at);
+                }
+                let Some(plugin) = entry.header(headers::PLUGIN) else {
+                    return Ok(0);
+                };
+                let uses: Vec<&str> = self
+                    .chain
+                    .iter()
+                    .filter(|step| step.plugin == plugin)
+                    .map(|step| step.label.as_str())
+                    .collect();
+                match uses.as_slice() {
+                    [] => Ok(0),
+                    [_] => Ok(self
+                        .chain
+                        .iter()
+                        .position(|step| step.plugin == plugin)
+                        .unwrap_or(0)),
+                    several => Err(format!(
+                        "it was failed by plugin `{plugin}`, which the chain uses {} times ({}), and its `{}` header {}, so which use failed it is unknown; it is not replayed. Its record is in the source at the coordinates in its headers",
+                        several.len(),
+                        several.join(", "),
+                        headers::STEP,
+                        match entry.header(headers::STEP) {
+                            Some(step) => {
+                                format!("names step `{step}`, which the chain no longer has")
+                            }
+                            None =>
+                                "is missing (it was written by a Weir that did not record the step)"
+                                    .to_owned(),
+                        },
+                    )),
+                }
+            }
+            _ => Ok(0),
         }
     }
 
@@ -238,7 +291,10 @@ impl Filter {
             && self
                 .until
                 .is_none_or(|until| entry.time.is_some_and(|t| t < until))
-            && self.step.is_none_or(|step| self.step_of(entry) == step)
+            // An entry whose step is unknown falls to the first pass, which reports it.
+            && self
+                .step
+                .is_none_or(|step| self.step_of(entry).unwrap_or(0) == step)
     }
 }
 
@@ -251,6 +307,9 @@ pub struct ReplayCounters {
     pub selected: AtomicU64,
     /// Entries that keep only an excerpt of their record, which cannot be replayed.
     pub excerpts: AtomicU64,
+    /// Entries whose step in the chain is unknown ([`Filter::step_of`]), which are not
+    /// replayed.
+    pub unknown_step: AtomicU64,
 }
 
 /// A [`Source`] over a [`DeadLetterReader`]: yields the selected entries' original records.
@@ -290,6 +349,17 @@ impl DeadLetterSource {
                 partition = entry.position.partition,
                 offset = entry.position.offset,
                 "Dead letter keeps only an excerpt of its record; it cannot be replayed. Find the record in the source at the coordinates in its headers."
+            );
+            return false;
+        }
+        if let Err(reason) = self.filter.step_of(entry) {
+            self.counters.unknown_step.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                store = %self.reader.describe(),
+                stream = %entry.position.stream,
+                partition = entry.position.partition,
+                offset = entry.position.offset,
+                "Dead letter cannot be replayed: {reason}."
             );
             return false;
         }
@@ -407,6 +477,17 @@ fn headers_from_json(value: Option<&serde_json::Value>) -> Result<Headers, Strin
 mod tests {
     use super::*;
 
+    /// A chain of steps by label (`NAME#2` for a second use).
+    fn chain(labels: &[&str]) -> Vec<Step> {
+        labels
+            .iter()
+            .map(|label| Step {
+                plugin: label.split('#').next().unwrap_or(label).to_owned(),
+                label: (*label).to_owned(),
+            })
+            .collect()
+    }
+
     fn entry(headers: &[(&'static str, &'static str)]) -> Entry {
         let mut record = Record::from_value("{}");
         for &(name, value) in headers {
@@ -457,7 +538,7 @@ mod tests {
             kinds: vec!["bad-record".into()],
             versions: vec!["abc".into()],
             since: Some(500),
-            chain: vec!["first".into(), "second".into()],
+            chain: chain(&["first", "second"]),
             ..Filter::default()
         };
         let base = [
@@ -468,7 +549,7 @@ mod tests {
             (headers::STAGE, "plugin"),
         ];
         assert!(filter.matches(&entry(&base)));
-        assert_eq!(filter.step_of(&entry(&base)), 1);
+        assert_eq!(filter.step_of(&entry(&base)), Ok(1));
         let mut other = base;
         other[0] = (headers::PIPELINE, "p2");
         assert!(!filter.matches(&entry(&other)));
@@ -478,13 +559,93 @@ mod tests {
         let mut late = entry(&base);
         late.time = Some(100);
         assert!(!filter.matches(&late));
-        assert_eq!(filter.step_of(&entry(&[(headers::STAGE, "sink")])), 2);
-        assert_eq!(filter.step_of(&entry(&[(headers::STAGE, "source")])), 0);
+        assert_eq!(filter.step_of(&entry(&[(headers::STAGE, "sink")])), Ok(2));
+        assert_eq!(filter.step_of(&entry(&[(headers::STAGE, "source")])), Ok(0));
         let stepped = Filter {
             step: Some(0),
             ..filter.clone()
         };
         assert!(!stepped.matches(&entry(&base)));
+    }
+
+    #[test]
+    fn a_plugin_the_chain_repeats_is_re_entered_at_the_use_that_failed() {
+        let filter = Filter {
+            chain: chain(&["filter", "user-profile", "filter#2"]),
+            ..Filter::default()
+        };
+        let at = |step: Option<&'static str>, plugin: &'static str| {
+            let mut given = vec![(headers::STAGE, "plugin"), (headers::PLUGIN, plugin)];
+            given.extend(step.map(|step| (headers::STEP, step)));
+            filter.step_of(&entry(&given))
+        };
+        assert_eq!(at(Some("filter"), "filter"), Ok(0));
+        assert_eq!(at(Some("filter#2"), "filter"), Ok(2));
+        assert_eq!(at(Some("user-profile"), "user-profile"), Ok(1));
+        // Without the step (an entry written before it was recorded): by the plugin's name
+        // when the chain uses it once, and not at all when it uses it more than once.
+        assert_eq!(at(None, "user-profile"), Ok(1));
+        let unknown = at(None, "filter").unwrap_err();
+        assert!(
+            unknown.contains("`filter`")
+                && unknown.contains("2 times (filter, filter#2)")
+                && unknown.contains("`weir.step` header is missing")
+                && unknown.contains("not replayed"),
+            "{unknown}"
+        );
+        // A step the chain no longer has: by the name, as an entry without one.
+        assert_eq!(at(Some("user-profile#2"), "user-profile"), Ok(1));
+        assert!(
+            at(Some("filter#3"), "filter")
+                .unwrap_err()
+                .contains("names step `filter#3`, which the chain no longer has")
+        );
+        // A plugin no longer in the chain: the whole chain.
+        assert_eq!(at(Some("gone"), "gone"), Ok(0));
+        // The step is a failure header: the replayed record does not carry it.
+        let failed = entry(&[(headers::STEP, "filter#2"), ("app", "1")]);
+        assert_eq!(failed.original().header(headers::STEP), None);
+    }
+
+    #[tokio::test]
+    async fn an_entry_whose_step_is_unknown_is_counted_and_not_replayed() {
+        let entries: Vec<Entry> = [Some("filter#2"), None]
+            .into_iter()
+            .zip(1..)
+            .map(|(step, offset)| {
+                let mut given = vec![(headers::STAGE, "plugin"), (headers::PLUGIN, "filter")];
+                given.extend(step.map(|step| (headers::STEP, step)));
+                let mut entry = entry(&given);
+                entry.position.offset = offset;
+                entry
+            })
+            .collect();
+        let steps = chain(&["filter", "user-profile", "filter#2"]);
+        let counters = Arc::new(ReplayCounters::default());
+        let mut taken = Vec::new();
+        for step in 0..=3 {
+            let mut source = DeadLetterSource::new(
+                Box::new(Memory {
+                    entries: entries.clone(),
+                    committed: Arc::default(),
+                }),
+                Filter {
+                    step: Some(step),
+                    chain: steps.clone(),
+                    ..Filter::default()
+                },
+                Arc::clone(&counters),
+            );
+            while let Some(batch) = source.poll_batch(4, Duration::ZERO).await.unwrap() {
+                taken.extend(batch.iter().map(|r| (step, r.position.offset)));
+            }
+        }
+        assert_eq!(
+            taken,
+            [(2, 1)],
+            "only the entry with its step, at that step"
+        );
+        assert_eq!(counters.unknown_step.load(Ordering::Relaxed), 1);
     }
 
     /// Each commit's replayed offsets and highest offsets.

@@ -29,6 +29,9 @@ pub struct ChainStep {
     failed_swap: FailedSwap,
     /// `weir.version.NAME`, shared by every output's header.
     version_header: HeaderName,
+    /// The step's label in its pipeline's chain (`NAME`, `NAME#2` for a second use): what its
+    /// counters, its tap and its dead letters' `weir.step` name.
+    label: Arc<str>,
     stats: Arc<PluginStepStats>,
     tap: Arc<TapPoint>,
     /// The staged generation `staged` was taken at.
@@ -63,6 +66,8 @@ impl ChainStep {
                 headers::VERSION_PREFIX,
                 slot.name()
             )),
+            // The plugin's first use until the chain labels its steps (`TransformChain::new`).
+            label: Arc::from(slot.name()),
             // Unobserved until the chain joins a pipeline (`TransformChain::observe_into`).
             stats: Arc::default(),
             tap: TapPoint::unobserved(),
@@ -258,6 +263,7 @@ struct StepBlueprint {
     slot: Arc<dyn LiveSlot>,
     transform: TransformConfig,
     limits: PluginLimits,
+    label: Arc<str>,
     stats: Arc<PluginStepStats>,
     tap: Arc<TapPoint>,
 }
@@ -274,12 +280,13 @@ impl ChainBlueprint {
                     step.transform.clone(),
                     step.limits,
                 )?;
+                built.label = Arc::clone(&step.label);
                 built.stats = Arc::clone(&step.stats);
                 built.tap = Arc::clone(&step.tap);
                 Ok(built)
             })
             .collect::<Result<Vec<_>, _>>()
-            .map(TransformChain::new)
+            .map(|steps| TransformChain { steps })
     }
 }
 
@@ -289,9 +296,25 @@ pub struct TransformChain {
 }
 
 impl TransformChain {
-    /// A chain of steps; empty passes records through.
+    /// A chain of steps; empty passes records through. Each step is labelled by its plugin's
+    /// name, and a plugin used again by `NAME#2`, `NAME#3`, ... ([`step_labels`]).
     pub fn new(steps: Vec<ChainStep>) -> Self {
-        TransformChain { steps }
+        TransformChain { steps }.after(&[])
+    }
+
+    /// This chain as the rest of a longer one whose first steps use the plugins `before`: its
+    /// steps are labelled as they are in the longer chain, so a replay that re-enters a chain at
+    /// its step `filter#2` dead-letters, counts and taps that step as `filter#2` again.
+    pub fn after(mut self, before: &[&str]) -> Self {
+        let names = before
+            .iter()
+            .copied()
+            .chain(self.steps.iter().map(|step| step.slot.name()));
+        let labels = step_labels(names);
+        for (step, label) in self.steps.iter_mut().zip(&labels[before.len()..]) {
+            step.label = Arc::from(label.as_str());
+        }
+        self
     }
 
     /// The steps, in order.
@@ -315,6 +338,7 @@ impl TransformChain {
                     slot: Arc::clone(&step.slot),
                     transform: step.transform.clone(),
                     limits: step.limits,
+                    label: Arc::clone(&step.label),
                     stats: Arc::clone(&step.stats),
                     tap: Arc::clone(&step.tap),
                 })
@@ -325,10 +349,9 @@ impl TransformChain {
     /// Counts each step's records and call latency into `stats`, and offers its outputs to the
     /// pipeline's tap of the plugin's stage. Forks made afterwards share them.
     pub fn observe_into(&mut self, stats: &PipelineStats) {
-        let labels = step_labels(self.steps.iter().map(|step| step.slot.name()));
-        for (step, label) in self.steps.iter_mut().zip(labels) {
-            step.stats = stats.plugin(&label);
-            step.tap = stats.taps().point(&label);
+        for step in &mut self.steps {
+            step.stats = stats.plugin(&step.label);
+            step.tap = stats.taps().point(&step.label);
         }
     }
 
@@ -386,6 +409,7 @@ impl TransformChain {
                             error,
                             at: FailedAt::Plugin {
                                 name: step.slot.name().to_owned(),
+                                step: step.label.to_string(),
                                 // Versions are hex digests, so always text.
                                 version: String::from_utf8_lossy(version).into_owned(),
                             },
