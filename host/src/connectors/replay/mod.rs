@@ -21,8 +21,9 @@ use crate::record::{Headers, Record, SourcePosition, SourceRecord, headers};
 
 /// Headers the host sets on a dead letter to say why and where it failed; stripped before the
 /// record is replayed (the replay sets them again if it fails again).
-const FAILURE_HEADERS: [&str; 10] = [
+const FAILURE_HEADERS: [&str; 11] = [
     headers::ERROR,
+    headers::RECORD_TIMESTAMP,
     headers::ERROR_KIND,
     headers::PLUGIN,
     headers::STEP,
@@ -71,9 +72,16 @@ impl Entry {
     }
 
     /// The record to replay: the dead letter without the host's failure headers, with its
-    /// original source coordinates under `weir.origin.*` (kept from an earlier replay).
+    /// original source coordinates under `weir.origin.*` (kept from an earlier replay) and its
+    /// own timestamp where the destination had to store the dead letter under another.
     pub fn original(&self) -> Record {
         let mut record = self.record.clone();
+        if let Some(timestamp) = record
+            .header_str(headers::RECORD_TIMESTAMP)
+            .and_then(|text| text.parse::<i64>().ok())
+        {
+            record.timestamp = Some(timestamp);
+        }
         if record.header(origin::STREAM).is_none()
             && let Some(stream) = record.header(headers::SOURCE_STREAM).map(<[u8]>::to_vec)
         {
@@ -529,6 +537,18 @@ mod tests {
             (headers::SOURCE_STREAM, "dlq-topic"),
         ]);
         assert_eq!(again.original().header_str(origin::STREAM), Some("users"));
+    }
+
+    #[test]
+    fn a_dead_letter_stored_under_another_timestamp_is_replayed_with_its_own() {
+        let mut restamped = entry(&[(headers::RECORD_TIMESTAMP, "1000000000000")]);
+        restamped.record.timestamp = Some(1_800_000_000_000);
+        let original = restamped.original();
+        assert_eq!(original.timestamp, Some(1_000_000_000_000));
+        assert_eq!(original.header(headers::RECORD_TIMESTAMP), None);
+        let mut kept = entry(&[]);
+        kept.record.timestamp = Some(5);
+        assert_eq!(kept.original().timestamp, Some(5));
     }
 
     #[test]
