@@ -276,12 +276,24 @@ impl PostgresSink {
         let table = &self.table;
         let channel = channel_for(&self.config.table);
         let function = format!("\"{channel}_notify\"");
+        // Versions before channels were cut to fit named the trigger after the whole channel,
+        // which PostgreSQL cut to 63 bytes, and its NOTIFY refused every insert (SQLSTATE
+        // 22023): a table such a version made loses that trigger, named as it was made (the
+        // server cuts the name the same way). Its function may serve another table's trigger,
+        // so it stays.
+        let whole = format!("weir_{}", self.config.table.replace('.', "_")).to_lowercase();
+        let stale = if whole == channel {
+            String::new()
+        } else {
+            format!("DROP TRIGGER IF EXISTS \"{whole}_notify\" ON {table};")
+        };
         format!(
             "CREATE TABLE IF NOT EXISTS {table} (
                 id BIGSERIAL PRIMARY KEY,
                 key TEXT NOT NULL UNIQUE,
                 value JSONB NOT NULL,
                 ingested_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             {stale}
              CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS
                 $$ BEGIN PERFORM pg_notify('{channel}', ''); RETURN NULL; END $$;
              CREATE OR REPLACE TRIGGER {function} AFTER INSERT ON {table}
