@@ -99,6 +99,47 @@ pub fn run(
     startup: anyhow::Result<Startup>,
 ) -> anyhow::Result<ExitCode> {
     let Startup { runtime, signals } = startup?;
+    let ran = run_on(&runtime, signals, file, options, summary, live);
+    end_runtime(runtime, RUNTIME_END_BOUND);
+    ran
+}
+
+/// How long `weir run` waits, once every pipeline has returned, for work still running on the
+/// runtime's blocking threads: a little above the 5 s shutdown grace that bounds each final
+/// commit. Past it that work is abandoned, and the process exits.
+const RUNTIME_END_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Shuts `runtime` down, waiting at most `bound` for its blocking threads; returns whether
+/// work was abandoned. By then every pipeline has returned, so what can still run is what a
+/// timeout stopped waiting for, none of it needed for what was acknowledged: a final commit
+/// (Kafka's can wait indefinitely for its group coordinator; the records after the last
+/// committed position are read again after a restart), a file sink write abandoned after the
+/// grace (never acknowledged; its torn line is dropped when the file is opened again), or an
+/// `http` journal append of a cancelled poll (its records were never handed on; a torn last
+/// entry is cut when the journal is opened again).
+fn end_runtime(runtime: tokio::runtime::Runtime, bound: std::time::Duration) -> bool {
+    let started = std::time::Instant::now();
+    // Returns as soon as the blocking threads are done, or at `bound`.
+    runtime.shutdown_timeout(bound);
+    let abandoned = started.elapsed() >= bound;
+    if abandoned {
+        tracing::warn!(
+            bound_ms = bound.as_millis() as u64,
+            "Blocking work (such as a final commit to a store that stopped answering) was still running this long after the pipelines ended; it was abandoned and the process exits. Records whose positions it was committing are read again after a restart (duplicates, not a loss)."
+        );
+    }
+    abandoned
+}
+
+/// [`run`] on `runtime`.
+fn run_on(
+    runtime: &tokio::runtime::Runtime,
+    signals: ShutdownSignals,
+    file: &Path,
+    options: RunOptions,
+    summary: bool,
+    live: bool,
+) -> anyhow::Result<ExitCode> {
     let shutdown = Arc::new(tokio::sync::watch::channel(false).0);
     runtime.spawn(signals.forward_to(Arc::clone(&shutdown)));
     let config = PipelineFile::load(file)?;
@@ -266,5 +307,52 @@ impl ShutdownSignals {
         tracing::info!("Shutdown signal received; finishing in-flight batches.");
         // `send` would drop the value while nothing subscribes yet (a signal during start-up).
         shutdown.send_replace(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_runtime_ends_without_waiting_for_blocking_work_past_its_bound() {
+        let runtime = runtime();
+        let (release, released) = mpsc::channel::<()>();
+        let (started_tx, started) = mpsc::channel();
+        let finished = Arc::new(AtomicBool::new(false));
+        let done = Arc::clone(&finished);
+        // Blocking work that never ends by itself, like a commit to a coordinator that does
+        // not answer; the minute is only a guard, so a runtime that waits fails the test
+        // rather than hanging it.
+        runtime.spawn_blocking(move || {
+            started_tx.send(()).unwrap();
+            let _ = released.recv_timeout(Duration::from_secs(60));
+            done.store(true, Ordering::SeqCst);
+        });
+        started.recv().unwrap();
+        assert!(end_runtime(runtime, Duration::from_millis(50)));
+        assert!(
+            !finished.load(Ordering::SeqCst),
+            "the runtime waited for the blocking work"
+        );
+        release.send(()).unwrap();
+    }
+
+    #[test]
+    fn a_runtime_whose_blocking_work_is_done_ends_without_a_warning() {
+        let runtime = runtime();
+        runtime.block_on(runtime.spawn_blocking(|| ())).unwrap();
+        assert!(!end_runtime(runtime, RUNTIME_END_BOUND));
     }
 }
