@@ -114,19 +114,21 @@ impl GenerateSource {
         SourceRecord::new(Record::from_value(value.to_string()), position)
     }
 
-    /// When record number `index` is due under the configured rate; a time too far off to
-    /// represent (a rate below what validation allows) is a year from now, never a panic.
+    /// When record number `index` is due under the configured rate. A time too far off to
+    /// represent (a rate below what validation allows) is [`FAR_OFF`] from now, never a panic;
+    /// a time that can be represented is kept however far off, so the pace holds for any uptime.
     fn due(&self, index: u64) -> Option<Instant> {
-        let far = Duration::from_secs(365 * 24 * 3600);
         self.config.rate.map(|rate| {
-            let after = Duration::try_from_secs_f64(index as f64 / rate)
-                .map_or(far, |after| after.min(far));
-            self.started
-                .checked_add(after)
-                .unwrap_or(self.started + far)
+            Duration::try_from_secs_f64(index as f64 / rate)
+                .ok()
+                .and_then(|after| self.started.checked_add(after))
+                .unwrap_or_else(|| Instant::now() + FAR_OFF)
         })
     }
 }
+
+/// How far off a record is due when its time under the rate cannot be represented: a year.
+const FAR_OFF: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[async_trait]
 impl Source for GenerateSource {
@@ -219,6 +221,39 @@ mod tests {
         assert_eq!(source.due(0), Some(source.started));
         assert!(source.due(1).unwrap() > source.started);
         assert!(source.due(u64::MAX).unwrap() > source.started);
+    }
+
+    #[test]
+    fn a_record_due_more_than_a_year_after_the_start_keeps_its_time() {
+        let source = GenerateSource::new(&GenerateConfig {
+            count: None,
+            rate: Some(1.0),
+            seed: 0,
+            results_per_record: 0,
+        });
+        // At one record a second, record 2 years' worth of seconds is due two years in.
+        let two_years = 2 * FAR_OFF.as_secs();
+        assert_eq!(
+            source.due(two_years),
+            Some(source.started + Duration::from_secs(two_years))
+        );
+    }
+
+    #[test]
+    fn a_due_time_that_cannot_be_represented_is_a_year_from_now() {
+        let source = GenerateSource::new(&GenerateConfig {
+            count: None,
+            rate: Some(1e-300),
+            seed: 0,
+            results_per_record: 0,
+        });
+        let before = Instant::now();
+        let due = source.due(1).unwrap();
+        assert!(
+            due >= before + FAR_OFF,
+            "{due:?} is before a year from {before:?}"
+        );
+        assert!(due <= Instant::now() + FAR_OFF);
     }
 
     #[test]
