@@ -97,17 +97,23 @@ fn default_poll_interval_ms() -> u64 {
 }
 
 /// Checks a `channel` the user named: it goes into `LISTEN "..."`, and PostgreSQL matches it
-/// exactly against what `pg_notify` sends.
+/// exactly against what `pg_notify` sends. Inside the quotes any name PostgreSQL takes is
+/// accepted (`orders-events`, `app.events`, `1st`, non-ASCII); refused is only what would end
+/// the quoted name (a `"`) or the query (a NUL), an empty name, and a name PostgreSQL would cut
+/// to its first 63 bytes.
 fn check_channel(channel: &str) -> Result<(), String> {
-    if !is_identifier(channel) {
+    if channel.is_empty() {
+        return Err("is empty; name the channel the inserts are announced on".to_owned());
+    }
+    if channel.contains(['"', '\0']) {
         return Err(format!(
-            "`{}` is not a channel name; use letters, digits and `_`, not starting with a digit",
+            "`{}` cannot be a channel name: it holds a `\"` or a NUL character",
             channel.escape_debug()
         ));
     }
     if channel.len() > MAX_CHANNEL_BYTES {
         return Err(format!(
-            "`{channel}` is {} bytes long; PostgreSQL takes channel names of at most {MAX_CHANNEL_BYTES}",
+            "`{channel}` is {} bytes long; PostgreSQL takes channel names of at most {MAX_CHANNEL_BYTES} bytes",
             channel.len()
         ));
     }
@@ -415,12 +421,23 @@ mod tests {
     }
 
     #[test]
-    fn a_channel_is_an_identifier_that_fits() {
-        for channel in ["weir_t", "Users_Changed"] {
+    fn a_channel_is_any_name_postgresql_takes_in_quotes() {
+        let long = "c".repeat(MAX_CHANNEL_BYTES);
+        for channel in [
+            "weir_t",
+            "Users_Changed",
+            "orders-events",
+            "app.events",
+            "1st",
+            "bestellungen_geändert",
+            "weir t",
+            &long,
+        ] {
             let text = format!("channel = {}", toml::Value::from(channel));
             assert!(config(&text).validate().is_ok(), "{channel}");
         }
-        for channel in [r#"x\"; DROP TABLE t; --"#, "1st", "", &"c".repeat(64)] {
+        let too_long = "c".repeat(MAX_CHANNEL_BYTES + 1);
+        for channel in [r#"x"; DROP TABLE t; --"#, "a\0b", "", &too_long] {
             let text = format!("channel = {}", toml::Value::from(channel));
             let (key, message) = config(&text).validate().unwrap_err();
             assert_eq!(key, "channel", "{channel}: {message}");
