@@ -124,6 +124,9 @@ enum Command {
         registry: Option<weir::registry::kafka::RegistryAddress>,
         #[command(flatten)]
         registry_properties: RegistryProperties,
+        /// The limits `weir run` would be given, so a plugin it runs is not refused here.
+        #[command(flatten)]
+        component_limits: ComponentLimitArgs,
     },
     /// Print sample records leaving a stage of a running pipeline, one JSON object per line.
     ///
@@ -810,9 +813,15 @@ fn main() -> ExitCode {
             plugins,
             registry,
             registry_properties,
-        } => registry_properties
-            .apply_to(registry)
-            .and_then(|registry| cli::run::validate(&file, &plugins.dir, registry.as_ref())),
+            component_limits,
+        } => registry_properties.apply_to(registry).and_then(|registry| {
+            cli::run::validate(
+                &file,
+                &plugins.dir,
+                registry.as_ref(),
+                component_limits.limits(),
+            )
+        }),
         Command::Tap {
             pipeline,
             stage,

@@ -119,6 +119,33 @@ fn validate_accepts_the_quickstart() {
     );
 }
 
+/// `weir run`'s component limits, so that what run is told to accept validate does not refuse.
+#[test]
+fn validate_takes_the_component_limits_run_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = repo_root().join("examples/quickstart.toml");
+    let output = run_weir(
+        dir.path(),
+        &[
+            "validate",
+            config.to_str().unwrap(),
+            "--plugins",
+            plugin_registry().to_str().unwrap(),
+            "--max-core-instances",
+            "64",
+            "--max-memories",
+            "8",
+            "--max-tables",
+            "16",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[test]
 fn validate_names_the_file_and_key_of_an_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,18 +16,20 @@ use weir::runtime::{ComponentLimits, PluginRuntime};
 
 /// Validates `file` fully, plugins included (compiled, type-checked, `init` run with each
 /// pipeline's config), without touching any source or sink. With `kafka`, the plugins are the
-/// heads of that registry, as `weir run --registry` would deploy them.
+/// heads of that registry, as `weir run --registry` would deploy them. `limits` are the
+/// command line's component limits, the floor under the file's, as `weir run` takes them.
 pub fn validate(
     file: &Path,
     registry: &Path,
     kafka: Option<&weir::registry::kafka::RegistryAddress>,
+    limits: ComponentLimits,
 ) -> anyhow::Result<ExitCode> {
     let config = PipelineFile::load(file)?;
     let slots = PluginSlots::default();
     let deployer = Deployer::new(
         PluginRegistry::new(registry),
-        // The engine `weir run` would build for this file (without command-line limits).
-        PluginRuntime::with_limits(None, config.component_limits(ComponentLimits::default()))?,
+        // The engine `weir run` would build for this file with the same flags.
+        PluginRuntime::with_limits(None, config.component_limits(limits))?,
         slots.clone(),
         &config,
     );
