@@ -143,9 +143,9 @@ pub fn parse_url(url: &Secret) -> Result<Config, String> {
                 "; sslmode `{mode}` is not supported (only disable, prefer and require are): to verify the server's certificate, drop sslmode and add the connector's `tls` table (e.g. tls = {{ ca_file = \"ca.pem\" }}), which always encrypts and checks the certificate and the host name"
             ));
         }
-        if ["sslrootcert", "sslcert", "sslkey"]
+        if parameters(text)
             .iter()
-            .any(|key| text.contains(key))
+            .any(|(key, _)| ["sslrootcert", "sslcert", "sslkey"].contains(&key.as_str()))
         {
             message.push_str(
                 "; sslrootcert, sslcert and sslkey are the connector's `tls` keys ca_file, crt_file and key_file",
@@ -155,17 +155,67 @@ pub fn parse_url(url: &Secret) -> Result<Config, String> {
     })
 }
 
-/// The value of `sslmode` in a URL's query or a key/value string, when it looks like one (a
-/// word of letters and `-`, never anything else of the string).
+/// The value of `sslmode` among the string's [`parameters`], when it looks like one (a word of
+/// letters, digits and `-`): nothing else of the string is ever quoted.
 fn ssl_mode_in(url: &str) -> Option<String> {
-    let at = url.find("sslmode=")? + "sslmode=".len();
-    let value = url[at..].trim_start_matches('\'');
-    let mode: String = value
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .take(32)
-        .collect();
-    (!mode.is_empty()).then_some(mode)
+    let (_, value) = parameters(url)
+        .into_iter()
+        .rev()
+        .find(|(key, _)| key == "sslmode")?;
+    let word = !value.is_empty()
+        && value.len() <= 32
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    word.then_some(value)
+}
+
+/// The `key=value` parameters of a connection string: a URL's query (what follows the `?` after
+/// the host, so never its user or password), or the pairs of a key/value string (`key = value`,
+/// spaces around `=` allowed, values in single quotes with `\` escapes). Reading stops at the
+/// first thing that is not a pair, so a password's text is never taken for a key.
+fn parameters(text: &str) -> Vec<(String, String)> {
+    let text = text.trim();
+    if let Some(rest) = ["postgres://", "postgresql://"]
+        .iter()
+        .find_map(|scheme| text.strip_prefix(scheme))
+    {
+        // The user and password end at the last `@`; the query starts at the `?` after it.
+        let after_credentials = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        let Some((_, query)) = after_credentials.split_once('?') else {
+            return Vec::new();
+        };
+        return query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect();
+    }
+    let mut pairs = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let key: String =
+            std::iter::from_fn(|| chars.next_if(|c| !c.is_whitespace() && *c != '=')).collect();
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if key.is_empty() || chars.next() != Some('=') {
+            return pairs;
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    Some('\'') => break,
+                    Some('\\') => value.extend(chars.next()),
+                    Some(c) => value.push(c),
+                    // An unclosed quote: what follows is all value, none of it a pair.
+                    None => return pairs,
+                }
+            }
+        } else {
+            value.extend(std::iter::from_fn(|| chars.next_if(|c| !c.is_whitespace())));
+        }
+        pairs.push((key, value));
+    }
 }
 
 /// Connects, spawning the connection's driver; each notification wakes `notifications` if given.
@@ -434,6 +484,42 @@ mod tests {
         let other =
             parse_url(&Secret::new("postgres://weir@127.0.0.1/weir?nonsense=1")).unwrap_err();
         assert!(!other.contains("sslmode"), "{other}");
+    }
+
+    #[test]
+    fn sslmode_is_read_only_from_the_parameters_never_from_a_password() {
+        for (url, mode) in [
+            (
+                "postgres://u:xsslmode=Hunter2@h/db?sslmode=verify-full",
+                Some("verify-full"),
+            ),
+            ("postgres://u:x?sslmode=Hunter2@h/db", None),
+            (
+                "postgres://u:x@h/db?application_name=a&sslmode=verify-ca",
+                Some("verify-ca"),
+            ),
+            ("host=h sslmode = verify-full", Some("verify-full")),
+            ("host=h sslmode= 'verify-ca' user=u", Some("verify-ca")),
+            (
+                r"host=h password='x sslmode=Hunter2 \' y' sslmode =verify-full",
+                Some("verify-full"),
+            ),
+            ("host=h password='x sslmode=Hunter2", None),
+            ("host=h password=xsslmode=Hunter2", None),
+        ] {
+            assert_eq!(ssl_mode_in(url).as_deref(), mode, "{url}");
+        }
+        for url in [
+            "postgres://u:xsslmode=Hunter2@h/db?sslmode=verify-full",
+            "host=h password='sslmode=Hunter2' sslmode = verify-full",
+        ] {
+            let message = parse_url(&Secret::new(url)).unwrap_err();
+            assert!(
+                message.contains("sslmode `verify-full` is not supported"),
+                "{message}"
+            );
+            assert!(!message.contains("Hunter2"), "{message}");
+        }
     }
 
     #[tokio::test]
