@@ -132,3 +132,85 @@ async fn notify_wakes_the_tailing_source_and_its_position_follows_the_acknowledg
         "the committed position is the last row written out"
     );
 }
+
+/// A channel named as PostgreSQL allows inside quotes, not as a bare identifier: the source
+/// listens on it exactly, so a NOTIFY on it (and only on it: the poll is ten minutes) brings
+/// the new rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_channel_with_a_dash_and_a_dot_is_listened_to() {
+    crate::support::init_logs();
+    let url = postgres_url();
+    let table = unique("dotted");
+    let consumer = unique("dotted");
+    let channel = format!("{}-events.v1", unique("orders"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = RunOptions::for_registry(plugin_registry());
+    options.watch = false;
+    let land_rows = |file: &str, rows: std::ops::Range<u64>| {
+        let input = dir.path().join(file);
+        append_numbered(&input, rows);
+        let text = land(file, &input, &url, &table, false);
+        let options = options.clone();
+        async move {
+            let app = RunningApp::start(
+                PipelineFile::parse(Path::new("land.toml"), &text).unwrap(),
+                options,
+            )
+            .await
+            .unwrap();
+            for (name, result) in app.wait().await {
+                result.unwrap_or_else(|e| panic!("pipeline {name} failed: {e}"));
+            }
+        }
+    };
+    land_rows("first", 0..5).await;
+    let out = dir.path().join("out.jsonl");
+    let text = format!(
+        r#"
+        [[pipeline]]
+        name = "tail"
+        source = {{ type = "postgres", url = "{url}", table = "{table}", consumer = "{consumer}", channel = "{channel}", poll_interval_ms = 600000 }}
+        sink = {{ type = "file", path = "{}" }}
+        dead_letter = {{ type = "file", path = "{}.dlq" }}
+        batch = {{ size = 100, linger_ms = 10 }}
+        "#,
+        out.display(),
+        out.display()
+    );
+    let app = RunningApp::start(
+        PipelineFile::parse(Path::new("tail.toml"), &text).unwrap(),
+        options.clone(),
+    )
+    .await
+    .unwrap();
+    let lines = move |path: &Path| {
+        std::fs::read_to_string(path)
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    };
+    let tailed = out.clone();
+    wait_for(
+        "the rows already there",
+        Duration::from_secs(60),
+        move || lines(&tailed) == 5,
+    )
+    .await;
+    // The sink's trigger announces these on its own channel, which the source does not hear.
+    land_rows("second", 5..10).await;
+    let client = postgres_client(&url).await;
+    client
+        .execute("SELECT pg_notify($1, '')", &[&channel])
+        .await
+        .unwrap();
+    let tailed = out.clone();
+    wait_for(
+        "the new rows, woken by the NOTIFY on the channel",
+        Duration::from_secs(60),
+        move || lines(&tailed) == 10,
+    )
+    .await;
+    app.shutdown_handle().send(true).unwrap();
+    for (name, result) in app.wait().await {
+        result.unwrap_or_else(|e| panic!("pipeline {name} failed: {e}"));
+    }
+}
