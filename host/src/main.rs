@@ -390,12 +390,12 @@ enum PluginCommand {
         #[arg(long, value_name = "JSON")]
         config: Option<String>,
         /// Longest `init` may run in the validation, in milliseconds: the `limits.deadline_ms`
-        /// of the pipelines that will run it (default 1000).
-        #[arg(long, value_name = "MS")]
+        /// of the pipelines that will run it (default 1000; from 1 to 365 days, as that key).
+        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=weir::config::MAX_DURATION_MS))]
         deadline_ms: Option<u64>,
         /// Most memory the instance may use in the validation, in MiB: the `limits.memory_mib`
-        /// of the pipelines that will run it (default 64).
-        #[arg(long, value_name = "MIB")]
+        /// of the pipelines that will run it (default 64; from 1 to 1024, as that key).
+        #[arg(long, value_name = "MIB", value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..=1024), |mib| mib as usize))]
         memory_mib: Option<usize>,
         /// The fleet's per-component limits, as `weir run` takes them: a component needing
         /// more than the defaults is refused without them.
@@ -1064,6 +1064,47 @@ mod tests {
                 rollback_threshold, ..
             } => Ok(rollback_threshold),
             other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    /// `weir plugin publish` with `extra` flags, as parsed.
+    fn publish(extra: &[&str]) -> Result<(Option<u64>, Option<usize>), String> {
+        let mut args = vec!["weir", "plugin", "publish", "p.wasm"];
+        args.extend(["--registry", "kafka://localhost:9092/weir-plugins"]);
+        args.extend(extra);
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Plugin(PluginCommand::Publish {
+                deadline_ms,
+                memory_mib,
+                ..
+            }) => Ok((deadline_ms, memory_mib)),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn publish_takes_the_deadline_and_memory_a_pipeline_may_have() {
+        assert_eq!(publish(&[]), Ok((None, None)));
+        let most = weir::config::MAX_DURATION_MS.to_string();
+        assert_eq!(
+            publish(&["--deadline-ms", &most, "--memory-mib", "1024"]),
+            Ok((Some(weir::config::MAX_DURATION_MS), Some(1024)))
+        );
+        assert_eq!(
+            publish(&["--deadline-ms", "1", "--memory-mib", "1"]),
+            Ok((Some(1), Some(1)))
+        );
+        let too_long = (weir::config::MAX_DURATION_MS + 1).to_string();
+        for (flag, wrong) in [
+            ("--deadline-ms", "0"),
+            ("--deadline-ms", too_long.as_str()),
+            ("--memory-mib", "0"),
+            ("--memory-mib", "2048"),
+            ("--memory-mib", "18446744073709551615"),
+        ] {
+            let error = publish(&[flag, wrong]).unwrap_err();
+            assert!(error.contains(flag), "{flag} {wrong}: {error}");
         }
     }
 

@@ -1376,3 +1376,53 @@ fn publish_validates_under_the_limits_its_flags_give() {
         String::from_utf8_lossy(&accepted.stderr)
     );
 }
+
+/// A rollback the fleet's registry decided leaves the process's history as a local rollback
+/// does: the version rolled back from is gone, so `POST /plugins/NAME/rollback` on that process
+/// goes on to an earlier version, never back to the one the fleet abandoned, and the status
+/// page does not show it as the previous version.
+#[test]
+fn a_registry_rollback_drops_the_abandoned_version_from_the_history() {
+    use weir::registry::{PluginSlots, PluginVersion, RollbackPolicy};
+    use weir::runtime::LoadedPlugin;
+
+    let runtime = crate::support::test_runtime();
+    let base = picky();
+    let version = |tag: &str| {
+        PluginVersion::bare(
+            LoadedPlugin::from_bytes(&runtime, PLUGIN, &variant(&base, tag, 0)).unwrap(),
+        )
+    };
+    let slots = PluginSlots::new(RollbackPolicy {
+        window: 4,
+        max_failure_ratio: 0.5,
+    });
+    let (v0, v1, v2) = (version("v0"), version("v1"), version("v2"));
+    let live = |slot: &weir::registry::PluginSlot| slot.current().1.plugin.version().to_owned();
+    let history = || -> Vec<String> {
+        slots.describe()[0]
+            .history
+            .iter()
+            .map(|v| v.version.clone())
+            .collect()
+    };
+    let slot = slots.activate(v0.clone());
+    slot.activate(v1.clone());
+    slot.activate(v2.clone());
+    assert_eq!(history(), [v1.plugin.version(), v0.plugin.version()]);
+
+    // The fleet goes back from v2 to v1.
+    slots.activate_rollback(v1.clone(), "the fleet's registry rolled it back");
+    assert_eq!(live(&slot), v1.plugin.version());
+    assert_eq!(
+        history(),
+        [v0.plugin.version()],
+        "neither v2, rolled back from, nor v1, active"
+    );
+    assert_eq!(slots.describe()[0].rollbacks, 1);
+
+    // A local rollback then goes on to v0, not back to v2.
+    let back = slots.rollback(PLUGIN).unwrap();
+    assert_eq!(back.plugin.version(), v0.plugin.version());
+    assert!(history().is_empty(), "{:?}", history());
+}

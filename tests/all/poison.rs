@@ -288,3 +288,128 @@ async fn a_dead_letter_whose_old_timestamp_its_topic_refuses_is_stored_with_the_
         );
     }
 }
+
+/// An old dead letter too large for a dead-letter topic that also refuses old timestamps is
+/// stored as an excerpt with the time it is written (the original in `weir.record.timestamp`),
+/// and so is one the header with its original timestamp makes too large; every other one is
+/// stored whole, restamped. The pipeline goes on instead of stopping, or retrying forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_old_dead_letter_too_large_for_its_topic_is_stored_as_a_restamped_excerpt() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let brokers = kafka_brokers();
+    let (input, output, dead_letters) = (unique("big_in"), unique("big_out"), unique("big_dlq"));
+    create_topic(&brokers, &input, 1).await;
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let day = (24 * 3_600_000).to_string();
+    let refusing = [
+        NewTopic::new(&output, 1, TopicReplication::Fixed(1))
+            .set("message.timestamp.before.max.ms", &day),
+        NewTopic::new(&dead_letters, 1, TopicReplication::Fixed(1))
+            .set("message.timestamp.before.max.ms", &day)
+            .set("max.message.bytes", "4096"),
+    ];
+    for created in admin
+        .create_topics(&refusing, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        created.unwrap();
+    }
+    // Records written in 2001: values from 3,000 bytes to past the dead-letter topic's limit, 10
+    // bytes apart, so that for some the dead letter fits only without the header the original
+    // timestamp goes in (about 35 bytes); and one of 10 KB.
+    const OLD: i64 = 1_000_000_000_000;
+    let mut sizes: Vec<usize> = (3_000..4_200).step_by(10).collect();
+    sizes.push(10 * 1024);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for size in &sizes {
+        let value = "x".repeat(*size);
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&input)
+                    .payload(&value)
+                    .timestamp(OLD),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    let group = unique("big_group");
+    // Uncompressed and one record a request, so each dead letter's size is what the topic sees.
+    let report = crate::support::run_until(
+        &format!(
+            r#"
+            [[pipeline]]
+            name = "big"
+            source = {{ type = "kafka", brokers = "{brokers}", topics = ["{input}"], group = "{group}" }}
+            sink = {{ type = "kafka", brokers = "{brokers}", topic = "{output}" }}
+            dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead_letters}", compression = "none", properties = {{ "batch.num.messages" = "1" }} }}
+            "#
+        ),
+        || crate::services::topic_message_count(&brokers, &dead_letters) >= sizes.len(),
+    )
+    .await;
+    assert_eq!(
+        (report.records_out, report.dead_lettered),
+        (0, sizes.len() as u64)
+    );
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique("big_dlq_reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[dead_letters.as_str()]).unwrap();
+    let (mut whole, mut excerpts) = (Vec::new(), Vec::new());
+    for _ in 0..sizes.len() {
+        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let header = |name: &str| {
+            message
+                .headers()
+                .unwrap()
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(
+            header("weir.record.timestamp").as_deref(),
+            Some("1000000000000")
+        );
+        assert!(
+            message.timestamp().to_millis().unwrap() > OLD,
+            "stored with the time it was written"
+        );
+        let stored = message.payload().map_or(0, <[u8]>::len);
+        match header("weir.record.bytes") {
+            Some(size) => {
+                let size: usize = size.parse().unwrap();
+                assert!(stored < size, "an excerpt of {size} bytes kept {stored}");
+                excerpts.push(size);
+            }
+            None => whole.push(stored),
+        }
+    }
+    assert!(excerpts.contains(&(10 * 1024)), "{excerpts:?}");
+    assert!(!whole.is_empty(), "the smallest are stored whole");
+    // Stored whole up to a size, as excerpts past it: none was lost nor stored twice.
+    let mut all: Vec<usize> = whole.iter().chain(&excerpts).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, sizes);
+    assert!(
+        whole.iter().max() < excerpts.iter().min(),
+        "{whole:?} {excerpts:?}"
+    );
+}

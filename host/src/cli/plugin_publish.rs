@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use weir::registry::kafka::{
-    Catalog, Heartbeat, Publisher, RegistryAddress, STALE_AFTER, read_catalog, read_heartbeats,
-    valid_plugin_name,
+    Catalog, Heartbeat, PublishedVersion, Publisher, RegistryAddress, STALE_AFTER, read_catalog,
+    read_heartbeats, valid_plugin_name,
 };
 use weir::registry::{
     Manifest, ManifestError, PluginFile, PluginVersion, RolloutPlan, read_plugin_file,
@@ -237,9 +237,11 @@ pub fn rollback(
             )
         })?,
         None => catalog.previous_head(name).with_context(|| {
-            format!(
-                "plugin `{name}` has no earlier version to return to from {} in {registry}: none was published before it (or each was only a staged candidate, or rolled back from); name a version with --to (`weir plugin list --registry {registry}` shows them)",
-                head.version
+            no_previous_head(
+                name,
+                &head.version,
+                catalog.versions().get(name).map_or(&[], Vec::as_slice),
+                registry,
             )
         })?,
     };
@@ -260,6 +262,38 @@ pub fn rollback(
             .unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why `weir plugin rollback NAME --registry` without `--to` refuses: the head records left
+/// name no earlier head (the head is the first, or compaction kept only the last head record,
+/// and the order versions were published in does not say which was rolled back from), with the
+/// versions the topic still has, newest first, to name one with `--to`.
+fn no_previous_head(
+    name: &str,
+    head: &str,
+    versions: &[PublishedVersion],
+    registry: &RegistryAddress,
+) -> String {
+    let others: Vec<String> = versions
+        .iter()
+        .rev()
+        .filter(|v| v.version != head)
+        .map(|v| match &v.label {
+            Some(label) => format!("{} ({label})", v.version),
+            None => v.version.clone(),
+        })
+        .collect();
+    let still = if others.is_empty() {
+        "the topic has no other version of it".to_owned()
+    } else {
+        format!(
+            "name a version with --to; the topic still has (newest first): {}",
+            others.join(", ")
+        )
+    };
+    format!(
+        "plugin `{name}` has no earlier head in {registry} to return to from {head}: either {head} is its first head, or compaction removed the earlier head records (the topic keeps only the last), and which version the fleet was rolled back from is not known without them; {still}"
+    )
 }
 
 /// Deletes `name`'s versions beyond the `keep` newest, except the head, a staged candidate and
@@ -413,4 +447,47 @@ fn render(catalog: &Catalog, heartbeats: &[Heartbeat], now: u64) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(version: &str, label: Option<&str>) -> PublishedVersion {
+        PublishedVersion {
+            name: "p".into(),
+            sha256: format!("{version}{}", "0".repeat(52)),
+            version: version.into(),
+            label: label.map(str::to_owned),
+            manifest: String::new(),
+            publisher: "h".into(),
+            size: 1,
+            chunks: 1,
+            published_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_rollback_with_no_earlier_head_names_compaction_and_the_versions_to_choose_from() {
+        let registry: RegistryAddress = "kafka://localhost:9092/weir-plugins".parse().unwrap();
+        let versions = [
+            version("111111111111", Some("v1")),
+            version("222222222222", None),
+            version("333333333333", Some("v3")),
+        ];
+        let said = no_previous_head("p", "333333333333", &versions, &registry);
+        assert!(
+            said.contains("compaction removed the earlier head records"),
+            "{said}"
+        );
+        assert!(said.contains("--to"), "{said}");
+        assert!(
+            said.contains("222222222222, 111111111111 (v1)"),
+            "the others, newest first, with labels: {said}"
+        );
+        assert!(!said.contains("(v3)"), "not the head: {said}");
+
+        let said = no_previous_head("p", "111111111111", &versions[..1], &registry);
+        assert!(said.contains("no other version"), "{said}");
+    }
 }

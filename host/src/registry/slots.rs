@@ -486,17 +486,24 @@ impl PluginSlot {
         true
     }
 
-    /// Makes `version` active as a rollback decided elsewhere (the fleet's registry): the
-    /// previous version goes to the history as with [`PluginSlot::activate`], and the change
+    /// Makes `version` active as a rollback decided elsewhere (the fleet's registry); the change
     /// counts as a rollback, with `reason`, as [`PluginSlot::rollback`] does. Like that one it
-    /// is not put on probation: the version returned to is not judged again.
+    /// drops the abandoned version from the history (a local rollback must not return to it),
+    /// and the version returned to too (it is active), and is not put on probation: the version
+    /// returned to is not judged again.
     pub fn activate_rollback(&self, version: PluginVersion, reason: &str) {
         let mut state = self.lock();
         let from = state.current.version.plugin.version().to_owned();
         let to = version.plugin.version().to_owned();
+        let target = version.plugin.sha256().to_owned();
         if !self.activate_locked(&mut state, version) {
             return;
         }
+        // `activate_locked` put the abandoned version first.
+        state.history.pop_front();
+        state
+            .history
+            .retain(|active| active.version.plugin.sha256() != target);
         state.rollbacks += 1;
         state.probation = None;
         state.last_rollback = Some(format!("rolled back from {from} to {to}: {reason}"));

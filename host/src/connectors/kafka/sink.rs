@@ -307,28 +307,41 @@ impl KafkaSink {
 
     /// Stores a dead letter too large for the topic as an excerpt of its value, with its full
     /// size and sha256 in headers; the whole record stays in the source at the coordinates its
-    /// headers name. `Err` refuses it, only if even its headers alone are too large; `Ok` holds
-    /// the delivery of the excerpt.
+    /// headers name. An excerpt whose timestamp the topic refuses is stored restamped (see
+    /// [`restamped`]); `restamp` restamps from the first. `Err` refuses it, only if even its
+    /// headers alone are too large; `Ok` holds the delivery of the excerpt.
     async fn send_excerpt(
         &self,
         record: &Record,
         key: Option<&[u8]>,
+        mut restamp: bool,
     ) -> Result<Result<(), KafkaError>, String> {
         let size = record.value.len() + key.map_or(0, <[u8]>::len);
-        for keep in EXCERPT_BYTES {
+        let mut keeps = EXCERPT_BYTES.into_iter().peekable();
+        while let Some(&keep) = keeps.peek() {
             let mut excerpt = record.clone();
             excerpt.keep_excerpt(keep);
+            if restamp {
+                excerpt = restamped(&excerpt);
+            }
             let delivered = self.send(&excerpt, key).await;
-            if let Err(error) = &delivered
-                && classify(error, &self.topic) == Verdict::TooLarge
-            {
-                continue;
+            if let Err(error) = &delivered {
+                if !restamp && excerpt.timestamp.is_some() && refused_timestamp(error) {
+                    // The same excerpt again, with the time it is written.
+                    restamp = true;
+                    continue;
+                }
+                if classify(error, &self.topic) == Verdict::TooLarge {
+                    keeps.next();
+                    continue;
+                }
             }
             if delivered.is_ok() {
                 tracing::warn!(
                     connector = %self.name,
                     size,
                     kept = keep.min(record.value.len()),
+                    restamped = restamp,
                     "Dead letter too large for the topic; stored an excerpt of its value with its size and sha256."
                 );
             }
@@ -342,29 +355,6 @@ impl KafkaSink {
                 .map(|h| h.key.len() + h.value.len())
                 .sum::<usize>()
         ))
-    }
-
-    /// Stores a dead letter whose timestamp the topic refused (a topic with
-    /// `message.timestamp.before.max.ms` refuses an old record's dead letter exactly as it
-    /// refused the record) with the time it is written instead, the original kept in a header:
-    /// a dead-letter destination must not refuse a record for what it holds.
-    async fn send_restamped(&self, record: &Record, key: Option<&[u8]>) -> Result<(), KafkaError> {
-        let mut restamped = record.clone();
-        if let Some(original) = restamped.timestamp.take() {
-            restamped.set_header(
-                crate::record::headers::RECORD_TIMESTAMP,
-                original.to_string(),
-            );
-        }
-        let delivered = self.send(&restamped, key).await;
-        if delivered.is_ok() {
-            tracing::warn!(
-                connector = %self.name,
-                timestamp = record.timestamp,
-                "The dead-letter topic refused a record's timestamp; stored it with the time it was written, the original in weir.record.timestamp."
-            );
-        }
-        delivered
     }
 
     /// Whether the brokers' metadata confirms that the topic does not exist; `None` when they
@@ -486,14 +476,53 @@ impl Sink for KafkaSink {
                 continue;
             }
             match judge.verdict(self, &error).await {
-                Verdict::TooLarge => too_large.push((index, key)),
+                Verdict::TooLarge => too_large.push((index, key, false)),
                 Verdict::Refused(reason) => {
                     outcomes[index] = Outcome::Rejected(format!("{reason} ({error})"));
                 }
                 verdict => note(&mut failure, verdict, error),
             }
         }
-        for (index, key) in too_large {
+        if !restamp.is_empty() {
+            // Dead letters whose timestamp the topic refused, sent again together restamped.
+            let again: Vec<Record> = restamp
+                .iter()
+                .map(|(index, _)| restamped(&records[*index]))
+                .collect();
+            let messages = restamp
+                .iter()
+                .zip(&again)
+                .map(|((_, key), record)| self.outgoing(record, key.as_deref()))
+                .collect();
+            let results = batch_producer::send_all(&self.producer, messages).await;
+            let mut stored = 0_usize;
+            for ((index, key), result) in restamp.into_iter().zip(results) {
+                let error = match result {
+                    Ok(()) => {
+                        outcomes[index] = Outcome::Delivered;
+                        stored += 1;
+                        continue;
+                    }
+                    Err(error) => error,
+                };
+                match judge.verdict(self, &error).await {
+                    // The header with the original timestamp made it too large: an excerpt.
+                    Verdict::TooLarge => too_large.push((index, key, true)),
+                    Verdict::Refused(reason) => {
+                        outcomes[index] = Outcome::Rejected(format!("{reason} ({error})"));
+                    }
+                    verdict => note(&mut failure, verdict, error),
+                }
+            }
+            if stored > 0 {
+                tracing::warn!(
+                    connector = %self.name,
+                    records = stored,
+                    "The dead-letter topic refused the timestamp of dead letters; stored them with the time they were written, the original in weir.record.timestamp."
+                );
+            }
+        }
+        for (index, key, restamp) in too_large {
             let record = &records[index];
             if !self.dead_letter {
                 outcomes[index] = Outcome::Rejected(format!(
@@ -502,7 +531,7 @@ impl Sink for KafkaSink {
                 ));
                 continue;
             }
-            match self.send_excerpt(record, key.as_deref()).await {
+            match self.send_excerpt(record, key.as_deref(), restamp).await {
                 Ok(Ok(())) => outcomes[index] = Outcome::Delivered,
                 Ok(Err(error)) => match judge.verdict(self, &error).await {
                     Verdict::Refused(reason) => {
@@ -511,17 +540,6 @@ impl Sink for KafkaSink {
                     verdict => note(&mut failure, verdict, error),
                 },
                 Err(reason) => outcomes[index] = Outcome::Rejected(reason),
-            }
-        }
-        for (index, key) in restamp {
-            match self.send_restamped(&records[index], key.as_deref()).await {
-                Ok(()) => outcomes[index] = Outcome::Delivered,
-                Err(error) => match judge.verdict(self, &error).await {
-                    Verdict::Refused(reason) => {
-                        outcomes[index] = Outcome::Rejected(format!("{reason} ({error})"));
-                    }
-                    verdict => note(&mut failure, verdict, error),
-                },
             }
         }
         let unsent = outcomes.iter().filter(|o| **o == Outcome::Unsent).count();
@@ -646,6 +664,21 @@ fn refused_timestamp(error: &KafkaError) -> bool {
             RDKafkaErrorCode::InvalidTimestamp | RDKafkaErrorCode::InvalidRecord
         )
     )
+}
+
+/// `record` with no timestamp (the producer stamps it with the time it is written), the original
+/// kept in the `weir.record.timestamp` header: a topic with `message.timestamp.before.max.ms`
+/// refuses an old record's dead letter exactly as it refused the record, and a dead-letter
+/// destination must not refuse a record for what it holds.
+fn restamped(record: &Record) -> Record {
+    let mut restamped = record.clone();
+    if let Some(original) = restamped.timestamp.take() {
+        restamped.set_header(
+            crate::record::headers::RECORD_TIMESTAMP,
+            original.to_string(),
+        );
+    }
+    restamped
 }
 
 /// Keeps the failure that decides what the batch does: the most severe, the first among equals.

@@ -199,10 +199,6 @@ pub struct Catalog {
     /// head last; a rollback undoes the heads after the one it returns to. Compaction keeps only
     /// a plugin's last head record, so this holds what the records still in the topic say.
     head_history: BTreeMap<String, Vec<String>>,
-    /// The sha256 of each plugin's versions that the records read show are no version to roll
-    /// back to: candidates staged and never the head since, and versions rolled back from.
-    /// What compaction removed is not here.
-    not_previous: BTreeMap<String, BTreeSet<String>>,
     /// Heads whose version is not complete yet.
     pending: BTreeSet<String>,
     rollouts: BTreeMap<String, RolloutRecord>,
@@ -225,7 +221,6 @@ impl Catalog {
             next_seen: 0,
             heads: BTreeMap::new(),
             head_history: BTreeMap::new(),
-            not_previous: BTreeMap::new(),
             pending: BTreeSet::new(),
             rollouts: BTreeMap::new(),
             pending_rollouts: BTreeSet::new(),
@@ -322,14 +317,6 @@ impl Catalog {
                     return Ok(None);
                 }
                 let stages = rollout.staged().is_some();
-                // A candidate staged or aborted (a promotion's head names it after this).
-                let candidate = !matches!(rollout.action, RolloutAction::Promote);
-                if candidate && self.heads.get(&name).is_none_or(|h| h.sha256 != sha256) {
-                    self.not_previous
-                        .entry(name.clone())
-                        .or_default()
-                        .insert(sha256.clone());
-                }
                 self.rollouts.insert(name.clone(), rollout.clone());
                 if !stages {
                     // An end needs no component: it applies at once.
@@ -348,25 +335,11 @@ impl Catalog {
     /// one to a version not among them replaces the head it rolls back from.
     fn remember_head(&mut self, head: &Head) {
         let history = self.head_history.entry(head.name.clone()).or_default();
-        let not_previous = self.not_previous.entry(head.name.clone()).or_default();
-        not_previous.remove(&head.sha256);
-        if head.action == HeadAction::Rollback {
-            // The head it rolls back from, even when compaction removed its record.
-            if let Some(from) = self
-                .heads
-                .get(&head.name)
-                .filter(|h| h.sha256 != head.sha256)
-            {
-                not_previous.insert(from.sha256.clone());
-            }
-        }
         match head.action {
             HeadAction::Rollback => match history.iter().rposition(|s| *s == head.sha256) {
-                Some(at) => {
-                    not_previous.extend(history.drain(at + 1..));
-                }
+                Some(at) => history.truncate(at + 1),
                 None => {
-                    not_previous.extend(history.pop());
+                    history.pop();
                     history.push(head.sha256.clone());
                 }
             },
@@ -382,37 +355,18 @@ impl Catalog {
 
     /// The version `weir plugin rollback NAME` returns `name` to: the latest earlier head that
     /// was not rolled back from and is still published. A candidate that was staged and never
-    /// became the head is none. Compaction keeps only a plugin's last head record, so when the
-    /// topic holds no such head (anymore), the version published last before the head's, among
-    /// those the records left do not show as a mere candidate or as rolled back from (version
-    /// records survive compaction; the rollout and head records saying so may not). `None`
-    /// when there is none either.
+    /// became the head is none. `None` when the topic holds no such head (anymore): compaction
+    /// keeps only a plugin's last head record, and the order versions were published in does
+    /// not say which of them was rolled back from or only staged, so no guess is made (the
+    /// operator names the version with `--to`).
     pub fn previous_head(&self, name: &str) -> Option<&PublishedVersion> {
         let head = self.heads.get(name)?;
-        let from_heads = self
-            .head_history
+        self.head_history
             .get(name)?
             .iter()
             .rev()
             .filter(|sha256| **sha256 != head.sha256)
-            .find_map(|sha256| self.published(name, sha256));
-        from_heads.or_else(|| self.published_before_head(name))
-    }
-
-    /// The version of `name` published last before its head's version, that the records read
-    /// do not show as no version to roll back to.
-    fn published_before_head(&self, name: &str) -> Option<&PublishedVersion> {
-        let head = self.heads.get(name)?;
-        let list = self.versions.get(name)?;
-        let excluded = self.not_previous.get(name);
-        let before = list
-            .iter()
-            .position(|v| v.sha256 == head.sha256)
-            .unwrap_or(list.len());
-        list[..before]
-            .iter()
-            .rev()
-            .find(|v| excluded.is_none_or(|x| !x.contains(&v.sha256)))
+            .find_map(|sha256| self.published(name, sha256))
     }
 
     /// A tombstone of a version's description or of one of its chunks (`weir plugin prune`
@@ -1239,19 +1193,20 @@ mod tests {
     }
 
     #[test]
-    fn after_compaction_rollback_returns_to_the_version_published_before_the_head() {
+    fn after_compaction_no_previous_head_is_guessed() {
         let mut topic = Topic {
             records: Vec::new(),
         };
         let v1 = topic.publish("p", b"v1", "1");
-        let v2 = topic.publish("p", b"v2", "2");
+        // v2 was bad: the fleet went back to v1, then v3 was published.
+        topic.publish("p", b"v2", "2");
         topic.head("p", &v1, HeadAction::Rollback);
-        // v3 is staged and aborted: published, never the head.
-        let v3 = candidate(&mut topic, "p", b"v3", "3");
-        let shadow = RolloutPlan::Shadow { every_nth_batch: 1 };
-        topic.rollout("p", &v3, RolloutAction::Stage { rollout: shadow });
-        topic.rollout("p", &v3, RolloutAction::Abort { reason: "r".into() });
-        let v4 = topic.publish("p", b"v4", "4");
+        let v3 = topic.publish("p", b"v3", "3");
+        let mut catalog = Catalog::new("kafka://x/t", None);
+        topic.changes(&mut catalog);
+        let previous = catalog.previous_head("p").map(|v| v.sha256.clone());
+        assert_eq!(previous, Some(v1.clone()), "the heads read say v1");
+
         let topic = compacted(&topic);
         let heads = topic
             .records
@@ -1261,26 +1216,10 @@ mod tests {
         assert_eq!(heads, 1, "compaction keeps the last head record only");
         let mut catalog = Catalog::new("kafka://x/t", None);
         topic.changes(&mut catalog);
-        assert_eq!(catalog.heads()["p"].sha256, v4);
-        // The records saying v2 was rolled back from are gone; the abort of v3 is still there.
-        let previous = catalog.previous_head("p").map(|v| v.sha256.clone());
-        assert_eq!(previous, Some(v2.clone()), "not the aborted candidate v3");
-
-        // Rolled back to v2 (a head record replacing v4's): v1, published before it.
-        let mut topic = topic;
-        topic.head("p", &v2, HeadAction::Rollback);
-        let topic = compacted(&topic);
-        let mut catalog = Catalog::new("kafka://x/t", None);
-        topic.changes(&mut catalog);
-        let previous = catalog.previous_head("p").map(|v| v.sha256.clone());
-        assert_eq!(previous, Some(v1.clone()));
-
-        // Back on v1, nothing was published before it.
-        let mut topic = topic;
-        topic.head("p", &v1, HeadAction::Rollback);
-        let topic = compacted(&topic);
-        let mut catalog = Catalog::new("kafka://x/t", None);
-        topic.changes(&mut catalog);
+        assert_eq!(catalog.heads()["p"].sha256, v3);
+        assert_eq!(catalog.versions()["p"].len(), 3, "version records survive");
+        // v2, published just before v3, is the version the fleet was rolled back from: the
+        // records left cannot tell, so there is no previous head, never v2.
         assert!(catalog.previous_head("p").is_none());
     }
 
