@@ -192,53 +192,72 @@ async fn a_record_too_large_for_kafka_is_dead_lettered_to_kafka_as_an_excerpt() 
     assert!(big.as_bytes().starts_with(excerpt));
 }
 
-/// A topic that refuses old timestamps (`message.timestamp.before.max.ms`) refuses an old
-/// record's dead letter exactly as it refused the record: the dead-letter topic stores it with
-/// the time it is written instead, the original in `weir.record.timestamp`, and the pipeline
-/// goes on instead of stopping for want of a place to put it.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_dead_letter_whose_old_timestamp_its_topic_refuses_is_stored_with_the_original_in_a_header()
- {
+/// Records written in 2001, as a topic replayed from an archive holds them.
+const OLD: i64 = 1_000_000_000_000;
+
+/// Creates `input` and, refusing records more than a day old, `output` and `dead_letters`
+/// (with the extra topic settings given), then writes `values` to `input` dated [`OLD`].
+async fn old_records_and_refusing_topics(
+    brokers: &str,
+    (input, output, dead_letters): (&str, &str, &str),
+    dead_letter_settings: &[(&str, &str)],
+    values: &[String],
+) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::producer::{FutureProducer, FutureRecord};
 
-    let brokers = kafka_brokers();
-    let (input, output, dead_letters) = (unique("old_in"), unique("old_out"), unique("old_dlq"));
-    create_topic(&brokers, &input, 1).await;
+    create_topic(brokers, input, 1).await;
     let admin: AdminClient<_> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+        .set("bootstrap.servers", brokers)
         .create()
         .unwrap();
     let day = (24 * 3_600_000).to_string();
-    let refusing = [&output, &dead_letters].map(|topic| {
+    let refusing = |topic| {
         NewTopic::new(topic, 1, TopicReplication::Fixed(1))
             .set("message.timestamp.before.max.ms", &day)
-    });
+    };
+    let topics = [
+        refusing(output),
+        dead_letter_settings
+            .iter()
+            .fold(refusing(dead_letters), |topic, (key, value)| {
+                topic.set(key, value)
+            }),
+    ];
     for created in admin
-        .create_topics(&refusing, &AdminOptions::new())
+        .create_topics(&topics, &AdminOptions::new())
         .await
         .unwrap()
     {
         created.unwrap();
     }
-    // Records written in 2001, as a topic replayed from an archive holds them.
-    const OLD: i64 = 1_000_000_000_000;
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+        .set("bootstrap.servers", brokers)
         .create()
         .unwrap();
-    for n in 0..5 {
-        let value = format!("{{\"n\":{n}}}");
+    for value in values {
         producer
             .send(
-                FutureRecord::<(), _>::to(&input)
-                    .payload(&value)
+                FutureRecord::<(), _>::to(input)
+                    .payload(value)
                     .timestamp(OLD),
                 Duration::from_secs(30),
             )
             .await
             .unwrap();
     }
+}
+
+/// Runs a pipeline from `input` to `output` with `dead_letters` as its dead-letter topic (`extra`
+/// added to that sink's table) until `count` dead letters are stored, and reads them back: each
+/// stored after [`OLD`], with `weir.record.timestamp` naming it. Gives each one's headers and
+/// stored value size.
+async fn dead_letters_restamped(
+    brokers: &str,
+    (input, output, dead_letters): (&str, &str, &str),
+    extra: &str,
+    count: usize,
+) -> Vec<(BTreeMap<String, String>, usize)> {
     let group = unique("old_group");
     let report = crate::support::run_until(
         &format!(
@@ -247,45 +266,69 @@ async fn a_dead_letter_whose_old_timestamp_its_topic_refuses_is_stored_with_the_
             name = "old"
             source = {{ type = "kafka", brokers = "{brokers}", topics = ["{input}"], group = "{group}" }}
             sink = {{ type = "kafka", brokers = "{brokers}", topic = "{output}" }}
-            dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead_letters}" }}
+            dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead_letters}"{extra} }}
             "#
         ),
-        || crate::services::topic_message_count(&brokers, &dead_letters) >= 5,
+        || crate::services::topic_message_count(brokers, dead_letters) >= count,
     )
     .await;
-    assert_eq!((report.records_out, report.dead_lettered), (0, 5));
+    assert_eq!(
+        (report.records_out, report.dead_lettered),
+        (0, count as u64)
+    );
 
     let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+        .set("bootstrap.servers", brokers)
         .set("group.id", unique("old_dlq_reader"))
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    consumer.subscribe(&[dead_letters.as_str()]).unwrap();
-    for _ in 0..5 {
+    consumer.subscribe(&[dead_letters]).unwrap();
+    let mut stored = Vec::new();
+    for _ in 0..count {
         let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
             .await
             .unwrap()
             .unwrap();
-        let header = |name: &str| {
-            message
-                .headers()
-                .unwrap()
-                .iter()
-                .find(|h| h.key == name)
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        };
+        let headers: BTreeMap<String, String> = message
+            .headers()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_owned(),
+                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect();
         assert_eq!(
-            header("weir.record.timestamp").as_deref(),
+            headers.get("weir.record.timestamp").map(String::as_str),
             Some("1000000000000")
         );
-        let error = header("weir.error").unwrap();
-        assert!(error.contains("timestamp"), "{error}");
         assert!(
             message.timestamp().to_millis().unwrap() > OLD,
             "stored with the time it was written"
         );
+        stored.push((headers, message.payload().map_or(0, <[u8]>::len)));
+    }
+    stored
+}
+
+/// A topic that refuses old timestamps (`message.timestamp.before.max.ms`) refuses an old
+/// record's dead letter exactly as it refused the record: the dead-letter topic stores it with
+/// the time it is written instead, the original in `weir.record.timestamp`, and the pipeline
+/// goes on instead of stopping for want of a place to put it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_whose_old_timestamp_its_topic_refuses_is_stored_with_the_original_in_a_header()
+ {
+    let brokers = kafka_brokers();
+    let (input, output, dead_letters) = (unique("old_in"), unique("old_out"), unique("old_dlq"));
+    let topics = (input.as_str(), output.as_str(), dead_letters.as_str());
+    let values: Vec<String> = (0..5).map(|n| format!("{{\"n\":{n}}}")).collect();
+    old_records_and_refusing_topics(&brokers, topics, &[], &values).await;
+    for (headers, _) in dead_letters_restamped(&brokers, topics, "", values.len()).await {
+        let error = &headers["weir.error"];
+        assert!(error.contains("timestamp"), "{error}");
     }
 }
 
@@ -295,105 +338,22 @@ async fn a_dead_letter_whose_old_timestamp_its_topic_refuses_is_stored_with_the_
 /// stored whole, restamped. The pipeline goes on instead of stopping, or retrying forever.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_old_dead_letter_too_large_for_its_topic_is_stored_as_a_restamped_excerpt() {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-
     let brokers = kafka_brokers();
     let (input, output, dead_letters) = (unique("big_in"), unique("big_out"), unique("big_dlq"));
-    create_topic(&brokers, &input, 1).await;
-    let admin: AdminClient<_> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    let day = (24 * 3_600_000).to_string();
-    let refusing = [
-        NewTopic::new(&output, 1, TopicReplication::Fixed(1))
-            .set("message.timestamp.before.max.ms", &day),
-        NewTopic::new(&dead_letters, 1, TopicReplication::Fixed(1))
-            .set("message.timestamp.before.max.ms", &day)
-            .set("max.message.bytes", "4096"),
-    ];
-    for created in admin
-        .create_topics(&refusing, &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        created.unwrap();
-    }
-    // Records written in 2001: values from 3,000 bytes to past the dead-letter topic's limit, 10
-    // bytes apart, so that for some the dead letter fits only without the header the original
-    // timestamp goes in (about 35 bytes); and one of 10 KB.
-    const OLD: i64 = 1_000_000_000_000;
+    let topics = (input.as_str(), output.as_str(), dead_letters.as_str());
+    // Values from 3,000 bytes to past the dead-letter topic's limit, 10 bytes apart, so that for
+    // some the dead letter fits only without the header the original timestamp goes in (about
+    // 35 bytes); and one of 10 KB.
     let mut sizes: Vec<usize> = (3_000..4_200).step_by(10).collect();
     sizes.push(10 * 1024);
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    for size in &sizes {
-        let value = "x".repeat(*size);
-        producer
-            .send(
-                FutureRecord::<(), _>::to(&input)
-                    .payload(&value)
-                    .timestamp(OLD),
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap();
-    }
-    let group = unique("big_group");
+    let values: Vec<String> = sizes.iter().map(|size| "x".repeat(*size)).collect();
+    old_records_and_refusing_topics(&brokers, topics, &[("max.message.bytes", "4096")], &values)
+        .await;
     // Uncompressed and one record a request, so each dead letter's size is what the topic sees.
-    let report = crate::support::run_until(
-        &format!(
-            r#"
-            [[pipeline]]
-            name = "big"
-            source = {{ type = "kafka", brokers = "{brokers}", topics = ["{input}"], group = "{group}" }}
-            sink = {{ type = "kafka", brokers = "{brokers}", topic = "{output}" }}
-            dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead_letters}", compression = "none", properties = {{ "batch.num.messages" = "1" }} }}
-            "#
-        ),
-        || crate::services::topic_message_count(&brokers, &dead_letters) >= sizes.len(),
-    )
-    .await;
-    assert_eq!(
-        (report.records_out, report.dead_lettered),
-        (0, sizes.len() as u64)
-    );
-
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", unique("big_dlq_reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[dead_letters.as_str()]).unwrap();
+    let extra = r#", compression = "none", properties = { "batch.num.messages" = "1" }"#;
     let (mut whole, mut excerpts) = (Vec::new(), Vec::new());
-    for _ in 0..sizes.len() {
-        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        let header = |name: &str| {
-            message
-                .headers()
-                .unwrap()
-                .iter()
-                .find(|h| h.key == name)
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        };
-        assert_eq!(
-            header("weir.record.timestamp").as_deref(),
-            Some("1000000000000")
-        );
-        assert!(
-            message.timestamp().to_millis().unwrap() > OLD,
-            "stored with the time it was written"
-        );
-        let stored = message.payload().map_or(0, <[u8]>::len);
-        match header("weir.record.bytes") {
+    for (headers, stored) in dead_letters_restamped(&brokers, topics, extra, sizes.len()).await {
+        match headers.get("weir.record.bytes") {
             Some(size) => {
                 let size: usize = size.parse().unwrap();
                 assert!(stored < size, "an excerpt of {size} bytes kept {stored}");
