@@ -165,17 +165,7 @@ async fn a_record_too_large_for_kafka_is_dead_lettered_to_kafka_as_an_excerpt() 
         .await
         .unwrap()
         .unwrap();
-    let headers: BTreeMap<String, String> = message
-        .headers()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            (
-                h.key.to_owned(),
-                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = header_map(&message);
     assert_eq!(headers["weir.source.offset"], "4");
     assert_eq!(headers["weir.stage"], "sink");
     assert!(
@@ -190,6 +180,21 @@ async fn a_record_too_large_for_kafka_is_dead_lettered_to_kafka_as_an_excerpt() 
     let excerpt = message.payload().unwrap();
     assert!(!excerpt.is_empty() && excerpt.len() < 1_000_000);
     assert!(big.as_bytes().starts_with(excerpt));
+}
+
+/// A message's headers as text, by name.
+fn header_map(message: &impl Message) -> BTreeMap<String, String> {
+    message
+        .headers()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h.key.to_owned(),
+                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// Records written in 2001, as a topic replayed from an archive holds them.
@@ -290,17 +295,7 @@ async fn dead_letters_restamped(
             .await
             .unwrap()
             .unwrap();
-        let headers: BTreeMap<String, String> = message
-            .headers()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                (
-                    h.key.to_owned(),
-                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = header_map(&message);
         assert_eq!(
             headers.get("weir.record.timestamp").map(String::as_str),
             Some("1000000000000")
