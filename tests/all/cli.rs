@@ -94,19 +94,19 @@ fn json_logs_are_one_object_per_line_with_structured_fields() {
     assert!(from_plugin["version"].is_string());
 }
 
-#[test]
-fn validate_accepts_the_quickstart() {
+/// `weir validate` of the quickstart file against the test plugins, with `extra` arguments.
+fn validate_the_quickstart(extra: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let config = repo_root().join("examples/quickstart.toml");
-    let output = run_weir(
-        dir.path(),
-        &[
-            "validate",
-            config.to_str().unwrap(),
-            "--plugins",
-            plugin_registry().to_str().unwrap(),
-        ],
-    );
+    let plugins = plugin_registry().to_str().unwrap().to_owned();
+    let mut args = vec!["validate", config.to_str().unwrap(), "--plugins", &plugins];
+    args.extend_from_slice(extra);
+    run_weir(dir.path(), &args)
+}
+
+#[test]
+fn validate_accepts_the_quickstart() {
+    let output = validate_the_quickstart(&[]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -122,23 +122,14 @@ fn validate_accepts_the_quickstart() {
 /// `weir run`'s component limits, so that what run is told to accept validate does not refuse.
 #[test]
 fn validate_takes_the_component_limits_run_takes() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = repo_root().join("examples/quickstart.toml");
-    let output = run_weir(
-        dir.path(),
-        &[
-            "validate",
-            config.to_str().unwrap(),
-            "--plugins",
-            plugin_registry().to_str().unwrap(),
-            "--max-core-instances",
-            "64",
-            "--max-memories",
-            "8",
-            "--max-tables",
-            "16",
-        ],
-    );
+    let output = validate_the_quickstart(&[
+        "--max-core-instances",
+        "64",
+        "--max-memories",
+        "8",
+        "--max-tables",
+        "16",
+    ]);
     assert!(
         output.status.success(),
         "{}",

@@ -551,19 +551,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_lag_keeps_moving_while_the_source_waits_on_a_stalled_sink() {
-        let config = crate::config::PipelineFile::parse(
-            Path::new("t.toml"),
-            r#"
-            [[pipeline]]
-            name = "p"
-            source = { type = "generate" }
-            sink = { type = "blackhole" }
-            dead_letter = { type = "stdout" }
-            "#,
-        )
-        .unwrap()
-        .pipelines
-        .remove(0);
+        let config = generate_pipeline();
         let lag = Arc::new(Mutex::new(1));
         let stats = Arc::new(PipelineStats::new("p"));
         let routed = Arc::new(Notify::new());
