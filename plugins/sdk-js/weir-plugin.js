@@ -95,9 +95,12 @@ function checkDepth(text) {
 
 /** JSON.parse's reviver for `Record.json`: refuses what the Rust SDK refuses. A number beyond a
  * double's range (`1e400`) would be Infinity (written as null), and a lone surrogate is not
- * Unicode text. (Integers beyond 2^53 are found in the text: `checkIntegers`.) */
+ * Unicode text. (Integers beyond 2^53 are found in the text: `checkIntegers`, run only when
+ * a number parsed to an integral double of 2^53 or more, `sawLargeInteger`.) */
+let sawLargeInteger = false;
 function strictValue(key, value, context) {
   if (typeof value === "number") {
+    if (Math.abs(value) >= 9007199254740992 && Number.isInteger(value)) sawLargeInteger = true;
     if (!Number.isFinite(value)) {
       const text = context && typeof context.source === "string" ? context.source : String(value);
       throw new RangeError(`number out of range: ${text.slice(0, 40)}`);
@@ -155,8 +158,9 @@ export class Record {
     try {
       const text = decoder.decode(this.value);
       checkDepth(text);
+      sawLargeInteger = false;
       const value = JSON.parse(text, strictValue);
-      checkIntegers(text);
+      if (sawLargeInteger) checkIntegers(text);
       return value;
     } catch (error) {
       if (error instanceof BadRecord) throw error;
