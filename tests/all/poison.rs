@@ -122,6 +122,7 @@ async fn every_poison_record_is_dead_lettered_exactly_once_and_the_rest_arrive()
 /// still fit the Kafka dead-letter topic: as an excerpt with its full size and sha256.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_too_large_for_kafka_is_dead_lettered_to_kafka_as_an_excerpt() {
+    crate::support::init_logs();
     let brokers = kafka_brokers();
     let (output, dead_letters) = (unique("big_out"), unique("big_dlq"));
     create_topic(&brokers, &output, 1).await;
@@ -208,6 +209,7 @@ async fn old_records_and_refusing_topics(
     dead_letter_settings: &[(&str, &str)],
     values: &[String],
 ) {
+    crate::support::init_logs();
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::producer::{FutureProducer, FutureRecord};
 

@@ -300,61 +300,99 @@ impl KafkaSink {
         }
     }
 
-    /// Sends one record and waits for its delivery report.
-    async fn send(&self, record: &Record, key: Option<&[u8]>) -> Result<(), KafkaError> {
-        batch_producer::send(&self.producer, self.outgoing(record, key)).await
-    }
-
-    /// Stores a dead letter too large for the topic as an excerpt of its value, with its full
+    /// Stores dead letters too large for the topic as excerpts of their values, with each full
     /// size and sha256 in headers; the whole record stays in the source at the coordinates its
-    /// headers name. An excerpt whose timestamp the topic refuses is stored restamped (see
-    /// [`restamped`]); `restamp` restamps from the first. `Err` refuses it, only if even its
-    /// headers alone are too large; `Ok` holds the delivery of the excerpt.
-    async fn send_excerpt(
+    /// headers name. Excerpts of [`EXCERPT_BYTES`] are tried in turn, all the letters of one
+    /// step sent together, so a batch of large letters costs a round trip a step, not one a
+    /// letter. An excerpt whose timestamp the topic refuses is sent again restamped (see
+    /// [`restamped`]); a letter whose `restamp` is set goes restamped from the first. Gives each
+    /// letter's outcome in
+    /// `letters`' order: `Err` refuses it, only if even its headers alone are too large; `Ok`
+    /// holds the delivery of its excerpt.
+    async fn send_excerpts(
         &self,
-        record: &Record,
-        key: Option<&[u8]>,
-        mut restamp: bool,
-    ) -> Result<Result<(), KafkaError>, String> {
-        let size = record.value.len() + key.map_or(0, <[u8]>::len);
-        let mut keeps = EXCERPT_BYTES.into_iter().peekable();
-        while let Some(&keep) = keeps.peek() {
-            let mut excerpt = record.clone();
-            excerpt.keep_excerpt(keep);
-            if restamp {
-                excerpt = restamped(&excerpt);
-            }
-            let delivered = self.send(&excerpt, key).await;
-            if let Err(error) = &delivered {
-                if !restamp && excerpt.timestamp.is_some() && refused_timestamp(error) {
-                    // The same excerpt again, with the time it is written.
-                    restamp = true;
-                    continue;
-                }
-                if classify(error, &self.topic) == Verdict::TooLarge {
-                    keeps.next();
-                    continue;
-                }
-            }
-            if delivered.is_ok() {
-                tracing::warn!(
-                    connector = %self.name,
-                    size,
-                    kept = keep.min(record.value.len()),
-                    restamped = restamp,
-                    "Dead letter too large for the topic; stored an excerpt of its value with its size and sha256."
-                );
-            }
-            return Ok(delivered);
+        records: &[Record],
+        letters: &[Oversized<'_>],
+    ) -> Vec<ExcerptOutcome> {
+        struct Letter {
+            step: usize,
+            restamp: bool,
         }
-        Err(format!(
-            "dead letter too large for the topic even without its value ({} bytes of headers); raise the topic's max.message.bytes",
-            record
-                .headers
+        let mut outcomes: Vec<Option<ExcerptOutcome>> = letters.iter().map(|_| None).collect();
+        let mut state: Vec<Letter> = letters
+            .iter()
+            .map(|letter| Letter {
+                step: 0,
+                restamp: letter.restamp,
+            })
+            .collect();
+        let (mut stored, mut restamped_count) = (0_usize, 0_usize);
+        loop {
+            let pending: Vec<usize> = (0..letters.len())
+                .filter(|at| outcomes[*at].is_none())
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            let excerpts: Vec<Record> = pending
                 .iter()
-                .map(|h| h.key.len() + h.value.len())
-                .sum::<usize>()
-        ))
+                .map(|at| {
+                    let mut excerpt = records[letters[*at].index].clone();
+                    excerpt.keep_excerpt(EXCERPT_BYTES[state[*at].step]);
+                    if state[*at].restamp {
+                        excerpt = restamped(&excerpt);
+                    }
+                    excerpt
+                })
+                .collect();
+            let messages = pending
+                .iter()
+                .zip(&excerpts)
+                .map(|(at, excerpt)| self.outgoing(excerpt, letters[*at].key.as_deref()))
+                .collect();
+            let results = batch_producer::send_all(&self.producer, messages).await;
+            for ((at, excerpt), delivered) in pending.into_iter().zip(&excerpts).zip(results) {
+                let letter = &mut state[at];
+                if let Err(error) = &delivered {
+                    if !letter.restamp && excerpt.timestamp.is_some() && refused_timestamp(error) {
+                        // The same excerpt again, with the time it is written.
+                        letter.restamp = true;
+                        continue;
+                    }
+                    if classify(error, &self.topic) == Verdict::TooLarge {
+                        letter.step += 1;
+                        if letter.step == EXCERPT_BYTES.len() {
+                            outcomes[at] = Some(Err(format!(
+                                "dead letter too large for the topic even without its value ({} bytes of headers); raise the topic's max.message.bytes",
+                                excerpt
+                                    .headers
+                                    .iter()
+                                    .map(|h| h.key.len() + h.value.len())
+                                    .sum::<usize>()
+                            )));
+                        }
+                        continue;
+                    }
+                }
+                if delivered.is_ok() {
+                    stored += 1;
+                    restamped_count += usize::from(letter.restamp);
+                }
+                outcomes[at] = Some(Ok(delivered));
+            }
+        }
+        if stored > 0 {
+            tracing::warn!(
+                connector = %self.name,
+                records = stored,
+                restamped = restamped_count,
+                "Dead letters too large for the topic; stored excerpts of their values with each one's size and sha256."
+            );
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("every letter ends with an outcome"))
+            .collect()
     }
 
     /// Whether the brokers' metadata confirms that the topic does not exist; `None` when they
@@ -476,7 +514,11 @@ impl Sink for KafkaSink {
                 continue;
             }
             match judge.verdict(self, &error).await {
-                Verdict::TooLarge => too_large.push((index, key, false)),
+                Verdict::TooLarge => too_large.push(Oversized {
+                    index,
+                    key,
+                    restamp: false,
+                }),
                 Verdict::Refused(reason) => {
                     outcomes[index] = Outcome::Rejected(format!("{reason} ({error})"));
                 }
@@ -507,7 +549,11 @@ impl Sink for KafkaSink {
                 };
                 match judge.verdict(self, &error).await {
                     // The header with the original timestamp made it too large: an excerpt.
-                    Verdict::TooLarge => too_large.push((index, key, true)),
+                    Verdict::TooLarge => too_large.push(Oversized {
+                        index,
+                        key,
+                        restamp: true,
+                    }),
                     Verdict::Refused(reason) => {
                         outcomes[index] = Outcome::Rejected(format!("{reason} ({error})"));
                     }
@@ -522,24 +568,26 @@ impl Sink for KafkaSink {
                 );
             }
         }
-        for (index, key, restamp) in too_large {
-            let record = &records[index];
-            if !self.dead_letter {
-                outcomes[index] = Outcome::Rejected(format!(
+        if !self.dead_letter {
+            for Oversized { index, key, .. } in &too_large {
+                outcomes[*index] = Outcome::Rejected(format!(
                     "message of {} bytes is larger than the producer or topic allows (message.max.bytes, max.message.bytes)",
-                    record.value.len() + key.as_ref().map_or(0, |key| key.len())
+                    records[*index].value.len() + key.as_ref().map_or(0, |key| key.len())
                 ));
-                continue;
             }
-            match self.send_excerpt(record, key.as_deref(), restamp).await {
-                Ok(Ok(())) => outcomes[index] = Outcome::Delivered,
-                Ok(Err(error)) => match judge.verdict(self, &error).await {
-                    Verdict::Refused(reason) => {
-                        outcomes[index] = Outcome::Rejected(format!("{reason} ({error})"));
-                    }
-                    verdict => note(&mut failure, verdict, error),
-                },
-                Err(reason) => outcomes[index] = Outcome::Rejected(reason),
+        } else if !too_large.is_empty() {
+            let excerpts = self.send_excerpts(records, &too_large).await;
+            for (Oversized { index, .. }, excerpt) in too_large.iter().zip(excerpts) {
+                match excerpt {
+                    Ok(Ok(())) => outcomes[*index] = Outcome::Delivered,
+                    Ok(Err(error)) => match judge.verdict(self, &error).await {
+                        Verdict::Refused(reason) => {
+                            outcomes[*index] = Outcome::Rejected(format!("{reason} ({error})"));
+                        }
+                        verdict => note(&mut failure, verdict, error),
+                    },
+                    Err(reason) => outcomes[*index] = Outcome::Rejected(reason),
+                }
             }
         }
         let unsent = outcomes.iter().filter(|o| **o == Outcome::Unsent).count();
@@ -619,6 +667,20 @@ impl Sink for KafkaSink {
         }))
     }
 }
+
+/// A record of a batch too large for the topic.
+struct Oversized<'a> {
+    /// Its index in the batch.
+    index: usize,
+    /// The key it is sent with.
+    key: Option<Cow<'a, [u8]>>,
+    /// Whether the topic refused its timestamp already, so that its excerpts go restamped.
+    restamp: bool,
+}
+
+/// How a dead letter too large for the topic ended: `Err` refused (even its headers alone are
+/// too large), `Ok` the delivery of its excerpt.
+type ExcerptOutcome = Result<Result<(), KafkaError>, String>;
 
 /// Classifies the failed deliveries of one write, asking the brokers at most once whether the
 /// topic is missing.
