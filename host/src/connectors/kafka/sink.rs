@@ -306,9 +306,7 @@ impl KafkaSink {
     /// step sent together, so a batch of large letters costs a round trip a step, not one a
     /// letter. An excerpt whose timestamp the topic refuses is sent again restamped (see
     /// [`restamped`]); a letter whose `restamp` is set goes restamped from the first. Gives each
-    /// letter's outcome in
-    /// `letters`' order: `Err` refuses it, only if even its headers alone are too large; `Ok`
-    /// holds the delivery of its excerpt.
+    /// letter's outcome in `letters`' order.
     async fn send_excerpts(
         &self,
         records: &[Record],
