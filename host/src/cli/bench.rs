@@ -78,12 +78,12 @@ pub fn plugin(
     for line in &lines {
         let (lowest, highest) = line.ratio_range();
         println!(
-            "{:>6}  {:>16.0}  {:>16.0}  {:>12.2}  {:>14}",
+            "{:>6}  {:>16.0}  {:>16.0}  {:>12}  {:>14}",
             line.batch_size,
             line.native_per_second,
             line.wasm_per_second,
-            line.ratio(),
-            format!("{lowest:.2}-{highest:.2}"),
+            ratio_text(line.ratio()),
+            format!("{}-{}", ratio_text(lowest), ratio_text(highest)),
         );
     }
     println!(
@@ -332,9 +332,20 @@ fn summarize(report: &PipelineReportBench) -> Vec<Summary> {
     rows
 }
 
-/// A ratio column: two decimals, or `-` where the row has no such baseline.
+/// A ratio column: [`ratio_text`], or `-` where the row has no such baseline.
 fn ratio(value: Option<f64>) -> String {
-    value.map_or_else(|| "-".into(), |v| format!("{v:.2}"))
+    value.map_or_else(|| "-".into(), ratio_text)
+}
+
+/// A ratio with two decimals, or two significant digits below 0.1 (an interpreted plugin runs
+/// at a few thousandths of native, which two decimals print as `0.00`).
+fn ratio_text(value: f64) -> String {
+    if value >= 0.1 || value <= 0.0 || !value.is_finite() {
+        return format!("{value:.2}");
+    }
+    // 0.0033 has its first significant digit in the third decimal: show the fourth too.
+    let decimals = 1 - value.log10().floor() as i32;
+    format!("{value:.*}", usize::try_from(decimals).unwrap_or(2))
 }
 
 /// A measurement that may be absent (`-`), one decimal.
@@ -479,4 +490,18 @@ fn print_tail(tail: &Tail) {
             String::new()
         }
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ratio_text;
+
+    #[test]
+    fn a_ratio_keeps_two_significant_digits_below_a_tenth() {
+        assert_eq!(ratio_text(0.6543), "0.65");
+        assert_eq!(ratio_text(1.25), "1.25");
+        assert_eq!(ratio_text(0.0033), "0.0033");
+        assert_eq!(ratio_text(0.0172), "0.017");
+        assert_eq!(ratio_text(0.0), "0.00");
+    }
 }

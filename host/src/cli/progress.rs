@@ -123,16 +123,13 @@ impl Task for Lines {
                 Some(total) => format!("{done}/{total}"),
                 None => done.to_string(),
             };
-            let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            let pace = pace(done, self.started.elapsed());
             let message = if message.is_empty() {
                 String::new()
             } else {
                 format!(" · {message}")
             };
-            eprintln!(
-                "{}: {count} {} ({rate:.1}/s){message}",
-                self.label, self.unit
-            );
+            eprintln!("{}: {count} {} ({pace}){message}", self.label, self.unit);
         }
     }
 
@@ -160,9 +157,34 @@ fn describe(done: u64, unit: &str, elapsed: Duration) -> String {
     if done == 0 || unit.is_empty() {
         format!("{seconds:.1} s")
     } else {
-        format!(
-            "{done} {unit} in {seconds:.1} s, {:.1}/s",
-            done as f64 / seconds.max(1e-9)
-        )
+        format!("{done} {unit} in {seconds:.1} s, {}", pace(done, elapsed))
+    }
+}
+
+/// How fast `done` steps went: `3.5/s`, or `43.1 s each` when a step takes longer than a
+/// second (a rate of `0.0/s` says nothing).
+fn pace(done: u64, elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    let rate = done as f64 / seconds;
+    if rate >= 1.0 || done == 0 {
+        format!("{rate:.1}/s")
+    } else {
+        format!("{:.1} s each", seconds / done as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_step_is_told_as_seconds_each_and_a_fast_one_as_a_rate() {
+        assert_eq!(pace(7, Duration::from_secs(2)), "3.5/s");
+        assert_eq!(pace(3, Duration::from_secs_f64(129.3)), "43.1 s each");
+        assert_eq!(
+            describe(3, "batch sizes", Duration::from_secs_f64(129.3)),
+            "3 batch sizes in 129.3 s, 43.1 s each"
+        );
+        assert_eq!(describe(0, "rows", Duration::from_secs(2)), "2.0 s");
     }
 }
