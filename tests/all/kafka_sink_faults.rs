@@ -13,7 +13,7 @@ use weir::connectors::Sink;
 use weir::connectors::kafka::{KafkaSink, KafkaSinkConfig};
 use weir::record::Record;
 
-use crate::services::{consume_all, create_topic, topic_exists, topic_message_count};
+use crate::services::{TopicCounter, consume_all, create_topic, topic_exists, topic_message_count};
 use crate::support::{init_logs, kafka_brokers, outcome_within, unique, wait_for};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -166,6 +166,7 @@ async fn a_fatal_error_in_the_middle_of_a_batch_resends_only_what_was_not_delive
         toml::from_str(&format!("brokers = \"{brokers}\"\ntopic = \"{topic}\"")).unwrap();
     let sink = KafkaSink::new(&config, false).unwrap();
     const BATCH: usize = 100_000;
+    let counter = TopicCounter::new(&brokers, &topic);
     let mut stored = 0;
     let mut cut = None;
     for round in 0..5 {
@@ -190,7 +191,7 @@ async fn a_fatal_error_in_the_middle_of_a_batch_resends_only_what_was_not_delive
         wait_for(
             "the batch's first deliveries",
             Duration::from_secs(120),
-            || topic_message_count(&brokers, &topic) > stored || write.is_finished(),
+            || counter.count() > stored || write.is_finished(),
         )
         .await;
         sink.inject_fatal_error(RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);

@@ -266,6 +266,7 @@ async fn dead_letters_restamped(
     count: usize,
 ) -> Vec<(BTreeMap<String, String>, usize)> {
     let group = unique("old_group");
+    let stored = crate::services::TopicCounter::new(brokers, dead_letters);
     let report = crate::support::run_until(
         &format!(
             r#"
@@ -276,7 +277,7 @@ async fn dead_letters_restamped(
             dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead_letters}"{extra} }}
             "#
         ),
-        || crate::services::topic_message_count(brokers, dead_letters) >= count,
+        || stored.count() >= count,
     )
     .await;
     assert_eq!(

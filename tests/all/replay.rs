@@ -16,7 +16,7 @@ use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
 
 use crate::hot_swap::component;
-use crate::services::{consume_all, create_topic, topic_message_count};
+use crate::services::{TopicCounter, consume_all, create_topic, topic_message_count};
 use crate::support::{
     kafka_brokers, postgres_client, postgres_url, read_json_lines, repo_root, unique, weir,
 };
@@ -182,9 +182,12 @@ async fn a_fixed_version_replays_the_dead_letters_of_a_kafka_topic_exactly_once(
     let file = dir.path().join("replay.toml");
     std::fs::write(&file, &text).unwrap();
     let rejected = (RECORDS / EVERY) as usize;
+    let (outputs, dead_letters) = (
+        TopicCounter::new(&brokers, &output),
+        TopicCounter::new(&brokers, &dead),
+    );
     run_until(&text, &registry, || {
-        topic_message_count(&brokers, &output) == RECORDS as usize - rejected
-            && topic_message_count(&brokers, &dead) == rejected
+        outputs.count() == RECORDS as usize - rejected && dead_letters.count() == rejected
     })
     .await;
 

@@ -50,24 +50,53 @@ pub fn topic_exists(brokers: &str, topic: &str) -> bool {
 /// How many messages `topic` holds: the high watermarks of its partitions added up (the tests'
 /// topics are never compacted or truncated, and weir's producer writes no transaction markers).
 pub fn topic_message_count(brokers: &str, topic: &str) -> usize {
-    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .unwrap();
-    let partitions = metadata.topics()[0].partitions();
-    assert!(!partitions.is_empty(), "topic {topic} has no partitions");
-    partitions
-        .iter()
-        .map(|partition| {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition.id(), Duration::from_secs(30))
-                .unwrap();
-            usize::try_from(high - low).unwrap()
-        })
-        .sum()
+    TopicCounter::new(brokers, topic).count()
+}
+
+/// [`topic_message_count`] asked again and again over one client, for a condition a test polls:
+/// a client a poll would connect, fetch metadata and tear its threads down every 10 ms, loading
+/// the shared cores and the broker while the test waits for weir.
+pub struct TopicCounter {
+    consumer: rdkafka::consumer::BaseConsumer,
+    topic: String,
+}
+
+impl TopicCounter {
+    /// A counter of `topic`'s messages on `brokers`.
+    pub fn new(brokers: &str, topic: &str) -> Self {
+        let consumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .unwrap();
+        Self {
+            consumer,
+            topic: topic.to_owned(),
+        }
+    }
+
+    /// How many messages the topic holds now.
+    pub fn count(&self) -> usize {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(30))
+            .unwrap();
+        let partitions = metadata.topics()[0].partitions();
+        assert!(
+            !partitions.is_empty(),
+            "topic {} has no partitions",
+            self.topic
+        );
+        partitions
+            .iter()
+            .map(|partition| {
+                let (low, high) = self
+                    .consumer
+                    .fetch_watermarks(&self.topic, partition.id(), Duration::from_secs(30))
+                    .unwrap();
+                usize::try_from(high - low).unwrap()
+            })
+            .sum()
+    }
 }
 
 /// Reads every message of `topic` from the beginning until `expected` arrived.
