@@ -104,6 +104,11 @@ impl Deployer {
         self.uses.keys().map(String::as_str)
     }
 
+    /// Whether some pipeline uses plugin `name`.
+    pub fn is_used(&self, name: &str) -> bool {
+        self.uses.contains_key(name)
+    }
+
     /// Deploys plugin `name` from the folder. CPU-bound: call from a blocking thread. On error
     /// nothing changes and the running version keeps running.
     pub fn deploy(&self, name: &str) -> Result<Deployment, RegistryError> {

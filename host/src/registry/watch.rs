@@ -130,6 +130,13 @@ async fn debounce_and_deploy(
                 let ready: Vec<String> = due.iter().filter(|(_, at)| **at <= now).map(|(n, _)| n.clone()).collect();
                 for name in ready {
                     due.remove(&name);
+                    if !deployer.is_used(&name) {
+                        // A shared folder holds other processes' plugins: compiling them here
+                        // would cost CPU and memory for nothing, and a broken one would count
+                        // as this process's rejection.
+                        tracing::info!(plugin = %name, file = %deployer.registry().path_of(&name).display(), "Plugin file changed; no pipeline of this process uses it, so it is not loaded.");
+                        continue;
+                    }
                     deploy_in_background(&deployer, name).await;
                 }
             }
@@ -195,6 +202,42 @@ mod tests {
             classify(&event(EventKind::Remove(RemoveKind::File), &gone)),
             [Change::Removed("gone".into())]
         );
+    }
+
+    /// A plugin no pipeline uses is not loaded when its file changes: neither compiled nor, when
+    /// broken, counted as rejected. A used one beside it is.
+    #[tokio::test]
+    async fn a_file_of_a_plugin_no_pipeline_uses_is_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::PipelineFile::parse(
+            Path::new("p.toml"),
+            "[[pipeline]]\nname = \"p\"\nsource = { type = \"generate\" }\ntransforms = [{ plugin = \"used\" }]\nsink = { type = \"blackhole\" }\ndead_letter = { type = \"stdout\" }\n",
+        )
+        .unwrap();
+        let slots = super::super::PluginSlots::default();
+        let deployer = Deployer::new(
+            super::super::PluginRegistry::new(dir.path().to_owned()),
+            crate::runtime::PluginRuntime::new(None).unwrap(),
+            slots.clone(),
+            &config,
+        );
+        let handle = watch(deployer, Duration::from_millis(20)).unwrap();
+        // Not components: a deployment rejects them.
+        std::fs::write(dir.path().join("unused.wasm"), b"not wasm").unwrap();
+        std::fs::write(dir.path().join("used.wasm"), b"not wasm").unwrap();
+        // Changes are taken in the order they came, so once the used plugin's file was judged,
+        // the unused one's was too.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while slots.last_rejection("used").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the used plugin's file was never judged"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(slots.last_rejection("unused").is_none());
+        assert!(slots.get("unused").is_none());
+        drop(handle);
     }
 
     #[test]
