@@ -209,9 +209,10 @@ async fn old_records_and_refusing_topics(
     dead_letter_settings: &[(&str, &str)],
     values: &[String],
 ) {
-    crate::support::init_logs();
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    crate::support::init_logs();
 
     create_topic(brokers, input, 1).await;
     let admin: AdminClient<_> = ClientConfig::new()
@@ -266,7 +267,7 @@ async fn dead_letters_restamped(
     count: usize,
 ) -> Vec<(BTreeMap<String, String>, usize)> {
     let group = unique("old_group");
-    let stored = crate::services::TopicCounter::new(brokers, dead_letters);
+    let dead_letter_count = crate::services::TopicCounter::new(brokers, dead_letters);
     let report = crate::support::run_until(
         &format!(
             r#"
@@ -277,7 +278,7 @@ async fn dead_letters_restamped(
             dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead_letters}"{extra} }}
             "#
         ),
-        || stored.count() >= count,
+        || dead_letter_count.count() >= count,
     )
     .await;
     assert_eq!(

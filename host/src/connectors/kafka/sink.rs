@@ -312,22 +312,25 @@ impl KafkaSink {
         records: &[Record],
         letters: &[Oversized<'_>],
     ) -> Vec<ExcerptOutcome> {
+        /// Where a letter stands: the excerpt size it is at, whether it goes restamped, and how
+        /// it ended once it has.
         struct Letter {
             step: usize,
             restamp: bool,
+            outcome: Option<ExcerptOutcome>,
         }
-        let mut outcomes: Vec<Option<ExcerptOutcome>> = letters.iter().map(|_| None).collect();
         let mut state: Vec<Letter> = letters
             .iter()
             .map(|letter| Letter {
                 step: 0,
                 restamp: letter.restamp,
+                outcome: None,
             })
             .collect();
         let (mut stored, mut restamped_count) = (0_usize, 0_usize);
         loop {
             let pending: Vec<usize> = (0..letters.len())
-                .filter(|at| outcomes[*at].is_none())
+                .filter(|at| state[*at].outcome.is_none())
                 .collect();
             if pending.is_empty() {
                 break;
@@ -360,7 +363,7 @@ impl KafkaSink {
                     if classify(error, &self.topic) == Verdict::TooLarge {
                         letter.step += 1;
                         if letter.step == EXCERPT_BYTES.len() {
-                            outcomes[at] = Some(Err(format!(
+                            letter.outcome = Some(Err(format!(
                                 "dead letter too large for the topic even without its value ({} bytes of headers); raise the topic's max.message.bytes",
                                 excerpt
                                     .headers
@@ -376,7 +379,7 @@ impl KafkaSink {
                     stored += 1;
                     restamped_count += usize::from(letter.restamp);
                 }
-                outcomes[at] = Some(Ok(delivered));
+                letter.outcome = Some(Ok(delivered));
             }
         }
         if stored > 0 {
@@ -387,9 +390,9 @@ impl KafkaSink {
                 "Dead letters too large for the topic; stored excerpts of their values with each one's size and sha256."
             );
         }
-        outcomes
+        state
             .into_iter()
-            .map(|outcome| outcome.expect("every letter ends with an outcome"))
+            .map(|letter| letter.outcome.expect("every letter ends with an outcome"))
             .collect()
     }
 
