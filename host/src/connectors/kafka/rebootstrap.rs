@@ -33,6 +33,8 @@ pub struct BrokerWatch {
     client: OnceLock<ClientHandle>,
     /// How many times the bootstrap servers were added back.
     restored: AtomicU64,
+    /// How many statistics reports the watch has read.
+    reports: AtomicU64,
 }
 
 /// The client's handle, for librdkafka calls made from its own callbacks.
@@ -53,6 +55,7 @@ impl BrokerWatch {
             bootstrap: CString::new(bootstrap_servers.replace('\0', "")).unwrap_or_default(),
             client: OnceLock::new(),
             restored: AtomicU64::new(0),
+            reports: AtomicU64::new(0),
         }
     }
 
@@ -66,9 +69,16 @@ impl BrokerWatch {
         self.restored.load(Ordering::Relaxed)
     }
 
+    /// How many statistics reports of the client the watch has read: none means the client is
+    /// not watched (its context does not pass them on, or it reports no statistics).
+    pub fn reports(&self) -> u64 {
+        self.reports.load(Ordering::Relaxed)
+    }
+
     /// Reads one statistics report (librdkafka's JSON) of the client; call from the context's
     /// `stats_raw`, which librdkafka invokes only while the client is being polled.
     pub fn observe(&self, statistics: &[u8]) {
+        self.reports.fetch_add(1, Ordering::Relaxed);
         if known_brokers(statistics) != Some(0) {
             return;
         }

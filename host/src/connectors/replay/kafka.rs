@@ -1,7 +1,9 @@
 //! Dead letters from a `kafka` destination: every partition of the topic, read from the replay's
 //! consumer group's committed offsets up to the high watermarks found at opening. The partitions
 //! are assigned, not subscribed, so no rebalance ever moves them; the offsets are committed to
-//! the group only after the replayed records were acknowledged.
+//! the group only after the replayed records were acknowledged. Like every long-lived Kafka
+//! client of weir's, the consumer is watched for having dropped every broker (see
+//! [`BrokerWatch`]), so a replay running through a broker restart reconnects.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,13 +11,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::{DeadLetterReader, Entry};
 use crate::connectors::kafka::KafkaSinkConfig;
+use crate::connectors::kafka::rebootstrap::{BrokerWatch, STATISTICS_INTERVAL_MS};
 use crate::connectors::kafka::refused_property::creation_failed;
 use crate::connectors::{ConnectorError, ErrorKind};
 use crate::record::{Record, SourcePosition};
@@ -29,10 +33,53 @@ const POLL: Duration = Duration::from_millis(200);
 pub struct KafkaReader {
     name: String,
     topic: Arc<str>,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ReplayContext>,
     /// Per partition still to read: the next offset and the end (high watermark at opening).
     partitions: BTreeMap<i32, (i64, i64)>,
     remaining: u64,
+}
+
+/// The consumer's callbacks: its statistics reports feed the broker watch.
+struct ReplayContext {
+    brokers: BrokerWatch,
+}
+
+impl ClientContext for ReplayContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.brokers.observe(statistics);
+    }
+}
+
+impl ConsumerContext for ReplayContext {}
+
+/// The replay's consumer of `config`'s topic in `group`, its broker list watched. `name` says
+/// what it reads, in errors and the watch's log line.
+fn watched_consumer(
+    config: &KafkaSinkConfig,
+    group: &str,
+    name: &str,
+) -> Result<BaseConsumer<ReplayContext>, ConnectorError> {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    for (key, value) in &config.properties {
+        client.set(key, value.expose());
+    }
+    client
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest");
+    // The watch reads the statistics; a user's own interval (the sink's properties) stands.
+    if client.get("statistics.interval.ms").is_none() {
+        client.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+    }
+    let consumer: BaseConsumer<ReplayContext> = client
+        .create_with_context(ReplayContext {
+            brokers: BrokerWatch::new(name, &config.brokers),
+        })
+        .map_err(|e| creation_failed(name, "cannot create the consumer", e))?;
+    consumer.context().brokers.attach(consumer.client());
+    Ok(consumer)
 }
 
 /// A driver error as a connector error: an unknown topic or refused authorisation is fatal,
@@ -66,19 +113,7 @@ impl KafkaReader {
     /// partitions with something left to read.
     pub async fn open(config: &KafkaSinkConfig, group: &str) -> Result<Self, ConnectorError> {
         let name = format!("dead-letter topic {}", config.topic);
-        let mut client = ClientConfig::new();
-        client.set("bootstrap.servers", &config.brokers);
-        for (key, value) in &config.properties {
-            client.set(key, value.expose());
-        }
-        client
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest");
-        let consumer: BaseConsumer = client
-            .create()
-            .map_err(|e| creation_failed(&name, "cannot create the consumer", e))?;
+        let consumer = watched_consumer(config, group, &name)?;
         let topic = config.topic.clone();
         let (partitions, remaining) = blocking(|| {
             let metadata = consumer
@@ -243,5 +278,32 @@ impl DeadLetterReader for KafkaReader {
 
     fn describe(&self) -> String {
         self.name.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn the_replays_consumer_reports_statistics_to_its_broker_watch_by_default() {
+        // No broker needed: the consumer only tries to connect, to a port nothing listens on.
+        let config: KafkaSinkConfig = toml::from_str(
+            "brokers = \"127.0.0.1:1\"\ntopic = \"dead\"\n[properties]\n\"log_level\" = \"0\"",
+        )
+        .expect("a dead-letter topic's settings");
+        let consumer = watched_consumer(&config, "replay-test", "dead-letter topic dead").unwrap();
+        // librdkafka reports no statistics unless asked; the watch needs them. They are served
+        // while the consumer is polled, as the replay polls it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while consumer.context().brokers.reports() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "no statistics report reached the watch in 60 s of polling"
+            );
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
     }
 }
