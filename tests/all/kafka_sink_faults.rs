@@ -60,6 +60,82 @@ async fn an_unknown_topic_with_auto_create_off_stops_the_pipeline_with_the_fix()
     );
 }
 
+/// A compacted topic keeps only the latest letter of each key and refuses keyless letters, so it
+/// cannot hold dead letters: the pipeline refuses it when it starts, naming the setting to
+/// change, before it reads a record. A topic with the default policy is taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compacted_dead_letter_topic_is_refused_at_start_naming_its_policy() {
+    use rdkafka::ClientConfig;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    init_logs();
+    let brokers = kafka_brokers();
+    let (compacted, deleting) = (unique("dlq_compacted"), unique("dlq_deleting"));
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let topics = [
+        NewTopic::new(&compacted, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact"),
+        NewTopic::new(&deleting, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "delete"),
+    ];
+    for created in admin
+        .create_topics(&topics, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        created.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    // `fault-picky` refuses both as bad records.
+    std::fs::write(
+        &input,
+        "{\"n\":1,\"format\":\"legacy\"}\n{\"n\":2,\"format\":\"legacy\"}\n",
+    )
+    .unwrap();
+    let toml = |dead_letters: &str| {
+        format!(
+            r#"
+            [[pipeline]]
+            name = "compacted-dlq"
+            source = {{ type = "file", path = "{input}" }}
+            transforms = [{{ plugin = "fault-picky" }}]
+            sink = {{ type = "blackhole" }}
+            dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead_letters}" }}
+            "#,
+            input = input.display(),
+        )
+    };
+    let error = outcome_within(&toml(&compacted), Duration::from_secs(180))
+        .await
+        .expect("the pipeline stops at start")
+        .expect_err("a compacted dead-letter topic is refused")
+        .to_string();
+    assert!(
+        error.contains(&format!(
+            "topic `{compacted}` is compacted (cleanup.policy=compact)"
+        )) && error.contains("cleanup.policy=delete"),
+        "{error}"
+    );
+    assert_eq!(
+        topic_message_count(&brokers, &compacted),
+        0,
+        "nothing was written to the refused topic"
+    );
+
+    let report = outcome_within(&toml(&deleting), Duration::from_secs(180))
+        .await
+        .expect("the pipeline reads its file to the end")
+        .expect("a topic that keeps every letter is taken");
+    assert_eq!(
+        report.dead_lettered, 2,
+        "the plugin refuses both: {report:?}"
+    );
+    assert_eq!(topic_message_count(&brokers, &deleting), 2);
+}
+
 #[test]
 fn properties_that_weir_sets_are_refused_with_the_key_to_use() {
     let toml = |key: &str| {

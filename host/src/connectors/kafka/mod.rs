@@ -5,6 +5,7 @@
 pub(crate) mod access;
 pub(crate) mod batch_producer;
 mod context;
+mod dead_letter_topic;
 mod delivery;
 mod group;
 mod lag;
@@ -90,6 +91,15 @@ impl SinkSpec for KafkaSinkConfig {
 
     async fn build(&self, dead_letter: bool) -> Result<Box<dyn Sink>, ConnectorError> {
         probe(self.describe(), &self.brokers, &self.properties).await?;
+        if dead_letter {
+            dead_letter_topic::refuse_compacted(
+                &self.describe(),
+                &self.brokers,
+                &self.properties,
+                &self.topic,
+            )
+            .await?;
+        }
         Ok(Box::new(KafkaSink::new(self, dead_letter)?))
     }
 
