@@ -1,8 +1,9 @@
 //! Weir's Kafka clients through the test broker's SASL_SSL listener (TLS with a certificate from
 //! a local CA, SCRAM-SHA-512 users; `scripts/services` runs it): a pipeline writes a
 //! zstd-compressed topic and another reads it back whole, the fleet's registry is published and
-//! listed with `--registry-properties`, and a wrong password or an untrusted CA stops a
-//! pipeline with an error that says which.
+//! listed with `--registry-properties`, a wrong password or an untrusted CA stops a pipeline
+//! with an error that says which, and so does the broker's authorizer refusing the user a topic
+//! or a group.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -279,4 +280,140 @@ fn a_broker_down_before_one_that_refuses_the_password_is_still_a_refusal() {
         );
         assert!(!stderr.contains("not-the-password"), "{stderr}");
     }
+}
+
+// The broker's authorizer refusing the SCRAM user (scripts/services.d/KafkaTestAcls.java denies
+// it rights on names under `weir-acl-*` prefixes; plaintext clients, which set the tests up, are
+// super users).
+
+/// `count` numbered records written to `topic` over plaintext.
+async fn produce_plainly(topic: &str, count: u64) {
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .unwrap();
+    for n in 0..count {
+        let value = format!("{{\"n\":{n}}}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to(topic).payload(&value),
+                std::time::Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(error, _)| error)
+            .unwrap();
+    }
+}
+
+/// A sink whose principal may see its topic but not write to it stops with the grant it needs,
+/// and writes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_the_user_may_not_write_stops_the_sink_naming_the_grant() {
+    let kafka = secured();
+    let topic = unique("weir-acl-no-write.out");
+    create_topic(&kafka_brokers(), &topic, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    append_numbered(&input, 0..10);
+    let dlq = dir.path().join("dlq.jsonl");
+    let properties = kafka.properties(&kafka.ca, PASSWORD);
+    let error = refusal(&kafka.writing_topic(&input, &topic, &properties, &dlq)).await;
+    assert!(
+        error.contains(&format!(
+            "not authorized to write to topic `{topic}`: grant this principal WRITE"
+        )),
+        "{error}"
+    );
+    assert_eq!(topic_message_count(&kafka_brokers(), &topic), 0);
+    assert_eq!(
+        line_count(&dlq),
+        0,
+        "a refusal of rights is not a bad record"
+    );
+}
+
+/// A source whose principal may see its topic but not read it stops with the grant it needs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_the_user_may_not_read_stops_the_source_naming_the_grant() {
+    let kafka = secured();
+    let topic = unique("weir-acl-no-read.in");
+    create_topic(&kafka_brokers(), &topic, 1).await;
+    produce_plainly(&topic, 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (out, dlq) = (dir.path().join("out.jsonl"), dir.path().join("dlq.jsonl"));
+    let properties = kafka.properties(&kafka.ca, PASSWORD);
+    let error = refusal(&kafka.reading_topic(&topic, &properties, &out, &dlq)).await;
+    assert!(
+        error.contains("not authorized to read topics") && error.contains(&topic),
+        "{error}"
+    );
+    assert_eq!(line_count(&out), 0, "nothing was read");
+}
+
+/// A source whose principal may read its topic but not use its consumer group stops with the
+/// grant it needs, naming the group.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_the_user_may_not_use_stops_the_source_naming_the_grant() {
+    let kafka = secured();
+    let topic = unique("acl-readable");
+    create_topic(&kafka_brokers(), &topic, 1).await;
+    produce_plainly(&topic, 10).await;
+    let group = unique("weir-acl-no-group.g");
+    let dir = tempfile::tempdir().unwrap();
+    let (out, dlq) = (dir.path().join("out.jsonl"), dir.path().join("dlq.jsonl"));
+    let properties = kafka.properties(&kafka.ca, PASSWORD);
+    let toml = format!(
+        r#"
+        [[pipeline]]
+        name = "forbidden-group"
+        source = {{ type = "kafka", brokers = "{brokers}", topics = ["{topic}"], group = "{group}", properties = {properties} }}
+        sink = {{ type = "file", path = "{out}" }}
+        dead_letter = {{ type = "file", path = "{dlq}" }}
+        "#,
+        brokers = kafka.brokers,
+        out = out.display(),
+        dlq = dlq.display(),
+    );
+    let error = refusal(&toml).await;
+    assert!(
+        error.contains(&format!("not authorized to use consumer group `{group}`")),
+        "{error}"
+    );
+    assert_eq!(line_count(&out), 0, "nothing was read");
+}
+
+/// The check that a dead-letter topic is not compacted reads the topic's configuration; a
+/// principal without `DescribeConfigs` on it leaves the check undone and the pipeline
+/// dead-letters into the topic as usual.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_topic_whose_configuration_the_user_may_not_read_is_used() {
+    let kafka = secured();
+    let dead_letters = unique("weir-acl-no-describe-configs.dlq");
+    create_topic(&kafka_brokers(), &dead_letters, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    // `fault-picky` refuses both as bad records.
+    std::fs::write(
+        &input,
+        "{\"n\":1,\"format\":\"legacy\"}\n{\"n\":2,\"format\":\"legacy\"}\n",
+    )
+    .unwrap();
+    let toml = format!(
+        r#"
+        [[pipeline]]
+        name = "undescribed-dlq"
+        source = {{ type = "file", path = "{input}" }}
+        transforms = [{{ plugin = "fault-picky" }}]
+        sink = {{ type = "blackhole" }}
+        dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead_letters}", properties = {properties} }}
+        "#,
+        input = input.display(),
+        brokers = kafka.brokers,
+        properties = kafka.properties(&kafka.ca, PASSWORD),
+    );
+    let report = run_pipeline(&toml).await;
+    assert_eq!(report.dead_lettered, 2, "{report:?}");
+    assert_eq!(topic_message_count(&kafka_brokers(), &dead_letters), 2);
 }
