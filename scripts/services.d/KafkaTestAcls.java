@@ -42,6 +42,12 @@ public class KafkaTestAcls {
         }
         add(acls, principal, ResourceType.TOPIC, "weir-acl-no-describe-configs.", AclOperation.DESCRIBE_CONFIGS, AclPermissionType.DENY);
 
+        // Topics the user may not create: the cluster-wide right to create would allow any topic,
+        // so it is denied too, and topics under no restricted prefix stay creatable because no
+        // ACL matches them.
+        add(acls, principal, ResourceType.CLUSTER, "kafka-cluster", AclOperation.CREATE, AclPermissionType.DENY);
+        add(acls, principal, ResourceType.TOPIC, "weir-acl-no-create.", AclOperation.CREATE, AclPermissionType.DENY);
+
         Properties properties = new Properties();
         properties.put("bootstrap.servers", args[0]);
         try (Admin admin = Admin.create(properties)) {
@@ -52,8 +58,10 @@ public class KafkaTestAcls {
 
     private static void add(List<AclBinding> acls, String principal, ResourceType type, String prefix,
             AclOperation operation, AclPermissionType permission) {
+        // The cluster has one name, matched literally.
+        PatternType pattern = type == ResourceType.CLUSTER ? PatternType.LITERAL : PatternType.PREFIXED;
         acls.add(new AclBinding(
-                new ResourcePattern(type, prefix, PatternType.PREFIXED),
+                new ResourcePattern(type, prefix, pattern),
                 new AccessControlEntry(principal, "*", operation, permission)));
     }
 }

@@ -417,3 +417,40 @@ async fn a_dead_letter_topic_whose_configuration_the_user_may_not_read_is_used()
     assert_eq!(report.dead_lettered, 2, "{report:?}");
     assert_eq!(topic_message_count(&kafka_brokers(), &dead_letters), 2);
 }
+
+/// Publishing to a registry whose topics do not exist, as a principal that may not create them,
+/// fails naming the topic and both ways out (create it beforehand, or grant Create), and leaves
+/// no topic behind.
+#[test]
+fn a_registry_the_user_may_not_create_is_refused_naming_the_grant() {
+    let kafka = secured();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("weir-acl-no-create.registry");
+    let registry = format!("kafka://{}/{topic}", kafka.brokers);
+    let component = dir.path().join("fault-picky.wasm");
+    std::fs::copy(plugin_registry().join("fault-picky.wasm"), &component).unwrap();
+    let properties = kafka.registry_properties(dir.path(), PASSWORD);
+    let published = weir()
+        .current_dir(dir.path())
+        .args(["plugin", "publish", component.to_str().unwrap()])
+        .args(["--registry", &registry])
+        .arg("--registry-properties")
+        .arg(&properties)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&published.stderr);
+    assert!(
+        !published.status.success(),
+        "the publish succeeded: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("topic {topic} does not exist"))
+            && stderr.contains("the brokers refused to create it")
+            && stderr.contains("grant the principal Create on it"),
+        "{stderr}"
+    );
+    assert!(
+        !crate::services::topic_exists(&kafka_brokers(), &topic),
+        "{topic} was not created"
+    );
+}
