@@ -10,8 +10,8 @@ use std::path::Path;
 
 use crate::services::{create_topic, topic_message_count};
 use crate::support::{
-    append_numbered, kafka_brokers, line_count, plugin_registry, read_json_lines, refusal,
-    require_listening, run_pipeline, run_until, unique, weir,
+    append_numbered, dead_letters_into_kafka, kafka_brokers, line_count, plugin_registry,
+    read_json_lines, refusal, require_listening, run_pipeline, run_until, unique, weir,
 };
 
 /// The password's variable: configs name it, so it never sits in a file.
@@ -76,8 +76,20 @@ impl Secured {
         )
     }
 
-    /// A pipeline from `topic` over the listener to `out` (a file).
+    /// A pipeline from `topic` over the listener to `out` (a file), in a group of its own.
     fn reading_topic(&self, topic: &str, properties: &str, out: &Path, dlq: &Path) -> String {
+        self.reading_topic_in(topic, &unique("secured-group"), properties, out, dlq)
+    }
+
+    /// A pipeline from `topic` over the listener, in consumer group `group`, to `out` (a file).
+    fn reading_topic_in(
+        &self,
+        topic: &str,
+        group: &str,
+        properties: &str,
+        out: &Path,
+        dlq: &Path,
+    ) -> String {
         format!(
             r#"
             [[pipeline]]
@@ -88,7 +100,6 @@ impl Secured {
             batch = {{ size = 100, linger_ms = 20 }}
             "#,
             brokers = self.brokers,
-            group = unique("secured-group"),
             out = out.display(),
             dlq = dlq.display(),
         )
@@ -334,22 +345,29 @@ async fn a_topic_the_user_may_not_write_stops_the_sink_naming_the_grant() {
     );
 }
 
+/// How a source reading `topic` (ten records, written over plaintext) in `group` ends: it must
+/// stop by itself having read nothing. Its error.
+async fn source_refusal(kafka: &Secured, topic: &str, group: &str) -> String {
+    create_topic(&kafka_brokers(), topic, 1).await;
+    produce_plainly(topic, 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (out, dlq) = (dir.path().join("out.jsonl"), dir.path().join("dlq.jsonl"));
+    let properties = kafka.properties(&kafka.ca, PASSWORD);
+    let error = refusal(&kafka.reading_topic_in(topic, group, &properties, &out, &dlq)).await;
+    assert_eq!(line_count(&out), 0, "nothing was read: {error}");
+    error
+}
+
 /// A source whose principal may see its topic but not read it stops with the grant it needs.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_topic_the_user_may_not_read_stops_the_source_naming_the_grant() {
     let kafka = secured();
     let topic = unique("weir-acl-no-read.in");
-    create_topic(&kafka_brokers(), &topic, 1).await;
-    produce_plainly(&topic, 10).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (out, dlq) = (dir.path().join("out.jsonl"), dir.path().join("dlq.jsonl"));
-    let properties = kafka.properties(&kafka.ca, PASSWORD);
-    let error = refusal(&kafka.reading_topic(&topic, &properties, &out, &dlq)).await;
+    let error = source_refusal(&kafka, &topic, &unique("acl-group")).await;
     assert!(
         error.contains("not authorized to read topics") && error.contains(&topic),
         "{error}"
     );
-    assert_eq!(line_count(&out), 0, "nothing was read");
 }
 
 /// A source whose principal may read its topic but not use its consumer group stops with the
@@ -357,31 +375,12 @@ async fn a_topic_the_user_may_not_read_stops_the_source_naming_the_grant() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_group_the_user_may_not_use_stops_the_source_naming_the_grant() {
     let kafka = secured();
-    let topic = unique("acl-readable");
-    create_topic(&kafka_brokers(), &topic, 1).await;
-    produce_plainly(&topic, 10).await;
     let group = unique("weir-acl-no-group.g");
-    let dir = tempfile::tempdir().unwrap();
-    let (out, dlq) = (dir.path().join("out.jsonl"), dir.path().join("dlq.jsonl"));
-    let properties = kafka.properties(&kafka.ca, PASSWORD);
-    let toml = format!(
-        r#"
-        [[pipeline]]
-        name = "forbidden-group"
-        source = {{ type = "kafka", brokers = "{brokers}", topics = ["{topic}"], group = "{group}", properties = {properties} }}
-        sink = {{ type = "file", path = "{out}" }}
-        dead_letter = {{ type = "file", path = "{dlq}" }}
-        "#,
-        brokers = kafka.brokers,
-        out = out.display(),
-        dlq = dlq.display(),
-    );
-    let error = refusal(&toml).await;
+    let error = source_refusal(&kafka, &unique("acl-readable"), &group).await;
     assert!(
         error.contains(&format!("not authorized to use consumer group `{group}`")),
         "{error}"
     );
-    assert_eq!(line_count(&out), 0, "nothing was read");
 }
 
 /// The check that a dead-letter topic is not compacted reads the topic's configuration; a
@@ -393,25 +392,11 @@ async fn a_dead_letter_topic_whose_configuration_the_user_may_not_read_is_used()
     let dead_letters = unique("weir-acl-no-describe-configs.dlq");
     create_topic(&kafka_brokers(), &dead_letters, 1).await;
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    // `fault-picky` refuses both as bad records.
-    std::fs::write(
-        &input,
-        "{\"n\":1,\"format\":\"legacy\"}\n{\"n\":2,\"format\":\"legacy\"}\n",
-    )
-    .unwrap();
-    let toml = format!(
-        r#"
-        [[pipeline]]
-        name = "undescribed-dlq"
-        source = {{ type = "file", path = "{input}" }}
-        transforms = [{{ plugin = "fault-picky" }}]
-        sink = {{ type = "blackhole" }}
-        dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead_letters}", properties = {properties} }}
-        "#,
-        input = input.display(),
-        brokers = kafka.brokers,
-        properties = kafka.properties(&kafka.ca, PASSWORD),
+    let toml = dead_letters_into_kafka(
+        &dir.path().join("in.jsonl"),
+        &kafka.brokers,
+        &dead_letters,
+        &kafka.properties(&kafka.ca, PASSWORD),
     );
     let report = run_pipeline(&toml).await;
     assert_eq!(report.dead_lettered, 2, "{report:?}");

@@ -14,7 +14,9 @@ use weir::connectors::kafka::{KafkaSink, KafkaSinkConfig};
 use weir::record::Record;
 
 use crate::services::{TopicCounter, consume_all, create_topic, topic_exists, topic_message_count};
-use crate::support::{init_logs, kafka_brokers, outcome_within, unique, wait_for};
+use crate::support::{
+    dead_letters_into_kafka, init_logs, kafka_brokers, outcome_within, unique, wait_for,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_topic_with_auto_create_off_stops_the_pipeline_with_the_fix() {
@@ -89,25 +91,7 @@ async fn a_compacted_dead_letter_topic_is_refused_at_start_naming_its_policy() {
     }
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    // `fault-picky` refuses both as bad records.
-    std::fs::write(
-        &input,
-        "{\"n\":1,\"format\":\"legacy\"}\n{\"n\":2,\"format\":\"legacy\"}\n",
-    )
-    .unwrap();
-    let toml = |dead_letters: &str| {
-        format!(
-            r#"
-            [[pipeline]]
-            name = "compacted-dlq"
-            source = {{ type = "file", path = "{input}" }}
-            transforms = [{{ plugin = "fault-picky" }}]
-            sink = {{ type = "blackhole" }}
-            dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead_letters}" }}
-            "#,
-            input = input.display(),
-        )
-    };
+    let toml = |dead_letters: &str| dead_letters_into_kafka(&input, &brokers, dead_letters, "{}");
     let error = outcome_within(&toml(&compacted), Duration::from_secs(180))
         .await
         .expect("the pipeline stops at start")

@@ -523,3 +523,31 @@ pub async fn refusal(toml: &str) -> String {
         None => panic!("the pipeline kept retrying instead of stopping"),
     }
 }
+
+/// A pipeline that dead-letters every line of a file into a Kafka topic: `input` gets two
+/// records that `fault-picky` refuses as bad records, and the pipeline reads it through that
+/// plugin into a blackhole, its dead letters to `topic` on `brokers` with `properties` (a TOML
+/// inline table, `{}` for none).
+pub fn dead_letters_into_kafka(
+    input: &std::path::Path,
+    brokers: &str,
+    topic: &str,
+    properties: &str,
+) -> String {
+    std::fs::write(
+        input,
+        "{\"n\":1,\"format\":\"legacy\"}\n{\"n\":2,\"format\":\"legacy\"}\n",
+    )
+    .unwrap();
+    format!(
+        r#"
+        [[pipeline]]
+        name = "to-dead-letters"
+        source = {{ type = "file", path = "{input}" }}
+        transforms = [{{ plugin = "fault-picky" }}]
+        sink = {{ type = "blackhole" }}
+        dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{topic}", properties = {properties} }}
+        "#,
+        input = input.display(),
+    )
+}
