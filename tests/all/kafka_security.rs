@@ -439,3 +439,60 @@ fn a_registry_the_user_may_not_create_is_refused_naming_the_grant() {
         "{topic} was not created"
     );
 }
+
+/// `weir replay` of a dead-letter topic the user may not read, or in a consumer group it may not
+/// use, fails naming the grant, with a status that says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_the_user_may_not_read_or_group_it_may_not_use_names_the_grant() {
+    let kafka = secured();
+    let dir = tempfile::tempdir().unwrap();
+    let replay = |dead_letters: &str, group: &str| {
+        let file = dir.path().join(format!("{}.toml", unique("replay")));
+        std::fs::write(
+            &file,
+            format!(
+                r#"
+                [[pipeline]]
+                name = "replayed"
+                source = {{ type = "generate", count = 1 }}
+                sink = {{ type = "blackhole" }}
+                dead_letter = {{ type = "kafka", brokers = "{brokers}", topic = "{dead_letters}", properties = {properties} }}
+                "#,
+                brokers = kafka.brokers,
+                properties = kafka.properties(&kafka.ca, PASSWORD),
+            ),
+        )
+        .unwrap();
+        let output = weir()
+            .args(["replay", "--config"])
+            .arg(&file)
+            .arg("--plugins")
+            .arg(dir.path())
+            .args(["--pipeline", "replayed", "--group", group])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "the replay succeeded");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+
+    let unreadable = unique("weir-acl-no-read.dlq");
+    create_topic(&kafka_brokers(), &unreadable, 1).await;
+    produce_plainly(&unreadable, 3).await;
+    let stderr = replay(&unreadable, &unique("replay-group"));
+    assert!(
+        stderr.contains(&format!(
+            "grant this principal READ and DESCRIBE on topic {unreadable}"
+        )),
+        "{stderr}"
+    );
+
+    let readable = unique("acl-dlq");
+    create_topic(&kafka_brokers(), &readable, 1).await;
+    produce_plainly(&readable, 3).await;
+    let group = unique("weir-acl-no-group.replay");
+    let stderr = replay(&readable, &group);
+    assert!(
+        stderr.contains(&format!("grant this principal READ on group {group}")),
+        "{stderr}"
+    );
+}

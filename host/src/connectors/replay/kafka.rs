@@ -6,8 +6,8 @@
 //! [`BrokerWatch`]), so a replay running through a broker restart reconnects.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,20 +18,23 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::{DeadLetterReader, Entry};
+use crate::connectors::ConnectorError;
 use crate::connectors::kafka::KafkaSinkConfig;
 use crate::connectors::kafka::rebootstrap::{BrokerWatch, STATISTICS_INTERVAL_MS};
 use crate::connectors::kafka::refused_property::creation_failed;
-use crate::connectors::{ConnectorError, ErrorKind};
 use crate::record::{Record, SourcePosition};
 
 /// How long a metadata, watermark or commit request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a call that failed before the consumer reads anything waits for the consumer's
+/// pending events, which may explain it.
+const EXPLAINING_EVENTS_WAIT: Duration = Duration::from_millis(200);
 /// How long one poll waits for a message.
 const POLL: Duration = Duration::from_millis(200);
 
 /// Reads a dead-letter topic up to its end at opening.
 pub struct KafkaReader {
-    name: String,
+    reading: Reading,
     topic: Arc<str>,
     consumer: BaseConsumer<ReplayContext>,
     /// Per partition still to read: the next offset and the end (high watermark at opening).
@@ -39,14 +42,41 @@ pub struct KafkaReader {
     remaining: u64,
 }
 
-/// The consumer's callbacks: its statistics reports feed the broker watch.
+/// The consumer's callbacks: its statistics reports feed the broker watch, and its error events
+/// keep the last refusal of a right.
 struct ReplayContext {
     brokers: BrokerWatch,
+    /// The last authorization refusal librdkafka reported as an error event. Some refusals come
+    /// only that way: a consumer group the principal may not use fails librdkafka's coordinator
+    /// lookup, and the call waiting for the group's offsets sees only its own timeout.
+    refused: Mutex<Option<RDKafkaErrorCode>>,
+}
+
+impl ReplayContext {
+    fn refused(&self) -> Option<RDKafkaErrorCode> {
+        *self.refused.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps `error` when it refuses a right.
+    fn note(&self, error: &KafkaError) {
+        if let Some(
+            code @ (RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed),
+        ) = error.rdkafka_error_code()
+        {
+            *self.refused.lock().unwrap_or_else(PoisonError::into_inner) = Some(code);
+        }
+    }
 }
 
 impl ClientContext for ReplayContext {
     fn stats_raw(&self, statistics: &[u8]) {
         self.brokers.observe(statistics);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.note(&error);
+        tracing::error!(%error, reason, "Kafka client error.");
     }
 }
 
@@ -76,26 +106,56 @@ fn watched_consumer(
     let consumer: BaseConsumer<ReplayContext> = client
         .create_with_context(ReplayContext {
             brokers: BrokerWatch::new(name, &config.brokers),
+            refused: Mutex::new(None),
         })
         .map_err(|e| creation_failed(name, "cannot create the consumer", e))?;
     consumer.context().brokers.attach(consumer.client());
     Ok(consumer)
 }
 
-/// A driver error as a connector error: an unknown topic or refused authorisation is fatal,
-/// the rest (brokers away, timeouts) transient.
-fn classify(name: &str, what: &str, error: KafkaError) -> ConnectorError {
-    let kind = match error.rdkafka_error_code() {
-        Some(
-            RDKafkaErrorCode::UnknownTopicOrPartition
-            | RDKafkaErrorCode::UnknownTopic
-            | RDKafkaErrorCode::TopicAuthorizationFailed
-            | RDKafkaErrorCode::GroupAuthorizationFailed
-            | RDKafkaErrorCode::SaslAuthenticationFailed,
-        ) => ErrorKind::Fatal,
-        _ => ErrorKind::Transient,
-    };
-    ConnectorError::new(kind, name, what).caused_by(error)
+/// What a replay reads, for its errors: the topic in its consumer group.
+struct Reading {
+    /// The reader's name in errors (`dead-letter topic T`).
+    name: String,
+    topic: String,
+    group: String,
+}
+
+impl Reading {
+    /// A driver error of a call of `consumer` as a connector error: an unknown topic or a
+    /// refused right is fatal, the rest (brokers away, timeouts) transient. A refused right,
+    /// the call's own or one the consumer reported meanwhile, names the grant it needs.
+    fn classify(&self, consumer: &ReplayContext, what: &str, error: KafkaError) -> ConnectorError {
+        let Reading { name, topic, group } = self;
+        let code = match error.rdkafka_error_code() {
+            Some(
+                code @ (RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed),
+            ) => Some(code),
+            _ => consumer.refused(),
+        };
+        match code {
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed) => ConnectorError::fatal(
+                name,
+                format!(
+                    "{what}: not authorized to read the topic: grant this principal READ and DESCRIBE on topic {topic}, or fix the credentials in the dead-letter destination's `properties`"
+                ),
+            )
+            .caused_by(error),
+            Some(RDKafkaErrorCode::GroupAuthorizationFailed) => ConnectorError::fatal(
+                name,
+                format!(
+                    "{what}: not authorized to use the replay's consumer group: grant this principal READ on group {group}, or name a group it may use with --group"
+                ),
+            )
+            .caused_by(error),
+            Some(_) => ConnectorError::fatal(name, what).caused_by(error),
+            None => ConnectorError::transient(name, what).caused_by(error),
+        }
+    }
 }
 
 /// Runs a blocking librdkafka call without stalling the async workers.
@@ -112,13 +172,32 @@ impl KafkaReader {
     /// Creates the consumer, finds each partition's committed offset and end, and assigns the
     /// partitions with something left to read.
     pub async fn open(config: &KafkaSinkConfig, group: &str) -> Result<Self, ConnectorError> {
-        let name = format!("dead-letter topic {}", config.topic);
-        let consumer = watched_consumer(config, group, &name)?;
+        let reading = Reading {
+            name: format!("dead-letter topic {}", config.topic),
+            topic: config.topic.clone(),
+            group: group.to_owned(),
+        };
+        let name = &reading.name;
+        let consumer = watched_consumer(config, group, name)?;
+        let classify = |what: &str, error: KafkaError| {
+            // Nothing is assigned yet, so a poll takes no message: it serves the events that
+            // explain a timeout (a refused group comes only as one). A poll without a wait
+            // serves none of them.
+            let deadline = Instant::now() + EXPLAINING_EVENTS_WAIT;
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                match consumer.poll(left) {
+                    None => break,
+                    Some(Err(event)) => consumer.context().note(&event),
+                    Some(Ok(_)) => {}
+                }
+            }
+            reading.classify(consumer.context(), what, error)
+        };
         let topic = config.topic.clone();
         let (partitions, remaining) = blocking(|| {
             let metadata = consumer
                 .fetch_metadata(Some(&topic), REQUEST_TIMEOUT)
-                .map_err(|e| classify(&name, "cannot read the topic's metadata", e))?;
+                .map_err(|e| classify("cannot read the topic's metadata", e))?;
             let ids: Vec<i32> = metadata
                 .topics()
                 .iter()
@@ -127,7 +206,7 @@ impl KafkaReader {
                 .collect();
             if ids.is_empty() {
                 return Err(ConnectorError::fatal(
-                    &name,
+                    name,
                     "the topic does not exist or has no partitions: nothing was ever dead-lettered there",
                 ));
             }
@@ -137,14 +216,14 @@ impl KafkaReader {
             }
             let committed = consumer
                 .committed_offsets(wanted, REQUEST_TIMEOUT)
-                .map_err(|e| classify(&name, "cannot read the replay's committed offsets", e))?;
+                .map_err(|e| classify("cannot read the replay's committed offsets", e))?;
             let mut partitions = BTreeMap::new();
             let mut remaining = 0u64;
             let mut assignment = TopicPartitionList::new();
             for id in ids {
                 let (low, high) = consumer
                     .fetch_watermarks(&topic, id, REQUEST_TIMEOUT)
-                    .map_err(|e| classify(&name, "cannot read the partition's offsets", e))?;
+                    .map_err(|e| classify("cannot read the partition's offsets", e))?;
                 let start = match committed.find_partition(&topic, id).map(|p| p.offset()) {
                     Some(Offset::Offset(offset)) => offset.max(low),
                     _ => low,
@@ -154,16 +233,16 @@ impl KafkaReader {
                     partitions.insert(id, (start, high));
                     assignment
                         .add_partition_offset(&topic, id, Offset::Offset(start))
-                        .map_err(|e| classify(&name, "cannot assign the partition", e))?;
+                        .map_err(|e| classify("cannot assign the partition", e))?;
                 }
             }
             consumer
                 .assign(&assignment)
-                .map_err(|e| classify(&name, "cannot assign the partitions", e))?;
+                .map_err(|e| classify("cannot assign the partitions", e))?;
             Ok((partitions, remaining))
         })?;
         Ok(KafkaReader {
-            name,
+            reading,
             topic: Arc::from(config.topic.as_str()),
             consumer,
             partitions,
@@ -191,7 +270,10 @@ impl KafkaReader {
                 }
                 break;
             };
-            let message = polled.map_err(|e| classify(&self.name, "poll failed", e))?;
+            let message = polled.map_err(|e| {
+                self.reading
+                    .classify(self.consumer.context(), "poll failed", e)
+            })?;
             let partition = message.partition();
             let Some((next, end)) = self.partitions.get_mut(&partition) else {
                 continue;
@@ -208,7 +290,7 @@ impl KafkaReader {
             let most = crate::connectors::kafka::MAX_DEAD_LETTER_HEADERS;
             let headers = crate::connectors::kafka::headers_of(&message, most).map_err(|count| {
                 ConnectorError::fatal(
-                    &self.name,
+                    &self.reading.name,
                     format!(
                         "the message at partition {partition} offset {} of `{}` has {count} headers, more than the {most} a dead letter weir writes can carry, so another producer wrote it; the replay stops there. To go on without it, move the replay's group past it (`kafka-consumer-groups.sh --reset-offsets --to-offset {}` for that partition)",
                         message.offset(),
@@ -266,10 +348,21 @@ impl DeadLetterReader for KafkaReader {
                     position.partition,
                     Offset::Offset(position.offset + 1),
                 )
-                .map_err(|e| classify(&self.name, "cannot list the offsets to commit", e))?;
+                .map_err(|e| {
+                    self.reading.classify(
+                        self.consumer.context(),
+                        "cannot list the offsets to commit",
+                        e,
+                    )
+                })?;
         }
-        blocking(|| self.consumer.commit(&offsets, CommitMode::Sync))
-            .map_err(|e| classify(&self.name, "cannot commit the replay's offsets", e))
+        blocking(|| self.consumer.commit(&offsets, CommitMode::Sync)).map_err(|e| {
+            self.reading.classify(
+                self.consumer.context(),
+                "cannot commit the replay's offsets",
+                e,
+            )
+        })
     }
 
     fn remaining(&self) -> u64 {
@@ -277,7 +370,7 @@ impl DeadLetterReader for KafkaReader {
     }
 
     fn describe(&self) -> String {
-        self.name.clone()
+        self.reading.name.clone()
     }
 }
 
