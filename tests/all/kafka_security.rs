@@ -496,3 +496,42 @@ async fn a_replay_the_user_may_not_read_or_group_it_may_not_use_names_the_grant(
         "{stderr}"
     );
 }
+
+/// Following a registry whose topic the user may not read (`weir plugin list` here, as `weir run
+/// --registry` reads it) fails naming the rights each use of the registry needs.
+#[test]
+fn a_registry_the_user_may_not_read_is_refused_naming_the_grants() {
+    let kafka = secured();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("weir-acl-no-read.registry");
+    let component = dir.path().join("fault-picky.wasm");
+    std::fs::copy(plugin_registry().join("fault-picky.wasm"), &component).unwrap();
+    // Published over plaintext, whose principal may do anything.
+    let published = weir()
+        .current_dir(dir.path())
+        .args(["plugin", "publish", component.to_str().unwrap()])
+        .args([
+            "--registry",
+            &format!("kafka://{}/{topic}", kafka_brokers()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        published.status.success(),
+        "publish: {}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    let properties = kafka.registry_properties(dir.path(), PASSWORD);
+    let stderr = failed_listing(
+        dir.path(),
+        &format!("kafka://{}/{topic}", kafka.brokers),
+        &properties,
+    );
+    assert!(
+        stderr.contains("the brokers refused this principal the topic")
+            && stderr.contains(&format!(
+                "DESCRIBE and READ on topics {topic} and {topic}.fleet"
+            )),
+        "{stderr}"
+    );
+}

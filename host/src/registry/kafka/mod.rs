@@ -32,6 +32,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
 
 /// How long a registry read or write waits on the brokers before it gives up.
 pub const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -218,6 +219,14 @@ impl KafkaRegistryError {
             return KafkaRegistryError::Refused(format!(
                 "registry {registry}: {}: {refusal}; correct it in --registry-properties",
                 action.into()
+            ));
+        }
+        if source.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAuthorizationFailed) {
+            return KafkaRegistryError::Refused(format!(
+                "registry {registry}: {}: the brokers refused this principal the topic ({source}). Grant it DESCRIBE and READ on topics {topic} and {fleet} to follow the registry, WRITE on {topic} to publish, and WRITE on {fleet} to send heartbeats (README, Security), or fix the credentials in --registry-properties",
+                action.into(),
+                topic = registry.topic,
+                fleet = registry.fleet_topic(),
             ));
         }
         KafkaRegistryError::Kafka {
