@@ -151,18 +151,35 @@ async fn a_pipeline_writes_and_reads_a_zstd_topic_over_sasl_ssl() {
     assert_eq!(line_count(&dlq), 0, "nothing was dead-lettered");
 }
 
-/// How a sink and then a source with `properties` end: both must stop by themselves, and the
-/// sink must have written nothing. Their errors, in that order.
-async fn sink_and_source_refusals(kafka: &Secured, properties: &str) -> (String, String) {
-    let topic = unique("secured-refused");
-    create_topic(&kafka_brokers(), &topic, 1).await;
+/// How a sink writing ten records to `topic` (created here) with `properties` ends: it must
+/// stop by itself, having written and dead-lettered nothing. Its error.
+async fn sink_refusal(kafka: &Secured, topic: &str, properties: &str) -> String {
+    create_topic(&kafka_brokers(), topic, 1).await;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     append_numbered(&input, 0..10);
     let dlq = dir.path().join("dlq.jsonl");
-    let sink = refusal(&kafka.writing_topic(&input, &topic, properties, &dlq)).await;
-    assert_eq!(topic_message_count(&kafka_brokers(), &topic), 0);
-    let out = dir.path().join("out.jsonl");
+    let error = refusal(&kafka.writing_topic(&input, topic, properties, &dlq)).await;
+    assert_eq!(
+        topic_message_count(&kafka_brokers(), topic),
+        0,
+        "nothing was written: {error}"
+    );
+    assert_eq!(
+        line_count(&dlq),
+        0,
+        "a refusal is not a bad record: {error}"
+    );
+    error
+}
+
+/// How a sink and then a source with `properties` end: both must stop by themselves, and the
+/// sink must have written nothing. Their errors, in that order.
+async fn sink_and_source_refusals(kafka: &Secured, properties: &str) -> (String, String) {
+    let topic = unique("secured-refused");
+    let sink = sink_refusal(kafka, &topic, properties).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (out, dlq) = (dir.path().join("out.jsonl"), dir.path().join("dlq.jsonl"));
     let source = refusal(&kafka.reading_topic(&topic, properties, &out, &dlq)).await;
     (sink, source)
 }
@@ -299,23 +316,18 @@ fn a_broker_down_before_one_that_refuses_the_password_is_still_a_refusal() {
 
 /// `count` numbered records written to `topic` over plaintext.
 async fn produce_plainly(topic: &str, count: u64) {
-    use rdkafka::ClientConfig;
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = ClientConfig::new()
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
         .create()
         .unwrap();
-    for n in 0..count {
-        let value = format!("{{\"n\":{n}}}");
-        producer
-            .send(
-                FutureRecord::<(), _>::to(topic).payload(&value),
-                std::time::Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(error, _)| error)
-            .unwrap();
-    }
+    crate::support::send_numbered(
+        &producer,
+        topic,
+        1,
+        0..count,
+        std::time::Duration::from_secs(30),
+    )
+    .await;
 }
 
 /// A sink whose principal may see its topic but not write to it stops with the grant it needs,
@@ -324,24 +336,13 @@ async fn produce_plainly(topic: &str, count: u64) {
 async fn a_topic_the_user_may_not_write_stops_the_sink_naming_the_grant() {
     let kafka = secured();
     let topic = unique("weir-acl-no-write.out");
-    create_topic(&kafka_brokers(), &topic, 1).await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    append_numbered(&input, 0..10);
-    let dlq = dir.path().join("dlq.jsonl");
     let properties = kafka.properties(&kafka.ca, PASSWORD);
-    let error = refusal(&kafka.writing_topic(&input, &topic, &properties, &dlq)).await;
+    let error = sink_refusal(&kafka, &topic, &properties).await;
     assert!(
         error.contains(&format!(
             "not authorized to write to topic `{topic}`: grant this principal WRITE"
         )),
         "{error}"
-    );
-    assert_eq!(topic_message_count(&kafka_brokers(), &topic), 0);
-    assert_eq!(
-        line_count(&dlq),
-        0,
-        "a refusal of rights is not a bad record"
     );
 }
 

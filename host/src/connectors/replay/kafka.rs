@@ -35,7 +35,6 @@ const POLL: Duration = Duration::from_millis(200);
 /// Reads a dead-letter topic up to its end at opening.
 pub struct KafkaReader {
     reading: Reading,
-    topic: Arc<str>,
     consumer: BaseConsumer<ReplayContext>,
     /// Per partition still to read: the next offset and the end (high watermark at opening).
     partitions: BTreeMap<i32, (i64, i64)>,
@@ -117,7 +116,8 @@ fn watched_consumer(
 struct Reading {
     /// The reader's name in errors (`dead-letter topic T`).
     name: String,
-    topic: String,
+    /// The topic, also the stream of the positions it reads.
+    topic: Arc<str>,
     group: String,
 }
 
@@ -174,7 +174,7 @@ impl KafkaReader {
     pub async fn open(config: &KafkaSinkConfig, group: &str) -> Result<Self, ConnectorError> {
         let reading = Reading {
             name: format!("dead-letter topic {}", config.topic),
-            topic: config.topic.clone(),
+            topic: Arc::from(config.topic.as_str()),
             group: group.to_owned(),
         };
         let name = &reading.name;
@@ -243,7 +243,6 @@ impl KafkaReader {
         })?;
         Ok(KafkaReader {
             reading,
-            topic: Arc::from(config.topic.as_str()),
             consumer,
             partitions,
             remaining,
@@ -294,7 +293,7 @@ impl KafkaReader {
                     format!(
                         "the message at partition {partition} offset {} of `{}` has {count} headers, more than the {most} a dead letter weir writes can carry, so another producer wrote it; the replay stops there. To go on without it, move the replay's group past it (`kafka-consumer-groups.sh --reset-offsets --to-offset {}` for that partition)",
                         message.offset(),
-                        self.topic,
+                        self.reading.topic,
                         message.offset() + 1
                     ),
                 )
@@ -311,7 +310,7 @@ impl KafkaReader {
                     timestamp,
                 },
                 position: SourcePosition {
-                    stream: Arc::clone(&self.topic),
+                    stream: Arc::clone(&self.reading.topic),
                     partition,
                     offset: message.offset(),
                 },
