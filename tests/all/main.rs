@@ -31,6 +31,7 @@ mod pipelines;
 mod poison;
 mod polyglot;
 mod postgres_faults;
+mod postgres_privileges;
 mod postgres_tail;
 mod quickstart;
 mod rebalance;

@@ -16,6 +16,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Socket};
 
+use super::privileges::Step;
 use crate::connectors::tls::TlsConfig;
 use crate::connectors::{ConnectorError, ErrorKind};
 use crate::secret::Secret;
@@ -57,15 +58,16 @@ impl Limits {
     /// transient error when no answer came within the statement timeout and its grace. The
     /// caller drops the connection on an error, so a late answer can never be mistaken for the
     /// next statement's.
-    pub async fn statement<T>(
+    pub async fn statement<'s, T>(
         &self,
         connector: &str,
-        what: &str,
+        step: impl Into<Step<'s>>,
         call: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, ConnectorError> {
-        self.bounded(connector, what, call)
+        let step = step.into();
+        self.bounded(connector, step.what, call)
             .await?
-            .map_err(|e| classify(connector, what, e))
+            .map_err(|e| classify(connector, step, e))
     }
 
     /// Like [`Limits::statement`], with the driver's error left unclassified for a caller
@@ -314,8 +316,14 @@ where
 /// A database error as a connector error, decided by its SQLSTATE: connection and
 /// server-availability problems are transient; the rest (bad SQL, permissions, constraint types)
 /// are not. An error without a SQLSTATE never reached the server's SQL layer: the connection,
-/// retried unless its TLS handshake failed, which a retry cannot cure.
-pub fn classify(connector: &str, what: &str, error: tokio_postgres::Error) -> ConnectorError {
+/// retried unless its TLS handshake failed, which a retry cannot cure. A privilege the server
+/// refused the role (42501) is followed by the step's fix.
+pub fn classify<'s>(
+    connector: &str,
+    step: impl Into<Step<'s>>,
+    error: tokio_postgres::Error,
+) -> ConnectorError {
+    let Step { what, grant } = step.into();
     if let Some(refusal) = tls_refusal(&error) {
         return ConnectorError::fatal(connector, format!("{what}: {refusal}")).caused_by(error);
     }
@@ -324,11 +332,38 @@ pub fn classify(connector: &str, what: &str, error: tokio_postgres::Error) -> Co
         Some(_) => ErrorKind::Fatal,
         None => ErrorKind::Transient,
     };
-    let message = match error.as_db_error() {
-        Some(db) => format!("{what} (SQLSTATE {})", db.code().code()),
-        None => what.to_owned(),
-    };
-    ConnectorError::new(kind, connector, message).caused_by(error)
+    let mut message = format!("{what}: {}", server_words(&error));
+    if let Some(code) = error.code() {
+        message.push_str(&format!(" (SQLSTATE {})", code.code()));
+    }
+    if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+        message.push_str("; ");
+        message.push_str(grant.unwrap_or(
+            "grant the role in `url` the privilege named (README, PostgreSQL privileges, lists what each connector needs)",
+        ));
+    }
+    ConnectorError::new(kind, connector, message)
+}
+
+/// What went wrong in the words of whoever said it: the server's message and hint for a refusal
+/// (tokio-postgres shows each as "db error" and keeps them in its source), else the error and
+/// its causes (`error connecting to server: Connection refused`). A refusal's detail is left
+/// out: it can quote a row's values, which logs do not carry.
+pub fn server_words(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return match db.hint() {
+            Some(hint) => format!("{}; {hint}", db.message()),
+            None => db.message().to_owned(),
+        };
+    }
+    let mut words = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(current) = cause {
+        words.push_str(": ");
+        words.push_str(&current.to_string());
+        cause = current.source();
+    }
+    words
 }
 
 /// What to tell the user when TLS, not the network, ended the connection: the server does

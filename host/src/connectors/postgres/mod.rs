@@ -2,6 +2,7 @@
 //! and a source that tails a table by a monotonic column with its position kept in PostgreSQL.
 
 pub(super) mod client;
+pub(super) mod privileges;
 mod sink;
 mod source;
 

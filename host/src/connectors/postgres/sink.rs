@@ -13,7 +13,8 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 use tokio_postgres::error::{DbError, SqlState};
 
-use super::client::{Encryption, Limits, classify, connect};
+use super::client::{Encryption, Limits, classify, connect, server_words};
+use super::privileges::{Grantee, Step};
 use super::{channel_for, count_ignored, quoted_table};
 use crate::connectors::fields::{FieldPath, text_at};
 use crate::connectors::tls::TlsConfig;
@@ -190,6 +191,8 @@ pub struct PostgresSink {
     client: Option<Client>,
     /// The connection [`Sink::warm_up`] is opening, taken by the first write that needs one.
     warming: Mutex<Option<tokio::task::JoinHandle<Result<Client, ConnectorError>>>>,
+    /// What the role needs to write rows, said when the server refuses it (SQLSTATE 42501).
+    insert_grant: String,
 }
 
 /// Rows of one landing INSERT, with the index of the record each came from.
@@ -213,6 +216,7 @@ impl PostgresSink {
         let name = format!("postgres sink {}", config.table);
         let table = quoted_table(&config.table)
             .ok_or_else(|| ConnectorError::fatal(&name, "invalid table name"))?;
+        let insert_grant = insert_grant(config, &table, dead_letter);
         Ok(PostgresSink {
             key_pointer: config.key_field.as_deref().map(FieldPath::parse),
             limits: config.limits(),
@@ -223,17 +227,27 @@ impl PostgresSink {
             dead_letter,
             client: None,
             warming: Mutex::new(None),
+            insert_grant,
         })
     }
 
     /// The table's DDL when the sink creates its table, else `None`.
-    fn ddl(&self) -> Option<String> {
-        self.config.create_table.then(|| {
-            if self.dead_letter {
+    fn ddl(&self) -> Option<Ddl> {
+        self.config.create_table.then(|| Ddl {
+            sql: if self.dead_letter {
                 self.dead_letter_ddl()
             } else {
                 self.landing_ddl()
-            }
+            },
+            refused: format!(
+                "create_table = true runs this DDL at every start (the table if missing, {}), which needs CREATE on the table's schema and ownership of the table; set create_table = false, with the table made by its owner (README, PostgreSQL privileges), and {}",
+                if self.dead_letter {
+                    "the source_id column and its unique index if missing"
+                } else {
+                    "its NOTIFY trigger replaced"
+                },
+                self.insert_grant
+            ),
         })
     }
 
@@ -260,7 +274,7 @@ impl PostgresSink {
                         &self.config.url,
                         &self.encryption,
                         self.limits,
-                        ddl.as_deref(),
+                        ddl.as_ref(),
                     )
                     .await?
                 }
@@ -506,8 +520,9 @@ impl PostgresSink {
     /// columns or constraints are not a landing (or dead-letter) table's stops the pipeline with
     /// the fix; the rest is classified as usual.
     fn table_error(&self, error: tokio_postgres::Error, needs: &str) -> ConnectorError {
+        let insert = Step::needing("insert failed", &self.insert_grant);
         let Some(code) = error.code().cloned() else {
-            return classify(&self.name, "insert failed", error);
+            return classify(&self.name, insert, error);
         };
         let fix = if code == SqlState::UNDEFINED_TABLE {
             if self.config.create_table {
@@ -518,8 +533,7 @@ impl PostgresSink {
                         "table `{}` is gone (SQLSTATE 42P01); it is created again",
                         self.config.table
                     ),
-                )
-                .caused_by(error);
+                );
             }
             format!(
                 "table `{}` does not exist (SQLSTATE 42P01); create it, or set create_table = true so the sink creates it",
@@ -527,14 +541,15 @@ impl PostgresSink {
             )
         } else if code == SqlState::UNDEFINED_COLUMN || code == SqlState::INVALID_COLUMN_REFERENCE {
             format!(
-                "table `{}` is not shaped as the sink needs (SQLSTATE {}): it needs {needs}; alter it, or let the sink create a new table (create_table = true)",
+                "table `{}` is not shaped as the sink needs ({}, SQLSTATE {}): it needs {needs}; alter it, or let the sink create a new table (create_table = true)",
                 self.config.table,
+                server_words(&error),
                 code.code()
             )
         } else {
-            return classify(&self.name, "insert failed", error);
+            return classify(&self.name, insert, error);
         };
-        ConnectorError::fatal(&self.name, fix).caused_by(error)
+        ConnectorError::fatal(&self.name, fix)
     }
 
     fn landing_error(&self, error: tokio_postgres::Error) -> ConnectorError {
@@ -594,21 +609,54 @@ impl PostgresSink {
     }
 }
 
+/// The statements that create the sink's table (or bring one made by an earlier version up to
+/// date), and what to do when the server refuses the role the right to run them.
+struct Ddl {
+    sql: String,
+    refused: String,
+}
+
 /// Connects, and creates the table with `ddl` where the sink creates it.
 async fn open(
     name: &str,
     url: &Secret,
     encryption: &Encryption,
     limits: Limits,
-    ddl: Option<&str>,
+    ddl: Option<&Ddl>,
 ) -> Result<Client, ConnectorError> {
     let client = connect(name, url, encryption, limits, None).await?;
     if let Some(ddl) = ddl {
         limits
-            .statement(name, "cannot create the table", client.batch_execute(ddl))
+            .statement(
+                name,
+                Step::needing("cannot create the table", &ddl.refused),
+                client.batch_execute(&ddl.sql),
+            )
             .await?;
     }
     Ok(client)
+}
+
+/// What the role needs to write the sink's rows, as the GRANTs to run: INSERT and SELECT on the
+/// table (an `ON CONFLICT` target is read), UPDATE too for a landing table's `on_conflict =
+/// "update"`, and USAGE on the sequence that numbers its rows.
+fn insert_grant(config: &PostgresSinkConfig, table: &str, dead_letter: bool) -> String {
+    let grantee = Grantee::of(&config.url);
+    let privileges = if !dead_letter && config.on_conflict == OnConflict::Update {
+        "INSERT, SELECT, UPDATE"
+    } else {
+        "INSERT, SELECT"
+    };
+    // BIGSERIAL's sequence is named after the table, in the table's schema.
+    let sequence = match config.table.rsplit_once('.') {
+        Some((schema, name)) => format!("\"{schema}\".\"{name}_id_seq\""),
+        None => format!("\"{}_id_seq\"", config.table),
+    };
+    format!(
+        "run `{}; {}` as the table's owner (the sequence of its id column, so named when the sink made the table)",
+        grantee.grant(privileges, table),
+        grantee.grant("USAGE", &format!("SEQUENCE {sequence}"))
+    )
 }
 
 /// The longest `source_id`: longer ids (a long stream name) are replaced by their digest, so
@@ -799,7 +847,7 @@ impl Sink for PostgresSink {
         );
         let (limits, ddl) = (self.limits, self.ddl());
         let task = tokio::spawn(async move {
-            let opened = open(&name, &url, &encryption, limits, ddl.as_deref()).await;
+            let opened = open(&name, &url, &encryption, limits, ddl.as_ref()).await;
             if let Err(error) = &opened {
                 tracing::info!(sink = %name, %error, "Could not connect at start; the first write will try again.");
             }

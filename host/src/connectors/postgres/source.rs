@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio_postgres::Client;
 
 use super::client::{Encryption, Limits, connect};
+use super::privileges::{Grantee, Step};
 use super::{MAX_CHANNEL_BYTES, channel_for, is_identifier, quoted_table};
 use crate::connectors::tls::TlsConfig;
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
@@ -182,6 +183,33 @@ pub struct PostgresSource {
     stream: Arc<str>,
     limits: Limits,
     encryption: Encryption,
+    grants: Arc<Grants>,
+}
+
+/// What the source's role needs, as the fix its errors name when the server refuses it
+/// (SQLSTATE 42501).
+struct Grants {
+    /// Reading the table it tails.
+    read: String,
+    /// Reading and writing its position in `weir_offsets`.
+    offsets: String,
+    /// Creating `weir_offsets` where it is missing.
+    create_offsets: String,
+}
+
+impl Grants {
+    fn new(config: &PostgresSourceConfig, table: &str) -> Self {
+        let grantee = Grantee::of(&config.url);
+        let offsets = grantee.grant("SELECT, INSERT, UPDATE", "weir_offsets");
+        Grants {
+            read: format!("run `{}` as its owner", grantee.grant("SELECT", table)),
+            create_offsets: format!(
+                "the source keeps its position in table weir_offsets, in the first schema of the role's search_path, and creates it only where it is missing; have a role with CREATE on that schema create it (README, PostgreSQL privileges) and run `{offsets}`, or run `{}`",
+                grantee.grant("CREATE", "SCHEMA <schema>")
+            ),
+            offsets: format!("run `{offsets}` as its owner (the source keeps its position there)"),
+        }
+    }
 }
 
 const OFFSETS_DDL: &str = "CREATE TABLE IF NOT EXISTS weir_offsets (
@@ -216,8 +244,10 @@ impl PostgresSource {
             value = config.value_column,
         );
         let encryption = Encryption::for_connector(&name, &config.url, config.tls.as_ref())?;
+        let grants = Arc::new(Grants::new(config, &table));
         let mut source = PostgresSource {
             encryption,
+            grants,
             config: config.clone(),
             name,
             query,
@@ -252,12 +282,34 @@ impl PostgresSource {
                 .channel
                 .clone()
                 .unwrap_or_else(|| channel_for(&self.config.table));
-            let prepare = format!("{OFFSETS_DDL}; LISTEN \"{channel}\"");
+            // Created only where missing: CREATE TABLE IF NOT EXISTS needs CREATE on the schema
+            // even when the table exists, which a least-privilege role does not hold.
+            let missing: bool = self
+                .limits
+                .statement(
+                    &self.name,
+                    "cannot look for the offsets table",
+                    client.query_one("SELECT to_regclass('weir_offsets') IS NULL", &[]),
+                )
+                .await?
+                .get(0);
+            if missing {
+                self.limits
+                    .statement(
+                        &self.name,
+                        Step::needing(
+                            "cannot create the offsets table",
+                            &self.grants.create_offsets,
+                        ),
+                        client.batch_execute(OFFSETS_DDL),
+                    )
+                    .await?;
+            }
             self.limits
                 .statement(
                     &self.name,
-                    "cannot prepare the offsets table",
-                    client.batch_execute(&prepare),
+                    "cannot listen for inserts",
+                    client.batch_execute(&format!("LISTEN \"{channel}\"")),
                 )
                 .await?;
             self.client = Some(client);
@@ -270,11 +322,12 @@ impl PostgresSource {
     async fn committed_position(&mut self) -> Result<i64, ConnectorError> {
         let (consumer, table) = (self.config.consumer.clone(), self.config.table.clone());
         let (name, limits) = (self.name.clone(), self.limits);
+        let grants = Arc::clone(&self.grants);
         let client = self.client().await?;
         let row = limits
             .statement(
                 &name,
-                "cannot read the committed position",
+                Step::needing("cannot read the committed position", &grants.offsets),
                 client.query_opt(
                     "SELECT position FROM weir_offsets WHERE consumer = $1 AND source = $2",
                     &[&consumer, &table],
@@ -292,11 +345,12 @@ impl PostgresSource {
         let limits = self.limits;
         let max_row_bytes = self.config.max_row_bytes.unwrap_or(DEFAULT_MAX_ROW_BYTES);
         let row_limit = i64::try_from(max_row_bytes).unwrap_or(i64::MAX);
+        let grants = Arc::clone(&self.grants);
         let client = self.client().await?;
         let rows = match limits
             .statement(
                 &name,
-                "query failed",
+                Step::needing("query failed", &grants.read),
                 client.query(&query, &[&cursor, &(max as i64), &row_limit]),
             )
             .await
@@ -387,12 +441,12 @@ impl Source for PostgresSource {
             self.config.table.clone(),
             self.name.clone(),
         );
-        let limits = self.limits;
+        let (limits, grants) = (self.limits, Arc::clone(&self.grants));
         let client = self.client().await?;
         let result = limits
             .statement(
                 &name,
-                "cannot commit the position",
+                Step::needing("cannot commit the position", &grants.offsets),
                 client.execute(
                     "INSERT INTO weir_offsets (consumer, source, position) VALUES ($1, $2, $3)
                      ON CONFLICT (consumer, source) DO UPDATE

@@ -13,6 +13,7 @@ use tokio_postgres::{Client, Row};
 use super::{DeadLetterReader, Entry, headers_from_json};
 use crate::connectors::postgres::PostgresSinkConfig;
 use crate::connectors::postgres::client::{Encryption, Limits, connect};
+use crate::connectors::postgres::privileges::{Grantee, Step};
 use crate::connectors::{ConnectorError, ErrorKind};
 use crate::record::{Record, SourcePosition};
 
@@ -35,6 +36,8 @@ pub struct PostgresReader {
     /// The connection; `None` after a statement failed or ran past its limit, so the next
     /// statement opens a new one and a late answer is never read as another's.
     client: Option<Client>,
+    /// What the role needs to read and mark the rows, said when the server refuses it.
+    grant: String,
     /// The id read last.
     after: i64,
     /// The highest id at opening.
@@ -59,32 +62,42 @@ impl PostgresReader {
         let limits = config.limits();
         let encryption = Encryption::for_connector(&name, &config.url, config.tls.as_ref())?;
         let client = connect(&name, &config.url, &encryption, limits, None).await?;
+        let grantee = Grantee::of(&config.url);
+        let grant = format!(
+            "run `{}` as its owner",
+            grantee.grant("SELECT, UPDATE", &table)
+        );
+        let has_column: bool = limits
+            .statement(
+                &name,
+                Step::needing("cannot look for the replayed_at column", &grant),
+                client.query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1)
+                     AND attname = 'replayed_at' AND NOT attisdropped)",
+                    &[&table],
+                ),
+            )
+            .await?
+            .get(0);
         // A dry run changes nothing, so it adds no column: without one, no row was replayed.
-        let marked = if dry_run {
-            limits
-                .statement(
-                    &name,
-                    "cannot look for the replayed_at column",
-                    client.query_one(
-                        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1)
-                         AND attname = 'replayed_at' AND NOT attisdropped)",
-                        &[&table],
-                    ),
-                )
-                .await?
-                .get(0)
-        } else {
+        // The column is added only where missing: ALTER TABLE needs the table's ownership even
+        // when there is nothing to add, which a least-privilege role does not hold.
+        let marked = has_column || !dry_run;
+        if !has_column && !dry_run {
             let add_column =
                 format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS replayed_at TIMESTAMPTZ");
+            let refused = format!(
+                "a replay marks each replayed row in column replayed_at, added where missing, which needs ownership of the table: run `{add_column}; {}` as its owner",
+                grantee.grant("SELECT, UPDATE", &table)
+            );
             limits
                 .statement(
                     &name,
-                    "cannot add the replayed_at column (does the table exist, and may this user alter it?)",
+                    Step::needing("cannot add the replayed_at column", &refused),
                     client.batch_execute(&add_column),
                 )
                 .await?;
-            true
-        };
+        }
         let unreplayed = if marked {
             "replayed_at IS NULL"
         } else {
@@ -96,7 +109,7 @@ impl PostgresReader {
         let row = limits
             .statement(
                 &name,
-                "cannot count the rows to replay",
+                Step::needing("cannot count the rows to replay", &grant),
                 client.query_one(&count, &[]),
             )
             .await?;
@@ -118,6 +131,7 @@ impl PostgresReader {
             encryption,
             limits,
             client: Some(client),
+            grant,
             after: 0,
             end,
             unreplayed,
@@ -141,7 +155,11 @@ impl PostgresReader {
         };
         let result = self
             .limits
-            .statement(&self.name, what, statement(&client))
+            .statement(
+                &self.name,
+                Step::needing(what, &self.grant),
+                statement(&client),
+            )
             .await;
         if result.is_ok() {
             self.client = Some(client);
