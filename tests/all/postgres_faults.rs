@@ -9,7 +9,8 @@
 //! while another record at the same position is stored too. And the warm-up: the sink connects
 //! and creates its table when the pipeline starts, and a warm-up that cannot connect leaves
 //! that to the write. A replay of a dead-letter table whose connection stalls gives up within
-//! its statement limit and reads on a new connection.
+//! its statement limit and reads on a new connection. A server that turns read-only (a failover)
+//! is retried until it takes writes again.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -171,6 +172,78 @@ async fn a_stalled_connection_is_noticed_reopened_and_loses_nothing() {
         !std::fs::read_to_string(dir.join("dlq.jsonl")).is_ok_and(|t| !t.is_empty()),
         "nothing was dead-lettered"
     );
+}
+
+/// `url` naming `database` instead of its own.
+fn with_database(url: &str, database: &str) -> String {
+    let (server, rest) = url.rsplit_once('/').expect("a url ending in /database");
+    match rest.split_once('?') {
+        Some((_, query)) => format!("{server}/{database}?{query}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+/// A server that stops taking writes, as a primary demoted by a failover does for the clients
+/// that reach it again: the sink's session ends, every new one is read-only (SQLSTATE 25006 on
+/// each insert), and the sink retries on new connections, writing everything once the server
+/// takes writes again. It used to stop the pipeline at the first refusal.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_turns_read_only_is_retried_until_it_takes_writes_and_loses_nothing() {
+    let url = postgres_url();
+    let admin = postgres_client(&url).await;
+    let database = unique("pg_read_only");
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{database}\""))
+        .await
+        .unwrap();
+    let database_url = with_database(&url, &database);
+    let table = unique("pg_ro");
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    append_numbered(&dir.join("in.jsonl"), 0..200);
+    let weir = Weir::start(dir, &stalling_pipeline(dir, &database_url, &table));
+    wait_for_rows(&database_url, &table, 200).await;
+
+    // The failover: new sessions take no writes, and the sink's session is ended.
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{database}\" SET default_transaction_read_only = on"
+        ))
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&database],
+        )
+        .await
+        .unwrap();
+    append_numbered(&dir.join("in.jsonl"), 200..400);
+    weir.wait_for_log("(SQLSTATE 25006)").await;
+    assert_eq!(numbers(&database_url, &table).await.len(), 200);
+    assert!(
+        read_checkpoint(&dir.join("in.offset")) <= 200,
+        "nothing unwritten is committed"
+    );
+
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{database}\" RESET default_transaction_read_only"
+        ))
+        .await
+        .unwrap();
+    wait_for_rows(&database_url, &table, 400).await;
+    let (clean, log) = weir.terminate().await;
+    assert!(clean, "SIGTERM exits 0:\n{log}");
+    assert!(log.contains("retried on a new connection"), "{log}");
+    assert!(
+        !std::fs::read_to_string(dir.join("dlq.jsonl")).is_ok_and(|t| !t.is_empty()),
+        "nothing was dead-lettered"
+    );
+    admin
+        .batch_execute(&format!("DROP DATABASE \"{database}\" WITH (FORCE)"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

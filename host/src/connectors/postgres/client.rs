@@ -336,6 +336,11 @@ pub fn classify<'s>(
     if let Some(code) = error.code() {
         message.push_str(&format!(" (SQLSTATE {})", code.code()));
     }
+    if error.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) {
+        message.push_str(
+            "; the server takes no writes (a standby after a failover, or default_transaction_read_only): retried on a new connection; list every host in `url` with target_session_attrs=read-write so that one reaches the primary",
+        );
+    }
     if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
         message.push_str("; ");
         message.push_str(grant.unwrap_or(
@@ -409,6 +414,10 @@ fn is_transient(code: &SqlState) -> bool {
             &SqlState::UNIQUE_VIOLATION,
             // A table a source tails may be created later by the pipeline that fills it.
             &SqlState::UNDEFINED_TABLE,
+            // A server that turned read-only: a primary demoted by a failover, reached again
+            // through an address that now leads to a standby. A new connection may reach the
+            // new primary (several hosts in the url, target_session_attrs=read-write).
+            &SqlState::READ_ONLY_SQL_TRANSACTION,
         ]
         .contains(&code)
 }
@@ -423,6 +432,7 @@ mod tests {
             SqlState::CONNECTION_FAILURE,
             SqlState::ADMIN_SHUTDOWN,
             SqlState::CANNOT_CONNECT_NOW,
+            SqlState::READ_ONLY_SQL_TRANSACTION,
             SqlState::TOO_MANY_CONNECTIONS,
             SqlState::T_R_DEADLOCK_DETECTED,
             SqlState::UNDEFINED_TABLE,
