@@ -189,11 +189,7 @@ fn with_database(url: &str, database: &str) -> String {
 /// takes writes again. It used to stop the pipeline at the first refusal.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_that_turns_read_only_is_retried_until_it_takes_writes_and_loses_nothing() {
-    turn_read_only_and_back(
-        |url, database| with_database(url, database),
-        "(SQLSTATE 25006)",
-    )
-    .await;
+    turn_read_only_and_back(with_database, "(SQLSTATE 25006)").await;
 }
 
 /// The url README suggests for a failover: every host listed, with
