@@ -1,9 +1,11 @@
 //! The `http` source (the seed's Airflow DAG): polls a URL on an interval, retries 5xx and
-//! timeouts with exponential backoff and jitter, and splits each JSON response at a pointer into
+//! timeouts with exponential backoff and jitter (at least the `Retry-After` a server asks for),
+//! and splits each JSON response at a pointer into
 //! records. A malformed response becomes a dead letter carrying an excerpt of the body. With a
 //! `journal`, fetched records survive a crash until they are acknowledged.
 
 mod journal;
+mod retry_after;
 mod source;
 mod split;
 

@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::journal::{Journal, JournalError, Journaled};
+use super::retry_after::asked_wait;
 use super::split::{canonical, check_json, first_items, locate};
 use crate::connectors::{ConfigProblem, ConnectorError, MAX_DURATION_MS, Source};
 use crate::record::{Record, SourcePosition, SourceRecord};
@@ -201,6 +202,8 @@ enum Body {
 enum Failure {
     /// Worth retrying: a 5xx, a timeout, a refused connection.
     Transient(String),
+    /// Worth retrying after at least `wait`, which the server asked for in `Retry-After`.
+    Throttled { message: String, wait: Duration },
     /// Not worth retrying: a 4xx, an invalid request.
     Permanent(String),
 }
@@ -370,9 +373,14 @@ impl HttpSource {
                 .await
                 .map_err(reading_failed)?;
             let excerpt = self.excerpt(&body);
+            let asked = asked_wait(response.headers(), std::time::SystemTime::now());
             return Err(
                 if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                    Failure::Transient(format!("HTTP {status}: {excerpt}"))
+                    let message = format!("HTTP {status}: {excerpt}");
+                    match asked {
+                        Some(wait) => Failure::Throttled { message, wait },
+                        None => Failure::Transient(message),
+                    }
                 } else {
                     Failure::Permanent(format!(
                         "HTTP {status}: {excerpt}; check `url`, `query` and `headers`"
@@ -396,25 +404,27 @@ impl HttpSource {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
         loop {
-            match self.request().await {
+            let (message, asked) = match self.request().await {
                 Ok(body) => return Ok(body),
                 Err(Failure::Permanent(message)) => {
                     return Err(ConnectorError::fatal(&self.name, message));
                 }
-                Err(Failure::Transient(message)) if attempt >= self.config.retries => {
-                    return Err(ConnectorError::transient(
-                        &self.name,
-                        format!("{message} (after {} retries)", self.config.retries),
-                    ));
-                }
-                Err(Failure::Transient(message)) => {
-                    let wait = backoff.mul_f64(rand::rng().random_range(0.5..1.5));
-                    tracing::warn!(source = %self.name, attempt, error = %message, wait_ms = wait.as_millis() as u64, "Request failed; retrying.");
-                    tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    attempt += 1;
-                }
+                Err(Failure::Transient(message)) => (message, None),
+                Err(Failure::Throttled { message, wait }) => (message, Some(wait)),
+            };
+            if attempt >= self.config.retries {
+                return Err(ConnectorError::transient(
+                    &self.name,
+                    format!("{message} (after {} retries)", self.config.retries),
+                ));
             }
+            // The server's own wait, when it asked for one, is the least this one takes.
+            let backoff_wait = backoff.mul_f64(rand::rng().random_range(0.5..1.5));
+            let wait = asked.map_or(backoff_wait, |asked| asked.max(backoff_wait));
+            tracing::warn!(source = %self.name, attempt, error = %message, wait_ms = wait.as_millis() as u64, retry_after_ms = asked.map(|asked| asked.as_millis() as u64), "Request failed; retrying.");
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            attempt += 1;
         }
     }
 
@@ -1019,6 +1029,48 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert!(records.iter().all(|r| r.malformed.is_none()));
         assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_throttled_request_waits_at_least_the_retry_after_the_server_asked_for() {
+        // The first answer asks for two seconds; the backoff alone would wait 0.1 to 0.3.
+        let asked_at: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
+        let times = Arc::clone(&asked_at);
+        let handler = move || {
+            let answer = {
+                let mut times = times.lock().unwrap();
+                times.push(std::time::Instant::now());
+                times.len()
+            };
+            async move {
+                if answer == 1 {
+                    axum::response::Response::builder()
+                        .status(429)
+                        .header("retry-after", "2")
+                        .body(axum::body::Body::from("slow down"))
+                        .unwrap()
+                } else {
+                    axum::response::Response::new(axum::body::Body::from(
+                        r#"{"results":[{"a":1}]}"#,
+                    ))
+                }
+            }
+        };
+        let router = axum::Router::new().route("/api", axum::routing::get(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+        let mut http = source_at(url, 3);
+        let records = http.poll_batch(10, Duration::ZERO).await.unwrap().unwrap();
+        assert_eq!(records.len(), 1);
+        let times = asked_at.lock().unwrap();
+        assert_eq!(times.len(), 2);
+        let waited = times[1] - times[0];
+        assert!(
+            waited >= Duration::from_secs(2),
+            "asked again after {waited:?}"
+        );
     }
 
     /// Every message and name a source shows for a failing server, with a canary in the
