@@ -10,8 +10,8 @@ use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
 
 use crate::support::{
-    append_numbered, plugin_registry, postgres_client, postgres_url, read_json_lines, unique,
-    wait_for,
+    Spawned, append_numbered, plugin_registry, postgres_client, postgres_url, read_json_lines,
+    spawn_pipeline, unique, wait_for, wait_for_async,
 };
 
 fn land(name: &str, input: &Path, url: &str, table: &str, follow: bool) -> String {
@@ -213,4 +213,138 @@ async fn a_channel_with_a_dash_and_a_dot_is_listened_to() {
     for (name, result) in app.wait().await {
         result.unwrap_or_else(|e| panic!("pipeline {name} failed: {e}"));
     }
+}
+
+/// Two writers of one landing table whose INSERTs overlap, and a source tailing it. The first
+/// writer's INSERT is held inside its statement with an id drawn but not committed (a test
+/// trigger waits on an advisory lock the test holds), and the second writer's rows come
+/// meanwhile. Had the second committed its higher ids first, the source would have read them
+/// and passed over the first writer's lower id for good; the writers take turns instead, so the
+/// source reads every row.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tail_misses_no_row_of_two_writers_whose_inserts_overlap() {
+    crate::support::init_logs();
+    let url = postgres_url();
+    let table = unique("overlap");
+    let dir = tempfile::tempdir().unwrap();
+    // After the first, the writers leave the table as it is: replacing its trigger would wait
+    // for the held INSERT's lock on the table.
+    let landing = |file: &str, rows: std::ops::Range<u64>| {
+        let input = dir.path().join(file);
+        append_numbered(&input, rows);
+        let text = land(file, &input, &url, &table, false);
+        spawn_pipeline(&if file == "first" {
+            text
+        } else {
+            text.replace(
+                "key_field = \"n\"",
+                "key_field = \"n\", create_table = false",
+            )
+        })
+    };
+    // Runs a landing to its end; its shutdown sender is held until then, since a dropped one
+    // reads as a shutdown.
+    let finished = |spawned: Spawned| async move {
+        let Spawned { shutdown, run } = spawned;
+        run.await.unwrap().unwrap();
+        drop(shutdown);
+    };
+    finished(landing("first", 0..1)).await;
+
+    // Rows 100 to 199 wait in their BEFORE trigger, their id drawn, while the gate is held.
+    let gate: i64 = rand::random::<u32>().into();
+    let admin = postgres_client(&url).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE FUNCTION \"{table}_gate\"() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+                 IF (NEW.value->>'n')::int BETWEEN 100 AND 199 THEN
+                     PERFORM pg_advisory_lock_shared({gate});
+                     PERFORM pg_advisory_unlock_shared({gate});
+                 END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER gate BEFORE INSERT ON \"{table}\" FOR EACH ROW EXECUTE FUNCTION \"{table}_gate\"();
+             SELECT pg_advisory_lock({gate});"
+        ))
+        .await
+        .unwrap();
+
+    let out = dir.path().join("out.jsonl");
+    let tail = spawn_pipeline(&format!(
+        r#"
+        [[pipeline]]
+        name = "tail"
+        source = {{ type = "postgres", url = "{url}", table = "{table}", consumer = "{}", poll_interval_ms = 600000 }}
+        sink = {{ type = "file", path = "{}" }}
+        dead_letter = {{ type = "file", path = "{}.dlq" }}
+        batch = {{ size = 100, linger_ms = 10 }}
+        "#,
+        unique("overlap"),
+        out.display(),
+        out.display()
+    ));
+    let lines = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    };
+    wait_for("the first row", Duration::from_secs(60), || {
+        lines(&out) == 1
+    })
+    .await;
+
+    let waiting = |class: i64, object: i64| {
+        let admin = &admin;
+        async move {
+            let waiting: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+                     AND classid::bigint = $1 AND objid::bigint = $2",
+                    &[&class, &object],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            waiting > 0
+        }
+    };
+    let held = landing("held", 100..110);
+    wait_for_async(
+        "the first writer at the gate",
+        Duration::from_secs(60),
+        || waiting(0, gate),
+    )
+    .await;
+    let table_oid: i64 = admin
+        .query_one(&format!("SELECT '\"{table}\"'::regclass::oid::bigint"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    let second = landing("second", 200..210);
+    // The second writer waits its turn; had it not, the source would read its rows now.
+    wait_for_async(
+        "the second writer waiting its turn, or its rows read",
+        Duration::from_secs(60),
+        || async { waiting(0x7765_6972, table_oid).await || lines(&out) > 1 },
+    )
+    .await;
+    admin
+        .batch_execute(&format!("SELECT pg_advisory_unlock({gate})"))
+        .await
+        .unwrap();
+    finished(held).await;
+    finished(second).await;
+    wait_for_async("every row tailed", Duration::from_secs(60), || async {
+        lines(&out) >= 21
+    })
+    .await;
+    tail.shutdown.send(true).unwrap();
+    tail.run.await.unwrap().unwrap();
+    let mut values: Vec<u64> = read_json_lines(&out)
+        .iter()
+        .map(|row| row["n"].as_u64().unwrap())
+        .collect();
+    values.sort_unstable();
+    let expected: Vec<u64> = (0..1).chain(100..110).chain(200..210).collect();
+    assert_eq!(values, expected, "every row once");
 }

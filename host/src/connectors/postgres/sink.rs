@@ -378,10 +378,17 @@ impl PostgresSink {
         Ok((key, text))
     }
 
+    /// The landing INSERT. Writers of one landing table (pipelines, processes of a fleet) take
+    /// turns: each INSERT first takes a transaction-scoped advisory lock on the table, so the
+    /// ids it draws commit before any drawn after them. Otherwise a `postgres` source tailing
+    /// the table could read a later writer's higher ids while an earlier one's lower ids were
+    /// still uncommitted, and pass over those for good. The lock is taken before the first row
+    /// draws its id (the rows come from the join with it) and held until the statement commits.
     fn landing_statement(&self) -> String {
         let table = &self.table;
         let insert = format!(
-            "INSERT INTO {table} AS t (key, value) SELECT k, v::jsonb FROM UNNEST($1::text[], $2::text[]) AS u(k, v)"
+            "WITH turn AS MATERIALIZED (SELECT pg_advisory_xact_lock(({LANDING_LOCK_SPACE}::bigint << 32) | '{table}'::regclass::oid::bigint)) \
+             INSERT INTO {table} AS t (key, value) SELECT k, v::jsonb FROM turn, UNNEST($1::text[], $2::text[]) AS u(k, v)"
         );
         match self.config.on_conflict {
             OnConflict::Ignore => format!("{insert} ON CONFLICT (key) DO NOTHING"),
@@ -608,6 +615,10 @@ impl PostgresSink {
         }
     }
 }
+
+/// The high half of the advisory lock keys landing tables take turns on (their oid is the low
+/// half): "weir" in ASCII, so that they stay clear of an application's own small keys.
+const LANDING_LOCK_SPACE: i64 = 0x7765_6972;
 
 /// The statements that create the sink's table (or bring one made by an earlier version up to
 /// date), and what to do when the server refuses the role the right to run them.

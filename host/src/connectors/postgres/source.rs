@@ -2,8 +2,9 @@
 //! position lives in PostgreSQL (table `weir_offsets`) and advances only when the pipeline
 //! acknowledges; LISTEN/NOTIFY wakes it on inserts instead of tight polling.
 //!
-//! The column must grow in commit order (true for a table written by one `postgres` sink); with
-//! concurrent writers a lower id can commit after a higher one was read, and would be skipped.
+//! The column must grow in commit order (true for a table only `postgres` sinks write: they take
+//! turns, see the sink's `landing_statement`); with other concurrent writers a lower id can
+//! commit after a higher one was read, and would be skipped.
 
 use std::sync::Arc;
 use std::time::Duration;
