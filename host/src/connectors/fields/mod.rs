@@ -50,29 +50,18 @@ fn index(key: &str) -> Option<usize> {
     key.parse().ok()
 }
 
-/// The field at `path` as text: strings as they are, numbers and booleans printed; `None` when
-/// absent or null, or an object or array.
-pub fn text_at(document: &Value, path: &FieldPath) -> Option<String> {
-    match path.find(document)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn reads_nested_fields_as_text() {
+    fn reads_nested_fields_by_dotted_path_or_pointer() {
         let doc = serde_json::json!({"login": {"uuid": "u1"}, "n": 3, "o": {}});
-        let at = |path: &str| text_at(&doc, &FieldPath::parse(path));
-        assert_eq!(at("login.uuid").as_deref(), Some("u1"));
-        assert_eq!(at("/login/uuid").as_deref(), Some("u1"));
-        assert_eq!(at("n").as_deref(), Some("3"));
-        assert_eq!(at("o"), None);
+        let at = |path: &str| FieldPath::parse(path).find(&doc).cloned();
+        assert_eq!(at("login.uuid"), Some(serde_json::json!("u1")));
+        assert_eq!(at("/login/uuid"), Some(serde_json::json!("u1")));
+        assert_eq!(at("n"), Some(serde_json::json!(3)));
+        assert_eq!(at("o"), Some(serde_json::json!({})));
         assert_eq!(at("missing"), None);
     }
 

@@ -16,7 +16,7 @@ use tokio_postgres::error::{DbError, SqlState};
 use super::client::{Encryption, Limits, classify, connect, server_words};
 use super::privileges::{Grantee, Step};
 use super::{channel_for, count_ignored, quoted_table};
-use crate::connectors::fields::{FieldPath, text_at};
+use crate::connectors::fields::{FieldPath, FieldSet, Leaf};
 use crate::connectors::tls::TlsConfig;
 use crate::connectors::{ConfigProblem, ConnectorError, MAX_DURATION_MS, Rejected, Sink};
 use crate::record::{Record, headers};
@@ -184,7 +184,9 @@ pub struct PostgresSink {
     config: PostgresSinkConfig,
     name: String,
     table: String,
-    key_pointer: Option<FieldPath>,
+    /// The key field's path, or none: reading a value with it checks that the value is JSON and
+    /// finds the key in one pass, building no document.
+    key_fields: FieldSet,
     dead_letter: bool,
     limits: Limits,
     encryption: Encryption,
@@ -218,7 +220,7 @@ impl PostgresSink {
             .ok_or_else(|| ConnectorError::fatal(&name, "invalid table name"))?;
         let insert_grant = insert_grant(config, &table, dead_letter);
         Ok(PostgresSink {
-            key_pointer: config.key_field.as_deref().map(FieldPath::parse),
+            key_fields: FieldSet::new(&config.key_field.as_deref().map(FieldPath::parse)),
             limits: config.limits(),
             encryption: Encryption::for_connector(&name, &config.url, config.tls.as_ref())?,
             config: config.clone(),
@@ -336,23 +338,33 @@ impl PostgresSink {
 
     /// The key and JSON text of a record, or why it cannot go into a landing table. Checked
     /// here, per record, because PostgreSQL would fail the whole multi-row INSERT instead. The
-    /// parsed value serves the checks and the key only, and is dropped before the next record.
-    fn landing_row<'r>(&self, record: &'r Record) -> Result<(String, &'r str), String> {
+    /// value is read once, for the key field and as a check that it is JSON, building no
+    /// document (the server parses the text); only a value that may hold a NUL is parsed into
+    /// one, to say where. `found` is scratch space for the key field, reused across a batch.
+    fn landing_row<'r>(
+        &self,
+        record: &'r Record,
+        found: &mut Vec<Option<Leaf<'r>>>,
+    ) -> Result<(String, &'r str), String> {
         // Checked as UTF-8 once, here; parsing text does not check it again.
         let text = std::str::from_utf8(&record.value)
             .map_err(|e| format!("value is not UTF-8 JSON, which a jsonb column needs: {e}"))?;
-        let value: Value = serde_json::from_str(text)
+        self.key_fields
+            .read_into(&record.value, found)
             .map_err(|e| format!("value is not JSON, which a jsonb column needs: {e}"))?;
         let hex = self.config.key_encoding == KeyEncoding::Hex;
-        let key = match (&self.key_pointer, &record.key) {
-            (Some(pointer), _) => {
-                let text = text_at(&value, pointer).ok_or_else(|| {
-                    format!(
-                        "key field `{}` is missing or not a scalar",
-                        self.config.key_field.as_deref().unwrap_or_default()
-                    )
-                })?;
-                if hex { hex::encode(text) } else { text }
+        let key = match (&self.config.key_field, &record.key) {
+            (Some(field), _) => {
+                let text = found
+                    .first_mut()
+                    .and_then(Option::take)
+                    .and_then(Leaf::into_text)
+                    .ok_or_else(|| format!("key field `{field}` is missing or not a scalar"))?;
+                if hex {
+                    hex::encode(text.as_bytes())
+                } else {
+                    text.into_owned()
+                }
             }
             (None, Some(key)) if hex => hex::encode(key),
             (None, Some(key)) => String::from_utf8(key.to_vec()).map_err(|_| {
@@ -369,7 +381,16 @@ impl PostgresSink {
                 key.escape_debug()
             ));
         }
-        if let Some(path) = nul_in(&value, String::new()) {
+        // A NUL reaches JSON text only as the escape `\u0000` (a raw control character is not
+        // JSON), so only a value holding that escape is parsed to find where it is.
+        let nul = if memchr::memmem::find(text.as_bytes(), b"\\u0000").is_some() {
+            serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|value| nul_in(&value, String::new()))
+        } else {
+            None
+        };
+        if let Some(path) = nul {
             return Err(format!(
                 "value holds a NUL character (\\u0000) at `{}`, which a jsonb column cannot store",
                 if path.is_empty() { "/" } else { &path }
@@ -407,8 +428,9 @@ impl PostgresSink {
         // key is sent: the earlier ones would be overwritten by it anyway. They are kept aside
         // in case PostgreSQL refuses the last one.
         let mut last: HashMap<String, usize> = HashMap::new();
+        let mut found = Vec::new();
         for (index, record) in records.iter().enumerate() {
-            match self.landing_row(record) {
+            match self.landing_row(record, &mut found) {
                 Ok((key, value)) => {
                     if self.config.on_conflict == OnConflict::Update {
                         if let Some(&earlier) = last.get(&key) {
@@ -894,10 +916,12 @@ mod tests {
             toml::from_str("url = \"postgres://weir@127.0.0.1/weir\"\ntable = \"t\"").unwrap();
         let sink = PostgresSink::new(&config, false).unwrap();
         let record = Record::from_value(r#"{"n": 12345678901234567890123}"#);
-        let (_, text) = sink.landing_row(&record).unwrap();
+        let (_, text) = sink.landing_row(&record, &mut Vec::new()).unwrap();
         assert_eq!(text, r#"{"n": 12345678901234567890123}"#);
         let invalid = Record::from_value(vec![b'"', 0xff, b'"']);
-        let not_utf8 = sink.landing_row(&invalid).map(|(_, text)| text.to_owned());
+        let not_utf8 = sink
+            .landing_row(&invalid, &mut Vec::new())
+            .map(|(_, text)| text.to_owned());
         assert!(
             not_utf8
                 .as_ref()
@@ -907,7 +931,7 @@ mod tests {
         );
         let unfinished = Record::from_value("{");
         let not_json = sink
-            .landing_row(&unfinished)
+            .landing_row(&unfinished, &mut Vec::new())
             .map(|(_, text)| text.to_owned());
         assert!(
             not_json
@@ -916,6 +940,34 @@ mod tests {
                 .starts_with("value is not JSON"),
             "{not_json:?}"
         );
+    }
+
+    #[test]
+    fn a_nul_is_found_with_or_without_a_key_field_and_only_where_there_is_one() {
+        for extra in ["", "\nkey_field = \"id\""] {
+            let config: PostgresSinkConfig = toml::from_str(&format!(
+                "url = \"postgres://weir@127.0.0.1/weir\"\ntable = \"t\"{extra}"
+            ))
+            .unwrap();
+            let sink = PostgresSink::new(&config, false).unwrap();
+            let row = |text: &str| {
+                sink.landing_row(&Record::from_value(text.to_owned()), &mut Vec::new())
+                    .map(|(_, text)| text.to_owned())
+            };
+            let refused = row(r#"{"id": 1, "a": [{"b": "x\u0000y"}]}"#).unwrap_err();
+            assert!(
+                refused.contains("NUL character (\\u0000) at `/a/0/b`"),
+                "{extra}: {refused}"
+            );
+            // A backslash followed by `u0000` is text, not a NUL.
+            let text = r#"{"id": 2, "path": "C:\\u0000"}"#;
+            assert_eq!(row(text).as_deref(), Ok(text), "{extra}");
+            let trailing = row(r#"{"id": 3} x"#).unwrap_err();
+            assert!(
+                trailing.starts_with("value is not JSON"),
+                "{extra}: {trailing}"
+            );
+        }
     }
 
     #[test]
