@@ -14,17 +14,19 @@ use crate::support::{
     run_pipeline, run_until, unique, weir,
 };
 
-/// The role the tests' owner grants to.
+/// The role the tests' owner grants to, quoted as the refusals name it; `WEIR_POSTGRES_LEAST_URL`
+/// may give its password and server, not another role.
 const LEAST: &str = "\"weir_least\"";
 
-/// `url` with its user and password replaced by `user:password`, searching `schema` first.
-fn as_role(url: &str, user: &str, schema: &str) -> String {
+/// `url` with its user and password replaced by `credentials` (`user:password`), searching
+/// `schema` first.
+fn as_role(url: &str, credentials: &str, schema: &str) -> String {
     let (_, server) = url
         .split_once("://")
         .and_then(|(_, rest)| rest.rsplit_once('@'))
         .expect("WEIR_POSTGRES_URL is postgres://user:password@host:port/db");
     let server = server.split('?').next().unwrap_or(server);
-    format!("postgres://{user}@{server}?options=-c%20search_path%3D{schema}")
+    format!("postgres://{credentials}@{server}?options=-c%20search_path%3D{schema}")
 }
 
 /// A schema of the test's own, owned by the tests' role (the tables' owner), which the least
@@ -39,11 +41,11 @@ async fn schema() -> (String, String, String) {
         ))
         .await
         .unwrap();
-    let (user, _) = url
+    let (owner_credentials, _) = url
         .split_once("://")
         .and_then(|(_, rest)| rest.rsplit_once('@'))
         .unwrap();
-    let owner_url = as_role(&url, user, &schema);
+    let owner_url = as_role(&url, owner_credentials, &schema);
     let least_url = std::env::var("WEIR_POSTGRES_LEAST_URL")
         .map(|least| {
             let (credentials, _) = least
