@@ -10,8 +10,8 @@ use weir::app::{RunOptions, RunningApp};
 use weir::config::PipelineFile;
 
 use crate::support::{
-    Spawned, append_numbered, plugin_registry, postgres_client, postgres_url, read_json_lines,
-    spawn_pipeline, unique, wait_for, wait_for_async,
+    Spawned, append_numbered, line_count, plugin_registry, postgres_client, postgres_url,
+    read_json_lines, spawn_pipeline, unique, wait_for, wait_for_async,
 };
 
 fn land(name: &str, input: &Path, url: &str, table: &str, follow: bool) -> String {
@@ -26,6 +26,23 @@ fn land(name: &str, input: &Path, url: &str, table: &str, follow: bool) -> Strin
         "#,
         input.display(),
         input.display()
+    )
+}
+
+/// A pipeline tailing `table` as `consumer` into the file `out`, on a ten-minute poll so that
+/// only a NOTIFY brings new rows at once; `listen` adds source options (a `channel`).
+fn tail(url: &str, table: &str, consumer: &str, listen: &str, out: &Path) -> String {
+    format!(
+        r#"
+        [[pipeline]]
+        name = "tail"
+        source = {{ type = "postgres", url = "{url}", table = "{table}", consumer = "{consumer}"{listen}, poll_interval_ms = 600000 }}
+        sink = {{ type = "file", path = "{}" }}
+        dead_letter = {{ type = "file", path = "{}.dlq" }}
+        batch = {{ size = 100, linger_ms = 10 }}
+        "#,
+        out.display(),
+        out.display()
     )
 }
 
@@ -56,18 +73,9 @@ async fn notify_wakes_the_tailing_source_and_its_position_follows_the_acknowledg
     std::fs::write(&input, "").unwrap();
     let out = dir.path().join("out.jsonl");
     let text = format!(
-        r#"
-        {}
-        [[pipeline]]
-        name = "tail"
-        source = {{ type = "postgres", url = "{url}", table = "{table}", consumer = "{consumer}", poll_interval_ms = 600000 }}
-        sink = {{ type = "file", path = "{}" }}
-        dead_letter = {{ type = "file", path = "{}.dlq" }}
-        batch = {{ size = 100, linger_ms = 10 }}
-        "#,
+        "{}{}",
         land("land", &input, &url, &table, true),
-        out.display(),
-        out.display()
+        tail(&url, &table, &consumer, "", &out)
     );
     let app = RunningApp::start(
         PipelineFile::parse(Path::new("tail.toml"), &text).unwrap(),
@@ -75,16 +83,11 @@ async fn notify_wakes_the_tailing_source_and_its_position_follows_the_acknowledg
     )
     .await
     .unwrap();
-    let lines = |path: &Path| {
-        std::fs::read_to_string(path)
-            .map(|text| text.lines().count())
-            .unwrap_or(0)
-    };
     let tailed = out.clone();
     wait_for(
         "the rows already there",
         Duration::from_secs(60),
-        move || lines(&tailed) == 10,
+        move || line_count(&tailed) == 10,
     )
     .await;
     // The source now waits on its ten-minute poll: only a NOTIFY can bring the next rows.
@@ -95,7 +98,7 @@ async fn notify_wakes_the_tailing_source_and_its_position_follows_the_acknowledg
         wait_for(
             &format!("{expected} rows, woken by NOTIFY"),
             Duration::from_secs(60),
-            move || lines(&tailed) == expected,
+            move || line_count(&tailed) == expected,
         )
         .await;
     }
@@ -165,17 +168,12 @@ async fn a_channel_with_a_dash_and_a_dot_is_listened_to() {
     };
     land_rows("first", 0..5).await;
     let out = dir.path().join("out.jsonl");
-    let text = format!(
-        r#"
-        [[pipeline]]
-        name = "tail"
-        source = {{ type = "postgres", url = "{url}", table = "{table}", consumer = "{consumer}", channel = "{channel}", poll_interval_ms = 600000 }}
-        sink = {{ type = "file", path = "{}" }}
-        dead_letter = {{ type = "file", path = "{}.dlq" }}
-        batch = {{ size = 100, linger_ms = 10 }}
-        "#,
-        out.display(),
-        out.display()
+    let text = tail(
+        &url,
+        &table,
+        &consumer,
+        &format!(", channel = \"{channel}\""),
+        &out,
     );
     let app = RunningApp::start(
         PipelineFile::parse(Path::new("tail.toml"), &text).unwrap(),
@@ -183,16 +181,11 @@ async fn a_channel_with_a_dash_and_a_dot_is_listened_to() {
     )
     .await
     .unwrap();
-    let lines = move |path: &Path| {
-        std::fs::read_to_string(path)
-            .map(|text| text.lines().count())
-            .unwrap_or(0)
-    };
     let tailed = out.clone();
     wait_for(
         "the rows already there",
         Duration::from_secs(60),
-        move || lines(&tailed) == 5,
+        move || line_count(&tailed) == 5,
     )
     .await;
     // The sink's trigger announces these on its own channel, which the source does not hear.
@@ -206,7 +199,7 @@ async fn a_channel_with_a_dash_and_a_dot_is_listened_to() {
     wait_for(
         "the new rows, woken by the NOTIFY on the channel",
         Duration::from_secs(60),
-        move || lines(&tailed) == 10,
+        move || line_count(&tailed) == 10,
     )
     .await;
     app.shutdown_handle().send(true).unwrap();
@@ -270,26 +263,9 @@ async fn a_tail_misses_no_row_of_two_writers_whose_inserts_overlap() {
         .unwrap();
 
     let out = dir.path().join("out.jsonl");
-    let tail = spawn_pipeline(&format!(
-        r#"
-        [[pipeline]]
-        name = "tail"
-        source = {{ type = "postgres", url = "{url}", table = "{table}", consumer = "{}", poll_interval_ms = 600000 }}
-        sink = {{ type = "file", path = "{}" }}
-        dead_letter = {{ type = "file", path = "{}.dlq" }}
-        batch = {{ size = 100, linger_ms = 10 }}
-        "#,
-        unique("overlap"),
-        out.display(),
-        out.display()
-    ));
-    let lines = |path: &Path| {
-        std::fs::read_to_string(path)
-            .map(|text| text.lines().count())
-            .unwrap_or(0)
-    };
+    let tail = spawn_pipeline(&tail(&url, &table, &unique("overlap"), "", &out));
     wait_for("the first row", Duration::from_secs(60), || {
-        lines(&out) == 1
+        line_count(&out) == 1
     })
     .await;
 
@@ -321,11 +297,12 @@ async fn a_tail_misses_no_row_of_two_writers_whose_inserts_overlap() {
         .unwrap()
         .get(0);
     let second = landing("second", 200..210);
-    // The second writer waits its turn; had it not, the source would read its rows now.
+    // The second writer waits its turn (on the sink's lock space, "weir" in ASCII, and the
+    // table's oid); had it not, the source would read its rows now.
     wait_for_async(
         "the second writer waiting its turn, or its rows read",
         Duration::from_secs(60),
-        || async { waiting(0x7765_6972, table_oid).await || lines(&out) > 1 },
+        || async { waiting(0x7765_6972, table_oid).await || line_count(&out) > 1 },
     )
     .await;
     admin
@@ -335,7 +312,7 @@ async fn a_tail_misses_no_row_of_two_writers_whose_inserts_overlap() {
     finished(held).await;
     finished(second).await;
     wait_for_async("every row tailed", Duration::from_secs(60), || async {
-        lines(&out) >= 21
+        line_count(&out) >= 21
     })
     .await;
     tail.shutdown.send(true).unwrap();

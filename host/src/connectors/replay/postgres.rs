@@ -70,7 +70,7 @@ impl PostgresReader {
         let has_column: bool = limits
             .statement(
                 &name,
-                Step::needing("cannot look for the replayed_at column", &grant),
+                "cannot look for the replayed_at column",
                 client.query_one(
                     "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1)
                      AND attname = 'replayed_at' AND NOT attisdropped)",
