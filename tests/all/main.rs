@@ -15,6 +15,7 @@ mod compose;
 mod connectors;
 mod crash;
 mod database_tls;
+mod disk_full;
 mod failover;
 mod faults;
 mod fleet;

@@ -200,7 +200,7 @@ async fn a_source_whose_database_is_down_at_start_waits_for_it_and_then_runs() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
-    let Spawned { shutdown, run } = spawn_pipeline(&format!(
+    let Spawned { shutdown, run, .. } = spawn_pipeline(&format!(
         r#"
         [[pipeline]]
         name = "late-db"
@@ -242,7 +242,7 @@ async fn a_shutdown_while_a_connector_cannot_open_is_a_clean_stop() {
     crate::support::init_logs();
     let (url, connections) = database_down_at_first(None).await;
     let dir = tempfile::tempdir().unwrap();
-    let Spawned { shutdown, run } = spawn_pipeline(&format!(
+    let Spawned { shutdown, run, .. } = spawn_pipeline(&format!(
         r#"
         [[pipeline]]
         name = "never-db"

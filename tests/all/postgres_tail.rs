@@ -238,7 +238,7 @@ async fn a_tail_misses_no_row_of_two_writers_whose_inserts_overlap() {
     // Runs a landing to its end; its shutdown sender is held until then, since a dropped one
     // reads as a shutdown.
     let finished = |spawned: Spawned| async move {
-        let Spawned { shutdown, run } = spawned;
+        let Spawned { shutdown, run, .. } = spawned;
         run.await.unwrap().unwrap();
         drop(shutdown);
     };

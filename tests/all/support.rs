@@ -154,6 +154,8 @@ pub struct Spawned {
     pub run: tokio::task::JoinHandle<
         Result<weir::pipeline::PipelineReport, weir::pipeline::PipelineError>,
     >,
+    /// Its live counters (retried writes among them).
+    pub stats: std::sync::Arc<weir::pipeline::PipelineStats>,
 }
 
 /// Parses `toml`, loads its plugins from the test registry, and starts its single pipeline in a
@@ -175,13 +177,18 @@ pub fn spawn_pipeline(toml: &str) -> Spawned {
     let config = file.pipelines.into_iter().next().unwrap();
     let chain = weir::pipeline::build_chain(&config, &slots).unwrap();
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let stats = std::sync::Arc::new(weir::pipeline::PipelineStats::default());
     let run = tokio::spawn(weir::pipeline::run(
         config,
         chain,
-        std::sync::Arc::new(weir::pipeline::PipelineStats::default()),
+        std::sync::Arc::clone(&stats),
         shutdown_rx,
     ));
-    Spawned { shutdown, run }
+    Spawned {
+        shutdown,
+        run,
+        stats,
+    }
 }
 
 /// Runs the single pipeline of `toml` until its source ends; it must succeed.
@@ -190,6 +197,7 @@ pub async fn run_pipeline(toml: &str) -> weir::pipeline::PipelineReport {
     let Spawned {
         shutdown: _shutdown,
         run,
+        ..
     } = spawn_pipeline(toml);
     run.await.unwrap().unwrap()
 }
@@ -197,7 +205,7 @@ pub async fn run_pipeline(toml: &str) -> weir::pipeline::PipelineReport {
 /// Runs the single pipeline of `toml` until `done` holds or it ends by itself, then shuts it
 /// down gracefully; it must succeed.
 pub async fn run_until(toml: &str, done: impl Fn() -> bool) -> weir::pipeline::PipelineReport {
-    let Spawned { shutdown, run } = spawn_pipeline(toml);
+    let Spawned { shutdown, run, .. } = spawn_pipeline(toml);
     let finished = || run.is_finished();
     wait_for(
         "the pipeline's output",
@@ -219,6 +227,7 @@ pub async fn outcome_within(
     let Spawned {
         shutdown: _shutdown,
         mut run,
+        ..
     } = spawn_pipeline(toml);
     match tokio::time::timeout(within, &mut run).await {
         Ok(joined) => Some(joined.unwrap()),

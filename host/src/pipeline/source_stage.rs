@@ -174,10 +174,22 @@ fn reject_oversized(records: &mut [SourceRecord], max_bytes: usize) {
 }
 
 /// Acknowledged positions not yet committed, merged per stream and partition. Commits are
-/// cumulative, so a failed commit is simply retried with the later positions included.
+/// cumulative, so a failed commit is simply retried with the later positions included, after a
+/// backoff: a store that refuses commits (a full disk under a checkpoint, an offsets table
+/// gone read-only) is not asked again at every poll, nor is the log written at every poll.
 #[derive(Default)]
 struct PendingCommits {
     highest: BTreeMap<(Arc<str>, i32), i64>,
+    /// Set while commits fail.
+    failing: Option<FailingCommits>,
+}
+
+/// A run of failed commits: how many, since when, and when the next may be tried.
+struct FailingCommits {
+    since: tokio::time::Instant,
+    failures: u32,
+    backoff: Backoff,
+    retry_at: tokio::time::Instant,
 }
 
 impl PendingCommits {
@@ -213,8 +225,15 @@ impl PendingCommits {
         last: bool,
     ) -> Result<Option<ConnectorError>, ConnectorError> {
         // The last commit always goes out: a source that commits on an interval may hold
-        // acknowledgements that no pending position names any more.
-        if self.highest.is_empty() && !last {
+        // acknowledgements that no pending position names any more. It also goes out at once,
+        // whatever the backoff: it has a loop of its own, bounded by the shutdown grace.
+        if !last
+            && (self.highest.is_empty()
+                || self
+                    .failing
+                    .as_ref()
+                    .is_some_and(|failing| tokio::time::Instant::now() < failing.retry_at))
+        {
             return Ok(None);
         }
         let positions: Vec<SourcePosition> = self
@@ -234,10 +253,34 @@ impl PendingCommits {
         match committed {
             Ok(()) => {
                 self.highest.clear();
+                if let Some(failing) = self.failing.take() {
+                    tracing::info!(
+                        pipeline,
+                        failures = failing.failures,
+                        failing_for_ms = failing.since.elapsed().as_millis() as u64,
+                        "Commits succeed again."
+                    );
+                }
                 Ok(None)
             }
             Err(error) if error.is_transient() => {
-                tracing::warn!(pipeline, %error, "Commit failed; it will be retried with later positions.");
+                let now = tokio::time::Instant::now();
+                let failing = self.failing.get_or_insert_with(|| FailingCommits {
+                    since: now,
+                    failures: 0,
+                    backoff: Backoff::new(),
+                    retry_at: now,
+                });
+                failing.failures += 1;
+                let wait = failing.backoff.wait();
+                failing.retry_at = now + wait;
+                tracing::warn!(
+                    pipeline,
+                    %error,
+                    attempt = failing.failures,
+                    wait_ms = wait.as_millis() as u64,
+                    "Commit failed; it will be retried with later positions."
+                );
                 Ok(Some(error))
             }
             Err(error) => Err(error),
@@ -526,6 +569,85 @@ mod tests {
                 "did not finish within the shutdown grace and may still complete; if it does not"
             ),
             1,
+            "{logged}"
+        );
+    }
+
+    /// A source whose commits fail while `refusing`, counting the attempts.
+    struct Refusing {
+        refusing: bool,
+        attempts: u32,
+    }
+
+    #[async_trait]
+    impl Source for Refusing {
+        async fn poll_batch(
+            &mut self,
+            _max: usize,
+            _linger: Duration,
+        ) -> Result<Option<Vec<SourceRecord>>, ConnectorError> {
+            Ok(None)
+        }
+
+        async fn commit(&mut self, _positions: &[SourcePosition]) -> Result<(), ConnectorError> {
+            self.attempts += 1;
+            if self.refusing {
+                Err(ConnectorError::transient("s", "no space left on device"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    /// On a paused clock: the stage asks for a commit at every poll, here every millisecond.
+    #[tokio::test(start_paused = true)]
+    async fn failing_commits_are_retried_with_backoff_not_at_every_poll() {
+        let (logs, _guard) = capture_logs();
+        let mut source = Refusing {
+            refusing: true,
+            attempts: 0,
+        };
+        let mut commits = PendingCommits::default();
+        commits.add(vec![SourcePosition {
+            stream: Arc::from("t"),
+            partition: 0,
+            offset: 7,
+        }]);
+        for _ in 0..1000 {
+            commits.try_commit("p", &mut source, false).await.unwrap();
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        // At 0 ms, then after waits of 50-100, 100-200, 200-400 and 400-800 ms.
+        assert!(
+            (3..=5).contains(&source.attempts),
+            "{} commit attempts in a second",
+            source.attempts
+        );
+        // The final commit does not wait for the backoff.
+        let before = source.attempts;
+        let failed = commits.try_commit("p", &mut source, true).await.unwrap();
+        assert!(failed.is_some());
+        assert_eq!(source.attempts, before + 1);
+        source.refusing = false;
+        for _ in 0..20_000 {
+            commits.try_commit("p", &mut source, false).await.unwrap();
+            if commits.highest.is_empty() {
+                break;
+            }
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        assert!(commits.highest.is_empty(), "never committed once it could");
+        let logged = text(&logs);
+        let warned = logged
+            .lines()
+            .filter(|line| line.contains("Commit failed;"))
+            .count();
+        assert_eq!(warned as u32, before + 1, "{logged}");
+        assert!(
+            logged.contains(&format!(
+                "Commits succeed again. pipeline=\"p\" failures={}",
+                before + 1
+            )),
             "{logged}"
         );
     }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncReadExt;
 
+use super::write_failure;
 use crate::connectors::ConnectorError;
 
 /// The most bytes read of a line-number checkpoint: a line number and a newline take at most 21.
@@ -195,7 +196,12 @@ pub(crate) async fn write_checkpoint(
         .await
         .map_err(std::io::Error::other)
         .and_then(|written| written)
-        .map_err(|e| ConnectorError::transient(name, format!("cannot write it: {e}")))
+        .map_err(|e| {
+            let advice = write_failure::what_to_do(&e).map_or(String::new(), |remedy| {
+                format!(" ({remedy}; until it is written, a restart reads again what came after the last checkpoint written)")
+            });
+            ConnectorError::transient(name, format!("cannot write it: {e}{advice}"))
+        })
 }
 
 /// The temporary file a checkpoint is written to: its whole name plus `.tmp`, so that two

@@ -4,6 +4,7 @@ mod checkpoint;
 mod position;
 mod sink;
 mod source;
+mod write_failure;
 
 use async_trait::async_trait;
 

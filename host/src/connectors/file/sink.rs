@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
+use super::write_failure;
 use crate::connectors::encoding::{Encoding, encode};
 use crate::connectors::{ConfigProblem, ConnectorError, Rejected, Sink};
 use crate::record::Record;
@@ -312,8 +313,15 @@ fn drop_torn_tail(path: &Path, fsync: bool) -> std::io::Result<u64> {
 impl Sink for FileSink {
     async fn write(&mut self, records: &[Record]) -> Result<Vec<Rejected>, ConnectorError> {
         let name = self.name.clone();
-        let failed =
-            |e: std::io::Error| ConnectorError::transient(&name, "write failed").caused_by(e);
+        let failed = |e: std::io::Error| match write_failure::what_to_do(&e) {
+            None => ConnectorError::transient(&name, "write failed").caused_by(e),
+            Some(remedy) => ConnectorError::transient(
+                &name,
+                format!(
+                    "write failed: {e} ({remedy}; the write is retried until it fits, and nothing after it is committed)"
+                ),
+            ),
+        };
         let mut file = match self.file.take() {
             Some(file) => file,
             None => self.reopen().await.map_err(failed)?,
