@@ -337,3 +337,135 @@ async fn partitions_fetched_together_are_read_in_turn_not_one_whole_partition_af
         runs.len()
     );
 }
+
+/// Partitions added to a topic while weir reads it (`kafka-topics.sh --alter --partitions`) are
+/// found at the next metadata refresh, here every second, and read from their first record:
+/// what was produced to them before weir was assigned them is not skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_added_mid_stream_are_read_from_their_first_record() {
+    partitions_added_mid_stream(false).await;
+}
+
+/// The same with each partition read from its own queue, which the new partitions get too.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_partitions_read_in_turn_partitions_added_mid_stream_are_read_whole() {
+    partitions_added_mid_stream(true).await;
+}
+
+async fn partitions_added_mid_stream(in_turn: bool) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use rdkafka::client::DefaultClientContext;
+    crate::support::init_logs();
+    let brokers = kafka_brokers();
+    let topic = unique("growing");
+    crate::services::create_topic(&brokers, &topic, 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let toml = format!(
+        r#"
+        [[pipeline]]
+        name = "growing"
+        source = {{ type = "kafka", brokers = "{brokers}", topics = ["{topic}"], group = "{group}", read_partitions_in_turn = {in_turn}, properties = {{ "topic.metadata.refresh.interval.ms" = "1000" }} }}
+        sink = {{ type = "file", path = "{out}" }}
+        dead_letter = {{ type = "file", path = "{dlq}" }}
+        batch = {{ size = 10, linger_ms = 5 }}
+        "#,
+        group = unique("growing-group"),
+        out = dir.join("growing.jsonl").display(),
+        dlq = dir.join("growing.dlq.jsonl").display(),
+    );
+    let file = PipelineFile::parse(Path::new("growing.toml"), &toml).unwrap();
+    let mut options = RunOptions::for_registry(plugin_registry());
+    options.watch = false;
+    let app = RunningApp::start(file, options).await.unwrap();
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    // Records 0..200 go to partition n % 2.
+    send_numbered(&producer, &topic, 2, 0..200, Duration::from_secs(30)).await;
+    wait_for("the first 200 records", Duration::from_secs(120), || {
+        deliveries(dir, &["growing"]).len() >= 200
+    })
+    .await;
+
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for result in admin
+        .create_partitions(
+            &[NewPartitions::new(&topic, 4)],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+    // Records 200..600 go to partition n % 4, half of them to the two new partitions, sent at
+    // once: weir cannot have been assigned those yet. A producer that started before the
+    // partitions existed learns of them with its next metadata refresh.
+    let grown: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    wait_for_partitions(&grown, &topic, 4).await;
+    send_numbered(&grown, &topic, 4, 200..600, Duration::from_secs(30)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while deliveries(dir, &["growing"]).len() < 600 {
+        if tokio::time::Instant::now() >= deadline {
+            let seen = deliveries(dir, &["growing"]);
+            let missing: Vec<u64> = (0..600).filter(|n| !seen.contains_key(n)).collect();
+            panic!(
+                "{} record(s) never arrived after 120 s, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(20)]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop(app).await;
+
+    let seen = deliveries(dir, &["growing"]);
+    assert_eq!(seen.len(), 600);
+    let repeated: Vec<_> = seen.iter().filter(|&(_, &count)| count > 1).collect();
+    assert!(repeated.is_empty(), "delivered twice: {repeated:?}");
+    // Each partition's records in the order they were sent.
+    let ns: Vec<u64> = crate::support::read_json_lines(&dir.join("growing.jsonl"))
+        .iter()
+        .map(|record| record["n"].as_u64().unwrap())
+        .collect();
+    for partition in 0..4 {
+        let order: Vec<u64> = ns
+            .iter()
+            .copied()
+            .filter(|&n| if n < 200 { n % 2 } else { n % 4 } == partition)
+            .collect();
+        assert!(
+            order.windows(2).all(|pair| pair[0] < pair[1]),
+            "partition {partition} out of order: {order:?}"
+        );
+    }
+}
+
+/// Waits until `producer`'s client knows `count` partitions of `topic`.
+async fn wait_for_partitions(producer: &FutureProducer, topic: &str, count: usize) {
+    use rdkafka::producer::Producer;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let metadata = producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .unwrap();
+        if metadata.topics()[0].partitions().len() == count {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broker does not report {count} partitions of {topic} after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
