@@ -4,6 +4,11 @@
 //! is not one line (a line break in it, a `\r` ending it, nothing but whitespace) is refused,
 //! so it becomes a dead letter instead of several lines or one a reader skips; a dead-letter
 //! destination, which has nowhere to refuse to, writes such a record as an envelope.
+//!
+//! Before each batch the sink checks that its path still names the file it has open: a file
+//! renamed away (a rotation) or removed is followed by a new file at the path, so no batch is
+//! written where nobody will look for it, and a file truncated in place (copytruncate) moves the
+//! point a failed batch is cut back to, so the cut never pads the file with zeros.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -12,6 +17,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
+use super::position::FileId;
 use super::write_failure;
 use crate::connectors::encoding::{Encoding, encode};
 use crate::connectors::{ConfigProblem, ConnectorError, Rejected, Sink};
@@ -72,6 +78,8 @@ pub struct FileSink {
     file: Option<Writer>,
     /// The file's length after the last acknowledged batch: where a failed batch is cut back to.
     acknowledged: u64,
+    /// The identity of the file open, to tell whether the path still names it.
+    id: FileId,
     encoding: Encoding,
     fsync: bool,
     /// Whether this is a dead-letter destination, which must not refuse a record: nowhere is
@@ -121,11 +129,10 @@ impl FileSink {
             .open(&config.path)
             .await
             .map_err(|e| ConnectorError::fatal(&name, format!("cannot open for writing: {e}")))?;
-        let acknowledged = file
+        let metadata = file
             .metadata()
             .await
-            .map_err(|e| ConnectorError::fatal(&name, format!("cannot read its length: {e}")))?
-            .len();
+            .map_err(|e| ConnectorError::fatal(&name, format!("cannot read its length: {e}")))?;
         let default = if dead_letter {
             Encoding::Envelope
         } else {
@@ -138,7 +145,8 @@ impl FileSink {
                 WRITE_BUFFER_BYTES,
                 file,
             )),
-            acknowledged,
+            acknowledged: metadata.len(),
+            id: FileId::of(&metadata),
             encoding: config.encoding.unwrap_or(default),
             fsync: config.fsync,
             dead_letter,
@@ -236,6 +244,54 @@ impl FileSink {
         ))
     }
 
+    /// Before a batch: follows the path when it no longer names the file open (renamed away or
+    /// removed: the batch goes to a new file there) and notices a file truncated in place.
+    async fn follow_the_path(&mut self) -> std::io::Result<()> {
+        let at_path = match tokio::fs::metadata(&self.path).await {
+            Ok(metadata) => Some(metadata),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        match at_path {
+            Some(metadata) if FileId::of(&metadata) == self.id => {
+                if metadata.len() < self.acknowledged {
+                    tracing::info!(
+                        connector = %self.name,
+                        from_bytes = self.acknowledged,
+                        to_bytes = metadata.len(),
+                        "The file was truncated in place (as copytruncate does); writing on from its new end."
+                    );
+                    self.acknowledged = metadata.len();
+                }
+                Ok(())
+            }
+            _ => {
+                if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    tokio::fs::create_dir_all(parent).await?;
+                }
+                let file = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
+                    .await?;
+                let metadata = file.metadata().await?;
+                tracing::info!(
+                    connector = %self.name,
+                    "The file was renamed or removed (a rotation?); writing to a new file at the path from here on."
+                );
+                // The old file's writer was flushed with its last batch; one whose failed batch
+                // could not be cut off keeps that fragment, in a file no longer at the path.
+                self.file = Some(tokio::io::BufWriter::with_capacity(
+                    WRITE_BUFFER_BYTES,
+                    file,
+                ));
+                self.acknowledged = metadata.len();
+                self.id = FileId::of(&metadata);
+                Ok(())
+            }
+        }
+    }
+
     /// Opens the file again after a failed write whose bytes could not be cut off then.
     async fn reopen(&self) -> std::io::Result<Writer> {
         let file = std::fs::OpenOptions::new().write(true).open(&self.path)?;
@@ -322,6 +378,7 @@ impl Sink for FileSink {
                 ),
             ),
         };
+        self.follow_the_path().await.map_err(failed)?;
         let mut file = match self.file.take() {
             Some(file) => file,
             None => self.reopen().await.map_err(failed)?,
@@ -453,6 +510,64 @@ mod tests {
         sink.fail_after = None;
         sink.write(&batch).await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n22\n");
+    }
+
+    async fn appending(path: &Path) -> FileSink {
+        let config = FileSinkConfig {
+            path: path.to_owned(),
+            encoding: None,
+            mode: WriteMode::Append,
+            fsync: false,
+        };
+        FileSink::open(&config, false).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_file_renamed_away_or_removed_is_followed_by_a_new_one_at_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        let path = logs.join("out.jsonl");
+        let mut sink = appending(&path).await;
+        sink.write(&[Record::from_value("1")]).await.unwrap();
+        // A rotation: the file is renamed, and nothing (or an empty file) takes its place.
+        let rotated = logs.join("out.jsonl.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        sink.write(&[Record::from_value("2")]).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "1\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "2\n");
+        std::fs::rename(&path, logs.join("out.jsonl.2")).unwrap();
+        std::fs::write(&path, "").unwrap();
+        sink.write(&[Record::from_value("3")]).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "3\n");
+        // Removed, folder and all: the next batch is not written to a file nobody can reach.
+        std::fs::remove_dir_all(&logs).unwrap();
+        sink.write(&[Record::from_value("4")]).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "4\n");
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_after_a_copytruncate_is_cut_back_to_the_new_end_not_padded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut sink = appending(&path).await;
+        sink.write(&[Record::from_value("first"), Record::from_value("second")])
+            .await
+            .unwrap();
+        // copytruncate: the lines are copied elsewhere and the file emptied in place.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        sink.write(&[Record::from_value("3")]).await.unwrap();
+        sink.fail_after = Some(1);
+        let batch = [Record::from_value("44")];
+        sink.write(&batch).await.unwrap_err();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "3\n");
+        sink.fail_after = None;
+        sink.write(&batch).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "3\n44\n");
     }
 
     #[tokio::test]
