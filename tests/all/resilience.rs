@@ -743,3 +743,45 @@ async fn an_http_source_never_logs_the_credentials_or_query_of_its_url() {
         );
     }
 }
+
+/// `weir run` into the `stdout` sink piped into a reader that stops early (`| head -2`): the
+/// pipeline stops with the reason instead of retrying a pipe nobody will read again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stdout_sink_whose_reader_goes_away_stops_the_run_instead_of_retrying() {
+    let dir = tempfile::tempdir().unwrap();
+    append_numbered(&dir.path().join("in.jsonl"), 0..200_000);
+    std::fs::write(
+        dir.path().join("pipeline.toml"),
+        "[[pipeline]]\nname = \"piped\"\nsource = { type = \"file\", path = \"in.jsonl\" }\nsink = { type = \"stdout\" }\ndead_letter = { type = \"file\", path = \"dlq.jsonl\" }\n",
+    )
+    .unwrap();
+    let mut child = weir()
+        .current_dir(dir.path())
+        .args(["run", "pipeline.toml", "--no-admin", "--no-watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert_eq!(first, "{\"n\":0}\n");
+    // The reader goes away, as `head` does once it has its lines.
+    drop(stdout);
+    let stderr = child.stderr.take().unwrap();
+    let collected = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+    let child = Mutex::new(child);
+    wait_for(
+        "weir to stop once its stdout is closed",
+        Duration::from_secs(120),
+        || child.lock().unwrap().try_wait().unwrap().is_some(),
+    )
+    .await;
+    let status = child.into_inner().unwrap().wait().unwrap();
+    let stderr = collected.join().unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("standard output was closed by its reader"),
+        "{stderr}"
+    );
+}

@@ -29,6 +29,21 @@ impl SinkSpec for StdoutSinkConfig {
     }
 }
 
+/// What a failed write to stdout means. A reader that went away (`weir run ... | head`) never
+/// comes back, so retrying would only hang the pipeline: it stops instead, and what it could not
+/// write is read again by the next run. Anything else (stdout redirected to a file on a full
+/// disk) may pass, and is retried.
+fn write_failed(error: std::io::Error) -> ConnectorError {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        ConnectorError::fatal(
+            "stdout sink",
+            "standard output was closed by its reader (a broken pipe, as when piped into `head`); nothing more can be written there, and the records not written are read again by the next run",
+        )
+    } else {
+        ConnectorError::transient("stdout sink", "write failed").caused_by(error)
+    }
+}
+
 /// Writes each record as a line on stdout.
 pub struct StdoutSink {
     encoding: Encoding,
@@ -62,9 +77,21 @@ impl Sink for StdoutSink {
             self.out.write_all(&buffer).await?;
             self.out.flush().await
         };
-        result
-            .await
-            .map_err(|e| ConnectorError::transient("stdout sink", "write failed").caused_by(e))?;
+        result.await.map_err(write_failed)?;
         Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_gone_stops_the_pipeline_and_a_full_disk_is_retried() {
+        let gone = write_failed(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert!(!gone.is_transient(), "{gone}");
+        assert!(gone.to_string().contains("closed by its reader"), "{gone}");
+        let full = write_failed(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert!(full.is_transient(), "{full}");
     }
 }
