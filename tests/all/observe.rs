@@ -413,6 +413,30 @@ async fn weir_tap_streams_the_records_leaving_each_stage() {
         assert!(record["source"]["offset"].is_i64());
     }
 
+    // Piped into a reader that stops early (`| head -1`): the tap ends quietly, as with a count.
+    let mut piped = weir();
+    piped
+        .args(["tap", "tapped", "--stage", "source", "--admin"])
+        .arg(app.admin_addr().unwrap().to_string())
+        .env("WEIR_ADMIN_TOKEN", app.admin_token().unwrap().expose())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let (status, stderr) = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut child = piped.spawn().expect("weir runs");
+        let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        reader.read_line(&mut first).unwrap();
+        assert!(first.contains("\"stage\":\"source\""), "{first}");
+        drop(reader);
+        let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+        (child.wait().unwrap(), stderr)
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+
     let mapped = tap(&app, &["tapped", "--stage", "user-profile", "--count", "5"]).await;
     assert!(
         mapped.status.success(),

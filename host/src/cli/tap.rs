@@ -91,8 +91,15 @@ async fn stream(
                 eprint!("{}", String::from_utf8_lossy(&line));
                 continue;
             }
-            stdout.write_all(&line).context("cannot write to stdout")?;
-            stdout.flush().context("cannot write to stdout")?;
+            match stdout.write_all(&line).and_then(|()| stdout.flush()) {
+                Ok(()) => {}
+                // The reader went away (`weir tap ... | head`): nobody is left to print for,
+                // which ends a tap as its `--count` does.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Err(e) => return Err(e).context("cannot write to stdout"),
+            }
             printed += 1;
             if request.count.is_some_and(|count| printed >= count) {
                 return Ok(ExitCode::SUCCESS);
