@@ -299,6 +299,10 @@ async fn a_checkpoint_on_a_full_disk_holds_up_no_record_and_catches_up_once_ther
     )
     .await;
     assert!(!run.run.is_finished(), "the followed file's pipeline ended");
+    assert!(
+        run.stats.commit_failures().load(Ordering::Relaxed) >= 1,
+        "no failed commit counted"
+    );
     assert_eq!(
         committed_line(&checkpoint),
         0,

@@ -410,7 +410,8 @@ async fn the_dashboard_and_alert_rules_name_only_metrics_weir_exports() {
             "WeirDeadLetterRateHigh",
             "WeirPluginRolledBack",
             "WeirNotReady",
-            "WeirSinkRetriesSustained"
+            "WeirSinkRetriesSustained",
+            "WeirCommitsFailing"
         ]
     );
     let dashboard_text =

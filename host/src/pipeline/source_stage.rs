@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::watch;
 
@@ -43,7 +44,13 @@ pub(super) async fn run(
         while let Ok(positions) = ack_rx.try_recv() {
             commits.add(positions);
         }
-        commits.try_commit(pipeline, source.as_mut(), false).await?;
+        if commits
+            .try_commit(pipeline, source.as_mut(), false)
+            .await?
+            .is_some()
+        {
+            stats.commit_failures().fetch_add(1, Ordering::Relaxed);
+        }
         if *shutdown.borrow() {
             tracing::info!(pipeline, "Shutdown requested; draining in-flight batches.");
             break;
@@ -117,7 +124,9 @@ pub(super) async fn run(
         .await;
         match committed {
             Ok(Ok(None)) => return result,
-            Ok(Ok(Some(_))) => {}
+            Ok(Ok(Some(_))) => {
+                stats.commit_failures().fetch_add(1, Ordering::Relaxed);
+            }
             Ok(Err(error)) => return Err(error),
             Err(_) => {
                 cut_short = true;

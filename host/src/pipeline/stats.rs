@@ -27,6 +27,8 @@ pub struct PipelineStats {
     batches: AtomicU64,
     sink_retries: AtomicU64,
     dead_letter_retries: AtomicU64,
+    /// Commits of acknowledged positions the source refused for now (retried later).
+    commit_failures: AtomicU64,
     /// From a batch leaving the source to its acknowledgement.
     batch_latency: LatencyHistogram,
     /// One sink write, retries included.
@@ -64,6 +66,7 @@ impl PipelineStats {
             batches: AtomicU64::new(0),
             sink_retries: AtomicU64::new(0),
             dead_letter_retries: AtomicU64::new(0),
+            commit_failures: AtomicU64::new(0),
             batch_latency: LatencyHistogram::default(),
             sink_write_latency: LatencyHistogram::default(),
             stage_latency: Default::default(),
@@ -110,6 +113,12 @@ impl PipelineStats {
     /// The counter of retried dead-letter writes.
     pub fn dead_letter_retries(&self) -> &AtomicU64 {
         &self.dead_letter_retries
+    }
+
+    /// The counter of commits that failed for now (a full disk under a checkpoint, a broker's
+    /// coordinator moving): records go on flowing, and a restart would read them again.
+    pub fn commit_failures(&self) -> &AtomicU64 {
+        &self.commit_failures
     }
 
     /// Source-to-acknowledgement time of each batch.
@@ -243,6 +252,7 @@ impl PipelineStats {
             records_polled: self.records_polled(),
             sink_retries: self.sink_retries.load(Ordering::Relaxed),
             dead_letter_retries: self.dead_letter_retries.load(Ordering::Relaxed),
+            commit_failures: self.commit_failures.load(Ordering::Relaxed),
             queues: QueueStatus {
                 transform: self.transform_queue.get(),
                 sink: self.sink_queue.get(),
@@ -348,6 +358,8 @@ pub struct PipelineStatus {
     pub sink_retries: u64,
     /// Dead-letter writes retried after a transient failure.
     pub dead_letter_retries: u64,
+    /// Commits of acknowledged source positions that failed for now and were retried.
+    pub commit_failures: u64,
     /// Batches waiting between stages.
     pub queues: QueueStatus,
     /// Consumer lag per partition (Kafka sources).
