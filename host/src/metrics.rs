@@ -227,7 +227,7 @@ fn render_pipeline_details(out: &mut String, pipelines: &BTreeMap<String, Arc<Pi
         ("weir_source_commit_failures_total", "counter"),
         "Commits of acknowledged source positions that failed for now and are retried with backoff; records go on flowing, and a restart reads again what is not committed.",
         None,
-        &[("", |s| s.commit_failures().load(Ordering::Relaxed))],
+        &[("", |s| s.commit_failures_total())],
     );
     per_pipeline(
         out,

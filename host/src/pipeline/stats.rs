@@ -115,10 +115,23 @@ impl PipelineStats {
         &self.dead_letter_retries
     }
 
-    /// The counter of commits that failed for now (a full disk under a checkpoint, a broker's
-    /// coordinator moving): records go on flowing, and a restart would read them again.
+    /// The counter of the source stage's commits that failed for now (a full disk under a
+    /// checkpoint, an offsets table that takes no writes): records go on flowing, and a restart
+    /// would read them again.
     pub fn commit_failures(&self) -> &AtomicU64 {
         &self.commit_failures
+    }
+
+    /// Every failed commit: the source stage's, and a Kafka source's interval commits, which
+    /// its consumer sends and answers on its own thread.
+    pub fn commit_failures_total(&self) -> u64 {
+        let group = self
+            .consumer_group
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, |metrics| metrics.commit_failures());
+        self.commit_failures.load(Ordering::Relaxed) + group
     }
 
     /// Source-to-acknowledgement time of each batch.
@@ -252,7 +265,7 @@ impl PipelineStats {
             records_polled: self.records_polled(),
             sink_retries: self.sink_retries.load(Ordering::Relaxed),
             dead_letter_retries: self.dead_letter_retries.load(Ordering::Relaxed),
-            commit_failures: self.commit_failures.load(Ordering::Relaxed),
+            commit_failures: self.commit_failures_total(),
             queues: QueueStatus {
                 transform: self.transform_queue.get(),
                 sink: self.sink_queue.get(),
@@ -490,6 +503,23 @@ mod seconds {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let seconds = f64::deserialize(deserializer)?;
         Duration::try_from_secs_f64(seconds).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod commit_tests {
+    use super::*;
+
+    #[test]
+    fn failed_commits_count_the_stages_and_a_kafka_consumers_own() {
+        let stats = PipelineStats::new("p");
+        stats.commit_failures().fetch_add(2, Ordering::Relaxed);
+        assert_eq!(stats.commit_failures_total(), 2);
+        let group = Arc::new(GroupMetrics::default());
+        group.commit_failed();
+        stats.set_consumer_group(Arc::clone(&group));
+        assert_eq!(stats.commit_failures_total(), 3);
+        assert_eq!(stats.status("p").commit_failures, 3);
     }
 }
 

@@ -162,6 +162,7 @@ impl ConsumerContext for GroupContext {
                 tracing::debug!(source = %self.name, %code, "A commit met a rebalance; the partitions' next owner re-delivers, or the next commit carries the offsets.");
             }
             Err(error) => {
+                self.metrics.commit_failed();
                 tracing::warn!(source = %self.name, %error, "Commit failed; the next commit carries the same offsets.");
             }
         }

@@ -15,6 +15,9 @@ pub struct GroupMetrics {
     revoked: AtomicU64,
     lost: AtomicU64,
     pauses: AtomicU64,
+    /// Interval commits the group coordinator refused or never answered (the next one carries
+    /// the same offsets).
+    commit_failures: AtomicU64,
     owned: Mutex<Ownership>,
 }
 
@@ -35,6 +38,7 @@ impl Default for GroupMetrics {
             revoked: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
+            commit_failures: AtomicU64::new(0),
             // A member owns nothing until its first assignment: joining counts.
             owned: Mutex::new(Ownership {
                 partitions: 0,
@@ -91,6 +95,16 @@ impl GroupMetrics {
     /// The partitions were paused because the pipeline stopped taking records.
     pub fn paused(&self) {
         self.pauses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An interval commit failed (not one a rebalance made moot).
+    pub fn commit_failed(&self) {
+        self.commit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Interval commits that failed, over the member's life.
+    pub fn commit_failures(&self) -> u64 {
+        self.commit_failures.load(Ordering::Relaxed)
     }
 
     fn change(&self, delta: i64) {
