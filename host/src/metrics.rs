@@ -442,7 +442,7 @@ fn consumer_group(out: &mut String, pipelines: &BTreeMap<String, Arc<PipelineSta
         .iter()
         .filter_map(|(name, stats)| Some((name, stats.consumer_group()?)))
         .collect();
-    let series: [(&str, &str, &str, GroupField); 5] = [
+    let series: [(&str, &str, &str, GroupField); 6] = [
         (
             "weir_kafka_rebalances_total",
             "Rebalances this process's consumer completed.",
@@ -472,6 +472,12 @@ fn consumer_group(out: &mut String, pipelines: &BTreeMap<String, Arc<PipelineSta
             "Times this process's consumer paused its partitions because the pipeline took nothing (a stalled sink).",
             "counter",
             |g| g.backpressure_pauses as f64,
+        ),
+        (
+            "weir_kafka_resets_past_deleted_records_total",
+            "Times a partition's position had been deleted from the topic (retention) before this process's consumer read it, so reading moved on to where offset_reset says: records lost to the pipeline.",
+            "counter",
+            |g| g.resets_past_deleted_records as f64,
         ),
     ];
     for (name, help, kind, value) in series {

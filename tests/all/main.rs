@@ -22,6 +22,7 @@ mod fleet;
 mod hot_swap;
 mod http_journal;
 mod judging;
+mod kafka_retention;
 mod kafka_security;
 mod kafka_sink_faults;
 mod manifest;

@@ -411,7 +411,8 @@ async fn the_dashboard_and_alert_rules_name_only_metrics_weir_exports() {
             "WeirPluginRolledBack",
             "WeirNotReady",
             "WeirSinkRetriesSustained",
-            "WeirCommitsFailing"
+            "WeirCommitsFailing",
+            "WeirKafkaRecordsDeletedUnread"
         ]
     );
     let dashboard_text =

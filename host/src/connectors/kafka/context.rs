@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::deleted_unread;
 use super::group::GroupMetrics;
 use super::lag::ConsumerLag;
 use super::partition_queues::Splitter;
@@ -137,6 +139,15 @@ impl ClientContext for GroupContext {
     fn stats_raw(&self, statistics: &[u8]) {
         self.lag.update(statistics);
         self.brokers.observe(statistics);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if deleted_unread::is_deleted_unread(fac, message) {
+            self.metrics.reset_past_deleted();
+            deleted_unread::report(&self.name, message);
+        } else {
+            deleted_unread::forward(level, fac, message);
+        }
     }
 }
 

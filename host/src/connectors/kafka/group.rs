@@ -18,6 +18,8 @@ pub struct GroupMetrics {
     /// Interval commits the group coordinator refused or never answered (the next one carries
     /// the same offsets).
     commit_failures: AtomicU64,
+    /// Partitions moved past records deleted before this member read them.
+    deleted_unread: AtomicU64,
     owned: Mutex<Ownership>,
 }
 
@@ -39,6 +41,7 @@ impl Default for GroupMetrics {
             lost: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
             commit_failures: AtomicU64::new(0),
+            deleted_unread: AtomicU64::new(0),
             // A member owns nothing until its first assignment: joining counts.
             owned: Mutex::new(Ownership {
                 partitions: 0,
@@ -69,6 +72,9 @@ pub struct GroupStatus {
     /// Times the pipeline took nothing for long enough that the partitions were paused
     /// (a stalled sink); a pipeline merely slower than Kafka never pauses them.
     pub backpressure_pauses: u64,
+    /// Times a partition's position had been deleted from the topic (retention) before this
+    /// member read it, so it moved on to where `offset_reset` says: records lost to the pipeline.
+    pub resets_past_deleted_records: u64,
 }
 
 impl GroupMetrics {
@@ -107,6 +113,12 @@ impl GroupMetrics {
         self.commit_failures.load(Ordering::Relaxed)
     }
 
+    /// A partition's position had been deleted (retention) before it was read, and librdkafka
+    /// moved it on to where `offset_reset` says.
+    pub fn reset_past_deleted(&self) {
+        self.deleted_unread.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn change(&self, delta: i64) {
         let mut owned = self.ownership();
         let now = owned.partitions.saturating_add_signed(delta);
@@ -135,6 +147,7 @@ impl GroupMetrics {
             assignments_lost: self.lost.load(Ordering::Relaxed),
             unowned_seconds: unowned.as_secs_f64(),
             backpressure_pauses: self.pauses.load(Ordering::Relaxed),
+            resets_past_deleted_records: self.deleted_unread.load(Ordering::Relaxed),
         }
     }
 }

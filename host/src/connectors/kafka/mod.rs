@@ -6,6 +6,7 @@ pub(crate) mod access;
 pub(crate) mod batch_producer;
 mod context;
 mod dead_letter_topic;
+mod deleted_unread;
 mod delivery;
 mod group;
 mod lag;
