@@ -224,6 +224,14 @@ fn render_pipeline_details(out: &mut String, pipelines: &BTreeMap<String, Arc<Pi
     per_pipeline(
         out,
         pipelines,
+        ("weir_source_retries_total", "counter"),
+        "Source polls that failed for now (an outage, a journal on a full disk) and were retried with backoff.",
+        None,
+        &[("", |s| s.source_retries().load(Ordering::Relaxed))],
+    );
+    per_pipeline(
+        out,
+        pipelines,
         ("weir_source_commit_failures_total", "counter"),
         "Commits of acknowledged source positions that failed for now and are retried with backoff; records go on flowing, and a restart reads again what is not committed.",
         None,
@@ -615,6 +623,7 @@ mod tests {
             "weir_queue_depth_batches{pipeline=\"p\",queue=\"sink\"} 0",
             "weir_sink_retries_total{pipeline=\"p\",destination=\"dead_letter\"} 0",
             "weir_source_commit_failures_total{pipeline=\"p\"} 0",
+            "weir_source_retries_total{pipeline=\"p\"} 0",
         ] {
             assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
         }

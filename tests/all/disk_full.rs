@@ -19,13 +19,13 @@ const RECORDS: u64 = 20_000;
 const LEGACY_EVERY: u64 = 500;
 
 /// A tmpfs mounted on a temporary folder and unmounted when dropped: a disk that fills up.
-struct SmallDisk {
+pub(crate) struct SmallDisk {
     folder: tempfile::TempDir,
 }
 
 impl SmallDisk {
     /// Mounts a tmpfs of `bytes`. Fails the test, saying why, where mounting is not allowed.
-    fn mount(bytes: u64) -> SmallDisk {
+    pub(crate) fn mount(bytes: u64) -> SmallDisk {
         let folder = tempfile::tempdir().unwrap();
         let output = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o"])
@@ -43,7 +43,7 @@ impl SmallDisk {
         SmallDisk { folder }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.folder.path()
     }
 
@@ -53,7 +53,7 @@ impl SmallDisk {
 
     /// Takes all the space but `free` bytes with a file of its own, found by writing until the
     /// filesystem refuses and cutting that file back.
-    fn fill_leaving(&self, free: u64) {
+    pub(crate) fn fill_leaving(&self, free: u64) {
         let mut file = std::fs::File::create(self.filler()).unwrap();
         let block = [0u8; 4096];
         let mut written = 0u64;
@@ -73,7 +73,7 @@ impl SmallDisk {
     }
 
     /// Gives the space back.
-    fn make_room(&self) {
+    pub(crate) fn make_room(&self) {
         std::fs::remove_file(self.filler()).unwrap();
     }
 }

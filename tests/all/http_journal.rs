@@ -426,3 +426,67 @@ async fn a_shared_or_damaged_journal_stops_the_pipeline_naming_the_file_and_the_
         "{\"n\":1}\n"
     );
 }
+
+/// The journal on a disk that fills: a response the journal cannot take is kept in memory and
+/// its append retried, the API is not asked again meanwhile and nothing is handed on; once
+/// there is room every user the API handed out arrives once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_journal_on_a_full_disk_holds_the_users_fetched_and_asks_no_more_until_there_is_room() {
+    let (url, api) = users_api().await;
+    let disk = crate::disk_full::SmallDisk::mount(256 * 1024);
+    // Room for the journal's header, not for a response of 25 users (about 30 KiB).
+    disk.fill_leaving(8 * 1024);
+    let local = tempfile::tempdir().unwrap();
+    let out = local.path().join("users.jsonl");
+    let toml = format!(
+        "[[pipeline]]\nname = \"api\"\nsource = {{ type = \"http\", url = \"{url}\", split_at = \"/results\", interval_ms = 20, journal = \"{journal}\" }}\nsink = {{ type = \"file\", path = \"{out}\" }}\ndead_letter = {{ type = \"file\", path = \"{dlq}\" }}\n",
+        journal = disk.path().join("api.journal").display(),
+        out = out.display(),
+        dlq = local.path().join("dlq.jsonl").display(),
+    );
+    let crate::support::Spawned {
+        shutdown,
+        run,
+        stats,
+    } = crate::support::spawn_pipeline(&toml);
+    wait_for(
+        "journal appends refused for want of space, and retried",
+        Duration::from_secs(120),
+        || stats.source_retries().load(Ordering::Relaxed) >= 3 || run.is_finished(),
+    )
+    .await;
+    assert!(!run.is_finished(), "the pipeline ended on a full disk");
+    assert_eq!(
+        api.served_count(),
+        PER_RESPONSE,
+        "the API was asked again while a response waited for the journal"
+    );
+    assert_eq!(
+        crate::support::line_count(&out),
+        0,
+        "a user handed on before the journal held it"
+    );
+    disk.make_room();
+    wait_for(
+        "users to flow once there is room",
+        Duration::from_secs(120),
+        || crate::support::line_count(&out) > 3 * PER_RESPONSE || run.is_finished(),
+    )
+    .await;
+    let served = api.hand_out(false);
+    wait_for(
+        "every user handed out to arrive",
+        Duration::from_secs(120),
+        || crate::support::line_count(&out) >= served.len() || run.is_finished(),
+    )
+    .await;
+    shutdown.send(true).unwrap();
+    run.await.unwrap().unwrap_or_else(|e| panic!("{e:#}"));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    assert_eq!(
+        uuids(&lines),
+        served,
+        "every user, once, in the order handed out"
+    );
+}

@@ -79,6 +79,7 @@ pub(super) async fn run(
             }
             Ok(None) => break,
             Err(error) if error.is_transient() => {
+                stats.source_retries().fetch_add(1, Ordering::Relaxed);
                 let wait = backoff.wait();
                 tracing::warn!(pipeline, %error, wait_ms = wait.as_millis() as u64, "Source failed; retrying.");
                 tokio::select! {

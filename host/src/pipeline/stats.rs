@@ -29,6 +29,8 @@ pub struct PipelineStats {
     dead_letter_retries: AtomicU64,
     /// Commits of acknowledged positions the source refused for now (retried later).
     commit_failures: AtomicU64,
+    /// Polls of the source that failed for now and were retried.
+    source_retries: AtomicU64,
     /// From a batch leaving the source to its acknowledgement.
     batch_latency: LatencyHistogram,
     /// One sink write, retries included.
@@ -67,6 +69,7 @@ impl PipelineStats {
             sink_retries: AtomicU64::new(0),
             dead_letter_retries: AtomicU64::new(0),
             commit_failures: AtomicU64::new(0),
+            source_retries: AtomicU64::new(0),
             batch_latency: LatencyHistogram::default(),
             sink_write_latency: LatencyHistogram::default(),
             stage_latency: Default::default(),
@@ -120,6 +123,12 @@ impl PipelineStats {
     /// would read them again.
     pub fn commit_failures(&self) -> &AtomicU64 {
         &self.commit_failures
+    }
+
+    /// The counter of source polls that failed for now and were retried (an outage, a journal
+    /// on a full disk).
+    pub fn source_retries(&self) -> &AtomicU64 {
+        &self.source_retries
     }
 
     /// Every failed commit: the source stage's, and a Kafka source's interval commits, which
@@ -266,6 +275,7 @@ impl PipelineStats {
             sink_retries: self.sink_retries.load(Ordering::Relaxed),
             dead_letter_retries: self.dead_letter_retries.load(Ordering::Relaxed),
             commit_failures: self.commit_failures_total(),
+            source_retries: self.source_retries.load(Ordering::Relaxed),
             queues: QueueStatus {
                 transform: self.transform_queue.get(),
                 sink: self.sink_queue.get(),
@@ -373,6 +383,8 @@ pub struct PipelineStatus {
     pub dead_letter_retries: u64,
     /// Commits of acknowledged source positions that failed for now and were retried.
     pub commit_failures: u64,
+    /// Source polls that failed for now and were retried.
+    pub source_retries: u64,
     /// Batches waiting between stages.
     pub queues: QueueStatus,
     /// Consumer lag per partition (Kafka sources).
