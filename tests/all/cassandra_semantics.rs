@@ -80,6 +80,19 @@ fn write_lines(path: &Path, lines: &[String]) {
     .unwrap();
 }
 
+fn append_lines(path: &Path, lines: &[String]) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    file.write_all(
+        lines
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .as_bytes(),
+    )
+    .unwrap();
+}
+
 /// The rows `query` selects.
 async fn select(query: String) -> scylla::response::query_result::QueryRowsResult {
     cassandra_session()
@@ -584,4 +597,78 @@ async fn a_warm_up_that_cannot_connect_leaves_the_first_write_to_report_it() {
         .await
         .expect_err("no node to write to");
     assert!(error.is_transient(), "a node down is retried: {error}");
+}
+
+/// The ids in `keyspace.t`, or `None` while the table does not exist.
+async fn ids_in(session: &Session, keyspace: &str) -> Option<Vec<String>> {
+    if !table_exists(session, keyspace).await {
+        return None;
+    }
+    let rows = session
+        .query_unpaged(format!("SELECT id FROM {keyspace}.t"), &[])
+        .await
+        .ok()?
+        .into_rows_result()
+        .ok()?;
+    let mut ids: Vec<String> = rows
+        .rows::<(String,)>()
+        .unwrap()
+        .map(|row| row.unwrap().0)
+        .collect();
+    ids.sort_by_key(|id| id.parse::<u64>().unwrap());
+    Some(ids)
+}
+
+/// A table dropped while the sink writes to it, with `create` set: it is created again and the
+/// records after the drop land in it, as the PostgreSQL sink does; the pipeline does not stop.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_dropped_mid_stream_is_created_again_when_the_sink_creates_its_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyspace = unique("weir_dropped");
+    let input = dir.path().join("in.jsonl");
+    let numbered = |range: std::ops::Range<u64>| -> Vec<String> {
+        range.map(|n| format!("{{\"id\":\"{n}\"}}")).collect()
+    };
+    write_lines(&input, &numbered(0..100));
+    let toml = pipeline_toml(
+        &input,
+        &dir.path().join("dlq.jsonl"),
+        &keyspace,
+        r#"id = "text""#,
+        "batch = { size = 20, linger_ms = 5 }",
+        "",
+    )
+    .replace(
+        &format!("path = \"{}\" }}", input.display()),
+        &format!(
+            "path = \"{}\", follow = true, checkpoint = \"{}\" }}",
+            input.display(),
+            dir.path().join("in.offset").display()
+        ),
+    );
+    assert!(toml.contains("follow = true"), "{toml}");
+    let crate::support::Spawned { shutdown, run, .. } = crate::support::spawn_pipeline(&toml);
+    let observer = cassandra_session().await;
+    let first: Vec<String> = (0..100).map(|n| n.to_string()).collect();
+    wait_for_async("the first 100 rows", Duration::from_secs(120), || async {
+        ids_in(&observer, &keyspace).await.as_ref() == Some(&first)
+    })
+    .await;
+    observer
+        .query_unpaged(format!("DROP TABLE {keyspace}.t"), &[])
+        .await
+        .unwrap();
+    append_lines(&input, &numbered(100..200));
+    let after: Vec<String> = (100..200).map(|n| n.to_string()).collect();
+    wait_for_async(
+        "the records after the drop in a table created again",
+        Duration::from_secs(120),
+        || async {
+            run.is_finished() || ids_in(&observer, &keyspace).await.as_ref() == Some(&after)
+        },
+    )
+    .await;
+    assert!(!run.is_finished(), "{:?}", run.await.unwrap().map(|_| ()));
+    shutdown.send(true).unwrap();
+    run.await.unwrap().unwrap_or_else(|e| panic!("{e:#}"));
 }

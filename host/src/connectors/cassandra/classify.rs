@@ -11,7 +11,7 @@ pub(super) enum Failure {
     /// The server called the request invalid (`DbError::Invalid`): either a value the column
     /// refuses ("Invalid byte for ascii", an empty key, a mutation larger than the server's
     /// `max_mutation_size`) or a statement whose table or column is gone. The error carries no
-    /// code that tells them apart, so the table's schema decides (see `schema_intact`).
+    /// code that tells them apart, so the table's schema decides (see `schema_now`).
     Invalid,
     /// The table, keyspace or permissions are wrong: no retry can help.
     Config,

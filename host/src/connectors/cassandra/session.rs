@@ -267,15 +267,26 @@ fn login_refusal(error: &NewSessionError, username: Option<&str>) -> Option<Stri
     }
 }
 
-/// Whether the table still has every column the insert binds: what tells a value the server
+/// What the table is now, next to the columns the insert binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Schema {
+    /// Every bound column is there: a refusal was the value's.
+    Intact,
+    /// The table is gone (dropped while the sink ran).
+    Gone,
+    /// The table is there without a column the insert binds (altered while the sink ran).
+    Changed,
+}
+
+/// The table's schema against the columns the insert binds: what tells a value the server
 /// refused from a statement whose table or column is gone, both `DbError::Invalid`. Asked only
 /// after such a refusal.
-pub(super) async fn schema_intact(
+pub(super) async fn schema_now(
     session: &Session,
     keyspace: &str,
     table: &str,
     columns: &[Column],
-) -> Result<bool, Cause> {
+) -> Result<Schema, Cause> {
     let rows = session
         .query_unpaged(
             "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
@@ -287,7 +298,13 @@ pub(super) async fn schema_intact(
     for row in rows.rows::<(String,)>()? {
         present.insert(row?.0);
     }
-    Ok(columns.iter().all(|column| present.contains(&column.name)))
+    Ok(if present.is_empty() {
+        Schema::Gone
+    } else if columns.iter().all(|column| present.contains(&column.name)) {
+        Schema::Intact
+    } else {
+        Schema::Changed
+    })
 }
 
 /// `name` as a quoted CQL identifier: exactly that name, whatever its case or characters.

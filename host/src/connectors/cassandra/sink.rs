@@ -19,7 +19,7 @@ use super::classify::{Failure, classify};
 use super::columns::{Cell, Missing, bind_field, bound_bytes};
 use super::config::{CassandraSinkConfig, DEFAULT_MAX_MUTATION_BYTES};
 use super::requests::{group_by_replicas, send};
-use super::session::{Column, Prepared, connect, schema_intact};
+use super::session::{Column, Prepared, Schema, connect, schema_now};
 use super::stamps::Stamps;
 use crate::connectors::fields::{FieldSet, Leaf};
 use crate::connectors::{ConnectorError, Rejected, Sink};
@@ -415,17 +415,31 @@ impl CassandraSink {
         drop(sent);
         let batch_failed = config.is_some() || transient.is_some() || session_lost.is_some();
         if !batch_failed && !invalid.is_empty() {
-            let intact = schema_intact(&prepared.session, keyspace, table_name, &prepared.columns)
+            let schema = schema_now(&prepared.session, keyspace, table_name, &prepared.columns)
                 .await
                 .map_err(|e| {
                     ConnectorError::transient(name, "cannot read the table's columns").caused_by(e)
                 })?;
-            if intact {
-                for (index, values, error) in invalid {
-                    rejected.push(refusal(&table, &prepared.columns, index, values, &error));
+            match schema {
+                Schema::Intact => {
+                    for (index, values, error) in invalid {
+                        rejected.push(refusal(&table, &prepared.columns, index, values, &error));
+                    }
                 }
-            } else {
-                config = invalid.pop().map(|(_, _, error)| error);
+                // Dropped while the sink ran, which creates its table: a new session creates
+                // it again (as the PostgreSQL sink does), and the batch is written there.
+                Schema::Gone if self.config.create.is_some() => {
+                    self.forget(&prepared).await;
+                    return Err(ConnectorError::transient(
+                        name,
+                        format!(
+                            "table {table} is gone (dropped while the sink ran); it is created again"
+                        ),
+                    ));
+                }
+                Schema::Gone | Schema::Changed => {
+                    config = invalid.pop().map(|(_, _, error)| error);
+                }
             }
         }
         if let Some(error) = config {
