@@ -729,3 +729,49 @@ async fn a_replay_whose_connection_stalls_gives_up_within_its_statement_limit_an
     let values: Vec<&[u8]> = entries.iter().map(|e| e.record.value.as_ref()).collect();
     assert_eq!(values, vec![b"a".as_slice(), b"b".as_slice()]);
 }
+
+/// `url` with `setting` given to every session it opens (`-c name=value`).
+fn with_setting(url: &str, setting: &str) -> String {
+    let options = format!("options=-c%20{}", setting.replace('=', "%3D"));
+    if url.contains('?') {
+        format!("{url}&{options}")
+    } else {
+        format!("{url}?{options}")
+    }
+}
+
+/// A landing table locked longer than the role's `lock_timeout` (a DBA's ALTER TABLE or VACUUM
+/// FULL holds ACCESS EXCLUSIVE): each insert is refused with 55P03 and retried until the lock
+/// goes, nothing lost or dead-lettered. It used to stop the pipeline at the first refusal.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_locked_past_lock_timeout_is_retried_until_the_lock_goes() {
+    let url = postgres_url();
+    let table = unique("pg_locked");
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    append_numbered(&dir.join("in.jsonl"), 0..200);
+    let weir = Weir::start(
+        dir,
+        &stalling_pipeline(dir, &with_setting(&url, "lock_timeout=100"), &table),
+    );
+    wait_for_rows(&url, &table, 200).await;
+
+    let locker = postgres_client(&url).await;
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE \"{table}\" IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
+    append_numbered(&dir.join("in.jsonl"), 200..400);
+    weir.wait_for_log("SQLSTATE 55P03").await;
+    locker.batch_execute("COMMIT").await.unwrap();
+    wait_for_rows(&url, &table, 400).await;
+
+    let (clean, log) = weir.terminate().await;
+    assert!(clean, "SIGTERM exits 0:\n{log}");
+    assert!(
+        !std::fs::read_to_string(dir.join("dlq.jsonl")).is_ok_and(|t| !t.is_empty()),
+        "nothing was dead-lettered"
+    );
+}

@@ -341,6 +341,11 @@ pub fn classify<'s>(
             "; the server takes no writes (a standby after a failover, or default_transaction_read_only): retried on a new connection; list every host in `url` with target_session_attrs=read-write so that one reaches the primary",
         );
     }
+    if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+        message.push_str(
+            "; another session holds a lock on the table longer than the role's lock_timeout (an ALTER TABLE, a VACUUM FULL, a LOCK TABLE): retried until it is released",
+        );
+    }
     if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
         message.push_str("; ");
         message.push_str(grant.unwrap_or(
@@ -418,6 +423,9 @@ fn is_transient(code: &SqlState) -> bool {
             // through an address that now leads to a standby. A new connection may reach the
             // new primary (several hosts in the url, target_session_attrs=read-write).
             &SqlState::READ_ONLY_SQL_TRANSACTION,
+            // A lock held past the role's lock_timeout (a DBA's ALTER TABLE or VACUUM FULL):
+            // it goes, and the statement then runs.
+            &SqlState::LOCK_NOT_AVAILABLE,
         ]
         .contains(&code)
 }
@@ -436,6 +444,7 @@ mod tests {
             SqlState::TOO_MANY_CONNECTIONS,
             SqlState::T_R_DEADLOCK_DETECTED,
             SqlState::UNDEFINED_TABLE,
+            SqlState::LOCK_NOT_AVAILABLE,
         ] {
             assert!(is_transient(&code), "{}", code.code());
         }
