@@ -122,28 +122,32 @@ fn write_input(path: &Path) {
     std::fs::write(path, text).unwrap();
 }
 
-/// The `n` of each whole line of a sink's file (`value` encoding), in file order; a last line
-/// without its newline yet (a write under way) is left out.
-fn values_written(path: &Path) -> Vec<u64> {
+/// The whole lines of `path` as JSON; a last line without its newline yet (a write under way)
+/// is left out.
+fn whole_lines(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read(path).unwrap_or_default();
     text.split_inclusive(|&b| b == b'\n')
         .filter(|line| line.ends_with(b"\n"))
         .map(|line| {
-            let value: serde_json::Value = serde_json::from_slice(line)
-                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(line)));
-            value["n"].as_u64().unwrap()
+            serde_json::from_slice(line)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(line)))
         })
+        .collect()
+}
+
+/// The `n` of each whole line of a sink's file (`value` encoding), in file order.
+fn values_written(path: &Path) -> Vec<u64> {
+    whole_lines(path)
+        .iter()
+        .map(|value| value["n"].as_u64().unwrap())
         .collect()
 }
 
 /// The `n` of each whole dead letter (`envelope` encoding: the record's value is a string).
 fn dead_letters_written(path: &Path) -> Vec<u64> {
-    let text = std::fs::read(path).unwrap_or_default();
-    text.split_inclusive(|&b| b == b'\n')
-        .filter(|line| line.ends_with(b"\n"))
-        .map(|line| {
-            let envelope: serde_json::Value = serde_json::from_slice(line)
-                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(line)));
+    whole_lines(path)
+        .iter()
+        .map(|envelope| {
             let value: serde_json::Value =
                 serde_json::from_str(envelope["value"].as_str().unwrap()).unwrap();
             value["n"].as_u64().unwrap()
@@ -205,20 +209,67 @@ async fn assert_finishes_whole(run: Spawned, checkpoint: &Path, out: &Path, dlq:
     assert_eq!(committed_line(checkpoint), RECORDS);
 }
 
+/// Where a test's files are: the input on the local disk, each of the others on the small disk
+/// or beside the input.
+struct Scene {
+    disk: SmallDisk,
+    _local: tempfile::TempDir,
+    input: PathBuf,
+    checkpoint: PathBuf,
+    out: PathBuf,
+    dlq: PathBuf,
+}
+
+/// A small disk of `bytes`, filled but for `free`; the input written; the checkpoint, the
+/// sink's file and the dead-letter file on the small disk where `on_disk` says so, in that
+/// order.
+fn scene(bytes: u64, free: u64, on_disk: [bool; 3]) -> Scene {
+    let disk = SmallDisk::mount(bytes);
+    let local = tempfile::tempdir().unwrap();
+    let input = local.path().join("in.jsonl");
+    write_input(&input);
+    disk.fill_leaving(free);
+    let [checkpoint, out, dlq] =
+        [(0, "in.offset"), (1, "out.jsonl"), (2, "dlq.jsonl")].map(|(which, name)| {
+            if on_disk[which] {
+                disk.path().join(name)
+            } else {
+                local.path().join(name)
+            }
+        });
+    Scene {
+        disk,
+        _local: local,
+        input,
+        checkpoint,
+        out,
+        dlq,
+    }
+}
+
+impl Scene {
+    fn start(&self, follow: bool) -> Spawned {
+        spawn_pipeline(&pipeline(
+            &self.input,
+            &self.checkpoint,
+            &self.out,
+            &self.dlq,
+            follow,
+        ))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sink_whose_disk_fills_waits_for_room_and_then_writes_every_record_once() {
-    let disk = SmallDisk::mount(1024 * 1024);
-    let input_folder = tempfile::tempdir().unwrap();
-    let input = input_folder.path().join("in.jsonl");
-    write_input(&input);
     // The output, about 240 KB of lines and 40 dead letters, has a third of that.
-    disk.fill_leaving(80 * 1024);
-    let (checkpoint, out, dlq) = (
-        disk.path().join("in.offset"),
-        disk.path().join("out.jsonl"),
-        disk.path().join("dlq.jsonl"),
-    );
-    let run = spawn_pipeline(&pipeline(&input, &checkpoint, &out, &dlq, false));
+    let scene = scene(1024 * 1024, 80 * 1024, [true, true, true]);
+    let Scene {
+        checkpoint,
+        out,
+        dlq,
+        ..
+    } = &scene;
+    let run = scene.start(false);
     let stats = std::sync::Arc::clone(&run.stats);
     let retried = || {
         stats.sink_retries().load(Ordering::Relaxed)
@@ -234,28 +285,25 @@ async fn a_sink_whose_disk_fills_waits_for_room_and_then_writes_every_record_onc
         !run.run.is_finished(),
         "the pipeline ended on a full disk instead of waiting for room"
     );
-    assert_committed_is_written(&checkpoint, &out, &dlq);
+    assert_committed_is_written(checkpoint, out, dlq);
     assert!(
-        committed_line(&checkpoint) < RECORDS,
+        committed_line(checkpoint) < RECORDS,
         "everything committed on a full disk"
     );
-    disk.make_room();
-    assert_finishes_whole(run, &checkpoint, &out, &dlq).await;
+    scene.disk.make_room();
+    assert_finishes_whole(run, checkpoint, out, dlq).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_letter_file_on_a_full_disk_holds_back_the_commits_until_it_takes_its_records() {
-    let disk = SmallDisk::mount(256 * 1024);
-    let local = tempfile::tempdir().unwrap();
-    let input = local.path().join("in.jsonl");
-    write_input(&input);
-    disk.fill_leaving(0);
-    let (checkpoint, out, dlq) = (
-        local.path().join("in.offset"),
-        local.path().join("out.jsonl"),
-        disk.path().join("dlq.jsonl"),
-    );
-    let run = spawn_pipeline(&pipeline(&input, &checkpoint, &out, &dlq, false));
+    let scene = scene(256 * 1024, 0, [false, false, true]);
+    let Scene {
+        checkpoint,
+        out,
+        dlq,
+        ..
+    } = &scene;
+    let run = scene.start(false);
     let stats = std::sync::Arc::clone(&run.stats);
     wait_for(
         "dead-letter writes refused for want of space, and retried",
@@ -269,33 +317,30 @@ async fn a_dead_letter_file_on_a_full_disk_holds_back_the_commits_until_it_takes
     );
     // The first record is a dead letter (n = 0): no line may be committed before it lands.
     assert_eq!(
-        committed_line(&checkpoint),
+        committed_line(checkpoint),
         0,
         "a position committed while its batch's dead letter was not written"
     );
-    assert_committed_is_written(&checkpoint, &out, &dlq);
-    disk.make_room();
-    assert_finishes_whole(run, &checkpoint, &out, &dlq).await;
+    assert_committed_is_written(checkpoint, out, dlq);
+    scene.disk.make_room();
+    assert_finishes_whole(run, checkpoint, out, dlq).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_checkpoint_on_a_full_disk_holds_up_no_record_and_catches_up_once_there_is_room() {
-    let disk = SmallDisk::mount(256 * 1024);
-    let local = tempfile::tempdir().unwrap();
-    let input = local.path().join("in.jsonl");
-    write_input(&input);
-    disk.fill_leaving(0);
-    let (checkpoint, out, dlq) = (
-        disk.path().join("in.offset"),
-        local.path().join("out.jsonl"),
-        local.path().join("dlq.jsonl"),
-    );
-    let run = spawn_pipeline(&pipeline(&input, &checkpoint, &out, &dlq, true));
+    let scene = scene(256 * 1024, 0, [true, false, false]);
+    let Scene {
+        checkpoint,
+        out,
+        dlq,
+        ..
+    } = &scene;
+    let run = scene.start(true);
     let every_good = (RECORDS - RECORDS / LEGACY_EVERY) as usize;
     wait_for(
         "every record written while no checkpoint can be",
         Duration::from_secs(120),
-        || values_written(&out).len() == every_good || run.run.is_finished(),
+        || values_written(out).len() == every_good || run.run.is_finished(),
     )
     .await;
     assert!(!run.run.is_finished(), "the followed file's pipeline ended");
@@ -304,17 +349,17 @@ async fn a_checkpoint_on_a_full_disk_holds_up_no_record_and_catches_up_once_ther
         "no failed commit counted"
     );
     assert_eq!(
-        committed_line(&checkpoint),
+        committed_line(checkpoint),
         0,
         "a checkpoint was written to a full disk"
     );
-    disk.make_room();
+    scene.disk.make_room();
     wait_for(
         "the checkpoint to catch up once there is room",
         Duration::from_secs(120),
-        || committed_line(&checkpoint) == RECORDS || run.run.is_finished(),
+        || committed_line(checkpoint) == RECORDS || run.run.is_finished(),
     )
     .await;
     run.shutdown.send(true).unwrap();
-    assert_finishes_whole(run, &checkpoint, &out, &dlq).await;
+    assert_finishes_whole(run, checkpoint, out, dlq).await;
 }

@@ -64,6 +64,24 @@ fn deliveries(dir: &Path, names: &[&str]) -> BTreeMap<u64, u32> {
     seen
 }
 
+/// Waits until every record below `count` is in the outputs of `names`; fails naming the
+/// missing ones after two minutes.
+async fn wait_for_every_record(dir: &Path, names: &[&str], count: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while deliveries(dir, names).len() < count as usize {
+        if tokio::time::Instant::now() >= deadline {
+            let seen = deliveries(dir, names);
+            let missing: Vec<u64> = (0..count).filter(|n| !seen.contains_key(n)).collect();
+            panic!(
+                "{} record(s) never arrived after 120 s, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(20)]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Record `n` was sent to partition `n % partitions` in increasing `n`: each partition's
 /// records in `ns` must keep that order, and the partitions share them evenly.
 fn assert_each_partition_in_order(ns: &[u64], partitions: u64) {
@@ -152,21 +170,7 @@ async fn joining_and_leaving(in_turn: bool) {
     stop(second).await;
     let after_leaving = deliveries(dir, &["second"]).len();
     producing.await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while deliveries(dir, &["first", "second"]).len() < RECORDS as usize {
-        if tokio::time::Instant::now() >= deadline {
-            let seen = deliveries(dir, &["first", "second"]);
-            let missing: Vec<u64> = (0..u64::from(RECORDS))
-                .filter(|n| !seen.contains_key(n))
-                .collect();
-            panic!(
-                "{} record(s) never arrived after 120 s, e.g. {:?}",
-                missing.len(),
-                &missing[..missing.len().min(20)]
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_every_record(dir, &["first", "second"], u64::from(RECORDS)).await;
     stop(first).await;
 
     let seen = deliveries(dir, &["first", "second"]);
@@ -413,19 +417,7 @@ async fn partitions_added_mid_stream(in_turn: bool) {
         .unwrap();
     wait_for_partitions(&grown, &topic, 4).await;
     send_numbered(&grown, &topic, 4, 200..600, Duration::from_secs(30)).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while deliveries(dir, &["growing"]).len() < 600 {
-        if tokio::time::Instant::now() >= deadline {
-            let seen = deliveries(dir, &["growing"]);
-            let missing: Vec<u64> = (0..600).filter(|n| !seen.contains_key(n)).collect();
-            panic!(
-                "{} record(s) never arrived after 120 s, e.g. {:?}",
-                missing.len(),
-                &missing[..missing.len().min(20)]
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_every_record(dir, &["growing"], 600).await;
     stop(app).await;
 
     let seen = deliveries(dir, &["growing"]);
