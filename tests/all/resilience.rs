@@ -419,7 +419,7 @@ async fn secrets_from_the_environment_never_reach_logs_metrics_the_api_or_dead_l
     std::fs::write(dir.path().join("in.jsonl"), input.join("\n") + "\n").unwrap();
     std::fs::write(
         dir.path().join("p.toml"),
-        "[[pipeline]]\nname = \"secret\"\nsource = { type = \"generate\", count = 10 }\nsink = { type = \"postgres\", url = \"postgres://weir:${CANARY_PASSWORD}@127.0.0.1:1/weir\", table = \"landing\" }\ndead_letter = { type = \"file\", path = \"dlq.jsonl\" }\n\n[[pipeline]]\nname = \"salted\"\nsource = { type = \"file\", path = \"in.jsonl\" }\ntransforms = [{ plugin = \"user-profile\" }, { plugin = \"pii-mask\", config = { fields = \"email\", salt = \"${CANARY_SALT}\" } }]\nsink = { type = \"file\", path = \"salted.jsonl\" }\ndead_letter = { type = \"file\", path = \"salted-dlq.jsonl\" }\n\n[[pipeline]]\nname = \"conninfo\"\nsource = { type = \"generate\", count = 10 }\nsink = { type = \"postgres\", url = \"host=127.0.0.1 port=1 user=weir password=${CANARY_PASSWORD} dbname=weir\", table = \"landing\" }\ndead_letter = { type = \"file\", path = \"dlq.jsonl\" }\n\n[[pipeline]]\nname = \"query\"\nsource = { type = \"generate\", count = 10 }\nsink = { type = \"postgres\", url = \"postgres://weir@127.0.0.1:1/weir?password=${CANARY_PASSWORD}\", table = \"landing\" }\ndead_letter = { type = \"file\", path = \"dlq.jsonl\" }\n",
+        "[[pipeline]]\nname = \"secret\"\nsource = { type = \"generate\", count = 10 }\nsink = { type = \"postgres\", url = \"postgres://weir:${CANARY_PASSWORD}@127.0.0.1:1/weir\", table = \"landing\" }\ndead_letter = { type = \"file\", path = \"dlq.jsonl\" }\n\n[[pipeline]]\nname = \"salted\"\nsource = { type = \"file\", path = \"in.jsonl\" }\ntransforms = [{ plugin = \"user-profile\" }, { plugin = \"pii-mask\", config = { fields = \"email\", salt = \"${CANARY_SALT}\" } }]\nsink = { type = \"file\", path = \"salted.jsonl\" }\ndead_letter = { type = \"file\", path = \"salted-dlq.jsonl\" }\n\n[[pipeline]]\nname = \"conninfo\"\nsource = { type = \"generate\", count = 10 }\nsink = { type = \"postgres\", url = \"host=127.0.0.1 port=1 user=weir password=${CANARY_PASSWORD} dbname=weir\", table = \"landing\" }\ndead_letter = { type = \"file\", path = \"conninfo-dlq.jsonl\" }\n\n[[pipeline]]\nname = \"query\"\nsource = { type = \"generate\", count = 10 }\nsink = { type = \"postgres\", url = \"postgres://weir@127.0.0.1:1/weir?password=${CANARY_PASSWORD}\", table = \"landing\" }\ndead_letter = { type = \"file\", path = \"query-dlq.jsonl\" }\n",
     )
     .unwrap();
     let mut config = std::fs::OpenOptions::new()
@@ -500,8 +500,10 @@ async fn secrets_from_the_environment_never_reach_logs_metrics_the_api_or_dead_l
     }
     let dead_letters = std::fs::read_to_string(&salted_dlq).unwrap();
     assert!(dead_letters.contains("weir.error"), "{dead_letters}");
-    let other_dead_letters =
-        std::fs::read_to_string(dir.path().join("dlq.jsonl")).unwrap_or_default();
+    let other_dead_letters: String = ["dlq.jsonl", "conninfo-dlq.jsonl", "query-dlq.jsonl"]
+        .iter()
+        .map(|name| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default())
+        .collect();
     // The API's answer is there, with the token hidden where it echoed it.
     let api_dead_letters = std::fs::read_to_string(&api_dlq).unwrap();
     assert!(

@@ -2,6 +2,7 @@
 //! Pipeline structure lives here; each connector's options live beside the connector.
 
 mod env;
+mod shared_files;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -553,6 +554,9 @@ impl PipelineFile {
                     "`truncate` empties the file at every start, while the source resumes after what it delivered: what was written before a restart would be lost. Use `append` (the default), or a source that starts over".into(),
                 ));
             }
+        }
+        if let Some((index, key, message)) = shared_files::conflict(&self.pipelines) {
+            return Err(invalid(format!("pipeline[{index}].{key}"), message));
         }
         Ok(())
     }

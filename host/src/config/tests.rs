@@ -640,7 +640,9 @@ fn a_postgres_url_with_a_libpq_sslmode_is_refused_at_validate() {
 fn the_engine_limits_are_the_largest_any_pipeline_asks() {
     let raised = format!(
         "{VALID}limits = {{ core_instances = 40, tables = 9 }}\n{}limits = {{ memories = 6 }}\n",
-        VALID.replace("name = \"p1\"", "name = \"p2\"")
+        VALID
+            .replace("name = \"p1\"", "name = \"p2\"")
+            .replace("dlq.jsonl", "dlq-p2.jsonl")
     );
     let file = parse(&raised).unwrap();
     assert_eq!(
@@ -663,4 +665,50 @@ fn the_engine_limits_are_the_largest_any_pipeline_asks() {
             ..ComponentLimits::default()
         }
     );
+}
+
+#[test]
+fn a_file_written_twice_or_read_and_written_by_one_pipeline_is_refused() {
+    let second = VALID.replace("name = \"p1\"", "name = \"p2\"");
+    // Two pipelines' dead letters into one file, the second written differently.
+    let shared = format!(
+        "{VALID}{}",
+        second.replace("\"dlq.jsonl\"", "\"./dlq.jsonl\"")
+    );
+    let message = parse(&shared).unwrap_err().to_string();
+    assert!(
+        message.contains("`pipeline[1].dead_letter.path`")
+            && message.contains("pipeline `p1`'s `dead_letter.path`")
+            && message.contains("give each its own file"),
+        "{message}"
+    );
+    let own = format!("{VALID}{}", second.replace("dlq.jsonl", "dlq-p2.jsonl"));
+    parse(&own).unwrap();
+    // A checkpoint that is also the sink's file.
+    let checkpoint = VALID
+        .replace(
+            "source = { type = \"generate\", count = 5 }",
+            "source = { type = \"file\", path = \"in.jsonl\", checkpoint = \"state/x\" }",
+        )
+        .replace(
+            "sink = { type = \"stdout\" }",
+            "sink = { type = \"file\", path = \"state/x\" }",
+        );
+    let message = parse(&checkpoint).unwrap_err().to_string();
+    assert!(
+        message.contains("`pipeline[0].sink.path`") && message.contains("`source.checkpoint`"),
+        "{message}"
+    );
+    // A sink that writes the file its own source reads.
+    let looped = VALID
+        .replace(
+            "source = { type = \"generate\", count = 5 }",
+            "source = { type = \"file\", path = \"in.jsonl\", follow = true }",
+        )
+        .replace(
+            "sink = { type = \"stdout\" }",
+            "sink = { type = \"file\", path = \"in.jsonl\" }",
+        );
+    let message = parse(&looped).unwrap_err().to_string();
+    assert!(message.contains("its own output"), "{message}");
 }
