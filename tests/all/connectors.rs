@@ -461,40 +461,61 @@ async fn a_postgres_dead_letter_table_stores_nul_bytes_without_loss() {
 }
 
 /// Cassandra answers both a value its column refuses and an insert into a dropped table with
-/// `Invalid`; the sink tells them apart by the table's schema, not by the message: a dropped
-/// table stops the sink (retrying or dead-lettering every record would not help).
+/// `Invalid`; the sink tells them apart by the table's schema, not by the message. A sink that
+/// creates its table creates a dropped one again (the write is retried, then lands); one that
+/// does not stops (retrying or dead-lettering every record would not help).
 #[tokio::test(flavor = "multi_thread")]
-async fn cassandra_insert_into_a_dropped_table_is_fatal_not_a_dead_letter() {
+async fn cassandra_insert_into_a_dropped_table_is_created_again_or_fatal_never_a_dead_letter() {
     use weir::connectors::cassandra::{CassandraSink, CassandraSinkConfig};
     use weir::connectors::{ErrorKind, Sink};
 
     let nodes = cassandra_nodes();
     let keyspace = unique("weir_dropped");
-    let config: CassandraSinkConfig = toml::from_str(&format!(
-        r#"
-        nodes = ["{nodes}"]
-        keyspace = "{keyspace}"
-        table = "gone"
-        consistency = "one"
-        create = {{ primary_key = ["id"], columns = {{ id = "text", n = "int" }} }}
-        "#
-    ))
-    .unwrap();
-    let mut sink = CassandraSink::new(&config);
+    let create = "create = { primary_key = [\"id\"], columns = { id = \"text\", n = \"int\" } }";
+    let config = |create: &str| -> CassandraSinkConfig {
+        toml::from_str(&format!(
+            "nodes = [\"{nodes}\"]\nkeyspace = \"{keyspace}\"\ntable = \"gone\"\nconsistency = \"one\"\n{create}\n"
+        ))
+        .unwrap()
+    };
     let record = |id: &str| weir::record::Record::from_value(format!(r#"{{"id":"{id}","n":1}}"#));
-    let rejected = sink
+    let session = cassandra_session().await;
+    let drop_table = || async {
+        session
+            .query_unpaged(format!("DROP TABLE {keyspace}.gone"), &[])
+            .await
+            .unwrap();
+    };
+
+    // With `create`: created again.
+    let mut creating = CassandraSink::new(&config(create));
+    let rejected = creating
         .write(&[record("a")])
         .await
         .expect("the table is created and written");
     assert!(rejected.is_empty(), "{rejected:?}");
-
-    let session = cassandra_session().await;
-    session
-        .query_unpaged(format!("DROP TABLE {keyspace}.gone"), &[])
-        .await
-        .unwrap();
-    let error = sink
+    drop_table().await;
+    let error = creating
         .write(&[record("b"), record("c")])
+        .await
+        .expect_err("the insert into the dropped table fails");
+    assert_eq!(error.kind, ErrorKind::Transient, "{error}");
+    assert!(error.to_string().contains("created again"), "{error}");
+    let rejected = creating
+        .write(&[record("b"), record("c")])
+        .await
+        .expect("the retry writes into the table created again");
+    assert!(rejected.is_empty(), "{rejected:?}");
+
+    // Without: the table is the user's to make, and its absence stops the sink.
+    let mut writing = CassandraSink::new(&config(""));
+    writing
+        .write(&[record("d")])
+        .await
+        .expect("the table made above is written");
+    drop_table().await;
+    let error = writing
+        .write(&[record("e")])
         .await
         .expect_err("an insert into a dropped table cannot succeed");
     assert_eq!(error.kind, ErrorKind::Fatal, "{error}");

@@ -381,12 +381,33 @@ async fn a_shared_or_damaged_journal_stops_the_pipeline_naming_the_file_and_the_
     let (url, _api) = users_api().await;
     let journal: PathBuf = dir.path().join("shared.journal");
 
-    // Two pipelines, one journal: the second cannot lock it.
+    // Two pipelines of one file, one journal: refused at load.
     let config = pipeline(&url, "shared.journal", "a.jsonl", "a")
         + &pipeline(&url, "shared.journal", "b.jsonl", "b");
     let log = failing_run(
         dir.path(),
         &config,
+        "is also pipeline `a`'s `source.journal`",
+    )
+    .await;
+    assert!(log.contains("give each its own file"), "{log}");
+
+    // Two processes, one journal: the second cannot lock it while the first runs.
+    std::fs::write(
+        dir.path().join("first.toml"),
+        pipeline(&url, "shared.journal", "a.jsonl", "a"),
+    )
+    .unwrap();
+    let first = start(dir.path(), "first.toml", ENV);
+    wait_for(
+        "the first process's journal",
+        Duration::from_secs(60),
+        || journal.exists(),
+    )
+    .await;
+    let log = failing_run(
+        dir.path(),
+        &pipeline(&url, "shared.journal", "b.jsonl", "b"),
         "journal shared.journal is in use by another pipeline",
     )
     .await;
@@ -394,6 +415,9 @@ async fn a_shared_or_damaged_journal_stops_the_pipeline_naming_the_file_and_the_
         log.contains("give each http source its own `journal` file"),
         "{log}"
     );
+    let mut first = first.child;
+    first.kill().unwrap();
+    first.wait().unwrap();
 
     // A damaged entry with entries after it: not a torn tail, so nothing is guessed.
     let mut bytes = std::fs::read(&journal).unwrap();
