@@ -10,12 +10,12 @@
 //! written where nobody will look for it, and a file truncated in place (copytruncate) moves the
 //! point a failed batch is cut back to, so the cut never pads the file with zeros.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
 
 use super::position::FileId;
 use super::write_failure;
@@ -64,10 +64,14 @@ impl FileSinkConfig {
     }
 }
 
-/// Bytes a batch is gathered into before they go to the file.
-const WRITE_BUFFER_BYTES: usize = 256 * 1024;
-
-type Writer = tokio::io::BufWriter<tokio::fs::File>;
+/// Batches of at most this many bytes are written in place, on the pipeline's own thread: a
+/// write into the page cache takes microseconds, less than a trip through tokio's blocking pool
+/// and back, which cost a file-to-file pipeline a third or more of its wall time
+/// (docs/performance.md, "Forty-sixth session"). Larger batches, and every batch with `fsync`,
+/// go to the blocking pool, so that no worker thread is held long.
+const IN_PLACE_BYTES: usize = 1 << 20;
+/// The batch buffer keeps at most this much capacity between batches.
+const KEPT_BUFFER_BYTES: usize = 4 << 20;
 
 /// Appends records to a file.
 pub struct FileSink {
@@ -75,7 +79,9 @@ pub struct FileSink {
     path: PathBuf,
     /// `None` after a failed write whose bytes could not be cut off: the next write reopens the
     /// file and cuts them first.
-    file: Option<Writer>,
+    file: Option<File>,
+    /// The lines of the batch being written, kept between batches for its capacity.
+    lines: Vec<u8>,
     /// The file's length after the last acknowledged batch: where a failed batch is cut back to.
     acknowledged: u64,
     /// The identity of the file open, to tell whether the path still names it.
@@ -119,7 +125,7 @@ impl FileSink {
                 );
             }
         }
-        let mut options = tokio::fs::OpenOptions::new();
+        let mut options = std::fs::OpenOptions::new();
         options.create(true);
         match config.mode {
             WriteMode::Append => options.append(true),
@@ -127,11 +133,9 @@ impl FileSink {
         };
         let file = options
             .open(&config.path)
-            .await
             .map_err(|e| ConnectorError::fatal(&name, format!("cannot open for writing: {e}")))?;
         let metadata = file
             .metadata()
-            .await
             .map_err(|e| ConnectorError::fatal(&name, format!("cannot read its length: {e}")))?;
         let default = if dead_letter {
             Encoding::Envelope
@@ -141,10 +145,8 @@ impl FileSink {
         Ok(FileSink {
             name,
             path: config.path.clone(),
-            file: Some(tokio::io::BufWriter::with_capacity(
-                WRITE_BUFFER_BYTES,
-                file,
-            )),
+            file: Some(file),
+            lines: Vec::new(),
             acknowledged: metadata.len(),
             id: FileId::of(&metadata),
             encoding: config.encoding.unwrap_or(default),
@@ -155,26 +157,16 @@ impl FileSink {
         })
     }
 
-    /// Writes `records` as lines, flushes (and fsyncs when asked); the bytes written. The
-    /// records that cannot be a line are left out and added to `refused`.
-    async fn write_lines(
-        &mut self,
-        file: &mut Writer,
-        records: &[Record],
-        refused: &mut Vec<Rejected>,
-    ) -> std::io::Result<u64> {
-        let mut written = 0;
+    /// Puts `records` as lines into `self.lines`; the records that cannot be a line are left
+    /// out and added to `refused`. Returns how many dead letters became envelopes instead.
+    fn encode_lines(&mut self, records: &[Record], refused: &mut Vec<Rejected>) -> usize {
+        self.lines.clear();
         let mut enveloped = 0;
         for (index, record) in records.iter().enumerate() {
-            // A value line is the record's own bytes: written from it, not from a copy.
-            let encoded;
-            let line: &[u8] = match self.encoding {
-                Encoding::Envelope => {
-                    encoded = encode(record, self.encoding);
-                    &encoded
-                }
+            match self.encoding {
+                Encoding::Envelope => self.lines.extend_from_slice(&encode(record, self.encoding)),
                 Encoding::Value => match not_a_line(&record.value) {
-                    None => &record.value,
+                    None => self.lines.extend_from_slice(&record.value),
                     Some(why) if !self.dead_letter => {
                         refused.push(Rejected {
                             index,
@@ -186,67 +178,70 @@ impl FileSink {
                     }
                     Some(_) => {
                         enveloped += 1;
-                        encoded = encode(record, Encoding::Envelope);
-                        &encoded
+                        self.lines
+                            .extend_from_slice(&encode(record, Encoding::Envelope));
                     }
                 },
-            };
-            self.put(file, line).await?;
-            self.put(file, b"\n").await?;
-            written += line.len() as u64 + 1;
+            }
+            self.lines.push(b'\n');
         }
-        file.flush().await?;
-        if self.fsync {
-            file.get_ref().sync_data().await?;
-        }
-        if enveloped > 0 {
-            tracing::warn!(
-                connector = %self.name,
-                records = enveloped,
-                "Dead letters whose value is not one line were written as envelopes (encoding = \"value\" cannot hold them)."
-            );
-        }
-        Ok(written)
+        enveloped
     }
 
-    async fn put(&mut self, file: &mut Writer, bytes: &[u8]) -> std::io::Result<()> {
+    /// Writes `self.lines` to `file` (and fsyncs when asked): in place when the batch is small
+    /// and not fsynced, else on a blocking thread. The file comes back unless that thread was
+    /// lost (a panic), and the buffer always.
+    async fn put_lines(&mut self, file: File) -> (Option<File>, std::io::Result<()>) {
         #[cfg(test)]
         if let Some(left) = self.fail_after {
-            if bytes.len() > left {
+            if self.lines.len() > left {
                 // What a full disk leaves: part of the bytes in the file, then an error.
-                file.write_all(&bytes[..left]).await?;
-                file.flush().await?;
+                let partial = (&file).write_all(&self.lines[..left]);
                 self.fail_after = Some(0);
-                return Err(std::io::Error::new(
+                let full = std::io::Error::new(
                     std::io::ErrorKind::StorageFull,
                     "no space left on device (test)",
-                ));
+                );
+                return (Some(file), partial.and(Err(full)));
             }
-            self.fail_after = Some(left - bytes.len());
+            self.fail_after = Some(left - self.lines.len());
         }
-        file.write_all(bytes).await
+        let fsync = self.fsync;
+        if self.lines.len() <= IN_PLACE_BYTES && !fsync {
+            let written = (&file).write_all(&self.lines);
+            return (Some(file), written);
+        }
+        let lines = std::mem::take(&mut self.lines);
+        let joined = tokio::task::spawn_blocking(move || {
+            let written = (&file)
+                .write_all(&lines)
+                .and_then(|()| if fsync { file.sync_data() } else { Ok(()) });
+            (file, lines, written)
+        })
+        .await;
+        match joined {
+            Ok((file, lines, written)) => {
+                self.lines = lines;
+                (Some(file), written)
+            }
+            Err(lost) => (None, Err(std::io::Error::other(lost))),
+        }
     }
 
-    /// After a failed write: drops what the writer still buffered and cuts the file back to
-    /// its length after the last acknowledged batch, so the batch's retry is not appended to a
-    /// fragment of it. The writer returned writes from there.
-    async fn cut_back(&self, file: Writer) -> std::io::Result<Writer> {
-        // Waits for the writer's last operation (tokio runs it on a blocking thread).
-        let file = file.into_inner().into_std().await;
+    /// After a failed write: cuts the file back to its length after the last acknowledged
+    /// batch, so the batch's retry is not appended to a fragment of it. The file returned
+    /// writes from there.
+    async fn cut_back(&self, file: File) -> std::io::Result<File> {
         let length = self.acknowledged;
         let fsync = self.fsync;
-        let file = tokio::task::spawn_blocking(move || cut(file, length, fsync))
+        tokio::task::spawn_blocking(move || cut(file, length, fsync))
             .await
-            .map_err(std::io::Error::other)??;
-        Ok(tokio::io::BufWriter::with_capacity(
-            WRITE_BUFFER_BYTES,
-            tokio::fs::File::from_std(file),
-        ))
+            .map_err(std::io::Error::other)?
     }
 
     /// Before a batch: follows the path when it no longer names the file open (renamed away or
     /// removed: the batch goes to a new file there) and notices a file truncated in place.
-    async fn follow_the_path(&mut self) -> std::io::Result<()> {
+    fn follow_the_path(&mut self) -> std::io::Result<()> {
         // A stat in place, not through tokio's blocking pool: the hop there and back cost a
         // file-to-file pipeline 15 to 80% of its wall time (2,000,000 lines, 7,800 batches);
         // in place it costs nothing measurable (docs/performance.md, "Forty-sixth session"). A
@@ -271,24 +266,20 @@ impl FileSink {
             }
             _ => {
                 if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    tokio::fs::create_dir_all(parent).await?;
+                    std::fs::create_dir_all(parent)?;
                 }
-                let file = tokio::fs::OpenOptions::new()
+                let file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(&self.path)
-                    .await?;
-                let metadata = file.metadata().await?;
+                    .open(&self.path)?;
+                let metadata = file.metadata()?;
                 tracing::info!(
                     connector = %self.name,
                     "The file was renamed or removed (a rotation?); writing to a new file at the path from here on."
                 );
-                // The old file's writer was flushed with its last batch; one whose failed batch
-                // could not be cut off keeps that fragment, in a file no longer at the path.
-                self.file = Some(tokio::io::BufWriter::with_capacity(
-                    WRITE_BUFFER_BYTES,
-                    file,
-                ));
+                // One whose failed batch could not be cut off keeps that fragment, in a file no
+                // longer at the path.
+                self.file = Some(file);
                 self.acknowledged = metadata.len();
                 self.id = FileId::of(&metadata);
                 Ok(())
@@ -297,10 +288,9 @@ impl FileSink {
     }
 
     /// Opens the file again after a failed write whose bytes could not be cut off then.
-    async fn reopen(&self) -> std::io::Result<Writer> {
+    async fn reopen(&self) -> std::io::Result<File> {
         let file = std::fs::OpenOptions::new().write(true).open(&self.path)?;
-        self.cut_back(tokio::io::BufWriter::new(tokio::fs::File::from_std(file)))
-            .await
+        self.cut_back(file).await
     }
 }
 
@@ -382,39 +372,55 @@ impl Sink for FileSink {
                 ),
             ),
         };
-        self.follow_the_path().await.map_err(failed)?;
-        let mut file = match self.file.take() {
+        self.follow_the_path().map_err(failed)?;
+        let file = match self.file.take() {
             Some(file) => file,
             None => self.reopen().await.map_err(failed)?,
         };
         let mut refused = Vec::new();
-        match self.write_lines(&mut file, records, &mut refused).await {
-            Ok(written) => {
-                self.acknowledged += written;
+        let enveloped = self.encode_lines(records, &mut refused);
+        let length = self.lines.len() as u64;
+        let (file, written) = self.put_lines(file).await;
+        if self.lines.capacity() > KEPT_BUFFER_BYTES {
+            self.lines = Vec::new();
+        }
+        match (file, written) {
+            (Some(file), Ok(())) => {
+                self.acknowledged += length;
                 self.file = Some(file);
+                if enveloped > 0 {
+                    tracing::warn!(
+                        connector = %self.name,
+                        records = enveloped,
+                        "Dead letters whose value is not one line were written as envelopes (encoding = \"value\" cannot hold them)."
+                    );
+                }
                 Ok(refused)
             }
-            Err(error) => {
-                match self.cut_back(file).await {
-                    Ok(file) => self.file = Some(file),
-                    Err(cut) => tracing::warn!(
-                        connector = %self.name,
-                        error = %cut,
-                        "Cannot cut the failed batch off the file yet; the next write tries again first."
-                    ),
+            (file, written) => {
+                let error = written
+                    .err()
+                    .unwrap_or_else(|| std::io::Error::other("the writing thread was lost"));
+                // Without the file (its writing thread was lost), the next write reopens it
+                // and cuts it first.
+                if let Some(file) = file {
+                    match self.cut_back(file).await {
+                        Ok(file) => self.file = Some(file),
+                        Err(cut) => tracing::warn!(
+                            connector = %self.name,
+                            error = %cut,
+                            "Cannot cut the failed batch off the file yet; the next write tries again first."
+                        ),
+                    }
                 }
                 Err(failed(error))
             }
         }
     }
 
+    /// Nothing to flush: each batch went to the file whole before it was acknowledged.
     async fn close(&mut self) -> Result<(), ConnectorError> {
-        let Some(file) = &mut self.file else {
-            return Ok(());
-        };
-        file.flush()
-            .await
-            .map_err(|e| ConnectorError::transient(&self.name, "flush failed").caused_by(e))
+        Ok(())
     }
 }
 
