@@ -64,11 +64,12 @@ impl FileSinkConfig {
     }
 }
 
-/// Batches of at most this many bytes are written in place, on the pipeline's own thread: a
-/// write into the page cache takes microseconds, less than a trip through tokio's blocking pool
-/// and back, which cost a file-to-file pipeline a third or more of its wall time
-/// (docs/performance.md, "Forty-sixth session"). Larger batches, and every batch with `fsync`,
-/// go to the blocking pool, so that no worker thread is held long.
+/// Batches of at most this many bytes to a regular file are written in place, on the
+/// pipeline's own thread: a write into the page cache takes microseconds, less than a trip
+/// through tokio's blocking pool and back, which cost a file-to-file pipeline a third or more of
+/// its wall time (docs/performance.md, "Forty-sixth session"). Larger batches, every batch with
+/// `fsync`, and every batch to a FIFO or a device (`/dev/stdout`), whose reader may not be
+/// reading, go to the blocking pool, so that no worker thread is held long.
 const IN_PLACE_BYTES: usize = 1 << 20;
 /// The batch buffer keeps at most this much capacity between batches.
 const KEPT_BUFFER_BYTES: usize = 4 << 20;
@@ -86,6 +87,8 @@ pub struct FileSink {
     acknowledged: u64,
     /// The identity of the file open, to tell whether the path still names it.
     id: FileId,
+    /// Whether it is a regular file, which small batches are written to in place.
+    regular: bool,
     encoding: Encoding,
     fsync: bool,
     /// Whether this is a dead-letter destination, which must not refuse a record: nowhere is
@@ -149,6 +152,7 @@ impl FileSink {
             lines: Vec::new(),
             acknowledged: metadata.len(),
             id: FileId::of(&metadata),
+            regular: metadata.is_file(),
             encoding: config.encoding.unwrap_or(default),
             fsync: config.fsync,
             dead_letter,
@@ -207,7 +211,7 @@ impl FileSink {
             self.fail_after = Some(left - self.lines.len());
         }
         let fsync = self.fsync;
-        if self.lines.len() <= IN_PLACE_BYTES && !fsync {
+        if self.regular && self.lines.len() <= IN_PLACE_BYTES && !fsync {
             let written = (&file).write_all(&self.lines);
             return (Some(file), written);
         }
@@ -282,6 +286,7 @@ impl FileSink {
                 self.file = Some(file);
                 self.acknowledged = metadata.len();
                 self.id = FileId::of(&metadata);
+                self.regular = metadata.is_file();
                 Ok(())
             }
         }
@@ -578,6 +583,78 @@ mod tests {
         sink.fail_after = None;
         sink.write(&batch).await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "3\n44\n");
+    }
+
+    /// A FIFO whose reader is not reading: the write waits on a blocking thread, never on the
+    /// runtime's only thread, which goes on running other tasks meanwhile.
+    #[tokio::test]
+    async fn a_write_to_a_fifo_nobody_reads_does_not_hold_the_runtime() {
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // The read end, open without blocking, so that the sink's open for writing returns.
+        let mut reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        let config = FileSinkConfig {
+            path: fifo.clone(),
+            encoding: None,
+            mode: WriteMode::Append,
+            fsync: false,
+        };
+        let mut sink = FileSink::open(&config, false).await.unwrap();
+        // More than a pipe holds (64 KiB), in a batch small enough to be written in place.
+        let line = "x".repeat(1000);
+        let batch: Vec<Record> = (0..200)
+            .map(|_| Record::from_value(line.as_str()))
+            .collect();
+        let writing = tokio::spawn(async move { sink.write(&batch).await.map(|r| r.len()) });
+        // The reader starts once this task has run on after the write began, or after a
+        // minute, which only a runtime held by the write would take.
+        let ran_on = Arc::new(AtomicBool::new(false));
+        let gave_up = Arc::new(AtomicBool::new(false));
+        let draining = {
+            let (ran_on, gave_up) = (Arc::clone(&ran_on), Arc::clone(&gave_up));
+            std::thread::spawn(move || {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while !ran_on.load(Ordering::SeqCst) {
+                    if std::time::Instant::now() > deadline {
+                        gave_up.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                let mut read = 0;
+                let mut buffer = vec![0u8; 64 * 1024];
+                while read < 200 * 1001 {
+                    match reader.read(&mut buffer) {
+                        Ok(n) => read += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        };
+        // Lets the write task start, then runs on.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        ran_on.store(true, Ordering::SeqCst);
+        assert_eq!(writing.await.unwrap().unwrap(), 0);
+        draining.join().unwrap();
+        assert!(
+            !gave_up.load(Ordering::SeqCst),
+            "the runtime's thread was held by the write"
+        );
     }
 
     #[tokio::test]
