@@ -259,6 +259,25 @@ impl Scene {
     }
 }
 
+/// Waits until `retries` of the running pipeline counts three refused and retried `what`, and
+/// checks that the pipeline waits for room rather than ending.
+async fn retried_three_times(
+    run: &Spawned,
+    what: &str,
+    retries: impl Fn(&weir::pipeline::PipelineStats) -> u64,
+) {
+    wait_for(
+        &format!("{what} refused for want of space, and retried"),
+        Duration::from_secs(120),
+        || retries(&run.stats) >= 3 || run.run.is_finished(),
+    )
+    .await;
+    assert!(
+        !run.run.is_finished(),
+        "the pipeline ended on a full disk instead of waiting for room"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sink_whose_disk_fills_waits_for_room_and_then_writes_every_record_once() {
     // The output, about 240 KB of lines and 40 dead letters, has a third of that.
@@ -270,21 +289,11 @@ async fn a_sink_whose_disk_fills_waits_for_room_and_then_writes_every_record_onc
         ..
     } = &scene;
     let run = scene.start(false);
-    let stats = std::sync::Arc::clone(&run.stats);
-    let retried = || {
+    retried_three_times(&run, "writes", |stats| {
         stats.sink_retries().load(Ordering::Relaxed)
             + stats.dead_letter_retries().load(Ordering::Relaxed)
-    };
-    wait_for(
-        "writes refused for want of space, and retried",
-        Duration::from_secs(120),
-        || retried() >= 3 || run.run.is_finished(),
-    )
+    })
     .await;
-    assert!(
-        !run.run.is_finished(),
-        "the pipeline ended on a full disk instead of waiting for room"
-    );
     assert_committed_is_written(checkpoint, out, dlq);
     assert!(
         committed_line(checkpoint) < RECORDS,
@@ -304,17 +313,10 @@ async fn a_dead_letter_file_on_a_full_disk_holds_back_the_commits_until_it_takes
         ..
     } = &scene;
     let run = scene.start(false);
-    let stats = std::sync::Arc::clone(&run.stats);
-    wait_for(
-        "dead-letter writes refused for want of space, and retried",
-        Duration::from_secs(120),
-        || stats.dead_letter_retries().load(Ordering::Relaxed) >= 3 || run.run.is_finished(),
-    )
+    retried_three_times(&run, "dead-letter writes", |stats| {
+        stats.dead_letter_retries().load(Ordering::Relaxed)
+    })
     .await;
-    assert!(
-        !run.run.is_finished(),
-        "the pipeline ended with its dead-letter disk full instead of waiting for room"
-    );
     // The first record is a dead letter (n = 0): no line may be committed before it lands.
     assert_eq!(
         committed_line(checkpoint),
