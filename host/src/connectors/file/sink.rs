@@ -605,13 +605,7 @@ mod tests {
             .custom_flags(libc::O_NONBLOCK)
             .open(&fifo)
             .unwrap();
-        let config = FileSinkConfig {
-            path: fifo.clone(),
-            encoding: None,
-            mode: WriteMode::Append,
-            fsync: false,
-        };
-        let mut sink = FileSink::open(&config, false).await.unwrap();
+        let mut sink = appending(&fifo).await;
         // More than a pipe holds (64 KiB), in a batch small enough to be written in place.
         let line = "x".repeat(1000);
         let batch: Vec<Record> = (0..200)
