@@ -333,13 +333,31 @@ async fn partitions_fetched_together_are_read_in_turn_not_one_whole_partition_af
     let longest = runs.iter().copied().max().unwrap();
     // Read one partition after another, there would be 3 runs of 4,000; read in turns of a
     // batch, about 190 runs of 64. The bound leaves room for partitions whose records reach
-    // their queues later than the others' (a broker thread descheduled mid-fetch): even if one
-    // partition were read alone first, the other two would still alternate.
+    // their queues later than the others': with three busy loops beside the test on two
+    // cores, one partition was often read alone for 2,000 to 3,600 records before the others
+    // arrived, leaving 140 to 150 runs. When a turn was the polling thread's run of 256
+    // records instead of a batch, such a start left 21 to 45 runs.
     assert!(
         runs.len() >= 30,
-        "{} runs of one partition, the longest {longest} records: the partitions were not read in turn",
-        runs.len()
+        "{} runs of one partition, the longest {longest} records: the partitions were not read \
+         in turn; the first runs as (records, partition): {:?}",
+        runs.len(),
+        runs.iter()
+            .zip(run_partitions(&partitions))
+            .take(20)
+            .collect::<Vec<_>>()
     );
+}
+
+/// The partition of each run in `partitions`, the partitions of records in the order read.
+fn run_partitions(partitions: &[u64]) -> Vec<u64> {
+    let mut out = vec![partitions[0]];
+    for pair in partitions.windows(2) {
+        if pair[0] != pair[1] {
+            out.push(pair[1]);
+        }
+    }
+    out
 }
 
 /// Partitions added to a topic while weir reads it (`kafka-topics.sh --alter --partitions`) are

@@ -193,7 +193,7 @@ impl Turns {
     }
 
     /// Polls the queue whose turn it is, passing each result to `take` until it returns false
-    /// or `run` results were taken. A queue found empty passes the turn on at once, as does
+    /// or `run` results, or what is left of the turn, were taken. A queue found empty passes the turn on at once, as does
     /// one that gave `turn` records in this turn. Returns how many results were taken: 0 only
     /// when every queue was empty.
     fn run<'q, Q, R>(
@@ -206,9 +206,12 @@ impl Turns {
     ) -> usize {
         for _ in 0..queues.len() {
             let queue = &queues[self.next];
+            // A run ends with the turn: a run longer than what is left of it would hand one
+            // partition's records to several batches in a row.
+            let left_in_turn = turn.saturating_sub(self.taken_in_turn).max(1);
             let mut taken = 0;
             let mut ran_dry = false;
-            while taken < run {
+            while taken < run.min(left_in_turn) {
                 let Some(result) = poll(queue) else {
                     ran_dry = true;
                     break;
@@ -296,6 +299,41 @@ mod tests {
         let queues = queues_of(&[&[1, 2, 3, 4, 5], &[11, 12, 13], &[21, 22, 23, 24]]);
         let out = drain(&mut Turns::default(), &queues, 1, 2);
         assert_eq!(out, [1, 2, 11, 12, 21, 22, 3, 4, 13, 23, 24, 5]);
+    }
+
+    #[test]
+    fn a_run_longer_than_a_turn_ends_with_the_turn() {
+        let queues = queues_of(&[&[1, 2, 3, 4, 5], &[11, 12, 13, 14, 15]]);
+        let mut turns = Turns::default();
+        let mut runs = Vec::new();
+        loop {
+            let mut run = Vec::new();
+            let taken = turns.run(
+                &queues,
+                256,
+                2,
+                |q| q.borrow_mut().pop_front(),
+                |r| {
+                    run.push(r);
+                    true
+                },
+            );
+            if taken == 0 {
+                break;
+            }
+            runs.push(run);
+        }
+        assert_eq!(
+            runs,
+            [
+                vec![1, 2],
+                vec![11, 12],
+                vec![3, 4],
+                vec![13, 14],
+                vec![5],
+                vec![15]
+            ]
+        );
     }
 
     #[test]
