@@ -46,3 +46,4 @@ mod seed;
 mod services;
 mod support;
 mod swappable;
+mod two_writers;

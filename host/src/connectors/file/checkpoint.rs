@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::AsyncReadExt;
 
 use super::write_failure;
+use super::writer_lock::{self, WriterLock};
 use crate::connectors::ConnectorError;
 
 /// The most bytes read of a line-number checkpoint: a line number and a newline take at most 21.
@@ -202,6 +203,33 @@ pub(crate) async fn write_checkpoint(
             });
             ConnectorError::transient(name, format!("cannot write it: {e}{advice}"))
         })
+}
+
+/// Locks the checkpoint at `path` (through `PATH.lock` beside it) for as long as the returned
+/// lock lives, before it is read: two readers on one checkpoint would each deliver every line
+/// and overwrite each other's position. `name` says whose checkpoint it is in errors.
+pub(crate) async fn lock_checkpoint(path: &Path, name: &str) -> Result<WriterLock, ConnectorError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(parent).await.map_err(|e| {
+            ConnectorError::fatal(
+                name,
+                format!("cannot create folder {}: {e}", parent.display()),
+            )
+        })?;
+    }
+    let owned = path.to_owned();
+    let locked = tokio::task::spawn_blocking(move || writer_lock::lock_beside(&owned))
+        .await
+        .map_err(|e| ConnectorError::fatal(name, format!("cannot lock it: {e}")))?;
+    locked.map_err(|e| match e {
+        held @ writer_lock::LockError::Held { .. } => ConnectorError::fatal(
+            name,
+            format!(
+                "{held}; two readers of one checkpoint would each deliver every line and overwrite each other's position. Stop the other process (another `weir run` of this pipeline file, or another `weir replay` of this file) or give this one a checkpoint of its own"
+            ),
+        ),
+        other => ConnectorError::fatal(name, other.to_string()),
+    })
 }
 
 /// The temporary file a checkpoint is written to: its whole name plus `.tmp`, so that two

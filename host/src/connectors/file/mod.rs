@@ -5,14 +5,16 @@ mod position;
 mod sink;
 mod source;
 mod write_failure;
+pub(crate) mod writer_lock;
 
 use async_trait::async_trait;
 
 use super::{ConfigProblem, ConnectorError, Sink, SinkSpec, Source, SourceSpec};
 
-pub(crate) use checkpoint::{read_line_checkpoint, write_checkpoint};
+pub(crate) use checkpoint::{lock_checkpoint, read_line_checkpoint, write_checkpoint};
 pub use sink::{FileSink, FileSinkConfig, WriteMode};
 pub use source::{FileSource, FileSourceConfig};
+pub(crate) use writer_lock::WriterLock;
 
 #[async_trait]
 impl SourceSpec for FileSourceConfig {

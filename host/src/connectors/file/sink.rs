@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use super::position::FileId;
 use super::write_failure;
+use super::writer_lock::{self, WriterLock};
 use crate::connectors::encoding::{Encoding, encode};
 use crate::connectors::{ConfigProblem, ConnectorError, Rejected, Sink};
 use crate::record::Record;
@@ -89,6 +90,8 @@ pub struct FileSink {
     id: FileId,
     /// Whether it is a regular file, which small batches are written to in place.
     regular: bool,
+    /// The lock that keeps other weir writers off the file open (a regular file's only).
+    _lock: Option<WriterLock>,
     encoding: Encoding,
     fsync: bool,
     /// Whether this is a dead-letter destination, which must not refuse a record: nowhere is
@@ -111,35 +114,19 @@ impl FileSink {
                 )
             })?;
         }
-        if config.mode == WriteMode::Append {
-            let path = config.path.clone();
-            let fsync = config.fsync;
-            let dropped = tokio::task::spawn_blocking(move || drop_torn_tail(&path, fsync))
-                .await
-                .map_err(|e| ConnectorError::fatal(&name, format!("cannot check the file: {e}")))?
-                .map_err(|e| {
-                    ConnectorError::fatal(&name, format!("cannot check the file's last line: {e}"))
-                })?;
-            if dropped > 0 {
-                tracing::warn!(
-                    connector = %name,
-                    bytes = dropped,
-                    "The file ended in a half-written line (the process stopped mid-write); dropped it. Its record was never acknowledged, so it is delivered again."
-                );
-            }
+        let (path, mode, fsync) = (config.path.clone(), config.mode, config.fsync);
+        let opened = tokio::task::spawn_blocking(move || open_locked(&path, mode, fsync))
+            .await
+            .map_err(|e| ConnectorError::fatal(&name, format!("cannot open the file: {e}")))?
+            .map_err(|e| e.into_connector_error(&name))?;
+        if opened.dropped > 0 {
+            tracing::warn!(
+                connector = %name,
+                bytes = opened.dropped,
+                "The file ended in a half-written line (the process stopped mid-write); dropped it. Its record was never acknowledged, so it is delivered again."
+            );
         }
-        let mut options = std::fs::OpenOptions::new();
-        options.create(true);
-        match config.mode {
-            WriteMode::Append => options.append(true),
-            WriteMode::Truncate => options.write(true).truncate(true),
-        };
-        let file = options
-            .open(&config.path)
-            .map_err(|e| ConnectorError::fatal(&name, format!("cannot open for writing: {e}")))?;
-        let metadata = file
-            .metadata()
-            .map_err(|e| ConnectorError::fatal(&name, format!("cannot read its length: {e}")))?;
+        let (file, metadata) = (opened.file, opened.metadata);
         let default = if dead_letter {
             Encoding::Envelope
         } else {
@@ -153,6 +140,7 @@ impl FileSink {
             acknowledged: metadata.len(),
             id: FileId::of(&metadata),
             regular: metadata.is_file(),
+            _lock: opened.lock,
             encoding: config.encoding.unwrap_or(default),
             fsync: config.fsync,
             dead_letter,
@@ -245,7 +233,7 @@ impl FileSink {
 
     /// Before a batch: follows the path when it no longer names the file open (renamed away or
     /// removed: the batch goes to a new file there) and notices a file truncated in place.
-    fn follow_the_path(&mut self) -> std::io::Result<()> {
+    fn follow_the_path(&mut self) -> Result<(), OpenError> {
         // A stat in place, not through tokio's blocking pool: the hop there and back cost a
         // file-to-file pipeline 15 to 80% of its wall time (2,000,000 lines, 7,800 batches);
         // in place it costs nothing measurable (docs/performance.md, "Forty-sixth session"). A
@@ -253,7 +241,7 @@ impl FileSink {
         let at_path = match std::fs::metadata(&self.path) {
             Ok(metadata) => Some(metadata),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         match at_path {
             Some(metadata) if FileId::of(&metadata) == self.id => {
@@ -276,6 +264,7 @@ impl FileSink {
                     .create(true)
                     .append(true)
                     .open(&self.path)?;
+                let lock = writer_lock::lock_file(&self.path).map_err(OpenError::Lock)?;
                 let metadata = file.metadata()?;
                 tracing::info!(
                     connector = %self.name,
@@ -287,6 +276,7 @@ impl FileSink {
                 self.acknowledged = metadata.len();
                 self.id = FileId::of(&metadata);
                 self.regular = metadata.is_file();
+                self._lock = lock;
                 Ok(())
             }
         }
@@ -297,6 +287,73 @@ impl FileSink {
         let file = std::fs::OpenOptions::new().write(true).open(&self.path)?;
         self.cut_back(file).await
     }
+}
+
+/// A file opened for a sink, locked and ready to append to.
+struct Opened {
+    file: File,
+    lock: Option<WriterLock>,
+    metadata: std::fs::Metadata,
+    /// Bytes of a torn last line dropped.
+    dropped: u64,
+}
+
+/// Why a sink's file could not be opened.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Lock(writer_lock::LockError),
+}
+
+impl OpenError {
+    /// Every open failure needs the user, the other writer's above all.
+    fn into_connector_error(self, name: &str) -> ConnectorError {
+        match self {
+            OpenError::Lock(held @ writer_lock::LockError::Held { .. }) => ConnectorError::fatal(
+                name,
+                format!(
+                    "{held}; two writers would cut each other's lines when a failed write is cut back. Stop the other writer (another `weir run` of this pipeline file, or a `weir replay` into this sink) or give this sink a file of its own"
+                ),
+            ),
+            OpenError::Lock(other) => ConnectorError::fatal(name, other.to_string()),
+            OpenError::Io(e) => {
+                ConnectorError::fatal(name, format!("cannot open for writing: {e}"))
+            }
+        }
+    }
+}
+
+/// Opens (creating) the sink's file and locks it against other weir writers before touching
+/// what it holds: emptied in truncate mode, its torn last line dropped in append mode. Both
+/// would cut another writer's lines.
+fn open_locked(path: &Path, mode: WriteMode, fsync: bool) -> Result<Opened, OpenError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true);
+    match mode {
+        WriteMode::Append => options.append(true),
+        WriteMode::Truncate => options.write(true),
+    };
+    let file = options.open(path)?;
+    let lock = writer_lock::lock_file(path).map_err(OpenError::Lock)?;
+    let regular = file.metadata()?.is_file();
+    let dropped = match mode {
+        WriteMode::Append => drop_torn_tail(path, fsync)?,
+        WriteMode::Truncate => {
+            if regular {
+                file.set_len(0)?;
+            }
+            0
+        }
+    };
+    let metadata = file.metadata()?;
+    Ok(Opened {
+        file,
+        lock,
+        metadata,
+        dropped,
+    })
 }
 
 /// Why `value` cannot be written as a line of its own, if it cannot: the file source (or any
@@ -377,7 +434,10 @@ impl Sink for FileSink {
                 ),
             ),
         };
-        self.follow_the_path().map_err(failed)?;
+        self.follow_the_path().map_err(|e| match e {
+            OpenError::Io(e) => failed(e),
+            lock => lock.into_connector_error(&name),
+        })?;
         let file = match self.file.take() {
             Some(file) => file,
             None => self.reopen().await.map_err(failed)?,
@@ -535,6 +595,67 @@ mod tests {
             fsync: false,
         };
         FileSink::open(&config, false).await.unwrap()
+    }
+
+    /// A second writer of the same file (the pipeline file run twice) is refused before it
+    /// touches the file: neither its torn-line repair nor `truncate` cuts the first's lines.
+    #[tokio::test]
+    async fn a_second_sink_on_a_file_in_use_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut first = appending(&path).await;
+        first.write(&[Record::from_value("1")]).await.unwrap();
+        // The first writer's next line, half written when the second starts.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"n\":")
+            .unwrap();
+        for mode in [WriteMode::Append, WriteMode::Truncate] {
+            let config = FileSinkConfig {
+                path: path.clone(),
+                encoding: None,
+                mode,
+                fsync: false,
+            };
+            let Err(refused) = FileSink::open(&config, false).await else {
+                panic!("a second {mode:?} sink opened a file in use");
+            };
+            assert!(!refused.is_transient(), "{refused}");
+            assert!(
+                refused.to_string().contains("another weir process"),
+                "{refused}"
+            );
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n{\"n\":");
+        }
+        drop(first);
+        appending(&path).await;
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "1\n",
+            "once it is free"
+        );
+    }
+
+    /// After a rotation the sink holds the new file's lock, and no longer the old one's.
+    #[tokio::test]
+    async fn the_lock_follows_the_file_to_a_new_one_at_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut sink = appending(&path).await;
+        sink.write(&[Record::from_value("1")]).await.unwrap();
+        let rotated = dir.path().join("out.jsonl.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        sink.write(&[Record::from_value("2")]).await.unwrap();
+        let config = |path: &Path| FileSinkConfig {
+            path: path.to_owned(),
+            encoding: None,
+            mode: WriteMode::Append,
+            fsync: false,
+        };
+        assert!(FileSink::open(&config(&path), false).await.is_err());
+        FileSink::open(&config(&rotated), false).await.unwrap();
     }
 
     #[tokio::test]

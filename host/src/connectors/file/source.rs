@@ -34,8 +34,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncSeekExt, BufReader};
 use tokio::time::Instant;
 
-use super::checkpoint::{Resume, Saved, read_source_checkpoint};
+use super::checkpoint::{Resume, Saved, lock_checkpoint, read_source_checkpoint};
 use super::position::{FileId, Fingerprint, Handed, head_of};
+use super::writer_lock::WriterLock;
 use crate::connectors::slab::Slab;
 use crate::connectors::{ConfigProblem, ConnectorError, Source};
 use crate::record::{Record, SourcePosition, SourceRecord, headers};
@@ -117,6 +118,8 @@ pub struct FileSource {
     fingerprint: Fingerprint,
     /// Records handed out and not yet committed; `None` without a checkpoint.
     handed: Option<Handed>,
+    /// Keeps other weir processes off the checkpoint; `None` without one.
+    _checkpoint_lock: Option<WriterLock>,
     /// The path names another file now: the one being read is read to its end (its unterminated
     /// last line included), then the new one is opened.
     draining: bool,
@@ -224,6 +227,13 @@ impl FileSource {
         let failed =
             |e: std::io::Error| ConnectorError::transient(&name, format!("read failed: {e}"));
         let metadata = file.metadata().await.map_err(failed)?;
+        let checkpoint_lock = match &config.checkpoint {
+            Some(checkpoint) => Some(
+                lock_checkpoint(checkpoint, &format!("checkpoint {}", checkpoint.display()))
+                    .await?,
+            ),
+            None => None,
+        };
         let saved = match &config.checkpoint {
             Some(checkpoint) => read_checkpoint(checkpoint).await?,
             None => Saved::Nothing,
@@ -276,6 +286,7 @@ impl FileSource {
             start: resumed.map_or(line_number, |r| r.start),
             fingerprint: resumed.map_or_else(Fingerprint::start, |r| Fingerprint::Known(r.head)),
             handed: config.checkpoint.as_ref().map(|_| Handed::default()),
+            _checkpoint_lock: checkpoint_lock,
             draining: false,
         };
         if let Some(resume) = resumed {
@@ -602,6 +613,16 @@ mod tests {
         assert_eq!(batch.len(), 2);
         assert_eq!(batch[1].position.offset, 3, "the empty line still counts");
         source.commit(&[batch[1].position.clone()]).await.unwrap();
+        // While it runs, no second source takes its checkpoint.
+        let Err(refused) = FileSource::open(&config).await else {
+            panic!("a second source opened the checkpoint in use");
+        };
+        assert!(!refused.is_transient(), "{refused}");
+        assert!(
+            refused.to_string().contains("in.offset"),
+            "the error names the checkpoint: {refused}"
+        );
+        drop(source);
 
         let mut restarted = FileSource::open(&config).await.unwrap();
         let rest = poll(&mut restarted).await;
@@ -639,9 +660,10 @@ mod tests {
         names.sort();
         assert_eq!(
             names,
-            ["in.jsonl", "in.offset", "in.tmp"],
+            ["in.jsonl", "in.offset", "in.offset.lock", "in.tmp"],
             "no temporary left"
         );
+        drop(source);
         let restarted = FileSource::open(&config).await.unwrap();
         assert_eq!(restarted.line_number, 2);
     }

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use sha2::Digest;
 
+use crate::connectors::file::writer_lock::{self, WriterLock};
 use crate::record::{Header, Headers, Record};
 
 /// The file's first bytes: what it is, and the format version.
@@ -49,7 +50,7 @@ pub enum JournalError {
     /// Another pipeline (in this process or another) holds the journal.
     #[error(
         "journal {} is in use by another pipeline or weir process (it holds {}); give each http source its own `journal` file, or stop the other process",
-        .path.display(), lock_path(.path).display()
+        .path.display(), writer_lock::beside(.path).display()
     )]
     Locked { path: PathBuf },
     /// The file does not start like a journal.
@@ -97,13 +98,6 @@ impl JournalError {
     }
 }
 
-/// The lock file beside a journal.
-pub fn lock_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
-    PathBuf::from(name)
-}
-
 /// The file a compaction writes before renaming it over the journal.
 fn compact_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -124,7 +118,7 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     /// Held for the journal's life: dropping it (or the process dying) releases the lock.
-    _lock: File,
+    _lock: WriterLock,
     /// End of the valid frames; the next append goes here.
     len: u64,
     /// A failed write may have left bytes past `len`: cut them after the next good write.
@@ -180,21 +174,12 @@ impl Journal {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(io("create its folder"))?;
         }
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(lock_path(path))
-            .map_err(io("open its lock file"))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(JournalError::Locked {
-                    path: path.to_owned(),
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io("lock its lock file")(e)),
-        }
+        let lock = writer_lock::lock_beside(path).map_err(|e| match e {
+            writer_lock::LockError::Held { .. } => JournalError::Locked {
+                path: path.to_owned(),
+            },
+            writer_lock::LockError::Io { source, .. } => io("lock its lock file")(source),
+        })?;
         // A compaction that stopped half-way left its file; the journal itself is intact.
         let _ = std::fs::remove_file(compact_path(path));
         let file = OpenOptions::new()

@@ -12,7 +12,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use super::{DeadLetterReader, Entry, headers_from_json};
 use crate::connectors::encoding::Encoding;
-use crate::connectors::file::{FileSinkConfig, read_line_checkpoint, write_checkpoint};
+use crate::connectors::file::{
+    FileSinkConfig, WriterLock, lock_checkpoint, read_line_checkpoint, write_checkpoint,
+};
 use crate::connectors::{ConnectorError, ErrorKind};
 use crate::record::{Record, SourcePosition};
 
@@ -27,6 +29,8 @@ pub struct FileReader {
     stream: Arc<str>,
     reader: tokio::io::Take<BufReader<tokio::fs::File>>,
     checkpoint: PathBuf,
+    /// Keeps another `weir replay` of this file off the checkpoint.
+    _checkpoint_lock: WriterLock,
     /// The number of the line read last.
     line: i64,
     /// Non-empty lines between the checkpoint and the end at opening.
@@ -43,6 +47,11 @@ impl FileReader {
                 "is written with encoding = \"value\", which keeps no headers and so no reason; only an envelope file can be replayed",
             ));
         }
+        let checkpoint_lock = lock_checkpoint(
+            checkpoint,
+            &format!("replay checkpoint {}", checkpoint.display()),
+        )
+        .await?;
         let committed = read_checkpoint(checkpoint).await?;
         let open = |name: &str| {
             let name = name.to_owned();
@@ -71,6 +80,7 @@ impl FileReader {
             stream: Arc::from(config.path.display().to_string()),
             reader: open(&name).await?,
             checkpoint: checkpoint.to_owned(),
+            _checkpoint_lock: checkpoint_lock,
             line: 0,
             remaining: 0,
         };
@@ -257,6 +267,11 @@ mod tests {
             .commit(&[], &[first[1].position.clone()])
             .await
             .unwrap();
+        assert!(
+            FileReader::open(&config, &checkpoint).await.is_err(),
+            "a second replay does not take the checkpoint in use"
+        );
+        drop(reader);
         let mut resumed = FileReader::open(&config, &checkpoint).await.unwrap();
         assert_eq!(resumed.remaining(), 1);
         let rest = resumed.read(10).await.unwrap().unwrap();
