@@ -1012,6 +1012,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader went away (`weir replay --dry-run | head`): nobody is left to print for,
+        // which ends the command as a finished one, as `weir tap` does.
+        Err(error) if cli::stdout::was_closed(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", chain_once(&error));
             ExitCode::FAILURE

@@ -155,6 +155,31 @@ fn validate_names_the_file_and_key_of_an_error() {
     );
 }
 
+/// A command whose reader is gone before it prints (`weir validate p.toml | true`) ends quietly
+/// with status 0, as `weir tap` does, rather than with `println!`'s panic and status 101.
+#[test]
+fn a_command_whose_stdout_reader_is_gone_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "[[pipeline]]\nname = \"x\"\nsource = { type = \"generate\" }\nsink = { type = \"stdout\" }\ndead_letter = { type = \"stdout\" }\n",
+    )
+    .unwrap();
+    let mut child = crate::support::weir()
+        .current_dir(dir.path())
+        .args(["validate", "p.toml"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The only reader of the pipe closes it before weir writes a byte.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn validate_reports_a_plugin_rejecting_its_config() {
     let dir = tempfile::tempdir().unwrap();

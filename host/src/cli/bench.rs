@@ -1,5 +1,6 @@
 //! `weir bench`: runs a benchmark and prints its numbers and ratios.
 
+use super::stdout::{StdoutError, outln};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -58,12 +59,12 @@ pub fn plugin(
     let language = weir::runtime::inspect(&bytes)
         .language
         .unwrap_or_else(|| "unknown language".into());
-    println!(
+    outln!(
         "{name} ({language}, {} KiB): first load (compile) {:.2} s, load from the compiled cache {:.0} ms",
         bytes.len().div_ceil(1024),
         compile.as_secs_f64(),
         cached.as_secs_f64() * 1000.0
-    );
+    )?;
     let sample = super::measure::sample_records(records, 42);
     eprintln!(
         "benchmarking {name}@{} on {records} records, {seconds}s per batch size and side in {} rounds...",
@@ -71,26 +72,30 @@ pub fn plugin(
         super::measure::plugin::ROUNDS
     );
     let lines = super::measure::user_profile(&plugin, &sample, Duration::from_secs_f64(seconds))?;
-    println!(
+    outln!(
         "{:>6}  {:>16}  {:>16}  {:>12}  {:>14}",
-        "batch", "native rec/s", "wasm rec/s", "wasm/native", "rounds"
-    );
+        "batch",
+        "native rec/s",
+        "wasm rec/s",
+        "wasm/native",
+        "rounds"
+    )?;
     for line in &lines {
         let (lowest, highest) = line.ratio_range();
-        println!(
+        outln!(
             "{:>6}  {:>16.0}  {:>16.0}  {:>12}  {:>14}",
             line.batch_size,
             line.native_per_second,
             line.wasm_per_second,
             ratio_text(line.ratio()),
             format!("{}-{}", ratio_text(lowest), ratio_text(highest)),
-        );
+        )?;
     }
-    println!(
+    outln!(
         "(records/s and the ratio are medians over {} rounds, each running native then Wasm; \
          \"rounds\" is the lowest and highest round's ratio)",
         super::measure::plugin::ROUNDS
-    );
+    )?;
     // The same component without epoch checks, at the largest batch (where the guest's own
     // work dominates), to state what the deadlines cost.
     let unbounded = weir::runtime::LoadedPlugin::from_bytes(
@@ -106,12 +111,12 @@ pub fn plugin(
         batch_size,
         Duration::from_secs_f64(seconds),
     )?;
-    println!(
+    outln!(
         "epoch deadlines at batch {batch_size}: {:.0} wasm rec/s with, {:.0} without: cost {:.1}%",
         epoch.with_deadlines,
         epoch.without_deadlines,
         epoch.cost() * 100.0
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -140,24 +145,24 @@ pub fn swap(swaps: u32, debounce_ms: u64, rate: f64, registry: &Path) -> anyhow:
         rate,
     ))?;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("swaps                      {:>8}", report.latencies.len());
-    println!("debounce                   {:>8.1} ms", ms(report.debounce));
-    println!(
+    outln!("swaps                      {:>8}", report.latencies.len())?;
+    outln!("debounce                   {:>8.1} ms", ms(report.debounce))?;
+    outln!(
         "landing -> first record p50 {:>7.1} ms",
         ms(report.latency(0.5))
-    );
-    println!(
+    )?;
+    outln!(
         "landing -> first record p99 {:>7.1} ms",
         ms(report.latency(0.99))
-    );
-    println!(
+    )?;
+    outln!(
         "longest output gap in swap {:>8.1} ms",
         ms(report.longest_gap)
-    );
-    println!(
+    )?;
+    outln!(
         "usual gap between batches  {:>8.1} ms",
         ms(report.usual_gap)
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -187,7 +192,7 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         .iter()
         .flat_map(|round| &round.pipelines)
         .any(|line| line.cost.peak_kind == PeakRss::Growth);
-    println!(
+    outln!(
         "{}{}",
         if growth {
             "peak MiB: how much each run raised the process's peak RSS (VmHWM could not be reset here)"
@@ -199,8 +204,8 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         } else {
             ""
         }
-    );
-    println!(
+    )?;
+    outln!(
         "{:<44} {:>10} {:>8} {:>9} {:>8} {:>15} {:>9} {:>15} {:>18}",
         "pipeline",
         "records/s",
@@ -211,10 +216,10 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         "peak MiB",
         "broker CPU-s/M",
         "Cassandra CPU-s/M"
-    );
+    )?;
     let summaries = summarize(&report);
     for row in &summaries {
-        println!(
+        outln!(
             "{:<44} {:>10.0} {:>8} {:>9} {:>8.1} {:>15} {:>9.1} {:>15} {:>18}",
             row.name,
             row.per_second,
@@ -225,11 +230,11 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
             row.peak_mib,
             optional(row.broker_per_million),
             optional(row.cassandra_per_million),
-        );
+        )?;
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let cost = &report.latency_cost;
-    println!(
+    outln!(
         "kafka -> user-profile -> cassandra latency at {} records/s (producer linger {} ms): p50 {:.1} ms, p99 {:.1} ms ({} samples), {:.1} CPU-s/M, peak {:.1} MiB, broker {} CPU-s/M, Cassandra {} CPU-s/M",
         bench.latency_rate,
         bench.latency_producer_linger_ms,
@@ -240,24 +245,24 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         cost.peak_mib(),
         optional(cost.broker_per_million()),
         optional(cost.cassandra_per_million()),
-    );
+    )?;
     let stages = &report.latency_stages;
-    println!(
+    outln!(
         "  of which in weir (per batch, bucketed): read to acknowledged p50 {:.1} ms, p99 {:.1} ms; sink write p99 {:.1} ms",
         stages.batch_p50 * 1000.0,
         stages.batch_p99 * 1000.0,
         stages.sink_write_p99 * 1000.0,
-    );
+    )?;
     let waits: Vec<String> = stages
         .stage_p99
         .iter()
         .map(|(stage, p99)| format!("{} {:.1} ms", stage.as_str(), p99 * 1000.0))
         .collect();
-    println!(
+    outln!(
         "  p99 per stage besides the write (per batch, bucketed): {}",
         waits.join(", ")
-    );
-    println!(
+    )?;
+    outln!(
         "  the Cassandra node completed {} memtable flush{} during the run (of any table, after the tables the runs above wrote were emptied)",
         report.latency_flushes,
         if report.latency_flushes == 1 {
@@ -265,7 +270,7 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         } else {
             "es"
         }
-    );
+    )?;
     let percent = |share: f64| format!("{:.2}%", share * 100.0);
     let slow: Vec<String> = [
         ("read to acknowledged".to_owned(), stages.batch_slow),
@@ -280,16 +285,16 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
     )
     .map(|(part, share)| format!("{part} {}", percent(share)))
     .collect();
-    println!(
+    outln!(
         "  batches over {} ms (exact at a bucket bound): {}",
         super::measure::pipeline::SLOW_BATCH_SECONDS * 1000.0,
         slow.join(", ")
-    );
-    print_tail(&report.latency_tail);
+    )?;
+    print_tail(&report.latency_tail)?;
     if report.rounds.len() > 1 {
-        println!(
+        outln!(
             "ratios by round (the table shows their median; to the driver where a row has it, else to the ceiling):"
-        );
+        )?;
         // The pipelines measured against a baseline: those after the ceiling, which is its own.
         let pipelines = report
             .rounds
@@ -297,11 +302,11 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
             .map_or(0, |round| round.pipelines.len());
         for row in summaries.iter().take(pipelines).skip(1) {
             let ratios: Vec<String> = row.ratios.iter().map(|r| format!("{r:.2}")).collect();
-            println!("  {}: {}", row.name, ratios.join(", "));
+            outln!("  {}: {}", row.name, ratios.join(", "))?;
         }
     }
-    println!("{}", report.node_waits);
-    println!("{cleanup}");
+    outln!("{}", report.node_waits)?;
+    outln!("{cleanup}")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -419,26 +424,26 @@ pub fn failover(
     );
     let (lines, cleanups) = tokio.block_on(super::measure::failover::run(&bench))?;
     let s = |d: Duration| d.as_secs_f64();
-    println!(
+    outln!(
         "{:<10} {:<18} {:>20} {:>22} {:>26}",
         "membership",
         "killed partitions",
         "their wait (s)",
         "others' longest gap (s)",
         "longest gap, steady (s)"
-    );
+    )?;
     for line in &lines {
-        println!(
+        outln!(
             "{:<10} {:<18} {:>20.2} {:>22.2} {:>26.2}",
             line.membership,
             format!("{:?}", line.killed_partitions),
             s(line.waited),
             s(line.others_longest_gap),
             s(line.steady_longest_gap)
-        );
+        )?;
     }
     for cleanup in &cleanups {
-        println!("{cleanup}");
+        outln!("{cleanup}")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -448,10 +453,10 @@ const STALLS_LISTED: usize = 8;
 
 /// The latency run's records over the goal, and the stalls they came in: one long stop of a
 /// store, many short ones, or the run's first records.
-fn print_tail(tail: &Tail) {
+fn print_tail(tail: &Tail) -> Result<(), StdoutError> {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let slow = tail.slow_records();
-    println!(
+    outln!(
         "  records over {:.0} ms end to end: {slow} of {} ({:.2}%), in {} stall{} (slow records created within {:.0} ms of each other), {} of them created in the run's first second",
         ms(tail.threshold),
         tail.records,
@@ -460,9 +465,9 @@ fn print_tail(tail: &Tail) {
         if tail.stalls.len() == 1 { "" } else { "s" },
         ms(STALL_GAP),
         tail.slow_within(Duration::from_secs(1)),
-    );
+    )?;
     if tail.stalls.is_empty() {
-        return;
+        return Ok(());
     }
     let listed: Vec<String> = tail
         .stalls
@@ -481,7 +486,7 @@ fn print_tail(tail: &Tail) {
         })
         .collect();
     let more = tail.stalls.len().saturating_sub(STALLS_LISTED);
-    println!(
+    outln!(
         "  stalls by the time their first slow record was created: {}{}",
         listed.join(", "),
         if more > 0 {
@@ -489,7 +494,7 @@ fn print_tail(tail: &Tail) {
         } else {
             String::new()
         }
-    );
+    )
 }
 
 #[cfg(test)]

@@ -18,4 +18,6 @@ pub mod plugin_test;
 pub mod progress;
 pub mod replay;
 pub mod run;
+#[macro_use]
+pub mod stdout;
 pub mod tap;

@@ -1,6 +1,7 @@
 //! `weir plugin build`, `weir plugin list` and `weir plugin rollback`. Listing and rollback talk
 //! to a running host's admin API; listing falls back to the folder when no host runs.
 
+use super::stdout::{StdoutError, outln};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -16,13 +17,13 @@ use crate::cli::admin::{authorize, client_token, refusal};
 /// Builds the plugin project (Rust, Python or JavaScript) at `path` into `registry`.
 pub fn build(path: &Path, registry: &Path) -> anyhow::Result<ExitCode> {
     let built = build_plugin(path, registry)?;
-    println!(
+    outln!(
         "built {} plugin {} -> {} ({} KiB)",
         built.language.as_str(),
         built.name,
         built.path.display(),
         built.size.div_ceil(1024)
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -43,7 +44,7 @@ pub fn list(
                     .into_iter()
                     .filter_map(|entry| Some((entry.version, entry.language?)))
                     .collect();
-            print_running(&slots, admin, &languages);
+            print_running(&slots, admin, &languages)?;
             return Ok(ExitCode::SUCCESS);
         }
         Err(error) if error.is_connect() => {
@@ -61,25 +62,28 @@ pub fn list(
         )
     })?;
     if entries.is_empty() {
-        println!(
+        outln!(
             "no plugins in {}; build one with `weir plugin build PATH`",
             registry.display()
-        );
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<24} {:<14} {:<10} {:>10}  PATH",
-        "NAME", "VERSION", "LANGUAGE", "SIZE"
-    );
+        "NAME",
+        "VERSION",
+        "LANGUAGE",
+        "SIZE"
+    )?;
     for entry in entries {
-        println!(
+        outln!(
             "{:<24} {:<14} {:<10} {:>7} KiB  {}",
             entry.name,
             entry.version,
             entry.language.as_deref().unwrap_or("-"),
             entry.size.div_ceil(1024),
             entry.path.display()
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -116,10 +120,10 @@ pub fn rollback(name: &str, admin: SocketAddr, token: &AdminTokenArgs) -> anyhow
             )
         }
     })?;
-    println!(
+    outln!(
         "plugin {name} rolled back to {}",
         response["version"].as_str().unwrap_or("?")
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -148,15 +152,19 @@ fn print_running(
     slots: &[SlotInfo],
     admin: SocketAddr,
     languages: &std::collections::HashMap<String, String>,
-) {
-    println!("plugins of the weir at {admin}:");
-    println!(
+) -> Result<(), StdoutError> {
+    outln!("plugins of the weir at {admin}:")?;
+    outln!(
         "{:<24} {:<14} {:<10} {:<10} {:>6}  HISTORY",
-        "NAME", "VERSION", "LANGUAGE", "LABEL", "SWAPS"
-    );
+        "NAME",
+        "VERSION",
+        "LANGUAGE",
+        "LABEL",
+        "SWAPS"
+    )?;
     for slot in slots {
         let history: Vec<&str> = slot.history.iter().map(|v| v.version.as_str()).collect();
-        println!(
+        outln!(
             "{:<24} {:<14} {:<10} {:<10} {:>6}  {}",
             slot.name,
             slot.current.version,
@@ -170,12 +178,12 @@ fn print_running(
             } else {
                 history.join(", ")
             }
-        );
+        )?;
         if let Some(rollback) = &slot.last_rollback {
-            println!("{:<24} last rollback: {rollback}", "");
+            outln!("{:<24} last rollback: {rollback}", "")?;
         }
         if let Some(rejection) = &slot.last_rejection {
-            println!("{:<24} last rejected file: {}", "", rejection.reason);
+            outln!("{:<24} last rejected file: {}", "", rejection.reason)?;
         }
         if let Some(staged) = &slot.staged {
             let how = match &staged.rollout {
@@ -186,10 +194,11 @@ fn print_running(
                     format!("canary on partitions {partitions:?}")
                 }
             };
-            println!("{:<24} staged: {} as {how}", "", staged.version);
+            outln!("{:<24} staged: {} as {how}", "", staged.version)?;
         }
         if let Some(abort) = &slot.last_abort {
-            println!("{:<24} last rollout: {abort}", "");
+            outln!("{:<24} last rollout: {abort}", "")?;
         }
     }
+    Ok(())
 }

@@ -5,6 +5,7 @@
 //! the registry and staging folders never start a round, so a registry inside the project (the
 //! default `plugin-registry` when run in the project's folder) does not loop.
 
+use super::stdout::{StdoutError, outln};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,17 +91,17 @@ pub fn dev(test: &TestRequest, debounce: Duration) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     spawn_ctrl_c(sender, Arc::clone(&stop))?;
     let destination = registry.join(format!("{name}.wasm"));
-    println!(
+    outln!(
         "[weir plugin dev] watching {} (Ctrl-C to stop); passing builds go to {}",
         project.display(),
         destination.display()
-    );
+    )?;
     let mut round = 0u64;
     loop {
         round += 1;
         let outcome = one_round(
             &project, &name, &staging.0, &registry, &runtime, test, &stop,
-        );
+        )?;
         let text = match outcome {
             Round::Deployed => format!("deployed to {}", destination.display()),
             Round::BuildFailed => {
@@ -114,20 +115,20 @@ pub fn dev(test: &TestRequest, debounce: Duration) -> anyhow::Result<ExitCode> {
                 destination.display()
             ),
             Round::Stopped => {
-                println!(
+                outln!(
                     "[weir plugin dev] round {round}: stopped before deploying; the registry keeps its version"
-                );
+                )?;
                 return Ok(ExitCode::SUCCESS);
             }
         };
-        println!("[weir plugin dev] round {round}: {text}");
+        outln!("[weir plugin dev] round {round}: {text}")?;
         // Wait for the next change, then for the saves around it to settle.
         let first = match receiver.recv() {
             Ok(wake) => wake,
             Err(_) => return Ok(ExitCode::SUCCESS),
         };
         if !settle(first, &receiver, debounce)? {
-            println!("[weir plugin dev] stopped");
+            outln!("[weir plugin dev] stopped")?;
             return Ok(ExitCode::SUCCESS);
         }
     }
@@ -164,12 +165,12 @@ fn one_round(
     runtime: &weir::runtime::PluginRuntime,
     test: &TestRequest,
     stop: &AtomicBool,
-) -> Round {
+) -> Result<Round, StdoutError> {
     let built = match build_plugin(project, staging) {
         Ok(built) => built,
         Err(error) => {
             eprintln!("error: {error}");
-            return Round::BuildFailed;
+            return Ok(Round::BuildFailed);
         }
     };
     // Read once: the bytes tested are the bytes deployed.
@@ -180,7 +181,7 @@ fn one_round(
                 "error: cannot read the build {}: {error}",
                 built.path.display()
             );
-            return Round::BuildFailed;
+            return Ok(Round::BuildFailed);
         }
     };
     let golden = match Golden::for_project(project, built.path.clone()) {
@@ -195,32 +196,32 @@ fn one_round(
         }
         Err(error) => {
             eprintln!("error: {error:#}");
-            return Round::TestFailed;
+            return Ok(Round::TestFailed);
         }
     };
     match check_component(runtime, &golden, test, &component) {
         Ok(report) => {
-            print_report(&golden, &report);
+            print_report(&golden, &report)?;
             if !report.passed() {
-                return Round::TestFailed;
+                return Ok(Round::TestFailed);
             }
         }
         Err(error) => {
             eprintln!("error: {error:#}");
-            return Round::TestFailed;
+            return Ok(Round::TestFailed);
         }
     }
     // A stop during the build or the test: the user no longer wants this version deployed.
     if stop.load(Ordering::SeqCst) {
-        return Round::Stopped;
+        return Ok(Round::Stopped);
     }
-    match deploy(project, name, &component, registry) {
+    Ok(match deploy(project, name, &component, registry) {
         Ok(()) => Round::Deployed,
         Err(error) => {
             eprintln!("error: {error:#}");
             Round::DeployFailed
         }
-    }
+    })
 }
 
 /// Places the manifest (when the project has one) and then the component in the registry, each

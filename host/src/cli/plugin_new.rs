@@ -8,6 +8,7 @@
 
 mod python_names;
 
+use super::stdout::outln;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -157,21 +158,22 @@ pub fn create(request: &NewPlugin<'_>) -> anyhow::Result<PathBuf> {
 pub fn new(request: &NewPlugin<'_>) -> anyhow::Result<std::process::ExitCode> {
     let dir = create(request)?;
     let shown = dir.display();
-    println!(
+    outln!(
         "created {:?} plugin `{}` in {shown}",
-        request.language, request.name
-    );
-    println!("next:");
-    println!(
+        request.language,
+        request.name
+    )?;
+    outln!("next:")?;
+    outln!(
         "  weir plugin build {shown}     # builds {}.wasm into the registry folder",
         request.name
-    );
-    println!(
+    )?;
+    outln!(
         "  weir plugin test {shown}      # runs samples/input.jsonl, compares with samples/expected.jsonl"
-    );
-    println!(
+    )?;
+    outln!(
         "  weir plugin dev {shown}       # rebuilds and tests on every save, deploys what passes"
-    );
+    )?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 

@@ -5,6 +5,7 @@
 //! process deploys; a staged candidate is promoted or aborted by a record every process follows;
 //! prune deletes old versions no process uses.
 
+use super::stdout::outln;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::ExitCode;
@@ -114,21 +115,21 @@ pub fn publish(request: &PublishRequest<'_>) -> anyhow::Result<ExitCode> {
             )
             .await
     })?;
-    println!(
+    outln!(
         "published {name} {}{} ({} KiB in {} chunk(s)) to {}",
         published.version,
         label.map(|l| format!(" ({l})")).unwrap_or_default(),
         published.size.div_ceil(1024),
         published.chunks,
         request.registry
-    );
+    )?;
     if let Some(rollout) = &request.stage {
-        println!(
+        outln!(
             "staged on every process as {}; `weir plugin promote {name} --registry {}` or `weir plugin abort {name} --registry {}`",
             rollout.describe(),
             request.registry,
             request.registry
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -160,10 +161,10 @@ pub fn promote(name: &str, registry: &RegistryAddress) -> anyhow::Result<ExitCod
     let (catalog, _) = read_catalog(registry, Some(Default::default()))?;
     let candidate = staged_candidate(&catalog, name, registry)?;
     block_on(async { Publisher::new(registry)?.promote(&candidate).await })?;
-    println!(
+    outln!(
         "plugin {name} promoted: every process of the fleet runs {}",
         candidate.version
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -176,10 +177,10 @@ pub fn abort(name: &str, reason: &str, registry: &RegistryAddress) -> anyhow::Re
         .heads()
         .get(name)
         .map_or("the fleet's version", |h| h.version.as_str());
-    println!(
+    outln!(
         "plugin {name}: candidate {} aborted on every process; {head} runs every record",
         candidate.version
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -251,7 +252,7 @@ pub fn rollback(
         target.version
     );
     block_on(async { Publisher::new(registry)?.roll_back_to(target).await })?;
-    println!(
+    outln!(
         "plugin {name}: the fleet rolls back from {} to {}{}",
         head.version,
         target.version,
@@ -260,7 +261,7 @@ pub fn rollback(
             .as_deref()
             .map(|l| format!(" ({l})"))
             .unwrap_or_default()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -314,25 +315,25 @@ pub fn prune(
     let doomed = catalog.prunable(name, keep, &in_use);
     let kept = catalog.versions()[name].len() - doomed.len();
     if doomed.is_empty() {
-        println!("plugin {name}: nothing to prune; {kept} versions kept");
+        outln!("plugin {name}: nothing to prune; {kept} versions kept")?;
         return Ok(ExitCode::SUCCESS);
     }
     if !dry_run {
         block_on(async { Publisher::new(registry)?.prune(&doomed).await })?;
     }
     let bytes: usize = doomed.iter().map(|v| v.size).sum();
-    println!(
+    outln!(
         "plugin {name}: {} {} versions ({} KiB), kept {kept}",
         if dry_run { "would prune" } else { "pruned" },
         doomed.len(),
         bytes.div_ceil(1024)
-    );
+    )?;
     for version in doomed {
-        println!(
+        outln!(
             "  {:<14} {}",
             version.version,
             version.label.as_deref().unwrap_or("-")
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -352,7 +353,10 @@ fn versions_in_use(name: &str, heartbeats: &[Heartbeat], now: u64) -> BTreeSet<S
 pub fn list(registry: &RegistryAddress) -> anyhow::Result<ExitCode> {
     let (catalog, _) = read_catalog(registry, Some(Default::default()))?;
     let heartbeats = read_heartbeats(registry)?;
-    print!("{}", render(&catalog, &heartbeats, now_millis()));
+    outln!(
+        "{}",
+        render(&catalog, &heartbeats, now_millis()).trim_end_matches('\n')
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

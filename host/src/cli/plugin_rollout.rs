@@ -1,6 +1,7 @@
 //! `weir plugin stage`, `promote`, `abort` and `diff`: staged rollouts of a running weir's
 //! plugins, through its admin API with its token like `weir plugin rollback`.
 
+use super::stdout::outln;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -120,37 +121,37 @@ pub fn stage(
     let info: RolloutInfo = serde_json::from_value(answer["staged"].clone())
         .context("the admin API's answer has no staged candidate")?;
     match &info.rollout {
-        Rollout::Shadow { every_nth_batch } => println!(
+        Rollout::Shadow { every_nth_batch } => outln!(
             "plugin {name}: candidate {} runs in shadow on every {every_nth_batch} batch(es); see `weir plugin diff {name}`",
             info.version
         ),
-        Rollout::Canary { partitions } => println!(
+        Rollout::Canary { partitions } => outln!(
             "plugin {name}: candidate {} takes partitions {}; `weir plugin promote {name}` or `weir plugin abort {name}`",
             info.version,
             join(partitions)
         ),
-    }
+    }?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Makes plugin `name`'s candidate its live version.
 pub fn promote(name: &str, admin: SocketAddr, token: &AdminTokenArgs) -> anyhow::Result<ExitCode> {
     let answer = call(admin, token, name, "promote", None)?;
-    println!(
+    outln!(
         "plugin {name} promoted: {} is live",
         answer["version"].as_str().unwrap_or("?")
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Drops plugin `name`'s candidate.
 pub fn abort(name: &str, admin: SocketAddr, token: &AdminTokenArgs) -> anyhow::Result<ExitCode> {
     let answer = call(admin, token, name, "abort", None)?;
-    println!(
+    outln!(
         "plugin {name}: candidate {} aborted; {} runs every record",
         answer["aborted"].as_str().unwrap_or("?"),
         answer["version"].as_str().unwrap_or("the live version")
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -160,12 +161,12 @@ pub fn diff(name: &str, admin: SocketAddr, token: &AdminTokenArgs) -> anyhow::Re
     let info: RolloutInfo = serde_json::from_value(answer["staged"].clone())
         .context("the admin API's answer has no staged candidate")?;
     let live = answer["live"].as_str().unwrap_or("?");
-    println!("plugin {name}: live {live}, candidate {}", info.version);
+    outln!("plugin {name}: live {live}, candidate {}", info.version)?;
     if let Some(canary) = &info.canary {
         if let Rollout::Canary { partitions } = &info.rollout {
-            println!("canary on partitions {}", join(partitions));
+            outln!("canary on partitions {}", join(partitions))?;
         }
-        println!(
+        outln!(
             "{} of its first {} records failed by its fault{}",
             canary.failed,
             canary.records,
@@ -174,27 +175,27 @@ pub fn diff(name: &str, admin: SocketAddr, token: &AdminTokenArgs) -> anyhow::Re
             } else {
                 ""
             }
-        );
+        )?;
     }
     if let Some(shadow) = &info.shadow {
-        println!(
+        outln!(
             "shadow: {} batches, {} records compared, {} differ ({:.2}%), {} failed in the candidate",
             shadow.batches,
             shadow.compared,
             shadow.differing,
             shadow.differing_share * 100.0,
             shadow.failed
-        );
+        )?;
         for sample in &shadow.samples {
-            println!("\n@ {}", sample.position);
-            println!(
+            outln!("\n@ {}", sample.position)?;
+            outln!(
                 "- live:      {}",
                 sample.live.replace('\n', "\n             ")
-            );
-            println!(
+            )?;
+            outln!(
                 "+ candidate: {}",
                 sample.candidate.replace('\n', "\n             ")
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -12,6 +12,7 @@
 //!
 //! Blank lines are skipped in both files.
 
+use super::stdout::{StdoutError, outln};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -245,15 +246,15 @@ pub fn test(request: &TestRequest) -> anyhow::Result<ExitCode> {
             text.push('\n');
         }
         write_atomically(&golden.expect, &text)?;
-        println!(
+        outln!(
             "wrote {} expectations to {}: review them (git diff) before committing",
             outcomes.len(),
             golden.expect.display()
-        );
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     let report = check(&runtime, &golden, request)?;
-    print_report(&golden, &report);
+    print_report(&golden, &report)?;
     Ok(if report.passed() {
         ExitCode::SUCCESS
     } else {
@@ -268,23 +269,23 @@ pub fn runtime() -> anyhow::Result<PluginRuntime> {
 }
 
 /// Prints the report: every mismatching record, then a summary line.
-pub fn print_report(golden: &Golden, report: &Report) {
+pub fn print_report(golden: &Golden, report: &Report) -> Result<(), StdoutError> {
     for mismatch in &report.mismatches {
-        println!("{mismatch}");
+        outln!("{mismatch}")?;
     }
     for problem in &report.problems {
-        println!("{problem}");
+        outln!("{problem}")?;
     }
     let differing = report.mismatches.len();
     if report.passed() {
-        println!(
+        outln!(
             "ok: {} records of {} match {}",
             report.records,
             golden.input.display(),
             golden.expect.display()
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "FAILED: {differing} of {} records differ from {}{}; after reviewing the change, `--update` rewrites it",
             report.records,
             golden.expect.display(),
@@ -293,8 +294,9 @@ pub fn print_report(golden: &Golden, report: &Report) {
             } else {
                 " (and the files do not line up)"
             }
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// Runs the golden test and compares with the expected file.

@@ -3,6 +3,7 @@
 //! source is the dead-letter destination (`weir::connectors::replay`), so batching, retries,
 //! dead letters and commits-after-acknowledgement are the pipeline's own.
 
+use super::stdout::outln;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -342,7 +343,7 @@ async fn dry_run(
                     continue;
                 }
                 if selected < show as u64 {
-                    println!("{}", describe(entry, &pass.config));
+                    outln!("{}", describe(entry, &pass.config))?;
                 }
                 selected += 1;
                 let text = |name| entry.header(name).unwrap_or("-").to_owned();
@@ -361,21 +362,21 @@ async fn dry_run(
             }
         }
     }
-    println!(
+    outln!(
         "dry run: would replay {selected} of {scanned} dead letter(s) in {} through pipeline `{}`",
         config.dead_letter.describe(),
         config.name
-    );
+    )?;
     for ((kind, plugin, version), count) in &by_reason {
-        println!("  {count:>8}  {kind}  plugin {plugin}  version {version}");
+        outln!("  {count:>8}  {kind}  plugin {plugin}  version {version}")?;
     }
     if excerpts > 0 {
-        println!(
+        outln!(
             "  {excerpts:>8}  keep only an excerpt of their record and cannot be replayed; the records are in the source at the coordinates in their headers"
-        );
+        )?;
     }
     if unknown_step > 0 {
-        println!("  {unknown_step:>8}  {UNKNOWN_STEP}");
+        outln!("  {unknown_step:>8}  {UNKNOWN_STEP}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! `weir run` and `weir validate`: load the pipeline file and the plugins it names, then run the
 //! pipelines (or only check that they could run).
 
+use super::stdout::outln;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -49,7 +50,7 @@ pub fn validate(
         .into_iter()
         .map(|slot| format!("{}@{}", slot.name, slot.current.version))
         .collect();
-    println!(
+    outln!(
         "{}: ok ({} pipeline(s); plugins: {})",
         file.display(),
         config.pipelines.len(),
@@ -58,7 +59,7 @@ pub fn validate(
         } else {
             plugins.join(", ")
         }
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
