@@ -208,7 +208,10 @@ pub(crate) async fn write_checkpoint(
 /// Locks the checkpoint at `path` (through `PATH.lock` beside it) for as long as the returned
 /// lock lives, before it is read: two readers on one checkpoint would each deliver every line
 /// and overwrite each other's position. `name` says whose checkpoint it is in errors.
-pub(crate) async fn lock_checkpoint(path: &Path, name: &str) -> Result<WriterLock, ConnectorError> {
+pub(crate) async fn lock_checkpoint(
+    path: &Path,
+    name: &str,
+) -> Result<Option<WriterLock>, ConnectorError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         tokio::fs::create_dir_all(parent).await.map_err(|e| {
             ConnectorError::fatal(
@@ -221,7 +224,7 @@ pub(crate) async fn lock_checkpoint(path: &Path, name: &str) -> Result<WriterLoc
     let locked = tokio::task::spawn_blocking(move || writer_lock::lock_beside(&owned))
         .await
         .map_err(|e| ConnectorError::fatal(name, format!("cannot lock it: {e}")))?;
-    locked.map_err(|e| match e {
+    writer_lock::unless_unsupported(locked.map(Some), name).map_err(|e| match e {
         held @ writer_lock::LockError::Held { .. } => ConnectorError::fatal(
             name,
             format!(

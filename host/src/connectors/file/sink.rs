@@ -115,10 +115,12 @@ impl FileSink {
             })?;
         }
         let (path, mode, fsync) = (config.path.clone(), config.mode, config.fsync);
-        let opened = tokio::task::spawn_blocking(move || open_locked(&path, mode, fsync))
-            .await
-            .map_err(|e| ConnectorError::fatal(&name, format!("cannot open the file: {e}")))?
-            .map_err(|e| e.into_connector_error(&name))?;
+        let connector = name.clone();
+        let opened =
+            tokio::task::spawn_blocking(move || open_locked(&path, mode, fsync, &connector))
+                .await
+                .map_err(|e| ConnectorError::fatal(&name, format!("cannot open the file: {e}")))?
+                .map_err(|e| e.into_connector_error(&name))?;
         if opened.dropped > 0 {
             tracing::warn!(
                 connector = %name,
@@ -264,7 +266,9 @@ impl FileSink {
                     .create(true)
                     .append(true)
                     .open(&self.path)?;
-                let lock = writer_lock::lock_file(&self.path).map_err(OpenError::Lock)?;
+                let lock =
+                    writer_lock::unless_unsupported(writer_lock::lock_file(&self.path), &self.name)
+                        .map_err(OpenError::Lock)?;
                 let metadata = file.metadata()?;
                 tracing::info!(
                     connector = %self.name,
@@ -328,7 +332,12 @@ impl OpenError {
 /// Opens (creating) the sink's file and locks it against other weir writers before touching
 /// what it holds: emptied in truncate mode, its torn last line dropped in append mode. Both
 /// would cut another writer's lines.
-fn open_locked(path: &Path, mode: WriteMode, fsync: bool) -> Result<Opened, OpenError> {
+fn open_locked(
+    path: &Path,
+    mode: WriteMode,
+    fsync: bool,
+    connector: &str,
+) -> Result<Opened, OpenError> {
     let mut options = std::fs::OpenOptions::new();
     options.create(true);
     match mode {
@@ -336,7 +345,8 @@ fn open_locked(path: &Path, mode: WriteMode, fsync: bool) -> Result<Opened, Open
         WriteMode::Truncate => options.write(true),
     };
     let file = options.open(path)?;
-    let lock = writer_lock::lock_file(path).map_err(OpenError::Lock)?;
+    let lock = writer_lock::unless_unsupported(writer_lock::lock_file(path), connector)
+        .map_err(OpenError::Lock)?;
     let regular = file.metadata()?.is_file();
     let dropped = match mode {
         WriteMode::Append => drop_torn_tail(path, fsync)?,

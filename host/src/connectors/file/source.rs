@@ -118,7 +118,8 @@ pub struct FileSource {
     fingerprint: Fingerprint,
     /// Records handed out and not yet committed; `None` without a checkpoint.
     handed: Option<Handed>,
-    /// Keeps other weir processes off the checkpoint; `None` without one.
+    /// Keeps other weir processes off the checkpoint; `None` without one (or where the
+    /// filesystem cannot lock).
     _checkpoint_lock: Option<WriterLock>,
     /// The path names another file now: the one being read is read to its end (its unterminated
     /// last line included), then the new one is opened.
@@ -228,10 +229,9 @@ impl FileSource {
             |e: std::io::Error| ConnectorError::transient(&name, format!("read failed: {e}"));
         let metadata = file.metadata().await.map_err(failed)?;
         let checkpoint_lock = match &config.checkpoint {
-            Some(checkpoint) => Some(
-                lock_checkpoint(checkpoint, &format!("checkpoint {}", checkpoint.display()))
-                    .await?,
-            ),
+            Some(checkpoint) => {
+                lock_checkpoint(checkpoint, &format!("checkpoint {}", checkpoint.display())).await?
+            }
             None => None,
         };
         let saved = match &config.checkpoint {

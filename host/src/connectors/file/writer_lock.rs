@@ -45,10 +45,10 @@ pub(crate) fn lock_file(path: &Path) -> Result<Option<WriterLock>, LockError> {
     if !std::fs::metadata(path).map_err(io)?.is_file() {
         return Ok(None);
     }
-    // Non-blocking, should the path have turned into a FIFO since: opening one to read would
-    // wait for a writer.
+    // Opened to append, which the writer may do anyway (a write-only file cannot be opened to
+    // read), and non-blocking, should the path have turned into a FIFO since.
     let file = OpenOptions::new()
-        .read(true)
+        .append(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(io)?;
@@ -72,6 +72,29 @@ pub(crate) fn lock_beside(path: &Path) -> Result<WriterLock, LockError> {
             source,
         })?;
     take(file, path, &locked)
+}
+
+/// A lock, or none where the filesystem cannot lock (`ENOLCK` on NFS without a lock daemon,
+/// `EOPNOTSUPP` on some FUSE filesystems): the file is then written as it was before weir locked
+/// files, with a warning that a second writer would go unnoticed. Another writer's lock stays
+/// an error.
+pub(crate) fn unless_unsupported(
+    locked: Result<Option<WriterLock>, LockError>,
+    connector: &str,
+) -> Result<Option<WriterLock>, LockError> {
+    match locked {
+        Ok(lock) => Ok(lock),
+        Err(LockError::Io { locked, source }) => {
+            tracing::warn!(
+                connector,
+                file = %locked.display(),
+                error = %source,
+                "Cannot lock the file here; a second weir process writing it would not be refused."
+            );
+            Ok(None)
+        }
+        Err(held) => Err(held),
+    }
 }
 
 /// The lock file [`lock_beside`] takes for `path`.
@@ -127,6 +150,25 @@ mod tests {
         assert!(refused.to_string().contains("in.offset.lock"), "{refused}");
         drop(held);
         lock_beside(&path).unwrap();
+    }
+
+    #[test]
+    fn a_filesystem_that_cannot_lock_loses_the_check_but_another_writer_is_still_refused() {
+        let cannot = Err(LockError::Io {
+            locked: PathBuf::from("out.jsonl"),
+            // ENOLCK, as NFS without a lock daemon answers.
+            source: std::io::Error::from_raw_os_error(libc::ENOLCK),
+        });
+        assert!(
+            unless_unsupported(cannot, "file sink out.jsonl")
+                .unwrap()
+                .is_none()
+        );
+        let held = Err(LockError::Held {
+            path: PathBuf::from("out.jsonl"),
+            locked: PathBuf::from("out.jsonl"),
+        });
+        assert!(unless_unsupported(held, "file sink out.jsonl").is_err());
     }
 
     #[test]

@@ -29,8 +29,9 @@ pub struct FileReader {
     stream: Arc<str>,
     reader: tokio::io::Take<BufReader<tokio::fs::File>>,
     checkpoint: PathBuf,
-    /// Keeps another `weir replay` of this file off the checkpoint.
-    _checkpoint_lock: WriterLock,
+    /// Keeps another `weir replay` of this file off the checkpoint (`None` where the
+    /// filesystem cannot lock).
+    _checkpoint_lock: Option<WriterLock>,
     /// The number of the line read last.
     line: i64,
     /// Non-empty lines between the checkpoint and the end at opening.
