@@ -26,35 +26,46 @@ fn pipeline(dir: &Path, out: &str, checkpoint: &str) -> String {
     )
 }
 
-fn start(dir: &Path, file: &str) -> Child {
-    weir()
-        .current_dir(dir)
-        .args(["run", file, "--no-admin", "--no-watch"])
-        .env("WEIR_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the weir binary runs")
+/// A `weir run` process, killed when dropped, so a failing assertion leaves none running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path, file: &str) -> Running {
+    Running(
+        weir()
+            .current_dir(dir)
+            .args(["run", file, "--no-admin", "--no-watch"])
+            .env("WEIR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the weir binary runs"),
+    )
 }
 
 /// Runs `file` in a second process, which must stop of itself; returns its log.
 async fn refused_run(dir: &Path, file: &str) -> String {
     let log_path = dir.join(format!("{file}.log"));
-    let mut second = weir()
-        .current_dir(dir)
-        .args(["run", file, "--no-admin", "--no-watch"])
-        .env("WEIR_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .expect("the weir binary runs");
-    let ended = wait_for_exit(&mut second).await;
+    let mut second = Running(
+        weir()
+            .current_dir(dir)
+            .args(["run", file, "--no-admin", "--no-watch"])
+            .env("WEIR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("the weir binary runs"),
+    );
+    let ended = wait_for_exit(&mut second.0).await;
     let log = std::fs::read_to_string(&log_path).unwrap();
-    let status = ended.unwrap_or_else(|| {
-        second.kill().unwrap();
-        second.wait().unwrap();
-        panic!("the second process of {file} went on running:\n{log}")
-    });
+    let status =
+        ended.unwrap_or_else(|| panic!("the second process of {file} went on running:\n{log}"));
     assert!(!status.success(), "{log}");
     log
 }
@@ -86,7 +97,7 @@ async fn a_second_process_is_refused_the_files_the_first_writes_and_the_first_go
         pipeline(dir.path(), "out.jsonl", "in.offset"),
     )
     .unwrap();
-    let mut first = start(dir.path(), "p.toml");
+    let first = start(dir.path(), "p.toml");
     wait_for(
         "the first process's output",
         Duration::from_secs(60),
@@ -141,8 +152,7 @@ async fn a_second_process_is_refused_the_files_the_first_writes_and_the_first_go
     assert_eq!(ns, (0..200).collect::<Vec<u64>>());
 
     // Once it is gone, the file is free.
-    first.kill().unwrap();
-    first.wait().unwrap();
+    drop(first);
     let second = std::cell::RefCell::new(start(dir.path(), "q.toml"));
     std::fs::OpenOptions::new()
         .append(true)
@@ -155,15 +165,13 @@ async fn a_second_process_is_refused_the_files_the_first_writes_and_the_first_go
         Duration::from_secs(60),
         || {
             std::fs::read_to_string(&other).is_ok_and(|text| text.contains("{\"n\":209}"))
-                || second.borrow_mut().try_wait().unwrap().is_some()
+                || second.borrow_mut().0.try_wait().unwrap().is_some()
         },
     )
     .await;
     let mut second = second.into_inner();
     assert!(
-        second.try_wait().unwrap().is_none(),
+        second.0.try_wait().unwrap().is_none(),
         "the second process stopped with the first gone"
     );
-    second.kill().unwrap();
-    second.wait().unwrap();
 }
