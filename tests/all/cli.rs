@@ -339,17 +339,11 @@ fn publish_refuses_a_manifest_that_is_not_a_regular_file_without_waiting_on_it()
         .spawn()
         .expect("the weir binary runs");
     // A generous guard against a hang; the refusal comes at once.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("weir plugin publish blocked reading the FIFO given as --manifest");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    let Some(status) = crate::support::exit_within(&mut child, std::time::Duration::from_secs(120))
+    else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("weir plugin publish blocked reading the FIFO given as --manifest");
     };
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();

@@ -345,19 +345,12 @@ async fn failing_run(dir: &Path, config: &str, needle: &str) -> String {
     std::fs::write(dir.join("p.toml"), config).unwrap();
     let running = start(dir, "p.toml", ENV);
     let mut child = running.child;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            child.kill().unwrap();
-            panic!(
-                "weir did not stop within 60 s:\n{}",
-                running.stderr.lock().unwrap()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let Some(status) = crate::support::exit_within(&mut child, Duration::from_secs(60)) else {
+        child.kill().unwrap();
+        panic!(
+            "weir did not stop within 60 s:\n{}",
+            running.stderr.lock().unwrap()
+        );
     };
     // The log is read by a thread that may still be catching up.
     let stderr = Arc::clone(&running.stderr);

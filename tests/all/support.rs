@@ -33,6 +33,24 @@ pub fn weir() -> Command {
     Command::new(env!("CARGO_BIN_EXE_weir"))
 }
 
+/// `child`'s exit status once it ends, or `None` if it still runs after `timeout` (looked at
+/// every 20 ms); the caller says what still running means, and stops it.
+pub fn exit_within(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("the child's status can be read") {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Runs `weir` with `args` in `dir`, returning its output.
 pub fn run_weir(dir: &Path, args: &[&str]) -> Output {
     weir()

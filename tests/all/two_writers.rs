@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use crate::support::{line_count, wait_for, weir};
+use crate::support::{exit_within, line_count, wait_for, weir};
 
 /// A followed file, checkpointed, into a file sink.
 fn pipeline(dir: &Path, out: &str, checkpoint: &str) -> String {
@@ -50,7 +50,7 @@ fn start(dir: &Path, file: &str) -> Running {
 }
 
 /// Runs `file` in a second process, which must stop of itself; returns its log.
-async fn refused_run(dir: &Path, file: &str) -> String {
+fn refused_run(dir: &Path, file: &str) -> String {
     let log_path = dir.join(format!("{file}.log"));
     let mut second = Running(
         weir()
@@ -62,26 +62,12 @@ async fn refused_run(dir: &Path, file: &str) -> String {
             .spawn()
             .expect("the weir binary runs"),
     );
-    let ended = wait_for_exit(&mut second.0).await;
+    let ended = exit_within(&mut second.0, Duration::from_secs(60));
     let log = std::fs::read_to_string(&log_path).unwrap();
     let status =
         ended.unwrap_or_else(|| panic!("the second process of {file} went on running:\n{log}"));
     assert!(!status.success(), "{log}");
     log
-}
-
-/// The child's exit status once it ends, `None` if it still runs after a minute.
-async fn wait_for_exit(child: &mut Child) -> Option<std::process::ExitStatus> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if tokio::time::Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -106,7 +92,7 @@ async fn a_second_process_is_refused_the_files_the_first_writes_and_the_first_go
     .await;
 
     // The same file run again: its sink would write the first's file.
-    let log = refused_run(dir.path(), "p.toml").await;
+    let log = refused_run(dir.path(), "p.toml");
     assert!(
         log.contains("out.jsonl is being written by another weir process"),
         "{log}"
@@ -118,7 +104,7 @@ async fn a_second_process_is_refused_the_files_the_first_writes_and_the_first_go
         pipeline(dir.path(), "other.jsonl", "in.offset"),
     )
     .unwrap();
-    let log = refused_run(dir.path(), "q.toml").await;
+    let log = refused_run(dir.path(), "q.toml");
     assert!(
         log.contains("in.offset is being written by another weir process"),
         "{log}"
