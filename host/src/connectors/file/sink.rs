@@ -309,6 +309,12 @@ enum OpenError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Lock(writer_lock::LockError),
+    /// The torn last line of an appended file could not be looked for or dropped.
+    #[error("cannot check the file's last line: {0}")]
+    CheckLastLine(#[source] std::io::Error),
+    /// A file opened with `mode = "truncate"` could not be emptied.
+    #[error("cannot empty the file (mode = \"truncate\"): {0}")]
+    Empty(#[source] std::io::Error),
 }
 
 impl OpenError {
@@ -324,6 +330,9 @@ impl OpenError {
             OpenError::Lock(other) => ConnectorError::fatal(name, other.to_string()),
             OpenError::Io(e) => {
                 ConnectorError::fatal(name, format!("cannot open for writing: {e}"))
+            }
+            repair @ (OpenError::CheckLastLine(_) | OpenError::Empty(_)) => {
+                ConnectorError::fatal(name, repair.to_string())
             }
         }
     }
@@ -349,10 +358,10 @@ fn open_locked(
         .map_err(OpenError::Lock)?;
     let regular = file.metadata()?.is_file();
     let dropped = match mode {
-        WriteMode::Append => drop_torn_tail(path, fsync)?,
+        WriteMode::Append => drop_torn_tail(path, fsync).map_err(OpenError::CheckLastLine)?,
         WriteMode::Truncate => {
             if regular {
-                file.set_len(0)?;
+                file.set_len(0).map_err(OpenError::Empty)?;
             }
             0
         }
