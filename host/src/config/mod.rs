@@ -29,6 +29,17 @@ pub enum ConfigError {
         /// The IO error.
         source: std::io::Error,
     },
+    /// The file is longer than any pipeline file needs to be (a device or a wrong path, such as
+    /// a data file given in its place).
+    #[error(
+        "{file}: the pipeline file is larger than {} MiB; give the path of a pipeline file \
+         (TOML), not of data",
+        MAX_PIPELINE_FILE_BYTES >> 20
+    )]
+    TooLarge {
+        /// The file.
+        file: PathBuf,
+    },
     /// The file is not valid TOML or does not match the schema.
     #[error("{file}: {message}")]
     Parse {
@@ -48,6 +59,9 @@ pub enum ConfigError {
         message: String,
     },
 }
+
+/// Longest pipeline file read, in bytes: hundreds of pipelines fit in a fraction of it.
+pub const MAX_PIPELINE_FILE_BYTES: u64 = 4 << 20;
 
 /// A pipeline file: one or more `[[pipeline]]` tables, run together.
 #[derive(Debug, Clone, Deserialize)]
@@ -348,11 +362,25 @@ fn default_memory_mib() -> usize {
 
 impl PipelineFile {
     /// Reads, parses, substitutes `${VAR}` in string values, and validates a pipeline file.
+    /// A file is read up to [`MAX_PIPELINE_FILE_BYTES`]: `/dev/zero` or a data file given by
+    /// mistake stops with an error instead of filling memory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        use std::io::Read;
+        let read_error = |source| ConfigError::Read {
             file: path.to_owned(),
             source,
-        })?;
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .map_err(read_error)?
+            .take(MAX_PIPELINE_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(read_error)?;
+        if text.len() as u64 > MAX_PIPELINE_FILE_BYTES {
+            return Err(ConfigError::TooLarge {
+                file: path.to_owned(),
+            });
+        }
         Self::parse(path, &text)
     }
 

@@ -712,3 +712,36 @@ fn a_file_written_twice_or_read_and_written_by_one_pipeline_is_refused() {
     let message = parse(&looped).unwrap_err().to_string();
     assert!(message.contains("its own output"), "{message}");
 }
+
+#[test]
+fn a_file_past_the_bound_is_refused_naming_it_and_one_at_the_bound_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let padded = |total: u64| {
+        let mut text = VALID.to_owned();
+        text.push('#');
+        text.push_str(&" ".repeat(total as usize - text.len() - 1));
+        text.push('\n');
+        assert_eq!(text.len() as u64, total);
+        text
+    };
+    let at_bound = dir.path().join("at.toml");
+    std::fs::write(&at_bound, padded(MAX_PIPELINE_FILE_BYTES)).unwrap();
+    assert_eq!(PipelineFile::load(&at_bound).unwrap().pipelines.len(), 1);
+
+    let past_bound = dir.path().join("past.toml");
+    std::fs::write(&past_bound, padded(MAX_PIPELINE_FILE_BYTES + 1)).unwrap();
+    let error = PipelineFile::load(&past_bound).unwrap_err();
+    assert!(matches!(error, ConfigError::TooLarge { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!("{}:", past_bound.display()))
+            && message.contains("larger than 4 MiB"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_endless_device_is_refused_at_the_bound() {
+    let error = PipelineFile::load(Path::new("/dev/zero")).unwrap_err();
+    assert!(matches!(error, ConfigError::TooLarge { .. }), "{error}");
+}
