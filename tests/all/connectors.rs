@@ -603,6 +603,71 @@ async fn cassandra_dead_letters_values_the_server_refuses_and_writes_the_rest() 
     assert_eq!(ids, ["a", "c"]);
 }
 
+/// A `topics` entry starting with `^` subscribes to every topic it matches: the two that exist at
+/// start, and one created while the pipeline runs (found at the next metadata refresh), but not
+/// one beside them that it does not match. A canary's share counts the partitions of the topics
+/// the pattern matches.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kafka_source_pattern_reads_every_topic_it_matches_and_one_created_later() {
+    use weir::config::PipelineFile;
+    let brokers = kafka_brokers();
+    let prefix = unique("pattern");
+    let topic = |suffix: &str| format!("{prefix}{suffix}");
+    crate::services::create_topic(&brokers, &topic(".a"), 3).await;
+    crate::services::create_topic(&brokers, &topic(".b"), 1).await;
+    crate::services::create_topic(&brokers, &topic("_skipped"), 1).await;
+    produce(&brokers, &topic(".a"), 0..50).await;
+    produce(&brokers, &topic(".b"), 50..100).await;
+    produce(&brokers, &topic("_skipped"), 1000..1010).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let toml = format!(
+        r#"
+        [[pipeline]]
+        name = "kafka-pattern"
+        source = {{ type = "kafka", brokers = "{brokers}", topics = ['^{prefix}\.'], group = "{group}", offset_reset = "earliest", properties = {{ "topic.metadata.refresh.interval.ms" = "500" }} }}
+        sink = {{ type = "file", path = "{out}" }}
+        dead_letter = {{ type = "file", path = "{dir}/dlq.jsonl" }}
+        batch = {{ size = 50, linger_ms = 20 }}
+        "#,
+        group = unique("group"),
+        out = out.display(),
+        dir = dir.path().display()
+    );
+    let file = PipelineFile::parse(Path::new("pattern.toml"), &toml).unwrap();
+    assert_eq!(
+        file.pipelines[0].source.spec().partition_count().unwrap(),
+        3,
+        "the largest partition count among {prefix}.a (3) and {prefix}.b (1)"
+    );
+
+    let late = {
+        let (brokers, topic, out) = (brokers.clone(), topic(".late"), out.clone());
+        tokio::spawn(async move {
+            wait_for(
+                "the existing topics' records",
+                Duration::from_secs(120),
+                || line_count(&out) >= 100,
+            )
+            .await;
+            crate::services::create_topic(&brokers, &topic, 1).await;
+            produce(&brokers, &topic, 100..120).await;
+        })
+    };
+    run_until(&toml, || line_count(&out) >= 120).await;
+    late.await.unwrap();
+    let mut ns: Vec<u64> = read_json_lines(&out)
+        .iter()
+        .map(|r| r["n"].as_u64().unwrap())
+        .collect();
+    ns.sort();
+    assert_eq!(
+        ns,
+        (0..120).collect::<Vec<_>>(),
+        "each record of {prefix}.a, .b and .late once, none of {prefix}_skipped"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_source_with_offset_reset_latest_skips_what_came_before_it() {
     let (brokers, topic) = topic_holding("latest", 0..50).await;

@@ -745,3 +745,31 @@ fn an_endless_device_is_refused_at_the_bound() {
     let error = PipelineFile::load(Path::new("/dev/zero")).unwrap_err();
     assert!(matches!(error, ConfigError::TooLarge { .. }), "{error}");
 }
+
+#[test]
+fn a_kafka_source_topic_entry_names_its_index_when_it_is_neither_a_name_nor_a_pattern() {
+    let with_topics = |topics: &str| {
+        VALID.replace(
+            "source = { type = \"generate\", count = 5 }",
+            &format!(
+                "source = {{ type = \"kafka\", brokers = \"b\", topics = {topics}, group = \"g\" }}"
+            ),
+        )
+    };
+    assert!(parse(&with_topics(r#"["users", '^orders-(eu|us)\.']"#)).is_ok());
+    let message = parse(&with_topics(r#"["users", "^orders-["]"#))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("`pipeline[0].source.topics[1]`")
+            && message.contains("not a valid pattern"),
+        "{message}"
+    );
+    let message = parse(&with_topics(r#"["orders-*"]"#))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("`pipeline[0].source.topics[0]`") && message.contains("`^orders-*`"),
+        "{message}"
+    );
+}

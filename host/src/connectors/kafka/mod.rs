@@ -16,9 +16,10 @@ pub mod rebootstrap;
 pub(crate) mod refused_property;
 mod sink;
 mod source;
+mod topics;
 mod unfinished;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -38,6 +39,7 @@ impl SourceSpec for KafkaSourceConfig {
 
     async fn build(&self) -> Result<Box<dyn Source>, ConnectorError> {
         probe(self.describe(), &self.brokers, &self.properties).await?;
+        self.report_pattern_matches().await;
         Ok(Box::new(KafkaSource::open(self)?))
     }
 
@@ -45,8 +47,24 @@ impl SourceSpec for KafkaSourceConfig {
         format!("kafka topics {}", self.topics.join(","))
     }
 
-    /// The largest partition count among the topics (partition numbers are shared by them).
+    /// The largest partition count among the topics (partition numbers are shared by them),
+    /// those its patterns match now included.
     fn partition_count(&self) -> Result<u32, ConnectorError> {
+        let largest = self
+            .subscribed_topics()?
+            .iter()
+            .map(|(_, partitions)| *partitions)
+            .max()
+            .unwrap_or(0);
+        Ok(u32::try_from(largest).unwrap_or(u32::MAX))
+    }
+}
+
+impl KafkaSourceConfig {
+    /// The topics the source subscribes to that exist now, with their partition counts: each
+    /// named one, and every topic a pattern matches (one metadata request for all topics).
+    /// Blocks on the network.
+    fn subscribed_topics(&self) -> Result<Vec<(String, usize)>, ConnectorError> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let consumer: BaseConsumer = client_config(&self.brokers, &self.properties)
             .create()
@@ -57,27 +75,66 @@ impl SourceSpec for KafkaSourceConfig {
                     e,
                 )
             })?;
-        let mut largest = 0;
-        for topic in &self.topics {
+        let requests: Vec<Option<&str>> = if self.topics.iter().any(|t| topics::is_pattern(t)) {
+            vec![None]
+        } else {
+            self.topics.iter().map(|t| Some(t.as_str())).collect()
+        };
+        let mut found = Vec::new();
+        for request in requests {
             let metadata = consumer
-                .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+                .fetch_metadata(request, METADATA_TIMEOUT)
                 .map_err(|e| {
                     ConnectorError::transient(
                         self.describe(),
-                        format!("cannot read topic {topic}'s metadata"),
+                        format!(
+                            "cannot read {}'s metadata",
+                            request.map_or("the cluster".into(), |t| format!("topic {t}"))
+                        ),
                     )
                     .caused_by(e)
                 })?;
-            let count = metadata
-                .topics()
-                .iter()
-                .filter(|t| t.name() == topic && t.error().is_none())
-                .map(|t| t.partitions().len())
-                .max()
-                .unwrap_or(0);
-            largest = largest.max(u32::try_from(count).unwrap_or(u32::MAX));
+            let existing = metadata.topics().iter().filter(|t| t.error().is_none());
+            let names = topics::subscribed(&self.topics, existing.clone().map(|t| t.name()))
+                .map_err(|reason| ConnectorError::fatal(self.describe(), reason))?;
+            found.extend(
+                existing
+                    .filter(|t| names.contains(&t.name()))
+                    .map(|t| (t.name().to_owned(), t.partitions().len())),
+            );
         }
-        Ok(largest)
+        Ok(found)
+    }
+
+    /// Logs the topics the source's patterns match at start, so that what a pattern reads is
+    /// on record (a pattern that matches none is reported by the consumer, as a missing topic).
+    async fn report_pattern_matches(&self) {
+        if !self.topics.iter().any(|t| topics::is_pattern(t)) {
+            return;
+        }
+        let config = self.clone();
+        let found = tokio::task::spawn_blocking(move || config.subscribed_topics()).await;
+        let patterns = self
+            .topics
+            .iter()
+            .filter(|t| topics::is_pattern(t))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(",");
+        match found {
+            Ok(Ok(found)) => tracing::info!(
+                source = %self.describe(),
+                %patterns,
+                topics = %found.iter().map(|(name, _)| name.as_str()).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(","),
+                "Topics subscribed through patterns."
+            ),
+            Ok(Err(error)) => tracing::debug!(
+                source = %self.describe(),
+                error = %error,
+                "Could not list the topics the source's patterns match."
+            ),
+            Err(error) => tracing::debug!(error = %error, "The pattern report's task failed."),
+        }
     }
 }
 

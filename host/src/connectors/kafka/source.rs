@@ -46,7 +46,10 @@ pub enum OffsetReset {
 pub struct KafkaSourceConfig {
     /// Bootstrap servers, comma-separated.
     pub brokers: String,
-    /// Topics to consume.
+    /// Topics to consume: names, or patterns starting with `^` (POSIX extended regular
+    /// expressions, as librdkafka reads them) that subscribe to every topic they match, those
+    /// created later too once the client's metadata refresh sees them
+    /// (`topic.metadata.refresh.interval.ms` in `properties`, 300000 by default).
     pub topics: Vec<String>,
     /// The consumer group; committed offsets always take precedence, so a restart resumes.
     pub group: String,
@@ -157,6 +160,11 @@ impl KafkaSourceConfig {
         }
         if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
             return Err(("topics".into(), "must list at least one topic".into()));
+        }
+        for (index, entry) in self.topics.iter().enumerate() {
+            if let Some(problem) = super::topics::problem(entry) {
+                return Err((format!("topics[{index}]"), problem));
+            }
         }
         if self.group.trim().is_empty() {
             return Err(("group".into(), "must name a consumer group".into()));
@@ -826,6 +834,14 @@ fn consume_failure(name: &str, subscription: &Subscription, error: KafkaError) -
                 "not authorized to use consumer group `{group}`: grant this principal READ on group {group}, or fix the credentials in the source's `properties`"
             ),
         ),
+        Some(Code::UnknownTopicOrPartition | Code::UnknownTopic) if topics.contains('^') => {
+            ConnectorError::transient(
+                name,
+                format!(
+                    "a pattern of `topics` ({topics}) matches no topic yet, or a topic it names does not exist: create one, or fix `topics`; the source reads a new topic once the client's metadata refresh sees it (`topic.metadata.refresh.interval.ms` in `properties`, 5 minutes by default)"
+                ),
+            )
+        }
         Some(Code::UnknownTopicOrPartition | Code::UnknownTopic) => ConnectorError::transient(
             name,
             format!(
