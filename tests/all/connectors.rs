@@ -726,6 +726,128 @@ async fn kafka_source_with_offset_reset_latest_skips_what_came_before_it() {
     }
 }
 
+/// Every native type but counter and duration is written from its JSON or CQL text form, and
+/// reads back through Cassandra's own `toJson` as the record wrote it: integers of each width,
+/// a varint past 64 bits and a decimal past a double's digits (both from text, exactly), a
+/// float, a date, a time to the nanosecond, IPv4 and IPv6 addresses and a blob. A value no type
+/// reading takes is a dead letter naming its column; a field absent stays unset.
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_native_types_are_written_as_cassandra_reads_them_back() {
+    let nodes = cassandra_nodes();
+    let keyspace = unique("weir_natives");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        [
+            r#"{"id":"a","t":-128,"s":32767,"v":"18446744073709551616","d":"0.1000000000000000000000000001","f":1.5,"day":"2024-02-29","at":"01:00:00.000000001","ip":"2001:db8::1","raw":"0xCAFE"}"#,
+            r#"{"id":"b","v":-129,"d":12.50,"ip":"192.168.0.1","raw":"0x"}"#,
+            r#"{"id":"c","day":"2024-02-30"}"#,
+            r#"{"id":"d","raw":"cafe"}"#,
+            r#"{"id":"e","t":128}"#,
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    let dlq = dir.path().join("dlq.jsonl");
+    let report = run_to_end(&format!(
+        r#"
+        [[pipeline]]
+        name = "natives"
+        source = {{ type = "file", path = "{input}" }}
+        dead_letter = {{ type = "file", path = "{dlq}" }}
+        [pipeline.sink]
+        type = "cassandra"
+        nodes = ["{nodes}"]
+        keyspace = "{keyspace}"
+        table = "natives"
+        consistency = "one"
+        create = {{ primary_key = ["id"], columns = {{ id = "text", t = "tinyint", s = "smallint", v = "varint", d = "decimal", f = "float", day = "date", at = "time", ip = "inet", raw = "blob" }} }}
+        "#,
+        input = input.display(),
+        dlq = dlq.display()
+    ))
+    .await;
+    assert_eq!(
+        (report.records_in, report.records_out, report.dead_lettered),
+        (5, 2, 3)
+    );
+    let reasons: Vec<String> = read_json_lines(&dlq)
+        .iter()
+        .map(|d| d["headers"]["weir.error"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        reasons[0].contains("`day`") && reasons[0].contains("YYYY-MM-DD"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("`raw`") && reasons[1].contains("0x and hex digits"),
+        "{reasons:?}"
+    );
+    assert!(reasons[2].contains("`t`"), "{reasons:?}");
+
+    let session = cassandra_session().await;
+    let rows = session
+        .query_unpaged(
+            format!(
+                "SELECT id, toJson(t), toJson(s), toJson(v), toJson(d), toJson(f), toJson(day), toJson(at), toJson(ip), toJson(raw) FROM {keyspace}.natives"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+    );
+    let mut stored: Vec<Row> = rows.rows::<Row>().unwrap().map(Result::unwrap).collect();
+    stored.sort();
+    let row = |values: [&str; 10]| -> Row {
+        let [id, t, s, v, d, f, day, at, ip, raw] = values.map(str::to_owned);
+        (id, t, s, v, d, f, day, at, ip, raw)
+    };
+    assert_eq!(
+        stored,
+        [
+            row([
+                "a",
+                "-128",
+                "32767",
+                "18446744073709551616",
+                "0.1000000000000000000000000001",
+                "1.5",
+                "\"2024-02-29\"",
+                "\"01:00:00.000000001\"",
+                "\"2001:db8:0:0:0:0:0:1\"",
+                "\"0xcafe\"",
+            ]),
+            row([
+                "b",
+                "null",
+                "null",
+                "-129",
+                "12.5",
+                "null",
+                "null",
+                "null",
+                "\"192.168.0.1\"",
+                "\"0x\"",
+            ]),
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cassandra_columns_take_values_from_the_json_fields_they_name() {
     let nodes = cassandra_nodes();

@@ -1,18 +1,22 @@
 //! JSON values to CQL values for the column types the sink supports, with an error that names
 //! the column, its type and what the record held, and what a field absent from the record binds
-//! to (unset by default, so an earlier write's value stays).
+//! to (unset by default, so an earlier write's value stays). Values are read as Cassandra's own
+//! `INSERT ... JSON` reads them where it can: dates, times, addresses and blobs from their CQL
+//! text forms, `varint` and `decimal` from numbers or from text, exactly.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
-use chrono::DateTime;
+use chrono::{DateTime, NaiveDate, NaiveTime, Timelike};
 use scylla::frame::response::result::{ColumnType as CqlType, NativeType};
 use scylla::serialize::SerializationError;
 use scylla::serialize::value::SerializeValue;
 use scylla::serialize::writers::{CellWriter, WrittenCellProof};
-use scylla::value::{CqlTimestamp, CqlTimeuuid};
+use scylla::value::{CqlDate, CqlDecimal, CqlTime, CqlTimestamp, CqlTimeuuid, CqlVarint};
 use serde::Deserialize;
 use serde_json::Number;
 
+use super::numbers;
 use crate::connectors::fields::Leaf;
 
 /// What a column gets when its field is absent from the record.
@@ -32,35 +36,78 @@ pub enum Missing {
 pub enum ColumnType {
     /// text, varchar, ascii
     Text,
+    /// tinyint
+    TinyInt,
+    /// smallint
+    SmallInt,
     /// int
     Int,
     /// bigint
     BigInt,
+    /// varint: from an integer, or from text of digits (any length up to 1,000 digits)
+    Varint,
     /// boolean
     Boolean,
     /// timestamp: from RFC 3339 text or epoch milliseconds
     Timestamp,
+    /// date: from `YYYY-MM-DD` text
+    Date,
+    /// time: from `HH:MM:SS` text with up to nine digits of fraction
+    Time,
     /// uuid, timeuuid: from text
     Uuid,
+    /// float: from a number within its range (rounded to the nearest float)
+    Float,
     /// double
     Double,
+    /// decimal: from a number (up to 15 significant digits survive JSON's reading as a
+    /// double), or exactly from text such as `"12.50"`
+    Decimal,
+    /// inet: from IPv4 or IPv6 text
+    Inet,
+    /// blob: from `0x` and hex digits, as CQL writes a blob
+    Blob,
 }
+
+/// The types [`ColumnType::parse`] takes, for messages.
+pub const SUPPORTED_TYPES: &str = "text, varchar, ascii, tinyint, smallint, int, bigint, varint, boolean, timestamp, date, time, uuid, timeuuid, float, double, decimal, inet, blob";
 
 impl ColumnType {
     /// Parses the type name in `system_schema.columns`; `None` for unsupported types.
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
             "text" | "varchar" | "ascii" => ColumnType::Text,
+            "tinyint" => ColumnType::TinyInt,
+            "smallint" => ColumnType::SmallInt,
             "int" => ColumnType::Int,
             "bigint" => ColumnType::BigInt,
+            "varint" => ColumnType::Varint,
             "boolean" => ColumnType::Boolean,
             "timestamp" => ColumnType::Timestamp,
+            "date" => ColumnType::Date,
+            "time" => ColumnType::Time,
             "uuid" | "timeuuid" => ColumnType::Uuid,
+            "float" => ColumnType::Float,
             "double" => ColumnType::Double,
+            "decimal" => ColumnType::Decimal,
+            "inet" => ColumnType::Inet,
+            "blob" => ColumnType::Blob,
             _ => return None,
         })
     }
+
+    /// Why a column of the type `name` cannot be written, in words for the error that stops
+    /// the sink.
+    pub fn unsupported(name: &str) -> String {
+        if name == "counter" {
+            return "a counter column is changed by UPDATE ... SET c = c + n, which an INSERT cannot do: write counters with another tool, or keep them in a table of their own".into();
+        }
+        format!("the sink writes {SUPPORTED_TYPES}")
+    }
 }
+
+/// The days CQL's `date` counts from: 2^31 is 1970-01-01.
+const DATE_EPOCH: i64 = 1 << 31;
 
 /// One bound value of an INSERT: unset (the stored value stays), null, or a value, its text
 /// borrowed from the record it was read from.
@@ -72,18 +119,36 @@ pub enum Cell<'a> {
     Null,
     /// text, varchar, ascii
     Text(Cow<'a, str>),
+    /// tinyint
+    TinyInt(i8),
+    /// smallint
+    SmallInt(i16),
     /// int
     Int(i32),
     /// bigint
     BigInt(i64),
+    /// varint: two's-complement big-endian bytes
+    Varint(Vec<u8>),
     /// boolean
     Boolean(bool),
     /// timestamp, in milliseconds since the epoch
     Timestamp(i64),
+    /// date, in days where 2^31 is the epoch
+    Date(u32),
+    /// time, in nanoseconds since midnight
+    Time(i64),
     /// uuid or timeuuid, as the column is declared
     Uuid(uuid::Uuid),
+    /// float
+    Float(f32),
     /// double
     Double(f64),
+    /// decimal: the unscaled integer and the scale
+    Decimal(numbers::Scaled),
+    /// inet
+    Inet(IpAddr),
+    /// blob
+    Blob(Vec<u8>),
 }
 
 impl Cell<'_> {
@@ -93,27 +158,49 @@ impl Cell<'_> {
             Cell::Text(text) => Cell::Text(Cow::Owned(text.into_owned())),
             Cell::Unset => Cell::Unset,
             Cell::Null => Cell::Null,
+            Cell::TinyInt(n) => Cell::TinyInt(n),
+            Cell::SmallInt(n) => Cell::SmallInt(n),
             Cell::Int(n) => Cell::Int(n),
             Cell::BigInt(n) => Cell::BigInt(n),
+            Cell::Varint(bytes) => Cell::Varint(bytes),
             Cell::Boolean(flag) => Cell::Boolean(flag),
             Cell::Timestamp(ms) => Cell::Timestamp(ms),
+            Cell::Date(days) => Cell::Date(days),
+            Cell::Time(nanos) => Cell::Time(nanos),
             Cell::Uuid(id) => Cell::Uuid(id),
+            Cell::Float(x) => Cell::Float(x),
             Cell::Double(x) => Cell::Double(x),
+            Cell::Decimal(scaled) => Cell::Decimal(scaled),
+            Cell::Inet(address) => Cell::Inet(address),
+            Cell::Blob(bytes) => Cell::Blob(bytes),
         }
     }
 
     /// Calls `use_bytes` with the value's bytes as the request carries them (the CQL encoding of
-    /// its type), without copying text or allocating; `None` for unset and null, which have
-    /// none. A partition key's token is computed from these bytes.
+    /// its type), without copying text or allocating (but for a decimal's scale and digits);
+    /// `None` for unset and null, which have none. A partition key's token is computed from
+    /// these bytes.
     pub fn with_wire_bytes<R>(&self, use_bytes: impl FnOnce(&[u8]) -> R) -> Option<R> {
         Some(match self {
             Cell::Unset | Cell::Null => return None,
             Cell::Text(text) => use_bytes(text.as_bytes()),
+            Cell::TinyInt(n) => use_bytes(&n.to_be_bytes()),
+            Cell::SmallInt(n) => use_bytes(&n.to_be_bytes()),
             Cell::Int(n) => use_bytes(&n.to_be_bytes()),
-            Cell::BigInt(n) | Cell::Timestamp(n) => use_bytes(&n.to_be_bytes()),
+            Cell::BigInt(n) | Cell::Timestamp(n) | Cell::Time(n) => use_bytes(&n.to_be_bytes()),
+            Cell::Varint(bytes) | Cell::Blob(bytes) => use_bytes(bytes),
             Cell::Boolean(flag) => use_bytes(&[u8::from(*flag)]),
+            Cell::Date(days) => use_bytes(&days.to_be_bytes()),
             Cell::Uuid(id) => use_bytes(id.as_bytes()),
+            Cell::Float(x) => use_bytes(&x.to_be_bytes()),
             Cell::Double(x) => use_bytes(&x.to_be_bytes()),
+            Cell::Decimal(scaled) => {
+                let mut bytes = scaled.scale.to_be_bytes().to_vec();
+                bytes.extend_from_slice(&scaled.unscaled);
+                use_bytes(&bytes)
+            }
+            Cell::Inet(IpAddr::V4(address)) => use_bytes(&address.octets()),
+            Cell::Inet(IpAddr::V6(address)) => use_bytes(&address.octets()),
         })
     }
 
@@ -122,10 +209,15 @@ impl Cell<'_> {
         match self {
             Cell::Unset | Cell::Null => 0,
             Cell::Text(text) => text.len(),
-            Cell::Boolean(_) => 1,
-            Cell::Int(_) => 4,
-            Cell::BigInt(_) | Cell::Double(_) | Cell::Timestamp(_) => 8,
+            Cell::Boolean(_) | Cell::TinyInt(_) => 1,
+            Cell::SmallInt(_) => 2,
+            Cell::Int(_) | Cell::Date(_) | Cell::Float(_) => 4,
+            Cell::BigInt(_) | Cell::Double(_) | Cell::Timestamp(_) | Cell::Time(_) => 8,
             Cell::Uuid(_) => 16,
+            Cell::Varint(bytes) | Cell::Blob(bytes) => bytes.len(),
+            Cell::Decimal(scaled) => 4 + scaled.unscaled.len(),
+            Cell::Inet(IpAddr::V4(_)) => 4,
+            Cell::Inet(IpAddr::V6(_)) => 16,
         }
     }
 }
@@ -141,15 +233,29 @@ impl SerializeValue for Cell<'_> {
             Cell::Unset => Ok(writer.set_unset()),
             Cell::Null => Ok(writer.set_null()),
             Cell::Text(text) => <str as SerializeValue>::serialize(text, typ, writer),
+            Cell::TinyInt(n) => n.serialize(typ, writer),
+            Cell::SmallInt(n) => n.serialize(typ, writer),
             Cell::Int(n) => n.serialize(typ, writer),
             Cell::BigInt(n) => n.serialize(typ, writer),
+            Cell::Varint(bytes) => {
+                CqlVarint::from_signed_bytes_be_slice(bytes).serialize(typ, writer)
+            }
             Cell::Boolean(flag) => flag.serialize(typ, writer),
             Cell::Timestamp(ms) => CqlTimestamp(*ms).serialize(typ, writer),
+            Cell::Date(days) => CqlDate(*days).serialize(typ, writer),
+            Cell::Time(nanos) => CqlTime(*nanos).serialize(typ, writer),
             Cell::Uuid(id) if matches!(typ, CqlType::Native(NativeType::Timeuuid)) => {
                 CqlTimeuuid::from(*id).serialize(typ, writer)
             }
             Cell::Uuid(id) => id.serialize(typ, writer),
+            Cell::Float(x) => x.serialize(typ, writer),
             Cell::Double(x) => x.serialize(typ, writer),
+            Cell::Decimal(scaled) => {
+                CqlDecimal::from_signed_be_bytes_slice_and_exponent(&scaled.unscaled, scaled.scale)
+                    .serialize(typ, writer)
+            }
+            Cell::Inet(address) => address.serialize(typ, writer),
+            Cell::Blob(bytes) => bytes.as_slice().serialize(typ, writer),
         }
     }
 }
@@ -174,14 +280,43 @@ pub fn to_cell<'a>(
         Leaf::Number(number) => Some(number),
         _ => None,
     };
+    let text = match &value {
+        Leaf::Text(text) => Some(text.as_ref()),
+        _ => None,
+    };
+    let unparsed = |why: String| format!("{}: {why}", mismatch(&value));
     let converted = match kind {
         ColumnType::Text => None,
+        ColumnType::TinyInt => number
+            .and_then(Number::as_i64)
+            .and_then(|n| i8::try_from(n).ok())
+            .map(Cell::TinyInt),
+        ColumnType::SmallInt => number
+            .and_then(Number::as_i64)
+            .and_then(|n| i16::try_from(n).ok())
+            .map(Cell::SmallInt),
         ColumnType::Int => number
             .and_then(Number::as_i64)
             .and_then(|n| i32::try_from(n).ok())
             .map(Cell::Int),
         ColumnType::BigInt => number.and_then(Number::as_i64).map(Cell::BigInt),
+        ColumnType::Varint => match (number, text) {
+            (Some(number), _) if number.is_i64() || number.is_u64() => {
+                numbers::integer(&number.to_string()).map(Cell::Varint)
+            }
+            (_, Some(text)) => numbers::integer(text).map(Cell::Varint),
+            _ => None,
+        },
+        ColumnType::Float => number.and_then(Number::as_f64).and_then(|x| {
+            let narrowed = x as f32;
+            narrowed.is_finite().then_some(Cell::Float(narrowed))
+        }),
         ColumnType::Double => number.and_then(Number::as_f64).map(Cell::Double),
+        ColumnType::Decimal => match (number, text) {
+            (Some(number), _) => numbers::decimal(&number.to_string()).map(Cell::Decimal),
+            (_, Some(text)) => numbers::decimal(text).map(Cell::Decimal),
+            _ => None,
+        },
         ColumnType::Boolean => match &value {
             Leaf::Bool(flag) => Some(Cell::Boolean(*flag)),
             _ => None,
@@ -191,13 +326,52 @@ pub fn to_cell<'a>(
             Leaf::Text(text) => {
                 return DateTime::parse_from_rfc3339(text)
                     .map(|at| Cell::Timestamp(at.timestamp_millis()))
-                    .map_err(|e| format!("{}: {e}", mismatch(&value)));
+                    .map_err(|e| unparsed(e.to_string()));
             }
             _ => None,
         },
-        ColumnType::Uuid => match &value {
-            Leaf::Text(text) => uuid::Uuid::parse_str(text).ok().map(Cell::Uuid),
-            _ => None,
+        ColumnType::Date => match text {
+            Some(text) => {
+                let date = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                    .map_err(|e| unparsed(format!("{e} (write YYYY-MM-DD)")))?;
+                let days = date
+                    .signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default())
+                    .num_days();
+                u32::try_from(days + DATE_EPOCH).ok().map(Cell::Date)
+            }
+            None => None,
+        },
+        ColumnType::Time => match text {
+            Some(text) => {
+                let time = NaiveTime::parse_from_str(text, "%H:%M:%S%.f")
+                    .map_err(|e| unparsed(format!("{e} (write HH:MM:SS or HH:MM:SS.fffffffff)")))?;
+                // chrono reads a leap second as a nanosecond count past one second.
+                (time.nanosecond() < 1_000_000_000).then(|| {
+                    Cell::Time(
+                        i64::from(time.num_seconds_from_midnight()) * 1_000_000_000
+                            + i64::from(time.nanosecond()),
+                    )
+                })
+            }
+            None => None,
+        },
+        ColumnType::Uuid => text
+            .and_then(|text| uuid::Uuid::parse_str(text).ok())
+            .map(Cell::Uuid),
+        ColumnType::Inet => text
+            .and_then(|text| text.parse::<IpAddr>().ok())
+            .map(Cell::Inet),
+        ColumnType::Blob => match text {
+            Some(text) => {
+                let digits = text
+                    .strip_prefix("0x")
+                    .or_else(|| text.strip_prefix("0X"))
+                    .ok_or_else(|| unparsed("a blob is written as 0x and hex digits".into()))?;
+                Some(Cell::Blob(
+                    hex::decode(digits).map_err(|e| unparsed(e.to_string()))?,
+                ))
+            }
+            None => None,
         },
     };
     converted.ok_or_else(|| mismatch(&value))
@@ -250,6 +424,20 @@ mod tests {
             (Cell::Uuid(time_id), NativeType::Timeuuid),
             (Cell::Double(2.5), NativeType::Double),
             (Cell::Double(-0.0), NativeType::Double),
+            (Cell::TinyInt(-3), NativeType::TinyInt),
+            (Cell::SmallInt(-300), NativeType::SmallInt),
+            (Cell::Varint(vec![0xff, 0x00]), NativeType::Varint),
+            (Cell::Date(DATE_EPOCH as u32 + 3), NativeType::Date),
+            (Cell::Time(3_600_000_000_001), NativeType::Time),
+            (Cell::Float(-1.25), NativeType::Float),
+            (
+                Cell::Decimal(numbers::decimal("-12.50").unwrap()),
+                NativeType::Decimal,
+            ),
+            (Cell::Inet("10.0.0.1".parse().unwrap()), NativeType::Inet),
+            (Cell::Inet("2001:db8::1".parse().unwrap()), NativeType::Inet),
+            (Cell::Blob(vec![0xca, 0xfe]), NativeType::Blob),
+            (Cell::Blob(Vec::new()), NativeType::Blob),
         ];
         for (cell, native) in cases {
             // The driver writes a 4-byte length, then the value.
@@ -319,6 +507,85 @@ mod tests {
     }
 
     #[test]
+    fn converts_the_other_native_types_from_their_cql_text_forms() {
+        assert_eq!(ok(ColumnType::TinyInt, "-128"), Cell::TinyInt(-128));
+        assert_eq!(ok(ColumnType::SmallInt, "32767"), Cell::SmallInt(32767));
+        assert_eq!(ok(ColumnType::Float, "1.5"), Cell::Float(1.5));
+        assert_eq!(ok(ColumnType::Float, "7"), Cell::Float(7.0));
+        assert_eq!(
+            ok(ColumnType::Varint, "-129"),
+            Cell::Varint(vec![0xff, 0x7f])
+        );
+        assert_eq!(
+            ok(ColumnType::Varint, r#""18446744073709551616""#),
+            Cell::Varint(vec![0x01, 0, 0, 0, 0, 0, 0, 0, 0])
+        );
+        let decimal = |text: &str| Cell::Decimal(numbers::decimal(text).unwrap());
+        assert_eq!(ok(ColumnType::Decimal, "12.5"), decimal("12.5"));
+        assert_eq!(ok(ColumnType::Decimal, "3"), decimal("3"));
+        assert_eq!(
+            ok(ColumnType::Decimal, r#""0.1000000000000000000000000001""#),
+            decimal("0.1000000000000000000000000001")
+        );
+        assert_eq!(
+            ok(ColumnType::Date, r#""1970-01-04""#),
+            Cell::Date(DATE_EPOCH as u32 + 3)
+        );
+        assert_eq!(
+            ok(ColumnType::Date, r#""1969-12-31""#),
+            Cell::Date(DATE_EPOCH as u32 - 1)
+        );
+        assert_eq!(
+            ok(ColumnType::Time, r#""01:00:00.000000001""#),
+            Cell::Time(3_600_000_000_001)
+        );
+        assert_eq!(
+            ok(ColumnType::Time, r#""23:59:59""#),
+            Cell::Time(86_399_000_000_000)
+        );
+        assert_eq!(
+            ok(ColumnType::Inet, r#""192.168.0.1""#),
+            Cell::Inet("192.168.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            ok(ColumnType::Inet, r#""::1""#),
+            Cell::Inet("::1".parse().unwrap())
+        );
+        assert_eq!(
+            ok(ColumnType::Blob, r#""0xCAfe""#),
+            Cell::Blob(vec![0xca, 0xfe])
+        );
+        assert_eq!(ok(ColumnType::Blob, r#""0x""#), Cell::Blob(Vec::new()));
+        for (kind, json, shown) in [
+            (ColumnType::TinyInt, "128", "128"),
+            (ColumnType::SmallInt, "-32769", "-32769"),
+            (ColumnType::Float, "1e39", "1e+39"),
+            (ColumnType::Varint, "1.5", "1.5"),
+            (ColumnType::Varint, r#""12a""#, r#""12a""#),
+            (ColumnType::Decimal, r#""twelve""#, r#""twelve""#),
+            (ColumnType::Decimal, "true", "true"),
+            (ColumnType::Date, r#""2024-02-30""#, "YYYY-MM-DD"),
+            (ColumnType::Date, "19000", "19000"),
+            (ColumnType::Time, r#""25:00:00""#, "HH:MM:SS"),
+            (ColumnType::Time, r#""23:59:60""#, r#""23:59:60""#),
+            (ColumnType::Inet, r#""localhost""#, r#""localhost""#),
+            (ColumnType::Blob, r#""cafe""#, "0x and hex digits"),
+            (ColumnType::Blob, r#""0xcaf""#, r#""0xcaf""#),
+        ] {
+            let error = bound(kind, json, Missing::Unset).unwrap_err();
+            assert!(
+                error.contains("`dob`") && error.contains(shown),
+                "{kind:?} {json}: {error}"
+            );
+        }
+        for name in SUPPORTED_TYPES.split(", ") {
+            assert!(ColumnType::parse(name).is_some(), "{name}");
+        }
+        assert!(ColumnType::unsupported("counter").contains("UPDATE"));
+        assert!(ColumnType::unsupported("duration").contains("decimal, inet, blob"));
+    }
+
+    #[test]
     fn text_borrows_the_record_unless_it_holds_escapes() {
         let bytes = br#"{"plain": "abc", "escaped": "a\u0062c"}"#;
         let paths = [FieldPath::parse("plain"), FieldPath::parse("escaped")];
@@ -382,6 +649,18 @@ mod tests {
             (Cell::Timestamp(1500), native(NativeType::Timestamp)),
             (Cell::Uuid(id), native(NativeType::Uuid)),
             (Cell::Uuid(id), native(NativeType::Timeuuid)),
+            (Cell::TinyInt(1), native(NativeType::TinyInt)),
+            (Cell::SmallInt(1), native(NativeType::SmallInt)),
+            (Cell::Varint(vec![1, 0]), native(NativeType::Varint)),
+            (Cell::Date(1), native(NativeType::Date)),
+            (Cell::Time(1), native(NativeType::Time)),
+            (Cell::Float(0.5), native(NativeType::Float)),
+            (
+                Cell::Decimal(numbers::decimal("1.5").unwrap()),
+                native(NativeType::Decimal),
+            ),
+            (Cell::Inet("::1".parse().unwrap()), native(NativeType::Inet)),
+            (Cell::Blob(vec![1, 2, 3]), native(NativeType::Blob)),
         ];
         for (cell, typ) in &cases {
             let bytes = serialised(cell, typ).unwrap();

@@ -216,7 +216,8 @@ impl CassandraSinkConfig {
                 return Err((
                     format!("create.columns.{column}"),
                     format!(
-                        "type `{kind}` is not supported; use text, int, bigint, boolean, timestamp, uuid or double"
+                        "type `{kind}` is not supported: {}",
+                        ColumnType::unsupported(kind)
                     ),
                 ));
             }

@@ -7,6 +7,7 @@
 mod classify;
 mod columns;
 mod config;
+mod numbers;
 mod requests;
 mod session;
 mod sink;
@@ -21,6 +22,7 @@ pub use config::{
     CassandraSinkConfig, CreateTable, DEFAULT_MAX_MUTATION_BYTES, DEFAULT_REQUEST_BYTES,
     DEFAULT_ROWS_PER_REQUEST, WriteConsistency,
 };
+pub use numbers::Scaled;
 pub use requests::{Owners, group_by_replicas, partition_token, send};
 pub use session::unlogged_batches;
 pub use sink::CassandraSink;

@@ -171,7 +171,10 @@ pub(super) async fn connect(
         let kind = ColumnType::parse(&declared).ok_or_else(|| {
             ConnectorError::fatal(
                 sink,
-                format!("column `{name}` has type `{declared}`, which the sink cannot write; supported: text, int, bigint, boolean, timestamp, uuid, double"),
+                format!(
+                    "column `{name}` has type `{declared}`, which the sink cannot write: {}",
+                    ColumnType::unsupported(&declared)
+                ),
             )
         })?;
         columns.push(Column {

@@ -226,6 +226,9 @@ fn suspects(columns: &[Column], values: &[Cell]) -> Vec<String> {
             Cell::Text(text) if column.primary_key && text.is_empty() => {
                 Some(format!("primary key column `{}` is empty", column.name))
             }
+            Cell::Blob(bytes) if column.primary_key && bytes.is_empty() => {
+                Some(format!("primary key column `{}` is empty", column.name))
+            }
             _ => None,
         })
         .chain(size)
