@@ -418,6 +418,52 @@ async fn the_sinks_partition_token_is_the_drivers_for_every_key_type_and_composi
         ),
         ("tu", "timeuuid", vec![Cell::Uuid(time_id)]),
         ("d", "double", vec![Cell::Double(2.5), Cell::Double(-0.0)]),
+        ("ti", "tinyint", vec![Cell::TinyInt(-128), Cell::TinyInt(7)]),
+        ("si", "smallint", vec![Cell::SmallInt(-300)]),
+        (
+            "vi",
+            "varint",
+            vec![
+                Cell::Varint(vec![0x00, 0xff]),
+                Cell::Varint(vec![0xff, 0x7f]),
+                Cell::Varint(vec![0x01, 0, 0, 0, 0, 0, 0, 0, 0]),
+            ],
+        ),
+        ("fl", "float", vec![Cell::Float(1.5), Cell::Float(-0.25)]),
+        (
+            "de",
+            "decimal",
+            vec![Cell::Decimal(weir::connectors::cassandra::Scaled {
+                unscaled: vec![0x04, 0xe2],
+                scale: 2,
+            })],
+        ),
+        ("da", "date", vec![Cell::Date((1 << 31) + 19_000)]),
+        ("tm", "time", vec![Cell::Time(3_600_000_000_001)]),
+        (
+            "ip",
+            "inet",
+            vec![
+                Cell::Inet("10.0.0.1".parse().unwrap()),
+                Cell::Inet("2001:db8::1".parse().unwrap()),
+            ],
+        ),
+        ("bl", "blob", vec![Cell::Blob(vec![0xca, 0xfe])]),
+        (
+            "fli",
+            "frozen<list<int>>",
+            vec![Cell::List(vec![Cell::Int(1), Cell::Int(2)])],
+        ),
+        (
+            "fse",
+            "frozen<set<text>>",
+            vec![Cell::List(vec![text("a"), text("b")])],
+        ),
+        (
+            "fma",
+            "frozen<map<text, bigint>>",
+            vec![Cell::Map(vec![(text("k"), Cell::BigInt(5))])],
+        ),
     ];
     let mut compared = 0;
     for (column, kind, values) in &types {
@@ -495,7 +541,7 @@ async fn the_sinks_partition_token_is_the_drivers_for_every_key_type_and_composi
         .await
         .unwrap();
     assert_eq!(partition_token(&single, &row), None);
-    assert_eq!(compared, 20);
+    assert_eq!(compared, 37);
 }
 
 /// `partition_token` of `row` is a token, and the one the driver computes from the whole row;

@@ -848,6 +848,119 @@ async fn cassandra_native_types_are_written_as_cassandra_reads_them_back() {
     );
 }
 
+/// Lists, sets and maps of native types are written from arrays and objects and read back
+/// through Cassandra's `toJson` as the records held them: a set once per item, a map with keys
+/// of another type than text read from their text, a frozen list as the partition key. An item
+/// of the wrong type is a dead letter naming the column and the item; a column mapped inside a
+/// collection column's field stops the sink at start, naming both.
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_collections_are_written_from_arrays_and_objects() {
+    let nodes = cassandra_nodes();
+    let keyspace = unique("weir_collections");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        [
+            r#"{"id":[1,2],"tags":["b","a","b"],"scores":{"x":1,"y":-2},"days":["2024-01-02","1999-12-31"],"by_id":{"7":true}}"#,
+            r#"{"id":[3],"tags":[],"scores":{}}"#,
+            r#"{"id":[4],"days":["2024-01-02","yesterday"]}"#,
+            r#"{"id":[5],"scores":{"x":"one"}}"#,
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    let dlq = dir.path().join("dlq.jsonl");
+    let toml = |extra: &str| {
+        format!(
+            r#"
+            [[pipeline]]
+            name = "collections"
+            source = {{ type = "file", path = "{input}" }}
+            dead_letter = {{ type = "file", path = "{dlq}" }}
+            [pipeline.sink]
+            type = "cassandra"
+            nodes = ["{nodes}"]
+            keyspace = "{keyspace}"
+            table = "bags"
+            consistency = "one"
+            {extra}
+            create = {{ primary_key = ["id"], columns = {{ id = "frozen<list<int>>", tags = "set<text>", scores = "map<text, bigint>", days = "list<date>", by_id = "map<int, boolean>", first = "text" }} }}
+            "#,
+            input = input.display(),
+            dlq = dlq.display()
+        )
+    };
+    let report = run_to_end(&toml("")).await;
+    assert_eq!(
+        (report.records_in, report.records_out, report.dead_lettered),
+        (4, 2, 2)
+    );
+    let reasons: Vec<String> = read_json_lines(&dlq)
+        .iter()
+        .map(|d| d["headers"]["weir.error"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        reasons[0].contains("`days`") && reasons[0].contains("item 1"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("`scores`") && reasons[1].contains(r#"key "x""#),
+        "{reasons:?}"
+    );
+
+    let session = cassandra_session().await;
+    let rows = session
+        .query_unpaged(
+            format!(
+                "SELECT toJson(id), toJson(tags), toJson(scores), toJson(days), toJson(by_id) FROM {keyspace}.bags"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    let mut stored: Vec<(String, String, String, String, String)> = rows
+        .rows::<(String, String, String, String, String)>()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    stored.sort();
+    let row = |values: [&str; 5]| {
+        let [id, tags, scores, days, by_id] = values.map(str::to_owned);
+        (id, tags, scores, days, by_id)
+    };
+    assert_eq!(
+        stored,
+        [
+            row([
+                "[1, 2]",
+                r#"["a", "b"]"#,
+                r#"{"x": 1, "y": -2}"#,
+                r#"["2024-01-02", "1999-12-31"]"#,
+                r#"{"7": true}"#,
+            ]),
+            // Cassandra stores an empty collection as no value at all.
+            row(["[3]", "null", "null", "null", "null"]),
+        ]
+    );
+
+    let error = outcome_within(
+        &toml(r#"columns = { first = "tags.0" }"#),
+        Duration::from_secs(120),
+    )
+    .await
+    .expect("the sink stops at start")
+    .expect_err("a column inside a collection's field is refused")
+    .to_string();
+    assert!(
+        error.contains("column `first`") && error.contains("collection column `tags`"),
+        "{error}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cassandra_columns_take_values_from_the_json_fields_they_name() {
     let nodes = cassandra_nodes();

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Timelike};
-use scylla::frame::response::result::{ColumnType as CqlType, NativeType};
+use scylla::frame::response::result::{CollectionType, ColumnType as CqlType, NativeType};
 use scylla::serialize::SerializationError;
 use scylla::serialize::value::SerializeValue;
 use scylla::serialize::writers::{CellWriter, WrittenCellProof};
@@ -102,7 +102,65 @@ impl ColumnType {
         if name == "counter" {
             return "a counter column is changed by UPDATE ... SET c = c + n, which an INSERT cannot do: write counters with another tool, or keep them in a table of their own".into();
         }
-        format!("the sink writes {SUPPORTED_TYPES}")
+        format!(
+            "the sink writes {SUPPORTED_TYPES}, and lists, sets and maps of them (frozen or not)"
+        )
+    }
+}
+
+/// A column's type as the sink writes it: a native type, or a list, set or map of native types
+/// (frozen or not), from a JSON array or object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// A native type.
+    Native(ColumnType),
+    /// `list<T>`: from an array, its items in order.
+    List(ColumnType),
+    /// `set<T>`: from an array; an item given twice is written once.
+    Set(ColumnType),
+    /// `map<K, V>`: from an object, each key read as a K from its text (`"1"` for an int key);
+    /// a key given twice counts the last time.
+    Map(ColumnType, ColumnType),
+}
+
+impl ColumnKind {
+    /// Parses the type name in `system_schema.columns` (`int`, `list<text>`,
+    /// `frozen<map<text, int>>`); `None` for unsupported types, nested collections among them.
+    pub fn parse(name: &str) -> Option<Self> {
+        let name = name.trim();
+        let inside = |prefix: &str| {
+            name.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix('>'))
+                .map(str::trim)
+        };
+        if let Some(frozen) = inside("frozen<") {
+            return ColumnKind::parse(frozen);
+        }
+        if let Some(item) = inside("list<") {
+            return ColumnType::parse(item).map(ColumnKind::List);
+        }
+        if let Some(item) = inside("set<") {
+            return ColumnType::parse(item).map(ColumnKind::Set);
+        }
+        if let Some(entry) = inside("map<") {
+            let (key, value) = entry.split_once(',')?;
+            return Some(ColumnKind::Map(
+                ColumnType::parse(key.trim())?,
+                ColumnType::parse(value.trim())?,
+            ));
+        }
+        ColumnType::parse(name).map(ColumnKind::Native)
+    }
+
+    /// Whether the column's field is read with its items or entries.
+    pub fn reads_items(self) -> bool {
+        !matches!(self, ColumnKind::Native(_))
+    }
+}
+
+impl From<ColumnType> for ColumnKind {
+    fn from(native: ColumnType) -> Self {
+        ColumnKind::Native(native)
     }
 }
 
@@ -149,6 +207,10 @@ pub enum Cell<'a> {
     Inet(IpAddr),
     /// blob
     Blob(Vec<u8>),
+    /// list or set, as the column is declared
+    List(Vec<Cell<'a>>),
+    /// map
+    Map(Vec<(Cell<'a>, Cell<'a>)>),
 }
 
 impl Cell<'_> {
@@ -173,6 +235,13 @@ impl Cell<'_> {
             Cell::Decimal(scaled) => Cell::Decimal(scaled),
             Cell::Inet(address) => Cell::Inet(address),
             Cell::Blob(bytes) => Cell::Blob(bytes),
+            Cell::List(items) => Cell::List(items.into_iter().map(Cell::into_owned).collect()),
+            Cell::Map(entries) => Cell::Map(
+                entries
+                    .into_iter()
+                    .map(|(key, value)| (key.into_owned(), value.into_owned()))
+                    .collect(),
+            ),
         }
     }
 
@@ -201,6 +270,11 @@ impl Cell<'_> {
             }
             Cell::Inet(IpAddr::V4(address)) => use_bytes(&address.octets()),
             Cell::Inet(IpAddr::V6(address)) => use_bytes(&address.octets()),
+            Cell::List(items) => use_bytes(&collection_bytes(items.len(), &mut items.iter())),
+            Cell::Map(entries) => use_bytes(&collection_bytes(
+                entries.len(),
+                &mut entries.iter().flat_map(|(key, value)| [key, value]),
+            )),
         })
     }
 
@@ -218,8 +292,35 @@ impl Cell<'_> {
             Cell::Decimal(scaled) => 4 + scaled.unscaled.len(),
             Cell::Inet(IpAddr::V4(_)) => 4,
             Cell::Inet(IpAddr::V6(_)) => 16,
+            Cell::List(items) => 4 + items.iter().map(|item| 4 + item.bytes()).sum::<usize>(),
+            Cell::Map(entries) => {
+                4 + entries
+                    .iter()
+                    .map(|(key, value)| 8 + key.bytes() + value.bytes())
+                    .sum::<usize>()
+            }
         }
     }
+}
+
+/// A collection as CQL encodes it: the count of elements (a map's entries), then each element
+/// (a map's key and value in turn) with its 4-byte length.
+/// (A `dyn` iterator: a generic one would instantiate [`Cell::with_wire_bytes`] without end.)
+fn collection_bytes<'c, 'a: 'c>(
+    count: usize,
+    elements: &mut dyn Iterator<Item = &'c Cell<'a>>,
+) -> Vec<u8> {
+    let mut bytes = i32::try_from(count)
+        .unwrap_or(i32::MAX)
+        .to_be_bytes()
+        .to_vec();
+    for element in elements {
+        element.with_wire_bytes(|value| {
+            bytes.extend_from_slice(&i32::try_from(value.len()).unwrap_or(i32::MAX).to_be_bytes());
+            bytes.extend_from_slice(value);
+        });
+    }
+    bytes
 }
 
 /// Each value is checked against the column's declared type by the driver's own serialisers.
@@ -256,20 +357,116 @@ impl SerializeValue for Cell<'_> {
             }
             Cell::Inet(address) => address.serialize(typ, writer),
             Cell::Blob(bytes) => bytes.as_slice().serialize(typ, writer),
+            Cell::List(items) => items.serialize(typ, writer),
+            Cell::Map(entries) => serialize_map(entries, typ, writer),
         }
     }
 }
 
+/// A map's entries serialised for a `map<K, V>` column, each key and value by its own type.
+fn serialize_map<'b>(
+    entries: &[(Cell, Cell)],
+    typ: &CqlType,
+    writer: CellWriter<'b>,
+) -> Result<WrittenCellProof<'b>, SerializationError> {
+    let CqlType::Collection {
+        typ: CollectionType::Map(key_type, value_type),
+        ..
+    } = typ
+    else {
+        return Err(SerializationError::new(NotAMap(format!("{typ:?}"))));
+    };
+    let mut builder = writer.into_value_builder();
+    let count = i32::try_from(entries.len())
+        .map_err(|_| SerializationError::new(NotAMap("a map of over 2^31 entries".into())))?;
+    builder.append_bytes(&count.to_be_bytes());
+    for (key, value) in entries {
+        key.serialize(key_type, builder.make_sub_writer())?;
+        value.serialize(value_type, builder.make_sub_writer())?;
+    }
+    builder.finish().map_err(SerializationError::new)
+}
+
+/// A map value bound to a column that does not take one.
+#[derive(Debug, thiserror::Error)]
+#[error("a map cannot be written as {0}")]
+struct NotAMap(String);
+
 /// Converts one field for `column`: null for an absent or null field.
 pub fn to_cell<'a>(
     column: &str,
-    kind: ColumnType,
+    kind: impl Into<ColumnKind>,
     value: Option<Leaf<'a>>,
 ) -> Result<Cell<'a>, String> {
     let value = match value {
         None | Some(Leaf::Null) => return Ok(Cell::Null),
         Some(value) => value,
     };
+    let kind = kind.into();
+    let mismatch = |value: &Leaf| format!("column `{column}` ({kind:?}) cannot hold {value}");
+    let item = |at: String, item_type: ColumnType, leaf: Leaf<'a>| match leaf {
+        Leaf::Null => Err(format!(
+            "column `{column}` ({kind:?}) cannot hold null at {at}: a collection holds no nulls"
+        )),
+        leaf => native_cell(column, item_type, leaf).map_err(|e| format!("{e} (at {at})")),
+    };
+    match (kind, value) {
+        (ColumnKind::Native(native), value) => native_cell(column, native, value),
+        (ColumnKind::List(item_type), Leaf::Items(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(at, leaf)| item(format!("item {at}"), item_type, leaf))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Cell::List),
+        (ColumnKind::Set(item_type), Leaf::Items(items)) => {
+            let mut seen = std::collections::HashSet::new();
+            let mut kept = Vec::with_capacity(items.len());
+            for (at, leaf) in items.into_iter().enumerate() {
+                let cell = item(format!("item {at}"), item_type, leaf)?;
+                if cell.with_wire_bytes(|bytes| seen.insert(bytes.to_vec())) == Some(true) {
+                    kept.push(cell);
+                }
+            }
+            Ok(Cell::List(kept))
+        }
+        (ColumnKind::Map(key_type, value_type), Leaf::Entries(entries)) => {
+            let mut at_key = std::collections::HashMap::new();
+            let mut kept: Vec<(Cell, Cell)> = Vec::with_capacity(entries.len());
+            for (key, leaf) in entries {
+                let at = format!("key {}", serde_json::Value::from(key.as_ref()));
+                let key_cell = item(at.clone(), key_type, key_leaf(key_type, key))?;
+                let value_cell = item(at, value_type, leaf)?;
+                let bytes = key_cell.with_wire_bytes(<[u8]>::to_vec).unwrap_or_default();
+                match at_key.get(&bytes) {
+                    Some(&index) => kept[index] = (key_cell, value_cell),
+                    None => {
+                        at_key.insert(bytes, kept.len());
+                        kept.push((key_cell, value_cell));
+                    }
+                }
+            }
+            Ok(Cell::Map(kept))
+        }
+        (_, value) => Err(mismatch(&value)),
+    }
+}
+
+/// A map key's text as the leaf its type reads: itself for text, else the JSON scalar it
+/// spells when it spells one (`"1"` an integer, `"true"` a boolean), as Cassandra reads a
+/// JSON map's keys.
+fn key_leaf(key_type: ColumnType, key: Cow<'_, str>) -> Leaf<'_> {
+    if key_type == ColumnType::Text {
+        return Leaf::Text(key);
+    }
+    match serde_json::from_str::<serde_json::Value>(&key) {
+        Ok(serde_json::Value::Number(number)) => Leaf::Number(number),
+        Ok(serde_json::Value::Bool(flag)) => Leaf::Bool(flag),
+        _ => Leaf::Text(key),
+    }
+}
+
+/// Converts a present, non-null field for a column of a native type.
+fn native_cell<'a>(column: &str, kind: ColumnType, value: Leaf<'a>) -> Result<Cell<'a>, String> {
     let mismatch = |value: &Leaf| format!("column `{column}` ({kind:?}) cannot hold {value}");
     if kind == ColumnType::Text && matches!(value, Leaf::Text(_) | Leaf::Number(_) | Leaf::Bool(_))
     {
@@ -381,7 +578,7 @@ pub fn to_cell<'a>(
 /// when the record holds JSON `null`, and as `missing` says when the field is absent.
 pub fn bind_field<'a>(
     column: &str,
-    kind: ColumnType,
+    kind: impl Into<ColumnKind>,
     value: Option<Leaf<'a>>,
     missing: Missing,
 ) -> Result<Cell<'a>, String> {
@@ -583,6 +780,198 @@ mod tests {
         }
         assert!(ColumnType::unsupported("counter").contains("UPDATE"));
         assert!(ColumnType::unsupported("duration").contains("decimal, inet, blob"));
+    }
+
+    /// Field `v` of `{"v": JSON}` read as a column of `kind` reads it, collections with items.
+    fn collection(kind: ColumnKind, json: &str) -> Result<Cell<'static>, String> {
+        let document = format!(r#"{{"v": {json}}}"#);
+        let path = FieldPath::parse("v");
+        let mut found = FieldSet::with_items([(&path, kind.reads_items())])
+            .read(document.as_bytes())
+            .unwrap();
+        to_cell("tags", kind, found.remove(0)).map(Cell::into_owned)
+    }
+
+    #[test]
+    fn collection_types_parse_as_system_schema_writes_them() {
+        use ColumnKind::{List, Map, Native, Set};
+        assert_eq!(ColumnKind::parse("int"), Some(Native(ColumnType::Int)));
+        assert_eq!(
+            ColumnKind::parse("list<text>"),
+            Some(List(ColumnType::Text))
+        );
+        assert_eq!(
+            ColumnKind::parse("frozen<set<uuid>>"),
+            Some(Set(ColumnType::Uuid))
+        );
+        assert_eq!(
+            ColumnKind::parse("map<text, int>"),
+            Some(Map(ColumnType::Text, ColumnType::Int))
+        );
+        for unsupported in [
+            "list<frozen<list<int>>>",
+            "map<text, frozen<set<int>>>",
+            "frozen<address>",
+            "tuple<int, text>",
+            "counter",
+            "map<text>",
+            "list<>",
+        ] {
+            assert_eq!(ColumnKind::parse(unsupported), None, "{unsupported}");
+        }
+    }
+
+    #[test]
+    fn lists_sets_and_maps_are_read_from_arrays_and_objects() {
+        use ColumnKind::{List, Map, Set};
+        let text = |t: &str| Cell::Text(t.to_owned().into());
+        assert_eq!(
+            collection(List(ColumnType::Text), r#"["b", "a", "b", 7]"#),
+            Ok(Cell::List(vec![text("b"), text("a"), text("b"), text("7")]))
+        );
+        assert_eq!(
+            collection(Set(ColumnType::Int), "[3, 1, 3]"),
+            Ok(Cell::List(vec![Cell::Int(3), Cell::Int(1)])),
+            "an item given twice is written once"
+        );
+        assert_eq!(
+            collection(
+                Map(ColumnType::Text, ColumnType::Double),
+                r#"{"x": 1.5, "y": 2, "x": 3}"#
+            ),
+            Ok(Cell::Map(vec![
+                (text("x"), Cell::Double(3.0)),
+                (text("y"), Cell::Double(2.0)),
+            ])),
+            "a key given twice counts the last time"
+        );
+        assert_eq!(
+            collection(
+                Map(ColumnType::Int, ColumnType::Date),
+                r#"{"1": "1970-01-02", "-7": "1970-01-03"}"#
+            ),
+            Ok(Cell::Map(vec![
+                (Cell::Int(1), Cell::Date(DATE_EPOCH as u32 + 1)),
+                (Cell::Int(-7), Cell::Date(DATE_EPOCH as u32 + 2)),
+            ])),
+            "an int key read from its text"
+        );
+        assert_eq!(
+            collection(
+                Map(ColumnType::Uuid, ColumnType::Boolean),
+                r#"{"0f9c6f0e-5d0b-4b8f-9a57-6a1c0a2b9e11": true}"#
+            ),
+            Ok(Cell::Map(vec![(
+                Cell::Uuid(uuid::Uuid::parse_str("0f9c6f0e-5d0b-4b8f-9a57-6a1c0a2b9e11").unwrap()),
+                Cell::Boolean(true)
+            )]))
+        );
+        assert_eq!(
+            collection(List(ColumnType::Int), "[]"),
+            Ok(Cell::List(Vec::new()))
+        );
+        assert_eq!(collection(List(ColumnType::Int), "null"), Ok(Cell::Null));
+        for (kind, json, shown) in [
+            (List(ColumnType::Int), r#"[1, "two"]"#, r#"item 1"#),
+            (List(ColumnType::Int), "[1, null]", "holds no nulls"),
+            (Set(ColumnType::Text), "[[1]]", "an array (at item 0)"),
+            (List(ColumnType::Text), r#""a,b""#, r#"cannot hold "a,b""#),
+            (
+                Map(ColumnType::Int, ColumnType::Text),
+                r#"{"one": "x"}"#,
+                r#"key "one""#,
+            ),
+            (
+                Map(ColumnType::Text, ColumnType::Int),
+                r#"{"a": "x"}"#,
+                r#"key "a""#,
+            ),
+            (
+                Map(ColumnType::Text, ColumnType::Int),
+                "[1]",
+                "cannot hold an array",
+            ),
+            (
+                List(ColumnType::Int),
+                r#"{"a": 1}"#,
+                "cannot hold an object",
+            ),
+        ] {
+            let error = collection(kind, json).unwrap_err();
+            assert!(
+                error.contains("`tags`") && error.contains(shown),
+                "{kind:?} {json}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn collections_serialise_and_give_their_wire_bytes_as_the_driver_does() {
+        use scylla::frame::response::result::CollectionType;
+        let list = |item: NativeType| CqlType::Collection {
+            frozen: false,
+            typ: CollectionType::List(Box::new(CqlType::Native(item))),
+        };
+        let set = |item: NativeType| CqlType::Collection {
+            frozen: true,
+            typ: CollectionType::Set(Box::new(CqlType::Native(item))),
+        };
+        let map = |key: NativeType, value: NativeType| CqlType::Collection {
+            frozen: false,
+            typ: CollectionType::Map(
+                Box::new(CqlType::Native(key)),
+                Box::new(CqlType::Native(value)),
+            ),
+        };
+        let cases = [
+            (
+                Cell::List(vec![Cell::Text("a".into()), Cell::Text("bc".into())]),
+                list(NativeType::Text),
+            ),
+            (
+                Cell::List(vec![Cell::Int(1), Cell::Int(-2)]),
+                set(NativeType::Int),
+            ),
+            (Cell::List(Vec::new()), list(NativeType::Int)),
+            (
+                Cell::Map(vec![
+                    (Cell::Text("k".into()), Cell::BigInt(5)),
+                    (Cell::Text("".into()), Cell::BigInt(-5)),
+                ]),
+                map(NativeType::Text, NativeType::BigInt),
+            ),
+        ];
+        for (cell, typ) in &cases {
+            let mut serialised = Vec::new();
+            cell.serialize(typ, CellWriter::new(&mut serialised))
+                .unwrap();
+            let (length, expected) = serialised.split_at(4);
+            assert_eq!(length, (expected.len() as i32).to_be_bytes(), "{cell:?}");
+            assert_eq!(
+                cell.with_wire_bytes(<[u8]>::to_vec).as_deref(),
+                Some(expected),
+                "{cell:?}"
+            );
+            assert_eq!(cell.bytes(), expected.len(), "{cell:?}");
+        }
+        // The driver's own encoding of the same list, for an independent check of the format.
+        let mut theirs = Vec::new();
+        vec!["a", "bc"]
+            .serialize(&list(NativeType::Text), CellWriter::new(&mut theirs))
+            .unwrap();
+        let mut ours = Vec::new();
+        cases[0]
+            .0
+            .serialize(&cases[0].1, CellWriter::new(&mut ours))
+            .unwrap();
+        assert_eq!(ours, theirs);
+        let mut as_text = Vec::new();
+        assert!(
+            Cell::Map(Vec::new())
+                .serialize(&list(NativeType::Text), CellWriter::new(&mut as_text))
+                .is_err(),
+            "a map is not a list"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use scylla::statement::Consistency;
 use serde::Deserialize;
 
-use super::columns::{ColumnType, Missing};
+use super::columns::{ColumnKind, ColumnType, Missing};
 use crate::connectors::ConfigProblem;
 use crate::connectors::tls::TlsConfig;
 use crate::secret::Secret;
@@ -211,7 +211,7 @@ impl CassandraSinkConfig {
             if let Some((column, kind)) = create
                 .columns
                 .iter()
-                .find(|(_, t)| ColumnType::parse(t).is_none())
+                .find(|(_, t)| ColumnKind::parse(t).is_none())
             {
                 return Err((
                     format!("create.columns.{column}"),

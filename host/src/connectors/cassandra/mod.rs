@@ -17,7 +17,7 @@ use async_trait::async_trait;
 
 use super::{ConfigProblem, ConnectorError, Sink, SinkSpec};
 
-pub use columns::{Cell, ColumnType, Missing, bind_field, to_cell};
+pub use columns::{Cell, ColumnKind, ColumnType, Missing, bind_field, to_cell};
 pub use config::{
     CassandraSinkConfig, CreateTable, DEFAULT_MAX_MUTATION_BYTES, DEFAULT_REQUEST_BYTES,
     DEFAULT_ROWS_PER_REQUEST, WriteConsistency,

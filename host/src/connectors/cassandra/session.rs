@@ -17,7 +17,7 @@ use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 
 use super::classify::{Failure, classify};
-use super::columns::ColumnType;
+use super::columns::{ColumnKind, ColumnType};
 use super::config::CassandraSinkConfig;
 use crate::connectors::fields::{FieldPath, FieldSet};
 use crate::connectors::tls::{TlsConfig, probe_nodes};
@@ -27,7 +27,7 @@ use crate::connectors::{Cause, ConnectorError, ErrorKind};
 #[derive(Debug, Clone)]
 pub(super) struct Column {
     pub name: String,
-    pub kind: ColumnType,
+    pub kind: ColumnKind,
     /// The CQL type as the table declares it (`ascii` and `text` share a [`ColumnType`]).
     pub declared: String,
     /// Where its value is in the record.
@@ -168,7 +168,7 @@ pub(super) async fn connect(
             .cloned()
             .unwrap_or_else(|| name.clone());
         let declared = kind;
-        let kind = ColumnType::parse(&declared).ok_or_else(|| {
+        let kind = ColumnKind::parse(&declared).ok_or_else(|| {
             ConnectorError::fatal(
                 sink,
                 format!(
@@ -201,6 +201,25 @@ pub(super) async fn connect(
         return Err(ConnectorError::fatal(
             sink,
             format!("`columns` maps `{unknown}`, which table {keyspace}.{table} does not have"),
+        ));
+    }
+    if let Some((collection, inner)) =
+        columns
+            .iter()
+            .filter(|c| c.kind.reads_items())
+            .find_map(|collection| {
+                columns
+                    .iter()
+                    .find(|other| collection.path.is_above(&other.path))
+                    .map(|inner| (collection, inner))
+            })
+    {
+        return Err(ConnectorError::fatal(
+            sink,
+            format!(
+                "column `{}` reads a field inside the field of collection column `{}` ({}): map one of them to another field in `columns`",
+                inner.name, collection.name, collection.declared
+            ),
         ));
     }
     let names: Vec<String> = columns.iter().map(|c| quoted(&c.name)).collect();
@@ -239,7 +258,11 @@ pub(super) async fn connect(
             config.consistency.to_driver(),
         ),
         insert,
-        fields: FieldSet::new(columns.iter().map(|column| &column.path)),
+        fields: FieldSet::with_items(
+            columns
+                .iter()
+                .map(|column| (&column.path, column.kind.reads_items())),
+        ),
         columns: Arc::new(columns),
     })
 }

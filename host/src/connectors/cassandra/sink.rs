@@ -481,7 +481,7 @@ mod tests {
     fn column(name: &str, kind: ColumnType, primary_key: bool) -> Column {
         Column {
             name: name.into(),
-            kind,
+            kind: kind.into(),
             declared: "text".into(),
             path: crate::connectors::fields::FieldPath::parse(name),
             primary_key,
@@ -489,7 +489,11 @@ mod tests {
     }
 
     fn fields(columns: &[Column]) -> FieldSet {
-        FieldSet::new(columns.iter().map(|column| &column.path))
+        FieldSet::with_items(
+            columns
+                .iter()
+                .map(|column| (&column.path, column.kind.reads_items())),
+        )
     }
 
     #[test]

@@ -17,6 +17,11 @@ pub struct FieldPath {
 }
 
 impl FieldPath {
+    /// Whether `other` leads through this path to a field below it.
+    pub fn is_above(&self, other: &FieldPath) -> bool {
+        other.keys.len() > self.keys.len() && other.keys.starts_with(&self.keys)
+    }
+
     /// The path a user wrote: a JSON pointer when it starts with `/`, else dot-separated keys.
     pub fn parse(path: &str) -> Self {
         let keys = match path.strip_prefix('/') {

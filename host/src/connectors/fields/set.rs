@@ -26,6 +26,11 @@ pub enum Leaf<'a> {
     Object,
     /// An array.
     Array,
+    /// An array's items, for a path read with its items ([`FieldSet::with_items`]); an item
+    /// that is itself an object or an array is only named.
+    Items(Vec<Leaf<'a>>),
+    /// An object's entries in the record's order, likewise.
+    Entries(Vec<(Cow<'a, str>, Leaf<'a>)>),
 }
 
 impl<'a> Leaf<'a> {
@@ -36,7 +41,7 @@ impl<'a> Leaf<'a> {
             Leaf::Text(text) => Some(text),
             Leaf::Number(number) => Some(Cow::Owned(number.to_string())),
             Leaf::Bool(flag) => Some(Cow::Borrowed(if flag { "true" } else { "false" })),
-            Leaf::Null | Leaf::Object | Leaf::Array => None,
+            Leaf::Null | Leaf::Object | Leaf::Array | Leaf::Items(_) | Leaf::Entries(_) => None,
         }
     }
 }
@@ -50,8 +55,8 @@ impl fmt::Display for Leaf<'_> {
             Leaf::Bool(flag) => write!(f, "{flag}"),
             Leaf::Number(number) => write!(f, "{number}"),
             Leaf::Text(text) => write!(f, "{}", serde_json::Value::from(text.as_ref())),
-            Leaf::Object => f.write_str("an object"),
-            Leaf::Array => f.write_str("an array"),
+            Leaf::Object | Leaf::Entries(_) => f.write_str("an object"),
+            Leaf::Array | Leaf::Items(_) => f.write_str("an array"),
         }
     }
 }
@@ -76,15 +81,25 @@ struct Node {
     ends: Vec<usize>,
     /// The positions of the paths that go deeper: cleared when this field is read again.
     below: Vec<usize>,
+    /// Whether a path ending here reads an array's items or an object's entries; paths below
+    /// such a node are then not read.
+    items: bool,
     children: Vec<Node>,
 }
 
 impl FieldSet {
     /// The set of `paths`; [`FieldSet::read`] returns their values in this order.
     pub fn new<'p>(paths: impl IntoIterator<Item = &'p FieldPath>) -> Self {
+        Self::with_items(paths.into_iter().map(|path| (path, false)))
+    }
+
+    /// [`FieldSet::new`] where a path paired with `true` reads an array's items
+    /// ([`Leaf::Items`]) or an object's entries ([`Leaf::Entries`]) instead of only their kind.
+    /// A path below such a path finds nothing.
+    pub fn with_items<'p>(paths: impl IntoIterator<Item = (&'p FieldPath, bool)>) -> Self {
         let mut root = Node::default();
         let mut count = 0;
-        for (position, path) in paths.into_iter().enumerate() {
+        for (position, (path, items)) in paths.into_iter().enumerate() {
             count += 1;
             let mut node = &mut root;
             for key in &path.keys {
@@ -103,6 +118,7 @@ impl FieldSet {
                 node = &mut node.children[child];
             }
             node.ends.push(position);
+            node.items |= items;
         }
         FieldSet { root, paths: count }
     }
@@ -257,6 +273,14 @@ impl<'de> Visitor<'de> for Visit<'_, '_, 'de> {
     }
 
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        if self.node.items {
+            let mut entries = Vec::new();
+            while let Some(key) = map.next_key_seed(Key)? {
+                entries.push((key, map.next_value_seed(Item)?));
+            }
+            self.found(Leaf::Entries(entries));
+            return Ok(());
+        }
         self.found(Leaf::Object);
         while let Some(child) = map.next_key_seed(Child(&self.node.children))? {
             match child {
@@ -273,6 +297,14 @@ impl<'de> Visitor<'de> for Visit<'_, '_, 'de> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut items: A) -> Result<(), A::Error> {
+        if self.node.items {
+            let mut read = Vec::new();
+            while let Some(item) = items.next_element_seed(Item)? {
+                read.push(item);
+            }
+            self.found(Leaf::Items(read));
+            return Ok(());
+        }
         self.found(Leaf::Array);
         for position in 0.. {
             let child = self
@@ -294,6 +326,96 @@ impl<'de> Visitor<'de> for Visit<'_, '_, 'de> {
             }
         }
         Ok(())
+    }
+}
+
+/// Reads an item of an array or a value of an object whose items a path reads: a scalar, or
+/// the kind of an object or an array (skipped).
+struct Item;
+
+impl<'de> DeserializeSeed<'de> for Item {
+    type Value = Leaf<'de>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Leaf<'de>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Item {
+    type Value = Leaf<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Leaf<'de>, E> {
+        Ok(Leaf::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, flag: bool) -> Result<Leaf<'de>, E> {
+        Ok(Leaf::Bool(flag))
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Leaf<'de>, E> {
+        Ok(Leaf::Number(Number::from(n)))
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Leaf<'de>, E> {
+        Ok(Leaf::Number(Number::from(n)))
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Leaf<'de>, E> {
+        Number::from_f64(n)
+            .map(Leaf::Number)
+            .ok_or_else(|| E::custom("number out of range"))
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Leaf<'de>, E> {
+        Ok(Leaf::Text(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Leaf<'de>, E> {
+        Ok(Leaf::Text(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Leaf<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Leaf::Object)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Leaf<'de>, A::Error> {
+        while items.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Leaf::Array)
+    }
+}
+
+/// Reads an object's key, borrowed from the record unless it holds escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(key))
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(key.to_owned()))
     }
 }
 
@@ -354,6 +476,13 @@ mod tests {
             Leaf::Text(text) => Value::from(text.as_ref()),
             Leaf::Object => Value::from("<object>"),
             Leaf::Array => Value::from("<array>"),
+            Leaf::Items(items) => Value::Array(items.iter().map(as_value).collect()),
+            Leaf::Entries(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(key, leaf)| (key.to_string(), as_value(leaf)))
+                    .collect(),
+            ),
         }
     }
 
@@ -462,6 +591,61 @@ mod tests {
         // Text without escapes is borrowed on the fast path too.
         let found = set.read(br#"{"id": "plain"}"#).unwrap();
         assert!(matches!(found[0], Some(Leaf::Text(Cow::Borrowed("plain")))));
+    }
+
+    #[test]
+    fn a_path_read_with_items_gets_an_arrays_items_and_an_objects_entries_from_either_reader() {
+        let paths = [
+            FieldPath::parse("tags"),
+            FieldPath::parse("scores"),
+            FieldPath::parse("tags.0"),
+            FieldPath::parse("name"),
+            FieldPath::parse("plain"),
+        ];
+        let set = FieldSet::with_items(paths.iter().zip([true, true, false, true, false]));
+        let document = r#"{"tags": ["a", "b\u0063", 1, true, null, {"x": [1]}, [2, [3]]],
+            "scores": {"k1": 1.5, "k\u0032": "v", "k1": 2}, "name": "scalar", "plain": [1]}"#;
+        let fast = set.read(document.as_bytes()).unwrap();
+        let slow = set.read_with_serde_json(document.as_bytes()).unwrap();
+        assert_eq!(fast, slow);
+        let text = |t: &'static str| Leaf::Text(Cow::Borrowed(t));
+        assert_eq!(
+            fast[0],
+            Some(Leaf::Items(vec![
+                text("a"),
+                Leaf::Text("bc".into()),
+                Leaf::Number(1.into()),
+                Leaf::Bool(true),
+                Leaf::Null,
+                Leaf::Object,
+                Leaf::Array,
+            ]))
+        );
+        assert!(
+            matches!(&fast[0], Some(Leaf::Items(items)) if matches!(items[0], Leaf::Text(Cow::Borrowed("a"))))
+        );
+        assert_eq!(
+            fast[1],
+            Some(Leaf::Entries(vec![
+                ("k1".into(), Leaf::Number(Number::from_f64(1.5).unwrap())),
+                ("k2".into(), text("v")),
+                ("k1".into(), Leaf::Number(2.into())),
+            ])),
+            "every entry in the record's order, a key given twice twice"
+        );
+        assert_eq!(fast[2], None, "below a path read with items");
+        assert_eq!(fast[3], Some(text("scalar")), "a scalar is a scalar");
+        assert_eq!(
+            fast[4],
+            Some(Leaf::Array),
+            "only the paths that ask get items"
+        );
+        assert_eq!(fast[0].as_ref().unwrap().to_string(), "an array");
+        // Empty containers, and an item that is not JSON refuses the record.
+        let found = set.read(br#"{"tags": [], "scores": {}}"#).unwrap();
+        assert_eq!(found[0], Some(Leaf::Items(Vec::new())));
+        assert_eq!(found[1], Some(Leaf::Entries(Vec::new())));
+        assert!(set.read(br#"{"tags": [1, tru]}"#).is_err());
     }
 
     #[test]
