@@ -44,7 +44,7 @@ pub enum ColumnType {
     Int,
     /// bigint
     BigInt,
-    /// varint: from an integer, or from text of digits (any length up to 1,000 digits)
+    /// varint: from an integer, or from text of up to 100 digits
     Varint,
     /// boolean
     Boolean,
@@ -497,6 +497,16 @@ fn native_cell<'a>(column: &str, kind: ColumnType, value: Leaf<'a>) -> Result<Ce
             .and_then(|n| i32::try_from(n).ok())
             .map(Cell::Int),
         ColumnType::BigInt => number.and_then(Number::as_i64).map(Cell::BigInt),
+        ColumnType::Varint | ColumnType::Decimal
+            if text.is_some_and(|text| {
+                text.bytes().filter(u8::is_ascii_digit).count() > numbers::MAX_DIGITS
+            }) =>
+        {
+            return Err(unparsed(format!(
+                "more than {} digits",
+                numbers::MAX_DIGITS
+            )));
+        }
         ColumnType::Varint => match (number, text) {
             (Some(number), _) if number.is_i64() || number.is_u64() => {
                 numbers::integer(&number.to_string()).map(Cell::Varint)
@@ -768,6 +778,11 @@ mod tests {
             (ColumnType::Inet, r#""localhost""#, r#""localhost""#),
             (ColumnType::Blob, r#""cafe""#, "0x and hex digits"),
             (ColumnType::Blob, r#""0xcaf""#, r#""0xcaf""#),
+            (
+                ColumnType::Varint,
+                &format!("\"{}\"", "9".repeat(101)),
+                "more than 100 digits",
+            ),
         ] {
             let error = bound(kind, json, Missing::Unset).unwrap_err();
             assert!(

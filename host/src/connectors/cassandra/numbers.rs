@@ -2,9 +2,10 @@
 //! integer of any size, and that with a scale. JSON numbers past `f64` come as text, so this
 //! reads digits exactly instead of through a float.
 
-/// Most digits read for one `varint` or `decimal`: far past any column's use, and few enough
-/// that converting them (quadratic in the digits) costs microseconds, whatever a record holds.
-pub const MAX_DIGITS: usize = 1000;
+/// Most digits read for one `varint` or `decimal`: past a 128-bit integer or SQL's 38-digit
+/// numerics, and few enough that converting them (quadratic in the digits) costs a
+/// microsecond, so that even a record of a megabyte of such numbers in a list is read quickly.
+pub const MAX_DIGITS: usize = 100;
 
 /// A number read as an unscaled integer and a scale: `value = unscaled * 10^-scale`.
 #[derive(Debug, Clone, PartialEq, Eq)]
