@@ -222,55 +222,70 @@ async fn postgres_sink_is_idempotent_and_the_source_resumes_from_its_offsets() {
     assert_eq!(ids.len(), 35);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn cassandra_type_mismatches_are_dead_lettered_and_the_rest_written() {
-    let nodes = cassandra_nodes();
-    let keyspace = unique("weir_types");
+/// A pipeline from a file of `lines` (a JSON record each) into table `table` of a new
+/// keyspace named from `prefix`, at consistency ONE, with the sink's further options `sink` (its
+/// `create`, `columns`, ...): the TOML, the keyspace, the folder holding the input and the
+/// dead letters (removed when dropped), and the dead-letter file.
+fn lines_into_cassandra(
+    prefix: &str,
+    table: &str,
+    lines: &[&str],
+    sink: &str,
+) -> (String, String, tempfile::TempDir, std::path::PathBuf) {
+    let keyspace = unique(prefix);
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    std::fs::write(
-        &input,
-        [
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let dlq = dir.path().join("dlq.jsonl");
+    let toml = format!(
+        r#"
+        [[pipeline]]
+        name = "{table}"
+        source = {{ type = "file", path = "{input}" }}
+        dead_letter = {{ type = "file", path = "{dlq}" }}
+        [pipeline.sink]
+        type = "cassandra"
+        nodes = ["{nodes}"]
+        keyspace = "{keyspace}"
+        table = "{table}"
+        consistency = "one"
+        {sink}
+        "#,
+        nodes = cassandra_nodes(),
+        input = input.display(),
+        dlq = dlq.display()
+    );
+    (toml, keyspace, dir, dlq)
+}
+
+/// The `weir.error` header of each dead letter in `dlq`, in order.
+fn dead_letter_reasons(dlq: &Path) -> Vec<String> {
+    read_json_lines(dlq)
+        .iter()
+        .map(|d| d["headers"]["weir.error"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_type_mismatches_are_dead_lettered_and_the_rest_written() {
+    let (toml, _keyspace, _dir, dlq) = lines_into_cassandra(
+        "weir_types",
+        "typed",
+        &[
             r#"{"id":"0f9c6f0e-5d0b-4b8f-9a57-6a1c0a2b9e11","n":1,"big":5000000000,"ok":true,"at":"2024-05-01T10:00:00Z","name":"Zoë"}"#,
             r#"{"id":"1f9c6f0e-5d0b-4b8f-9a57-6a1c0a2b9e11","n":"seven","name":"bad int"}"#,
             r#"{"id":"not-a-uuid","n":2}"#,
             r#"{"n":3}"#,
             r#"{"id":"2f9c6f0e-5d0b-4b8f-9a57-6a1c0a2b9e11","n":4,"at":1700000000000}"#,
-        ]
-        .join("\n")
-            + "\n",
-    )
-    .unwrap();
-    let dlq = dir.path().join("dlq.jsonl");
-    let report = run_until(
-        &format!(
-            r#"
-            [[pipeline]]
-            name = "types"
-            source = {{ type = "file", path = "{input}" }}
-            dead_letter = {{ type = "file", path = "{dlq}" }}
-            [pipeline.sink]
-            type = "cassandra"
-            nodes = ["{nodes}"]
-            keyspace = "{keyspace}"
-            table = "typed"
-            consistency = "one"
-            create = {{ primary_key = ["id"], columns = {{ id = "uuid", n = "int", big = "bigint", ok = "boolean", at = "timestamp", name = "text" }} }}
-            "#,
-            input = input.display(),
-            dlq = dlq.display()
-        ),
-        || false,
-    )
-    .await;
+        ],
+        r#"create = { primary_key = ["id"], columns = { id = "uuid", n = "int", big = "bigint", ok = "boolean", at = "timestamp", name = "text" } }"#,
+    );
+    let report = run_to_end(&toml).await;
     assert_eq!(
         (report.records_in, report.records_out, report.dead_lettered),
         (5, 2, 3)
     );
-    let reasons: Vec<String> = read_json_lines(&dlq)
-        .iter()
-        .map(|d| d["headers"]["weir.error"].as_str().unwrap().to_owned())
-        .collect();
+    let reasons = dead_letter_reasons(&dlq);
     assert!(reasons[0].contains("`n`"), "{reasons:?}");
     assert!(reasons[1].contains("`id`"), "{reasons:?}");
     assert!(
@@ -527,43 +542,20 @@ async fn cassandra_insert_into_a_dropped_table_is_created_again_or_fatal_never_a
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cassandra_dead_letters_values_the_server_refuses_and_writes_the_rest() {
-    let nodes = cassandra_nodes();
-    let keyspace = unique("weir_refused");
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
     // The sink maps `ascii` like `text`, and an empty string is a valid text value: only the
     // server knows these two are not acceptable.
-    std::fs::write(
-        &input,
-        [
+    let (toml, keyspace, _dir, dlq) = lines_into_cassandra(
+        "weir_refused",
+        "coded",
+        &[
             r#"{"id":"a","code":"ok","n":1}"#,
             r#"{"id":"b","code":"Zoë","n":2}"#,
             r#"{"id":"","code":"empty key","n":3}"#,
             r#"{"id":"c","code":"fine","n":4}"#,
-        ]
-        .join("\n")
-            + "\n",
-    )
-    .unwrap();
-    let dlq = dir.path().join("dlq.jsonl");
-    let report = run_to_end(&format!(
-        r#"
-        [[pipeline]]
-        name = "refused"
-        source = {{ type = "file", path = "{input}" }}
-        dead_letter = {{ type = "file", path = "{dlq}" }}
-        [pipeline.sink]
-        type = "cassandra"
-        nodes = ["{nodes}"]
-        keyspace = "{keyspace}"
-        table = "coded"
-        consistency = "one"
-        create = {{ primary_key = ["id"], columns = {{ id = "text", code = "ascii", n = "int" }} }}
-        "#,
-        input = input.display(),
-        dlq = dlq.display()
-    ))
-    .await;
+        ],
+        r#"create = { primary_key = ["id"], columns = { id = "text", code = "ascii", n = "int" } }"#,
+    );
+    let report = run_to_end(&toml).await;
     assert_eq!(
         (report.records_in, report.records_out, report.dead_lettered),
         (4, 2, 2)
@@ -733,50 +725,24 @@ async fn kafka_source_with_offset_reset_latest_skips_what_came_before_it() {
 /// reading takes is a dead letter naming its column; a field absent stays unset.
 #[tokio::test(flavor = "multi_thread")]
 async fn cassandra_native_types_are_written_as_cassandra_reads_them_back() {
-    let nodes = cassandra_nodes();
-    let keyspace = unique("weir_natives");
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    std::fs::write(
-        &input,
-        [
+    let (toml, keyspace, _dir, dlq) = lines_into_cassandra(
+        "weir_natives",
+        "natives",
+        &[
             r#"{"id":"a","t":-128,"s":32767,"v":"18446744073709551616","d":"0.1000000000000000000000000001","f":1.5,"day":"2024-02-29","at":"01:00:00.000000001","ip":"2001:db8::1","raw":"0xCAFE"}"#,
             r#"{"id":"b","v":-129,"d":12.50,"ip":"192.168.0.1","raw":"0x"}"#,
             r#"{"id":"c","day":"2024-02-30"}"#,
             r#"{"id":"d","raw":"cafe"}"#,
             r#"{"id":"e","t":128}"#,
-        ]
-        .join("\n")
-            + "\n",
-    )
-    .unwrap();
-    let dlq = dir.path().join("dlq.jsonl");
-    let report = run_to_end(&format!(
-        r#"
-        [[pipeline]]
-        name = "natives"
-        source = {{ type = "file", path = "{input}" }}
-        dead_letter = {{ type = "file", path = "{dlq}" }}
-        [pipeline.sink]
-        type = "cassandra"
-        nodes = ["{nodes}"]
-        keyspace = "{keyspace}"
-        table = "natives"
-        consistency = "one"
-        create = {{ primary_key = ["id"], columns = {{ id = "text", t = "tinyint", s = "smallint", v = "varint", d = "decimal", f = "float", day = "date", at = "time", ip = "inet", raw = "blob" }} }}
-        "#,
-        input = input.display(),
-        dlq = dlq.display()
-    ))
-    .await;
+        ],
+        r#"create = { primary_key = ["id"], columns = { id = "text", t = "tinyint", s = "smallint", v = "varint", d = "decimal", f = "float", day = "date", at = "time", ip = "inet", raw = "blob" } }"#,
+    );
+    let report = run_to_end(&toml).await;
     assert_eq!(
         (report.records_in, report.records_out, report.dead_lettered),
         (5, 2, 3)
     );
-    let reasons: Vec<String> = read_json_lines(&dlq)
-        .iter()
-        .map(|d| d["headers"]["weir.error"].as_str().unwrap().to_owned())
-        .collect();
+    let reasons = dead_letter_reasons(&dlq);
     assert!(
         reasons[0].contains("`day`") && reasons[0].contains("YYYY-MM-DD"),
         "{reasons:?}"
@@ -855,52 +821,21 @@ async fn cassandra_native_types_are_written_as_cassandra_reads_them_back() {
 /// collection column's field stops the sink at start, naming both.
 #[tokio::test(flavor = "multi_thread")]
 async fn cassandra_collections_are_written_from_arrays_and_objects() {
-    let nodes = cassandra_nodes();
-    let keyspace = unique("weir_collections");
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    std::fs::write(
-        &input,
-        [
-            r#"{"id":[1,2],"tags":["b","a","b"],"scores":{"x":1,"y":-2},"days":["2024-01-02","1999-12-31"],"by_id":{"7":true}}"#,
-            r#"{"id":[3],"tags":[],"scores":{}}"#,
-            r#"{"id":[4],"days":["2024-01-02","yesterday"]}"#,
-            r#"{"id":[5],"scores":{"x":"one"}}"#,
-        ]
-        .join("\n")
-            + "\n",
-    )
-    .unwrap();
-    let dlq = dir.path().join("dlq.jsonl");
-    let toml = |extra: &str| {
-        format!(
-            r#"
-            [[pipeline]]
-            name = "collections"
-            source = {{ type = "file", path = "{input}" }}
-            dead_letter = {{ type = "file", path = "{dlq}" }}
-            [pipeline.sink]
-            type = "cassandra"
-            nodes = ["{nodes}"]
-            keyspace = "{keyspace}"
-            table = "bags"
-            consistency = "one"
-            {extra}
-            create = {{ primary_key = ["id"], columns = {{ id = "frozen<list<int>>", tags = "set<text>", scores = "map<text, bigint>", days = "list<date>", by_id = "map<int, boolean>", first = "text" }} }}
-            "#,
-            input = input.display(),
-            dlq = dlq.display()
-        )
-    };
-    let report = run_to_end(&toml("")).await;
+    let lines = [
+        r#"{"id":[1,2],"tags":["b","a","b"],"scores":{"x":1,"y":-2},"days":["2024-01-02","1999-12-31"],"by_id":{"7":true}}"#,
+        r#"{"id":[3],"tags":[],"scores":{}}"#,
+        r#"{"id":[4],"days":["2024-01-02","yesterday"]}"#,
+        r#"{"id":[5],"scores":{"x":"one"}}"#,
+    ];
+    let create = r#"create = { primary_key = ["id"], columns = { id = "frozen<list<int>>", tags = "set<text>", scores = "map<text, bigint>", days = "list<date>", by_id = "map<int, boolean>", first = "text" } }"#;
+    let (toml, keyspace, _dir, dlq) =
+        lines_into_cassandra("weir_collections", "bags", &lines, create);
+    let report = run_to_end(&toml).await;
     assert_eq!(
         (report.records_in, report.records_out, report.dead_lettered),
         (4, 2, 2)
     );
-    let reasons: Vec<String> = read_json_lines(&dlq)
-        .iter()
-        .map(|d| d["headers"]["weir.error"].as_str().unwrap().to_owned())
-        .collect();
+    let reasons = dead_letter_reasons(&dlq);
     assert!(
         reasons[0].contains("`days`") && reasons[0].contains("item 1"),
         "{reasons:?}"
@@ -947,14 +882,17 @@ async fn cassandra_collections_are_written_from_arrays_and_objects() {
         ]
     );
 
-    let error = outcome_within(
-        &toml(r#"columns = { first = "tags.0" }"#),
-        Duration::from_secs(120),
-    )
-    .await
-    .expect("the sink stops at start")
-    .expect_err("a column inside a collection's field is refused")
-    .to_string();
+    let (inside, _, _dir, _) = lines_into_cassandra(
+        "weir_collections",
+        "bags",
+        &lines,
+        &format!("columns = {{ first = \"tags.0\" }}\n{create}"),
+    );
+    let error = outcome_within(&inside, Duration::from_secs(120))
+        .await
+        .expect("the sink stops at start")
+        .expect_err("a column inside a collection's field is refused")
+        .to_string();
     assert!(
         error.contains("column `first`") && error.contains("collection column `tags`"),
         "{error}"
