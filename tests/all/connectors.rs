@@ -258,6 +258,24 @@ fn lines_into_cassandra(
     (toml, keyspace, dir, dlq)
 }
 
+/// The rows of `SELECT JSON columns FROM table`, each as Cassandra writes it (its own JSON of
+/// each value, as `toJson` gives it), sorted.
+async fn rows_as_cassandra_json(columns: &str, table: &str) -> Vec<String> {
+    let mut rows: Vec<String> = cassandra_session()
+        .await
+        .query_unpaged(format!("SELECT JSON {columns} FROM {table}"), &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows::<(String,)>()
+        .unwrap()
+        .map(|row| row.unwrap().0)
+        .collect();
+    rows.sort();
+    rows
+}
+
 /// The `weir.error` header of each dead letter in `dlq`, in order.
 fn dead_letter_reasons(dlq: &Path) -> Vec<String> {
     read_json_lines(dlq)
@@ -719,7 +737,7 @@ async fn kafka_source_with_offset_reset_latest_skips_what_came_before_it() {
 }
 
 /// Every native type but counter and duration is written from its JSON or CQL text form, and
-/// reads back through Cassandra's own `toJson` as the record wrote it: integers of each width,
+/// reads back through Cassandra's own JSON (`SELECT JSON`) as the record wrote it: integers of each width,
 /// a varint past 64 bits and a decimal past a double's digits (both from text, exactly), a
 /// float, a date, a time to the nanosecond, IPv4 and IPv6 addresses and a blob. A value no type
 /// reading takes is a dead letter naming its column; a field absent stays unset.
@@ -753,69 +771,21 @@ async fn cassandra_native_types_are_written_as_cassandra_reads_them_back() {
     );
     assert!(reasons[2].contains("`t`"), "{reasons:?}");
 
-    let session = cassandra_session().await;
-    let rows = session
-        .query_unpaged(
-            format!(
-                "SELECT id, toJson(t), toJson(s), toJson(v), toJson(d), toJson(f), toJson(day), toJson(at), toJson(ip), toJson(raw) FROM {keyspace}.natives"
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .into_rows_result()
-        .unwrap();
-    type Row = (
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-    );
-    let mut stored: Vec<Row> = rows.rows::<Row>().unwrap().map(Result::unwrap).collect();
-    stored.sort();
-    let row = |values: [&str; 10]| -> Row {
-        let [id, t, s, v, d, f, day, at, ip, raw] = values.map(str::to_owned);
-        (id, t, s, v, d, f, day, at, ip, raw)
-    };
     assert_eq!(
-        stored,
+        rows_as_cassandra_json(
+            "id, t, s, v, d, f, day, at, ip, raw",
+            &format!("{keyspace}.natives")
+        )
+        .await,
         [
-            row([
-                "a",
-                "-128",
-                "32767",
-                "18446744073709551616",
-                "0.1000000000000000000000000001",
-                "1.5",
-                "\"2024-02-29\"",
-                "\"01:00:00.000000001\"",
-                "\"2001:db8:0:0:0:0:0:1\"",
-                "\"0xcafe\"",
-            ]),
-            row([
-                "b",
-                "null",
-                "null",
-                "-129",
-                "12.5",
-                "null",
-                "null",
-                "null",
-                "\"192.168.0.1\"",
-                "\"0x\"",
-            ]),
+            r#"{"id": "a", "t": -128, "s": 32767, "v": 18446744073709551616, "d": 0.1000000000000000000000000001, "f": 1.5, "day": "2024-02-29", "at": "01:00:00.000000001", "ip": "2001:db8:0:0:0:0:0:1", "raw": "0xcafe"}"#,
+            r#"{"id": "b", "t": null, "s": null, "v": -129, "d": 12.5, "f": null, "day": null, "at": null, "ip": "192.168.0.1", "raw": "0x"}"#,
         ]
     );
 }
 
 /// Lists, sets and maps of native types are written from arrays and objects and read back
-/// through Cassandra's `toJson` as the records held them: a set once per item, a map with keys
+/// through Cassandra's own JSON (`SELECT JSON`) as the records held them: a set once per item, a map with keys
 /// of another type than text read from their text, a frozen list as the partition key. An item
 /// of the wrong type is a dead letter naming the column and the item; a column mapped inside a
 /// collection column's field stops the sink at start, naming both.
@@ -845,40 +815,12 @@ async fn cassandra_collections_are_written_from_arrays_and_objects() {
         "{reasons:?}"
     );
 
-    let session = cassandra_session().await;
-    let rows = session
-        .query_unpaged(
-            format!(
-                "SELECT toJson(id), toJson(tags), toJson(scores), toJson(days), toJson(by_id) FROM {keyspace}.bags"
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .into_rows_result()
-        .unwrap();
-    let mut stored: Vec<(String, String, String, String, String)> = rows
-        .rows::<(String, String, String, String, String)>()
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    stored.sort();
-    let row = |values: [&str; 5]| {
-        let [id, tags, scores, days, by_id] = values.map(str::to_owned);
-        (id, tags, scores, days, by_id)
-    };
+    // Cassandra stores an empty collection as no value at all.
     assert_eq!(
-        stored,
+        rows_as_cassandra_json("id, tags, scores, days, by_id", &format!("{keyspace}.bags")).await,
         [
-            row([
-                "[1, 2]",
-                r#"["a", "b"]"#,
-                r#"{"x": 1, "y": -2}"#,
-                r#"["2024-01-02", "1999-12-31"]"#,
-                r#"{"7": true}"#,
-            ]),
-            // Cassandra stores an empty collection as no value at all.
-            row(["[3]", "null", "null", "null", "null"]),
+            r#"{"id": [1, 2], "tags": ["a", "b"], "scores": {"x": 1, "y": -2}, "days": ["2024-01-02", "1999-12-31"], "by_id": {"7": true}}"#,
+            r#"{"id": [3], "tags": null, "scores": null, "days": null, "by_id": null}"#,
         ]
     );
 
