@@ -1152,6 +1152,72 @@ async fn a_postgres_invalid_parameter_error_stops_the_pipeline_instead_of_dead_l
 }
 
 /// `key_column = ""` tails a table that has no key column: its records have no key.
+/// `value_column = "*"` tails a table of typed columns: each row is a JSON object of its columns
+/// in table order, as PostgreSQL's `to_json` writes them (a numeric with every digit, an array, a
+/// json column and a boolean as JSON, a timestamp as text), even where a column is named like
+/// the query's alias for the row; the key comes from `key_column`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_source_tails_a_typed_table_as_json_objects_of_whole_rows() {
+    let url = postgres_url();
+    let table = unique("typed_rows");
+    let client = postgres_client(&url).await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE \"{table}\" (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, amount NUMERIC(22, 2),
+                 tags TEXT[], at TIMESTAMP, doc JSONB, flag BOOLEAN, weir_row TEXT);
+             INSERT INTO \"{table}\" (name, amount, tags, at, doc, flag, weir_row) VALUES
+                 ('Zoë', 12345678901234567890.12, '{{a,\"b c\"}}', '2024-05-01 10:00:00', '{{\"k\": [1, 2]}}', true, 'x'),
+                 ('Bo', NULL, '{{}}', NULL, NULL, false, NULL);"
+        ))
+        .await
+        .unwrap();
+    let config: weir::connectors::postgres::PostgresSourceConfig = toml::from_str(&format!(
+        "url = \"{url}\"\ntable = \"{table}\"\nconsumer = \"{}\"\nvalue_column = \"*\"\nkey_column = \"name\"",
+        unique("typed_rows")
+    ))
+    .unwrap();
+    config.validate().expect("`*` is a valid value_column");
+    let mut source = weir::connectors::postgres::PostgresSource::open(&config)
+        .await
+        .unwrap();
+    use weir::connectors::Source;
+    let batch = source
+        .poll_batch(10, Duration::from_millis(10))
+        .await
+        .unwrap()
+        .unwrap();
+    let rows: Vec<(String, String)> = batch
+        .iter()
+        .map(|r| {
+            assert!(r.malformed.is_none(), "{:?}", r.malformed);
+            (
+                String::from_utf8(r.record.key.as_deref().unwrap().to_vec()).unwrap(),
+                String::from_utf8(r.record.value.to_vec()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "Zoë".to_owned(),
+                r#"{"id":1,"name":"Zoë","amount":12345678901234567890.12,"tags":["a","b c"],"at":"2024-05-01T10:00:00","doc":{"k": [1, 2]},"flag":true,"weir_row":"x"}"#.to_owned()
+            ),
+            (
+                "Bo".to_owned(),
+                r#"{"id":2,"name":"Bo","amount":null,"tags":[],"at":null,"doc":null,"flag":false,"weir_row":null}"#.to_owned()
+            ),
+        ]
+    );
+    for (value_column, refused) in [("", true), ("two words", true), ("*", false)] {
+        let config: weir::connectors::postgres::PostgresSourceConfig = toml::from_str(&format!(
+            "url = \"{url}\"\ntable = \"t\"\nvalue_column = \"{value_column}\""
+        ))
+        .unwrap();
+        assert_eq!(config.validate().is_err(), refused, "{value_column:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgres_source_with_no_key_column_reads_a_table_without_one() {
     let url = postgres_url();

@@ -35,7 +35,9 @@ pub struct PostgresSourceConfig {
     /// The monotonic bigint column that orders rows.
     #[serde(default = "default_id_column")]
     pub id_column: String,
-    /// The column holding the record value (jsonb or text).
+    /// The column holding the record value (jsonb or text), or `*` for the whole row as a JSON
+    /// object of its columns in table order (PostgreSQL's `to_json`: numbers as stored, arrays
+    /// and json columns as JSON, timestamps as ISO 8601 text), to tail a table of typed columns.
     #[serde(default = "default_value_column")]
     pub value_column: String,
     /// The column holding the record key (default `key`); `""` for none: the records then
@@ -76,6 +78,9 @@ pub struct PostgresSourceConfig {
     #[serde(default)]
     pub max_row_bytes: Option<usize>,
 }
+
+/// `value_column` for the whole row as the record's value.
+const WHOLE_ROW: &str = "*";
 
 /// Bytes of an oversized row's value kept in its dead letter.
 const OVERSIZED_EXCERPT: usize = 64 * 1024;
@@ -140,14 +145,21 @@ impl PostgresSourceConfig {
         }
         for (key, column) in [
             ("id_column", Some(self.id_column.as_str())),
-            ("value_column", Some(self.value_column.as_str())),
+            (
+                "value_column",
+                Some(self.value_column.as_str()).filter(|column| *column != WHOLE_ROW),
+            ),
             ("key_column", self.key_column()),
         ] {
             if let Some(column) = column.filter(|c| !is_identifier(c)) {
-                let none = if key == "key_column" {
-                    "; use letters, digits and `_`, or \"\" for records without a key"
-                } else {
-                    "; use letters, digits and `_`"
+                let none = match key {
+                    "key_column" => {
+                        "; use letters, digits and `_`, or \"\" for records without a key"
+                    }
+                    "value_column" => {
+                        "; use letters, digits and `_`, or \"*\" for the whole row as a JSON object"
+                    }
+                    _ => "; use letters, digits and `_`",
                 };
                 return Err((key.into(), format!("`{column}` is not a column name{none}")));
             }
@@ -227,8 +239,15 @@ impl PostgresSource {
         let table = quoted_table(&config.table)
             .ok_or_else(|| ConnectorError::fatal(&name, "invalid table name"))?;
         let key = match config.key_column() {
-            Some(column) => format!("\"{column}\"::text"),
+            Some(column) => format!("weir_row.\"{column}\"::text"),
             None => "NULL::text".into(),
+        };
+        // The whole row by its composite reference: `to_json(weir_row.*)` cannot be taken for
+        // a column of the same name, as a bare `weir_row` could.
+        let value = if config.value_column == WHOLE_ROW {
+            "to_json(weir_row.*)::text".to_owned()
+        } else {
+            format!("weir_row.\"{}\"::text", config.value_column)
         };
         // A row's size is measured on the server, and only a row within `$3` bytes comes
         // whole; a larger one comes as its size, the start of its value and the value's
@@ -239,10 +258,9 @@ impl PostgresSource {
              CASE WHEN bytes > $3 THEN substring(convert_to(value, 'UTF8') FROM 1 FOR {OVERSIZED_EXCERPT}) END, \
              CASE WHEN bytes > $3 THEN encode(sha256(convert_to(value, 'UTF8')), 'hex') END \
              FROM (SELECT id, value, key, (octet_length(value) + coalesce(octet_length(key), 0))::bigint AS bytes \
-             FROM (SELECT \"{id}\"::bigint AS id, \"{value}\"::text AS value, {key} AS key FROM {table} \
-             WHERE \"{id}\" > $1 ORDER BY \"{id}\" LIMIT $2) AS fetched) AS sized ORDER BY id",
+             FROM (SELECT weir_row.\"{id}\"::bigint AS id, {value} AS value, {key} AS key FROM {table} AS weir_row \
+             WHERE weir_row.\"{id}\" > $1 ORDER BY weir_row.\"{id}\" LIMIT $2) AS fetched) AS sized ORDER BY id",
             id = config.id_column,
-            value = config.value_column,
         );
         let encryption = Encryption::for_connector(&name, &config.url, config.tls.as_ref())?;
         let grants = Arc::new(Grants::new(config, &table));
