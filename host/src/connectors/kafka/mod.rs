@@ -19,7 +19,7 @@ mod source;
 mod topics;
 mod unfinished;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -61,8 +61,8 @@ impl SourceSpec for KafkaSourceConfig {
 }
 
 impl KafkaSourceConfig {
-    /// The topics the source subscribes to that exist now, with their partition counts: each
-    /// named one, and every topic a pattern matches (one metadata request for all topics).
+    /// The topics the source subscribes to that exist now, by name, with their partition counts:
+    /// each named one, and every topic a pattern matches (one metadata request for all topics).
     /// Blocks on the network.
     fn subscribed_topics(&self) -> Result<Vec<(String, usize)>, ConnectorError> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -103,6 +103,8 @@ impl KafkaSourceConfig {
                     .map(|t| (t.name().to_owned(), t.partitions().len())),
             );
         }
+        found.sort_unstable();
+        found.dedup();
         Ok(found)
     }
 
@@ -125,7 +127,7 @@ impl KafkaSourceConfig {
             Ok(Ok(found)) => tracing::info!(
                 source = %self.describe(),
                 %patterns,
-                topics = %found.iter().map(|(name, _)| name.as_str()).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(","),
+                topics = %found.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join(","),
                 "Topics subscribed through patterns."
             ),
             Ok(Err(error)) => tracing::debug!(
