@@ -678,6 +678,113 @@ async fn a_kafka_source_pattern_reads_every_topic_it_matches_and_one_created_lat
     );
 }
 
+/// Kafka's Java producer's hash of a key (`Utils.murmur2`), to check that weir puts a key on the
+/// partition a Java producer (Spark, Kafka Connect, Kafka Streams) would.
+fn java_murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    let mut h = SEED ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes(chunk.try_into().unwrap());
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition each key of the first `count` messages of `topic` was written to.
+async fn partitions_of_keys(
+    brokers: &str,
+    topic: &str,
+    count: usize,
+) -> std::collections::BTreeMap<String, i32> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("placement"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut placed = std::collections::BTreeMap::new();
+    while placed.len() < count {
+        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {count} keys arrived in {topic}", placed.len()))
+            .unwrap();
+        let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+        placed.insert(key, message.partition());
+    }
+    placed
+}
+
+/// The Kafka sink puts each key on the partition Kafka's Java producer would choose
+/// (`toPositive(murmur2(key)) % partitions`), unless `properties` names another partitioner.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kafka_sink_puts_a_key_where_a_java_producer_would() {
+    use weir::connectors::Sink;
+    use weir::connectors::kafka::{KafkaSink, KafkaSinkConfig};
+
+    // Kafka's own test vectors (UtilsTest.testMurmur2).
+    assert_eq!(java_murmur2(b"21"), -973_932_308);
+    assert_eq!(java_murmur2(b"foobar"), -790_332_482);
+    assert_eq!(java_murmur2(b"abc"), 479_470_107);
+
+    let brokers = kafka_brokers();
+    let partitions = 7;
+    let records: Vec<weir::record::Record> = (0..200)
+        .map(|n| weir::record::Record {
+            key: Some(format!("user-{n}").into()),
+            value: format!("{{\"n\":{n}}}").into_bytes().into(),
+            ..weir::record::Record::default()
+        })
+        .collect();
+    let mut mapped_elsewhere = 0;
+    for properties in ["", "\nproperties = { partitioner = \"consistent_random\" }"] {
+        let topic = unique("placement");
+        crate::services::create_topic(&brokers, &topic, partitions).await;
+        let config: KafkaSinkConfig = toml::from_str(&format!(
+            "brokers = \"{brokers}\"\ntopic = \"{topic}\"{properties}"
+        ))
+        .unwrap();
+        let mut sink = KafkaSink::new(&config, false).unwrap();
+        assert!(sink.write(&records).await.unwrap().is_empty());
+        let placed = partitions_of_keys(&brokers, &topic, records.len()).await;
+        let java = |key: &str| (java_murmur2(key.as_bytes()) & 0x7fff_ffff) % partitions;
+        if properties.is_empty() {
+            for (key, partition) in &placed {
+                assert_eq!(*partition, java(key), "key {key}");
+            }
+        } else {
+            mapped_elsewhere = placed.iter().filter(|(key, p)| **p != java(key)).count();
+        }
+    }
+    assert!(
+        mapped_elsewhere > 100,
+        "librdkafka's own partitioner, when named, places most keys elsewhere ({mapped_elsewhere} of 200)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_source_with_offset_reset_latest_skips_what_came_before_it() {
     let (brokers, topic) = topic_holding("latest", 0..50).await;

@@ -87,6 +87,12 @@ pub struct KafkaSinkConfig {
 /// weir's or the broker's (docs/performance.md). 0 was no faster.
 const DEFAULT_LINGER_MS: &str = "1";
 
+/// librdkafka's `partitioner` unless `properties` sets it: Kafka's Java producer hashes a key
+/// with murmur2, so Spark, Kafka Connect and Kafka Streams put a key on the same partition as
+/// weir does (librdkafka's own default, `consistent_random`, hashes with CRC32 and would put
+/// most keys elsewhere); a record without a key goes to a random partition either way.
+const DEFAULT_PARTITIONER: &str = "murmur2_random";
+
 fn default_delivery_timeout_ms() -> u64 {
     30_000
 }
@@ -193,6 +199,9 @@ impl KafkaSink {
         // Defaults the user may override in `properties`.
         if !config.properties.contains_key("linger.ms") {
             client.set("linger.ms", DEFAULT_LINGER_MS);
+        }
+        if !config.properties.contains_key("partitioner") {
+            client.set("partitioner", DEFAULT_PARTITIONER);
         }
         if !config
             .properties
