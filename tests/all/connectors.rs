@@ -947,6 +947,46 @@ async fn cassandra_collections_are_written_from_arrays_and_objects() {
     );
 }
 
+/// `ttl_seconds` writes each row with that TTL, so Cassandra expires it; without it a row
+/// has none.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cassandra_ttl_is_written_with_each_row() {
+    let mut ttls = Vec::new();
+    for ttl in ["ttl_seconds = 3600", ""] {
+        let (toml, keyspace, _dir, _dlq) = lines_into_cassandra(
+            "weir_ttl",
+            "expiring",
+            &[r#"{"id":"a","v":"x"}"#, r#"{"id":"b","v":"y"}"#],
+            &format!(
+                "{ttl}\ncreate = {{ primary_key = [\"id\"], columns = {{ id = \"text\", v = \"text\" }} }}"
+            ),
+        );
+        let report = run_to_end(&toml).await;
+        assert_eq!((report.records_out, report.dead_lettered), (2, 0));
+        let rows = cassandra_session()
+            .await
+            .query_unpaged(format!("SELECT TTL(v) FROM {keyspace}.expiring"), &[])
+            .await
+            .unwrap()
+            .into_rows_result()
+            .unwrap();
+        ttls.push(
+            rows.rows::<(Option<i32>,)>()
+                .unwrap()
+                .map(|row| row.unwrap().0)
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(ttls[0].len(), 2);
+    assert!(
+        ttls[0]
+            .iter()
+            .all(|ttl| ttl.is_some_and(|seconds| (3000..=3600).contains(&seconds))),
+        "{ttls:?}"
+    );
+    assert_eq!(ttls[1], [None, None]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cassandra_columns_take_values_from_the_json_fields_they_name() {
     let nodes = cassandra_nodes();

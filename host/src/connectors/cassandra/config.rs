@@ -102,6 +102,12 @@ pub struct CassandraSinkConfig {
     /// for a server that answers them otherwise.
     #[serde(default)]
     pub max_mutation_bytes: Option<usize>,
+    /// Seconds each written row lives before Cassandra expires it (`USING TTL`), 1 to 20
+    /// years' worth (Cassandra's limit); unset by default: rows live until overwritten or
+    /// deleted, or as the table's `default_time_to_live` says. A record written again gets the
+    /// full time again.
+    #[serde(default)]
+    pub ttl_seconds: Option<u32>,
     /// Create the keyspace and table when missing, with this schema.
     #[serde(default)]
     pub create: Option<CreateTable>,
@@ -119,6 +125,9 @@ pub struct CassandraSinkConfig {
     #[serde(default)]
     pub password: Option<Secret>,
 }
+
+/// Cassandra's longest TTL: 20 years.
+pub const MAX_TTL_SECONDS: u32 = 20 * 365 * 24 * 60 * 60;
 
 fn default_concurrency() -> usize {
     64
@@ -194,6 +203,16 @@ impl CassandraSinkConfig {
         if self.request_bytes == 0 {
             return Err(("request_bytes".into(), "must be at least 1".into()));
         }
+        if let Some(ttl) = self.ttl_seconds
+            && !(1..=MAX_TTL_SECONDS).contains(&ttl)
+        {
+            return Err((
+                "ttl_seconds".into(),
+                format!(
+                    "{ttl} is not between 1 and {MAX_TTL_SECONDS} (20 years, Cassandra's limit); leave it out for rows that do not expire"
+                ),
+            ));
+        }
         // A frame's length is a signed 32-bit integer in the CQL protocol.
         if let Some(bytes @ (0 | 0x8000_0000..)) = self.max_mutation_bytes {
             return Err((
@@ -252,6 +271,24 @@ mod tests {
             "nodes = [\"127.0.0.1:9042\"]\nkeyspace = \"k\"\ntable = \"t\"\n{extra}"
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn a_ttl_is_one_second_to_twenty_years() {
+        assert!(config("").validate().is_ok());
+        assert!(config("ttl_seconds = 1").validate().is_ok());
+        assert!(
+            config(&format!("ttl_seconds = {MAX_TTL_SECONDS}"))
+                .validate()
+                .is_ok()
+        );
+        for bad in [0, MAX_TTL_SECONDS + 1] {
+            let (key, message) = config(&format!("ttl_seconds = {bad}"))
+                .validate()
+                .unwrap_err();
+            assert_eq!(key, "ttl_seconds");
+            assert!(message.contains("20 years"), "{message}");
+        }
     }
 
     #[test]

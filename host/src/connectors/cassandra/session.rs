@@ -225,10 +225,13 @@ pub(super) async fn connect(
     let names: Vec<String> = columns.iter().map(|c| quoted(&c.name)).collect();
     let marks = vec!["?"; columns.len()].join(", ");
     // The last marker is the row's write timestamp, which the sink fixes per batch (see
-    // `stamps`).
+    // `stamps`); a TTL is the same for every row, so it is written into the statement.
+    let ttl = config
+        .ttl_seconds
+        .map_or(String::new(), |seconds| format!(" AND TTL {seconds}"));
     let mut insert = session
         .prepare(format!(
-            "INSERT INTO {qualified} ({}) VALUES ({marks}) USING TIMESTAMP ?",
+            "INSERT INTO {qualified} ({}) VALUES ({marks}) USING TIMESTAMP ?{ttl}",
             names.join(", ")
         ))
         .await
