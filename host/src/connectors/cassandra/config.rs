@@ -16,11 +16,19 @@ use crate::secret::Secret;
 pub enum WriteConsistency {
     /// One replica.
     One,
+    /// Two replicas.
+    Two,
+    /// Three replicas.
+    Three,
+    /// One replica in the local datacenter.
+    LocalOne,
     /// A majority in the local datacenter (the default).
     #[default]
     LocalQuorum,
     /// A majority of all replicas.
     Quorum,
+    /// A majority in every datacenter.
+    EachQuorum,
     /// Every replica.
     All,
 }
@@ -29,8 +37,12 @@ impl WriteConsistency {
     pub(super) fn to_driver(self) -> Consistency {
         match self {
             WriteConsistency::One => Consistency::One,
+            WriteConsistency::Two => Consistency::Two,
+            WriteConsistency::Three => Consistency::Three,
+            WriteConsistency::LocalOne => Consistency::LocalOne,
             WriteConsistency::LocalQuorum => Consistency::LocalQuorum,
             WriteConsistency::Quorum => Consistency::Quorum,
+            WriteConsistency::EachQuorum => Consistency::EachQuorum,
             WriteConsistency::All => Consistency::All,
         }
     }
@@ -271,6 +283,28 @@ mod tests {
             "nodes = [\"127.0.0.1:9042\"]\nkeyspace = \"k\"\ntable = \"t\"\n{extra}"
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn every_write_consistency_cassandra_has_is_named_as_cql_names_it() {
+        for (name, driver) in [
+            ("one", Consistency::One),
+            ("two", Consistency::Two),
+            ("three", Consistency::Three),
+            ("local_one", Consistency::LocalOne),
+            ("local_quorum", Consistency::LocalQuorum),
+            ("quorum", Consistency::Quorum),
+            ("each_quorum", Consistency::EachQuorum),
+            ("all", Consistency::All),
+        ] {
+            let parsed = config(&format!("consistency = \"{name}\"")).consistency;
+            assert_eq!(parsed.to_driver(), driver, "{name}");
+        }
+        assert_eq!(
+            config("").consistency.to_driver(),
+            Consistency::LocalQuorum,
+            "the default"
+        );
     }
 
     #[test]
