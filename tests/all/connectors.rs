@@ -1297,41 +1297,52 @@ async fn a_postgres_invalid_parameter_error_stops_the_pipeline_instead_of_dead_l
     assert_eq!(line_count(&dlq), 0, "nothing is dead-lettered");
 }
 
-/// `key_column = ""` tails a table that has no key column: its records have no key.
+/// The first batch a `postgres` source with `options` (TOML lines) reads from a new table that
+/// `ddl` creates and fills (`{table}` stands for its quoted name), once the options are valid.
+async fn first_postgres_batch(
+    prefix: &str,
+    ddl: &str,
+    options: &str,
+) -> Vec<weir::record::SourceRecord> {
+    use weir::connectors::Source;
+    use weir::connectors::postgres::{PostgresSource, PostgresSourceConfig};
+    let url = postgres_url();
+    let table = unique(prefix);
+    postgres_client(&url)
+        .await
+        .batch_execute(&ddl.replace("{table}", &format!("\"{table}\"")))
+        .await
+        .unwrap();
+    let config: PostgresSourceConfig = toml::from_str(&format!(
+        "url = \"{url}\"\ntable = \"{table}\"\nconsumer = \"{}\"\n{options}",
+        unique(prefix)
+    ))
+    .unwrap();
+    config.validate().expect("valid source options");
+    let mut source = PostgresSource::open(&config).await.unwrap();
+    source
+        .poll_batch(10, Duration::from_millis(10))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 /// `value_column = "*"` tails a table of typed columns: each row is a JSON object of its columns
 /// in table order, as PostgreSQL's `to_json` writes them (a numeric with every digit, an array, a
 /// json column and a boolean as JSON, a timestamp as text), even where a column is named like
 /// the query's alias for the row; the key comes from `key_column`.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgres_source_tails_a_typed_table_as_json_objects_of_whole_rows() {
-    let url = postgres_url();
-    let table = unique("typed_rows");
-    let client = postgres_client(&url).await;
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE \"{table}\" (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, amount NUMERIC(22, 2),
-                 tags TEXT[], at TIMESTAMP, doc JSONB, flag BOOLEAN, weir_row TEXT);
-             INSERT INTO \"{table}\" (name, amount, tags, at, doc, flag, weir_row) VALUES
-                 ('Zoë', 12345678901234567890.12, '{{a,\"b c\"}}', '2024-05-01 10:00:00', '{{\"k\": [1, 2]}}', true, 'x'),
-                 ('Bo', NULL, '{{}}', NULL, NULL, false, NULL);"
-        ))
-        .await
-        .unwrap();
-    let config: weir::connectors::postgres::PostgresSourceConfig = toml::from_str(&format!(
-        "url = \"{url}\"\ntable = \"{table}\"\nconsumer = \"{}\"\nvalue_column = \"*\"\nkey_column = \"name\"",
-        unique("typed_rows")
-    ))
-    .unwrap();
-    config.validate().expect("`*` is a valid value_column");
-    let mut source = weir::connectors::postgres::PostgresSource::open(&config)
-        .await
-        .unwrap();
-    use weir::connectors::Source;
-    let batch = source
-        .poll_batch(10, Duration::from_millis(10))
-        .await
-        .unwrap()
-        .unwrap();
+    let batch = first_postgres_batch(
+        "typed_rows",
+        "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, amount NUMERIC(22, 2),
+             tags TEXT[], at TIMESTAMP, doc JSONB, flag BOOLEAN, weir_row TEXT);
+         INSERT INTO {table} (name, amount, tags, at, doc, flag, weir_row) VALUES
+             ('Zoë', 12345678901234567890.12, '{a,\"b c\"}', '2024-05-01 10:00:00', '{\"k\": [1, 2]}', true, 'x'),
+             ('Bo', NULL, '{}', NULL, NULL, false, NULL);",
+        "value_column = \"*\"\nkey_column = \"name\"",
+    )
+    .await;
     let rows: Vec<(String, String)> = batch
         .iter()
         .map(|r| {
@@ -1357,40 +1368,24 @@ async fn a_postgres_source_tails_a_typed_table_as_json_objects_of_whole_rows() {
     );
     for (value_column, refused) in [("", true), ("two words", true), ("*", false)] {
         let config: weir::connectors::postgres::PostgresSourceConfig = toml::from_str(&format!(
-            "url = \"{url}\"\ntable = \"t\"\nvalue_column = \"{value_column}\""
+            "url = \"{}\"\ntable = \"t\"\nvalue_column = \"{value_column}\"",
+            postgres_url()
         ))
         .unwrap();
         assert_eq!(config.validate().is_err(), refused, "{value_column:?}");
     }
 }
 
+/// `key_column = ""` tails a table that has no key column: its records have no key.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgres_source_with_no_key_column_reads_a_table_without_one() {
-    let url = postgres_url();
-    let table = unique("keyless");
-    let client = postgres_client(&url).await;
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE \"{table}\" (id BIGSERIAL PRIMARY KEY, value JSONB NOT NULL);
-             INSERT INTO \"{table}\" (value) VALUES ('{{\"n\":1}}'), ('{{\"n\":2}}'), ('{{\"n\":3}}');"
-        ))
-        .await
-        .unwrap();
-    let config: weir::connectors::postgres::PostgresSourceConfig = toml::from_str(&format!(
-        "url = \"{url}\"\ntable = \"{table}\"\nconsumer = \"{}\"\nkey_column = \"\"",
-        unique("keyless")
-    ))
-    .unwrap();
-    config.validate().expect("an empty key_column is valid");
-    let mut source = weir::connectors::postgres::PostgresSource::open(&config)
-        .await
-        .unwrap();
-    use weir::connectors::Source;
-    let batch = source
-        .poll_batch(10, Duration::from_millis(10))
-        .await
-        .unwrap()
-        .unwrap();
+    let batch = first_postgres_batch(
+        "keyless",
+        "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, value JSONB NOT NULL);
+         INSERT INTO {table} (value) VALUES ('{\"n\":1}'), ('{\"n\":2}'), ('{\"n\":3}');",
+        "key_column = \"\"",
+    )
+    .await;
     assert_eq!(values(&batch), vec![1, 2, 3]);
     assert!(
         batch
