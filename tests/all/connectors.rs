@@ -716,15 +716,7 @@ async fn partitions_of_keys(
     count: usize,
 ) -> std::collections::BTreeMap<String, i32> {
     use rdkafka::Message;
-    use rdkafka::consumer::{Consumer, StreamConsumer};
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("placement"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let consumer = crate::services::reader_from_the_start(brokers, topic);
     let mut placed = std::collections::BTreeMap::new();
     while placed.len() < count {
         let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())

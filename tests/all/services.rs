@@ -99,12 +99,8 @@ impl TopicCounter {
     }
 }
 
-/// Reads every message of `topic` from the beginning until `expected` arrived.
-pub async fn consume_all(
-    brokers: &str,
-    topic: &str,
-    expected: usize,
-) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+/// A consumer of `topic` in a group of its own, from the beginning, committing nothing.
+pub fn reader_from_the_start(brokers: &str, topic: &str) -> StreamConsumer {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("reader"))
@@ -113,6 +109,16 @@ pub async fn consume_all(
         .create()
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
+    consumer
+}
+
+/// Reads every message of `topic` from the beginning until `expected` arrived.
+pub async fn consume_all(
+    brokers: &str,
+    topic: &str,
+    expected: usize,
+) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    let consumer = reader_from_the_start(brokers, topic);
     let mut messages = Vec::new();
     while messages.len() < expected {
         let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
