@@ -776,6 +776,95 @@ async fn the_kafka_sink_puts_a_key_where_a_java_producer_would() {
     );
 }
 
+/// A Kafka sink whose topic names a record field writes each record to the topic its field
+/// picks, keyed as usual; a record whose field is missing or cannot be in a topic's name, or
+/// picks a topic that does not exist (auto-create off), is dead-lettered with the reason while
+/// the rest are written, and no topic is created.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kafka_sink_topic_template_routes_each_record_by_its_field() {
+    let brokers = kafka_brokers();
+    let prefix = unique("routed");
+    crate::services::create_topic(&brokers, &format!("{prefix}.a"), 3).await;
+    crate::services::create_topic(&brokers, &format!("{prefix}.b"), 1).await;
+    let mut lines = Vec::new();
+    for n in 0..60 {
+        let kind = ["a", "b", "a"][n % 3];
+        lines.push(format!(
+            r#"{{"id":"u{n}","n":{n},"meta":{{"kind":"{kind}"}}}}"#
+        ));
+    }
+    lines.push(r#"{"id":"u100","n":100,"meta":{}}"#.into());
+    lines.push(r#"{"id":"u101","n":101,"meta":{"kind":"a/b"}}"#.into());
+    lines.push(r#"{"id":"u102","n":102,"meta":{"kind":"c"}}"#.into());
+    let dir = tempfile::tempdir().unwrap();
+    let input = crate::support::write_input(dir.path(), &lines);
+    let dlq = dir.path().join("dlq.jsonl");
+    let toml = format!(
+        r#"
+        [[pipeline]]
+        name = "kafka-routed"
+        source = {{ type = "file", path = "{input}" }}
+        sink = {{ type = "kafka", brokers = "{brokers}", topic = "{prefix}.{{{{ meta.kind }}}}", key_field = "id", properties = {{ "allow.auto.create.topics" = "false" }} }}
+        dead_letter = {{ type = "file", path = "{dlq}" }}
+        batch = {{ size = 25, linger_ms = 20 }}
+        "#,
+        dlq = dlq.display()
+    );
+    run_to_end(&toml).await;
+
+    let read = |topic: String, expected: usize| {
+        let brokers = brokers.clone();
+        async move {
+            let mut ns: Vec<(String, u64)> =
+                crate::services::consume_all(&brokers, &topic, expected)
+                    .await
+                    .into_iter()
+                    .map(|(key, value)| {
+                        let value: serde_json::Value = serde_json::from_slice(&value).unwrap();
+                        (
+                            String::from_utf8(key.unwrap()).unwrap(),
+                            value["n"].as_u64().unwrap(),
+                        )
+                    })
+                    .collect();
+            ns.sort_by_key(|(_, n)| *n);
+            ns
+        }
+    };
+    let expected = |kind: usize| -> Vec<(String, u64)> {
+        (0..60_u64)
+            .filter(|n| (n % 3 == 1) == (kind == 1))
+            .map(|n| (format!("u{n}"), n))
+            .collect()
+    };
+    assert_eq!(read(format!("{prefix}.a"), 40).await, expected(0));
+    assert_eq!(read(format!("{prefix}.b"), 20).await, expected(1));
+    assert_eq!(
+        crate::services::topic_message_count(&brokers, &format!("{prefix}.a")),
+        40,
+        "nothing more than the kind-a records in {prefix}.a"
+    );
+    let reasons = dead_letter_reasons(&dlq);
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons[0].contains("topic field `meta.kind` is missing"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("'/' cannot be in a topic's name"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].contains(&format!("topic `{prefix}.c` does not exist"))
+            && reasons[2].contains("comes from the record's fields"),
+        "{reasons:?}"
+    );
+    assert!(
+        !crate::services::topic_exists(&brokers, &format!("{prefix}.c")),
+        "the producer did not create {prefix}.c"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_source_with_offset_reset_latest_skips_what_came_before_it() {
     let (brokers, topic) = topic_holding("latest", 0..50).await;

@@ -575,6 +575,7 @@ impl PipelineFile {
             pipeline
                 .dead_letter
                 .validate()
+                .and_then(|()| pipeline.dead_letter.validate_as_dead_letter())
                 .map_err(|(key, message)| invalid(at(&format!("dead_letter.{key}")), message))?;
             if let Some(table) = truncated_behind_a_resuming_source(pipeline) {
                 return Err(invalid(

@@ -773,3 +773,41 @@ fn a_kafka_source_topic_entry_names_its_index_when_it_is_neither_a_name_nor_a_pa
         "{message}"
     );
 }
+
+#[test]
+fn a_kafka_topic_template_is_checked_at_validate_and_refused_for_dead_letters() {
+    let with = |sink: &str, dead_letter: &str| {
+        VALID
+            .replace(
+                "sink = { type = \"stdout\" }",
+                &format!("sink = {{ type = \"kafka\", brokers = \"127.0.0.1:9092\", topic = {} }}", toml::Value::from(sink)),
+            )
+            .replace(
+                "dead_letter = { type = \"file\", path = \"dlq.jsonl\" }",
+                &format!("dead_letter = {{ type = \"kafka\", brokers = \"127.0.0.1:9092\", topic = {} }}", toml::Value::from(dead_letter)),
+            )
+    };
+    for sink in ["users", "users-{{ nat }}", "{{ region }}.{{ kind }}-v1"] {
+        let parsed = parse(&with(sink, "weir-dead"));
+        assert!(parsed.is_ok(), "{sink}: {:?}", parsed.err());
+    }
+    for (sink, expected) in [
+        ("users-{{ nat", "no `}}` closes"),
+        ("users {{ nat }}", "' ' outside `{{ }}`"),
+        ("users/all", "'/' is not a letter, digit"),
+    ] {
+        let message = parse(&with(sink, "weir-dead")).unwrap_err().to_string();
+        assert!(
+            message.contains("`pipeline[0].sink.topic`") && message.contains(expected),
+            "{sink}: {message}"
+        );
+    }
+    let message = parse(&with("users", "dead-{{ nat }}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("`pipeline[0].dead_letter.topic`")
+            && message.contains("dead letters go to one topic"),
+        "{message}"
+    );
+}

@@ -265,6 +265,11 @@ pub trait SinkSpec: Send + Sync {
     fn can_hold_dead_letters(&self) -> bool {
         true
     }
+
+    /// Checks what a dead-letter destination needs besides [`SinkSpec::validate`].
+    fn validate_as_dead_letter(&self) -> Result<(), ConfigProblem> {
+        Ok(())
+    }
 }
 
 /// Declares the connectors a pipeline file may name: the enum serde reads by `type`, and the one
@@ -354,6 +359,11 @@ impl SinkConfig {
     /// Whether it can store dead letters: any bytes, with their headers.
     pub fn can_hold_dead_letters(&self) -> bool {
         self.spec().can_hold_dead_letters()
+    }
+
+    /// Checks what a dead-letter destination needs besides [`SinkConfig::validate`].
+    pub fn validate_as_dead_letter(&self) -> Result<(), ConfigProblem> {
+        self.spec().validate_as_dead_letter()
     }
 
     /// Opens the sink; see [`SinkSpec::build`].

@@ -16,6 +16,7 @@ pub mod rebootstrap;
 pub(crate) mod refused_property;
 mod sink;
 mod source;
+mod topic_template;
 mod topics;
 mod unfinished;
 
@@ -147,6 +148,10 @@ const METADATA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
 impl SinkSpec for KafkaSinkConfig {
     fn validate(&self) -> Result<(), ConfigProblem> {
         KafkaSinkConfig::validate(self)
+    }
+
+    fn validate_as_dead_letter(&self) -> Result<(), ConfigProblem> {
+        KafkaSinkConfig::validate_as_dead_letter(self)
     }
 
     async fn build(&self, dead_letter: bool) -> Result<Box<dyn Sink>, ConnectorError> {

@@ -22,6 +22,8 @@ use super::batch_producer::{self, BatchProducer, Outgoing};
 use super::client_config;
 use super::delivery::{Verdict, classify, classify_code};
 use super::refused_property::creation_failed;
+use super::topic_template::TopicTemplate;
+use super::topics::name_problem;
 use super::unfinished::{Outcome, Unfinished};
 use crate::connectors::fields::{FieldPath, FieldSet, Leaf};
 use crate::connectors::{ConfigProblem, ConnectorError, Rejected, Sink};
@@ -62,7 +64,9 @@ impl Compression {
 pub struct KafkaSinkConfig {
     /// Bootstrap servers, comma-separated (`127.0.0.1:9092`).
     pub brokers: String,
-    /// The topic to write to.
+    /// The topic to write to: a topic's name, or a template naming fields of each record
+    /// (`users-{{ nat }}`), so that each record goes to the topic its fields pick; a record
+    /// whose fields make no topic's name is dead-lettered with the reason.
     pub topic: String,
     /// Dotted path of the JSON field used as the message key; by default the record key.
     #[serde(default)]
@@ -131,6 +135,15 @@ impl KafkaSinkConfig {
         if self.topic.trim().is_empty() {
             return Err(("topic".into(), "must name a topic".into()));
         }
+        match TopicTemplate::parse(&self.topic) {
+            Err(problem) => return Err(("topic".into(), problem)),
+            Ok(None) => {
+                if let Some(problem) = name_problem(&self.topic) {
+                    return Err(("topic".into(), problem));
+                }
+            }
+            Ok(Some(_)) => {}
+        }
         for (key, instead) in RESERVED_PROPERTIES {
             if self.properties.contains_key(key) {
                 return Err((
@@ -138,6 +151,21 @@ impl KafkaSinkConfig {
                     format!("is set by weir: {instead}"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Checks what a dead-letter destination needs besides [`KafkaSinkConfig::validate`]: one
+    /// topic, not a template.
+    pub fn validate_as_dead_letter(&self) -> Result<(), ConfigProblem> {
+        if TopicTemplate::parse(&self.topic).is_ok_and(|template| template.is_some()) {
+            return Err((
+                "topic".into(),
+                format!(
+                    "`{}` names record fields, but dead letters go to one topic: a dead letter is often not JSON (that may be why it is dead), and `weir replay` reads one topic. Name the topic",
+                    self.topic
+                ),
+            ));
         }
         Ok(())
     }
@@ -160,7 +188,10 @@ struct SharedProducer {
 /// Produces records to a topic.
 pub struct KafkaSink {
     name: String,
+    /// The topic as configured: its name, or the template in `template`.
     topic: String,
+    /// The template that picks each record's topic, when `topic` names fields.
+    template: Option<TopicTemplate>,
     key_fields: Option<FieldSet>,
     key_field: Option<String>,
     /// Whether this sink is a dead-letter destination, which must not refuse a record for its
@@ -187,6 +218,14 @@ impl KafkaSink {
     /// record too large for the topic instead of refusing it.
     pub fn new(config: &KafkaSinkConfig, dead_letter: bool) -> Result<Self, ConnectorError> {
         let name = format!("kafka sink {}", config.topic);
+        let template = TopicTemplate::parse(&config.topic)
+            .map_err(|problem| ConnectorError::fatal(&name, problem))?;
+        if dead_letter && template.is_some() {
+            let (_, problem) = config
+                .validate_as_dead_letter()
+                .expect_err("a template is refused as a dead-letter topic");
+            return Err(ConnectorError::fatal(&name, problem));
+        }
         let mut client = client_config(&config.brokers, &config.properties);
         client
             .set("enable.idempotence", "true")
@@ -220,6 +259,7 @@ impl KafkaSink {
         Ok(KafkaSink {
             name,
             topic: config.topic.clone(),
+            template,
             key_fields: config
                 .key_field
                 .as_deref()
@@ -285,8 +325,26 @@ impl KafkaSink {
         .ok_or_else(|| format!("key field `{field}` is missing or not a scalar"))
     }
 
-    /// `record` as a message to this sink's topic, with `key`.
-    fn outgoing<'r>(&'r self, record: &'r Record, key: Option<&'r [u8]>) -> Outgoing<'r> {
+    /// The topic `record` goes to: the sink's, or the one its fields pick by the template.
+    /// `found` is scratch space for the fields, reused across a batch's records.
+    fn topic_of<'r>(
+        &'r self,
+        record: &'r Record,
+        found: &mut Vec<Option<Leaf<'r>>>,
+    ) -> Result<Cow<'r, str>, String> {
+        match &self.template {
+            None => Ok(Cow::Borrowed(&self.topic)),
+            Some(template) => template.render(&record.value, found).map(Cow::Owned),
+        }
+    }
+
+    /// `record` as a message to `topic`, with `key`.
+    fn outgoing<'r>(
+        &self,
+        record: &'r Record,
+        topic: &'r str,
+        key: Option<&'r [u8]>,
+    ) -> Outgoing<'r> {
         // librdkafka's header list is allocated per message; a record without headers needs none.
         let headers = (!record.headers.is_empty()).then(|| {
             record.headers.iter().fold(
@@ -300,7 +358,7 @@ impl KafkaSink {
             )
         });
         Outgoing {
-            topic: &self.topic,
+            topic,
             payload: Some(&record.value),
             partition: None,
             key,
@@ -358,7 +416,9 @@ impl KafkaSink {
             let messages = pending
                 .iter()
                 .zip(&excerpts)
-                .map(|(at, excerpt)| self.outgoing(excerpt, letters[*at].key.as_deref()))
+                .map(|(at, excerpt)| {
+                    self.outgoing(excerpt, &self.topic, letters[*at].key.as_deref())
+                })
                 .collect();
             let results = batch_producer::send_all(&self.producer, messages).await;
             for ((at, excerpt), delivered) in pending.into_iter().zip(&excerpts).zip(results) {
@@ -408,9 +468,9 @@ impl KafkaSink {
     /// Whether the brokers' metadata confirms that the topic does not exist; `None` when they
     /// cannot be asked. librdkafka may report a topic as unknown while a restarting broker
     /// loads its logs, and stopping the pipeline then would be wrong.
-    async fn topic_missing(&self) -> Option<bool> {
+    async fn topic_missing(&self, topic: &str) -> Option<bool> {
         let producer = self.producer.clone();
-        let topic = self.topic.clone();
+        let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || {
             let metadata = producer
                 .client()
@@ -487,31 +547,38 @@ impl Sink for KafkaSink {
         let mut outcomes = self.unfinished.resume(records);
         let resumed = outcomes.iter().any(|outcome| *outcome != Outcome::Unsent);
         let mut to_send = Vec::new();
-        let mut found = Vec::new();
+        let (mut found_key, mut found_topic) = (Vec::new(), Vec::new());
         for (index, record) in records.iter().enumerate() {
             if outcomes[index] != Outcome::Unsent {
                 continue;
             }
-            match self.key_of(record, &mut found) {
-                Ok(key) => to_send.push((index, key)),
+            let topic = match self.topic_of(record, &mut found_topic) {
+                Ok(topic) => topic,
+                Err(reason) => {
+                    outcomes[index] = Outcome::Rejected(reason);
+                    continue;
+                }
+            };
+            match self.key_of(record, &mut found_key) {
+                Ok(key) => to_send.push((index, topic, key)),
                 // Dead letters are often not JSON (that may be why they are dead): keep their
                 // own key rather than refusing them.
                 Err(_) if self.dead_letter => {
-                    to_send.push((index, record.key.as_deref().map(Cow::Borrowed)));
+                    to_send.push((index, topic, record.key.as_deref().map(Cow::Borrowed)));
                 }
                 Err(reason) => outcomes[index] = Outcome::Rejected(reason),
             }
         }
         let messages = to_send
             .iter()
-            .map(|(index, key)| self.outgoing(&records[*index], key.as_deref()))
+            .map(|(index, topic, key)| self.outgoing(&records[*index], topic, key.as_deref()))
             .collect();
         let results = batch_producer::send_all(&self.producer, messages).await;
         let mut judge = Judge::default();
         let mut failure: Option<Failure> = None;
         let mut too_large = Vec::new();
         let mut restamp = Vec::new();
-        for ((index, key), result) in to_send.into_iter().zip(results) {
+        for ((index, topic, key), result) in to_send.into_iter().zip(results) {
             let error = match result {
                 Ok(()) => {
                     outcomes[index] = Outcome::Delivered;
@@ -523,7 +590,7 @@ impl Sink for KafkaSink {
                 restamp.push((index, key));
                 continue;
             }
-            match judge.verdict(self, &error).await {
+            match judge.verdict(self, &error, &topic).await {
                 Verdict::TooLarge => too_large.push(Oversized {
                     index,
                     key,
@@ -531,6 +598,13 @@ impl Sink for KafkaSink {
                 }),
                 Verdict::Refused(reason) => {
                     outcomes[index] = Outcome::Rejected(format!("{reason} ({error})"));
+                }
+                // The record picked the topic: the refusal is the record's, not the pipeline's.
+                Verdict::Stop(reason) if self.template.is_some() && refuses_topic(&error) => {
+                    outcomes[index] = Outcome::Rejected(format!(
+                        "{reason} (the topic comes from the record's fields by the sink's topic `{}`; {error})",
+                        self.topic
+                    ));
                 }
                 verdict => note(&mut failure, verdict, error),
             }
@@ -544,7 +618,7 @@ impl Sink for KafkaSink {
             let messages = restamp
                 .iter()
                 .zip(&again)
-                .map(|((_, key), record)| self.outgoing(record, key.as_deref()))
+                .map(|((_, key), record)| self.outgoing(record, &self.topic, key.as_deref()))
                 .collect();
             let results = batch_producer::send_all(&self.producer, messages).await;
             let mut stored = 0_usize;
@@ -557,7 +631,7 @@ impl Sink for KafkaSink {
                     }
                     Err(error) => error,
                 };
-                match judge.verdict(self, &error).await {
+                match judge.verdict(self, &error, &self.topic).await {
                     // The header with the original timestamp made it too large: an excerpt.
                     Verdict::TooLarge => too_large.push(Oversized {
                         index,
@@ -590,7 +664,7 @@ impl Sink for KafkaSink {
             for (Oversized { index, .. }, excerpt) in too_large.iter().zip(excerpts) {
                 match excerpt {
                     Ok(Ok(())) => outcomes[*index] = Outcome::Delivered,
-                    Ok(Err(error)) => match judge.verdict(self, &error).await {
+                    Ok(Err(error)) => match judge.verdict(self, &error, &self.topic).await {
                         Verdict::Refused(reason) => {
                             outcomes[*index] = Outcome::Rejected(format!("{reason} ({error})"));
                         }
@@ -666,6 +740,7 @@ impl Sink for KafkaSink {
         Some(Box::new(KafkaSink {
             name: self.name.clone(),
             topic: self.topic.clone(),
+            template: self.template.clone(),
             key_fields: self.key_fields.clone(),
             key_field: self.key_field.clone(),
             dead_letter: self.dead_letter,
@@ -692,18 +767,18 @@ struct Oversized<'a> {
 /// too large), `Ok` the delivery of its excerpt.
 type ExcerptOutcome = Result<Result<(), KafkaError>, String>;
 
-/// Classifies the failed deliveries of one write, asking the brokers at most once whether the
-/// topic is missing.
+/// Classifies the failed deliveries of one write, asking the brokers at most once per topic
+/// whether it is missing.
 #[derive(Default)]
 struct Judge {
-    topic_missing: Option<Option<bool>>,
+    topic_missing: BTreeMap<String, Option<bool>>,
 }
 
 impl Judge {
-    /// The verdict on a failed delivery; an unknown topic stops the pipeline only once the
-    /// metadata confirms it, and is retried otherwise.
-    async fn verdict(&mut self, sink: &KafkaSink, error: &KafkaError) -> Verdict {
-        let verdict = classify(error, &sink.topic);
+    /// The verdict on a failed delivery to `topic`; an unknown topic stops the pipeline only
+    /// once the metadata confirms it, and is retried otherwise.
+    async fn verdict(&mut self, sink: &KafkaSink, error: &KafkaError, topic: &str) -> Verdict {
+        let verdict = classify(error, topic);
         let unknown_topic = matches!(
             error,
             KafkaError::MessageProduction(
@@ -713,9 +788,13 @@ impl Judge {
         if !unknown_topic {
             return verdict;
         }
-        let missing = match self.topic_missing {
-            Some(missing) => missing,
-            None => *self.topic_missing.insert(sink.topic_missing().await),
+        let missing = match self.topic_missing.get(topic) {
+            Some(missing) => *missing,
+            None => {
+                let missing = sink.topic_missing(topic).await;
+                self.topic_missing.insert(topic.to_owned(), missing);
+                missing
+            }
         };
         if missing == Some(true) {
             verdict
@@ -723,6 +802,21 @@ impl Judge {
             Verdict::Retry
         }
     }
+}
+
+/// Whether a delivery failed because of the topic it went to: one that does not exist, is not
+/// a valid name, or may not be written by this principal or by the brokers' policy.
+fn refuses_topic(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::PolicyViolation
+        )
+    )
 }
 
 /// Whether a delivery may have failed because the broker refused the record's timestamp: Kafka

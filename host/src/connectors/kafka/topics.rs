@@ -7,7 +7,7 @@
 use std::ffi::{CStr, CString};
 
 /// Kafka's longest topic name.
-const MAX_TOPIC_NAME: usize = 249;
+pub(crate) const MAX_TOPIC_NAME: usize = 249;
 
 /// Longest pattern compiled: far past any a person writes, short enough that compiling one is
 /// cheap (the C library's compilation grows with the pattern).
@@ -18,26 +18,35 @@ pub(crate) fn problem(entry: &str) -> Option<String> {
     if is_pattern(entry) {
         return TopicPattern::compile(entry).err();
     }
-    if entry.len() > MAX_TOPIC_NAME {
+    name_problem(entry).map(|problem| match illegal_character(entry) {
+        Some(_) => format!(
+            "{problem}; to read every topic a regular expression matches, start it with `^` (`^{entry}`)"
+        ),
+        None => problem,
+    })
+}
+
+/// What keeps `name` from being a topic's name, in words for the config error.
+pub(crate) fn name_problem(name: &str) -> Option<String> {
+    if name.len() > MAX_TOPIC_NAME {
         return Some(format!(
             "`{}...` is {} bytes: a topic's name is at most {MAX_TOPIC_NAME}",
-            entry.chars().take(40).collect::<String>(),
-            entry.len()
+            name.chars().take(40).collect::<String>(),
+            name.len()
         ));
     }
-    if entry == "." || entry == ".." {
-        return Some(format!("`{entry}` is not a topic's name"));
+    if name == "." || name == ".." {
+        return Some(format!("`{name}` is not a topic's name"));
     }
-    if let Some(bad) = entry
-        .chars()
+    illegal_character(name).map(|bad| {
+        format!("`{name}` is not a topic's name: {bad:?} is not a letter, digit, `.`, `_` or `-`")
+    })
+}
+
+/// The first character of `text` that no topic's name may hold.
+pub(crate) fn illegal_character(text: &str) -> Option<char> {
+    text.chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Some(format!(
-            "`{entry}` is not a topic's name: {bad:?} is not a letter, digit, `.`, `_` or `-`; \
-             to read every topic a regular expression matches, start it with `^` (`^{entry}`)"
-        ));
-    }
-    None
 }
 
 /// Whether a `topics` entry is a pattern rather than a topic's name.
