@@ -292,6 +292,11 @@ enum BenchCommand {
         /// pipeline shares. A record's latency counts from its send, so the linger is part of it.
         #[arg(long, value_name = "MS", default_value_t = 5)]
         latency_producer_linger_ms: u64,
+        /// The `compression` of the Kafka sink in the kafka -> user-profile -> kafka run: lz4 is
+        /// the sink's default; the others measure what a codec costs weir and the broker (which
+        /// reads each batch it is sent to check it).
+        #[arg(long, value_name = "CODEC", default_value = "lz4", value_parser = ["none", "gzip", "snappy", "lz4", "zstd"])]
+        kafka_sink_compression: String,
         /// The Kafka broker's pid file (`scripts/services` keeps it in `.services/kafka/pid`), to
         /// report the broker's CPU time per run too.
         #[arg(long, value_name = "PATH")]
@@ -984,6 +989,7 @@ fn main() -> ExitCode {
             latency_rate,
             latency_seconds,
             latency_producer_linger_ms,
+            kafka_sink_compression,
             broker_pid_file,
             cassandra_pid_file,
             keep,
@@ -997,6 +1003,7 @@ fn main() -> ExitCode {
             latency_rate,
             latency_seconds,
             latency_producer_linger_ms,
+            kafka_sink_compression,
             broker_pid_file,
             cassandra_pid_file,
             keep,

@@ -188,6 +188,8 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
         "500".into(),
         "--latency-seconds".into(),
         "2".into(),
+        "--kafka-sink-compression".into(),
+        "zstd".into(),
         "--plugins".into(),
         plugin_registry().to_str().unwrap().into(),
     ];
@@ -205,6 +207,12 @@ fn bench_pipeline_reports_every_row_with_its_ratios_and_cost() {
     assert!(
         report.lines().any(|line| line.starts_with("peak MiB: ")),
         "the report says what peak MiB means: {report}"
+    );
+    assert!(
+        report
+            .lines()
+            .any(|line| line == "the Kafka sink writes with compression zstd"),
+        "the report names the Kafka sink's codec: {report}"
     );
     let rows = table(&report);
     let names: Vec<&str> = rows.iter().map(|row| row.name.as_str()).collect();

@@ -206,6 +206,10 @@ pub fn pipeline(bench: super::measure::pipeline::PipelineBench) -> anyhow::Resul
         }
     )?;
     outln!(
+        "the Kafka sink writes with compression {}",
+        bench.kafka_sink_compression
+    )?;
+    outln!(
         "{:<44} {:>10} {:>8} {:>9} {:>8} {:>15} {:>9} {:>15} {:>18}",
         "pipeline",
         "records/s",

@@ -51,6 +51,8 @@ pub struct PipelineBench {
     pub latency_seconds: f64,
     /// The latency run's producer's `linger.ms`.
     pub latency_producer_linger_ms: u64,
+    /// The Kafka sink's `compression` in the run into Kafka.
+    pub kafka_sink_compression: String,
     /// The Kafka broker's pid file, to report its CPU time per run too (optional).
     pub broker_pid_file: Option<PathBuf>,
     /// The Cassandra node's pid file, to report its CPU time in the runs that write to it
@@ -605,7 +607,9 @@ async fn measure(
             format!(
                 r#"type = "kafka"
             brokers = "{brokers}"
-            topic = "{output}""#
+            topic = "{output}"
+            compression = "{}""#,
+                bench.kafka_sink_compression
             ),
             false,
         ),
