@@ -865,6 +865,138 @@ async fn a_kafka_sink_topic_template_routes_each_record_by_its_field() {
     );
 }
 
+/// The time now, in milliseconds since the epoch.
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Sends `{"n":N}` to `partition` of `topic` with the create time `millis`.
+async fn produce_at(brokers: &str, topic: &str, partition: i32, n: u32, millis: i64) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let payload = format!("{{\"n\":{n}}}");
+    producer
+        .send(
+            FutureRecord::<str, str>::to(topic)
+                .payload(&payload)
+                .partition(partition)
+                .timestamp(millis),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+}
+
+/// `start_at_time` starts a group that never committed at each partition's first record at or
+/// after the time, and at the end of a partition with none that late (so the next record
+/// written there is read); once the group has committed, a restart resumes from the commits and
+/// the time no longer applies. With the default cooperative assignor and with an eager one,
+/// whose assignments weir's rebalance applies differently.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_source_start_at_time_places_uncommitted_partitions_and_commits_win_after() {
+    for assignor in ["cooperative-sticky", "range"] {
+        start_at_time_with(assignor).await;
+    }
+}
+
+async fn start_at_time_with(assignor: &str) {
+    let brokers = kafka_brokers();
+    let topic = unique("start_at");
+    crate::services::create_topic(&brokers, &topic, 4).await;
+    let base = now_millis() - 3_600_000;
+    // Records 0..30 a second apart over partitions 0 to 2; partition 3 holds only early ones.
+    for n in 0..30 {
+        produce_at(
+            &brokers,
+            &topic,
+            (n % 3) as i32,
+            n,
+            base + i64::from(n) * 1000,
+        )
+        .await;
+    }
+    for n in 50..55 {
+        produce_at(&brokers, &topic, 3, n, base + i64::from(n - 50) * 1000).await;
+    }
+    let start = chrono::DateTime::from_timestamp_millis(base + 15_000)
+        .unwrap()
+        .to_rfc3339();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let group = unique("group");
+    let toml = |start: &str| {
+        format!(
+            r#"
+            [[pipeline]]
+            name = "kafka-start-at"
+            source = {{ type = "kafka", brokers = "{brokers}", topics = ["{topic}"], group = "{group}", start_at_time = "{start}", properties = {{ "partition.assignment.strategy" = "{assignor}" }} }}
+            sink = {{ type = "file", path = "{out}" }}
+            dead_letter = {{ type = "file", path = "{dir}/dlq.jsonl" }}
+            batch = {{ size = 10, linger_ms = 20 }}
+            "#,
+            out = out.display(),
+            dir = dir.path().display()
+        )
+    };
+    let seen = |out: &Path| -> Vec<u64> {
+        let mut ns: Vec<u64> = read_json_lines(out)
+            .iter()
+            .map(|row| row["n"].as_u64().unwrap())
+            .collect();
+        ns.sort();
+        ns
+    };
+    let late = {
+        let (brokers, topic, out) = (brokers.clone(), topic.clone(), out.clone());
+        tokio::spawn(async move {
+            wait_for(
+                "the records from start_at_time on",
+                Duration::from_secs(120),
+                || line_count(&out) >= 15,
+            )
+            .await;
+            produce_at(&brokers, &topic, 3, 99, now_millis()).await;
+        })
+    };
+    run_until(&toml(&start), || line_count(&out) >= 16).await;
+    late.await.unwrap();
+    let mut expected: Vec<u64> = (15..30).collect();
+    expected.push(99);
+    assert_eq!(
+        seen(&out),
+        expected,
+        "{assignor}: records from the time on, none of partition 3's early ones, and its record written later"
+    );
+
+    // The group has committed: an earlier time does not take it back.
+    for n in 30..33 {
+        produce_at(
+            &brokers,
+            &topic,
+            (n % 3) as i32,
+            n,
+            base + i64::from(n) * 1000,
+        )
+        .await;
+    }
+    let earlier = chrono::DateTime::from_timestamp_millis(base)
+        .unwrap()
+        .to_rfc3339();
+    run_until(&toml(&earlier), || line_count(&out) >= 19).await;
+    expected.extend(30..33);
+    expected.sort();
+    assert_eq!(
+        seen(&out),
+        expected,
+        "{assignor}: a restart resumes from the commits"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_source_with_offset_reset_latest_skips_what_came_before_it() {
     let (brokers, topic) = topic_holding("latest", 0..50).await;

@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+};
 use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::deleted_unread;
@@ -20,6 +23,7 @@ use super::lag::ConsumerLag;
 use super::partition_queues::Splitter;
 use super::progress::{Commit, PartitionProgress, TopicPartition};
 use super::rebootstrap::BrokerWatch;
+use super::start_at;
 
 /// Callbacks of one consumer. They run on the source's polling thread, which may block.
 pub struct GroupContext {
@@ -35,6 +39,9 @@ pub struct GroupContext {
     splitter: Splitter<GroupContext>,
     /// Gives the consumer its bootstrap servers back if it drops every broker.
     brokers: BrokerWatch,
+    /// Where partitions the group never committed start, in milliseconds since the epoch
+    /// (`start_at_time`); `None` leaves them to `offset_reset`.
+    start_at: Option<i64>,
 }
 
 impl GroupContext {
@@ -57,6 +64,43 @@ impl GroupContext {
             assignment_changed: AtomicBool::new(false),
             splitter,
             brokers,
+            start_at: None,
+        }
+    }
+
+    /// Starts the partitions the group never committed at their first record at or after
+    /// `millis` (since the epoch) instead of where `offset_reset` says.
+    pub fn starting_at(mut self, millis: Option<i64>) -> Self {
+        self.start_at = millis;
+        self
+    }
+
+    /// Sets the offsets of the partitions of `assignment` that the group never committed to
+    /// where `start_at_time` places them. If the brokers cannot say, they start where
+    /// `offset_reset` says, with an error line naming them.
+    fn place_by_time(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        assignment: &mut TopicPartitionList,
+        millis: i64,
+    ) {
+        let partitions = describe(&partitions_of(assignment));
+        match start_at::place(consumer, assignment, millis) {
+            Ok(placed) => tracing::info!(
+                source = %self.name,
+                partitions = %partitions,
+                start_at_ms = millis,
+                at_time = placed.at_time,
+                at_end = placed.at_end,
+                committed = placed.committed,
+                "Partitions without a committed offset start at their first record at or after start_at_time (at their end where none is that late); the others resume from their commit."
+            ),
+            Err(error) => tracing::error!(
+                source = %self.name,
+                partitions = %partitions,
+                %error,
+                "Cannot learn the committed offsets or the offsets for start_at_time from the brokers; partitions without a committed offset start where offset_reset says."
+            ),
         }
     }
 
@@ -152,6 +196,42 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
+    /// librdkafka's rebalance as rdkafka runs it (the callbacks below around the assignment
+    /// change), with the partitions the group never committed placed by `start_at_time` in the
+    /// assignment itself, before anything of theirs is fetched.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        assignment: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Some(millis) = self.start_at {
+                    self.place_by_time(consumer, assignment, millis);
+                }
+                Rebalance::Assign(assignment)
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(assignment),
+            code => Rebalance::Error(KafkaError::Rebalance(code.into())),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let changed = match (&rebalance, cooperative) {
+            (Rebalance::Assign(list), true) => consumer.incremental_assign(list),
+            (Rebalance::Assign(list), false) => consumer.assign(list),
+            (_, true) => consumer.incremental_unassign(assignment),
+            (_, false) => consumer.unassign(),
+        };
+        if let Err(error) = changed {
+            tracing::warn!(source = %self.name, %error, "librdkafka refused the assignment change of a rebalance.");
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     /// The answer to a commit; an asynchronous one is recorded as done only here.
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {

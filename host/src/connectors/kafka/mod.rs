@@ -16,6 +16,7 @@ pub mod rebootstrap;
 pub(crate) mod refused_property;
 mod sink;
 mod source;
+mod start_at;
 mod topic_template;
 mod topics;
 mod unfinished;

@@ -56,6 +56,12 @@ pub struct KafkaSourceConfig {
     /// Where to start on partitions the group has no committed offset for.
     #[serde(default)]
     pub offset_reset: OffsetReset,
+    /// Start partitions the group has no committed offset for at their first record whose
+    /// timestamp is at or after this time (RFC 3339, `2026-12-01T00:00:00Z`, or milliseconds
+    /// since the epoch), or at their end where none is that late, instead of where
+    /// `offset_reset` says (Spark's `startingTimestamp`). Committed offsets still win.
+    #[serde(default)]
+    pub start_at_time: Option<String>,
     /// How long a rebalance waits for the records in flight from a revoked partition to be
     /// acknowledged before committing and giving it up; what is still unacknowledged then is
     /// re-delivered to the partition's next owner.
@@ -168,6 +174,9 @@ impl KafkaSourceConfig {
         }
         if self.group.trim().is_empty() {
             return Err(("group".into(), "must name a consumer group".into()));
+        }
+        if let Some(time) = &self.start_at_time {
+            super::start_at::parse(time).map_err(|problem| ("start_at_time".into(), problem))?;
         }
         for (key, instead) in RESERVED_PROPERTIES {
             if self.properties.contains_key(key) {
@@ -473,6 +482,12 @@ impl KafkaSource {
         let progress = Arc::new(PartitionProgress::default());
         let metrics = Arc::new(GroupMetrics::default());
         let wakeup = Arc::new(Wakeup::default());
+        let start_at = config
+            .start_at_time
+            .as_deref()
+            .map(super::start_at::parse)
+            .transpose()
+            .map_err(|problem| ConnectorError::fatal(&name, format!("start_at_time: {problem}")))?;
         let context = GroupContext::new(
             &name,
             lag.clone(),
@@ -481,7 +496,8 @@ impl KafkaSource {
             Duration::from_millis(config.drain_timeout_ms),
             Splitter::new(Arc::clone(&wakeup)),
             BrokerWatch::new(&name, &config.brokers),
-        );
+        )
+        .starting_at(start_at);
         let mut consumer: BaseConsumer<GroupContext> = client
             .create_with_context(context)
             .map_err(|e| creation_failed(&name, "cannot create the consumer", e))?;
