@@ -910,16 +910,16 @@ async fn start_at_time_with(assignor: &str) {
     crate::services::create_topic(&brokers, &topic, 4).await;
     let base = now_millis() - 3_600_000;
     // Records 0..30 a second apart over partitions 0 to 2; partition 3 holds only early ones.
-    for n in 0..30 {
-        produce_at(
-            &brokers,
-            &topic,
-            (n % 3) as i32,
-            n,
-            base + i64::from(n) * 1000,
-        )
-        .await;
-    }
+    let spread = |range: std::ops::Range<u32>| {
+        let (brokers, topic) = (brokers.clone(), topic.clone());
+        async move {
+            for n in range {
+                let millis = base + i64::from(n) * 1000;
+                produce_at(&brokers, &topic, (n % 3) as i32, n, millis).await;
+            }
+        }
+    };
+    spread(0..30).await;
     for n in 50..55 {
         produce_at(&brokers, &topic, 3, n, base + i64::from(n - 50) * 1000).await;
     }
@@ -974,16 +974,7 @@ async fn start_at_time_with(assignor: &str) {
     );
 
     // The group has committed: an earlier time does not take it back.
-    for n in 30..33 {
-        produce_at(
-            &brokers,
-            &topic,
-            (n % 3) as i32,
-            n,
-            base + i64::from(n) * 1000,
-        )
-        .await;
-    }
+    spread(30..33).await;
     let earlier = chrono::DateTime::from_timestamp_millis(base)
         .unwrap()
         .to_rfc3339();

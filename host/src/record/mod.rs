@@ -13,6 +13,20 @@ use bytes::Bytes;
 
 pub use header::{Header, HeaderName, Headers};
 
+/// A time as a user writes it, in the unit of [`Record::timestamp`] (milliseconds since the
+/// epoch): RFC 3339 with its offset (`2026-12-01T10:00:00Z`), or a number of milliseconds.
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    let trimmed = text.trim();
+    if let Ok(millis) = trimmed.parse::<i64>() {
+        return Ok(millis);
+    }
+    chrono::DateTime::parse_from_rfc3339(trimmed)
+        .map(|time| time.timestamp_millis())
+        .map_err(|e| {
+            format!("`{text}` is not a time ({e}); give RFC 3339 like 2026-12-01T10:00:00Z, or milliseconds since the epoch")
+        })
+}
+
 /// A plugin's outputs for one input record: most plugins give one, which is held inline, so a
 /// batch's results need no allocation per record to hold them.
 pub type Outputs = smallvec::SmallVec<[Record; 1]>;
@@ -334,6 +348,16 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_rfc3339_or_milliseconds() {
+        assert_eq!(parse_time("1000"), Ok(1000));
+        assert_eq!(parse_time(" 1970-01-01T00:00:01Z "), Ok(1000));
+        assert_eq!(parse_time("1970-01-01T01:00:01+01:00"), Ok(1000));
+        let naive = parse_time("2026-12-01T00:00:00").unwrap_err();
+        assert!(naive.contains("RFC 3339"), "{naive}");
+        assert!(parse_time("yesterday").unwrap_err().contains("RFC 3339"));
+    }
 
     fn failed(message: String) -> Failure {
         Failure {
