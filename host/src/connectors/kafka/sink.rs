@@ -220,11 +220,10 @@ impl KafkaSink {
         let name = format!("kafka sink {}", config.topic);
         let template = TopicTemplate::parse(&config.topic)
             .map_err(|problem| ConnectorError::fatal(&name, problem))?;
-        if dead_letter && template.is_some() {
-            let (_, problem) = config
+        if dead_letter {
+            config
                 .validate_as_dead_letter()
-                .expect_err("a template is refused as a dead-letter topic");
-            return Err(ConnectorError::fatal(&name, problem));
+                .map_err(|(_, problem)| ConnectorError::fatal(&name, problem))?;
         }
         let mut client = client_config(&config.brokers, &config.properties);
         client
@@ -905,6 +904,28 @@ mod tests {
         assert!(object.contains("not a scalar"), "{object}");
         // An escaped key is decoded into a string of its own.
         assert_eq!(keys[5], Ok(Some(b"b-2".to_vec())));
+    }
+
+    #[test]
+    fn a_dead_letter_sink_refuses_a_topic_template_and_takes_a_name() {
+        let config = |topic: &str| KafkaSinkConfig {
+            brokers: "127.0.0.1:1".into(),
+            topic: topic.into(),
+            key_field: None,
+            compression: Compression::default(),
+            delivery_timeout_ms: default_delivery_timeout_ms(),
+            properties: BTreeMap::new(),
+        };
+        let refused = KafkaSink::new(&config("dead-{{ kind }}"), true)
+            .err()
+            .expect("a template is no dead-letter topic")
+            .to_string();
+        assert!(
+            refused.contains("dead letters go to one topic"),
+            "{refused}"
+        );
+        assert!(KafkaSink::new(&config("dead-{{ kind }}"), false).is_ok());
+        assert!(KafkaSink::new(&config("dead"), true).is_ok());
     }
 
     #[test]
