@@ -192,7 +192,9 @@ pub struct KafkaSink {
     topic: String,
     /// The template that picks each record's topic, when `topic` names fields.
     template: Option<TopicTemplate>,
-    key_fields: Option<FieldSet>,
+    /// The record fields the sink reads, in one pass per record: the key field first when
+    /// there is one, then the template's fields.
+    fields: Option<FieldSet>,
     key_field: Option<String>,
     /// Whether this sink is a dead-letter destination, which must not refuse a record for its
     /// size: nowhere is left to send it.
@@ -255,14 +257,12 @@ impl KafkaSink {
         let shared = Arc::new(SharedProducer {
             current: Mutex::new((0, producer.clone())),
         });
+        let fields = record_fields(config.key_field.as_deref(), template.as_ref());
         Ok(KafkaSink {
             name,
             topic: config.topic.clone(),
             template,
-            key_fields: config
-                .key_field
-                .as_deref()
-                .map(|field| FieldSet::new(&[FieldPath::parse(field)])),
+            fields,
             key_field: config.key_field.clone(),
             dead_letter,
             client,
@@ -297,44 +297,61 @@ impl KafkaSink {
         }
     }
 
-    /// The message key: the record's own (borrowed), or the key field read from its value.
-    /// `found` is scratch space for the field, reused across a batch's records.
-    fn key_of<'r>(
-        &self,
-        record: &'r Record,
-        found: &mut Vec<Option<Leaf<'r>>>,
-    ) -> Result<Option<Cow<'r, [u8]>>, String> {
-        let Some(fields) = &self.key_fields else {
-            return Ok(record.key.as_deref().map(Cow::Borrowed));
-        };
-        let field = self.key_field.as_deref().unwrap_or_default();
-        fields.read_into(&record.value, found).map_err(|e| {
-            format!("value is not JSON, so key field `{field}` cannot be read: {e}")
-        })?;
-        let key = found
-            .first_mut()
-            .and_then(Option::take)
-            .and_then(Leaf::into_text);
-        key.map(|key| {
-            Some(match key {
-                Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
-                Cow::Owned(text) => Cow::Owned(text.into_bytes()),
-            })
-        })
-        .ok_or_else(|| format!("key field `{field}` is missing or not a scalar"))
-    }
-
-    /// The topic `record` goes to: the sink's, or the one its fields pick by the template.
-    /// `found` is scratch space for the fields, reused across a batch's records.
-    fn topic_of<'r>(
+    /// Where `record` goes: its topic (the sink's, or the one its fields pick by the template)
+    /// and its key (the record's own, borrowed, or the key field read from its value), or why
+    /// it cannot go. `found` is scratch space for the fields, reused across a batch's records.
+    fn route<'r>(
         &'r self,
         record: &'r Record,
         found: &mut Vec<Option<Leaf<'r>>>,
-    ) -> Result<Cow<'r, str>, String> {
-        match &self.template {
-            None => Ok(Cow::Borrowed(&self.topic)),
-            Some(template) => template.render(&record.value, found).map(Cow::Owned),
-        }
+    ) -> Result<Route<'r>, String> {
+        let Some(fields) = &self.fields else {
+            return Ok((
+                Cow::Borrowed(&self.topic),
+                record.key.as_deref().map(Cow::Borrowed),
+            ));
+        };
+        fields.read_into(&record.value, found).map_err(|e| {
+            format!(
+                "value is not JSON, so {} cannot be read: {e}",
+                self.named_fields()
+            )
+        })?;
+        let (key_leaf, topic_leaves) = found.split_at_mut(usize::from(self.key_field.is_some()));
+        let topic = match &self.template {
+            None => Cow::Borrowed(self.topic.as_str()),
+            Some(template) => Cow::Owned(template.render(topic_leaves)?),
+        };
+        let Some(field) = &self.key_field else {
+            return Ok((topic, record.key.as_deref().map(Cow::Borrowed)));
+        };
+        let key = key_leaf
+            .first_mut()
+            .and_then(Option::take)
+            .and_then(Leaf::into_text)
+            .ok_or_else(|| format!("key field `{field}` is missing or not a scalar"))?;
+        let key = match key {
+            Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+            Cow::Owned(text) => Cow::Owned(text.into_bytes()),
+        };
+        Ok((topic, Some(key)))
+    }
+
+    /// The fields [`KafkaSink::route`] reads, for messages: "key field `id` and the topic's
+    /// field `kind`".
+    fn named_fields(&self) -> String {
+        let key = self
+            .key_field
+            .as_ref()
+            .map(|field| format!("key field `{field}`"));
+        let topic = self
+            .template
+            .as_ref()
+            .map(|template| format!("the topic's {}", template.named_fields()));
+        key.into_iter()
+            .chain(topic)
+            .collect::<Vec<_>>()
+            .join(" and ")
     }
 
     /// `record` as a message to `topic`, with `key`.
@@ -525,6 +542,21 @@ impl KafkaSink {
     }
 }
 
+/// Where a record goes: its topic and its message key, borrowed from the sink or the record
+/// where they can be.
+type Route<'r> = (Cow<'r, str>, Option<Cow<'r, [u8]>>);
+
+/// The record fields a sink with `key_field` and `template` reads, key first; `None` when it
+/// reads none.
+fn record_fields(key_field: Option<&str>, template: Option<&TopicTemplate>) -> Option<FieldSet> {
+    let key = key_field.map(FieldPath::parse);
+    let paths: Vec<&FieldPath> = key
+        .iter()
+        .chain(template.into_iter().flat_map(TopicTemplate::fields))
+        .collect();
+    (!paths.is_empty()).then(|| FieldSet::new(paths))
+}
+
 /// A producer with `client`'s settings.
 fn create_producer(name: &str, client: &ClientConfig) -> Result<BatchProducer, ConnectorError> {
     batch_producer::create(name, client)
@@ -546,25 +578,20 @@ impl Sink for KafkaSink {
         let mut outcomes = self.unfinished.resume(records);
         let resumed = outcomes.iter().any(|outcome| *outcome != Outcome::Unsent);
         let mut to_send = Vec::new();
-        let (mut found_key, mut found_topic) = (Vec::new(), Vec::new());
+        let mut found = Vec::new();
         for (index, record) in records.iter().enumerate() {
             if outcomes[index] != Outcome::Unsent {
                 continue;
             }
-            let topic = match self.topic_of(record, &mut found_topic) {
-                Ok(topic) => topic,
-                Err(reason) => {
-                    outcomes[index] = Outcome::Rejected(reason);
-                    continue;
-                }
-            };
-            match self.key_of(record, &mut found_key) {
-                Ok(key) => to_send.push((index, topic, key)),
+            match self.route(record, &mut found) {
+                Ok((topic, key)) => to_send.push((index, topic, key)),
                 // Dead letters are often not JSON (that may be why they are dead): keep their
-                // own key rather than refusing them.
-                Err(_) if self.dead_letter => {
-                    to_send.push((index, topic, record.key.as_deref().map(Cow::Borrowed)));
-                }
+                // own key rather than refusing them (a dead-letter sink has no template).
+                Err(_) if self.dead_letter => to_send.push((
+                    index,
+                    Cow::Borrowed(self.topic.as_str()),
+                    record.key.as_deref().map(Cow::Borrowed),
+                )),
                 Err(reason) => outcomes[index] = Outcome::Rejected(reason),
             }
         }
@@ -740,7 +767,7 @@ impl Sink for KafkaSink {
             name: self.name.clone(),
             topic: self.topic.clone(),
             template: self.template.clone(),
-            key_fields: self.key_fields.clone(),
+            fields: self.fields.clone(),
             key_field: self.key_field.clone(),
             dead_letter: self.dead_letter,
             client: self.client.clone(),
@@ -861,11 +888,15 @@ mod tests {
     use super::*;
 
     /// A sink on an unused loopback port: the producer connects lazily, and these tests only
-    /// read keys.
+    /// read keys and topics.
     fn sink_with_key_field(field: Option<&str>) -> KafkaSink {
+        routing_sink("keys", field)
+    }
+
+    fn routing_sink(topic: &str, field: Option<&str>) -> KafkaSink {
         let config = KafkaSinkConfig {
             brokers: "127.0.0.1:1".into(),
-            topic: "keys".into(),
+            topic: topic.into(),
             key_field: field.map(str::to_owned),
             compression: Compression::default(),
             delivery_timeout_ms: default_delivery_timeout_ms(),
@@ -890,8 +921,8 @@ mod tests {
         let keys: Vec<Result<Option<Vec<u8>>, String>> = records
             .iter()
             .map(|record| {
-                sink.key_of(record, &mut found)
-                    .map(|key| key.map(|key| key.into_owned()))
+                sink.route(record, &mut found)
+                    .map(|(_, key)| key.map(|key| key.into_owned()))
             })
             .collect();
         assert_eq!(keys[0], Ok(Some(b"a-1".to_vec())));
@@ -904,6 +935,54 @@ mod tests {
         assert!(object.contains("not a scalar"), "{object}");
         // An escaped key is decoded into a string of its own.
         assert_eq!(keys[5], Ok(Some(b"b-2".to_vec())));
+    }
+
+    #[test]
+    fn a_record_s_key_and_topic_are_read_in_one_pass_without_leaking_into_the_next() {
+        let sink = routing_sink("users-{{ nat }}", Some("id"));
+        let records = [
+            Record::from_value(r#"{"id":"u1","nat":"GB"}"#),
+            Record::from_value(r#"{"id":"u2"}"#),
+            Record::from_value(r#"{"nat":"FR"}"#),
+            Record::from_value("not json"),
+            Record::from_value(r#"{"nat":"a/b","id":"u3"}"#),
+        ];
+        // One scratch vector for the whole batch, as `write` uses it.
+        let mut found = Vec::new();
+        type OwnedRoute = (String, Option<Vec<u8>>);
+        let routes: Vec<Result<OwnedRoute, String>> = records
+            .iter()
+            .map(|record| {
+                sink.route(record, &mut found)
+                    .map(|(topic, key)| (topic.into_owned(), key.map(|key| key.into_owned())))
+            })
+            .collect();
+        assert_eq!(routes[0], Ok(("users-GB".into(), Some(b"u1".to_vec()))));
+        let no_topic = routes[1].as_ref().expect_err("no nat");
+        assert!(
+            no_topic.contains("topic field `nat` is missing"),
+            "{no_topic}"
+        );
+        let no_key = routes[2].as_ref().expect_err("no id");
+        assert!(no_key.contains("key field `id` is missing"), "{no_key}");
+        let not_json = routes[3].as_ref().expect_err("not JSON");
+        assert!(
+            not_json.contains(
+                "value is not JSON, so key field `id` and the topic's field `nat` cannot be read"
+            ),
+            "{not_json}"
+        );
+        // The topic's refusal comes first.
+        let bad = routes[4].as_ref().expect_err("a slash");
+        assert!(bad.contains("'/' cannot be in a topic's name"), "{bad}");
+        let template_only = routing_sink("users-{{ nat }}", None);
+        let not_json = template_only
+            .route(&records[3], &mut Vec::new())
+            .expect_err("not JSON");
+        assert!(
+            not_json.contains("value is not JSON, so the topic's field `nat` cannot be read"),
+            "{not_json}"
+        );
     }
 
     #[test]
@@ -932,11 +1011,14 @@ mod tests {
     fn without_a_key_field_the_record_s_own_key_is_borrowed() {
         let sink = sink_with_key_field(None);
         let keyless = Record::from_value("not json either");
-        assert_eq!(sink.key_of(&keyless, &mut Vec::new()), Ok(None));
+        assert_eq!(
+            sink.route(&keyless, &mut Vec::new()),
+            Ok((Cow::Borrowed("keys"), None))
+        );
         let mut record = Record::from_value("not json either");
         record.key = Some(bytes::Bytes::from_static(b"own"));
-        let key = sink
-            .key_of(&record, &mut Vec::new())
+        let (_, key) = sink
+            .route(&record, &mut Vec::new())
             .expect("the record's key");
         assert!(matches!(key, Some(Cow::Borrowed(b"own"))), "{key:?}");
     }

@@ -125,15 +125,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_time_is_rfc_3339_or_milliseconds() {
+    fn a_start_is_a_time_as_records_have_it_never_before_the_epoch() {
+        // The forms themselves are `record::parse_time`'s, tested there.
         assert_eq!(parse("2026-12-01T00:00:00Z"), Ok(1_796_083_200_000));
-        assert_eq!(parse(" 2026-12-01T01:00:00+01:00 "), Ok(1_796_083_200_000));
-        assert_eq!(parse("1796083200000"), Ok(1_796_083_200_000));
         assert_eq!(parse("0"), Ok(0));
-        assert!(parse("2026-12-01T00:00:00").is_err(), "no offset");
         let negative = parse("-5").expect_err("before the epoch");
         assert!(negative.contains("before 1970"), "{negative}");
-        assert!(parse("yesterday").is_err());
+        let garbage = parse("yesterday").expect_err("no time");
+        assert!(garbage.contains("RFC 3339"), "{garbage}");
     }
 
     #[test]
