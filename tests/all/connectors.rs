@@ -1048,9 +1048,10 @@ async fn kafka_source_with_offset_reset_latest_skips_what_came_before_it() {
 
 /// Every native type but counter and duration is written from its JSON or CQL text form, and
 /// reads back through Cassandra's own JSON (`SELECT JSON`) as the record wrote it: integers of each width,
-/// a varint past 64 bits and a decimal past a double's digits (both from text, exactly), a
-/// float, a date, a time to the nanosecond, IPv4 and IPv6 addresses and a blob. A value no type
-/// reading takes is a dead letter naming its column; a field absent stays unset.
+/// a varint past 64 bits and a decimal past a double's digits (from text and from JSON numbers,
+/// exactly, a decimal's scale kept), a number into text as written, a float, a date, a time to
+/// the nanosecond, IPv4 and IPv6 addresses and a blob. A value no type reading takes is a dead
+/// letter naming its column; a field absent stays unset.
 #[tokio::test(flavor = "multi_thread")]
 async fn cassandra_native_types_are_written_as_cassandra_reads_them_back() {
     let (toml, keyspace, _dir, dlq) = lines_into_cassandra(
@@ -1062,13 +1063,14 @@ async fn cassandra_native_types_are_written_as_cassandra_reads_them_back() {
             r#"{"id":"c","day":"2024-02-30"}"#,
             r#"{"id":"d","raw":"cafe"}"#,
             r#"{"id":"e","t":128}"#,
+            r#"{"id":"g","v":123456789012345678901234567890,"d":-1234567890.1234567890123456789,"note":1.50}"#,
         ],
-        r#"create = { primary_key = ["id"], columns = { id = "text", t = "tinyint", s = "smallint", v = "varint", d = "decimal", f = "float", day = "date", at = "time", ip = "inet", raw = "blob" } }"#,
+        r#"create = { primary_key = ["id"], columns = { id = "text", t = "tinyint", s = "smallint", v = "varint", d = "decimal", f = "float", day = "date", at = "time", ip = "inet", raw = "blob", note = "text" } }"#,
     );
     let report = run_to_end(&toml).await;
     assert_eq!(
         (report.records_in, report.records_out, report.dead_lettered),
-        (5, 2, 3)
+        (6, 3, 3)
     );
     let reasons = dead_letter_reasons(&dlq);
     assert!(
@@ -1083,13 +1085,14 @@ async fn cassandra_native_types_are_written_as_cassandra_reads_them_back() {
 
     assert_eq!(
         rows_as_cassandra_json(
-            "id, t, s, v, d, f, day, at, ip, raw",
+            "id, t, s, v, d, f, day, at, ip, raw, note",
             &format!("{keyspace}.natives")
         )
         .await,
         [
-            r#"{"id": "a", "t": -128, "s": 32767, "v": 18446744073709551616, "d": 0.1000000000000000000000000001, "f": 1.5, "day": "2024-02-29", "at": "01:00:00.000000001", "ip": "2001:db8:0:0:0:0:0:1", "raw": "0xcafe"}"#,
-            r#"{"id": "b", "t": null, "s": null, "v": -129, "d": 12.5, "f": null, "day": null, "at": null, "ip": "192.168.0.1", "raw": "0x"}"#,
+            r#"{"id": "a", "t": -128, "s": 32767, "v": 18446744073709551616, "d": 0.1000000000000000000000000001, "f": 1.5, "day": "2024-02-29", "at": "01:00:00.000000001", "ip": "2001:db8:0:0:0:0:0:1", "raw": "0xcafe", "note": null}"#,
+            r#"{"id": "b", "t": null, "s": null, "v": -129, "d": 12.50, "f": null, "day": null, "at": null, "ip": "192.168.0.1", "raw": "0x", "note": null}"#,
+            r#"{"id": "g", "t": null, "s": null, "v": 123456789012345678901234567890, "d": -1234567890.1234567890123456789, "f": null, "day": null, "at": null, "ip": null, "raw": null, "note": "1.50"}"#,
         ]
     );
 }

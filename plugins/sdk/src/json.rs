@@ -20,6 +20,14 @@ pub fn read_seed<'de, S: de::DeserializeSeed<'de>>(bytes: &'de [u8], seed: S) ->
     crate::json_in::from_slice_seed(bytes, seed)
 }
 
+/// The newtype struct name by which a seed read through [`read_seed`] asks for a number as the
+/// document writes it (`12.50`, `1e400`, thirty digits), not as a float that keeps fifteen: a
+/// seed calling `deserialize_newtype_struct(NUMBER_AS_WRITTEN, visitor)` has a number visited by
+/// `visit_borrowed_bytes` with its text, and any other value as `deserialize_any` visits it.
+/// serde_json does not know the name and calls `visit_newtype_struct`, where the visitor reads
+/// the value as a `serde_json::value::RawValue` for its text.
+pub const NUMBER_AS_WRITTEN: &str = "$weir_plugin::json::NumberAsWritten";
+
 /// The value at a JSON pointer (`/name/first`); a bad record naming the field when absent or null.
 pub fn at<'a>(value: &'a Value, pointer: &str) -> Result<&'a Value, Error> {
     match value.pointer(pointer) {

@@ -511,6 +511,20 @@ impl<'de> Reader<'de> {
         Ok(value)
     }
 
+    /// A number's text, checked against JSON's grammar, by `visit_borrowed_bytes`; any other
+    /// value as [`Deserializer::deserialize_any`] visits it (see
+    /// [`crate::json::NUMBER_AS_WRITTEN`]).
+    fn number_as_written<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
+        match self.peek().ok_or(Refused)? {
+            b'-' | b'0'..=b'9' => {
+                let start = self.at;
+                self.skip_number()?;
+                visitor.visit_borrowed_bytes(&self.bytes[start..self.at])
+            }
+            _ => self.deserialize_any(visitor),
+        }
+    }
+
     /// Runs `read` one container deeper, refusing past [`MAX_DEPTH`].
     fn nested<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         if self.depth >= MAX_DEPTH {
@@ -676,6 +690,9 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
     ) -> Result<V::Value> {
         if name == RAW_VALUE_TOKEN {
             return Err(Refused);
+        }
+        if name == crate::json::NUMBER_AS_WRITTEN {
+            return self.number_as_written(visitor);
         }
         visitor.visit_newtype_struct(self)
     }

@@ -14,8 +14,8 @@ use scylla::statement::Consistency;
 use super::BenchError;
 use super::cost::{Cost, Meter};
 use weir::connectors::cassandra::{
-    Cell, ColumnType, DEFAULT_REQUEST_BYTES, DEFAULT_ROWS_PER_REQUEST, Missing, bind_field,
-    group_by_replicas, send, unlogged_batches,
+    Cell, ColumnKind, ColumnType, DEFAULT_REQUEST_BYTES, DEFAULT_ROWS_PER_REQUEST, Missing,
+    bind_field, group_by_replicas, send, unlogged_batches,
 };
 use weir::connectors::fields::{FieldPath, FieldSet};
 
@@ -82,7 +82,12 @@ pub fn premapped_rows(records: usize, seed: u64) -> Result<Vec<Vec<Cell<'static>
         .iter()
         .map(|(name, _)| FieldPath::parse(name))
         .collect();
-    let fields = FieldSet::new(&paths);
+    let fields = FieldSet::reading(
+        paths
+            .iter()
+            .zip(&kinds)
+            .map(|(path, &(_, kind))| (path, ColumnKind::from(kind).reading())),
+    );
     let mut rows = Vec::with_capacity(records);
     for (index, record) in super::sample_records(records, seed).iter().enumerate() {
         let outputs = user_profile::profiles(&weir_plugin::Record::new(record.value.to_vec()))

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::Number;
 
 use super::numbers;
-use crate::connectors::fields::Leaf;
+use crate::connectors::fields::{Leaf, Reading};
 
 /// What a column gets when its field is absent from the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -60,8 +60,8 @@ pub enum ColumnType {
     Float,
     /// double
     Double,
-    /// decimal: from a number (up to 15 significant digits survive JSON's reading as a
-    /// double), or exactly from text such as `"12.50"`
+    /// decimal: exactly, from a number as the record writes it (`12.50` keeps its scale) or
+    /// from text such as `"12.50"`
     Decimal,
     /// inet: from IPv4 or IPv6 text
     Inet,
@@ -73,6 +73,15 @@ pub enum ColumnType {
 pub const SUPPORTED_TYPES: &str = "text, varchar, ascii, tinyint, smallint, int, bigint, varint, boolean, timestamp, date, time, uuid, timeuuid, float, double, decimal, inet, blob";
 
 impl ColumnType {
+    /// Whether a number written into the column keeps every digit the record wrote (`varint`,
+    /// `decimal`, text), so that it must not be read through a float.
+    pub fn keeps_every_digit(self) -> bool {
+        matches!(
+            self,
+            ColumnType::Varint | ColumnType::Decimal | ColumnType::Text
+        )
+    }
+
     /// Parses the type name in `system_schema.columns`; `None` for unsupported types.
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
@@ -155,6 +164,21 @@ impl ColumnKind {
     /// Whether the column's field is read with its items or entries.
     pub fn reads_items(self) -> bool {
         !matches!(self, ColumnKind::Native(_))
+    }
+
+    /// How the column's field is read: with its items for a collection, and with its numbers
+    /// as the record writes them where the column's values keep every digit.
+    pub fn reading(self) -> Reading {
+        let values = match self {
+            ColumnKind::Native(values) | ColumnKind::List(values) | ColumnKind::Set(values) => {
+                values
+            }
+            ColumnKind::Map(_, values) => values,
+        };
+        Reading {
+            items: self.reads_items(),
+            numbers_as_written: values.keeps_every_digit(),
+        }
     }
 }
 
@@ -455,7 +479,8 @@ pub fn to_cell<'a>(
 /// spells when it spells one (`"1"` an integer, `"true"` a boolean), as Cassandra reads a
 /// JSON map's keys.
 fn key_leaf(key_type: ColumnType, key: Cow<'_, str>) -> Leaf<'_> {
-    if key_type == ColumnType::Text {
+    if key_type.keeps_every_digit() {
+        // Text as it is; a varint or a decimal from its text, every digit.
         return Leaf::Text(key);
     }
     match serde_json::from_str::<serde_json::Value>(&key) {
@@ -468,13 +493,28 @@ fn key_leaf(key_type: ColumnType, key: Cow<'_, str>) -> Leaf<'_> {
 /// Converts a present, non-null field for a column of a native type.
 fn native_cell<'a>(column: &str, kind: ColumnType, value: Leaf<'a>) -> Result<Cell<'a>, String> {
     let mismatch = |value: &Leaf| format!("column `{column}` ({kind:?}) cannot hold {value}");
-    if kind == ColumnType::Text && matches!(value, Leaf::Text(_) | Leaf::Number(_) | Leaf::Bool(_))
+    if kind == ColumnType::Text
+        && matches!(
+            value,
+            Leaf::Text(_) | Leaf::Number(_) | Leaf::Numeral(_) | Leaf::Bool(_)
+        )
     {
-        // A scalar always has a text form.
+        // A scalar always has a text form; a number's is as the record writes it.
         return Ok(Cell::Text(value.into_text().unwrap_or_default()));
     }
+    // A number as written is read as serde_json reads it for the types that take a float or
+    // a bounded integer; its text is kept for those that keep every digit.
+    let parsed_numeral;
     let number = match &value {
         Leaf::Number(number) => Some(number),
+        Leaf::Numeral(numeral) => {
+            parsed_numeral = numeral.parse::<Number>().ok();
+            parsed_numeral.as_ref()
+        }
+        _ => None,
+    };
+    let numeral = match &value {
+        Leaf::Numeral(numeral) => Some(*numeral),
         _ => None,
     };
     let text = match &value {
@@ -498,7 +538,7 @@ fn native_cell<'a>(column: &str, kind: ColumnType, value: Leaf<'a>) -> Result<Ce
             .map(Cell::Int),
         ColumnType::BigInt => number.and_then(Number::as_i64).map(Cell::BigInt),
         ColumnType::Varint | ColumnType::Decimal
-            if text.is_some_and(|text| {
+            if text.or(numeral).is_some_and(|text| {
                 text.bytes().filter(u8::is_ascii_digit).count() > numbers::MAX_DIGITS
             }) =>
         {
@@ -507,11 +547,13 @@ fn native_cell<'a>(column: &str, kind: ColumnType, value: Leaf<'a>) -> Result<Ce
                 numbers::MAX_DIGITS
             )));
         }
-        ColumnType::Varint => match (number, text) {
-            (Some(number), _) if number.is_i64() || number.is_u64() => {
+        ColumnType::Varint => match (numeral, number, text) {
+            (Some(written), ..) | (_, _, Some(written)) => {
+                numbers::integer(written).map(Cell::Varint)
+            }
+            (_, Some(number), _) if number.is_i64() || number.is_u64() => {
                 numbers::integer(&number.to_string()).map(Cell::Varint)
             }
-            (_, Some(text)) => numbers::integer(text).map(Cell::Varint),
             _ => None,
         },
         ColumnType::Float => number.and_then(Number::as_f64).and_then(|x| {
@@ -519,9 +561,11 @@ fn native_cell<'a>(column: &str, kind: ColumnType, value: Leaf<'a>) -> Result<Ce
             narrowed.is_finite().then_some(Cell::Float(narrowed))
         }),
         ColumnType::Double => number.and_then(Number::as_f64).map(Cell::Double),
-        ColumnType::Decimal => match (number, text) {
-            (Some(number), _) => numbers::decimal(&number.to_string()).map(Cell::Decimal),
-            (_, Some(text)) => numbers::decimal(text).map(Cell::Decimal),
+        ColumnType::Decimal => match (numeral, number, text) {
+            (Some(written), ..) | (_, _, Some(written)) => {
+                numbers::decimal(written).map(Cell::Decimal)
+            }
+            (_, Some(number), _) => numbers::decimal(&number.to_string()).map(Cell::Decimal),
             _ => None,
         },
         ColumnType::Boolean => match &value {
@@ -670,7 +714,8 @@ mod tests {
         } else {
             format!(r#"{{"v": {json}}}"#)
         };
-        let mut found = FieldSet::new(&[FieldPath::parse("v")])
+        let path = FieldPath::parse("v");
+        let mut found = FieldSet::reading([(&path, ColumnKind::from(kind).reading())])
             .read(document.as_bytes())
             .unwrap();
         bind_field("dob", kind, found.remove(0), missing).map(Cell::into_owned)
@@ -797,11 +842,93 @@ mod tests {
         assert!(ColumnType::unsupported("duration").contains("decimal, inet, blob"));
     }
 
+    #[test]
+    fn numbers_keep_every_digit_the_record_wrote_where_the_column_does() {
+        let decimal = |text: &str| Cell::Decimal(numbers::decimal(text).unwrap());
+        let integer = |text: &str| Cell::Varint(numbers::integer(text).unwrap());
+        let thirty = "123456789012345678901234567890";
+        assert_eq!(ok(ColumnType::Decimal, "12.50"), decimal("12.50"));
+        assert_ne!(
+            ok(ColumnType::Decimal, "12.50"),
+            decimal("12.5"),
+            "the scale"
+        );
+        for written in [
+            "0.1000000000000000000000000001",
+            thirty,
+            "-1e400",
+            "6.02E+23",
+        ] {
+            assert_eq!(ok(ColumnType::Decimal, written), decimal(written));
+        }
+        assert_eq!(ok(ColumnType::Varint, thirty), integer(thirty));
+        assert_eq!(ok(ColumnType::Varint, "-129"), integer("-129"));
+        for written in ["1.50", thirty, "1e2", "-0"] {
+            assert_eq!(ok(ColumnType::Text, written), Cell::Text(written.into()));
+        }
+        let error = bound(ColumnType::Decimal, &"9".repeat(101), Missing::Unset).unwrap_err();
+        assert!(error.contains("more than 100 digits"), "{error}");
+        let error = bound(ColumnType::Varint, "1e3", Missing::Unset).unwrap_err();
+        assert!(error.contains("cannot hold 1e3"), "{error}");
+
+        // A field read for a decimal column and for others: each reads it as its type does.
+        let path = FieldPath::parse("v");
+        let kinds = [
+            ColumnType::Decimal,
+            ColumnType::Int,
+            ColumnType::Double,
+            ColumnType::Float,
+        ];
+        let set = FieldSet::reading(kinds.map(|kind| (&path, ColumnKind::from(kind).reading())));
+        let found = set.read(br#"{"v": 7.50}"#).unwrap();
+        assert!(matches!(found[1], Some(Leaf::Numeral("7.50"))), "{found:?}");
+        let cells: Vec<_> = kinds
+            .iter()
+            .zip(found)
+            .map(|(kind, leaf)| to_cell("v", *kind, leaf))
+            .collect();
+        assert_eq!(
+            cells,
+            [
+                Ok(decimal("7.50")),
+                Err("column `v` (Int) cannot hold 7.50".to_owned()),
+                Ok(Cell::Double(7.5)),
+                Ok(Cell::Float(7.5))
+            ]
+        );
+        let found = set.read(br#"{"v": 7}"#).unwrap();
+        assert_eq!(
+            to_cell("v", ColumnType::Int, found[1].clone()),
+            Ok(Cell::Int(7))
+        );
+
+        // In collections: items, values and map keys.
+        use ColumnKind::{List, Map, Set};
+        assert_eq!(
+            collection(List(ColumnType::Decimal), "[12.50, 1e-30]"),
+            Ok(Cell::List(vec![decimal("12.50"), decimal("1e-30")]))
+        );
+        assert_eq!(
+            collection(Set(ColumnType::Varint), &format!("[{thirty}, {thirty}]")),
+            Ok(Cell::List(vec![integer(thirty)]))
+        );
+        assert_eq!(
+            collection(
+                Map(ColumnType::Decimal, ColumnType::Text),
+                r#"{"12.50": 1.0}"#
+            ),
+            Ok(Cell::Map(vec![(
+                decimal("12.50"),
+                Cell::Text("1.0".into())
+            )]))
+        );
+    }
+
     /// Field `v` of `{"v": JSON}` read as a column of `kind` reads it, collections with items.
     fn collection(kind: ColumnKind, json: &str) -> Result<Cell<'static>, String> {
         let document = format!(r#"{{"v": {json}}}"#);
         let path = FieldPath::parse("v");
-        let mut found = FieldSet::with_items([(&path, kind.reads_items())])
+        let mut found = FieldSet::reading([(&path, kind.reading())])
             .read(document.as_bytes())
             .unwrap();
         to_cell("tags", kind, found.remove(0)).map(Cell::into_owned)

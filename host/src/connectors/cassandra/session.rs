@@ -261,10 +261,10 @@ pub(super) async fn connect(
             config.consistency.to_driver(),
         ),
         insert,
-        fields: FieldSet::with_items(
+        fields: FieldSet::reading(
             columns
                 .iter()
-                .map(|column| (&column.path, column.kind.reads_items())),
+                .map(|column| (&column.path, column.kind.reading())),
         ),
         columns: Arc::new(columns),
     })

@@ -489,10 +489,10 @@ mod tests {
     }
 
     fn fields(columns: &[Column]) -> FieldSet {
-        FieldSet::with_items(
+        FieldSet::reading(
             columns
                 .iter()
-                .map(|column| (&column.path, column.kind.reads_items())),
+                .map(|column| (&column.path, column.kind.reading())),
         )
     }
 

@@ -3,7 +3,7 @@
 
 mod set;
 
-pub use set::{FieldSet, Leaf};
+pub use set::{FieldSet, Leaf, Reading};
 
 use serde_json::Value;
 

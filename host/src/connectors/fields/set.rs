@@ -5,8 +5,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
+use serde_json::value::RawValue;
+use weir_plugin::json::NUMBER_AS_WRITTEN;
 
 use super::{FieldPath, index};
 
@@ -20,6 +22,9 @@ pub enum Leaf<'a> {
     Bool(bool),
     /// A number, as `serde_json` reads it (an integer when it is one, else a float).
     Number(Number),
+    /// A number exactly as the record writes it (`12.50`, thirty digits, `1e400`), for a path
+    /// read with [`Reading::numbers_as_written`]: a float would keep fifteen digits.
+    Numeral(&'a str),
     /// A string.
     Text(Cow<'a, str>),
     /// An object.
@@ -40,6 +45,7 @@ impl<'a> Leaf<'a> {
         match self {
             Leaf::Text(text) => Some(text),
             Leaf::Number(number) => Some(Cow::Owned(number.to_string())),
+            Leaf::Numeral(text) => Some(Cow::Borrowed(text)),
             Leaf::Bool(flag) => Some(Cow::Borrowed(if flag { "true" } else { "false" })),
             Leaf::Null | Leaf::Object | Leaf::Array | Leaf::Items(_) | Leaf::Entries(_) => None,
         }
@@ -54,11 +60,23 @@ impl fmt::Display for Leaf<'_> {
             Leaf::Null => f.write_str("null"),
             Leaf::Bool(flag) => write!(f, "{flag}"),
             Leaf::Number(number) => write!(f, "{number}"),
+            Leaf::Numeral(text) => f.write_str(text),
             Leaf::Text(text) => write!(f, "{}", serde_json::Value::from(text.as_ref())),
             Leaf::Object | Leaf::Entries(_) => f.write_str("an object"),
             Leaf::Array | Leaf::Items(_) => f.write_str("an array"),
         }
     }
+}
+
+/// How a path's value is read, beyond a scalar's value or a container's kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reading {
+    /// An array's items ([`Leaf::Items`]) or an object's entries ([`Leaf::Entries`]) rather
+    /// than only their kind; a path below such a path finds nothing.
+    pub items: bool,
+    /// A number (or a number among the items) as its text ([`Leaf::Numeral`]), for a column
+    /// that keeps every digit: a decimal, an integer of any size, text.
+    pub numbers_as_written: bool,
 }
 
 /// The fields a sink reads, as a tree of their keys, read together from a record's bytes.
@@ -81,25 +99,36 @@ struct Node {
     ends: Vec<usize>,
     /// The positions of the paths that go deeper: cleared when this field is read again.
     below: Vec<usize>,
-    /// Whether a path ending here reads an array's items or an object's entries; paths below
-    /// such a node are then not read.
-    items: bool,
+    /// How the paths ending here read their value: one path's wish for items or for numbers
+    /// as written holds for all of them.
+    reading: Reading,
     children: Vec<Node>,
 }
 
 impl FieldSet {
     /// The set of `paths`; [`FieldSet::read`] returns their values in this order.
     pub fn new<'p>(paths: impl IntoIterator<Item = &'p FieldPath>) -> Self {
-        Self::with_items(paths.into_iter().map(|path| (path, false)))
+        Self::reading(paths.into_iter().map(|path| (path, Reading::default())))
     }
 
-    /// [`FieldSet::new`] where a path paired with `true` reads an array's items
-    /// ([`Leaf::Items`]) or an object's entries ([`Leaf::Entries`]) instead of only their kind.
-    /// A path below such a path finds nothing.
-    pub fn with_items<'p>(paths: impl IntoIterator<Item = (&'p FieldPath, bool)>) -> Self {
+    /// [`FieldSet::new`] reading every number as the record writes it ([`Leaf::Numeral`]): for
+    /// fields used as text (message keys, idempotency keys, topic names), where printing a
+    /// float would change a number's text and could make two numbers one key.
+    pub fn as_written<'p>(paths: impl IntoIterator<Item = &'p FieldPath>) -> Self {
+        Self::reading(paths.into_iter().map(|path| {
+            let reading = Reading {
+                items: false,
+                numbers_as_written: true,
+            };
+            (path, reading)
+        }))
+    }
+
+    /// [`FieldSet::new`] where each path says how its value is read ([`Reading`]).
+    pub fn reading<'p>(paths: impl IntoIterator<Item = (&'p FieldPath, Reading)>) -> Self {
         let mut root = Node::default();
         let mut count = 0;
-        for (position, (path, items)) in paths.into_iter().enumerate() {
+        for (position, (path, reading)) in paths.into_iter().enumerate() {
             count += 1;
             let mut node = &mut root;
             for key in &path.keys {
@@ -118,7 +147,8 @@ impl FieldSet {
                 node = &mut node.children[child];
             }
             node.ends.push(position);
-            node.items |= items;
+            node.reading.items |= reading.items;
+            node.reading.numbers_as_written |= reading.numbers_as_written;
         }
         FieldSet { root, paths: count }
     }
@@ -205,6 +235,13 @@ struct Visit<'n, 'f, 'a> {
 }
 
 impl<'a> Visit<'_, '_, 'a> {
+    /// How this node's items are read.
+    fn item(&self) -> Item {
+        Item {
+            numbers_as_written: self.node.reading.numbers_as_written,
+        }
+    }
+
     fn found(&mut self, leaf: Leaf<'a>) {
         for &position in &self.node.below {
             self.found[position] = None;
@@ -229,7 +266,17 @@ impl<'de> DeserializeSeed<'de> for Visit<'_, '_, 'de> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
+        if self.node.reading.numbers_as_written {
+            deserializer.deserialize_newtype_struct(NUMBER_AS_WRITTEN, AsWritten(self))
+        } else {
+            deserializer.deserialize_any(self)
+        }
+    }
+}
+
+impl<'de> TakesNumeral<'de> for Visit<'_, '_, 'de> {
+    fn numeral(mut self, text: &'de str) {
+        self.found(Leaf::Numeral(text));
     }
 }
 
@@ -273,10 +320,11 @@ impl<'de> Visitor<'de> for Visit<'_, '_, 'de> {
     }
 
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
-        if self.node.items {
+        if self.node.reading.items {
+            let item = self.item();
             let mut entries = Vec::new();
             while let Some(key) = map.next_key_seed(Key)? {
-                entries.push((key, map.next_value_seed(Item)?));
+                entries.push((key, map.next_value_seed(item)?));
             }
             self.found(Leaf::Entries(entries));
             return Ok(());
@@ -297,9 +345,10 @@ impl<'de> Visitor<'de> for Visit<'_, '_, 'de> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut items: A) -> Result<(), A::Error> {
-        if self.node.items {
+        if self.node.reading.items {
+            let item = self.item();
             let mut read = Vec::new();
-            while let Some(item) = items.next_element_seed(Item)? {
+            while let Some(item) = items.next_element_seed(item)? {
                 read.push(item);
             }
             self.found(Leaf::Items(read));
@@ -331,13 +380,101 @@ impl<'de> Visitor<'de> for Visit<'_, '_, 'de> {
 
 /// Reads an item of an array or a value of an object whose items a path reads: a scalar, or
 /// the kind of an object or an array (skipped).
-struct Item;
+#[derive(Clone, Copy)]
+struct Item {
+    /// A number as its text ([`Reading::numbers_as_written`]).
+    numbers_as_written: bool,
+}
 
 impl<'de> DeserializeSeed<'de> for Item {
     type Value = Leaf<'de>;
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Leaf<'de>, D::Error> {
-        deserializer.deserialize_any(self)
+        if self.numbers_as_written {
+            deserializer.deserialize_newtype_struct(NUMBER_AS_WRITTEN, AsWritten(self))
+        } else {
+            deserializer.deserialize_any(self)
+        }
+    }
+}
+
+impl<'de> TakesNumeral<'de> for Item {
+    fn numeral(self, text: &'de str) -> Leaf<'de> {
+        Leaf::Numeral(text)
+    }
+}
+
+/// A seed that takes a number as the text the record writes it.
+trait TakesNumeral<'de>: Visitor<'de> {
+    /// The value for a number written `text`.
+    fn numeral(self, text: &'de str) -> Self::Value;
+}
+
+/// Reads a value for `S` with its numbers as written ([`NUMBER_AS_WRITTEN`]): the SDK's reader
+/// hands a number's text to `visit_borrowed_bytes` and visits anything else as usual;
+/// serde_json, which does not know the name, visits the newtype, whose text is then read as a
+/// `RawValue`, and read again by `S` unless it is a number.
+struct AsWritten<S>(S);
+
+impl<'de, S: TakesNumeral<'de>> Visitor<'de> for AsWritten<S> {
+    type Value = S::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        self.0.expecting(f)
+    }
+
+    fn visit_borrowed_bytes<E: de::Error>(self, text: &'de [u8]) -> Result<Self::Value, E> {
+        let text = std::str::from_utf8(text).map_err(E::custom)?;
+        Ok(self.0.numeral(text))
+    }
+
+    fn visit_newtype_struct<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        let text = <&'de RawValue>::deserialize(deserializer)?.get();
+        if text.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) {
+            return Ok(self.0.numeral(text));
+        }
+        // Visited directly: read again as a seed, it would ask for its numbers as written.
+        let mut value = serde_json::Deserializer::from_str(text);
+        de::Deserializer::deserialize_any(&mut value, self.0).map_err(de::Error::custom)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.0.visit_unit()
+    }
+
+    fn visit_bool<E: de::Error>(self, flag: bool) -> Result<Self::Value, E> {
+        self.0.visit_bool(flag)
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+        self.0.visit_i64(n)
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+        self.0.visit_u64(n)
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
+        self.0.visit_f64(n)
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        self.0.visit_borrowed_str(text)
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        self.0.visit_str(text)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        self.0.visit_map(map)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, items: A) -> Result<Self::Value, A::Error> {
+        self.0.visit_seq(items)
     }
 }
 
@@ -473,6 +610,7 @@ mod tests {
             Leaf::Null => Value::Null,
             Leaf::Bool(flag) => Value::Bool(*flag),
             Leaf::Number(number) => Value::Number(number.clone()),
+            Leaf::Numeral(text) => Value::from(format!("<number {text}>")),
             Leaf::Text(text) => Value::from(text.as_ref()),
             Leaf::Object => Value::from("<object>"),
             Leaf::Array => Value::from("<array>"),
@@ -602,7 +740,12 @@ mod tests {
             FieldPath::parse("name"),
             FieldPath::parse("plain"),
         ];
-        let set = FieldSet::with_items(paths.iter().zip([true, true, false, true, false]));
+        let set = FieldSet::reading(paths.iter().zip([true, true, false, true, false].map(
+            |items| Reading {
+                items,
+                numbers_as_written: false,
+            },
+        )));
         let document = r#"{"tags": ["a", "b\u0063", 1, true, null, {"x": [1]}, [2, [3]]],
             "scores": {"k1": 1.5, "k\u0032": "v", "k1": 2}, "name": "scalar", "plain": [1]}"#;
         let fast = set.read(document.as_bytes()).unwrap();
@@ -646,6 +789,82 @@ mod tests {
         assert_eq!(found[0], Some(Leaf::Items(Vec::new())));
         assert_eq!(found[1], Some(Leaf::Entries(Vec::new())));
         assert!(set.read(br#"{"tags": [1, tru]}"#).is_err());
+    }
+
+    #[test]
+    fn a_path_read_with_numbers_as_written_gets_their_text_from_either_reader() {
+        let as_written = |items| Reading {
+            items,
+            numbers_as_written: true,
+        };
+        let paths = [
+            FieldPath::parse("price"),
+            FieldPath::parse("big"),
+            FieldPath::parse("name"),
+            FieldPath::parse("list"),
+            FieldPath::parse("by"),
+            FieldPath::parse("nested"),
+            FieldPath::parse("nested.n"),
+            FieldPath::parse("plain"),
+        ];
+        let readings = [
+            as_written(false),
+            as_written(false),
+            as_written(false),
+            as_written(true),
+            as_written(true),
+            as_written(false),
+            as_written(false),
+            Reading::default(),
+        ];
+        let set = FieldSet::reading(paths.iter().zip(readings));
+        let document = r#"{"price": 12.50, "big": -123456789012345678901234567890e-3,
+            "name": "12.50", "list": [1e400, "x", null, 0.10], "by": {"k": 2.50, "j": [1]},
+            "nested": {"n": 1.0}, "plain": 12.50}"#;
+        let fast = set.read(document.as_bytes()).unwrap();
+        let slow = set.read_with_serde_json(document.as_bytes()).unwrap();
+        assert_eq!(fast, slow);
+        assert_eq!(
+            fast,
+            [
+                Some(Leaf::Numeral("12.50")),
+                Some(Leaf::Numeral("-123456789012345678901234567890e-3")),
+                Some(Leaf::Text("12.50".into())),
+                Some(Leaf::Items(vec![
+                    Leaf::Numeral("1e400"),
+                    Leaf::Text("x".into()),
+                    Leaf::Null,
+                    Leaf::Numeral("0.10"),
+                ])),
+                Some(Leaf::Entries(vec![
+                    ("k".into(), Leaf::Numeral("2.50")),
+                    ("j".into(), Leaf::Array),
+                ])),
+                Some(Leaf::Object),
+                Some(Leaf::Numeral("1.0")),
+                Some(Leaf::Number(Number::from_f64(12.5).unwrap())),
+            ]
+        );
+        assert!(matches!(fast[2], Some(Leaf::Text(Cow::Borrowed(_)))));
+        assert_eq!(fast[0].as_ref().unwrap().to_string(), "12.50");
+        assert_eq!(
+            fast[0].clone().unwrap().into_text().as_deref(),
+            Some("12.50")
+        );
+        // Nothing that is not JSON, from either reader; a document the SDK's reader refuses
+        // (nested past its depth) reads the same through serde_json.
+        for bad in [r#"{"price": 01}"#, r#"{"price": 1.}"#, r#"{"price": -}"#] {
+            assert!(set.read(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let deep = format!(
+            r#"{{"x": {}{}, "price": 0.50}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(
+            set.read(deep.as_bytes()).unwrap()[0],
+            Some(Leaf::Numeral("0.50"))
+        );
     }
 
     #[test]

@@ -68,7 +68,8 @@ pub struct KafkaSinkConfig {
     /// (`users-{{ nat }}`), so that each record goes to the topic its fields pick; a record
     /// whose fields make no topic's name is dead-lettered with the reason.
     pub topic: String,
-    /// Dotted path of the JSON field used as the message key; by default the record key.
+    /// Dotted path of the JSON field used as the message key (text, or a number as the record
+    /// writes it); by default the record key.
     #[serde(default)]
     pub key_field: Option<String>,
     /// `none`, `gzip`, `snappy`, `lz4` or `zstd`.
@@ -554,7 +555,7 @@ fn record_fields(key_field: Option<&str>, template: Option<&TopicTemplate>) -> O
         .iter()
         .chain(template.into_iter().flat_map(TopicTemplate::fields))
         .collect();
-    (!paths.is_empty()).then(|| FieldSet::new(paths))
+    (!paths.is_empty()).then(|| FieldSet::as_written(paths))
 }
 
 /// A producer with `client`'s settings.
@@ -946,6 +947,8 @@ mod tests {
             Record::from_value(r#"{"nat":"FR"}"#),
             Record::from_value("not json"),
             Record::from_value(r#"{"nat":"a/b","id":"u3"}"#),
+            Record::from_value(r#"{"id":123456789012345678901234567890,"nat":7}"#),
+            Record::from_value(r#"{"id":123456789012345678901234567891,"nat":1.50}"#),
         ];
         // One scratch vector for the whole batch, as `write` uses it.
         let mut found = Vec::new();
@@ -975,6 +978,21 @@ mod tests {
         // The topic's refusal comes first.
         let bad = routes[4].as_ref().expect_err("a slash");
         assert!(bad.contains("'/' cannot be in a topic's name"), "{bad}");
+        // Numbers as the record writes them: through a double, both keys would be one.
+        assert_eq!(
+            routes[5],
+            Ok((
+                "users-7".into(),
+                Some(b"123456789012345678901234567890".to_vec())
+            ))
+        );
+        assert_eq!(
+            routes[6],
+            Ok((
+                "users-1.50".into(),
+                Some(b"123456789012345678901234567891".to_vec())
+            ))
+        );
         let template_only = routing_sink("users-{{ nat }}", None);
         let not_json = template_only
             .route(&records[3], &mut Vec::new())

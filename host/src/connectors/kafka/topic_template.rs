@@ -125,6 +125,7 @@ impl TopicTemplate {
                     let piece = match leaf {
                         Leaf::Text(text) => text.as_ref().to_owned(),
                         Leaf::Number(number) => number.to_string(),
+                        Leaf::Numeral(numeral) => (*numeral).to_owned(),
                         other => {
                             return Err(format!(
                                 "topic field `{path}` is {other}, not text or a number (the sink's topic is `{self}`)"
@@ -222,7 +223,7 @@ mod tests {
 
     /// The topic of the record `value`, its fields read as the sink reads them.
     fn render(template: &TopicTemplate, value: &str) -> Result<String, String> {
-        let found = FieldSet::new(template.fields())
+        let found = FieldSet::as_written(template.fields())
             .read(value.as_bytes())
             .expect("JSON");
         template.render(&found)

@@ -813,3 +813,78 @@ fn text_that_is_not_utf8_is_refused_everywhere() {
         }
     }
 }
+
+/// A value read with [`crate::json::NUMBER_AS_WRITTEN`]: a number's text, or what else it was.
+#[derive(Debug, PartialEq)]
+enum Written<'a> {
+    Number(&'a str),
+    Text(&'a str),
+    Bool(bool),
+    Null,
+}
+
+impl<'de> Deserialize<'de> for Written<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Written<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a scalar")
+            }
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                text: &'de [u8],
+            ) -> Result<Written<'de>, E> {
+                std::str::from_utf8(text)
+                    .map(Written::Number)
+                    .map_err(E::custom)
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                text: &'de str,
+            ) -> Result<Written<'de>, E> {
+                Ok(Written::Text(text))
+            }
+            fn visit_bool<E: serde::de::Error>(self, flag: bool) -> Result<Written<'de>, E> {
+                Ok(Written::Bool(flag))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Written<'de>, E> {
+                Ok(Written::Null)
+            }
+        }
+        deserializer.deserialize_newtype_struct(crate::json::NUMBER_AS_WRITTEN, Visit)
+    }
+}
+
+#[test]
+fn numbers_are_read_as_written_when_asked() {
+    for number in [
+        "0",
+        "-0",
+        "12.50",
+        "-0.5e-3",
+        "6.02E+23",
+        "1e400",
+        "123456789012345678901234567890",
+        "0.1000000000000000000000000001",
+    ] {
+        assert_eq!(
+            from_slice::<Written>(number.as_bytes()),
+            Some(Written::Number(number))
+        );
+        let document = format!("{{\"a\": \t{number} , \"b\": 1}}");
+        let read: Option<BTreeMap<&str, Written>> = from_slice(document.as_bytes());
+        assert_eq!(read.unwrap()["a"], Written::Number(number), "{document}");
+    }
+    // Other values as they are; a string of digits stays a string.
+    assert_eq!(from_slice(br#""12.50""#), Some(Written::Text("12.50")));
+    assert_eq!(from_slice(b" true"), Some(Written::Bool(true)));
+    assert_eq!(from_slice(b"null"), Some(Written::Null));
+    // Nothing serde_json refuses as a number.
+    for bad in [
+        "01", "1.", "-", "1e", "1e+", ".5", "+1", "1.5.2", "--1", "0x10",
+    ] {
+        assert_eq!(from_slice::<Written>(bad.as_bytes()), None, "{bad}");
+        assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad}");
+    }
+}
