@@ -1149,7 +1149,73 @@ async fn cassandra_collections_are_written_from_arrays_and_objects() {
         .expect_err("a column inside a collection's field is refused")
         .to_string();
     assert!(
-        error.contains("column `first`") && error.contains("collection column `tags`"),
+        error.contains("column `first`") && error.contains("field of column `tags`"),
+        "{error}"
+    );
+}
+
+/// Tuples are written from arrays and user-defined types from objects (each field by name, an
+/// absent one null, a varint every digit), and read back through Cassandra's own JSON
+/// (`SELECT JSON`). A tuple of another length, or an object with a key the type lacks, is a
+/// dead letter naming the column; a user type with a field the sink cannot write stops the sink
+/// at start, naming the column and the field.
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_tuples_and_user_types_are_written_from_arrays_and_objects() {
+    let lines = [
+        r#"{"id":1,"pair":[7,"a"],"home":{"street":"Main","zip":123456789012345678901234567890}}"#,
+        r#"{"id":2,"pair":[null,"b"],"home":{"number":12,"street":null}}"#,
+        r#"{"id":3,"pair":[1]}"#,
+        r#"{"id":4,"home":{"city":"x"}}"#,
+    ];
+    let create = r#"create = { primary_key = ["id"], columns = { id = "int", pair = "frozen<tuple<int, text>>", home = "frozen<address>" } }"#;
+    let (toml, keyspace, _dir, dlq) = lines_into_cassandra("weir_udt", "homes", &lines, create);
+    let session = cassandra_session().await;
+    for ddl in [
+        format!(
+            "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+        ),
+        format!(
+            "CREATE TYPE IF NOT EXISTS {keyspace}.address (street text, number int, zip varint)"
+        ),
+        format!("CREATE TYPE IF NOT EXISTS {keyspace}.tagged (name text, tags frozen<list<text>>)"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {keyspace}.labels (id int PRIMARY KEY, label frozen<tagged>)"
+        ),
+    ] {
+        session.query_unpaged(ddl, &[]).await.unwrap();
+    }
+    let report = run_to_end(&toml).await;
+    assert_eq!(
+        (report.records_in, report.records_out, report.dead_lettered),
+        (4, 2, 2)
+    );
+    let reasons = dead_letter_reasons(&dlq);
+    assert!(
+        reasons[0].contains("`pair`") && reasons[0].contains("array of 2 items, not 1"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("`home`") && reasons[1].contains(r#"no field "city""#),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        rows_as_cassandra_json("id, pair, home", &format!("{keyspace}.homes")).await,
+        [
+            r#"{"id": 1, "pair": [7, "a"], "home": {"street": "Main", "number": null, "zip": 123456789012345678901234567890}}"#,
+            r#"{"id": 2, "pair": [null, "b"], "home": {"street": null, "number": 12, "zip": null}}"#,
+        ]
+    );
+
+    // The same keyspace, whose table `labels` has a user type with a list field.
+    let (nested, other_keyspace, _dir, _) = lines_into_cassandra("weir_udt", "labels", &lines, "");
+    let nested = nested.replace(&other_keyspace, &keyspace);
+    let error = outcome_within(&nested, Duration::from_secs(120))
+        .await
+        .expect("the sink stops at start")
+        .expect_err("a user type with a list field is refused")
+        .to_string();
+    assert!(
+        error.contains("column `label`") && error.contains("field `tags` is `frozen<list<text>>`"),
         "{error}"
     );
 }

@@ -104,7 +104,7 @@ pub fn premapped_rows(records: usize, seed: u64) -> Result<Vec<Vec<Cell<'static>
                 .iter()
                 .zip(found)
                 .map(|(&(name, kind), field)| {
-                    bind_field(name, kind, field, Missing::Unset).map(Cell::into_owned)
+                    bind_field(name, &kind.into(), field, Missing::Unset).map(Cell::into_owned)
                 })
                 .collect::<Result<Vec<Cell>, String>>()
                 .map_err(|e| setup(format!("user {index}: {e}")))?;

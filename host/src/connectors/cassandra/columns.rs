@@ -2,10 +2,12 @@
 //! the column, its type and what the record held, and what a field absent from the record binds
 //! to (unset by default, so an earlier write's value stays). Values are read as Cassandra's own
 //! `INSERT ... JSON` reads them where it can: dates, times, addresses and blobs from their CQL
-//! text forms, `varint` and `decimal` from numbers or from text, exactly.
+//! text forms, `varint` and `decimal` from numbers or from text, exactly; collections and
+//! tuples from arrays, maps and user-defined types from objects.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Timelike};
 use scylla::frame::response::result::{CollectionType, ColumnType as CqlType, NativeType};
@@ -112,14 +114,32 @@ impl ColumnType {
             return "a counter column is changed by UPDATE ... SET c = c + n, which an INSERT cannot do: write counters with another tool, or keep them in a table of their own".into();
         }
         format!(
-            "the sink writes {SUPPORTED_TYPES}, and lists, sets and maps of them (frozen or not)"
+            "the sink writes {SUPPORTED_TYPES}; lists, sets and maps of them (frozen or not); tuples of them; and user-defined types whose fields are of them"
         )
     }
 }
 
-/// A column's type as the sink writes it: a native type, or a list, set or map of native types
-/// (frozen or not), from a JSON array or object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A user-defined type as the sink writes it: its name and its fields, in their declared order,
+/// each of a native type.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserType {
+    /// The type's name in its keyspace.
+    pub name: String,
+    /// Each field's name and type, in the order the type declares them (and CQL encodes them).
+    pub fields: Vec<(String, ColumnType)>,
+}
+
+/// By name: an error message names the column's type, not its whole definition.
+impl std::fmt::Debug for UserType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// A column's type as the sink writes it: a native type, a list, set or map of native types
+/// (frozen or not), from a JSON array or object, or a tuple or a user-defined type of native
+/// types. Cheap to clone: a tuple's and a user type's definitions are shared.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ColumnKind {
     /// A native type.
     Native(ColumnType),
@@ -130,6 +150,12 @@ pub enum ColumnKind {
     /// `map<K, V>`: from an object, each key read as a K from its text (`"1"` for an int key);
     /// a key given twice counts the last time.
     Map(ColumnType, ColumnType),
+    /// `tuple<A, B, ...>`: from an array of exactly as many items, each of its own type (a null
+    /// item is a null component).
+    Tuple(Arc<[ColumnType]>),
+    /// A user-defined type: from an object, each field by its name (a field absent or null is
+    /// null; a key the type does not have is refused).
+    User(Arc<UserType>),
 }
 
 impl ColumnKind {
@@ -151,6 +177,13 @@ impl ColumnKind {
         if let Some(item) = inside("set<") {
             return ColumnType::parse(item).map(ColumnKind::Set);
         }
+        if let Some(items) = inside("tuple<") {
+            return items
+                .split(',')
+                .map(|item| ColumnType::parse(item.trim()))
+                .collect::<Option<Arc<[ColumnType]>>>()
+                .map(ColumnKind::Tuple);
+        }
         if let Some(entry) = inside("map<") {
             let (key, value) = entry.split_once(',')?;
             return Some(ColumnKind::Map(
@@ -161,23 +194,48 @@ impl ColumnKind {
         ColumnType::parse(name).map(ColumnKind::Native)
     }
 
+    /// The user-defined type a column's declared type names (`address`, `frozen<address>`,
+    /// `frozen<"Address">`), unquoted, when it may be one: a CQL name that is no native type.
+    pub fn user_type_name(declared: &str) -> Option<String> {
+        let declared = declared.trim();
+        let name = declared
+            .strip_prefix("frozen<")
+            .and_then(|rest| rest.strip_suffix('>'))
+            .unwrap_or(declared)
+            .trim();
+        let unquoted = match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+            Some(quoted) => quoted.replace("\"\"", "\""),
+            None => name.to_owned(),
+        };
+        let plain = !unquoted.is_empty()
+            && unquoted.chars().all(|c| c.is_alphanumeric() || c == '_')
+            && ColumnType::parse(&unquoted).is_none()
+            && !matches!(
+                unquoted.as_str(),
+                "counter" | "duration" | "tuple" | "list" | "set" | "map"
+            );
+        plain.then_some(unquoted)
+    }
+
     /// Whether the column's field is read with its items or entries.
-    pub fn reads_items(self) -> bool {
+    pub fn reads_items(&self) -> bool {
         !matches!(self, ColumnKind::Native(_))
     }
 
-    /// How the column's field is read: with its items for a collection, and with its numbers
-    /// as the record writes them where the column's values keep every digit.
-    pub fn reading(self) -> Reading {
-        let values = match self {
+    /// How the column's field is read: with its items for a collection, a tuple or a user
+    /// type, and with its numbers as the record writes them where a value keeps every digit.
+    pub fn reading(&self) -> Reading {
+        let keeps_every_digit = match self {
             ColumnKind::Native(values) | ColumnKind::List(values) | ColumnKind::Set(values) => {
-                values
+                values.keeps_every_digit()
             }
-            ColumnKind::Map(_, values) => values,
+            ColumnKind::Map(_, values) => values.keeps_every_digit(),
+            ColumnKind::Tuple(items) => items.iter().any(|item| item.keeps_every_digit()),
+            ColumnKind::User(user) => user.fields.iter().any(|(_, t)| t.keeps_every_digit()),
         };
         Reading {
             items: self.reads_items(),
-            numbers_as_written: values.keeps_every_digit(),
+            numbers_as_written: keeps_every_digit,
         }
     }
 }
@@ -235,6 +293,8 @@ pub enum Cell<'a> {
     List(Vec<Cell<'a>>),
     /// map
     Map(Vec<(Cell<'a>, Cell<'a>)>),
+    /// tuple or user-defined type: each component in its declared order, null where absent
+    Tuple(Vec<Cell<'a>>),
 }
 
 impl Cell<'_> {
@@ -260,6 +320,7 @@ impl Cell<'_> {
             Cell::Inet(address) => Cell::Inet(address),
             Cell::Blob(bytes) => Cell::Blob(bytes),
             Cell::List(items) => Cell::List(items.into_iter().map(Cell::into_owned).collect()),
+            Cell::Tuple(items) => Cell::Tuple(items.into_iter().map(Cell::into_owned).collect()),
             Cell::Map(entries) => Cell::Map(
                 entries
                     .into_iter()
@@ -295,6 +356,7 @@ impl Cell<'_> {
             Cell::Inet(IpAddr::V4(address)) => use_bytes(&address.octets()),
             Cell::Inet(IpAddr::V6(address)) => use_bytes(&address.octets()),
             Cell::List(items) => use_bytes(&collection_bytes(items.len(), &mut items.iter())),
+            Cell::Tuple(items) => use_bytes(&tuple_bytes(items)),
             Cell::Map(entries) => use_bytes(&collection_bytes(
                 entries.len(),
                 &mut entries.iter().flat_map(|(key, value)| [key, value]),
@@ -317,6 +379,7 @@ impl Cell<'_> {
             Cell::Inet(IpAddr::V4(_)) => 4,
             Cell::Inet(IpAddr::V6(_)) => 16,
             Cell::List(items) => 4 + items.iter().map(|item| 4 + item.bytes()).sum::<usize>(),
+            Cell::Tuple(items) => items.iter().map(|item| 4 + item.bytes()).sum::<usize>(),
             Cell::Map(entries) => {
                 4 + entries
                     .iter()
@@ -343,6 +406,22 @@ fn collection_bytes<'c, 'a: 'c>(
             bytes.extend_from_slice(&i32::try_from(value.len()).unwrap_or(i32::MAX).to_be_bytes());
             bytes.extend_from_slice(value);
         });
+    }
+    bytes
+}
+
+/// A tuple or a user type as CQL encodes it: each component with its 4-byte length, -1 for a
+/// null one, and no count.
+fn tuple_bytes(items: &[Cell]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for item in items {
+        let written = item.with_wire_bytes(|value| {
+            bytes.extend_from_slice(&i32::try_from(value.len()).unwrap_or(i32::MAX).to_be_bytes());
+            bytes.extend_from_slice(value);
+        });
+        if written.is_none() {
+            bytes.extend_from_slice(&(-1i32).to_be_bytes());
+        }
     }
     bytes
 }
@@ -383,9 +462,43 @@ impl SerializeValue for Cell<'_> {
             Cell::Blob(bytes) => bytes.as_slice().serialize(typ, writer),
             Cell::List(items) => items.serialize(typ, writer),
             Cell::Map(entries) => serialize_map(entries, typ, writer),
+            Cell::Tuple(items) => serialize_tuple(items, typ, writer),
         }
     }
 }
+
+/// A tuple's or a user type's components serialised for the column's type, each by its own
+/// declared type.
+fn serialize_tuple<'b>(
+    items: &[Cell],
+    typ: &CqlType,
+    writer: CellWriter<'b>,
+) -> Result<WrittenCellProof<'b>, SerializationError> {
+    let types: Vec<&CqlType> = match typ {
+        CqlType::Tuple(types) => types.iter().collect(),
+        CqlType::UserDefinedType { definition, .. } => {
+            definition.field_types.iter().map(|(_, t)| t).collect()
+        }
+        other => return Err(SerializationError::new(NotATuple(format!("{other:?}")))),
+    };
+    if types.len() != items.len() {
+        return Err(SerializationError::new(NotATuple(format!(
+            "{typ:?}, which has {} components, not {}",
+            types.len(),
+            items.len()
+        ))));
+    }
+    let mut builder = writer.into_value_builder();
+    for (item, typ) in items.iter().zip(types) {
+        item.serialize(typ, builder.make_sub_writer())?;
+    }
+    builder.finish().map_err(SerializationError::new)
+}
+
+/// A tuple or user type value bound to a column that does not take one.
+#[derive(Debug, thiserror::Error)]
+#[error("a tuple or user type value cannot be written as {0}")]
+struct NotATuple(String);
 
 /// A map's entries serialised for a `map<K, V>` column, each key and value by its own type.
 fn serialize_map<'b>(
@@ -419,14 +532,13 @@ struct NotAMap(String);
 /// Converts one field for `column`: null for an absent or null field.
 pub fn to_cell<'a>(
     column: &str,
-    kind: impl Into<ColumnKind>,
+    kind: &ColumnKind,
     value: Option<Leaf<'a>>,
 ) -> Result<Cell<'a>, String> {
     let value = match value {
         None | Some(Leaf::Null) => return Ok(Cell::Null),
         Some(value) => value,
     };
-    let kind = kind.into();
     let mismatch = |value: &Leaf| format!("column `{column}` ({kind:?}) cannot hold {value}");
     let item = |at: String, item_type: ColumnType, leaf: Leaf<'a>| match leaf {
         Leaf::Null => Err(format!(
@@ -434,15 +546,50 @@ pub fn to_cell<'a>(
         )),
         leaf => native_cell(column, item_type, leaf).map_err(|e| format!("{e} (at {at})")),
     };
+    // A tuple's and a user type's components may be null.
+    let component = |at: String, item_type: ColumnType, leaf: Leaf<'a>| match leaf {
+        Leaf::Null => Ok(Cell::Null),
+        leaf => native_cell(column, item_type, leaf).map_err(|e| format!("{e} (at {at})")),
+    };
     match (kind, value) {
-        (ColumnKind::Native(native), value) => native_cell(column, native, value),
-        (ColumnKind::List(item_type), Leaf::Items(items)) => items
+        (&ColumnKind::Native(native), value) => native_cell(column, native, value),
+        (ColumnKind::Tuple(types), Leaf::Items(items)) => {
+            if items.len() != types.len() {
+                return Err(format!(
+                    "column `{column}` ({kind:?}) takes an array of {} items, not {}",
+                    types.len(),
+                    items.len()
+                ));
+            }
+            items
+                .into_iter()
+                .zip(types.iter())
+                .enumerate()
+                .map(|(at, (leaf, item_type))| component(format!("item {at}"), *item_type, leaf))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Cell::Tuple)
+        }
+        (ColumnKind::User(user), Leaf::Entries(entries)) => {
+            let mut fields = vec![Cell::Null; user.fields.len()];
+            for (key, leaf) in entries {
+                let Some(at) = user.fields.iter().position(|(name, _)| *name == key) else {
+                    return Err(format!(
+                        "column `{column}` (user type {}) has no field {}",
+                        user.name,
+                        serde_json::Value::from(key.as_ref())
+                    ));
+                };
+                fields[at] = component(format!("field {key}"), user.fields[at].1, leaf)?;
+            }
+            Ok(Cell::Tuple(fields))
+        }
+        (&ColumnKind::List(item_type), Leaf::Items(items)) => items
             .into_iter()
             .enumerate()
             .map(|(at, leaf)| item(format!("item {at}"), item_type, leaf))
             .collect::<Result<Vec<_>, _>>()
             .map(Cell::List),
-        (ColumnKind::Set(item_type), Leaf::Items(items)) => {
+        (&ColumnKind::Set(item_type), Leaf::Items(items)) => {
             let mut seen = std::collections::HashSet::new();
             let mut kept = Vec::with_capacity(items.len());
             for (at, leaf) in items.into_iter().enumerate() {
@@ -453,7 +600,7 @@ pub fn to_cell<'a>(
             }
             Ok(Cell::List(kept))
         }
-        (ColumnKind::Map(key_type, value_type), Leaf::Entries(entries)) => {
+        (&ColumnKind::Map(key_type, value_type), Leaf::Entries(entries)) => {
             let mut at_key = std::collections::HashMap::new();
             let mut kept: Vec<(Cell, Cell)> = Vec::with_capacity(entries.len());
             for (key, leaf) in entries {
@@ -632,7 +779,7 @@ fn native_cell<'a>(column: &str, kind: ColumnType, value: Leaf<'a>) -> Result<Ce
 /// when the record holds JSON `null`, and as `missing` says when the field is absent.
 pub fn bind_field<'a>(
     column: &str,
-    kind: impl Into<ColumnKind>,
+    kind: &ColumnKind,
     value: Option<Leaf<'a>>,
     missing: Missing,
 ) -> Result<Cell<'a>, String> {
@@ -718,7 +865,7 @@ mod tests {
         let mut found = FieldSet::reading([(&path, ColumnKind::from(kind).reading())])
             .read(document.as_bytes())
             .unwrap();
-        bind_field("dob", kind, found.remove(0), missing).map(Cell::into_owned)
+        bind_field("dob", &kind.into(), found.remove(0), missing).map(Cell::into_owned)
     }
 
     fn ok(kind: ColumnType, json: &str) -> Cell<'static> {
@@ -754,7 +901,10 @@ mod tests {
             ok(ColumnType::Uuid, &format!("\"{id}\"")),
             Cell::Uuid(uuid::Uuid::parse_str(id).unwrap())
         );
-        assert_eq!(to_cell("c", ColumnType::Int, None).unwrap(), Cell::Null);
+        assert_eq!(
+            to_cell("c", &ColumnType::Int.into(), None).unwrap(),
+            Cell::Null
+        );
         assert_eq!(ok(ColumnType::Int, "null"), Cell::Null);
     }
 
@@ -885,7 +1035,7 @@ mod tests {
         let cells: Vec<_> = kinds
             .iter()
             .zip(found)
-            .map(|(kind, leaf)| to_cell("v", *kind, leaf))
+            .map(|(kind, leaf)| to_cell("v", &(*kind).into(), leaf))
             .collect();
         assert_eq!(
             cells,
@@ -898,7 +1048,7 @@ mod tests {
         );
         let found = set.read(br#"{"v": 7}"#).unwrap();
         assert_eq!(
-            to_cell("v", ColumnType::Int, found[1].clone()),
+            to_cell("v", &ColumnType::Int.into(), found[1].clone()),
             Ok(Cell::Int(7))
         );
 
@@ -931,7 +1081,7 @@ mod tests {
         let mut found = FieldSet::reading([(&path, kind.reading())])
             .read(document.as_bytes())
             .unwrap();
-        to_cell("tags", kind, found.remove(0)).map(Cell::into_owned)
+        to_cell("tags", &kind, found.remove(0)).map(Cell::into_owned)
     }
 
     #[test]
@@ -954,7 +1104,6 @@ mod tests {
             "list<frozen<list<int>>>",
             "map<text, frozen<set<int>>>",
             "frozen<address>",
-            "tuple<int, text>",
             "counter",
             "map<text>",
             "list<>",
@@ -1039,12 +1188,187 @@ mod tests {
                 "cannot hold an object",
             ),
         ] {
-            let error = collection(kind, json).unwrap_err();
+            let error = collection(kind.clone(), json).unwrap_err();
             assert!(
                 error.contains("`tags`") && error.contains(shown),
                 "{kind:?} {json}: {error}"
             );
         }
+    }
+
+    /// A user type `address` (street text, number int, zip varint).
+    fn address() -> ColumnKind {
+        ColumnKind::User(Arc::new(UserType {
+            name: "address".into(),
+            fields: vec![
+                ("street".into(), ColumnType::Text),
+                ("number".into(), ColumnType::Int),
+                ("zip".into(), ColumnType::Varint),
+            ],
+        }))
+    }
+
+    #[test]
+    fn tuples_and_user_types_are_named_as_system_schema_writes_them() {
+        assert_eq!(
+            ColumnKind::parse("frozen<tuple<int, text, decimal>>"),
+            Some(ColumnKind::Tuple(
+                [ColumnType::Int, ColumnType::Text, ColumnType::Decimal].into()
+            ))
+        );
+        for nested in [
+            "frozen<tuple<int, list<int>>>",
+            "tuple<int, frozen<address>>",
+            "tuple<>",
+        ] {
+            assert_eq!(ColumnKind::parse(nested), None, "{nested}");
+        }
+        for (declared, name) in [
+            ("frozen<address>", Some("address")),
+            ("address", Some("address")),
+            (r#"frozen<"Home ""A""">"#, None),
+            (r#"frozen<"HomeAddress">"#, Some("HomeAddress")),
+            ("int", None),
+            ("counter", None),
+            ("duration", None),
+            ("list<int>", None),
+            ("frozen<tuple<int>>", None),
+            ("", None),
+        ] {
+            assert_eq!(
+                ColumnKind::user_type_name(declared).as_deref(),
+                name,
+                "{declared}"
+            );
+        }
+        assert!(ColumnType::unsupported("duration").contains("user-defined types"));
+    }
+
+    #[test]
+    fn tuples_come_from_arrays_and_user_types_from_objects() {
+        let tuple =
+            ColumnKind::Tuple([ColumnType::Int, ColumnType::Text, ColumnType::Decimal].into());
+        assert_eq!(
+            collection(tuple.clone(), r#"[7, "a", 12.50]"#),
+            Ok(Cell::Tuple(vec![
+                Cell::Int(7),
+                Cell::Text("a".into()),
+                Cell::Decimal(numbers::decimal("12.50").unwrap()),
+            ]))
+        );
+        assert_eq!(
+            collection(tuple.clone(), r#"[null, "a", null]"#),
+            Ok(Cell::Tuple(vec![
+                Cell::Null,
+                Cell::Text("a".into()),
+                Cell::Null
+            ])),
+            "a component may be null"
+        );
+        let short = collection(tuple.clone(), "[1, \"a\"]").unwrap_err();
+        assert!(
+            short.contains("takes an array of 3 items, not 2"),
+            "{short}"
+        );
+        let wrong = collection(tuple.clone(), r#"[1, "a", "x"]"#).unwrap_err();
+        assert!(
+            wrong.contains("item 2") && wrong.contains(r#""x""#),
+            "{wrong}"
+        );
+        let not_array = collection(tuple, r#"{"a": 1}"#).unwrap_err();
+        assert!(not_array.contains("cannot hold an object"), "{not_array}");
+
+        assert_eq!(
+            collection(
+                address(),
+                r#"{"zip": 123456789012345678901234567890, "street": "Main"}"#
+            ),
+            Ok(Cell::Tuple(vec![
+                Cell::Text("Main".into()),
+                Cell::Null,
+                Cell::Varint(numbers::integer("123456789012345678901234567890").unwrap()),
+            ])),
+            "fields in the type's order, an absent one null, a varint every digit"
+        );
+        assert_eq!(
+            collection(address(), r#"{"number": 1, "number": 2, "street": null}"#),
+            Ok(Cell::Tuple(vec![Cell::Null, Cell::Int(2), Cell::Null])),
+            "a key given twice counts the last time"
+        );
+        let unknown = collection(address(), r#"{"street": "x", "city": "y"}"#).unwrap_err();
+        assert!(
+            unknown.contains("column `tags` (user type address) has no field \"city\""),
+            "{unknown}"
+        );
+        let wrong = collection(address(), r#"{"number": "ten"}"#).unwrap_err();
+        assert!(
+            wrong.contains("field number") && wrong.contains(r#""ten""#),
+            "{wrong}"
+        );
+        let not_object = collection(address(), "[1]").unwrap_err();
+        assert!(not_object.contains("cannot hold an array"), "{not_object}");
+    }
+
+    #[test]
+    fn tuples_and_user_types_serialise_and_give_their_wire_bytes_as_the_driver_does() {
+        use scylla::frame::response::result::UserDefinedType;
+        let tuple_type = CqlType::Tuple(vec![
+            CqlType::Native(NativeType::Int),
+            CqlType::Native(NativeType::Text),
+            CqlType::Native(NativeType::BigInt),
+        ]);
+        let cell = Cell::Tuple(vec![Cell::Int(7), Cell::Text("ab".into()), Cell::Null]);
+        let mut ours = Vec::new();
+        cell.serialize(&tuple_type, CellWriter::new(&mut ours))
+            .unwrap();
+        // The driver's own encoding of the same tuple.
+        let mut theirs = Vec::new();
+        (Some(7i32), Some("ab"), None::<i64>)
+            .serialize(&tuple_type, CellWriter::new(&mut theirs))
+            .unwrap();
+        assert_eq!(ours, theirs);
+        let (length, value) = ours.split_at(4);
+        assert_eq!(length, (value.len() as i32).to_be_bytes());
+        assert_eq!(cell.with_wire_bytes(<[u8]>::to_vec).as_deref(), Some(value));
+        assert_eq!(cell.bytes(), value.len());
+
+        // A user type is encoded as a tuple of its fields.
+        let user_type = CqlType::UserDefinedType {
+            frozen: true,
+            definition: Arc::new(UserDefinedType {
+                name: "address".into(),
+                keyspace: "ks".into(),
+                field_types: vec![
+                    ("n".into(), CqlType::Native(NativeType::Int)),
+                    ("s".into(), CqlType::Native(NativeType::Text)),
+                    ("b".into(), CqlType::Native(NativeType::BigInt)),
+                ],
+            }),
+        };
+        let mut as_user = Vec::new();
+        cell.serialize(&user_type, CellWriter::new(&mut as_user))
+            .unwrap();
+        assert_eq!(as_user, theirs);
+        // A component count or a type the column does not have is refused.
+        let short = Cell::Tuple(vec![Cell::Int(7)]);
+        assert!(
+            short
+                .serialize(&tuple_type, CellWriter::new(&mut Vec::new()))
+                .is_err()
+        );
+        assert!(
+            cell.serialize(
+                &CqlType::Native(NativeType::Int),
+                CellWriter::new(&mut Vec::new())
+            )
+            .is_err()
+        );
+        let wrong = Cell::Tuple(vec![Cell::Text("x".into()), Cell::Null, Cell::Null]);
+        assert!(
+            wrong
+                .serialize(&tuple_type, CellWriter::new(&mut Vec::new()))
+                .is_err()
+        );
     }
 
     #[test]
@@ -1123,7 +1447,7 @@ mod tests {
         let found = FieldSet::new(&paths).read(bytes).unwrap();
         let cells: Vec<Cell> = found
             .into_iter()
-            .map(|leaf| to_cell("c", ColumnType::Text, leaf).unwrap())
+            .map(|leaf| to_cell("c", &ColumnType::Text.into(), leaf).unwrap())
             .collect();
         assert!(matches!(&cells[0], Cell::Text(Cow::Borrowed("abc"))));
         assert_eq!(cells[1], Cell::Text("abc".into()));

@@ -239,11 +239,9 @@ impl CassandraSinkConfig {
                     format!("`{column}` is not a CQL name"),
                 ));
             }
-            if let Some((column, kind)) = create
-                .columns
-                .iter()
-                .find(|(_, t)| ColumnKind::parse(t).is_none())
-            {
+            if let Some((column, kind)) = create.columns.iter().find(|(_, t)| {
+                ColumnKind::parse(t).is_none() && ColumnKind::user_type_name(t).is_none()
+            }) {
                 return Err((
                     format!("create.columns.{column}"),
                     format!(
@@ -305,6 +303,34 @@ mod tests {
             Consistency::LocalQuorum,
             "the default"
         );
+    }
+
+    #[test]
+    fn create_takes_tuples_and_user_type_names_but_not_nested_types() {
+        let create = |kind: &str| {
+            config(&format!(
+                "create = {{ primary_key = [\"id\"], columns = {{ id = \"int\", a = \"{kind}\" }} }}"
+            ))
+            .validate()
+        };
+        for good in [
+            "frozen<tuple<int, text>>",
+            "frozen<address>",
+            "address",
+            "list<int>",
+        ] {
+            assert!(create(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "frozen<tuple<int, list<int>>>",
+            "counter",
+            "duration",
+            "list<frozen<address>>",
+        ] {
+            let (key, message) = create(bad).unwrap_err();
+            assert_eq!(key, "create.columns.a", "{bad}");
+            assert!(message.contains("is not supported"), "{bad}: {message}");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 
 use super::classify::{Failure, classify};
-use super::columns::{ColumnKind, ColumnType};
+use super::columns::{ColumnKind, ColumnType, UserType};
 use super::config::CassandraSinkConfig;
 use crate::connectors::fields::{FieldPath, FieldSet};
 use crate::connectors::tls::{TlsConfig, probe_nodes};
@@ -168,15 +168,34 @@ pub(super) async fn connect(
             .cloned()
             .unwrap_or_else(|| name.clone());
         let declared = kind;
-        let kind = ColumnKind::parse(&declared).ok_or_else(|| {
-            ConnectorError::fatal(
-                sink,
-                format!(
-                    "column `{name}` has type `{declared}`, which the sink cannot write: {}",
-                    ColumnType::unsupported(&declared)
-                ),
-            )
-        })?;
+        let user_type = match ColumnKind::user_type_name(&declared) {
+            Some(type_name) => user_type(&session, keyspace, &type_name)
+                .await
+                .map_err(|e| classified("cannot read the column's user-defined type", *e))?,
+            None => None,
+        };
+        let kind = match (ColumnKind::parse(&declared), user_type) {
+            (Some(kind), _) => kind,
+            (None, Some(Ok(user))) => ColumnKind::User(Arc::new(user)),
+            (None, Some(Err(field))) => {
+                return Err(ConnectorError::fatal(
+                    sink,
+                    format!(
+                        "column `{name}` has the user-defined type `{declared}`, whose {field}, which the sink cannot write: {}",
+                        ColumnType::unsupported(&declared)
+                    ),
+                ));
+            }
+            (None, None) => {
+                return Err(ConnectorError::fatal(
+                    sink,
+                    format!(
+                        "column `{name}` has type `{declared}`, which the sink cannot write: {}",
+                        ColumnType::unsupported(&declared)
+                    ),
+                ));
+            }
+        };
         columns.push(Column {
             path: FieldPath::parse(&field),
             name,
@@ -217,7 +236,7 @@ pub(super) async fn connect(
         return Err(ConnectorError::fatal(
             sink,
             format!(
-                "column `{}` reads a field inside the field of collection column `{}` ({}): map one of them to another field in `columns`",
+                "column `{}` reads a field inside the field of column `{}` ({}), which takes that field whole: map one of them to another field in `columns`",
                 inner.name, collection.name, collection.declared
             ),
         ));
@@ -268,6 +287,41 @@ pub(super) async fn connect(
         ),
         columns: Arc::new(columns),
     })
+}
+
+/// The user-defined type `name` of `keyspace` as the sink writes it: `None` when the keyspace
+/// has no such type, and the field the sink cannot write (named, with its type) when one is not
+/// of a native type.
+async fn user_type(
+    session: &Session,
+    keyspace: &str,
+    name: &str,
+) -> Result<Option<Result<UserType, String>>, Box<ExecutionError>> {
+    let rows = session
+        .query_unpaged(
+            "SELECT field_names, field_types FROM system_schema.types WHERE keyspace_name = ? AND type_name = ?",
+            (keyspace, name),
+        )
+        .await
+        .map_err(Box::new)?;
+    // The rows' shape is fixed by the system table; a result that is not rows means no type.
+    let Ok(rows) = rows.into_rows_result() else {
+        return Ok(None);
+    };
+    let Ok(Some((names, types))) = rows.maybe_first_row::<(Vec<String>, Vec<String>)>() else {
+        return Ok(None);
+    };
+    let mut fields = Vec::with_capacity(names.len());
+    for (field, declared) in names.into_iter().zip(types) {
+        match ColumnType::parse(&declared) {
+            Some(native) => fields.push((field, native)),
+            None => return Ok(Some(Err(format!("field `{field}` is `{declared}`")))),
+        }
+    }
+    Ok(Some(Ok(UserType {
+        name: name.to_owned(),
+        fields,
+    })))
 }
 
 /// What to tell the user when the cluster refused to log the sink in, or `None` for any other

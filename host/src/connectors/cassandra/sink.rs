@@ -156,7 +156,7 @@ fn bind_column<'r>(
 ) -> Result<Cell<'r>, String> {
     let value = bind_field(
         &column.name,
-        column.kind,
+        &column.kind,
         field,
         // A key column can be neither unset nor null: both are refused below.
         if column.primary_key {
