@@ -7,7 +7,6 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Timelike};
 use scylla::frame::response::result::{CollectionType, ColumnType as CqlType, NativeType};
@@ -18,8 +17,9 @@ use scylla::value::{CqlDate, CqlDecimal, CqlTime, CqlTimestamp, CqlTimeuuid, Cql
 use serde::Deserialize;
 use serde_json::Number;
 
+use super::kinds::ColumnKind;
 use super::numbers;
-use crate::connectors::fields::{Leaf, Reading};
+use crate::connectors::fields::Leaf;
 
 /// What a column gets when its field is absent from the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -114,135 +114,8 @@ impl ColumnType {
             return "a counter column is changed by UPDATE ... SET c = c + n, which an INSERT cannot do: write counters with another tool, or keep them in a table of their own".into();
         }
         format!(
-            "the sink writes {SUPPORTED_TYPES}; lists, sets and maps of them (frozen or not); tuples of them; and user-defined types whose fields are of them"
+            "the sink writes {SUPPORTED_TYPES}, and lists, sets, maps (whose keys are of those types), tuples and user-defined types of them, nested as CQL allows"
         )
-    }
-}
-
-/// A user-defined type as the sink writes it: its name and its fields, in their declared order,
-/// each of a native type.
-#[derive(Clone, PartialEq, Eq)]
-pub struct UserType {
-    /// The type's name in its keyspace.
-    pub name: String,
-    /// Each field's name and type, in the order the type declares them (and CQL encodes them).
-    pub fields: Vec<(String, ColumnType)>,
-}
-
-/// By name: an error message names the column's type, not its whole definition.
-impl std::fmt::Debug for UserType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.name)
-    }
-}
-
-/// A column's type as the sink writes it: a native type, a list, set or map of native types
-/// (frozen or not), from a JSON array or object, or a tuple or a user-defined type of native
-/// types. Cheap to clone: a tuple's and a user type's definitions are shared.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ColumnKind {
-    /// A native type.
-    Native(ColumnType),
-    /// `list<T>`: from an array, its items in order.
-    List(ColumnType),
-    /// `set<T>`: from an array; an item given twice is written once.
-    Set(ColumnType),
-    /// `map<K, V>`: from an object, each key read as a K from its text (`"1"` for an int key);
-    /// a key given twice counts the last time.
-    Map(ColumnType, ColumnType),
-    /// `tuple<A, B, ...>`: from an array of exactly as many items, each of its own type (a null
-    /// item is a null component).
-    Tuple(Arc<[ColumnType]>),
-    /// A user-defined type: from an object, each field by its name (a field absent or null is
-    /// null; a key the type does not have is refused).
-    User(Arc<UserType>),
-}
-
-impl ColumnKind {
-    /// Parses the type name in `system_schema.columns` (`int`, `list<text>`,
-    /// `frozen<map<text, int>>`); `None` for unsupported types, nested collections among them.
-    pub fn parse(name: &str) -> Option<Self> {
-        let name = name.trim();
-        let inside = |prefix: &str| {
-            name.strip_prefix(prefix)
-                .and_then(|rest| rest.strip_suffix('>'))
-                .map(str::trim)
-        };
-        if let Some(frozen) = inside("frozen<") {
-            return ColumnKind::parse(frozen);
-        }
-        if let Some(item) = inside("list<") {
-            return ColumnType::parse(item).map(ColumnKind::List);
-        }
-        if let Some(item) = inside("set<") {
-            return ColumnType::parse(item).map(ColumnKind::Set);
-        }
-        if let Some(items) = inside("tuple<") {
-            return items
-                .split(',')
-                .map(|item| ColumnType::parse(item.trim()))
-                .collect::<Option<Arc<[ColumnType]>>>()
-                .map(ColumnKind::Tuple);
-        }
-        if let Some(entry) = inside("map<") {
-            let (key, value) = entry.split_once(',')?;
-            return Some(ColumnKind::Map(
-                ColumnType::parse(key.trim())?,
-                ColumnType::parse(value.trim())?,
-            ));
-        }
-        ColumnType::parse(name).map(ColumnKind::Native)
-    }
-
-    /// The user-defined type a column's declared type names (`address`, `frozen<address>`,
-    /// `frozen<"Address">`), unquoted, when it may be one: a CQL name that is no native type.
-    pub fn user_type_name(declared: &str) -> Option<String> {
-        let declared = declared.trim();
-        let name = declared
-            .strip_prefix("frozen<")
-            .and_then(|rest| rest.strip_suffix('>'))
-            .unwrap_or(declared)
-            .trim();
-        let unquoted = match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
-            Some(quoted) => quoted.replace("\"\"", "\""),
-            None => name.to_owned(),
-        };
-        let plain = !unquoted.is_empty()
-            && unquoted.chars().all(|c| c.is_alphanumeric() || c == '_')
-            && ColumnType::parse(&unquoted).is_none()
-            && !matches!(
-                unquoted.as_str(),
-                "counter" | "duration" | "tuple" | "list" | "set" | "map"
-            );
-        plain.then_some(unquoted)
-    }
-
-    /// Whether the column's field is read with its items or entries.
-    pub fn reads_items(&self) -> bool {
-        !matches!(self, ColumnKind::Native(_))
-    }
-
-    /// How the column's field is read: with its items for a collection, a tuple or a user
-    /// type, and with its numbers as the record writes them where a value keeps every digit.
-    pub fn reading(&self) -> Reading {
-        let keeps_every_digit = match self {
-            ColumnKind::Native(values) | ColumnKind::List(values) | ColumnKind::Set(values) => {
-                values.keeps_every_digit()
-            }
-            ColumnKind::Map(_, values) => values.keeps_every_digit(),
-            ColumnKind::Tuple(items) => items.iter().any(|item| item.keeps_every_digit()),
-            ColumnKind::User(user) => user.fields.iter().any(|(_, t)| t.keeps_every_digit()),
-        };
-        Reading {
-            items: self.reads_items(),
-            numbers_as_written: keeps_every_digit,
-        }
-    }
-}
-
-impl From<ColumnType> for ColumnKind {
-    fn from(native: ColumnType) -> Self {
-        ColumnKind::Native(native)
     }
 }
 
@@ -535,78 +408,69 @@ pub fn to_cell<'a>(
     kind: &ColumnKind,
     value: Option<Leaf<'a>>,
 ) -> Result<Cell<'a>, String> {
-    let value = match value {
-        None | Some(Leaf::Null) => return Ok(Cell::Null),
-        Some(value) => value,
+    match value {
+        None | Some(Leaf::Null) => Ok(Cell::Null),
+        Some(value) => value_cell(column, kind, value, ""),
+    }
+}
+
+/// Converts a present, non-null value of `kind` found `at` a place inside the column's field
+/// (`item 2, field zip`; empty for the field itself), which an error names.
+fn value_cell<'a>(
+    column: &str,
+    kind: &ColumnKind,
+    value: Leaf<'a>,
+    at: &str,
+) -> Result<Cell<'a>, String> {
+    let located = |error: String| {
+        if at.is_empty() {
+            error
+        } else {
+            format!("{error} (at {at})")
+        }
     };
-    let mismatch = |value: &Leaf| format!("column `{column}` ({kind:?}) cannot hold {value}");
-    let item = |at: String, item_type: ColumnType, leaf: Leaf<'a>| match leaf {
+    let inside = |part: String| {
+        if at.is_empty() {
+            part
+        } else {
+            format!("{at}, {part}")
+        }
+    };
+    // A part of a collection may not be null; one of a tuple or a user type may.
+    let part = |place: String, part_kind: &ColumnKind, leaf: Leaf<'a>, nullable: bool| match leaf {
+        Leaf::Null if nullable => Ok(Cell::Null),
         Leaf::Null => Err(format!(
-            "column `{column}` ({kind:?}) cannot hold null at {at}: a collection holds no nulls"
+            "column `{column}` ({kind}) cannot hold null at {place}: a collection holds no nulls"
         )),
-        leaf => native_cell(column, item_type, leaf).map_err(|e| format!("{e} (at {at})")),
-    };
-    // A tuple's and a user type's components may be null.
-    let component = |at: String, item_type: ColumnType, leaf: Leaf<'a>| match leaf {
-        Leaf::Null => Ok(Cell::Null),
-        leaf => native_cell(column, item_type, leaf).map_err(|e| format!("{e} (at {at})")),
+        leaf => value_cell(column, part_kind, leaf, &place),
     };
     match (kind, value) {
-        (&ColumnKind::Native(native), value) => native_cell(column, native, value),
-        (ColumnKind::Tuple(types), Leaf::Items(items)) => {
-            if items.len() != types.len() {
-                return Err(format!(
-                    "column `{column}` ({kind:?}) takes an array of {} items, not {}",
-                    types.len(),
-                    items.len()
-                ));
-            }
-            items
-                .into_iter()
-                .zip(types.iter())
-                .enumerate()
-                .map(|(at, (leaf, item_type))| component(format!("item {at}"), *item_type, leaf))
-                .collect::<Result<Vec<_>, _>>()
-                .map(Cell::Tuple)
-        }
-        (ColumnKind::User(user), Leaf::Entries(entries)) => {
-            let mut fields = vec![Cell::Null; user.fields.len()];
-            for (key, leaf) in entries {
-                let Some(at) = user.fields.iter().position(|(name, _)| *name == key) else {
-                    return Err(format!(
-                        "column `{column}` (user type {}) has no field {}",
-                        user.name,
-                        serde_json::Value::from(key.as_ref())
-                    ));
-                };
-                fields[at] = component(format!("field {key}"), user.fields[at].1, leaf)?;
-            }
-            Ok(Cell::Tuple(fields))
-        }
-        (&ColumnKind::List(item_type), Leaf::Items(items)) => items
+        (&ColumnKind::Native(native), value) => native_cell(column, native, value).map_err(located),
+        (ColumnKind::List(item), Leaf::Items(items)) => items
             .into_iter()
             .enumerate()
-            .map(|(at, leaf)| item(format!("item {at}"), item_type, leaf))
+            .map(|(index, leaf)| part(inside(format!("item {index}")), item, leaf, false))
             .collect::<Result<Vec<_>, _>>()
             .map(Cell::List),
-        (&ColumnKind::Set(item_type), Leaf::Items(items)) => {
+        (ColumnKind::Set(item), Leaf::Items(items)) => {
             let mut seen = std::collections::HashSet::new();
             let mut kept = Vec::with_capacity(items.len());
-            for (at, leaf) in items.into_iter().enumerate() {
-                let cell = item(format!("item {at}"), item_type, leaf)?;
+            for (index, leaf) in items.into_iter().enumerate() {
+                let cell = part(inside(format!("item {index}")), item, leaf, false)?;
                 if cell.with_wire_bytes(|bytes| seen.insert(bytes.to_vec())) == Some(true) {
                     kept.push(cell);
                 }
             }
             Ok(Cell::List(kept))
         }
-        (&ColumnKind::Map(key_type, value_type), Leaf::Entries(entries)) => {
+        (&ColumnKind::Map(key_type, ref value_kind), Leaf::Entries(entries)) => {
             let mut at_key = std::collections::HashMap::new();
             let mut kept: Vec<(Cell, Cell)> = Vec::with_capacity(entries.len());
             for (key, leaf) in entries {
-                let at = format!("key {}", serde_json::Value::from(key.as_ref()));
-                let key_cell = item(at.clone(), key_type, key_leaf(key_type, key))?;
-                let value_cell = item(at, value_type, leaf)?;
+                let place = inside(format!("key {}", serde_json::Value::from(key.as_ref())));
+                let key_cell = native_cell(column, key_type, key_leaf(key_type, key))
+                    .map_err(|e| format!("{e} (at {place})"))?;
+                let value_cell = part(place, value_kind, leaf, false)?;
                 let bytes = key_cell.with_wire_bytes(<[u8]>::to_vec).unwrap_or_default();
                 match at_key.get(&bytes) {
                     Some(&index) => kept[index] = (key_cell, value_cell),
@@ -618,7 +482,42 @@ pub fn to_cell<'a>(
             }
             Ok(Cell::Map(kept))
         }
-        (_, value) => Err(mismatch(&value)),
+        (ColumnKind::Tuple(kinds), Leaf::Items(items)) => {
+            if items.len() != kinds.len() {
+                return Err(located(format!(
+                    "column `{column}` ({kind}) takes an array of {} items, not {}",
+                    kinds.len(),
+                    items.len()
+                )));
+            }
+            items
+                .into_iter()
+                .zip(kinds)
+                .enumerate()
+                .map(|(index, (leaf, item))| {
+                    part(inside(format!("item {index}")), item, leaf, true)
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Cell::Tuple)
+        }
+        (ColumnKind::User(user), Leaf::Entries(entries)) => {
+            let mut fields = vec![Cell::Null; user.fields.len()];
+            for (key, leaf) in entries {
+                let Some(index) = user.fields.iter().position(|(name, _)| *name == key) else {
+                    return Err(located(format!(
+                        "column `{column}` (user type {}) has no field {}",
+                        user.name,
+                        serde_json::Value::from(key.as_ref())
+                    )));
+                };
+                let place = inside(format!("field {key}"));
+                fields[index] = part(place, &user.fields[index].1, leaf, true)?;
+            }
+            Ok(Cell::Tuple(fields))
+        }
+        (_, value) => Err(located(format!(
+            "column `{column}` ({kind}) cannot hold {value}"
+        ))),
     }
 }
 
@@ -797,7 +696,15 @@ pub fn bound_bytes(values: &[Cell]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::connectors::cassandra::kinds::UserType;
+
+    /// A native type inside a collection.
+    fn n(native: ColumnType) -> Box<ColumnKind> {
+        Box::new(ColumnKind::Native(native))
+    }
     use crate::connectors::fields::{FieldPath, FieldSet};
 
     #[test]
@@ -1055,16 +962,16 @@ mod tests {
         // In collections: items, values and map keys.
         use ColumnKind::{List, Map, Set};
         assert_eq!(
-            collection(List(ColumnType::Decimal), "[12.50, 1e-30]"),
+            collection(List(n(ColumnType::Decimal)), "[12.50, 1e-30]"),
             Ok(Cell::List(vec![decimal("12.50"), decimal("1e-30")]))
         );
         assert_eq!(
-            collection(Set(ColumnType::Varint), &format!("[{thirty}, {thirty}]")),
+            collection(Set(n(ColumnType::Varint)), &format!("[{thirty}, {thirty}]")),
             Ok(Cell::List(vec![integer(thirty)]))
         );
         assert_eq!(
             collection(
-                Map(ColumnType::Decimal, ColumnType::Text),
+                Map(ColumnType::Decimal, n(ColumnType::Text)),
                 r#"{"12.50": 1.0}"#
             ),
             Ok(Cell::Map(vec![(
@@ -1085,49 +992,21 @@ mod tests {
     }
 
     #[test]
-    fn collection_types_parse_as_system_schema_writes_them() {
-        use ColumnKind::{List, Map, Native, Set};
-        assert_eq!(ColumnKind::parse("int"), Some(Native(ColumnType::Int)));
-        assert_eq!(
-            ColumnKind::parse("list<text>"),
-            Some(List(ColumnType::Text))
-        );
-        assert_eq!(
-            ColumnKind::parse("frozen<set<uuid>>"),
-            Some(Set(ColumnType::Uuid))
-        );
-        assert_eq!(
-            ColumnKind::parse("map<text, int>"),
-            Some(Map(ColumnType::Text, ColumnType::Int))
-        );
-        for unsupported in [
-            "list<frozen<list<int>>>",
-            "map<text, frozen<set<int>>>",
-            "frozen<address>",
-            "counter",
-            "map<text>",
-            "list<>",
-        ] {
-            assert_eq!(ColumnKind::parse(unsupported), None, "{unsupported}");
-        }
-    }
-
-    #[test]
     fn lists_sets_and_maps_are_read_from_arrays_and_objects() {
         use ColumnKind::{List, Map, Set};
         let text = |t: &str| Cell::Text(t.to_owned().into());
         assert_eq!(
-            collection(List(ColumnType::Text), r#"["b", "a", "b", 7]"#),
+            collection(List(n(ColumnType::Text)), r#"["b", "a", "b", 7]"#),
             Ok(Cell::List(vec![text("b"), text("a"), text("b"), text("7")]))
         );
         assert_eq!(
-            collection(Set(ColumnType::Int), "[3, 1, 3]"),
+            collection(Set(n(ColumnType::Int)), "[3, 1, 3]"),
             Ok(Cell::List(vec![Cell::Int(3), Cell::Int(1)])),
             "an item given twice is written once"
         );
         assert_eq!(
             collection(
-                Map(ColumnType::Text, ColumnType::Double),
+                Map(ColumnType::Text, n(ColumnType::Double)),
                 r#"{"x": 1.5, "y": 2, "x": 3}"#
             ),
             Ok(Cell::Map(vec![
@@ -1138,7 +1017,7 @@ mod tests {
         );
         assert_eq!(
             collection(
-                Map(ColumnType::Int, ColumnType::Date),
+                Map(ColumnType::Int, n(ColumnType::Date)),
                 r#"{"1": "1970-01-02", "-7": "1970-01-03"}"#
             ),
             Ok(Cell::Map(vec![
@@ -1149,7 +1028,7 @@ mod tests {
         );
         assert_eq!(
             collection(
-                Map(ColumnType::Uuid, ColumnType::Boolean),
+                Map(ColumnType::Uuid, n(ColumnType::Boolean)),
                 r#"{"0f9c6f0e-5d0b-4b8f-9a57-6a1c0a2b9e11": true}"#
             ),
             Ok(Cell::Map(vec![(
@@ -1158,32 +1037,36 @@ mod tests {
             )]))
         );
         assert_eq!(
-            collection(List(ColumnType::Int), "[]"),
+            collection(List(n(ColumnType::Int)), "[]"),
             Ok(Cell::List(Vec::new()))
         );
-        assert_eq!(collection(List(ColumnType::Int), "null"), Ok(Cell::Null));
+        assert_eq!(collection(List(n(ColumnType::Int)), "null"), Ok(Cell::Null));
         for (kind, json, shown) in [
-            (List(ColumnType::Int), r#"[1, "two"]"#, r#"item 1"#),
-            (List(ColumnType::Int), "[1, null]", "holds no nulls"),
-            (Set(ColumnType::Text), "[[1]]", "an array (at item 0)"),
-            (List(ColumnType::Text), r#""a,b""#, r#"cannot hold "a,b""#),
+            (List(n(ColumnType::Int)), r#"[1, "two"]"#, r#"item 1"#),
+            (List(n(ColumnType::Int)), "[1, null]", "holds no nulls"),
+            (Set(n(ColumnType::Text)), "[[1]]", "an array (at item 0)"),
             (
-                Map(ColumnType::Int, ColumnType::Text),
+                List(n(ColumnType::Text)),
+                r#""a,b""#,
+                r#"cannot hold "a,b""#,
+            ),
+            (
+                Map(ColumnType::Int, n(ColumnType::Text)),
                 r#"{"one": "x"}"#,
                 r#"key "one""#,
             ),
             (
-                Map(ColumnType::Text, ColumnType::Int),
+                Map(ColumnType::Text, n(ColumnType::Int)),
                 r#"{"a": "x"}"#,
                 r#"key "a""#,
             ),
             (
-                Map(ColumnType::Text, ColumnType::Int),
+                Map(ColumnType::Text, n(ColumnType::Int)),
                 "[1]",
                 "cannot hold an array",
             ),
             (
-                List(ColumnType::Int),
+                List(n(ColumnType::Int)),
                 r#"{"a": 1}"#,
                 "cannot hold an object",
             ),
@@ -1201,53 +1084,20 @@ mod tests {
         ColumnKind::User(Arc::new(UserType {
             name: "address".into(),
             fields: vec![
-                ("street".into(), ColumnType::Text),
-                ("number".into(), ColumnType::Int),
-                ("zip".into(), ColumnType::Varint),
+                ("street".into(), ColumnType::Text.into()),
+                ("number".into(), ColumnType::Int.into()),
+                ("zip".into(), ColumnType::Varint.into()),
             ],
         }))
     }
 
     #[test]
-    fn tuples_and_user_types_are_named_as_system_schema_writes_them() {
-        assert_eq!(
-            ColumnKind::parse("frozen<tuple<int, text, decimal>>"),
-            Some(ColumnKind::Tuple(
-                [ColumnType::Int, ColumnType::Text, ColumnType::Decimal].into()
-            ))
-        );
-        for nested in [
-            "frozen<tuple<int, list<int>>>",
-            "tuple<int, frozen<address>>",
-            "tuple<>",
-        ] {
-            assert_eq!(ColumnKind::parse(nested), None, "{nested}");
-        }
-        for (declared, name) in [
-            ("frozen<address>", Some("address")),
-            ("address", Some("address")),
-            (r#"frozen<"Home ""A""">"#, None),
-            (r#"frozen<"HomeAddress">"#, Some("HomeAddress")),
-            ("int", None),
-            ("counter", None),
-            ("duration", None),
-            ("list<int>", None),
-            ("frozen<tuple<int>>", None),
-            ("", None),
-        ] {
-            assert_eq!(
-                ColumnKind::user_type_name(declared).as_deref(),
-                name,
-                "{declared}"
-            );
-        }
-        assert!(ColumnType::unsupported("duration").contains("user-defined types"));
-    }
-
-    #[test]
     fn tuples_come_from_arrays_and_user_types_from_objects() {
-        let tuple =
-            ColumnKind::Tuple([ColumnType::Int, ColumnType::Text, ColumnType::Decimal].into());
+        let tuple = ColumnKind::Tuple(vec![
+            ColumnType::Int.into(),
+            ColumnType::Text.into(),
+            ColumnType::Decimal.into(),
+        ]);
         assert_eq!(
             collection(tuple.clone(), r#"[7, "a", 12.50]"#),
             Ok(Cell::Tuple(vec![
@@ -1310,6 +1160,61 @@ mod tests {
     }
 
     #[test]
+    fn nested_types_are_read_whole_and_errors_say_where_inside() {
+        let list_of_addresses = ColumnKind::List(Box::new(address()));
+        assert_eq!(
+            collection(
+                list_of_addresses.clone(),
+                r#"[{"street": "a", "zip": 1}, {"number": 2}]"#
+            ),
+            Ok(Cell::List(vec![
+                Cell::Tuple(vec![
+                    Cell::Text("a".into()),
+                    Cell::Null,
+                    Cell::Varint(vec![1])
+                ]),
+                Cell::Tuple(vec![Cell::Null, Cell::Int(2), Cell::Null]),
+            ]))
+        );
+        let wrong = collection(list_of_addresses.clone(), r#"[{}, {"zip": "z"}]"#).unwrap_err();
+        assert!(wrong.contains(r#"(at item 1, field zip)"#), "{wrong}");
+        let null = collection(list_of_addresses, "[{}, null]").unwrap_err();
+        assert!(
+            null.contains("cannot hold null at item 1: a collection holds no nulls"),
+            "{null}"
+        );
+        let lists_by_name = ColumnKind::Map(
+            ColumnType::Text,
+            Box::new(ColumnKind::List(n(ColumnType::Int))),
+        );
+        assert_eq!(
+            collection(lists_by_name.clone(), r#"{"a": [1, 2], "b": []}"#),
+            Ok(Cell::Map(vec![
+                (
+                    Cell::Text("a".into()),
+                    Cell::List(vec![Cell::Int(1), Cell::Int(2)])
+                ),
+                (Cell::Text("b".into()), Cell::List(Vec::new())),
+            ]))
+        );
+        let wrong = collection(lists_by_name, r#"{"a": [1, "x"]}"#).unwrap_err();
+        assert!(wrong.contains(r#"(at key "a", item 1)"#), "{wrong}");
+        let pairs = ColumnKind::Set(Box::new(ColumnKind::Tuple(vec![
+            ColumnType::Int.into(),
+            ColumnType::Text.into(),
+        ])));
+        assert_eq!(
+            collection(pairs.clone(), r#"[[1, "a"], [1, "a"], [2, null]]"#),
+            Ok(Cell::List(vec![
+                Cell::Tuple(vec![Cell::Int(1), Cell::Text("a".into())]),
+                Cell::Tuple(vec![Cell::Int(2), Cell::Null]),
+            ])),
+            "a set's item given twice is written once"
+        );
+        assert!(pairs.to_string() == "set<tuple<int, text>>");
+    }
+
+    #[test]
     fn tuples_and_user_types_serialise_and_give_their_wire_bytes_as_the_driver_does() {
         use scylla::frame::response::result::UserDefinedType;
         let tuple_type = CqlType::Tuple(vec![
@@ -1369,6 +1274,32 @@ mod tests {
                 .serialize(&tuple_type, CellWriter::new(&mut Vec::new()))
                 .is_err()
         );
+
+        // A list of tuples, against the driver's encoding of the same list.
+        let list_type = CqlType::Collection {
+            frozen: false,
+            typ: CollectionType::List(Box::new(tuple_type.clone())),
+        };
+        let list = Cell::List(vec![
+            cell.clone(),
+            Cell::Tuple(vec![Cell::Null, Cell::Null, Cell::BigInt(-1)]),
+        ]);
+        let mut ours = Vec::new();
+        list.serialize(&list_type, CellWriter::new(&mut ours))
+            .unwrap();
+        let mut theirs = Vec::new();
+        vec![
+            (Some(7i32), Some("ab"), None::<i64>),
+            (None, None, Some(-1)),
+        ]
+        .serialize(&list_type, CellWriter::new(&mut theirs))
+        .unwrap();
+        assert_eq!(ours, theirs);
+        assert_eq!(
+            list.with_wire_bytes(<[u8]>::to_vec).as_deref(),
+            Some(&ours[4..])
+        );
+        assert_eq!(list.bytes(), ours.len() - 4);
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use scylla::statement::Consistency;
 use serde::Deserialize;
 
-use super::columns::{ColumnKind, ColumnType, Missing};
+use super::columns::{ColumnType, Missing};
+use super::kinds::ColumnKind;
 use crate::connectors::ConfigProblem;
 use crate::connectors::tls::TlsConfig;
 use crate::secret::Secret;
@@ -239,9 +240,11 @@ impl CassandraSinkConfig {
                     format!("`{column}` is not a CQL name"),
                 ));
             }
-            if let Some((column, kind)) = create.columns.iter().find(|(_, t)| {
-                ColumnKind::parse(t).is_none() && ColumnKind::user_type_name(t).is_none()
-            }) {
+            if let Some((column, kind)) = create
+                .columns
+                .iter()
+                .find(|(_, t)| !ColumnKind::parses_with_any_user_type(t))
+            {
                 return Err((
                     format!("create.columns.{column}"),
                     format!(
@@ -306,7 +309,7 @@ mod tests {
     }
 
     #[test]
-    fn create_takes_tuples_and_user_type_names_but_not_nested_types() {
+    fn create_takes_nested_types_and_user_type_names_but_not_what_the_sink_cannot_write() {
         let create = |kind: &str| {
             config(&format!(
                 "create = {{ primary_key = [\"id\"], columns = {{ id = \"int\", a = \"{kind}\" }} }}"
@@ -318,14 +321,16 @@ mod tests {
             "frozen<address>",
             "address",
             "list<int>",
+            "list<frozen<address>>",
+            "frozen<tuple<int, list<int>>>",
         ] {
             assert!(create(good).is_ok(), "{good}");
         }
         for bad in [
-            "frozen<tuple<int, list<int>>>",
             "counter",
             "duration",
-            "list<frozen<address>>",
+            "list<duration>",
+            "map<frozen<list<int>>, int>",
         ] {
             let (key, message) = create(bad).unwrap_err();
             assert_eq!(key, "create.columns.a", "{bad}");

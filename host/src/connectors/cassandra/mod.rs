@@ -7,6 +7,7 @@
 mod classify;
 mod columns;
 mod config;
+mod kinds;
 mod numbers;
 mod requests;
 mod session;
@@ -17,11 +18,12 @@ use async_trait::async_trait;
 
 use super::{ConfigProblem, ConnectorError, Sink, SinkSpec};
 
-pub use columns::{Cell, ColumnKind, ColumnType, Missing, bind_field, to_cell};
+pub use columns::{Cell, ColumnType, Missing, bind_field, to_cell};
 pub use config::{
     CassandraSinkConfig, CreateTable, DEFAULT_MAX_MUTATION_BYTES, DEFAULT_REQUEST_BYTES,
     DEFAULT_ROWS_PER_REQUEST, WriteConsistency,
 };
+pub use kinds::{ColumnKind, UserType, UserTypes};
 pub use numbers::Scaled;
 pub use requests::{Owners, group_by_replicas, partition_token, send};
 pub use session::unlogged_batches;

@@ -17,8 +17,9 @@ use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 
 use super::classify::{Failure, classify};
-use super::columns::{ColumnKind, ColumnType, UserType};
+use super::columns::ColumnType;
 use super::config::CassandraSinkConfig;
+use super::kinds::{ColumnKind, Unwritable, UserTypes};
 use crate::connectors::fields::{FieldPath, FieldSet};
 use crate::connectors::tls::{TlsConfig, probe_nodes};
 use crate::connectors::{Cause, ConnectorError, ErrorKind};
@@ -155,6 +156,9 @@ pub(super) async fn connect(
         .map_err(|e| classified("cannot read the table's columns", e))?
         .into_rows_result()
         .map_err(|e| transient("cannot read the table's columns", e.into()))?;
+    let user_types = user_types(&session, keyspace)
+        .await
+        .map_err(|e| classified("cannot read the keyspace's user-defined types", *e))?;
     let mut columns = Vec::new();
     for row in rows
         .rows::<(String, String, String)>()
@@ -168,34 +172,20 @@ pub(super) async fn connect(
             .cloned()
             .unwrap_or_else(|| name.clone());
         let declared = kind;
-        let user_type = match ColumnKind::user_type_name(&declared) {
-            Some(type_name) => user_type(&session, keyspace, &type_name)
-                .await
-                .map_err(|e| classified("cannot read the column's user-defined type", *e))?,
-            None => None,
-        };
-        let kind = match (ColumnKind::parse(&declared), user_type) {
-            (Some(kind), _) => kind,
-            (None, Some(Ok(user))) => ColumnKind::User(Arc::new(user)),
-            (None, Some(Err(field))) => {
-                return Err(ConnectorError::fatal(
-                    sink,
-                    format!(
-                        "column `{name}` has the user-defined type `{declared}`, whose {field}, which the sink cannot write: {}",
-                        ColumnType::unsupported(&declared)
-                    ),
-                ));
-            }
-            (None, None) => {
-                return Err(ConnectorError::fatal(
-                    sink,
-                    format!(
-                        "column `{name}` has type `{declared}`, which the sink cannot write: {}",
-                        ColumnType::unsupported(&declared)
-                    ),
-                ));
-            }
-        };
+        let kind = user_types.parse(&declared).map_err(|Unwritable(part)| {
+            let which = if part == format!("`{declared}`") {
+                String::new()
+            } else {
+                format!(" ({part})")
+            };
+            ConnectorError::fatal(
+                sink,
+                format!(
+                    "column `{name}` has type `{declared}`, which the sink cannot write{which}: {}",
+                    ColumnType::unsupported(&declared)
+                ),
+            )
+        })?;
         columns.push(Column {
             path: FieldPath::parse(&field),
             name,
@@ -289,39 +279,28 @@ pub(super) async fn connect(
     })
 }
 
-/// The user-defined type `name` of `keyspace` as the sink writes it: `None` when the keyspace
-/// has no such type, and the field the sink cannot write (named, with its type) when one is not
-/// of a native type.
-async fn user_type(
-    session: &Session,
-    keyspace: &str,
-    name: &str,
-) -> Result<Option<Result<UserType, String>>, Box<ExecutionError>> {
+/// The user-defined types of `keyspace`, each field's name and declared type, as
+/// `system_schema.types` lists them.
+async fn user_types(session: &Session, keyspace: &str) -> Result<UserTypes, Box<ExecutionError>> {
     let rows = session
         .query_unpaged(
-            "SELECT field_names, field_types FROM system_schema.types WHERE keyspace_name = ? AND type_name = ?",
-            (keyspace, name),
+            "SELECT type_name, field_names, field_types FROM system_schema.types WHERE keyspace_name = ?",
+            (keyspace,),
         )
         .await
         .map_err(Box::new)?;
-    // The rows' shape is fixed by the system table; a result that is not rows means no type.
+    // The rows' shape is fixed by the system table; a result without rows means no types.
     let Ok(rows) = rows.into_rows_result() else {
-        return Ok(None);
+        return Ok(UserTypes::default());
     };
-    let Ok(Some((names, types))) = rows.maybe_first_row::<(Vec<String>, Vec<String>)>() else {
-        return Ok(None);
+    let Ok(rows) = rows.rows::<(String, Vec<String>, Vec<String>)>() else {
+        return Ok(UserTypes::default());
     };
-    let mut fields = Vec::with_capacity(names.len());
-    for (field, declared) in names.into_iter().zip(types) {
-        match ColumnType::parse(&declared) {
-            Some(native) => fields.push((field, native)),
-            None => return Ok(Some(Err(format!("field `{field}` is `{declared}`")))),
-        }
-    }
-    Ok(Some(Ok(UserType {
-        name: name.to_owned(),
-        fields,
-    })))
+    let defined = rows
+        .flatten()
+        .map(|(name, fields, types)| (name, fields.into_iter().zip(types).collect()))
+        .collect();
+    Ok(UserTypes::new(defined))
 }
 
 /// What to tell the user when the cluster refused to log the sink in, or `None` for any other

@@ -13,7 +13,7 @@ use weir_plugin::json::NUMBER_AS_WRITTEN;
 use super::{FieldPath, index};
 
 /// A field's value as read from a record: text borrows the record's bytes unless it holds
-/// escapes, and an object or an array is only named, since the sinks read scalars.
+/// escapes, and an object or an array is only named unless its path reads its items.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Leaf<'a> {
     /// JSON `null`.
@@ -31,8 +31,8 @@ pub enum Leaf<'a> {
     Object,
     /// An array.
     Array,
-    /// An array's items, for a path read with its items ([`FieldSet::with_items`]); an item
-    /// that is itself an object or an array is only named.
+    /// An array's items, for a path read with its items ([`Reading::items`]), each read whole
+    /// (an item that is an array or an object is itself `Items` or `Entries`).
     Items(Vec<Leaf<'a>>),
     /// An object's entries in the record's order, likewise.
     Entries(Vec<(Cow<'a, str>, Leaf<'a>)>),
@@ -378,8 +378,9 @@ impl<'de> Visitor<'de> for Visit<'_, '_, 'de> {
     }
 }
 
-/// Reads an item of an array or a value of an object whose items a path reads: a scalar, or
-/// the kind of an object or an array (skipped).
+/// Reads an item of an array or a value of an object whose items a path reads, whole: a
+/// scalar, or an array's items and an object's entries in turn (a collection of collections, a
+/// list of user types). The readers bound the nesting (128 levels).
 #[derive(Clone, Copy)]
 struct Item {
     /// A number as its text ([`Reading::numbers_as_written`]).
@@ -516,13 +517,19 @@ impl<'de> Visitor<'de> for Item {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Leaf<'de>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Leaf::Object)
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            entries.push((key, map.next_value_seed(self)?));
+        }
+        Ok(Leaf::Entries(entries))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Leaf<'de>, A::Error> {
-        while items.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Leaf::Array)
+        let mut read = Vec::new();
+        while let Some(item) = items.next_element_seed(self)? {
+            read.push(item);
+        }
+        Ok(Leaf::Items(read))
     }
 }
 
@@ -760,9 +767,16 @@ mod tests {
                 Leaf::Number(1.into()),
                 Leaf::Bool(true),
                 Leaf::Null,
-                Leaf::Object,
-                Leaf::Array,
-            ]))
+                Leaf::Entries(vec![(
+                    "x".into(),
+                    Leaf::Items(vec![Leaf::Number(1.into())])
+                )]),
+                Leaf::Items(vec![
+                    Leaf::Number(2.into()),
+                    Leaf::Items(vec![Leaf::Number(3.into())])
+                ]),
+            ])),
+            "items read whole, nested ones too"
         );
         assert!(
             matches!(&fast[0], Some(Leaf::Items(items)) if matches!(items[0], Leaf::Text(Cow::Borrowed("a"))))
@@ -838,7 +852,7 @@ mod tests {
                 ])),
                 Some(Leaf::Entries(vec![
                     ("k".into(), Leaf::Numeral("2.50")),
-                    ("j".into(), Leaf::Array),
+                    ("j".into(), Leaf::Items(vec![Leaf::Numeral("1")])),
                 ])),
                 Some(Leaf::Object),
                 Some(Leaf::Numeral("1.0")),
