@@ -354,7 +354,9 @@ fn serialize_tuple<'b>(
         }
         other => return Err(SerializationError::new(NotATuple(format!("{other:?}")))),
     };
-    if types.len() != items.len() {
+    // Fewer components than the type has are the first ones, the rest null, as CQL reads them:
+    // a user type that gained a field (`ALTER TYPE ... ADD`) after the sink read it.
+    if items.len() > types.len() {
         return Err(SerializationError::new(NotATuple(format!(
             "{typ:?}, which has {} components, not {}",
             types.len(),
@@ -1255,12 +1257,28 @@ mod tests {
             .unwrap();
         assert_eq!(as_user, theirs);
         // A component count or a type the column does not have is refused.
-        let short = Cell::Tuple(vec![Cell::Int(7)]);
+        let long = Cell::Tuple(vec![Cell::Int(7), Cell::Null, Cell::Null, Cell::Null]);
         assert!(
-            short
-                .serialize(&tuple_type, CellWriter::new(&mut Vec::new()))
+            long.serialize(&tuple_type, CellWriter::new(&mut Vec::new()))
                 .is_err()
         );
+        // Fewer components are the first ones: a user type that gained a field since.
+        let short = Cell::Tuple(vec![Cell::Int(7), Cell::Text("ab".into())]);
+        let mut first_two = Vec::new();
+        short
+            .serialize(&user_type, CellWriter::new(&mut first_two))
+            .unwrap();
+        let mut theirs_two = Vec::new();
+        (Some(7i32), Some("ab"))
+            .serialize(
+                &CqlType::Tuple(vec![
+                    CqlType::Native(NativeType::Int),
+                    CqlType::Native(NativeType::Text),
+                ]),
+                CellWriter::new(&mut theirs_two),
+            )
+            .unwrap();
+        assert_eq!(first_two, theirs_two);
         assert!(
             cell.serialize(
                 &CqlType::Native(NativeType::Int),
