@@ -506,10 +506,13 @@ fn value_cell<'a>(
             let mut fields = vec![Cell::Null; user.fields.len()];
             for (key, leaf) in entries {
                 let Some(index) = user.fields.iter().position(|(name, _)| *name == key) else {
+                    let fields: Vec<&str> =
+                        user.fields.iter().map(|(name, _)| name.as_str()).collect();
                     return Err(located(format!(
-                        "column `{column}` (user type {}) has no field {}",
+                        "column `{column}` (user type {}) has no field {} (its fields: {}; drop the key in a plugin, or add the field with ALTER TYPE and restart the pipeline)",
                         user.name,
-                        serde_json::Value::from(key.as_ref())
+                        serde_json::Value::from(key.as_ref()),
+                        fields.join(", ")
                     )));
                 };
                 let place = inside(format!("field {key}"));
@@ -1149,7 +1152,9 @@ mod tests {
         );
         let unknown = collection(address(), r#"{"street": "x", "city": "y"}"#).unwrap_err();
         assert!(
-            unknown.contains("column `tags` (user type address) has no field \"city\""),
+            unknown.contains(
+                "column `tags` (user type address) has no field \"city\" (its fields: street, number, zip;"
+            ),
             "{unknown}"
         );
         let wrong = collection(address(), r#"{"number": "ten"}"#).unwrap_err();

@@ -235,7 +235,7 @@ struct Visit<'n, 'f, 'a> {
 }
 
 impl<'a> Visit<'_, '_, 'a> {
-    /// How this node's items are read.
+    /// The reader of this node's value whole, items and entries, for a path that reads them.
     fn item(&self) -> Item {
         Item {
             numbers_as_written: self.node.reading.numbers_as_written,
@@ -321,12 +321,8 @@ impl<'de> Visitor<'de> for Visit<'_, '_, 'de> {
 
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         if self.node.reading.items {
-            let item = self.item();
-            let mut entries = Vec::new();
-            while let Some(key) = map.next_key_seed(Key)? {
-                entries.push((key, map.next_value_seed(item)?));
-            }
-            self.found(Leaf::Entries(entries));
+            let entries = self.item().visit_map(map)?;
+            self.found(entries);
             return Ok(());
         }
         self.found(Leaf::Object);
@@ -346,12 +342,8 @@ impl<'de> Visitor<'de> for Visit<'_, '_, 'de> {
 
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut items: A) -> Result<(), A::Error> {
         if self.node.reading.items {
-            let item = self.item();
-            let mut read = Vec::new();
-            while let Some(item) = items.next_element_seed(item)? {
-                read.push(item);
-            }
-            self.found(Leaf::Items(read));
+            let read = self.item().visit_seq(items)?;
+            self.found(read);
             return Ok(());
         }
         self.found(Leaf::Array);
